@@ -1,0 +1,493 @@
+// Package config loads Starling's server configuration from defaults, a YAML file and command-line flags.
+//
+// Precedence, lowest to highest: Default(), the YAML file named by --config
+// (or by the STARLING_CONFIG environment variable), then every flag given on
+// the command line. See example.yaml next to this file for every key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvConfig names the environment variable that supplies the default for --config.
+const EnvConfig = "STARLING_CONFIG"
+
+// Config is Starling's complete server configuration.
+type Config struct {
+	HTTP struct {
+		// Address the HTTP server (web page, /v1/rtc, /healthz) listens on.
+		Address string `yaml:"address"`
+	} `yaml:"http"`
+	RTC struct {
+		// UDPPort is the single UDP port shared by all peers (ICE UDP mux); 0 picks a free port.
+		UDPPort int `yaml:"udp_port"`
+		// TCPPort is the ICE-TCP port; 0 picks a free port, -1 disables ICE-TCP.
+		TCPPort int `yaml:"tcp_port"`
+		// NodeIP lists public IPs to advertise (NAT 1:1); empty advertises local interface addresses.
+		NodeIP []string `yaml:"node_ip"`
+		// BindIP is the IP the UDP/TCP media sockets listen on; "" means all interfaces.
+		BindIP string `yaml:"bind_ip"`
+		// ICEServers are handed to clients when they join.
+		ICEServers []ICEServer `yaml:"ice_servers"`
+		// LoopbackCandidates offers 127.0.0.1 candidates, so a demo on localhost works.
+		LoopbackCandidates bool `yaml:"loopback_candidates"`
+	} `yaml:"rtc"`
+	Room struct {
+		// EmptyTimeout is how long an empty room lives after its last participant leaves.
+		EmptyTimeout Duration `yaml:"empty_timeout"`
+		// NegotiationTimeout disconnects a subscriber that never answers an offer.
+		NegotiationTimeout Duration `yaml:"negotiation_timeout"`
+	} `yaml:"room"`
+	Log struct {
+		// Level is debug, info, warn or error.
+		Level string `yaml:"level"`
+		// Format is text or json.
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+// ICEServer is a STUN or TURN server handed to clients.
+type ICEServer struct {
+	URLs       []string `yaml:"urls"`
+	Username   string   `yaml:"username"`
+	Credential string   `yaml:"credential"`
+}
+
+// Duration is a time.Duration written in YAML as a Go duration string ("10s", "1m30s").
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes d as a duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a duration string such as "10s" or "1m30s".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if n.Kind != yaml.ScalarNode || err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf(
+			"line %d: invalid duration %q: want a number with a unit, e.g. \"10s\" or \"1m30s\"", n.Line, n.Value)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	var c Config
+	c.HTTP.Address = "127.0.0.1:7900"
+	c.RTC.UDPPort = 7901
+	c.RTC.TCPPort = 7902
+	c.RTC.LoopbackCandidates = true
+	c.Room.EmptyTimeout = Duration(10 * time.Second)
+	c.Room.NegotiationTimeout = Duration(15 * time.Second)
+	c.Log.Level = "info"
+	c.Log.Format = "text"
+	return c
+}
+
+// Load builds the configuration from args (without the program name).
+//
+// It starts from Default(), applies the YAML file named by --config (default:
+// $STARLING_CONFIG), then every flag present in args, and finally validates
+// the result. Usage and flag errors are written to stderr. For --help it
+// returns flag.ErrHelp after printing the usage.
+func Load(args []string, stderr io.Writer) (Config, error) {
+	return load(args, stderr, os.Getenv)
+}
+
+func load(args []string, stderr io.Writer, getenv func(string) string) (Config, error) {
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	def := Default()
+	fs := flag.NewFlagSet("starling", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+
+	// Flag targets start at the defaults so --help shows them; values are
+	// copied into the config only for flags actually given (see apply below).
+	configPath := fs.String("config", getenv(EnvConfig), "YAML configuration `file`; $"+EnvConfig+" sets the default")
+	bind := fs.String("bind", def.HTTP.Address, "HTTP listen `address` for the web page, /v1/rtc and /healthz (use 0.0.0.0:PORT in a container)")
+	udpPort := fs.Int("udp-port", def.RTC.UDPPort, "UDP `port` shared by all peers (ICE UDP mux); 0 picks a free port")
+	tcpPort := fs.Int("tcp-port", def.RTC.TCPPort, "ICE-TCP `port`; 0 picks a free port, -1 disables ICE-TCP")
+	var nodeIPs listFlag
+	fs.Var(&nodeIPs, "node-ip", "public `IP` to advertise (NAT 1:1); repeatable or comma-separated; none = local interface addresses")
+	mediaBind := fs.String("media-bind-ip", def.RTC.BindIP, "`IP` the UDP/TCP media sockets listen on; empty = all interfaces")
+	var iceServers iceServerFlag
+	fs.Var(&iceServers, "ice-server", "ICE server for clients, repeatable: `URL[,URL...][,username=U,credential=C]`,\n"+
+		"e.g. stun:stun.example.org:3478 or turn:turn.example.org:3478?transport=udp,username=U,credential=C")
+	emptyTimeout := fs.Duration("empty-timeout", def.Room.EmptyTimeout.Std(), "close a room this long after its last participant leaves")
+	negTimeout := fs.Duration("negotiation-timeout", def.Room.NegotiationTimeout.Std(), "disconnect a subscriber that has not answered an offer after this long")
+	loopback := fs.Bool("loopback-candidates", def.RTC.LoopbackCandidates, "offer loopback ICE candidates (for a demo on localhost)")
+	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
+	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
+	fs.Usage = func() { usage(fs) }
+
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return Config{}, fmt.Errorf("unexpected argument %q (all options are flags; see --help)", fs.Arg(0))
+	}
+
+	cfg := def
+	if *configPath != "" {
+		if err := cfg.loadFile(*configPath); err != nil {
+			return Config{}, err
+		}
+	}
+
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "bind":
+			cfg.HTTP.Address = *bind
+		case "udp-port":
+			cfg.RTC.UDPPort = *udpPort
+		case "tcp-port":
+			cfg.RTC.TCPPort = *tcpPort
+		case "node-ip":
+			cfg.RTC.NodeIP = []string(nodeIPs)
+		case "media-bind-ip":
+			cfg.RTC.BindIP = *mediaBind
+		case "ice-server":
+			cfg.RTC.ICEServers = []ICEServer(iceServers)
+		case "empty-timeout":
+			cfg.Room.EmptyTimeout = Duration(*emptyTimeout)
+		case "negotiation-timeout":
+			cfg.Room.NegotiationTimeout = Duration(*negTimeout)
+		case "loopback-candidates":
+			cfg.RTC.LoopbackCandidates = *loopback
+		case "log-level":
+			cfg.Log.Level = *logLevel
+		case "log-format":
+			cfg.Log.Format = *logFormat
+		}
+	})
+
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	if lvl, ok := parseLevel(cfg.Log.Level); ok {
+		cfg.Log.Level = strings.ToLower(lvl.String()) // "WARN" -> "warn", "warning" -> "warn"
+	}
+	cfg.Log.Format = strings.ToLower(cfg.Log.Format)
+	return cfg, nil
+}
+
+// usage prints every flag with its default, including empty ones.
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage: %s [flags]\n\nStarling WebRTC SFU. Flags override the --config file, which overrides defaults.\n\nFlags:\n", fs.Name())
+	fs.VisitAll(func(f *flag.Flag) {
+		name, text := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  --%s", f.Name)
+		if name != "" {
+			fmt.Fprintf(w, " %s", name)
+		}
+		def := f.DefValue
+		if def == "" {
+			def = "none"
+		}
+		text = strings.ReplaceAll(text, "\n", "\n    \t")
+		fmt.Fprintf(w, "\n    \t%s (default: %s)\n", text, def)
+	})
+}
+
+// listFlag collects a repeatable, comma-separated string flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(s string) error {
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}
+
+// iceServerFlag collects repeated --ice-server values.
+type iceServerFlag []ICEServer
+
+func (f *iceServerFlag) String() string {
+	var parts []string
+	for _, s := range *f {
+		parts = append(parts, strings.Join(s.URLs, ","))
+	}
+	return strings.Join(parts, " ")
+}
+
+func (f *iceServerFlag) Set(s string) error {
+	srv, err := ParseICEServer(s)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, srv)
+	return nil
+}
+
+// ParseICEServer parses the --ice-server syntax: comma-separated items, each
+// either a URL or one of username=VALUE (alias user=VALUE) and
+// credential=VALUE (alias password=VALUE). For example
+//
+//	stun:stun.example.org:3478
+//	turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349,username=alice,credential=s3cret
+//
+// Values cannot contain commas; put such servers in the YAML file instead.
+// The URLs themselves are checked by Validate.
+func ParseICEServer(s string) (ICEServer, error) {
+	var srv ICEServer
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		key, val, hasEq := strings.Cut(item, "=")
+		switch {
+		case item == "":
+			continue
+		case hasEq && (key == "username" || key == "user"):
+			srv.Username = val
+		case hasEq && (key == "credential" || key == "password"):
+			srv.Credential = val
+		default:
+			srv.URLs = append(srv.URLs, item)
+		}
+	}
+	if len(srv.URLs) == 0 {
+		return srv, fmt.Errorf("ice server %q has no URL (want e.g. stun:host:3478 or turn:host:3478,username=U,credential=C)", s)
+	}
+	return srv, nil
+}
+
+var unknownFieldRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type `)
+
+// loadFile overlays the YAML file at path onto c. Keys missing from the file
+// keep their current value; unknown keys are an error naming the key.
+func (c *Config) loadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err = dec.Decode(c)
+	if errors.Is(err, io.EOF) { // empty file
+		return nil
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		var root yaml.Node
+		_ = yaml.Unmarshal(data, &root)
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			msgs[i] = m
+			if sm := unknownFieldRE.FindStringSubmatch(m); sm != nil {
+				line, _ := strconv.Atoi(sm[1])
+				key := sm[2]
+				if p := keyPath(&root, line, key, ""); p != "" {
+					key = p
+				}
+				msgs[i] = fmt.Sprintf("line %d: unknown key %q", line, key)
+			}
+		}
+		return fmt.Errorf("config file %s:\n  %s", path, strings.Join(msgs, "\n  "))
+	}
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// keyPath finds the mapping key named key on line and returns its dotted
+// path ("rtc.udp_prot"), or "" if not found.
+func keyPath(n *yaml.Node, line int, key, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := prefix
+			if n.Kind == yaml.SequenceNode {
+				p = fmt.Sprintf("%s[%d]", prefix, i)
+			}
+			if r := keyPath(c, line, key, p); r != "" {
+				return r
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			if k.Line == line && k.Value == key {
+				return p
+			}
+			if r := keyPath(n.Content[i+1], line, key, p); r != "" {
+				return r
+			}
+		}
+	}
+	return ""
+}
+
+// Validate reports every invalid setting, one per line, each naming its YAML key.
+func (c Config) Validate() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+
+	httpHost, httpPort, err := net.SplitHostPort(c.HTTP.Address)
+	if err != nil {
+		bad("http.address %q: want host:port, e.g. 127.0.0.1:7900 or 0.0.0.0:7900 (%v)", c.HTTP.Address, err)
+	} else if p, err := strconv.Atoi(httpPort); err != nil || p < 0 || p > 65535 {
+		bad("http.address %q: port must be a number from 0 to 65535", c.HTTP.Address)
+	} else if c.RTC.TCPPort > 0 && p == c.RTC.TCPPort && overlaps(httpHost, c.RTC.BindIP) {
+		bad("rtc.tcp_port %d: same TCP port as http.address %q; pick another port or -1 to disable ICE-TCP", c.RTC.TCPPort, c.HTTP.Address)
+	}
+
+	if c.RTC.UDPPort < 0 || c.RTC.UDPPort > 65535 {
+		bad("rtc.udp_port %d: must be from 1 to 65535, or 0 to pick a free port", c.RTC.UDPPort)
+	}
+	if c.RTC.TCPPort < -1 || c.RTC.TCPPort > 65535 {
+		bad("rtc.tcp_port %d: must be from 1 to 65535, 0 to pick a free port, or -1 to disable ICE-TCP", c.RTC.TCPPort)
+	}
+	for _, ip := range c.RTC.NodeIP {
+		a, err := netip.ParseAddr(ip)
+		if err != nil || a.Zone() != "" {
+			bad("rtc.node_ip %q: not an IP address", ip)
+		} else if a.IsUnspecified() {
+			bad("rtc.node_ip %q: an unspecified address cannot be advertised", ip)
+		}
+	}
+	if c.RTC.BindIP != "" {
+		if _, err := netip.ParseAddr(c.RTC.BindIP); err != nil {
+			bad("rtc.bind_ip %q: not an IP address (leave empty for all interfaces)", c.RTC.BindIP)
+		}
+	}
+	for i, s := range c.RTC.ICEServers {
+		if len(s.URLs) == 0 {
+			bad("rtc.ice_servers[%d]: no urls", i)
+		}
+		for _, u := range s.URLs {
+			turn, err := checkICEURL(u)
+			if err != nil {
+				bad("rtc.ice_servers[%d].urls %q: %v", i, u, err)
+			} else if turn && (s.Username == "" || s.Credential == "") {
+				bad("rtc.ice_servers[%d].urls %q: TURN needs a username and a credential", i, u)
+			}
+		}
+	}
+
+	if c.Room.EmptyTimeout <= 0 {
+		bad("room.empty_timeout %s: must be positive", c.Room.EmptyTimeout)
+	}
+	if c.Room.NegotiationTimeout <= 0 {
+		bad("room.negotiation_timeout %s: must be positive", c.Room.NegotiationTimeout)
+	}
+
+	if _, ok := parseLevel(c.Log.Level); !ok {
+		bad("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "text", "json":
+	default:
+		bad("log.format %q: want text or json", c.Log.Format)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.New("invalid configuration:\n  " + strings.Join(errs, "\n  "))
+}
+
+// overlaps reports whether two listen hosts can collide on the same port.
+func overlaps(a, b string) bool {
+	unspecified := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || (err == nil && ip.IsUnspecified())
+	}
+	return unspecified(a) || unspecified(b) || a == b
+}
+
+// checkICEURL validates a STUN/TURN URL (RFC 7064, RFC 7065) and reports whether it is TURN.
+func checkICEURL(u string) (turn bool, err error) {
+	scheme, rest, ok := strings.Cut(u, ":")
+	scheme = strings.ToLower(scheme)
+	switch {
+	case ok && (scheme == "stun" || scheme == "stuns"):
+	case ok && (scheme == "turn" || scheme == "turns"):
+		turn = true
+	default:
+		return false, errors.New(`must start with stun:, stuns:, turn: or turns: (e.g. "stun:host:3478")`)
+	}
+	hostport, query, hasQuery := strings.Cut(rest, "?")
+	if hasQuery {
+		if !turn {
+			return false, errors.New("STUN URLs take no ?query")
+		}
+		t, ok := strings.CutPrefix(query, "transport=")
+		if !ok || (t != "udp" && t != "tcp") {
+			return false, errors.New("the only query allowed is ?transport=udp or ?transport=tcp")
+		}
+	}
+	if strings.HasPrefix(hostport, "//") {
+		return false, fmt.Errorf("write %s:host:port, without //", scheme)
+	}
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
+		host = hostport[1 : len(hostport)-1]
+	}
+	if host == "" || strings.ContainsAny(host, "/@ ") {
+		return false, errors.New("missing or malformed host")
+	}
+	if port != "" {
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return false, fmt.Errorf("bad port %q", port)
+		}
+	}
+	return turn, nil
+}
+
+func parseLevel(s string) (slog.Level, bool) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warn", "warning":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return slog.LevelInfo, false
+}
+
+// Logger returns a slog.Logger writing to w in the configured format (text
+// or JSON) at the configured level. Unknown values fall back to text/info.
+func (c Config) Logger(w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.Log.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(c.Log.Format, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,159 @@
+// Package room holds rooms, participants, their published tracks and
+// subscriptions, and schedules each participant's subscriber negotiation. It
+// speaks to clients only through the Peer interface and to media only
+// through package sfu.
+package room
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Peer is a participant's signaling session as the room sees it.
+type Peer interface {
+	// Notify queues a notification; it never blocks.
+	Notify(method string, params any)
+	// End sends `leave` with the reason and closes the session.
+	End(reason string)
+}
+
+// Config configures a Manager.
+type Config struct {
+	Engine             *sfu.Engine
+	ICEServers         []webrtc.ICEServer // handed to clients in join
+	EmptyTimeout       time.Duration      // an empty room closes after this
+	NegotiationTimeout time.Duration      // a subscriber offer unanswered this long ends the session
+	Logger             *slog.Logger
+}
+
+// Manager owns every room of this node.
+type Manager struct {
+	cfg      Config
+	log      *slog.Logger
+	mu       sync.Mutex
+	rooms    map[string]*Room
+	draining bool
+	wg       sync.WaitGroup // participants not yet fully closed
+}
+
+// NewManager makes a manager with defaults for unset durations.
+func NewManager(cfg Config) *Manager {
+	if cfg.EmptyTimeout <= 0 {
+		cfg.EmptyTimeout = 10 * time.Second
+	}
+	if cfg.NegotiationTimeout <= 0 {
+		cfg.NegotiationTimeout = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger, rooms: map[string]*Room{}}
+}
+
+// JoinRequest is a validated join.
+type JoinRequest struct {
+	Room          string
+	Name          string
+	Metadata      string
+	Identity      string // from the token's sub; "" = a new identity
+	AutoSubscribe bool
+}
+
+// Join adds a participant to a room, creating the room on first join. The
+// caller sends the result, then calls Participant.Start.
+func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.JoinResult, error) {
+	for {
+		m.mu.Lock()
+		if m.draining {
+			m.mu.Unlock()
+			return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
+		}
+		r := m.rooms[req.Room]
+		if r == nil {
+			r = newRoom(m, req.Room)
+			m.rooms[req.Room] = r
+			m.log.Info("room created", "room", r.name, "sid", r.sid)
+		}
+		m.mu.Unlock()
+
+		p, err := newParticipant(m, r, req, peer)
+		if err != nil {
+			m.log.Error("creating participant", "err", err)
+			return nil, nil, protocol.Errorf(protocol.CodeInternal, "cannot create peer connections")
+		}
+		res, ok := r.add(p)
+		if !ok { // the room closed meanwhile: make a new one
+			p.loop.stop()
+			p.closeConns()
+			continue
+		}
+		m.wg.Add(1)
+		return p, res, nil
+	}
+}
+
+// removeRoom forgets a closed room.
+func (m *Manager) removeRoom(r *Room) {
+	m.mu.Lock()
+	if m.rooms[r.name] == r {
+		delete(m.rooms, r.name)
+	}
+	m.mu.Unlock()
+	m.log.Info("room closed", "room", r.name, "sid", r.sid)
+}
+
+// Room returns a room by name, or nil.
+func (m *Manager) Room(name string) *Room {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rooms[name]
+}
+
+// RoomNames lists open rooms, sorted.
+func (m *Manager) RoomNames() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := make([]string, 0, len(m.rooms))
+	for n := range m.rooms {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Draining reports whether Shutdown has begun.
+func (m *Manager) Draining() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.draining
+}
+
+// Shutdown refuses new joins, sends `leave` to every participant, closes
+// every room and waits (bounded by ctx) until all are gone.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.draining = true
+	rooms := make([]*Room, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		rooms = append(rooms, r)
+	}
+	m.mu.Unlock()
+	for _, r := range rooms {
+		r.Close(protocol.ReasonServerShutdown)
+	}
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,254 @@
+package room
+
+import (
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// subscriberLoop is the one goroutine that owns a participant's subscriber
+// connection: subscriptions change and offers are made only here. Changes
+// queued together become one offer, and only one offer is in flight: the
+// server is the only offerer on this connection, so there is no glare.
+type subscriberLoop struct {
+	p *Participant
+
+	qmu   sync.Mutex
+	queue []func()
+	wake  chan struct{}
+	quit  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+
+	// Owned by the loop goroutine.
+	started  bool
+	dirty    bool // a change awaits an offer
+	inFlight bool // an offer awaits its answer
+	gen      int  // counts offers, to match timeouts to them
+	timer    *time.Timer
+	down     map[string]*sfu.DownTrack
+	prefs    map[string]protocol.SetSubscriptionParams // per track, kept across resubscribes
+	subsMu   sync.Mutex
+	subsSeen map[string]bool // track ids subscribed, readable from other goroutines
+}
+
+func (l *subscriberLoop) init(p *Participant) {
+	l.p = p
+	l.wake = make(chan struct{}, 1)
+	l.quit = make(chan struct{})
+	l.done = make(chan struct{})
+	l.down = map[string]*sfu.DownTrack{}
+	l.prefs = map[string]protocol.SetSubscriptionParams{}
+	l.subsSeen = map[string]bool{}
+	go l.run()
+}
+
+// post queues f to run on the loop; it never blocks.
+func (l *subscriberLoop) post(f func()) {
+	l.qmu.Lock()
+	l.queue = append(l.queue, f)
+	l.qmu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// do runs f on the loop and returns its error.
+func (l *subscriberLoop) do(f func() error) error {
+	res := make(chan error, 1)
+	l.post(func() { res <- f() })
+	select {
+	case err := <-res:
+		return err
+	case <-l.done:
+		return protocol.Errorf(protocol.CodeConflict, "participant has left")
+	}
+}
+
+func (l *subscriberLoop) run() {
+	defer close(l.done)
+	defer l.release()
+	for {
+		select {
+		case <-l.quit:
+			return
+		case <-l.wake:
+		}
+		for {
+			l.qmu.Lock()
+			q := l.queue
+			l.queue = nil
+			l.qmu.Unlock()
+			if len(q) == 0 {
+				break
+			}
+			for _, f := range q {
+				f()
+			}
+		}
+		if l.started && l.dirty && !l.inFlight {
+			l.offer()
+		}
+	}
+}
+
+// offer sends a new subscriber offer covering every change so far.
+func (l *subscriberLoop) offer() {
+	sdp, err := l.p.sub.CreateOffer()
+	if err != nil {
+		l.p.log.Warn("subscriber offer failed", "err", err)
+		return
+	}
+	l.dirty = false
+	l.inFlight = true
+	l.gen++
+	gen := l.gen
+	l.timer = time.AfterFunc(l.p.m.cfg.NegotiationTimeout, func() {
+		l.post(func() {
+			if l.inFlight && l.gen == gen {
+				l.p.log.Warn("subscriber offer not answered in time")
+				go l.p.close(protocol.ReasonNegotiation, true)
+			}
+		})
+	})
+	l.p.peer.Notify(protocol.MethodOffer, protocol.SDPParams{SDP: sdp})
+}
+
+// answer applies the client's answer; a queued change makes the next offer.
+func (l *subscriberLoop) answer(sdp string) error {
+	if !l.inFlight {
+		return protocol.Errorf(protocol.CodeConflict, "answer: no subscriber offer is pending")
+	}
+	if err := l.p.sub.SetAnswer(sdp); err != nil {
+		return protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
+	}
+	l.inFlight = false
+	l.timer.Stop()
+	return nil
+}
+
+func (l *subscriberLoop) addDownTrack(t *Track) {
+	if _, ok := l.down[t.id]; ok {
+		return
+	}
+	t.mu.Lock()
+	r := t.receiver
+	t.mu.Unlock()
+	if r == nil {
+		return
+	}
+	d := sfu.NewDownTrack(r, t.owner.id)
+	if err := l.p.sub.AddDownTrack(d); err != nil {
+		l.p.log.Warn("cannot add track to subscriber connection", "track", t.id, "err", err)
+		return
+	}
+	l.down[t.id] = d
+	l.setSubscribed(t.id, true)
+	l.apply(t, d)
+	r.AddSink(d)
+	l.dirty = true
+}
+
+func (l *subscriberLoop) removeDownTrack(id string) {
+	d, ok := l.down[id]
+	if !ok {
+		return
+	}
+	delete(l.down, id)
+	l.setSubscribed(id, false)
+	d.Source().RemoveSink(d)
+	d.Close()
+	if err := l.p.sub.RemoveDownTrack(id); err != nil {
+		l.p.log.Debug("removing track from subscriber connection", "track", id, "err", err)
+	}
+	l.dirty = true
+}
+
+// setSubscription merges the new preferences and applies them.
+func (l *subscriberLoop) setSubscription(t *Track, s protocol.SetSubscriptionParams) {
+	old := l.prefs[t.id]
+	if s.Paused == nil {
+		s.Paused = old.Paused
+	}
+	if s.MaxWidth == nil {
+		s.MaxWidth = old.MaxWidth
+	}
+	if s.MaxHeight == nil {
+		s.MaxHeight = old.MaxHeight
+	}
+	if s.Quality == nil {
+		s.Quality = old.Quality
+	}
+	l.prefs[t.id] = s
+	if d, ok := l.down[t.id]; ok {
+		l.apply(t, d)
+	}
+}
+
+// apply sets a down track's pause and layer from the preferences and tells
+// the subscriber what it gets.
+func (l *subscriberLoop) apply(t *Track, d *sfu.DownTrack) {
+	s, ok := l.prefs[t.id]
+	paused := ok && s.Paused != nil && *s.Paused
+	quality, maxW, maxH := "", 0, 0
+	if s.Quality != nil {
+		quality = *s.Quality
+	}
+	if s.MaxWidth != nil {
+		maxW = *s.MaxWidth
+	}
+	if s.MaxHeight != nil {
+		maxH = *s.MaxHeight
+	}
+	layer := t.layerFor(quality, maxW, maxH)
+	d.SetTarget(layer)
+	d.SetPaused(paused)
+	if !ok || t.kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	update := protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: t.qualityOf(layer), Reason: "subscriber"}
+	if paused {
+		update.Layer = protocol.QualityPaused
+	}
+	l.p.peer.Notify(protocol.NotifySubscriptionUpdated, update)
+}
+
+func (l *subscriberLoop) setSubscribed(id string, on bool) {
+	l.subsMu.Lock()
+	defer l.subsMu.Unlock()
+	if on {
+		l.subsSeen[id] = true
+	} else {
+		delete(l.subsSeen, id)
+	}
+}
+
+// subscribed reports whether track id is subscribed; safe from any goroutine.
+func (l *subscriberLoop) subscribed(id string) bool {
+	l.subsMu.Lock()
+	defer l.subsMu.Unlock()
+	return l.subsSeen[id]
+}
+
+// release detaches every down track; runs on the loop as it exits.
+func (l *subscriberLoop) release() {
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	for id, d := range l.down {
+		d.Source().RemoveSink(d)
+		d.Close()
+		delete(l.down, id)
+	}
+}
+
+// stop ends the loop and waits for it; safe to call more than once, but not
+// from the loop itself.
+func (l *subscriberLoop) stop() {
+	l.once.Do(func() { close(l.quit) })
+	<-l.done
+}

@@ -1,0 +1,411 @@
+package room
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Participant is one joined client: its two peer connections, the tracks it
+// publishes and the tracks it receives.
+type Participant struct {
+	m             *Manager
+	room          *Room
+	log           *slog.Logger
+	peer          Peer
+	id            string
+	identity      string
+	name          string
+	metadata      string
+	joinedAt      time.Time
+	resumeToken   string
+	autoSubscribe bool
+
+	pub *sfu.Publisher
+	sub *sfu.Subscriber
+
+	pubMu sync.Mutex // serialises publisher offers
+
+	mu     sync.Mutex
+	tracks map[string]*Track // published, by server id
+	byCID  map[string]*Track // published, by the client's msid track id
+	closed bool
+
+	loop subscriberLoop // owns the subscriber connection
+}
+
+func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participant, error) {
+	p := &Participant{
+		m: m, room: r, peer: peer, id: newID("PA_"), identity: req.Identity,
+		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
+		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe,
+		tracks: map[string]*Track{}, byCID: map[string]*Track{},
+	}
+	if p.identity == "" {
+		p.identity = p.id
+	}
+	p.log = m.log.With("room", r.name, "participant", p.id)
+	var err error
+	p.pub, err = sfu.NewPublisher(m.cfg.Engine, m.cfg.ICEServers, p.onTrack, p.onData)
+	if err != nil {
+		return nil, err
+	}
+	p.sub, err = sfu.NewSubscriber(m.cfg.Engine, m.cfg.ICEServers)
+	if err != nil {
+		_ = p.pub.Close()
+		return nil, err
+	}
+	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) {
+		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetPublisher, Candidate: c})
+	})
+	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) {
+		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetSubscriber, Candidate: c})
+	})
+	failed := func() { go p.close(protocol.ReasonDisconnected, true) }
+	p.pub.OnFailed(failed)
+	p.sub.OnFailed(failed)
+	p.loop.init(p)
+	return p, nil
+}
+
+// ID is the participant id.
+func (p *Participant) ID() string { return p.id }
+
+// Identity is the participant's identity (token sub, or its id).
+func (p *Participant) Identity() string { return p.identity }
+
+// Room is the participant's room.
+func (p *Participant) Room() *Room { return p.room }
+
+// Start begins subscriber negotiation: call it after the join result is sent
+// so the first `offer` follows it.
+func (p *Participant) Start() {
+	p.loop.post(func() {
+		p.loop.started = true
+		if p.autoSubscribe {
+			for _, t := range p.room.publishedTracks(p) {
+				p.loop.addDownTrack(t)
+			}
+		}
+		p.loop.dirty = true // the first offer carries the data channel even with no tracks
+	})
+}
+
+// Info is the participant's public view.
+func (p *Participant) Info() protocol.Participant {
+	p.mu.Lock()
+	tracks := make([]*Track, 0, len(p.tracks))
+	for _, t := range p.tracks {
+		tracks = append(tracks, t)
+	}
+	info := protocol.Participant{
+		ID: p.id, Name: p.name, Metadata: p.metadata, JoinedAt: p.joinedAt.UnixMilli(), Tracks: []protocol.Track{},
+	}
+	p.mu.Unlock()
+	for _, t := range tracks {
+		t.mu.Lock()
+		visible := t.visible
+		t.mu.Unlock()
+		if visible {
+			info.Tracks = append(info.Tracks, t.Info())
+		}
+	}
+	return info
+}
+
+// HandleOffer applies a publisher offer and returns the answer with the
+// tracks it publishes.
+func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferResult, error) {
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
+	offered, err := sfu.ParseOffer(params.SDP)
+	if err != nil {
+		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp does not parse: %v", err)
+	}
+	anns := map[string]protocol.TrackAnnouncement{}
+	for _, a := range params.Tracks {
+		anns[a.TrackID] = a
+	}
+	inSDP := map[string]bool{}
+	for _, o := range offered {
+		inSDP[o.TrackID] = true
+	}
+	for _, a := range params.Tracks {
+		if !inSDP[a.TrackID] {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams,
+				"invalid params: track %q is not sent by any media section of the sdp", a.TrackID)
+		}
+	}
+	answer, err := p.pub.HandleOffer(params.SDP)
+	if err != nil {
+		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
+	}
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, protocol.Errorf(protocol.CodeConflict, "participant has left")
+	}
+	result := &protocol.OfferResult{SDP: answer, Tracks: []protocol.Track{}}
+	current := map[string]bool{}
+	var added []*Track
+	for _, o := range offered {
+		current[o.TrackID] = true
+		t := p.byCID[o.TrackID]
+		if t == nil {
+			t = newTrack(p, o, anns[o.TrackID])
+			if c, ok := p.pub.NegotiatedCodec(o.MID); ok {
+				t.info.Codec = c.MimeType
+			}
+			p.tracks[t.id] = t
+			p.byCID[o.TrackID] = t
+		}
+		added = append(added, t)
+	}
+	var removed []*Track
+	for cid, t := range p.byCID {
+		if !current[cid] {
+			removed = append(removed, t)
+			delete(p.byCID, cid)
+			delete(p.tracks, t.id)
+		}
+	}
+	p.mu.Unlock()
+	for _, t := range added {
+		result.Tracks = append(result.Tracks, t.Info())
+	}
+	for _, t := range removed {
+		p.dropTrack(t)
+	}
+	return result, nil
+}
+
+// onTrack attaches an incoming encoding to its announced track.
+func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	p.mu.Lock()
+	t := p.byCID[remote.ID()]
+	closed := p.closed
+	p.mu.Unlock()
+	if t == nil || closed {
+		p.log.Warn("incoming track not announced in an offer", "msid", remote.ID(), "rid", remote.RID())
+		return
+	}
+	idx := t.layerOf(remote.RID())
+	if idx < 0 {
+		p.log.Warn("unknown simulcast rid", "track", t.id, "rid", remote.RID())
+		return
+	}
+	t.mu.Lock()
+	first := t.receiver == nil
+	if first {
+		t.receiver = sfu.NewReceiver(t.id, remote.Codec(), remote.Kind(), p.pub.WriteRTCP, p.log.With("track", t.id))
+		t.info.Codec = remote.Codec().MimeType
+		t.visible = true
+	}
+	r := t.receiver
+	t.mu.Unlock()
+	r.AddLayer(idx, remote, recv)
+	if first {
+		p.room.publish(t)
+	} else {
+		p.room.trackUpdated(t)
+	}
+}
+
+// onData relays a text message from the publisher's data channel.
+func (p *Participant) onData(text []byte) {
+	if len(text) > protocol.MaxDataMessage || !utf8.Valid(text) {
+		p.log.Debug("data message dropped", "bytes", len(text))
+		return
+	}
+	p.room.relayData(p, text)
+}
+
+func (p *Participant) sendData(msg []byte) {
+	if err := p.sub.SendData(msg); err != nil {
+		p.log.Debug("data message not delivered", "err", err)
+	}
+}
+
+// HandleAnswer applies the client's answer to the pending subscriber offer.
+func (p *Participant) HandleAnswer(sdp string) error {
+	return p.loop.do(func() error { return p.loop.answer(sdp) })
+}
+
+// HandleCandidate adds a client's ICE candidate to one of its connections.
+func (p *Participant) HandleCandidate(params protocol.CandidateParams) error {
+	var err error
+	switch params.Target {
+	case protocol.TargetPublisher:
+		err = p.pub.AddCandidate(params.Candidate)
+	case protocol.TargetSubscriber:
+		err = p.sub.AddCandidate(params.Candidate)
+	default:
+		return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: target must be "publisher" or "subscriber"`)
+	}
+	if err != nil {
+		return protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
+	}
+	return nil
+}
+
+// Subscribe subscribes to tracks by id; unknown ids fail the whole request.
+func (p *Participant) Subscribe(ids []string) error {
+	tracks := make([]*Track, 0, len(ids))
+	for _, id := range ids {
+		t := p.room.track(id)
+		if t == nil {
+			return protocol.Errorf(protocol.CodeNotFound, "unknown track %q", id)
+		}
+		if t.owner == p {
+			return protocol.Errorf(protocol.CodeConflict, "track %q is your own", id)
+		}
+		tracks = append(tracks, t)
+	}
+	for _, t := range tracks {
+		p.subscribeTrack(t)
+	}
+	return nil
+}
+
+// Unsubscribe stops receiving tracks by id.
+func (p *Participant) Unsubscribe(ids []string) error {
+	for _, id := range ids {
+		if p.room.track(id) == nil && !p.loop.subscribed(id) {
+			return protocol.Errorf(protocol.CodeNotFound, "unknown track %q", id)
+		}
+	}
+	for _, id := range ids {
+		p.unsubscribeTrack(id)
+	}
+	return nil
+}
+
+// SetSubscription changes what the participant receives of one track.
+func (p *Participant) SetSubscription(s protocol.SetSubscriptionParams) error {
+	t := p.room.track(s.TrackID)
+	if t == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q", s.TrackID)
+	}
+	if s.Quality != nil {
+		switch *s.Quality {
+		case protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
+		default:
+			return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: quality must be "low", "medium" or "high"`)
+		}
+	}
+	if (s.MaxWidth != nil && *s.MaxWidth < 0) || (s.MaxHeight != nil && *s.MaxHeight < 0) {
+		return protocol.Errorf(protocol.CodeInvalidParams, "invalid params: maxWidth and maxHeight must be >= 0")
+	}
+	p.loop.post(func() { p.loop.setSubscription(t, s) })
+	return nil
+}
+
+// Mute sets a published track's muted flag and tells the room.
+func (p *Participant) Mute(trackID string, muted bool) error {
+	p.mu.Lock()
+	t := p.tracks[trackID]
+	p.mu.Unlock()
+	if t == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q: not one you publish", trackID)
+	}
+	t.mu.Lock()
+	changed := t.info.Muted != muted
+	t.info.Muted = muted
+	t.mu.Unlock()
+	if changed {
+		p.room.trackUpdated(t)
+	}
+	return nil
+}
+
+// Unpublish stops publishing a track; subscribers lose it at once.
+func (p *Participant) Unpublish(trackID string) error {
+	p.mu.Lock()
+	t := p.tracks[trackID]
+	if t != nil {
+		delete(p.tracks, trackID)
+		delete(p.byCID, t.info.CID)
+	}
+	p.mu.Unlock()
+	if t == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q: not one you publish", trackID)
+	}
+	p.dropTrack(t)
+	return nil
+}
+
+func (p *Participant) dropTrack(t *Track) {
+	p.room.unpublish(t)
+	t.mu.Lock()
+	r := t.receiver
+	t.mu.Unlock()
+	if r != nil {
+		r.Close()
+	}
+}
+
+// subscribeTrack queues a subscription; safe under the room's lock.
+func (p *Participant) subscribeTrack(t *Track) {
+	p.loop.post(func() { p.loop.addDownTrack(t) })
+}
+
+// unsubscribeTrack queues an unsubscription; safe under the room's lock.
+func (p *Participant) unsubscribeTrack(id string) {
+	p.loop.post(func() { p.loop.removeDownTrack(id) })
+}
+
+// Leave is the client's own `leave`: the caller closes the socket after the reply.
+func (p *Participant) Leave() { p.close(protocol.ReasonClientLeave, false) }
+
+// Disconnected is called when the signaling socket is gone.
+func (p *Participant) Disconnected() { p.close(protocol.ReasonDisconnected, false) }
+
+// close removes the participant everywhere and releases its connections;
+// notify sends the client `leave` with the reason. Idempotent; never blocks
+// on the participant's own goroutines.
+func (p *Participant) close(reason string, notify bool) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	tracks := make([]*Track, 0, len(p.tracks))
+	for _, t := range p.tracks {
+		tracks = append(tracks, t)
+	}
+	p.mu.Unlock()
+	p.log.Info("participant left", "reason", reason)
+	for _, t := range tracks {
+		p.dropTrack(t)
+	}
+	p.room.remove(p, reason)
+	if notify {
+		p.peer.End(reason)
+	}
+	go func() {
+		defer p.m.wg.Done()
+		p.loop.stop()
+		p.closeConns()
+		for _, t := range tracks {
+			t.mu.Lock()
+			r := t.receiver
+			t.mu.Unlock()
+			if r != nil {
+				r.Wait()
+			}
+		}
+	}()
+}
+
+// closeConns closes both peer connections.
+func (p *Participant) closeConns() {
+	_ = p.pub.Close()
+	_ = p.sub.Close()
+}

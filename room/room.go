@@ -1,0 +1,243 @@
+package room
+
+import (
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Room is a set of participants who see each other's tracks.
+type Room struct {
+	m    *Manager
+	name string
+	sid  string
+
+	mu           sync.Mutex
+	participants map[string]*Participant // by participant id
+	identities   map[string]*Participant // by identity
+	tracks       map[string]*Track       // published tracks, by track id
+	emptyTimer   *time.Timer
+	closed       bool
+}
+
+func newRoom(m *Manager, name string) *Room {
+	return &Room{
+		m: m, name: name, sid: newID("RM_"),
+		participants: map[string]*Participant{},
+		identities:   map[string]*Participant{},
+		tracks:       map[string]*Track{},
+	}
+}
+
+// Name is the room's name.
+func (r *Room) Name() string { return r.name }
+
+// SID is this instance's unique id (a room re-created later has a new one).
+func (r *Room) SID() string { return r.sid }
+
+// add admits p, replacing a participant with the same identity, and tells
+// the others. It returns false if the room has already closed.
+func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, false
+	}
+	if r.emptyTimer != nil {
+		r.emptyTimer.Stop()
+		r.emptyTimer = nil
+	}
+	old := r.identities[p.identity]
+	r.participants[p.id] = p
+	r.identities[p.identity] = p
+	others := make([]protocol.Participant, 0, len(r.participants))
+	for _, o := range r.participants {
+		if o != p && o != old {
+			others = append(others, o.Info())
+			o.peer.Notify(protocol.NotifyParticipantJoined, protocol.ParticipantParams{Participant: p.Info()})
+		}
+	}
+	r.mu.Unlock()
+	if old != nil {
+		old.close(protocol.ReasonDuplicate, true)
+	}
+	sort.Slice(others, func(i, j int) bool { return others[i].JoinedAt < others[j].JoinedAt })
+	res := &protocol.JoinResult{
+		Participant:  p.Info(),
+		Room:         protocol.Room{Name: r.name, SID: r.sid},
+		Participants: others,
+		ICEServers:   r.m.cfg.ICEServers,
+		ResumeToken:  p.resumeToken,
+	}
+	if res.ICEServers == nil {
+		res.ICEServers = []webrtc.ICEServer{}
+	}
+	return res, true
+}
+
+// remove takes p out, tells the others, and starts the empty timer if it
+// was the last one.
+func (r *Room) remove(p *Participant, reason string) {
+	r.mu.Lock()
+	if r.participants[p.id] != p {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.participants, p.id)
+	if r.identities[p.identity] == p {
+		delete(r.identities, p.identity)
+	}
+	for _, o := range r.participants {
+		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
+	}
+	if len(r.participants) == 0 && !r.closed {
+		r.emptyTimer = time.AfterFunc(r.m.cfg.EmptyTimeout, r.closeIfEmpty)
+	}
+	r.mu.Unlock()
+}
+
+func (r *Room) closeIfEmpty() {
+	r.mu.Lock()
+	if r.closed || len(r.participants) > 0 {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.m.removeRoom(r)
+}
+
+// Close ends every participant's session with reason and closes the room.
+func (r *Room) Close(reason string) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	if r.emptyTimer != nil {
+		r.emptyTimer.Stop()
+	}
+	ps := make([]*Participant, 0, len(r.participants))
+	for _, p := range r.participants {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		p.close(reason, true)
+	}
+	r.m.removeRoom(r)
+}
+
+// publish makes a track visible: others are told and auto-subscribers get it.
+func (r *Room) publish(t *Track) {
+	r.mu.Lock()
+	if r.closed || r.participants[t.owner.id] != t.owner {
+		r.mu.Unlock()
+		return
+	}
+	r.tracks[t.id] = t
+	info := t.Info()
+	for _, o := range r.participants {
+		if o == t.owner {
+			continue
+		}
+		o.peer.Notify(protocol.NotifyTrackPublished, protocol.TrackParams{Track: info})
+		if o.autoSubscribe {
+			o.subscribeTrack(t)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// unpublish removes a track from the room and from every subscriber.
+func (r *Room) unpublish(t *Track) {
+	r.mu.Lock()
+	if r.tracks[t.id] != t {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.tracks, t.id)
+	for _, o := range r.participants {
+		if o == t.owner {
+			continue
+		}
+		o.unsubscribeTrack(t.id)
+		o.peer.Notify(protocol.NotifyTrackUnpublished, protocol.TrackUnpublishedParams{TrackID: t.id, ParticipantID: t.owner.id})
+	}
+	r.mu.Unlock()
+}
+
+// trackUpdated tells the others a track's metadata changed.
+func (r *Room) trackUpdated(t *Track) {
+	info := t.Info()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tracks[t.id] != t {
+		return
+	}
+	for _, o := range r.participants {
+		if o != t.owner {
+			o.peer.Notify(protocol.NotifyTrackUpdated, protocol.TrackParams{Track: info})
+		}
+	}
+}
+
+// track finds a published track by id.
+func (r *Room) track(id string) *Track {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tracks[id]
+}
+
+// publishedTracks lists the tracks p may subscribe to (everyone else's).
+func (r *Room) publishedTracks(p *Participant) []*Track {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Track, 0, len(r.tracks))
+	for _, t := range r.tracks {
+		if t.owner != p {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// relayData sends a publisher's data message to every other participant.
+func (r *Room) relayData(from *Participant, text []byte) {
+	msg, err := json.Marshal(protocol.DataMessage{From: from.id, Payload: string(text)})
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	targets := make([]*Participant, 0, len(r.participants))
+	for _, o := range r.participants {
+		if o != from {
+			targets = append(targets, o)
+		}
+	}
+	r.mu.Unlock()
+	for _, o := range targets {
+		o.sendData(msg)
+	}
+}
+
+// Participants lists the participants' public views.
+func (r *Room) Participants() []protocol.Participant {
+	r.mu.Lock()
+	ps := make([]*Participant, 0, len(r.participants))
+	for _, p := range r.participants {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	out := make([]protocol.Participant, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].JoinedAt < out[j].JoinedAt })
+	return out
+}

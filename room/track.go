@@ -1,0 +1,165 @@
+package room
+
+import (
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Track is a track a participant publishes.
+type Track struct {
+	id    string
+	owner *Participant
+	mid   string
+	kind  webrtc.RTPCodecType
+
+	mu       sync.Mutex
+	info     protocol.Track
+	rids     []string // offered rids, index = layer
+	receiver *sfu.Receiver
+	visible  bool // announced to the room (first packet arrived)
+}
+
+func newTrack(owner *Participant, offered sfu.OfferedTrack, ann protocol.TrackAnnouncement) *Track {
+	t := &Track{id: newID("TR_"), owner: owner, mid: offered.MID}
+	kind := "audio"
+	t.kind = webrtc.RTPCodecTypeAudio
+	if offered.Kind == "video" {
+		kind = "video"
+		t.kind = webrtc.RTPCodecTypeVideo
+	}
+	source := ann.Source
+	switch source {
+	case protocol.SourceCamera, protocol.SourceMicrophone, protocol.SourceScreen, protocol.SourceScreenAudio:
+	default:
+		source = protocol.SourceUnknown
+	}
+	t.info = protocol.Track{
+		ID: t.id, CID: offered.TrackID, ParticipantID: owner.id, Kind: kind,
+		Source: source, Name: ann.Name, Simulcast: len(offered.RIDs) > 1, Layers: []protocol.Layer{},
+	}
+	t.rids, t.info.Layers = orderLayers(offered.RIDs, ann.Layers)
+	return t
+}
+
+// orderLayers maps offered rids to low/medium/high: by announced resolution
+// when the client gives it, else by well-known rid names, else offer order.
+func orderLayers(rids []string, hints []protocol.LayerHint) ([]string, []protocol.Layer) {
+	if len(rids) == 0 {
+		return nil, []protocol.Layer{}
+	}
+	if len(rids) > sfu.MaxLayers {
+		rids = rids[:sfu.MaxLayers]
+	}
+	size := map[string]protocol.LayerHint{}
+	for _, h := range hints {
+		size[h.RID] = h
+	}
+	ordered := append([]string(nil), rids...)
+	rank := func(rid string) int {
+		if h, ok := size[rid]; ok && h.Width*h.Height > 0 {
+			return h.Width * h.Height
+		}
+		switch strings.ToLower(rid) {
+		case "q", "l", "low", "0":
+			return -3
+		case "h", "m", "medium", "mid", "1":
+			return -2
+		case "f", "high", "hi", "2":
+			return -1
+		}
+		return 0
+	}
+	sort.SliceStable(ordered, func(i, j int) bool { return rank(ordered[i]) < rank(ordered[j]) })
+	qualities := qualityNames(len(ordered))
+	layers := make([]protocol.Layer, len(ordered))
+	for i, rid := range ordered {
+		h := size[rid]
+		layers[i] = protocol.Layer{Quality: qualities[i], RID: rid, Width: h.Width, Height: h.Height}
+	}
+	return ordered, layers
+}
+
+// qualityNames names n layers from the top: one layer is "high".
+func qualityNames(n int) []string {
+	all := []string{protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh}
+	return all[len(all)-n:]
+}
+
+// layerOf returns the layer index of a rid ("" = the only layer).
+func (t *Track) layerOf(rid string) int8 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rid == "" {
+		return 0
+	}
+	for i, r := range t.rids {
+		if r == rid {
+			return int8(i)
+		}
+	}
+	return -1
+}
+
+// layerFor picks the highest layer within a subscriber's caps.
+func (t *Track) layerFor(quality string, maxW, maxH int) int8 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.info.Layers)
+	if n == 0 {
+		return 0
+	}
+	best := int8(0)
+	for i, l := range t.info.Layers {
+		if quality != "" && qualityRank(l.Quality) > qualityRank(quality) {
+			continue
+		}
+		if (maxW > 0 && l.Width > maxW) || (maxH > 0 && l.Height > maxH) {
+			continue
+		}
+		best = int8(i)
+	}
+	return best
+}
+
+func qualityRank(q string) int {
+	switch q {
+	case protocol.QualityLow:
+		return 0
+	case protocol.QualityMedium:
+		return 1
+	}
+	return 2
+}
+
+// qualityOf names a layer index.
+func (t *Track) qualityOf(layer int8) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if int(layer) < len(t.info.Layers) && layer >= 0 {
+		return t.info.Layers[layer].Quality
+	}
+	return protocol.QualityHigh
+}
+
+// Info is the track's public view.
+func (t *Track) Info() protocol.Track {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	info := t.info
+	info.Layers = append([]protocol.Layer{}, t.info.Layers...)
+	if t.receiver != nil {
+		present := t.receiver.Layers()
+		for i := range info.Layers {
+			info.Layers[i].Active = present&(1<<i) != 0
+		}
+	}
+	return info
+}
+
+// ID is the server's track id.
+func (t *Track) ID() string { return t.id }

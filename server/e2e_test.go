@@ -1,0 +1,200 @@
+package server_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// pion's package-level pools and the HTTP test server's idle conns are not ours.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+func hasParam(key, value string) func(json.RawMessage) bool {
+	return func(raw json.RawMessage) bool {
+		var m map[string]any
+		if json.Unmarshal(raw, &m) != nil {
+			return false
+		}
+		v, _ := m[key].(string)
+		return v == value
+	}
+}
+
+// TestCallEndToEnd: one publisher with audio and video, three subscribers,
+// a late joiner, the publisher leaving, and the room closing.
+func TestCallEndToEnd(t *testing.T) {
+	srv := startServer(t, nil)
+	const roomName = "e2e"
+
+	subs := make([]*client.Client, 3)
+	recs := make([]*recorder, 3)
+	for i := range subs {
+		subs[i] = join(t, srv, roomName, "sub")
+		recs[i] = record(subs[i])
+	}
+	pub := join(t, srv, roomName, "pub")
+	media := publishFake(t, pub)
+	video, audio := media.track("video"), media.track("audio")
+	if video.ID == "" || audio.ID == "" || video.CID != "cam" || audio.CID != "mic" {
+		t.Fatalf("offer result tracks wrong: %+v", media.published)
+	}
+
+	for i, s := range subs {
+		if _, err := s.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil); err != nil {
+			t.Fatalf("subscriber %d: %v", i, err)
+		}
+	}
+	// Every subscriber gets both tracks, 1.5 s of media each.
+	for i, r := range recs {
+		waitFor(t, 15*time.Second, "media at every subscriber", func() bool {
+			return len(r.payloads(video.ID)) >= 100 && len(r.payloads(audio.ID)) >= 60
+		})
+		r.mu.Lock()
+		owner := r.owners[video.ID]
+		r.mu.Unlock()
+		if owner != pub.ParticipantID() {
+			t.Fatalf("subscriber %d: video msid stream %q, want publisher %q", i, owner, pub.ParticipantID())
+		}
+	}
+
+	// A late joiner makes the publisher get a keyframe request, then media.
+	plisBefore := media.plis.Load()
+	joinedAt := time.Now()
+	late := join(t, srv, roomName, "late")
+	lateRec := record(late)
+	waitFor(t, 10*time.Second, "keyframe request after late join", func() bool {
+		return media.plis.Load() > plisBefore && media.lastPLI.Load() > joinedAt.UnixNano()
+	})
+	waitFor(t, 10*time.Second, "media at the late joiner", func() bool {
+		return len(lateRec.payloads(video.ID)) >= 30 && len(lateRec.payloads(audio.ID)) >= 20
+	})
+	if first := lateRec.payloads(video.ID)[0]; first[0]&0x10 == 0 || first[4]&0x01 != 0 {
+		t.Fatalf("late joiner's first video packet is not the start of a keyframe: % x", first[:12])
+	}
+
+	media.Stop()
+	media.mu.Lock()
+	sentVideo, sentAudio := media.sentVideo, media.sentAudio
+	media.mu.Unlock()
+	time.Sleep(200 * time.Millisecond) // let the last packets land
+	for i, r := range append(recs, lateRec) {
+		assertRun(t, "subscriber video", sentVideo, r.payloads(video.ID))
+		assertRun(t, "subscriber audio", sentAudio, r.payloads(audio.ID))
+		_ = i
+	}
+
+	// The publisher leaves: everyone is told and loses the transceivers.
+	pubID := pub.ParticipantID()
+	if err := pub.Leave(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	for i, s := range append(subs, late) {
+		ctx := ctxT(t, 10*time.Second)
+		for _, id := range []string{video.ID, audio.ID} {
+			if _, err := s.WaitEvent(ctx, protocol.NotifyTrackUnpublished, hasParam("trackId", id)); err != nil {
+				t.Fatalf("subscriber %d: %v", i, err)
+			}
+		}
+		if _, err := s.WaitEvent(ctx, protocol.NotifyParticipantLeft, hasParam("participantId", pubID)); err != nil {
+			t.Fatalf("subscriber %d: %v", i, err)
+		}
+		waitFor(t, 10*time.Second, "renegotiation removing the publisher's tracks", func() bool {
+			rd := s.Subscriber().CurrentRemoteDescription()
+			return rd != nil && !strings.Contains(rd.SDP, "msid:"+pubID)
+		})
+	}
+
+	// Everyone leaves: the room closes.
+	for _, s := range append(subs, late) {
+		if err := s.Leave(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatalf("leave: %v", err)
+		}
+	}
+	waitFor(t, 5*time.Second, "room closed after the last participant left", func() bool {
+		return srv.Rooms().Room(roomName) == nil
+	})
+}
+
+// TestRoomsAreIsolated: two rooms at once never see each other.
+func TestRoomsAreIsolated(t *testing.T) {
+	srv := startServer(t, nil)
+	type side struct {
+		pub, sub *client.Client
+		media    *fakeMedia
+		rec      *recorder
+	}
+	rooms := map[string]*side{"red": {}, "blue": {}}
+	for name, s := range rooms {
+		s.sub = join(t, srv, name, name+"-sub")
+		s.rec = record(s.sub)
+		s.pub = join(t, srv, name, name+"-pub")
+		s.media = publishFake(t, s.pub)
+	}
+	for name, s := range rooms {
+		vid := s.media.track("video").ID
+		waitFor(t, 15*time.Second, name+" media", func() bool { return len(s.rec.payloads(vid)) > 30 })
+	}
+	for name, s := range rooms {
+		s.rec.mu.Lock()
+		for id, owner := range s.rec.owners {
+			if owner != s.pub.ParticipantID() {
+				t.Errorf("room %s subscriber received track %s of participant %s from another room", name, id, owner)
+			}
+		}
+		s.rec.mu.Unlock()
+		for _, e := range s.sub.Events() {
+			if e.Method != protocol.NotifyParticipantJoined {
+				continue
+			}
+			var p protocol.ParticipantParams
+			_ = json.Unmarshal(e.Params, &p)
+			if p.Participant.ID != s.pub.ParticipantID() {
+				t.Errorf("room %s subscriber saw participant %s (%s) join", name, p.Participant.ID, p.Participant.Name)
+			}
+		}
+		others := srv.Rooms().Room(name).Participants()
+		if len(others) != 2 {
+			t.Errorf("room %s has %d participants, want 2", name, len(others))
+		}
+	}
+}
+
+// TestDataMessages: text on the publisher channel reaches the others wrapped
+// with the sender's id, and not the sender.
+func TestDataMessages(t *testing.T) {
+	srv := startServer(t, nil)
+	a := join(t, srv, "chat", "a")
+	b := join(t, srv, "chat", "b")
+	got := make(chan protocol.DataMessage, 4)
+	b.OnData(func(m protocol.DataMessage) { got <- m })
+	echo := make(chan protocol.DataMessage, 4)
+	a.OnData(func(m protocol.DataMessage) { echo <- m })
+	waitFor(t, 10*time.Second, "b's subscriber connection", func() bool {
+		return b.Subscriber().ConnectionState().String() == "connected"
+	})
+	if err := a.SendData(ctxT(t, 10*time.Second), "hello, b"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.From != a.ParticipantID() || m.Payload != "hello, b" {
+			t.Fatalf("got %+v, want from %s payload %q", m, a.ParticipantID(), "hello, b")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("data message never arrived")
+	}
+	select {
+	case m := <-echo:
+		t.Fatalf("sender got its own message back: %+v", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

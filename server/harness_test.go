@@ -1,0 +1,297 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// startServer runs a node on loopback with free ports.
+func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.HTTP.Address = "127.0.0.1:0"
+	cfg.RTC.BindIP = "127.0.0.1"
+	cfg.RTC.UDPPort = 0
+	cfg.RTC.TCPPort = 0
+	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
+	cfg.Room.NegotiationTimeout = config.Duration(5 * time.Second)
+	if tune != nil {
+		tune(&cfg)
+	}
+	var w io.Writer = io.Discard
+	if os.Getenv("STARLING_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	srv.Serve()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return srv
+}
+
+// join connects a Go client over loopback.
+func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*client.Options)) *client.Client {
+	t.Helper()
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := client.Options{Name: name, API: api}
+	for _, f := range opts {
+		f(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, srv.SignalingURL(), room, o)
+	if err != nil {
+		t.Fatalf("%s joins %s: %v", name, room, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fakeMedia publishes synthetic VP8 video (30 fps, 3 packets per frame,
+// keyframes on PLI) and Opus audio (50 packets/s), recording every payload.
+type fakeMedia struct {
+	video, audio *webrtc.TrackLocalStaticRTP
+	mu           sync.Mutex
+	sentVideo    [][]byte
+	sentAudio    [][]byte
+	plis         atomic.Int32
+	lastPLI      atomic.Int64
+	wantKey      atomic.Bool
+	stop         chan struct{}
+	wg           sync.WaitGroup
+	published    []client.Published
+}
+
+func publishFake(t testing.TB, c *client.Client) *fakeMedia {
+	t.Helper()
+	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeMedia{video: video, audio: audio, stop: make(chan struct{})}
+	f.wantKey.Store(true)
+	onPLI := func() {
+		f.plis.Add(1)
+		f.lastPLI.Store(time.Now().UnixNano())
+		f.wantKey.Store(true)
+	}
+	pubs, err := c.Publish(ctxT(t, 10*time.Second),
+		client.LocalTrack{Track: video, Source: protocol.SourceCamera, Name: "camera", OnKeyframeRequest: onPLI},
+		client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone, Name: "mic"})
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	if len(pubs) != 2 {
+		t.Fatalf("published %d tracks, want 2", len(pubs))
+	}
+	f.published = pubs
+	f.wg.Add(2)
+	go f.sendVideo()
+	go f.sendAudio()
+	t.Cleanup(f.Stop)
+	return f
+}
+
+func (f *fakeMedia) track(kind string) client.Published {
+	for _, p := range f.published {
+		if p.Kind == kind {
+			return p
+		}
+	}
+	return client.Published{}
+}
+
+// Stop stops sending; idempotent.
+func (f *fakeMedia) Stop() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	f.wg.Wait()
+}
+
+func (f *fakeMedia) sendVideo() {
+	defer f.wg.Done()
+	tick := time.NewTicker(33 * time.Millisecond)
+	defer tick.Stop()
+	seq, pid := uint16(65000), uint16(32700) // wrap early
+	var ts uint32 = 4294967000
+	for frame := 0; ; frame++ {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+		}
+		key := f.wantKey.Swap(false)
+		for part := 0; part < 3; part++ {
+			payload := vp8Payload(pid, part == 0, key, frame, part)
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == 2, SequenceNumber: seq, Timestamp: ts}, Payload: payload}
+			f.mu.Lock()
+			f.sentVideo = append(f.sentVideo, payload)
+			f.mu.Unlock()
+			if err := f.video.WriteRTP(pkt); err != nil {
+				return
+			}
+			seq++
+		}
+		pid = (pid + 1) & 0x7fff
+		ts += 3000
+	}
+}
+
+func (f *fakeMedia) sendAudio() {
+	defer f.wg.Done()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	seq := uint16(100)
+	var ts uint32 = 12345
+	for n := 0; ; n++ {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+		}
+		payload := make([]byte, 60)
+		payload[0] = 0x78 // Opus TOC: CELT FB 20 ms
+		binary.BigEndian.PutUint32(payload[1:], uint32(n))
+		pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts}, Payload: payload}
+		f.mu.Lock()
+		f.sentAudio = append(f.sentAudio, payload)
+		f.mu.Unlock()
+		if err := f.audio.WriteRTP(pkt); err != nil {
+			return
+		}
+		seq++
+		ts += 960
+	}
+}
+
+// vp8Payload builds a VP8 RTP payload with a 15-bit picture id; the first
+// packet of a keyframe carries a real 640x360 keyframe header.
+func vp8Payload(pid uint16, first, key bool, frame, part int) []byte {
+	b := []byte{0x80, 0x80, 0x80 | byte(pid>>8), byte(pid)}
+	if first {
+		b[0] |= 0x10
+		if key {
+			// frame tag (P=0, show_frame), start code, 14-bit width and height
+			b = append(b, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01)
+		} else {
+			b = append(b, 0x11, 0x02, 0x00)
+		}
+	}
+	for i := 0; i < 200; i++ {
+		b = append(b, byte(frame*7+part*3+i))
+	}
+	return b
+}
+
+// recorder collects the payloads a subscriber receives per track.
+type recorder struct {
+	mu     sync.Mutex
+	got    map[string][][]byte // by track id
+	owners map[string]string   // track id -> participant id
+	first  map[string]time.Time
+}
+
+func record(c *client.Client) *recorder {
+	r := &recorder{got: map[string][][]byte{}, owners: map[string]string{}, first: map[string]time.Time{}}
+	c.OnTrack(func(rt *client.RemoteTrack) {
+		r.mu.Lock()
+		r.owners[rt.TrackID] = rt.ParticipantID
+		r.mu.Unlock()
+		go func() {
+			for {
+				pkt, _, err := rt.Track.ReadRTP()
+				if err != nil {
+					return
+				}
+				r.mu.Lock()
+				if _, ok := r.first[rt.TrackID]; !ok {
+					r.first[rt.TrackID] = time.Now()
+				}
+				r.got[rt.TrackID] = append(r.got[rt.TrackID], append([]byte(nil), pkt.Payload...))
+				r.mu.Unlock()
+			}
+		}()
+	})
+	return r
+}
+
+func (r *recorder) payloads(trackID string) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.got[trackID]...)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// assertRun checks got is, packet for packet, a contiguous run of sent.
+func assertRun(t testing.TB, who string, sent, got [][]byte) {
+	t.Helper()
+	if len(got) == 0 {
+		t.Fatalf("%s received nothing", who)
+	}
+	start := -1
+	for i := range sent {
+		if bytes.Equal(sent[i], got[0]) {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		t.Fatalf("%s: first received payload was never sent", who)
+	}
+	for i, p := range got {
+		if start+i >= len(sent) || !bytes.Equal(sent[start+i], p) {
+			t.Fatalf("%s: packet %d of %d differs from sent packet %d (lost, reordered or altered)", who, i, len(got), start+i)
+		}
+	}
+}

@@ -1,0 +1,116 @@
+// Package server assembles one Starling node: the media engine, the rooms,
+// and the HTTP routes (signaling WebSocket, health, web app). cmd/starling
+// runs it; tests start the very same server in-process.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/room"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling"
+	"github.com/starling-rtc/starling/web"
+)
+
+// Server is a running node.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	engine  *sfu.Engine
+	rooms   *room.Manager
+	http    *http.Server
+	ln      net.Listener
+	serveCh chan error
+}
+
+// New opens the media and HTTP sockets; Serve starts answering.
+func New(cfg config.Config, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	engine, err := sfu.NewEngine(sfu.EngineConfig{
+		BindIP: cfg.RTC.BindIP, UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort,
+		NodeIPs: cfg.RTC.NodeIP, LoopbackCandidates: cfg.RTC.LoopbackCandidates, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Address)
+	if err != nil {
+		engine.Close()
+		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTP.Address, err)
+	}
+	s := &Server{cfg: cfg, log: log, engine: engine, ln: ln, serveCh: make(chan error, 1)}
+	s.rooms = room.NewManager(room.Config{
+		Engine: engine, ICEServers: iceServers(cfg.RTC.ICEServers),
+		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(),
+		Logger: log,
+	})
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/rtc", signaling.NewHandler(signaling.Options{Logger: log},
+		func(c *signaling.Conn, _ *http.Request) signaling.Dispatcher {
+			return signaling.NewSession(c, s.rooms, log)
+		}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.Handle("/", web.Handler())
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return s, nil
+}
+
+func iceServers(in []config.ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}
+
+// Serve answers HTTP until Shutdown; it returns at once.
+func (s *Server) Serve() {
+	go func() {
+		err := s.http.Serve(s.ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.serveCh <- err
+	}()
+	s.log.Info("starling listening",
+		"http", "http://"+s.Addr(), "udp", s.engine.UDPPort(), "tcp", s.engine.TCPPort())
+}
+
+// Addr is the HTTP listen address (host:port).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// SignalingURL is the WebSocket URL clients join on.
+func (s *Server) SignalingURL() string { return "ws://" + s.Addr() + "/v1/rtc" }
+
+// Rooms is the node's room manager.
+func (s *Server) Rooms() *room.Manager { return s.rooms }
+
+// Engine is the node's media engine.
+func (s *Server) Engine() *sfu.Engine { return s.engine }
+
+// Shutdown stops joins, sends `leave` to everyone, closes rooms, then the
+// HTTP server and the media sockets.
+func (s *Server) Shutdown(ctx context.Context) error {
+	errRooms := s.rooms.Shutdown(ctx)
+	errHTTP := s.http.Shutdown(ctx)
+	s.engine.Close()
+	var errServe error
+	select {
+	case errServe = <-s.serveCh:
+	default:
+	}
+	return errors.Join(errRooms, errHTTP, errServe)
+}

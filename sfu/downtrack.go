@@ -1,0 +1,345 @@
+package sfu
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// DownTrack is one subscription: a published track as sent to one
+// subscriber. It rewrites SSRC, sequence numbers and timestamps so the
+// subscriber sees one continuous stream across pauses and layer switches, and
+// it only starts or switches layers on a keyframe.
+type DownTrack struct {
+	id, streamID string
+	source       Source
+	codec        webrtc.RTPCodecParameters
+	kind         CodecKind
+	video        bool
+
+	mu       sync.Mutex
+	writer   webrtc.TrackLocalWriter
+	ssrc     uint32
+	pt       uint8
+	bound    bool
+	closed   bool
+	paused   bool
+	current  int8 // layer forwarded now; -1 = waiting for a keyframe
+	target   int8 // layer wanted
+	munger   *Munger
+	vp8      VP8Munger
+	hdr      [MaxLayers]rtp.Header // per-layer scratch: each layer has one writer goroutine
+	vp8buf   [MaxLayers][]byte
+	sender   *webrtc.RTPSender
+	rtcpDone chan struct{}
+
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	onBind  func()
+	lastAsk int64 // unix nanos of this down track's last keyframe request
+	// connected is the subscriber transport's state; nil (tests) = always up.
+	connected *atomic.Bool
+}
+
+// keyframeDue reports whether to ask again for the keyframe this down track
+// waits for; the receiver throttles per layer too. Call with d.mu held.
+func (d *DownTrack) keyframeDue() bool {
+	now := time.Now().UnixNano()
+	if now-d.lastAsk < int64(keyframeInterval) {
+		return false
+	}
+	d.lastAsk = now
+	return true
+}
+
+// setTransport links the down track to its connection's DTLS state: before
+// it is up, pion drops writes silently, so nothing is forwarded.
+func (d *DownTrack) setTransport(connected *atomic.Bool) {
+	d.mu.Lock()
+	d.connected = connected
+	d.mu.Unlock()
+}
+
+// transportReady restarts video at a keyframe once media can reach the client.
+func (d *DownTrack) transportReady() {
+	if !d.video {
+		return
+	}
+	d.mu.Lock()
+	d.current = -1
+	target := d.target
+	d.mu.Unlock()
+	d.source.RequestKeyframe(target)
+}
+
+var errUnsupportedCodec = errors.New("subscriber does not support the track's codec")
+
+// NewDownTrack makes a down track of source for the participant streamID.
+func NewDownTrack(source Source, streamID string) *DownTrack {
+	codec := source.Codec()
+	d := &DownTrack{
+		id: source.ID(), streamID: streamID, source: source, codec: codec,
+		kind: CodecKindFromMime(codec.MimeType), video: source.Kind() == webrtc.RTPCodecTypeVideo,
+		current: -1, target: MaxLayers - 1,
+	}
+	if !d.video {
+		d.target, d.current = 0, 0
+	}
+	for i := range d.vp8buf {
+		if d.kind == CodecVP8 {
+			d.vp8buf[i] = make([]byte, maxPacket+8)
+		}
+	}
+	return d
+}
+
+// ID is the track id, StreamID the publishing participant: together they
+// form the SDP msid the subscriber maps to a Track.
+func (d *DownTrack) ID() string { return d.id }
+
+// RID is empty: a subscriber always gets a single stream.
+func (d *DownTrack) RID() string { return "" }
+
+// StreamID is the publisher's participant id.
+func (d *DownTrack) StreamID() string { return d.streamID }
+
+// Kind is audio or video.
+func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.source.Kind() }
+
+// Source is the published track this down track forwards.
+func (d *DownTrack) Source() Source { return d.source }
+
+// OnBind sets a callback run when negotiation completes and media can flow.
+func (d *DownTrack) OnBind(f func()) { d.onBind = f }
+
+// Bind picks the source codec among those the subscriber accepted.
+func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	var chosen *webrtc.RTPCodecParameters
+	for _, c := range ctx.CodecParameters() {
+		if !strings.EqualFold(c.MimeType, d.codec.MimeType) {
+			continue
+		}
+		if chosen == nil || fmtpEqual(c.SDPFmtpLine, d.codec.SDPFmtpLine) {
+			c := c
+			chosen = &c
+		}
+	}
+	if chosen == nil {
+		return webrtc.RTPCodecParameters{}, errUnsupportedCodec
+	}
+	d.mu.Lock()
+	d.writer = ctx.WriteStream()
+	d.ssrc = uint32(ctx.SSRC())
+	d.pt = uint8(chosen.PayloadType)
+	d.bound = true
+	if d.munger == nil {
+		d.munger = NewMunger(d.codec.ClockRate, uint16(randUint32()), randUint32())
+	}
+	d.mu.Unlock()
+	if d.video {
+		d.source.RequestKeyframe(d.Target())
+	}
+	if d.onBind != nil {
+		d.onBind()
+	}
+	return *chosen, nil
+}
+
+// Unbind stops writing; the transceiver is gone or stopped.
+func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
+	d.mu.Lock()
+	d.bound = false
+	d.mu.Unlock()
+	return nil
+}
+
+// WriteRTP forwards one packet of the given layer if it is the one this
+// subscriber gets. Runs on the receiver's goroutine for that layer.
+func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
+	d.mu.Lock()
+	if !d.bound || d.paused || d.closed || (d.connected != nil && !d.connected.Load()) {
+		d.mu.Unlock()
+		return nil
+	}
+	if layer != d.current {
+		// Only a keyframe on the wanted layer starts or switches the stream.
+		if layer != d.target || !IsKeyframeStart(d.kind, payload) {
+			ask := layer == d.target && d.keyframeDue()
+			d.mu.Unlock()
+			if ask {
+				// Still waiting: the last request or its answer may have
+				// been lost, and browsers send keyframes only when asked.
+				d.source.RequestKeyframe(layer)
+			}
+			return nil
+		}
+		d.current = layer
+		d.munger.Switch()
+		d.vp8.Switch()
+	}
+	seq, ts, ok := d.munger.Forward(in.SequenceNumber, in.Timestamp, time.Now().UnixNano())
+	if !ok {
+		d.mu.Unlock()
+		return nil
+	}
+	if d.kind == CodecVP8 {
+		n, err := d.vp8.Rewrite(d.vp8buf[layer], payload)
+		if err != nil {
+			d.munger.Drop(in.SequenceNumber)
+			d.mu.Unlock()
+			return nil
+		}
+		payload = d.vp8buf[layer][:n]
+	}
+	h := &d.hdr[layer]
+	h.Version = 2
+	h.Padding = false
+	h.Extension = false
+	h.Extensions = h.Extensions[:0]
+	h.CSRC = h.CSRC[:0]
+	h.Marker = in.Marker
+	h.PayloadType = d.pt
+	h.SequenceNumber = seq
+	h.Timestamp = ts
+	h.SSRC = d.ssrc
+	w := d.writer
+	d.mu.Unlock()
+
+	if _, err := w.WriteRTP(h, payload); err != nil {
+		return err
+	}
+	d.packets.Add(1)
+	d.bytes.Add(uint64(len(payload) + 12))
+	return nil
+}
+
+// OnSenderReport is for lip sync once down tracks send their own reports.
+func (d *DownTrack) OnSenderReport(int8, uint64, uint32) {}
+
+// SetPaused stops or resumes forwarding. Resuming waits for a keyframe so the
+// decoder restarts cleanly, and asks the publisher for one.
+func (d *DownTrack) SetPaused(paused bool) {
+	d.mu.Lock()
+	changed := d.paused != paused
+	d.paused = paused
+	if changed && !paused && d.video {
+		d.current = -1
+	}
+	target := d.target
+	d.mu.Unlock()
+	if changed && !paused && d.video {
+		d.source.RequestKeyframe(target)
+	}
+}
+
+// SetTarget sets the layer wanted; the switch happens at its next keyframe.
+func (d *DownTrack) SetTarget(layer int8) {
+	if !d.video || layer < 0 || layer >= MaxLayers {
+		return
+	}
+	d.mu.Lock()
+	changed := d.target != layer
+	d.target = layer
+	d.mu.Unlock()
+	if changed {
+		d.source.RequestKeyframe(layer)
+	}
+}
+
+// Target is the layer wanted.
+func (d *DownTrack) Target() int8 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.target
+}
+
+// Current is the layer forwarded now, or -1 while waiting for a keyframe.
+func (d *DownTrack) Current() int8 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.current
+}
+
+// Stats returns packets and bytes sent.
+func (d *DownTrack) Stats() (packets, bytes uint64) { return d.packets.Load(), d.bytes.Load() }
+
+// StartRTCP reads the subscriber's RTCP for this track: keyframe requests go
+// to the publisher; NACKs are answered by the interceptor as it reads.
+func (d *DownTrack) StartRTCP(sender *webrtc.RTPSender) {
+	d.mu.Lock()
+	d.sender = sender
+	d.rtcpDone = make(chan struct{})
+	done := d.rtcpDone
+	d.mu.Unlock()
+	go func() {
+		defer close(done)
+		for {
+			pkts, _, err := sender.ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, p := range pkts {
+				switch p.(type) {
+				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+					d.source.RequestKeyframe(d.keyframeLayer())
+				}
+			}
+		}
+	}()
+}
+
+func (d *DownTrack) keyframeLayer() int8 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.current >= 0 {
+		return d.current
+	}
+	return d.target
+}
+
+// Sender is the RTP sender carrying this track, once added to a connection.
+func (d *DownTrack) Sender() *webrtc.RTPSender {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sender
+}
+
+// Close stops forwarding; the RTCP reader ends when the sender stops.
+func (d *DownTrack) Close() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+}
+
+// fmtpEqual compares fmtp lines ignoring order and case of parameters.
+func fmtpEqual(a, b string) bool {
+	pa, pb := fmtpParams(a), fmtpParams(b)
+	if len(pa) != len(pb) {
+		return false
+	}
+	for k, v := range pa {
+		if pb[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func fmtpParams(s string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range strings.Split(s, ";") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		m[strings.ToLower(k)] = strings.ToLower(v)
+	}
+	return m
+}

@@ -1,0 +1,152 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// EngineConfig says where media sockets listen and what they advertise.
+type EngineConfig struct {
+	BindIP             string   // IP for the UDP and TCP media sockets; "" = all interfaces
+	UDPPort            int      // one UDP port for every peer (ICE UDP mux); 0 = any free port
+	TCPPort            int      // ICE-TCP port; 0 = any free port; < 0 = ICE-TCP off
+	NodeIPs            []string // public IPs advertised instead of local ones (NAT 1:1)
+	LoopbackCandidates bool     // offer 127.0.0.1 candidates (local demos and tests)
+	Logger             *slog.Logger
+}
+
+// Engine owns the shared media sockets and builds peer connections on them.
+type Engine struct {
+	api     *webrtc.API
+	udp     net.PacketConn
+	tcp     net.Listener
+	udpMux  ice.UDPMux
+	tcpMux  ice.TCPMux
+	log     *slog.Logger
+	logs    logging.LoggerFactory
+	udpPort int
+	tcpPort int
+}
+
+// audioLevelURI is RFC 6464's header extension; speakers detection reads it.
+const audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+// NewEngine opens the media sockets. Close releases them.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	e := &Engine{log: log, logs: NewLoggerFactory(log)}
+	udp, err := net.ListenPacket("udp", net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.UDPPort)))
+	if err != nil {
+		return nil, fmt.Errorf("media UDP port %d: %w", cfg.UDPPort, err)
+	}
+	e.udp = udp
+	e.udpPort = udp.LocalAddr().(*net.UDPAddr).Port
+	e.udpMux = webrtc.NewICEUDPMux(e.logs.NewLogger("udpmux"), udp)
+
+	se := webrtc.SettingEngine{LoggerFactory: e.logs}
+	se.SetICEUDPMux(e.udpMux)
+	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	if cfg.TCPPort >= 0 {
+		tcp, err := net.Listen("tcp", net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.TCPPort)))
+		if err != nil {
+			_ = udp.Close()
+			return nil, fmt.Errorf("media TCP port %d: %w", cfg.TCPPort, err)
+		}
+		e.tcp = tcp
+		e.tcpPort = tcp.Addr().(*net.TCPAddr).Port
+		e.tcpMux = webrtc.NewICETCPMux(e.logs.NewLogger("tcpmux"), tcp, 64)
+		se.SetICETCPMux(e.tcpMux)
+		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+	}
+	se.SetNetworkTypes(networks)
+	se.SetIncludeLoopbackCandidate(cfg.LoopbackCandidates)
+	if ip := net.ParseIP(cfg.BindIP); ip != nil && !ip.IsUnspecified() {
+		// Media sockets listen on one address: advertise only that one.
+		se.SetIPFilter(func(c net.IP) bool { return c.Equal(ip) })
+		se.SetIncludeLoopbackCandidate(cfg.LoopbackCandidates || ip.IsLoopback())
+	}
+	if len(cfg.NodeIPs) > 0 {
+		se.SetNAT1To1IPs(cfg.NodeIPs, webrtc.ICECandidateTypeHost)
+	}
+	// Without mDNS, local candidates are plain IPs: the SFU is a server, not a browser.
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+
+	m := &webrtc.MediaEngine{}
+	if err := registerCodecs(m); err != nil {
+		e.Close()
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir,
+		webrtc.WithInterceptorLoggerFactory(e.logs)); err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir),
+		webrtc.WithSettingEngine(se))
+	return e, nil
+}
+
+// registerCodecs registers every codec browsers offer that Starling forwards,
+// plus the header extensions it reads.
+func registerCodecs(m *webrtc.MediaEngine) error {
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return err
+	}
+	for _, typ := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio} {
+		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, typ); err != nil {
+			return err
+		}
+	}
+	return m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.SDESMidURI}, webrtc.RTPCodecTypeAudio)
+}
+
+// NewPeerConnection builds a peer connection on the shared sockets.
+func (e *Engine) NewPeerConnection(iceServers []webrtc.ICEServer) (*webrtc.PeerConnection, error) {
+	return e.api.NewPeerConnection(webrtc.Configuration{
+		ICEServers:    iceServers,
+		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
+		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
+	})
+}
+
+// UDPPort is the media UDP port actually bound.
+func (e *Engine) UDPPort() int { return e.udpPort }
+
+// TCPPort is the ICE-TCP port actually bound, or 0 when ICE-TCP is off.
+func (e *Engine) TCPPort() int { return e.tcpPort }
+
+// Logger is the engine's logger.
+func (e *Engine) Logger() *slog.Logger { return e.log }
+
+// Close closes the media sockets; peer connections must be closed first.
+func (e *Engine) Close() {
+	var errs []error
+	if e.udpMux != nil {
+		errs = append(errs, e.udpMux.Close())
+	}
+	if e.tcpMux != nil {
+		errs = append(errs, e.tcpMux.Close())
+	}
+	if e.udp != nil {
+		_ = e.udp.Close()
+	}
+	if e.tcp != nil {
+		_ = e.tcp.Close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		e.log.Debug("closing media sockets", "err", err)
+	}
+}

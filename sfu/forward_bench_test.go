@@ -1,0 +1,128 @@
+package sfu
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// countingWriter stands in for pion's SRTP write stream.
+type countingWriter struct{ n atomic.Int64 }
+
+func (w *countingWriter) WriteRTP(_ *rtp.Header, payload []byte) (int, error) {
+	w.n.Add(1)
+	return len(payload), nil
+}
+func (w *countingWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// fakeContext is what pion hands a TrackLocal when negotiation completes.
+type fakeContext struct {
+	codecs []webrtc.RTPCodecParameters
+	ssrc   webrtc.SSRC
+	w      webrtc.TrackLocalWriter
+}
+
+func (c fakeContext) CodecParameters() []webrtc.RTPCodecParameters           { return c.codecs }
+func (c fakeContext) HeaderExtensions() []webrtc.RTPHeaderExtensionParameter { return nil }
+func (c fakeContext) SSRC() webrtc.SSRC                                      { return c.ssrc }
+func (c fakeContext) SSRCRetransmission() webrtc.SSRC                        { return 0 }
+func (c fakeContext) SSRCForwardErrorCorrection() webrtc.SSRC                { return 0 }
+func (c fakeContext) WriteStream() webrtc.TrackLocalWriter                   { return c.w }
+func (c fakeContext) ID() string                                             { return "ctx" }
+func (c fakeContext) RTCPReader() interceptor.RTCPReader                     { return nil }
+
+var vp8Codec = webrtc.RTPCodecParameters{
+	RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000},
+	PayloadType:        96,
+}
+
+func newBenchReceiver(codec webrtc.RTPCodecParameters) *Receiver {
+	return NewReceiver("TR_bench", codec, webrtc.RTPCodecTypeVideo,
+		func([]rtcp.Packet) error { return nil }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// bindDownTracks attaches n bound down tracks to r.
+func bindDownTracks(tb testing.TB, r *Receiver, n int, w webrtc.TrackLocalWriter) []*DownTrack {
+	tb.Helper()
+	dts := make([]*DownTrack, n)
+	for i := range dts {
+		d := NewDownTrack(r, fmt.Sprintf("PA_%d", i))
+		d.SetTarget(0)
+		if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{r.Codec()}, ssrc: webrtc.SSRC(1000 + i), w: w}); err != nil {
+			tb.Fatal(err)
+		}
+		r.AddSink(d)
+		dts[i] = d
+	}
+	return dts
+}
+
+// benchPackets makes a keyframe packet followed by delta packets.
+func benchPackets() (key, delta []byte) {
+	key = []byte{0x90, 0x80, 0x80, 0x01, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01}
+	delta = []byte{0x90, 0x80, 0x80, 0x02, 0x11, 0x02, 0x00}
+	for i := 0; i < 1000; i++ {
+		key = append(key, byte(i))
+		delta = append(delta, byte(i))
+	}
+	return key, delta
+}
+
+// BenchmarkForward measures one received packet fanned out to N down tracks:
+// munging, VP8 descriptor rewrite and the write call. ns/op divided by N is
+// the cost per forwarded packet; allocs/op must be 0.
+func BenchmarkForward(b *testing.B) {
+	for _, n := range []int{1, 10, 50, 200} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			r := newBenchReceiver(vp8Codec)
+			w := &countingWriter{}
+			bindDownTracks(b, r, n, w)
+			key, delta := benchPackets()
+			hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42}
+			r.fanOut(hdr, key, 0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				hdr.SequenceNumber++
+				if i%3 == 0 {
+					hdr.Timestamp += 3000
+				}
+				delta[3] = byte(hdr.SequenceNumber) // picture id moves
+				r.fanOut(hdr, delta, 0)
+			}
+			b.StopTimer()
+			if got := w.n.Load(); got < int64(b.N*n) {
+				b.Fatalf("forwarded %d packets, want %d", got, b.N*n)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/fwd-pkt")
+		})
+	}
+}
+
+// TestForwardDoesNotAllocate pins the hot path's zero-allocation rule in the
+// ordinary test run, not only in benchmarks.
+func TestForwardDoesNotAllocate(t *testing.T) {
+	r := newBenchReceiver(vp8Codec)
+	w := &countingWriter{}
+	bindDownTracks(t, r, 20, w)
+	key, delta := benchPackets()
+	hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42}
+	r.fanOut(hdr, key, 0)
+	allocs := testing.AllocsPerRun(1000, func() {
+		hdr.SequenceNumber++
+		r.fanOut(hdr, delta, 0)
+	})
+	if allocs != 0 {
+		t.Fatalf("forwarding one packet to 20 down tracks allocates %.1f times, want 0", allocs)
+	}
+	if w.n.Load() < 20*1000 {
+		t.Fatalf("only %d packets forwarded", w.n.Load())
+	}
+}

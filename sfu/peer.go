@@ -1,0 +1,124 @@
+package sfu
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// peer holds what both of a participant's connections share: the pion
+// connection and candidates that arrived before the remote description.
+type peer struct {
+	pc        *webrtc.PeerConnection
+	mu        sync.Mutex
+	pending   []webrtc.ICECandidateInit
+	closed    bool
+	onFailed  func()
+	connected atomic.Bool // DTLS is up: SRTP writes reach the client
+	onConnect func()      // runs on each transition to connected
+}
+
+// watchState follows the connection state; call once after creating pc.
+func (p *peer) watchState() {
+	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		switch s {
+		case webrtc.PeerConnectionStateConnected:
+			if !p.connected.Swap(true) && p.onConnect != nil {
+				p.onConnect()
+			}
+		case webrtc.PeerConnectionStateFailed:
+			p.connected.Store(false)
+			p.mu.Lock()
+			f := p.onFailed
+			p.mu.Unlock()
+			if f != nil {
+				f()
+			}
+		case webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateClosed:
+			p.connected.Store(false)
+		}
+	})
+}
+
+// ErrClosed is returned by operations on a closed connection.
+var ErrClosed = errors.New("connection closed")
+
+// AddCandidate adds a remote ICE candidate; nil means end of candidates.
+// Candidates that arrive before the remote description are kept until it is set.
+func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
+	if c == nil {
+		return nil // pion ends gathering checks on its own
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if p.pc.RemoteDescription() == nil {
+		if len(p.pending) >= 64 {
+			return errors.New("too many candidates before the remote description")
+		}
+		p.pending = append(p.pending, *c)
+		return nil
+	}
+	if err := p.pc.AddICECandidate(*c); err != nil {
+		return fmt.Errorf("bad ICE candidate: %w", err)
+	}
+	return nil
+}
+
+// flushCandidates adds the candidates kept while no remote description was set.
+func (p *peer) flushCandidates() {
+	p.mu.Lock()
+	pending := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	for _, c := range pending {
+		_ = p.pc.AddICECandidate(c)
+	}
+}
+
+// OnCandidate calls f with each local candidate, then nil at the end of gathering.
+func (p *peer) OnCandidate(f func(*webrtc.ICECandidateInit)) {
+	p.pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c == nil {
+			f(nil)
+			return
+		}
+		init := c.ToJSON()
+		f(&init)
+	})
+}
+
+// OnFailed calls f once the connection has failed for good.
+func (p *peer) OnFailed(f func()) {
+	p.mu.Lock()
+	p.onFailed = f
+	p.mu.Unlock()
+}
+
+// State is the connection state.
+func (p *peer) State() webrtc.PeerConnectionState { return p.pc.ConnectionState() }
+
+// Close closes the connection; idempotent.
+func (p *peer) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	return p.pc.Close()
+}
+
+func randUint32() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])
+}

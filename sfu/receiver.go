@@ -1,0 +1,279 @@
+package sfu
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Sink consumes one published track's packets. Down tracks, recorders and
+// mixers are sinks. WriteRTP is called on the receiver's read goroutine: it
+// must not block and must not keep hdr or payload after returning.
+type Sink interface {
+	WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error
+	OnSenderReport(layer int8, ntp uint64, rtpTime uint32)
+	Close()
+}
+
+// Source is a published track as its sinks see it.
+type Source interface {
+	ID() string
+	Kind() webrtc.RTPCodecType
+	Codec() webrtc.RTPCodecParameters
+	AddSink(s Sink)
+	RemoveSink(s Sink)
+	RequestKeyframe(layer int8)
+	// Layers reports which simulcast layers are present (bit i = layer i).
+	Layers() uint8
+}
+
+// MaxLayers is the number of simulcast layers: low, medium, high.
+const MaxLayers = 3
+
+// keyframeInterval throttles keyframe requests per layer: many subscribers
+// asking at once become one PLI to the publisher.
+const keyframeInterval = 300 * time.Millisecond
+
+// maxPacket is the largest RTP packet read; bigger datagrams are truncated by
+// the transport and dropped as malformed.
+const maxPacket = 1500
+
+// Receiver is one published track: one layer per simulcast encoding, each
+// read by its own goroutine, fanned out to the current sinks.
+type Receiver struct {
+	id        string
+	kind      webrtc.RTPCodecType
+	codec     webrtc.RTPCodecParameters
+	codecKind CodecKind
+	writeRTCP func([]rtcp.Packet) error
+	log       *slog.Logger
+
+	sinks atomic.Pointer[[]Sink] // copy-on-write: readers never lock
+	mu    sync.Mutex             // guards writers of sinks and layers
+	layer [MaxLayers]*layer
+	wg    sync.WaitGroup
+	done  chan struct{}
+	once  sync.Once
+
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+	onFirst func() // called once when the first packet of any layer arrives
+	first   atomic.Bool
+}
+
+type layer struct {
+	idx      int8
+	track    *webrtc.TrackRemote
+	recv     *webrtc.RTPReceiver
+	ssrc     uint32
+	lastPLI  atomic.Int64 // unix nanos of the last keyframe request sent
+	lastSeen atomic.Int64 // unix nanos of the last packet read
+}
+
+// NewReceiver makes a receiver for a track; writeRTCP sends RTCP to its publisher.
+func NewReceiver(id string, codec webrtc.RTPCodecParameters, kind webrtc.RTPCodecType,
+	writeRTCP func([]rtcp.Packet) error, log *slog.Logger,
+) *Receiver {
+	r := &Receiver{
+		id: id, kind: kind, codec: codec, codecKind: CodecKindFromMime(codec.MimeType),
+		writeRTCP: writeRTCP, log: log, done: make(chan struct{}),
+	}
+	empty := []Sink{}
+	r.sinks.Store(&empty)
+	return r
+}
+
+// OnFirstPacket sets a callback run once, on the first packet received.
+func (r *Receiver) OnFirstPacket(f func()) { r.onFirst = f }
+
+// ID is the server's track id.
+func (r *Receiver) ID() string { return r.id }
+
+// Kind is audio or video.
+func (r *Receiver) Kind() webrtc.RTPCodecType { return r.kind }
+
+// Codec is the codec the publisher sends.
+func (r *Receiver) Codec() webrtc.RTPCodecParameters { return r.codec }
+
+// Stats returns packets and bytes received over all layers.
+func (r *Receiver) Stats() (packets, bytes uint64) { return r.packets.Load(), r.bytes.Load() }
+
+// Layers reports which layers have a remote track (bit i = layer i).
+func (r *Receiver) Layers() uint8 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var m uint8
+	for i, l := range r.layer {
+		if l != nil {
+			m |= 1 << i
+		}
+	}
+	return m
+}
+
+// AddLayer starts reading one encoding of the track.
+func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	if idx < 0 || idx >= MaxLayers {
+		idx = 0
+	}
+	l := &layer{idx: idx, track: track, recv: recv, ssrc: uint32(track.SSRC())}
+	r.mu.Lock()
+	select {
+	case <-r.done:
+		r.mu.Unlock()
+		return
+	default:
+	}
+	if r.layer[idx] != nil {
+		r.log.Warn("duplicate simulcast layer ignored", "track", r.id, "layer", idx, "rid", track.RID())
+		r.mu.Unlock()
+		return
+	}
+	r.layer[idx] = l
+	r.wg.Add(2)
+	r.mu.Unlock()
+	go r.readRTP(l)
+	go r.readRTCP(l)
+}
+
+// AddSink starts forwarding to s.
+func (r *Receiver) AddSink(s Sink) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := *r.sinks.Load()
+	next := make([]Sink, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, s)
+	r.sinks.Store(&next)
+}
+
+// RemoveSink stops forwarding to s; it does not close s.
+func (r *Receiver) RemoveSink(s Sink) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := *r.sinks.Load()
+	next := make([]Sink, 0, len(old))
+	for _, x := range old {
+		if x != s {
+			next = append(next, x)
+		}
+	}
+	r.sinks.Store(&next)
+}
+
+// RequestKeyframe asks the publisher for a keyframe on a layer, at most once
+// per keyframeInterval; layer < 0 means every layer.
+func (r *Receiver) RequestKeyframe(idx int8) {
+	if r.kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	r.mu.Lock()
+	layers := r.layer
+	r.mu.Unlock()
+	now := time.Now().UnixNano()
+	for i, l := range layers {
+		if l == nil || (idx >= 0 && int8(i) != idx) {
+			continue
+		}
+		last := l.lastPLI.Load()
+		if now-last < int64(keyframeInterval) || !l.lastPLI.CompareAndSwap(last, now) {
+			continue
+		}
+		err := r.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
+		if err != nil {
+			r.log.Debug("keyframe request failed", "track", r.id, "err", err)
+		}
+	}
+}
+
+// readRTP is the hot path: read into one buffer, parse, fan out. No
+// allocation per packet; sinks copy what they keep.
+func (r *Receiver) readRTP(l *layer) {
+	defer r.wg.Done()
+	buf := make([]byte, maxPacket)
+	hdr := &rtp.Header{}
+	for {
+		n, _, err := l.track.Read(buf)
+		if err != nil {
+			return
+		}
+		hl, err := hdr.Unmarshal(buf[:n])
+		if err != nil {
+			continue // garbage from the network never reaches a sink
+		}
+		end := n
+		if hdr.Padding {
+			pad := int(buf[n-1])
+			if pad == 0 || hl+pad > n {
+				continue
+			}
+			end -= pad
+			hdr.Padding = false
+		}
+		l.lastSeen.Store(time.Now().UnixNano())
+		r.packets.Add(1)
+		r.bytes.Add(uint64(n))
+		if !r.first.Load() && r.first.CompareAndSwap(false, true) && r.onFirst != nil {
+			r.onFirst()
+		}
+		if hl == end {
+			continue // padding only: bandwidth probes carry nothing to forward
+		}
+		r.fanOut(hdr, buf[hl:end], l.idx)
+	}
+}
+
+func (r *Receiver) fanOut(hdr *rtp.Header, payload []byte, idx int8) {
+	for _, s := range *r.sinks.Load() {
+		_ = s.WriteRTP(hdr, payload, idx)
+	}
+}
+
+// readRTCP drains the publisher's RTCP for a layer (the interceptors need it
+// read) and passes sender reports to the sinks for lip sync.
+func (r *Receiver) readRTCP(l *layer) {
+	defer r.wg.Done()
+	for {
+		var pkts []rtcp.Packet
+		var err error
+		if rid := l.track.RID(); rid != "" {
+			pkts, _, err = l.recv.ReadSimulcastRTCP(rid)
+		} else {
+			pkts, _, err = l.recv.ReadRTCP()
+		}
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			if sr, ok := p.(*rtcp.SenderReport); ok && sr.SSRC == l.ssrc {
+				for _, s := range *r.sinks.Load() {
+					s.OnSenderReport(l.idx, sr.NTPTime, sr.RTPTime)
+				}
+			}
+		}
+	}
+}
+
+// Close stops forwarding, closes every sink and waits for the read
+// goroutines, which end when the publisher's transceiver stops.
+func (r *Receiver) Close() {
+	r.once.Do(func() {
+		r.mu.Lock()
+		close(r.done)
+		sinks := *r.sinks.Load()
+		empty := []Sink{}
+		r.sinks.Store(&empty)
+		r.mu.Unlock()
+		for _, s := range sinks {
+			s.Close()
+		}
+	})
+}
+
+// Wait blocks until the read goroutines have exited.
+func (r *Receiver) Wait() { r.wg.Wait() }

@@ -1,0 +1,64 @@
+package sfu
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/pion/sdp/v3"
+)
+
+// OfferedTrack is one media section of a publisher offer that sends media.
+type OfferedTrack struct {
+	MID      string
+	Kind     string // "audio" or "video"
+	StreamID string
+	TrackID  string   // the msid track id: links the section to the client's metadata
+	RIDs     []string // simulcast encodings, in the order offered
+}
+
+// ParseOffer lists the media sections of an offer that send a track. It
+// rejects SDP that does not parse, so the client gets a clear error before
+// pion sees it.
+func ParseOffer(raw string) ([]OfferedTrack, error) {
+	var s sdp.SessionDescription
+	if err := s.UnmarshalString(raw); err != nil {
+		return nil, err
+	}
+	if len(s.MediaDescriptions) > 64 {
+		return nil, errors.New("too many media sections (max 64)")
+	}
+	var out []OfferedTrack
+	for _, md := range s.MediaDescriptions {
+		kind := md.MediaName.Media
+		if kind != "audio" && kind != "video" {
+			continue
+		}
+		if md.MediaName.Port.Value == 0 {
+			continue // rejected or stopped section
+		}
+		t := OfferedTrack{Kind: kind}
+		sending := true
+		for _, a := range md.Attributes {
+			switch a.Key {
+			case "mid":
+				t.MID = a.Value
+			case "msid":
+				if f := strings.Fields(a.Value); len(f) == 2 {
+					t.StreamID, t.TrackID = f[0], f[1]
+				} else if len(f) == 1 {
+					t.TrackID = f[0]
+				}
+			case "rid":
+				if f := strings.Fields(a.Value); len(f) >= 2 && f[1] == "send" {
+					t.RIDs = append(t.RIDs, f[0])
+				}
+			case "recvonly", "inactive":
+				sending = false
+			}
+		}
+		if sending && t.TrackID != "" {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}

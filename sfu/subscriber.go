@@ -1,0 +1,117 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Subscriber is the connection a participant receives on; the server offers.
+type Subscriber struct {
+	peer
+	dc     *webrtc.DataChannel
+	tracks map[string]*webrtc.RTPSender // by track id; guarded by the owner's goroutine
+	dmu    sync.Mutex
+	down   map[string]*DownTrack // by track id, for transport events
+}
+
+// NewSubscriber makes a subscriber connection with its `data` channel.
+func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error) {
+	pc, err := e.NewPeerConnection(iceServers)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := pc.CreateDataChannel("data", nil)
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	s := &Subscriber{peer: peer{pc: pc}, dc: dc, tracks: map[string]*webrtc.RTPSender{}, down: map[string]*DownTrack{}}
+	s.onConnect = s.resumeAll
+	s.watchState()
+	return s, nil
+}
+
+// resumeAll restarts every down track at a keyframe once DTLS is up: what
+// was written before went nowhere.
+func (s *Subscriber) resumeAll() {
+	s.dmu.Lock()
+	down := make([]*DownTrack, 0, len(s.down))
+	for _, d := range s.down {
+		down = append(down, d)
+	}
+	s.dmu.Unlock()
+	for _, d := range down {
+		d.transportReady()
+	}
+}
+
+// AddDownTrack adds a send-only transceiver for d; the change takes effect
+// at the next offer.
+func (s *Subscriber) AddDownTrack(d *DownTrack) error {
+	if _, ok := s.tracks[d.ID()]; ok {
+		return fmt.Errorf("track %s already subscribed", d.ID())
+	}
+	t, err := s.pc.AddTransceiverFromTrack(d, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		return err
+	}
+	s.tracks[d.ID()] = t.Sender()
+	d.setTransport(&s.connected)
+	s.dmu.Lock()
+	s.down[d.ID()] = d
+	s.dmu.Unlock()
+	d.StartRTCP(t.Sender())
+	return nil
+}
+
+// RemoveDownTrack removes a track's transceiver; the change takes effect at
+// the next offer.
+func (s *Subscriber) RemoveDownTrack(trackID string) error {
+	sender, ok := s.tracks[trackID]
+	if !ok {
+		return nil
+	}
+	delete(s.tracks, trackID)
+	s.dmu.Lock()
+	delete(s.down, trackID)
+	s.dmu.Unlock()
+	if err := s.pc.RemoveTrack(sender); err != nil && !errors.Is(err, webrtc.ErrConnectionClosed) {
+		return err
+	}
+	return nil
+}
+
+// CreateOffer makes and applies a new local offer and returns its SDP.
+func (s *Subscriber) CreateOffer() (string, error) {
+	offer, err := s.pc.CreateOffer(nil)
+	if err != nil {
+		return "", err
+	}
+	if err := s.pc.SetLocalDescription(offer); err != nil {
+		return "", err
+	}
+	return s.pc.LocalDescription().SDP, nil
+}
+
+// SetAnswer applies the client's answer to the pending offer.
+func (s *Subscriber) SetAnswer(sdp string) error {
+	if s.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+		return errors.New("no subscriber offer is pending")
+	}
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return fmt.Errorf("cannot apply answer: %w", err)
+	}
+	s.flushCandidates()
+	return nil
+}
+
+// SendData sends a text message on the `data` channel if it is open.
+func (s *Subscriber) SendData(msg []byte) error {
+	if s.dc.ReadyState() != webrtc.DataChannelStateOpen {
+		return errors.New("data channel not open")
+	}
+	return s.dc.SendText(string(msg))
+}

@@ -1,0 +1,197 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// LocalTrack is a track to publish with its metadata.
+type LocalTrack struct {
+	Track  webrtc.TrackLocal
+	Source string // protocol.SourceCamera, ...
+	Name   string
+	Layers []protocol.LayerHint // simulcast encodings (see PublishSimulcast)
+	// OnKeyframeRequest runs when the server asks for a keyframe (PLI/FIR);
+	// an encoder should answer with one. The client reads the sender's RTCP
+	// itself (the interceptors need it read), so this is the only way to see it.
+	OnKeyframeRequest func()
+}
+
+// Published is a track the server accepted, with the sender carrying it.
+type Published struct {
+	protocol.Track
+	Sender *webrtc.RTPSender
+}
+
+// Publish adds tracks to the publisher connection and negotiates them.
+func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published, error) {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	senders := map[string]*webrtc.RTPSender{}
+	anns := make([]protocol.TrackAnnouncement, 0, len(tracks))
+	for _, t := range tracks {
+		tr, err := c.pub.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err != nil {
+			return nil, err
+		}
+		senders[t.Track.ID()] = tr.Sender()
+		go readRTCP(tr.Sender(), t.OnKeyframeRequest)
+		anns = append(anns, protocol.TrackAnnouncement{TrackID: t.Track.ID(), Source: t.Source, Name: t.Name, Layers: t.Layers})
+	}
+	res, err := c.negotiateLocked(ctx, anns)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Published, 0, len(res.Tracks))
+	for _, t := range res.Tracks {
+		if s, ok := senders[t.CID]; ok {
+			out = append(out, Published{Track: t, Sender: s})
+		}
+	}
+	return out, nil
+}
+
+// Unpublish stops sending a published track and renegotiates.
+func (c *Client) Unpublish(ctx context.Context, p Published) error {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	if err := c.pub.RemoveTrack(p.Sender); err != nil {
+		return err
+	}
+	if err := c.Call(ctx, protocol.MethodUnpublish, protocol.UnpublishParams{TrackID: p.ID}, nil); err != nil {
+		return err
+	}
+	_, err := c.negotiateLocked(ctx, nil)
+	return err
+}
+
+// negotiate runs one publisher offer/answer exchange.
+func (c *Client) negotiate(ctx context.Context, anns []protocol.TrackAnnouncement) (*protocol.OfferResult, error) {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	return c.negotiateLocked(ctx, anns)
+}
+
+func (c *Client) negotiateLocked(ctx context.Context, anns []protocol.TrackAnnouncement) (*protocol.OfferResult, error) {
+	offer, err := c.pub.CreateOffer(nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.pub.SetLocalDescription(offer); err != nil {
+		return nil, err
+	}
+	if anns == nil {
+		anns = []protocol.TrackAnnouncement{}
+	}
+	var res protocol.OfferResult
+	if err := c.Call(ctx, protocol.MethodOffer, protocol.OfferParams{SDP: c.pub.LocalDescription().SDP, Tracks: anns}, &res); err != nil {
+		return nil, fmt.Errorf("publisher offer: %w", err)
+	}
+	if err := c.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.SDP}); err != nil {
+		return nil, err
+	}
+	c.cands.flush(protocol.TargetPublisher)
+	return &res, nil
+}
+
+// readRTCP reads a sender's RTCP until it stops, reporting keyframe requests.
+func readRTCP(s *webrtc.RTPSender, onKeyframe func()) {
+	for {
+		pkts, _, err := s.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				if onKeyframe != nil {
+					onKeyframe()
+				}
+			}
+		}
+	}
+}
+
+// candidateQueues holds remote candidates until each connection has its
+// remote description.
+type candidateQueues struct {
+	mu       sync.Mutex
+	pub, sub *webrtc.PeerConnection
+	pending  map[string][]webrtc.ICECandidateInit
+}
+
+func (q *candidateQueues) init(pub, sub *webrtc.PeerConnection) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pub, q.sub = pub, sub
+	q.pending = map[string][]webrtc.ICECandidateInit{}
+}
+
+func (q *candidateQueues) pc(target string) *webrtc.PeerConnection {
+	if target == protocol.TargetPublisher {
+		return q.pub
+	}
+	return q.sub
+}
+
+func (q *candidateQueues) add(p protocol.CandidateParams) {
+	if p.Candidate == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	pc := q.pc(p.Target)
+	if pc == nil || pc.RemoteDescription() == nil {
+		if q.pending != nil {
+			q.pending[p.Target] = append(q.pending[p.Target], *p.Candidate)
+		}
+		return
+	}
+	_ = pc.AddICECandidate(*p.Candidate)
+}
+
+func (q *candidateQueues) flush(target string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	pc := q.pc(target)
+	for _, c := range q.pending[target] {
+		_ = pc.AddICECandidate(c)
+	}
+	delete(q.pending, target)
+}
+
+// LoopbackAPI is NewAPI restricted to 127.0.0.1: tests and local load
+// generation never touch another network.
+func LoopbackAPI() (*webrtc.API, error) {
+	return buildAPI(func(se *webrtc.SettingEngine) {
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	})
+}
+
+// buildAPI makes a pion API with default codecs and interceptors.
+func buildAPI(tune func(*webrtc.SettingEngine)) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	if tune != nil {
+		tune(&se)
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}

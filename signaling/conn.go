@@ -1,0 +1,491 @@
+package signaling
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Dispatcher is what one connection drives. Calls come from the connection's
+// single reader goroutine, in order, so an implementation needs no locking
+// against itself; it still needs it against other goroutines (rooms) that
+// touch the same state.
+type Dispatcher interface {
+	// Request handles a request and returns its result (marshalled as
+	// `result`; nil means {}) or an error. The response is queued after
+	// Request returns, so it precedes anything the connection sends later,
+	// even when Request itself calls Conn.Close (the `leave` flow).
+	Request(method string, params json.RawMessage) (result any, err *protocol.Error)
+	// Notification handles a client notification (no id). A non-nil error
+	// is sent back as a JSON-RPC error response with "id": null so the
+	// client still learns what was wrong.
+	Notification(method string, params json.RawMessage) *protocol.Error
+	// Closed is called exactly once when the socket is gone (read error,
+	// timeout, Close), after which no more calls happen.
+	Closed()
+}
+
+// Options configure the transport. Zero values take the defaults of
+// docs/PROTOCOL.md.
+type Options struct {
+	PingInterval time.Duration              // default 10s: server sends a WebSocket ping
+	ReadTimeout  time.Duration              // default 30s: peer silent this long is dropped
+	MaxFrame     int64                      // default 1 MiB: larger frames close the socket with 1009
+	SendQueue    int                        // default 256 messages: bounded outgoing queue; a full queue closes the connection
+	WriteTimeout time.Duration              // default 10s
+	CheckOrigin  func(r *http.Request) bool // nil = allow all
+	Logger       *slog.Logger               // nil = slog.Default()
+}
+
+// Defaults, from docs/PROTOCOL.md.
+const (
+	DefaultPingInterval = 10 * time.Second
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultMaxFrame     = 1 << 20
+	DefaultSendQueue    = 256
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// maxCloseWait bounds how long a closing side waits for the peer's close
+// frame (or drains an oversized frame) before cutting TCP. Closing TCP with
+// unread input makes the kernel send RST, which can destroy the close frame
+// we just sent before the peer reads it.
+const maxCloseWait = 2 * time.Second
+
+// maxLingerBytes bounds what is discarded from a peer whose frame was too big.
+const maxLingerBytes = 16 << 20
+
+func (o Options) withDefaults() Options {
+	if o.PingInterval <= 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = DefaultMaxFrame
+	}
+	if o.SendQueue <= 0 {
+		o.SendQueue = DefaultSendQueue
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+var (
+	// ErrClosed is returned by Notify once Close was called or the socket is gone.
+	ErrClosed = errors.New("signaling: connection closed")
+	// ErrSendQueueFull is returned by Notify when the peer does not read fast
+	// enough; the connection has been closed.
+	ErrSendQueueFull = errors.New("signaling: send queue full, connection closed")
+)
+
+type connState int
+
+const (
+	stateOpen    connState = iota
+	stateClosing           // Close was called: no new messages, queue is being flushed
+	stateClosed            // socket is gone or being torn down
+)
+
+// Conn is one WebSocket: one reader goroutine, one writer goroutine.
+type Conn struct {
+	ws     *websocket.Conn
+	opts   Options
+	log    *slog.Logger
+	remote string
+
+	send chan []byte // encoded frames; only the writer receives
+
+	mu             sync.Mutex
+	state          connState
+	dispatching    bool   // the reader is inside a Dispatcher call
+	closeSignalled bool   // closeReq has been closed
+	closeFrame     []byte // payload of the close frame Close asked for
+	cause          error  // why the connection was aborted, for the log
+
+	closeReq   chan struct{} // closed when the writer must flush and send closeFrame
+	readEnded  chan struct{} // closed when the reader stopped reading
+	writerDone chan struct{}
+	done       chan struct{}
+}
+
+func newConn(ws *websocket.Conn, opts Options) *Conn {
+	return &Conn{
+		ws:         ws,
+		opts:       opts,
+		log:        opts.Logger.With("remote", ws.RemoteAddr().String()),
+		remote:     ws.RemoteAddr().String(),
+		send:       make(chan []byte, opts.SendQueue),
+		closeReq:   make(chan struct{}),
+		readEnded:  make(chan struct{}),
+		writerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+}
+
+// RemoteAddr is the peer's network address as seen by the server.
+func (c *Conn) RemoteAddr() string { return c.remote }
+
+// Done is closed after the socket is closed, both goroutines have exited and
+// Dispatcher.Closed has returned.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Notify queues a notification. It never blocks and is safe from any
+// goroutine. It fails with ErrClosed after Close or once the socket is gone,
+// and with ErrSendQueueFull when the peer is too slow, in which case the
+// connection is dropped. Params nil are sent as {}.
+func (c *Conn) Notify(method string, params any) error {
+	raw, err := encodeObject(params)
+	if err != nil {
+		return err
+	}
+	frame, err := encode(protocol.Message{JSONRPC: "2.0", Method: method, Params: raw})
+	if err != nil {
+		return err
+	}
+	return c.enqueue(frame, false)
+}
+
+// Close flushes what is queued (bounded by WriteTimeout), sends a close frame
+// with code and reason, and closes the socket. It does not wait: use Done.
+// It is idempotent; only the first call's code counts. An invalid close code
+// is sent as 1000 and the reason is cut to the 123 bytes a close frame holds.
+// Called from inside a Dispatcher call, the response to that call is still
+// sent before the close frame.
+func (c *Conn) Close(code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return
+	}
+	c.state = stateClosing
+	c.closeFrame = websocket.FormatCloseMessage(sanitizeCloseCode(code), truncateUTF8(reason, 123))
+	if !c.dispatching {
+		c.signalCloseLocked()
+	}
+}
+
+func (c *Conn) signalCloseLocked() {
+	if !c.closeSignalled {
+		c.closeSignalled = true
+		close(c.closeReq)
+	}
+}
+
+// enqueue hands a frame to the writer. inDispatch lets the response of the
+// call that requested Close through, so it is flushed before the close frame.
+func (c *Conn) enqueue(frame []byte, inDispatch bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enqueueLocked(frame, inDispatch)
+}
+
+func (c *Conn) enqueueLocked(frame []byte, inDispatch bool) error {
+	if c.state == stateClosed || (c.state == stateClosing && !inDispatch) {
+		return ErrClosed
+	}
+	select {
+	case c.send <- frame:
+		return nil
+	default:
+	}
+	c.abortLocked(ErrSendQueueFull)
+	return ErrSendQueueFull
+}
+
+// abortLocked drops the connection without blocking the caller: a deadline in
+// the past wakes the reader and writer, and the reader tears down. Closing
+// the socket here could block (a TLS close_notify waits on the writer).
+func (c *Conn) abortLocked(cause error) {
+	if c.state == stateClosed {
+		return
+	}
+	c.state = stateClosed
+	c.cause = cause
+	_ = c.ws.NetConn().SetDeadline(time.Unix(1, 0))
+}
+
+// extendRead pushes the read deadline out; under mu so it cannot undo an abort.
+func (c *Conn) extendRead() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateClosed {
+		_ = c.ws.SetReadDeadline(time.Now().Add(c.opts.ReadTimeout))
+	}
+}
+
+// serve runs the connection until the socket is gone; the calling goroutine
+// is the reader.
+func (c *Conn) serve(d Dispatcher) {
+	go c.writeLoop()
+	err := c.readLoop(d)
+
+	c.mu.Lock()
+	wasAborted := c.state == stateClosed
+	c.state = stateClosed
+	cause := c.cause
+	c.mu.Unlock()
+	close(c.readEnded)
+
+	if errors.Is(err, websocket.ErrReadLimit) {
+		// gorilla already sent 1009; let the writer finish, then drain the
+		// rest of the oversized frame so the close frame is not lost to RST.
+		<-c.writerDone
+		c.linger()
+	}
+	_ = c.ws.Close()
+	<-c.writerDone
+
+	switch {
+	case wasAborted && errors.Is(cause, ErrSendQueueFull):
+		c.log.Warn("signaling: peer too slow, connection dropped", "queue", c.opts.SendQueue)
+	case wasAborted && cause != nil:
+		c.log.Info("signaling: connection dropped", "cause", cause)
+	case isTimeout(err):
+		c.log.Info("signaling: peer silent, connection dropped", "timeout", c.opts.ReadTimeout)
+	case errors.Is(err, websocket.ErrReadLimit):
+		c.log.Info("signaling: frame too large, connection closed", "limit", c.opts.MaxFrame)
+	default:
+		c.log.Debug("signaling: connection closed", "err", err)
+	}
+	c.callClosed(d)
+	close(c.done)
+}
+
+func (c *Conn) linger() {
+	nc := c.ws.NetConn()
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(c.closeWait()))
+	_, _ = io.Copy(io.Discard, io.LimitReader(nc, maxLingerBytes))
+}
+
+func (c *Conn) closeWait() time.Duration {
+	return min(c.opts.WriteTimeout, maxCloseWait)
+}
+
+func (c *Conn) readLoop(d Dispatcher) error {
+	c.ws.SetReadLimit(c.opts.MaxFrame)
+	c.extendRead()
+	c.ws.SetPongHandler(func(string) error {
+		c.extendRead()
+		return nil
+	})
+	c.ws.SetPingHandler(func(data string) error {
+		c.extendRead()
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.opts.WriteTimeout))
+		if err == nil || errors.Is(err, websocket.ErrCloseSent) || isTimeout(err) {
+			return nil // a lost pong is not worth ending the session for
+		}
+		return err
+	})
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			return err
+		}
+		c.extendRead()
+		if typ == websocket.BinaryMessage {
+			c.reply(nil, protocol.Errorf(protocol.CodeInvalidRequest,
+				"invalid request: binary frames are not supported, send each JSON-RPC message as a text frame"))
+			continue
+		}
+		c.handleText(d, data)
+	}
+}
+
+func (c *Conn) handleText(d Dispatcher, data []byte) {
+	req, perr := parseRequest(data)
+	if perr != nil {
+		c.reply(req.id, perr)
+		return
+	}
+
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return // closing: read on only to see the peer's close frame
+	}
+	c.dispatching = true
+	c.mu.Unlock()
+
+	var frame []byte
+	if req.notification {
+		if err := c.callNotification(d, req.method, req.params); err != nil {
+			frame = encodeResponse(nil, nil, err)
+		}
+	} else {
+		result, err := c.callRequest(d, req.method, req.params)
+		frame = encodeResponse(req.id, result, err)
+	}
+
+	// One critical section, so a Close racing with the end of the call
+	// cannot let the writer flush before the response is queued.
+	c.mu.Lock()
+	c.dispatching = false
+	if frame != nil {
+		_ = c.enqueueLocked(frame, true)
+	}
+	if c.state == stateClosing {
+		c.signalCloseLocked()
+	}
+	c.mu.Unlock()
+	if a, ok := d.(AfterResponder); ok {
+		a.AfterResponse()
+	}
+}
+
+// AfterResponder is an optional Dispatcher extension: AfterResponse runs on
+// the reader goroutine right after a request's or notification's response is
+// queued, for work that must follow the response on the wire (the first
+// subscriber offer after `join`).
+type AfterResponder interface {
+	AfterResponse()
+}
+
+// reply queues an error response that did not involve the Dispatcher.
+func (c *Conn) reply(id json.RawMessage, err *protocol.Error) {
+	_ = c.enqueue(encodeResponse(id, nil, err), false)
+}
+
+func (c *Conn) callRequest(d Dispatcher, method string, params json.RawMessage) (result any, perr *protocol.Error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.logPanic("request", method, p)
+			result, perr = nil, protocol.Errorf(protocol.CodeInternal, "internal error while handling %q", method)
+		}
+	}()
+	return d.Request(method, params)
+}
+
+func (c *Conn) callNotification(d Dispatcher, method string, params json.RawMessage) (perr *protocol.Error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.logPanic("notification", method, p)
+			perr = protocol.Errorf(protocol.CodeInternal, "internal error while handling %q", method)
+		}
+	}()
+	return d.Notification(method, params)
+}
+
+func (c *Conn) callClosed(d Dispatcher) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.logPanic("closed", "", p)
+		}
+	}()
+	d.Closed()
+}
+
+func (c *Conn) logPanic(kind, method string, p any) {
+	c.log.Error("signaling: dispatcher panic", "kind", kind, "method", method, "panic", p, "stack", string(debug.Stack()))
+}
+
+func (c *Conn) writeLoop() {
+	defer close(c.writerDone)
+	ping := time.NewTicker(c.opts.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case frame := <-c.send:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+			if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				c.writeFailed(err)
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.opts.WriteTimeout)); err != nil {
+				c.writeFailed(err)
+				return
+			}
+		case <-c.closeReq:
+			c.flushAndClose()
+			return
+		case <-c.readEnded:
+			return
+		}
+	}
+}
+
+// writeFailed wakes the reader so it tears the connection down.
+func (c *Conn) writeFailed(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.abortLocked(err)
+}
+
+func (c *Conn) flushAndClose() {
+	deadline := time.Now().Add(c.opts.WriteTimeout)
+	_ = c.ws.SetWriteDeadline(deadline)
+flush:
+	for {
+		select {
+		case frame := <-c.send:
+			if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				c.writeFailed(err)
+				return
+			}
+		default:
+			break flush
+		}
+	}
+	c.mu.Lock()
+	frame := c.closeFrame
+	c.mu.Unlock()
+	if err := c.ws.WriteControl(websocket.CloseMessage, frame, deadline); err != nil {
+		c.writeFailed(err)
+		return
+	}
+	// The peer answers with its own close frame, which ends the reader; only
+	// then is it safe to close TCP (see maxCloseWait).
+	t := time.NewTimer(c.closeWait())
+	defer t.Stop()
+	select {
+	case <-c.readEnded:
+	case <-t.C:
+		c.writeFailed(errors.New("peer did not answer the close frame"))
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// sanitizeCloseCode keeps codes a peer accepts in a close frame (RFC 6455
+// 7.4); 1005, 1006 and 1015 must never be sent.
+func sanitizeCloseCode(code int) int {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+		return code
+	}
+	return websocket.CloseNormalClosure
+}
+
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,282 @@
+package signaling
+
+import (
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/starling-rtc/starling/room"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Limits on join fields, so one client cannot bloat every other's state.
+const (
+	maxRoomName = 128
+	maxName     = 256
+	maxMetadata = 16 << 10
+)
+
+// Session is one client's signaling session: it decodes and validates
+// requests and drives the client's room.Participant. It implements
+// Dispatcher for its Conn and room.Peer for its participant.
+type Session struct {
+	conn *Conn
+	mgr  *room.Manager
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	p     *room.Participant
+	after func() // runs once the current response is queued
+}
+
+// NewSession makes the session of one socket.
+func NewSession(c *Conn, mgr *room.Manager, log *slog.Logger) *Session {
+	return &Session{conn: c, mgr: mgr, log: log.With("remote", c.RemoteAddr())}
+}
+
+func (s *Session) participant() *room.Participant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}
+
+// Request handles one client request.
+func (s *Session) Request(method string, params json.RawMessage) (any, *protocol.Error) {
+	switch method {
+	case protocol.MethodJoin:
+		return s.join(params)
+	case protocol.MethodPing:
+		return protocol.Empty{}, nil
+	}
+	handler, known := joinedMethods[method]
+	if !known {
+		return nil, protocol.Errorf(protocol.CodeMethodNotFound, "unknown method %q", method)
+	}
+	p := s.participant()
+	if p == nil {
+		return nil, protocol.Errorf(protocol.CodeConflict, "%s: join first", method)
+	}
+	return handler(s, p, params)
+}
+
+// Notification handles one client notification.
+func (s *Session) Notification(method string, params json.RawMessage) *protocol.Error {
+	switch method {
+	case protocol.MethodAnswer, protocol.MethodCandidate:
+	case protocol.MethodPing:
+		return nil
+	default:
+		if _, known := joinedMethods[method]; known || method == protocol.MethodJoin {
+			return protocol.Errorf(protocol.CodeInvalidRequest, "%s is a request: it needs an id", method)
+		}
+		return protocol.Errorf(protocol.CodeMethodNotFound, "unknown method %q", method)
+	}
+	p := s.participant()
+	if p == nil {
+		return protocol.Errorf(protocol.CodeConflict, "%s: join first", method)
+	}
+	_, err := joinedMethods[method](s, p, params)
+	return err
+}
+
+// AfterResponse runs work that must follow the response on the wire: the
+// first subscriber offer after `join`, closing the socket after `leave`.
+func (s *Session) AfterResponse() {
+	s.mu.Lock()
+	f := s.after
+	s.after = nil
+	s.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// Closed ends the participant when the socket is gone.
+func (s *Session) Closed() {
+	if p := s.participant(); p != nil {
+		p.Disconnected()
+	}
+}
+
+// Notify implements room.Peer.
+func (s *Session) Notify(method string, params any) {
+	if err := s.conn.Notify(method, params); err != nil {
+		s.log.Debug("notification not sent", "method", method, "err", err)
+	}
+}
+
+// End implements room.Peer: tell the client why, then close the socket.
+func (s *Session) End(reason string) {
+	s.Notify(protocol.MethodLeave, protocol.LeaveParams{Reason: reason})
+	go s.conn.Close(1000, reason)
+}
+
+func (s *Session) join(raw json.RawMessage) (any, *protocol.Error) {
+	var params protocol.JoinParams
+	if err := DecodeParams(raw, &params); err != nil {
+		return nil, err
+	}
+	if s.participant() != nil {
+		return nil, protocol.Errorf(protocol.CodeConflict, "already joined: one join per connection")
+	}
+	if err := validateJoin(&params); err != nil {
+		return nil, err
+	}
+	req := room.JoinRequest{
+		Room: params.Room, Name: params.Name, Metadata: params.Metadata,
+		AutoSubscribe: params.AutoSubscribe == nil || *params.AutoSubscribe,
+	}
+	p, res, err := s.mgr.Join(req, s)
+	if err != nil {
+		return nil, asProtocolError(err)
+	}
+	s.mu.Lock()
+	s.p = p
+	s.after = p.Start
+	s.mu.Unlock()
+	s.log.Info("joined", "room", params.Room, "participant", p.ID(), "name", params.Name)
+	return res, nil
+}
+
+func validateJoin(p *protocol.JoinParams) *protocol.Error {
+	p.Room = strings.TrimSpace(p.Room)
+	switch {
+	case p.Room == "":
+		return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "room" is required`)
+	case utf8.RuneCountInString(p.Room) > maxRoomName:
+		return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "room" is longer than %d characters`, maxRoomName)
+	case strings.IndexFunc(p.Room, unicode.IsControl) >= 0 || strings.Contains(p.Room, "/"):
+		return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "room" must not contain control characters or "/"`)
+	case utf8.RuneCountInString(p.Name) > maxName:
+		return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "name" is longer than %d characters`, maxName)
+	case len(p.Metadata) > maxMetadata:
+		return protocol.Errorf(protocol.CodeTooLarge, `"metadata" is larger than %d bytes`, maxMetadata)
+	case p.Resume != "":
+		return protocol.Errorf(protocol.CodeNotFound, "resume: unknown or expired resume token")
+	}
+	return nil
+}
+
+// asProtocolError keeps protocol errors and hides internal ones.
+func asProtocolError(err error) *protocol.Error {
+	if err == nil {
+		return nil
+	}
+	if pe, ok := err.(*protocol.Error); ok {
+		return pe
+	}
+	return protocol.Errorf(protocol.CodeInternal, "internal error")
+}
+
+type methodHandler func(s *Session, p *room.Participant, params json.RawMessage) (any, *protocol.Error)
+
+// joinedMethods are the methods allowed once joined.
+var joinedMethods = map[string]methodHandler{
+	protocol.MethodOffer: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		var params protocol.OfferParams
+		if err := DecodeParams(raw, &params); err != nil {
+			return nil, err
+		}
+		if params.SDP == "" {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "sdp" is required`)
+		}
+		for _, t := range params.Tracks {
+			if t.TrackID == "" {
+				return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: every track needs a "trackId"`)
+			}
+		}
+		res, err := p.HandleOffer(params)
+		if err != nil {
+			return nil, asProtocolError(err)
+		}
+		return res, nil
+	},
+	protocol.MethodAnswer: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		var params protocol.SDPParams
+		if err := DecodeParams(raw, &params); err != nil {
+			return nil, err
+		}
+		if params.SDP == "" {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "sdp" is required`)
+		}
+		return nil, asProtocolError(p.HandleAnswer(params.SDP))
+	},
+	protocol.MethodCandidate: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		var params protocol.CandidateParams
+		if err := DecodeParams(raw, &params); err != nil {
+			return nil, err
+		}
+		return nil, asProtocolError(p.HandleCandidate(params))
+	},
+	protocol.MethodSubscribe: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		ids, err := decodeTrackIDs(raw)
+		if err != nil {
+			return nil, err
+		}
+		return protocol.Empty{}, asProtocolError(p.Subscribe(ids))
+	},
+	protocol.MethodUnsubscribe: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		ids, err := decodeTrackIDs(raw)
+		if err != nil {
+			return nil, err
+		}
+		return protocol.Empty{}, asProtocolError(p.Unsubscribe(ids))
+	},
+	protocol.MethodSetSubscription: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		var params protocol.SetSubscriptionParams
+		if err := DecodeParams(raw, &params); err != nil {
+			return nil, err
+		}
+		if params.TrackID == "" {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" is required`)
+		}
+		return protocol.Empty{}, asProtocolError(p.SetSubscription(params))
+	},
+	protocol.MethodMute: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		var params struct {
+			TrackID string `json:"trackId"`
+			Muted   *bool  `json:"muted"`
+		}
+		if err := DecodeParams(raw, &params); err != nil {
+			return nil, err
+		}
+		if params.TrackID == "" || params.Muted == nil {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" and "muted" are required`)
+		}
+		return protocol.Empty{}, asProtocolError(p.Mute(params.TrackID, *params.Muted))
+	},
+	protocol.MethodUnpublish: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		var params protocol.UnpublishParams
+		if err := DecodeParams(raw, &params); err != nil {
+			return nil, err
+		}
+		if params.TrackID == "" {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" is required`)
+		}
+		return protocol.Empty{}, asProtocolError(p.Unpublish(params.TrackID))
+	},
+	protocol.MethodLeave: func(s *Session, p *room.Participant, _ json.RawMessage) (any, *protocol.Error) {
+		p.Leave()
+		s.mu.Lock()
+		s.after = func() { go s.conn.Close(1000, protocol.ReasonClientLeave) }
+		s.mu.Unlock()
+		return protocol.Empty{}, nil
+	},
+}
+
+func decodeTrackIDs(raw json.RawMessage) ([]string, *protocol.Error) {
+	var params protocol.TrackIDsParams
+	if err := DecodeParams(raw, &params); err != nil {
+		return nil, err
+	}
+	if len(params.TrackIDs) == 0 {
+		return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackIds" must list at least one track id`)
+	}
+	if len(params.TrackIDs) > 256 {
+		return nil, protocol.Errorf(protocol.CodeTooLarge, `"trackIds" lists more than 256 tracks`)
+	}
+	return params.TrackIDs, nil
+}
