@@ -41,6 +41,7 @@ type Manager struct {
 	rooms    map[string]*Room
 	draining bool
 	wg       sync.WaitGroup // participants not yet fully closed
+	obs      observers      // see observer.go
 }
 
 // NewManager makes a manager with defaults for unset durations.
@@ -64,6 +65,7 @@ type JoinRequest struct {
 	Metadata      string
 	Identity      string // from the token's sub; "" = a new identity
 	AutoSubscribe bool
+	Permissions   *Permissions // from the token's grants; nil = AllPermissions
 }
 
 // Join adds a participant to a room, creating the room on first join. The
@@ -107,6 +109,7 @@ func (m *Manager) removeRoom(r *Room) {
 	}
 	m.mu.Unlock()
 	m.log.Info("room closed", "room", r.name, "sid", r.sid)
+	m.notifyRoomClosed(r)
 }
 
 // Room returns a room by name, or nil.

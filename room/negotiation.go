@@ -30,7 +30,9 @@ type subscriberLoop struct {
 	gen      int  // counts offers, to match timeouts to them
 	timer    *time.Timer
 	down     map[string]*sfu.DownTrack
-	prefs    map[string]protocol.SetSubscriptionParams // per track, kept across resubscribes
+	prefs    map[string]protocol.SetSubscriptionParams     // per track, kept across resubscribes
+	sent     map[string]protocol.SubscriptionUpdatedParams // last subscriptionUpdated per track
+	tracks   map[string]*Track                             // subscribed tracks, by id
 	subsMu   sync.Mutex
 	subsSeen map[string]bool // track ids subscribed, readable from other goroutines
 }
@@ -42,6 +44,8 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.done = make(chan struct{})
 	l.down = map[string]*sfu.DownTrack{}
 	l.prefs = map[string]protocol.SetSubscriptionParams{}
+	l.sent = map[string]protocol.SubscriptionUpdatedParams{}
+	l.tracks = map[string]*Track{}
 	l.subsSeen = map[string]bool{}
 	go l.run()
 }
@@ -147,6 +151,7 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 		return
 	}
 	l.down[t.id] = d
+	l.tracks[t.id] = t
 	l.setSubscribed(t.id, true)
 	l.apply(t, d)
 	r.AddSink(d)
@@ -159,9 +164,14 @@ func (l *subscriberLoop) removeDownTrack(id string) {
 		return
 	}
 	delete(l.down, id)
+	delete(l.sent, id)
 	l.setSubscribed(id, false)
 	d.Source().RemoveSink(d)
 	d.Close()
+	if t := l.tracks[id]; t != nil {
+		delete(l.tracks, id)
+		t.dynacast()
+	}
 	if err := l.p.sub.RemoveDownTrack(id); err != nil {
 		l.p.log.Debug("removing track from subscriber connection", "track", id, "err", err)
 	}
@@ -189,11 +199,11 @@ func (l *subscriberLoop) setSubscription(t *Track, s protocol.SetSubscriptionPar
 	}
 }
 
-// apply sets a down track's pause and layer from the preferences and tells
-// the subscriber what it gets.
+// apply sets a down track's pause and cap from the preferences, then
+// reselects its layer.
 func (l *subscriberLoop) apply(t *Track, d *sfu.DownTrack) {
-	s, ok := l.prefs[t.id]
-	paused := ok && s.Paused != nil && *s.Paused
+	s := l.prefs[t.id]
+	paused := s.Paused != nil && *s.Paused
 	quality, maxW, maxH := "", 0, 0
 	if s.Quality != nil {
 		quality = *s.Quality
@@ -204,17 +214,34 @@ func (l *subscriberLoop) apply(t *Track, d *sfu.DownTrack) {
 	if s.MaxHeight != nil {
 		maxH = *s.MaxHeight
 	}
-	layer := t.layerFor(quality, maxW, maxH)
-	d.SetTarget(layer)
+	_, bw := d.Limits()
+	d.SetLimits(t.layerFor(quality, maxW, maxH), bw)
 	d.SetPaused(paused)
-	if !ok || t.kind != webrtc.RTPCodecTypeVideo {
-		return
+	l.reselect(t, d)
+}
+
+// reselect recomputes a down track's layer and tells the subscriber what it
+// gets and why when that changed, then updates the publisher's layers.
+func (l *subscriberLoop) reselect(t *Track, d *sfu.DownTrack) {
+	layer, reason, _ := d.Reselect()
+	if t.kind == webrtc.RTPCodecTypeVideo {
+		update := protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: t.qualityOf(layer), Reason: reason}
+		if d.Paused() {
+			update = protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: protocol.QualityPaused, Reason: sfu.ReasonSubscriber}
+		}
+		if l.sent[t.id] != update {
+			l.sent[t.id] = update
+			l.p.peer.Notify(protocol.NotifySubscriptionUpdated, update)
+		}
 	}
-	update := protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: t.qualityOf(layer), Reason: "subscriber"}
-	if paused {
-		update.Layer = protocol.QualityPaused
+	t.dynacast()
+}
+
+// reselectTrack reselects the down track of t, if subscribed.
+func (l *subscriberLoop) reselectTrack(t *Track) {
+	if d, ok := l.down[t.id]; ok {
+		l.reselect(t, d)
 	}
-	l.p.peer.Notify(protocol.NotifySubscriptionUpdated, update)
 }
 
 func (l *subscriberLoop) setSubscribed(id string, on bool) {

@@ -35,6 +35,7 @@ type Participant struct {
 	tracks map[string]*Track // published, by server id
 	byCID  map[string]*Track // published, by the client's msid track id
 	closed bool
+	perms  Permissions // see permissions.go
 
 	loop subscriberLoop // owns the subscriber connection
 }
@@ -44,7 +45,10 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 		m: m, room: r, peer: peer, id: newID("PA_"), identity: req.Identity,
 		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
 		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe,
-		tracks: map[string]*Track{}, byCID: map[string]*Track{},
+		tracks: map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
+	}
+	if req.Permissions != nil {
+		p.perms = *req.Permissions
 	}
 	if p.identity == "" {
 		p.identity = p.id
@@ -127,6 +131,9 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp does not parse: %v", err)
 	}
+	if err := p.checkPublish(len(offered)); err != nil {
+		return nil, err
+	}
 	anns := map[string]protocol.TrackAnnouncement{}
 	for _, a := range params.Tracks {
 		anns[a.TrackID] = a
@@ -204,6 +211,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	first := t.receiver == nil
 	if first {
 		t.receiver = sfu.NewReceiver(t.id, remote.Codec(), remote.Kind(), p.pub.WriteRTCP, p.log.With("track", t.id))
+		t.receiver.OnLayersChanged(func(uint8) { p.room.layersChanged(t) })
 		t.info.Codec = remote.Codec().MimeType
 		t.visible = true
 	}
@@ -219,6 +227,10 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 
 // onData relays a text message from the publisher's data channel.
 func (p *Participant) onData(text []byte) {
+	if !p.Permissions().CanPublishData {
+		p.log.Debug("data message dropped: no canPublishData grant", "bytes", len(text))
+		return
+	}
 	if len(text) > protocol.MaxDataMessage || !utf8.Valid(text) {
 		p.log.Debug("data message dropped", "bytes", len(text))
 		return
@@ -256,6 +268,9 @@ func (p *Participant) HandleCandidate(params protocol.CandidateParams) error {
 
 // Subscribe subscribes to tracks by id; unknown ids fail the whole request.
 func (p *Participant) Subscribe(ids []string) error {
+	if err := p.checkSubscribe(); err != nil {
+		return err
+	}
 	tracks := make([]*Track, 0, len(ids))
 	for _, id := range ids {
 		t := p.room.track(id)

@@ -152,6 +152,7 @@ func (r *Room) publish(t *Track) {
 		}
 	}
 	r.mu.Unlock()
+	r.m.notifyPublished(r, t)
 }
 
 // unpublish removes a track from the room and from every subscriber.
@@ -170,6 +171,7 @@ func (r *Room) unpublish(t *Track) {
 		o.peer.Notify(protocol.NotifyTrackUnpublished, protocol.TrackUnpublishedParams{TrackID: t.id, ParticipantID: t.owner.id})
 	}
 	r.mu.Unlock()
+	r.m.notifyUnpublished(r, t)
 }
 
 // trackUpdated tells the others a track's metadata changed.
@@ -183,6 +185,19 @@ func (r *Room) trackUpdated(t *Track) {
 	for _, o := range r.participants {
 		if o != t.owner {
 			o.peer.Notify(protocol.NotifyTrackUpdated, protocol.TrackParams{Track: info})
+		}
+	}
+}
+
+// layersChanged reacts to a simulcast layer starting or stopping: the room
+// sees the new layer set and every subscriber reselects.
+func (r *Room) layersChanged(t *Track) {
+	r.trackUpdated(t)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, o := range r.participants {
+		if o != t.owner {
+			o.loop.post(func() { o.loop.reselectTrack(t) })
 		}
 	}
 }

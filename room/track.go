@@ -22,6 +22,45 @@ type Track struct {
 	rids     []string // offered rids, index = layer
 	receiver *sfu.Receiver
 	visible  bool // announced to the room (first packet arrived)
+
+	dynActive uint8 // layers the publisher was last told to send
+	dynSent   bool
+}
+
+// dynacast tells the publisher which simulcast layers to send: those up to
+// the highest any subscriber wants, so it stops encoding layers nobody needs
+// (a publisher seen only as thumbnails sends only low). The lowest layer
+// always stays on. Safe from any goroutine.
+func (t *Track) dynacast() {
+	t.mu.Lock()
+	r, n := t.receiver, len(t.info.Layers)
+	t.mu.Unlock()
+	if r == nil || n < 2 {
+		return
+	}
+	top := 0
+	for _, s := range r.Sinks() {
+		if w, ok := s.(sfu.LayerWanter); ok {
+			top = max(top, min(int(w.DesiredLayer()), n-1))
+		}
+	}
+	// Every layer up to the highest wanted stays on, so a subscriber whose
+	// layer stalls falls back one step, not to the bottom.
+	want := uint8(1)<<(top+1) - 1
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.dynSent && want == t.dynActive {
+		return
+	}
+	t.dynSent, t.dynActive = true, want
+	active := make([]string, 0, n)
+	for i, l := range t.info.Layers {
+		if want&(1<<i) != 0 {
+			active = append(active, l.Quality)
+		}
+	}
+	// Notify never blocks, so holding t.mu keeps notifications in order.
+	t.owner.peer.Notify(protocol.NotifyPublishLayers, protocol.PublishLayersParams{TrackID: t.id, Active: active})
 }
 
 func newTrack(owner *Participant, offered sfu.OfferedTrack, ann protocol.TrackAnnouncement) *Track {

@@ -42,7 +42,12 @@ type DownTrack struct {
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 	onBind  func()
-	lastAsk int64 // unix nanos of this down track's last keyframe request
+	// Layer selection inputs and the last result (see selector.go).
+	capLayer, bwLayer int8
+	lastSel           int8
+	lastReason        string
+	selected          bool
+	lastAsk           int64 // unix nanos of this down track's last keyframe request
 	// connected is the subscriber transport's state; nil (tests) = always up.
 	connected *atomic.Bool
 }
@@ -87,6 +92,7 @@ func NewDownTrack(source Source, streamID string) *DownTrack {
 		id: source.ID(), streamID: streamID, source: source, codec: codec,
 		kind: CodecKindFromMime(codec.MimeType), video: source.Kind() == webrtc.RTPCodecTypeVideo,
 		current: -1, target: MaxLayers - 1,
+		capLayer: MaxLayers - 1, bwLayer: MaxLayers - 1,
 	}
 	if !d.video {
 		d.target, d.current = 0, 0
@@ -208,10 +214,13 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 	h.SequenceNumber = seq
 	h.Timestamp = ts
 	h.SSRC = d.ssrc
-	w := d.writer
+	// The write stays inside the lock: at a switch the old and new layers'
+	// goroutines would otherwise race and reorder packets on the wire. Only
+	// one layer forwards at a time, and pion's write does not block on the
+	// network (UDP), so this lock is never contended for long.
+	_, err := d.writer.WriteRTP(h, payload)
 	d.mu.Unlock()
-
-	if _, err := w.WriteRTP(h, payload); err != nil {
+	if err != nil {
 		return err
 	}
 	d.packets.Add(1)
@@ -236,6 +245,13 @@ func (d *DownTrack) SetPaused(paused bool) {
 	if changed && !paused && d.video {
 		d.source.RequestKeyframe(target)
 	}
+}
+
+// Paused reports whether the subscriber paused this track.
+func (d *DownTrack) Paused() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.paused
 }
 
 // SetTarget sets the layer wanted; the switch happens at its next keyframe.

@@ -30,6 +30,8 @@ type Source interface {
 	RequestKeyframe(layer int8)
 	// Layers reports which simulcast layers are present (bit i = layer i).
 	Layers() uint8
+	// LiveLayers reports the layers received within the last second.
+	LiveLayers() uint8
 }
 
 // MaxLayers is the number of simulcast layers: low, medium, high.
@@ -64,6 +66,70 @@ type Receiver struct {
 	bytes   atomic.Uint64
 	onFirst func() // called once when the first packet of any layer arrives
 	first   atomic.Bool
+
+	live      atomic.Uint32 // bit i: layer i received a packet within layerTimeout
+	bitrate   [MaxLayers]atomic.Uint64
+	onLayers  func(live uint8) // liveness changed; runs on the monitor goroutine
+	monitorOn bool
+}
+
+// layerTimeout is how long a layer may be silent before it counts as gone
+// (the publisher stopped sending it, or its bandwidth collapsed).
+const layerTimeout = time.Second
+
+// monitorInterval is how often layer liveness and bitrates are refreshed.
+const monitorInterval = 200 * time.Millisecond
+
+// OnLayersChanged sets a callback run when the set of live layers changes.
+// Set it before the first AddLayer.
+func (r *Receiver) OnLayersChanged(f func(live uint8)) { r.onLayers = f }
+
+// LiveLayers reports the layers that sent within the last second (bit i = layer i).
+func (r *Receiver) LiveLayers() uint8 { return uint8(r.live.Load()) }
+
+// Bitrate is a layer's receive rate in bits per second, averaged over about a second.
+func (r *Receiver) Bitrate(layer int8) uint64 {
+	if layer < 0 || layer >= MaxLayers {
+		return 0
+	}
+	return r.bitrate[layer].Load()
+}
+
+// monitor refreshes liveness and bitrates until the receiver closes.
+func (r *Receiver) monitor() {
+	defer r.wg.Done()
+	t := time.NewTicker(monitorInterval)
+	defer t.Stop()
+	var lastBytes [MaxLayers]uint64
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		r.mu.Lock()
+		layers := r.layer
+		r.mu.Unlock()
+		var live uint8
+		for i, l := range layers {
+			if l == nil {
+				continue
+			}
+			if seen := l.lastSeen.Load(); seen != 0 && now-seen < int64(layerTimeout) {
+				live |= 1 << i
+			}
+			b := l.bytes.Load()
+			rate := (b - lastBytes[i]) * 8 * uint64(time.Second/monitorInterval)
+			lastBytes[i] = b
+			// Smooth over ~1 s so one big keyframe does not look like a jump.
+			old := r.bitrate[i].Load()
+			r.bitrate[i].Store((old*4 + rate) / 5)
+		}
+		if prev := uint8(r.live.Swap(uint32(live))); prev != live && r.onLayers != nil {
+			r.onLayers(live)
+		}
+	}
 }
 
 type layer struct {
@@ -73,6 +139,7 @@ type layer struct {
 	ssrc     uint32
 	lastPLI  atomic.Int64 // unix nanos of the last keyframe request sent
 	lastSeen atomic.Int64 // unix nanos of the last packet read
+	bytes    atomic.Uint64
 }
 
 // NewReceiver makes a receiver for a track; writeRTCP sends RTCP to its publisher.
@@ -136,6 +203,11 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 	}
 	r.layer[idx] = l
 	r.wg.Add(2)
+	if !r.monitorOn {
+		r.monitorOn = true
+		r.wg.Add(1)
+		go r.monitor()
+	}
 	r.mu.Unlock()
 	go r.readRTP(l)
 	go r.readRTCP(l)
@@ -151,6 +223,9 @@ func (r *Receiver) AddSink(s Sink) {
 	next = append(next, s)
 	r.sinks.Store(&next)
 }
+
+// Sinks returns the current sinks (a snapshot; do not modify).
+func (r *Receiver) Sinks() []Sink { return *r.sinks.Load() }
 
 // RemoveSink stops forwarding to s; it does not close s.
 func (r *Receiver) RemoveSink(s Sink) {
@@ -216,6 +291,7 @@ func (r *Receiver) readRTP(l *layer) {
 			hdr.Padding = false
 		}
 		l.lastSeen.Store(time.Now().UnixNano())
+		l.bytes.Add(uint64(n))
 		r.packets.Add(1)
 		r.bytes.Add(uint64(n))
 		if !r.first.Load() && r.first.CompareAndSwap(false, true) && r.onFirst != nil {

@@ -68,6 +68,9 @@ type Client struct {
 	onData  func(protocol.DataMessage)
 	hmu     sync.Mutex
 
+	simMu     sync.Mutex
+	simulcast map[string]*SimulcastTrack // by server track id
+
 	offers chan string
 	done   chan struct{}
 	closed atomic.Bool
@@ -100,7 +103,7 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 	}
 	c := &Client{
 		ws: ws, log: opts.Logger, pending: map[string]chan *protocol.Message{},
-		offers: make(chan string, 16), done: make(chan struct{}),
+		offers: make(chan string, 16), done: make(chan struct{}), simulcast: map[string]*SimulcastTrack{},
 	}
 	c.econd = sync.NewCond(&c.emu)
 	c.wg.Add(1)
@@ -273,6 +276,8 @@ func (c *Client) readLoop() {
 			if json.Unmarshal(m.Params, &p) == nil {
 				c.cands.add(p)
 			}
+		case protocol.NotifyPublishLayers:
+			c.handlePublishLayers(m.Params)
 		}
 		c.record(Event{Method: m.Method, Params: m.Params})
 	}

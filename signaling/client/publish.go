@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -13,12 +14,14 @@ import (
 	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
-// LocalTrack is a track to publish with its metadata.
+// LocalTrack is a track to publish with its metadata: either Track, or
+// Simulcast for a video track sent as several encodings.
 type LocalTrack struct {
-	Track  webrtc.TrackLocal
-	Source string // protocol.SourceCamera, ...
-	Name   string
-	Layers []protocol.LayerHint // simulcast encodings (see PublishSimulcast)
+	Track     webrtc.TrackLocal
+	Simulcast *SimulcastTrack
+	Source    string // protocol.SourceCamera, ...
+	Name      string
+	Layers    []protocol.LayerHint // sizes of the simulcast encodings, by rid
 	// OnKeyframeRequest runs when the server asks for a keyframe (PLI/FIR);
 	// an encoder should answer with one. The client reads the sender's RTCP
 	// itself (the interceptors need it read), so this is the only way to see it.
@@ -35,16 +38,33 @@ type Published struct {
 func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published, error) {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
-	senders := map[string]*webrtc.RTPSender{}
+	type added struct {
+		tr  *webrtc.RTPTransceiver
+		sim *SimulcastTrack
+	}
+	byID := map[string]added{}
 	anns := make([]protocol.TrackAnnouncement, 0, len(tracks))
 	for _, t := range tracks {
-		tr, err := c.pub.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		var (
+			tr  *webrtc.RTPTransceiver
+			id  string
+			err error
+		)
+		if t.Simulcast != nil {
+			tr, err = t.Simulcast.attach(c.pub)
+			id = t.Simulcast.ID()
+		} else if t.Track != nil {
+			tr, err = c.pub.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+			id = t.Track.ID()
+		} else {
+			err = errors.New("LocalTrack needs Track or Simulcast")
+		}
 		if err != nil {
 			return nil, err
 		}
-		senders[t.Track.ID()] = tr.Sender()
+		byID[id] = added{tr: tr, sim: t.Simulcast}
 		go readRTCP(tr.Sender(), t.OnKeyframeRequest)
-		anns = append(anns, protocol.TrackAnnouncement{TrackID: t.Track.ID(), Source: t.Source, Name: t.Name, Layers: t.Layers})
+		anns = append(anns, protocol.TrackAnnouncement{TrackID: id, Source: t.Source, Name: t.Name, Layers: t.Layers})
 	}
 	res, err := c.negotiateLocked(ctx, anns)
 	if err != nil {
@@ -52,9 +72,17 @@ func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published
 	}
 	out := make([]Published, 0, len(res.Tracks))
 	for _, t := range res.Tracks {
-		if s, ok := senders[t.CID]; ok {
-			out = append(out, Published{Track: t, Sender: s})
+		a, ok := byID[t.CID]
+		if !ok {
+			continue
 		}
+		if a.sim != nil {
+			a.sim.negotiated(a.tr, t)
+			c.simMu.Lock()
+			c.simulcast[t.ID] = a.sim
+			c.simMu.Unlock()
+		}
+		out = append(out, Published{Track: t, Sender: a.tr.Sender()})
 	}
 	return out, nil
 }

@@ -1,0 +1,128 @@
+package room
+
+import (
+	"sync"
+
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// PublishedTrack describes a published track to an Observer: where it is,
+// who publishes it, and the media source to attach sinks to.
+type PublishedTrack struct {
+	Room            string
+	RoomSID         string
+	ParticipantID   string
+	ParticipantName string
+	Identity        string
+	Track           protocol.Track
+	Source          sfu.Source
+}
+
+// Observer learns about tracks appearing and disappearing in every room of a
+// Manager (recorders, webhooks). Calls are made without room locks held, on
+// the goroutine that changed the room: they must return quickly and must
+// not block.
+type Observer interface {
+	TrackPublished(t PublishedTrack)
+	TrackUnpublished(t PublishedTrack)
+	RoomClosed(room, sid string)
+}
+
+// observers is a copy-on-write list of observers.
+type observers struct {
+	mu   sync.Mutex
+	list []Observer
+}
+
+func (o *observers) snapshot() []Observer {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.list
+}
+
+// AddObserver registers o for every room; the returned func unregisters it.
+func (m *Manager) AddObserver(o Observer) (remove func()) {
+	m.obs.mu.Lock()
+	m.obs.list = append(append([]Observer(nil), m.obs.list...), o)
+	m.obs.mu.Unlock()
+	return func() {
+		m.obs.mu.Lock()
+		defer m.obs.mu.Unlock()
+		next := make([]Observer, 0, len(m.obs.list))
+		for _, x := range m.obs.list {
+			if x != o {
+				next = append(next, x)
+			}
+		}
+		m.obs.list = next
+	}
+}
+
+// ObservedTracks lists the tracks published in the room now, in the form
+// observers get them (to start recording a room that is already live).
+func (r *Room) ObservedTracks() []PublishedTrack {
+	r.mu.Lock()
+	tracks := make([]*Track, 0, len(r.tracks))
+	for _, t := range r.tracks {
+		tracks = append(tracks, t)
+	}
+	r.mu.Unlock()
+	out := make([]PublishedTrack, 0, len(tracks))
+	for _, t := range tracks {
+		if pt, ok := r.describe(t); ok {
+			out = append(out, pt)
+		}
+	}
+	return out
+}
+
+func (r *Room) describe(t *Track) (PublishedTrack, bool) {
+	t.mu.Lock()
+	src := t.receiver
+	t.mu.Unlock()
+	if src == nil {
+		return PublishedTrack{}, false
+	}
+	return PublishedTrack{
+		Room: r.name, RoomSID: r.sid, ParticipantID: t.owner.id, ParticipantName: t.owner.name,
+		Identity: t.owner.identity, Track: t.Info(), Source: src,
+	}, true
+}
+
+// notifyPublished tells observers t is published; call without r.mu held.
+func (m *Manager) notifyPublished(r *Room, t *Track) {
+	obs := m.obs.snapshot()
+	if len(obs) == 0 {
+		return
+	}
+	pt, ok := r.describe(t)
+	if !ok {
+		return
+	}
+	for _, o := range obs {
+		o.TrackPublished(pt)
+	}
+}
+
+// notifyUnpublished tells observers t is gone; call without r.mu held.
+func (m *Manager) notifyUnpublished(r *Room, t *Track) {
+	obs := m.obs.snapshot()
+	if len(obs) == 0 {
+		return
+	}
+	pt, ok := r.describe(t)
+	if !ok {
+		return
+	}
+	for _, o := range obs {
+		o.TrackUnpublished(pt)
+	}
+}
+
+// notifyRoomClosed tells observers a room instance has closed.
+func (m *Manager) notifyRoomClosed(r *Room) {
+	for _, o := range m.obs.snapshot() {
+		o.RoomClosed(r.name, r.sid)
+	}
+}

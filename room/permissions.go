@@ -1,0 +1,36 @@
+package room
+
+import "github.com/starling-rtc/starling/signaling/protocol"
+
+// Permissions are what a participant may do, from its access token's grants.
+type Permissions struct {
+	CanPublish     bool // publish audio/video tracks
+	CanSubscribe   bool // receive other participants' tracks
+	CanPublishData bool // have its data messages relayed to the room
+}
+
+// AllPermissions is what a participant may do on an open server (no keys).
+var AllPermissions = Permissions{CanPublish: true, CanSubscribe: true, CanPublishData: true}
+
+// Permissions reports what the participant may do.
+func (p *Participant) Permissions() Permissions {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.perms
+}
+
+// checkPublish refuses an offer that sends media without the publish grant.
+func (p *Participant) checkPublish(mediaSections int) error {
+	if mediaSections > 0 && !p.Permissions().CanPublish {
+		return protocol.Errorf(protocol.CodeForbidden, "not allowed to publish: the token lacks canPublish")
+	}
+	return nil
+}
+
+// checkSubscribe refuses a subscription without the subscribe grant.
+func (p *Participant) checkSubscribe() error {
+	if !p.Permissions().CanSubscribe {
+		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe: the token lacks canSubscribe")
+	}
+	return nil
+}

@@ -1,0 +1,293 @@
+package server_test
+
+import (
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+var simLayers = []struct {
+	rid  string
+	w, h int
+}{{"q", 320, 180}, {"h", 640, 360}, {"f", 1280, 720}}
+
+// fakeSimulcast sends three VP8 layers at 30 fps with keyframes every
+// second and on request; each layer has its own seq, ts and picture id bases.
+type fakeSimulcast struct {
+	sim       *client.SimulcastTrack
+	published client.Published
+	stopped   [3]atomic.Bool // simulate the publisher dropping a layer
+	wantKey   atomic.Bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+}
+
+func publishSimulcast(t *testing.T, c *client.Client) *fakeSimulcast {
+	t.Helper()
+	rids := []string{"q", "h", "f"}
+	sim, err := client.NewSimulcastTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream", rids...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeSimulcast{sim: sim, stop: make(chan struct{})}
+	hints := make([]protocol.LayerHint, 0, 3)
+	for _, l := range simLayers {
+		hints = append(hints, protocol.LayerHint{RID: l.rid, Width: l.w, Height: l.h})
+	}
+	pubs, err := c.Publish(ctxT(t, 10*time.Second), client.LocalTrack{
+		Simulcast: sim, Source: protocol.SourceCamera, Layers: hints,
+		OnKeyframeRequest: func() { f.wantKey.Store(true) },
+	})
+	if err != nil || len(pubs) != 1 {
+		t.Fatalf("publish simulcast: %v (%d tracks)", err, len(pubs))
+	}
+	f.published = pubs[0]
+	if !f.published.Simulcast || len(f.published.Layers) != 3 || f.published.Layers[0].RID != "q" || f.published.Layers[2].Quality != protocol.QualityHigh {
+		t.Fatalf("server's view of the simulcast track is wrong: %+v", f.published.Track)
+	}
+	f.wg.Add(1)
+	go f.run()
+	t.Cleanup(func() { close(f.stop); f.wg.Wait() })
+	return f
+}
+
+func (f *fakeSimulcast) run() {
+	defer f.wg.Done()
+	tick := time.NewTicker(33 * time.Millisecond)
+	defer tick.Stop()
+	type state struct {
+		seq uint16
+		ts  uint32
+		pid uint16
+	}
+	st := [3]state{{100, 1000, 10}, {40000, 555555, 20000}, {65500, 4294960000, 32760}}
+	for frame := 0; ; frame++ {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+		}
+		key := f.wantKey.Swap(false) || frame%30 == 0
+		for i, l := range simLayers {
+			s := &st[i]
+			if f.stopped[i].Load() || !f.sim.Active(l.rid) {
+				s.ts += 3000
+				continue
+			}
+			for part := 0; part < 2; part++ {
+				payload := simPayload(s.pid, part == 0, key, l.w, l.h)
+				pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == 1, SequenceNumber: s.seq, Timestamp: s.ts}, Payload: payload}
+				_ = f.sim.WriteRTP(l.rid, pkt)
+				s.seq++
+			}
+			s.pid = (s.pid + 1) & 0x7fff
+			s.ts += 3000
+		}
+	}
+}
+
+func simPayload(pid uint16, first, key bool, w, h int) []byte {
+	b := []byte{0x80, 0x80, 0x80 | byte(pid>>8), byte(pid)}
+	if first {
+		b[0] |= 0x10
+		if key {
+			b = append(b, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, byte(w), byte(w>>8), byte(h), byte(h>>8))
+		} else {
+			b = append(b, 0x11, 0x02, 0x00)
+		}
+	}
+	return append(b, make([]byte, 300)...)
+}
+
+// videoWatcher records what a subscriber's decoder would see: keyframe
+// sizes, and continuity of seq, ts and picture id across the whole stream.
+type videoWatcher struct {
+	mu        sync.Mutex
+	sizes     []int // heights of keyframes received, in order
+	packets   int
+	lastSeq   uint16
+	lastTS    uint32
+	lastPID   int
+	seqBreaks int
+	tsBack    int
+	pidBreaks int
+}
+
+func watchVideo(c *client.Client) *videoWatcher {
+	v := &videoWatcher{lastPID: -1}
+	c.OnTrack(func(rt *client.RemoteTrack) {
+		if rt.Track.Kind() != webrtc.RTPCodecTypeVideo {
+			return
+		}
+		go func() {
+			for {
+				pkt, _, err := rt.Track.ReadRTP()
+				if err != nil {
+					return
+				}
+				v.add(pkt)
+			}
+		}()
+	})
+	return v
+}
+
+func (v *videoWatcher) add(pkt *rtp.Packet) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.packets > 0 {
+		if pkt.SequenceNumber != v.lastSeq+1 {
+			v.seqBreaks++
+		}
+		if int32(pkt.Timestamp-v.lastTS) < 0 {
+			v.tsBack++
+		}
+	}
+	v.packets++
+	v.lastSeq, v.lastTS = pkt.SequenceNumber, pkt.Timestamp
+	p := pkt.Payload
+	if len(p) >= 4 && p[0]&0x10 != 0 {
+		pid := int(p[2]&0x7f)<<8 | int(p[3])
+		if v.lastPID >= 0 && pid != (v.lastPID+1)&0x7fff {
+			v.pidBreaks++
+		}
+		v.lastPID = pid
+		if _, h, ok := sfu.VP8FrameSize(p); ok {
+			v.sizes = append(v.sizes, h)
+		}
+	}
+}
+
+func (v *videoWatcher) snapshot() (sizes []int, packets int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]int(nil), v.sizes...), v.packets
+}
+
+// waitHeight waits until the last received keyframe has height h.
+func (v *videoWatcher) waitHeight(t *testing.T, d time.Duration, h int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	waitFor(t, d, "keyframes of height "+itoa(h), func() bool {
+		s, _ := v.snapshot()
+		return len(s) > 0 && s[len(s)-1] == h
+	})
+	return time.Since(start)
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func setSub(t *testing.T, c *client.Client, p protocol.SetSubscriptionParams) {
+	t.Helper()
+	if err := c.Call(ctxT(t, 5*time.Second), protocol.MethodSetSubscription, p, nil); err != nil {
+		t.Fatalf("setSubscription: %v", err)
+	}
+}
+
+func intp(v int) *int    { return &v }
+func boolp(v bool) *bool { return &v }
+
+// TestSimulcastLayerSelection: caps pick the layer, switches happen at
+// keyframes, pause stops video, and the stream stays continuous throughout.
+func TestSimulcastLayerSelection(t *testing.T) {
+	srv := startServer(t, nil)
+	sub := join(t, srv, "sim", "viewer")
+	v := watchVideo(sub)
+	pub := join(t, srv, "sim", "camera")
+	f := publishSimulcast(t, pub)
+	id := f.published.ID
+
+	v.waitHeight(t, 10*time.Second, 720) // uncapped: the top layer
+	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
+	v.waitHeight(t, 5*time.Second, 360)
+	if _, err := sub.WaitEvent(ctxT(t, 5*time.Second), protocol.NotifySubscriptionUpdated, func(raw json.RawMessage) bool {
+		var u protocol.SubscriptionUpdatedParams
+		return json.Unmarshal(raw, &u) == nil && u.Layer == protocol.QualityMedium && u.Reason == sfu.ReasonSubscriber
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	sizes, _ := v.snapshot()
+	for _, h := range sizes[len(sizes)-2:] {
+		if h != 360 {
+			t.Fatalf("capped at 360 but received a %dp keyframe: %v", h, sizes)
+		}
+	}
+
+	switchTime := v.waitHeight(t, 2500*time.Millisecond, 360) // already there
+	_ = switchTime
+	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(720)})
+	up := v.waitHeight(t, 2*time.Second+500*time.Millisecond, 720)
+	t.Logf("switch latency 360p -> 720p: %v", up)
+
+	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, Paused: boolp(true)})
+	time.Sleep(300 * time.Millisecond)
+	_, before := v.snapshot()
+	time.Sleep(time.Second)
+	if _, after := v.snapshot(); after != before {
+		t.Fatalf("paused, but %d video packets still arrived", after-before)
+	}
+	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, Paused: boolp(false), MaxHeight: intp(180)})
+	v.waitHeight(t, 3*time.Second, 180)
+
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.seqBreaks != 0 || v.tsBack != 0 || v.pidBreaks != 0 {
+		t.Fatalf("stream not continuous across switches: %d seq breaks, %d timestamps backwards, %d picture id breaks (in %d packets)",
+			v.seqBreaks, v.tsBack, v.pidBreaks, v.packets)
+	}
+}
+
+// TestSimulcastPublisherDropsLayer: when the top layer stops, subscribers on
+// it fall back to medium within about a second, and return when it resumes.
+func TestSimulcastPublisherDropsLayer(t *testing.T) {
+	srv := startServer(t, nil)
+	sub := join(t, srv, "sim", "viewer")
+	v := watchVideo(sub)
+	pub := join(t, srv, "sim", "camera")
+	f := publishSimulcast(t, pub)
+	v.waitHeight(t, 10*time.Second, 720)
+
+	f.stopped[2].Store(true)
+	down := v.waitHeight(t, 2500*time.Millisecond, 360)
+	t.Logf("fallback to medium after the top layer stopped: %v", down)
+	if _, err := sub.WaitEvent(ctxT(t, 2*time.Second), protocol.NotifySubscriptionUpdated, func(raw json.RawMessage) bool {
+		var u protocol.SubscriptionUpdatedParams
+		return json.Unmarshal(raw, &u) == nil && u.Layer == protocol.QualityMedium && u.Reason == sfu.ReasonPublisher
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.stopped[2].Store(false)
+	v.waitHeight(t, 3*time.Second, 720)
+}
+
+// TestDynacast: with every subscriber capped at low, the publisher is told
+// to send only low, and its other encodings switch off.
+func TestDynacast(t *testing.T) {
+	srv := startServer(t, nil)
+	subs := []*client.Client{join(t, srv, "dyn", "a"), join(t, srv, "dyn", "b")}
+	pub := join(t, srv, "dyn", "camera")
+	f := publishSimulcast(t, pub)
+	id := f.published.ID
+	for _, s := range subs {
+		if _, err := s.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil); err != nil {
+			t.Fatal(err)
+		}
+		setSub(t, s, protocol.SetSubscriptionParams{TrackID: id, Quality: ptr(protocol.QualityLow)})
+	}
+	waitFor(t, 5*time.Second, "publisher told to send only low", func() bool {
+		return f.sim.Active("q") && !f.sim.Active("h") && !f.sim.Active("f")
+	})
+	setSub(t, subs[0], protocol.SetSubscriptionParams{TrackID: id, Quality: ptr(protocol.QualityHigh)})
+	waitFor(t, 5*time.Second, "high switched back on", func() bool { return f.sim.Active("f") })
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,143 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// SimulcastTrack is one video track sent as several encodings, one per rid.
+// pion does not stamp outgoing packets with the mid and rid header
+// extensions a simulcast receiver needs to tell encodings apart, so WriteRTP
+// does it with the ids negotiated for the sender.
+type SimulcastTrack struct {
+	rids   []string
+	tracks map[string]*webrtc.TrackLocalStaticRTP
+
+	mu           sync.Mutex
+	mid          string
+	midID, ridID uint8
+	trackID      string            // the server's id, once published
+	ridOf        map[string]string // quality -> rid, from the server's Track
+	active       map[string]bool   // rid -> the server wants it (publishLayers)
+}
+
+// NewSimulcastTrack makes a simulcast track; rids are listed low to high.
+func NewSimulcastTrack(codec webrtc.RTPCodecCapability, id, streamID string, rids ...string) (*SimulcastTrack, error) {
+	if len(rids) < 1 || len(rids) > 3 {
+		return nil, errors.New("simulcast needs 1 to 3 rids")
+	}
+	s := &SimulcastTrack{rids: rids, tracks: map[string]*webrtc.TrackLocalStaticRTP{}, active: map[string]bool{}}
+	for _, rid := range rids {
+		t, err := webrtc.NewTrackLocalStaticRTP(codec, id, streamID, webrtc.WithRTPStreamID(rid))
+		if err != nil {
+			return nil, err
+		}
+		s.tracks[rid] = t
+		s.active[rid] = true
+	}
+	return s, nil
+}
+
+// RIDs lists the encodings, low to high.
+func (s *SimulcastTrack) RIDs() []string { return append([]string(nil), s.rids...) }
+
+// ID is the track id shared by all encodings (the msid track id).
+func (s *SimulcastTrack) ID() string { return s.tracks[s.rids[0]].ID() }
+
+// Active reports whether the server currently wants this encoding
+// (publishLayers); an encoder should skip inactive ones.
+func (s *SimulcastTrack) Active(rid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[rid]
+}
+
+// WriteRTP sends a packet on one encoding, with mid and rid extensions.
+func (s *SimulcastTrack) WriteRTP(rid string, p *rtp.Packet) error {
+	t, ok := s.tracks[rid]
+	if !ok {
+		return fmt.Errorf("unknown rid %q", rid)
+	}
+	s.mu.Lock()
+	mid, midID, ridID := s.mid, s.midID, s.ridID
+	s.mu.Unlock()
+	if midID == 0 || ridID == 0 {
+		return errors.New("simulcast track not negotiated yet")
+	}
+	if err := p.Header.SetExtension(midID, []byte(mid)); err != nil {
+		return err
+	}
+	if err := p.Header.SetExtension(ridID, []byte(rid)); err != nil {
+		return err
+	}
+	return t.WriteRTP(p)
+}
+
+// attach adds the encodings to a publisher connection.
+func (s *SimulcastTrack) attach(pc *webrtc.PeerConnection) (*webrtc.RTPTransceiver, error) {
+	tr, err := pc.AddTransceiverFromTrack(s.tracks[s.rids[0]], webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		return nil, err
+	}
+	for _, rid := range s.rids[1:] {
+		if err := tr.Sender().AddEncoding(s.tracks[rid]); err != nil {
+			return nil, err
+		}
+	}
+	return tr, nil
+}
+
+// negotiated records the mid and extension ids once the answer is applied.
+func (s *SimulcastTrack) negotiated(tr *webrtc.RTPTransceiver, published protocol.Track) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mid = tr.Mid()
+	for _, e := range tr.Sender().GetParameters().HeaderExtensions {
+		switch e.URI {
+		case sdp.SDESMidURI:
+			s.midID = uint8(e.ID)
+		case sdp.SDESRTPStreamIDURI:
+			s.ridID = uint8(e.ID)
+		}
+	}
+	s.trackID = published.ID
+	s.ridOf = map[string]string{}
+	for _, l := range published.Layers {
+		s.ridOf[l.Quality] = l.RID
+	}
+}
+
+// setActive applies a publishLayers notification.
+func (s *SimulcastTrack) setActive(qualities []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for rid := range s.active {
+		s.active[rid] = false
+	}
+	for _, q := range qualities {
+		if rid, ok := s.ridOf[q]; ok {
+			s.active[rid] = true
+		}
+	}
+}
+
+// handlePublishLayers routes publishLayers to the simulcast track it names.
+func (c *Client) handlePublishLayers(raw json.RawMessage) {
+	var p protocol.PublishLayersParams
+	if json.Unmarshal(raw, &p) != nil {
+		return
+	}
+	c.simMu.Lock()
+	s := c.simulcast[p.TrackID]
+	c.simMu.Unlock()
+	if s != nil {
+		s.setActive(p.Active)
+	}
+}
