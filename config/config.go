@@ -31,6 +31,12 @@ type Config struct {
 	HTTP struct {
 		// Address the HTTP server (web page, /v1/rtc, /healthz) listens on.
 		Address string `yaml:"address"`
+		// TLSCert and TLSKey (PEM files) turn on HTTPS/WSS.
+		TLSCert string `yaml:"tls_cert"`
+		TLSKey  string `yaml:"tls_key"`
+		// AllowedOrigins are the browser origins allowed to open the
+		// signaling WebSocket besides the server's own; "*" allows any.
+		AllowedOrigins []string `yaml:"allowed_origins"`
 	} `yaml:"http"`
 	RTC struct {
 		// UDPPort is the single UDP port shared by all peers (ICE UDP mux); 0 picks a free port.
@@ -52,7 +58,15 @@ type Config struct {
 		// NegotiationTimeout disconnects a subscriber that never answers an offer.
 		NegotiationTimeout Duration `yaml:"negotiation_timeout"`
 	} `yaml:"room"`
-	Log struct {
+	// Keys maps API keys to secrets; with any key, join needs a token (see operations.go).
+	Keys map[string]string `yaml:"keys"`
+	// InsecureOpen allows running without keys on a non-loopback address.
+	InsecureOpen bool `yaml:"insecure_open"`
+	// Limits bound clients, IPs and rooms.
+	Limits Limits `yaml:"limits"`
+	// Webhook delivers room events to HTTP endpoints.
+	Webhook Webhook `yaml:"webhook"`
+	Log     struct {
 		// Level is debug, info, warn or error.
 		Level string `yaml:"level"`
 		// Format is text or json.
@@ -101,6 +115,7 @@ func Default() Config {
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
 	c.Log.Level = "info"
 	c.Log.Format = "text"
+	c.defaultOperations()
 	return c
 }
 
@@ -139,6 +154,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	loopback := fs.Bool("loopback-candidates", def.RTC.LoopbackCandidates, "offer loopback ICE candidates (for a demo on localhost)")
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
+	applyOperationFlag := operationFlags(fs, def)
 	fs.Usage = func() { usage(fs) }
 
 	if err := fs.Parse(args); err != nil {
@@ -156,8 +172,12 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 			return Config{}, err
 		}
 	}
+	if err := cfg.applyEnvKeys(getenv); err != nil {
+		return Config{}, err
+	}
 
 	fs.Visit(func(f *flag.Flag) {
+		applyOperationFlag(&cfg, f.Name)
 		switch f.Name {
 		case "bind":
 			cfg.HTTP.Address = *bind
@@ -411,6 +431,7 @@ func (c Config) Validate() error {
 	default:
 		bad("log.format %q: want text or json", c.Log.Format)
 	}
+	c.validateOperations(bad)
 	if len(errs) == 0 {
 		return nil
 	}

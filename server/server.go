@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/sfu"
@@ -29,12 +30,16 @@ type Server struct {
 	http    *http.Server
 	ln      net.Listener
 	serveCh chan error
+	auth    *auth.Verifier // see security.go
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.
 func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := cfg.OpenServerError(); err != nil {
+		return nil, err
 	}
 	engine, err := sfu.NewEngine(sfu.EngineConfig{
 		BindIP: cfg.RTC.BindIP, UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort,
@@ -48,7 +53,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		engine.Close()
 		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTP.Address, err)
 	}
-	s := &Server{cfg: cfg, log: log, engine: engine, ln: ln, serveCh: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: log, engine: engine, ln: ln, serveCh: make(chan error, 1), auth: auth.NewVerifier(cfg.Keys)}
 	s.rooms = room.NewManager(room.Config{
 		Engine: engine, ICEServers: iceServers(cfg.RTC.ICEServers),
 		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(),
@@ -57,7 +62,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/rtc", signaling.NewHandler(signaling.Options{Logger: log},
 		func(c *signaling.Conn, _ *http.Request) signaling.Dispatcher {
-			return signaling.NewSession(c, s.rooms, log)
+			return signaling.NewSessionWithOptions(c, s.rooms, log, s.sessionOptions())
 		}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -87,6 +92,7 @@ func (s *Server) Serve() {
 	}()
 	s.log.Info("starling listening",
 		"http", "http://"+s.Addr(), "udp", s.engine.UDPPort(), "tcp", s.engine.TCPPort())
+	s.logSecurity()
 }
 
 // Addr is the HTTP listen address (host:port).

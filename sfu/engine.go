@@ -47,13 +47,34 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		log = slog.Default()
 	}
 	e := &Engine{log: log, logs: NewLoggerFactory(log)}
-	udp, err := net.ListenPacket("udp", net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.UDPPort)))
-	if err != nil {
-		return nil, fmt.Errorf("media UDP port %d: %w", cfg.UDPPort, err)
+	if ip := net.ParseIP(cfg.BindIP); ip != nil && !ip.IsUnspecified() {
+		udp, err := net.ListenPacket("udp", net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.UDPPort)))
+		if err != nil {
+			return nil, fmt.Errorf("media UDP port %d: %w", cfg.UDPPort, err)
+		}
+		e.udp = udp
+		e.udpPort = udp.LocalAddr().(*net.UDPAddr).Port
+		e.udpMux = webrtc.NewICEUDPMux(e.logs.NewLogger("udpmux"), udp)
+	} else {
+		// On every interface pion wants one socket per local address (same
+		// port), so each host candidate maps to the socket that owns it.
+		opts := []ice.UDPMuxFromPortOption{
+			ice.UDPMuxFromPortWithLogger(e.logs.NewLogger("udpmux")),
+			ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4),
+		}
+		if cfg.LoopbackCandidates {
+			opts = append(opts, ice.UDPMuxFromPortWithLoopback())
+		}
+		mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("media UDP port %d: %w", cfg.UDPPort, err)
+		}
+		e.udpMux = mux
+		e.udpPort = cfg.UDPPort
+		if addrs := mux.GetListenAddresses(); len(addrs) > 0 {
+			e.udpPort = addrs[0].(*net.UDPAddr).Port
+		}
 	}
-	e.udp = udp
-	e.udpPort = udp.LocalAddr().(*net.UDPAddr).Port
-	e.udpMux = webrtc.NewICEUDPMux(e.logs.NewLogger("udpmux"), udp)
 
 	se := webrtc.SettingEngine{LoggerFactory: e.logs}
 	se.SetICEUDPMux(e.udpMux)
@@ -61,7 +82,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.TCPPort >= 0 {
 		tcp, err := net.Listen("tcp", net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.TCPPort)))
 		if err != nil {
-			_ = udp.Close()
+			e.Close()
 			return nil, fmt.Errorf("media TCP port %d: %w", cfg.TCPPort, err)
 		}
 		e.tcp = tcp

@@ -26,6 +26,7 @@ type Session struct {
 	conn *Conn
 	mgr  *room.Manager
 	log  *slog.Logger
+	opts SessionOptions // see session_auth.go
 
 	mu    sync.Mutex
 	p     *room.Participant
@@ -128,6 +129,9 @@ func (s *Session) join(raw json.RawMessage) (any, *protocol.Error) {
 	req := room.JoinRequest{
 		Room: params.Room, Name: params.Name, Metadata: params.Metadata,
 		AutoSubscribe: params.AutoSubscribe == nil || *params.AutoSubscribe,
+	}
+	if err := s.authorize(&params, &req); err != nil {
+		return nil, err
 	}
 	p, res, err := s.mgr.Join(req, s)
 	if err != nil {

@@ -1,6 +1,7 @@
 // Command starling runs a Starling SFU node.
 //
 //	starling [flags]        run the server (see --help)
+//	starling token [flags]  print an access token (see starling token --help)
 package main
 
 import (
@@ -23,7 +24,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	_ = stdout
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(args[1:], stdout, stderr)
+	}
 	cfg, err := config.Load(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
