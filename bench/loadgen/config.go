@@ -1,0 +1,144 @@
+// Package loadgen is Starling's load generator: synthetic publishers and
+// light subscribers that join a server with the Go client over real WebRTC
+// and measure what arrives. cmd/starling-load is its command line; the
+// benchmarks under bench/ run it against an in-process server.
+package loadgen
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Presets name the scenarios.
+const (
+	// PresetWebinar: per room, Publishers (default 1) send audio and video
+	// and receive nothing; Subscribers viewers receive everything.
+	PresetWebinar = "webinar"
+	// PresetMeeting: per room, Publishers each send audio and video and
+	// receive every other publisher; Subscribers extra viewers (default 0).
+	PresetMeeting = "meeting"
+	// PresetAudio: per room, Publishers send audio only and hear each
+	// other; Subscribers listeners.
+	PresetAudio = "audio"
+)
+
+// Config is one load run.
+type Config struct {
+	URL         string // signaling WebSocket, ws://127.0.0.1:7900/v1/rtc
+	Preset      string
+	Rooms       int
+	Publishers  int // per room; -1 = the preset's default
+	Subscribers int // receive-only participants per room; -1 = the preset's default
+
+	Duration time.Duration // media time, from the first publish to the end
+	Warmup   time.Duration // start of Duration not measured (joins settle, keyframes)
+
+	Video            bool
+	VideoBitrate     int64
+	FPS              int
+	Width, Height    int
+	KeyframeInterval time.Duration
+	Audio            bool
+	AudioBitrate     int64
+
+	JoinConcurrency int // parallel joins
+	ServerPID       int // 0 = no server measurement
+
+	Progress io.Writer // one line per second; nil = quiet
+	Logger   *slog.Logger
+}
+
+// DefaultConfig returns the defaults of the command line.
+func DefaultConfig() Config {
+	return Config{
+		URL: "ws://127.0.0.1:7900/v1/rtc", Preset: PresetWebinar, Rooms: 1,
+		Publishers: -1, Subscribers: -1,
+		Duration: 30 * time.Second, Warmup: 3 * time.Second,
+		Video: true, VideoBitrate: 2_500_000, FPS: 30, Width: 1280, Height: 720,
+		KeyframeInterval: 2 * time.Second, Audio: true, AudioBitrate: 48_000,
+		JoinConcurrency: 4,
+	}
+}
+
+// normalize applies the preset's defaults and checks the configuration.
+func (c *Config) normalize() error {
+	c.Preset = strings.ToLower(c.Preset)
+	var pubs, subs int
+	switch c.Preset {
+	case PresetWebinar:
+		pubs, subs = 1, 10
+	case PresetMeeting:
+		pubs, subs = 4, 0
+	case PresetAudio:
+		pubs, subs = 4, 20
+		c.Video = false
+	default:
+		return fmt.Errorf("preset %q: want meeting, webinar or audio", c.Preset)
+	}
+	if c.Publishers < 0 {
+		c.Publishers = pubs
+	}
+	if c.Subscribers < 0 {
+		c.Subscribers = subs
+	}
+	var errs []string
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
+	if c.URL == "" {
+		bad("no server URL")
+	}
+	if c.Rooms < 1 {
+		bad("rooms %d: want at least 1", c.Rooms)
+	}
+	if c.Publishers < 1 {
+		bad("publishers %d: want at least 1", c.Publishers)
+	}
+	if c.Preset == PresetWebinar && c.Subscribers < 1 {
+		bad("a webinar needs at least 1 subscriber")
+	}
+	if c.Preset == PresetMeeting && c.Publishers < 2 && c.Subscribers < 1 {
+		bad("a meeting needs 2 publishers or a subscriber")
+	}
+	if !c.Video && !c.Audio {
+		bad("neither audio nor video: nothing to send")
+	}
+	if c.Duration <= 0 {
+		bad("duration %v: must be positive", c.Duration)
+	}
+	if c.Warmup < 0 || c.Warmup >= c.Duration {
+		bad("warmup %v: must be shorter than the duration %v", c.Warmup, c.Duration)
+	}
+	if c.Video {
+		if c.FPS < 1 || c.FPS > 240 {
+			bad("fps %d: want 1 to 240", c.FPS)
+		}
+		if c.VideoBitrate < 10_000 {
+			bad("video bit rate %d: want at least 10k", c.VideoBitrate)
+		}
+		if c.Width < 16 || c.Width > 16383 || c.Height < 16 || c.Height > 16383 {
+			bad("video size %dx%d: want 16 to 16383 (VP8's 14 bits)", c.Width, c.Height)
+		}
+		if c.KeyframeInterval <= 0 {
+			bad("keyframe interval must be positive")
+		}
+	}
+	if c.Audio && (c.AudioBitrate < 6_000 || c.AudioBitrate > 510_000) {
+		bad("audio bit rate %d: Opus goes from 6k to 510k", c.AudioBitrate)
+	}
+	if c.JoinConcurrency < 1 {
+		c.JoinConcurrency = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// publishersReceive says whether publishers subscribe to the others.
+func (c *Config) publishersReceive() bool { return c.Preset != PresetWebinar }

@@ -1,0 +1,112 @@
+package loadgen
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// ClockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat. It
+// is 100 on every Linux architecture Go supports (the kernel's internal HZ
+// may differ; /proc always reports in USER_HZ).
+const ClockTicks = 100
+
+// ProcSample is one reading of a process's CPU time and resident memory.
+type ProcSample struct {
+	At    time.Time
+	Ticks uint64 // utime + stime, in ClockTicks
+	RSSKB uint64 // VmRSS in KiB
+}
+
+// ReadProc samples /proc/PID/stat and /proc/PID/status; pid 0 means this
+// process (/proc/self).
+func ReadProc(pid int) (ProcSample, error) {
+	dir := "/proc/self"
+	if pid > 0 {
+		dir = "/proc/" + strconv.Itoa(pid)
+	}
+	at := time.Now()
+	stat, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return ProcSample{}, err
+	}
+	ut, st, err := ParseStat(stat)
+	if err != nil {
+		return ProcSample{}, fmt.Errorf("%s/stat: %w", dir, err)
+	}
+	status, err := os.ReadFile(dir + "/status")
+	if err != nil {
+		return ProcSample{}, err
+	}
+	rss, err := ParseStatusRSS(status)
+	if err != nil {
+		return ProcSample{}, fmt.Errorf("%s/status: %w", dir, err)
+	}
+	return ProcSample{At: at, Ticks: ut + st, RSSKB: rss}, nil
+}
+
+// ParseStat returns utime and stime (fields 14 and 15) from the content of
+// /proc/PID/stat. The command name (field 2) is in parentheses and may hold
+// spaces and parentheses itself, so fields are counted after the last ')'.
+func ParseStat(b []byte) (utime, stime uint64, err error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, errors.New("no command name")
+	}
+	// After ')' come field 3 (state) onwards: utime is the 12th of those.
+	fields := bytes.Fields(b[i+1:])
+	if len(fields) < 13 {
+		return 0, 0, fmt.Errorf("only %d fields after the command name", len(fields))
+	}
+	if utime, err = strconv.ParseUint(string(fields[11]), 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("utime: %w", err)
+	}
+	if stime, err = strconv.ParseUint(string(fields[12]), 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("stime: %w", err)
+	}
+	return utime, stime, nil
+}
+
+// ParseStatusRSS returns VmRSS in KiB from the content of /proc/PID/status.
+func ParseStatusRSS(b []byte) (uint64, error) {
+	for line := range bytes.Lines(b) {
+		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) == 0 {
+			break
+		}
+		kb, err := strconv.ParseUint(string(f[0]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("VmRSS: %w", err)
+		}
+		if len(f) > 1 && !bytes.EqualFold(f[1], []byte("kB")) {
+			return 0, fmt.Errorf("VmRSS unit %q, want kB", f[1])
+		}
+		return kb, nil
+	}
+	return 0, errors.New("no VmRSS line (kernel thread or zombie?)")
+}
+
+// CPUSeconds is the CPU time spent between two samples.
+func CPUSeconds(a, b ProcSample) float64 {
+	if b.Ticks < a.Ticks {
+		return 0
+	}
+	return float64(b.Ticks-a.Ticks) / ClockTicks
+}
+
+// CPUPercent is the CPU used between two samples in % of one core (200% =
+// two cores fully busy).
+func CPUPercent(a, b ProcSample) float64 {
+	wall := b.At.Sub(a.At).Seconds()
+	if wall <= 0 {
+		return 0
+	}
+	return 100 * CPUSeconds(a, b) / wall
+}

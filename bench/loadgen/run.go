@@ -1,0 +1,349 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// participant is one simulated client.
+type participant struct {
+	room, name string
+	publish    bool
+	receive    bool
+
+	c        *client.Client
+	joinTime time.Duration
+	senders  []*sender
+
+	mu      sync.Mutex
+	streams []*stream
+}
+
+func (p *participant) addStream(s *stream) {
+	p.mu.Lock()
+	p.streams = append(p.streams, s)
+	p.mu.Unlock()
+}
+
+func (p *participant) streamList() []*stream {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*stream(nil), p.streams...)
+}
+
+type runner struct {
+	cfg   Config
+	api   *webrtc.API
+	parts []*participant
+
+	joined, failed atomic.Int64
+	phase          atomic.Value // string
+	mediaStart     atomic.Int64 // monoNow when publishing began
+	startedAt      time.Time
+}
+
+// Run joins the participants, sends media for cfg.Duration and returns what
+// was measured over the part after cfg.Warmup. Cancelling ctx ends the run
+// early; the summary then covers what ran.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{cfg: cfg, api: api, startedAt: time.Now()}
+	r.phase.Store("joining")
+	runID := strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
+	for room := 0; room < cfg.Rooms; room++ {
+		name := fmt.Sprintf("load-%s-%d", runID, room)
+		for i := 0; i < cfg.Publishers; i++ {
+			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("pub-%d-%d", room, i),
+				publish: true, receive: cfg.publishersReceive()})
+		}
+		for i := 0; i < cfg.Subscribers; i++ {
+			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("sub-%d-%d", room, i), receive: true})
+		}
+	}
+
+	start := r.sample()
+	progressDone := make(chan struct{})
+	stopProgress := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		r.progress(stopProgress)
+	}()
+	defer func() {
+		close(stopProgress)
+		<-progressDone
+		r.closeAll()
+	}()
+
+	r.joinAll(ctx)
+	if r.joined.Load() == 0 {
+		return nil, errors.New("no participant could join (is the server running at " + cfg.URL + "?)")
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("interrupted while joining: %w", ctx.Err())
+	}
+
+	r.phase.Store("publishing")
+	mediaCtx, stopMedia := context.WithCancel(context.Background())
+	var media sync.WaitGroup
+	defer func() {
+		stopMedia()
+		media.Wait()
+	}()
+	mediaStart := time.Now()
+	r.mediaStart.Store(monoNow())
+	r.publishAll(ctx, mediaCtx, &media)
+
+	r.phase.Store("warming up")
+	first := r.snapshot()
+	a := first
+	if wait(ctx, time.Until(mediaStart.Add(cfg.Warmup))) {
+		a = r.snapshot()
+		r.phase.Store("measuring")
+		wait(ctx, time.Until(mediaStart.Add(cfg.Duration)))
+	}
+	b := r.snapshot()
+	r.phase.Store("stopping")
+	return r.summarize(start, a, b), nil
+}
+
+// wait sleeps for d unless ctx ends first; it reports whether it slept.
+func wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// forEach runs f for every participant, n at a time, stopping early when ctx ends.
+func forEach(ctx context.Context, parts []*participant, n int, f func(*participant)) {
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f(p)
+		}()
+	}
+	wg.Wait()
+}
+
+func (r *runner) joinAll(ctx context.Context) {
+	forEach(ctx, r.parts, r.cfg.JoinConcurrency, func(p *participant) {
+		opts := client.Options{Name: p.name, API: r.api, Logger: r.cfg.Logger}
+		if !p.receive {
+			off := false
+			opts.AutoSubscribe = &off
+		}
+		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		c, err := client.Dial(jctx, r.cfg.URL, p.room, opts)
+		if err != nil {
+			r.failed.Add(1)
+			r.cfg.Logger.Warn("join failed", "participant", p.name, "err", err)
+			return
+		}
+		p.joinTime = time.Since(t0)
+		if p.receive {
+			// Nothing is published before every participant has joined, so
+			// no track can arrive before this handler is set.
+			c.OnTrack(func(rt *client.RemoteTrack) {
+				s := &stream{trackID: rt.TrackID, video: rt.Track.Kind() == webrtc.RTPCodecTypeVideo}
+				p.addStream(s)
+				go s.read(rt.Track)
+				go drainRTCP(rt.Receiver)
+			})
+		}
+		p.c = c
+		r.joined.Add(1)
+	})
+}
+
+func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup) {
+	var pubs []*participant
+	for _, p := range r.parts {
+		if p.publish && p.c != nil {
+			pubs = append(pubs, p)
+		}
+	}
+	vp := VideoParams{Bitrate: r.cfg.VideoBitrate, FPS: r.cfg.FPS, Width: r.cfg.Width, Height: r.cfg.Height,
+		KeyframeInterval: r.cfg.KeyframeInterval}
+	var seq atomic.Uint64
+	forEach(ctx, pubs, r.cfg.JoinConcurrency, func(p *participant) {
+		var tracks []client.LocalTrack
+		byCID := map[string]*sender{}
+		if r.cfg.Video {
+			t, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", p.name)
+			if err != nil {
+				r.cfg.Logger.Warn("video track", "err", err)
+				return
+			}
+			s := &sender{track: t, video: true}
+			byCID["video"] = s
+			tracks = append(tracks, client.LocalTrack{Track: t, Source: protocol.SourceCamera, Name: "camera",
+				OnKeyframeRequest: s.requestKeyframe})
+		}
+		if r.cfg.Audio {
+			t, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", p.name)
+			if err != nil {
+				r.cfg.Logger.Warn("audio track", "err", err)
+				return
+			}
+			byCID["audio"] = &sender{track: t}
+			tracks = append(tracks, client.LocalTrack{Track: t, Source: protocol.SourceMicrophone, Name: "mic"})
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		published, err := p.c.Publish(pctx, tracks...)
+		if err != nil {
+			r.cfg.Logger.Warn("publish failed", "participant", p.name, "err", err)
+			return
+		}
+		for _, pub := range published {
+			s := byCID[pub.CID]
+			if s == nil {
+				continue
+			}
+			s.serverID = pub.ID
+			p.senders = append(p.senders, s)
+			seed := uint64(time.Now().UnixNano()) ^ seq.Add(0x9e3779b97f4a7c15)
+			media.Add(1)
+			go func() {
+				defer media.Done()
+				if s.video {
+					s.runVideo(mediaCtx, vp, seed)
+				} else {
+					s.runAudio(mediaCtx, r.cfg.AudioBitrate, seed)
+				}
+			}()
+		}
+	})
+}
+
+func (r *runner) closeAll() {
+	forEach(context.Background(), r.parts, 16, func(p *participant) {
+		if p.c == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = p.c.Leave(ctx) // closes the client even when leave fails
+	})
+}
+
+// procPair is the server's and this process's usage at one instant.
+type procPair struct {
+	server, self     ProcSample
+	serverOK, selfOK bool
+}
+
+func (r *runner) sample() procPair {
+	var s procPair
+	var err error
+	if r.cfg.ServerPID > 0 {
+		s.server, err = ReadProc(r.cfg.ServerPID)
+		s.serverOK = err == nil
+	}
+	s.self, err = ReadProc(0)
+	s.selfOK = err == nil
+	return s
+}
+
+// snapshot is every counter at one instant.
+type snapshot struct {
+	at      time.Time
+	procs   procPair
+	streams map[*stream]streamSnap
+	sent    map[*sender]senderSnap
+}
+
+type senderSnap struct{ packets, bytes, keyframes, keyReqs uint64 }
+
+func (r *runner) snapshot() snapshot {
+	s := snapshot{at: time.Now(), streams: map[*stream]streamSnap{}, sent: map[*sender]senderSnap{}}
+	for _, p := range r.parts {
+		for _, st := range p.streamList() {
+			s.streams[st] = st.snapshot()
+		}
+		for _, sd := range p.senders {
+			s.sent[sd] = senderSnap{sd.packets.Load(), sd.bytes.Load(), sd.keyframes.Load(), sd.keyReqs.Load()}
+		}
+	}
+	s.procs = r.sample()
+	return s
+}
+
+// progress prints one line per second until stop is closed.
+func (r *runner) progress(stop <-chan struct{}) {
+	if r.cfg.Progress == nil {
+		<-stop
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	prev := r.sample()
+	prevAt, prevPkts := time.Now(), uint64(0)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		var pkts uint64
+		started, streams := 0, 0
+		for _, p := range r.parts {
+			for _, s := range p.streamList() {
+				streams++
+				n := s.packets.Load()
+				pkts += n
+				if n > 0 {
+					started++
+				}
+			}
+		}
+		cur := r.sample()
+		line := fmt.Sprintf("%5.0fs  %-10s joined %d/%d", now.Sub(r.startedAt).Seconds(), r.phase.Load(),
+			r.joined.Load(), len(r.parts))
+		if f := r.failed.Load(); f > 0 {
+			line += fmt.Sprintf(" (%d failed)", f)
+		}
+		line += fmt.Sprintf("  streams %d/%d  rx %.0f pkt/s", started, streams,
+			float64(pkts-prevPkts)/now.Sub(prevAt).Seconds())
+		if cur.serverOK && prev.serverOK {
+			line += fmt.Sprintf("  server CPU %.0f%% RSS %.0f MB", CPUPercent(prev.server, cur.server), float64(cur.server.RSSKB)/1024)
+		}
+		if cur.selfOK && prev.selfOK {
+			line += fmt.Sprintf("  gen CPU %.0f%%", CPUPercent(prev.self, cur.self))
+		}
+		fmt.Fprintln(r.cfg.Progress, line)
+		prev, prevAt, prevPkts = cur, now, pkts
+	}
+}

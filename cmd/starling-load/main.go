@@ -1,0 +1,163 @@
+// Command starling-load is Starling's load generator: synthetic VP8/Opus
+// publishers and light subscribers that join a server over real WebRTC (the
+// Go client, loopback only), run for a while and print what they measured:
+// delivery, loss, forwarding delay, join time and the server's CPU and
+// memory read from /proc.
+//
+//	starling-load --preset webinar --subscribers 50 --duration 30s --server-pid $(pidof starling)
+//	starling-load --preset webinar --subscribers 50 --start-server --server-bin /tmp/starling
+//
+// See docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/starling-rtc/starling/bench/loadgen"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg := loadgen.DefaultConfig()
+	fs := flag.NewFlagSet("starling-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "signaling `URL` of the server (loopback only)")
+	fs.StringVar(&cfg.Preset, "preset", cfg.Preset, "scenario: meeting (publishers watch each other), webinar (publishers → viewers) or audio")
+	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "number of rooms, each running the scenario")
+	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "publishers per room (-1 = preset default: webinar 1, meeting 4, audio 4)")
+	fs.IntVar(&cfg.Subscribers, "subscribers", cfg.Subscribers, "receive-only participants per room (-1 = preset default: webinar 10, meeting 0, audio 20)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "media time, from the first publish until the run stops")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "first part of --duration left out of the measurements")
+	vbr := loadgen.Bitrate(cfg.VideoBitrate)
+	fs.Var(&vbr, "video-bitrate", "video bit rate per publisher (encoder output), e.g. 2.5M or 800k")
+	fs.IntVar(&cfg.FPS, "fps", cfg.FPS, "video frames per second")
+	size := fmt.Sprintf("%dx%d", cfg.Width, cfg.Height)
+	fs.StringVar(&size, "size", size, "video `WxH` written in keyframe headers")
+	fs.DurationVar(&cfg.KeyframeInterval, "keyframe-interval", cfg.KeyframeInterval, "periodic keyframes (plus one per server PLI)")
+	video := loadgen.OnOff(cfg.Video)
+	fs.Var(&video, "video", "publish video: on or off (the audio preset never does)")
+	audio := loadgen.OnOff(cfg.Audio)
+	fs.Var(&audio, "audio", "publish Opus audio: on or off")
+	abr := loadgen.Bitrate(cfg.AudioBitrate)
+	fs.Var(&abr, "audio-bitrate", "audio bit rate per publisher")
+	fs.IntVar(&cfg.JoinConcurrency, "join-concurrency", cfg.JoinConcurrency, "participants joining at the same time")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "`PID` of a local server: report its CPU and RSS from /proc")
+	startServer := fs.Bool("start-server", false, "start the server (--server-bin) on free loopback ports and measure it")
+	serverBin := fs.String("server-bin", "", "`path` of the starling binary for --start-server (go build -o /tmp/starling ./cmd/starling)")
+	serverLog := fs.String("server-log-level", "error", "log level of a started server; its log goes to stderr")
+	jsonPath := fs.String("json", "", "also write the summary as JSON to `file` (- = stdout)")
+	quiet := fs.Bool("quiet", false, "no progress lines")
+	verbose := fs.Bool("v", false, "log client warnings (join and publish failures) to stderr")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "starling-load: unexpected argument %q (all options are flags)\n", fs.Arg(0))
+		return 2
+	}
+	cfg.VideoBitrate, cfg.AudioBitrate = int64(vbr), int64(abr)
+	cfg.Video, cfg.Audio = bool(video), bool(audio)
+	if _, err := fmt.Sscanf(size, "%dx%d", &cfg.Width, &cfg.Height); err != nil {
+		fmt.Fprintf(stderr, "starling-load: --size %q: want WIDTHxHEIGHT\n", size)
+		return 2
+	}
+	if !*quiet {
+		cfg.Progress = stderr
+	}
+	if *verbose {
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *startServer {
+		if cfg.ServerPID != 0 {
+			fmt.Fprintln(stderr, "starling-load: --start-server and --server-pid exclude each other")
+			return 2
+		}
+		srv, err := loadgen.StartServer(ctx, *serverBin, *serverLog, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "starling-load:", err)
+			return 1
+		}
+		defer func() {
+			if err := srv.Stop(); err != nil {
+				fmt.Fprintln(stderr, "starling-load: stopping the server:", err)
+			}
+		}()
+		cfg.URL, cfg.ServerPID = srv.URL(), srv.PID()
+		fmt.Fprintf(stderr, "started %s (pid %d) at %s\n", *serverBin, srv.PID(), srv.URL())
+	}
+	if !loopbackURL(cfg.URL) {
+		fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", cfg.URL)
+		return 2
+	}
+
+	sum, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "starling-load:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout)
+	if err := sum.WriteTable(stdout); err != nil {
+		return 1
+	}
+	if *jsonPath != "" {
+		if err := writeJSON(*jsonPath, sum, stdout); err != nil {
+			fmt.Fprintln(stderr, "starling-load:", err)
+			return 1
+		}
+	}
+	if sum.StreamsStarted < sum.StreamsExpected || sum.JoinFailures > 0 {
+		fmt.Fprintln(stderr, "starling-load: some participants did not join or some streams never started")
+		return 3
+	}
+	return 0
+}
+
+func writeJSON(path string, sum *loadgen.Summary, stdout io.Writer) error {
+	if path == "-" {
+		return sum.WriteJSON(stdout)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := sum.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// loopbackURL reports whether the URL's host is a loopback address: the
+// generator sends real media and must not load anyone else's server.
+func loopbackURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "ws" && p.Scheme != "wss") {
+		return false
+	}
+	host := p.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
