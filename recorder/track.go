@@ -1,0 +1,688 @@
+package recorder
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
+	"github.com/starling-rtc/starling/sfu"
+)
+
+// TrackOptions configure a TrackRecorder.
+type TrackOptions struct {
+	Dir    string // folder for the file; created if missing
+	Name   string // file name without extension
+	Title  string // track name stored in the container
+	Logger *slog.Logger
+	// QueuePackets bounds the packets waiting for the writer goroutine;
+	// packets beyond it are dropped and counted. 0 = 512 (video), 128 (audio).
+	QueuePackets int
+	// OnDone runs once on the writer goroutine when the file is final
+	// (after Close, or after a write error stopped the recording).
+	OnDone func(TrackResult)
+	// OnFileCreated runs on the writer goroutine when the file is created.
+	OnFileCreated func(path string)
+}
+
+// SenderReport is one RTCP sender report: the publisher's NTP wall clock
+// at a point on the track's RTP clock, and when it arrived here.
+type SenderReport struct {
+	NTP     uint64    `json:"ntp"`
+	RTP     uint32    `json:"rtp"`
+	Arrived time.Time `json:"arrived"`
+}
+
+// Time is the NTP timestamp as a time.
+func (s SenderReport) Time() time.Time { return ntpTime(s.NTP) }
+
+func ntpTime(ntp uint64) time.Time {
+	const ntpEpochOffset = 2208988800 // 1900-01-01 to 1970-01-01 in seconds
+	sec := int64(ntp>>32) - ntpEpochOffset
+	frac := int64((ntp & 0xffffffff) * 1e9 >> 32)
+	return time.Unix(sec, frac)
+}
+
+// TrackResult describes a finished (or running) track recording.
+type TrackResult struct {
+	TrackID string
+	Kind    string // audio or video
+	Codec   string // MIME type
+	File    string // full path; "" if nothing was written
+	Frames  int
+	// Duration is the media time in the file.
+	Duration time.Duration
+	// FirstArrival is when the first written frame's first packet arrived.
+	FirstArrival time.Time
+	// FirstRTP is the RTP timestamp of the first written frame, on the
+	// clock of StartLayer.
+	FirstRTP   uint32
+	ClockRate  uint32
+	StartLayer int8
+	// SR is the first sender report of StartLayer received after the
+	// first frame (nil if none came): maps FirstRTP to the sender's clock.
+	SR *SenderReport
+	// SRs lists, per layer, the latest sender report (for clock offsets).
+	SRs []SenderReport
+	// SenderOffset is the smallest (arrival here − sender NTP time) over
+	// all sender reports: the publisher's clock offset plus the shortest
+	// transit. HaveSenderOffset is false before the first report.
+	SenderOffset     time.Duration
+	HaveSenderOffset bool
+	Width, Height    int // from the first keyframe (video)
+	Drops            uint64
+	DroppedFrames    uint64 // incomplete or undecodable frames not written
+	LayerSwitches    int
+	Err              error
+}
+
+// pkt is one queued RTP packet: a copy, owned by the recorder.
+type pkt struct {
+	rtp.Packet
+	buf     [1500]byte
+	layer   int8
+	arrival int64 // monotonic nanoseconds since epoch0
+	switchL bool  // first packet of a new layer (a keyframe)
+}
+
+var epoch0 = time.Now()
+
+func monoNow() int64 { return int64(time.Since(epoch0)) }
+
+func monoTime(n int64) time.Time { return epoch0.Add(time.Duration(n)) }
+
+// TrackRecorder records one published track into one file. It is an
+// sfu.Sink: WriteRTP copies the packet into a preallocated buffer and
+// queues it without ever blocking (drops are counted); a writer goroutine
+// reorders packets in a jitter buffer (pion's samplebuilder), reassembles
+// frames, starts on a keyframe (asking the publisher for one) and writes
+// them to WebM (Opus, VP8, VP9, AV1) or Matroska (H.264). For simulcast it
+// records the highest live layer and switches layers at a keyframe.
+type TrackRecorder struct {
+	src   sfu.Source
+	ci    codecInfo
+	opts  TrackOptions
+	log   *slog.Logger
+	codec webrtc.RTPCodecParameters
+
+	free  chan *pkt
+	queue chan *pkt
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+
+	closed   atomic.Bool
+	drops    atomic.Uint64
+	cur      atomic.Int32 // layer whose packets are queued
+	target   atomic.Int32 // layer to switch to at its next keyframe
+	lastSeen [sfu.MaxLayers]atomic.Int64
+
+	srMu     sync.Mutex
+	srLatest [sfu.MaxLayers]*SenderReport
+	srFirst  *SenderReport // first SR of the start layer after the first frame
+	minOff   time.Duration // smallest arrival − NTP time over all SRs
+	haveOff  bool
+
+	resMu sync.Mutex
+	res   TrackResult
+
+	// writer goroutine state
+	sb         *samplebuilder.SampleBuilder
+	held       map[uint16]*pkt
+	wLayer     int8
+	haveLast   bool
+	lastSeq    uint16
+	needKey    bool
+	lastKeyReq time.Time
+	w          *mkvWriter
+	path       string
+	tsLast     uint32
+	tsExt      int64 // ticks since the layer's base
+	offsetMs   int64 // timeline ms at the layer's base
+	lastOutMs  int64
+	lastArr    int64
+	arrivals   [64]struct {
+		ts  uint32
+		arr int64
+	}
+	arrN       int
+	started    bool
+	startTS    uint32
+	loggedDrop uint64
+}
+
+// NewTrackRecorder attaches a recorder to src and asks for a keyframe. The
+// file is created when the first frame that can start a file arrives.
+func NewTrackRecorder(src sfu.Source, opts TrackOptions) (*TrackRecorder, error) {
+	codec := src.Codec()
+	ci, err := lookupCodec(sfu.CodecKindFromMime(codec.MimeType))
+	if err != nil {
+		return nil, fmt.Errorf("track %s: %s: %w", src.ID(), codec.MimeType, err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Name == "" {
+		opts.Name = src.ID()
+	}
+	n := opts.QueuePackets
+	if n <= 0 {
+		n = 128
+		if ci.video {
+			n = 512
+		}
+	}
+	t := &TrackRecorder{
+		src: src, ci: ci, opts: opts, codec: codec, log: opts.Logger.With("track", src.ID()),
+		free: make(chan *pkt, n), queue: make(chan *pkt, n),
+		stop: make(chan struct{}), done: make(chan struct{}),
+		held: map[uint16]*pkt{}, needKey: ci.video, wLayer: -1,
+	}
+	slab := make([]pkt, n)
+	for i := range slab {
+		t.free <- &slab[i]
+	}
+	kind := "audio"
+	if ci.video {
+		kind = "video"
+	}
+	t.res = TrackResult{TrackID: src.ID(), Kind: kind, Codec: codec.MimeType, ClockRate: ci.clock, StartLayer: -1}
+	top := highestLayer(src.Layers())
+	t.cur.Store(int32(top))
+	t.target.Store(int32(top))
+	go t.run()
+	src.AddSink(t)
+	if ci.video {
+		src.RequestKeyframe(top)
+		t.lastKeyReq = time.Now()
+	}
+	return t, nil
+}
+
+func highestLayer(mask uint8) int8 {
+	for i := sfu.MaxLayers - 1; i > 0; i-- {
+		if mask&(1<<i) != 0 {
+			return int8(i)
+		}
+	}
+	return 0
+}
+
+// WriteRTP implements sfu.Sink. It runs on the receiver's goroutine: it
+// copies the packet into a free buffer and queues it, or drops it.
+func (t *TrackRecorder) WriteRTP(h *rtp.Header, payload []byte, layer int8) error {
+	if t.closed.Load() || layer < 0 || layer >= sfu.MaxLayers {
+		return nil
+	}
+	now := monoNow()
+	t.lastSeen[layer].Store(now)
+	sw := false
+	if cur := int8(t.cur.Load()); layer != cur {
+		if layer != int8(t.target.Load()) || !sfu.IsKeyframeStart(t.ci.kind, payload) ||
+			!t.cur.CompareAndSwap(int32(cur), int32(layer)) {
+			return nil
+		}
+		sw = true
+	}
+	if len(payload) > len(pkt{}.buf) {
+		t.drops.Add(1)
+		return nil
+	}
+	var p *pkt
+	select {
+	case p = <-t.free:
+	default:
+		t.drops.Add(1)
+		return nil
+	}
+	n := copy(p.buf[:], payload)
+	p.Header = rtp.Header{Version: 2, Marker: h.Marker, PayloadType: h.PayloadType,
+		SequenceNumber: h.SequenceNumber, Timestamp: h.Timestamp, SSRC: h.SSRC}
+	p.Payload = p.buf[:n]
+	p.layer, p.arrival, p.switchL = layer, now, sw
+	select {
+	case t.queue <- p:
+	default: // cannot happen: the queue holds every buffer
+		t.free <- p
+		t.drops.Add(1)
+	}
+	return nil
+}
+
+// OnSenderReport implements sfu.Sink.
+func (t *TrackRecorder) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
+	if layer < 0 || layer >= sfu.MaxLayers {
+		return
+	}
+	sr := &SenderReport{NTP: ntp, RTP: rtpTime, Arrived: time.Now()}
+	d := sr.Arrived.Sub(sr.Time())
+	t.srMu.Lock()
+	t.srLatest[layer] = sr
+	if !t.haveOff || d < t.minOff {
+		t.minOff, t.haveOff = d, true
+	}
+	t.srMu.Unlock()
+}
+
+// Close implements sfu.Sink: it stops taking packets and lets the writer
+// finish the file; it does not wait (see Wait, Stop).
+func (t *TrackRecorder) Close() {
+	t.once.Do(func() {
+		t.closed.Store(true)
+		close(t.stop)
+	})
+}
+
+// Stop detaches from the source, finalises the file and waits for it.
+func (t *TrackRecorder) Stop() TrackResult {
+	t.src.RemoveSink(t)
+	t.Close()
+	<-t.done
+	return t.Result()
+}
+
+// Wait blocks until the file is final.
+func (t *TrackRecorder) Wait() { <-t.done }
+
+// Done is closed when the file is final.
+func (t *TrackRecorder) Done() <-chan struct{} { return t.done }
+
+// Result describes the recording so far (final after Done).
+func (t *TrackRecorder) Result() TrackResult {
+	t.resMu.Lock()
+	r := t.res
+	t.resMu.Unlock()
+	r.Drops = t.drops.Load()
+	t.srMu.Lock()
+	if t.srFirst != nil {
+		sr := *t.srFirst
+		r.SR = &sr
+	}
+	r.SenderOffset, r.HaveSenderOffset = t.minOff, t.haveOff
+	r.SRs = nil
+	for _, s := range t.srLatest {
+		if s != nil {
+			r.SRs = append(r.SRs, *s)
+		}
+	}
+	t.srMu.Unlock()
+	return r
+}
+
+// Source is the recorded track.
+func (t *TrackRecorder) Source() sfu.Source { return t.src }
+
+func (t *TrackRecorder) run() {
+	defer close(t.done)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case p := <-t.queue:
+			t.handle(p)
+		case <-tick.C:
+			t.tick()
+		case <-t.stop:
+			for {
+				select {
+				case p := <-t.queue:
+					t.handle(p)
+					continue
+				default:
+				}
+				break
+			}
+			t.finish(nil)
+			return
+		}
+		if t.w != nil && t.w.Err() != nil {
+			t.fail(t.w.Err())
+			return
+		}
+		if t.res.Err != nil { // set by a failed file creation
+			t.fail(nil)
+			return
+		}
+	}
+}
+
+// fail stops the recording after a write error, leaving the file playable.
+func (t *TrackRecorder) fail(err error) {
+	t.closed.Store(true)
+	go t.src.RemoveSink(t)
+	t.finish(err)
+	t.once.Do(func() { close(t.stop) })
+}
+
+func (t *TrackRecorder) release(p *pkt) {
+	if h, ok := t.held[p.SequenceNumber]; ok && h == p {
+		delete(t.held, p.SequenceNumber)
+	}
+	select {
+	case t.free <- p:
+	default:
+	}
+}
+
+func (t *TrackRecorder) newBuilder() {
+	t.sb = samplebuilder.New(t.ci.maxLate, t.ci.newDepak(), t.ci.clock,
+		samplebuilder.WithRTPHeaders(true),
+		samplebuilder.WithMaxTimeDelay(time.Second),
+		samplebuilder.WithPacketReleaseHandler(func(rp *rtp.Packet) {
+			if p, ok := t.held[rp.SequenceNumber]; ok && &p.Packet == rp {
+				t.release(p)
+			}
+		}))
+}
+
+// dropBuilder empties the jitter buffer (writing complete frames unless
+// discard) and reclaims every buffer it held.
+func (t *TrackRecorder) dropBuilder(discard bool) {
+	if t.sb == nil {
+		return
+	}
+	t.sb.Flush()
+	for s := t.sb.Pop(); s != nil; s = t.sb.Pop() {
+		if !discard {
+			t.writeSample(s)
+		}
+	}
+	for _, p := range t.held {
+		select {
+		case t.free <- p:
+		default:
+		}
+	}
+	clear(t.held)
+	t.sb = nil
+}
+
+func (t *TrackRecorder) handle(p *pkt) {
+	if p.switchL && p.layer != t.wLayer {
+		t.switchLayer(p)
+	} else if p.layer != t.wLayer {
+		if t.wLayer >= 0 {
+			t.release(p) // late packet of a layer we left
+			return
+		}
+		t.wLayer = p.layer // first packets: the layer chosen at start
+	}
+	if t.sb == nil {
+		t.newBuilder()
+	}
+	if _, dup := t.held[p.SequenceNumber]; dup {
+		t.release(p)
+		return
+	}
+	t.noteArrival(p.Timestamp, p.arrival)
+	t.held[p.SequenceNumber] = p
+	t.sb.Push(&p.Packet)
+	for s := t.sb.Pop(); s != nil; s = t.sb.Pop() {
+		t.writeSample(s)
+	}
+}
+
+// switchLayer moves recording to p's layer: the old layer's frames are
+// written, and the new layer's timestamps are mapped onto the timeline.
+func (t *TrackRecorder) switchLayer(p *pkt) {
+	old := t.wLayer
+	t.dropBuilder(false)
+	t.wLayer = p.layer
+	t.haveLast = false
+	if !t.started {
+		return
+	}
+	t.needKey = true
+	// Map the new layer's RTP time onto the timeline through both layers'
+	// sender reports (one NTP clock), else through the arrival time.
+	outMs := t.lastOutMs + (p.arrival-t.lastArr)/int64(time.Millisecond)
+	t.srMu.Lock()
+	var so, sn *SenderReport
+	if old >= 0 {
+		so = t.srLatest[old]
+	}
+	sn = t.srLatest[p.layer]
+	t.srMu.Unlock()
+	if so != nil && sn != nil {
+		oldMs := t.offsetMs + (t.tsExt+int64(int32(so.RTP-t.tsLast)))*1000/int64(t.ci.clock)
+		atNew := sn.Time().Add(time.Duration(int64(int32(p.Timestamp-sn.RTP)) * int64(time.Second) / int64(t.ci.clock)))
+		outMs = oldMs + atNew.Sub(so.Time()).Milliseconds()
+	}
+	if outMs <= t.lastOutMs {
+		outMs = t.lastOutMs + 1
+	}
+	t.offsetMs = outMs
+	t.tsLast = p.Timestamp
+	t.tsExt = 0
+	t.resMu.Lock()
+	t.res.LayerSwitches++
+	t.resMu.Unlock()
+	t.log.Debug("recording switched layer", "from", old, "to", p.layer)
+}
+
+func (t *TrackRecorder) noteArrival(ts uint32, arr int64) {
+	last := &t.arrivals[(t.arrN+len(t.arrivals)-1)%len(t.arrivals)]
+	if t.arrN > 0 && last.ts == ts {
+		return
+	}
+	t.arrivals[t.arrN%len(t.arrivals)] = struct {
+		ts  uint32
+		arr int64
+	}{ts, arr}
+	t.arrN++
+}
+
+func (t *TrackRecorder) arrivalOf(ts uint32) int64 {
+	for _, a := range t.arrivals {
+		if a.ts == ts && a.arr != 0 {
+			return a.arr
+		}
+	}
+	return monoNow()
+}
+
+// writeSample checks a reassembled frame and writes it.
+func (t *TrackRecorder) writeSample(s *media.Sample) {
+	hdrs := s.RTPHeaders
+	if len(hdrs) == 0 {
+		return
+	}
+	first, last := hdrs[0].SequenceNumber, hdrs[len(hdrs)-1].SequenceNumber
+	complete := int(last-first) == len(hdrs)-1
+	if t.ci.video && !hdrs[len(hdrs)-1].Marker {
+		complete = false
+	}
+	gap := s.PrevDroppedPackets > 0 || (t.haveLast && first != t.lastSeq+1)
+	t.haveLast, t.lastSeq = true, last
+	if !t.ci.video {
+		if complete {
+			t.emit(s, frameInfo{keyframe: true})
+		}
+		return
+	}
+	if gap || !complete {
+		t.needKey = true
+	}
+	var fi frameInfo
+	if complete {
+		fi = inspectFrame(t.ci.kind, s.Data)
+	}
+	if t.needKey {
+		if !complete || !fi.keyframe {
+			t.resMu.Lock()
+			t.res.DroppedFrames++
+			t.resMu.Unlock()
+			if time.Since(t.lastKeyReq) > 500*time.Millisecond {
+				t.lastKeyReq = time.Now()
+				t.src.RequestKeyframe(t.wLayer)
+			}
+			return
+		}
+		t.needKey = false
+	}
+	t.emit(s, fi)
+}
+
+func (t *TrackRecorder) emit(s *media.Sample, fi frameInfo) {
+	ts := s.PacketTimestamp
+	if !t.started {
+		if err := t.createFile(fi); err != nil {
+			t.resMu.Lock()
+			t.res.Err = err
+			t.resMu.Unlock()
+			return
+		}
+		t.started = true
+		t.startTS = ts
+		t.tsLast = ts
+		t.tsExt = 0
+		t.offsetMs = 0
+		arr := t.arrivalOf(ts)
+		t.resMu.Lock()
+		t.res.FirstArrival = monoTime(arr)
+		t.res.FirstRTP = ts
+		t.res.StartLayer = t.wLayer
+		t.resMu.Unlock()
+	}
+	t.tsExt += int64(int32(ts - t.tsLast))
+	t.tsLast = ts
+	outMs := t.offsetMs + t.tsExt*1000/int64(t.ci.clock)
+	if outMs < t.lastOutMs {
+		outMs = t.lastOutMs
+	}
+	dur := s.Duration.Milliseconds()
+	if dur <= 0 || dur > 1000 {
+		dur = 20
+		if t.ci.video {
+			dur = 33
+		}
+	}
+	if err := t.w.WriteFrame(outMs, dur, fi.keyframe, s.Data); err != nil {
+		return // run() sees w.Err()
+	}
+	t.lastOutMs = outMs
+	t.lastArr = t.arrivalOf(ts)
+	t.resMu.Lock()
+	t.res.Frames = t.w.Frames()
+	t.res.Duration = t.w.Duration()
+	t.resMu.Unlock()
+}
+
+func (t *TrackRecorder) createFile(fi frameInfo) error {
+	if err := os.MkdirAll(t.opts.Dir, 0o755); err != nil {
+		return fmt.Errorf("recording directory: %w", err)
+	}
+	path := filepath.Join(t.opts.Dir, t.opts.Name+t.ci.ext)
+	te := trackEntry(t.ci, t.opts.Title, int(t.codec.Channels), fi)
+	w, err := newMKVWriter(path, t.ci.docType, te, time.Now())
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	t.w, t.path = w, path
+	t.resMu.Lock()
+	t.res.File = path
+	if te.Video != nil {
+		t.res.Width, t.res.Height = int(te.Video.PixelWidth), int(te.Video.PixelHeight)
+	}
+	t.resMu.Unlock()
+	t.log.Info("recording track", "file", path, "codec", t.codec.MimeType)
+	if t.opts.OnFileCreated != nil {
+		t.opts.OnFileCreated(path)
+	}
+	return nil
+}
+
+// tick picks the layer to record and notes the first sender report.
+func (t *TrackRecorder) tick() {
+	now := monoNow()
+	if t.started {
+		t.srMu.Lock()
+		if t.srFirst == nil && t.res.StartLayer >= 0 {
+			if sr := t.srLatest[t.res.StartLayer]; sr != nil && sr.Arrived.After(t.res.FirstArrival) {
+				t.srFirst = sr
+			}
+		}
+		t.srMu.Unlock()
+	}
+	if d := t.drops.Load(); d > t.loggedDrop {
+		t.log.Warn("recorder dropped packets: writer too slow", "drops", d-t.loggedDrop)
+		t.loggedDrop = d
+	}
+	if !t.ci.video {
+		return
+	}
+	best := int8(-1)
+	present := t.src.Layers()
+	for i := int8(0); i < sfu.MaxLayers; i++ {
+		if present&(1<<i) != 0 && now-t.lastSeen[i].Load() < int64(1500*time.Millisecond) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return
+	}
+	t.target.Store(int32(best))
+	if int8(t.cur.Load()) != best && time.Since(t.lastKeyReq) > time.Second {
+		t.lastKeyReq = time.Now()
+		t.src.RequestKeyframe(best)
+	}
+	if t.started && t.needKey && time.Since(t.lastKeyReq) > time.Second {
+		t.lastKeyReq = time.Now()
+		t.src.RequestKeyframe(t.wLayer)
+	}
+	if !t.started && time.Since(t.lastKeyReq) > time.Second {
+		t.lastKeyReq = time.Now()
+		t.src.RequestKeyframe(int8(t.cur.Load()))
+	}
+}
+
+// finish writes what the jitter buffer still holds and finalises the file.
+func (t *TrackRecorder) finish(cause error) {
+	if t.w != nil && t.w.Err() == nil && cause == nil {
+		t.dropBuilder(false)
+	} else {
+		t.dropBuilder(true)
+	}
+	t.srMu.Lock()
+	if t.srFirst == nil && t.res.StartLayer >= 0 {
+		if sr := t.srLatest[t.res.StartLayer]; sr != nil {
+			t.srFirst = sr
+		}
+	}
+	t.srMu.Unlock()
+	var err error
+	if t.w != nil {
+		err = t.w.Close()
+	}
+	t.resMu.Lock()
+	if t.w != nil {
+		t.res.Frames = t.w.Frames()
+		t.res.Duration = t.w.Duration()
+	}
+	if cause != nil && t.res.Err == nil {
+		t.res.Err = fmt.Errorf("writing %s: %w", t.path, cause)
+	} else if err != nil && t.res.Err == nil {
+		t.res.Err = fmt.Errorf("finalising %s: %w", t.path, err)
+	}
+	res := t.res
+	t.resMu.Unlock()
+	if res.Err != nil {
+		t.log.Error("track recording stopped", "err", res.Err, "file", res.File, "frames", res.Frames)
+	} else {
+		t.log.Info("track recording finished", "file", res.File, "frames", res.Frames, "duration", res.Duration, "drops", t.drops.Load())
+	}
+	if t.opts.OnDone != nil {
+		t.opts.OnDone(t.Result())
+	}
+}
+
+// ErrStopped reports that a recording was stopped by a fault.
+var ErrStopped = errors.New("recording stopped")

@@ -1,0 +1,155 @@
+package recorder
+
+import (
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+)
+
+type codecCase struct {
+	name    string
+	mime    string
+	file    string
+	clock   uint32
+	chans   uint16
+	pay     func() rtp.Payloader
+	load    func(testing.TB, string) [][]byte
+	samples uint32 // RTP ticks per frame
+	ext     string
+	probe   string // ffprobe codec_name
+	w, h    int
+}
+
+var codecCases = []codecCase{
+	{"vp8", webrtc.MimeTypeVP8, "video.ivf", 90000, 0, func() rtp.Payloader { return &codecs.VP8Payloader{EnablePictureID: true} }, loadIVF, 3000, ".webm", "vp8", 320, 180},
+	{"vp9", webrtc.MimeTypeVP9, "vp9.ivf", 90000, 0, func() rtp.Payloader { return &codecs.VP9Payloader{} }, loadIVF, 3000, ".webm", "vp9", 320, 180},
+	{"av1", webrtc.MimeTypeAV1, "av1.ivf", 90000, 0, func() rtp.Payloader { return &codecs.AV1Payloader{} }, loadIVF, 3000, ".webm", "av1", 320, 180},
+	{"h264", webrtc.MimeTypeH264, "h264.h264", 90000, 0, func() rtp.Payloader { return &codecs.H264Payloader{} }, loadH264, 3000, ".mkv", "h264", 320, 180},
+	{"opus", webrtc.MimeTypeOpus, "audio.ogg", 48000, 2, func() rtp.Payloader { return &codecs.OpusPayloader{} }, loadOgg, 960, ".webm", "opus", 0, 0},
+}
+
+// feedFrames packetizes frames and writes them to src; drop decides per
+// packet whether it is lost. It returns the number of packets sent.
+func feedFrames(src *fakeSource, pay rtp.Payloader, clock, samples uint32, frames [][]byte, drop func() bool) int {
+	p := rtp.NewPacketizer(1200, 96, 0x1234, pay, rtp.NewRandomSequencer(), clock)
+	n := 0
+	for i, fr := range frames {
+		for _, pkt := range p.Packetize(fr, samples) {
+			n++
+			if drop != nil && drop() {
+				continue
+			}
+			src.write(pkt, 0)
+		}
+		if i%4 == 0 {
+			time.Sleep(time.Millisecond) // let the writer keep up
+		}
+	}
+	return n
+}
+
+func TestTrackRecorderCodecs(t *testing.T) {
+	requireTool(t, "ffprobe")
+	for _, c := range codecCases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			frames := c.load(t, filepath.Join("testdata", c.file))
+			src := newFakeSource("TR_"+c.name, c.mime, c.clock, c.chans)
+			rec, err := NewTrackRecorder(src, TrackOptions{Dir: dir, Name: c.name, Title: c.name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			feedFrames(src, c.pay(), c.clock, c.samples, frames, nil)
+			res := rec.Stop()
+			if res.Err != nil {
+				t.Fatal(res.Err)
+			}
+			if filepath.Ext(res.File) != c.ext {
+				t.Fatalf("file %s, want extension %s", res.File, c.ext)
+			}
+			if res.Frames != len(frames) {
+				t.Errorf("recorder wrote %d frames, sent %d (dropped %d, queue drops %d)", res.Frames, len(frames), res.DroppedFrames, res.Drops)
+			}
+			pr := ffprobe(t, res.File)
+			if len(pr.Streams) != 1 {
+				t.Fatalf("ffprobe: %d streams", len(pr.Streams))
+			}
+			s := pr.Streams[0]
+			if s.CodecName != c.probe {
+				t.Errorf("codec %s, want %s", s.CodecName, c.probe)
+			}
+			if s.frames() != len(frames) {
+				t.Errorf("ffprobe decoded %d frames, sent %d", s.frames(), len(frames))
+			}
+			if c.w > 0 && (s.Width != c.w || s.Height != c.h) {
+				t.Errorf("size %dx%d, want %dx%d", s.Width, s.Height, c.w, c.h)
+			}
+			want := float64(len(frames)) * float64(c.samples) / float64(c.clock)
+			if d := pr.duration(); math.Abs(d-want) > 0.2 {
+				t.Errorf("duration %.3f s, want %.3f s ± 0.2", d, want)
+			}
+			if e := decodeErrors(t, res.File); e != "" {
+				t.Errorf("decoding %s: %s", res.File, e)
+			}
+			t.Logf("%s: %d frames, ffprobe duration %s s (sent %.3f s)", c.name, s.frames(), pr.Format.Duration, want)
+		})
+	}
+}
+
+// With 3% of packets lost the file must still decode without an error: the
+// recorder drops incomplete frames and frames after a gap until a keyframe,
+// and asks for keyframes.
+func TestTrackRecorderLoss(t *testing.T) {
+	requireTool(t, "ffmpeg")
+	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	src := newFakeSource("TR_loss", webrtc.MimeTypeVP8, 90000, 0)
+	dir := t.TempDir()
+	rec, err := NewTrackRecorder(src, TrackOptions{Dir: dir, Name: "loss"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(3))
+	// the file's keyframes come every 60 frames: repeat the clip so a few
+	// keyframes follow losses
+	all := append(append(append([][]byte{}, frames...), frames...), frames...)
+	feedFrames(src, &codecs.VP8Payloader{EnablePictureID: true}, 90000, 3000, all, func() bool { return rng.Float64() < 0.03 })
+	res := rec.Stop()
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.Frames == 0 {
+		t.Fatal("nothing written")
+	}
+	if e := decodeErrors(t, res.File); e != "" {
+		t.Fatalf("decoding with 3%% loss: %s", e)
+	}
+	if res.DroppedFrames == 0 || src.plis.Load() < 1 {
+		t.Errorf("dropped %d frames, %d keyframe requests: want frames after losses dropped and keyframes asked for", res.DroppedFrames, src.plis.Load())
+	}
+	t.Logf("3%% loss: %d of %d frames written, %d dropped, %d keyframe requests", res.Frames, len(all), res.DroppedFrames, src.plis.Load())
+}
+
+// A recording with no packets leaves no file.
+func TestTrackRecorderEmpty(t *testing.T) {
+	src := newFakeSource("TR_e", webrtc.MimeTypeVP8, 90000, 0)
+	dir := t.TempDir()
+	rec, err := NewTrackRecorder(src, TrackOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := rec.Stop()
+	if res.File != "" || res.Err != nil {
+		t.Fatalf("got %+v", res)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 0 {
+		t.Fatalf("files left: %v", ents)
+	}
+}
