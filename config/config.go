@@ -66,7 +66,9 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Webhook delivers room events to HTTP endpoints.
 	Webhook Webhook `yaml:"webhook"`
-	Log     struct {
+	// Recordings configures the recorder (recordings.go).
+	Recordings Recordings `yaml:"recordings"`
+	Log        struct {
 		// Level is debug, info, warn or error.
 		Level string `yaml:"level"`
 		// Format is text or json.
@@ -116,6 +118,7 @@ func Default() Config {
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	c.defaultOperations()
+	c.Recordings.Dir = "./recordings"
 	return c
 }
 
@@ -155,6 +158,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
+	applyRecordingFlag := recordingFlags(fs, def)
 	fs.Usage = func() { usage(fs) }
 
 	if err := fs.Parse(args); err != nil {
@@ -175,9 +179,11 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	if err := cfg.applyEnvKeys(getenv); err != nil {
 		return Config{}, err
 	}
+	cfg.applyEnvRecordings(getenv)
 
 	fs.Visit(func(f *flag.Flag) {
 		applyOperationFlag(&cfg, f.Name)
+		applyRecordingFlag(&cfg, f.Name)
 		switch f.Name {
 		case "bind":
 			cfg.HTTP.Address = *bind
@@ -432,6 +438,7 @@ func (c Config) Validate() error {
 		bad("log.format %q: want text or json", c.Log.Format)
 	}
 	c.validateOperations(bad)
+	c.validateRecordings(bad)
 	if len(errs) == 0 {
 		return nil
 	}

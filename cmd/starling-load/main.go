@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/starling-rtc/starling/bench/loadgen"
@@ -61,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	jsonPath := fs.String("json", "", "also write the summary as JSON to `file` (- = stdout)")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	verbose := fs.Bool("v", false, "log client warnings (join and publish failures) to stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to `file`")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -110,6 +112,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "starling-load:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "starling-load:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	sum, err := loadgen.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "starling-load:", err)

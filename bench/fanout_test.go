@@ -1,0 +1,109 @@
+// Package bench holds end-to-end benchmarks that run a Starling node and the
+// load generator in one process, for CPU and heap profiles:
+//
+//	go test -run xxx -bench Fanout -benchtime 1x -cpuprofile /tmp/cpu.out ./bench/
+//	go tool pprof -tagfocus side=server -top /tmp/cpu.out
+//
+// The server's goroutines carry the pprof label side=server and the load
+// generator's side=generator (goroutines inherit labels from the goroutine
+// that starts them), so one profile splits into the two sides. For CPU% and
+// µs per forwarded packet of the server alone, run cmd/starling-load against
+// a separate starling process instead (docs/benchmarks.md).
+package bench
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/bench/loadgen"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+)
+
+var (
+	fanoutSubs     = flag.Int("subscribers", 50, "BenchmarkFanout: subscribers of the one publisher")
+	fanoutDuration = flag.Duration("duration", 12*time.Second, "BenchmarkFanout: media time per run (the first 2 s are not measured)")
+	fanoutBitrate  = flag.String("video-bitrate", "2.5M", "BenchmarkFanout: video bit rate")
+)
+
+// startLabeledServer runs a node on loopback inside pprof.Do, so every
+// goroutine it starts carries side=server.
+func startLabeledServer(tb testing.TB) *server.Server {
+	tb.Helper()
+	cfg := config.Default()
+	cfg.HTTP.Address = "127.0.0.1:0"
+	cfg.RTC.BindIP = "127.0.0.1"
+	cfg.RTC.UDPPort = 0
+	cfg.RTC.TCPPort = -1
+	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
+	var srv *server.Server
+	var err error
+	pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) {
+		srv, err = server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err == nil {
+			srv.Serve()
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv
+}
+
+// BenchmarkFanout: one publisher (VP8 + Opus) to -subscribers subscribers
+// through an in-process server over real WebRTC on loopback. Each iteration
+// is a whole run; use -benchtime 1x. Reported: packets received per second,
+// loss, forwarding delay, and this process's CPU per forwarded packet (server
+// and generator together: split them with the profile's labels).
+func BenchmarkFanout(b *testing.B) {
+	bitrate, err := loadgen.ParseBitrate(*fanoutBitrate)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		srv := startLabeledServer(b)
+		cfg := loadgen.DefaultConfig()
+		cfg.URL = srv.SignalingURL()
+		cfg.Preset = loadgen.PresetWebinar
+		cfg.Subscribers = *fanoutSubs
+		cfg.Duration = *fanoutDuration
+		cfg.Warmup = 2 * time.Second
+		cfg.VideoBitrate = bitrate
+		cfg.JoinConcurrency = 8
+		var sum *loadgen.Summary
+		pprof.Do(context.Background(), pprof.Labels("side", "generator"), func(ctx context.Context) {
+			sum, err = loadgen.Run(ctx, cfg)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if sum.StreamsStarted < sum.StreamsExpected {
+			b.Fatalf("only %d of %d streams started", sum.StreamsStarted, sum.StreamsExpected)
+		}
+		b.ReportMetric(sum.Received.PacketsPerSecond, "rx-pkt/s")
+		b.ReportMetric(sum.Loss.Percent, "loss-%")
+		b.ReportMetric(sum.DelayMs.P50, "delay-p50-ms")
+		b.ReportMetric(sum.DelayMs.P99, "delay-p99-ms")
+		if g := sum.Generator; g != nil && sum.Received.Packets > 0 {
+			// /proc/self is the whole process: server + generator.
+			b.ReportMetric(g.CPUSeconds*1e6/float64(sum.Received.Packets), "process-µs/fwd-pkt")
+			b.ReportMetric(g.CPUPercent, "process-CPU-%")
+		}
+		if testing.Verbose() {
+			var out strings.Builder
+			_ = sum.WriteTable(&out)
+			b.Logf("\n%s", out.String())
+		}
+	}
+}

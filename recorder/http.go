@@ -1,0 +1,152 @@
+package recorder
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// Routes of the recording control API. The server mounts them behind the
+// admin API's authentication (an admin token, or one with the record
+// grant for the room); see docs/recording.md.
+//
+//	POST   /v1/rooms/{room}/recordings        start: body {} = the whole room,
+//	                                          {"track_id": "TR_..."} = one track
+//	GET    /v1/rooms/{room}/recordings        list this room's recordings
+//	DELETE /v1/rooms/{room}/recordings        stop every running recording of the room
+//	GET    /v1/rooms/{room}/recordings/{id}   one recording
+//	DELETE /v1/rooms/{room}/recordings/{id}   stop one recording
+const (
+	RoutePrefix = "/v1/rooms/{room}/recordings"
+	RouteOne    = "/v1/rooms/{room}/recordings/{id}"
+)
+
+// Register adds the recording routes to mux, each wrapped by wrap (the
+// admin authentication middleware; nil = none, for tests only).
+func (m *Manager) Register(mux *http.ServeMux, wrap func(http.Handler) http.Handler) {
+	if wrap == nil {
+		wrap = func(h http.Handler) http.Handler { return h }
+	}
+	mux.Handle("POST "+RoutePrefix, wrap(http.HandlerFunc(m.httpStart)))
+	mux.Handle("GET "+RoutePrefix, wrap(http.HandlerFunc(m.httpList)))
+	mux.Handle("DELETE "+RoutePrefix, wrap(http.HandlerFunc(m.httpStopRoom)))
+	mux.Handle("GET "+RouteOne, wrap(http.HandlerFunc(m.httpGet)))
+	mux.Handle("DELETE "+RouteOne, wrap(http.HandlerFunc(m.httpStop)))
+}
+
+// Handler serves the recording routes without authentication of its own.
+func (m *Manager) Handler() http.Handler {
+	mux := http.NewServeMux()
+	m.Register(mux, nil)
+	return mux
+}
+
+// StartRequest is the body of POST /v1/rooms/{room}/recordings.
+type StartRequest struct {
+	TrackID string `json:"track_id,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type errorBody struct {
+	Error     string `json:"error"`
+	Recording *Info  `json:"recording,omitempty"`
+}
+
+func httpError(w http.ResponseWriter, err error, existing *Info) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrRoomNotFound), errors.Is(err, ErrTrackNotFound), errors.Is(err, ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrAlreadyRecording):
+		code = http.StatusConflict
+	case errors.Is(err, ErrClosed):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, ErrInvalidRecordName):
+		code = http.StatusBadRequest
+	}
+	writeJSON(w, code, errorBody{Error: err.Error(), Recording: existing})
+}
+
+func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
+	var req StartRequest
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4096))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "reading body: " + err.Error()})
+		return
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {} or {"track_id": "..."}: ` + err.Error()})
+			return
+		}
+	}
+	room := r.PathValue("room")
+	var info Info
+	if req.TrackID != "" {
+		info, err = m.StartTrack(room, req.TrackID)
+	} else {
+		info, err = m.StartRoom(room)
+	}
+	if err != nil {
+		var existing *Info
+		if errors.Is(err, ErrAlreadyRecording) {
+			existing = &info
+		}
+		httpError(w, err, existing)
+		return
+	}
+	writeJSON(w, http.StatusCreated, info)
+}
+
+func (m *Manager) httpList(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Recordings []Info `json:"recordings"`
+	}{m.List(r.PathValue("room"))})
+}
+
+func (m *Manager) httpStopRoom(w http.ResponseWriter, r *http.Request) {
+	stopped := m.StopRoom(r.PathValue("room"))
+	if len(stopped) == 0 {
+		httpError(w, ErrNotFound, nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Recordings []Info `json:"recordings"`
+	}{stopped})
+}
+
+func (m *Manager) lookup(w http.ResponseWriter, r *http.Request) (Info, bool) {
+	info, ok := m.Get(r.PathValue("id"))
+	if !ok || info.Room != r.PathValue("room") {
+		httpError(w, ErrNotFound, nil)
+		return Info{}, false
+	}
+	return info, true
+}
+
+func (m *Manager) httpGet(w http.ResponseWriter, r *http.Request) {
+	if info, ok := m.lookup(w, r); ok {
+		writeJSON(w, http.StatusOK, info)
+	}
+}
+
+func (m *Manager) httpStop(w http.ResponseWriter, r *http.Request) {
+	if _, ok := m.lookup(w, r); !ok {
+		return
+	}
+	info, err := m.Stop(r.PathValue("id"))
+	if err != nil {
+		httpError(w, err, nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}

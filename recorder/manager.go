@@ -1,0 +1,405 @@
+package recorder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/starling-rtc/starling/room"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// Dir holds one folder per recording (default ./recordings).
+	Dir string
+	// AutoRecord lists room name patterns (path.Match syntax: "*",
+	// "class-*", "demo") whose rooms are recorded from their first track.
+	AutoRecord []string
+	Logger     *slog.Logger
+	// OnEvent receives every recording's events; it must not block.
+	OnEvent func(Event)
+}
+
+// Info is a recording as the control API shows it.
+type Info struct {
+	ID        string     `json:"id"`
+	Kind      string     `json:"kind"` // room or track
+	Room      string     `json:"room"`
+	TrackID   string     `json:"track_id,omitempty"`
+	Status    string     `json:"status"` // recording, finished, failed
+	Error     string     `json:"error,omitempty"`
+	Dir       string     `json:"dir"`
+	Manifest  string     `json:"manifest"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	Files     []string   `json:"files"`
+	Tracks    int        `json:"tracks"` // tracks recorded (or being recorded)
+	Auto      bool       `json:"auto,omitempty"`
+}
+
+// Errors of the control API.
+var (
+	ErrRoomNotFound      = errors.New("room not found")
+	ErrTrackNotFound     = errors.New("track not found")
+	ErrNotFound          = errors.New("recording not found")
+	ErrAlreadyRecording  = errors.New("already recording")
+	ErrClosed            = errors.New("recorder is shut down")
+	ErrInvalidRecordName = errors.New("invalid room name for a recording")
+)
+
+type recording struct {
+	rr   *RoomRecorder
+	auto bool
+}
+
+// Manager runs the recordings of one node: started by the control API or
+// automatically for rooms matching Config.AutoRecord. It observes the
+// room manager, so tracks published later join a running room recording.
+type Manager struct {
+	cfg   Config
+	rooms *room.Manager
+	log   *slog.Logger
+	stop  func()
+
+	mu     sync.Mutex
+	active map[string]*recording // by recording id, running
+	ended  []*recording          // finished this process, newest last (bounded)
+	closed bool
+}
+
+const keepEnded = 100
+
+// NewManager registers a manager as an observer of rooms.
+func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
+	if cfg.Dir == "" {
+		cfg.Dir = "./recordings"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	for _, p := range cfg.AutoRecord {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("recordings.auto_record pattern %q: %w", p, err)
+		}
+	}
+	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}}
+	if rooms != nil {
+		m.stop = rooms.AddObserver(observer{m})
+	}
+	return m, nil
+}
+
+// Dir is the recordings folder.
+func (m *Manager) Dir() string { return m.cfg.Dir }
+
+func (m *Manager) autoMatch(roomName string) bool {
+	for _, p := range m.cfg.AutoRecord {
+		if ok, _ := path.Match(p, roomName); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// recordingID makes a sortable, unique, file-system-safe folder name.
+func recordingID(roomName, trackID string, now time.Time) string {
+	var b strings.Builder
+	for _, c := range roomName {
+		if c < 128 && (c == '-' || c == '_' || c == '.' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')) {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	name := strings.TrimLeft(b.String(), ".")
+	if name == "" {
+		name = "room"
+	}
+	id := name + "-" + now.UTC().Format("20060102T150405.000Z")
+	if trackID != "" {
+		id += "-" + trackID
+	}
+	return id
+}
+
+// StartRoom starts recording every track of a live room, including tracks
+// published later. One room recording per room at a time.
+func (m *Manager) StartRoom(roomName string) (Info, error) {
+	return m.start(roomName, "", false)
+}
+
+// StartTrack starts recording one published track of a room.
+func (m *Manager) StartTrack(roomName, trackID string) (Info, error) {
+	if trackID == "" {
+		return Info{}, ErrTrackNotFound
+	}
+	return m.start(roomName, trackID, false)
+}
+
+func (m *Manager) start(roomName, trackID string, auto bool) (Info, error) {
+	if roomName == "" {
+		return Info{}, ErrInvalidRecordName
+	}
+	if m.rooms == nil {
+		return Info{}, ErrRoomNotFound
+	}
+	rm := m.rooms.Room(roomName)
+	if rm == nil {
+		return Info{}, fmt.Errorf("%w: %q", ErrRoomNotFound, roomName)
+	}
+	if trackID != "" {
+		found := false
+		for _, t := range rm.ObservedTracks() {
+			found = found || t.Track.ID == trackID
+		}
+		if !found {
+			return Info{}, fmt.Errorf("%w: %q in room %q", ErrTrackNotFound, trackID, roomName)
+		}
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return Info{}, ErrClosed
+	}
+	for _, r := range m.active {
+		if r.rr.Room() == roomName && r.rr.opts.TrackID == trackID {
+			info := m.info(r)
+			m.mu.Unlock()
+			return info, fmt.Errorf("%w: recording %s", ErrAlreadyRecording, r.rr.ID())
+		}
+	}
+	id := recordingID(roomName, trackID, time.Now())
+	rr, err := NewRoomRecorder(RoomOptions{
+		Dir: filepath.Join(m.cfg.Dir, id), ID: id, Room: roomName, RoomSID: rm.SID(), TrackID: trackID,
+		Logger: m.cfg.Logger, OnEvent: m.onEvent,
+	})
+	if err != nil {
+		m.mu.Unlock()
+		m.log.Error("cannot start recording", "room", roomName, "err", err)
+		return Info{}, err
+	}
+	rec := &recording{rr: rr, auto: auto}
+	m.active[id] = rec
+	m.mu.Unlock()
+	go m.reap(rec)
+	// Listed after registering, so a track published meanwhile is added
+	// by the observer or here (AddTrack ignores repeats).
+	for _, t := range rm.ObservedTracks() {
+		_ = rr.AddTrack(t)
+	}
+	return m.info(rec), nil
+}
+
+// reap moves a recording to the ended list when it stops (also when a
+// fault stopped it).
+func (m *Manager) reap(r *recording) {
+	<-r.rr.Done()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.active[r.rr.ID()]; !ok {
+		return
+	}
+	delete(m.active, r.rr.ID())
+	m.ended = append(m.ended, r)
+	if len(m.ended) > keepEnded {
+		m.ended = m.ended[len(m.ended)-keepEnded:]
+	}
+}
+
+func (m *Manager) onEvent(e Event) {
+	if m.cfg.OnEvent != nil {
+		m.cfg.OnEvent(e)
+	}
+}
+
+// Stop stops a recording by id and waits for its files to be final.
+func (m *Manager) Stop(id string) (Info, error) {
+	m.mu.Lock()
+	r := m.active[id]
+	if r == nil {
+		for _, e := range m.ended {
+			if e.rr.ID() == id {
+				r = e
+			}
+		}
+	}
+	m.mu.Unlock()
+	if r == nil {
+		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	r.rr.Stop()
+	m.reap(r)
+	return m.info(r), nil
+}
+
+// StopRoom stops every running recording of a room.
+func (m *Manager) StopRoom(roomName string) []Info {
+	var out []Info
+	for _, in := range m.List(roomName) {
+		if in.Status == "recording" {
+			if info, err := m.Stop(in.ID); err == nil {
+				out = append(out, info)
+			}
+		}
+	}
+	return out
+}
+
+// Get returns one recording.
+func (m *Manager) Get(id string) (Info, bool) {
+	m.mu.Lock()
+	r := m.active[id]
+	if r == nil {
+		for _, e := range m.ended {
+			if e.rr.ID() == id {
+				r = e
+			}
+		}
+	}
+	m.mu.Unlock()
+	if r == nil {
+		return Info{}, false
+	}
+	return m.info(r), true
+}
+
+// List returns the recordings of a room ("" = all) known to this process:
+// running ones and the last finished ones, oldest first.
+func (m *Manager) List(roomName string) []Info {
+	m.mu.Lock()
+	all := make([]*recording, 0, len(m.active)+len(m.ended))
+	all = append(all, m.ended...)
+	for _, r := range m.active {
+		all = append(all, r)
+	}
+	m.mu.Unlock()
+	out := []Info{}
+	for _, r := range all {
+		if roomName == "" || r.rr.Room() == roomName {
+			out = append(out, m.info(r))
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })
+	return out
+}
+
+func (m *Manager) info(r *recording) Info {
+	man := r.rr.Manifest()
+	in := Info{
+		ID: man.ID, Kind: man.Kind, Room: man.Room, TrackID: r.rr.opts.TrackID, Status: man.Status, Error: man.Error,
+		Dir: r.rr.Dir(), Manifest: filepath.Join(r.rr.Dir(), ManifestFile), StartedAt: man.StartedAt,
+		EndedAt: man.EndedAt, Files: []string{}, Auto: r.auto, Tracks: len(man.Tracks),
+	}
+	for _, t := range man.Tracks {
+		if t.File != "" {
+			in.Files = append(in.Files, filepath.Join(r.rr.Dir(), t.File))
+		}
+	}
+	return in
+}
+
+// Close stops every recording and finalises their files (server shutdown),
+// waiting at most until ctx ends. No recording starts afterwards.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	recs := make([]*recording, 0, len(m.active))
+	for _, r := range m.active {
+		recs = append(recs, r)
+	}
+	m.mu.Unlock()
+	if m.stop != nil {
+		m.stop()
+	}
+	done := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for _, r := range recs {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.rr.Stop() }()
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("recordings not finalised: %w", ctx.Err())
+	}
+}
+
+// observer adapts the Manager to room.Observer.
+type observer struct{ m *Manager }
+
+func (o observer) TrackPublished(t room.PublishedTrack) {
+	m := o.m
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	var targets []*RoomRecorder
+	roomRecording := false
+	for _, r := range m.active {
+		if r.rr.Room() == t.Room && (r.rr.RoomSID() == "" || r.rr.RoomSID() == t.RoomSID) {
+			if r.rr.opts.TrackID == "" {
+				roomRecording = true
+				targets = append(targets, r.rr)
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, rr := range targets {
+		_ = rr.AddTrack(t)
+	}
+	if !roomRecording && m.autoMatch(t.Room) {
+		// start() adds every track published so far, this one included
+		if _, err := m.start(t.Room, "", true); err != nil && !errors.Is(err, ErrAlreadyRecording) {
+			m.log.Error("auto-record", "room", t.Room, "err", err)
+		}
+	}
+}
+
+func (o observer) TrackUnpublished(t room.PublishedTrack) {
+	m := o.m
+	m.mu.Lock()
+	var targets []*RoomRecorder
+	for _, r := range m.active {
+		if r.rr.Room() == t.Room {
+			targets = append(targets, r.rr)
+		}
+	}
+	m.mu.Unlock()
+	for _, rr := range targets {
+		rr.RemoveTrack(t.Track.ID)
+	}
+}
+
+func (o observer) RoomClosed(roomName, sid string) {
+	m := o.m
+	m.mu.Lock()
+	var targets []*recording
+	for _, r := range m.active {
+		if r.rr.Room() == roomName && (r.rr.RoomSID() == "" || r.rr.RoomSID() == sid) {
+			targets = append(targets, r)
+		}
+	}
+	m.mu.Unlock()
+	for _, r := range targets {
+		go func() {
+			r.rr.Stop()
+			m.reap(r)
+		}()
+	}
+}

@@ -1,0 +1,116 @@
+package recorder
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// ManifestFile is the manifest's name inside a recording folder.
+const ManifestFile = "manifest.json"
+
+// Manifest describes one room (or track) recording: who was there, which
+// files hold which tracks, and where each track starts on one room clock.
+//
+// The room clock is milliseconds since StartedAt. A track's StartMS is the
+// capture time of its first frame: from the publisher's RTCP sender reports
+// (NTP↔RTP, the same clock for all of a publisher's tracks, so its audio and
+// video line up) shifted to this server's clock by the smallest observed
+// sender-report transit; without a sender report, the arrival time here.
+type Manifest struct {
+	Version      int                   `json:"version"`
+	ID           string                `json:"id"`
+	Kind         string                `json:"kind"` // "room" or "track"
+	Room         string                `json:"room"`
+	RoomSID      string                `json:"room_sid,omitempty"`
+	Status       string                `json:"status"` // recording, finished, failed
+	Error        string                `json:"error,omitempty"`
+	StartedAt    time.Time             `json:"started_at"`
+	EndedAt      *time.Time            `json:"ended_at,omitempty"`
+	DurationMS   int64                 `json:"duration_ms"`
+	Participants []ManifestParticipant `json:"participants"`
+	Tracks       []ManifestTrack       `json:"tracks"`
+}
+
+// ManifestParticipant is one publisher seen during the recording.
+type ManifestParticipant struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Identity string   `json:"identity,omitempty"`
+	Tracks   []string `json:"tracks"`
+}
+
+// ManifestTrack is one recorded track and its file.
+type ManifestTrack struct {
+	ID              string `json:"id"`
+	ParticipantID   string `json:"participant_id"`
+	ParticipantName string `json:"participant_name"`
+	Kind            string `json:"kind"`
+	Source          string `json:"source,omitempty"`
+	Name            string `json:"name,omitempty"`
+	Codec           string `json:"codec"`
+	File            string `json:"file,omitempty"` // relative to the manifest's folder
+	StartMS         int64  `json:"start_ms"`       // on the room clock
+	EndMS           int64  `json:"end_ms"`
+	DurationMS      int64  `json:"duration_ms"`
+	ClockSource     string `json:"clock_source,omitempty"` // rtcp-sr or arrival
+	Frames          int    `json:"frames"`
+	Width           int    `json:"width,omitempty"`
+	Height          int    `json:"height,omitempty"`
+	Drops           uint64 `json:"dropped_packets,omitempty"`
+	DroppedFrames   uint64 `json:"dropped_frames,omitempty"`
+	LayerSwitches   int    `json:"layer_switches,omitempty"`
+	Recording       bool   `json:"recording,omitempty"` // still being written
+	Error           string `json:"error,omitempty"`
+}
+
+// ReadManifest loads a manifest file.
+func ReadManifest(path string) (*Manifest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &m, nil
+}
+
+// writeManifest writes m atomically (temp file + rename) into dir.
+func writeManifest(dir string, m *Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+ManifestFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing manifest: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("writing manifest: %w", err)
+	}
+	return nil
+}
+
+// trackTiming places a track's first frame on the room clock. offsets holds,
+// per participant, the smallest (arrival − sender NTP time) over all its
+// sender reports: the sender's clock relative to ours plus the shortest
+// transit.
+func trackTiming(res TrackResult, offset time.Duration, haveOffset bool, start time.Time) (ms int64, source string) {
+	if res.SR != nil && haveOffset && res.ClockRate > 0 {
+		d := time.Duration(int64(int32(res.FirstRTP-res.SR.RTP)) * int64(time.Second) / int64(res.ClockRate))
+		capture := res.SR.Time().Add(d).Add(offset)
+		return capture.Sub(start).Milliseconds(), "rtcp-sr"
+	}
+	return res.FirstArrival.Sub(start).Milliseconds(), "arrival"
+}
+
+// senderOffset is the smallest arrival − NTP over a track's sender reports.
+func senderOffset(res TrackResult) (time.Duration, bool) {
+	return res.SenderOffset, res.HaveSenderOffset
+}
