@@ -15,6 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/metrics"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/starling-rtc/starling/signaling"
@@ -31,6 +32,7 @@ type Server struct {
 	ln      net.Listener
 	serveCh chan error
 	auth    *auth.Verifier // see security.go
+	metrics *metrics.Metrics
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.
@@ -59,8 +61,9 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(),
 		Logger: log,
 	})
+	s.metrics = metrics.New(s.rooms)
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/rtc", signaling.NewHandler(signaling.Options{Logger: log},
+	mux.Handle("GET /v1/rtc", signaling.NewHandler(s.signalingOptions(),
 		func(c *signaling.Conn, _ *http.Request) signaling.Dispatcher {
 			return signaling.NewSessionWithOptions(c, s.rooms, log, s.sessionOptions())
 		}))
@@ -68,6 +71,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
+	s.operatorRoutes(mux) // see ops.go
 	mux.Handle("/", web.Handler())
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil

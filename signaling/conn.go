@@ -46,6 +46,10 @@ type Options struct {
 	WriteTimeout time.Duration              // default 10s
 	CheckOrigin  func(r *http.Request) bool // nil = allow all
 	Logger       *slog.Logger               // nil = slog.Default()
+	// Observe, if set, is called once per message answered or dispatched,
+	// with its method ("" if refused before it was known), the error code
+	// sent (0 = success) and the time spent (metrics).
+	Observe func(method string, code int, elapsed time.Duration)
 }
 
 // Defaults, from docs/PROTOCOL.md.
@@ -363,10 +367,12 @@ type AfterResponder interface {
 
 // reply queues an error response that did not involve the Dispatcher.
 func (c *Conn) reply(id json.RawMessage, err *protocol.Error) {
+	c.observe("", time.Now(), &err)
 	_ = c.enqueue(encodeResponse(id, nil, err), false)
 }
 
 func (c *Conn) callRequest(d Dispatcher, method string, params json.RawMessage) (result any, perr *protocol.Error) {
+	defer c.observe(method, time.Now(), &perr) // deferred first: sees a recovered panic's error
 	defer func() {
 		if p := recover(); p != nil {
 			c.logPanic("request", method, p)
@@ -377,6 +383,7 @@ func (c *Conn) callRequest(d Dispatcher, method string, params json.RawMessage) 
 }
 
 func (c *Conn) callNotification(d Dispatcher, method string, params json.RawMessage) (perr *protocol.Error) {
+	defer c.observe(method, time.Now(), &perr)
 	defer func() {
 		if p := recover(); p != nil {
 			c.logPanic("notification", method, p)

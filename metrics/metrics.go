@@ -1,0 +1,213 @@
+// Package metrics exports a node's state in the Prometheus format: rooms,
+// participants, tracks, packets and bytes received and forwarded (read from
+// the SFU's own counters at scrape time, so the media path has no extra
+// work), signaling messages and errors, join latency, and the Go runtime and
+// process.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/starling-rtc/starling/room"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+const namespace = "starling"
+
+// Metrics is one node's registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	messages    *prometheus.CounterVec
+	errors      *prometheus.CounterVec
+	joinLatency prometheus.Histogram
+}
+
+// Source is what the node collector reads at scrape time.
+type Source interface {
+	Snapshot() room.Snapshot
+}
+
+// New makes a registry with the node collector over src (may be nil) and
+// the Go runtime and process collectors.
+func New(src Source) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "signaling", Name: "messages_total",
+		Help: "Signaling requests and notifications handled, by method (unknown methods count as \"other\").",
+	}, []string{"method"})
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Subsystem: "signaling", Name: "errors_total",
+		Help: "Signaling error responses sent, by protocol error code.",
+	}, []string{"code"})
+	m.joinLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Subsystem: "signaling", Name: "join_duration_seconds",
+		Help:    "Time to handle a successful join (token check, room, peer connections).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	m.reg.MustRegister(m.messages, m.errors, m.joinLatency,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if src != nil {
+		m.reg.MustRegister(newNodeCollector(src))
+	}
+	return m
+}
+
+// Registry is the registry, for registering more collectors (webhooks, recorder).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+var knownMethods = map[string]bool{
+	protocol.MethodJoin: true, protocol.MethodOffer: true, protocol.MethodAnswer: true,
+	protocol.MethodCandidate: true, protocol.MethodSubscribe: true, protocol.MethodUnsubscribe: true,
+	protocol.MethodSetSubscription: true, protocol.MethodMute: true, protocol.MethodUnpublish: true,
+	protocol.MethodLeave: true, protocol.MethodPing: true,
+}
+
+// ObserveSignaling records one signaling message: its method ("" when the
+// frame was refused before its method was known), the error code of the
+// response (0 = success) and how long the server took. It fits
+// signaling.Options.Observe.
+func (m *Metrics) ObserveSignaling(method string, code int, elapsed time.Duration) {
+	label := method
+	if !knownMethods[method] {
+		label = "other"
+	}
+	if method != "" {
+		m.messages.WithLabelValues(label).Inc()
+	}
+	if code != 0 {
+		m.errors.WithLabelValues(strconv.Itoa(code)).Inc()
+		return
+	}
+	if method == protocol.MethodJoin {
+		m.joinLatency.Observe(elapsed.Seconds())
+	}
+}
+
+// nodeCollector reads rooms and media counters at scrape time. The SFU's
+// per-track counters vanish when a track or subscription closes, so the
+// collector remembers each one's last value and keeps what closed ones had
+// counted: the totals never go down.
+type nodeCollector struct {
+	src Source
+
+	rooms, participants, tracks, subscriptions *prometheus.Desc
+	packetsIn, bytesIn, packetsOut, bytesOut   *prometheus.Desc
+
+	mu      sync.Mutex
+	in, out counterSet
+}
+
+func newNodeCollector(src Source) *nodeCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, nil, nil)
+	}
+	return &nodeCollector{
+		src:           src,
+		rooms:         d("rooms", "Open rooms."),
+		participants:  d("participants", "Joined participants over all rooms."),
+		tracks:        d("tracks", "Published tracks receiving media."),
+		subscriptions: d("subscriptions", "Subscriptions (down tracks) forwarding published tracks."),
+		packetsIn:     d("received_packets_total", "RTP packets received from publishers."),
+		bytesIn:       d("received_bytes_total", "RTP bytes (header + payload) received from publishers."),
+		packetsOut:    d("forwarded_packets_total", "RTP packets forwarded to subscribers."),
+		bytesOut:      d("forwarded_bytes_total", "RTP bytes (header + payload) forwarded to subscribers."),
+		in:            newCounterSet(),
+		out:           newCounterSet(),
+	}
+}
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
+		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut} {
+		ch <- d
+	}
+}
+
+// statser is what sfu.Receiver and sfu.DownTrack have in common.
+type statser interface {
+	Stats() (packets, bytes uint64)
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	snap := c.src.Snapshot()
+	subs := 0
+	c.mu.Lock()
+	c.in.begin()
+	c.out.begin()
+	for _, r := range snap.Receivers {
+		c.in.see(r)
+		for _, s := range r.Sinks() {
+			if d, ok := s.(*sfu.DownTrack); ok {
+				subs++
+				c.out.see(d)
+			}
+		}
+	}
+	pin, bin := c.in.end()
+	pout, bout := c.out.end()
+	c.mu.Unlock()
+
+	gauge := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(c.rooms, snap.Rooms)
+	gauge(c.participants, snap.Participants)
+	gauge(c.tracks, snap.Tracks)
+	gauge(c.subscriptions, subs)
+	counter(c.packetsIn, pin)
+	counter(c.bytesIn, bin)
+	counter(c.packetsOut, pout)
+	counter(c.bytesOut, bout)
+}
+
+// counterSet sums the counters of a changing set of objects monotonically.
+type counterSet struct {
+	last, seen       map[statser][2]uint64
+	closedP, closedB uint64
+}
+
+func newCounterSet() counterSet {
+	return counterSet{last: map[statser][2]uint64{}, seen: map[statser][2]uint64{}}
+}
+
+func (s *counterSet) begin() { clear(s.seen) }
+
+func (s *counterSet) see(x statser) {
+	p, b := x.Stats()
+	s.seen[x] = [2]uint64{p, b}
+}
+
+// end retires the objects not seen this time and returns the totals.
+func (s *counterSet) end() (packets, bytes uint64) {
+	for x, v := range s.last {
+		if _, ok := s.seen[x]; !ok {
+			s.closedP += v[0]
+			s.closedB += v[1]
+		}
+	}
+	s.last, s.seen = s.seen, s.last
+	packets, bytes = s.closedP, s.closedB
+	for _, v := range s.last {
+		packets += v[0]
+		bytes += v[1]
+	}
+	return packets, bytes
+}
