@@ -336,3 +336,20 @@ func TestNormalize(t *testing.T) {
 		t.Fatal("warm-up as long as the run accepted")
 	}
 }
+
+func TestParseProcStatCPU(t *testing.T) {
+	stat := "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nintr 1 2 3\n"
+	busy, total, err := ParseProcStatCPU([]byte(stat))
+	if err != nil || total != 1181 || busy != 161 {
+		t.Fatalf("ParseProcStatCPU = %d, %d, %v; want 161, 1181", busy, total, err)
+	}
+	for _, bad := range []string{"", "cpu0 1 2 3 4 5\n", "cpu 1 2 x 4 5\n"} {
+		if _, _, err := ParseProcStatCPU([]byte(bad)); err == nil {
+			t.Errorf("ParseProcStatCPU(%q) accepted", bad)
+		}
+	}
+	m, err := ReadMachine()
+	if err != nil || m.Total == 0 || m.Busy > m.Total {
+		t.Fatalf("ReadMachine = %+v, %v", m, err)
+	}
+}

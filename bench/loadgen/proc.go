@@ -110,3 +110,54 @@ func CPUPercent(a, b ProcSample) float64 {
 	}
 	return 100 * CPUSeconds(a, b) / wall
 }
+
+// MachineSample is the whole machine's CPU time from /proc/stat.
+type MachineSample struct {
+	At          time.Time
+	Busy, Total uint64 // in ClockTicks, summed over all CPUs
+}
+
+// ReadMachine samples the first line of /proc/stat.
+func ReadMachine() (MachineSample, error) {
+	at := time.Now()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return MachineSample{}, err
+	}
+	busy, total, err := ParseProcStatCPU(b)
+	if err != nil {
+		return MachineSample{}, fmt.Errorf("/proc/stat: %w", err)
+	}
+	return MachineSample{At: at, Busy: busy, Total: total}, nil
+}
+
+// ParseProcStatCPU reads the aggregate "cpu" line of /proc/stat: user nice
+// system idle iowait irq softirq steal (guest time is already in user). Busy
+// is everything but idle and iowait.
+func ParseProcStatCPU(b []byte) (busy, total uint64, err error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 5 || string(f[0]) != "cpu" {
+		return 0, 0, errors.New("no aggregate cpu line")
+	}
+	var v [8]uint64
+	for i := 0; i < len(v) && i+1 < len(f); i++ {
+		if v[i], err = strconv.ParseUint(string(f[i+1]), 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("cpu field %d: %w", i+1, err)
+		}
+	}
+	for _, x := range v {
+		total += x
+	}
+	return total - v[3] - v[4], total, nil
+}
+
+// MachinePercent is the machine's CPU use between two samples in % of one
+// core (the same unit as CPUPercent: 200% = two cores busy).
+func MachinePercent(a, b MachineSample) float64 {
+	wall := b.At.Sub(a.At).Seconds()
+	if wall <= 0 || b.Busy < a.Busy {
+		return 0
+	}
+	return 100 * float64(b.Busy-a.Busy) / ClockTicks / wall
+}

@@ -262,6 +262,8 @@ func (r *runner) closeAll() {
 type procPair struct {
 	server, self     ProcSample
 	serverOK, selfOK bool
+	machine          MachineSample
+	machineOK        bool
 }
 
 func (r *runner) sample() procPair {
@@ -273,6 +275,8 @@ func (r *runner) sample() procPair {
 	}
 	s.self, err = ReadProc(0)
 	s.selfOK = err == nil
+	s.machine, err = ReadMachine()
+	s.machineOK = err == nil
 	return s
 }
 
@@ -342,6 +346,9 @@ func (r *runner) progress(stop <-chan struct{}) {
 		}
 		if cur.selfOK && prev.selfOK {
 			line += fmt.Sprintf("  gen CPU %.0f%%", CPUPercent(prev.self, cur.self))
+		}
+		if cur.machineOK && prev.machineOK {
+			line += fmt.Sprintf("  machine %.0f%%", MachinePercent(prev.machine, cur.machine))
 		}
 		fmt.Fprintln(r.cfg.Progress, line)
 		prev, prevAt, prevPkts = cur, now, pkts

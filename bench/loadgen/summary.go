@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"runtime"
 	"text/tabwriter"
 	"time"
 )
@@ -58,8 +60,17 @@ type Summary struct {
 	JoinMs       Percentiles `json:"joinMs"`       // Dial: WebSocket, join, publisher negotiation
 	MediaStartMs Percentiles `json:"mediaStartMs"` // publishing began → first packet, per stream
 
-	Server    *ProcStats `json:"server,omitempty"`
-	Generator *ProcStats `json:"generator,omitempty"`
+	Server    *ProcStats    `json:"server,omitempty"`
+	Generator *ProcStats    `json:"generator,omitempty"`
+	Machine   *MachineStats `json:"machine,omitempty"`
+}
+
+// MachineStats is the whole machine's CPU use over the window, to see what
+// else ran: OtherPercent is what neither the server nor the generator used.
+type MachineStats struct {
+	Cores        int     `json:"cores"`
+	CPUPercent   float64 `json:"cpuPercent"` // of one core; at most 100 × Cores
+	OtherPercent float64 `json:"otherPercent"`
 }
 
 // Percentiles of a distribution, in milliseconds.
@@ -220,6 +231,18 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 			s.Generator.RSSStartMB = float64(start.self.RSSKB) / 1024
 		}
 	}
+	if a.procs.machineOK && b.procs.machineOK {
+		m := &MachineStats{Cores: runtime.NumCPU(), CPUPercent: MachinePercent(a.procs.machine, b.procs.machine)}
+		m.OtherPercent = m.CPUPercent
+		if s.Generator != nil {
+			m.OtherPercent -= s.Generator.CPUPercent
+		}
+		if s.Server != nil && cfg.ServerPID != os.Getpid() {
+			m.OtherPercent -= s.Server.CPUPercent
+		}
+		m.OtherPercent = max(0, m.OtherPercent)
+		s.Machine = m
+	}
 	return s
 }
 
@@ -277,6 +300,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	if p := s.Generator; p != nil {
 		row("load generator", "CPU %.1f%% of one core, RSS %.1f MB", p.CPUPercent, p.RSSMB)
+	}
+	if m := s.Machine; m != nil {
+		row("machine", "CPU %.1f%% of %d%% (%d cores); other processes %.1f%%", m.CPUPercent, 100*m.Cores, m.Cores, m.OtherPercent)
 	}
 	return tw.Flush()
 }
