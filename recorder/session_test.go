@@ -307,7 +307,9 @@ func atoi(s string) int     { n, _ := strconv.Atoi(s); return n }
 
 // recordSession runs two publishers in a room under a room recording and
 // returns the final manifest and its folder.
-func recordSession(t *testing.T, roomName string, loss float64) (*recorder.Manifest, string, []*filePublisher) {
+//
+// The second publisher starts its clip lateBy after the first.
+func recordSession(t *testing.T, roomName string, loss float64, lateBy time.Duration) (*recorder.Manifest, string, []*filePublisher) {
 	srv := startServer(t)
 	dir := t.TempDir()
 	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: dir, Logger: testLogger()})
@@ -357,9 +359,21 @@ func recordSession(t *testing.T, roomName string, loss float64) (*recorder.Manif
 		time.Sleep(30 * time.Millisecond)
 	}
 	var wg sync.WaitGroup
-	for _, p := range pubs {
+	for i, p := range pubs {
 		wg.Add(1)
-		go func() { defer wg.Done(); p.send() }()
+		go func() {
+			defer wg.Done()
+			if i > 0 && lateBy > 0 {
+				// keep the late track published (padding carries no media)
+				stop := time.Now().Add(lateBy)
+				for time.Now().Before(stop) {
+					_ = p.video.GeneratePadding(1)
+					_ = p.audio.GeneratePadding(1)
+					time.Sleep(30 * time.Millisecond)
+				}
+			}
+			p.send()
+		}()
 	}
 	wg.Wait()
 	time.Sleep(500 * time.Millisecond) // let the last packets (and retransmissions) arrive
@@ -385,7 +399,7 @@ func recordSession(t *testing.T, roomName string, loss float64) (*recorder.Manif
 func TestRecordTwoParticipants(t *testing.T) {
 	requireTool(t, "ffprobe")
 	requireTool(t, "ffmpeg")
-	m, dir, pubs := recordSession(t, "rec-two", 0)
+	m, dir, pubs := recordSession(t, "rec-two", 0, 0)
 	if len(m.Participants) != 2 || len(m.Tracks) != 4 {
 		t.Fatalf("manifest: %d participants, %d tracks", len(m.Participants), len(m.Tracks))
 	}
@@ -454,7 +468,7 @@ func TestRecordTwoParticipants(t *testing.T) {
 func TestRecordWithLoss(t *testing.T) {
 	requireTool(t, "ffprobe")
 	requireTool(t, "ffmpeg")
-	m, dir, _ := recordSession(t, "rec-loss", 0.03)
+	m, dir, _ := recordSession(t, "rec-loss", 0.03, 0)
 	for _, tr := range m.Tracks {
 		if tr.File == "" {
 			t.Fatalf("track %s has no file (%s)", tr.ID, tr.Error)
