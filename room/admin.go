@@ -1,8 +1,126 @@
 package room
 
+import (
+	"encoding/json"
+	"unicode/utf8"
+
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// This file is what the admin API (package admin) does to rooms.
+
 // Participant returns a participant of the room by id, or nil.
 func (r *Room) Participant(id string) *Participant {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.participants[id]
+}
+
+// Counts returns the numbers of participants and published tracks.
+func (r *Room) Counts() (participants, tracks int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.participants), len(r.tracks)
+}
+
+// Kick removes the participant: it gets `leave` with reason "kicked", the
+// others `participantLeft`, and its tracks are unpublished.
+func (p *Participant) Kick() { p.close(protocol.ReasonKicked, true) }
+
+// ServerMute mutes or unmutes one of the participant's published tracks on
+// the server's initiative: forwarding stops (or resumes) and everyone, the
+// publisher included, gets `trackUpdated`.
+func (p *Participant) ServerMute(trackID string, muted bool) error {
+	p.mu.Lock()
+	t := p.tracks[trackID]
+	p.mu.Unlock()
+	if t == nil {
+		return protocol.Errorf(protocol.CodeNotFound, "participant %s publishes no track %q", p.id, trackID)
+	}
+	if err := p.Mute(trackID, muted); err != nil {
+		return err
+	}
+	p.peer.Notify(protocol.NotifyTrackUpdated, protocol.TrackParams{Track: t.Info()})
+	return nil
+}
+
+// muted reports the track's muted flag.
+func (t *Track) muted() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.info.Muted
+}
+
+// muteChanged re-applies every subscriber's settings of t, so a muted track
+// is not forwarded and an unmuted one resumes at a keyframe.
+func (r *Room) muteChanged(t *Track) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, o := range r.participants {
+		if o == t.owner {
+			continue
+		}
+		l := &o.loop
+		l.post(func() {
+			if d, ok := l.down[t.id]; ok {
+				l.apply(t, d)
+			}
+		})
+	}
+}
+
+// Update changes the participant's name and/or metadata (nil = unchanged)
+// and sends `participantUpdated` to everyone in the room, itself included.
+func (p *Participant) Update(name, metadata *string) {
+	p.mu.Lock()
+	if name != nil {
+		p.name = *name
+	}
+	if metadata != nil {
+		p.metadata = *metadata
+	}
+	p.mu.Unlock()
+	info := p.Info()
+	r := p.room
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.participants[p.id] != p {
+		return
+	}
+	for _, o := range r.participants {
+		o.peer.Notify(protocol.NotifyParticipantUpdated, protocol.ParticipantParams{Participant: info})
+	}
+}
+
+// SendData sends a text message to the participants listed in to (all when
+// empty) on their subscriber data channels, as {"from": "", "payload": text}:
+// an empty from means the server. Unknown ids are a 404, nothing is sent.
+func (r *Room) SendData(text string, to []string) error {
+	if !utf8.ValidString(text) {
+		return protocol.Errorf(protocol.CodeInvalidParams, "invalid params: payload must be UTF-8 text")
+	}
+	msg, err := json.Marshal(protocol.DataMessage{From: "", Payload: text})
+	if err != nil {
+		return protocol.Errorf(protocol.CodeInternal, "internal error")
+	}
+	r.mu.Lock()
+	var targets []*Participant
+	if len(to) == 0 {
+		for _, p := range r.participants {
+			targets = append(targets, p)
+		}
+	}
+	for _, id := range to {
+		p := r.participants[id]
+		if p == nil {
+			r.mu.Unlock()
+			return protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, r.name)
+		}
+		targets = append(targets, p)
+	}
+	r.mu.Unlock()
+	for _, p := range targets {
+		p.sendData(msg)
+	}
+	return nil
 }

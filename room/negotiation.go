@@ -203,7 +203,7 @@ func (l *subscriberLoop) setSubscription(t *Track, s protocol.SetSubscriptionPar
 // reselects its layer.
 func (l *subscriberLoop) apply(t *Track, d *sfu.DownTrack) {
 	s := l.prefs[t.id]
-	paused := s.Paused != nil && *s.Paused
+	paused := (s.Paused != nil && *s.Paused) || t.muted() // a muted track is not forwarded
 	quality, maxW, maxH := "", 0, 0
 	if s.Quality != nil {
 		quality = *s.Quality

@@ -335,6 +335,7 @@ func (p *Participant) Mute(trackID string, muted bool) error {
 	t.mu.Unlock()
 	if changed {
 		p.room.trackUpdated(t)
+		p.room.muteChanged(t) // see admin.go
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 
+	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/metrics"
 	"github.com/starling-rtc/starling/signaling"
 )
@@ -15,8 +16,11 @@ func (s *Server) signalingOptions() signaling.Options {
 	return signaling.Options{Logger: s.log, Observe: s.metrics.ObserveSignaling}
 }
 
-// operatorRoutes adds /metrics and /readyz.
+// operatorRoutes adds /metrics, /readyz and the admin API (/v1/rooms...).
 func (s *Server) operatorRoutes(mux *http.ServeMux) {
+	admin.New(admin.Options{
+		Rooms: s.rooms, Auth: s.auth, MaxDataMessage: s.cfg.Limits.MaxDataMessage, Logger: s.log,
+	}).Register(mux)
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -1,0 +1,412 @@
+// Package admin is Starling's admin HTTP API under /v1/: list and inspect
+// rooms, close a room, remove a participant, mute a participant's track,
+// update a participant's name or metadata, and send a data message to a
+// room. Requests and responses are JSON; errors are {"code", "message"} with
+// the signaling protocol's codes (docs/admin-api.md).
+//
+// With API keys configured every request needs "Authorization: Bearer
+// <token>" with the admin grant (scoped to one room when the token names
+// one). Without keys the API answers loopback clients only.
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/room"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Limits on request bodies and fields.
+const (
+	maxBody     = 256 << 10
+	maxName     = 256
+	maxMetadata = 16 << 10
+)
+
+// Options configure the API.
+type Options struct {
+	Rooms *room.Manager
+	// Auth checks tokens; nil or without keys = loopback clients only, no token.
+	Auth *auth.Verifier
+	// MaxDataMessage bounds POST .../data payloads (default protocol.MaxDataMessage).
+	MaxDataMessage int
+	Logger         *slog.Logger
+}
+
+// API serves the admin routes.
+type API struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// New makes the API.
+func New(opts Options) *API {
+	if opts.MaxDataMessage <= 0 {
+		opts.MaxDataMessage = protocol.MaxDataMessage
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &API{opts: opts, log: opts.Logger}
+}
+
+// Register adds the routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/rooms", a.listRooms)
+	mux.HandleFunc("GET /v1/rooms/{room}", a.getRoom)
+	mux.HandleFunc("DELETE /v1/rooms/{room}", a.closeRoom)
+	mux.HandleFunc("POST /v1/rooms/{room}/data", a.sendData)
+	mux.HandleFunc("GET /v1/rooms/{room}/participants/{id}", a.getParticipant)
+	mux.HandleFunc("DELETE /v1/rooms/{room}/participants/{id}", a.removeParticipant)
+	mux.HandleFunc("PATCH /v1/rooms/{room}/participants/{id}", a.updateParticipant)
+	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mute", a.mute)
+}
+
+// RoomSummary is one entry of GET /v1/rooms.
+type RoomSummary struct {
+	Name            string `json:"name"`
+	SID             string `json:"sid"`
+	NumParticipants int    `json:"numParticipants"`
+	NumTracks       int    `json:"numTracks"`
+}
+
+// RoomList is the result of GET /v1/rooms.
+type RoomList struct {
+	Rooms []RoomSummary `json:"rooms"`
+}
+
+// Participant is a participant as the admin API shows it: the protocol's
+// view plus its identity and permissions.
+type Participant struct {
+	protocol.Participant
+	Identity    string      `json:"identity"`
+	Permissions Permissions `json:"permissions"`
+}
+
+// Permissions mirror the token's grants the participant joined with.
+type Permissions struct {
+	CanPublish     bool `json:"canPublish"`
+	CanSubscribe   bool `json:"canSubscribe"`
+	CanPublishData bool `json:"canPublishData"`
+}
+
+// RoomDetail is the result of GET /v1/rooms/{room}.
+type RoomDetail struct {
+	Name         string        `json:"name"`
+	SID          string        `json:"sid"`
+	Participants []Participant `json:"participants"`
+}
+
+// MuteRequest is the body of POST .../mute.
+type MuteRequest struct {
+	TrackID string `json:"trackId"`
+	Muted   *bool  `json:"muted"`
+}
+
+// UpdateRequest is the body of PATCH .../participants/{id}; absent fields are unchanged.
+type UpdateRequest struct {
+	Name     *string `json:"name"`
+	Metadata *string `json:"metadata"`
+}
+
+// DataRequest is the body of POST .../data.
+type DataRequest struct {
+	Payload *string `json:"payload"`
+	// To lists participant ids; empty sends to everyone in the room.
+	To []string `json:"to,omitempty"`
+}
+
+func (a *API) listRooms(w http.ResponseWriter, r *http.Request) {
+	claims, ok := a.authorize(w, r, "", true)
+	if !ok {
+		return
+	}
+	out := RoomList{Rooms: []RoomSummary{}}
+	for _, name := range a.opts.Rooms.RoomNames() {
+		if claims != nil && claims.Grants.Room != "" && claims.Grants.Room != name {
+			continue
+		}
+		rm := a.opts.Rooms.Room(name)
+		if rm == nil {
+			continue
+		}
+		np, nt := rm.Counts()
+		out.Rooms = append(out.Rooms, RoomSummary{Name: rm.Name(), SID: rm.SID(), NumParticipants: np, NumTracks: nt})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) getRoom(w http.ResponseWriter, r *http.Request) {
+	rm, ok := a.room(w, r)
+	if !ok {
+		return
+	}
+	out := RoomDetail{Name: rm.Name(), SID: rm.SID(), Participants: []Participant{}}
+	for _, info := range rm.Participants() {
+		if p := rm.Participant(info.ID); p != nil {
+			out.Participants = append(out.Participants, view(p, info))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func view(p *room.Participant, info protocol.Participant) Participant {
+	perms := p.Permissions()
+	return Participant{Participant: info, Identity: p.Identity(), Permissions: Permissions{
+		CanPublish: perms.CanPublish, CanSubscribe: perms.CanSubscribe, CanPublishData: perms.CanPublishData}}
+}
+
+func (a *API) closeRoom(w http.ResponseWriter, r *http.Request) {
+	rm, ok := a.room(w, r)
+	if !ok {
+		return
+	}
+	rm.Close(protocol.ReasonRoomClosed)
+	a.log.Info("admin: room closed", "room", rm.Name(), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, protocol.Empty{})
+}
+
+func (a *API) getParticipant(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.participant(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, view(p, p.Info()))
+}
+
+func (a *API) removeParticipant(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.participant(w, r)
+	if !ok {
+		return
+	}
+	p.Kick()
+	a.log.Info("admin: participant removed", "room", p.Room().Name(), "participant", p.ID(), "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, protocol.Empty{})
+}
+
+func (a *API) updateParticipant(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.participant(w, r)
+	if !ok {
+		return
+	}
+	var req UpdateRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	switch {
+	case req.Name == nil && req.Metadata == nil:
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: give "name" and/or "metadata"`))
+		return
+	case req.Name != nil && utf8.RuneCountInString(*req.Name) > maxName:
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "name" is longer than %d characters`, maxName))
+		return
+	case req.Metadata != nil && len(*req.Metadata) > maxMetadata:
+		writeError(w, protocol.Errorf(protocol.CodeTooLarge, `"metadata" is larger than %d bytes`, maxMetadata))
+		return
+	}
+	p.Update(req.Name, req.Metadata)
+	writeJSON(w, http.StatusOK, view(p, p.Info()))
+}
+
+func (a *API) mute(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.participant(w, r)
+	if !ok {
+		return
+	}
+	var req MuteRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if req.TrackID == "" || req.Muted == nil {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" and "muted" are required`))
+		return
+	}
+	if err := p.ServerMute(req.TrackID, *req.Muted); err != nil {
+		writeError(w, asProtocol(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, protocol.Empty{})
+}
+
+func (a *API) sendData(w http.ResponseWriter, r *http.Request) {
+	rm, ok := a.room(w, r)
+	if !ok {
+		return
+	}
+	var req DataRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	switch {
+	case req.Payload == nil:
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "payload" is required`))
+		return
+	case len(*req.Payload) > a.opts.MaxDataMessage:
+		writeError(w, protocol.Errorf(protocol.CodeTooLarge, `"payload" is %d bytes, the limit is %d`, len(*req.Payload), a.opts.MaxDataMessage))
+		return
+	}
+	if err := rm.SendData(*req.Payload, req.To); err != nil {
+		writeError(w, asProtocol(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, protocol.Empty{})
+}
+
+// room authorizes the request for {room} and finds it.
+func (a *API) room(w http.ResponseWriter, r *http.Request) (*room.Room, bool) {
+	name := r.PathValue("room")
+	if _, ok := a.authorize(w, r, name, false); !ok {
+		return nil, false
+	}
+	rm := a.opts.Rooms.Room(name)
+	if rm == nil {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		return nil, false
+	}
+	return rm, true
+}
+
+// participant authorizes the request for {room} and finds participant {id}.
+func (a *API) participant(w http.ResponseWriter, r *http.Request) (*room.Participant, bool) {
+	rm, ok := a.room(w, r)
+	if !ok {
+		return nil, false
+	}
+	id := r.PathValue("id")
+	p := rm.Participant(id)
+	if p == nil {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, rm.Name()))
+		return nil, false
+	}
+	return p, true
+}
+
+// authorize checks the bearer token (with keys) or the client address
+// (without). list is true for GET /v1/rooms, which a room-scoped admin token
+// may call (it then sees its room only). claims is nil on an open server.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, roomName string, list bool) (*auth.Claims, bool) {
+	if !a.opts.Auth.Enabled() {
+		if !isLoopback(r.RemoteAddr) {
+			writeError(w, protocol.Errorf(protocol.CodeForbidden,
+				"the admin API is only served to loopback clients while the server has no API keys"))
+			return nil, false
+		}
+		return nil, true
+	}
+	tok, ok := bearer(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="starling"`)
+		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, `token required: send "Authorization: Bearer <admin token>"`))
+		return nil, false
+	}
+	claims, perr := a.opts.Auth.Verify(tok)
+	if perr != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="starling", error="invalid_token"`)
+		writeError(w, perr)
+		return nil, false
+	}
+	check := roomName
+	if list && claims.Grants.Room != "" {
+		check = claims.Grants.Room
+	}
+	if perr := claims.CanAdmin(check); perr != nil {
+		writeError(w, perr)
+		return nil, false
+	}
+	return claims, true
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// decode reads a JSON object body, refusing unknown fields and big bodies.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: Content-Type must be application/json"))
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			writeError(w, protocol.Errorf(protocol.CodeTooLarge, "request body is larger than %d bytes", maxBody))
+		case errors.Is(err, io.EOF):
+			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: a JSON object body is required"))
+		default:
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				writeError(w, protocol.Errorf(protocol.CodeParseError, "parse error: the body is not valid JSON"))
+			} else {
+				writeError(w, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err))
+			}
+		}
+		return false
+	}
+	if dec.More() {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: one JSON object per request"))
+		return false
+	}
+	return true
+}
+
+func asProtocol(err error) *protocol.Error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return protocol.Errorf(protocol.CodeInternal, "internal error")
+}
+
+// HTTPStatus maps a protocol error code to an HTTP status.
+func HTTPStatus(code int) int {
+	switch code {
+	case protocol.CodeUnauthorized, protocol.CodeForbidden, protocol.CodeNotFound, protocol.CodeConflict,
+		protocol.CodeTooLarge, protocol.CodeRateLimited, protocol.CodeInternal:
+		return code
+	case protocol.CodeParseError, protocol.CodeInvalidRequest, protocol.CodeInvalidParams:
+		return http.StatusBadRequest
+	case protocol.CodeMethodNotFound:
+		return http.StatusNotFound
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, e *protocol.Error) {
+	writeJSON(w, HTTPStatus(e.Code), e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
