@@ -25,12 +25,15 @@ type fakeSimulcast struct {
 	sim       *client.SimulcastTrack
 	published client.Published
 	stopped   [3]atomic.Bool // simulate the publisher dropping a layer
+	sizes     [3]int         // packets per frame per layer; fixed before sending starts
 	wantKey   atomic.Bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
 
-func publishSimulcast(t *testing.T, c *client.Client) *fakeSimulcast {
+// publishSimulcast starts the fake; sizes, if given, are packets of ~1100
+// bytes per frame for each layer (default: two small packets).
+func publishSimulcast(t *testing.T, c *client.Client, sizes ...int) *fakeSimulcast {
 	t.Helper()
 	rids := []string{"q", "h", "f"}
 	sim, err := client.NewSimulcastTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream", rids...)
@@ -38,6 +41,7 @@ func publishSimulcast(t *testing.T, c *client.Client) *fakeSimulcast {
 		t.Fatal(err)
 	}
 	f := &fakeSimulcast{sim: sim, stop: make(chan struct{})}
+	copy(f.sizes[:], sizes)
 	hints := make([]protocol.LayerHint, 0, 3)
 	for _, l := range simLayers {
 		hints = append(hints, protocol.LayerHint{RID: l.rid, Width: l.w, Height: l.h})
@@ -82,9 +86,13 @@ func (f *fakeSimulcast) run() {
 				s.ts += 3000
 				continue
 			}
-			for part := 0; part < 2; part++ {
-				payload := simPayload(s.pid, part == 0, key, l.w, l.h)
-				pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == 1, SequenceNumber: s.seq, Timestamp: s.ts}, Payload: payload}
+			parts := 2
+			if n := f.sizes[i]; n > 0 {
+				parts = n
+			}
+			for part := 0; part < parts; part++ {
+				payload := simPayload(s.pid, part == 0, key, l.w, l.h, f.sizes[i] > 0)
+				pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == parts-1, SequenceNumber: s.seq, Timestamp: s.ts}, Payload: payload}
 				_ = f.sim.WriteRTP(l.rid, pkt)
 				s.seq++
 			}
@@ -94,7 +102,7 @@ func (f *fakeSimulcast) run() {
 	}
 }
 
-func simPayload(pid uint16, first, key bool, w, h int) []byte {
+func simPayload(pid uint16, first, key bool, w, h int, big bool) []byte {
 	b := []byte{0x80, 0x80, 0x80 | byte(pid>>8), byte(pid)}
 	if first {
 		b[0] |= 0x10
@@ -103,6 +111,9 @@ func simPayload(pid uint16, first, key bool, w, h int) []byte {
 		} else {
 			b = append(b, 0x11, 0x02, 0x00)
 		}
+	}
+	if big {
+		return append(b, make([]byte, 1100)...)
 	}
 	return append(b, make([]byte, 300)...)
 }

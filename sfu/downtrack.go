@@ -35,6 +35,7 @@ type DownTrack struct {
 	munger   *Munger
 	vp8      VP8Munger
 	hdr      [MaxLayers]rtp.Header // per-layer scratch: each layer has one writer goroutine
+	padHdr   rtp.Header
 	vp8buf   [MaxLayers][]byte
 	sender   *webrtc.RTPSender
 	rtcpDone chan struct{}
@@ -44,6 +45,7 @@ type DownTrack struct {
 	onBind  func()
 	// Layer selection inputs and the last result (see selector.go).
 	capLayer, bwLayer int8
+	bwPaused          bool // the allocator gave this track no bandwidth
 	lastSel           int8
 	lastReason        string
 	selected          bool
@@ -169,7 +171,7 @@ func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
 // subscriber gets. Runs on the receiver's goroutine for that layer.
 func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 	d.mu.Lock()
-	if !d.bound || d.paused || d.closed || (d.connected != nil && !d.connected.Load()) {
+	if !d.bound || d.paused || d.bwPaused || d.closed || (d.connected != nil && !d.connected.Load()) {
 		d.mu.Unlock()
 		return nil
 	}
@@ -245,6 +247,41 @@ func (d *DownTrack) SetPaused(paused bool) {
 	if changed && !paused && d.video {
 		d.source.RequestKeyframe(target)
 	}
+}
+
+// paddingPayload is a padding-only RTP payload: 255 bytes whose last byte
+// says all 255 are padding (RFC 3550 5.1). Receivers discard it; congestion
+// control counts it.
+var paddingPayload = func() []byte {
+	b := make([]byte, 255)
+	b[254] = 255
+	return b
+}()
+
+// WritePadding sends n padding-only packets in this track's sequence space,
+// to probe the subscriber's downlink; it returns how many were sent. Only a
+// video track that is forwarding can pad: the receiver must already know the
+// stream.
+func (d *DownTrack) WritePadding(n int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.video || !d.bound || d.paused || d.bwPaused || d.closed || d.current < 0 || d.munger == nil ||
+		(d.connected != nil && !d.connected.Load()) {
+		return 0
+	}
+	h := &d.padHdr
+	sent := 0
+	for ; sent < n; sent++ {
+		seq, ts, ok := d.munger.Pad()
+		if !ok {
+			break
+		}
+		*h = rtp.Header{Version: 2, Padding: true, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc}
+		if _, err := d.writer.WriteRTP(h, paddingPayload); err != nil {
+			break
+		}
+	}
+	return sent
 }
 
 // Paused reports whether the subscriber paused this track.

@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -21,7 +24,11 @@ type EngineConfig struct {
 	TCPPort            int      // ICE-TCP port; 0 = any free port; < 0 = ICE-TCP off
 	NodeIPs            []string // public IPs advertised instead of local ones (NAT 1:1)
 	LoopbackCandidates bool     // offer 127.0.0.1 candidates (local demos and tests)
-	Logger             *slog.Logger
+	// BandwidthEstimation runs send-side congestion control (TWCC feedback,
+	// GCC) on every subscriber connection so layers fit each downlink.
+	BandwidthEstimation bool
+	InitialBitrate      int // starting estimate in bits/s (default 3 Mbit/s)
+	Logger              *slog.Logger
 }
 
 // Engine owns the shared media sockets and builds peer connections on them.
@@ -35,6 +42,9 @@ type Engine struct {
 	logs    logging.LoggerFactory
 	udpPort int
 	tcpPort int
+
+	estMu      sync.Mutex
+	estimators map[string]cc.BandwidthEstimator // by peer connection id, until claimed
 }
 
 // audioLevelURI is RFC 6464's header extension; speakers detection reads it.
@@ -110,6 +120,12 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
+	if cfg.BandwidthEstimation {
+		if err := e.registerBWE(m, ir, cfg.InitialBitrate); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir,
 		webrtc.WithInterceptorLoggerFactory(e.logs)); err != nil {
 		e.Close()
@@ -118,6 +134,45 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir),
 		webrtc.WithSettingEngine(se))
 	return e, nil
+}
+
+// registerBWE adds send-side bandwidth estimation ahead of the other
+// interceptors: the TWCC header extension on everything sent and one GCC
+// estimator per connection, without pion's pacer (the SFU forwards at the
+// rate media arrives; the allocator picks layers to fit the estimate).
+func (e *Engine) registerBWE(m *webrtc.MediaEngine, ir *interceptor.Registry, initial int) error {
+	if initial <= 0 {
+		initial = 3_000_000
+	}
+	e.estimators = map[string]cc.BandwidthEstimator{}
+	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+		return gcc.NewSendSideBWE(
+			gcc.SendSideBWEInitialBitrate(initial),
+			gcc.SendSideBWEMinBitrate(100_000),
+			gcc.SendSideBWEMaxBitrate(50_000_000),
+			gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
+			gcc.WithLoggerFactory(e.logs),
+		)
+	})
+	if err != nil {
+		return err
+	}
+	f.OnNewPeerConnection(func(id string, est cc.BandwidthEstimator) {
+		e.estMu.Lock()
+		e.estimators[id] = est
+		e.estMu.Unlock()
+	})
+	ir.Add(f)
+	return webrtc.ConfigureTWCCHeaderExtensionSender(m, ir)
+}
+
+// claimEstimator returns the estimator pion made for pc, if any.
+func (e *Engine) claimEstimator(pc *webrtc.PeerConnection) cc.BandwidthEstimator {
+	e.estMu.Lock()
+	defer e.estMu.Unlock()
+	est := e.estimators[pc.ID()]
+	delete(e.estimators, pc.ID())
+	return est
 }
 
 // registerCodecs registers every codec browsers offer that Starling forwards,

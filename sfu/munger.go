@@ -178,6 +178,29 @@ func (m *Munger) Forward(seq uint16, ts uint32, now int64) (outSeq uint16, outTS
 	return uint16(out), uint32(oTS), true
 }
 
+// Pad takes the next output sequence number for a padding-only packet
+// (bandwidth probing) carrying the last output timestamp; inputs after it
+// map one slot later. ok=false while no mapping is established. The mapping
+// is re-based after the padding: inputs from before it that arrive late are
+// refused and outputs from before it no longer Translate (downstream NACKs
+// are answered from the sender's own cache of what it sent, by output seq).
+func (m *Munger) Pad() (outSeq uint16, outTS uint32, ok bool) {
+	if !m.started || m.pending {
+		return 0, 0, false
+	}
+	m.undo.valid = false
+	out := m.lastOut + 1
+	m.clearSent(m.lastOut, out)
+	m.lastOut = out
+	m.setSent(out)
+	m.off--
+	m.baseOff = m.off
+	m.drops.reset()
+	m.floorIn = m.hiIn + 1
+	m.startOut = out + 1
+	return uint16(out), uint32(m.lastTS), true
+}
+
 // startMapping forwards the first packet of a mapping and sets its offsets.
 func (m *Munger) startMapping(seq uint16, ts uint32, now int64) {
 	in := uint64(seq) + extBase

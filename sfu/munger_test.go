@@ -530,3 +530,37 @@ func TestMungerDropHistoryEviction(t *testing.T) {
 		t.Fatalf("after retro drops: %d, %v", o, ok)
 	}
 }
+
+func TestMungerPad(t *testing.T) {
+	m := NewMunger(90000, 65534, 100)
+	var outs []uint16
+	for _, in := range []uint16{10, 11} {
+		o, _, ok := m.Forward(in, 1000, 0)
+		if !ok {
+			t.Fatal("forward refused")
+		}
+		outs = append(outs, o)
+	}
+	p1, pts, ok := m.Pad()
+	p2, _, _ := m.Pad()
+	if !ok || pts != 100 {
+		t.Fatalf("pad: ok=%v ts=%d, want the last output ts 100", ok, pts)
+	}
+	o, _, ok := m.Forward(12, 4000, 0)
+	if !ok {
+		t.Fatal("forward after padding refused")
+	}
+	got := append(outs, p1, p2, o)
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]+1 {
+			t.Fatalf("output not contiguous across padding (wraps at 2^16): %v", got)
+		}
+	}
+	if in, ok := m.Translate(o); !ok || in != 12 {
+		t.Fatalf("Translate(%d) = %d, %v; want 12", o, in, ok)
+	}
+	m.Switch()
+	if _, _, ok := m.Pad(); ok {
+		t.Fatal("padding allowed between Switch and the next mapping")
+	}
+}

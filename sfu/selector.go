@@ -61,10 +61,29 @@ func topLayer(present uint8) int8 {
 
 // SetLimits sets the subscriber's cap and its bandwidth share as layers;
 // Reselect applies them.
+// A bandwidth layer below 0 pauses the track until bandwidth allows again;
+// it then restarts at a keyframe.
 func (d *DownTrack) SetLimits(capLayer, bwLayer int8) {
 	d.mu.Lock()
 	d.capLayer, d.bwLayer = capLayer, bwLayer
+	wasPaused := d.bwPaused
+	d.bwPaused = bwLayer < 0
+	resume := wasPaused && !d.bwPaused && d.video
+	if resume {
+		d.current = -1
+	}
+	target := d.target
 	d.mu.Unlock()
+	if resume {
+		d.source.RequestKeyframe(target)
+	}
+}
+
+// BandwidthPaused reports whether the allocator gave this track nothing.
+func (d *DownTrack) BandwidthPaused() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bwPaused
 }
 
 // Limits returns the cap and bandwidth layers.

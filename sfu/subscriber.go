@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -15,6 +16,13 @@ type Subscriber struct {
 	tracks map[string]*webrtc.RTPSender // by track id; guarded by the owner's goroutine
 	dmu    sync.Mutex
 	down   map[string]*DownTrack // by track id, for transport events
+
+	est       cc.BandwidthEstimator // nil when bandwidth estimation is off
+	probeMu   sync.Mutex
+	probing   bool
+	stopped   bool
+	stopProbe chan struct{}
+	probeWG   sync.WaitGroup
 }
 
 // NewSubscriber makes a subscriber connection with its `data` channel.
@@ -28,7 +36,10 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 		_ = pc.Close()
 		return nil, err
 	}
-	s := &Subscriber{peer: peer{pc: pc}, dc: dc, tracks: map[string]*webrtc.RTPSender{}, down: map[string]*DownTrack{}}
+	s := &Subscriber{
+		peer: peer{pc: pc}, dc: dc, tracks: map[string]*webrtc.RTPSender{}, down: map[string]*DownTrack{},
+		est: e.claimEstimator(pc), stopProbe: make(chan struct{}),
+	}
 	s.onConnect = s.resumeAll
 	s.watchState()
 	return s, nil

@@ -1,0 +1,182 @@
+package room
+
+import (
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Bandwidth allocation timing.
+const (
+	allocateEvery  = 500 * time.Millisecond
+	upgradeTicks   = 3               // an upgrade must be affordable this many ticks in a row
+	probeFor       = time.Second     // one padding probe
+	probeBackoffLo = 2 * time.Second // wait after a probe that did not help...
+	probeBackoffHi = 10 * time.Second
+	audioReserve   = 64_000 // bits/s kept for each audio track
+)
+
+// allocState is a subscriber's allocation memory, owned by its loop.
+type allocState struct {
+	up        map[string]int // consecutive ticks an upgrade was affordable, by track id
+	nextProbe time.Time
+	backoff   time.Duration
+}
+
+// tickAllocations posts an allocation round every allocateEvery until the loop quits.
+func (l *subscriberLoop) tickAllocations() {
+	t := time.NewTicker(allocateEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.quit:
+			return
+		case <-t.C:
+			l.post(l.allocate)
+		}
+	}
+}
+
+// allocate splits the subscriber's downlink estimate over its video tracks,
+// lowering layers at once and raising them only after the estimate has held
+// (and, when needed, after a padding probe showed the room is there).
+func (l *subscriberLoop) allocate() {
+	budget := l.p.sub.EstimatedBitrate()
+	if budget == 0 || !l.started {
+		return // bandwidth estimation off, or nothing negotiated yet
+	}
+	if l.alloc.up == nil {
+		l.alloc.up = map[string]int{}
+		l.alloc.backoff = probeBackoffLo
+	}
+	type item struct {
+		t *Track
+		d *sfu.DownTrack
+	}
+	var items []item
+	var demands []sfu.Demand
+	for id, d := range l.down {
+		t := l.tracks[id]
+		if t == nil {
+			continue
+		}
+		if t.kind != webrtc.RTPCodecTypeVideo {
+			budget -= min(budget, audioReserve)
+			continue
+		}
+		if d.Paused() {
+			continue
+		}
+		capL, _ := d.Limits()
+		demands = append(demands, sfu.Demand{Priority: t.priority(capL), Cap: capL, Costs: t.layerCosts()})
+		items = append(items, item{t, d})
+	}
+	if len(items) == 0 {
+		return
+	}
+	alloc := sfu.Allocate(budget, demands)
+	var wantMore uint64
+	for i, it := range items {
+		capL, cur := it.d.Limits()
+		costs := demands[i].Costs
+		next := alloc[i]
+		if next >= 0 && nextLayer(costs, next, capL) < 0 {
+			// All the cap allows: no bandwidth limit to record, so a later
+			// cap raise takes effect at once (and is checked right away).
+			next = sfu.MaxLayers - 1
+		}
+		switch {
+		case next > cur && cur >= 0 && nextLayer(costs, cur, capL) < 0:
+			// cur was already "unlimited" for a lower cap.
+		case next > cur:
+			l.alloc.up[it.t.id]++
+			if l.alloc.up[it.t.id] < upgradeTicks {
+				next = cur
+			} else {
+				l.alloc.up[it.t.id] = 0
+				l.alloc.backoff = probeBackoffLo // the probe (or the estimate) paid off
+			}
+		default:
+			l.alloc.up[it.t.id] = 0
+		}
+		if next != cur {
+			it.d.SetLimits(capL, next)
+			l.reselect(it.t, it.d)
+		}
+		// What one step up would cost on top of what flows now.
+		if up := nextLayer(costs, next, capL); up >= 0 {
+			have := uint64(0)
+			if next >= 0 {
+				have = costs[next]
+			}
+			if costs[up] > have {
+				wantMore = max(wantMore, costs[up]-have)
+			}
+		}
+	}
+	now := time.Now()
+	if wantMore > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(wantMore*12/10, probeFor) {
+		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)
+		l.alloc.backoff = min(2*l.alloc.backoff, probeBackoffHi)
+	}
+}
+
+// nextLayer is the next layer above cur, up to capL, that the publisher has; -1 if none.
+func nextLayer(costs [sfu.MaxLayers]uint64, cur, capL int8) int8 {
+	for l := cur + 1; l <= capL && l < sfu.MaxLayers; l++ {
+		if costs[l] > 0 {
+			return l
+		}
+	}
+	return -1
+}
+
+// priority orders tracks when bandwidth is short: screen shares first, then
+// bigger requested sizes.
+func (t *Track) priority(capLayer int8) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := int(capLayer)
+	if t.info.Source == protocol.SourceScreen {
+		p += 100
+	}
+	return p
+}
+
+// layerCosts is each layer's bitrate: measured while it flows, estimated
+// from its size otherwise; 0 for layers the track does not have.
+func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
+	t.mu.Lock()
+	r := t.receiver
+	layers := append([]protocol.Layer(nil), t.info.Layers...)
+	t.mu.Unlock()
+	var c [sfu.MaxLayers]uint64
+	if r == nil {
+		return c
+	}
+	present, live := r.Layers(), r.LiveLayers()
+	for i := int8(0); i < sfu.MaxLayers; i++ {
+		if present&(1<<i) == 0 && !(len(layers) > int(i)) {
+			continue
+		}
+		w, h := 0, 0
+		if int(i) < len(layers) {
+			w, h = layers[i].Width, layers[i].Height
+		} else if i > 0 {
+			continue
+		}
+		est := sfu.DefaultLayerCost(i, w, h)
+		if len(layers) == 0 {
+			est = 500_000
+		}
+		if live&(1<<i) != 0 {
+			if m := r.Bitrate(i); m > 0 {
+				est = m + m/10 // headroom for keyframes
+			}
+		}
+		c[i] = est
+	}
+	return c
+}

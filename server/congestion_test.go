@@ -1,0 +1,129 @@
+package server_test
+
+import (
+	"encoding/json"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// throttle drops incoming RTP beyond a rate, at the subscriber's own end,
+// before its congestion-control feedback sees the packets: to the SFU it
+// looks like a narrow downlink.
+type throttle struct {
+	interceptor.NoOp
+	limit  atomic.Int64 // bits/s; 0 = no limit
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func (t *throttle) NewInterceptor(string) (interceptor.Interceptor, error) { return t, nil }
+
+func (t *throttle) allow(n int) bool {
+	limit := t.limit.Load()
+	if limit == 0 {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	t.tokens += now.Sub(t.last).Seconds() * float64(limit) / 8
+	t.last = now
+	if burst := float64(limit) / 8 / 10; t.tokens > burst {
+		t.tokens = burst // 100 ms of burst
+	}
+	if t.tokens < float64(n) {
+		return false
+	}
+	t.tokens -= float64(n)
+	return true
+}
+
+func (t *throttle) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTPReader) interceptor.RTPReader {
+	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		for {
+			n, attr, err := r.Read(b, a)
+			if err != nil || t.allow(n) {
+				return n, attr, err
+			}
+		}
+	})
+}
+
+// throttledAPI is the Go client's loopback API with the throttle first in
+// the chain, so the default interceptors (TWCC feedback) see the losses.
+func throttledAPI(t *testing.T, th *throttle) *webrtc.API {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	ir.Add(th)
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+func lastUpdate(c *client.Client, trackID string) protocol.SubscriptionUpdatedParams {
+	var last protocol.SubscriptionUpdatedParams
+	for _, e := range c.Events() {
+		var u protocol.SubscriptionUpdatedParams
+		if e.Method == protocol.NotifySubscriptionUpdated && json.Unmarshal(e.Params, &u) == nil && u.TrackID == trackID {
+			last = u
+		}
+	}
+	return last
+}
+
+// TestCongestionSwitchesDown: a subscriber whose downlink narrows is moved
+// to a lower layer (and told why) while another keeps high; when the
+// downlink widens again, probing finds the room and it returns to high.
+func TestCongestionSwitchesDown(t *testing.T) {
+	srv := startServer(t, nil)
+	th := &throttle{}
+	slow := join(t, srv, "bwe", "slow", func(o *client.Options) { o.API = throttledAPI(t, th) })
+	vSlow := watchVideo(slow)
+	fast := join(t, srv, "bwe", "fast")
+	vFast := watchVideo(fast)
+	pub := join(t, srv, "bwe", "camera")
+	f := publishSimulcast(t, pub, 1, 2, 6) // ~1100-byte packets per frame: ~0.25, 0.5, 1.6 Mbit/s
+	id := f.published.ID
+	vSlow.waitHeight(t, 10*time.Second, 720)
+	vFast.waitHeight(t, 10*time.Second, 720)
+
+	th.limit.Store(700_000)
+	start := time.Now()
+	waitFor(t, 15*time.Second, "the throttled subscriber moved down for bandwidth", func() bool {
+		u := lastUpdate(slow, id)
+		s, _ := vSlow.snapshot()
+		return u.Reason == sfu.ReasonBandwidth && u.Layer != protocol.QualityHigh && len(s) > 0 && s[len(s)-1] < 720
+	})
+	t.Logf("switched down %v after the downlink narrowed to 700 kbit/s: %+v", time.Since(start), lastUpdate(slow, id))
+	if s, _ := vFast.snapshot(); s[len(s)-1] != 720 {
+		t.Fatalf("the unthrottled subscriber lost high too: last keyframe %dp", s[len(s)-1])
+	}
+	if u := lastUpdate(fast, id); u.Layer != protocol.QualityHigh {
+		t.Fatalf("the unthrottled subscriber was told %+v", u)
+	}
+
+	th.limit.Store(0)
+	start = time.Now()
+	vSlow.waitHeight(t, 60*time.Second, 720)
+	t.Logf("recovered to high %v after the throttle was removed", time.Since(start))
+}

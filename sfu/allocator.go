@@ -1,0 +1,73 @@
+package sfu
+
+import "sort"
+
+// Demand is one video down track's claim on a subscriber's downlink.
+type Demand struct {
+	Priority int               // higher is served first: screen share, active speaker, bigger tiles
+	Cap      int8              // highest layer the subscriber accepts
+	Costs    [MaxLayers]uint64 // bits/s of each layer; 0 = the publisher has no such layer
+}
+
+// Allocate splits a downlink budget (bits/s) over video tracks: first the
+// lowest layer of each track in priority order, so as many tracks as
+// possible play, then upgrades in priority order, each to the highest layer
+// within its cap that the rest of the budget pays for. A track that cannot
+// have even its lowest layer gets -1 (paused for bandwidth, and told so).
+func Allocate(budget uint64, demands []Demand) []int8 {
+	out := make([]int8, len(demands))
+	order := make([]int, len(demands))
+	for i := range demands {
+		out[i] = -1
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return demands[order[a]].Priority > demands[order[b]].Priority })
+	left := budget
+	for _, i := range order {
+		if l := lowestLayer(demands[i]); l >= 0 && demands[i].Costs[l] <= left {
+			out[i] = l
+			left -= demands[i].Costs[l]
+		}
+	}
+	for _, i := range order {
+		d := demands[i]
+		cur := out[i]
+		if cur < 0 {
+			continue
+		}
+		for l := min(d.Cap, MaxLayers-1); l > cur; l-- {
+			if d.Costs[l] == 0 {
+				continue
+			}
+			if extra := d.Costs[l] - d.Costs[cur]; d.Costs[l] <= d.Costs[cur] || extra <= left {
+				if d.Costs[l] > d.Costs[cur] {
+					left -= extra
+				}
+				out[i] = l
+				break
+			}
+		}
+	}
+	return out
+}
+
+// lowestLayer is the first layer the publisher has, or -1.
+func lowestLayer(d Demand) int8 {
+	for l := int8(0); l < MaxLayers; l++ {
+		if d.Costs[l] > 0 {
+			return l
+		}
+	}
+	return -1
+}
+
+// DefaultLayerCost estimates a layer's bitrate before it is measured (or
+// while the publisher has switched it off): about 0.1 bit per pixel at 30
+// fps, within sane bounds, or by quality rank when the size is unknown.
+func DefaultLayerCost(layer int8, width, height int) uint64 {
+	if width > 0 && height > 0 {
+		c := uint64(width*height) * 3
+		return max(100_000, min(c, 4_000_000))
+	}
+	return [MaxLayers]uint64{150_000, 500_000, 1_500_000}[max(0, min(int(layer), MaxLayers-1))]
+}

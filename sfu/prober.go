@@ -1,0 +1,102 @@
+package sfu
+
+import (
+	"time"
+)
+
+// probeTick is how often the prober sends a burst of padding.
+const probeTick = 20 * time.Millisecond
+
+// paddingWireSize is one padding packet on the wire: 255 bytes of padding,
+// the RTP header with the TWCC extension, and the SRTP tag.
+const paddingWireSize = 255 + 12 + 8 + 10
+
+// EstimatedBitrate is the congestion controller's estimate of this
+// subscriber's downlink in bits/s, or 0 when bandwidth estimation is off.
+func (s *Subscriber) EstimatedBitrate() uint64 {
+	if s.est == nil {
+		return 0
+	}
+	return uint64(max(0, s.est.GetTargetBitrate()))
+}
+
+// Probe sends padding at rate bits/s on top of the media for d, so the
+// estimator can see whether the downlink has room before a layer is raised
+// (raising first and finding out by loss is what causes congestion). It
+// returns false when a probe is already running or the connection is closed.
+func (s *Subscriber) Probe(rate uint64, d time.Duration) bool {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if s.probing || s.stopped {
+		return false
+	}
+	s.probing = true
+	s.probeWG.Add(1)
+	go s.probe(rate, d)
+	return true
+}
+
+// Probing reports whether a probe is running.
+func (s *Subscriber) Probing() bool {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	return s.probing
+}
+
+func (s *Subscriber) probe(rate uint64, d time.Duration) {
+	defer s.probeWG.Done()
+	defer func() {
+		s.probeMu.Lock()
+		s.probing = false
+		s.probeMu.Unlock()
+	}()
+	perTick := float64(rate) * probeTick.Seconds() / 8 / paddingWireSize
+	t := time.NewTicker(probeTick)
+	defer t.Stop()
+	end := time.Now().Add(d)
+	owed := 0.0
+	for time.Now().Before(end) {
+		select {
+		case <-s.stopProbe:
+			return
+		case <-t.C:
+		}
+		owed += perTick
+		n := int(owed)
+		if n == 0 {
+			continue
+		}
+		owed -= float64(n)
+		if !s.pad(n) {
+			return // nothing to pad on
+		}
+	}
+}
+
+// pad writes n padding packets on the first video track that can carry them.
+func (s *Subscriber) pad(n int) bool {
+	s.dmu.Lock()
+	down := make([]*DownTrack, 0, len(s.down))
+	for _, d := range s.down {
+		down = append(down, d)
+	}
+	s.dmu.Unlock()
+	for _, d := range down {
+		if d.WritePadding(n) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Close stops probing and closes the connection.
+func (s *Subscriber) Close() error {
+	s.probeMu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.stopProbe)
+	}
+	s.probeMu.Unlock()
+	s.probeWG.Wait()
+	return s.peer.Close()
+}
