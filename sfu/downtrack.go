@@ -191,7 +191,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		d.munger.Switch()
 		d.vp8.Switch()
 	}
-	seq, ts, ok := d.munger.Forward(in.SequenceNumber, in.Timestamp, time.Now().UnixNano())
+	seq, ts, ok := d.munger.Forward(in.SequenceNumber, in.Timestamp, d.source.PacketTime())
 	if !ok {
 		d.mu.Unlock()
 		return nil

@@ -75,6 +75,12 @@ func benchPackets() (key, delta []byte) {
 	return key, delta
 }
 
+// setPictureID writes a 15-bit VP8 picture id into a bench payload.
+func setPictureID(p []byte, pid uint16) {
+	p[2] = 0x80 | byte(pid>>8)
+	p[3] = byte(pid)
+}
+
 // BenchmarkForward measures one received packet fanned out to N down tracks:
 // munging, VP8 descriptor rewrite and the write call. ns/op divided by N is
 // the cost per forwarded packet; allocs/op must be 0.
@@ -89,16 +95,17 @@ func BenchmarkForward(b *testing.B) {
 			r.fanOut(hdr, key, 0)
 			b.ReportAllocs()
 			b.ResetTimer()
+			pid := uint16(1)
 			for i := 0; i < b.N; i++ {
+				// Every bench packet starts a frame (S=1): new picture id and timestamp.
 				hdr.SequenceNumber++
-				if i%3 == 0 {
-					hdr.Timestamp += 3000
-				}
-				delta[3] = byte(hdr.SequenceNumber) // picture id moves
+				hdr.Timestamp += 3000
+				pid = (pid + 1) & 0x7fff
+				setPictureID(delta, pid)
 				r.fanOut(hdr, delta, 0)
 			}
 			b.StopTimer()
-			if got := w.n.Load(); got < int64(b.N*n) {
+			if got := w.n.Load(); got < int64(b.N*n) { // nothing may be dropped
 				b.Fatalf("forwarded %d packets, want %d", got, b.N*n)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/fwd-pkt")
@@ -115,8 +122,12 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 	key, delta := benchPackets()
 	hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42}
 	r.fanOut(hdr, key, 0)
+	pid := uint16(1)
 	allocs := testing.AllocsPerRun(1000, func() {
 		hdr.SequenceNumber++
+		hdr.Timestamp += 3000
+		pid++
+		setPictureID(delta, pid)
 		r.fanOut(hdr, delta, 0)
 	})
 	if allocs != 0 {
@@ -125,4 +136,40 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 	if w.n.Load() < 20*1000 {
 		t.Fatalf("only %d packets forwarded", w.n.Load())
 	}
+}
+
+// BenchmarkForwardSimulcast feeds three layers into one receiver whose down
+// tracks are spread over the layers: each packet is forwarded by a third of
+// them and dropped by the rest, as with real simulcast. ns/fwd-pkt counts
+// forwarded packets only.
+func BenchmarkForwardSimulcast(b *testing.B) {
+	const n = 60
+	r := newBenchReceiver(vp8Codec)
+	w := &countingWriter{}
+	dts := bindDownTracks(b, r, n, w)
+	for i, d := range dts {
+		d.SetTarget(int8(i % MaxLayers))
+	}
+	key, delta := benchPackets()
+	hdrs := [MaxLayers]*rtp.Header{}
+	for l := range hdrs {
+		hdrs[l] = &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(l * 1000), Timestamp: uint32(l * 77777), SSRC: uint32(40 + l)}
+		r.fanOut(hdrs[l], key, int8(l))
+	}
+	var pids [MaxLayers]uint16
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		l := i % MaxLayers
+		h := hdrs[l]
+		h.SequenceNumber++
+		// Every bench packet starts a frame (S=1), so each gets a new
+		// picture id and timestamp, per layer.
+		h.Timestamp += 3000
+		pids[l] = (pids[l] + 1) & 0x7fff
+		setPictureID(delta, pids[l]+2)
+		r.fanOut(h, delta, int8(l))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(max(1, w.n.Load())), "ns/fwd-pkt")
 }

@@ -32,6 +32,9 @@ type Source interface {
 	Layers() uint8
 	// LiveLayers reports the layers received within the last second.
 	LiveLayers() uint8
+	// PacketTime is when the packet being fanned out was read (unix nanos):
+	// one clock read per packet, shared by every sink.
+	PacketTime() int64
 }
 
 // MaxLayers is the number of simulcast layers: low, medium, high.
@@ -67,6 +70,7 @@ type Receiver struct {
 	onFirst func() // called once when the first packet of any layer arrives
 	first   atomic.Bool
 
+	now       atomic.Int64  // read time of the latest packet, unix nanos
 	live      atomic.Uint32 // bit i: layer i received a packet within layerTimeout
 	bitrate   [MaxLayers]atomic.Uint64
 	onLayers  func(live uint8) // liveness changed; runs on the monitor goroutine
@@ -224,6 +228,9 @@ func (r *Receiver) AddSink(s Sink) {
 	r.sinks.Store(&next)
 }
 
+// PacketTime is when the latest packet was read (unix nanos).
+func (r *Receiver) PacketTime() int64 { return r.now.Load() }
+
 // Sinks returns the current sinks (a snapshot; do not modify).
 func (r *Receiver) Sinks() []Sink { return *r.sinks.Load() }
 
@@ -290,7 +297,9 @@ func (r *Receiver) readRTP(l *layer) {
 			end -= pad
 			hdr.Padding = false
 		}
-		l.lastSeen.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		r.now.Store(now)
+		l.lastSeen.Store(now)
 		l.bytes.Add(uint64(n))
 		r.packets.Add(1)
 		r.bytes.Add(uint64(n))
