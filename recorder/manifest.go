@@ -79,22 +79,67 @@ func ReadManifest(path string) (*Manifest, error) {
 	return &m, nil
 }
 
-// writeManifest writes m atomically (temp file + rename) into dir.
+// manifestReserve is the size manifest.json is padded to (with trailing
+// whitespace, which JSON allows), so that the final manifest can still be
+// written in place when the disk is full.
+const manifestReserve = 32 << 10
+
+// writeManifest writes m into dir atomically (temp file + rename). If that
+// fails (a full disk), it overwrites the existing, padded manifest in place,
+// which needs no new space.
 func writeManifest(dir string, m *Manifest) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, "."+ManifestFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing manifest: %w", err)
+	b = append(b, '\n')
+	size := (len(b)/manifestReserve + 1) * manifestReserve
+	padded := make([]byte, size)
+	copy(padded, b)
+	for i := len(b); i < size; i++ {
+		padded[i] = ' '
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
-		_ = os.Remove(tmp)
+	padded[size-1] = '\n'
+	path := filepath.Join(dir, ManifestFile)
+	tmp := filepath.Join(dir, "."+ManifestFile+".tmp")
+	err = os.WriteFile(tmp, padded, 0o644)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		return nil
+	}
+	_ = os.Remove(tmp)
+	if ierr := overwriteInPlace(path, b); ierr != nil {
 		return fmt.Errorf("writing manifest: %w", err)
 	}
 	return nil
+}
+
+// overwriteInPlace writes b over the start of an existing file at least as
+// long, blanking the rest with spaces.
+func overwriteInPlace(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() < int64(len(b)) {
+		return fmt.Errorf("manifest grew past its reserved %d bytes", st.Size())
+	}
+	buf := make([]byte, st.Size())
+	copy(buf, b)
+	for i := len(b); i < len(buf); i++ {
+		buf[i] = ' '
+	}
+	if _, err := f.WriteAt(buf, 0); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 // trackTiming places a track's first frame on the room clock. offsets holds,

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -200,6 +201,7 @@ func (f *fakeSource) Kind() webrtc.RTPCodecType        { return f.kind }
 func (f *fakeSource) Codec() webrtc.RTPCodecParameters { return f.codec }
 func (f *fakeSource) Layers() uint8                    { return f.layers }
 func (f *fakeSource) LiveLayers() uint8                { return f.layers }
+func (f *fakeSource) PacketTime() int64                { return time.Now().UnixNano() }
 func (f *fakeSource) AddSink(s sfu.Sink) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

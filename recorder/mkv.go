@@ -47,7 +47,11 @@ type mkvWriter struct {
 	cues           []webm.CuePoint
 	frames         int
 	err            error // first write error; the writer is dead after it
-	closed         bool
+	lastFlush      time.Time
+	// frames, lastTC and lastDur as of the last successful flush
+	safeFrames      int
+	safeTC, safeDur int64
+	closed          bool
 }
 
 // recFile is the file a recording is written to.
@@ -66,9 +70,10 @@ var openRecFile = func(path string) (recFile, error) {
 
 const (
 	seekReserve     = 96 // bytes reserved for the SeekHead
-	flushThreshold  = 64 << 10
-	clusterMinVideo = 1000 // ms: a video keyframe after this starts a cluster
-	clusterMax      = 5000 // ms: no cluster is longer than this
+	flushThreshold  = 32 << 10
+	flushInterval   = time.Second // bounds what a crash can lose
+	clusterMinVideo = 1000        // ms: a video keyframe after this starts a cluster
+	clusterMax      = 5000        // ms: no cluster is longer than this
 )
 
 var (
@@ -212,7 +217,7 @@ func (w *mkvWriter) WriteFrame(tc int64, dur int64, keyframe bool, data []byte) 
 	}
 	w.lastTC, w.lastDur = tc, dur
 	w.frames++
-	if w.buf.Len() >= flushThreshold {
+	if w.buf.Len() >= flushThreshold || time.Since(w.lastFlush) >= flushInterval {
 		return w.flush()
 	}
 	return nil
@@ -222,6 +227,11 @@ func (w *mkvWriter) WriteFrame(tc int64, dur int64, keyframe bool, data []byte) 
 // file (a new cluster starts after a flush).
 func (w *mkvWriter) closeCluster() error {
 	if w.clusterSizePos == 0 {
+		return nil
+	}
+	if w.clusterSizePos+8 > w.end {
+		// the cluster's header never reached the file (cut by a failure)
+		w.clusterSizePos = 0
 		return nil
 	}
 	var sz [8]byte
@@ -240,7 +250,7 @@ func (w *mkvWriter) Frames() int { return w.frames }
 
 // Duration is the media time written so far.
 func (w *mkvWriter) Duration() time.Duration {
-	if !w.started {
+	if !w.started || w.frames == 0 {
 		return 0
 	}
 	return time.Duration(w.lastTC-w.firstTC+w.lastDur) * time.Millisecond
@@ -264,12 +274,16 @@ func (w *mkvWriter) flush() error {
 	}
 	w.end += int64(n)
 	w.buf.Reset()
+	w.lastFlush = time.Now()
+	w.safeFrames, w.safeTC, w.safeDur = w.frames, w.lastTC, w.lastDur
 	return nil
 }
 
 func (w *mkvWriter) fail(err error) error {
 	if w.err == nil {
 		w.err = err
+		// what the file holds: the frames of the last good flush
+		w.frames, w.lastTC, w.lastDur = w.safeFrames, w.safeTC, w.safeDur
 	}
 	w.buf.Reset()
 	return w.err

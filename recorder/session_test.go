@@ -310,9 +310,29 @@ func atoi(s string) int     { n, _ := strconv.Atoi(s); return n }
 //
 // The second publisher starts its clip lateBy after the first.
 func recordSession(t *testing.T, roomName string, loss float64, lateBy time.Duration) (*recorder.Manifest, string, []*filePublisher) {
+	m, dir, pubs, final := recordSessionOpts(t, sessionOpts{room: roomName, loss: loss, lateBy: lateBy})
+	if final.Status != "finished" {
+		t.Fatalf("recording status %s: %s", final.Status, final.Error)
+	}
+	return m, dir, pubs
+}
+
+type sessionOpts struct {
+	room    string
+	loss    float64
+	lateBy  time.Duration
+	dir     string // recordings folder; "" = a temp dir
+	onEvent func(recorder.Event)
+}
+
+func recordSessionOpts(t *testing.T, o sessionOpts) (*recorder.Manifest, string, []*filePublisher, recorder.Info) {
+	roomName, loss, lateBy := o.room, o.loss, o.lateBy
 	srv := startServer(t)
-	dir := t.TempDir()
-	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: dir, Logger: testLogger()})
+	dir := o.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: dir, Logger: testLogger(), OnEvent: o.onEvent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,9 +401,6 @@ func recordSession(t *testing.T, roomName string, loss float64, lateBy time.Dura
 	if err != nil {
 		t.Fatal(err)
 	}
-	if final.Status != "finished" {
-		t.Fatalf("recording status %s: %s", final.Status, final.Error)
-	}
 	m, err := recorder.ReadManifest(final.Manifest)
 	if err != nil {
 		t.Fatal(err)
@@ -391,7 +408,7 @@ func recordSession(t *testing.T, roomName string, loss float64, lateBy time.Dura
 	for _, d := range drops {
 		t.Logf("uplink loss: dropped %d of %d packets", d.dropped.Load(), d.sent.Load())
 	}
-	return m, filepath.Dir(final.Manifest), pubs
+	return m, filepath.Dir(final.Manifest), pubs, final
 }
 
 // Two participants publish real VP8 and Opus; every file must probe with
