@@ -109,7 +109,13 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		se.SetIncludeLoopbackCandidate(cfg.LoopbackCandidates || ip.IsLoopback())
 	}
 	if len(cfg.NodeIPs) > 0 {
-		se.SetNAT1To1IPs(cfg.NodeIPs, webrtc.ICECandidateTypeHost)
+		// Behind NAT 1:1 the host candidates carry the public IPs instead.
+		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External: cfg.NodeIPs, AsCandidateType: webrtc.ICECandidateTypeHost, Mode: webrtc.ICEAddressRewriteReplace,
+		}); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("node IPs %v: %w", cfg.NodeIPs, err)
+		}
 	}
 	// Without mDNS, local candidates are plain IPs: the SFU is a server, not a browser.
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
