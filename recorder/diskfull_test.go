@@ -55,7 +55,7 @@ func TestTrackRecorderDiskFull(t *testing.T) {
 	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_full", webrtc.MimeTypeVP8, 90000, 0)
 	var done TrackResult
-	rec, err := NewTrackRecorder(src, TrackOptions{Dir: t.TempDir(), Name: "full", OnDone: func(r TrackResult) { done = r }})
+	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: t.TempDir(), Name: "full", OnDone: func(r TrackResult) { done = r }})
 	if err != nil {
 		t.Fatal(err)
 	}

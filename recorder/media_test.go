@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -21,6 +22,9 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 	"github.com/starling-rtc/starling/sfu"
 )
+
+// quiet discards the recorder's logs in tests.
+var quiet = slog.New(slog.DiscardHandler)
 
 // requireTool skips a test when an external tool is missing, except in CI
 // (CI=true), where a missing tool is a failure: CI must install ffmpeg.

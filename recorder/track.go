@@ -95,6 +95,10 @@ type pkt struct {
 
 var epoch0 = time.Now()
 
+// layerTimeout: a simulcast layer silent this long is gone; the recorder
+// moves to the highest layer still sending (at its next keyframe).
+const layerTimeout = 700 * time.Millisecond
+
 func monoNow() int64 { return int64(time.Since(epoch0)) }
 
 func monoTime(n int64) time.Time { return epoch0.Add(time.Duration(n)) }
@@ -622,7 +626,7 @@ func (t *TrackRecorder) tick() {
 	best := int8(-1)
 	present := t.src.Layers()
 	for i := int8(0); i < sfu.MaxLayers; i++ {
-		if present&(1<<i) != 0 && now-t.lastSeen[i].Load() < int64(1500*time.Millisecond) {
+		if present&(1<<i) != 0 && now-t.lastSeen[i].Load() < int64(layerTimeout) {
 			best = i
 		}
 	}

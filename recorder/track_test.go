@@ -62,7 +62,7 @@ func TestTrackRecorderCodecs(t *testing.T) {
 			dir := t.TempDir()
 			frames := c.load(t, filepath.Join("testdata", c.file))
 			src := newFakeSource("TR_"+c.name, c.mime, c.clock, c.chans)
-			rec, err := NewTrackRecorder(src, TrackOptions{Dir: dir, Name: c.name, Title: c.name})
+			rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir, Name: c.name, Title: c.name})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +111,7 @@ func TestTrackRecorderLoss(t *testing.T) {
 	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_loss", webrtc.MimeTypeVP8, 90000, 0)
 	dir := t.TempDir()
-	rec, err := NewTrackRecorder(src, TrackOptions{Dir: dir, Name: "loss"})
+	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir, Name: "loss"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestTrackRecorderLoss(t *testing.T) {
 func TestTrackRecorderEmpty(t *testing.T) {
 	src := newFakeSource("TR_e", webrtc.MimeTypeVP8, 90000, 0)
 	dir := t.TempDir()
-	rec, err := NewTrackRecorder(src, TrackOptions{Dir: dir})
+	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

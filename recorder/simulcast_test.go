@@ -1,0 +1,82 @@
+package recorder
+
+import (
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+)
+
+// A simulcast track: the recorder takes the highest layer; when that layer
+// stops it switches to the next one at a keyframe (asking for one), and the
+// file stays continuous and decodes cleanly.
+func TestTrackRecorderSimulcast(t *testing.T) {
+	requireTool(t, "ffprobe")
+	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	src := newFakeSource("TR_sim", webrtc.MimeTypeVP8, 90000, 0)
+	src.layers = 0b111
+	var mu sync.Mutex
+	wantKey := [3]bool{}
+	src.onPLI = func(layer int8) {
+		mu.Lock()
+		defer mu.Unlock()
+		if layer >= 0 && layer < 3 {
+			wantKey[layer] = true
+		}
+	}
+	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: t.TempDir(), Name: "sim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pk [3]rtp.Packetizer
+	var next [3]int // clip position per layer; a keyframe request restarts the clip
+	for l := range pk {
+		pk[l] = rtp.NewPacketizer(1200, 96, uint32(0x100+l), &codecs.VP8Payloader{EnablePictureID: true}, rtp.NewRandomSequencer(), 90000)
+	}
+	const total = 120 // 4 s at 30 fps; layer 2 stops after 1 s
+	start := time.Now()
+	for i := 0; i < total; i++ {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / 30)))
+		for l := int8(0); l < 3; l++ {
+			if l == 2 && i >= 30 {
+				continue
+			}
+			mu.Lock()
+			if wantKey[l] {
+				wantKey[l], next[l] = false, 0
+			}
+			mu.Unlock()
+			f := frames[next[l]%len(frames)]
+			if next[l]%len(frames) == 0 && next[l] > 0 {
+				f = frames[0]
+			}
+			next[l]++
+			for _, p := range pk[l].Packetize(f, 3000) {
+				src.write(p, l)
+			}
+		}
+	}
+	res := rec.Stop()
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if res.StartLayer != 2 || res.LayerSwitches != 1 {
+		t.Fatalf("start layer %d, %d switches: want 2 then one switch to 1", res.StartLayer, res.LayerSwitches)
+	}
+	if e := decodeErrors(t, res.File); e != "" {
+		t.Fatalf("decode errors after the switch: %s", e)
+	}
+	pr := ffprobe(t, res.File)
+	d := pr.duration()
+	if d < 3.5 || d > 4.2 {
+		t.Errorf("duration %.3f s for a 4 s track", d)
+	}
+	if n := pr.Streams[0].frames(); n < 90 {
+		t.Errorf("%d frames: the switch took more than a second", n)
+	}
+	t.Logf("simulcast: %d frames, %.3f s, %d dropped waiting for the switch keyframe", pr.Streams[0].frames(), d, res.DroppedFrames)
+}
