@@ -1,0 +1,233 @@
+package server_test
+
+// Fault injection for robustness tests: a pion interceptor that drops RTP
+// packets at one client's own end, and pion APIs built around it.
+
+import (
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/signaling/client"
+)
+
+// lossDir says which packets a lossInjector drops.
+type lossDir int
+
+const (
+	lossIncoming lossDir = iota // RTP the client receives (before its NACK generator sees it)
+	lossOutgoing                // RTP the client sends (after its NACK responder kept a copy)
+)
+
+// lossInjector drops a random fraction of RTP packets of the streams whose
+// mime type matches. Register it before pion's default interceptors so it is
+// the innermost one: nearest the network, invisible to NACK logic.
+type lossInjector struct {
+	rate  float64
+	dir   lossDir
+	match func(mime string) bool
+
+	mu  sync.Mutex
+	rng *rand.Rand
+
+	seen, dropped atomic.Int64 // media packets (not RTX)
+	rtxSeen       atomic.Int64 // retransmissions on an RTX stream
+	rtxDropped    atomic.Int64
+	nacksSent     atomic.Int64 // NACK sequence numbers this client asked for
+	nacksSeen     atomic.Int64 // NACK sequence numbers this client was asked for
+}
+
+func newLossInjector(rate float64, dir lossDir, seed uint64, match func(mime string) bool) *lossInjector {
+	if match == nil {
+		match = func(string) bool { return true }
+	}
+	return &lossInjector{rate: rate, dir: dir, match: match, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+}
+
+func (l *lossInjector) drop() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rng.Float64() < l.rate
+}
+
+func isRTX(mime string) bool { return strings.EqualFold(mime, webrtc.MimeTypeRTX) }
+
+// NewInterceptor makes one per peer connection; counters are shared.
+func (l *lossInjector) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &lossConn{l: l}, nil
+}
+
+type lossConn struct {
+	interceptor.NoOp
+	l *lossInjector
+}
+
+func (c *lossConn) BindRemoteStream(info *interceptor.StreamInfo, reader interceptor.RTPReader) interceptor.RTPReader {
+	l := c.l
+	rtx := isRTX(info.MimeType)
+	if l.dir != lossIncoming || !(rtx || l.match(info.MimeType)) {
+		return reader
+	}
+	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		for {
+			n, attr, err := reader.Read(b, a)
+			if err != nil {
+				return n, attr, err
+			}
+			if rtx {
+				l.rtxSeen.Add(1)
+			} else {
+				l.seen.Add(1)
+			}
+			if l.drop() {
+				if rtx {
+					l.rtxDropped.Add(1)
+				} else {
+					l.dropped.Add(1)
+				}
+				continue
+			}
+			return n, attr, nil
+		}
+	})
+}
+
+func (c *lossConn) BindLocalStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
+	l := c.l
+	if l.dir != lossOutgoing || !l.match(info.MimeType) {
+		return writer
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		rtx := h.SSRC != info.SSRC // the NACK responder resends on the RTX SSRC through this writer
+		if rtx {
+			l.rtxSeen.Add(1)
+		} else {
+			l.seen.Add(1)
+		}
+		if l.drop() {
+			if rtx {
+				l.rtxDropped.Add(1)
+			} else {
+				l.dropped.Add(1)
+			}
+			return h.MarshalSize() + len(payload), nil
+		}
+		return writer.Write(h, payload, a)
+	})
+}
+
+// BindRTCPWriter counts the NACKs this client sends.
+func (c *lossConn) BindRTCPWriter(writer interceptor.RTCPWriter) interceptor.RTCPWriter {
+	return interceptor.RTCPWriterFunc(func(pkts []rtcp.Packet, a interceptor.Attributes) (int, error) {
+		for _, p := range pkts {
+			if n, ok := p.(*rtcp.TransportLayerNack); ok {
+				for _, pair := range n.Nacks {
+					c.l.nacksSent.Add(int64(len(pair.PacketList())))
+				}
+			}
+		}
+		return writer.Write(pkts, a)
+	})
+}
+
+// BindRTCPReader counts the NACKs this client receives.
+func (c *lossConn) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTCPReader {
+	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		n, attr, err := reader.Read(b, a)
+		if err != nil {
+			return n, attr, err
+		}
+		if pkts, perr := rtcp.Unmarshal(b[:n]); perr == nil {
+			for _, p := range pkts {
+				if nk, ok := p.(*rtcp.TransportLayerNack); ok {
+					for _, pair := range nk.Nacks {
+						c.l.nacksSeen.Add(int64(len(pair.PacketList())))
+					}
+				}
+			}
+		}
+		return n, attr, err
+	})
+}
+
+// apiOptions tune a test client's pion API.
+type apiOptions struct {
+	media func(*webrtc.MediaEngine) error // register codecs or header extensions
+	first []interceptor.Factory           // registered before pion's defaults: innermost
+	// noReplayCheck turns SRTP replay protection off. A lossInjector drops
+	// incoming packets above SRTP, so the replay list has already seen them;
+	// pion's NACK responder resends a packet with the same RTX sequence
+	// number every time, and a resend of an RTX packet "lost" by the
+	// injector would count as a replay. Without the check, injected loss
+	// behaves like loss on the wire.
+	noReplayCheck bool
+}
+
+// testAPI builds a loopback-only pion API like client.LoopbackAPI.
+func testAPI(t testing.TB, o apiOptions) *webrtc.API {
+	t.Helper()
+	tuneMedia, first := o.media, o.first
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	if tuneMedia != nil {
+		if err := tuneMedia(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ir := &interceptor.Registry{}
+	for _, f := range first {
+		ir.Add(f)
+	}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.DisableSRTPReplayProtection(o.noReplayCheck)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+func withAPI(api *webrtc.API) func(*client.Options) {
+	return func(o *client.Options) { o.API = api }
+}
+
+// coverage compares what a subscriber got with what the publisher sent:
+// from the first sent packet the subscriber received (it starts at a
+// keyframe) to len(sent)-tail (the newest packets may still be in repair),
+// how many distinct sent payloads arrived. Duplicates count once.
+func coverage(sent, got [][]byte, tail int) (received, expected int) {
+	have := make(map[string]bool, len(got))
+	for _, p := range got {
+		have[string(p)] = true
+	}
+	start := -1
+	for i, p := range sent {
+		if have[string(p)] {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		return 0, len(sent)
+	}
+	end := max(len(sent)-tail, start)
+	for _, p := range sent[start:end] {
+		if have[string(p)] {
+			received++
+		}
+	}
+	return received, end - start
+}

@@ -1,0 +1,182 @@
+package server_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+func isVideo(mime string) bool { return strings.HasPrefix(strings.ToLower(mime), "video/") }
+
+// mediaFor runs the fake publisher until it has sent n video packets, then
+// stops it and lets retransmissions land.
+func mediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio [][]byte) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "the publisher to send its packets", func() bool {
+		media.mu.Lock()
+		defer media.mu.Unlock()
+		return len(media.sentVideo) >= n
+	})
+	media.Stop()
+	time.Sleep(time.Second)
+	media.mu.Lock()
+	defer media.mu.Unlock()
+	return media.sentVideo, media.sentAudio
+}
+
+// withCongestionControl runs f with the server's congestion control (TWCC +
+// GCC + allocator) off and on: NACK/RTX must work with both. f gets a
+// knownIssue func: with congestion control on, a failure with the signature
+// of an issue already reported to the owner of that code skips the subtest
+// with the reason instead of failing it (so the suite stays usable until the
+// fix lands, and the test asserts again by itself once it has).
+func withCongestionControl(t *testing.T, f func(t *testing.T, tune func(*config.Config), knownIssue func(string))) {
+	for _, on := range []bool{false, true} {
+		name := "cc=off"
+		if on {
+			name = "cc=on"
+		}
+		t.Run(name, func(t *testing.T) {
+			known := func(string) {}
+			if on {
+				known = func(why string) { t.Skipf("KNOWN ISSUE with congestion control on: %s", why) }
+			}
+			f(t, func(c *config.Config) { c.RTC.CongestionControl = on }, known)
+		})
+	}
+}
+
+// pausedForBandwidth reports whether the server ever paused one of c's
+// tracks for bandwidth.
+func pausedForBandwidth(c *client.Client) bool {
+	for _, e := range c.Events() {
+		if e.Method == protocol.NotifySubscriptionUpdated &&
+			strings.Contains(string(e.Params), `"`+protocol.QualityPaused+`"`) &&
+			strings.Contains(string(e.Params), "bandwidth") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestLossRecoveryDownstream: 5% random loss on one subscriber's incoming
+// packets (media and RTX), injected at its own end. Its NACKs are answered
+// by the SFU's down track (pion's NACK responder keeps what the down track
+// wrote) on the RTX stream negotiated for it; it still gets at least 99.5%
+// of the video, and a second subscriber in the same room loses nothing.
+func TestLossRecoveryDownstream(t *testing.T) {
+	withCongestionControl(t, testLossRecoveryDownstream)
+}
+
+func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIssue func(string)) {
+	srv := startServer(t, tune)
+	const roomName = "loss-down"
+	loss := newLossInjector(0.05, lossIncoming, 4, nil)
+	lossy := join(t, srv, roomName, "lossy", withAPI(testAPI(t, apiOptions{first: []interceptor.Factory{loss}, noReplayCheck: true})))
+	lossyRec := record(lossy)
+	clean := join(t, srv, roomName, "clean")
+	cleanRec := record(clean)
+	pub := join(t, srv, roomName, "pub")
+	media := publishFake(t, pub)
+	video, audio := media.track("video"), media.track("audio")
+	waitFor(t, 15*time.Second, "media at both subscribers", func() bool {
+		return len(lossyRec.payloads(video.ID)) > 30 && len(cleanRec.payloads(video.ID)) > 30
+	})
+
+	sentVideo, sentAudio := mediaFor(t, media, 900) // about 10 s of video
+
+	// RTX is negotiated for the lossy subscriber and carries the repairs.
+	rd := lossy.Subscriber().RemoteDescription()
+	if rd == nil || !strings.Contains(rd.SDP, "rtx/90000") || !strings.Contains(rd.SDP, "a=ssrc-group:FID") {
+		t.Fatalf("the server's subscriber offer negotiates no RTX stream")
+	}
+	recv, want := coverage(sentVideo, lossyRec.payloads(video.ID), 10)
+	aRecv, aWant := coverage(sentAudio, lossyRec.payloads(audio.ID), 5)
+	t.Logf("lossy subscriber: video %d/%d (%.2f%%); %d of %d media packets dropped (%.1f%%); "+
+		"it NACKed %d seqs and %d RTX packets arrived (%d of them dropped); audio %d/%d (%.1f%%, audio has no NACK)",
+		recv, want, 100*float64(recv)/float64(want), loss.dropped.Load(), loss.seen.Load(),
+		100*float64(loss.dropped.Load())/float64(loss.seen.Load()), loss.nacksSent.Load(),
+		loss.rtxSeen.Load(), loss.rtxDropped.Load(), aRecv, aWant, 100*float64(aRecv)/float64(aWant))
+	if loss.dropped.Load() < int64(want)/40 {
+		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
+	}
+	if loss.rtxSeen.Load() == 0 {
+		knownIssue("no retransmission reached the subscriber: gcc's pacer drops RTX packets " +
+			"(unknown SSRC) unless the engine wraps its estimator with withRTXStreams (sfu/rtx.go)")
+		t.Fatalf("no packet arrived on the RTX stream: losses were not repaired " +
+			"(with congestion control on: does the engine wrap its GCC estimator with withRTXStreams? " +
+			"gcc's pacer drops packets of SSRCs it was not given, and RTX has its own)")
+	}
+	if float64(recv) < 0.995*float64(want) {
+		if pausedForBandwidth(lossy) {
+			knownIssue("the allocator paused the lossy subscriber's video for bandwidth on loopback")
+			t.Errorf("the allocator paused the lossy subscriber's video for bandwidth")
+		}
+		t.Fatalf("lossy subscriber received %d of %d video packets (%.2f%%), want at least 99.5%%",
+			recv, want, 100*float64(recv)/float64(want))
+	}
+
+	cRecv, cWant := coverage(sentVideo, cleanRec.payloads(video.ID), 0)
+	caRecv, caWant := coverage(sentAudio, cleanRec.payloads(audio.ID), 0)
+	t.Logf("clean subscriber: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
+	if cRecv != cWant || caRecv != caWant {
+		t.Fatalf("the other subscriber lost packets: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
+	}
+	assertRun(t, "clean subscriber video", sentVideo, cleanRec.payloads(video.ID))
+}
+
+// TestLossRecoveryUpstream: 5% random loss between the publisher and the
+// SFU (dropped at the publisher's own end, after its NACK responder kept a
+// copy). The SFU's NACK generator asks the publisher again, and both
+// subscribers get the recovered packets.
+func TestLossRecoveryUpstream(t *testing.T) {
+	withCongestionControl(t, testLossRecoveryUpstream)
+}
+
+func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssue func(string)) {
+	srv := startServer(t, tune)
+	const roomName = "loss-up"
+	subs := make([]*client.Client, 2)
+	recs := make([]*recorder, 2)
+	for i := range subs {
+		subs[i] = join(t, srv, roomName, "sub")
+		recs[i] = record(subs[i])
+	}
+	loss := newLossInjector(0.05, lossOutgoing, 7, isVideo)
+	pub := join(t, srv, roomName, "pub", withAPI(testAPI(t, apiOptions{first: []interceptor.Factory{loss}})))
+	media := publishFake(t, pub)
+	video := media.track("video")
+	waitFor(t, 15*time.Second, "media at the subscribers", func() bool {
+		return len(recs[0].payloads(video.ID)) > 30 && len(recs[1].payloads(video.ID)) > 30
+	})
+
+	sentVideo, _ := mediaFor(t, media, 900)
+
+	t.Logf("publisher: %d of %d video packets dropped on the way to the SFU; the SFU NACKed %d seqs "+
+		"(%.1f per lost packet) and the publisher resent %d packets (%d of them dropped)",
+		loss.dropped.Load(), loss.seen.Load(), loss.nacksSeen.Load(),
+		float64(loss.nacksSeen.Load())/float64(max(loss.dropped.Load(), 1)), loss.rtxSeen.Load(), loss.rtxDropped.Load())
+	if loss.dropped.Load() < 20 {
+		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
+	}
+	if loss.nacksSeen.Load() < loss.dropped.Load() {
+		t.Fatalf("the SFU NACKed %d seqs for %d lost packets", loss.nacksSeen.Load(), loss.dropped.Load())
+	}
+	for i, r := range recs {
+		recv, want := coverage(sentVideo, r.payloads(video.ID), 10)
+		t.Logf("subscriber %d: video %d/%d (%.2f%%)", i, recv, want, 100*float64(recv)/float64(want))
+		if float64(recv) < 0.995*float64(want) {
+			if pausedForBandwidth(subs[i]) {
+				knownIssue("the allocator paused a subscriber's 150 kbit/s video for bandwidth on loopback while the publisher's uplink lost 5%")
+				t.Errorf("the allocator paused subscriber %d's video for bandwidth (on loopback, for a 150 kbit/s track)", i)
+			}
+			t.Errorf("subscriber %d received %d of %d video packets (%.2f%%), want at least 99.5%%",
+				i, recv, want, 100*float64(recv)/float64(want))
+		}
+	}
+}
