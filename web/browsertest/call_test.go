@@ -1,12 +1,16 @@
 package browsertest
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	"github.com/starling-rtc/starling/config"
 )
 
 // The app's test hooks (web/static/app.js): window.starling = {client,
@@ -148,4 +152,170 @@ func TestTwoPageCall(t *testing.T) {
 		t.Logf("note: A's own page took %v to settle", since)
 	}
 	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// callOfTwo starts a browser and a server and joins Alice (page A) and Bob
+// (page B) to room; it returns once each page shows the other's tile.
+func callOfTwo(t *testing.T, room string, tune ...func(*config.Config)) (pa, pb *page, idA, idB string) {
+	t.Helper()
+	b := launchChromium(t)
+	srv := startServer(t, tune...)
+	base := "http://" + srv.Addr()
+	pa, pb = b.newPage("A"), b.newPage("B")
+	idA = joinRoom(pa, base, room, "Alice")
+	idB = joinRoom(pb, base, room, "Bob")
+	waitForTile(pa, idB, 10*time.Second)
+	waitForTile(pb, idA, 10*time.Second)
+	return pa, pb, idA, idB
+}
+
+// TestChatAndMute: a chat message typed in A (keyboard only: the C shortcut
+// opens the panel, Enter sends) appears in B's chat with A's name; A's mic and
+// camera buttons show on B's tile of A as a mute indicator and an avatar.
+func TestChatAndMute(t *testing.T) {
+	start := time.Now()
+	pa, pb, idA, _ := callOfTwo(t, "browser-chat")
+
+	const msg = "Hello from Alice — ünïcode & <b>not bold</b>"
+	pa.do(5*time.Second, chromedp.Focus(chromedp.CSS("#toggle-chat"))) // any element but a text field
+	pa.do(5*time.Second, pressKey("c", "KeyC", 67))
+	waitFor(pa, "the C key opens the chat with the input focused", 5*time.Second,
+		`!document.querySelector('#chat-panel').hidden && document.activeElement?.id === 'chat-input'`, func(ok bool) bool { return ok })
+	pa.do(20*time.Second, chromedp.SendKeys(chromedp.CSS("#chat-input"), msg+"\r"))
+	type line struct {
+		Who  string `json:"who"`
+		Text string `json:"text"`
+		From string `json:"from"`
+	}
+	const chatJS = `[...document.querySelectorAll('#chat-log li')].map((li) => ({
+	  who: li.querySelector('.who')?.textContent, text: li.querySelector('.text')?.textContent, from: li.dataset.from}))`
+	lines, d := waitFor(pb, "A's chat message in B's chat", 10*time.Second, chatJS, func(ls []line) bool { return len(ls) > 0 })
+	t.Logf("B got the chat message %v after A pressed Enter", d.Round(time.Millisecond))
+	if len(lines) != 1 || lines[0] != (line{Who: "Alice", Text: msg, From: idA}) {
+		t.Errorf("B's chat: %+v, want one line from Alice (%s) saying %q", lines, idA, msg)
+	}
+	var own []line
+	pa.mustEval(chatJS, &own)
+	if len(own) != 1 || own[0].Who != "You" || own[0].Text != msg {
+		t.Errorf("A's own chat: %+v", own)
+	}
+	var badge string
+	pb.mustEval(`document.querySelector('#chat-badge').hidden ? '' : document.querySelector('#chat-badge').textContent`, &badge)
+	if badge != "1" {
+		t.Errorf("B's unread badge %q, want 1", badge)
+	}
+
+	// Mute: B's tile of A shows the mic-off indicator, then the avatar.
+	tileState := fmt.Sprintf(`(() => { const el = document.querySelector('#grid .tile.remote[data-participant-id=%q]');
+	  return el ? {micOff: !el.querySelector('.mic-off').hidden, noVideo: el.classList.contains('no-video')} : null; })()`, idA)
+	type ts struct {
+		MicOff  bool `json:"micOff"`
+		NoVideo bool `json:"noVideo"`
+	}
+	waitFor(pb, "A's tile unmuted", 5*time.Second, tileState, func(s *ts) bool { return s != nil && !s.MicOff && !s.NoVideo })
+	pa.do(5*time.Second, chromedp.Click(chromedp.CSS("#toggle-mic")))
+	_, d = waitFor(pb, "mic-off indicator on A's tile", 5*time.Second, tileState, func(s *ts) bool { return s != nil && s.MicOff })
+	t.Logf("B shows A's mic muted %v after the click", d.Round(time.Millisecond))
+	pa.do(5*time.Second, chromedp.Click(chromedp.CSS("#toggle-cam")))
+	waitFor(pb, "avatar on A's tile (camera off)", 5*time.Second, tileState, func(s *ts) bool { return s != nil && s.NoVideo })
+	pa.do(5*time.Second, chromedp.Click(chromedp.CSS("#toggle-mic")), chromedp.Click(chromedp.CSS("#toggle-cam")))
+	waitFor(pb, "A's tile unmuted again", 5*time.Second, tileState, func(s *ts) bool { return s != nil && !s.MicOff && !s.NoVideo })
+	waitFor(pb, "A's video decoding again after camera on", 10*time.Second, remoteTilesJS, func(ts []tile) bool {
+		tl, ok := findTile(ts, idA)
+		return ok && tl.VideoWidth > 0
+	})
+	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestShrinkTileLowersLayer: A's tile of B is large, so A receives B's
+// 640-wide (or larger) simulcast layer; when A's page makes that tile 160×90
+// CSS pixels, the app asks for a smaller layer (setSubscription maxWidth) and
+// A's inbound video frame width drops to B's lowest layer; when the tile is
+// large again, the larger layer comes back.
+//
+// The server runs without congestion control here: the test is about the
+// layer that fits the tile, and on a loaded machine (go test -race, other
+// tests in parallel) the downlink estimate alone can hold the layer at low.
+// Chromium's own uplink estimate still decides what B encodes.
+func TestShrinkTileLowersLayer(t *testing.T) {
+	start := time.Now()
+	pa, pb, _, idB := callOfTwo(t, "browser-shrink", func(c *config.Config) { c.RTC.CongestionControl = false })
+	before, d := waitForLayer(pa, pb, 30*time.Second, func(s inbound) bool { return s.FramesDecoded > 0 && s.FrameWidth >= 640 })
+	t.Logf("A receives %dx%d after %v", before.FrameWidth, before.FrameHeight, d.Round(time.Millisecond))
+	logPublisher(pb)
+
+	pa.mustEval(fmt.Sprintf(`(() => { const el = document.querySelector('#grid .tile.remote[data-participant-id=%q]');
+	  el.style.width = '160px'; el.style.height = '90px'; return true; })()`, idB), nil)
+	shrunk := time.Now()
+	after, d := waitFor(pa, "A's inbound frame width drops", 15*time.Second, inboundJS,
+		func(s inbound) bool { return s.FrameWidth > 0 && s.FrameWidth < before.FrameWidth })
+	t.Logf("A receives %dx%d %v after the tile shrank", after.FrameWidth, after.FrameHeight, d.Round(time.Millisecond))
+	var subs map[string]any
+	pa.mustEval(`window.starling.state.subscriptions`, &subs)
+	t.Logf("A's last size requests: %v", subs)
+	if after.FrameWidth > 320 {
+		t.Errorf("after shrinking to 160x90 A receives %d px wide frames, want B's lowest layer (≤ 320)", after.FrameWidth)
+	}
+
+	// Making it large again brings the larger layer back.
+	pa.mustEval(fmt.Sprintf(`(() => { const el = document.querySelector('#grid .tile.remote[data-participant-id=%q]');
+	  el.style.width = ''; el.style.height = ''; return true; })()`, idB), nil)
+	back, d := waitFor(pa, "A's inbound frame width grows again", 15*time.Second, inboundJS,
+		func(s inbound) bool { return s.FrameWidth >= before.FrameWidth })
+	t.Logf("A receives %dx%d again %v after the tile grew (%v since the shrink)", back.FrameWidth, back.FrameHeight,
+		d.Round(time.Millisecond), time.Since(shrunk).Round(time.Millisecond))
+	logPublisher(pb)
+	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// logPublisher logs the page's outbound video encodings (rid, width, frames, active).
+func logPublisher(p *page) {
+	p.t.Helper()
+	var out []map[string]any
+	p.mustEval(`(async () => { const r = [];
+	  (await window.starling.client.publisher.getStats()).forEach((s) => {
+	    if (s.type === 'outbound-rtp' && s.kind === 'video') r.push({rid: s.rid, width: s.frameWidth, frames: s.framesEncoded, active: s.active, limit: s.qualityLimitationReason});
+	    if (s.type === 'candidate-pair' && s.availableOutgoingBitrate) r.push({availableOutgoingBitrate: s.availableOutgoingBitrate});
+	  });
+	  return r.sort((a, b) => (a.rid ?? '').localeCompare(b.rid ?? '')); })()`, &out)
+	p.t.Logf("page %s sends: %v", p.name, out)
+}
+
+// waitForLayer waits until A's inbound video satisfies ok; on timeout it logs
+// what the server said it forwards and why (subscriptionUpdated) and what B
+// sends, then fails.
+func waitForLayer(pa, pb *page, timeout time.Duration, ok func(inbound) bool) (inbound, time.Duration) {
+	pa.t.Helper()
+	start := time.Now()
+	for {
+		var s inbound
+		if err := pa.eval(inboundJS, &s); err == nil && ok(s) {
+			return s, time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			var layers, pub any
+			pa.mustEval(`({layers: window.starling.state.layers, subscriptions: window.starling.state.subscriptions})`, &layers)
+			pb.mustEval(`window.starling.state.publishLayers`, &pub)
+			logPublisher(pb)
+			pa.t.Fatalf("A's inbound video %+v not as wanted after %v; A's subscription state %v; B's publishLayers %v", s, timeout, layers, pub)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// pressKey sends a key as a keyboard does: keyDown with its text, then keyUp.
+// When the page cancels the keydown, the character is not typed.
+func pressKey(key, code string, keyCode int64) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			p := input.DispatchKeyEventParams{Type: typ, Key: key, Code: code, WindowsVirtualKeyCode: keyCode, NativeVirtualKeyCode: keyCode}
+			if typ == input.DispatchKeyEventTypeKeyDown {
+				p.Text = key
+			}
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

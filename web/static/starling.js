@@ -2,12 +2,12 @@
 // (JSON-RPC 2.0 over a WebSocket at /v1/rtc) and runs the two peer
 // connections it describes: "publisher" (this client offers, carries what it
 // sends plus the "data" channel) and "subscriber" (the server offers, carries
-// what it receives). Plain ES module, no dependencies.
+// what it receives). Plain ES module, no dependencies. See docs/client-js.md.
 //
 //   const client = new StarlingClient();            // ws(s)://<this host>/v1/rtc
 //   client.on('track', ({track, participantId, trackId}) => ...);
 //   await client.join('myroom', {name: 'Ann'});
-//   await client.publish(cameraTrack, {source: 'camera'});
+//   await client.publish(cameraTrack, {source: 'camera', simulcast: true});
 //   await client.sendData('hello');
 //   await client.leave();
 
@@ -17,7 +17,7 @@ export {StarlingError, signalingURL};
 
 /** Every event a StarlingClient dispatches, with what its detail holds. */
 export const EVENTS = [
-  'stateChanged', // {state, previous}: new → connecting → joined → leaving → closed
+  'stateChanged', // {state, previous}: new → connecting → joined ⇄ reconnecting → leaving → closed
   'participantJoined', 'participantUpdated', // {participant}
   'participantLeft', // {participantId, reason, participant}
   'trackPublished', 'trackUpdated', // {track}
@@ -27,7 +27,9 @@ export const EVENTS = [
   'subscriptionUpdated', 'publishLayers', 'activeSpeakers', // the notification's params
   'data', // {from, payload}
   'connectionStateChanged', // {target: 'publisher'|'subscriber', state}
-  'leave', // {reason}: the session ended (server leave, client leave, lost socket)
+  'reconnecting', // {attempt, reason}: the socket dropped; the client is trying again
+  'reconnected', // {resumed}: back in the room; resumed false = rejoined as a new participant
+  'leave', // {reason}: the session ended (server leave, client leave, lost socket, retries exhausted)
   'error', // {error}: something failed outside any call the app awaits
   'notification', // {method, params}: a server notification this library does not know
 ];
@@ -35,6 +37,9 @@ export const EVENTS = [
 const MAX_DATA = 16 << 10; // bytes of one data message
 const DATA_LABEL = 'data';
 const TARGETS = ['publisher', 'subscriber'];
+
+/** Join errors that no retry can fix: bad token, not allowed, room full, bad params. */
+const FATAL_CODES = new Set([401, 403, 413, -32602]);
 
 /** Parses the media sections of an SDP: [{kind, port, mid, direction, streamId, trackId}]. */
 export function parseMediaSections(sdp) {
@@ -59,6 +64,49 @@ export function parseMediaSections(sdp) {
   return sections;
 }
 
+/**
+ * The three simulcast encodings Starling's camera video uses (rids q, h, f at
+ * 1/4, 1/2 and full resolution) and the matching `layers` hints for `offer`.
+ * width and height are the captured size (track.getSettings()).
+ */
+export function simulcastLayers(width, height) {
+  const spec = [
+    {rid: 'q', scale: 4, maxBitrate: 150_000},
+    {rid: 'h', scale: 2, maxBitrate: 500_000},
+    {rid: 'f', scale: 1, maxBitrate: 1_700_000},
+  ];
+  const sendEncodings = spec.map(({rid, scale, maxBitrate}) => ({rid, scaleResolutionDownBy: scale, maxBitrate, active: true}));
+  const layers = width > 0 && height > 0
+    ? spec.map(({rid, scale}) => ({rid, width: Math.round(width / scale), height: Math.round(height / scale)}))
+    : undefined;
+  return {sendEncodings, layers};
+}
+
+/**
+ * The setSubscription a video element of width × height CSS pixels should
+ * ask for: the server forwards the highest layer that fits maxWidth ×
+ * maxHeight, and a layer up to `slack` times the element's device pixels
+ * looks sharper than a smaller one scaled up. Sizes are rounded up to a
+ * multiple of 32 so small resizes don't cause requests.
+ */
+export function videoRequest({width = 0, height = 0, visible = true, pixelRatio = 1, slack = 1.5} = {}) {
+  if (!visible || width <= 0 || height <= 0) return {paused: true};
+  const up = (v) => Math.max(32, Math.ceil((v * pixelRatio * slack) / 32) * 32);
+  return {paused: false, maxWidth: up(width), maxHeight: up(height)};
+}
+
+/**
+ * Rates a connection from its loss rate (0..1), round-trip time and jitter
+ * (ms): 'excellent', 'good', 'poor', or 'lost' when nothing arrived though
+ * something should have (expecting and no packets).
+ */
+export function qualityScore({lossRate = 0, rttMs = 0, jitterMs = 0, packets = 1, expecting = false} = {}) {
+  if (expecting && packets === 0) return 'lost';
+  if (lossRate > 0.1 || rttMs > 600 || jitterMs > 100) return 'poor';
+  if (lossRate > 0.02 || rttMs > 250 || jitterMs > 40) return 'good';
+  return 'excellent';
+}
+
 function iceCandidateInit(c) {
   if (typeof c.toJSON === 'function') return c.toJSON();
   const {candidate, sdpMid, sdpMLineIndex, usernameFragment} = c;
@@ -68,25 +116,21 @@ function iceCandidateInit(c) {
 export class StarlingClient extends EventTarget {
   /**
    * @param {string} [url] signaling URL; default ws(s)://<page host>/v1/rtc.
-   * @param {object} [options] requestTimeout (ms, 15000), leaveTimeout (ms, 2000),
-   *   and for tests or other runtimes: WebSocket, RTCPeerConnection.
+   * @param {object} [options] requestTimeout (ms, 15000), leaveTimeout (ms,
+   *   2000), reconnect (true: on a lost socket, resume or rejoin),
+   *   reconnectDelays (ms between attempts; the last repeats),
+   *   reconnectTimeout (ms before giving up, 60000), subscriptionDelay (ms
+   *   that setVideoSize waits for more changes, 150), and for tests or other
+   *   runtimes: WebSocket, RTCPeerConnection.
    */
   constructor(url, options = {}) {
     super();
     this.url = signalingURL(url);
-    this.options = {requestTimeout: 15000, leaveTimeout: 2000, ...options};
-    this._rpc = new RPCConnection(this.url, this.options, {
-      onNotification: (method, params) => {
-        if (this.state === 'connecting') this._early.push({method, params});
-        else this._onNotification(method, params);
-      },
-      onError: (err) => this._emitError(err),
-      onClose: ({message}) => {
-        if (this.state !== 'joined') return; // joining and leaving handle this themselves
-        this._emitError(new StarlingError(0, message));
-        this._close('disconnected');
-      },
-    });
+    this.options = {
+      requestTimeout: 15000, leaveTimeout: 2000, reconnect: true,
+      reconnectDelays: [300, 1000, 2000, 4000, 8000], reconnectTimeout: 60000, subscriptionDelay: 150,
+      ...options,
+    };
     this._RTCPeerConnection = options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
     this.state = 'new';
     this.room = null; // {name, sid}
@@ -96,18 +140,20 @@ export class StarlingClient extends EventTarget {
     this.resumeToken = null;
     this.publisher = null; // RTCPeerConnection
     this.subscriber = null; // RTCPeerConnection
-    this.localTracks = new Map(); // MediaStreamTrack id → LocalTrack {track, trackId, source, name, sender, info}
+    this.localTracks = new Map(); // msid track id → LocalTrack {track, trackId, source, name, layers, sender, info}
     this.remoteTracks = new Map(); // server track id → RemoteTrack
-    this._early = []; // notifications received before the join result was processed
+    this.reconnectAttempt = 0; // attempts in the current reconnection, 0 when connected
+    this._reconnectGen = 0;
+    this._rpc = null;
+    this._buffering = false; // notifications wait in _early until the join result is processed
+    this._early = [];
     this._handlers = [];
+    this._joinParams = null;
     this._dataOut = null;
     this._dataIn = null;
-    this._subChain = Promise.resolve(); // subscriber offers and candidates, in order
-    this._offerInFlight = null; // the publisher offer being exchanged
-    this._offerQueued = null; // the publisher offer that will follow it
-    this._holdLocal = {publisher: false, subscriber: false};
-    this._localCandidates = {publisher: [], subscriber: []};
-    this._remoteCandidates = {publisher: [], subscriber: []};
+    this._videoPrefs = new Map(); // server track id → {sent, want, timer}
+    this._qualityPrev = new Map(); // participant id → previous counters
+    this._resetNegotiation();
   }
 
   /** Calls fn(detail) on each `type` event; returns a function that removes it. */
@@ -131,13 +177,13 @@ export class StarlingClient extends EventTarget {
   async join(room, {name, token, metadata, autoSubscribe, resume} = {}) {
     if (this.state !== 'new') throw new StarlingError(409, 'this client has already joined; create a new one', 'join');
     if (!room) throw new StarlingError(-32602, 'a room name is required', 'join');
+    const params = {room};
+    for (const [k, v] of Object.entries({name, token, metadata})) if (v) params[k] = v;
+    if (autoSubscribe !== undefined) params.autoSubscribe = Boolean(autoSubscribe);
+    this._joinParams = params;
     this._setState('connecting');
     try {
-      await this._rpc.open();
-      const params = {room};
-      for (const [k, v] of Object.entries({name, token, metadata, resume})) if (v) params[k] = v;
-      if (autoSubscribe !== undefined) params.autoSubscribe = Boolean(autoSubscribe);
-      const result = await this.request('join', params);
+      const result = await this._connectAndJoin(resume ? {...params, resume} : params);
       this._onJoined(result);
       return result;
     } catch (err) {
@@ -148,17 +194,22 @@ export class StarlingClient extends EventTarget {
 
   /** Publishes a MediaStreamTrack; resolves to the server's Track. Options:
    * source ('camera', 'microphone', 'screen', ...; default by kind), name,
-   * sendEncodings (RTCRtpEncodingParameters[] for simulcast) and layers ([{rid, width, height}]). */
-  async publish(track, {source, name, sendEncodings, layers} = {}) {
+   * simulcast (true: the three encodings of simulcastLayers() for video),
+   * or sendEncodings (RTCRtpEncodingParameters[]) and layers ([{rid, width, height}]). */
+  async publish(track, {source, name, simulcast, sendEncodings, layers} = {}) {
     this._mustBeJoined('publish');
-    if (this.localTracks.has(track.id)) throw new StarlingError(409, 'this track is already published', 'publish');
-    const init = {direction: 'sendonly', streams: this._localStream ? [this._localStream] : []};
-    if (sendEncodings) init.sendEncodings = sendEncodings;
-    const transceiver = this.publisher.addTransceiver(track, init);
+    if (this._findLocal(track.id)) throw new StarlingError(409, 'this track is already published', 'publish');
+    if (simulcast && track.kind === 'video' && !sendEncodings) {
+      const {width, height} = track.getSettings?.() ?? {};
+      const s = simulcastLayers(width, height);
+      sendEncodings = s.sendEncodings;
+      layers ??= s.layers;
+    }
     const local = {
       track, trackId: track.id, source: source ?? (track.kind === 'audio' ? 'microphone' : 'camera'),
-      name, layers, transceiver, sender: transceiver.sender, info: null,
+      name, layers, sendEncodings, transceiver: null, sender: null, info: null,
     };
+    this._addTransceiver(local);
     this.localTracks.set(track.id, local);
     try {
       await this._negotiate();
@@ -177,11 +228,21 @@ export class StarlingClient extends EventTarget {
     if (local.info) await this.request('unpublish', {trackId: local.info.id});
   }
 
+  /** Sends `newTrack` in place of a published track (another camera or microphone), with no renegotiation. */
+  async replaceTrack(track, newTrack) {
+    const local = this._local(track, 'replaceTrack');
+    if (newTrack.kind !== local.track.kind) throw new StarlingError(-32602, `cannot replace ${local.track.kind} with ${newTrack.kind}`, 'replaceTrack');
+    newTrack.enabled = local.track.enabled;
+    await local.sender.replaceTrack(newTrack);
+    local.track = newTrack;
+  }
+
   /** Mutes or unmutes a published track: disables it locally and tells the server. */
   async mute(track, muted = true) {
     const local = this._local(track, 'mute');
     if (!local.info) throw new StarlingError(409, 'the track is not published yet', 'mute');
     local.track.enabled = !muted;
+    local.muted = muted;
     await this.request('mute', {trackId: local.info.id, muted});
     local.info.muted = muted;
   }
@@ -191,6 +252,42 @@ export class StarlingClient extends EventTarget {
   /** params: {trackId, paused?, maxWidth?, maxHeight?, quality?}. */
   setSubscription(params) { return this.request('setSubscription', params); }
   ping() { return this.request('ping', {}); }
+
+  /**
+   * Adaptive subscription: tells the server how big a remote video is shown
+   * ({width, height} in CSS pixels, visible, pixelRatio), or that it is not
+   * shown (visible false → paused). Changes within subscriptionDelay ms are
+   * merged and a request is sent only when the result differs from the last
+   * one sent. Returns a promise for the request (or undefined).
+   */
+  setVideoSize(trackId, size) {
+    const want = videoRequest(size);
+    let pref = this._videoPrefs.get(trackId);
+    if (!pref) this._videoPrefs.set(trackId, pref = {sent: null, want: null, timer: null, done: null});
+    pref.want = want;
+    if (pref.timer) return pref.done;
+    pref.done = new Promise((resolve) => {
+      pref.timer = setTimeout(() => {
+        pref.timer = null;
+        resolve(this._flushVideoPref(trackId, pref));
+      }, this.options.subscriptionDelay);
+    });
+    return pref.done;
+  }
+
+  async _flushVideoPref(trackId, pref) {
+    const {want, sent} = pref;
+    if (this.state !== 'joined' || !this.remoteTracks.has(trackId)) return;
+    if (sent && sent.paused === want.paused && sent.maxWidth === want.maxWidth && sent.maxHeight === want.maxHeight) return;
+    const params = want.paused ? {trackId, paused: true} : {trackId, ...want};
+    pref.sent = want;
+    try {
+      await this.setSubscription(params);
+    } catch (err) {
+      if (pref.sent === want) pref.sent = null; // try again with the next change
+      this._emitError(err);
+    }
+  }
 
   /** Sends a text message to every other participant (≤ 16 KiB of UTF-8). */
   async sendData(text) {
@@ -222,7 +319,10 @@ export class StarlingClient extends EventTarget {
   }
 
   /** Sends a JSON-RPC request; resolves to its result or rejects with a StarlingError. */
-  request(method, params = {}) { return this._rpc.request(method, params); }
+  request(method, params = {}) {
+    if (!this._rpc) return Promise.reject(new StarlingError(0, 'not connected', method));
+    return this._rpc.request(method, params);
+  }
 
   /** The Track the server announced with this id, if any (remote or local). */
   trackInfo(trackId) {
@@ -233,7 +333,89 @@ export class StarlingClient extends EventTarget {
     return null;
   }
 
+  /**
+   * Rates each participant's connection from getStats since the previous
+   * call: resolves to a Map participant id → {score, lossRate, rttMs,
+   * jitterMs, packets, bitrate}. Remote participants are rated by what this
+   * client receives from them; the local participant by what the server
+   * reports receiving from us (remote-inbound-rtp) and the publisher's RTT.
+   */
+  async connectionQuality() {
+    const now = Date.now();
+    const out = new Map();
+    if (this.state !== 'joined' || !this.subscriber) return out;
+    const [subStats, pubStats] = await Promise.all([this.subscriber.getStats(), this.publisher.getStats()]);
+    const byParticipant = new Map();
+    const byMid = new Map([...this.remoteTracks.values()].map((rt) => [rt.mid, rt]));
+    const subRtt = selectedRtt(subStats);
+    subStats.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const rt = byMid.get(s.mid) ?? [...this.remoteTracks.values()].find((r) => r.track?.id === s.trackIdentifier);
+      if (!rt) return;
+      const c = byParticipant.get(rt.participantId) ?? {received: 0, lost: 0, bytes: 0, jitter: 0, expecting: false};
+      c.received += s.packetsReceived ?? 0;
+      c.lost += Math.max(0, s.packetsLost ?? 0);
+      c.bytes += s.bytesReceived ?? 0;
+      c.jitter = Math.max(c.jitter, (s.jitter ?? 0) * 1000);
+      const info = this.trackInfo(rt.trackId);
+      if (!info?.muted && rt.track?.readyState !== 'ended') c.expecting = true;
+      byParticipant.set(rt.participantId, c);
+    });
+    if (this.participantId) {
+      const c = {received: 0, lost: 0, bytes: 0, jitter: 0, expecting: false, rtt: selectedRtt(pubStats)};
+      let any = false;
+      pubStats.forEach((s) => {
+        if (s.type === 'outbound-rtp') { c.received += s.packetsSent ?? 0; c.bytes += s.bytesSent ?? 0; any = true; }
+        if (s.type === 'remote-inbound-rtp') {
+          c.lost += Math.max(0, s.packetsLost ?? 0);
+          c.jitter = Math.max(c.jitter, (s.jitter ?? 0) * 1000);
+          if (s.roundTripTime) c.rtt = Math.max(c.rtt ?? 0, s.roundTripTime * 1000);
+        }
+      });
+      if (any) byParticipant.set(this.participantId, c);
+    }
+    for (const [id, c] of byParticipant) {
+      const prev = this._qualityPrev.get(id);
+      const dt = prev ? (now - prev.at) / 1000 : 0;
+      const packets = prev ? Math.max(0, c.received - prev.received) : c.received;
+      const lost = prev ? Math.max(0, c.lost - prev.lost) : c.lost;
+      const lossRate = packets + lost > 0 ? lost / (packets + lost) : 0;
+      const bitrate = prev && dt > 0 ? Math.max(0, (c.bytes - prev.bytes) * 8 / dt) : 0;
+      const rttMs = Math.round(c.rtt ?? subRtt ?? 0);
+      const q = {lossRate, rttMs, jitterMs: Math.round(c.jitter), packets, bitrate: Math.round(bitrate)};
+      q.score = qualityScore({...q, expecting: Boolean(prev) && c.expecting});
+      out.set(id, q);
+      this._qualityPrev.set(id, {...c, at: now});
+    }
+    for (const id of this._qualityPrev.keys()) if (!byParticipant.has(id)) this._qualityPrev.delete(id);
+    return out;
+  }
+
   // ---- internals: signaling ----
+
+  _newRPC() {
+    const rpc = new RPCConnection(this.url, this.options, {
+      onNotification: (method, params) => {
+        if (this._rpc !== rpc) return;
+        if (this._buffering) this._early.push({method, params});
+        else this._onNotification(method, params);
+      },
+      onError: (err) => { if (this._rpc === rpc) this._emitError(err); },
+      onClose: ({message}) => { if (this._rpc === rpc) this._onSocketLost(message); },
+    });
+    this._rpc?.close();
+    this._rpc = rpc;
+    return rpc;
+  }
+
+  /** Opens a new socket and sends `join`; notifications wait until the caller processed the result. */
+  async _connectAndJoin(params) {
+    this._buffering = true;
+    this._early = [];
+    const rpc = this._newRPC();
+    await rpc.open();
+    return rpc.request('join', params);
+  }
 
   _onNotification(method, p) {
     switch (method) {
@@ -256,9 +438,15 @@ export class StarlingClient extends EventTarget {
       case 'trackUnpublished': {
         const owner = this._owner(p.participantId);
         if (owner) owner.tracks = (owner.tracks ?? []).filter((t) => t.id !== p.trackId);
+        this._videoPrefs.delete(p.trackId);
         break;
       }
-      case 'publishLayers': this._applyPublishLayers(p).catch((err) => this._emitError(err)); break;
+      case 'publishLayers': {
+        // One at a time: Chrome's setParameters needs the result of the latest getParameters.
+        const params = p;
+        this._layersChain = this._layersChain.then(() => this._applyPublishLayers(params)).catch((err) => this._emitError(err));
+        break;
+      }
       case 'subscriptionUpdated':
       case 'activeSpeakers': break;
       case 'leave': return this._close(p.reason ?? 'serverLeave');
@@ -272,6 +460,7 @@ export class StarlingClient extends EventTarget {
   _onJoined(result) {
     this.room = result.room;
     this.localParticipant = result.participant;
+    this.participants.clear();
     for (const p of result.participants ?? []) this.participants.set(p.id, p);
     this.resumeToken = result.resumeToken ?? null;
     this.iceServers = (result.iceServers ?? []).map(({urls, username, credential}) => {
@@ -284,17 +473,26 @@ export class StarlingClient extends EventTarget {
     for (const target of TARGETS) {
       const pc = new this._RTCPeerConnection(config);
       this[target] = pc;
-      pc.onicecandidate = (ev) => this._onLocalCandidate(target, ev.candidate);
-      pc.onconnectionstatechange = () => this._emit('connectionStateChanged', {target, state: pc.connectionState});
+      pc.onicecandidate = (ev) => { if (this[target] === pc) this._onLocalCandidate(target, ev.candidate); };
+      pc.onconnectionstatechange = () => {
+        if (this[target] !== pc) return;
+        this._emit('connectionStateChanged', {target, state: pc.connectionState});
+        // The socket is fine but media is cut: restart ICE on what we offer.
+        if (target === 'publisher' && pc.connectionState === 'failed' && this.state === 'joined') {
+          this._negotiate({iceRestart: true}).catch((err) => this._emitError(err));
+        }
+      };
     }
     this._localStream = globalThis.MediaStream ? new MediaStream() : null; // msid stream id of our tracks
-    this.subscriber.ondatachannel = (ev) => {
-      if (ev.channel.label !== DATA_LABEL) return;
+    const sub = this.subscriber;
+    sub.ondatachannel = (ev) => {
+      if (ev.channel.label !== DATA_LABEL || this.subscriber !== sub) return;
       this._dataIn = ev.channel;
       ev.channel.binaryType = 'arraybuffer';
       ev.channel.onmessage = (e) => this._onData(e.data);
     };
     this._dataOut = this.publisher.createDataChannel(DATA_LABEL);
+    this._buffering = false;
     this._setState('joined');
     for (const m of this._early.splice(0)) this._onNotification(m.method, m.params ?? {});
     this._negotiate().catch((err) => this._emitError(err)); // the data channel
@@ -312,23 +510,160 @@ export class StarlingClient extends EventTarget {
     this._emit('data', {from: msg.from, payload: msg.payload});
   }
 
-  _close(reason, emit = true) {
-    if (this.state === 'closed') return;
-    const wasIn = this.state === 'joined' || this.state === 'leaving';
-    this._setState('closed');
-    this._rpc.close();
+  _onSocketLost(message) {
+    if (this.state !== 'joined') return; // joining, leaving and reconnecting handle this themselves
+    this._emitError(new StarlingError(0, message));
+    if (this.options.reconnect && this._joinParams) this._reconnect(message);
+    else this._close('disconnected');
+  }
+
+  /**
+   * Gets back into the room after the socket dropped: `join` with `resume`
+   * (the server keeps the participant, its tracks and subscriptions; we
+   * restart ICE), or when the server no longer knows the resume token, a
+   * fresh join (new participant id, new connections, the same local tracks
+   * published again). Retries with the delays of options.reconnectDelays
+   * until options.reconnectTimeout; errors no retry can fix end the session.
+   */
+  async _reconnect(reason) {
+    const gen = ++this._reconnectGen;
+    const current = () => gen === this._reconnectGen && this.state === 'reconnecting';
+    this._setState('reconnecting');
+    this._rpc?.close();
+    this._rpc = null;
+    const started = Date.now();
+    const delays = this.options.reconnectDelays;
+    for (let attempt = 1; ; attempt++) {
+      this.reconnectAttempt = attempt;
+      this._emit('reconnecting', {attempt, reason});
+      await new Promise((r) => setTimeout(r, delays[Math.min(attempt - 1, delays.length - 1)]));
+      if (!current()) return; // left meanwhile
+      try {
+        const resumed = await this._rejoin(current);
+        this.reconnectAttempt = 0;
+        this._emit('reconnected', {resumed});
+        return;
+      } catch (err) {
+        if (!current()) return;
+        this._rpc?.close();
+        this._rpc = null;
+        this._buffering = false;
+        reason = err.message;
+        if (FATAL_CODES.has(err.code)) {
+          this._emitError(err);
+          this._close(`rejected: ${err.message}`);
+          return;
+        }
+        if (Date.now() - started >= this.options.reconnectTimeout) {
+          this._close('reconnectFailed');
+          return;
+        }
+      }
+    }
+  }
+
+  /** One reconnection attempt; resolves to whether the session was resumed.
+   * current() says whether this attempt is still wanted. */
+  async _rejoin(current) {
+    let result = null;
+    if (this.resumeToken) {
+      try {
+        result = await this._connectAndJoin({...this._joinParams, resume: this.resumeToken});
+      } catch (err) {
+        if (err.code !== 404 && err.code !== 409) throw err;
+        // The server forgot us: join afresh on the same socket.
+      }
+    }
+    if (result) {
+      if (!current()) throw new StarlingError(0, 'left while reconnecting');
+      this.resumeToken = result.resumeToken ?? this.resumeToken;
+      this.localParticipant = result.participant ?? this.localParticipant;
+      this._buffering = false;
+      this._setState('joined');
+      for (const m of this._early.splice(0)) this._onNotification(m.method, m.params ?? {});
+      this._negotiate({iceRestart: true}).catch((err) => this._emitError(err));
+      return true;
+    }
+    if (!this._rpc?.isOpen) {
+      this._buffering = true;
+      this._early = [];
+      await this._newRPC().open();
+    }
+    result = await this._rpc.request('join', this._joinParams);
+    if (!current()) throw new StarlingError(0, 'left while reconnecting');
+    this._dropSession('reconnect');
+    const locals = [...this.localTracks.values()];
+    this.localTracks.clear();
+    this._onJoined(result);
+    for (const p of this.participants.values()) this._emit('participantJoined', {participant: p});
+    for (const l of locals) {
+      this.localTracks.set(l.trackId, l);
+      l.info = null;
+      this._addTransceiver(l);
+    }
+    if (locals.length) {
+      // Publish again, then restore the mute states on the new server tracks.
+      this._negotiate().then(() => Promise.all(locals.filter((l) => l.muted && l.info)
+        .map((l) => this.request('mute', {trackId: l.info.id, muted: true}).then(() => { l.info.muted = true; }))))
+        .catch((err) => this._emitError(err));
+    }
+    return false;
+  }
+
+  /** Forgets the old session's peers and connections before a fresh join. */
+  _dropSession(reason) {
+    for (const rt of this.remoteTracks.values()) this._emit('trackUnsubscribed', rt);
+    this.remoteTracks.clear();
+    for (const [id, participant] of this.participants) this._emit('participantLeft', {participantId: id, reason, participant});
+    this.participants.clear();
     for (const x of [this._dataOut, this._dataIn, this.publisher, this.subscriber]) {
       try { x?.close(); } catch { /* already closed */ }
     }
+    this._dataIn = null;
+    this._videoPrefs.clear();
+    this._qualityPrev.clear();
+    this._resetNegotiation();
+  }
+
+  _resetNegotiation() {
+    this._subChain = Promise.resolve(); // subscriber offers and candidates, in order
+    this._layersChain = Promise.resolve(); // publishLayers, in order
+    this._offerInFlight = null; // the publisher offer being exchanged
+    this._offerQueued = null; // the publisher offer that will follow it
+    this._iceRestart = false;
+    this._holdLocal = {publisher: false, subscriber: false};
+    this._localCandidates = {publisher: [], subscriber: []};
+    this._remoteCandidates = {publisher: [], subscriber: []};
+  }
+
+  _close(reason, emit = true) {
+    if (this.state === 'closed') return;
+    const wasIn = ['joined', 'leaving', 'reconnecting'].includes(this.state);
+    this._setState('closed');
+    this._rpc?.close();
+    for (const x of [this._dataOut, this._dataIn, this.publisher, this.subscriber]) {
+      try { x?.close(); } catch { /* already closed */ }
+    }
+    for (const pref of this._videoPrefs.values()) clearTimeout(pref.timer);
+    this._videoPrefs.clear();
     this.remoteTracks.clear();
     if (emit && wasIn) this._emit('leave', {reason});
   }
 
   // ---- internals: publisher ----
 
+  _addTransceiver(local) {
+    const init = {direction: 'sendonly', streams: this._localStream ? [this._localStream] : []};
+    if (local.sendEncodings) init.sendEncodings = local.sendEncodings.map((e) => ({...e}));
+    local.transceiver = this.publisher.addTransceiver(local.track, init);
+    local.sender = local.transceiver.sender;
+    if (local.muted) local.track.enabled = false;
+  }
+
   /** Asks for a publisher offer; resolves when an offer made after this call has its answer.
    * One offer is in flight at a time; changes made meanwhile share the next one. */
-  _negotiate() {
+  _negotiate({iceRestart = false} = {}) {
+    if (iceRestart) this._iceRestart = true;
     if (!this._offerQueued) {
       const prev = this._offerInFlight ?? Promise.resolve();
       const p = prev.catch(() => {}).then(() => {
@@ -345,10 +680,12 @@ export class StarlingClient extends EventTarget {
   async _sendOffer() {
     const pc = this.publisher;
     if (this.state !== 'joined') throw new StarlingError(0, 'not joined', 'offer');
+    const iceRestart = this._iceRestart;
+    this._iceRestart = false;
     this._holdLocal.publisher = true; // until the offer is on the wire before them
     let reply;
     try {
-      await pc.setLocalDescription(await pc.createOffer());
+      await pc.setLocalDescription(await pc.createOffer(iceRestart ? {iceRestart: true} : undefined));
       const announced = [...this.localTracks.values()].filter((t) => !t.info && t.transceiver.mid != null);
       const tracks = announced.map(({trackId, source, name, layers}) => {
         const a = {trackId, source};
@@ -364,9 +701,11 @@ export class StarlingClient extends EventTarget {
     try {
       result = await reply;
     } catch (err) {
+      if (iceRestart) this._iceRestart = true;
       if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({type: 'rollback'}).catch(() => {});
       throw err;
     }
+    if (this.publisher !== pc) throw new StarlingError(0, 'the connection was replaced', 'offer');
     await pc.setRemoteDescription({type: 'answer', sdp: result.sdp});
     for (const info of result.tracks ?? []) {
       const local = this.localTracks.get(info.cid);
@@ -376,9 +715,13 @@ export class StarlingClient extends EventTarget {
     return result;
   }
 
+  _findLocal(id) {
+    return this.localTracks.get(id) ??
+      [...this.localTracks.values()].find((t) => t.track.id === id || t.info?.id === id) ?? null;
+  }
+
   _local(track, method) {
-    const id = typeof track === 'string' ? track : track?.id;
-    const local = this.localTracks.get(id) ?? [...this.localTracks.values()].find((t) => t.info?.id === id);
+    const local = this._findLocal(typeof track === 'string' ? track : track?.id);
     if (!local) throw new StarlingError(404, 'no such published track', method);
     return local;
   }
@@ -420,6 +763,7 @@ export class StarlingClient extends EventTarget {
       const s = forwarded.get(rt.mid);
       if (s?.trackId === rt.trackId && s.streamId === rt.participantId) continue;
       this.remoteTracks.delete(rt.trackId);
+      this._videoPrefs.delete(rt.trackId);
       this._emit('trackUnsubscribed', rt);
     }
     await pc.setRemoteDescription({type: 'offer', sdp});
@@ -435,7 +779,7 @@ export class StarlingClient extends EventTarget {
     this._holdLocal.subscriber = true; // until the answer is on the wire before them
     try {
       await pc.setLocalDescription(await pc.createAnswer());
-      this._rpc.notify('answer', {sdp: pc.localDescription.sdp});
+      this._rpc?.notify('answer', {sdp: pc.localDescription.sdp});
     } finally {
       this._releaseLocalCandidates('subscriber');
     }
@@ -447,12 +791,12 @@ export class StarlingClient extends EventTarget {
     if (candidate && !candidate.candidate) return; // end of one generation; null follows at the very end
     const init = candidate ? iceCandidateInit(candidate) : null;
     if (this._holdLocal[target]) this._localCandidates[target].push(init);
-    else this._rpc.notify('candidate', {target, candidate: init});
+    else this._rpc?.notify('candidate', {target, candidate: init});
   }
 
   _releaseLocalCandidates(target) {
     this._holdLocal[target] = false;
-    for (const c of this._localCandidates[target].splice(0)) this._rpc.notify('candidate', {target, candidate: c});
+    for (const c of this._localCandidates[target].splice(0)) this._rpc?.notify('candidate', {target, candidate: c});
   }
 
   _onRemoteCandidate(target, candidate) {
@@ -490,7 +834,7 @@ export class StarlingClient extends EventTarget {
   }
 
   _mustBeJoined(method) {
-    if (this.state !== 'joined') throw new StarlingError(409, 'not joined', method);
+    if (this.state !== 'joined') throw new StarlingError(409, this.state === 'reconnecting' ? 'reconnecting' : 'not joined', method);
   }
 
   _setState(state) {
@@ -503,4 +847,16 @@ export class StarlingClient extends EventTarget {
   _emit(type, detail) { this.dispatchEvent(new CustomEvent(type, {detail})); }
 
   _emitError(error) { this._emit('error', {error}); }
+}
+
+/** The RTT of the selected ICE candidate pair, in ms, or null. */
+function selectedRtt(stats) {
+  let pairId = null;
+  stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+  let rtt = null;
+  stats.forEach((s) => {
+    if (s.type !== 'candidate-pair' || s.currentRoundTripTime === undefined) return;
+    if (pairId ? s.id === pairId : (s.nominated && s.state === 'succeeded')) rtt = s.currentRoundTripTime * 1000;
+  });
+  return rtt;
 }
