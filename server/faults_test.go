@@ -171,8 +171,8 @@ type apiOptions struct {
 	noReplayCheck bool
 }
 
-// testAPI builds a loopback-only pion API like client.LoopbackAPI.
-func testAPI(t testing.TB, o apiOptions) *webrtc.API {
+// faultAPI builds a loopback-only pion API like client.LoopbackAPI.
+func faultAPI(t testing.TB, o apiOptions) *webrtc.API {
 	t.Helper()
 	tuneMedia, first := o.media, o.first
 	m := &webrtc.MediaEngine{}
@@ -200,7 +200,7 @@ func testAPI(t testing.TB, o apiOptions) *webrtc.API {
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
 
-func withAPI(api *webrtc.API) func(*client.Options) {
+func withClientAPI(api *webrtc.API) func(*client.Options) {
 	return func(o *client.Options) { o.API = api }
 }
 
@@ -208,7 +208,7 @@ func withAPI(api *webrtc.API) func(*client.Options) {
 // from the first sent packet the subscriber received (it starts at a
 // keyframe) to len(sent)-tail (the newest packets may still be in repair),
 // how many distinct sent payloads arrived. Duplicates count once.
-func coverage(sent, got [][]byte, tail int) (received, expected int) {
+func packetCoverage(sent, got [][]byte, tail int) (received, expected int) {
 	have := make(map[string]bool, len(got))
 	for _, p := range got {
 		have[string(p)] = true

@@ -11,11 +11,11 @@ import (
 	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
-func isVideo(mime string) bool { return strings.HasPrefix(strings.ToLower(mime), "video/") }
+func isVideoMime(mime string) bool { return strings.HasPrefix(strings.ToLower(mime), "video/") }
 
-// mediaFor runs the fake publisher until it has sent n video packets, then
+// runMediaFor runs the fake publisher until it has sent n video packets, then
 // stops it and lets retransmissions land.
-func mediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio [][]byte) {
+func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio [][]byte) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "the publisher to send its packets", func() bool {
 		media.mu.Lock()
@@ -77,7 +77,7 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 	srv := startServer(t, tune)
 	const roomName = "loss-down"
 	loss := newLossInjector(0.05, lossIncoming, 4, nil)
-	lossy := join(t, srv, roomName, "lossy", withAPI(testAPI(t, apiOptions{first: []interceptor.Factory{loss}, noReplayCheck: true})))
+	lossy := join(t, srv, roomName, "lossy", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{loss}, noReplayCheck: true})))
 	lossyRec := record(lossy)
 	clean := join(t, srv, roomName, "clean")
 	cleanRec := record(clean)
@@ -88,15 +88,15 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 		return len(lossyRec.payloads(video.ID)) > 30 && len(cleanRec.payloads(video.ID)) > 30
 	})
 
-	sentVideo, sentAudio := mediaFor(t, media, 900) // about 10 s of video
+	sentVideo, sentAudio := runMediaFor(t, media, 900) // about 10 s of video
 
 	// RTX is negotiated for the lossy subscriber and carries the repairs.
 	rd := lossy.Subscriber().RemoteDescription()
 	if rd == nil || !strings.Contains(rd.SDP, "rtx/90000") || !strings.Contains(rd.SDP, "a=ssrc-group:FID") {
 		t.Fatalf("the server's subscriber offer negotiates no RTX stream")
 	}
-	recv, want := coverage(sentVideo, lossyRec.payloads(video.ID), 10)
-	aRecv, aWant := coverage(sentAudio, lossyRec.payloads(audio.ID), 5)
+	recv, want := packetCoverage(sentVideo, lossyRec.payloads(video.ID), 10)
+	aRecv, aWant := packetCoverage(sentAudio, lossyRec.payloads(audio.ID), 5)
 	t.Logf("lossy subscriber: video %d/%d (%.2f%%); %d of %d media packets dropped (%.1f%%); "+
 		"it NACKed %d seqs and %d RTX packets arrived (%d of them dropped); audio %d/%d (%.1f%%, audio has no NACK)",
 		recv, want, 100*float64(recv)/float64(want), loss.dropped.Load(), loss.seen.Load(),
@@ -121,8 +121,8 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 			recv, want, 100*float64(recv)/float64(want))
 	}
 
-	cRecv, cWant := coverage(sentVideo, cleanRec.payloads(video.ID), 0)
-	caRecv, caWant := coverage(sentAudio, cleanRec.payloads(audio.ID), 0)
+	cRecv, cWant := packetCoverage(sentVideo, cleanRec.payloads(video.ID), 0)
+	caRecv, caWant := packetCoverage(sentAudio, cleanRec.payloads(audio.ID), 0)
 	t.Logf("clean subscriber: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
 	if cRecv != cWant || caRecv != caWant {
 		t.Fatalf("the other subscriber lost packets: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
@@ -147,15 +147,15 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		subs[i] = join(t, srv, roomName, "sub")
 		recs[i] = record(subs[i])
 	}
-	loss := newLossInjector(0.05, lossOutgoing, 7, isVideo)
-	pub := join(t, srv, roomName, "pub", withAPI(testAPI(t, apiOptions{first: []interceptor.Factory{loss}})))
+	loss := newLossInjector(0.05, lossOutgoing, 7, isVideoMime)
+	pub := join(t, srv, roomName, "pub", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{loss}})))
 	media := publishFake(t, pub)
 	video := media.track("video")
 	waitFor(t, 15*time.Second, "media at the subscribers", func() bool {
 		return len(recs[0].payloads(video.ID)) > 30 && len(recs[1].payloads(video.ID)) > 30
 	})
 
-	sentVideo, _ := mediaFor(t, media, 900)
+	sentVideo, _ := runMediaFor(t, media, 900)
 
 	t.Logf("publisher: %d of %d video packets dropped on the way to the SFU; the SFU NACKed %d seqs "+
 		"(%.1f per lost packet) and the publisher resent %d packets (%d of them dropped)",
@@ -168,7 +168,7 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		t.Fatalf("the SFU NACKed %d seqs for %d lost packets", loss.nacksSeen.Load(), loss.dropped.Load())
 	}
 	for i, r := range recs {
-		recv, want := coverage(sentVideo, r.payloads(video.ID), 10)
+		recv, want := packetCoverage(sentVideo, r.payloads(video.ID), 10)
 		t.Logf("subscriber %d: video %d/%d (%.2f%%)", i, recv, want, 100*float64(recv)/float64(want))
 		if float64(recv) < 0.995*float64(want) {
 			if pausedForBandwidth(subs[i]) {

@@ -1,0 +1,280 @@
+package server_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/server"
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// pliWindow is receiver.go's keyframeInterval: at most one keyframe request
+// per layer per window reaches the publisher.
+const pliWindow = 300 * time.Millisecond
+
+// kfPublisher is a publisher that records when it is asked for a keyframe and
+// answers (or not).
+type kfPublisher struct {
+	*fakeMedia
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (p *kfPublisher) since(t0 time.Time) []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []time.Time
+	for _, t := range p.times {
+		if !t.Before(t0) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// kfPublish publishes fake VP8 + Opus like publishFake, recording every
+// keyframe request; answer=false makes a publisher that sends one keyframe
+// at the start and never another.
+func kfPublish(t *testing.T, c *client.Client, answer bool) *kfPublisher {
+	t.Helper()
+	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &kfPublisher{fakeMedia: &fakeMedia{video: video, audio: audio, stop: make(chan struct{})}}
+	p.wantKey.Store(true)
+	onPLI := func() {
+		p.mu.Lock()
+		p.times = append(p.times, time.Now())
+		p.mu.Unlock()
+		p.plis.Add(1)
+		if answer {
+			p.wantKey.Store(true)
+		}
+	}
+	pubs, err := c.Publish(ctxT(t, 10*time.Second),
+		client.LocalTrack{Track: video, Source: protocol.SourceCamera, Name: "camera", OnKeyframeRequest: onPLI},
+		client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone, Name: "mic"})
+	if err != nil || len(pubs) != 2 {
+		t.Fatalf("publish: %v (%d tracks)", err, len(pubs))
+	}
+	p.published = pubs
+	p.wg.Add(2)
+	go p.sendVideo()
+	go p.sendAudio()
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// kfViewer keeps a subscriber's remote video track (for its SSRC) and
+// counts the keyframes it receives.
+type kfViewer struct {
+	mu        sync.Mutex
+	track     *webrtc.TrackRemote
+	packets   int
+	keyframes int
+}
+
+func kfWatch(c *client.Client) *kfViewer {
+	w := &kfViewer{}
+	c.OnTrack(func(rt *client.RemoteTrack) {
+		if rt.Track.Kind() != webrtc.RTPCodecTypeVideo {
+			go func() {
+				for {
+					if _, _, err := rt.Track.ReadRTP(); err != nil {
+						return
+					}
+				}
+			}()
+			return
+		}
+		w.mu.Lock()
+		w.track = rt.Track
+		w.mu.Unlock()
+		go func() {
+			for {
+				pkt, _, err := rt.Track.ReadRTP()
+				if err != nil {
+					return
+				}
+				key := len(pkt.Payload) > 4 && pkt.Payload[0]&0x10 != 0 && pkt.Payload[4]&0x01 == 0
+				w.mu.Lock()
+				w.packets++
+				if key {
+					w.keyframes++
+				}
+				w.mu.Unlock()
+			}
+		}()
+	})
+	return w
+}
+
+func (w *kfViewer) stats() (packets, keyframes int, ssrc uint32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.track != nil {
+		ssrc = uint32(w.track.SSRC())
+	}
+	return w.packets, w.keyframes, ssrc
+}
+
+// kfSendPLIs makes every subscriber send a PLI for its video at the same moment.
+func kfSendPLIs(t *testing.T, subs []*client.Client) {
+	t.Helper()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, c := range subs {
+		ssrc := kfVideoSSRC(c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := c.Subscriber().WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}}); err != nil {
+				t.Errorf("subscriber %d: PLI: %v", i, err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+}
+
+// kfVideoSSRC is the SSRC of the video a subscriber receives, from its
+// negotiated transceiver (known before any packet arrives).
+func kfVideoSSRC(c *client.Client) uint32 {
+	for _, tr := range c.Subscriber().GetTransceivers() {
+		if tr.Kind() != webrtc.RTPCodecTypeVideo || tr.Receiver() == nil {
+			continue
+		}
+		if track := tr.Receiver().Track(); track != nil && track.SSRC() != 0 {
+			return uint32(track.SSRC())
+		}
+	}
+	return 0
+}
+
+// kfJoinViewers joins n subscribers that watch their video.
+func kfJoinViewers(t *testing.T, srv *server.Server, n int, roomName string) ([]*client.Client, []*kfViewer) {
+	t.Helper()
+	subs := make([]*client.Client, n)
+	watchers := make([]*kfViewer, n)
+	for i := range subs {
+		subs[i] = join(t, srv, roomName, "viewer")
+		watchers[i] = kfWatch(subs[i])
+	}
+	return subs, watchers
+}
+
+// TestKeyframeRequestsCoalesced: 20 subscribers each send a PLI at the same
+// moment; the publisher is asked once for that pliWindow window, answers,
+// and every subscriber gets the keyframe.
+func TestKeyframeRequestsCoalesced(t *testing.T) {
+	srv := startServer(t, nil)
+	const roomName = "pli-burst"
+	subs, watchers := kfJoinViewers(t, srv, 20, roomName)
+	pub := kfPublish(t, join(t, srv, roomName, "pub"), true)
+	waitFor(t, 30*time.Second, "video at every subscriber", func() bool {
+		for _, w := range watchers {
+			if n, _, ssrc := w.stats(); n < 30 || ssrc == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// Let the joins' own keyframe requests settle.
+	waitFor(t, 10*time.Second, "a second without keyframe requests", func() bool {
+		return len(pub.since(time.Now().Add(-time.Second))) == 0
+	})
+	keysBefore := make([]int, len(watchers))
+	for i, w := range watchers {
+		_, keysBefore[i], _ = w.stats()
+	}
+
+	for round := 0; round < 3; round++ {
+		t0 := time.Now()
+		kfSendPLIs(t, subs)
+		time.Sleep(pliWindow)
+		inWindow := len(pub.since(t0))
+		time.Sleep(time.Second - pliWindow)
+		total := len(pub.since(t0))
+		t.Logf("round %d: 20 PLIs sent at once -> %d keyframe request(s) at the publisher in the first %v, %d in 1 s", round, inWindow, pliWindow, total)
+		if inWindow != 1 {
+			t.Fatalf("round %d: the publisher got %d keyframe requests in one pliWindow window, want exactly 1", round, inWindow)
+		}
+		if total > 1 {
+			t.Fatalf("round %d: %d keyframe requests within 1 s of one burst, want 1", round, total)
+		}
+	}
+	for i, w := range watchers {
+		if _, keys, _ := w.stats(); keys < keysBefore[i]+3 {
+			t.Fatalf("subscriber %d received %d new keyframes after 3 bursts, want 3", i, keys-keysBefore[i])
+		}
+	}
+}
+
+// TestKeyframeRequestsBoundedWhenUnanswered: a publisher that sends one
+// keyframe and then ignores every request. 20 subscribers join (their down
+// tracks wait for a keyframe and keep asking) and also send PLIs every
+// 20 ms for 3 s. The publisher sees a steady re-ask at most once per
+// pliWindow window, never a storm.
+func TestKeyframeRequestsBoundedWhenUnanswered(t *testing.T) {
+	srv := startServer(t, nil)
+	const roomName = "pli-storm"
+	pub := kfPublish(t, join(t, srv, roomName, "pub"), false)
+	time.Sleep(500 * time.Millisecond) // the only keyframe is gone by the time viewers join
+	subs, watchers := kfJoinViewers(t, srv, 20, roomName)
+	waitFor(t, 15*time.Second, "every subscriber connected with its video transceiver", func() bool {
+		for _, c := range subs {
+			if kfVideoSSRC(c) == 0 || c.Subscriber().ConnectionState() != webrtc.PeerConnectionStateConnected {
+				return false
+			}
+		}
+		return true
+	})
+	const window = 3 * time.Second
+	t0 := time.Now()
+	for time.Since(t0) < window {
+		kfSendPLIs(t, subs)
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := kfBefore(pub.since(t0), t0.Add(window))
+	minGap := time.Duration(1 << 62)
+	for i := 1; i < len(got); i++ {
+		minGap = min(minGap, got[i].Sub(got[i-1]))
+	}
+	t.Logf("%d subscribers sent %d PLIs each in %v; the publisher got %d keyframe requests (min gap %v)",
+		len(subs), int(window/(20*time.Millisecond)), window, len(got), minGap)
+	limit := int(window/pliWindow) + 1
+	if len(got) > limit {
+		t.Fatalf("the publisher got %d keyframe requests in %v, want at most %d (one per %v)", len(got), window, limit, pliWindow)
+	}
+	if len(got) < limit/2 {
+		t.Fatalf("the publisher got only %d keyframe requests in %v: waiting subscribers must keep asking", len(got), window)
+	}
+	if minGap < pliWindow-30*time.Millisecond {
+		t.Fatalf("two keyframe requests %v apart, want at least %v", minGap, pliWindow)
+	}
+	for i, w := range watchers {
+		if n, _, _ := w.stats(); n != 0 {
+			t.Fatalf("subscriber %d got %d video packets without a keyframe: it must wait for one", i, n)
+		}
+	}
+}
+
+func kfBefore(ts []time.Time, end time.Time) []time.Time {
+	var out []time.Time
+	for _, t := range ts {
+		if t.Before(end) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
