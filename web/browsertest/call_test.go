@@ -319,3 +319,45 @@ func pressKey(key, code string, keyCode int64) chromedp.Action[chromedp.Void] {
 		return nil
 	})
 }
+
+// TestScreenShareSpeakerView: A shares its screen (the fake capture
+// device); B gets a separate screen tile named after A, switches to speaker
+// view with the screen on the stage, and decodes it. B's screenshot (chat
+// open, with a message from A) is saved.
+func TestScreenShareSpeakerView(t *testing.T) {
+	start := time.Now()
+	pa, pb, idA, _ := callOfTwo(t, "browser-screen")
+	pa.do(10*time.Second, chromedp.Click(chromedp.CSS("#toggle-screen")))
+	type screen struct {
+		Name     string `json:"name"`
+		Width    int    `json:"width"`
+		Layout   string `json:"layout"`
+		Featured bool   `json:"featured"`
+		Hidden   bool   `json:"hidden"` // the video is hidden behind the avatar
+	}
+	sel := fmt.Sprintf(`#grid .tile.screen-share[data-screen-of=%q]`, idA)
+	sc, d := waitFor(pb, "A's screen on B's stage", 15*time.Second, fmt.Sprintf(`(() => { const el = document.querySelector(%q);
+	  return el ? {name: el.querySelector('.name').textContent, width: el.querySelector('video').videoWidth,
+	    layout: document.querySelector('#grid').dataset.layout, featured: el.classList.contains('featured'),
+	    hidden: getComputedStyle(el.querySelector('video')).visibility === 'hidden'} : null; })()`, sel),
+		func(s *screen) bool { return s != nil && s.Width > 0 })
+	t.Logf("B shows A's screen %v after the click: %+v", d.Round(time.Millisecond), *sc)
+	if sc.Name != "Alice’s screen" || sc.Layout != "speaker" || !sc.Featured || sc.Hidden {
+		t.Errorf("B's screen tile: %+v, want Alice’s screen featured in speaker view", *sc)
+	}
+	var published []map[string]any
+	pa.mustEval(`window.starling.state.published`, &published)
+	t.Logf("A publishes %v", published)
+
+	pa.do(5*time.Second, chromedp.Click(chromedp.CSS("#toggle-chat")))
+	pa.do(20*time.Second, chromedp.SendKeys(chromedp.CSS("#chat-input"), "Can you see my slides?\r"))
+	pb.do(5*time.Second, chromedp.Click(chromedp.CSS("#toggle-chat")))
+	waitFor(pb, "A's chat message", 10*time.Second, `document.querySelectorAll('#chat-log li').length`, func(n int) bool { return n == 1 })
+	pb.screenshot("screen-share-speaker-view-chromium.png")
+
+	// Stop sharing: the screen tile goes, the grid comes back.
+	pa.do(5*time.Second, chromedp.Click(chromedp.CSS("#toggle-screen")))
+	waitFor(pb, "screen tile removed, grid view again", 10*time.Second, fmt.Sprintf(`!document.querySelector(%q) && document.querySelector('#grid').dataset.layout === 'grid'`, sel),
+		func(ok bool) bool { return ok })
+	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}

@@ -164,12 +164,13 @@ type browser struct {
 	out *syncBuffer
 }
 
-// launchChromium starts a headless Chromium that lives until the test ends.
-func launchChromium(t *testing.T) *browser {
+// launchChromium starts a headless Chromium that lives until the test ends;
+// extra options go after the usual flags (chromedp.Flag(name, false) drops one).
+func launchChromium(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	path := findBrowser(t, "STARLING_CHROMIUM", "chromium", "chromium", "chromium-browser", "google-chrome")
 	out := &syncBuffer{}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromiumFlags(path, out)...)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromiumFlags(path, out), extra...)...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() {
 		cancel()

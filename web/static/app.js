@@ -484,7 +484,7 @@ async function join() {
     ui.lobbyJoin.disabled = false;
     state.error = err.message;
     const msg = joinErrorMessage(err, room);
-    showEnded(msg.title, msg.detail, msg.retry);
+    showEnded(msg.title, msg.detail, msg.retry, 'Try again');
     setStatus('failed', `${msg.title}. ${msg.detail}`);
     return;
   }
@@ -543,10 +543,11 @@ function onLeft(reason) {
   setStatus('left', text);
 }
 
-function showEnded(title, detail, canRetry) {
+function showEnded(title, detail, canRetry, retryLabel = 'Rejoin') {
   ui.endedTitle.textContent = title;
   ui.endedDetail.textContent = detail;
   ui.rejoin.hidden = !canRetry;
+  ui.rejoin.textContent = retryLabel;
   showView('ended');
   (canRetry ? ui.rejoin : ui.endedTitle).focus?.();
 }
@@ -870,6 +871,7 @@ function setTileVideo(tile, trackId, track) {
   tile.videoTrackId = trackId;
   tile.video.srcObject = track ? new MediaStream([track]) : null;
   if (track) tile.video.play().catch(() => {});
+  if (tile.kind === 'screen') tile.el.classList.toggle('no-video', !track);
   requestVideo(tile);
 }
 
