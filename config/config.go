@@ -57,6 +57,9 @@ type Config struct {
 		EmptyTimeout Duration `yaml:"empty_timeout"`
 		// NegotiationTimeout disconnects a subscriber that never answers an offer.
 		NegotiationTimeout Duration `yaml:"negotiation_timeout"`
+		// ResumeWindow is how long a participant whose signaling socket
+		// dropped is kept for a resume; 0 turns resume off.
+		ResumeWindow Duration `yaml:"resume_window"`
 	} `yaml:"room"`
 	// Keys maps API keys to secrets; with any key, join needs a token (see operations.go).
 	Keys map[string]string `yaml:"keys"`
@@ -115,6 +118,7 @@ func Default() Config {
 	c.RTC.LoopbackCandidates = true
 	c.Room.EmptyTimeout = Duration(10 * time.Second)
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
+	c.Room.ResumeWindow = Duration(30 * time.Second)
 	c.Log.Level = "info"
 	c.Log.Format = "text"
 	c.defaultOperations()
@@ -154,6 +158,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 		"e.g. stun:stun.example.org:3478 or turn:turn.example.org:3478?transport=udp,username=U,credential=C")
 	emptyTimeout := fs.Duration("empty-timeout", def.Room.EmptyTimeout.Std(), "close a room this long after its last participant leaves")
 	negTimeout := fs.Duration("negotiation-timeout", def.Room.NegotiationTimeout.Std(), "disconnect a subscriber that has not answered an offer after this long")
+	resumeWindow := fs.Duration("resume-window", def.Room.ResumeWindow.Std(), "keep a participant whose socket dropped this long for a resume; 0 turns resume off")
 	loopback := fs.Bool("loopback-candidates", def.RTC.LoopbackCandidates, "offer loopback ICE candidates (for a demo on localhost)")
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
@@ -201,6 +206,8 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 			cfg.Room.EmptyTimeout = Duration(*emptyTimeout)
 		case "negotiation-timeout":
 			cfg.Room.NegotiationTimeout = Duration(*negTimeout)
+		case "resume-window":
+			cfg.Room.ResumeWindow = Duration(*resumeWindow)
 		case "loopback-candidates":
 			cfg.RTC.LoopbackCandidates = *loopback
 		case "log-level":
@@ -427,6 +434,9 @@ func (c Config) Validate() error {
 	}
 	if c.Room.NegotiationTimeout <= 0 {
 		bad("room.negotiation_timeout %s: must be positive", c.Room.NegotiationTimeout)
+	}
+	if c.Room.ResumeWindow < 0 {
+		bad("room.resume_window %s: must not be negative (0 turns resume off)", c.Room.ResumeWindow)
 	}
 
 	if _, ok := parseLevel(c.Log.Level); !ok {

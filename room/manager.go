@@ -30,6 +30,7 @@ type Config struct {
 	ICEServers         []webrtc.ICEServer // handed to clients in join
 	EmptyTimeout       time.Duration      // an empty room closes after this
 	NegotiationTimeout time.Duration      // a subscriber offer unanswered this long ends the session
+	ResumeWindow       time.Duration      // a participant whose socket dropped may resume this long; 0 = no resume
 	Logger             *slog.Logger
 }
 

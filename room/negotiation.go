@@ -33,6 +33,7 @@ type subscriberLoop struct {
 	prefs    map[string]protocol.SetSubscriptionParams     // per track, kept across resubscribes
 	sent     map[string]protocol.SubscriptionUpdatedParams // last subscriptionUpdated per track
 	tracks   map[string]*Track                             // subscribed tracks, by id
+	rs       loopResume                                    // see resume.go
 	subsMu   sync.Mutex
 	subsSeen map[string]bool // track ids subscribed, readable from other goroutines
 }
@@ -94,7 +95,7 @@ func (l *subscriberLoop) run() {
 				f()
 			}
 		}
-		if l.started && l.dirty && !l.inFlight {
+		if l.offerDue() {
 			l.offer()
 		}
 	}
@@ -102,7 +103,7 @@ func (l *subscriberLoop) run() {
 
 // offer sends a new subscriber offer covering every change so far.
 func (l *subscriberLoop) offer() {
-	sdp, err := l.p.sub.CreateOffer()
+	sdp, err := l.createOffer()
 	if err != nil {
 		l.p.log.Warn("subscriber offer failed", "err", err)
 		return

@@ -38,6 +38,7 @@ type Participant struct {
 	perms  Permissions // see permissions.go
 
 	loop subscriberLoop // owns the subscriber connection
+	rs   resumeState    // see resume.go
 }
 
 func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participant, error) {
@@ -50,6 +51,7 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}
+	p.peer = p.rs.init(peer, p.resumeToken)
 	if p.identity == "" {
 		p.identity = p.id
 	}
@@ -70,7 +72,7 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) {
 		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetSubscriber, Candidate: c})
 	})
-	failed := func() { go p.close(protocol.ReasonDisconnected, true) }
+	failed := func() { go p.mediaFailed() } // see resume.go
 	p.pub.OnFailed(failed)
 	p.sub.OnFailed(failed)
 	p.loop.init(p)

@@ -30,6 +30,9 @@ func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	cfg.RTC.TCPPort = 0
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	cfg.Room.NegotiationTimeout = config.Duration(5 * time.Second)
+	// A client that drops its socket is gone after 1 s, not the default 30 s
+	// resume window (resume_test.go sets its own).
+	cfg.Room.ResumeWindow = config.Duration(time.Second)
 	if tune != nil {
 		tune(&cfg)
 	}

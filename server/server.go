@@ -58,7 +58,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, engine: engine, ln: ln, serveCh: make(chan error, 1), auth: auth.NewVerifier(cfg.Keys)}
 	s.rooms = room.NewManager(room.Config{
 		Engine: engine, ICEServers: iceServers(cfg.RTC.ICEServers),
-		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(),
+		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(), ResumeWindow: cfg.Room.ResumeWindow.Std(),
 		Logger: log,
 	})
 	s.metrics = metrics.New(s.rooms)

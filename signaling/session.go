@@ -95,10 +95,11 @@ func (s *Session) AfterResponse() {
 	}
 }
 
-// Closed ends the participant when the socket is gone.
+// Closed detaches the participant when the socket is gone: it leaves after
+// the resume window unless a new socket resumes it (see session_resume.go).
 func (s *Session) Closed() {
 	if p := s.participant(); p != nil {
-		p.Disconnected()
+		p.Detach(s)
 	}
 }
 
@@ -125,6 +126,9 @@ func (s *Session) join(raw json.RawMessage) (any, *protocol.Error) {
 	}
 	if err := validateJoin(&params); err != nil {
 		return nil, err
+	}
+	if params.Resume != "" {
+		return s.resume(&params) // see session_resume.go
 	}
 	req := room.JoinRequest{
 		Room: params.Room, Name: params.Name, Metadata: params.Metadata,
@@ -158,8 +162,6 @@ func validateJoin(p *protocol.JoinParams) *protocol.Error {
 		return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "name" is longer than %d characters`, maxName)
 	case len(p.Metadata) > maxMetadata:
 		return protocol.Errorf(protocol.CodeTooLarge, `"metadata" is larger than %d bytes`, maxMetadata)
-	case p.Resume != "":
-		return protocol.Errorf(protocol.CodeNotFound, "resume: unknown or expired resume token")
 	}
 	return nil
 }

@@ -27,6 +27,12 @@ type Options struct {
 	AutoSubscribe *bool       // nil = server default (true)
 	API           *webrtc.API // nil = NewAPI()
 	Logger        *slog.Logger
+	// AutoResume: when the signaling socket drops, redial and resume the
+	// session (see Resume) until ResumeWindow has passed, instead of ending.
+	AutoResume bool
+	// ResumeWindow is how long AutoResume keeps trying; default 30s, the
+	// server's default window.
+	ResumeWindow time.Duration
 }
 
 // Event is a server notification, kept in order of arrival.
@@ -45,15 +51,18 @@ type RemoteTrack struct {
 
 // Client is one joined participant.
 type Client struct {
-	ws   *websocket.Conn
-	wmu  sync.Mutex
+	wmu  sync.Mutex // serialises writes
+	sock *socket    // the current signaling socket; guarded by rs.smu (see resume.go)
 	log  *slog.Logger
 	next atomic.Int64
+	url  string
+	room string
+	opts Options
 
 	pmu     sync.Mutex
 	pending map[string]chan *protocol.Message
 
-	Join protocol.JoinResult // the join result
+	Join protocol.JoinResult // the first join result; LastJoin has the latest after resumes
 
 	pub, sub *webrtc.PeerConnection
 	pubDC    *webrtc.DataChannel
@@ -71,11 +80,12 @@ type Client struct {
 	simMu     sync.Mutex
 	simulcast map[string]*SimulcastTrack // by server track id
 
-	offers chan string
-	done   chan struct{}
+	offers chan offer
+	done   chan struct{} // the session is over; guarded by rs.mu (see resume.go)
 	closed atomic.Bool
 	wg     sync.WaitGroup
-	err    error
+	rs     resumeState // see resume.go
+	gate   candidateGate
 }
 
 // NewAPI returns a pion API with default codecs and interceptors, allowing
@@ -102,12 +112,14 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
 	c := &Client{
-		ws: ws, log: opts.Logger, pending: map[string]chan *protocol.Message{},
-		offers: make(chan string, 16), done: make(chan struct{}), simulcast: map[string]*SimulcastTrack{},
+		log: opts.Logger, pending: map[string]chan *protocol.Message{}, url: url, room: room, opts: opts,
+		offers: make(chan offer, 16), done: make(chan struct{}), simulcast: map[string]*SimulcastTrack{},
 	}
 	c.econd = sync.NewCond(&c.emu)
+	c.rs.ctx, c.rs.cancel = context.WithCancel(context.Background())
+	c.sock = newSocket(ws)
 	c.wg.Add(1)
-	go c.readLoop()
+	go c.readLoop(c.sock)
 
 	var res protocol.JoinResult
 	if err := c.Call(ctx, protocol.MethodJoin, protocol.JoinParams{
@@ -117,6 +129,7 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 		return nil, err
 	}
 	c.Join = res
+	c.rs.joined(res)
 	cfg := webrtc.Configuration{ICEServers: res.ICEServers, BundlePolicy: webrtc.BundlePolicyMaxBundle}
 	if c.pub, err = api.NewPeerConnection(cfg); err == nil {
 		c.sub, err = api.NewPeerConnection(cfg)
@@ -143,7 +156,7 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 		})
 	})
 	c.wg.Add(1)
-	go c.answerLoop()
+	go c.answerLoop(c.done)
 	if c.pubDC, err = c.pub.CreateDataChannel(protocol.DataChannelLabel, nil); err != nil {
 		c.Close()
 		return nil, err
@@ -191,6 +204,11 @@ func (c *Client) SendData(ctx context.Context, text string) error {
 // Call sends a request and decodes its result into result (may be nil).
 // A server error is returned as *protocol.Error.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	return c.callOn(ctx, c.socket(), method, params, result)
+}
+
+// callOn is Call on socket s: it fails when s is gone before the response.
+func (c *Client) callOn(ctx context.Context, s *socket, method string, params, result any) error {
 	id := strconv.FormatInt(c.next.Add(1), 10)
 	ch := make(chan *protocol.Message, 1)
 	c.pmu.Lock()
@@ -205,7 +223,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 	if err != nil {
 		return err
 	}
-	if err := c.write(protocol.Message{JSONRPC: "2.0", ID: json.RawMessage(strconv.Quote(id)), Method: method, Params: raw}); err != nil {
+	if err := c.writeTo(s, protocol.Message{JSONRPC: "2.0", ID: json.RawMessage(strconv.Quote(id)), Method: method, Params: raw}); err != nil {
 		return err
 	}
 	select {
@@ -217,7 +235,7 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 			return json.Unmarshal(m.Result, result)
 		}
 		return nil
-	case <-c.done:
+	case <-s.done:
 		return errors.New("connection closed")
 	case <-ctx.Done():
 		return ctx.Err()
@@ -226,29 +244,39 @@ func (c *Client) Call(ctx context.Context, method string, params, result any) er
 
 // Notify sends a notification.
 func (c *Client) Notify(method string, params any) error {
+	return c.notifyOn(nil, method, params)
+}
+
+// notifyOn sends a notification on socket s, or the current one if s is nil.
+func (c *Client) notifyOn(s *socket, method string, params any) error {
 	raw, err := json.Marshal(params)
 	if err != nil {
 		return err
 	}
-	return c.write(protocol.Message{JSONRPC: "2.0", Method: method, Params: raw})
+	return c.writeTo(s, protocol.Message{JSONRPC: "2.0", Method: method, Params: raw})
 }
 
-func (c *Client) write(m protocol.Message) error {
+// writeTo writes m on socket s, or the current one if s is nil.
+func (c *Client) writeTo(s *socket, m protocol.Message) error {
+	if s == nil {
+		s = c.socket()
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return c.ws.WriteJSON(m)
+	_ = s.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return s.ws.WriteJSON(m)
 }
 
-// readLoop routes responses to callers, handles offers and candidates, and
-// records every other notification as an Event.
-func (c *Client) readLoop() {
+// readLoop reads socket s: it routes responses to callers, handles offers
+// and candidates, and records every other notification as an Event.
+func (c *Client) readLoop(s *socket) {
 	defer c.wg.Done()
-	defer close(c.done)
 	for {
 		var m protocol.Message
-		if err := c.ws.ReadJSON(&m); err != nil {
-			c.err = err
+		if err := s.ws.ReadJSON(&m); err != nil {
+			s.err = err
+			close(s.done)
+			c.socketLost(s) // see resume.go
 			return
 		}
 		if m.Method == "" {
@@ -267,7 +295,7 @@ func (c *Client) readLoop() {
 			var p protocol.SDPParams
 			if json.Unmarshal(m.Params, &p) == nil {
 				select {
-				case c.offers <- p.SDP:
+				case c.offers <- offer{sdp: p.SDP, s: s}:
 				case <-c.closing():
 				}
 			}
@@ -278,6 +306,8 @@ func (c *Client) readLoop() {
 			}
 		case protocol.NotifyPublishLayers:
 			c.handlePublishLayers(m.Params)
+		case protocol.MethodLeave:
+			c.rs.serverEnded() // the server ended the session: no resume
 		}
 		c.record(Event{Method: m.Method, Params: m.Params})
 	}
@@ -292,23 +322,38 @@ func (c *Client) closing() <-chan struct{} {
 	return nil
 }
 
-// answerLoop answers subscriber offers in order.
-func (c *Client) answerLoop() {
+// offer is a subscriber offer and the socket it came on.
+type offer struct {
+	sdp string
+	s   *socket
+}
+
+// answerLoop answers subscriber offers in order until the session done ends.
+func (c *Client) answerLoop(done chan struct{}) {
 	defer c.wg.Done()
 	for {
 		select {
-		case <-c.done:
+		case <-done:
 			return
-		case sdp := <-c.offers:
-			if err := c.answer(sdp); err != nil {
+		case o := <-c.offers:
+			if err := c.answer(o); err != nil {
 				c.log.Warn("answering subscriber offer", "err", err)
 			}
 		}
 	}
 }
 
-func (c *Client) answer(sdp string) error {
-	if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+// answer answers o on the socket it came on: an answer sent on another
+// socket could be taken for the answer to a later offer. While answering,
+// the subscriber's own candidates wait, so the server never gets one of a
+// restarted ICE session before the answer that starts it.
+func (c *Client) answer(o offer) error {
+	if o.s != c.socket() {
+		return nil // from a socket resumed since: the server offers it again if need be
+	}
+	c.gate.hold(protocol.TargetSubscriber)
+	defer c.gate.release(protocol.TargetSubscriber, c.notifyCandidate)
+	if err := c.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: o.sdp}); err != nil {
 		return err
 	}
 	c.cands.flush(protocol.TargetSubscriber)
@@ -319,7 +364,7 @@ func (c *Client) answer(sdp string) error {
 	if err := c.sub.SetLocalDescription(ans); err != nil {
 		return err
 	}
-	return c.Notify(protocol.MethodAnswer, protocol.SDPParams{SDP: c.sub.LocalDescription().SDP})
+	return c.notifyOn(o.s, protocol.MethodAnswer, protocol.SDPParams{SDP: c.sub.LocalDescription().SDP})
 }
 
 func (c *Client) handleTrack(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
@@ -349,6 +394,13 @@ func (c *Client) sendCandidate(target string, cand *webrtc.ICECandidate) {
 		init := cand.ToJSON()
 		p.Candidate = &init
 	}
+	if c.gate.held(p) {
+		return // sent by release, after the description it belongs to
+	}
+	c.notifyCandidate(p)
+}
+
+func (c *Client) notifyCandidate(p protocol.CandidateParams) {
 	if !c.closed.Load() {
 		_ = c.Notify(protocol.MethodCandidate, p)
 	}
@@ -402,7 +454,8 @@ func (c *Client) Close() {
 	if c.closed.Swap(true) {
 		return
 	}
-	_ = c.ws.Close()
+	c.rs.cancel() // stops a resume under way
+	_ = c.socket().ws.Close()
 	if c.pub != nil {
 		_ = c.pub.Close()
 	}
@@ -412,8 +465,15 @@ func (c *Client) Close() {
 	c.wg.Wait()
 }
 
-// Done is closed when the signaling socket is gone.
-func (c *Client) Done() <-chan struct{} { return c.done }
+// Done is closed when the session is over: the signaling socket is gone
+// and no resume follows (Options.AutoResume off, or it failed), or Close
+// was called. A later successful Resume starts a new session with a new
+// Done channel.
+func (c *Client) Done() <-chan struct{} {
+	c.rs.mu.Lock()
+	defer c.rs.mu.Unlock()
+	return c.done
+}
 
 func idString(raw json.RawMessage) string {
 	var s string

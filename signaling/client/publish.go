@@ -177,8 +177,13 @@ func (q *candidateQueues) add(p protocol.CandidateParams) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	pc := q.pc(p.Target)
-	if pc == nil || pc.RemoteDescription() == nil {
+	// A candidate of an ICE session whose description has not been applied
+	// yet (before the first one, or during an ICE restart) waits for it.
+	if pc == nil || !fitsRemote(pc, *p.Candidate) {
 		if q.pending != nil {
+			if len(q.pending[p.Target]) >= maxPendingCandidates {
+				q.pending[p.Target] = q.pending[p.Target][1:]
+			}
 			q.pending[p.Target] = append(q.pending[p.Target], *p.Candidate)
 		}
 		return
@@ -186,14 +191,29 @@ func (q *candidateQueues) add(p protocol.CandidateParams) {
 	_ = pc.AddICECandidate(*p.Candidate)
 }
 
+// maxPendingCandidates bounds the candidates kept per connection; the
+// oldest (most likely of a finished ICE session) go first.
+const maxPendingCandidates = 64
+
+// flush adds the waiting candidates that fit the remote description now;
+// the others keep waiting.
 func (q *candidateQueues) flush(target string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	pc := q.pc(target)
+	var keep []webrtc.ICECandidateInit
 	for _, c := range q.pending[target] {
-		_ = pc.AddICECandidate(c)
+		if fitsRemote(pc, c) {
+			_ = pc.AddICECandidate(c)
+		} else {
+			keep = append(keep, c)
+		}
 	}
-	delete(q.pending, target)
+	if len(keep) == 0 {
+		delete(q.pending, target)
+	} else {
+		q.pending[target] = keep
+	}
 }
 
 // LoopbackAPI is NewAPI restricted to 127.0.0.1: tests and local load
