@@ -33,7 +33,7 @@ type Limits struct {
 	SignalingRate  float64 `yaml:"signaling_rate"`
 	SignalingBurst int     `yaml:"signaling_burst"`
 	// JoinRate is the sustained joins per second allowed per client IP;
-	// JoinBurst the short burst above it.
+	// JoinBurst the short burst above it. Loopback clients are exempt.
 	JoinRate  float64 `yaml:"join_rate"`
 	JoinBurst int     `yaml:"join_burst"`
 	// MaxDataMessage is the largest data-channel message relayed, in bytes.
@@ -66,9 +66,9 @@ type Webhook struct {
 func (c *Config) defaultOperations() {
 	c.Limits = Limits{
 		MaxRooms:         1000,
-		MaxParticipants:  100,
+		MaxParticipants:  500,
 		MaxTracks:        8,
-		MaxSubscriptions: 200,
+		MaxSubscriptions: 500,
 		SignalingRate:    50,
 		SignalingBurst:   200,
 		JoinRate:         10,

@@ -32,6 +32,7 @@ type Config struct {
 	NegotiationTimeout time.Duration      // a subscriber offer unanswered this long ends the session
 	ResumeWindow       time.Duration      // a participant whose socket dropped may resume this long; 0 = no resume
 	Logger             *slog.Logger
+	Limits             Limits // see limits.go
 }
 
 // Manager owns every room of this node.
@@ -79,12 +80,19 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 			return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
 		}
 		r := m.rooms[req.Room]
+		if err := m.roomsFull(); r == nil && err != nil {
+			m.mu.Unlock()
+			return nil, nil, err
+		}
 		if r == nil {
 			r = newRoom(m, req.Room)
 			m.rooms[req.Room] = r
 			m.log.Info("room created", "room", r.name, "sid", r.sid)
 		}
 		m.mu.Unlock()
+		if err := r.admit(req.Identity); err != nil { // before the costly peer connections
+			return nil, nil, err
+		}
 
 		p, err := newParticipant(m, r, req, peer)
 		if err != nil {

@@ -137,7 +137,7 @@ func (l *subscriberLoop) answer(sdp string) error {
 }
 
 func (l *subscriberLoop) addDownTrack(t *Track) {
-	if _, ok := l.down[t.id]; ok {
+	if _, ok := l.down[t.id]; ok || l.subscriptionsFull(t) {
 		return
 	}
 	t.mu.Lock()

@@ -233,7 +233,7 @@ func (p *Participant) onData(text []byte) {
 		p.log.Debug("data message dropped: no canPublishData grant", "bytes", len(text))
 		return
 	}
-	if len(text) > protocol.MaxDataMessage || !utf8.Valid(text) {
+	if len(text) > p.m.maxDataMessage() || !utf8.Valid(text) {
 		p.log.Debug("data message dropped", "bytes", len(text))
 		return
 	}
@@ -270,7 +270,7 @@ func (p *Participant) HandleCandidate(params protocol.CandidateParams) error {
 
 // Subscribe subscribes to tracks by id; unknown ids fail the whole request.
 func (p *Participant) Subscribe(ids []string) error {
-	if err := p.checkSubscribe(); err != nil {
+	if err := p.checkSubscribe(ids); err != nil {
 		return err
 	}
 	tracks := make([]*Track, 0, len(ids))

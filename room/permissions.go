@@ -19,18 +19,20 @@ func (p *Participant) Permissions() Permissions {
 	return p.perms
 }
 
-// checkPublish refuses an offer that sends media without the publish grant.
+// checkPublish refuses an offer that sends media without the publish grant,
+// or more tracks than the limit (see limits.go).
 func (p *Participant) checkPublish(mediaSections int) error {
 	if mediaSections > 0 && !p.Permissions().CanPublish {
 		return protocol.Errorf(protocol.CodeForbidden, "not allowed to publish: the token lacks canPublish")
 	}
-	return nil
+	return p.checkTracks(mediaSections)
 }
 
-// checkSubscribe refuses a subscription without the subscribe grant.
-func (p *Participant) checkSubscribe() error {
+// checkSubscribe refuses a subscription without the subscribe grant, or
+// beyond the subscription limit (see limits.go).
+func (p *Participant) checkSubscribe(ids []string) error {
 	if !p.Permissions().CanSubscribe {
 		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe: the token lacks canSubscribe")
 	}
-	return nil
+	return p.checkSubscriptions(ids)
 }

@@ -43,7 +43,7 @@ func (r *Room) SID() string { return r.sid }
 // the others. It returns false if the room has already closed.
 func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
 	r.mu.Lock()
-	if r.closed {
+	if r.closed || !r.fits(p) { // full: Join retries and admit reports it
 		r.mu.Unlock()
 		return nil, false
 	}

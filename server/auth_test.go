@@ -154,11 +154,24 @@ func TestTokenGrants(t *testing.T) {
 	}
 
 	// canPublishData=false: the viewer's data messages are not relayed; deaf's are.
-	got := make(chan protocol.DataMessage, 8)
+	got := make(chan protocol.DataMessage, 64)
 	pub.OnData(func(m protocol.DataMessage) { got <- m })
-	waitFor(t, 10*time.Second, "pub's subscriber connection", func() bool {
-		return pub.Subscriber().ConnectionState() == webrtc.PeerConnectionStateConnected
+	// Deaf's messages arrive once pub's data channel is open.
+	waitFor(t, 10*time.Second, "deaf's data message at pub", func() bool {
+		if err := deaf.SendData(ctxT(t, 5*time.Second), "warm-up"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			return m.From == deaf.ParticipantID()
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
 	})
+	time.Sleep(300 * time.Millisecond)
+	for len(got) > 0 {
+		<-got
+	}
 	if err := viewer.SendData(ctxT(t, 10*time.Second), "from viewer"); err != nil {
 		t.Fatal(err)
 	}

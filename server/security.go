@@ -10,7 +10,7 @@ func (s *Server) Auth() *auth.Verifier { return s.auth }
 
 // sessionOptions are what every signaling session enforces.
 func (s *Server) sessionOptions() signaling.SessionOptions {
-	return signaling.SessionOptions{Auth: s.auth}
+	return signaling.SessionOptions{Auth: s.auth, JoinLimiter: s.joinLimiter()}
 }
 
 // logSecurity says at start whether the node checks tokens.

@@ -33,6 +33,7 @@ type Server struct {
 	serveCh chan error
 	auth    *auth.Verifier // see security.go
 	metrics *metrics.Metrics
+	ext     extras // see ops.go
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.

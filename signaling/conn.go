@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/starling-rtc/starling/signaling/protocol"
 )
@@ -50,6 +51,11 @@ type Options struct {
 	// with its method ("" if refused before it was known), the error code
 	// sent (0 = success) and the time spent (metrics).
 	Observe func(method string, code int, elapsed time.Duration)
+	// RateLimit is the sustained messages per second accepted from one
+	// connection (0 = unlimited), RateBurst the burst above it; messages
+	// beyond get a 429 error and are not dispatched.
+	RateLimit float64
+	RateBurst int
 }
 
 // Defaults, from docs/PROTOCOL.md.
@@ -114,6 +120,8 @@ type Conn struct {
 	opts   Options
 	log    *slog.Logger
 	remote string
+
+	limiter *rate.Limiter // see ratelimit.go; only the reader uses it
 
 	send chan []byte // encoded frames; only the writer receives
 
@@ -318,6 +326,9 @@ func (c *Conn) readLoop(d Dispatcher) error {
 
 func (c *Conn) handleText(d Dispatcher, data []byte) {
 	req, perr := parseRequest(data)
+	if perr == nil {
+		perr = c.limit() // see ratelimit.go
+	}
 	if perr != nil {
 		c.reply(req.id, perr)
 		return

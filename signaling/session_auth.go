@@ -13,6 +13,9 @@ type SessionOptions struct {
 	// Auth checks join tokens; nil, or a verifier without keys, runs open:
 	// anyone may join any room and do anything.
 	Auth *auth.Verifier
+	// JoinLimiter bounds joins per client IP (nil = unlimited); beyond it
+	// join gets 429.
+	JoinLimiter *IPLimiter
 }
 
 // NewSessionWithOptions makes the session of one socket with opts.
@@ -22,10 +25,13 @@ func NewSessionWithOptions(c *Conn, mgr *room.Manager, log *slog.Logger, opts Se
 	return s
 }
 
-// authorize checks the join token when keys are configured and turns its
+// authorize applies the per-IP join rate, then checks the join token when keys are configured and turns its
 // claims into the request's identity and permissions: 401 for a bad or
 // missing token, 403 for a token of another room.
 func (s *Session) authorize(params *protocol.JoinParams, req *room.JoinRequest) *protocol.Error {
+	if !s.opts.JoinLimiter.Allow(s.conn.RemoteAddr()) {
+		return protocol.Errorf(protocol.CodeRateLimited, "rate limited: too many joins from your address; retry in a few seconds")
+	}
 	if !s.opts.Auth.Enabled() {
 		return nil
 	}
