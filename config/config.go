@@ -51,6 +51,11 @@ type Config struct {
 		ICEServers []ICEServer `yaml:"ice_servers"`
 		// LoopbackCandidates offers 127.0.0.1 candidates, so a demo on localhost works.
 		LoopbackCandidates bool `yaml:"loopback_candidates"`
+		// CongestionControl estimates each subscriber's downlink (TWCC + GCC)
+		// and picks simulcast layers to fit it, probing before raising.
+		CongestionControl bool `yaml:"congestion_control"`
+		// InitialBitrate is each subscriber's starting estimate, in bits/s.
+		InitialBitrate int `yaml:"initial_bitrate"`
 	} `yaml:"rtc"`
 	Room struct {
 		// EmptyTimeout is how long an empty room lives after its last participant leaves.
@@ -116,6 +121,8 @@ func Default() Config {
 	c.RTC.UDPPort = 7901
 	c.RTC.TCPPort = 7902
 	c.RTC.LoopbackCandidates = true
+	c.RTC.CongestionControl = true
+	c.RTC.InitialBitrate = 3_000_000
 	c.Room.EmptyTimeout = Duration(10 * time.Second)
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
 	c.Room.ResumeWindow = Duration(30 * time.Second)
@@ -160,6 +167,8 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	negTimeout := fs.Duration("negotiation-timeout", def.Room.NegotiationTimeout.Std(), "disconnect a subscriber that has not answered an offer after this long")
 	resumeWindow := fs.Duration("resume-window", def.Room.ResumeWindow.Std(), "keep a participant whose socket dropped this long for a resume; 0 turns resume off")
 	loopback := fs.Bool("loopback-candidates", def.RTC.LoopbackCandidates, "offer loopback ICE candidates (for a demo on localhost)")
+	congestion := fs.Bool("congestion-control", def.RTC.CongestionControl, "estimate each subscriber's downlink and fit simulcast layers to it")
+	initialBitrate := fs.Int("initial-bitrate", def.RTC.InitialBitrate, "each subscriber's starting bandwidth estimate, bits/s")
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
@@ -210,6 +219,10 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 			cfg.Room.ResumeWindow = Duration(*resumeWindow)
 		case "loopback-candidates":
 			cfg.RTC.LoopbackCandidates = *loopback
+		case "congestion-control":
+			cfg.RTC.CongestionControl = *congestion
+		case "initial-bitrate":
+			cfg.RTC.InitialBitrate = *initialBitrate
 		case "log-level":
 			cfg.Log.Level = *logLevel
 		case "log-format":
@@ -401,6 +414,9 @@ func (c Config) Validate() error {
 	}
 	if c.RTC.TCPPort < -1 || c.RTC.TCPPort > 65535 {
 		bad("rtc.tcp_port %d: must be from 1 to 65535, 0 to pick a free port, or -1 to disable ICE-TCP", c.RTC.TCPPort)
+	}
+	if c.RTC.InitialBitrate < 100_000 || c.RTC.InitialBitrate > 50_000_000 {
+		bad("rtc.initial_bitrate %d: must be from 100000 to 50000000 bits/s", c.RTC.InitialBitrate)
 	}
 	for _, ip := range c.RTC.NodeIP {
 		a, err := netip.ParseAddr(ip)

@@ -33,7 +33,8 @@ type subscriberLoop struct {
 	prefs    map[string]protocol.SetSubscriptionParams     // per track, kept across resubscribes
 	sent     map[string]protocol.SubscriptionUpdatedParams // last subscriptionUpdated per track
 	tracks   map[string]*Track                             // subscribed tracks, by id
-	rs       loopResume                                    // see resume.go
+	alloc    allocState
+	rs       loopResume // see resume.go
 	subsMu   sync.Mutex
 	subsSeen map[string]bool // track ids subscribed, readable from other goroutines
 }
@@ -49,6 +50,7 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.tracks = map[string]*Track{}
 	l.subsSeen = map[string]bool{}
 	go l.run()
+	go l.tickAllocations()
 }
 
 // post queues f to run on the loop; it never blocks.
@@ -218,6 +220,7 @@ func (l *subscriberLoop) apply(t *Track, d *sfu.DownTrack) {
 	_, bw := d.Limits()
 	d.SetLimits(t.layerFor(quality, maxW, maxH), bw)
 	d.SetPaused(paused)
+	l.allocate() // a new cap or an unpause must fit the downlink estimate
 	l.reselect(t, d)
 }
 
@@ -229,6 +232,8 @@ func (l *subscriberLoop) reselect(t *Track, d *sfu.DownTrack) {
 		update := protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: t.qualityOf(layer), Reason: reason}
 		if d.Paused() {
 			update = protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: protocol.QualityPaused, Reason: sfu.ReasonSubscriber}
+		} else if d.BandwidthPaused() {
+			update = protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: protocol.QualityPaused, Reason: sfu.ReasonBandwidth}
 		}
 		if l.sent[t.id] != update {
 			l.sent[t.id] = update

@@ -115,12 +115,15 @@ func TestCongestionSwitchesDown(t *testing.T) {
 		return u.Reason == sfu.ReasonBandwidth && u.Layer != protocol.QualityHigh && len(s) > 0 && s[len(s)-1] < 720
 	})
 	t.Logf("switched down %v after the downlink narrowed to 700 kbit/s: %+v", time.Since(start), lastUpdate(slow, id))
-	if s, _ := vFast.snapshot(); s[len(s)-1] != 720 {
-		t.Fatalf("the unthrottled subscriber lost high too: last keyframe %dp", s[len(s)-1])
-	}
-	if u := lastUpdate(fast, id); u.Layer != protocol.QualityHigh {
-		t.Fatalf("the unthrottled subscriber was told %+v", u)
-	}
+	// Meanwhile the other subscriber is on high. (On a CPU-starved machine
+	// its own delay-based estimate may dip for a moment: what matters is
+	// that it is on high while the throttled one is held down.)
+	waitFor(t, 20*time.Second, "the unthrottled subscriber on high while the throttled one is down", func() bool {
+		s, _ := vFast.snapshot()
+		slowU := lastUpdate(slow, id)
+		return len(s) > 0 && s[len(s)-1] == 720 && lastUpdate(fast, id).Layer == protocol.QualityHigh &&
+			slowU.Layer != protocol.QualityHigh
+	})
 
 	th.limit.Store(0)
 	start = time.Now()

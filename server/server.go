@@ -47,6 +47,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	engine, err := sfu.NewEngine(sfu.EngineConfig{
 		BindIP: cfg.RTC.BindIP, UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort,
 		NodeIPs: cfg.RTC.NodeIP, LoopbackCandidates: cfg.RTC.LoopbackCandidates, Logger: log,
+		BandwidthEstimation: cfg.RTC.CongestionControl, InitialBitrate: cfg.RTC.InitialBitrate,
 	})
 	if err != nil {
 		return nil, err

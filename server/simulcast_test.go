@@ -121,6 +121,7 @@ func simPayload(pid uint16, first, key bool, w, h int, big bool) []byte {
 // videoWatcher records what a subscriber's decoder would see: keyframe
 // sizes, and continuity of seq, ts and picture id across the whole stream.
 type videoWatcher struct {
+	c         *client.Client
 	mu        sync.Mutex
 	sizes     []int // heights of keyframes received, in order
 	packets   int
@@ -133,7 +134,7 @@ type videoWatcher struct {
 }
 
 func watchVideo(c *client.Client) *videoWatcher {
-	v := &videoWatcher{lastPID: -1}
+	v := &videoWatcher{lastPID: -1, c: c}
 	c.OnTrack(func(rt *client.RemoteTrack) {
 		if rt.Track.Kind() != webrtc.RTPCodecTypeVideo {
 			return
@@ -187,14 +188,33 @@ func (v *videoWatcher) snapshot() (sizes []int, packets int) {
 func (v *videoWatcher) waitHeight(t *testing.T, d time.Duration, h int) time.Duration {
 	t.Helper()
 	start := time.Now()
-	waitFor(t, d, "keyframes of height "+itoa(h), func() bool {
-		s, _ := v.snapshot()
-		return len(s) > 0 && s[len(s)-1] == h
-	})
-	return time.Since(start)
+	for {
+		s, n := v.snapshot()
+		if len(s) > 0 && s[len(s)-1] == h {
+			return time.Since(start)
+		}
+		if time.Since(start) > d {
+			last := s[max(0, len(s)-5):]
+			t.Fatalf("timed out after %v waiting for keyframes of height %d: last keyframe heights %v, %d packets; subscriber was last told %s",
+				d, h, last, n, v.lastUpdate())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+// lastUpdate is the last subscriptionUpdated the watched client got.
+func (v *videoWatcher) lastUpdate() string {
+	if v.c == nil {
+		return "nothing"
+	}
+	evs := v.c.Events()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Method == protocol.NotifySubscriptionUpdated {
+			return string(evs[i].Params)
+		}
+	}
+	return "nothing"
+}
 
 func setSub(t *testing.T, c *client.Client, p protocol.SetSubscriptionParams) {
 	t.Helper()
@@ -218,7 +238,7 @@ func TestSimulcastLayerSelection(t *testing.T) {
 
 	v.waitHeight(t, 10*time.Second, 720) // uncapped: the top layer
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
-	v.waitHeight(t, 5*time.Second, 360)
+	v.waitHeight(t, 10*time.Second, 360)
 	if _, err := sub.WaitEvent(ctxT(t, 5*time.Second), protocol.NotifySubscriptionUpdated, func(raw json.RawMessage) bool {
 		var u protocol.SubscriptionUpdatedParams
 		return json.Unmarshal(raw, &u) == nil && u.Layer == protocol.QualityMedium && u.Reason == sfu.ReasonSubscriber
@@ -233,10 +253,11 @@ func TestSimulcastLayerSelection(t *testing.T) {
 		}
 	}
 
-	switchTime := v.waitHeight(t, 2500*time.Millisecond, 360) // already there
-	_ = switchTime
+	// Latency is reported, not asserted tightly (that is a benchmark's job):
+	// about two keyframe intervals is expected, the bound only catches a
+	// switch that never happens.
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(720)})
-	up := v.waitHeight(t, 2*time.Second+500*time.Millisecond, 720)
+	up := v.waitHeight(t, 10*time.Second, 720)
 	t.Logf("switch latency 360p -> 720p: %v", up)
 
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, Paused: boolp(true)})
@@ -247,7 +268,7 @@ func TestSimulcastLayerSelection(t *testing.T) {
 		t.Fatalf("paused, but %d video packets still arrived", after-before)
 	}
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, Paused: boolp(false), MaxHeight: intp(180)})
-	v.waitHeight(t, 3*time.Second, 180)
+	v.waitHeight(t, 10*time.Second, 180)
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -268,7 +289,7 @@ func TestSimulcastPublisherDropsLayer(t *testing.T) {
 	v.waitHeight(t, 10*time.Second, 720)
 
 	f.stopped[2].Store(true)
-	down := v.waitHeight(t, 2500*time.Millisecond, 360)
+	down := v.waitHeight(t, 10*time.Second, 360)
 	t.Logf("fallback to medium after the top layer stopped: %v", down)
 	if _, err := sub.WaitEvent(ctxT(t, 2*time.Second), protocol.NotifySubscriptionUpdated, func(raw json.RawMessage) bool {
 		var u protocol.SubscriptionUpdatedParams
@@ -277,7 +298,7 @@ func TestSimulcastPublisherDropsLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.stopped[2].Store(false)
-	v.waitHeight(t, 3*time.Second, 720)
+	v.waitHeight(t, 10*time.Second, 720)
 }
 
 // TestDynacast: with every subscriber capped at low, the publisher is told

@@ -259,13 +259,14 @@ var paddingPayload = func() []byte {
 }()
 
 // WritePadding sends n padding-only packets in this track's sequence space,
-// to probe the subscriber's downlink; it returns how many were sent. Only a
-// video track that is forwarding can pad: the receiver must already know the
-// stream.
+// to probe the subscriber's downlink; it returns how many were sent. The
+// track must have forwarded media (the receiver knows the stream), but it
+// may be paused for bandwidth right now: that is exactly when a probe is
+// the only way to learn the downlink has recovered.
 func (d *DownTrack) WritePadding(n int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.video || !d.bound || d.paused || d.bwPaused || d.closed || d.current < 0 || d.munger == nil ||
+	if !d.video || !d.bound || d.paused || d.closed || d.munger == nil ||
 		(d.connected != nil && !d.connected.Load()) {
 		return 0
 	}
