@@ -44,6 +44,10 @@ type Manager struct {
 	draining bool
 	wg       sync.WaitGroup // participants not yet fully closed
 	obs      observers      // see observer.go
+
+	// lingering are sessions sent `leave` that may still be flushing it
+	// and closing their sockets; Shutdown waits for them (see Linger).
+	lingering []<-chan struct{}
 }
 
 // NewManager makes a manager with defaults for unset durations.
@@ -161,11 +165,39 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		r.Close(protocol.ReasonServerShutdown)
 	}
 	done := make(chan struct{})
-	go func() { m.wg.Wait(); close(done) }()
+	go func() {
+		m.wg.Wait()
+		// Every `leave` must be on the wire before Shutdown returns: a
+		// process that exits right after would otherwise cut it off.
+		m.mu.Lock()
+		lingering := append([]<-chan struct{}(nil), m.lingering...)
+		m.mu.Unlock()
+		for _, l := range lingering {
+			<-l
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Linger makes Shutdown also wait until done is closed. A Peer's End calls
+// it with the channel that closes once its `leave` is flushed and its socket
+// closed, which happens after End returns.
+func (m *Manager) Linger(done <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	kept := m.lingering[:0] // forget the ones already closed
+	for _, l := range m.lingering {
+		select {
+		case <-l:
+		default:
+			kept = append(kept, l)
+		}
+	}
+	m.lingering = append(kept, done)
 }

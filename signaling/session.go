@@ -113,6 +113,9 @@ func (s *Session) Notify(method string, params any) {
 // End implements room.Peer: tell the client why, then close the socket.
 func (s *Session) End(reason string) {
 	s.Notify(protocol.MethodLeave, protocol.LeaveParams{Reason: reason})
+	// The socket closes asynchronously; the manager's Shutdown waits for it
+	// so a stopping server does not exit before `leave` is sent.
+	s.mgr.Linger(s.conn.Done())
 	go s.conn.Close(1000, reason)
 }
 
@@ -249,8 +252,13 @@ var joinedMethods = map[string]methodHandler{
 		if err := DecodeParams(raw, &params); err != nil {
 			return nil, err
 		}
-		if params.TrackID == "" || params.Muted == nil {
-			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" and "muted" are required`)
+		// Name the field that is actually missing, so the message says
+		// what was wrong (PROTOCOL.md, Errors).
+		if params.TrackID == "" {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" is required`)
+		}
+		if params.Muted == nil {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "muted" is required`)
 		}
 		return protocol.Empty{}, asProtocolError(p.Mute(params.TrackID, *params.Muted))
 	},
