@@ -22,6 +22,7 @@ type Room struct {
 	tracks       map[string]*Track       // published tracks, by track id
 	emptyTimer   *time.Timer
 	closed       bool
+	speakers     speakers // active speaker detection (speakers.go)
 }
 
 func newRoom(m *Manager, name string) *Room {
@@ -141,6 +142,9 @@ func (r *Room) publish(t *Track) {
 		return
 	}
 	r.tracks[t.id] = t
+	if t.kind == webrtc.RTPCodecTypeAudio {
+		r.startSpeakers()
+	}
 	info := t.Info()
 	for _, o := range r.participants {
 		if o == t.owner {

@@ -67,7 +67,8 @@ type Receiver struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
-	onFirst func() // called once when the first packet of any layer arrives
+	level   audioLevels // RFC 6464 levels since the last TakeAudioLevel (speakers.go)
+	onFirst func()      // called once when the first packet of any layer arrives
 	first   atomic.Bool
 
 	now       atomic.Int64  // read time of the latest packet, unix nanos
@@ -144,6 +145,7 @@ type layer struct {
 	lastPLI  atomic.Int64 // unix nanos of the last keyframe request sent
 	lastSeen atomic.Int64 // unix nanos of the last packet read
 	bytes    atomic.Uint64
+	levelID  uint8 // negotiated id of the RFC 6464 audio level extension; 0 = none
 }
 
 // NewReceiver makes a receiver for a track; writeRTCP sends RTCP to its publisher.
@@ -193,6 +195,9 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 		idx = 0
 	}
 	l := &layer{idx: idx, track: track, recv: recv, ssrc: uint32(track.SSRC())}
+	if r.kind == webrtc.RTPCodecTypeAudio && recv != nil {
+		l.levelID = audioLevelID(recv.GetParameters().HeaderExtensions)
+	}
 	r.mu.Lock()
 	select {
 	case <-r.done:
@@ -308,6 +313,9 @@ func (r *Receiver) readRTP(l *layer) {
 		}
 		if hl == end {
 			continue // padding only: bandwidth probes carry nothing to forward
+		}
+		if l.levelID != 0 {
+			r.level.add(hdr.GetExtension(l.levelID))
 		}
 		r.fanOut(hdr, buf[hl:end], l.idx)
 	}

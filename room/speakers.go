@@ -1,0 +1,147 @@
+package room
+
+import (
+	"math"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+const (
+	// speakersTick is how often a room samples its audio levels.
+	speakersTick = 100 * time.Millisecond
+	// speakersMinGap spaces activeSpeakers notifications: at most 5 a second.
+	speakersMinGap = 200 * time.Millisecond
+	// speakersLevelStep is how much a speaker's level must move since the
+	// last notification to be worth a new one when the ranking is the same.
+	speakersLevelStep = 0.1
+)
+
+// speakers is a room's active speaker detection (RFC 6464 audio levels
+// read by each audio track's receiver). It runs on its own goroutine from
+// the first audio track published until the room closes.
+type speakers struct {
+	once    sync.Once
+	mu      sync.Mutex
+	current []sfu.SpeakerLevel // latest ranking, loudest first
+}
+
+// startSpeakers starts detection once; safe under r.mu.
+func (r *Room) startSpeakers() {
+	r.speakers.once.Do(func() { go r.runSpeakers() })
+}
+
+// ActiveSpeakers returns the room's active speakers, loudest first, as
+// participant ids with levels 0..1. The first one is the active speaker the
+// bandwidth allocator should favour. Safe from any goroutine.
+func (r *Room) ActiveSpeakers() []sfu.SpeakerLevel {
+	r.speakers.mu.Lock()
+	defer r.speakers.mu.Unlock()
+	return append([]sfu.SpeakerLevel(nil), r.speakers.current...)
+}
+
+// IsActiveSpeaker reports whether a participant is among the active speakers.
+func (r *Room) IsActiveSpeaker(participantID string) bool {
+	r.speakers.mu.Lock()
+	defer r.speakers.mu.Unlock()
+	for _, s := range r.speakers.current {
+		if s.ID == participantID {
+			return true
+		}
+	}
+	return false
+}
+
+type levelSource struct {
+	owner string
+	recv  *sfu.Receiver
+	muted bool
+}
+
+// runSpeakers samples every audio track's level each tick, feeds the
+// detector per participant (its loudest audio track) and tells everyone in
+// the room when the ranking changes. It ends once the room is closed.
+func (r *Room) runSpeakers() {
+	det := sfu.NewSpeakerDetector()
+	tick := time.NewTicker(speakersTick)
+	defer tick.Stop()
+	var sent []protocol.Speaker
+	var lastSent time.Time
+	known := map[string]bool{}
+	var srcs []levelSource
+	for range tick.C {
+		srcs = srcs[:0]
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return
+		}
+		for _, t := range r.tracks {
+			if t.kind != webrtc.RTPCodecTypeAudio {
+				continue
+			}
+			t.mu.Lock()
+			if t.receiver != nil {
+				srcs = append(srcs, levelSource{owner: t.owner.id, recv: t.receiver, muted: t.info.Muted})
+			}
+			t.mu.Unlock()
+		}
+		r.mu.Unlock()
+
+		now := time.Now()
+		loudest := make(map[string]float64, len(srcs))
+		for _, s := range srcs {
+			db, n := s.recv.TakeAudioLevel()
+			if s.muted || n == 0 {
+				db = sfu.SpeakerSilenceDB
+			}
+			if old, ok := loudest[s.owner]; !ok || db < old {
+				loudest[s.owner] = db
+			}
+		}
+		for id := range known {
+			if _, ok := loudest[id]; !ok {
+				det.Forget(id) // left, or stopped publishing audio
+				delete(known, id)
+			}
+		}
+		for id, db := range loudest {
+			known[id] = true
+			det.Observe(id, db, now.UnixNano())
+		}
+		ranking := det.Tick(now.UnixNano())
+		r.speakers.mu.Lock()
+		r.speakers.current = ranking
+		r.speakers.mu.Unlock()
+
+		list := make([]protocol.Speaker, len(ranking))
+		for i, s := range ranking {
+			list[i] = protocol.Speaker{ParticipantID: s.ID, Level: math.Round(s.Level*100) / 100}
+		}
+		if !speakersChanged(sent, list) || now.Sub(lastSent) < speakersMinGap {
+			continue
+		}
+		sent, lastSent = list, now
+		r.mu.Lock()
+		for _, p := range r.participants {
+			p.peer.Notify(protocol.NotifyActiveSpeakers, protocol.ActiveSpeakersParams{Speakers: list})
+		}
+		r.mu.Unlock()
+	}
+}
+
+// speakersChanged: a different ranking, or a level that moved enough.
+func speakersChanged(old, cur []protocol.Speaker) bool {
+	if len(old) != len(cur) {
+		return true
+	}
+	for i := range cur {
+		if old[i].ParticipantID != cur[i].ParticipantID || math.Abs(old[i].Level-cur[i].Level) >= speakersLevelStep {
+			return true
+		}
+	}
+	return false
+}

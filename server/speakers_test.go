@@ -1,0 +1,271 @@
+package server_test
+
+import (
+	"encoding/json"
+	"math"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/server"
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+const audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+// levelPublisher sends Opus packets carrying the RFC 6464 audio level
+// extension, at a level (-dBov) the test sets at any time.
+type levelPublisher struct {
+	c     *client.Client
+	db    atomic.Int32 // 0 loud .. 127 silent; < 0: a function of time, see wave
+	wave  atomic.Pointer[func(time.Duration) int]
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	extID uint8
+}
+
+func (p *levelPublisher) set(db int) { p.wave.Store(nil); p.db.Store(int32(db)) }
+
+func (p *levelPublisher) setWave(f func(time.Duration) int) { p.wave.Store(&f) }
+
+// audioLevelAPI is a loopback client API that negotiates the audio level extension.
+func audioLevelAPI(t *testing.T) *webrtc.API {
+	return faultAPI(t, apiOptions{media: func(m *webrtc.MediaEngine) error {
+		return m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, webrtc.RTPCodecTypeAudio)
+	}})
+}
+
+func publishLevels(t *testing.T, srv *server.Server, roomName, name string, db int) *levelPublisher {
+	t.Helper()
+	c := join(t, srv, roomName, name, withClientAPI(audioLevelAPI(t)))
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs, err := c.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
+	if err != nil || len(pubs) != 1 {
+		t.Fatalf("publish: %v", err)
+	}
+	p := &levelPublisher{c: c, stop: make(chan struct{})}
+	p.set(db)
+	for _, e := range pubs[0].Sender.GetParameters().HeaderExtensions {
+		if e.URI == audioLevelURI {
+			p.extID = uint8(e.ID)
+		}
+	}
+	if p.extID == 0 {
+		t.Fatalf("the server did not negotiate the audio level extension")
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t0 := time.Now()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		seq, ts := uint16(1), uint32(0)
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			db := int(p.db.Load())
+			if w := p.wave.Load(); w != nil {
+				db = (*w)(time.Since(t0))
+			}
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts}, Payload: make([]byte, 40)}
+			pkt.Payload[0] = 0x78
+			ext := byte(max(0, min(127, db)))
+			if db < 60 {
+				ext |= 0x80 // voice activity
+			}
+			if err := pkt.Header.SetExtension(p.extID, []byte{ext}); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := audio.WriteRTP(pkt); err != nil {
+				return
+			}
+			seq++
+			ts += 960
+		}
+	}()
+	t.Cleanup(func() { close(p.stop); p.wg.Wait() })
+	return p
+}
+
+// speakerLog timestamps the activeSpeakers notifications a client gets.
+type speakerLog struct {
+	mu     sync.Mutex
+	events []speakerEvent
+}
+
+type speakerEvent struct {
+	at  time.Time
+	ids []string
+}
+
+func logSpeakers(t *testing.T, c *client.Client) *speakerLog {
+	l := &speakerLog{}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seen := 0
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			evs := c.Events()
+			for _, e := range evs[seen:] {
+				if e.Method != protocol.NotifyActiveSpeakers {
+					continue
+				}
+				var p protocol.ActiveSpeakersParams
+				if err := json.Unmarshal(e.Params, &p); err != nil {
+					t.Errorf("activeSpeakers params: %v", err)
+					continue
+				}
+				ev := speakerEvent{at: time.Now()}
+				for i, s := range p.Speakers {
+					if s.Level < 0 || s.Level > 1 || (i > 0 && s.Level > p.Speakers[i-1].Level+0.051) {
+						t.Errorf("activeSpeakers not loudest first with levels 0..1: %s", e.Params)
+					}
+					ev.ids = append(ev.ids, s.ParticipantID)
+				}
+				l.mu.Lock()
+				l.events = append(l.events, ev)
+				l.mu.Unlock()
+			}
+			seen = len(evs)
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return l
+}
+
+func (l *speakerLog) latest() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.events) == 0 {
+		return nil
+	}
+	return l.events[len(l.events)-1].ids
+}
+
+func (l *speakerLog) since(t0 time.Time) []speakerEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []speakerEvent
+	for _, e := range l.events {
+		if !e.at.Before(t0) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func sameIDs(a []string, b ...string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(ids []string, id string) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// TestActiveSpeakers: three publishers with synthetic RFC 6464 levels and a
+// listener. The loud one is named; when two swap, the ranking follows; a
+// level hovering at the threshold and short peaks do not flicker; the
+// notifications come at most 5 a second; the room exposes the ranking.
+func TestActiveSpeakers(t *testing.T) {
+	srv := startServer(t, nil)
+	const roomName = "speakers"
+	listener := join(t, srv, roomName, "listener")
+	log := logSpeakers(t, listener)
+	a := publishLevels(t, srv, roomName, "a", 20)
+	b := publishLevels(t, srv, roomName, "b", 127)
+	c := publishLevels(t, srv, roomName, "c", 127)
+	A, B, C := a.c.ParticipantID(), b.c.ParticipantID(), c.c.ParticipantID()
+	start := time.Now()
+
+	waitFor(t, 10*time.Second, "activeSpeakers naming a", func() bool { return sameIDs(log.latest(), A) })
+	t.Logf("a named after %v", time.Since(start).Round(time.Millisecond))
+	if got := srv.Rooms().Room(roomName).ActiveSpeakers(); len(got) != 1 || got[0].ID != A {
+		t.Fatalf("Room.ActiveSpeakers() = %v, want a (%s)", got, A)
+	}
+
+	// Swap: b speaks, a stops. b leads within 500 ms, a is gone within 2 s.
+	swap := time.Now()
+	a.set(127)
+	b.set(20)
+	waitFor(t, 2*time.Second, "b to lead", func() bool { l := log.latest(); return len(l) > 0 && l[0] == B })
+	lead := time.Since(swap)
+	waitFor(t, 3*time.Second, "activeSpeakers naming only b", func() bool { return sameIDs(log.latest(), B) })
+	t.Logf("after the swap: b leads in %v, a dropped in %v", lead.Round(time.Millisecond), time.Since(swap).Round(time.Millisecond))
+	if lead > 800*time.Millisecond {
+		t.Errorf("b took %v to lead after the swap, want at most 800 ms", lead)
+	}
+
+	// Near the threshold: c hovers around -40 dBov (+-4 dB, 700 ms period)
+	// while b keeps speaking; then a makes 100 ms clicks every second.
+	b.set(25)
+	c.setWave(func(d time.Duration) int { return 40 + int(math.Round(4*math.Sin(2*math.Pi*d.Seconds()/0.7))) })
+	a.setWave(func(d time.Duration) int {
+		if d%time.Second < 100*time.Millisecond {
+			return 0
+		}
+		return 127
+	})
+	hover, prev := time.Now(), contains(log.latest(), C)
+	time.Sleep(6 * time.Second)
+	cChanges, aSeen := 0, false
+	for _, e := range log.since(hover) {
+		if in := contains(e.ids, C); in != prev {
+			cChanges++
+			prev = in
+		}
+		aSeen = aSeen || contains(e.ids, A)
+	}
+	t.Logf("hovering: c entered/left the speakers %d time(s) in 6 s; a's clicks named it: %v", cChanges, aSeen)
+	if cChanges > 1 {
+		t.Errorf("a level hovering at the threshold flickered: c entered or left %d times in 6 s", cChanges)
+	}
+	if aSeen {
+		t.Errorf("100 ms clicks made a an active speaker")
+	}
+	if l := log.latest(); len(l) == 0 || l[0] != B {
+		t.Errorf("b, speaking at -25 dBov, should lead; got %v", l)
+	}
+
+	// Rate: at most 5 notifications in any second.
+	evs := log.since(start)
+	for i := range evs {
+		n := 0
+		for j := i; j < len(evs) && evs[j].at.Sub(evs[i].at) < time.Second; j++ {
+			n++
+		}
+		if n > 6 { // the listener polls every 10 ms: allow one of slack
+			t.Fatalf("%d activeSpeakers notifications within one second, want at most 5", n)
+		}
+	}
+	t.Logf("%d activeSpeakers notifications in %v", len(evs), time.Since(start).Round(time.Second))
+}
