@@ -45,6 +45,8 @@ type Manager struct {
 	wg       sync.WaitGroup // participants not yet fully closed
 	obs      observers      // see observer.go
 
+	iceFunc func(identity string) []webrtc.ICEServer // see events.go
+
 	// lingering are sessions sent `leave` that may still be flushing it
 	// and closing their sockets; Shutdown waits for them (see Linger).
 	lingering []<-chan struct{}
@@ -92,6 +94,7 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 			r = newRoom(m, req.Room)
 			m.rooms[req.Room] = r
 			m.log.Info("room created", "room", r.name, "sid", r.sid)
+			m.notifyRoomStarted(r) // see events.go
 		}
 		m.mu.Unlock()
 		if err := r.admit(req.Identity); err != nil { // before the costly peer connections
@@ -110,6 +113,7 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 			continue
 		}
 		m.wg.Add(1)
+		m.notifyJoined(p)
 		return p, res, nil
 	}
 }

@@ -71,7 +71,7 @@ func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
 		Participant:  p.Info(),
 		Room:         protocol.Room{Name: r.name, SID: r.sid},
 		Participants: others,
-		ICEServers:   r.m.cfg.ICEServers,
+		ICEServers:   r.m.clientICEServers(p.identity),
 		ResumeToken:  p.resumeToken,
 	}
 	if res.ICEServers == nil {
@@ -99,6 +99,7 @@ func (r *Room) remove(p *Participant, reason string) {
 		r.emptyTimer = time.AfterFunc(r.m.cfg.EmptyTimeout, r.closeIfEmpty)
 	}
 	r.mu.Unlock()
+	r.m.notifyLeft(p, reason) // see events.go
 }
 
 func (r *Room) closeIfEmpty() {

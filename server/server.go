@@ -73,7 +73,11 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
-	s.operatorRoutes(mux) // see ops.go
+	if err := s.setupOperations(mux); err != nil { // see ops.go
+		engine.Close()
+		_ = ln.Close()
+		return nil, err
+	}
 	mux.Handle("/", web.Handler())
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
@@ -97,7 +101,7 @@ func (s *Server) Serve() {
 		s.serveCh <- err
 	}()
 	s.log.Info("starling listening",
-		"http", "http://"+s.Addr(), "udp", s.engine.UDPPort(), "tcp", s.engine.TCPPort())
+		"http", s.BaseURL(), "udp", s.engine.UDPPort(), "tcp", s.engine.TCPPort())
 	s.logSecurity()
 }
 
@@ -105,7 +109,7 @@ func (s *Server) Serve() {
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // SignalingURL is the WebSocket URL clients join on.
-func (s *Server) SignalingURL() string { return "ws://" + s.Addr() + "/v1/rtc" }
+func (s *Server) SignalingURL() string { return s.wsBaseURL() + "/v1/rtc" }
 
 // Rooms is the node's room manager.
 func (s *Server) Rooms() *room.Manager { return s.rooms }
@@ -119,6 +123,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	errRooms := s.rooms.Shutdown(ctx)
 	errHTTP := s.http.Shutdown(ctx)
 	s.engine.Close()
+	s.stopOperations(ctx) // webhooks flush the rooms' last events
 	var errServe error
 	select {
 	case errServe = <-s.serveCh:
