@@ -589,7 +589,7 @@ function wireClient(c) {
     syncPublished();
   }));
   c.on('leave', mine(({reason}) => onLeft(reason)));
-  c.on('error', ({error}) => console.warn('starling:', error));
+  c.on('error', ({error}) => console.warn(`starling: ${error?.name ?? 'Error'}: ${error?.message ?? error}`));
 }
 
 function copyLink() {

@@ -120,7 +120,8 @@ export class StarlingClient extends EventTarget {
    *   2000), reconnect (true: on a lost socket, resume or rejoin),
    *   reconnectDelays (ms between attempts; the last repeats),
    *   reconnectTimeout (ms before giving up, 60000), subscriptionDelay (ms
-   *   that setVideoSize waits for more changes, 150), and for tests or other
+   *   that setVideoSize waits for more changes, 150), publisherBundlePolicy
+   *   ('balanced'; see below), and for tests or other
    *   runtimes: WebSocket, RTCPeerConnection.
    */
   constructor(url, options = {}) {
@@ -129,6 +130,10 @@ export class StarlingClient extends EventTarget {
     this.options = {
       requestTimeout: 15000, leaveTimeout: 2000, reconnect: true,
       reconnectDelays: [300, 1000, 2000, 4000, 8000], reconnectTimeout: 60000, subscriptionDelay: 150,
+      // 'balanced', not 'max-bundle': with max-bundle Firefox offers every
+      // m-section but the first as bundle-only (port 0), which the server
+      // takes for rejected sections. The answer bundles everything either way.
+      publisherBundlePolicy: 'balanced',
       ...options,
     };
     this._RTCPeerConnection = options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
@@ -469,9 +474,9 @@ export class StarlingClient extends EventTarget {
       if (credential) s.credential = credential;
       return s;
     });
-    const config = {iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require'};
     for (const target of TARGETS) {
-      const pc = new this._RTCPeerConnection(config);
+      const bundlePolicy = target === 'publisher' ? this.options.publisherBundlePolicy : 'max-bundle';
+      const pc = new this._RTCPeerConnection({iceServers: this.iceServers, bundlePolicy, rtcpMuxPolicy: 'require'});
       this[target] = pc;
       pc.onicecandidate = (ev) => { if (this[target] === pc) this._onLocalCandidate(target, ev.candidate); };
       pc.onconnectionstatechange = () => {
@@ -686,8 +691,13 @@ export class StarlingClient extends EventTarget {
     let reply;
     try {
       await pc.setLocalDescription(await pc.createOffer(iceRestart ? {iceRestart: true} : undefined));
+      // The track id the SDP carries in a=msid is not always the
+      // MediaStreamTrack's id (Firefox makes its own), and the server
+      // matches the announcement to the SDP by it.
+      const msid = new Map(parseMediaSections(pc.localDescription.sdp ?? '').map((m) => [m.mid, m.trackId]));
       const announced = [...this.localTracks.values()].filter((t) => !t.info && t.transceiver.mid != null);
-      const tracks = announced.map(({trackId, source, name, layers}) => {
+      for (const t of announced) t.sdpTrackId = msid.get(t.transceiver.mid) ?? t.trackId;
+      const tracks = announced.map(({sdpTrackId: trackId, source, name, layers}) => {
         const a = {trackId, source};
         if (name) a.name = name;
         if (layers) a.layers = layers;
@@ -708,7 +718,7 @@ export class StarlingClient extends EventTarget {
     if (this.publisher !== pc) throw new StarlingError(0, 'the connection was replaced', 'offer');
     await pc.setRemoteDescription({type: 'answer', sdp: result.sdp});
     for (const info of result.tracks ?? []) {
-      const local = this.localTracks.get(info.cid);
+      const local = [...this.localTracks.values()].find((t) => (t.sdpTrackId ?? t.trackId) === info.cid);
       if (local) local.info = info;
     }
     this._flushRemoteCandidates('publisher');

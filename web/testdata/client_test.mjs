@@ -19,7 +19,8 @@ test('join sends the params, builds both connections and offers the data channel
   assert.equal(client.participantId, 'PA');
   assert.deepEqual([...client.participants.keys()], ['PB']);
   assert.deepEqual(pub.config.iceServers, [{urls: ['turn:127.0.0.1:3478'], username: 'u', credential: 'c'}]);
-  assert.equal(pub.config.bundlePolicy, 'max-bundle');
+  assert.equal(pub.config.bundlePolicy, 'balanced', 'publisher: see publisherBundlePolicy');
+  assert.equal(sub.config.bundlePolicy, 'max-bundle');
   assert.equal(sub.config.rtcpMuxPolicy, 'require');
   assert.deepEqual(pub.channels.map((c) => c.label), ['data']);
 
@@ -269,4 +270,23 @@ test('parseMediaSections reads mid, direction and msid', () => {
   ]);
   const legacy = parseMediaSections('m=audio 9 RTP/AVP 0\r\na=mid:0\r\na=ssrc:1 msid:S T\r\n');
   assert.deepEqual([legacy[0].streamId, legacy[0].trackId, legacy[0].direction], ['S', 'T', 'sendrecv']);
+});
+
+test('publish announces the a=msid track id of the SDP when it is not the MediaStreamTrack id', async () => {
+  FakePC.msidPrefix = 'ff-';
+  try {
+    const {client, ws} = await joined();
+    await until(() => ws.requests('offer').length === 1, 'first offer');
+    ws.reply(ws.requests('offer')[0], {sdp: 'a1', tracks: []});
+    const mic = {id: 'mic-1', kind: 'audio', enabled: true};
+    const p = client.publish(mic, {source: 'microphone'});
+    await until(() => ws.requests('offer').length === 2, 'offer with the track');
+    assert.match(ws.requests('offer')[1].params.sdp, /a=msid:\{stream\} ff-mic-1/);
+    assert.deepEqual(ws.requests('offer')[1].params.tracks, [{trackId: 'ff-mic-1', source: 'microphone'}]);
+    ws.reply(ws.requests('offer')[1], {sdp: 'a2', tracks: [{id: 'TR_a', cid: 'ff-mic-1', participantId: 'PA', kind: 'audio'}]});
+    assert.equal((await p).id, 'TR_a');
+    client.leave();
+  } finally {
+    FakePC.msidPrefix = null;
+  }
 });

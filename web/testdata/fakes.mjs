@@ -68,6 +68,7 @@ export class FakeChannel extends EventTarget {
 let candidateSeq = 0;
 export class FakePC {
   static all = [];
+  static msidPrefix = null; // set: offers carry a=msid track ids of their own
   constructor(config) {
     this.config = config;
     this.transceivers = [];
@@ -103,7 +104,14 @@ export class FakePC {
   getTransceivers() { return this.transceivers; }
   async createOffer(options) {
     (this.offerOptions ??= []).push(options ?? null);
-    return {type: 'offer', sdp: `offer with ${this.transceivers.length} transceivers${options?.iceRestart ? ' (ice restart)' : ''}`};
+    let sdp = `offer with ${this.transceivers.length} transceivers${options?.iceRestart ? ' (ice restart)' : ''}`;
+    if (FakePC.msidPrefix) {
+      // Like Firefox: a=msid names the track with an id of its own.
+      let mid = this.nextMid;
+      sdp += '\r\n' + this.transceivers.map((t) => [`m=${t.sender.track?.kind ?? 'audio'} 9 UDP/TLS/RTP/SAVPF 96`,
+        `a=mid:${t.mid ?? String(mid++)}`, 'a=sendonly', `a=msid:{stream} ${FakePC.msidPrefix}${t.sender.track?.id}`].join('\r\n')).join('\r\n');
+    }
+    return {type: 'offer', sdp};
   }
   /** Stats the test set in this.stats (an array of report objects). */
   async getStats() { return new Map((this.stats ?? []).map((s, i) => [s.id ?? `s${i}`, s])); }
