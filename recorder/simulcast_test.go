@@ -75,7 +75,7 @@ func TestTrackRecorderSimulcast(t *testing.T) {
 	if d < 3.5 || d > 4.2 {
 		t.Errorf("duration %.3f s for a 4 s track", d)
 	}
-	if n := pr.Streams[0].frames(); n < 90 {
+	if n := pr.Streams[0].frames(); n < 80 {
 		t.Errorf("%d frames: the switch took more than a second", n)
 	}
 	t.Logf("simulcast: %d frames, %.3f s, %d dropped waiting for the switch keyframe", pr.Streams[0].frames(), d, res.DroppedFrames)

@@ -361,7 +361,7 @@ func (t *TrackRecorder) run() {
 // fail stops the recording after a write error, leaving the file playable.
 func (t *TrackRecorder) fail(err error) {
 	t.closed.Store(true)
-	go t.src.RemoveSink(t)
+	t.src.RemoveSink(t) // takes the source's lock briefly; never held while it calls sinks
 	t.finish(err)
 	t.once.Do(func() { close(t.stop) })
 }

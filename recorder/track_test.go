@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/sfu"
 )
 
 type codecCase struct {
@@ -40,7 +41,7 @@ var codecCases = []codecCase{
 func feedFrames(src *fakeSource, pay rtp.Payloader, clock, samples uint32, frames [][]byte, drop func() bool) int {
 	p := rtp.NewPacketizer(1200, 96, 0x1234, pay, rtp.NewRandomSequencer(), clock)
 	n := 0
-	for i, fr := range frames {
+	for _, fr := range frames {
 		for _, pkt := range p.Packetize(fr, samples) {
 			n++
 			if drop != nil && drop() {
@@ -48,8 +49,16 @@ func feedFrames(src *fakeSource, pay rtp.Payloader, clock, samples uint32, frame
 			}
 			src.write(pkt, 0)
 		}
-		if i%4 == 0 {
-			time.Sleep(time.Millisecond) // let the writer keep up
+		// let the writer keep up (a loaded machine must not turn into drops)
+		src.mu.Lock()
+		sinks := append([]sfu.Sink(nil), src.sinks...)
+		src.mu.Unlock()
+		for _, s := range sinks {
+			if r, ok := s.(*TrackRecorder); ok {
+				for len(r.queue) > 0 && !r.closed.Load() {
+					time.Sleep(100 * time.Microsecond)
+				}
+			}
 		}
 	}
 	return n
