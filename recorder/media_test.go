@@ -238,12 +238,3 @@ func (f *fakeSource) write(p *rtp.Packet, layer int8) {
 		_ = s.WriteRTP(&p.Header, p.Payload, layer)
 	}
 }
-
-func (f *fakeSource) sr(layer int8, ntp uint64, ts uint32) {
-	f.mu.Lock()
-	sinks := append([]sfu.Sink(nil), f.sinks...)
-	f.mu.Unlock()
-	for _, s := range sinks {
-		s.OnSenderReport(layer, ntp, ts)
-	}
-}

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -107,6 +108,14 @@ func TestTrackRecorderCodecs(t *testing.T) {
 			if e := decodeErrors(t, res.File); e != "" {
 				t.Errorf("decoding %s: %s", res.File, e)
 			}
+			if c.name == "h264" { // Matroska H.264 remuxes to MP4 as is
+				mp4 := filepath.Join(dir, "remux.mp4")
+				if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", res.File, "-c", "copy", mp4).CombinedOutput(); err != nil {
+					t.Errorf("remux to MP4: %v: %s", err, out)
+				} else if n := ffprobe(t, mp4).Streams[0].frames(); n != len(frames) {
+					t.Errorf("remuxed MP4 has %d frames, want %d", n, len(frames))
+				}
+			}
 			t.Logf("%s: %d frames, ffprobe duration %s s (sent %.3f s)", c.name, s.frames(), pr.Format.Duration, want)
 		})
 	}
@@ -160,5 +169,34 @@ func TestTrackRecorderEmpty(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 0 {
 		t.Fatalf("files left: %v", ents)
+	}
+}
+
+// A resolution change mid-stream (the publisher scales, or a simulcast
+// switch) stays in one file that decodes cleanly.
+func TestTrackRecorderResolutionChange(t *testing.T) {
+	requireTool(t, "ffmpeg")
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.ivf")
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=1",
+		"-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-g", "60", "-auto-alt-ref", "0", big).CombinedOutput(); err != nil {
+		t.Fatalf("making the 640x360 clip: %v: %s", err, out)
+	}
+	frames := append(loadIVF(t, filepath.Join("testdata", "video.ivf")), loadIVF(t, big)...)
+	src := newFakeSource("TR_res", webrtc.MimeTypeVP8, 90000, 0)
+	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir, Name: "res"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feedFrames(src, &codecs.VP8Payloader{EnablePictureID: true}, 90000, 3000, frames, nil)
+	res := rec.Stop()
+	if res.Err != nil || res.Frames != len(frames) {
+		t.Fatalf("%d of %d frames, err %v", res.Frames, len(frames), res.Err)
+	}
+	if e := decodeErrors(t, res.File); e != "" {
+		t.Fatalf("decode errors across the resolution change: %s", e)
+	}
+	if n := ffprobe(t, res.File).Streams[0].frames(); n != len(frames) {
+		t.Fatalf("ffprobe decodes %d frames, want %d", n, len(frames))
 	}
 }
