@@ -164,3 +164,26 @@ func TestManagerCloseFinalises(t *testing.T) {
 	}
 	<-done
 }
+
+// An auto-recorded room whose recording is stopped through the API is not
+// recorded again when more tracks are published (until the room closes).
+func TestAutoRecordStoppedStaysStopped(t *testing.T) {
+	srv := startServer(t)
+	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: t.TempDir(), Logger: testLogger(), AutoRecord: []string{"auto-*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close(context.Background())
+	a := publishFiles(t, join(t, srv, "auto-stop", "alice", nil), "alice")
+	a.prime(t, func() bool { l := rec.List("auto-stop"); return len(l) == 1 && l[0].Tracks == 2 })
+	id := rec.List("auto-stop")[0].ID
+	if _, err := rec.Stop(id); err != nil {
+		t.Fatal(err)
+	}
+	b := publishFiles(t, join(t, srv, "auto-stop", "bob", nil), "bob")
+	b.prime(t, func() bool { return len(srv.Rooms().Room("auto-stop").ObservedTracks()) == 4 })
+	time.Sleep(200 * time.Millisecond)
+	if l := rec.List("auto-stop"); len(l) != 1 || l[0].Status != "finished" {
+		t.Fatalf("recordings after a manual stop: %+v", l)
+	}
+}

@@ -71,6 +71,7 @@ type Manager struct {
 	mu     sync.Mutex
 	active map[string]*recording // by recording id, running
 	ended  []*recording          // finished this process, newest last (bounded)
+	noAuto map[string]bool       // room SIDs whose recording was stopped by the API
 	closed bool
 }
 
@@ -89,7 +90,7 @@ func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("recordings.auto_record pattern %q: %w", p, err)
 		}
 	}
-	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}}
+	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}}
 	if rooms != nil {
 		m.stop = rooms.AddObserver(observer{m})
 	}
@@ -233,6 +234,10 @@ func (m *Manager) Stop(id string) (Info, error) {
 			}
 		}
 	}
+	if r != nil && r.rr.opts.TrackID == "" && r.rr.RoomSID() != "" {
+		// stopped on purpose: do not auto-record this room instance again
+		m.noAuto[r.rr.RoomSID()] = true
+	}
 	m.mu.Unlock()
 	if r == nil {
 		return Info{}, fmt.Errorf("%w: %q", ErrNotFound, id)
@@ -350,7 +355,7 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 		return
 	}
 	var targets []*RoomRecorder
-	roomRecording := false
+	roomRecording := m.noAuto[t.RoomSID]
 	for _, r := range m.active {
 		if r.rr.Room() == t.Room && (r.rr.RoomSID() == "" || r.rr.RoomSID() == t.RoomSID) {
 			if r.rr.opts.TrackID == "" {
@@ -364,10 +369,13 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 		_ = rr.AddTrack(t)
 	}
 	if !roomRecording && m.autoMatch(t.Room) {
-		// start() adds every track published so far, this one included
-		if _, err := m.start(t.Room, "", true); err != nil && !errors.Is(err, ErrAlreadyRecording) {
-			m.log.Error("auto-record", "room", t.Room, "err", err)
-		}
+		// Off the room's goroutine (start does file I/O); start() adds
+		// every track published so far, this one included.
+		go func() {
+			if _, err := m.start(t.Room, "", true); err != nil && !errors.Is(err, ErrAlreadyRecording) {
+				m.log.Error("auto-record", "room", t.Room, "err", err)
+			}
+		}()
 	}
 }
 
@@ -389,6 +397,7 @@ func (o observer) TrackUnpublished(t room.PublishedTrack) {
 func (o observer) RoomClosed(roomName, sid string) {
 	m := o.m
 	m.mu.Lock()
+	delete(m.noAuto, sid)
 	var targets []*recording
 	for _, r := range m.active {
 		if r.rr.Room() == roomName && (r.rr.RoomSID() == "" || r.rr.RoomSID() == sid) {
