@@ -12,6 +12,7 @@ import (
 const (
 	allocateEvery  = 500 * time.Millisecond
 	upgradeTicks   = 3               // an upgrade must be affordable this many ticks in a row
+	pauseTicks     = 4               // a track is paused only after this many short ticks in a row
 	probeFor       = time.Second     // one padding probe
 	probeBackoffLo = 2 * time.Second // wait after a probe that did not help...
 	probeBackoffHi = 10 * time.Second
@@ -21,6 +22,7 @@ const (
 // allocState is a subscriber's allocation memory, owned by its loop.
 type allocState struct {
 	up        map[string]int // consecutive ticks an upgrade was affordable, by track id
+	short     map[string]int // consecutive ticks not even the lowest layer was affordable
 	nextProbe time.Time
 	backoff   time.Duration
 }
@@ -49,6 +51,7 @@ func (l *subscriberLoop) allocate() {
 	}
 	if l.alloc.up == nil {
 		l.alloc.up = map[string]int{}
+		l.alloc.short = map[string]int{}
 		l.alloc.backoff = probeBackoffLo
 	}
 	type item struct {
@@ -87,6 +90,17 @@ func (l *subscriberLoop) allocate() {
 			// cap raise takes effect at once (and is checked right away).
 			next = sfu.MaxLayers - 1
 		}
+		if next < 0 && cur >= 0 {
+			// Pausing is the most disruptive step, and one overuse signal
+			// (often just a busy receiver) can drop the estimate below the
+			// lowest layer: pause only when the shortage lasts.
+			l.alloc.short[it.t.id]++
+			if l.alloc.short[it.t.id] < pauseTicks {
+				next = lowestOf(costs)
+			}
+		} else {
+			l.alloc.short[it.t.id] = 0
+		}
 		switch {
 		case next > cur && cur >= 0 && nextLayer(costs, cur, capL) < 0:
 			// cur was already "unlimited" for a lower cap.
@@ -121,6 +135,16 @@ func (l *subscriberLoop) allocate() {
 		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)
 		l.alloc.backoff = min(2*l.alloc.backoff, probeBackoffHi)
 	}
+}
+
+// lowestOf is the lowest layer the track has.
+func lowestOf(costs [sfu.MaxLayers]uint64) int8 {
+	for l := int8(0); l < sfu.MaxLayers; l++ {
+		if costs[l] > 0 {
+			return l
+		}
+	}
+	return 0
 }
 
 // nextLayer is the next layer above cur, up to capL, that the publisher has; -1 if none.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/signaling/client"
 	"github.com/starling-rtc/starling/signaling/protocol"
 	"go.uber.org/goleak"
@@ -32,7 +33,9 @@ func hasParam(key, value string) func(json.RawMessage) bool {
 // TestCallEndToEnd: one publisher with audio and video, three subscribers,
 // a late joiner, the publisher leaving, and the room closing.
 func TestCallEndToEnd(t *testing.T) {
-	srv := startServer(t, nil)
+	// This test checks forwarding byte for byte; bandwidth allocation has its
+	// own tests, and on a loaded CI machine it may legitimately pause video.
+	srv := startServer(t, func(c *config.Config) { c.RTC.CongestionControl = false })
 	const roomName = "e2e"
 
 	subs := make([]*client.Client, 3)
