@@ -970,10 +970,12 @@ function relayout() {
   state.featured = featuredKey;
   const featuredEl = featuredKey === 'local' ? ui.localTile : tiles.get(featuredKey).el;
   featuredEl.classList.add('featured');
-  // The strip shows who spoke most recently first, as many as fit; the rest are hidden (and paused).
+  featuredEl.hidden = false;
+  // The strip shows you, then who spoke most recently, as many as fit; the
+  // rest are hidden (and so paused).
   const stripSize = narrow ? Math.max(1, Math.floor(width / 120)) : Math.max(1, Math.floor((height + 10) / 130));
-  const others = all.filter((el) => el !== featuredEl)
-    .sort((a, b) => (lastSpoke.get(b.dataset.key) ?? 0) - (lastSpoke.get(a.dataset.key) ?? 0));
+  const rank = (el) => (el === ui.localTile ? Infinity : lastSpoke.get(el.dataset.key) ?? 0);
+  const others = all.filter((el) => el !== featuredEl).sort((a, b) => rank(b) - rank(a));
   others.forEach((el, i) => { el.hidden = i >= stripSize; });
   ui.grid.style.setProperty('--strip', Math.min(stripSize, others.length) || 1);
   for (const t of tiles.values()) requestVideo(t);
