@@ -34,6 +34,7 @@ type Server struct {
 	auth    *auth.Verifier // see security.go
 	metrics *metrics.Metrics
 	ext     extras // see ops.go
+	socks   sockets
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.
@@ -67,7 +68,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/rtc", signaling.NewHandler(s.signalingOptions(),
 		func(c *signaling.Conn, _ *http.Request) signaling.Dispatcher {
-			return signaling.NewSessionWithOptions(c, s.rooms, log, s.sessionOptions())
+			return s.socks.track(c, signaling.NewSessionWithOptions(c, s.rooms, log, s.sessionOptions()))
 		}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -121,6 +122,7 @@ func (s *Server) Engine() *sfu.Engine { return s.engine }
 // HTTP server and the media sockets.
 func (s *Server) Shutdown(ctx context.Context) error {
 	errRooms := s.rooms.Shutdown(ctx)
+	s.socks.closeAll() // sockets that never joined got no leave from the rooms
 	errHTTP := s.http.Shutdown(ctx)
 	s.engine.Close()
 	s.stopOperations(ctx) // webhooks flush the rooms' last events
