@@ -42,6 +42,7 @@ type DownTrack struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
+	dropped atomic.Uint64 // packets due to the subscriber whose write failed
 	onBind  func()
 	// Layer selection inputs and the last result (see selector.go).
 	capLayer, bwLayer int8
@@ -49,7 +50,8 @@ type DownTrack struct {
 	lastSel           int8
 	lastReason        string
 	selected          bool
-	lastAsk           int64 // unix nanos of this down track's last keyframe request
+	lastAsk           int64              // unix nanos of this down track's last keyframe request
+	fallback          *fallbackEstimator // the subscriber's estimator without TWCC; nil = none
 	// connected is the subscriber transport's state; nil (tests) = always up.
 	connected *atomic.Bool
 }
@@ -223,6 +225,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 	_, err := d.writer.WriteRTP(h, payload)
 	d.mu.Unlock()
 	if err != nil {
+		d.dropped.Add(1)
 		return err
 	}
 	d.packets.Add(1)
@@ -323,6 +326,10 @@ func (d *DownTrack) Current() int8 {
 // Stats returns packets and bytes sent.
 func (d *DownTrack) Stats() (packets, bytes uint64) { return d.packets.Load(), d.bytes.Load() }
 
+// Dropped counts packets due to this subscriber that could not be written
+// (its transport closed or failed under the write).
+func (d *DownTrack) Dropped() uint64 { return d.dropped.Load() }
+
 // StartRTCP reads the subscriber's RTCP for this track: keyframe requests go
 // to the publisher; NACKs are answered by the interceptor as it reads.
 func (d *DownTrack) StartRTCP(sender *webrtc.RTPSender) {
@@ -339,13 +346,41 @@ func (d *DownTrack) StartRTCP(sender *webrtc.RTPSender) {
 				return
 			}
 			for _, p := range pkts {
-				switch p.(type) {
+				switch p := p.(type) {
 				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 					d.source.RequestKeyframe(d.keyframeLayer())
+				case *rtcp.ReceiverEstimatedMaximumBitrate:
+					if fb := d.fallbackBWE(); fb != nil {
+						fb.onREMB(p.Bitrate, time.Now())
+					}
+				case *rtcp.ReceiverReport:
+					d.onReceiverReport(p)
 				}
 			}
 		}
 	}()
+}
+
+// onReceiverReport feeds this track's loss to the fallback estimator.
+func (d *DownTrack) onReceiverReport(rr *rtcp.ReceiverReport) {
+	fb := d.fallbackBWE()
+	if fb == nil {
+		return
+	}
+	d.mu.Lock()
+	ssrc := d.ssrc
+	d.mu.Unlock()
+	for _, r := range rr.Reports {
+		if r.SSRC == ssrc {
+			fb.onLoss(r.FractionLost, time.Now())
+		}
+	}
+}
+
+func (d *DownTrack) fallbackBWE() *fallbackEstimator {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fallback
 }
 
 func (d *DownTrack) keyframeLayer() int8 {

@@ -31,15 +31,19 @@ func (p *peer) watchState() {
 			if !p.connected.Swap(true) && p.onConnect != nil {
 				p.onConnect()
 			}
-		case webrtc.PeerConnectionStateFailed:
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			p.connected.Store(false)
 			p.mu.Lock()
 			f := p.onFailed
+			ours := p.closed
 			p.mu.Unlock()
-			if f != nil {
+			// Closed without our Close: the client sent a DTLS close_notify
+			// (closed its connection) but kept its socket. The connection is
+			// as dead as a failed one and will never come back.
+			if f != nil && !ours {
 				f()
 			}
-		case webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateClosed:
+		case webrtc.PeerConnectionStateDisconnected:
 			p.connected.Store(false)
 		}
 	})
@@ -95,7 +99,8 @@ func (p *peer) OnCandidate(f func(*webrtc.ICECandidateInit)) {
 	})
 }
 
-// OnFailed calls f once the connection has failed for good.
+// OnFailed calls f once the connection has failed for good, or the client
+// closed it (not us).
 func (p *peer) OnFailed(f func()) {
 	p.mu.Lock()
 	p.onFailed = f

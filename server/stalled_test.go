@@ -1,0 +1,144 @@
+package server_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// arrivals records a subscriber's payloads per track with arrival times.
+type arrivals struct {
+	mu   sync.Mutex
+	got  map[string][][]byte
+	when map[string][]time.Time
+}
+
+func recordArrivals(c *client.Client) *arrivals {
+	a := &arrivals{got: map[string][][]byte{}, when: map[string][]time.Time{}}
+	c.OnTrack(func(rt *client.RemoteTrack) {
+		go func() {
+			for {
+				pkt, _, err := rt.Track.ReadRTP()
+				if err != nil {
+					return
+				}
+				a.mu.Lock()
+				a.got[rt.TrackID] = append(a.got[rt.TrackID], append([]byte(nil), pkt.Payload...))
+				a.when[rt.TrackID] = append(a.when[rt.TrackID], time.Now())
+				a.mu.Unlock()
+			}
+		}()
+	})
+	return a
+}
+
+func (a *arrivals) payloads(id string) [][]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([][]byte(nil), a.got[id]...)
+}
+
+// maxGap is the longest silence between packets of a track after t0.
+func (a *arrivals) maxGap(id string, t0 time.Time) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var gap time.Duration
+	ts := a.when[id]
+	for i := 1; i < len(ts); i++ {
+		if ts[i].After(t0) {
+			gap = max(gap, ts[i].Sub(ts[i-1]))
+		}
+	}
+	return gap
+}
+
+// TestStalledSubscribersDoNotSlowOthers: in one room, a subscriber that
+// never reads what it receives and one that closes its connections
+// abruptly (no `leave`, socket kept) cost the others nothing: a third
+// subscriber gets every packet, in order, without a stall. The one whose
+// connection closed is removed at once, and everyone is told.
+func TestStalledSubscribersDoNotSlowOthers(t *testing.T) {
+	srv := startServer(t, nil)
+	const roomName = "stalled"
+	good := join(t, srv, roomName, "good")
+	goodRec := recordArrivals(good)
+	frozen := join(t, srv, roomName, "frozen")
+	frozenTracks := make(chan *client.RemoteTrack, 4)
+	frozen.OnTrack(func(rt *client.RemoteTrack) { frozenTracks <- rt }) // and never reads
+	gone := join(t, srv, roomName, "gone")
+	goneRec := record(gone)
+	pub := join(t, srv, roomName, "pub")
+	media := publishFake(t, pub)
+	video, audio := media.track("video"), media.track("audio")
+	waitFor(t, 15*time.Second, "media at the subscribers", func() bool {
+		return len(goodRec.payloads(video.ID)) > 60 && len(goneRec.payloads(video.ID)) > 60 && len(frozenTracks) == 2
+	})
+
+	// The gone subscriber's process dies without a word: its connections
+	// close (DTLS close_notify) but its signaling socket stays.
+	cut := time.Now()
+	_ = gone.Subscriber().Close()
+	_ = gone.Publisher().Close()
+	goneID := gone.ParticipantID()
+	if _, err := good.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyParticipantLeft, hasParam("participantId", goneID)); err != nil {
+		t.Fatalf("the participant whose connections closed was not removed: %v", err)
+	}
+	t.Logf("the closed subscriber was removed %v after its connections closed", time.Since(cut).Round(time.Millisecond))
+	if _, err := gone.WaitEvent(ctxT(t, 5*time.Second), protocol.MethodLeave, nil); err != nil {
+		t.Errorf("the removed participant was not sent leave: %v", err)
+	}
+
+	time.Sleep(3 * time.Second) // the frozen subscriber's buffers are long full by now
+	media.Stop()
+	time.Sleep(300 * time.Millisecond)
+	media.mu.Lock()
+	sentVideo, sentAudio := media.sentVideo, media.sentAudio
+	media.mu.Unlock()
+	vRecv, vWant := packetCoverage(sentVideo, goodRec.payloads(video.ID), 0)
+	aRecv, aWant := packetCoverage(sentAudio, goodRec.payloads(audio.ID), 0)
+	vGap, aGap := goodRec.maxGap(video.ID, cut), goodRec.maxGap(audio.ID, cut)
+	t.Logf("good subscriber: video %d/%d, audio %d/%d; longest gap after the cut: video %v, audio %v",
+		vRecv, vWant, aRecv, aWant, vGap.Round(time.Millisecond), aGap.Round(time.Millisecond))
+	assertRun(t, "good subscriber video", sentVideo, goodRec.payloads(video.ID))
+	assertRun(t, "good subscriber audio", sentAudio, goodRec.payloads(audio.ID))
+	if vGap > 200*time.Millisecond || aGap > 200*time.Millisecond {
+		t.Errorf("the good subscriber's media stalled: gaps of %v (video) and %v (audio)", vGap, aGap)
+	}
+	if srv.Rooms().Room(roomName) == nil || len(srv.Rooms().Room(roomName).Participants()) != 3 {
+		t.Errorf("want good, frozen and pub left in the room")
+	}
+}
+
+// TestSilentSubscriberRemoved: a subscriber whose media path dies silently
+// (no close_notify, no packets, signaling socket still up) is removed once
+// ICE gives up on it: pion's default timeouts are 5 s to disconnected and
+// 25 s more to failed.
+func TestSilentSubscriberRemoved(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits about 30 s for ICE to fail")
+	}
+	srv := startServer(t, nil)
+	const roomName = "silent"
+	good := join(t, srv, roomName, "good")
+	silent := join(t, srv, roomName, "silent")
+	silentRec := record(silent)
+	pub := join(t, srv, roomName, "pub")
+	media := publishFake(t, pub)
+	video := media.track("video")
+	waitFor(t, 15*time.Second, "media at the subscriber", func() bool { return len(silentRec.payloads(video.ID)) > 30 })
+	// Stop the client's ICE agents: no more STUN answers, no DTLS alert.
+	cut := time.Now()
+	if err := silent.Subscriber().SCTP().Transport().ICETransport().Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.Publisher().SCTP().Transport().ICETransport().Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := good.WaitEvent(ctxT(t, 45*time.Second), protocol.NotifyParticipantLeft, hasParam("participantId", silent.ParticipantID())); err != nil {
+		t.Fatalf("the silent subscriber was not removed: %v", err)
+	}
+	t.Logf("the silent subscriber was removed %v after its media path died", time.Since(cut).Round(time.Second))
+}
