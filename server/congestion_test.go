@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,4 +133,50 @@ func TestCongestionSwitchesDown(t *testing.T) {
 	start = time.Now()
 	vSlow.waitHeight(t, 60*time.Second, 720)
 	t.Logf("recovered to high %v after the throttle was removed", time.Since(start))
+}
+
+// noTWCCAPI is a client API that negotiates NACK and RTCP reports but not
+// transport-wide congestion control, with the throttle first in the chain.
+func noTWCCAPI(t *testing.T, th *throttle) *webrtc.API {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	ir.Add(th)
+	if err := webrtc.ConfigureNack(m, ir); err != nil {
+		t.Fatal(err)
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// TestCongestionWithoutTWCC: a client that does not negotiate TWCC is still
+// moved down when its receiver reports show loss.
+func TestCongestionWithoutTWCC(t *testing.T) {
+	srv := startServer(t, nil)
+	th := &throttle{}
+	slow := join(t, srv, "bwe-rr", "slow", func(o *client.Options) { o.API = noTWCCAPI(t, th) })
+	vSlow := watchVideo(slow)
+	pub := join(t, srv, "bwe-rr", "camera")
+	f := publishSimulcast(t, pub, 1, 2, 6)
+	id := f.published.ID
+	vSlow.waitHeight(t, 10*time.Second, 720)
+	if rd := slow.Subscriber().CurrentLocalDescription(); rd == nil || strings.Contains(rd.SDP, "transport-wide-cc") {
+		t.Fatal("the test client negotiated TWCC after all")
+	}
+	th.limit.Store(700_000)
+	start := time.Now()
+	waitFor(t, 30*time.Second, "the client without TWCC moved down by receiver-report loss", func() bool {
+		u := lastUpdate(slow, id)
+		return u.Reason == sfu.ReasonBandwidth && u.Layer != protocol.QualityHigh
+	})
+	t.Logf("moved down %v after the throttle, from receiver reports: %+v", time.Since(start), lastUpdate(slow, id))
 }

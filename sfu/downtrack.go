@@ -37,6 +37,9 @@ type DownTrack struct {
 	hdr      [MaxLayers]rtp.Header // per-layer scratch: each layer has one writer goroutine
 	padHdr   rtp.Header
 	vp8buf   [MaxLayers][]byte
+	red      redMode // RED audio: forwarded as is, with its block type rewritten, or unwrapped (red.go)
+	redPT    uint8
+	redbuf   []byte
 	sender   *webrtc.RTPSender
 	rtcpDone chan struct{}
 
@@ -140,10 +143,19 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 			chosen = &c
 		}
 	}
+	red, redPT := redFor(d.codec, chosen, ctx.CodecParameters())
+	if red == redUnwrap {
+		chosen = &webrtc.RTPCodecParameters{}
+		*chosen = redOpus(ctx.CodecParameters())
+	}
 	if chosen == nil {
 		return webrtc.RTPCodecParameters{}, errUnsupportedCodec
 	}
 	d.mu.Lock()
+	d.red, d.redPT = red, redPT
+	if red == redRewrite && d.redbuf == nil {
+		d.redbuf = make([]byte, maxPacket)
+	}
 	d.writer = ctx.WriteStream()
 	d.ssrc = uint32(ctx.SSRC())
 	d.pt = uint8(chosen.PayloadType)
@@ -206,6 +218,14 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 			return nil
 		}
 		payload = d.vp8buf[layer][:n]
+	}
+	if d.red != redNone {
+		var ok bool
+		if payload, ok = d.redPayload(payload); !ok {
+			d.munger.Drop(in.SequenceNumber)
+			d.mu.Unlock()
+			return nil
+		}
 	}
 	h := &d.hdr[layer]
 	h.Version = 2

@@ -43,8 +43,9 @@ type Engine struct {
 	udpPort int
 	tcpPort int
 
-	estMu      sync.Mutex
-	estimators map[string]cc.BandwidthEstimator // by peer connection id, until claimed
+	initialBitrate int
+	estMu          sync.Mutex
+	estimators     map[string]cc.BandwidthEstimator // by peer connection id, until claimed
 }
 
 // audioLevelURI is RFC 6464's header extension; speakers detection reads it.
@@ -150,6 +151,7 @@ func (e *Engine) registerBWE(m *webrtc.MediaEngine, ir *interceptor.Registry, in
 	if initial <= 0 {
 		initial = 3_000_000
 	}
+	e.initialBitrate = initial
 	e.estimators = map[string]cc.BandwidthEstimator{}
 	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
 		return gcc.NewSendSideBWE(

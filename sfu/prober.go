@@ -11,11 +11,15 @@ const probeTick = 20 * time.Millisecond
 // the RTP header with the TWCC extension, and the SRTP tag.
 const paddingWireSize = 255 + 12 + 8 + 10
 
-// EstimatedBitrate is the congestion controller's estimate of this
-// subscriber's downlink in bits/s, or 0 when bandwidth estimation is off.
+// EstimatedBitrate is the estimate of this subscriber's downlink in bits/s:
+// GCC over TWCC feedback when the client negotiated it, else REMB or
+// receiver-report loss; 0 when bandwidth estimation is off.
 func (s *Subscriber) EstimatedBitrate() uint64 {
 	if s.est == nil {
 		return 0
+	}
+	if !s.twcc.Load() {
+		return s.fallback.estimate(time.Now())
 	}
 	return uint64(max(0, s.est.GetTargetBitrate()))
 }

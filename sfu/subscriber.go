@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/webrtc/v4"
@@ -18,6 +19,8 @@ type Subscriber struct {
 	down   map[string]*DownTrack // by track id, for transport events
 
 	est       cc.BandwidthEstimator // nil when bandwidth estimation is off
+	fallback  *fallbackEstimator    // REMB / receiver-report loss, when TWCC is not negotiated
+	twcc      atomic.Bool           // the client's answer enabled TWCC feedback
 	probeMu   sync.Mutex
 	probing   bool
 	stopped   bool
@@ -38,7 +41,7 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 	}
 	s := &Subscriber{
 		peer: peer{pc: pc}, dc: dc, tracks: map[string]*webrtc.RTPSender{}, down: map[string]*DownTrack{},
-		est: e.claimEstimator(pc), stopProbe: make(chan struct{}),
+		est: e.claimEstimator(pc), stopProbe: make(chan struct{}), fallback: newFallbackEstimator(e.initialBitrate),
 	}
 	s.onConnect = s.resumeAll
 	s.watchState()
@@ -71,6 +74,11 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	}
 	s.tracks[d.ID()] = t.Sender()
 	d.setTransport(&s.connected)
+	if s.est != nil {
+		d.mu.Lock()
+		d.fallback = s.fallback
+		d.mu.Unlock()
+	}
 	s.dmu.Lock()
 	s.down[d.ID()] = d
 	s.dmu.Unlock()
@@ -116,6 +124,7 @@ func (s *Subscriber) SetAnswer(sdp string) error {
 		return fmt.Errorf("cannot apply answer: %w", err)
 	}
 	s.flushCandidates()
+	s.twcc.Store(twccNegotiated(sdp))
 	return nil
 }
 
