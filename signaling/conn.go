@@ -21,7 +21,9 @@ import (
 // Dispatcher is what one connection drives. Calls come from the connection's
 // single reader goroutine, in order, so an implementation needs no locking
 // against itself; it still needs it against other goroutines (rooms) that
-// touch the same state.
+// touch the same state. While a call runs the socket is not read, so calls
+// should be short; the silence timeout is paused meanwhile. A Dispatcher may
+// also implement AfterResponder.
 type Dispatcher interface {
 	// Request handles a request and returns its result (marshalled as
 	// `result`; nil means {}) or an error. The response is queued after
@@ -296,7 +298,6 @@ func (c *Conn) closeWait() time.Duration {
 
 func (c *Conn) readLoop(d Dispatcher) error {
 	c.ws.SetReadLimit(c.opts.MaxFrame)
-	c.extendRead()
 	c.ws.SetPongHandler(func(string) error {
 		c.extendRead()
 		return nil
@@ -310,11 +311,13 @@ func (c *Conn) readLoop(d Dispatcher) error {
 		return err
 	})
 	for {
+		// The timeout starts when we wait, not when the last frame came:
+		// time spent in the Dispatcher is not the peer's silence.
+		c.extendRead()
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			return err
 		}
-		c.extendRead()
 		if typ == websocket.BinaryMessage {
 			c.reply(nil, protocol.Errorf(protocol.CodeInvalidRequest,
 				"invalid request: binary frames are not supported, send each JSON-RPC message as a text frame"))
@@ -364,16 +367,27 @@ func (c *Conn) handleText(d Dispatcher, data []byte) {
 	}
 	c.mu.Unlock()
 	if a, ok := d.(AfterResponder); ok {
-		a.AfterResponse()
+		c.callAfterResponse(a, req.method)
 	}
 }
 
 // AfterResponder is an optional Dispatcher extension: AfterResponse runs on
 // the reader goroutine right after a request's or notification's response is
 // queued, for work that must follow the response on the wire (the first
-// subscriber offer after `join`).
+// subscriber offer after `join`). It runs after every dispatched call, also
+// when the call failed or panicked, but not for frames refused before
+// dispatch (invalid, or arriving after Close).
 type AfterResponder interface {
 	AfterResponse()
+}
+
+func (c *Conn) callAfterResponse(a AfterResponder, method string) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.logPanic("afterResponse", method, p) // the response is already out
+		}
+	}()
+	a.AfterResponse()
 }
 
 // reply queues an error response that did not involve the Dispatcher.

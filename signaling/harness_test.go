@@ -24,11 +24,13 @@ type fakeDispatcher struct {
 	conn           *Conn
 	onRequest      func(d *fakeDispatcher, method string, params json.RawMessage) (any, *protocol.Error)
 	onNotification func(d *fakeDispatcher, method string, params json.RawMessage) *protocol.Error
+	onAfter        func(d *fakeDispatcher)
 
 	mu     sync.Mutex
 	calls  []string // "request:method" / "notification:method"
 	params []string
 
+	afterCount  atomic.Int32
 	closedCount atomic.Int32
 	closed      chan struct{}
 }
@@ -57,6 +59,13 @@ func (d *fakeDispatcher) Notification(method string, params json.RawMessage) *pr
 		return d.onNotification(d, method, params)
 	}
 	return nil
+}
+
+func (d *fakeDispatcher) AfterResponse() {
+	d.afterCount.Add(1)
+	if d.onAfter != nil {
+		d.onAfter(d)
+	}
 }
 
 func (d *fakeDispatcher) Closed() {
