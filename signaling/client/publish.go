@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 
 	"github.com/pion/ice/v4"
@@ -56,6 +57,9 @@ func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published
 		} else if t.Track != nil {
 			tr, err = c.pub.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
 			id = t.Track.ID()
+			if err == nil {
+				preferTrackCodec(tr, t.Track)
+			}
 		} else {
 			err = errors.New("LocalTrack needs Track or Simulcast")
 		}
@@ -99,6 +103,30 @@ func (c *Client) Unpublish(ctx context.Context, p Published) error {
 	}
 	_, err := c.negotiateLocked(ctx, nil)
 	return err
+}
+
+// preferTrackCodec lists the track's own codec first in the offer. pion
+// offers every registered codec in each transceiver, VP8 first, whatever the
+// track carries; the server (like any answerer) reads the first as the codec.
+func preferTrackCodec(tr *webrtc.RTPTransceiver, track webrtc.TrackLocal) {
+	withCodec, ok := track.(interface {
+		Codec() webrtc.RTPCodecCapability
+	})
+	if !ok {
+		return
+	}
+	want := withCodec.Codec()
+	var first, rest []webrtc.RTPCodecParameters
+	for _, c := range tr.Sender().GetParameters().Codecs {
+		if strings.EqualFold(c.MimeType, want.MimeType) && (want.SDPFmtpLine == "" || c.SDPFmtpLine == want.SDPFmtpLine) {
+			first = append(first, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	if len(first) > 0 {
+		_ = tr.SetCodecPreferences(append(first, rest...))
+	}
 }
 
 // negotiate runs one publisher offer/answer exchange.
