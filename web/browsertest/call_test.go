@@ -205,6 +205,17 @@ func TestChatAndMute(t *testing.T) {
 		t.Errorf("B's unread badge %q, want 1", badge)
 	}
 
+	// Who speaks: A's fake microphone beeps once a second. B records who was
+	// among the speakers, from the server's activeSpeakers or, until the
+	// server sends one, from the audio levels in getStats. Whether the
+	// server's detector counts the beeps as speech is its business, so this
+	// only logs which source B used.
+	_, d = waitFor(pb, "A among the speakers", 10*time.Second,
+		fmt.Sprintf(`%q in window.starling.state.spoke`, idA), func(ok bool) bool { return ok })
+	var fromServer bool
+	pb.mustEval(`window.starling.state.serverSpeakers`, &fromServer)
+	t.Logf("B saw A speaking after %v (server activeSpeakers: %v)", d.Round(time.Millisecond), fromServer)
+
 	// Mute: B's tile of A shows the mic-off indicator, then the avatar.
 	tileState := fmt.Sprintf(`(() => { const el = document.querySelector('#grid .tile.remote[data-participant-id=%q]');
 	  return el ? {micOff: !el.querySelector('.mic-off').hidden, noVideo: el.classList.contains('no-video')} : null; })()`, idA)

@@ -57,6 +57,7 @@ const state = {
   published: [], // [{id, kind, source, muted}] of our tracks, as the server knows them
   participants: {}, // id → {id, name, tracks: {trackId: kind}} for everyone else
   speakers: [], // participant ids speaking now (ours included)
+  spoke: {}, // participant id → when it was last among the speakers (ms since the epoch)
   serverSpeakers: false, // the server sends activeSpeakers; no local estimate then
   layout: 'grid', // grid | speaker, what is shown
   layoutChoice: null, // what the user picked; null = automatic
@@ -460,7 +461,7 @@ async function join() {
   const name = (state.view === 'lobby' ? ui.lobbyName.value : ui.name.value).trim() || params.get('name') || '';
   Object.assign(state, {
     room, name, participantId: null, published: [], participants: {}, leaveReason: null, error: null,
-    chat: [], unread: 0, speakers: [], serverSpeakers: false, quality: {}, subscriptions: {}, layers: {}, publishLayers: {},
+    chat: [], unread: 0, speakers: [], spoke: {}, serverSpeakers: false, quality: {}, subscriptions: {}, layers: {}, publishLayers: {},
     pinned: null, featured: null,
   });
   if (name) storage('starling.name', name);
@@ -988,6 +989,7 @@ function setSpeakers(ids) {
   state.speakers = ids;
   const keys = new Set(ids.map((id) => (id === state.participantId ? 'local' : id)));
   for (const k of keys) lastSpoke.set(k, now);
+  for (const id of ids) state.spoke[id] = now;
   ui.localTile.classList.toggle('speaking', keys.has('local'));
   for (const [key, t] of tiles) t.el.classList.toggle('speaking', keys.has(key));
   if (state.layout === 'speaker' && !state.pinned) {
