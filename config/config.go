@@ -74,6 +74,8 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Webhook delivers room events to HTTP endpoints.
 	Webhook Webhook `yaml:"webhook"`
+	// TURN is the embedded TURN server (operations.go).
+	TURN TURN `yaml:"turn"`
 	// Recordings configures the recorder (recordings.go).
 	Recordings Recordings `yaml:"recordings"`
 	Log        struct {

@@ -62,6 +62,27 @@ type Webhook struct {
 	MaxAttempts int `yaml:"max_attempts"`
 }
 
+// TURN configures the embedded TURN server.
+type TURN struct {
+	// Enabled starts a TURN server and hands every joining client
+	// time-limited credentials for it in join's iceServers.
+	Enabled bool `yaml:"enabled"`
+	// Port is the UDP port, and the TCP port when TCP is on; 0 picks a free one.
+	Port int `yaml:"port"`
+	// TCP also accepts TURN over TCP, for networks that block UDP.
+	TCP bool `yaml:"tcp"`
+	// RelayIP is the address relayed candidates carry; empty = the first
+	// rtc.node_ip, else rtc.bind_ip, else the host's outgoing interface.
+	RelayIP string `yaml:"relay_ip"`
+	// Host is the host name or IP put in the turn: URLs; empty = RelayIP.
+	Host string `yaml:"host"`
+	// CredentialTTL is how long handed-out credentials stay valid.
+	CredentialTTL Duration `yaml:"credential_ttl"`
+	// APIKey names the key whose secret derives the credentials; empty = the
+	// only (or first) key; without keys a random secret per process is used.
+	APIKey string `yaml:"api_key"`
+}
+
 // defaultOperations sets the defaults of the keys in this file.
 func (c *Config) defaultOperations() {
 	c.Limits = Limits{
@@ -78,6 +99,7 @@ func (c *Config) defaultOperations() {
 		IdleTimeout:      Duration(30 * time.Second),
 	}
 	c.Webhook = Webhook{Timeout: Duration(5 * time.Second), QueueSize: 1024, MaxAttempts: 5}
+	c.TURN = TURN{Port: 3478, TCP: true, CredentialTTL: Duration(24 * time.Hour)}
 }
 
 // operationFlags defines the flags of the keys in this file and returns the
@@ -91,6 +113,10 @@ func operationFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string)
 		"repeatable or comma-separated; * allows any; none = same origin only (clients sending no Origin are always allowed)")
 	var hooks listFlag
 	fs.Var(&hooks, "webhook-url", "`URL` receiving signed event POSTs; repeatable or comma-separated")
+	turnOn := fs.Bool("turn", def.TURN.Enabled, "run the embedded TURN server and hand clients credentials for it")
+	turnPort := fs.Int("turn-port", def.TURN.Port, "embedded TURN server's UDP (and TCP) `port`; 0 picks a free port")
+	turnRelay := fs.String("turn-relay-ip", def.TURN.RelayIP, "`IP` of relayed candidates; empty = first --node-ip, --media-bind-ip, or the outgoing interface")
+	turnHost := fs.String("turn-host", def.TURN.Host, "`host` name or IP in the turn: URLs handed to clients; empty = the relay IP")
 	return func(cfg *Config, name string) {
 		switch name {
 		case "insecure-open":
@@ -103,6 +129,14 @@ func operationFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string)
 			cfg.HTTP.AllowedOrigins = []string(origins)
 		case "webhook-url":
 			cfg.Webhook.URLs = []string(hooks)
+		case "turn":
+			cfg.TURN.Enabled = *turnOn
+		case "turn-port":
+			cfg.TURN.Port = *turnPort
+		case "turn-relay-ip":
+			cfg.TURN.RelayIP = *turnRelay
+		case "turn-host":
+			cfg.TURN.Host = *turnHost
 		}
 	}
 }
@@ -204,6 +238,29 @@ func (c Config) validateOperations(bad func(format string, args ...any)) {
 	}
 	if w.MaxAttempts < 0 {
 		bad("webhook.max_attempts %d: must be >= 0 (0 = default 5)", w.MaxAttempts)
+	}
+
+	t := c.TURN
+	if t.Port < 0 || t.Port > 65535 {
+		bad("turn.port %d: must be from 1 to 65535, or 0 to pick a free port", t.Port)
+	} else if t.Enabled && t.Port != 0 && t.Port == c.RTC.UDPPort {
+		bad("turn.port %d: same UDP port as rtc.udp_port", t.Port)
+	} else if t.Enabled && t.TCP && t.Port != 0 && t.Port == c.RTC.TCPPort {
+		bad("turn.port %d: same TCP port as rtc.tcp_port (set turn.tcp: false or another port)", t.Port)
+	}
+	if t.RelayIP != "" {
+		if a, err := netip.ParseAddr(t.RelayIP); err != nil || a.IsUnspecified() || !a.Is4() {
+			bad("turn.relay_ip %q: want an IPv4 address of this host (or its 1:1 NAT address)", t.RelayIP)
+		}
+	}
+	if strings.ContainsAny(t.Host, "/:@ ") {
+		bad("turn.host %q: want a bare host name or IPv4 address", t.Host)
+	}
+	if t.CredentialTTL < Duration(time.Minute) {
+		bad("turn.credential_ttl %s: must be at least 1m", t.CredentialTTL)
+	}
+	if _, ok := c.Keys[t.APIKey]; t.APIKey != "" && !ok {
+		bad("turn.api_key %q: not one of the configured keys", t.APIKey)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/starling-rtc/starling/metrics"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/signaling"
+	"github.com/starling-rtc/starling/turnsrv"
 	"github.com/starling-rtc/starling/webhook"
 )
 
@@ -26,6 +27,7 @@ type extras struct {
 	joinLimiter *signaling.IPLimiter
 	tls         bool              // the HTTP listener speaks TLS
 	webhooks    *webhook.Notifier // nil without webhook URLs
+	turn        *turnsrv.Server   // nil when TURN is off (turn.go)
 	stops       []func(context.Context) error
 }
 
@@ -69,6 +71,9 @@ func (s *Server) setupOperations(mux *http.ServeMux) (err error) {
 		return err
 	}
 	if err := s.setupWebhooks(); err != nil {
+		return err
+	}
+	if err := s.setupTURN(); err != nil {
 		return err
 	}
 	admin.New(admin.Options{

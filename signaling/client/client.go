@@ -27,6 +27,9 @@ type Options struct {
 	AutoSubscribe *bool       // nil = server default (true)
 	API           *webrtc.API // nil = NewAPI()
 	Logger        *slog.Logger
+	// ICETransportPolicy "relay" makes both connections use only TURN
+	// relays (from join's iceServers); the default uses every candidate.
+	ICETransportPolicy webrtc.ICETransportPolicy
 	// AutoResume: when the signaling socket drops, redial and resume the
 	// session (see Resume) until ResumeWindow has passed, instead of ending.
 	AutoResume bool
@@ -130,7 +133,8 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 	}
 	c.Join = res
 	c.rs.joined(res)
-	cfg := webrtc.Configuration{ICEServers: res.ICEServers, BundlePolicy: webrtc.BundlePolicyMaxBundle}
+	cfg := webrtc.Configuration{ICEServers: res.ICEServers, BundlePolicy: webrtc.BundlePolicyMaxBundle,
+		ICETransportPolicy: opts.ICETransportPolicy}
 	if c.pub, err = api.NewPeerConnection(cfg); err == nil {
 		c.sub, err = api.NewPeerConnection(cfg)
 	}

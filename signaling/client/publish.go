@@ -188,7 +188,9 @@ func (q *candidateQueues) init(pub, sub *webrtc.PeerConnection) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.pub, q.sub = pub, sub
-	q.pending = map[string][]webrtc.ICECandidateInit{}
+	if q.pending == nil { // keep what arrived before the connections existed
+		q.pending = map[string][]webrtc.ICECandidateInit{}
+	}
 }
 
 func (q *candidateQueues) pc(target string) *webrtc.PeerConnection {
@@ -208,12 +210,15 @@ func (q *candidateQueues) add(p protocol.CandidateParams) {
 	// A candidate of an ICE session whose description has not been applied
 	// yet (before the first one, or during an ICE restart) waits for it.
 	if pc == nil || !fitsRemote(pc, *p.Candidate) {
-		if q.pending != nil {
-			if len(q.pending[p.Target]) >= maxPendingCandidates {
-				q.pending[p.Target] = q.pending[p.Target][1:]
-			}
-			q.pending[p.Target] = append(q.pending[p.Target], *p.Candidate)
+		// The server's first subscriber offer and its candidates can arrive
+		// between the join result and init: keep them too.
+		if q.pending == nil {
+			q.pending = map[string][]webrtc.ICECandidateInit{}
 		}
+		if len(q.pending[p.Target]) >= maxPendingCandidates {
+			q.pending[p.Target] = q.pending[p.Target][1:]
+		}
+		q.pending[p.Target] = append(q.pending[p.Target], *p.Candidate)
 		return
 	}
 	_ = pc.AddICECandidate(*p.Candidate)
