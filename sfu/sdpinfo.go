@@ -34,7 +34,11 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 			continue
 		}
 		if md.MediaName.Port.Value == 0 {
-			continue // rejected or stopped section
+			// Port 0 is a stopped section, unless it is bundle-only: with
+			// max-bundle, Firefox offers every section but the first that way.
+			if _, bundleOnly := md.Attribute("bundle-only"); !bundleOnly {
+				continue
+			}
 		}
 		t := OfferedTrack{Kind: kind}
 		sending := true

@@ -121,7 +121,7 @@ export class StarlingClient extends EventTarget {
    *   reconnectDelays (ms between attempts; the last repeats),
    *   reconnectTimeout (ms before giving up, 60000), subscriptionDelay (ms
    *   that setVideoSize waits for more changes, 150), publisherBundlePolicy
-   *   ('balanced'; see below), and for tests or other
+   *   ('max-bundle'), and for tests or other
    *   runtimes: WebSocket, RTCPeerConnection.
    */
   constructor(url, options = {}) {
@@ -130,10 +130,9 @@ export class StarlingClient extends EventTarget {
     this.options = {
       requestTimeout: 15000, leaveTimeout: 2000, reconnect: true,
       reconnectDelays: [300, 1000, 2000, 4000, 8000], reconnectTimeout: 60000, subscriptionDelay: 150,
-      // 'balanced', not 'max-bundle': with max-bundle Firefox offers every
-      // m-section but the first as bundle-only (port 0), which the server
-      // takes for rejected sections. The answer bundles everything either way.
-      publisherBundlePolicy: 'balanced',
+      // With max-bundle Firefox offers every m-section but the first as
+      // bundle-only (port 0); the server reads those as live sections.
+      publisherBundlePolicy: 'max-bundle',
       ...options,
     };
     this._RTCPeerConnection = options.RTCPeerConnection ?? globalThis.RTCPeerConnection;

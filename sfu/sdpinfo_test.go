@@ -1,0 +1,35 @@
+package sfu
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseOffer(t *testing.T) {
+	lines := []string{
+		"v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0 1 2 3",
+		"m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", "a=mid:0", "a=sendonly", "a=msid:s1 mic", "a=rtpmap:111 opus/48000/2",
+		// Firefox with max-bundle: later sections are port 0 + bundle-only.
+		"m=video 0 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=bundle-only", "a=mid:1", "a=sendonly", "a=msid:s1 cam",
+		"a=rtpmap:96 VP8/90000", "a=rid:q send", "a=rid:h send", "a=rid:f send", "a=simulcast:send q;h;f",
+		// A stopped section: port 0 without bundle-only.
+		"m=video 0 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=mid:2", "a=inactive", "a=msid:s1 old", "a=rtpmap:96 VP8/90000",
+		// Receive-only: sends nothing.
+		"m=video 9 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=mid:3", "a=recvonly", "a=rtpmap:96 VP8/90000",
+	}
+	got, err := ParseOffer(strings.Join(lines, "\r\n") + "\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []OfferedTrack{
+		{MID: "0", Kind: "audio", StreamID: "s1", TrackID: "mic"},
+		{MID: "1", Kind: "video", StreamID: "s1", TrackID: "cam", RIDs: []string{"q", "h", "f"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("ParseOffer =\n%+v\nwant\n%+v", got, want)
+	}
+	if _, err := ParseOffer("not sdp at all"); err == nil {
+		t.Fatal("garbage parsed as SDP")
+	}
+}
