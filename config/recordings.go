@@ -17,12 +17,16 @@ type Recordings struct {
 	// AutoRecord lists room name patterns (path.Match syntax: "*",
 	// "class-*") whose rooms are recorded from their first published track.
 	AutoRecord []string `yaml:"auto_record"`
+	// Compose renders every finished room recording into composed.mp4 in
+	// its folder with ffmpeg (like `starling compose`), in the background.
+	Compose bool `yaml:"compose"`
 }
 
 // recordingFlags defines the recording flags and returns the function that
 // copies a given flag into cfg.
 func recordingFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 	dir := fs.String("recordings-dir", def.Recordings.Dir, "`folder` for recordings (one folder per recording); $"+EnvRecordingsDir+" sets it too")
+	compose := fs.Bool("recordings-compose", def.Recordings.Compose, "render each finished room recording into composed.mp4 (needs ffmpeg)")
 	var auto listFlag
 	fs.Var(&auto, "auto-record", "record rooms whose name matches `pattern` (path.Match: *, ?, [a-z]); repeatable or comma-separated")
 	return func(cfg *Config, name string) {
@@ -31,6 +35,8 @@ func recordingFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string)
 			cfg.Recordings.Dir = *dir
 		case "auto-record":
 			cfg.Recordings.AutoRecord = []string(auto)
+		case "recordings-compose":
+			cfg.Recordings.Compose = *compose
 		}
 	}
 }

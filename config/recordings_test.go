@@ -32,8 +32,8 @@ func TestRecordingsDirPrecedence(t *testing.T) {
 	if err != nil || c.Recordings.Dir != "/from/env" {
 		t.Fatalf("env: %+v %v", c.Recordings, err)
 	}
-	c, err = load([]string{"--config", file, "--recordings-dir", "/from/flag", "--auto-record", "a*,b"}, nil, env)
-	if err != nil || c.Recordings.Dir != "/from/flag" || len(c.Recordings.AutoRecord) != 2 {
+	c, err = load([]string{"--config", file, "--recordings-dir", "/from/flag", "--auto-record", "a*,b", "--recordings-compose"}, nil, env)
+	if err != nil || c.Recordings.Dir != "/from/flag" || len(c.Recordings.AutoRecord) != 2 || !c.Recordings.Compose {
 		t.Fatalf("flag: %+v %v", c.Recordings, err)
 	}
 	if _, err := load([]string{"--auto-record", "[bad"}, nil, noEnv); err == nil {

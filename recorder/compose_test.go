@@ -147,3 +147,54 @@ func TestComposeLateJoinAndSync(t *testing.T) {
 		t.Logf("track %s %s start %d ms end %d ms (%s)", tr.ParticipantName, tr.Kind, tr.StartMS, tr.EndMS, tr.ClockSource)
 	}
 }
+
+// With Config.Compose a finished room recording is composed in the
+// background, with events, and the result is listed.
+func TestAutoCompose(t *testing.T) {
+	requireTool(t, "ffprobe")
+	requireTool(t, "ffmpeg")
+	srv := startServer(t)
+	var ev events
+	composed := make(chan recorder.Event, 1)
+	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: t.TempDir(), Logger: testLogger(), Compose: true,
+		OnEvent: func(e recorder.Event) {
+			ev.add(e)
+			if e.Type == recorder.EventComposed || e.Type == recorder.EventComposeFailed {
+				composed <- e
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close(context.Background())
+	p := publishFiles(t, join(t, srv, "compose-auto", "alice", nil), "alice")
+	p.prime(t, func() bool { return srv.Rooms().Room("compose-auto") != nil })
+	info, err := rec.StartRoom("compose-auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.prime(t, func() bool { in, _ := rec.Get(info.ID); return in.Tracks == 2 })
+	p.send()
+	if _, err := rec.Stop(info.ID); err != nil {
+		t.Fatal(err)
+	}
+	var e recorder.Event
+	select {
+	case e = <-composed:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no composition event")
+	}
+	if e.Type != recorder.EventComposed || len(e.Files) != 1 {
+		t.Fatalf("composition: %+v", e)
+	}
+	if len(ev.of(recorder.EventComposeStarted)) != 1 {
+		t.Errorf("events: %+v", ev.all)
+	}
+	pr := ffprobe(t, e.Files[0])
+	if len(pr.Streams) != 2 || math.Abs(atof(pr.Format.Duration)-3.0) > 0.2 {
+		t.Errorf("composed file: %+v", pr)
+	}
+	if in, _ := rec.Get(info.ID); in.Composed != e.Files[0] {
+		t.Errorf("listed composed file %q, want %q", in.Composed, e.Files[0])
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -25,6 +26,12 @@ type Config struct {
 	Logger     *slog.Logger
 	// OnEvent receives every recording's events; it must not block.
 	OnEvent func(Event)
+	// Compose renders each finished room recording into composed.mp4 in
+	// its folder (see Compose), in the background.
+	Compose bool
+	// ComposeOptions are used for automatic composition (Manifest and
+	// Output are set per recording).
+	ComposeOptions ComposeOptions
 }
 
 // Info is a recording as the control API shows it.
@@ -42,6 +49,8 @@ type Info struct {
 	Files     []string   `json:"files"`
 	Tracks    int        `json:"tracks"` // tracks recorded (or being recorded)
 	Auto      bool       `json:"auto,omitempty"`
+	// Composed is the composed file, once automatic composition finished.
+	Composed string `json:"composed,omitempty"`
 }
 
 // Errors of the control API.
@@ -55,8 +64,9 @@ var (
 )
 
 type recording struct {
-	rr   *RoomRecorder
-	auto bool
+	rr       *RoomRecorder
+	auto     bool
+	composed string // guarded by Manager.mu
 }
 
 // Manager runs the recordings of one node: started by the control API or
@@ -73,6 +83,10 @@ type Manager struct {
 	ended  []*recording          // finished this process, newest last (bounded)
 	noAuto map[string]bool       // room SIDs whose recording was stopped by the API
 	closed bool
+
+	composeCtx    context.Context
+	composeCancel context.CancelFunc
+	composeWG     sync.WaitGroup
 }
 
 const keepEnded = 100
@@ -91,6 +105,7 @@ func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
 		}
 	}
 	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}}
+	m.composeCtx, m.composeCancel = context.WithCancel(context.Background())
 	if rooms != nil {
 		m.stop = rooms.AddObserver(observer{m})
 	}
@@ -174,9 +189,8 @@ func (m *Manager) start(roomName, trackID string, auto bool) (Info, error) {
 	}
 	for _, r := range m.active {
 		if r.rr.Room() == roomName && r.rr.opts.TrackID == trackID {
-			info := m.info(r)
 			m.mu.Unlock()
-			return info, fmt.Errorf("%w: recording %s", ErrAlreadyRecording, r.rr.ID())
+			return m.info(r), fmt.Errorf("%w: recording %s", ErrAlreadyRecording, r.rr.ID())
 		}
 	}
 	id := recordingID(roomName, trackID, time.Now())
@@ -215,6 +229,41 @@ func (m *Manager) reap(r *recording) {
 	if len(m.ended) > keepEnded {
 		m.ended = m.ended[len(m.ended)-keepEnded:]
 	}
+	if m.cfg.Compose && r.rr.opts.TrackID == "" && !m.closed {
+		m.composeWG.Add(1)
+		go m.compose(r)
+	}
+}
+
+// compose renders a finished room recording into composed.mp4 beside its
+// manifest, with events; a server stop cancels it (rerun it with
+// `starling compose`).
+func (m *Manager) compose(r *recording) {
+	defer m.composeWG.Done()
+	man := r.rr.Manifest()
+	hasFile := false
+	for _, t := range man.Tracks {
+		hasFile = hasFile || (t.File != "" && t.Frames > 0)
+	}
+	if !hasFile {
+		return
+	}
+	o := m.cfg.ComposeOptions
+	o.Manifest = filepath.Join(r.rr.Dir(), ManifestFile)
+	o.Output = filepath.Join(r.rr.Dir(), "composed.mp4")
+	r.rr.emit(Event{Type: EventComposeStarted})
+	start := time.Now()
+	if _, err := Compose(m.composeCtx, o); err != nil {
+		_ = os.Remove(o.Output)
+		m.log.Error("composing recording", "recording", r.rr.ID(), "err", err)
+		r.rr.emit(Event{Type: EventComposeFailed, Error: err.Error()})
+		return
+	}
+	m.mu.Lock()
+	r.composed = o.Output
+	m.mu.Unlock()
+	m.log.Info("recording composed", "recording", r.rr.ID(), "file", o.Output, "took", time.Since(start).Round(time.Millisecond))
+	r.rr.emit(Event{Type: EventComposed, Files: []string{o.Output}})
 }
 
 func (m *Manager) onEvent(e Event) {
@@ -298,6 +347,7 @@ func (m *Manager) List(roomName string) []Info {
 	return out
 }
 
+// info describes r; call it without m.mu held.
 func (m *Manager) info(r *recording) Info {
 	man := r.rr.Manifest()
 	in := Info{
@@ -305,6 +355,9 @@ func (m *Manager) info(r *recording) Info {
 		Dir: r.rr.Dir(), Manifest: filepath.Join(r.rr.Dir(), ManifestFile), StartedAt: man.StartedAt,
 		EndedAt: man.EndedAt, Files: []string{}, Auto: r.auto, Tracks: len(man.Tracks),
 	}
+	m.mu.Lock()
+	in.Composed = r.composed
+	m.mu.Unlock()
 	for _, t := range man.Tracks {
 		if t.File != "" {
 			in.Files = append(in.Files, filepath.Join(r.rr.Dir(), t.File))
@@ -338,10 +391,13 @@ func (m *Manager) Close(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
+		m.composeCancel()
 		return fmt.Errorf("recordings not finalised: %w", ctx.Err())
 	}
+	m.composeCancel() // running compositions are abandoned (partial output removed)
+	m.composeWG.Wait()
+	return nil
 }
 
 // observer adapts the Manager to room.Observer.

@@ -47,6 +47,10 @@ const (
 	EventStarted  = "recording_started"
 	EventFinished = "recording_finished"
 	EventFailed   = "recording_failed"
+	// With Config.Compose: composition of a finished room recording.
+	EventComposeStarted = "composition_started"
+	EventComposed       = "composition_finished" // Files = [the composed file]
+	EventComposeFailed  = "composition_failed"
 )
 
 type roomTrack struct {
