@@ -73,7 +73,8 @@ func (l *subscriberLoop) allocate() {
 			continue
 		}
 		capL, _ := d.Limits()
-		demands = append(demands, sfu.Demand{Priority: t.priority(capL), Cap: capL, Costs: t.layerCosts()})
+		prio := t.priority(capL, l.p.room.IsActiveSpeaker(t.owner.id))
+		demands = append(demands, sfu.Demand{Priority: prio, Cap: capL, Costs: t.layerCosts()})
 		items = append(items, item{t, d})
 	}
 	if len(items) == 0 {
@@ -158,13 +159,16 @@ func nextLayer(costs [sfu.MaxLayers]uint64, cur, capL int8) int8 {
 }
 
 // priority orders tracks when bandwidth is short: screen shares first, then
-// bigger requested sizes.
-func (t *Track) priority(capLayer int8) int {
+// the active speaker's camera, then bigger requested sizes.
+func (t *Track) priority(capLayer int8, speaking bool) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := int(capLayer)
-	if t.info.Source == protocol.SourceScreen {
+	switch {
+	case t.info.Source == protocol.SourceScreen:
 		p += 100
+	case speaking:
+		p += 50
 	}
 	return p
 }
