@@ -107,9 +107,10 @@ type nodeCollector struct {
 
 	rooms, participants, tracks, subscriptions *prometheus.Desc
 	packetsIn, bytesIn, packetsOut, bytesOut   *prometheus.Desc
+	dropped                                    *prometheus.Desc
 
-	mu      sync.Mutex
-	in, out counterSet
+	mu            sync.Mutex
+	in, out, drop counterSet
 }
 
 func newNodeCollector(src Source) *nodeCollector {
@@ -126,14 +127,16 @@ func newNodeCollector(src Source) *nodeCollector {
 		bytesIn:       d("received_bytes_total", "RTP bytes (header + payload) received from publishers."),
 		packetsOut:    d("forwarded_packets_total", "RTP packets forwarded to subscribers."),
 		bytesOut:      d("forwarded_bytes_total", "RTP bytes (header + payload) forwarded to subscribers."),
+		dropped:       d("dropped_packets_total", "RTP packets not delivered to a subscriber because writing to it failed."),
 		in:            newCounterSet(),
 		out:           newCounterSet(),
+		drop:          newCounterSet(),
 	}
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
-		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut} {
+		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped} {
 		ch <- d
 	}
 }
@@ -149,17 +152,20 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	c.in.begin()
 	c.out.begin()
+	c.drop.begin()
 	for _, r := range snap.Receivers {
 		c.in.see(r)
 		for _, s := range r.Sinks() {
 			if d, ok := s.(*sfu.DownTrack); ok {
 				subs++
 				c.out.see(d)
+				c.drop.see(droppedOf{d})
 			}
 		}
 	}
 	pin, bin := c.in.end()
 	pout, bout := c.out.end()
+	dropped, _ := c.drop.end()
 	c.mu.Unlock()
 
 	gauge := func(d *prometheus.Desc, v int) {
@@ -176,7 +182,13 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bytesIn, bin)
 	counter(c.packetsOut, pout)
 	counter(c.bytesOut, bout)
+	counter(c.dropped, dropped)
 }
+
+// droppedOf counts a down track's dropped packets as a statser.
+type droppedOf struct{ d *sfu.DownTrack }
+
+func (x droppedOf) Stats() (uint64, uint64) { return x.d.Dropped(), 0 }
 
 // counterSet sums the counters of a changing set of objects monotonically.
 type counterSet struct {

@@ -60,7 +60,7 @@ func getStatus(t testing.TB, url string) int {
 func TestMetrics(t *testing.T) {
 	srv := startServer(t, nil)
 	m := scrape(t, srv)
-	for _, name := range []string{"starling_rooms", "starling_participants", "starling_tracks", "starling_forwarded_packets_total",
+	for _, name := range []string{"starling_rooms", "starling_participants", "starling_tracks", "starling_forwarded_packets_total", "starling_dropped_packets_total",
 		"go_goroutines", "process_open_fds", "starling_signaling_join_duration_seconds_count"} {
 		if _, ok := m[name]; !ok {
 			t.Errorf("/metrics lacks %s", name)
