@@ -19,7 +19,7 @@ test('join sends the params, builds both connections and offers the data channel
   assert.equal(client.participantId, 'PA');
   assert.deepEqual([...client.participants.keys()], ['PB']);
   assert.deepEqual(pub.config.iceServers, [{urls: ['turn:127.0.0.1:3478'], username: 'u', credential: 'c'}]);
-  assert.equal(pub.config.bundlePolicy, 'balanced', 'publisher: see publisherBundlePolicy');
+  assert.equal(pub.config.bundlePolicy, 'max-bundle', 'publisher: see publisherBundlePolicy');
   assert.equal(sub.config.bundlePolicy, 'max-bundle');
   assert.equal(sub.config.rtcpMuxPolicy, 'require');
   assert.deepEqual(pub.channels.map((c) => c.label), ['data']);
