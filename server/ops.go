@@ -76,6 +76,9 @@ func (s *Server) setupOperations(mux *http.ServeMux) (err error) {
 	if err := s.setupTURN(); err != nil {
 		return err
 	}
+	if err := s.setupRecorder(mux); err != nil {
+		return err
+	}
 	admin.New(admin.Options{
 		Rooms: s.rooms, Auth: s.auth, MaxDataMessage: s.cfg.Limits.MaxDataMessage, Logger: s.log,
 	}).Register(mux)

@@ -16,6 +16,7 @@ import (
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/metrics"
+	"github.com/starling-rtc/starling/recorder"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/starling-rtc/starling/signaling"
@@ -24,17 +25,18 @@ import (
 
 // Server is a running node.
 type Server struct {
-	cfg     config.Config
-	log     *slog.Logger
-	engine  *sfu.Engine
-	rooms   *room.Manager
-	http    *http.Server
-	ln      net.Listener
-	serveCh chan error
-	auth    *auth.Verifier // see security.go
-	metrics *metrics.Metrics
-	ext     extras // see ops.go
-	socks   sockets
+	cfg      config.Config
+	log      *slog.Logger
+	engine   *sfu.Engine
+	rooms    *room.Manager
+	http     *http.Server
+	ln       net.Listener
+	serveCh  chan error
+	auth     *auth.Verifier // see security.go
+	metrics  *metrics.Metrics
+	ext      extras // see ops.go
+	socks    sockets
+	recorder *recorder.Manager // see recording.go
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.

@@ -65,6 +65,18 @@ type Event struct {
 	Participant *Participant    `json:"participant,omitempty"`
 	Track       *protocol.Track `json:"track,omitempty"`
 	Reason      string          `json:"reason,omitempty"` // participant_left: why
+	Recording   *Recording      `json:"recording,omitempty"`
+}
+
+// Recording describes a recording in recording_started, recording_finished
+// and recording_failed events.
+type Recording struct {
+	ID       string   `json:"id"`
+	TrackID  string   `json:"trackId,omitempty"` // a track recording; empty for a whole room
+	Dir      string   `json:"dir"`
+	Manifest string   `json:"manifest"`
+	Files    []string `json:"files,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // Room identifies the room instance of an event.
