@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"math"
+	"net"
 	"testing"
 	"time"
 
@@ -351,5 +352,28 @@ func TestParseProcStatCPU(t *testing.T) {
 	m, err := ReadMachine()
 	if err != nil || m.Total == 0 || m.Busy > m.Total {
 		t.Fatalf("ReadMachine = %+v, %v", m, err)
+	}
+}
+
+func TestParseUDPTable(t *testing.T) {
+	table := "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            \n" +
+		"  390: 0100007F:CA7C 00000000:0000 07 00000000:00000200 00:00000000 00000000     0        0 534477 2 000000008f49438c 7        \n" +
+		" 3877: 0100007F:981B 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 535768 2 00000000a5c84787 0        \n" +
+		" 3878: 0100007F:981C 00000000:0000 07 00000000:00000010 00:00000000 00000000     0        0 999 2 00000000a5c84787 5        \n"
+	s, err := ParseUDPTable([]byte(table), map[uint64]bool{534477: true, 999: true})
+	if err != nil || s.Sockets != 2 || s.Drops != 12 || s.RxQueued != 0x210 {
+		t.Fatalf("ParseUDPTable = %+v, %v", s, err)
+	}
+	if _, err := ParseUDPTable([]byte("header\n  1: short row\n"), nil); err == nil {
+		t.Fatal("short row accepted")
+	}
+
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if u, err := ReadUDP(0); err != nil || u.Sockets < 1 {
+		t.Fatalf("ReadUDP(self) = %+v, %v; want at least the socket just opened", u, err)
 	}
 }

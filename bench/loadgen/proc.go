@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -160,4 +161,93 @@ func MachinePercent(a, b MachineSample) float64 {
 		return 0
 	}
 	return 100 * float64(b.Busy-a.Busy) / ClockTicks / wall
+}
+
+// UDPSample is the kernel's view of a process's UDP sockets: datagrams
+// dropped because a socket's receive buffer was full (counted since each
+// socket opened), and bytes waiting in the receive buffers now.
+type UDPSample struct {
+	Sockets  int
+	Drops    uint64
+	RxQueued uint64
+}
+
+// ReadUDP finds the UDP sockets of process pid (0 = this process) through
+// /proc/PID/fd and sums their counters from /proc/net/udp and udp6.
+func ReadUDP(pid int) (UDPSample, error) {
+	dir := "/proc/self"
+	if pid > 0 {
+		dir = "/proc/" + strconv.Itoa(pid)
+	}
+	fds, err := os.ReadDir(dir + "/fd")
+	if err != nil {
+		return UDPSample{}, err
+	}
+	inodes := map[uint64]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(dir + "/fd/" + fd.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if s, ok := strings.CutPrefix(link, "socket:["); ok {
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64); err == nil {
+				inodes[ino] = true
+			}
+		}
+	}
+	var sum UDPSample
+	for _, table := range []string{"/net/udp", "/net/udp6"} {
+		b, err := os.ReadFile(dir + table)
+		if err != nil {
+			continue // no IPv6
+		}
+		s, err := ParseUDPTable(b, inodes)
+		if err != nil {
+			return UDPSample{}, fmt.Errorf("%s%s: %w", dir, table, err)
+		}
+		sum.Sockets += s.Sockets
+		sum.Drops += s.Drops
+		sum.RxQueued += s.RxQueued
+	}
+	return sum, nil
+}
+
+// ParseUDPTable sums the rx_queue and drops columns of /proc/net/udp rows
+// whose inode is in inodes.
+func ParseUDPTable(b []byte, inodes map[uint64]bool) (UDPSample, error) {
+	var sum UDPSample
+	first := true
+	for line := range bytes.Lines(b) {
+		if first { // header
+			first = false
+			continue
+		}
+		f := bytes.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 13 {
+			return sum, fmt.Errorf("row with %d fields, want 13", len(f))
+		}
+		ino, err := strconv.ParseUint(string(f[9]), 10, 64)
+		if err != nil {
+			return sum, fmt.Errorf("inode: %w", err)
+		}
+		if !inodes[ino] {
+			continue
+		}
+		_, rxq, _ := bytes.Cut(f[4], []byte(":"))
+		q, err := strconv.ParseUint(string(rxq), 16, 64)
+		if err != nil {
+			return sum, fmt.Errorf("rx_queue: %w", err)
+		}
+		drops, err := strconv.ParseUint(string(f[12]), 10, 64)
+		if err != nil {
+			return sum, fmt.Errorf("drops: %w", err)
+		}
+		sum.Sockets++
+		sum.RxQueued += q
+		sum.Drops += drops
+	}
+	return sum, nil
 }

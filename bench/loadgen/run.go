@@ -286,6 +286,9 @@ type snapshot struct {
 	procs   procPair
 	streams map[*stream]streamSnap
 	sent    map[*sender]senderSnap
+
+	serverUDP, selfUDP     UDPSample
+	serverUDPOK, selfUDPOK bool
 }
 
 type senderSnap struct{ packets, bytes, keyframes, keyReqs uint64 }
@@ -301,6 +304,13 @@ func (r *runner) snapshot() snapshot {
 		}
 	}
 	s.procs = r.sample()
+	var err error
+	if r.cfg.ServerPID > 0 {
+		s.serverUDP, err = ReadUDP(r.cfg.ServerPID)
+		s.serverUDPOK = err == nil
+	}
+	s.selfUDP, err = ReadUDP(0)
+	s.selfUDPOK = err == nil
 	return s
 }
 

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"strconv"
 	"text/tabwriter"
 	"time"
 )
@@ -55,6 +56,14 @@ type Summary struct {
 		WorstStream   float64 `json:"worstStreamPercent"`
 		BadPackets    uint64  `json:"badPackets"`
 		StampsMissing uint64  `json:"stampsMissing"`
+		// Datagrams the kernel dropped in the window because a UDP
+		// socket's receive buffer was full, on either side (-1 = unknown),
+		// and what waited in those buffers at the end. Loss not found here
+		// happened inside a process (pion's buffers) or was never sent.
+		ServerSocketDrops    int64  `json:"serverSocketDrops"`
+		GeneratorSocketDrops int64  `json:"generatorSocketDrops"`
+		ServerRxQueuedBytes  uint64 `json:"serverRxQueuedBytes"`
+		GenRxQueuedBytes     uint64 `json:"generatorRxQueuedBytes"`
 	} `json:"loss"`
 	DelayMs      Percentiles `json:"delayMs"`      // publisher send → subscriber read
 	JoinMs       Percentiles `json:"joinMs"`       // Dial: WebSocket, join, publisher negotiation
@@ -204,6 +213,15 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	if s.Loss.Expected > 0 {
 		s.Loss.Percent = 100 * float64(s.Loss.Lost) / float64(s.Loss.Expected)
 	}
+	s.Loss.ServerSocketDrops, s.Loss.GeneratorSocketDrops = -1, -1
+	if a.serverUDPOK && b.serverUDPOK && b.serverUDP.Drops >= a.serverUDP.Drops {
+		s.Loss.ServerSocketDrops = int64(b.serverUDP.Drops - a.serverUDP.Drops)
+		s.Loss.ServerRxQueuedBytes = b.serverUDP.RxQueued
+	}
+	if a.selfUDPOK && b.selfUDPOK && b.selfUDP.Drops >= a.selfUDP.Drops && cfg.ServerPID != os.Getpid() {
+		s.Loss.GeneratorSocketDrops = int64(b.selfUDP.Drops - a.selfUDP.Drops)
+		s.Loss.GenRxQueuedBytes = b.selfUDP.RxQueued
+	}
 	s.DelayMs = histPercentiles(&delay)
 	s.MediaStartMs = durationPercentiles(starts)
 
@@ -250,6 +268,13 @@ func (s senderSnap) sub(o senderSnap) senderSnap {
 	return senderSnap{s.packets - o.packets, s.bytes - o.bytes, s.keyframes - o.keyframes, s.keyReqs - o.keyReqs}
 }
 
+func dropText(n int64) string {
+	if n < 0 {
+		return "n/a"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 // WriteJSON writes the summary as indented JSON.
 func (s *Summary) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -285,6 +310,11 @@ func (s *Summary) WriteTable(w io.Writer) error {
 		s.Received.PacketsPerSecond, s.Received.Packets, 100*s.Received.DeliveryRatio)
 	row("per-subscriber bitrate", "mean %s, min %s bit/s", FormatBitrate(s.SubscriberBitrate.Mean), FormatBitrate(s.SubscriberBitrate.Min))
 	row("packet loss", "%.3f%% (%d of %d; worst stream %.2f%%)", s.Loss.Percent, s.Loss.Lost, s.Loss.Expected, s.Loss.WorstStream)
+	if s.Loss.ServerSocketDrops >= 0 || s.Loss.GeneratorSocketDrops >= 0 {
+		row("UDP socket drops", "server %s, generator %s (receive buffers full; queued at end: %d / %d bytes)",
+			dropText(s.Loss.ServerSocketDrops), dropText(s.Loss.GeneratorSocketDrops),
+			s.Loss.ServerRxQueuedBytes, s.Loss.GenRxQueuedBytes)
+	}
 	if s.Loss.BadPackets > 0 || s.Loss.StampsMissing > 0 {
 		row("malformed", "%d unparsable packets, %d without a send stamp", s.Loss.BadPackets, s.Loss.StampsMissing)
 	}
