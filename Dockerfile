@@ -1,7 +1,8 @@
 # Starling SFU container image.
 #
 #   docker build -t starling .
-#   docker run --rm -p 7900:7900/tcp -p 7901:7901/udp -p 7902:7902/tcp \
+#   docker run --rm -e STARLING_KEYS="mykey:<secret of 32+ bytes>" \
+#       -p 7900:7900/tcp -p 7901:7901/udp -p 7902:7902/tcp \
 #       starling --bind 0.0.0.0:7900 --node-ip <host's public IP>
 #
 # Notes:
@@ -14,6 +15,9 @@
 #   same numbers on the host, and pass --node-ip with the address clients
 #   reach, because ICE candidates carry the container's own IP otherwise.
 #   `--network host` avoids both concerns on Linux.
+# - Bound to 0.0.0.0 the server refuses to start without API keys
+#   (STARLING_KEYS or keys: in a config file), so strangers cannot join
+#   open rooms; --insecure-open overrides that for a closed lab network.
 
 # ---- build ----------------------------------------------------------------
 FROM golang:1.26-bookworm AS build
