@@ -2,14 +2,12 @@ package server_test
 
 import (
 	"encoding/json"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/sfu"
@@ -64,21 +62,11 @@ func (t *throttle) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTP
 // throttledAPI is the Go client's loopback API with the throttle first in
 // the chain, so the default interceptors (TWCC feedback) see the losses.
 func throttledAPI(t *testing.T, th *throttle) *webrtc.API {
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	api, err := client.LoopbackAPIWith([]interceptor.Factory{th})
+	if err != nil {
 		t.Fatal(err)
 	}
-	ir := &interceptor.Registry{}
-	ir.Add(th)
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return api
 }
 
 func lastUpdate(c *client.Client, trackID string) protocol.SubscriptionUpdatedParams {
@@ -138,24 +126,13 @@ func TestCongestionSwitchesDown(t *testing.T) {
 // noTWCCAPI is a client API that negotiates NACK and RTCP reports but not
 // transport-wide congestion control, with the throttle first in the chain.
 func noTWCCAPI(t *testing.T, th *throttle) *webrtc.API {
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	api, err := client.LoopbackAPIWith([]interceptor.Factory{th},
+		webrtc.ConfigureNack,
+		func(_ *webrtc.MediaEngine, ir *interceptor.Registry) error { return webrtc.ConfigureRTCPReports(ir) })
+	if err != nil {
 		t.Fatal(err)
 	}
-	ir := &interceptor.Registry{}
-	ir.Add(th)
-	if err := webrtc.ConfigureNack(m, ir); err != nil {
-		t.Fatal(err)
-	}
-	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return api
 }
 
 // TestCongestionWithoutTWCC: a client that does not negotiate TWCC is still

@@ -94,7 +94,7 @@ type Client struct {
 // NewAPI returns a pion API with default codecs and interceptors, allowing
 // loopback candidates (tests and local bots).
 func NewAPI() (*webrtc.API, error) {
-	return buildAPI(nil)
+	return buildAPI(nil, nil)
 }
 
 // Dial connects to url (ws://host:port/v1/rtc), joins room and negotiates

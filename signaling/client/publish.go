@@ -252,21 +252,39 @@ func (q *candidateQueues) flush(target string) {
 // LoopbackAPI is NewAPI restricted to 127.0.0.1: tests and local load
 // generation never touch another network.
 func LoopbackAPI() (*webrtc.API, error) {
+	return LoopbackAPIWith(nil)
+}
+
+// LoopbackAPIWith is LoopbackAPI with extra interceptors placed first in
+// the chain, nearest the network (a test's loss or throttle sees packets
+// before NACK and congestion-control feedback do). register replaces
+// pion's default interceptors when not nil (e.g. to leave out TWCC).
+func LoopbackAPIWith(first []interceptor.Factory, register ...func(*webrtc.MediaEngine, *interceptor.Registry) error) (*webrtc.API, error) {
 	return buildAPI(func(se *webrtc.SettingEngine) {
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	})
+	}, first, register...)
 }
 
 // buildAPI makes a pion API with default codecs and interceptors.
-func buildAPI(tune func(*webrtc.SettingEngine)) (*webrtc.API, error) {
+func buildAPI(tune func(*webrtc.SettingEngine), first []interceptor.Factory,
+	register ...func(*webrtc.MediaEngine, *interceptor.Registry) error,
+) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		return nil, err
+	for _, f := range first {
+		ir.Add(f)
+	}
+	if len(register) == 0 {
+		register = append(register, webrtc.RegisterDefaultInterceptors)
+	}
+	for _, r := range register {
+		if err := r(m, ir); err != nil {
+			return nil, err
+		}
 	}
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
