@@ -111,7 +111,7 @@ func lookupKey(configPath, key string, stderr io.Writer) (string, string, error)
 	}
 	keys := auth.Keys(cfg.Keys)
 	if len(keys) == 0 {
-		return "", "", fmt.Errorf("no API keys: give --key and --secret, set $%s, or a config file with keys:", auth.EnvKeys)
+		return "", "", fmt.Errorf("no API keys: give --key and --secret, set $%s, or use a config file with a \"keys\" section", auth.EnvKeys)
 	}
 	if key == "" {
 		if len(keys) > 1 {
