@@ -9,7 +9,9 @@
 # run where other processes used more than this % of one core is repeated,
 # keeping the quietest attempt), IDLE (20: wait until the machine is under
 # this % before each attempt), IDLE_WAIT (600: give up waiting after this
-# many seconds and run anyway; the summary's "machine" row shows the noise).
+# many seconds and run anyway; the summary's "machine" row shows the noise),
+# SERVER_ARGS (extra server flags, e.g. "--congestion-control=false"), TAG
+# (file name suffix for the results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/starling-bench}
@@ -18,6 +20,9 @@ subs=("$@")
 [ ${#subs[@]} -gt 0 ] || subs=(50 100 150)
 duration=${DURATION:-30s} warmup=${WARMUP:-5s} attempts=${ATTEMPTS:-3}
 max_other=${MAX_OTHER:-15} idle=${IDLE:-20} idle_wait=${IDLE_WAIT:-600}
+tag=${TAG:-}
+extra=()
+for a in ${SERVER_ARGS:-}; do extra+=("--server-arg=$a"); done
 mkdir -p "$out"
 go build -o "$out/starling" ./cmd/starling
 go build -o "$out/starling-load" ./cmd/starling-load
@@ -37,18 +42,19 @@ for n in "${subs[@]}"; do
 		for _ in $(seq 1 $((idle_wait / 3))); do
 			[ "$(busy_pct)" -lt "$idle" ] && break
 		done
-		json="$out/webinar-$n-$attempt.json"
+		name="webinar$tag-$n"
+		json="$out/$name-$attempt.json"
 		"$out/starling-load" --preset webinar --subscribers "$n" --duration "$duration" --warmup "$warmup" \
-			--join-concurrency 8 --start-server --server-bin "$out/starling" --quiet --json "$json" \
-			>"$out/webinar-$n-$attempt.txt" 2>"$out/webinar-$n-$attempt.log" || true
+			--join-concurrency 8 --start-server --server-bin "$out/starling" ${extra[@]+"${extra[@]}"} --quiet --json "$json" \
+			>"$out/$name-$attempt.txt" 2>"$out/$name-$attempt.log" || true
 		other=$(sed -n 's/.*"otherPercent": \([0-9.]*\).*/\1/p' "$json" 2>/dev/null | cut -d. -f1)
-		echo "subscribers=$n attempt=$attempt other=${other:-?}%"
+		echo "$name attempt=$attempt other=${other:-?}%"
 		if [ -z "$best" ] || [ "${other:-999}" -lt "$best_other" ]; then
 			best=$attempt best_other=${other:-999}
 		fi
 		[ "${other:-999}" -le "$max_other" ] && break
 	done
-	cp "$out/webinar-$n-$best.json" "$out/webinar-$n.json"
-	cp "$out/webinar-$n-$best.txt" "$out/webinar-$n.txt"
-	cat "$out/webinar-$n.txt"
+	cp "$out/$name-$best.json" "$out/$name.json"
+	cp "$out/$name-$best.txt" "$out/$name.txt"
+	cat "$out/$name.txt"
 done

@@ -19,6 +19,7 @@ type stream struct {
 	bytes    atomic.Uint64 // RTP bytes as received (after SRTP decryption)
 	expected atomic.Uint64 // highest extended sequence number - first + 1
 	bad      atomic.Uint64 // unparsable packets
+	padding  atomic.Uint64 // padding only (the server's bandwidth probes)
 	firstAt  atomic.Int64  // monoNow of the first packet; 0 = none yet
 	delay    Histogram     // send → receive, from the payload stamps
 }
@@ -97,6 +98,8 @@ func (s *stream) read(t *webrtc.TrackRemote) {
 		s.bytes.Add(uint64(n))
 		if sent, ok := readStamp(p.payload); ok {
 			s.delay.Record(time.Duration(now - sent))
+		} else if len(p.payload) == 0 {
+			s.padding.Add(1)
 		}
 	}
 }
@@ -113,13 +116,13 @@ func drainRTCP(r *webrtc.RTPReceiver) {
 
 // streamSnap is a stream's counters at one instant.
 type streamSnap struct {
-	packets, bytes, expected uint64
-	delay                    HistSnapshot
+	packets, bytes, expected, padding uint64
+	delay                             HistSnapshot
 }
 
 func (s *stream) snapshot() streamSnap {
 	return streamSnap{
 		packets: s.packets.Load(), bytes: s.bytes.Load(), expected: s.expected.Load(),
-		delay: s.delay.Snapshot(),
+		padding: s.padding.Load(), delay: s.delay.Snapshot(),
 	}
 }

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -289,13 +290,38 @@ type snapshot struct {
 
 	serverUDP, selfUDP     UDPSample
 	serverUDPOK, selfUDPOK bool
+
+	layerChanges map[*participant]layerCount
+}
+
+// layerCount counts the subscriptionUpdated notifications a participant got:
+// the server changing which layer it forwards, or pausing the track.
+type layerCount struct{ changes, paused uint64 }
+
+func countLayerChanges(c *client.Client) layerCount {
+	var n layerCount
+	for _, e := range c.Events() {
+		if e.Method != protocol.NotifySubscriptionUpdated {
+			continue
+		}
+		n.changes++
+		var p protocol.SubscriptionUpdatedParams
+		if json.Unmarshal(e.Params, &p) == nil && p.Layer == protocol.QualityPaused {
+			n.paused++
+		}
+	}
+	return n
 }
 
 type senderSnap struct{ packets, bytes, keyframes, keyReqs uint64 }
 
 func (r *runner) snapshot() snapshot {
-	s := snapshot{at: time.Now(), streams: map[*stream]streamSnap{}, sent: map[*sender]senderSnap{}}
+	s := snapshot{at: time.Now(), streams: map[*stream]streamSnap{}, sent: map[*sender]senderSnap{},
+		layerChanges: map[*participant]layerCount{}}
 	for _, p := range r.parts {
+		if p.c != nil && p.receive {
+			s.layerChanges[p] = countLayerChanges(p.c)
+		}
 		for _, st := range p.streamList() {
 			s.streams[st] = st.snapshot()
 		}

@@ -41,8 +41,9 @@ func freePort(network string) (int, error) {
 
 // StartServer runs the starling binary at bin on free loopback ports, media
 // bound to 127.0.0.1 and ICE-TCP off, and waits until /healthz answers.
-// Its log (level logLevel) goes to logw.
-func StartServer(ctx context.Context, bin, logLevel string, logw io.Writer) (*ServerProcess, error) {
+// Its log (level logLevel) goes to logw; extra flags (e.g.
+// --congestion-control=false) come after the generator's own.
+func StartServer(ctx context.Context, bin, logLevel string, logw io.Writer, extra ...string) (*ServerProcess, error) {
 	if bin == "" {
 		return nil, errors.New("no server binary: build one with `go build -o /tmp/starling ./cmd/starling` and pass --server-bin")
 	}
@@ -58,8 +59,9 @@ func StartServer(ctx context.Context, bin, logLevel string, logw io.Writer) (*Se
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(httpPort)
-	cmd := exec.Command(bin, "--bind", addr, "--udp-port", strconv.Itoa(udpPort), "--tcp-port", "-1",
-		"--media-bind-ip", "127.0.0.1", "--log-level", logLevel)
+	args := []string{"--bind", addr, "--udp-port", strconv.Itoa(udpPort), "--tcp-port", "-1",
+		"--media-bind-ip", "127.0.0.1", "--log-level", logLevel}
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = logw, logw
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", bin, err)

@@ -44,7 +44,17 @@ type Summary struct {
 		// publisher sent in the window: sent × subscribers.
 		ExpectedFromSent uint64  `json:"expectedFromSent"`
 		DeliveryRatio    float64 `json:"deliveryRatio"` // Packets / ExpectedFromSent
+		// MediaPackets carry a publisher's stamp; PaddingPackets are
+		// padding-only (bandwidth probes); the rest of Packets are other
+		// packets without a stamp (see Loss.StampsMissing).
+		MediaPackets   uint64 `json:"mediaPackets"`
+		PaddingPackets uint64 `json:"paddingPackets"`
 	} `json:"received"`
+	// LayerChanges counts subscriptionUpdated notifications in the window
+	// (the server switching or pausing a subscriber's layer), Pauses those
+	// saying "paused".
+	LayerChanges      uint64 `json:"layerChanges"`
+	Pauses            uint64 `json:"pauses"`
 	SubscriberBitrate struct {
 		Mean float64 `json:"mean"` // bits/s received per subscriber (RTP bytes)
 		Min  float64 `json:"min"`
@@ -99,7 +109,8 @@ type ProcStats struct {
 	RSSMB      float64 `json:"rssMB"`      // at the end of the window
 	RSSStartMB float64 `json:"rssStartMB"` // before anyone joined
 	// Server only.
-	UsPerForwardedPacket     float64 `json:"usPerForwardedPacket,omitempty"`
+	UsPerForwardedPacket     float64 `json:"usPerForwardedPacket,omitempty"` // every RTP packet received, probes included
+	UsPerMediaPacket         float64 `json:"usPerMediaPacket,omitempty"`     // media packets only
 	CPUMsPerSubscriberSecond float64 `json:"cpuMsPerSubscriberSecond,omitempty"`
 	RSSPerSubscriberKB       float64 `json:"rssPerSubscriberKB,omitempty"`
 }
@@ -171,6 +182,11 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 		}
 		s.Subscribers++
 		s.StreamsExpected += tracksInRoom[p.room] - len(p.senders)
+		if lb, ok := b.layerChanges[p]; ok {
+			la := a.layerChanges[p]
+			s.LayerChanges += lb.changes - la.changes
+			s.Pauses += lb.paused - la.paused
+		}
 		var bytes uint64
 		for _, st := range p.streamList() {
 			sb, sa := b.streams[st], a.streams[st]
@@ -192,8 +208,12 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 			}
 			s.Loss.BadPackets += st.bad.Load()
 			h := sb.delay.Sub(&sa.delay)
-			if stamped := h.Count(); packets > stamped {
-				s.Loss.StampsMissing += packets - stamped
+			padding := sb.padding - sa.padding
+			stamped := h.Count()
+			s.Received.MediaPackets += stamped
+			s.Received.PaddingPackets += padding
+			if packets > stamped+padding {
+				s.Loss.StampsMissing += packets - stamped - padding
 			}
 			delay.Add(&h)
 		}
@@ -236,6 +256,9 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 		}
 		if s.Received.Packets > 0 {
 			ps.UsPerForwardedPacket = ps.CPUSeconds * 1e6 / float64(s.Received.Packets)
+		}
+		if s.Received.MediaPackets > 0 {
+			ps.UsPerMediaPacket = ps.CPUSeconds * 1e6 / float64(s.Received.MediaPackets)
 		}
 		if s.Subscribers > 0 {
 			ps.CPUMsPerSubscriberSecond = ps.CPUSeconds * 1e3 / (float64(s.Subscribers) * win)
@@ -308,6 +331,10 @@ func (s *Summary) WriteTable(w io.Writer) error {
 		s.Sent.PacketsPerSecond, FormatBitrate(s.Sent.Bitrate), s.Sent.Keyframes, s.Sent.KeyframeRequests)
 	row("received", "%.0f pkt/s, %d packets = %.2f%% of sent × subscribers",
 		s.Received.PacketsPerSecond, s.Received.Packets, 100*s.Received.DeliveryRatio)
+	if s.Received.PaddingPackets > 0 || s.Received.MediaPackets != s.Received.Packets {
+		row("", "%d media packets, %d padding-only (bandwidth probes)", s.Received.MediaPackets, s.Received.PaddingPackets)
+	}
+	row("layer changes", "%d subscriptionUpdated (%d paused)", s.LayerChanges, s.Pauses)
 	row("per-subscriber bitrate", "mean %s, min %s bit/s", FormatBitrate(s.SubscriberBitrate.Mean), FormatBitrate(s.SubscriberBitrate.Min))
 	row("packet loss", "%.3f%% (%d of %d; worst stream %.2f%%)", s.Loss.Percent, s.Loss.Lost, s.Loss.Expected, s.Loss.WorstStream)
 	if s.Loss.ServerSocketDrops >= 0 || s.Loss.GeneratorSocketDrops >= 0 {
@@ -316,7 +343,7 @@ func (s *Summary) WriteTable(w io.Writer) error {
 			s.Loss.ServerRxQueuedBytes, s.Loss.GenRxQueuedBytes)
 	}
 	if s.Loss.BadPackets > 0 || s.Loss.StampsMissing > 0 {
-		row("malformed", "%d unparsable packets, %d without a send stamp", s.Loss.BadPackets, s.Loss.StampsMissing)
+		row("malformed", "%d unparsable packets, %d non-padding packets without a send stamp", s.Loss.BadPackets, s.Loss.StampsMissing)
 	}
 	row("forwarding delay", "p50 %.2f  p95 %.2f  p99 %.2f  max %.1f ms", s.DelayMs.P50, s.DelayMs.P95, s.DelayMs.P99, s.DelayMs.Max)
 	row("join time", "p50 %.0f  p99 %.0f  max %.0f ms", s.JoinMs.P50, s.JoinMs.P99, s.JoinMs.Max)
@@ -324,7 +351,8 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	if p := s.Server; p != nil {
 		row(fmt.Sprintf("server (pid %d)", p.PID), "CPU %.1f%% of one core, RSS %.1f MB (%.1f at start, %+.0f kB per subscriber)",
 			p.CPUPercent, p.RSSMB, p.RSSStartMB, p.RSSPerSubscriberKB)
-		row("server cost", "%.2f µs per forwarded packet, %.2f CPU-ms per subscriber-second", p.UsPerForwardedPacket, p.CPUMsPerSubscriberSecond)
+		row("server cost", "%.2f µs per forwarded packet (%.2f per media packet), %.2f CPU-ms per subscriber-second",
+			p.UsPerForwardedPacket, p.UsPerMediaPacket, p.CPUMsPerSubscriberSecond)
 	} else {
 		row("server", "not measured (use --server-pid or --start-server)")
 	}

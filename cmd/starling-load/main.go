@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/starling-rtc/starling/bench/loadgen"
@@ -59,6 +60,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	startServer := fs.Bool("start-server", false, "start the server (--server-bin) on free loopback ports and measure it")
 	serverBin := fs.String("server-bin", "", "`path` of the starling binary for --start-server (go build -o /tmp/starling ./cmd/starling)")
 	serverLog := fs.String("server-log-level", "error", "log level of a started server; its log goes to stderr")
+	var serverArgs []string
+	fs.Func("server-arg", "extra `flag` for a started server, repeatable (e.g. --server-arg=--congestion-control=false)", func(s string) error {
+		serverArgs = append(serverArgs, s)
+		return nil
+	})
 	jsonPath := fs.String("json", "", "also write the summary as JSON to `file` (- = stdout)")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	verbose := fs.Bool("v", false, "log client warnings (join and publish failures) to stderr")
@@ -94,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "starling-load: --start-server and --server-pid exclude each other")
 			return 2
 		}
-		srv, err := loadgen.StartServer(ctx, *serverBin, *serverLog, stderr)
+		srv, err := loadgen.StartServer(ctx, *serverBin, *serverLog, stderr, serverArgs...)
 		if err != nil {
 			fmt.Fprintln(stderr, "starling-load:", err)
 			return 1
@@ -105,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}()
 		cfg.URL, cfg.ServerPID = srv.URL(), srv.PID()
-		fmt.Fprintf(stderr, "started %s (pid %d) at %s\n", *serverBin, srv.PID(), srv.URL())
+		fmt.Fprintf(stderr, "started %s %s (pid %d) at %s\n", *serverBin, strings.Join(serverArgs, " "), srv.PID(), srv.URL())
 	}
 	if !loopbackURL(cfg.URL) {
 		fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", cfg.URL)
