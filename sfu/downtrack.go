@@ -37,6 +37,10 @@ type DownTrack struct {
 	hdr      [MaxLayers]rtp.Header // per-layer scratch: each layer has one writer goroutine
 	padHdr   rtp.Header
 	vp8buf   [MaxLayers][]byte
+	tsIn     uint32 // input and output timestamps of the last forwarded packet:
+	tsOut    uint32 // their difference is the current rewriting offset
+	haveTS   bool
+	sr       srState // the publisher's sender reports (rtcp.go)
 	red      redMode // RED audio: forwarded as is, with its block type rewritten, or unwrapped (red.go)
 	redPT    uint8
 	redbuf   []byte
@@ -157,7 +161,11 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		d.redbuf = make([]byte, maxPacket)
 	}
 	d.writer = ctx.WriteStream()
+	if old := d.ssrc; old != 0 && old != uint32(ctx.SSRC()) {
+		unregisterDownTrack(d, old)
+	}
 	d.ssrc = uint32(ctx.SSRC())
+	registerDownTrack(d, d.ssrc)
 	d.pt = uint8(chosen.PayloadType)
 	d.bound = true
 	if d.munger == nil {
@@ -177,7 +185,9 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
 	d.mu.Lock()
 	d.bound = false
+	ssrc := d.ssrc
 	d.mu.Unlock()
+	unregisterDownTrack(d, ssrc)
 	return nil
 }
 
@@ -210,6 +220,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		d.mu.Unlock()
 		return nil
 	}
+	d.tsIn, d.tsOut, d.haveTS = in.Timestamp, ts, true // the current ts rewriting, for sender reports
 	if d.kind == CodecVP8 {
 		n, err := d.vp8.Rewrite(d.vp8buf[layer], payload)
 		if err != nil {
@@ -253,8 +264,11 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 	return nil
 }
 
-// OnSenderReport is for lip sync once down tracks send their own reports.
-func (d *DownTrack) OnSenderReport(int8, uint64, uint32) {}
+// OnSenderReport keeps the publisher's sender report of a layer: this down
+// track's own reports map through it (rtcp.go).
+func (d *DownTrack) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
+	d.sr.onSenderReport(layer, ntp, rtpTime, time.Now().UnixNano())
+}
 
 // SetPaused stops or resumes forwarding. Resuming waits for a keyframe so the
 // decoder restarts cleanly, and asks the publisher for one.
@@ -423,7 +437,9 @@ func (d *DownTrack) Sender() *webrtc.RTPSender {
 func (d *DownTrack) Close() {
 	d.mu.Lock()
 	d.closed = true
+	ssrc := d.ssrc
 	d.mu.Unlock()
+	unregisterDownTrack(d, ssrc)
 }
 
 // fmtpEqual compares fmtp lines ignoring order and case of parameters.

@@ -68,7 +68,9 @@ type Receiver struct {
 	packets atomic.Uint64
 	bytes   atomic.Uint64
 	level   audioLevels // RFC 6464 levels since the last TakeAudioLevel (speakers.go)
-	onFirst func()      // called once when the first packet of any layer arrives
+	clock   *pubClock   // the publisher's clock, shared by its tracks (rtcp.go)
+	clockOf any
+	onFirst func() // called once when the first packet of any layer arrives
 	first   atomic.Bool
 
 	now       atomic.Int64  // read time of the latest packet, unix nanos
@@ -211,6 +213,7 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 		return
 	}
 	r.layer[idx] = l
+	r.attachClock(recv) // rtcp.go
 	r.wg.Add(2)
 	if !r.monitorOn {
 		r.monitorOn = true
@@ -344,6 +347,7 @@ func (r *Receiver) readRTCP(l *layer) {
 		}
 		for _, p := range pkts {
 			if sr, ok := p.(*rtcp.SenderReport); ok && sr.SSRC == l.ssrc {
+				r.observeSR(sr.NTPTime, time.Now().UnixNano())
 				for _, s := range *r.sinks.Load() {
 					s.OnSenderReport(l.idx, sr.NTPTime, sr.RTPTime)
 				}
@@ -365,6 +369,7 @@ func (r *Receiver) Close() {
 		for _, s := range sinks {
 			s.Close()
 		}
+		r.releaseClock()
 	})
 }
 
