@@ -133,8 +133,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			return nil, err
 		}
 	}
-	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir,
-		webrtc.WithInterceptorLoggerFactory(e.logs)); err != nil {
+	if err := registerSFUInterceptors(m, ir, e.logs); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -154,13 +153,15 @@ func (e *Engine) registerBWE(m *webrtc.MediaEngine, ir *interceptor.Registry, in
 	e.initialBitrate = initial
 	e.estimators = map[string]cc.BandwidthEstimator{}
 	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-		return gcc.NewSendSideBWE(
+		// withRTXStreams: otherwise the estimator's pacer drops the NACK
+		// responder's retransmissions (their SSRC is not a stream it knows).
+		return withRTXStreams(gcc.NewSendSideBWE(
 			gcc.SendSideBWEInitialBitrate(initial),
 			gcc.SendSideBWEMinBitrate(100_000),
 			gcc.SendSideBWEMaxBitrate(50_000_000),
 			gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
 			gcc.WithLoggerFactory(e.logs),
-		)
+		))
 	})
 	if err != nil {
 		return err
