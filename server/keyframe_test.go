@@ -7,6 +7,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/server"
 	"github.com/starling-rtc/starling/signaling/client"
 	"github.com/starling-rtc/starling/signaling/protocol"
@@ -177,7 +178,10 @@ func kfJoinViewers(t *testing.T, srv *server.Server, n int, roomName string) ([]
 // moment; the publisher is asked once for that pliWindow window, answers,
 // and every subscriber gets the keyframe.
 func TestKeyframeRequestsCoalesced(t *testing.T) {
-	srv := startServer(t, nil)
+	// Every subscriber must see every keyframe: with 20 subscribers on a
+	// loaded CI machine bandwidth allocation may pause one, which is its
+	// own tested behaviour, not this test's.
+	srv := startServer(t, func(c *config.Config) { c.RTC.CongestionControl = false })
 	const roomName = "pli-burst"
 	subs, watchers := kfJoinViewers(t, srv, 20, roomName)
 	pub := kfPublish(t, join(t, srv, roomName, "pub"), true)
