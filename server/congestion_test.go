@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/starling-rtc/starling/signaling/client"
 	"github.com/starling-rtc/starling/signaling/protocol"
@@ -69,6 +70,9 @@ func throttledAPI(t *testing.T, th *throttle) *webrtc.API {
 	return api
 }
 
+// withBWE turns bandwidth estimation on (the test harness turns it off).
+func withBWE(c *config.Config) { c.RTC.CongestionControl = true }
+
 func lastUpdate(c *client.Client, trackID string) protocol.SubscriptionUpdatedParams {
 	var last protocol.SubscriptionUpdatedParams
 	for _, e := range c.Events() {
@@ -84,7 +88,7 @@ func lastUpdate(c *client.Client, trackID string) protocol.SubscriptionUpdatedPa
 // to a lower layer (and told why) while another keeps high; when the
 // downlink widens again, probing finds the room and it returns to high.
 func TestCongestionSwitchesDown(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := startServer(t, withBWE)
 	th := &throttle{}
 	slow := join(t, srv, "bwe", "slow", func(o *client.Options) { o.API = throttledAPI(t, th) })
 	vSlow := watchVideo(slow)
@@ -138,7 +142,7 @@ func noTWCCAPI(t *testing.T, th *throttle) *webrtc.API {
 // TestCongestionWithoutTWCC: a client that does not negotiate TWCC is still
 // moved down when its receiver reports show loss.
 func TestCongestionWithoutTWCC(t *testing.T) {
-	srv := startServer(t, nil)
+	srv := startServer(t, withBWE)
 	th := &throttle{}
 	slow := join(t, srv, "bwe-rr", "slow", func(o *client.Options) { o.API = noTWCCAPI(t, th) })
 	vSlow := watchVideo(slow)
