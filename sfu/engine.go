@@ -190,6 +190,14 @@ func registerCodecs(m *webrtc.MediaEngine) error {
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return err
 	}
+	// RED (redundant Opus) as browsers offer it; forwarded as is to
+	// subscribers that accept it, unwrapped to plain Opus for the others.
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: MimeTypeRED, ClockRate: 48000, Channels: 2, SDPFmtpLine: "111/111"},
+		PayloadType:        63,
+	}, webrtc.RTPCodecTypeAudio); err != nil {
+		return err
+	}
 	for _, typ := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio} {
 		if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, typ); err != nil {
 			return err
