@@ -1,7 +1,7 @@
 // Package bench holds end-to-end benchmarks that run a Starling node and the
 // load generator in one process, for CPU and heap profiles:
 //
-//	go test -run xxx -bench Fanout -benchtime 1x -cpuprofile /tmp/cpu.out ./bench/
+//	go test -run xxx -bench Fanout -benchtime 1x -cpuprofile /tmp/cpu.out ./bench/ [-args -subscribers 50 -congestion-control=false]
 //	go tool pprof -tagfocus side=server -top /tmp/cpu.out
 //
 // The server's goroutines carry the pprof label side=server and the load
@@ -30,6 +30,7 @@ var (
 	fanoutSubs     = flag.Int("subscribers", 50, "BenchmarkFanout: subscribers of the one publisher")
 	fanoutDuration = flag.Duration("duration", 12*time.Second, "BenchmarkFanout: media time per run (the first 2 s are not measured)")
 	fanoutBitrate  = flag.String("video-bitrate", "2.5M", "BenchmarkFanout: video bit rate")
+	fanoutCC       = flag.Bool("congestion-control", true, "BenchmarkFanout: the server's rtc.congestion_control (bandwidth estimation, probes, pauses)")
 )
 
 // startLabeledServer runs a node on loopback inside pprof.Do, so every
@@ -42,6 +43,7 @@ func startLabeledServer(tb testing.TB) *server.Server {
 	cfg.RTC.UDPPort = 0
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
+	cfg.RTC.CongestionControl = *fanoutCC
 	var srv *server.Server
 	var err error
 	pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) {
@@ -92,6 +94,7 @@ func BenchmarkFanout(b *testing.B) {
 			b.Fatalf("only %d of %d streams started", sum.StreamsStarted, sum.StreamsExpected)
 		}
 		b.ReportMetric(sum.Received.PacketsPerSecond, "rx-pkt/s")
+		b.ReportMetric(float64(sum.Received.PaddingPackets)/sum.WindowSeconds, "rx-padding/s")
 		b.ReportMetric(sum.Loss.Percent, "loss-%")
 		b.ReportMetric(sum.DelayMs.P50, "delay-p50-ms")
 		b.ReportMetric(sum.DelayMs.P99, "delay-p99-ms")

@@ -43,7 +43,7 @@ type Summary struct {
 		// ExpectedFromSent is Σ over received streams of the packets its
 		// publisher sent in the window: sent × subscribers.
 		ExpectedFromSent uint64  `json:"expectedFromSent"`
-		DeliveryRatio    float64 `json:"deliveryRatio"` // Packets / ExpectedFromSent
+		DeliveryRatio    float64 `json:"deliveryRatio"` // MediaPackets / ExpectedFromSent
 		// MediaPackets carry a publisher's stamp; PaddingPackets are
 		// padding-only (bandwidth probes); the rest of Packets are other
 		// packets without a stamp (see Loss.StampsMissing).
@@ -228,7 +228,7 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	}
 	s.Received.PacketsPerSecond = float64(s.Received.Packets) / win
 	if s.Received.ExpectedFromSent > 0 {
-		s.Received.DeliveryRatio = float64(s.Received.Packets) / float64(s.Received.ExpectedFromSent)
+		s.Received.DeliveryRatio = float64(s.Received.MediaPackets) / float64(s.Received.ExpectedFromSent)
 	}
 	if s.Loss.Expected > 0 {
 		s.Loss.Percent = 100 * float64(s.Loss.Lost) / float64(s.Loss.Expected)
@@ -329,7 +329,7 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	row("streams", "%d of %d started", s.StreamsStarted, s.StreamsExpected)
 	row("sent", "%.0f pkt/s, %s bit/s, %d keyframes (%d requested by the server)",
 		s.Sent.PacketsPerSecond, FormatBitrate(s.Sent.Bitrate), s.Sent.Keyframes, s.Sent.KeyframeRequests)
-	row("received", "%.0f pkt/s, %d packets = %.2f%% of sent × subscribers",
+	row("received", "%.0f pkt/s, %d packets; media = %.2f%% of sent × subscribers",
 		s.Received.PacketsPerSecond, s.Received.Packets, 100*s.Received.DeliveryRatio)
 	if s.Received.PaddingPackets > 0 || s.Received.MediaPackets != s.Received.Packets {
 		row("", "%d media packets, %d padding-only (bandwidth probes)", s.Received.MediaPackets, s.Received.PaddingPackets)

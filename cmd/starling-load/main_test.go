@@ -92,7 +92,7 @@ func TestLoadSmoke(t *testing.T) {
 	// Received ≈ sent × subscribers: a few packets are in flight at each
 	// end of the window.
 	if r := s.Received.DeliveryRatio; r < 0.95 || r > 1.05 {
-		t.Fatalf("received %d packets for %d sent × subscribers (ratio %.3f)", s.Received.Packets, s.Received.ExpectedFromSent, r)
+		t.Fatalf("received %d media packets for %d sent × subscribers (ratio %.3f)", s.Received.MediaPackets, s.Received.ExpectedFromSent, r)
 	}
 	if want := 2 * s.Sent.Packets; s.Received.ExpectedFromSent < want*95/100 || s.Received.ExpectedFromSent > want*105/100 {
 		t.Fatalf("expected-from-sent %d, want about 2 × %d", s.Received.ExpectedFromSent, s.Sent.Packets)
