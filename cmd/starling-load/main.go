@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}()
 		cfg.URL, cfg.ServerPID = srv.URL(), srv.PID()
-		fmt.Fprintf(stderr, "started %s %s (pid %d) at %s\n", *serverBin, strings.Join(serverArgs, " "), srv.PID(), srv.URL())
+		fmt.Fprintf(stderr, "started %s (pid %d) at %s\n", strings.Join(append([]string{*serverBin}, serverArgs...), " "), srv.PID(), srv.URL())
 	}
 	if !loopbackURL(cfg.URL) {
 		fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", cfg.URL)
