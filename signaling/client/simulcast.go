@@ -26,14 +26,18 @@ type SimulcastTrack struct {
 	trackID      string            // the server's id, once published
 	ridOf        map[string]string // quality -> rid, from the server's Track
 	active       map[string]bool   // rid -> the server wants it (publishLayers)
+	stamped      map[string]int    // rid -> packets sent with mid/rid extensions
 }
+
+// ridPackets is how many packets of each encoding carry mid and rid.
+const ridPackets = 100
 
 // NewSimulcastTrack makes a simulcast track; rids are listed low to high.
 func NewSimulcastTrack(codec webrtc.RTPCodecCapability, id, streamID string, rids ...string) (*SimulcastTrack, error) {
 	if len(rids) < 1 || len(rids) > 3 {
 		return nil, errors.New("simulcast needs 1 to 3 rids")
 	}
-	s := &SimulcastTrack{rids: rids, tracks: map[string]*webrtc.TrackLocalStaticRTP{}, active: map[string]bool{}}
+	s := &SimulcastTrack{rids: rids, tracks: map[string]*webrtc.TrackLocalStaticRTP{}, active: map[string]bool{}, stamped: map[string]int{}}
 	for _, rid := range rids {
 		t, err := webrtc.NewTrackLocalStaticRTP(codec, id, streamID, webrtc.WithRTPStreamID(rid))
 		if err != nil {
@@ -71,11 +75,22 @@ func (s *SimulcastTrack) WriteRTP(rid string, p *rtp.Packet) error {
 	if midID == 0 || ridID == 0 {
 		return errors.New("simulcast track not negotiated yet")
 	}
-	if err := p.Header.SetExtension(midID, []byte(mid)); err != nil {
-		return err
-	}
-	if err := p.Header.SetExtension(ridID, []byte(rid)); err != nil {
-		return err
+	// Only the first packets of each encoding carry mid and rid, as in
+	// browsers: the receiver learns SSRC -> rid from them. pion's NACK
+	// responder copies a packet's extensions into its RTX retransmission,
+	// and an RTX packet with rid (instead of repaired-rid) makes the receiver
+	// take the RTX SSRC for a new stream of that encoding.
+	s.mu.Lock()
+	stamp := s.stamped[rid] < ridPackets
+	s.stamped[rid]++
+	s.mu.Unlock()
+	if stamp {
+		if err := p.Header.SetExtension(midID, []byte(mid)); err != nil {
+			return err
+		}
+		if err := p.Header.SetExtension(ridID, []byte(rid)); err != nil {
+			return err
+		}
 	}
 	return t.WriteRTP(p)
 }
