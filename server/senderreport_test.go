@@ -433,7 +433,11 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 	}
 	t.Logf("largest |subscriber time - publisher time| over %d packets: %.2f ms; largest A/V disagreement %.2f ms",
 		len(samples), worst*1e3, worstAV*1e3)
-	if worstAV > 0.005 || worst > videoDelay.Seconds()+0.010 {
+	// A/V agreement is what lip sync needs and stays tight; the absolute
+	// offset of single packets includes scheduling jitter on a loaded CI
+	// machine (-race, parallel packages), so it gets room. The 1 ms mapping
+	// requirement is checked with synthetic clocks in sfu (TestDownTrackSenderReportMapping).
+	if worstAV > 0.005 || worst > videoDelay.Seconds()+0.050 {
 		if videoDelay > 0 && worstAV > videoDelay.Seconds()*2/3 {
 			t.Skipf("KNOWN ISSUE: the SFU's sender reports are pion's, built from when the SFU wrote each frame, "+
 				"so a video path %v slower than audio's skews lip sync by %.1f ms; the fix (reports derived "+
