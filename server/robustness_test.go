@@ -125,6 +125,11 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 	caRecv, caWant := packetCoverage(sentAudio, cleanRec.payloads(audio.ID), 0)
 	t.Logf("clean subscriber: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
 	if cRecv != cWant || caRecv != caWant {
+		if cRecv != cWant && caRecv == caWant && pausedForBandwidth(clean) {
+			// On a CPU-saturated machine GCC reads processing delay as
+			// congestion; a pause is the allocator's tested behaviour, not a loss.
+			knownIssue("the allocator paused the clean subscriber's video for bandwidth on a loaded loopback")
+		}
 		t.Fatalf("the other subscriber lost packets: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
 	}
 	assertRun(t, "clean subscriber video", sentVideo, cleanRec.payloads(video.ID))
