@@ -104,9 +104,22 @@ type fakeMedia struct {
 	stop         chan struct{}
 	wg           sync.WaitGroup
 	published    []client.Published
+	tolerant     bool // keep sending through write errors
 }
 
 func publishFake(t testing.TB, c *client.Client) *fakeMedia {
+	t.Helper()
+	return publishFakeMedia(t, c, false)
+}
+
+// publishTolerant is publishFake that keeps sending through write errors
+// (during an ICE restart pion has no path for a moment and says so).
+func publishTolerant(t testing.TB, c *client.Client) *fakeMedia {
+	t.Helper()
+	return publishFakeMedia(t, c, true)
+}
+
+func publishFakeMedia(t testing.TB, c *client.Client, tolerant bool) *fakeMedia {
 	t.Helper()
 	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
 	if err != nil {
@@ -116,7 +129,7 @@ func publishFake(t testing.TB, c *client.Client) *fakeMedia {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeMedia{video: video, audio: audio, stop: make(chan struct{})}
+	f := &fakeMedia{video: video, audio: audio, stop: make(chan struct{}), tolerant: tolerant}
 	f.wantKey.Store(true)
 	onPLI := func() {
 		f.plis.Add(1)
@@ -178,7 +191,7 @@ func (f *fakeMedia) sendVideo() {
 			f.mu.Lock()
 			f.sentVideo = append(f.sentVideo, payload)
 			f.mu.Unlock()
-			if err := f.video.WriteRTP(pkt); err != nil {
+			if err := f.video.WriteRTP(pkt); err != nil && !f.tolerant {
 				return
 			}
 			seq++
@@ -207,7 +220,7 @@ func (f *fakeMedia) sendAudio() {
 		f.mu.Lock()
 		f.sentAudio = append(f.sentAudio, payload)
 		f.mu.Unlock()
-		if err := f.audio.WriteRTP(pkt); err != nil {
+		if err := f.audio.WriteRTP(pkt); err != nil && !f.tolerant {
 			return
 		}
 		seq++

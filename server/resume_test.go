@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/rtp"
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
@@ -464,62 +462,4 @@ func cuttableAPI(t *testing.T, n *cuttableNet) *webrtc.API {
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-}
-
-// publishTolerant publishes synthetic VP8 and Opus like publishFake, but
-// keeps sending through write errors (an ICE restart has no path for a
-// moment, and pion reports that).
-func publishTolerant(t *testing.T, c *client.Client) *fakeMedia {
-	t.Helper()
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeMedia{video: video, audio: audio, stop: make(chan struct{})}
-	f.wantKey.Store(true)
-	pubs, err := c.Publish(ctxT(t, 10*time.Second),
-		client.LocalTrack{Track: video, Source: protocol.SourceCamera, Name: "camera", OnKeyframeRequest: func() { f.wantKey.Store(true) }},
-		client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone, Name: "mic"})
-	if err != nil || len(pubs) != 2 {
-		t.Fatalf("publish: %v (%d tracks)", err, len(pubs))
-	}
-	f.published = pubs
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		vseq, aseq, pid := uint16(1), uint16(1), uint16(0)
-		var vts, ats uint32
-		for n := 0; ; n++ {
-			select {
-			case <-f.stop:
-				return
-			case <-tick.C:
-			}
-			payload := make([]byte, 60)
-			payload[0] = 0x78
-			binary.BigEndian.PutUint32(payload[1:], uint32(n))
-			_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: aseq, Timestamp: ats}, Payload: payload})
-			aseq++
-			ats += 960
-			if n%2 == 1 {
-				continue
-			}
-			key := f.wantKey.Swap(false)
-			for part := 0; part < 3; part++ {
-				p := vp8Payload(pid, part == 0, key, n, part)
-				_ = video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == 2, SequenceNumber: vseq, Timestamp: vts}, Payload: p})
-				vseq++
-			}
-			pid = (pid + 1) & 0x7fff
-			vts += 3600
-		}
-	}()
-	t.Cleanup(f.Stop)
-	return f
 }
