@@ -108,6 +108,8 @@ type nodeCollector struct {
 	rooms, participants, tracks, subscriptions *prometheus.Desc
 	packetsIn, bytesIn, packetsOut, bytesOut   *prometheus.Desc
 	dropped                                    *prometheus.Desc
+	nacksIn, nacksOut, plisIn, plisOut         *prometheus.Desc
+	layerSwitches                              *prometheus.Desc
 
 	mu            sync.Mutex
 	in, out, drop counterSet
@@ -127,7 +129,12 @@ func newNodeCollector(src Source) *nodeCollector {
 		bytesIn:       d("received_bytes_total", "RTP bytes (header + payload) received from publishers."),
 		packetsOut:    d("forwarded_packets_total", "RTP packets forwarded to subscribers."),
 		bytesOut:      d("forwarded_bytes_total", "RTP bytes (header + payload) forwarded to subscribers."),
-		dropped:       d("dropped_packets_total", "RTP packets not delivered to a subscriber because writing to it failed."),
+		dropped:       d("dropped_packets_total", "RTP packets not delivered to a subscriber: its send queue was full or writing failed."),
+		nacksIn:       d("nacks_received_total", "Packets subscribers reported lost (sequence numbers in their NACKs)."),
+		nacksOut:      d("nacks_sent_total", "Packets the SFU asked publishers to resend (sequence numbers in its NACKs)."),
+		plisIn:        d("keyframe_requests_received_total", "Keyframe requests (PLI, FIR) from subscribers."),
+		plisOut:       d("keyframe_requests_sent_total", "Keyframe requests (PLI) sent to publishers, after coalescing."),
+		layerSwitches: d("layer_switches_total", "Simulcast layer switches on down tracks."),
 		in:            newCounterSet(),
 		out:           newCounterSet(),
 		drop:          newCounterSet(),
@@ -136,7 +143,8 @@ func newNodeCollector(src Source) *nodeCollector {
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
-		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped} {
+		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
+		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches} {
 		ch <- d
 	}
 }
@@ -182,7 +190,13 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bytesIn, bin)
 	counter(c.packetsOut, pout)
 	counter(c.bytesOut, bout)
-	counter(c.dropped, dropped)
+	ev := sfu.ReadCounters()
+	counter(c.dropped, dropped+ev.QueueDrops)
+	counter(c.nacksIn, ev.NACKsReceived)
+	counter(c.nacksOut, ev.NACKsSent)
+	counter(c.plisIn, ev.PLIsReceived)
+	counter(c.plisOut, ev.PLIsSent)
+	counter(c.layerSwitches, ev.LayerSwitches)
 }
 
 // droppedOf counts a down track's dropped packets as a statser.

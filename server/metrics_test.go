@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/pion/rtcp"
 	"io"
 	"net/http"
 	"strconv"
@@ -97,6 +98,23 @@ func TestMetrics(t *testing.T) {
 	// Still flowing: the counter grows.
 	waitFor(t, 5*time.Second, "forwarded counter to grow", func() bool {
 		return scrape(t, srv)["starling_forwarded_packets_total"] > fwd+20
+	})
+
+	// A subscriber's keyframe request and NACK are counted, and the request
+	// reaches the publisher. These counters are process totals (other tests
+	// add to them too): compare before and after.
+	ssrc := kfVideoSSRC(sub)
+	if err := sub.Subscriber().WriteRTCP([]rtcp.Packet{
+		&rtcp.PictureLossIndication{MediaSSRC: ssrc},
+		&rtcp.TransportLayerNack{MediaSSRC: ssrc, Nacks: []rtcp.NackPair{{PacketID: 1, LostPackets: 0b11}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "keyframe request and NACK counters", func() bool {
+		n := scrape(t, srv)
+		return n["starling_keyframe_requests_received_total"] >= m["starling_keyframe_requests_received_total"]+1 &&
+			n["starling_keyframe_requests_sent_total"] >= m["starling_keyframe_requests_sent_total"]+1 &&
+			n["starling_nacks_received_total"] >= m["starling_nacks_received_total"]+3
 	})
 
 	// Errors by code, unknown methods labelled "other".

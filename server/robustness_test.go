@@ -160,8 +160,14 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		return len(recs[0].payloads(video.ID)) > 30 && len(recs[1].payloads(video.ID)) > 30
 	})
 
+	nacksBefore := scrape(t, srv)["starling_nacks_sent_total"]
 	sentVideo, _ := runMediaFor(t, media, 900)
 
+	// The NACKs the publisher saw show in /metrics (a process total: other
+	// tests may add to it, never take away).
+	if got := scrape(t, srv)["starling_nacks_sent_total"] - nacksBefore; got < float64(loss.nacksSeen.Load())/2 {
+		t.Errorf("starling_nacks_sent_total grew by %v while the publisher received NACKs for %d seqs", got, loss.nacksSeen.Load())
+	}
 	t.Logf("publisher: %d of %d video packets dropped on the way to the SFU; the SFU NACKed %d seqs "+
 		"(%.1f per lost packet) and the publisher resent %d packets (%d of them dropped)",
 		loss.dropped.Load(), loss.seen.Load(), loss.nacksSeen.Load(),

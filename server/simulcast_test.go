@@ -237,6 +237,7 @@ func TestSimulcastLayerSelection(t *testing.T) {
 	id := f.published.ID
 
 	v.waitHeight(t, 10*time.Second, 720) // uncapped: the top layer
+	switches := scrape(t, srv)["starling_layer_switches_total"]
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
 	v.waitHeight(t, 10*time.Second, 360)
 	if _, err := sub.WaitEvent(ctxT(t, 5*time.Second), protocol.NotifySubscriptionUpdated, func(raw json.RawMessage) bool {
@@ -259,6 +260,10 @@ func TestSimulcastLayerSelection(t *testing.T) {
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(720)})
 	up := v.waitHeight(t, 10*time.Second, 720)
 	t.Logf("switch latency 360p -> 720p: %v", up)
+	// Both switches show in /metrics (a process total: other tests may add).
+	if got := scrape(t, srv)["starling_layer_switches_total"]; got < switches+2 {
+		t.Errorf("starling_layer_switches_total went from %v to %v over two switches", switches, got)
+	}
 
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, Paused: boolp(true)})
 	time.Sleep(300 * time.Millisecond)

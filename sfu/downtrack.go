@@ -211,6 +211,9 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 			}
 			return nil
 		}
+		if d.current >= 0 {
+			counters.layerSwitches.Add(1)
+		}
 		d.current = layer
 		d.munger.Switch()
 		d.vp8.Switch()
@@ -382,6 +385,7 @@ func (d *DownTrack) StartRTCP(sender *webrtc.RTPSender) {
 			for _, p := range pkts {
 				switch p := p.(type) {
 				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+					counters.plisReceived.Add(1)
 					d.source.RequestKeyframe(d.keyframeLayer())
 				case *rtcp.ReceiverEstimatedMaximumBitrate:
 					if fb := d.fallbackBWE(); fb != nil {

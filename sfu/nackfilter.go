@@ -68,10 +68,24 @@ func (f *nackFilter) BindRTCPReader(reader interceptor.RTCPReader) interceptor.R
 		}
 		for _, p := range pkts {
 			if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+				counters.nacksReceived.Add(nackedCount(nack))
 				f.trim(nack)
 			}
 		}
 		return n, attr, nil
+	})
+}
+
+// BindRTCPWriter counts the NACKs pion's generator sends to publishers: it
+// writes through this (inner) writer.
+func (f *nackFilter) BindRTCPWriter(writer interceptor.RTCPWriter) interceptor.RTCPWriter {
+	return interceptor.RTCPWriterFunc(func(pkts []rtcp.Packet, a interceptor.Attributes) (int, error) {
+		for _, p := range pkts {
+			if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+				counters.nacksSent.Add(nackedCount(nack))
+			}
+		}
+		return writer.Write(pkts, a)
 	})
 }
 

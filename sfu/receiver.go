@@ -274,6 +274,7 @@ func (r *Receiver) RequestKeyframe(idx int8) {
 		if now-last < int64(keyframeInterval) || !l.lastPLI.CompareAndSwap(last, now) {
 			continue
 		}
+		counters.plisSent.Add(1)
 		err := r.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
 		if err != nil {
 			r.log.Debug("keyframe request failed", "track", r.id, "err", err)

@@ -1,0 +1,45 @@
+package sfu
+
+import (
+	"math/bits"
+	"sync/atomic"
+
+	"github.com/pion/rtcp"
+)
+
+// Counters are media event totals for the whole process, like the Go
+// runtime's own metrics: every engine in the process adds to them. They only
+// grow, so a metrics scrape reads them as Prometheus counters.
+type Counters struct {
+	NACKsReceived uint64 // sequence numbers subscribers reported lost
+	NACKsSent     uint64 // sequence numbers the SFU asked publishers to resend
+	PLIsReceived  uint64 // keyframe requests (PLI, FIR) from subscribers
+	PLIsSent      uint64 // keyframe requests sent to publishers, after coalescing
+	LayerSwitches uint64 // simulcast layer changes on down tracks
+	QueueDrops    uint64 // packets dropped because a down track's send queue was full
+}
+
+var counters struct {
+	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops atomic.Uint64
+}
+
+// ReadCounters returns the current totals.
+func ReadCounters() Counters {
+	return Counters{
+		NACKsReceived: counters.nacksReceived.Load(),
+		NACKsSent:     counters.nacksSent.Load(),
+		PLIsReceived:  counters.plisReceived.Load(),
+		PLIsSent:      counters.plisSent.Load(),
+		LayerSwitches: counters.layerSwitches.Load(),
+		QueueDrops:    counters.queueDrops.Load(),
+	}
+}
+
+// nackedCount is how many sequence numbers a NACK names.
+func nackedCount(n *rtcp.TransportLayerNack) uint64 {
+	var c uint64
+	for _, p := range n.Nacks {
+		c += 1 + uint64(bits.OnesCount16(uint16(p.LostPackets)))
+	}
+	return c
+}
