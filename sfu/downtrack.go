@@ -382,21 +382,27 @@ func (d *DownTrack) StartRTCP(sender *webrtc.RTPSender) {
 			if err != nil {
 				return
 			}
-			for _, p := range pkts {
-				switch p := p.(type) {
-				case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-					counters.plisReceived.Add(1)
-					d.source.RequestKeyframe(d.keyframeLayer())
-				case *rtcp.ReceiverEstimatedMaximumBitrate:
-					if fb := d.fallbackBWE(); fb != nil {
-						fb.onREMB(p.Bitrate, time.Now())
-					}
-				case *rtcp.ReceiverReport:
-					d.onReceiverReport(p)
-				}
-			}
+			d.handleRTCP(pkts)
 		}
 	}()
+}
+
+// handleRTCP acts on a subscriber's feedback for this track. The packets
+// come straight from the network (parsed by pion): any field may be absurd.
+func (d *DownTrack) handleRTCP(pkts []rtcp.Packet) {
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+			counters.plisReceived.Add(1)
+			d.source.RequestKeyframe(d.keyframeLayer())
+		case *rtcp.ReceiverEstimatedMaximumBitrate:
+			if fb := d.fallbackBWE(); fb != nil {
+				fb.onREMB(p.Bitrate, time.Now())
+			}
+		case *rtcp.ReceiverReport:
+			d.onReceiverReport(p)
+		}
+	}
 }
 
 // onReceiverReport feeds this track's loss to the fallback estimator.
