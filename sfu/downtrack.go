@@ -34,11 +34,9 @@ type DownTrack struct {
 	target   int8 // layer wanted
 	munger   *Munger
 	vp8      VP8Munger
-	hdr      [MaxLayers]rtp.Header // per-layer scratch: each layer has one writer goroutine
-	padHdr   rtp.Header
-	vp8buf   [MaxLayers][]byte
-	tsIn     uint32 // input and output timestamps of the last forwarded packet:
-	tsOut    uint32 // their difference is the current rewriting offset
+	queue    sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
+	tsIn     uint32    // input and output timestamps of the last forwarded packet:
+	tsOut    uint32    // their difference is the current rewriting offset
 	haveTS   bool
 	sr       srState // the publisher's sender reports (rtcp.go)
 	red      redMode // RED audio: forwarded as is, with its block type rewritten, or unwrapped (red.go)
@@ -107,11 +105,6 @@ func NewDownTrack(source Source, streamID string) *DownTrack {
 	}
 	if !d.video {
 		d.target, d.current = 0, 0
-	}
-	for i := range d.vp8buf {
-		if d.kind == CodecVP8 {
-			d.vp8buf[i] = make([]byte, maxPacket+8)
-		}
 	}
 	return d
 }
@@ -224,15 +217,6 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		return nil
 	}
 	d.tsIn, d.tsOut, d.haveTS = in.Timestamp, ts, true // the current ts rewriting, for sender reports
-	if d.kind == CodecVP8 {
-		n, err := d.vp8.Rewrite(d.vp8buf[layer], payload)
-		if err != nil {
-			d.munger.Drop(in.SequenceNumber)
-			d.mu.Unlock()
-			return nil
-		}
-		payload = d.vp8buf[layer][:n]
-	}
 	if d.red != redNone {
 		var ok bool
 		if payload, ok = d.redPayload(payload); !ok {
@@ -241,29 +225,30 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 			return nil
 		}
 	}
-	h := &d.hdr[layer]
-	h.Version = 2
-	h.Padding = false
-	h.Extension = false
-	h.Extensions = h.Extensions[:0]
-	h.CSRC = h.CSRC[:0]
-	h.Marker = in.Marker
-	h.PayloadType = d.pt
-	h.SequenceNumber = seq
-	h.Timestamp = ts
-	h.SSRC = d.ssrc
-	// The write stays inside the lock: at a switch the old and new layers'
-	// goroutines would otherwise race and reorder packets on the wire. Only
-	// one layer forwards at a time, and pion's write does not block on the
-	// network (UDP), so this lock is never contended for long.
-	_, err := d.writer.WriteRTP(h, payload)
-	d.mu.Unlock()
-	if err != nil {
-		d.dropped.Add(1)
-		return err
+	if len(payload) > maxPacket {
+		d.munger.Drop(in.SequenceNumber)
+		d.mu.Unlock()
+		return nil
 	}
-	d.packets.Add(1)
-	d.bytes.Add(uint64(len(payload) + 12))
+	buf := d.queue.getBuf()
+	n := len(payload)
+	if d.kind == CodecVP8 {
+		var err error
+		if n, err = d.vp8.Rewrite(buf[:], payload); err != nil {
+			d.queue.putBuf(buf)
+			d.munger.Drop(in.SequenceNumber)
+			d.mu.Unlock()
+			return nil
+		}
+	} else {
+		copy(buf[:], payload)
+	}
+	// Queued under the lock: at a switch the old and new layers' goroutines
+	// would otherwise race and reorder packets on the wire.
+	d.enqueue(queuedPacket{
+		w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: in.Marker,
+	})
+	d.mu.Unlock()
 	return nil
 }
 
@@ -310,15 +295,14 @@ func (d *DownTrack) WritePadding(n int) int {
 		(d.connected != nil && !d.connected.Load()) {
 		return 0
 	}
-	h := &d.padHdr
 	sent := 0
 	for ; sent < n; sent++ {
 		seq, ts, ok := d.munger.Pad()
 		if !ok {
 			break
 		}
-		*h = rtp.Header{Version: 2, Padding: true, PayloadType: d.pt, SequenceNumber: seq, Timestamp: ts, SSRC: d.ssrc}
-		if _, err := d.writer.WriteRTP(h, paddingPayload); err != nil {
+		// In the media's queue, so that probes never overtake media.
+		if !d.enqueue(queuedPacket{w: d.writer, seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, padding: true}) {
 			break
 		}
 	}
@@ -363,8 +347,8 @@ func (d *DownTrack) Current() int8 {
 // Stats returns packets and bytes sent.
 func (d *DownTrack) Stats() (packets, bytes uint64) { return d.packets.Load(), d.bytes.Load() }
 
-// Dropped counts packets due to this subscriber that could not be written
-// (its transport closed or failed under the write).
+// Dropped counts packets due to this subscriber that were not sent: its send
+// queue was full, or its transport closed or failed under the write.
 func (d *DownTrack) Dropped() uint64 { return d.dropped.Load() }
 
 // StartRTCP reads the subscriber's RTCP for this track: keyframe requests go
@@ -446,7 +430,10 @@ func (d *DownTrack) Sender() *webrtc.RTPSender {
 // Close stops forwarding; the RTCP reader ends when the sender stops.
 func (d *DownTrack) Close() {
 	d.mu.Lock()
-	d.closed = true
+	if !d.closed {
+		d.closed = true
+		d.closeQueue()
+	}
 	ssrc := d.ssrc
 	d.mu.Unlock()
 	unregisterDownTrack(d, ssrc)

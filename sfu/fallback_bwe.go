@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -40,8 +41,16 @@ func newFallbackEstimator(initial int) *fallbackEstimator {
 func (f *fallbackEstimator) onREMB(bps float32, now time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.remb, f.rembAt = float64(bps), now
+	// The value comes from the network: keep it a sane bit rate.
+	v := float64(bps)
+	if math.IsNaN(v) || v < 0 {
+		v = 0
+	}
+	f.remb, f.rembAt = min(v, maxREMB), now
 }
+
+// maxREMB bounds a subscriber's claimed bandwidth (10 Gbit/s).
+const maxREMB = 10e9
 
 // onLoss applies one receiver report's fraction lost (0..255 = 0..1).
 func (f *fallbackEstimator) onLoss(fractionLost uint8, now time.Time) {

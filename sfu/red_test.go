@@ -3,6 +3,7 @@ package sfu
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -107,6 +108,7 @@ func bindRED(t *testing.T, source webrtc.RTPCodecParameters, negotiated []webrtc
 		hdr.SequenceNumber++
 		hdr.Timestamp += 960
 	}
+	d.Flush(time.Second)
 	return chosen, w
 }
 

@@ -53,8 +53,8 @@ func FuzzIncomingRTCP(f *testing.F) {
 				d.OnSenderReport(0, p.NTPTime, p.RTPTime)
 			}
 		}
-		if est := d.fallback.estimate(time.Now()); est < 0 {
-			t.Fatalf("negative estimate %d", est)
+		if est := d.fallback.estimate(time.Now()); est > maxREMB {
+			t.Fatalf("absurd estimate %d bit/s", est)
 		}
 	})
 }

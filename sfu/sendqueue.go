@@ -1,0 +1,179 @@
+package sfu
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// A down track's send queue separates forwarding from writing. The
+// receiver's goroutine munges a packet into a pooled buffer and queues it;
+// the down track's own writer goroutine encrypts and sends it. So:
+//   - a subscriber whose transport blocks (ICE-TCP to a peer that stopped
+//     reading) fills its own queue and loses its own packets, counted, while
+//     the receiver goes on serving everyone else;
+//   - one published track's fan-out to many subscribers spreads over every
+//     core instead of running on the receiver's single goroutine.
+//
+// When a queue is full the newest packet is dropped (tail drop): its
+// sequence number is already assigned, so the subscriber sees the gap and
+// asks for a retransmission or a keyframe, as it would for network loss.
+
+// Queue lengths: video holds about one second at 2.5 Mbit/s (a 720p
+// keyframe is ~100 packets), audio about a second of 20 ms packets. Entries
+// are small; payloads live in pooled buffers only while queued.
+const (
+	videoQueueLen = 256
+	audioQueueLen = 64
+)
+
+// packetBuf holds one munged payload; a VP8 descriptor may grow by a few bytes.
+type packetBuf [maxPacket + 16]byte
+
+var packetPool = sync.Pool{New: func() any { return new(packetBuf) }}
+
+// queuedPacket is one packet ready to write. buf nil = padding only.
+type queuedPacket struct {
+	w       webrtc.TrackLocalWriter
+	buf     *packetBuf
+	n       uint16
+	seq     uint16
+	ts      uint32
+	ssrc    uint32
+	pt      uint8
+	marker  bool
+	padding bool
+}
+
+type sendQueue struct {
+	ch      chan queuedPacket
+	free    chan *packetBuf // a few buffers of this track's own, reused first
+	started bool
+	queued  atomic.Uint64 // packets accepted into the queue
+	handled atomic.Uint64 // packets taken out and written (or failed)
+}
+
+// enqueue hands a packet to the writer goroutine, starting it on first use;
+// false = the queue is full and the packet was dropped. Call with d.mu held
+// and d.closed false: packets leave in the order they were queued.
+func (d *DownTrack) enqueue(p queuedPacket) bool {
+	q := &d.queue
+	if !q.started {
+		q.started = true
+		n := videoQueueLen
+		if !d.video {
+			n = audioQueueLen
+		}
+		q.ch = make(chan queuedPacket, n)
+		go d.writeLoop(q.ch, q.free)
+	}
+	select {
+	case q.ch <- p:
+		q.queued.Add(1)
+		return true
+	default:
+		if p.buf != nil {
+			q.putBuf(p.buf)
+		}
+		d.dropped.Add(1)
+		counters.queueDrops.Add(1)
+		return false
+	}
+}
+
+// ownBuffers is how many buffers a down track keeps for itself: enough for
+// steady forwarding, where the writer is at most a few packets behind. Bursts
+// (keyframes) borrow from the shared pool. Own buffers matter because
+// sync.Pool empties at every GC (and drops puts at random under -race).
+const ownBuffers = 8
+
+// getBuf returns a buffer for a payload. Call with d.mu held.
+func (q *sendQueue) getBuf() *packetBuf {
+	if q.free == nil {
+		q.free = make(chan *packetBuf, ownBuffers)
+	}
+	select {
+	case b := <-q.free:
+		return b
+	default:
+		return packetPool.Get().(*packetBuf)
+	}
+}
+
+// putBuf gives a buffer back once written or dropped.
+func (q *sendQueue) putBuf(b *packetBuf) {
+	select {
+	case q.free <- b:
+	default:
+		packetPool.Put(b)
+	}
+}
+
+// closeQueue ends the writer goroutine once it has drained the queue. Call
+// with d.mu held, once.
+func (d *DownTrack) closeQueue() {
+	if d.queue.started {
+		close(d.queue.ch)
+	}
+}
+
+// writeLoop writes queued packets until the queue closes.
+func (d *DownTrack) writeLoop(ch chan queuedPacket, free chan *packetBuf) {
+	q := sendQueue{free: free}
+	var h rtp.Header // reused: interceptors append header extensions to it
+	for p := range ch {
+		h.Version = 2
+		h.Padding = p.padding
+		h.Marker = p.marker
+		h.PayloadType = p.pt
+		h.SequenceNumber = p.seq
+		h.Timestamp = p.ts
+		h.SSRC = p.ssrc
+		h.Extension = false
+		h.Extensions = h.Extensions[:0]
+		h.CSRC = h.CSRC[:0]
+		payload := paddingPayload
+		if p.buf != nil {
+			payload = p.buf[:p.n]
+		}
+		_, err := p.w.WriteRTP(&h, payload)
+		if p.buf != nil {
+			q.putBuf(p.buf)
+		}
+		switch {
+		case err != nil:
+			d.dropped.Add(1)
+		case !p.padding:
+			d.packets.Add(1)
+			d.bytes.Add(uint64(len(payload) + 12))
+		}
+		d.queue.handled.Add(1)
+	}
+}
+
+// Flush waits until every packet queued so far has been written (or its
+// write failed), or until timeout; it reports whether the queue drained.
+func (d *DownTrack) Flush(timeout time.Duration) bool {
+	want := d.queue.queued.Load()
+	deadline := time.Now().Add(timeout)
+	for spins := 0; d.queue.handled.Load() < want; spins++ {
+		if spins < 1000 {
+			runtime.Gosched() // the writer is usually just behind
+			continue
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	return true
+}
+
+// Queued is how many packets wait in the send queue now.
+func (d *DownTrack) Queued() int {
+	return int(d.queue.queued.Load() - d.queue.handled.Load())
+}
