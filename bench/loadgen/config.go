@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/starling-rtc/starling/auth"
 )
 
 // Presets name the scenarios.
@@ -47,6 +49,26 @@ type Config struct {
 
 	JoinConcurrency int // parallel joins
 	ServerPID       int // 0 = no server measurement
+
+	// Keys are the server's API keys: with any, every participant joins
+	// with a token minted from the first key (and the recording API gets
+	// one with the record grant). None = an open server.
+	Keys auth.Keys
+	// Record starts a room recording of every room once its participants
+	// have joined (POST /v1/rooms/{room}/recordings, before any media) and
+	// stops it after the measured window; the summary reports what was
+	// written. A start the server does not answer with 2xx fails the run.
+	Record bool
+	// RecordStopAfter, if positive and shorter than Duration, stops the
+	// recordings that long after the first publish, while the load goes
+	// on, so the measured window can include the cost of stopping
+	// (finalising the files). 0 = stop after the window.
+	RecordStopAfter time.Duration
+	// RecordToken is the bearer token for the recording API; default: one
+	// minted from Keys, or none (an open server accepts loopback clients).
+	RecordToken string
+	// APIURL is the server's HTTP base URL; default: URL's host (ws → http).
+	APIURL string
 
 	Progress io.Writer // one line per second; nil = quiet
 	Logger   *slog.Logger
@@ -127,6 +149,9 @@ func (c *Config) normalize() error {
 	}
 	if c.Audio && (c.AudioBitrate < 6_000 || c.AudioBitrate > 510_000) {
 		bad("audio bit rate %d: Opus goes from 6k to 510k", c.AudioBitrate)
+	}
+	if c.RecordStopAfter < 0 || (c.RecordStopAfter > 0 && (!c.Record || c.RecordStopAfter >= c.Duration)) {
+		bad("record-stop-after %v: needs --record and must be shorter than the duration %v", c.RecordStopAfter, c.Duration)
 	}
 	if c.JoinConcurrency < 1 {
 		c.JoinConcurrency = 1

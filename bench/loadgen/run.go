@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/signaling/client"
 	"github.com/starling-rtc/starling/signaling/protocol"
 )
@@ -50,6 +52,7 @@ type runner struct {
 	phase          atomic.Value // string
 	mediaStart     atomic.Int64 // monoNow when publishing began
 	startedAt      time.Time
+	rec            *recordings // nil without Config.Record
 }
 
 // Run joins the participants, sends media for cfg.Duration and returns what
@@ -64,10 +67,17 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, err
 	}
 	r := &runner{cfg: cfg, api: api, startedAt: time.Now()}
+	if cfg.Record {
+		if r.rec, err = newRecordings(&r.cfg); err != nil {
+			return nil, err
+		}
+	}
 	r.phase.Store("joining")
 	runID := strconv.FormatInt(time.Now().UnixNano()%1e6, 36)
+	var rooms []string
 	for room := 0; room < cfg.Rooms; room++ {
 		name := fmt.Sprintf("load-%s-%d", runID, room)
+		rooms = append(rooms, name)
 		for i := 0; i < cfg.Publishers; i++ {
 			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("pub-%d-%d", room, i),
 				publish: true, receive: cfg.publishersReceive()})
@@ -85,6 +95,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		r.progress(stopProgress)
 	}()
 	defer func() {
+		if r.rec != nil {
+			r.rec.stop() // after an error; a no-op once stopped
+		}
 		close(stopProgress)
 		<-progressDone
 		r.closeAll()
@@ -98,6 +111,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, fmt.Errorf("interrupted while joining: %w", ctx.Err())
 	}
 
+	if r.rec != nil {
+		// Before any media: the recorder attaches to tracks as they are
+		// published and starts each file on the first keyframe.
+		r.phase.Store("recording")
+		if err := r.rec.start(ctx, rooms); err != nil {
+			return nil, err
+		}
+	}
+
 	r.phase.Store("publishing")
 	mediaCtx, stopMedia := context.WithCancel(context.Background())
 	var media sync.WaitGroup
@@ -109,6 +131,16 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	r.mediaStart.Store(monoNow())
 	r.publishAll(ctx, mediaCtx, &media)
 
+	var recStopped chan []RecordingStats
+	if r.rec != nil && cfg.RecordStopAfter > 0 {
+		recStopped = make(chan []RecordingStats, 1)
+		go func() {
+			wait(ctx, time.Until(mediaStart.Add(cfg.RecordStopAfter)))
+			fmt.Fprintf(orDiscard(cfg.Progress), "%5.0fs  stopping the recordings\n", time.Since(r.startedAt).Seconds())
+			recStopped <- r.rec.stop()
+		}()
+	}
+
 	r.phase.Store("warming up")
 	first := r.snapshot()
 	a := first
@@ -119,7 +151,20 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	b := r.snapshot()
 	r.phase.Store("stopping")
-	return r.summarize(start, a, b), nil
+	sum := r.summarize(start, a, b)
+	if recStopped != nil {
+		sum.Recordings = <-recStopped
+	} else if r.rec != nil {
+		sum.Recordings = r.rec.stop()
+	}
+	return sum, nil
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
 }
 
 // wait sleeps for d unless ctx ends first; it reports whether it slept.
@@ -158,6 +203,13 @@ func forEach(ctx context.Context, parts []*participant, n int, f func(*participa
 func (r *runner) joinAll(ctx context.Context) {
 	forEach(ctx, r.parts, r.cfg.JoinConcurrency, func(p *participant) {
 		opts := client.Options{Name: p.name, API: r.api, Logger: r.cfg.Logger}
+		tok, err := r.cfg.mintToken(p.name, auth.Grants{Room: p.room})
+		if err != nil {
+			r.failed.Add(1)
+			r.cfg.Logger.Warn("join token", "participant", p.name, "err", err)
+			return
+		}
+		opts.Token = tok
 		if !p.receive {
 			off := false
 			opts.AutoSubscribe = &off
@@ -385,6 +437,11 @@ func (r *runner) progress(stop <-chan struct{}) {
 		}
 		if cur.machineOK && prev.machineOK {
 			line += fmt.Sprintf("  machine %.0f%%", MachinePercent(prev.machine, cur.machine))
+		}
+		if r.rec != nil {
+			if n, ok := r.rec.bytesSoFar(); ok {
+				line += fmt.Sprintf("  recorded %.1f MB", float64(n)/1e6)
+			}
 		}
 		fmt.Fprintln(r.cfg.Progress, line)
 		prev, prevAt, prevPkts = cur, now, pkts

@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/starling-rtc/starling/auth"
 )
 
 // ServerProcess is a starling binary this process started on loopback.
@@ -44,11 +47,33 @@ func freePort(network string) (int, error) {
 // Its log (level logLevel) goes to logw; extra flags (e.g.
 // --congestion-control=false) come after the generator's own.
 func StartServer(ctx context.Context, bin, logLevel string, logw io.Writer, extra ...string) (*ServerProcess, error) {
+	return StartServerWith(ctx, ServerOptions{Bin: bin, LogLevel: logLevel, Log: logw, Args: extra})
+}
+
+// ServerOptions configure a started server.
+type ServerOptions struct {
+	Bin      string
+	LogLevel string    // default error
+	Log      io.Writer // its stdout and stderr; nil = discarded
+	// Keys, if any, are given to the server in $STARLING_KEYS (it then
+	// wants a token for every join and every API call).
+	Keys auth.Keys
+	// RecordingsDir is passed as --recordings-dir when set.
+	RecordingsDir string
+	Args          []string // extra flags, after the generator's own
+}
+
+// StartServerWith is StartServer with every option.
+func StartServerWith(ctx context.Context, o ServerOptions) (*ServerProcess, error) {
+	bin := o.Bin
 	if bin == "" {
 		return nil, errors.New("no server binary: build one with `go build -o /tmp/starling ./cmd/starling` and pass --server-bin")
 	}
 	if st, err := os.Stat(bin); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
 		return nil, fmt.Errorf("server binary %q is not an executable file", bin)
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "error"
 	}
 	httpPort, err := freePort("tcp")
 	if err != nil {
@@ -60,9 +85,24 @@ func StartServer(ctx context.Context, bin, logLevel string, logw io.Writer, extr
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(httpPort)
 	args := []string{"--bind", addr, "--udp-port", strconv.Itoa(udpPort), "--tcp-port", "-1",
-		"--media-bind-ip", "127.0.0.1", "--log-level", logLevel}
-	cmd := exec.Command(bin, append(args, extra...)...)
-	cmd.Stdout, cmd.Stderr = logw, logw
+		"--media-bind-ip", "127.0.0.1", "--log-level", o.LogLevel}
+	if o.RecordingsDir != "" {
+		args = append(args, "--recordings-dir", o.RecordingsDir)
+	}
+	cmd := exec.Command(bin, append(args, o.Args...)...)
+	cmd.Stdout, cmd.Stderr = o.Log, o.Log
+	// The environment decides whether the server is open: never inherit
+	// keys from the caller's shell, set exactly these.
+	env := make([]string, 0, len(os.Environ())+1)
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, auth.EnvKeys+"=") {
+			env = append(env, e)
+		}
+	}
+	if len(o.Keys) > 0 {
+		env = append(env, auth.EnvKeys+"="+FormatKeys(o.Keys))
+	}
+	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}

@@ -82,6 +82,20 @@ type Summary struct {
 	Server    *ProcStats    `json:"server,omitempty"`
 	Generator *ProcStats    `json:"generator,omitempty"`
 	Machine   *MachineStats `json:"machine,omitempty"`
+
+	// Recordings started with --record, one per room (stopped after the
+	// window, so their figures cover the whole run).
+	Recordings []RecordingStats `json:"recordings,omitempty"`
+}
+
+// RecordingsOK says whether every recording asked for ran and wrote files.
+func (s *Summary) RecordingsOK() bool {
+	for i := range s.Recordings {
+		if !s.Recordings[i].OK() {
+			return false
+		}
+	}
+	return true
 }
 
 // MachineStats is the whole machine's CPU use over the window, to see what
@@ -361,6 +375,21 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	if m := s.Machine; m != nil {
 		row("machine", "CPU %.1f%% of %d%% (%d cores); other processes %.1f%%", m.CPUPercent, 100*m.Cores, m.Cores, m.OtherPercent)
+	}
+	for _, rec := range s.Recordings {
+		status := rec.Status
+		if rec.Error != "" {
+			status += ": " + rec.Error
+		}
+		row("recording "+rec.Room, "%s (HTTP %d to start, %d to stop in %.0f ms), %d tracks, %d files",
+			status, rec.StartStatus, rec.StopStatus, rec.StopMs, rec.Tracks, rec.Files)
+		if rec.LocalDir == "" {
+			row("", "folder %s not found from here: size unknown", rec.Dir)
+			continue
+		}
+		row("", "%.1f MB in %s", float64(rec.Bytes)/1e6, rec.LocalDir)
+		row("", "%.1f s; %d video + %d audio frames written, %d packets dropped by the recorder, %d incomplete frames skipped",
+			float64(rec.DurationMs)/1000, rec.VideoFrames, rec.AudioFrames, rec.DroppedPackets, rec.DroppedFrames)
 	}
 	return tw.Flush()
 }

@@ -6,6 +6,7 @@
 //
 //	starling-load --preset webinar --subscribers 50 --duration 30s --server-pid $(pidof starling)
 //	starling-load --preset webinar --subscribers 50 --start-server --server-bin /tmp/starling
+//	starling-load --preset meeting --publishers 10 --record --start-server --server-bin /tmp/starling
 //
 // See docs/benchmarks.md.
 package main
@@ -21,10 +22,12 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"syscall"
 
+	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/bench/loadgen"
 )
 
@@ -65,6 +68,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		serverArgs = append(serverArgs, s)
 		return nil
 	})
+	record := fs.Bool("record", false, "record every room while loading: POST /v1/rooms/{room}/recordings after the joins, DELETE after the window;\n"+
+		"the summary reports the HTTP answers, files, bytes and frames written (exit status 4 if a recording failed or wrote nothing)")
+	fs.DurationVar(&cfg.RecordStopAfter, "record-stop-after", 0, "with --record: stop the recordings this long after the first publish while the load goes on,\n"+
+		"so the measured window includes stopping them (0 = after the window)")
+	recordDir := fs.String("record-dir", "", "with --start-server --record: the server's recordings `folder`, kept afterwards\n(default: a temporary folder, removed at the end)")
+	recordToken := fs.String("record-token", "", "bearer `token` for the recording API of a server with API keys (record or admin grant;\ndefault $STARLING_RECORD_TOKEN, else one minted from --keys)")
+	keysFlag := fs.String("keys", "", "the server's API keys, `key:secret,...` (default $"+auth.EnvKeys+"): join and record tokens are minted from the first;\n"+
+		"with --start-server the server gets these keys, or a fresh random key when none are given")
 	jsonPath := fs.String("json", "", "also write the summary as JSON to `file` (- = stdout)")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	verbose := fs.Bool("v", false, "log client warnings (join and publish failures) to stderr")
@@ -91,6 +102,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	// Defaults from the environment, read here so --help never prints a secret.
+	if *keysFlag == "" {
+		*keysFlag = os.Getenv(auth.EnvKeys)
+	}
+	if *recordToken == "" {
+		*recordToken = os.Getenv("STARLING_RECORD_TOKEN")
+	}
+	keys, err := auth.ParseKeys(*keysFlag)
+	if err != nil {
+		fmt.Fprintln(stderr, "starling-load: --keys:", err)
+		return 2
+	}
+	cfg.Keys, cfg.Record, cfg.RecordToken = keys, *record, *recordToken
+	if *recordDir != "" && !(*startServer && *record) {
+		fmt.Fprintln(stderr, "starling-load: --record-dir needs --start-server and --record (an external server records where it is configured to)")
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -100,7 +128,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "starling-load: --start-server and --server-pid exclude each other")
 			return 2
 		}
-		srv, err := loadgen.StartServer(ctx, *serverBin, *serverLog, stderr, serverArgs...)
+		if len(cfg.Keys) == 0 {
+			cfg.Keys = loadgen.NewKeys() // a server like a real one: tokens for joins and the API
+		}
+		opts := loadgen.ServerOptions{Bin: *serverBin, LogLevel: *serverLog, Log: stderr, Keys: cfg.Keys, Args: serverArgs}
+		if *record {
+			opts.RecordingsDir = *recordDir
+			if opts.RecordingsDir == "" {
+				tmp, err := os.MkdirTemp("", "starling-load-rec-")
+				if err != nil {
+					fmt.Fprintln(stderr, "starling-load:", err)
+					return 1
+				}
+				defer os.RemoveAll(tmp)
+				opts.RecordingsDir = tmp
+			} else if err := os.MkdirAll(opts.RecordingsDir, 0o755); err != nil {
+				fmt.Fprintln(stderr, "starling-load: --record-dir:", err)
+				return 1
+			}
+			if abs, err := filepath.Abs(opts.RecordingsDir); err == nil {
+				opts.RecordingsDir = abs
+			}
+		}
+		srv, err := loadgen.StartServerWith(ctx, opts)
 		if err != nil {
 			fmt.Fprintln(stderr, "starling-load:", err)
 			return 1
@@ -111,7 +161,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}()
 		cfg.URL, cfg.ServerPID = srv.URL(), srv.PID()
-		fmt.Fprintf(stderr, "started %s (pid %d) at %s\n", strings.Join(append([]string{*serverBin}, serverArgs...), " "), srv.PID(), srv.URL())
+		fmt.Fprintf(stderr, "started %s (pid %d) at %s, API key %q", strings.Join(append([]string{*serverBin}, serverArgs...), " "),
+			srv.PID(), srv.URL(), cfg.Keys.Names()[0])
+		if opts.RecordingsDir != "" {
+			fmt.Fprintf(stderr, ", recordings in %s", opts.RecordingsDir)
+			if *recordDir == "" {
+				fmt.Fprint(stderr, " (removed at the end; --record-dir keeps them)")
+			}
+		}
+		fmt.Fprintln(stderr)
 	}
 	if !loopbackURL(cfg.URL) {
 		fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", cfg.URL)
@@ -149,6 +207,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if sum.StreamsStarted < sum.StreamsExpected || sum.JoinFailures > 0 {
 		fmt.Fprintln(stderr, "starling-load: some participants did not join or some streams never started")
 		return 3
+	}
+	if !sum.RecordingsOK() {
+		fmt.Fprintln(stderr, "starling-load: a recording failed or wrote nothing")
+		return 4
 	}
 	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,12 +22,19 @@ import (
 // startServer runs a node in this process on free loopback ports.
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
+	return startServerWith(t, func(*config.Config) {})
+}
+
+// startServerWith is startServer with the configuration changed by edit.
+func startServerWith(t *testing.T, edit func(*config.Config)) *server.Server {
+	t.Helper()
 	cfg := config.Default()
 	cfg.HTTP.Address = "127.0.0.1:0"
 	cfg.RTC.BindIP = "127.0.0.1"
 	cfg.RTC.UDPPort = 0
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
+	edit(&cfg)
 	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -108,8 +116,156 @@ func TestLoadSmoke(t *testing.T) {
 	}
 }
 
+// requireTool returns the path of an external tool, or skips the test
+// when it is missing, except in CI (CI=true), where that is a failure.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found, and CI=true: CI must install it (Debian: apt-get install ffmpeg)", name)
+		}
+		t.Skipf("%s not found: skipping the check of the recorded files (install ffmpeg; with CI=true this fails)", name)
+	}
+	return p
+}
+
+const (
+	testKey    = "loadtest"
+	testSecret = "0123456789abcdef0123456789abcdef0123"
+)
+
+// TestLoadRecord runs a short meeting with --record against a server with
+// API keys (the generator mints the join and record tokens) and against an
+// open one (no tokens, loopback): the server answers 201/200, and the
+// summary reports the files, which ffprobe reads as VP8 and Opus WebM of
+// about the run's length.
+func TestLoadRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends and records real media for a few seconds")
+	}
+	t.Run("keys", func(t *testing.T) { testLoadRecord(t, true) })
+	t.Run("open", func(t *testing.T) { testLoadRecord(t, false) })
+}
+
+func testLoadRecord(t *testing.T, keys bool) {
+	t.Setenv("STARLING_KEYS", "")
+	t.Setenv("STARLING_RECORD_TOKEN", "")
+	recDir := t.TempDir()
+	srv := startServerWith(t, func(c *config.Config) {
+		if keys {
+			c.Keys = map[string]string{testKey: testSecret}
+		}
+		c.Recordings.Dir = recDir
+	})
+	jsonPath := filepath.Join(t.TempDir(), "summary.json")
+	// 200k: every delta frame fits one packet. A track whose last frame
+	// has exactly two packets takes seconds of CPU to stop (pion's
+	// samplebuilder Flush, see docs/recording.md), which under -race
+	// would make this test slow.
+	args := []string{
+		"--url", srv.SignalingURL(), "--preset", "meeting", "--publishers", "2", "--subscribers", "1",
+		"--duration", "3s", "--warmup", "1s", "--video-bitrate", "200k", "--size", "320x180",
+		"--record", "--json", jsonPath,
+	}
+	if keys {
+		args = append(args, "--keys", testKey+":"+testSecret)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	t.Logf("\n%s", stdout.String())
+	if !strings.Contains(stdout.String(), "recording load-") || !strings.Contains(stderr.String(), "recorded ") {
+		t.Errorf("no recording row in the summary or progress:\n%s\n%s", stdout.String(), stderr.String())
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s loadgen.Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.JoinFailures != 0 || s.StreamsStarted != s.StreamsExpected || s.StreamsExpected != 8 {
+		t.Fatalf("joins failed %d, streams %d of %d (want 8)", s.JoinFailures, s.StreamsStarted, s.StreamsExpected)
+	}
+	if len(s.Recordings) != 1 {
+		t.Fatalf("%d recordings, want 1", len(s.Recordings))
+	}
+	r := s.Recordings[0]
+	if r.StartStatus != 201 || r.StopStatus != 200 || r.Status != "finished" || r.Error != "" {
+		t.Fatalf("recording: start %d, stop %d, status %q, error %q", r.StartStatus, r.StopStatus, r.Status, r.Error)
+	}
+	if r.Tracks != 4 || r.Files != 4 || r.Bytes <= 0 || r.VideoFrames < 2*60 || r.AudioFrames < 2*100 {
+		t.Fatalf("recording: %d tracks, %d files, %d bytes, %d video and %d audio frames", r.Tracks, r.Files, r.Bytes, r.VideoFrames, r.AudioFrames)
+	}
+	if r.DroppedPackets != 0 {
+		t.Errorf("the recorder dropped %d packets", r.DroppedPackets)
+	}
+	if !strings.HasPrefix(r.LocalDir, recDir) {
+		t.Fatalf("recording folder %q is not under the server's %q", r.LocalDir, recDir)
+	}
+
+	ffprobe := requireTool(t, "ffprobe")
+	files, err := filepath.Glob(filepath.Join(r.LocalDir, "*.webm"))
+	if err != nil || len(files) != 4 {
+		t.Fatalf("webm files %v (%v), want 4", files, err)
+	}
+	codecs := map[string]int{}
+	for _, f := range files {
+		out, err := exec.Command(ffprobe, "-v", "error", "-show_entries", "stream=codec_name:format=duration",
+			"-of", "default=noprint_wrappers=1", f).Output()
+		if err != nil {
+			t.Fatalf("ffprobe %s: %v", f, err)
+		}
+		var codec string
+		var dur float64
+		for _, line := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(line, "codec_name="); ok {
+				codec = v
+			}
+			if v, ok := strings.CutPrefix(line, "duration="); ok {
+				dur, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		codecs[codec]++
+		// 3 s of media; the recording starts before the first publish.
+		if dur < 2.5 || dur > 5 {
+			t.Errorf("%s: %s, %.3f s, want about 3 s", filepath.Base(f), codec, dur)
+		}
+	}
+	if codecs["vp8"] != 2 || codecs["opus"] != 2 {
+		t.Errorf("codecs %v, want 2 vp8 and 2 opus", codecs)
+	}
+}
+
+// TestLoadRecordRefused: a recording the server refuses (bad token) fails
+// the run with the server's answer instead of measuring without it.
+func TestLoadRecordRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("joins real participants")
+	}
+	srv := startServerWith(t, func(c *config.Config) {
+		c.Keys = map[string]string{testKey: testSecret}
+		c.Recordings.Dir = t.TempDir()
+	})
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{
+		"--url", srv.SignalingURL(), "--preset", "webinar", "--subscribers", "1", "--duration", "2s", "--warmup", "1s",
+		"--keys", testKey + ":" + testSecret, "--record", "--record-token", "not-a-token", "--quiet",
+	}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "401") || !strings.Contains(stderr.String(), "starting the recording") {
+		t.Fatalf("exit code %d (want 1), stderr:\n%s", code, stderr.String())
+	}
+}
+
 func TestFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
+		{"--record-dir", "/tmp/x"},
+		{"--record-stop-after", "1s"},
+		{"--keys", "nocolon"},
 		{"--preset", "concert"},
 		{"--video-bitrate", "fast"},
 		{"--url", "ws://example.com/v1/rtc"},
