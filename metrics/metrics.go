@@ -109,7 +109,7 @@ type nodeCollector struct {
 	packetsIn, bytesIn, packetsOut, bytesOut   *prometheus.Desc
 	dropped                                    *prometheus.Desc
 	nacksIn, nacksOut, plisIn, plisOut         *prometheus.Desc
-	layerSwitches                              *prometheus.Desc
+	layerSwitches, retransmits                 *prometheus.Desc
 
 	mu            sync.Mutex
 	in, out, drop counterSet
@@ -135,6 +135,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		plisIn:        d("keyframe_requests_received_total", "Keyframe requests (PLI, FIR) from subscribers."),
 		plisOut:       d("keyframe_requests_sent_total", "Keyframe requests (PLI) sent to publishers, after coalescing."),
 		layerSwitches: d("layer_switches_total", "Simulcast layer switches on down tracks."),
+		retransmits:   d("retransmitted_packets_total", "Packets resent to subscribers in answer to their NACKs."),
 		in:            newCounterSet(),
 		out:           newCounterSet(),
 		drop:          newCounterSet(),
@@ -144,7 +145,7 @@ func newNodeCollector(src Source) *nodeCollector {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
-		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches} {
+		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits} {
 		ch <- d
 	}
 }
@@ -197,6 +198,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.plisIn, ev.PLIsReceived)
 	counter(c.plisOut, ev.PLIsSent)
 	counter(c.layerSwitches, ev.LayerSwitches)
+	counter(c.retransmits, ev.Retransmits)
 }
 
 // droppedOf counts a down track's dropped packets as a statser.

@@ -76,6 +76,7 @@ func TestLossRecoveryDownstream(t *testing.T) {
 func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIssue func(string)) {
 	srv := startServer(t, tune)
 	const roomName = "loss-down"
+	rtxBefore := scrape(t, srv)["starling_retransmitted_packets_total"]
 	loss := newLossInjector(0.05, lossIncoming, 4, nil)
 	lossy := join(t, srv, roomName, "lossy", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{loss}, noReplayCheck: true})))
 	lossyRec := record(lossy)
@@ -89,6 +90,9 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 	})
 
 	sentVideo, sentAudio := runMediaFor(t, media, 900) // about 10 s of video
+	if got := scrape(t, srv)["starling_retransmitted_packets_total"] - rtxBefore; got < float64(loss.rtxSeen.Load()) {
+		t.Errorf("starling_retransmitted_packets_total grew by %v, but %d RTX packets arrived", got, loss.rtxSeen.Load())
+	}
 
 	// RTX is negotiated for the lossy subscriber and carries the repairs.
 	rd := lossy.Subscriber().RemoteDescription()

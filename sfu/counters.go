@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"sync/atomic"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 )
 
@@ -17,10 +18,11 @@ type Counters struct {
 	PLIsSent      uint64 // keyframe requests sent to publishers, after coalescing
 	LayerSwitches uint64 // simulcast layer changes on down tracks
 	QueueDrops    uint64 // packets dropped because a down track's send queue was full
+	Retransmits   uint64 // packets resent to subscribers (NACK answers)
 }
 
 var counters struct {
-	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops atomic.Uint64
+	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -32,6 +34,7 @@ func ReadCounters() Counters {
 		PLIsSent:      counters.plisSent.Load(),
 		LayerSwitches: counters.layerSwitches.Load(),
 		QueueDrops:    counters.queueDrops.Load(),
+		Retransmits:   counters.retransmits.Load(),
 	}
 }
 
@@ -42,4 +45,26 @@ func nackedCount(n *rtcp.TransportLayerNack) uint64 {
 		c += 1 + uint64(bits.OnesCount16(uint16(p.LostPackets)))
 	}
 	return c
+}
+
+// nackCounterFactory makes an interceptor that counts the NACKs pion's
+// generator sends to publishers: registered before the generator, it is the
+// writer the generator writes through.
+type nackCounterFactory struct{}
+
+func (nackCounterFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &nackCounter{}, nil
+}
+
+type nackCounter struct{ interceptor.NoOp }
+
+func (*nackCounter) BindRTCPWriter(writer interceptor.RTCPWriter) interceptor.RTCPWriter {
+	return interceptor.RTCPWriterFunc(func(pkts []rtcp.Packet, a interceptor.Attributes) (int, error) {
+		for _, p := range pkts {
+			if nack, ok := p.(*rtcp.TransportLayerNack); ok {
+				counters.nacksSent.Add(nackedCount(nack))
+			}
+		}
+		return writer.Write(pkts, a)
+	})
 }

@@ -23,27 +23,33 @@ type DownTrack struct {
 	kind         CodecKind
 	video        bool
 
-	mu       sync.Mutex
-	writer   webrtc.TrackLocalWriter
-	ssrc     uint32
-	pt       uint8
-	bound    bool
-	closed   bool
-	paused   bool
-	current  int8 // layer forwarded now; -1 = waiting for a keyframe
-	target   int8 // layer wanted
-	munger   *Munger
-	vp8      VP8Munger
-	queue    sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
-	tsIn     uint32    // input and output timestamps of the last forwarded packet:
-	tsOut    uint32    // their difference is the current rewriting offset
-	haveTS   bool
-	sr       srState // the publisher's sender reports (rtcp.go)
-	red      redMode // RED audio: forwarded as is, with its block type rewritten, or unwrapped (red.go)
-	redPT    uint8
-	redbuf   []byte
-	sender   *webrtc.RTPSender
-	rtcpDone chan struct{}
+	mu      sync.Mutex
+	writer  webrtc.TrackLocalWriter
+	ssrc    uint32
+	pt      uint8
+	bound   bool
+	closed  bool
+	paused  bool
+	current int8 // layer forwarded now; -1 = waiting for a keyframe
+	target  int8 // layer wanted
+	munger  *Munger
+	vp8     VP8Munger
+	queue   sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
+	// NACK answers (retransmit.go): what was sent, and the RTX stream.
+	history    *[historyLen]sentPacket
+	rtxScratch []byte
+	rtxSSRC    uint32
+	rtxPT      uint8
+	rtxSeq     uint16
+	tsIn       uint32 // input and output timestamps of the last forwarded packet:
+	tsOut      uint32 // their difference is the current rewriting offset
+	haveTS     bool
+	sr         srState // the publisher's sender reports (rtcp.go)
+	red        redMode // RED audio: forwarded as is, with its block type rewritten, or unwrapped (red.go)
+	redPT      uint8
+	redbuf     []byte
+	sender     *webrtc.RTPSender
+	rtcpDone   chan struct{}
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -160,6 +166,13 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	d.ssrc = uint32(ctx.SSRC())
 	registerDownTrack(d, d.ssrc)
 	d.pt = uint8(chosen.PayloadType)
+	d.rtxSSRC, d.rtxPT = 0, 0
+	if pt, ok := rtxPayloadType(ctx.CodecParameters(), chosen.PayloadType); ok && ctx.SSRCRetransmission() != 0 {
+		d.rtxSSRC, d.rtxPT = uint32(ctx.SSRCRetransmission()), pt
+		if d.rtxSeq == 0 {
+			d.rtxSeq = uint16(randUint32())
+		}
+	}
 	d.bound = true
 	if d.munger == nil {
 		d.munger = NewMunger(d.codec.ClockRate, uint16(randUint32()), randUint32())
@@ -245,6 +258,12 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 	}
 	// Queued under the lock: at a switch the old and new layers' goroutines
 	// would otherwise race and reorder packets on the wire.
+	if d.video {
+		// Before the packet is queued: from then on the buffer is the
+		// writer's. A packet the queue drops stays in the history, so a NACK
+		// can still bring it.
+		d.remember(seq, in.SequenceNumber, ts, in.Marker, layer, payload, buf[:n], d.source.PacketTime())
+	}
 	d.enqueue(queuedPacket{
 		w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: in.Marker,
 	})
@@ -352,7 +371,7 @@ func (d *DownTrack) Stats() (packets, bytes uint64) { return d.packets.Load(), d
 func (d *DownTrack) Dropped() uint64 { return d.dropped.Load() }
 
 // StartRTCP reads the subscriber's RTCP for this track: keyframe requests go
-// to the publisher; NACKs are answered by the interceptor as it reads.
+// to the publisher; NACKs are answered from the receiver's cache.
 func (d *DownTrack) StartRTCP(sender *webrtc.RTPSender) {
 	d.mu.Lock()
 	d.sender = sender
@@ -385,6 +404,9 @@ func (d *DownTrack) handleRTCP(pkts []rtcp.Packet) {
 			}
 		case *rtcp.ReceiverReport:
 			d.onReceiverReport(p)
+		case *rtcp.TransportLayerNack:
+			counters.nacksReceived.Add(nackedCount(p))
+			d.retransmit(p)
 		}
 	}
 }

@@ -83,7 +83,8 @@ func setPictureID(p []byte, pid uint16) {
 }
 
 // BenchmarkForward measures one received packet fanned out to N down tracks:
-// munging, VP8 descriptor rewrite and queueing on the receiver's goroutine,
+// caching for NACKs, munging, VP8 descriptor rewrite, the NACK history and
+// queueing on the receiver's goroutine,
 // the write call on each down track's writer goroutine (wall time, with both
 // sides running on every core the machine has). ns/op divided by N is the
 // cost per forwarded packet; allocs/op must be 0.
@@ -93,9 +94,10 @@ func BenchmarkForward(b *testing.B) {
 			r := newBenchReceiver(vp8Codec)
 			w := &countingWriter{}
 			dts := bindDownTracks(b, r, n, w)
+			l := r.testLayer(0) // with the NACK cache, as a real video layer
 			key, delta := benchPackets()
 			hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42}
-			r.fanOut(hdr, key, 0)
+			r.forward(l, hdr, key)
 			b.ReportAllocs()
 			b.ResetTimer()
 			pid := uint16(1)
@@ -105,7 +107,7 @@ func BenchmarkForward(b *testing.B) {
 				hdr.Timestamp += 3000
 				pid = (pid + 1) & 0x7fff
 				setPictureID(delta, pid)
-				r.fanOut(hdr, delta, 0)
+				r.forward(l, hdr, delta)
 				if i%64 == 63 {
 					flushAll(dts) // a burst at most: queues never overflow
 				}

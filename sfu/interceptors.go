@@ -20,12 +20,12 @@ import (
 const maxNACKsPerPacket = 3
 
 // registerSFUInterceptors is webrtc.RegisterDefaultInterceptorsWithOptions
-// as an SFU needs it: the same interceptors (NACK generator and responder,
-// receiver reports, simulcast header extensions, stats, TWCC feedback),
-// except that
+// as an SFU needs it: the same interceptors (NACK generator, receiver
+// reports, simulcast header extensions, stats, TWCC feedback), except that
 //   - the NACK generator asks at most maxNACKsPerPacket times per packet;
-//   - the NACK responder retransmits a packet at most maxResends times and
-//     not after maxResendAge (nackfilter.go);
+//   - there is no NACK responder: pion's copies every packet sent into a
+//     1024-slot ring per down track; down tracks answer NACKs themselves
+//     from the receiver's shared cache (retransmit.go);
 //   - sender reports come from SenderReportInterceptorFactory, which maps
 //     down tracks' timestamps through their publishers' reports (rtcp.go),
 //     instead of pion's, built from the time the SFU wrote each frame.
@@ -33,12 +33,15 @@ const maxNACKsPerPacket = 3
 // Register send-side bandwidth estimation before it, wrapped with
 // withRTXStreams.
 func registerSFUInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry, logs logging.LoggerFactory) error {
-	ir.Add(&nackFilterFactory{}) // inner to the responder: trims what it reads
-	if err := webrtc.ConfigureNackWithOptions(m, ir,
-		[]nack.GeneratorOption{nack.WithGeneratorLoggerFactory(logs), nack.GeneratorMaxNacksPerPacket(maxNACKsPerPacket)},
-		nack.WithResponderLoggerFactory(logs)); err != nil {
+	generator, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(logs),
+		nack.GeneratorMaxNacksPerPacket(maxNACKsPerPacket))
+	if err != nil {
 		return err
 	}
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	ir.Add(nackCounterFactory{}) // inner to the generator: sees the NACKs it writes
+	ir.Add(generator)
 	rr, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(logs))
 	if err != nil {
 		return err

@@ -147,7 +147,8 @@ type layer struct {
 	lastPLI  atomic.Int64 // unix nanos of the last keyframe request sent
 	lastSeen atomic.Int64 // unix nanos of the last packet read
 	bytes    atomic.Uint64
-	levelID  uint8 // negotiated id of the RFC 6464 audio level extension; 0 = none
+	levelID  uint8        // negotiated id of the RFC 6464 audio level extension; 0 = none
+	cache    *packetCache // video: recent payloads, for subscribers' NACKs
 }
 
 // NewReceiver makes a receiver for a track; writeRTCP sends RTCP to its publisher.
@@ -197,6 +198,9 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 		idx = 0
 	}
 	l := &layer{idx: idx, track: track, recv: recv, ssrc: uint32(track.SSRC())}
+	if r.kind == webrtc.RTPCodecTypeVideo {
+		l.cache = newPacketCache()
+	}
 	if r.kind == webrtc.RTPCodecTypeAudio && recv != nil {
 		l.levelID = audioLevelID(recv.GetParameters().HeaderExtensions)
 	}
@@ -321,14 +325,36 @@ func (r *Receiver) readRTP(l *layer) {
 		if l.levelID != 0 {
 			r.level.add(hdr.GetExtension(l.levelID))
 		}
-		r.fanOut(hdr, buf[hl:end], l.idx)
+		r.forward(l, hdr, buf[hl:end])
 	}
+}
+
+// forward keeps a video payload for retransmissions and fans it out.
+func (r *Receiver) forward(l *layer, hdr *rtp.Header, payload []byte) {
+	if l.cache != nil {
+		l.cache.put(hdr.SequenceNumber, payload)
+	}
+	r.fanOut(hdr, payload, l.idx)
 }
 
 func (r *Receiver) fanOut(hdr *rtp.Header, payload []byte, idx int8) {
 	for _, s := range *r.sinks.Load() {
 		_ = s.WriteRTP(hdr, payload, idx)
 	}
+}
+
+// cachedPayload copies a recently received payload of a layer into dst.
+func (r *Receiver) cachedPayload(idx int8, seq uint16, dst []byte) (int, bool) {
+	if idx < 0 || idx >= MaxLayers {
+		return 0, false
+	}
+	r.mu.Lock()
+	l := r.layer[idx]
+	r.mu.Unlock()
+	if l == nil || l.cache == nil {
+		return 0, false
+	}
+	return l.cache.get(seq, dst)
 }
 
 // readRTCP drains the publisher's RTCP for a layer (the interceptors need it

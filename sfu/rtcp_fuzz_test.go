@@ -5,13 +5,14 @@ import (
 	"time"
 
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
 
 // FuzzIncomingRTCP: any datagram a peer sends as RTCP goes through what the
-// SFU does with it (a subscriber's PLI/FIR, NACK, REMB and receiver reports on
-// a down track; a publisher's sender reports on a receiver) without a panic,
-// and the down track keeps forwarding afterwards.
+// SFU does with it (a subscriber's PLI/FIR, NACK (answered from the cache),
+// REMB and receiver reports on a down track; a publisher's sender reports on
+// a receiver) without a panic.
 func FuzzIncomingRTCP(f *testing.F) {
 	for _, p := range [][]rtcp.Packet{
 		{&rtcp.PictureLossIndication{MediaSSRC: 77}},
@@ -29,15 +30,22 @@ func FuzzIncomingRTCP(f *testing.F) {
 	}
 	f.Add([]byte{0x80, 0xc8, 0xff, 0xff})
 	r := newBenchReceiver(vp8Codec)
+	l := r.testLayer(0)
 	w := &countingWriter{}
 	d := NewDownTrack(r, "PA_fuzz")
 	d.SetTarget(0)
 	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 77, w: w}); err != nil {
 		f.Fatal(err)
 	}
+	r.AddSink(d)
 	d.fallback = newFallbackEstimator(1_000_000)
-	filter, _ := (&nackFilterFactory{}).NewInterceptor("")
-	nf := filter.(*nackFilter)
+	key, delta := benchPackets()
+	hdr := &rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 1}
+	r.forward(l, hdr, key)
+	for range 100 { // packets in the cache and history for NACKs to name
+		hdr.SequenceNumber++
+		r.forward(l, hdr, delta)
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		pkts, err := rtcp.Unmarshal(raw)
 		if err != nil {
@@ -46,8 +54,6 @@ func FuzzIncomingRTCP(f *testing.F) {
 		d.handleRTCP(pkts)
 		for _, p := range pkts {
 			switch p := p.(type) {
-			case *rtcp.TransportLayerNack:
-				nf.trim(p)
 			case *rtcp.SenderReport:
 				r.observeSR(p.NTPTime, time.Now().UnixNano())
 				d.OnSenderReport(0, p.NTPTime, p.RTPTime)

@@ -47,6 +47,7 @@ type queuedPacket struct {
 	pt      uint8
 	marker  bool
 	padding bool
+	repair  bool // a retransmission: not counted as forwarded
 }
 
 type sendQueue struct {
@@ -147,7 +148,7 @@ func (d *DownTrack) writeLoop(ch chan queuedPacket, free chan *packetBuf) {
 		switch {
 		case err != nil:
 			d.dropped.Add(1)
-		case !p.padding:
+		case !p.padding && !p.repair:
 			d.packets.Add(1)
 			d.bytes.Add(uint64(len(payload) + 12))
 		}

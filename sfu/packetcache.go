@@ -1,0 +1,66 @@
+package sfu
+
+import "sync"
+
+// packetCache keeps the last payloads received on one video layer, so that
+// down tracks can answer their subscribers' NACKs. It is shared by every
+// subscriber of the layer: one copy per received packet, however many
+// subscribers, instead of one per subscriber. Payloads sit back to back in
+// a byte ring; an index by sequence number finds them, and an entry whose
+// bytes were overwritten since is a miss.
+type packetCache struct {
+	mu    sync.Mutex
+	ring  []byte
+	pos   uint64 // absolute write position: ring offset = pos % len(ring)
+	index [cacheEntries]cacheEntry
+}
+
+type cacheEntry struct {
+	at    uint64 // absolute position of the payload
+	n     uint16
+	seq   uint16
+	valid bool
+}
+
+const (
+	// cacheBytes holds ~1.7 s of a 2.5 Mbit/s layer; NACKs for older
+	// packets come too late to matter (maxResendAge).
+	cacheBytes = 512 << 10
+	// cacheEntries indexes ~4.5 s of 220 packets/s (a power of two).
+	cacheEntries = 1024
+)
+
+func newPacketCache() *packetCache {
+	return &packetCache{ring: make([]byte, cacheBytes)}
+}
+
+// put stores a payload received with sequence number seq.
+func (c *packetCache) put(seq uint16, payload []byte) {
+	n := len(payload)
+	if n == 0 || n > maxPacket {
+		return
+	}
+	c.mu.Lock()
+	off := int(c.pos % cacheBytes)
+	if off+n > cacheBytes { // no room before the end: start over at 0
+		c.pos += uint64(cacheBytes - off)
+		off = 0
+	}
+	copy(c.ring[off:], payload)
+	c.index[seq%cacheEntries] = cacheEntry{at: c.pos, n: uint16(n), seq: seq, valid: true}
+	c.pos += uint64(n)
+	c.mu.Unlock()
+}
+
+// get copies the payload of seq into dst and returns its length; false if it
+// is not (or no longer) cached or dst is too small.
+func (c *packetCache) get(seq uint16, dst []byte) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.index[seq%cacheEntries]
+	if !e.valid || e.seq != seq || c.pos-e.at > cacheBytes-uint64(e.n) || int(e.n) > len(dst) {
+		return 0, false
+	}
+	off := int(e.at % cacheBytes)
+	return copy(dst, c.ring[off:off+int(e.n)]), true
+}
