@@ -202,11 +202,13 @@ func NewTrackRecorder(src sfu.Source, opts TrackOptions) (*TrackRecorder, error)
 	top := highestLayer(src.Layers())
 	t.cur.Store(int32(top))
 	t.target.Store(int32(top))
+	if ci.video {
+		t.lastKeyReq = time.Now() // before run starts: run owns it from then on
+	}
 	go t.run()
 	src.AddSink(t)
 	if ci.video {
 		src.RequestKeyframe(top)
-		t.lastKeyReq = time.Now()
 	}
 	return t, nil
 }
