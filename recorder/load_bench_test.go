@@ -42,6 +42,7 @@ type synthStream struct {
 	buf         [][]byte // per packet of the current frame
 	pkts        []rtp.Packet
 	packetsPerS float64 // long-run packet rate
+	fixed       bool    // every frame s.key bytes (no keyframe size, no jitter)
 }
 
 const synthChunk = 1200 - 12 - 4 // RTP payload after the VP8 descriptor
@@ -91,7 +92,7 @@ func (s *synthStream) next() []rtp.Packet {
 	}
 	key := s.frame%s.keyEvery == 0
 	size := s.key
-	if !key {
+	if !key && !s.fixed {
 		s.rng ^= s.rng << 13
 		s.rng ^= s.rng >> 7
 		s.rng ^= s.rng << 17
@@ -367,5 +368,44 @@ func removeAllRetry(dir string) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkRecordStop is the CPU time stopping a VP8 track recording takes
+// (finalising the file), by the number of packets of the last frame, which
+// the jitter buffer still holds at the stop: 1 s of frames of that many
+// packets each, then Stop. With exactly two, pion's samplebuilder Flush
+// (v4.2.26, with WithMaxTimeDelay) walks its whole 65536-slot ring and
+// rescans it at every step: seconds of CPU per track. See "Recording under
+// load" in docs/benchmarks.md.
+func BenchmarkRecordStop(b *testing.B) {
+	for _, n := range []int{1, 2, 3} {
+		b.Run(fmt.Sprintf("last-frame-packets=%d", n), func(b *testing.B) {
+			var cpu time.Duration
+			for i := 0; i < b.N; i++ {
+				src := newFakeSource("TR_stop", webrtc.MimeTypeVP8, 90000, 0)
+				rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: b.TempDir(), Name: "stop"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				st := newVideoStream(500_000, 30, 5)
+				st.fixed, st.key = true, n*synthChunk-8
+				for f := 0; f < 30; f++ {
+					pkts := st.next()
+					for j := range pkts {
+						src.write(&pkts[j], 0)
+					}
+					drain(rec)
+				}
+				time.Sleep(time.Millisecond)
+				c0 := cpuTime()
+				res := rec.Stop()
+				cpu += cpuTime() - c0
+				if res.Frames < 29 {
+					b.Fatalf("%d frames written, want 30", res.Frames)
+				}
+			}
+			b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "cpu-ms/stop")
+		})
 	}
 }
