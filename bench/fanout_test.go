@@ -4,6 +4,10 @@
 //	go test -run xxx -bench Fanout -benchtime 1x -cpuprofile /tmp/cpu.out ./bench/ [-args -subscribers 50 -congestion-control=false]
 //	go tool pprof -tagfocus side=server -top /tmp/cpu.out
 //
+// With -args -preset meeting -publishers 10 -record, the room is a meeting
+// and is recorded while it runs (starling-load --record), to see what the
+// recorder costs the server: go tool pprof -tagfocus side=server -focus recorder.
+//
 // The server's goroutines carry the pprof label side=server and the load
 // generator's side=generator (goroutines inherit labels from the goroutine
 // that starts them), so one profile splits into the two sides. For CPU% and
@@ -31,6 +35,9 @@ var (
 	fanoutDuration = flag.Duration("duration", 12*time.Second, "BenchmarkFanout: media time per run (the first 2 s are not measured)")
 	fanoutBitrate  = flag.String("video-bitrate", "2.5M", "BenchmarkFanout: video bit rate")
 	fanoutCC       = flag.Bool("congestion-control", true, "BenchmarkFanout: the server's rtc.congestion_control (bandwidth estimation, probes, pauses)")
+	fanoutPreset   = flag.String("preset", loadgen.PresetWebinar, "BenchmarkFanout: the load generator's scenario (webinar, meeting, audio)")
+	fanoutPubs     = flag.Int("publishers", -1, "BenchmarkFanout: publishers (-1 = the preset's default)")
+	fanoutRecord   = flag.Bool("record", false, "BenchmarkFanout: record the room while it runs (starling-load --record)")
 )
 
 // startLabeledServer runs a node on loopback inside pprof.Do, so every
@@ -44,6 +51,7 @@ func startLabeledServer(tb testing.TB) *server.Server {
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	cfg.RTC.CongestionControl = *fanoutCC
+	cfg.Recordings.Dir = tb.TempDir()
 	var srv *server.Server
 	var err error
 	pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) {
@@ -64,6 +72,7 @@ func startLabeledServer(tb testing.TB) *server.Server {
 }
 
 // BenchmarkFanout: one publisher (VP8 + Opus) to -subscribers subscribers
+// (or another -preset)
 // through an in-process server over real WebRTC on loopback. Each iteration
 // is a whole run; use -benchtime 1x. Reported: packets received per second,
 // loss, forwarding delay, and this process's CPU per forwarded packet (server
@@ -77,8 +86,10 @@ func BenchmarkFanout(b *testing.B) {
 		srv := startLabeledServer(b)
 		cfg := loadgen.DefaultConfig()
 		cfg.URL = srv.SignalingURL()
-		cfg.Preset = loadgen.PresetWebinar
+		cfg.Preset = *fanoutPreset
+		cfg.Publishers = *fanoutPubs
 		cfg.Subscribers = *fanoutSubs
+		cfg.Record = *fanoutRecord
 		cfg.Duration = *fanoutDuration
 		cfg.Warmup = 2 * time.Second
 		cfg.VideoBitrate = bitrate
@@ -92,6 +103,9 @@ func BenchmarkFanout(b *testing.B) {
 		}
 		if sum.StreamsStarted < sum.StreamsExpected {
 			b.Fatalf("only %d of %d streams started", sum.StreamsStarted, sum.StreamsExpected)
+		}
+		if !sum.RecordingsOK() {
+			b.Fatalf("recording failed: %+v", sum.Recordings)
 		}
 		b.ReportMetric(sum.Received.PacketsPerSecond, "rx-pkt/s")
 		b.ReportMetric(float64(sum.Received.PaddingPackets)/sum.WindowSeconds, "rx-padding/s")
