@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/signaling/protocol"
 )
@@ -406,6 +408,37 @@ func BenchmarkRecordStop(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "cpu-ms/stop")
+		})
+	}
+}
+
+// BenchmarkSampleBuilderFlush is the pion samplebuilder alone, as the
+// recorder builds it: ten frames of N packets, then Flush. With N = 2 its
+// filled range's head ends one past its tail, so the 65,536-slot ring
+// looks full: Flush takes 65,537 steps and, with WithMaxTimeDelay, scans
+// the ring at each (tooOld).
+func BenchmarkSampleBuilderFlush(b *testing.B) {
+	for _, n := range []int{1, 2, 3} {
+		b.Run(fmt.Sprintf("packets-per-frame=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				sb := samplebuilder.New(256, &codecs.VP8Packet{}, 90000, samplebuilder.WithRTPHeaders(true),
+					samplebuilder.WithMaxTimeDelay(time.Second), samplebuilder.WithPacketReleaseHandler(func(*rtp.Packet) {}))
+				seq, ts := uint16(1000), uint32(0)
+				for f := 0; f < 10; f++ {
+					for p := 0; p < n; p++ {
+						payload := []byte{0x00, 1, 2, 3}
+						if p == 0 {
+							payload[0] = 0x10 // S: start of the frame
+						}
+						sb.Push(&rtp.Packet{Header: rtp.Header{SequenceNumber: seq, Timestamp: ts, Marker: p == n-1}, Payload: payload})
+						seq++
+						for sb.Pop() != nil {
+						}
+					}
+					ts += 3000
+				}
+				sb.Flush()
+			}
 		})
 	}
 }
