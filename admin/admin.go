@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/starling-rtc/starling/auth"
@@ -88,8 +89,30 @@ type RoomList struct {
 // view plus its identity and permissions.
 type Participant struct {
 	protocol.Participant
-	Identity    string      `json:"identity"`
-	Permissions Permissions `json:"permissions"`
+	Identity      string         `json:"identity"`
+	Permissions   Permissions    `json:"permissions"`
+	Subscriptions []Subscription `json:"subscriptions"`
+}
+
+// Subscription is one track a participant receives, with what the server
+// sent and what the participant's receiver reports say about it.
+type Subscription struct {
+	TrackID     string `json:"trackId"`
+	Layer       string `json:"layer"` // video: low, medium, high; "" for audio, while paused or waiting for a keyframe
+	PacketsSent uint64 `json:"packetsSent"`
+	BytesSent   uint64 `json:"bytesSent"`
+	Dropped     uint64 `json:"dropped"` // not sent: send queue full or write failed
+	// From the latest receiver report; absent until the first one.
+	Reception *Reception `json:"reception,omitempty"`
+}
+
+// Reception is a subscriber's receiver report about one track.
+type Reception struct {
+	FractionLost float64 `json:"fractionLost"` // 0..1 over the last report interval
+	PacketsLost  int32   `json:"packetsLost"`  // cumulative
+	JitterMs     float64 `json:"jitterMs"`
+	RTTMs        float64 `json:"rttMs"`      // 0 until the subscriber echoes a sender report
+	ReportedAt   int64   `json:"reportedAt"` // unix milliseconds
 }
 
 // Permissions mirror the token's grants the participant joined with.
@@ -162,7 +185,24 @@ func (a *API) getRoom(w http.ResponseWriter, r *http.Request) {
 func view(p *room.Participant, info protocol.Participant) Participant {
 	perms := p.Permissions()
 	return Participant{Participant: info, Identity: p.Identity(), Permissions: Permissions{
-		CanPublish: perms.CanPublish, CanSubscribe: perms.CanSubscribe, CanPublishData: perms.CanPublishData}}
+		CanPublish: perms.CanPublish, CanSubscribe: perms.CanSubscribe, CanPublishData: perms.CanPublishData},
+		Subscriptions: subscriptions(p)}
+}
+
+func subscriptions(p *room.Participant) []Subscription {
+	out := []Subscription{}
+	for _, sub := range p.Subscriptions() {
+		d := sub.Down
+		s := Subscription{TrackID: sub.TrackID, Layer: sub.Quality, Dropped: d.Dropped()}
+		s.PacketsSent, s.BytesSent = d.Stats()
+		if st, ok := d.ReceptionStats(); ok {
+			ms := func(x time.Duration) float64 { return float64(x.Microseconds()) / 1000 }
+			s.Reception = &Reception{FractionLost: st.FractionLost, PacketsLost: st.PacketsLost,
+				JitterMs: ms(st.Jitter), RTTMs: ms(st.RTT), ReportedAt: st.At.UnixMilli()}
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 func (a *API) closeRoom(w http.ResponseWriter, r *http.Request) {

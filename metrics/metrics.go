@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"net/http"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -110,6 +111,7 @@ type nodeCollector struct {
 	dropped                                    *prometheus.Desc
 	nacksIn, nacksOut, plisIn, plisOut         *prometheus.Desc
 	layerSwitches, retransmits                 *prometheus.Desc
+	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
 	mu            sync.Mutex
 	in, out, drop counterSet
@@ -118,6 +120,9 @@ type nodeCollector struct {
 func newNodeCollector(src Source) *nodeCollector {
 	d := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, nil, nil)
+	}
+	q := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, []string{"quantile"}, nil)
 	}
 	return &nodeCollector{
 		src:           src,
@@ -136,6 +141,9 @@ func newNodeCollector(src Source) *nodeCollector {
 		plisOut:       d("keyframe_requests_sent_total", "Keyframe requests (PLI) sent to publishers, after coalescing."),
 		layerSwitches: d("layer_switches_total", "Simulcast layer switches on down tracks."),
 		retransmits:   d("retransmitted_packets_total", "Packets resent to subscribers in answer to their NACKs."),
+		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
+		jitter:        q("subscription_jitter_seconds", "Interarrival jitter subscribers report: quantiles over subscriptions reported in the last 10 s."),
+		loss:          q("subscription_loss_ratio", "Fraction of packets subscribers report lost in their last interval: quantiles over subscriptions reported in the last 10 s."),
 		in:            newCounterSet(),
 		out:           newCounterSet(),
 		drop:          newCounterSet(),
@@ -145,7 +153,7 @@ func newNodeCollector(src Source) *nodeCollector {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
-		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits} {
+		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
 }
@@ -158,6 +166,8 @@ type statser interface {
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	snap := c.src.Snapshot()
 	subs := 0
+	var rtts, jitters, losses []float64
+	fresh := time.Now().Add(-receptionFresh)
 	c.mu.Lock()
 	c.in.begin()
 	c.out.begin()
@@ -169,6 +179,13 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 				subs++
 				c.out.see(d)
 				c.drop.see(droppedOf{d})
+				if st, ok := d.ReceptionStats(); ok && st.At.After(fresh) {
+					if st.RTT > 0 {
+						rtts = append(rtts, st.RTT.Seconds())
+					}
+					jitters = append(jitters, st.Jitter.Seconds())
+					losses = append(losses, st.FractionLost)
+				}
 			}
 		}
 	}
@@ -199,6 +216,29 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.plisOut, ev.PLIsSent)
 	counter(c.layerSwitches, ev.LayerSwitches)
 	counter(c.retransmits, ev.Retransmits)
+	quantiles(ch, c.rtt, rtts)
+	quantiles(ch, c.jitter, jitters)
+	quantiles(ch, c.loss, losses)
+}
+
+// receptionFresh: older receiver reports describe subscriptions that went
+// quiet (paused, or a subscriber that stopped reporting).
+const receptionFresh = 10 * time.Second
+
+// quantiles exports the median, 95th percentile and maximum of values as
+// gauges; nothing when there are none.
+func quantiles(ch chan<- prometheus.Metric, d *prometheus.Desc, values []float64) {
+	if len(values) == 0 {
+		return
+	}
+	sort.Float64s(values)
+	at := func(q float64) float64 { return values[int(q*float64(len(values)-1)+0.5)] }
+	for _, q := range []struct {
+		label string
+		v     float64
+	}{{"0.5", at(0.5)}, {"0.95", at(0.95)}, {"1", values[len(values)-1]}} {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, q.v, q.label)
+	}
 }
 
 // droppedOf counts a down track's dropped packets as a statser.

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"sort"
 	"sync"
 	"time"
 
@@ -36,7 +37,8 @@ type subscriberLoop struct {
 	alloc    allocState
 	rs       loopResume // see resume.go
 	subsMu   sync.Mutex
-	subsSeen map[string]bool // track ids subscribed, readable from other goroutines
+	subsSeen map[string]bool         // track ids subscribed, readable from other goroutines
+	subsDown map[string]subscription // their down tracks, for stats; under subsMu
 }
 
 func (l *subscriberLoop) init(p *Participant) {
@@ -49,6 +51,7 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.sent = map[string]protocol.SubscriptionUpdatedParams{}
 	l.tracks = map[string]*Track{}
 	l.subsSeen = map[string]bool{}
+	l.subsDown = map[string]subscription{}
 	go l.run()
 	go l.tickAllocations()
 }
@@ -156,6 +159,9 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 	l.down[t.id] = d
 	l.tracks[t.id] = t
 	l.setSubscribed(t.id, true)
+	l.subsMu.Lock()
+	l.subsDown[t.id] = subscription{t, d}
+	l.subsMu.Unlock()
 	l.apply(t, d)
 	r.AddSink(d)
 	l.dirty = true
@@ -257,7 +263,44 @@ func (l *subscriberLoop) setSubscribed(id string, on bool) {
 		l.subsSeen[id] = true
 	} else {
 		delete(l.subsSeen, id)
+		delete(l.subsDown, id)
 	}
+}
+
+type subscription struct {
+	track *Track
+	down  *sfu.DownTrack
+}
+
+// SubscriptionInfo is one track a participant receives, for operators.
+type SubscriptionInfo struct {
+	TrackID string
+	// Quality is the layer forwarded now (low, medium, high); "" for audio,
+	// and while paused or waiting for a keyframe.
+	Quality string
+	Down    *sfu.DownTrack
+}
+
+// Subscriptions lists the participant's subscriptions, sorted by track id;
+// safe from any goroutine.
+func (p *Participant) Subscriptions() []SubscriptionInfo {
+	l := &p.loop
+	l.subsMu.Lock()
+	subs := make([]subscription, 0, len(l.subsDown))
+	for _, s := range l.subsDown {
+		subs = append(subs, s)
+	}
+	l.subsMu.Unlock()
+	out := make([]SubscriptionInfo, 0, len(subs))
+	for _, s := range subs {
+		info := SubscriptionInfo{TrackID: s.track.id, Down: s.down}
+		if cur := s.down.Current(); s.track.kind == webrtc.RTPCodecTypeVideo && cur >= 0 && !s.down.Paused() {
+			info.Quality = s.track.qualityOf(cur)
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].TrackID < out[j].TrackID })
+	return out
 }
 
 // subscribed reports whether track id is subscribed; safe from any goroutine.
@@ -277,6 +320,9 @@ func (l *subscriberLoop) release() {
 		d.Close()
 		delete(l.down, id)
 	}
+	l.subsMu.Lock()
+	clear(l.subsDown)
+	l.subsMu.Unlock()
 }
 
 // stop ends the loop and waits for it; safe to call more than once, but not

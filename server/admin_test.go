@@ -142,6 +142,40 @@ func TestAdminAPI(t *testing.T) {
 	if len(detail.Participants) != 3 || ids["pub"].ID != pub.ParticipantID() || len(ids["pub"].Tracks) != 2 || !ids["s1"].Permissions.CanSubscribe {
 		t.Fatalf("room detail = %+v", detail)
 	}
+	// Subscriptions: what the server sends each subscriber, and what the
+	// subscriber's receiver reports say (loss, jitter, a round trip once it
+	// echoes a sender report).
+	var s1 admin.Participant
+	waitFor(t, 10*time.Second, "receiver reports with a round trip", func() bool {
+		if c := adminCall(t, srv, "GET", "/v1/rooms/"+roomA+"/participants/"+subs[0].ParticipantID(), adminTok, nil, &s1); c != 200 {
+			t.Fatalf("get participant: %d", c)
+		}
+		for _, s := range s1.Subscriptions {
+			if s.TrackID == video.ID && s.Reception != nil && s.Reception.RTTMs > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if len(s1.Subscriptions) != 2 {
+		t.Fatalf("s1 subscriptions = %+v, want video and audio", s1.Subscriptions)
+	}
+	for _, s := range s1.Subscriptions {
+		wantLayer := ""
+		if s.TrackID == video.ID {
+			wantLayer = "high"
+		}
+		if s.Layer != wantLayer || s.PacketsSent < 30 || s.BytesSent < s.PacketsSent*12 {
+			t.Fatalf("subscription %+v: want layer %q and packets sent", s, wantLayer)
+		}
+		if s.TrackID == video.ID && (s.Reception.FractionLost != 0 || s.Reception.RTTMs > 1000 || s.Reception.ReportedAt == 0) {
+			t.Fatalf("video reception on loopback: %+v", *s.Reception)
+		}
+	}
+	if len(ids["pub"].Subscriptions) != 0 {
+		t.Fatalf("the publisher subscribes to nothing of its own: %+v", ids["pub"].Subscriptions)
+	}
+
 	if c := adminCall(t, srv, "GET", "/v1/rooms/nope", adminTok, nil, &perr); c != 404 || perr.Code != 404 {
 		t.Fatalf("unknown room: %d", c)
 	}

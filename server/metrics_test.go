@@ -117,6 +117,15 @@ func TestMetrics(t *testing.T) {
 			n["starling_nacks_received_total"] >= m["starling_nacks_received_total"]+3
 	})
 
+	// Receiver reports show as quantiles over subscriptions (the Go client
+	// echoes the server's sender reports, so the round trip is known).
+	waitFor(t, 10*time.Second, "reception quantiles", func() bool {
+		n := scrape(t, srv)
+		rtt, ok := n[`starling_subscription_rtt_seconds{quantile="0.5"}`]
+		_, okLoss := n[`starling_subscription_loss_ratio{quantile="1"}`]
+		return ok && okLoss && rtt > 0 && rtt < 1
+	})
+
 	// Errors by code, unknown methods labelled "other".
 	var perr *protocol.Error
 	if err := sub.Call(ctxT(t, 5*time.Second), "bogus", protocol.Empty{}, nil); !errors.As(err, &perr) || perr.Code != protocol.CodeMethodNotFound {

@@ -41,6 +41,7 @@ type DownTrack struct {
 	rtxSSRC    uint32
 	rtxPT      uint8
 	rtxSeq     uint16
+	reception  ReceptionStats // the subscriber's latest receiver report (reception.go)
 	tsIn       uint32 // input and output timestamps of the last forwarded packet:
 	tsOut      uint32 // their difference is the current rewriting offset
 	haveTS     bool
@@ -411,18 +412,23 @@ func (d *DownTrack) handleRTCP(pkts []rtcp.Packet) {
 	}
 }
 
-// onReceiverReport feeds this track's loss to the fallback estimator.
+// onReceiverReport keeps the subscriber's view of this track (loss,
+// jitter, round trip) and feeds its loss to the fallback estimator.
 func (d *DownTrack) onReceiverReport(rr *rtcp.ReceiverReport) {
-	fb := d.fallbackBWE()
-	if fb == nil {
-		return
-	}
+	now := time.Now()
 	d.mu.Lock()
-	ssrc := d.ssrc
-	d.mu.Unlock()
+	ssrc, fb := d.ssrc, d.fallback
+	var lost []uint8
 	for _, r := range rr.Reports {
-		if r.SSRC == ssrc {
-			fb.onLoss(r.FractionLost, time.Now())
+		if r.SSRC == ssrc && ssrc != 0 {
+			d.onReceptionReport(r, now)
+			lost = append(lost, r.FractionLost)
+		}
+	}
+	d.mu.Unlock()
+	if fb != nil {
+		for _, l := range lost {
+			fb.onLoss(l, now)
 		}
 	}
 }

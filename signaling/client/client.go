@@ -44,7 +44,10 @@ type Event struct {
 	Params json.RawMessage
 }
 
-// RemoteTrack is a track received on the subscriber connection.
+// RemoteTrack is a track received on the subscriber connection. The client
+// reads the receiver's RTCP itself: pion's interceptors only see sender
+// reports that are read, and without that the receiver reports sent back
+// to the server carry no round-trip fields.
 type RemoteTrack struct {
 	ParticipantID string
 	TrackID       string
@@ -375,11 +378,22 @@ func (c *Client) handleTrack(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 	c.hmu.Lock()
 	f := c.onTrack
 	c.hmu.Unlock()
+	go drainRTCP(r)
 	if f == nil {
 		go drain(t)
 		return
 	}
 	f(&RemoteTrack{ParticipantID: t.StreamID(), TrackID: t.ID(), Track: t, Receiver: r})
+}
+
+// drainRTCP reads a receiver's RTCP until it stops, so that the interceptors
+// process the server's sender reports.
+func drainRTCP(r *webrtc.RTPReceiver) {
+	for {
+		if _, _, err := r.ReadRTCP(); err != nil {
+			return
+		}
+	}
 }
 
 // drain reads a track nobody asked for, so its buffers never fill.
