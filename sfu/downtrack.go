@@ -42,8 +42,8 @@ type DownTrack struct {
 	rtxPT      uint8
 	rtxSeq     uint16
 	reception  ReceptionStats // the subscriber's latest receiver report (reception.go)
-	tsIn       uint32 // input and output timestamps of the last forwarded packet:
-	tsOut      uint32 // their difference is the current rewriting offset
+	tsIn       uint32         // input and output timestamps of the last forwarded packet:
+	tsOut      uint32         // their difference is the current rewriting offset
 	haveTS     bool
 	sr         srState // the publisher's sender reports (rtcp.go)
 	red        redMode // RED audio: forwarded as is, with its block type rewritten, or unwrapped (red.go)
