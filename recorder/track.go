@@ -140,6 +140,9 @@ type TrackRecorder struct {
 
 	// writer goroutine state
 	sb         *samplebuilder.SampleBuilder
+	pushed     bool   // a packet went into sb; maxSeq/maxTS are the newest
+	maxSeq     uint16 // (for the sentinel that releases the last frame)
+	maxTS      uint32
 	held       map[uint16]*pkt
 	wLayer     int8
 	haveLast   bool
@@ -391,11 +394,26 @@ func (t *TrackRecorder) newBuilder() {
 
 // dropBuilder empties the jitter buffer (writing complete frames unless
 // discard) and reclaims every buffer it held.
+//
+// It does not call the samplebuilder's Flush: in pion v4.2.26, when the last
+// frame held has exactly two packets, Flush walks its whole 65536-slot ring
+// again at every step, 1-3 s of CPU per track (BenchmarkSampleBuilderFlush);
+// ten tracks stopping at once took both cores for 5 s and cost forwarding
+// 3-5% loss. The builder releases a complete frame once the packet after it
+// is there, so a one-packet sentinel after the newest packet releases the
+// last frame instead; what is lost against Flush is a frame still missing a
+// packet at the very end.
 func (t *TrackRecorder) dropBuilder(discard bool) {
 	if t.sb == nil {
 		return
 	}
-	t.sb.Flush()
+	if !discard && t.pushed {
+		t.sb.Push(&rtp.Packet{
+			Header:  rtp.Header{Version: 2, SequenceNumber: t.maxSeq + 1, Timestamp: t.maxTS + 1},
+			Payload: []byte{0},
+		})
+	}
+	t.pushed = false
 	for s := t.sb.Pop(); s != nil; s = t.sb.Pop() {
 		if !discard {
 			t.writeSample(s)
@@ -430,6 +448,9 @@ func (t *TrackRecorder) handle(p *pkt) {
 	}
 	t.noteArrival(p.Timestamp, p.arrival)
 	t.held[p.SequenceNumber] = p
+	if !t.pushed || int16(p.SequenceNumber-t.maxSeq) > 0 {
+		t.pushed, t.maxSeq, t.maxTS = true, p.SequenceNumber, p.Timestamp
+	}
 	t.sb.Push(&p.Packet)
 	for s := t.sb.Pop(); s != nil; s = t.sb.Pop() {
 		t.writeSample(s)
