@@ -19,9 +19,11 @@ var simLayers = []struct {
 	w, h int
 }{{"q", 320, 180}, {"h", 640, 360}, {"f", 1280, 720}}
 
-// fakeSimulcast sends three VP8 layers at 30 fps with keyframes every
-// second and on request; each layer has its own seq, ts and picture id bases.
+// fakeSimulcast sends three layers (VP8 unless said otherwise) at 30 fps
+// with keyframes every second and on request; each layer has its own seq,
+// ts and picture id bases.
 type fakeSimulcast struct {
+	codec     simCodec
 	sim       *client.SimulcastTrack
 	published client.Published
 	stopped   [3]atomic.Bool // simulate the publisher dropping a layer
@@ -35,12 +37,18 @@ type fakeSimulcast struct {
 // bytes per frame for each layer (default: two small packets).
 func publishSimulcast(t *testing.T, c *client.Client, sizes ...int) *fakeSimulcast {
 	t.Helper()
+	return publishSimulcastCodec(t, c, vp8Sim, sizes...)
+}
+
+// publishSimulcastCodec is publishSimulcast in another codec.
+func publishSimulcastCodec(t *testing.T, c *client.Client, codec simCodec, sizes ...int) *fakeSimulcast {
+	t.Helper()
 	rids := []string{"q", "h", "f"}
-	sim, err := client.NewSimulcastTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream", rids...)
+	sim, err := client.NewSimulcastTrack(webrtc.RTPCodecCapability{MimeType: codec.mime, ClockRate: 90000}, "cam", "stream", rids...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeSimulcast{sim: sim, stop: make(chan struct{})}
+	f := &fakeSimulcast{codec: codec, sim: sim, stop: make(chan struct{})}
 	copy(f.sizes[:], sizes)
 	hints := make([]protocol.LayerHint, 0, 3)
 	for _, l := range simLayers {
@@ -91,7 +99,7 @@ func (f *fakeSimulcast) run() {
 				parts = n
 			}
 			for part := 0; part < parts; part++ {
-				payload := simPayload(s.pid, part == 0, key, l.w, l.h, f.sizes[i] > 0)
+				payload := f.codec.payload(s.pid, part, key, l.w, l.h, f.sizes[i] > 0)
 				pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == parts-1, SequenceNumber: s.seq, Timestamp: s.ts}, Payload: payload}
 				_ = f.sim.WriteRTP(l.rid, pkt)
 				s.seq++
@@ -100,6 +108,32 @@ func (f *fakeSimulcast) run() {
 			s.ts += 3000
 		}
 	}
+}
+
+// simCodec writes one codec's synthetic frames, whose keyframes carry their
+// dimensions, and reads the height back from a received keyframe packet.
+type simCodec struct {
+	mime    string
+	payload func(pid uint16, part int, key bool, w, h int, big bool) []byte
+	height  func(p []byte) (h int, ok bool)
+	pid     func(p []byte) (pid int, ok bool) // picture id of a frame's first packet; nil = not checked
+}
+
+var vp8Sim = simCodec{
+	mime: webrtc.MimeTypeVP8,
+	payload: func(pid uint16, part int, key bool, w, h int, big bool) []byte {
+		return simPayload(pid, part == 0, key, w, h, big)
+	},
+	height: func(p []byte) (int, bool) {
+		_, h, ok := sfu.VP8FrameSize(p)
+		return h, ok
+	},
+	pid: func(p []byte) (int, bool) {
+		if len(p) < 4 || p[0]&0x10 == 0 {
+			return 0, false
+		}
+		return int(p[2]&0x7f)<<8 | int(p[3]), true
+	},
 }
 
 func simPayload(pid uint16, first, key bool, w, h int, big bool) []byte {
@@ -121,6 +155,7 @@ func simPayload(pid uint16, first, key bool, w, h int, big bool) []byte {
 // videoWatcher records what a subscriber's decoder would see: keyframe
 // sizes, and continuity of seq, ts and picture id across the whole stream.
 type videoWatcher struct {
+	codec     simCodec
 	c         *client.Client
 	mu        sync.Mutex
 	sizes     []int // heights of keyframes received, in order
@@ -134,7 +169,11 @@ type videoWatcher struct {
 }
 
 func watchVideo(c *client.Client) *videoWatcher {
-	v := &videoWatcher{lastPID: -1, c: c}
+	return watchVideoCodec(c, vp8Sim)
+}
+
+func watchVideoCodec(c *client.Client, codec simCodec) *videoWatcher {
+	v := &videoWatcher{lastPID: -1, c: c, codec: codec}
 	c.OnTrack(func(rt *client.RemoteTrack) {
 		if rt.Track.Kind() != webrtc.RTPCodecTypeVideo {
 			return
@@ -166,15 +205,16 @@ func (v *videoWatcher) add(pkt *rtp.Packet) {
 	v.packets++
 	v.lastSeq, v.lastTS = pkt.SequenceNumber, pkt.Timestamp
 	p := pkt.Payload
-	if len(p) >= 4 && p[0]&0x10 != 0 {
-		pid := int(p[2]&0x7f)<<8 | int(p[3])
-		if v.lastPID >= 0 && pid != (v.lastPID+1)&0x7fff {
-			v.pidBreaks++
+	if v.codec.pid != nil {
+		if pid, ok := v.codec.pid(p); ok {
+			if v.lastPID >= 0 && pid != (v.lastPID+1)&0x7fff {
+				v.pidBreaks++
+			}
+			v.lastPID = pid
 		}
-		v.lastPID = pid
-		if _, h, ok := sfu.VP8FrameSize(p); ok {
-			v.sizes = append(v.sizes, h)
-		}
+	}
+	if h, ok := v.codec.height(p); ok {
+		v.sizes = append(v.sizes, h)
 	}
 }
 

@@ -106,6 +106,7 @@ func (s *SimulcastTrack) attach(pc *webrtc.PeerConnection) (*webrtc.RTPTransceiv
 			return nil, err
 		}
 	}
+	preferTrackCodec(tr, s.tracks[s.rids[0]])
 	return tr, nil
 }
 

@@ -1,0 +1,284 @@
+package server_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/signaling/protocol"
+)
+
+// Synthetic VP9, H.264 and AV1 frames whose keyframes carry their size the
+// way real streams do: VP9 in the payload descriptor's scalability
+// structure, H.264 in the SPS, AV1 in the sequence header OBU.
+
+// bitWriter writes MSB-first bits and Exp-Golomb codes.
+type bitWriter struct {
+	b []byte
+	n int // bits written
+}
+
+func (w *bitWriter) bit(v uint) {
+	if w.n%8 == 0 {
+		w.b = append(w.b, 0)
+	}
+	if v != 0 {
+		w.b[w.n/8] |= 0x80 >> (w.n % 8)
+	}
+	w.n++
+}
+
+func (w *bitWriter) bits(v uint, n int) {
+	for i := n - 1; i >= 0; i-- {
+		w.bit(v >> i & 1)
+	}
+}
+
+func (w *bitWriter) ue(v uint) {
+	v++
+	n := 0
+	for x := v; x > 1; x >>= 1 {
+		n++
+	}
+	w.bits(0, n)
+	w.bits(v, n+1)
+}
+
+type bitReader struct {
+	b []byte
+	n int
+}
+
+func (r *bitReader) bits(n int) (uint, bool) {
+	var v uint
+	for range n {
+		if r.n >= len(r.b)*8 {
+			return 0, false
+		}
+		v = v<<1 | uint(r.b[r.n/8]>>(7-r.n%8)&1)
+		r.n++
+	}
+	return v, true
+}
+
+func (r *bitReader) ue() (uint, bool) {
+	zeros := 0
+	for {
+		b, ok := r.bits(1)
+		if !ok || zeros > 31 {
+			return 0, false
+		}
+		if b == 1 {
+			break
+		}
+		zeros++
+	}
+	v, ok := r.bits(zeros)
+	return 1<<zeros - 1 + v, ok
+}
+
+// h264SPS is a baseline SPS for w×h (4:2:0, frame cropping to the exact size).
+func h264SPS(w, h int) []byte {
+	bw := &bitWriter{}
+	bw.bits(66, 8)   // profile_idc: baseline
+	bw.bits(0xc0, 8) // constraint_set0/1
+	bw.bits(31, 8)   // level_idc 3.1
+	bw.ue(0)         // seq_parameter_set_id
+	bw.ue(0)         // log2_max_frame_num_minus4
+	bw.ue(2)         // pic_order_cnt_type
+	bw.ue(1)         // max_num_ref_frames
+	bw.bit(0)        // gaps_in_frame_num_value_allowed_flag
+	mbW, mbH := (w+15)/16, (h+15)/16
+	bw.ue(uint(mbW - 1))
+	bw.ue(uint(mbH - 1))
+	bw.bit(1) // frame_mbs_only_flag
+	bw.bit(1) // direct_8x8_inference_flag
+	cropR, cropB := (mbW*16-w)/2, (mbH*16-h)/2
+	bw.bit(1) // frame_cropping_flag
+	bw.ue(0)
+	bw.ue(uint(cropR))
+	bw.ue(0)
+	bw.ue(uint(cropB))
+	bw.bit(0) // vui_parameters_present_flag
+	bw.bit(1) // rbsp_stop_one_bit
+	return append([]byte{0x67}, bw.b...)
+}
+
+// h264Height reads the height from an SPS NAL unit (baseline subset).
+func h264Height(p []byte) (int, bool) {
+	if len(p) < 4 || p[0]&0x1f != 7 {
+		return 0, false
+	}
+	r := &bitReader{b: p[4:]} // after the NAL header, profile, constraints, level
+	var ok bool
+	get := func() uint {
+		var v uint
+		v, ok = r.ue()
+		return v
+	}
+	get() // sps id
+	get() // log2_max_frame_num_minus4
+	if get() != 2 || !ok {
+		return 0, false // pic_order_cnt_type other than the writer's
+	}
+	get() // max_num_ref_frames
+	r.bits(1)
+	get() // width in MBs - 1
+	mbH := get() + 1
+	frameMBsOnly, _ := r.bits(1)
+	if frameMBsOnly == 0 {
+		return 0, false
+	}
+	r.bits(1)
+	crop, _ := r.bits(1)
+	var cropB uint
+	if crop == 1 {
+		get()
+		get()
+		get()
+		cropB = get()
+	}
+	return int(mbH*16 - 2*cropB), ok
+}
+
+var h264Sim = simCodec{
+	mime: webrtc.MimeTypeH264,
+	payload: func(_ uint16, part int, key bool, w, h int, big bool) []byte {
+		var b []byte
+		switch {
+		case key && part == 0:
+			return h264SPS(w, h) // a keyframe starts with its SPS
+		case key:
+			b = []byte{0x65} // IDR slice
+		default:
+			b = []byte{0x41} // non-IDR slice
+		}
+		return append(b, make([]byte, simBody(big))...)
+	},
+	height: h264Height,
+}
+
+// VP9 payload descriptor bits (RFC 9628).
+const vp9I, vp9P, vp9B, vp9V = 0x80, 0x40, 0x08, 0x02
+
+var vp9Sim = simCodec{
+	mime: webrtc.MimeTypeVP9,
+	payload: func(pid uint16, part int, key bool, w, h int, big bool) []byte {
+		b0 := byte(vp9I)
+		if !key {
+			b0 |= vp9P
+		}
+		if part == 0 {
+			b0 |= vp9B
+			if key {
+				b0 |= vp9V
+			}
+		}
+		b := []byte{b0, 0x80 | byte(pid>>8), byte(pid)}
+		if part == 0 && key { // scalability structure: one layer, its size
+			b = append(b, 0x10, byte(w>>8), byte(w), byte(h>>8), byte(h))
+		}
+		return append(b, make([]byte, simBody(big))...)
+	},
+	height: func(p []byte) (int, bool) {
+		if len(p) < 8 || p[0]&(vp9B|vp9V) != vp9B|vp9V || p[0]&(vp9P|vp9I) != vp9I || p[1]&0x80 == 0 {
+			return 0, false
+		}
+		ss := p[3:]
+		if ss[0]&0x10 == 0 { // Y: sizes present
+			return 0, false
+		}
+		return int(ss[3])<<8 | int(ss[4]), true
+	},
+}
+
+// av1SequenceHeader is a sequence header OBU payload for w×h.
+func av1SequenceHeader(w, h int) []byte {
+	bw := &bitWriter{}
+	bw.bits(0, 3)  // seq_profile
+	bw.bit(0)      // still_picture
+	bw.bit(0)      // reduced_still_picture_header
+	bw.bit(0)      // timing_info_present_flag
+	bw.bit(0)      // initial_display_delay_present_flag
+	bw.bits(0, 5)  // operating_points_cnt_minus_1
+	bw.bits(0, 12) // operating_point_idc[0]
+	bw.bits(8, 5)  // seq_level_idx[0] (4.0)
+	bw.bit(0)      // seq_tier[0]
+	bw.bits(15, 4) // frame_width_bits_minus_1
+	bw.bits(15, 4) // frame_height_bits_minus_1
+	bw.bits(uint(w-1), 16)
+	bw.bits(uint(h-1), 16)
+	return bw.b
+}
+
+var av1Sim = simCodec{
+	mime: webrtc.MimeTypeAV1,
+	payload: func(_ uint16, part int, key bool, w, h int, big bool) []byte {
+		if key && part == 0 {
+			// Aggregation header W=1 (one OBU, no length), N: a new coded
+			// video sequence; then the sequence header OBU.
+			return append([]byte{0x18, 1 << 3}, av1SequenceHeader(w, h)...)
+		}
+		agg := byte(0x10)
+		return append([]byte{agg, 6 << 3}, make([]byte, simBody(big))...) // a frame OBU
+	},
+	height: func(p []byte) (int, bool) {
+		if len(p) < 2 || p[0] != 0x18 || p[1]>>3&0x0f != 1 {
+			return 0, false
+		}
+		r := &bitReader{b: p[2:]}
+		if _, ok := r.bits(3 + 1 + 1 + 1 + 1 + 5 + 12 + 5 + 1 + 4 + 4 + 16); !ok {
+			return 0, false
+		}
+		h, ok := r.bits(16)
+		return int(h) + 1, ok
+	},
+}
+
+func simBody(big bool) int {
+	if big {
+		return 1100
+	}
+	return 300
+}
+
+// TestSimulcastCodecs: VP9, H.264 and AV1 simulcast publishers, as for VP8
+// in TestSimulcastLayerSelection: a subscriber capped at 360p receives only
+// 360p keyframes (read from the stream itself), raising the cap switches it
+// to 720p, and sequence numbers and timestamps stay continuous.
+func TestSimulcastCodecs(t *testing.T) {
+	for _, codec := range []simCodec{vp9Sim, h264Sim, av1Sim} {
+		t.Run(codec.mime, func(t *testing.T) {
+			srv := startServer(t, nil)
+			sub := join(t, srv, "sim", "viewer")
+			v := watchVideoCodec(sub, codec)
+			pub := join(t, srv, "sim", "camera")
+			f := publishSimulcastCodec(t, pub, codec)
+			if f.published.Codec != codec.mime {
+				t.Fatalf("published codec %q, want %q", f.published.Codec, codec.mime)
+			}
+			id := f.published.ID
+
+			v.waitHeight(t, 10*time.Second, 720)
+			setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
+			v.waitHeight(t, 10*time.Second, 360)
+			time.Sleep(1500 * time.Millisecond)
+			sizes, _ := v.snapshot()
+			for _, h := range sizes[len(sizes)-2:] {
+				if h != 360 {
+					t.Fatalf("capped at 360 but received a %dp keyframe: %v", h, sizes)
+				}
+			}
+			setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(720)})
+			up := v.waitHeight(t, 10*time.Second, 720)
+			t.Logf("%s: switch latency 360p -> 720p: %v", codec.mime, up)
+
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			if v.seqBreaks != 0 || v.tsBack != 0 {
+				t.Fatalf("stream not continuous across switches: %d seq breaks, %d timestamps backwards (in %d packets)",
+					v.seqBreaks, v.tsBack, v.packets)
+			}
+		})
+	}
+}
