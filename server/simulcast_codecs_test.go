@@ -190,6 +190,12 @@ var vp9Sim = simCodec{
 		}
 		return int(ss[3])<<8 | int(ss[4]), true
 	},
+	pid: func(p []byte) (int, bool) { // on frame starts (B)
+		if len(p) < 3 || p[0]&(vp9I|vp9B) != vp9I|vp9B || p[1]&0x80 == 0 {
+			return 0, false
+		}
+		return int(p[1]&0x7f)<<8 | int(p[2]), true
+	},
 }
 
 // av1SequenceHeader is a sequence header OBU payload for w×h.
@@ -245,7 +251,8 @@ func simBody(big bool) int {
 // TestSimulcastCodecs: VP9, H.264 and AV1 simulcast publishers, as for VP8
 // in TestSimulcastLayerSelection: a subscriber capped at 360p receives only
 // 360p keyframes (read from the stream itself), raising the cap switches it
-// to 720p, and sequence numbers and timestamps stay continuous.
+// to 720p, and sequence numbers, timestamps and (VP9) picture ids stay
+// continuous.
 func TestSimulcastCodecs(t *testing.T) {
 	for _, codec := range []simCodec{vp9Sim, h264Sim, av1Sim} {
 		t.Run(codec.mime, func(t *testing.T) {
@@ -275,9 +282,9 @@ func TestSimulcastCodecs(t *testing.T) {
 
 			v.mu.Lock()
 			defer v.mu.Unlock()
-			if v.seqBreaks != 0 || v.tsBack != 0 {
-				t.Fatalf("stream not continuous across switches: %d seq breaks, %d timestamps backwards (in %d packets)",
-					v.seqBreaks, v.tsBack, v.packets)
+			if v.seqBreaks != 0 || v.tsBack != 0 || v.pidBreaks != 0 {
+				t.Fatalf("stream not continuous across switches: %d seq breaks, %d timestamps backwards, %d picture id breaks (in %d packets)",
+					v.seqBreaks, v.tsBack, v.pidBreaks, v.packets)
 			}
 		})
 	}

@@ -34,6 +34,7 @@ type DownTrack struct {
 	target  int8 // layer wanted
 	munger  *Munger
 	vp8     VP8Munger
+	vp9     VP9Munger
 	queue   sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
 	// NACK answers (retransmit.go): what was sent, and the RTX stream.
 	history    *[historyLen]sentPacket
@@ -224,6 +225,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		d.current = layer
 		d.munger.Switch()
 		d.vp8.Switch()
+		d.vp9.Switch()
 	}
 	seq, ts, ok := d.munger.Forward(in.SequenceNumber, in.Timestamp, d.source.PacketTime())
 	if !ok {
@@ -246,16 +248,20 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 	}
 	buf := d.queue.getBuf()
 	n := len(payload)
-	if d.kind == CodecVP8 {
-		var err error
-		if n, err = d.vp8.Rewrite(buf[:], payload); err != nil {
-			d.queue.putBuf(buf)
-			d.munger.Drop(in.SequenceNumber)
-			d.mu.Unlock()
-			return nil
-		}
-	} else {
+	var err error
+	switch d.kind {
+	case CodecVP8:
+		n, err = d.vp8.Rewrite(buf[:], payload)
+	case CodecVP9:
+		n, err = d.vp9.Rewrite(buf[:], payload)
+	default:
 		copy(buf[:], payload)
+	}
+	if err != nil {
+		d.queue.putBuf(buf)
+		d.munger.Drop(in.SequenceNumber)
+		d.mu.Unlock()
+		return nil
 	}
 	// Queued under the lock: at a switch the old and new layers' goroutines
 	// would otherwise race and reorder packets on the wire.

@@ -64,20 +64,29 @@ func (d *DownTrack) remember(outSeq, inSeq uint16, ts uint32, marker bool, layer
 	}
 	e := &d.history[outSeq%historyLen]
 	*e = sentPacket{sentAt: now, ts: ts, outSeq: outSeq, inSeq: inSeq, layer: layer, marker: marker, valid: true}
-	if d.kind == CodecVP8 {
-		// The rewriting replaces the descriptor only; the rest is the
-		// received payload.
+	// The VP8 and VP9 rewriting replaces the descriptor only; the rest is
+	// the received payload.
+	size := -1
+	switch d.kind {
+	case CodecVP8:
 		if desc, ok := parseVP8(in); ok {
-			body := len(in) - desc.size
-			head := len(out) - body
-			if head >= 0 && head <= len(e.prefix) {
-				e.prefixLen, e.skip = uint8(head), uint8(desc.size)
-				copy(e.prefix[:], out[:head])
-				return
-			}
+			size = desc.size
 		}
-		e.valid = false // cannot rebuild it: never resend garbage
+	case CodecVP9:
+		if desc, ok := parseVP9(in); ok {
+			size = desc.size
+		}
+	default:
+		return
 	}
+	if body := len(in) - size; size >= 0 && body >= 0 {
+		if head := len(out) - body; head >= 0 && head <= len(e.prefix) {
+			e.prefixLen, e.skip = uint8(head), uint8(size)
+			copy(e.prefix[:], out[:head])
+			return
+		}
+	}
+	e.valid = false // cannot rebuild it: never resend garbage
 }
 
 // retransmit queues the packets a NACK names that are still worth sending.

@@ -197,3 +197,46 @@ func TestPacketCacheOverwrite(t *testing.T) {
 		t.Fatal("copied into a too-small buffer")
 	}
 }
+
+// TestRetransmitVP9: a VP9 packet is resent with the picture id it was
+// first sent with (rewritten after a layer switch), from the cache.
+func TestRetransmitVP9(t *testing.T) {
+	vp9 := webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000}, PayloadType: 98}
+	r := newBenchReceiver(vp9)
+	l0, l1 := r.testLayer(0), r.testLayer(1)
+	w := &recordingWriter{}
+	d := NewDownTrack(r, "PA_vp9")
+	d.SetTarget(0)
+	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp9}, ssrc: 700, w: w}); err != nil {
+		t.Fatal(err)
+	}
+	r.AddSink(d)
+	defer d.Close()
+	r.now.Store(time.Now().UnixNano())
+	key := func(pid uint16) []byte { p := vp9Packet(pid, true, 0, 0, false); p[0] &^= 0x40; return p }
+	delta := func(pid uint16) []byte { p := vp9Packet(pid, true, 0, 0, false); p[0] |= 0x40; return p }
+	h0 := &rtp.Header{Version: 2, SequenceNumber: 10, Timestamp: 1000}
+	h1 := &rtp.Header{Version: 2, SequenceNumber: 900, Timestamp: 5000}
+	r.forward(l0, h0, key(50))
+	h0.SequenceNumber++
+	r.forward(l0, h0, delta(51))
+	d.SetTarget(1)
+	r.forward(l1, h1, key(20000)) // another layer's picture ids: rewritten to 52...
+	h1.SequenceNumber++
+	r.forward(l1, h1, delta(20001))
+	d.Flush(time.Second)
+	if len(w.hdrs) != 4 {
+		t.Fatalf("forwarded %d packets, want 4", len(w.hdrs))
+	}
+	for i, want := range []uint16{50, 51, 52, 53} {
+		if got, _ := parseVP9(w.pays[i]); got.pid != want {
+			t.Fatalf("packet %d: picture id %d, want %d", i, got.pid, want)
+		}
+	}
+	orig := append([]byte(nil), w.pays[3]...)
+	d.handleRTCP([]rtcp.Packet{nackFor(700, w.hdrs[3].SequenceNumber)})
+	d.Flush(time.Second)
+	if len(w.pays) != 5 || !bytes.Equal(w.pays[4], orig) {
+		t.Fatalf("VP9 retransmission differs from the original: % x vs % x", w.pays[len(w.pays)-1], orig)
+	}
+}
