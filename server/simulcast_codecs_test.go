@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // Synthetic VP9, H.264 and AV1 frames whose keyframes carry their size the
@@ -264,21 +263,9 @@ func TestSimulcastCodecs(t *testing.T) {
 			if f.published.Codec != codec.mime {
 				t.Fatalf("published codec %q, want %q", f.published.Codec, codec.mime)
 			}
-			id := f.published.ID
 
 			v.waitHeight(t, 10*time.Second, 720)
-			setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
-			v.waitHeight(t, 10*time.Second, 360)
-			time.Sleep(1500 * time.Millisecond)
-			sizes, _ := v.snapshot()
-			for _, h := range sizes[len(sizes)-2:] {
-				if h != 360 {
-					t.Fatalf("capped at 360 but received a %dp keyframe: %v", h, sizes)
-				}
-			}
-			setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(720)})
-			up := v.waitHeight(t, 10*time.Second, 720)
-			t.Logf("%s: switch latency 360p -> 720p: %v", codec.mime, up)
+			capAndRaise(t, sub, v, f.published.ID, nil)
 
 			v.mu.Lock()
 			defer v.mu.Unlock()

@@ -263,6 +263,30 @@ func setSub(t *testing.T, c *client.Client, p protocol.SetSubscriptionParams) {
 	}
 }
 
+// capAndRaise caps the subscriber at 360p (then runs capped, if not nil),
+// checks that only 360p keyframes arrive, and raises the cap to 720p. The
+// switch latency is logged, not asserted tightly (that is a benchmark's
+// job): about two keyframe intervals is expected, the bound only catches a
+// switch that never happens.
+func capAndRaise(t *testing.T, sub *client.Client, v *videoWatcher, id string, capped func()) {
+	t.Helper()
+	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
+	v.waitHeight(t, 10*time.Second, 360)
+	if capped != nil {
+		capped()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	sizes, _ := v.snapshot()
+	for _, h := range sizes[len(sizes)-2:] {
+		if h != 360 {
+			t.Fatalf("capped at 360 but received a %dp keyframe: %v", h, sizes)
+		}
+	}
+	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(720)})
+	up := v.waitHeight(t, 10*time.Second, 720)
+	t.Logf("%s: switch latency 360p -> 720p: %v", v.codec.mime, up)
+}
+
 func intp(v int) *int    { return &v }
 func boolp(v bool) *bool { return &v }
 
@@ -278,28 +302,14 @@ func TestSimulcastLayerSelection(t *testing.T) {
 
 	v.waitHeight(t, 10*time.Second, 720) // uncapped: the top layer
 	switches := scrape(t, srv)["starling_layer_switches_total"]
-	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
-	v.waitHeight(t, 10*time.Second, 360)
-	if _, err := sub.WaitEvent(ctxT(t, 5*time.Second), protocol.NotifySubscriptionUpdated, func(raw json.RawMessage) bool {
-		var u protocol.SubscriptionUpdatedParams
-		return json.Unmarshal(raw, &u) == nil && u.Layer == protocol.QualityMedium && u.Reason == sfu.ReasonSubscriber
-	}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1500 * time.Millisecond)
-	sizes, _ := v.snapshot()
-	for _, h := range sizes[len(sizes)-2:] {
-		if h != 360 {
-			t.Fatalf("capped at 360 but received a %dp keyframe: %v", h, sizes)
+	capAndRaise(t, sub, v, id, func() {
+		if _, err := sub.WaitEvent(ctxT(t, 5*time.Second), protocol.NotifySubscriptionUpdated, func(raw json.RawMessage) bool {
+			var u protocol.SubscriptionUpdatedParams
+			return json.Unmarshal(raw, &u) == nil && u.Layer == protocol.QualityMedium && u.Reason == sfu.ReasonSubscriber
+		}); err != nil {
+			t.Fatal(err)
 		}
-	}
-
-	// Latency is reported, not asserted tightly (that is a benchmark's job):
-	// about two keyframe intervals is expected, the bound only catches a
-	// switch that never happens.
-	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(720)})
-	up := v.waitHeight(t, 10*time.Second, 720)
-	t.Logf("switch latency 360p -> 720p: %v", up)
+	})
 	// Both switches show in /metrics (a process total: other tests may add).
 	if got := scrape(t, srv)["starling_layer_switches_total"]; got < switches+2 {
 		t.Errorf("starling_layer_switches_total went from %v to %v over two switches", switches, got)

@@ -33,12 +33,7 @@ func BenchmarkNACKHandling(b *testing.B) {
 	r := newBenchReceiver(vp8Codec)
 	l := r.testLayer(0)
 	w := &countingWriter{}
-	d := NewDownTrack(r, "PA_bench")
-	d.SetTarget(0)
-	if _, err := d.Bind(rtxContext(w)); err != nil {
-		b.Fatal(err)
-	}
-	r.AddSink(d)
+	d := attachDownTrack(b, r, rtxContext(w))
 	defer d.Close()
 	key, delta := benchPackets()
 	hdr := &rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 1}

@@ -21,6 +21,19 @@ func (r *Receiver) testLayer(idx int8) *layer {
 	return l
 }
 
+// attachDownTrack binds a down track of r to ctx, on layer 0, and adds it
+// as r's sink.
+func attachDownTrack(tb testing.TB, r *Receiver, ctx webrtc.TrackLocalContext) *DownTrack {
+	tb.Helper()
+	d := NewDownTrack(r, "PA_test")
+	d.SetTarget(0)
+	if _, err := d.Bind(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	r.AddSink(d)
+	return d
+}
+
 // rtxContext is a subscriber that negotiated RTX (pt 97, apt=96) for VP8.
 func rtxContext(w webrtc.TrackLocalWriter) rtxCtx {
 	return rtxCtx{fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec, {
@@ -45,12 +58,7 @@ func TestRetransmitFromCache(t *testing.T) {
 	r := newBenchReceiver(vp8Codec)
 	l := r.testLayer(0)
 	w := &recordingWriter{}
-	d := NewDownTrack(r, "PA_rtx")
-	d.SetTarget(0)
-	if _, err := d.Bind(rtxContext(w)); err != nil {
-		t.Fatal(err)
-	}
-	r.AddSink(d)
+	d := attachDownTrack(t, r, rtxContext(w))
 	defer d.Close()
 	key, delta := benchPackets()
 	hdr := &rtp.Header{Version: 2, SequenceNumber: 1000, Timestamp: 1000, SSRC: 42}
@@ -129,12 +137,7 @@ func TestRetransmitWithoutRTX(t *testing.T) {
 	r := newBenchReceiver(vp8Codec)
 	l0, l1 := r.testLayer(0), r.testLayer(1)
 	w := &recordingWriter{}
-	d := NewDownTrack(r, "PA_nortx")
-	d.SetTarget(0)
-	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 600, w: w}); err != nil {
-		t.Fatal(err)
-	}
-	r.AddSink(d)
+	d := attachDownTrack(t, r, fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 600, w: w})
 	defer d.Close()
 	r.now.Store(time.Now().UnixNano())
 	key, delta := benchPackets()
@@ -205,12 +208,7 @@ func TestRetransmitVP9(t *testing.T) {
 	r := newBenchReceiver(vp9)
 	l0, l1 := r.testLayer(0), r.testLayer(1)
 	w := &recordingWriter{}
-	d := NewDownTrack(r, "PA_vp9")
-	d.SetTarget(0)
-	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp9}, ssrc: 700, w: w}); err != nil {
-		t.Fatal(err)
-	}
-	r.AddSink(d)
+	d := attachDownTrack(t, r, fakeContext{codecs: []webrtc.RTPCodecParameters{vp9}, ssrc: 700, w: w})
 	defer d.Close()
 	r.now.Store(time.Now().UnixNano())
 	key := func(pid uint16) []byte { p := vp9Packet(pid, true, 0, 0, false); p[0] &^= 0x40; return p }

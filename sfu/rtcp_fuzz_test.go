@@ -32,12 +32,7 @@ func FuzzIncomingRTCP(f *testing.F) {
 	r := newBenchReceiver(vp8Codec)
 	l := r.testLayer(0)
 	w := &countingWriter{}
-	d := NewDownTrack(r, "PA_fuzz")
-	d.SetTarget(0)
-	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 77, w: w}); err != nil {
-		f.Fatal(err)
-	}
-	r.AddSink(d)
+	d := attachDownTrack(f, r, fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 77, w: w})
 	d.fallback = newFallbackEstimator(1_000_000)
 	key, delta := benchPackets()
 	hdr := &rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 1}

@@ -49,21 +49,11 @@ func parseVP8(p []byte) (d vp8Desc, ok bool) {
 	x := p[1]
 	i := 2
 	if x&0x80 != 0 { // I
-		if len(p) <= i {
+		var ok bool
+		if d.pid, d.pid15, i, ok = readPictureID(p, i); !ok {
 			return d, false
 		}
 		d.hasPID = true
-		if p[i]&0x80 != 0 {
-			if len(p) <= i+1 {
-				return d, false
-			}
-			d.pid15 = true
-			d.pid = uint16(p[i]&0x7f)<<8 | uint16(p[i+1])
-			i += 2
-		} else {
-			d.pid = uint16(p[i])
-			i++
-		}
 	}
 	if x&0x40 != 0 { // L
 		if len(p) <= i {
@@ -87,6 +77,21 @@ func parseVP8(p []byte) (d vp8Desc, ok bool) {
 	}
 	d.size = i
 	return d, true
+}
+
+// readPictureID reads a VP8 or VP9 picture id at p[i]: M=1 means 15 bits
+// in two bytes, else 7 bits in one. It returns the offset past it.
+func readPictureID(p []byte, i int) (pid uint16, pid15 bool, next int, ok bool) {
+	if len(p) <= i {
+		return 0, false, i, false
+	}
+	if p[i]&0x80 == 0 {
+		return uint16(p[i] & 0x7f), false, i + 1, true
+	}
+	if len(p) <= i+1 {
+		return 0, false, i, false
+	}
+	return uint16(p[i]&0x7f)<<8 | uint16(p[i+1]), true, i + 2, true
 }
 
 // idMap keeps one wrapping descriptor counter continuous for the output,

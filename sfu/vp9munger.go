@@ -38,20 +38,10 @@ func parseVP9(p []byte) (d vp9Desc, ok bool) {
 	const bitI, bitL, bitF = 0x80, 0x20, 0x10
 	i := 1
 	if b&bitI != 0 {
-		if len(p) <= i {
-			return d, false
-		}
 		d.pidAt = i
-		if p[i]&0x80 != 0 {
-			if len(p) <= i+1 {
-				return d, false
-			}
-			d.pid15 = true
-			d.pid = uint16(p[i]&0x7f)<<8 | uint16(p[i+1])
-			i += 2
-		} else {
-			d.pid = uint16(p[i] & 0x7f)
-			i++
+		var ok bool
+		if d.pid, d.pid15, i, ok = readPictureID(p, i); !ok {
+			return d, false
 		}
 	}
 	if b&bitL != 0 {
