@@ -56,6 +56,9 @@ type Config struct {
 		CongestionControl bool `yaml:"congestion_control"`
 		// InitialBitrate is each subscriber's starting estimate, in bits/s.
 		InitialBitrate int `yaml:"initial_bitrate"`
+		// BatchSends sends media datagrams in batches (sendmmsg) when the
+		// media sockets listen on one address (bind_ip).
+		BatchSends bool `yaml:"batch_sends"`
 	} `yaml:"rtc"`
 	Room struct {
 		// EmptyTimeout is how long an empty room lives after its last participant leaves.
@@ -124,6 +127,7 @@ func Default() Config {
 	c.RTC.TCPPort = 7902
 	c.RTC.LoopbackCandidates = true
 	c.RTC.CongestionControl = true
+	c.RTC.BatchSends = true
 	c.RTC.InitialBitrate = 3_000_000
 	c.Room.EmptyTimeout = Duration(10 * time.Second)
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
@@ -171,6 +175,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	loopback := fs.Bool("loopback-candidates", def.RTC.LoopbackCandidates, "offer loopback ICE candidates (for a demo on localhost)")
 	congestion := fs.Bool("congestion-control", def.RTC.CongestionControl, "estimate each subscriber's downlink and fit simulcast layers to it")
 	initialBitrate := fs.Int("initial-bitrate", def.RTC.InitialBitrate, "each subscriber's starting bandwidth estimate, bits/s")
+	batchSends := fs.Bool("batch-sends", def.RTC.BatchSends, "send media datagrams in batches (sendmmsg) when --media-bind-ip is set")
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
@@ -225,6 +230,8 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 			cfg.RTC.CongestionControl = *congestion
 		case "initial-bitrate":
 			cfg.RTC.InitialBitrate = *initialBitrate
+		case "batch-sends":
+			cfg.RTC.BatchSends = *batchSends
 		case "log-level":
 			cfg.Log.Level = *logLevel
 		case "log-format":

@@ -51,6 +51,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		BindIP: cfg.RTC.BindIP, UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort,
 		NodeIPs: cfg.RTC.NodeIP, LoopbackCandidates: cfg.RTC.LoopbackCandidates, Logger: log,
 		BandwidthEstimation: cfg.RTC.CongestionControl, InitialBitrate: cfg.RTC.InitialBitrate,
+		BatchSends: cfg.RTC.BatchSends,
 	})
 	if err != nil {
 		return nil, err

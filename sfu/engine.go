@@ -28,6 +28,10 @@ type EngineConfig struct {
 	// GCC) on every subscriber connection so layers fit each downlink.
 	BandwidthEstimation bool
 	InitialBitrate      int // starting estimate in bits/s (default 3 Mbit/s)
+	// BatchSends sends the media socket's datagrams in batches (sendmmsg)
+	// from one goroutine (batchconn.go). Only with a BindIP: on every
+	// interface pion opens the sockets itself.
+	BatchSends bool
 	Logger              *slog.Logger
 }
 
@@ -62,6 +66,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		udp, err := net.ListenPacket("udp", net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.UDPPort)))
 		if err != nil {
 			return nil, fmt.Errorf("media UDP port %d: %w", cfg.UDPPort, err)
+		}
+		if uc, ok := udp.(*net.UDPConn); ok && cfg.BatchSends {
+			udp = newBatchConn(uc)
 		}
 		e.udp = udp
 		e.udpPort = udp.LocalAddr().(*net.UDPAddr).Port

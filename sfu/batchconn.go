@@ -1,0 +1,175 @@
+package sfu
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// batchConn is the shared media UDP socket with sends batched: one
+// sendmmsg(2) carries every datagram queued since the last one, instead of
+// one sendto(2) per packet per subscriber, which was half of the server's
+// CPU when forwarding. Writers (each down track's goroutine, through pion's
+// SRTP and ICE layers) only copy the datagram into a queue; one flusher
+// goroutine sends. Under load batches form by themselves; when idle a batch
+// is one packet and costs one goroutine wake-up more than a direct send.
+//
+// It implements ice.AddrPortReaderWriter, so pion's UDP mux reads and writes
+// through it without allocating addresses.
+type batchConn struct {
+	*net.UDPConn
+	batcher interface {
+		WriteBatch(ms []ipv4.Message, flags int) (int, error)
+	}
+
+	mu      sync.Mutex
+	pending []outDatagram
+	closed  bool
+	wake    chan struct{}
+	done    chan struct{}
+	exited  chan struct{}
+	once    sync.Once
+	dropped atomic.Uint64 // datagrams lost to a full queue or a send error
+}
+
+type outDatagram struct {
+	buf *packetBuf
+	n   int
+	to  netip.AddrPort
+}
+
+const (
+	maxBatch      = 64   // datagrams per sendmmsg
+	maxPendingOut = 8192 // datagrams queued before new ones are dropped
+)
+
+func newBatchConn(c *net.UDPConn) *batchConn {
+	b := &batchConn{UDPConn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		b.batcher = ipv6.NewPacketConn(c)
+	} else {
+		b.batcher = ipv4.NewPacketConn(c)
+	}
+	go b.flushLoop()
+	return b
+}
+
+// ReadFromAddrPort reads one datagram, as the UDP socket does.
+func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
+	return b.UDPConn.ReadFromUDPAddrPort(p)
+}
+
+// WriteToAddrPort queues one datagram for the next batch.
+func (b *batchConn) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
+	if len(p) > len(packetBuf{}) {
+		return b.UDPConn.WriteToUDPAddrPort(p, to) // rare (large DTLS records): send at once
+	}
+	buf := packetPool.Get().(*packetBuf)
+	n := copy(buf[:], p)
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		packetPool.Put(buf)
+		return 0, net.ErrClosed
+	}
+	if len(b.pending) >= maxPendingOut {
+		b.mu.Unlock()
+		packetPool.Put(buf)
+		b.dropped.Add(1)
+		return n, nil // like a full socket buffer: the datagram is lost
+	}
+	b.pending = append(b.pending, outDatagram{buf: buf, n: n, to: to})
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+	return n, nil
+}
+
+// WriteTo queues one datagram (net.Addr form, for callers without AddrPort).
+func (b *batchConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return b.UDPConn.WriteTo(p, addr)
+	}
+	return b.WriteToAddrPort(p, ua.AddrPort())
+}
+
+// Close sends what is queued, stops the flusher and closes the socket.
+func (b *batchConn) Close() error {
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		close(b.done)
+		<-b.exited
+	})
+	return b.UDPConn.Close()
+}
+
+// Dropped counts datagrams lost to a full queue or a failed send.
+func (b *batchConn) Dropped() uint64 { return b.dropped.Load() }
+
+func (b *batchConn) flushLoop() {
+	defer close(b.exited)
+	var batch []outDatagram
+	msgs := make([]ipv4.Message, maxBatch)
+	for i := range msgs {
+		msgs[i].Buffers = make([][]byte, 1)
+	}
+	addrs := map[netip.AddrPort]*net.UDPAddr{} // one per peer, so sends do not allocate
+	for {
+		stop := false
+		select {
+		case <-b.wake:
+		case <-b.done:
+			stop = true
+		}
+		b.mu.Lock()
+		batch, b.pending = b.pending, batch[:0]
+		b.mu.Unlock()
+		if len(addrs) > 4096 {
+			clear(addrs) // peers come and go
+		}
+		for start := 0; start < len(batch); start += maxBatch {
+			chunk := batch[start:min(len(batch), start+maxBatch)]
+			for i, d := range chunk {
+				a := addrs[d.to]
+				if a == nil {
+					a = net.UDPAddrFromAddrPort(d.to)
+					addrs[d.to] = a
+				}
+				msgs[i].Buffers[0] = d.buf[:d.n]
+				msgs[i].Addr = a
+			}
+			b.send(msgs[:len(chunk)])
+			for i := range chunk {
+				packetPool.Put(chunk[i].buf)
+				chunk[i] = outDatagram{}
+				msgs[i].Addr = nil
+			}
+		}
+		batch = batch[:0]
+		if stop {
+			return
+		}
+	}
+}
+
+// send writes msgs, skipping a datagram the kernel refuses (a peer gone
+// away, for instance) so that the rest of the batch still leaves.
+func (b *batchConn) send(msgs []ipv4.Message) {
+	for len(msgs) > 0 {
+		n, err := b.batcher.WriteBatch(msgs, 0)
+		if err != nil && n <= 0 {
+			b.dropped.Add(1)
+			n = 1
+		}
+		msgs = msgs[n:]
+	}
+}
