@@ -80,6 +80,7 @@ func (b *batchConn) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
 		b.mu.Unlock()
 		packetPool.Put(buf)
 		b.dropped.Add(1)
+		counters.queueDrops.Add(1)
 		return n, nil // like a full socket buffer: the datagram is lost
 	}
 	b.pending = append(b.pending, outDatagram{buf: buf, n: n, to: to})
@@ -168,6 +169,7 @@ func (b *batchConn) send(msgs []ipv4.Message) {
 		n, err := b.batcher.WriteBatch(msgs, 0)
 		if err != nil && n <= 0 {
 			b.dropped.Add(1)
+			counters.queueDrops.Add(1)
 			n = 1
 		}
 		msgs = msgs[n:]

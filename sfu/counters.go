@@ -17,7 +17,7 @@ type Counters struct {
 	PLIsReceived  uint64 // keyframe requests (PLI, FIR) from subscribers
 	PLIsSent      uint64 // keyframe requests sent to publishers, after coalescing
 	LayerSwitches uint64 // simulcast layer changes on down tracks
-	QueueDrops    uint64 // packets dropped because a down track's send queue was full
+	QueueDrops    uint64 // packets dropped because a send queue (a down track's, or the batched socket's) was full
 	Retransmits   uint64 // packets resent to subscribers (NACK answers)
 }
 
