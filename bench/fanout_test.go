@@ -5,7 +5,7 @@
 //	go tool pprof -tagfocus side=server -top /tmp/cpu.out
 //
 // With -args -preset meeting -publishers 10 -record, the room is a meeting
-// and is recorded while it runs (starling-load --record), to see what the
+// (simulcast unless -simulcast off; -codec h264 for H.264) and is recorded while it runs (starling-load --record), to see what the
 // recorder costs the server: go tool pprof -tagfocus side=server -focus recorder.
 //
 // The server's goroutines carry the pprof label side=server and the load
@@ -38,6 +38,8 @@ var (
 	fanoutPreset   = flag.String("preset", loadgen.PresetWebinar, "BenchmarkFanout: the load generator's scenario (webinar, meeting, audio)")
 	fanoutPubs     = flag.Int("publishers", -1, "BenchmarkFanout: publishers (-1 = the preset's default)")
 	fanoutRecord   = flag.Bool("record", false, "BenchmarkFanout: record the room while it runs (starling-load --record)")
+	fanoutCodec    = flag.String("codec", loadgen.CodecVP8, "BenchmarkFanout: video codec (vp8, h264)")
+	fanoutSimul    = flag.String("simulcast", "", "BenchmarkFanout: on or off (default: the preset's, on for meeting)")
 )
 
 // startLabeledServer runs a node on loopback inside pprof.Do, so every
@@ -93,6 +95,15 @@ func BenchmarkFanout(b *testing.B) {
 		cfg.Duration = *fanoutDuration
 		cfg.Warmup = 2 * time.Second
 		cfg.VideoBitrate = bitrate
+		cfg.Codec = *fanoutCodec
+		if *fanoutSimul != "" {
+			var on loadgen.OnOff
+			if err := on.Set(*fanoutSimul); err != nil {
+				b.Fatal("-simulcast:", err)
+			}
+			sim := bool(on)
+			cfg.Simulcast = &sim
+		}
 		cfg.JoinConcurrency = 8
 		var sum *loadgen.Summary
 		pprof.Do(context.Background(), pprof.Labels("side", "generator"), func(ctx context.Context) {

@@ -20,12 +20,19 @@ const (
 	// PresetWebinar: per room, Publishers (default 1) send audio and video
 	// and receive nothing; Subscribers viewers receive everything.
 	PresetWebinar = "webinar"
-	// PresetMeeting: per room, Publishers each send audio and video and
-	// receive every other publisher; Subscribers extra viewers (default 0).
+	// PresetMeeting: per room, Publishers each send audio and video
+	// (simulcast unless Config.Simulcast says otherwise) and receive every
+	// other publisher; Subscribers extra viewers (default 0).
 	PresetMeeting = "meeting"
 	// PresetAudio: per room, Publishers send audio only and hear each
 	// other; Subscribers listeners.
 	PresetAudio = "audio"
+)
+
+// Video codecs the publishers can send.
+const (
+	CodecVP8  = "vp8"
+	CodecH264 = "h264"
 )
 
 // Config is one load run.
@@ -40,12 +47,18 @@ type Config struct {
 	Warmup   time.Duration // start of Duration not measured (joins settle, keyframes)
 
 	Video            bool
-	VideoBitrate     int64
+	Codec            string // CodecVP8 or CodecH264
+	VideoBitrate     int64  // per publisher, all simulcast layers together
 	FPS              int
-	Width, Height    int
+	Width, Height    int // the (top layer's) size written in keyframes
 	KeyframeInterval time.Duration
-	Audio            bool
-	AudioBitrate     int64
+	// Simulcast sends video as three layers q/h/f (¼, ½ and the full
+	// size; SimulcastShares of VideoBitrate) and follows the server's
+	// publishLayers. nil = the preset's default: on for meeting, off
+	// otherwise.
+	Simulcast    *bool
+	Audio        bool
+	AudioBitrate int64
 
 	JoinConcurrency int // parallel joins
 	ServerPID       int // 0 = no server measurement
@@ -80,7 +93,7 @@ func DefaultConfig() Config {
 		URL: "ws://127.0.0.1:7900/v1/rtc", Preset: PresetWebinar, Rooms: 1,
 		Publishers: -1, Subscribers: -1,
 		Duration: 30 * time.Second, Warmup: 3 * time.Second,
-		Video: true, VideoBitrate: 2_500_000, FPS: 30, Width: 1280, Height: 720,
+		Video: true, Codec: CodecVP8, VideoBitrate: 2_500_000, FPS: 30, Width: 1280, Height: 720,
 		KeyframeInterval: 2 * time.Second, Audio: true, AudioBitrate: 48_000,
 		JoinConcurrency: 4,
 	}
@@ -90,16 +103,27 @@ func DefaultConfig() Config {
 func (c *Config) normalize() error {
 	c.Preset = strings.ToLower(c.Preset)
 	var pubs, subs int
+	simulcast := false
 	switch c.Preset {
 	case PresetWebinar:
 		pubs, subs = 1, 10
 	case PresetMeeting:
 		pubs, subs = 4, 0
+		simulcast = true
 	case PresetAudio:
 		pubs, subs = 4, 20
 		c.Video = false
 	default:
 		return fmt.Errorf("preset %q: want meeting, webinar or audio", c.Preset)
+	}
+	if c.Simulcast != nil {
+		simulcast = *c.Simulcast
+	}
+	simulcast = simulcast && c.Video
+	c.Simulcast = &simulcast
+	c.Codec = strings.ToLower(c.Codec)
+	if c.Codec == "" {
+		c.Codec = CodecVP8
 	}
 	if c.Publishers < 0 {
 		c.Publishers = pubs
@@ -143,6 +167,18 @@ func (c *Config) normalize() error {
 		if c.Width < 16 || c.Width > 16383 || c.Height < 16 || c.Height > 16383 {
 			bad("video size %dx%d: want 16 to 16383 (VP8's 14 bits)", c.Width, c.Height)
 		}
+		if simulcast && (c.Width < 64 || c.Height < 64) {
+			bad("video size %dx%d: simulcast's lowest layer is a quarter of it, want at least 64x64", c.Width, c.Height)
+		}
+		switch c.Codec {
+		case CodecVP8:
+		case CodecH264:
+			if c.Width%2 != 0 || c.Height%2 != 0 {
+				bad("video size %dx%d: H.264 (4:2:0) needs even sizes", c.Width, c.Height)
+			}
+		default:
+			bad("codec %q: want vp8 or h264", c.Codec)
+		}
 		if c.KeyframeInterval <= 0 {
 			bad("keyframe interval must be positive")
 		}
@@ -164,6 +200,9 @@ func (c *Config) normalize() error {
 	}
 	return nil
 }
+
+// simulcast says whether video goes out as simulcast layers (after normalize).
+func (c *Config) simulcast() bool { return c.Simulcast != nil && *c.Simulcast }
 
 // publishersReceive says whether publishers subscribe to the others.
 func (c *Config) publishersReceive() bool { return c.Preset != PresetWebinar }

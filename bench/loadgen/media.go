@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/signaling/client"
 )
 
 // Every synthetic payload ends with a stamp: 4 magic bytes and the send time
@@ -53,12 +54,37 @@ const (
 	vp8Chunk = maxRTPPacket - rtpHeaderLen - vp8DescLen - stampLen
 )
 
-// VideoParams describe the synthetic VP8 stream.
+// VideoParams describe one synthetic video stream (a simulcast layer, or
+// the only one).
 type VideoParams struct {
 	Bitrate          int64 // encoder output, bits/s (RTP headers and the stamp come on top)
 	FPS              int
 	Width, Height    int
 	KeyframeInterval time.Duration
+}
+
+// Simulcast layers, low to high: rids and shares of the configured video
+// bit rate, about what a browser gives 180p, 360p and 720p of a 720p camera
+// (each layer half the size of the next).
+var (
+	SimulcastRIDs   = [3]string{"q", "h", "f"}
+	SimulcastShares = [3]float64{0.10, 0.25, 0.65}
+)
+
+// layerParams splits p into the simulcast layers, low to high: sizes ¼, ½
+// and 1 of p's (even, as encoders scale 4:2:0 video), bit rates by
+// SimulcastShares.
+func layerParams(p VideoParams) [3]VideoParams {
+	var out [3]VideoParams
+	for i := range out {
+		l := p
+		l.Bitrate = int64(float64(p.Bitrate) * SimulcastShares[i])
+		if shift := 2 - i; shift > 0 {
+			l.Width, l.Height = p.Width>>shift&^1, p.Height>>shift&^1
+		}
+		out[i] = l
+	}
+	return out
 }
 
 // frameSizer picks frame sizes whose long-run average matches the bit rate:
@@ -132,50 +158,105 @@ func buildVP8(buf []byte, pid uint16, size, part, parts int, key bool, width, he
 	return p
 }
 
-// sender publishes one synthetic track and counts what it sends.
-type sender struct {
-	track    *webrtc.TrackLocalStaticRTP
-	video    bool
-	serverID string // the track id the server assigned
+// videoLayer is one encoding of a video sender (a simulcast layer, or the
+// only one) with what it sent. Its goroutine is the only writer.
+type videoLayer struct {
+	rid    string // "" = not simulcast
+	params VideoParams
 
 	packets   atomic.Uint64
-	bytes     atomic.Uint64 // RTP bytes (header + payload)
+	bytes     atomic.Uint64
 	frames    atomic.Uint64
 	keyframes atomic.Uint64
-	keyReqs   atomic.Uint64 // keyframe requests (PLI/FIR) from the server
+	keyReqs   atomic.Uint64 // keyframe requests (PLI/FIR) from the server for this layer
+	skipped   atomic.Uint64 // frames not sent: the server turned the layer off (publishLayers)
 	wantKey   atomic.Bool
 }
 
-func (s *sender) requestKeyframe() {
-	s.keyReqs.Add(1)
-	s.wantKey.Store(true)
+func (l *videoLayer) requestKeyframe() {
+	l.keyReqs.Add(1)
+	l.wantKey.Store(true)
 }
 
-func (s *sender) write(pkt *rtp.Packet) {
-	if s.track.WriteRTP(pkt) == nil {
-		s.packets.Add(1)
-		s.bytes.Add(uint64(rtpHeaderLen + len(pkt.Payload)))
+// sender publishes one synthetic track and counts what it sends.
+type sender struct {
+	track    *webrtc.TrackLocalStaticRTP // audio, or single-layer video
+	sim      *client.SimulcastTrack      // simulcast video
+	video    bool
+	codec    string        // video: CodecVP8 or CodecH264
+	layers   []*videoLayer // video: low to high
+	serverID string        // the track id the server assigned
+
+	packets atomic.Uint64 // all layers
+	bytes   atomic.Uint64 // RTP bytes (header + payload)
+	frames  atomic.Uint64
+}
+
+func (s *sender) write(l *videoLayer, pkt *rtp.Packet) {
+	var err error
+	if s.sim != nil {
+		// WriteRTP adds mid and rid to a layer's first packets only; the
+		// packet is reused, so drop what the previous one carried.
+		pkt.Header.Extension = false
+		pkt.Header.Extensions = pkt.Header.Extensions[:0]
+		err = s.sim.WriteRTP(l.rid, pkt)
+	} else {
+		err = s.track.WriteRTP(pkt)
+	}
+	if err != nil {
+		return
+	}
+	n := uint64(pkt.MarshalSize())
+	s.packets.Add(1)
+	s.bytes.Add(n)
+	if l != nil {
+		l.packets.Add(1)
+		l.bytes.Add(n)
 	}
 }
 
-// runVideo sends frames at p.FPS until ctx ends: keyframes when asked and
-// every p.KeyframeInterval, each frame split into ≤1200-byte packets sent
-// back to back (as an unpaced encoder does).
-func (s *sender) runVideo(ctx context.Context, p VideoParams, seed uint64) {
-	sizer := newFrameSizer(p, seed)
-	buf := make([]byte, maxRTPPacket)
-	for i := range buf {
-		buf[i] = byte(i*31 + 7)
+// layerState is one layer's stream state on the sending goroutine.
+type layerState struct {
+	pkt      *rtp.Packet
+	sizer    frameSizer
+	tsBase   uint32
+	pid      uint16 // VP8 picture id
+	frameNum uint   // H.264 frame_num since the last IDR
+	params   []byte // H.264: STAP-A with SPS, PPS and the SEI header, sent before each IDR
+	scratch  []byte // H.264: packet payloads
+	lastKey  time.Time
+	active   bool // sent the previous frame (a layer turned back on starts with a keyframe)
+}
+
+// runVideo sends frames at the layers' frame rate until ctx ends, every
+// layer in turn on each tick (as one encoder does): keyframes when the
+// server asks for one on that layer, when a layer is turned back on, and
+// every KeyframeInterval; each frame split into ≤1200-byte packets sent
+// back to back (as an unpaced encoder does). Layers the server turned off
+// (simulcast publishLayers) are skipped.
+func (s *sender) runVideo(ctx context.Context, seed uint64) {
+	body := make([]byte, maxRTPPacket)
+	for i := range body {
+		body[i] = byte(i*31 + 7) // never two zero bytes in a row (no H.264 start code emulation)
 	}
-	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(seed), Timestamp: uint32(seed >> 16)}}
-	pid := uint16(seed>>8) & 0x7fff
-	tsBase := pkt.Timestamp
+	states := make([]layerState, len(s.layers))
+	for i, l := range s.layers {
+		sd := seed + uint64(i)*0x9e3779b97f4a7c15
+		st := &states[i]
+		st.pkt = &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(sd), Timestamp: uint32(sd >> 16)}}
+		st.tsBase = st.pkt.Timestamp
+		st.pid = uint16(sd>>8) & 0x7fff
+		st.sizer = newFrameSizer(l.params, sd)
+		if s.codec == CodecH264 {
+			st.params = h264ParamSets(l.params.Width, l.params.Height)
+			st.scratch = make([]byte, maxRTPPacket)
+		}
+	}
+	p := s.layers[0].params
 	interval := time.Duration(float64(time.Second) / float64(max(1, p.FPS)))
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	start := time.Now()
-	var lastKey time.Time
-	s.wantKey.Store(true)
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,24 +264,43 @@ func (s *sender) runVideo(ctx context.Context, p VideoParams, seed uint64) {
 		case <-tick.C:
 		}
 		now := time.Now()
-		key := s.wantKey.Swap(false) || now.Sub(lastKey) >= p.KeyframeInterval
-		if key {
-			lastKey = now
-			s.keyframes.Add(1)
+		for i, l := range s.layers {
+			st := &states[i]
+			if s.sim != nil && !s.sim.Active(l.rid) {
+				l.skipped.Add(1)
+				st.active = false
+				continue
+			}
+			key := l.wantKey.Swap(false) || !st.active || now.Sub(st.lastKey) >= p.KeyframeInterval
+			st.active = true
+			if key {
+				st.lastKey = now
+				l.keyframes.Add(1)
+			}
+			l.frames.Add(1)
+			s.frames.Add(1)
+			// The RTP clock follows the wall clock, so late ticks keep time right.
+			st.pkt.Timestamp = st.tsBase + uint32(now.Sub(start)*90/time.Millisecond)
+			size := st.sizer.next(key)
+			if s.codec == CodecH264 {
+				s.sendH264(l, st, body, key, size)
+			} else {
+				s.sendVP8(l, st, body, key, size)
+			}
 		}
-		s.frames.Add(1)
-		// The RTP clock follows the wall clock, so late ticks keep time right.
-		pkt.Timestamp = tsBase + uint32(now.Sub(start)*90/time.Millisecond)
-		size := sizer.next(key)
-		parts := vp8Packets(size)
-		for part := 0; part < parts; part++ {
-			pkt.Payload = buildVP8(buf, pid, size, part, parts, key, p.Width, p.Height, monoNow())
-			pkt.Marker = part == parts-1
-			s.write(pkt)
-			pkt.SequenceNumber++
-		}
-		pid = (pid + 1) & 0x7fff
 	}
+}
+
+// sendVP8 sends one frame of size bytes.
+func (s *sender) sendVP8(l *videoLayer, st *layerState, buf []byte, key bool, size int) {
+	parts := vp8Packets(size)
+	for part := 0; part < parts; part++ {
+		st.pkt.Payload = buildVP8(buf, st.pid, size, part, parts, key, l.params.Width, l.params.Height, monoNow())
+		st.pkt.Marker = part == parts-1
+		s.write(l, st.pkt)
+		st.pkt.SequenceNumber++
+	}
+	st.pid = (st.pid + 1) & 0x7fff
 }
 
 // runAudio sends one Opus packet every 20 ms until ctx ends.
@@ -221,7 +321,7 @@ func (s *sender) runAudio(ctx context.Context, bitrate int64, seed uint64) {
 		case <-tick.C:
 		}
 		putStamp(buf, monoNow())
-		s.write(pkt)
+		s.write(nil, pkt)
 		s.frames.Add(1)
 		pkt.SequenceNumber++
 		pkt.Timestamp += 960

@@ -14,6 +14,7 @@ import (
 type stream struct {
 	trackID string
 	video   bool
+	codec   string // video: CodecVP8, CodecH264, or "" (sizes not read)
 
 	packets  atomic.Uint64
 	bytes    atomic.Uint64 // RTP bytes as received (after SRTP decryption)
@@ -22,6 +23,90 @@ type stream struct {
 	padding  atomic.Uint64 // padding only (the server's bandwidth probes)
 	firstAt  atomic.Int64  // monoNow of the first packet; 0 = none yet
 	delay    Histogram     // send → receive, from the payload stamps
+
+	// Video layers, from the sizes keyframes carry: each media packet
+	// counts for the layer of the last keyframe before it (the SFU
+	// switches layers at keyframes); slot maxLayerSlots is "before the
+	// first keyframe with a size".
+	layerSize [maxLayerSlots]atomic.Uint32 // width<<16 | height; 0 = free
+	layerPkts [maxLayerSlots + 1]atomic.Uint64
+	curLayer  atomic.Int32  // slot of the last keyframe, -1 = none yet
+	switches  atomic.Uint64 // keyframes whose size differs from the previous one
+}
+
+// maxLayerSlots bounds the distinct sizes a stream tracks; more land in the last.
+const maxLayerSlots = 4
+
+func newStream(trackID string, video bool, codec string) *stream {
+	s := &stream{trackID: trackID, video: video, codec: codec}
+	s.curLayer.Store(-1)
+	return s
+}
+
+// layerSlot returns the slot of a size, taking a free one for a new size.
+// Only the reader goroutine calls it.
+func (s *stream) layerSlot(w, h int) int {
+	key := uint32(w)<<16 | uint32(h)
+	for i := range s.layerSize {
+		switch s.layerSize[i].Load() {
+		case key:
+			return i
+		case 0:
+			s.layerSize[i].Store(key)
+			return i
+		}
+	}
+	return maxLayerSlots - 1
+}
+
+// frameSize returns the size a keyframe's first packet carries.
+func frameSize(codec string, p []byte, scratch *[]byte) (w, h int, ok bool) {
+	switch codec {
+	case CodecVP8:
+		return vp8FrameSize(p)
+	case CodecH264:
+		return h264FrameSize(p, scratch)
+	}
+	return 0, 0, false
+}
+
+// vp8FrameSize reads a VP8 keyframe's size (RFC 7741 payload descriptor,
+// whatever optional fields the SFU's rewrite left, then RFC 6386's frame
+// tag, start code and 14-bit dimensions).
+func vp8FrameSize(p []byte) (w, h int, ok bool) {
+	if len(p) < 1 || p[0]&0x10 == 0 || p[0]&0x07 != 0 { // S, partition 0
+		return 0, 0, false
+	}
+	i := 1
+	if p[0]&0x80 != 0 { // X
+		if len(p) < 2 {
+			return 0, 0, false
+		}
+		x := p[1]
+		i++
+		if x&0x80 != 0 { // I: picture id, 7 or 15 bits
+			if len(p) <= i {
+				return 0, 0, false
+			}
+			if p[i]&0x80 != 0 {
+				i++
+			}
+			i++
+		}
+		if x&0x40 != 0 { // L: TL0PICIDX
+			i++
+		}
+		if x&0x30 != 0 { // T or K: TID/Y/KEYIDX
+			i++
+		}
+	}
+	f := p[min(i, len(p)):]
+	if len(f) < 10 || f[0]&0x01 != 0 || f[3] != 0x9d || f[4] != 0x01 || f[5] != 0x2a {
+		return 0, 0, false
+	}
+	w = int(uint16(f[6])|uint16(f[7])<<8) & 0x3fff
+	h = int(uint16(f[8])|uint16(f[9])<<8) & 0x3fff
+	return w, h, w > 0 && h > 0
 }
 
 // seqTracker extends 16-bit RTP sequence numbers and counts the span seen.
@@ -79,6 +164,7 @@ func (s *stream) read(t *webrtc.TrackRemote) {
 	buf := make([]byte, 1500)
 	var hdr rtp.Header
 	var seqs seqTracker
+	var scratch []byte
 	for {
 		n, _, err := t.Read(buf)
 		if err != nil {
@@ -100,6 +186,22 @@ func (s *stream) read(t *webrtc.TrackRemote) {
 			s.delay.Record(time.Duration(now - sent))
 		} else if len(p.payload) == 0 {
 			s.padding.Add(1)
+			continue
+		}
+		if s.codec != "" {
+			cur := s.curLayer.Load()
+			if w, h, ok := frameSize(s.codec, p.payload, &scratch); ok {
+				slot := int32(s.layerSlot(w, h))
+				if cur >= 0 && slot != cur {
+					s.switches.Add(1)
+				}
+				cur = slot
+				s.curLayer.Store(cur)
+			}
+			if cur < 0 {
+				cur = maxLayerSlots
+			}
+			s.layerPkts[cur].Add(1)
 		}
 	}
 }
@@ -118,11 +220,24 @@ func drainRTCP(r *webrtc.RTPReceiver) {
 type streamSnap struct {
 	packets, bytes, expected, padding uint64
 	delay                             HistSnapshot
+
+	layerSize [maxLayerSlots]uint32
+	layerPkts [maxLayerSlots + 1]uint64
+	curLayer  int32
+	switches  uint64
 }
 
 func (s *stream) snapshot() streamSnap {
-	return streamSnap{
+	ss := streamSnap{
 		packets: s.packets.Load(), bytes: s.bytes.Load(), expected: s.expected.Load(),
 		padding: s.padding.Load(), delay: s.delay.Snapshot(),
+		curLayer: s.curLayer.Load(), switches: s.switches.Load(),
 	}
+	for i := range ss.layerSize {
+		ss.layerSize[i] = s.layerSize[i].Load()
+	}
+	for i := range ss.layerPkts {
+		ss.layerPkts[i] = s.layerPkts[i].Load()
+	}
+	return ss
 }

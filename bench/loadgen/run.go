@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/signaling/client"
@@ -228,7 +230,12 @@ func (r *runner) joinAll(ctx context.Context) {
 			// Nothing is published before every participant has joined, so
 			// no track can arrive before this handler is set.
 			c.OnTrack(func(rt *client.RemoteTrack) {
-				s := &stream{trackID: rt.TrackID, video: rt.Track.Kind() == webrtc.RTPCodecTypeVideo}
+				video := rt.Track.Kind() == webrtc.RTPCodecTypeVideo
+				codec := ""
+				if video {
+					codec = codecOf(rt.Track.Codec().MimeType)
+				}
+				s := newStream(rt.TrackID, video, codec)
 				p.addStream(s)
 				go s.read(rt.Track)
 				go drainRTCP(rt.Receiver)
@@ -239,6 +246,83 @@ func (r *runner) joinAll(ctx context.Context) {
 	})
 }
 
+// codecOf maps a video MIME type to the codecs whose keyframe sizes the
+// subscribers read; "" for others.
+func codecOf(mime string) string {
+	switch strings.ToLower(mime) {
+	case strings.ToLower(webrtc.MimeTypeVP8):
+		return CodecVP8
+	case strings.ToLower(webrtc.MimeTypeH264):
+		return CodecH264
+	}
+	return ""
+}
+
+// videoCodec is the capability the publishers' video tracks carry.
+func (c *Config) videoCodec() webrtc.RTPCodecCapability {
+	if c.Codec == CodecH264 {
+		return webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: H264Fmtp}
+	}
+	return webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}
+}
+
+// newVideoSender makes a publisher's video track: one layer, or three
+// simulcast layers with their sizes announced to the server.
+func (r *runner) newVideoSender(name string) (*sender, client.LocalTrack, error) {
+	vp := VideoParams{Bitrate: r.cfg.VideoBitrate, FPS: r.cfg.FPS, Width: r.cfg.Width, Height: r.cfg.Height,
+		KeyframeInterval: r.cfg.KeyframeInterval}
+	s := &sender{video: true, codec: r.cfg.Codec}
+	lt := client.LocalTrack{Source: protocol.SourceCamera, Name: "camera"}
+	if !r.cfg.simulcast() {
+		t, err := webrtc.NewTrackLocalStaticRTP(r.cfg.videoCodec(), "video", name)
+		if err != nil {
+			return nil, lt, err
+		}
+		s.track = t
+		s.layers = []*videoLayer{{params: vp}}
+		lt.Track = t
+		lt.OnKeyframeRequest = s.layers[0].requestKeyframe
+		return s, lt, nil
+	}
+	sim, err := client.NewSimulcastTrack(r.cfg.videoCodec(), "video", name, SimulcastRIDs[:]...)
+	if err != nil {
+		return nil, lt, err
+	}
+	s.sim = sim
+	for i, lp := range layerParams(vp) {
+		s.layers = append(s.layers, &videoLayer{rid: SimulcastRIDs[i], params: lp})
+		lt.Layers = append(lt.Layers, protocol.LayerHint{RID: SimulcastRIDs[i], Width: lp.Width, Height: lp.Height})
+	}
+	lt.Simulcast = sim
+	// The client reads the RTCP of the first encoding (pion's
+	// RTPSender.ReadRTCP); the others are read by readLayerRTCP.
+	lt.OnKeyframeRequest = s.layers[0].requestKeyframe
+	return s, lt, nil
+}
+
+// readLayerRTCP reads one simulcast encoding's RTCP until the sender stops:
+// keyframe requests for that layer (NACKs reach pion's responder only when
+// the RTCP is read).
+func readLayerRTCP(snd *webrtc.RTPSender, l *videoLayer) {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := snd.ReadSimulcast(buf, l.rid)
+		if err != nil {
+			return
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				l.requestKeyframe()
+			}
+		}
+	}
+}
+
 func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup) {
 	var pubs []*participant
 	for _, p := range r.parts {
@@ -246,22 +330,18 @@ func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup
 			pubs = append(pubs, p)
 		}
 	}
-	vp := VideoParams{Bitrate: r.cfg.VideoBitrate, FPS: r.cfg.FPS, Width: r.cfg.Width, Height: r.cfg.Height,
-		KeyframeInterval: r.cfg.KeyframeInterval}
 	var seq atomic.Uint64
 	forEach(ctx, pubs, r.cfg.JoinConcurrency, func(p *participant) {
 		var tracks []client.LocalTrack
 		byCID := map[string]*sender{}
 		if r.cfg.Video {
-			t, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", p.name)
+			s, lt, err := r.newVideoSender(p.name)
 			if err != nil {
 				r.cfg.Logger.Warn("video track", "err", err)
 				return
 			}
-			s := &sender{track: t, video: true}
 			byCID["video"] = s
-			tracks = append(tracks, client.LocalTrack{Track: t, Source: protocol.SourceCamera, Name: "camera",
-				OnKeyframeRequest: s.requestKeyframe})
+			tracks = append(tracks, lt)
 		}
 		if r.cfg.Audio {
 			t, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", p.name)
@@ -286,12 +366,17 @@ func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup
 			}
 			s.serverID = pub.ID
 			p.senders = append(p.senders, s)
+			if s.sim != nil {
+				for _, l := range s.layers[1:] {
+					go readLayerRTCP(pub.Sender, l)
+				}
+			}
 			seed := uint64(time.Now().UnixNano()) ^ seq.Add(0x9e3779b97f4a7c15)
 			media.Add(1)
 			go func() {
 				defer media.Done()
 				if s.video {
-					s.runVideo(mediaCtx, vp, seed)
+					s.runVideo(mediaCtx, seed)
 				} else {
 					s.runAudio(mediaCtx, r.cfg.AudioBitrate, seed)
 				}
@@ -365,7 +450,22 @@ func countLayerChanges(c *client.Client) layerCount {
 	return n
 }
 
-type senderSnap struct{ packets, bytes, keyframes, keyReqs uint64 }
+// senderSnap is a sender's counters; layers for video, low to high.
+type senderSnap struct {
+	packets, bytes uint64
+	layers         []layerSnap
+}
+
+type layerSnap struct{ packets, bytes, frames, keyframes, keyReqs, skipped uint64 }
+
+func (sd *sender) snapshot() senderSnap {
+	s := senderSnap{packets: sd.packets.Load(), bytes: sd.bytes.Load()}
+	for _, l := range sd.layers {
+		s.layers = append(s.layers, layerSnap{l.packets.Load(), l.bytes.Load(), l.frames.Load(),
+			l.keyframes.Load(), l.keyReqs.Load(), l.skipped.Load()})
+	}
+	return s
+}
 
 func (r *runner) snapshot() snapshot {
 	s := snapshot{at: time.Now(), streams: map[*stream]streamSnap{}, sent: map[*sender]senderSnap{},
@@ -378,7 +478,7 @@ func (r *runner) snapshot() snapshot {
 			s.streams[st] = st.snapshot()
 		}
 		for _, sd := range p.senders {
-			s.sent[sd] = senderSnap{sd.packets.Load(), sd.bytes.Load(), sd.keyframes.Load(), sd.keyReqs.Load()}
+			s.sent[sd] = sd.snapshot()
 		}
 	}
 	s.procs = r.sample()

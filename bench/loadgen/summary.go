@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -23,9 +24,11 @@ type Summary struct {
 	JoinFailures  int     `json:"joinFailures"`
 	WindowSeconds float64 `json:"windowSeconds"`
 
-	VideoBitrate int64 `json:"videoBitrate"` // configured, bits/s; 0 = no video
-	FPS          int   `json:"fps,omitempty"`
-	AudioBitrate int64 `json:"audioBitrate"` // configured, bits/s; 0 = no audio
+	VideoBitrate int64  `json:"videoBitrate"` // configured, bits/s; 0 = no video
+	FPS          int    `json:"fps,omitempty"`
+	Codec        string `json:"codec,omitempty"` // video: vp8 or h264
+	Simulcast    bool   `json:"simulcast"`       // video sent as layers q/h/f
+	AudioBitrate int64  `json:"audioBitrate"`    // configured, bits/s; 0 = no audio
 
 	StreamsExpected int `json:"streamsExpected"` // (subscriber, track) pairs
 	StreamsStarted  int `json:"streamsStarted"`  // of those, received at least one packet
@@ -37,11 +40,17 @@ type Summary struct {
 		Keyframes        uint64  `json:"keyframes"`
 		KeyframeRequests uint64  `json:"keyframeRequests"` // PLI/FIR from the server
 	} `json:"sent"`
-	Received struct {
+	// SentLayers is the video each layer carried, over all publishers, low
+	// to high (one entry without simulcast).
+	SentLayers []LayerSent `json:"sentLayers,omitempty"`
+	Received   struct {
 		Packets          uint64  `json:"packets"`
 		PacketsPerSecond float64 `json:"packetsPerSecond"`
 		// ExpectedFromSent is Σ over received streams of the packets its
-		// publisher sent in the window: sent × subscribers.
+		// publisher sent in the window: sent × subscribers. A simulcast
+		// video stream carries one of the layers, whichever the server
+		// picks, so it counts its sequence-number span less padding
+		// instead (the SFU's output is contiguous across layer switches).
 		ExpectedFromSent uint64  `json:"expectedFromSent"`
 		DeliveryRatio    float64 `json:"deliveryRatio"` // MediaPackets / ExpectedFromSent
 		// MediaPackets carry a publisher's stamp; PaddingPackets are
@@ -53,8 +62,14 @@ type Summary struct {
 	// LayerChanges counts subscriptionUpdated notifications in the window
 	// (the server switching or pausing a subscriber's layer), Pauses those
 	// saying "paused".
-	LayerChanges      uint64 `json:"layerChanges"`
-	Pauses            uint64 `json:"pauses"`
+	LayerChanges uint64 `json:"layerChanges"`
+	Pauses       uint64 `json:"pauses"`
+	// VideoLayers is what the subscribers' video streams carried in the
+	// window, by the size in the keyframes (each packet counts for the
+	// last keyframe before it); LayerSwitches counts keyframes whose size
+	// differs from the stream's previous one.
+	VideoLayers       []LayerReceived `json:"videoLayers,omitempty"`
+	LayerSwitches     uint64          `json:"layerSwitches"`
 	SubscriberBitrate struct {
 		Mean float64 `json:"mean"` // bits/s received per subscriber (RTP bytes)
 		Min  float64 `json:"min"`
@@ -86,6 +101,31 @@ type Summary struct {
 	// Recordings started with --record, one per room (stopped after the
 	// window, so their figures cover the whole run).
 	Recordings []RecordingStats `json:"recordings,omitempty"`
+}
+
+// LayerSent is one video layer over all publishers in the window.
+type LayerSent struct {
+	RID              string  `json:"rid,omitempty"` // "" = not simulcast
+	Width            int     `json:"width"`
+	Height           int     `json:"height"`
+	Bitrate          float64 `json:"bitrate"` // RTP bits/s
+	PacketsPerSecond float64 `json:"packetsPerSecond"`
+	Frames           uint64  `json:"frames"`
+	Keyframes        uint64  `json:"keyframes"`
+	KeyframeRequests uint64  `json:"keyframeRequests"` // PLI/FIR for this layer
+	// FramesOff are frames not sent because the server had turned the
+	// layer off (publishLayers, dynacast).
+	FramesOff uint64 `json:"framesOff"`
+}
+
+// LayerReceived is the video the subscribers received at one size.
+type LayerReceived struct {
+	Width   int     `json:"width"` // 0×0: before a stream's first keyframe with a size
+	Height  int     `json:"height"`
+	Packets uint64  `json:"packets"` // media packets in the window
+	Percent float64 `json:"percent"` // of all video media packets received
+	// StreamsAtEnd are the video streams whose last keyframe had this size.
+	StreamsAtEnd int `json:"streamsAtEnd"`
 }
 
 // RecordingsOK says whether every recording asked for ran and wrote files.
@@ -150,7 +190,7 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	s := &Summary{Date: time.Now().UTC().Format(time.RFC3339), Preset: cfg.Preset, URL: cfg.URL, Rooms: cfg.Rooms,
 		JoinFailures: int(r.failed.Load()), WindowSeconds: b.at.Sub(a.at).Seconds()}
 	if cfg.Video {
-		s.VideoBitrate, s.FPS = cfg.VideoBitrate, cfg.FPS
+		s.VideoBitrate, s.FPS, s.Codec, s.Simulcast = cfg.VideoBitrate, cfg.FPS, cfg.Codec, cfg.simulcast()
 	}
 	if cfg.Audio {
 		s.AudioBitrate = cfg.AudioBitrate
@@ -163,6 +203,7 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	// Publishers: what they sent in the window, by server track id.
 	tracksInRoom := map[string]int{}
 	sentByTrack := map[string]uint64{}
+	simulcastTrack := map[string]bool{}
 	var joins []time.Duration
 	for _, p := range r.parts {
 		if p.c == nil {
@@ -176,10 +217,24 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 			tracksInRoom[p.room]++
 			d := b.sent[sd].sub(a.sent[sd])
 			sentByTrack[sd.serverID] = d.packets
+			simulcastTrack[sd.serverID] = sd.sim != nil
 			s.Sent.Packets += d.packets
 			s.Sent.Bitrate += float64(d.bytes) * 8 / win
-			s.Sent.Keyframes += d.keyframes
-			s.Sent.KeyframeRequests += d.keyReqs
+			for i, l := range d.layers {
+				if i == len(s.SentLayers) {
+					lp := sd.layers[i]
+					s.SentLayers = append(s.SentLayers, LayerSent{RID: lp.rid, Width: lp.params.Width, Height: lp.params.Height})
+				}
+				ls := &s.SentLayers[i]
+				ls.Bitrate += float64(l.bytes) * 8 / win
+				ls.PacketsPerSecond += float64(l.packets) / win
+				ls.Frames += l.frames
+				ls.Keyframes += l.keyframes
+				ls.KeyframeRequests += l.keyReqs
+				ls.FramesOff += l.skipped
+				s.Sent.Keyframes += l.keyframes
+				s.Sent.KeyframeRequests += l.keyReqs
+			}
 		}
 	}
 	s.Sent.PacketsPerSecond = float64(s.Sent.Packets) / win
@@ -188,6 +243,8 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	// Subscribers: what arrived in the window.
 	var delay HistSnapshot
 	var starts []time.Duration
+	layers := map[uint32]*LayerReceived{}
+	var videoPackets uint64
 	mediaStart := r.mediaStart.Load()
 	s.SubscriberBitrate.Min = math.Inf(1)
 	for _, p := range r.parts {
@@ -213,7 +270,31 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 				}
 			}
 			s.Received.Packets += packets
-			s.Received.ExpectedFromSent += sentByTrack[st.trackID]
+			if st.video && simulcastTrack[st.trackID] {
+				if pad := sb.padding - sa.padding; expected > pad {
+					s.Received.ExpectedFromSent += expected - pad
+				}
+			} else {
+				s.Received.ExpectedFromSent += sentByTrack[st.trackID]
+			}
+			if st.codec != "" {
+				s.LayerSwitches += sb.switches - sa.switches
+				for i, n := range sb.layerPkts {
+					n -= sa.layerPkts[i]
+					if n == 0 {
+						continue
+					}
+					size := uint32(0)
+					if i < maxLayerSlots {
+						size = sb.layerSize[i]
+					}
+					layerAt(layers, size).Packets += n
+					videoPackets += n
+				}
+				if sb.curLayer >= 0 {
+					layerAt(layers, sb.layerSize[sb.curLayer]).StreamsAtEnd++
+				}
+			}
 			s.Loss.Expected += expected
 			if expected > packets {
 				lost := expected - packets
@@ -240,6 +321,13 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	} else {
 		s.SubscriberBitrate.Min = 0
 	}
+	for _, l := range layers {
+		if videoPackets > 0 {
+			l.Percent = 100 * float64(l.Packets) / float64(videoPackets)
+		}
+		s.VideoLayers = append(s.VideoLayers, *l)
+	}
+	slices.SortFunc(s.VideoLayers, func(x, y LayerReceived) int { return x.Width*x.Height - y.Width*y.Height })
 	s.Received.PacketsPerSecond = float64(s.Received.Packets) / win
 	if s.Received.ExpectedFromSent > 0 {
 		s.Received.DeliveryRatio = float64(s.Received.MediaPackets) / float64(s.Received.ExpectedFromSent)
@@ -301,8 +389,34 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	return s
 }
 
+// layerAt returns the entry for a packed size (width<<16 | height), adding it.
+func layerAt(m map[uint32]*LayerReceived, size uint32) *LayerReceived {
+	l := m[size]
+	if l == nil {
+		l = &LayerReceived{Width: int(size >> 16), Height: int(size & 0xffff)}
+		m[size] = l
+	}
+	return l
+}
+
 func (s senderSnap) sub(o senderSnap) senderSnap {
-	return senderSnap{s.packets - o.packets, s.bytes - o.bytes, s.keyframes - o.keyframes, s.keyReqs - o.keyReqs}
+	d := senderSnap{packets: s.packets - o.packets, bytes: s.bytes - o.bytes}
+	for i, l := range s.layers {
+		var p layerSnap
+		if i < len(o.layers) {
+			p = o.layers[i]
+		}
+		d.layers = append(d.layers, layerSnap{l.packets - p.packets, l.bytes - p.bytes, l.frames - p.frames,
+			l.keyframes - p.keyframes, l.keyReqs - p.keyReqs, l.skipped - p.skipped})
+	}
+	return d
+}
+
+func codecName(c string) string {
+	if c == CodecH264 {
+		return "H.264"
+	}
+	return "VP8"
 }
 
 func dropText(n int64) string {
@@ -326,7 +440,10 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "starling-load %s: %d room(s), %.1f s measured\n", s.Preset, s.Rooms, s.WindowSeconds)
 	media := ""
 	if s.VideoBitrate > 0 {
-		media = fmt.Sprintf("VP8 %s @ %d fps", FormatBitrate(float64(s.VideoBitrate)), s.FPS)
+		media = fmt.Sprintf("%s %s @ %d fps", codecName(s.Codec), FormatBitrate(float64(s.VideoBitrate)), s.FPS)
+		if s.Simulcast {
+			media += ", simulcast q/h/f"
+		}
 	}
 	if s.AudioBitrate > 0 {
 		if media != "" {
@@ -343,12 +460,26 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	row("streams", "%d of %d started", s.StreamsStarted, s.StreamsExpected)
 	row("sent", "%.0f pkt/s, %s bit/s, %d keyframes (%d requested by the server)",
 		s.Sent.PacketsPerSecond, FormatBitrate(s.Sent.Bitrate), s.Sent.Keyframes, s.Sent.KeyframeRequests)
+	if s.Simulcast {
+		for _, l := range s.SentLayers {
+			row("sent layer "+l.RID, "%dx%d: %s bit/s, %.0f pkt/s, %d keyframes (%d requested), %d of %d frames off (publishLayers)",
+				l.Width, l.Height, FormatBitrate(l.Bitrate), l.PacketsPerSecond, l.Keyframes, l.KeyframeRequests, l.FramesOff, l.Frames+l.FramesOff)
+		}
+	}
 	row("received", "%.0f pkt/s, %d packets; media = %.2f%% of sent × subscribers",
 		s.Received.PacketsPerSecond, s.Received.Packets, 100*s.Received.DeliveryRatio)
 	if s.Received.PaddingPackets > 0 || s.Received.MediaPackets != s.Received.Packets {
 		row("", "%d media packets, %d padding-only (bandwidth probes)", s.Received.MediaPackets, s.Received.PaddingPackets)
 	}
-	row("layer changes", "%d subscriptionUpdated (%d paused)", s.LayerChanges, s.Pauses)
+	for _, l := range s.VideoLayers {
+		name := "before a keyframe"
+		if l.Height > 0 {
+			name = fmt.Sprintf("%dx%d", l.Width, l.Height)
+		}
+		row("video received", "%s: %.1f%% of video packets, %d streams there at the end", name, l.Percent, l.StreamsAtEnd)
+	}
+	row("layer changes", "%d layer switches (keyframe size changes at the subscribers); %d subscriptionUpdated (%d paused)",
+		s.LayerSwitches, s.LayerChanges, s.Pauses)
 	row("per-subscriber bitrate", "mean %s, min %s bit/s", FormatBitrate(s.SubscriberBitrate.Mean), FormatBitrate(s.SubscriberBitrate.Min))
 	row("packet loss", "%.3f%% (%d of %d; worst stream %.2f%%)", s.Loss.Percent, s.Loss.Lost, s.Loss.Expected, s.Loss.WorstStream)
 	if s.Loss.ServerSocketDrops >= 0 || s.Loss.GeneratorSocketDrops >= 0 {

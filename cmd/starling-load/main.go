@@ -1,5 +1,5 @@
-// Command starling-load is Starling's load generator: synthetic VP8/Opus
-// publishers and light subscribers that join a server over real WebRTC (the
+// Command starling-load is Starling's load generator: synthetic VP8 or
+// H.264 (optionally simulcast) and Opus publishers and light subscribers that join a server over real WebRTC (the
 // Go client, loopback only), run for a while and print what they measured:
 // delivery, loss, forwarding delay, join time and the server's CPU and
 // memory read from /proc.
@@ -7,6 +7,7 @@
 //	starling-load --preset webinar --subscribers 50 --duration 30s --server-pid $(pidof starling)
 //	starling-load --preset webinar --subscribers 50 --start-server --server-bin /tmp/starling
 //	starling-load --preset meeting --publishers 10 --record --start-server --server-bin /tmp/starling
+//	starling-load --preset webinar --codec h264 --simulcast --start-server --server-bin /tmp/starling
 //
 // See docs/benchmarks.md.
 package main
@@ -52,6 +53,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	size := fmt.Sprintf("%dx%d", cfg.Width, cfg.Height)
 	fs.StringVar(&size, "size", size, "video `WxH` written in keyframe headers")
 	fs.DurationVar(&cfg.KeyframeInterval, "keyframe-interval", cfg.KeyframeInterval, "periodic keyframes (plus one per server PLI)")
+	fs.StringVar(&cfg.Codec, "codec", cfg.Codec, "video codec: vp8 or h264 (synthetic frames, keyframes carry their size)")
+	simulcast := loadgen.OnOff(false)
+	fs.Var(&simulcast, "simulcast", "send video as three simulcast layers q/h/f (¼, ½ and the full --size; 10/25/65% of --video-bitrate)\n"+
+		"and follow the server's publishLayers (default: on for the meeting preset, off otherwise)")
 	video := loadgen.OnOff(cfg.Video)
 	fs.Var(&video, "video", "publish video: on or off (the audio preset never does)")
 	audio := loadgen.OnOff(cfg.Audio)
@@ -91,6 +96,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.VideoBitrate, cfg.AudioBitrate = int64(vbr), int64(abr)
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "simulcast" {
+			on := bool(simulcast)
+			cfg.Simulcast = &on
+		}
+	})
 	cfg.Video, cfg.Audio = bool(video), bool(audio)
 	if _, err := fmt.Sscanf(size, "%dx%d", &cfg.Width, &cfg.Height); err != nil {
 		fmt.Fprintf(stderr, "starling-load: --size %q: want WIDTHxHEIGHT\n", size)

@@ -116,6 +116,114 @@ func TestLoadSmoke(t *testing.T) {
 	}
 }
 
+// runLoad runs the command against srv with args and returns the summary.
+func runLoad(t *testing.T, srv *server.Server, args ...string) (*loadgen.Summary, string) {
+	t.Helper()
+	jsonPath := filepath.Join(t.TempDir(), "summary.json")
+	var stdout, stderr bytes.Buffer
+	args = append([]string{"--url", srv.SignalingURL(), "--server-pid", strconv.Itoa(os.Getpid()), "--json", jsonPath, "--quiet"}, args...)
+	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	t.Logf("\n%s", stdout.String())
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s loadgen.Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	return &s, stdout.String()
+}
+
+// TestLoadMeetingSimulcast: a 3-publisher meeting sends three simulcast
+// layers each (the meeting default); every subscriber receives video
+// without loss, and the summary says which layers arrived.
+func TestLoadMeetingSimulcast(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends real media for a few seconds")
+	}
+	srv := startServer(t)
+	s, table := runLoad(t, srv, "--preset", "meeting", "--publishers", "3", "--duration", "5s", "--warmup", "2s",
+		"--video-bitrate", "1M")
+	if !s.Simulcast || s.Codec != "vp8" || len(s.SentLayers) != 3 {
+		t.Fatalf("simulcast %v, codec %q, %d sent layers; want VP8 simulcast, 3 layers", s.Simulcast, s.Codec, len(s.SentLayers))
+	}
+	for i, want := range [][2]int{{320, 180}, {640, 360}, {1280, 720}} {
+		l := s.SentLayers[i]
+		if l.RID != loadgen.SimulcastRIDs[i] || l.Width != want[0] || l.Height != want[1] || l.Keyframes == 0 {
+			t.Errorf("sent layer %d: %+v", i, l)
+		}
+	}
+	// Bit rate shares: q < h < f whenever all three were on.
+	if q, f := s.SentLayers[0], s.SentLayers[2]; f.FramesOff == 0 && q.Bitrate >= f.Bitrate {
+		t.Errorf("layer q sent %.0f bit/s, f %.0f", q.Bitrate, f.Bitrate)
+	}
+	if s.StreamsExpected != 12 || s.StreamsStarted != 12 {
+		t.Fatalf("streams %d of %d started, want 12 of 12", s.StreamsStarted, s.StreamsExpected)
+	}
+	if s.Loss.Lost != 0 || s.Loss.Expected == 0 {
+		t.Fatalf("lost %d of %d packets", s.Loss.Lost, s.Loss.Expected)
+	}
+	if r := s.Received.DeliveryRatio; r < 0.95 || r > 1.05 {
+		t.Fatalf("delivery ratio %.3f", r)
+	}
+	var video uint64
+	atEnd := 0
+	for _, l := range s.VideoLayers {
+		video += l.Packets
+		atEnd += l.StreamsAtEnd
+		if l.Height != 0 && l.Height != 180 && l.Height != 360 && l.Height != 720 {
+			t.Errorf("received a layer of unknown size %dx%d", l.Width, l.Height)
+		}
+	}
+	if video == 0 || atEnd != 6 { // 3 publishers × 2 viewers of their video
+		t.Fatalf("video layers received %+v (%d streams at the end, want 6)", s.VideoLayers, atEnd)
+	}
+	for _, want := range []string{"simulcast q/h/f", "sent layer f", "video received", "layer switches"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("summary table lacks %q", want)
+		}
+	}
+}
+
+// TestLoadH264: the webinar in H.264, one layer and simulcast; the
+// subscribers receive the video at the sizes its SPS carries.
+func TestLoadH264(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends real media for a few seconds")
+	}
+	srv := startServer(t)
+	for _, sim := range []string{"false", "true"} {
+		t.Run("simulcast="+sim, func(t *testing.T) {
+			s, table := runLoad(t, srv, "--preset", "webinar", "--subscribers", "2", "--codec", "h264", "--simulcast="+sim,
+				"--duration", "3s", "--warmup", "1s", "--video-bitrate", "1M")
+			if s.Codec != "h264" || s.Simulcast != (sim == "true") || !strings.Contains(table, "H.264") {
+				t.Fatalf("codec %q, simulcast %v", s.Codec, s.Simulcast)
+			}
+			if s.StreamsStarted != 4 || s.Loss.Lost != 0 || s.Received.MediaPackets == 0 {
+				t.Fatalf("%d of 4 streams started, %d lost, %d media packets", s.StreamsStarted, s.Loss.Lost, s.Received.MediaPackets)
+			}
+			if s.Loss.StampsMissing != 0 || s.Loss.BadPackets != 0 {
+				t.Fatalf("malformed: %d without a stamp, %d unparsable", s.Loss.StampsMissing, s.Loss.BadPackets)
+			}
+			sized := 0
+			for _, l := range s.VideoLayers {
+				if l.Height > 0 {
+					sized += l.StreamsAtEnd
+				}
+				if sim == "false" && l.Height > 0 && (l.Width != 1280 || l.Height != 720) {
+					t.Errorf("one-layer stream received at %dx%d", l.Width, l.Height)
+				}
+			}
+			if sized != 2 {
+				t.Fatalf("video layers %+v: want both viewers' streams sized from an SPS", s.VideoLayers)
+			}
+		})
+	}
+}
+
 // requireTool returns the path of an external tool, or skips the test
 // when it is missing, except in CI (CI=true), where that is a failure.
 func requireTool(t *testing.T, name string) string {
@@ -270,6 +378,9 @@ func TestFlagErrors(t *testing.T) {
 		{"--video-bitrate", "fast"},
 		{"--url", "ws://example.com/v1/rtc"},
 		{"--size", "big"},
+		{"--codec", "vp9"},
+		{"--codec", "h264", "--size", "1281x720"},
+		{"--simulcast", "--size", "32x32"},
 		{"--start-server", "--server-pid", "1"},
 		{"extra"},
 	} {
