@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
@@ -64,7 +65,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	api, err := client.LoopbackAPI()
+	api, err := client.LoopbackAPIWith([]interceptor.Factory{rtxRIDFactory{}})
 	if err != nil {
 		return nil, err
 	}
