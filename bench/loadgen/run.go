@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
@@ -65,7 +64,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	api, err := client.LoopbackAPIWith([]interceptor.Factory{rtxRIDFactory{}})
+	api, err := client.LoopbackAPI() // its publishers' RTX carries repaired-rid (client/rtxrid.go)
 	if err != nil {
 		return nil, err
 	}

@@ -275,6 +275,7 @@ func buildAPI(tune func(*webrtc.SettingEngine), first []interceptor.Factory,
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
+	ir.Add(rtxRIDFactory{}) // nearest the network: fixes what the NACK responder sends
 	for _, f := range first {
 		ir.Add(f)
 	}

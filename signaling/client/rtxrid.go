@@ -1,4 +1,4 @@
-package loadgen
+package client
 
 import (
 	"github.com/pion/interceptor"
@@ -6,20 +6,17 @@ import (
 	"github.com/pion/sdp/v3"
 )
 
-// rtxRIDFactory makes the publishers' RTX retransmissions of simulcast
-// packets say repaired-rid instead of rid.
+// rtxRIDFactory makes a publisher's RTX retransmissions of simulcast packets
+// say repaired-rid instead of rid (RFC 8852).
 //
-// client.SimulcastTrack puts the mid and rid extensions on each layer's
-// first packets, and pion's NACK responder copies a packet's extensions
-// into its RTX retransmission. An RTX packet that carries rid (RFC 8852
-// wants repaired-rid there) makes the server's pion take the RTX SSRC for
-// the layer itself: the layer's track is re-pointed at the RTX stream and
-// the real one is no longer read, so that layer stops for every subscriber
-// ("duplicate simulcast layer ignored" in the server's log). Loopback under
-// load loses a packet of the first hundred often enough (a NACK while
-// publishing starts) to stop video in a 3-publisher, 50-viewer meeting one
-// run in two. The interceptor sits nearest the network
-// (client.LoopbackAPIWith), below the NACK responder, and moves the rid
+// SimulcastTrack puts the mid and rid extensions on each layer's first
+// packets, and pion's NACK responder copies a packet's extensions into its
+// RTX retransmission. An RTX packet that carries rid makes the receiving
+// pion (the server's) take the RTX SSRC for the layer itself: the layer's
+// track is re-pointed at the RTX stream and the real one is no longer read,
+// so that layer stops for every subscriber. A NACK while publishing starts
+// was enough to stop video in load tests one run in two. The interceptor
+// sits nearest the network, below the NACK responder, and moves the rid
 // value of RTX packets to the repaired-rid extension (or drops it when that
 // was not negotiated).
 type rtxRIDFactory struct{}
