@@ -9,7 +9,9 @@
 #   meeting-cc, meeting-nocc        10 publishers, each watching the 9 others, VP8 simulcast
 #                                   q/h/f at MEETING_BITRATE (2.5M), congestion control on / off
 #   meeting1m-cc, meeting1m-nocc    the same at 1 Mbit/s
+#   meetingh264-cc, meetingh264-nocc  the 2.5 Mbit/s meeting in H.264
 #   audio                           20 Opus publishers hearing each other, 300 listeners
+#   audio-N                         the same with N listeners
 #   webinar-N (N = 200, 300, 400, or any number)
 #                                   1 publisher, VP8 1.5 Mbit/s + Opus, N viewers, congestion control off
 #
@@ -56,7 +58,10 @@ for c in "${cases[@]}"; do
 	meeting-nocc) args=(--preset meeting --publishers 10 --video-bitrate "$mbr" "$nocc") ;;
 	meeting1m-cc) args=(--preset meeting --publishers 10 --video-bitrate 1M) ;;
 	meeting1m-nocc) args=(--preset meeting --publishers 10 --video-bitrate 1M "$nocc") ;;
+	meetingh264-cc) args=(--preset meeting --publishers 10 --video-bitrate "$mbr" --codec h264) ;;
+	meetingh264-nocc) args=(--preset meeting --publishers 10 --video-bitrate "$mbr" --codec h264 "$nocc") ;;
 	audio) args=(--preset audio --publishers 20 --subscribers 300) ;;
+	audio-*) args=(--preset audio --publishers 20 --subscribers "${c#audio-}") ;;
 	webinar-*) args=(--preset webinar --subscribers "${c#webinar-}" --video-bitrate 1.5M "$nocc") ;;
 	*)
 		echo "unknown case $c" >&2
