@@ -5,139 +5,18 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/bitstream"
 )
 
 // Synthetic VP9, H.264 and AV1 frames whose keyframes carry their size the
 // way real streams do: VP9 in the payload descriptor's scalability
 // structure, H.264 in the SPS, AV1 in the sequence header OBU.
 
-// bitWriter writes MSB-first bits and Exp-Golomb codes.
-type bitWriter struct {
-	b []byte
-	n int // bits written
-}
-
-func (w *bitWriter) bit(v uint) {
-	if w.n%8 == 0 {
-		w.b = append(w.b, 0)
-	}
-	if v != 0 {
-		w.b[w.n/8] |= 0x80 >> (w.n % 8)
-	}
-	w.n++
-}
-
-func (w *bitWriter) bits(v uint, n int) {
-	for i := n - 1; i >= 0; i-- {
-		w.bit(v >> i & 1)
-	}
-}
-
-func (w *bitWriter) ue(v uint) {
-	v++
-	n := 0
-	for x := v; x > 1; x >>= 1 {
-		n++
-	}
-	w.bits(0, n)
-	w.bits(v, n+1)
-}
-
-type bitReader struct {
-	b []byte
-	n int
-}
-
-func (r *bitReader) bits(n int) (uint, bool) {
-	var v uint
-	for range n {
-		if r.n >= len(r.b)*8 {
-			return 0, false
-		}
-		v = v<<1 | uint(r.b[r.n/8]>>(7-r.n%8)&1)
-		r.n++
-	}
-	return v, true
-}
-
-func (r *bitReader) ue() (uint, bool) {
-	zeros := 0
-	for {
-		b, ok := r.bits(1)
-		if !ok || zeros > 31 {
-			return 0, false
-		}
-		if b == 1 {
-			break
-		}
-		zeros++
-	}
-	v, ok := r.bits(zeros)
-	return 1<<zeros - 1 + v, ok
-}
-
-// h264SPS is a baseline SPS for w×h (4:2:0, frame cropping to the exact size).
-func h264SPS(w, h int) []byte {
-	bw := &bitWriter{}
-	bw.bits(66, 8)   // profile_idc: baseline
-	bw.bits(0xc0, 8) // constraint_set0/1
-	bw.bits(31, 8)   // level_idc 3.1
-	bw.ue(0)         // seq_parameter_set_id
-	bw.ue(0)         // log2_max_frame_num_minus4
-	bw.ue(2)         // pic_order_cnt_type
-	bw.ue(1)         // max_num_ref_frames
-	bw.bit(0)        // gaps_in_frame_num_value_allowed_flag
-	mbW, mbH := (w+15)/16, (h+15)/16
-	bw.ue(uint(mbW - 1))
-	bw.ue(uint(mbH - 1))
-	bw.bit(1) // frame_mbs_only_flag
-	bw.bit(1) // direct_8x8_inference_flag
-	cropR, cropB := (mbW*16-w)/2, (mbH*16-h)/2
-	bw.bit(1) // frame_cropping_flag
-	bw.ue(0)
-	bw.ue(uint(cropR))
-	bw.ue(0)
-	bw.ue(uint(cropB))
-	bw.bit(0) // vui_parameters_present_flag
-	bw.bit(1) // rbsp_stop_one_bit
-	return append([]byte{0x67}, bw.b...)
-}
-
-// h264Height reads the height from an SPS NAL unit (baseline subset).
+// h264Height reads the height from a keyframe's first packet, an SPS.
 func h264Height(p []byte) (int, bool) {
-	if len(p) < 4 || p[0]&0x1f != 7 {
-		return 0, false
-	}
-	r := &bitReader{b: p[4:]} // after the NAL header, profile, constraints, level
-	var ok bool
-	get := func() uint {
-		var v uint
-		v, ok = r.ue()
-		return v
-	}
-	get() // sps id
-	get() // log2_max_frame_num_minus4
-	if get() != 2 || !ok {
-		return 0, false // pic_order_cnt_type other than the writer's
-	}
-	get() // max_num_ref_frames
-	r.bits(1)
-	get() // width in MBs - 1
-	mbH := get() + 1
-	frameMBsOnly, _ := r.bits(1)
-	if frameMBsOnly == 0 {
-		return 0, false
-	}
-	r.bits(1)
-	crop, _ := r.bits(1)
-	var cropB uint
-	if crop == 1 {
-		get()
-		get()
-		get()
-		cropB = get()
-	}
-	return int(mbH*16 - 2*cropB), ok
+	var scratch []byte
+	_, h, ok := bitstream.H264SPSSize(p, &scratch)
+	return h, ok
 }
 
 var h264Sim = simCodec{
@@ -146,7 +25,7 @@ var h264Sim = simCodec{
 		var b []byte
 		switch {
 		case key && part == 0:
-			return h264SPS(w, h) // a keyframe starts with its SPS
+			return bitstream.H264SPS(w, h, 0) // a keyframe starts with its SPS
 		case key:
 			b = []byte{0x65} // IDR slice
 		default:
@@ -199,21 +78,21 @@ var vp9Sim = simCodec{
 
 // av1SequenceHeader is a sequence header OBU payload for w×h.
 func av1SequenceHeader(w, h int) []byte {
-	bw := &bitWriter{}
-	bw.bits(0, 3)  // seq_profile
-	bw.bit(0)      // still_picture
-	bw.bit(0)      // reduced_still_picture_header
-	bw.bit(0)      // timing_info_present_flag
-	bw.bit(0)      // initial_display_delay_present_flag
-	bw.bits(0, 5)  // operating_points_cnt_minus_1
-	bw.bits(0, 12) // operating_point_idc[0]
-	bw.bits(8, 5)  // seq_level_idx[0] (4.0)
-	bw.bit(0)      // seq_tier[0]
-	bw.bits(15, 4) // frame_width_bits_minus_1
-	bw.bits(15, 4) // frame_height_bits_minus_1
-	bw.bits(uint(w-1), 16)
-	bw.bits(uint(h-1), 16)
-	return bw.b
+	bw := &bitstream.Writer{}
+	bw.Bits(0, 3)  // seq_profile
+	bw.Bit(0)      // still_picture
+	bw.Bit(0)      // reduced_still_picture_header
+	bw.Bit(0)      // timing_info_present_flag
+	bw.Bit(0)      // initial_display_delay_present_flag
+	bw.Bits(0, 5)  // operating_points_cnt_minus_1
+	bw.Bits(0, 12) // operating_point_idc[0]
+	bw.Bits(8, 5)  // seq_level_idx[0] (4.0)
+	bw.Bit(0)      // seq_tier[0]
+	bw.Bits(15, 4) // frame_width_bits_minus_1
+	bw.Bits(15, 4) // frame_height_bits_minus_1
+	bw.Bits(uint(w-1), 16)
+	bw.Bits(uint(h-1), 16)
+	return bw.Bytes()
 }
 
 var av1Sim = simCodec{
@@ -231,11 +110,11 @@ var av1Sim = simCodec{
 		if len(p) < 2 || p[0] != 0x18 || p[1]>>3&0x0f != 1 {
 			return 0, false
 		}
-		r := &bitReader{b: p[2:]}
-		if _, ok := r.bits(3 + 1 + 1 + 1 + 1 + 5 + 12 + 5 + 1 + 4 + 4 + 16); !ok {
+		r := bitstream.NewReader(p[2:])
+		if _, ok := r.Bits(3 + 1 + 1 + 1 + 1 + 5 + 12 + 5 + 1 + 4 + 4 + 16); !ok {
 			return 0, false
 		}
-		h, ok := r.bits(16)
+		h, ok := r.Bits(16)
 		return int(h) + 1, ok
 	},
 }

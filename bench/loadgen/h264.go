@@ -1,5 +1,7 @@
 package loadgen
 
+import "github.com/starling-rtc/starling/internal/bitstream"
+
 // Synthetic H.264 (RFC 6184, packetization-mode 1): each keyframe starts
 // with a STAP-A of SPS (carrying the layer's size), PPS and an SEI, then an
 // IDR slice; delta frames are non-IDR slices. A slice that does not fit one
@@ -39,124 +41,30 @@ const (
 // 3.1 (the SPS's profile), non-interleaved mode (FU-A, STAP-A).
 const H264Fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
 
-// bitWriter writes MSB-first bits and Exp-Golomb codes.
-type bitWriter struct {
-	b []byte
-	n int // bits written
-}
-
-func (w *bitWriter) bit(v uint) {
-	if w.n%8 == 0 {
-		w.b = append(w.b, 0)
-	}
-	if v != 0 {
-		w.b[w.n/8] |= 0x80 >> (w.n % 8)
-	}
-	w.n++
-}
-
-func (w *bitWriter) bits(v uint, n int) {
-	for i := n - 1; i >= 0; i-- {
-		w.bit(v >> i & 1)
-	}
-}
-
-// ue writes an unsigned Exp-Golomb code; se a signed one.
-func (w *bitWriter) ue(v uint) {
-	v++
-	n := 0
-	for x := v; x > 1; x >>= 1 {
-		n++
-	}
-	w.bits(0, n)
-	w.bits(v, n+1)
-}
-
-func (w *bitWriter) se(v int) {
-	if v > 0 {
-		w.ue(uint(2*v - 1))
-	} else {
-		w.ue(uint(-2 * v))
-	}
-}
-
-// trailing writes rbsp_trailing_bits: a one, then zeros to the byte boundary.
-func (w *bitWriter) trailing() {
-	w.bit(1)
-	for w.n%8 != 0 {
-		w.bit(0)
-	}
-}
-
-// escapeRBSP inserts emulation prevention bytes: no 00 00 0x (x ≤ 3) inside
-// a NAL unit.
-func escapeRBSP(rbsp []byte) []byte {
-	out := make([]byte, 0, len(rbsp)+4)
-	zeros := 0
-	for _, b := range rbsp {
-		if zeros >= 2 && b <= 3 {
-			out = append(out, 3)
-			zeros = 0
-		}
-		out = append(out, b)
-		if b == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
-	}
-	return out
-}
-
-// h264SPS is a constrained-baseline SPS NAL unit for w×h (4:2:0, frame
-// cropping to the exact size), as in server/simulcast_codecs_test.go.
-func h264SPS(w, h int) []byte {
-	bw := &bitWriter{}
-	bw.bits(66, 8)   // profile_idc: baseline
-	bw.bits(0xe0, 8) // constraint_set0/1/2: constrained baseline (42e0..)
-	bw.bits(31, 8)   // level_idc 3.1
-	bw.ue(0)         // seq_parameter_set_id
-	bw.ue(h264FrameNumBits - 4)
-	bw.ue(2) // pic_order_cnt_type
-	bw.ue(1) // max_num_ref_frames
-	bw.bit(0)
-	mbW, mbH := (w+15)/16, (h+15)/16
-	bw.ue(uint(mbW - 1))
-	bw.ue(uint(mbH - 1))
-	bw.bit(1) // frame_mbs_only_flag
-	bw.bit(1) // direct_8x8_inference_flag
-	cropR, cropB := (mbW*16-w)/2, (mbH*16-h)/2
-	bw.bit(1) // frame_cropping_flag
-	bw.ue(0)
-	bw.ue(uint(cropR))
-	bw.ue(0)
-	bw.ue(uint(cropB))
-	bw.bit(0) // vui_parameters_present_flag
-	bw.trailing()
-	return append([]byte{h264HdrSPS}, escapeRBSP(bw.b)...)
-}
+// h264SPS is the SPS NAL unit of a layer of w×h.
+func h264SPS(w, h int) []byte { return bitstream.H264SPS(w, h, h264FrameNumBits-4) }
 
 // h264PPS is the matching PPS: CAVLC, one slice group, deblocking control
 // present.
 func h264PPS() []byte {
-	bw := &bitWriter{}
-	bw.ue(0)      // pic_parameter_set_id
-	bw.ue(0)      // seq_parameter_set_id
-	bw.bit(0)     // entropy_coding_mode_flag: CAVLC
-	bw.bit(0)     // bottom_field_pic_order_in_frame_present_flag
-	bw.ue(0)      // num_slice_groups_minus1
-	bw.ue(0)      // num_ref_idx_l0_default_active_minus1
-	bw.ue(0)      // num_ref_idx_l1_default_active_minus1
-	bw.bit(0)     // weighted_pred_flag
-	bw.bits(0, 2) // weighted_bipred_idc
-	bw.se(0)      // pic_init_qp_minus26
-	bw.se(0)      // pic_init_qs_minus26
-	bw.se(0)      // chroma_qp_index_offset
-	bw.bit(1)     // deblocking_filter_control_present_flag
-	bw.bit(0)     // constrained_intra_pred_flag
-	bw.bit(0)     // redundant_pic_cnt_present_flag
-	bw.trailing()
-	return append([]byte{h264HdrPPS}, escapeRBSP(bw.b)...)
+	bw := &bitstream.Writer{}
+	bw.UE(0)      // pic_parameter_set_id
+	bw.UE(0)      // seq_parameter_set_id
+	bw.Bit(0)     // entropy_coding_mode_flag: CAVLC
+	bw.Bit(0)     // bottom_field_pic_order_in_frame_present_flag
+	bw.UE(0)      // num_slice_groups_minus1
+	bw.UE(0)      // num_ref_idx_l0_default_active_minus1
+	bw.UE(0)      // num_ref_idx_l1_default_active_minus1
+	bw.Bit(0)     // weighted_pred_flag
+	bw.Bits(0, 2) // weighted_bipred_idc
+	bw.SE(0)      // pic_init_qp_minus26
+	bw.SE(0)      // pic_init_qs_minus26
+	bw.SE(0)      // chroma_qp_index_offset
+	bw.Bit(1)     // deblocking_filter_control_present_flag
+	bw.Bit(0)     // constrained_intra_pred_flag
+	bw.Bit(0)     // redundant_pic_cnt_present_flag
+	bw.Trailing()
+	return append([]byte{h264HdrPPS}, bitstream.EscapeRBSP(bw.Bytes())...)
 }
 
 // h264SliceHeader writes the start of a slice NAL unit: its header byte and
@@ -164,32 +72,32 @@ func h264PPS() []byte {
 // frame_num, for an IDR idr_pic_id, reference marking, QP delta 0,
 // deblocking on).
 func h264SliceHeader(idr bool, frameNum uint) []byte {
-	bw := &bitWriter{}
-	bw.ue(0) // first_mb_in_slice
+	bw := &bitstream.Writer{}
+	bw.UE(0) // first_mb_in_slice
 	if idr {
-		bw.ue(7) // slice_type: I, all slices of the picture
+		bw.UE(7) // slice_type: I, all slices of the picture
 	} else {
-		bw.ue(5) // P, all slices
+		bw.UE(5) // P, all slices
 	}
-	bw.ue(0) // pic_parameter_set_id
-	bw.bits(frameNum, h264FrameNumBits)
+	bw.UE(0) // pic_parameter_set_id
+	bw.Bits(frameNum, h264FrameNumBits)
 	if idr {
-		bw.ue(0)  // idr_pic_id
-		bw.bit(0) // no_output_of_prior_pics_flag
-		bw.bit(0) // long_term_reference_flag
+		bw.UE(0)  // idr_pic_id
+		bw.Bit(0) // no_output_of_prior_pics_flag
+		bw.Bit(0) // long_term_reference_flag
 	} else {
-		bw.bit(0) // num_ref_idx_active_override_flag
-		bw.bit(0) // ref_pic_list_modification_flag_l0
-		bw.bit(0) // adaptive_ref_pic_marking_mode_flag
+		bw.Bit(0) // num_ref_idx_active_override_flag
+		bw.Bit(0) // ref_pic_list_modification_flag_l0
+		bw.Bit(0) // adaptive_ref_pic_marking_mode_flag
 	}
-	bw.se(0) // slice_qp_delta
-	bw.ue(0) // disable_deblocking_filter_idc
+	bw.SE(0) // slice_qp_delta
+	bw.UE(0) // disable_deblocking_filter_idc
 	// Macroblock data follows; the filler takes over at the byte boundary.
 	hdr := byte(h264HdrSlice)
 	if idr {
 		hdr = h264HdrIDR
 	}
-	return append([]byte{hdr}, escapeRBSP(bw.b)...)
+	return append([]byte{hdr}, bitstream.EscapeRBSP(bw.Bytes())...)
 }
 
 // h264SliceHeaders are the slice starts: [0] an IDR, [1+n] a P slice with
@@ -293,125 +201,6 @@ func (s *sender) sendH264(l *videoLayer, st *layerState, body []byte, key bool, 
 	}
 }
 
-// bitReader reads MSB-first bits and Exp-Golomb codes from an RBSP.
-type bitReader struct {
-	b []byte
-	n int
-}
-
-func (r *bitReader) bits(n int) (uint, bool) {
-	var v uint
-	for range n {
-		if r.n >= len(r.b)*8 {
-			return 0, false
-		}
-		v = v<<1 | uint(r.b[r.n/8]>>(7-r.n%8)&1)
-		r.n++
-	}
-	return v, true
-}
-
-func (r *bitReader) ue() (uint, bool) {
-	zeros := 0
-	for {
-		b, ok := r.bits(1)
-		if !ok || zeros > 31 {
-			return 0, false
-		}
-		if b == 1 {
-			break
-		}
-		zeros++
-	}
-	v, ok := r.bits(zeros)
-	return 1<<zeros - 1 + v, ok
-}
-
-// unescapeRBSP removes emulation prevention bytes into dst (reused).
-func unescapeRBSP(dst, nal []byte) []byte {
-	dst = dst[:0]
-	zeros := 0
-	for _, b := range nal {
-		if zeros >= 2 && b == 3 {
-			zeros = 0
-			continue
-		}
-		dst = append(dst, b)
-		if b == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
-	}
-	return dst
-}
-
-// h264SPSSize reads the picture size from an SPS NAL unit (header byte
-// included): the profiles without chroma fields (baseline, main, extended)
-// and the high ones without scaling matrices, frame-coded 4:2:0. scratch is
-// reused for the unescaped bytes.
-func h264SPSSize(nal []byte, scratch *[]byte) (w, h int, ok bool) {
-	if len(nal) < 5 || nal[0]&0x1f != h264NALSPS {
-		return 0, 0, false
-	}
-	*scratch = unescapeRBSP(*scratch, nal[1:])
-	rb := *scratch
-	r := &bitReader{b: rb[3:]} // after profile_idc, constraint flags, level_idc
-	good := true
-	ue := func() uint {
-		v, k := r.ue()
-		good = good && k
-		return v
-	}
-	u := func(n int) uint {
-		v, k := r.bits(n)
-		good = good && k
-		return v
-	}
-	ue() // seq_parameter_set_id
-	switch rb[0] {
-	case 100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135:
-		if chroma := ue(); chroma != 1 {
-			return 0, 0, false // only 4:2:0
-		}
-		ue() // bit_depth_luma_minus8
-		ue() // bit_depth_chroma_minus8
-		u(1) // qpprime_y_zero_transform_bypass_flag
-		if u(1) != 0 {
-			return 0, 0, false // scaling matrices: not parsed
-		}
-	}
-	ue()          // log2_max_frame_num_minus4
-	switch ue() { // pic_order_cnt_type
-	case 0:
-		ue() // log2_max_pic_order_cnt_lsb_minus4
-	case 1:
-		u(1) // delta_pic_order_always_zero_flag
-		r.ue()
-		r.ue() // offsets (se, read as ue: only skipped)
-		for range ue() {
-			r.ue()
-		}
-	}
-	ue() // max_num_ref_frames
-	u(1) // gaps_in_frame_num_value_allowed_flag
-	mbW, mbH := ue()+1, ue()+1
-	if u(1) != 1 { // frame_mbs_only_flag
-		return 0, 0, false
-	}
-	u(1) // direct_8x8_inference_flag
-	var cl, cr, ct, cb uint
-	if u(1) == 1 {
-		cl, cr, ct, cb = ue(), ue(), ue(), ue()
-	}
-	if !good {
-		return 0, 0, false
-	}
-	w = int(mbW*16) - 2*int(cl+cr)
-	h = int(mbH*16) - 2*int(ct+cb)
-	return w, h, w > 0 && h > 0
-}
-
 // h264FrameSize returns the size from the SPS at the start of a keyframe:
 // a single SPS NAL unit or one inside a STAP-A. Other packets cost one
 // byte's look.
@@ -421,7 +210,7 @@ func h264FrameSize(p []byte, scratch *[]byte) (w, h int, ok bool) {
 	}
 	switch p[0] & 0x1f {
 	case h264NALSPS:
-		return h264SPSSize(p, scratch)
+		return bitstream.H264SPSSize(p, scratch)
 	case h264STAPA:
 		for i := 1; i+2 < len(p); {
 			n := int(p[i])<<8 | int(p[i+1])
@@ -430,7 +219,7 @@ func h264FrameSize(p []byte, scratch *[]byte) (w, h int, ok bool) {
 				return 0, 0, false
 			}
 			if p[i]&0x1f == h264NALSPS {
-				return h264SPSSize(p[i:i+n], scratch)
+				return bitstream.H264SPSSize(p[i:i+n], scratch)
 			}
 			i += n
 		}

@@ -130,17 +130,6 @@ func TestH264Packets(t *testing.T) {
 	}
 }
 
-func TestEscapeRBSP(t *testing.T) {
-	in := []byte{0, 0, 0, 1, 0, 0, 2, 0, 0, 4, 0, 0}
-	esc := escapeRBSP(in)
-	if want := []byte{0, 0, 3, 0, 1, 0, 0, 3, 2, 0, 0, 4, 0, 0}; !bytes.Equal(esc, want) {
-		t.Fatalf("escapeRBSP = % x, want % x", esc, want)
-	}
-	if back := unescapeRBSP(nil, esc); !bytes.Equal(back, in) {
-		t.Fatalf("unescapeRBSP = % x, want % x", back, in)
-	}
-}
-
 // TestH264FFprobe: ffprobe reads the size and profile from the synthetic
 // stream (the slice data is filler, so decoding it is not attempted).
 func TestH264FFprobe(t *testing.T) {
