@@ -43,13 +43,7 @@ if [ -z "$load" ]; then
 	load="$out/starling-load"
 fi
 
-busy_pct() {
-	local a b
-	a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-	sleep 3
-	b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-	echo $(((b - a) / 3))
-}
+. bench/lib.sh # busy_pct (the cd above made the repository root the working directory)
 
 nocc=--server-arg=--congestion-control=false
 for c in "${cases[@]}"; do

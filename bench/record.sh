@@ -35,13 +35,7 @@ go build -o "$out/starling-load" ./cmd/starling-load
 extra=()
 for a in $server_args; do extra+=("--server-arg=$a"); done
 
-busy_pct() {
-	local a b
-	a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-	sleep 3
-	b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-	echo $(((b - a) / 3))
-}
+. bench/lib.sh # busy_pct (the cd above made the repository root the working directory)
 
 modes=(norec rec)
 [ -n "$stop_after" ] && modes+=(recstop)

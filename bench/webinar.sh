@@ -27,14 +27,7 @@ mkdir -p "$out"
 go build -o "$out/starling" ./cmd/starling
 go build -o "$out/starling-load" ./cmd/starling-load
 
-# busy_pct: the machine's CPU use over 3 s, in % of one core.
-busy_pct() {
-	local a b
-	a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-	sleep 3
-	b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat)
-	echo $(((b - a) / 3))
-}
+. bench/lib.sh # busy_pct (the cd above made the repository root the working directory)
 
 for n in "${subs[@]}"; do
 	best=""
