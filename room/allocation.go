@@ -1,6 +1,7 @@
 package room
 
 import (
+	"sort"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -17,6 +18,7 @@ const (
 	probeBackoffLo = 2 * time.Second // wait after a probe that did not help...
 	probeBackoffHi = 10 * time.Second
 	audioReserve   = 64_000 // bits/s kept for each audio track
+	holdMargin     = 15     // % of the estimate a track may overrun before it is switched down
 )
 
 // allocState is a subscriber's allocation memory, owned by its loop.
@@ -60,7 +62,13 @@ func (l *subscriberLoop) allocate() {
 	}
 	var items []item
 	var demands []sfu.Demand
-	for id, d := range l.down {
+	ids := make([]string, 0, len(l.down))
+	for id := range l.down {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids) // map order is random: the allocator's ties must not be
+	for _, id := range ids {
+		d := l.down[id]
 		t := l.tracks[id]
 		if t == nil {
 			continue
@@ -72,15 +80,15 @@ func (l *subscriberLoop) allocate() {
 		if d.Paused() {
 			continue
 		}
-		capL, _ := d.Limits()
+		capL, cur := d.Limits()
 		prio := t.priority(capL, l.p.room.IsActiveSpeaker(t.owner.id))
-		demands = append(demands, sfu.Demand{Priority: prio, Cap: capL, Costs: t.layerCosts()})
+		demands = append(demands, sfu.Demand{Priority: prio, Cap: capL, Costs: t.layerCosts(), Current: cur})
 		items = append(items, item{t, d})
 	}
 	if len(items) == 0 {
 		return
 	}
-	alloc := sfu.Allocate(budget, demands)
+	alloc := sfu.AllocateWithHold(budget, holdMargin, demands)
 	var wantMore uint64
 	for i, it := range items {
 		capL, cur := it.d.Limits()

@@ -7,6 +7,7 @@ type Demand struct {
 	Priority int               // higher is served first: screen share, active speaker, bigger tiles
 	Cap      int8              // highest layer the subscriber accepts
 	Costs    [MaxLayers]uint64 // bits/s of each layer; 0 = the publisher has no such layer
+	Current  int8              // layer forwarded now (-1 = none): among equals, the higher keeps its place
 }
 
 // Allocate splits a downlink budget (bits/s) over video tracks: first the
@@ -14,6 +15,11 @@ type Demand struct {
 // possible play, then upgrades in priority order, each to the highest layer
 // within its cap that the rest of the budget pays for. A track that cannot
 // have even its lowest layer gets -1 (paused for bandwidth, and told so).
+//
+// Among tracks of equal priority the one forwarding the higher layer now
+// comes first, then the earlier in demands: the same budget gives the same
+// answer every round, so bandwidth does not hop between equal tracks (each
+// hop is a layer switch and a keyframe on two of them).
 func Allocate(budget uint64, demands []Demand) []int8 {
 	out := make([]int8, len(demands))
 	order := make([]int, len(demands))
@@ -21,7 +27,13 @@ func Allocate(budget uint64, demands []Demand) []int8 {
 		out[i] = -1
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool { return demands[order[a]].Priority > demands[order[b]].Priority })
+	sort.SliceStable(order, func(a, b int) bool {
+		da, db := demands[order[a]], demands[order[b]]
+		if da.Priority != db.Priority {
+			return da.Priority > db.Priority
+		}
+		return da.Current > db.Current
+	})
 	left := budget
 	for _, i := range order {
 		if l := lowestLayer(demands[i]); l >= 0 && demands[i].Costs[l] <= left {
@@ -46,6 +58,22 @@ func Allocate(budget uint64, demands []Demand) []int8 {
 				out[i] = l
 				break
 			}
+		}
+	}
+	return out
+}
+
+// AllocateWithHold is Allocate with hysteresis: a track keeps its current
+// layer (Demand.Current) while a budget marginPct% larger would keep it. An
+// estimate wobbling around a layer's cost would otherwise switch it down and
+// up, a keyframe each time; a real drop is bigger than the margin and still
+// acts at once.
+func AllocateWithHold(budget, marginPct uint64, demands []Demand) []int8 {
+	out := Allocate(budget, demands)
+	hold := Allocate(budget+budget*marginPct/100, demands)
+	for i, d := range demands {
+		if out[i] < d.Current && hold[i] >= d.Current {
+			out[i] = d.Current
 		}
 	}
 	return out

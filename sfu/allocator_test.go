@@ -5,6 +5,42 @@ import (
 	"testing"
 )
 
+// TestAllocateWithHold: an estimate wobbling ±10% around what three tracks
+// on medium cost keeps them there; a 30% drop still switches one down.
+func TestAllocateWithHold(t *testing.T) {
+	three := [MaxLayers]uint64{150_000, 500_000, 1_500_000}
+	demands := []Demand{{Cap: 2, Costs: three}, {Cap: 2, Costs: three}, {Cap: 2, Costs: three}}
+	layers := func(out []int8) {
+		for i := range demands {
+			demands[i].Current = out[i]
+		}
+	}
+	layers(AllocateWithHold(1_500_000, 15, demands))
+	if !reflect.DeepEqual([]int8{demands[0].Current, demands[1].Current, demands[2].Current}, []int8{1, 1, 1}) {
+		t.Fatalf("start: %v %v %v, want all medium", demands[0].Current, demands[1].Current, demands[2].Current)
+	}
+	switches := 0
+	for i := range 40 {
+		budget := uint64(1_500_000)
+		if i%2 == 0 {
+			budget = 1_500_000 * 9 / 10
+		}
+		out := AllocateWithHold(budget, 15, demands)
+		for k := range out {
+			if out[k] != demands[k].Current {
+				switches++
+			}
+		}
+		layers(out)
+	}
+	if switches != 0 {
+		t.Fatalf("%d layer switches while the estimate wobbled by 10%%", switches)
+	}
+	if out := AllocateWithHold(1_500_000*7/10, 15, demands); reflect.DeepEqual(out, []int8{1, 1, 1}) {
+		t.Fatalf("a 30%% drop kept every track on medium: %v", out)
+	}
+}
+
 func TestAllocate(t *testing.T) {
 	three := [MaxLayers]uint64{150_000, 500_000, 1_500_000}
 	tests := []struct {
@@ -23,6 +59,10 @@ func TestAllocate(t *testing.T) {
 		{"single layer track", 1_000_000, []Demand{{Cap: 2, Costs: [MaxLayers]uint64{800_000}}}, []int8{0}},
 		{"missing middle layer skipped", 2_000_000, []Demand{{Cap: 2, Costs: [MaxLayers]uint64{150_000, 0, 1_500_000}}}, []int8{2}},
 		{"no tracks", 1_000_000, nil, []int8{}},
+		{"equal priority: the track on the higher layer keeps it", 1_800_000,
+			[]Demand{{Cap: 2, Costs: three, Current: 0}, {Cap: 2, Costs: three, Current: 2}}, []int8{0, 2}},
+		{"equal priority and layer: the earlier one", 1_800_000,
+			[]Demand{{Cap: 2, Costs: three, Current: 1}, {Cap: 2, Costs: three, Current: 1}}, []int8{2, 0}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
