@@ -56,8 +56,8 @@ type Config struct {
 		CongestionControl bool `yaml:"congestion_control"`
 		// InitialBitrate is each subscriber's starting estimate, in bits/s.
 		InitialBitrate int `yaml:"initial_bitrate"`
-		// BatchSends sends media datagrams in batches (sendmmsg) when the
-		// media sockets listen on one address (bind_ip).
+		// BatchSends sends media datagrams in batches (sendmmsg), one
+		// sender goroutine per media socket.
 		BatchSends bool `yaml:"batch_sends"`
 	} `yaml:"rtc"`
 	Room struct {
@@ -175,7 +175,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	loopback := fs.Bool("loopback-candidates", def.RTC.LoopbackCandidates, "offer loopback ICE candidates (for a demo on localhost)")
 	congestion := fs.Bool("congestion-control", def.RTC.CongestionControl, "estimate each subscriber's downlink and fit simulcast layers to it")
 	initialBitrate := fs.Int("initial-bitrate", def.RTC.InitialBitrate, "each subscriber's starting bandwidth estimate, bits/s")
-	batchSends := fs.Bool("batch-sends", def.RTC.BatchSends, "send media datagrams in batches (sendmmsg) when --media-bind-ip is set")
+	batchSends := fs.Bool("batch-sends", def.RTC.BatchSends, "send media datagrams in batches (sendmmsg), one sender per media socket")
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)

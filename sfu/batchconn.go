@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pion/transport/v5"
+	"github.com/pion/transport/v5/stdnet"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -41,6 +43,9 @@ type outDatagram struct {
 	n   int
 	to  netip.AddrPort
 }
+
+// batchedDatagrams counts datagrams sent through batchConns, process-wide.
+var batchedDatagrams atomic.Uint64
 
 const (
 	maxBatch      = 64   // datagrams per sendmmsg
@@ -167,6 +172,9 @@ func (b *batchConn) flushLoop() {
 func (b *batchConn) send(msgs []ipv4.Message) {
 	for len(msgs) > 0 {
 		n, err := b.batcher.WriteBatch(msgs, 0)
+		if n > 0 {
+			batchedDatagrams.Add(uint64(n))
+		}
 		if err != nil && n <= 0 {
 			b.dropped.Add(1)
 			counters.queueDrops.Add(1)
@@ -174,4 +182,26 @@ func (b *batchConn) send(msgs []ipv4.Message) {
 		}
 		msgs = msgs[n:]
 	}
+}
+
+// batchNet is the operating system's network for pion's multi-socket UDP
+// mux (media on every interface), except that the UDP sockets it opens send
+// in batches.
+type batchNet struct{ *stdnet.Net }
+
+func newBatchNet() (*batchNet, error) {
+	n, err := stdnet.NewNet()
+	if err != nil {
+		return nil, err
+	}
+	return &batchNet{n}, nil
+}
+
+// ListenUDP opens the socket and wraps it.
+func (n *batchNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := net.ListenUDP(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	return newBatchConn(c), nil
 }

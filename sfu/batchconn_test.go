@@ -2,12 +2,15 @@ package sfu
 
 import (
 	"encoding/binary"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 )
 
@@ -111,5 +114,79 @@ func BenchmarkBatchConnWrite(b *testing.B) {
 		if i%256 == 255 {
 			time.Sleep(50 * time.Microsecond) // stay under the queue bound
 		}
+	}
+}
+
+// TestBatchedEngineOnAllInterfaces: with media on every interface (pion's
+// multi-socket mux, the default), the batched sockets carry a whole
+// connection: ICE, DTLS and SCTP, then data both ways.
+func TestBatchedEngineOnAllInterfaces(t *testing.T) {
+	e, err := NewEngine(EngineConfig{TCPPort: -1, LoopbackCandidates: true, BatchSends: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	batchedBefore := batchedDatagrams.Load()
+	server, err := e.NewPeerConnection(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	peer, err := webrtc.NewAPI(webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+
+	echoed := make(chan string, 1)
+	server.OnDataChannel(func(dc *webrtc.DataChannel) {
+		dc.OnMessage(func(m webrtc.DataChannelMessage) { _ = dc.SendText("echo " + string(m.Data)) })
+	})
+	dc, err := peer.CreateDataChannel("data", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc.OnOpen(func() { _ = dc.SendText("hello") })
+	dc.OnMessage(func(m webrtc.DataChannelMessage) { echoed <- string(m.Data) })
+
+	offer, err := peer.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(peer)
+	if err := peer.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	if err := server.SetRemoteDescription(*peer.LocalDescription()); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := server.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sGathered := webrtc.GatheringCompletePromise(server)
+	if err := server.SetLocalDescription(answer); err != nil {
+		t.Fatal(err)
+	}
+	<-sGathered
+	if err := peer.SetRemoteDescription(*server.LocalDescription()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-echoed:
+		if got != "echo hello" {
+			t.Fatalf("got %q", got)
+		}
+		if n := batchedDatagrams.Load() - batchedBefore; n < 5 {
+			t.Fatalf("only %d datagrams went through the batched sockets", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no echo over the batched sockets (server %s, peer %s)", server.ConnectionState(), peer.ConnectionState())
 	}
 }

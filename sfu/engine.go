@@ -28,11 +28,10 @@ type EngineConfig struct {
 	// GCC) on every subscriber connection so layers fit each downlink.
 	BandwidthEstimation bool
 	InitialBitrate      int // starting estimate in bits/s (default 3 Mbit/s)
-	// BatchSends sends the media socket's datagrams in batches (sendmmsg)
-	// from one goroutine (batchconn.go). Only with a BindIP: on every
-	// interface pion opens the sockets itself.
+	// BatchSends sends each media socket's datagrams in batches (sendmmsg)
+	// from one goroutine per socket (batchconn.go).
 	BatchSends bool
-	Logger              *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Engine owns the shared media sockets and builds peer connections on them.
@@ -82,6 +81,13 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 		if cfg.LoopbackCandidates {
 			opts = append(opts, ice.UDPMuxFromPortWithLoopback())
+		}
+		if cfg.BatchSends {
+			n, err := newBatchNet()
+			if err != nil {
+				return nil, fmt.Errorf("media network: %w", err)
+			}
+			opts = append(opts, ice.UDPMuxFromPortWithNet(n))
 		}
 		mux, err := ice.NewMultiUDPMuxFromPort(cfg.UDPPort, opts...)
 		if err != nil {
