@@ -27,6 +27,15 @@ type allocState struct {
 	short     map[string]int // consecutive ticks not even the lowest layer was affordable
 	nextProbe time.Time
 	backoff   time.Duration
+	// A probe during which the estimate did not fall shows that the
+	// downlink carried media plus padding. pion's GCC climbs ~8%/s whatever
+	// a probe shows, so that rate (less 10%) is a floor for the budget
+	// until the estimate falls below what it was when the floor was set.
+	probing   bool
+	probeEst  uint64 // estimate when the probe started
+	probeRate uint64 // media + padding during the probe
+	floor     uint64
+	floorEst  uint64
 }
 
 // tickAllocations posts an allocation round every allocateEvery until the loop quits.
@@ -47,10 +56,11 @@ func (l *subscriberLoop) tickAllocations() {
 // lowering layers at once and raising them only after the estimate has held
 // (and, when needed, after a padding probe showed the room is there).
 func (l *subscriberLoop) allocate() {
-	budget := l.p.sub.EstimatedBitrate()
-	if budget == 0 || !l.started {
+	est := l.p.sub.EstimatedBitrate()
+	if est == 0 || !l.started {
 		return // bandwidth estimation off, or nothing negotiated yet
 	}
+	budget := l.probeFloor(est)
 	if l.alloc.up == nil {
 		l.alloc.up = map[string]int{}
 		l.alloc.short = map[string]int{}
@@ -89,7 +99,7 @@ func (l *subscriberLoop) allocate() {
 		return
 	}
 	alloc := sfu.AllocateWithHold(budget, holdMargin, demands)
-	var wantMore uint64
+	var wantMore, sending uint64
 	for i, it := range items {
 		capL, cur := it.d.Limits()
 		costs := demands[i].Costs
@@ -128,22 +138,42 @@ func (l *subscriberLoop) allocate() {
 			it.d.SetLimits(capL, next)
 			l.reselect(it.t, it.d)
 		}
-		// What one step up would cost on top of what flows now.
-		if up := nextLayer(costs, next, capL); up >= 0 {
-			have := uint64(0)
-			if next >= 0 {
-				have = costs[next]
-			}
-			if costs[up] > have {
-				wantMore = max(wantMore, costs[up]-have)
-			}
+		// What one step up would cost on top of what flows now, summed
+		// over the tracks: one probe can then open room for all of them.
+		have := uint64(0)
+		if next >= 0 {
+			have = costs[next]
+			sending += have
+		}
+		if up := nextLayer(costs, next, capL); up >= 0 && costs[up] > have {
+			wantMore += costs[up] - have
 		}
 	}
+	// A probe at most doubles what is sent: enough to find room, not
+	// enough to flood a link that has none.
+	probe := min(wantMore*12/10, max(est, sending))
 	now := time.Now()
-	if wantMore > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(wantMore*12/10, probeFor) {
+	if probe > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(probe, probeFor) {
 		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)
 		l.alloc.backoff = min(2*l.alloc.backoff, probeBackoffHi)
+		l.alloc.probing, l.alloc.probeEst, l.alloc.probeRate = true, est, sending+probe
 	}
+}
+
+// probeFloor returns the budget: the estimate, or the rate a probe showed
+// the downlink carries while the estimate has not fallen since.
+func (l *subscriberLoop) probeFloor(est uint64) uint64 {
+	a := &l.alloc
+	if a.floor > 0 && est < a.floorEst*9/10 {
+		a.floor = 0 // the estimate fell: congestion, trust it
+	}
+	if a.probing && !l.p.sub.Probing() {
+		a.probing = false
+		if est >= a.probeEst*95/100 && a.probeRate*9/10 > a.floor {
+			a.floor, a.floorEst = a.probeRate*9/10, est
+		}
+	}
+	return max(est, a.floor)
 }
 
 // lowestOf is the lowest layer the track has.
