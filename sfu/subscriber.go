@@ -3,6 +3,8 @@ package sfu
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -72,6 +74,9 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	if err != nil {
 		return err
 	}
+	if prefs := offerCodecs(t.Sender().GetParameters().Codecs, d.codec); len(prefs) > 0 {
+		_ = t.SetCodecPreferences(prefs) // best effort: pion offers everything otherwise
+	}
 	s.tracks[d.ID()] = t.Sender()
 	d.setTransport(&s.connected)
 	if s.est != nil {
@@ -134,4 +139,35 @@ func (s *Subscriber) SendData(msg []byte) error {
 		return errors.New("data channel not open")
 	}
 	return s.dc.SendText(string(msg))
+}
+
+// offerCodecs narrows what a down track's m-section offers to what it can
+// be sent as: the source's codec (every fmtp variant, the subscriber
+// picks), for audio Opus and RED too (RED is unwrapped or rewritten, see
+// red.go), and their RTX. pion would offer every registered codec in each
+// section; SDP is most of the signaling bytes of a call.
+func offerCodecs(all []webrtc.RTPCodecParameters, source webrtc.RTPCodecParameters) []webrtc.RTPCodecParameters {
+	audio := strings.HasPrefix(strings.ToLower(source.MimeType), "audio/")
+	kept := map[webrtc.PayloadType]bool{}
+	var out []webrtc.RTPCodecParameters
+	for _, c := range all {
+		if strings.EqualFold(c.MimeType, source.MimeType) ||
+			(audio && (strings.EqualFold(c.MimeType, webrtc.MimeTypeOpus) || strings.EqualFold(c.MimeType, MimeTypeRED))) {
+			out = append(out, c)
+			kept[c.PayloadType] = true
+		}
+	}
+	for _, c := range all {
+		if !strings.EqualFold(c.MimeType, "video/rtx") {
+			continue
+		}
+		for _, p := range strings.Split(c.SDPFmtpLine, ";") {
+			if apt, ok := strings.CutPrefix(strings.TrimSpace(p), "apt="); ok {
+				if pt, err := strconv.Atoi(apt); err == nil && kept[webrtc.PayloadType(pt)] {
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	return out
 }

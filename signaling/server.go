@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"bytes"
+	"compress/flate"
 	"encoding/json"
 	"net/http"
 
@@ -29,6 +30,9 @@ func NewHandler(opts Options, newDispatcher func(c *Conn, r *http.Request) Dispa
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: opts.WriteTimeout,
 			CheckOrigin:      checkOrigin,
+			// permessage-deflate when the client offers it (browsers do):
+			// SDP, most of the signaling bytes, shrinks ~3x.
+			EnableCompression: true,
 		},
 	}
 }
@@ -51,6 +55,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opts.Logger.Debug("signaling: upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	// Messages are compressed one by one (no context takeover): the best
+	// level costs microseconds on a few kB of SDP and saves ~10%.
+	_ = ws.SetCompressionLevel(flate.BestCompression)
 	c := newConn(ws, h.opts)
 	d := h.makeDispatcher(c, r)
 	if d == nil {

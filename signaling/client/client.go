@@ -4,11 +4,13 @@
 package client
 
 import (
+	"compress/flate"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,6 +38,20 @@ type Options struct {
 	// ResumeWindow is how long AutoResume keeps trying; default 30s, the
 	// server's default window.
 	ResumeWindow time.Duration
+	// NoCompression turns off WebSocket permessage-deflate, which the
+	// client otherwise offers.
+	NoCompression bool
+	// NetDialContext, if set, opens the signaling TCP connection (a proxy,
+	// or a test counting bytes on the wire).
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// dialer is the WebSocket dialer for o.
+func (o Options) dialer() *websocket.Dialer {
+	d := *websocket.DefaultDialer
+	d.EnableCompression = !o.NoCompression
+	d.NetDialContext = o.NetDialContext
+	return &d
 }
 
 // Event is a server notification, kept in order of arrival.
@@ -57,13 +73,14 @@ type RemoteTrack struct {
 
 // Client is one joined participant.
 type Client struct {
-	wmu  sync.Mutex // serialises writes
-	sock *socket    // the current signaling socket; guarded by rs.smu (see resume.go)
-	log  *slog.Logger
-	next atomic.Int64
-	url  string
-	room string
-	opts Options
+	msgsOut, msgsIn atomic.Uint64
+	wmu             sync.Mutex // serialises writes
+	sock            *socket    // the current signaling socket; guarded by rs.smu (see resume.go)
+	log             *slog.Logger
+	next            atomic.Int64
+	url             string
+	room            string
+	opts            Options
 
 	pmu     sync.Mutex
 	pending map[string]chan *protocol.Message
@@ -113,7 +130,7 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 			return nil, err
 		}
 	}
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	ws, _, err := opts.dialer().DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
@@ -123,6 +140,7 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 	}
 	c.econd = sync.NewCond(&c.emu)
 	c.rs.ctx, c.rs.cancel = context.WithCancel(context.Background())
+	_ = ws.SetCompressionLevel(flate.BestCompression) // no-op without permessage-deflate
 	c.sock = newSocket(ws)
 	c.wg.Add(1)
 	go c.readLoop(c.sock)
@@ -271,7 +289,13 @@ func (c *Client) writeTo(s *socket, m protocol.Message) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = s.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.msgsOut.Add(1)
 	return s.ws.WriteJSON(m)
+}
+
+// MessageCounts is how many signaling messages the client sent and received.
+func (c *Client) MessageCounts() (sent, received uint64) {
+	return c.msgsOut.Load(), c.msgsIn.Load()
 }
 
 // readLoop reads socket s: it routes responses to callers, handles offers
@@ -286,6 +310,7 @@ func (c *Client) readLoop(s *socket) {
 			c.socketLost(s) // see resume.go
 			return
 		}
+		c.msgsIn.Add(1)
 		if m.Method == "" {
 			c.pmu.Lock()
 			ch := c.pending[idString(m.ID)]

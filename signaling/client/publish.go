@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -105,9 +106,10 @@ func (c *Client) Unpublish(ctx context.Context, p Published) error {
 	return err
 }
 
-// preferTrackCodec lists the track's own codec first in the offer. pion
-// offers every registered codec in each transceiver, VP8 first, whatever the
-// track carries; the server (like any answerer) reads the first as the codec.
+// preferTrackCodec makes the offer carry the track's own codec only (and its
+// RTX). pion offers every registered codec in each transceiver, VP8 first,
+// whatever the track carries; the server (like any answerer) reads the first
+// as the codec, and the rest is SDP nobody uses.
 func preferTrackCodec(tr *webrtc.RTPTransceiver, track webrtc.TrackLocal) {
 	withCodec, ok := track.(interface {
 		Codec() webrtc.RTPCodecCapability
@@ -116,17 +118,26 @@ func preferTrackCodec(tr *webrtc.RTPTransceiver, track webrtc.TrackLocal) {
 		return
 	}
 	want := withCodec.Codec()
-	var first, rest []webrtc.RTPCodecParameters
-	for _, c := range tr.Sender().GetParameters().Codecs {
+	all := tr.Sender().GetParameters().Codecs
+	var keep []webrtc.RTPCodecParameters
+	pts := map[webrtc.PayloadType]bool{}
+	for _, c := range all {
 		if strings.EqualFold(c.MimeType, want.MimeType) && (want.SDPFmtpLine == "" || c.SDPFmtpLine == want.SDPFmtpLine) {
-			first = append(first, c)
-		} else {
-			rest = append(rest, c)
+			keep = append(keep, c)
+			pts[c.PayloadType] = true
 		}
 	}
-	if len(first) > 0 {
-		_ = tr.SetCodecPreferences(append(first, rest...))
+	if len(keep) == 0 {
+		return
 	}
+	for _, c := range all {
+		if apt, ok := strings.CutPrefix(c.SDPFmtpLine, "apt="); ok && strings.EqualFold(c.MimeType, "video/rtx") {
+			if pt, err := strconv.Atoi(apt); err == nil && pts[webrtc.PayloadType(pt)] {
+				keep = append(keep, c)
+			}
+		}
+	}
+	_ = tr.SetCodecPreferences(keep)
 }
 
 // negotiate runs one publisher offer/answer exchange.

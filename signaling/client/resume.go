@@ -1,6 +1,7 @@
 package client
 
 import (
+	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
@@ -231,13 +232,14 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 		c.rs.mu.Unlock()
 	}()
 
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, c.url, nil)
+	ws, _, err := c.opts.dialer().DialContext(ctx, c.url, nil)
 	if err != nil {
 		return fmt.Errorf("resume: dial %s: %w", c.url, err)
 	}
 	// The new socket is current before `join`, so what follows the result
 	// (the answer to the restart offer, candidates) goes on it; the old
 	// one is done, even if it still looked alive.
+	_ = ws.SetCompressionLevel(flate.BestCompression)
 	s = newSocket(ws)
 	c.setSocket(s)
 	_ = old.ws.Close()
