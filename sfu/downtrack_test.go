@@ -41,7 +41,7 @@ func TestDownTrackStartsOnKeyframe(t *testing.T) {
 		hdr.SequenceNumber++
 		_ = d.WriteRTP(hdr, delta, 0)
 	}
-	d.Flush(time.Second)
+	d.flush(time.Second)
 	if len(w.pays) != 0 {
 		t.Fatalf("forwarded %d packets before a keyframe", len(w.pays))
 	}
@@ -49,7 +49,7 @@ func TestDownTrackStartsOnKeyframe(t *testing.T) {
 	_ = d.WriteRTP(hdr, key, 0)
 	hdr.SequenceNumber++
 	_ = d.WriteRTP(hdr, delta, 0)
-	d.Flush(time.Second)
+	d.flush(time.Second)
 	if len(w.pays) != 2 {
 		t.Fatalf("forwarded %d packets, want 2", len(w.pays))
 	}
@@ -105,7 +105,7 @@ func TestStalledSubscriberQueue(t *testing.T) {
 			setPictureID(delta, uint16(i))
 			r.fanOut(hdr, delta, 0)
 			if i%32 == 0 {
-				dGood.Flush(time.Second) // paced like a network, for the good one
+				dGood.flush(time.Second) // paced like a network, for the good one
 			}
 		}
 	}()
@@ -114,13 +114,13 @@ func TestStalledSubscriberQueue(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the receiver's goroutine blocked on the stalled subscriber")
 	}
-	if !dGood.Flush(5 * time.Second) {
+	if !dGood.flush(5 * time.Second) {
 		t.Fatal("the good subscriber's queue did not drain")
 	}
 	if got := good.n.Load(); got != sent {
 		t.Fatalf("good subscriber got %d of %d packets", got, sent)
 	}
-	if q := dStalled.Queued(); q > videoQueueLen+1 { // +1: the one in the write
+	if q := dStalled.queued(); q > videoQueueLen+1 { // +1: the one in the write
 		t.Fatalf("stalled queue holds %d packets, bound is %d", q, videoQueueLen+1)
 	}
 	// One packet is stuck in the write, videoQueueLen wait behind it.
@@ -137,7 +137,7 @@ func TestStalledSubscriberQueue(t *testing.T) {
 	// The transport recovers: what was queued goes out, in order; Close
 	// ends the writer goroutine.
 	close(stalled.release)
-	if !dStalled.Flush(5 * time.Second) {
+	if !dStalled.flush(5 * time.Second) {
 		t.Fatal("stalled queue did not drain after release")
 	}
 	if got := stalled.n.Load(); got != videoQueueLen+1 {

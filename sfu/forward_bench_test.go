@@ -141,7 +141,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 		setPictureID(delta, pid)
 		r.fanOut(hdr, delta, 0)
 		for _, d := range dts {
-			d.Flush(time.Second)
+			d.flush(time.Second)
 		}
 	}
 	for range 100 {
@@ -199,6 +199,6 @@ func BenchmarkForwardSimulcast(b *testing.B) {
 // flushAll waits until every down track has written what it queued.
 func flushAll(dts []*DownTrack) {
 	for _, d := range dts {
-		d.Flush(10 * time.Second)
+		d.flush(10 * time.Second)
 	}
 }

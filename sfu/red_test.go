@@ -108,7 +108,7 @@ func bindRED(t *testing.T, source webrtc.RTPCodecParameters, negotiated []webrtc
 		hdr.SequenceNumber++
 		hdr.Timestamp += 960
 	}
-	d.Flush(time.Second)
+	d.flush(time.Second)
 	return chosen, w
 }
 

@@ -43,7 +43,7 @@ func BenchmarkNACKHandling(b *testing.B) {
 		hdr.SequenceNumber++
 		r.forward(l, hdr, delta)
 	}
-	d.Flush(time.Second)
+	d.flush(time.Second)
 	d.mu.Lock()
 	lastSeq, _, _ := d.munger.Last()
 	d.mu.Unlock()
@@ -63,9 +63,9 @@ func BenchmarkNACKHandling(b *testing.B) {
 		nack.Nacks = append(nack.Nacks, rtcp.NackPair{PacketID: id, LostPackets: 0b101})
 		d.handleRTCP(pkts)
 		if i%32 == 31 {
-			d.Flush(time.Second)
+			d.flush(time.Second)
 		}
 	}
-	d.Flush(time.Second)
+	d.flush(time.Second)
 	b.ReportMetric(float64(unsafe.Sizeof(*d.history)), "bytes/down-track-history")
 }

@@ -70,6 +70,9 @@ func (d *DownTrack) enqueue(p queuedPacket) bool {
 			n = audioQueueLen
 		}
 		q.ch = make(chan queuedPacket, n)
+		if q.free == nil {
+			q.free = make(chan *packetBuf, ownBuffers)
+		}
 		go d.writeLoop(q.ch, q.free)
 	}
 	select {
@@ -106,9 +109,12 @@ func (q *sendQueue) getBuf() *packetBuf {
 }
 
 // putBuf gives a buffer back once written or dropped.
-func (q *sendQueue) putBuf(b *packetBuf) {
+func (q *sendQueue) putBuf(b *packetBuf) { recycle(q.free, b) }
+
+// recycle keeps b among free's buffers, or returns it to the shared pool.
+func recycle(free chan *packetBuf, b *packetBuf) {
 	select {
-	case q.free <- b:
+	case free <- b:
 	default:
 		packetPool.Put(b)
 	}
@@ -124,7 +130,6 @@ func (d *DownTrack) closeQueue() {
 
 // writeLoop writes queued packets until the queue closes.
 func (d *DownTrack) writeLoop(ch chan queuedPacket, free chan *packetBuf) {
-	q := sendQueue{free: free}
 	var h rtp.Header // reused: interceptors append header extensions to it
 	for p := range ch {
 		h.Version = 2
@@ -143,7 +148,7 @@ func (d *DownTrack) writeLoop(ch chan queuedPacket, free chan *packetBuf) {
 		}
 		_, err := p.w.WriteRTP(&h, payload)
 		if p.buf != nil {
-			q.putBuf(p.buf)
+			recycle(free, p.buf)
 		}
 		switch {
 		case err != nil:
@@ -156,9 +161,9 @@ func (d *DownTrack) writeLoop(ch chan queuedPacket, free chan *packetBuf) {
 	}
 }
 
-// Flush waits until every packet queued so far has been written (or its
+// flush waits until every packet queued so far has been written (or its
 // write failed), or until timeout; it reports whether the queue drained.
-func (d *DownTrack) Flush(timeout time.Duration) bool {
+func (d *DownTrack) flush(timeout time.Duration) bool {
 	want := d.queue.queued.Load()
 	deadline := time.Now().Add(timeout)
 	for spins := 0; d.queue.handled.Load() < want; spins++ {
@@ -174,7 +179,7 @@ func (d *DownTrack) Flush(timeout time.Duration) bool {
 	return true
 }
 
-// Queued is how many packets wait in the send queue now.
-func (d *DownTrack) Queued() int {
+// queued is how many packets wait in the send queue now.
+func (d *DownTrack) queued() int {
 	return int(d.queue.queued.Load() - d.queue.handled.Load())
 }

@@ -77,14 +77,7 @@ func TestLoadSmoke(t *testing.T) {
 	if !strings.Contains(stderr.String(), "measuring") {
 		t.Errorf("no progress lines on stderr:\n%s", stderr.String())
 	}
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s loadgen.Summary
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := readSummary(t, jsonPath)
 	if s.Publishers != 1 || s.Subscribers != 2 || s.JoinFailures != 0 {
 		t.Fatalf("counts: %d publishers, %d subscribers, %d failures", s.Publishers, s.Subscribers, s.JoinFailures)
 	}
@@ -126,15 +119,8 @@ func runLoad(t *testing.T, srv *server.Server, args ...string) (*loadgen.Summary
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 	t.Logf("\n%s", stdout.String())
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s loadgen.Summary
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatal(err)
-	}
-	return &s, stdout.String()
+	s := readSummary(t, jsonPath)
+	return s, stdout.String()
 }
 
 // TestLoadMeetingSimulcast: a 3-publisher meeting sends three simulcast
@@ -288,14 +274,7 @@ func testLoadRecord(t *testing.T, keys bool) {
 	if !strings.Contains(stdout.String(), "recording load-") || !strings.Contains(stderr.String(), "recorded ") {
 		t.Errorf("no recording row in the summary or progress:\n%s\n%s", stdout.String(), stderr.String())
 	}
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s loadgen.Summary
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := readSummary(t, jsonPath)
 	if s.JoinFailures != 0 || s.StreamsStarted != s.StreamsExpected || s.StreamsExpected != 8 {
 		t.Fatalf("joins failed %d, streams %d of %d (want 8)", s.JoinFailures, s.StreamsStarted, s.StreamsExpected)
 	}
@@ -411,4 +390,18 @@ func TestLoopbackURL(t *testing.T) {
 			t.Errorf("loopbackURL(%q) = %v", u, got)
 		}
 	}
+}
+
+// readSummary reads the summary --json wrote.
+func readSummary(t *testing.T, path string) *loadgen.Summary {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s loadgen.Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	return &s
 }
