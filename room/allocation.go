@@ -99,7 +99,7 @@ func (l *subscriberLoop) allocate() {
 		return
 	}
 	alloc := sfu.AllocateWithHold(budget, holdMargin, demands)
-	var wantMore, sending uint64
+	var wantMore, maxStep, sending uint64
 	for i, it := range items {
 		capL, cur := it.d.Limits()
 		costs := demands[i].Costs
@@ -147,11 +147,14 @@ func (l *subscriberLoop) allocate() {
 		}
 		if up := nextLayer(costs, next, capL); up >= 0 && costs[up] > have {
 			wantMore += costs[up] - have
+			maxStep = max(maxStep, costs[up]-have)
 		}
 	}
-	// A probe at most doubles what is sent: enough to find room, not
-	// enough to flood a link that has none.
-	probe := min(wantMore*12/10, max(est, sending))
+	// A probe at most doubles what is sent (enough to find room, not
+	// enough to flood a link that has none), but always covers the largest
+	// single step: a track recovering from congestion must be able to show
+	// its next layer fits even while the estimate is still low.
+	probe := min(wantMore, max(est, sending, maxStep)) * 12 / 10
 	now := time.Now()
 	if probe > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(probe, probeFor) {
 		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)
