@@ -59,6 +59,10 @@ type Config struct {
 		// BatchSends sends media datagrams in batches (sendmmsg), one
 		// sender goroutine per media socket.
 		BatchSends bool `yaml:"batch_sends"`
+		// GSO hands the kernel each subscriber's run of equal-size
+		// datagrams as one segmented message (UDP GSO, Linux 4.18+) when
+		// sends are batched.
+		GSO bool `yaml:"gso"`
 	} `yaml:"rtc"`
 	Room struct {
 		// EmptyTimeout is how long an empty room lives after its last participant leaves.
@@ -128,6 +132,7 @@ func Default() Config {
 	c.RTC.LoopbackCandidates = true
 	c.RTC.CongestionControl = true
 	c.RTC.BatchSends = true
+	c.RTC.GSO = true
 	c.RTC.InitialBitrate = 3_000_000
 	c.Room.EmptyTimeout = Duration(10 * time.Second)
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
@@ -176,6 +181,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	congestion := fs.Bool("congestion-control", def.RTC.CongestionControl, "estimate each subscriber's downlink and fit simulcast layers to it")
 	initialBitrate := fs.Int("initial-bitrate", def.RTC.InitialBitrate, "each subscriber's starting bandwidth estimate, bits/s")
 	batchSends := fs.Bool("batch-sends", def.RTC.BatchSends, "send media datagrams in batches (sendmmsg), one sender per media socket")
+	gso := fs.Bool("gso", def.RTC.GSO, "with batched sends, let the kernel segment each subscriber's run of datagrams (UDP GSO, Linux)")
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
@@ -232,6 +238,8 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 			cfg.RTC.InitialBitrate = *initialBitrate
 		case "batch-sends":
 			cfg.RTC.BatchSends = *batchSends
+		case "gso":
+			cfg.RTC.GSO = *gso
 		case "log-level":
 			cfg.Log.Level = *logLevel
 		case "log-format":

@@ -111,6 +111,7 @@ type nodeCollector struct {
 	dropped                                    *prometheus.Desc
 	nacksIn, nacksOut, plisIn, plisOut         *prometheus.Desc
 	layerSwitches, retransmits                 *prometheus.Desc
+	udpDatagrams, udpSendCalls, udpSegmented   *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
 	mu            sync.Mutex
@@ -141,6 +142,9 @@ func newNodeCollector(src Source) *nodeCollector {
 		plisOut:       d("keyframe_requests_sent_total", "Keyframe requests (PLI) sent to publishers, after coalescing."),
 		layerSwitches: d("layer_switches_total", "Simulcast layer switches on down tracks."),
 		retransmits:   d("retransmitted_packets_total", "Packets resent to subscribers in answer to their NACKs."),
+		udpDatagrams:  d("udp_datagrams_sent_total", "Datagrams sent through the batched media sockets (RTP, RTCP, DTLS, STUN)."),
+		udpSendCalls:  d("udp_send_calls_total", "System calls (sendmmsg) that sent them."),
+		udpSegmented:  d("udp_segmented_datagrams_total", "Of those datagrams, the ones the kernel cut from one segmented message (UDP GSO)."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
 		jitter:        q("subscription_jitter_seconds", "Interarrival jitter subscribers report: quantiles over subscriptions reported in the last 10 s."),
 		loss:          q("subscription_loss_ratio", "Fraction of packets subscribers report lost in their last interval: quantiles over subscriptions reported in the last 10 s."),
@@ -153,7 +157,8 @@ func newNodeCollector(src Source) *nodeCollector {
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
-		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits, c.rtt, c.jitter, c.loss} {
+		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
+		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
 }
@@ -216,6 +221,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.plisOut, ev.PLIsSent)
 	counter(c.layerSwitches, ev.LayerSwitches)
 	counter(c.retransmits, ev.Retransmits)
+	counter(c.udpDatagrams, ev.DatagramsSent)
+	counter(c.udpSendCalls, ev.SendCalls)
+	counter(c.udpSegmented, ev.SegmentedDatagrams)
 	quantiles(ch, c.rtt, rtts)
 	quantiles(ch, c.jitter, jitters)
 	quantiles(ch, c.loss, losses)

@@ -27,6 +27,8 @@ type subscriberLoop struct {
 	// Owned by the loop goroutine.
 	started  bool
 	dirty    bool // a change awaits an offer
+	dirtyAt  time.Time
+	delayed  bool // a wake-up for a delayed offer is armed
 	inFlight bool // an offer awaits its answer
 	gen      int  // counts offers, to match timeouts to them
 	timer    *time.Timer
@@ -101,8 +103,36 @@ func (l *subscriberLoop) run() {
 			}
 		}
 		if l.offerDue() {
-			l.offer()
+			l.offerSoon()
 		}
+	}
+}
+
+// offerDelay lets changes that come a few ms apart, such as a publisher's
+// audio and video tracks starting, share one offer (and one answer) instead
+// of one each. It only delays an offer for a change made while no offer
+// was in flight; changes that waited for an answer go out at once.
+const offerDelay = 40 * time.Millisecond
+
+// markDirty records that a change awaits an offer.
+func (l *subscriberLoop) markDirty() {
+	if !l.dirty {
+		l.dirty = true
+		l.dirtyAt = time.Now()
+	}
+}
+
+// offerSoon makes the offer now, or wakes the loop for it when the
+// coalescing delay has passed.
+func (l *subscriberLoop) offerSoon() {
+	wait := time.Until(l.dirtyAt.Add(offerDelay))
+	if wait <= 0 || l.rs.restart {
+		l.offer()
+		return
+	}
+	if !l.delayed {
+		l.delayed = true
+		time.AfterFunc(wait, func() { l.post(func() { l.delayed = false }) })
 	}
 }
 
@@ -164,7 +194,7 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 	l.subsMu.Unlock()
 	l.apply(t, d)
 	r.AddSink(d)
-	l.dirty = true
+	l.markDirty()
 }
 
 func (l *subscriberLoop) removeDownTrack(id string) {
@@ -184,7 +214,7 @@ func (l *subscriberLoop) removeDownTrack(id string) {
 	if err := l.p.sub.RemoveDownTrack(id); err != nil {
 		l.p.log.Debug("removing track from subscriber connection", "track", id, "err", err)
 	}
-	l.dirty = true
+	l.markDirty()
 }
 
 // setSubscription merges the new preferences and applies them.

@@ -52,6 +52,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		NodeIPs: cfg.RTC.NodeIP, LoopbackCandidates: cfg.RTC.LoopbackCandidates, Logger: log,
 		BandwidthEstimation: cfg.RTC.CongestionControl, InitialBitrate: cfg.RTC.InitialBitrate,
 		BatchSends: cfg.RTC.BatchSends,
+		GSO:        cfg.RTC.GSO,
 	})
 	if err != nil {
 		return nil, err

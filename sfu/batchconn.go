@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -36,6 +37,8 @@ type batchConn struct {
 	exited  chan struct{}
 	once    sync.Once
 	dropped atomic.Uint64 // datagrams lost to a full queue or a send error
+	gso     bool          // segmentation offload (batchwrite.go)
+	logger  *slog.Logger
 }
 
 type outDatagram struct {
@@ -44,16 +47,16 @@ type outDatagram struct {
 	to  netip.AddrPort
 }
 
-// batchedDatagrams counts datagrams sent through batchConns, process-wide.
-var batchedDatagrams atomic.Uint64
-
 const (
 	maxBatch      = 64   // datagrams per sendmmsg
 	maxPendingOut = 8192 // datagrams queued before new ones are dropped
 )
 
-func newBatchConn(c *net.UDPConn) *batchConn {
-	b := &batchConn{UDPConn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+// newBatchConn wraps c; gso asks for segmentation offload, used when the
+// kernel has it.
+func newBatchConn(c *net.UDPConn, gso bool, log *slog.Logger) *batchConn {
+	b := &batchConn{UDPConn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
+		gso: gso && gsoSupported(c), logger: log}
 	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
 		b.batcher = ipv6.NewPacketConn(c)
 	} else {
@@ -124,11 +127,7 @@ func (b *batchConn) Dropped() uint64 { return b.dropped.Load() }
 func (b *batchConn) flushLoop() {
 	defer close(b.exited)
 	var batch []outDatagram
-	msgs := make([]ipv4.Message, maxBatch)
-	for i := range msgs {
-		msgs[i].Buffers = make([][]byte, 1)
-	}
-	addrs := map[netip.AddrPort]*net.UDPAddr{} // one per peer, so sends do not allocate
+	w := newBatchWriter(b, b.gso)
 	for {
 		stop := false
 		select {
@@ -139,26 +138,10 @@ func (b *batchConn) flushLoop() {
 		b.mu.Lock()
 		batch, b.pending = b.pending, batch[:0]
 		b.mu.Unlock()
-		if len(addrs) > 4096 {
-			clear(addrs) // peers come and go
-		}
-		for start := 0; start < len(batch); start += maxBatch {
-			chunk := batch[start:min(len(batch), start+maxBatch)]
-			for i, d := range chunk {
-				a := addrs[d.to]
-				if a == nil {
-					a = net.UDPAddrFromAddrPort(d.to)
-					addrs[d.to] = a
-				}
-				msgs[i].Buffers[0] = d.buf[:d.n]
-				msgs[i].Addr = a
-			}
-			b.send(msgs[:len(chunk)])
-			for i := range chunk {
-				packetPool.Put(chunk[i].buf)
-				chunk[i] = outDatagram{}
-				msgs[i].Addr = nil
-			}
+		w.write(batch)
+		for i := range batch {
+			packetPool.Put(batch[i].buf)
+			batch[i] = outDatagram{}
 		}
 		batch = batch[:0]
 		if stop {
@@ -167,34 +150,27 @@ func (b *batchConn) flushLoop() {
 	}
 }
 
-// send writes msgs, skipping a datagram the kernel refuses (a peer gone
-// away, for instance) so that the rest of the batch still leaves.
-func (b *batchConn) send(msgs []ipv4.Message) {
-	for len(msgs) > 0 {
-		n, err := b.batcher.WriteBatch(msgs, 0)
-		if n > 0 {
-			batchedDatagrams.Add(uint64(n))
-		}
-		if err != nil && n <= 0 {
-			b.dropped.Add(1)
-			counters.queueDrops.Add(1)
-			n = 1
-		}
-		msgs = msgs[n:]
+func (b *batchConn) log(msg string, err error) {
+	if b.logger != nil {
+		b.logger.Warn(msg, "socket", b.LocalAddr().String(), "err", err)
 	}
 }
 
 // batchNet is the operating system's network for pion's multi-socket UDP
 // mux (media on every interface), except that the UDP sockets it opens send
 // in batches.
-type batchNet struct{ *stdnet.Net }
+type batchNet struct {
+	*stdnet.Net
+	gso bool
+	log *slog.Logger
+}
 
-func newBatchNet() (*batchNet, error) {
+func newBatchNet(gso bool, log *slog.Logger) (*batchNet, error) {
 	n, err := stdnet.NewNet()
 	if err != nil {
 		return nil, err
 	}
-	return &batchNet{n}, nil
+	return &batchNet{Net: n, gso: gso, log: log}, nil
 }
 
 // ListenUDP opens the socket and wraps it.
@@ -203,5 +179,5 @@ func (n *batchNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPC
 	if err != nil {
 		return nil, err
 	}
-	return newBatchConn(c), nil
+	return newBatchConn(c, n.gso, n.log), nil
 }

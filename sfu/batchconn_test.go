@@ -29,7 +29,7 @@ func TestBatchConn(t *testing.T) {
 	}
 	defer recv.Close()
 	_ = recv.SetReadBuffer(8 << 20)
-	b := newBatchConn(sendSock)
+	b := newBatchConn(sendSock, true, nil)
 	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	const writers, each = 4, 500
@@ -104,7 +104,7 @@ func BenchmarkBatchConnWrite(b *testing.B) {
 			}
 		}
 	}()
-	c := newBatchConn(sendSock)
+	c := newBatchConn(sendSock, true, nil)
 	defer c.Close()
 	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()
 	p := make([]byte, 1200)
@@ -127,7 +127,7 @@ func TestBatchedEngineOnAllInterfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	batchedBefore := batchedDatagrams.Load()
+	batchedBefore := counters.datagramsSent.Load()
 	server, err := e.NewPeerConnection(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestBatchedEngineOnAllInterfaces(t *testing.T) {
 		if got != "echo hello" {
 			t.Fatalf("got %q", got)
 		}
-		if n := batchedDatagrams.Load() - batchedBefore; n < 5 {
+		if n := counters.datagramsSent.Load() - batchedBefore; n < 5 {
 			t.Fatalf("only %d datagrams went through the batched sockets", n)
 		}
 	case <-time.After(10 * time.Second):

@@ -19,10 +19,17 @@ type Counters struct {
 	LayerSwitches uint64 // simulcast layer changes on down tracks
 	QueueDrops    uint64 // packets dropped because a send queue (a down track's, or the batched socket's) was full
 	Retransmits   uint64 // packets resent to subscribers (NACK answers)
+	// Batched media sockets (batchconn.go): datagrams sent, the system
+	// calls that sent them, and how many of them the kernel segmented from
+	// one message (UDP GSO).
+	DatagramsSent      uint64
+	SendCalls          uint64
+	SegmentedDatagrams uint64
 }
 
 var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
+	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -35,6 +42,10 @@ func ReadCounters() Counters {
 		LayerSwitches: counters.layerSwitches.Load(),
 		QueueDrops:    counters.queueDrops.Load(),
 		Retransmits:   counters.retransmits.Load(),
+
+		DatagramsSent:      counters.datagramsSent.Load(),
+		SendCalls:          counters.sendCalls.Load(),
+		SegmentedDatagrams: counters.segmentedDatagrams.Load(),
 	}
 }
 

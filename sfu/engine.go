@@ -31,7 +31,10 @@ type EngineConfig struct {
 	// BatchSends sends each media socket's datagrams in batches (sendmmsg)
 	// from one goroutine per socket (batchconn.go).
 	BatchSends bool
-	Logger     *slog.Logger
+	// GSO lets batched sends hand the kernel each peer's run of equal-size
+	// datagrams as one segmented message (UDP_SEGMENT), where it has it.
+	GSO    bool
+	Logger *slog.Logger
 }
 
 // Engine owns the shared media sockets and builds peer connections on them.
@@ -67,7 +70,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			return nil, fmt.Errorf("media UDP port %d: %w", cfg.UDPPort, err)
 		}
 		if uc, ok := udp.(*net.UDPConn); ok && cfg.BatchSends {
-			udp = newBatchConn(uc)
+			udp = newBatchConn(uc, cfg.GSO, log)
 		}
 		e.udp = udp
 		e.udpPort = udp.LocalAddr().(*net.UDPAddr).Port
@@ -83,7 +86,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			opts = append(opts, ice.UDPMuxFromPortWithLoopback())
 		}
 		if cfg.BatchSends {
-			n, err := newBatchNet()
+			n, err := newBatchNet(cfg.GSO, log)
 			if err != nil {
 				return nil, fmt.Errorf("media network: %w", err)
 			}

@@ -2,7 +2,6 @@ package signaling
 
 import (
 	"bytes"
-	"compress/flate"
 	"encoding/json"
 	"net/http"
 
@@ -55,9 +54,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opts.Logger.Debug("signaling: upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	// Messages are compressed one by one (no context takeover): the best
-	// level costs microseconds on a few kB of SDP and saves ~10%.
-	_ = ws.SetCompressionLevel(flate.BestCompression)
+	// Messages are compressed one by one (no context takeover), at a level
+	// chosen by size: see writeFrame.
 	c := newConn(ws, h.opts)
 	d := h.makeDispatcher(c, r)
 	if d == nil {

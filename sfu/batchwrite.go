@@ -1,0 +1,163 @@
+package sfu
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+
+	"golang.org/x/net/ipv4"
+)
+
+// Segmentation offload (UDP GSO): a run of datagrams to one peer that share
+// a size (the last may be shorter) leaves as one message with a
+// UDP_SEGMENT control message, and the kernel cuts it into datagrams after
+// routing it once. A video frame fans out as such runs (the packetizer cuts
+// frames into equal packets), so most of the per-datagram kernel work (the
+// route lookup, building the socket buffer, the output path and, on
+// loopback, the receive path up to the socket) is paid once per frame per
+// subscriber instead of once per packet. Measured on loopback: 2.0–2.4 µs
+// per datagram against 5.0–5.6 µs with sendmmsg alone (5-packet frames).
+const (
+	maxSegments = 64        // the kernel's UDP_MAX_SEGMENTS
+	maxGSOBytes = 65507 - 8 // one IPv4 UDP payload, with room to spare
+)
+
+// batchWriter turns a batch of queued datagrams into sendmmsg calls. It
+// belongs to one flusher goroutine and reuses its slices, so a flush does
+// not allocate once warm.
+type batchWriter struct {
+	conn  *batchConn
+	gso   bool
+	msgs  []ipv4.Message
+	segs  []int    // datagrams in each message
+	iov   [][]byte // every message's buffers, back to back
+	oob   []byte   // every message's control message, back to back
+	addrs map[netip.AddrPort]*net.UDPAddr
+}
+
+func newBatchWriter(c *batchConn, gso bool) *batchWriter {
+	w := &batchWriter{conn: c, gso: gso, addrs: map[netip.AddrPort]*net.UDPAddr{}}
+	w.msgs = make([]ipv4.Message, maxBatch)
+	w.segs = make([]int, maxBatch)
+	if gso {
+		w.oob = make([]byte, maxBatch*gsoControlLen)
+	}
+	return w
+}
+
+func (w *batchWriter) addr(to netip.AddrPort) *net.UDPAddr {
+	a := w.addrs[to]
+	if a == nil {
+		if len(w.addrs) > 4096 {
+			clear(w.addrs) // peers come and go
+		}
+		a = net.UDPAddrFromAddrPort(to)
+		w.addrs[to] = a
+	}
+	return a
+}
+
+// write sends every datagram of batch. With segmentation on, datagrams are
+// grouped by peer first (a stable sort: each peer's datagrams keep their
+// order; the order between peers does not matter).
+func (w *batchWriter) write(batch []outDatagram) {
+	if w.gso && len(batch) > 1 {
+		slices.SortStableFunc(batch, func(x, y outDatagram) int { return x.to.Compare(y.to) })
+	}
+	if cap(w.iov) < len(batch) {
+		w.iov = make([][]byte, len(batch))
+	}
+	iov := w.iov[:len(batch)]
+	for i := range batch {
+		iov[i] = batch[i].buf[:batch[i].n]
+	}
+	nm := 0
+	for i := 0; i < len(batch); {
+		j := i + 1
+		if w.gso {
+			j = runEnd(batch, i)
+		}
+		m := &w.msgs[nm]
+		m.Buffers = iov[i:j:j]
+		m.Addr = w.addr(batch[i].to)
+		m.OOB = nil
+		if j-i > 1 {
+			oob := w.oob[nm*gsoControlLen : (nm+1)*gsoControlLen]
+			putGSOControl(oob, batch[i].n)
+			m.OOB = oob
+		}
+		w.segs[nm] = j - i
+		nm++
+		i = j
+		if nm == maxBatch || i == len(batch) {
+			w.send(w.msgs[:nm], w.segs[:nm])
+			nm = 0
+		}
+	}
+	clear(iov)
+	for i := range w.msgs {
+		w.msgs[i] = ipv4.Message{}
+	}
+}
+
+// runEnd returns the end of the run of datagrams starting at i that can
+// leave as one segmented message: same peer, the size of the first (the
+// last one may be shorter), within the kernel's limits.
+func runEnd(batch []outDatagram, i int) int {
+	size, total := batch[i].n, batch[i].n
+	j := i + 1
+	for j < len(batch) && j-i < maxSegments && batch[j].to == batch[i].to &&
+		batch[j].n <= size && total+batch[j].n <= maxGSOBytes {
+		total += batch[j].n
+		j++
+		if batch[j-1].n < size {
+			break // a shorter datagram can only be the last segment
+		}
+	}
+	return j
+}
+
+// send writes msgs, skipping a message the kernel refuses (a peer gone
+// away, for instance) so that the rest of the batch still leaves. If the
+// route refuses segmentation, it is turned off for good and the refused
+// message goes out datagram by datagram.
+func (w *batchWriter) send(msgs []ipv4.Message, segs []int) {
+	for len(msgs) > 0 {
+		n, err := w.conn.batcher.WriteBatch(msgs, 0)
+		counters.sendCalls.Add(1)
+		for k := range max(n, 0) {
+			counters.datagramsSent.Add(uint64(segs[k]))
+			if segs[k] > 1 {
+				counters.segmentedDatagrams.Add(uint64(segs[k]))
+			}
+		}
+		if err != nil && n <= 0 {
+			if segs[0] > 1 && gsoRefused(err) {
+				w.gso = false
+				w.conn.log("segmentation offload refused, sending datagrams one by one", err)
+				w.sendEach(msgs[0])
+			} else {
+				w.conn.dropped.Add(uint64(segs[0]))
+				counters.queueDrops.Add(uint64(segs[0]))
+			}
+			n = 1
+		}
+		msgs, segs = msgs[n:], segs[n:]
+	}
+}
+
+// sendEach sends a segmented message's datagrams one by one.
+func (w *batchWriter) sendEach(m ipv4.Message) {
+	var one [1]ipv4.Message
+	for _, b := range m.Buffers {
+		one[0] = ipv4.Message{Buffers: [][]byte{b}, Addr: m.Addr}
+		n, err := w.conn.batcher.WriteBatch(one[:], 0)
+		counters.sendCalls.Add(1)
+		if err != nil || n != 1 {
+			w.conn.dropped.Add(1)
+			counters.queueDrops.Add(1)
+			continue
+		}
+		counters.datagramsSent.Add(1)
+	}
+}
