@@ -271,9 +271,12 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		// can still bring it.
 		d.remember(seq, in.SequenceNumber, ts, in.Marker, layer, payload, buf[:n], d.source.PacketTime())
 	}
-	d.enqueue(queuedPacket{
-		w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: in.Marker,
-	})
+	p := queuedPacket{w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: in.Marker}
+	if d.video && !in.Marker {
+		d.enqueueHeld(p) // the frame's last packet wakes the writer (sendqueue.go)
+	} else {
+		d.enqueue(p)
+	}
 	d.mu.Unlock()
 	return nil
 }

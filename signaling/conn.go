@@ -458,17 +458,22 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// bestCompressionMin is the smallest message compressed at deflate's best
-// level. That level resets 640 KB of match tables per message (messages are
-// compressed one by one), tens of µs: for activeSpeakers sent to every
-// participant of a large room it was 9% of the server's CPU. Smaller
-// messages use the fastest level, whose reset is free and which compresses
-// short JSON about as well.
-const bestCompressionMin = 1024
+// Messages are compressed one by one (no context takeover), by size.
+// Deflate's best level resets 640 KB of match tables per message, tens of
+// µs: for activeSpeakers sent to every participant of a large room it was 9%
+// of the server's CPU, so only SDP-sized messages get it. Under
+// compressMin bytes (speaker updates naming one or two speakers) deflate saves a
+// few bytes for a Huffman table build per message, so they go as they are
+// (candidates are larger and do shrink).
+const (
+	compressMin        = 160
+	bestCompressionMin = 1024
+)
 
 // writeFrame sends one text message (compressed if the client negotiated
-// it).
+// it and the message is large enough).
 func (c *Conn) writeFrame(frame []byte) error {
+	c.ws.EnableWriteCompression(len(frame) >= compressMin)
 	level := flate.BestSpeed
 	if len(frame) >= bestCompressionMin {
 		level = flate.BestCompression

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/udpgro"
 	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
@@ -299,6 +300,11 @@ func buildAPI(tune func(*webrtc.SettingEngine), first []interceptor.Factory,
 		}
 	}
 	se := webrtc.SettingEngine{}
+	// UDP sockets read with GRO: a frame the server sent as one segmented
+	// message is read with one system call (internal/udpgro).
+	if n, err := udpgro.NewNet(); err == nil {
+		se.SetNet(n)
+	}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	if tune != nil {
