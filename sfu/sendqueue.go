@@ -72,9 +72,9 @@ type sendQueue struct {
 	wake    chan struct{}   // the writer parks here, not on ch: see holdTime
 	free    chan *packetBuf // a few buffers of this track's own, reused first
 	started bool
-	held    int         // packets queued since the writer was last woken; under d.mu
-	timer   *time.Timer // releases held packets after holdTime
-	armed   bool        // timer is running; under d.mu
+	held    int           // packets queued since the writer was last woken; under d.mu
+	timer   *time.Timer   // releases held packets after holdTime
+	armed   bool          // timer is running; under d.mu
 	queued  atomic.Uint64 // packets accepted into the queue
 	handled atomic.Uint64 // packets taken out and written (or failed)
 }
