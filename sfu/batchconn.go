@@ -45,6 +45,7 @@ type outDatagram struct {
 	buf *packetBuf
 	n   int
 	to  netip.AddrPort
+	key uint64 // groups datagrams by peer (batchwrite.go); set by the flusher
 }
 
 const (

@@ -191,3 +191,23 @@ func TestBatchConnSegmentationRefused(t *testing.T) {
 		t.Fatalf("%d datagrams dropped", b.Dropped())
 	}
 }
+
+// TestPeerKey: distinct IPv4 peers never share a key; the sort key keeps
+// room for the batch position.
+func TestPeerKey(t *testing.T) {
+	seen := map[uint64]netip.AddrPort{}
+	for _, s := range []string{"127.0.0.1:5000", "127.0.0.1:5001", "127.0.0.2:5000", "10.0.0.1:5000", "255.255.255.255:65535", "[::ffff:127.0.0.1]:5002"} {
+		a := netip.MustParseAddrPort(s)
+		k := peerKey(a)
+		if k >= 1<<48 {
+			t.Fatalf("%s: key %x over 48 bits", s, k)
+		}
+		if o, ok := seen[k]; ok {
+			t.Fatalf("%s and %s share key %x", s, o, k)
+		}
+		seen[k] = a
+	}
+	if peerKey(netip.MustParseAddrPort("[2001:db8::1]:5000")) == peerKey(netip.MustParseAddrPort("[2001:db8::2]:5000")) {
+		t.Fatal("two IPv6 peers share a key")
+	}
+}
