@@ -214,6 +214,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	if first {
 		t.receiver = sfu.NewReceiver(t.id, remote.Codec(), remote.Kind(), p.pub.WriteRTCP, p.log.With("track", t.id))
 		t.receiver.OnLayersChanged(func(uint8) { p.room.layersChanged(t) })
+		t.receiver.SetMuted(t.info.Muted)
 		t.info.Codec = remote.Codec().MimeType
 		t.visible = true
 	}
@@ -334,6 +335,9 @@ func (p *Participant) Mute(trackID string, muted bool) error {
 	t.mu.Lock()
 	changed := t.info.Muted != muted
 	t.info.Muted = muted
+	if t.receiver != nil {
+		t.receiver.SetMuted(muted)
+	}
 	t.mu.Unlock()
 	if changed {
 		p.room.trackUpdated(t)

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/gcc"
+	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -188,7 +189,18 @@ func (e *Engine) registerBWE(m *webrtc.MediaEngine, ir *interceptor.Registry, in
 		e.estMu.Unlock()
 	})
 	ir.Add(f)
-	return webrtc.ConfigureTWCCHeaderExtensionSender(m, ir)
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeVideo); err != nil {
+		return err
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return err
+	}
+	ext, err := twcc.NewHeaderExtensionInterceptor()
+	if err != nil {
+		return err
+	}
+	ir.Add(videoOnly{ext})
+	return nil
 }
 
 // claimEstimator returns the estimator pion made for pc, if any.

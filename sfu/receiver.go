@@ -67,6 +67,7 @@ type Receiver struct {
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
+	muted   atomic.Bool // see SetMuted
 	level   audioLevels // RFC 6464 levels since the last TakeAudioLevel (speakers.go)
 	clock   *pubClock   // the publisher's clock, shared by its tracks (rtcp.go)
 	clockOf any
@@ -338,10 +339,22 @@ func (r *Receiver) forward(l *layer, hdr *rtp.Header, payload []byte) {
 }
 
 func (r *Receiver) fanOut(hdr *rtp.Header, payload []byte, idx int8) {
+	muted := r.muted.Load()
 	for _, s := range *r.sinks.Load() {
+		if _, down := s.(*DownTrack); down && muted {
+			continue
+		}
 		_ = s.WriteRTP(hdr, payload, idx)
 	}
 }
+
+// SetMuted says whether the publisher muted the track. A muted track's
+// packets (a browser sends silence, or black frames, for a disabled track)
+// still reach other sinks (recorders) but not down tracks, which the room
+// pauses as well: the room need not touch every subscriber's down track
+// per packet, which for a muted speaker in a large audio room was most of
+// the fan-out's cost.
+func (r *Receiver) SetMuted(muted bool) { r.muted.Store(muted) }
 
 // cachedPayload copies a recently received payload of a layer into dst.
 func (r *Receiver) cachedPayload(idx int8, seq uint16, dst []byte) (int, bool) {

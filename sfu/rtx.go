@@ -27,6 +27,9 @@ func withRTXStreams(est cc.BandwidthEstimator, err error) (cc.BandwidthEstimator
 type rtxEstimator struct{ cc.BandwidthEstimator }
 
 func (e rtxEstimator) AddStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
+	if isAudio(info) {
+		return writer // see videoOnly
+	}
 	out := e.BandwidthEstimator.AddStream(info, writer)
 	for _, s := range [...]struct {
 		ssrc uint32

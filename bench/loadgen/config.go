@@ -59,6 +59,11 @@ type Config struct {
 	Simulcast    *bool
 	Audio        bool
 	AudioBitrate int64
+	// Speakers is how many publishers per room talk; the audio of the
+	// others is muted with the protocol's mute and keeps sending packets,
+	// as a browser does with a disabled microphone track (so the server
+	// receives it and must not forward it). -1 = every publisher talks.
+	Speakers int
 
 	JoinConcurrency int // parallel joins
 	ServerPID       int // 0 = no server measurement
@@ -91,7 +96,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		URL: "ws://127.0.0.1:7900/v1/rtc", Preset: PresetWebinar, Rooms: 1,
-		Publishers: -1, Subscribers: -1,
+		Publishers: -1, Subscribers: -1, Speakers: -1,
 		Duration: 30 * time.Second, Warmup: 3 * time.Second,
 		Video: true, Codec: CodecVP8, VideoBitrate: 2_500_000, FPS: 30, Width: 1280, Height: 720,
 		KeyframeInterval: 2 * time.Second, Audio: true, AudioBitrate: 48_000,
@@ -130,6 +135,9 @@ func (c *Config) normalize() error {
 	}
 	if c.Subscribers < 0 {
 		c.Subscribers = subs
+	}
+	if c.Speakers < 0 || c.Speakers > c.Publishers {
+		c.Speakers = c.Publishers
 	}
 	var errs []string
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }

@@ -186,6 +186,7 @@ type sender struct {
 	codec    string        // video: CodecVP8 or CodecH264
 	layers   []*videoLayer // video: low to high
 	serverID string        // the track id the server assigned
+	muted    bool          // muted with the protocol (Config.Speakers): not forwarded
 
 	packets atomic.Uint64 // all layers
 	bytes   atomic.Uint64 // RTP bytes (header + payload)

@@ -23,6 +23,7 @@ import (
 // participant is one simulated client.
 type participant struct {
 	room, name string
+	index      int // among the room's publishers
 	publish    bool
 	receive    bool
 
@@ -85,7 +86,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		name := fmt.Sprintf("load-%s-%d", runID, room)
 		rooms = append(rooms, name)
 		for i := 0; i < cfg.Publishers; i++ {
-			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("pub-%d-%d", room, i),
+			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("pub-%d-%d", room, i), index: i,
 				publish: true, receive: cfg.publishersReceive()})
 		}
 		for i := 0; i < cfg.Subscribers; i++ {
@@ -369,6 +370,15 @@ func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup
 				continue
 			}
 			s.serverID = pub.ID
+			if !s.video && p.index >= r.cfg.Speakers {
+				// A listener on stage: microphone muted, track still sending.
+				err := p.c.Call(pctx, protocol.MethodMute, protocol.MuteParams{TrackID: pub.ID, Muted: true}, nil)
+				if err != nil {
+					r.cfg.Logger.Warn("mute failed", "participant", p.name, "err", err)
+				} else {
+					s.muted = true
+				}
+			}
 			p.senders = append(p.senders, s)
 			if s.sim != nil {
 				for _, l := range s.layers[1:] {

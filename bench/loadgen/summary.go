@@ -32,6 +32,9 @@ type Summary struct {
 
 	StreamsExpected int `json:"streamsExpected"` // (subscriber, track) pairs
 	StreamsStarted  int `json:"streamsStarted"`  // of those, received at least one packet
+	// MutedTracks are audio tracks muted by publishers beyond --speakers:
+	// they send, the server does not forward, no stream is expected.
+	MutedTracks int `json:"mutedTracks"`
 
 	Sent struct {
 		Packets          uint64  `json:"packets"`
@@ -214,6 +217,10 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 			s.Publishers++
 		}
 		for _, sd := range p.senders {
+			if sd.muted {
+				s.MutedTracks++
+				continue // sent, but no subscriber should get it
+			}
 			tracksInRoom[p.room]++
 			d := b.sent[sd].sub(a.sent[sd])
 			sentByTrack[sd.serverID] = d.packets
@@ -252,7 +259,13 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 			continue
 		}
 		s.Subscribers++
-		s.StreamsExpected += tracksInRoom[p.room] - len(p.senders)
+		own := 0
+		for _, sd := range p.senders {
+			if !sd.muted {
+				own++
+			}
+		}
+		s.StreamsExpected += tracksInRoom[p.room] - own
 		if lb, ok := b.layerChanges[p]; ok {
 			la := a.layerChanges[p]
 			s.LayerChanges += lb.changes - la.changes
@@ -458,6 +471,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	row("subscribers", "%d%s", s.Subscribers, fails)
 	row("streams", "%d of %d started", s.StreamsStarted, s.StreamsExpected)
+	if s.MutedTracks > 0 {
+		row("muted", "%d audio tracks (publishers beyond --speakers): sending silence, not forwarded, not counted in sent", s.MutedTracks)
+	}
 	row("sent", "%.0f pkt/s, %s bit/s, %d keyframes (%d requested by the server)",
 		s.Sent.PacketsPerSecond, FormatBitrate(s.Sent.Bitrate), s.Sent.Keyframes, s.Sent.KeyframeRequests)
 	if s.Simulcast {

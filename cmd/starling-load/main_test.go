@@ -126,6 +126,45 @@ func runLoad(t *testing.T, srv *server.Server, args ...string) (*loadgen.Summary
 // TestLoadMeetingSimulcast: a 3-publisher meeting sends three simulcast
 // layers each (the meeting default); every subscriber receives video
 // without loss, and the summary says which layers arrived.
+// TestLoadAudioSpeakers: an audio room where 1 of 3 publishers talks and
+// the others mute their microphones (the protocol's mute) while their
+// tracks keep sending, as browsers do. Only the speaker's audio reaches
+// the 2 other publishers and the 2 listeners; the muted tracks' packets
+// arrive at the server and go no further.
+func TestLoadAudioSpeakers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends real media for a few seconds")
+	}
+	srv := startServer(t)
+	jsonPath := filepath.Join(t.TempDir(), "summary.json")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{
+		"--url", srv.SignalingURL(), "--preset", "audio", "--publishers", "3", "--subscribers", "2", "--speakers", "1",
+		"--duration", "3s", "--warmup", "1s", "--json", jsonPath,
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	t.Logf("\n%s", stdout.String())
+	if !strings.Contains(stdout.String(), "2 audio tracks (publishers beyond --speakers)") {
+		t.Errorf("summary does not report the muted tracks")
+	}
+	s := readSummary(t, jsonPath)
+	if s.MutedTracks != 2 {
+		t.Fatalf("%d muted tracks, want 2", s.MutedTracks)
+	}
+	// The speaker's track reaches the 2 other publishers and 2 listeners.
+	if s.StreamsExpected != 4 || s.StreamsStarted != 4 {
+		t.Fatalf("streams %d of %d started, want 4 of 4 (muted tracks must not be forwarded)", s.StreamsStarted, s.StreamsExpected)
+	}
+	if r := s.Received.DeliveryRatio; r < 0.95 || r > 1.05 {
+		t.Fatalf("received %d media packets for %d sent × subscribers (ratio %.3f)", s.Received.MediaPackets, s.Received.ExpectedFromSent, r)
+	}
+	if want := 4 * s.Sent.Packets; s.Received.ExpectedFromSent < want*95/100 || s.Received.ExpectedFromSent > want*105/100 {
+		t.Fatalf("expected-from-sent %d, want about 4 × %d (the speaker's packets only)", s.Received.ExpectedFromSent, s.Sent.Packets)
+	}
+}
+
 func TestLoadMeetingSimulcast(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
