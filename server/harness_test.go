@@ -267,6 +267,9 @@ func record(c *client.Client) *recorder {
 				if err != nil {
 					return
 				}
+				if len(pkt.Payload) == 0 {
+					continue // a padding-only probe, which receivers discard
+				}
 				r.mu.Lock()
 				if _, ok := r.first[rt.TrackID]; !ok {
 					r.first[rt.TrackID] = time.Now()
@@ -315,7 +318,15 @@ func assertRun(t testing.TB, who string, sent, got [][]byte) {
 	}
 	for i, p := range got {
 		if start+i >= len(sent) || !bytes.Equal(sent[start+i], p) {
-			t.Fatalf("%s: packet %d of %d differs from sent packet %d (lost, reordered or altered)", who, i, len(got), start+i)
+			was := -1
+			for k := range sent {
+				if bytes.Equal(sent[k], p) {
+					was = k
+					break
+				}
+			}
+			t.Fatalf("%s: packet %d of %d differs from sent packet %d (lost, reordered or altered): it is sent packet %d (-1: never sent); %d sent",
+				who, i, len(got), start+i, was, len(sent))
 		}
 	}
 }
