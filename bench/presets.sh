@@ -12,6 +12,8 @@
 #   meetingh264-cc, meetingh264-nocc  the 2.5 Mbit/s meeting in H.264
 #   audio                           20 Opus publishers hearing each other, 300 listeners
 #   audio-N                         the same with N listeners
+#   audiospeakers, audiospeakers-N  the audio room with 3 speakers: the 17 other publishers
+#                                   mute their microphones (starling-load --speakers 3)
 #   webinar-N (N = 200, 300, 400, or any number)
 #                                   1 publisher, VP8 1.5 Mbit/s + Opus, N viewers, congestion control off
 #
@@ -27,7 +29,7 @@ cd "$(dirname "$0")/.."
 out=${1:-/tmp/starling-presets}
 shift || true
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(meeting-cc meeting-nocc meeting1m-cc meeting1m-nocc audio webinar-200 webinar-300 webinar-400)
+[ ${#cases[@]} -gt 0 ] || cases=(meeting-cc meeting-nocc meeting1m-cc meeting1m-nocc audio audiospeakers webinar-200 webinar-300 webinar-400)
 duration=${DURATION:-30s} warmup=${WARMUP:-5s} attempts=${ATTEMPTS:-2}
 max_other=${MAX_OTHER:-15} idle=${IDLE:-20} idle_wait=${IDLE_WAIT:-900}
 mbr=${MEETING_BITRATE:-2.5M}
@@ -55,6 +57,8 @@ for c in "${cases[@]}"; do
 	meetingh264-cc) args=(--preset meeting --publishers 10 --video-bitrate "$mbr" --codec h264) ;;
 	meetingh264-nocc) args=(--preset meeting --publishers 10 --video-bitrate "$mbr" --codec h264 "$nocc") ;;
 	audio) args=(--preset audio --publishers 20 --subscribers 300) ;;
+	audiospeakers) args=(--preset audio --publishers 20 --subscribers 300 --speakers 3) ;;
+	audiospeakers-*) args=(--preset audio --publishers 20 --subscribers "${c#audiospeakers-}" --speakers 3) ;;
 	audio-*) args=(--preset audio --publishers 20 --subscribers "${c#audio-}") ;;
 	webinar-*) args=(--preset webinar --subscribers "${c#webinar-}" --video-bitrate 1.5M "$nocc") ;;
 	*)

@@ -56,6 +56,7 @@ const (
 // newBatchConn wraps c; gso asks for segmentation offload, used when the
 // kernel has it.
 func newBatchConn(c *net.UDPConn, gso bool, log *slog.Logger) *batchConn {
+	growBuffers(c)
 	b := &batchConn{UDPConn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
 		gso: gso && gsoSupported(c), logger: log}
 	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
@@ -65,6 +66,18 @@ func newBatchConn(c *net.UDPConn, gso bool, log *slog.Logger) *batchConn {
 	}
 	go b.flushLoop()
 	return b
+}
+
+// socketBuffer is what the media sockets ask the kernel for, each way: one
+// socket carries every peer, and the default (~208 KiB, some 150 packets)
+// overflowed when the machine was busy for a few ms, dropping publishers'
+// packets before the server read them. The kernel caps it at
+// net.core.rmem_max / wmem_max.
+const socketBuffer = 4 << 20
+
+func growBuffers(c *net.UDPConn) {
+	_ = c.SetReadBuffer(socketBuffer)
+	_ = c.SetWriteBuffer(socketBuffer)
 }
 
 // ReadFromAddrPort reads one datagram, as the UDP socket does.

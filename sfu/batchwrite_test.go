@@ -139,20 +139,29 @@ func sizeOf(k int) int {
 	return 1188
 }
 
-// TestBatchConnSegmentation: with GSO, each peer's runs leave as segmented
-// messages and arrive as the original datagrams, whole and in order.
-func TestBatchConnSegmentation(t *testing.T) {
+// gsoSocket opens a loopback UDP socket, skipping where the kernel has no
+// UDP GSO.
+func gsoSocket(t *testing.T) *net.UDPConn {
+	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("UDP GSO is Linux only")
 	}
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	s, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !gsoSupported(s) {
+		s.Close()
 		t.Skip("this kernel has no UDP_SEGMENT")
 	}
+	return s
+}
+
+// TestBatchConnSegmentation: with GSO, each peer's runs leave as segmented
+// messages and arrive as the original datagrams, whole and in order.
+func TestBatchConnSegmentation(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	s := gsoSocket(t)
 	b := newBatchConn(s, true, nil)
 	defer b.Close()
 	if n := gsoPeers(t, b); n == 0 {
@@ -164,18 +173,10 @@ func TestBatchConnSegmentation(t *testing.T) {
 // segmentation (here: UDP checksums off, which GSO needs) still delivers
 // every datagram; segmentation turns itself off.
 func TestBatchConnSegmentationRefused(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("UDP GSO is Linux only")
-	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	s, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !gsoSupported(s) {
-		t.Skip("this kernel has no UDP_SEGMENT")
-	}
+	s := gsoSocket(t)
 	rc, _ := s.SyscallConn()
+	var err error
 	_ = rc.Control(func(fd uintptr) {
 		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
 	})

@@ -27,14 +27,21 @@ func (w *recordingWriter) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
 }
 func (w *recordingWriter) Write(b []byte) (int, error) { return len(b), nil }
 
-func TestDownTrackStartsOnKeyframe(t *testing.T) {
-	r := newBenchReceiver(vp8Codec)
+// boundVP8DownTrack returns a down track of a VP8 receiver, bound with
+// SSRC 77 and writing into a recordingWriter.
+func boundVP8DownTrack(t *testing.T) (*DownTrack, *recordingWriter) {
+	t.Helper()
 	w := &recordingWriter{}
-	d := NewDownTrack(r, "PA_x")
+	d := NewDownTrack(newBenchReceiver(vp8Codec), "PA_x")
 	d.SetTarget(0)
 	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 77, w: w}); err != nil {
 		t.Fatal(err)
 	}
+	return d, w
+}
+
+func TestDownTrackStartsOnKeyframe(t *testing.T) {
+	d, w := boundVP8DownTrack(t)
 	key, delta := benchPackets()
 	hdr := &rtp.Header{Version: 2, SequenceNumber: 10, Timestamp: 1000}
 	for i := 0; i < 3; i++ { // deltas before any keyframe are not forwarded

@@ -70,8 +70,11 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("media UDP port %d: %w", cfg.UDPPort, err)
 		}
-		if uc, ok := udp.(*net.UDPConn); ok && cfg.BatchSends {
-			udp = newBatchConn(uc, cfg.GSO, log)
+		if uc, ok := udp.(*net.UDPConn); ok {
+			growBuffers(uc)
+			if cfg.BatchSends {
+				udp = newBatchConn(uc, cfg.GSO, log)
+			}
 		}
 		e.udp = udp
 		e.udpPort = udp.LocalAddr().(*net.UDPAddr).Port

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
 )
 
@@ -15,13 +14,7 @@ import (
 // keyframe longer than holdMax packets is not held whole.
 func TestFrameWakesWriterOnce(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	r := newBenchReceiver(vp8Codec)
-	w := &recordingWriter{}
-	d := NewDownTrack(r, "PA_x")
-	d.SetTarget(0)
-	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 77, w: w}); err != nil {
-		t.Fatal(err)
-	}
+	d, w := boundVP8DownTrack(t)
 	defer d.Close()
 	key, delta := benchPackets()
 	seq := uint16(100)

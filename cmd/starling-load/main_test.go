@@ -123,9 +123,6 @@ func runLoad(t *testing.T, srv *server.Server, args ...string) (*loadgen.Summary
 	return s, stdout.String()
 }
 
-// TestLoadMeetingSimulcast: a 3-publisher meeting sends three simulcast
-// layers each (the meeting default); every subscriber receives video
-// without loss, and the summary says which layers arrived.
 // TestLoadAudioSpeakers: an audio room where 1 of 3 publishers talks and
 // the others mute their microphones (the protocol's mute) while their
 // tracks keep sending, as browsers do. Only the speaker's audio reaches
@@ -135,21 +132,11 @@ func TestLoadAudioSpeakers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
-	srv := startServer(t)
-	jsonPath := filepath.Join(t.TempDir(), "summary.json")
-	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{
-		"--url", srv.SignalingURL(), "--preset", "audio", "--publishers", "3", "--subscribers", "2", "--speakers", "1",
-		"--duration", "3s", "--warmup", "1s", "--json", jsonPath,
-	}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
-	}
-	t.Logf("\n%s", stdout.String())
-	if !strings.Contains(stdout.String(), "2 audio tracks (publishers beyond --speakers)") {
+	s, table := runLoad(t, startServer(t), "--preset", "audio", "--publishers", "3", "--subscribers", "2",
+		"--speakers", "1", "--duration", "3s", "--warmup", "1s")
+	if !strings.Contains(table, "2 audio tracks (publishers beyond --speakers)") {
 		t.Errorf("summary does not report the muted tracks")
 	}
-	s := readSummary(t, jsonPath)
 	if s.MutedTracks != 2 {
 		t.Fatalf("%d muted tracks, want 2", s.MutedTracks)
 	}
@@ -165,6 +152,9 @@ func TestLoadAudioSpeakers(t *testing.T) {
 	}
 }
 
+// TestLoadMeetingSimulcast: a 3-publisher meeting sends three simulcast
+// layers each (the meeting default); every subscriber receives video
+// without loss, and the summary says which layers arrived.
 func TestLoadMeetingSimulcast(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
