@@ -96,13 +96,14 @@ func BenchmarkForward(b *testing.B) {
 			dts := bindDownTracks(b, r, n, w)
 			l := r.testLayer(0) // with the NACK cache, as a real video layer
 			key, delta := benchPackets()
-			hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42}
+			hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42, Marker: true}
 			r.forward(l, hdr, key)
 			b.ReportAllocs()
 			b.ResetTimer()
 			pid := uint16(1)
 			for i := 0; i < b.N; i++ {
-				// Every bench packet starts a frame (S=1): new picture id and timestamp.
+				// Every bench packet is a whole frame (S=1, marker): new
+				// picture id and timestamp, and it wakes the writers.
 				hdr.SequenceNumber++
 				hdr.Timestamp += 3000
 				pid = (pid + 1) & 0x7fff
@@ -129,7 +130,7 @@ func TestForwardDoesNotAllocate(t *testing.T) {
 	w := &countingWriter{}
 	dts := bindDownTracks(t, r, 20, w)
 	key, delta := benchPackets()
-	hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42}
+	hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42, Marker: true}
 	r.fanOut(hdr, key, 0)
 	pid := uint16(1)
 	// Packets arrive paced, as from a network: the writers drain their
@@ -171,7 +172,7 @@ func BenchmarkForwardSimulcast(b *testing.B) {
 	key, delta := benchPackets()
 	hdrs := [MaxLayers]*rtp.Header{}
 	for l := range hdrs {
-		hdrs[l] = &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(l * 1000), Timestamp: uint32(l * 77777), SSRC: uint32(40 + l)}
+		hdrs[l] = &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(l * 1000), Timestamp: uint32(l * 77777), SSRC: uint32(40 + l), Marker: true}
 		r.fanOut(hdrs[l], key, int8(l))
 	}
 	var pids [MaxLayers]uint16
