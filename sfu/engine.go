@@ -12,7 +12,6 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/gcc"
-	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -198,11 +197,7 @@ func (e *Engine) registerBWE(m *webrtc.MediaEngine, ir *interceptor.Registry, in
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		return err
 	}
-	ext, err := twcc.NewHeaderExtensionInterceptor()
-	if err != nil {
-		return err
-	}
-	ir.Add(videoOnly{ext})
+	ir.Add(twccSeqFactory{})
 	return nil
 }
 

@@ -334,7 +334,15 @@ func (s *senderReports) BindLocalStream(info *interceptor.StreamInfo, writer int
 	s.mu.Lock()
 	s.streams[info.SSRC] = st
 	s.mu.Unlock()
+	// pion passes no attributes; the estimator inside would make a map per
+	// packet to note the TWCC extension id. One reused map per stream (one
+	// writer goroutine each) spares that allocation.
+	attrs := interceptor.Attributes{}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if a == nil {
+			clear(attrs)
+			a = attrs
+		}
 		if h.SSRC == info.SSRC {
 			st.mu.Lock()
 			if st.packets == 0 {

@@ -28,7 +28,7 @@ type rtxEstimator struct{ cc.BandwidthEstimator }
 
 func (e rtxEstimator) AddStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
 	if isAudio(info) {
-		return writer // see videoOnly
+		return writer // see twccSeqFactory
 	}
 	out := e.BandwidthEstimator.AddStream(info, writer)
 	for _, s := range [...]struct {
