@@ -37,6 +37,9 @@ type Config struct {
 		// AllowedOrigins are the browser origins allowed to open the
 		// signaling WebSocket besides the server's own; "*" allows any.
 		AllowedOrigins []string `yaml:"allowed_origins"`
+		// Pprof serves Go's profiler (CPU, heap, goroutines) at
+		// /debug/pprof/ to loopback clients only.
+		Pprof bool `yaml:"pprof"`
 	} `yaml:"http"`
 	RTC struct {
 		// UDPPort is the single UDP port shared by all peers (ICE UDP mux); 0 picks a free port.

@@ -113,6 +113,7 @@ func operationFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string)
 		"repeatable or comma-separated; * allows any; none = same origin only (clients sending no Origin are always allowed)")
 	var hooks listFlag
 	fs.Var(&hooks, "webhook-url", "`URL` receiving signed event POSTs; repeatable or comma-separated")
+	pprofOn := fs.Bool("pprof", def.HTTP.Pprof, "serve Go's profiler at /debug/pprof/ (CPU, heap, goroutines) to loopback clients only")
 	turnOn := fs.Bool("turn", def.TURN.Enabled, "run the embedded TURN server and hand clients credentials for it")
 	turnPort := fs.Int("turn-port", def.TURN.Port, "embedded TURN server's UDP (and TCP) `port`; 0 picks a free port")
 	turnRelay := fs.String("turn-relay-ip", def.TURN.RelayIP, "`IP` of relayed candidates; empty = first --node-ip, --media-bind-ip, or the outgoing interface")
@@ -129,6 +130,8 @@ func operationFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string)
 			cfg.HTTP.AllowedOrigins = []string(origins)
 		case "webhook-url":
 			cfg.Webhook.URLs = []string(hooks)
+		case "pprof":
+			cfg.HTTP.Pprof = *pprofOn
 		case "turn":
 			cfg.TURN.Enabled = *turnOn
 		case "turn-port":

@@ -83,6 +83,9 @@ func (s *Server) setupOperations(mux *http.ServeMux) (err error) {
 		Rooms: s.rooms, Auth: s.auth, MaxDataMessage: s.cfg.Limits.MaxDataMessage, Logger: s.log,
 	}).Register(mux)
 	mux.Handle("GET /metrics", s.metrics.Handler())
+	if s.cfg.HTTP.Pprof {
+		registerPprof(mux)
+	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if s.rooms.Draining() {

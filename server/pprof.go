@@ -1,0 +1,33 @@
+package server
+
+import (
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"net/netip"
+)
+
+// registerPprof serves Go's profiler at /debug/pprof/ (http.pprof: off by
+// default). Profiles show the server's internals and a CPU profile costs
+// CPU while it runs, so only loopback clients get them: profile on the
+// machine, or through an SSH tunnel.
+func registerPprof(mux *http.ServeMux) {
+	mux.Handle("/debug/pprof/", loopbackOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", loopbackOnly(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", loopbackOnly(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", loopbackOnly(http.HandlerFunc(pprof.Trace)))
+}
+
+// loopbackOnly answers 403 to clients that are not on this machine.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || perr != nil || !ip.Unmap().IsLoopback() {
+			http.Error(w, "profiling is served to loopback clients only", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
