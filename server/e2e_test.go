@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/signaling/client"
 	"github.com/starling-rtc/starling/signaling/protocol"
@@ -199,5 +200,39 @@ func TestDataMessages(t *testing.T) {
 	case m := <-echo:
 		t.Fatalf("sender got its own message back: %+v", m)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestLazyPublisher: a client with LazyPublisher joins and receives media
+// with its publisher connection never opened (one peer connection on each
+// side instead of two); its first data message opens it, and the message
+// arrives.
+func TestLazyPublisher(t *testing.T) {
+	srv := startServer(t, nil)
+	viewer := join(t, srv, "lazy", "viewer", func(o *client.Options) { o.LazyPublisher = true })
+	rec := record(viewer)
+	other := join(t, srv, "lazy", "other")
+	got := make(chan protocol.DataMessage, 4)
+	other.OnData(func(m protocol.DataMessage) { got <- m })
+	media := publishFake(t, other)
+	waitFor(t, 15*time.Second, "video at the viewer", func() bool {
+		return len(rec.payloads(media.track("video").ID)) > 10
+	})
+	if st := viewer.Publisher().ConnectionState(); st != webrtc.PeerConnectionStateNew {
+		t.Fatalf("viewer's publisher connection is %s before it sent anything, want new (never opened)", st)
+	}
+	if err := viewer.SendData(ctxT(t, 10*time.Second), "from a viewer"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.From != viewer.ParticipantID() || m.Payload != "from a viewer" {
+			t.Fatalf("got %+v", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lazy publisher's first data message never arrived")
+	}
+	if st := viewer.Publisher().ConnectionState(); st != webrtc.PeerConnectionStateConnected {
+		t.Fatalf("viewer's publisher connection is %s after sending, want connected", st)
 	}
 }

@@ -209,7 +209,9 @@ func forEach(ctx context.Context, parts []*participant, n int, f func(*participa
 
 func (r *runner) joinAll(ctx context.Context) {
 	forEach(ctx, r.parts, r.cfg.JoinConcurrency, func(p *participant) {
-		opts := client.Options{Name: p.name, API: r.api, Logger: r.cfg.Logger}
+		// Viewers never publish: their publisher connection is never
+		// opened, as a receive-only app would do (client.Options).
+		opts := client.Options{Name: p.name, API: r.api, Logger: r.cfg.Logger, LazyPublisher: !p.publish}
 		tok, err := r.cfg.mintToken(p.name, auth.Grants{Room: p.room})
 		if err != nil {
 			r.failed.Add(1)

@@ -44,6 +44,11 @@ type Options struct {
 	// NetDialContext, if set, opens the signaling TCP connection (a proxy,
 	// or a test counting bytes on the wire).
 	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// LazyPublisher opens the publisher connection only when it is first
+	// needed (Publish, SendData) instead of at join. A participant that
+	// only receives (a webinar viewer) then costs the server, and itself,
+	// one negotiated peer connection instead of two.
+	LazyPublisher bool
 }
 
 // dialer is the WebSocket dialer for o.
@@ -182,15 +187,45 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 	})
 	c.wg.Add(1)
 	go c.answerLoop(c.done)
-	if c.pubDC, err = c.pub.CreateDataChannel(protocol.DataChannelLabel, nil); err != nil {
-		c.Close()
-		return nil, err
+	if opts.LazyPublisher {
+		return c, nil
 	}
-	if _, err := c.negotiate(ctx, nil); err != nil {
+	if _, err := c.dataChannel(ctx); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// dataChannel returns the publisher's data channel, opening the publisher
+// connection with it first if that has not happened yet.
+func (c *Client) dataChannel(ctx context.Context) (*webrtc.DataChannel, error) {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	if c.pubDC != nil {
+		return c.pubDC, nil
+	}
+	if err := c.addDataChannelLocked(); err != nil {
+		return nil, err
+	}
+	if _, err := c.negotiateLocked(ctx, nil); err != nil {
+		return nil, err
+	}
+	return c.pubDC, nil
+}
+
+// addDataChannelLocked adds the data channel to the publisher connection's
+// next offer, once. Call with pubMu held.
+func (c *Client) addDataChannelLocked() error {
+	if c.pubDC != nil {
+		return nil
+	}
+	dc, err := c.pub.CreateDataChannel(protocol.DataChannelLabel, nil)
+	if err != nil {
+		return err
+	}
+	c.pubDC = dc
+	return nil
 }
 
 // ParticipantID is this client's participant id.
@@ -216,14 +251,18 @@ func (c *Client) OnData(f func(protocol.DataMessage)) {
 
 // SendData sends a text message to every other participant.
 func (c *Client) SendData(ctx context.Context, text string) error {
-	for c.pubDC.ReadyState() != webrtc.DataChannelStateOpen {
+	dc, err := c.dataChannel(ctx)
+	if err != nil {
+		return err
+	}
+	for dc.ReadyState() != webrtc.DataChannelStateOpen {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("data channel not open: %w", ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return c.pubDC.SendText(text)
+	return dc.SendText(text)
 }
 
 // Call sends a request and decodes its result into result (may be nil).

@@ -41,6 +41,9 @@ type Published struct {
 func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published, error) {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
+	if err := c.addDataChannelLocked(); err != nil { // a lazy publisher's first offer
+		return nil, err
+	}
 	type added struct {
 		tr  *webrtc.RTPTransceiver
 		sim *SimulcastTrack
@@ -141,13 +144,8 @@ func preferTrackCodec(tr *webrtc.RTPTransceiver, track webrtc.TrackLocal) {
 	_ = tr.SetCodecPreferences(keep)
 }
 
-// negotiate runs one publisher offer/answer exchange.
-func (c *Client) negotiate(ctx context.Context, anns []protocol.TrackAnnouncement) (*protocol.OfferResult, error) {
-	c.pubMu.Lock()
-	defer c.pubMu.Unlock()
-	return c.negotiateLocked(ctx, anns)
-}
-
+// negotiateLocked runs one publisher offer/answer exchange. Call with pubMu
+// held.
 func (c *Client) negotiateLocked(ctx context.Context, anns []protocol.TrackAnnouncement) (*protocol.OfferResult, error) {
 	offer, err := c.pub.CreateOffer(nil)
 	if err != nil {

@@ -278,6 +278,9 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 func (c *Client) restartPublisher(ctx context.Context) error {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
+	if c.pubDC == nil {
+		return nil // a lazy publisher never opened: nothing to restart
+	}
 	if c.pub.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
 		// Its answer was lost with the old socket, and pion cannot replace
 		// a pending local offer: send it again first.
