@@ -1,10 +1,8 @@
 package server
 
 import (
-	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 )
 
 // registerPprof serves Go's profiler at /debug/pprof/ (http.pprof: off by
@@ -22,9 +20,7 @@ func registerPprof(mux *http.ServeMux) {
 // loopbackOnly answers 403 to clients that are not on this machine.
 func loopbackOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		ip, perr := netip.ParseAddr(host)
-		if err != nil || perr != nil || !ip.Unmap().IsLoopback() {
+		if !loopbackClient(r.RemoteAddr) { // recording.go
 			http.Error(w, "profiling is served to loopback clients only", http.StatusForbidden)
 			return
 		}

@@ -37,7 +37,6 @@ type batchConn struct {
 	exited  chan struct{}
 	once    sync.Once
 	dropped atomic.Uint64 // datagrams lost to a full queue or a send error
-	gso     bool          // segmentation offload (batchwrite.go)
 	logger  *slog.Logger
 }
 
@@ -58,13 +57,14 @@ const (
 func newBatchConn(c *net.UDPConn, gso bool, log *slog.Logger) *batchConn {
 	growBuffers(c)
 	b := &batchConn{UDPConn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
-		gso: gso && gsoSupported(c), logger: log}
+		logger: log}
 	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
 		b.batcher = ipv6.NewPacketConn(c)
 	} else {
 		b.batcher = ipv4.NewPacketConn(c)
 	}
-	go b.flushLoop()
+	// The writer owns the segmentation switch: it may turn it off later.
+	go b.flushLoop(newBatchWriter(b, gso && gsoSupported(c)))
 	return b
 }
 
@@ -138,10 +138,9 @@ func (b *batchConn) Close() error {
 // Dropped counts datagrams lost to a full queue or a failed send.
 func (b *batchConn) Dropped() uint64 { return b.dropped.Load() }
 
-func (b *batchConn) flushLoop() {
+func (b *batchConn) flushLoop(w *batchWriter) {
 	defer close(b.exited)
 	var batch []outDatagram
-	w := newBatchWriter(b, b.gso)
 	for {
 		stop := false
 		select {

@@ -154,30 +154,7 @@ func TestBatchedEngineOnAllInterfaces(t *testing.T) {
 	dc.OnOpen(func() { _ = dc.SendText("hello") })
 	dc.OnMessage(func(m webrtc.DataChannelMessage) { echoed <- string(m.Data) })
 
-	offer, err := peer.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(peer)
-	if err := peer.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	if err := server.SetRemoteDescription(*peer.LocalDescription()); err != nil {
-		t.Fatal(err)
-	}
-	answer, err := server.CreateAnswer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sGathered := webrtc.GatheringCompletePromise(server)
-	if err := server.SetLocalDescription(answer); err != nil {
-		t.Fatal(err)
-	}
-	<-sGathered
-	if err := peer.SetRemoteDescription(*server.LocalDescription()); err != nil {
-		t.Fatal(err)
-	}
+	negotiateGathered(t, peer, server)
 	select {
 	case got := <-echoed:
 		if got != "echo hello" {

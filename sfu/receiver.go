@@ -341,8 +341,10 @@ func (r *Receiver) forward(l *layer, hdr *rtp.Header, payload []byte) {
 func (r *Receiver) fanOut(hdr *rtp.Header, payload []byte, idx int8) {
 	muted := r.muted.Load()
 	for _, s := range *r.sinks.Load() {
-		if _, down := s.(*DownTrack); down && muted {
-			continue
+		if muted {
+			if _, down := s.(*DownTrack); down {
+				continue
+			}
 		}
 		_ = s.WriteRTP(hdr, payload, idx)
 	}
