@@ -66,6 +66,9 @@ type Config struct {
 		// datagrams as one segmented message (UDP GSO, Linux 4.18+) when
 		// sends are batched.
 		GSO bool `yaml:"gso"`
+		// DirectSRTP encrypts subscribers' media in Starling and queues it
+		// straight into the batched socket, below pion's write path.
+		DirectSRTP bool `yaml:"direct_srtp"`
 	} `yaml:"rtc"`
 	Room struct {
 		// EmptyTimeout is how long an empty room lives after its last participant leaves.
@@ -136,6 +139,7 @@ func Default() Config {
 	c.RTC.CongestionControl = true
 	c.RTC.BatchSends = true
 	c.RTC.GSO = true
+	c.RTC.DirectSRTP = true
 	c.RTC.InitialBitrate = 3_000_000
 	c.Room.EmptyTimeout = Duration(10 * time.Second)
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
@@ -185,6 +189,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	initialBitrate := fs.Int("initial-bitrate", def.RTC.InitialBitrate, "each subscriber's starting bandwidth estimate, bits/s")
 	batchSends := fs.Bool("batch-sends", def.RTC.BatchSends, "send media datagrams in batches (sendmmsg), one sender per media socket")
 	gso := fs.Bool("gso", def.RTC.GSO, "with batched sends, let the kernel segment each subscriber's run of datagrams (UDP GSO, Linux)")
+	directSRTP := fs.Bool("direct-srtp", def.RTC.DirectSRTP, "with batched sends, encrypt subscribers' media in Starling and queue it straight to the socket, below pion's write path")
 	logLevel := fs.String("log-level", def.Log.Level, "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
@@ -243,6 +248,8 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 			cfg.RTC.BatchSends = *batchSends
 		case "gso":
 			cfg.RTC.GSO = *gso
+		case "direct-srtp":
+			cfg.RTC.DirectSRTP = *directSRTP
 		case "log-level":
 			cfg.Log.Level = *logLevel
 		case "log-format":

@@ -112,6 +112,7 @@ type nodeCollector struct {
 	nacksIn, nacksOut, plisIn, plisOut         *prometheus.Desc
 	layerSwitches, retransmits                 *prometheus.Desc
 	udpDatagrams, udpSendCalls, udpSegmented   *prometheus.Desc
+	directStreams, pionStreams                 *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
 	mu            sync.Mutex
@@ -145,6 +146,8 @@ func newNodeCollector(src Source) *nodeCollector {
 		udpDatagrams:  d("udp_datagrams_sent_total", "Datagrams sent through the batched media sockets (RTP, RTCP, DTLS, STUN)."),
 		udpSendCalls:  d("udp_send_calls_total", "System calls (sendmmsg) that sent them."),
 		udpSegmented:  d("udp_segmented_datagrams_total", "Of those datagrams, the ones the kernel cut from one segmented message (UDP GSO)."),
+		directStreams: d("srtp_direct_streams_total", "Outgoing RTP streams encrypted by Starling and queued straight to the batched socket (rtc.direct_srtp)."),
+		pionStreams:   d("srtp_pion_streams_total", "Outgoing RTP streams sent through pion's write path although rtc.direct_srtp is on (Starling the DTLS client, or ICE-TCP)."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
 		jitter:        q("subscription_jitter_seconds", "Interarrival jitter subscribers report: quantiles over subscriptions reported in the last 10 s."),
 		loss:          q("subscription_loss_ratio", "Fraction of packets subscribers report lost in their last interval: quantiles over subscriptions reported in the last 10 s."),
@@ -158,7 +161,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
-		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.rtt, c.jitter, c.loss} {
+		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
 }
@@ -224,6 +227,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.udpDatagrams, ev.DatagramsSent)
 	counter(c.udpSendCalls, ev.SendCalls)
 	counter(c.udpSegmented, ev.SegmentedDatagrams)
+	counter(c.directStreams, ev.DirectStreams)
+	counter(c.pionStreams, ev.PionStreams)
 	quantiles(ch, c.rtt, rtts)
 	quantiles(ch, c.jitter, jitters)
 	quantiles(ch, c.loss, losses)

@@ -53,6 +53,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		BandwidthEstimation: cfg.RTC.CongestionControl, InitialBitrate: cfg.RTC.InitialBitrate,
 		BatchSends: cfg.RTC.BatchSends,
 		GSO:        cfg.RTC.GSO,
+		DirectSRTP: cfg.RTC.DirectSRTP,
 	})
 	if err != nil {
 		return nil, err

@@ -92,18 +92,25 @@ func (b *batchConn) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
 	}
 	buf := packetPool.Get().(*packetBuf)
 	n := copy(buf[:], p)
+	return n, b.queueOwned(buf, n, to)
+}
+
+// queueOwned queues buf[:n] for the next batch without copying it: the
+// buffer is the batch's from now on, back to packetPool once sent. A full
+// queue drops the datagram, like a full socket buffer would.
+func (b *batchConn) queueOwned(buf *packetBuf, n int, to netip.AddrPort) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		packetPool.Put(buf)
-		return 0, net.ErrClosed
+		return net.ErrClosed
 	}
 	if len(b.pending) >= maxPendingOut {
 		b.mu.Unlock()
 		packetPool.Put(buf)
 		b.dropped.Add(1)
 		counters.queueDrops.Add(1)
-		return n, nil // like a full socket buffer: the datagram is lost
+		return nil
 	}
 	b.pending = append(b.pending, outDatagram{buf: buf, n: n, to: to})
 	b.mu.Unlock()
@@ -111,7 +118,7 @@ func (b *batchConn) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
 	case b.wake <- struct{}{}:
 	default:
 	}
-	return n, nil
+	return nil
 }
 
 // WriteTo queues one datagram (net.Addr form, for callers without AddrPort).
@@ -174,16 +181,17 @@ func (b *batchConn) log(msg string, err error) {
 // in batches.
 type batchNet struct {
 	*stdnet.Net
-	gso bool
-	log *slog.Logger
+	gso    bool
+	log    *slog.Logger
+	opened func(*batchConn) // told of each socket opened
 }
 
-func newBatchNet(gso bool, log *slog.Logger) (*batchNet, error) {
+func newBatchNet(gso bool, log *slog.Logger, opened func(*batchConn)) (*batchNet, error) {
 	n, err := stdnet.NewNet()
 	if err != nil {
 		return nil, err
 	}
-	return &batchNet{Net: n, gso: gso, log: log}, nil
+	return &batchNet{Net: n, gso: gso, log: log, opened: opened}, nil
 }
 
 // ListenUDP opens the socket and wraps it.
@@ -192,5 +200,9 @@ func (n *batchNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPC
 	if err != nil {
 		return nil, err
 	}
-	return newBatchConn(c, n.gso, n.log), nil
+	bc := newBatchConn(c, n.gso, n.log)
+	if n.opened != nil {
+		n.opened(bc)
+	}
+	return bc, nil
 }

@@ -25,11 +25,17 @@ type Counters struct {
 	DatagramsSent      uint64
 	SendCalls          uint64
 	SegmentedDatagrams uint64
+	// Outgoing RTP streams (a down track with its RTX) by the path their
+	// packets took: Starling's own SRTP encryption straight into the
+	// batched socket (srtpdirect.go), or pion's write path.
+	DirectStreams uint64
+	PionStreams   uint64
 }
 
 var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
+	directStreams, pionStreams                                                               atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -46,6 +52,8 @@ func ReadCounters() Counters {
 		DatagramsSent:      counters.datagramsSent.Load(),
 		SendCalls:          counters.sendCalls.Load(),
 		SegmentedDatagrams: counters.segmentedDatagrams.Load(),
+		DirectStreams:      counters.directStreams.Load(),
+		PionStreams:        counters.pionStreams.Load(),
 	}
 }
 

@@ -33,13 +33,23 @@ type EngineConfig struct {
 	BatchSends bool
 	// GSO lets batched sends hand the kernel each peer's run of equal-size
 	// datagrams as one segmented message (UDP_SEGMENT), where it has it.
-	GSO    bool
-	Logger *slog.Logger
+	GSO bool
+	// DirectSRTP encrypts subscribers' RTP in Starling and queues it
+	// straight into the batched socket, below pion's write path
+	// (srtpdirect.go). Needs BatchSends.
+	DirectSRTP bool
+	Logger     *slog.Logger
 }
 
 // Engine owns the shared media sockets and builds peer connections on them.
 type Engine struct {
 	api     *webrtc.API
+	media   *webrtc.MediaEngine
+	ir      *interceptor.Registry
+	se      webrtc.SettingEngine
+	direct  bool // subscriber connections send through srtpdirect.go
+	sockMu  sync.Mutex
+	sockets []*batchConn // the batched media sockets, for the direct path
 	udp     net.PacketConn
 	tcp     net.Listener
 	udpMux  ice.UDPMux
@@ -72,7 +82,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		if uc, ok := udp.(*net.UDPConn); ok {
 			growBuffers(uc)
 			if cfg.BatchSends {
-				udp = newBatchConn(uc, cfg.GSO, log)
+				bc := newBatchConn(uc, cfg.GSO, log)
+				e.addSocket(bc)
+				udp = bc
 			}
 		}
 		e.udp = udp
@@ -89,7 +101,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			opts = append(opts, ice.UDPMuxFromPortWithLoopback())
 		}
 		if cfg.BatchSends {
-			n, err := newBatchNet(cfg.GSO, log)
+			n, err := newBatchNet(cfg.GSO, log, e.addSocket)
 			if err != nil {
 				return nil, fmt.Errorf("media network: %w", err)
 			}
@@ -158,6 +170,8 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	}
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir),
 		webrtc.WithSettingEngine(se))
+	e.media, e.ir, e.se = m, ir, se
+	e.direct = cfg.DirectSRTP && cfg.BatchSends
 	return e, nil
 }
 
@@ -239,6 +253,38 @@ func (e *Engine) NewPeerConnection(iceServers []webrtc.ICEServer) (*webrtc.PeerC
 		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
 	})
+}
+
+// newSubscriberPC builds a subscriber's peer connection: with the direct
+// send path, on an API of its own, whose DTLS hooks learn this
+// connection's keys and whose first interceptor is its directSender.
+func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerConnection, *directSender, error) {
+	if !e.direct {
+		pc, err := e.NewPeerConnection(iceServers)
+		return pc, nil, err
+	}
+	ds := &directSender{}
+	se := e.se
+	se.SetDTLSKeyLogWriter(&ds.keys)
+	se.SetDTLSServerHelloMessageHook(ds.keys.serverHello)
+	ir := &interceptor.Registry{}
+	ir.Add(ds) // first: innermost, under every shared interceptor
+	ir.Add(registryFactory{e.ir})
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(e.media), webrtc.WithInterceptorRegistry(ir),
+		webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{
+		ICEServers:    iceServers,
+		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
+		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
+		// Header extensions in the clear, as Starling's own encryption
+		// does them (RFC 9335's cryptex is pion's to apply).
+		RTPHeaderEncryptionPolicy: webrtc.RTPHeaderEncryptionPolicyDisable,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	e.watchDirect(pc, ds)
+	return pc, ds, nil
 }
 
 // UDPPort is the media UDP port actually bound.

@@ -32,7 +32,7 @@ type Subscriber struct {
 
 // NewSubscriber makes a subscriber connection with its `data` channel.
 func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error) {
-	pc, err := e.NewPeerConnection(iceServers)
+	pc, _, err := e.newSubscriberPC(iceServers)
 	if err != nil {
 		return nil, err
 	}
