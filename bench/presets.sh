@@ -23,7 +23,8 @@
 # % of one core before each attempt), IDLE_WAIT (900: give up waiting after
 # this many seconds and run anyway; the "other" column shows the noise),
 # SERVER_BIN (a prebuilt server; default: build ./cmd/starling into OUTDIR),
-# LOAD_BIN (likewise for ./cmd/starling-load).
+# LOAD_BIN (likewise for ./cmd/starling-load), EXTRA_ARGS (more starling-load
+# flags for every case, split on spaces: EXTRA_ARGS=--server-arg=--direct-srtp=false).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/starling-presets}
@@ -72,7 +73,8 @@ for c in "${cases[@]}"; do
 			[ "$(busy_pct)" -lt "$idle" ] && break
 		done
 		json="$out/$c-$attempt.json"
-		"$load" "${args[@]}" --duration "$duration" --warmup "$warmup" --join-concurrency 8 \
+		# shellcheck disable=SC2086 # EXTRA_ARGS is split on purpose
+		"$load" "${args[@]}" ${EXTRA_ARGS:-} --duration "$duration" --warmup "$warmup" --join-concurrency 8 \
 			--start-server --server-bin "$bin" --quiet --json "$json" \
 			>"$out/$c-$attempt.txt" 2>"$out/$c-$attempt.log" || echo "$c attempt $attempt: exit status $?"
 		other=$(jq -r '.machine.otherPercent // 999 | floor' "$json" 2>/dev/null || echo 999)
