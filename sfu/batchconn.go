@@ -38,7 +38,15 @@ type batchConn struct {
 	once    sync.Once
 	dropped atomic.Uint64 // datagrams lost to a full queue or a send error
 	logger  *slog.Logger
+	// free holds the socket's own datagram buffers, reused before the
+	// shared pool: sync.Pool empties at every GC, and refilling it was the
+	// last allocation per forwarded packet.
+	free chan *packetBuf
 }
+
+// freeBuffers is how many buffers a batched socket keeps: a few batches'
+// worth; bursts borrow from the shared pool.
+const freeBuffers = 1024
 
 type outDatagram struct {
 	buf *packetBuf
@@ -57,7 +65,7 @@ const (
 func newBatchConn(c *net.UDPConn, gso bool, log *slog.Logger) *batchConn {
 	growBuffers(c)
 	b := &batchConn{UDPConn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
-		logger: log}
+		logger: log, free: make(chan *packetBuf, freeBuffers)}
 	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
 		b.batcher = ipv6.NewPacketConn(c)
 	} else {
@@ -90,24 +98,34 @@ func (b *batchConn) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
 	if len(p) > len(packetBuf{}) {
 		return b.UDPConn.WriteToUDPAddrPort(p, to) // rare (large DTLS records): send at once
 	}
-	buf := packetPool.Get().(*packetBuf)
+	buf := b.getBuf()
 	n := copy(buf[:], p)
 	return n, b.queueOwned(buf, n, to)
 }
 
+// getBuf returns a datagram buffer, the socket's own if one is free.
+func (b *batchConn) getBuf() *packetBuf {
+	select {
+	case buf := <-b.free:
+		return buf
+	default:
+		return packetPool.Get().(*packetBuf)
+	}
+}
+
 // queueOwned queues buf[:n] for the next batch without copying it: the
-// buffer is the batch's from now on, back to packetPool once sent. A full
+// buffer is the batch's from now on, reused once sent. A full
 // queue drops the datagram, like a full socket buffer would.
 func (b *batchConn) queueOwned(buf *packetBuf, n int, to netip.AddrPort) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		packetPool.Put(buf)
+		recycle(b.free, buf)
 		return net.ErrClosed
 	}
 	if len(b.pending) >= maxPendingOut {
 		b.mu.Unlock()
-		packetPool.Put(buf)
+		recycle(b.free, buf)
 		b.dropped.Add(1)
 		counters.queueDrops.Add(1)
 		return nil
@@ -160,7 +178,7 @@ func (b *batchConn) flushLoop(w *batchWriter) {
 		b.mu.Unlock()
 		w.write(batch)
 		for i := range batch {
-			packetPool.Put(batch[i].buf)
+			recycle(b.free, batch[i].buf)
 			batch[i] = outDatagram{}
 		}
 		batch = batch[:0]

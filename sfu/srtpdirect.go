@@ -146,15 +146,15 @@ func (st *directStream) writeDirect(r *directRoute, h *rtp.Header, payload []byt
 		}
 		return r.conn.WriteToAddrPort(out, r.to)
 	}
-	buf := packetPool.Get().(*packetBuf)
+	buf := r.conn.getBuf()
 	out, err := st.encrypt(buf[:], h, payload)
 	if err != nil {
-		packetPool.Put(buf)
+		recycle(r.conn.free, buf)
 		return 0, err
 	}
 	if len(out) > len(buf) || &out[0] != &buf[0] {
 		// The cipher wrote elsewhere (it never does with room to spare).
-		packetPool.Put(buf)
+		defer recycle(r.conn.free, buf)
 		return r.conn.WriteToAddrPort(out, r.to)
 	}
 	return len(out), r.conn.queueOwned(buf, len(out), r.to)
