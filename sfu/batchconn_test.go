@@ -96,14 +96,7 @@ func BenchmarkBatchConnWrite(b *testing.B) {
 	sendSock, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	recv, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	defer recv.Close()
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			if _, err := recv.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
+	go discardUDP(recv, nil)
 	c := newBatchConn(sendSock, true, nil)
 	defer c.Close()
 	to := recv.LocalAddr().(*net.UDPAddr).AddrPort()

@@ -102,12 +102,8 @@ func BenchmarkForward(b *testing.B) {
 			b.ResetTimer()
 			pid := uint16(1)
 			for i := 0; i < b.N; i++ {
-				// Every bench packet is a whole frame (S=1, marker): new
-				// picture id and timestamp, and it wakes the writers.
-				hdr.SequenceNumber++
-				hdr.Timestamp += 3000
-				pid = (pid + 1) & 0x7fff
-				setPictureID(delta, pid)
+				// Every bench packet is a whole frame.
+				nextDeltaFrame(hdr, delta, &pid)
 				r.forward(l, hdr, delta)
 				if i%64 == 63 {
 					flushAll(dts) // a burst at most: queues never overflow

@@ -23,6 +23,28 @@ func (t interceptorTrackWriter) WriteRTP(h *rtp.Header, p []byte) (int, error) {
 }
 func (t interceptorTrackWriter) Write(b []byte) (int, error) { return len(b), nil }
 
+// discardUDP reads c until it is closed, counting datagrams in n (if not nil).
+func discardUDP(c *net.UDPConn, n *atomic.Int64) {
+	buf := make([]byte, 2048)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+		if n != nil {
+			n.Add(1)
+		}
+	}
+}
+
+// nextDeltaFrame turns the bench's delta packet into the next frame: a new
+// sequence number, timestamp and picture id (S=1, marker: it wakes writers).
+func nextDeltaFrame(hdr *rtp.Header, delta []byte, pid *uint16) {
+	hdr.SequenceNumber++
+	hdr.Timestamp += 3000
+	*pid = (*pid + 1) & 0x7fff
+	setPictureID(delta, *pid)
+}
+
 // waitSent waits until the batched socket has handed everything queued to
 // the kernel.
 func (b *batchConn) waitSent() {
@@ -65,15 +87,7 @@ func BenchmarkForwardEncryptSend(b *testing.B) {
 				}
 				defer sink.Close()
 				_ = sink.SetReadBuffer(socketBuffer)
-				go func() {
-					buf := make([]byte, 2048)
-					for {
-						if _, err := sink.Read(buf); err != nil {
-							return
-						}
-						received.Add(1)
-					}
-				}()
+				go discardUDP(sink, &received)
 				s := &directSender{}
 				s.route.Store(&directRoute{conn: c, to: sink.LocalAddr().(*net.UDPAddr).AddrPort(), keys: keys})
 				d := NewDownTrack(r, fmt.Sprintf("PA_%d", i))
@@ -93,10 +107,7 @@ func BenchmarkForwardEncryptSend(b *testing.B) {
 			b.ResetTimer()
 			pid := uint16(1)
 			for i := 0; i < b.N; i++ {
-				hdr.SequenceNumber++
-				hdr.Timestamp += 3000
-				pid = (pid + 1) & 0x7fff
-				setPictureID(delta, pid)
+				nextDeltaFrame(hdr, delta, &pid)
 				r.forward(l, hdr, delta)
 				if i%16 == 15 {
 					// Bursts stay within the socket's queue, and at most

@@ -151,14 +151,7 @@ func directBench(tb testing.TB) (*directStream, func()) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			if _, err := recv.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
+	go discardUDP(recv, nil)
 	c := newBatchConn(send, true, nil)
 	s := &directSender{}
 	s.route.Store(&directRoute{conn: c, to: recv.LocalAddr().(*net.UDPAddr).AddrPort(),
