@@ -19,14 +19,8 @@ import (
 // later writes fail.
 func TestBatchConn(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	sendSock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sendSock := listenLoopback(t)
+	recv := listenLoopback(t)
 	defer recv.Close()
 	_ = recv.SetReadBuffer(8 << 20)
 	b := newBatchConn(sendSock, true, nil)
@@ -93,8 +87,7 @@ func TestBatchConn(t *testing.T) {
 // BenchmarkBatchConnWrite: queueing one 1200-byte datagram (the flusher
 // sends on its own goroutine, batched).
 func BenchmarkBatchConnWrite(b *testing.B) {
-	sendSock, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	recv, _ := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	sendSock, recv := listenLoopback(b), listenLoopback(b)
 	defer recv.Close()
 	go discardUDP(recv, nil)
 	c := newBatchConn(sendSock, true, nil)

@@ -71,10 +71,7 @@ func gsoPeers(t *testing.T, b *batchConn) uint64 {
 	var recvs []*net.UDPConn
 	got := make(chan [3]int, peers*frames*perFrame)
 	for p := range peers {
-		r, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := listenLoopback(t)
 		defer r.Close()
 		_ = r.SetReadBuffer(4 << 20)
 		recvs = append(recvs, r)
@@ -146,10 +143,7 @@ func gsoSocket(t *testing.T) *net.UDPConn {
 	if runtime.GOOS != "linux" {
 		t.Skip("UDP GSO is Linux only")
 	}
-	s, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := listenLoopback(t)
 	if !gsoSupported(s) {
 		s.Close()
 		t.Skip("this kernel has no UDP_SEGMENT")

@@ -248,11 +248,17 @@ func registerCodecs(m *webrtc.MediaEngine) error {
 
 // NewPeerConnection builds a peer connection on the shared sockets.
 func (e *Engine) NewPeerConnection(iceServers []webrtc.ICEServer) (*webrtc.PeerConnection, error) {
-	return e.api.NewPeerConnection(webrtc.Configuration{
+	return e.api.NewPeerConnection(peerConfig(iceServers))
+}
+
+// peerConfig is every Starling connection's configuration: one transport
+// (BUNDLE, RTCP multiplexed) to each client.
+func peerConfig(iceServers []webrtc.ICEServer) webrtc.Configuration {
+	return webrtc.Configuration{
 		ICEServers:    iceServers,
 		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
-	})
+	}
 }
 
 // newSubscriberPC builds a subscriber's peer connection: with the direct
@@ -272,14 +278,11 @@ func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerCon
 	ir.Add(registryFactory{e.ir})
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(e.media), webrtc.WithInterceptorRegistry(ir),
 		webrtc.WithSettingEngine(se))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:    iceServers,
-		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
-		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
-		// Header extensions in the clear, as Starling's own encryption
-		// does them (RFC 9335's cryptex is pion's to apply).
-		RTPHeaderEncryptionPolicy: webrtc.RTPHeaderEncryptionPolicyDisable,
-	})
+	cfg := peerConfig(iceServers)
+	// Header extensions in the clear, as Starling's own encryption does
+	// them (RFC 9335's cryptex is pion's to apply).
+	cfg.RTPHeaderEncryptionPolicy = webrtc.RTPHeaderEncryptionPolicyDisable
+	pc, err := api.NewPeerConnection(cfg)
 	if err != nil {
 		return nil, nil, err
 	}

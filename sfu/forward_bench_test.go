@@ -76,6 +76,31 @@ func benchPackets() (key, delta []byte) {
 	return key, delta
 }
 
+// forwardFrames starts b's timer, forwards a keyframe then b.N one-packet
+// delta frames on r's layer 0 (with its NACK cache, as a real video layer),
+// and calls burstDone(i) after every burst packets.
+func forwardFrames(b *testing.B, r *Receiver, burst int, burstDone func(i int)) {
+	l := r.testLayer(0)
+	key, delta := benchPackets()
+	hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42, Marker: true}
+	r.forward(l, hdr, key)
+	b.ReportAllocs()
+	b.ResetTimer()
+	pid := uint16(1)
+	for i := 0; i < b.N; i++ {
+		// Every bench packet is a whole frame (S=1, marker): new picture
+		// id and timestamp, and it wakes the writers.
+		hdr.SequenceNumber++
+		hdr.Timestamp += 3000
+		pid = (pid + 1) & 0x7fff
+		setPictureID(delta, pid)
+		r.forward(l, hdr, delta)
+		if i%burst == burst-1 {
+			burstDone(i)
+		}
+	}
+}
+
 // setPictureID writes a 15-bit VP8 picture id into a bench payload.
 func setPictureID(p []byte, pid uint16) {
 	p[2] = 0x80 | byte(pid>>8)
@@ -94,21 +119,9 @@ func BenchmarkForward(b *testing.B) {
 			r := newBenchReceiver(vp8Codec)
 			w := &countingWriter{}
 			dts := bindDownTracks(b, r, n, w)
-			l := r.testLayer(0) // with the NACK cache, as a real video layer
-			key, delta := benchPackets()
-			hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42, Marker: true}
-			r.forward(l, hdr, key)
-			b.ReportAllocs()
-			b.ResetTimer()
-			pid := uint16(1)
-			for i := 0; i < b.N; i++ {
-				// Every bench packet is a whole frame.
-				nextDeltaFrame(hdr, delta, &pid)
-				r.forward(l, hdr, delta)
-				if i%64 == 63 {
-					flushAll(dts) // a burst at most: queues never overflow
-				}
-			}
+			forwardFrames(b, r, 64, func(int) {
+				flushAll(dts) // a burst at most: queues never overflow
+			})
 			flushAll(dts)
 			b.StopTimer()
 			if got := w.n.Load(); got < int64(b.N*n) { // nothing may be dropped

@@ -23,6 +23,16 @@ func (t interceptorTrackWriter) WriteRTP(h *rtp.Header, p []byte) (int, error) {
 }
 func (t interceptorTrackWriter) Write(b []byte) (int, error) { return len(b), nil }
 
+// listenLoopback opens a UDP socket on a free loopback port.
+func listenLoopback(tb testing.TB) *net.UDPConn {
+	tb.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
 // discardUDP reads c until it is closed, counting datagrams in n (if not nil).
 func discardUDP(c *net.UDPConn, n *atomic.Int64) {
 	buf := make([]byte, 2048)
@@ -34,15 +44,6 @@ func discardUDP(c *net.UDPConn, n *atomic.Int64) {
 			n.Add(1)
 		}
 	}
-}
-
-// nextDeltaFrame turns the bench's delta packet into the next frame: a new
-// sequence number, timestamp and picture id (S=1, marker: it wakes writers).
-func nextDeltaFrame(hdr *rtp.Header, delta []byte, pid *uint16) {
-	hdr.SequenceNumber++
-	hdr.Timestamp += 3000
-	*pid = (*pid + 1) & 0x7fff
-	setPictureID(delta, *pid)
 }
 
 // waitSent waits until the batched socket has handed everything queued to
@@ -70,10 +71,7 @@ func (b *batchConn) waitSent() {
 func BenchmarkForwardEncryptSend(b *testing.B) {
 	for _, n := range []int{1, 10, 50, 200} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			send, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				b.Fatal(err)
-			}
+			send := listenLoopback(b)
 			c := newBatchConn(send, true, nil)
 			defer c.Close()
 			var received atomic.Int64
@@ -81,10 +79,7 @@ func BenchmarkForwardEncryptSend(b *testing.B) {
 			r := newBenchReceiver(vp8Codec)
 			dts := make([]*DownTrack, n)
 			for i := range dts {
-				sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-				if err != nil {
-					b.Fatal(err)
-				}
+				sink := listenLoopback(b)
 				defer sink.Close()
 				_ = sink.SetReadBuffer(socketBuffer)
 				go discardUDP(sink, &received)
@@ -99,26 +94,15 @@ func BenchmarkForwardEncryptSend(b *testing.B) {
 				r.AddSink(d)
 				dts[i] = d
 			}
-			l := r.testLayer(0)
-			key, delta := benchPackets()
-			hdr := &rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: 1, Timestamp: 1000, SSRC: 42, Marker: true}
-			r.forward(l, hdr, key)
-			b.ReportAllocs()
-			b.ResetTimer()
-			pid := uint16(1)
-			for i := 0; i < b.N; i++ {
-				nextDeltaFrame(hdr, delta, &pid)
-				r.forward(l, hdr, delta)
-				if i%16 == 15 {
-					// Bursts stay within the socket's queue, and at most
-					// 48 packets per receiver are unread: within its buffer.
-					flushAll(dts)
-					c.waitSent()
-					for received.Load() < int64((i+2-48)*n) {
-						time.Sleep(20 * time.Microsecond) // lets the poller wake the readers
-					}
+			forwardFrames(b, r, 16, func(i int) {
+				// Bursts stay within the socket's queue, and at most 48
+				// packets per receiver are unread: within its buffer.
+				flushAll(dts)
+				c.waitSent()
+				for received.Load() < int64((i+2-48)*n) {
+					time.Sleep(20 * time.Microsecond) // lets the poller wake the readers
 				}
-			}
+			})
 			flushAll(dts)
 			c.waitSent()
 			want := int64((b.N + 1) * n)

@@ -3,7 +3,6 @@ package sfu
 import (
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 
 	"github.com/pion/interceptor"
@@ -95,11 +94,13 @@ const (
 	pathPion
 )
 
-// directStream is one local stream (a down track, with its RTX SSRC).
+// directStream is one local stream (a down track, with its RTX SSRC). Its
+// only writer is the down track's writer goroutine (sendqueue.go: media,
+// padding and retransmissions all leave through its queue), so its state
+// needs no lock on the per-packet path.
 type directStream struct {
 	sender *directSender
 	next   interceptor.RTPWriter
-	mu     sync.Mutex // one writer goroutine per down track; the lock is for safety, uncontended
 	path   streamPath
 	ctx    *srtp.Context
 	keys   *directKeys
@@ -109,7 +110,6 @@ type directStream struct {
 // Write encrypts and queues the packet, or hands it to pion.
 func (st *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 	r := st.sender.route.Load()
-	st.mu.Lock()
 	if st.path == pathUnset {
 		if r != nil {
 			st.path = pathDirect
@@ -120,16 +120,13 @@ func (st *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attri
 		}
 	}
 	if st.path == pathPion || r == nil {
-		st.mu.Unlock()
 		return st.next.Write(h, payload, a)
 	}
-	n, err := st.writeDirect(r, h, payload)
-	st.mu.Unlock()
-	return n, err
+	return st.writeDirect(r, h, payload)
 }
 
 // writeDirect marshals and encrypts into a pooled buffer that the batched
-// socket then owns: no copy after the encryption. Call with st.mu held.
+// socket then owns: no copy after the encryption.
 func (st *directStream) writeDirect(r *directRoute, h *rtp.Header, payload []byte) (int, error) {
 	if st.keys != r.keys {
 		ctx, err := srtp.CreateContext(r.keys.key, r.keys.salt, r.keys.profile)

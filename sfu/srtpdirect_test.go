@@ -143,14 +143,8 @@ func sendThroughSubscriber(t *testing.T, e *Engine, clientDTLS webrtc.DTLSRole) 
 // discards, with AES-128-GCM keys.
 func directBench(tb testing.TB) (*directStream, func()) {
 	tb.Helper()
-	recv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	send, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	recv := listenLoopback(tb)
+	send := listenLoopback(tb)
 	go discardUDP(recv, nil)
 	c := newBatchConn(send, true, nil)
 	s := &directSender{}
