@@ -22,8 +22,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // Limits on request bodies and fields.

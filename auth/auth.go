@@ -21,7 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // MinSecretLen is the shortest secret accepted: an HS256 secret shorter than

@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/sfu"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 const namespace = "starling"

@@ -16,8 +16,8 @@ import (
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // The benchmarks in this file feed the recorder the same synthetic media as

@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // Bandwidth allocation timing.

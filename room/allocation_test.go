@@ -3,7 +3,7 @@ package room
 import (
 	"testing"
 
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestPriorityOrder: screen share, then the active speaker, then size.

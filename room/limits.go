@@ -1,7 +1,7 @@
 package room
 
 import (
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Limits bound what rooms and participants may use; 0 means unlimited

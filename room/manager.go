@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // Peer is a participant's signaling session as the room sees it.

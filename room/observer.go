@@ -3,8 +3,8 @@ package room
 import (
 	"sync"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // PublishedTrack describes a published track to an Observer: where it is,

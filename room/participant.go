@@ -7,8 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // Participant is one joined client: its two peer connections, the tracks it

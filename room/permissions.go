@@ -1,6 +1,6 @@
 package room
 
-import "github.com/starling-rtc/starling/signaling/protocol"
+import "github.com/starling-rtc/starling/protocol"
 
 // Permissions are what a participant may do, from its access token's grants.
 type Permissions struct {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Resume (docs/PROTOCOL.md "Resume"). When a participant's signaling socket

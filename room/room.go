@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Room is a set of participants who see each other's tracks.

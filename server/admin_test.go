@@ -11,9 +11,9 @@ import (
 
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // adminCall sends one admin API request and decodes the JSON answer into out

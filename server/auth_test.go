@@ -11,10 +11,10 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 const (

@@ -10,10 +10,10 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // throttle drops incoming RTP beyond a rate, at the subscriber's own end,

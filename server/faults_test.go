@@ -16,7 +16,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
-	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/client"
 )
 
 // lossDir says which packets a lossInjector drops.

@@ -14,10 +14,10 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // startServer runs a node on loopback with free ports.

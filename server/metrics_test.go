@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // scrape fetches /metrics and returns every sample by its full name with labels.

@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/starling-rtc/starling/admin"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/recorder"
-	"github.com/starling-rtc/starling/signaling/protocol"
 	"github.com/starling-rtc/starling/webhook"
 )
 

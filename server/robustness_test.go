@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 func isVideoMime(mime string) bool { return strings.HasPrefix(strings.ToLower(mime), "video/") }

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/client"
 )
 
 // wireCounter counts the bytes of one TCP connection in both directions.

@@ -9,9 +9,9 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 var simLayers = []struct {

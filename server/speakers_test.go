@@ -10,9 +10,9 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 const audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"

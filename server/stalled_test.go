@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // arrivals records a subscriber's payloads per track with arrival times.

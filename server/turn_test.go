@@ -7,8 +7,8 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
-	"github.com/starling-rtc/starling/signaling/client"
 )
 
 // selectedLocalType is the candidate type this side uses on pc's selected pair.

@@ -25,7 +25,7 @@ import (
 
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/webhook"
 )
 

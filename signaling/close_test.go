@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 func TestCloseFlushesQueue(t *testing.T) {

@@ -3,7 +3,7 @@ package signaling
 import (
 	"time"
 
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // observe reports one answered message to Options.Observe; perr points at

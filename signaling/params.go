@@ -10,7 +10,7 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // DecodeParams strictly decodes params into v (a pointer to a struct):

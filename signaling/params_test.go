@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 func TestDecodeParams(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // Limits on join fields, so one client cannot bloat every other's state.

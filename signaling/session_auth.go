@@ -4,8 +4,8 @@ import (
 	"log/slog"
 
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // SessionOptions configure what a Session enforces beyond the protocol.

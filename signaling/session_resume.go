@@ -1,7 +1,7 @@
 package signaling
 
 import (
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // resume handles `join {room, resume: token}`: the participant whose socket

@@ -34,8 +34,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 // Event names.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
-	"github.com/starling-rtc/starling/signaling/client"
+	"github.com/starling-rtc/starling/client"
 )
 
 // Every synthetic payload ends with a stamp: 4 magic bytes and the send time

@@ -16,8 +16,8 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // participant is one simulated client.

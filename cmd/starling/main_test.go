@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestBinary builds the real starling binary once and runs it as an

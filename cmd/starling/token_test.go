@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/signaling/client"
-	"github.com/starling-rtc/starling/signaling/protocol"
 )
 
 const (

@@ -14,7 +14,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/internal/udpgro"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // LocalTrack is a track to publish with its metadata: either Track, or

@@ -18,7 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
-	"github.com/starling-rtc/starling/signaling/protocol"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Options configure a client.
