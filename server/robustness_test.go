@@ -14,7 +14,7 @@ import (
 func isVideoMime(mime string) bool { return strings.HasPrefix(strings.ToLower(mime), "video/") }
 
 // runMediaFor runs the fake publisher until it has sent n video packets, then
-// stops it and lets retransmissions land.
+// stops it. Callers wait for retransmissions with waitCoverage.
 func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio [][]byte) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "the publisher to send its packets", func() bool {
@@ -23,7 +23,6 @@ func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio []
 		return len(media.sentVideo) >= n
 	})
 	media.Stop()
-	time.Sleep(time.Second)
 	media.mu.Lock()
 	defer media.mu.Unlock()
 	return media.sentVideo, media.sentAudio
@@ -42,6 +41,7 @@ func withCongestionControl(t *testing.T, f func(t *testing.T, tune func(*config.
 			name = "cc=on"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			known := func(string) {}
 			if on {
 				known = func(why string) { t.Skipf("KNOWN ISSUE with congestion control on: %s", why) }
@@ -70,6 +70,7 @@ func pausedForBandwidth(c *client.Client) bool {
 // wrote) on the RTX stream negotiated for it; it still gets at least 99.5%
 // of the video, and a second subscriber in the same room loses nothing.
 func TestLossRecoveryDownstream(t *testing.T) {
+	t.Parallel()
 	withCongestionControl(t, testLossRecoveryDownstream)
 }
 
@@ -99,7 +100,7 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 	if rd == nil || !strings.Contains(rd.SDP, "rtx/90000") || !strings.Contains(rd.SDP, "a=ssrc-group:FID") {
 		t.Fatalf("the server's subscriber offer negotiates no RTX stream")
 	}
-	recv, want := packetCoverage(sentVideo, lossyRec.payloads(video.ID), 10)
+	recv, want := waitCoverage(sentVideo, func() [][]byte { return lossyRec.payloads(video.ID) }, 10, 0.995)
 	aRecv, aWant := packetCoverage(sentAudio, lossyRec.payloads(audio.ID), 5)
 	t.Logf("lossy subscriber: video %d/%d (%.2f%%); %d of %d media packets dropped (%.1f%%); "+
 		"it NACKed %d seqs and %d RTX packets arrived (%d of them dropped); audio %d/%d (%.1f%%, audio has no NACK)",
@@ -125,8 +126,8 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 			recv, want, 100*float64(recv)/float64(want))
 	}
 
-	cRecv, cWant := packetCoverage(sentVideo, cleanRec.payloads(video.ID), 0)
-	caRecv, caWant := packetCoverage(sentAudio, cleanRec.payloads(audio.ID), 0)
+	cRecv, cWant := waitCoverage(sentVideo, func() [][]byte { return cleanRec.payloads(video.ID) }, 0, 1)
+	caRecv, caWant := waitCoverage(sentAudio, func() [][]byte { return cleanRec.payloads(audio.ID) }, 0, 1)
 	t.Logf("clean subscriber: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
 	if cRecv != cWant || caRecv != caWant {
 		if cRecv != cWant && caRecv == caWant && pausedForBandwidth(clean) {
@@ -144,6 +145,7 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 // copy). The SFU's NACK generator asks the publisher again, and both
 // subscribers get the recovered packets.
 func TestLossRecoveryUpstream(t *testing.T) {
+	t.Parallel()
 	withCongestionControl(t, testLossRecoveryUpstream)
 }
 
@@ -183,7 +185,7 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		t.Fatalf("the SFU NACKed %d seqs for %d lost packets", loss.nacksSeen.Load(), loss.dropped.Load())
 	}
 	for i, r := range recs {
-		recv, want := packetCoverage(sentVideo, r.payloads(video.ID), 10)
+		recv, want := waitCoverage(sentVideo, func() [][]byte { return r.payloads(video.ID) }, 10, 0.995)
 		t.Logf("subscriber %d: video %d/%d (%.2f%%)", i, recv, want, 100*float64(recv)/float64(want))
 		if float64(recv) < 0.995*float64(want) {
 			if pausedForBandwidth(subs[i]) {

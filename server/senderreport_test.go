@@ -298,8 +298,12 @@ func (p *srPublisher) sendAudio() {
 // captured; the subscriber's must say the same, or its lip sync is off by
 // the 30 ms.
 func TestSenderReportsMapLikeThePublisher(t *testing.T) {
+	t.Parallel()
 	for _, delay := range []time.Duration{0, 30 * time.Millisecond} {
-		t.Run("video+"+delay.String(), func(t *testing.T) { testSenderReports(t, delay) })
+		t.Run("video+"+delay.String(), func(t *testing.T) {
+			t.Parallel()
+			testSenderReports(t, delay)
+		})
 	}
 }
 
