@@ -447,8 +447,15 @@ func waitCoverage(sent [][]byte, got func() [][]byte, tail int, ratio float64) (
 // -test.parallel is given. Its tests mostly wait on media paced in real
 // time (30 fps video, 20 ms audio, ICE and RTCP timers), not on the CPU:
 // GOMAXPROCS (go test's default, 2 on the CI machine) left the package at
-// about four minutes of mostly idle waiting.
-const defaultParallel = 8
+// about four minutes of mostly idle waiting. Under the race detector the
+// same tests need several times the CPU, and congestion control reads a
+// starved CPU as a congested network: fewer at once.
+func defaultParallel() int {
+	if raceEnabled {
+		return 4
+	}
+	return 8
+}
 
 // setDefaultParallel applies defaultParallel; call it from TestMain.
 func setDefaultParallel() {
@@ -456,6 +463,6 @@ func setDefaultParallel() {
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
 	if !given {
-		_ = flag.Set("test.parallel", strconv.Itoa(max(defaultParallel, runtime.GOMAXPROCS(0))))
+		_ = flag.Set("test.parallel", strconv.Itoa(max(defaultParallel(), runtime.GOMAXPROCS(0))))
 	}
 }

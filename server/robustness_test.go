@@ -34,14 +34,19 @@ func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio []
 // of an issue already reported to the owner of that code skips the subtest
 // with the reason instead of failing it (so the suite stays usable until the
 // fix lands, and the test asserts again by itself once it has).
+//
+// With congestion control on, f runs before the package's parallel tests
+// start (GCC reads a CPU starved by other tests as a congested network);
+// then the test turns parallel and runs f with it off.
 func withCongestionControl(t *testing.T, f func(t *testing.T, tune func(*config.Config), knownIssue func(string))) {
-	for _, on := range []bool{false, true} {
+	for _, on := range []bool{true, false} {
 		name := "cc=off"
 		if on {
 			name = "cc=on"
+		} else {
+			t.Parallel()
 		}
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
 			known := func(string) {}
 			if on {
 				known = func(why string) { t.Skipf("KNOWN ISSUE with congestion control on: %s", why) }
@@ -70,7 +75,6 @@ func pausedForBandwidth(c *client.Client) bool {
 // wrote) on the RTX stream negotiated for it; it still gets at least 99.5%
 // of the video, and a second subscriber in the same room loses nothing.
 func TestLossRecoveryDownstream(t *testing.T) {
-	t.Parallel()
 	withCongestionControl(t, testLossRecoveryDownstream)
 }
 
@@ -90,10 +94,7 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 		return len(lossyRec.payloads(video.ID)) > 30 && len(cleanRec.payloads(video.ID)) > 30
 	})
 
-	sentVideo, sentAudio := runMediaFor(t, media, 900) // about 10 s of video
-	if got := scrape(t, srv)["starling_retransmitted_packets_total"] - rtxBefore; got < float64(loss.rtxSeen.Load()) {
-		t.Errorf("starling_retransmitted_packets_total grew by %v, but %d RTX packets arrived", got, loss.rtxSeen.Load())
-	}
+	sentVideo, sentAudio := runMediaFor(t, media, 450) // 5 s of video
 
 	// RTX is negotiated for the lossy subscriber and carries the repairs.
 	rd := lossy.Subscriber().RemoteDescription()
@@ -102,6 +103,18 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 	}
 	recv, want := waitCoverage(sentVideo, func() [][]byte { return lossyRec.payloads(video.ID) }, 10, 0.995)
 	aRecv, aWant := packetCoverage(sentAudio, lossyRec.payloads(audio.ID), 5)
+	// The server counts a retransmission once written, which may be after
+	// the subscriber has it: wait for the count to catch up.
+	rtxSeen := float64(loss.rtxSeen.Load())
+	var rtxCounted float64
+	deadline := time.Now().Add(10 * time.Second)
+	for rtxCounted < rtxSeen && time.Now().Before(deadline) {
+		rtxCounted = scrape(t, srv)["starling_retransmitted_packets_total"] - rtxBefore
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rtxCounted < rtxSeen {
+		t.Errorf("starling_retransmitted_packets_total grew by %v, but %v RTX packets arrived", rtxCounted, rtxSeen)
+	}
 	t.Logf("lossy subscriber: video %d/%d (%.2f%%); %d of %d media packets dropped (%.1f%%); "+
 		"it NACKed %d seqs and %d RTX packets arrived (%d of them dropped); audio %d/%d (%.1f%%, audio has no NACK)",
 		recv, want, 100*float64(recv)/float64(want), loss.dropped.Load(), loss.seen.Load(),
@@ -145,7 +158,6 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 // copy). The SFU's NACK generator asks the publisher again, and both
 // subscribers get the recovered packets.
 func TestLossRecoveryUpstream(t *testing.T) {
-	t.Parallel()
 	withCongestionControl(t, testLossRecoveryUpstream)
 }
 
@@ -167,7 +179,7 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 	})
 
 	nacksBefore := scrape(t, srv)["starling_nacks_sent_total"]
-	sentVideo, _ := runMediaFor(t, media, 900)
+	sentVideo, _ := runMediaFor(t, media, 450)
 
 	// The NACKs the publisher saw show in /metrics (a process total: other
 	// tests may add to it, never take away).
@@ -178,7 +190,7 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		"(%.1f per lost packet) and the publisher resent %d packets (%d of them dropped)",
 		loss.dropped.Load(), loss.seen.Load(), loss.nacksSeen.Load(),
 		float64(loss.nacksSeen.Load())/float64(max(loss.dropped.Load(), 1)), loss.rtxSeen.Load(), loss.rtxDropped.Load())
-	if loss.dropped.Load() < 20 {
+	if loss.dropped.Load() < int64(len(sentVideo))/60 { // a third of the 5% injected
 		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
 	}
 	if loss.nacksSeen.Load() < loss.dropped.Load() {
