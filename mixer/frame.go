@@ -10,7 +10,7 @@ import (
 
 // counters are process-wide totals, for metrics.
 var counters struct {
-	frames, encodes, concealed, fec, decodeErrors, encodeErrors atomic.Uint64
+	frames, encodes, concealed, fec, decodeErrors, encodeErrors, shrinks atomic.Uint64
 }
 
 // Totals are the mixers' process-wide counters.
@@ -310,26 +310,29 @@ func (m *Mixer) idleEncoders() {
 	}
 }
 
-// observeDelay records the delay of this frame's packets: from their
-// arrival to the frame's hand-off to the down tracks.
+// observeDelay records the delay of this frame's packets, from their
+// arrival to the frame's hand-off to the down tracks: the average over the
+// voices mixed (a moving average over frames), and the largest.
 func (m *Mixer) observeDelay(sent int64) {
-	var worst int64
+	var sum, n, worst int64
 	for _, in := range m.work.mixed {
 		if in.arrival > 0 {
-			worst = max(worst, sent-in.arrival)
+			d := sent - in.arrival
+			sum, n, worst = sum+d, n+1, max(worst, d)
 		}
 		in.arrival = 0
 	}
-	if worst <= 0 {
+	if n == 0 {
 		return
 	}
 	m.stat.frames.Add(1)
 	if worst > m.stat.max.Load() {
 		m.stat.max.Store(worst)
 	}
+	cur := sum / n
 	avg := m.stat.avg.Load()
 	if avg == 0 {
-		avg = worst
+		avg = cur
 	}
-	m.stat.avg.Store(avg + (worst-avg)/32)
+	m.stat.avg.Store(avg + (cur-avg)/32)
 }

@@ -52,6 +52,8 @@ type input struct {
 	newest uint16 // highest sequence number buffered
 	have   bool   // newest is valid
 	late   uint64 // packets that came after their turn
+	// The buffer's lowest level over the current window (adapt).
+	minLevel, window int
 
 	// Owned by the mixer goroutine.
 	dec      *gopus.Decoder
@@ -174,9 +176,9 @@ func (in *input) frame(now int64, depth int) bool {
 		in.next = in.oldest(now)
 		in.started, in.missing = true, 0
 	}
-	// Drift and bursts: more than depth+2 frames waiting is delay nobody
-	// wants; skip to depth frames behind the newest.
-	if ahead := int(int16(in.newest - in.next)); ahead >= depth+2 || ahead < -jbSlots {
+	// A burst (or a sender restarting its sequence): far more waiting than
+	// the buffer's depth; skip to depth frames behind the newest.
+	if ahead := int(int16(in.newest - in.next)); ahead >= depth+4 || ahead < -jbSlots {
 		in.next = in.newest - uint16(depth-1)
 		in.skip(in.next)
 	}
@@ -186,6 +188,7 @@ func (in *input) frame(now int64, depth int) bool {
 		s.ok = false
 		in.next++
 		in.missing = 0
+		in.adapt(depth)
 		in.mu.Unlock()
 		return in.decode(in.pkt[:n], false)
 	}
@@ -222,6 +225,34 @@ func (in *input) frame(now int64, depth int) bool {
 	}
 	counters.concealed.Add(1)
 	return in.decode(nil, false)
+}
+
+// adaptWindow is how many frames the buffer's lowest level is watched
+// before it is trusted: one second.
+const adaptWindow = 50
+
+// adapt shrinks a buffer that grew: after a late packet the input waits
+// (conceals) instead of skipping, which costs a frame of delay; if for a
+// whole second at least depth frames were always waiting after the one
+// played, that frame of delay is no longer needed and one packet is
+// dropped. in.mu held.
+func (in *input) adapt(depth int) {
+	level := int(int16(in.newest-in.next)) + 1 // frames waiting
+	if in.window == 0 || level < in.minLevel {
+		in.minLevel = level
+	}
+	in.window++
+	if in.window < adaptWindow {
+		return
+	}
+	in.window = 0
+	if in.minLevel >= depth {
+		if s := in.packet(in.next, time.Now().UnixNano()); s != nil {
+			s.ok = false
+		}
+		in.next++
+		counters.shrinks.Add(1)
+	}
 }
 
 // decode decodes one packet (nil = conceal) into in.pcm; a 20 ms frame is
