@@ -48,6 +48,13 @@ type ownerPref struct {
 
 // New starts a room's mixer; id is the mix track's id.
 func New(cfg Config, id string, ranking Ranking, log *slog.Logger) *Mixer {
+	m := newMixer(cfg, id, ranking, log)
+	go m.run()
+	return m
+}
+
+// newMixer makes a mixer without its goroutine (benchmarks drive mixFrame).
+func newMixer(cfg Config, id string, ranking Ranking, log *slog.Logger) *Mixer {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -57,7 +64,6 @@ func New(cfg Config, id string, ranking Ranking, log *slog.Logger) *Mixer {
 		quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	m.work.init()
-	go m.run()
 	return m
 }
 
