@@ -120,7 +120,7 @@ func (s *Subscriber) CreateOffer() (string, error) {
 	if err := s.pc.SetLocalDescription(offer); err != nil {
 		return "", err
 	}
-	return s.pc.LocalDescription().SDP, nil
+	return withoutRTCPCandidates(s.pc.LocalDescription().SDP), nil
 }
 
 // SetAnswer applies the client's answer to the pending offer.
