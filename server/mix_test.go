@@ -436,3 +436,65 @@ func TestAudioMixRecording(t *testing.T) {
 		t.Fatalf("mix.webm does not hold both voices: %.0f Hz %.4f, %.0f Hz %.4f", f1, a1, f2, a2)
 	}
 }
+
+// TestAudioMixChanges: a new speaker enters without a break in the others'
+// stream (contiguous sequence numbers and timestamps); mute, unpublish and
+// leave take a voice out of the mix.
+func TestAudioMixChanges(t *testing.T) {
+	srv := startServer(t, nil)
+	const roomName = "mix-changes"
+	f1, f2, f3 := 440.0, 700.0, 1100.0
+	listener := join(t, srv, roomName, "listener", withAudioMix)
+	lmix := listenMix(t, listener)
+	p1 := publishTone(t, srv, roomName, "p1", f1, 0.2, 0)
+	p2 := publishTone(t, srv, roomName, "p2", f2, 0.2, 0)
+	waitTones(t, lmix, "two voices", []float64{f1, f2}, []float64{f3})
+	lmix.mu.Lock()
+	from := len(lmix.hdrs)
+	lmix.mu.Unlock()
+	p3 := publishTone(t, srv, roomName, "p3", f3, 0.2, 0)
+	waitTones(t, lmix, "p3 entered", []float64{f1, f2, f3}, nil)
+	lmix.mu.Lock()
+	hdrs := append([]rtp.Header(nil), lmix.hdrs[from:]...)
+	lmix.mu.Unlock()
+	for i := 1; i < len(hdrs); i++ {
+		if hdrs[i].SequenceNumber != hdrs[i-1].SequenceNumber+1 || hdrs[i].Timestamp != hdrs[i-1].Timestamp+960 || hdrs[i].Marker {
+			t.Fatalf("the mix broke when p3 entered, at packet %d of %d: seq %d->%d ts %d->%d marker %v", i, len(hdrs),
+				hdrs[i-1].SequenceNumber, hdrs[i].SequenceNumber, hdrs[i-1].Timestamp, hdrs[i].Timestamp, hdrs[i].Marker)
+		}
+	}
+	t.Logf("%d mix packets contiguous across p3's entry", len(hdrs))
+
+	ctx := ctxT(t, 5*time.Second)
+	if err := p2.c.Call(ctx, protocol.MethodMute, map[string]any{"trackId": p2.trackID, "muted": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	waitTones(t, lmix, "p2 muted", []float64{f1, f3}, []float64{f2})
+	t.Logf("muted voice gone from the last second of the mix %v after mute", time.Since(t0).Round(10*time.Millisecond))
+	if err := p3.c.Call(ctx, protocol.MethodUnpublish, protocol.UnpublishParams{TrackID: p3.trackID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitTones(t, lmix, "p3 unpublished", []float64{f1}, []float64{f2, f3})
+	p1.c.Close()
+	if err := p2.c.Call(ctx, protocol.MethodMute, map[string]any{"trackId": p2.trackID, "muted": false}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitTones(t, lmix, "p1 left, p2 unmuted", []float64{f2}, []float64{f1, f3})
+
+	// Back and forth: off, then on again, renegotiates each time.
+	if err := listener.SetAudioMix(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "p2's own track", func() bool { return lmix.otherTracks()[p2.trackID] })
+	lmix.mu.Lock()
+	lmix.pcm = nil
+	lmix.mu.Unlock()
+	if err := listener.SetAudioMix(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	waitTones(t, lmix, "the mix again", []float64{f2}, nil)
+	if err := listener.Call(ctx, protocol.MethodSetAudioMix, map[string]any{}, nil); err == nil || !strings.Contains(err.Error(), "enabled") {
+		t.Fatalf("setAudioMix without enabled: %v", err)
+	}
+}
