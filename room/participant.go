@@ -25,6 +25,8 @@ type Participant struct {
 	joinedAt      time.Time
 	resumeToken   string
 	autoSubscribe bool
+	wantMix       bool // join asked for the audio mix
+	audioMix      bool // receives the mix (mix.go); under mu
 
 	pub *sfu.Publisher
 	sub *sfu.Subscriber
@@ -45,7 +47,7 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	p := &Participant{
 		m: m, room: r, peer: peer, id: newID("PA_"), identity: req.Identity,
 		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
-		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe,
+		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe, wantMix: req.AudioMix,
 		tracks: map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
 	}
 	if req.Permissions != nil {
@@ -91,6 +93,11 @@ func (p *Participant) Room() *Room { return p.room }
 // Start begins subscriber negotiation: call it after the join result is sent
 // so the first `offer` follows it.
 func (p *Participant) Start() {
+	if p.wantMix {
+		if err := p.SetAudioMix(true); err != nil {
+			p.log.Info("audio mix refused at join", "err", err)
+		}
+	}
 	p.loop.post(func() {
 		p.loop.started = true
 		if p.autoSubscribe {
@@ -415,6 +422,7 @@ func (p *Participant) close(reason string, notify bool) {
 	for _, t := range tracks {
 		p.dropTrack(t)
 	}
+	p.leaveMix()
 	p.room.remove(p, reason)
 	if notify {
 		p.peer.End(reason)
