@@ -240,6 +240,11 @@ func highestLayer(mask uint8) int8 {
 	return 0
 }
 
+// DesiredLayer implements sfu.LayerWanter: a recording wants the best layer
+// the publisher can send, so dynacast keeps every layer on while it runs,
+// whatever size the viewers watch.
+func (t *TrackRecorder) DesiredLayer() int8 { return sfu.MaxLayers - 1 }
+
 // WriteRTP implements sfu.Sink. It runs on the receiver's goroutine: it
 // copies the packet into a free buffer and queues it, or drops it.
 func (t *TrackRecorder) WriteRTP(h *rtp.Header, payload []byte, layer int8) error {
