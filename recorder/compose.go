@@ -252,14 +252,19 @@ func Compose(ctx context.Context, o ComposeOptions) (*ComposePlan, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	plan, err := PlanCompose(m, dir, o, tmp)
-	if err != nil {
-		return nil, err
-	}
 	say := func(format string, args ...any) {
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, format+"\n", args...)
 		}
+	}
+	// A recording cut by a crash: its manifest's counts are up to a few
+	// seconds old; the files say how far they go.
+	if n := probeUnfinished(m, dir); n > 0 {
+		say("compose: %d track(s) still marked as recording (the server stopped without finalising?): using what the files hold; `starling recover %s` repairs the folder", n, dir)
+	}
+	plan, err := PlanCompose(m, dir, o, tmp)
+	if err != nil {
+		return nil, err
 	}
 	if plan.Note != "" {
 		say("compose: %s", plan.Note)

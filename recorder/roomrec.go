@@ -109,7 +109,34 @@ func NewRoomRecorder(opts RoomOptions) (*RoomRecorder, error) {
 	}
 	r.log.Info("recording started", "dir", opts.Dir)
 	r.emit(Event{Type: EventStarted})
+	go r.manifestLoop()
 	return r, nil
+}
+
+// manifestEvery is how often the manifest is rewritten while recording, so
+// that after a crash it lists every file with its start on the room clock
+// and frame counts at most this old (`starling recover` completes them).
+const manifestEvery = 2 * time.Second
+
+func (r *RoomRecorder) manifestLoop() {
+	tick := time.NewTicker(manifestEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-tick.C:
+			r.mu.Lock()
+			stopping := r.stopping
+			r.mu.Unlock()
+			if stopping {
+				return
+			}
+			if err := r.saveManifest(); err != nil {
+				r.log.Warn("manifest not updated", "err", err)
+			}
+		}
+	}
 }
 
 // ID is the recording id.
