@@ -74,6 +74,10 @@ type JoinRequest struct {
 	Identity      string // from the token's sub; "" = a new identity
 	AutoSubscribe bool
 	Permissions   *Permissions // from the token's grants; nil = AllPermissions
+	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
+	// It offers on both connections; the server only answers, with every
+	// candidate in the answer, and changes subscriptions without offers.
+	Answering bool
 }
 
 // Join adds a participant to a room, creating the room on first join. The
