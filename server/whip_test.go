@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -230,4 +231,83 @@ func hasLine(sdp, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// parseLinks reads RFC 9725 Link headers into ICE servers.
+func parseLinks(values []string) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, v := range values {
+		for _, link := range strings.Split(v, ",") {
+			parts := strings.Split(link, ";")
+			u := strings.Trim(strings.TrimSpace(parts[0]), "<>")
+			s := webrtc.ICEServer{URLs: []string{u}}
+			rel := false
+			for _, p := range parts[1:] {
+				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+				val = strings.Trim(val, `"`)
+				switch k {
+				case "rel":
+					rel = val == "ice-server"
+				case "username":
+					s.Username = val
+				case "credential":
+					s.Credential = val
+				}
+			}
+			if rel {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// The Link headers carry the embedded TURN server with credentials that
+// work: a WHIP client allowed only relayed candidates publishes through it.
+func TestWHIPLinkHeadersTURN(t *testing.T) {
+	m := makeTestMedia(t)
+	srv := startServer(t, func(c *config.Config) {
+		c.TURN.Enabled = true
+		c.TURN.Port = 0
+	})
+	watcher := join(t, srv, "relay", "watcher")
+	sink := &mediaSink{dir: t.TempDir()}
+	watcher.OnTrack(func(rt *client.RemoteTrack) { sink.start(t, rt.Track) })
+
+	probe := postOffer(t, srv, "/v1/rooms/relay/whip", "", mustPC(t))
+	servers := parseLinks(probe.res.header.Values("Link"))
+	var turn []webrtc.ICEServer
+	for _, s := range servers {
+		if strings.HasPrefix(s.URLs[0], "turn:") && s.Username != "" && s.Credential != nil {
+			turn = append(turn, s)
+		}
+	}
+	if len(turn) == 0 {
+		t.Fatalf("no TURN server with credentials in Link headers %q", probe.res.header.Values("Link"))
+	}
+	_ = httpDo(t, http.MethodDelete, probe.location, "", "", "")
+
+	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{ICEServers: turn, ICETransportPolicy: webrtc.ICETransportPolicyRelay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	video, audio := mediaTracks(t, "relayed")
+	for _, tr := range []webrtc.TrackLocal{video, audio} {
+		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	postOffer(t, srv, "/v1/rooms/relay/whip", "", pc)
+	stop := make(chan struct{})
+	wg := sendMedia(t, m, video, audio, stop)
+	defer func() { close(stop); wg.Wait() }()
+	waitFor(t, 20*time.Second, "relayed WHIP video at the watcher", func() bool { return sink.videoPackets.Load() >= 30 })
+	pair, err := pc.GetSenders()[0].Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		t.Fatalf("no selected candidate pair: %v", err)
+	}
+	if pair.Local.Typ != webrtc.ICECandidateTypeRelay {
+		t.Errorf("selected local candidate is %s, want relay", pair.Local.Typ)
+	}
 }

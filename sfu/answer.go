@@ -41,11 +41,11 @@ func (s *Subscriber) AnswerOffer(offer string, wait time.Duration) (string, erro
 		return "", fmt.Errorf("cannot apply offer: %w", err)
 	}
 	s.flushCandidates()
+	receiving := receivingMIDs(offer)
 	for _, t := range s.pc.GetTransceivers() {
-		// sendonly answers a recvonly section (WHEP); a sendrecv offer
-		// is served too, what the client sends is ignored.
-		d := t.Direction()
-		if t.Sender() != nil || t.Receiver() == nil || (d != webrtc.RTPTransceiverDirectionSendonly && d != webrtc.RTPTransceiverDirectionRecvonly) {
+		// A recvonly section (WHEP) is answered sendonly; a sendrecv one
+		// is served too, and what the client sends is ignored.
+		if t.Sender() != nil || t.Receiver() == nil || !receiving[t.Mid()] {
 			continue
 		}
 		placeholder := NewDownTrack(newIdleSource(t.Kind(), offeredCodec(t)), "starling")
@@ -67,6 +67,34 @@ func (s *Subscriber) AnswerOffer(offer string, wait time.Duration) (string, erro
 	}
 	s.twcc.Store(twccNegotiated(offer))
 	return s.setLocalGathered(answer, wait)
+}
+
+// receivingMIDs lists the offer's audio and video sections that may
+// receive: recvonly or sendrecv, and not stopped.
+func receivingMIDs(offer string) map[string]bool {
+	var sd sdp.SessionDescription
+	out := map[string]bool{}
+	if sd.UnmarshalString(offer) != nil {
+		return out
+	}
+	for _, md := range sd.MediaDescriptions {
+		if k := md.MediaName.Media; k != "audio" && k != "video" {
+			continue
+		}
+		mid, _ := md.Attribute("mid")
+		_, bundleOnly := md.Attribute("bundle-only")
+		if mid == "" || (md.MediaName.Port.Value == 0 && !bundleOnly) {
+			continue
+		}
+		receives := true
+		for _, a := range md.Attributes {
+			if a.Key == "sendonly" || a.Key == "inactive" {
+				receives = false
+			}
+		}
+		out[mid] = receives
+	}
+	return out
 }
 
 // offeredCodec is the placeholder's codec: the first one the client offers
