@@ -272,9 +272,6 @@ func (p *Participant) HandleCandidate(params protocol.CandidateParams) error {
 
 // Subscribe subscribes to tracks by id; unknown ids fail the whole request.
 func (p *Participant) Subscribe(ids []string) error {
-	if err := p.checkSubscribe(ids); err != nil {
-		return err
-	}
 	tracks := make([]*Track, 0, len(ids))
 	for _, id := range ids {
 		t := p.room.track(id)
@@ -285,6 +282,11 @@ func (p *Participant) Subscribe(ids []string) error {
 			return protocol.Errorf(protocol.CodeConflict, "track %q is your own", id)
 		}
 		tracks = append(tracks, t)
+	}
+	// Ids are resolved in the caller's room first: another room's track is
+	// unknown (404), whatever the grants.
+	if err := p.checkSubscribe(ids); err != nil {
+		return err
 	}
 	for _, t := range tracks {
 		p.subscribeTrack(t)
@@ -311,6 +313,12 @@ func (p *Participant) SetSubscription(s protocol.SetSubscriptionParams) error {
 	if t == nil {
 		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q", s.TrackID)
 	}
+	if t.owner == p {
+		return protocol.Errorf(protocol.CodeConflict, "track %q is your own", s.TrackID)
+	}
+	if !p.Permissions().CanSubscribe {
+		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe: the token lacks canSubscribe")
+	}
 	if s.Quality != nil {
 		switch *s.Quality {
 		case protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
@@ -331,7 +339,7 @@ func (p *Participant) Mute(trackID string, muted bool) error {
 	t := p.tracks[trackID]
 	p.mu.Unlock()
 	if t == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q: not one you publish", trackID)
+		return p.notYours(trackID)
 	}
 	t.mu.Lock()
 	changed := t.info.Muted != muted
@@ -357,7 +365,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	}
 	p.mu.Unlock()
 	if t == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q: not one you publish", trackID)
+		return p.notYours(trackID)
 	}
 	p.dropTrack(t)
 	return nil

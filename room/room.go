@@ -2,6 +2,7 @@ package room
 
 import (
 	"encoding/json"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -147,6 +148,7 @@ func (r *Room) publish(t *Track) {
 		r.startSpeakers()
 	}
 	info := t.Info()
+	t.announced = info
 	for _, o := range r.participants {
 		if o == t.owner {
 			continue
@@ -179,14 +181,20 @@ func (r *Room) unpublish(t *Track) {
 	r.m.notifyUnpublished(r, t)
 }
 
-// trackUpdated tells the others a track's metadata changed.
+// trackUpdated tells the others a track's metadata changed. An update
+// that says what the room was last told is not sent: a layer going live
+// or a second encoding arriving often changes nothing a client sees.
 func (r *Room) trackUpdated(t *Track) {
-	info := t.Info()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.tracks[t.id] != t {
 		return
 	}
+	info := t.Info()
+	if reflect.DeepEqual(info, t.announced) {
+		return
+	}
+	t.announced = info
 	for _, o := range r.participants {
 		if o != t.owner {
 			o.peer.Notify(protocol.NotifyTrackUpdated, protocol.TrackParams{Track: info})

@@ -23,6 +23,8 @@ type Track struct {
 	receiver *sfu.Receiver
 	visible  bool // announced to the room (first packet arrived)
 
+	announced protocol.Track // what the room was last told; guarded by the room's mu
+
 	dynActive uint8 // layers the publisher was last told to send
 	dynSent   bool
 }

@@ -358,8 +358,8 @@ func (r *Receiver) fanOut(hdr *rtp.Header, payload []byte, idx int8) {
 // the fan-out's cost.
 func (r *Receiver) SetMuted(muted bool) { r.muted.Store(muted) }
 
-// cachedPayload copies a recently received payload of a layer into dst.
-func (r *Receiver) cachedPayload(idx int8, seq uint16, dst []byte) (int, bool) {
+// CachedPayload copies a recently received payload of a layer into dst.
+func (r *Receiver) CachedPayload(idx int8, seq uint16, dst []byte) (int, bool) {
 	if idx < 0 || idx >= MaxLayers {
 		return 0, false
 	}
