@@ -27,6 +27,59 @@ type slot struct {
 	mu     sync.Mutex
 	cur    *DownTrack // the down track bound now (a placeholder while empty)
 	empty  bool       // cur is the placeholder of idleSource
+	cont   continuity // where the slot's stream stands, for the next track
+}
+
+// continuity is where a slot's outgoing stream stands: a track put into
+// the slot continues its sequence numbers and timestamps. It must: the
+// SSRC stays, and SRTP's replay check drops packets whose index falls
+// behind what the client has seen, so a fresh random sequence number would
+// be silently discarded half of the time.
+type continuity struct {
+	seq, rtxSeq uint16
+	ts          uint32
+	at          int64 // unix nanos when it was taken
+	ok          bool
+}
+
+// handOff returns where d's stream stands (ok false if it sent nothing).
+func (d *DownTrack) handOff() continuity {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.munger == nil {
+		return continuity{}
+	}
+	seq, ts, ok := d.munger.Last()
+	return continuity{seq: seq, ts: ts, rtxSeq: d.rtxSeq, at: time.Now().UnixNano(), ok: ok}
+}
+
+// continueFrom makes d's stream start right after c; call before d is bound.
+func (d *DownTrack) continueFrom(c continuity) {
+	if !c.ok {
+		return
+	}
+	adv := tsAdvance(time.Now().UnixNano()-c.at, d.codec.ClockRate)
+	d.mu.Lock()
+	d.munger = NewMunger(d.codec.ClockRate, c.seq+1, c.ts+uint32(adv))
+	d.rtxSeq = c.rtxSeq + 1
+	d.mu.Unlock()
+}
+
+// takeOver records where the slot's current track left the stream and
+// continues it in next.
+func (sl *slot) takeOver(next *DownTrack) {
+	sl.mu.Lock()
+	prev := sl.cur
+	sl.mu.Unlock()
+	if c := prev.handOff(); c.ok {
+		sl.mu.Lock()
+		sl.cont = c
+		sl.mu.Unlock()
+	}
+	sl.mu.Lock()
+	c := sl.cont
+	sl.mu.Unlock()
+	next.continueFrom(c)
 }
 
 // AnswerOffer applies a client offer whose audio and video sections receive
@@ -151,6 +204,7 @@ func (s *Subscriber) SetSlot(d *DownTrack) (replaced string, err error) {
 		d.fallback = s.fallback
 		d.mu.Unlock()
 	}
+	target.takeOver(d)
 	// Bind the new track before it becomes current: RTCP for the slot keeps
 	// going to the old one until then.
 	if err := target.sender.ReplaceTrack(d); err != nil {
@@ -187,6 +241,7 @@ func (s *Subscriber) ClearSlot(trackID string) {
 			continue
 		}
 		placeholder := NewDownTrack(newIdleSource(sl.kind, sl.cur.codec), "starling")
+		sl.takeOver(placeholder)
 		if err := sl.sender.ReplaceTrack(placeholder); err != nil {
 			continue // the connection is closing
 		}
