@@ -38,6 +38,7 @@ type subscriberLoop struct {
 	tracks   map[string]*Track                             // subscribed tracks, by id
 	alloc    allocState
 	rs       loopResume // see resume.go
+	mix      loopMix    // see mix.go
 	subsMu   sync.Mutex
 	subsSeen map[string]bool         // track ids subscribed, readable from other goroutines
 	subsDown map[string]subscription // their down tracks, for stats; under subsMu
@@ -172,7 +173,7 @@ func (l *subscriberLoop) answer(sdp string) error {
 }
 
 func (l *subscriberLoop) addDownTrack(t *Track) {
-	if _, ok := l.down[t.id]; ok || l.subscriptionsFull(t) {
+	if _, ok := l.down[t.id]; ok || l.holdForMix(t) || l.subscriptionsFull(t) {
 		return
 	}
 	t.mu.Lock()
@@ -214,6 +215,7 @@ func (l *subscriberLoop) removeDownTrack(id string) {
 // forget stops a down track and drops it from the loop's books; the
 // caller takes it off the connection.
 func (l *subscriberLoop) forget(id string) bool {
+	delete(l.mix.held, id)
 	d, ok := l.down[id]
 	if !ok {
 		return false
@@ -363,6 +365,7 @@ func (l *subscriberLoop) release() {
 		d.Close()
 		delete(l.down, id)
 	}
+	l.dropMixDown()
 	l.subsMu.Lock()
 	clear(l.subsDown)
 	l.subsMu.Unlock()

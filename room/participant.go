@@ -26,6 +26,8 @@ type Participant struct {
 	resumeToken   string
 	autoSubscribe bool
 	answering     bool // see JoinRequest.Answering and answer.go
+	wantMix       bool // join asked for the audio mix
+	audioMix      bool // receives the mix (mix.go); under mu
 
 	pub *sfu.Publisher
 	sub *sfu.Subscriber
@@ -46,8 +48,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	p := &Participant{
 		m: m, room: r, peer: peer, id: newID("PA_"), identity: req.Identity,
 		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
-		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe, answering: req.Answering,
-		tracks: map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
+		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe, wantMix: req.AudioMix,
+		answering: req.Answering,
+		tracks:    map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
 	}
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
@@ -92,6 +95,11 @@ func (p *Participant) Room() *Room { return p.room }
 // Start begins subscriber negotiation: call it after the join result is sent
 // so the first `offer` follows it.
 func (p *Participant) Start() {
+	if p.wantMix {
+		if err := p.SetAudioMix(true); err != nil {
+			p.log.Info("audio mix refused at join", "err", err)
+		}
+	}
 	p.loop.post(func() {
 		p.loop.started = true
 		if p.autoSubscribe {
@@ -416,6 +424,7 @@ func (p *Participant) close(reason string, notify bool) {
 	for _, t := range tracks {
 		p.dropTrack(t)
 	}
+	p.leaveMix()
 	p.room.remove(p, reason)
 	if notify {
 		p.peer.End(reason)

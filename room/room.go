@@ -24,6 +24,7 @@ type Room struct {
 	emptyTimer   *time.Timer
 	closed       bool
 	speakers     speakers // active speaker detection (speakers.go)
+	mix          roomMix  // the live audio mix (mix.go)
 }
 
 func newRoom(m *Manager, name string) *Room {
@@ -146,6 +147,7 @@ func (r *Room) publish(t *Track) {
 	r.tracks[t.id] = t
 	if t.kind == webrtc.RTPCodecTypeAudio {
 		r.startSpeakers()
+		r.mixInput(t)
 	}
 	info := t.Info()
 	t.announced = info
@@ -170,6 +172,9 @@ func (r *Room) unpublish(t *Track) {
 		return
 	}
 	delete(r.tracks, t.id)
+	if r.mix.mx != nil {
+		r.mix.mx.RemoveInput(t.id) // the voice leaves the mix at the next frame
+	}
 	for _, o := range r.participants {
 		if o == t.owner {
 			continue

@@ -69,7 +69,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.rooms = room.NewManager(room.Config{
 		Engine: engine, ICEServers: iceServers(cfg.RTC.ICEServers),
 		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(), ResumeWindow: cfg.Room.ResumeWindow.Std(),
-		Logger: log,
+		Logger: log, Mix: cfg.MixerConfig(),
 	})
 	s.metrics = metrics.New(s.rooms)
 	mux := http.NewServeMux()
