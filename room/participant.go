@@ -223,6 +223,9 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	if first {
 		t.receiver = sfu.NewReceiver(t.id, remote.Codec(), remote.Kind(), p.pub.WriteRTCP, p.log.With("track", t.id))
 		t.receiver.OnLayersChanged(func(uint8) { p.room.layersChanged(t) })
+		// A sink that is not a subscription (a recording) changes what the
+		// publisher must send too.
+		t.receiver.OnSinksChanged(t.dynacast)
 		t.receiver.SetMuted(t.info.Muted)
 		t.info.Codec = remote.Codec().MimeType
 		t.visible = true
