@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // ComposeOptions configure Compose.
@@ -98,8 +100,8 @@ func PlanCompose(m *Manifest, dir string, o ComposeOptions, tmpDir string) (*Com
 	var videos, audios []in
 	t0, tEnd := int64(math.MaxInt64), int64(0)
 	for _, t := range m.Tracks {
-		if t.File == "" || t.Frames == 0 {
-			continue
+		if t.File == "" || t.Frames == 0 || t.Source == protocol.SourceMix {
+			continue // the live mix would double every voice: the tracks are mixed here
 		}
 		p := filepath.Join(dir, t.File)
 		if _, err := os.Stat(p); err != nil {
@@ -250,14 +252,19 @@ func Compose(ctx context.Context, o ComposeOptions) (*ComposePlan, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	plan, err := PlanCompose(m, dir, o, tmp)
-	if err != nil {
-		return nil, err
-	}
 	say := func(format string, args ...any) {
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, format+"\n", args...)
 		}
+	}
+	// A recording cut by a crash: its manifest's counts are up to a few
+	// seconds old; the files say how far they go.
+	if n := probeUnfinished(m, dir); n > 0 {
+		say("compose: %d track(s) still marked as recording (the server stopped without finalising?): using what the files hold; `starling recover %s` repairs the folder", n, dir)
+	}
+	plan, err := PlanCompose(m, dir, o, tmp)
+	if err != nil {
+		return nil, err
 	}
 	if plan.Note != "" {
 		say("compose: %s", plan.Note)

@@ -609,6 +609,11 @@ func (t *TrackRecorder) emit(s *media.Sample, fi frameInfo) {
 		t.res.FirstRTP = ts
 		t.res.StartLayer = t.wLayer
 		t.resMu.Unlock()
+		// after the start is known, so that a manifest written now places
+		// the file on the room clock
+		if t.opts.OnFileCreated != nil {
+			t.opts.OnFileCreated(t.path)
+		}
 	}
 	t.tsExt += int64(int32(ts - t.tsLast))
 	t.tsLast = ts
@@ -691,9 +696,6 @@ func (t *TrackRecorder) createFile(fi frameInfo) error {
 	}
 	t.resMu.Unlock()
 	t.log.Info("recording track", "file", path, "codec", t.codec.MimeType)
-	if t.opts.OnFileCreated != nil {
-		t.opts.OnFileCreated(path)
-	}
 	return nil
 }
 
@@ -708,6 +710,9 @@ func (t *TrackRecorder) tick() {
 			}
 		}
 		t.srMu.Unlock()
+	}
+	if t.w != nil {
+		_ = t.w.FlushIfDue() // an error: run() sees w.Err()
 	}
 	if d := t.drops.Load(); d > t.loggedDrop {
 		t.log.Warn("recorder dropped packets: writer too slow", "drops", d-t.loggedDrop)

@@ -2,6 +2,7 @@
 
 package server_test
 
-// raceEnabled: the race detector makes every test several times as hungry
-// for CPU; fewer run at once (see setDefaultParallel).
+// raceEnabled: built with -race. The race detector makes every test
+// several times as hungry for CPU: fewer run at once (setDefaultParallel),
+// and the mix tests that need a real-time mixer skip.
 const raceEnabled = true
