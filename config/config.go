@@ -91,6 +91,8 @@ type Config struct {
 	TURN TURN `yaml:"turn"`
 	// Recordings configures the recorder (recordings.go).
 	Recordings Recordings `yaml:"recordings"`
+	// Cluster joins other nodes over NATS (cluster.go, docs/cluster.md).
+	Cluster Cluster `yaml:"cluster"`
 	Log        struct {
 		// Level is debug, info, warn or error.
 		Level string `yaml:"level"`
@@ -148,6 +150,7 @@ func Default() Config {
 	c.Log.Format = "text"
 	c.defaultOperations()
 	c.Recordings.Dir = "./recordings"
+	c.defaultCluster()
 	return c
 }
 
@@ -194,6 +197,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
 	applyRecordingFlag := recordingFlags(fs, def)
+	applyClusterFlag := clusterFlags(fs, def)
 	fs.Usage = func() { usage(fs) }
 
 	if err := fs.Parse(args); err != nil {
@@ -215,10 +219,12 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 		return Config{}, err
 	}
 	cfg.applyEnvRecordings(getenv)
+	cfg.applyEnvCluster(getenv)
 
 	fs.Visit(func(f *flag.Flag) {
 		applyOperationFlag(&cfg, f.Name)
 		applyRecordingFlag(&cfg, f.Name)
+		applyClusterFlag(&cfg, f.Name)
 		switch f.Name {
 		case "bind":
 			cfg.HTTP.Address = *bind
@@ -492,6 +498,7 @@ func (c Config) Validate() error {
 	}
 	c.validateOperations(bad)
 	c.validateRecordings(bad)
+	c.validateCluster(bad)
 	if len(errs) == 0 {
 		return nil
 	}

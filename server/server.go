@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/cluster"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/metrics"
 	"github.com/starling-rtc/starling/recorder"
@@ -37,6 +38,7 @@ type Server struct {
 	ext      extras // see ops.go
 	socks    sockets
 	recorder *recorder.Manager // see recording.go
+	cluster  *cluster.Node     // nil on a single node (cluster.go)
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.
@@ -82,6 +84,12 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err := s.setupOperations(mux); err != nil { // see ops.go
 		engine.Close()
 		_ = ln.Close()
+		return nil, err
+	}
+	if err := s.setupCluster(); err != nil { // see cluster.go
+		s.stopOperations(context.Background())
+		engine.Close()
+		_ = s.ln.Close()
 		return nil, err
 	}
 	mux.Handle("/", web.Handler())
@@ -130,6 +138,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.socks.closeAll() // sockets that never joined got no leave from the rooms
 	errHTTP := s.http.Shutdown(ctx)
 	s.engine.Close()
+	s.stopCluster()       // after the rooms: their leaving is on the bus
 	s.stopOperations(ctx) // webhooks flush the rooms' last events
 	var errServe error
 	select {
