@@ -14,7 +14,7 @@ type collector struct {
 // live nodes, bus round trip, relayed tracks and relay bytes.
 func (n *Node) Collector() prometheus.Collector {
 	return &collector{
-		n: n,
+		n:     n,
 		nodes: prometheus.NewDesc("starling_cluster_nodes", "Live nodes of the cluster, this one included.", nil, nil),
 		rtt: prometheus.NewDesc("starling_cluster_bus_rtt_seconds",
 			"Last request/reply round trip to another node over the bus.", nil, nil),

@@ -10,9 +10,9 @@ import (
 )
 
 const (
-	subjHeartbeat = "starling.nodes.hb"   // every node's heartbeat
-	subjBye       = "starling.nodes.bye"  // a node leaving cleanly
-	hbInterval    = time.Second           // heartbeat period
+	subjHeartbeat = "starling.nodes.hb"     // every node's heartbeat
+	subjBye       = "starling.nodes.bye"    // a node leaving cleanly
+	hbInterval    = time.Second             // heartbeat period
 	hbExpiry      = 3500 * time.Millisecond // a node silent this long is gone (< 5 s)
 )
 

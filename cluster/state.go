@@ -255,3 +255,9 @@ func (n *Node) purgeNode(node string) {
 		}
 	}
 }
+
+// RoomSID returns the sid of a room open anywhere in the cluster.
+func (n *Node) RoomSID(name string) (string, bool) {
+	st, _, ok := n.get(name)
+	return st.SID, ok
+}

@@ -93,7 +93,7 @@ type Config struct {
 	Recordings Recordings `yaml:"recordings"`
 	// Cluster joins other nodes over NATS (cluster.go, docs/cluster.md).
 	Cluster Cluster `yaml:"cluster"`
-	Log        struct {
+	Log     struct {
 		// Level is debug, info, warn or error.
 		Level string `yaml:"level"`
 		// Format is text or json.

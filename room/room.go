@@ -26,9 +26,9 @@ type Room struct {
 
 	// Cluster (cluster.go, remote.go); bus is nil on a single node.
 	bus       Bus
-	seq       uint64                  // this node's events of the room so far
-	remotes   map[string]*Participant // other nodes' participants, by id
-	remoteSeq map[string]uint64       // last event applied, by node
+	seq       uint64                        // this node's events of the room so far
+	remotes   map[string]*Participant       // other nodes' participants, by id
+	remoteSeq map[string]uint64             // last event applied, by node
 	remoteSpk map[string][]protocol.Speaker // other nodes' active speakers
 	localSpk  []protocol.Speaker            // this node's, as last sent
 }
@@ -43,6 +43,9 @@ func newRoom(m *Manager, name string) *Room {
 		remoteSeq:    map[string]uint64{},
 		remoteSpk:    map[string][]protocol.Speaker{},
 		bus:          m.bus,
+		// A later instance of the room on this node continues the
+		// sequence numbers the other nodes have seen from an earlier one.
+		seq: uint64(time.Now().UnixMicro()),
 	}
 }
 
