@@ -22,8 +22,12 @@ const maxLayers = sfu.MaxLayers
 const (
 	videoSlots  = 256 // power of two
 	audioSlots  = 128
-	maxResends  = 3
 	maxResendAt = time.Second
+	// A packet is resent at most maxResends times, and once per
+	// minResendGap however often the edge asks (its retries may cross a
+	// resend on the way).
+	maxResends   = 6
+	minResendGap = 20 * time.Millisecond
 )
 
 // Export sends one published track to one peer node. It is a sink of the
@@ -60,6 +64,7 @@ type exportLayer struct {
 // slot is one sent datagram, kept for retransmission: the slot is the buffer.
 type slot struct {
 	at      int64 // when it was sent, unix nanos
+	resent  int64 // when it was last resent
 	n       uint16
 	seq     uint16
 	valid   bool
@@ -183,7 +188,7 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 		l.mu.Unlock()
 		return nil
 	}
-	s.n, s.seq, s.valid, s.resends = uint16(prefixLen+len(out)), hdr.SequenceNumber, true, 0
+	s.n, s.seq, s.valid, s.resends, s.resent = uint16(prefixLen+len(out)), hdr.SequenceNumber, true, 0, 0
 	s.at = e.src.PacketTime()
 	l.packets++
 	l.octets += uint32(len(payload))
@@ -242,10 +247,12 @@ func (e *Export) onNACK(n *rtcp.TransportLayerNack) {
 	for _, pair := range n.Nacks {
 		pair.Range(func(seq uint16) bool {
 			s := &l.ring[int(seq)%len(l.ring)]
-			if !s.valid || s.seq != seq || s.resends >= maxResends || now-s.at > int64(maxResendAt) {
+			if !s.valid || s.seq != seq || s.resends >= maxResends || now-s.at > int64(maxResendAt) ||
+				now-s.resent < int64(minResendGap) {
 				return true
 			}
 			s.resends++
+			s.resent = now
 			_, _ = e.t.conn.WriteToAddrPort(s.buf[:s.n], *to)
 			e.t.stats.retransmits.Add(1)
 			return true

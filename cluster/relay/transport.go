@@ -162,17 +162,19 @@ func (t *Transport) rebuildAddrs() {
 }
 
 func resolve(s string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return unmap(ap), nil
-	}
-	ua, err := net.ResolveUDPAddr("udp", s)
+	ap, err := netip.ParseAddrPort(s)
 	if err != nil {
-		return netip.AddrPort{}, err
+		ua, rerr := net.ResolveUDPAddr("udp", s)
+		if rerr != nil {
+			return netip.AddrPort{}, rerr
+		}
+		ap = ua.AddrPort()
 	}
-	if ua.Port == 0 || ua.IP == nil || ua.IP.IsUnspecified() {
+	ap = unmap(ap)
+	if ap.Port() == 0 || !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
 		return netip.AddrPort{}, errors.New("needs a concrete host and port")
 	}
-	return unmap(ua.AddrPort()), nil
+	return ap, nil
 }
 
 func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
