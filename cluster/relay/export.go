@@ -40,7 +40,10 @@ type Export struct {
 	src    sfu.Source
 	base   uint32
 	video  bool
-	mask   atomic.Uint32 // layers sent
+	mask   atomic.Uint32 // layers sent: allowed & wished
+	setMu  sync.Mutex    // serialises changes of the two below
+	allow  uint8         // SetLayers: what the control plane lets cross
+	wished uint8         // the edge's in-band wish: what its sinks want now
 	closed atomic.Bool
 	once   sync.Once
 	layer  [maxLayers]exportLayer
@@ -94,7 +97,8 @@ func (t *Transport) Export(peerNode string, src sfu.Source, layers uint8) (*Expo
 	if !e.video {
 		layers = 1
 	}
-	e.mask.Store(uint32(layers & (1<<maxLayers - 1)))
+	e.allow, e.wished = layers&(1<<maxLayers-1), 1<<maxLayers-1
+	e.mask.Store(uint32(e.allow))
 	p.mu.Lock()
 	p.exports[e.base] = e
 	p.mu.Unlock()
@@ -110,13 +114,33 @@ func (e *Export) SSRCBase() uint32 { return e.base }
 // Layers is the mask of layers being sent.
 func (e *Export) Layers() uint8 { return uint8(e.mask.Load()) }
 
-// SetLayers chooses the layers sent (bit i = layer i). A layer turned on
-// gets a keyframe request, so the edge can switch to it soon.
+// SetLayers chooses the layers allowed to cross (bit i = layer i). The
+// edge's in-band wishes narrow them further to what its subscribers want
+// now (none yet: all); what is sent is both. A layer turned on gets a
+// keyframe request, so the edge can switch to it soon.
 func (e *Export) SetLayers(mask uint8) {
+	e.setMu.Lock()
+	e.allow = mask
+	e.applyLocked()
+	e.setMu.Unlock()
+}
+
+// onWish applies the edge's in-band layer wish.
+func (e *Export) onWish(mask uint8) {
+	if e.closed.Load() {
+		return
+	}
+	e.setMu.Lock()
+	e.wished = mask
+	e.applyLocked()
+	e.setMu.Unlock()
+}
+
+func (e *Export) applyLocked() {
+	mask := e.allow & e.wished & (1<<maxLayers - 1)
 	if !e.video {
 		mask &= 1
 	}
-	mask &= 1<<maxLayers - 1
 	old := uint8(e.mask.Swap(uint32(mask)))
 	if on := mask &^ old; on != 0 && e.video {
 		for i := int8(0); i < maxLayers; i++ {
@@ -269,14 +293,6 @@ func (e *Export) onPLI(ssrc uint32) {
 	}
 	e.t.stats.plisIn.Add(1)
 	e.src.RequestKeyframe(layer)
-}
-
-// onWish applies the edge's in-band layer wish.
-func (e *Export) onWish(mask uint8) {
-	if e.closed.Load() {
-		return
-	}
-	e.SetLayers(mask)
 }
 
 // OnSenderReport forwards the publisher's sender report of a layer (every
