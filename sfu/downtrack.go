@@ -88,6 +88,20 @@ func (d *DownTrack) setTransport(connected *atomic.Bool) {
 	d.mu.Unlock()
 }
 
+// askKeyframe asks the publisher for a keyframe on layer, but only when
+// this down track can send it on: before its subscriber's connection is up
+// the keyframe would go nowhere, and the request would hold back, by the
+// receiver's per-layer throttle, the one transportReady makes when the
+// connection comes up (a late joiner's first frame came ~0.33 s late).
+func (d *DownTrack) askKeyframe(layer int8) {
+	d.mu.Lock()
+	ready := d.connected == nil || d.connected.Load()
+	d.mu.Unlock()
+	if ready {
+		d.source.RequestKeyframe(layer)
+	}
+}
+
 // transportReady restarts video at a keyframe once media can reach the client.
 func (d *DownTrack) transportReady() {
 	if !d.video {
@@ -181,7 +195,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	}
 	d.mu.Unlock()
 	if d.video {
-		d.source.RequestKeyframe(d.Target())
+		d.askKeyframe(d.Target())
 	}
 	if d.onBind != nil {
 		d.onBind()
@@ -299,7 +313,7 @@ func (d *DownTrack) SetPaused(paused bool) {
 	target := d.target
 	d.mu.Unlock()
 	if changed && !paused && d.video {
-		d.source.RequestKeyframe(target)
+		d.askKeyframe(target)
 	}
 }
 
@@ -355,7 +369,7 @@ func (d *DownTrack) SetTarget(layer int8) {
 	d.target = layer
 	d.mu.Unlock()
 	if changed {
-		d.source.RequestKeyframe(layer)
+		d.askKeyframe(layer)
 	}
 }
 

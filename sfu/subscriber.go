@@ -20,6 +20,7 @@ type Subscriber struct {
 	tracks map[string]*webrtc.RTPSender // by track id; guarded by the owner's goroutine
 	dmu    sync.Mutex
 	down   map[string]*DownTrack // by track id, for transport events
+	slots  []*slot               // answering connections only (answer.go)
 
 	est       cc.BandwidthEstimator // nil when bandwidth estimation is off
 	fallback  *fallbackEstimator    // REMB / receiver-report loss, when TWCC is not negotiated
@@ -120,7 +121,7 @@ func (s *Subscriber) CreateOffer() (string, error) {
 	if err := s.pc.SetLocalDescription(offer); err != nil {
 		return "", err
 	}
-	return s.pc.LocalDescription().SDP, nil
+	return withoutRTCPCandidates(s.pc.LocalDescription().SDP), nil
 }
 
 // SetAnswer applies the client's answer to the pending offer.
