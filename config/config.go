@@ -93,7 +93,9 @@ type Config struct {
 	Recordings Recordings `yaml:"recordings"`
 	// Cluster joins other nodes over NATS (cluster.go, docs/cluster.md).
 	Cluster Cluster `yaml:"cluster"`
-	Log     struct {
+	// Mix tunes the live audio mix (mix.go).
+	Mix Mix `yaml:"mix"`
+	Log struct {
 		// Level is debug, info, warn or error.
 		Level string `yaml:"level"`
 		// Format is text or json.
@@ -151,6 +153,7 @@ func Default() Config {
 	c.defaultOperations()
 	c.Recordings.Dir = "./recordings"
 	c.defaultCluster()
+	c.defaultMix()
 	return c
 }
 
@@ -198,6 +201,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	applyOperationFlag := operationFlags(fs, def)
 	applyRecordingFlag := recordingFlags(fs, def)
 	applyClusterFlag := clusterFlags(fs, def)
+	applyMixFlag := mixFlags(fs, def)
 	fs.Usage = func() { usage(fs) }
 
 	if err := fs.Parse(args); err != nil {
@@ -225,6 +229,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 		applyOperationFlag(&cfg, f.Name)
 		applyRecordingFlag(&cfg, f.Name)
 		applyClusterFlag(&cfg, f.Name)
+		applyMixFlag(&cfg, f.Name)
 		switch f.Name {
 		case "bind":
 			cfg.HTTP.Address = *bind
@@ -499,6 +504,7 @@ func (c Config) Validate() error {
 	c.validateOperations(bad)
 	c.validateRecordings(bad)
 	c.validateCluster(bad)
+	c.validateMix(bad)
 	if len(errs) == 0 {
 		return nil
 	}

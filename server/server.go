@@ -21,6 +21,7 @@ import (
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/starling-rtc/starling/signaling"
+	"github.com/starling-rtc/starling/signaling/whip"
 	"github.com/starling-rtc/starling/web"
 )
 
@@ -39,6 +40,7 @@ type Server struct {
 	socks    sockets
 	recorder *recorder.Manager // see recording.go
 	cluster  *cluster.Node     // nil on a single node (cluster.go)
+	whip     *whip.Handler     // see whip.go
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.
@@ -69,7 +71,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.rooms = room.NewManager(room.Config{
 		Engine: engine, ICEServers: iceServers(cfg.RTC.ICEServers),
 		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(), ResumeWindow: cfg.Room.ResumeWindow.Std(),
-		Logger: log,
+		Logger: log, Mix: cfg.MixerConfig(),
 	})
 	s.metrics = metrics.New(s.rooms)
 	mux := http.NewServeMux()
@@ -92,6 +94,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		_ = s.ln.Close()
 		return nil, err
 	}
+	s.setupWHIP(mux)
 	mux.Handle("/", web.Handler())
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil

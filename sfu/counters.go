@@ -30,12 +30,18 @@ type Counters struct {
 	// batched socket (srtpdirect.go), or pion's write path.
 	DirectStreams uint64
 	PionStreams   uint64
+	// Data messages to subscribers (dataqueue.go): held until the
+	// subscriber's data channel opened, and dropped (the holding queue was
+	// full, or the channel closed first).
+	DataHeld    uint64
+	DataDropped uint64
 }
 
 var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
+	dataHeld, dataDropped                                                                    atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -54,6 +60,8 @@ func ReadCounters() Counters {
 		SegmentedDatagrams: counters.segmentedDatagrams.Load(),
 		DirectStreams:      counters.directStreams.Load(),
 		PionStreams:        counters.pionStreams.Load(),
+		DataHeld:           counters.dataHeld.Load(),
+		DataDropped:        counters.dataDropped.Load(),
 	}
 }
 
