@@ -95,17 +95,22 @@ func (w *workState) init() {
 // statState measures the delay the mixer adds: from a packet's arrival to
 // its frame leaving the mixer, encoder look-ahead excluded.
 type statState struct {
-	avg, max atomic.Int64 // nanos; avg is a moving average
-	frames   atomic.Uint64
+	sum, max      atomic.Int64 // nanos: the sum of the per-frame averages, the largest
+	frames        atomic.Uint64
+	late, skipped atomic.Uint64
 }
 
 // Stats describes a mixer.
 type Stats struct {
 	Inputs, Listeners int
 	Frames            uint64        // frames with at least one voice
-	DelayAvg          time.Duration // arrival to send, moving average
+	DelayAvg          time.Duration // arrival to send, averaged over voices and frames
 	DelayMax          time.Duration // the largest since the mixer started
 	Lookahead         time.Duration // the encoder's algorithmic delay, on top
+	// Late counts wake-ups more than a frame late (the mixer was starved
+	// of CPU); Skipped the frames never mixed because of a longer stall:
+	// the listeners' streams jump there.
+	Late, Skipped uint64
 }
 
 // Stats returns the mixer's figures.
@@ -114,7 +119,10 @@ func (m *Mixer) Stats() Stats {
 	s := Stats{Inputs: len(m.inputs), Listeners: len(m.listeners)}
 	m.mu.Unlock()
 	s.Frames = m.stat.frames.Load()
-	s.DelayAvg = time.Duration(m.stat.avg.Load())
+	s.Late, s.Skipped = m.stat.late.Load(), m.stat.skipped.Load()
+	if s.Frames > 0 {
+		s.DelayAvg = time.Duration(m.stat.sum.Load() / int64(s.Frames))
+	}
 	s.DelayMax = time.Duration(m.stat.max.Load())
 	s.Lookahead = time.Duration(m.work.lookahead()) * time.Second / sampleRate
 	return s
@@ -312,7 +320,7 @@ func (m *Mixer) idleEncoders() {
 
 // observeDelay records the delay of this frame's packets, from their
 // arrival to the frame's hand-off to the down tracks: the average over the
-// voices mixed (a moving average over frames), and the largest.
+// voices mixed, summed for the average over frames, and the largest.
 func (m *Mixer) observeDelay(sent int64) {
 	var sum, n, worst int64
 	for _, in := range m.work.mixed {
@@ -329,10 +337,5 @@ func (m *Mixer) observeDelay(sent int64) {
 	if worst > m.stat.max.Load() {
 		m.stat.max.Store(worst)
 	}
-	cur := sum / n
-	avg := m.stat.avg.Load()
-	if avg == 0 {
-		avg = cur
-	}
-	m.stat.avg.Store(avg + (cur-avg)/32)
+	m.stat.sum.Add(sum / n)
 }

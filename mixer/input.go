@@ -173,7 +173,13 @@ func (in *input) frame(now int64, depth int) bool {
 			in.mu.Unlock()
 			return false
 		}
-		in.next = in.oldest(now)
+		// Start depth-1 frames behind the newest: older packets (left
+		// from before this input was mixed) would only add delay.
+		in.next = in.newest - uint16(depth-1)
+		if o := in.oldest(now); int16(o-in.next) > 0 {
+			in.next = o // fewer, but reordered: start at the first
+		}
+		in.skip(in.next)
 		in.started, in.missing = true, 0
 	}
 	// A burst (or a sender restarting its sequence): far more waiting than

@@ -238,8 +238,13 @@ func (m *Mixer) Close() {
 	}
 }
 
+// maxCatchUp is how many missed frames a late wake-up still mixes: the
+// inputs buffered them meanwhile (up to 320 ms), so the mix stays
+// continuous through a short stall; a longer one is skipped.
+const maxCatchUp = 8
+
 // run mixes a frame every 20 ms on the wall clock; a late wake-up mixes the
-// frames it missed (up to 3), so the timestamps follow real time.
+// frames it missed (up to maxCatchUp), so the timestamps follow real time.
 func (m *Mixer) run() {
 	defer close(m.done)
 	t := time.NewTicker(frameDuration)
@@ -253,8 +258,12 @@ func (m *Mixer) run() {
 		case <-t.C:
 		}
 		due := int64(time.Since(start) / frameDuration)
-		if due-frame > 3 {
-			frame = due - 3
+		if due-frame > 1 {
+			m.stat.late.Add(1) // starved: a stall, or mixing slower than real time
+		}
+		if due-frame > maxCatchUp {
+			m.stat.skipped.Add(uint64(due - frame - maxCatchUp))
+			frame = due - maxCatchUp
 		}
 		for ; frame < due; frame++ {
 			m.mixFrame(uint32(frame*frameSamples), time.Now().UnixNano())

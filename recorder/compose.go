@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // ComposeOptions configure Compose.
@@ -98,8 +100,8 @@ func PlanCompose(m *Manifest, dir string, o ComposeOptions, tmpDir string) (*Com
 	var videos, audios []in
 	t0, tEnd := int64(math.MaxInt64), int64(0)
 	for _, t := range m.Tracks {
-		if t.File == "" || t.Frames == 0 {
-			continue
+		if t.File == "" || t.Frames == 0 || t.Source == protocol.SourceMix {
+			continue // the live mix would double every voice: the tracks are mixed here
 		}
 		p := filepath.Join(dir, t.File)
 		if _, err := os.Stat(p); err != nil {

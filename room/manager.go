@@ -77,6 +77,10 @@ type JoinRequest struct {
 	AutoSubscribe bool
 	Permissions   *Permissions // from the token's grants; nil = AllPermissions
 	AudioMix      bool         // receive the room's audio mix (mix.go)
+	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
+	// It offers on both connections; the server only answers, with every
+	// candidate in the answer, and changes subscriptions without offers.
+	Answering bool
 }
 
 // Join adds a participant to a room, creating the room on first join. The

@@ -69,6 +69,16 @@ func (r *Room) releaseMixer(listener string) {
 	mx.Close()
 }
 
+// AcquireMix makes the room mix (for a recording of the mix) until
+// ReleaseMix; it returns the shared mix as a source and the mix's id.
+func (r *Room) AcquireMix() (src sfu.Source, id string) {
+	mx := r.acquireMixer()
+	return mx.Shared(), mx.ID()
+}
+
+// ReleaseMix ends an AcquireMix.
+func (r *Room) ReleaseMix() { r.releaseMixer("") }
+
 // Mixer is the room's mixer while the room mixes, else nil.
 func (r *Room) Mixer() *mixer.Mixer {
 	r.mu.Lock()

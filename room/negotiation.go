@@ -183,7 +183,7 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 		return
 	}
 	d := sfu.NewDownTrack(r, t.owner.id)
-	if err := l.p.sub.AddDownTrack(d); err != nil {
+	if err := l.attach(d); err != nil {
 		l.p.log.Warn("cannot add track to subscriber connection", "track", t.id, "err", err)
 		return
 	}
@@ -199,10 +199,26 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 }
 
 func (l *subscriberLoop) removeDownTrack(id string) {
+	if !l.forget(id) {
+		return
+	}
+	if l.p.answering {
+		l.p.sub.ClearSlot(id)
+		return
+	}
+	if err := l.p.sub.RemoveDownTrack(id); err != nil {
+		l.p.log.Debug("removing track from subscriber connection", "track", id, "err", err)
+	}
+	l.markDirty()
+}
+
+// forget stops a down track and drops it from the loop's books; the
+// caller takes it off the connection.
+func (l *subscriberLoop) forget(id string) bool {
 	delete(l.mix.held, id)
 	d, ok := l.down[id]
 	if !ok {
-		return
+		return false
 	}
 	delete(l.down, id)
 	delete(l.sent, id)
@@ -213,10 +229,7 @@ func (l *subscriberLoop) removeDownTrack(id string) {
 		delete(l.tracks, id)
 		t.dynacast()
 	}
-	if err := l.p.sub.RemoveDownTrack(id); err != nil {
-		l.p.log.Debug("removing track from subscriber connection", "track", id, "err", err)
-	}
-	l.markDirty()
+	return true
 }
 
 // setSubscription merges the new preferences and applies them.

@@ -25,6 +25,7 @@ type Participant struct {
 	joinedAt      time.Time
 	resumeToken   string
 	autoSubscribe bool
+	answering     bool // see JoinRequest.Answering and answer.go
 	wantMix       bool // join asked for the audio mix
 	audioMix      bool // receives the mix (mix.go); under mu
 
@@ -48,7 +49,8 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 		m: m, room: r, peer: peer, id: newID("PA_"), identity: req.Identity,
 		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
 		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe, wantMix: req.AudioMix,
-		tracks: map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
+		answering: req.Answering,
+		tracks:    map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
 	}
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
@@ -157,7 +159,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 				"invalid params: track %q is not sent by any media section of the sdp", a.TrackID)
 		}
 	}
-	answer, err := p.pub.HandleOffer(params.SDP)
+	answer, err := p.answerPublisher(params.SDP)
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
 	}

@@ -20,6 +20,7 @@ type Subscriber struct {
 	tracks map[string]*webrtc.RTPSender // by track id; guarded by the owner's goroutine
 	dmu    sync.Mutex
 	down   map[string]*DownTrack // by track id, for transport events
+	slots  []*slot               // answering connections only (answer.go)
 
 	est       cc.BandwidthEstimator // nil when bandwidth estimation is off
 	fallback  *fallbackEstimator    // REMB / receiver-report loss, when TWCC is not negotiated
