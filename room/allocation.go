@@ -105,6 +105,7 @@ func (l *subscriberLoop) allocate() {
 	// lands at 85% of what was flowing, and a track whose only layer
 	// that is would otherwise pause although everything arrives.
 	keep := sfu.Allocate(budget+budget*pauseMargin/100, demands)
+	lossy := l.p.sub.LossLimited()
 	var wantMore, maxStep, sending uint64
 	for i, it := range items {
 		capL, cur := it.d.Limits()
@@ -116,12 +117,13 @@ func (l *subscriberLoop) allocate() {
 			next = sfu.MaxLayers - 1
 		}
 		if next < 0 && cur >= 0 {
-			// Pausing is the most disruptive step, and one overuse signal
-			// (often just a busy receiver) can drop the estimate below the
-			// lowest layer: pause only when the shortage is clear and
-			// lasts (a probe meanwhile shows whether it is real).
+			// Pausing is the most disruptive step, and a growing delay
+			// alone (often just a busy receiver, reading its socket late)
+			// can drop the estimate below the lowest layer: pause only
+			// when the shortage is clear, lasts, and packets are being
+			// lost. Until then the track keeps its lowest layer.
 			l.alloc.short[it.t.id]++
-			if l.alloc.short[it.t.id] < pauseTicks || keep[i] >= 0 {
+			if l.alloc.short[it.t.id] < pauseTicks || keep[i] >= 0 || !lossy {
 				next = lowestOf(costs)
 			}
 		} else {
@@ -167,13 +169,8 @@ func (l *subscriberLoop) allocate() {
 	// A probe at most doubles what is sent (enough to find room, not
 	// enough to flood a link that has none), but always covers the largest
 	// single step: a track recovering from congestion must be able to show
-	// its next layer fits even while the estimate is still low. While more
-	// flows than the estimate allows (held, not yet paused), a probe of a
-	// fifth more shows whether the shortfall is real.
+	// its next layer fits even while the estimate is still low.
 	probe := min(wantMore, max(est, sending, maxStep)) * 12 / 10
-	if sending > budget {
-		probe = max(probe, sending/5)
-	}
 	now := time.Now()
 	if probe > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(probe, probeFor) {
 		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)

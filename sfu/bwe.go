@@ -4,6 +4,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Starling's send-side bandwidth estimator, one per subscriber connection,
@@ -112,6 +113,14 @@ func newBWE(initial int) *bwe {
 	b.target.Store(uint64(initial))
 	b.reported = uint64(initial)
 	return b
+}
+
+// lossLimited reports whether more than 10% of the packets were lost in
+// the last 3 s.
+func (b *bwe) lossLimited() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.loss.lossyAt != 0 && time.Now().UnixMicro()-b.loss.lossyAt < 3_000_000
 }
 
 // estimate is the current estimate in bits/s.
@@ -251,6 +260,7 @@ func (a *ackedRate) add(arrival int64, size int) {
 type lossCap struct {
 	lost, received int
 	last           int64 // µs of the last step
+	lossyAt        int64 // µs of the last step with more than 10% loss
 	cap            float64
 }
 
@@ -263,6 +273,7 @@ func (l *lossCap) update(now int64, rate, acked float64) {
 	l.lost, l.received, l.last = 0, 0, now
 	switch {
 	case loss > 0.10:
+		l.lossyAt = now
 		c := rate
 		if l.cap > 0 {
 			c = min(c, l.cap)

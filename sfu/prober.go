@@ -25,6 +25,20 @@ func (s *Subscriber) EstimatedBitrate() uint64 {
 	return s.bw.est.estimate()
 }
 
+// LossLimited reports whether loss is holding this subscriber's estimate
+// down (more than 10% of its packets lost lately), as opposed to a
+// growing delay alone; without TWCC the estimate comes from loss (or the
+// client's own REMB) anyway.
+func (s *Subscriber) LossLimited() bool {
+	if s.bw == nil {
+		return false
+	}
+	if !s.twcc.Load() {
+		return true
+	}
+	return s.bw.est.lossLimited()
+}
+
 // OnEstimateChanged sets f to run when the subscriber's estimate falls by
 // more than 15% at once, or a probe raised it, so that layers follow
 // without waiting for the next allocation round. f runs on a feedback
