@@ -70,6 +70,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/rooms/{room}/participants/{id}", a.removeParticipant)
 	mux.HandleFunc("PATCH /v1/rooms/{room}/participants/{id}", a.updateParticipant)
 	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mute", a.mute)
+	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mix", a.mix) // mix.go
 }
 
 // RoomSummary is one entry of GET /v1/rooms.

@@ -49,6 +49,9 @@ type Options struct {
 	// only receives (a webinar viewer) then costs the server, and itself,
 	// one negotiated peer connection instead of two.
 	LazyPublisher bool
+	// AudioMix asks at join for the room's audio as one mixed track
+	// (source "mix") instead of every participant's; see SetAudioMix.
+	AudioMix bool
 }
 
 // dialer is the WebSocket dialer for o.
@@ -153,6 +156,7 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 	var res protocol.JoinResult
 	if err := c.Call(ctx, protocol.MethodJoin, protocol.JoinParams{
 		Room: room, Name: opts.Name, Token: opts.Token, Metadata: opts.Metadata, AutoSubscribe: opts.AutoSubscribe,
+		AudioMix: opts.AudioMix,
 	}, &res); err != nil {
 		c.Close()
 		return nil, err
@@ -568,4 +572,11 @@ func idString(raw json.RawMessage) string {
 func mustJSON(v any) json.RawMessage {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// SetAudioMix switches between the room's audio mix (one track with source
+// "mix", announced by trackPublished) and the other participants' audio
+// tracks; the server renegotiates the subscriber connection either way.
+func (c *Client) SetAudioMix(ctx context.Context, enabled bool) error {
+	return c.Call(ctx, protocol.MethodSetAudioMix, protocol.SetAudioMixParams{Enabled: &enabled}, nil)
 }

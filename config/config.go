@@ -91,7 +91,9 @@ type Config struct {
 	TURN TURN `yaml:"turn"`
 	// Recordings configures the recorder (recordings.go).
 	Recordings Recordings `yaml:"recordings"`
-	Log        struct {
+	// Mix tunes the live audio mix (mix.go).
+	Mix Mix `yaml:"mix"`
+	Log struct {
 		// Level is debug, info, warn or error.
 		Level string `yaml:"level"`
 		// Format is text or json.
@@ -148,6 +150,7 @@ func Default() Config {
 	c.Log.Format = "text"
 	c.defaultOperations()
 	c.Recordings.Dir = "./recordings"
+	c.defaultMix()
 	return c
 }
 
@@ -194,6 +197,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
 	applyRecordingFlag := recordingFlags(fs, def)
+	applyMixFlag := mixFlags(fs, def)
 	fs.Usage = func() { usage(fs) }
 
 	if err := fs.Parse(args); err != nil {
@@ -219,6 +223,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	fs.Visit(func(f *flag.Flag) {
 		applyOperationFlag(&cfg, f.Name)
 		applyRecordingFlag(&cfg, f.Name)
+		applyMixFlag(&cfg, f.Name)
 		switch f.Name {
 		case "bind":
 			cfg.HTTP.Address = *bind
@@ -492,6 +497,7 @@ func (c Config) Validate() error {
 	}
 	c.validateOperations(bad)
 	c.validateRecordings(bad)
+	c.validateMix(bad)
 	if len(errs) == 0 {
 		return nil
 	}

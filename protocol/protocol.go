@@ -42,6 +42,9 @@ const (
 	MethodUnpublish       = "unpublish"
 	MethodLeave           = "leave"
 	MethodPing            = "ping"
+	// MethodSetAudioMix switches the participant between the room's live
+	// audio mix and the other participants' individual audio tracks.
+	MethodSetAudioMix = "setAudioMix"
 )
 
 // Server → client notifications (offer, candidate and leave share the names above).
@@ -81,6 +84,9 @@ const (
 	SourceScreen      = "screen"
 	SourceScreenAudio = "screen_audio"
 	SourceUnknown     = "unknown"
+	// SourceMix is the room's live audio mix, announced only to the
+	// participant who receives it.
+	SourceMix = "mix"
 )
 
 // Simulcast qualities; Paused is only used in subscriptionUpdated.
@@ -162,6 +168,14 @@ type JoinParams struct {
 	Metadata      string `json:"metadata,omitempty"`
 	AutoSubscribe *bool  `json:"autoSubscribe,omitempty"`
 	Resume        string `json:"resume,omitempty"`
+	// AudioMix: receive the room's audio as one mixed track instead of
+	// every participant's (see setAudioMix).
+	AudioMix bool `json:"audioMix,omitempty"`
+}
+
+// SetAudioMixParams are the params of `setAudioMix`.
+type SetAudioMixParams struct {
+	Enabled *bool `json:"enabled"`
 }
 
 // JoinResult is the result of `join`.

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // ComposeOptions configure Compose.
@@ -98,8 +100,8 @@ func PlanCompose(m *Manifest, dir string, o ComposeOptions, tmpDir string) (*Com
 	var videos, audios []in
 	t0, tEnd := int64(math.MaxInt64), int64(0)
 	for _, t := range m.Tracks {
-		if t.File == "" || t.Frames == 0 {
-			continue
+		if t.File == "" || t.Frames == 0 || t.Source == protocol.SourceMix {
+			continue // the live mix would double every voice: the tracks are mixed here
 		}
 		p := filepath.Join(dir, t.File)
 		if _, err := os.Stat(p); err != nil {
@@ -145,10 +147,7 @@ func PlanCompose(m *Manifest, dir string, o ComposeOptions, tmpDir string) (*Com
 
 	args := []string{"-nostdin", "-hide_banner", "-y"}
 	var fg strings.Builder
-	fmt.Fprintf(&fg, "color=c=black:s=%dx%d:r=%d:d=%.3f[base0];", o.Width, o.Height, o.FPS, dur)
-	input := 0
 	for i, v := range videos {
-		args = append(args, "-i", v.path)
 		start := float64(v.t.StartMS-t0) / 1000
 		end := float64(v.t.EndMS-t0) / 1000
 		x, y := (i%cols)*tw, (i/cols)*th
@@ -162,39 +161,64 @@ func PlanCompose(m *Manifest, dir string, o ComposeOptions, tmpDir string) (*Com
 		}
 		plan.Tiles = append(plan.Tiles, ComposeTile{Name: name, File: v.path, X: x, Y: y, W: tw, H: th,
 			Start: time.Duration(start * float64(time.Second)), End: time.Duration(end * float64(time.Second))})
-		fmt.Fprintf(&fg, "[%d:v]setpts=PTS-STARTPTS+%.3f/TB,fps=%d,scale=%d:%d:force_original_aspect_ratio=decrease,"+
-			"pad=%d:%d:(ow-iw)/2:(oh-ih)/2:color=0x202020,format=yuv420p", input, start, o.FPS, tw, th, tw, th)
+	}
+	// The background is an input, not a source filter in the graph: a
+	// frame size change inside a file (recorder layer switch, the sender
+	// scaling or rotating) makes ffmpeg rebuild the video graph, and a
+	// source filter would restart at t=0 then, which blanked every tile
+	// from the first switch on. Likewise each input is placed on the room
+	// clock with -itsoffset at the demuxer (setpts=PTS-STARTPTS would
+	// restart too). Each frame is scaled and padded to its tile whatever
+	// its size; the tile's grey box is drawn on the background while the
+	// tile shows.
+	args = append(args, "-f", "lavfi", "-i", fmt.Sprintf("color=c=black:s=%dx%d:r=%d:d=%.3f", o.Width, o.Height, o.FPS, dur))
+	fg.WriteString("[0:v]null")
+	for _, tile := range plan.Tiles {
+		fmt.Fprintf(&fg, ",drawbox=x=%d:y=%d:w=%d:h=%d:color=0x202020:t=fill:enable='between(t,%.3f,%.3f)'",
+			tile.X, tile.Y, tile.W, tile.H, tile.Start.Seconds(), tile.End.Seconds())
+	}
+	fg.WriteString("[base0];")
+	input := 1
+	for i, v := range videos {
+		tile := plan.Tiles[i]
+		start, end := tile.Start.Seconds(), tile.End.Seconds()
+		args = append(args, "-itsoffset", fmt.Sprintf("%.3f", start), "-i", v.path)
+		fmt.Fprintf(&fg, "[%d:v]fps=%d,scale=%d:%d:force_original_aspect_ratio=decrease,"+
+			"pad=%d:%d:(ow-iw)/2:(oh-ih)/2:color=0x202020,format=yuv420p", input, o.FPS, tile.W, tile.H, tile.W, tile.H)
 		if plan.Font != "" {
 			tf := filepath.Join(tmpDir, fmt.Sprintf("name%d.txt", i))
-			if err := os.WriteFile(tf, []byte(name), 0o644); err != nil {
+			if err := os.WriteFile(tf, []byte(tile.Name), 0o644); err != nil {
 				return nil, err
 			}
-			size := th / 12
+			size := tile.H / 12
 			if size < 12 {
 				size = 12
 			}
 			fmt.Fprintf(&fg, ",drawtext=fontfile=%s:textfile=%s:fontcolor=white:fontsize=%d:box=1:boxcolor=black@0.5:boxborderw=6:x=10:y=h-th-12",
 				escapeFilterPath(plan.Font), escapeFilterPath(tf), size)
 		}
-		fmt.Fprintf(&fg, "[v%d];", i)
-		fmt.Fprintf(&fg, "[base%d][v%d]overlay=x=%d:y=%d:eof_action=pass:enable='between(t,%.3f,%.3f)'[base%d];",
-			i, i, x, y, start, end, i+1)
+		fmt.Fprintf(&fg, "[v%d];[base%d][v%d]overlay=x=%d:y=%d:eof_action=pass:enable='between(t,%.3f,%.3f)'[base%d];",
+			i, i, i, tile.X, tile.Y, start, end, i+1)
 		input++
 	}
 	vout := fmt.Sprintf("base%d", len(videos))
+	// Audio gets its own graph, so that a rebuild of the video graph
+	// does not restart the delays and the mix.
+	var ag strings.Builder
 	var amix string
 	for j, a := range audios {
 		args = append(args, "-i", a.path)
 		delay := a.t.StartMS - t0
-		fmt.Fprintf(&fg, "[%d:a]aresample=48000:async=1,aformat=sample_rates=48000:channel_layouts=stereo,adelay=delays=%d:all=1[a%d];", input, delay, j)
+		fmt.Fprintf(&ag, "[%d:a]aresample=48000:async=1,aformat=sample_rates=48000:channel_layouts=stereo,adelay=delays=%d:all=1[a%d];", input, delay, j)
 		amix += fmt.Sprintf("[a%d]", j)
 		input++
 	}
+	args = append(args, "-filter_complex", strings.TrimSuffix(fg.String(), ";"))
 	if len(audios) > 0 {
-		fmt.Fprintf(&fg, "%samix=inputs=%d:duration=longest:normalize=0,apad[aout];", amix, len(audios))
+		fmt.Fprintf(&ag, "%samix=inputs=%d:duration=longest:normalize=0,apad[aout]", amix, len(audios))
+		args = append(args, "-filter_complex", ag.String())
 	}
-	graph := strings.TrimSuffix(fg.String(), ";")
-	args = append(args, "-filter_complex", graph, "-map", "["+vout+"]")
+	args = append(args, "-map", "["+vout+"]")
 	if len(audios) > 0 {
 		args = append(args, "-map", "[aout]", "-c:a", "aac", "-b:a", "128k")
 	}
@@ -228,14 +252,19 @@ func Compose(ctx context.Context, o ComposeOptions) (*ComposePlan, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	plan, err := PlanCompose(m, dir, o, tmp)
-	if err != nil {
-		return nil, err
-	}
 	say := func(format string, args ...any) {
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, format+"\n", args...)
 		}
+	}
+	// A recording cut by a crash: its manifest's counts are up to a few
+	// seconds old; the files say how far they go.
+	if n := probeUnfinished(m, dir); n > 0 {
+		say("compose: %d track(s) still marked as recording (the server stopped without finalising?): using what the files hold; `starling recover %s` repairs the folder", n, dir)
+	}
+	plan, err := PlanCompose(m, dir, o, tmp)
+	if err != nil {
+		return nil, err
 	}
 	if plan.Note != "" {
 		say("compose: %s", plan.Note)

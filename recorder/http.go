@@ -46,6 +46,9 @@ func (m *Manager) Handler() http.Handler {
 // StartRequest is the body of POST /v1/rooms/{room}/recordings.
 type StartRequest struct {
 	TrackID string `json:"track_id,omitempty"`
+	// Mix adds the room's live audio mix as mix.webm to a room recording
+	// (the room mixes while the recording lasts; docs/mixing.md).
+	Mix bool `json:"mix,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -85,7 +88,7 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {} or {"track_id": "..."}: ` + err.Error()})
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {}, {"mix": true} or {"track_id": "..."}: ` + err.Error()})
 			return
 		}
 	}
@@ -94,7 +97,7 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 	if req.TrackID != "" {
 		info, err = m.StartTrack(room, req.TrackID)
 	} else {
-		info, err = m.StartRoom(room)
+		info, err = m.start(room, "", false, req.Mix)
 	}
 	if err != nil {
 		var existing *Info

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -151,7 +152,13 @@ func recordingID(roomName, trackID string, now time.Time) string {
 // StartRoom starts recording every track of a live room, including tracks
 // published later. One room recording per room at a time.
 func (m *Manager) StartRoom(roomName string) (Info, error) {
-	return m.start(roomName, "", false)
+	return m.start(roomName, "", false, false)
+}
+
+// StartRoomMix is StartRoom with the room's live audio mix recorded too,
+// as mix.webm.
+func (m *Manager) StartRoomMix(roomName string) (Info, error) {
+	return m.start(roomName, "", false, true)
 }
 
 // StartTrack starts recording one published track of a room.
@@ -159,10 +166,10 @@ func (m *Manager) StartTrack(roomName, trackID string) (Info, error) {
 	if trackID == "" {
 		return Info{}, ErrTrackNotFound
 	}
-	return m.start(roomName, trackID, false)
+	return m.start(roomName, trackID, false, false)
 }
 
-func (m *Manager) start(roomName, trackID string, auto bool) (Info, error) {
+func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) {
 	if roomName == "" {
 		return Info{}, ErrInvalidRecordName
 	}
@@ -211,6 +218,14 @@ func (m *Manager) start(roomName, trackID string, auto bool) (Info, error) {
 	// by the observer or here (AddTrack ignores repeats).
 	for _, t := range rm.ObservedTracks() {
 		_ = rr.AddTrack(t)
+	}
+	if mix && trackID == "" {
+		src, mixID := rm.AcquireMix()
+		go func() { <-rr.Done(); rm.ReleaseMix() }()
+		_ = rr.AddTrack(room.PublishedTrack{
+			Room: roomName, RoomSID: rm.SID(), ParticipantName: "mix", Source: src,
+			Track: protocol.Track{ID: mixID, Kind: "audio", Source: protocol.SourceMix, Name: "mix", Codec: "audio/opus"},
+		})
 	}
 	return m.info(rec), nil
 }
@@ -428,7 +443,7 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 		// Off the room's goroutine (start does file I/O); start() adds
 		// every track published so far, this one included.
 		go func() {
-			if _, err := m.start(t.Room, "", true); err != nil && !errors.Is(err, ErrAlreadyRecording) {
+			if _, err := m.start(t.Room, "", true, false); err != nil && !errors.Is(err, ErrAlreadyRecording) {
 				m.log.Error("auto-record", "room", t.Room, "err", err)
 			}
 		}()

@@ -276,7 +276,32 @@ func (w *mkvWriter) flush() error {
 	w.buf.Reset()
 	w.lastFlush = time.Now()
 	w.safeFrames, w.safeTC, w.safeDur = w.frames, w.lastTC, w.lastDur
+	// Keep the Duration in the header current (8 bytes in place), so that
+	// a file cut by a crash (kill -9, power loss) shows how long it is:
+	// it then lacks only its Cues and the sizes of the Segment and the
+	// last Cluster, which are "unknown" while writing and readers accept.
+	w.patchDuration()
 	return nil
+}
+
+// patchDuration writes the duration so far into the header; a failure is
+// not fatal (Close writes it again).
+func (w *mkvWriter) patchDuration() {
+	if w.durPos == 0 || w.frames == 0 {
+		return
+	}
+	var d [8]byte
+	binary.BigEndian.PutUint64(d[:], math.Float64bits(float64(w.Duration().Milliseconds())))
+	_, _ = w.f.WriteAt(d[:], w.durPos)
+}
+
+// FlushIfDue writes buffered frames older than flushInterval even when no
+// new frame comes (a paused track), so a crash loses at most that long.
+func (w *mkvWriter) FlushIfDue() error {
+	if w.err != nil || w.closed || w.buf.Len() == 0 || time.Since(w.lastFlush) < flushInterval {
+		return w.err
+	}
+	return w.flush()
 }
 
 func (w *mkvWriter) fail(err error) error {

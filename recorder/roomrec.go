@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -108,7 +109,34 @@ func NewRoomRecorder(opts RoomOptions) (*RoomRecorder, error) {
 	}
 	r.log.Info("recording started", "dir", opts.Dir)
 	r.emit(Event{Type: EventStarted})
+	go r.manifestLoop()
 	return r, nil
+}
+
+// manifestEvery is how often the manifest is rewritten while recording, so
+// that after a crash it lists every file with its start on the room clock
+// and frame counts at most this old (`starling recover` completes them).
+const manifestEvery = 2 * time.Second
+
+func (r *RoomRecorder) manifestLoop() {
+	tick := time.NewTicker(manifestEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-tick.C:
+			r.mu.Lock()
+			stopping := r.stopping
+			r.mu.Unlock()
+			if stopping {
+				return
+			}
+			if err := r.saveManifest(); err != nil {
+				r.log.Warn("manifest not updated", "err", err)
+			}
+		}
+	}
 }
 
 // ID is the recording id.
@@ -140,6 +168,9 @@ func (r *RoomRecorder) emit(e Event) {
 
 // fileName makes "<participant>_<track>" safe for any file system.
 func fileName(pt room.PublishedTrack) string {
+	if pt.Track.Source == protocol.SourceMix {
+		return "mix" // the room's live audio mix: mix.webm
+	}
 	who := pt.ParticipantName
 	if who == "" {
 		who = pt.Identity
@@ -181,13 +212,15 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 	rt := &roomTrack{pt: pt}
 	r.tracks[pt.Track.ID] = rt
 	r.order = append(r.order, pt.Track.ID)
-	p := r.people[pt.ParticipantID]
-	if p == nil {
-		p = &ManifestParticipant{ID: pt.ParticipantID, Name: pt.ParticipantName, Identity: pt.Identity}
-		r.people[pt.ParticipantID] = p
-		r.pOrder = append(r.pOrder, pt.ParticipantID)
+	if pt.ParticipantID != "" { // the mix belongs to nobody
+		p := r.people[pt.ParticipantID]
+		if p == nil {
+			p = &ManifestParticipant{ID: pt.ParticipantID, Name: pt.ParticipantName, Identity: pt.Identity}
+			r.people[pt.ParticipantID] = p
+			r.pOrder = append(r.pOrder, pt.ParticipantID)
+		}
+		p.Tracks = append(p.Tracks, pt.Track.ID)
 	}
-	p.Tracks = append(p.Tracks, pt.Track.ID)
 	r.wg.Add(1)
 	r.mu.Unlock()
 

@@ -96,8 +96,20 @@ type pkt struct {
 var epoch0 = time.Now()
 
 // layerTimeout: a simulcast layer silent this long is gone; the recorder
-// moves to the highest layer still sending (at its next keyframe).
-const layerTimeout = 700 * time.Millisecond
+// moves to the highest layer still sending (at its next keyframe, asked
+// for at once). It is short because the recording freezes meanwhile
+// (issue 17: a 700 ms timeout plus a 1 s keyframe throttle left 768 ms
+// holes when the top layer paused), and long enough for a low layer's
+// frame interval (7.5 fps = 133 ms) and some jitter.
+const layerTimeout = 250 * time.Millisecond
+
+// tickEvery is how often the writer checks layers (video); it bounds how
+// late a silent layer is noticed.
+const tickEvery = 50 * time.Millisecond
+
+// switchKeyEvery throttles the recorder's keyframe requests for a layer
+// switch (the receiver has its own per-layer throttle too).
+const switchKeyEvery = 300 * time.Millisecond
 
 func monoNow() int64 { return int64(time.Since(epoch0)) }
 
@@ -127,6 +139,7 @@ type TrackRecorder struct {
 	drops    atomic.Uint64
 	cur      atomic.Int32 // layer whose packets are queued
 	target   atomic.Int32 // layer to switch to at its next keyframe
+	begun    atomic.Bool  // a keyframe was queued: until then any layer's keyframe starts the file
 	lastSeen [sfu.MaxLayers]atomic.Int64
 
 	srMu     sync.Mutex
@@ -149,6 +162,8 @@ type TrackRecorder struct {
 	lastSeq    uint16
 	needKey    bool
 	lastKeyReq time.Time
+	switchReq  [sfu.MaxLayers]time.Time // last keyframe request per layer for a switch
+	pend       pendingFrame             // video frame held back by one (see emit)
 	w          *mkvWriter
 	path       string
 	tsLast     uint32
@@ -225,6 +240,11 @@ func highestLayer(mask uint8) int8 {
 	return 0
 }
 
+// DesiredLayer implements sfu.LayerWanter: a recording wants the best layer
+// the publisher can send, so dynacast keeps every layer on while it runs,
+// whatever size the viewers watch.
+func (t *TrackRecorder) DesiredLayer() int8 { return sfu.MaxLayers - 1 }
+
 // WriteRTP implements sfu.Sink. It runs on the receiver's goroutine: it
 // copies the packet into a free buffer and queues it, or drops it.
 func (t *TrackRecorder) WriteRTP(h *rtp.Header, payload []byte, layer int8) error {
@@ -235,11 +255,18 @@ func (t *TrackRecorder) WriteRTP(h *rtp.Header, payload []byte, layer int8) erro
 	t.lastSeen[layer].Store(now)
 	sw := false
 	if cur := int8(t.cur.Load()); layer != cur {
-		if layer != int8(t.target.Load()) || !sfu.IsKeyframeStart(t.ci.kind, payload) ||
-			!t.cur.CompareAndSwap(int32(cur), int32(layer)) {
+		// Switch at a keyframe of: any layer before the file has begun
+		// (start on the first layer that can start it, never wait for one
+		// that may be silent), the target the writer chose, or a higher
+		// layer (one resuming sends a keyframe: take it at once).
+		if !(t.ci.video && (!t.begun.Load() || layer == int8(t.target.Load()) || layer > cur)) ||
+			!sfu.IsKeyframeStart(t.ci.kind, payload) || !t.cur.CompareAndSwap(int32(cur), int32(layer)) {
 			return nil
 		}
 		sw = true
+	}
+	if t.ci.video && !t.begun.Load() && sfu.IsKeyframeStart(t.ci.kind, payload) {
+		t.begun.Store(true)
 	}
 	if len(payload) > len(pkt{}.buf) {
 		t.drops.Add(1)
@@ -331,7 +358,11 @@ func (t *TrackRecorder) Source() sfu.Source { return t.src }
 
 func (t *TrackRecorder) run() {
 	defer close(t.done)
-	tick := time.NewTicker(250 * time.Millisecond)
+	every := 250 * time.Millisecond
+	if t.ci.video {
+		every = tickEvery
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
@@ -578,6 +609,11 @@ func (t *TrackRecorder) emit(s *media.Sample, fi frameInfo) {
 		t.res.FirstRTP = ts
 		t.res.StartLayer = t.wLayer
 		t.resMu.Unlock()
+		// after the start is known, so that a manifest written now places
+		// the file on the room clock
+		if t.opts.OnFileCreated != nil {
+			t.opts.OnFileCreated(t.path)
+		}
 	}
 	t.tsExt += int64(int32(ts - t.tsLast))
 	t.tsLast = ts
@@ -592,11 +628,50 @@ func (t *TrackRecorder) emit(s *media.Sample, fi frameInfo) {
 			dur = 33
 		}
 	}
-	if err := t.w.WriteFrame(outMs, dur, fi.keyframe, s.Data); err != nil {
+	// Video frames are held back by one: after an up-switch the new
+	// layer's keyframe usually shows the same instant as the old layer's
+	// last frame, and two frames of one instant (1 ms apart) confuse
+	// constant-rate muxers downstream; the new picture replaces the old.
+	if t.pend.ok && t.pend.layer != t.wLayer && fi.keyframe && outMs-t.pend.ms < sameInstantMs {
+		outMs = t.pend.ms
+		t.pend.ok = false
+	}
+	t.writePending()
+	if t.ci.video {
+		t.pend = pendingFrame{ok: true, ms: outMs, dur: dur, key: fi.keyframe, data: s.Data, layer: t.wLayer}
+	} else if err := t.w.WriteFrame(outMs, dur, fi.keyframe, s.Data); err != nil {
 		return // run() sees w.Err()
 	}
 	t.lastOutMs = outMs
 	t.lastArr = t.arrivalOf(ts)
+	t.noteWritten()
+}
+
+// sameInstantMs: two frames of different layers closer than this show the
+// same capture instant (half a frame at 60 fps, above the jitter of the
+// layer timestamp mapping).
+const sameInstantMs = 12
+
+// pendingFrame is the video frame held back by one (see emit).
+type pendingFrame struct {
+	ok      bool
+	key     bool
+	layer   int8
+	ms, dur int64
+	data    []byte
+}
+
+// writePending writes the held-back frame, if any.
+func (t *TrackRecorder) writePending() {
+	if !t.pend.ok || t.w == nil {
+		return
+	}
+	p := t.pend
+	t.pend = pendingFrame{}
+	_ = t.w.WriteFrame(p.ms, p.dur, p.key, p.data) // an error: run() sees w.Err()
+}
+
+func (t *TrackRecorder) noteWritten() {
 	t.resMu.Lock()
 	t.res.Frames = t.w.Frames()
 	t.res.Duration = t.w.Duration()
@@ -621,9 +696,6 @@ func (t *TrackRecorder) createFile(fi frameInfo) error {
 	}
 	t.resMu.Unlock()
 	t.log.Info("recording track", "file", path, "codec", t.codec.MimeType)
-	if t.opts.OnFileCreated != nil {
-		t.opts.OnFileCreated(path)
-	}
 	return nil
 }
 
@@ -638,6 +710,9 @@ func (t *TrackRecorder) tick() {
 			}
 		}
 		t.srMu.Unlock()
+	}
+	if t.w != nil {
+		_ = t.w.FlushIfDue() // an error: run() sees w.Err()
 	}
 	if d := t.drops.Load(); d > t.loggedDrop {
 		t.log.Warn("recorder dropped packets: writer too slow", "drops", d-t.loggedDrop)
@@ -657,8 +732,8 @@ func (t *TrackRecorder) tick() {
 		return
 	}
 	t.target.Store(int32(best))
-	if int8(t.cur.Load()) != best && time.Since(t.lastKeyReq) > time.Second {
-		t.lastKeyReq = time.Now()
+	if int8(t.cur.Load()) != best && time.Since(t.switchReq[best]) > switchKeyEvery {
+		t.switchReq[best] = time.Now()
 		t.src.RequestKeyframe(best)
 	}
 	if t.started && t.needKey && time.Since(t.lastKeyReq) > time.Second {
@@ -675,6 +750,7 @@ func (t *TrackRecorder) tick() {
 func (t *TrackRecorder) finish(cause error) {
 	if t.w != nil && t.w.Err() == nil && cause == nil {
 		t.dropBuilder(false)
+		t.writePending()
 	} else {
 		t.dropBuilder(true)
 	}

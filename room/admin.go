@@ -56,6 +56,9 @@ func (t *Track) muted() bool {
 func (r *Room) muteChanged(t *Track) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.mix.mx != nil {
+		r.mix.mx.SetInputMuted(t.id, t.muted())
+	}
 	for _, o := range r.participants {
 		if o == t.owner {
 			continue

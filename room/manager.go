@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/mixer"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
 )
@@ -33,6 +34,7 @@ type Config struct {
 	ResumeWindow       time.Duration      // a participant whose socket dropped may resume this long; 0 = no resume
 	Logger             *slog.Logger
 	Limits             Limits // see limits.go
+	Mix                mixer.Config
 }
 
 // Manager owns every room of this node.
@@ -74,6 +76,11 @@ type JoinRequest struct {
 	Identity      string // from the token's sub; "" = a new identity
 	AutoSubscribe bool
 	Permissions   *Permissions // from the token's grants; nil = AllPermissions
+	AudioMix      bool         // receive the room's audio mix (mix.go)
+	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
+	// It offers on both connections; the server only answers, with every
+	// candidate in the answer, and changes subscriptions without offers.
+	Answering bool
 }
 
 // Join adds a participant to a room, creating the room on first join. The

@@ -38,6 +38,7 @@ type subscriberLoop struct {
 	tracks   map[string]*Track                             // subscribed tracks, by id
 	alloc    allocState
 	rs       loopResume // see resume.go
+	mix      loopMix    // see mix.go
 	subsMu   sync.Mutex
 	subsSeen map[string]bool         // track ids subscribed, readable from other goroutines
 	subsDown map[string]subscription // their down tracks, for stats; under subsMu
@@ -173,7 +174,7 @@ func (l *subscriberLoop) answer(sdp string) error {
 }
 
 func (l *subscriberLoop) addDownTrack(t *Track) {
-	if _, ok := l.down[t.id]; ok || l.subscriptionsFull(t) {
+	if _, ok := l.down[t.id]; ok || l.holdForMix(t) || l.subscriptionsFull(t) {
 		return
 	}
 	t.mu.Lock()
@@ -183,7 +184,7 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 		return
 	}
 	d := sfu.NewDownTrack(r, t.owner.id)
-	if err := l.p.sub.AddDownTrack(d); err != nil {
+	if err := l.attach(d); err != nil {
 		l.p.log.Warn("cannot add track to subscriber connection", "track", t.id, "err", err)
 		return
 	}
@@ -199,9 +200,26 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 }
 
 func (l *subscriberLoop) removeDownTrack(id string) {
+	if !l.forget(id) {
+		return
+	}
+	if l.p.answering {
+		l.p.sub.ClearSlot(id)
+		return
+	}
+	if err := l.p.sub.RemoveDownTrack(id); err != nil {
+		l.p.log.Debug("removing track from subscriber connection", "track", id, "err", err)
+	}
+	l.markDirty()
+}
+
+// forget stops a down track and drops it from the loop's books; the
+// caller takes it off the connection.
+func (l *subscriberLoop) forget(id string) bool {
+	delete(l.mix.held, id)
 	d, ok := l.down[id]
 	if !ok {
-		return
+		return false
 	}
 	delete(l.down, id)
 	delete(l.sent, id)
@@ -212,10 +230,7 @@ func (l *subscriberLoop) removeDownTrack(id string) {
 		delete(l.tracks, id)
 		t.dynacast()
 	}
-	if err := l.p.sub.RemoveDownTrack(id); err != nil {
-		l.p.log.Debug("removing track from subscriber connection", "track", id, "err", err)
-	}
-	l.markDirty()
+	return true
 }
 
 // setSubscription merges the new preferences and applies them.
@@ -351,6 +366,7 @@ func (l *subscriberLoop) release() {
 		d.Close()
 		delete(l.down, id)
 	}
+	l.dropMixDown()
 	l.subsMu.Lock()
 	clear(l.subsDown)
 	l.subsMu.Unlock()

@@ -25,6 +25,9 @@ type Participant struct {
 	joinedAt      time.Time
 	resumeToken   string
 	autoSubscribe bool
+	answering     bool // see JoinRequest.Answering and answer.go
+	wantMix       bool // join asked for the audio mix
+	audioMix      bool // receives the mix (mix.go); under mu
 
 	pub *sfu.Publisher
 	sub *sfu.Subscriber
@@ -45,8 +48,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	p := &Participant{
 		m: m, room: r, peer: peer, id: newID("PA_"), identity: req.Identity,
 		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
-		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe,
-		tracks: map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
+		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe, wantMix: req.AudioMix,
+		answering: req.Answering,
+		tracks:    map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
 	}
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
@@ -91,6 +95,11 @@ func (p *Participant) Room() *Room { return p.room }
 // Start begins subscriber negotiation: call it after the join result is sent
 // so the first `offer` follows it.
 func (p *Participant) Start() {
+	if p.wantMix {
+		if err := p.SetAudioMix(true); err != nil {
+			p.log.Info("audio mix refused at join", "err", err)
+		}
+	}
 	p.loop.post(func() {
 		p.loop.started = true
 		if p.autoSubscribe {
@@ -150,7 +159,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 				"invalid params: track %q is not sent by any media section of the sdp", a.TrackID)
 		}
 	}
-	answer, err := p.pub.HandleOffer(params.SDP)
+	answer, err := p.answerPublisher(params.SDP)
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
 	}
@@ -214,6 +223,9 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	if first {
 		t.receiver = sfu.NewReceiver(t.id, remote.Codec(), remote.Kind(), p.pub.WriteRTCP, p.log.With("track", t.id))
 		t.receiver.OnLayersChanged(func(uint8) { p.room.layersChanged(t) })
+		// A sink that is not a subscription (a recording) changes what the
+		// publisher must send too.
+		t.receiver.OnSinksChanged(t.dynacast)
 		t.receiver.SetMuted(t.info.Muted)
 		t.info.Codec = remote.Codec().MimeType
 		t.visible = true
@@ -271,9 +283,6 @@ func (p *Participant) HandleCandidate(params protocol.CandidateParams) error {
 
 // Subscribe subscribes to tracks by id; unknown ids fail the whole request.
 func (p *Participant) Subscribe(ids []string) error {
-	if err := p.checkSubscribe(ids); err != nil {
-		return err
-	}
 	tracks := make([]*Track, 0, len(ids))
 	for _, id := range ids {
 		t := p.room.track(id)
@@ -284,6 +293,11 @@ func (p *Participant) Subscribe(ids []string) error {
 			return protocol.Errorf(protocol.CodeConflict, "track %q is your own", id)
 		}
 		tracks = append(tracks, t)
+	}
+	// Ids are resolved in the caller's room first: another room's track is
+	// unknown (404), whatever the grants.
+	if err := p.checkSubscribe(ids); err != nil {
+		return err
 	}
 	for _, t := range tracks {
 		p.subscribeTrack(t)
@@ -310,6 +324,12 @@ func (p *Participant) SetSubscription(s protocol.SetSubscriptionParams) error {
 	if t == nil {
 		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q", s.TrackID)
 	}
+	if t.owner == p {
+		return protocol.Errorf(protocol.CodeConflict, "track %q is your own", s.TrackID)
+	}
+	if !p.Permissions().CanSubscribe {
+		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe: the token lacks canSubscribe")
+	}
 	if s.Quality != nil {
 		switch *s.Quality {
 		case protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
@@ -330,7 +350,7 @@ func (p *Participant) Mute(trackID string, muted bool) error {
 	t := p.tracks[trackID]
 	p.mu.Unlock()
 	if t == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q: not one you publish", trackID)
+		return p.notYours(trackID)
 	}
 	t.mu.Lock()
 	changed := t.info.Muted != muted
@@ -356,7 +376,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	}
 	p.mu.Unlock()
 	if t == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q: not one you publish", trackID)
+		return p.notYours(trackID)
 	}
 	p.dropTrack(t)
 	return nil
@@ -407,6 +427,7 @@ func (p *Participant) close(reason string, notify bool) {
 	for _, t := range tracks {
 		p.dropTrack(t)
 	}
+	p.leaveMix()
 	p.room.remove(p, reason)
 	if notify {
 		p.peer.End(reason)

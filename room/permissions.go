@@ -36,3 +36,13 @@ func (p *Participant) checkSubscribe(ids []string) error {
 	}
 	return p.checkSubscriptions(ids)
 }
+
+// notYours is the error for a request on a track the participant does not
+// publish: another participant's track in its room is forbidden (403),
+// any other id is unknown (404), so ids from other rooms reveal nothing.
+func (p *Participant) notYours(trackID string) error {
+	if p.room.track(trackID) != nil {
+		return protocol.Errorf(protocol.CodeForbidden, "not allowed: track %q is not one you publish", trackID)
+	}
+	return protocol.Errorf(protocol.CodeNotFound, "unknown track %q: not one you publish", trackID)
+}

@@ -290,7 +290,7 @@ func (l *subscriberLoop) resume() {
 
 // offerDue reports whether the loop should send an offer now.
 func (l *subscriberLoop) offerDue() bool {
-	return l.started && (l.dirty || l.rs.restart) && !l.inFlight && !l.rs.held
+	return l.started && (l.dirty || l.rs.restart) && !l.inFlight && !l.rs.held && !l.p.answering
 }
 
 // createOffer makes the next subscriber offer: the one still pending if

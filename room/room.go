@@ -2,6 +2,7 @@ package room
 
 import (
 	"encoding/json"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type Room struct {
 	emptyTimer   *time.Timer
 	closed       bool
 	speakers     speakers // active speaker detection (speakers.go)
+	mix          roomMix  // the live audio mix (mix.go)
 }
 
 func newRoom(m *Manager, name string) *Room {
@@ -145,8 +147,10 @@ func (r *Room) publish(t *Track) {
 	r.tracks[t.id] = t
 	if t.kind == webrtc.RTPCodecTypeAudio {
 		r.startSpeakers()
+		r.mixInput(t)
 	}
 	info := t.Info()
+	t.announced = info
 	for _, o := range r.participants {
 		if o == t.owner {
 			continue
@@ -168,6 +172,9 @@ func (r *Room) unpublish(t *Track) {
 		return
 	}
 	delete(r.tracks, t.id)
+	if r.mix.mx != nil {
+		r.mix.mx.RemoveInput(t.id) // the voice leaves the mix at the next frame
+	}
 	for _, o := range r.participants {
 		if o == t.owner {
 			continue
@@ -179,14 +186,20 @@ func (r *Room) unpublish(t *Track) {
 	r.m.notifyUnpublished(r, t)
 }
 
-// trackUpdated tells the others a track's metadata changed.
+// trackUpdated tells the others a track's metadata changed. An update
+// that says what the room was last told is not sent: a layer going live
+// or a second encoding arriving often changes nothing a client sees.
 func (r *Room) trackUpdated(t *Track) {
-	info := t.Info()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.tracks[t.id] != t {
 		return
 	}
+	info := t.Info()
+	if reflect.DeepEqual(info, t.announced) {
+		return
+	}
+	t.announced = info
 	for _, o := range r.participants {
 		if o != t.owner {
 			o.peer.Notify(protocol.NotifyTrackUpdated, protocol.TrackParams{Track: info})

@@ -2,6 +2,7 @@ package room
 
 import (
 	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -36,7 +37,10 @@ func (r *Room) startSpeakers() {
 
 // ActiveSpeakers returns the room's active speakers, loudest first, as
 // participant ids with levels 0..1. The first one is the active speaker the
-// bandwidth allocator should favour. Safe from any goroutine.
+// bandwidth allocator should favour: it keeps first place while another is
+// louder by less than a margin, so this order may differ from the levels
+// (the activeSpeakers notification is sorted by level). Safe from any
+// goroutine.
 func (r *Room) ActiveSpeakers() []sfu.SpeakerLevel {
 	r.speakers.mu.Lock()
 	defer r.speakers.mu.Unlock()
@@ -121,6 +125,11 @@ func (r *Room) runSpeakers() {
 		for i, s := range ranking {
 			list[i] = protocol.Speaker{ParticipantID: s.ID, Level: math.Round(s.Level*100) / 100}
 		}
+		// Clients read the list as loudest first and see the levels: it
+		// must agree with them. The detector's stickiness (the previous
+		// first keeps its place within a margin) is for the bandwidth
+		// allocator; here it only breaks ties between equal levels as sent.
+		sort.SliceStable(list, func(i, j int) bool { return list[i].Level > list[j].Level })
 		if !speakersChanged(sent, list) || now.Sub(lastSent) < speakersMinGap {
 			continue
 		}

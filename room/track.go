@@ -23,14 +23,17 @@ type Track struct {
 	receiver *sfu.Receiver
 	visible  bool // announced to the room (first packet arrived)
 
+	announced protocol.Track // what the room was last told; guarded by the room's mu
+
 	dynActive uint8 // layers the publisher was last told to send
 	dynSent   bool
 }
 
 // dynacast tells the publisher which simulcast layers to send: those up to
-// the highest any subscriber wants, so it stops encoding layers nobody needs
-// (a publisher seen only as thumbnails sends only low). The lowest layer
-// always stays on. Safe from any goroutine.
+// the highest any sink wants (subscribers, and recordings, which want the
+// best), so it stops encoding layers nobody needs (a publisher seen only as
+// thumbnails sends only low). The lowest layer always stays on. Safe from
+// any goroutine.
 func (t *Track) dynacast() {
 	t.mu.Lock()
 	r, n := t.receiver, len(t.info.Layers)

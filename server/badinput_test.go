@@ -594,11 +594,11 @@ func TestBadInput(t *testing.T) {
 		{name: "mute an unknown track", do: joined("mute", `{"trackId":"`+unknown+`","muted":true}`),
 			code: protocol.CodeNotFound, msg: `unknown track "` + unknown + `"`},
 		{name: "mute someone else's track", do: joined("mute", track(`{"trackId":%q,"muted":true}`)),
-			code: protocol.CodeNotFound, msg: "not one you publish"},
+			code: protocol.CodeForbidden, msg: "not one you publish"},
 		{name: "unpublish an unknown track", do: joined("unpublish", `{"trackId":"`+unknown+`"}`),
 			code: protocol.CodeNotFound, msg: `unknown track "` + unknown + `"`},
 		{name: "unpublish someone else's track", do: joined("unpublish", track(`{"trackId":%q}`)),
-			code: protocol.CodeNotFound, msg: "not one you publish"},
+			code: protocol.CodeForbidden, msg: "not one you publish"},
 
 		{name: "frame over 1 MiB", do: func(t *testing.T, e *badEnv) badOutcome {
 			p := joinRaw(t, e.srv, badBusyRoom, true)

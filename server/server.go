@@ -20,6 +20,7 @@ import (
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/starling-rtc/starling/signaling"
+	"github.com/starling-rtc/starling/signaling/whip"
 	"github.com/starling-rtc/starling/web"
 )
 
@@ -37,6 +38,7 @@ type Server struct {
 	ext      extras // see ops.go
 	socks    sockets
 	recorder *recorder.Manager // see recording.go
+	whip     *whip.Handler     // see whip.go
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.
@@ -67,7 +69,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	s.rooms = room.NewManager(room.Config{
 		Engine: engine, ICEServers: iceServers(cfg.RTC.ICEServers),
 		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(), ResumeWindow: cfg.Room.ResumeWindow.Std(),
-		Logger: log,
+		Logger: log, Mix: cfg.MixerConfig(),
 	})
 	s.metrics = metrics.New(s.rooms)
 	mux := http.NewServeMux()
@@ -84,6 +86,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		_ = ln.Close()
 		return nil, err
 	}
+	s.setupWHIP(mux)
 	mux.Handle("/", web.Handler())
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil

@@ -37,6 +37,11 @@ type Counters struct {
 	BWELossDecreases  uint64
 	BWEProbes         uint64
 	BWEProbeRaises    uint64
+	// Data messages to subscribers (dataqueue.go): held until the
+	// subscriber's data channel opened, and dropped (the holding queue was
+	// full, or the channel closed first).
+	DataHeld    uint64
+	DataDropped uint64
 }
 
 var counters struct {
@@ -44,6 +49,7 @@ var counters struct {
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
 	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises                           atomic.Uint64
+	dataHeld, dataDropped                                                                    atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -66,6 +72,8 @@ func ReadCounters() Counters {
 		BWELossDecreases:   counters.bweLossDecreases.Load(),
 		BWEProbes:          counters.bweProbes.Load(),
 		BWEProbeRaises:     counters.bweProbeRaises.Load(),
+		DataHeld:           counters.dataHeld.Load(),
+		DataDropped:        counters.dataDropped.Load(),
 	}
 }
 

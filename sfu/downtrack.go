@@ -69,35 +69,12 @@ type DownTrack struct {
 	connected *atomic.Bool
 }
 
-// keyframeDue reports whether to ask again for the keyframe this down track
-// waits for; the receiver throttles per layer too. Call with d.mu held.
-func (d *DownTrack) keyframeDue() bool {
-	now := time.Now().UnixNano()
-	if now-d.lastAsk < int64(keyframeInterval) {
-		return false
-	}
-	d.lastAsk = now
-	return true
-}
-
 // setTransport links the down track to its connection's DTLS state: before
 // it is up, pion drops writes silently, so nothing is forwarded.
 func (d *DownTrack) setTransport(connected *atomic.Bool) {
 	d.mu.Lock()
 	d.connected = connected
 	d.mu.Unlock()
-}
-
-// transportReady restarts video at a keyframe once media can reach the client.
-func (d *DownTrack) transportReady() {
-	if !d.video {
-		return
-	}
-	d.mu.Lock()
-	d.current = -1
-	target := d.target
-	d.mu.Unlock()
-	d.source.RequestKeyframe(target)
 }
 
 var errUnsupportedCodec = errors.New("subscriber does not support the track's codec")
@@ -181,7 +158,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	}
 	d.mu.Unlock()
 	if d.video {
-		d.source.RequestKeyframe(d.Target())
+		d.askKeyframe(d.Target())
 	}
 	if d.onBind != nil {
 		d.onBind()
@@ -299,7 +276,7 @@ func (d *DownTrack) SetPaused(paused bool) {
 	target := d.target
 	d.mu.Unlock()
 	if changed && !paused && d.video {
-		d.source.RequestKeyframe(target)
+		d.askKeyframe(target)
 	}
 }
 
@@ -355,7 +332,7 @@ func (d *DownTrack) SetTarget(layer int8) {
 	d.target = layer
 	d.mu.Unlock()
 	if changed {
-		d.source.RequestKeyframe(layer)
+		d.askKeyframe(layer)
 	}
 }
 

@@ -53,7 +53,7 @@ func (p *Publisher) HandleOffer(sdp string) (string, error) {
 	if err := p.pc.SetLocalDescription(answer); err != nil {
 		return "", fmt.Errorf("cannot apply answer: %w", err)
 	}
-	return p.pc.LocalDescription().SDP, nil
+	return withoutRTCPCandidates(p.pc.LocalDescription().SDP), nil
 }
 
 // WriteRTCP sends RTCP (keyframe requests) to the publisher.

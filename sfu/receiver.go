@@ -78,6 +78,7 @@ type Receiver struct {
 	live      atomic.Uint32 // bit i: layer i received a packet within layerTimeout
 	bitrate   [MaxLayers]atomic.Uint64
 	onLayers  func(live uint8) // liveness changed; runs on the monitor goroutine
+	onSinks   func()           // a sink came or went
 	monitorOn bool
 }
 
@@ -91,6 +92,11 @@ const monitorInterval = 200 * time.Millisecond
 // OnLayersChanged sets a callback run when the set of live layers changes.
 // Set it before the first AddLayer.
 func (r *Receiver) OnLayersChanged(f func(live uint8)) { r.onLayers = f }
+
+// OnSinksChanged sets a callback run after a sink is added or removed
+// (outside the receiver's lock): what the sinks want (LayerWanter) may have
+// changed. Set it before the first AddSink.
+func (r *Receiver) OnSinksChanged(f func()) { r.onSinks = f }
 
 // LiveLayers reports the layers that sent within the last second (bit i = layer i).
 func (r *Receiver) LiveLayers() uint8 { return uint8(r.live.Load()) }
@@ -233,12 +239,15 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 // AddSink starts forwarding to s.
 func (r *Receiver) AddSink(s Sink) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	old := *r.sinks.Load()
 	next := make([]Sink, len(old), len(old)+1)
 	copy(next, old)
 	next = append(next, s)
 	r.sinks.Store(&next)
+	r.mu.Unlock()
+	if r.onSinks != nil {
+		r.onSinks()
+	}
 }
 
 // PacketTime is when the latest packet was read (unix nanos).
@@ -250,7 +259,6 @@ func (r *Receiver) Sinks() []Sink { return *r.sinks.Load() }
 // RemoveSink stops forwarding to s; it does not close s.
 func (r *Receiver) RemoveSink(s Sink) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	old := *r.sinks.Load()
 	next := make([]Sink, 0, len(old))
 	for _, x := range old {
@@ -259,6 +267,10 @@ func (r *Receiver) RemoveSink(s Sink) {
 		}
 	}
 	r.sinks.Store(&next)
+	r.mu.Unlock()
+	if r.onSinks != nil {
+		r.onSinks()
+	}
 }
 
 // RequestKeyframe asks the publisher for a keyframe on a layer, at most once
@@ -358,8 +370,8 @@ func (r *Receiver) fanOut(hdr *rtp.Header, payload []byte, idx int8) {
 // the fan-out's cost.
 func (r *Receiver) SetMuted(muted bool) { r.muted.Store(muted) }
 
-// cachedPayload copies a recently received payload of a layer into dst.
-func (r *Receiver) cachedPayload(idx int8, seq uint16, dst []byte) (int, bool) {
+// CachedPayload copies a recently received payload of a layer into dst.
+func (r *Receiver) CachedPayload(idx int8, seq uint16, dst []byte) (int, bool) {
 	if idx < 0 || idx >= MaxLayers {
 		return 0, false
 	}

@@ -151,3 +151,7 @@ func (d *DownTrack) redPayload(p []byte) ([]byte, bool) {
 	}
 	return p, true
 }
+
+// REDPrimary returns the primary (newest) Opus block of a RED payload, a
+// slice of p: what a mixer decodes from a publisher that sends RED.
+func REDPrimary(p []byte) ([]byte, bool) { return redPrimary(p) }

@@ -13,7 +13,7 @@ func (s *Subscriber) PendingOffer() (string, bool) {
 	if d == nil {
 		return "", false
 	}
-	return d.SDP, true
+	return withoutRTCPCandidates(d.SDP), true
 }
 
 // CreateRestartOffer is CreateOffer with an ICE restart: new ICE
@@ -28,5 +28,5 @@ func (s *Subscriber) CreateRestartOffer() (string, error) {
 	if err := s.pc.SetLocalDescription(offer); err != nil {
 		return "", err
 	}
-	return s.pc.LocalDescription().SDP, nil
+	return withoutRTCPCandidates(s.pc.LocalDescription().SDP), nil
 }

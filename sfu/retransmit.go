@@ -51,9 +51,10 @@ type sentPacket struct {
 	prefix    [6]byte
 }
 
-// cacheSource is a source that keeps received payloads (*Receiver).
-type cacheSource interface {
-	cachedPayload(layer int8, seq uint16, dst []byte) (int, bool)
+// PayloadCache is a source that keeps recently received payloads, so down
+// tracks can answer NACKs (*Receiver, and the cluster relay's imports).
+type PayloadCache interface {
+	CachedPayload(layer int8, seq uint16, dst []byte) (int, bool)
 }
 
 // remember records a forwarded video packet. out is the rewritten payload,
@@ -92,7 +93,7 @@ func (d *DownTrack) remember(outSeq, inSeq uint16, ts uint32, marker bool, layer
 // retransmit queues the packets a NACK names that are still worth sending.
 // It runs on the subscriber's RTCP goroutine.
 func (d *DownTrack) retransmit(nack *rtcp.TransportLayerNack) {
-	cache, ok := d.source.(cacheSource)
+	cache, ok := d.source.(PayloadCache)
 	if !ok {
 		return
 	}
@@ -111,7 +112,7 @@ func (d *DownTrack) retransmit(nack *rtcp.TransportLayerNack) {
 }
 
 // resend queues one retransmission. Call with d.mu held.
-func (d *DownTrack) resend(cache cacheSource, seq uint16, now int64) {
+func (d *DownTrack) resend(cache PayloadCache, seq uint16, now int64) {
 	e := &d.history[seq%historyLen]
 	if !e.valid || e.outSeq != seq || now-e.sentAt > int64(maxResendAge) ||
 		e.resends >= maxResends || now-e.lastRTX < int64(minResendGap) {
@@ -120,7 +121,7 @@ func (d *DownTrack) resend(cache cacheSource, seq uint16, now int64) {
 	if d.rtxScratch == nil {
 		d.rtxScratch = make([]byte, maxPacket)
 	}
-	n, ok := cache.cachedPayload(e.layer, e.inSeq, d.rtxScratch)
+	n, ok := cache.CachedPayload(e.layer, e.inSeq, d.rtxScratch)
 	if !ok || int(e.skip) > n {
 		return
 	}

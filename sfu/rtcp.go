@@ -113,8 +113,8 @@ func (d *DownTrack) senderReportRTP(now int64) (uint32, bool) {
 	}
 	var offset int64
 	var haveOffset bool
-	if c, ok := d.source.(interface{ publisherClockOffset() (int64, bool) }); ok {
-		offset, haveOffset = c.publisherClockOffset()
+	if c, ok := d.source.(ClockSource); ok {
+		offset, haveOffset = c.PublisherClockOffset()
 	}
 	in, ok := d.sr.inputRTPAt(layer, now, d.codec.ClockRate, offset, haveOffset)
 	if !ok {
@@ -204,9 +204,17 @@ func (r *Receiver) observeSR(ntp uint64, arrival int64) {
 	}
 }
 
-// publisherClockOffset is the publisher's clock offset (SFU time - NTP
+// ClockSource is a source that knows its publisher's clock: the offset
+// (this node's time - the publisher's NTP time, nanos) shared by all the
+// publisher's tracks, so their sender reports map to one clock (lip sync).
+// *Receiver is one; the cluster relay's imported tracks are others.
+type ClockSource interface {
+	PublisherClockOffset() (int64, bool)
+}
+
+// PublisherClockOffset is the publisher's clock offset (SFU time - NTP
 // time, nanos), shared by all its tracks.
-func (r *Receiver) publisherClockOffset() (int64, bool) {
+func (r *Receiver) PublisherClockOffset() (int64, bool) {
 	if r.clock == nil {
 		return 0, false
 	}

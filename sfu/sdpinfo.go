@@ -66,3 +66,30 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 	}
 	return out, nil
 }
+
+// withoutRTCPCandidates removes the component-2 (RTCP) candidates pion
+// writes into a local description next to each component-1 one. rtcp-mux
+// is required (RTCP shares the RTP transport), so they only cost bytes and
+// suggest to a client that a second transport exists.
+func withoutRTCPCandidates(sdp string) string {
+	if !strings.Contains(sdp, "a=candidate:") {
+		return sdp
+	}
+	var b strings.Builder
+	b.Grow(len(sdp))
+	for rest := sdp; rest != ""; {
+		line := rest
+		if i := strings.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i+1], rest[i+1:]
+		} else {
+			rest = ""
+		}
+		if c, ok := strings.CutPrefix(line, "a=candidate:"); ok {
+			if f := strings.Fields(c); len(f) > 1 && f[1] == "2" {
+				continue
+			}
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}

@@ -75,7 +75,7 @@ func (d *DownTrack) SetLimits(capLayer, bwLayer int8) {
 	target := d.target
 	d.mu.Unlock()
 	if resume {
-		d.source.RequestKeyframe(target)
+		d.askKeyframe(target)
 	}
 }
 

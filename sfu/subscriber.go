@@ -15,9 +15,11 @@ import (
 type Subscriber struct {
 	peer
 	dc     *webrtc.DataChannel
+	data   dataOut                      // messages held until dc opens (dataqueue.go)
 	tracks map[string]*webrtc.RTPSender // by track id; guarded by the owner's goroutine
 	dmu    sync.Mutex
 	down   map[string]*DownTrack // by track id, for transport events
+	slots  []*slot               // answering connections only (answer.go)
 
 	bw        *bweInterceptor    // congestion control (bwe.go); nil when it is off
 	fallback  *fallbackEstimator // REMB / receiver-report loss, when TWCC is not negotiated
@@ -46,6 +48,8 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 		bw: bw, stopProbe: make(chan struct{}), fallback: newFallbackEstimator(e.initialBitrate),
 	}
 	s.onConnect = s.resumeAll
+	dc.OnOpen(s.data.opened(dc))
+	dc.OnClose(s.data.closed)
 	s.watchState()
 	return s, nil
 }
@@ -117,7 +121,7 @@ func (s *Subscriber) CreateOffer() (string, error) {
 	if err := s.pc.SetLocalDescription(offer); err != nil {
 		return "", err
 	}
-	return s.pc.LocalDescription().SDP, nil
+	return withoutRTCPCandidates(s.pc.LocalDescription().SDP), nil
 }
 
 // SetAnswer applies the client's answer to the pending offer.
@@ -133,13 +137,9 @@ func (s *Subscriber) SetAnswer(sdp string) error {
 	return nil
 }
 
-// SendData sends a text message on the `data` channel if it is open.
-func (s *Subscriber) SendData(msg []byte) error {
-	if s.dc.ReadyState() != webrtc.DataChannelStateOpen {
-		return errors.New("data channel not open")
-	}
-	return s.dc.SendText(string(msg))
-}
+// SendData sends a text message on the `data` channel, or holds it until
+// the channel opens (see dataqueue.go). msg must not be modified afterwards.
+func (s *Subscriber) SendData(msg []byte) error { return s.data.send(s.dc, msg) }
 
 // offerCodecs narrows what a down track's m-section offers to what it can
 // be sent as: the source's codec (every fmtp variant, the subscriber

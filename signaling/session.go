@@ -136,6 +136,7 @@ func (s *Session) join(raw json.RawMessage) (any, *protocol.Error) {
 	req := room.JoinRequest{
 		Room: params.Room, Name: params.Name, Metadata: params.Metadata,
 		AutoSubscribe: params.AutoSubscribe == nil || *params.AutoSubscribe,
+		AudioMix:      params.AudioMix,
 	}
 	if err := s.authorize(&params, &req); err != nil {
 		return nil, err
@@ -271,6 +272,16 @@ var joinedMethods = map[string]methodHandler{
 			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" is required`)
 		}
 		return protocol.Empty{}, asProtocolError(p.Unpublish(params.TrackID))
+	},
+	protocol.MethodSetAudioMix: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		var params protocol.SetAudioMixParams
+		if err := DecodeParams(raw, &params); err != nil {
+			return nil, err
+		}
+		if params.Enabled == nil {
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "enabled" is required`)
+		}
+		return protocol.Empty{}, asProtocolError(p.SetAudioMix(*params.Enabled))
 	},
 	protocol.MethodLeave: func(s *Session, p *room.Participant, _ json.RawMessage) (any, *protocol.Error) {
 		p.Leave()

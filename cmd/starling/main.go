@@ -3,6 +3,7 @@
 //	starling [flags]        run the server (see --help)
 //	starling token [flags]  print an access token (see starling token --help)
 //	starling compose MANIFEST  render a recording into one file (see starling compose --help)
+//	starling recover DIR       repair a recording folder left by a crash
 package main
 
 import (
@@ -30,6 +31,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "compose" {
 		return runCompose(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "recover" {
+		return runRecover(args[1:], stdout, stderr)
 	}
 	cfg, err := config.Load(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {

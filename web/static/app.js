@@ -35,7 +35,7 @@ const ui = {
   chatPanel: $('chat-panel'), chatLog: $('chat-log'), chatEmpty: $('chat-empty'), chatForm: $('chat-form'), chatInput: $('chat-input'),
   chatClose: $('chat-close'), chatBadge: $('chat-badge'),
   ended: $('ended'), endedTitle: $('ended-title'), endedDetail: $('ended-detail'), rejoin: $('rejoin'),
-  settings: $('settings'), settingsDevices: $('settings-devices'), audioSink: $('audio-sink'), toasts: $('toasts'),
+  settings: $('settings'), settingsDevices: $('settings-devices'), audioMix: $('audio-mix'), audioSink: $('audio-sink'), toasts: $('toasts'),
 };
 
 const CAMERA = {width: {ideal: 1280}, height: {ideal: 720}, frameRate: {ideal: 30}};
@@ -184,6 +184,11 @@ function init() {
   });
   ui.openSettings.addEventListener('click', openSettings);
   ui.settings.addEventListener('close', () => placeDevices(ui.lobbyDevices));
+  ui.audioMix.checked = params.get('mix') === '1' || storage('starling.audioMix') === '1';
+  ui.audioMix.addEventListener('change', () => {
+    storage('starling.audioMix', ui.audioMix.checked ? '1' : '0');
+    if (client?.state === 'joined') client.setAudioMix(ui.audioMix.checked).catch((err) => toast(`Audio mix: ${err.message}`));
+  });
   ui.bannerClose.addEventListener('click', () => showBanner(null));
   ui.rejoin.addEventListener('click', () => { showView('lobby'); join(); });
   for (const sel of deviceSelects()) sel.addEventListener('change', () => chooseDevice(sel.dataset.kind, sel.value));
@@ -476,7 +481,7 @@ async function join() {
   client = c;
   wireClient(c);
   try {
-    await c.join(room, {name, token: params.get('token') ?? undefined});
+    await c.join(room, {name, token: params.get('token') ?? undefined, audioMix: ui.audioMix.checked});
   } catch (err) {
     if (client === c) client = null;
     const {stream} = await media;
@@ -835,6 +840,10 @@ function removeParticipant(id) {
 }
 
 function addRemoteTrack({participantId, trackId, track, kind}) {
+  if (participantId === 'mix') { // the room's audio mix belongs to nobody: no tile
+    addAudio(participantId, trackId, track);
+    return;
+  }
   const p = client.participants.get(participantId);
   if (!state.participants[participantId]) ensureParticipant(p ?? {id: participantId, name: ''});
   state.participants[participantId].tracks[trackId] = kind;
@@ -855,6 +864,10 @@ function addRemoteTrack({participantId, trackId, track, kind}) {
 }
 
 function removeRemoteTrack(participantId, trackId) {
+  if (participantId === 'mix') {
+    removeAudio(trackId);
+    return;
+  }
   const sp = state.participants[participantId];
   if (sp) delete sp.tracks[trackId];
   delete state.subscriptions[trackId];

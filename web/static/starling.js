@@ -146,6 +146,7 @@ export class StarlingClient extends EventTarget {
     this.subscriber = null; // RTCPeerConnection
     this.localTracks = new Map(); // msid track id → LocalTrack {track, trackId, source, name, layers, sender, info}
     this.remoteTracks = new Map(); // server track id → RemoteTrack
+    this.mixTrack = null; // the audio mix's Track while receiving it (setAudioMix)
     this.reconnectAttempt = 0; // attempts in the current reconnection, 0 when connected
     this._reconnectGen = 0;
     this._rpc = null;
@@ -178,12 +179,13 @@ export class StarlingClient extends EventTarget {
   get participantId() { return this.localParticipant?.id ?? null; }
 
   /** Connects, joins `room` and sets up both peer connections; resolves to the join result. */
-  async join(room, {name, token, metadata, autoSubscribe, resume} = {}) {
+  async join(room, {name, token, metadata, autoSubscribe, audioMix, resume} = {}) {
     if (this.state !== 'new') throw new StarlingError(409, 'this client has already joined; create a new one', 'join');
     if (!room) throw new StarlingError(-32602, 'a room name is required', 'join');
     const params = {room};
     for (const [k, v] of Object.entries({name, token, metadata})) if (v) params[k] = v;
     if (autoSubscribe !== undefined) params.autoSubscribe = Boolean(autoSubscribe);
+    if (audioMix) params.audioMix = true;
     this._joinParams = params;
     this._setState('connecting');
     try {
@@ -250,6 +252,21 @@ export class StarlingClient extends EventTarget {
     await this.request('mute', {trackId: local.info.id, muted});
     local.info.muted = muted;
   }
+
+  /**
+   * Receives the room's audio as ONE mixed track (true) or every other
+   * participant's audio track (false). The mix arrives as a 'track' event
+   * with participantId 'mix' (its Track, source 'mix', is this.mixTrack);
+   * a speaker's mix leaves out its own voice.
+   */
+  async setAudioMix(enabled) {
+    this._mustBeJoined('setAudioMix');
+    await this.request('setAudioMix', {enabled: Boolean(enabled)});
+    if (this._joinParams) this._joinParams.audioMix = Boolean(enabled) || undefined; // a rejoin keeps the choice
+  }
+
+  /** Whether this client receives the audio mix (its Track announced, until unpublished). */
+  get audioMix() { return this.mixTrack !== null; }
 
   subscribe(trackIds) { return this.request('subscribe', {trackIds}); }
   unsubscribe(trackIds) { return this.request('unsubscribe', {trackIds}); }
@@ -330,6 +347,7 @@ export class StarlingClient extends EventTarget {
 
   /** The Track the server announced with this id, if any (remote or local). */
   trackInfo(trackId) {
+    if (this.mixTrack?.id === trackId) return this.mixTrack;
     for (const p of [this.localParticipant, ...this.participants.values()]) {
       const t = p?.tracks?.find((x) => x.id === trackId);
       if (t) return t;
@@ -438,8 +456,12 @@ export class StarlingClient extends EventTarget {
         this.participants.delete(p.participantId);
         break;
       case 'trackPublished':
-      case 'trackUpdated': this._upsertTrack(p.track); break;
+      case 'trackUpdated':
+        if (p.track.source === 'mix') this.mixTrack = p.track;
+        else this._upsertTrack(p.track);
+        break;
       case 'trackUnpublished': {
+        if (this.mixTrack?.id === p.trackId) this.mixTrack = null;
         const owner = this._owner(p.participantId);
         if (owner) owner.tracks = (owner.tracks ?? []).filter((t) => t.id !== p.trackId);
         this._videoPrefs.delete(p.trackId);
@@ -618,6 +640,7 @@ export class StarlingClient extends EventTarget {
   _dropSession(reason) {
     for (const rt of this.remoteTracks.values()) this._emit('trackUnsubscribed', rt);
     this.remoteTracks.clear();
+    this.mixTrack = null;
     for (const [id, participant] of this.participants) this._emit('participantLeft', {participantId: id, reason, participant});
     this.participants.clear();
     for (const x of [this._dataOut, this._dataIn, this.publisher, this.subscriber]) {
@@ -651,6 +674,7 @@ export class StarlingClient extends EventTarget {
     for (const pref of this._videoPrefs.values()) clearTimeout(pref.timer);
     this._videoPrefs.clear();
     this.remoteTracks.clear();
+    this.mixTrack = null;
     if (emit && wasIn) this._emit('leave', {reason});
   }
 

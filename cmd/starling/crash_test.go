@@ -1,0 +1,309 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/recorder"
+)
+
+func requireFFmpeg(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"ffmpeg", "ffprobe"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not found: CI must install ffmpeg", tool)
+			}
+			t.Skipf("%s not installed: skipping", tool)
+		}
+	}
+}
+
+func clipFrames(t *testing.T) (video, audio [][]byte) {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "..", "recorder", "testdata", "video.ivf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, _, err := ivfreader.NewWith(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		fr, _, err := r.ParseNextFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		video = append(video, fr)
+	}
+	g, err := os.Open(filepath.Join("..", "..", "recorder", "testdata", "audio.ogg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	o, _, err := oggreader.NewWith(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, _, err := o.ParseNextPage()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(p, []byte("OpusTags")) && !bytes.HasPrefix(p, []byte("OpusHead")) {
+			audio = append(audio, p)
+		}
+	}
+	return video, audio
+}
+
+type probed struct {
+	frames   int
+	duration float64
+	errors   string
+}
+
+func probeFile(t *testing.T, path string) probed {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-show_entries",
+		"stream=nb_read_frames:format=duration", "-of", "json", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", path, err)
+	}
+	var r struct {
+		Streams []struct {
+			N string `json:"nb_read_frames"`
+		} `json:"streams"`
+		Format struct {
+			Duration string `json:"duration"`
+		} `json:"format"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil || len(r.Streams) == 0 {
+		t.Fatalf("ffprobe %s: %s", path, out)
+	}
+	var p probed
+	p.frames, _ = strconv.Atoi(r.Streams[0].N)
+	p.duration, _ = strconv.ParseFloat(r.Format.Duration, 64)
+	e, _ := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
+	p.errors = strings.TrimSpace(string(e))
+	return p
+}
+
+// Chaos (issue 17): the real server, recording a room, is killed with
+// SIGKILL while media flows. Every file written up to the crash plays
+// (ffprobe decodes it without error and reports a duration), `starling
+// compose` renders the unfinished recording, and `starling recover` makes
+// the files final and the manifest complete. What is lost is at most the
+// last second or so before the kill.
+func TestKill9DuringRecording(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	requireFFmpeg(t)
+	bin := buildStarling(t)
+	recDir := t.TempDir()
+	stderr := &lineLog{}
+	stderr.cond = sync.NewCond(&stderr.mu)
+	cmd := exec.Command(bin,
+		"--bind", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0", "--media-bind-ip", "127.0.0.1",
+		"--log-format", "json", "--recordings-dir", recDir, "--auto-record", "crash-*")
+	cmd.Env = cleanEnv()
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	t.Cleanup(func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("starling's log:\n%s", stderr.String())
+		}
+	})
+	addr := stderr.listenAddr(t, 30*time.Second)
+	waitHealthy(t, "http://"+addr+"/healthz", 10*time.Second)
+
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws://"+addr+"/v1/rtc", "crash-room", client.Options{Name: "alice", API: api})
+	if err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	defer c.Close()
+	vt, _ := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "alice")
+	at, _ := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "alice")
+	var restart atomic.Bool // a keyframe request restarts the clip at its keyframe
+	if _, err := c.Publish(ctx,
+		client.LocalTrack{Track: vt, Source: protocol.SourceCamera, Name: "camera", OnKeyframeRequest: func() { restart.Store(true) }},
+		client.LocalTrack{Track: at, Source: protocol.SourceMicrophone, Name: "mic"}); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	video, audio := clipFrames(t)
+
+	// play in real time until stopped; count what was sent
+	var sentV, sentA atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	start := time.Now()
+	go func() {
+		defer wg.Done()
+		for i, k := 0, 0; ; i, k = i+1, k+1 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Until(start.Add(time.Duration(i) * time.Second / 30))):
+			}
+			if restart.Swap(false) {
+				k = 0
+			}
+			if vt.WriteSample(media.Sample{Data: video[k%len(video)], Duration: time.Second / 30}) == nil {
+				sentV.Add(1)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Until(start.Add(time.Duration(i) * 20 * time.Millisecond))):
+			}
+			if at.WriteSample(media.Sample{Data: audio[i%len(audio)], Duration: 20 * time.Millisecond}) == nil {
+				sentA.Add(1)
+			}
+		}
+	}()
+
+	// wait until the manifest lists both files, then record 3 s more
+	var folder string
+	deadline := time.Now().Add(20 * time.Second)
+	for folder == "" {
+		if time.Now().After(deadline) {
+			close(stop)
+			wg.Wait()
+			t.Fatal("the recording's manifest never listed two files")
+		}
+		time.Sleep(100 * time.Millisecond)
+		ms, _ := filepath.Glob(filepath.Join(recDir, "*", recorder.ManifestFile))
+		for _, mp := range ms {
+			if m, err := recorder.ReadManifest(mp); err == nil {
+				n := 0
+				for _, tr := range m.Tracks {
+					if tr.File != "" {
+						n++
+					}
+				}
+				if n == 2 {
+					folder = filepath.Dir(mp)
+				}
+			}
+		}
+	}
+	time.Sleep(4 * time.Second) // media keeps flowing meanwhile: this is the recording's length
+	v0, a0 := sentV.Load(), sentA.Load()
+	killAt := time.Now()
+	if err := cmd.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed = true
+	close(stop)
+	wg.Wait()
+	t.Logf("killed after %.1f s of media: %d video frames, %d audio packets sent", time.Since(start).Seconds(), v0, a0)
+
+	m, err := recorder.ReadManifest(filepath.Join(folder, recorder.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status != "recording" {
+		t.Errorf("manifest status %q after a crash, want \"recording\"", m.Status)
+	}
+	// every file plays as the crash left it
+	crashed := map[string]probed{}
+	for _, tr := range m.Tracks {
+		p := probeFile(t, filepath.Join(folder, tr.File))
+		crashed[tr.File] = p
+		if p.errors != "" || p.frames == 0 || p.duration < 2 {
+			t.Errorf("%s (%s) as the crash left it: %d frames, %.3f s, errors %q", tr.File, tr.Kind, p.frames, p.duration, p.errors)
+		}
+		t.Logf("%s (%s) as left: %d frames, duration %.3f s, manifest %d frames", tr.File, tr.Kind, p.frames, p.duration, tr.Frames)
+	}
+	// compose reads the unfinished recording
+	out := filepath.Join(t.TempDir(), "crash.mp4")
+	var so, se bytes.Buffer
+	ccmd := exec.Command(bin, "compose", "-o", out, "-no-names", filepath.Join(folder, recorder.ManifestFile))
+	ccmd.Stdout, ccmd.Stderr = &so, &se
+	if err := ccmd.Run(); err != nil {
+		t.Fatalf("compose of the crashed recording: %v\n%s%s", err, so.String(), se.String())
+	}
+	if p := probeFile(t, out); p.errors != "" || p.duration < 2.5 {
+		t.Errorf("composed crashed recording: %.3f s, errors %q", p.duration, p.errors)
+	}
+	if !strings.Contains(so.String(), "still marked as recording") {
+		t.Errorf("compose did not say the recording was unfinished:\n%s", so.String())
+	}
+	// recover makes everything final
+	rcmd := exec.Command(bin, "recover", folder)
+	so.Reset()
+	se.Reset()
+	rcmd.Stdout, rcmd.Stderr = &so, &se
+	if err := rcmd.Run(); err != nil {
+		t.Fatalf("recover: %v\n%s%s", err, so.String(), se.String())
+	}
+	t.Logf("starling recover:\n%s", so.String())
+	m, err = recorder.ReadManifest(filepath.Join(folder, recorder.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status != "failed" || !strings.Contains(m.Error, "interrupted") || m.EndedAt == nil {
+		t.Errorf("manifest after recover: status %q error %q", m.Status, m.Error)
+	}
+	for _, tr := range m.Tracks {
+		p := probeFile(t, filepath.Join(folder, tr.File))
+		if p.errors != "" || p.frames != tr.Frames || p.frames < crashed[tr.File].frames-1 || tr.Recording {
+			t.Errorf("%s after recover: %d frames (manifest %d, before %d), errors %q", tr.File, p.frames, tr.Frames, crashed[tr.File].frames, p.errors)
+		}
+		// what the kill lost: the track's first frame is at start_ms on the
+		// room clock (this machine's clock): media from there to the kill
+		// that is not in the file
+		sent := killAt.Sub(m.StartedAt.Add(time.Duration(tr.StartMS) * time.Millisecond)).Seconds()
+		lost := sent - p.duration
+		t.Logf("%s: %.3f s in the file, %.3f s from its first frame to the kill: lost %.3f s", tr.File, p.duration, sent, lost)
+		if lost > 2.0 {
+			t.Errorf("%s: %.3f s of media before the kill are missing (want about a second at most)", tr.File, lost)
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package recorder
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+)
+
+// simulcastPublisher plays a clip on three simulcast layers in real time
+// (30 fps) into src; sends says whether a layer sends frame i. A keyframe
+// request for a layer restarts its clip (the clip's frame 0 is its
+// keyframe), as an encoder answering a PLI does.
+func simulcastPublisher(t *testing.T, src *fakeSource, frames [][]byte, total int, sends func(layer int8, i int) bool) {
+	t.Helper()
+	var mu sync.Mutex
+	wantKey := [3]bool{}
+	src.layers = 0b111
+	src.onPLI = func(layer int8) {
+		mu.Lock()
+		defer mu.Unlock()
+		if layer >= 0 && layer < 3 {
+			wantKey[layer] = true
+		}
+	}
+	var pk [3]rtp.Packetizer
+	var next [3]int
+	for l := range pk {
+		pk[l] = rtp.NewPacketizer(1200, 96, uint32(0x100+l), &codecs.VP8Payloader{EnablePictureID: true}, rtp.NewRandomSequencer(), 90000)
+	}
+	start := time.Now()
+	for i := 0; i < total; i++ {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / 30)))
+		for l := int8(0); l < 3; l++ {
+			if !sends(l, i) {
+				pk[l].SkipSamples(3000) // a paused layer's clock runs on
+				continue
+			}
+			mu.Lock()
+			if wantKey[l] {
+				wantKey[l], next[l] = false, 0
+			}
+			mu.Unlock()
+			f := frames[next[l]%len(frames)]
+			if next[l] > 0 && next[l]%len(frames) == 0 {
+				f = frames[0]
+			}
+			next[l]++
+			for _, p := range pk[l].Packetize(f, 3000) {
+				src.write(p, l)
+			}
+		}
+	}
+}
+
+// framePTS lists the presentation times of a file's video frames.
+func framePTS(t *testing.T, path string) []float64 {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time", "-of", "csv=p=0", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe: %v", err)
+	}
+	var pts []float64
+	for _, l := range strings.Fields(string(out)) {
+		v, err := strconv.ParseFloat(strings.TrimSuffix(l, ","), 64)
+		if err == nil {
+			pts = append(pts, v)
+		}
+	}
+	return pts
+}
+
+func maxGap(pts []float64) (gap, at float64) {
+	for i := 1; i < len(pts); i++ {
+		if d := pts[i] - pts[i-1]; d > gap {
+			gap, at = d, pts[i-1]
+		}
+	}
+	return gap, at
+}
+
+// Issue 17, defect 6: a recording starts on the first layer that has a
+// keyframe and never freezes long waiting for a silent layer. Each case
+// plays 3 s of simulcast in real time; the longest hole between two frames
+// in the file must stay under 500 ms (the old recorder left 768 ms after a
+// top layer's first frames, and ~1 s at the start when the top layer was
+// silent), and the file must start with the first frame sent.
+func TestTrackRecorderLayerHoles(t *testing.T) {
+	requireTool(t, "ffprobe")
+	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	const total = 90
+	cases := []struct {
+		name  string
+		sends func(l int8, i int) bool
+	}{
+		// the top layer is paused (dynacast, bandwidth) from the start
+		{"top silent", func(l int8, i int) bool { return l < 2 }},
+		// only the lowest layer sends at first; the others come later
+		{"low first", func(l int8, i int) bool { return l == 0 || i >= 15 }},
+		// the top layer sends two frames, then pauses (the late joiner's file)
+		{"top pauses", func(l int8, i int) bool { return l < 2 || i < 2 }},
+		// the top layer pauses for a second and comes back
+		{"top gap", func(l int8, i int) bool { return l < 2 || i < 30 || i >= 60 }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := newFakeSource("TR_holes", webrtc.MimeTypeVP8, 90000, 0)
+			rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: t.TempDir(), Name: "holes"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			simulcastPublisher(t, src, frames, total, c.sends)
+			res := rec.Stop()
+			if res.Err != nil || res.File == "" {
+				t.Fatalf("no file: %v", res.Err)
+			}
+			if e := decodeErrors(t, res.File); e != "" {
+				t.Fatalf("decode errors: %s", e)
+			}
+			pts := framePTS(t, res.File)
+			gap, at := maxGap(pts)
+			t.Logf("%d frames, start layer %d, %d switches, longest hole %.0f ms at %.3f s, %d dropped",
+				len(pts), res.StartLayer, res.LayerSwitches, gap*1000, at, res.DroppedFrames)
+			if gap > 0.5 {
+				t.Errorf("the recording froze %.0f ms at %.3f s (want < 500 ms)", gap*1000, at)
+			}
+			if d := pts[len(pts)-1] - pts[0]; d < 2.7 {
+				t.Errorf("the file spans %.3f s of the 3 s sent: the start was lost", d)
+			}
+		})
+	}
+}

@@ -1,0 +1,397 @@
+package server_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+	"github.com/pion/webrtc/v4/pkg/media/ivfwriter"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+	"github.com/pion/webrtc/v4/pkg/media/oggwriter"
+	"github.com/starling-rtc/starling/server"
+)
+
+// The WHIP and WHEP tests use plain pion and net/http, as any third-party
+// client would: no Starling client code on that side.
+
+// plainAPI is a stock pion API on loopback. vanish, when set, is a socket
+// filter: once it reads true the peer goes silent without a goodbye.
+func plainAPI(t testing.TB, vanish *atomic.Bool) *webrtc.API {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	if vanish != nil {
+		udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = udp.Close() })
+		se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, &silentConn{PacketConn: udp, off: vanish}))
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// silentConn drops every datagram both ways once off is true: a client
+// whose network vanished (no DTLS close, no ICE goodbye).
+type silentConn struct {
+	net.PacketConn
+	off *atomic.Bool
+}
+
+func (c *silentConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.off.Load() {
+		return len(p), nil
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *silentConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil || !c.off.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+// httpResult is one WHIP/WHEP HTTP exchange.
+type httpResult struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// httpDo sends one request with an optional bearer token and headers.
+func httpDo(t testing.TB, method, url, contentType, token, body string, headers ...string) httpResult {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	client := &http.Client{Timeout: 20 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return httpResult{status: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+// offerGathered makes pc's offer with every candidate in it: WHIP clients
+// without trickle send it so.
+func offerGathered(t testing.TB, pc *webrtc.PeerConnection) string {
+	t.Helper()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ICE gathering did not complete")
+	}
+	return pc.LocalDescription().SDP
+}
+
+// whipSession is a plain pion client's WHIP or WHEP session.
+type whipSession struct {
+	pc       *webrtc.PeerConnection
+	location string // absolute URL of the session resource
+	etag     string
+	answer   string
+	res      httpResult
+}
+
+// postOffer POSTs pc's offer to url and applies the answer; it fails the
+// test unless the server says 201 Created.
+func postOffer(t testing.TB, srv *server.Server, path, token string, pc *webrtc.PeerConnection) *whipSession {
+	t.Helper()
+	res := httpDo(t, http.MethodPost, "http://"+srv.Addr()+path, "application/sdp", token, offerGathered(t, pc))
+	if res.status != http.StatusCreated {
+		t.Fatalf("POST %s: %d %s", path, res.status, res.body)
+	}
+	if ct := res.header.Get("Content-Type"); ct != "application/sdp" {
+		t.Fatalf("answer Content-Type %q", ct)
+	}
+	loc := res.header.Get("Location")
+	if !strings.HasPrefix(loc, "/v1/rooms/") {
+		t.Fatalf("Location %q", loc)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.body}); err != nil {
+		t.Fatalf("applying the answer: %v\n%s", err, res.body)
+	}
+	return &whipSession{pc: pc, location: "http://" + srv.Addr() + loc, etag: res.header.Get("ETag"), answer: res.body, res: res}
+}
+
+// testMedia is a few seconds of real VP8 video and Opus audio made by ffmpeg.
+type testMedia struct{ ivf, ogg string }
+
+var (
+	mediaOnce sync.Once
+	mediaDir  string
+	mediaErr  error
+)
+
+// makeTestMedia encodes the test media once per test binary; without
+// ffmpeg the test is skipped outside CI and fails inside it.
+func makeTestMedia(t testing.TB) testMedia {
+	t.Helper()
+	requireFFmpeg(t, "ffmpeg")
+	requireFFmpeg(t, "ffprobe")
+	mediaOnce.Do(func() {
+		mediaDir, mediaErr = os.MkdirTemp("", "starling-whip-media")
+		if mediaErr != nil {
+			return
+		}
+		out, err := exec.Command("ffmpeg", "-v", "error", "-y",
+			"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
+			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
+			"-map", "0:v", "-c:v", "libvpx", "-b:v", "400k", "-deadline", "realtime", "-cpu-used", "8", "-g", "15", "-auto-alt-ref", "0",
+			filepath.Join(mediaDir, "v.ivf"),
+			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20",
+			filepath.Join(mediaDir, "a.ogg")).CombinedOutput()
+		if err != nil {
+			mediaErr = errors.New("ffmpeg: " + err.Error() + ": " + string(out))
+		}
+	})
+	if mediaErr != nil {
+		t.Fatal(mediaErr)
+	}
+	return testMedia{ivf: filepath.Join(mediaDir, "v.ivf"), ogg: filepath.Join(mediaDir, "a.ogg")}
+}
+
+func requireFFmpeg(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required in CI (.ci/run installs ffmpeg)", name)
+		}
+		t.Skipf("%s not installed: skipping (CI installs it)", name)
+	}
+}
+
+// sendMedia loops the test media into the tracks in real time until stop
+// is closed.
+func sendMedia(t testing.TB, m testMedia, video, audio *webrtc.TrackLocalStaticSample, stop <-chan struct{}) *sync.WaitGroup {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			f, err := os.Open(m.ivf)
+			if err != nil {
+				return
+			}
+			r, _, err := ivfreader.NewWith(f)
+			if err != nil {
+				f.Close()
+				return
+			}
+			tick := time.NewTicker(time.Second / 30)
+			for {
+				frame, _, err := r.ParseNextFrame()
+				if err != nil {
+					break
+				}
+				select {
+				case <-stop:
+					tick.Stop()
+					f.Close()
+					return
+				case <-tick.C:
+				}
+				_ = video.WriteSample(media.Sample{Data: frame, Duration: time.Second / 30})
+			}
+			tick.Stop()
+			f.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			f, err := os.Open(m.ogg)
+			if err != nil {
+				return
+			}
+			r, _, err := oggreader.NewWith(f)
+			if err != nil {
+				f.Close()
+				return
+			}
+			tick := time.NewTicker(20 * time.Millisecond)
+			var last uint64
+			for {
+				page, hdr, err := r.ParseNextPage()
+				if err != nil {
+					break
+				}
+				if hdr.GranulePosition == 0 || len(page) == 0 {
+					continue // OpusHead, OpusTags
+				}
+				d := time.Duration(hdr.GranulePosition-last) * time.Second / 48000
+				last = hdr.GranulePosition
+				select {
+				case <-stop:
+					tick.Stop()
+					f.Close()
+					return
+				case <-tick.C:
+				}
+				_ = audio.WriteSample(media.Sample{Data: page, Duration: d})
+			}
+			tick.Stop()
+			f.Close()
+		}
+	}()
+	return &wg
+}
+
+// mediaTracks makes a VP8 and an Opus sample track.
+func mediaTracks(t testing.TB, stream string) (video, audio *webrtc.TrackLocalStaticSample) {
+	t.Helper()
+	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return video, audio
+}
+
+// mediaSink writes what a receiver gets to IVF and Ogg files for ffprobe.
+type mediaSink struct {
+	dir          string
+	videoPackets atomic.Int64
+	audioPackets atomic.Int64
+	mu           sync.Mutex
+	files        []string
+	wg           sync.WaitGroup
+}
+
+// start records tr on a goroutine of its own.
+func (s *mediaSink) start(t testing.TB, tr *webrtc.TrackRemote) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.receive(t, tr)
+	}()
+}
+
+// filesOf waits until every recorded track has ended (its connection
+// closed, so the files are complete) and lists the files of one kind.
+func (s *mediaSink) filesOf(kind string) []string {
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, f := range s.files {
+		if strings.HasPrefix(filepath.Base(f), kind) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// receive records one remote track until it ends; the file name gets a
+// suffix so a second track of the same kind goes to its own file.
+func (s *mediaSink) receive(t testing.TB, tr *webrtc.TrackRemote) {
+	s.mu.Lock()
+	n := len(s.files)
+	var path string
+	var w interface {
+		WriteRTP(*rtp.Packet) error
+		Close() error
+	}
+	var err error
+	if tr.Kind() == webrtc.RTPCodecTypeVideo {
+		path = filepath.Join(s.dir, "video"+strconv.Itoa(n)+".ivf")
+		w, err = ivfwriter.New(path, ivfwriter.WithCodec(tr.Codec().MimeType))
+	} else {
+		path = filepath.Join(s.dir, "audio"+strconv.Itoa(n)+".ogg")
+		w, err = oggwriter.New(path, 48000, 2)
+	}
+	s.files = append(s.files, path)
+	s.mu.Unlock()
+	if err != nil {
+		t.Errorf("writer: %v", err)
+		return
+	}
+	defer w.Close()
+	for {
+		pkt, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		if len(pkt.Payload) == 0 {
+			continue
+		}
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			s.videoPackets.Add(1)
+		} else {
+			s.audioPackets.Add(1)
+		}
+		if err := w.WriteRTP(pkt); err != nil {
+			return
+		}
+	}
+}
+
+// decodedFrames runs ffmpeg's decoder over a file and counts the frames it
+// decoded (video) or audio frames (Opus packets).
+func decodedFrames(t testing.TB, path string) int {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "0",
+		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v: %s", path, err, out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(out), "\n")[0]))
+	if err != nil {
+		t.Fatalf("ffprobe %s said %q", path, out)
+	}
+	return n
+}

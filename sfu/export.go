@@ -1,0 +1,36 @@
+package sfu
+
+import (
+	"log/slog"
+	"net"
+)
+
+// Building blocks exported for sources and sinks outside this package (the
+// cluster relay, cluster/relay): the same batched socket and packet cache
+// the SFU's own hot path uses, so relayed media costs what local media does.
+
+// BatchConn is a UDP socket whose sends are batched (sendmmsg, and
+// segmentation offload when the kernel has it) by one flusher goroutine.
+// WriteToAddrPort copies the datagram into a bounded queue and never blocks:
+// a full queue drops it (counted by Dropped).
+type BatchConn = batchConn
+
+// NewBatchConn wraps c; Close closes c.
+func NewBatchConn(c *net.UDPConn, log *slog.Logger) *BatchConn {
+	return newBatchConn(c, true, log)
+}
+
+// PacketCache keeps the last payloads of one video layer by sequence
+// number in a fixed byte ring (no allocation per packet), for NACK answers.
+type PacketCache struct{ c packetCache }
+
+// NewPacketCache allocates a cache (~0.5 MiB).
+func NewPacketCache() *PacketCache {
+	return &PacketCache{c: packetCache{ring: make([]byte, cacheBytes)}}
+}
+
+// Put stores a payload received with sequence number seq.
+func (p *PacketCache) Put(seq uint16, payload []byte) { p.c.put(seq, payload) }
+
+// Get copies the payload of seq into dst; false if it is gone or dst is too small.
+func (p *PacketCache) Get(seq uint16, dst []byte) (int, bool) { return p.c.get(seq, dst) }

@@ -1,0 +1,299 @@
+// Package whip serves WHIP (RFC 9725, ingest) and WHEP (playback): one
+// HTTP POST of an SDP offer answered with the SDP answer, a session resource
+// under the returned Location for trickle ICE, ICE restarts (PATCH) and the
+// end (DELETE). A WHIP session is a room participant with a publisher
+// connection only, a WHEP session one with a subscriber connection only:
+// both are ordinary participants of package room (see room/answer.go), so
+// others see them join and publish, and recordings see their tracks.
+package whip
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+	"github.com/starling-rtc/starling/sfu"
+	"github.com/starling-rtc/starling/signaling"
+)
+
+// Routes, with {room} the room name; sessions live under {id}.
+const (
+	RouteWHIP = "/v1/rooms/{room}/whip"
+	RouteWHEP = "/v1/rooms/{room}/whep"
+)
+
+// Limits on what one request may carry.
+const (
+	maxSDP      = 64 << 10 // bytes of an offer or an sdpfrag
+	maxRoomName = 128
+	maxName     = 256
+)
+
+// Content types of RFC 9725.
+const (
+	typeSDP     = "application/sdp"
+	typeSDPFrag = "application/trickle-ice-sdpfrag"
+)
+
+// Options configure a Handler.
+type Options struct {
+	Rooms *room.Manager
+	// Auth checks bearer tokens; without keys the server is open and no
+	// token is needed, as for the WebSocket `join`.
+	Auth *auth.Verifier
+	// Limiter bounds new sessions per client IP (nil = unlimited), shared
+	// with `join`: beyond it POST gets 429.
+	Limiter *signaling.IPLimiter
+	// CheckOrigin decides which browser origins may call the endpoints
+	// (CORS); nil allows every origin.
+	CheckOrigin func(*http.Request) bool
+	Logger      *slog.Logger
+}
+
+// Handler serves the WHIP and WHEP endpoints and their sessions.
+type Handler struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*session // by id
+}
+
+// New makes a Handler; Register puts it on a mux.
+func New(opts Options) *Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Handler{opts: opts, log: opts.Logger.With("component", "whip"), sessions: map[string]*session{}}
+}
+
+// Register adds the WHIP and WHEP routes to mux. Methods are dispatched
+// here, not in the patterns, so a wrong one gets 405 with Allow.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc(RouteWHIP, func(w http.ResponseWriter, r *http.Request) { h.endpoint(w, r, kindWHIP) })
+	mux.HandleFunc(RouteWHEP, func(w http.ResponseWriter, r *http.Request) { h.endpoint(w, r, kindWHEP) })
+	mux.HandleFunc(RouteWHIP+"/{id}", func(w http.ResponseWriter, r *http.Request) { h.resource(w, r, kindWHIP) })
+	mux.HandleFunc(RouteWHEP+"/{id}", func(w http.ResponseWriter, r *http.Request) { h.resource(w, r, kindWHEP) })
+}
+
+// Sessions is the number of live WHIP and WHEP sessions.
+func (h *Handler) Sessions() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+// Close ends every session (the rooms' shutdown ends them too).
+func (h *Handler) Close() {
+	h.mu.Lock()
+	all := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.end()
+	}
+}
+
+type kind string
+
+const (
+	kindWHIP kind = "whip"
+	kindWHEP kind = "whep"
+)
+
+// httpError is a failed request: its status and a message for the client.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func fail(status int, msg string) *httpError { return &httpError{status: status, msg: msg} }
+
+// writeError answers with a plain-text message (RFC 9725 leaves the body
+// free; a person reading curl's output wants words).
+func writeError(w http.ResponseWriter, e *httpError) {
+	if e.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="starling"`)
+	}
+	if e.status == http.StatusTooManyRequests || e.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "2")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(e.status)
+	_, _ = io.WriteString(w, e.msg+"\n")
+}
+
+// fromProtocol turns a room or auth error into its HTTP status. joining:
+// a "too large" error is the room or the node being full (503), not the
+// request.
+func (h *Handler) fromProtocol(err error, joining bool) *httpError {
+	var pe *protocol.Error
+	if !errors.As(err, &pe) {
+		h.log.Warn("unexpected error", "err", err)
+		return fail(http.StatusInternalServerError, "internal error")
+	}
+	switch pe.Code {
+	case protocol.CodeUnauthorized, protocol.CodeForbidden, protocol.CodeNotFound,
+		protocol.CodeConflict, protocol.CodeRateLimited:
+		return fail(pe.Code, pe.Message)
+	case protocol.CodeTooLarge:
+		if joining {
+			return fail(http.StatusServiceUnavailable, pe.Message)
+		}
+		return fail(http.StatusBadRequest, pe.Message)
+	case protocol.CodeInternal:
+		if h.opts.Rooms.Draining() {
+			return fail(http.StatusServiceUnavailable, "server is shutting down")
+		}
+		return fail(http.StatusInternalServerError, pe.Message)
+	}
+	return fail(http.StatusBadRequest, strings.TrimPrefix(pe.Message, "invalid params: "))
+}
+
+// cors answers the browser's cross-origin rules; false (after writing 403)
+// when the origin is not allowed.
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request, methods string) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if h.opts.CheckOrigin != nil && !h.opts.CheckOrigin(r) {
+		writeError(w, fail(http.StatusForbidden, "origin "+origin+" is not allowed: add it to http.allowed_origins"))
+		return false
+	}
+	hd := w.Header()
+	hd.Set("Access-Control-Allow-Origin", origin)
+	hd.Add("Vary", "Origin")
+	hd.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Accept-Patch, Accept-Post")
+	if r.Method == http.MethodOptions {
+		hd.Set("Access-Control-Allow-Methods", methods)
+		hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+		hd.Set("Access-Control-Max-Age", "600")
+	}
+	return true
+}
+
+// bearer returns the request's bearer token ("" if none).
+func bearer(r *http.Request) string {
+	a := r.Header.Get("Authorization")
+	if len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
+}
+
+// authorize checks the bearer token for a new session in roomName: the
+// identity and permissions it grants (zero values on an open server).
+func (h *Handler) authorize(r *http.Request, roomName string, k kind) (identity string, perms *room.Permissions, e *httpError) {
+	if !h.opts.Auth.Enabled() {
+		return "", nil, nil
+	}
+	claims, err := h.opts.Auth.Verify(bearer(r))
+	if err != nil {
+		return "", nil, fail(http.StatusUnauthorized, strings.Replace(err.Message, `join with a "token"`, "send Authorization: Bearer <token>", 1))
+	}
+	if err := claims.CanJoin(roomName); err != nil {
+		return "", nil, fail(http.StatusForbidden, err.Message)
+	}
+	g := claims.Grants
+	switch {
+	case k == kindWHIP && !g.Publish():
+		return "", nil, fail(http.StatusForbidden, "token lacks the publish grant that WHIP needs")
+	case k == kindWHEP && !g.Subscribe():
+		return "", nil, fail(http.StatusForbidden, "token lacks the subscribe grant that WHEP needs")
+	}
+	return claims.Identity(), &room.Permissions{CanPublish: g.Publish(), CanSubscribe: g.Subscribe()}, nil
+}
+
+// readBody checks the content type and reads a body of at most maxSDP bytes.
+func readBody(w http.ResponseWriter, r *http.Request, want string) (string, *httpError) {
+	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || !strings.EqualFold(ct, want) {
+		got := r.Header.Get("Content-Type")
+		if got == "" {
+			got = "none"
+		}
+		return "", fail(http.StatusUnsupportedMediaType, "Content-Type must be "+want+", not "+got)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSDP))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return "", fail(http.StatusRequestEntityTooLarge, "body is larger than 64 KiB")
+		}
+		return "", fail(http.StatusBadRequest, "cannot read the body")
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return "", fail(http.StatusBadRequest, "the body is empty: send the SDP")
+	}
+	if !utf8.Valid(body) {
+		return "", fail(http.StatusBadRequest, "the body is not UTF-8 text")
+	}
+	return string(body), nil
+}
+
+// roomName validates the {room} path value as `join` does.
+func roomName(r *http.Request) (string, *httpError) {
+	name := strings.TrimSpace(r.PathValue("room"))
+	switch {
+	case name == "":
+		return "", fail(http.StatusBadRequest, "room name is empty")
+	case utf8.RuneCountInString(name) > maxRoomName:
+		return "", fail(http.StatusBadRequest, "room name is longer than 128 characters")
+	case strings.IndexFunc(name, unicode.IsControl) >= 0 || strings.Contains(name, "/"):
+		return "", fail(http.StatusBadRequest, `room name must not contain control characters or "/"`)
+	}
+	return name, nil
+}
+
+// displayName is the participant's name: ?name=, else the identity, else
+// what it is.
+func displayName(r *http.Request, identity string, k kind) string {
+	if n := strings.TrimSpace(r.URL.Query().Get("name")); n != "" && utf8.RuneCountInString(n) <= maxName &&
+		strings.IndexFunc(n, unicode.IsControl) < 0 {
+		return n
+	}
+	if identity != "" {
+		return identity
+	}
+	if k == kindWHIP {
+		return "WHIP publisher"
+	}
+	return "WHEP viewer"
+}
+
+func newSessionID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// location is a session's resource path.
+func location(roomName string, k kind, id string) string {
+	return "/v1/rooms/" + url.PathEscape(roomName) + "/" + string(k) + "/" + id
+}
+
+// parseOffer rejects SDP that does not parse, with pion's words.
+func parseOffer(offer string) ([]sfu.OfferedTrack, *httpError) {
+	tracks, err := sfu.ParseOffer(offer)
+	if err != nil {
+		return nil, fail(http.StatusBadRequest, "the SDP offer does not parse: "+err.Error())
+	}
+	return tracks, nil
+}
