@@ -189,7 +189,7 @@ func makeTestMedia(t testing.TB) testMedia {
 			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
 			"-map", "0:v", "-c:v", "libvpx", "-b:v", "400k", "-deadline", "realtime", "-cpu-used", "8", "-g", "15", "-auto-alt-ref", "0",
 			filepath.Join(mediaDir, "v.ivf"),
-			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20",
+			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20", "-page_duration", "20000",
 			filepath.Join(mediaDir, "a.ogg")).CombinedOutput()
 		if err != nil {
 			mediaErr = errors.New("ffmpeg: " + err.Error() + ": " + string(out))
