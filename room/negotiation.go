@@ -56,6 +56,7 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.subsSeen = map[string]bool{}
 	l.subsDown = map[string]subscription{}
 	go l.run()
+	l.p.sub.OnEstimateChanged(func() { l.post(l.allocate) })
 	go l.tickAllocations()
 }
 
