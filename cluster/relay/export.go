@@ -56,8 +56,10 @@ type exportLayer struct {
 	ctx     *srtp.Context
 	ring    []slot // allocated at the layer's first packet, then reused
 	started bool
-	ext     uint64 // extended sequence number of the newest packet
-	roc     uint32 // the rollover counter ctx was last set to
+	skipped bool       // a packet was not sent (layer off): the next one resumes
+	resume  rtp.Header // a header with the resume extension, made once
+	ext     uint64     // extended sequence number of the newest packet
+	roc     uint32     // the rollover counter ctx was last set to
 	hdr     rtp.Header
 	encHdr  rtp.Header
 	packets uint32
@@ -176,6 +178,7 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 	l.mu.Lock()
 	ext := l.extend(hdr.SequenceNumber)
 	if e.mask.Load()&(1<<layer) == 0 {
+		l.skipped = l.started
 		l.mu.Unlock()
 		return nil
 	}
@@ -200,6 +203,14 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 	h := &l.hdr
 	*h = rtp.Header{Version: 2, Marker: hdr.Marker, PayloadType: hdr.PayloadType,
 		SequenceNumber: hdr.SequenceNumber, Timestamp: hdr.Timestamp, SSRC: ssrc}
+	if l.skipped {
+		// The layer was off: tell the edge the gap before this packet was
+		// never sent, so it does not NACK it (authenticated, in the header).
+		l.skipped = false
+		r := &l.resume
+		r.Marker, r.PayloadType, r.SequenceNumber, r.Timestamp, r.SSRC = h.Marker, h.PayloadType, h.SequenceNumber, h.Timestamp, ssrc
+		h = r
+	}
 	n, err := h.MarshalTo(s.buf[prefixLen:])
 	if err != nil {
 		l.mu.Unlock()
@@ -250,7 +261,8 @@ func (l *exportLayer) init(e *Export) bool {
 		n = videoSlots
 	}
 	l.ctx, l.ring = ctx, make([]slot, n)
-	return true
+	l.resume = rtp.Header{Version: 2}
+	return l.resume.SetExtension(resumeExtID, resumePayload) == nil
 }
 
 // onNACK answers an edge's NACK from the ring: the very datagram sent
