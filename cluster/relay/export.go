@@ -59,7 +59,6 @@ type exportLayer struct {
 	skipped bool       // a packet was not sent (layer off): the next one resumes
 	resume  rtp.Header // a header with the resume extension, made once
 	ext     uint64     // extended sequence number of the newest packet
-	roc     uint32     // the rollover counter ctx was last set to
 	hdr     rtp.Header
 	encHdr  rtp.Header
 	packets uint32
@@ -192,11 +191,10 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 		return nil
 	}
 	ssrc := e.base + uint32(layer)
+	// The index is ours, not the context's guess: both sides use the
+	// counter the prefix carries (a map write, ~20 ns).
 	roc := uint32(ext >> 16)
-	if l.roc != roc || !l.started {
-		l.ctx.SetROC(ssrc, roc)
-		l.roc = roc
-	}
+	l.ctx.SetROC(ssrc, roc)
 	l.started = true
 	s := &l.ring[int(hdr.SequenceNumber)%len(l.ring)]
 	putPrefix(s.buf[:], kindRTP, &e.t.epoch, roc)
