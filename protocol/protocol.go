@@ -185,6 +185,12 @@ type JoinResult struct {
 	Participants []Participant      `json:"participants"`
 	ICEServers   []webrtc.ICEServer `json:"iceServers"`
 	ResumeToken  string             `json:"resumeToken"`
+	// NewConnections is set on a resume through another node than the one
+	// that held the participant's peer connections (a cluster after a node
+	// failed or drained): the DTLS peer is new, so the client drops both
+	// connections and sets up new ones, announcing its tracks again in the
+	// new publisher offer (docs/PROTOCOL.md "Resume through another node").
+	NewConnections bool `json:"newConnections,omitempty"`
 }
 
 // TrackAnnouncement links a track in a publisher offer's SDP (by its msid

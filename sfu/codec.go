@@ -1,6 +1,9 @@
 package sfu
 
-import "strings"
+import (
+	"errors"
+	"strings"
+)
 
 // CodecKind is a codec family, as far as payload inspection cares.
 type CodecKind uint8
@@ -136,6 +139,48 @@ const (
 )
 
 func h264KeyNAL(t byte) bool { return t == h264IDR || t == h264SPS }
+
+// errBadPayload: a payload a down track will not forward (malformed).
+var errBadPayload = errors.New("malformed payload")
+
+// ValidH264Payload reports whether an H.264 RTP payload (RFC 6184,
+// packetization mode 0 or 1) is well formed: the forbidden bit clear, a
+// defined NAL type, a STAP-A whose units fit exactly, a FU-A with its FU
+// header and some data, a single NAL unit with a body. Down tracks drop the rest (a broken or hostile
+// publisher's garbage) instead of handing it to every subscriber's decoder;
+// VP8 and VP9 payloads get the same treatment from their descriptor
+// parsers. It does not allocate.
+func ValidH264Payload(p []byte) bool {
+	if len(p) == 0 || p[0]&0x80 != 0 {
+		return false
+	}
+	switch t := p[0] & 0x1f; {
+	case t == 0 || t >= 30:
+		return false // unspecified
+	case t == h264STAPA:
+		i := 1
+		for i < len(p) {
+			if i+2 >= len(p) {
+				return false
+			}
+			size := int(p[i])<<8 | int(p[i+1])
+			i += 2
+			if size == 0 || i+size > len(p) || p[i]&0x80 != 0 || p[i]&0x1f == 0 {
+				return false
+			}
+			i += size
+		}
+		return true
+	case t == h264FUA:
+		// start and end in one fragment, or no NAL type: not a fragment
+		return len(p) >= 3 && p[1]&0xc0 != 0xc0 && p[1]&0x1f != 0
+	case t == h264STAPB || t == 26 || t == 27 || t == h264FUB:
+		return false // interleaved mode (2), which Starling never negotiates
+	case t == 10 || t == 11:
+		return true // end of sequence / stream: the header is all there is
+	}
+	return len(p) >= 2 // every other NAL unit has a body (at least its RBSP trailing bits)
+}
 
 // h264KeyframeStart: an IDR slice or SPS as a single NAL unit, inside a
 // STAP-A/B aggregate, or at the start of a FU-A/B fragment.

@@ -145,3 +145,33 @@ func FuzzIsKeyframe(f *testing.F) {
 		}
 	})
 }
+
+// Malformed H.264 payloads (issue 17, garbage from a publisher) are told
+// apart from the well-formed ones browsers send.
+func TestValidH264Payload(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		p    []byte
+		ok   bool
+	}{
+		{"IDR slice", []byte{0x65, 0x88, 0x84}, true},
+		{"SPS", []byte{0x67, 0x42, 0xe0, 0x1f}, true},
+		{"end of stream", []byte{0x0b}, true},
+		{"STAP-A SPS+PPS", []byte{0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce}, true},
+		{"FU-A start", []byte{0x7c, 0x85, 0x88}, true},
+		{"empty", nil, false},
+		{"forbidden bit", []byte{0x85, 1, 2}, false},
+		{"type 0", []byte{0x00, 1}, false},
+		{"type 31", []byte{0x1f, 1}, false},
+		{"slice header only", []byte{0x41}, false},
+		{"STAP-A overrun", []byte{0x78, 0, 9, 0x67, 0x42}, false},
+		{"STAP-A trailing byte", []byte{0x78, 0, 1, 0x67, 0x00}, false},
+		{"FU-A without FU header", []byte{0x1c}, false},
+		{"FU-A start and end", []byte{0x7c, 0xc5, 0x88}, false},
+		{"STAP-B", []byte{0x19, 0, 0, 0, 1, 0x65}, false},
+	} {
+		if got := ValidH264Payload(c.p); got != c.ok {
+			t.Errorf("%s (% x): %v, want %v", c.name, c.p, got, c.ok)
+		}
+	}
+}

@@ -231,6 +231,12 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		n, err = d.vp8.Rewrite(buf[:], payload)
 	case CodecVP9:
 		n, err = d.vp9.Rewrite(buf[:], payload)
+	case CodecH264:
+		if !ValidH264Payload(payload) {
+			err = errBadPayload
+			break
+		}
+		copy(buf[:], payload)
 	default:
 		copy(buf[:], payload)
 	}

@@ -22,8 +22,12 @@ const maxLayers = sfu.MaxLayers
 const (
 	videoSlots  = 256 // power of two
 	audioSlots  = 128
-	maxResends  = 3
 	maxResendAt = time.Second
+	// A packet is resent at most maxResends times, and once per
+	// minResendGap however often the edge asks (its retries may cross a
+	// resend on the way).
+	maxResends   = 6
+	minResendGap = 20 * time.Millisecond
 )
 
 // Export sends one published track to one peer node. It is a sink of the
@@ -36,7 +40,10 @@ type Export struct {
 	src    sfu.Source
 	base   uint32
 	video  bool
-	mask   atomic.Uint32 // layers sent
+	mask   atomic.Uint32 // layers sent: allowed & wished
+	setMu  sync.Mutex    // serialises changes of the two below
+	allow  uint8         // SetLayers: what the control plane lets cross
+	wished uint8         // the edge's in-band wish: what its sinks want now
 	closed atomic.Bool
 	once   sync.Once
 	layer  [maxLayers]exportLayer
@@ -60,6 +67,7 @@ type exportLayer struct {
 // slot is one sent datagram, kept for retransmission: the slot is the buffer.
 type slot struct {
 	at      int64 // when it was sent, unix nanos
+	resent  int64 // when it was last resent
 	n       uint16
 	seq     uint16
 	valid   bool
@@ -89,7 +97,8 @@ func (t *Transport) Export(peerNode string, src sfu.Source, layers uint8) (*Expo
 	if !e.video {
 		layers = 1
 	}
-	e.mask.Store(uint32(layers & (1<<maxLayers - 1)))
+	e.allow, e.wished = layers&(1<<maxLayers-1), 1<<maxLayers-1
+	e.mask.Store(uint32(e.allow))
 	p.mu.Lock()
 	p.exports[e.base] = e
 	p.mu.Unlock()
@@ -105,13 +114,33 @@ func (e *Export) SSRCBase() uint32 { return e.base }
 // Layers is the mask of layers being sent.
 func (e *Export) Layers() uint8 { return uint8(e.mask.Load()) }
 
-// SetLayers chooses the layers sent (bit i = layer i). A layer turned on
-// gets a keyframe request, so the edge can switch to it soon.
+// SetLayers chooses the layers allowed to cross (bit i = layer i). The
+// edge's in-band wishes narrow them further to what its subscribers want
+// now (none yet: all); what is sent is both. A layer turned on gets a
+// keyframe request, so the edge can switch to it soon.
 func (e *Export) SetLayers(mask uint8) {
+	e.setMu.Lock()
+	e.allow = mask
+	e.applyLocked()
+	e.setMu.Unlock()
+}
+
+// onWish applies the edge's in-band layer wish.
+func (e *Export) onWish(mask uint8) {
+	if e.closed.Load() {
+		return
+	}
+	e.setMu.Lock()
+	e.wished = mask
+	e.applyLocked()
+	e.setMu.Unlock()
+}
+
+func (e *Export) applyLocked() {
+	mask := e.allow & e.wished & (1<<maxLayers - 1)
 	if !e.video {
 		mask &= 1
 	}
-	mask &= 1<<maxLayers - 1
 	old := uint8(e.mask.Swap(uint32(mask)))
 	if on := mask &^ old; on != 0 && e.video {
 		for i := int8(0); i < maxLayers; i++ {
@@ -183,7 +212,7 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 		l.mu.Unlock()
 		return nil
 	}
-	s.n, s.seq, s.valid, s.resends = uint16(prefixLen+len(out)), hdr.SequenceNumber, true, 0
+	s.n, s.seq, s.valid, s.resends, s.resent = uint16(prefixLen+len(out)), hdr.SequenceNumber, true, 0, 0
 	s.at = e.src.PacketTime()
 	l.packets++
 	l.octets += uint32(len(payload))
@@ -242,10 +271,12 @@ func (e *Export) onNACK(n *rtcp.TransportLayerNack) {
 	for _, pair := range n.Nacks {
 		pair.Range(func(seq uint16) bool {
 			s := &l.ring[int(seq)%len(l.ring)]
-			if !s.valid || s.seq != seq || s.resends >= maxResends || now-s.at > int64(maxResendAt) {
+			if !s.valid || s.seq != seq || s.resends >= maxResends || now-s.at > int64(maxResendAt) ||
+				now-s.resent < int64(minResendGap) {
 				return true
 			}
 			s.resends++
+			s.resent = now
 			_, _ = e.t.conn.WriteToAddrPort(s.buf[:s.n], *to)
 			e.t.stats.retransmits.Add(1)
 			return true
@@ -262,14 +293,6 @@ func (e *Export) onPLI(ssrc uint32) {
 	}
 	e.t.stats.plisIn.Add(1)
 	e.src.RequestKeyframe(layer)
-}
-
-// onWish applies the edge's in-band layer wish.
-func (e *Export) onWish(mask uint8) {
-	if e.closed.Load() {
-		return
-	}
-	e.SetLayers(mask)
 }
 
 // OnSenderReport forwards the publisher's sender report of a layer (every

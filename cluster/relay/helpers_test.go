@@ -1,6 +1,9 @@
 package relay
 
 import (
+	"encoding/binary"
+	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,11 +24,14 @@ type fakeSource struct {
 	mu     sync.Mutex
 	sinks  []sfu.Sink
 	now    atomic.Int64
+	live   atomic.Uint32
 	kf     chan int8 // RequestKeyframe calls
 }
 
 func newFakeSource(kind webrtc.RTPCodecType, layers uint8) *fakeSource {
-	return &fakeSource{kind: kind, layers: layers, kf: make(chan int8, 64)}
+	f := &fakeSource{kind: kind, layers: layers, kf: make(chan int8, 64)}
+	f.live.Store(uint32(layers))
+	return f
 }
 
 func (f *fakeSource) ID() string                { return "TR_fake" }
@@ -51,7 +57,7 @@ func (f *fakeSource) RequestKeyframe(layer int8) {
 	}
 }
 func (f *fakeSource) Layers() uint8     { return f.layers }
-func (f *fakeSource) LiveLayers() uint8 { return f.layers }
+func (f *fakeSource) LiveLayers() uint8 { return uint8(f.live.Load()) }
 func (f *fakeSource) PacketTime() int64 { return f.now.Load() }
 func (f *fakeSource) sinkCount() int    { f.mu.Lock(); defer f.mu.Unlock(); return len(f.sinks) }
 func (f *fakeSource) snapshot() []sfu.Sink {
@@ -148,5 +154,93 @@ func recv(t testing.TB, ch chan gotPacket, timeout time.Duration) gotPacket {
 	case <-time.After(timeout):
 		t.Fatal("timed out waiting for a relayed packet")
 		return gotPacket{}
+	}
+}
+
+// proxy sits between two transports and may drop or alter datagrams: the
+// origin sends to its a side, the edge to its b side.
+type proxy struct {
+	a, b     *net.UDPConn
+	origin   netip.AddrPort
+	edge     netip.AddrPort
+	fromA    func(pkt []byte) bool // false: drop a datagram from the origin
+	wg       sync.WaitGroup
+	dropped  atomic.Int64
+	forwards atomic.Int64
+}
+
+// newProxy wires origin (node-a) and edge (node-b) through a proxy.
+func newProxy(t testing.TB, fromOrigin func(pkt []byte) bool) (origin, edge *Transport, px *proxy) {
+	t.Helper()
+	var err error
+	origin, err = Listen("127.0.0.1:0", "node-a", testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge, err = Listen("127.0.0.1:0", "node-b", testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px = &proxy{fromA: fromOrigin, origin: netip.MustParseAddrPort(origin.Addr()), edge: netip.MustParseAddrPort(edge.Addr())}
+	if px.a, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if px.b, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	px.wg.Add(2)
+	go px.pump(px.a, px.b, px.edge, px.fromA)
+	go px.pump(px.b, px.a, px.origin, nil)
+	t.Cleanup(func() {
+		origin.Close()
+		edge.Close()
+		px.a.Close()
+		px.b.Close()
+		px.wg.Wait()
+	})
+	if err := origin.AddPeer("node-b", px.a.LocalAddr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := edge.AddPeer("node-a", px.b.LocalAddr().String()); err != nil {
+		t.Fatal(err)
+	}
+	return origin, edge, px
+}
+
+func (px *proxy) pump(in, out *net.UDPConn, to netip.AddrPort, pass func([]byte) bool) {
+	defer px.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := in.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		if pass != nil && !pass(buf[:n]) {
+			px.dropped.Add(1)
+			continue
+		}
+		px.forwards.Add(1)
+		_, _ = out.WriteToUDPAddrPort(buf[:n], to)
+	}
+}
+
+// mediaSeq reads a relay media datagram's sequence number (the RTP header
+// is not encrypted); ok=false for RTCP.
+func mediaSeq(pkt []byte) (ssrc uint32, seq uint16, ok bool) {
+	if len(pkt) < prefixLen+rtpHeaderLen || pkt[1] != kindRTP {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint32(pkt[prefixLen+8:]), binary.BigEndian.Uint16(pkt[prefixLen+2:]), true
+}
+
+// eventually waits for cond with a generous deadline (the machine is busy).
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/starling-rtc/starling/internal/udpgro"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -22,7 +23,8 @@ type Transport struct {
 	nodeID string
 	secret []byte
 	epoch  epoch
-	conn   *sfu.BatchConn
+	conn   *sfu.BatchConn // sends: batched, segmented when the kernel can
+	rd     *udpgro.Conn   // reads the same socket, coalesced runs at once
 	log    *slog.Logger
 
 	mu     sync.Mutex
@@ -73,7 +75,7 @@ func Listen(addr, nodeID string, secret []byte) (*Transport, error) {
 	log := slog.Default().With("component", "relay", "node", nodeID)
 	t := &Transport{
 		nodeID: nodeID, secret: append([]byte(nil), secret...), epoch: e,
-		conn: sfu.NewBatchConn(c, log), log: log,
+		conn: sfu.NewBatchConn(c, log), rd: udpgro.Wrap(c), log: log,
 		peers: map[string]*peer{}, done: make(chan struct{}),
 	}
 	emptyAddr := map[netip.AddrPort]*peer{}
@@ -162,17 +164,19 @@ func (t *Transport) rebuildAddrs() {
 }
 
 func resolve(s string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return unmap(ap), nil
-	}
-	ua, err := net.ResolveUDPAddr("udp", s)
+	ap, err := netip.ParseAddrPort(s)
 	if err != nil {
-		return netip.AddrPort{}, err
+		ua, rerr := net.ResolveUDPAddr("udp", s)
+		if rerr != nil {
+			return netip.AddrPort{}, rerr
+		}
+		ap = ua.AddrPort()
 	}
-	if ua.Port == 0 || ua.IP == nil || ua.IP.IsUnspecified() {
+	ap = unmap(ap)
+	if ap.Port() == 0 || !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
 		return netip.AddrPort{}, errors.New("needs a concrete host and port")
 	}
-	return unmap(ua.AddrPort()), nil
+	return ap, nil
 }
 
 func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
@@ -218,7 +222,7 @@ func (t *Transport) readLoop() {
 	buf := make([]byte, readBufSize)
 	hdr := &rtp.Header{}
 	for {
-		n, from, err := t.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := t.rd.ReadFromAddrPort(buf)
 		if err != nil {
 			if t.isClosed() || errors.Is(err, net.ErrClosed) {
 				return
