@@ -199,7 +199,7 @@ func (s *Subscriber) SetSlot(d *DownTrack) (replaced string, err error) {
 		return "", ErrNoSlot
 	}
 	d.setTransport(&s.connected)
-	if s.est != nil {
+	if s.bw != nil {
 		d.mu.Lock()
 		d.fallback = s.fallback
 		d.mu.Unlock()
