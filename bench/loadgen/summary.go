@@ -22,17 +22,17 @@ type NodeShare struct {
 
 // Summary is what a run measured over its window (after the warm-up).
 type Summary struct {
-	Date          string  `json:"date"`
-	Preset        string  `json:"preset"`
-	URL           string  `json:"url"`
-	Rooms         int     `json:"rooms"`
-	Publishers    int     `json:"publishers"`  // joined and publishing
-	Subscribers   int     `json:"subscribers"` // joined participants that receive (meeting publishers included)
-	JoinFailures  int     `json:"joinFailures"`
+	Date         string `json:"date"`
+	Preset       string `json:"preset"`
+	URL          string `json:"url"`
+	Rooms        int    `json:"rooms"`
+	Publishers   int    `json:"publishers"`  // joined and publishing
+	Subscribers  int    `json:"subscribers"` // joined participants that receive (meeting publishers included)
+	JoinFailures int    `json:"joinFailures"`
 	// Nodes is how the joined participants spread over the URLs, when
 	// --url lists several (see spread).
-	Nodes []NodeShare `json:"nodes,omitempty"`
-	WindowSeconds float64 `json:"windowSeconds"`
+	Nodes         []NodeShare `json:"nodes,omitempty"`
+	WindowSeconds float64     `json:"windowSeconds"`
 
 	VideoBitrate int64  `json:"videoBitrate"` // configured, bits/s; 0 = no video
 	FPS          int    `json:"fps,omitempty"`
