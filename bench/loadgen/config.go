@@ -64,6 +64,10 @@ type Config struct {
 	// as a browser does with a disabled microphone track (so the server
 	// receives it and must not forward it). -1 = every publisher talks.
 	Speakers int
+	// Mix: every receiving participant gets the room's audio as the
+	// server's live mix (join audioMix) instead of each audio track; the
+	// talking publishers send the RFC 6464 level the mixer ranks by.
+	Mix bool
 
 	JoinConcurrency int // parallel joins
 	ServerPID       int // 0 = no server measurement

@@ -63,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&audio, "audio", "publish Opus audio: on or off")
 	abr := loadgen.Bitrate(cfg.AudioBitrate)
 	fs.Var(&abr, "audio-bitrate", "audio bit rate per publisher")
+	fs.BoolVar(&cfg.Mix, "mix", cfg.Mix, "receivers get the room's audio as the server's live mix (join audioMix), one stream each;\n"+
+		"the talking publishers send the audio level the mixer ranks by")
 	fs.IntVar(&cfg.Speakers, "speakers", cfg.Speakers, "publishers per room whose microphone is live; the others mute it (the protocol's mute)\n"+
 		"and keep sending, as a browser does with a disabled track (-1 = all)")
 	fs.IntVar(&cfg.JoinConcurrency, "join-concurrency", cfg.JoinConcurrency, "participants joining at the same time")

@@ -434,3 +434,24 @@ func readSummary(t *testing.T, path string) *loadgen.Summary {
 	}
 	return &s
 }
+
+// TestLoadAudioMix: with --mix every receiver (the 3 publishers and 2
+// listeners) gets one stream, the server's mix, at 50 packets a second;
+// the 2 talkers' mixes leave their own voice out and still carry the other.
+func TestLoadAudioMix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends real media for a few seconds")
+	}
+	s, table := runLoad(t, startServer(t), "--preset", "audio", "--publishers", "3", "--subscribers", "2",
+		"--speakers", "2", "--mix", "--duration", "4s", "--warmup", "2s")
+	if !strings.Contains(table, "received as the server's mix") {
+		t.Errorf("summary does not say the audio was mixed:\n%s", table)
+	}
+	if s.StreamsExpected != 5 || s.StreamsStarted != 5 {
+		t.Fatalf("streams %d of %d started, want 5 of 5 (one mix per receiver)", s.StreamsStarted, s.StreamsExpected)
+	}
+	perStream := float64(s.Received.Packets) / 5 / s.WindowSeconds
+	if perStream < 40 || perStream > 55 {
+		t.Fatalf("%.1f mix packets/s per receiver, want about 50", perStream)
+	}
+}
