@@ -32,13 +32,17 @@ import (
 
 // plainAPI is a stock pion API on loopback. vanish, when set, is a socket
 // filter: once it reads true the peer goes silent without a goodbye.
-func plainAPI(t testing.TB, vanish *atomic.Bool) *webrtc.API {
+// first are interceptors nearest the network (a test's throttle).
+func plainAPI(t testing.TB, vanish *atomic.Bool, first ...interceptor.Factory) *webrtc.API {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
 	ir := &interceptor.Registry{}
+	for _, f := range first {
+		ir.Add(f)
+	}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		t.Fatal(err)
 	}

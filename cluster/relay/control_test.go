@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -164,6 +166,18 @@ func TestRelaySetLayers(t *testing.T) {
 	if exp.DesiredLayer() != 1 {
 		t.Fatalf("DesiredLayer %d with mask 010", exp.DesiredLayer())
 	}
+	// Layer 0 resumes after five packets that were not sent: the edge
+	// must not take them for lost.
+	exp.SetLayers(0b011)
+	for i := 0; i < 5; i++ {
+		round()
+	}
+	if got := collect(seq); got[0] != 5 || got[2] != 0 {
+		t.Fatalf("mask 011: got %v", got)
+	}
+	if n := edge.Stats().NACKed; n != 0 {
+		t.Fatalf("the edge NACKed %d packets the origin never sent", n)
+	}
 }
 
 // TestRelayLayerWishes: the edge's sinks' wishes reach the origin in-band
@@ -293,4 +307,108 @@ func TestRelayPeerRestart(t *testing.T) {
 			t.Fatal("nothing relayed from the restarted node")
 		}
 	}
+}
+
+// TestRelayEdgeLiveness: the edge's Layers, LiveLayers and PacketTime
+// follow the origin: a layer the publisher stops is no longer live on the
+// edge, one it resumes is again.
+func TestRelayEdgeLiveness(t *testing.T) {
+	origin, edge := pair(t)
+	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
+	_, imp := exportImport(t, origin, edge, src, 0b111)
+	var changes []uint8
+	changed := make(chan uint8, 16)
+	imp.OnLayersChanged(func(live uint8) { changed <- live })
+	sink := newRecSink()
+	imp.AddSink(sink)
+	if imp.PacketTime() != 0 {
+		t.Fatal("packet time before any packet")
+	}
+	seq := uint16(0)
+	emit := func(layers uint8) {
+		seq++
+		for l := int8(0); l < 3; l++ {
+			if layers&(1<<l) != 0 {
+				src.emit(l, seq, uint32(seq)*3000, true, []byte{1})
+			}
+		}
+	}
+	eventually(t, "all layers live on the edge", func() bool { emit(0b111); return imp.LiveLayers() == 0b111 })
+	if imp.Layers() != 0b111 || imp.PacketTime() == 0 {
+		t.Fatalf("layers %b, packet time %d", imp.Layers(), imp.PacketTime())
+	}
+	src.live.Store(0b001) // the publisher stopped its two upper layers
+	eventually(t, "layers 1 and 2 no longer live on the edge", func() bool {
+		emit(0b001)
+		return imp.LiveLayers() == 0b001
+	})
+	src.live.Store(0b011)
+	eventually(t, "layer 1 live again", func() bool { emit(0b011); return imp.LiveLayers() == 0b011 })
+	for len(changed) > 0 {
+		changes = append(changes, <-changed)
+	}
+	if len(changes) < 3 || changes[len(changes)-1] != 0b011 {
+		t.Fatalf("OnLayersChanged saw %v", changes)
+	}
+}
+
+// levelSource is an audio fakeSource whose publisher sends RFC 6464 audio
+// levels under extension id 5.
+type levelFake struct{ *fakeSource }
+
+func (levelFake) AudioLevelExtensionID() uint8 { return 5 }
+
+// TestRelayAudioLevels: the publisher's audio levels reach the edge, so
+// its active speaker detection works on relayed tracks; the relay's own
+// extensions never reach the sinks.
+func TestRelayAudioLevels(t *testing.T) {
+	origin, edge := pair(t)
+	src := levelFake{newFakeSource(webrtc.RTPCodecTypeAudio, 1)}
+	exp, err := origin.Export("node-b", src, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_a", webrtc.RTPCodecTypeAudio, src.Codec(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext := &extSink{recSink: newRecSink()}
+	imp.AddSink(ext)
+	for i := 0; i < 10; i++ {
+		h := &rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: uint16(i), Timestamp: uint32(i * 960), SSRC: 9}
+		level := byte(20)
+		if i%2 == 1 {
+			level = 40
+		}
+		if err := h.SetExtension(5, []byte{0x80 | level}); err != nil {
+			t.Fatal(err)
+		}
+		src.now.Store(time.Now().UnixNano())
+		for _, s := range src.snapshot() {
+			_ = s.WriteRTP(h, []byte("opus"), 0)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		recv(t, ext.pkts, 10*time.Second)
+	}
+	db, n := imp.TakeAudioLevel()
+	if n != 10 || db != 30 {
+		t.Fatalf("edge audio level %.1f dB over %d packets, want 30 over 10", db, n)
+	}
+	if ext.withExt.Load() != 0 {
+		t.Fatalf("%d packets reached a sink with the relay's header extensions", ext.withExt.Load())
+	}
+}
+
+// extSink counts packets that arrive with header extensions.
+type extSink struct {
+	*recSink
+	withExt atomic.Int32
+}
+
+func (e *extSink) WriteRTP(h *rtp.Header, payload []byte, layer int8) error {
+	if h.Extension || len(h.Extensions) > 0 {
+		e.withExt.Add(1)
+	}
+	return e.recSink.WriteRTP(h, payload, layer)
 }

@@ -33,6 +33,11 @@ type peer struct {
 	rxRTP     *srtp.Context
 	rxRTCP    *srtp.Context
 	lastTrial int64
+	// Epochs the peer used before: never adopted again, or a recorded
+	// datagram of an old epoch replayed from the peer's address would
+	// bring back keys with an empty replay window.
+	retired  [retiredEpochs]epoch
+	nRetired int
 
 	mu      sync.Mutex
 	exports map[uint32]*Export                 // by SSRC base
@@ -50,6 +55,9 @@ type peer struct {
 // epochTrialGap limits how often a datagram under an unknown epoch costs a
 // key derivation: a forged stream of them must not eat the CPU.
 const epochTrialGap = 100 * time.Millisecond
+
+// retiredEpochs is how many of a peer's past epochs are remembered.
+const retiredEpochs = 8
 
 // clockWindow is how many clock reports the relay clock offset is the
 // minimum of (~8 s of one publisher's audio and video reports).
@@ -100,6 +108,11 @@ func (p *peer) contexts(pkt []byte, kind byte) (ctx *srtp.Context, fresh *[2]*sr
 		}
 		return p.rxRTCP, nil, e
 	}
+	for _, r := range p.retired[:min(p.nRetired, retiredEpochs)] {
+		if r == e {
+			return nil, nil, e
+		}
+	}
 	now := time.Now().UnixNano()
 	if now-p.lastTrial < int64(epochTrialGap) {
 		return nil, nil, e
@@ -123,6 +136,8 @@ func (p *peer) contexts(pkt []byte, kind byte) (ctx *srtp.Context, fresh *[2]*sr
 func (p *peer) adopt(fresh *[2]*srtp.Context, e epoch) {
 	if p.rxRTP != nil {
 		p.t.log.Info("relay peer restarted: new keys", "peer", p.id)
+		p.retired[p.nRetired%retiredEpochs] = p.rxEpoch
+		p.nRetired++
 	}
 	p.rxRTP, p.rxRTCP, p.rxEpoch = fresh[0], fresh[1], e
 }
@@ -145,10 +160,9 @@ func (p *peer) receiveRTP(pkt []byte, hdr *rtp.Header) {
 		t.stats.authFailures.Add(1)
 		return
 	}
-	roc := binary.BigEndian.Uint32(pkt[8:12])
-	if r, ok := ctx.ROC(ssrc); !ok || r != roc {
-		ctx.SetROC(ssrc, roc)
-	}
+	// The index is the sender's: its rollover counter, then the sequence
+	// number (authenticated: a wrong counter fails the tag).
+	ctx.SetROC(ssrc, binary.BigEndian.Uint32(pkt[8:12]))
 	body := pkt[prefixLen:]
 	plain, err := ctx.DecryptRTP(body, body, hdr)
 	if err != nil {
