@@ -24,6 +24,9 @@ type Options struct {
 	Rooms *room.Manager
 	// EmptyTimeout is how long a room empty everywhere lives on.
 	EmptyTimeout time.Duration
+	// OnRoomStarted is called on the one node whose join opened a room
+	// for the whole cluster.
+	OnRoomStarted func(room, sid string)
 	// OnRoomFinished is called on the one node that closes a room for the
 	// whole cluster (webhooks send room_finished from there).
 	OnRoomFinished func(room, sid string)
