@@ -164,6 +164,18 @@ func TestRelaySetLayers(t *testing.T) {
 	if exp.DesiredLayer() != 1 {
 		t.Fatalf("DesiredLayer %d with mask 010", exp.DesiredLayer())
 	}
+	// Layer 0 resumes after five packets that were not sent: the edge
+	// must not take them for lost.
+	exp.SetLayers(0b011)
+	for i := 0; i < 5; i++ {
+		round()
+	}
+	if got := collect(seq); got[0] != 5 || got[2] != 0 {
+		t.Fatalf("mask 011: got %v", got)
+	}
+	if n := edge.Stats().NACKed; n != 0 {
+		t.Fatalf("the edge NACKed %d packets the origin never sent", n)
+	}
 }
 
 // TestRelayLayerWishes: the edge's sinks' wishes reach the origin in-band

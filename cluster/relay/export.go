@@ -56,8 +56,9 @@ type exportLayer struct {
 	ctx     *srtp.Context
 	ring    []slot // allocated at the layer's first packet, then reused
 	started bool
-	ext     uint64 // extended sequence number of the newest packet
-	roc     uint32 // the rollover counter ctx was last set to
+	skipped bool       // a packet was not sent (layer off): the next one resumes
+	resume  rtp.Header // a header with the resume extension, made once
+	ext     uint64     // extended sequence number of the newest packet
 	hdr     rtp.Header
 	encHdr  rtp.Header
 	packets uint32
@@ -176,6 +177,7 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 	l.mu.Lock()
 	ext := l.extend(hdr.SequenceNumber)
 	if e.mask.Load()&(1<<layer) == 0 {
+		l.skipped = l.started
 		l.mu.Unlock()
 		return nil
 	}
@@ -189,17 +191,24 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 		return nil
 	}
 	ssrc := e.base + uint32(layer)
+	// The index is ours, not the context's guess: both sides use the
+	// counter the prefix carries (a map write, ~20 ns).
 	roc := uint32(ext >> 16)
-	if l.roc != roc || !l.started {
-		l.ctx.SetROC(ssrc, roc)
-		l.roc = roc
-	}
+	l.ctx.SetROC(ssrc, roc)
 	l.started = true
 	s := &l.ring[int(hdr.SequenceNumber)%len(l.ring)]
 	putPrefix(s.buf[:], kindRTP, &e.t.epoch, roc)
 	h := &l.hdr
 	*h = rtp.Header{Version: 2, Marker: hdr.Marker, PayloadType: hdr.PayloadType,
 		SequenceNumber: hdr.SequenceNumber, Timestamp: hdr.Timestamp, SSRC: ssrc}
+	if l.skipped {
+		// The layer was off: tell the edge the gap before this packet was
+		// never sent, so it does not NACK it (authenticated, in the header).
+		l.skipped = false
+		r := &l.resume
+		r.Marker, r.PayloadType, r.SequenceNumber, r.Timestamp, r.SSRC = h.Marker, h.PayloadType, h.SequenceNumber, h.Timestamp, ssrc
+		h = r
+	}
 	n, err := h.MarshalTo(s.buf[prefixLen:])
 	if err != nil {
 		l.mu.Unlock()
@@ -250,7 +259,8 @@ func (l *exportLayer) init(e *Export) bool {
 		n = videoSlots
 	}
 	l.ctx, l.ring = ctx, make([]slot, n)
-	return true
+	l.resume = rtp.Header{Version: 2}
+	return l.resume.SetExtension(resumeExtID, resumePayload) == nil
 }
 
 // onNACK answers an edge's NACK from the ring: the very datagram sent

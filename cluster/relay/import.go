@@ -279,7 +279,12 @@ func (i *Import) receive(layer int8, hdr *rtp.Header, payload []byte) {
 	if p := i.present.Load(); p&(1<<layer) == 0 {
 		i.present.CompareAndSwap(p, p|1<<layer)
 	}
-	i.detectLoss(layer, hdr.SequenceNumber, now)
+	resume := false
+	if hdr.Extension {
+		resume = hdr.GetExtension(resumeExtID) != nil
+		hdr.Extension, hdr.Extensions = false, hdr.Extensions[:0] // the relay's own, not the sinks'
+	}
+	i.detectLoss(layer, hdr.SequenceNumber, resume, now)
 	if i.video {
 		c := l.cache.Load()
 		if c == nil {
@@ -300,11 +305,12 @@ func (i *Import) receive(layer int8, hdr *rtp.Header, payload []byte) {
 }
 
 // detectLoss notes the gap before a packet and NACKs it at once, or
-// crosses off a missing packet that arrived.
-func (i *Import) detectLoss(layer int8, seq uint16, now int64) {
+// crosses off a missing packet that arrived. A resuming packet (its layer
+// was off at the origin) starts afresh: the gap before it was never sent.
+func (i *Import) detectLoss(layer int8, seq uint16, resume bool, now int64) {
 	i.nackMu.Lock()
 	n := &i.nack[layer]
-	if !n.started {
+	if !n.started || (resume && int16(seq-n.highest) > 0) {
 		n.started, n.highest = true, seq
 		i.nackMu.Unlock()
 		return

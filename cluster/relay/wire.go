@@ -55,3 +55,10 @@ const (
 	appWish   = 2 // edge -> origin, SSRC = base: the layers the edge's sinks want
 	appClock  = 3 // origin -> edge, SSRC = base+layer, after an SR: origin time, publisher clock offset
 )
+
+// A relayed packet carries one RTP header extension, only when its layer
+// resumes after packets that were not sent (the layer was off): one-byte
+// form (RFC 8285), id 1, one byte. The edge then does not NACK the gap.
+const resumeExtID = 1
+
+var resumePayload = []byte{1}
