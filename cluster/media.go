@@ -57,7 +57,6 @@ func (n *Node) startRelay() error {
 	if err != nil {
 		return fmt.Errorf("cluster relay %s: %w", n.opts.RelayAddr, err)
 	}
-	t.SetLogger(n.log.With("component", "relay"))
 	n.media = media{t: t, exports: map[exportKey]*relay.Export{}, imports: map[string]*relay.Import{}}
 	return nil
 }
