@@ -186,3 +186,17 @@ func audioLevelID(exts []webrtc.RTPHeaderExtensionParameter) uint8 {
 	}
 	return 0
 }
+
+// SendsAudioLevels reports whether the publisher negotiated the RFC 6464
+// audio level extension; a mixer ranks a track without it by its own
+// measurement of the decoded audio.
+func (r *Receiver) SendsAudioLevels() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.layer {
+		if l != nil && l.levelID != 0 {
+			return true
+		}
+	}
+	return false
+}
