@@ -217,6 +217,9 @@ func (s *Subscriber) SetSlot(d *DownTrack) (replaced string, err error) {
 	old, wasEmpty := target.cur, target.empty
 	target.cur, target.empty = d, false
 	target.mu.Unlock()
+	if wasEmpty {
+		old.Close() // the placeholder
+	}
 	s.dmu.Lock()
 	if !wasEmpty {
 		delete(s.down, old.ID())
@@ -293,7 +296,7 @@ func (p *peer) setLocalGathered(desc webrtc.SessionDescription, wait time.Durati
 	case <-gathered:
 	case <-t.C:
 	}
-	return p.pc.LocalDescription().SDP, nil
+	return withoutRTCPCandidates(p.pc.LocalDescription().SDP), nil
 }
 
 // idleSource is the source of a placeholder down track: a track of the

@@ -23,7 +23,8 @@ import (
 // participant is one simulated client.
 type participant struct {
 	room, name string
-	index      int // among the room's publishers
+	url        string // the node it joins through (spread)
+	index      int    // among the room's publishers
 	publish    bool
 	receive    bool
 
@@ -93,6 +94,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("sub-%d-%d", room, i), receive: true})
 		}
 	}
+	spread(cfg.urls(), r.parts)
 
 	start := r.sample()
 	progressDone := make(chan struct{})
@@ -227,7 +229,7 @@ func (r *runner) joinAll(ctx context.Context) {
 		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		t0 := time.Now()
-		c, err := client.Dial(jctx, r.cfg.URL, p.room, opts)
+		c, err := client.Dial(jctx, p.url, p.room, opts)
 		if err != nil {
 			r.failed.Add(1)
 			r.cfg.Logger.Warn("join failed", "participant", p.name, "err", err)

@@ -13,16 +13,26 @@ import (
 	"time"
 )
 
+// NodeShare is the participants that joined through one node.
+type NodeShare struct {
+	URL         string `json:"url"`
+	Publishers  int    `json:"publishers"`
+	Subscribers int    `json:"subscribers"` // receive-only participants
+}
+
 // Summary is what a run measured over its window (after the warm-up).
 type Summary struct {
-	Date          string  `json:"date"`
-	Preset        string  `json:"preset"`
-	URL           string  `json:"url"`
-	Rooms         int     `json:"rooms"`
-	Publishers    int     `json:"publishers"`  // joined and publishing
-	Subscribers   int     `json:"subscribers"` // joined participants that receive (meeting publishers included)
-	JoinFailures  int     `json:"joinFailures"`
-	WindowSeconds float64 `json:"windowSeconds"`
+	Date         string `json:"date"`
+	Preset       string `json:"preset"`
+	URL          string `json:"url"`
+	Rooms        int    `json:"rooms"`
+	Publishers   int    `json:"publishers"`  // joined and publishing
+	Subscribers  int    `json:"subscribers"` // joined participants that receive (meeting publishers included)
+	JoinFailures int    `json:"joinFailures"`
+	// Nodes is how the joined participants spread over the URLs, when
+	// --url lists several (see spread).
+	Nodes         []NodeShare `json:"nodes,omitempty"`
+	WindowSeconds float64     `json:"windowSeconds"`
 
 	VideoBitrate int64  `json:"videoBitrate"` // configured, bits/s; 0 = no video
 	FPS          int    `json:"fps,omitempty"`
@@ -203,6 +213,9 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	win := s.WindowSeconds
 	if win <= 0 {
 		win = math.SmallestNonzeroFloat64
+	}
+	if urls := cfg.urls(); len(urls) > 1 {
+		s.Nodes = nodeShares(urls, r.parts)
 	}
 
 	// Publishers: what they sent in the window, by server track id.
@@ -496,6 +509,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	row("subscribers", "%d%s", s.Subscribers, fails)
 	row("streams", "%d of %d started", s.StreamsStarted, s.StreamsExpected)
+	for _, n := range s.Nodes {
+		row("node", "%s: %d publishers, %d subscribers", n.URL, n.Publishers, n.Subscribers)
+	}
 	if s.MutedTracks > 0 {
 		row("muted", "%d audio tracks (publishers beyond --speakers): sending silence, not forwarded, not counted in sent", s.MutedTracks)
 	}

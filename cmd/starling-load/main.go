@@ -30,6 +30,7 @@ import (
 
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/bench/loadgen"
+	"github.com/starling-rtc/starling/client"
 )
 
 func main() {
@@ -40,7 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := loadgen.DefaultConfig()
 	fs := flag.NewFlagSet("starling-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.URL, "url", cfg.URL, "signaling `URL` of the server (loopback only)")
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "signaling `URL` of the server (loopback only); several nodes comma-separated: publishers join the first, viewers go round-robin over all")
 	fs.StringVar(&cfg.Preset, "preset", cfg.Preset, "scenario: meeting (publishers watch each other), webinar (publishers → viewers) or audio")
 	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "number of rooms, each running the scenario")
 	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "publishers per room (-1 = preset default: webinar 1, meeting 4, audio 4)")
@@ -186,9 +187,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr)
 	}
-	if !loopbackURL(cfg.URL) {
-		fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", cfg.URL)
-		return 2
+	for _, u := range client.ServerURLs(cfg.URL) {
+		if !loopbackURL(u) {
+			fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", u)
+			return 2
+		}
 	}
 
 	if *cpuProfile != "" {
