@@ -56,9 +56,15 @@ const (
 	appClock  = 3 // origin -> edge, SSRC = base+layer, after an SR: origin time, publisher clock offset
 )
 
-// A relayed packet carries one RTP header extension, only when its layer
-// resumes after packets that were not sent (the layer was off): one-byte
-// form (RFC 8285), id 1, one byte. The edge then does not NACK the gap.
-const resumeExtID = 1
+// The relay's own RTP header extensions (one-byte form, RFC 8285); the
+// publisher's are not relayed.
+//   - resume (id 1, one byte): the first packet of a layer after packets
+//     that were not sent (the layer was off); the edge does not NACK the gap.
+//   - audio level (id 2, one byte, RFC 6464): the publisher's level, for
+//     the edge's active speaker detection.
+const (
+	resumeExtID = 1
+	levelExtID  = 2
+)
 
 var resumePayload = []byte{1}
