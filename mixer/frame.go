@@ -1,6 +1,7 @@
 package mixer
 
 import (
+	"github.com/starling-rtc/starling/internal/clock"
 	"sync/atomic"
 	"time"
 
@@ -235,7 +236,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 	}
 	m.idleEncoders()
 
-	sent := time.Now().UnixNano()
+	sent := clock.Nanos()
 	for _, o := range w.outs {
 		e := w.shared
 		if w.isMixed(o.listener) {

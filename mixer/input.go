@@ -1,6 +1,7 @@
 package mixer
 
 import (
+	"github.com/starling-rtc/starling/internal/clock"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,7 +98,7 @@ func (in *input) WriteRTP(hdr *rtp.Header, payload []byte, _ int8) error {
 	}
 	now := in.src.PacketTime()
 	if now == 0 {
-		now = time.Now().UnixNano()
+		now = clock.Nanos()
 	}
 	seq := hdr.SequenceNumber
 	in.mu.Lock()
@@ -253,7 +254,7 @@ func (in *input) adapt(depth int) {
 	}
 	in.window = 0
 	if in.minLevel >= depth {
-		if s := in.packet(in.next, time.Now().UnixNano()); s != nil {
+		if s := in.packet(in.next, clock.Nanos()); s != nil {
 			s.ok = false
 		}
 		in.next++

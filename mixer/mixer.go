@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"github.com/starling-rtc/starling/internal/clock"
 	"log/slog"
 	"sync"
 	"time"
@@ -266,7 +267,7 @@ func (m *Mixer) run() {
 			frame = due - maxCatchUp
 		}
 		for ; frame < due; frame++ {
-			m.mixFrame(uint32(frame*frameSamples), time.Now().UnixNano())
+			m.mixFrame(uint32(frame*frameSamples), clock.Nanos())
 		}
 	}
 }

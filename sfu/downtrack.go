@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"errors"
+	"github.com/starling-rtc/starling/internal/clock"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -267,7 +268,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 // OnSenderReport keeps the publisher's sender report of a layer: this down
 // track's own reports map through it (rtcp.go).
 func (d *DownTrack) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
-	d.sr.onSenderReport(layer, ntp, rtpTime, time.Now().UnixNano())
+	d.sr.onSenderReport(layer, ntp, rtpTime, clock.Nanos())
 }
 
 // SetPaused stops or resumes forwarding. Resuming waits for a keyframe so the

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"encoding/binary"
+	"github.com/starling-rtc/starling/internal/clock"
 	"strconv"
 	"strings"
 	"time"
@@ -97,7 +98,7 @@ func (d *DownTrack) retransmit(nack *rtcp.TransportLayerNack) {
 	if !ok {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.history == nil || d.closed || !d.bound || nack.MediaSSRC != d.ssrc {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/binary"
+	"github.com/starling-rtc/starling/internal/clock"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -100,7 +101,7 @@ func (p *peer) contexts(pkt []byte, kind byte) (ctx *srtp.Context, fresh *[2]*sr
 		}
 		return p.rxRTCP, nil, e
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	if now-p.lastTrial < int64(epochTrialGap) {
 		return nil, nil, e
 	}
@@ -191,7 +192,7 @@ func (p *peer) receiveRTCP(pkt []byte) {
 		return
 	}
 	t.stats.rtcpIn.Add(1)
-	arrival := time.Now().UnixNano()
+	arrival := clock.Nanos()
 	for i, pk := range pkts {
 		switch pk := pk.(type) {
 		case *rtcp.TransportLayerNack:

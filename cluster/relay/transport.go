@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/starling-rtc/starling/internal/clock"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -271,7 +272,7 @@ func (t *Transport) timer() {
 			return
 		case <-tk.C:
 		}
-		now := time.Now().UnixNano()
+		now := clock.Nanos()
 		imports := *t.imports.Load()
 		for _, i := range imports {
 			i.retryNACKs(now)
