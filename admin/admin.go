@@ -41,6 +41,9 @@ type Options struct {
 	// MaxDataMessage bounds POST .../data payloads (default protocol.MaxDataMessage).
 	MaxDataMessage int
 	Logger         *slog.Logger
+	// Nodes lists the cluster's nodes for GET /v1/nodes (a JSON array);
+	// nil on a single node, which lists itself alone.
+	Nodes func() any
 }
 
 // API serves the admin routes.
@@ -63,6 +66,7 @@ func New(opts Options) *API {
 // Register adds the routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/rooms", a.listRooms)
+	mux.HandleFunc("GET /v1/nodes", a.listNodes)
 	mux.HandleFunc("GET /v1/rooms/{room}", a.getRoom)
 	mux.HandleFunc("DELETE /v1/rooms/{room}", a.closeRoom)
 	mux.HandleFunc("POST /v1/rooms/{room}/data", a.sendData)
@@ -450,4 +454,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// listNodes is GET /v1/nodes: the cluster's live nodes with their load
+// (any admin token; a room-scoped one is refused).
+func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.authorize(w, r, "", false); !ok { // room-scoped tokens are refused
+		return
+	}
+	var nodes any = []map[string]any{{"id": "local", "self": true}}
+	if a.opts.Nodes != nil {
+		nodes = a.opts.Nodes()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"nodes": nodes})
 }

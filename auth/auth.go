@@ -15,13 +15,13 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"github.com/starling-rtc/starling/internal/clock"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/protocol"
 )
 

@@ -91,6 +91,8 @@ type Config struct {
 	TURN TURN `yaml:"turn"`
 	// Recordings configures the recorder (recordings.go).
 	Recordings Recordings `yaml:"recordings"`
+	// Cluster joins other nodes over NATS (cluster.go, docs/cluster.md).
+	Cluster Cluster `yaml:"cluster"`
 	// Mix tunes the live audio mix (mix.go).
 	Mix Mix `yaml:"mix"`
 	Log struct {
@@ -150,6 +152,7 @@ func Default() Config {
 	c.Log.Format = "text"
 	c.defaultOperations()
 	c.Recordings.Dir = "./recordings"
+	c.defaultCluster()
 	c.defaultMix()
 	return c
 }
@@ -197,6 +200,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	logFormat := fs.String("log-format", def.Log.Format, "log `format`: text or json")
 	applyOperationFlag := operationFlags(fs, def)
 	applyRecordingFlag := recordingFlags(fs, def)
+	applyClusterFlag := clusterFlags(fs, def)
 	applyMixFlag := mixFlags(fs, def)
 	fs.Usage = func() { usage(fs) }
 
@@ -219,10 +223,12 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 		return Config{}, err
 	}
 	cfg.applyEnvRecordings(getenv)
+	cfg.applyEnvCluster(getenv)
 
 	fs.Visit(func(f *flag.Flag) {
 		applyOperationFlag(&cfg, f.Name)
 		applyRecordingFlag(&cfg, f.Name)
+		applyClusterFlag(&cfg, f.Name)
 		applyMixFlag(&cfg, f.Name)
 		switch f.Name {
 		case "bind":
@@ -497,6 +503,7 @@ func (c Config) Validate() error {
 	}
 	c.validateOperations(bad)
 	c.validateRecordings(bad)
+	c.validateCluster(bad)
 	c.validateMix(bad)
 	if len(errs) == 0 {
 		return nil

@@ -113,6 +113,7 @@ type nodeCollector struct {
 	layerSwitches, retransmits                 *prometheus.Desc
 	udpDatagrams, udpSendCalls, udpSegmented   *prometheus.Desc
 	directStreams, pionStreams                 *prometheus.Desc
+	bweDelay, bweLoss, bweProbes, bweRaises    *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
@@ -149,6 +150,10 @@ func newNodeCollector(src Source) *nodeCollector {
 		udpSegmented:  d("udp_segmented_datagrams_total", "Of those datagrams, the ones the kernel cut from one segmented message (UDP GSO)."),
 		directStreams: d("srtp_direct_streams_total", "Outgoing RTP streams encrypted by Starling and queued straight to the batched socket (rtc.direct_srtp)."),
 		pionStreams:   d("srtp_pion_streams_total", "Outgoing RTP streams sent through pion's write path although rtc.direct_srtp is on (Starling the DTLS client, or ICE-TCP)."),
+		bweDelay:      d("bwe_delay_decreases_total", "Decreases of a subscriber's bandwidth estimate on a growing delay (congestion control)."),
+		bweLoss:       d("bwe_loss_decreases_total", "Decreases of a subscriber's bandwidth estimate on loss above 10%."),
+		bweProbes:     d("bwe_probes_total", "Bandwidth probes sent to subscribers (padding on top of media, before raising a layer)."),
+		bweRaises:     d("bwe_probe_raises_total", "Probes whose measured rate raised the subscriber's estimate."),
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
@@ -164,7 +169,8 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
-		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.rtt, c.jitter, c.loss} {
+		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped,
+		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
 }
@@ -232,6 +238,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.udpSegmented, ev.SegmentedDatagrams)
 	counter(c.directStreams, ev.DirectStreams)
 	counter(c.pionStreams, ev.PionStreams)
+	counter(c.bweDelay, ev.BWEDelayDecreases)
+	counter(c.bweLoss, ev.BWELossDecreases)
+	counter(c.bweProbes, ev.BWEProbes)
+	counter(c.bweRaises, ev.BWEProbeRaises)
 	counter(c.dataHeld, ev.DataHeld)
 	counter(c.dataDropped, ev.DataDropped)
 	quantiles(ch, c.rtt, rtts)

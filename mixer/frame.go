@@ -1,10 +1,10 @@
 package mixer
 
 import (
-	"github.com/starling-rtc/starling/internal/clock"
 	"sync/atomic"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/thesyncim/gopus"
 )

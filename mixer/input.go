@@ -1,13 +1,13 @@
 package mixer
 
 import (
-	"github.com/starling-rtc/starling/internal/clock"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/thesyncim/gopus"
 )

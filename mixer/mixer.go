@@ -4,11 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"github.com/starling-rtc/starling/internal/clock"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 

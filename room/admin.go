@@ -13,19 +13,28 @@ import (
 func (r *Room) Participant(id string) *Participant {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.participants[id]
+	if p := r.participants[id]; p != nil {
+		return p
+	}
+	return r.remotes[id] // kick, mute and update reach its node (remote.go)
 }
 
 // Counts returns the numbers of participants and published tracks.
 func (r *Room) Counts() (participants, tracks int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.participants), len(r.tracks)
+	return len(r.participants) + len(r.remotes), len(r.tracks)
 }
 
 // Kick removes the participant: it gets `leave` with reason "kicked", the
 // others `participantLeft`, and its tracks are unpublished.
-func (p *Participant) Kick() { p.close(protocol.ReasonKicked, true) }
+func (p *Participant) Kick() {
+	if p.node != "" {
+		p.room.bus.Control(p.node, p.room.name, Event{Type: CtlKick, ParticipantID: p.id, Reason: protocol.ReasonKicked})
+		return
+	}
+	p.close(protocol.ReasonKicked, true)
+}
 
 // ServerMute mutes or unmutes one of the participant's published tracks on
 // the server's initiative: forwarding stops (or resumes) and everyone, the
@@ -36,6 +45,10 @@ func (p *Participant) ServerMute(trackID string, muted bool) error {
 	p.mu.Unlock()
 	if t == nil {
 		return protocol.Errorf(protocol.CodeNotFound, "participant %s publishes no track %q", p.id, trackID)
+	}
+	if p.node != "" {
+		p.room.bus.Control(p.node, p.room.name, Event{Type: CtlMute, ParticipantID: p.id, TrackID: trackID, Muted: muted})
+		return nil
 	}
 	if err := p.Mute(trackID, muted); err != nil {
 		return err
@@ -75,6 +88,10 @@ func (r *Room) muteChanged(t *Track) {
 // Update changes the participant's name and/or metadata (nil = unchanged)
 // and sends `participantUpdated` to everyone in the room, itself included.
 func (p *Participant) Update(name, metadata *string) {
+	if p.node != "" {
+		p.room.bus.Control(p.node, p.room.name, Event{Type: CtlUpdate, ParticipantID: p.id, Name: name, Metadata: metadata})
+		return
+	}
 	p.mu.Lock()
 	if name != nil {
 		p.name = *name
@@ -93,6 +110,7 @@ func (p *Participant) Update(name, metadata *string) {
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantUpdated, protocol.ParticipantParams{Participant: info})
 	}
+	r.emit(Event{Type: EvUpdated, Participant: &info})
 }
 
 // SendData sends a text message to the participants listed in to (all when
@@ -108,6 +126,7 @@ func (r *Room) SendData(text string, to []string) error {
 	}
 	r.mu.Lock()
 	var targets []*Participant
+	var remoteTo []string
 	if len(to) == 0 {
 		for _, p := range r.participants {
 			targets = append(targets, p)
@@ -115,11 +134,18 @@ func (r *Room) SendData(text string, to []string) error {
 	}
 	for _, id := range to {
 		p := r.participants[id]
+		if p == nil && r.remotes[id] != nil {
+			remoteTo = append(remoteTo, id)
+			continue
+		}
 		if p == nil {
 			r.mu.Unlock()
 			return protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, r.name)
 		}
 		targets = append(targets, p)
+	}
+	if len(to) == 0 || len(remoteTo) > 0 {
+		r.emit(Event{Type: EvData, Payload: text, To: remoteTo})
 	}
 	r.mu.Unlock()
 	for _, p := range targets {

@@ -12,13 +12,14 @@ import (
 // Bandwidth allocation timing.
 const (
 	allocateEvery  = 500 * time.Millisecond
-	upgradeTicks   = 3               // an upgrade must be affordable this many ticks in a row
-	pauseTicks     = 4               // a track is paused only after this many short ticks in a row
-	probeFor       = time.Second     // one padding probe
-	probeBackoffLo = 2 * time.Second // wait after a probe that did not help...
-	probeBackoffHi = 10 * time.Second
-	audioReserve   = 64_000 // bits/s kept for each audio track
-	holdMargin     = 15     // % of the estimate a track may overrun before it is switched down
+	upgradeTicks   = 3                      // an upgrade must be affordable this many ticks in a row (unless a probe just showed it)
+	pauseTicks     = 4                      // a track is paused only after this many short ticks in a row
+	probeFor       = 300 * time.Millisecond // one probe: the estimator measures it as a cluster (sfu/bwe.go)
+	probeBackoffLo = time.Second            // wait after a probe that did not help...
+	probeBackoffHi = 2 * time.Second        // ...doubling up to this: recovery after congestion takes at most one of these
+	audioReserve   = 64_000                 // bits/s kept for each audio track
+	holdMargin     = 15                     // % of the estimate a track may overrun before it is switched down
+	pauseMargin    = 33                     // % of the estimate a track's lowest layer may overrun before it is paused
 )
 
 // allocState is a subscriber's allocation memory, owned by its loop.
@@ -27,15 +28,8 @@ type allocState struct {
 	short     map[string]int // consecutive ticks not even the lowest layer was affordable
 	nextProbe time.Time
 	backoff   time.Duration
-	// A probe during which the estimate did not fall shows that the
-	// downlink carried media plus padding. pion's GCC climbs ~8%/s whatever
-	// a probe shows, so that rate (less 10%) is a floor for the budget
-	// until the estimate falls below what it was when the floor was set.
 	probing   bool
 	probeEst  uint64 // estimate when the probe started
-	probeRate uint64 // media + padding during the probe
-	floor     uint64
-	floorEst  uint64
 }
 
 // tickAllocations posts an allocation round every allocateEvery until the loop quits.
@@ -60,7 +54,14 @@ func (l *subscriberLoop) allocate() {
 	if est == 0 || !l.started {
 		return // bandwidth estimation off, or nothing negotiated yet
 	}
-	budget := l.probeFloor(est)
+	// A probe that raised the estimate is the evidence an upgrade waits
+	// for: no need to wait upgradeTicks more.
+	probed := false
+	if l.alloc.probing && !l.p.sub.Probing() {
+		l.alloc.probing = false
+		probed = est > l.alloc.probeEst
+	}
+	budget := est
 	if l.alloc.up == nil {
 		l.alloc.up = map[string]int{}
 		l.alloc.short = map[string]int{}
@@ -99,6 +100,12 @@ func (l *subscriberLoop) allocate() {
 		return
 	}
 	alloc := sfu.AllocateWithHold(budget, holdMargin, demands)
+	// Pausing is for a downlink that cannot carry even the lowest layer,
+	// not for an estimate a little short of it: a delay-based decrease
+	// lands at 85% of what was flowing, and a track whose only layer
+	// that is would otherwise pause although everything arrives.
+	keep := sfu.Allocate(budget+budget*pauseMargin/100, demands)
+	lossy := l.p.sub.LossLimited()
 	var wantMore, maxStep, sending uint64
 	for i, it := range items {
 		capL, cur := it.d.Limits()
@@ -110,11 +117,13 @@ func (l *subscriberLoop) allocate() {
 			next = sfu.MaxLayers - 1
 		}
 		if next < 0 && cur >= 0 {
-			// Pausing is the most disruptive step, and one overuse signal
-			// (often just a busy receiver) can drop the estimate below the
-			// lowest layer: pause only when the shortage lasts.
+			// Pausing is the most disruptive step, and a growing delay
+			// alone (often just a busy receiver, reading its socket late)
+			// can drop the estimate below the lowest layer: pause only
+			// when the shortage is clear, lasts, and packets are being
+			// lost. Until then the track keeps its lowest layer.
 			l.alloc.short[it.t.id]++
-			if l.alloc.short[it.t.id] < pauseTicks {
+			if l.alloc.short[it.t.id] < pauseTicks || keep[i] >= 0 || !lossy {
 				next = lowestOf(costs)
 			}
 		} else {
@@ -125,12 +134,17 @@ func (l *subscriberLoop) allocate() {
 			// cur was already "unlimited" for a lower cap.
 		case next > cur:
 			l.alloc.up[it.t.id]++
-			if l.alloc.up[it.t.id] < upgradeTicks {
+			if l.alloc.up[it.t.id] < upgradeTicks && !probed {
 				next = cur
 			} else {
 				l.alloc.up[it.t.id] = 0
 				l.alloc.backoff = probeBackoffLo // the probe (or the estimate) paid off
 			}
+		case next < cur:
+			l.alloc.up[it.t.id] = 0
+			// Just stepped down for bandwidth: a probe now would only
+			// add to the congestion the estimate just reported.
+			l.alloc.nextProbe = time.Now().Add(l.alloc.backoff)
 		default:
 			l.alloc.up[it.t.id] = 0
 		}
@@ -138,14 +152,16 @@ func (l *subscriberLoop) allocate() {
 			it.d.SetLimits(capL, next)
 			l.reselect(it.t, it.d)
 		}
-		// What one step up would cost on top of what flows now, summed
-		// over the tracks: one probe can then open room for all of them.
+		// What the best layer the cap allows would cost on top of what
+		// flows now, summed over the tracks: one probe can then open room
+		// for all of them, and a track recovering from congestion goes
+		// back up in one step, not one layer per probe.
 		have := uint64(0)
 		if next >= 0 {
 			have = costs[next]
 			sending += have
 		}
-		if up := nextLayer(costs, next, capL); up >= 0 && costs[up] > have {
+		if up := topLayer(costs, next, capL); up >= 0 && costs[up] > have {
 			wantMore += costs[up] - have
 			maxStep = max(maxStep, costs[up]-have)
 		}
@@ -159,24 +175,8 @@ func (l *subscriberLoop) allocate() {
 	if probe > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(probe, probeFor) {
 		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)
 		l.alloc.backoff = min(2*l.alloc.backoff, probeBackoffHi)
-		l.alloc.probing, l.alloc.probeEst, l.alloc.probeRate = true, est, sending+probe
+		l.alloc.probing, l.alloc.probeEst = true, est
 	}
-}
-
-// probeFloor returns the budget: the estimate, or the rate a probe showed
-// the downlink carries while the estimate has not fallen since.
-func (l *subscriberLoop) probeFloor(est uint64) uint64 {
-	a := &l.alloc
-	if a.floor > 0 && est < a.floorEst*9/10 {
-		a.floor = 0 // the estimate fell: congestion, trust it
-	}
-	if a.probing && !l.p.sub.Probing() {
-		a.probing = false
-		if est >= a.probeEst*95/100 && a.probeRate*9/10 > a.floor {
-			a.floor, a.floorEst = a.probeRate*9/10, est
-		}
-	}
-	return max(est, a.floor)
 }
 
 // lowestOf is the lowest layer the track has.
@@ -192,6 +192,17 @@ func lowestOf(costs [sfu.MaxLayers]uint64) int8 {
 // nextLayer is the next layer above cur, up to capL, that the publisher has; -1 if none.
 func nextLayer(costs [sfu.MaxLayers]uint64, cur, capL int8) int8 {
 	for l := cur + 1; l <= capL && l < sfu.MaxLayers; l++ {
+		if costs[l] > 0 {
+			return l
+		}
+	}
+	return -1
+}
+
+// topLayer is the highest layer above cur, up to capL, that the publisher
+// has; -1 if none.
+func topLayer(costs [sfu.MaxLayers]uint64, cur, capL int8) int8 {
+	for l := min(capL, sfu.MaxLayers-1); l > cur; l-- {
 		if costs[l] > 0 {
 			return l
 		}

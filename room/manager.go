@@ -46,6 +46,7 @@ type Manager struct {
 	draining bool
 	wg       sync.WaitGroup // participants not yet fully closed
 	obs      observers      // see observer.go
+	bus      Bus            // nil on a single node (cluster.go)
 
 	iceFunc func(identity string) []webrtc.ICEServer // see events.go
 
@@ -76,7 +77,9 @@ type JoinRequest struct {
 	Identity      string // from the token's sub; "" = a new identity
 	AutoSubscribe bool
 	Permissions   *Permissions // from the token's grants; nil = AllPermissions
-	AudioMix      bool         // receive the room's audio mix (mix.go)
+
+	id       string // participant id chosen before the cluster admits it
+	AudioMix bool   // receive the room's audio mix (mix.go)
 	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
 	// It offers on both connections; the server only answers, with every
 	// candidate in the answer, and changes subscriptions without offers.
@@ -86,6 +89,25 @@ type JoinRequest struct {
 // Join adds a participant to a room, creating the room on first join. The
 // caller sends the result, then calls Participant.Start.
 func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.JoinResult, error) {
+	bus := m.clusterBus()
+	sid := ""
+	if bus != nil {
+		// The cluster admits first: room sid, max participants and
+		// identities are cluster-wide facts (cluster.go).
+		if m.Draining() {
+			return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
+		}
+		req.id = newID("PA_")
+		identity := req.Identity
+		if identity == "" {
+			identity = req.id
+		}
+		var err error
+		sid, err = bus.Join(req.Room, Member{ID: req.id, Identity: identity, Node: bus.NodeID()}, m.limits().MaxParticipants)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
 	for {
 		m.mu.Lock()
 		if m.draining {
@@ -97,20 +119,30 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 			m.mu.Unlock()
 			return nil, nil, err
 		}
+		opened := false
 		if r == nil {
 			r = newRoom(m, req.Room)
+			if sid != "" {
+				r.sid = sid
+			}
 			m.rooms[req.Room] = r
 			m.log.Info("room created", "room", r.name, "sid", r.sid)
 			m.notifyRoomStarted(r) // see events.go
+			opened = true
 		}
 		m.mu.Unlock()
+		if opened && bus != nil {
+			bus.Opened(r)
+		}
 		if err := r.admit(req.Identity); err != nil { // before the costly peer connections
+			m.leaveBus(bus, req)
 			return nil, nil, err
 		}
 
 		p, err := newParticipant(m, r, req, peer)
 		if err != nil {
 			m.log.Error("creating participant", "err", err)
+			m.leaveBus(bus, req)
 			return nil, nil, protocol.Errorf(protocol.CodeInternal, "cannot create peer connections")
 		}
 		res, ok := r.add(p)
@@ -134,6 +166,27 @@ func (m *Manager) removeRoom(r *Room) {
 	m.mu.Unlock()
 	m.log.Info("room closed", "room", r.name, "sid", r.sid)
 	m.notifyRoomClosed(r)
+	if r.bus != nil {
+		r.bus.Closed(r)
+	}
+}
+
+// leaveBus frees the cluster place of a join that failed here.
+func (m *Manager) leaveBus(bus Bus, req JoinRequest) {
+	if bus == nil {
+		return
+	}
+	identity := req.Identity
+	if identity == "" {
+		identity = req.id
+	}
+	bus.Leave(req.Room, Member{ID: req.id, Identity: identity, Node: bus.NodeID()})
+}
+
+func (m *Manager) limits() Limits {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfg.Limits
 }
 
 // Room returns a room by name, or nil.

@@ -56,6 +56,7 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.subsSeen = map[string]bool{}
 	l.subsDown = map[string]subscription{}
 	go l.run()
+	l.p.sub.OnEstimateChanged(func() { l.post(l.allocate) })
 	go l.tickAllocations()
 }
 
@@ -176,10 +177,9 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 	if _, ok := l.down[t.id]; ok || l.holdForMix(t) || l.subscriptionsFull(t) {
 		return
 	}
-	t.mu.Lock()
-	r := t.receiver
-	t.mu.Unlock()
+	r := t.source()
 	if r == nil {
+		t.awaitImport(l) // a remote track: its media comes by relay
 		return
 	}
 	d := sfu.NewDownTrack(r, t.owner.id)

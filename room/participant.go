@@ -18,6 +18,7 @@ type Participant struct {
 	room          *Room
 	log           *slog.Logger
 	peer          Peer
+	node          string // "" = connected here; else the node of a remote stub (remote.go)
 	id            string
 	identity      string
 	name          string
@@ -46,11 +47,14 @@ type Participant struct {
 
 func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participant, error) {
 	p := &Participant{
-		m: m, room: r, peer: peer, id: newID("PA_"), identity: req.Identity,
+		m: m, room: r, peer: peer, id: req.id, identity: req.Identity,
 		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
 		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe, wantMix: req.AudioMix,
 		answering: req.Answering,
 		tracks:    map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
+	}
+	if p.id == "" {
+		p.id = newID("PA_")
 	}
 	if req.Permissions != nil {
 		p.perms = *req.Permissions

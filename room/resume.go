@@ -238,6 +238,9 @@ func (r *Room) resumeResult(p *Participant, token string) *protocol.JoinResult {
 			others = append(others, o)
 		}
 	}
+	for _, o := range r.remotes {
+		others = append(others, o)
+	}
 	r.mu.Unlock()
 	infos := make([]protocol.Participant, 0, len(others))
 	for _, o := range others {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -24,7 +25,15 @@ type Room struct {
 	emptyTimer   *time.Timer
 	closed       bool
 	speakers     speakers // active speaker detection (speakers.go)
-	mix          roomMix  // the live audio mix (mix.go)
+
+	// Cluster (cluster.go, remote.go); bus is nil on a single node.
+	bus       Bus
+	seq       uint64                        // this node's events of the room so far
+	remotes   map[string]*Participant       // other nodes' participants, by id
+	remoteSeq map[string]uint64             // last event applied, by node
+	remoteSpk map[string][]protocol.Speaker // other nodes' active speakers
+	localSpk  []protocol.Speaker            // this node's, as last sent
+	mix       roomMix                       // the live audio mix (mix.go)
 }
 
 func newRoom(m *Manager, name string) *Room {
@@ -33,6 +42,13 @@ func newRoom(m *Manager, name string) *Room {
 		participants: map[string]*Participant{},
 		identities:   map[string]*Participant{},
 		tracks:       map[string]*Track{},
+		remotes:      map[string]*Participant{},
+		remoteSeq:    map[string]uint64{},
+		remoteSpk:    map[string][]protocol.Speaker{},
+		bus:          m.bus,
+		// A later instance of the room on this node continues the
+		// sequence numbers the other nodes have seen from an earlier one.
+		seq: uint64(clock.Micros()),
 	}
 }
 
@@ -57,13 +73,17 @@ func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
 	old := r.identities[p.identity]
 	r.participants[p.id] = p
 	r.identities[p.identity] = p
-	others := make([]protocol.Participant, 0, len(r.participants))
+	others := make([]protocol.Participant, 0, len(r.participants)+len(r.remotes))
 	for _, o := range r.participants {
 		if o != p && o != old {
 			others = append(others, o.Info())
 			o.peer.Notify(protocol.NotifyParticipantJoined, protocol.ParticipantParams{Participant: p.Info()})
 		}
 	}
+	for _, o := range r.remotes {
+		others = append(others, o.Info())
+	}
+	r.emit(Event{Type: EvJoined, Participant: ptr(p.Info()), Identity: p.identity})
 	r.mu.Unlock()
 	if old != nil {
 		old.close(protocol.ReasonDuplicate, true)
@@ -96,6 +116,10 @@ func (r *Room) remove(p *Participant, reason string) {
 	}
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
+	}
+	r.emit(Event{Type: EvLeft, ParticipantID: p.id, Reason: reason})
+	if r.bus != nil {
+		r.bus.Leave(r.name, p.member())
 	}
 	if len(r.participants) == 0 && !r.closed {
 		r.emptyTimer = time.AfterFunc(r.m.cfg.EmptyTimeout, r.closeIfEmpty)
@@ -140,16 +164,19 @@ func (r *Room) Close(reason string) {
 // publish makes a track visible: others are told and auto-subscribers get it.
 func (r *Room) publish(t *Track) {
 	r.mu.Lock()
-	if r.closed || r.participants[t.owner.id] != t.owner {
+	if r.closed || (r.participants[t.owner.id] != t.owner && r.remotes[t.owner.id] != t.owner) {
 		r.mu.Unlock()
 		return
 	}
 	r.tracks[t.id] = t
-	if t.kind == webrtc.RTPCodecTypeAudio {
+	if t.kind == webrtc.RTPCodecTypeAudio && t.owner.node == "" {
 		r.startSpeakers()
 		r.mixInput(t)
 	}
 	info := t.Info()
+	if t.owner.node == "" {
+		r.emit(Event{Type: EvPublished, Track: &info})
+	}
 	t.announced = info
 	for _, o := range r.participants {
 		if o == t.owner {
@@ -182,6 +209,9 @@ func (r *Room) unpublish(t *Track) {
 		o.unsubscribeTrack(t.id)
 		o.peer.Notify(protocol.NotifyTrackUnpublished, protocol.TrackUnpublishedParams{TrackID: t.id, ParticipantID: t.owner.id})
 	}
+	if t.owner.node == "" {
+		r.emit(Event{Type: EvUnpublished, TrackID: t.id, ParticipantID: t.owner.id})
+	}
 	r.mu.Unlock()
 	r.m.notifyUnpublished(r, t)
 }
@@ -204,6 +234,9 @@ func (r *Room) trackUpdated(t *Track) {
 		if o != t.owner {
 			o.peer.Notify(protocol.NotifyTrackUpdated, protocol.TrackParams{Track: info})
 		}
+	}
+	if t.owner.node == "" {
+		r.emit(Event{Type: EvTrackUpdated, Track: &info})
 	}
 }
 
@@ -253,6 +286,7 @@ func (r *Room) relayData(from *Participant, text []byte) {
 			targets = append(targets, o)
 		}
 	}
+	r.emit(Event{Type: EvData, ParticipantID: from.id, Payload: string(text)})
 	r.mu.Unlock()
 	for _, o := range targets {
 		o.sendData(msg)
@@ -262,8 +296,11 @@ func (r *Room) relayData(from *Participant, text []byte) {
 // Participants lists the participants' public views.
 func (r *Room) Participants() []protocol.Participant {
 	r.mu.Lock()
-	ps := make([]*Participant, 0, len(r.participants))
+	ps := make([]*Participant, 0, len(r.participants)+len(r.remotes))
 	for _, p := range r.participants {
+		ps = append(ps, p)
+	}
+	for _, p := range r.remotes {
 		ps = append(ps, p)
 	}
 	r.mu.Unlock()
@@ -274,3 +311,5 @@ func (r *Room) Participants() []protocol.Participant {
 	sort.Slice(out, func(i, j int) bool { return out[i].JoinedAt < out[j].JoinedAt })
 	return out
 }
+
+func ptr[T any](v T) *T { return &v }

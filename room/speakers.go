@@ -1,13 +1,13 @@
 package room
 
 import (
-	"github.com/starling-rtc/starling/internal/clock"
 	"math"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
 )
@@ -136,8 +136,11 @@ func (r *Room) runSpeakers() {
 		}
 		sent, lastSent = list, now
 		r.mu.Lock()
+		r.localSpk = list
+		r.emit(Event{Type: EvSpeakers, Speakers: list})
+		merged := r.mergedSpeakersLocked()
 		for _, p := range r.participants {
-			p.peer.Notify(protocol.NotifyActiveSpeakers, protocol.ActiveSpeakersParams{Speakers: list})
+			p.peer.Notify(protocol.NotifyActiveSpeakers, protocol.ActiveSpeakersParams{Speakers: merged})
 		}
 		r.mu.Unlock()
 	}
@@ -154,4 +157,37 @@ func speakersChanged(old, cur []protocol.Speaker) bool {
 		}
 	}
 	return false
+}
+
+// mergedSpeakersLocked is this node's ranking merged with the other nodes'
+// (r.mu held); on a single node it is the local ranking itself.
+func (r *Room) mergedSpeakersLocked() []protocol.Speaker {
+	if len(r.remoteSpk) == 0 {
+		return r.localSpk
+	}
+	out := append([]protocol.Speaker{}, r.localSpk...)
+	for _, l := range r.remoteSpk {
+		out = append(out, l...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Level > out[j].Level })
+	return out
+}
+
+// remoteSpeakers takes another node's ranking and tells the local
+// participants the merged one.
+func (r *Room) remoteSpeakers(node string, list []protocol.Speaker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(list) == 0 {
+		delete(r.remoteSpk, node)
+	} else {
+		r.remoteSpk[node] = list
+	}
+	merged := r.mergedSpeakersLocked()
+	if merged == nil {
+		merged = []protocol.Speaker{}
+	}
+	for _, p := range r.participants {
+		p.peer.Notify(protocol.NotifyActiveSpeakers, protocol.ActiveSpeakersParams{Speakers: merged})
+	}
 }

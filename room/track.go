@@ -27,6 +27,8 @@ type Track struct {
 
 	dynActive uint8 // layers the publisher was last told to send
 	dynSent   bool
+
+	imp trackImport // a remote track's media (relay.go)
 }
 
 // dynacast tells the publisher which simulcast layers to send: those up to

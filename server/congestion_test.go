@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,16 +61,6 @@ func (t *throttle) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTP
 	})
 }
 
-// throttledAPI is the Go client's loopback API with the throttle first in
-// the chain, so the default interceptors (TWCC feedback) see the losses.
-func throttledAPI(t *testing.T, th *throttle) *webrtc.API {
-	api, err := client.LoopbackAPIWith([]interceptor.Factory{th})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return api
-}
-
 // withBWE turns bandwidth estimation on (the test harness turns it off).
 func withBWE(c *config.Config) { c.RTC.CongestionControl = true }
 
@@ -84,47 +75,176 @@ func lastUpdate(c *client.Client, trackID string) protocol.SubscriptionUpdatedPa
 	return last
 }
 
-// TestCongestionSwitchesDown: a subscriber whose downlink narrows is moved
-// to a lower layer (and told why) while another keeps high; when the
-// downlink widens again, probing finds the room and it returns to high.
+// shaper is a bottleneck with a queue, at the subscriber's own end: a
+// token bucket at limit bits/s in front of the default interceptors, whose
+// packets wait up to 100 ms for their turn and are dropped beyond. To the
+// SFU it looks like a narrow downlink with a router's buffer: first the
+// delay grows, then packets are lost.
+type shaper struct {
+	interceptor.NoOp
+	limit    atomic.Int64 // bits/s; 0 = no limit
+	mu       sync.Mutex
+	nextFree time.Time // when the bottleneck can start on the next packet
+}
+
+const shaperBuffer = 100 * time.Millisecond
+
+func (s *shaper) NewInterceptor(string) (interceptor.Interceptor, error) { return s, nil }
+
+// admit returns when a packet of n bytes leaves the bottleneck, or false
+// if the queue holds more than shaperBuffer already.
+func (s *shaper) admit(n int) (time.Time, bool) {
+	limit := s.limit.Load()
+	now := time.Now()
+	if limit == 0 {
+		return now, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := s.nextFree
+	if start.Before(now) {
+		start = now
+	}
+	if start.Sub(now) > shaperBuffer {
+		return time.Time{}, false
+	}
+	s.nextFree = start.Add(time.Duration(float64(n*8) / float64(limit) * float64(time.Second)))
+	return s.nextFree, true
+}
+
+type shapedPacket struct {
+	b    []byte
+	attr interceptor.Attributes
+	err  error
+	at   time.Time // when it leaves the bottleneck
+}
+
+// BindRemoteStream reads the stream eagerly (a packet waits in the
+// bottleneck's queue, not unread in pion's buffer, so the queue limit
+// holds) and releases each packet at its time.
+func (s *shaper) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTPReader) interceptor.RTPReader {
+	queued := make(chan shapedPacket, 4096)
+	out := make(chan shapedPacket)
+	go func() {
+		defer close(queued)
+		for {
+			b := make([]byte, 1500)
+			n, attr, err := r.Read(b, nil)
+			if err != nil {
+				queued <- shapedPacket{err: err}
+				return
+			}
+			if at, ok := s.admit(n); ok {
+				queued <- shapedPacket{b: b[:n], attr: attr, at: at}
+			}
+		}
+	}()
+	go func() {
+		defer close(out)
+		for p := range queued {
+			if d := time.Until(p.at); d > 0 {
+				time.Sleep(d)
+			}
+			out <- p
+			if p.err != nil {
+				return
+			}
+		}
+	}()
+	return interceptor.RTPReaderFunc(func(b []byte, _ interceptor.Attributes) (int, interceptor.Attributes, error) {
+		p, ok := <-out
+		if !ok {
+			return 0, nil, io.EOF
+		}
+		if p.err != nil {
+			return 0, nil, p.err
+		}
+		return copy(b, p.b), p.attr, nil
+	})
+}
+
+// bottleneck is a subscriber-side limit a test can set and lift.
+type bottleneck interface {
+	interceptor.Factory
+	set(bitsPerSecond int64)
+}
+
+func (t *throttle) set(v int64) { t.limit.Store(v) }
+func (s *shaper) set(v int64)   { s.limit.Store(v) }
+
+// TestCongestionSwitchesDown: a subscriber whose downlink narrows to 700
+// kbit/s (its packets beyond the rate dropped at its own end) is moved to
+// a lower layer and told why, while another stays on high throughout;
+// when the downlink widens again, a probe finds the room and it returns to
+// high.
 func TestCongestionSwitchesDown(t *testing.T) {
+	testBottleneck(t, "bwe", &throttle{})
+}
+
+// TestCongestionShapedQueue is TestCongestionSwitchesDown with a
+// bottleneck that queues (a token bucket with a 100 ms buffer) before it
+// drops: the delay-based estimator sees the queue grow.
+func TestCongestionShapedQueue(t *testing.T) {
+	testBottleneck(t, "bwe-shaped", &shaper{})
+}
+
+func testBottleneck(t *testing.T, room string, b bottleneck) {
 	srv := startServer(t, withBWE)
-	th := &throttle{}
-	slow := join(t, srv, "bwe", "slow", func(o *client.Options) { o.API = throttledAPI(t, th) })
+	api, err := client.LoopbackAPIWith([]interceptor.Factory{b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := join(t, srv, room, "slow", func(o *client.Options) { o.API = api })
 	vSlow := watchVideo(slow)
-	fast := join(t, srv, "bwe", "fast")
+	fast := join(t, srv, room, "fast")
 	vFast := watchVideo(fast)
-	pub := join(t, srv, "bwe", "camera")
+	pub := join(t, srv, room, "camera")
 	f := publishSimulcast(t, pub, 1, 2, 6) // ~1100-byte packets per frame: ~0.25, 0.5, 1.6 Mbit/s
 	id := f.published.ID
 	vSlow.waitHeight(t, 10*time.Second, 720)
 	vFast.waitHeight(t, 10*time.Second, 720)
+	_, fastBefore := vFast.snapshot()
 
-	th.limit.Store(700_000)
+	b.set(700_000)
 	start := time.Now()
+	var told time.Duration
 	waitFor(t, 15*time.Second, "the throttled subscriber moved down for bandwidth", func() bool {
-		// Down a layer, or paused when even low does not fit (pion's loss
-		// controller can overshoot under heavy loss): either way, told why.
+		// Down a layer, or paused when even low does not fit: either
+		// way, told why.
 		u := lastUpdate(slow, id)
+		if told == 0 && u.Reason == sfu.ReasonBandwidth {
+			told = time.Since(start)
+		}
 		s, _ := vSlow.snapshot()
 		return u.Reason == sfu.ReasonBandwidth && u.Layer != protocol.QualityHigh &&
 			(u.Layer == protocol.QualityPaused || (len(s) > 0 && s[len(s)-1] < 720))
 	})
-	t.Logf("switched down %v after the downlink narrowed to 700 kbit/s: %+v", time.Since(start), lastUpdate(slow, id))
-	// Meanwhile the other subscriber is on high. (On a CPU-starved machine
-	// its own delay-based estimate may dip for a moment: what matters is
-	// that it is on high while the throttled one is held down.)
-	waitFor(t, 20*time.Second, "the unthrottled subscriber on high while the throttled one is down", func() bool {
-		s, _ := vFast.snapshot()
-		slowU := lastUpdate(slow, id)
-		return len(s) > 0 && s[len(s)-1] == 720 && lastUpdate(fast, id).Layer == protocol.QualityHigh &&
-			slowU.Layer != protocol.QualityHigh
-	})
+	t.Logf("switched down after the downlink narrowed to 700 kbit/s: told %v, lower keyframe at %v: %+v",
+		told, time.Since(start), lastUpdate(slow, id))
 
-	th.limit.Store(0)
+	b.set(0)
 	start = time.Now()
 	vSlow.waitHeight(t, 60*time.Second, 720)
-	t.Logf("recovered to high %v after the throttle was removed", time.Since(start))
+	t.Logf("recovered to high %v after the bottleneck was lifted", time.Since(start))
+
+	// The other subscriber was untouched: never moved for bandwidth,
+	// every keyframe it got was high's, and its video kept coming.
+	for _, e := range fast.Events() {
+		var u protocol.SubscriptionUpdatedParams
+		if e.Method == protocol.NotifySubscriptionUpdated && json.Unmarshal(e.Params, &u) == nil &&
+			u.TrackID == id && u.Reason == sfu.ReasonBandwidth {
+			t.Fatalf("the unthrottled subscriber was moved for bandwidth: %+v", u)
+		}
+	}
+	sizes, fastAfter := vFast.snapshot()
+	for _, h := range sizes {
+		if h != 720 {
+			t.Fatalf("the unthrottled subscriber got a %dp keyframe: %v", h, sizes)
+		}
+	}
+	if fastAfter <= fastBefore {
+		t.Fatal("the unthrottled subscriber's video stopped")
+	}
 }
 
 // noTWCCAPI is a client API that negotiates NACK and RTCP reports but not

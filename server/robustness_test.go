@@ -110,11 +110,9 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
 	}
 	if loss.rtxSeen.Load() == 0 {
-		knownIssue("no retransmission reached the subscriber: gcc's pacer drops RTX packets " +
-			"(unknown SSRC) unless the engine wraps its estimator with withRTXStreams (sfu/rtx.go)")
+		knownIssue("no retransmission reached the subscriber")
 		t.Fatalf("no packet arrived on the RTX stream: losses were not repaired " +
-			"(with congestion control on: does the engine wrap its GCC estimator with withRTXStreams? " +
-			"gcc's pacer drops packets of SSRCs it was not given, and RTX has its own)")
+			"(with congestion control on: does the congestion-control interceptor (sfu/bweio.go) pass RTX packets on?)")
 	}
 	if float64(recv) < 0.995*float64(want) {
 		if pausedForBandwidth(lossy) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/cluster"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/metrics"
 	"github.com/starling-rtc/starling/recorder"
@@ -38,6 +39,7 @@ type Server struct {
 	ext      extras // see ops.go
 	socks    sockets
 	recorder *recorder.Manager // see recording.go
+	cluster  *cluster.Node     // nil on a single node (cluster.go)
 	whip     *whip.Handler     // see whip.go
 }
 
@@ -84,6 +86,12 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	if err := s.setupOperations(mux); err != nil { // see ops.go
 		engine.Close()
 		_ = ln.Close()
+		return nil, err
+	}
+	if err := s.setupCluster(); err != nil { // see cluster.go
+		s.stopOperations(context.Background())
+		engine.Close()
+		_ = s.ln.Close()
 		return nil, err
 	}
 	s.setupWHIP(mux)
@@ -133,6 +141,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.socks.closeAll() // sockets that never joined got no leave from the rooms
 	errHTTP := s.http.Shutdown(ctx)
 	s.engine.Close()
+	s.stopCluster()       // after the rooms: their leaving is on the bus
 	s.stopOperations(ctx) // webhooks flush the rooms' last events
 	var errServe error
 	select {

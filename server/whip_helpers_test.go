@@ -32,13 +32,17 @@ import (
 
 // plainAPI is a stock pion API on loopback. vanish, when set, is a socket
 // filter: once it reads true the peer goes silent without a goodbye.
-func plainAPI(t testing.TB, vanish *atomic.Bool) *webrtc.API {
+// first are interceptors nearest the network (a test's throttle).
+func plainAPI(t testing.TB, vanish *atomic.Bool, first ...interceptor.Factory) *webrtc.API {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
 	ir := &interceptor.Registry{}
+	for _, f := range first {
+		ir.Add(f)
+	}
 	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +193,7 @@ func makeTestMedia(t testing.TB) testMedia {
 			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
 			"-map", "0:v", "-c:v", "libvpx", "-b:v", "400k", "-deadline", "realtime", "-cpu-used", "8", "-g", "15", "-auto-alt-ref", "0",
 			filepath.Join(mediaDir, "v.ivf"),
-			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20",
+			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20", "-page_duration", "20000",
 			filepath.Join(mediaDir, "a.ogg")).CombinedOutput()
 		if err != nil {
 			mediaErr = errors.New("ffmpeg: " + err.Error() + ": " + string(out))

@@ -3,13 +3,13 @@ package sfu
 import (
 	"errors"
 	"fmt"
-	"github.com/starling-rtc/starling/internal/clock"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // This file is the subscriber connection of a client that offers (WHEP):
@@ -200,7 +200,7 @@ func (s *Subscriber) SetSlot(d *DownTrack) (replaced string, err error) {
 		return "", ErrNoSlot
 	}
 	d.setTransport(&s.connected)
-	if s.est != nil {
+	if s.bw != nil {
 		d.mu.Lock()
 		d.fallback = s.fallback
 		d.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
+	"github.com/starling-rtc/starling/internal/clock"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -53,6 +54,10 @@ type outDatagram struct {
 	n   int
 	to  netip.AddrPort
 	key uint64 // groups datagrams by peer (batchwrite.go); set by the flusher
+	// The congestion controller's record of this packet, stamped with the
+	// time it left (bwe.go); nil for datagrams it does not follow.
+	hist *sendHistory
+	tseq uint16
 }
 
 const (
@@ -100,7 +105,7 @@ func (b *batchConn) WriteToAddrPort(p []byte, to netip.AddrPort) (int, error) {
 	}
 	buf := b.getBuf()
 	n := copy(buf[:], p)
-	return n, b.queueOwned(buf, n, to)
+	return n, b.queueOwned(buf, n, to, nil, 0)
 }
 
 // getBuf returns a datagram buffer, the socket's own if one is free.
@@ -115,8 +120,9 @@ func (b *batchConn) getBuf() *packetBuf {
 
 // queueOwned queues buf[:n] for the next batch without copying it: the
 // buffer is the batch's from now on, reused once sent. A full
-// queue drops the datagram, like a full socket buffer would.
-func (b *batchConn) queueOwned(buf *packetBuf, n int, to netip.AddrPort) error {
+// queue drops the datagram, like a full socket buffer would. hist, when
+// not nil, gets packet tseq's send time once it is sent.
+func (b *batchConn) queueOwned(buf *packetBuf, n int, to netip.AddrPort, hist *sendHistory, tseq uint16) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -130,7 +136,7 @@ func (b *batchConn) queueOwned(buf *packetBuf, n int, to netip.AddrPort) error {
 		counters.queueDrops.Add(1)
 		return nil
 	}
-	b.pending = append(b.pending, outDatagram{buf: buf, n: n, to: to})
+	b.pending = append(b.pending, outDatagram{buf: buf, n: n, to: to, hist: hist, tseq: tseq})
 	b.mu.Unlock()
 	select {
 	case b.wake <- struct{}{}:
@@ -177,7 +183,13 @@ func (b *batchConn) flushLoop(w *batchWriter) {
 		batch, b.pending = b.pending, batch[:0]
 		b.mu.Unlock()
 		w.write(batch)
+		// Send times for the congestion controller: now, when the packets
+		// have left, not when they were queued (docs/congestion.md).
+		now := clock.Micros()
 		for i := range batch {
+			if batch[i].hist != nil {
+				batch[i].hist.stamp(batch[i].tseq, now)
+			}
 			recycle(b.free, batch[i].buf)
 			batch[i] = outDatagram{}
 		}

@@ -30,6 +30,13 @@ type Counters struct {
 	// batched socket (srtpdirect.go), or pion's write path.
 	DirectStreams uint64
 	PionStreams   uint64
+	// Congestion control (bwe.go): decreases of subscribers' estimates on
+	// a growing delay and on loss, probes run, and probes that raised an
+	// estimate.
+	BWEDelayDecreases uint64
+	BWELossDecreases  uint64
+	BWEProbes         uint64
+	BWEProbeRaises    uint64
 	// Data messages to subscribers (dataqueue.go): held until the
 	// subscriber's data channel opened, and dropped (the holding queue was
 	// full, or the channel closed first).
@@ -41,6 +48,7 @@ var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
+	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises                           atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
 }
 
@@ -60,6 +68,10 @@ func ReadCounters() Counters {
 		SegmentedDatagrams: counters.segmentedDatagrams.Load(),
 		DirectStreams:      counters.directStreams.Load(),
 		PionStreams:        counters.pionStreams.Load(),
+		BWEDelayDecreases:  counters.bweDelayDecreases.Load(),
+		BWELossDecreases:   counters.bweLossDecreases.Load(),
+		BWEProbes:          counters.bweProbes.Load(),
+		BWEProbeRaises:     counters.bweProbeRaises.Load(),
 		DataHeld:           counters.dataHeld.Load(),
 		DataDropped:        counters.dataDropped.Load(),
 	}

@@ -2,7 +2,6 @@ package sfu
 
 import (
 	"errors"
-	"github.com/starling-rtc/starling/internal/clock"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // DownTrack is one subscription: a published track as sent to one

@@ -10,8 +10,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/cc"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/logging"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -59,9 +57,8 @@ type Engine struct {
 	udpPort int
 	tcpPort int
 
+	bwe            bool // subscriber connections run congestion control (bwe.go)
 	initialBitrate int
-	estMu          sync.Mutex
-	estimators     map[string]cc.BandwidthEstimator // by peer connection id, until claimed
 }
 
 // audioLevelURI is RFC 6464's header extension; speakers detection reads it.
@@ -159,7 +156,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	}
 	ir := &interceptor.Registry{}
 	if cfg.BandwidthEstimation {
-		if err := e.registerBWE(m, ir, cfg.InitialBitrate); err != nil {
+		if err := e.registerBWE(m, cfg.InitialBitrate); err != nil {
 			e.Close()
 			return nil, err
 		}
@@ -175,53 +172,20 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	return e, nil
 }
 
-// registerBWE adds send-side bandwidth estimation ahead of the other
-// interceptors: the TWCC header extension on everything sent and one GCC
-// estimator per connection, without pion's pacer (the SFU forwards at the
-// rate media arrives; the allocator picks layers to fit the estimate).
-func (e *Engine) registerBWE(m *webrtc.MediaEngine, ir *interceptor.Registry, initial int) error {
+// registerBWE negotiates the transport-wide sequence number header
+// extension, which TWCC feedback refers to. Each subscriber connection gets
+// its own estimator (bweInterceptor, in newSubscriberPC); there is no
+// pacer: the SFU forwards at the rate media arrives, and the allocator
+// picks layers to fit the estimate.
+func (e *Engine) registerBWE(m *webrtc.MediaEngine, initial int) error {
 	if initial <= 0 {
 		initial = 3_000_000
 	}
-	e.initialBitrate = initial
-	e.estimators = map[string]cc.BandwidthEstimator{}
-	f, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-		// withRTXStreams: otherwise the estimator's pacer drops the NACK
-		// responder's retransmissions (their SSRC is not a stream it knows).
-		return withRTXStreams(gcc.NewSendSideBWE(
-			gcc.SendSideBWEInitialBitrate(initial),
-			gcc.SendSideBWEMinBitrate(100_000),
-			gcc.SendSideBWEMaxBitrate(50_000_000),
-			gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
-			gcc.WithLoggerFactory(e.logs),
-		))
-	})
-	if err != nil {
-		return err
-	}
-	f.OnNewPeerConnection(func(id string, est cc.BandwidthEstimator) {
-		e.estMu.Lock()
-		e.estimators[id] = est
-		e.estMu.Unlock()
-	})
-	ir.Add(f)
+	e.bwe, e.initialBitrate = true, initial
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeVideo); err != nil {
 		return err
 	}
-	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeAudio); err != nil {
-		return err
-	}
-	ir.Add(twccSeqFactory{})
-	return nil
-}
-
-// claimEstimator returns the estimator pion made for pc, if any.
-func (e *Engine) claimEstimator(pc *webrtc.PeerConnection) cc.BandwidthEstimator {
-	e.estMu.Lock()
-	defer e.estMu.Unlock()
-	est := e.estimators[pc.ID()]
-	delete(e.estimators, pc.ID())
-	return est
+	return m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, webrtc.RTPCodecTypeAudio)
 }
 
 // registerCodecs registers every codec browsers offer that Starling forwards,
@@ -261,33 +225,47 @@ func peerConfig(iceServers []webrtc.ICEServer) webrtc.Configuration {
 	}
 }
 
-// newSubscriberPC builds a subscriber's peer connection: with the direct
-// send path, on an API of its own, whose DTLS hooks learn this
-// connection's keys and whose first interceptor is its directSender.
-func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerConnection, *directSender, error) {
-	if !e.direct {
+// newSubscriberPC builds a subscriber's peer connection, on an API of its
+// own when it has interceptors of its own: with the direct send path, its
+// directSender (first: innermost, under every shared interceptor), whose
+// DTLS hooks learn this connection's keys; with congestion control, its
+// bweInterceptor (next: it hands packets straight to the directSender).
+func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerConnection, *bweInterceptor, error) {
+	if !e.direct && !e.bwe {
 		pc, err := e.NewPeerConnection(iceServers)
 		return pc, nil, err
 	}
-	ds := &directSender{}
 	se := e.se
-	se.SetDTLSKeyLogWriter(&ds.keys)
-	se.SetDTLSServerHelloMessageHook(ds.keys.serverHello)
 	ir := &interceptor.Registry{}
-	ir.Add(ds) // first: innermost, under every shared interceptor
+	var ds *directSender
+	if e.direct {
+		ds = &directSender{}
+		se.SetDTLSKeyLogWriter(&ds.keys)
+		se.SetDTLSServerHelloMessageHook(ds.keys.serverHello)
+		ir.Add(ds)
+	}
+	var bw *bweInterceptor
+	if e.bwe {
+		bw = newBWEInterceptor(e.initialBitrate)
+		ir.Add(bw)
+	}
 	ir.Add(registryFactory{e.ir})
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(e.media), webrtc.WithInterceptorRegistry(ir),
 		webrtc.WithSettingEngine(se))
 	cfg := peerConfig(iceServers)
-	// Header extensions in the clear, as Starling's own encryption does
-	// them (RFC 9335's cryptex is pion's to apply).
-	cfg.RTPHeaderEncryptionPolicy = webrtc.RTPHeaderEncryptionPolicyDisable
+	if ds != nil {
+		// Header extensions in the clear, as Starling's own encryption
+		// does them (RFC 9335's cryptex is pion's to apply).
+		cfg.RTPHeaderEncryptionPolicy = webrtc.RTPHeaderEncryptionPolicyDisable
+	}
 	pc, err := api.NewPeerConnection(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	e.watchDirect(pc, ds)
-	return pc, ds, nil
+	if ds != nil {
+		e.watchDirect(pc, ds)
+	}
+	return pc, bw, nil
 }
 
 // UDPPort is the media UDP port actually bound.

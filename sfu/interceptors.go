@@ -33,8 +33,8 @@ const maxNACKsPerPacket = 3
 //     down tracks' timestamps through their publishers' reports (rtcp.go),
 //     instead of pion's, built from the time the SFU wrote each frame.
 //
-// Register send-side bandwidth estimation before it, wrapped with
-// withRTXStreams.
+// Subscriber connections add their own congestion control interceptor
+// below these (bweio.go).
 func registerSFUInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry, logs logging.LoggerFactory) error {
 	generator, err := nack.NewGeneratorInterceptor(nack.WithGeneratorLoggerFactory(logs),
 		nack.GeneratorMaxNacksPerPacket(maxNACKsPerPacket))

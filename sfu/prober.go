@@ -2,6 +2,8 @@ package sfu
 
 import (
 	"time"
+
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // probeTick is how often the prober sends a burst of padding.
@@ -12,16 +14,41 @@ const probeTick = 20 * time.Millisecond
 const paddingWireSize = 255 + 12 + 8 + 10
 
 // EstimatedBitrate is the estimate of this subscriber's downlink in bits/s:
-// GCC over TWCC feedback when the client negotiated it, else REMB or
-// receiver-report loss; 0 when bandwidth estimation is off.
+// Starling's estimator over TWCC feedback (bwe.go) when the client
+// negotiated it, else REMB or receiver-report loss; 0 when bandwidth
+// estimation is off.
 func (s *Subscriber) EstimatedBitrate() uint64 {
-	if s.est == nil {
+	if s.bw == nil {
 		return 0
 	}
 	if !s.twcc.Load() {
 		return s.fallback.estimate(time.Now())
 	}
-	return uint64(max(0, s.est.GetTargetBitrate()))
+	return s.bw.est.estimate()
+}
+
+// LossLimited reports whether loss is holding this subscriber's estimate
+// down (more than 10% of its packets lost lately), as opposed to a
+// growing delay alone; without TWCC the estimate comes from loss (or the
+// client's own REMB) anyway.
+func (s *Subscriber) LossLimited() bool {
+	if s.bw == nil {
+		return false
+	}
+	if !s.twcc.Load() {
+		return true
+	}
+	return s.bw.est.lossLimited()
+}
+
+// OnEstimateChanged sets f to run when the subscriber's estimate falls by
+// more than 15% at once, or a probe raised it, so that layers follow
+// without waiting for the next allocation round. f runs on a feedback
+// goroutine and must not block.
+func (s *Subscriber) OnEstimateChanged(f func()) {
+	if s.bw != nil {
+		s.bw.est.changed.Store(&f)
+	}
 }
 
 // Probe sends padding at rate bits/s on top of the media for d, so the
@@ -57,6 +84,23 @@ func (s *Subscriber) probe(rate uint64, d time.Duration) {
 	perTick := float64(rate) * probeTick.Seconds() / 8 / paddingWireSize
 	t := time.NewTicker(probeTick)
 	defer t.Stop()
+	if s.bw != nil {
+		// Every packet sent from now on belongs to this probe's cluster,
+		// whose measured rate the estimator takes once its feedback is in.
+		s.probeMu.Lock()
+		s.probeID++
+		if s.probeID == 0 {
+			s.probeID = 1
+		}
+		id := s.probeID
+		s.probeMu.Unlock()
+		s.bw.est.startProbe(id, clock.Micros())
+		s.bw.cluster.Store(uint32(id))
+		defer func() {
+			s.bw.cluster.Store(0)
+			s.bw.est.endProbe(clock.Micros())
+		}()
+	}
 	end := time.Now().Add(d)
 	owed := 0.0
 	for time.Now().Before(end) {

@@ -23,7 +23,6 @@ func NewPublisher(e *Engine, iceServers []webrtc.ICEServer,
 	if err != nil {
 		return nil, err
 	}
-	e.claimEstimator(pc) // a publisher connection sends no media to estimate
 	p := &Publisher{peer: peer{pc: pc}, onData: onData}
 	p.watchState()
 	pc.OnTrack(onTrack)

@@ -1,7 +1,6 @@
 package sfu
 
 import (
-	"github.com/starling-rtc/starling/internal/clock"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -10,6 +9,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Sink consumes one published track's packets. Down tracks, recorders and

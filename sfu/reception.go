@@ -1,10 +1,10 @@
 package sfu
 
 import (
-	"github.com/starling-rtc/starling/internal/clock"
 	"time"
 
 	"github.com/pion/rtcp"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // ReceptionStats is what a subscriber's receiver reports say about one down

@@ -2,13 +2,13 @@ package sfu
 
 import (
 	"encoding/binary"
-	"github.com/starling-rtc/starling/internal/clock"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Retransmissions answer a subscriber's NACKs from the receiver's packet

@@ -1,7 +1,6 @@
 package sfu
 
 import (
-	"github.com/starling-rtc/starling/internal/clock"
 	"sync"
 	"time"
 
@@ -9,6 +8,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Sender reports for down tracks.

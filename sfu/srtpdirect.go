@@ -9,6 +9,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // The direct send path: a subscriber connection's RTP is encrypted by
@@ -122,12 +123,33 @@ func (st *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attri
 	if st.path == pathPion || r == nil {
 		return st.next.Write(h, payload, a)
 	}
-	return st.writeDirect(r, h, payload)
+	return st.writeDirect(r, h, payload, nil, 0)
+}
+
+// writeStamped is Write for a packet the estimator follows: its send
+// time in hist is stamped when the batched socket has sent it (bweio.go).
+func (st *directStream) writeStamped(h *rtp.Header, payload []byte, a interceptor.Attributes, hist *sendHistory, seq uint16) (int, error) {
+	r := st.sender.route.Load()
+	if st.path == pathUnset {
+		if r != nil {
+			st.path = pathDirect
+			counters.directStreams.Add(1)
+		} else {
+			st.path = pathPion
+			counters.pionStreams.Add(1)
+		}
+	}
+	if st.path == pathPion || r == nil {
+		n, err := st.next.Write(h, payload, a)
+		hist.stamp(seq, clock.Micros())
+		return n, err
+	}
+	return st.writeDirect(r, h, payload, hist, seq)
 }
 
 // writeDirect marshals and encrypts into a pooled buffer that the batched
 // socket then owns: no copy after the encryption.
-func (st *directStream) writeDirect(r *directRoute, h *rtp.Header, payload []byte) (int, error) {
+func (st *directStream) writeDirect(r *directRoute, h *rtp.Header, payload []byte, hist *sendHistory, seq uint16) (int, error) {
 	if st.keys != r.keys {
 		ctx, err := srtp.CreateContext(r.keys.key, r.keys.salt, r.keys.profile)
 		if err != nil {
@@ -141,6 +163,7 @@ func (st *directStream) writeDirect(r *directRoute, h *rtp.Header, payload []byt
 		if err != nil {
 			return 0, err
 		}
+		defer stampNow(hist, seq)
 		return r.conn.WriteToAddrPort(out, r.to)
 	}
 	buf := r.conn.getBuf()
@@ -152,9 +175,18 @@ func (st *directStream) writeDirect(r *directRoute, h *rtp.Header, payload []byt
 	if len(out) > len(buf) || &out[0] != &buf[0] {
 		// The cipher wrote elsewhere (it never does with room to spare).
 		defer recycle(r.conn.free, buf)
+		defer stampNow(hist, seq)
 		return r.conn.WriteToAddrPort(out, r.to)
 	}
-	return len(out), r.conn.queueOwned(buf, len(out), r.to)
+	return len(out), r.conn.queueOwned(buf, len(out), r.to, hist, seq)
+}
+
+// stampNow stamps a packet's send time now, for the rare packets that do
+// not go through the batched socket's own queue.
+func stampNow(hist *sendHistory, seq uint16) {
+	if hist != nil {
+		hist.stamp(seq, clock.Micros())
+	}
 }
 
 func (st *directStream) encrypt(dst []byte, h *rtp.Header, payload []byte) ([]byte, error) {

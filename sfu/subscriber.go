@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -22,9 +21,10 @@ type Subscriber struct {
 	down   map[string]*DownTrack // by track id, for transport events
 	slots  []*slot               // answering connections only (answer.go)
 
-	est       cc.BandwidthEstimator // nil when bandwidth estimation is off
-	fallback  *fallbackEstimator    // REMB / receiver-report loss, when TWCC is not negotiated
-	twcc      atomic.Bool           // the client's answer enabled TWCC feedback
+	bw        *bweInterceptor    // congestion control (bwe.go); nil when it is off
+	fallback  *fallbackEstimator // REMB / receiver-report loss, when TWCC is not negotiated
+	probeID   uint16             // the last probe cluster's id
+	twcc      atomic.Bool        // the client's answer enabled TWCC feedback
 	probeMu   sync.Mutex
 	probing   bool
 	stopped   bool
@@ -34,7 +34,7 @@ type Subscriber struct {
 
 // NewSubscriber makes a subscriber connection with its `data` channel.
 func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error) {
-	pc, _, err := e.newSubscriberPC(iceServers)
+	pc, bw, err := e.newSubscriberPC(iceServers)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 	}
 	s := &Subscriber{
 		peer: peer{pc: pc}, dc: dc, tracks: map[string]*webrtc.RTPSender{}, down: map[string]*DownTrack{},
-		est: e.claimEstimator(pc), stopProbe: make(chan struct{}), fallback: newFallbackEstimator(e.initialBitrate),
+		bw: bw, stopProbe: make(chan struct{}), fallback: newFallbackEstimator(e.initialBitrate),
 	}
 	s.onConnect = s.resumeAll
 	dc.OnOpen(s.data.opened(dc))
@@ -83,7 +83,7 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	}
 	s.tracks[d.ID()] = t.Sender()
 	d.setTransport(&s.connected)
-	if s.est != nil {
+	if s.bw != nil {
 		d.mu.Lock()
 		d.fallback = s.fallback
 		d.mu.Unlock()

@@ -294,3 +294,46 @@ func TestRelayPeerRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayEdgeLiveness: the edge's Layers, LiveLayers and PacketTime
+// follow the origin: a layer the publisher stops is no longer live on the
+// edge, one it resumes is again.
+func TestRelayEdgeLiveness(t *testing.T) {
+	origin, edge := pair(t)
+	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
+	_, imp := exportImport(t, origin, edge, src, 0b111)
+	var changes []uint8
+	changed := make(chan uint8, 16)
+	imp.OnLayersChanged(func(live uint8) { changed <- live })
+	sink := newRecSink()
+	imp.AddSink(sink)
+	if imp.PacketTime() != 0 {
+		t.Fatal("packet time before any packet")
+	}
+	seq := uint16(0)
+	emit := func(layers uint8) {
+		seq++
+		for l := int8(0); l < 3; l++ {
+			if layers&(1<<l) != 0 {
+				src.emit(l, seq, uint32(seq)*3000, true, []byte{1})
+			}
+		}
+	}
+	eventually(t, "all layers live on the edge", func() bool { emit(0b111); return imp.LiveLayers() == 0b111 })
+	if imp.Layers() != 0b111 || imp.PacketTime() == 0 {
+		t.Fatalf("layers %b, packet time %d", imp.Layers(), imp.PacketTime())
+	}
+	src.live.Store(0b001) // the publisher stopped its two upper layers
+	eventually(t, "layers 1 and 2 no longer live on the edge", func() bool {
+		emit(0b001)
+		return imp.LiveLayers() == 0b001
+	})
+	src.live.Store(0b011)
+	eventually(t, "layer 1 live again", func() bool { emit(0b011); return imp.LiveLayers() == 0b011 })
+	for len(changed) > 0 {
+		changes = append(changes, <-changed)
+	}
+	if len(changes) < 3 || changes[len(changes)-1] != 0b011 {
+		t.Fatalf("OnLayersChanged saw %v", changes)
+	}
+}

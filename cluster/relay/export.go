@@ -3,7 +3,6 @@ package relay
 import (
 	"encoding/binary"
 	"errors"
-	"github.com/starling-rtc/starling/internal/clock"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 

@@ -24,11 +24,14 @@ type fakeSource struct {
 	mu     sync.Mutex
 	sinks  []sfu.Sink
 	now    atomic.Int64
+	live   atomic.Uint32
 	kf     chan int8 // RequestKeyframe calls
 }
 
 func newFakeSource(kind webrtc.RTPCodecType, layers uint8) *fakeSource {
-	return &fakeSource{kind: kind, layers: layers, kf: make(chan int8, 64)}
+	f := &fakeSource{kind: kind, layers: layers, kf: make(chan int8, 64)}
+	f.live.Store(uint32(layers))
+	return f
 }
 
 func (f *fakeSource) ID() string                { return "TR_fake" }
@@ -54,7 +57,7 @@ func (f *fakeSource) RequestKeyframe(layer int8) {
 	}
 }
 func (f *fakeSource) Layers() uint8     { return f.layers }
-func (f *fakeSource) LiveLayers() uint8 { return f.layers }
+func (f *fakeSource) LiveLayers() uint8 { return uint8(f.live.Load()) }
 func (f *fakeSource) PacketTime() int64 { return f.now.Load() }
 func (f *fakeSource) sinkCount() int    { f.mu.Lock(); defer f.mu.Unlock(); return len(f.sinks) }
 func (f *fakeSource) snapshot() []sfu.Sink {

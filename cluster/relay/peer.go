@@ -2,7 +2,6 @@ package relay
 
 import (
 	"encoding/binary"
-	"github.com/starling-rtc/starling/internal/clock"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // peer is another node: where it is, the keys both ways, and the tracks
@@ -34,6 +34,11 @@ type peer struct {
 	rxRTP     *srtp.Context
 	rxRTCP    *srtp.Context
 	lastTrial int64
+	// Epochs the peer used before: never adopted again, or a recorded
+	// datagram of an old epoch replayed from the peer's address would
+	// bring back keys with an empty replay window.
+	retired  [retiredEpochs]epoch
+	nRetired int
 
 	mu      sync.Mutex
 	exports map[uint32]*Export                 // by SSRC base
@@ -51,6 +56,9 @@ type peer struct {
 // epochTrialGap limits how often a datagram under an unknown epoch costs a
 // key derivation: a forged stream of them must not eat the CPU.
 const epochTrialGap = 100 * time.Millisecond
+
+// retiredEpochs is how many of a peer's past epochs are remembered.
+const retiredEpochs = 8
 
 // clockWindow is how many clock reports the relay clock offset is the
 // minimum of (~8 s of one publisher's audio and video reports).
@@ -101,6 +109,11 @@ func (p *peer) contexts(pkt []byte, kind byte) (ctx *srtp.Context, fresh *[2]*sr
 		}
 		return p.rxRTCP, nil, e
 	}
+	for _, r := range p.retired[:min(p.nRetired, retiredEpochs)] {
+		if r == e {
+			return nil, nil, e
+		}
+	}
 	now := clock.Nanos()
 	if now-p.lastTrial < int64(epochTrialGap) {
 		return nil, nil, e
@@ -124,6 +137,8 @@ func (p *peer) contexts(pkt []byte, kind byte) (ctx *srtp.Context, fresh *[2]*sr
 func (p *peer) adopt(fresh *[2]*srtp.Context, e epoch) {
 	if p.rxRTP != nil {
 		p.t.log.Info("relay peer restarted: new keys", "peer", p.id)
+		p.retired[p.nRetired%retiredEpochs] = p.rxEpoch
+		p.nRetired++
 	}
 	p.rxRTP, p.rxRTCP, p.rxEpoch = fresh[0], fresh[1], e
 }

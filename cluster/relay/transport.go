@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/starling-rtc/starling/internal/clock"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/internal/udpgro"
 	"github.com/starling-rtc/starling/sfu"
 )

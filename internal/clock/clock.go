@@ -40,3 +40,6 @@ func Wall() time.Time {
 
 // Step moves Wall by d (tests: a wall-clock jump). Nanos does not move.
 func Step(d time.Duration) { step.Add(int64(d)) }
+
+// Micros is Nanos in microseconds.
+func Micros() int64 { return Nanos() / 1000 }

@@ -133,19 +133,18 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 	if e != nil {
 		return nil, "", nil, e
 	}
-	offered, e := parseOffer(offer)
-	if e != nil {
+	if _, e := parseOffer(offer); e != nil {
 		return nil, "", nil, e
 	}
 	s := &session{h: h, id: newSessionID(), kind: k, room: name, identity: identity, target: protocol.TargetPublisher}
 	var anns []protocol.TrackAnnouncement
 	switch k {
 	case kindWHIP:
-		if len(offered) == 0 {
-			return nil, "", nil, fail(http.StatusBadRequest, "the offer sends no audio or video (WHIP publishes: use sendonly media sections)")
-		}
 		if offer, anns, e = prepareWHIPOffer(offer); e != nil {
 			return nil, "", nil, e
+		}
+		if len(anns) == 0 {
+			return nil, "", nil, fail(http.StatusBadRequest, "the offer sends no audio or video (WHIP publishes: use sendonly media sections)")
 		}
 	case kindWHEP:
 		s.target = protocol.TargetSubscriber

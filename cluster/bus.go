@@ -1,0 +1,282 @@
+// Package cluster joins Starling nodes into one server over NATS: an
+// embedded nats-server per node routed to its peers (or an external NATS
+// cluster), node heartbeats, room events on per-room subjects, cluster-wide
+// room facts in JetStream key-value with compare-and-set, and the requests
+// that set up the media relay between nodes (package cluster/relay). A
+// single node never loads this package's bus: room.Manager runs without it.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// busUser is the NATS user of every node; the cluster secret is its password.
+const busUser = "starling"
+
+// roomsBucket is the JetStream key-value bucket of cluster-wide room facts.
+const roomsBucket = "starling-rooms"
+
+// ErrSecretRejected is returned when a peer refuses this node's secret.
+var ErrSecretRejected = errors.New("a peer refused this node's cluster secret (NATS authorization violation): every node needs the same --cluster-secret / STARLING_CLUSTER_SECRET")
+
+// BusOptions locate the bus.
+type BusOptions struct {
+	NodeID   string
+	Listen   string   // embedded: route HOST:PORT
+	Routes   []string // embedded: peers' route URLs
+	Secret   string
+	NATSURL  string // external NATS instead of the embedded server
+	StoreDir string // embedded JetStream files; "" = a temporary folder
+	Logger   *slog.Logger
+	// Ready bounds how long openBus waits for the peers to accept this node
+	// and for the state store (JetStream) to answer.
+	Ready time.Duration
+}
+
+// bus is the node's connection to NATS (and the embedded server, if any).
+type bus struct {
+	ns     *server.Server // nil with an external NATS
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	tmpDir string
+	log    *slog.Logger
+}
+
+// openBus starts the embedded NATS server (or dials the external one),
+// connects, and opens the room-state bucket. A peer refusing the secret is
+// ErrSecretRejected; a bucket that does not answer within o.Ready is an
+// error naming what is missing.
+func openBus(o BusOptions) (*bus, error) {
+	b := &bus{log: o.Logger}
+	authErr := make(chan error, 1)
+	var urls string
+	var copts []nats.Option
+	replicas := 1
+	if o.NATSURL == "" {
+		ns, dir, err := startEmbedded(o, authErr)
+		if err != nil {
+			return nil, err
+		}
+		b.ns, b.tmpDir = ns, dir
+		urls = ns.ClientURL()
+		copts = append(copts, nats.InProcessServer(ns), nats.UserInfo(busUser, o.Secret))
+		replicas = min(3, 1+len(o.Routes))
+	} else {
+		urls = o.NATSURL
+	}
+	copts = append(copts, nats.Name("starling-"+o.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	nc, err := nats.Connect(urls, copts...)
+	if err != nil {
+		b.close()
+		return nil, fmt.Errorf("cluster bus: connecting to NATS: %w", err)
+	}
+	b.nc = nc
+	b.js, err = jetstream.New(nc)
+	if err != nil {
+		b.close()
+		return nil, fmt.Errorf("cluster bus: JetStream: %w", err)
+	}
+	if err := b.openBucket(o.Ready, replicas, authErr); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// startEmbedded runs nats-server in this process: the node connects
+// in-process (its client port is loopback only), routes on o.Listen, the secret on routes and
+// clients, JetStream for the room facts.
+func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, error) {
+	host, portStr, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("cluster listen %q: %w", o.Listen, err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	dir, tmp := o.StoreDir, ""
+	if dir == "" {
+		if tmp, err = os.MkdirTemp("", "starling-js-"); err != nil {
+			return nil, "", err
+		}
+		dir = tmp
+	}
+	routes, err := routeURLs(o.Routes, o.Secret)
+	if err != nil {
+		return nil, "", err
+	}
+	opts := &server.Options{
+		// The node connects in-process, but nats-server starts routing only
+		// once its client port is open: a loopback one, behind the secret.
+		ServerName: o.NodeID, Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
+		Username: busUser, Password: o.Secret,
+		JetStream: true, StoreDir: dir,
+		JetStreamMaxMemory: 256 << 20, JetStreamMaxStore: 1 << 30,
+		Cluster: server.ClusterOpts{
+			Name: "starling", Host: host, Port: port,
+			Username: busUser, Password: o.Secret,
+		},
+		Routes: routes,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, "", fmt.Errorf("cluster bus: %w", err)
+	}
+	ns.SetLoggerV2(&natsLogger{log: o.Logger.With("component", "nats"), authErr: authErr}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		_ = os.RemoveAll(tmp)
+		return nil, "", fmt.Errorf("cluster bus: the embedded NATS server did not start (is %s free?)", o.Listen)
+	}
+	return ns, tmp, nil
+}
+
+// routeURLs adds the bus credentials to the peers' route URLs.
+func routeURLs(in []string, secret string) ([]*url.URL, error) {
+	out := make([]*url.URL, 0, len(in))
+	for _, r := range in {
+		u, err := url.Parse(strings.TrimSpace(r))
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("cluster route %q: want nats://HOST:PORT", r)
+		}
+		u.User = url.UserPassword(busUser, secret)
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// openBucket opens (or creates) the room-state bucket, retrying while
+// JetStream elects its leader, and fails early if a peer refuses the secret.
+func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error) error {
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	deadline := time.Now().Add(wait)
+	var last error
+	for {
+		select {
+		case err := <-authErr:
+			return err
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		kv, err := b.js.KeyValue(ctx, roomsBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			// As many replicas as nodes are up now, up to 3 (the
+			// heartbeat raises it as more nodes join: upgradeReplicas).
+			for r := replicas; r >= 1; r-- {
+				kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+					Bucket: roomsBucket, Storage: jetstream.MemoryStorage, Replicas: r, History: 1,
+					Description: "Starling rooms: sid, members, identities (cluster-wide facts, compare-and-set)",
+				})
+				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
+				if !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
+					break
+				}
+			}
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = b.js.KeyValue(ctx, roomsBucket)
+			}
+		}
+		cancel()
+		if err == nil {
+			b.kv = kv
+			return nil
+		}
+		last = err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster bus: the room state store (JetStream bucket %s, %d replicas) is not available after %s: %v; "+
+				"with the embedded bus, start the other nodes listed in --cluster-routes (a majority must be up)", roomsBucket, replicas, wait, last)
+		}
+		select {
+		case err := <-authErr:
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (b *bus) close() {
+	if b.nc != nil {
+		_ = b.nc.Drain()
+		b.nc.Close()
+	}
+	if b.ns != nil {
+		b.ns.Shutdown()
+		b.ns.WaitForShutdown()
+	}
+	if b.tmpDir != "" {
+		_ = os.RemoveAll(b.tmpDir)
+	}
+}
+
+// natsLogger routes the embedded server's log into slog and notices a peer
+// refusing our route credentials (the wrong secret).
+type natsLogger struct {
+	log     *slog.Logger
+	authErr chan error
+	once    sync.Once
+}
+
+func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(format string, v ...any)  {}
+func (l *natsLogger) Tracef(format string, v ...any)  {}
+func (l *natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	switch {
+	case strings.Contains(msg, "Route Error") && strings.Contains(msg, "Authorization Violation"):
+		l.log.Error("a peer refused this node's cluster secret", "nats", msg)
+		l.once.Do(func() { l.authErr <- ErrSecretRejected })
+	case strings.Contains(msg, "authentication error"):
+		l.log.Warn("refused a connection with a wrong cluster secret", "nats", msg)
+	default:
+		l.log.Debug(msg)
+	}
+}
+
+// upgradeReplicas raises the room-state bucket's replicas to min(3, live
+// nodes) after nodes that were missing at its creation have joined, so it
+// survives the loss of a node. Only the embedded bus manages its bucket.
+func (b *bus) upgradeReplicas(live int) {
+	if b.ns == nil || live < 2 {
+		return
+	}
+	want := min(3, live)
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	s, err := b.js.Stream(ctx, "KV_"+roomsBucket)
+	if err != nil {
+		return
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Config.Replicas >= want {
+		return
+	}
+	cfg := info.Config
+	cfg.Replicas = want
+	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
+		b.log.Debug("room state replicas unchanged", "want", want, "err", err)
+		return
+	}
+	b.log.Info("room state now replicated on more nodes", "replicas", want)
+}

@@ -1,0 +1,184 @@
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/cluster"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+)
+
+const testSecret = "test-cluster-secret-0123456789"
+
+// freePorts returns n free TCP ports on loopback.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return ports
+}
+
+// nodeConfig is a loopback node of a test cluster whose route ports are
+// ports; node i listens on ports[i] and routes to the others.
+func nodeConfig(ports []int, i int, tune func(*config.Config)) config.Config {
+	cfg := config.Default()
+	cfg.HTTP.Address = "127.0.0.1:0"
+	cfg.RTC.BindIP = "127.0.0.1"
+	cfg.RTC.UDPPort = 0
+	cfg.RTC.TCPPort = 0
+	cfg.RTC.CongestionControl = false
+	cfg.Room.EmptyTimeout = config.Duration(300 * time.Millisecond)
+	cfg.Room.NegotiationTimeout = config.Duration(10 * time.Second)
+	cfg.Room.ResumeWindow = config.Duration(time.Second)
+	cfg.Cluster.NodeID = fmt.Sprintf("n%d", i)
+	cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", ports[i])
+	cfg.Cluster.Secret = testSecret
+	for j, p := range ports {
+		if j != i {
+			cfg.Cluster.Routes = append(cfg.Cluster.Routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+		}
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	return cfg
+}
+
+func testLogger() *slog.Logger {
+	var w io.Writer = io.Discard
+	if os.Getenv("STARLING_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: testLevel()}))
+}
+
+// startCluster starts n routed nodes in parallel (JetStream needs a
+// majority before any of them is ready).
+func startCluster(t testing.TB, n int, tune func(*config.Config)) []*server.Server {
+	t.Helper()
+	return startNodes(t, freePorts(t, n), n, tune)
+}
+
+// startNodes starts the first n nodes of a cluster whose route ports are ports.
+func startNodes(t testing.TB, ports []int, n int, tune func(*config.Config)) []*server.Server {
+	t.Helper()
+	srvs := make([]*server.Server, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			srv, err := server.New(nodeConfig(ports, i, tune), testLogger().With("test-node", i))
+			srvs[i] = srv
+			errs <- err
+		}(i)
+	}
+	var firstErr error
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	for _, srv := range srvs {
+		if srv == nil {
+			continue
+		}
+		srv.Serve()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		})
+	}
+	if firstErr != nil {
+		t.Fatalf("starting the cluster: %v", firstErr)
+	}
+	return srvs
+}
+
+// nodesOf reads GET /v1/nodes from a node.
+func nodesOf(t testing.TB, srv *server.Server) []cluster.NodeInfo {
+	t.Helper()
+	resp, err := http.Get(srv.BaseURL() + "/v1/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/nodes: %s", resp.Status)
+	}
+	var body struct {
+		Nodes []cluster.NodeInfo `json:"nodes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return body.Nodes
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// join connects a Go client to a node over loopback.
+func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*client.Options)) *client.Client {
+	t.Helper()
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := client.Options{Name: name, API: api}
+	for _, f := range opts {
+		f(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, srv.SignalingURL(), room, o)
+	if err != nil {
+		t.Fatalf("%s joins %s: %v", name, room, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func itoa(i int) string { return fmt.Sprint(i) }
+
+func testLevel() slog.Level {
+	if os.Getenv("STARLING_TEST_LOG") == "debug" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}

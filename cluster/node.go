@@ -1,0 +1,152 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/room"
+)
+
+// Options start a Node.
+type Options struct {
+	BusOptions
+	// URL is the node's HTTP base URL, shown in GET /v1/nodes.
+	URL string
+	// RelayAddr is the UDP address of the media relay.
+	RelayAddr string
+	// Rooms is the node's room manager; the Node becomes its room.Bus.
+	Rooms *room.Manager
+	// EmptyTimeout is how long a room empty everywhere lives on.
+	EmptyTimeout time.Duration
+	// OnRoomFinished is called on the one node that closes a room for the
+	// whole cluster (webhooks send room_finished from there).
+	OnRoomFinished func(room, sid string)
+}
+
+// Node is this process's membership in the cluster.
+type Node struct {
+	id      string
+	opts    Options
+	log     *slog.Logger
+	bus     *bus
+	reg     *registry
+	rooms   *room.Manager
+	started time.Time
+
+	rttMicros atomic.Int64
+
+	rs roomSubs // see rooms.go
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewNodeID makes a random node id.
+func NewNodeID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "node-" + hex.EncodeToString(b[:])
+}
+
+// Start joins the cluster: bus, heartbeats, room events. It fails with
+// ErrSecretRejected when a peer refuses the secret.
+func Start(o Options) (*Node, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.NodeID == "" {
+		o.NodeID = NewNodeID()
+	}
+	if o.EmptyTimeout <= 0 {
+		o.EmptyTimeout = 10 * time.Second
+	}
+	if o.Secret == "" {
+		return nil, errors.New("cluster: a secret is required (--cluster-secret or STARLING_CLUSTER_SECRET)")
+	}
+	n := &Node{
+		id: o.NodeID, opts: o, log: o.Logger.With("node", o.NodeID), reg: newRegistry(o.NodeID),
+		rooms: o.Rooms, started: time.Now(), stop: make(chan struct{}),
+	}
+	n.rs.init()
+	o.Logger = n.log
+	b, err := openBus(o.BusOptions)
+	if err != nil {
+		return nil, err
+	}
+	n.bus = b
+	if err := n.subscribeNodes(); err != nil {
+		b.close()
+		return nil, err
+	}
+	if err := n.subscribeNodeRequests(); err != nil { // see rooms.go
+		b.close()
+		return nil, err
+	}
+	if err := b.nc.Flush(); err != nil {
+		b.close()
+		return nil, err
+	}
+	n.purgeNode(n.id) // members left behind by an earlier run with this id
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
+	if n.rooms != nil {
+		n.rooms.SetBus(n)
+	}
+	n.log.Info("cluster node started", "listen", o.Listen, "routes", o.Routes, "nats", o.NATSURL)
+	return n, nil
+}
+
+// ID is the node id.
+func (n *Node) ID() string { return n.id }
+
+// Conn is the node's NATS connection (tests use it to watch the bus).
+func (n *Node) Conn() *nats.Conn { return n.bus.nc }
+
+// Nodes lists the live nodes of the cluster, this one included.
+func (n *Node) Nodes() []NodeInfo { return n.reg.list() }
+
+// BusRTT is the last measured round trip to another node over the bus.
+func (n *Node) BusRTT() time.Duration { return time.Duration(n.rttMicros.Load()) * time.Microsecond }
+
+func (n *Node) selfInfo() NodeInfo {
+	info := NodeInfo{ID: n.id, URL: n.opts.URL, RelayAddr: n.opts.RelayAddr, StartedAt: n.started.UnixMilli(), BusRTTMicros: n.rttMicros.Load()}
+	if n.rooms != nil {
+		s := n.rooms.Snapshot()
+		info.Rooms, info.Participants, info.Tracks = s.Rooms, s.Participants, s.Tracks
+	}
+	return info
+}
+
+// Close says goodbye on the bus and leaves it. Call it after the rooms
+// have shut down, so their leaving is published first.
+func (n *Node) Close() {
+	n.closeOnce.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		n.rs.closeAll()
+		_ = n.bus.nc.Publish(subjBye, []byte(n.id))
+		_ = n.bus.nc.Flush()
+		n.bus.close()
+	})
+}
+
+// nodeGone is called when a node said goodbye or stopped heartbeating:
+// its participants leave every room here.
+func (n *Node) nodeGone(id string) {
+	if n.rooms != nil {
+		n.rooms.RemoteNodeGone(id)
+	}
+}
+
+func (n *Node) roomFinished(name, sid string) {
+	if n.opts.OnRoomFinished != nil {
+		n.opts.OnRoomFinished(name, sid)
+	}
+}

@@ -1,0 +1,171 @@
+package cluster
+
+import (
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+const (
+	subjHeartbeat = "starling.nodes.hb"     // every node's heartbeat
+	subjBye       = "starling.nodes.bye"    // a node leaving cleanly
+	hbInterval    = time.Second             // heartbeat period
+	hbExpiry      = 3500 * time.Millisecond // a node silent this long is gone (< 5 s)
+)
+
+// NodeInfo is one node as GET /v1/nodes lists it.
+type NodeInfo struct {
+	ID           string `json:"id"`
+	URL          string `json:"url,omitempty"`       // the node's signaling/HTTP base URL
+	RelayAddr    string `json:"relayAddr,omitempty"` // its media relay UDP address
+	StartedAt    int64  `json:"startedAt"`           // unix ms
+	Rooms        int    `json:"rooms"`
+	Participants int    `json:"participants"`     // connected to this node
+	Tracks       int    `json:"tracks"`           // published on this node
+	RelayedOut   int    `json:"relayedTracksOut"` // tracks this node relays to others
+	RelayedIn    int    `json:"relayedTracksIn"`  // tracks this node receives by relay
+	BusRTTMicros int64  `json:"busRttMicros"`     // round trip to a peer over the bus
+	LastSeen     int64  `json:"lastSeen"`         // unix ms of its last heartbeat
+	Self         bool   `json:"self,omitempty"`
+}
+
+// registry keeps the nodes heard on the bus.
+type registry struct {
+	self  string
+	mu    sync.Mutex
+	nodes map[string]NodeInfo
+	seen  map[string]time.Time
+}
+
+func newRegistry(self string) *registry {
+	return &registry{self: self, nodes: map[string]NodeInfo{}, seen: map[string]time.Time{}}
+}
+
+func (g *registry) heard(n NodeInfo) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	n.LastSeen = now.UnixMilli()
+	g.nodes[n.ID] = n
+	g.seen[n.ID] = now
+}
+
+func (g *registry) forget(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.nodes, id)
+	delete(g.seen, id)
+}
+
+// list returns the live nodes, sorted by id; expired ones are dropped.
+func (g *registry) list() []NodeInfo {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	out := make([]NodeInfo, 0, len(g.nodes))
+	for id, n := range g.nodes {
+		if now.Sub(g.seen[id]) > hbExpiry {
+			delete(g.nodes, id)
+			delete(g.seen, id)
+			continue
+		}
+		n.Self = id == g.self
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// expire drops the nodes silent for longer than hbExpiry and returns them.
+func (g *registry) expire() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var gone []string
+	for id, t := range g.seen {
+		if id != g.self && time.Since(t) > hbExpiry {
+			gone = append(gone, id)
+			delete(g.nodes, id)
+			delete(g.seen, id)
+		}
+	}
+	return gone
+}
+
+// alive reports whether a node has been heard within the expiry.
+func (g *registry) alive(id string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t, ok := g.seen[id]
+	return ok && time.Since(t) <= hbExpiry
+}
+
+// runHeartbeats publishes this node's info every hbInterval and measures
+// the bus round trip with a ping to another live node, until stop closes.
+func (n *Node) runHeartbeats(stop <-chan struct{}) {
+	tick := time.NewTicker(hbInterval)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		info := n.selfInfo()
+		n.reg.heard(info)
+		if data, err := json.Marshal(info); err == nil {
+			_ = n.bus.nc.Publish(subjHeartbeat, data)
+		}
+		n.measureRTT()
+		for _, id := range n.reg.expire() {
+			n.log.Warn("node gone: no heartbeat", "gone", id)
+			n.nodeGone(id)
+			n.purgeNode(id)
+		}
+		n.reconcileAll()
+		if i%5 == 4 {
+			n.bus.upgradeReplicas(len(n.reg.list()))
+		}
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// measureRTT pings one other node over the bus (request/reply through the
+// routes), so the figure includes the hops between NATS servers.
+func (n *Node) measureRTT() {
+	for _, o := range n.reg.list() {
+		if o.Self {
+			continue
+		}
+		start := time.Now()
+		if _, err := n.bus.nc.Request(nodeSubject(o.ID, "ping"), nil, time.Second); err == nil {
+			n.rttMicros.Store(time.Since(start).Microseconds())
+		}
+		return
+	}
+}
+
+func (n *Node) subscribeNodes() error {
+	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
+		var info NodeInfo
+		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id {
+			n.reg.heard(info)
+		}
+	}); err != nil {
+		return err
+	}
+	if _, err := n.bus.nc.Subscribe(subjBye, func(m *nats.Msg) {
+		if id := string(m.Data); id != n.id {
+			n.reg.forget(id)
+			n.nodeGone(id)
+		}
+	}); err != nil {
+		return err
+	}
+	_, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ping"), func(m *nats.Msg) { _ = m.Respond(nil) })
+	return err
+}
+
+// nodeSubject is a subject addressed to one node.
+func nodeSubject(node, what string) string { return "starling.node." + node + "." + what }

@@ -1,0 +1,51 @@
+package cluster_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+)
+
+// Three routed nodes list each other in GET /v1/nodes; a crashed node is
+// gone from the list within 5 s.
+func TestNodesListAndDeadNode(t *testing.T) {
+	srvs := startCluster(t, 3, nil)
+	for _, s := range srvs {
+		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(nodesOf(t, s)) == 3 })
+	}
+	ns := nodesOf(t, srvs[0])
+	if !ns[0].Self || ns[0].ID != "n0" || ns[1].ID != "n1" || ns[2].ID != "n2" {
+		t.Fatalf("nodes from n0: %+v", ns)
+	}
+	if ns[1].URL != srvs[1].BaseURL() {
+		t.Errorf("n1's url = %q, want %q", ns[1].URL, srvs[1].BaseURL())
+	}
+	crashed := time.Now()
+	srvs[2].Cluster().Crash()
+	eventually(t, 8*time.Second, "n2 disappears from n0's and n1's lists", func() bool {
+		return len(nodesOf(t, srvs[0])) == 2 && len(nodesOf(t, srvs[1])) == 2
+	})
+	if d := time.Since(crashed); d > 5*time.Second {
+		t.Errorf("the dead node was listed for %s, want < 5 s", d)
+	}
+}
+
+// A node whose secret differs from its peers' refuses to start, saying why.
+func TestWrongSecretRefused(t *testing.T) {
+	ports := freePorts(t, 3)
+	startNodes(t, ports, 2, nil) // two of three: a majority, ready
+	cfg := nodeConfig(ports, 2, func(c *config.Config) { c.Cluster.Secret = "another-secret-9876543210" })
+	start := time.Now()
+	bad, err := server.New(cfg, testLogger())
+	t.Logf("refused after %s", time.Since(start))
+	if err == nil {
+		_ = bad.Shutdown(ctxT(t, 10*time.Second))
+		t.Fatal("a node with the wrong secret started")
+	}
+	if !strings.Contains(err.Error(), "cluster secret") {
+		t.Errorf("error = %v, want it to name the cluster secret", err)
+	}
+}

@@ -1,0 +1,229 @@
+package cluster
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+)
+
+// Room events travel on one subject per room, starling.room.<key>.ev:
+// only the nodes with a local part of the room subscribe. Requests for one
+// node (snapshots, commands, relay exports) go to starling.node.<id>.<what>.
+
+func roomSubject(name string) string { return "starling.room." + roomKey(name) + ".ev" }
+
+// roomSubs are the room subscriptions of this node, by room name.
+type roomSubs struct {
+	mu   sync.Mutex
+	subs map[string]*nats.Subscription
+	// absent counts reconcile rounds a known remote participant was missing
+	// from the room state (removed after two, so a stale read removes no one).
+	absent map[string]int
+}
+
+func (s *roomSubs) init() {
+	s.subs = map[string]*nats.Subscription{}
+	s.absent = map[string]int{}
+}
+
+// follow subscribes to a room's events (idempotent) and flushes, so the
+// subscription is in place before this node changes the room's state.
+func (s *roomSubs) follow(n *Node, name string) {
+	s.mu.Lock()
+	if s.subs[name] != nil {
+		s.mu.Unlock()
+		return
+	}
+	sub, err := n.bus.nc.Subscribe(roomSubject(name), func(m *nats.Msg) { n.onRoomEvent(name, m) })
+	if err != nil {
+		s.mu.Unlock()
+		n.log.Warn("cannot follow room events", "room", name, "err", err)
+		return
+	}
+	_ = sub.SetPendingLimits(-1, 64<<20)
+	s.subs[name] = sub
+	s.mu.Unlock()
+	_ = n.bus.nc.Flush()
+}
+
+func (s *roomSubs) unfollow(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sub := s.subs[name]; sub != nil {
+		_ = sub.Unsubscribe()
+		delete(s.subs, name)
+	}
+}
+
+func (s *roomSubs) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, sub := range s.subs {
+		_ = sub.Unsubscribe()
+		delete(s.subs, name)
+	}
+}
+
+// NodeID implements room.Bus.
+func (n *Node) NodeID() string { return n.id }
+
+// Emit implements room.Bus: one event of a local participant, in order.
+func (n *Node) Emit(name string, ev room.Event) {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	if err := n.bus.nc.Publish(roomSubject(name), data); err != nil {
+		n.log.Warn("room event not published", "room", name, "type", ev.Type, "err", err)
+	}
+}
+
+// ctlMsg is a command for one node about one of its participants.
+type ctlMsg struct {
+	Room  string     `json:"room"`
+	Event room.Event `json:"event"`
+}
+
+// Control implements room.Bus.
+func (n *Node) Control(node, name string, ev room.Event) {
+	ev.Node = n.id
+	data, _ := json.Marshal(ctlMsg{Room: name, Event: ev})
+	if err := n.bus.nc.Publish(nodeSubject(node, "ctl"), data); err != nil {
+		n.log.Warn("command not sent", "node", node, "type", ev.Type, "err", err)
+	}
+}
+
+// Opened implements room.Bus: follow the room and fetch the other nodes'
+// parts of it.
+func (n *Node) Opened(r *room.Room) {
+	n.rs.follow(n, r.Name())
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.reconcile(r)
+	}()
+}
+
+// Closed implements room.Bus: the local instance is gone.
+func (n *Node) Closed(r *room.Room) {
+	if n.rooms != nil && n.rooms.Room(r.Name()) != nil {
+		return // a new instance follows it already
+	}
+	n.rs.unfollow(r.Name())
+}
+
+func (n *Node) onRoomEvent(name string, m *nats.Msg) {
+	var ev room.Event
+	if json.Unmarshal(m.Data, &ev) != nil || ev.Node == n.id || ev.Node == "" {
+		return
+	}
+	r := n.rooms.Room(name)
+	if r == nil {
+		return // no local part (yet): Opened fetches snapshots
+	}
+	if r.ApplyRemote(ev) {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.requestSnapshot(r, ev.Node) }()
+	}
+}
+
+// subscribeNodeRequests answers snapshots and commands for this node.
+func (n *Node) subscribeNodeRequests() error {
+	if _, err := n.bus.nc.Subscribe(nodeSubject(n.id, "sync"), func(m *nats.Msg) {
+		snap := room.NodeSnapshot{Node: n.id, Participants: []room.RemoteParticipant{}}
+		if r := n.rooms.Room(string(m.Data)); r != nil {
+			snap = r.Snapshot()
+		}
+		data, _ := json.Marshal(snap)
+		_ = m.Respond(data)
+	}); err != nil {
+		return err
+	}
+	if _, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ctl"), func(m *nats.Msg) {
+		var c ctlMsg
+		if json.Unmarshal(m.Data, &c) != nil {
+			return
+		}
+		if r := n.rooms.Room(c.Room); r != nil {
+			go r.ApplyControl(c.Event) // may close a participant: not on the bus goroutine
+		}
+	}); err != nil {
+		return err
+	}
+	return n.subscribeExports() // see media.go
+}
+
+// requestSnapshot asks a node for its part of a room and applies it; a
+// node that does not answer and no longer heartbeats is forgotten.
+func (n *Node) requestSnapshot(r *room.Room, node string) {
+	msg, err := n.bus.nc.Request(nodeSubject(node, "sync"), []byte(r.Name()), 3*time.Second)
+	if err != nil {
+		if !n.reg.alive(node) {
+			r.ForgetNode(node)
+		}
+		return
+	}
+	var s room.NodeSnapshot
+	if json.Unmarshal(msg.Data, &s) != nil || s.Node != node {
+		return
+	}
+	r.ApplySnapshot(s)
+}
+
+// reconcile compares a room's members in the cluster state with the remote
+// participants known here: a node with members not known here is asked for
+// a snapshot; a known one missing from the state twice in a row is removed.
+// It runs when the room opens here and on every heartbeat, so a lost event
+// is repaired within about a second.
+func (n *Node) reconcile(r *room.Room) {
+	st, _, ok := n.get(r.Name())
+	if !ok {
+		return
+	}
+	known := r.RemoteMembers()
+	inState := map[string]bool{}
+	ask := map[string]bool{}
+	for _, m := range st.Members {
+		inState[m.ID] = true
+		if m.Node != n.id && known[m.ID] == "" {
+			ask[m.Node] = true
+		}
+	}
+	n.rs.mu.Lock()
+	var gone []string
+	for id := range known {
+		key := r.Name() + "\x00" + id
+		if inState[id] {
+			delete(n.rs.absent, key)
+			continue
+		}
+		n.rs.absent[key]++
+		if n.rs.absent[key] >= 2 {
+			delete(n.rs.absent, key)
+			gone = append(gone, id)
+		}
+	}
+	n.rs.mu.Unlock()
+	for node := range ask {
+		n.requestSnapshot(r, node)
+	}
+	for _, id := range gone {
+		r.RemoveRemote(id, protocol.ReasonDisconnected)
+	}
+}
+
+// reconcileAll runs reconcile on every local room.
+func (n *Node) reconcileAll() {
+	if n.rooms == nil {
+		return
+	}
+	for _, name := range n.rooms.RoomNames() {
+		if r := n.rooms.Room(name); r != nil {
+			n.reconcile(r)
+		}
+	}
+}

@@ -1,0 +1,263 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+)
+
+// roomState is a room's cluster-wide facts, one key-value entry per room,
+// changed only by compare-and-set: the sid, and every member with its
+// identity and node (max participants, duplicates, who closes the room).
+type roomState struct {
+	SID     string        `json:"sid"`
+	Members []room.Member `json:"members"`
+	// EmptySince is when the last member left (unix ms); 0 while occupied.
+	// A room empty for longer than the empty timeout counts as closed even
+	// if the node that was to delete it died.
+	EmptySince int64 `json:"emptySince,omitempty"`
+}
+
+// roomKey encodes a room name as a key-value key and subject token.
+func roomKey(name string) string {
+	return "r" + base64.RawURLEncoding.EncodeToString([]byte(name))
+}
+
+func newSID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "RM_" + hex.EncodeToString(b[:])
+}
+
+// kvTimeout bounds one key-value operation.
+const kvTimeout = 5 * time.Second
+
+// casRetries bounds compare-and-set retries under contention.
+const casRetries = 100
+
+// errNoChange makes update skip the write.
+var errNoChange = errors.New("no change")
+
+// update applies f to a room's state with compare-and-set, retrying on
+// conflicts; f sees a zero state for a room that does not exist.
+func (n *Node) update(name string, f func(st *roomState, exists bool) error) (roomState, error) {
+	key := roomKey(name)
+	for i := 0; i < casRetries; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		var st roomState
+		var rev uint64
+		e, err := n.bus.kv.Get(ctx, key)
+		switch {
+		case err == nil:
+			rev = e.Revision()
+			if json.Unmarshal(e.Value(), &st) != nil {
+				st = roomState{}
+			}
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		default:
+			cancel()
+			return st, fmt.Errorf("room state: %w", err)
+		}
+		if err := f(&st, rev != 0); err != nil {
+			cancel()
+			if errors.Is(err, errNoChange) {
+				return st, nil
+			}
+			return st, err
+		}
+		data, _ := json.Marshal(st)
+		if rev == 0 {
+			_, err = n.bus.kv.Create(ctx, key, data)
+		} else {
+			_, err = n.bus.kv.Update(ctx, key, data, rev)
+		}
+		cancel()
+		if err == nil {
+			return st, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return st, fmt.Errorf("room state: %w", err)
+		}
+		time.Sleep(time.Duration(1+i) * time.Millisecond) // contention: back off a little
+	}
+	return roomState{}, errors.New("room state: too much contention")
+}
+
+// get reads a room's state (zero state, false when absent).
+func (n *Node) get(name string) (roomState, uint64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	e, err := n.bus.kv.Get(ctx, roomKey(name))
+	if err != nil {
+		return roomState{}, 0, false
+	}
+	var st roomState
+	if json.Unmarshal(e.Value(), &st) != nil {
+		return roomState{}, 0, false
+	}
+	return st, e.Revision(), true
+}
+
+// Join implements room.Bus: it adds m to the room's members, creating the
+// room (a new sid) if it does not exist or has been empty past the empty
+// timeout, refusing it when the room is full, and replacing a member with
+// the same identity (that one's node ends it with "duplicate").
+func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, error) {
+	n.rs.follow(n, name) // before the write: no event after it can be missed
+	var replaced []room.Member
+	st, err := n.update(name, func(st *roomState, exists bool) error {
+		replaced = replaced[:0]
+		if !exists || st.SID == "" || (len(st.Members) == 0 && st.EmptySince > 0 &&
+			time.Since(time.UnixMilli(st.EmptySince)) > n.opts.EmptyTimeout) {
+			*st = roomState{SID: newSID()}
+		}
+		kept := st.Members[:0]
+		for _, o := range st.Members {
+			if o.ID == m.ID {
+				continue
+			}
+			if o.Identity == m.Identity {
+				replaced = append(replaced, o)
+				continue
+			}
+			kept = append(kept, o)
+		}
+		if maxParticipants > 0 && len(kept) >= maxParticipants {
+			return protocol.Errorf(protocol.CodeTooLarge, "room %q is full: %d participants", name, maxParticipants)
+		}
+		st.Members = append(kept, m)
+		st.EmptySince = 0
+		return nil
+	})
+	if err != nil {
+		var perr *protocol.Error
+		if errors.As(err, &perr) {
+			return "", err
+		}
+		n.log.Error("cluster join", "room", name, "err", err)
+		return "", protocol.Errorf(protocol.CodeInternal, "cluster room state is unavailable")
+	}
+	for _, o := range replaced {
+		if o.Node != n.id { // a replaced member here is ended by the room itself
+			n.Control(o.Node, name, room.Event{Type: room.CtlKick, ParticipantID: o.ID, Reason: protocol.ReasonDuplicate})
+		}
+	}
+	return st.SID, nil
+}
+
+// Leave implements room.Bus: it removes the member in the background and,
+// when the room is then empty everywhere, closes it after the empty
+// timeout unless someone joined meanwhile.
+func (n *Node) Leave(name string, m room.Member) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		emptied := false
+		_, err := n.update(name, func(st *roomState, exists bool) error {
+			emptied = false
+			i := -1
+			for j, o := range st.Members {
+				if o.ID == m.ID {
+					i = j
+				}
+			}
+			if !exists || i < 0 {
+				return errNoChange
+			}
+			st.Members = append(st.Members[:i], st.Members[i+1:]...)
+			if len(st.Members) == 0 {
+				st.EmptySince = time.Now().UnixMilli()
+				emptied = true
+			}
+			return nil
+		})
+		if err != nil {
+			n.log.Warn("cluster leave", "room", name, "participant", m.ID, "err", err)
+			return
+		}
+		if emptied {
+			n.closeLater(name)
+		}
+	}()
+}
+
+// closeLater deletes an empty room's state after the empty timeout if it
+// is still empty then: the room is closed for the whole cluster.
+func (n *Node) closeLater(name string) {
+	select {
+	case <-time.After(n.opts.EmptyTimeout):
+	case <-n.stop:
+		return
+	}
+	st, rev, ok := n.get(name)
+	if !ok || len(st.Members) > 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if err := n.bus.kv.Delete(ctx, roomKey(name), jetstream.LastRevision(rev)); err == nil {
+		n.log.Info("room closed in the cluster", "room", name, "sid", st.SID)
+		n.roomFinished(name, st.SID)
+	}
+}
+
+// purgeNode removes a node's members from every room (a dead node, or
+// this node's own leftovers from before a restart).
+func (n *Node) purgeNode(node string) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	lister, err := n.bus.kv.ListKeys(ctx)
+	if err != nil {
+		cancel()
+		return
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	cancel()
+	for _, k := range keys {
+		raw, err := base64.RawURLEncoding.DecodeString(k[1:])
+		if err != nil {
+			continue
+		}
+		name := string(raw)
+		emptied := false
+		_, _ = n.update(name, func(st *roomState, exists bool) error {
+			emptied = false
+			kept := st.Members[:0]
+			for _, o := range st.Members {
+				if o.Node != node {
+					kept = append(kept, o)
+				}
+			}
+			if !exists || len(kept) == len(st.Members) {
+				return errNoChange
+			}
+			st.Members = kept
+			if len(kept) == 0 {
+				st.EmptySince = time.Now().UnixMilli()
+				emptied = true
+			}
+			return nil
+		})
+		if emptied {
+			n.wg.Add(1)
+			go func() { defer n.wg.Done(); n.closeLater(name) }()
+		}
+	}
+}
+
+// RoomSID returns the sid of a room open anywhere in the cluster.
+func (n *Node) RoomSID(name string) (string, bool) {
+	st, _, ok := n.get(name)
+	return st.SID, ok
+}

@@ -1,0 +1,126 @@
+package room
+
+import (
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/sfu"
+)
+
+// Bus connects a Manager to the other nodes of a cluster (package cluster
+// implements it). A single node has none: every call site checks m.bus.
+// Its methods never call back into the room synchronously, so rooms may
+// call them with their lock held.
+type Bus interface {
+	// NodeID is this node's id.
+	NodeID() string
+	// Join reserves the member's place in the cluster-wide room (room
+	// existence, max participants, identity replacement across nodes) and
+	// returns the room's cluster-wide sid.
+	Join(room string, m Member, maxParticipants int) (sid string, err error)
+	// Leave frees a member's place (asynchronously).
+	Leave(room string, m Member)
+	// Emit publishes one of this node's room events, in order; it never blocks.
+	Emit(room string, ev Event)
+	// Control sends a command to the node of a remote participant.
+	Control(node, room string, ev Event)
+	// Opened and Closed tell the bus a local room instance exists or has
+	// gone, so it follows (or stops following) the room's events.
+	Opened(r *Room)
+	Closed(r *Room)
+	// Import returns a local media source for a track published on another
+	// node (the relay, once per track and node); nil when it cannot.
+	Import(r *Room, node string, t protocol.Track) (sfu.Source, error)
+}
+
+// Member is one participant as the cluster-wide room state records it.
+type Member struct {
+	ID       string `json:"id"`
+	Identity string `json:"identity"`
+	Node     string `json:"node"`
+}
+
+// Event types: what happened to a node's own participants (Emit), and the
+// commands one node sends another about the latter's participants (Control).
+const (
+	EvJoined       = "joined"
+	EvLeft         = "left"
+	EvUpdated      = "updated"
+	EvPublished    = "published"
+	EvUnpublished  = "unpublished"
+	EvTrackUpdated = "trackUpdated"
+	EvData         = "data"
+	EvSpeakers     = "speakers"
+
+	CtlKick   = "kick"   // ParticipantID, Reason
+	CtlMute   = "mute"   // ParticipantID, TrackID, Muted
+	CtlUpdate = "update" // ParticipantID, Name, Metadata (nil = unchanged)
+)
+
+// Event is a room change carried between nodes. Node and Seq are set by
+// the emitting room: Seq counts that node's events of that room, so a
+// receiver that sees a gap asks for a snapshot.
+type Event struct {
+	Node          string                `json:"node"`
+	Seq           uint64                `json:"seq"`
+	Type          string                `json:"type"`
+	Participant   *protocol.Participant `json:"participant,omitempty"`
+	Identity      string                `json:"identity,omitempty"`
+	Track         *protocol.Track       `json:"track,omitempty"`
+	ParticipantID string                `json:"participantId,omitempty"`
+	TrackID       string                `json:"trackId,omitempty"`
+	Reason        string                `json:"reason,omitempty"`
+	Payload       string                `json:"payload,omitempty"`
+	To            []string              `json:"to,omitempty"`
+	Muted         bool                  `json:"muted,omitempty"`
+	Name          *string               `json:"name,omitempty"`
+	Metadata      *string               `json:"metadata,omitempty"`
+	Speakers      []protocol.Speaker    `json:"speakers,omitempty"`
+}
+
+// RemoteParticipant is a participant of another node in a snapshot.
+type RemoteParticipant struct {
+	Info     protocol.Participant `json:"info"`
+	Identity string               `json:"identity"`
+}
+
+// NodeSnapshot is one node's part of a room: its participants and the
+// sequence number of its last event.
+type NodeSnapshot struct {
+	Node         string              `json:"node"`
+	Seq          uint64              `json:"seq"`
+	Participants []RemoteParticipant `json:"participants"`
+}
+
+// SetBus makes the Manager a cluster node; call it before the first Join.
+func (m *Manager) SetBus(b Bus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bus = b
+}
+
+// clusterBus returns the bus, or nil on a single node.
+func (m *Manager) clusterBus() Bus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bus
+}
+
+// emit publishes ev for a local participant's change; r.mu must be held so
+// events leave in the order the room applied them.
+func (r *Room) emit(ev Event) {
+	if r.bus == nil {
+		return
+	}
+	r.seq++
+	ev.Seq = r.seq
+	ev.Node = r.bus.NodeID()
+	r.bus.Emit(r.name, ev)
+}
+
+// member is p's entry in the cluster-wide room state.
+func (p *Participant) member() Member {
+	node := p.node
+	if node == "" && p.room.bus != nil {
+		node = p.room.bus.NodeID()
+	}
+	return Member{ID: p.id, Identity: p.identity, Node: node}
+}

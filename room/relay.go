@@ -1,0 +1,88 @@
+package room
+
+import (
+	"github.com/starling-rtc/starling/sfu"
+)
+
+// This file gives a remote track its media: the first local subscriber
+// makes the bus import it from its node (once per track and node); the
+// import is an sfu.Source like a local publisher's receiver, so down
+// tracks, the allocator and the recorder need no change.
+
+// trackImport is the import state of a remote track (under Track.mu).
+type trackImport struct {
+	src       sfu.Source
+	importing bool
+	waiting   []*subscriberLoop
+}
+
+// source is t's media: its receiver, or the import of a remote track (nil
+// until it is ready).
+func (t *Track) source() sfu.Source {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.receiver != nil {
+		return t.receiver
+	}
+	return t.imp.src
+}
+
+// awaitImport queues l for t's import and starts it once; l's addDownTrack
+// runs again when the source is there.
+func (t *Track) awaitImport(l *subscriberLoop) {
+	bus := t.owner.room.bus
+	if bus == nil || t.owner.node == "" {
+		return
+	}
+	t.mu.Lock()
+	t.imp.waiting = append(t.imp.waiting, l)
+	if t.imp.importing {
+		t.mu.Unlock()
+		return
+	}
+	t.imp.importing = true
+	info := t.info
+	t.mu.Unlock()
+	go func() {
+		src, err := bus.Import(t.owner.room, t.owner.node, info)
+		t.mu.Lock()
+		t.imp.importing = false
+		waiting := t.imp.waiting
+		t.imp.waiting = nil
+		closed := t.owner.closed
+		if err == nil && src != nil && !closed {
+			t.imp.src = src
+		}
+		t.mu.Unlock()
+		if err != nil || src == nil {
+			t.owner.log.Warn("cannot relay remote track", "track", t.id, "err", err)
+			return
+		}
+		if closed {
+			closeSource(src)
+			return
+		}
+		for _, w := range waiting {
+			w.post(func() { w.addDownTrack(t) })
+		}
+	}()
+}
+
+// closeImport ends a remote track's import, if any.
+func (t *Track) closeImport() {
+	t.mu.Lock()
+	src := t.imp.src
+	t.imp.src = nil
+	t.mu.Unlock()
+	if src != nil {
+		closeSource(src)
+	}
+}
+
+func closeSource(src sfu.Source) {
+	if c, ok := src.(interface{ Close() }); ok {
+		c.Close()
+	} else if c, ok := src.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+}

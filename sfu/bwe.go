@@ -1,0 +1,442 @@
+package sfu
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"github.com/starling-rtc/starling/internal/clock"
+)
+
+// Starling's send-side bandwidth estimator, one per subscriber connection,
+// after libwebrtc's GoogCC: a delay-based part (inter-group delay
+// variation, a trendline over 20 groups, an adaptive threshold and AIMD
+// rate control capped by the acknowledged rate), a loss-based cap, and
+// probe clusters whose measured rate lifts the estimate at once.
+//
+// It replaces pion's GCC (docs/congestion.md has the measurements):
+//   - send times are those of the socket write (sendHistory.stamp, called
+//     by the batched socket after sendmmsg), not of a write into one of
+//     Starling's queues: the server's own CPU load used to read as a
+//     growing network queue, and paused viewers on loopback;
+//   - an application-limited sender (an SFU forwards what arrives) keeps its
+//     estimate: it rises only up to 1.5× what was acknowledged, and falls
+//     only on overuse or loss, as libwebrtc's does;
+//   - a probe's result counts at once, so recovery after a bottleneck takes
+//     one probe, not pion's climb of ~8%/s;
+//   - nothing is allocated per packet: feedback is decoded into reused
+//     buffers and the history is a fixed ring.
+
+// Estimator bounds, bits/s.
+const (
+	bweMin = 100_000
+	bweMax = 50_000_000
+)
+
+// bweHistoryLen is how many sent packets the estimator remembers: feedback
+// comes every ~100 ms, and 2,048 packets is over a second at 15 Mbit/s.
+const bweHistoryLen = 2048
+
+// sentRecord is one packet sent: meta packs the transport-wide sequence
+// number (bits 0-15), the size on the wire (16-31), the probe cluster
+// (32-47) and a valid bit (48); sent is when it left the socket, unix µs.
+type sentRecord struct {
+	meta atomic.Uint64
+	sent atomic.Int64
+}
+
+// sendHistory is written by the down tracks' writers (record) and the
+// socket's flusher (stamp), read by the feedback handler: every field is
+// atomic, and a record is trusted only when its sequence number matches.
+type sendHistory struct {
+	recs [bweHistoryLen]sentRecord
+}
+
+func (h *sendHistory) record(seq uint16, size int, cluster uint16) {
+	r := &h.recs[seq%bweHistoryLen]
+	r.sent.Store(0)
+	r.meta.Store(uint64(seq) | uint64(min(size, 0xffff))<<16 | uint64(cluster)<<32 | 1<<48)
+}
+
+// stamp records when packet seq left the socket (unix µs).
+func (h *sendHistory) stamp(seq uint16, at int64) {
+	r := &h.recs[seq%bweHistoryLen]
+	if m := r.meta.Load(); m&(1<<48) != 0 && uint16(m) == seq {
+		r.sent.Store(at)
+	}
+}
+
+// get returns a sent packet's size, cluster and send time; ok=false if it
+// was forgotten or never stamped.
+func (h *sendHistory) get(seq uint16) (size int, cluster uint16, sent int64, ok bool) {
+	r := &h.recs[seq%bweHistoryLen]
+	m := r.meta.Load()
+	if m&(1<<48) == 0 || uint16(m) != seq {
+		return 0, 0, 0, false
+	}
+	sent = r.sent.Load()
+	return int(m >> 16 & 0xffff), uint16(m >> 32), sent, sent != 0
+}
+
+// bwe is one connection's estimator. Feedback may come on several
+// goroutines (one RTCP reader per sender): mu serialises it. target is
+// read lock-free by the allocator.
+type bwe struct {
+	hist   sendHistory
+	target atomic.Uint64 // bits/s
+	// changed is called (on the feedback goroutine, with mu held: it
+	// must not block) when the target falls 15% below what it last
+	// reported, or a probe raised it.
+	changed  atomic.Pointer[func()]
+	reported uint64
+
+	mu      sync.Mutex
+	fb      twccFeedback
+	refBase int64 // unwrapping of the 24-bit reference time, µs
+	lastRef int64
+	haveRef bool
+	delay   trendline
+	aimd    aimd
+	acked   ackedRate
+	loss    lossCap
+	probes  probeClusters
+}
+
+func newBWE(initial int) *bwe {
+	if initial <= 0 {
+		initial = 3_000_000
+	}
+	b := &bwe{}
+	b.aimd.rate = float64(initial)
+	b.aimd.avgMax = -1
+	b.delay.threshold = 12.5
+	b.delay.overuseTime = -1
+	b.target.Store(uint64(initial))
+	b.reported = uint64(initial)
+	return b
+}
+
+// lossLimited reports whether more than 10% of the packets were lost in
+// the last 3 s.
+func (b *bwe) lossLimited() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.loss.lossyAt != 0 && clock.Micros()-b.loss.lossyAt < 3_000_000
+}
+
+// estimate is the current estimate in bits/s.
+func (b *bwe) estimate() uint64 { return b.target.Load() }
+
+// unwrapRef turns a feedback's 24-bit reference time into a monotonic µs.
+func (b *bwe) unwrapRef(ref int64) int64 {
+	const span = (1 << 24) * 64_000
+	if b.haveRef {
+		switch d := ref - b.lastRef; {
+		case d < -span/2:
+			b.refBase += span
+		case d > span/2:
+			b.refBase -= span
+		}
+	}
+	b.lastRef, b.haveRef = ref, true
+	return ref + b.refBase
+}
+
+// applyLocked applies one decoded feedback, received at now (unix µs).
+// Call with b.mu held.
+func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
+	ref := b.unwrapRef(fb.refTime)
+	for i, st := range fb.status {
+		seq := fb.baseSeq + uint16(i)
+		size, cluster, sent, ok := b.hist.get(seq)
+		if !ok {
+			continue
+		}
+		// A probe's packets (its media too) do not count towards the
+		// loss-based cap: the probe's own verdict says whether it fitted.
+		if st == twccNotReceived {
+			if cluster == 0 {
+				b.loss.lost++
+			}
+			b.probes.onLost(cluster)
+			continue
+		}
+		if cluster == 0 {
+			b.loss.received++
+		}
+		arrival := ref + fb.arrival[i]
+		b.acked.add(arrival, size)
+		b.delay.add(sent, arrival, size)
+		b.probes.onAck(cluster, sent, arrival, size)
+	}
+	b.update(now)
+}
+
+// update turns the parts' state into the target.
+func (b *bwe) update(now int64) {
+	acked := b.acked.rate
+	raised := false
+	if r, ok := b.probes.result(now); ok && r > float64(b.target.Load()) {
+		// The link carried the probe without loss: that is the estimate
+		// now, and the loss that capped it is over. (The delay-based rate
+		// may have been higher, but unproven: while loss capped the
+		// estimate, nothing tested it.)
+		b.aimd.rate = r
+		b.aimd.state = aimdHold
+		b.loss.cap = 0
+		raised = true
+		counters.bweProbeRaises.Add(1)
+	}
+	before, lc := b.aimd.rate, b.loss.cap
+	b.aimd.update(b.delay.state, acked, now)
+	b.loss.update(now, b.aimd.rate, acked)
+	if b.aimd.rate < before {
+		counters.bweDelayDecreases.Add(1)
+	}
+	if b.loss.cap > 0 && (lc == 0 || b.loss.cap < lc) {
+		counters.bweLossDecreases.Add(1)
+	}
+	t := b.aimd.rate
+	if b.loss.cap > 0 {
+		t = min(t, b.loss.cap)
+	}
+	target := uint64(max(bweMin, min(t, bweMax)))
+	b.target.Store(target)
+	tell := raised
+	switch {
+	case target >= b.reported:
+		b.reported = target
+	case target < b.reported*85/100:
+		b.reported, tell = target, true
+	}
+	if f := b.changed.Load(); tell && f != nil {
+		(*f)()
+	}
+}
+
+// startProbe opens probe cluster id; endProbe closes it at the last
+// sequence number sent in it.
+func (b *bwe) startProbe(id uint16, now int64) {
+	counters.bweProbes.Add(1)
+	b.mu.Lock()
+	b.probes.start(id, now)
+	b.mu.Unlock()
+}
+
+func (b *bwe) endProbe(now int64) {
+	b.mu.Lock()
+	b.probes.end(now)
+	b.mu.Unlock()
+}
+
+// ackedRate is the rate the receiver acknowledged: bytes over arrival
+// time, in windows of at least 500 ms; the estimate is the higher of the
+// last two windows. A receiver that stalls (a busy machine: it reads its
+// socket late, then all at once) splits its packets into a slow window and
+// a fast one; a real bottleneck makes both slow.
+type ackedRate struct {
+	start      int64 // arrival µs of the window's first packet
+	bytes      int
+	prev, last float64 // bits/s of the last two full windows
+	rate       float64 // max(prev, last); 0 = none yet
+	have       bool
+}
+
+func (a *ackedRate) add(arrival int64, size int) {
+	if !a.have || arrival < a.start {
+		a.start, a.bytes, a.have = arrival, 0, true
+	}
+	a.bytes += size
+	if d := arrival - a.start; d >= 500_000 {
+		a.prev, a.last = a.last, float64(a.bytes)*8e6/float64(d)
+		a.rate = max(a.prev, a.last)
+		a.start, a.bytes = arrival, 0
+	}
+}
+
+// lossCap is the loss-based part: above 10% loss the rate falls by half the
+// loss, at most every 300 ms; below 2% the cap grows 8% a step, but not
+// beyond 1.5× the acknowledged rate (as the delay-based rate), and lifts
+// once it reaches the delay-based rate.
+type lossCap struct {
+	lost, received int
+	last           int64 // µs of the last step
+	lossyAt        int64 // µs of the last step with more than 10% loss
+	cap            float64
+}
+
+func (l *lossCap) update(now int64, rate, acked float64) {
+	n := l.lost + l.received
+	if n < 20 || now-l.last < 300_000 {
+		return
+	}
+	loss := float64(l.lost) / float64(n)
+	l.lost, l.received, l.last = 0, 0, now
+	switch {
+	case loss > 0.10:
+		l.lossyAt = now
+		c := rate
+		if l.cap > 0 {
+			c = min(c, l.cap)
+		}
+		l.cap = c * (1 - loss/2)
+	case loss < 0.02 && l.cap > 0:
+		c := l.cap * 1.08
+		if acked > 0 {
+			c = min(c, max(l.cap, 1.5*acked+10_000))
+		}
+		l.cap = c
+		if l.cap >= rate {
+			l.cap = 0
+		}
+	}
+}
+
+// Bandwidth usage, as the overuse detector sees it.
+const (
+	usageNormal = iota
+	usageOver
+	usageUnder
+)
+
+// trendline is the delay-based detector: packets are grouped by send time
+// (5 ms bursts), each group's delay variation against the previous one
+// accumulates, and the slope of its smoothed value over the last 20 groups,
+// compared with an adaptive threshold, says whether a queue is growing.
+type trendline struct {
+	// The group being filled and the last complete one (µs).
+	curFirstSend, curSend, curArrival int64
+	prevSend, prevArrival             int64
+	haveCur, havePrev                 bool
+
+	firstArrival  int64
+	acc, smoothed float64 // ms
+	window        [trendWindow][2]float64
+	n             int // samples in window (ring)
+	deltas        int
+	prevTrend     float64
+	threshold     float64
+	lastThreshold int64
+	overuseTime   float64 // ms; < 0 = not overusing
+	overuseCount  int
+	state         int
+}
+
+const (
+	trendWindow   = 20
+	groupSpan     = 5_000 // µs of send time per group
+	burstArrival  = 5_000 // µs: a packet arriving this soon after its group joins it
+	trendGain     = 4.0
+	overuseTimeMs = 10.0
+)
+
+func (t *trendline) add(sent, arrival int64, _ int) {
+	if !t.haveCur {
+		t.curFirstSend, t.curSend, t.curArrival, t.haveCur = sent, sent, arrival, true
+		return
+	}
+	if sent < t.curFirstSend {
+		return // reordered: older than the group being filled
+	}
+	if sent-t.curFirstSend <= groupSpan || t.inBurst(sent, arrival) {
+		t.curSend = max(t.curSend, sent)
+		t.curArrival = max(t.curArrival, arrival)
+		return
+	}
+	if t.havePrev {
+		sendDelta := float64(t.curSend-t.prevSend) / 1000
+		arrDelta := float64(t.curArrival-t.prevArrival) / 1000
+		t.sample(arrDelta-sendDelta, sendDelta, t.curArrival)
+	}
+	t.prevSend, t.prevArrival, t.havePrev = t.curSend, t.curArrival, true
+	t.curFirstSend, t.curSend, t.curArrival = sent, sent, arrival
+}
+
+// inBurst: packets that arrive back to back, sooner than they were sent
+// apart, were queued together somewhere: one group.
+func (t *trendline) inBurst(sent, arrival int64) bool {
+	arr := arrival - t.curArrival
+	return arr >= 0 && arr < burstArrival && arr-(sent-t.curSend) < 0
+}
+
+// sample takes one group's delay variation (ms), the send time between
+// the groups (ms) and the group's arrival (µs).
+func (t *trendline) sample(delta, sendDelta float64, arrival int64) {
+	if t.deltas == 0 {
+		t.firstArrival = arrival
+	}
+	t.deltas = min(t.deltas+1, 1000)
+	t.acc += delta
+	t.smoothed = 0.9*t.smoothed + 0.1*t.acc
+	t.window[t.n%trendWindow] = [2]float64{float64(arrival-t.firstArrival) / 1000, t.smoothed}
+	t.n++
+	trend := t.prevTrend
+	if t.n >= trendWindow {
+		trend = slope(&t.window)
+	}
+	t.detect(trend, sendDelta, arrival)
+}
+
+// slope is the least-squares slope of the window's (x, y) points.
+func slope(w *[trendWindow][2]float64) float64 {
+	var sx, sy float64
+	for _, p := range w {
+		sx += p[0]
+		sy += p[1]
+	}
+	mx, my := sx/trendWindow, sy/trendWindow
+	var num, den float64
+	for _, p := range w {
+		num += (p[0] - mx) * (p[1] - my)
+		den += (p[0] - mx) * (p[0] - mx)
+	}
+	if den == 0 {
+		return 0
+	}
+	return num / den
+}
+
+func (t *trendline) detect(trend, sendDelta float64, now int64) {
+	m := float64(min(t.deltas, 60)) * trend * trendGain
+	switch {
+	case m > t.threshold:
+		if t.overuseTime < 0 {
+			t.overuseTime = sendDelta / 2
+		} else {
+			t.overuseTime += sendDelta
+		}
+		t.overuseCount++
+		if t.overuseTime > overuseTimeMs && t.overuseCount > 1 && trend >= t.prevTrend {
+			t.overuseTime, t.overuseCount = 0, 0
+			t.state = usageOver
+		}
+	case m < -t.threshold:
+		t.overuseTime, t.overuseCount = -1, 0
+		t.state = usageUnder
+	default:
+		t.overuseTime, t.overuseCount = -1, 0
+		t.state = usageNormal
+	}
+	t.prevTrend = trend
+	t.adapt(m, now)
+}
+
+// adapt moves the threshold towards |m|: quickly down, slowly up, so
+// jitter raises it and a real queue still crosses it.
+func (t *trendline) adapt(m float64, now int64) {
+	if t.lastThreshold == 0 {
+		t.lastThreshold = now
+	}
+	am := math.Abs(m)
+	if am > t.threshold+15 {
+		t.lastThreshold = now // a spike: not a reason to move
+		return
+	}
+	k := 0.0087
+	if am < t.threshold {
+		k = 0.039
+	}
+	dt := min(float64(now-t.lastThreshold)/1000, 100)
+	t.threshold = max(6, min(t.threshold+k*(am-t.threshold)*dt, 600))
+	t.lastThreshold = now
+}
