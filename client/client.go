@@ -4,7 +4,6 @@
 package client
 
 import (
-	"compress/flate"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,6 +51,14 @@ type Options struct {
 	// AudioMix asks at join for the room's audio as one mixed track
 	// (source "mix") instead of every participant's; see SetAudioMix.
 	AudioMix bool
+	// URLs are more nodes of the same service (a cluster, or spare
+	// single nodes), tried after Dial's url; see failover.go.
+	URLs []string
+	// Rejoin: when the session cannot be resumed (a resume refused with
+	// 404, or the node ended the session because it shut down), join the
+	// room afresh through the next URL that answers, publish the tracks
+	// again, and record EventRejoined. It implies AutoResume.
+	Rejoin bool
 }
 
 // dialer is the WebSocket dialer for o.
@@ -86,19 +93,25 @@ type Client struct {
 	sock            *socket    // the current signaling socket; guarded by rs.smu (see resume.go)
 	log             *slog.Logger
 	next            atomic.Int64
-	url             string
+	urls            []string // the nodes, in the order tried (see failover.go)
+	urlAt           int      // index in urls of the node last joined; guarded by rs.mu
 	room            string
 	opts            Options
+	api             *webrtc.API
 
 	pmu     sync.Mutex
 	pending map[string]chan *protocol.Message
 
 	Join protocol.JoinResult // the first join result; LastJoin has the latest after resumes
 
-	pub, sub *webrtc.PeerConnection
-	pubDC    *webrtc.DataChannel
-	pubMu    sync.Mutex // serialises publisher negotiation
-	cands    candidateQueues
+	// pub and sub are replaced when a failover brings new connections;
+	// that takes peerMu, and pubMu for pub (see failover.go).
+	pub, sub  *webrtc.PeerConnection
+	peerMu    sync.Mutex
+	pubDC     *webrtc.DataChannel
+	pubMu     sync.Mutex  // serialises publisher negotiation
+	published []pubRecord // what Publish added, to publish again on new connections; guarded by pubMu
+	cands     candidateQueues
 
 	emu    sync.Mutex
 	econd  *sync.Cond
@@ -126,10 +139,19 @@ func NewAPI() (*webrtc.API, error) {
 }
 
 // Dial connects to url (ws://host:port/v1/rtc), joins room and negotiates
-// the publisher connection's data channel.
+// the publisher connection's data channel. url may list several nodes,
+// comma-separated, and Options.URLs adds more: they are tried in order
+// until one takes the join (see failover.go).
 func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Rejoin {
+		opts.AutoResume = true
+	}
+	urls := ServerURLs(url, opts.URLs...)
+	if len(urls) == 0 {
+		return nil, errors.New("dial: no server URL")
 	}
 	api := opts.API
 	if api == nil {
@@ -138,57 +160,35 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 			return nil, err
 		}
 	}
-	ws, _, err := opts.dialer().DialContext(ctx, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", url, err)
-	}
 	c := &Client{
-		log: opts.Logger, pending: map[string]chan *protocol.Message{}, url: url, room: room, opts: opts,
+		log: opts.Logger, pending: map[string]chan *protocol.Message{}, urls: urls, room: room, opts: opts, api: api,
 		offers: make(chan offer, 16), done: make(chan struct{}), simulcast: map[string]*SimulcastTrack{},
 	}
 	c.econd = sync.NewCond(&c.emu)
 	c.rs.ctx, c.rs.cancel = context.WithCancel(context.Background())
-	_ = ws.SetCompressionLevel(flate.BestCompression) // no-op without permessage-deflate
-	c.sock = newSocket(ws)
-	c.wg.Add(1)
-	go c.readLoop(c.sock)
-
-	var res protocol.JoinResult
-	if err := c.Call(ctx, protocol.MethodJoin, protocol.JoinParams{
-		Room: room, Name: opts.Name, Token: opts.Token, Metadata: opts.Metadata, AutoSubscribe: opts.AutoSubscribe,
-		AudioMix: opts.AudioMix,
-	}, &res); err != nil {
+	c.peerMu.Lock()      // the first subscriber offer waits for the connections
+	c.rs.resuming = true // sockets of nodes that fail are not a lost session
+	res, err := c.joinAny(ctx, 0, c.joinParams())
+	c.rs.mu.Lock()
+	c.rs.resuming = false
+	if s := c.socket(); err == nil && isClosed(s.done) && !s.handled {
+		s.handled = true
+		err = errors.New("connection closed")
+	}
+	c.rs.mu.Unlock()
+	if err != nil {
+		c.peerMu.Unlock()
 		c.Close()
 		return nil, err
 	}
 	c.Join = res
 	c.rs.joined(res)
-	cfg := webrtc.Configuration{ICEServers: res.ICEServers, BundlePolicy: webrtc.BundlePolicyMaxBundle,
-		ICETransportPolicy: opts.ICETransportPolicy}
-	if c.pub, err = api.NewPeerConnection(cfg); err == nil {
-		c.sub, err = api.NewPeerConnection(cfg)
-	}
+	err = c.newPeersLocked(res.ICEServers)
+	c.peerMu.Unlock()
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	c.cands.init(c.pub, c.sub)
-	c.pub.OnICECandidate(func(cand *webrtc.ICECandidate) { c.sendCandidate(protocol.TargetPublisher, cand) })
-	c.sub.OnICECandidate(func(cand *webrtc.ICECandidate) { c.sendCandidate(protocol.TargetSubscriber, cand) })
-	c.sub.OnTrack(c.handleTrack)
-	c.sub.OnDataChannel(func(dc *webrtc.DataChannel) {
-		dc.OnMessage(func(m webrtc.DataChannelMessage) {
-			var dm protocol.DataMessage
-			if json.Unmarshal(m.Data, &dm) == nil {
-				c.hmu.Lock()
-				f := c.onData
-				c.hmu.Unlock()
-				if f != nil {
-					f(dm)
-				}
-			}
-		})
-	})
 	c.wg.Add(1)
 	go c.answerLoop(c.done)
 	if opts.LazyPublisher {
@@ -233,11 +233,23 @@ func (c *Client) addDataChannelLocked() error {
 }
 
 // ParticipantID is this client's participant id.
-func (c *Client) ParticipantID() string { return c.Join.Participant.ID }
+// After a rejoin it is the new participant's.
+func (c *Client) ParticipantID() string { return c.LastJoin().Participant.ID }
 
-// Publisher and Subscriber expose the two peer connections.
-func (c *Client) Publisher() *webrtc.PeerConnection  { return c.pub }
-func (c *Client) Subscriber() *webrtc.PeerConnection { return c.sub }
+// Publisher and Subscriber expose the two peer connections; a failover
+// that brings new connections (EventRejoined, or EventResumed through
+// another node) replaces them.
+func (c *Client) Publisher() *webrtc.PeerConnection {
+	c.peerMu.Lock()
+	defer c.peerMu.Unlock()
+	return c.pub
+}
+
+func (c *Client) Subscriber() *webrtc.PeerConnection {
+	c.peerMu.Lock()
+	defer c.peerMu.Unlock()
+	return c.sub
+}
 
 // OnTrack sets the callback for remote tracks.
 func (c *Client) OnTrack(f func(*RemoteTrack)) {
@@ -382,7 +394,7 @@ func (c *Client) readLoop(s *socket) {
 		case protocol.NotifyPublishLayers:
 			c.handlePublishLayers(m.Params)
 		case protocol.MethodLeave:
-			c.rs.serverEnded() // the server ended the session: no resume
+			c.serverLeft(m.Params) // see failover.go
 		}
 		c.record(Event{Method: m.Method, Params: m.Params})
 	}
@@ -423,6 +435,8 @@ func (c *Client) answerLoop(done chan struct{}) {
 // the subscriber's own candidates wait, so the server never gets one of a
 // restarted ICE session before the answer that starts it.
 func (c *Client) answer(o offer) error {
+	c.peerMu.Lock() // a failover may be replacing the connection
+	defer c.peerMu.Unlock()
 	if o.s != c.socket() {
 		return nil // from a socket resumed since: the server offers it again if need be
 	}
@@ -541,12 +555,17 @@ func (c *Client) Close() {
 		return
 	}
 	c.rs.cancel() // stops a resume under way
-	_ = c.socket().ws.Close()
-	if c.pub != nil {
-		_ = c.pub.Close()
+	if s := c.socket(); s != nil {
+		_ = s.ws.Close()
 	}
-	if c.sub != nil {
-		_ = c.sub.Close()
+	c.peerMu.Lock()
+	pub, sub := c.pub, c.sub
+	c.peerMu.Unlock()
+	if pub != nil {
+		_ = pub.Close()
+	}
+	if sub != nil {
+		_ = sub.Close()
 	}
 	c.wg.Wait()
 }

@@ -44,36 +44,16 @@ func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published
 	if err := c.addDataChannelLocked(); err != nil { // a lazy publisher's first offer
 		return nil, err
 	}
-	type added struct {
-		tr  *webrtc.RTPTransceiver
-		sim *SimulcastTrack
-	}
-	byID := map[string]added{}
+	byID := map[string]pubRecord{}
 	anns := make([]protocol.TrackAnnouncement, 0, len(tracks))
 	for _, t := range tracks {
-		var (
-			tr  *webrtc.RTPTransceiver
-			id  string
-			err error
-		)
-		if t.Simulcast != nil {
-			tr, err = t.Simulcast.attach(c.pub)
-			id = t.Simulcast.ID()
-		} else if t.Track != nil {
-			tr, err = c.pub.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-			id = t.Track.ID()
-			if err == nil {
-				preferTrackCodec(tr, t.Track)
-			}
-		} else {
-			err = errors.New("LocalTrack needs Track or Simulcast")
-		}
+		tr, err := c.attachLocked(t)
 		if err != nil {
 			return nil, err
 		}
-		byID[id] = added{tr: tr, sim: t.Simulcast}
+		byID[t.id()] = pubRecord{local: t, tr: tr}
 		go readRTCP(tr.Sender(), t.OnKeyframeRequest)
-		anns = append(anns, protocol.TrackAnnouncement{TrackID: id, Source: t.Source, Name: t.Name, Layers: t.Layers})
+		anns = append(anns, t.announcement())
 	}
 	res, err := c.negotiateLocked(ctx, anns)
 	if err != nil {
@@ -85,23 +65,66 @@ func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published
 		if !ok {
 			continue
 		}
-		if a.sim != nil {
-			a.sim.negotiated(a.tr, t)
+		if sim := a.local.Simulcast; sim != nil {
+			sim.negotiated(a.tr, t)
 			c.simMu.Lock()
-			c.simulcast[t.ID] = a.sim
+			c.simulcast[t.ID] = sim
 			c.simMu.Unlock()
 		}
+		a.track = t
+		c.published = append(c.published, a) // published again after a failover
 		out = append(out, Published{Track: t, Sender: a.tr.Sender()})
 	}
 	return out, nil
+}
+
+// id is the track's msid track id, the `trackId` of its announcement.
+func (t LocalTrack) id() string {
+	if t.Simulcast != nil {
+		return t.Simulcast.ID()
+	}
+	if t.Track != nil {
+		return t.Track.ID()
+	}
+	return ""
+}
+
+func (t LocalTrack) announcement() protocol.TrackAnnouncement {
+	return protocol.TrackAnnouncement{TrackID: t.id(), Source: t.Source, Name: t.Name, Layers: t.Layers}
+}
+
+// attachLocked adds t to the publisher connection. Call with pubMu held.
+func (c *Client) attachLocked(t LocalTrack) (*webrtc.RTPTransceiver, error) {
+	switch {
+	case t.Simulcast != nil:
+		return t.Simulcast.attach(c.pub)
+	case t.Track != nil:
+		tr, err := c.pub.AddTransceiverFromTrack(t.Track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+		if err == nil {
+			preferTrackCodec(tr, t.Track)
+		}
+		return tr, err
+	default:
+		return nil, errors.New("LocalTrack needs Track or Simulcast")
+	}
 }
 
 // Unpublish stops sending a published track and renegotiates.
 func (c *Client) Unpublish(ctx context.Context, p Published) error {
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
-	if err := c.pub.RemoveTrack(p.Sender); err != nil {
+	sender := p.Sender
+	at := -1
+	for i, r := range c.published {
+		if r.track.ID == p.ID {
+			at, sender = i, r.tr.Sender() // the current one, after a failover
+		}
+	}
+	if err := c.pub.RemoveTrack(sender); err != nil {
 		return err
+	}
+	if at >= 0 {
+		c.published = append(c.published[:at], c.published[at+1:]...)
 	}
 	if err := c.Call(ctx, protocol.MethodUnpublish, protocol.UnpublishParams{TrackID: p.ID}, nil); err != nil {
 		return err

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
@@ -200,7 +199,9 @@ func (c *Client) Resume(ctx context.Context) error {
 }
 
 // resume does one attempt; lost, when set, is the socket whose loss it
-// answers (if another resume replaced it meanwhile, errStale).
+// answers (if another resume replaced it meanwhile, errStale). It goes
+// through the nodes in turn (failover.go) and, with Options.Rejoin, joins
+// afresh when the session is unknown.
 func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 	c.rs.run.Lock()
 	defer c.rs.run.Unlock()
@@ -221,34 +222,35 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 	c.rs.resuming = true
 	c.rs.mu.Unlock()
 
-	var s *socket
 	defer func() {
 		c.rs.mu.Lock()
 		c.rs.resuming = false
-		if err == nil && s != nil && isClosed(s.done) && !s.handled {
+		if s := c.socket(); err == nil && isClosed(s.done) && !s.handled {
 			s.handled = true // it dropped already: nobody else will act on it
 			err = errors.New("resume: the new socket dropped at once")
 		}
 		c.rs.mu.Unlock()
 	}()
 
-	ws, _, err := c.opts.dialer().DialContext(ctx, c.url, nil)
-	if err != nil {
-		return fmt.Errorf("resume: dial %s: %w", c.url, err)
+	// Until it is known whether the connections stay, the server's next
+	// subscriber offer waits (answer takes peerMu).
+	c.peerMu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			c.peerMu.Unlock()
+		}
+	}()
+	res, err := c.joinAny(ctx, c.nodeIndex(), protocol.JoinParams{Room: c.room, Resume: token})
+	rejoined, why := false, ""
+	var refused *protocol.Error
+	if err != nil && c.opts.Rejoin && errors.As(err, &refused) && refused.Code == protocol.CodeNotFound {
+		c.log.Info("resume refused: joining afresh", "err", err)
+		why = err.Error()
+		res, err = c.joinAny(ctx, c.nodeIndex(), c.joinParams())
+		rejoined = err == nil
 	}
-	// The new socket is current before `join`, so what follows the result
-	// (the answer to the restart offer, candidates) goes on it; the old
-	// one is done, even if it still looked alive.
-	_ = ws.SetCompressionLevel(flate.BestCompression)
-	s = newSocket(ws)
-	c.setSocket(s)
-	_ = old.ws.Close()
-	c.wg.Add(1)
-	go c.readLoop(s)
-
-	var res protocol.JoinResult
-	if err := c.callOn(ctx, s, protocol.MethodJoin, protocol.JoinParams{Room: c.room, Resume: token}, &res); err != nil {
-		_ = ws.Close()
+	if err != nil {
 		return err
 	}
 	c.rs.joined(res)
@@ -263,9 +265,24 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 		c.wg.Add(1)
 		go c.answerLoop(done)
 	}
-	if err := c.restartPublisher(ctx); err != nil {
-		_ = ws.Close()
-		return fmt.Errorf("resume: publisher ICE restart: %w", err)
+	if rejoined || res.NewConnections {
+		locked = false // failoverLocked unlocks it
+		tracks, err := c.failoverLocked(ctx, res)
+		if err != nil {
+			_ = c.socket().ws.Close()
+			return fmt.Errorf("failover: new connections: %w", err)
+		}
+		if rejoined {
+			c.record(Event{Method: EventRejoined, Params: mustJSON(Rejoined{Join: res, Tracks: tracks, Reason: why})})
+			return nil
+		}
+	} else {
+		locked = false
+		c.peerMu.Unlock()
+		if err := c.restartPublisher(ctx); err != nil {
+			_ = c.socket().ws.Close()
+			return fmt.Errorf("resume: publisher ICE restart: %w", err)
+		}
 	}
 	c.record(Event{Method: EventResumed, Params: mustJSON(res)})
 	return nil

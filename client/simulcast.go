@@ -124,6 +124,12 @@ func (s *SimulcastTrack) negotiated(tr *webrtc.RTPTransceiver, published protoco
 		}
 	}
 	s.trackID = published.ID
+	// On new connections (a failover) the receiver learns each encoding's
+	// SSRC afresh, and wants every layer until it says otherwise.
+	s.stamped = map[string]int{}
+	for rid := range s.active {
+		s.active[rid] = true
+	}
 	s.ridOf = map[string]string{}
 	for _, l := range published.Layers {
 		s.ridOf[l.Quality] = l.RID

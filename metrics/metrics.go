@@ -60,6 +60,7 @@ func New(src Source) *Metrics {
 	if src != nil {
 		m.reg.MustRegister(newNodeCollector(src))
 	}
+	m.reg.MustRegister(mixerCollectors()...)
 	return m
 }
 
@@ -75,7 +76,7 @@ var knownMethods = map[string]bool{
 	protocol.MethodJoin: true, protocol.MethodOffer: true, protocol.MethodAnswer: true,
 	protocol.MethodCandidate: true, protocol.MethodSubscribe: true, protocol.MethodUnsubscribe: true,
 	protocol.MethodSetSubscription: true, protocol.MethodMute: true, protocol.MethodUnpublish: true,
-	protocol.MethodLeave: true, protocol.MethodPing: true,
+	protocol.MethodLeave: true, protocol.MethodPing: true, protocol.MethodSetAudioMix: true,
 }
 
 // ObserveSignaling records one signaling message: its method ("" when the

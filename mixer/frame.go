@@ -87,6 +87,10 @@ type workState struct {
 	sum     [frameSamples]float32
 	shared  *encoder
 	minus   map[string]*encoder // by owner, for speakers who listen
+	// Inputs without RFC 6464 levels, ranked here (rank.go).
+	det      *sfu.SpeakerDetector
+	measured []sfu.SpeakerLevel
+	measureN int
 }
 
 func (w *workState) init() {
@@ -161,6 +165,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 	if m.ranking != nil {
 		w.rank = m.ranking(w.rank[:0])
 	}
+	w.mergeMeasured() // rank.go
 	w.frameID++
 	picked := 0
 	for _, s := range w.rank {
@@ -173,7 +178,9 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 				found = true
 				if !in.selected {
 					in.selected = true
-					in.reset() // a fresh decoder and buffer for a voice entering the mix
+					if !in.measure { // a measured input is decoded all along
+						in.reset() // a fresh decoder and buffer for a voice entering the mix
+					}
 				}
 				in.marked = true
 			}
@@ -184,6 +191,16 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 	}
 	w.mixed = w.mixed[:0]
 	for _, in := range w.inputs {
+		if in.measure && in.level > 0 && !in.muted.Load() {
+			// Decoded every frame to measure its level; mixed if ranked.
+			played := in.frame(now, depth)
+			in.observeLevel(played)
+			if in.marked && played {
+				w.mixed = append(w.mixed, in)
+			}
+			in.selected, in.marked = in.marked, false
+			continue
+		}
 		if !in.marked {
 			in.selected = false
 			in.drain(depth)
@@ -194,6 +211,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 			w.mixed = append(w.mixed, in)
 		}
 	}
+	m.rankMeasured(now)
 	if len(w.mixed) == 0 {
 		for _, o := range w.outs {
 			o.silent()

@@ -66,9 +66,12 @@ type input struct {
 	fec      [maxOpus]byte
 	pcm      [frameSamples * 6]float32 // a 120 ms packet fits
 	arrival  int64                     // arrival of the packet played in this frame
-	selected bool                      // among the loudest (since the last frame)
-	marked   bool                      // selected again this frame
-	level    float32                   // gain applied this frame (0 = not contributing)
+	measure  bool                      // no RFC 6464 levels: ranked by its decoded audio (rank.go)
+	dbSum    float64                   // measure: -dBov summed over the current ranking tick
+	dbN      int
+	selected bool    // among the loudest (since the last frame)
+	marked   bool    // selected again this frame
+	level    float32 // gain applied this frame (0 = not contributing)
 }
 
 func newInput(trackID, owner string, src sfu.Source) (*input, error) {

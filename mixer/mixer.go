@@ -82,6 +82,9 @@ func (m *Mixer) AddInput(trackID, owner string, src sfu.Source, muted bool) erro
 		return err
 	}
 	in.muted.Store(muted)
+	if lv, ok := src.(interface{ SendsAudioLevels() bool }); ok && !lv.SendsAudioLevels() {
+		in.measure = true // rank.go
+	}
 	m.mu.Lock()
 	if m.closed || m.inputs[trackID] != nil {
 		m.mu.Unlock()

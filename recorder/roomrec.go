@@ -81,7 +81,8 @@ type RoomRecorder struct {
 	stopping bool
 	wg       sync.WaitGroup
 	done     chan struct{}
-	manMu    sync.Mutex // serialises manifest writes
+	manMu    sync.Mutex     // serialises manifest writes
+	saves    sync.WaitGroup // background manifest writes, awaited by Stop
 }
 
 // NewRoomRecorder creates the folder and the initial manifest. An
@@ -229,7 +230,7 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 		Logger: r.log,
 		OnDone: func(res TrackResult) { r.trackDone(pt.Track.ID, res) },
 		OnFileCreated: func(string) {
-			go r.saveManifest()
+			r.saveManifestLater()
 		},
 	})
 	if err != nil {
@@ -281,7 +282,7 @@ func (r *RoomRecorder) trackDone(id string, res TrackResult) {
 		r.log.Error("recording failed", "err", res.Err)
 		go r.Stop()
 	} else {
-		go r.saveManifest()
+		r.saveManifestLater()
 	}
 	r.wg.Done()
 }
@@ -308,6 +309,7 @@ func (r *RoomRecorder) Stop() *Manifest {
 		rec.Close()
 	}
 	r.wg.Wait()
+	r.saves.Wait() // every track is done: no more are started
 	r.mu.Lock()
 	r.ended = time.Now()
 	if r.err != nil {
@@ -347,6 +349,17 @@ func (r *RoomRecorder) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.err
+}
+
+// saveManifestLater saves the manifest in the background. Stop waits for
+// these, so nothing writes into the recording's directory once it returned
+// (seen: a test's temporary directory removed while a late save wrote).
+func (r *RoomRecorder) saveManifestLater() {
+	r.saves.Add(1)
+	go func() {
+		defer r.saves.Done()
+		_ = r.saveManifest()
+	}()
 }
 
 func (r *RoomRecorder) saveManifest() error {

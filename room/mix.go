@@ -79,6 +79,16 @@ func (r *Room) AcquireMix() (src sfu.Source, id string) {
 // ReleaseMix ends an AcquireMix.
 func (r *Room) ReleaseMix() { r.releaseMixer("") }
 
+// stopMixer closes the mixer of a room that closes, whoever still holds it
+// (a recording releases it later: a no-op then). r.mu held; Close waits
+// for the mixer's goroutine, which takes no room lock.
+func (r *Room) stopMixer() {
+	if mx := r.mix.mx; mx != nil {
+		r.mix.mx, r.mix.users = nil, 0
+		go mx.Close()
+	}
+}
+
 // Mixer is the room's mixer while the room mixes, else nil.
 func (r *Room) Mixer() *mixer.Mixer {
 	r.mu.Lock()
@@ -170,6 +180,11 @@ func (p *Participant) SetAudioMix(on bool) error {
 	if on && !p.Permissions().CanSubscribe {
 		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe")
 	}
+	// Held through the mixer's acquire or release: a participant closing
+	// meanwhile (leaveMix) waits, so a mixer is never acquired for a
+	// participant that has already released it.
+	p.mixMu.Lock()
+	defer p.mixMu.Unlock()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -194,6 +209,8 @@ func (p *Participant) SetAudioMix(on bool) error {
 
 // leaveMix releases the mix of a participant that is closing.
 func (p *Participant) leaveMix() {
+	p.mixMu.Lock()
+	defer p.mixMu.Unlock()
 	p.mu.Lock()
 	on := p.audioMix
 	p.audioMix = false

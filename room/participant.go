@@ -26,9 +26,10 @@ type Participant struct {
 	joinedAt      time.Time
 	resumeToken   string
 	autoSubscribe bool
-	answering     bool // see JoinRequest.Answering and answer.go
-	wantMix       bool // join asked for the audio mix
-	audioMix      bool // receives the mix (mix.go); under mu
+	answering     bool       // see JoinRequest.Answering and answer.go
+	wantMix       bool       // join asked for the audio mix
+	audioMix      bool       // receives the mix (mix.go); under mu
+	mixMu         sync.Mutex // serialises SetAudioMix and leaveMix (mix.go)
 
 	pub *sfu.Publisher
 	sub *sfu.Subscriber

@@ -135,6 +135,7 @@ func (r *Room) closeIfEmpty() {
 		return
 	}
 	r.closed = true
+	r.stopMixer()
 	r.mu.Unlock()
 	r.m.removeRoom(r)
 }
@@ -147,6 +148,7 @@ func (r *Room) Close(reason string) {
 		return
 	}
 	r.closed = true
+	r.stopMixer()
 	if r.emptyTimer != nil {
 		r.emptyTimer.Stop()
 	}

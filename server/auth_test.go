@@ -67,6 +67,7 @@ func joinErr(t testing.TB, srv *server.Server, room, tok string, code int) *prot
 
 // TestTokenJoin: with keys configured, join needs a valid token for the room.
 func TestTokenJoin(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withKeys)
 	const room = "secure"
 	// Issue always sets exp in the future: sign an expired token by hand.
@@ -115,6 +116,7 @@ func TestTokenJoin(t *testing.T) {
 
 // TestTokenGrants: canPublish, canSubscribe and canPublishData are enforced.
 func TestTokenGrants(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withKeys)
 	const room = "grants"
 	tok := func(id string, pub, sub, data bool) func(*client.Options) {
@@ -157,21 +159,7 @@ func TestTokenGrants(t *testing.T) {
 	got := make(chan protocol.DataMessage, 64)
 	pub.OnData(func(m protocol.DataMessage) { got <- m })
 	// Deaf's messages arrive once pub's data channel is open.
-	waitFor(t, 10*time.Second, "deaf's data message at pub", func() bool {
-		if err := deaf.SendData(ctxT(t, 5*time.Second), "warm-up"); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case m := <-got:
-			return m.From == deaf.ParticipantID()
-		case <-time.After(200 * time.Millisecond):
-			return false
-		}
-	})
-	time.Sleep(300 * time.Millisecond)
-	for len(got) > 0 {
-		<-got
-	}
+	syncData(t, deaf, got)
 	if err := viewer.SendData(ctxT(t, 10*time.Second), "from viewer"); err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +184,7 @@ func TestTokenGrants(t *testing.T) {
 // TestDuplicateIdentity: a second join with the same identity replaces the
 // first, which gets leave "duplicate"; the room keeps one participant.
 func TestDuplicateIdentity(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withKeys)
 	const room = "dup"
 	watcher := join(t, srv, room, "watcher", withToken(token(t, "watcher", auth.Grants{Room: room}, time.Hour)))
@@ -232,6 +221,7 @@ func TestDuplicateIdentity(t *testing.T) {
 
 // TestOpenServerRefusesPublicBind: no keys on a non-loopback address needs --insecure-open.
 func TestOpenServerRefusesPublicBind(t *testing.T) {
+	t.Parallel()
 	cfg := config.Default()
 	cfg.HTTP.Address = "0.0.0.0:0"
 	cfg.RTC.UDPPort, cfg.RTC.TCPPort = 0, -1

@@ -453,6 +453,7 @@ type badOutcome struct {
 // checks each gets its error code with a message saying what was wrong, while
 // the rest of the node carries on undisturbed.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	const negotiationTimeout = 2 * time.Second
 	srv := startServer(t, func(c *config.Config) {
 		c.Room.NegotiationTimeout = config.Duration(negotiationTimeout)

@@ -178,6 +178,8 @@ func (s *shaper) set(v int64)   { s.limit.Store(v) }
 // when the downlink widens again, a probe finds the room and it returns to
 // high.
 func TestCongestionSwitchesDown(t *testing.T) {
+	// Not parallel: congestion control reads a CPU starved by other tests
+	// as a congested network.
 	testBottleneck(t, "bwe", &throttle{})
 }
 
@@ -185,6 +187,8 @@ func TestCongestionSwitchesDown(t *testing.T) {
 // bottleneck that queues (a token bucket with a 100 ms buffer) before it
 // drops: the delay-based estimator sees the queue grow.
 func TestCongestionShapedQueue(t *testing.T) {
+	// Not parallel: congestion control reads a CPU starved by other tests
+	// as a congested network.
 	testBottleneck(t, "bwe-shaped", &shaper{})
 }
 
@@ -262,6 +266,8 @@ func noTWCCAPI(t *testing.T, th *throttle) *webrtc.API {
 // TestCongestionWithoutTWCC: a client that does not negotiate TWCC is still
 // moved down when its receiver reports show loss.
 func TestCongestionWithoutTWCC(t *testing.T) {
+	// Not parallel: congestion control reads a CPU starved by other tests
+	// as a congested network.
 	srv := startServer(t, withBWE)
 	th := &throttle{}
 	slow := join(t, srv, "bwe-rr", "slow", func(o *client.Options) { o.API = noTWCCAPI(t, th) })

@@ -87,6 +87,7 @@ func sendN(t *testing.T, c *client.Client, prefix string, n int) []string {
 // before its subscriber `data` channel is open, still reach it, all of
 // them and in order (issue 17, defect 1).
 func TestDataReachesNewcomer(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	a := join(t, srv, "data-new", "a")
 	for round := 0; round < 2; round++ {
@@ -119,6 +120,7 @@ func (c cutConn) Write(p []byte) (int, error) {
 // message sent meanwhile; one whose channel was open gets those sent while
 // it was away (issue 17, defect 1, "the same for resume").
 func TestDataReachesResumedParticipant(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	a := join(t, srv, "data-resume", "a")
 
@@ -165,6 +167,7 @@ func TestDataReachesResumedParticipant(t *testing.T) {
 // are dropped and counted in /metrics, and what it gets once its channel
 // opens is the earliest messages, in order.
 func TestDataHoldingBounded(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	a := join(t, srv, "data-bound", "a")
 	var cut atomic.Bool

@@ -14,6 +14,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	setDefaultParallel()
 	goleak.VerifyTestMain(m,
 		// pion's package-level pools and the HTTP test server's idle conns are not ours.
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
@@ -34,6 +35,7 @@ func hasParam(key, value string) func(json.RawMessage) bool {
 // TestCallEndToEnd: one publisher with audio and video, three subscribers,
 // a late joiner, the publisher leaving, and the room closing.
 func TestCallEndToEnd(t *testing.T) {
+	t.Parallel()
 	// This test checks forwarding byte for byte; bandwidth allocation has its
 	// own tests, and on a loaded CI machine it may legitimately pause video.
 	srv := startServer(t, func(c *config.Config) { c.RTC.CongestionControl = false })
@@ -89,11 +91,11 @@ func TestCallEndToEnd(t *testing.T) {
 	media.mu.Lock()
 	sentVideo, sentAudio := media.sentVideo, media.sentAudio
 	media.mu.Unlock()
-	time.Sleep(200 * time.Millisecond) // let the last packets land
-	for i, r := range append(recs, lateRec) {
+	for _, r := range append(recs, lateRec) {
+		waitLastPayload(t, "subscriber video", sentVideo, func() [][]byte { return r.payloads(video.ID) })
+		waitLastPayload(t, "subscriber audio", sentAudio, func() [][]byte { return r.payloads(audio.ID) })
 		assertRun(t, "subscriber video", sentVideo, r.payloads(video.ID))
 		assertRun(t, "subscriber audio", sentAudio, r.payloads(audio.ID))
-		_ = i
 	}
 
 	// The publisher leaves: everyone is told and loses the transceivers.
@@ -130,6 +132,7 @@ func TestCallEndToEnd(t *testing.T) {
 
 // TestRoomsAreIsolated: two rooms at once never see each other.
 func TestRoomsAreIsolated(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	type side struct {
 		pub, sub *client.Client
@@ -175,6 +178,7 @@ func TestRoomsAreIsolated(t *testing.T) {
 // TestDataMessages: text on the publisher channel reaches the others wrapped
 // with the sender's id, and not the sender.
 func TestDataMessages(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	a := join(t, srv, "chat", "a")
 	b := join(t, srv, "chat", "b")
@@ -182,9 +186,11 @@ func TestDataMessages(t *testing.T) {
 	b.OnData(func(m protocol.DataMessage) { got <- m })
 	echo := make(chan protocol.DataMessage, 4)
 	a.OnData(func(m protocol.DataMessage) { echo <- m })
-	waitFor(t, 10*time.Second, "b's subscriber connection", func() bool {
-		return b.Subscriber().ConnectionState().String() == "connected"
-	})
+	// What b receives on is the server's data channel on b's subscriber
+	// connection, which opens after that connection is up: wait for the
+	// channel itself (the connection's state said nothing about it, and on a
+	// busy machine the message went out before the channel was open).
+	waitDataChannel(t, b)
 	if err := a.SendData(ctxT(t, 10*time.Second), "hello, b"); err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +214,7 @@ func TestDataMessages(t *testing.T) {
 // side instead of two); its first data message opens it, and the message
 // arrives.
 func TestLazyPublisher(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	viewer := join(t, srv, "lazy", "viewer", func(o *client.Options) { o.LazyPublisher = true })
 	rec := record(viewer)

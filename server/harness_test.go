@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"flag"
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -328,5 +331,138 @@ func assertRun(t testing.TB, who string, sent, got [][]byte) {
 			t.Fatalf("%s: packet %d of %d differs from sent packet %d (lost, reordered or altered): it is sent packet %d (-1: never sent); %d sent",
 				who, i, len(got), start+i, was, len(sent))
 		}
+	}
+}
+
+// waitStill waits until count stops changing for a whole second (what
+// should stop, e.g. forwarding after a mute) and returns its final value;
+// it fails if count is still changing after 15 s. Packets already in
+// flight when the change took effect may land late on a busy machine: a
+// fixed sleep followed by a comparison would fail on them, this waits them
+// out, and still catches a flow that never stops.
+func waitStill(t testing.TB, what string, count func() int) int {
+	t.Helper()
+	const quiet = time.Second
+	deadline := time.Now().Add(15 * time.Second)
+	last, since := count(), time.Now()
+	for {
+		time.Sleep(20 * time.Millisecond)
+		n := count()
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= quiet {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still changing after 15 s (now %d)", what, n)
+		}
+	}
+}
+
+// waitLastPayload waits until got() ends with the last payload of sent:
+// every packet sent before a Stop has arrived (what a fixed "let the last
+// packets land" sleep hoped for).
+func waitLastPayload(t testing.TB, what string, sent [][]byte, got func() [][]byte) {
+	t.Helper()
+	if len(sent) == 0 {
+		return
+	}
+	want := sent[len(sent)-1]
+	waitFor(t, 10*time.Second, what+" to receive the last packet sent", func() bool {
+		g := got()
+		return len(g) > 0 && bytes.Equal(g[len(g)-1], want)
+	})
+}
+
+// waitDataChannel waits until c has the server's `data` channel open on its
+// subscriber connection: what a data message relayed to c travels on.
+// (The subscriber connection being "connected" says nothing about SCTP.)
+func waitDataChannel(t testing.TB, c *client.Client) {
+	t.Helper()
+	waitFor(t, 15*time.Second, c.ParticipantID()+"'s data channel from the server", func() bool {
+		for _, s := range c.Subscriber().GetStats() {
+			if d, ok := s.(webrtc.DataChannelStats); ok && d.State == webrtc.DataChannelStateOpen {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// syncData makes sure from's messages reach got (the receiver's OnData
+// channel), then empties got up to a fence: a message sent last, after
+// which nothing of the warm-up can still arrive (one sender's messages are
+// relayed in order on reliable, ordered channels). Replaces "send until one
+// arrives, sleep, drain", where a late warm-up message could land after the
+// drain.
+func syncData(t testing.TB, from *client.Client, got <-chan protocol.DataMessage) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for arrived := false; !arrived; {
+		if err := from.SendData(ctxT(t, 10*time.Second), "warm-up"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			arrived = m.From == from.ParticipantID()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if !arrived && time.Now().After(deadline) {
+			t.Fatalf("%s's data messages never arrived", from.ParticipantID())
+		}
+	}
+	fence := "fence-" + from.ParticipantID() + "-" + time.Now().Format(time.RFC3339Nano)
+	if err := from.SendData(ctxT(t, 10*time.Second), fence); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-got:
+			if m.From == from.ParticipantID() && m.Payload == fence {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("%s's fence message never arrived", from.ParticipantID())
+		}
+	}
+}
+
+// waitCoverage waits (up to 10 s) until got() covers at least ratio of
+// sent, minus the last tail packets (see packetCoverage), and returns the
+// coverage then: retransmissions and the last packets land when they land.
+// The caller asserts on what it returns.
+func waitCoverage(sent [][]byte, got func() [][]byte, tail int, ratio float64) (received, expected int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		received, expected = packetCoverage(sent, got(), tail)
+		if float64(received) >= ratio*float64(expected) || time.Now().After(deadline) {
+			return received, expected
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// defaultParallel is how many of this package's tests run at once unless
+// -test.parallel is given. Its tests mostly wait on media paced in real
+// time (30 fps video, 20 ms audio, ICE and RTCP timers), not on the CPU:
+// GOMAXPROCS (go test's default, 2 on the CI machine) left the package at
+// about four minutes of mostly idle waiting. Under the race detector the
+// same tests need several times the CPU, and congestion control reads a
+// starved CPU as a congested network: fewer at once.
+func defaultParallel() int {
+	if raceEnabled {
+		return 4
+	}
+	return 8
+}
+
+// setDefaultParallel applies defaultParallel; call it from TestMain.
+func setDefaultParallel() {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		_ = flag.Set("test.parallel", strconv.Itoa(max(defaultParallel(), runtime.GOMAXPROCS(0))))
 	}
 }

@@ -28,6 +28,7 @@ func wantCode(t testing.TB, what string, err error, code int) {
 }
 
 func TestLimitRoomsAndParticipants(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, func(c *config.Config) {
 		withKeys(c)
 		c.Limits.MaxRooms = 1
@@ -49,6 +50,7 @@ func TestLimitRoomsAndParticipants(t *testing.T) {
 }
 
 func TestLimitTracksAndSubscriptions(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, func(c *config.Config) {
 		c.Limits.MaxTracks = 2
 		c.Limits.MaxSubscriptions = 1
@@ -105,6 +107,7 @@ func rawWS(t testing.TB, srv *server.Server) *websocket.Conn {
 // 429s (or, if it floods faster than it reads, is dropped), and another
 // connection's round trips stay fast and error-free meanwhile.
 func TestSignalingFlood(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, func(c *config.Config) {
 		c.Limits.SignalingRate = 30
 		c.Limits.SignalingBurst = 60
@@ -172,6 +175,7 @@ func TestSignalingFlood(t *testing.T) {
 }
 
 func TestFrameAndDataLimits(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, func(c *config.Config) {
 		c.Limits.MaxFrame = 4096
 		c.Limits.MaxDataMessage = 100
@@ -191,24 +195,10 @@ func TestFrameAndDataLimits(t *testing.T) {
 	// A data message over the limit is not relayed; one at the limit is.
 	a := join(t, srv, "data", "a")
 	b := join(t, srv, "data", "b")
-	got := make(chan protocol.DataMessage, 4)
+	got := make(chan protocol.DataMessage, 64)
 	b.OnData(func(m protocol.DataMessage) { got <- m })
 	// Warm up until b's data channel delivers (it opens after the connection).
-	waitFor(t, 10*time.Second, "a first data message at b", func() bool {
-		if err := a.SendData(ctxT(t, 5*time.Second), "warm-up"); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-got:
-			return true
-		case <-time.After(200 * time.Millisecond):
-			return false
-		}
-	})
-	time.Sleep(300 * time.Millisecond)
-	for len(got) > 0 {
-		<-got
-	}
+	syncData(t, a, got)
 	if err := a.SendData(ctxT(t, 10*time.Second), strings.Repeat("y", 101)); err != nil {
 		t.Fatal(err)
 	}
@@ -223,19 +213,30 @@ func TestFrameAndDataLimits(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("data message at the limit not relayed")
 	}
+	// a's messages are relayed in order: had the oversized one been relayed,
+	// it would have come first; a last one must come next.
+	if err := a.SendData(ctxT(t, 10*time.Second), "last"); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case m := <-got:
-		t.Fatalf("unexpected message of %d bytes", len(m.Payload))
-	case <-time.After(300 * time.Millisecond):
+		if m.Payload != "last" {
+			t.Fatalf("unexpected message of %d bytes", len(m.Payload))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message after the limits test was not relayed")
 	}
 }
 
 // TestIdleTimeout: a peer that neither sends nor answers pings is dropped.
 func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, func(c *config.Config) { c.Limits.IdleTimeout = config.Duration(time.Second) })
 	ws := rawWS(t, srv)
-	time.Sleep(1800 * time.Millisecond) // not reading: no pong goes out
-	_ = ws.SetReadDeadline(time.Now().Add(3 * time.Second))
+	// Read (to see the server close the socket) but never answer its pings:
+	// no pong goes out, as from a peer that stopped reading.
+	ws.SetPingHandler(func(string) error { return nil })
+	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
 	for {
 		if _, _, err := ws.ReadMessage(); err != nil {
 			var ce *websocket.CloseError

@@ -58,9 +58,6 @@ func publishTone(t *testing.T, srv *server.Server, roomName, name string, freq, 
 			extID = uint8(e.ID)
 		}
 	}
-	if extID == 0 {
-		t.Fatal("the server did not negotiate the audio level extension")
-	}
 	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +95,9 @@ func publishTone(t *testing.T, srv *server.Server, roomName, name string, freq, 
 				db = math.Min(127, math.Max(0, -20*math.Log10(a/math.Sqrt2)))
 			}
 			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts}, Payload: out[:k]}
-			_ = pkt.Header.SetExtension(extID, []byte{byte(db) | 0x80})
+			if extID != 0 { // not with a client API that leaves the extension out
+				_ = pkt.Header.SetExtension(extID, []byte{byte(db) | 0x80})
+			}
 			seq++
 			ts += 960
 			if p.dropEach > 0 && n%p.dropEach == 0 {
@@ -564,4 +563,22 @@ func TestAudioMixWiring(t *testing.T) {
 	}
 	listener.Close()
 	waitFor(t, 10*time.Second, "the room to stop mixing", func() bool { return srv.Rooms().Room(roomName).Mixer() == nil })
+}
+
+// TestAudioMixWithoutLevels: a publisher whose client sends no RFC 6464
+// audio level (the room never ranks it as a speaker) is still mixed: the
+// mixer measures its decoded level.
+func TestAudioMixWithoutLevels(t *testing.T) {
+	skipUnderRace(t)
+	srv := startServer(t, nil)
+	const roomName = "mix-nolevels"
+	listener := join(t, srv, roomName, "listener", withAudioMix)
+	lmix := listenMix(t, listener)
+	publishTone(t, srv, roomName, "with-levels", 440, 0.2, 0)
+	plain, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTone(t, srv, roomName, "without-levels", 700, 0.2, 0, withClientAPI(plain))
+	waitTones(t, lmix, "listener", []float64{440, 700}, nil)
 }

@@ -65,6 +65,23 @@ type opusSent struct {
 	pkts []rtp.Packet
 }
 
+// last is the payload of the last packet sent.
+func (s *opusSent) last() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pkts[len(s.pkts)-1].Payload
+}
+
+// waitLastFrame waits until the last packet l logged for track id has
+// payload want: everything sent before it has had its chance to arrive.
+func waitLastFrame(t *testing.T, l *headerLog, id string, want []byte) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the last frame sent", func() bool {
+		got, _ := l.get(id)
+		return len(got) > 0 && bytes.Equal(got[len(got)-1].Payload, want)
+	})
+}
+
 // sendOpusDTX sends Opus the way a browser with DTX does: 20 ms frames
 // while talking, then during silence one small frame every 400 ms (the
 // timestamp jumps, the sequence number does not), and the marker bit on the
@@ -105,6 +122,7 @@ func sendOpusDTX(t *testing.T, track *webrtc.TrackLocalStaticRTP, st *opusStream
 // (960 while talking, 19200 in DTX), contiguous sequence numbers and the
 // talkspurt marker bits.
 func TestOpusDTXForwarded(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	const roomName = "dtx"
 	sub := join(t, srv, roomName, "sub")
@@ -124,7 +142,7 @@ func TestOpusDTXForwarded(t *testing.T) {
 	sendOpusDTX(t, audio, st, 1, func(_ int, f []byte) []byte { return f })
 	waitFor(t, 10*time.Second, "audio at the subscriber", func() bool { p, _ := log.get(pubs[0].ID); return len(p) > 0 })
 	sent := sendOpusDTX(t, audio, st, 3, func(_ int, f []byte) []byte { return f })
-	time.Sleep(300 * time.Millisecond)
+	waitLastFrame(t, log, pubs[0].ID, sent.last())
 
 	got, _ := log.get(pubs[0].ID)
 	// Find the first frame of the measured run among what arrived.
@@ -188,6 +206,7 @@ func opusFmtp(sdp string) []string {
 // subscriber's track has it: FEC data inside the Opus frames is forwarded
 // untouched, and both ends know to use it.
 func TestOpusInbandFECNegotiated(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	const roomName = "fec"
 	sub := join(t, srv, roomName, "sub")
@@ -241,6 +260,7 @@ func redWrap(prev []byte) func(int, []byte) []byte {
 // negotiated RED gets the RED packets as sent; one without RED gets the
 // primary Opus frames, nothing lost, DTX gaps kept.
 func TestOpusREDForwarded(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	const roomName = "red"
 	redSub := join(t, srv, roomName, "red-sub", withClientAPI(redAPI(t)))
@@ -269,7 +289,10 @@ func TestOpusREDForwarded(t *testing.T) {
 		return len(a) > 0 && len(b) > 0
 	})
 	sent := sendOpusDTX(t, track, st, 2, redWrap(nil))
-	time.Sleep(300 * time.Millisecond)
+	// Each cycle ends in 3-byte DTX frames: the last RED packet's primary
+	// (its last block) is what the Opus-only subscriber gets last.
+	waitLastFrame(t, redLog, id, sent.last())
+	waitLastFrame(t, opusLog, id, sent.last()[len(sent.last())-3:])
 
 	gotRED, redCodec := redLog.get(id)
 	gotOpus, opusCodec := opusLog.get(id)

@@ -8,6 +8,7 @@ import (
 
 // TestLoopbackOnly: profiles go to clients on this machine and nobody else.
 func TestLoopbackOnly(t *testing.T) {
+	t.Parallel()
 	h := loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
 	for addr, want := range map[string]int{
 		"127.0.0.1:5000":          http.StatusOK,

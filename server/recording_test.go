@@ -17,6 +17,7 @@ import (
 // guarded by the record grant, and a room recording started and stopped
 // through them leaves a manifest and non-empty media files.
 func TestRecordingControl(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	srv := startServer(t, func(c *config.Config) {
 		withKeys(c)
@@ -57,7 +58,21 @@ func TestRecordingControl(t *testing.T) {
 		t.Fatalf("start: HTTP %d %v, want 201", code, started)
 	}
 	id, _ := started["id"].(string)
-	time.Sleep(2 * time.Second)
+	// Record until both tracks' files hold media (a few frames past the
+	// headers), however long a busy machine takes to get there.
+	waitFor(t, 20*time.Second, "both tracks' files to hold media", func() bool {
+		code, info := call("GET", url+"/"+id, rec)
+		files, _ := info["files"].([]any)
+		if code != http.StatusOK || len(files) != 2 {
+			return false
+		}
+		for _, f := range files {
+			if st, err := os.Stat(f.(string)); err != nil || st.Size() < 2048 {
+				return false
+			}
+		}
+		return true
+	})
 	code, stopped := call("DELETE", url+"/"+id, rec)
 	if code != http.StatusOK || stopped["status"] != "finished" {
 		t.Fatalf("stop: HTTP %d %v, want 200 finished", code, stopped)

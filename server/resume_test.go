@@ -33,6 +33,7 @@ func autoResume(o *client.Options) { o.AutoResume = true }
 // its transceivers and its media, both of its connections restart ICE, and
 // the publisher never sees it leave or join again.
 func TestResumeKeepsSubscriber(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	const roomName = "resume"
 	pub := join(t, srv, roomName, "pub")
@@ -120,7 +121,11 @@ func TestResumeKeepsSubscriber(t *testing.T) {
 // good: others get participantLeft "disconnected" and lose its tracks, and
 // a late resume gets 404.
 func TestResumeWindowExpires(t *testing.T) {
-	const window = time.Second
+	t.Parallel()
+	// Long enough that "still present while away" can be checked on a busy
+	// machine before the window ends: the check waits for the server to mark
+	// the participant away, then has the rest of the window.
+	const window = 3 * time.Second
 	srv := startServer(t, withResumeWindow(window))
 	const roomName = "resume-expires"
 	watcher := join(t, srv, roomName, "watcher")
@@ -140,10 +145,13 @@ func TestResumeWindowExpires(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Done not closed after the socket dropped")
 	}
-	time.Sleep(window / 2)
-	if p := srv.Rooms().Room(roomName).Participant(pubID); p == nil || !p.Away() {
-		t.Fatal("within the window the participant must still be in the room, away")
-	}
+	waitFor(t, window, "the participant marked away within the window", func() bool {
+		p := srv.Rooms().Room(roomName).Participant(pubID)
+		if p == nil {
+			t.Fatal("within the window the participant must still be in the room, away")
+		}
+		return p.Away()
+	})
 	assertNoComings(t, watcher, pubID, 1)
 
 	ev, err := watcher.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyParticipantLeft, hasParam("participantId", pubID))
@@ -180,6 +188,7 @@ func TestResumeWindowExpires(t *testing.T) {
 // local ports, and the subscriber keeps receiving its tracks on the same
 // transceivers without ever seeing it leave.
 func TestResumeAfterNetworkChange(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	const roomName = "resume-path"
 	sub := join(t, srv, roomName, "sub")
@@ -229,6 +238,7 @@ func TestResumeAfterNetworkChange(t *testing.T) {
 // noticed its old socket is dead; the old socket is closed without `leave`
 // and the participant continues on the new one.
 func TestResumeReplacesLiveSocket(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	const roomName = "resume-live"
 	watcher := join(t, srv, roomName, "watcher")
@@ -261,7 +271,11 @@ func TestResumeReplacesLiveSocket(t *testing.T) {
 			t.Fatalf("the replaced socket got leave: %s", e.Params)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	// A wrong leave or rejoin would be announced before this round trip's
+	// answer: the watcher's socket delivers in order, after the server's.
+	if err := watcher.Call(ctxT(t, 5*time.Second), protocol.MethodPing, protocol.Empty{}, nil); err != nil {
+		t.Fatal(err)
+	}
 	assertNoComings(t, watcher, id, 1)
 	if p := srv.Rooms().Room(roomName).Participant(id); p == nil || p.Away() {
 		t.Fatal("participant missing or away after resuming over a live socket")

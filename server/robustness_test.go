@@ -14,7 +14,7 @@ import (
 func isVideoMime(mime string) bool { return strings.HasPrefix(strings.ToLower(mime), "video/") }
 
 // runMediaFor runs the fake publisher until it has sent n video packets, then
-// stops it and lets retransmissions land.
+// stops it. Callers wait for retransmissions with waitCoverage.
 func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio [][]byte) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "the publisher to send its packets", func() bool {
@@ -23,7 +23,6 @@ func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio []
 		return len(media.sentVideo) >= n
 	})
 	media.Stop()
-	time.Sleep(time.Second)
 	media.mu.Lock()
 	defer media.mu.Unlock()
 	return media.sentVideo, media.sentAudio
@@ -35,11 +34,17 @@ func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio []
 // of an issue already reported to the owner of that code skips the subtest
 // with the reason instead of failing it (so the suite stays usable until the
 // fix lands, and the test asserts again by itself once it has).
+//
+// With congestion control on, f runs before the package's parallel tests
+// start (GCC reads a CPU starved by other tests as a congested network);
+// then the test turns parallel and runs f with it off.
 func withCongestionControl(t *testing.T, f func(t *testing.T, tune func(*config.Config), knownIssue func(string))) {
-	for _, on := range []bool{false, true} {
+	for _, on := range []bool{true, false} {
 		name := "cc=off"
 		if on {
 			name = "cc=on"
+		} else {
+			t.Parallel()
 		}
 		t.Run(name, func(t *testing.T) {
 			known := func(string) {}
@@ -89,18 +94,27 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 		return len(lossyRec.payloads(video.ID)) > 30 && len(cleanRec.payloads(video.ID)) > 30
 	})
 
-	sentVideo, sentAudio := runMediaFor(t, media, 900) // about 10 s of video
-	if got := scrape(t, srv)["starling_retransmitted_packets_total"] - rtxBefore; got < float64(loss.rtxSeen.Load()) {
-		t.Errorf("starling_retransmitted_packets_total grew by %v, but %d RTX packets arrived", got, loss.rtxSeen.Load())
-	}
+	sentVideo, sentAudio := runMediaFor(t, media, 450) // 5 s of video
 
 	// RTX is negotiated for the lossy subscriber and carries the repairs.
 	rd := lossy.Subscriber().RemoteDescription()
 	if rd == nil || !strings.Contains(rd.SDP, "rtx/90000") || !strings.Contains(rd.SDP, "a=ssrc-group:FID") {
 		t.Fatalf("the server's subscriber offer negotiates no RTX stream")
 	}
-	recv, want := packetCoverage(sentVideo, lossyRec.payloads(video.ID), 10)
+	recv, want := waitCoverage(sentVideo, func() [][]byte { return lossyRec.payloads(video.ID) }, 10, 0.995)
 	aRecv, aWant := packetCoverage(sentAudio, lossyRec.payloads(audio.ID), 5)
+	// The server counts a retransmission once written, which may be after
+	// the subscriber has it: wait for the count to catch up.
+	rtxSeen := float64(loss.rtxSeen.Load())
+	var rtxCounted float64
+	deadline := time.Now().Add(10 * time.Second)
+	for rtxCounted < rtxSeen && time.Now().Before(deadline) {
+		rtxCounted = scrape(t, srv)["starling_retransmitted_packets_total"] - rtxBefore
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rtxCounted < rtxSeen {
+		t.Errorf("starling_retransmitted_packets_total grew by %v, but %v RTX packets arrived", rtxCounted, rtxSeen)
+	}
 	t.Logf("lossy subscriber: video %d/%d (%.2f%%); %d of %d media packets dropped (%.1f%%); "+
 		"it NACKed %d seqs and %d RTX packets arrived (%d of them dropped); audio %d/%d (%.1f%%, audio has no NACK)",
 		recv, want, 100*float64(recv)/float64(want), loss.dropped.Load(), loss.seen.Load(),
@@ -123,8 +137,8 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 			recv, want, 100*float64(recv)/float64(want))
 	}
 
-	cRecv, cWant := packetCoverage(sentVideo, cleanRec.payloads(video.ID), 0)
-	caRecv, caWant := packetCoverage(sentAudio, cleanRec.payloads(audio.ID), 0)
+	cRecv, cWant := waitCoverage(sentVideo, func() [][]byte { return cleanRec.payloads(video.ID) }, 0, 1)
+	caRecv, caWant := waitCoverage(sentAudio, func() [][]byte { return cleanRec.payloads(audio.ID) }, 0, 1)
 	t.Logf("clean subscriber: video %d/%d, audio %d/%d", cRecv, cWant, caRecv, caWant)
 	if cRecv != cWant || caRecv != caWant {
 		if cRecv != cWant && caRecv == caWant && pausedForBandwidth(clean) {
@@ -163,7 +177,7 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 	})
 
 	nacksBefore := scrape(t, srv)["starling_nacks_sent_total"]
-	sentVideo, _ := runMediaFor(t, media, 900)
+	sentVideo, _ := runMediaFor(t, media, 450)
 
 	// The NACKs the publisher saw show in /metrics (a process total: other
 	// tests may add to it, never take away).
@@ -174,14 +188,14 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		"(%.1f per lost packet) and the publisher resent %d packets (%d of them dropped)",
 		loss.dropped.Load(), loss.seen.Load(), loss.nacksSeen.Load(),
 		float64(loss.nacksSeen.Load())/float64(max(loss.dropped.Load(), 1)), loss.rtxSeen.Load(), loss.rtxDropped.Load())
-	if loss.dropped.Load() < 20 {
+	if loss.dropped.Load() < int64(len(sentVideo))/60 { // a third of the 5% injected
 		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
 	}
 	if loss.nacksSeen.Load() < loss.dropped.Load() {
 		t.Fatalf("the SFU NACKed %d seqs for %d lost packets", loss.nacksSeen.Load(), loss.dropped.Load())
 	}
 	for i, r := range recs {
-		recv, want := packetCoverage(sentVideo, r.payloads(video.ID), 10)
+		recv, want := waitCoverage(sentVideo, func() [][]byte { return r.payloads(video.ID) }, 10, 0.995)
 		t.Logf("subscriber %d: video %d/%d (%.2f%%)", i, recv, want, 100*float64(recv)/float64(want))
 		if float64(recv) < 0.995*float64(want) {
 			if pausedForBandwidth(subs[i]) {

@@ -55,12 +55,14 @@ func countingWire(w *wireCount) func(*client.Options) {
 // before offers were narrowed to each track's codec, 36 kB without
 // deflate).
 func TestSignalingCost(t *testing.T) {
+	t.Parallel()
 	for _, compressed := range []bool{true, false} {
 		name := "deflate"
 		if !compressed {
 			name = "plain"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			srv := startServer(t, nil)
 			var wires [2]wireCount
 			var clients [2]*client.Client

@@ -197,6 +197,7 @@ func contains(ids []string, id string) bool {
 // level hovering at the threshold and short peaks do not flicker; the
 // notifications come at most 5 a second; the room exposes the ranking.
 func TestActiveSpeakers(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	const roomName = "speakers"
 	listener := join(t, srv, roomName, "listener")

@@ -61,6 +61,7 @@ func (a *arrivals) maxGap(id string, t0 time.Time) time.Duration {
 // subscriber gets every packet, in order, without a stall. The one whose
 // connection closed is removed at once, and everyone is told.
 func TestStalledSubscribersDoNotSlowOthers(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	const roomName = "stalled"
 	good := join(t, srv, roomName, "good")
@@ -93,10 +94,11 @@ func TestStalledSubscribersDoNotSlowOthers(t *testing.T) {
 
 	time.Sleep(3 * time.Second) // the frozen subscriber's buffers are long full by now
 	media.Stop()
-	time.Sleep(300 * time.Millisecond)
 	media.mu.Lock()
 	sentVideo, sentAudio := media.sentVideo, media.sentAudio
 	media.mu.Unlock()
+	waitLastPayload(t, "the good subscriber's video", sentVideo, func() [][]byte { return goodRec.payloads(video.ID) })
+	waitLastPayload(t, "the good subscriber's audio", sentAudio, func() [][]byte { return goodRec.payloads(audio.ID) })
 	vRecv, vWant := packetCoverage(sentVideo, goodRec.payloads(video.ID), 0)
 	aRecv, aWant := packetCoverage(sentAudio, goodRec.payloads(audio.ID), 0)
 	vGap, aGap := goodRec.maxGap(video.ID, cut), goodRec.maxGap(audio.ID, cut)
@@ -104,7 +106,11 @@ func TestStalledSubscribersDoNotSlowOthers(t *testing.T) {
 		vRecv, vWant, aRecv, aWant, vGap.Round(time.Millisecond), aGap.Round(time.Millisecond))
 	assertRun(t, "good subscriber video", sentVideo, goodRec.payloads(video.ID))
 	assertRun(t, "good subscriber audio", sentAudio, goodRec.payloads(audio.ID))
-	if vGap > 200*time.Millisecond || aGap > 200*time.Millisecond {
+	// A fan-out that waited on the frozen subscriber would stall the others
+	// for good (it never reads) or for a write timeout (seconds); a busy
+	// machine delays single packets by a few hundred ms (seen with the suite
+	// in parallel and other builds running). The bound tells them apart.
+	if vGap > time.Second || aGap > time.Second {
 		t.Errorf("the good subscriber's media stalled: gaps of %v (video) and %v (audio)", vGap, aGap)
 	}
 	if srv.Rooms().Room(roomName) == nil || len(srv.Rooms().Room(roomName).Participants()) != 3 {
@@ -117,6 +123,7 @@ func TestStalledSubscribersDoNotSlowOthers(t *testing.T) {
 // ICE gives up on it: pion's default timeouts are 5 s to disconnected and
 // 25 s more to failed.
 func TestSilentSubscriberRemoved(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("waits about 30 s for ICE to fail")
 	}

@@ -77,6 +77,7 @@ func participantJoinedNamed(name string) func(json.RawMessage) bool {
 // A WHIP publisher is a participant like any other: a Starling client sees
 // it join and publish camera and microphone, and decodes its media.
 func TestWHIPPublishWatchedByClient(t *testing.T) {
+	t.Parallel()
 	m := makeTestMedia(t)
 	srv := startServer(t, nil)
 	watcher := join(t, srv, "whip", "watcher")
@@ -146,6 +147,7 @@ func TestWHIPPublishWatchedByClient(t *testing.T) {
 // when it publishes again (here: a new WHIP session) without any
 // renegotiation: the same media sections carry the new tracks.
 func TestWHEPWatchesAndFollowsPublisher(t *testing.T) {
+	t.Parallel()
 	m := makeTestMedia(t)
 	srv := startServer(t, nil)
 	observer := join(t, srv, "live", "observer")
@@ -198,6 +200,7 @@ func TestWHEPWatchesAndFollowsPublisher(t *testing.T) {
 // A WHIP client that vanishes (no DELETE, no DTLS close) is removed once
 // ICE consent fails, and its session resource is gone.
 func TestWHIPVanishedSessionCleanedUp(t *testing.T) {
+	t.Parallel()
 	m := makeTestMedia(t)
 	srv := startServer(t, nil)
 	watcher := join(t, srv, "gone", "watcher")
@@ -265,6 +268,7 @@ func parseLinks(values []string) []webrtc.ICEServer {
 // The Link headers carry the embedded TURN server with credentials that
 // work: a WHIP client allowed only relayed candidates publishes through it.
 func TestWHIPLinkHeadersTURN(t *testing.T) {
+	t.Parallel()
 	m := makeTestMedia(t)
 	srv := startServer(t, func(c *config.Config) {
 		c.TURN.Enabled = true

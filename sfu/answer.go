@@ -218,6 +218,9 @@ func (s *Subscriber) SetSlot(d *DownTrack) (replaced string, err error) {
 	old, wasEmpty := target.cur, target.empty
 	target.cur, target.empty = d, false
 	target.mu.Unlock()
+	if wasEmpty {
+		old.Close() // the placeholder
+	}
 	s.dmu.Lock()
 	if !wasEmpty {
 		delete(s.down, old.ID())

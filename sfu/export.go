@@ -34,3 +34,14 @@ func (p *PacketCache) Put(seq uint16, payload []byte) { p.c.put(seq, payload) }
 
 // Get copies the payload of seq into dst; false if it is gone or dst is too small.
 func (p *PacketCache) Get(seq uint16, dst []byte) (int, bool) { return p.c.get(seq, dst) }
+
+// AudioLevels accumulates RFC 6464 audio levels between reads, as a
+// Receiver does for the speakers detector: Add on the packet path (no lock,
+// no allocation), Take like Receiver.TakeAudioLevel.
+type AudioLevels struct{ a audioLevels }
+
+// Add records the level in an audio level extension element (nil = none).
+func (l *AudioLevels) Add(ext []byte) { l.a.add(ext) }
+
+// Take returns the average level since the last call and the packet count.
+func (l *AudioLevels) Take() (db float64, packets uint32) { return l.a.take() }

@@ -153,15 +153,28 @@ func (a *audioLevels) add(ext []byte) {
 // level is SpeakerSilenceDB. The average is taken in dB, not in power: a
 // 20 ms click at 0 dBov in 100 ms of silence averages to -64 dBov, not -7,
 // so short peaks stay short.
-func (r *Receiver) TakeAudioLevel() (db float64, packets uint32) {
+func (r *Receiver) TakeAudioLevel() (db float64, packets uint32) { return r.level.take() }
+
+func (a *audioLevels) take() (db float64, packets uint32) {
 	// An add racing with this call may have its level counted in this
 	// read and its packet in the next: off by one packet at most.
-	packets = r.level.packets.Swap(0)
-	sum := r.level.sum.Swap(0)
+	packets = a.packets.Swap(0)
+	sum := a.sum.Swap(0)
 	if packets == 0 {
 		return SpeakerSilenceDB, 0
 	}
 	return min(SpeakerSilenceDB, float64(sum)/float64(packets)), packets
+}
+
+// AudioLevelExtensionID is the negotiated id of the publisher's RFC 6464
+// audio level extension (0: none, or no layer yet).
+func (r *Receiver) AudioLevelExtensionID() uint8 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.layer[0]; l != nil {
+		return l.levelID
+	}
+	return 0
 }
 
 // audioLevelID finds the negotiated id of the audio level extension.
@@ -172,4 +185,18 @@ func audioLevelID(exts []webrtc.RTPHeaderExtensionParameter) uint8 {
 		}
 	}
 	return 0
+}
+
+// SendsAudioLevels reports whether the publisher negotiated the RFC 6464
+// audio level extension; a mixer ranks a track without it by its own
+// measurement of the decoded audio.
+func (r *Receiver) SendsAudioLevels() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.layer {
+		if l != nil && l.levelID != 0 {
+			return true
+		}
+	}
+	return false
 }

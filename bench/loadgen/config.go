@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/client"
 )
 
 // Presets name the scenarios.
@@ -37,7 +38,10 @@ const (
 
 // Config is one load run.
 type Config struct {
-	URL         string // signaling WebSocket, ws://127.0.0.1:7900/v1/rtc
+	// URL is the signaling WebSocket, ws://127.0.0.1:7900/v1/rtc, or
+	// several nodes' comma-separated: publishers join the first, the
+	// others are spread over all of them in turn (see spread).
+	URL         string
 	Preset      string
 	Rooms       int
 	Publishers  int // per room; -1 = the preset's default
@@ -64,6 +68,10 @@ type Config struct {
 	// as a browser does with a disabled microphone track (so the server
 	// receives it and must not forward it). -1 = every publisher talks.
 	Speakers int
+	// Mix: every receiving participant gets the room's audio as the
+	// server's live mix (join audioMix) instead of each audio track; the
+	// talking publishers send the RFC 6464 level the mixer ranks by.
+	Mix bool
 
 	JoinConcurrency int // parallel joins
 	ServerPID       int // 0 = no server measurement
@@ -141,7 +149,7 @@ func (c *Config) normalize() error {
 	}
 	var errs []string
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }
-	if c.URL == "" {
+	if len(c.urls()) == 0 {
 		bad("no server URL")
 	}
 	if c.Rooms < 1 {
@@ -207,6 +215,51 @@ func (c *Config) normalize() error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// urls lists the nodes of URL.
+func (c *Config) urls() []string { return client.ServerURLs(c.URL) }
+
+// spread assigns each participant its node: publishers join through the
+// first URL (the origin of the room's media, as in a webinar whose
+// presenter is on one node), receive-only participants go round-robin
+// over all the URLs, the first included, in the order listed, so viewers
+// split evenly and the same run always puts the same viewer on the same
+// node.
+func spread(urls []string, parts []*participant) {
+	if len(urls) == 0 {
+		return
+	}
+	viewer := 0
+	for _, p := range parts {
+		if p.publish {
+			p.url = urls[0]
+			continue
+		}
+		p.url = urls[viewer%len(urls)]
+		viewer++
+	}
+}
+
+// nodeShares counts the joined participants per node, in urls' order.
+func nodeShares(urls []string, parts []*participant) []NodeShare {
+	out := make([]NodeShare, len(urls))
+	at := map[string]int{}
+	for i, u := range urls {
+		out[i].URL, at[u] = u, i
+	}
+	for _, p := range parts {
+		i, ok := at[p.url]
+		if p.c == nil || !ok {
+			continue
+		}
+		if p.publish {
+			out[i].Publishers++
+		} else {
+			out[i].Subscribers++
+		}
+	}
+	return out
 }
 
 // simulcast says whether video goes out as simulcast layers (after normalize).

@@ -377,3 +377,46 @@ func TestParseUDPTable(t *testing.T) {
 		t.Fatalf("ReadUDP(self) = %+v, %v; want at least the socket just opened", u, err)
 	}
 }
+
+// TestSpread: with several node URLs the publishers of every room join
+// the first node and the viewers go round-robin over all of them, evenly
+// and always the same way; one URL takes everyone.
+func TestSpread(t *testing.T) {
+	cfg := Config{URL: "ws://127.0.0.1:1/v1/rtc, ws://127.0.0.1:2/v1/rtc,ws://127.0.0.1:3/v1/rtc"}
+	urls := cfg.urls()
+	if len(urls) != 3 || urls[1] != "ws://127.0.0.1:2/v1/rtc" {
+		t.Fatalf("urls %q", urls)
+	}
+	var parts []*participant
+	for room := 0; room < 2; room++ {
+		parts = append(parts, &participant{publish: true}, &participant{publish: true, receive: true})
+		for i := 0; i < 4; i++ {
+			parts = append(parts, &participant{receive: true})
+		}
+	}
+	spread(urls, parts)
+	perNode := map[string]int{}
+	viewers := 0
+	for i, p := range parts {
+		if p.publish {
+			if p.url != urls[0] {
+				t.Fatalf("publisher %d on %s, want the first node", i, p.url)
+			}
+			continue
+		}
+		if want := urls[viewers%3]; p.url != want {
+			t.Fatalf("viewer %d on %s, want %s (round-robin)", viewers, p.url, want)
+		}
+		viewers++
+		perNode[p.url]++
+	}
+	if perNode[urls[0]] != 3 || perNode[urls[1]] != 3 || perNode[urls[2]] != 2 {
+		t.Fatalf("viewers per node %v, want 3/3/2", perNode)
+	}
+
+	one := []*participant{{publish: true}, {receive: true}}
+	spread([]string{"ws://a"}, one)
+	if one[0].url != "ws://a" || one[1].url != "ws://a" {
+		t.Fatalf("one node: %q %q", one[0].url, one[1].url)
+	}
+}

@@ -187,6 +187,7 @@ type sender struct {
 	layers   []*videoLayer // video: low to high
 	serverID string        // the track id the server assigned
 	muted    bool          // muted with the protocol (Config.Speakers): not forwarded
+	levelID  uint8         // audio: the RFC 6464 extension's id, set with Config.Mix; 0 = not sent
 
 	packets atomic.Uint64 // all layers
 	bytes   atomic.Uint64 // RTP bytes (header + payload)
@@ -313,6 +314,11 @@ func (s *sender) runAudio(ctx context.Context, bitrate int64, seed uint64) {
 	}
 	buf[0] = 0xfc // TOC: config 31 (CELT-only, fullband, 20 ms), stereo, one frame
 	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(seed), Timestamp: uint32(seed >> 16)}, Payload: buf}
+	if s.levelID != 0 {
+		// -20 dBov with voice activity: a talker the mixer ranks. The
+		// payload is not real speech, but it decodes (CELT reads any bits).
+		_ = pkt.Header.SetExtension(s.levelID, []byte{0x80 | 20})
+	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {

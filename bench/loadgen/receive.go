@@ -15,6 +15,7 @@ type stream struct {
 	trackID string
 	video   bool
 	codec   string // video: CodecVP8, CodecH264, or "" (sizes not read)
+	mix     bool   // the server's audio mix: re-encoded, no send stamps
 
 	packets  atomic.Uint64
 	bytes    atomic.Uint64 // RTP bytes as received (after SRTP decryption)

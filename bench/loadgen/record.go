@@ -107,12 +107,17 @@ func (c *Config) mintToken(identity string, g auth.Grants) (string, error) {
 	return auth.Issue(key, c.Keys[key], auth.Claims{Grants: g, RegisteredClaims: jwt.RegisteredClaims{Subject: identity}}, ttl)
 }
 
-// apiBase is the server's HTTP base URL: the signaling URL's scheme and host.
+// apiBase is the server's HTTP base URL: the (first) signaling URL's
+// scheme and host.
 func (c *Config) apiBase() (string, error) {
 	if c.APIURL != "" {
 		return strings.TrimRight(c.APIURL, "/"), nil
 	}
-	u, err := url.Parse(c.URL)
+	urls := c.urls()
+	if len(urls) == 0 {
+		return "", errors.New("no server URL")
+	}
+	u, err := url.Parse(urls[0])
 	if err != nil {
 		return "", err
 	}

@@ -23,7 +23,8 @@ import (
 // participant is one simulated client.
 type participant struct {
 	room, name string
-	index      int // among the room's publishers
+	url        string // the node it joins through (spread)
+	index      int    // among the room's publishers
 	publish    bool
 	receive    bool
 
@@ -93,6 +94,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("sub-%d-%d", room, i), receive: true})
 		}
 	}
+	spread(cfg.urls(), r.parts)
 
 	start := r.sample()
 	progressDone := make(chan struct{})
@@ -211,7 +213,8 @@ func (r *runner) joinAll(ctx context.Context) {
 	forEach(ctx, r.parts, r.cfg.JoinConcurrency, func(p *participant) {
 		// Viewers never publish: their publisher connection is never
 		// opened, as a receive-only app would do (client.Options).
-		opts := client.Options{Name: p.name, API: r.api, Logger: r.cfg.Logger, LazyPublisher: !p.publish}
+		opts := client.Options{Name: p.name, API: r.api, Logger: r.cfg.Logger, LazyPublisher: !p.publish,
+			AudioMix: r.cfg.Mix && p.receive}
 		tok, err := r.cfg.mintToken(p.name, auth.Grants{Room: p.room})
 		if err != nil {
 			r.failed.Add(1)
@@ -226,7 +229,7 @@ func (r *runner) joinAll(ctx context.Context) {
 		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		t0 := time.Now()
-		c, err := client.Dial(jctx, r.cfg.URL, p.room, opts)
+		c, err := client.Dial(jctx, p.url, p.room, opts)
 		if err != nil {
 			r.failed.Add(1)
 			r.cfg.Logger.Warn("join failed", "participant", p.name, "err", err)
@@ -243,6 +246,7 @@ func (r *runner) joinAll(ctx context.Context) {
 					codec = codecOf(rt.Track.Codec().MimeType)
 				}
 				s := newStream(rt.TrackID, video, codec)
+				s.mix = rt.ParticipantID == "mix" // the server's audio mix (Config.Mix)
 				p.addStream(s)
 				go s.read(rt.Track)
 				go drainRTCP(rt.Receiver)
@@ -386,6 +390,9 @@ func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup
 				for _, l := range s.layers[1:] {
 					go readLayerRTCP(pub.Sender, l)
 				}
+			}
+			if !s.video && !s.muted && r.cfg.Mix {
+				s.levelID = audioLevelID(pub.Sender) // the mixer mixes the loudest by this level
 			}
 			seed := uint64(time.Now().UnixNano()) ^ seq.Add(0x9e3779b97f4a7c15)
 			media.Add(1)
@@ -569,6 +576,10 @@ func (r *runner) progress(stop <-chan struct{}) {
 // transport-wide congestion control feedback) and nothing for local
 // statistics.
 func lightInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry) error {
+	// The RFC 6464 audio level, as browsers send it (Config.Mix uses it).
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return err
+	}
 	if err := webrtc.ConfigureNack(m, ir); err != nil {
 		return err
 	}
@@ -579,4 +590,16 @@ func lightInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry) error {
 		return err
 	}
 	return webrtc.ConfigureTWCCSender(m, ir)
+}
+
+const audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+// audioLevelID is the negotiated id of the audio level extension (0 = none).
+func audioLevelID(sender *webrtc.RTPSender) uint8 {
+	for _, e := range sender.GetParameters().HeaderExtensions {
+		if e.URI == audioLevelURI && e.ID > 0 && e.ID < 15 {
+			return uint8(e.ID)
+		}
+	}
+	return 0
 }

@@ -13,22 +13,33 @@ import (
 	"time"
 )
 
+// NodeShare is the participants that joined through one node.
+type NodeShare struct {
+	URL         string `json:"url"`
+	Publishers  int    `json:"publishers"`
+	Subscribers int    `json:"subscribers"` // receive-only participants
+}
+
 // Summary is what a run measured over its window (after the warm-up).
 type Summary struct {
-	Date          string  `json:"date"`
-	Preset        string  `json:"preset"`
-	URL           string  `json:"url"`
-	Rooms         int     `json:"rooms"`
-	Publishers    int     `json:"publishers"`  // joined and publishing
-	Subscribers   int     `json:"subscribers"` // joined participants that receive (meeting publishers included)
-	JoinFailures  int     `json:"joinFailures"`
-	WindowSeconds float64 `json:"windowSeconds"`
+	Date         string `json:"date"`
+	Preset       string `json:"preset"`
+	URL          string `json:"url"`
+	Rooms        int    `json:"rooms"`
+	Publishers   int    `json:"publishers"`  // joined and publishing
+	Subscribers  int    `json:"subscribers"` // joined participants that receive (meeting publishers included)
+	JoinFailures int    `json:"joinFailures"`
+	// Nodes is how the joined participants spread over the URLs, when
+	// --url lists several (see spread).
+	Nodes         []NodeShare `json:"nodes,omitempty"`
+	WindowSeconds float64     `json:"windowSeconds"`
 
 	VideoBitrate int64  `json:"videoBitrate"` // configured, bits/s; 0 = no video
 	FPS          int    `json:"fps,omitempty"`
 	Codec        string `json:"codec,omitempty"` // video: vp8 or h264
 	Simulcast    bool   `json:"simulcast"`       // video sent as layers q/h/f
 	AudioBitrate int64  `json:"audioBitrate"`    // configured, bits/s; 0 = no audio
+	Mix          bool   `json:"mix,omitempty"`   // receivers got the server's audio mix
 
 	StreamsExpected int `json:"streamsExpected"` // (subscriber, track) pairs
 	StreamsStarted  int `json:"streamsStarted"`  // of those, received at least one packet
@@ -197,14 +208,19 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	}
 	if cfg.Audio {
 		s.AudioBitrate = cfg.AudioBitrate
+		s.Mix = cfg.Mix
 	}
 	win := s.WindowSeconds
 	if win <= 0 {
 		win = math.SmallestNonzeroFloat64
 	}
+	if urls := cfg.urls(); len(urls) > 1 {
+		s.Nodes = nodeShares(urls, r.parts)
+	}
 
 	// Publishers: what they sent in the window, by server track id.
 	tracksInRoom := map[string]int{}
+	videoInRoom := map[string]int{} // with Config.Mix, the tracks still forwarded one by one
 	sentByTrack := map[string]uint64{}
 	simulcastTrack := map[string]bool{}
 	var joins []time.Duration
@@ -222,6 +238,9 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 				continue // sent, but no subscriber should get it
 			}
 			tracksInRoom[p.room]++
+			if sd.video {
+				videoInRoom[p.room]++
+			}
 			d := b.sent[sd].sub(a.sent[sd])
 			sentByTrack[sd.serverID] = d.packets
 			simulcastTrack[sd.serverID] = sd.sim != nil
@@ -265,7 +284,18 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 				own++
 			}
 		}
-		s.StreamsExpected += tracksInRoom[p.room] - own
+		if r.cfg.Mix {
+			// One mix, plus the video tracks of others (none in the audio preset).
+			ownVideo := 0
+			for _, sd := range p.senders {
+				if sd.video {
+					ownVideo++
+				}
+			}
+			s.StreamsExpected += 1 + videoInRoom[p.room] - ownVideo
+		} else {
+			s.StreamsExpected += tracksInRoom[p.room] - own
+		}
 		if lb, ok := b.layerChanges[p]; ok {
 			la := a.layerChanges[p]
 			s.LayerChanges += lb.changes - la.changes
@@ -283,7 +313,7 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 				}
 			}
 			s.Received.Packets += packets
-			if st.video && simulcastTrack[st.trackID] {
+			if st.mix || (st.video && simulcastTrack[st.trackID]) {
 				if pad := sb.padding - sa.padding; expected > pad {
 					s.Received.ExpectedFromSent += expected - pad
 				}
@@ -318,6 +348,11 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 			h := sb.delay.Sub(&sa.delay)
 			padding := sb.padding - sa.padding
 			stamped := h.Count()
+			if st.mix {
+				// Re-encoded by the mixer: media without the publishers'
+				// stamps (the mixer's own delay is in docs/mixing.md).
+				stamped = packets - min(packets, padding)
+			}
 			s.Received.MediaPackets += stamped
 			s.Received.PaddingPackets += padding
 			if packets > stamped+padding {
@@ -463,6 +498,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 			media += " + "
 		}
 		media += "Opus " + FormatBitrate(float64(s.AudioBitrate))
+		if s.Mix {
+			media += ", received as the server's mix"
+		}
 	}
 	row("publishers", "%d (%s)", s.Publishers, media)
 	fails := ""
@@ -471,6 +509,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	row("subscribers", "%d%s", s.Subscribers, fails)
 	row("streams", "%d of %d started", s.StreamsStarted, s.StreamsExpected)
+	for _, n := range s.Nodes {
+		row("node", "%s: %d publishers, %d subscribers", n.URL, n.Publishers, n.Subscribers)
+	}
 	if s.MutedTracks > 0 {
 		row("muted", "%d audio tracks (publishers beyond --speakers): sending silence, not forwarded, not counted in sent", s.MutedTracks)
 	}
@@ -506,7 +547,11 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	if s.Loss.BadPackets > 0 || s.Loss.StampsMissing > 0 {
 		row("malformed", "%d unparsable packets, %d non-padding packets without a send stamp", s.Loss.BadPackets, s.Loss.StampsMissing)
 	}
-	row("forwarding delay", "p50 %.2f  p95 %.2f  p99 %.2f  max %.1f ms", s.DelayMs.P50, s.DelayMs.P95, s.DelayMs.P99, s.DelayMs.Max)
+	if s.Mix && s.DelayMs.Max == 0 {
+		row("forwarding delay", "not measured: the mix carries no send stamps (its delay: docs/mixing.md)")
+	} else {
+		row("forwarding delay", "p50 %.2f  p95 %.2f  p99 %.2f  max %.1f ms", s.DelayMs.P50, s.DelayMs.P95, s.DelayMs.P99, s.DelayMs.Max)
+	}
 	row("join time", "p50 %.0f  p99 %.0f  max %.0f ms", s.JoinMs.P50, s.JoinMs.P99, s.JoinMs.Max)
 	row("media start", "p50 %.0f  p99 %.0f ms after publishing", s.MediaStartMs.P50, s.MediaStartMs.P99)
 	if p := s.Server; p != nil {

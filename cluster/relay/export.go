@@ -36,18 +36,21 @@ const (
 // encrypts into the layer's retransmission ring and queues the datagram;
 // it never blocks (a full socket queue drops and counts).
 type Export struct {
-	t      *Transport
-	p      *peer
-	src    sfu.Source
-	base   uint32
-	video  bool
-	mask   atomic.Uint32 // layers sent: allowed & wished
-	setMu  sync.Mutex    // serialises changes of the two below
-	allow  uint8         // SetLayers: what the control plane lets cross
-	wished uint8         // the edge's in-band wish: what its sinks want now
-	closed atomic.Bool
-	once   sync.Once
-	layer  [maxLayers]exportLayer
+	t     *Transport
+	p     *peer
+	src   sfu.Source
+	base  uint32
+	video bool
+	mask  atomic.Uint32 // layers sent: allowed & wished
+	// levelID is the publisher's audio level extension id (0: none or not
+	// known yet; looked up again with each status report).
+	levelID atomic.Uint32
+	setMu   sync.Mutex // serialises changes of the two below
+	allow   uint8      // SetLayers: what the control plane lets cross
+	wished  uint8      // the edge's in-band wish: what its sinks want now
+	closed  atomic.Bool
+	once    sync.Once
+	layer   [maxLayers]exportLayer
 }
 
 // exportLayer is one layer's stream: its SRTP context and its ring. The
@@ -57,8 +60,9 @@ type exportLayer struct {
 	ctx     *srtp.Context
 	ring    []slot // allocated at the layer's first packet, then reused
 	started bool
-	ext     uint64 // extended sequence number of the newest packet
-	roc     uint32 // the rollover counter ctx was last set to
+	skipped bool    // a packet was not sent (layer off): the next one resumes
+	level   [1]byte // the audio level extension's byte, referenced by hdr
+	ext     uint64  // extended sequence number of the newest packet
 	hdr     rtp.Header
 	encHdr  rtp.Header
 	packets uint32
@@ -104,6 +108,7 @@ func (t *Transport) Export(peerNode string, src sfu.Source, layers uint8) (*Expo
 	p.exports[e.base] = e
 	p.mu.Unlock()
 	t.addExport(e)
+	e.lookupLevelID()
 	src.AddSink(e)
 	e.sendStatus()
 	return e, nil
@@ -177,6 +182,7 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 	l.mu.Lock()
 	ext := l.extend(hdr.SequenceNumber)
 	if e.mask.Load()&(1<<layer) == 0 {
+		l.skipped = l.started
 		l.mu.Unlock()
 		return nil
 	}
@@ -190,17 +196,29 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 		return nil
 	}
 	ssrc := e.base + uint32(layer)
+	// The index is ours, not the context's guess: both sides use the
+	// counter the prefix carries (a map write, ~20 ns).
 	roc := uint32(ext >> 16)
-	if l.roc != roc || !l.started {
-		l.ctx.SetROC(ssrc, roc)
-		l.roc = roc
-	}
+	l.ctx.SetROC(ssrc, roc)
 	l.started = true
 	s := &l.ring[int(hdr.SequenceNumber)%len(l.ring)]
 	putPrefix(s.buf[:], kindRTP, &e.t.epoch, roc)
 	h := &l.hdr
+	exts := h.Extensions[:0] // reused: no allocation once it has grown
 	*h = rtp.Header{Version: 2, Marker: hdr.Marker, PayloadType: hdr.PayloadType,
-		SequenceNumber: hdr.SequenceNumber, Timestamp: hdr.Timestamp, SSRC: ssrc}
+		SequenceNumber: hdr.SequenceNumber, Timestamp: hdr.Timestamp, SSRC: ssrc, Extensions: exts}
+	if l.skipped {
+		// The layer was off: tell the edge the gap before this packet was
+		// never sent, so it does not NACK it (authenticated, in the header).
+		l.skipped = false
+		_ = h.SetExtension(resumeExtID, resumePayload)
+	}
+	if id := uint8(e.levelID.Load()); id != 0 {
+		if v := hdr.GetExtension(id); len(v) > 0 {
+			l.level[0] = v[0]
+			_ = h.SetExtension(levelExtID, l.level[:])
+		}
+	}
 	n, err := h.MarshalTo(s.buf[prefixLen:])
 	if err != nil {
 		l.mu.Unlock()
@@ -251,6 +269,7 @@ func (l *exportLayer) init(e *Export) bool {
 		n = videoSlots
 	}
 	l.ctx, l.ring = ctx, make([]slot, n)
+	l.hdr.Extensions = make([]rtp.Extension, 0, 2)
 	return true
 }
 
@@ -328,6 +347,9 @@ func (e *Export) sendStatus() {
 	if e.closed.Load() {
 		return
 	}
+	if e.levelID.Load() == 0 {
+		e.lookupLevelID()
+	}
 	st := [3]uint8{e.src.Layers(), e.src.LiveLayers(), uint8(e.mask.Load())}
 	if !e.video {
 		st = [3]uint8{1, 1, 1}
@@ -349,4 +371,15 @@ func (e *Export) Close() {
 		e.p.mu.Unlock()
 		e.t.removeExport(e)
 	})
+}
+
+// levelSource is a source that knows its audio level extension (*sfu.Receiver).
+type levelSource interface{ AudioLevelExtensionID() uint8 }
+
+// lookupLevelID finds the publisher's audio level extension, whose levels
+// the relay carries so the edge's speaker detection sees them.
+func (e *Export) lookupLevelID() {
+	if ls, ok := e.src.(levelSource); ok && !e.video {
+		e.levelID.Store(uint32(ls.AudioLevelExtensionID()))
+	}
 }

@@ -45,6 +45,7 @@ type Import struct {
 	onLayers   atomic.Pointer[func(live uint8)]
 	packets    atomic.Uint64
 	bytes      atomic.Uint64
+	level      sfu.AudioLevels // the publisher's audio levels, as relayed
 
 	// Publisher clock offset at the origin (lip sync), from clock reports.
 	pubOffset atomic.Int64
@@ -71,30 +72,13 @@ type importLayer struct {
 	cache    atomic.Pointer[sfu.PacketCache] // video, at the layer's first packet
 }
 
-// Loss repair on the edge.
 const (
-	missSlots    = 128 // missing packets tracked per layer (power of two)
-	nackRetry    = 40 * time.Millisecond
-	nackGiveUp   = time.Second
-	maxNACKTries = 8
+	// layerTimeout is how long a layer may be silent here before it no
+	// longer counts as received.
 	layerTimeout = time.Second
 	// pliInterval coalesces the edge's keyframe requests per layer.
 	pliInterval = 300 * time.Millisecond
 )
-
-type nackLayer struct {
-	started bool
-	highest uint16
-	pending int
-	miss    [missSlots]miss
-}
-
-type miss struct {
-	first, last int64
-	seq         uint16
-	tries       uint8
-	valid       bool
-}
 
 // Import receives the stream peerNode exports under ssrcBase as a track
 // with this server id, kind and codec; layers are the simulcast layers the
@@ -169,6 +153,12 @@ func (i *Import) Bitrate(layer int8) uint64 {
 	}
 	return i.layer[layer].bitrate.Load()
 }
+
+// TakeAudioLevel returns the publisher's average audio level (-dBov) since
+// the last call and how many packets carried one, as
+// sfu.Receiver.TakeAudioLevel does: the edge's speaker detection works on
+// relayed tracks.
+func (i *Import) TakeAudioLevel() (db float64, packets uint32) { return i.level.Take() }
 
 // Stats returns the media packets and bytes received.
 func (i *Import) Stats() (packets, bytes uint64) { return i.packets.Load(), i.bytes.Load() }
@@ -280,7 +270,13 @@ func (i *Import) receive(layer int8, hdr *rtp.Header, payload []byte) {
 	if p := i.present.Load(); p&(1<<layer) == 0 {
 		i.present.CompareAndSwap(p, p|1<<layer)
 	}
-	i.detectLoss(layer, hdr.SequenceNumber, now)
+	resume := false
+	if hdr.Extension {
+		resume = hdr.GetExtension(resumeExtID) != nil
+		i.level.Add(hdr.GetExtension(levelExtID))
+		hdr.Extension, hdr.Extensions = false, hdr.Extensions[:0] // the relay's own, not the sinks'
+	}
+	i.detectLoss(layer, hdr.SequenceNumber, resume, now)
 	if i.video {
 		c := l.cache.Load()
 		if c == nil {
@@ -297,98 +293,6 @@ func (i *Import) receive(layer int8, hdr *rtp.Header, payload []byte) {
 			}
 		}
 		_ = s.WriteRTP(hdr, payload, layer)
-	}
-}
-
-// detectLoss notes the gap before a packet and NACKs it at once, or
-// crosses off a missing packet that arrived.
-func (i *Import) detectLoss(layer int8, seq uint16, now int64) {
-	i.nackMu.Lock()
-	n := &i.nack[layer]
-	if !n.started {
-		n.started, n.highest = true, seq
-		i.nackMu.Unlock()
-		return
-	}
-	k := 0
-	switch d := int16(seq - n.highest); {
-	case d > 0:
-		if d > 1 && int(d) <= missSlots {
-			for s := n.highest + 1; s != seq; s++ {
-				i.addMiss(n, s, now)
-				i.rxScratch[k] = s
-				k++
-			}
-		}
-		n.highest = seq
-	case d < 0:
-		if m := &n.miss[seq%missSlots]; m.valid && m.seq == seq {
-			m.valid = false
-			n.pending--
-			i.pending.Add(-1)
-			i.t.stats.repaired.Add(1)
-		}
-	}
-	i.nackMu.Unlock()
-	if k > 0 {
-		i.sendNACK(layer, i.rxScratch[:k])
-	}
-}
-
-// addMiss records a missing packet; call with nackMu held.
-func (i *Import) addMiss(n *nackLayer, seq uint16, now int64) {
-	m := &n.miss[seq%missSlots]
-	if m.valid { // overwritten: a packet this old is given up on
-		i.t.stats.lost.Add(1)
-	} else {
-		n.pending++
-		i.pending.Add(1)
-	}
-	*m = miss{first: now, last: now, seq: seq, tries: 1, valid: true}
-}
-
-func (i *Import) sendNACK(layer int8, seqs []uint16) {
-	i.t.stats.nacked.Add(uint64(len(seqs)))
-	i.p.sendRTCP(&rtcp.TransportLayerNack{SenderSSRC: controlSSRC, MediaSSRC: i.base + uint32(layer),
-		Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)})
-}
-
-// retryNACKs asks again for packets still missing, and gives up on old
-// ones. Runs on the timer.
-func (i *Import) retryNACKs(now int64) {
-	if i.pending.Load() == 0 {
-		return
-	}
-	for layer := int8(0); layer < maxLayers; layer++ {
-		i.nackMu.Lock()
-		n := &i.nack[layer]
-		k := 0
-		for j := range n.miss {
-			if n.pending == 0 {
-				break
-			}
-			m := &n.miss[j]
-			if !m.valid {
-				continue
-			}
-			if now-m.first > int64(nackGiveUp) || m.tries >= maxNACKTries {
-				m.valid = false
-				n.pending--
-				i.pending.Add(-1)
-				i.t.stats.lost.Add(1)
-				continue
-			}
-			if now-m.last >= int64(nackRetry) {
-				m.tries++
-				m.last = now
-				i.tickScratch[k] = m.seq
-				k++
-			}
-		}
-		i.nackMu.Unlock()
-		if k > 0 {
-			i.sendNACK(layer, i.tickScratch[:k])
-		}
 	}
 }
 

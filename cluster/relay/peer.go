@@ -161,10 +161,9 @@ func (p *peer) receiveRTP(pkt []byte, hdr *rtp.Header) {
 		t.stats.authFailures.Add(1)
 		return
 	}
-	roc := binary.BigEndian.Uint32(pkt[8:12])
-	if r, ok := ctx.ROC(ssrc); !ok || r != roc {
-		ctx.SetROC(ssrc, roc)
-	}
+	// The index is the sender's: its rollover counter, then the sequence
+	// number (authenticated: a wrong counter fails the tag).
+	ctx.SetROC(ssrc, binary.BigEndian.Uint32(pkt[8:12]))
 	body := pkt[prefixLen:]
 	plain, err := ctx.DecryptRTP(body, body, hdr)
 	if err != nil {

@@ -51,3 +51,39 @@ func TestRelayBytesExactPerLayer(t *testing.T) {
 		t.Fatalf("layers %b", imp.Layers())
 	}
 }
+
+// TestRelayLayerOffForLong: a layer the edge did not want while the
+// publisher sent 40,000 packets on it (more than half the sequence space:
+// its rollover counter cannot be guessed from sequence numbers) is
+// decrypted again when it turns back on.
+func TestRelayLayerOffForLong(t *testing.T) {
+	origin, edge := pair(t)
+	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b011)
+	exp, imp := exportImport(t, origin, edge, src, 0b011)
+	sink := newRecSink()
+	imp.AddSink(sink)
+	seq := uint16(60000)
+	send := func(n int) {
+		for i := 0; i < n; i++ {
+			seq++
+			src.emit(1, seq, uint32(seq), false, []byte{byte(seq)})
+		}
+	}
+	send(10)
+	for i := 0; i < 10; i++ {
+		recv(t, sink.pkts, 10*time.Second)
+	}
+	exp.SetLayers(0b001)
+	send(40000)
+	exp.SetLayers(0b011)
+	send(10)
+	for i := 0; i < 10; i++ {
+		p := recv(t, sink.pkts, 10*time.Second)
+		if p.layer != 1 || p.payload[0] != byte(p.seq) {
+			t.Fatalf("got layer %d seq %d", p.layer, p.seq)
+		}
+	}
+	if s := edge.Stats(); s.AuthFailures != 0 || s.NACKed != 0 {
+		t.Fatalf("edge stats %+v", s)
+	}
+}

@@ -99,13 +99,6 @@ func (t *Transport) Addr() string { return t.conn.LocalAddr().String() }
 // NodeID is the id this transport was opened with.
 func (t *Transport) NodeID() string { return t.nodeID }
 
-// SetLogger replaces the default logger (slog.Default()).
-func (t *Transport) SetLogger(l *slog.Logger) {
-	if l != nil {
-		t.log = l
-	}
-}
-
 // AddPeer declares a peer node and where its relay socket is. Datagrams are
 // accepted only from declared peers' addresses. Calling it again for the
 // same node moves it to a new address (a restarted node); its exports and

@@ -55,3 +55,16 @@ const (
 	appWish   = 2 // edge -> origin, SSRC = base: the layers the edge's sinks want
 	appClock  = 3 // origin -> edge, SSRC = base+layer, after an SR: origin time, publisher clock offset
 )
+
+// The relay's own RTP header extensions (one-byte form, RFC 8285); the
+// publisher's are not relayed.
+//   - resume (id 1, one byte): the first packet of a layer after packets
+//     that were not sent (the layer was off); the edge does not NACK the gap.
+//   - audio level (id 2, one byte, RFC 6464): the publisher's level, for
+//     the edge's active speaker detection.
+const (
+	resumeExtID = 1
+	levelExtID  = 2
+)
+
+var resumePayload = []byte{1}

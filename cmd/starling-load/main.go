@@ -30,6 +30,7 @@ import (
 
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/bench/loadgen"
+	"github.com/starling-rtc/starling/client"
 )
 
 func main() {
@@ -40,7 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := loadgen.DefaultConfig()
 	fs := flag.NewFlagSet("starling-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.URL, "url", cfg.URL, "signaling `URL` of the server (loopback only)")
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "signaling `URL` of the server (loopback only); several nodes comma-separated: publishers join the first, viewers go round-robin over all")
 	fs.StringVar(&cfg.Preset, "preset", cfg.Preset, "scenario: meeting (publishers watch each other), webinar (publishers → viewers) or audio")
 	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "number of rooms, each running the scenario")
 	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "publishers per room (-1 = preset default: webinar 1, meeting 4, audio 4)")
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&audio, "audio", "publish Opus audio: on or off")
 	abr := loadgen.Bitrate(cfg.AudioBitrate)
 	fs.Var(&abr, "audio-bitrate", "audio bit rate per publisher")
+	fs.BoolVar(&cfg.Mix, "mix", cfg.Mix, "receivers get the room's audio as the server's live mix (join audioMix), one stream each;\n"+
+		"the talking publishers send the audio level the mixer ranks by")
 	fs.IntVar(&cfg.Speakers, "speakers", cfg.Speakers, "publishers per room whose microphone is live; the others mute it (the protocol's mute)\n"+
 		"and keep sending, as a browser does with a disabled track (-1 = all)")
 	fs.IntVar(&cfg.JoinConcurrency, "join-concurrency", cfg.JoinConcurrency, "participants joining at the same time")
@@ -184,9 +187,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr)
 	}
-	if !loopbackURL(cfg.URL) {
-		fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", cfg.URL)
-		return 2
+	for _, u := range client.ServerURLs(cfg.URL) {
+		if !loopbackURL(u) {
+			fmt.Fprintf(stderr, "starling-load: --url %q: only loopback servers (127.0.0.1, localhost, [::1]) are allowed\n", u)
+			return 2
+		}
 	}
 
 	if *cpuProfile != "" {

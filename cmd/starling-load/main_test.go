@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -388,6 +389,7 @@ func TestFlagErrors(t *testing.T) {
 		{"--preset", "concert"},
 		{"--video-bitrate", "fast"},
 		{"--url", "ws://example.com/v1/rtc"},
+		{"--url", "ws://127.0.0.1:7900/v1/rtc,ws://example.com/v1/rtc"},
 		{"--size", "big"},
 		{"--codec", "vp9"},
 		{"--codec", "h264", "--size", "1281x720"},
@@ -433,4 +435,56 @@ func readSummary(t *testing.T, path string) *loadgen.Summary {
 		t.Fatal(err)
 	}
 	return &s
+}
+
+// TestLoadSpreadsOverNodes: --url with two nodes puts the publisher on the
+// first and the viewers on both in turn (two single nodes share no room,
+// so only the first node's viewers receive: exit status 3, and the
+// summary says where everyone joined).
+func TestLoadSpreadsOverNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends real media for a few seconds")
+	}
+	a, b := startServer(t), startServer(t)
+	jsonPath := filepath.Join(t.TempDir(), "summary.json")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{
+		"--url", a.SignalingURL() + "," + b.SignalingURL(), "--preset", "webinar", "--subscribers", "3",
+		"--duration", "2s", "--warmup", "1s", "--video-bitrate", "300k", "--json", jsonPath,
+	}, &stdout, &stderr)
+	if code != 3 {
+		t.Fatalf("exit code %d, want 3 (B's viewer gets nothing without a cluster)\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	s := readSummary(t, jsonPath)
+	want := []loadgen.NodeShare{{URL: a.SignalingURL(), Publishers: 1, Subscribers: 2}, {URL: b.SignalingURL(), Subscribers: 1}}
+	if !reflect.DeepEqual(s.Nodes, want) {
+		t.Fatalf("nodes %+v, want %+v", s.Nodes, want)
+	}
+	if s.StreamsExpected != 6 || s.StreamsStarted != 4 {
+		t.Fatalf("streams %d of %d started, want 4 of 6 (A's two viewers)", s.StreamsStarted, s.StreamsExpected)
+	}
+	if !strings.Contains(stdout.String(), "node") {
+		t.Errorf("the table does not list the nodes:\n%s", stdout.String())
+	}
+}
+
+// TestLoadAudioMix: with --mix every receiver (the 3 publishers and 2
+// listeners) gets one stream, the server's mix, at 50 packets a second;
+// the 2 talkers' mixes leave their own voice out and still carry the other.
+func TestLoadAudioMix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends real media for a few seconds")
+	}
+	s, table := runLoad(t, startServer(t), "--preset", "audio", "--publishers", "3", "--subscribers", "2",
+		"--speakers", "2", "--mix", "--duration", "4s", "--warmup", "2s")
+	if !strings.Contains(table, "received as the server's mix") {
+		t.Errorf("summary does not say the audio was mixed:\n%s", table)
+	}
+	if s.StreamsExpected != 5 || s.StreamsStarted != 5 {
+		t.Fatalf("streams %d of %d started, want 5 of 5 (one mix per receiver)", s.StreamsStarted, s.StreamsExpected)
+	}
+	perStream := float64(s.Received.Packets) / 5 / s.WindowSeconds
+	if perStream < 40 || perStream > 55 {
+		t.Fatalf("%.1f mix packets/s per receiver, want about 50", perStream)
+	}
 }

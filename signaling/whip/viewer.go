@@ -116,7 +116,8 @@ func (v *viewer) reconcile() {
 	if p == nil {
 		return
 	}
-	want := v.choose(p.Room().Participants(), p)
+	audio, video := p.SubscriberSlots()
+	want := v.choose(p.Room().Participants(), p.ID(), audio, video)
 	have := map[string]bool{}
 	for _, sub := range p.Subscriptions() {
 		have[sub.TrackID] = true
@@ -137,22 +138,22 @@ func (v *viewer) reconcile() {
 	}
 }
 
-// choose returns the track ids to watch.
-func (v *viewer) choose(infos []protocol.Participant, p *room.Participant) map[string]bool {
+// choose returns the track ids to watch, with self the viewer's own
+// participant id and audio, video the media sections its client offered.
+func (v *viewer) choose(infos []protocol.Participant, self string, audio, video int) map[string]bool {
 	want := map[string]bool{}
 	if len(v.tracks) > 0 {
 		for _, id := range v.tracks {
-			if t := findTrack(infos, id); t != nil && t.ParticipantID != p.ID() {
+			if t := findTrack(infos, id); t != nil && t.ParticipantID != self {
 				want[id] = true
 			}
 		}
 		return want
 	}
-	target := v.target(infos, p.ID())
+	target := v.target(infos, self)
 	if target == nil {
 		return want
 	}
-	audio, video := p.SubscriberSlots()
 	tracks := append([]protocol.Track(nil), target.Tracks...)
 	sort.Slice(tracks, func(i, j int) bool {
 		if ri, rj := sourceRank(tracks[i].Source), sourceRank(tracks[j].Source); ri != rj {

@@ -1,8 +1,14 @@
 package browsertest
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,4 +159,65 @@ func jsString(s string) string {
 		}
 	}
 	return string(append(out, '"'))
+}
+
+// firefoxWHIP is what firefox_whip.mjs prints.
+type firefoxWHIP struct {
+	OK           bool        `json:"ok"`
+	Error        string      `json:"error"`
+	UserAgent    string      `json:"userAgent"`
+	Publish      whipResult  `json:"publish"`
+	Watch        whipResult  `json:"watch"`
+	Inbound      whepInbound `json:"inbound"`
+	DecodingMS   int         `json:"decodingMs"`
+	DeleteStatus int         `json:"deleteStatus"`
+	Logs         []string    `json:"logs"`
+}
+
+// TestWHIPAndWHEPInFirefox is TestWHIPAndWHEPInChromium's plain page in
+// Debian's firefox-esr (driven by node ../testdata/node/firefox_whip.mjs):
+// it publishes over WHIP, the server's room shows the publisher, a second
+// window watches over WHEP and decodes, and DELETE ends the session.
+func TestWHIPAndWHEPInFirefox(t *testing.T) {
+	firefox := findBrowser(t, "STARLING_FIREFOX", "firefox-esr", "firefox-esr", "firefox")
+	node := findBrowser(t, "STARLING_NODE", "nodejs", "node")
+	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "puppeteer-core", "package.json")); err != nil {
+		msg := "puppeteer-core is not installed: run `npm ci` in web/testdata/node"
+		if inCI() {
+			t.Fatalf("%s (CI=%s)", msg, os.Getenv("CI"))
+		}
+		t.Skip(msg + "; skipping the Firefox test (with CI=true this fails)")
+	}
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(whipPage))
+	}))
+	t.Cleanup(plain.Close)
+	srv := startServer(t, func(c *config.Config) { c.HTTP.AllowedOrigins = []string{plain.URL} })
+	base := "http://" + srv.Addr()
+	const room = "whip-firefox"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "firefox_whip.mjs", plain.URL,
+		base+"/v1/rooms/"+room+"/whip?name=Firefox%20WHIP", base+"/v1/rooms/"+room+"/whep?name=Firefox%20WHEP")
+	cmd.Dir = nodeDir
+	cmd.Env = append(os.Environ(), "STARLING_FIREFOX="+firefox)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var r firefoxWHIP
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &r); jerr != nil {
+		t.Fatalf("firefox_whip.mjs: %v (exit: %v)\nstdout:\n%s\nstderr:\n%s", jerr, err, out, tail(stderr.String(), 4000))
+	}
+	if !r.OK {
+		t.Fatalf("Firefox WHIP/WHEP failed: %s\npage logs:\n  %s\nstderr:\n%s", r.Error, strings.Join(r.Logs, "\n  "), tail(stderr.String(), 3000))
+	}
+	t.Logf("%s: WHEP decoding %+v after %d ms", r.UserAgent, r.Inbound, r.DecodingMS)
+	if r.Publish.Location == "" || r.Publish.ETag == "" || r.Watch.Location == "" {
+		t.Errorf("Location/ETag not visible to the page: publish %+v, watch %+v", r.Publish, r.Watch)
+	}
+	if r.DeleteStatus != http.StatusOK {
+		t.Errorf("DELETE from Firefox: %d", r.DeleteStatus)
+	}
 }

@@ -153,6 +153,11 @@ function roomPath(room) { return `/r/${encodeURIComponent(room)}`; }
 // ---- start-up and routing ----
 
 const params = new URLSearchParams(location.search);
+// Several nodes of one service: ?servers=wss://a.example/v1/rtc,wss://b.example/v1/rtc
+// (the page's own node when absent). The client joins through the first
+// that answers and, when its node dies, reconnects through another.
+const servers = params.get('servers') || undefined;
+const serversQuery = servers ? `servers=${encodeURIComponent(servers)}` : '';
 
 function init() {
   placeDevices(ui.lobbyDevices);
@@ -162,7 +167,8 @@ function init() {
     if (!room) { ui.room.focus(); return; }
     const name = ui.name.value.trim();
     if (name) storage('starling.name', name);
-    history.pushState(null, '', roomPath(room) + (name ? `?name=${encodeURIComponent(name)}` : ''));
+    const query = [name ? `name=${encodeURIComponent(name)}` : '', serversQuery].filter(Boolean).join('&');
+    history.pushState(null, '', roomPath(room) + (query ? `?${query}` : ''));
     route();
   });
   ui.randomRoom.addEventListener('click', () => { ui.room.value = randomRoomName(); ui.name.focus(); });
@@ -477,7 +483,7 @@ async function join() {
   // Ask for the devices while we connect, unless the lobby already has them.
   const haveMedia = Boolean(local.cam || local.mic) || (!state.camOn && !state.micOn);
   const media = haveMedia ? Promise.resolve({stream: null, error: null}) : getMedia({audio: state.micOn, video: state.camOn});
-  const c = new StarlingClient();
+  const c = new StarlingClient(servers);
   client = c;
   wireClient(c);
   try {
@@ -591,7 +597,8 @@ function wireClient(c) {
     ui.connChip.hidden = true;
     showBanner(null);
     setStatus('joined', `In ${state.room}`);
-    toast(resumed ? 'Reconnected' : 'Reconnected (rejoined the call)');
+    const where = c.urls.length > 1 ? ` through ${new URL(c.url).host}` : '';
+    toast((resumed ? 'Reconnected' : 'Reconnected (rejoined the call)') + where);
     syncPublished();
   }));
   c.on('leave', mine(({reason}) => onLeft(reason)));
@@ -599,7 +606,7 @@ function wireClient(c) {
 }
 
 function copyLink() {
-  const url = location.origin + roomPath(state.room);
+  const url = location.origin + roomPath(state.room) + (serversQuery ? `?${serversQuery}` : '');
   const done = () => toast('Link copied — send it to the people you want to talk to');
   if (navigator.clipboard?.writeText) navigator.clipboard.writeText(url).then(done, () => prompt('Copy this link', url));
   else prompt('Copy this link', url);

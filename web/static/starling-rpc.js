@@ -25,6 +25,21 @@ export function signalingURL(url) {
   return u.href;
 }
 
+/** The list of nodes from url (a string, possibly several URLs
+ * comma-separated, or an array) and more: WebSocket URLs, in order, without
+ * blanks and duplicates; [signalingURL()] when none is given. */
+export function serverURLs(url, more = []) {
+  const out = [];
+  for (const item of [url, more].flat(2)) {
+    if (item === undefined || item === null) continue;
+    for (const part of String(item).split(',')) {
+      const u = part.trim();
+      if (u && !out.includes(signalingURL(u))) out.push(signalingURL(u));
+    }
+  }
+  return out.length ? out : [signalingURL()];
+}
+
 /** One signaling connection. handlers: onNotification(method, params),
  * onError(StarlingError) for messages that belong to no request, and
  * onClose({code, reason}) when the socket closes without close() being called. */

@@ -11,9 +11,9 @@
 //   await client.sendData('hello');
 //   await client.leave();
 
-import {RPCConnection, StarlingError, signalingURL} from './starling-rpc.js';
+import {RPCConnection, StarlingError, signalingURL, serverURLs} from './starling-rpc.js';
 
-export {StarlingError, signalingURL};
+export {StarlingError, signalingURL, serverURLs};
 
 /** Every event a StarlingClient dispatches, with what its detail holds. */
 export const EVENTS = [
@@ -28,7 +28,7 @@ export const EVENTS = [
   'data', // {from, payload}
   'connectionStateChanged', // {target: 'publisher'|'subscriber', state}
   'reconnecting', // {attempt, reason}: the socket dropped; the client is trying again
-  'reconnected', // {resumed}: back in the room; resumed false = rejoined as a new participant
+  'reconnected', // {resumed, url, newConnections}: back in the room (url: the node); resumed false = rejoined as a new participant
   'leave', // {reason}: the session ended (server leave, client leave, lost socket, retries exhausted)
   'error', // {error}: something failed outside any call the app awaits
   'notification', // {method, params}: a server notification this library does not know
@@ -115,8 +115,11 @@ function iceCandidateInit(c) {
 
 export class StarlingClient extends EventTarget {
   /**
-   * @param {string} [url] signaling URL; default ws(s)://<page host>/v1/rtc.
-   * @param {object} [options] requestTimeout (ms, 15000), leaveTimeout (ms,
+   * @param {string|string[]} [url] signaling URL; default ws(s)://<page host>/v1/rtc.
+   *   Several nodes of one service: an array, or URLs comma-separated. The
+   *   join tries them in order until one answers; a reconnection starts
+   *   with the node last joined and goes on through the others in turn.
+   * @param {object} [options] urls (more nodes, after url), requestTimeout (ms, 15000), leaveTimeout (ms,
    *   2000), reconnect (true: on a lost socket, resume or rejoin),
    *   reconnectDelays (ms between attempts; the last repeats),
    *   reconnectTimeout (ms before giving up, 60000), subscriptionDelay (ms
@@ -126,7 +129,8 @@ export class StarlingClient extends EventTarget {
    */
   constructor(url, options = {}) {
     super();
-    this.url = signalingURL(url);
+    this.urls = serverURLs(url, options.urls);
+    this._urlAt = 0; // index in urls of the node joined (or being tried)
     this.options = {
       requestTimeout: 15000, leaveTimeout: 2000, reconnect: true,
       reconnectDelays: [300, 1000, 2000, 4000, 8000], reconnectTimeout: 60000, subscriptionDelay: 150,
@@ -178,6 +182,9 @@ export class StarlingClient extends EventTarget {
 
   get participantId() { return this.localParticipant?.id ?? null; }
 
+  /** The signaling URL of the node joined (or being tried). */
+  get url() { return this.urls[this._urlAt]; }
+
   /** Connects, joins `room` and sets up both peer connections; resolves to the join result. */
   async join(room, {name, token, metadata, autoSubscribe, audioMix, resume} = {}) {
     if (this.state !== 'new') throw new StarlingError(409, 'this client has already joined; create a new one', 'join');
@@ -189,7 +196,7 @@ export class StarlingClient extends EventTarget {
     this._joinParams = params;
     this._setState('connecting');
     try {
-      const result = await this._connectAndJoin(resume ? {...params, resume} : params);
+      const result = await this._joinAny(resume ? {...params, resume} : params);
       this._onJoined(result);
       return result;
     } catch (err) {
@@ -439,6 +446,24 @@ export class StarlingClient extends EventTarget {
     return rpc.request('join', params);
   }
 
+  /** _connectAndJoin through the nodes, from the current one on in turn:
+   * a node that cannot be reached or fails (5xx, no answer) passes the
+   * turn; a refusal (4xx, a JSON-RPC error) is the service's answer. */
+  async _joinAny(params) {
+    const from = this._urlAt;
+    let last = null;
+    for (let i = 0; i < this.urls.length; i++) {
+      this._urlAt = (from + i) % this.urls.length;
+      try {
+        return await this._connectAndJoin(params);
+      } catch (err) {
+        if (err.code !== 0 && err.code < 500) throw err;
+        last = err;
+      }
+    }
+    throw last;
+  }
+
   _onNotification(method, p) {
     switch (method) {
       case 'offer':
@@ -475,7 +500,15 @@ export class StarlingClient extends EventTarget {
       }
       case 'subscriptionUpdated':
       case 'activeSpeakers': break;
-      case 'leave': return this._close(p.reason ?? 'serverLeave');
+      case 'leave':
+        // A node that shuts down: with other nodes to go to, carry on there
+        // (the socket closes next, and the reconnection starts with the
+        // next node) instead of ending the session.
+        if (p.reason === 'serverShutdown' && this.options.reconnect && this.urls.length > 1 && this.state === 'joined') {
+          this._urlAt = (this._urlAt + 1) % this.urls.length;
+          return;
+        }
+        return this._close(p.reason ?? 'serverLeave');
       default: return this._emit('notification', {method, params: p});
     }
     this._emit(method, p);
@@ -565,9 +598,9 @@ export class StarlingClient extends EventTarget {
       await new Promise((r) => setTimeout(r, delays[Math.min(attempt - 1, delays.length - 1)]));
       if (!current()) return; // left meanwhile
       try {
-        const resumed = await this._rejoin(current);
+        const {resumed, newConnections} = await this._rejoin(current);
         this.reconnectAttempt = 0;
-        this._emit('reconnected', {resumed});
+        this._emit('reconnected', {resumed, url: this.url, newConnections});
         return;
       } catch (err) {
         if (!current()) return;
@@ -588,19 +621,19 @@ export class StarlingClient extends EventTarget {
     }
   }
 
-  /** One reconnection attempt; resolves to whether the session was resumed.
+  /** One reconnection attempt; resolves to {resumed, newConnections}.
    * current() says whether this attempt is still wanted. */
   async _rejoin(current) {
     let result = null;
     if (this.resumeToken) {
       try {
-        result = await this._connectAndJoin({...this._joinParams, resume: this.resumeToken});
+        result = await this._joinAny({...this._joinParams, resume: this.resumeToken});
       } catch (err) {
         if (err.code !== 404 && err.code !== 409) throw err;
-        // The server forgot us: join afresh on the same socket.
+        // The node forgot us (or never knew us): join afresh on the same socket.
       }
     }
-    if (result) {
+    if (result && !result.newConnections) {
       if (!current()) throw new StarlingError(0, 'left while reconnecting');
       this.resumeToken = result.resumeToken ?? this.resumeToken;
       this.localParticipant = result.participant ?? this.localParticipant;
@@ -608,7 +641,21 @@ export class StarlingClient extends EventTarget {
       this._setState('joined');
       for (const m of this._early.splice(0)) this._onNotification(m.method, m.params ?? {});
       this._negotiate({iceRestart: true}).catch((err) => this._emitError(err));
-      return true;
+      return {resumed: true, newConnections: false};
+    }
+    if (result) {
+      // Resumed through another node of a cluster: the same participant,
+      // but that node is a new DTLS peer, so both connections are new and
+      // the local tracks are announced again (docs/PROTOCOL.md).
+      if (!current()) throw new StarlingError(0, 'left while reconnecting');
+      const others = new Map(this.participants);
+      this._dropSession('reconnect', {keepParticipants: true});
+      this._setupAgain(result);
+      for (const [id, participant] of others) {
+        if (!this.participants.has(id)) this._emit('participantLeft', {participantId: id, reason: 'reconnect', participant});
+      }
+      for (const p of this.participants.values()) if (!others.has(p.id)) this._emit('participantJoined', {participant: p});
+      return {resumed: true, newConnections: true};
     }
     if (!this._rpc?.isOpen) {
       this._buffering = true;
@@ -618,10 +665,16 @@ export class StarlingClient extends EventTarget {
     result = await this._rpc.request('join', this._joinParams);
     if (!current()) throw new StarlingError(0, 'left while reconnecting');
     this._dropSession('reconnect');
+    this._setupAgain(result);
+    for (const p of this.participants.values()) this._emit('participantJoined', {participant: p});
+    return {resumed: false, newConnections: true};
+  }
+
+  /** Sets up new connections from a join result and publishes the local tracks again. */
+  _setupAgain(result) {
     const locals = [...this.localTracks.values()];
     this.localTracks.clear();
     this._onJoined(result);
-    for (const p of this.participants.values()) this._emit('participantJoined', {participant: p});
     for (const l of locals) {
       this.localTracks.set(l.trackId, l);
       l.info = null;
@@ -633,16 +686,17 @@ export class StarlingClient extends EventTarget {
         .map((l) => this.request('mute', {trackId: l.info.id, muted: true}).then(() => { l.info.muted = true; }))))
         .catch((err) => this._emitError(err));
     }
-    return false;
   }
 
-  /** Forgets the old session's peers and connections before a fresh join. */
-  _dropSession(reason) {
+  /** Forgets the old session's connections (and, unless keepParticipants, its peers) before new ones. */
+  _dropSession(reason, {keepParticipants = false} = {}) {
     for (const rt of this.remoteTracks.values()) this._emit('trackUnsubscribed', rt);
     this.remoteTracks.clear();
     this.mixTrack = null;
-    for (const [id, participant] of this.participants) this._emit('participantLeft', {participantId: id, reason, participant});
-    this.participants.clear();
+    if (!keepParticipants) {
+      for (const [id, participant] of this.participants) this._emit('participantLeft', {participantId: id, reason, participant});
+      this.participants.clear();
+    }
     for (const x of [this._dataOut, this._dataIn, this.publisher, this.subscriber]) {
       try { x?.close(); } catch { /* already closed */ }
     }

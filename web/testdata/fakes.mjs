@@ -32,13 +32,14 @@ export class FakeWebSocket {
   static last = null;
   static count = 0;
   static refuse = false;
+  static refuseURLs = new Set(); // nodes that are down
   constructor(url) {
     this.url = url;
     this.readyState = 0;
     this.sent = [];
     FakeWebSocket.last = this;
     FakeWebSocket.count++;
-    if (FakeWebSocket.refuse) {
+    if (FakeWebSocket.refuse || FakeWebSocket.refuseURLs.has(url)) {
       // The server is down: the socket errors and closes without opening.
       setTimeout(() => { this.readyState = 3; this.onerror?.({}); this.onclose?.({code: 1006, reason: ''}); }, 0);
       return;

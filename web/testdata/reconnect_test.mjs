@@ -50,7 +50,7 @@ test('a lost socket resumes with the resume token and restarts ICE', async () =>
   assert.equal(ws.requests('offer').length, 1, 'nothing more on the old socket');
   assert.deepEqual(seen.map(([t, d]) => t === 'stateChanged' ? `${d.previous}>${d.state}` : t),
     ['joined>reconnecting', 'reconnecting', 'reconnecting>joined', 'participantJoined', 'reconnected']);
-  assert.deepEqual(seen.find(([t]) => t === 'reconnected')[1], {resumed: true});
+  assert.deepEqual(seen.find(([t]) => t === 'reconnected')[1], {resumed: true, url: 'ws://127.0.0.1:7900/v1/rtc', newConnections: false});
   assert.equal(client.reconnectAttempt, 0);
   client.leave();
 });
