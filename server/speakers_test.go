@@ -222,10 +222,9 @@ func TestActiveSpeakers(t *testing.T) {
 	lead := time.Since(swap)
 	waitFor(t, 10*time.Second, "activeSpeakers naming only b", func() bool { return sameIDs(log.latest(), B) })
 	t.Logf("after the swap: b leads in %v, a dropped in %v", lead.Round(time.Millisecond), time.Since(swap).Round(time.Millisecond))
-	// The 500 ms is logged above (about 300 ms on an idle machine); the
-	// bound catches a detector that waits for whole seconds of levels, not
-	// a busy machine's late timers and packets (seen up to ~1 s with the
-	// suite in parallel and other builds running).
+	// The 500 ms goal is logged above, not asserted: on a busy machine the
+	// publisher's packets and the detector's timers run late. The bound
+	// catches a detector that waits for whole seconds of levels.
 	if lead > 2*time.Second {
 		t.Errorf("b took %v to lead after the swap, want well under 2 s (500 ms on an idle machine)", lead)
 	}
