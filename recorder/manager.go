@@ -311,6 +311,14 @@ func (m *Manager) Stop(id string) (Info, error) {
 	return m.info(r), nil
 }
 
+// Active is the number of recordings running (the starling_recordings
+// gauge).
+func (m *Manager) Active() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.active)
+}
+
 // StopRoom stops every running recording of a room.
 func (m *Manager) StopRoom(roomName string) []Info {
 	var out []Info

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/http"
 	"strings"
@@ -25,6 +26,9 @@ func (s *Server) setupRecorder(mux *http.ServeMux) error {
 		return err
 	}
 	s.recorder = rec
+	s.metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "starling", Name: "recordings", Help: "Recordings running (room and track recordings).",
+	}, func() float64 { return float64(rec.Active()) }))
 	rec.Register(mux, s.requireRecordGrant)
 	s.ext.stops = append(s.ext.stops, rec.Close)
 	return nil
