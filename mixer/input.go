@@ -73,7 +73,7 @@ type input struct {
 	dbN      int
 	selected bool    // among the loudest (since the last frame)
 	marked   bool    // selected again this frame
-	level    float32 // gain applied this frame (0 = not contributing)
+	gain     float32 // the admin's gain this frame (0 = left out of the mix)
 }
 
 func newInput(trackID, owner string, src sfu.Source) (*input, error) {
