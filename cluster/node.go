@@ -24,6 +24,9 @@ type Options struct {
 	Rooms *room.Manager
 	// EmptyTimeout is how long a room empty everywhere lives on.
 	EmptyTimeout time.Duration
+	// OnRoomStarted is called on the one node whose join opened a room
+	// for the whole cluster.
+	OnRoomStarted func(room, sid string)
 	// OnRoomFinished is called on the one node that closes a room for the
 	// whole cluster (webhooks send room_finished from there).
 	OnRoomFinished func(room, sid string)
@@ -41,8 +44,10 @@ type Node struct {
 
 	rttMicros atomic.Int64
 
-	rs roomSubs // see rooms.go
+	rs    roomSubs // see rooms.go
+	media media    // see media.go
 
+	unobserve func()
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -81,16 +86,20 @@ func Start(o Options) (*Node, error) {
 		return nil, err
 	}
 	n.bus = b
-	if err := n.subscribeNodes(); err != nil {
+	if err := n.startRelay(); err != nil {
 		b.close()
+		return nil, err
+	}
+	if err := n.subscribeNodes(); err != nil {
+		n.closeBus()
 		return nil, err
 	}
 	if err := n.subscribeNodeRequests(); err != nil { // see rooms.go
-		b.close()
+		n.closeBus()
 		return nil, err
 	}
 	if err := b.nc.Flush(); err != nil {
-		b.close()
+		n.closeBus()
 		return nil, err
 	}
 	n.purgeNode(n.id) // members left behind by an earlier run with this id
@@ -98,6 +107,7 @@ func Start(o Options) (*Node, error) {
 	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
+		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
 	}
 	n.log.Info("cluster node started", "listen", o.Listen, "routes", o.Routes, "nats", o.NATSURL)
 	return n, nil
@@ -116,7 +126,8 @@ func (n *Node) Nodes() []NodeInfo { return n.reg.list() }
 func (n *Node) BusRTT() time.Duration { return time.Duration(n.rttMicros.Load()) * time.Microsecond }
 
 func (n *Node) selfInfo() NodeInfo {
-	info := NodeInfo{ID: n.id, URL: n.opts.URL, RelayAddr: n.opts.RelayAddr, StartedAt: n.started.UnixMilli(), BusRTTMicros: n.rttMicros.Load()}
+	out, in, _, _ := n.relayFigures()
+	info := NodeInfo{ID: n.id, URL: n.opts.URL, RelayAddr: n.relayAddr(), RelayedOut: out, RelayedIn: in, StartedAt: n.started.UnixMilli(), BusRTTMicros: n.rttMicros.Load()}
 	if n.rooms != nil {
 		s := n.rooms.Snapshot()
 		info.Rooms, info.Participants, info.Tracks = s.Rooms, s.Participants, s.Tracks
@@ -131,10 +142,21 @@ func (n *Node) Close() {
 		close(n.stop)
 		n.wg.Wait()
 		n.rs.closeAll()
+		if n.unobserve != nil {
+			n.unobserve()
+		}
 		_ = n.bus.nc.Publish(subjBye, []byte(n.id))
 		_ = n.bus.nc.Flush()
-		n.bus.close()
+		n.closeBus()
 	})
+}
+
+// closeBus closes the relay and the bus.
+func (n *Node) closeBus() {
+	if n.media.t != nil {
+		_ = n.media.t.Close()
+	}
+	n.bus.close()
 }
 
 // nodeGone is called when a node said goodbye or stopped heartbeating:
@@ -143,6 +165,7 @@ func (n *Node) nodeGone(id string) {
 	if n.rooms != nil {
 		n.rooms.RemoteNodeGone(id)
 	}
+	n.relayGone(id)
 }
 
 func (n *Node) roomFinished(name, sid string) {

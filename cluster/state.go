@@ -114,11 +114,14 @@ func (n *Node) get(name string) (roomState, uint64, bool) {
 func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, error) {
 	n.rs.follow(n, name) // before the write: no event after it can be missed
 	var replaced []room.Member
+	created := false
 	st, err := n.update(name, func(st *roomState, exists bool) error {
 		replaced = replaced[:0]
+		created = false
 		if !exists || st.SID == "" || (len(st.Members) == 0 && st.EmptySince > 0 &&
 			time.Since(time.UnixMilli(st.EmptySince)) > n.opts.EmptyTimeout) {
 			*st = roomState{SID: newSID()}
+			created = true
 		}
 		kept := st.Members[:0]
 		for _, o := range st.Members {
@@ -145,6 +148,10 @@ func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, er
 		}
 		n.log.Error("cluster join", "room", name, "err", err)
 		return "", protocol.Errorf(protocol.CodeInternal, "cluster room state is unavailable")
+	}
+	if created && n.opts.OnRoomStarted != nil {
+		n.log.Info("room opened in the cluster", "room", name, "sid", st.SID)
+		n.opts.OnRoomStarted(name, st.SID)
 	}
 	for _, o := range replaced {
 		if o.Node != n.id { // a replaced member here is ended by the room itself

@@ -29,6 +29,8 @@ type Bus interface {
 	// Import returns a local media source for a track published on another
 	// node (the relay, once per track and node); nil when it cannot.
 	Import(r *Room, node string, t protocol.Track) (sfu.Source, error)
+	// Unimport tells the origin node the import of a track has closed.
+	Unimport(node, trackID string)
 }
 
 // Member is one participant as the cluster-wide room state records it.

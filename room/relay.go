@@ -1,6 +1,8 @@
 package room
 
 import (
+	"time"
+
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -44,7 +46,21 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 	info := t.info
 	t.mu.Unlock()
 	go func() {
-		src, err := bus.Import(t.owner.room, t.owner.node, info)
+		var src sfu.Source
+		var err error
+		// A bus or node hiccup should not leave subscribers without media:
+		// retry a few times while the track is still published.
+		for try := 0; try < 5; try++ {
+			if try > 0 {
+				time.Sleep(time.Duration(try) * 500 * time.Millisecond)
+				if t.owner.room.track(t.id) != t {
+					break
+				}
+			}
+			if src, err = bus.Import(t.owner.room, t.owner.node, info); err == nil {
+				break
+			}
+		}
 		t.mu.Lock()
 		t.imp.importing = false
 		waiting := t.imp.waiting
@@ -62,6 +78,9 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 			closeSource(src)
 			return
 		}
+		if lc, ok := src.(interface{ OnLayersChanged(func(uint8)) }); ok {
+			lc.OnLayersChanged(func(uint8) { t.owner.room.layersChanged(t) })
+		}
 		for _, w := range waiting {
 			w.post(func() { w.addDownTrack(t) })
 		}
@@ -76,7 +95,25 @@ func (t *Track) closeImport() {
 	t.mu.Unlock()
 	if src != nil {
 		closeSource(src)
+		if bus := t.owner.room.bus; bus != nil {
+			bus.Unimport(t.owner.node, t.id)
+		}
 	}
+}
+
+// LocalSource is the media of a track published on this node, for the
+// relay to export; nil for an unknown or remote track.
+func (r *Room) LocalSource(trackID string) sfu.Source {
+	t := r.track(trackID)
+	if t == nil || t.owner.node != "" {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.receiver == nil {
+		return nil
+	}
+	return t.receiver
 }
 
 func closeSource(src sfu.Source) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/starling-rtc/starling/cluster"
+	"github.com/starling-rtc/starling/webhook"
 )
 
 // setupCluster joins the cluster when --cluster-listen or --nats-url is
@@ -18,6 +19,18 @@ func (s *Server) setupCluster() error {
 		},
 		URL: s.BaseURL(), RelayAddr: c.RelayAddr, Rooms: s.rooms,
 		EmptyTimeout: s.cfg.Room.EmptyTimeout.Std(),
+		// Clustered, room_started and room_finished are sent by the node
+		// that opens or closes the room for the whole cluster.
+		OnRoomStarted: func(room, sid string) {
+			if s.ext.webhooks != nil {
+				s.ext.webhooks.RoomStarted(room, sid)
+			}
+		},
+		OnRoomFinished: func(room, sid string) {
+			if s.ext.webhooks != nil {
+				s.ext.webhooks.RoomClosed(room, sid)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -43,5 +56,26 @@ func (s *Server) clusterNodes() any {
 func (s *Server) stopCluster() {
 	if s.cluster != nil {
 		s.cluster.Close()
+	}
+}
+
+// webhookObserver sends the rooms' events as webhooks. Participant and
+// track events are sent by the node where they happen, so once per
+// cluster; a room's start and end are sent by the cluster (setupCluster)
+// when clustered, since every node has its own instance of the room.
+type webhookObserver struct {
+	*webhook.Notifier
+	s *Server
+}
+
+func (o webhookObserver) RoomStarted(name, sid string) {
+	if o.s.cluster == nil {
+		o.Notifier.RoomStarted(name, sid)
+	}
+}
+
+func (o webhookObserver) RoomClosed(name, sid string) {
+	if o.s.cluster == nil {
+		o.Notifier.RoomClosed(name, sid)
 	}
 }

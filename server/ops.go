@@ -169,7 +169,7 @@ func (s *Server) setupWebhooks() error {
 		URLs: w.URLs, APIKey: key, Secret: secret, Timeout: w.Timeout.Std(),
 		QueueSize: w.QueueSize, MaxAttempts: w.MaxAttempts, Logger: s.log,
 	})
-	remove := s.rooms.AddObserver(n)
+	remove := s.rooms.AddObserver(webhookObserver{n, s}) // see cluster.go
 	s.metrics.Registry().MustRegister(n.Collectors()...)
 	s.ext.webhooks = n
 	s.ext.stops = append(s.ext.stops, func(ctx context.Context) error {

@@ -296,7 +296,7 @@ func (p *peer) setLocalGathered(desc webrtc.SessionDescription, wait time.Durati
 	case <-gathered:
 	case <-t.C:
 	}
-	return p.pc.LocalDescription().SDP, nil
+	return withoutRTCPCandidates(p.pc.LocalDescription().SDP), nil
 }
 
 // idleSource is the source of a placeholder down track: a track of the

@@ -44,6 +44,8 @@ type Export struct {
 	// levelID is the publisher's audio level extension id (0: none or not
 	// known yet; looked up again with each status report).
 	levelID atomic.Uint32
+	packets atomic.Uint64 // first transmissions
+	bytes   atomic.Uint64
 	setMu   sync.Mutex // serialises changes of the two below
 	allow   uint8      // SetLayers: what the control plane lets cross
 	wished  uint8      // the edge's in-band wish: what its sinks want now
@@ -115,6 +117,10 @@ func (t *Transport) Export(peerNode string, src sfu.Source, layers uint8) (*Expo
 
 // SSRCBase names the export's streams: layer i is SSRC base+i.
 func (e *Export) SSRCBase() uint32 { return e.base }
+
+// Stats returns the datagrams and bytes sent (first transmissions, all
+// layers): what this track costs the relay.
+func (e *Export) Stats() (packets, bytes uint64) { return e.packets.Load(), e.bytes.Load() }
 
 // Layers is the mask of layers being sent.
 func (e *Export) Layers() uint8 { return uint8(e.mask.Load()) }
@@ -237,6 +243,8 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 	to := e.p.addr.Load()
 	_, _ = e.t.conn.WriteToAddrPort(s.buf[:s.n], *to)
 	l.mu.Unlock()
+	e.packets.Add(1)
+	e.bytes.Add(uint64(s.n))
 	e.t.stats.packetsOut.Add(1)
 	e.t.stats.bytesOut.Add(uint64(s.n))
 	return nil

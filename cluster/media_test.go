@@ -1,0 +1,158 @@
+package cluster_test
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
+)
+
+// sender publishes synthetic VP8 (30 fps, a keyframe when asked) and Opus
+// (50 packets/s whose payload counts up) until the test ends.
+type sender struct {
+	video, audio *webrtc.TrackLocalStaticRTP
+	wantKey      atomic.Bool
+	stop         chan struct{}
+	wg           sync.WaitGroup
+}
+
+func publishMedia(t *testing.T, c *client.Client, withVideo bool) *sender {
+	t.Helper()
+	s := &sender{stop: make(chan struct{})}
+	s.wantKey.Store(true)
+	var err error
+	s.audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracks := []client.LocalTrack{{Track: s.audio, Source: protocol.SourceMicrophone, Name: "mic"}}
+	if withVideo {
+		s.video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tracks = append(tracks, client.LocalTrack{Track: s.video, Source: protocol.SourceCamera, Name: "cam",
+			OnKeyframeRequest: func() { s.wantKey.Store(true) }})
+	}
+	if _, err := c.Publish(ctxT(t, 15*time.Second), tracks...); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	s.wg.Add(1)
+	go s.run()
+	t.Cleanup(func() { close(s.stop); s.wg.Wait() })
+	return s
+}
+
+func (s *sender) run() {
+	defer s.wg.Done()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	aseq, vseq, pid := uint16(1), uint16(60000), uint16(1)
+	var ats, vts uint32 = 1000, 4294960000
+	for n := 0; ; n++ {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+		}
+		payload := make([]byte, 40)
+		payload[0] = 0x78
+		binary.BigEndian.PutUint32(payload[1:], uint32(n))
+		_ = s.audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: aseq, Timestamp: ats}, Payload: payload})
+		aseq++
+		ats += 960
+		if s.video == nil || n%2 == 1 {
+			continue
+		}
+		key := s.wantKey.Swap(false)
+		for part := 0; part < 2; part++ {
+			b := []byte{0x80, 0x80, 0x80 | byte(pid>>8), byte(pid)}
+			if part == 0 {
+				b[0] |= 0x10
+				if key {
+					b = append(b, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01)
+				} else {
+					b = append(b, 0x11, 0x00, 0x00)
+				}
+			}
+			b = append(b, make([]byte, 200)...)
+			_ = s.video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == 1, SequenceNumber: vseq, Timestamp: vts}, Payload: b})
+			vseq++
+		}
+		pid = (pid + 1) & 0x7fff
+		vts += 3000
+	}
+}
+
+// received counts the RTP packets a client receives, by participant and kind.
+type received struct {
+	mu sync.Mutex
+	n  map[string]int // participant id + "/" + kind
+}
+
+func countMedia(c *client.Client) *received {
+	r := &received{n: map[string]int{}}
+	c.OnTrack(func(rt *client.RemoteTrack) {
+		key := rt.ParticipantID + "/" + rt.Track.Kind().String()
+		go func() {
+			for {
+				if _, _, err := rt.Track.ReadRTP(); err != nil {
+					return
+				}
+				r.mu.Lock()
+				r.n[key]++
+				r.mu.Unlock()
+			}
+		}()
+	})
+	return r
+}
+
+func (r *received) count(participant, kind string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[participant+"/"+kind]
+}
+
+// Media crosses nodes both ways, and each track crosses to an edge node
+// once however many subscribers it has there.
+func TestMediaAcrossNodes(t *testing.T) {
+	srvs := startCluster(t, 3, nil)
+	a := join(t, srvs[0], "media", "a")
+	b1 := join(t, srvs[1], "media", "b1")
+	b2 := join(t, srvs[1], "media", "b2")
+	c := join(t, srvs[2], "media", "c")
+	rb1, rb2, rc, ra := countMedia(b1), countMedia(b2), countMedia(c), countMedia(a)
+	seeEachOther(t, a, b1, b2, c)
+	publishMedia(t, a, true)
+	publishMedia(t, c, false)
+
+	defer func() {
+		t.Logf("b1 %v b2 %v c %v a %v", rb1.n, rb2.n, rc.n, ra.n)
+		for i, s := range srvs {
+			t.Logf("n%d relay: %+v", i, s.Cluster().RelayStats())
+		}
+	}()
+	eventually(t, 30*time.Second, "a's audio and video reach b1, b2 (n1) and c (n2); c's audio reaches a (n0)", func() bool {
+		for _, r := range []*received{rb1, rb2, rc} {
+			if r.count(a.ParticipantID(), "audio") < 50 || r.count(a.ParticipantID(), "video") < 30 {
+				return false
+			}
+		}
+		return ra.count(c.ParticipantID(), "audio") >= 50
+	})
+	// a's two tracks cross to n1 and to n2 once each; c's audio to n0 and n1.
+	if s := srvs[0].Cluster().RelayStats(); s.Exports != 2+2 {
+		t.Errorf("n0 exports %d streams, want 4 (2 tracks x 2 edge nodes)", s.Exports)
+	}
+	if s := srvs[1].Cluster().RelayStats(); s.Imports != 3 {
+		t.Errorf("n1 imports %d streams, want 3 (a's two, c's one) for its two subscribers", s.Imports)
+	}
+	t.Logf("n0 relay: %+v", srvs[0].Cluster().RelayStats())
+}
