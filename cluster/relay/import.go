@@ -182,7 +182,7 @@ func (i *Import) AddSink(s sfu.Sink) {
 	next := append(append(make([]sfu.Sink, 0, len(old)+1), old...), s)
 	i.sinks.Store(&next)
 	i.mu.Unlock()
-	i.sendWish(time.Now().UnixNano())
+	i.sendWish(clock.Nanos())
 }
 
 // RemoveSink stops forwarding to s; it does not close s.
