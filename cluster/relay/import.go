@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -181,7 +182,7 @@ func (i *Import) AddSink(s sfu.Sink) {
 	next := append(append(make([]sfu.Sink, 0, len(old)+1), old...), s)
 	i.sinks.Store(&next)
 	i.mu.Unlock()
-	i.sendWish(time.Now().UnixNano())
+	i.sendWish(clock.Nanos())
 }
 
 // RemoveSink stops forwarding to s; it does not close s.
@@ -208,7 +209,7 @@ func (i *Import) RequestKeyframe(layer int8) {
 	if !i.video || i.closed.Load() {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	var pkts []rtcp.Packet
 	for l := int8(0); l < maxLayers; l++ {
 		if layer >= 0 && l != layer {
@@ -264,7 +265,7 @@ func (i *Import) receive(layer int8, hdr *rtp.Header, payload []byte) {
 	if i.closed.Load() {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	i.now.Store(now)
 	l := &i.layer[layer]
 	l.lastSeen.Store(now)
@@ -307,7 +308,7 @@ func (i *Import) onStatus(present, live, sent uint8) {
 	}
 	i.originLive.Store(uint32(live))
 	i.originSent.Store(uint32(sent))
-	i.statusAt.Store(time.Now().UnixNano())
+	i.statusAt.Store(clock.Nanos())
 }
 
 // onSenderReport passes the publisher's report to the sinks, and takes
