@@ -69,6 +69,9 @@ type Config struct {
 		// DirectSRTP encrypts subscribers' media in Starling and queues it
 		// straight into the batched socket, below pion's write path.
 		DirectSRTP bool `yaml:"direct_srtp"`
+		// ICEFailedTimeout is how long a media connection may hear nothing
+		// from its client before it fails (ice.go).
+		ICEFailedTimeout Duration `yaml:"ice_failed_timeout"`
 	} `yaml:"rtc"`
 	Room struct {
 		// EmptyTimeout is how long an empty room lives after its last participant leaves.
@@ -145,6 +148,7 @@ func Default() Config {
 	c.RTC.GSO = true
 	c.RTC.DirectSRTP = true
 	c.RTC.InitialBitrate = 3_000_000
+	c.RTC.ICEFailedTimeout = Duration(DefaultICEFailedTimeout)
 	c.Room.EmptyTimeout = Duration(10 * time.Second)
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
 	c.Room.ResumeWindow = Duration(30 * time.Second)
@@ -202,6 +206,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 	applyRecordingFlag := recordingFlags(fs, def)
 	applyClusterFlag := clusterFlags(fs, def)
 	applyMixFlag := mixFlags(fs, def)
+	applyICEFlag := iceFlags(fs, def)
 	fs.Usage = func() { usage(fs) }
 
 	if err := fs.Parse(args); err != nil {
@@ -230,6 +235,7 @@ func load(args []string, stderr io.Writer, getenv func(string) string) (Config, 
 		applyRecordingFlag(&cfg, f.Name)
 		applyClusterFlag(&cfg, f.Name)
 		applyMixFlag(&cfg, f.Name)
+		applyICEFlag(&cfg, f.Name)
 		switch f.Name {
 		case "bind":
 			cfg.HTTP.Address = *bind
@@ -505,6 +511,7 @@ func (c Config) Validate() error {
 	c.validateRecordings(bad)
 	c.validateCluster(bad)
 	c.validateMix(bad)
+	c.validateICE(bad)
 	if len(errs) == 0 {
 		return nil
 	}

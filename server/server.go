@@ -55,9 +55,10 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		BindIP: cfg.RTC.BindIP, UDPPort: cfg.RTC.UDPPort, TCPPort: cfg.RTC.TCPPort,
 		NodeIPs: cfg.RTC.NodeIP, LoopbackCandidates: cfg.RTC.LoopbackCandidates, Logger: log,
 		BandwidthEstimation: cfg.RTC.CongestionControl, InitialBitrate: cfg.RTC.InitialBitrate,
-		BatchSends: cfg.RTC.BatchSends,
-		GSO:        cfg.RTC.GSO,
-		DirectSRTP: cfg.RTC.DirectSRTP,
+		BatchSends:       cfg.RTC.BatchSends,
+		GSO:              cfg.RTC.GSO,
+		DirectSRTP:       cfg.RTC.DirectSRTP,
+		ICEFailedTimeout: cfg.RTC.ICEFailedTimeout.Std(),
 	})
 	if err != nil {
 		return nil, err

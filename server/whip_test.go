@@ -113,6 +113,12 @@ func TestWHIPPublishWatchedByClient(t *testing.T) {
 	if !sources[protocol.SourceCamera] || !sources[protocol.SourceMicrophone] {
 		t.Fatalf("WHIP tracks published as %v, want camera and microphone", sources)
 	}
+	metrics := httpDo(t, http.MethodGet, "http://"+srv.Addr()+"/metrics", "", "", "").body
+	for _, want := range []string{`starling_whip_sessions{kind="whip"} 1`, `starling_whip_requests_total{kind="whip",method="POST",status="201"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	waitFor(t, 20*time.Second, "60 video and 100 audio packets at the Starling client", func() bool {
 		return sink.videoPackets.Load() >= 60 && sink.audioPackets.Load() >= 100
 	})
@@ -202,7 +208,7 @@ func TestWHEPWatchesAndFollowsPublisher(t *testing.T) {
 func TestWHIPVanishedSessionCleanedUp(t *testing.T) {
 	t.Parallel()
 	m := makeTestMedia(t)
-	srv := startServer(t, nil)
+	srv := startServer(t, func(c *config.Config) { c.RTC.ICEFailedTimeout = config.Duration(6 * time.Second) })
 	watcher := join(t, srv, "gone", "watcher")
 	var off atomic.Bool
 	pub := publishWHIP(t, srv, "gone", "?name=flaky", "", m, &off)
@@ -217,10 +223,12 @@ func TestWHIPVanishedSessionCleanedUp(t *testing.T) {
 	}
 	off.Store(true) // the network is gone
 	pub.halt()
-	// pion's consent: disconnected after 5 s of silence, failed 25 s later.
+	// ICE consent: disconnected after 3 s of silence, failed 3 s later.
+	start := time.Now()
 	if _, err := watcher.WaitEvent(ctxT(t, 60*time.Second), protocol.NotifyParticipantLeft, hasParam("participantId", jp.Participant.ID)); err != nil {
 		t.Fatalf("vanished WHIP participant never left: %v", err)
 	}
+	t.Logf("vanished WHIP participant left %v after its network went silent", time.Since(start).Round(100*time.Millisecond))
 	waitFor(t, 5*time.Second, "the session to be forgotten", func() bool { return srv.WHIP().Sessions() == 0 })
 	if res := httpDo(t, http.MethodDelete, pub.location, "", "", ""); res.status != http.StatusNotFound {
 		t.Errorf("DELETE after cleanup: %d, want 404", res.status)

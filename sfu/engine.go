@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -36,7 +37,10 @@ type EngineConfig struct {
 	// straight into the batched socket, below pion's write path
 	// (srtpdirect.go). Needs BatchSends.
 	DirectSRTP bool
-	Logger     *slog.Logger
+	// ICEFailedTimeout: a connection that hears nothing from its client
+	// this long fails (and its participant leaves); 0 = pion's 30 s.
+	ICEFailedTimeout time.Duration
+	Logger           *slog.Logger
 }
 
 // Engine owns the shared media sockets and builds peer connections on them.
@@ -131,6 +135,10 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
 	}
 	se.SetNetworkTypes(networks)
+	if cfg.ICEFailedTimeout > 0 {
+		disconnected, failed := iceTimeouts(cfg.ICEFailedTimeout)
+		se.SetICETimeouts(disconnected, failed, iceKeepalive)
+	}
 	se.SetIncludeLoopbackCandidate(cfg.LoopbackCandidates)
 	if ip := net.ParseIP(cfg.BindIP); ip != nil && !ip.IsUnspecified() {
 		// Media sockets listen on one address: advertise only that one.
@@ -295,4 +303,15 @@ func (e *Engine) Close() {
 	if err := errors.Join(errs...); err != nil {
 		e.log.Debug("closing media sockets", "err", err)
 	}
+}
+
+// iceKeepalive is how often an idle connection sends an ICE check (pion's default).
+const iceKeepalive = 2 * time.Second
+
+// iceTimeouts splits the silence after which a connection fails into
+// pion's two steps: disconnected after a third of it (3-5 s; a state
+// media comes back from), failed after the rest.
+func iceTimeouts(total time.Duration) (disconnected, failed time.Duration) {
+	disconnected = min(max(total/3, 3*time.Second), 5*time.Second)
+	return disconnected, total - disconnected
 }

@@ -21,12 +21,22 @@ type peer struct {
 	onFailed  func()
 	connected atomic.Bool // DTLS is up: SRTP writes reach the client
 	onConnect func()      // runs on each transition to connected
+	stateMu   sync.Mutex  // one state change handled at a time
 }
 
 // watchState follows the connection state; call once after creating pc.
 func (p *peer) watchState() {
-	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		switch s {
+	p.pc.OnConnectionStateChange(func(webrtc.PeerConnectionState) {
+		// pion calls this on a new goroutine for each change, so two
+		// changes close together (disconnected, then connected again, when
+		// a busy client answered ICE's checks late) can arrive in either
+		// order. Acting on the state this call was made for, a late
+		// "disconnected" left the flag down on a connected subscriber, and
+		// nothing was ever forwarded to it again (issue 18: one viewer's
+		// video never started). Act on the state the connection is in now.
+		p.stateMu.Lock()
+		defer p.stateMu.Unlock()
+		switch s := p.pc.ConnectionState(); s {
 		case webrtc.PeerConnectionStateConnected:
 			if !p.connected.Swap(true) && p.onConnect != nil {
 				p.onConnect()

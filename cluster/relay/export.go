@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -44,6 +45,8 @@ type Export struct {
 	// levelID is the publisher's audio level extension id (0: none or not
 	// known yet; looked up again with each status report).
 	levelID atomic.Uint32
+	packets atomic.Uint64 // first transmissions
+	bytes   atomic.Uint64
 	setMu   sync.Mutex // serialises changes of the two below
 	allow   uint8      // SetLayers: what the control plane lets cross
 	wished  uint8      // the edge's in-band wish: what its sinks want now
@@ -115,6 +118,10 @@ func (t *Transport) Export(peerNode string, src sfu.Source, layers uint8) (*Expo
 
 // SSRCBase names the export's streams: layer i is SSRC base+i.
 func (e *Export) SSRCBase() uint32 { return e.base }
+
+// Stats returns the datagrams and bytes sent (first transmissions, all
+// layers): what this track costs the relay.
+func (e *Export) Stats() (packets, bytes uint64) { return e.packets.Load(), e.bytes.Load() }
 
 // Layers is the mask of layers being sent.
 func (e *Export) Layers() uint8 { return uint8(e.mask.Load()) }
@@ -237,6 +244,8 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 	to := e.p.addr.Load()
 	_, _ = e.t.conn.WriteToAddrPort(s.buf[:s.n], *to)
 	l.mu.Unlock()
+	e.packets.Add(1)
+	e.bytes.Add(uint64(s.n))
 	e.t.stats.packetsOut.Add(1)
 	e.t.stats.bytesOut.Add(uint64(s.n))
 	return nil
@@ -280,7 +289,7 @@ func (e *Export) onNACK(n *rtcp.TransportLayerNack) {
 		return
 	}
 	l := &e.layer[layer]
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	to := e.p.addr.Load()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -330,7 +339,7 @@ func (e *Export) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
 	ssrc := e.base + uint32(layer)
 	sr := &rtcp.SenderReport{SSRC: ssrc, NTPTime: ntp, RTPTime: rtpTime, PacketCount: packets, OctetCount: octets}
 	data := make([]byte, 20)
-	binary.BigEndian.PutUint64(data[0:], uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint64(data[0:], uint64(clock.Nanos()))
 	if c, ok := e.src.(sfu.ClockSource); ok {
 		if off, ok := c.PublisherClockOffset(); ok {
 			binary.BigEndian.PutUint64(data[8:], uint64(off))

@@ -50,6 +50,12 @@ func TestRelayBytesExactPerLayer(t *testing.T) {
 	if imp.Layers() != 0b111 {
 		t.Fatalf("layers %b", imp.Layers())
 	}
+	if p, _ := exp.Stats(); p != 3*n {
+		t.Fatalf("export sent %d packets, want %d", p, 3*n)
+	}
+	if p, _ := imp.Stats(); p < 3*n {
+		t.Fatalf("import received %d packets, want %d", p, 3*n)
+	}
 }
 
 // TestRelayLayerOffForLong: a layer the edge did not want while the

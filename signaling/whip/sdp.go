@@ -193,3 +193,27 @@ func answerFrag(local string) string {
 	b.WriteString("a=end-of-candidates\r\n")
 	return b.String()
 }
+
+// receivesMedia reports whether a WHEP offer has an audio or video
+// section that may receive (recvonly or sendrecv, not stopped), so a
+// useless offer is refused before its participant joins the room.
+func receivesMedia(offer string) bool {
+	var s sdp.SessionDescription
+	if s.UnmarshalString(offer) != nil {
+		return false
+	}
+	for _, md := range s.MediaDescriptions {
+		if k := md.MediaName.Media; k != "audio" && k != "video" {
+			continue
+		}
+		if _, bundleOnly := md.Attribute("bundle-only"); md.MediaName.Port.Value == 0 && !bundleOnly {
+			continue
+		}
+		_, sendonly := md.Attribute("sendonly")
+		_, inactive := md.Attribute("inactive")
+		if !sendonly && !inactive {
+			return true
+		}
+	}
+	return false
+}

@@ -148,6 +148,9 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 		}
 	case kindWHEP:
 		s.target = protocol.TargetSubscriber
+		if !receivesMedia(offer) {
+			return nil, "", nil, fail(http.StatusBadRequest, "the offer receives no audio or video (WHEP watches: use recvonly media sections)")
+		}
 		rm := h.opts.Rooms.Room(name)
 		if rm == nil {
 			return nil, "", nil, fail(http.StatusNotFound, "room "+name+" does not exist: nothing to watch")
