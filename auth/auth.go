@@ -21,6 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -145,7 +146,7 @@ func Issue(key, secret string, claims Claims, ttl time.Duration) (string, error)
 	if ttl <= 0 {
 		return "", errors.New("auth: ttl must be positive")
 	}
-	now := time.Now()
+	now := clock.Wall() // the wall clock tests can step
 	claims.Issuer = key
 	claims.IssuedAt = jwt.NewNumericDate(now)
 	claims.NotBefore = jwt.NewNumericDate(now)
@@ -167,7 +168,7 @@ func NewVerifier(keys Keys) *Verifier {
 	for k, s := range keys {
 		cp[k] = s
 	}
-	return &Verifier{keys: cp, leeway: 5 * time.Second, now: time.Now}
+	return &Verifier{keys: cp, leeway: 5 * time.Second, now: clock.Wall}
 }
 
 // Enabled reports whether any key is configured (tokens are required).

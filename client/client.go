@@ -95,6 +95,7 @@ type Client struct {
 	next            atomic.Int64
 	urls            []string // the nodes, in the order tried (see failover.go)
 	urlAt           int      // index in urls of the node last joined; guarded by rs.mu
+	refusedAt       int      // index in urls of the node that last refused a join; guarded by rs.mu
 	room            string
 	opts            Options
 	api             *webrtc.API

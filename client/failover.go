@@ -77,6 +77,13 @@ func (c *Client) nodeIndex() int {
 	return c.urlAt
 }
 
+// refusedIndex is the node that last refused a join.
+func (c *Client) refusedIndex() int {
+	c.rs.mu.Lock()
+	defer c.rs.mu.Unlock()
+	return c.refusedAt
+}
+
 // joinParams is a first join's params.
 func (c *Client) joinParams() protocol.JoinParams {
 	return protocol.JoinParams{
@@ -130,6 +137,9 @@ func (c *Client) joinAny(ctx context.Context, from int, params protocol.JoinPara
 		_ = ws.Close()
 		var refused *protocol.Error
 		if errors.As(err, &refused) && refused.Code < 500 {
+			c.rs.mu.Lock()
+			c.refusedAt = at // a rejoin goes there first: that node answers
+			c.rs.mu.Unlock()
 			return res, err
 		}
 		errs = append(errs, fmt.Errorf("join through %s: %w", url, err))

@@ -247,7 +247,7 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 	if err != nil && c.opts.Rejoin && errors.As(err, &refused) && refused.Code == protocol.CodeNotFound {
 		c.log.Info("resume refused: joining afresh", "err", err)
 		why = err.Error()
-		res, err = c.joinAny(ctx, c.nodeIndex(), c.joinParams())
+		res, err = c.joinAny(ctx, c.refusedIndex(), c.joinParams())
 		rejoined = err == nil
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/thesyncim/gopus"
 )
@@ -253,7 +254,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 	}
 	m.idleEncoders()
 
-	sent := time.Now().UnixNano()
+	sent := clock.Nanos()
 	for _, o := range w.outs {
 		e := w.shared
 		if w.isMixed(o.listener) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/thesyncim/gopus"
 )
@@ -100,7 +101,7 @@ func (in *input) WriteRTP(hdr *rtp.Header, payload []byte, _ int8) error {
 	}
 	now := in.src.PacketTime()
 	if now == 0 {
-		now = time.Now().UnixNano()
+		now = clock.Nanos()
 	}
 	seq := hdr.SequenceNumber
 	in.mu.Lock()
@@ -256,7 +257,7 @@ func (in *input) adapt(depth int) {
 	}
 	in.window = 0
 	if in.minLevel >= depth {
-		if s := in.packet(in.next, time.Now().UnixNano()); s != nil {
+		if s := in.packet(in.next, clock.Nanos()); s != nil {
 			s.ok = false
 		}
 		in.next++

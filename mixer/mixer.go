@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -269,7 +270,7 @@ func (m *Mixer) run() {
 			frame = due - maxCatchUp
 		}
 		for ; frame < due; frame++ {
-			m.mixFrame(uint32(frame*frameSamples), time.Now().UnixNano())
+			m.mixFrame(uint32(frame*frameSamples), clock.Nanos())
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -47,7 +48,7 @@ func newRoom(m *Manager, name string) *Room {
 		bus:          m.bus,
 		// A later instance of the room on this node continues the
 		// sequence numbers the other nodes have seen from an earlier one.
-		seq: uint64(time.Now().UnixMicro()),
+		seq: uint64(clock.Micros()),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
 )
@@ -114,9 +115,9 @@ func (r *Room) runSpeakers() {
 		}
 		for id, db := range loudest {
 			known[id] = true
-			det.Observe(id, db, now.UnixNano())
+			det.Observe(id, db, clock.Nanos())
 		}
-		ranking := det.Tick(now.UnixNano())
+		ranking := det.Tick(clock.Nanos())
 		r.speakers.mu.Lock()
 		r.speakers.current = ranking
 		r.speakers.mu.Unlock()

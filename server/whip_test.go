@@ -113,6 +113,12 @@ func TestWHIPPublishWatchedByClient(t *testing.T) {
 	if !sources[protocol.SourceCamera] || !sources[protocol.SourceMicrophone] {
 		t.Fatalf("WHIP tracks published as %v, want camera and microphone", sources)
 	}
+	metrics := httpDo(t, http.MethodGet, "http://"+srv.Addr()+"/metrics", "", "", "").body
+	for _, want := range []string{`starling_whip_sessions{kind="whip"} 1`, `starling_whip_requests_total{kind="whip",method="POST",status="201"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	waitFor(t, 20*time.Second, "60 video and 100 audio packets at the Starling client", func() bool {
 		return sink.videoPackets.Load() >= 60 && sink.audioPackets.Load() >= 100
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // This file is the subscriber connection of a client that offers (WHEP):
@@ -50,7 +51,7 @@ func (d *DownTrack) handOff() continuity {
 		return continuity{}
 	}
 	seq, ts, ok := d.munger.Last()
-	return continuity{seq: seq, ts: ts, rtxSeq: d.rtxSeq, at: time.Now().UnixNano(), ok: ok}
+	return continuity{seq: seq, ts: ts, rtxSeq: d.rtxSeq, at: clock.Nanos(), ok: ok}
 }
 
 // continueFrom makes d's stream start right after c; call before d is bound.
@@ -58,7 +59,7 @@ func (d *DownTrack) continueFrom(c continuity) {
 	if !c.ok {
 		return
 	}
-	adv := tsAdvance(time.Now().UnixNano()-c.at, d.codec.ClockRate)
+	adv := tsAdvance(clock.Nanos()-c.at, d.codec.ClockRate)
 	d.mu.Lock()
 	d.munger = NewMunger(d.codec.ClockRate, c.seq+1, c.ts+uint32(adv))
 	d.rtxSeq = c.rtxSeq + 1

@@ -6,10 +6,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
+	"github.com/starling-rtc/starling/internal/clock"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -185,7 +185,7 @@ func (b *batchConn) flushLoop(w *batchWriter) {
 		w.write(batch)
 		// Send times for the congestion controller: now, when the packets
 		// have left, not when they were queued (docs/congestion.md).
-		now := time.Now().UnixMicro()
+		now := clock.Micros()
 		for i := range batch {
 			if batch[i].hist != nil {
 				batch[i].hist.stamp(batch[i].tseq, now)

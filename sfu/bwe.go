@@ -4,7 +4,8 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Starling's send-side bandwidth estimator, one per subscriber connection,
@@ -120,7 +121,7 @@ func newBWE(initial int) *bwe {
 func (b *bwe) lossLimited() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.loss.lossyAt != 0 && time.Now().UnixMicro()-b.loss.lossyAt < 3_000_000
+	return b.loss.lossyAt != 0 && clock.Micros()-b.loss.lossyAt < 3_000_000
 }
 
 // estimate is the current estimate in bits/s.

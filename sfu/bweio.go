@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // bweInterceptor is a subscriber connection's congestion-control
@@ -70,7 +70,7 @@ func (i *bweInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interce
 			return ds.writeStamped(h, payload, a, &i.est.hist, seq)
 		}
 		n, err := w.Write(h, payload, a)
-		i.est.hist.stamp(seq, time.Now().UnixMicro())
+		i.est.hist.stamp(seq, clock.Micros())
 		return n, err
 	})
 }
@@ -82,7 +82,7 @@ func (i *bweInterceptor) BindRTCPReader(r interceptor.RTCPReader) interceptor.RT
 	return interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		for {
 			n, attr, err := r.Read(b, a)
-			if err != nil || !i.est.onRTCP(b[:n], time.Now().UnixMicro()) {
+			if err != nil || !i.est.onRTCP(b[:n], clock.Micros()) {
 				return n, attr, err
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // DownTrack is one subscription: a published track as sent to one
@@ -267,7 +268,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 // OnSenderReport keeps the publisher's sender report of a layer: this down
 // track's own reports map through it (rtcp.go).
 func (d *DownTrack) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
-	d.sr.onSenderReport(layer, ntp, rtpTime, time.Now().UnixNano())
+	d.sr.onSenderReport(layer, ntp, rtpTime, clock.Nanos())
 }
 
 // SetPaused stops or resumes forwarding. Resuming waits for a keyframe so the

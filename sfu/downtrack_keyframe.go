@@ -1,6 +1,8 @@
 package sfu
 
-import "time"
+import (
+	"github.com/starling-rtc/starling/internal/clock"
+)
 
 // When a down track asks its publisher for a keyframe: never while its
 // subscriber cannot receive one, at most once per keyframeInterval while
@@ -9,7 +11,7 @@ import "time"
 // keyframeDue reports whether to ask again for the keyframe this down track
 // waits for; the receiver throttles per layer too. Call with d.mu held.
 func (d *DownTrack) keyframeDue() bool {
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	if now-d.lastAsk < int64(keyframeInterval) {
 		return false
 	}

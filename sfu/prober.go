@@ -2,6 +2,8 @@ package sfu
 
 import (
 	"time"
+
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // probeTick is how often the prober sends a burst of padding.
@@ -92,11 +94,11 @@ func (s *Subscriber) probe(rate uint64, d time.Duration) {
 		}
 		id := s.probeID
 		s.probeMu.Unlock()
-		s.bw.est.startProbe(id, time.Now().UnixMicro())
+		s.bw.est.startProbe(id, clock.Micros())
 		s.bw.cluster.Store(uint32(id))
 		defer func() {
 			s.bw.cluster.Store(0)
-			s.bw.est.endProbe(time.Now().UnixMicro())
+			s.bw.est.endProbe(clock.Micros())
 		}()
 	}
 	end := time.Now().Add(d)

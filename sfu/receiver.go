@@ -9,6 +9,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Sink consumes one published track's packets. Down tracks, recorders and
@@ -121,7 +122,7 @@ func (r *Receiver) monitor() {
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
+		now := clock.Nanos()
 		r.mu.Lock()
 		layers := r.layer
 		r.mu.Unlock()
@@ -282,7 +283,7 @@ func (r *Receiver) RequestKeyframe(idx int8) {
 	r.mu.Lock()
 	layers := r.layer
 	r.mu.Unlock()
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	for i, l := range layers {
 		if l == nil || (idx >= 0 && int8(i) != idx) {
 			continue
@@ -323,7 +324,7 @@ func (r *Receiver) readRTP(l *layer) {
 			end -= pad
 			hdr.Padding = false
 		}
-		now := time.Now().UnixNano()
+		now := clock.Nanos()
 		r.now.Store(now)
 		l.lastSeen.Store(now)
 		l.bytes.Add(uint64(n))
@@ -401,7 +402,7 @@ func (r *Receiver) readRTCP(l *layer) {
 		}
 		for _, p := range pkts {
 			if sr, ok := p.(*rtcp.SenderReport); ok && sr.SSRC == l.ssrc {
-				r.observeSR(sr.NTPTime, time.Now().UnixNano())
+				r.observeSR(sr.NTPTime, clock.Nanos())
 				for _, s := range *r.sinks.Load() {
 					s.OnSenderReport(l.idx, sr.NTPTime, sr.RTPTime)
 				}

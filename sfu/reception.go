@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pion/rtcp"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // ReceptionStats is what a subscriber's receiver reports say about one down
@@ -40,7 +41,7 @@ func (d *DownTrack) onReceptionReport(r rtcp.ReceptionReport, now time.Time) {
 		st.Jitter = time.Duration(uint64(r.Jitter) * uint64(time.Second) / uint64(rate))
 	}
 	if r.LastSenderReport != 0 {
-		mid := uint32(unixNanosToNTP(now.UnixNano()) >> 16)
+		mid := uint32(unixNanosToNTP(clock.Wall().UnixNano()) >> 16) // the clock our reports carry
 		if rtt := mid - r.LastSenderReport - r.Delay; int32(rtt) >= 0 && rtt < 60<<16 {
 			st.RTT = time.Duration(uint64(rtt) * uint64(time.Second) >> 16)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Retransmissions answer a subscriber's NACKs from the receiver's packet
@@ -97,7 +98,7 @@ func (d *DownTrack) retransmit(nack *rtcp.TransportLayerNack) {
 	if !ok {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.history == nil || d.closed || !d.bound || nack.MediaSSRC != d.ssrc {

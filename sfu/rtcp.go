@@ -8,6 +8,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Sender reports for down tracks.
@@ -288,7 +289,7 @@ func lookupDownTrack(ssrc uint32, lastSeq uint16) *DownTrack {
 // get pion's mapping: the last frame's timestamp at the time it was written.
 type SenderReportInterceptorFactory struct {
 	Interval time.Duration    // 0 = 1 s
-	Now      func() time.Time // nil = time.Now
+	Now      func() time.Time // nil = clock.Wall
 }
 
 // NewInterceptor makes one per peer connection.
@@ -298,12 +299,15 @@ func (f *SenderReportInterceptorFactory) NewInterceptor(string) (interceptor.Int
 		s.interval = time.Second
 	}
 	if s.now == nil {
-		s.now = time.Now
+		// NTP times from the wall clock, the mapping to RTP time on the
+		// step-free clock the publishers' reports were received on
+		s.now, s.mono = clock.Wall, clock.Nanos
 	}
 	return s, nil
 }
 
 type senderReports struct {
+	mono func() int64 // step-free clock for the RTP mapping; nil = now's unix time
 	interceptor.NoOp
 	interval time.Duration
 	now      func() time.Time
@@ -438,7 +442,11 @@ func (s *senderReports) reports() []*rtcp.SenderReport {
 		lastSeq, mapped, age := st.lastSeq, st.mapped, now.Sub(st.firstAt)
 		st.mu.Unlock()
 		if d := lookupDownTrack(st.ssrc, lastSeq); d != nil {
-			ts, ok := d.senderReportRTP(now.UnixNano())
+			mono := now.UnixNano() // a test's clock
+			if s.mono != nil {
+				mono = s.mono()
+			}
+			ts, ok := d.senderReportRTP(mono)
 			switch {
 			case ok:
 				sr.RTPTime = ts

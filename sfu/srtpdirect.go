@@ -4,12 +4,12 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
-	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // The direct send path: a subscriber connection's RTP is encrypted by
@@ -141,7 +141,7 @@ func (st *directStream) writeStamped(h *rtp.Header, payload []byte, a intercepto
 	}
 	if st.path == pathPion || r == nil {
 		n, err := st.next.Write(h, payload, a)
-		hist.stamp(seq, time.Now().UnixMicro())
+		hist.stamp(seq, clock.Micros())
 		return n, err
 	}
 	return st.writeDirect(r, h, payload, hist, seq)
@@ -185,7 +185,7 @@ func (st *directStream) writeDirect(r *directRoute, h *rtp.Header, payload []byt
 // not go through the batched socket's own queue.
 func stampNow(hist *sendHistory, seq uint16) {
 	if hist != nil {
-		hist.stamp(seq, time.Now().UnixMicro())
+		hist.stamp(seq, clock.Micros())
 	}
 }
 

@@ -75,6 +75,11 @@ type Config struct {
 
 	JoinConcurrency int // parallel joins
 	ServerPID       int // 0 = no server measurement
+	// ServerPIDs are more server processes, the other nodes of a cluster
+	// (--server-pid A,B,C): the Server figures are then sums over all
+	// nodes (CPU per forwarded packet summed over the nodes), and
+	// Summary.ServerNodes has each one.
+	ServerPIDs []int
 
 	// Keys are the server's API keys: with any, every participant joins
 	// with a token minted from the first key (and the recording API gets
@@ -215,6 +220,14 @@ func (c *Config) normalize() error {
 		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// serverPIDs lists every server process measured.
+func (c *Config) serverPIDs() []int {
+	if c.ServerPID <= 0 {
+		return nil
+	}
+	return append([]int{c.ServerPID}, c.ServerPIDs...)
 }
 
 // urls lists the nodes of URL.

@@ -421,7 +421,8 @@ func (r *runner) closeAll() {
 
 // procPair is the server's and this process's usage at one instant.
 type procPair struct {
-	server, self     ProcSample
+	server, self     ProcSample   // server: summed over the nodes
+	nodes            []ProcSample // each server process, in Config.serverPIDs order
 	serverOK, selfOK bool
 	machine          MachineSample
 	machineOK        bool
@@ -430,9 +431,14 @@ type procPair struct {
 func (r *runner) sample() procPair {
 	var s procPair
 	var err error
-	if r.cfg.ServerPID > 0 {
-		s.server, err = ReadProc(r.cfg.ServerPID)
-		s.serverOK = err == nil
+	if pids := r.cfg.serverPIDs(); len(pids) > 0 {
+		s.serverOK = true
+		for _, pid := range pids {
+			n, err := ReadProc(pid)
+			s.serverOK = s.serverOK && err == nil
+			s.nodes = append(s.nodes, n)
+			s.server.At, s.server.Ticks, s.server.RSSKB = n.At, s.server.Ticks+n.Ticks, s.server.RSSKB+n.RSSKB
+		}
 	}
 	s.self, err = ReadProc(0)
 	s.selfOK = err == nil
@@ -506,9 +512,14 @@ func (r *runner) snapshot() snapshot {
 	}
 	s.procs = r.sample()
 	var err error
-	if r.cfg.ServerPID > 0 {
-		s.serverUDP, err = ReadUDP(r.cfg.ServerPID)
-		s.serverUDPOK = err == nil
+	if pids := r.cfg.serverPIDs(); len(pids) > 0 {
+		s.serverUDPOK = true
+		for _, pid := range pids {
+			u, err := ReadUDP(pid)
+			s.serverUDPOK = s.serverUDPOK && err == nil
+			s.serverUDP.Drops += u.Drops
+			s.serverUDP.RxQueued += u.RxQueued
+		}
 	}
 	s.selfUDP, err = ReadUDP(0)
 	s.selfUDPOK = err == nil

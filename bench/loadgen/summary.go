@@ -29,6 +29,9 @@ type Summary struct {
 	Publishers   int    `json:"publishers"`  // joined and publishing
 	Subscribers  int    `json:"subscribers"` // joined participants that receive (meeting publishers included)
 	JoinFailures int    `json:"joinFailures"`
+	// ServerNodes is each server process's usage when several are
+	// measured (--server-pid A,B,C); Server is then their sum.
+	ServerNodes []ProcStats `json:"serverNodes,omitempty"`
 	// Nodes is how the joined participants spread over the URLs, when
 	// --url lists several (see spread).
 	Nodes         []NodeShare `json:"nodes,omitempty"`
@@ -414,6 +417,13 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 			ps.CPUMsPerSubscriberSecond = ps.CPUSeconds * 1e3 / (float64(s.Subscribers) * win)
 		}
 		s.Server = ps
+		if pids := cfg.serverPIDs(); len(pids) > 1 && len(a.procs.nodes) == len(pids) && len(b.procs.nodes) == len(pids) {
+			for i, pid := range pids {
+				x, y := a.procs.nodes[i], b.procs.nodes[i]
+				s.ServerNodes = append(s.ServerNodes, ProcStats{PID: pid, CPUPercent: CPUPercent(x, y),
+					CPUSeconds: CPUSeconds(x, y), RSSMB: float64(y.RSSKB) / 1024})
+			}
+		}
 	}
 	if a.procs.selfOK && b.procs.selfOK {
 		s.Generator = &ProcStats{CPUPercent: CPUPercent(a.procs.self, b.procs.self),
@@ -555,10 +565,17 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	row("join time", "p50 %.0f  p99 %.0f  max %.0f ms", s.JoinMs.P50, s.JoinMs.P99, s.JoinMs.Max)
 	row("media start", "p50 %.0f  p99 %.0f ms after publishing", s.MediaStartMs.P50, s.MediaStartMs.P99)
 	if p := s.Server; p != nil {
-		row(fmt.Sprintf("server (pid %d)", p.PID), "CPU %.1f%% of one core, RSS %.1f MB (%.1f at start, %+.0f kB per subscriber)",
+		name := fmt.Sprintf("server (pid %d)", p.PID)
+		if len(s.ServerNodes) > 1 {
+			name = fmt.Sprintf("servers (%d nodes)", len(s.ServerNodes))
+		}
+		row(name, "CPU %.1f%% of one core, RSS %.1f MB (%.1f at start, %+.0f kB per subscriber)",
 			p.CPUPercent, p.RSSMB, p.RSSStartMB, p.RSSPerSubscriberKB)
 		row("server cost", "%.2f µs per forwarded packet (%.2f per media packet), %.2f CPU-ms per subscriber-second",
 			p.UsPerForwardedPacket, p.UsPerMediaPacket, p.CPUMsPerSubscriberSecond)
+		for _, n := range s.ServerNodes {
+			row(fmt.Sprintf("  node (pid %d)", n.PID), "CPU %.1f%% of one core (%.2f s), RSS %.1f MB", n.CPUPercent, n.CPUSeconds, n.RSSMB)
+		}
 	} else {
 		row("server", "not measured (use --server-pid or --start-server)")
 	}

@@ -195,6 +195,10 @@ func TestRelayLayerWishes(t *testing.T) {
 	eventually(t, "the wish for every layer", func() bool { return exp.Layers() == 0b111 })
 	w.desired.Store(-1) // paused
 	eventually(t, "no layer wanted", func() bool { return exp.Layers() == 0 })
+	w.desired.Store(1)
+	eventually(t, "layers 0 and 1 wanted", func() bool { return exp.Layers() == 0b011 })
+	imp.RemoveSink(w) // the last subscriber here left
+	eventually(t, "nothing wanted without sinks", func() bool { return exp.Layers() == 0 })
 }
 
 // TestRelayCloseAndPeers: closing an import closes its sinks; a source

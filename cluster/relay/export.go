@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -288,7 +289,7 @@ func (e *Export) onNACK(n *rtcp.TransportLayerNack) {
 		return
 	}
 	l := &e.layer[layer]
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	to := e.p.addr.Load()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -338,7 +339,7 @@ func (e *Export) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
 	ssrc := e.base + uint32(layer)
 	sr := &rtcp.SenderReport{SSRC: ssrc, NTPTime: ntp, RTPTime: rtpTime, PacketCount: packets, OctetCount: octets}
 	data := make([]byte, 20)
-	binary.BigEndian.PutUint64(data[0:], uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint64(data[0:], uint64(clock.Nanos()))
 	if c, ok := e.src.(sfu.ClockSource); ok {
 		if off, ok := c.PublisherClockOffset(); ok {
 			binary.BigEndian.PutUint64(data[8:], uint64(off))

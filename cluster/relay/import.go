@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -59,8 +60,11 @@ type Import struct {
 
 	// Timer goroutine only.
 	lastBytes [maxLayers]uint64
-	wish      uint8
-	wishAt    int64
+	// The layer wish, sent by the timer and at once when a sink comes.
+	wishMu   sync.Mutex
+	wish     uint8
+	wishAt   int64
+	hadSinks bool
 }
 
 type importLayer struct {
@@ -170,13 +174,15 @@ func (i *Import) OnLayersChanged(f func(live uint8)) { i.onLayers.Store(&f) }
 // other sinks (recorders) still do, as with a local receiver.
 func (i *Import) SetMuted(m bool) { i.muted.Store(m) }
 
-// AddSink starts forwarding to s.
+// AddSink starts forwarding to s. The origin hears at once if s needs
+// layers that do not cross yet.
 func (i *Import) AddSink(s sfu.Sink) {
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	old := *i.sinks.Load()
 	next := append(append(make([]sfu.Sink, 0, len(old)+1), old...), s)
 	i.sinks.Store(&next)
+	i.mu.Unlock()
+	i.sendWish(clock.Nanos())
 }
 
 // RemoveSink stops forwarding to s; it does not close s.
@@ -203,7 +209,7 @@ func (i *Import) RequestKeyframe(layer int8) {
 	if !i.video || i.closed.Load() {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	var pkts []rtcp.Packet
 	for l := int8(0); l < maxLayers; l++ {
 		if layer >= 0 && l != layer {
@@ -259,7 +265,7 @@ func (i *Import) receive(layer int8, hdr *rtp.Header, payload []byte) {
 	if i.closed.Load() {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	i.now.Store(now)
 	l := &i.layer[layer]
 	l.lastSeen.Store(now)
@@ -302,7 +308,7 @@ func (i *Import) onStatus(present, live, sent uint8) {
 	}
 	i.originLive.Store(uint32(live))
 	i.originSent.Store(uint32(sent))
-	i.statusAt.Store(time.Now().UnixNano())
+	i.statusAt.Store(clock.Nanos())
 }
 
 // onSenderReport passes the publisher's report to the sinks, and takes
@@ -354,16 +360,16 @@ func (i *Import) monitor(now int64) {
 }
 
 // wanted is the layers the sinks want, as the origin's dynacast computes
-// it: every layer up to the highest wanted. A sink that does not say
-// (a recorder) wants every layer; no sinks: no wish.
+// it: every layer up to the highest wanted. A sink that does not say (a
+// recorder) wants every layer. Call with wishMu held. Before the first sink there is no wish (the
+// control plane's choice stands); after the last one left, nothing is
+// wanted until the import closes or a sink comes back.
 func (i *Import) wanted() (uint8, bool) {
 	sinks := *i.sinks.Load()
 	if len(sinks) == 0 {
-		return 0, false
+		return 0, i.hadSinks
 	}
-	if !i.video {
-		return 1, true
-	}
+	i.hadSinks = true
 	top := int8(-1)
 	for _, s := range sinks {
 		w, ok := s.(sfu.LayerWanter)
@@ -375,12 +381,20 @@ func (i *Import) wanted() (uint8, bool) {
 	return uint8(1)<<(top+1) - 1, true
 }
 
+// sendWish tells the origin the layers wanted, when they changed and
+// every wishRefresh (a wish may be lost). Audio has one layer: no wishes.
 func (i *Import) sendWish(now int64) {
+	if !i.video || i.closed.Load() {
+		return
+	}
+	i.wishMu.Lock()
 	w, ok := i.wanted()
 	if !ok || (w == i.wish && now-i.wishAt < int64(wishRefresh)) {
+		i.wishMu.Unlock()
 		return
 	}
 	i.wish, i.wishAt = w, now
+	i.wishMu.Unlock()
 	i.p.sendRTCP(&rtcp.ApplicationDefined{SubType: appWish, SSRC: i.base, Name: appName, Data: []byte{w, 0, 0, 0}})
 }
 

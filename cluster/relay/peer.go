@@ -10,6 +10,7 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // peer is another node: where it is, the keys both ways, and the tracks
@@ -113,7 +114,7 @@ func (p *peer) contexts(pkt []byte, kind byte) (ctx *srtp.Context, fresh *[2]*sr
 			return nil, nil, e
 		}
 	}
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	if now-p.lastTrial < int64(epochTrialGap) {
 		return nil, nil, e
 	}
@@ -205,7 +206,7 @@ func (p *peer) receiveRTCP(pkt []byte) {
 		return
 	}
 	t.stats.rtcpIn.Add(1)
-	arrival := time.Now().UnixNano()
+	arrival := clock.Nanos()
 	for i, pk := range pkts {
 		switch pk := pk.(type) {
 		case *rtcp.TransportLayerNack:

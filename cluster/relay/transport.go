@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/internal/udpgro"
 	"github.com/starling-rtc/starling/sfu"
 )
@@ -264,7 +265,7 @@ func (t *Transport) timer() {
 			return
 		case <-tk.C:
 		}
-		now := time.Now().UnixNano()
+		now := clock.Nanos()
 		imports := *t.imports.Load()
 		for _, i := range imports {
 			i.retryNACKs(now)

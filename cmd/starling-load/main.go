@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -69,7 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Speakers, "speakers", cfg.Speakers, "publishers per room whose microphone is live; the others mute it (the protocol's mute)\n"+
 		"and keep sending, as a browser does with a disabled track (-1 = all)")
 	fs.IntVar(&cfg.JoinConcurrency, "join-concurrency", cfg.JoinConcurrency, "participants joining at the same time")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "`PID` of a local server: report its CPU and RSS from /proc")
+	pids := fs.String("server-pid", "", "`PID` of a local server: report its CPU and RSS from /proc; several nodes' PIDs\n"+
+		"comma-separated: their sum, and each node")
 	startServer := fs.Bool("start-server", false, "start the server (--server-bin) on free loopback ports and measure it")
 	serverBin := fs.String("server-bin", "", "`path` of the starling binary for --start-server (go build -o /tmp/starling ./cmd/starling)")
 	serverLog := fs.String("server-log-level", "error", "log level of a started server; its log goes to stderr")
@@ -111,6 +113,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if _, err := fmt.Sscanf(size, "%dx%d", &cfg.Width, &cfg.Height); err != nil {
 		fmt.Fprintf(stderr, "starling-load: --size %q: want WIDTHxHEIGHT\n", size)
 		return 2
+	}
+	if *pids != "" {
+		for _, f := range strings.Split(*pids, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || pid <= 0 {
+				fmt.Fprintf(stderr, "starling-load: --server-pid %q: want PIDs, comma-separated\n", *pids)
+				return 2
+			}
+			if cfg.ServerPID == 0 {
+				cfg.ServerPID = pid
+			} else {
+				cfg.ServerPIDs = append(cfg.ServerPIDs, pid)
+			}
+		}
 	}
 	if !*quiet {
 		cfg.Progress = stderr

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -395,6 +397,7 @@ func TestFlagErrors(t *testing.T) {
 		{"--codec", "h264", "--size", "1281x720"},
 		{"--simulcast", "--size", "32x32"},
 		{"--start-server", "--server-pid", "1"},
+		{"--server-pid", "12,x"},
 		{"extra"},
 	} {
 		code := run(context.Background(), args, io.Discard, io.Discard)
@@ -440,17 +443,25 @@ func readSummary(t *testing.T, path string) *loadgen.Summary {
 // TestLoadSpreadsOverNodes: --url with two nodes puts the publisher on the
 // first and the viewers on both in turn (two single nodes share no room,
 // so only the first node's viewers receive: exit status 3, and the
-// summary says where everyone joined).
+// summary says where everyone joined). --server-pid with two PIDs (this
+// process, which runs both nodes, and an idle one) reports each and
+// their sum.
 func TestLoadSpreadsOverNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
+	idle := exec.Command("sleep", "60")
+	if err := idle.Start(); err != nil {
+		t.Skipf("no sleep command: %v", err)
+	}
+	t.Cleanup(func() { _ = idle.Process.Kill(); _ = idle.Wait() })
 	a, b := startServer(t), startServer(t)
 	jsonPath := filepath.Join(t.TempDir(), "summary.json")
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{
 		"--url", a.SignalingURL() + "," + b.SignalingURL(), "--preset", "webinar", "--subscribers", "3",
 		"--duration", "2s", "--warmup", "1s", "--video-bitrate", "300k", "--json", jsonPath,
+		"--server-pid", fmt.Sprintf("%d, %d", os.Getpid(), idle.Process.Pid),
 	}, &stdout, &stderr)
 	if code != 3 {
 		t.Fatalf("exit code %d, want 3 (B's viewer gets nothing without a cluster)\n%s\n%s", code, stdout.String(), stderr.String())
@@ -465,6 +476,19 @@ func TestLoadSpreadsOverNodes(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "node") {
 		t.Errorf("the table does not list the nodes:\n%s", stdout.String())
+	}
+	if len(s.ServerNodes) != 2 || s.ServerNodes[0].PID != os.Getpid() || s.ServerNodes[1].PID != idle.Process.Pid || s.Server == nil {
+		t.Fatalf("server nodes %+v, server %+v", s.ServerNodes, s.Server)
+	}
+	n0, n1 := s.ServerNodes[0], s.ServerNodes[1]
+	if n0.CPUSeconds <= 0 || n1.RSSMB <= 0 || n1.CPUSeconds > n0.CPUSeconds {
+		t.Fatalf("per node: %+v %+v (the idle one uses less CPU, some memory)", n0, n1)
+	}
+	if sum := n0.CPUSeconds + n1.CPUSeconds; math.Abs(s.Server.CPUSeconds-sum) > 0.011 || math.Abs(s.Server.RSSMB-n0.RSSMB-n1.RSSMB) > 0.01 {
+		t.Fatalf("server %+v is not the sum of its nodes %+v %+v", s.Server, n0, n1)
+	}
+	if !strings.Contains(stdout.String(), "servers (2 nodes)") {
+		t.Errorf("the table does not show the sum over nodes:\n%s", stdout.String())
 	}
 }
 

@@ -59,7 +59,10 @@ type Options struct {
 	// CheckOrigin decides which browser origins may call the endpoints
 	// (CORS); nil allows every origin.
 	CheckOrigin func(*http.Request) bool
-	Logger      *slog.Logger
+	// Observe, if set, hears every request's endpoint kind ("whip",
+	// "whep"), method and response status (for metrics).
+	Observe func(kind, method string, status int)
+	Logger  *slog.Logger
 }
 
 // Handler serves the WHIP and WHEP endpoints and their sessions.
@@ -82,10 +85,48 @@ func New(opts Options) *Handler {
 // Register adds the WHIP and WHEP routes to mux. Methods are dispatched
 // here, not in the patterns, so a wrong one gets 405 with Allow.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc(RouteWHIP, func(w http.ResponseWriter, r *http.Request) { h.endpoint(w, r, kindWHIP) })
-	mux.HandleFunc(RouteWHEP, func(w http.ResponseWriter, r *http.Request) { h.endpoint(w, r, kindWHEP) })
-	mux.HandleFunc(RouteWHIP+"/{id}", func(w http.ResponseWriter, r *http.Request) { h.resource(w, r, kindWHIP) })
-	mux.HandleFunc(RouteWHEP+"/{id}", func(w http.ResponseWriter, r *http.Request) { h.resource(w, r, kindWHEP) })
+	mux.HandleFunc(RouteWHIP, h.observed(kindWHIP, h.endpoint))
+	mux.HandleFunc(RouteWHEP, h.observed(kindWHEP, h.endpoint))
+	mux.HandleFunc(RouteWHIP+"/{id}", h.observed(kindWHIP, h.resource))
+	mux.HandleFunc(RouteWHEP+"/{id}", h.observed(kindWHEP, h.resource))
+}
+
+// observed adapts a handler of one kind and reports each response's status.
+func (h *Handler) observed(k kind, f func(http.ResponseWriter, *http.Request, kind)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h.opts.Observe == nil {
+			f(w, r, k)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		f(sw, r, k)
+		h.opts.Observe(string(k), r.Method, sw.status)
+	}
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Counts returns the live WHIP and WHEP sessions.
+func (h *Handler) Counts() (whip, whep int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range h.sessions {
+		if s.kind == kindWHIP {
+			whip++
+		} else {
+			whep++
+		}
+	}
+	return whip, whep
 }
 
 // Sessions is the number of live WHIP and WHEP sessions.
