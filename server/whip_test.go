@@ -235,15 +235,6 @@ func TestWHIPVanishedSessionCleanedUp(t *testing.T) {
 	}
 }
 
-func hasLine(sdp, prefix string) bool {
-	for _, l := range strings.Split(sdp, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(l), prefix) {
-			return true
-		}
-	}
-	return false
-}
-
 // parseLinks reads RFC 9725 Link headers into ICE servers.
 func parseLinks(values []string) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
