@@ -19,7 +19,7 @@ import (
 func (s *Server) setupRecorder(mux *http.ServeMux) error {
 	rc := s.cfg.Recordings
 	rec, err := recorder.NewManager(s.rooms, recorder.Config{
-		Dir: rc.Dir, AutoRecord: rc.AutoRecord, Compose: rc.Compose, Logger: s.log,
+		Dir: rc.Dir, AutoRecord: rc.AutoRecord, AutoMix: rc.Mix, Compose: rc.Compose, Logger: s.log,
 		OnEvent: s.recordingEvent,
 	})
 	if err != nil {
