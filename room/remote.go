@@ -139,6 +139,15 @@ func (r *Room) remoteLeft(id, reason string) {
 	}
 	r.mu.Lock()
 	delete(r.remotes, id)
+	for node, l := range r.remoteSpk { // a speaker who left stops being one at once
+		kept := make([]protocol.Speaker, 0, len(l))
+		for _, s := range l {
+			if s.ParticipantID != id {
+				kept = append(kept, s)
+			}
+		}
+		r.remoteSpk[node] = kept
+	}
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: id, Reason: reason})
 	}
@@ -340,6 +349,10 @@ func (m *Manager) RemoteNodeGone(node string) {
 
 // ApplyControl runs another node's command on a local participant.
 func (r *Room) ApplyControl(ev Event) {
+	if ev.Type == CtlCloseRoom {
+		r.Close(ev.Reason)
+		return
+	}
 	p := r.Participant(ev.ParticipantID)
 	if p == nil || p.node != "" {
 		return
