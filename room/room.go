@@ -77,7 +77,9 @@ func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
 	for _, o := range r.participants {
 		if o != p && o != old {
 			others = append(others, o.Info())
-			o.peer.Notify(protocol.NotifyParticipantJoined, protocol.ParticipantParams{Participant: p.Info()})
+			if !p.takenOver { // they knew it from its old node (takeover.go)
+				o.peer.Notify(protocol.NotifyParticipantJoined, protocol.ParticipantParams{Participant: p.Info()})
+			}
 		}
 	}
 	for _, o := range r.remotes {
