@@ -66,12 +66,6 @@ func (r *resumeState) joined(res protocol.JoinResult) {
 	r.last = res
 }
 
-func (r *resumeState) serverEnded() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ended = true
-}
-
 // LastJoin is the latest join result: that of the last resume, if any.
 func (c *Client) LastJoin() protocol.JoinResult {
 	c.rs.mu.Lock()
