@@ -18,12 +18,6 @@ import (
 	"github.com/starling-rtc/starling/protocol"
 )
 
-// Event is a server notification, kept in order of arrival.
-type Event struct {
-	Method string
-	Params json.RawMessage
-}
-
 // RemoteTrack is a track received on the subscriber connection. The client
 // reads the receiver's RTCP itself: pion's interceptors only see sender
 // reports that are read, and without that the receiver reports sent back
@@ -453,42 +447,6 @@ func (c *Client) sendCandidate(target string, cand *webrtc.ICECandidate) {
 func (c *Client) notifyCandidate(p protocol.CandidateParams) {
 	if !c.closed.Load() {
 		_ = c.Notify(protocol.MethodCandidate, p)
-	}
-}
-
-func (c *Client) record(e Event) {
-	c.emu.Lock()
-	c.events = append(c.events, e)
-	c.emu.Unlock()
-	c.econd.Broadcast()
-}
-
-// Events returns a copy of the notifications received so far.
-func (c *Client) Events() []Event {
-	c.emu.Lock()
-	defer c.emu.Unlock()
-	return append([]Event(nil), c.events...)
-}
-
-// WaitEvent waits for the first notification, since the start, for which
-// match returns true (match may be nil to accept any of method).
-func (c *Client) WaitEvent(ctx context.Context, method string, match func(json.RawMessage) bool) (Event, error) {
-	stop := context.AfterFunc(ctx, func() { c.emu.Lock(); c.econd.Broadcast(); c.emu.Unlock() })
-	defer stop()
-	c.emu.Lock()
-	defer c.emu.Unlock()
-	i := 0
-	for {
-		for ; i < len(c.events); i++ {
-			e := c.events[i]
-			if e.Method == method && (match == nil || match(e.Params)) {
-				return e, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return Event{}, fmt.Errorf("waiting for %s: %w", method, ctx.Err())
-		}
-		c.econd.Wait()
 	}
 }
 
