@@ -487,23 +487,3 @@ func (c *Client) Done() <-chan struct{} {
 	defer c.rs.mu.Unlock()
 	return c.done
 }
-
-func idString(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return string(raw)
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, _ := json.Marshal(v)
-	return b
-}
-
-// SetAudioMix switches between the room's audio mix (one track with source
-// "mix", announced by trackPublished) and the other participants' audio
-// tracks; the server renegotiates the subscriber connection either way.
-func (c *Client) SetAudioMix(ctx context.Context, enabled bool) error {
-	return c.Call(ctx, protocol.MethodSetAudioMix, protocol.SetAudioMixParams{Enabled: &enabled}, nil)
-}

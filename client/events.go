@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Event is a server notification, kept in order of arrival.
@@ -46,4 +48,24 @@ func (c *Client) WaitEvent(ctx context.Context, method string, match func(json.R
 		}
 		c.econd.Wait()
 	}
+}
+
+func idString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// SetAudioMix switches between the room's audio mix (one track with source
+// "mix", announced by trackPublished) and the other participants' audio
+// tracks; the server renegotiates the subscriber connection either way.
+func (c *Client) SetAudioMix(ctx context.Context, enabled bool) error {
+	return c.Call(ctx, protocol.MethodSetAudioMix, protocol.SetAudioMixParams{Enabled: &enabled}, nil)
 }
