@@ -44,6 +44,11 @@ type Options struct {
 	// Nodes lists the cluster's nodes for GET /v1/nodes (a JSON array);
 	// nil on a single node, which lists itself alone.
 	Nodes func() any
+	// RemoteRoom finds a room with no participant on this node among the
+	// cluster's nodes; CloseRemote closes the other nodes' parts of a room
+	// (true if the room exists in the cluster). Both nil on a single node.
+	RemoteRoom  func(name string) (sid string, ps []room.RemoteParticipant, ok bool)
+	CloseRemote func(name string) bool
 }
 
 // API serves the admin routes.
@@ -174,6 +179,10 @@ func (a *API) listRooms(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getRoom(w http.ResponseWriter, r *http.Request) {
+	if name := r.PathValue("room"); a.opts.RemoteRoom != nil && a.opts.Rooms.Room(name) == nil {
+		a.getRemoteRoom(w, r, name)
+		return
+	}
 	rm, ok := a.room(w, r)
 	if !ok {
 		return
@@ -211,6 +220,21 @@ func subscriptions(p *room.Participant) []Subscription {
 }
 
 func (a *API) closeRoom(w http.ResponseWriter, r *http.Request) {
+	if name := r.PathValue("room"); a.opts.CloseRemote != nil {
+		if _, ok := a.authorize(w, r, name, false); !ok {
+			return
+		}
+		remote := a.opts.CloseRemote(name)
+		if rm := a.opts.Rooms.Room(name); rm != nil {
+			rm.Close(protocol.ReasonRoomClosed)
+		} else if !remote {
+			writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+			return
+		}
+		a.log.Info("admin: room closed in the cluster", "room", name, "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusOK, protocol.Empty{})
+		return
+	}
 	rm, ok := a.room(w, r)
 	if !ok {
 		return
@@ -467,4 +491,22 @@ func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {
 		nodes = a.opts.Nodes()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"nodes": nodes})
+}
+
+// getRemoteRoom answers GET /v1/rooms/{room} on a cluster node without a
+// part of the room, from the nodes that have one.
+func (a *API) getRemoteRoom(w http.ResponseWriter, r *http.Request, name string) {
+	if _, ok := a.authorize(w, r, name, false); !ok {
+		return
+	}
+	sid, ps, ok := a.opts.RemoteRoom(name)
+	if !ok {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		return
+	}
+	out := RoomDetail{Name: name, SID: sid, Participants: []Participant{}}
+	for _, p := range ps {
+		out.Participants = append(out.Participants, Participant{Participant: p.Info, Identity: p.Identity, Subscriptions: []Subscription{}})
+	}
+	writeJSON(w, http.StatusOK, out)
 }

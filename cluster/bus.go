@@ -131,6 +131,9 @@ func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, er
 		Cluster: server.ClusterOpts{
 			Name: "starling", Host: host, Port: port,
 			Username: busUser, Password: o.Secret,
+			// Routes only to the configured URLs: a proxy or NAT in
+			// between stays in the path (each node lists all the others).
+			NoAdvertise: true,
 		},
 		Routes: routes,
 	}

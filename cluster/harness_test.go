@@ -182,3 +182,10 @@ func testLevel() slog.Level {
 	}
 	return slog.LevelInfo
 }
+
+// waitRTT waits for a first bus round-trip measure and returns it.
+func waitRTT(t testing.TB, n *cluster.Node) time.Duration {
+	t.Helper()
+	eventually(t, 20*time.Second, "a bus round trip is measured", func() bool { return n.BusRTT() > 0 })
+	return n.BusRTT()
+}

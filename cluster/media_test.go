@@ -133,12 +133,6 @@ func TestMediaAcrossNodes(t *testing.T) {
 	publishMedia(t, a, true)
 	publishMedia(t, c, false)
 
-	defer func() {
-		t.Logf("b1 %v b2 %v c %v a %v", rb1.n, rb2.n, rc.n, ra.n)
-		for i, s := range srvs {
-			t.Logf("n%d relay: %+v", i, s.Cluster().RelayStats())
-		}
-	}()
 	eventually(t, 30*time.Second, "a's audio and video reach b1, b2 (n1) and c (n2); c's audio reaches a (n0)", func() bool {
 		for _, r := range []*received{rb1, rb2, rc} {
 			if r.count(a.ParticipantID(), "audio") < 50 || r.count(a.ParticipantID(), "video") < 30 {

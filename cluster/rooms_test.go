@@ -262,3 +262,39 @@ func TestMaxParticipantsAcrossNodes(t *testing.T) {
 		t.Fatalf("third join on n2: %v, want error %d (room full)", err, protocol.CodeTooLarge)
 	}
 }
+
+// The admin API of a node without a part of the room lists the room's
+// participants on the other nodes and closes it everywhere.
+func TestAdminFromNodeWithoutParticipants(t *testing.T) {
+	srvs := startCluster(t, 3, nil)
+	a := join(t, srvs[0], "far", "a")
+	b := join(t, srvs[1], "far", "b")
+	seeEachOther(t, a, b)
+	resp, err := http.Get(srvs[2].BaseURL() + "/v1/rooms/far")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var detail admin.RoomDetail
+	_ = json.NewDecoder(resp.Body).Decode(&detail)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(detail.Participants) != 2 || detail.SID != a.LastJoin().Room.SID {
+		t.Fatalf("n2 answers %s with %+v, want the 2 participants of sid %s", resp.Status, detail, a.LastJoin().Room.SID)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, srvs[2].BaseURL()+"/v1/rooms/far", nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE through n2: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	for _, c := range []*client.Client{a, b} {
+		ev, err := c.WaitEvent(ctxT(t, 10*time.Second), protocol.MethodLeave, nil)
+		if err != nil {
+			t.Fatalf("not told the room closed: %v", err)
+		}
+		var leave protocol.LeaveParams
+		_ = json.Unmarshal(ev.Params, &leave)
+		if leave.Reason != protocol.ReasonRoomClosed {
+			t.Errorf("leave reason %q, want %q", leave.Reason, protocol.ReasonRoomClosed)
+		}
+	}
+}

@@ -152,7 +152,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 		if p.muted {
 			g = 0
 		}
-		in.level = g
+		in.gain = g
 	}
 	for _, o := range m.listeners {
 		w.outs = append(w.outs, o)
@@ -174,7 +174,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 		}
 		found := false
 		for _, in := range w.inputs {
-			if in.owner == s.ID && in.level > 0 && !in.muted.Load() {
+			if in.owner == s.ID && in.gain > 0 && !in.muted.Load() {
 				found = true
 				if !in.selected {
 					in.selected = true
@@ -191,7 +191,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 	}
 	w.mixed = w.mixed[:0]
 	for _, in := range w.inputs {
-		if in.measure && in.level > 0 && !in.muted.Load() {
+		if in.measure && in.gain > 0 && !in.muted.Load() {
 			// Decoded every frame to measure its level; mixed if ranked.
 			played := in.frame(now, depth)
 			in.observeLevel(played)
@@ -225,7 +225,7 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 	counters.frames.Add(1)
 	clear(w.sum[:])
 	for _, in := range w.mixed {
-		g := in.level
+		g := in.gain
 		for i, v := range in.pcm[:frameSamples] {
 			w.sum[i] += g * v
 		}
@@ -315,7 +315,7 @@ func (m *Mixer) encodeMinus(owner string) {
 		if in.owner != owner {
 			continue
 		}
-		g := in.level
+		g := in.gain
 		for i, v := range in.pcm[:frameSamples] {
 			e.pcm[i] -= g * v
 		}

@@ -65,13 +65,16 @@ type input struct {
 	pkt      [maxOpus]byte
 	fec      [maxOpus]byte
 	pcm      [frameSamples * 6]float32 // a 120 ms packet fits
+	pend     [frameSamples * 5]float32 // the rest of a packet longer than 20 ms, played next
+	pendN    int                       // samples in pend
+	pendOff  int                       // of which played
 	arrival  int64                     // arrival of the packet played in this frame
 	measure  bool                      // no RFC 6464 levels: ranked by its decoded audio (rank.go)
 	dbSum    float64                   // measure: -dBov summed over the current ranking tick
 	dbN      int
 	selected bool    // among the loudest (since the last frame)
 	marked   bool    // selected again this frame
-	level    float32 // gain applied this frame (0 = not contributing)
+	gain     float32 // the admin's gain this frame (0 = left out of the mix)
 }
 
 func newInput(trackID, owner string, src sfu.Source) (*input, error) {
@@ -171,6 +174,12 @@ func (in *input) skip(seq uint16) {
 // It returns false when the input has nothing to play (not started, or
 // silent for more than concealFrames).
 func (in *input) frame(now int64, depth int) bool {
+	if in.pendN-in.pendOff >= frameSamples { // a 40 or 60 ms packet's next 20 ms
+		copy(in.pcm[:frameSamples], in.pend[in.pendOff:in.pendOff+frameSamples])
+		in.pendOff += frameSamples
+		return true
+	}
+	in.pendN, in.pendOff = 0, 0
 	in.mu.Lock()
 	if !in.started {
 		if !in.have || in.buffered(now) < depth {
@@ -265,9 +274,8 @@ func (in *input) adapt(depth int) {
 	}
 }
 
-// decode decodes one packet (nil = conceal) into in.pcm; a 20 ms frame is
-// the norm, longer packets are cut to 20 ms (the rest is lost: browsers
-// send 20 ms).
+// decode decodes one packet (nil = conceal) into in.pcm; a packet longer
+// than 20 ms leaves the rest in pend for the next frames.
 func (in *input) decode(pkt []byte, fec bool) bool {
 	var n int
 	var err error
@@ -286,6 +294,9 @@ func (in *input) decode(pkt []byte, fec bool) bool {
 	if n < frameSamples {
 		clear(in.pcm[n:frameSamples])
 	}
+	if n > frameSamples {
+		in.pendN, in.pendOff = copy(in.pend[:], in.pcm[frameSamples:n]), 0
+	}
 	if pkt != nil && !fec {
 		in.decoded = true
 	}
@@ -300,6 +311,7 @@ func (in *input) reset() {
 	in.mu.Unlock()
 	in.dec.Reset()
 	in.decoded = false
+	in.pendN, in.pendOff = 0, 0
 }
 
 // drain discards what an input not mixed this frame buffered, keeping its

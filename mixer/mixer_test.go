@@ -222,3 +222,47 @@ func TestLimiter(t *testing.T) {
 		t.Fatalf("after the peak the gain did not recover: %.3f, want 0.3", a)
 	}
 }
+
+// TestLongPackets: a publisher sending 60 ms Opus packets is played in
+// full: three frames per packet, nothing concealed.
+func TestLongPackets(t *testing.T) {
+	r := newRig(t, 440)
+	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: sampleRate, Channels: 1, Application: gopus.ApplicationVoIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.SetFrameSize(3 * frameSamples); err != nil {
+		t.Fatal(err)
+	}
+	pcm := make([]float32, 3*frameSamples)
+	phase := 0.0
+	r.pkts = r.pkts[:0]
+	for i := 0; i < 40; i++ {
+		for j := range pcm {
+			pcm[j] = float32(0.3 * math.Sin(phase))
+			phase += 2 * math.Pi * 440 / sampleRate
+		}
+		buf := make([]byte, maxOpus)
+		n, err := enc.Encode(pcm, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.pkts = append(r.pkts, buf[:n])
+	}
+	c0 := ReadTotals().Concealed
+	for i := 0; i < 40; i++ {
+		r.send(i)
+		for k := 0; k < 3; k++ {
+			r.frame()
+		}
+	}
+	if c := ReadTotals().Concealed - c0; c != 0 {
+		t.Fatalf("%d frames concealed with 60 ms packets", c)
+	}
+	if n := len(r.out.hdrs); n < 110 {
+		t.Fatalf("%d frames out for 120 ticks of 60 ms packets", n)
+	}
+	if a := amp(r.out.pcm[len(r.out.pcm)-24000:], 440); a < 0.15 {
+		t.Fatalf("the tone is %.3f in the output, want about 0.3", a)
+	}
+}

@@ -55,6 +55,8 @@ const (
 	CtlKick   = "kick"   // ParticipantID, Reason
 	CtlMute   = "mute"   // ParticipantID, TrackID, Muted
 	CtlUpdate = "update" // ParticipantID, Name, Metadata (nil = unchanged)
+	// CtlCloseRoom closes the receiving node's part of the room (Reason).
+	CtlCloseRoom = "closeRoom"
 )
 
 // Event is a room change carried between nodes. Node and Seq are set by

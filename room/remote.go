@@ -340,6 +340,10 @@ func (m *Manager) RemoteNodeGone(node string) {
 
 // ApplyControl runs another node's command on a local participant.
 func (r *Room) ApplyControl(ev Event) {
+	if ev.Type == CtlCloseRoom {
+		r.Close(ev.Reason)
+		return
+	}
 	p := r.Participant(ev.ParticipantID)
 	if p == nil || p.node != "" {
 		return

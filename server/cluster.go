@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/starling-rtc/starling/cluster"
+	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/webhook"
 )
 
@@ -78,4 +79,20 @@ func (o webhookObserver) RoomClosed(name, sid string) {
 	if o.s.cluster == nil {
 		o.Notifier.RoomClosed(name, sid)
 	}
+}
+
+// remoteRoom and closeRemote let the admin API reach the other nodes' parts
+// of a room; the cluster is started after the admin API is set up.
+func (s *Server) remoteRoom(name string) (string, []room.RemoteParticipant, bool) {
+	if s.cluster == nil {
+		return "", nil, false
+	}
+	return s.cluster.RoomParticipants(name)
+}
+
+func (s *Server) closeRemote(name string) bool {
+	if s.cluster == nil {
+		return false
+	}
+	return s.cluster.CloseRoom(name)
 }

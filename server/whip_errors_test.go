@@ -171,14 +171,14 @@ func TestWHIPTokens(t *testing.T) {
 	})
 	path := strings.TrimPrefix(pub.location, "http://"+srv.Addr())
 	viewerTok := token(t, "viewer", auth.Grants{Room: "tv"}, time.Minute)
+	if w := postOffer(t, srv, "/v1/rooms/tv/whep", viewerTok, recvPC(t)); w.location == "" {
+		t.Fatal("no Location for WHEP")
+	}
 	runCases(t, srv, []httpCase{
 		{"DELETE without token", http.MethodDelete, path, "", "", "", nil, 401, ""},
 		{"DELETE by someone else", http.MethodDelete, path, "", viewerTok, "", nil, 403, "session"},
 		{"DELETE by its publisher", http.MethodDelete, path, "", pubTok, "", nil, 200, ""},
 	})
-	if w := postOffer(t, srv, "/v1/rooms/tv/whep", viewerTok, recvPC(t)); w.location == "" {
-		t.Fatal("no Location for WHEP")
-	}
 }
 
 func recvPC(t testing.TB) *webrtc.PeerConnection {

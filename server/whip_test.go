@@ -235,15 +235,6 @@ func TestWHIPVanishedSessionCleanedUp(t *testing.T) {
 	}
 }
 
-func hasLine(sdp, prefix string) bool {
-	for _, l := range strings.Split(sdp, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(l), prefix) {
-			return true
-		}
-	}
-	return false
-}
-
 // parseLinks reads RFC 9725 Link headers into ICE servers.
 func parseLinks(values []string) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
@@ -322,4 +313,37 @@ func TestWHIPLinkHeadersTURN(t *testing.T) {
 	if pair.Local.Typ != webrtc.ICECandidateTypeRelay {
 		t.Errorf("selected local candidate is %s, want relay", pair.Local.Typ)
 	}
+}
+
+// A client that POSTs an offer and never connects (no candidates, no
+// answer applied) does not leave a participant behind: ICE fails and it
+// leaves.
+func TestWHIPNeverConnectedCleanedUp(t *testing.T) {
+	srv := startServer(t, func(c *config.Config) { c.RTC.ICEFailedTimeout = config.Duration(6 * time.Second) })
+	watcher := join(t, srv, "never", "watcher")
+	pc := mustPC(t)
+	// Nor candidates: a trickling client that never sent one.
+	var lines []string
+	for _, l := range strings.Split(offerGathered(t, pc), "\r\n") {
+		if !strings.HasPrefix(l, "a=candidate:") && l != "a=end-of-candidates" {
+			lines = append(lines, l)
+		}
+	}
+	res := httpDo(t, http.MethodPost, "http://"+srv.Addr()+"/v1/rooms/never/whip?name=ghost", "application/sdp", "", strings.Join(lines, "\r\n"))
+	if res.status != http.StatusCreated {
+		t.Fatalf("POST: %d %s", res.status, res.body)
+	}
+	_ = pc.Close() // gone before connecting
+	ev, err := watcher.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyParticipantJoined, participantJoinedNamed("ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jp protocol.ParticipantParams
+	_ = json.Unmarshal(ev.Params, &jp)
+	start := time.Now()
+	if _, err := watcher.WaitEvent(ctxT(t, 60*time.Second), protocol.NotifyParticipantLeft, hasParam("participantId", jp.Participant.ID)); err != nil {
+		t.Fatalf("a WHIP participant that never connected stayed: %v", err)
+	}
+	t.Logf("never-connected WHIP participant left after %v", time.Since(start).Round(100*time.Millisecond))
+	waitFor(t, 5*time.Second, "the session to be forgotten", func() bool { return srv.WHIP().Sessions() == 0 })
 }

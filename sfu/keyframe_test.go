@@ -35,22 +35,37 @@ func TestRequestKeyframeCoalesces(t *testing.T) {
 		}
 		wg.Wait()
 	}
+	// The windows are on the wall clock: what follows holds while the
+	// first window lasts. A machine that stalls this goroutine for longer
+	// (seen under -race with the suite's other packages) cannot check it.
+	start := time.Now()
+	inWindow := func(what string) bool {
+		if time.Since(start) < keyframeInterval {
+			return true
+		}
+		t.Logf("%s: not checked, the first window (%v) was over before the requests were made", what, keyframeInterval)
+		return false
+	}
 	burst(0)
-	if n := plis[0].Load(); n != 1 {
+	if n := plis[0].Load(); inWindow("coalescing") && n != 1 {
 		t.Fatalf("20 concurrent requests sent %d PLIs, want 1", n)
 	}
 	burst(1)
-	if plis[1].Load() != 1 || plis[0].Load() != 1 {
+	if inWindow("layer windows") && (plis[1].Load() != 1 || plis[0].Load() != 1) {
 		t.Fatalf("layer 1 has its own window: PLIs %d/%d, want 1/1", plis[0].Load(), plis[1].Load())
 	}
 	burst(-1) // every layer: 0 and 1 are still throttled, 2 is asked
-	if plis[0].Load() != 1 || plis[1].Load() != 1 || plis[2].Load() != 1 {
+	if plis[2].Load() != 1 {
+		t.Fatalf("request for every layer: %d PLIs for layer 2, want 1", plis[2].Load())
+	}
+	if inWindow("every layer") && (plis[0].Load() != 1 || plis[1].Load() != 1) {
 		t.Fatalf("request for every layer: PLIs %d/%d/%d, want 1/1/1", plis[0].Load(), plis[1].Load(), plis[2].Load())
 	}
+	n0 := plis[0].Load()
 	time.Sleep(keyframeInterval + 10*time.Millisecond)
 	burst(0)
-	if n := plis[0].Load(); n != 2 {
-		t.Fatalf("after the window: %d PLIs in total, want 2", n)
+	if n := plis[0].Load(); n != n0+1 {
+		t.Fatalf("after the window: %d PLIs in total, want %d", n, n0+1)
 	}
 }
 

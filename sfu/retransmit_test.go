@@ -91,6 +91,7 @@ func TestRetransmitFromCache(t *testing.T) {
 			t.Fatalf("round %d: %d retransmissions, want %d", round, len(got), want)
 		}
 	}
+	first := time.Now()
 	d.handleRTCP([]rtcp.Packet{nackFor(500, seqs...)})
 	check(1, 3)
 	for k, i := range lost {
@@ -106,7 +107,11 @@ func TestRetransmitFromCache(t *testing.T) {
 		}
 	}
 	d.handleRTCP([]rtcp.Packet{nackFor(500, seqs...)}) // again at once: within minResendGap
-	check(2, 3)
+	// (on the wall clock: a machine that stalled this goroutine past the gap
+	// rightly resends; the total below is capped by maxResends either way)
+	if time.Since(first) < minResendGap {
+		check(2, 3)
+	}
 	for n := 2; n <= maxResends+1; n++ {
 		time.Sleep(minResendGap + 5*time.Millisecond)
 		d.handleRTCP([]rtcp.Packet{nackFor(500, seqs...)})

@@ -153,3 +153,73 @@ func firstKey(m map[[2]int][]byte) [2]int {
 	}
 	return [2]int{}
 }
+
+// TestRelayRefusesOldEpoch: after a peer restarted (new epoch, new keys),
+// a recorded datagram of its previous life replayed from its address is
+// refused: the old keys are never adopted again.
+func TestRelayRefusesOldEpoch(t *testing.T) {
+	var mu sync.Mutex
+	var recorded []byte
+	origin, edge, px := newProxy(t, func(pkt []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, _, ok := mediaSeq(pkt); ok && recorded == nil {
+			recorded = append([]byte(nil), pkt...)
+		}
+		return true
+	})
+	src := newFakeSource(webrtc.RTPCodecTypeAudio, 1)
+	exp, err := origin.Export("node-b", src, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldImp, err := edge.Import("node-a", exp.SSRCBase(), "TR_old", webrtc.RTPCodecTypeAudio, src.Codec(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSink := newRecSink()
+	oldImp.AddSink(oldSink)
+	src.emit(0, 1, 0, false, []byte("old life"))
+	recv(t, oldSink.pkts, 10*time.Second)
+	origin.Close()
+
+	// The node comes back behind the same address (the proxy's).
+	again, err := Listen("127.0.0.1:0", "node-a", testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := again.AddPeer("node-b", px.a.LocalAddr().String()); err != nil {
+		t.Fatal(err)
+	}
+	src2 := newFakeSource(webrtc.RTPCodecTypeAudio, 1)
+	exp2, err := again.Export("node-b", src2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp2, err := edge.Import("node-a", exp2.SSRCBase(), "TR_new", webrtc.RTPCodecTypeAudio, src2.Codec(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink2 := newRecSink()
+	imp2.AddSink(sink2)
+	eventually(t, "media from the restarted node", func() bool {
+		src2.emit(0, uint16(time.Now().UnixNano()), 0, false, []byte("new life"))
+		return len(sink2.pkts) > 0
+	})
+	// Replay the old datagram, past the new-epoch trial throttle each time.
+	mu.Lock()
+	old := recorded
+	mu.Unlock()
+	failures := edge.Stats().AuthFailures
+	for i := 0; i < 4; i++ {
+		time.Sleep(2 * epochTrialGap)
+		if _, err := px.b.WriteToUDPAddrPort(old, px.edge); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the replays to be refused", func() bool { return edge.Stats().AuthFailures >= failures+4 })
+	if len(oldSink.pkts) != 0 {
+		t.Fatal("a datagram of the peer's previous epoch was accepted again")
+	}
+}

@@ -290,3 +290,25 @@ test('publish announces the a=msid track id of the SDP when it is not the MediaS
     FakePC.msidPrefix = null;
   }
 });
+
+test('audio mix: join asks for it, setAudioMix switches, the mix Track is kept apart', async () => {
+  const {client, ws} = await joined({audioMix: true});
+  assert.equal(ws.requests('join')[0].params.audioMix, true);
+  assert.equal(client.audioMix, false, 'not until the server announces the mix');
+  const mix = {id: 'TR_mix', participantId: '', kind: 'audio', source: 'mix', codec: 'audio/opus', layers: []};
+  ws.push({jsonrpc: '2.0', method: 'trackPublished', params: {track: mix}});
+  await until(() => client.audioMix, 'mix announced');
+  assert.deepEqual(client.mixTrack, mix);
+  assert.deepEqual(client.trackInfo('TR_mix'), mix);
+  assert.ok(!(client.participants.get('PB').tracks ?? []).some((t) => t.id === 'TR_mix'), 'the mix belongs to nobody');
+
+  const off = client.setAudioMix(false);
+  await until(() => ws.requests('setAudioMix').length === 1, 'setAudioMix request');
+  assert.deepEqual(ws.requests('setAudioMix')[0].params, {enabled: false});
+  ws.reply(ws.requests('setAudioMix')[0], {});
+  await off;
+  ws.push({jsonrpc: '2.0', method: 'trackUnpublished', params: {trackId: 'TR_mix', participantId: ''}});
+  await until(() => !client.audioMix, 'mix unpublished');
+  assert.equal(client.mixTrack, null);
+  client.leave();
+});

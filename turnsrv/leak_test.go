@@ -1,0 +1,14 @@
+package turnsrv
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package's tests if goroutines outlive them: every
+// long-lived component here (its loops, timers, writers) must end when it
+// is closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
