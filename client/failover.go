@@ -48,6 +48,13 @@ type Rejoined struct {
 // whole attempt.
 const nodeDialTimeout = 5 * time.Second
 
+// nodeJoinTimeout bounds one node's answer to `join` when there are other
+// nodes to try, or during a resume (whose context is the whole window): a
+// node that hangs (a cluster that lost its majority, a process stuck)
+// passes the turn instead of holding the session. The JS library's
+// request timeout plays this part there.
+const nodeJoinTimeout = 15 * time.Second
+
 // ServerURLs is the list of node URLs from url (which may hold several,
 // comma-separated) and more, without blanks and duplicates, in order.
 func ServerURLs(url string, more ...string) []string {
@@ -127,7 +134,12 @@ func (c *Client) joinAny(ctx context.Context, from int, params protocol.JoinPara
 		}
 		c.wg.Add(1)
 		go c.readLoop(s)
-		err = c.callOn(ctx, s, protocol.MethodJoin, params, &res)
+		jctx, cancel := ctx, context.CancelFunc(func() {})
+		if len(c.urls) > 1 || params.Resume != "" {
+			jctx, cancel = context.WithTimeout(ctx, nodeJoinTimeout)
+		}
+		err = c.callOn(jctx, s, protocol.MethodJoin, params, &res)
+		cancel()
 		if err == nil {
 			c.rs.mu.Lock()
 			c.urlAt = at
