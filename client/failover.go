@@ -22,7 +22,10 @@ import (
 // deterministic). When the socket drops, each resume attempt starts with
 // the node last joined (a network blip leaves it alive and holding the
 // session) and goes on through the others in turn; a node that has shut
-// down (`leave` serverShutdown) is tried last.
+// down (`leave` serverShutdown) is tried last. A node that cannot be
+// reached, fails (5xx) or does not answer in time passes the turn; a
+// refusal (4xx) ends the attempt. AutoResume retries failed attempts, with
+// a backoff, until ResumeWindow has passed.
 //
 // A resume through another node of a cluster brings new peer connections
 // (JoinResult.NewConnections): the client replaces both and publishes its
