@@ -105,6 +105,8 @@ func Start(o Options) (*Node, error) {
 	n.purgeNode(n.id) // members left behind by an earlier run with this id
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.runMaintenance(n.stop) }()
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports

@@ -223,7 +223,7 @@ func (in *input) frame(now int64, depth int) bool {
 		in.missing++
 		in.mu.Unlock()
 		counters.concealed.Add(1)
-		if n > 0 {
+		if n > 0 && gopus.PacketHasLBRR(in.fec[:n]) {
 			counters.fec.Add(1)
 			return in.decode(in.fec[:n], true)
 		}

@@ -266,3 +266,45 @@ func TestLongPackets(t *testing.T) {
 		t.Fatalf("the tone is %.3f in the output, want about 0.3", a)
 	}
 }
+
+// TestInBandFEC: when a packet is lost and the next one carries in-band
+// FEC (LBRR, as browsers send with useinbandfec=1), the lost frame is
+// rebuilt from it rather than concealed by PLC alone.
+func TestInBandFEC(t *testing.T) {
+	r := newRig(t, 300)
+	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: sampleRate, Channels: 1, Application: gopus.ApplicationVoIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = enc.SetBitrate(24000)
+	enc.SetFEC(true)
+	_ = enc.SetPacketLoss(20)
+	pcm := make([]float32, frameSamples)
+	phase := 0.0
+	r.pkts = r.pkts[:0]
+	for i := 0; i < 60; i++ {
+		for j := range pcm {
+			pcm[j] = float32(0.3*math.Sin(phase) + 0.1*math.Sin(3.7*phase))
+			phase += 2 * math.Pi * 300 / sampleRate
+		}
+		buf := make([]byte, maxOpus)
+		n, err := enc.Encode(pcm, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.pkts = append(r.pkts, buf[:n])
+	}
+	if !gopus.PacketHasLBRR(r.pkts[11]) || !gopus.PacketHasLBRR(r.pkts[21]) {
+		t.Fatal("the test's encoder sent no in-band FEC")
+	}
+	f0 := ReadTotals().FEC
+	for i := 0; i < 60; i++ {
+		if i != 10 && i != 20 {
+			r.send(i)
+		}
+		r.frame()
+	}
+	if got := ReadTotals().FEC - f0; got != 2 {
+		t.Fatalf("%d lost frames rebuilt from in-band FEC, want 2", got)
+	}
+}

@@ -139,6 +139,15 @@ func (r *Room) remoteLeft(id, reason string) {
 	}
 	r.mu.Lock()
 	delete(r.remotes, id)
+	for node, l := range r.remoteSpk { // a speaker who left stops being one at once
+		kept := make([]protocol.Speaker, 0, len(l))
+		for _, s := range l {
+			if s.ParticipantID != id {
+				kept = append(kept, s)
+			}
+		}
+		r.remoteSpk[node] = kept
+	}
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: id, Reason: reason})
 	}

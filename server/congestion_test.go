@@ -82,17 +82,34 @@ func lastUpdate(c *client.Client, trackID string) protocol.SubscriptionUpdatedPa
 // delay grows, then packets are lost.
 type shaper struct {
 	interceptor.NoOp
-	limit    atomic.Int64 // bits/s; 0 = no limit
+	limit    atomic.Int64  // bits/s; 0 = no limit
+	buffer   time.Duration // the queue's depth; 0 = 100 ms
+	dropped  atomic.Int64
+	done     chan struct{} // closed with the connection
+	once     sync.Once
 	mu       sync.Mutex
 	nextFree time.Time // when the bottleneck can start on the next packet
 }
 
-const shaperBuffer = 100 * time.Millisecond
+func (s *shaper) NewInterceptor(string) (interceptor.Interceptor, error) {
+	s.once.Do(func() { s.done = make(chan struct{}) })
+	return s, nil
+}
 
-func (s *shaper) NewInterceptor(string) (interceptor.Interceptor, error) { return s, nil }
+// Close ends the shaper's goroutines with the connection.
+func (s *shaper) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	return nil
+}
 
 // admit returns when a packet of n bytes leaves the bottleneck, or false
-// if the queue holds more than shaperBuffer already.
+// if the queue holds more than its buffer already.
 func (s *shaper) admit(n int) (time.Time, bool) {
 	limit := s.limit.Load()
 	now := time.Now()
@@ -105,7 +122,12 @@ func (s *shaper) admit(n int) (time.Time, bool) {
 	if start.Before(now) {
 		start = now
 	}
-	if start.Sub(now) > shaperBuffer {
+	buffer := s.buffer
+	if buffer == 0 {
+		buffer = 100 * time.Millisecond
+	}
+	if start.Sub(now) > buffer {
+		s.dropped.Add(1)
 		return time.Time{}, false
 	}
 	s.nextFree = start.Add(time.Duration(float64(n*8) / float64(limit) * float64(time.Second)))
@@ -130,12 +152,21 @@ func (s *shaper) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTPRe
 		for {
 			b := make([]byte, 1500)
 			n, attr, err := r.Read(b, nil)
-			if err != nil {
-				queued <- shapedPacket{err: err}
+			p := shapedPacket{err: err}
+			if err == nil {
+				at, ok := s.admit(n)
+				if !ok {
+					continue
+				}
+				p = shapedPacket{b: b[:n], attr: attr, at: at}
+			}
+			select {
+			case queued <- p:
+			case <-s.done:
 				return
 			}
-			if at, ok := s.admit(n); ok {
-				queued <- shapedPacket{b: b[:n], attr: attr, at: at}
+			if err != nil {
+				return
 			}
 		}
 	}()
@@ -143,9 +174,17 @@ func (s *shaper) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTPRe
 		defer close(out)
 		for p := range queued {
 			if d := time.Until(p.at); d > 0 {
-				time.Sleep(d)
+				select {
+				case <-time.After(d):
+				case <-s.done:
+					return
+				}
 			}
-			out <- p
+			select {
+			case out <- p:
+			case <-s.done:
+				return
+			}
 			if p.err != nil {
 				return
 			}
@@ -286,4 +325,51 @@ func TestCongestionWithoutTWCC(t *testing.T) {
 		return u.Reason == sfu.ReasonBandwidth && u.Layer != protocol.QualityHigh
 	})
 	t.Logf("moved down %v after the throttle, from receiver reports: %+v", time.Since(start), lastUpdate(slow, id))
+}
+
+// TestCongestionDelayAloneHoldsLowest: a downlink narrower than the lowest
+// layer, but with a deep queue (5 s) so that nothing is lost yet, lowers
+// the estimate below that layer on delay alone; the track keeps its lowest
+// layer instead of being paused (a growing delay is often just a busy
+// receiver), while the allocator has had more rounds than a pause needs.
+func TestCongestionDelayAloneHoldsLowest(t *testing.T) {
+	srv := startServer(t, withBWE)
+	sh := &shaper{buffer: 5 * time.Second}
+	api, err := client.LoopbackAPIWith([]interceptor.Factory{sh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := join(t, srv, "bwe-delay", "slow", func(o *client.Options) { o.API = api })
+	v := watchVideo(slow)
+	pub := join(t, srv, "bwe-delay", "camera")
+	f := publishSimulcast(t, pub, 1, 2, 6)
+	id := f.published.ID
+	v.waitHeight(t, 10*time.Second, 720)
+	if err := slow.Call(ctxT(t, 5*time.Second), protocol.MethodSetSubscription,
+		protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(180)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	v.waitHeight(t, 10*time.Second, 180) // the low layer alone: ~270 kbit/s
+
+	before := sfu.ReadCounters().BWEDelayDecreases
+	sh.set(150_000)
+	waitFor(t, 20*time.Second, "the estimate to fall on a growing delay", func() bool {
+		return sfu.ReadCounters().BWEDelayDecreases > before
+	})
+	// More allocation rounds than a pause takes (4 × 500 ms), with the
+	// estimate below the layer throughout: the queue only grows.
+	deadline := time.Now().Add(4 * time.Second)
+	_, n0 := v.snapshot()
+	for time.Now().Before(deadline) {
+		if u := lastUpdate(slow, id); u.Layer == protocol.QualityPaused {
+			t.Fatalf("paused on delay alone: %+v", u)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, n := v.snapshot(); n <= n0 {
+		t.Fatal("the video stopped")
+	}
+	if sh.dropped.Load() > 0 {
+		t.Fatalf("the queue dropped %d packets: the test meant delay alone", sh.dropped.Load())
+	}
 }
