@@ -9,5 +9,10 @@ func (n *Node) Crash() {
 		if n.bus.ns != nil {
 			n.bus.ns.Shutdown()
 		}
+		// The dead process's sockets close with it: the relay's too (its
+		// goroutines would otherwise outlive the test, see leak_test.go).
+		if n.media.t != nil {
+			_ = n.media.t.Close()
+		}
 	})
 }
