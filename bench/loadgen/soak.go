@@ -92,6 +92,7 @@ type soak struct {
 	mu     sync.Mutex
 	ops    map[string]int
 	errs   map[string]int
+	first  map[string]string // first error message per operation
 	sent   atomic.Int64
 	recv   atomic.Int64
 	lost   atomic.Int64
@@ -125,7 +126,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &soak{cfg: cfg, api: api, base: scheme + "://" + u.Host, ops: map[string]int{}, errs: map[string]int{},
+	s := &soak{cfg: cfg, api: api, base: scheme + "://" + u.Host, ops: map[string]int{}, errs: map[string]int{}, first: map[string]string{},
 		// no keep-alive: an idle connection of ours would hold goroutines
 		// and a file in the server and blur the idle comparison
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
@@ -241,9 +242,11 @@ loop:
 	if d := res.Final.Errors500 - res.Baseline.Errors500; d > 0 {
 		res.Problems = append(res.Problems, fmt.Sprintf("%.0f internal errors (500) answered on signaling", d))
 	}
+	s.mu.Lock()
 	for op, n := range res.OpErrors {
-		res.Problems = append(res.Problems, fmt.Sprintf("%d failed %s", n, op))
+		res.Problems = append(res.Problems, fmt.Sprintf("%d failed %s (first: %s)", n, op, s.first[op]))
 	}
+	s.mu.Unlock()
 	if res.Ops["join"] == 0 {
 		res.Problems = append(res.Problems, "no participant joined")
 	}
@@ -357,6 +360,9 @@ func (s *soak) count(op string, err error) bool {
 	s.ops[op]++
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		s.errs[op]++
+		if _, ok := s.first[op]; !ok {
+			s.first[op] = err.Error()
+		}
 		return false
 	}
 	return err == nil
