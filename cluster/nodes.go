@@ -180,7 +180,8 @@ func (n *Node) subscribeNodes() error {
 	}); err != nil {
 		return err
 	}
-	_, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ping"), func(m *nats.Msg) { _ = m.Respond(nil) })
+	var err error
+	n.ping, err = n.bus.nc.Subscribe(nodeSubject(n.id, "ping"), func(m *nats.Msg) { _ = m.Respond(nil) })
 	return err
 }
 

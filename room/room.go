@@ -121,6 +121,12 @@ func (r *Room) remove(p *Participant, reason string) {
 		for _, o := range r.participants {
 			o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
 		}
+	}
+	// A clustered node shutting down hands its participants over: they
+	// resume through another node (takeover.go), so the cluster is not told
+	// they left and they keep their place in the room.
+	handoff := moving || (reason == protocol.ReasonServerShutdown && r.bus != nil)
+	if !handoff {
 		r.emit(Event{Type: EvLeft, ParticipantID: p.id, Reason: reason})
 		if r.bus != nil {
 			r.bus.Leave(r.name, p.member())
@@ -130,7 +136,7 @@ func (r *Room) remove(p *Participant, reason string) {
 		r.emptyTimer = time.AfterFunc(r.m.cfg.EmptyTimeout, r.closeIfEmpty)
 	}
 	r.mu.Unlock()
-	if !moving {
+	if !handoff {
 		r.m.notifyLeft(p, reason) // see events.go
 	}
 }
