@@ -162,7 +162,9 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 			continue
 		}
 		m.wg.Add(1)
-		m.notifyJoined(p)
+		if !req.takeover { // a takeover is the same participant: no second participant_joined
+			m.notifyJoined(p)
+		}
 		return p, res, nil
 	}
 }
