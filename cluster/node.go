@@ -100,6 +100,10 @@ func Start(o Options) (*Node, error) {
 		n.closeBus()
 		return nil, err
 	}
+	if err := n.subscribeHandoff(); err != nil { // see failover.go
+		n.closeBus()
+		return nil, err
+	}
 	if err := b.nc.Flush(); err != nil {
 		n.closeBus()
 		return nil, err

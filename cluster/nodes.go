@@ -139,7 +139,7 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		for _, id := range n.reg.expire() {
 			n.log.Warn("node gone: no heartbeat", "gone", id)
 			n.nodeGone(id)
-			n.purgeNode(id)
+			n.purgeLater(id) // after the resume window (failover.go)
 		}
 		n.reconcileAll()
 		if i%5 == 4 {

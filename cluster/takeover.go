@@ -71,7 +71,7 @@ func (n *Node) Takeover(name, tokenHash string) (room.Member, string, error) {
 	switch {
 	case m.ID == "" || m.Node == n.id:
 		return room.Member{}, "", errNotHere
-	case n.nodeAnswers(m.Node):
+	case n.nodeAnswers(m.Node) && !n.handoff(m.Node, name, m.ID, tokenHash): // failover.go
 		return room.Member{}, "", fmt.Errorf("node %s still holds the participant: resume there", m.Node)
 	}
 	n.rs.follow(n, name)

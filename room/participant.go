@@ -26,6 +26,7 @@ type Participant struct {
 	metadata      string
 	joinedAt      time.Time
 	resumeToken   string
+	moving        bool // under mu: released to another node, leaves silently (failover.go)
 	autoSubscribe bool
 	answering     bool       // see JoinRequest.Answering and answer.go
 	wantMix       bool       // join asked for the audio mix

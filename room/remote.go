@@ -359,7 +359,7 @@ func (m *Manager) RemoteNodeGone(node string) {
 	}
 	m.mu.Unlock()
 	for _, r := range rooms {
-		r.ForgetNode(node)
+		r.nodeDied(node, m.cfg.ResumeWindow) // failover.go
 	}
 }
 

@@ -116,13 +116,16 @@ func (r *Room) remove(p *Participant, reason string) {
 	if r.identities[p.identity] == p {
 		delete(r.identities, p.identity)
 	}
-	for _, o := range r.participants {
-		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
+	moving := p.isMoving() // it goes on through another node (failover.go): nobody sees it leave
+	if !moving {
+		for _, o := range r.participants {
+			o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
+		}
 	}
 	// A clustered node shutting down hands its participants over: they
 	// resume through another node (takeover.go), so the cluster is not told
 	// they left and they keep their place in the room.
-	handoff := reason == protocol.ReasonServerShutdown && r.bus != nil
+	handoff := moving || (reason == protocol.ReasonServerShutdown && r.bus != nil)
 	if !handoff {
 		r.emit(Event{Type: EvLeft, ParticipantID: p.id, Reason: reason})
 		if r.bus != nil {
