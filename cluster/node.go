@@ -48,6 +48,8 @@ type Node struct {
 	media media    // see media.go
 
 	unobserve func()
+	ping      *nats.Subscription // answers other nodes' pings: this node is alive
+	draining  atomic.Bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -95,6 +97,10 @@ func Start(o Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.subscribeNodeRequests(); err != nil { // see rooms.go
+		n.closeBus()
+		return nil, err
+	}
+	if err := n.subscribeHandoff(); err != nil { // see failover.go
 		n.closeBus()
 		return nil, err
 	}
@@ -147,7 +153,9 @@ func (n *Node) Close() {
 		if n.unobserve != nil {
 			n.unobserve()
 		}
-		_ = n.bus.nc.Publish(subjBye, []byte(n.id))
+		if !n.draining.Load() { // a drained node's participants move: no goodbye that ends them
+			_ = n.bus.nc.Publish(subjBye, []byte(n.id))
+		}
 		_ = n.bus.nc.Flush()
 		n.closeBus()
 	})
@@ -174,4 +182,19 @@ func (n *Node) roomFinished(name, sid string) {
 	if n.opts.OnRoomFinished != nil {
 		n.opts.OnRoomFinished(name, sid)
 	}
+}
+
+// Drain starts a handover before shutdown: the node stops answering pings,
+// so the other nodes take its participants over when they resume there
+// (after the rooms send them leave "serverShutdown"), and Close will not
+// say goodbye, which would end them on the other nodes.
+func (n *Node) Drain() {
+	if n.draining.Swap(true) {
+		return
+	}
+	if n.ping != nil {
+		_ = n.ping.Unsubscribe()
+	}
+	_ = n.bus.nc.Flush()
+	n.log.Info("draining: participants resume through the other nodes")
 }

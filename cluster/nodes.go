@@ -139,7 +139,7 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		for _, id := range n.reg.expire() {
 			n.log.Warn("node gone: no heartbeat", "gone", id)
 			n.nodeGone(id)
-			n.purgeNode(id)
+			n.purgeLater(id) // after the resume window (failover.go)
 		}
 		n.reconcileAll()
 		if i%5 == 4 {
@@ -180,7 +180,8 @@ func (n *Node) subscribeNodes() error {
 	}); err != nil {
 		return err
 	}
-	_, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ping"), func(m *nats.Msg) { _ = m.Respond(nil) })
+	var err error
+	n.ping, err = n.bus.nc.Subscribe(nodeSubject(n.id, "ping"), func(m *nats.Msg) { _ = m.Respond(nil) })
 	return err
 }
 

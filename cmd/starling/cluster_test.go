@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,6 +12,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestClusterProcesses runs three nodes as separate processes routed on
@@ -108,6 +114,65 @@ func TestClusterProcesses(t *testing.T) {
 	}
 	waitFor(20*time.Second, "every node lists three nodes", func() bool { return nodes(0) == 3 && nodes(1) == 3 && nodes(2) == 3 })
 
+	// a joins p2 (knowing p0 too) and publishes; b on p0 receives it.
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }
+	a, err := client.Dial(ctx, ws(2), "failover", client.Options{Name: "a", API: api, URLs: []string{ws(0)}, AutoResume: true, ResumeWindow: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := client.Dial(ctx, ws(0), "failover", client.Options{Name: "b", API: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var mu sync.Mutex
+	fromA := 0
+	b.OnTrack(func(rt *client.RemoteTrack) {
+		if rt.ParticipantID != a.ParticipantID() {
+			return
+		}
+		go func() {
+			for {
+				if _, _, err := rt.Track.ReadRTP(); err != nil {
+					return
+				}
+				mu.Lock()
+				fromA++
+				mu.Unlock()
+			}
+		}()
+	})
+	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Publish(ctx, client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone}); err != nil {
+		t.Fatal(err)
+	}
+	stopAudio := make(chan struct{})
+	defer close(stopAudio)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopAudio:
+				return
+			case <-tick.C:
+				_ = audio.WriteSample(media.Sample{Data: []byte{0x78, 1, 2, 3}, Duration: 20 * time.Millisecond})
+			}
+		}
+	}()
+	received := func() int { mu.Lock(); defer mu.Unlock(); return fromA }
+	waitFor(20*time.Second, "b (p0) receives a's audio from p2", func() bool { return received() > 25 })
+
 	killed := time.Now()
 	if err := cmds[2].Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -117,5 +182,25 @@ func TestClusterProcesses(t *testing.T) {
 		t.Errorf("the killed node was listed for %s, want < 5 s", d)
 	} else {
 		t.Logf("the killed node left GET /v1/nodes after %s", d.Round(time.Millisecond))
+	}
+
+	// a resumed through p0 with new connections and published again; b saw
+	// it stay and hears it again.
+	ev, err := a.WaitEvent(ctx, client.EventResumed, nil)
+	if err != nil {
+		t.Fatalf("a did not resume through p0: %v", err)
+	}
+	var res protocol.JoinResult
+	_ = json.Unmarshal(ev.Params, &res)
+	if !res.NewConnections || res.Participant.ID != a.ParticipantID() {
+		t.Fatalf("resume result %+v: want the same participant with newConnections", res)
+	}
+	t.Logf("a resumed through p0 %s after the kill", time.Since(killed).Round(time.Millisecond))
+	before := received()
+	waitFor(20*time.Second, "b hears a again after the failover", func() bool { return received() > before+25 })
+	for _, e := range b.Events() {
+		if e.Method == protocol.NotifyParticipantLeft && strings.Contains(string(e.Params), a.ParticipantID()) {
+			t.Fatalf("b was told a left: %s", e.Params)
+		}
 	}
 }
