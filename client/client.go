@@ -9,71 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/protocol"
 )
-
-// Options configure a client.
-type Options struct {
-	Name          string
-	Token         string
-	Metadata      string
-	AutoSubscribe *bool       // nil = server default (true)
-	API           *webrtc.API // nil = NewAPI()
-	Logger        *slog.Logger
-	// ICETransportPolicy "relay" makes both connections use only TURN
-	// relays (from join's iceServers); the default uses every candidate.
-	ICETransportPolicy webrtc.ICETransportPolicy
-	// AutoResume: when the signaling socket drops, redial and resume the
-	// session (see Resume) until ResumeWindow has passed, instead of ending.
-	AutoResume bool
-	// ResumeWindow is how long AutoResume keeps trying; default 30s, the
-	// server's default window.
-	ResumeWindow time.Duration
-	// NoCompression turns off WebSocket permessage-deflate, which the
-	// client otherwise offers.
-	NoCompression bool
-	// NetDialContext, if set, opens the signaling TCP connection (a proxy,
-	// or a test counting bytes on the wire).
-	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// LazyPublisher opens the publisher connection only when it is first
-	// needed (Publish, SendData) instead of at join. A participant that
-	// only receives (a webinar viewer) then costs the server, and itself,
-	// one negotiated peer connection instead of two.
-	LazyPublisher bool
-	// AudioMix asks at join for the room's audio as one mixed track
-	// (source "mix") instead of every participant's; see SetAudioMix.
-	AudioMix bool
-	// URLs are more nodes of the same service (a cluster, or spare
-	// single nodes), tried after Dial's url; see failover.go.
-	URLs []string
-	// Rejoin: when the session cannot be resumed (a resume refused with
-	// 404, or the node ended the session because it shut down), join the
-	// room afresh through the next URL that answers, publish the tracks
-	// again, and record EventRejoined. It implies AutoResume.
-	Rejoin bool
-}
-
-// dialer is the WebSocket dialer for o.
-func (o Options) dialer() *websocket.Dialer {
-	d := *websocket.DefaultDialer
-	d.EnableCompression = !o.NoCompression
-	d.NetDialContext = o.NetDialContext
-	return &d
-}
-
-// Event is a server notification, kept in order of arrival.
-type Event struct {
-	Method string
-	Params json.RawMessage
-}
 
 // RemoteTrack is a track received on the subscriber connection. The client
 // reads the receiver's RTCP itself: pion's interceptors only see sender
@@ -507,42 +450,6 @@ func (c *Client) notifyCandidate(p protocol.CandidateParams) {
 	}
 }
 
-func (c *Client) record(e Event) {
-	c.emu.Lock()
-	c.events = append(c.events, e)
-	c.emu.Unlock()
-	c.econd.Broadcast()
-}
-
-// Events returns a copy of the notifications received so far.
-func (c *Client) Events() []Event {
-	c.emu.Lock()
-	defer c.emu.Unlock()
-	return append([]Event(nil), c.events...)
-}
-
-// WaitEvent waits for the first notification, since the start, for which
-// match returns true (match may be nil to accept any of method).
-func (c *Client) WaitEvent(ctx context.Context, method string, match func(json.RawMessage) bool) (Event, error) {
-	stop := context.AfterFunc(ctx, func() { c.emu.Lock(); c.econd.Broadcast(); c.emu.Unlock() })
-	defer stop()
-	c.emu.Lock()
-	defer c.emu.Unlock()
-	i := 0
-	for {
-		for ; i < len(c.events); i++ {
-			e := c.events[i]
-			if e.Method == method && (match == nil || match(e.Params)) {
-				return e, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return Event{}, fmt.Errorf("waiting for %s: %w", method, ctx.Err())
-		}
-		c.econd.Wait()
-	}
-}
-
 // Leave sends `leave` and closes everything.
 func (c *Client) Leave(ctx context.Context) error {
 	err := c.Call(ctx, protocol.MethodLeave, protocol.Empty{}, nil)
@@ -579,24 +486,4 @@ func (c *Client) Done() <-chan struct{} {
 	c.rs.mu.Lock()
 	defer c.rs.mu.Unlock()
 	return c.done
-}
-
-func idString(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return string(raw)
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, _ := json.Marshal(v)
-	return b
-}
-
-// SetAudioMix switches between the room's audio mix (one track with source
-// "mix", announced by trackPublished) and the other participants' audio
-// tracks; the server renegotiates the subscriber connection either way.
-func (c *Client) SetAudioMix(ctx context.Context, enabled bool) error {
-	return c.Call(ctx, protocol.MethodSetAudioMix, protocol.SetAudioMixParams{Enabled: &enabled}, nil)
 }

@@ -22,7 +22,10 @@ import (
 // deterministic). When the socket drops, each resume attempt starts with
 // the node last joined (a network blip leaves it alive and holding the
 // session) and goes on through the others in turn; a node that has shut
-// down (`leave` serverShutdown) is tried last.
+// down (`leave` serverShutdown) is tried last. A node that cannot be
+// reached, fails (5xx) or does not answer in time passes the turn; a
+// refusal (4xx) ends the attempt. AutoResume retries failed attempts, with
+// a backoff, until ResumeWindow has passed.
 //
 // A resume through another node of a cluster brings new peer connections
 // (JoinResult.NewConnections): the client replaces both and publishes its
@@ -47,6 +50,13 @@ type Rejoined struct {
 // others to try: a dead host that drops packets would otherwise hold the
 // whole attempt.
 const nodeDialTimeout = 5 * time.Second
+
+// nodeJoinTimeout bounds one node's answer to `join` when there are other
+// nodes to try, or during a resume (whose context is the whole window): a
+// node that hangs (a cluster that lost its majority, a process stuck)
+// passes the turn instead of holding the session. The JS library's
+// request timeout plays this part there.
+const nodeJoinTimeout = 15 * time.Second
 
 // ServerURLs is the list of node URLs from url (which may hold several,
 // comma-separated) and more, without blanks and duplicates, in order.
@@ -127,7 +137,12 @@ func (c *Client) joinAny(ctx context.Context, from int, params protocol.JoinPara
 		}
 		c.wg.Add(1)
 		go c.readLoop(s)
-		err = c.callOn(ctx, s, protocol.MethodJoin, params, &res)
+		jctx, cancel := ctx, context.CancelFunc(func() {})
+		if len(c.urls) > 1 || params.Resume != "" {
+			jctx, cancel = context.WithTimeout(ctx, nodeJoinTimeout)
+		}
+		err = c.callOn(jctx, s, protocol.MethodJoin, params, &res)
+		cancel()
 		if err == nil {
 			c.rs.mu.Lock()
 			c.urlAt = at

@@ -66,12 +66,6 @@ func (r *resumeState) joined(res protocol.JoinResult) {
 	r.last = res
 }
 
-func (r *resumeState) serverEnded() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ended = true
-}
-
 // LastJoin is the latest join result: that of the last resume, if any.
 func (c *Client) LastJoin() protocol.JoinResult {
 	c.rs.mu.Lock()
@@ -162,8 +156,11 @@ func (c *Client) autoResume(lost *socket) {
 			return
 		}
 		c.log.Info("resume attempt failed", "err", err)
+		// A refusal (4xx: unknown session, ended, bad token) is final; a
+		// node failing (5xx, e.g. a cluster that is reorganising after a
+		// node left) is tried again.
 		var refused *protocol.Error
-		if c.closed.Load() || errors.As(err, &refused) || ctx.Err() != nil {
+		if c.closed.Load() || (errors.As(err, &refused) && refused.Code < 500) || ctx.Err() != nil {
 			if !c.closed.Load() {
 				c.record(Event{Method: EventResumeFailed, Params: mustJSON(map[string]string{"error": err.Error()})})
 			}

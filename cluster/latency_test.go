@@ -22,7 +22,7 @@ type delayProxy struct {
 	conns  []net.Conn
 }
 
-func newDelayProxy(t *testing.T, target string, delay time.Duration) *delayProxy {
+func newDelayProxy(t testing.TB, target string, delay time.Duration) *delayProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,9 @@ package cluster_test
 
 import (
 	"encoding/binary"
+	"encoding/json"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +23,7 @@ type sender struct {
 	wantKey      atomic.Bool
 	stop         chan struct{}
 	wg           sync.WaitGroup
+	published    []client.Published
 }
 
 func publishMedia(t *testing.T, c *client.Client, withVideo bool) *sender {
@@ -40,8 +44,9 @@ func publishMedia(t *testing.T, c *client.Client, withVideo bool) *sender {
 		tracks = append(tracks, client.LocalTrack{Track: s.video, Source: protocol.SourceCamera, Name: "cam",
 			OnKeyframeRequest: func() { s.wantKey.Store(true) }})
 	}
-	if _, err := c.Publish(ctxT(t, 15*time.Second), tracks...); err != nil {
-		t.Fatalf("publish: %v", err)
+	var err2 error
+	if s.published, err2 = c.Publish(ctxT(t, 15*time.Second), tracks...); err2 != nil {
+		t.Fatalf("publish: %v", err2)
 	}
 	s.wg.Add(1)
 	go s.run()
@@ -130,7 +135,7 @@ func TestMediaAcrossNodes(t *testing.T) {
 	c := join(t, srvs[2], "media", "c")
 	rb1, rb2, rc, ra := countMedia(b1), countMedia(b2), countMedia(c), countMedia(a)
 	seeEachOther(t, a, b1, b2, c)
-	publishMedia(t, a, true)
+	sa := publishMedia(t, a, true)
 	publishMedia(t, c, false)
 
 	eventually(t, 30*time.Second, "a's audio and video reach b1, b2 (n1) and c (n2); c's audio reaches a (n0)", func() bool {
@@ -149,4 +154,24 @@ func TestMediaAcrossNodes(t *testing.T) {
 		t.Errorf("n1 imports %d streams, want 3 (a's two, c's one) for its two subscribers", s.Imports)
 	}
 	t.Logf("n0 relay: %+v", srvs[0].Cluster().RelayStats())
+
+	// A mute through n2's admin API reaches a on n0; b1 on n1 is told.
+	var audioID string
+	for _, p := range sa.published {
+		if p.Kind == "audio" {
+			audioID = p.ID
+		}
+	}
+	body := strings.NewReader(`{"trackId":"` + audioID + `","muted":true}`)
+	resp, err := http.Post(srvs[2].BaseURL()+"/v1/rooms/media/participants/"+a.ParticipantID()+"/mute", "application/json", body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("mute through n2: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if _, err := b1.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackUpdated, func(raw json.RawMessage) bool {
+		var p protocol.TrackParams
+		return json.Unmarshal(raw, &p) == nil && p.Track.ID == audioID && p.Track.Muted
+	}); err != nil {
+		t.Fatalf("b1 (n1) not told a's audio was muted through n2: %v", err)
+	}
 }

@@ -48,6 +48,8 @@ type Node struct {
 	media media    // see media.go
 
 	unobserve func()
+	ping      *nats.Subscription // answers other nodes' pings: this node is alive
+	draining  atomic.Bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -98,6 +100,10 @@ func Start(o Options) (*Node, error) {
 		n.closeBus()
 		return nil, err
 	}
+	if err := n.subscribeHandoff(); err != nil { // see failover.go
+		n.closeBus()
+		return nil, err
+	}
 	if err := b.nc.Flush(); err != nil {
 		n.closeBus()
 		return nil, err
@@ -105,6 +111,8 @@ func Start(o Options) (*Node, error) {
 	n.purgeNode(n.id) // members left behind by an earlier run with this id
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.runMaintenance(n.stop) }()
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
@@ -145,7 +153,9 @@ func (n *Node) Close() {
 		if n.unobserve != nil {
 			n.unobserve()
 		}
-		_ = n.bus.nc.Publish(subjBye, []byte(n.id))
+		if !n.draining.Load() { // a drained node's participants move: no goodbye that ends them
+			_ = n.bus.nc.Publish(subjBye, []byte(n.id))
+		}
 		_ = n.bus.nc.Flush()
 		n.closeBus()
 	})
@@ -172,4 +182,19 @@ func (n *Node) roomFinished(name, sid string) {
 	if n.opts.OnRoomFinished != nil {
 		n.opts.OnRoomFinished(name, sid)
 	}
+}
+
+// Drain starts a handover before shutdown: the node stops answering pings,
+// so the other nodes take its participants over when they resume there
+// (after the rooms send them leave "serverShutdown"), and Close will not
+// say goodbye, which would end them on the other nodes.
+func (n *Node) Drain() {
+	if n.draining.Swap(true) {
+		return
+	}
+	if n.ping != nil {
+		_ = n.ping.Unsubscribe()
+	}
+	_ = n.bus.nc.Flush()
+	n.log.Info("draining: participants resume through the other nodes")
 }

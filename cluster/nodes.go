@@ -104,29 +104,46 @@ func (g *registry) alive(id string) bool {
 
 // runHeartbeats publishes this node's info every hbInterval and measures
 // the bus round trip with a ping to another live node, until stop closes.
+// Nothing else runs on this loop, so slow bus requests (runMaintenance)
+// never delay a heartbeat and make the others think this node died.
 func (n *Node) runHeartbeats(stop <-chan struct{}) {
 	tick := time.NewTicker(hbInterval)
 	defer tick.Stop()
-	for i := 0; ; i++ {
+	for {
 		info := n.selfInfo()
 		n.reg.heard(info)
 		if data, err := json.Marshal(info); err == nil {
 			_ = n.bus.nc.Publish(subjHeartbeat, data)
 		}
-		n.measureRTT()
-		for _, id := range n.reg.expire() {
-			n.log.Warn("node gone: no heartbeat", "gone", id)
-			n.nodeGone(id)
-			n.purgeNode(id)
-		}
-		n.reconcileAll()
-		if i%5 == 4 {
-			n.bus.upgradeReplicas(len(n.reg.list()))
-		}
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// runMaintenance, every heartbeat period: the bus round trip, nodes gone
+// silent (their participants leave, their members are purged), the rooms'
+// anti-entropy (reconcile) and the state store's replicas.
+func (n *Node) runMaintenance(stop <-chan struct{}) {
+	tick := time.NewTicker(hbInterval)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		n.measureRTT()
+		for _, id := range n.reg.expire() {
+			n.log.Warn("node gone: no heartbeat", "gone", id)
+			n.nodeGone(id)
+			n.purgeLater(id) // after the resume window (failover.go)
+		}
+		n.reconcileAll()
+		if i%5 == 4 {
+			n.bus.upgradeReplicas(len(n.reg.list()))
 		}
 	}
 }
@@ -163,7 +180,8 @@ func (n *Node) subscribeNodes() error {
 	}); err != nil {
 		return err
 	}
-	_, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ping"), func(m *nats.Msg) { _ = m.Respond(nil) })
+	var err error
+	n.ping, err = n.bus.nc.Subscribe(nodeSubject(n.id, "ping"), func(m *nats.Msg) { _ = m.Respond(nil) })
 	return err
 }
 

@@ -92,6 +92,21 @@ func (n *Node) update(name string, f func(st *roomState, exists bool) error) (ro
 	return roomState{}, errors.New("room state: too much contention")
 }
 
+// read reads a room's state; jetstream.ErrKeyNotFound when absent.
+func (n *Node) read(name string) (roomState, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	e, err := n.bus.kv.Get(ctx, roomKey(name))
+	if err != nil {
+		return roomState{}, err
+	}
+	var st roomState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return roomState{}, err
+	}
+	return st, nil
+}
+
 // get reads a room's state (zero state, false when absent).
 func (n *Node) get(name string) (roomState, uint64, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)

@@ -20,6 +20,9 @@ type Recordings struct {
 	// Compose renders every finished room recording into composed.mp4 in
 	// its folder with ffmpeg (like `starling compose`), in the background.
 	Compose bool `yaml:"compose"`
+	// Mix adds the room's live audio mix as mix.webm to auto-recorded
+	// rooms (the room mixes while recorded; docs/mixing.md).
+	Mix bool `yaml:"mix"`
 }
 
 // recordingFlags defines the recording flags and returns the function that
@@ -27,6 +30,7 @@ type Recordings struct {
 func recordingFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 	dir := fs.String("recordings-dir", def.Recordings.Dir, "`folder` for recordings (one folder per recording); $"+EnvRecordingsDir+" sets it too")
 	compose := fs.Bool("recordings-compose", def.Recordings.Compose, "render each finished room recording into composed.mp4 (needs ffmpeg)")
+	mix := fs.Bool("recordings-mix", def.Recordings.Mix, "auto-recorded rooms also record their live audio mix as mix.webm")
 	var auto listFlag
 	fs.Var(&auto, "auto-record", "record rooms whose name matches `pattern` (path.Match: *, ?, [a-z]); repeatable or comma-separated")
 	return func(cfg *Config, name string) {
@@ -37,6 +41,8 @@ func recordingFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string)
 			cfg.Recordings.AutoRecord = []string(auto)
 		case "recordings-compose":
 			cfg.Recordings.Compose = *compose
+		case "recordings-mix":
+			cfg.Recordings.Mix = *mix
 		}
 	}
 }

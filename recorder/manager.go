@@ -24,7 +24,9 @@ type Config struct {
 	// AutoRecord lists room name patterns (path.Match syntax: "*",
 	// "class-*", "demo") whose rooms are recorded from their first track.
 	AutoRecord []string
-	Logger     *slog.Logger
+	// AutoMix adds the room's live audio mix (mix.webm) to auto-recorded rooms.
+	AutoMix bool
+	Logger  *slog.Logger
 	// OnEvent receives every recording's events; it must not block.
 	OnEvent func(Event)
 	// Compose renders each finished room recording into composed.mp4 in
@@ -311,6 +313,14 @@ func (m *Manager) Stop(id string) (Info, error) {
 	return m.info(r), nil
 }
 
+// Active is the number of recordings running (the starling_recordings
+// gauge).
+func (m *Manager) Active() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.active)
+}
+
 // StopRoom stops every running recording of a room.
 func (m *Manager) StopRoom(roomName string) []Info {
 	var out []Info
@@ -443,7 +453,7 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 		// Off the room's goroutine (start does file I/O); start() adds
 		// every track published so far, this one included.
 		go func() {
-			if _, err := m.start(t.Room, "", true, false); err != nil && !errors.Is(err, ErrAlreadyRecording) {
+			if _, err := m.start(t.Room, "", true, m.cfg.AutoMix); err != nil && !errors.Is(err, ErrAlreadyRecording) {
 				m.log.Error("auto-record", "room", t.Room, "err", err)
 			}
 		}()

@@ -239,7 +239,9 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 		return err
 	}
 	r.mu.Lock()
-	rt.rec = rec
+	if !rt.done { // a recorder that failed at once is already forgotten
+		rt.rec = rec
+	}
 	r.mu.Unlock()
 	return nil
 }
@@ -267,7 +269,12 @@ func (r *RoomRecorder) trackDone(id string, res TrackResult) {
 		r.mu.Unlock()
 		return
 	}
-	rt.done, rt.res = true, res
+	// Forget the finished recorder and the track's source: they hold the
+	// packet buffers (~0.8 MB for video), the receiver and its connection,
+	// and the manager keeps finished recordings listed (the soak found
+	// every recorded track and its publisher's connection retained).
+	rt.done, rt.res, rt.rec = true, res, nil
+	rt.pt.Source = nil // the receiver, its packet caches and connection
 	unsupported := errors.Is(res.Err, errUnsupportedCodec)
 	fatal := res.Err != nil && !unsupported && r.err == nil
 	if fatal {

@@ -31,6 +31,12 @@ type Bus interface {
 	Import(r *Room, node string, t protocol.Track) (sfu.Source, error)
 	// Unimport tells the origin node the import of a track has closed.
 	Unimport(node, trackID string)
+	// SetToken records a participant's new resume token hash (asynchronously).
+	SetToken(room, participantID, tokenHash string)
+	// Takeover finds the member of room holding the resume token hash on
+	// a node that is gone, and moves it to this node; it returns the
+	// member and the room's sid.
+	Takeover(room, tokenHash string) (Member, string, error)
 }
 
 // Member is one participant as the cluster-wide room state records it.
@@ -38,6 +44,14 @@ type Member struct {
 	ID       string `json:"id"`
 	Identity string `json:"identity"`
 	Node     string `json:"node"`
+	// What another node needs to take the participant over when its node
+	// dies (a resume through another node, takeover.go): the hash of its
+	// current resume token and what it joined with.
+	Token    string       `json:"token,omitempty"`
+	Name     string       `json:"name,omitempty"`
+	Metadata string       `json:"metadata,omitempty"`
+	Auto     bool         `json:"auto,omitempty"`
+	Perms    *Permissions `json:"perms,omitempty"`
 }
 
 // Event types: what happened to a node's own participants (Emit), and the

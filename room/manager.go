@@ -79,6 +79,8 @@ type JoinRequest struct {
 	Permissions   *Permissions // from the token's grants; nil = AllPermissions
 
 	id       string // participant id chosen before the cluster admits it
+	token    string // its resume token, likewise
+	takeover bool   // a resume through this node of a participant whose node died
 	AudioMix bool   // receive the room's audio mix (mix.go)
 	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
 	// It offers on both connections; the server only answers, with every
@@ -102,12 +104,20 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 		if identity == "" {
 			identity = req.id
 		}
+		req.token = newResumeToken()
 		var err error
-		sid, err = bus.Join(req.Room, Member{ID: req.id, Identity: identity, Node: bus.NodeID()}, m.limits().MaxParticipants)
+		sid, err = bus.Join(req.Room, Member{ID: req.id, Identity: identity, Node: bus.NodeID(), Token: hashToken(req.token),
+			Name: req.Name, Metadata: req.Metadata, Auto: req.AutoSubscribe, Perms: req.Permissions}, m.limits().MaxParticipants)
 		if err != nil {
 			return nil, nil, err
 		}
 	}
+	return m.joinLocal(req, peer, sid, bus)
+}
+
+// joinLocal creates the participant here, in the local part of the room
+// (created with sid when it does not exist yet).
+func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*Participant, *protocol.JoinResult, error) {
 	for {
 		m.mu.Lock()
 		if m.draining {
@@ -152,7 +162,9 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 			continue
 		}
 		m.wg.Add(1)
-		m.notifyJoined(p)
+		if !req.takeover { // a takeover is the same participant: no second participant_joined
+			m.notifyJoined(p)
+		}
 		return p, res, nil
 	}
 }

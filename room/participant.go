@@ -19,12 +19,14 @@ type Participant struct {
 	log           *slog.Logger
 	peer          Peer
 	node          string // "" = connected here; else the node of a remote stub (remote.go)
+	takenOver     bool   // resumed here after its node died: Resumed starts it afresh (takeover.go)
 	id            string
 	identity      string
 	name          string
 	metadata      string
 	joinedAt      time.Time
 	resumeToken   string
+	moving        bool // under mu: released to another node, leaves silently (failover.go)
 	autoSubscribe bool
 	answering     bool       // see JoinRequest.Answering and answer.go
 	wantMix       bool       // join asked for the audio mix
@@ -50,13 +52,17 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	p := &Participant{
 		m: m, room: r, peer: peer, id: req.id, identity: req.Identity,
 		name: req.Name, metadata: req.Metadata, joinedAt: time.Now(),
-		resumeToken: newID("RS_") + newID(""), autoSubscribe: req.AutoSubscribe, wantMix: req.AudioMix,
+		resumeToken: req.token, autoSubscribe: req.AutoSubscribe, wantMix: req.AudioMix,
 		answering: req.Answering,
 		tracks:    map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
 	}
 	if p.id == "" {
 		p.id = newID("PA_")
 	}
+	if p.resumeToken == "" {
+		p.resumeToken = newResumeToken()
+	}
+	p.takenOver = req.takeover
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}

@@ -92,6 +92,22 @@ func (r *Room) applyEvent(ev Event) {
 // publishes its tracks.
 func (r *Room) remoteJoined(node string, rp RemoteParticipant) {
 	r.mu.Lock()
+	if old := r.remotes[rp.Info.ID]; old != nil && old.node != node {
+		// Resumed through another node after its own died (takeover.go):
+		// the same participant, so nobody is told it left or joined.
+		r.mu.Unlock()
+		r.dropStub(old.id)
+		r.mu.Lock()
+		if r.remotes[rp.Info.ID] == nil && r.participants[rp.Info.ID] == nil {
+			p := r.newRemoteParticipant(node, rp)
+			r.remotes[p.id] = p
+		}
+		r.mu.Unlock()
+		for _, ti := range rp.Info.Tracks {
+			r.remoteTrack(ti)
+		}
+		return
+	}
 	if r.remotes[rp.Info.ID] != nil || r.participants[rp.Info.ID] != nil {
 		r.mu.Unlock()
 		for _, ti := range rp.Info.Tracks {
@@ -139,6 +155,15 @@ func (r *Room) remoteLeft(id, reason string) {
 	}
 	r.mu.Lock()
 	delete(r.remotes, id)
+	for node, l := range r.remoteSpk { // a speaker who left stops being one at once
+		kept := make([]protocol.Speaker, 0, len(l))
+		for _, s := range l {
+			if s.ParticipantID != id {
+				kept = append(kept, s)
+			}
+		}
+		r.remoteSpk[node] = kept
+	}
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: id, Reason: reason})
 	}
@@ -334,7 +359,7 @@ func (m *Manager) RemoteNodeGone(node string) {
 	}
 	m.mu.Unlock()
 	for _, r := range rooms {
-		r.ForgetNode(node)
+		r.nodeDied(node, m.cfg.ResumeWindow) // failover.go
 	}
 }
 

@@ -182,7 +182,13 @@ func (p *Participant) reattach(token string, peer Peer) (old Peer, next string, 
 // the join result is sent, so the next `offer` follows it. That offer
 // restarts ICE; an offer left unanswered when the socket dropped is offered
 // again first.
-func (p *Participant) Resumed() { p.loop.post(p.loop.resume) }
+func (p *Participant) Resumed() {
+	if p.takenOver { // new connections: negotiate from the start
+		p.Start()
+		return
+	}
+	p.loop.post(p.loop.resume)
+}
 
 // Resume re-attaches the participant holding token in room roomName to
 // peer, the session of a new socket. Every failure is the same 404, so
@@ -196,16 +202,19 @@ func (m *Manager) Resume(roomName, token string, peer Peer) (*Participant, *prot
 		return nil, nil, errResume()
 	}
 	r := m.Room(roomName)
-	if r == nil {
-		return nil, nil, errResume()
+	var p *Participant
+	if r != nil {
+		p = r.resumable(token)
 	}
-	p := r.resumable(token)
 	if p == nil {
-		return nil, nil, errResume()
+		return m.takeover(roomName, token, peer) // see takeover.go
 	}
 	old, next, ok := p.reattach(token, peer)
 	if !ok {
 		return nil, nil, errResume()
+	}
+	if r.bus != nil {
+		r.bus.SetToken(r.name, p.id, hashToken(next))
 	}
 	if old != nil {
 		if rp, ok := old.(Replaceable); ok {

@@ -77,7 +77,9 @@ func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
 	for _, o := range r.participants {
 		if o != p && o != old {
 			others = append(others, o.Info())
-			o.peer.Notify(protocol.NotifyParticipantJoined, protocol.ParticipantParams{Participant: p.Info()})
+			if !p.takenOver { // they knew it from its old node (takeover.go)
+				o.peer.Notify(protocol.NotifyParticipantJoined, protocol.ParticipantParams{Participant: p.Info()})
+			}
 		}
 	}
 	for _, o := range r.remotes {
@@ -114,18 +116,29 @@ func (r *Room) remove(p *Participant, reason string) {
 	if r.identities[p.identity] == p {
 		delete(r.identities, p.identity)
 	}
-	for _, o := range r.participants {
-		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
+	moving := p.isMoving() // it goes on through another node (failover.go): nobody sees it leave
+	if !moving {
+		for _, o := range r.participants {
+			o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
+		}
 	}
-	r.emit(Event{Type: EvLeft, ParticipantID: p.id, Reason: reason})
-	if r.bus != nil {
-		r.bus.Leave(r.name, p.member())
+	// A clustered node shutting down hands its participants over: they
+	// resume through another node (takeover.go), so the cluster is not told
+	// they left and they keep their place in the room.
+	handoff := moving || (reason == protocol.ReasonServerShutdown && r.bus != nil)
+	if !handoff {
+		r.emit(Event{Type: EvLeft, ParticipantID: p.id, Reason: reason})
+		if r.bus != nil {
+			r.bus.Leave(r.name, p.member())
+		}
 	}
 	if len(r.participants) == 0 && !r.closed {
 		r.emptyTimer = time.AfterFunc(r.m.cfg.EmptyTimeout, r.closeIfEmpty)
 	}
 	r.mu.Unlock()
-	r.m.notifyLeft(p, reason) // see events.go
+	if !handoff {
+		r.m.notifyLeft(p, reason) // see events.go
+	}
 }
 
 func (r *Room) closeIfEmpty() {

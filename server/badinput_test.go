@@ -685,7 +685,7 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 			if c.leave != "" {
-				if _, ok := o.peer.notification(time.Second, protocol.MethodLeave, hasParam("reason", c.leave)); !ok {
+				if _, ok := o.peer.notification(10*time.Second, protocol.MethodLeave, hasParam("reason", c.leave)); !ok {
 					t.Fatalf("no leave with reason %q", c.leave)
 				}
 			}

@@ -582,3 +582,25 @@ func TestAudioMixWithoutLevels(t *testing.T) {
 	publishTone(t, srv, roomName, "without-levels", 700, 0.2, 0, withClientAPI(plain))
 	waitTones(t, lmix, "listener", []float64{440, 700}, nil)
 }
+
+// TestAudioMixAutoRecord: with recordings.mix an auto-recorded room's
+// recording holds mix.webm.
+func TestAudioMixAutoRecord(t *testing.T) {
+	skipUnderRace(t)
+	dir := t.TempDir()
+	srv := startServer(t, func(c *config.Config) {
+		c.Recordings.Dir = dir
+		c.Recordings.AutoRecord = []string{"auto-*"}
+		c.Recordings.Mix = true
+	})
+	publishTone(t, srv, "auto-mix", "p1", 500, 0.2, 0)
+	publishTone(t, srv, "auto-mix", "p2", 900, 0.2, 0)
+	waitFor(t, 15*time.Second, "mix.webm in the auto recording", func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "*", "mix.webm"))
+		if len(m) != 1 {
+			return false
+		}
+		st, err := os.Stat(m[0])
+		return err == nil && st.Size() > 5000
+	})
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/http"
 	"strings"
@@ -18,13 +19,16 @@ import (
 func (s *Server) setupRecorder(mux *http.ServeMux) error {
 	rc := s.cfg.Recordings
 	rec, err := recorder.NewManager(s.rooms, recorder.Config{
-		Dir: rc.Dir, AutoRecord: rc.AutoRecord, Compose: rc.Compose, Logger: s.log,
+		Dir: rc.Dir, AutoRecord: rc.AutoRecord, AutoMix: rc.Mix, Compose: rc.Compose, Logger: s.log,
 		OnEvent: s.recordingEvent,
 	})
 	if err != nil {
 		return err
 	}
 	s.recorder = rec
+	s.metrics.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "starling", Name: "recordings", Help: "Recordings running (room and track recordings).",
+	}, func() float64 { return float64(rec.Active()) }))
 	rec.Register(mux, s.requireRecordGrant)
 	s.ext.stops = append(s.ext.stops, rec.Close)
 	return nil

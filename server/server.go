@@ -138,6 +138,9 @@ func (s *Server) Engine() *sfu.Engine { return s.engine }
 // Shutdown stops joins, sends `leave` to everyone, closes rooms, then the
 // HTTP server and the media sockets.
 func (s *Server) Shutdown(ctx context.Context) error {
+	if s.cluster != nil {
+		s.cluster.Drain() // clients resume through the other nodes (docs/cluster.md)
+	}
 	errRooms := s.rooms.Shutdown(ctx)
 	s.socks.closeAll() // sockets that never joined got no leave from the rooms
 	errHTTP := s.http.Shutdown(ctx)

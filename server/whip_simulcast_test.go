@@ -18,6 +18,7 @@ import (
 // the room sees one track with low, medium and high layers, and a
 // subscriber's quality choice picks among them.
 func TestWHIPSimulcast(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, nil)
 	watcher := join(t, srv, "simwhip", "watcher")
 	v := watchVideo(watcher)

@@ -91,10 +91,27 @@ func (p *slogPionLogger) Warnf(format string, args ...any) {
 	}
 }
 
-func (p *slogPionLogger) Error(msg string) { p.log(slog.LevelError, msg) }
+// Error is logged at slog Error, except what pion reports while a
+// connection is being torn down (a read or write on a transport already
+// closed, a probe of a new stream cut by EOF): that is Warn, because a
+// participant leaving, being kicked or renegotiating is no server fault,
+// and an operator alerting on errors must not be woken by every leave
+// (the soak, docs/benchmarks.md, counts the server's errors).
+func (p *slogPionLogger) Error(msg string) { p.log(errorLevel(msg), msg) }
 
 func (p *slogPionLogger) Errorf(format string, args ...any) {
-	if p.enabled(slog.LevelError) {
-		p.log(slog.LevelError, fmt.Sprintf(format, args...))
+	if p.enabled(slog.LevelWarn) {
+		msg := fmt.Sprintf(format, args...)
+		p.log(errorLevel(msg), msg)
 	}
+}
+
+// errorLevel is the slog level of one of pion's error messages.
+func errorLevel(msg string) slog.Level {
+	m := strings.TrimRight(msg, "\n")
+	if strings.HasSuffix(m, " EOF") || strings.HasSuffix(m, ": EOF") ||
+		strings.Contains(m, "io: read/write on closed pipe") || strings.Contains(m, "use of closed network connection") {
+		return slog.LevelWarn
+	}
+	return slog.LevelError
 }

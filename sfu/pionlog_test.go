@@ -157,3 +157,17 @@ func TestNewLoggerFactoryNil(t *testing.T) {
 	l := NewLoggerFactory(nil).NewLogger("x")
 	l.Tracef("not shown by the default logger %d", 1) // must not panic
 }
+
+// pion's errors about a connection being torn down are warnings: a leave or
+// a kick is no server fault (issue 17's soak counts the server's errors).
+func TestPionLoggerTeardownIsWarn(t *testing.T) {
+	h := newPionlogRecorder(slog.LevelDebug)
+	l := NewLoggerFactory(slog.New(h)).NewLogger("pc")
+	l.Errorf("Incoming unhandled RTP ssrc(%d), OnTrack will not be fired. %v", 42, "EOF")
+	l.Error("Failed to write packet: io: read/write on closed pipe")
+	l.Error("Failed to start SCTP: DTLS not established")
+	got := h.records()
+	if len(got) != 3 || got[0].level != slog.LevelWarn || got[1].level != slog.LevelWarn || got[2].level != slog.LevelError {
+		t.Fatalf("levels: %+v", got)
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/bench/loadgen"
@@ -88,6 +89,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	recordToken := fs.String("record-token", "", "bearer `token` for the recording API of a server with API keys (record or admin grant;\ndefault $STARLING_RECORD_TOKEN, else one minted from --keys)")
 	keysFlag := fs.String("keys", "", "the server's API keys, `key:secret,...` (default $"+auth.EnvKeys+"): join and record tokens are minted from the first;\n"+
 		"with --start-server the server gets these keys, or a fresh random key when none are given")
+	soakFor := fs.Duration("soak", 0, "soak mode: churn against one server for this long (joins, leaves, publishes, unpublishes, resumes,\n"+
+		"subscription changes, data messages, mutes, kicks and recordings through the admin API), then idle; samples the server's\n"+
+		"/metrics every --soak-sample and checks that every gauge, goroutines and open files return to their idle values,\n"+
+		"no data message was lost and the server logged no error (exit status 5 otherwise); see docs/benchmarks.md")
+	soakRooms := fs.Int("soak-rooms", 3, "with --soak: rooms to churn in")
+	soakWorkers := fs.Int("soak-workers", 4, "with --soak: churn loops at once (each a publisher and a subscriber)")
+	soakSample := fs.Duration("soak-sample", 10*time.Second, "with --soak: sampling interval")
 	jsonPath := fs.String("json", "", "also write the summary as JSON to `file` (- = stdout)")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	verbose := fs.Bool("v", false, "log client warnings (join and publish failures) to stderr")
@@ -155,6 +163,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	var serverErrors *errorLines
+	if *soakFor > 0 {
+		if *record {
+			fmt.Fprintln(stderr, "starling-load: --soak records by itself (when the server has a recordings folder); drop --record")
+			return 2
+		}
+		if *startServer {
+			// rooms close soon after their last participant, so that idle comes
+			// within the soak's wait; the log counts the server's errors
+			// (--pprof: the soak asks for a GC before its idle samples)
+			serverArgs = append([]string{"--empty-timeout", "2s", "--pprof"}, serverArgs...)
+			serverErrors = &errorLines{w: stderr}
+		}
+	}
+
 	if *startServer {
 		if cfg.ServerPID != 0 {
 			fmt.Fprintln(stderr, "starling-load: --start-server and --server-pid exclude each other")
@@ -164,7 +187,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			cfg.Keys = loadgen.NewKeys() // a server like a real one: tokens for joins and the API
 		}
 		opts := loadgen.ServerOptions{Bin: *serverBin, LogLevel: *serverLog, Log: stderr, Keys: cfg.Keys, Args: serverArgs}
-		if *record {
+		if serverErrors != nil {
+			opts.Log = serverErrors
+		}
+		if *record || *soakFor > 0 {
 			opts.RecordingsDir = *recordDir
 			if opts.RecordingsDir == "" {
 				tmp, err := os.MkdirTemp("", "starling-load-rec-")
@@ -222,6 +248,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *soakFor > 0 {
+		return runSoak(ctx, loadgen.SoakConfig{URL: client.ServerURLs(cfg.URL)[0], Duration: *soakFor, Rooms: *soakRooms,
+			Workers: *soakWorkers, Sample: *soakSample, Keys: cfg.Keys, Record: *startServer, Progress: cfg.Progress,
+			ServerErrors: serverErrors.count}, *jsonPath, stdout, stderr)
 	}
 	sum, err := loadgen.Run(ctx, cfg)
 	if err != nil {

@@ -55,6 +55,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	<-ctx.Done()
 	stop()
+	if srv.Cluster() != nil { // hand the participants over to the other nodes first
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), srv.DrainTimeout())
+		srv.Drain(drainCtx)
+		cancelDrain()
+	}
 	log.Info("shutting down: sending leave to every participant")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -59,7 +59,9 @@ func TestFailoverToAnotherNode(t *testing.T) {
 		`({status: document.body.dataset.status, id: window.starling.state.participantId, url: window.starling.client.url})`,
 		// A new participant: two single nodes share no session. (The URL
 		// moves to B as soon as A's leave arrives, before the rejoin.)
-		func(n now) bool { return n.Status == "joined" && n.URL == nodeB.SignalingURL() && n.ID != first.ID && n.ID != "" })
+		func(n now) bool {
+			return n.Status == "joined" && n.URL == nodeB.SignalingURL() && n.ID != first.ID && n.ID != ""
+		})
 	t.Logf("the presenter is back through B %v after A began to shut down", time.Since(downAt).Round(time.Millisecond))
 	if tl := waitForTile(viewer, st.ID, 15*time.Second); tl.Name != "Ann" {
 		t.Errorf("the viewer's tile of the presenter is named %q", tl.Name)

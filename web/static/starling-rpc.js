@@ -44,10 +44,11 @@ export function serverURLs(url, more = []) {
  * onError(StarlingError) for messages that belong to no request, and
  * onClose({code, reason}) when the socket closes without close() being called. */
 export class RPCConnection {
-  constructor(url, {WebSocket = globalThis.WebSocket, requestTimeout = 15000} = {}, handlers = {}) {
+  constructor(url, {WebSocket = globalThis.WebSocket, requestTimeout = 15000, connectTimeout = 10000} = {}, handlers = {}) {
     this.url = url;
     this._WebSocket = WebSocket;
     this.requestTimeout = requestTimeout;
+    this.connectTimeout = connectTimeout;
     this.handlers = handlers;
     this._ws = null;
     this._nextId = 1;
@@ -56,14 +57,22 @@ export class RPCConnection {
 
   get isOpen() { return this._ws?.readyState === OPEN; }
 
-  /** Opens the socket; resolves when it is open. */
+  /** Opens the socket; resolves when it is open. A socket not open after
+   * connectTimeout ms (a host that drops packets: the browser would wait
+   * much longer) is given up, so the caller can try another node. */
   open() {
     return new Promise((resolve, reject) => {
       const ws = new this._WebSocket(this.url);
       this._ws = ws;
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new StarlingError(0, `cannot connect to ${this.url}`));
+      const timer = setTimeout(() => {
+        if (this._ws !== ws) return;
+        reject(new StarlingError(0, `cannot connect to ${this.url}: no answer in ${this.connectTimeout} ms`));
+        this.close();
+      }, this.connectTimeout);
+      ws.onopen = () => { clearTimeout(timer); resolve(); };
+      ws.onerror = () => { clearTimeout(timer); reject(new StarlingError(0, `cannot connect to ${this.url}`)); };
       ws.onclose = (ev) => {
+        clearTimeout(timer);
         const why = `connection closed (${ev.code}${ev.reason ? ': ' + ev.reason : ''})`;
         reject(new StarlingError(0, why));
         this._ws = null;

@@ -156,3 +156,21 @@ test('a resume with newConnections keeps the participant and sets up new connect
   assert.equal(seen.at(-1)[1].newConnections, true);
   client.leave();
 });
+
+test('a node that never answers is given up after connectTimeout', async () => {
+  FakeWebSocket.hangURLs = new Set([A]);
+  try {
+    const client = newClient([A, B], {connectTimeout: 20});
+    const joining = client.join('room1', {name: 'Ann'});
+    const hung = FakeWebSocket.last;
+    assert.equal(hung.url, A);
+    const ws = await socketTo(B, hung);
+    assert.equal(hung.readyState, 3, 'the hung socket is closed');
+    ws.reply(ws.requests('join')[0], joinResult('PA', 'rt'));
+    await joining;
+    assert.equal(client.url, B);
+    client.leave();
+  } finally {
+    FakeWebSocket.hangURLs = new Set();
+  }
+});

@@ -33,6 +33,7 @@ export class FakeWebSocket {
   static count = 0;
   static refuse = false;
   static refuseURLs = new Set(); // nodes that are down
+  static hangURLs = new Set(); // hosts that drop packets: the socket never opens
   constructor(url) {
     this.url = url;
     this.readyState = 0;
@@ -44,6 +45,7 @@ export class FakeWebSocket {
       setTimeout(() => { this.readyState = 3; this.onerror?.({}); this.onclose?.({code: 1006, reason: ''}); }, 0);
       return;
     }
+    if (FakeWebSocket.hangURLs.has(url)) return;
     setTimeout(() => { this.readyState = 1; this.onopen?.(); }, 0);
   }
   send(s) { this.sent.push(JSON.parse(s)); }

@@ -1,0 +1,304 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
+)
+
+// soakMedia sends small synthetic VP8 (15 fps) and Opus (50 pps) on a
+// publisher's tracks until stopped; a keyframe request gets a keyframe.
+type soakMedia struct {
+	video, audio *webrtc.TrackLocalStaticRTP
+	pubs         []client.Published
+	wantKey      atomic.Bool
+	stop         chan struct{}
+	done         sync.WaitGroup
+}
+
+func (s *soak) publish(ctx context.Context, c *client.Client, n int64) (*soakMedia, error) {
+	v, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, fmt.Sprintf("v%d", n), "soak")
+	if err != nil {
+		return nil, err
+	}
+	a, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, fmt.Sprintf("a%d", n), "soak")
+	if err != nil {
+		return nil, err
+	}
+	m := &soakMedia{video: v, audio: a, stop: make(chan struct{})}
+	m.wantKey.Store(true)
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	m.pubs, err = c.Publish(pctx,
+		client.LocalTrack{Track: v, Source: protocol.SourceCamera, Name: "camera", OnKeyframeRequest: func() { m.wantKey.Store(true) }},
+		client.LocalTrack{Track: a, Source: protocol.SourceMicrophone, Name: "mic"})
+	if err != nil {
+		return nil, err
+	}
+	m.done.Add(2)
+	go func() {
+		defer m.done.Done()
+		buf := make([]byte, 1500)
+		tick := time.NewTicker(time.Second / 15)
+		defer tick.Stop()
+		seq, pid, ts := uint16(n), uint16(0), uint32(n)
+		for i := 0; ; i++ {
+			select {
+			case <-m.stop:
+				return
+			case <-tick.C:
+			}
+			key := m.wantKey.Swap(false) || i%30 == 0
+			p := buildVP8(buf, pid, 600, 0, 1, key, 320, 180, monoNow())
+			_ = v.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: seq, Timestamp: ts}, Payload: p})
+			seq, pid, ts = seq+1, (pid+1)&0x7fff, ts+6000
+		}
+	}()
+	go func() {
+		defer m.done.Done()
+		payload := make([]byte, 80)
+		payload[0] = 0x78
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		seq, ts := uint16(n), uint32(n)
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-tick.C:
+			}
+			_ = a.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts}, Payload: payload})
+			seq, ts = seq+1, ts+960
+		}
+	}()
+	return m, nil
+}
+
+func (m *soakMedia) Stop() {
+	select {
+	case <-m.stop:
+	default:
+		close(m.stop)
+	}
+	m.done.Wait()
+}
+
+func (m *soakMedia) track(kind string) client.Published {
+	for _, p := range m.pubs {
+		if p.Kind == kind {
+			return p
+		}
+	}
+	return client.Published{}
+}
+
+func (s *soak) join(ctx context.Context, room, name string, resume bool) (*client.Client, error) {
+	tok, err := s.token(name, auth.Grants{Room: room})
+	if err != nil {
+		return nil, err
+	}
+	jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return client.Dial(jctx, s.cfg.URL, room, client.Options{Name: name, Token: tok, API: s.api, AutoResume: resume})
+}
+
+// dataWatch counts the data messages one participant receives from another.
+type dataWatch struct {
+	mu  sync.Mutex
+	got map[string]bool
+}
+
+func (d *dataWatch) has(all []string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, m := range all {
+		if !d.got[m] {
+			return false
+		}
+	}
+	return true
+}
+
+// iteration is one churn cycle in a random room: a publisher and a
+// subscriber join; media flows; data messages, mutes (own and through the
+// admin API), subscription changes, a resume after a dropped socket, an
+// unpublish and a new publish, sometimes a recording; then the subscriber
+// leaves or is kicked through the admin API and the publisher leaves.
+// Every data message the publisher sends after the subscriber joined must
+// reach it.
+func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
+	room := fmt.Sprintf("soak-%d", rng.IntN(s.cfg.Rooms))
+	n := s.serial.Add(1)
+	pause := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	pub, err := s.join(ctx, room, fmt.Sprintf("pub-%d", n), true)
+	if !s.count("join", err) {
+		return
+	}
+	defer pub.Close()
+	sub, err := s.join(ctx, room, fmt.Sprintf("sub-%d", n), false)
+	if !s.count("join", err) {
+		return
+	}
+	defer sub.Close()
+	watch := &dataWatch{got: map[string]bool{}}
+	pubID := pub.ParticipantID()
+	sub.OnData(func(m protocol.DataMessage) {
+		if m.From == pubID {
+			watch.mu.Lock()
+			watch.got[m.Payload] = true
+			watch.mu.Unlock()
+		}
+	})
+	var videoSeen atomic.Bool
+	sub.OnTrack(func(rt *client.RemoteTrack) {
+		if rt.ParticipantID != pubID {
+			return
+		}
+		go func() {
+			for {
+				if _, _, err := rt.Track.ReadRTP(); err != nil {
+					return
+				}
+				if rt.Track.Kind() == webrtc.RTPCodecTypeVideo {
+					videoSeen.Store(true)
+				}
+			}
+		}()
+	})
+	var sent []string
+	send := func(k int) {
+		for j := 0; j < k; j++ {
+			msg := fmt.Sprintf("soak %d %d %d", n, len(sent), j)
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := pub.SendData(dctx, msg)
+			cancel()
+			if s.count("data", err) {
+				sent = append(sent, msg)
+				s.sent.Add(1)
+			}
+		}
+	}
+	media, err := s.publish(ctx, pub, n)
+	if !s.count("publish", err) {
+		return
+	}
+	defer media.Stop()
+	video, audio := media.track("video"), media.track("audio")
+	send(5)
+	// media reaches the subscriber
+	deadline := time.Now().Add(15 * time.Second)
+	for !videoSeen.Load() && time.Now().Before(deadline) && pause(50*time.Millisecond) {
+	}
+	if ctx.Err() == nil {
+		var err error
+		if !videoSeen.Load() {
+			err = fmt.Errorf("no video from %s at %s", pubID, sub.ParticipantID())
+		}
+		s.count("media", err)
+	}
+	call := func(c *client.Client, op, method string, params any) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		s.count(op, c.Call(cctx, method, params, nil))
+	}
+	yes, no := true, false
+	low := protocol.QualityLow
+	call(pub, "mute", protocol.MethodMute, protocol.MuteParams{TrackID: audio.ID, Muted: true})
+	pause(100 * time.Millisecond)
+	call(pub, "mute", protocol.MethodMute, protocol.MuteParams{TrackID: audio.ID, Muted: false})
+	call(sub, "setSubscription", protocol.MethodSetSubscription, protocol.SetSubscriptionParams{TrackID: video.ID, Quality: &low})
+	call(sub, "setSubscription", protocol.MethodSetSubscription, protocol.SetSubscriptionParams{TrackID: video.ID, Paused: &yes})
+	pause(100 * time.Millisecond)
+	call(sub, "setSubscription", protocol.MethodSetSubscription, protocol.SetSubscriptionParams{TrackID: video.ID, Paused: &no})
+	send(5)
+	if i%2 == 0 && ctx.Err() == nil { // the publisher's socket drops; it resumes
+		pub.CloseSignaling()
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err := pub.WaitEvent(rctx, client.EventResumed, nil)
+		cancel()
+		s.count("resume", err)
+	}
+	recording := false
+	if s.cfg.Record && i%4 == 1 && ctx.Err() == nil {
+		err := s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/recordings", map[string]any{})
+		if err != nil && strings.Contains(err.Error(), "HTTP 409") { // another worker records this room
+			err = nil
+		}
+		recording = s.count("record", err)
+	}
+	if ctx.Err() == nil {
+		s.count("adminMute", s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/participants/"+pubID+"/mute", map[string]any{"trackId": audio.ID, "muted": true}))
+		pause(100 * time.Millisecond)
+		s.count("adminMute", s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/participants/"+pubID+"/mute", map[string]any{"trackId": audio.ID, "muted": false}))
+	}
+	send(5)
+	if ctx.Err() == nil {
+		uctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		s.count("unpublish", pub.Unpublish(uctx, video))
+		cancel()
+	}
+	if i%3 == 0 && ctx.Err() == nil {
+		// and publishes again
+		v2, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, fmt.Sprintf("v%d-2", n), "soak")
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			_, err = pub.Publish(pctx, client.LocalTrack{Track: v2, Source: protocol.SourceScreen, Name: "screen"})
+			cancel()
+		}
+		s.count("publish", err)
+	}
+	send(5)
+	// every message reaches the subscriber
+	for deadline := time.Now().Add(10 * time.Second); !watch.has(sent) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	watch.mu.Lock()
+	for _, m := range sent {
+		if watch.got[m] {
+			s.recv.Add(1)
+		} else {
+			s.lost.Add(1)
+		}
+	}
+	watch.mu.Unlock()
+	if recording {
+		err := s.adminCall(context.Background(), "DELETE", "/v1/rooms/"+room+"/recordings", nil)
+		if err != nil && strings.Contains(err.Error(), "HTTP 404") { // another worker stopped it
+			err = nil
+		}
+		s.count("recordStop", err)
+	}
+	media.Stop()
+	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if i%3 == 2 {
+		err := s.adminCall(lctx, "DELETE", "/v1/rooms/"+room+"/participants/"+sub.ParticipantID(), nil)
+		if s.count("kick", err) {
+			select {
+			case <-sub.Done():
+			case <-lctx.Done():
+				s.count("kick", fmt.Errorf("%s still connected after the kick", sub.ParticipantID()))
+			}
+		}
+	} else {
+		s.count("leave", sub.Leave(lctx))
+	}
+	s.count("leave", pub.Leave(lctx))
+}

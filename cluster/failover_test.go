@@ -1,0 +1,225 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"github.com/gorilla/websocket"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
+)
+
+// failoverCluster starts three nodes with a resume window long enough for
+// a failover on a busy machine.
+func failoverCluster(t *testing.T) []*server.Server {
+	return startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(20 * time.Second) })
+}
+
+// withNodes makes a client that knows more nodes and resumes by itself.
+func withNodes(srvs ...*server.Server) func(*client.Options) {
+	return func(o *client.Options) {
+		for _, s := range srvs {
+			o.URLs = append(o.URLs, s.SignalingURL())
+		}
+		o.AutoResume = true
+		o.Logger = testLogger().With("client", o.Name)
+	}
+}
+
+// sawLeave reports whether c was told that participant id left.
+func sawLeave(c *client.Client, id string) bool {
+	for _, e := range c.Events() {
+		var p protocol.ParticipantLeftParams
+		if e.Method == protocol.NotifyParticipantLeft && json.Unmarshal(e.Params, &p) == nil && p.ParticipantID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func resumedCount(c *client.Client) int {
+	n := 0
+	for _, e := range c.Events() {
+		if e.Method == client.EventResumed {
+			n++
+		}
+	}
+	return n
+}
+
+// A node killed without a goodbye: its participant resumes through another
+// node within the window, with the same id and new connections; the
+// others never see it leave, its media and theirs go on, and the dead
+// node leaves GET /v1/nodes within 5 s.
+func TestFailoverNodeKilled(t *testing.T) {
+	srvs := failoverCluster(t)
+	alice := join(t, srvs[0], "fo", "alice", withNodes(srvs[1]))
+	bob := join(t, srvs[1], "fo", "bob")
+	carol := join(t, srvs[2], "fo", "carol")
+	rb, ra := countMedia(bob), countMedia(alice)
+	seeEachOther(t, alice, bob, carol)
+	publishMedia(t, alice, true)
+	publishMedia(t, carol, false)
+	aID, cID := alice.ParticipantID(), carol.ParticipantID()
+	eventually(t, 30*time.Second, "alice's video reaches bob and carol's audio reaches alice", func() bool {
+		return rb.count(aID, "video") >= 30 && ra.count(cID, "audio") >= 50
+	})
+	oldTracks := alice.LastJoin().Participant.Tracks
+
+	killed := time.Now()
+	srvs[0].Abort()
+	eventually(t, 20*time.Second, "alice resumes through n1", func() bool {
+		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL()
+	})
+	t.Logf("alice resumed through n1 %s after the kill", time.Since(killed).Round(time.Millisecond))
+	res := alice.LastJoin()
+	if res.Participant.ID != aID {
+		t.Fatalf("alice came back as %s, want her id %s", res.Participant.ID, aID)
+	}
+	if !res.NewConnections {
+		t.Errorf("the resume through another node did not say newConnections")
+	}
+	// Media goes on both ways through the new connections.
+	vb, ab := rb.count(aID, "video"), ra.count(cID, "audio")
+	eventually(t, 30*time.Second, "alice's new video reaches bob, carol's audio reaches alice again", func() bool {
+		return rb.count(aID, "video") >= vb+30 && ra.count(cID, "audio") >= ab+50
+	})
+	eventually(t, 8*time.Second, "n0 leaves the node lists", func() bool {
+		return len(nodesOf(t, srvs[1])) == 2 && len(nodesOf(t, srvs[2])) == 2
+	})
+	if d := time.Since(killed); d > 5*time.Second+3*time.Second {
+		t.Logf("note: n0 listed for up to %s (the media wait came first)", d)
+	}
+	// Carol's node sees alice on n1 now; nobody saw her leave.
+	eventually(t, 10*time.Second, "n2 knows alice as n1's participant", func() bool {
+		r := srvs[2].Rooms().Room("fo")
+		p := r.Participant(aID)
+		return p != nil && p.Remote() == "n1"
+	})
+	for _, c := range []*client.Client{bob, carol} {
+		if sawLeave(c, aID) {
+			t.Errorf("%s saw alice leave", c.LastJoin().Participant.Name)
+		}
+	}
+	// The tracks alice published on n0 ended on the other nodes.
+	for _, old := range oldTracks {
+		for _, s := range srvs[1:] {
+			eventually(t, 10*time.Second, "alice's old tracks end on "+s.BaseURL(), func() bool {
+				p := s.Rooms().Room("fo").Participant(aID)
+				for _, tr := range p.Info().Tracks {
+					if tr.ID == old.ID {
+						return false
+					}
+				}
+				return true
+			})
+		}
+	}
+}
+
+// A resume token works once across the cluster: after a takeover, the
+// token the client used is refused by every node.
+func TestFailoverTokenOnce(t *testing.T) {
+	srvs := failoverCluster(t)
+	alice := join(t, srvs[0], "once", "alice", withNodes(srvs[1]))
+	bob := join(t, srvs[2], "once", "bob")
+	seeEachOther(t, alice, bob)
+	used := alice.ResumeToken()
+	srvs[0].Abort()
+	eventually(t, 20*time.Second, "alice resumes through n1", func() bool { return resumedCount(alice) == 1 })
+	for _, s := range srvs[1:] {
+		if err := rawResume(t, s, "once", used); err == nil || err.Code != protocol.CodeNotFound {
+			t.Fatalf("the used token through %s: %v, want 404", s.BaseURL(), err)
+		}
+	}
+}
+
+// rawResume sends one `join {room, resume: token}` on a new socket and
+// returns the error answered (nil if the resume was taken).
+func rawResume(t *testing.T, s *server.Server, room, token string) *protocol.Error {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(s.SignalingURL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	params, _ := json.Marshal(protocol.JoinParams{Room: room, Resume: token})
+	if err := ws.WriteJSON(map[string]any{"jsonrpc": "2.0", "id": 1, "method": protocol.MethodJoin, "params": json.RawMessage(params)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	for {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Result json.RawMessage `json:"result"`
+			Error  *protocol.Error `json:"error"`
+		}
+		if err := ws.ReadJSON(&msg); err != nil {
+			t.Fatalf("reading the join answer: %v", err)
+		}
+		if string(msg.ID) == "1" {
+			return msg.Error
+		}
+	}
+}
+
+// SIGTERM drain: the node refuses new joins, asks its clients to resume
+// through another node, hands its participants over (they publish again
+// there; subscribers elsewhere follow) and ends with nobody left, nobody
+// seen leaving.
+func TestDrainHandsOver(t *testing.T) {
+	srvs := failoverCluster(t)
+	alice := join(t, srvs[0], "drain", "alice", withNodes(srvs[1]))
+	bob := join(t, srvs[1], "drain", "bob")
+	carol := join(t, srvs[2], "drain", "carol")
+	rb, rc, ra := countMedia(bob), countMedia(carol), countMedia(alice)
+	seeEachOther(t, alice, bob, carol)
+	publishMedia(t, alice, true)
+	publishMedia(t, carol, false)
+	aID, cID := alice.ParticipantID(), carol.ParticipantID()
+	eventually(t, 30*time.Second, "alice's video reaches bob and carol, carol's audio reaches alice", func() bool {
+		return rb.count(aID, "video") >= 30 && rc.count(aID, "video") >= 30 && ra.count(cID, "audio") >= 50
+	})
+
+	start := time.Now()
+	left := srvs[0].Drain(ctxT(t, 20*time.Second))
+	if left != 0 {
+		t.Fatalf("%d participants still on the drained node", left)
+	}
+	t.Logf("n0 drained in %s", time.Since(start).Round(time.Millisecond))
+	if _, err := client.Dial(ctxT(t, 10*time.Second), srvs[0].SignalingURL(), "drain", client.Options{Name: "late"}); err == nil {
+		t.Fatal("the draining node took a new join")
+	}
+	eventually(t, 10*time.Second, "alice resumed through n1", func() bool {
+		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL()
+	})
+	if res := alice.LastJoin(); res.Participant.ID != aID || !res.NewConnections {
+		t.Fatalf("alice's resume: id %s (want %s), newConnections %v", res.Participant.ID, aID, res.NewConnections)
+	}
+	gotReconnect := false
+	for _, e := range alice.Events() {
+		var p protocol.ReconnectParams
+		if e.Method == protocol.NotifyReconnect && json.Unmarshal(e.Params, &p) == nil && p.Reason == protocol.ReasonDrain {
+			gotReconnect = true
+		}
+	}
+	if !gotReconnect {
+		t.Error("alice was not sent reconnect {reason: drain}")
+	}
+	// The drained node stops; the call goes on.
+	if err := srvs[0].Shutdown(ctxT(t, 15*time.Second)); err != nil {
+		t.Logf("n0 shutdown: %v", err)
+	}
+	vb, vc, ab := rb.count(aID, "video"), rc.count(aID, "video"), ra.count(cID, "audio")
+	eventually(t, 30*time.Second, "alice's video reaches bob and carol again, carol's audio reaches alice", func() bool {
+		return rb.count(aID, "video") >= vb+30 && rc.count(aID, "video") >= vc+30 && ra.count(cID, "audio") >= ab+50
+	})
+	for _, c := range []*client.Client{bob, carol} {
+		if sawLeave(c, aID) {
+			t.Errorf("%s saw alice leave", c.LastJoin().Participant.Name)
+		}
+	}
+}

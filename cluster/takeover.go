@@ -1,0 +1,111 @@
+package cluster
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/room"
+)
+
+// SetToken implements room.Bus: a participant's resume token changed (it
+// works once), so the member entry keeps the new one's hash.
+func (n *Node) SetToken(name, participantID, tokenHash string) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		_, err := n.update(name, func(st *roomState, exists bool) error {
+			for i := range st.Members {
+				if st.Members[i].ID == participantID {
+					if st.Members[i].Token == tokenHash {
+						return errNoChange
+					}
+					st.Members[i].Token = tokenHash
+					return nil
+				}
+			}
+			return errNoChange
+		})
+		if err != nil {
+			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
+		}
+	}()
+}
+
+var errNotHere = errors.New("no participant of a gone node holds this resume token")
+
+// takeoverWait bounds how long a takeover waits for the state store.
+const takeoverWait = 8 * time.Second
+
+// Takeover implements room.Bus: the member holding the token hash moves to
+// this node, if its node is gone (it does not answer a ping over the bus).
+// A node that is alive keeps its participant: the client resumes there.
+func (n *Node) Takeover(name, tokenHash string) (room.Member, string, error) {
+	// The dead node may have led the state store's stream: while the others
+	// elect a new leader (a few seconds) reads fail, so keep trying.
+	var st roomState
+	deadline := time.Now().Add(takeoverWait)
+	for {
+		var err error
+		st, err = n.read(name)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return room.Member{}, "", errNotHere
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return room.Member{}, "", err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var m room.Member
+	for _, o := range st.Members {
+		if o.Token != "" && subtle.ConstantTimeCompare([]byte(o.Token), []byte(tokenHash)) == 1 {
+			m = o
+		}
+	}
+	switch {
+	case m.ID == "" || m.Node == n.id:
+		return room.Member{}, "", errNotHere
+	case n.nodeAnswers(m.Node) && !n.handoff(m.Node, name, m.ID, tokenHash): // failover.go
+		return room.Member{}, "", fmt.Errorf("node %s still holds the participant: resume there", m.Node)
+	}
+	n.rs.follow(n, name)
+	moved := false
+	var err error
+	for {
+		st, err = n.update(name, func(st *roomState, exists bool) error {
+			moved = false
+			for i := range st.Members {
+				if st.Members[i].ID == m.ID && st.Members[i].Token == tokenHash {
+					st.Members[i].Node, st.Members[i].Token = n.id, ""
+					moved = true
+					return nil
+				}
+			}
+			return errNoChange
+		})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		return room.Member{}, "", err
+	}
+	if !moved {
+		return room.Member{}, "", errNotHere // taken over meanwhile, through another node
+	}
+	return m, st.SID, nil
+}
+
+// nodeAnswers pings a node over the bus: a node that is gone has no
+// subscriber there any more (no responders) or does not answer in time.
+func (n *Node) nodeAnswers(node string) bool {
+	_, err := n.bus.nc.Request(nodeSubject(node, "ping"), nil, 700*time.Millisecond)
+	return err == nil || !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout))
+}

@@ -1,0 +1,159 @@
+package room
+
+import (
+	"context"
+	"time"
+
+	"github.com/starling-rtc/starling/protocol"
+)
+
+// Failover, part two (takeover.go is part one: a resume through another
+// node of a participant whose node died). Here:
+//   - a node that died: the tracks its participants published end at once
+//     everywhere, but the participants stay for the resume window, so that
+//     they resume through another node unseen by the others (nodeDied);
+//   - draining (SIGTERM on a cluster node): the node stops taking joins,
+//     asks each client to resume through another node (`reconnect`), and
+//     releases each participant to the node it resumes through (Release),
+//     silently: nobody sees it leave (docs/cluster-failover.md).
+
+// nodeDied handles a node that stopped (no heartbeat, or goodbye). With
+// no resume window its participants leave now.
+func (r *Room) nodeDied(node string, window time.Duration) {
+	if window <= 0 {
+		r.ForgetNode(node)
+		return
+	}
+	r.mu.Lock()
+	var stubs []*Participant
+	for _, p := range r.remotes {
+		if p.node == node {
+			stubs = append(stubs, p)
+		}
+	}
+	delete(r.remoteSeq, node)
+	r.mu.Unlock()
+	for _, p := range stubs {
+		p.mu.Lock()
+		ids := make([]string, 0, len(p.tracks))
+		for id := range p.tracks {
+			ids = append(ids, id)
+		}
+		p.mu.Unlock()
+		for _, id := range ids {
+			r.remoteUnpublished(id) // their media came from that node's connections
+		}
+	}
+	if len(stubs) == 0 {
+		return
+	}
+	time.AfterFunc(window, func() {
+		for _, p := range stubs {
+			r.mu.Lock()
+			still := r.remotes[p.id] == p // not moved to another node meanwhile
+			r.mu.Unlock()
+			if still {
+				r.remoteLeft(p.id, protocol.ReasonDisconnected)
+			}
+		}
+	})
+}
+
+// ResumeWindow is how long a participant whose connection is gone may resume.
+func (m *Manager) ResumeWindow() time.Duration { return m.cfg.ResumeWindow }
+
+// Release ends a local participant that resumes through another node,
+// if tokenHash is its valid token's and this node is draining or its
+// client is away (a client that still speaks to this node stays here):
+// nobody sees it leave, its tracks end (it publishes them again there),
+// its connections close, and its socket, if still open, closes without
+// `leave`.
+func (m *Manager) Release(roomName, id, tokenHash string) bool {
+	r := m.Room(roomName)
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	p := r.participants[id]
+	r.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	draining := m.Draining()
+	p.mu.Lock()
+	if p.closed || p.rs.expired || hashToken(p.rs.token) != tokenHash || !(draining || p.rs.away) {
+		p.mu.Unlock()
+		return false
+	}
+	p.moving = true
+	if p.rs.timer != nil {
+		p.rs.timer.Stop()
+	}
+	old := p.rs.slot.get()
+	p.rs.slot.set(nil)
+	p.mu.Unlock()
+	if rp, ok := old.(Replaceable); ok {
+		rp.Replaced()
+	}
+	p.log.Info("released: it resumed through another node")
+	p.close(protocol.ReasonDisconnected, false)
+	return true
+}
+
+func (p *Participant) isMoving() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.moving
+}
+
+// Drain stops taking joins and resumes, asks every local participant's
+// client to resume through another node (`reconnect`, then its socket
+// closes), and waits until they all have (each is released to its new
+// node) or ctx ends. The caller then shuts down as usual: participants
+// still here get `leave`.
+func (m *Manager) Drain(ctx context.Context) (left int) {
+	m.mu.Lock()
+	m.draining = true
+	rooms := make([]*Room, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		rooms = append(rooms, r)
+	}
+	m.mu.Unlock()
+	for _, r := range rooms {
+		r.mu.Lock()
+		ps := make([]*Participant, 0, len(r.participants))
+		for _, p := range r.participants {
+			ps = append(ps, p)
+		}
+		r.mu.Unlock()
+		for _, p := range ps {
+			p.askReconnect()
+		}
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if left = m.Snapshot().Participants; left == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return left
+		case <-tick.C:
+		}
+	}
+}
+
+// askReconnect sends `reconnect` and closes the participant's socket
+// without `leave`; the participant waits, away, for its resume elsewhere.
+func (p *Participant) askReconnect() {
+	cur := p.rs.slot.get()
+	if cur == nil {
+		return // away already: its client is resuming
+	}
+	cur.Notify(protocol.NotifyReconnect, protocol.ReconnectParams{Reason: protocol.ReasonDrain})
+	if rp, ok := cur.(Replaceable); ok {
+		rp.Replaced() // closes the socket after what is queued, without leave
+	}
+	p.Detach(cur)
+}

@@ -1,0 +1,42 @@
+package server
+
+import (
+	"context"
+	"time"
+)
+
+// Abort stops the node as SIGKILL would, as far as clients and the other
+// nodes can tell: the HTTP listener, the signaling sockets (no `leave`),
+// the media sockets and the cluster bus close at once, with no goodbye.
+// Tests use it to kill a node in-process; Shutdown must not follow.
+func (s *Server) Abort() {
+	if s.cluster != nil {
+		s.cluster.Abort()
+	}
+	_ = s.http.Close()
+	s.socks.closeAll()
+	s.engine.Close()
+}
+
+// Drain hands a cluster node's participants over to the other nodes before
+// it stops (SIGTERM, docs/cluster-failover.md "Drain"): joins are refused
+// from now on, every client is asked to resume through another node
+// (`reconnect`), and each participant is released to the node it resumes
+// through. It returns when none is left or ctx ends, with the number still
+// here; Shutdown follows. A single node has nowhere to send its clients:
+// Drain does nothing there.
+func (s *Server) Drain(ctx context.Context) int {
+	if s.cluster == nil {
+		return s.rooms.Snapshot().Participants
+	}
+	s.log.Info("draining: asking every client to resume through another node")
+	left := s.rooms.Drain(ctx)
+	s.log.Info("drained", "participants_left", left)
+	return left
+}
+
+// DrainTimeout bounds Drain: the resume window (clients that have not
+// resumed by then cannot any more), at most 30 s.
+func (s *Server) DrainTimeout() time.Duration {
+	return min(s.cfg.Room.ResumeWindow.Std(), 30*time.Second)
+}

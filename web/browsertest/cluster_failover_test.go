@@ -1,0 +1,225 @@
+package browsertest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestClusterFailoverInChromium: three Starling processes routed into one
+// cluster. The app opened with ?servers=n0,n1 joins through n0 and
+// publishes; a viewer page on n2 watches it through the relay. n0 is
+// killed with SIGKILL: the page resumes through n1 as the same participant
+// on new connections (join result newConnections) and publishes again; the
+// viewer never sees it leave and decodes its video again.
+func TestClusterFailoverInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs three nodes")
+	}
+	b := launchChromium(t)
+	bin := buildStarlingBinary(t)
+	nodes := startProcessCluster(t, bin, 3)
+	const room = "browser-cluster-failover"
+
+	viewer := b.newPage("viewer")
+	joinRoom(viewer, nodes[2].base(), room, "Vic")
+
+	presenter := b.newPage("presenter")
+	servers := nodes[0].ws() + "," + nodes[1].ws()
+	presenter.do(15*time.Second, chromedp.Navigate(fmt.Sprintf("%s/r/%s?name=Ann&autojoin=1&servers=%s",
+		nodes[1].base(), room, url.QueryEscape(servers))))
+	waitFor(presenter, "joined through n0", 15*time.Second, `document.body.dataset.status`, func(s string) bool { return s == "joined" })
+	var first struct {
+		ID  string `json:"id"`
+		URL string `json:"url"`
+	}
+	presenter.mustEval(`window.__reconnected = []; window.starling.client.on('reconnected', (d) => window.__reconnected.push(d));
+	  ({id: window.starling.state.participantId, url: window.starling.client.url})`, &first)
+	if first.URL != nodes[0].ws() {
+		t.Fatalf("the page joined through %s, want n0 (%s)", first.URL, nodes[0].ws())
+	}
+	waitForTile(viewer, first.ID, 15*time.Second)
+	before := waitForMedia(viewer, 30*time.Second)
+
+	killed := time.Now()
+	nodes[0].kill()
+	type state struct {
+		Status      string            `json:"status"`
+		ID          string            `json:"id"`
+		URL         string            `json:"url"`
+		Reconnected []json.RawMessage `json:"reconnected"`
+	}
+	st, _ := waitFor(presenter, "back in the room through n1", 30*time.Second,
+		`({status: document.body.dataset.status, id: window.starling.state.participantId, url: window.starling.client.url,
+		  reconnected: window.__reconnected})`,
+		func(s state) bool { return s.Status == "joined" && s.URL == nodes[1].ws() && len(s.Reconnected) > 0 })
+	t.Logf("the presenter is back through n1 %v after n0 was killed: %s", time.Since(killed).Round(time.Millisecond), st.Reconnected[0])
+	var rc struct {
+		Resumed        bool `json:"resumed"`
+		NewConnections bool `json:"newConnections"`
+	}
+	if err := json.Unmarshal(st.Reconnected[0], &rc); err != nil {
+		t.Fatal(err)
+	}
+	if !rc.Resumed || !rc.NewConnections || st.ID != first.ID {
+		t.Fatalf("after the failover: %s as %s (was %s); want a resume of the same participant on new connections",
+			st.Reconnected[0], st.ID, first.ID)
+	}
+	waitFor(viewer, "the viewer decodes the presenter's video again", 30*time.Second, inboundJS,
+		func(s inbound) bool { return s.FramesDecoded > before.FramesDecoded+10 })
+	if tl := waitForTile(viewer, first.ID, time.Second); tl.Name != "Ann" {
+		t.Errorf("the viewer's tile of the presenter after the failover: %+v", tl)
+	}
+	viewer.screenshot("cluster-failover-viewer-chromium.png")
+}
+
+// buildStarlingBinary builds cmd/starling into the test's temporary directory.
+func buildStarlingBinary(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go tool to build the binary: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "starling")
+	cmd := exec.Command(goTool, "build", "-o", bin, "../../cmd/starling")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// processNode is one Starling process of a test cluster.
+type processNode struct {
+	addr   string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *strings.Builder
+	mu     *sync.Mutex
+}
+
+func (n *processNode) base() string { return "http://" + n.addr }
+func (n *processNode) ws() string   { return "ws://" + n.addr + "/v1/rtc" }
+
+func (n *processNode) kill() {
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.exited
+}
+
+// lockedWriter collects a process's output.
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// startProcessCluster starts n routed nodes as processes on loopback and
+// waits until each lists all n in GET /v1/nodes.
+func startProcessCluster(t *testing.T, bin string, n int) []*processNode {
+	t.Helper()
+	ports := freeTCPPorts(t, 2*n) // HTTP, then cluster routes
+	var nodes []*processNode
+	for i := 0; i < n; i++ {
+		var routes []string
+		for j := 0; j < n; j++ {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[n+j]))
+			}
+		}
+		node := &processNode{addr: fmt.Sprintf("127.0.0.1:%d", ports[i]), exited: make(chan struct{}), log: &strings.Builder{}, mu: &sync.Mutex{}}
+		node.cmd = exec.Command(bin, "--bind", node.addr, "--udp-port", "0", "--tcp-port", "0", "--media-bind-ip", "127.0.0.1",
+			"--allowed-origin", "*", "--node-id", fmt.Sprintf("n%d", i),
+			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[n+i]), "--cluster-routes", strings.Join(routes, ","))
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "STARLING_") {
+				node.cmd.Env = append(node.cmd.Env, kv)
+			}
+		}
+		node.cmd.Env = append(node.cmd.Env, "STARLING_CLUSTER_SECRET=browser-test-secret-0123456789")
+		node.cmd.Stdout = lockedWriter{node.mu, node.log}
+		node.cmd.Stderr = lockedWriter{node.mu, node.log}
+		if err := node.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = node.cmd.Wait(); close(node.exited) }()
+		t.Cleanup(func() {
+			select {
+			case <-node.exited:
+			default:
+				_ = node.cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-node.exited:
+				case <-time.After(15 * time.Second):
+					node.kill()
+				}
+			}
+			if t.Failed() {
+				node.mu.Lock()
+				t.Logf("node %d's log:\n%s", i, tail(node.log.String(), 40))
+				node.mu.Unlock()
+			}
+		})
+		nodes = append(nodes, node)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, node := range nodes {
+		for listed(node) != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the cluster did not form: %s lists %d nodes", node.addr, listed(node))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nodes
+}
+
+// listed is how many nodes GET /v1/nodes lists (0 when it does not answer).
+func listed(n *processNode) int {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(n.base() + "/v1/nodes")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Nodes []json.RawMessage `json:"nodes"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return 0
+	}
+	return len(body.Nodes)
+}
+
+func freeTCPPorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return ports
+}
