@@ -167,7 +167,11 @@ func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
 		var info NodeInfo
 		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id {
+			back := !n.reg.alive(info.ID)
 			n.reg.heard(info)
+			if back {
+				n.nodeBack(info.ID) // failover.go
+			}
 		}
 	}); err != nil {
 		return err
