@@ -68,9 +68,7 @@ func (g *registry) list() []NodeInfo {
 	out := make([]NodeInfo, 0, len(g.nodes))
 	for id, n := range g.nodes {
 		if now.Sub(g.seen[id]) > hbExpiry {
-			delete(g.nodes, id)
-			delete(g.seen, id)
-			continue
+			continue // expire() drops it and tells the rooms: deleting here would hide it from expire
 		}
 		n.Self = id == g.self
 		out = append(out, n)
