@@ -2,10 +2,17 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestClientFailsOverToAnotherNode: a publisher that knows two nodes of
@@ -79,4 +86,124 @@ func TestClientFailsOverToAnotherNode(t *testing.T) {
 	eventually(t, 30*time.Second, "the viewer on n2 gets the publisher's media again, now from n1", func() bool {
 		return rv.count(id, "audio") >= before+50 && rv.count(id, "video") >= 30
 	})
+}
+
+// TestClientResumesThroughAnotherNode: the publisher's node dies (its
+// cluster side crashes and its signaling becomes unreachable, as with
+// SIGKILL); the Go client, given a second node, resumes through it as
+// the same participant: new connections (newConnections), its audio and
+// video published again, and the viewer on a third node never sees it
+// leave and gets its media again.
+func TestClientResumesThroughAnotherNode(t *testing.T) {
+	srvs := startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(20 * time.Second) })
+	const room = "client-resume-elsewhere"
+	viewer := join(t, srvs[2], room, "viewer")
+	rv := countMedia(viewer)
+	px := newTCPProxy(t, srvs[0].Addr())
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := client.Dial(ctxT(t, 15*time.Second), "ws://"+px.addr()+"/v1/rtc", room,
+		client.Options{Name: "pub", API: api, URLs: []string{srvs[1].SignalingURL()}, AutoResume: true})
+	if err != nil {
+		t.Fatalf("pub joins: %v", err)
+	}
+	t.Cleanup(pub.Close)
+	seeEachOther(t, viewer, pub)
+	publishMedia(t, pub, true)
+	id := pub.ParticipantID()
+	eventually(t, 30*time.Second, "the viewer on n2 gets the publisher's media from n0", func() bool {
+		return rv.count(id, "audio") >= 50 && rv.count(id, "video") >= 30
+	})
+
+	srvs[0].Cluster().Crash()
+	px.cut()
+	crashed := time.Now()
+	ev, err := pub.WaitEvent(ctxT(t, 30*time.Second), client.EventResumed, nil)
+	if err != nil {
+		t.Fatalf("no resume through n1: %v (events %v)", err, eventMethods(pub.Events()))
+	}
+	var res protocol.JoinResult
+	if err := json.Unmarshal(ev.Params, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !res.NewConnections || res.Participant.ID != id || pub.ParticipantID() != id || pub.URL() != srvs[1].SignalingURL() {
+		t.Fatalf("resumed as %s through %s, newConnections %v: want %s through n1 on new connections",
+			res.Participant.ID, pub.URL(), res.NewConnections, id)
+	}
+	if got := pub.Published(); len(got) != 2 {
+		t.Fatalf("published again: %+v, want audio and video", got)
+	}
+	a0, v0 := rv.count(id, "audio"), rv.count(id, "video")
+	eventually(t, 30*time.Second, "the viewer on n2 gets the publisher's media again, now from n1", func() bool {
+		return rv.count(id, "audio") >= a0+50 && rv.count(id, "video") >= v0+30
+	})
+	t.Logf("resumed through n1 and media back at the viewer %v after the crash", time.Since(crashed).Round(time.Millisecond))
+	for _, e := range viewer.Events() {
+		if e.Method == protocol.NotifyParticipantLeft && strings.Contains(string(e.Params), id) {
+			t.Fatalf("the viewer was told the publisher left: %s", e.Params)
+		}
+	}
+}
+
+func eventMethods(evs []client.Event) []string {
+	out := make([]string, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, e.Method)
+	}
+	return out
+}
+
+// tcpProxy forwards TCP to a node until cut, then refuses everything, as
+// a node that died would.
+type tcpProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { defer p.wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
+		}
+	}()
+	t.Cleanup(func() { p.cut(); p.wg.Wait() })
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *tcpProxy) cut() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
 }

@@ -61,7 +61,7 @@ type SoakSample struct {
 	Goroutines    float64       `json:"goroutines"`
 	OpenFDs       float64       `json:"open_fds"`
 	RSSMB         float64       `json:"rss_mb"`
-	HeapMB        float64       `json:"heap_inuse_mb"`
+	HeapMB        float64       `json:"heap_alloc_mb"` // bytes in heap objects (after a GC: live)
 	Errors500     float64       `json:"signaling_errors_500"`
 }
 
@@ -92,6 +92,7 @@ type soak struct {
 	mu     sync.Mutex
 	ops    map[string]int
 	errs   map[string]int
+	first  map[string]string // first error message per operation
 	sent   atomic.Int64
 	recv   atomic.Int64
 	lost   atomic.Int64
@@ -125,7 +126,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &soak{cfg: cfg, api: api, base: scheme + "://" + u.Host, ops: map[string]int{}, errs: map[string]int{},
+	s := &soak{cfg: cfg, api: api, base: scheme + "://" + u.Host, ops: map[string]int{}, errs: map[string]int{}, first: map[string]string{},
 		// no keep-alive: an idle connection of ours would hold goroutines
 		// and a file in the server and blur the idle comparison
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
@@ -241,9 +242,11 @@ loop:
 	if d := res.Final.Errors500 - res.Baseline.Errors500; d > 0 {
 		res.Problems = append(res.Problems, fmt.Sprintf("%.0f internal errors (500) answered on signaling", d))
 	}
+	s.mu.Lock()
 	for op, n := range res.OpErrors {
-		res.Problems = append(res.Problems, fmt.Sprintf("%d failed %s", n, op))
+		res.Problems = append(res.Problems, fmt.Sprintf("%d failed %s (first: %s)", n, op, s.first[op]))
 	}
+	s.mu.Unlock()
 	if res.Ops["join"] == 0 {
 		res.Problems = append(res.Problems, "no participant joined")
 	}
@@ -251,7 +254,9 @@ loop:
 }
 
 // idleProblems compares an idle sample with the baseline: every gauge
-// back, goroutines within 5, open files within 2, heap within 20 MB (RSS
+// back, goroutines within 5, open files within 2, the heap's live bytes
+// (go_memstats_heap_alloc_bytes, after the GC the soak asks for) within
+// 10 MB (heap_inuse would count half-empty spans the runtime keeps; RSS
 // is reported, not compared: the Go runtime returns memory to the system
 // over minutes).
 func idleProblems(b, f SoakSample) []string {
@@ -271,8 +276,8 @@ func idleProblems(b, f SoakSample) []string {
 	if f.OpenFDs > b.OpenFDs+2 {
 		p = append(p, fmt.Sprintf("open files: %.0f, idle value %.0f", f.OpenFDs, b.OpenFDs))
 	}
-	if f.HeapMB > b.HeapMB+20 {
-		p = append(p, fmt.Sprintf("heap in use: %.1f MB, idle value %.1f MB", f.HeapMB, b.HeapMB))
+	if f.HeapMB > b.HeapMB+10 {
+		p = append(p, fmt.Sprintf("heap (live after GC): %.1f MB, idle value %.1f MB", f.HeapMB, b.HeapMB))
 	}
 	return p
 }
@@ -333,7 +338,7 @@ func (s *soak) scrape() (SoakSample, error) {
 			smp.OpenFDs = v
 		case "process_resident_memory_bytes":
 			smp.RSSMB = v / (1 << 20)
-		case "go_memstats_heap_inuse_bytes":
+		case "go_memstats_heap_alloc_bytes":
 			smp.HeapMB = v / (1 << 20)
 		case `starling_signaling_errors_total{code="500"}`:
 			smp.Errors500 = v
@@ -357,6 +362,9 @@ func (s *soak) count(op string, err error) bool {
 	s.ops[op]++
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		s.errs[op]++
+		if _, ok := s.first[op]; !ok {
+			s.first[op] = err.Error()
+		}
 		return false
 	}
 	return err == nil

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,7 +74,7 @@ func TestSoak(t *testing.T) {
 	}
 	var progress strings.Builder
 	res, err := loadgen.Soak(context.Background(), loadgen.SoakConfig{
-		URL: srv.SignalingURL(), Duration: d, Rooms: 3, Workers: 4, Sample: 5 * time.Second, IdleWait: 45 * time.Second,
+		URL: srv.SignalingURL(), Duration: d, Rooms: 3, Workers: soakWorkers(), Sample: 5 * time.Second, IdleWait: 45 * time.Second,
 		Record: true, ServerErrors: func() int { return int(errs.Load()) }, Progress: &progress, GC: runtime.GC,
 	})
 	if err != nil {
@@ -98,4 +99,11 @@ func TestSoak(t *testing.T) {
 			t.Errorf("the soak never did %q: %v", op, res.Ops)
 		}
 	}
+}
+
+func soakWorkers() int {
+	if n, err := strconv.Atoi(os.Getenv("STARLING_SOAK_WORKERS")); err == nil && n > 0 {
+		return n
+	}
+	return 4
 }
