@@ -9,13 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/protocol"
 )
@@ -315,24 +313,7 @@ func (c *Client) MessageCounts() (sent, received uint64) {
 // and candidates, and records every other notification as an Event.
 func (c *Client) readLoop(s *socket) {
 	defer c.wg.Done()
-	timeout := c.opts.readTimeout()
-	if timeout > 0 {
-		// The server pings every 10 s: a socket silent for longer than
-		// timeout leads to a node that is gone without a word (a host
-		// that lost power or its network), which TCP alone would notice
-		// only after minutes.
-		s.ws.SetPingHandler(func(data string) error {
-			_ = s.ws.SetReadDeadline(time.Now().Add(timeout))
-			err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-			if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
-				var ne net.Error
-				if !errors.As(err, &ne) || !ne.Timeout() {
-					return err
-				}
-			}
-			return nil
-		})
-	}
+	timeout := c.watchSilence(s) // see failover.go
 	for {
 		var m protocol.Message
 		if timeout > 0 {
