@@ -319,6 +319,7 @@ func TestWHIPLinkHeadersTURN(t *testing.T) {
 // answer applied) does not leave a participant behind: ICE fails and it
 // leaves.
 func TestWHIPNeverConnectedCleanedUp(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t, func(c *config.Config) { c.RTC.ICEFailedTimeout = config.Duration(6 * time.Second) })
 	watcher := join(t, srv, "never", "watcher")
 	pc := mustPC(t)
