@@ -10,4 +10,3 @@ func (c *Client) serverReconnect() {
 		c.urlAt = (c.urlAt + 1) % len(c.urls)
 	}
 }
-
