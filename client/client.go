@@ -356,7 +356,7 @@ func (c *Client) readLoop(s *socket) {
 		case protocol.MethodLeave:
 			c.serverLeft(m.Params) // see failover.go
 		case protocol.NotifyReconnect:
-			c.serverReconnect() // see reconnect.go
+			c.nodeLeaving() // see failover.go
 		}
 		c.record(Event{Method: m.Method, Params: m.Params})
 	}
