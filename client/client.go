@@ -313,8 +313,12 @@ func (c *Client) MessageCounts() (sent, received uint64) {
 // and candidates, and records every other notification as an Event.
 func (c *Client) readLoop(s *socket) {
 	defer c.wg.Done()
+	timeout := c.watchSilence(s) // see failover.go
 	for {
 		var m protocol.Message
+		if timeout > 0 {
+			_ = s.ws.SetReadDeadline(time.Now().Add(timeout))
+		}
 		if err := s.ws.ReadJSON(&m); err != nil {
 			s.err = err
 			close(s.done)

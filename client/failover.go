@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/protocol"
 )
@@ -310,4 +312,27 @@ func (c *Client) failoverLocked(ctx context.Context, res protocol.JoinResult) ([
 		return nil, err
 	}
 	return c.republishLocked(ctx, opened)
+}
+
+// watchSilence makes s's reader give up after Options.ReadTimeout without
+// any frame, the server's pings included; it returns that timeout (0 =
+// none), which the reader applies to each read. The server pings every
+// 10 s: a socket silent for longer leads to a node that is gone without a
+// word (a host that lost power or its network), which TCP alone would
+// notice only after minutes.
+func (c *Client) watchSilence(s *socket) time.Duration {
+	timeout := c.opts.readTimeout()
+	if timeout <= 0 {
+		return 0
+	}
+	s.ws.SetPingHandler(func(data string) error {
+		_ = s.ws.SetReadDeadline(time.Now().Add(timeout))
+		err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		var ne net.Error
+		if err == nil || errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &ne) && ne.Timeout()) {
+			return nil // a lost pong is not worth ending the session for
+		}
+		return err
+	})
+	return timeout
 }

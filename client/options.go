@@ -41,6 +41,11 @@ type Options struct {
 	// AudioMix asks at join for the room's audio as one mixed track
 	// (source "mix") instead of every participant's; see SetAudioMix.
 	AudioMix bool
+	// ReadTimeout ends a signaling socket on which nothing (not even the
+	// server's WebSocket ping, sent every 10 s) arrived for that long, so
+	// a node that died without closing it is noticed and, with
+	// AutoResume, left for another. 0 = DefaultReadTimeout; negative = none.
+	ReadTimeout time.Duration
 	// URLs are more nodes of the same service (a cluster, or spare
 	// single nodes), tried after Dial's url; see failover.go.
 	URLs []string
@@ -57,4 +62,18 @@ func (o Options) dialer() *websocket.Dialer {
 	d.EnableCompression = !o.NoCompression
 	d.NetDialContext = o.NetDialContext
 	return &d
+}
+
+// DefaultReadTimeout is Options.ReadTimeout's default: two and a half of
+// the server's ping intervals.
+const DefaultReadTimeout = 25 * time.Second
+
+func (o Options) readTimeout() time.Duration {
+	switch {
+	case o.ReadTimeout < 0:
+		return 0
+	case o.ReadTimeout == 0:
+		return DefaultReadTimeout
+	}
+	return o.ReadTimeout
 }

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"encoding/binary"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -154,6 +155,17 @@ func TestMediaAcrossNodes(t *testing.T) {
 		t.Errorf("n1 imports %d streams, want 3 (a's two, c's one) for its two subscribers", s.Imports)
 	}
 	t.Logf("n0 relay: %+v", srvs[0].Cluster().RelayStats())
+	resp, err := http.Get(srvs[0].BaseURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"starling_cluster_nodes 3", `starling_cluster_relayed_tracks{direction="out"} 4`, `starling_cluster_relayed_tracks{direction="in"} 1`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("n0's /metrics lacks %q", want)
+		}
+	}
 
 	// A mute through n2's admin API reaches a on n0; b1 on n1 is told.
 	var audioID string
@@ -163,7 +175,7 @@ func TestMediaAcrossNodes(t *testing.T) {
 		}
 	}
 	body := strings.NewReader(`{"trackId":"` + audioID + `","muted":true}`)
-	resp, err := http.Post(srvs[2].BaseURL()+"/v1/rooms/media/participants/"+a.ParticipantID()+"/mute", "application/json", body)
+	resp, err = http.Post(srvs[2].BaseURL()+"/v1/rooms/media/participants/"+a.ParticipantID()+"/mute", "application/json", body)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("mute through n2: %v %v", err, resp)
 	}

@@ -41,6 +41,9 @@ func newSID() string {
 // kvTimeout bounds one key-value operation.
 const kvTimeout = 5 * time.Second
 
+// unavailableWait bounds how long a change waits for the store to answer.
+const unavailableWait = 8 * time.Second
+
 // casRetries bounds compare-and-set retries under contention.
 const casRetries = 100
 
@@ -51,6 +54,16 @@ var errNoChange = errors.New("no change")
 // conflicts; f sees a zero state for a room that does not exist.
 func (n *Node) update(name string, f func(st *roomState, exists bool) error) (roomState, error) {
 	key := roomKey(name)
+	// The store is briefly unavailable while its stream elects a new
+	// leader (a node died or was cut off): wait for it rather than fail.
+	deadline := time.Now().Add(unavailableWait)
+	transient := func(err error) bool {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(250 * time.Millisecond)
+		return true
+	}
 	for i := 0; i < casRetries; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 		var st roomState
@@ -65,6 +78,9 @@ func (n *Node) update(name string, f func(st *roomState, exists bool) error) (ro
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		default:
 			cancel()
+			if transient(err) {
+				continue
+			}
 			return st, fmt.Errorf("room state: %w", err)
 		}
 		if err := f(&st, rev != 0); err != nil {
@@ -85,6 +101,9 @@ func (n *Node) update(name string, f func(st *roomState, exists bool) error) (ro
 			return st, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			if transient(err) { // a write that timed out may have landed: f is idempotent
+				continue
+			}
 			return st, fmt.Errorf("room state: %w", err)
 		}
 		time.Sleep(time.Duration(1+i) * time.Millisecond) // contention: back off a little

@@ -139,7 +139,15 @@ func TestManagerCloseFinalises(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { p.send(); close(done) }()
-	time.Sleep(1500 * time.Millisecond) // mid-clip
+	// Mid-clip: half of both files sent (a fixed 1.5 s could find a starved
+	// sender far behind its schedule).
+	for p.sentV.Load() < int64(len(p.vFrames)/2) || p.sentA.Load() < int64(len(p.aPackets)/2) {
+		select {
+		case <-done:
+			t.Fatal("the clip ended before half of it was sent")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := rec.Close(ctx); err != nil {

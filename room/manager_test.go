@@ -135,12 +135,20 @@ func newTestManager(t *testing.T, tune func(*Config)) *Manager {
 
 func joinRoom(t *testing.T, m *Manager, room, identity string) (*Participant, *protocol.JoinResult, *fakePeer) {
 	t.Helper()
+	p, res, peer := joinUnstarted(t, m, room, identity)
+	p.Start()
+	return p, res, peer
+}
+
+// joinUnstarted joins without starting negotiation: the participant is
+// told about the room but is sent no offer (so no negotiation timeout).
+func joinUnstarted(t *testing.T, m *Manager, room, identity string) (*Participant, *protocol.JoinResult, *fakePeer) {
+	t.Helper()
 	peer := newFakePeer()
 	p, res, err := m.Join(JoinRequest{Room: room, Name: identity, Identity: identity, AutoSubscribe: true}, peer)
 	if err != nil {
 		t.Fatalf("%s joins %s: %v", identity, room, err)
 	}
-	p.Start()
 	return p, res, peer
 }
 
@@ -208,7 +216,7 @@ func TestRoomAndParticipantLimits(t *testing.T) {
 
 func TestUnansweredOfferEndsSession(t *testing.T) {
 	m := newTestManager(t, func(c *Config) { c.NegotiationTimeout = 100 * time.Millisecond })
-	_, _, watcher := joinRoom(t, m, "neg", "watcher")
+	_, _, watcher := joinUnstarted(t, m, "neg", "watcher") // would time out too
 	silent, _, silentPeer := joinRoom(t, m, "neg", "silent")
 	waitNote(t, silentPeer, protocol.MethodOffer, func(protocol.SDPParams) bool { return true })
 	silentPeer.waitEnd(t, protocol.ReasonNegotiation)

@@ -3,10 +3,10 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,6 +197,52 @@ func TestFailoverWhenNodeUnreachable(t *testing.T) {
 	})
 }
 
+// TestFailoverWhenNodeGoesSilent: the node stops answering without closing
+// anything (a host that lost power or its network: no FIN, no RST). The
+// client notices the silence (Options.ReadTimeout, longer than the server's
+// 10 s ping interval) and fails over to the next node.
+func TestFailoverWhenNodeGoesSilent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a read timeout of 15 s")
+	}
+	a := startServer(t, nil)
+	b := startServer(t, nil)
+	const roomName = "failover-silent"
+	viewer := join(t, b, roomName, "viewer")
+	rec := record(viewer)
+	px := newCutProxy(t, a.Addr())
+	const timeout = 15 * time.Second
+	pub, err := dialURLs(t, []string{"ws://" + px.addr() + "/v1/rtc", b.SignalingURL()}, roomName, "pub",
+		func(o *client.Options) { o.Rejoin, o.ReadTimeout = true, timeout })
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishTolerant(t, pub)
+	px.freeze()
+	frozen := time.Now()
+	ev, err := pub.WaitEvent(ctxT(t, timeout+30*time.Second), client.EventRejoined, nil)
+	if err != nil {
+		t.Fatalf("no failover from a silent node: %v (events %v)", err, methods(pub.Events()))
+	}
+	if d := time.Since(frozen); d < timeout-time.Second {
+		t.Fatalf("failed over %v after the node went silent, before the read timeout (%v): a healthy socket would drop too", d, timeout)
+	}
+	t.Logf("failed over %v after the node went silent", time.Since(frozen).Round(time.Millisecond))
+	var rj client.Rejoined
+	if err := json.Unmarshal(ev.Params, &rj); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "media on B after the node went silent", func() bool {
+		n := 0
+		for _, tr := range rj.Tracks {
+			if len(rec.payloads(tr.ID)) >= 30 {
+				n++
+			}
+		}
+		return n == 2
+	})
+}
+
 // shutdown shuts a node down now (its cleanup's second Shutdown is a no-op).
 func shutdown(t *testing.T, srv *server.Server) {
 	t.Helper()
@@ -208,12 +254,14 @@ func shutdown(t *testing.T, srv *server.Server) {
 }
 
 // cutProxy forwards TCP to a node until cut, then refuses everything, as
-// a node that died would.
+// a node that died would; or until frozen: then the open connections stay
+// open but carry nothing more, as when a host loses power or its network.
 type cutProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
+	ln     net.Listener
+	mu     sync.Mutex
+	conns  []net.Conn
+	wg     sync.WaitGroup
+	frozen atomic.Bool
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
@@ -240,12 +288,41 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 			p.conns = append(p.conns, in, out)
 			p.mu.Unlock()
 			p.wg.Add(2)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
+			go func() { defer p.wg.Done(); p.pipe(out, in) }()
+			go func() { defer p.wg.Done(); p.pipe(in, out) }()
 		}
 	}()
 	t.Cleanup(func() { p.cut(); p.wg.Wait() })
 	return p
+}
+
+// pipe copies src to dst until either fails; frozen, it drops what it reads.
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	defer func() {
+		if !p.frozen.Load() { // a silent host sends no FIN either
+			_ = dst.Close()
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		if p.frozen.Load() {
+			continue
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// freeze stops all traffic and new connections, and leaves the open
+// connections open.
+func (p *cutProxy) freeze() {
+	p.frozen.Store(true)
+	_ = p.ln.Close()
 }
 
 func (p *cutProxy) addr() string { return p.ln.Addr().String() }

@@ -379,8 +379,14 @@ func waitLastPayload(t testing.TB, what string, sent [][]byte, got func() [][]by
 // (The subscriber connection being "connected" says nothing about SCTP.)
 func waitDataChannel(t testing.TB, c *client.Client) {
 	t.Helper()
-	waitFor(t, 15*time.Second, c.ParticipantID()+"'s data channel from the server", func() bool {
-		for _, s := range c.Subscriber().GetStats() {
+	waitDataChannelOn(t, c.ParticipantID()+"'s data channel from the server", c.Subscriber())
+}
+
+// waitDataChannelOn waits until pc has an open data channel.
+func waitDataChannelOn(t testing.TB, what string, pc *webrtc.PeerConnection) {
+	t.Helper()
+	waitFor(t, 15*time.Second, what, func() bool {
+		for _, s := range pc.GetStats() {
 			if d, ok := s.(webrtc.DataChannelStats); ok && d.State == webrtc.DataChannelStateOpen {
 				return true
 			}

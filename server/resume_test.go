@@ -244,6 +244,10 @@ func TestResumeReplacesLiveSocket(t *testing.T) {
 	watcher := join(t, srv, roomName, "watcher")
 	c := join(t, srv, roomName, "c")
 	id := c.ParticipantID()
+	// A live session: its data channel up (on a busy machine the resume
+	// below could otherwise come in the middle of the first connection's
+	// setup, which this test is not about).
+	waitDataChannelOn(t, "c's data channel to the server", c.Publisher())
 	first := c.Done()
 	if err := c.Resume(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatalf("resume over a live socket: %v", err)

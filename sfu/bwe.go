@@ -117,11 +117,14 @@ func newBWE(initial int) *bwe {
 }
 
 // lossLimited reports whether more than 10% of the packets were lost in
-// the last 3 s.
+// two measurements (of at least 300 ms each) within the last 3 s: one
+// lossy window can be a receiver's hiccup, or retransmissions its client
+// read late and reported lost.
 func (b *bwe) lossLimited() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.loss.lossyAt != 0 && clock.Micros()-b.loss.lossyAt < 3_000_000
+	l := &b.loss
+	return l.lossyPrev != 0 && clock.Micros()-l.lossyPrev < 3_000_000
 }
 
 // estimate is the current estimate in bits/s.
@@ -262,6 +265,7 @@ type lossCap struct {
 	lost, received int
 	last           int64 // µs of the last step
 	lossyAt        int64 // µs of the last step with more than 10% loss
+	lossyPrev      int64 // and of the one before
 	cap            float64
 }
 
@@ -274,7 +278,7 @@ func (l *lossCap) update(now int64, rate, acked float64) {
 	l.lost, l.received, l.last = 0, 0, now
 	switch {
 	case loss > 0.10:
-		l.lossyAt = now
+		l.lossyPrev, l.lossyAt = l.lossyAt, now
 		c := rate
 		if l.cap > 0 {
 			c = min(c, l.cap)

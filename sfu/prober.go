@@ -28,8 +28,8 @@ func (s *Subscriber) EstimatedBitrate() uint64 {
 }
 
 // LossLimited reports whether loss is holding this subscriber's estimate
-// down (more than 10% of its packets lost lately), as opposed to a
-// growing delay alone; without TWCC the estimate comes from loss (or the
+// down (more than 10% of its packets lost, twice in the last 3 s), as
+// opposed to a growing delay alone; without TWCC the estimate comes from loss (or the
 // client's own REMB) anyway.
 func (s *Subscriber) LossLimited() bool {
 	if s.bw == nil {

@@ -44,11 +44,14 @@ export function serverURLs(url, more = []) {
  * onError(StarlingError) for messages that belong to no request, and
  * onClose({code, reason}) when the socket closes without close() being called. */
 export class RPCConnection {
-  constructor(url, {WebSocket = globalThis.WebSocket, requestTimeout = 15000, connectTimeout = 10000} = {}, handlers = {}) {
+  constructor(url, {WebSocket = globalThis.WebSocket, requestTimeout = 15000, connectTimeout = 10000, heartbeat = 10000} = {}, handlers = {}) {
     this.url = url;
     this._WebSocket = WebSocket;
     this.requestTimeout = requestTimeout;
     this.connectTimeout = connectTimeout;
+    this.heartbeat = heartbeat;
+    this._heartbeatTimer = null;
+    this._lastRx = 0;
     this.handlers = handlers;
     this._ws = null;
     this._nextId = 1;
@@ -69,10 +72,11 @@ export class RPCConnection {
         reject(new StarlingError(0, `cannot connect to ${this.url}: no answer in ${this.connectTimeout} ms`));
         this.close();
       }, this.connectTimeout);
-      ws.onopen = () => { clearTimeout(timer); resolve(); };
+      ws.onopen = () => { clearTimeout(timer); this._startHeartbeat(ws); resolve(); };
       ws.onerror = () => { clearTimeout(timer); reject(new StarlingError(0, `cannot connect to ${this.url}`)); };
       ws.onclose = (ev) => {
         clearTimeout(timer);
+        this._stopHeartbeat();
         const why = `connection closed (${ev.code}${ev.reason ? ': ' + ev.reason : ''})`;
         reject(new StarlingError(0, why));
         this._ws = null;
@@ -107,6 +111,7 @@ export class RPCConnection {
 
   /** Closes the socket and fails the requests still waiting. */
   close() {
+    this._stopHeartbeat();
     const ws = this._ws;
     this._ws = null;
     this._rejectPending('connection closed');
@@ -123,7 +128,40 @@ export class RPCConnection {
     }
   }
 
+  /** A socket on which nothing arrives for `heartbeat` ms gets a `ping`;
+   * without an answer in as long, the node is taken for gone (a host that
+   * lost power or its network closes nothing, and the browser would wait
+   * minutes): the socket is dropped as if it had closed. */
+  _startHeartbeat(ws) {
+    if (!(this.heartbeat > 0)) return;
+    this._lastRx = Date.now();
+    let pinging = false;
+    this._heartbeatTimer = setInterval(() => {
+      if (this._ws !== ws || pinging || Date.now() - this._lastRx < this.heartbeat) return;
+      pinging = true;
+      const ping = new Promise((resolve, reject) => {
+        const id = this._nextId++;
+        const timer = setTimeout(() => { this._pending.delete(id); reject(new Error('timeout')); }, this.heartbeat);
+        this._pending.set(id, {resolve, reject, timer, method: 'ping'});
+        ws.send(JSON.stringify({jsonrpc: '2.0', id, method: 'ping', params: {}}));
+      });
+      ping.then(() => { pinging = false; }, () => {
+        if (this._ws !== ws) return;
+        const message = `the server did not answer a ping in ${this.heartbeat} ms`;
+        this.close();
+        this.handlers.onClose?.({code: 4000, reason: 'heartbeat', message});
+      });
+    }, Math.max(10, this.heartbeat / 2));
+    this._heartbeatTimer.unref?.(); // Node.js: never keeps a process alive
+  }
+
+  _stopHeartbeat() {
+    clearInterval(this._heartbeatTimer);
+    this._heartbeatTimer = null;
+  }
+
   _onMessage(data) {
+    this._lastRx = Date.now();
     let msg;
     try {
       msg = JSON.parse(data);

@@ -120,7 +120,8 @@ export class StarlingClient extends EventTarget {
    *   join tries them in order until one answers; a reconnection starts
    *   with the node last joined and goes on through the others in turn.
    * @param {object} [options] urls (more nodes, after url), connectTimeout (ms
-   *   to open a socket before trying the next node, 10000), requestTimeout (ms, 15000), leaveTimeout (ms,
+   *   to open a socket before trying the next node, 10000), heartbeat (ms of silence
+   *   before a ping, and to wait for its answer, 10000; 0 = off), requestTimeout (ms, 15000), leaveTimeout (ms,
    *   2000), reconnect (true: on a lost socket, resume or rejoin),
    *   reconnectDelays (ms between attempts; the last repeats),
    *   reconnectTimeout (ms before giving up, 60000), subscriptionDelay (ms

@@ -174,3 +174,25 @@ test('a node that never answers is given up after connectTimeout', async () => {
     FakeWebSocket.hangURLs = new Set();
   }
 });
+
+test('a node that goes silent is noticed by the heartbeat and left for the next one', async () => {
+  const client = newClient([A, B], {heartbeat: 30});
+  const joining = client.join('room1', {name: 'Ann'});
+  const ws = await socketTo(A, null);
+  ws.reply(ws.requests('join')[0], joinResult('PA', 'rt'));
+  await joining;
+  // A live node answers the pings: the session stays.
+  for (let i = 0; i < 3; i++) {
+    await until(() => ws.requests('ping').length > i, `ping ${i + 1}`);
+    ws.reply(ws.requests('ping')[i], {});
+  }
+  assert.equal(client.state, 'joined');
+  // Then the node goes silent (no close, no answer).
+  const seen = [];
+  client.on('reconnecting', (d) => seen.push(d));
+  const wsB = await socketTo(B, ws);
+  assert.match(seen[0].reason, /did not answer a ping/);
+  assert.equal(ws.readyState, 3, 'the silent socket is closed');
+  assert.equal(wsB.requests('join')[0].params.resume, 'rt');
+  client.leave();
+});
