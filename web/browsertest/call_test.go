@@ -255,13 +255,11 @@ func TestShrinkTileLowersLayer(t *testing.T) {
 	// layer (1280 wide), so the first frames can be larger than the tile
 	// wants; and B's browser sends its upper layers only once its uplink
 	// estimate allows (on a busy machine that can take a while; the server
-	// meanwhile forwards the low layer, as the best B sends or with reason
-	// "publisher"). "Large" is the layer the server forwards because the
-	// tile's size asks for it (reason "subscriber"; or B's top layer when
-	// that fits), once A decodes it.
+	// meanwhile forwards the low layer). "Large" is the layer A's request
+	// for the tile's size asks for (the largest B announced within it),
+	// once the server forwards it and A decodes it.
 	before, d := waitForTileLayer(pa, pb, 60*time.Second, "A decodes the layer for B's tile", func(s tileLayer) bool {
-		tileSized := s.Reason == "subscriber" || (s.Reason == "" && s.Layer == "high")
-		return tileSized && s.Width > 0 && s.In.FrameWidth == s.Width
+		return s.Layer == s.Fits && s.Width > 0 && s.In.FrameWidth == s.Width
 	})
 	t.Logf("A receives %dx%d (%s, reason %q) after %v", before.In.FrameWidth, before.In.FrameHeight, before.Layer, before.Reason, d.Round(time.Millisecond))
 	logPublisher(pb)
@@ -295,10 +293,10 @@ func TestShrinkTileLowersLayer(t *testing.T) {
 // tileLayerJS reports, once A's pending size request for B's video (if
 // any) has been answered, the layer the server says it forwards and why
 // (subscriptionUpdated), that layer's width as B announced it, the size A
-// asked for, and what A decodes.
+// asked for and the layer it allows, and what A decodes.
 const tileLayerJS = `(async () => {
   const c = window.starling?.client, st = window.starling?.state;
-  const out = {layer: '', reason: '', width: 0, answered: false, asked: null};
+  const out = {layer: '', reason: '', width: 0, answered: false, asked: null, fits: ''};
   if (!c) return out;
   for (const p of c.participants.values()) for (const t of p.tracks ?? []) {
     if (t.kind !== 'video') continue;
@@ -306,6 +304,10 @@ const tileLayerJS = `(async () => {
     if (pref?.done) await pref.done; // the request sent (or merged) and answered
     out.answered = Boolean(pref?.sent) && !pref.timer;
     out.asked = pref?.sent ?? null;
+    // The largest layer within the size asked for (the server's rule), else the lowest.
+    const fit = (t.layers ?? []).filter((x) => !out.asked ||
+      ((!out.asked.maxWidth || x.width <= out.asked.maxWidth) && (!out.asked.maxHeight || x.height <= out.asked.maxHeight)));
+    out.fits = (fit.length ? fit[fit.length - 1] : t.layers?.[0])?.quality ?? '';
     const l = st.layers[t.id];
     if (l) {
       out.layer = l.layer;
@@ -319,6 +321,7 @@ const tileLayerJS = `(async () => {
 
 type tileLayer struct {
 	Layer    string         `json:"layer"`
+	Fits     string         `json:"fits"` // the layer the size A asked for allows
 	Reason   string         `json:"reason"`
 	Width    int            `json:"width"`
 	Answered bool           `json:"answered"`
