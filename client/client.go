@@ -355,6 +355,8 @@ func (c *Client) readLoop(s *socket) {
 			c.handlePublishLayers(m.Params)
 		case protocol.MethodLeave:
 			c.serverLeft(m.Params) // see failover.go
+		case protocol.NotifyReconnect:
+			c.nodeLeaving() // see failover.go
 		}
 		c.record(Event{Method: m.Method, Params: m.Params})
 	}

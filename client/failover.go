@@ -24,7 +24,7 @@ import (
 // deterministic). When the socket drops, each resume attempt starts with
 // the node last joined (a network blip leaves it alive and holding the
 // session) and goes on through the others in turn; a node that has shut
-// down (`leave` serverShutdown) is tried last. A node that cannot be
+// down (`leave` serverShutdown) or is draining (`reconnect`) is tried last. A node that cannot be
 // reached, fails (5xx) or does not answer in time passes the turn; a
 // refusal (4xx) ends the attempt. AutoResume retries failed attempts, with
 // a backoff, until ResumeWindow has passed.
@@ -181,6 +181,15 @@ func (c *Client) serverLeft(raw json.RawMessage) {
 		return
 	}
 	c.rs.ended = true
+}
+
+// nodeLeaving handles `reconnect` (a draining cluster node asks the
+// client to resume elsewhere; it closes the socket next): the next resume
+// starts with the next node, since this one refuses resumes now.
+func (c *Client) nodeLeaving() {
+	c.rs.mu.Lock()
+	defer c.rs.mu.Unlock()
+	c.urlAt = (c.urlAt + 1) % len(c.urls)
 }
 
 // newPeersLocked makes the two peer connections. Call with peerMu held,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -206,4 +207,49 @@ func (p *tcpProxy) cut() {
 		_ = c.Close()
 	}
 	p.conns = nil
+}
+
+// TestClientLeavesDrainingNode: a draining node sends `reconnect` and
+// closes the socket; the Go client resumes through the next node without
+// trying the draining one again (it would refuse with 500).
+func TestClientLeavesDrainingNode(t *testing.T) {
+	srvs := startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(20 * time.Second) })
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var dials []string
+	var d net.Dialer
+	pub, err := client.Dial(ctxT(t, 15*time.Second), srvs[0].SignalingURL(), "drain-order", client.Options{
+		Name: "pub", API: api, URLs: []string{srvs[1].SignalingURL()}, AutoResume: true,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dials = append(dials, addr)
+			mu.Unlock()
+			return d.DialContext(ctx, network, addr)
+		},
+	})
+	if err != nil {
+		t.Fatalf("pub joins: %v", err)
+	}
+	t.Cleanup(pub.Close)
+	publishMedia(t, pub, false)
+	id := pub.ParticipantID()
+
+	if left := srvs[0].Drain(ctxT(t, 20*time.Second)); left != 0 {
+		t.Fatalf("%d participants still on the drained node", left)
+	}
+	if _, err := pub.WaitEvent(ctxT(t, 20*time.Second), client.EventResumed, nil); err != nil {
+		t.Fatalf("no resume after the drain: %v (events %v)", err, eventMethods(pub.Events()))
+	}
+	if pub.ParticipantID() != id || pub.URL() != srvs[1].SignalingURL() || !pub.LastJoin().NewConnections {
+		t.Fatalf("after the drain: %s through %s (newConnections %v), want %s through n1", pub.ParticipantID(), pub.URL(),
+			pub.LastJoin().NewConnections, id)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{srvs[0].Addr(), srvs[1].Addr()}; !slices.Equal(dials, want) {
+		t.Fatalf("dialled %v, want %v: the draining node must not be tried again", dials, want)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/room"
 )
 
 // Failover, part two (takeover.go is part one). A dead node's members stay
@@ -90,4 +91,74 @@ func (n *Node) Abort() {
 			n.bus.ns.Shutdown()
 		}
 	})
+}
+
+// nodeBack is called when a node is heard that was not alive: it started,
+// or its bus link came back after a cut. Each local room asks it for its
+// part, so its participants and tracks (ended here when it went silent)
+// come back without waiting for its next event.
+func (n *Node) nodeBack(id string) {
+	if n.rooms == nil {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for _, name := range n.rooms.RoomNames() {
+			if r := n.rooms.Room(name); r != nil {
+				n.requestSnapshot(r, id)
+			}
+		}
+	}()
+}
+
+// reassert adds back this node's participants missing from a room's state
+// twice in a row: the others purged them while this node was cut off from
+// the bus for longer than the resume window. Called by reconcile.
+func (n *Node) reassert(r *room.Room, st roomState) {
+	in := map[string]bool{}
+	for _, m := range st.Members {
+		in[m.ID] = true
+	}
+	var missing []room.Member
+	n.rs.mu.Lock()
+	for _, m := range r.LocalMembers() {
+		key := r.Name() + "\x01" + m.ID
+		if in[m.ID] {
+			delete(n.rs.absent, key)
+			continue
+		}
+		n.rs.absent[key]++
+		if n.rs.absent[key] >= 2 {
+			delete(n.rs.absent, key)
+			missing = append(missing, m)
+		}
+	}
+	n.rs.mu.Unlock()
+	if len(missing) == 0 {
+		return
+	}
+	_, err := n.update(r.Name(), func(st *roomState, exists bool) error {
+		have := map[string]bool{}
+		for _, m := range st.Members {
+			have[m.ID] = true
+		}
+		added := false
+		for _, m := range missing {
+			if !have[m.ID] {
+				st.Members = append(st.Members, m)
+				added = true
+			}
+		}
+		if !added {
+			return errNoChange
+		}
+		st.EmptySince = 0
+		return nil
+	})
+	if err != nil {
+		n.log.Warn("room state: members not added back", "room", r.Name(), "err", err)
+		return
+	}
+	n.log.Info("room state: added back members lost while this node was cut off", "room", r.Name(), "members", len(missing))
 }

@@ -68,9 +68,7 @@ func (g *registry) list() []NodeInfo {
 	out := make([]NodeInfo, 0, len(g.nodes))
 	for id, n := range g.nodes {
 		if now.Sub(g.seen[id]) > hbExpiry {
-			delete(g.nodes, id)
-			delete(g.seen, id)
-			continue
+			continue // expire() drops it and tells the rooms: deleting here would hide it from expire
 		}
 		n.Self = id == g.self
 		out = append(out, n)
@@ -167,7 +165,11 @@ func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
 		var info NodeInfo
 		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id {
+			back := !n.reg.alive(info.ID)
 			n.reg.heard(info)
+			if back {
+				n.nodeBack(info.ID) // failover.go
+			}
 		}
 	}); err != nil {
 		return err

@@ -184,6 +184,7 @@ func (n *Node) reconcile(r *room.Room) {
 	if !ok {
 		return
 	}
+	n.reassert(r, st) // failover.go
 	known := r.RemoteMembers()
 	inState := map[string]bool{}
 	ask := map[string]bool{}

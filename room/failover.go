@@ -157,3 +157,30 @@ func (p *Participant) askReconnect() {
 	}
 	p.Detach(cur)
 }
+
+// LocalMembers lists this node's participants as the cluster state
+// records them, for a node that finds its members missing from the state
+// (cut off from the bus for longer than the resume window: the others
+// purged them) and adds them back.
+func (r *Room) LocalMembers() []Member {
+	r.mu.Lock()
+	ps := make([]*Participant, 0, len(r.participants))
+	for _, p := range r.participants {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	out := make([]Member, 0, len(ps))
+	for _, p := range ps {
+		m := p.member()
+		p.mu.Lock()
+		if p.closed || p.moving {
+			p.mu.Unlock()
+			continue
+		}
+		perms := p.perms
+		m.Token, m.Name, m.Metadata, m.Auto, m.Perms = hashToken(p.rs.token), p.name, p.metadata, p.autoSubscribe, &perms
+		p.mu.Unlock()
+		out = append(out, m)
+	}
+	return out
+}

@@ -272,12 +272,19 @@ func capAndRaise(t *testing.T, sub *client.Client, v *videoWatcher, id string, c
 	t.Helper()
 	setSub(t, sub, protocol.SetSubscriptionParams{TrackID: id, MaxHeight: intp(360)})
 	v.waitHeight(t, 10*time.Second, 360)
+	first, _ := v.snapshot()
+	from := len(first) - 1 // the first 360p keyframe
 	if capped != nil {
 		capped()
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Two more keyframes while capped (the publisher sends them
+	// periodically; a fixed 1.5 s got only one on a busy machine), all 360p.
+	waitFor(t, 15*time.Second, "two more keyframes while capped", func() bool {
+		s, _ := v.snapshot()
+		return len(s) >= from+3
+	})
 	sizes, _ := v.snapshot()
-	for _, h := range sizes[len(sizes)-2:] {
+	for _, h := range sizes[from:] {
 		if h != 360 {
 			t.Fatalf("capped at 360 but received a %dp keyframe: %v", h, sizes)
 		}

@@ -502,6 +502,11 @@ export class StarlingClient extends EventTarget {
       }
       case 'subscriptionUpdated':
       case 'activeSpeakers': break;
+      case 'reconnect':
+        // A draining cluster node asks us to resume elsewhere and closes
+        // the socket next: start the reconnection with the next node.
+        this._urlAt = (this._urlAt + 1) % this.urls.length;
+        return;
       case 'leave':
         // A node that shuts down: with other nodes to go to, carry on there
         // (the socket closes next, and the reconnection starts with the

@@ -196,3 +196,27 @@ test('a node that goes silent is noticed by the heartbeat and left for the next 
   assert.equal(wsB.requests('join')[0].params.resume, 'rt');
   client.leave();
 });
+
+test('reconnect {reason: drain}: the session resumes through the next node, the draining one is not tried', async () => {
+  const client = newClient([A, B]);
+  const joining = client.join('room1', {name: 'Ann'});
+  const ws = await socketTo(A, null);
+  ws.reply(ws.requests('join')[0], joinResult('PA', 'rt'));
+  await joining;
+  const left = [];
+  const unknown = [];
+  client.on('leave', (d) => left.push(d));
+  client.on('notification', (d) => unknown.push(d));
+  const before = FakeWebSocket.count;
+  ws.push({jsonrpc: '2.0', method: 'reconnect', params: {reason: 'drain'}});
+  ws.close(1000);
+  const wsB = await socketTo(B, ws);
+  assert.equal(FakeWebSocket.count, before + 1, 'one new socket, to B');
+  assert.equal(wsB.requests('join')[0].params.resume, 'rt');
+  wsB.reply(wsB.requests('join')[0], {...joinResult('PA', 'rt2'), newConnections: true});
+  await until(() => client.state === 'joined', 'joined on B');
+  assert.equal(client.participantId, 'PA');
+  assert.deepEqual(left, []);
+  assert.deepEqual(unknown, []);
+  client.leave();
+});

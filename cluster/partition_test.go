@@ -1,0 +1,196 @@
+package cluster_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+)
+
+// cutProxy forwards TCP to a target until cut: then it drops every
+// connection and refuses new ones (closes them at once) until restored.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+func newCutProxy(t testing.TB, target string) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	t.Cleanup(func() { _ = ln.Close(); p.setCut(true) })
+	go p.serve()
+	return p
+}
+
+func (p *cutProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
+
+func (p *cutProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			_ = in.Close()
+			continue
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			_ = in.Close()
+			continue
+		}
+		p.conns = append(p.conns, in, out)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
+		go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
+	}
+}
+
+func (p *cutProxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+// NATS unreachable from one node, for longer than the heartbeat expiry:
+// three nodes share an external NATS server (--nats-url); node 2 reaches
+// it through a TCP proxy that is cut, then restored. Its local call goes
+// on; when the link is back the cluster converges (node lists, the
+// participants and tracks on both sides, media across nodes).
+func TestBusCutAndRestored(t *testing.T) { busCut(t, 20*time.Second, false) }
+
+// The same with a cut longer than the resume window: the others purged the
+// cut-off node's members from the room state, and it adds them back.
+func TestBusCutLongerThanResumeWindow(t *testing.T) { busCut(t, 1500*time.Millisecond, true) }
+
+// startNATS runs a standalone NATS server with JetStream for the test.
+func startNATS(t *testing.T) string {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: natsserver.RANDOM_PORT, NoSigs: true, NoLog: true,
+		Username: "starling", Password: testSecret,
+		JetStream: true, StoreDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the test NATS server did not start")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns.Addr().String()
+}
+
+func busCut(t *testing.T, window time.Duration, outlast bool) {
+	addr := startNATS(t)
+	proxy := newCutProxy(t, addr) // node 2's way to the bus
+	srvs := make([]*server.Server, 3)
+	for i := range srvs {
+		cfg := nodeConfig([]int{0, 0, 0}, i, func(c *config.Config) {
+			c.Room.ResumeWindow = config.Duration(window)
+			c.Cluster.Listen, c.Cluster.Routes = "", nil
+			target := addr
+			if i == 2 {
+				target = fmt.Sprintf("127.0.0.1:%d", proxy.port())
+			}
+			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + target
+		})
+		srv, err := server.New(cfg, testLogger().With("test-node", i))
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		srvs[i] = srv
+		srv.Serve()
+		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
+	}
+	for _, s := range srvs {
+		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(nodesOf(t, s)) == 3 })
+	}
+	alice := join(t, srvs[2], "cut", "alice") // publishes on the node that will be cut off
+	dave := join(t, srvs[2], "cut", "dave")   // her local viewer
+	bob := join(t, srvs[0], "cut", "bob")     // her viewer on another node
+	carol := join(t, srvs[0], "cut", "carol") // publishes on the other side
+	rd, rb, ra := countMedia(dave), countMedia(bob), countMedia(alice)
+	seeEachOther(t, alice, dave, bob, carol)
+	publishMedia(t, alice, false)
+	publishMedia(t, carol, false)
+	aID, cID := alice.ParticipantID(), carol.ParticipantID()
+	eventually(t, 30*time.Second, "alice's audio reaches dave and bob, carol's reaches alice", func() bool {
+		return rd.count(aID, "audio") >= 50 && rb.count(aID, "audio") >= 50 && ra.count(cID, "audio") >= 50
+	})
+
+	proxy.setCut(true)
+	cutAt := time.Now()
+	eventually(t, 15*time.Second, "n0 and n2 each see the other gone", func() bool {
+		return len(nodesOf(t, srvs[0])) == 2 && len(nodesOf(t, srvs[2])) == 1
+	})
+	d0 := rd.count(aID, "audio")
+	eventually(t, 15*time.Second, "alice's audio still reaches dave on n2 while cut off", func() bool {
+		return rd.count(aID, "audio") >= d0+100
+	})
+	if outlast {
+		// Cut long enough for the others to purge n2's members (heartbeat
+		// expiry, then the resume window); the purge is what is awaited.
+		eventually(t, 20*time.Second, "n0 purges n2's members from the room state", func() bool {
+			_, ps, ok := srvs[0].Cluster().RoomParticipants("cut")
+			return ok && len(ps) == 2
+		})
+	}
+	t.Logf("cut for %s", time.Since(cutAt).Round(100*time.Millisecond))
+	proxy.setCut(false)
+	back := time.Now()
+	eventually(t, 30*time.Second, "every node lists three nodes again", func() bool {
+		for _, s := range srvs {
+			if len(nodesOf(t, s)) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("node lists complete %s after the link came back", time.Since(back).Round(100*time.Millisecond))
+	b0, a0 := rb.count(aID, "audio"), ra.count(cID, "audio")
+	eventually(t, 30*time.Second, "alice's audio reaches bob and carol's reaches alice again", func() bool {
+		return rb.count(aID, "audio") >= b0+50 && ra.count(cID, "audio") >= a0+50
+	})
+	t.Logf("media across again %s after the link came back", time.Since(back).Round(100*time.Millisecond))
+	all := []*client.Client{alice, dave, bob, carol}
+	eventually(t, 15*time.Second, "everyone knows everyone again", func() bool {
+		for _, c := range all {
+			for _, o := range all {
+				if c != o && !knows(c, o.ParticipantID()) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("converged %s after the link came back", time.Since(back).Round(100*time.Millisecond))
+	// The room state lists all four again (n0's admin view of the room).
+	eventually(t, 15*time.Second, "n1, with no participant, lists all four in the room", func() bool {
+		_, ps, ok := srvs[1].Cluster().RoomParticipants("cut")
+		return ok && len(ps) == 4
+	})
+}
