@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"github.com/gorilla/websocket"
 	"testing"
 	"time"
@@ -221,5 +222,51 @@ func TestDrainHandsOver(t *testing.T) {
 		if sawLeave(c, aID) {
 			t.Errorf("%s saw alice leave", c.LastJoin().Participant.Name)
 		}
+	}
+}
+
+// A client that loses its way to its node while the node stays up resumes
+// through another node: the node, asked to hand it over, releases it (its
+// client is away); the others see it stay.
+func TestFailoverFromLiveNode(t *testing.T) {
+	srvs := failoverCluster(t)
+	path := newCutProxy(t, srvs[0].Addr()) // alice's only way to n0
+	viaProxy := fmt.Sprintf("ws://127.0.0.1:%d/v1/rtc", path.port())
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, err := client.Dial(ctxT(t, 15*time.Second), viaProxy, "live", client.Options{Name: "alice", API: api,
+		URLs: []string{srvs[1].SignalingURL()}, AutoResume: true, Logger: testLogger().With("client", "alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(alice.Close)
+	bob := join(t, srvs[2], "live", "bob")
+	rb := countMedia(bob)
+	seeEachOther(t, alice, bob)
+	publishMedia(t, alice, false)
+	aID := alice.ParticipantID()
+	eventually(t, 30*time.Second, "alice's audio reaches bob", func() bool { return rb.count(aID, "audio") >= 50 })
+
+	path.setCut(true) // n0 stays up; alice cannot reach it any more
+	eventually(t, 20*time.Second, "alice resumes through n1", func() bool {
+		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL()
+	})
+	if res := alice.LastJoin(); res.Participant.ID != aID || !res.NewConnections {
+		t.Fatalf("alice's resume: id %s (want %s), newConnections %v", res.Participant.ID, aID, res.NewConnections)
+	}
+	eventually(t, 10*time.Second, "n0 no longer holds alice", func() bool {
+		r := srvs[0].Rooms().Room("live")
+		if r == nil {
+			return true
+		}
+		p := r.Participant(aID)
+		return p == nil || p.Remote() == "n1"
+	})
+	b0 := rb.count(aID, "audio")
+	eventually(t, 30*time.Second, "alice's audio reaches bob again", func() bool { return rb.count(aID, "audio") >= b0+50 })
+	if sawLeave(bob, aID) {
+		t.Error("bob saw alice leave")
 	}
 }

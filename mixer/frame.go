@@ -103,6 +103,7 @@ type statState struct {
 	sum, max      atomic.Int64 // nanos: the sum of the per-frame averages, the largest
 	frames        atomic.Uint64
 	late, skipped atomic.Uint64
+	dropouts      atomic.Uint64
 }
 
 // Stats describes a mixer.
@@ -116,6 +117,12 @@ type Stats struct {
 	// of CPU); Skipped the frames never mixed because of a longer stall:
 	// the listeners' streams jump there.
 	Late, Skipped uint64
+	// Dropouts counts the times a mixed voice's packets stopped coming
+	// for longer than the jitter buffer and concealment cover (a pause,
+	// mute or DTX, or a publisher or network stalled): it leaves the mix
+	// until it sends again, and when it was the only voice the listeners'
+	// streams pause there (a new talkspurt, timestamps jump).
+	Dropouts uint64
 }
 
 // Stats returns the mixer's figures.
@@ -124,7 +131,7 @@ func (m *Mixer) Stats() Stats {
 	s := Stats{Inputs: len(m.inputs), Listeners: len(m.listeners)}
 	m.mu.Unlock()
 	s.Frames = m.stat.frames.Load()
-	s.Late, s.Skipped = m.stat.late.Load(), m.stat.skipped.Load()
+	s.Late, s.Skipped, s.Dropouts = m.stat.late.Load(), m.stat.skipped.Load(), m.stat.dropouts.Load()
 	if s.Frames > 0 {
 		s.DelayAvg = time.Duration(m.stat.sum.Load() / int64(s.Frames))
 	}
@@ -209,6 +216,12 @@ func (m *Mixer) mixFrame(ts uint32, now int64) {
 		in.marked = false
 		if in.frame(now, depth) {
 			w.mixed = append(w.mixed, in)
+		}
+	}
+	for _, in := range w.inputs {
+		if in.stopped {
+			in.stopped = false
+			m.stat.dropouts.Add(1)
 		}
 	}
 	m.rankMeasured(now)

@@ -72,6 +72,7 @@ type input struct {
 	measure  bool                      // no RFC 6464 levels: ranked by its decoded audio (rank.go)
 	dbSum    float64                   // measure: -dBov summed over the current ranking tick
 	dbN      int
+	stopped  bool    // frame: the stream ran dry and stopped playing this frame (Stats.Dropouts)
 	selected bool    // among the loudest (since the last frame)
 	marked   bool    // selected again this frame
 	gain     float32 // the admin's gain this frame (0 = left out of the mix)
@@ -235,6 +236,7 @@ func (in *input) frame(now int64, depth int) bool {
 	in.missing++
 	if in.missing > concealFrames {
 		in.started = false
+		in.stopped = true
 		in.mu.Unlock()
 		return false
 	}

@@ -133,6 +133,9 @@ func TestJitterBuffer(t *testing.T) {
 	if late != 1 {
 		t.Fatalf("late packets dropped: %d, want 1", late)
 	}
+	if d := r.m.Stats().Dropouts; d != 0 {
+		t.Fatalf("a lost and a late packet counted as %d dropouts: the voice never stopped", d)
+	}
 	h := r.out.hdrs
 	if len(h) < 70 {
 		t.Fatalf("%d frames out for 80 ticks", len(h))
@@ -151,7 +154,8 @@ func TestJitterBuffer(t *testing.T) {
 }
 
 // TestSilenceAndMute: an input that stops sending goes quiet after a few
-// concealed frames and nothing is sent; a muted input is ignored.
+// concealed frames (one dropout) and nothing is sent; a muted input is
+// ignored.
 func TestSilenceAndMute(t *testing.T) {
 	r := newRig(t, 440)
 	for i := 0; i < 20; i++ {
@@ -164,6 +168,9 @@ func TestSilenceAndMute(t *testing.T) {
 	}
 	if extra := len(r.out.hdrs) - n; extra > concealFrames+1 {
 		t.Fatalf("%d frames sent after the input stopped, want at most %d (concealment)", extra, concealFrames+1)
+	}
+	if d := r.m.Stats().Dropouts; d != 1 {
+		t.Fatalf("an input that stopped sending: %d dropouts, want 1", d)
 	}
 	n = len(r.out.hdrs)
 	r.m.SetInputMuted("TR_a", true)

@@ -251,32 +251,105 @@ func TestChatAndMute(t *testing.T) {
 func TestShrinkTileLowersLayer(t *testing.T) {
 	start := time.Now()
 	pa, pb, _, idB := callOfTwo(t, "browser-shrink", func(c *config.Config) { c.RTC.CongestionControl = false })
-	before, d := waitForLayer(pa, pb, 30*time.Second, func(s inbound) bool { return s.FramesDecoded > 0 && s.FrameWidth >= 640 })
-	t.Logf("A receives %dx%d after %v", before.FrameWidth, before.FrameHeight, d.Round(time.Millisecond))
+	// Until A's first size request is applied the server forwards B's top
+	// layer (1280 wide), so the first frames can be larger than the tile
+	// wants; and B's browser sends its upper layers only once its uplink
+	// estimate allows (on a busy machine that can take a while; the server
+	// meanwhile forwards the low layer). "Large" is the layer A's request
+	// for the tile's size asks for (the largest B announced within it),
+	// once the server forwards it and A decodes it.
+	before, d := waitForTileLayer(pa, pb, 60*time.Second, "A decodes the layer for B's tile", func(s tileLayer) bool {
+		return s.Layer == s.Fits && s.Width > 0 && s.In.FrameWidth == s.Width
+	})
+	t.Logf("A receives %dx%d (%s, reason %q) after %v", before.In.FrameWidth, before.In.FrameHeight, before.Layer, before.Reason, d.Round(time.Millisecond))
 	logPublisher(pb)
 
 	pa.mustEval(fmt.Sprintf(`(() => { const el = document.querySelector('#grid .tile.remote[data-participant-id=%q]');
 	  el.style.width = '160px'; el.style.height = '90px'; return true; })()`, idB), nil)
 	shrunk := time.Now()
-	after, d := waitFor(pa, "A's inbound frame width drops", 15*time.Second, inboundJS,
-		func(s inbound) bool { return s.FrameWidth > 0 && s.FrameWidth < before.FrameWidth })
-	t.Logf("A receives %dx%d %v after the tile shrank", after.FrameWidth, after.FrameHeight, d.Round(time.Millisecond))
+	after, d := waitForTileLayer(pa, pb, 60*time.Second, "A's inbound frame width drops", func(s tileLayer) bool {
+		return s.In.FrameWidth > 0 && s.In.FrameWidth < before.In.FrameWidth && s.In.FrameWidth == s.Width
+	})
+	t.Logf("A receives %dx%d (%s) %v after the tile shrank", after.In.FrameWidth, after.In.FrameHeight, after.Layer, d.Round(time.Millisecond))
 	var subs map[string]any
 	pa.mustEval(`window.starling.state.subscriptions`, &subs)
 	t.Logf("A's last size requests: %v", subs)
-	if after.FrameWidth > 320 {
-		t.Errorf("after shrinking to 160x90 A receives %d px wide frames, want B's lowest layer (≤ 320)", after.FrameWidth)
+	if after.In.FrameWidth > 320 {
+		t.Errorf("after shrinking to 160x90 A receives %d px wide frames, want B's lowest layer (≤ 320)", after.In.FrameWidth)
 	}
 
 	// Making it large again brings the larger layer back.
 	pa.mustEval(fmt.Sprintf(`(() => { const el = document.querySelector('#grid .tile.remote[data-participant-id=%q]');
 	  el.style.width = ''; el.style.height = ''; return true; })()`, idB), nil)
-	back, d := waitFor(pa, "A's inbound frame width grows again", 15*time.Second, inboundJS,
-		func(s inbound) bool { return s.FrameWidth >= before.FrameWidth })
-	t.Logf("A receives %dx%d again %v after the tile grew (%v since the shrink)", back.FrameWidth, back.FrameHeight,
-		d.Round(time.Millisecond), time.Since(shrunk).Round(time.Millisecond))
+	back, d := waitForTileLayer(pa, pb, 60*time.Second, "A's inbound frame width grows again", func(s tileLayer) bool {
+		return s.In.FrameWidth >= before.In.FrameWidth
+	})
+	t.Logf("A receives %dx%d (%s) again %v after the tile grew (%v since the shrink)", back.In.FrameWidth, back.In.FrameHeight,
+		back.Layer, d.Round(time.Millisecond), time.Since(shrunk).Round(time.Millisecond))
 	logPublisher(pb)
 	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// tileLayerJS reports, once A's pending size request for B's video (if
+// any) has been answered, the layer the server says it forwards and why
+// (subscriptionUpdated), that layer's width as B announced it, the size A
+// asked for and the layer it allows, and what A decodes.
+const tileLayerJS = `(async () => {
+  const c = window.starling?.client, st = window.starling?.state;
+  const out = {layer: '', reason: '', width: 0, answered: false, asked: null, fits: ''};
+  if (!c) return out;
+  for (const p of c.participants.values()) for (const t of p.tracks ?? []) {
+    if (t.kind !== 'video') continue;
+    const pref = c._videoPrefs.get(t.id);
+    if (pref?.done) await pref.done; // the request sent (or merged) and answered
+    out.answered = Boolean(pref?.sent) && !pref.timer;
+    out.asked = pref?.sent ?? null;
+    // The largest layer within the size asked for (the server's rule), else the lowest.
+    const fit = (t.layers ?? []).filter((x) => !out.asked ||
+      ((!out.asked.maxWidth || x.width <= out.asked.maxWidth) && (!out.asked.maxHeight || x.height <= out.asked.maxHeight)));
+    out.fits = (fit.length ? fit[fit.length - 1] : t.layers?.[0])?.quality ?? '';
+    const l = st.layers[t.id];
+    if (l) {
+      out.layer = l.layer;
+      out.reason = l.reason;
+      out.width = (t.layers ?? []).find((x) => x.quality === l.layer)?.width ?? 0;
+    }
+  }
+  out.in = await (` + inboundJS + `);
+  return out;
+})()`
+
+type tileLayer struct {
+	Layer    string         `json:"layer"`
+	Fits     string         `json:"fits"` // the layer the size A asked for allows
+	Reason   string         `json:"reason"`
+	Width    int            `json:"width"`
+	Answered bool           `json:"answered"`
+	Asked    map[string]any `json:"asked"`
+	In       inbound        `json:"in"`
+}
+
+// waitForTileLayer waits (a condition, with a generous deadline) until A's
+// size request was answered and ok holds for what the server forwards and
+// A decodes; on timeout it logs what B was told to send and sends, then
+// fails.
+func waitForTileLayer(pa, pb *page, timeout time.Duration, what string, ok func(tileLayer) bool) (tileLayer, time.Duration) {
+	pa.t.Helper()
+	start := time.Now()
+	for {
+		var s tileLayer
+		err := pa.eval(tileLayerJS, &s)
+		if err == nil && s.Answered && ok(s) {
+			return s, time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			var pub any
+			pb.mustEval(`window.starling.state.publishLayers`, &pub)
+			logPublisher(pb)
+			pa.t.Fatalf("%s: not after %v; A: %+v (error %v); B's publishLayers %v", what, timeout, s, err, pub)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // logPublisher logs the page's outbound video encodings (rid, width, frames, active).
@@ -290,28 +363,6 @@ func logPublisher(p *page) {
 	  });
 	  return r.sort((a, b) => (a.rid ?? '').localeCompare(b.rid ?? '')); })()`, &out)
 	p.t.Logf("page %s sends: %v", p.name, out)
-}
-
-// waitForLayer waits until A's inbound video satisfies ok; on timeout it logs
-// what the server said it forwards and why (subscriptionUpdated) and what B
-// sends, then fails.
-func waitForLayer(pa, pb *page, timeout time.Duration, ok func(inbound) bool) (inbound, time.Duration) {
-	pa.t.Helper()
-	start := time.Now()
-	for {
-		var s inbound
-		if err := pa.eval(inboundJS, &s); err == nil && ok(s) {
-			return s, time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			var layers, pub any
-			pa.mustEval(`({layers: window.starling.state.layers, subscriptions: window.starling.state.subscriptions})`, &layers)
-			pb.mustEval(`window.starling.state.publishLayers`, &pub)
-			logPublisher(pb)
-			pa.t.Fatalf("A's inbound video %+v not as wanted after %v; A's subscription state %v; B's publishLayers %v", s, timeout, layers, pub)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // pressKey sends a key as a keyboard does: keyDown with its text, then keyUp.
