@@ -1,22 +1,10 @@
 package sfu
 
 import (
-	"net"
 	"testing"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 )
-
-// loopbackSettings is a setting engine for two pion peers over loopback.
-func loopbackSettings() webrtc.SettingEngine {
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return se
-}
 
 // negotiateGathered runs one offer/answer between two peer connections,
 // each description sent once its candidates are all gathered (no trickle).
