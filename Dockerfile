@@ -41,5 +41,8 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/starling /starling
 USER nonroot:nonroot
 EXPOSE 7900/tcp 7901/udp 7902/tcp
+# Clustered nodes (docs/cluster.md) also need their NATS route port and media relay port,
+# e.g. --cluster-listen 0.0.0.0:7952 --cluster-relay-addr <host IP>:7953.
+EXPOSE 7952/tcp 7953/udp
 ENTRYPOINT ["/starling"]
 CMD ["--bind", "0.0.0.0:7900"]
