@@ -127,27 +127,10 @@ func TestKill9DuringRecording(t *testing.T) {
 	requireFFmpeg(t)
 	bin := buildStarling(t)
 	recDir := t.TempDir()
-	stderr := &lineLog{}
-	stderr.cond = sync.NewCond(&stderr.mu)
-	cmd := exec.Command(bin,
+	n := startNode(t, bin, "starling", cleanEnv(), 0,
 		"--bind", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0", "--media-bind-ip", "127.0.0.1",
 		"--log-format", "json", "--recordings-dir", recDir, "--auto-record", "crash-*")
-	cmd.Env = cleanEnv()
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	t.Cleanup(func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("starling's log:\n%s", stderr.String())
-		}
-	})
-	addr := stderr.listenAddr(t, 30*time.Second)
+	addr := n.log.listenAddr(t, 30*time.Second)
 	waitHealthy(t, "http://"+addr+"/healthz", 10*time.Second)
 
 	api, err := client.LoopbackAPI()
@@ -235,11 +218,10 @@ func TestKill9DuringRecording(t *testing.T) {
 	time.Sleep(4 * time.Second) // media keeps flowing meanwhile: this is the recording's length
 	v0, a0 := sentV.Load(), sentA.Load()
 	killAt := time.Now()
-	if err := cmd.Process.Signal(os.Kill); err != nil {
+	if err := n.cmd.Process.Signal(os.Kill); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
-	killed = true
+	<-n.exited
 	close(stop)
 	wg.Wait()
 	t.Logf("killed after %.1f s of media: %d video frames, %d audio packets sent", time.Since(start).Seconds(), v0, a0)

@@ -2,17 +2,11 @@ package main_test
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
-	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/protocol"
 )
@@ -26,46 +20,7 @@ func TestClusterSIGTERMDrains(t *testing.T) {
 		t.Skip("builds the binary and runs two nodes")
 	}
 	bin := buildStarling(t)
-	ports := make([]int, 2)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-	}
-	cmds := make([]*exec.Cmd, 2)
-	exited := make([]chan struct{}, 2)
-	addrs := make([]string, 2)
-	for i := range cmds {
-		stderr := &lineLog{}
-		stderr.cond = sync.NewCond(&stderr.mu)
-		cmd := exec.Command(bin, "--bind", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0", "--media-bind-ip", "127.0.0.1",
-			"--log-format", "json", "--node-id", fmt.Sprintf("d%d", i),
-			"--cluster-listen", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--cluster-routes", fmt.Sprintf("nats://127.0.0.1:%d", ports[1-i]))
-		cmd.Env = append(cleanEnv(), "STARLING_CLUSTER_SECRET=process-test-secret-0123456789")
-		cmd.Stderr = stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		cmds[i], exited[i] = cmd, make(chan struct{})
-		go func(i int) { _ = cmd.Wait(); close(exited[i]) }(i)
-		t.Cleanup(func() {
-			select {
-			case <-exited[i]:
-			default:
-				_ = cmd.Process.Kill()
-				<-exited[i]
-			}
-			if t.Failed() {
-				t.Logf("node %d's log:\n%s", i, stderr.String())
-			}
-		})
-	}
-	for i := range cmds {
-		addrs[i] = cmds[i].Stderr.(*lineLog).listenAddr(t, 60*time.Second)
-	}
+	cmds, addrs := startCluster(t, bin, freePorts(t, 2), "d", 0)
 	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }
 	api, err := client.LoopbackAPI()
 	if err != nil {
@@ -90,55 +45,12 @@ func TestClusterSIGTERMDrains(t *testing.T) {
 		return c
 	}
 	a, b := dial("a"), dial("b")
-	var mu sync.Mutex
-	fromA := 0
-	b.OnTrack(func(rt *client.RemoteTrack) {
-		go func() {
-			for {
-				if _, _, err := rt.Track.ReadRTP(); err != nil {
-					return
-				}
-				mu.Lock()
-				fromA++
-				mu.Unlock()
-			}
-		}()
-	})
-	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Publish(ctx, client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				_ = audio.WriteSample(media.Sample{Data: []byte{0x78, 1, 2, 3}, Duration: 20 * time.Millisecond})
-			}
-		}
-	}()
-	received := func() int { mu.Lock(); defer mu.Unlock(); return fromA }
-	waitUntil := func(d time.Duration, what string, cond func() bool) {
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("after %s: %s", d, what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitUntil(20*time.Second, "b hears a on d0", func() bool { return received() > 25 })
+	received := countPackets(b, "")
+	publishAudio(t, ctx, a)
+	waitFor(t, 20*time.Second, "b hears a on d0", func() bool { return received() > 25 })
 
 	termAt := time.Now()
-	if err := cmds[0].Process.Signal(syscall.SIGTERM); err != nil {
+	if err := cmds[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{a, b} {
@@ -151,10 +63,10 @@ func TestClusterSIGTERMDrains(t *testing.T) {
 	}
 	t.Logf("both resumed through d1 %s after SIGTERM", time.Since(termAt).Round(time.Millisecond))
 	before := received()
-	waitUntil(20*time.Second, "b hears a again on d1", func() bool { return received() > before+25 })
+	waitFor(t, 20*time.Second, "b hears a again on d1", func() bool { return received() > before+25 })
 	select {
-	case <-exited[0]:
-		if code := cmds[0].ProcessState.ExitCode(); code != 0 {
+	case <-cmds[0].exited:
+		if code := cmds[0].cmd.ProcessState.ExitCode(); code != 0 {
 			t.Errorf("the drained node exited %d, want 0", code)
 		}
 	case <-time.After(40 * time.Second):

@@ -61,32 +61,11 @@ func TestBinary(t *testing.T) {
 	})
 
 	t.Run("SIGTERM sends leave and exits 0", func(t *testing.T) {
-		stderr := &lineLog{}
-		stderr.cond = sync.NewCond(&stderr.mu)
-		cmd := exec.Command(bin,
+		n := startNode(t, bin, "starling", cleanEnv(), 0,
 			"--bind", "127.0.0.1:0", "--udp-port", "0", "--tcp-port", "0", "--media-bind-ip", "127.0.0.1",
 			"--log-format", "json", "--log-level", "debug")
-		cmd.Env = cleanEnv()
-		cmd.Stderr = stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		var exitErr error
-		go func() { exitErr = cmd.Wait(); close(exited) }()
-		t.Cleanup(func() {
-			select {
-			case <-exited:
-			default:
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-			if t.Failed() {
-				t.Logf("starling's log:\n%s", stderr.String())
-			}
-		})
 
-		addr := stderr.listenAddr(t, 20*time.Second)
+		addr := n.log.listenAddr(t, 20*time.Second)
 		waitHealthy(t, "http://"+addr+"/healthz", 10*time.Second)
 
 		api, err := client.LoopbackAPI()
@@ -105,7 +84,7 @@ func TestBinary(t *testing.T) {
 		}
 
 		start := time.Now()
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		leaveCtx, cancelLeave := context.WithTimeout(context.Background(), 10*time.Second)
@@ -122,9 +101,9 @@ func TestBinary(t *testing.T) {
 			t.Fatal("the signaling socket stayed open after leave")
 		}
 		select {
-		case <-exited:
-			if exitErr != nil {
-				t.Fatalf("starling exited with %v after SIGTERM, want 0", exitErr)
+		case <-n.exited:
+			if n.err != nil {
+				t.Fatalf("starling exited with %v after SIGTERM, want 0", n.err)
 			}
 			t.Logf("exited 0 %v after SIGTERM", time.Since(start).Round(time.Millisecond))
 		case <-time.After(10*time.Second - time.Since(start)):
