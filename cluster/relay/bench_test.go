@@ -33,14 +33,7 @@ func cpuNow() time.Duration {
 func BenchmarkRelayPacket(b *testing.B) {
 	origin, edge := pair(b)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 1)
-	exp, err := origin.Export("node-b", src, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_b", webrtc.RTPCodecTypeVideo, src.Codec(), 1)
-	if err != nil {
-		b.Fatal(err)
-	}
+	exp, imp := exportImport(b, origin, edge, src, 1, "TR_b")
 	sink := &countSink{}
 	imp.AddSink(sink)
 	payload := make([]byte, 1000)

@@ -9,25 +9,12 @@ import (
 	"github.com/pion/webrtc/v4"
 )
 
-func exportImport(t *testing.T, origin, edge *Transport, src *fakeSource, layers uint8) (*Export, *Import) {
-	t.Helper()
-	exp, err := origin.Export("node-b", src, layers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_x", src.kind, src.Codec(), src.layers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exp, imp
-}
-
 // TestRelayKeyframeRequest: the edge's keyframe requests reach the source
 // as one PLI per layer per window, however many subscribers ask.
 func TestRelayKeyframeRequest(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
-	_, imp := exportImport(t, origin, edge, src, 0b111)
+	_, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
 	for i := 0; i < 50; i++ {
 		imp.RequestKeyframe(1)
 	}
@@ -71,16 +58,8 @@ func (c *clockSource) PublisherClockOffset() (int64, bool) { return c.offset, tr
 func TestRelaySenderReports(t *testing.T) {
 	origin, edge := pair(t)
 	src := &clockSource{fakeSource: newFakeSource(webrtc.RTPCodecTypeVideo, 0b011), offset: 5 * int64(time.Second)}
-	exp, err := origin.Export("node-b", src, 0b001) // layer 1 not sent: its reports still are
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_x", webrtc.RTPCodecTypeVideo, src.Codec(), 0b011)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := newRecSink()
-	imp.AddSink(sink)
+	_, imp := exportImport(t, origin, edge, src, 0b001, "TR_x") // layer 1 not sent: its reports still are
+	sink := recording(imp)
 	src.emit(0, 1, 1, true, []byte("x")) // the import exists before the reports arrive
 	recv(t, sink.pkts, 10*time.Second)
 	want := []gotSR{{0, 0xe1a0_0000_8000_0000, 12345}, {1, 0xe1a0_0000_9000_0000, 67890}}
@@ -111,9 +90,8 @@ func TestRelaySenderReports(t *testing.T) {
 func TestRelaySetLayers(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
-	exp, imp := exportImport(t, origin, edge, src, 0b001)
-	sink := newRecSink()
-	imp.AddSink(sink)
+	exp, imp := exportImport(t, origin, edge, src, 0b001, "TR_x")
+	sink := recording(imp)
 	seq := uint16(0)
 	round := func() {
 		seq++
@@ -185,7 +163,7 @@ func TestRelaySetLayers(t *testing.T) {
 func TestRelayLayerWishes(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
-	exp, imp := exportImport(t, origin, edge, src, 0b111)
+	exp, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
 	w := &wanterSink{recSink: newRecSink()}
 	w.desired.Store(0)
 	imp.AddSink(w)
@@ -207,9 +185,8 @@ func TestRelayLayerWishes(t *testing.T) {
 func TestRelayCloseAndPeers(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 1)
-	exp, imp := exportImport(t, origin, edge, src, 1)
-	sink := newRecSink()
-	imp.AddSink(sink)
+	exp, imp := exportImport(t, origin, edge, src, 1, "TR_x")
+	sink := recording(imp)
 	imp.Close()
 	select {
 	case <-sink.closed:
@@ -220,12 +197,11 @@ func TestRelayCloseAndPeers(t *testing.T) {
 	if src.sinkCount() != 0 || origin.Stats().Exports != 0 {
 		t.Fatal("the export is still a sink of its source")
 	}
-	exp2, imp2 := exportImport(t, origin, edge, src, 1)
+	exp2, imp2 := exportImport(t, origin, edge, src, 1, "TR_x")
 	if exp2.SSRCBase() == exp.SSRCBase() {
 		t.Fatal("an SSRC base was reused")
 	}
-	sink2 := newRecSink()
-	imp2.AddSink(sink2)
+	sink2 := recording(imp2)
 	edge.RemovePeer("node-a")
 	select {
 	case <-sink2.closed:
@@ -272,29 +248,18 @@ func TestRelayCloseAndPeers(t *testing.T) {
 func TestRelayPeerRestart(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeAudio, 1)
-	_, imp := exportImport(t, origin, edge, src, 1)
-	sink := newRecSink()
-	imp.AddSink(sink)
+	_, imp := exportImport(t, origin, edge, src, 1, "TR_x")
+	sink := recording(imp)
 	src.emit(0, 1, 1, false, []byte("before"))
 	recv(t, sink.pkts, 10*time.Second)
 	imp.Close()
 	origin.Close()
 
-	again, err := Listen("127.0.0.1:0", "node-a", testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer again.Close()
-	if err := again.AddPeer("node-b", edge.Addr()); err != nil {
-		t.Fatal(err)
-	}
-	if err := edge.AddPeer("node-a", again.Addr()); err != nil {
-		t.Fatal(err)
-	}
+	again := listen(t, "node-a", testSecret)
+	introduce(t, again, edge)
 	src2 := newFakeSource(webrtc.RTPCodecTypeAudio, 1)
-	_, imp2 := exportImport(t, again, edge, src2, 1)
-	sink2 := newRecSink()
-	imp2.AddSink(sink2)
+	_, imp2 := exportImport(t, again, edge, src2, 1, "TR_x")
+	sink2 := recording(imp2)
 	// The first datagram under the new epoch derives the keys; later ones
 	// wait for the trial gap to pass if it was refused.
 	for i := uint16(0); ; i++ {
@@ -319,12 +284,11 @@ func TestRelayPeerRestart(t *testing.T) {
 func TestRelayEdgeLiveness(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
-	_, imp := exportImport(t, origin, edge, src, 0b111)
+	_, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
 	var changes []uint8
 	changed := make(chan uint8, 16)
 	imp.OnLayersChanged(func(live uint8) { changed <- live })
-	sink := newRecSink()
-	imp.AddSink(sink)
+	recording(imp)
 	if imp.PacketTime() != 0 {
 		t.Fatal("packet time before any packet")
 	}
@@ -368,14 +332,7 @@ func (levelFake) AudioLevelExtensionID() uint8 { return 5 }
 func TestRelayAudioLevels(t *testing.T) {
 	origin, edge := pair(t)
 	src := levelFake{newFakeSource(webrtc.RTPCodecTypeAudio, 1)}
-	exp, err := origin.Export("node-b", src, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_a", webrtc.RTPCodecTypeAudio, src.Codec(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, imp := exportImport(t, origin, edge, src, 1, "TR_a")
 	ext := &extSink{recSink: newRecSink()}
 	imp.AddSink(ext)
 	for i := 0; i < 10; i++ {

@@ -124,25 +124,55 @@ type wanterSink struct {
 
 func (w *wanterSink) DesiredLayer() int8 { return int8(w.desired.Load()) }
 
-// pair is two transports on loopback that know each other.
-func pair(t testing.TB) (origin, edge *Transport) {
+// exportImport relays src from origin (node-a) to edge (node-b): exported
+// with layers, imported as trackID with all of src's layers.
+func exportImport(t testing.TB, origin, edge *Transport, src sfu.Source, layers uint8, trackID string) (*Export, *Import) {
 	t.Helper()
-	var err error
-	origin, err = Listen("127.0.0.1:0", "node-a", testSecret)
+	exp, err := origin.Export("node-b", src, layers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge, err = Listen("127.0.0.1:0", "node-b", testSecret)
+	imp, err := edge.Import("node-a", exp.SSRCBase(), trackID, src.Kind(), src.Codec(), src.Layers())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { origin.Close(); edge.Close() })
+	return exp, imp
+}
+
+// recording adds a recSink to imp.
+func recording(imp *Import) *recSink {
+	sink := newRecSink()
+	imp.AddSink(sink)
+	return sink
+}
+
+// listen is a transport on loopback, closed when the test ends.
+func listen(t testing.TB, nodeID string, secret []byte) *Transport {
+	t.Helper()
+	tr, err := Listen("127.0.0.1:0", nodeID, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// introduce makes origin (node-a) and edge (node-b) peers of each other.
+func introduce(t testing.TB, origin, edge *Transport) {
+	t.Helper()
 	if err := origin.AddPeer("node-b", edge.Addr()); err != nil {
 		t.Fatal(err)
 	}
 	if err := edge.AddPeer("node-a", origin.Addr()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// pair is two transports on loopback that know each other.
+func pair(t testing.TB) (origin, edge *Transport) {
+	t.Helper()
+	origin, edge = listen(t, "node-a", testSecret), listen(t, "node-b", testSecret)
+	introduce(t, origin, edge)
 	return origin, edge
 }
 
@@ -172,15 +202,8 @@ type proxy struct {
 // newProxy wires origin (node-a) and edge (node-b) through a proxy.
 func newProxy(t testing.TB, fromOrigin func(pkt []byte) bool) (origin, edge *Transport, px *proxy) {
 	t.Helper()
+	origin, edge = listen(t, "node-a", testSecret), listen(t, "node-b", testSecret)
 	var err error
-	origin, err = Listen("127.0.0.1:0", "node-a", testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	edge, err = Listen("127.0.0.1:0", "node-b", testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
 	px = &proxy{fromA: fromOrigin, origin: netip.MustParseAddrPort(origin.Addr()), edge: netip.MustParseAddrPort(edge.Addr())}
 	if px.a, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		t.Fatal(err)

@@ -28,16 +28,8 @@ func TestRelayRepairsLoss(t *testing.T) {
 		return rng.IntN(10) != 0
 	})
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
-	exp, err := origin.Export("node-b", src, 0b111)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_x", webrtc.RTPCodecTypeVideo, src.Codec(), 0b111)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := newRecSink()
-	imp.AddSink(sink)
+	_, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
+	sink := recording(imp)
 	want := map[[2]int][]byte{}
 	for i := 0; i < n; i++ {
 		for layer := int8(0); layer < 3; layer++ {
@@ -73,33 +65,11 @@ func TestRelayRepairsLoss(t *testing.T) {
 // TestRelayRejectsWrongKey: a node holding another secret (or a datagram
 // altered on the way) gets nothing through, and is counted.
 func TestRelayRejectsWrongKey(t *testing.T) {
-	bad, err := Listen("127.0.0.1:0", "node-a", []byte("not the cluster secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
-	edge, err := Listen("127.0.0.1:0", "node-b", testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer edge.Close()
-	if err := bad.AddPeer("node-b", edge.Addr()); err != nil {
-		t.Fatal(err)
-	}
-	if err := edge.AddPeer("node-a", bad.Addr()); err != nil {
-		t.Fatal(err)
-	}
+	bad, edge := listen(t, "node-a", []byte("not the cluster secret")), listen(t, "node-b", testSecret)
+	introduce(t, bad, edge)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 1)
-	exp, err := bad.Export("node-b", src, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_x", webrtc.RTPCodecTypeVideo, src.Codec(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := newRecSink()
-	imp.AddSink(sink)
+	_, imp := exportImport(t, bad, edge, src, 1, "TR_x")
+	sink := recording(imp)
 	for i := 0; i < 20; i++ {
 		src.emit(0, uint16(i), 0, false, []byte("forged"))
 	}
@@ -119,16 +89,8 @@ func TestRelayRejectsTampering(t *testing.T) {
 		return true
 	})
 	src := newFakeSource(webrtc.RTPCodecTypeAudio, 1)
-	exp, err := origin.Export("node-b", src, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_a", webrtc.RTPCodecTypeAudio, src.Codec(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := newRecSink()
-	imp.AddSink(sink)
+	_, imp := exportImport(t, origin, edge, src, 1, "TR_a")
+	sink := recording(imp)
 	for i := 0; i < 10; i++ {
 		src.emit(0, uint16(i), 0, false, bytes.Repeat([]byte{byte(i)}, 100))
 		time.Sleep(time.Millisecond)
@@ -169,40 +131,20 @@ func TestRelayRefusesOldEpoch(t *testing.T) {
 		return true
 	})
 	src := newFakeSource(webrtc.RTPCodecTypeAudio, 1)
-	exp, err := origin.Export("node-b", src, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldImp, err := edge.Import("node-a", exp.SSRCBase(), "TR_old", webrtc.RTPCodecTypeAudio, src.Codec(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldSink := newRecSink()
-	oldImp.AddSink(oldSink)
+	_, oldImp := exportImport(t, origin, edge, src, 1, "TR_old")
+	oldSink := recording(oldImp)
 	src.emit(0, 1, 0, false, []byte("old life"))
 	recv(t, oldSink.pkts, 10*time.Second)
 	origin.Close()
 
 	// The node comes back behind the same address (the proxy's).
-	again, err := Listen("127.0.0.1:0", "node-a", testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer again.Close()
+	again := listen(t, "node-a", testSecret)
 	if err := again.AddPeer("node-b", px.a.LocalAddr().String()); err != nil {
 		t.Fatal(err)
 	}
 	src2 := newFakeSource(webrtc.RTPCodecTypeAudio, 1)
-	exp2, err := again.Export("node-b", src2, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp2, err := edge.Import("node-a", exp2.SSRCBase(), "TR_new", webrtc.RTPCodecTypeAudio, src2.Codec(), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink2 := newRecSink()
-	imp2.AddSink(sink2)
+	_, imp2 := exportImport(t, again, edge, src2, 1, "TR_new")
+	sink2 := recording(imp2)
 	eventually(t, "media from the restarted node", func() bool {
 		src2.emit(0, uint16(time.Now().UnixNano()), 0, false, []byte("new life"))
 		return len(sink2.pkts) > 0

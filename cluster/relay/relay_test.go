@@ -12,16 +12,8 @@ import (
 func TestRelayBytesExactPerLayer(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
-	exp, err := origin.Export("node-b", src, 0b111)
-	if err != nil {
-		t.Fatal(err)
-	}
-	imp, err := edge.Import("node-a", exp.SSRCBase(), "TR_x", webrtc.RTPCodecTypeVideo, src.Codec(), 0b111)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := newRecSink()
-	imp.AddSink(sink)
+	exp, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
+	sink := recording(imp)
 	const n = 200
 	want := map[[2]int][]byte{}
 	for i := 0; i < n; i++ {
@@ -65,9 +57,8 @@ func TestRelayBytesExactPerLayer(t *testing.T) {
 func TestRelayLayerOffForLong(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b011)
-	exp, imp := exportImport(t, origin, edge, src, 0b011)
-	sink := newRecSink()
-	imp.AddSink(sink)
+	exp, imp := exportImport(t, origin, edge, src, 0b011, "TR_x")
+	sink := recording(imp)
 	seq := uint16(60000)
 	send := func(n int) {
 		for i := 0; i < n; i++ {

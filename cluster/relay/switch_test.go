@@ -62,7 +62,7 @@ func (w *subscriberWire) snapshot() []outPacket {
 func TestRelayLayerSwitch(t *testing.T) {
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
-	_, imp := exportImport(t, origin, edge, src, 0b111)
+	_, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
 	wire := &subscriberWire{}
 	d := sfu.NewDownTrack(imp, "PA_pub")
 	if _, err := d.Bind(bindContext{codecs: []webrtc.RTPCodecParameters{src.Codec()}, w: wire}); err != nil {
