@@ -11,6 +11,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -115,6 +116,27 @@ func (c cutConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// joinCut joins a lazy publisher whose signaling frames after the join
+// request are lost (so its answer to the first subscriber offer never
+// arrives); a resume's socket works.
+func joinCut(t *testing.T, srv *server.Server, room, name string) *client.Client {
+	t.Helper()
+	var cut atomic.Bool
+	var dials atomic.Int32
+	c := join(t, srv, room, name, func(o *client.Options) {
+		o.LazyPublisher = true
+		o.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil || dials.Add(1) > 1 {
+				return c, err
+			}
+			return cutConn{Conn: c, cut: &cut}, nil
+		}
+	})
+	cut.Store(true)
+	return c
+}
+
 // TestDataReachesResumedParticipant: a participant whose socket drops
 // before its subscriber `data` channel opened gets, once it resumes, every
 // message sent meanwhile; one whose channel was open gets those sent while
@@ -126,19 +148,7 @@ func TestDataReachesResumedParticipant(t *testing.T) {
 
 	// b's frames after its join request never reach the server: its answer
 	// to the first subscriber offer is lost, so its data channel cannot open.
-	var cut atomic.Bool
-	var dials atomic.Int32
-	b := join(t, srv, "data-resume", "b", func(o *client.Options) {
-		o.LazyPublisher = true
-		o.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if err != nil || dials.Add(1) > 1 {
-				return c, err // a resume's socket works
-			}
-			return cutConn{Conn: c, cut: &cut}, nil
-		}
-	})
-	cut.Store(true)
+	b := joinCut(t, srv, "data-resume", "b")
 	in := inbox(b)
 	before := sendN(t, a, "before the drop", 10)
 	b.CloseSignaling()
@@ -170,19 +180,7 @@ func TestDataHoldingBounded(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	a := join(t, srv, "data-bound", "a")
-	var cut atomic.Bool
-	var dials atomic.Int32
-	b := join(t, srv, "data-bound", "b", func(o *client.Options) {
-		o.LazyPublisher = true
-		o.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if err != nil || dials.Add(1) > 1 {
-				return c, err
-			}
-			return cutConn{Conn: c, cut: &cut}, nil
-		}
-	})
-	cut.Store(true) // its answer never arrives: its data channel stays closed
+	b := joinCut(t, srv, "data-bound", "b") // its answer never arrives: its data channel stays closed
 	in := inbox(b)
 	m0 := scrape(t, srv)
 	const extra = 20

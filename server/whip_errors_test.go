@@ -16,34 +16,13 @@ import (
 // connected: the error tests only need its text).
 func sendOffer(t testing.TB) string {
 	t.Helper()
-	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	video, audio := mediaTracks(t, "s")
-	for _, tr := range []webrtc.TrackLocal{video, audio} {
-		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return offerGathered(t, pc)
+	return offerGathered(t, mustPC(t))
 }
 
 // recvOffer is a WHEP viewer's offer: recvonly audio and video.
 func recvOffer(t testing.TB) string {
 	t.Helper()
-	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return offerGathered(t, pc)
+	return offerGathered(t, recvPC(t))
 }
 
 type httpCase struct {
@@ -131,19 +110,10 @@ func TestWHIPErrors(t *testing.T) {
 	}
 }
 
+// mustPC is a plain peer sending VP8 and Opus.
 func mustPC(t testing.TB) *webrtc.PeerConnection {
 	t.Helper()
-	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	video, audio := mediaTracks(t, "s")
-	for _, tr := range []webrtc.TrackLocal{video, audio} {
-		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pc, _, _ := sendingPC(t, plainAPI(t, nil), webrtc.Configuration{}, "s")
 	return pc
 }
 
@@ -181,17 +151,8 @@ func TestWHIPTokens(t *testing.T) {
 	})
 }
 
+// recvPC is a plain WHEP viewer peer.
 func recvPC(t testing.TB) *webrtc.PeerConnection {
 	t.Helper()
-	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return pc
+	return receivingPC(t, plainAPI(t, nil), webrtc.Configuration{})
 }

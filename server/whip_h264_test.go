@@ -92,11 +92,7 @@ func TestWHEPWatchesH264(t *testing.T) {
 	srv := startServer(t, nil)
 	observer := join(t, srv, "h264", "observer")
 
-	pub, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pub.Close() })
+	pub := plainPC(t, plainAPI(t, nil), webrtc.Configuration{})
 	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, "video", "obs")
 	if err != nil {
@@ -114,16 +110,7 @@ func TestWHEPWatchesH264(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	viewer, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = viewer.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := viewer.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	viewer := receivingPC(t, plainAPI(t, nil), webrtc.Configuration{})
 	out := filepath.Join(t.TempDir(), "got.h264")
 	w, err := h264writer.New(out)
 	if err != nil {

@@ -399,3 +399,41 @@ func decodedFrames(t testing.TB, path string) int {
 	}
 	return n
 }
+
+// plainPC is a peer of api (see plainAPI), closed when the test ends.
+func plainPC(t testing.TB, api *webrtc.API, cfg webrtc.Configuration) *webrtc.PeerConnection {
+	t.Helper()
+	pc, err := api.NewPeerConnection(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
+}
+
+// sendingPC is a plain peer with sendonly VP8 and Opus tracks of stream
+// (see mediaTracks).
+func sendingPC(t testing.TB, api *webrtc.API, cfg webrtc.Configuration, stream string) (pc *webrtc.PeerConnection, video, audio *webrtc.TrackLocalStaticSample) {
+	t.Helper()
+	pc = plainPC(t, api, cfg)
+	video, audio = mediaTracks(t, stream)
+	for _, tr := range []webrtc.TrackLocal{video, audio} {
+		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pc, video, audio
+}
+
+// receivingPC is a plain peer with a recvonly video and a recvonly audio
+// section, as a WHEP viewer offers.
+func receivingPC(t testing.TB, api *webrtc.API, cfg webrtc.Configuration) *webrtc.PeerConnection {
+	t.Helper()
+	pc := plainPC(t, api, cfg)
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pc
+}

@@ -130,16 +130,7 @@ func TestWHEPLayerFitsBandwidth(t *testing.T) {
 	publishSimulcast(t, pub, 1, 2, 6) // ~0.25, 0.5, 1.6 Mbit/s
 
 	th := &throttle{}
-	pc, err := plainAPI(t, nil, th).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pc := receivingPC(t, plainAPI(t, nil, th), webrtc.Configuration{})
 	v := &videoWatcher{lastPID: -1, codec: vp8Sim}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		for {

@@ -23,17 +23,7 @@ type whipPublisher struct {
 
 func publishWHIP(t testing.TB, srv *server.Server, roomName, query, token string, m testMedia, vanish *atomic.Bool) *whipPublisher {
 	t.Helper()
-	pc, err := plainAPI(t, vanish).NewPeerConnection(webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	video, audio := mediaTracks(t, "whip-stream")
-	for _, tr := range []webrtc.TrackLocal{video, audio} {
-		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pc, video, audio := sendingPC(t, plainAPI(t, vanish), webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle}, "whip-stream")
 	s := postOffer(t, srv, "/v1/rooms/"+roomName+"/whip"+query, token, pc)
 	p := &whipPublisher{whipSession: s, stop: make(chan struct{})}
 	wg := sendMedia(t, m, video, audio, p.stop)
@@ -53,16 +43,7 @@ func (p *whipPublisher) halt() {
 // video section, recording what arrives.
 func watchWHEP(t testing.TB, srv *server.Server, roomName, query, token string, sink *mediaSink) *whipSession {
 	t.Helper()
-	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pc := receivingPC(t, plainAPI(t, nil), webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle})
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { sink.start(t, tr) })
 	return postOffer(t, srv, "/v1/rooms/"+roomName+"/whep"+query, token, pc)
 }
@@ -290,17 +271,7 @@ func TestWHIPLinkHeadersTURN(t *testing.T) {
 	}
 	_ = httpDo(t, http.MethodDelete, probe.location, "", "", "")
 
-	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{ICEServers: turn, ICETransportPolicy: webrtc.ICETransportPolicyRelay})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	video, audio := mediaTracks(t, "relayed")
-	for _, tr := range []webrtc.TrackLocal{video, audio} {
-		if _, err := pc.AddTransceiverFromTrack(tr, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pc, video, audio := sendingPC(t, plainAPI(t, nil), webrtc.Configuration{ICEServers: turn, ICETransportPolicy: webrtc.ICETransportPolicyRelay}, "relayed")
 	postOffer(t, srv, "/v1/rooms/relay/whip", "", pc)
 	stop := make(chan struct{})
 	wg := sendMedia(t, m, video, audio, stop)
