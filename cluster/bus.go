@@ -144,7 +144,7 @@ func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, er
 	}
 	ns.SetLoggerV2(&natsLogger{log: o.Logger.With("component", "nats"), authErr: authErr}, false, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		_ = os.RemoveAll(tmp)
 		return nil, "", fmt.Errorf("cluster bus: the embedded NATS server did not start (is %s free?)", o.Listen)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,14 +75,36 @@ func testLogger() *slog.Logger {
 }
 
 // startCluster starts n routed nodes in parallel (JetStream needs a
-// majority before any of them is ready).
+// majority before any of them is ready). Free ports are picked and then
+// released, so another test process may take one before the node binds it:
+// a node that could not start is retried on fresh ports.
 func startCluster(t testing.TB, n int, tune func(*config.Config)) []*server.Server {
 	t.Helper()
-	return startNodes(t, freePorts(t, n), n, tune)
+	for attempt := 1; ; attempt++ {
+		srvs, err := tryStartNodes(t, freePorts(t, n), n, tune)
+		if err == nil {
+			return srvs
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "did not start") {
+			t.Fatalf("starting the cluster: %v", err)
+		}
+		t.Logf("starting the cluster (attempt %d): %v; again on other ports", attempt, err)
+	}
 }
 
 // startNodes starts the first n nodes of a cluster whose route ports are ports.
 func startNodes(t testing.TB, ports []int, n int, tune func(*config.Config)) []*server.Server {
+	t.Helper()
+	srvs, err := tryStartNodes(t, ports, n, tune)
+	if err != nil {
+		t.Fatalf("starting the cluster: %v", err)
+	}
+	return srvs
+}
+
+// tryStartNodes starts the nodes; if any fails, the others are shut down
+// again and the first error returned.
+func tryStartNodes(t testing.TB, ports []int, n int, tune func(*config.Config)) ([]*server.Server, error) {
 	t.Helper()
 	srvs := make([]*server.Server, n)
 	errs := make(chan error, n)
@@ -102,6 +125,12 @@ func startNodes(t testing.TB, ports []int, n int, tune func(*config.Config)) []*
 		if srv == nil {
 			continue
 		}
+		if firstErr != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			_ = srv.Shutdown(ctx)
+			cancel()
+			continue
+		}
 		srv.Serve()
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -110,9 +139,9 @@ func startNodes(t testing.TB, ports []int, n int, tune func(*config.Config)) []*
 		})
 	}
 	if firstErr != nil {
-		t.Fatalf("starting the cluster: %v", firstErr)
+		return nil, firstErr
 	}
-	return srvs
+	return srvs, nil
 }
 
 // nodesOf reads GET /v1/nodes from a node.

@@ -109,7 +109,13 @@ func (s *soak) join(ctx context.Context, room, name string, resume bool) (*clien
 	}
 	jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return client.Dial(jctx, s.cfg.URL, room, client.Options{Name: name, Token: tok, API: s.api, AutoResume: resume})
+	c, err := client.Dial(jctx, s.cfg.URL, room, client.Options{Name: name, Token: tok, API: s.api, AutoResume: resume})
+	if err != nil && ctx.Err() != nil {
+		// The churn ended during the dial: the socket's deadline came from
+		// ctx, and its "i/o timeout" is not a failed join.
+		return nil, fmt.Errorf("%w: %v", ctx.Err(), err)
+	}
+	return c, err
 }
 
 // dataWatch counts the data messages one participant receives from another.
