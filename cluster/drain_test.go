@@ -14,6 +14,7 @@ import (
 // resumes through another node (new connections, same participant), its
 // subscriber on a third node hears it again and is never told it left.
 func TestShutdownHandsParticipantsOver(t *testing.T) {
+	t.Parallel()
 	srvs := startCluster(t, 3, nil)
 	api, err := client.LoopbackAPI()
 	if err != nil {

@@ -80,8 +80,16 @@ func testLogger() *slog.Logger {
 // a node that could not start is retried on fresh ports.
 func startCluster(t testing.TB, n int, tune func(*config.Config)) []*server.Server {
 	t.Helper()
+	return startClusterOn(t, n, func([]int) func(*config.Config) { return tune })
+}
+
+// startClusterOn is startCluster for a test whose tuning depends on the
+// ports picked (a proxy in front of each): setup runs again on each retry.
+func startClusterOn(t testing.TB, n int, setup func(ports []int) func(*config.Config)) []*server.Server {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		srvs, err := tryStartNodes(t, freePorts(t, n), n, tune)
+		ports := freePorts(t, n)
+		srvs, err := tryStartNodes(t, ports, n, setup(ports))
 		if err == nil {
 			return srvs
 		}

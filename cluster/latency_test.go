@@ -110,20 +110,22 @@ func (p *delayProxy) close() {
 // 200 ms of latency each way still make one room in which everyone sees
 // everyone: no split room, no duplicate, no lost participantJoined.
 func TestSimultaneousJoinsSlowBus(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("slow bus: -short")
 	}
 	const delay = 200 * time.Millisecond
-	ports := freePorts(t, 3)
-	proxies := make([]*delayProxy, 3)
-	for i, p := range ports {
-		proxies[i] = newDelayProxy(t, "127.0.0.1:"+itoa(p), delay)
-	}
-	srvs := startNodes(t, ports, 3, func(c *config.Config) {
-		c.Cluster.Routes = nil
+	srvs := startClusterOn(t, 3, func(ports []int) func(*config.Config) {
+		proxies := make([]*delayProxy, 3)
 		for i, p := range ports {
-			if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
-				c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i].port()))
+			proxies[i] = newDelayProxy(t, "127.0.0.1:"+itoa(p), delay)
+		}
+		return func(c *config.Config) {
+			c.Cluster.Routes = nil
+			for i, p := range ports {
+				if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
+					c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i].port()))
+				}
 			}
 		}
 	})

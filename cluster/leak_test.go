@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"flag"
+	"runtime"
+	"strconv"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -10,5 +13,21 @@ import (
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed.
 func TestMain(m *testing.M) {
+	setDefaultParallel()
 	goleak.VerifyTestMain(m)
+}
+
+// setDefaultParallel runs four of the package's parallel tests at once
+// unless -test.parallel is given: a test cluster mostly waits (heartbeats,
+// JetStream elections, media paced in real time), so GOMAXPROCS (go test's
+// default, 2 on the CI machine) left the CPU idle. Tests that crash nodes
+// and assert how fast the others notice, or cut the bus, stay serial: Go
+// runs them before any parallel one starts.
+func setDefaultParallel() {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		_ = flag.Set("test.parallel", strconv.Itoa(max(4, runtime.GOMAXPROCS(0))))
+	}
 }
