@@ -59,6 +59,7 @@ func regionLuma(t testing.TB, path string, x, y, w, h int) (ts, ys []float64) {
 // another participant's file: no tile may go black after a switch; both
 // show a picture to the end.
 func TestComposeResolutionChangeInFile(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	requireTool(t, "ffprobe")
 	dir := t.TempDir()

@@ -68,6 +68,7 @@ func firstLoud(t testing.TB, path string, level float64) float64 {
 // started, and the flash and beep (same instant in the clip) stay within
 // 40 ms of each other after recording and composition.
 func TestComposeLateJoinAndSync(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	requireTool(t, "ffmpeg")
 	const late = time.Second
@@ -151,6 +152,7 @@ func TestComposeLateJoinAndSync(t *testing.T) {
 // With Config.Compose a finished room recording is composed in the
 // background, with events, and the result is listed.
 func TestAutoCompose(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	requireTool(t, "ffmpeg")
 	srv := startServer(t)

@@ -56,6 +56,7 @@ func mountTmpfs(t *testing.T, size string) string {
 // A recording on a file system that fills up mid-session stops with a
 // clear error event, and every file written so far plays.
 func TestRecordDiskFull(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	requireTool(t, "ffmpeg")
 	dir := mountTmpfs(t, "200k")
@@ -97,6 +98,7 @@ func TestRecordDiskFull(t *testing.T) {
 
 // An unwritable recordings folder fails the start with an error naming it.
 func TestStartUnwritableDir(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	blocker := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
@@ -120,6 +122,7 @@ func TestStartUnwritableDir(t *testing.T) {
 
 // Close (server stop) finalises open recordings: files and manifest final.
 func TestManagerCloseFinalises(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	srv := startServer(t)
 	dir := t.TempDir()
@@ -176,6 +179,7 @@ func TestManagerCloseFinalises(t *testing.T) {
 // An auto-recorded room whose recording is stopped through the API is not
 // recorded again when more tracks are published (until the room closes).
 func TestAutoRecordStoppedStaysStopped(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: t.TempDir(), Logger: testLogger(), AutoRecord: []string{"auto-*"}})
 	if err != nil {

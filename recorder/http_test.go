@@ -26,6 +26,7 @@ func do(t *testing.T, method, url, body string) (int, map[string]any) {
 // POST starts (room or track), GET lists, DELETE stops; errors map to
 // 404/409/400 with a JSON error.
 func TestHTTPControl(t *testing.T) {
+	t.Parallel()
 	srv := startServer(t)
 	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: t.TempDir(), Logger: testLogger()})
 	if err != nil {

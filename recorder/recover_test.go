@@ -31,6 +31,7 @@ func copyFile(t *testing.T, src, dst string, cut int64) {
 // and recoverFile makes it final: every frame it holds decodes, Cues and
 // sizes written, the duration matches the frames.
 func TestRecoverCrashedFile(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
 	dir := t.TempDir()

@@ -414,6 +414,7 @@ func recordSessionOpts(t *testing.T, o sessionOpts) (*recorder.Manifest, string,
 // Two participants publish real VP8 and Opus; every file must probe with
 // the right codec, the sent frame count and the session's duration.
 func TestRecordTwoParticipants(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	requireTool(t, "ffmpeg")
 	m, dir, pubs := recordSession(t, "rec-two", 0, 0)
@@ -483,6 +484,7 @@ func TestRecordTwoParticipants(t *testing.T) {
 // With 3% of the publishers' packets lost upstream, files still decode
 // without a single error.
 func TestRecordWithLoss(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	requireTool(t, "ffmpeg")
 	m, dir, _ := recordSession(t, "rec-loss", 0.03, 0)

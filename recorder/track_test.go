@@ -66,6 +66,7 @@ func feedFrames(src *fakeSource, pay rtp.Payloader, clock, samples uint32, frame
 }
 
 func TestTrackRecorderCodecs(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffprobe")
 	for _, c := range codecCases {
 		t.Run(c.name, func(t *testing.T) {
@@ -125,6 +126,7 @@ func TestTrackRecorderCodecs(t *testing.T) {
 // recorder drops incomplete frames and frames after a gap until a keyframe,
 // and asks for keyframes.
 func TestTrackRecorderLoss(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_loss", webrtc.MimeTypeVP8, 90000, 0)
@@ -156,6 +158,7 @@ func TestTrackRecorderLoss(t *testing.T) {
 
 // A recording with no packets leaves no file.
 func TestTrackRecorderEmpty(t *testing.T) {
+	t.Parallel()
 	src := newFakeSource("TR_e", webrtc.MimeTypeVP8, 90000, 0)
 	dir := t.TempDir()
 	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir})
@@ -175,6 +178,7 @@ func TestTrackRecorderEmpty(t *testing.T) {
 // A resolution change mid-stream (the publisher scales, or a simulcast
 // switch) stays in one file that decodes cleanly.
 func TestTrackRecorderResolutionChange(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	dir := t.TempDir()
 	big := filepath.Join(dir, "big.ivf")
