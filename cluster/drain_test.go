@@ -14,7 +14,8 @@ import (
 // resumes through another node (new connections, same participant), its
 // subscriber on a third node hears it again and is never told it left.
 func TestShutdownHandsParticipantsOver(t *testing.T) {
-	t.Parallel()
+	// Serial: run next to other clusters on a loaded machine, a's resume
+	// through n0 once missed its 20 s (seen once alone at load 8 too).
 	srvs := startCluster(t, 3, nil)
 	api, err := client.LoopbackAPI()
 	if err != nil {
