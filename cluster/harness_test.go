@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,18 +22,32 @@ import (
 
 const testSecret = "test-cluster-secret-0123456789"
 
-// freePorts returns n free TCP ports on loopback.
+// handedOut holds every port freePorts returned in this process: tests run
+// in parallel, and a port one released for its node to bind must not be
+// handed to another (a node that finds its port taken costs a 30 s retry).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// freePorts returns n free TCP ports on loopback, none returned before.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
-	for i := 0; i < n; i++ {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for len(ports) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ls = append(ls, l) // held until all are picked: no repeats
+		p := l.Addr().(*net.TCPAddr).Port
+		if !handedOut.ports[p] {
+			handedOut.ports[p] = true
+			ports = append(ports, p)
+		}
 	}
 	for _, l := range ls {
 		_ = l.Close()
