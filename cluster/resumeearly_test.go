@@ -1,7 +1,10 @@
 package cluster_test
 
 import (
+	"io"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,16 +13,18 @@ import (
 )
 
 // TestResumeBeforeNodeKnownDead: the client's signaling to its node is cut
-// and the node crashes a moment later, so the client's first resume
-// through another node may arrive while the cluster still thinks the old
-// node alive and that node has not let go of the participant. That resume
-// is answered with a retryable 503 (not 404, which would end the session);
-// the client tries again and resumes as the same participant.
+// (the node does not see the socket drop: its side of the connection stays
+// open, as when the network dies) and the node crashes a moment later, so
+// the client's first resume through another node arrives while the
+// cluster still thinks the old node alive and that node has not let go of
+// the participant. That resume is answered with a retryable 503 (not 404,
+// which would end the session); the client tries again and resumes as the
+// same participant.
 func TestResumeBeforeNodeKnownDead(t *testing.T) {
 	srvs := failoverCluster(t)
 	const room = "resume-early"
 	bob := join(t, srvs[2], room, "bob")
-	px := newTCPProxy(t, srvs[0].Addr())
+	px := newHalfProxy(t, srvs[0].Addr())
 	api, err := client.LoopbackAPI()
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +40,8 @@ func TestResumeBeforeNodeKnownDead(t *testing.T) {
 
 	px.cut()
 	// The window the clients reproduced the failure in: the client resumes
-	// elsewhere at once, the node dies just after.
+	// elsewhere at once, the node dies just after (not an assertion: the
+	// resume must succeed whatever the order).
 	time.Sleep(300 * time.Millisecond)
 	srvs[0].Cluster().Crash()
 
@@ -79,4 +85,69 @@ func TestResumeHeldIsRetryable(t *testing.T) {
 	if sawLeave(bob, alice.ParticipantID()) {
 		t.Fatal("bob saw alice leave")
 	}
+}
+
+// halfProxy forwards TCP to a node; cut closes the client's side only and
+// stops forwarding, leaving the node's side open: the node does not see
+// the client go (until its keepalive gives up), as on a dead network.
+type halfProxy struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	clients  []net.Conn
+	upstream []net.Conn
+}
+
+func newHalfProxy(t *testing.T, target string) *halfProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &halfProxy{ln: ln}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.clients, p.upstream = append(p.clients, in), append(p.upstream, out)
+			p.mu.Unlock()
+			wg.Add(2)
+			// Neither direction closes the other side: only cut and the
+			// test's end do.
+			go func() { defer wg.Done(); _, _ = io.Copy(out, in) }()
+			go func() { defer wg.Done(); _, _ = io.Copy(in, out) }()
+		}
+	}()
+	t.Cleanup(func() {
+		p.cut()
+		p.mu.Lock()
+		for _, c := range p.upstream {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+func (p *halfProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *halfProxy) cut() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.clients {
+		_ = c.Close()
+	}
+	p.clients = nil
 }
