@@ -49,6 +49,10 @@ type Options struct {
 	// (true if the room exists in the cluster). Both nil on a single node.
 	RemoteRoom  func(name string) (sid string, ps []room.RemoteParticipant, ok bool)
 	CloseRemote func(name string) bool
+	// ClusterRooms lists every room of the cluster for GET /v1/rooms, sorted
+	// by name; nil (or a nil list and no error) on a single node, which
+	// lists its own rooms.
+	ClusterRooms func() ([]RoomSummary, error)
 }
 
 // API serves the admin routes.
@@ -164,6 +168,23 @@ func (a *API) listRooms(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := RoomList{Rooms: []RoomSummary{}}
+	if a.opts.ClusterRooms != nil {
+		all, err := a.opts.ClusterRooms()
+		if err != nil {
+			a.log.Warn("listing the cluster's rooms", "err", err)
+			writeError(w, protocol.Errorf(protocol.CodeUnavailable, "the cluster's room state is unavailable; try again"))
+			return
+		}
+		if all != nil {
+			for _, rs := range all {
+				if claims == nil || claims.Grants.Room == "" || claims.Grants.Room == rs.Name {
+					out.Rooms = append(out.Rooms, rs)
+				}
+			}
+			writeJSON(w, http.StatusOK, out)
+			return
+		}
+	}
 	for _, name := range a.opts.Rooms.RoomNames() {
 		if claims != nil && claims.Grants.Room != "" && claims.Grants.Room != name {
 			continue
@@ -457,7 +478,7 @@ func asProtocol(err error) *protocol.Error {
 func HTTPStatus(code int) int {
 	switch code {
 	case protocol.CodeUnauthorized, protocol.CodeForbidden, protocol.CodeNotFound, protocol.CodeConflict,
-		protocol.CodeTooLarge, protocol.CodeRateLimited, protocol.CodeInternal:
+		protocol.CodeTooLarge, protocol.CodeRateLimited, protocol.CodeInternal, protocol.CodeUnavailable:
 		return code
 	case protocol.CodeParseError, protocol.CodeInvalidRequest, protocol.CodeInvalidParams:
 		return http.StatusBadRequest

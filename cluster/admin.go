@@ -1,11 +1,16 @@
 package cluster
 
 import (
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
@@ -71,4 +76,69 @@ func (n *Node) CloseRoom(name string) bool {
 		}
 	}
 	return true
+}
+
+// RoomCount is one room of the cluster as GET /v1/rooms shows it.
+type RoomCount struct {
+	Name         string
+	SID          string
+	Participants int // members on every node, those waiting to resume included
+	Tracks       int
+}
+
+// roomListWorkers bounds the nodes asked at once for rooms without a part here.
+const roomListWorkers = 8
+
+// Rooms lists every open room of the cluster from the room state store
+// (one entry per room, so no duplicates), with its participants on every
+// node. localTracks counts the tracks of a room this node has a part of
+// (it sees every node's tracks; ok false without a part); the tracks of
+// the other rooms are counted from their nodes' snapshots.
+func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]RoomCount, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	keys, err := n.bus.kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return []RoomCount{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]RoomCount, 0, len(keys))
+	var remote []int // indexes in out of rooms without a part here
+	for _, key := range keys {
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "r"))
+		if !strings.HasPrefix(key, "r") || err != nil {
+			continue
+		}
+		name := string(raw)
+		st, _, ok := n.get(name)
+		if !ok || len(st.Members) == 0 {
+			continue // deleted meanwhile, or empty and about to close
+		}
+		rc := RoomCount{Name: name, SID: st.SID, Participants: len(st.Members)}
+		if tracks, ok := localTracks(name); ok {
+			rc.Tracks = tracks
+		} else {
+			remote = append(remote, len(out))
+		}
+		out = append(out, rc)
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, roomListWorkers)
+	for _, i := range remote {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(rc *RoomCount) {
+			defer func() { <-sem; wg.Done() }()
+			if _, ps, ok := n.RoomParticipants(rc.Name); ok {
+				for _, p := range ps {
+					rc.Tracks += len(p.Info.Tracks)
+				}
+			}
+		}(&out[i])
+	}
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }

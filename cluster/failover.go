@@ -25,11 +25,22 @@ type handoffMsg struct {
 const handoffTimeout = 3 * time.Second
 
 // handoff asks the live node holding a participant to release it to this
-// node (it does if it is draining or its client is away); true once it has.
-func (n *Node) handoff(node, name, id, tokenHash string) bool {
+// node (it does if it is draining or its client is away). The answer is
+// room.Released, room.NotReleased (no such participant or token there),
+// or room.StillHeld: the node still holds it (its client's socket drop
+// is not seen there yet), or did not answer (it may be dying).
+func (n *Node) handoff(node, name, id, tokenHash string) room.ReleaseResult {
 	data, _ := json.Marshal(handoffMsg{Room: name, ID: id, Token: tokenHash})
 	msg, err := n.bus.nc.Request(nodeSubject(node, "handoff"), data, handoffTimeout)
-	return err == nil && string(msg.Data) == "ok"
+	switch {
+	case err != nil:
+		return room.StillHeld
+	case string(msg.Data) == "ok":
+		return room.Released
+	case string(msg.Data) == "held":
+		return room.StillHeld
+	}
+	return room.NotReleased
 }
 
 // subscribeHandoff answers other nodes' requests to release a participant.
@@ -41,11 +52,14 @@ func (n *Node) subscribeHandoff() error {
 			return
 		}
 		go func() { // closing a participant publishes events: not on the bus goroutine
-			if n.rooms.Release(h.Room, h.ID, h.Token) {
+			switch n.rooms.Release(h.Room, h.ID, h.Token) {
+			case room.Released:
 				_ = m.Respond([]byte("ok"))
-				return
+			case room.StillHeld:
+				_ = m.Respond([]byte("held"))
+			default:
+				_ = m.Respond([]byte("no"))
 			}
-			_ = m.Respond([]byte("no"))
 		}()
 	})
 	return err

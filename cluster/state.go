@@ -58,7 +58,7 @@ func (n *Node) update(name string, f func(st *roomState, exists bool) error) (ro
 	// leader (a node died or was cut off): wait for it rather than fail.
 	deadline := time.Now().Add(unavailableWait)
 	transient := func(err error) bool {
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || n.bus.nc.IsClosed() { // a crashed node's bus never comes back
 			return false
 		}
 		time.Sleep(250 * time.Millisecond)

@@ -68,11 +68,17 @@ func (n *Node) Takeover(name, tokenHash string) (room.Member, string, error) {
 			m = o
 		}
 	}
-	switch {
-	case m.ID == "" || m.Node == n.id:
+	if m.ID == "" || m.Node == n.id {
 		return room.Member{}, "", errNotHere
-	case n.nodeAnswers(m.Node) && !n.handoff(m.Node, name, m.ID, tokenHash): // failover.go
-		return room.Member{}, "", fmt.Errorf("node %s still holds the participant: resume there", m.Node)
+	}
+	if n.nodeAnswers(m.Node) {
+		// Alive, or dying and not yet noticed: it must let go first.
+		switch n.handoff(m.Node, name, m.ID, tokenHash) { // failover.go
+		case room.NotReleased:
+			return room.Member{}, "", errNotHere
+		case room.StillHeld:
+			return room.Member{}, "", fmt.Errorf("node %s: %w", m.Node, room.ErrStillHeld)
+		}
 	}
 	n.rs.follow(n, name)
 	moved := false

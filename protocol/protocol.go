@@ -27,6 +27,7 @@ const (
 	CodeTooLarge       = 413
 	CodeRateLimited    = 429
 	CodeInternal       = 500
+	CodeUnavailable    = 503 // try again shortly (e.g. a resume while the old node lets go)
 )
 
 // Client → server methods.

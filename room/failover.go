@@ -62,28 +62,46 @@ func (r *Room) nodeDied(node string, window time.Duration) {
 // ResumeWindow is how long a participant whose connection is gone may resume.
 func (m *Manager) ResumeWindow() time.Duration { return m.cfg.ResumeWindow }
 
+// ReleaseResult is what Release did.
+type ReleaseResult int
+
+const (
+	// NotReleased: no live participant holds that token here.
+	NotReleased ReleaseResult = iota
+	// Released: the participant is gone from this node.
+	Released
+	// StillHeld: the token is the participant's, but its client still
+	// looks connected here (its socket has not been seen to drop yet):
+	// the resume elsewhere may be tried again shortly.
+	StillHeld
+)
+
 // Release ends a local participant that resumes through another node,
 // if tokenHash is its valid token's and this node is draining or its
 // client is away (a client that still speaks to this node stays here):
 // nobody sees it leave, its tracks end (it publishes them again there),
 // its connections close, and its socket, if still open, closes without
 // `leave`.
-func (m *Manager) Release(roomName, id, tokenHash string) bool {
+func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
 	r := m.Room(roomName)
 	if r == nil {
-		return false
+		return NotReleased
 	}
 	r.mu.Lock()
 	p := r.participants[id]
 	r.mu.Unlock()
 	if p == nil {
-		return false
+		return NotReleased
 	}
 	draining := m.Draining()
 	p.mu.Lock()
-	if p.closed || p.rs.expired || hashToken(p.rs.token) != tokenHash || !(draining || p.rs.away) {
+	if p.closed || p.moving || p.rs.expired || hashToken(p.rs.token) != tokenHash {
 		p.mu.Unlock()
-		return false
+		return NotReleased
+	}
+	if !(draining || p.rs.away) {
+		p.mu.Unlock()
+		return StillHeld
 	}
 	p.moving = true
 	if p.rs.timer != nil {
@@ -97,7 +115,7 @@ func (m *Manager) Release(roomName, id, tokenHash string) bool {
 	}
 	p.log.Info("released: it resumed through another node")
 	p.close(protocol.ReasonDisconnected, false)
-	return true
+	return Released
 }
 
 func (p *Participant) isMoving() bool {

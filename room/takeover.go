@@ -3,6 +3,7 @@ package room
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 
 	"github.com/starling-rtc/starling/protocol"
 )
@@ -16,6 +17,11 @@ import (
 // and the client publishes its tracks again. The other participants see
 // it stay: its node's stub moves to the new node and only its tracks end
 // (remote.go, moveRemote).
+
+// ErrStillHeld is what Bus.Takeover returns (wrapped) when the node that
+// holds the participant is alive or not yet known dead and has not
+// released it: the resume may succeed if tried again.
+var ErrStillHeld = errors.New("the participant's node still holds it")
 
 func newResumeToken() string { return newID("RS_") + newID("") }
 
@@ -33,6 +39,15 @@ func (m *Manager) takeover(roomName, token string, peer Peer) (*Participant, *pr
 		return nil, nil, errResume()
 	}
 	mem, sid, err := bus.Takeover(roomName, hashToken(token))
+	if errors.Is(err, ErrStillHeld) {
+		// The participant's node is alive, or not yet known dead, and has
+		// not let go of it: the client's socket drop is not seen there yet,
+		// or the node is dying. A moment later the node has either released
+		// it or is known dead, so the client is told to try again (5xx)
+		// rather than that its session is gone (404).
+		m.log.Info("resume through this node deferred", "room", roomName, "err", err)
+		return nil, nil, protocol.Errorf(protocol.CodeUnavailable, "resume: the participant's node has not released it yet; try again")
+	}
 	if err != nil {
 		m.log.Info("resume through this node refused", "room", roomName, "err", err)
 		return nil, nil, errResume()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/cluster"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/webhook"
@@ -95,4 +96,28 @@ func (s *Server) closeRemote(name string) bool {
 		return false
 	}
 	return s.cluster.CloseRoom(name)
+}
+
+// clusterRooms lists every room of the cluster for the admin API's
+// GET /v1/rooms; nil on a single node (the API lists the local rooms).
+func (s *Server) clusterRooms() ([]admin.RoomSummary, error) {
+	if s.cluster == nil {
+		return nil, nil
+	}
+	rooms, err := s.cluster.Rooms(func(name string) (int, bool) {
+		r := s.rooms.Room(name)
+		if r == nil {
+			return 0, false
+		}
+		_, tracks := r.Counts()
+		return tracks, true
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.RoomSummary, 0, len(rooms))
+	for _, rc := range rooms {
+		out = append(out, admin.RoomSummary{Name: rc.Name, SID: rc.SID, NumParticipants: rc.Participants, NumTracks: rc.Tracks})
+	}
+	return out, nil
 }

@@ -1,0 +1,79 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/admin"
+)
+
+// listRooms reads GET /v1/rooms from a node.
+func listRooms(t *testing.T, base string) ([]admin.RoomSummary, error) {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/rooms")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/rooms: %s", resp.Status)
+	}
+	var out admin.RoomList
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	return out.Rooms, nil
+}
+
+// TestAdminListsRoomsClusterWide: GET /v1/rooms on any node lists every
+// room of the cluster once, with its participants on every node and its
+// tracks: rooms with participants only on n1 and n2 appear on n0, and a
+// room spanning n0 and n1 appears once with both participants.
+func TestAdminListsRoomsClusterWide(t *testing.T) {
+	srvs := startCluster(t, 3, nil)
+	e1 := join(t, srvs[1], "east", "e1")
+	join(t, srvs[1], "east", "e2")
+	publishMedia(t, e1, false)
+	join(t, srvs[2], "west", "w1")
+	join(t, srvs[0], "both", "b0")
+	join(t, srvs[1], "both", "b1")
+
+	want := []admin.RoomSummary{
+		{Name: "both", NumParticipants: 2},
+		{Name: "east", NumParticipants: 2, NumTracks: 1},
+		{Name: "west", NumParticipants: 1},
+	}
+	for i, srv := range srvs {
+		var got []admin.RoomSummary
+		var err error
+		eventually(t, 20*time.Second, fmt.Sprintf("n%d lists every room of the cluster", i), func() bool {
+			got, err = listRooms(t, srv.BaseURL())
+			if err != nil || len(got) != len(want) {
+				return false
+			}
+			for j := range want {
+				if got[j].Name != want[j].Name || got[j].NumParticipants != want[j].NumParticipants ||
+					got[j].NumTracks != want[j].NumTracks || got[j].SID == "" {
+					return false
+				}
+			}
+			return true
+		})
+		sids := map[string]string{}
+		for _, r := range got {
+			sids[r.Name] = r.SID
+		}
+		if i == 0 {
+			continue
+		}
+		first, _ := listRooms(t, srvs[0].BaseURL())
+		for _, r := range first {
+			if sids[r.Name] != r.SID {
+				t.Fatalf("room %s: sid %s on n%d, %s on n0", r.Name, sids[r.Name], i, r.SID)
+			}
+		}
+	}
+}
