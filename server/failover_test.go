@@ -202,6 +202,9 @@ func TestFailoverWhenNodeUnreachable(t *testing.T) {
 // client notices the silence (Options.ReadTimeout, longer than the server's
 // 10 s ping interval) and fails over to the next node.
 func TestFailoverWhenNodeGoesSilent(t *testing.T) {
+	// Parallel: 15 s of waiting for the read timeout; a busy CPU only
+	// lengthens it, and the test bounds it from below.
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("waits for a read timeout of 15 s")
 	}
