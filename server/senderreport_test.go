@@ -23,6 +23,14 @@ import (
 // that go with it.
 type srTap struct {
 	delay   time.Duration // holds back outgoing video (a slower path than audio's)
+	// exact, on a publisher's tap, rewrites its outgoing sender reports
+	// to the exact mapping of its media clock (srPublisher's timestamps
+	// follow the wall clock from this instant): pion's report takes the
+	// last packet's write time, and a publisher stalled between stamping
+	// and writing would send a report some ms off, an error the test
+	// would then blame on the SFU.
+	exact   time.Time
+	layerOf map[uint32]uint64 // ssrc -> kind<<8 | layer, from the packet keys
 	queue   chan srDelayed
 	mu      sync.Mutex
 	packets map[uint64]srPacket // by payload key
@@ -57,7 +65,7 @@ type srReport struct {
 }
 
 func newSRTap() *srTap {
-	return &srTap{packets: map[uint64]srPacket{}, reports: map[uint32][]srReport{}}
+	return &srTap{packets: map[uint64]srPacket{}, reports: map[uint32][]srReport{}, layerOf: map[uint32]uint64{}}
 }
 
 func (s *srTap) NewInterceptor(string) (interceptor.Interceptor, error) { return &srTapConn{s: s}, nil }
@@ -81,6 +89,7 @@ func (s *srTap) packet(h *rtp.Header, payload []byte) {
 		if _, seen := s.packets[k]; !seen { // retransmissions keep the first arrival
 			s.packets[k] = srPacket{ssrc: h.SSRC, ts: h.Timestamp, at: time.Now()}
 		}
+		s.layerOf[h.SSRC] = k >> 48
 		s.mu.Unlock()
 	}
 }
@@ -129,6 +138,7 @@ func (c *srTapConn) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RT
 
 func (c *srTapConn) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
 	return interceptor.RTCPWriterFunc(func(pkts []rtcp.Packet, a interceptor.Attributes) (int, error) {
+		c.s.exactReports(pkts)
 		c.s.rtcp(pkts)
 		return w.Write(pkts, a)
 	})
@@ -144,6 +154,33 @@ func (c *srTapConn) BindRTCPReader(r interceptor.RTCPReader) interceptor.RTCPRea
 		}
 		return n, attr, err
 	})
+}
+
+// exactReports sets each sender report's RTP time to what the publisher's
+// media clock read at the report's NTP time.
+func (s *srTap) exactReports(pkts []rtcp.Packet) {
+	if s.exact.IsZero() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range pkts {
+		sr, ok := p.(*rtcp.SenderReport)
+		if !ok {
+			continue
+		}
+		kl, ok := s.layerOf[sr.SSRC]
+		if !ok {
+			continue
+		}
+		// pion's NTP time is the wall clock (seconds since 1900)
+		at := time.Unix(int64(sr.NTPTime>>32)-2208988800, int64((sr.NTPTime&0xffffffff)*1e9>>32))
+		base, rate := uint32(srAudioBase), 48000.0
+		if kl>>8 == srVideoKey>>56 {
+			base, rate = srVideoBases[kl&0xff], 90000
+		}
+		sr.RTPTime = base + uint32(at.Sub(s.exact).Seconds()*rate)
+	}
 }
 
 // ntpSeconds converts a 64-bit NTP timestamp to seconds.
@@ -173,6 +210,7 @@ func (s *srTap) wallOf(ssrc, ts uint32, at time.Time, clock float64) (float64, b
 // timestamps follow the wall clock exactly (each with its own random base),
 // so its sender reports are exact; every payload ends with a unique key.
 type srPublisher struct {
+	t0      time.Time // the media clocks' zero
 	sim     *client.SimulcastTrack
 	audio   *webrtc.TrackLocalStaticRTP
 	pubs    []client.Published
@@ -182,11 +220,15 @@ type srPublisher struct {
 }
 
 const (
-	srAudioKey = 1 << 56 // key = kind<<56 | layer<<48 | counter
-	srVideoKey = 2 << 56
+	srAudioKey  = 1 << 56 // key = kind<<56 | layer<<48 | counter
+	srVideoKey  = 2 << 56
+	srAudioBase = 123_456_789
 )
 
-func publishSR(t *testing.T, c *client.Client) *srPublisher {
+// srVideoBases are the three video layers' RTP timestamps at t0.
+var srVideoBases = [3]uint32{7, 1_000_000_007, 4_294_000_000}
+
+func publishSR(t *testing.T, c *client.Client, t0 time.Time) *srPublisher {
 	t.Helper()
 	sim, err := client.NewSimulcastTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream", "q", "h", "f")
 	if err != nil {
@@ -196,7 +238,7 @@ func publishSR(t *testing.T, c *client.Client) *srPublisher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &srPublisher{sim: sim, audio: audio, stop: make(chan struct{})}
+	p := &srPublisher{t0: t0, sim: sim, audio: audio, stop: make(chan struct{})}
 	p.wantKey.Store(true)
 	hints := []protocol.LayerHint{{RID: "q", Width: 320, Height: 180}, {RID: "h", Width: 640, Height: 360}, {RID: "f", Width: 1280, Height: 720}}
 	p.pubs, err = c.Publish(ctxT(t, 10*time.Second),
@@ -223,8 +265,7 @@ func (p *srPublisher) track(kind string) string {
 
 func (p *srPublisher) sendVideo() {
 	defer p.wg.Done()
-	t0 := time.Now()
-	bases := [3]uint32{7, 1_000_000_007, 4_294_000_000}
+	t0, bases := p.t0, srVideoBases
 	seqs := [3]uint16{10, 30000, 65000}
 	var pids [3]uint16
 	var counter uint64
@@ -266,8 +307,7 @@ func (p *srPublisher) sendVideo() {
 
 func (p *srPublisher) sendAudio() {
 	defer p.wg.Done()
-	t0 := time.Now()
-	const base = 123_456_789
+	t0, base := p.t0, srAudioBase
 	seq := uint16(500)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -279,7 +319,7 @@ func (p *srPublisher) sendAudio() {
 		}
 		b := append([]byte{0x78}, make([]byte, 50)...)
 		b = binary.BigEndian.AppendUint64(b, srAudioKey|n)
-		ts := uint32(base + time.Since(t0).Seconds()*48000)
+		ts := uint32(base) + uint32(time.Since(t0).Seconds()*48000)
 		if err := p.audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts}, Payload: b}); err != nil {
 			return
 		}
@@ -331,12 +371,13 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 		}()
 	})
 	pubTap := newSRTap()
+	pubTap.exact = time.Now()
 	if videoDelay > 0 {
 		pubTap.delay, pubTap.queue = videoDelay, make(chan srDelayed, 1024)
 		go pubTap.run()
 		t.Cleanup(func() { close(pubTap.queue) }) // runs after the publisher's media stopped
 	}
-	pub := publishSR(t, join(t, srv, roomName, "pub", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{pubTap}}))))
+	pub := publishSR(t, join(t, srv, roomName, "pub", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{pubTap}}))), pubTap.exact)
 	videoID := pub.track("video")
 
 	// Switch layers and pause while media flows; each phase lasts long

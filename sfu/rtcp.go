@@ -426,7 +426,13 @@ func (s *senderReports) reports() []*rtcp.SenderReport {
 		streams = append(streams, st)
 	}
 	s.mu.Unlock()
+	// Both clocks read together: a stall between the NTP time and the RTP
+	// mapping's instant would put that stall into every receiver's lip sync.
 	now := s.now()
+	mono := now.UnixNano() // a test's clock
+	if s.mono != nil {
+		mono = s.mono()
+	}
 	out := make([]*rtcp.SenderReport, 0, len(streams))
 	for _, st := range streams {
 		st.mu.Lock()
@@ -442,10 +448,6 @@ func (s *senderReports) reports() []*rtcp.SenderReport {
 		lastSeq, mapped, age := st.lastSeq, st.mapped, now.Sub(st.firstAt)
 		st.mu.Unlock()
 		if d := lookupDownTrack(st.ssrc, lastSeq); d != nil {
-			mono := now.UnixNano() // a test's clock
-			if s.mono != nil {
-				mono = s.mono()
-			}
 			ts, ok := d.senderReportRTP(mono)
 			switch {
 			case ok:
