@@ -22,7 +22,7 @@ import (
 // receives (by a packet key carried in the payload) and the sender reports
 // that go with it.
 type srTap struct {
-	delay   time.Duration // holds back outgoing video (a slower path than audio's)
+	delay time.Duration // holds back outgoing video (a slower path than audio's)
 	// exact, on a publisher's tap, rewrites its outgoing sender reports
 	// to the exact mapping of its media clock (srPublisher's timestamps
 	// follow the wall clock from this instant): pion's report takes the
