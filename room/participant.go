@@ -15,6 +15,8 @@ import (
 // publishes and the tracks it receives.
 type Participant struct {
 	m             *Manager
+	pubCandidates candidateGate // publisher candidates follow the offer result (candidates.go)
+	subCandidates candidateGate // subscriber candidates follow their offer
 	room          *Room
 	log           *slog.Logger
 	peer          Peer
@@ -81,12 +83,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 		_ = p.pub.Close()
 		return nil, err
 	}
-	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) {
-		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetPublisher, Candidate: c})
-	})
-	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) {
-		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetSubscriber, Candidate: c})
-	})
+	p.pubCandidates.target, p.subCandidates.target = protocol.TargetPublisher, protocol.TargetSubscriber
+	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.pubCandidates.candidate(p, c) })
+	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.subCandidates.candidate(p, c) })
 	failed := func() { go p.mediaFailed() } // see resume.go
 	p.pub.OnFailed(failed)
 	p.sub.OnFailed(failed)
@@ -189,7 +188,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 		if t == nil {
 			t = newTrack(p, o, anns[o.TrackID])
 			if c, ok := p.pub.NegotiatedCodec(o.MID); ok {
-				t.info.Codec = c.MimeType
+				t.info.Codec = sfu.CanonicalMimeType(c.MimeType)
 			}
 			p.tracks[t.id] = t
 			p.byCID[o.TrackID] = t
@@ -238,7 +237,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 		// publisher must send too.
 		t.receiver.OnSinksChanged(t.dynacast)
 		t.receiver.SetMuted(t.info.Muted)
-		t.info.Codec = remote.Codec().MimeType
+		t.info.Codec = sfu.CanonicalMimeType(remote.Codec().MimeType)
 		t.visible = true
 	}
 	r := t.receiver
