@@ -216,10 +216,20 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 	m.active[id] = rec
 	m.mu.Unlock()
 	go m.reap(rec)
+	if !auto && trackID == "" {
+		// In a cluster the room's tracks on other nodes are imported here
+		// and recorded too (the observer gets them when their media is
+		// there); an auto recording runs on every node with a part of the
+		// room and records only that node's tracks, so none is twice.
+		release := rm.AcquireRemoteMedia()
+		go func() { <-rr.Done(); release() }()
+	}
 	// Listed after registering, so a track published meanwhile is added
 	// by the observer or here (AddTrack ignores repeats).
 	for _, t := range rm.ObservedTracks() {
-		_ = rr.AddTrack(t)
+		if t.Node == "" || !auto {
+			_ = rr.AddTrack(t)
+		}
 	}
 	if mix && trackID == "" {
 		src, mixID := rm.AcquireMix()
@@ -425,8 +435,12 @@ func (m *Manager) Close(ctx context.Context) error {
 	return nil
 }
 
-// observer adapts the Manager to room.Observer.
+// observer adapts the Manager to room.Observer. It is a
+// room.RemoteObserver: a room recording records the tracks published on
+// other nodes of a cluster too.
 type observer struct{ m *Manager }
+
+func (observer) ObservesRemoteTracks() {}
 
 func (o observer) TrackPublished(t room.PublishedTrack) {
 	m := o.m
@@ -441,7 +455,9 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 		if r.rr.Room() == t.Room && (r.rr.RoomSID() == "" || r.rr.RoomSID() == t.RoomSID) {
 			if r.rr.opts.TrackID == "" {
 				roomRecording = true
-				targets = append(targets, r.rr)
+				if t.Node == "" || !r.auto { // another node's track: see start
+					targets = append(targets, r.rr)
+				}
 			}
 		}
 	}
@@ -449,7 +465,7 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 	for _, rr := range targets {
 		_ = rr.AddTrack(t)
 	}
-	if !roomRecording && m.autoMatch(t.Room) {
+	if !roomRecording && t.Node == "" && m.autoMatch(t.Room) {
 		// Off the room's goroutine (start does file I/O); start() adds
 		// every track published so far, this one included.
 		go func() {
