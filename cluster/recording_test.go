@@ -174,6 +174,12 @@ func decodedFrames(t testing.TB, path string) int {
 
 func httpJSON(t testing.TB, method, url string, body, out any) int {
 	t.Helper()
+	return httpJSONAuth(t, method, url, "", body, out)
+}
+
+// httpJSONAuth is httpJSON with a bearer token ("" = none).
+func httpJSONAuth(t testing.TB, method, url, bearer string, body, out any) int {
+	t.Helper()
 	var rd *bytes.Reader
 	if body != nil {
 		raw, _ := json.Marshal(body)
@@ -186,6 +192,9 @@ func httpJSON(t testing.TB, method, url string, body, out any) int {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -230,6 +239,9 @@ func TestRecordingRemoteTracks(t *testing.T) {
 	var info recorder.Info
 	if code := httpJSON(t, "POST", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{}, &info); code != http.StatusCreated {
 		t.Fatalf("start the recording on n0: %d %+v", code, info)
+	}
+	if info.Node != "n0" {
+		t.Errorf("the recording says it runs on %q, want n0 (the node asked)", info.Node)
 	}
 	eventually(t, 20*time.Second, "the recording on n0 holds pub's two tracks", func() bool {
 		in, ok := srvs[0].Recorder().Get(info.ID)

@@ -54,6 +54,9 @@ type Info struct {
 	Auto      bool       `json:"auto,omitempty"`
 	// Composed is the composed file, once automatic composition finished.
 	Composed string `json:"composed,omitempty"`
+	// Node is the cluster node that runs the recording: its disk holds
+	// the files (cluster.go); empty on a single node.
+	Node string `json:"node,omitempty"`
 }
 
 // Errors of the control API.
@@ -86,6 +89,8 @@ type Manager struct {
 	ended  []*recording          // finished this process, newest last (bounded)
 	noAuto map[string]bool       // room SIDs whose recording was stopped by the API
 	closed bool
+
+	cl clusterState // cluster.go
 
 	composeCtx    context.Context
 	composeCancel context.CancelFunc
@@ -388,7 +393,7 @@ func (m *Manager) info(r *recording) Info {
 	in := Info{
 		ID: man.ID, Kind: man.Kind, Room: man.Room, TrackID: r.rr.opts.TrackID, Status: man.Status, Error: man.Error,
 		Dir: r.rr.Dir(), Manifest: filepath.Join(r.rr.Dir(), ManifestFile), StartedAt: man.StartedAt,
-		EndedAt: man.EndedAt, Files: []string{}, Auto: r.auto, Tracks: len(man.Tracks),
+		EndedAt: man.EndedAt, Files: []string{}, Auto: r.auto, Tracks: len(man.Tracks), Node: m.nodeID(),
 	}
 	m.mu.Lock()
 	in.Composed = r.composed
