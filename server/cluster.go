@@ -48,6 +48,11 @@ func (s *Server) setupCluster() error {
 		return err
 	}
 	s.cluster = n
+	if err := s.clusterRecordings(); err != nil { // see recording_cluster.go
+		n.Close()
+		s.cluster = nil
+		return err
+	}
 	s.metrics.Registry().MustRegister(n.Collector())
 	return nil
 }
