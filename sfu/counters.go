@@ -37,19 +37,26 @@ type Counters struct {
 	BWELossDecreases  uint64
 	BWEProbes         uint64
 	BWEProbeRaises    uint64
+	// Feedback packets read straight off the batched socket (rtcptap.go)
+	// rather than through pion.
+	BWEFeedbackTapped uint64
 	// Data messages to subscribers (dataqueue.go): held until the
 	// subscriber's data channel opened, and dropped (the holding queue was
 	// full, or the channel closed first).
 	DataHeld    uint64
 	DataDropped uint64
+	// Down tracks whose codec the subscriber's connection could not
+	// negotiate (downtrack.go, Bind): they forward nothing.
+	UnsupportedDownTracks uint64
 }
 
 var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
-	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises                           atomic.Uint64
+	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped        atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
+	unsupportedDownTracks                                                                    atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -63,17 +70,19 @@ func ReadCounters() Counters {
 		QueueDrops:    counters.queueDrops.Load(),
 		Retransmits:   counters.retransmits.Load(),
 
-		DatagramsSent:      counters.datagramsSent.Load(),
-		SendCalls:          counters.sendCalls.Load(),
-		SegmentedDatagrams: counters.segmentedDatagrams.Load(),
-		DirectStreams:      counters.directStreams.Load(),
-		PionStreams:        counters.pionStreams.Load(),
-		BWEDelayDecreases:  counters.bweDelayDecreases.Load(),
-		BWELossDecreases:   counters.bweLossDecreases.Load(),
-		BWEProbes:          counters.bweProbes.Load(),
-		BWEProbeRaises:     counters.bweProbeRaises.Load(),
-		DataHeld:           counters.dataHeld.Load(),
-		DataDropped:        counters.dataDropped.Load(),
+		DatagramsSent:         counters.datagramsSent.Load(),
+		SendCalls:             counters.sendCalls.Load(),
+		SegmentedDatagrams:    counters.segmentedDatagrams.Load(),
+		DirectStreams:         counters.directStreams.Load(),
+		PionStreams:           counters.pionStreams.Load(),
+		BWEDelayDecreases:     counters.bweDelayDecreases.Load(),
+		BWELossDecreases:      counters.bweLossDecreases.Load(),
+		BWEProbes:             counters.bweProbes.Load(),
+		BWEProbeRaises:        counters.bweProbeRaises.Load(),
+		BWEFeedbackTapped:     counters.bweFeedbackTapped.Load(),
+		DataHeld:              counters.dataHeld.Load(),
+		DataDropped:           counters.dataDropped.Load(),
+		UnsupportedDownTracks: counters.unsupportedDownTracks.Load(),
 	}
 }
 
