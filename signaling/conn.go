@@ -315,7 +315,13 @@ func (c *Conn) readLoop(d Dispatcher) error {
 		// The timeout starts when we wait, not when the last frame came:
 		// time spent in the Dispatcher is not the peer's silence.
 		c.extendRead()
-		typ, data, err := c.ws.ReadMessage()
+		typ, data, err := c.readMessage()
+		if errors.Is(err, errInflatedTooLarge) {
+			// The connection stays up only to send the close frame and
+			// hear the peer's; anything it still sends is not dispatched.
+			c.Close(websocket.CloseMessageTooBig, "message too big")
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -326,6 +332,29 @@ func (c *Conn) readLoop(d Dispatcher) error {
 		}
 		c.handleText(d, data)
 	}
+}
+
+// errInflatedTooLarge: a compressed message inflated beyond MaxFrame.
+var errInflatedTooLarge = errors.New("signaling: message inflates beyond the limit")
+
+// readMessage reads one message of at most MaxFrame bytes as the peer
+// wrote it. gorilla's read limit counts the bytes on the wire, so with
+// permessage-deflate (browsers use it) a few kB could inflate to any size;
+// the limit here is on the inflated message, which PROTOCOL.md's 1 MiB is
+// about. Frames too large on the wire still end in gorilla's ErrReadLimit.
+func (c *Conn) readMessage() (int, []byte, error) {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return typ, nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(r, c.opts.MaxFrame+1))
+	if err != nil {
+		return typ, nil, err
+	}
+	if int64(len(data)) > c.opts.MaxFrame {
+		return typ, nil, errInflatedTooLarge
+	}
+	return typ, data, nil
 }
 
 func (c *Conn) handleText(d Dispatcher, data []byte) {

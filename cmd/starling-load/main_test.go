@@ -508,6 +508,10 @@ func TestLoadAudioMix(t *testing.T) {
 		t.Fatalf("streams %d of %d started, want 5 of 5 (one mix per receiver)", s.StreamsStarted, s.StreamsExpected)
 	}
 	perStream := float64(s.Received.Packets) / 5 / s.WindowSeconds
+	if raceEnabled { // the rate needs a real-time mixer; .ci/run checks it again without -race
+		t.Logf("%.1f mix packets/s per receiver (not checked under -race)", perStream)
+		return
+	}
 	if perStream < 40 || perStream > 55 {
 		t.Fatalf("%.1f mix packets/s per receiver, want about 50", perStream)
 	}
