@@ -89,7 +89,7 @@ func mustLoopback(t *testing.T) *webrtc.API {
 // tracks again on new connections and says so (EventRejoined), and a
 // viewer on B receives its media.
 func TestFailoverRejoinsOnAnotherNode(t *testing.T) {
-	t.Parallel()
+	parallelUnlessRace(t) // every step awaited
 	a := startServer(t, nil)
 	b := startServer(t, nil)
 	const roomName = "failover"
@@ -163,7 +163,7 @@ func TestFailoverRejoinsOnAnotherNode(t *testing.T) {
 // machine crashes): the client resumes through the next URL, is refused,
 // and rejoins there.
 func TestFailoverWhenNodeUnreachable(t *testing.T) {
-	t.Parallel()
+	parallelUnlessRace(t) // every step awaited
 	a := startServer(t, nil)
 	b := startServer(t, nil)
 	const roomName = "failover-crash"

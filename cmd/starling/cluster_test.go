@@ -97,4 +97,26 @@ func TestClusterProcesses(t *testing.T) {
 			t.Fatalf("b was told a left: %s", e.Params)
 		}
 	}
+
+	// SIGTERM p1, then p0: once p1 is gone (its heartbeats stop) the last
+	// node has nowhere to hand a and b over to, so its drain ends (it used
+	// to wait out the resume window for resumes that could not happen).
+	for _, i := range []int{1, 0} {
+		termAt := time.Now()
+		if err := cmds[i].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-cmds[i].exited:
+			t.Logf("p%d exited %s after SIGTERM", i, time.Since(termAt).Round(time.Millisecond))
+		case <-time.After(60 * time.Second):
+			t.Fatalf("p%d did not exit after SIGTERM", i)
+		}
+		if code := cmds[i].cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("p%d exited %d after SIGTERM, want 0", i, code)
+		}
+	}
+	if log := cmds[0].log.String(); !strings.Contains(log, "no other node") {
+		t.Errorf("the last node drained as if another node could take its participants:\n%s", log)
+	}
 }
