@@ -24,46 +24,16 @@ func (s *Server) Abort() {
 // (`reconnect`), and each participant is released to the node it resumes
 // through. It returns when none is left or ctx ends, with the number still
 // here; Shutdown follows. A single node has nowhere to send its clients:
-// Drain does nothing there. Nor does the last live node of a cluster, and a
-// drain ends as soon as the node is the last one (the others stopped or
-// died meanwhile): waiting out the resume window for resumes that cannot
-// happen only delayed the stop.
+// Drain does nothing there.
 func (s *Server) Drain(ctx context.Context) int {
 	if s.cluster == nil {
 		return s.rooms.Snapshot().Participants
 	}
-	if s.lastNode() {
-		left := s.rooms.Snapshot().Participants
-		s.log.Info("draining: no other node to hand participants over to", "participants_left", left)
-		return left
-	}
 	s.log.Info("draining: asking every client to resume through another node")
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if s.lastNode() {
-					s.log.Info("draining: no other node left to hand participants over to")
-					cancel()
-					return
-				}
-			}
-		}
-	}()
 	left := s.rooms.Drain(ctx)
 	s.log.Info("drained", "participants_left", left)
 	return left
 }
-
-// lastNode reports whether no other node of the cluster is alive (the
-// node list includes this node; a node is gone once its heartbeats stop).
-func (s *Server) lastNode() bool { return len(s.cluster.Nodes()) < 2 }
 
 // DrainTimeout bounds Drain: the resume window (clients that have not
 // resumed by then cannot any more), at most 30 s.
