@@ -8,6 +8,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,8 +40,9 @@ type BusOptions struct {
 	Listen   string   // embedded: route HOST:PORT
 	Routes   []string // embedded: peers' route URLs
 	Secret   string
-	NATSURL  string // external NATS instead of the embedded server
-	StoreDir string // embedded JetStream files; "" = a temporary folder
+	NATSURL  string   // external NATS instead of the embedded server
+	StoreDir string   // embedded JetStream files; "" = a temporary folder
+	TLS      TLSFiles // TLS of the routes and client port, or to the external NATS (tls.go)
 	Logger   *slog.Logger
 	// Ready bounds how long openBus waits for the peers to accept this node
 	// and for the state store (JetStream) to answer.
@@ -73,16 +75,30 @@ func openBus(o BusOptions) (*bus, error) {
 			return nil, err
 		}
 		b.ns, b.tmpDir = ns, dir
-		urls = ns.ClientURL()
+		// nats:// even when the client port has TLS (ClientURL says tls://):
+		// the in-process connection needs none.
+		urls = strings.Replace(ns.ClientURL(), "tls://", "nats://", 1)
 		copts = append(copts, nats.InProcessServer(ns), nats.UserInfo(busUser, o.Secret))
 		replicas = min(3, 1+len(o.Routes))
 	} else {
 		urls = o.NATSURL
+		tc, err := loadTLS(o.TLS, false)
+		if err != nil {
+			return nil, err
+		}
+		if tc != nil {
+			tc.ClientAuth, tc.ClientCAs = tls.NoClientCert, nil // a client: only RootCAs and its certificate count
+			copts = append(copts, nats.Secure(tc))
+		}
 	}
 	copts = append(copts, nats.Name("starling-"+o.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	nc, err := nats.Connect(urls, copts...)
 	if err != nil {
 		b.close()
+		if strings.Contains(err.Error(), "tls") || strings.Contains(err.Error(), "secure") {
+			return nil, fmt.Errorf("cluster bus: connecting to NATS over TLS: %w (the server's certificate must be signed by --cluster-tls-ca, "+
+				"or trusted by the system; a server that asks for a client certificate needs --cluster-tls-cert and --cluster-tls-key)", err)
+		}
 		return nil, fmt.Errorf("cluster bus: connecting to NATS: %w", err)
 	}
 	b.nc = nc
@@ -91,7 +107,12 @@ func openBus(o BusOptions) (*bus, error) {
 		b.close()
 		return nil, fmt.Errorf("cluster bus: JetStream: %w", err)
 	}
-	if err := b.openBucket(o.Ready, replicas, authErr); err != nil {
+	var diagnose func() error
+	if o.NATSURL == "" {
+		tc, _ := loadTLS(o.TLS, true) // loaded without error by startEmbedded
+		diagnose = func() error { return routeTLSCheck(o.Routes, tc) }
+	}
+	if err := b.openBucket(o.Ready, replicas, authErr, diagnose); err != nil {
 		b.close()
 		return nil, err
 	}
@@ -110,16 +131,20 @@ func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, er
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	routes, err := routeURLs(o.Routes, o.Secret)
+	if err != nil {
+		return nil, "", err
+	}
+	tc, err := loadTLS(o.TLS, true)
+	if err != nil {
+		return nil, "", err
+	}
 	dir, tmp := o.StoreDir, ""
 	if dir == "" {
 		if tmp, err = os.MkdirTemp("", "starling-js-"); err != nil {
 			return nil, "", err
 		}
 		dir = tmp
-	}
-	routes, err := routeURLs(o.Routes, o.Secret)
-	if err != nil {
-		return nil, "", err
 	}
 	opts := &server.Options{
 		// The node connects in-process, but nats-server starts routing only
@@ -136,6 +161,14 @@ func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, er
 			NoAdvertise: true,
 		},
 		Routes: routes,
+	}
+	if tc != nil {
+		// Routes both ways (with a CA: both ends show a certificate it
+		// signed), and the loopback client port, which only the node's own
+		// in-process connection uses (nats-server skips TLS in-process).
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc.Clone(), tlsTimeout
+		opts.TLSConfig, opts.TLSTimeout = tc.Clone(), tlsTimeout
+		opts.TLSVerify = tc.ClientAuth == tls.RequireAndVerifyClientCert
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -167,14 +200,22 @@ func routeURLs(in []string, secret string) ([]*url.URL, error) {
 }
 
 // openBucket opens (or creates) the room-state bucket, retrying while
-// JetStream elects its leader, and fails early if a peer refuses the secret.
-func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error) error {
+// JetStream elects its leader, and fails early if a peer refuses the secret
+// or diagnose (if not nil) finds the routes cannot come up.
+func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, diagnose func() error) error {
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
 	deadline := time.Now().Add(wait)
+	nextDiagnosis := time.Now().Add(2 * time.Second) // a healthy cluster is usually ready by then
 	var last error
 	for {
+		if diagnose != nil && time.Now().After(nextDiagnosis) {
+			if err := diagnose(); err != nil {
+				return err
+			}
+			nextDiagnosis = time.Now().Add(3 * time.Second)
+		}
 		select {
 		case err := <-authErr:
 			return err

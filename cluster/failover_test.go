@@ -152,7 +152,7 @@ func rawResume(t *testing.T, s *server.Server, room, token string) *protocol.Err
 	if err := ws.WriteJSON(map[string]any{"jsonrpc": "2.0", "id": 1, "method": protocol.MethodJoin, "params": json.RawMessage(params)}); err != nil {
 		t.Fatal(err)
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second)) // a takeover waits up to ~25 s for the store
 	for {
 		var msg struct {
 			ID     json.RawMessage `json:"id"`

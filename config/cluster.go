@@ -38,6 +38,14 @@ type Cluster struct {
 	// StoreDir keeps the embedded JetStream's files; empty = a temporary
 	// folder removed at exit (room state is rebuilt from the nodes anyway).
 	StoreDir string `yaml:"store_dir"`
+	// TLSCert and TLSKey are this node's PEM certificate and key for the
+	// bus: the embedded server's routes and client port, or a client
+	// certificate for an external NATS. TLSCA, when set, is the only CA
+	// trusted for peers: routes then need certificates it signed (mutual
+	// TLS), and an external NATS's certificate is checked against it.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	TLSCA   string `yaml:"tls_ca"`
 }
 
 // Enabled reports whether the node joins a cluster.
@@ -58,6 +66,9 @@ func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 	natsURL := fs.String("nats-url", def.Cluster.NATSURL, "use an existing NATS cluster with JetStream instead of the embedded one: `URL`[,URL...]")
 	relay := fs.String("cluster-relay-addr", def.Cluster.RelayAddr, "UDP `HOST:PORT` of the media relay between nodes (reachable by the other nodes; port 0 = free port)")
 	store := fs.String("cluster-store-dir", def.Cluster.StoreDir, "`folder` for the embedded JetStream's files; empty = a temporary folder")
+	tlsCert := fs.String("cluster-tls-cert", def.Cluster.TLSCert, "PEM certificate `file` of this node for the cluster bus's TLS (routes, or a client certificate for --nats-url)")
+	tlsKey := fs.String("cluster-tls-key", def.Cluster.TLSKey, "PEM private key `file` of --cluster-tls-cert")
+	tlsCA := fs.String("cluster-tls-ca", def.Cluster.TLSCA, "PEM CA `file` the bus trusts: peers' route certificates must be signed by it (mutual TLS); checks --nats-url's server too")
 	return func(cfg *Config, name string) {
 		switch name {
 		case "node-id":
@@ -74,6 +85,12 @@ func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 			cfg.Cluster.RelayAddr = *relay
 		case "cluster-store-dir":
 			cfg.Cluster.StoreDir = *store
+		case "cluster-tls-cert":
+			cfg.Cluster.TLSCert = *tlsCert
+		case "cluster-tls-key":
+			cfg.Cluster.TLSKey = *tlsKey
+		case "cluster-tls-ca":
+			cfg.Cluster.TLSCA = *tlsCA
 		}
 	}
 }
@@ -95,6 +112,9 @@ func (c Config) validateCluster(bad func(format string, args ...any)) {
 	if !cl.Enabled() {
 		if len(cl.Routes) > 0 {
 			bad("cluster.routes: set cluster.listen (--cluster-listen) too, routes alone do not turn clustering on")
+		}
+		if cl.TLSCert != "" || cl.TLSKey != "" || cl.TLSCA != "" {
+			bad("cluster.tls_cert/tls_key/tls_ca: set cluster.listen or cluster.nats_url too, TLS alone does not turn clustering on")
 		}
 		return
 	}
@@ -129,6 +149,12 @@ func (c Config) validateCluster(bad func(format string, args ...any)) {
 		if u, err := url.Parse(r); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
 			bad("cluster.nats_url %q: want nats://HOST:PORT[,nats://HOST:PORT...]", r)
 		}
+	}
+	if (cl.TLSCert == "") != (cl.TLSKey == "") {
+		bad("cluster.tls_cert and cluster.tls_key: set both (the node's certificate and its private key)")
+	}
+	if cl.Listen != "" && cl.TLSCA != "" && cl.TLSCert == "" {
+		bad("cluster.tls_ca: the embedded bus needs this node's certificate too (cluster.tls_cert, cluster.tls_key) to serve its routes over TLS")
 	}
 	if _, port, err := net.SplitHostPort(cl.RelayAddr); err != nil {
 		bad("cluster.relay_addr %q: want HOST:PORT, e.g. 127.0.0.1:7953", cl.RelayAddr)

@@ -30,6 +30,7 @@ type allocState struct {
 	backoff   time.Duration
 	probing   bool
 	probeEst  uint64 // estimate when the probe started
+	raises    uint64 // the subscriber's probe raises seen (sfu.Subscriber.ProbeRaises)
 }
 
 // tickAllocations posts an allocation round every allocateEvery until the loop quits.
@@ -56,10 +57,19 @@ func (l *subscriberLoop) allocate() {
 	}
 	// A probe that raised the estimate is the evidence an upgrade waits
 	// for: no need to wait upgradeTicks more.
+	// The estimator's count of raises says so whenever the result came
+	// in: a round that ran between the probe's end and its feedback
+	// (150 ms or more later) used to take it as a failed probe, and the
+	// upgrade then waited upgradeTicks, long enough on a busy machine for
+	// a delay verdict to undo it. Without TWCC (no measured probes), an
+	// estimate that grew over the probe counts.
 	probed := false
+	if r := l.p.sub.ProbeRaises(); r != l.alloc.raises {
+		l.alloc.raises, probed = r, true
+	}
 	if l.alloc.probing && !l.p.sub.Probing() {
 		l.alloc.probing = false
-		probed = est > l.alloc.probeEst
+		probed = probed || est > l.alloc.probeEst
 	}
 	budget := est
 	if l.alloc.up == nil {

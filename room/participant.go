@@ -3,6 +3,7 @@ package room
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -18,8 +19,10 @@ type Participant struct {
 	room          *Room
 	log           *slog.Logger
 	peer          Peer
-	node          string // "" = connected here; else the node of a remote stub (remote.go)
-	takenOver     bool   // resumed here after its node died: Resumed starts it afresh (takeover.go)
+	node          string      // "" = connected here; else the node of a remote stub (remote.go)
+	takenOver     bool        // resumed here after its node died: Resumed starts it afresh (takeover.go)
+	tookOverWith  string      // hash of the token that takeover consumed (takeover.go)
+	heard         atomic.Bool // the client sent offer, answer or candidate: it has its join result
 	id            string
 	identity      string
 	name          string
@@ -62,7 +65,7 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	if p.resumeToken == "" {
 		p.resumeToken = newResumeToken()
 	}
-	p.takenOver = req.takeover
+	p.takenOver, p.tookOverWith = req.takeover, req.takeoverHash
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}
@@ -147,6 +150,7 @@ func (p *Participant) Info() protocol.Participant {
 // HandleOffer applies a publisher offer and returns the answer with the
 // tracks it publishes.
 func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferResult, error) {
+	p.heard.Store(true)
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	offered, err := sfu.ParseOffer(params.SDP)
@@ -272,11 +276,13 @@ func (p *Participant) sendData(msg []byte) {
 
 // HandleAnswer applies the client's answer to the pending subscriber offer.
 func (p *Participant) HandleAnswer(sdp string) error {
+	p.heard.Store(true)
 	return p.loop.do(func() error { return p.loop.answer(sdp) })
 }
 
 // HandleCandidate adds a client's ICE candidate to one of its connections.
 func (p *Participant) HandleCandidate(params protocol.CandidateParams) error {
+	p.heard.Store(true)
 	var err error
 	switch params.Target {
 	case protocol.TargetPublisher:

@@ -18,6 +18,7 @@ func (s *Server) setupCluster() error {
 		BusOptions: cluster.BusOptions{
 			NodeID: c.NodeID, Listen: c.Listen, Routes: c.Routes, Secret: c.Secret,
 			NATSURL: c.NATSURL, StoreDir: c.StoreDir, Logger: s.log,
+			TLS: cluster.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA},
 		},
 		URL: s.BaseURL(), RelayAddr: c.RelayAddr, Rooms: s.rooms,
 		EmptyTimeout: s.cfg.Room.EmptyTimeout.Std(),
@@ -38,6 +39,11 @@ func (s *Server) setupCluster() error {
 		return err
 	}
 	s.cluster = n
+	if err := s.clusterRecordings(); err != nil { // see recording_cluster.go
+		n.Close()
+		s.cluster = nil
+		return err
+	}
 	s.metrics.Registry().MustRegister(n.Collector())
 	return nil
 }

@@ -247,6 +247,7 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	vSlow.waitHeight(t, 10*time.Second, 720)
 	vFast.waitHeight(t, 10*time.Second, 720)
 	_, fastBefore := vFast.snapshot()
+	tapped := sfu.ReadCounters().BWEFeedbackTapped
 
 	b.set(700_000)
 	start := time.Now()
@@ -264,6 +265,11 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	})
 	t.Logf("switched down after the downlink narrowed to 700 kbit/s: told %v, lower keyframe at %v: %+v",
 		told, time.Since(start), lastUpdate(slow, id))
+	// The feedback that showed it came off the batched socket
+	// (sfu/rtcptap.go), not through pion's receive path.
+	if n := sfu.ReadCounters().BWEFeedbackTapped; n <= tapped {
+		t.Fatalf("no feedback read off the socket during the bottleneck (%d before, %d after)", tapped, n)
+	}
 
 	b.set(0)
 	start = time.Now()

@@ -43,6 +43,7 @@ type batchConn struct {
 	// shared pool: sync.Pool empties at every GC, and refilling it was the
 	// last allocation per forwarded packet.
 	free chan *packetBuf
+	taps socketTaps // subscribers' feedback readers (rtcptap.go)
 }
 
 // freeBuffers is how many buffers a batched socket keeps: a few batches'
@@ -93,9 +94,19 @@ func growBuffers(c *net.UDPConn) {
 	_ = c.SetWriteBuffer(socketBuffer)
 }
 
-// ReadFromAddrPort reads one datagram, as the UDP socket does.
+// ReadFromAddrPort reads one datagram, as the UDP socket does, except
+// subscribers' congestion control feedback, which their taps consume
+// (rtcptap.go).
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
-	return b.UDPConn.ReadFromUDPAddrPort(p)
+	for {
+		n, from, err := b.UDPConn.ReadFromUDPAddrPort(p)
+		if err != nil || !isSRTCPFeedback(p[:n]) {
+			return n, from, err
+		}
+		if t := b.tap(from); t == nil || !t.consume(p[:n], clock.Micros()) {
+			return n, from, err
+		}
+	}
 }
 
 // WriteToAddrPort queues one datagram for the next batch.

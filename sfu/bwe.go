@@ -89,6 +89,7 @@ type bwe struct {
 	// reported, or a probe raised it.
 	changed  atomic.Pointer[func()]
 	reported uint64
+	raises   atomic.Uint64 // probes that raised the target (Subscriber.ProbeRaises)
 
 	mu      sync.Mutex
 	fb      twccFeedback
@@ -100,7 +101,15 @@ type bwe struct {
 	acked   ackedRate
 	loss    lossCap
 	probes  probeClusters
+	// Until then (µs), a delay-based overuse verdict does not lower the
+	// target that a probe just raised (see update).
+	graceUntil int64
 }
+
+// probeGrace is how long a probe's result stands against the delay-based
+// detector: long enough for the allocator to raise a layer, its keyframe to
+// arrive, and the acknowledged rate to follow (one 500 ms window).
+const probeGrace = 2_000_000
 
 func newBWE(initial int) *bwe {
 	if initial <= 0 {
@@ -187,11 +196,24 @@ func (b *bwe) update(now int64) {
 		b.aimd.rate = r
 		b.aimd.state = aimdHold
 		b.loss.cap = 0
+		b.graceUntil = now + probeGrace
 		raised = true
+		b.raises.Add(1)
 		counters.bweProbeRaises.Add(1)
 	}
+	usage := b.delay.state
+	if usage == usageOver && now < b.graceUntil {
+		// The probe just carried this rate without loss, while what is
+		// acknowledged is still the lower layer's traffic: a decrease
+		// now would land at 85% of that, below the layer the probe
+		// opened, and undo the recovery before it starts. On a busy
+		// receiver such verdicts come from its late reads, and were
+		// why recovering sometimes took 40 s instead of 2. A real queue
+		// still shows once the grace is over, and loss at once.
+		usage = usageUnder // hold
+	}
 	before, lc := b.aimd.rate, b.loss.cap
-	b.aimd.update(b.delay.state, acked, now)
+	b.aimd.update(usage, acked, now)
 	b.loss.update(now, b.aimd.rate, acked)
 	if b.aimd.rate < before {
 		counters.bweDelayDecreases.Add(1)

@@ -261,6 +261,38 @@ func TestBWEBottleneckAndProbe(t *testing.T) {
 	}
 }
 
+// TestBWEProbeRaiseHolds: after a probe raised the estimate, a growing
+// delay right after (a receiver that falls 130 ms behind while the
+// allocator switches up: a busy machine) does not undo the raise before the
+// higher layer could flow, and the raise is counted for the allocator.
+func TestBWEProbeRaiseHolds(t *testing.T) {
+	s := newLinkSim(t, 600_000)
+	s.media = 550_000
+	s.run(3_000_000, nil)
+	raises := s.b.raises.Load()
+	s.b.startProbe(1, s.now)
+	s.probe = 1_500_000
+	s.run(300_000, nil)
+	s.probe = 0
+	s.b.endProbe(s.now)
+	s.run(300_000, nil)
+	if s.b.raises.Load() != raises+1 || s.b.estimate() < 1_800_000 {
+		t.Fatalf("estimate %d bit/s, %d raises after a probe of 2 Mbit/s on a free link", s.b.estimate(), s.b.raises.Load()-raises)
+	}
+	before := ReadCounters().BWEDelayDecreases
+	// The receiver falls behind: its reads lag more and more for 600 ms
+	// (a queue that grows by 100 kbit/s), then it catches up.
+	s.capacity, s.buffer = 450_000, 1_000_000
+	low := uint64(1 << 62)
+	s.run(600_000, func() { low = min(low, s.b.estimate()) })
+	s.capacity = 0
+	s.run(500_000, func() { low = min(low, s.b.estimate()) })
+	t.Logf("lowest estimate %d bit/s while the receiver lagged, %d delay decreases", low, ReadCounters().BWEDelayDecreases-before)
+	if low < 1_800_000 {
+		t.Fatalf("a delay spike right after the probe lowered the estimate to %d bit/s", low)
+	}
+}
+
 // TestBWEProbeIntoBottleneck: a probe that the link cannot carry does not
 // raise the estimate.
 func TestBWEProbeIntoBottleneck(t *testing.T) {

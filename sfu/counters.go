@@ -37,6 +37,9 @@ type Counters struct {
 	BWELossDecreases  uint64
 	BWEProbes         uint64
 	BWEProbeRaises    uint64
+	// Feedback packets read straight off the batched socket (rtcptap.go)
+	// rather than through pion.
+	BWEFeedbackTapped uint64
 	// Data messages to subscribers (dataqueue.go): held until the
 	// subscriber's data channel opened, and dropped (the holding queue was
 	// full, or the channel closed first).
@@ -48,7 +51,7 @@ var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
-	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises                           atomic.Uint64
+	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped        atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
 }
 
@@ -72,6 +75,7 @@ func ReadCounters() Counters {
 		BWELossDecreases:   counters.bweLossDecreases.Load(),
 		BWEProbes:          counters.bweProbes.Load(),
 		BWEProbeRaises:     counters.bweProbeRaises.Load(),
+		BWEFeedbackTapped:  counters.bweFeedbackTapped.Load(),
 		DataHeld:           counters.dataHeld.Load(),
 		DataDropped:        counters.dataDropped.Load(),
 	}

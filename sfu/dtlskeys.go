@@ -83,20 +83,22 @@ func (k *dtlsKeys) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// srtpKeys derives the DTLS server's SRTP master key and salt: what the
-// server encrypts with. ok is false until the handshake has given both
-// halves, or when Starling was the DTLS client.
-func (k *dtlsKeys) srtpKeys() (key, salt []byte, profile srtp.ProtectionProfile, ok bool) {
+// srtpKeys derives the DTLS server's SRTP master key and salt (what the
+// server encrypts with) and the client's (what the server decrypts with).
+// ok is false until the handshake has given both halves, or when Starling
+// was the DTLS client.
+func (k *dtlsKeys) srtpKeys() (keys *directKeys, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if !k.haveHello || !k.haveSecret {
-		return nil, nil, 0, false
+		return nil, false
 	}
 	cfg := srtp.Config{Profile: k.profile}
 	if err := cfg.ExtractSessionKeysFromDTLS(k, false); err != nil {
-		return nil, nil, 0, false
+		return nil, false
 	}
-	return cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, k.profile, true
+	return &directKeys{key: cfg.Keys.LocalMasterKey, salt: cfg.Keys.LocalMasterSalt,
+		remoteKey: cfg.Keys.RemoteMasterKey, remoteSalt: cfg.Keys.RemoteMasterSalt, profile: k.profile}, true
 }
 
 var errExporterContext = errors.New("keying material exporter: context not supported")

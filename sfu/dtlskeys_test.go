@@ -30,10 +30,11 @@ func TestDTLSKeysMatchExporter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var keys dtlsKeys
 			server := dtlsHandshake(t, tc.suite, tc.ems, tc.profile, &keys)
-			key, salt, profile, ok := keys.srtpKeys()
+			k, ok := keys.srtpKeys()
 			if !ok {
 				t.Fatal("no keys learnt from the handshake")
 			}
+			key, salt, profile := k.key, k.salt, k.profile
 			if profile != srtp.ProtectionProfile(tc.profile) {
 				t.Fatalf("profile %v, want %v", profile, tc.profile)
 			}
@@ -47,6 +48,9 @@ func TestDTLSKeysMatchExporter(t *testing.T) {
 			}
 			if !bytes.Equal(key, cfg.Keys.LocalMasterKey) || !bytes.Equal(salt, cfg.Keys.LocalMasterSalt) {
 				t.Fatalf("derived key %x salt %x, pion's exporter gives %x %x", key, salt, cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt)
+			}
+			if !bytes.Equal(k.remoteKey, cfg.Keys.RemoteMasterKey) || !bytes.Equal(k.remoteSalt, cfg.Keys.RemoteMasterSalt) {
+				t.Fatalf("derived remote key %x salt %x, pion's exporter gives %x %x", k.remoteKey, k.remoteSalt, cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt)
 			}
 		})
 	}
@@ -63,7 +67,7 @@ func TestDTLSKeysIncomplete(t *testing.T) {
 			t.Fatalf("Write(%q) = %d, %v", line, n, err)
 		}
 	}
-	if _, _, _, ok := k.srtpKeys(); ok {
+	if _, ok := k.srtpKeys(); ok {
 		t.Fatal("keys without a ServerHello")
 	}
 }

@@ -257,6 +257,9 @@ func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerCon
 		bw = newBWEInterceptor(e.initialBitrate)
 		ir.Add(bw)
 	}
+	if ds != nil && bw != nil {
+		ds.tap = &rtcpTap{est: bw.est}
+	}
 	ir.Add(registryFactory{e.ir})
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(e.media), webrtc.WithInterceptorRegistry(ir),
 		webrtc.WithSettingEngine(se))

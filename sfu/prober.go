@@ -41,6 +41,16 @@ func (s *Subscriber) LossLimited() bool {
 	return s.bw.est.lossLimited()
 }
 
+// ProbeRaises counts the probes whose measured rate raised this
+// subscriber's estimate: the allocator upgrades at once when it grew,
+// whenever the result came in.
+func (s *Subscriber) ProbeRaises() uint64 {
+	if s.bw == nil {
+		return 0
+	}
+	return s.bw.est.raises.Load()
+}
+
 // OnEstimateChanged sets f to run when the subscriber's estimate falls by
 // more than 15% at once, or a probe raised it, so that layers follow
 // without waiting for the next allocation round. f runs on a feedback

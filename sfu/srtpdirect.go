@@ -3,6 +3,7 @@ package sfu
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/pion/interceptor"
@@ -48,6 +49,27 @@ type directSender struct {
 	route  atomic.Pointer[directRoute] // nil = send through pion
 	dtlsUp atomic.Bool
 	srtp   atomic.Pointer[directKeys]
+	// tap reads the connection's TWCC feedback off the batched socket
+	// (rtcptap.go); nil without congestion control.
+	tap     *rtcpTap
+	routeMu sync.Mutex // serialises route changes, which move the tap
+}
+
+// setRoute changes the connection's route, and moves its feedback tap
+// with it.
+func (s *directSender) setRoute(r *directRoute) {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	old := s.route.Swap(r)
+	if s.tap == nil || old == r {
+		return
+	}
+	if old != nil {
+		old.conn.untap(old.to, s.tap)
+	}
+	if r != nil {
+		r.conn.tapFrom(r.to, s.tap, r.keys)
+	}
 }
 
 // directRoute is where a connection's packets go: the socket of the
@@ -58,10 +80,12 @@ type directRoute struct {
 	keys *directKeys
 }
 
-// directKeys are the SRTP master key and salt Starling sends with.
+// directKeys are the SRTP master key and salt Starling sends with, and
+// the client's, which its RTCP is decrypted with (rtcptap.go).
 type directKeys struct {
-	key, salt []byte
-	profile   srtp.ProtectionProfile
+	key, salt             []byte
+	remoteKey, remoteSalt []byte
+	profile               srtp.ProtectionProfile
 }
 
 // NewInterceptor returns s itself: each subscriber connection gets a
@@ -75,7 +99,7 @@ func (s *directSender) BindLocalStream(_ *interceptor.StreamInfo, next intercept
 
 // Close ends the connection's direct path.
 func (s *directSender) Close() error {
-	s.route.Store(nil)
+	s.setRoute(nil)
 	return nil
 }
 
@@ -213,15 +237,15 @@ func (e *Engine) watchDirect(pc *webrtc.PeerConnection, s *directSender) {
 			if err != nil {
 				pair = nil
 			}
-			s.route.Store(e.directRoute(s, pair))
+			s.setRoute(e.directRoute(s, pair))
 		case webrtc.DTLSTransportStateClosed, webrtc.DTLSTransportStateFailed:
 			s.dtlsUp.Store(false)
-			s.route.Store(nil)
+			s.setRoute(nil)
 		}
 	})
 	ice.OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
 		if s.dtlsUp.Load() {
-			s.route.Store(e.directRoute(s, pair))
+			s.setRoute(e.directRoute(s, pair))
 		}
 	})
 }
@@ -234,11 +258,11 @@ func (e *Engine) directRoute(s *directSender, pair *webrtc.ICECandidatePair) *di
 	}
 	keys := s.srtp.Load()
 	if keys == nil {
-		key, salt, profile, ok := s.keys.srtpKeys()
+		k, ok := s.keys.srtpKeys()
 		if !ok {
 			return nil
 		}
-		keys = &directKeys{key: key, salt: salt, profile: profile}
+		keys = k
 		s.srtp.Store(keys)
 	}
 	local := pair.Local.Address
