@@ -238,7 +238,7 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 			c.peerMu.Unlock()
 		}
 	}()
-	res, err := c.joinAny(ctx, c.nodeIndex(), protocol.JoinParams{Room: c.room, Resume: token})
+	res, err := c.joinAny(ctx, c.nodeIndex(), protocol.JoinParams{Room: c.room, Resume: token, Subscriptions: c.subs.snapshot()})
 	rejoined, why := false, ""
 	var refused *protocol.Error
 	if err != nil && c.opts.Rejoin && errors.As(err, &refused) && refused.Code == protocol.CodeNotFound {

@@ -195,6 +195,14 @@ func (p *Participant) Resumed() {
 // tokens cannot be probed. The caller sends the result, then calls
 // Participant.Resumed.
 func (m *Manager) Resume(roomName, token string, peer Peer) (*Participant, *protocol.JoinResult, error) {
+	return m.ResumeWith(roomName, token, nil, peer)
+}
+
+// ResumeWith is Resume with what the client asked of its subscriptions
+// (protocol.JoinParams.Subscriptions): a takeover through this node, which
+// has none of the participant's state, restores them; a resume on the
+// node that kept the participant ignores them.
+func (m *Manager) ResumeWith(roomName, token string, subs *protocol.ResumeSubscriptions, peer Peer) (*Participant, *protocol.JoinResult, error) {
 	if m.Draining() {
 		return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
 	}
@@ -207,7 +215,7 @@ func (m *Manager) Resume(roomName, token string, peer Peer) (*Participant, *prot
 		p = r.resumable(token)
 	}
 	if p == nil {
-		return m.takeover(roomName, token, peer) // see takeover.go
+		return m.takeover(roomName, token, subs, peer) // see takeover.go
 	}
 	old, next, ok := p.reattach(token, peer)
 	if !ok {
