@@ -15,15 +15,18 @@ import (
 // Participant is one joined client: its two peer connections, the tracks it
 // publishes and the tracks it receives.
 type Participant struct {
-	m            *Manager
-	room         *Room
-	log          *slog.Logger
-	peer         Peer
-	node         string                        // "" = connected here; else the node of a remote stub (remote.go)
-	takenOver    bool                          // resumed here after its node died: Resumed starts it afresh (takeover.go)
-	tookOverWith string                        // hash of the token that takeover consumed (takeover.go)
-	heard        atomic.Bool                   // the client sent offer, answer or candidate: it has its join result
-	restore      *protocol.ResumeSubscriptions // subscriptions a takeover restores at Start (restore.go)
+	m *Manager
+	// Trickled candidates follow the description they belong to (candidates.go).
+	pubCandidates candidateGate
+	subCandidates candidateGate
+	room          *Room
+	log           *slog.Logger
+	peer          Peer
+	node          string                        // "" = connected here; else the node of a remote stub (remote.go)
+	takenOver     bool                          // resumed here after its node died: Resumed starts it afresh (takeover.go)
+	tookOverWith  string                        // hash of the token that takeover consumed (takeover.go)
+	heard         atomic.Bool                   // the client sent offer, answer or candidate: it has its join result
+	restore       *protocol.ResumeSubscriptions // subscriptions a takeover restores at Start (restore.go)
 	// restorePending: what restore asks of tracks not known here yet;
 	// owned by the subscriber loop.
 	restorePending map[string]*restoreEntry
@@ -88,12 +91,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 		_ = p.pub.Close()
 		return nil, err
 	}
-	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) {
-		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetPublisher, Candidate: c})
-	})
-	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) {
-		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetSubscriber, Candidate: c})
-	})
+	p.pubCandidates.target, p.subCandidates.target = protocol.TargetPublisher, protocol.TargetSubscriber
+	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.pubCandidates.candidate(p, c) })
+	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.subCandidates.candidate(p, c) })
 	failed := func() { go p.mediaFailed() } // see resume.go
 	p.pub.OnFailed(failed)
 	p.sub.OnFailed(failed)
@@ -199,7 +199,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 		if t == nil {
 			t = newTrack(p, o, anns[o.TrackID])
 			if c, ok := p.pub.NegotiatedCodec(o.MID); ok {
-				t.info.Codec = c.MimeType
+				t.info.Codec = sfu.CanonicalMimeType(c.MimeType)
 			}
 			p.tracks[t.id] = t
 			p.byCID[o.TrackID] = t
@@ -248,7 +248,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 		// publisher must send too.
 		t.receiver.OnSinksChanged(t.dynacast)
 		t.receiver.SetMuted(t.info.Muted)
-		t.info.Codec = remote.Codec().MimeType
+		t.info.Codec = sfu.CanonicalMimeType(remote.Codec().MimeType)
 		t.visible = true
 	}
 	r := t.receiver

@@ -135,6 +135,7 @@ func TestConformanceSession(t *testing.T) {
 	if err := b.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answerSDP}); err != nil {
 		t.Fatalf("the server's answer does not apply: %v", err)
 	}
+	close(b.pubAnswered)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() { defer close(done); sendVideo(video, stop) }()

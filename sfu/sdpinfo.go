@@ -42,15 +42,27 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 		}
 		t := OfferedTrack{Kind: kind}
 		sending := true
+		fromSSRC := false // TrackID came from an a=ssrc line, not a=msid
 		for _, a := range md.Attributes {
 			switch a.Key {
 			case "mid":
 				t.MID = a.Value
 			case "msid":
 				if f := strings.Fields(a.Value); len(f) == 2 {
-					t.StreamID, t.TrackID = f[0], f[1]
+					t.StreamID, t.TrackID, fromSSRC = f[0], f[1], false
 				} else if len(f) == 1 {
-					t.TrackID = f[0]
+					t.TrackID, fromSSRC = f[0], false
+				}
+			case "ssrc":
+				// The older form, "a=ssrc:<ssrc> msid:<stream> <track>",
+				// is all GStreamer's webrtcbin writes; a media-level
+				// a=msid, where both are present, wins.
+				if t.TrackID == "" || fromSSRC {
+					if v, ok := strings.CutPrefix(afterSSRC(a.Value), "msid:"); ok {
+						if f := strings.Fields(v); len(f) == 2 {
+							t.StreamID, t.TrackID, fromSSRC = f[0], f[1], true
+						}
+					}
 				}
 			case "rid":
 				if f := strings.Fields(a.Value); len(f) >= 2 && f[1] == "send" {
@@ -65,6 +77,14 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 		}
 	}
 	return out, nil
+}
+
+// afterSSRC drops the leading "<ssrc> " of an a=ssrc value.
+func afterSSRC(v string) string {
+	if i := strings.IndexByte(v, ' '); i >= 0 {
+		return strings.TrimSpace(v[i+1:])
+	}
+	return ""
 }
 
 // withoutRTCPCandidates removes the component-2 (RTCP) candidates pion

@@ -17,6 +17,12 @@ func TestParseOffer(t *testing.T) {
 		"m=video 0 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=mid:2", "a=inactive", "a=msid:s1 old", "a=rtpmap:96 VP8/90000",
 		// Receive-only: sends nothing.
 		"m=video 9 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=mid:3", "a=recvonly", "a=rtpmap:96 VP8/90000",
+		// GStreamer's webrtcbin: the msid only in a=ssrc lines.
+		"m=video 0 UDP/TLS/RTP/SAVPF 96", "c=IN IP4 0.0.0.0", "a=bundle-only", "a=sendrecv", "a=rtpmap:96 VP8/90000",
+		"a=ssrc:3697429005 msid:user1@host-a webrtctransceiver4", "a=ssrc:3697429005 cname:user1@host-a", "a=mid:video4",
+		// Both forms: a=msid wins, wherever it is.
+		"m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", "a=mid:5", "a=sendonly", "a=ssrc:1 msid:old oldtrack",
+		"a=msid:s2 mic2", "a=ssrc:2 msid:other othertrack", "a=rtpmap:111 opus/48000/2",
 	}
 	got, err := ParseOffer(strings.Join(lines, "\r\n") + "\r\n")
 	if err != nil {
@@ -25,6 +31,8 @@ func TestParseOffer(t *testing.T) {
 	want := []OfferedTrack{
 		{MID: "0", Kind: "audio", StreamID: "s1", TrackID: "mic"},
 		{MID: "1", Kind: "video", StreamID: "s1", TrackID: "cam", RIDs: []string{"q", "h", "f"}},
+		{MID: "video4", Kind: "video", StreamID: "user1@host-a", TrackID: "webrtctransceiver4"},
+		{MID: "5", Kind: "audio", StreamID: "s2", TrackID: "mic2"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("ParseOffer =\n%+v\nwant\n%+v", got, want)
