@@ -1,6 +1,7 @@
 package room
 
 import (
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -160,6 +161,9 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	offered, err := sfu.ParseOffer(params.SDP)
+	if errors.Is(err, sfu.ErrNoRTCPMux) {
+		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
+	}
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp does not parse: %v", err)
 	}

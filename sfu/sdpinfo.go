@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/pion/sdp/v3"
@@ -15,6 +16,11 @@ type OfferedTrack struct {
 	TrackID  string   // the msid track id: links the section to the client's metadata
 	RIDs     []string // simulcast encodings, in the order offered
 }
+
+// ErrNoRTCPMux: an offered media section does not multiplex RTCP with RTP.
+// docs/PROTOCOL.md requires rtcp-mux; without it the client would send its
+// RTCP (receiver reports, NACK, PLI) to a second transport that never exists.
+var ErrNoRTCPMux = errors.New("rtcp-mux is required")
 
 // ParseOffer lists the media sections of an offer that send a track. It
 // rejects SDP that does not parse, so the client gets a clear error before
@@ -39,6 +45,10 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 			if _, bundleOnly := md.Attribute("bundle-only"); !bundleOnly {
 				continue
 			}
+		}
+		if _, mux := md.Attribute("rtcp-mux"); !mux && md.MediaName.Port.Value != 0 {
+			mid, _ := md.Attribute("mid")
+			return nil, fmt.Errorf("%w: the %s section (mid %q) has no a=rtcp-mux", ErrNoRTCPMux, kind, mid)
 		}
 		t := OfferedTrack{Kind: kind}
 		sending := true
