@@ -305,6 +305,13 @@ func (c *Client) restartPublisher(ctx context.Context) error {
 			return err
 		}
 	}
+	if c.pub.ICEConnectionState() == webrtc.ICEConnectionStateNew {
+		// ICE has not started (the answer just applied was the first):
+		// it starts with fresh candidates, and a restart now would race
+		// pion's start of the transports (which runs in the background
+		// and applies the first answer's credentials over the restart's).
+		return nil
+	}
 	c.gate.hold(protocol.TargetPublisher)
 	defer c.gate.release(protocol.TargetPublisher, c.notifyCandidate)
 	offer, err := c.pub.CreateOffer(&webrtc.OfferOptions{ICERestart: true})

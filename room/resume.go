@@ -317,6 +317,17 @@ func (l *subscriberLoop) offerDue() bool {
 // there is one (pion cannot replace a pending local offer), else a new one,
 // restarting ICE after a resume.
 func (l *subscriberLoop) createOffer() (string, error) {
+	if l.rs.restart && !l.p.sub.ICEStarted() {
+		// Nothing to restart yet: the connection's first offer was never
+		// answered (its answer was lost with the old socket), or pion is
+		// still starting the transports after that answer. A restart then
+		// lost the race with that start: pion started ICE with the first
+		// answer's credentials after the restart's answer had set the new
+		// ones, so the server checked for a password the client no longer
+		// used and the connection, with the data held for it, never came up.
+		// The first answer starts ICE with fresh candidates anyway.
+		l.rs.restart = false
+	}
 	if sdp, ok := l.p.sub.PendingOffer(); ok {
 		return sdp, nil
 	}
