@@ -58,6 +58,9 @@ type Node struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	goneMu    sync.Mutex
+	goneHooks []func(node string) // recording.go
 }
 
 // NewNodeID makes a random node id.
@@ -185,6 +188,7 @@ func (n *Node) nodeGone(id string) {
 		n.rooms.RemoteNodeGone(id)
 	}
 	n.relayGone(id)
+	n.notifyNodeGone(id)
 }
 
 func (n *Node) roomFinished(name, sid string) {
