@@ -45,6 +45,9 @@ type Counters struct {
 	// full, or the channel closed first).
 	DataHeld    uint64
 	DataDropped uint64
+	// Video down tracks the start watchdog restarted at a keyframe: silent
+	// for 3 s while they should have been sending (watchdog.go).
+	StallRestarts uint64
 }
 
 var counters struct {
@@ -53,6 +56,7 @@ var counters struct {
 	directStreams, pionStreams                                                               atomic.Uint64
 	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped        atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
+	stallRestarts                                                                            atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -78,6 +82,7 @@ func ReadCounters() Counters {
 		BWEFeedbackTapped:  counters.bweFeedbackTapped.Load(),
 		DataHeld:           counters.dataHeld.Load(),
 		DataDropped:        counters.dataDropped.Load(),
+		StallRestarts:      counters.stallRestarts.Load(),
 	}
 }
 

@@ -1,0 +1,105 @@
+package sfu
+
+import (
+	"log/slog"
+	"slices"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
+)
+
+// The start watchdog: a viewer must never sit without video. Issue 18
+// found one viewer in a 300-viewer webinar whose video never started while
+// every other stream was perfect. One cause was found and fixed (reordered
+// connection-state callbacks left the connected flag down, peer.go); this
+// watchdog covers whatever else may leave a down track silent while its
+// source flows, and says in the log which state it found it in.
+//
+// The subscriber's loop calls Subscriber.CheckStalled every allocation
+// round (500 ms).
+
+// stallAfter is how long a video down track that should be sending may
+// send nothing before the watchdog acts: longer than a keyframe takes to
+// come (the publisher answers a request within a frame or two; periodic
+// keyframes come every 2 s or so).
+const stallAfter = 3_000_000_000 // ns
+
+// stallWatch is a down track's watchdog state, under d.mu.
+type stallWatch struct {
+	packets uint64 // the count when last seen moving
+	since   int64  // unix ns since when it has not moved while it should have
+	warned  bool
+}
+
+// CheckStalled restarts the subscriber's silent video down tracks at a
+// keyframe, and repairs a connected flag a missed state change left down.
+func (s *Subscriber) CheckStalled(log *slog.Logger) {
+	if s.pc.ConnectionState() == webrtc.PeerConnectionStateConnected && !s.connected.Load() {
+		s.stateMu.Lock()
+		fixed := s.pc.ConnectionState() == webrtc.PeerConnectionStateConnected && !s.connected.Swap(true)
+		if fixed && s.onConnect != nil {
+			s.onConnect()
+		}
+		s.stateMu.Unlock()
+		if fixed && log != nil {
+			log.Warn("subscriber connection connected but marked down: repaired")
+		}
+	}
+	s.dmu.Lock()
+	down := make([]*DownTrack, 0, len(s.down))
+	for _, d := range s.down {
+		down = append(down, d)
+	}
+	s.dmu.Unlock()
+	now := clock.Nanos()
+	for _, d := range down {
+		d.checkStalled(now, log)
+	}
+}
+
+// checkStalled restarts d at a keyframe when it has sent nothing for
+// stallAfter although it should have: video, negotiated, connected, not
+// paused by anyone, and its wanted layer live at the publisher.
+func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
+	if !d.video {
+		return
+	}
+	live := d.source.LiveLayers()
+	d.mu.Lock()
+	w := &d.stall
+	sent := d.packets.Load()
+	should := d.bound && !d.closed && !d.paused && !d.bwPaused &&
+		(d.connected == nil || d.connected.Load()) && live&(1<<d.target) != 0
+	if moved := sent != w.packets; !should || moved || w.since == 0 {
+		if moved {
+			w.warned = false
+		}
+		w.packets, w.since = sent, now
+		d.mu.Unlock()
+		return
+	}
+	if now-w.since < stallAfter {
+		d.mu.Unlock()
+		return
+	}
+	current, target := d.current, d.target
+	d.current = -1 // restart at the next keyframe of the wanted layer
+	d.lastAsk = now
+	w.since = now
+	warn := !w.warned
+	w.warned = true
+	d.mu.Unlock()
+	counters.stallRestarts.Add(1)
+	if warn && log != nil {
+		sink := "unknown"
+		if r, ok := d.source.(*Receiver); ok {
+			sink = "no"
+			if slices.Contains(r.Sinks(), Sink(d)) {
+				sink = "yes"
+			}
+		}
+		log.Warn("video down track silent while its source flows: restarting it at a keyframe",
+			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", sink)
+	}
+	d.source.RequestKeyframe(target)
+}
