@@ -17,8 +17,8 @@ type liveSource struct {
 	asks atomic.Int32
 }
 
-func (s *liveSource) LiveLayers() uint8     { return uint8(s.live.Load()) }
-func (s *liveSource) Layers() uint8         { return 1 }
+func (s *liveSource) LiveLayers() uint8    { return uint8(s.live.Load()) }
+func (s *liveSource) Layers() uint8        { return 1 }
 func (s *liveSource) RequestKeyframe(int8) { s.asks.Add(1) }
 
 // TestWatchdogRestartsSilentVideo: a bound, connected, unpaused video down
