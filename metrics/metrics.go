@@ -157,7 +157,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		bweProbes:     d("bwe_probes_total", "Bandwidth probes sent to subscribers (padding on top of media, before raising a layer)."),
 		bweRaises:     d("bwe_probe_raises_total", "Probes whose measured rate raised the subscriber's estimate."),
 		bweTapped:     d("bwe_feedback_socket_total", "Congestion control feedback packets from subscribers read straight off the batched media socket, not through pion."),
-		stallRestarts: d("video_stall_restarts_total", "Subscribers' video restarted at a keyframe by the watchdog: silent for 3 s while its publisher sent."),
+		stallRestarts: d("video_stall_restarts_total", "Subscribers' video restarted at a keyframe by the watchdog (silent for 3 s while its publisher sent), and subscriber connections it found connected but marked down."),
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),

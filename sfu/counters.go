@@ -45,8 +45,9 @@ type Counters struct {
 	// full, or the channel closed first).
 	DataHeld    uint64
 	DataDropped uint64
-	// Video down tracks the start watchdog restarted at a keyframe: silent
-	// for 3 s while they should have been sending (watchdog.go).
+	// Video down tracks the start watchdog restarted at a keyframe (silent
+	// for 3 s while they should have been sending), and connections it
+	// found connected but marked down (watchdog.go).
 	StallRestarts uint64
 }
 

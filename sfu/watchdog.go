@@ -24,6 +24,10 @@ import (
 // keyframes come every 2 s or so).
 const stallAfter = 3_000_000_000 // ns
 
+// connectedGrace is how long the connection may be connected while its
+// flag says otherwise before the watchdog repairs it.
+const connectedGrace = 1_000_000_000 // ns
+
 // stallWatch is a down track's watchdog state, under d.mu.
 type stallWatch struct {
 	packets uint64 // the count when last seen moving
@@ -33,16 +37,29 @@ type stallWatch struct {
 
 // CheckStalled restarts the subscriber's silent video down tracks at a
 // keyframe, and repairs a connected flag a missed state change left down.
+// Call it from one goroutine (the subscriber's loop).
 func (s *Subscriber) CheckStalled(log *slog.Logger) {
-	if s.pc.ConnectionState() == webrtc.PeerConnectionStateConnected && !s.connected.Load() {
+	now := clock.Nanos()
+	if s.pc.ConnectionState() != webrtc.PeerConnectionStateConnected || s.connected.Load() {
+		s.downSince = 0
+	} else if s.downSince == 0 {
+		// Usually pion's state-change goroutine has just not run yet
+		// (a busy machine): only a flag still down a round later is
+		// a missed change.
+		s.downSince = now
+	} else if now-s.downSince >= connectedGrace {
+		s.downSince = 0
 		s.stateMu.Lock()
 		fixed := s.pc.ConnectionState() == webrtc.PeerConnectionStateConnected && !s.connected.Swap(true)
 		if fixed && s.onConnect != nil {
 			s.onConnect()
 		}
 		s.stateMu.Unlock()
-		if fixed && log != nil {
-			log.Warn("subscriber connection connected but marked down: repaired")
+		if fixed {
+			counters.stallRestarts.Add(1)
+			if log != nil {
+				log.Warn("subscriber connection connected but marked down: repaired")
+			}
 		}
 	}
 	s.dmu.Lock()
@@ -51,7 +68,6 @@ func (s *Subscriber) CheckStalled(log *slog.Logger) {
 		down = append(down, d)
 	}
 	s.dmu.Unlock()
-	now := clock.Nanos()
 	for _, d := range down {
 		d.checkStalled(now, log)
 	}
