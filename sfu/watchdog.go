@@ -33,7 +33,13 @@ type stallWatch struct {
 	packets uint64 // the count when last seen moving
 	since   int64  // unix ns since when it has not moved while it should have
 	warned  bool
+	first   int64 // unix ns of the first check
+	told    bool  // "never sent" logged
 }
+
+// neverSentAfter is when a video down track that has sent nothing at all
+// is logged with its state, whether or not the watchdog can act on it.
+const neverSentAfter = 10_000_000_000 // ns
 
 // CheckStalled restarts the subscriber's silent video down tracks at a
 // keyframe, and repairs a connected flag a missed state change left down.
@@ -84,8 +90,17 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	d.mu.Lock()
 	w := &d.stall
 	sent := d.packets.Load()
-	should := d.bound && !d.closed && !d.paused && !d.bwPaused &&
-		(d.connected == nil || d.connected.Load()) && live&(1<<d.target) != 0
+	connected := d.connected == nil || d.connected.Load()
+	should := d.bound && !d.closed && !d.paused && !d.bwPaused && connected && live&(1<<d.target) != 0
+	if w.first == 0 {
+		w.first = now
+	}
+	if sent == 0 && !w.told && now-w.first >= neverSentAfter && log != nil {
+		w.told = true
+		log.Warn("video down track has sent nothing since it was subscribed", "track", d.id,
+			"seconds", (now-w.first)/1e9, "bound", d.bound, "connected", connected, "paused", d.paused,
+			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live)
+	}
 	if moved := sent != w.packets; !should || moved || w.since == 0 {
 		if moved {
 			w.warned = false
