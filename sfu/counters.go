@@ -40,6 +40,7 @@ type Counters struct {
 	// Feedback packets read straight off the batched socket (rtcptap.go)
 	// rather than through pion.
 	BWEFeedbackTapped uint64
+	BWEFeedbackPion   uint64 // and feedback packets read through pion (no tap: pion's write path, ICE-TCP)
 	// Data messages to subscribers (dataqueue.go): held until the
 	// subscriber's data channel opened, and dropped (the holding queue was
 	// full, or the channel closed first).
@@ -52,12 +53,12 @@ type Counters struct {
 }
 
 var counters struct {
-	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
-	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
-	directStreams, pionStreams                                                               atomic.Uint64
-	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped        atomic.Uint64
-	dataHeld, dataDropped                                                                    atomic.Uint64
-	stallRestarts                                                                            atomic.Uint64
+	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits           atomic.Uint64
+	datagramsSent, sendCalls, segmentedDatagrams                                                       atomic.Uint64
+	directStreams, pionStreams                                                                         atomic.Uint64
+	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped, bweFeedbackPion atomic.Uint64
+	dataHeld, dataDropped                                                                              atomic.Uint64
+	stallRestarts                                                                                      atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -81,6 +82,7 @@ func ReadCounters() Counters {
 		BWEProbes:          counters.bweProbes.Load(),
 		BWEProbeRaises:     counters.bweProbeRaises.Load(),
 		BWEFeedbackTapped:  counters.bweFeedbackTapped.Load(),
+		BWEFeedbackPion:    counters.bweFeedbackPion.Load(),
 		DataHeld:           counters.dataHeld.Load(),
 		DataDropped:        counters.dataDropped.Load(),
 		StallRestarts:      counters.stallRestarts.Load(),
