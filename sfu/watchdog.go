@@ -37,8 +37,9 @@ type stallWatch struct {
 	told    bool  // "never sent" logged
 }
 
-// neverSentAfter is when a video down track that has sent nothing at all
-// is logged with its state, whether or not the watchdog can act on it.
+// neverSentAfter is when a video down track that has sent nothing at all,
+// though neither paused nor without a source, is logged with its state
+// (not negotiated? not connected?), whether or not the watchdog can act.
 const neverSentAfter = 10_000_000_000 // ns
 
 // CheckStalled restarts the subscriber's silent video down tracks at a
@@ -95,7 +96,8 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	if w.first == 0 {
 		w.first = now
 	}
-	if sent == 0 && !w.told && now-w.first >= neverSentAfter && log != nil {
+	expected := !d.paused && !d.bwPaused && !d.closed && live&(1<<d.target) != 0 // the viewer expects video
+	if sent == 0 && expected && !w.told && now-w.first >= neverSentAfter && log != nil {
 		w.told = true
 		log.Warn("video down track has sent nothing since it was subscribed", "track", d.id,
 			"seconds", (now-w.first)/1e9, "bound", d.bound, "connected", connected, "paused", d.paused,

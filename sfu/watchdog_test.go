@@ -30,6 +30,7 @@ func TestWatchdogRestartsSilentVideo(t *testing.T) {
 	src.live.Store(1)
 	w := &recordingWriter{}
 	d := NewDownTrack(src, "PA_x")
+	defer d.Close()
 	d.SetTarget(0)
 	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 7, w: w}); err != nil {
 		t.Fatal(err)
