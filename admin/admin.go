@@ -47,7 +47,9 @@ type Options struct {
 	// RemoteRoom finds a room with no participant on this node among the
 	// cluster's nodes; CloseRemote closes the other nodes' parts of a room
 	// (true if the room exists in the cluster). Both nil on a single node.
-	RemoteRoom  func(name string) (sid string, ps []room.RemoteParticipant, ok bool)
+	// RemoteRoom's participants come from their own nodes, with their
+	// permissions and subscriptions (LocalParticipants there).
+	RemoteRoom  func(name string) (sid string, ps []Participant, ok bool)
 	CloseRemote func(name string) bool
 	// ClusterRooms lists every room of the cluster for GET /v1/rooms, sorted
 	// by name; nil (or a nil list and no error) on a single node, which
@@ -200,8 +202,8 @@ func (a *API) listRooms(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getRoom(w http.ResponseWriter, r *http.Request) {
-	if name := r.PathValue("room"); a.opts.RemoteRoom != nil && a.opts.Rooms.Room(name) == nil {
-		a.getRemoteRoom(w, r, name)
+	if a.opts.RemoteRoom != nil {
+		a.getClusterRoom(w, r, r.PathValue("room"))
 		return
 	}
 	rm, ok := a.room(w, r)
@@ -266,6 +268,10 @@ func (a *API) closeRoom(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getParticipant(w http.ResponseWriter, r *http.Request) {
+	if a.opts.RemoteRoom != nil {
+		a.getClusterParticipant(w, r)
+		return
+	}
 	p, ok := a.participant(w, r)
 	if !ok {
 		return
@@ -512,22 +518,4 @@ func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {
 		nodes = a.opts.Nodes()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"nodes": nodes})
-}
-
-// getRemoteRoom answers GET /v1/rooms/{room} on a cluster node without a
-// part of the room, from the nodes that have one.
-func (a *API) getRemoteRoom(w http.ResponseWriter, r *http.Request, name string) {
-	if _, ok := a.authorize(w, r, name, false); !ok {
-		return
-	}
-	sid, ps, ok := a.opts.RemoteRoom(name)
-	if !ok {
-		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
-		return
-	}
-	out := RoomDetail{Name: name, SID: sid, Participants: []Participant{}}
-	for _, p := range ps {
-		out.Participants = append(out.Participants, Participant{Participant: p.Info, Identity: p.Identity, Subscriptions: []Subscription{}})
-	}
-	writeJSON(w, http.StatusOK, out)
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
@@ -61,6 +62,60 @@ func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemotePartic
 	wg.Wait()
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Info.JoinedAt < ps[j].Info.JoinedAt })
 	return st.SID, ps, true
+}
+
+// subscribeView answers other nodes' requests for this node's part of a
+// room as the admin API shows it (Options.LocalView).
+func (n *Node) subscribeView() error {
+	_, err := n.bus.nc.Subscribe(nodeSubject(n.id, "view"), func(m *nats.Msg) {
+		_ = m.Respond(n.localView(string(m.Data)))
+	})
+	return err
+}
+
+func (n *Node) localView(name string) json.RawMessage {
+	if n.opts.LocalView != nil {
+		if v := n.opts.LocalView(name); v != nil {
+			return v
+		}
+	}
+	return json.RawMessage("[]")
+}
+
+// RoomView gathers the admin view of a room's participants from every node
+// with a part of it, this one included: one JSON array per node that
+// answered within 3 s (each node shows its own participants, with their
+// permissions and subscriptions). ok is false when the room is not in the
+// cluster's state.
+func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bool) {
+	st, _, ok := n.get(name)
+	if !ok {
+		return "", nil, false
+	}
+	nodes := nodesOf(st)
+	views = make([]json.RawMessage, len(nodes))
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		if node == n.id {
+			views[i] = n.localView(name)
+			continue
+		}
+		wg.Add(1)
+		go func(i int, node string) {
+			defer wg.Done()
+			if msg, err := n.bus.nc.Request(nodeSubject(node, "view"), []byte(name), 3*time.Second); err == nil {
+				views[i] = msg.Data
+			}
+		}(i, node)
+	}
+	wg.Wait()
+	out := views[:0]
+	for _, v := range views {
+		if v != nil {
+			out = append(out, v)
+		}
+	}
+	return st.SID, out, true
 }
 
 // CloseRoom asks every node with a part of the room to close it (admin

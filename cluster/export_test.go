@@ -1,5 +1,10 @@
 package cluster
 
+import (
+	"context"
+	"time"
+)
+
 // Crash stops the node as a SIGKILL would, as far as the others can tell:
 // no goodbye, heartbeats stop, the embedded NATS server drops its routes,
 // the relay socket closes.
@@ -16,4 +21,20 @@ func (n *Node) Crash() {
 		}
 		n.wg.Wait()
 	})
+}
+
+// StoreLeader is the node that leads the room-state bucket's stream (its
+// server name is the node id), "" when none answers.
+func (n *Node) StoreLeader() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := n.bus.js.Stream(ctx, "KV_"+roomsBucket)
+	if err != nil {
+		return ""
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		return ""
+	}
+	return info.Cluster.Leader
 }

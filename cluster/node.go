@@ -3,6 +3,7 @@ package cluster
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -30,6 +31,10 @@ type Options struct {
 	// OnRoomFinished is called on the one node that closes a room for the
 	// whole cluster (webhooks send room_finished from there).
 	OnRoomFinished func(room, sid string)
+	// LocalView is this node's part of a room as the admin API shows it
+	// (a JSON array, admin.LocalParticipants), nil without one; other
+	// nodes ask for it to answer GET /v1/rooms/{room} (admin.go).
+	LocalView func(room string) json.RawMessage
 }
 
 // Node is this process's membership in the cluster.
@@ -101,6 +106,10 @@ func Start(o Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.subscribeHandoff(); err != nil { // see failover.go
+		n.closeBus()
+		return nil, err
+	}
+	if err := n.subscribeView(); err != nil { // see admin.go
 		n.closeBus()
 		return nil, err
 	}

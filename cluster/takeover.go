@@ -35,15 +35,20 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 	}()
 }
 
-var errNotHere = errors.New("no participant of a gone node holds this resume token")
+// errNotHere: no member to take over (the session is unknown: 404).
+var errNotHere = room.ErrNoMember
 
 // takeoverWait bounds how long a takeover waits for the state store.
 const takeoverWait = 8 * time.Second
 
 // Takeover implements room.Bus: the member holding the token hash moves to
-// this node, if its node is gone (it does not answer a ping over the bus).
-// A node that is alive keeps its participant: the client resumes there.
-func (n *Node) Takeover(name, tokenHash string) (room.Member, string, error) {
+// this node, if its node is gone (it does not answer a ping over the bus)
+// or releases it (handoff). The move writes the new token's hash in the
+// same compare-and-set, so a retried write that had landed is recognised
+// as this node's own, and the member never goes without a valid token.
+// Store errors are returned as they are: the caller answers 503, since
+// the store comes back (a new stream leader) and the client tries again.
+func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, string, error) {
 	// The dead node may have led the state store's stream: while the others
 	// elect a new leader (a few seconds) reads fail, so keep trying.
 	var st roomState
@@ -87,8 +92,16 @@ func (n *Node) Takeover(name, tokenHash string) (room.Member, string, error) {
 		st, err = n.update(name, func(st *roomState, exists bool) error {
 			moved = false
 			for i := range st.Members {
-				if st.Members[i].ID == m.ID && st.Members[i].Token == tokenHash {
-					st.Members[i].Node, st.Members[i].Token = n.id, ""
+				o := &st.Members[i]
+				if o.ID != m.ID {
+					continue
+				}
+				if o.Node == n.id && o.Token == newTokenHash {
+					moved = true // a write that timed out had landed
+					return errNoChange
+				}
+				if o.Token == tokenHash {
+					o.Node, o.Token = n.id, newTokenHash
 					moved = true
 					return nil
 				}

@@ -3,6 +3,7 @@ package recorder
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -93,11 +94,27 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	room := r.PathValue("room")
+	c := m.peers(r) // cluster.go
+	if c != nil && req.TrackID == "" {
+		if in, ok := runningElsewhere(c, room); ok {
+			httpError(w, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node), &in)
+			return
+		}
+	}
 	var info Info
 	if req.TrackID != "" {
 		info, err = m.StartTrack(room, req.TrackID)
 	} else {
 		info, err = m.start(room, "", false, req.Mix)
+	}
+	if c != nil && (errors.Is(err, ErrRoomNotFound) || errors.Is(err, ErrTrackNotFound)) {
+		// No part of the room (or not that track) here: a node that has one records.
+		for _, node := range c.RoomNodes(room) {
+			if rep, ferr := c.Forward(node, forwardOf(r, body)); ferr == nil && rep.Status != http.StatusNotFound {
+				writeRaw(w, rep)
+				return
+			}
+		}
 	}
 	if err != nil {
 		var existing *Info
@@ -111,13 +128,27 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *Manager) httpList(w http.ResponseWriter, r *http.Request) {
+	list := m.List(r.PathValue("room"))
+	if c := m.peers(r); c != nil {
+		list = gather(c, r.PathValue("room"), forwardOf(r, nil), list) // every node's (cluster.go)
+	}
 	writeJSON(w, http.StatusOK, struct {
 		Recordings []Info `json:"recordings"`
-	}{m.List(r.PathValue("room"))})
+	}{list})
 }
 
 func (m *Manager) httpStopRoom(w http.ResponseWriter, r *http.Request) {
 	stopped := m.StopRoom(r.PathValue("room"))
+	if c := m.peers(r); c != nil {
+		for _, rep := range forwardAll(c, nodesFor(c, r.PathValue("room")), forwardOf(r, nil)) {
+			var body struct {
+				Recordings []Info `json:"recordings"`
+			}
+			if rep.Status == http.StatusOK && json.Unmarshal(rep.Body, &body) == nil {
+				stopped = append(stopped, body.Recordings...)
+			}
+		}
+	}
 	if len(stopped) == 0 {
 		httpError(w, ErrNotFound, nil)
 		return
@@ -130,7 +161,10 @@ func (m *Manager) httpStopRoom(w http.ResponseWriter, r *http.Request) {
 func (m *Manager) lookup(w http.ResponseWriter, r *http.Request) (Info, bool) {
 	info, ok := m.Get(r.PathValue("id"))
 	if !ok || info.Room != r.PathValue("room") {
-		httpError(w, ErrNotFound, nil)
+		// Another node's recording answers from there (cluster.go).
+		if c := m.peers(r); c == nil || !forwardFirst(w, c, r.PathValue("room"), forwardOf(r, nil)) {
+			httpError(w, ErrNotFound, nil)
+		}
 		return Info{}, false
 	}
 	return info, true

@@ -54,6 +54,9 @@ type Info struct {
 	Auto      bool       `json:"auto,omitempty"`
 	// Composed is the composed file, once automatic composition finished.
 	Composed string `json:"composed,omitempty"`
+	// Node is the cluster node that runs the recording: its disk holds
+	// the files (cluster.go); empty on a single node.
+	Node string `json:"node,omitempty"`
 }
 
 // Errors of the control API.
@@ -86,6 +89,8 @@ type Manager struct {
 	ended  []*recording          // finished this process, newest last (bounded)
 	noAuto map[string]bool       // room SIDs whose recording was stopped by the API
 	closed bool
+
+	cl clusterState // cluster.go
 
 	composeCtx    context.Context
 	composeCancel context.CancelFunc
@@ -216,10 +221,20 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 	m.active[id] = rec
 	m.mu.Unlock()
 	go m.reap(rec)
+	if !auto && trackID == "" {
+		// In a cluster the room's tracks on other nodes are imported here
+		// and recorded too (the observer gets them when their media is
+		// there); an auto recording runs on every node with a part of the
+		// room and records only that node's tracks, so none is twice.
+		release := rm.AcquireRemoteMedia()
+		go func() { <-rr.Done(); release() }()
+	}
 	// Listed after registering, so a track published meanwhile is added
 	// by the observer or here (AddTrack ignores repeats).
 	for _, t := range rm.ObservedTracks() {
-		_ = rr.AddTrack(t)
+		if t.Node == "" || !auto {
+			_ = rr.AddTrack(t)
+		}
 	}
 	if mix && trackID == "" {
 		src, mixID := rm.AcquireMix()
@@ -378,7 +393,7 @@ func (m *Manager) info(r *recording) Info {
 	in := Info{
 		ID: man.ID, Kind: man.Kind, Room: man.Room, TrackID: r.rr.opts.TrackID, Status: man.Status, Error: man.Error,
 		Dir: r.rr.Dir(), Manifest: filepath.Join(r.rr.Dir(), ManifestFile), StartedAt: man.StartedAt,
-		EndedAt: man.EndedAt, Files: []string{}, Auto: r.auto, Tracks: len(man.Tracks),
+		EndedAt: man.EndedAt, Files: []string{}, Auto: r.auto, Tracks: len(man.Tracks), Node: m.nodeID(),
 	}
 	m.mu.Lock()
 	in.Composed = r.composed
@@ -425,8 +440,12 @@ func (m *Manager) Close(ctx context.Context) error {
 	return nil
 }
 
-// observer adapts the Manager to room.Observer.
+// observer adapts the Manager to room.Observer. It is a
+// room.RemoteObserver: a room recording records the tracks published on
+// other nodes of a cluster too.
 type observer struct{ m *Manager }
+
+func (observer) ObservesRemoteTracks() {}
 
 func (o observer) TrackPublished(t room.PublishedTrack) {
 	m := o.m
@@ -441,7 +460,9 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 		if r.rr.Room() == t.Room && (r.rr.RoomSID() == "" || r.rr.RoomSID() == t.RoomSID) {
 			if r.rr.opts.TrackID == "" {
 				roomRecording = true
-				targets = append(targets, r.rr)
+				if t.Node == "" || !r.auto { // another node's track: see start
+					targets = append(targets, r.rr)
+				}
 			}
 		}
 	}
@@ -449,7 +470,7 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 	for _, rr := range targets {
 		_ = rr.AddTrack(t)
 	}
-	if !roomRecording && m.autoMatch(t.Room) {
+	if !roomRecording && t.Node == "" && m.autoMatch(t.Room) {
 		// Off the room's goroutine (start does file I/O); start() adds
 		// every track published so far, this one included.
 		go func() {

@@ -34,9 +34,12 @@ type Bus interface {
 	// SetToken records a participant's new resume token hash (asynchronously).
 	SetToken(room, participantID, tokenHash string)
 	// Takeover finds the member of room holding the resume token hash on
-	// a node that is gone, and moves it to this node; it returns the
-	// member and the room's sid.
-	Takeover(room, tokenHash string) (Member, string, error)
+	// a node that is gone (or that releases it), and moves it to this node
+	// with newTokenHash, the hash of the token the resume hands out; it
+	// returns the member and the room's sid. ErrNoMember (wrapped): no
+	// such member, or not movable; ErrStillHeld: try again later; any
+	// other error: the room state is unavailable (try again too).
+	Takeover(room, tokenHash, newTokenHash string) (Member, string, error)
 }
 
 // Member is one participant as the cluster-wide room state records it.

@@ -83,6 +83,11 @@ const (
 // its connections close, and its socket, if still open, closes without
 // `leave`.
 func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
+	if m.tk.wasReleased(roomName, id, tokenHash) {
+		// Asked again: the node it resumes through could not move its
+		// member the first time (the room state store was unavailable).
+		return Released
+	}
 	r := m.Room(roomName)
 	if r == nil {
 		return NotReleased
@@ -113,6 +118,7 @@ func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
 	if rp, ok := old.(Replaceable); ok {
 		rp.Replaced()
 	}
+	m.tk.released(roomName, id, tokenHash, m.cfg.ResumeWindow)
 	p.log.Info("released: it resumed through another node")
 	p.close(protocol.ReasonDisconnected, false)
 	return Released
@@ -189,14 +195,12 @@ func (r *Room) LocalMembers() []Member {
 	r.mu.Unlock()
 	out := make([]Member, 0, len(ps))
 	for _, p := range ps {
-		m := p.member()
 		p.mu.Lock()
 		if p.closed || p.moving {
 			p.mu.Unlock()
 			continue
 		}
-		perms := p.perms
-		m.Token, m.Name, m.Metadata, m.Auto, m.Perms = hashToken(p.rs.token), p.name, p.metadata, p.autoSubscribe, &perms
+		m := p.memberLocked()
 		p.mu.Unlock()
 		out = append(out, m)
 	}

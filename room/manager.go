@@ -47,6 +47,7 @@ type Manager struct {
 	wg       sync.WaitGroup // participants not yet fully closed
 	obs      observers      // see observer.go
 	bus      Bus            // nil on a single node (cluster.go)
+	tk       takeovers      // resumes through this node under way (takeover.go)
 
 	iceFunc func(identity string) []webrtc.ICEServer // see events.go
 
@@ -81,7 +82,11 @@ type JoinRequest struct {
 	id       string // participant id chosen before the cluster admits it
 	token    string // its resume token, likewise
 	takeover bool   // a resume through this node of a participant whose node died
-	AudioMix bool   // receive the room's audio mix (mix.go)
+	// takeoverHash is the hash of the token that takeover consumed.
+	takeoverHash string
+	// restore: the subscriptions a takeover restores (restore.go).
+	restore  *protocol.ResumeSubscriptions
+	AudioMix bool // receive the room's audio mix (mix.go)
 	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
 	// It offers on both connections; the server only answers, with every
 	// candidate in the answer, and changes subscriptions without offers.

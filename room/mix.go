@@ -44,6 +44,8 @@ func (r *Room) acquireMixer() *mixer.Mixer {
 		r.startSpeakers()
 	}
 	r.mix.users++
+	r.want.audio++
+	r.importWantedLocked() // remote voices too (remotemedia.go)
 	return r.mix.mx
 }
 
@@ -60,6 +62,7 @@ func (r *Room) releaseMixer(listener string) {
 		mx.RemoveListener(listener)
 	}
 	r.mix.users--
+	r.want.audio--
 	if r.mix.users > 0 {
 		r.mu.Unlock()
 		return
@@ -85,6 +88,7 @@ func (r *Room) ReleaseMix() { r.releaseMixer("") }
 func (r *Room) stopMixer() {
 	if mx := r.mix.mx; mx != nil {
 		r.mix.mx, r.mix.users = nil, 0
+		r.want.audio = 0
 		go mx.Close()
 	}
 }
@@ -102,7 +106,7 @@ func (r *Room) mixInput(t *Track) {
 		return
 	}
 	t.mu.Lock()
-	recv, muted := t.receiver, t.info.Muted
+	recv, muted := t.trackSourceLocked(), t.info.Muted // a remote track's import (remotemedia.go)
 	t.mu.Unlock()
 	if recv == nil {
 		return
@@ -110,13 +114,6 @@ func (r *Room) mixInput(t *Track) {
 	if err := r.mix.mx.AddInput(t.id, t.owner.id, recv, muted); err != nil {
 		r.m.log.Warn("mixer input", "track", t.id, "err", err)
 	}
-}
-
-// appendActiveSpeakers is the mixer's ranking: the room's active speakers.
-func (r *Room) appendActiveSpeakers(dst []sfu.SpeakerLevel) []sfu.SpeakerLevel {
-	r.speakers.mu.Lock()
-	defer r.speakers.mu.Unlock()
-	return append(dst, r.speakers.current...)
 }
 
 // SetMixGain sets a participant's gain in the room's mix (linear 0..4, 1 =

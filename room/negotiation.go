@@ -140,6 +140,8 @@ func (l *subscriberLoop) offerSoon() {
 
 // offer sends a new subscriber offer covering every change so far.
 func (l *subscriberLoop) offer() {
+	l.p.subCandidates.hold()
+	defer l.p.subCandidates.release(l.p)
 	sdp, err := l.createOffer()
 	if err != nil {
 		l.p.log.Warn("subscriber offer failed", "err", err)
@@ -166,6 +168,7 @@ func (l *subscriberLoop) answer(sdp string) error {
 		return protocol.Errorf(protocol.CodeConflict, "answer: no subscriber offer is pending")
 	}
 	if err := l.p.sub.SetAnswer(sdp); err != nil {
+		l.p.log.Warn("subscriber answer not applied", "err", err)
 		return protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
 	}
 	l.inFlight = false

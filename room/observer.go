@@ -17,6 +17,9 @@ type PublishedTrack struct {
 	Identity        string
 	Track           protocol.Track
 	Source          sfu.Source
+	// Node is the node a remote track is published on ("" = this node);
+	// only a RemoteObserver gets remote tracks (remotemedia.go).
+	Node string
 }
 
 // Observer learns about tracks appearing and disappearing in every room of a
@@ -60,7 +63,8 @@ func (m *Manager) AddObserver(o Observer) (remove func()) {
 }
 
 // ObservedTracks lists the tracks published in the room now, in the form
-// observers get them (to start recording a room that is already live).
+// observers get them (to start recording a room that is already live):
+// those published here and the remote ones imported here (Node set).
 func (r *Room) ObservedTracks() []PublishedTrack {
 	r.mu.Lock()
 	tracks := make([]*Track, 0, len(r.tracks))
@@ -79,14 +83,14 @@ func (r *Room) ObservedTracks() []PublishedTrack {
 
 func (r *Room) describe(t *Track) (PublishedTrack, bool) {
 	t.mu.Lock()
-	src := t.receiver
+	src := t.trackSourceLocked()
 	t.mu.Unlock()
 	if src == nil {
 		return PublishedTrack{}, false
 	}
 	return PublishedTrack{
 		Room: r.name, RoomSID: r.sid, ParticipantID: t.owner.id, ParticipantName: t.owner.name,
-		Identity: t.owner.identity, Track: t.Info(), Source: src,
+		Identity: t.owner.identity, Track: t.Info(), Source: src, Node: t.owner.node,
 	}, true
 }
 
@@ -101,7 +105,9 @@ func (m *Manager) notifyPublished(r *Room, t *Track) {
 		return
 	}
 	for _, o := range obs {
-		o.TrackPublished(pt)
+		if _, remote := o.(RemoteObserver); pt.Node == "" || remote {
+			o.TrackPublished(pt)
+		}
 	}
 }
 
@@ -116,7 +122,9 @@ func (m *Manager) notifyUnpublished(r *Room, t *Track) {
 		return
 	}
 	for _, o := range obs {
-		o.TrackUnpublished(pt)
+		if _, remote := o.(RemoteObserver); pt.Node == "" || remote {
+			o.TrackUnpublished(pt)
+		}
 	}
 }
 

@@ -30,14 +30,21 @@ func (t *Track) source() sfu.Source {
 }
 
 // awaitImport queues l for t's import and starts it once; l's addDownTrack
-// runs again when the source is there.
+// runs again when the source is there. A nil l (a recording or the mix
+// wants the track, remotemedia.go) only starts the import.
 func (t *Track) awaitImport(l *subscriberLoop) {
 	bus := t.owner.room.bus
 	if bus == nil || t.owner.node == "" {
 		return
 	}
 	t.mu.Lock()
-	t.imp.waiting = append(t.imp.waiting, l)
+	if l == nil && t.imp.src != nil {
+		t.mu.Unlock()
+		return // imported already
+	}
+	if l != nil {
+		t.imp.waiting = append(t.imp.waiting, l)
+	}
 	if t.imp.importing {
 		t.mu.Unlock()
 		return
@@ -61,11 +68,13 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 				break
 			}
 		}
+		// Unpublished meanwhile: closeImport found nothing to close.
+		gone := t.owner.room.track(t.id) != t
 		t.mu.Lock()
 		t.imp.importing = false
 		waiting := t.imp.waiting
 		t.imp.waiting = nil
-		closed := t.owner.closed
+		closed := t.owner.closed || gone
 		if err == nil && src != nil && !closed {
 			t.imp.src = src
 		}
@@ -76,6 +85,7 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 		}
 		if closed {
 			closeSource(src)
+			bus.Unimport(t.owner.node, t.id) // the origin's export and the node's books
 			return
 		}
 		if lc, ok := src.(interface{ OnLayersChanged(func(uint8)) }); ok {
@@ -84,6 +94,7 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 		for _, w := range waiting {
 			w.post(func() { w.addDownTrack(t) })
 		}
+		t.owner.room.importReady(t) // the mixer and recordings (remotemedia.go)
 	}()
 }
 

@@ -164,6 +164,7 @@ func (r *Room) remoteLeft(id, reason string) {
 		}
 		r.remoteSpk[node] = kept
 	}
+	r.syncRemoteSpeakersLocked()
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: id, Reason: reason})
 	}

@@ -34,6 +34,7 @@ type Room struct {
 	remoteSpk map[string][]protocol.Speaker // other nodes' active speakers
 	localSpk  []protocol.Speaker            // this node's, as last sent
 	mix       roomMix                       // the live audio mix (mix.go)
+	want      remoteWant                    // remote media wanted without a subscriber (remotemedia.go)
 }
 
 func newRoom(m *Manager, name string) *Room {
@@ -147,6 +148,11 @@ func (r *Room) closeIfEmpty() {
 		r.mu.Unlock()
 		return
 	}
+	if r.keepForRecordingLocked() {
+		r.emptyTimer = time.AfterFunc(r.m.cfg.EmptyTimeout, r.closeIfEmpty)
+		r.mu.Unlock()
+		return
+	}
 	r.closed = true
 	r.stopMixer()
 	r.mu.Unlock()
@@ -188,6 +194,9 @@ func (r *Room) publish(t *Track) {
 		r.startSpeakers()
 		r.mixInput(t)
 	}
+	if r.wantsRemoteLocked(t) {
+		t.awaitImport(nil) // a recording or the mix here wants it (remotemedia.go)
+	}
 	info := t.Info()
 	if t.owner.node == "" {
 		r.emit(Event{Type: EvPublished, Track: &info})
@@ -198,8 +207,8 @@ func (r *Room) publish(t *Track) {
 			continue
 		}
 		o.peer.Notify(protocol.NotifyTrackPublished, protocol.TrackParams{Track: info})
-		if o.autoSubscribe {
-			o.subscribeTrack(t)
+		if o.autoSubscribe || o.restore != nil {
+			o.trackAppeared(t) // restore.go
 		}
 	}
 	r.mu.Unlock()

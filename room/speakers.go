@@ -29,6 +29,7 @@ type speakers struct {
 	once    sync.Once
 	mu      sync.Mutex
 	current []sfu.SpeakerLevel // latest ranking, loudest first
+	remote  []sfu.SpeakerLevel // the other nodes' rankings, for the mixer (remotemedia.go)
 }
 
 // startSpeakers starts detection once; safe under r.mu.
@@ -183,6 +184,7 @@ func (r *Room) remoteSpeakers(node string, list []protocol.Speaker) {
 	} else {
 		r.remoteSpk[node] = list
 	}
+	r.syncRemoteSpeakersLocked()
 	merged := r.mergedSpeakersLocked()
 	if merged == nil {
 		merged = []protocol.Speaker{}

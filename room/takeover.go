@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"sync"
+	"time"
 
 	"github.com/starling-rtc/starling/protocol"
 )
@@ -23,6 +25,11 @@ import (
 // released it: the resume may succeed if tried again.
 var ErrStillHeld = errors.New("the participant's node still holds it")
 
+// ErrNoMember is what Bus.Takeover returns (wrapped) when no member holds
+// the token (unknown, used, or the participant's node says it has no such
+// session): the session is gone (404).
+var ErrNoMember = errors.New("no participant of another node holds this resume token")
+
 func newResumeToken() string { return newID("RS_") + newID("") }
 
 // hashToken is what the cluster state keeps of a resume token.
@@ -31,31 +38,149 @@ func hashToken(token string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// takeover resumes a participant of a dead node here; errResume when there
-// is no cluster or no such participant.
-func (m *Manager) takeover(roomName, token string, peer Peer) (*Participant, *protocol.JoinResult, error) {
+// lostResultWait bounds how long a takeover presented again waits for the
+// session that took it over to drop (lostTakeover).
+const lostResultWait = 2 * time.Second
+
+// takeovers serialises the resumes through this node that present the same
+// token: a client whose join timed out may try again while the first
+// attempt is still moving the member.
+type takeovers struct {
+	mu    sync.Mutex
+	locks map[string]*tokenLock // by token hash
+	// gone: participants released to another node (Release), by room,
+	// id and token hash, with when they may be forgotten: a release asked
+	// again is answered the same.
+	gone map[string]time.Time
+	// next: the token a takeover under way hands out, by the hash of the
+	// token presented, kept until a takeover with it succeeds: an attempt
+	// whose state write landed but was not confirmed (a store timeout) is
+	// then recognised by the next attempt as this node's own move.
+	next map[string]pendingToken
+}
+
+type pendingToken struct {
+	token string
+	at    time.Time
+}
+
+// pendingFor is the new token for a takeover of hash: the one an earlier
+// attempt chose, or a new one.
+func (t *takeovers) pendingFor(hash string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	for k, p := range t.next {
+		if now.Sub(p.at) > 10*time.Minute {
+			delete(t.next, k)
+		}
+	}
+	if p, ok := t.next[hash]; ok {
+		return p.token
+	}
+	if t.next == nil {
+		t.next = map[string]pendingToken{}
+	}
+	tok := newResumeToken()
+	t.next[hash] = pendingToken{token: tok, at: now}
+	return tok
+}
+
+// settled forgets the pending token of a takeover of hash that succeeded.
+func (t *takeovers) settled(hash string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.next, hash)
+}
+
+// released records a release for window.
+func (t *takeovers) released(roomName, id, hash string, window time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	for k, until := range t.gone {
+		if now.After(until) {
+			delete(t.gone, k)
+		}
+	}
+	if t.gone == nil {
+		t.gone = map[string]time.Time{}
+	}
+	t.gone[roomName+"\x00"+id+"\x00"+hash] = now.Add(window)
+}
+
+func (t *takeovers) wasReleased(roomName, id, hash string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	until, ok := t.gone[roomName+"\x00"+id+"\x00"+hash]
+	return ok && time.Now().Before(until)
+}
+
+type tokenLock struct {
+	mu    sync.Mutex
+	users int // under takeovers.mu
+}
+
+func (t *takeovers) lock(hash string) (unlock func()) {
+	t.mu.Lock()
+	if t.locks == nil {
+		t.locks = map[string]*tokenLock{}
+	}
+	l := t.locks[hash]
+	if l == nil {
+		l = &tokenLock{}
+		t.locks[hash] = l
+	}
+	l.users++
+	t.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		t.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(t.locks, hash)
+		}
+		t.mu.Unlock()
+	}
+}
+
+// takeover resumes a participant of a dead (or releasing) node here.
+// Answers: 404 when there is no cluster or no such session; 503 (try
+// again) while the participant's node still holds it or the room state
+// store does not answer (a new stream leader is being elected): a client
+// told 404 ends its session, so only a certain "no" may say it.
+func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscriptions, peer Peer) (*Participant, *protocol.JoinResult, error) {
 	bus := m.clusterBus()
 	if bus == nil {
 		return nil, nil, errResume()
 	}
-	mem, sid, err := bus.Takeover(roomName, hashToken(token))
-	if errors.Is(err, ErrStillHeld) {
-		// The participant's node is alive, or not yet known dead, and has
-		// not let go of it: the client's socket drop is not seen there yet,
-		// or the node is dying. A moment later the node has either released
-		// it or is known dead, so the client is told to try again (5xx)
-		// rather than that its session is gone (404).
-		m.log.Info("resume through this node deferred", "room", roomName, "err", err)
-		return nil, nil, protocol.Errorf(protocol.CodeUnavailable, "resume: the participant's node has not released it yet; try again")
-	}
-	if err != nil {
-		m.log.Info("resume through this node refused", "room", roomName, "err", err)
-		return nil, nil, errResume()
+	hash := hashToken(token)
+	defer m.tk.lock(hash)()
+	next := m.tk.pendingFor(hash)
+	mem, sid, again := m.lostTakeover(roomName, hash)
+	if !again {
+		var err error
+		mem, sid, err = bus.Takeover(roomName, hash, hashToken(next))
+		switch {
+		case errors.Is(err, ErrNoMember):
+			m.log.Info("resume through this node refused", "room", roomName, "err", err)
+			return nil, nil, errResume()
+		case errors.Is(err, ErrStillHeld):
+			// The participant's node is alive, or not yet known dead, and
+			// has not let go of it: the client's socket drop is not seen
+			// there yet, or the node is dying. A moment later the node has
+			// either released it or is known dead.
+			m.log.Info("resume through this node deferred", "room", roomName, "err", err)
+			return nil, nil, protocol.Errorf(protocol.CodeUnavailable, "resume: the participant's node has not released it yet; try again")
+		case err != nil:
+			m.log.Warn("resume through this node deferred: room state unavailable", "room", roomName, "err", err)
+			return nil, nil, protocol.Errorf(protocol.CodeUnavailable, "resume: the cluster room state is unavailable; try again")
+		}
 	}
 	req := JoinRequest{
 		Room: roomName, Name: mem.Name, Metadata: mem.Metadata, Identity: mem.Identity,
 		AutoSubscribe: mem.Auto, Permissions: mem.Perms,
-		id: mem.ID, token: newResumeToken(), takeover: true,
+		id: mem.ID, token: next, takeover: true, takeoverHash: hash, restore: subs,
 	}
 	if r := m.Room(roomName); r != nil {
 		r.dropStub(mem.ID) // the old node's view of it: its tracks died with that node
@@ -64,10 +189,74 @@ func (m *Manager) takeover(roomName, token string, peer Peer) (*Participant, *pr
 	if err != nil {
 		return nil, nil, err
 	}
-	bus.SetToken(roomName, p.id, hashToken(p.resumeToken))
+	m.tk.settled(hash)
+	if again {
+		bus.SetToken(roomName, p.id, hashToken(next)) // Takeover wrote it otherwise
+	}
 	res.NewConnections = true
-	p.log.Info("resumed through this node after its node died", "from", mem.Node)
+	p.log.Info("resumed through this node after its node died", "from", mem.Node, "again", again)
 	return p, res, nil
+}
+
+// lostTakeover handles a token presented again after a takeover through
+// this node consumed it: the client never got that join result (its
+// request timed out while the room state store was slow, or the socket
+// dropped before the answer). If the participant that takeover made has
+// not been heard from and its socket dropped (waiting up to
+// lostResultWait for the drop), it is released silently and its member
+// returned, to be made again with a new token, so the session survives;
+// otherwise the token stays used (404).
+func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
+	r := m.Room(roomName)
+	if r == nil {
+		return Member{}, "", false
+	}
+	r.mu.Lock()
+	var p *Participant
+	for _, o := range r.participants {
+		if o.tookOverWith == hash {
+			p = o
+		}
+	}
+	sid := r.sid
+	r.mu.Unlock()
+	if p == nil {
+		return Member{}, "", false
+	}
+	deadline := time.Now().Add(lostResultWait)
+	for {
+		p.mu.Lock()
+		gone := p.closed || p.moving || p.rs.expired || p.rs.token != p.resumeToken
+		if gone || p.heard.Load() {
+			p.mu.Unlock()
+			return Member{}, "", false
+		}
+		if p.rs.away {
+			p.moving = true
+			if p.rs.timer != nil {
+				p.rs.timer.Stop()
+			}
+			mem := p.memberLocked()
+			p.mu.Unlock()
+			p.log.Info("a takeover's join result was lost: taken over again")
+			p.close(protocol.ReasonDisconnected, false)
+			return mem, sid, true
+		}
+		p.mu.Unlock()
+		if time.Now().After(deadline) {
+			return Member{}, "", false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// memberLocked is the participant as the cluster state records it, with
+// what a takeover needs. Call with p.mu held.
+func (p *Participant) memberLocked() Member {
+	m := p.member()
+	perms := p.perms
+	m.Token, m.Name, m.Metadata, m.Auto, m.Perms = hashToken(p.rs.token), p.name, p.metadata, p.autoSubscribe, &perms
+	return m
 }
 
 // dropStub removes a remote participant's stub without telling anyone it

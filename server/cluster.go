@@ -1,9 +1,10 @@
 package server
 
 import (
+	"encoding/json"
+
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/cluster"
-	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/webhook"
 )
 
@@ -34,11 +35,24 @@ func (s *Server) setupCluster() error {
 				s.ext.webhooks.RoomClosed(room, sid)
 			}
 		},
+		LocalView: func(name string) json.RawMessage {
+			rm := s.rooms.Room(name)
+			if rm == nil {
+				return nil
+			}
+			b, _ := json.Marshal(admin.LocalParticipants(rm))
+			return b
+		},
 	})
 	if err != nil {
 		return err
 	}
 	s.cluster = n
+	if err := s.clusterRecordings(); err != nil { // see recording_cluster.go
+		n.Close()
+		s.cluster = nil
+		return err
+	}
 	s.metrics.Registry().MustRegister(n.Collector())
 	return nil
 }
@@ -85,11 +99,22 @@ func (o webhookObserver) RoomClosed(name, sid string) {
 
 // remoteRoom and closeRemote let the admin API reach the other nodes' parts
 // of a room; the cluster is started after the admin API is set up.
-func (s *Server) remoteRoom(name string) (string, []room.RemoteParticipant, bool) {
+func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool) {
 	if s.cluster == nil {
 		return "", nil, false
 	}
-	return s.cluster.RoomParticipants(name)
+	sid, views, ok := s.cluster.RoomView(name)
+	if !ok {
+		return "", nil, false
+	}
+	var ps []admin.Participant
+	for _, v := range views {
+		var part []admin.Participant
+		if json.Unmarshal(v, &part) == nil {
+			ps = append(ps, part...)
+		}
+	}
+	return sid, ps, true
 }
 
 func (s *Server) closeRemote(name string) bool {

@@ -75,6 +75,10 @@ func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*cli
 		t.Fatal(err)
 	}
 	o := client.Options{Name: name, API: api}
+	if os.Getenv("STARLING_TEST_LOG") != "" {
+		// the client's own warnings (an offer it could not answer, ...)
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("client", name)
+	}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -461,6 +465,17 @@ func defaultParallel() int {
 		return 4
 	}
 	return 8
+}
+
+// parallelUnlessRace runs t in parallel with the package's other tests,
+// except under -race: there the CPU is the race detector's, and a test added
+// to the parallel phase starves the timing-judging tests already in it. It
+// is for tests that judge nothing on time but still cost CPU (external
+// encoders, child processes): serial, they cost the suite their length.
+func parallelUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		t.Parallel()
+	}
 }
 
 // setDefaultParallel applies defaultParallel; call it from TestMain.

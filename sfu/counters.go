@@ -50,15 +50,19 @@ type Counters struct {
 	// for 3 s while they should have been sending), and connections it
 	// found connected but marked down (watchdog.go).
 	StallRestarts uint64
+	// Down tracks whose codec the subscriber's connection could not
+	// negotiate (downtrack.go, Bind): they forward nothing.
+	UnsupportedDownTracks uint64
 }
 
 var counters struct {
-	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits           atomic.Uint64
-	datagramsSent, sendCalls, segmentedDatagrams                                                       atomic.Uint64
-	directStreams, pionStreams                                                                         atomic.Uint64
-	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped, bweFeedbackPion atomic.Uint64
-	dataHeld, dataDropped                                                                              atomic.Uint64
-	stallRestarts                                                                                      atomic.Uint64
+	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
+	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
+	directStreams, pionStreams                                                               atomic.Uint64
+	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises                           atomic.Uint64
+	bweFeedbackTapped, bweFeedbackPion                                                       atomic.Uint64
+	dataHeld, dataDropped                                                                    atomic.Uint64
+	stallRestarts, unsupportedDownTracks                                                     atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -72,20 +76,21 @@ func ReadCounters() Counters {
 		QueueDrops:    counters.queueDrops.Load(),
 		Retransmits:   counters.retransmits.Load(),
 
-		DatagramsSent:      counters.datagramsSent.Load(),
-		SendCalls:          counters.sendCalls.Load(),
-		SegmentedDatagrams: counters.segmentedDatagrams.Load(),
-		DirectStreams:      counters.directStreams.Load(),
-		PionStreams:        counters.pionStreams.Load(),
-		BWEDelayDecreases:  counters.bweDelayDecreases.Load(),
-		BWELossDecreases:   counters.bweLossDecreases.Load(),
-		BWEProbes:          counters.bweProbes.Load(),
-		BWEProbeRaises:     counters.bweProbeRaises.Load(),
-		BWEFeedbackTapped:  counters.bweFeedbackTapped.Load(),
-		BWEFeedbackPion:    counters.bweFeedbackPion.Load(),
-		DataHeld:           counters.dataHeld.Load(),
-		DataDropped:        counters.dataDropped.Load(),
-		StallRestarts:      counters.stallRestarts.Load(),
+		DatagramsSent:         counters.datagramsSent.Load(),
+		SendCalls:             counters.sendCalls.Load(),
+		SegmentedDatagrams:    counters.segmentedDatagrams.Load(),
+		DirectStreams:         counters.directStreams.Load(),
+		PionStreams:           counters.pionStreams.Load(),
+		BWEDelayDecreases:     counters.bweDelayDecreases.Load(),
+		BWELossDecreases:      counters.bweLossDecreases.Load(),
+		BWEProbes:             counters.bweProbes.Load(),
+		BWEProbeRaises:        counters.bweProbeRaises.Load(),
+		BWEFeedbackTapped:     counters.bweFeedbackTapped.Load(),
+		BWEFeedbackPion:       counters.bweFeedbackPion.Load(),
+		DataHeld:              counters.dataHeld.Load(),
+		DataDropped:           counters.dataDropped.Load(),
+		StallRestarts:         counters.stallRestarts.Load(),
+		UnsupportedDownTracks: counters.unsupportedDownTracks.Load(),
 	}
 }
 

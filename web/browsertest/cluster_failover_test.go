@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestClusterFailoverInChromium: three Starling processes routed into one
@@ -24,7 +25,15 @@ import (
 // killed with SIGKILL: the page resumes through n1 as the same participant
 // on new connections (join result newConnections) and publishes again; the
 // viewer never sees it leave and decodes its video again.
-func TestClusterFailoverInChromium(t *testing.T) {
+func TestClusterFailoverInChromium(t *testing.T) { clusterFailoverInChromium(t, false) }
+
+// TestClusterDrainInChromium: the same with n0 sent SIGTERM: it drains,
+// the JS library gets `reconnect {reason: "drain"}` and resumes through
+// n1 on new connections, the viewer decodes the presenter again and never
+// sees it leave, and n0 exits 0 once nobody is left on it.
+func TestClusterDrainInChromium(t *testing.T) { clusterFailoverInChromium(t, true) }
+
+func clusterFailoverInChromium(t *testing.T, drain bool) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
 	}
@@ -45,7 +54,11 @@ func TestClusterFailoverInChromium(t *testing.T) {
 		ID  string `json:"id"`
 		URL string `json:"url"`
 	}
+	// The notifications the library handles itself (reconnect) are not
+	// events: watch them where they arrive.
 	presenter.mustEval(`window.__reconnected = []; window.starling.client.on('reconnected', (d) => window.__reconnected.push(d));
+	  window.__notified = []; { const c = window.starling.client, on = c._onNotification.bind(c);
+	    c._onNotification = (m, p) => { window.__notified.push({method: m, params: p}); return on(m, p); }; }
 	  ({id: window.starling.state.participantId, url: window.starling.client.url})`, &first)
 	if first.URL != nodes[0].ws() {
 		t.Fatalf("the page joined through %s, want n0 (%s)", first.URL, nodes[0].ws())
@@ -53,8 +66,13 @@ func TestClusterFailoverInChromium(t *testing.T) {
 	waitForTile(viewer, first.ID, 15*time.Second)
 	before := waitForMedia(viewer, 30*time.Second)
 
+	viewer.mustEval(`window.__left = []; window.starling.client.on('participantLeft', (d) => window.__left.push(d.participantId)); true`, nil)
 	killed := time.Now()
-	nodes[0].kill()
+	if drain {
+		_ = nodes[0].cmd.Process.Signal(syscall.SIGTERM)
+	} else {
+		nodes[0].kill()
+	}
 	type state struct {
 		Status      string            `json:"status"`
 		ID          string            `json:"id"`
@@ -65,7 +83,8 @@ func TestClusterFailoverInChromium(t *testing.T) {
 		`({status: document.body.dataset.status, id: window.starling.state.participantId, url: window.starling.client.url,
 		  reconnected: window.__reconnected})`,
 		func(s state) bool { return s.Status == "joined" && s.URL == nodes[1].ws() && len(s.Reconnected) > 0 })
-	t.Logf("the presenter is back through n1 %v after n0 was killed: %s", time.Since(killed).Round(time.Millisecond), st.Reconnected[0])
+	t.Logf("the presenter is back through n1 %v after n0 was %s: %s", time.Since(killed).Round(time.Millisecond),
+		map[bool]string{true: "sent SIGTERM", false: "killed"}[drain], st.Reconnected[0])
 	var rc struct {
 		Resumed        bool `json:"resumed"`
 		NewConnections bool `json:"newConnections"`
@@ -81,6 +100,39 @@ func TestClusterFailoverInChromium(t *testing.T) {
 		func(s inbound) bool { return s.FramesDecoded > before.FramesDecoded+10 })
 	if tl := waitForTile(viewer, first.ID, time.Second); tl.Name != "Ann" {
 		t.Errorf("the viewer's tile of the presenter after the failover: %+v", tl)
+	}
+	var left []string
+	viewer.mustEval(`window.__left`, &left)
+	for _, id := range left {
+		if id == first.ID {
+			t.Errorf("the viewer was told the presenter left")
+		}
+	}
+	if drain {
+		select {
+		case <-nodes[0].exited:
+		case <-time.After(40 * time.Second):
+			t.Fatal("n0 did not exit after its drain")
+		}
+		if code := nodes[0].cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("n0 exited with %d after SIGTERM, want 0", code)
+		}
+		nodes[0].mu.Lock()
+		drained := strings.Contains(nodes[0].log.String(), "draining")
+		nodes[0].mu.Unlock()
+		if !drained {
+			t.Error("n0's log does not say it drained")
+		}
+		var notified []struct {
+			Method string                   `json:"method"`
+			Params protocol.ReconnectParams `json:"params"`
+		}
+		presenter.mustEval(`window.__notified.filter((n) => n.method === 'reconnect')`, &notified)
+		if len(notified) != 1 || notified[0].Params.Reason != protocol.ReasonDrain {
+			t.Errorf("the presenter page's reconnect notifications: %+v, want one with reason drain", notified)
+		}
+		viewer.screenshot("cluster-drain-viewer-chromium.png")
+		return
 	}
 	viewer.screenshot("cluster-failover-viewer-chromium.png")
 }

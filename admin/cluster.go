@@ -1,0 +1,87 @@
+package admin
+
+import (
+	"net/http"
+	"sort"
+
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+)
+
+// LocalParticipants is this node's part of a room as the API shows it:
+// its own participants (not the stubs of other nodes' ones) with their
+// permissions and subscriptions. In a cluster each node answers with it
+// for the node that serves GET /v1/rooms/{room}.
+func LocalParticipants(rm *room.Room) []Participant {
+	out := []Participant{}
+	for _, info := range rm.Participants() {
+		if p := rm.Participant(info.ID); p != nil && p.Remote() == "" {
+			out = append(out, view(p, info))
+		}
+	}
+	return out
+}
+
+// getClusterRoom answers GET /v1/rooms/{room} on a cluster node, whether or
+// not it has a part of the room: every node's participants as that node
+// sees them. A participant whose node did not answer is shown from this
+// node's stub of it (no permissions, no subscriptions), if it has one.
+func (a *API) getClusterRoom(w http.ResponseWriter, r *http.Request, name string) {
+	if _, ok := a.authorize(w, r, name, false); !ok {
+		return
+	}
+	rm := a.opts.Rooms.Room(name)
+	sid, ps, ok := a.opts.RemoteRoom(name)
+	if !ok && rm == nil {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		return
+	}
+	if !ok {
+		sid = rm.SID()
+	}
+	out := RoomDetail{Name: name, SID: sid, Participants: append([]Participant{}, ps...)}
+	if rm != nil {
+		seen := make(map[string]bool, len(ps))
+		for _, p := range ps {
+			seen[p.ID] = true
+		}
+		for _, info := range rm.Participants() {
+			if p := rm.Participant(info.ID); p != nil && !seen[info.ID] {
+				out.Participants = append(out.Participants, view(p, info))
+			}
+		}
+	}
+	sort.SliceStable(out.Participants, func(i, j int) bool { return out.Participants[i].JoinedAt < out.Participants[j].JoinedAt })
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getClusterParticipant answers GET /v1/rooms/{room}/participants/{id} on a
+// cluster node: a participant of another node is asked of that node.
+func (a *API) getClusterParticipant(w http.ResponseWriter, r *http.Request) {
+	name, id := r.PathValue("room"), r.PathValue("id")
+	if _, ok := a.authorize(w, r, name, false); !ok {
+		return
+	}
+	var stub *room.Participant
+	if rm := a.opts.Rooms.Room(name); rm != nil {
+		p := rm.Participant(id)
+		if p != nil && p.Remote() == "" {
+			writeJSON(w, http.StatusOK, view(p, p.Info()))
+			return
+		}
+		stub = p
+	}
+	if _, ps, ok := a.opts.RemoteRoom(name); ok {
+		for _, p := range ps {
+			if p.ID == id {
+				writeJSON(w, http.StatusOK, p)
+				return
+			}
+		}
+	}
+	if stub != nil { // its node did not answer
+		writeJSON(w, http.StatusOK, view(stub, stub.Info()))
+		return
+	}
+	writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, name))
+}

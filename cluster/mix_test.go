@@ -1,0 +1,257 @@
+package cluster_test
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
+	"github.com/thesyncim/gopus"
+)
+
+const audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+// publishTone joins srv and sends a sine tone as real Opus, every 20 ms,
+// until the test ends; with levels, it attaches the RFC 6464 level a
+// browser sends, else none (a bare client).
+func publishTone(t *testing.T, srv *server.Server, roomName, name string, freq, amp float64, levels bool) *client.Client {
+	t.Helper()
+	api, err := client.LoopbackAPIWith(nil, func(m *webrtc.MediaEngine, _ *interceptor.Registry) error {
+		if !levels {
+			return nil
+		}
+		return m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, webrtc.RTPCodecTypeAudio)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := join(t, srv, roomName, name, func(o *client.Options) { o.API = api })
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs, err := c.Publish(ctxT(t, 15*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
+	if err != nil || len(pubs) != 1 {
+		t.Fatalf("publish: %v", err)
+	}
+	var extID uint8
+	for _, e := range pubs[0].Sender.GetParameters().HeaderExtensions {
+		if e.URI == audioLevelURI {
+			extID = uint8(e.ID)
+		}
+	}
+	if levels && extID == 0 {
+		t.Fatal("the audio level extension was not negotiated")
+	}
+	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = enc.SetBitrate(32000)
+	db := byte(math.Min(127, -20*math.Log10(amp/math.Sqrt2)))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Paced by the wall clock like a capture device: frames a starved
+		// goroutine missed are sent at once, so the voice keeps real time.
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		pcm := make([]float32, 960)
+		out := make([]byte, 1500)
+		seq, ts, phase := uint16(100), uint32(0), 0.0
+		start := time.Now()
+		for n := 1; ; n++ {
+			if n > int(time.Since(start)/(20*time.Millisecond)) {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+			} else {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+			for i := range pcm {
+				pcm[i] = float32(amp * math.Sin(phase))
+				phase += 2 * math.Pi * freq / 48000
+			}
+			phase = math.Mod(phase, 2*math.Pi)
+			k, err := enc.Encode(pcm, out)
+			if err != nil {
+				t.Errorf("encode: %v", err)
+				return
+			}
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts}, Payload: out[:k]}
+			if extID != 0 {
+				_ = pkt.Header.SetExtension(extID, []byte{db | 0x80})
+			}
+			seq++
+			ts += 960
+			if err := audio.WriteRTP(pkt); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	return c
+}
+
+// mixListener decodes the mix a client receives (the mixer's Opus
+// decoder) and counts the other audio tracks it gets.
+type mixListener struct {
+	mu      sync.Mutex
+	pcm     []float32
+	pkts    int
+	others  int
+	decErrs int
+}
+
+func listenMix(t *testing.T, c *client.Client) *mixListener {
+	l := &mixListener{}
+	c.OnTrack(func(rt *client.RemoteTrack) {
+		if rt.Track.Kind() != webrtc.RTPCodecTypeAudio {
+			return
+		}
+		mix := rt.ParticipantID == "mix"
+		go func() {
+			dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(48000, 1))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			pcm := make([]float32, 5760)
+			for {
+				p, _, err := rt.Track.ReadRTP()
+				if err != nil {
+					return
+				}
+				l.mu.Lock()
+				if !mix {
+					l.others++
+					l.mu.Unlock()
+					continue
+				}
+				l.pkts++
+				if n, err := dec.Decode(p.Payload, pcm); err != nil {
+					l.decErrs++
+				} else if len(l.pcm) < 48000*60 {
+					l.pcm = append(l.pcm, pcm[:n]...)
+				}
+				l.mu.Unlock()
+			}
+		}()
+	})
+	return l
+}
+
+// last returns the last n decoded samples (nil if fewer).
+func (l *mixListener) last(n int) []float32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pcm) < n {
+		return nil
+	}
+	return append([]float32(nil), l.pcm[len(l.pcm)-n:]...)
+}
+
+// toneAmp is the amplitude of frequency f in x (Goertzel).
+func toneAmp(x []float32, f float64) float64 {
+	coeff := 2 * math.Cos(2*math.Pi*f/48000)
+	var s1, s2 float64
+	for _, v := range x {
+		s0 := float64(v) + coeff*s1 - s2
+		s2, s1 = s1, s0
+	}
+	power := s1*s1 + s2*s2 - coeff*s1*s2
+	return 2 * math.Sqrt(math.Max(0, power)) / float64(len(x))
+}
+
+// The audio mix across nodes: a speaker on node B (n1) and one on node C
+// (n2) are mixed by node A (n0) for a listener there, with the mix on: its
+// one mixed stream carries both tones (decoded with the mixer's Opus
+// decoder). A speaker on n1 who listens to the mix hears n2's voice and not
+// its own (mix-minus, mixed by n1). Each remote voice crosses to n0 once.
+// n1's speaker sends audio levels (ranked by n1's activeSpeakers), n2's
+// none (measured by the mixers from its decoded audio).
+func TestAudioMixAcrossNodes(t *testing.T) {
+	t.Parallel()
+	srvs := startCluster(t, 3, nil)
+	const roomName = "mix-remote"
+	const fB, fC = 440.0, 1100.0
+	listener := join(t, srvs[0], roomName, "listener", func(o *client.Options) { o.AudioMix = true })
+	lmix := listenMix(t, listener)
+	spkB := publishTone(t, srvs[1], roomName, "speaker-b", fB, 0.2, true)
+	bmix := listenMix(t, spkB)
+	if err := spkB.SetAudioMix(ctxT(t, 10*time.Second), true); err != nil {
+		t.Fatal(err)
+	}
+	publishTone(t, srvs[2], roomName, "speaker-c", fC, 0.2, false)
+
+	eventually(t, 30*time.Second, "the listener on n0 receives mix packets", func() bool {
+		lmix.mu.Lock()
+		defer lmix.mu.Unlock()
+		return lmix.pkts >= 50
+	})
+	eventually(t, 30*time.Second, "n0 imports the two remote voices once, for its mixer", func() bool {
+		mx := srvs[0].Rooms().Room(roomName).Mixer()
+		return mx != nil && mx.Stats().Inputs == 2 && srvs[0].Cluster().RelayStats().Imports == 2
+	})
+	lmix.mu.Lock()
+	others, decErrs := lmix.others, lmix.decErrs
+	lmix.mu.Unlock()
+	if others != 0 {
+		t.Errorf("the listener on the mix received %d packets of individual audio tracks", others)
+	}
+	if decErrs != 0 {
+		t.Errorf("%d mix packets did not decode", decErrs)
+	}
+	if mixUnderRace {
+		t.Log("built with -race: the mixer is not real time, the tones are not checked")
+		return
+	}
+	waitTones(t, lmix, "listener on n0", []float64{fB, fC}, nil)
+	waitTones(t, bmix, "speaker on n1 (mix-minus)", []float64{fC}, []float64{fB})
+}
+
+// waitTones waits until the last second of a listener's mix has every
+// tone of want (amplitude >= 0.04 of the 0.2 sent) and none of absent
+// (<= 0.008).
+func waitTones(t *testing.T, l *mixListener, who string, want, absent []float64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		if x := l.last(48000); x != nil {
+			ok := true
+			last = ""
+			for _, f := range want {
+				a := toneAmp(x, f)
+				last += fmt.Sprintf(" %.0f Hz: %.4f", f, a)
+				ok = ok && a >= 0.04
+			}
+			for _, f := range absent {
+				a := toneAmp(x, f)
+				last += fmt.Sprintf(" (absent) %.0f Hz: %.4f", f, a)
+				ok = ok && a <= 0.008
+			}
+			if ok {
+				t.Logf("%s:%s", who, last)
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: the mix never had tones %v without %v; last second:%s", who, want, absent, last)
+}

@@ -1,0 +1,303 @@
+package cluster_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/recorder"
+)
+
+// requireTool skips a test when an external tool is missing, except in CI
+// (CI=true), where a missing tool fails it: CI installs ffmpeg.
+func requireTool(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found: CI must install ffmpeg (.ci/run installs it)", name)
+		}
+		t.Skipf("%s not installed: skipping (apt-get install ffmpeg to run this test)", name)
+	}
+}
+
+var (
+	mediaOnce sync.Once
+	mediaDir  string
+	mediaErr  error
+)
+
+// testMediaFiles encodes 4 s of real VP8 (IVF) and Opus (Ogg) once per
+// test binary.
+func testMediaFiles(t testing.TB) (ivf, ogg string) {
+	t.Helper()
+	requireTool(t, "ffmpeg")
+	requireTool(t, "ffprobe")
+	mediaOnce.Do(func() {
+		if mediaDir, mediaErr = os.MkdirTemp("", "starling-cluster-media"); mediaErr != nil {
+			return
+		}
+		out, err := exec.Command("ffmpeg", "-v", "error", "-y",
+			"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
+			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
+			"-map", "0:v", "-c:v", "libvpx", "-b:v", "400k", "-deadline", "realtime", "-cpu-used", "8", "-g", "15", "-auto-alt-ref", "0",
+			filepath.Join(mediaDir, "v.ivf"),
+			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20", "-page_duration", "20000",
+			filepath.Join(mediaDir, "a.ogg")).CombinedOutput()
+		if err != nil {
+			mediaErr = errors.New("ffmpeg: " + err.Error() + ": " + string(out))
+		}
+	})
+	if mediaErr != nil {
+		t.Fatal(mediaErr)
+	}
+	return filepath.Join(mediaDir, "v.ivf"), filepath.Join(mediaDir, "a.ogg")
+}
+
+// publishFiles publishes the test media in a loop, in real time, until the
+// test ends.
+func publishFiles(t *testing.T, c *client.Client) []client.Published {
+	t.Helper()
+	ivf, ogg := testMediaFiles(t)
+	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs, err := c.Publish(ctxT(t, 15*time.Second),
+		client.LocalTrack{Track: video, Source: protocol.SourceCamera, Name: "cam"},
+		client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone, Name: "mic"})
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // video, 30 fps; the file starts with a keyframe, one every 15 frames
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for {
+			f, err := os.Open(ivf)
+			if err != nil {
+				return
+			}
+			r, _, err := ivfreader.NewWith(f)
+			for err == nil {
+				var frame []byte
+				if frame, _, err = r.ParseNextFrame(); err != nil {
+					break
+				}
+				select {
+				case <-stop:
+					f.Close()
+					return
+				case <-tick.C:
+				}
+				_ = video.WriteSample(media.Sample{Data: frame, Duration: time.Second / 30})
+			}
+			f.Close()
+		}
+	}()
+	go func() { // audio, one 20 ms Opus packet per Ogg page
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			f, err := os.Open(ogg)
+			if err != nil {
+				return
+			}
+			r, _, err := oggreader.NewWith(f)
+			var last uint64
+			for err == nil {
+				var page []byte
+				var hdr *oggreader.OggPageHeader
+				if page, hdr, err = r.ParseNextPage(); err != nil {
+					break
+				}
+				if hdr.GranulePosition == 0 || len(page) == 0 {
+					continue // OpusHead, OpusTags
+				}
+				d := time.Duration(hdr.GranulePosition-last) * time.Second / 48000
+				last = hdr.GranulePosition
+				select {
+				case <-stop:
+					f.Close()
+					return
+				case <-tick.C:
+				}
+				_ = audio.WriteSample(media.Sample{Data: page, Duration: d})
+			}
+			f.Close()
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	return pubs
+}
+
+// decodedFrames runs ffmpeg's decoders over a file's first stream and
+// counts the frames they decoded.
+func decodedFrames(t testing.TB, path string) int {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "0",
+		"-show_entries", "stream=nb_read_frames,codec_name", "-of", "csv=p=0", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v: %s", path, err, out)
+	}
+	fields := strings.Split(strings.TrimSpace(strings.Split(string(out), "\n")[0]), ",")
+	n, err := strconv.Atoi(fields[len(fields)-1])
+	if err != nil {
+		t.Fatalf("ffprobe %s said %q", path, out)
+	}
+	t.Logf("%s: %s", filepath.Base(path), strings.TrimSpace(string(out)))
+	return n
+}
+
+func httpJSON(t testing.TB, method, url string, body, out any) int {
+	t.Helper()
+	return httpJSONAuth(t, method, url, "", body, out)
+}
+
+// httpJSONAuth is httpJSON with a bearer token ("" = none).
+func httpJSONAuth(t testing.TB, method, url, bearer string, body, out any) int {
+	t.Helper()
+	var rd *bytes.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		rd = bytes.NewReader(raw)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		_ = json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
+
+// A room recording started through node A's API records the video and
+// audio of a publisher on node B, and the room's mix: A imports the two
+// tracks once for the recording and its mixer (nobody on A subscribes),
+// and ffmpeg decodes the three files on A's disk.
+func TestRecordingRemoteTracks(t *testing.T) {
+	t.Parallel()
+	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	dirs := map[string]string{"n0": t.TempDir(), "n1": t.TempDir(), "n2": t.TempDir()}
+	srvs := startCluster(t, 3, func(c *config.Config) { c.Recordings.Dir = dirs[c.Cluster.NodeID] })
+	const roomName = "rec-remote"
+	no := false
+	watcher := join(t, srvs[0], roomName, "watcher", func(o *client.Options) { o.AutoSubscribe = &no })
+	pub := join(t, srvs[1], roomName, "pub")
+	seeEachOther(t, watcher, pub)
+	publishFiles(t, pub)
+	eventually(t, 15*time.Second, "n0 knows pub's two tracks", func() bool {
+		r := srvs[0].Rooms().Room(roomName)
+		if r == nil {
+			return false
+		}
+		p := r.Participant(pub.ParticipantID())
+		return p != nil && len(p.Info().Tracks) == 2
+	})
+	if s := srvs[0].Cluster().RelayStats(); s.Imports != 0 {
+		t.Fatalf("n0 imports %d tracks before the recording, want 0 (nobody subscribes there)", s.Imports)
+	}
+
+	var info recorder.Info
+	if code := httpJSON(t, "POST", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{"mix": true}, &info); code != http.StatusCreated {
+		t.Fatalf("start the recording on n0: %d %+v", code, info)
+	}
+	if info.Node != "n0" {
+		t.Errorf("the recording says it runs on %q, want n0 (the node asked)", info.Node)
+	}
+	eventually(t, 20*time.Second, "the recording on n0 holds pub's two tracks and the mix", func() bool {
+		in, ok := srvs[0].Recorder().Get(info.ID)
+		return ok && in.Tracks == 3
+	})
+	eventually(t, 30*time.Second, "n0 imported both tracks once", func() bool {
+		return srvs[0].Cluster().RelayStats().Imports == 2
+	})
+	// Record a few seconds: about 110 packets a second cross to n0.
+	base := srvs[0].Cluster().RelayStats().PacketsIn
+	eventually(t, 60*time.Second, "500 relayed packets reach n0", func() bool {
+		return srvs[0].Cluster().RelayStats().PacketsIn >= base+500
+	})
+	var stopped recorder.Info
+	if code := httpJSON(t, "DELETE", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+info.ID, nil, &stopped); code != http.StatusOK {
+		t.Fatalf("stop: %d", code)
+	}
+	if len(stopped.Files) != 3 {
+		t.Fatalf("the recording has files %v, want the video and the audio of pub and mix.webm", stopped.Files)
+	}
+	for _, f := range stopped.Files {
+		if !strings.HasPrefix(f, dirs["n0"]) {
+			t.Errorf("file %s is not in n0's recordings folder (%s)", f, dirs["n0"])
+		}
+		want := 50
+		if filepath.Base(f) == "mix.webm" && mixUnderRace {
+			want = 1 // the mixer is not real time under -race
+		}
+		if n := decodedFrames(t, f); n < want {
+			t.Errorf("%s: ffmpeg decoded %d frames, want >= %d", f, n, want)
+		}
+	}
+	man := recordingManifest(t, srvs[0].Recorder(), info.ID)
+	for _, tr := range man.Tracks {
+		if tr.Source != protocol.SourceMix && tr.ParticipantID != pub.ParticipantID() {
+			t.Errorf("recorded track %s of %s, want pub's (%s)", tr.ID, tr.ParticipantID, pub.ParticipantID())
+		}
+	}
+	// The recording is on n0 alone.
+	for _, s := range srvs[1:] {
+		if l := s.Recorder().List(roomName); len(l) != 0 {
+			t.Errorf("another node has recordings of the room: %+v", l)
+		}
+	}
+}
+
+func recordingManifest(t testing.TB, m *recorder.Manager, id string) *recorder.Manifest {
+	t.Helper()
+	in, ok := m.Get(id)
+	if !ok {
+		t.Fatalf("no recording %s", id)
+	}
+	raw, err := os.ReadFile(in.Manifest)
+	if err != nil {
+		return &recorder.Manifest{}
+	}
+	var man recorder.Manifest
+	if err := json.Unmarshal(raw, &man); err != nil {
+		return &recorder.Manifest{}
+	}
+	return &man
+}

@@ -1,0 +1,201 @@
+package recorder
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"sync"
+)
+
+// In a cluster, a room recording runs on ONE node and records every track
+// of the room (the others' are imported, room.AcquireRemoteMedia): the
+// node that received the start request when it has a part of the room
+// (a participant there), else the first node that has one, to which the
+// request is forwarded over the bus. The files land on that node's disk;
+// every recording says its node (Info.Node). Any node answers the control
+// API for every recording: a request for a recording it does not run is
+// forwarded to the other nodes, and a room's list gathers every node's.
+// Events (webhooks) come from the node that runs the recording: once.
+
+// Cluster is what the recorder needs of a cluster (server wiring); nil on
+// a single node.
+type Cluster interface {
+	// NodeID is this node's id.
+	NodeID() string
+	// RoomNodes lists the other nodes with a part of the room now.
+	RoomNodes(room string) []string
+	// OtherNodes lists every other live node.
+	OtherNodes() []string
+	// Forward runs a recording API request on another node's recorder
+	// (ServeForwarded there).
+	Forward(node string, req ForwardRequest) (ForwardReply, error)
+}
+
+// ForwardRequest is a recording API request sent to another node.
+type ForwardRequest struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Body   []byte `json:"body,omitempty"`
+}
+
+// ForwardReply is its answer.
+type ForwardReply struct {
+	Status int    `json:"status"`
+	Body   []byte `json:"body,omitempty"`
+}
+
+// forwardedHeader marks a request another node forwarded: it is answered
+// from this node's recordings alone, never forwarded again.
+const forwardedHeader = "X-Starling-Recording-Forwarded"
+
+type clusterState struct {
+	mu  sync.Mutex
+	c   Cluster
+	mux http.Handler // the routes without authentication, for forwarded requests
+}
+
+// SetCluster makes the recorder cluster-wide (call before serving).
+func (m *Manager) SetCluster(c Cluster) {
+	m.cl.mu.Lock()
+	defer m.cl.mu.Unlock()
+	m.cl.c = c
+	m.cl.mux = m.Handler()
+}
+
+func (m *Manager) cluster() Cluster {
+	m.cl.mu.Lock()
+	defer m.cl.mu.Unlock()
+	return m.cl.c
+}
+
+// nodeID is this node's id in a cluster, "" on a single node.
+func (m *Manager) nodeID() string {
+	if c := m.cluster(); c != nil {
+		return c.NodeID()
+	}
+	return ""
+}
+
+// ServeForwarded answers a request another node forwarded, from this
+// node's recordings alone (the other node checked the caller's rights).
+func (m *Manager) ServeForwarded(req ForwardRequest) ForwardReply {
+	m.cl.mu.Lock()
+	mux := m.cl.mux
+	m.cl.mu.Unlock()
+	if mux == nil {
+		return ForwardReply{Status: http.StatusServiceUnavailable}
+	}
+	r, err := http.NewRequest(req.Method, req.Path, bytes.NewReader(req.Body))
+	if err != nil {
+		return ForwardReply{Status: http.StatusBadRequest}
+	}
+	r.Header.Set(forwardedHeader, "1")
+	r.RemoteAddr = "127.0.0.1:0"
+	w := &bufferWriter{h: http.Header{}, status: http.StatusOK}
+	mux.ServeHTTP(w, r)
+	return ForwardReply{Status: w.status, Body: w.buf.Bytes()}
+}
+
+type bufferWriter struct {
+	h      http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func (w *bufferWriter) Header() http.Header         { return w.h }
+func (w *bufferWriter) WriteHeader(code int)        { w.status = code }
+func (w *bufferWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+
+// peers is the cluster to forward r to, nil when r was forwarded already
+// or on a single node.
+func (m *Manager) peers(r *http.Request) Cluster {
+	if r.Header.Get(forwardedHeader) != "" {
+		return nil
+	}
+	return m.cluster()
+}
+
+func forwardOf(r *http.Request, body []byte) ForwardRequest {
+	return ForwardRequest{Method: r.Method, Path: r.URL.EscapedPath(), Body: body}
+}
+
+// forwardAll sends req to every node at once and returns their answers.
+func forwardAll(c Cluster, nodes []string, req ForwardRequest) []ForwardReply {
+	out := make([]ForwardReply, len(nodes))
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep, err := c.Forward(node, req)
+			if err != nil {
+				rep = ForwardReply{Status: http.StatusBadGateway}
+			}
+			out[i] = rep
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// nodesFor lists the nodes to ask about a room's recordings: every other
+// live node (heartbeats) and those with a part of the room (the room
+// state), in case a heartbeat was not heard yet.
+func nodesFor(c Cluster, room string) []string {
+	out := c.OtherNodes()
+	for _, n := range c.RoomNodes(room) {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// forwardFirst writes the first answer of another node that knows the
+// recording (not 404), and reports whether there was one.
+func forwardFirst(w http.ResponseWriter, c Cluster, room string, req ForwardRequest) bool {
+	for _, rep := range forwardAll(c, nodesFor(c, room), req) {
+		if rep.Status != http.StatusNotFound && rep.Status != http.StatusBadGateway && rep.Status != 0 {
+			writeRaw(w, rep)
+			return true
+		}
+	}
+	return false
+}
+
+func writeRaw(w http.ResponseWriter, rep ForwardReply) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(rep.Status)
+	_, _ = w.Write(rep.Body)
+}
+
+// gather adds the other nodes' recordings of a list answer to local.
+func gather(c Cluster, room string, req ForwardRequest, local []Info) []Info {
+	for _, rep := range forwardAll(c, nodesFor(c, room), req) {
+		if rep.Status != http.StatusOK {
+			continue
+		}
+		var body struct {
+			Recordings []Info `json:"recordings"`
+		}
+		if json.Unmarshal(rep.Body, &body) == nil {
+			local = append(local, body.Recordings...)
+		}
+	}
+	sort.SliceStable(local, func(i, j int) bool { return local[i].StartedAt.Before(local[j].StartedAt) })
+	return local
+}
+
+// runningElsewhere is another node's running room recording (started by
+// the API) of the room, if any: the cluster records a room once.
+func runningElsewhere(c Cluster, room string) (Info, bool) {
+	for _, in := range gather(c, room, ForwardRequest{Method: http.MethodGet, Path: "/v1/rooms/" + url.PathEscape(room) + "/recordings"}, nil) {
+		if in.Status == "recording" && in.Kind == "room" && in.TrackID == "" && !in.Auto {
+			return in, true
+		}
+	}
+	return Info{}, false
+}

@@ -1,0 +1,35 @@
+package server
+
+import (
+	"github.com/starling-rtc/starling/cluster"
+	"github.com/starling-rtc/starling/recorder"
+)
+
+// clusterRecordings makes the recorder cluster-wide: it forwards what it
+// cannot answer to the other nodes' recorders over the bus and answers
+// theirs (recorder/cluster.go, docs/recording.md "In a cluster").
+func (s *Server) clusterRecordings() error {
+	if s.recorder == nil || s.cluster == nil {
+		return nil
+	}
+	if err := s.cluster.ServeRecordings(func(req cluster.RecordingRequest) cluster.RecordingReply {
+		rep := s.recorder.ServeForwarded(recorder.ForwardRequest(req))
+		return cluster.RecordingReply(rep)
+	}); err != nil {
+		return err
+	}
+	s.recorder.SetCluster(recorderCluster{s.cluster})
+	return nil
+}
+
+// recorderCluster adapts the cluster node to recorder.Cluster.
+type recorderCluster struct{ n *cluster.Node }
+
+func (c recorderCluster) NodeID() string                 { return c.n.ID() }
+func (c recorderCluster) RoomNodes(room string) []string { return c.n.RoomNodes(room) }
+func (c recorderCluster) OtherNodes() []string           { return c.n.OtherNodes() }
+
+func (c recorderCluster) Forward(node string, req recorder.ForwardRequest) (recorder.ForwardReply, error) {
+	rep, err := c.n.ForwardRecording(node, cluster.RecordingRequest(req))
+	return recorder.ForwardReply(rep), err
+}
