@@ -213,15 +213,8 @@ func httpJSONAuth(t testing.TB, method, url, bearer string, body, out any) int {
 func TestRecordingRemoteTracks(t *testing.T) {
 	t.Parallel()
 	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	var mu sync.Mutex
-	i := 0
-	srvs := startCluster(t, 3, func(c *config.Config) {
-		mu.Lock()
-		defer mu.Unlock()
-		c.Recordings.Dir = dirs[i%3]
-		i++
-	})
+	dirs := map[string]string{"n0": t.TempDir(), "n1": t.TempDir(), "n2": t.TempDir()}
+	srvs := startCluster(t, 3, func(c *config.Config) { c.Recordings.Dir = dirs[c.Cluster.NodeID] })
 	const roomName = "rec-remote"
 	no := false
 	watcher := join(t, srvs[0], roomName, "watcher", func(o *client.Options) { o.AutoSubscribe = &no })
@@ -230,7 +223,11 @@ func TestRecordingRemoteTracks(t *testing.T) {
 	publishFiles(t, pub)
 	eventually(t, 15*time.Second, "n0 knows pub's two tracks", func() bool {
 		r := srvs[0].Rooms().Room(roomName)
-		return r != nil && len(r.Participant(pub.ParticipantID()).Info().Tracks) == 2
+		if r == nil {
+			return false
+		}
+		p := r.Participant(pub.ParticipantID())
+		return p != nil && len(p.Info().Tracks) == 2
 	})
 	if s := srvs[0].Cluster().RelayStats(); s.Imports != 0 {
 		t.Fatalf("n0 imports %d tracks before the recording, want 0 (nobody subscribes there)", s.Imports)
@@ -263,8 +260,8 @@ func TestRecordingRemoteTracks(t *testing.T) {
 		t.Fatalf("the recording has files %v, want the video and the audio of pub", stopped.Files)
 	}
 	for _, f := range stopped.Files {
-		if !strings.HasPrefix(f, dirs[0]) && !strings.HasPrefix(f, srvs[0].Recorder().Dir()) {
-			t.Errorf("file %s is not on n0's disk (%s)", f, srvs[0].Recorder().Dir())
+		if !strings.HasPrefix(f, dirs["n0"]) {
+			t.Errorf("file %s is not in n0's recordings folder (%s)", f, dirs["n0"])
 		}
 		if n := decodedFrames(t, f); n < 50 {
 			t.Errorf("%s: ffmpeg decoded %d frames, want >= 50", f, n)

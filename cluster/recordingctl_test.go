@@ -137,3 +137,55 @@ func TestRecordingControlFromAnyNode(t *testing.T) {
 		}
 	}
 }
+
+// A recording outlives its node's own participants: n0 records a room whose
+// only participant on n0 leaves; n0's part of the room stays open and keeps
+// receiving pub's media from n1 for the recording, and the recording ends
+// when the room ends (pub leaves).
+func TestRecordingOutlivesLocalParticipants(t *testing.T) {
+	t.Parallel()
+	srvs := startCluster(t, 2, func(c *config.Config) { c.Recordings.Dir = t.TempDir() })
+	const roomName = "rec-outlives"
+	no := false
+	watcher := join(t, srvs[0], roomName, "watcher", func(o *client.Options) { o.AutoSubscribe = &no })
+	pub := join(t, srvs[1], roomName, "pub")
+	seeEachOther(t, watcher, pub)
+	publishMedia(t, pub, true)
+	var info recorder.Info
+	if code := httpJSON(t, "POST", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{}, &info); code != http.StatusCreated {
+		t.Fatalf("start on n0: %d", code)
+	}
+	eventually(t, 20*time.Second, "the recording holds pub's two tracks", func() bool {
+		in, ok := srvs[0].Recorder().Get(info.ID)
+		return ok && in.Tracks == 2
+	})
+	if err := watcher.Leave(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "n0's part of the room has only pub's stub left", func() bool {
+		r := srvs[0].Rooms().Room(roomName)
+		if r == nil {
+			return false
+		}
+		n, _ := r.Counts()
+		return n == 1
+	})
+	// Several empty timeouts (300 ms) pass while 300 more packets arrive.
+	base := srvs[0].Cluster().RelayStats().PacketsIn
+	eventually(t, 30*time.Second, "300 more relayed packets reach n0", func() bool {
+		return srvs[0].Cluster().RelayStats().PacketsIn >= base+300
+	})
+	if srvs[0].Rooms().Room(roomName) == nil {
+		t.Fatal("n0 closed its part of the room while recording it")
+	}
+	if in, _ := srvs[0].Recorder().Get(info.ID); in.Status != "recording" {
+		t.Fatalf("the recording is %q after n0's participant left, want recording", in.Status)
+	}
+	if err := pub.Leave(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the recording ends with the room", func() bool {
+		in, _ := srvs[0].Recorder().Get(info.ID)
+		return in.Status == "finished" && srvs[0].Rooms().Room(roomName) == nil
+	})
+}

@@ -117,6 +117,7 @@ type nodeCollector struct {
 	bweDelay, bweLoss, bweProbes, bweRaises    *prometheus.Desc
 	bweTapped                                  *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
+	unsupported                                *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
 	mu            sync.Mutex
@@ -159,6 +160,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		bweTapped:     d("bwe_feedback_socket_total", "Congestion control feedback packets from subscribers read straight off the batched media socket, not through pion."),
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
+		unsupported:   d("down_tracks_unsupported_total", "Subscriptions whose codec the subscriber's connection could not negotiate (a codec published after its first negotiation of that kind): they forward nothing, the subscriber's other tracks go on."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
 		jitter:        q("subscription_jitter_seconds", "Interarrival jitter subscribers report: quantiles over subscriptions reported in the last 10 s."),
 		loss:          q("subscription_loss_ratio", "Fraction of packets subscribers report lost in their last interval: quantiles over subscriptions reported in the last 10 s."),
@@ -172,7 +174,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
-		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped,
+		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported,
 		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bweTapped, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
@@ -248,6 +250,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bweTapped, ev.BWEFeedbackTapped)
 	counter(c.dataHeld, ev.DataHeld)
 	counter(c.dataDropped, ev.DataDropped)
+	counter(c.unsupported, ev.UnsupportedDownTracks)
 	quantiles(ch, c.rtt, rtts)
 	quantiles(ch, c.jitter, jitters)
 	quantiles(ch, c.loss, losses)

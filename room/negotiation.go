@@ -166,6 +166,7 @@ func (l *subscriberLoop) answer(sdp string) error {
 		return protocol.Errorf(protocol.CodeConflict, "answer: no subscriber offer is pending")
 	}
 	if err := l.p.sub.SetAnswer(sdp); err != nil {
+		l.p.log.Warn("subscriber answer not applied", "err", err)
 		return protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
 	}
 	l.inFlight = false

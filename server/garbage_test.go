@@ -80,8 +80,16 @@ func (c *garbleConn) BindLocalStream(info *interceptor.StreamInfo, writer interc
 			}
 		case 3: // timestamp 5 s back
 			hdr.Timestamp -= 5 * clock
-		case 4: // sequence number far back
-			hdr.SequenceNumber -= 3000
+		case 4: // sequence number far back, but not back across zero:
+			// pion's SRTP (the publisher's, v3.1.3) reads a packet that goes
+			// back across zero while its rollover counter is 0 as a jump
+			// forward and counts a rollover; the receiver does the same when
+			// it gets that packet, but if that one datagram is lost (loopback
+			// drops under load) every later packet of the stream fails to
+			// authenticate at the server for good. That is the publisher's
+			// own SRTP breaking, which no server can undo, not garbage the
+			// server has to survive (docs/robustness.md).
+			hdr.SequenceNumber -= min(3000, hdr.SequenceNumber)
 		case 5:
 			return writer.Write(h, payload, a)
 		}
@@ -189,6 +197,9 @@ func TestGarbageOnLiveTrack(t *testing.T) {
 			break
 		}
 	}
+	if len(stuck) > 0 {
+		t.Fatalf("mallory's tracks stuck at bob after the garbage: %v", stuck)
+	}
 	// the server and mallory's session are fine
 	if err := mallory.Call(ctxT(t, 5*time.Second), protocol.MethodPing, protocol.Empty{}, nil); err != nil {
 		t.Fatalf("mallory's session: %v", err)
@@ -225,16 +236,6 @@ func TestGarbageOnLiveTrack(t *testing.T) {
 				t.Fatalf("bob received mallory's %s packet %d (%d bytes: % x...) that mallory never sent as media", tr.kind, i, len(p), p[:min(len(p), 8)])
 			}
 		}
-	}
-	if len(stuck) > 0 {
-		// Seen about once in eight runs, only with the suite's other tests
-		// running alongside, never with one kind of garbage alone: the
-		// garbage publisher's own tracks (on two of its three connections)
-		// stop reaching the subscriber and do not come back. Everything
-		// else held (alice's tracks complete, nothing unsent forwarded).
-		// Not found yet: reported as a known issue (docs/robustness.md)
-		// rather than failing the suite at random.
-		t.Skipf("KNOWN ISSUE: mallory's tracks stuck at bob after the garbage: %v", stuck)
 	}
 	t.Logf("bob got %d/%d/%d/%d of mallory's VP8/VP9/H.264/Opus packets and all %d/%d of alice's", len(got.payloads(bv)), len(got.payloads(b9)),
 		len(got.payloads(b4)), len(got.payloads(ba)), len(got.payloads(gv)), len(got.payloads(ga)))

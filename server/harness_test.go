@@ -75,6 +75,10 @@ func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*cli
 		t.Fatal(err)
 	}
 	o := client.Options{Name: name, API: api}
+	if os.Getenv("STARLING_TEST_LOG") != "" {
+		// the client's own warnings (an offer it could not answer, ...)
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("client", name)
+	}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -45,6 +45,9 @@ type Counters struct {
 	// full, or the channel closed first).
 	DataHeld    uint64
 	DataDropped uint64
+	// Down tracks whose codec the subscriber's connection could not
+	// negotiate (downtrack.go, Bind): they forward nothing.
+	UnsupportedDownTracks uint64
 }
 
 var counters struct {
@@ -53,6 +56,7 @@ var counters struct {
 	directStreams, pionStreams                                                               atomic.Uint64
 	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped        atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
+	unsupportedDownTracks                                                                    atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -66,18 +70,19 @@ func ReadCounters() Counters {
 		QueueDrops:    counters.queueDrops.Load(),
 		Retransmits:   counters.retransmits.Load(),
 
-		DatagramsSent:      counters.datagramsSent.Load(),
-		SendCalls:          counters.sendCalls.Load(),
-		SegmentedDatagrams: counters.segmentedDatagrams.Load(),
-		DirectStreams:      counters.directStreams.Load(),
-		PionStreams:        counters.pionStreams.Load(),
-		BWEDelayDecreases:  counters.bweDelayDecreases.Load(),
-		BWELossDecreases:   counters.bweLossDecreases.Load(),
-		BWEProbes:          counters.bweProbes.Load(),
-		BWEProbeRaises:     counters.bweProbeRaises.Load(),
-		BWEFeedbackTapped:  counters.bweFeedbackTapped.Load(),
-		DataHeld:           counters.dataHeld.Load(),
-		DataDropped:        counters.dataDropped.Load(),
+		DatagramsSent:         counters.datagramsSent.Load(),
+		SendCalls:             counters.sendCalls.Load(),
+		SegmentedDatagrams:    counters.segmentedDatagrams.Load(),
+		DirectStreams:         counters.directStreams.Load(),
+		PionStreams:           counters.pionStreams.Load(),
+		BWEDelayDecreases:     counters.bweDelayDecreases.Load(),
+		BWELossDecreases:      counters.bweLossDecreases.Load(),
+		BWEProbes:             counters.bweProbes.Load(),
+		BWEProbeRaises:        counters.bweProbeRaises.Load(),
+		BWEFeedbackTapped:     counters.bweFeedbackTapped.Load(),
+		DataHeld:              counters.dataHeld.Load(),
+		DataDropped:           counters.dataDropped.Load(),
+		UnsupportedDownTracks: counters.unsupportedDownTracks.Load(),
 	}
 }
 

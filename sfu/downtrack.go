@@ -24,19 +24,23 @@ type DownTrack struct {
 	kind         CodecKind
 	video        bool
 
-	mu      sync.Mutex
-	writer  webrtc.TrackLocalWriter
-	ssrc    uint32
-	pt      uint8
-	bound   bool
-	closed  bool
-	paused  bool
-	current int8 // layer forwarded now; -1 = waiting for a keyframe
-	target  int8 // layer wanted
-	munger  *Munger
-	vp8     VP8Munger
-	vp9     VP9Munger
-	queue   sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
+	mu     sync.Mutex
+	writer webrtc.TrackLocalWriter
+	ssrc   uint32
+	pt     uint8
+	bound  bool
+	closed bool
+	// unsupported: the subscriber's connection cannot carry the track's
+	// codec (see Bind): nothing is forwarded, the subscriber sees a silent
+	// track, and the negotiation of its other tracks goes on.
+	unsupported bool
+	paused      bool
+	current     int8 // layer forwarded now; -1 = waiting for a keyframe
+	target      int8 // layer wanted
+	munger      *Munger
+	vp8         VP8Munger
+	vp9         VP9Munger
+	queue       sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
 	// NACK answers (retransmit.go): what was sent, and the RTX stream.
 	history    *[historyLen]sentPacket
 	rtxScratch []byte
@@ -131,10 +135,23 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		chosen = &webrtc.RTPCodecParameters{}
 		*chosen = redOpus(ctx.CodecParameters())
 	}
+	unsupported := false
 	if chosen == nil {
-		return webrtc.RTPCodecParameters{}, errUnsupportedCodec
+		// pion offers a subscriber connection only the codecs of its first
+		// negotiation of a kind (its MediaEngine keeps them), so a track in
+		// a codec published later (an H.264 camera joining VP8 ones) can
+		// be answered in another codec. Failing here would fail the whole
+		// answer: the offer would stay unanswered and the subscriber be
+		// ended at the negotiation timeout, with all its other tracks.
+		// Bind to what was negotiated and forward nothing instead.
+		if chosen = placeholderCodec(ctx.CodecParameters()); chosen == nil {
+			return webrtc.RTPCodecParameters{}, errUnsupportedCodec
+		}
+		unsupported = true
+		counters.unsupportedDownTracks.Add(1)
 	}
 	d.mu.Lock()
+	d.unsupported = unsupported
 	d.red, d.redPT = red, redPT
 	if red == redRewrite && d.redbuf == nil {
 		d.redbuf = make([]byte, maxPacket)
@@ -158,7 +175,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		d.munger = NewMunger(d.codec.ClockRate, uint16(randUint32()), randUint32())
 	}
 	d.mu.Unlock()
-	if d.video {
+	if d.video && !unsupported {
 		d.askKeyframe(d.Target())
 	}
 	if d.onBind != nil {
@@ -181,7 +198,7 @@ func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
 // subscriber gets. Runs on the receiver's goroutine for that layer.
 func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 	d.mu.Lock()
-	if !d.bound || d.paused || d.bwPaused || d.closed || (d.connected != nil && !d.connected.Load()) {
+	if !d.bound || d.paused || d.bwPaused || d.closed || d.unsupported || (d.connected != nil && !d.connected.Load()) {
 		d.mu.Unlock()
 		return nil
 	}
@@ -304,7 +321,7 @@ var paddingPayload = func() []byte {
 func (d *DownTrack) WritePadding(n int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.video || !d.bound || d.paused || d.closed || d.munger == nil ||
+	if !d.video || !d.bound || d.paused || d.closed || d.unsupported || d.munger == nil ||
 		(d.connected != nil && !d.connected.Load()) {
 		return 0
 	}
@@ -458,6 +475,25 @@ func (d *DownTrack) Close() {
 	ssrc := d.ssrc
 	d.mu.Unlock()
 	unregisterDownTrack(d, ssrc)
+}
+
+// placeholderCodec is the codec a down track whose own codec was not
+// negotiated binds to: the first media codec negotiated (not RTX), or nil.
+func placeholderCodec(codecs []webrtc.RTPCodecParameters) *webrtc.RTPCodecParameters {
+	for _, c := range codecs {
+		if !strings.EqualFold(c.MimeType, webrtc.MimeTypeRTX) {
+			return &c
+		}
+	}
+	return nil
+}
+
+// Unsupported reports whether the subscriber's connection could not
+// negotiate the track's codec: the down track forwards nothing.
+func (d *DownTrack) Unsupported() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.unsupported
 }
 
 // fmtpEqual compares fmtp lines ignoring order and case of parameters.

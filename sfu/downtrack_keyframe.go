@@ -26,7 +26,7 @@ func (d *DownTrack) keyframeDue() bool {
 // connection comes up (a late joiner's first frame came ~0.33 s late).
 func (d *DownTrack) askKeyframe(layer int8) {
 	d.mu.Lock()
-	ready := d.connected == nil || d.connected.Load()
+	ready := !d.unsupported && (d.connected == nil || d.connected.Load())
 	d.mu.Unlock()
 	if ready {
 		d.source.RequestKeyframe(layer)
@@ -40,7 +40,9 @@ func (d *DownTrack) transportReady() {
 	}
 	d.mu.Lock()
 	d.current = -1
-	target := d.target
+	target, unsupported := d.target, d.unsupported
 	d.mu.Unlock()
-	d.source.RequestKeyframe(target)
+	if !unsupported {
+		d.source.RequestKeyframe(target)
+	}
 }

@@ -21,7 +21,7 @@ func (s *Subscriber) PendingOffer() (string, bool) {
 // The client's answer completes the restart. Call it only when no offer is
 // pending.
 func (s *Subscriber) CreateRestartOffer() (string, error) {
-	offer, err := s.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	offer, err := s.createOffer(&webrtc.OfferOptions{ICERestart: true})
 	if err != nil {
 		return "", err
 	}

@@ -114,7 +114,7 @@ func (s *Subscriber) RemoveDownTrack(trackID string) error {
 
 // CreateOffer makes and applies a new local offer and returns its SDP.
 func (s *Subscriber) CreateOffer() (string, error) {
-	offer, err := s.pc.CreateOffer(nil)
+	offer, err := s.createOffer(nil)
 	if err != nil {
 		return "", err
 	}
@@ -122,6 +122,33 @@ func (s *Subscriber) CreateOffer() (string, error) {
 		return "", err
 	}
 	return withoutRTCPCandidates(s.pc.LocalDescription().SDP), nil
+}
+
+// createOffer is pion's CreateOffer, made to work when a transceiver has
+// no codec left to offer. Its codec preferences (offerCodecs) were set
+// while this connection had not negotiated the kind yet; the first answer
+// then fixed pion's codecs for the kind to the answer's, and if the
+// preferred codec is not among them pion refuses the whole offer ("RTPSender
+// created with no codecs"), so that no change could be offered to this
+// subscriber ever again. Such a transceiver offers what was negotiated
+// instead; its down track binds as unsupported (DownTrack.Bind).
+func (s *Subscriber) createOffer(opts *webrtc.OfferOptions) (webrtc.SessionDescription, error) {
+	offer, err := s.pc.CreateOffer(opts)
+	if err == nil {
+		return offer, nil
+	}
+	reset := false
+	for _, t := range s.pc.GetTransceivers() {
+		if sender := t.Sender(); sender != nil && len(sender.GetParameters().Codecs) == 0 {
+			if t.SetCodecPreferences(nil) == nil {
+				reset = true
+			}
+		}
+	}
+	if !reset {
+		return offer, err
+	}
+	return s.pc.CreateOffer(opts)
 }
 
 // SetAnswer applies the client's answer to the pending offer.

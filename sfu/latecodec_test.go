@@ -1,0 +1,134 @@
+package sfu
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+var h264Codec = webrtc.RTPCodecParameters{
+	RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
+	PayloadType: 102,
+}
+
+// lateCodecPeers is a subscriber connection and a pion client answering it.
+func lateCodecPeers(t *testing.T) (*Subscriber, *webrtc.PeerConnection) {
+	t.Helper()
+	e, err := NewEngine(EngineConfig{BindIP: "127.0.0.1", TCPPort: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	s, err := NewSubscriber(e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	client, err := webrtc.NewAPI(webrtc.WithMediaEngine(m)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close() })
+	return s, client
+}
+
+func lateCodecTrack(t *testing.T, s *Subscriber, id string, codec webrtc.RTPCodecParameters) *DownTrack {
+	t.Helper()
+	src := NewReceiver(id, codec, webrtc.RTPCodecTypeVideo, func([]rtcp.Packet) error { return nil },
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d := NewDownTrack(src, "PA_"+id)
+	t.Cleanup(d.Close)
+	if err := s.AddDownTrack(d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// answerOffer has the client answer sdp and applies the answer.
+func answerOffer(t *testing.T, s *Subscriber, client *webrtc.PeerConnection, sdp string) error {
+	t.Helper()
+	if err := client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		t.Fatal(err)
+	}
+	ans, err := client.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.SetLocalDescription(ans); err != nil {
+		t.Fatal(err)
+	}
+	return s.SetAnswer(client.LocalDescription().SDP)
+}
+
+// A subscriber that negotiated VP8 first, then is offered an H.264 track
+// (an H.264 camera joins VP8 ones): pion offers the connection only its
+// first negotiated video codecs, so the H.264 m-section is answered in VP8.
+// The answer must still apply (it failed: the subscriber's offer stayed
+// unanswered and the server ended it at the negotiation timeout, taking its
+// other tracks along); the H.264 subscription forwards nothing.
+func TestLateCodecAnswerApplies(t *testing.T) {
+	s, client := lateCodecPeers(t)
+	vp8 := lateCodecTrack(t, s, "TR_vp8", vp8Codec)
+	sdp, err := s.CreateOffer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := answerOffer(t, s, client, sdp); err != nil {
+		t.Fatalf("first answer: %v", err)
+	}
+	h264 := lateCodecTrack(t, s, "TR_h264", h264Codec)
+	sdp, err = s.CreateOffer()
+	if err != nil {
+		t.Fatalf("offer with the H.264 track: %v", err)
+	}
+	if err := answerOffer(t, s, client, sdp); err != nil {
+		t.Fatalf("the answer with the H.264 track was refused: %v", err)
+	}
+	if !h264.Unsupported() || vp8.Unsupported() {
+		t.Fatalf("unsupported: H.264 %v (want true), VP8 %v (want false)", h264.Unsupported(), vp8.Unsupported())
+	}
+	// and the connection still negotiates: a third track
+	lateCodecTrack(t, s, "TR_vp8b", vp8Codec)
+	if sdp, err = s.CreateOffer(); err != nil {
+		t.Fatalf("offer after: %v", err)
+	}
+	if err := answerOffer(t, s, client, sdp); err != nil {
+		t.Fatalf("answer after: %v", err)
+	}
+}
+
+// An H.264 track added while the subscriber's first offer (VP8 only) is in
+// flight gets its codec preferences before video is negotiated; the answer
+// then leaves pion no H.264 to offer. The next offer must still be made
+// (pion refused it, "RTPSender created with no codecs", and so every later
+// offer: the subscriber never got another change).
+func TestLateCodecOfferInFlight(t *testing.T) {
+	s, client := lateCodecPeers(t)
+	lateCodecTrack(t, s, "TR_vp8", vp8Codec)
+	first, err := s.CreateOffer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h264 := lateCodecTrack(t, s, "TR_h264", h264Codec)
+	if err := answerOffer(t, s, client, first); err != nil {
+		t.Fatalf("first answer: %v", err)
+	}
+	sdp, err := s.CreateOffer()
+	if err != nil {
+		t.Fatalf("offer after the first answer: %v", err)
+	}
+	if err := answerOffer(t, s, client, sdp); err != nil {
+		t.Fatalf("answer: %v", err)
+	}
+	if !h264.Unsupported() {
+		t.Fatal("the H.264 subscription was not marked unsupported")
+	}
+}
