@@ -74,6 +74,7 @@ type Client struct {
 	wg     sync.WaitGroup
 	rs     resumeState // see resume.go
 	gate   candidateGate
+	subs   subscriptionLog // see subscriptions.go
 }
 
 // NewAPI returns a pion API with default codecs and interceptors, allowing
@@ -228,7 +229,11 @@ func (c *Client) SendData(ctx context.Context, text string) error {
 // Call sends a request and decodes its result into result (may be nil).
 // A server error is returned as *protocol.Error.
 func (c *Client) Call(ctx context.Context, method string, params, result any) error {
-	return c.callOn(ctx, c.socket(), method, params, result)
+	err := c.callOn(ctx, c.socket(), method, params, result)
+	if err == nil {
+		c.subs.record(method, params) // re-sent on resume (subscriptions.go)
+	}
+	return err
 }
 
 // callOn is Call on socket s: it fails when s is gone before the response.
@@ -357,6 +362,8 @@ func (c *Client) readLoop(s *socket) {
 			c.serverLeft(m.Params) // see failover.go
 		case protocol.NotifyReconnect:
 			c.nodeLeaving() // see failover.go
+		case protocol.NotifyTrackUnpublished:
+			c.subs.forget(m.Params)
 		}
 		c.record(Event{Method: m.Method, Params: m.Params})
 	}

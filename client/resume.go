@@ -238,7 +238,7 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 			c.peerMu.Unlock()
 		}
 	}()
-	res, err := c.joinAny(ctx, c.nodeIndex(), protocol.JoinParams{Room: c.room, Resume: token})
+	res, err := c.joinAny(ctx, c.nodeIndex(), protocol.JoinParams{Room: c.room, Resume: token, Subscriptions: c.subs.snapshot()})
 	rejoined, why := false, ""
 	var refused *protocol.Error
 	if err != nil && c.opts.Rejoin && errors.As(err, &refused) && refused.Code == protocol.CodeNotFound {
@@ -246,6 +246,9 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 		why = err.Error()
 		res, err = c.joinAny(ctx, c.refusedIndex(), c.joinParams())
 		rejoined = err == nil
+		if rejoined {
+			c.subs.reset() // a new participant: nothing asked of its subscriptions yet
+		}
 	}
 	if err != nil {
 		return err
@@ -301,6 +304,13 @@ func (c *Client) restartPublisher(ctx context.Context) error {
 		if err := c.exchangeOffer(ctx, c.pub.PendingLocalDescription().SDP); err != nil {
 			return err
 		}
+	}
+	if c.pub.ICEConnectionState() == webrtc.ICEConnectionStateNew {
+		// ICE has not started (the answer just applied was the first):
+		// it starts with fresh candidates, and a restart now would race
+		// pion's start of the transports (which runs in the background
+		// and applies the first answer's credentials over the restart's).
+		return nil
 	}
 	c.gate.hold(protocol.TargetPublisher)
 	defer c.gate.release(protocol.TargetPublisher, c.notifyCandidate)

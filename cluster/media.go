@@ -39,6 +39,9 @@ type exportReply struct {
 	Codec    webrtc.RTPCodecParameters `json:"codec"`
 	Kind     webrtc.RTPCodecType       `json:"kind"`
 	Layers   uint8                     `json:"layers"`
+	// NoAudioLevels: the publisher sends no RFC 6464 audio levels (an edge
+	// mixer then measures the voice itself, recmix.go).
+	NoAudioLevels bool `json:"noAudioLevels,omitempty"`
 }
 
 // exportKey names one export: a track to one edge.
@@ -80,6 +83,7 @@ func (n *Node) subscribeExports() error {
 			rep.Error = err.Error()
 		} else {
 			rep.SSRCBase, rep.Relay, rep.Codec, rep.Kind, rep.Layers = e.SSRCBase(), n.relayAddr(), src.Codec(), src.Kind(), src.Layers()
+			rep.NoAudioLevels = noAudioLevels(src)
 		}
 		data, _ := json.Marshal(rep)
 		_ = m.Respond(data)
@@ -168,7 +172,7 @@ func (n *Node) Import(r *room.Room, node string, t protocol.Track) (sfu.Source, 
 	n.media.imports[t.ID] = imp
 	n.media.mu.Unlock()
 	n.log.Debug("track imported", "track", t.ID, "origin", node, "ssrcBase", rep.SSRCBase, "took", time.Since(start))
-	return imp, nil
+	return withLevels(imp, rep), nil
 }
 
 // Unimport implements room.Bus: the room closed its import of a track; the

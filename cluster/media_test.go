@@ -98,8 +98,9 @@ func (s *sender) run() {
 
 // received counts the RTP packets a client receives, by participant and kind.
 type received struct {
-	mu sync.Mutex
-	n  map[string]int // participant id + "/" + kind
+	mu   sync.Mutex
+	n    map[string]int // participant id + "/" + kind
+	gaps gaps           // under mu
 }
 
 func countMedia(c *client.Client) *received {
@@ -108,11 +109,13 @@ func countMedia(c *client.Client) *received {
 		key := rt.ParticipantID + "/" + rt.Track.Kind().String()
 		go func() {
 			for {
-				if _, _, err := rt.Track.ReadRTP(); err != nil {
+				pkt, _, err := rt.Track.ReadRTP()
+				if err != nil {
 					return
 				}
 				r.mu.Lock()
 				r.n[key]++
+				r.gaps.saw(key, pkt, time.Now()) // gap_test.go
 				r.mu.Unlock()
 			}
 		}()

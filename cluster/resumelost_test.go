@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -39,7 +40,10 @@ func TestResumeStoreUnavailableIsRetryable(t *testing.T) {
 // sees it leave.
 func TestResumeTakeoverResultLost(t *testing.T) {
 	t.Parallel()
-	srvs := failoverCluster(t)
+	// A long resume window: on a loaded machine the store may take a while
+	// to elect a new leader after n0 dies, and alice's member entry must
+	// outlast it.
+	srvs := startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(60 * time.Second) })
 	const room = "resume-lost"
 	alice := join(t, srvs[0], room, "alice", func(o *client.Options) { o.URLs = []string{srvs[1].SignalingURL()} })
 	bob := join(t, srvs[2], room, "bob")
@@ -52,7 +56,7 @@ func TestResumeTakeoverResultLost(t *testing.T) {
 		t.Fatal("alice's socket to the killed node did not drop")
 	}
 	// The lost attempt: n1 takes alice over, answers, the socket closes.
-	eventually(t, 20*time.Second, "a takeover through n1", func() bool {
+	eventually(t, 45*time.Second, "a takeover through n1", func() bool {
 		e := rawResume(t, srvs[1], room, token)
 		if e != nil && e.Code != protocol.CodeUnavailable {
 			t.Fatalf("the first takeover through n1: %v", e)

@@ -172,6 +172,23 @@ type JoinParams struct {
 	// AudioMix: receive the room's audio as one mixed track instead of
 	// every participant's (see setAudioMix).
 	AudioMix bool `json:"audioMix,omitempty"`
+	// Subscriptions, with Resume: what the client asked of its
+	// subscriptions, for a node that takes the participant over from a
+	// dead or draining node (whose state is gone). Ignored otherwise.
+	Subscriptions *ResumeSubscriptions `json:"subscriptions,omitempty"`
+}
+
+// ResumeSubscriptions is what a client asked of its subscriptions since it
+// joined, folded: the tracks it subscribed to and unsubscribed from by
+// request (the latest request for a track wins) and its latest
+// setSubscription per track (fields merged as the server merges them).
+// A node taking the participant over subscribes it to autoSubscribe's
+// tracks minus Unsubscribed plus Subscribed, with Settings applied before
+// the first offer. Tracks that no longer exist are skipped.
+type ResumeSubscriptions struct {
+	Subscribed   []string                `json:"subscribed,omitempty"`
+	Unsubscribed []string                `json:"unsubscribed,omitempty"`
+	Settings     []SetSubscriptionParams `json:"settings,omitempty"`
 }
 
 // SetAudioMixParams are the params of `setAudioMix`.

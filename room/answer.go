@@ -1,6 +1,7 @@
 package room
 
 import (
+	"errors"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -38,7 +39,9 @@ func (p *Participant) AnswerSubscriber(sdp string) (string, error) {
 	if !p.answering {
 		return "", protocol.Errorf(protocol.CodeConflict, "the server offers this participant's subscriber connection")
 	}
-	if _, err := sfu.ParseOffer(sdp); err != nil {
+	if _, err := sfu.ParseOffer(sdp); errors.Is(err, sfu.ErrNoRTCPMux) {
+		return "", protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
+	} else if err != nil {
 		return "", protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp does not parse: %v", err)
 	}
 	var answer string

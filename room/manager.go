@@ -84,7 +84,9 @@ type JoinRequest struct {
 	takeover bool   // a resume through this node of a participant whose node died
 	// takeoverHash is the hash of the token that takeover consumed.
 	takeoverHash string
-	AudioMix     bool // receive the room's audio mix (mix.go)
+	// restore: the subscriptions a takeover restores (restore.go).
+	restore  *protocol.ResumeSubscriptions
+	AudioMix bool // receive the room's audio mix (mix.go)
 	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
 	// It offers on both connections; the server only answers, with every
 	// candidate in the answer, and changes subscriptions without offers.

@@ -140,6 +140,8 @@ func (l *subscriberLoop) offerSoon() {
 
 // offer sends a new subscriber offer covering every change so far.
 func (l *subscriberLoop) offer() {
+	l.p.subCandidates.hold()
+	defer l.p.subCandidates.release(l.p)
 	sdp, err := l.createOffer()
 	if err != nil {
 		l.p.log.Warn("subscriber offer failed", "err", err)

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -15,26 +16,33 @@ import (
 // Participant is one joined client: its two peer connections, the tracks it
 // publishes and the tracks it receives.
 type Participant struct {
-	m             *Manager
+	m *Manager
+	// Trickled candidates follow the description they belong to (candidates.go).
+	pubCandidates candidateGate
+	subCandidates candidateGate
 	room          *Room
 	log           *slog.Logger
 	peer          Peer
-	node          string      // "" = connected here; else the node of a remote stub (remote.go)
-	takenOver     bool        // resumed here after its node died: Resumed starts it afresh (takeover.go)
-	tookOverWith  string      // hash of the token that takeover consumed (takeover.go)
-	heard         atomic.Bool // the client sent offer, answer or candidate: it has its join result
-	id            string
-	identity      string
-	name          string
-	metadata      string
-	joinedAt      time.Time
-	resumeToken   string
-	moving        bool // under mu: released to another node, leaves silently (failover.go)
-	autoSubscribe bool
-	answering     bool       // see JoinRequest.Answering and answer.go
-	wantMix       bool       // join asked for the audio mix
-	audioMix      bool       // receives the mix (mix.go); under mu
-	mixMu         sync.Mutex // serialises SetAudioMix and leaveMix (mix.go)
+	node          string                        // "" = connected here; else the node of a remote stub (remote.go)
+	takenOver     bool                          // resumed here after its node died: Resumed starts it afresh (takeover.go)
+	tookOverWith  string                        // hash of the token that takeover consumed (takeover.go)
+	heard         atomic.Bool                   // the client sent offer, answer or candidate: it has its join result
+	restore       *protocol.ResumeSubscriptions // subscriptions a takeover restores at Start (restore.go)
+	// restorePending: what restore asks of tracks not known here yet;
+	// owned by the subscriber loop.
+	restorePending map[string]*restoreEntry
+	id             string
+	identity       string
+	name           string
+	metadata       string
+	joinedAt       time.Time
+	resumeToken    string
+	moving         bool // under mu: released to another node, leaves silently (failover.go)
+	autoSubscribe  bool
+	answering      bool       // see JoinRequest.Answering and answer.go
+	wantMix        bool       // join asked for the audio mix
+	audioMix       bool       // receives the mix (mix.go); under mu
+	mixMu          sync.Mutex // serialises SetAudioMix and leaveMix (mix.go)
 
 	pub *sfu.Publisher
 	sub *sfu.Subscriber
@@ -65,7 +73,7 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	if p.resumeToken == "" {
 		p.resumeToken = newResumeToken()
 	}
-	p.takenOver, p.tookOverWith = req.takeover, req.takeoverHash
+	p.takenOver, p.tookOverWith, p.restore = req.takeover, req.takeoverHash, req.restore
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}
@@ -84,12 +92,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 		_ = p.pub.Close()
 		return nil, err
 	}
-	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) {
-		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetPublisher, Candidate: c})
-	})
-	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) {
-		p.peer.Notify(protocol.MethodCandidate, protocol.CandidateParams{Target: protocol.TargetSubscriber, Candidate: c})
-	})
+	p.pubCandidates.target, p.subCandidates.target = protocol.TargetPublisher, protocol.TargetSubscriber
+	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.pubCandidates.candidate(p, c) })
+	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.subCandidates.candidate(p, c) })
 	failed := func() { go p.mediaFailed() } // see resume.go
 	p.pub.OnFailed(failed)
 	p.sub.OnFailed(failed)
@@ -116,7 +121,9 @@ func (p *Participant) Start() {
 	}
 	p.loop.post(func() {
 		p.loop.started = true
-		if p.autoSubscribe {
+		if p.restore != nil {
+			p.restoreSubscriptions() // restore.go
+		} else if p.autoSubscribe {
 			for _, t := range p.room.publishedTracks(p) {
 				p.loop.addDownTrack(t)
 			}
@@ -154,6 +161,9 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	offered, err := sfu.ParseOffer(params.SDP)
+	if errors.Is(err, sfu.ErrNoRTCPMux) {
+		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
+	}
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp does not parse: %v", err)
 	}
@@ -193,7 +203,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 		if t == nil {
 			t = newTrack(p, o, anns[o.TrackID])
 			if c, ok := p.pub.NegotiatedCodec(o.MID); ok {
-				t.info.Codec = c.MimeType
+				t.info.Codec = sfu.CanonicalMimeType(c.MimeType)
 			}
 			p.tracks[t.id] = t
 			p.byCID[o.TrackID] = t
@@ -242,7 +252,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 		// publisher must send too.
 		t.receiver.OnSinksChanged(t.dynacast)
 		t.receiver.SetMuted(t.info.Muted)
-		t.info.Codec = remote.Codec().MimeType
+		t.info.Codec = sfu.CanonicalMimeType(remote.Codec().MimeType)
 		t.visible = true
 	}
 	r := t.receiver
@@ -337,28 +347,37 @@ func (p *Participant) Unsubscribe(ids []string) error {
 
 // SetSubscription changes what the participant receives of one track.
 func (p *Participant) SetSubscription(s protocol.SetSubscriptionParams) error {
+	t, err := p.subscriptionTarget(s)
+	if err != nil {
+		return err
+	}
+	p.loop.post(func() { p.loop.setSubscription(t, s) })
+	return nil
+}
+
+// subscriptionTarget checks a setSubscription and returns its track.
+func (p *Participant) subscriptionTarget(s protocol.SetSubscriptionParams) (*Track, error) {
 	t := p.room.track(s.TrackID)
 	if t == nil {
-		return protocol.Errorf(protocol.CodeNotFound, "unknown track %q", s.TrackID)
+		return nil, protocol.Errorf(protocol.CodeNotFound, "unknown track %q", s.TrackID)
 	}
 	if t.owner == p {
-		return protocol.Errorf(protocol.CodeConflict, "track %q is your own", s.TrackID)
+		return nil, protocol.Errorf(protocol.CodeConflict, "track %q is your own", s.TrackID)
 	}
 	if !p.Permissions().CanSubscribe {
-		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe: the token lacks canSubscribe")
+		return nil, protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe: the token lacks canSubscribe")
 	}
 	if s.Quality != nil {
 		switch *s.Quality {
 		case protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
 		default:
-			return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: quality must be "low", "medium" or "high"`)
+			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: quality must be "low", "medium" or "high"`)
 		}
 	}
 	if (s.MaxWidth != nil && *s.MaxWidth < 0) || (s.MaxHeight != nil && *s.MaxHeight < 0) {
-		return protocol.Errorf(protocol.CodeInvalidParams, "invalid params: maxWidth and maxHeight must be >= 0")
+		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: maxWidth and maxHeight must be >= 0")
 	}
-	p.loop.post(func() { p.loop.setSubscription(t, s) })
-	return nil
+	return t, nil
 }
 
 // Mute sets a published track's muted flag and tells the room.

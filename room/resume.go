@@ -195,6 +195,14 @@ func (p *Participant) Resumed() {
 // tokens cannot be probed. The caller sends the result, then calls
 // Participant.Resumed.
 func (m *Manager) Resume(roomName, token string, peer Peer) (*Participant, *protocol.JoinResult, error) {
+	return m.ResumeWith(roomName, token, nil, peer)
+}
+
+// ResumeWith is Resume with what the client asked of its subscriptions
+// (protocol.JoinParams.Subscriptions): a takeover through this node, which
+// has none of the participant's state, restores them; a resume on the
+// node that kept the participant ignores them.
+func (m *Manager) ResumeWith(roomName, token string, subs *protocol.ResumeSubscriptions, peer Peer) (*Participant, *protocol.JoinResult, error) {
 	if m.Draining() {
 		return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
 	}
@@ -207,7 +215,7 @@ func (m *Manager) Resume(roomName, token string, peer Peer) (*Participant, *prot
 		p = r.resumable(token)
 	}
 	if p == nil {
-		return m.takeover(roomName, token, peer) // see takeover.go
+		return m.takeover(roomName, token, subs, peer) // see takeover.go
 	}
 	old, next, ok := p.reattach(token, peer)
 	if !ok {
@@ -309,6 +317,17 @@ func (l *subscriberLoop) offerDue() bool {
 // there is one (pion cannot replace a pending local offer), else a new one,
 // restarting ICE after a resume.
 func (l *subscriberLoop) createOffer() (string, error) {
+	if l.rs.restart && !l.p.sub.ICEStarted() {
+		// Nothing to restart yet: the connection's first offer was never
+		// answered (its answer was lost with the old socket), or pion is
+		// still starting the transports after that answer. A restart then
+		// lost the race with that start: pion started ICE with the first
+		// answer's credentials after the restart's answer had set the new
+		// ones, so the server checked for a password the client no longer
+		// used and the connection, with the data held for it, never came up.
+		// The first answer starts ICE with fresh candidates anyway.
+		l.rs.restart = false
+	}
 	if sdp, ok := l.p.sub.PendingOffer(); ok {
 		return sdp, nil
 	}

@@ -207,8 +207,8 @@ func (r *Room) publish(t *Track) {
 			continue
 		}
 		o.peer.Notify(protocol.NotifyTrackPublished, protocol.TrackParams{Track: info})
-		if o.autoSubscribe {
-			o.subscribeTrack(t)
+		if o.autoSubscribe || o.restore != nil {
+			o.trackAppeared(t) // restore.go
 		}
 	}
 	r.mu.Unlock()

@@ -149,7 +149,7 @@ func (t *takeovers) lock(hash string) (unlock func()) {
 // again) while the participant's node still holds it or the room state
 // store does not answer (a new stream leader is being elected): a client
 // told 404 ends its session, so only a certain "no" may say it.
-func (m *Manager) takeover(roomName, token string, peer Peer) (*Participant, *protocol.JoinResult, error) {
+func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscriptions, peer Peer) (*Participant, *protocol.JoinResult, error) {
 	bus := m.clusterBus()
 	if bus == nil {
 		return nil, nil, errResume()
@@ -180,7 +180,7 @@ func (m *Manager) takeover(roomName, token string, peer Peer) (*Participant, *pr
 	req := JoinRequest{
 		Room: roomName, Name: mem.Name, Metadata: mem.Metadata, Identity: mem.Identity,
 		AutoSubscribe: mem.Auto, Permissions: mem.Perms,
-		id: mem.ID, token: next, takeover: true, takeoverHash: hash,
+		id: mem.ID, token: next, takeover: true, takeoverHash: hash, restore: subs,
 	}
 	if r := m.Room(roomName); r != nil {
 		r.dropStub(mem.ID) // the old node's view of it: its tracks died with that node

@@ -76,8 +76,14 @@ type aiortcPeer struct {
 // startAiortc runs one aiortc participant; it leaves once release is called
 // (its standard input closes) after its wants are met.
 func startAiortc(ctx context.Context, args ...string) (*aiortcPeer, error) {
+	return startPyPeer(ctx, aiortcScript, args...)
+}
+
+// startPyPeer runs a Python participant script that prints joined, met and
+// summary events (aiortc_client.py, gst_ws.py).
+func startPyPeer(ctx context.Context, script string, args ...string) (*aiortcPeer, error) {
 	p := &aiortcPeer{joined: make(chan string, 1), met: make(chan aiortcCounts, 1), done: make(chan struct{})}
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{aiortcScript, "run", "--until-eof"}, args...)...)
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{script, "run", "--until-eof"}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()

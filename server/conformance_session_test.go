@@ -107,6 +107,12 @@ func TestConformanceSession(t *testing.T) {
 	if err := b.pub.SetLocalDescription(pubOffer); err != nil {
 		t.Fatal(err)
 	}
+	// "rtcp-mux is required": an offer without it is refused, in words.
+	noMux, _ := json.Marshal(map[string]any{"sdp": strings.ReplaceAll(pubOffer.SDP, "a=rtcp-mux\r\n", ""), "tracks": []map[string]any{}})
+	_, resp = b.request(protocol.MethodOffer, string(noMux))
+	if resp.Error == nil || resp.Error.Code != protocol.CodeInvalidParams || !strings.Contains(resp.Error.Message, "rtcp-mux") {
+		t.Errorf("an offer without rtcp-mux: %s, want -32602 saying rtcp-mux is required", msgString(resp))
+	}
 	params, _ := json.Marshal(map[string]any{"sdp": pubOffer.SDP, "tracks": []map[string]any{{"trackId": "v1", "source": "camera", "name": "cam"}}})
 	_, resp = b.request(protocol.MethodOffer, string(params))
 	ores := jsonShape(t, "offer result", resultOf(t, "offer", resp), map[string]string{"sdp": "string", "tracks": "array"})
@@ -135,6 +141,7 @@ func TestConformanceSession(t *testing.T) {
 	if err := b.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answerSDP}); err != nil {
 		t.Fatalf("the server's answer does not apply: %v", err)
 	}
+	close(b.pubAnswered)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() { defer close(done); sendVideo(video, stop) }()

@@ -255,6 +255,8 @@ type confPeer struct {
 	packets  sync.Map   // track id -> *atomic.Int64, what arrived
 	streams  sync.Map   // track id -> stream id (msid's first part)
 	labels   chan string
+	// pubAnswered is closed once the publisher answer is applied.
+	pubAnswered chan struct{}
 }
 
 func newConfPeer(t *testing.T, p *rawPeer) *confPeer {
@@ -262,7 +264,7 @@ func newConfPeer(t *testing.T, p *rawPeer) *confPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &confPeer{rawPeer: p, labels: make(chan string, 4)}
+	c := &confPeer{rawPeer: p, labels: make(chan string, 4), pubAnswered: make(chan struct{})}
 	if c.sub, err = api.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +323,7 @@ func (c *confPeer) serve(t *testing.T) {
 			m := c.msgs[idx]
 			c.mu.Unlock()
 			if m.Method == protocol.MethodCandidate {
-				c.candidate(t, m.Params)
+				c.candidate(t, idx, m.Params)
 				continue
 			}
 			p := jsonShape(t, "offer notification", m.Params, map[string]string{"sdp": "string"})
@@ -349,7 +351,10 @@ func (c *confPeer) serve(t *testing.T) {
 	}()
 }
 
-func (c *confPeer) candidate(t *testing.T, raw json.RawMessage) {
+// candidate applies a server candidate received as message idx. A
+// publisher candidate must come after the `offer` result carrying the
+// answer it belongs to (it is applied once the answer is).
+func (c *confPeer) candidate(t *testing.T, idx int, raw json.RawMessage) {
 	p := jsonShape(t, "candidate notification", raw, map[string]string{"target": "string"})
 	var target string
 	_ = json.Unmarshal(p["target"], &target)
@@ -369,6 +374,24 @@ func (c *confPeer) candidate(t *testing.T, raw json.RawMessage) {
 	}
 	var init webrtc.ICECandidateInit
 	_ = json.Unmarshal(p["candidate"], &init)
+	if target == protocol.TargetPublisher {
+		c.mu.Lock()
+		answered := false
+		for _, m := range c.msgs[:idx] {
+			answered = answered || (m.Method == "" && bytes.Contains(m.Result, []byte(`"sdp"`)))
+		}
+		c.mu.Unlock()
+		if !answered {
+			t.Errorf("a publisher candidate came before the offer result with the answer: %s", raw)
+			return
+		}
+		select {
+		case <-c.pubAnswered:
+		case <-time.After(15 * time.Second):
+			t.Errorf("the publisher answer was never applied")
+			return
+		}
+	}
 	if target == protocol.TargetSubscriber {
 		c.subMu.Lock()
 		defer c.subMu.Unlock()

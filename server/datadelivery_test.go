@@ -102,15 +102,17 @@ func TestDataReachesNewcomer(t *testing.T) {
 	}
 }
 
-// cutConn is a signaling connection whose writes a test can make vanish (a
-// network that drops the client's frames), before dropping it altogether.
+// cutConn is a signaling connection whose writes vanish once the first
+// `keep` have gone out (a network that drops the client's frames from
+// then on).
 type cutConn struct {
 	net.Conn
-	cut *atomic.Bool
+	writes *atomic.Int32
+	keep   int32
 }
 
 func (c cutConn) Write(p []byte) (int, error) {
-	if c.cut.Load() {
+	if c.writes.Add(1) > c.keep {
 		return len(p), nil // lost on the way
 	}
 	return c.Conn.Write(p)
@@ -118,23 +120,23 @@ func (c cutConn) Write(p []byte) (int, error) {
 
 // joinCut joins a lazy publisher whose signaling frames after the join
 // request are lost (so its answer to the first subscriber offer never
-// arrives); a resume's socket works.
+// arrives); a resume's socket works. The cut is at the connection's third
+// write, not when join returns: the first answer could otherwise go out
+// before the test cut the line.
 func joinCut(t *testing.T, srv *server.Server, room, name string) *client.Client {
 	t.Helper()
-	var cut atomic.Bool
 	var dials atomic.Int32
-	c := join(t, srv, room, name, func(o *client.Options) {
+	return join(t, srv, room, name, func(o *client.Options) {
 		o.LazyPublisher = true
 		o.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err != nil || dials.Add(1) > 1 {
 				return c, err
 			}
-			return cutConn{Conn: c, cut: &cut}, nil
+			// the WebSocket upgrade request, then the join request
+			return cutConn{Conn: c, writes: new(atomic.Int32), keep: 2}, nil
 		}
 	})
-	cut.Store(true)
-	return c
 }
 
 // TestDataReachesResumedParticipant: a participant whose socket drops

@@ -89,6 +89,7 @@ func mustLoopback(t *testing.T) *webrtc.API {
 // tracks again on new connections and says so (EventRejoined), and a
 // viewer on B receives its media.
 func TestFailoverRejoinsOnAnotherNode(t *testing.T) {
+	parallelUnlessRace(t) // every step awaited
 	a := startServer(t, nil)
 	b := startServer(t, nil)
 	const roomName = "failover"
@@ -162,6 +163,7 @@ func TestFailoverRejoinsOnAnotherNode(t *testing.T) {
 // machine crashes): the client resumes through the next URL, is refused,
 // and rejoins there.
 func TestFailoverWhenNodeUnreachable(t *testing.T) {
+	parallelUnlessRace(t) // every step awaited
 	a := startServer(t, nil)
 	b := startServer(t, nil)
 	const roomName = "failover-crash"

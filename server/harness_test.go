@@ -467,6 +467,17 @@ func defaultParallel() int {
 	return 8
 }
 
+// parallelUnlessRace runs t in parallel with the package's other tests,
+// except under -race: there the CPU is the race detector's, and a test added
+// to the parallel phase starves the timing-judging tests already in it. It
+// is for tests that judge nothing on time but still cost CPU (external
+// encoders, child processes): serial, they cost the suite their length.
+func parallelUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		t.Parallel()
+	}
+}
+
 // setDefaultParallel applies defaultParallel; call it from TestMain.
 func setDefaultParallel() {
 	flag.Parse()

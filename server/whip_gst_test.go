@@ -57,6 +57,9 @@ func runGst(t *testing.T, args ...string) string {
 // GStreamer's own WebRTC stack publishes test video and audio over WHIP; a
 // Starling (pion) subscriber decodes them.
 func TestGStreamerWHIP(t *testing.T) {
+	// GStreamer publishes for 8 s and 2 s of it are asked for: nothing is
+	// judged on time.
+	parallelUnlessRace(t)
 	requireGStreamer(t)
 	requireFFmpeg(t, "ffprobe")
 	srv := startServer(t, nil)
@@ -105,6 +108,8 @@ var gstDecoded = regexp.MustCompile(`video_frames=(\d+) audio_buffers=(\d+) widt
 
 // GStreamer watches a room over WHEP and decodes what a WHIP publisher sends.
 func TestGStreamerWHEP(t *testing.T) {
+	// GStreamer watches for 6 s and 2 s of video are asked for.
+	parallelUnlessRace(t)
 	requireGStreamer(t)
 	m := makeTestMedia(t)
 	srv := startServer(t, nil)

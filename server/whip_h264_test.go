@@ -88,6 +88,7 @@ func sendH264(path string, track *webrtc.TrackLocalStaticSample, stop <-chan str
 // VP8 first: the answer keeps every codec both sides have, so the H.264
 // track binds to the offered video section and the player decodes it.
 func TestWHEPWatchesH264(t *testing.T) {
+	parallelUnlessRace(t) // an ffmpeg-made file decoded by ffprobe; nothing timed
 	file := h264Media(t)
 	srv := startServer(t, nil)
 	observer := join(t, srv, "h264", "observer")

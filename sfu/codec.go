@@ -48,6 +48,23 @@ func CodecKindFromMime(mime string) CodecKind {
 	return CodecUnknown
 }
 
+// canonicalMimes are the MIME types as WebRTC's registry and pion spell them.
+var canonicalMimes = [...]string{"audio/opus", "video/VP8", "video/VP9", "video/H264", "video/AV1", "video/H265",
+	"audio/red", "audio/PCMU", "audio/PCMA", "audio/G722"}
+
+// CanonicalMimeType spells a codec's MIME type the usual way ("audio/opus",
+// "video/VP8") whatever case the client's SDP used: GStreamer's webrtcbin
+// writes "OPUS/48000/2", and Track.codec would otherwise say "audio/OPUS"
+// to clients that compare it with "audio/opus".
+func CanonicalMimeType(mime string) string {
+	for _, c := range canonicalMimes {
+		if strings.EqualFold(c, mime) {
+			return c
+		}
+	}
+	return mime
+}
+
 // IsKeyframeStart reports whether this RTP payload is the first packet of a
 // keyframe, i.e. a point where a decoder (or a layer switch) can start.
 // Audio and unknown codecs never have keyframes. It never panics on

@@ -175,3 +175,14 @@ func TestValidH264Payload(t *testing.T) {
 		}
 	}
 }
+
+func TestCanonicalMimeType(t *testing.T) {
+	for in, want := range map[string]string{
+		"audio/OPUS": "audio/opus", "audio/opus": "audio/opus", "video/vp8": "video/VP8", "video/h264": "video/H264",
+		"video/Av1": "video/AV1", "video/x-unknown": "video/x-unknown",
+	} {
+		if got := CanonicalMimeType(in); got != want {
+			t.Errorf("CanonicalMimeType(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

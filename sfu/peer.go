@@ -120,6 +120,14 @@ func (p *peer) OnFailed(f func()) {
 // State is the connection state.
 func (p *peer) State() webrtc.PeerConnectionState { return p.pc.ConnectionState() }
 
+// ICEStarted reports whether ICE has started checking: after the first
+// answer, pion starts the transports in the background, and only once they
+// run can new remote credentials (an ICE restart's answer) be applied; ones
+// applied before are overwritten by the first answer's.
+func (p *peer) ICEStarted() bool {
+	return p.pc.ICEConnectionState() != webrtc.ICEConnectionStateNew
+}
+
 // Close closes the connection; idempotent.
 func (p *peer) Close() error {
 	p.mu.Lock()

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/pion/sdp/v3"
@@ -15,6 +16,11 @@ type OfferedTrack struct {
 	TrackID  string   // the msid track id: links the section to the client's metadata
 	RIDs     []string // simulcast encodings, in the order offered
 }
+
+// ErrNoRTCPMux: an offered media section does not multiplex RTCP with RTP.
+// docs/PROTOCOL.md requires rtcp-mux; without it the client would send its
+// RTCP (receiver reports, NACK, PLI) to a second transport that never exists.
+var ErrNoRTCPMux = errors.New("rtcp-mux is required")
 
 // ParseOffer lists the media sections of an offer that send a track. It
 // rejects SDP that does not parse, so the client gets a clear error before
@@ -40,17 +46,33 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 				continue
 			}
 		}
+		if _, mux := md.Attribute("rtcp-mux"); !mux && md.MediaName.Port.Value != 0 {
+			mid, _ := md.Attribute("mid")
+			return nil, fmt.Errorf("%w: the %s section (mid %q) has no a=rtcp-mux", ErrNoRTCPMux, kind, mid)
+		}
 		t := OfferedTrack{Kind: kind}
 		sending := true
+		fromSSRC := false // TrackID came from an a=ssrc line, not a=msid
 		for _, a := range md.Attributes {
 			switch a.Key {
 			case "mid":
 				t.MID = a.Value
 			case "msid":
 				if f := strings.Fields(a.Value); len(f) == 2 {
-					t.StreamID, t.TrackID = f[0], f[1]
+					t.StreamID, t.TrackID, fromSSRC = f[0], f[1], false
 				} else if len(f) == 1 {
-					t.TrackID = f[0]
+					t.TrackID, fromSSRC = f[0], false
+				}
+			case "ssrc":
+				// The older form, "a=ssrc:<ssrc> msid:<stream> <track>",
+				// is all GStreamer's webrtcbin writes; a media-level
+				// a=msid, where both are present, wins.
+				if t.TrackID == "" || fromSSRC {
+					if v, ok := strings.CutPrefix(afterSSRC(a.Value), "msid:"); ok {
+						if f := strings.Fields(v); len(f) == 2 {
+							t.StreamID, t.TrackID, fromSSRC = f[0], f[1], true
+						}
+					}
 				}
 			case "rid":
 				if f := strings.Fields(a.Value); len(f) >= 2 && f[1] == "send" {
@@ -65,6 +87,14 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 		}
 	}
 	return out, nil
+}
+
+// afterSSRC drops the leading "<ssrc> " of an a=ssrc value.
+func afterSSRC(v string) string {
+	if i := strings.IndexByte(v, ' '); i >= 0 {
+		return strings.TrimSpace(v[i+1:])
+	}
+	return ""
 }
 
 // withoutRTCPCandidates removes the component-2 (RTCP) candidates pion

@@ -185,7 +185,12 @@ type methodHandler func(s *Session, p *room.Participant, params json.RawMessage)
 
 // joinedMethods are the methods allowed once joined.
 var joinedMethods = map[string]methodHandler{
-	protocol.MethodOffer: func(_ *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+	protocol.MethodOffer: func(s *Session, p *room.Participant, raw json.RawMessage) (any, *protocol.Error) {
+		// The candidates of the answer follow the result that carries it.
+		p.HoldPublisherCandidates()
+		s.mu.Lock()
+		s.after = p.ReleasePublisherCandidates
+		s.mu.Unlock()
 		var params protocol.OfferParams
 		if err := DecodeParams(raw, &params); err != nil {
 			return nil, err

@@ -12,7 +12,7 @@ import (
 // (it may well have expired by now). name, metadata and autoSubscribe are
 // ignored: the participant keeps its own.
 func (s *Session) resume(params *protocol.JoinParams) (any, *protocol.Error) {
-	p, res, err := s.mgr.Resume(params.Room, params.Resume, s)
+	p, res, err := s.mgr.ResumeWith(params.Room, params.Resume, params.Subscriptions, s)
 	if err != nil {
 		return nil, asProtocolError(err)
 	}

@@ -97,4 +97,29 @@ func TestClusterProcesses(t *testing.T) {
 			t.Fatalf("b was told a left: %s", e.Params)
 		}
 	}
+
+	// a and b leave, and SIGTERM stops p1, then p0, cleanly. (Had they
+	// only closed their sockets, p0, the last node, would hold them away
+	// and its drain would wait out the resume window for resumes that
+	// cannot happen: the cleanup used to kill it after 15 s.)
+	for _, c := range []*client.Client{a, b} {
+		if err := c.Leave(ctx); err != nil {
+			t.Fatalf("leave: %v", err)
+		}
+	}
+	for _, i := range []int{1, 0} {
+		termAt := time.Now()
+		if err := cmds[i].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-cmds[i].exited:
+			t.Logf("p%d exited %s after SIGTERM", i, time.Since(termAt).Round(time.Millisecond))
+		case <-time.After(60 * time.Second):
+			t.Fatalf("p%d did not exit after SIGTERM", i)
+		}
+		if code := cmds[i].cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("p%d exited %d after SIGTERM, want 0", i, code)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package main_test
 
 import (
 	"testing"
@@ -8,7 +8,16 @@ import (
 
 // TestMain fails the package's tests if goroutines outlive them: every
 // long-lived component here (its loops, timers, writers) must end when it
-// is closed.
+// is closed. The binary the tests built once is removed after them.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(removingBinary{m})
+}
+
+// removingBinary runs the tests, then removes the binary they built.
+type removingBinary struct{ m *testing.M }
+
+func (r removingBinary) Run() int {
+	code := r.m.Run()
+	removeStarlingBinary()
+	return code
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -112,19 +113,46 @@ func TestBinary(t *testing.T) {
 	})
 }
 
-// buildStarling compiles this package's command into a temporary directory.
+// starlingBinary is the binary buildStarling builds once for the whole
+// test process: linking it takes seconds on a busy machine, and four tests
+// run it. TestMain removes its folder after the tests.
+var starlingBinary struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+// buildStarling builds the starling binary from this folder (once per test
+// process) and returns its path.
 func buildStarling(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("no go tool to build the binary: %v", err)
 	}
-	bin := filepath.Join(t.TempDir(), "starling")
-	cmd := exec.Command(goTool, "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	b := &starlingBinary
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "starling-test-bin-"); b.err != nil {
+			return
+		}
+		path := filepath.Join(b.dir, "starling")
+		if out, err := exec.Command(goTool, "build", "-o", path, ".").CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		b.path = path
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return bin
+	return b.path
+}
+
+// removeStarlingBinary removes what buildStarling built, if anything.
+func removeStarlingBinary() {
+	if starlingBinary.dir != "" {
+		_ = os.RemoveAll(starlingBinary.dir)
+	}
 }
 
 // runStarling runs the binary to completion and returns its combined output

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestClusterFailoverInChromium: three Starling processes routed into one
@@ -24,7 +26,15 @@ import (
 // killed with SIGKILL: the page resumes through n1 as the same participant
 // on new connections (join result newConnections) and publishes again; the
 // viewer never sees it leave and decodes its video again.
-func TestClusterFailoverInChromium(t *testing.T) {
+func TestClusterFailoverInChromium(t *testing.T) { clusterFailoverInChromium(t, false) }
+
+// TestClusterDrainInChromium: the same with n0 sent SIGTERM: it drains,
+// the JS library gets `reconnect {reason: "drain"}` and resumes through
+// n1 on new connections, the viewer decodes the presenter again and never
+// sees it leave, and n0 exits 0 once nobody is left on it.
+func TestClusterDrainInChromium(t *testing.T) { clusterFailoverInChromium(t, true) }
+
+func clusterFailoverInChromium(t *testing.T, drain bool) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
 	}
@@ -34,7 +44,7 @@ func TestClusterFailoverInChromium(t *testing.T) {
 	const room = "browser-cluster-failover"
 
 	viewer := b.newPage("viewer")
-	joinRoom(viewer, nodes[2].base(), room, "Vic")
+	vicID := joinRoom(viewer, nodes[2].base(), room, "Vic")
 
 	presenter := b.newPage("presenter")
 	servers := nodes[0].ws() + "," + nodes[1].ws()
@@ -45,7 +55,11 @@ func TestClusterFailoverInChromium(t *testing.T) {
 		ID  string `json:"id"`
 		URL string `json:"url"`
 	}
+	// The notifications the library handles itself (reconnect) are not
+	// events: watch them where they arrive.
 	presenter.mustEval(`window.__reconnected = []; window.starling.client.on('reconnected', (d) => window.__reconnected.push(d));
+	  window.__notified = []; { const c = window.starling.client, on = c._onNotification.bind(c);
+	    c._onNotification = (m, p) => { window.__notified.push({method: m, params: p}); return on(m, p); }; }
 	  ({id: window.starling.state.participantId, url: window.starling.client.url})`, &first)
 	if first.URL != nodes[0].ws() {
 		t.Fatalf("the page joined through %s, want n0 (%s)", first.URL, nodes[0].ws())
@@ -53,8 +67,17 @@ func TestClusterFailoverInChromium(t *testing.T) {
 	waitForTile(viewer, first.ID, 15*time.Second)
 	before := waitForMedia(viewer, 30*time.Second)
 
+	var w *watcher
+	if drain {
+		w = newWatcher(t, b, nodes, room, servers, vicID)
+	}
+	viewer.mustEval(`window.__left = []; window.starling.client.on('participantLeft', (d) => window.__left.push(d.participantId)); true`, nil)
 	killed := time.Now()
-	nodes[0].kill()
+	if drain {
+		_ = nodes[0].cmd.Process.Signal(syscall.SIGTERM)
+	} else {
+		nodes[0].kill()
+	}
 	type state struct {
 		Status      string            `json:"status"`
 		ID          string            `json:"id"`
@@ -65,7 +88,8 @@ func TestClusterFailoverInChromium(t *testing.T) {
 		`({status: document.body.dataset.status, id: window.starling.state.participantId, url: window.starling.client.url,
 		  reconnected: window.__reconnected})`,
 		func(s state) bool { return s.Status == "joined" && s.URL == nodes[1].ws() && len(s.Reconnected) > 0 })
-	t.Logf("the presenter is back through n1 %v after n0 was killed: %s", time.Since(killed).Round(time.Millisecond), st.Reconnected[0])
+	t.Logf("the presenter is back through n1 %v after n0 was %s: %s", time.Since(killed).Round(time.Millisecond),
+		map[bool]string{true: "sent SIGTERM", false: "killed"}[drain], st.Reconnected[0])
 	var rc struct {
 		Resumed        bool `json:"resumed"`
 		NewConnections bool `json:"newConnections"`
@@ -82,7 +106,91 @@ func TestClusterFailoverInChromium(t *testing.T) {
 	if tl := waitForTile(viewer, first.ID, time.Second); tl.Name != "Ann" {
 		t.Errorf("the viewer's tile of the presenter after the failover: %+v", tl)
 	}
+	var left []string
+	viewer.mustEval(`window.__left`, &left)
+	for _, id := range left {
+		if id == first.ID {
+			t.Errorf("the viewer was told the presenter left")
+		}
+	}
+	if drain {
+		select {
+		case <-nodes[0].exited:
+		case <-time.After(40 * time.Second):
+			t.Fatal("n0 did not exit after its drain")
+		}
+		if code := nodes[0].cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("n0 exited with %d after SIGTERM, want 0", code)
+		}
+		nodes[0].mu.Lock()
+		drained := strings.Contains(nodes[0].log.String(), "draining")
+		nodes[0].mu.Unlock()
+		if !drained {
+			t.Error("n0's log does not say it drained")
+		}
+		var notified []struct {
+			Method string                   `json:"method"`
+			Params protocol.ReconnectParams `json:"params"`
+		}
+		presenter.mustEval(`window.__notified.filter((n) => n.method === 'reconnect')`, &notified)
+		if len(notified) != 1 || notified[0].Params.Reason != protocol.ReasonDrain {
+			t.Errorf("the presenter page's reconnect notifications: %+v, want one with reason drain", notified)
+		}
+		w.keptItsChoice(t, nodes[1].ws())
+		viewer.screenshot("cluster-drain-viewer-chromium.png")
+		return
+	}
 	viewer.screenshot("cluster-failover-viewer-chromium.png")
+}
+
+// watcher is a page on n0 (knowing n1 too) that turned off the viewer's
+// audio (unsubscribe): after the drain moves it to n1, it must still not
+// receive that audio, though it receives the viewer's video (the JS
+// library re-sends its subscriptions with the resume).
+type watcher struct {
+	p                  *page
+	vicAudio, vicVideo string
+}
+
+func newWatcher(t *testing.T, b *browser, nodes []*processNode, room, servers, vicID string) *watcher {
+	t.Helper()
+	w := &watcher{p: b.newPage("watcher")}
+	w.p.do(15*time.Second, chromedp.Navigate(fmt.Sprintf("%s/r/%s?name=Wat&autojoin=1&servers=%s",
+		nodes[1].base(), room, url.QueryEscape(servers))))
+	waitFor(w.p, "the watcher joined through n0", 15*time.Second, `window.starling.client?.url ?? ''`, func(s string) bool { return s == nodes[0].ws() })
+	var ids struct {
+		Audio string `json:"audio"`
+		Video string `json:"video"`
+	}
+	ids, _ = waitFor(w.p, "the watcher receives the viewer's audio and video", 30*time.Second, fmt.Sprintf(`(() => {
+	    const c = window.starling.client, t = c.participants.get(%q)?.tracks ?? [];
+	    const id = (k) => t.find((x) => x.kind === k && c.remoteTracks.has(x.id))?.id ?? '';
+	    return {audio: id('audio'), video: id('video')}; })()`, vicID),
+		func(v struct {
+			Audio string `json:"audio"`
+			Video string `json:"video"`
+		}) bool {
+			return v.Audio != "" && v.Video != ""
+		})
+	w.vicAudio, w.vicVideo = ids.Audio, ids.Video
+	w.p.mustEval(fmt.Sprintf(`window.starling.client.unsubscribe([%q]).then(() => true)`, w.vicAudio), nil)
+	waitFor(w.p, "the viewer's audio is off", 10*time.Second, fmt.Sprintf(`window.starling.client.remoteTracks.has(%q)`, w.vicAudio),
+		func(has bool) bool { return !has })
+	return w
+}
+
+func (w *watcher) keptItsChoice(t *testing.T, n1 string) {
+	t.Helper()
+	type state struct {
+		URL    string   `json:"url"`
+		Tracks []string `json:"tracks"`
+	}
+	st, _ := waitFor(w.p, "the watcher is back through n1 with the viewer's video", 30*time.Second,
+		`({url: window.starling.client.url, tracks: [...window.starling.client.remoteTracks.keys()]})`,
+		func(s state) bool { return s.URL == n1 && slices.Contains(s.Tracks, w.vicVideo) })
+	if slices.Contains(st.Tracks, w.vicAudio) {
+		t.Errorf("after the drain the watcher receives the viewer's audio it had turned off (tracks %v)", st.Tracks)
+	}
 }
 
 // buildStarlingBinary builds cmd/starling into the test's temporary directory.

@@ -1,0 +1,288 @@
+#!/usr/bin/python3
+"""A Starling participant built on GStreamer's webrtcbin, on the WebSocket signaling.
+
+Nothing here comes from Starling: it follows docs/PROTOCOL.md with
+GStreamer's WebRTC stack (Debian 12's GStreamer 1.22) and python3-websockets,
+for server/gst_ws_test.go and for trying a server by hand. webrtcbin is a
+client unlike the others: it trickles candidates with an m-line index and
+no sdpMid, puts the msid only in a=ssrc lines, and offers max-bundle with
+port 0 and a=bundle-only on every section but the first.
+
+  gst_ws.py check
+  gst_ws.py run URL ROOM [--name N] [--seconds S] [--want-video N] [--want-audio N] [--until-eof]
+
+`run` joins ROOM, publishes test video (VP8) and audio (Opus) on a publisher
+webrtcbin (trickling, as webrtcbin does), answers the server's subscriber
+offers on a second webrtcbin and decodes what arrives. It prints one JSON
+line per event; {"event":"met",...} once it has decoded --want-video video
+frames and --want-audio audio buffers; then (with --until-eof, once standard
+input closes) it sends `leave` and prints {"event":"summary",...}.
+
+Exit status: 0 done, 1 wants not met in time, 2 protocol error, 3 pieces missing.
+"""
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import threading
+import time
+
+try:
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstWebRTC", "1.0")
+    gi.require_version("GstSdp", "1.0")
+    from gi.repository import Gst, GstSdp, GstWebRTC
+    import websockets
+except (ImportError, ValueError) as e:
+    print("missing GStreamer Python bindings or websockets: %s" % e, file=sys.stderr)
+    sys.exit(3)
+
+NEEDED = ["webrtcbin", "nicesrc", "dtlssrtpenc", "vp8enc", "vp8dec", "opusenc", "opusdec",
+          "rtpvp8pay", "rtpopuspay", "decodebin", "videotestsrc", "audiotestsrc"]
+
+PUBLISH = """
+webrtcbin name=pub bundle-policy=max-bundle
+videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1
+  ! videoconvert ! vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000
+  ! rtpvp8pay pt=96 mtu=1200 ! application/x-rtp,media=video,encoding-name=VP8,payload=96 ! pub.
+audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
+  ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! pub.
+"""
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def promise(emit_with):
+    p = Gst.Promise.new()
+    emit_with(p)
+    p.wait()
+    return p.get_reply()
+
+
+class Participant:
+    def __init__(self, args):
+        self.args = args
+        self.loop = None
+        self.ws = None
+        self.next_id = 0
+        self.pending = {}
+        self.counts = {"video": 0, "audio": 0}
+        self.pipe = Gst.parse_launch(PUBLISH)
+        self.pub = self.pipe.get_by_name("pub")
+        # The subscriber in a pipeline of its own: its state does not hold
+        # the publisher's back.
+        self.subpipe = Gst.Pipeline.new("subscriber")
+        self.sub = Gst.ElementFactory.make("webrtcbin", "sub")
+        self.sub.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+        self.subpipe.add(self.sub)
+        self.pub.connect("on-ice-candidate", self.on_candidate, "publisher")
+        self.sub.connect("on-ice-candidate", self.on_candidate, "subscriber")
+        self.sub.connect("pad-added", self.on_pad)
+        self.errors = []
+
+    def send(self, obj):
+        asyncio.run_coroutine_threadsafe(self.ws.send(json.dumps(obj)), self.loop)
+
+    def on_candidate(self, _w, mline, candidate, target):
+        if self.args.no_trickle:
+            return
+        # webrtcbin gives the m-line index only: sdpMid stays out, as a
+        # browser would leave it out when it does not know it.
+        self.send({"jsonrpc": "2.0", "method": "candidate",
+                   "params": {"target": target, "candidate": {"candidate": candidate, "sdpMLineIndex": mline}}})
+
+    def on_pad(self, _w, pad):
+        if pad.get_direction() != Gst.PadDirection.SRC:
+            return
+        dec = Gst.ElementFactory.make("decodebin")
+        dec.connect("pad-added", self.on_decoded)
+        self.subpipe.add(dec)
+        dec.sync_state_with_parent()
+        pad.link(dec.get_static_pad("sink"))
+
+    def on_decoded(self, _dec, pad):
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        kind = "video" if caps.to_string().startswith("video") else "audio"
+        sink = Gst.ElementFactory.make("fakesink")
+        sink.set_property("sync", False)
+        self.subpipe.add(sink)
+        sink.sync_state_with_parent()
+        pad.link(sink.get_static_pad("sink"))
+
+        def count(_pad, _info):
+            self.counts[kind] += 1
+            return Gst.PadProbeReturn.OK
+
+        sink.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, count)
+        emit(event="decoding", kind=kind, caps=caps.to_string()[:60])
+
+    async def call(self, method, params):
+        self.next_id += 1
+        rid = self.next_id
+        fut = self.loop.create_future()
+        self.pending[rid] = fut
+        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        msg = await asyncio.wait_for(fut, 20)
+        if "error" in msg:
+            raise RuntimeError("%s failed: %s" % (method, msg["error"]))
+        return msg["result"]
+
+    async def reader(self):
+        async for raw in self.ws:
+            msg = json.loads(raw)
+            if "method" not in msg:
+                fut = self.pending.pop(msg.get("id"), None)
+                if fut is not None:
+                    fut.set_result(msg)
+                else:
+                    self.errors.append(msg)
+                    emit(event="error-response", msg=msg)
+                continue
+            m, p = msg["method"], msg.get("params") or {}
+            if m == "offer":
+                await self.loop.run_in_executor(None, self.answer, p["sdp"])
+            elif m == "candidate":
+                c = p.get("candidate")
+                w = self.sub if p.get("target") == "subscriber" else self.pub
+                if c and c.get("candidate"):
+                    w.emit("add-ice-candidate", c.get("sdpMLineIndex", 0), c["candidate"])
+            elif m in ("trackPublished", "participantJoined", "participantLeft", "leave"):
+                emit(event=m, params=p)
+
+    def add_receivers(self, sdp):
+        """webrtcbin answers only sections it has a transceiver for: add a
+        receive-only one, with the offered codec's caps, for each new one."""
+        have = 0
+        while self.sub.emit("get-transceiver", have) is not None:
+            have += 1
+        sections = re.split(r"\r?\nm=", sdp)[1:]
+        for i, sec in enumerate(sections):
+            if i < have or not (sec.startswith("audio") or sec.startswith("video")):
+                continue
+            pt = sec.split("\n", 1)[0].split()[3]
+            m = re.search(r"a=rtpmap:%s ([^/\s]+)/(\d+)" % pt, sec)
+            caps = Gst.Caps.from_string("application/x-rtp,media=%s,encoding-name=%s,payload=%s,clock-rate=%s" % (
+                sec[:5], m.group(1).upper(), pt, m.group(2)))
+            self.sub.emit("add-transceiver", GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY, caps)
+
+    def answer(self, sdp):
+        self.add_receivers(sdp)
+        _, msg = GstSdp.SDPMessage.new_from_text(sdp)
+        offer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, msg)
+        promise(lambda p: self.sub.emit("set-remote-description", offer, p))
+        reply = promise(lambda p: self.sub.emit("create-answer", None, p))
+        ans = reply.get_value("answer")
+        if ans is None:
+            emit(event="failed", error="webrtcbin cannot answer: %s" % reply.to_string(), offer=sdp)
+            return
+        promise(lambda p: self.sub.emit("set-local-description", ans, p))
+        self.send({"jsonrpc": "2.0", "method": "answer", "params": {"sdp": ans.sdp.as_text()}})
+        if self.args.dump:
+            print("OFFER\n%s\nANSWER\n%s" % (sdp, ans.sdp.as_text()), file=sys.stderr, flush=True)
+        emit(event="answered")
+
+    def make_offer(self):
+        for i in range(2):
+            t = self.pub.emit("get-transceiver", i)
+            if t is not None:
+                t.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
+        reply = promise(lambda p: self.pub.emit("create-offer", None, p))
+        offer = reply.get_value("offer")
+        if offer is None:
+            raise RuntimeError("webrtcbin cannot offer: %s" % reply.to_string())
+        promise(lambda p: self.pub.emit("set-local-description", offer, p))
+        if self.args.no_trickle:
+            deadline = time.time() + 10
+            while time.time() < deadline and self.pub.get_property(
+                    "ice-gathering-state") != GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+                time.sleep(0.05)
+            return self.pub.get_property("local-description").sdp.as_text()
+        return offer.sdp.as_text()
+
+    def apply_answer(self, sdp):
+        _, msg = GstSdp.SDPMessage.new_from_text(sdp)
+        ans = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, msg)
+        promise(lambda p: self.pub.emit("set-remote-description", ans, p))
+
+    async def run(self):
+        a = self.args
+        self.loop = asyncio.get_running_loop()
+        async with websockets.connect(a.url, max_size=2 ** 20) as ws:
+            self.ws = ws
+            self.pipe.set_state(Gst.State.PLAYING)
+            self.subpipe.set_state(Gst.State.PLAYING)
+            reader = asyncio.ensure_future(self.reader())
+            res = await self.call("join", {"room": a.room, "name": a.name})
+            emit(event="joined", participantId=res["participant"]["id"])
+            sdp = await self.loop.run_in_executor(None, self.make_offer)
+            # The msid track ids, from the a=ssrc lines webrtcbin writes.
+            tracks, kind = [], None
+            for line in sdp.splitlines():
+                if line.startswith("m="):
+                    kind = line[2:].split()[0]
+                m = re.match(r"a=ssrc:\d+ msid:\S+ (\S+)", line)
+                if m and kind and all(t["trackId"] != m.group(1) for t in tracks):
+                    tracks.append({"trackId": m.group(1), "source": "camera" if kind == "video" else "microphone"})
+            pub = await self.call("offer", {"sdp": sdp, "tracks": tracks})
+            emit(event="published", tracks=pub["tracks"])
+            await self.loop.run_in_executor(None, self.apply_answer, pub["sdp"])
+            stdin_closed = asyncio.Event()
+            if a.until_eof:
+                threading.Thread(target=lambda: (sys.stdin.read(), self.loop.call_soon_threadsafe(stdin_closed.set)),
+                                 daemon=True).start()
+            deadline, met = time.time() + a.seconds, False
+            while time.time() < deadline:
+                await asyncio.sleep(0.25)
+                if reader.done():
+                    reader.result()
+                    raise RuntimeError("the server closed the socket")
+                if not met and self.counts["video"] >= a.want_video and self.counts["audio"] >= a.want_audio:
+                    met = True
+                    emit(event="met", video_frames=self.counts["video"], audio_buffers=self.counts["audio"])
+                if met and (not a.until_eof or stdin_closed.is_set()):
+                    break
+            await self.call("leave", {})
+            emit(event="summary", met=met, video_frames=self.counts["video"], audio_buffers=self.counts["audio"],
+                 errors=self.errors)
+            reader.cancel()
+        self.pipe.set_state(Gst.State.NULL)
+        self.subpipe.set_state(Gst.State.NULL)
+        return met
+
+
+def main():
+    Gst.init(None)
+    missing = [n for n in NEEDED if Gst.ElementFactory.find(n) is None]
+    if missing:
+        print("missing GStreamer elements: %s" % ", ".join(missing), file=sys.stderr)
+        return 3
+    if len(sys.argv) > 1 and sys.argv[1] == "check":
+        return 0
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["run"])
+    ap.add_argument("url")
+    ap.add_argument("room")
+    ap.add_argument("--name", default="gstreamer")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--want-video", type=int, default=30)
+    ap.add_argument("--want-audio", type=int, default=50)
+    ap.add_argument("--until-eof", action="store_true")
+    ap.add_argument("--no-trickle", action="store_true", help="publisher candidates in the offer only")
+    ap.add_argument("--dump", action="store_true", help="print the subscriber SDP on stderr")
+    args = ap.parse_args()
+    try:
+        met = asyncio.run(Participant(args).run())
+    except Exception as e:
+        emit(event="failed", error="%s: %s" % (type(e).__name__, e))
+        return 2
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
