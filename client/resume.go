@@ -246,6 +246,9 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 		why = err.Error()
 		res, err = c.joinAny(ctx, c.refusedIndex(), c.joinParams())
 		rejoined = err == nil
+		if rejoined {
+			c.subs.reset() // a new participant: nothing asked of its subscriptions yet
+		}
 	}
 	if err != nil {
 		return err

@@ -91,6 +91,13 @@ func (l *subscriptionLog) forget(raw json.RawMessage) {
 	}
 }
 
+// reset forgets everything (the client joined afresh as a new participant).
+func (l *subscriptionLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.want, l.settings, l.order = nil, nil, nil
+}
+
 // snapshot is what a resume sends; nil when nothing was asked.
 func (l *subscriptionLog) snapshot() *protocol.ResumeSubscriptions {
 	l.mu.Lock()

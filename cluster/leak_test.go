@@ -21,9 +21,11 @@ func TestMain(m *testing.M) {
 // unless -test.parallel is given: a test cluster mostly waits (heartbeats,
 // JetStream elections, media paced in real time), so GOMAXPROCS (go test's
 // default, 2 on the CI machine) left the CPU idle. Tests that crash nodes
-// and assert how fast the others notice stay serial: Go runs them before
-// any parallel one starts. The bus cuts await every step and run in
-// parallel.
+// and assert how fast the others notice, or cut the bus, stay serial: Go
+// runs them before any parallel one starts. (The bus cuts only await
+// events, but their load once let TestSimultaneousJoinsSlowBus's routes
+// bypass its proxies: nats-server gossips route addresses even with
+// NoAdvertise, so a node that starts late may learn a peer's direct one.)
 func setDefaultParallel() {
 	flag.Parse()
 	given := false

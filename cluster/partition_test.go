@@ -78,22 +78,12 @@ func (p *cutProxy) setCut(cut bool) {
 // three nodes share an external NATS server (--nats-url); node 2 reaches
 // it through a TCP proxy that is cut, then restored. Its local call goes
 // on; when the link is back the cluster converges (node lists, the
-// participants and tracks on both sides, media across nodes). The resume
-// window (10 s) outlasts the cut, which ends about 2 s after the others
-// notice it (heartbeat expiry).
-func TestBusCutAndRestored(t *testing.T) {
-	// Parallel: every step is awaited, none is timed; the test has its own
-	// NATS server and nodes.
-	t.Parallel()
-	busCut(t, 10*time.Second, false)
-}
+// participants and tracks on both sides, media across nodes).
+func TestBusCutAndRestored(t *testing.T) { busCut(t, 20*time.Second, false) }
 
 // The same with a cut longer than the resume window: the others purged the
 // cut-off node's members from the room state, and it adds them back.
-func TestBusCutLongerThanResumeWindow(t *testing.T) {
-	t.Parallel()
-	busCut(t, 1500*time.Millisecond, true)
-}
+func TestBusCutLongerThanResumeWindow(t *testing.T) { busCut(t, 1500*time.Millisecond, true) }
 
 // startNATS runs a standalone NATS server with JetStream for the test.
 func startNATS(t *testing.T) string {

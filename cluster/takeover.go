@@ -122,9 +122,21 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 	return m, st.SID, nil
 }
 
-// nodeAnswers pings a node over the bus: a node that is gone has no
-// subscriber there any more (no responders) or does not answer in time.
+// nodeAnswers pings a node over the bus. A node whose bus connection is
+// gone has no subscriber there any more (no responders): gone. One that
+// does not answer in time is slow or dead without a word (a host that lost
+// its network): its heartbeats decide, since taking over the participant
+// of a node that is only slow (a loaded machine) would leave it on that
+// node too, never released (a drain then waited for it in vain).
 func (n *Node) nodeAnswers(node string) bool {
 	_, err := n.bus.nc.Request(nodeSubject(node, "ping"), nil, 700*time.Millisecond)
-	return err == nil || !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout))
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, nats.ErrNoResponders):
+		return false
+	case errors.Is(err, nats.ErrTimeout):
+		return n.reg.alive(node)
+	}
+	return true
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +44,7 @@ func clusterFailoverInChromium(t *testing.T, drain bool) {
 	const room = "browser-cluster-failover"
 
 	viewer := b.newPage("viewer")
-	joinRoom(viewer, nodes[2].base(), room, "Vic")
+	vicID := joinRoom(viewer, nodes[2].base(), room, "Vic")
 
 	presenter := b.newPage("presenter")
 	servers := nodes[0].ws() + "," + nodes[1].ws()
@@ -66,6 +67,10 @@ func clusterFailoverInChromium(t *testing.T, drain bool) {
 	waitForTile(viewer, first.ID, 15*time.Second)
 	before := waitForMedia(viewer, 30*time.Second)
 
+	var w *watcher
+	if drain {
+		w = newWatcher(t, b, nodes, room, servers, vicID)
+	}
 	viewer.mustEval(`window.__left = []; window.starling.client.on('participantLeft', (d) => window.__left.push(d.participantId)); true`, nil)
 	killed := time.Now()
 	if drain {
@@ -131,10 +136,61 @@ func clusterFailoverInChromium(t *testing.T, drain bool) {
 		if len(notified) != 1 || notified[0].Params.Reason != protocol.ReasonDrain {
 			t.Errorf("the presenter page's reconnect notifications: %+v, want one with reason drain", notified)
 		}
+		w.keptItsChoice(t, nodes[1].ws())
 		viewer.screenshot("cluster-drain-viewer-chromium.png")
 		return
 	}
 	viewer.screenshot("cluster-failover-viewer-chromium.png")
+}
+
+// watcher is a page on n0 (knowing n1 too) that turned off the viewer's
+// audio (unsubscribe): after the drain moves it to n1, it must still not
+// receive that audio, though it receives the viewer's video (the JS
+// library re-sends its subscriptions with the resume).
+type watcher struct {
+	p                  *page
+	vicAudio, vicVideo string
+}
+
+func newWatcher(t *testing.T, b *browser, nodes []*processNode, room, servers, vicID string) *watcher {
+	t.Helper()
+	w := &watcher{p: b.newPage("watcher")}
+	w.p.do(15*time.Second, chromedp.Navigate(fmt.Sprintf("%s/r/%s?name=Wat&autojoin=1&servers=%s",
+		nodes[1].base(), room, url.QueryEscape(servers))))
+	waitFor(w.p, "the watcher joined through n0", 15*time.Second, `window.starling.client?.url ?? ''`, func(s string) bool { return s == nodes[0].ws() })
+	var ids struct {
+		Audio string `json:"audio"`
+		Video string `json:"video"`
+	}
+	ids, _ = waitFor(w.p, "the watcher receives the viewer's audio and video", 30*time.Second, fmt.Sprintf(`(() => {
+	    const c = window.starling.client, t = c.participants.get(%q)?.tracks ?? [];
+	    const id = (k) => t.find((x) => x.kind === k && c.remoteTracks.has(x.id))?.id ?? '';
+	    return {audio: id('audio'), video: id('video')}; })()`, vicID),
+		func(v struct {
+			Audio string `json:"audio"`
+			Video string `json:"video"`
+		}) bool {
+			return v.Audio != "" && v.Video != ""
+		})
+	w.vicAudio, w.vicVideo = ids.Audio, ids.Video
+	w.p.mustEval(fmt.Sprintf(`window.starling.client.unsubscribe([%q]).then(() => true)`, w.vicAudio), nil)
+	waitFor(w.p, "the viewer's audio is off", 10*time.Second, fmt.Sprintf(`window.starling.client.remoteTracks.has(%q)`, w.vicAudio),
+		func(has bool) bool { return !has })
+	return w
+}
+
+func (w *watcher) keptItsChoice(t *testing.T, n1 string) {
+	t.Helper()
+	type state struct {
+		URL    string   `json:"url"`
+		Tracks []string `json:"tracks"`
+	}
+	st, _ := waitFor(w.p, "the watcher is back through n1 with the viewer's video", 30*time.Second,
+		`({url: window.starling.client.url, tracks: [...window.starling.client.remoteTracks.keys()]})`,
+		func(s state) bool { return s.URL == n1 && slices.Contains(s.Tracks, w.vicVideo) })
+	if slices.Contains(st.Tracks, w.vicAudio) {
+		t.Errorf("after the drain the watcher receives the viewer's audio it had turned off (tracks %v)", st.Tracks)
+	}
 }
 
 // buildStarlingBinary builds cmd/starling into the test's temporary directory.

@@ -163,6 +163,7 @@ export class StarlingClient extends EventTarget {
     this._dataOut = null;
     this._dataIn = null;
     this._videoPrefs = new Map(); // server track id → {sent, want, timer}
+    this._subLog = {want: new Map(), settings: new Map()}; // see _foldSubscription
     this._qualityPrev = new Map(); // participant id → previous counters
     this._resetNegotiation();
   }
@@ -351,7 +352,33 @@ export class StarlingClient extends EventTarget {
   /** Sends a JSON-RPC request; resolves to its result or rejects with a StarlingError. */
   request(method, params = {}) {
     if (!this._rpc) return Promise.reject(new StarlingError(0, 'not connected', method));
-    return this._rpc.request(method, params);
+    const done = this._rpc.request(method, params);
+    if (method !== 'subscribe' && method !== 'unsubscribe' && method !== 'setSubscription') return done;
+    return done.then((r) => { this._foldSubscription(method, params); return r; });
+  }
+
+  /** Remembers what was asked of the subscriptions, to re-send with a resume:
+   * a cluster node that takes this participant over has none of the old
+   * node's state (docs/PROTOCOL.md "Subscriptions across a takeover"). */
+  _foldSubscription(method, params) {
+    const log = this._subLog;
+    if (method === 'setSubscription') {
+      if (!params.trackId) return;
+      const merged = {...(log.settings.get(params.trackId) ?? {})};
+      for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) merged[k] = v;
+      log.settings.set(params.trackId, merged);
+      return;
+    }
+    for (const id of params.trackIds ?? []) log.want.set(id, method === 'subscribe');
+  }
+
+  /** The `subscriptions` of a resume (undefined when nothing was asked). */
+  _subscriptionsToResend() {
+    const {want, settings} = this._subLog;
+    if (!want.size && !settings.size) return undefined;
+    const subscribed = [], unsubscribed = [];
+    for (const [id, on] of want) (on ? subscribed : unsubscribed).push(id);
+    return {subscribed, unsubscribed, settings: [...settings.values()]};
   }
 
   /** The Track the server announced with this id, if any (remote or local). */
@@ -492,6 +519,8 @@ export class StarlingClient extends EventTarget {
         const owner = this._owner(p.participantId);
         if (owner) owner.tracks = (owner.tracks ?? []).filter((t) => t.id !== p.trackId);
         this._videoPrefs.delete(p.trackId);
+        this._subLog.want.delete(p.trackId);
+        this._subLog.settings.delete(p.trackId);
         break;
       }
       case 'publishLayers': {
@@ -634,7 +663,7 @@ export class StarlingClient extends EventTarget {
     let result = null;
     if (this.resumeToken) {
       try {
-        result = await this._joinAny({...this._joinParams, resume: this.resumeToken});
+        result = await this._joinAny({...this._joinParams, resume: this.resumeToken, subscriptions: this._subscriptionsToResend()});
       } catch (err) {
         if (err.code !== 404 && err.code !== 409) throw err;
         // The node forgot us (or never knew us): join afresh on the same socket.
@@ -671,6 +700,7 @@ export class StarlingClient extends EventTarget {
     }
     result = await this._rpc.request('join', this._joinParams);
     if (!current()) throw new StarlingError(0, 'left while reconnecting');
+    this._subLog = {want: new Map(), settings: new Map()}; // a new participant: nothing asked yet
     this._dropSession('reconnect');
     this._setupAgain(result);
     for (const p of this.participants.values()) this._emit('participantJoined', {participant: p});
