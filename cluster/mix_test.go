@@ -184,7 +184,8 @@ func toneAmp(x []float32, f float64) float64 {
 // decoder). A speaker on n1 who listens to the mix hears n2's voice and not
 // its own (mix-minus, mixed by n1). Each remote voice crosses to n0 once.
 // n1's speaker sends audio levels (ranked by n1's activeSpeakers), n2's
-// none (measured by the mixers from its decoded audio).
+// none (measured by the mixers from its decoded audio). The admin's
+// mute-in-mix through one node holds in every node's mixer.
 func TestAudioMixAcrossNodes(t *testing.T) {
 	t.Parallel()
 	srvs := startCluster(t, 3, nil)
@@ -197,7 +198,7 @@ func TestAudioMixAcrossNodes(t *testing.T) {
 	if err := spkB.SetAudioMix(ctxT(t, 10*time.Second), true); err != nil {
 		t.Fatal(err)
 	}
-	publishTone(t, srvs[2], roomName, "speaker-c", fC, 0.2, false)
+	spkC := publishTone(t, srvs[2], roomName, "speaker-c", fC, 0.2, false)
 
 	eventually(t, 30*time.Second, "the listener on n0 receives mix packets", func() bool {
 		lmix.mu.Lock()
@@ -223,6 +224,33 @@ func TestAudioMixAcrossNodes(t *testing.T) {
 	}
 	waitTones(t, lmix, "listener on n0", []float64{fB, fC}, nil)
 	waitTones(t, bmix, "speaker on n1 (mix-minus)", []float64{fC}, []float64{fB})
+
+	// The admin leaves speaker-c (on n2) out of the mix through n1's API:
+	// n0's mixer leaves it out too.
+	var st struct {
+		Gain  float64 `json:"gain"`
+		Muted bool    `json:"muted"`
+	}
+	path := "/v1/rooms/" + roomName + "/participants/" + spkC.ParticipantID() + "/mix"
+	if code := httpJSON(t, "POST", srvs[1].BaseURL()+path, map[string]any{"muted": true}, &st); code != 200 || !st.Muted {
+		t.Fatalf("mute speaker-c in the mix through n1: %d %+v", code, st)
+	}
+	waitTones(t, lmix, "listener on n0, speaker-c muted in the mix", []float64{fB}, []float64{fC})
+	// speaker-b's mix-minus is empty now (n1 sends it nothing); back
+	// through n0's API, n1's mixer sends it speaker-c again.
+	bmix.mu.Lock()
+	before := bmix.pkts
+	bmix.mu.Unlock()
+	if code := httpJSON(t, "POST", srvs[0].BaseURL()+path, map[string]any{"muted": false, "gain": 0.5}, &st); code != 200 || st.Muted || st.Gain != 0.5 {
+		t.Fatalf("unmute speaker-c in the mix through n0: %d %+v", code, st)
+	}
+	eventually(t, 30*time.Second, "speaker-b's mix carries packets again", func() bool {
+		bmix.mu.Lock()
+		defer bmix.mu.Unlock()
+		return bmix.pkts >= before+60
+	})
+	waitTones(t, bmix, "speaker on n1, speaker-c back", []float64{fC}, []float64{fB})
+	waitTones(t, lmix, "listener on n0, speaker-c back", []float64{fB, fC}, nil)
 }
 
 // waitTones waits until the last second of a listener's mix has every

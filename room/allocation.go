@@ -43,7 +43,16 @@ func (l *subscriberLoop) tickAllocations() {
 			return
 		case <-t.C:
 			l.post(l.allocate)
+			l.post(l.checkStalled)
 		}
+	}
+}
+
+// checkStalled restarts the subscriber's video that sits silent while its
+// publisher sends (sfu/watchdog.go: a viewer must never sit without video).
+func (l *subscriberLoop) checkStalled() {
+	if l.started {
+		l.p.sub.CheckStalled(l.p.log)
 	}
 }
 

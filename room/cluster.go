@@ -68,6 +68,7 @@ const (
 	EvTrackUpdated = "trackUpdated"
 	EvData         = "data"
 	EvSpeakers     = "speakers"
+	EvMixPref      = "mixPref" // ParticipantID, Gain, Muted: the admin's setting of a voice in every node's mix
 
 	CtlKick   = "kick"   // ParticipantID, Reason
 	CtlMute   = "mute"   // ParticipantID, TrackID, Muted
@@ -95,6 +96,7 @@ type Event struct {
 	Name          *string               `json:"name,omitempty"`
 	Metadata      *string               `json:"metadata,omitempty"`
 	Speakers      []protocol.Speaker    `json:"speakers,omitempty"`
+	Gain          *float64              `json:"gain,omitempty"`
 }
 
 // RemoteParticipant is a participant of another node in a snapshot.

@@ -145,23 +145,31 @@ func (r *Room) MixPref(participantID string) (gain float64, muted bool) {
 func (r *Room) setMixPref(participantID string, f func(*mixPref)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.participants[participantID] == nil {
+	if r.participants[participantID] == nil && r.remotes[participantID] == nil {
 		return protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", participantID, r.name)
-	}
-	if r.mix.prefs == nil {
-		r.mix.prefs = map[string]mixPref{}
 	}
 	pr, ok := r.mix.prefs[participantID]
 	if !ok {
 		pr.gain = 1
 	}
 	f(&pr)
+	r.applyMixPrefLocked(participantID, pr)
+	gain := pr.gain
+	r.emit(Event{Type: EvMixPref, ParticipantID: participantID, Gain: &gain, Muted: pr.muted}) // every node's mixer (remotemedia.go)
+	return nil
+}
+
+// applyMixPrefLocked stores a participant's mix setting and gives it to
+// the mixer; r.mu held.
+func (r *Room) applyMixPrefLocked(participantID string, pr mixPref) {
+	if r.mix.prefs == nil {
+		r.mix.prefs = map[string]mixPref{}
+	}
 	r.mix.prefs[participantID] = pr
 	if r.mix.mx != nil {
 		_ = r.mix.mx.SetGain(participantID, pr.gain)
 		r.mix.mx.SetMuted(participantID, pr.muted)
 	}
-	return nil
 }
 
 // AudioMix reports whether the participant receives the mix.

@@ -85,6 +85,8 @@ func (r *Room) applyEvent(ev Event) {
 		r.remoteData(ev)
 	case EvSpeakers:
 		r.remoteSpeakers(ev.Node, ev.Speakers)
+	case EvMixPref:
+		r.remoteMixPref(ev) // remotemedia.go
 	}
 }
 
@@ -165,6 +167,7 @@ func (r *Room) remoteLeft(id, reason string) {
 		r.remoteSpk[node] = kept
 	}
 	r.syncRemoteSpeakersLocked()
+	r.forgetMixPrefLocked(id)
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: id, Reason: reason})
 	}

@@ -133,3 +133,27 @@ func (r *Room) appendActiveSpeakers(dst []sfu.SpeakerLevel) []sfu.SpeakerLevel {
 	})
 	return dst
 }
+
+// remoteMixPref applies another node's admin setting of a voice in the
+// mix (EvMixPref): every node mixes for its own listeners, so each needs
+// it. A participant this node does not know is ignored.
+func (r *Room) remoteMixPref(ev Event) {
+	if ev.Gain == nil || *ev.Gain < 0 || *ev.Gain > 4 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.participants[ev.ParticipantID] == nil && r.remotes[ev.ParticipantID] == nil {
+		return
+	}
+	r.applyMixPrefLocked(ev.ParticipantID, mixPref{gain: *ev.Gain, muted: ev.Muted})
+}
+
+// forgetMixPrefLocked drops a remote participant's mix setting when it
+// leaves, as leaveMix does for a local one; r.mu held.
+func (r *Room) forgetMixPrefLocked(id string) {
+	delete(r.mix.prefs, id)
+	if r.mix.mx != nil {
+		r.mix.mx.Forget(id)
+	}
+}

@@ -172,7 +172,7 @@ class Participant:
                 await self.answer(p["sdp"])
             elif m == "candidate":
                 await self.add_candidate(p)
-            elif m in ("trackPublished", "participantJoined", "participantLeft", "trackUnpublished", "leave"):
+            elif m in ("trackPublished", "participantJoined", "participantLeft", "trackUnpublished", "leave", "subscriptionUpdated"):
                 emit(event=m, params=p)
 
     async def answer(self, sdp):
