@@ -50,6 +50,7 @@ type Node struct {
 	rttMicros atomic.Int64
 
 	rs    roomSubs // see rooms.go
+	batch batcher  // see batch.go
 	media media    // see media.go
 
 	unobserve func()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -144,91 +143,21 @@ func (n *Node) get(name string) (roomState, uint64, bool) {
 // Join implements room.Bus: it adds m to the room's members, creating the
 // room (a new sid) if it does not exist or has been empty past the empty
 // timeout, refusing it when the room is full, and replacing a member with
-// the same identity (that one's node ends it with "duplicate").
+// the same identity (that one's node ends it with "duplicate"). The write
+// goes with the other changes of the room queued on this node (batch.go).
 func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, error) {
 	n.rs.follow(n, name) // before the write: no event after it can be missed
-	var replaced []room.Member
-	created := false
-	st, err := n.update(name, func(st *roomState, exists bool) error {
-		replaced = replaced[:0]
-		created = false
-		if !exists || st.SID == "" || (len(st.Members) == 0 && st.EmptySince > 0 &&
-			time.Since(time.UnixMilli(st.EmptySince)) > n.opts.EmptyTimeout) {
-			*st = roomState{SID: newSID()}
-			created = true
-		}
-		kept := st.Members[:0]
-		for _, o := range st.Members {
-			if o.ID == m.ID {
-				continue
-			}
-			if o.Identity == m.Identity {
-				replaced = append(replaced, o)
-				continue
-			}
-			kept = append(kept, o)
-		}
-		if maxParticipants > 0 && len(kept) >= maxParticipants {
-			return protocol.Errorf(protocol.CodeTooLarge, "room %q is full: %d participants", name, maxParticipants)
-		}
-		st.Members = append(kept, m)
-		st.EmptySince = 0
-		return nil
-	})
-	if err != nil {
-		var perr *protocol.Error
-		if errors.As(err, &perr) {
-			return "", err
-		}
-		n.log.Error("cluster join", "room", name, "err", err)
-		return "", protocol.Errorf(protocol.CodeInternal, "cluster room state is unavailable")
-	}
-	if created && n.opts.OnRoomStarted != nil {
-		n.log.Info("room opened in the cluster", "room", name, "sid", st.SID)
-		n.opts.OnRoomStarted(name, st.SID)
-	}
-	for _, o := range replaced {
-		if o.Node != n.id { // a replaced member here is ended by the room itself
-			n.Control(o.Node, name, room.Event{Type: room.CtlKick, ParticipantID: o.ID, Reason: protocol.ReasonDuplicate})
-		}
-	}
-	return st.SID, nil
+	op := &roomOp{join: true, m: m, max: maxParticipants, done: make(chan opResult, 1)}
+	n.submit(name, op)
+	r := <-op.done
+	return r.sid, r.err
 }
 
 // Leave implements room.Bus: it removes the member in the background and,
 // when the room is then empty everywhere, closes it after the empty
 // timeout unless someone joined meanwhile.
 func (n *Node) Leave(name string, m room.Member) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		emptied := false
-		_, err := n.update(name, func(st *roomState, exists bool) error {
-			emptied = false
-			i := -1
-			for j, o := range st.Members {
-				if o.ID == m.ID {
-					i = j
-				}
-			}
-			if !exists || i < 0 {
-				return errNoChange
-			}
-			st.Members = append(st.Members[:i], st.Members[i+1:]...)
-			if len(st.Members) == 0 {
-				st.EmptySince = time.Now().UnixMilli()
-				emptied = true
-			}
-			return nil
-		})
-		if err != nil {
-			n.log.Warn("cluster leave", "room", name, "participant", m.ID, "err", err)
-			return
-		}
-		if emptied {
-			n.closeLater(name)
-		}
-	}()
+	n.submit(name, &roomOp{m: m})
 }
 
 // closeLater deletes an empty room's state after the empty timeout if it

@@ -115,7 +115,7 @@ type nodeCollector struct {
 	udpDatagrams, udpSendCalls, udpSegmented   *prometheus.Desc
 	directStreams, pionStreams                 *prometheus.Desc
 	bweDelay, bweLoss, bweProbes, bweRaises    *prometheus.Desc
-	bweTapped                                  *prometheus.Desc
+	bweTapped, bwePion, stallRestarts          *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
 	unsupported                                *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
@@ -158,6 +158,8 @@ func newNodeCollector(src Source) *nodeCollector {
 		bweProbes:     d("bwe_probes_total", "Bandwidth probes sent to subscribers (padding on top of media, before raising a layer)."),
 		bweRaises:     d("bwe_probe_raises_total", "Probes whose measured rate raised the subscriber's estimate."),
 		bweTapped:     d("bwe_feedback_socket_total", "Congestion control feedback packets from subscribers read straight off the batched media socket, not through pion."),
+		bwePion:       d("bwe_feedback_pion_total", "Congestion control feedback packets from subscribers read through pion's receive path (no socket tap: pion's write path, ICE-TCP)."),
+		stallRestarts: d("video_stall_restarts_total", "Subscribers' video restarted at a keyframe by the watchdog (silent for 3 s while its publisher sent), and subscriber connections it found connected but marked down."),
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
 		unsupported:   d("down_tracks_unsupported_total", "Subscriptions whose codec the subscriber's connection could not negotiate (a codec published after its first negotiation of that kind): they forward nothing, the subscriber's other tracks go on."),
@@ -175,7 +177,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
 		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported,
-		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bweTapped, c.rtt, c.jitter, c.loss} {
+		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bweTapped, c.bwePion, c.stallRestarts, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
 }
@@ -248,6 +250,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bweProbes, ev.BWEProbes)
 	counter(c.bweRaises, ev.BWEProbeRaises)
 	counter(c.bweTapped, ev.BWEFeedbackTapped)
+	counter(c.bwePion, ev.BWEFeedbackPion)
+	counter(c.stallRestarts, ev.StallRestarts)
 	counter(c.dataHeld, ev.DataHeld)
 	counter(c.dataDropped, ev.DataDropped)
 	counter(c.unsupported, ev.UnsupportedDownTracks)

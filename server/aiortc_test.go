@@ -219,6 +219,9 @@ func TestAiortcCallVP8(t *testing.T) { aiortcCall(t, "vp8") }
 func TestAiortcCallH264(t *testing.T) { aiortcCall(t, "h264") }
 
 func aiortcCall(t *testing.T, codec string) {
+	// aiortc encodes and decodes in Python, and every step is awaited with
+	// deadlines of tens of seconds: nothing is judged on time.
+	parallelUnlessRace(t)
 	requireAiortc(t)
 	m := makeTestMedia(t) // ffmpeg and ffprobe too
 	var h264File string

@@ -19,6 +19,7 @@ import (
 // its offer: "track is not sent by any media section") and spells Opus
 // "OPUS" (Track.codec once said "audio/OPUS").
 func TestGStreamerWebSocket(t *testing.T) {
+	parallelUnlessRace(t) // every step awaited, with deadlines of tens of seconds
 	requireGStreamer(t)
 	requireAiortc(t) // python3-websockets comes with it
 	m := makeTestMedia(t)

@@ -85,6 +85,7 @@ func (i *bweInterceptor) BindRTCPReader(r interceptor.RTCPReader) interceptor.RT
 			if err != nil || !i.est.onRTCP(b[:n], clock.Micros()) {
 				return n, attr, err
 			}
+			counters.bweFeedbackPion.Add(1)
 		}
 	})
 }
@@ -92,7 +93,10 @@ func (i *bweInterceptor) BindRTCPReader(r interceptor.RTCPReader) interceptor.RT
 // onRTCP applies the feedback in a compound RTCP packet and reports whether
 // it held feedback only.
 func (b *bwe) onRTCP(pkt []byte, now int64) (onlyTWCC bool) {
-	onlyTWCC = len(pkt) > 0
+	if !hasTWCC(pkt) {
+		return false // receiver reports, NACKs, PLIs: no lock taken
+	}
+	onlyTWCC = true
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for rest := pkt; len(rest) > 0; {
@@ -111,6 +115,22 @@ func (b *bwe) onRTCP(pkt []byte, now int64) (onlyTWCC bool) {
 		b.applyLocked(&b.fb, now)
 	}
 	return onlyTWCC
+}
+
+// hasTWCC reports whether a compound RTCP packet holds any transport-wide
+// feedback.
+func hasTWCC(pkt []byte) bool {
+	for rest := pkt; len(rest) > 0; {
+		p, r, ok := splitRTCP(rest)
+		if !ok {
+			return false
+		}
+		if isTWCC(p) {
+			return true
+		}
+		rest = r
+	}
+	return false
 }
 
 func isAudio(info *interceptor.StreamInfo) bool {

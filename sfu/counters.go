@@ -40,11 +40,16 @@ type Counters struct {
 	// Feedback packets read straight off the batched socket (rtcptap.go)
 	// rather than through pion.
 	BWEFeedbackTapped uint64
+	BWEFeedbackPion   uint64 // and feedback packets read through pion (no tap: pion's write path, ICE-TCP)
 	// Data messages to subscribers (dataqueue.go): held until the
 	// subscriber's data channel opened, and dropped (the holding queue was
 	// full, or the channel closed first).
 	DataHeld    uint64
 	DataDropped uint64
+	// Video down tracks the start watchdog restarted at a keyframe (silent
+	// for 3 s while they should have been sending), and connections it
+	// found connected but marked down (watchdog.go).
+	StallRestarts uint64
 	// Down tracks whose codec the subscriber's connection could not
 	// negotiate (downtrack.go, Bind): they forward nothing.
 	UnsupportedDownTracks uint64
@@ -54,9 +59,10 @@ var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
-	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, bweFeedbackTapped        atomic.Uint64
+	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises                           atomic.Uint64
+	bweFeedbackTapped, bweFeedbackPion                                                       atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
-	unsupportedDownTracks                                                                    atomic.Uint64
+	stallRestarts, unsupportedDownTracks                                                     atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -80,8 +86,10 @@ func ReadCounters() Counters {
 		BWEProbes:             counters.bweProbes.Load(),
 		BWEProbeRaises:        counters.bweProbeRaises.Load(),
 		BWEFeedbackTapped:     counters.bweFeedbackTapped.Load(),
+		BWEFeedbackPion:       counters.bweFeedbackPion.Load(),
 		DataHeld:              counters.dataHeld.Load(),
 		DataDropped:           counters.dataDropped.Load(),
+		StallRestarts:         counters.stallRestarts.Load(),
 		UnsupportedDownTracks: counters.unsupportedDownTracks.Load(),
 	}
 }

@@ -72,6 +72,7 @@ type DownTrack struct {
 	fallback          *fallbackEstimator // the subscriber's estimator without TWCC; nil = none
 	// connected is the subscriber transport's state; nil (tests) = always up.
 	connected *atomic.Bool
+	stall     stallWatch // watchdog.go
 }
 
 // setTransport links the down track to its connection's DTLS state: before

@@ -30,6 +30,7 @@ type Subscriber struct {
 	stopped   bool
 	stopProbe chan struct{}
 	probeWG   sync.WaitGroup
+	downSince int64 // watchdog.go: since when connected with the flag down (ns); the loop's goroutine only
 }
 
 // NewSubscriber makes a subscriber connection with its `data` channel.

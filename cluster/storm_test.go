@@ -1,0 +1,139 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
+)
+
+// stormJoins and stormLimit: 60 joins at once spread over three nodes, into
+// a room limited to 45 participants.
+const (
+	stormJoins = 60
+	stormLimit = 45
+)
+
+// A join storm: 60 clients join one room at the same instant through three
+// nodes. Exactly max_participants get in (the others are told the room is
+// full), and every one of them sees every other one.
+//
+// Not parallel: 60 clients load the machine enough to slow the state store
+// of the other tests' clusters (a join there waits at most 8 s for it), so
+// the storm runs alone in the package.
+func TestJoinStorm(t *testing.T) {
+	srvs := startCluster(t, 3, func(c *config.Config) { c.Limits.MaxParticipants = stormLimit })
+	joined, seen := joinStorm(t, srvs, "storm")
+	t.Logf("%d joins over 3 nodes: all answered after %s, all seeing each other after %s", stormJoins, joined.Round(time.Millisecond), seen.Round(time.Millisecond))
+}
+
+// BenchmarkJoinStorm times the storm of TestJoinStorm (one per iteration,
+// each in a new room), with the bus links as they are and with 50 ms added
+// each way (TCP proxies): until every join is answered, and until every
+// participant sees every other one.
+//
+//	go test -run '^$' -bench JoinStorm -benchtime 3x ./cluster/
+func BenchmarkJoinStorm(b *testing.B) {
+	for _, delay := range []time.Duration{0, 50 * time.Millisecond} {
+		b.Run("bus+"+delay.String(), func(b *testing.B) {
+			ports := freePorts(b, 3)
+			tune := func(c *config.Config) { c.Limits.MaxParticipants = stormLimit }
+			if delay > 0 {
+				proxies := make([]int, 3)
+				for i, p := range ports {
+					proxies[i] = newDelayProxy(b, "127.0.0.1:"+itoa(p), delay).port()
+				}
+				tune = func(c *config.Config) {
+					c.Limits.MaxParticipants = stormLimit
+					c.Cluster.Routes = nil
+					for i, p := range ports {
+						if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
+							c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i]))
+						}
+					}
+				}
+			}
+			srvs := startNodes(b, ports, 3, tune)
+			var answered, seen time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				a, s := joinStorm(b, srvs, "storm"+itoa(i))
+				answered += a
+				seen += s
+			}
+			b.ReportMetric(answered.Seconds()/float64(b.N), "s-answered")
+			b.ReportMetric(seen.Seconds()/float64(b.N), "s-all-see-all")
+		})
+	}
+}
+
+// joinStorm runs the storm into room and checks its outcome; it returns
+// how long until every join was answered and until all saw each other.
+func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen time.Duration) {
+	t.Helper()
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		in     []*client.Client
+		full   int
+		others []error
+		wg     sync.WaitGroup
+	)
+	start := make(chan struct{})
+	for i := 0; i < stormJoins; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, srvs[i%3].SignalingURL(), room, client.Options{Name: "p" + itoa(i), API: api, LazyPublisher: true})
+			mu.Lock()
+			defer mu.Unlock()
+			var perr *protocol.Error
+			switch {
+			case err == nil:
+				in = append(in, c)
+			case errors.As(err, &perr) && perr.Code == protocol.CodeTooLarge:
+				full++
+			default:
+				others = append(others, err)
+			}
+		}(i)
+	}
+	began := time.Now()
+	close(start)
+	wg.Wait()
+	answered = time.Since(began)
+	defer func() {
+		for _, c := range in {
+			c.Close()
+		}
+	}()
+	if len(others) > 0 {
+		t.Fatalf("%d joins failed otherwise than room full, first: %v", len(others), others[0])
+	}
+	if len(in) != stormLimit || full != stormJoins-stormLimit {
+		t.Fatalf("%d joined and %d were told the room is full, want exactly %d and %d", len(in), full, stormLimit, stormJoins-stormLimit)
+	}
+	eventually(t, 60*time.Second, "each of the 45 sees the 44 others", func() bool {
+		for _, a := range in {
+			for _, b := range in {
+				if a != b && !knows(a, b.ParticipantID()) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return answered, time.Since(began)
+}

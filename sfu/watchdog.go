@@ -1,0 +1,138 @@
+package sfu
+
+import (
+	"log/slog"
+	"slices"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
+)
+
+// The start watchdog: a viewer must never sit without video. Issue 18
+// found one viewer in a 300-viewer webinar whose video never started while
+// every other stream was perfect. One cause was found and fixed (reordered
+// connection-state callbacks left the connected flag down, peer.go); this
+// watchdog covers whatever else may leave a down track silent while its
+// source flows, and says in the log which state it found it in.
+//
+// The subscriber's loop calls Subscriber.CheckStalled every allocation
+// round (500 ms).
+
+// stallAfter is how long a video down track that should be sending may
+// send nothing before the watchdog acts: longer than a keyframe takes to
+// come (the publisher answers a request within a frame or two; periodic
+// keyframes come every 2 s or so).
+const stallAfter = 3_000_000_000 // ns
+
+// connectedGrace is how long the connection may be connected while its
+// flag says otherwise before the watchdog repairs it.
+const connectedGrace = 1_000_000_000 // ns
+
+// stallWatch is a down track's watchdog state, under d.mu.
+type stallWatch struct {
+	packets uint64 // the count when last seen moving
+	since   int64  // unix ns since when it has not moved while it should have
+	warned  bool
+	first   int64 // unix ns of the first check
+	told    bool  // "never sent" logged
+}
+
+// neverSentAfter is when a video down track that has sent nothing at all,
+// though neither paused nor without a source, is logged with its state
+// (not negotiated? not connected?), whether or not the watchdog can act.
+const neverSentAfter = 10_000_000_000 // ns
+
+// CheckStalled restarts the subscriber's silent video down tracks at a
+// keyframe, and repairs a connected flag a missed state change left down.
+// Call it from one goroutine (the subscriber's loop).
+func (s *Subscriber) CheckStalled(log *slog.Logger) {
+	now := clock.Nanos()
+	if s.pc.ConnectionState() != webrtc.PeerConnectionStateConnected || s.connected.Load() {
+		s.downSince = 0
+	} else if s.downSince == 0 {
+		// Usually pion's state-change goroutine has just not run yet
+		// (a busy machine): only a flag still down a round later is
+		// a missed change.
+		s.downSince = now
+	} else if now-s.downSince >= connectedGrace {
+		s.downSince = 0
+		s.stateMu.Lock()
+		fixed := s.pc.ConnectionState() == webrtc.PeerConnectionStateConnected && !s.connected.Swap(true)
+		if fixed && s.onConnect != nil {
+			s.onConnect()
+		}
+		s.stateMu.Unlock()
+		if fixed {
+			counters.stallRestarts.Add(1)
+			if log != nil {
+				log.Warn("subscriber connection connected but marked down: repaired")
+			}
+		}
+	}
+	s.dmu.Lock()
+	down := make([]*DownTrack, 0, len(s.down))
+	for _, d := range s.down {
+		down = append(down, d)
+	}
+	s.dmu.Unlock()
+	for _, d := range down {
+		d.checkStalled(now, log)
+	}
+}
+
+// checkStalled restarts d at a keyframe when it has sent nothing for
+// stallAfter although it should have: video, negotiated, connected, not
+// paused by anyone, and its wanted layer live at the publisher.
+func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
+	if !d.video {
+		return
+	}
+	live := d.source.LiveLayers()
+	d.mu.Lock()
+	w := &d.stall
+	sent := d.packets.Load()
+	connected := d.connected == nil || d.connected.Load()
+	should := d.bound && !d.closed && !d.paused && !d.bwPaused && connected && live&(1<<d.target) != 0
+	if w.first == 0 {
+		w.first = now
+	}
+	expected := !d.paused && !d.bwPaused && !d.closed && live&(1<<d.target) != 0 // the viewer expects video
+	if sent == 0 && expected && !w.told && now-w.first >= neverSentAfter && log != nil {
+		w.told = true
+		log.Warn("video down track has sent nothing since it was subscribed", "track", d.id,
+			"seconds", (now-w.first)/1e9, "bound", d.bound, "connected", connected, "paused", d.paused,
+			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live)
+	}
+	if moved := sent != w.packets; !should || moved || w.since == 0 {
+		if moved {
+			w.warned = false
+		}
+		w.packets, w.since = sent, now
+		d.mu.Unlock()
+		return
+	}
+	if now-w.since < stallAfter {
+		d.mu.Unlock()
+		return
+	}
+	current, target := d.current, d.target
+	d.current = -1 // restart at the next keyframe of the wanted layer
+	d.lastAsk = now
+	w.since = now
+	warn := !w.warned
+	w.warned = true
+	d.mu.Unlock()
+	counters.stallRestarts.Add(1)
+	if warn && log != nil {
+		sink := "unknown"
+		if r, ok := d.source.(*Receiver); ok {
+			sink = "no"
+			if slices.Contains(r.Sinks(), Sink(d)) {
+				sink = "yes"
+			}
+		}
+		log.Warn("video down track silent while its source flows: restarting it at a keyframe",
+			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", sink)
+	}
+	d.source.RequestKeyframe(target)
+}

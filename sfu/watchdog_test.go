@@ -1,0 +1,93 @@
+package sfu
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// liveSource is a video source whose layer 0 flows; it counts keyframe
+// requests.
+type liveSource struct {
+	idleSource
+	live atomic.Uint32
+	asks atomic.Int32
+}
+
+func (s *liveSource) LiveLayers() uint8    { return uint8(s.live.Load()) }
+func (s *liveSource) Layers() uint8        { return 1 }
+func (s *liveSource) RequestKeyframe(int8) { s.asks.Add(1) }
+
+// TestWatchdogRestartsSilentVideo: a bound, connected, unpaused video down
+// track whose source flows but which has sent nothing for 3 s is restarted
+// at a keyframe (once per 3 s, not on every check); then it forwards again,
+// and a paused or sourceless track is left alone.
+func TestWatchdogRestartsSilentVideo(t *testing.T) {
+	src := &liveSource{idleSource: idleSource{kind: webrtc.RTPCodecTypeVideo, codec: vp8Codec, id: "TR_w"}}
+	src.live.Store(1)
+	w := &recordingWriter{}
+	d := NewDownTrack(src, "PA_x")
+	defer d.Close()
+	d.SetTarget(0)
+	if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{vp8Codec}, ssrc: 7, w: w}); err != nil {
+		t.Fatal(err)
+	}
+	asks := src.asks.Load() // Bind asks once
+	key, delta := benchPackets()
+	hdr := &rtp.Header{Version: 2, SequenceNumber: 10, Timestamp: 1000}
+	_ = d.WriteRTP(hdr, key, 0)
+	d.flush(time.Second)
+	if len(w.pays) != 1 {
+		t.Fatalf("%d packets forwarded, want the keyframe", len(w.pays))
+	}
+
+	// Stuck: the down track waits on a layer (as if a switch never
+	// completed) and nothing reaches it.
+	d.mu.Lock()
+	d.current = 2
+	d.mu.Unlock()
+	t0 := time.Now().UnixNano()
+	for _, at := range []int64{0, time.Second.Nanoseconds(), 2900 * time.Millisecond.Nanoseconds()} {
+		d.checkStalled(t0+at, nil)
+	}
+	if n := src.asks.Load(); n != asks {
+		t.Fatalf("%d keyframe requests before 3 s of silence", n-asks)
+	}
+	restarts := ReadCounters().StallRestarts
+	d.checkStalled(t0+3100*time.Millisecond.Nanoseconds(), nil)
+	d.checkStalled(t0+3600*time.Millisecond.Nanoseconds(), nil)
+	if n := src.asks.Load(); n != asks+1 || ReadCounters().StallRestarts != restarts+1 {
+		t.Fatalf("%d keyframe requests, %d restarts after 3 s of silence, want 1 each", n-asks, ReadCounters().StallRestarts-restarts)
+	}
+	hdr.SequenceNumber++
+	hdr.Timestamp += 3000
+	_ = d.WriteRTP(hdr, delta, 0) // still waiting for a keyframe
+	hdr.SequenceNumber++
+	_ = d.WriteRTP(hdr, key, 0)
+	d.flush(time.Second)
+	if len(w.pays) != 2 || !IsKeyframeStart(CodecVP8, w.pays[1]) {
+		t.Fatalf("%d packets forwarded after the restart, want the keyframe", len(w.pays))
+	}
+
+	// Paused by the subscriber, or the publisher not sending: no restart.
+	asks = src.asks.Load()
+	d.SetPaused(true)
+	for i := int64(0); i < 10; i++ {
+		d.checkStalled(t0+(4+i)*time.Second.Nanoseconds(), nil)
+	}
+	if n := src.asks.Load(); n != asks {
+		t.Fatalf("%d keyframe requests for a paused track", n-asks)
+	}
+	src.live.Store(0)
+	d.SetPaused(false) // asks for a keyframe itself
+	asks = src.asks.Load()
+	for i := int64(0); i < 10; i++ {
+		d.checkStalled(t0+(14+i)*time.Second.Nanoseconds(), nil)
+	}
+	if n := src.asks.Load(); n != asks {
+		t.Fatalf("%d keyframe requests for a track whose publisher sends nothing", n-asks)
+	}
+}
