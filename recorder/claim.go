@@ -94,7 +94,8 @@ func (m *Manager) held(c Cluster, cl claim) (Info, bool) {
 	return in, true
 }
 
-// heldHere is this node's running or starting recording id.
+// heldHere is this node's recording id while it holds its claim: from
+// its start until its claim is released.
 func (m *Manager) heldHere(id string) (Info, bool) {
 	m.mu.Lock()
 	if in, ok := m.pending[id]; ok {
@@ -102,12 +103,14 @@ func (m *Manager) heldHere(id string) (Info, bool) {
 		return in, true
 	}
 	r := m.active[id]
+	if r == nil {
+		r = m.releasing[id] // ended, its claim not released yet
+	}
 	m.mu.Unlock()
 	if r == nil {
 		return Info{}, false
 	}
-	in := m.info(r)
-	return in, in.Status == "recording"
+	return m.info(r), true
 }
 
 // serveHeld answers methodHeld.

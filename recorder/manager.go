@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -76,6 +75,7 @@ type recording struct {
 	// claimed: the room's cluster-wide recording claim is this
 	// recording's (claim.go); stopped: stopped through the API.
 	claimed, stopped bool
+	released         chan struct{} // closed once reaped and the claim released
 }
 
 // Manager runs the recordings of one node: started by the control API or
@@ -94,7 +94,10 @@ type Manager struct {
 	// pending are the room recordings claiming their room in the cluster
 	// (claim.go), by id: they count as running.
 	pending map[string]Info
-	closed  bool
+	// releasing are ended recordings whose claim is being released: the
+	// claim still counts as theirs until then.
+	releasing map[string]*recording
+	closed    bool
 
 	cl clusterState // cluster.go
 
@@ -118,7 +121,7 @@ func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("recordings.auto_record pattern %q: %w", p, err)
 		}
 	}
-	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}}
+	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, releasing: map[string]*recording{}}
 	m.composeCtx, m.composeCancel = context.WithCancel(context.Background())
 	if rooms != nil {
 		m.stop = rooms.AddObserver(observer{m})
@@ -136,41 +139,6 @@ func (m *Manager) autoMatch(roomName string) bool {
 		}
 	}
 	return false
-}
-
-// recordingID makes a sortable, unique, file-system-safe folder name:
-// <room>-<UTC time>[-<node>][-<track>]. In a cluster the node id keeps two
-// nodes' recordings of a room started in the same millisecond apart.
-func recordingID(roomName, node, trackID string, now time.Time) string {
-	name := safeName(roomName)
-	if name == "" {
-		name = "room"
-	}
-	id := name + "-" + now.UTC().Format("20060102T150405.000Z")
-	if node = safeName(node); node != "" {
-		id += "-" + node
-	}
-	if trackID != "" {
-		id += "-" + trackID
-	}
-	return id
-}
-
-// safeName keeps the file-system-safe characters of s (others become _),
-// at most 64 bytes, no leading dot.
-func safeName(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if c < 128 && (c == '-' || c == '_' || c == '.' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')) {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('_')
-		}
-		if b.Len() >= 64 {
-			break
-		}
-	}
-	return strings.TrimLeft(b.String(), ".")
 }
 
 // StartRoom starts recording every track of a live room, including tracks
@@ -267,7 +235,7 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 		m.log.Error("cannot start recording", "room", roomName, "err", err)
 		return Info{}, err
 	}
-	rec := &recording{rr: rr, auto: auto, claimed: claimed}
+	rec := &recording{rr: rr, auto: auto, claimed: claimed, released: make(chan struct{})}
 	m.active[id] = rec
 	m.mu.Unlock()
 	go m.reap(rec)
@@ -308,14 +276,32 @@ func (r *recording) whole() bool {
 // fault stopped it), and releases its room's cluster claim.
 func (m *Manager) reap(r *recording) {
 	<-r.rr.Done()
+	c := m.cluster()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if _, ok := m.active[r.rr.ID()]; !ok {
+		m.mu.Unlock()
+		<-r.released // reaped by another caller: wait for it
 		return
 	}
-	if c := m.cluster(); r.claimed && c != nil {
-		go m.releaseClaim(c, r.rr.Room(), r.rr.ID(), r.stopped)
+	release, stopped := r.claimed && c != nil, r.stopped
+	if release {
+		m.releasing[r.rr.ID()] = r
 	}
+	m.reapLocked(r)
+	m.mu.Unlock()
+	if release {
+		// Before Stop returns: a start elsewhere must not see the claim
+		// free (and an API stop not marked) once the stop answered.
+		m.releaseClaim(c, r.rr.Room(), r.rr.ID(), stopped)
+		m.mu.Lock()
+		delete(m.releasing, r.rr.ID())
+		m.mu.Unlock()
+	}
+	close(r.released)
+}
+
+// reapLocked moves r to the ended list; m.mu held.
+func (m *Manager) reapLocked(r *recording) {
 	delete(m.active, r.rr.ID())
 	m.ended = append(m.ended, r)
 	if len(m.ended) > keepEnded {
