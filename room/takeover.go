@@ -163,6 +163,7 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		mem, sid, err = bus.Takeover(roomName, hash, hashToken(next))
 		switch {
 		case errors.Is(err, ErrNoMember):
+			m.tk.settled(hash) // nothing pending: unknown tokens must not pile up
 			m.log.Info("resume through this node refused", "room", roomName, "err", err)
 			return nil, nil, errResume()
 		case errors.Is(err, ErrStillHeld):
@@ -187,7 +188,7 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 	}
 	p, res, err := m.joinLocal(req, peer, sid, bus)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, err // the pending token stays: a retry here recognises its own move
 	}
 	m.tk.settled(hash)
 	if again {
