@@ -244,11 +244,23 @@ func (t *Track) priority(capLayer int8, speaking bool) int {
 	return p
 }
 
+// layerRates is what layerCosts reads of a source: a local publisher's
+// receiver or a remote track's import (cluster/relay).
+type layerRates interface {
+	Layers() uint8
+	LiveLayers() uint8
+	Bitrate(layer int8) uint64
+}
+
 // layerCosts is each layer's bitrate: measured while it flows, estimated
 // from its size otherwise; 0 for layers the track does not have.
 func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
+	// The source, not only a local receiver: a remote track's import
+	// (another node's publisher) has layers and rates too. With no cost
+	// at all the allocator found no layer to give and paused every
+	// cross-node video for "bandwidth" whenever congestion control was on.
+	r, _ := t.source().(layerRates)
 	t.mu.Lock()
-	r := t.receiver
 	layers := append([]protocol.Layer(nil), t.info.Layers...)
 	t.mu.Unlock()
 	var c [sfu.MaxLayers]uint64

@@ -61,6 +61,13 @@ func (r *Room) IsActiveSpeaker(participantID string) bool {
 	return false
 }
 
+// tickLevel is a participant's level in one tick and the audio packets
+// it was averaged over (0: silence for the whole tick).
+type tickLevel struct {
+	db      float64
+	packets uint32
+}
+
 type levelSource struct {
 	owner string
 	recv  *sfu.Receiver
@@ -98,14 +105,14 @@ func (r *Room) runSpeakers() {
 		r.mu.Unlock()
 
 		now := time.Now()
-		loudest := make(map[string]float64, len(srcs))
+		loudest := make(map[string]tickLevel, len(srcs))
 		for _, s := range srcs {
 			db, n := s.recv.TakeAudioLevel()
 			if s.muted || n == 0 {
-				db = sfu.SpeakerSilenceDB
+				db, n = sfu.SpeakerSilenceDB, 0
 			}
-			if old, ok := loudest[s.owner]; !ok || db < old {
-				loudest[s.owner] = db
+			if old, ok := loudest[s.owner]; !ok || db < old.db {
+				loudest[s.owner] = tickLevel{db, n}
 			}
 		}
 		for id := range known {
@@ -114,9 +121,13 @@ func (r *Room) runSpeakers() {
 				delete(known, id)
 			}
 		}
-		for id, db := range loudest {
+		for id, l := range loudest {
 			known[id] = true
-			det.Observe(id, db, clock.Nanos())
+			if l.packets == 0 {
+				det.Observe(id, l.db, clock.Nanos()) // silent, muted or gone quiet: a whole tick of silence
+			} else {
+				det.ObserveAudio(id, l.db, l.packets, clock.Nanos())
+			}
 		}
 		ranking := det.Tick(clock.Nanos())
 		r.speakers.mu.Lock()

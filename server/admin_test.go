@@ -147,16 +147,23 @@ func TestAdminAPI(t *testing.T) {
 	// subscriber's receiver reports say (loss, jitter, a round trip once it
 	// echoes a sender report).
 	var s1 admin.Participant
-	waitFor(t, 10*time.Second, "receiver reports with a round trip", func() bool {
+	// (and 30 packets of each track sent, the video at its top layer: on a
+	// busy machine the audio may start well after the video's first report)
+	waitFor(t, 20*time.Second, "receiver reports with a round trip", func() bool {
+		s1 = admin.Participant{}
 		if c := adminCall(t, srv, "GET", "/v1/rooms/"+roomA+"/participants/"+subs[0].ParticipantID(), adminTok, nil, &s1); c != 200 {
 			t.Fatalf("get participant: %d", c)
 		}
+		rtt, sent := false, 0
 		for _, s := range s1.Subscriptions {
-			if s.TrackID == video.ID && s.Reception != nil && s.Reception.RTTMs > 0 {
-				return true
+			if s.TrackID == video.ID && s.Reception != nil && s.Reception.RTTMs > 0 && s.Layer == "high" {
+				rtt = true
+			}
+			if s.PacketsSent >= 30 {
+				sent++
 			}
 		}
-		return false
+		return rtt && sent == len(s1.Subscriptions)
 	})
 	if len(s1.Subscriptions) != 2 {
 		t.Fatalf("s1 subscriptions = %+v, want video and audio", s1.Subscriptions)

@@ -70,6 +70,29 @@ func NewSpeakerDetector() *SpeakerDetector {
 // participant; a participant not observed in a tick is treated as silent.
 // now is a clock in nanoseconds, passed in for testability.
 func (d *SpeakerDetector) Observe(id string, db float64, now int64) {
+	d.observe(id, db, speakerSmoothing, now)
+}
+
+// SpeakerTick is the tick the detector is tuned for, and SpeakerPacket the
+// audio one packet carries (Opus's usual 20 ms).
+const (
+	SpeakerTick   = 100 * time.Millisecond
+	SpeakerPacket = 20 * time.Millisecond
+)
+
+// ObserveAudio is Observe for a tick's level averaged over packets audio
+// packets: the level weighs as much as the audio it describes, not as a
+// whole tick. On a busy machine packets are read in bursts, and a tick
+// could hold only the two or three packets of a 100 ms click (the rest
+// of the click and the silence after it in the next ticks): weighed as
+// whole ticks, two such ticks made a click an active speaker. A tick of
+// SpeakerTick/SpeakerPacket packets weighs what Observe's does.
+func (d *SpeakerDetector) ObserveAudio(id string, db float64, packets uint32, now int64) {
+	weight := float64(packets) * float64(SpeakerPacket) / float64(SpeakerTick)
+	d.observe(id, db, 1-math.Pow(1-speakerSmoothing, weight), now)
+}
+
+func (d *SpeakerDetector) observe(id string, db, alpha float64, now int64) {
 	s := d.peers[id]
 	if s == nil {
 		s = &speakerState{db: SpeakerSilenceDB}
@@ -77,7 +100,7 @@ func (d *SpeakerDetector) Observe(id string, db float64, now int64) {
 	}
 	s.ticked = true
 	db = math.Max(0, math.Min(SpeakerSilenceDB, db))
-	s.db += speakerSmoothing * (db - s.db)
+	s.db += alpha * (db - s.db)
 	switch {
 	case !s.active && s.db <= speakerEnterDB:
 		s.active, s.quiet = true, false

@@ -189,3 +189,40 @@ func TestAudioLevelDoesNotAllocate(t *testing.T) {
 		t.Fatalf("got %.2f dB from %d packets", db, n)
 	}
 }
+
+// A 100 ms click read in a burst (a busy machine: its five packets fall in
+// two ticks of their own, the silence after it in later ticks) does not make
+// an active speaker; 200 ms of speech read the same way does.
+func TestSpeakerClickInBursts(t *testing.T) {
+	d := NewSpeakerDetector()
+	now := int64(0)
+	tick := func(db float64, packets uint32) []SpeakerLevel {
+		now += int64(SpeakerTick)
+		if packets == 0 {
+			d.Observe("a", SpeakerSilenceDB, now)
+		} else {
+			d.ObserveAudio("a", db, packets, now)
+		}
+		return d.Tick(now)
+	}
+	for i := 0; i < 10; i++ {
+		tick(SpeakerSilenceDB, 5)
+	}
+	for _, n := range []uint32{2, 3} { // the click
+		if got := tick(0, n); len(got) != 0 {
+			t.Fatalf("a 100 ms click in bursts of 2 and 3 packets made a speaker: %v", got)
+		}
+	}
+	for i := 0; i < 5; i++ {
+		if got := tick(SpeakerSilenceDB, 5); len(got) != 0 {
+			t.Fatalf("after the click: %v", got)
+		}
+	}
+	active := false
+	for _, n := range []uint32{4, 1, 5} { // 200 ms of speech
+		active = len(tick(10, n)) == 1
+	}
+	if !active {
+		t.Fatal("200 ms of speech read in bursts did not make a speaker")
+	}
+}

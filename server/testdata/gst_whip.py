@@ -9,7 +9,10 @@ write, for server/whip_gst_test.go and for trying a server by hand.
 
   gst_whip.py check
   gst_whip.py whip URL [--seconds N] [--token T]   publish test video (VP8) and audio (Opus)
-  gst_whip.py whep URL [--seconds N] [--token T]   watch, decode, print what was decoded
+  gst_whip.py whep URL [--seconds N] [--token T] [--until V,A]
+                                                  watch, decode, print what was decoded
+                                                  (--until: stop once V video frames and
+                                                  A audio buffers are decoded; N is then a limit)
 
 Exit status: 0 done, 2 usage or HTTP error, 3 GStreamer pieces missing.
 """
@@ -105,7 +108,8 @@ def post_offer(w, url, token):
     return urllib.parse.urljoin(url, headers.get("Location"))
 
 
-def run(pipe, seconds):
+def run(pipe, seconds, done=None):
+    """Runs the pipeline for at most seconds; with done, until done() is true."""
     loop = GLib.MainLoop()
     bus = pipe.get_bus()
     bus.add_signal_watch()
@@ -118,6 +122,13 @@ def run(pipe, seconds):
 
     bus.connect("message", on_message)
     GLib.timeout_add(int(seconds * 1000), loop.quit)
+    if done is not None:
+        def poll():
+            if done():
+                loop.quit()
+                return False
+            return True
+        GLib.timeout_add(50, poll)
     loop.run()
 
 
@@ -137,7 +148,7 @@ def whip(url, seconds, token):
     print("deleted: %d" % status, flush=True)
 
 
-def whep(url, seconds, token):
+def whep(url, seconds, token, until=None):
     pipe = Gst.Pipeline.new("whep")
     w = Gst.ElementFactory.make("webrtcbin", "w")
     w.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
@@ -181,7 +192,11 @@ def whep(url, seconds, token):
     pipe.set_state(Gst.State.PLAYING)
     session = post_offer(w, url, token)
     print("watching, session %s" % session, flush=True)
-    run(pipe, seconds)
+    done = None
+    if until is not None:
+        # an event, not a time: a busy machine decodes slower
+        done = lambda: counts["video"] >= until[0] and counts["audio"] >= until[1]
+    run(pipe, seconds, done)
     status, _, _ = request("DELETE", session, token)
     pipe.set_state(Gst.State.NULL)
     print("decoded video_frames=%d audio_buffers=%d width=%d deleted=%d"
@@ -196,7 +211,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     mode, url = argv[1], argv[2]
-    seconds, token = 8.0, ""
+    seconds, token, until = 8.0, "", None
     rest = argv[3:]
     while rest:
         flag = rest.pop(0)
@@ -204,11 +219,16 @@ def main(argv):
             seconds = float(rest.pop(0))
         elif flag == "--token" and rest:
             token = rest.pop(0)
+        elif flag == "--until" and rest and mode == "whep":
+            until = [int(n) for n in rest.pop(0).split(",")]
         else:
             print("unknown argument %s" % flag, file=sys.stderr)
             sys.exit(2)
     check()
-    (whip if mode == "whip" else whep)(url, seconds, token)
+    if mode == "whip":
+        whip(url, seconds, token)
+    else:
+        whep(url, seconds, token, until)
 
 
 if __name__ == "__main__":
