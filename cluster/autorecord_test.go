@@ -134,6 +134,15 @@ func TestAutoRecordOnceInCluster(t *testing.T) {
 			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
 		}
 	}
+	// Stopped through the API, the room's claim stays marked stopped: an
+	// API start on another node takes it.
+	var again recorder.Info
+	if code := httpJSON(t, "POST", other.BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{}, &again); code != http.StatusCreated || again.Node != other.Cluster().ID() {
+		t.Fatalf("a new start on %s after the stop: %d %+v", other.Cluster().ID(), code, again)
+	}
+	if code := httpJSON(t, "DELETE", holder.BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+again.ID, nil, nil); code != http.StatusOK {
+		t.Fatalf("stop the new recording through %s: %d", holder.Cluster().ID(), code)
+	}
 }
 
 // Two room recording starts at the same instant on two nodes: one runs
