@@ -111,6 +111,20 @@ func recKey(name string) string {
 // is 0, else replaces the claim at revision rev. When another write got
 // there first, won is false and cur, curRev are the claim held now.
 func (n *Node) ClaimRecording(room string, value []byte, rev uint64) (cur []byte, curRev uint64, won bool, err error) {
+	// The store is briefly unavailable while its stream elects a new
+	// leader (the node that died, whose recording is being taken over,
+	// may have led it): wait for it as the room state does.
+	deadline := time.Now().Add(unavailableWait)
+	for {
+		cur, curRev, won, err = n.claimRecording(room, value, rev)
+		if err == nil || time.Now().After(deadline) || n.bus.nc.IsClosed() {
+			return cur, curRev, won, err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte, curRev uint64, won bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
 	key := recKey(room)

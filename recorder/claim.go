@@ -60,6 +60,9 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto bool) (Inf
 		}
 		var other claim
 		_ = json.Unmarshal(cur, &other)
+		if other.ID == id && other.Node == c.NodeID() {
+			return Info{}, nil // a write that timed out had landed
+		}
 		if other.SID == sid && other.Stopped {
 			if auto {
 				return Info{}, errAutoStopped
