@@ -72,7 +72,8 @@ func resumeBeforeNodeKnownDead(t *testing.T, leaderDies bool) {
 	srvs[dies].Cluster().Crash()
 
 	if _, err := alice.WaitEvent(ctxT(t, 30*time.Second), client.EventResumed, nil); err != nil {
-		t.Fatalf("no resume through n%d: %v (events %v)", (dies+1)%3, err, eventMethods(alice.Events()))
+		t.Fatalf("no resume through n%d: %v (events %v; refusals %v)", (dies+1)%3, err,
+			eventMethods(alice.Events()), resumeFailures(alice))
 	}
 	for _, e := range alice.Events() {
 		if e.Method == client.EventResumeFailed {
@@ -86,6 +87,18 @@ func resumeBeforeNodeKnownDead(t *testing.T, leaderDies bool) {
 	if sawLeave(bob, id) {
 		t.Fatal("bob saw alice leave")
 	}
+}
+
+// resumeFailures are the params (the error) of c's resumeFailed events, so
+// a failure says why the client gave up.
+func resumeFailures(c *client.Client) []string {
+	var out []string
+	for _, e := range c.Events() {
+		if e.Method == client.EventResumeFailed {
+			out = append(out, string(e.Params))
+		}
+	}
+	return out
 }
 
 // TestResumeHeldIsRetryable: a resume through another node while the
