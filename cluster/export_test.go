@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -37,4 +38,20 @@ func (n *Node) StoreLeader() string {
 		return ""
 	}
 	return info.Cluster.Leader
+}
+
+// LandMove writes what a takeover through n leaves in the room state once
+// its write landed: member id on n, holding tokenHash (the takeover's new
+// token). The tests use it for a write whose confirmation was lost.
+func (n *Node) LandMove(name, id, tokenHash string) error {
+	_, err := n.update(name, func(st *roomState, _ bool) error {
+		for i := range st.Members {
+			if st.Members[i].ID == id {
+				st.Members[i].Node, st.Members[i].Token = n.id, tokenHash
+				return nil
+			}
+		}
+		return errors.New("no such member")
+	})
+	return err
 }

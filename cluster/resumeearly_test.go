@@ -1,6 +1,9 @@
 package cluster_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
 )
 
 // TestResumeBeforeNodeKnownDead: the client's signaling to its node is cut
@@ -123,6 +127,34 @@ func TestResumeHeldIsRetryable(t *testing.T) {
 	}
 	if sawLeave(bob, alice.ParticipantID()) {
 		t.Fatal("bob saw alice leave")
+	}
+}
+
+// TestTakeoverLandedUnconfirmed: a takeover through a node moved the
+// member (its write landed) but the store's confirmation came too late, so
+// the resume was answered 503; the client tries again with the same token,
+// and the node recognises the member it moved (it holds the new token the
+// node chose for that token) instead of answering 404, which ended the
+// client's session on a loaded machine. A member moved under another token
+// is still not taken.
+func TestTakeoverLandedUnconfirmed(t *testing.T) {
+	srvs := failoverCluster(t)
+	const name = "takeover-landed"
+	alice := join(t, srvs[0], name, "alice")
+	bob := join(t, srvs[1], name, "bob")
+	seeEachOther(t, alice, bob)
+	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	old, next := hash(alice.ResumeToken()), hash("RS_next-token-the-first-attempt-chose")
+	n1 := srvs[1].Cluster()
+	if err := n1.LandMove(name, alice.ParticipantID(), next); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n1.Takeover(name, old, hash("RS_some-other-token")); !errors.Is(err, room.ErrNoMember) {
+		t.Fatalf("takeover with a token the move did not choose: %v, want no member", err)
+	}
+	m, sid, err := n1.Takeover(name, old, next)
+	if err != nil || m.ID != alice.ParticipantID() || sid == "" {
+		t.Fatalf("takeover again after its write landed: member %q sid %q err %v, want %s", m.ID, sid, err, alice.ParticipantID())
 	}
 }
 
