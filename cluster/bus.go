@@ -36,14 +36,17 @@ var ErrSecretRejected = errors.New("a peer refused this node's cluster secret (N
 
 // BusOptions locate the bus.
 type BusOptions struct {
-	NodeID   string
-	Listen   string   // embedded: route HOST:PORT
-	Routes   []string // embedded: peers' route URLs
-	Secret   string
-	NATSURL  string   // external NATS instead of the embedded server
-	StoreDir string   // embedded JetStream files; "" = a temporary folder
-	TLS      TLSFiles // TLS of the routes and client port, or to the external NATS (tls.go)
-	Logger   *slog.Logger
+	NodeID string
+	Listen string   // embedded: route HOST:PORT
+	Routes []string // embedded: peers' route URLs
+	// Advertise is the route address the peers reach this node at, if not
+	// Listen (NAT, a proxy): NATS gossips it to the other nodes.
+	Advertise string
+	Secret    string
+	NATSURL   string   // external NATS instead of the embedded server
+	StoreDir  string   // embedded JetStream files; "" = a temporary folder
+	TLS       TLSFiles // TLS of the routes and client port, or to the external NATS (tls.go)
+	Logger    *slog.Logger
 	// Ready bounds how long openBus waits for the peers to accept this node
 	// and for the state store (JetStream) to answer.
 	Ready time.Duration
@@ -159,6 +162,11 @@ func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, er
 			// Routes only to the configured URLs: a proxy or NAT in
 			// between stays in the path (each node lists all the others).
 			NoAdvertise: true,
+			// What this node gossips as its route address: a peer that
+			// routes to it through a proxy or NAT recognises the
+			// address as one it has configured and opens no direct
+			// route beside it.
+			Advertise: o.Advertise,
 		},
 		Routes: routes,
 	}

@@ -31,6 +31,8 @@ func BenchmarkJoinOtherNode(b *testing.B) {
 					for i, p := range ports {
 						if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
 							c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i]))
+						} else {
+							c.Cluster.Advertise = "127.0.0.1:" + itoa(proxies[i]) // no direct route beside the proxies
 						}
 					}
 				}

@@ -125,6 +125,8 @@ func TestSimultaneousJoinsSlowBus(t *testing.T) {
 			for i, p := range ports {
 				if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
 					c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i].port()))
+				} else {
+					c.Cluster.Advertise = "127.0.0.1:" + itoa(proxies[i].port()) // no direct route beside the proxies
 				}
 			}
 		}

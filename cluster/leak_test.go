@@ -22,10 +22,10 @@ func TestMain(m *testing.M) {
 // JetStream elections, media paced in real time), so GOMAXPROCS (go test's
 // default, 2 on the CI machine) left the CPU idle. Tests that crash nodes
 // and assert how fast the others notice, or cut the bus, stay serial: Go
-// runs them before any parallel one starts. (The bus cuts only await
-// events, but their load once let TestSimultaneousJoinsSlowBus's routes
-// bypass its proxies: nats-server gossips route addresses even with
-// NoAdvertise, so a node that starts late may learn a peer's direct one.)
+// runs them before any parallel one starts. (nats-server gossips route
+// addresses even with NoAdvertise, so a node behind a test's proxies once
+// learnt a peer's direct address and routed around its proxy: the tests
+// with proxies now set cluster.advertise to the node's proxy.)
 func setDefaultParallel() {
 	flag.Parse()
 	given := false

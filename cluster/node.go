@@ -59,6 +59,9 @@ type Node struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	goneMu    sync.Mutex
+	goneHooks []func(node string) // recording.go
 }
 
 // NewNodeID makes a random node id.
@@ -186,6 +189,7 @@ func (n *Node) nodeGone(id string) {
 		n.rooms.RemoteNodeGone(id)
 	}
 	n.relayGone(id)
+	n.notifyNodeGone(id)
 }
 
 func (n *Node) roomFinished(name, sid string) {

@@ -1,11 +1,15 @@
 package cluster
 
 import (
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Recordings across nodes: a node's recorder forwards the control API
@@ -89,4 +93,99 @@ func (n *Node) OtherNodes() []string {
 		}
 	}
 	return out
+}
+
+// A room's recording claim: the one room recording of a room in the
+// cluster, held in the room state bucket under its own key ("x" + the
+// room's name, beside the room's "r" key) and changed only by
+// compare-and-set, so of simultaneous starts on several nodes exactly one
+// wins. The recorder decides what a claim says and when a held one is
+// stale (recorder/claim.go).
+
+// recKey is the key of a room's recording claim.
+func recKey(name string) string {
+	return "x" + base64.RawURLEncoding.EncodeToString([]byte(name))
+}
+
+// ClaimRecording writes a room's recording claim: it creates it when rev
+// is 0, else replaces the claim at revision rev. When another write got
+// there first, won is false and cur, curRev are the claim held now.
+func (n *Node) ClaimRecording(room string, value []byte, rev uint64) (cur []byte, curRev uint64, won bool, err error) {
+	// The store is briefly unavailable while its stream elects a new
+	// leader (the node that died, whose recording is being taken over,
+	// may have led it): wait for it as the room state does.
+	deadline := time.Now().Add(unavailableWait)
+	for {
+		cur, curRev, won, err = n.claimRecording(room, value, rev)
+		if err == nil || time.Now().After(deadline) || n.bus.nc.IsClosed() {
+			return cur, curRev, won, err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte, curRev uint64, won bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	key := recKey(room)
+	if rev == 0 {
+		_, err = n.bus.kv.Create(ctx, key, value)
+	} else {
+		_, err = n.bus.kv.Update(ctx, key, value, rev)
+	}
+	if err == nil {
+		return nil, 0, true, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return nil, 0, false, fmt.Errorf("recording claim: %w", err)
+	}
+	e, gerr := n.bus.kv.Get(ctx, key)
+	switch {
+	case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
+		return nil, 0, false, nil // released meanwhile: the caller tries again
+	case gerr != nil:
+		return nil, 0, false, fmt.Errorf("recording claim: %w", gerr)
+	}
+	return e.Value(), e.Revision(), false, nil
+}
+
+// RecordingClaim reads a room's recording claim; rev 0 when there is none.
+func (n *Node) RecordingClaim(room string) (value []byte, rev uint64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	e, err := n.bus.kv.Get(ctx, recKey(room))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("recording claim: %w", err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// DropRecordingClaim deletes a room's recording claim if it is still at
+// revision rev.
+func (n *Node) DropRecordingClaim(room string, rev uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	return n.bus.kv.Delete(ctx, recKey(room), jetstream.LastRevision(rev))
+}
+
+// OnNodeGone registers f, called (on its own goroutine) when another node
+// said goodbye or stopped heartbeating: the recorder takes a dead node's
+// room recordings over.
+func (n *Node) OnNodeGone(f func(node string)) {
+	n.goneMu.Lock()
+	n.goneHooks = append(n.goneHooks, f)
+	n.goneMu.Unlock()
+}
+
+func (n *Node) notifyNodeGone(id string) {
+	n.goneMu.Lock()
+	hooks := append([]func(string){}, n.goneHooks...)
+	n.goneMu.Unlock()
+	for _, f := range hooks {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); f(id) }()
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -195,6 +196,9 @@ func (n *Node) purgeNode(node string) {
 	}
 	cancel()
 	for _, k := range keys {
+		if !strings.HasPrefix(k, "r") {
+			continue // not a room (a recording claim: recording.go)
+		}
 		raw, err := base64.RawURLEncoding.DecodeString(k[1:])
 		if err != nil {
 			continue

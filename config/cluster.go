@@ -23,6 +23,10 @@ type Cluster struct {
 	// Listen is this node's NATS route address (HOST:PORT) for the
 	// embedded NATS server; setting it turns clustering on.
 	Listen string `yaml:"listen"`
+	// Advertise is the route address (HOST:PORT) the other nodes reach
+	// this node at when it is not Listen (NAT, a proxy); NATS gossips it, and
+	// a node that lists it in its routes does not open a second route.
+	Advertise string `yaml:"advertise"`
 	// Routes are the other nodes' route URLs (nats://127.0.0.1:7952).
 	Routes []string `yaml:"routes"`
 	// Secret authenticates the bus (routes and clients) and keys the media
@@ -60,6 +64,7 @@ func (c *Config) defaultCluster() {
 func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 	nodeID := fs.String("node-id", def.Cluster.NodeID, "this node's `ID` in the cluster (letters, digits, - and _); empty = generated")
 	listen := fs.String("cluster-listen", def.Cluster.Listen, "NATS route `HOST:PORT` of the embedded bus; setting it turns clustering on")
+	advertise := fs.String("cluster-advertise", def.Cluster.Advertise, "route `HOST:PORT` the other nodes reach this node at, if not --cluster-listen (NAT, proxy)")
 	var routes listFlag
 	fs.Var(&routes, "cluster-routes", "other nodes' route `URL`s, comma-separated or repeated: nats://127.0.0.1:7952")
 	secret := fs.String("cluster-secret", def.Cluster.Secret, "shared `secret` of the cluster bus and media relay (required when clustered); $"+EnvClusterSecret+" sets it too")
@@ -75,6 +80,8 @@ func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 			cfg.Cluster.NodeID = *nodeID
 		case "cluster-listen":
 			cfg.Cluster.Listen = *listen
+		case "cluster-advertise":
+			cfg.Cluster.Advertise = *advertise
 		case "cluster-routes":
 			cfg.Cluster.Routes = []string(routes)
 		case "cluster-secret":
@@ -134,6 +141,13 @@ func (c Config) validateCluster(bad func(format string, args ...any)) {
 			bad("cluster.listen %q: want HOST:PORT, e.g. 127.0.0.1:7952", cl.Listen)
 		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 			bad("cluster.listen %q: port must be a number from 0 to 65535", cl.Listen)
+		}
+	}
+	if cl.Advertise != "" {
+		if cl.Listen == "" {
+			bad("cluster.advertise: only with the embedded bus (cluster.listen)")
+		} else if _, port, err := net.SplitHostPort(cl.Advertise); err != nil || port == "" {
+			bad("cluster.advertise %q: want HOST:PORT, e.g. 203.0.113.7:7952", cl.Advertise)
 		}
 	}
 	for _, r := range cl.Routes {

@@ -11,13 +11,13 @@ import (
 func TestClusterFlags(t *testing.T) {
 	c, err := load([]string{"--node-id", "node-a", "--cluster-listen", "127.0.0.1:7952",
 		"--cluster-routes", "nats://127.0.0.1:7962,nats://127.0.0.1:7972", "--cluster-secret", "0123456789abcdef",
-		"--cluster-relay-addr", "127.0.0.1:7953",
+		"--cluster-relay-addr", "127.0.0.1:7953", "--cluster-advertise", "10.0.0.1:7952",
 		"--cluster-tls-cert", "n.pem", "--cluster-tls-key", "n-key.pem", "--cluster-tls-ca", "ca.pem"}, nil, noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Cluster{NodeID: "node-a", Listen: "127.0.0.1:7952", Routes: []string{"nats://127.0.0.1:7962", "nats://127.0.0.1:7972"},
-		Secret: "0123456789abcdef", RelayAddr: "127.0.0.1:7953", TLSCert: "n.pem", TLSKey: "n-key.pem", TLSCA: "ca.pem"}
+		Secret: "0123456789abcdef", RelayAddr: "127.0.0.1:7953", Advertise: "10.0.0.1:7952", TLSCert: "n.pem", TLSKey: "n-key.pem", TLSCA: "ca.pem"}
 	if !reflect.DeepEqual(c.Cluster, want) || !c.Cluster.Enabled() {
 		t.Errorf("cluster = %+v, want %+v", c.Cluster, want)
 	}
@@ -62,6 +62,8 @@ func TestClusterErrors(t *testing.T) {
 		{[]string{"--node-id", "a.b"}, "cluster.node_id"},
 		{[]string{"--cluster-listen", ":1", "--nats-url", "nats://a:1", "--cluster-secret", "0123456789abcdef"}, "pick one"},
 		{[]string{"--cluster-tls-cert", "c.pem", "--cluster-tls-key", "k.pem"}, "TLS alone"},
+		{[]string{"--nats-url", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-advertise", "10.0.0.1:7952"}, "only with the embedded bus"},
+		{[]string{"--cluster-listen", ":1", "--cluster-routes", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-advertise", "nope"}, "cluster.advertise"},
 		{[]string{"--nats-url", "tls://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-tls-cert", "c.pem"}, "set both"},
 		{[]string{"--cluster-listen", ":1", "--cluster-routes", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-tls-ca", "ca.pem"}, "needs this node's certificate"},
 	} {

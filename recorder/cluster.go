@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"sync"
@@ -32,6 +31,16 @@ type Cluster interface {
 	// Forward runs a recording API request on another node's recorder
 	// (ServeForwarded there).
 	Forward(node string, req ForwardRequest) (ForwardReply, error)
+	// ClaimRecording writes the room's recording claim in the cluster's
+	// shared store by compare-and-set (claim.go): it creates it when rev
+	// is 0, else replaces the claim at revision rev. When another write
+	// got there first, won is false and cur, curRev are the claim now
+	// (curRev 0: none).
+	ClaimRecording(room string, value []byte, rev uint64) (cur []byte, curRev uint64, won bool, err error)
+	// RecordingClaim reads the room's claim (rev 0: none).
+	RecordingClaim(room string) (value []byte, rev uint64, err error)
+	// DropRecordingClaim deletes the room's claim if still at rev.
+	DropRecordingClaim(room string, rev uint64) error
 }
 
 // ForwardRequest is a recording API request sent to another node.
@@ -87,6 +96,9 @@ func (m *Manager) ServeForwarded(req ForwardRequest) ForwardReply {
 	m.cl.mu.Unlock()
 	if mux == nil {
 		return ForwardReply{Status: http.StatusServiceUnavailable}
+	}
+	if req.Method == methodHeld {
+		return m.serveHeld(req.Path)
 	}
 	r, err := http.NewRequest(req.Method, req.Path, bytes.NewReader(req.Body))
 	if err != nil {
@@ -187,15 +199,4 @@ func gather(c Cluster, room string, req ForwardRequest, local []Info) []Info {
 	}
 	sort.SliceStable(local, func(i, j int) bool { return local[i].StartedAt.Before(local[j].StartedAt) })
 	return local
-}
-
-// runningElsewhere is another node's running room recording (started by
-// the API) of the room, if any: the cluster records a room once.
-func runningElsewhere(c Cluster, room string) (Info, bool) {
-	for _, in := range gather(c, room, ForwardRequest{Method: http.MethodGet, Path: "/v1/rooms/" + url.PathEscape(room) + "/recordings"}, nil) {
-		if in.Status == "recording" && in.Kind == "room" && in.TrackID == "" && !in.Auto {
-			return in, true
-		}
-	}
-	return Info{}, false
 }

@@ -3,7 +3,6 @@ package recorder
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -94,13 +93,7 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	room := r.PathValue("room")
-	c := m.peers(r) // cluster.go
-	if c != nil && req.TrackID == "" {
-		if in, ok := runningElsewhere(c, room); ok {
-			httpError(w, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node), &in)
-			return
-		}
-	}
+	c := m.peers(r) // cluster.go; a room recording claims the room cluster-wide (claim.go)
 	var info Info
 	if req.TrackID != "" {
 		info, err = m.StartTrack(room, req.TrackID)

@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -73,6 +72,10 @@ type recording struct {
 	rr       *RoomRecorder
 	auto     bool
 	composed string // guarded by Manager.mu
+	// claimed: the room's cluster-wide recording claim is this
+	// recording's (claim.go); stopped: stopped through the API.
+	claimed, stopped bool
+	released         chan struct{} // closed once reaped and the claim released
 }
 
 // Manager runs the recordings of one node: started by the control API or
@@ -88,7 +91,13 @@ type Manager struct {
 	active map[string]*recording // by recording id, running
 	ended  []*recording          // finished this process, newest last (bounded)
 	noAuto map[string]bool       // room SIDs whose recording was stopped by the API
-	closed bool
+	// pending are the room recordings claiming their room in the cluster
+	// (claim.go), by id: they count as running.
+	pending map[string]Info
+	// releasing are ended recordings whose claim is being released: the
+	// claim still counts as theirs until then.
+	releasing map[string]*recording
+	closed    bool
 
 	cl clusterState // cluster.go
 
@@ -112,7 +121,7 @@ func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("recordings.auto_record pattern %q: %w", p, err)
 		}
 	}
-	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}}
+	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, releasing: map[string]*recording{}}
 	m.composeCtx, m.composeCancel = context.WithCancel(context.Background())
 	if rooms != nil {
 		m.stop = rooms.AddObserver(observer{m})
@@ -130,30 +139,6 @@ func (m *Manager) autoMatch(roomName string) bool {
 		}
 	}
 	return false
-}
-
-// recordingID makes a sortable, unique, file-system-safe folder name.
-func recordingID(roomName, trackID string, now time.Time) string {
-	var b strings.Builder
-	for _, c := range roomName {
-		if c < 128 && (c == '-' || c == '_' || c == '.' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')) {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('_')
-		}
-		if b.Len() >= 64 {
-			break
-		}
-	}
-	name := strings.TrimLeft(b.String(), ".")
-	if name == "" {
-		name = "room"
-	}
-	id := name + "-" + now.UTC().Format("20060102T150405.000Z")
-	if trackID != "" {
-		id += "-" + trackID
-	}
-	return id
 }
 
 // StartRoom starts recording every track of a live room, including tracks
@@ -196,6 +181,7 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 			return Info{}, fmt.Errorf("%w: %q in room %q", ErrTrackNotFound, trackID, roomName)
 		}
 	}
+	c := m.cluster()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -207,32 +193,63 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 			return m.info(r), fmt.Errorf("%w: recording %s", ErrAlreadyRecording, r.rr.ID())
 		}
 	}
-	id := recordingID(roomName, trackID, time.Now())
+	for _, in := range m.pending {
+		if in.Room == roomName && trackID == "" {
+			m.mu.Unlock()
+			return in, fmt.Errorf("%w: recording %s", ErrAlreadyRecording, in.ID)
+		}
+	}
+	node := ""
+	if c != nil {
+		node = c.NodeID()
+	}
+	id := recordingID(roomName, node, trackID, time.Now())
+	claimed := c != nil && trackID == ""
+	if claimed {
+		// One room recording in the cluster (claim.go): claim the room
+		// first, counted as running here meanwhile.
+		m.pending[id] = Info{ID: id, Kind: "room", Room: roomName, Status: "recording", StartedAt: time.Now(), Auto: auto, Node: node, Files: []string{}}
+		m.mu.Unlock()
+		in, err := m.claimRoom(c, roomName, rm.SID(), id, auto)
+		m.mu.Lock()
+		delete(m.pending, id)
+		if err != nil {
+			m.mu.Unlock()
+			return in, err
+		}
+		if m.closed {
+			m.mu.Unlock()
+			go m.releaseClaim(c, roomName, id, false)
+			return Info{}, ErrClosed
+		}
+	}
 	rr, err := NewRoomRecorder(RoomOptions{
 		Dir: filepath.Join(m.cfg.Dir, id), ID: id, Room: roomName, RoomSID: rm.SID(), TrackID: trackID,
 		Logger: m.cfg.Logger, OnEvent: m.onEvent,
 	})
 	if err != nil {
 		m.mu.Unlock()
+		if claimed {
+			m.releaseClaim(c, roomName, id, false)
+		}
 		m.log.Error("cannot start recording", "room", roomName, "err", err)
 		return Info{}, err
 	}
-	rec := &recording{rr: rr, auto: auto}
+	rec := &recording{rr: rr, auto: auto, claimed: claimed, released: make(chan struct{})}
 	m.active[id] = rec
 	m.mu.Unlock()
 	go m.reap(rec)
-	if !auto && trackID == "" {
+	if rec.whole() {
 		// In a cluster the room's tracks on other nodes are imported here
 		// and recorded too (the observer gets them when their media is
-		// there); an auto recording runs on every node with a part of the
-		// room and records only that node's tracks, so none is twice.
+		// there).
 		release := rm.AcquireRemoteMedia()
 		go func() { <-rr.Done(); release() }()
 	}
 	// Listed after registering, so a track published meanwhile is added
 	// by the observer or here (AddTrack ignores repeats).
 	for _, t := range rm.ObservedTracks() {
-		if t.Node == "" || !auto {
+		if t.Node == "" || rec.whole() {
 			_ = rr.AddTrack(t)
 		}
 	}
@@ -247,15 +264,44 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 	return m.info(rec), nil
 }
 
+// whole: the recording records every track of the room, those published
+// on other nodes of a cluster too. On a single node every room recording
+// does; an auto recording without a cluster claim (none is made on a
+// single node) records the node's own tracks.
+func (r *recording) whole() bool {
+	return r.rr.opts.TrackID == "" && (!r.auto || r.claimed)
+}
+
 // reap moves a recording to the ended list when it stops (also when a
-// fault stopped it).
+// fault stopped it), and releases its room's cluster claim.
 func (m *Manager) reap(r *recording) {
 	<-r.rr.Done()
+	c := m.cluster()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if _, ok := m.active[r.rr.ID()]; !ok {
+		m.mu.Unlock()
+		<-r.released // reaped by another caller: wait for it
 		return
 	}
+	release, stopped := r.claimed && c != nil, r.stopped
+	if release {
+		m.releasing[r.rr.ID()] = r
+	}
+	m.reapLocked(r)
+	m.mu.Unlock()
+	if release {
+		// Before Stop returns: a start elsewhere must not see the claim
+		// free (and an API stop not marked) once the stop answered.
+		m.releaseClaim(c, r.rr.Room(), r.rr.ID(), stopped)
+		m.mu.Lock()
+		delete(m.releasing, r.rr.ID())
+		m.mu.Unlock()
+	}
+	close(r.released)
+}
+
+// reapLocked moves r to the ended list; m.mu held.
+func (m *Manager) reapLocked(r *recording) {
 	delete(m.active, r.rr.ID())
 	m.ended = append(m.ended, r)
 	if len(m.ended) > keepEnded {
@@ -318,6 +364,7 @@ func (m *Manager) Stop(id string) (Info, error) {
 	if r != nil && r.rr.opts.TrackID == "" && r.rr.RoomSID() != "" {
 		// stopped on purpose: do not auto-record this room instance again
 		m.noAuto[r.rr.RoomSID()] = true
+		r.stopped = true
 	}
 	m.mu.Unlock()
 	if r == nil {
@@ -438,79 +485,4 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.composeCancel() // running compositions are abandoned (partial output removed)
 	m.composeWG.Wait()
 	return nil
-}
-
-// observer adapts the Manager to room.Observer. It is a
-// room.RemoteObserver: a room recording records the tracks published on
-// other nodes of a cluster too.
-type observer struct{ m *Manager }
-
-func (observer) ObservesRemoteTracks() {}
-
-func (o observer) TrackPublished(t room.PublishedTrack) {
-	m := o.m
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return
-	}
-	var targets []*RoomRecorder
-	roomRecording := m.noAuto[t.RoomSID]
-	for _, r := range m.active {
-		if r.rr.Room() == t.Room && (r.rr.RoomSID() == "" || r.rr.RoomSID() == t.RoomSID) {
-			if r.rr.opts.TrackID == "" {
-				roomRecording = true
-				if t.Node == "" || !r.auto { // another node's track: see start
-					targets = append(targets, r.rr)
-				}
-			}
-		}
-	}
-	m.mu.Unlock()
-	for _, rr := range targets {
-		_ = rr.AddTrack(t)
-	}
-	if !roomRecording && t.Node == "" && m.autoMatch(t.Room) {
-		// Off the room's goroutine (start does file I/O); start() adds
-		// every track published so far, this one included.
-		go func() {
-			if _, err := m.start(t.Room, "", true, m.cfg.AutoMix); err != nil && !errors.Is(err, ErrAlreadyRecording) {
-				m.log.Error("auto-record", "room", t.Room, "err", err)
-			}
-		}()
-	}
-}
-
-func (o observer) TrackUnpublished(t room.PublishedTrack) {
-	m := o.m
-	m.mu.Lock()
-	var targets []*RoomRecorder
-	for _, r := range m.active {
-		if r.rr.Room() == t.Room {
-			targets = append(targets, r.rr)
-		}
-	}
-	m.mu.Unlock()
-	for _, rr := range targets {
-		rr.RemoveTrack(t.Track.ID)
-	}
-}
-
-func (o observer) RoomClosed(roomName, sid string) {
-	m := o.m
-	m.mu.Lock()
-	delete(m.noAuto, sid)
-	var targets []*recording
-	for _, r := range m.active {
-		if r.rr.Room() == roomName && (r.rr.RoomSID() == "" || r.rr.RoomSID() == sid) {
-			targets = append(targets, r)
-		}
-	}
-	m.mu.Unlock()
-	for _, r := range targets {
-		go func() {
-			r.rr.Stop()
-			m.reap(r)
-		}()
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -158,4 +159,39 @@ func trackTiming(res TrackResult, offset time.Duration, haveOffset bool, start t
 // senderOffset is the smallest arrival − NTP over a track's sender reports.
 func senderOffset(res TrackResult) (time.Duration, bool) {
 	return res.SenderOffset, res.HaveSenderOffset
+}
+
+// recordingID makes a sortable, unique, file-system-safe folder name:
+// <room>-<UTC time>[-<node>][-<track>]. In a cluster the node id keeps two
+// nodes' recordings of a room started in the same millisecond apart.
+func recordingID(roomName, node, trackID string, now time.Time) string {
+	name := safeName(roomName)
+	if name == "" {
+		name = "room"
+	}
+	id := name + "-" + now.UTC().Format("20060102T150405.000Z")
+	if node = safeName(node); node != "" {
+		id += "-" + node
+	}
+	if trackID != "" {
+		id += "-" + trackID
+	}
+	return id
+}
+
+// safeName keeps the file-system-safe characters of s (others become _),
+// at most 64 bytes, no leading dot.
+func safeName(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if c < 128 && (c == '-' || c == '_' || c == '.' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')) {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	return strings.TrimLeft(b.String(), ".")
 }

@@ -62,11 +62,30 @@ func (r *Room) IsActiveSpeaker(participantID string) bool {
 }
 
 // tickLevel is a participant's level in one tick and the audio packets
-// it was averaged over (0: silence for the whole tick).
+// it was averaged over (0: silence for the whole tick, or late).
 type tickLevel struct {
 	db      float64
 	packets uint32
+	late    bool // no packet in this tick, but one within speakersLate: a burst to come, not silence
 }
+
+// louder reports whether l says more about the participant than o: a level
+// over o's, packets over none, late over silent.
+func (l tickLevel) louder(o tickLevel) bool {
+	if (l.packets > 0) != (o.packets > 0) {
+		return l.packets > 0
+	}
+	if l.packets == 0 {
+		return l.late && !o.late
+	}
+	return l.db < o.db
+}
+
+// speakersLate: a live audio track with no packet in a tick but one this
+// recently is read in bursts (a busy machine), not silent: the tick is not
+// taken for silence (sfu.SpeakerDetector.Hold). Shorter than Opus DTX's
+// 400 ms, so a sender in discontinuous transmission still reads as quiet.
+const speakersLate = 300 * time.Millisecond
 
 type levelSource struct {
 	owner string
@@ -106,13 +125,20 @@ func (r *Room) runSpeakers() {
 
 		now := time.Now()
 		loudest := make(map[string]tickLevel, len(srcs))
+		nowNanos := clock.Nanos()
 		for _, s := range srcs {
 			db, n := s.recv.TakeAudioLevel()
-			if s.muted || n == 0 {
-				db, n = sfu.SpeakerSilenceDB, 0
+			l := tickLevel{db: db, packets: n}
+			switch {
+			case s.muted:
+				l = tickLevel{db: sfu.SpeakerSilenceDB}
+			case n == 0 && nowNanos-s.recv.PacketTime() < int64(speakersLate):
+				l = tickLevel{db: sfu.SpeakerSilenceDB, late: true}
+			case n == 0:
+				l = tickLevel{db: sfu.SpeakerSilenceDB}
 			}
-			if old, ok := loudest[s.owner]; !ok || db < old.db {
-				loudest[s.owner] = tickLevel{db, n}
+			if old, ok := loudest[s.owner]; !ok || l.louder(old) {
+				loudest[s.owner] = l
 			}
 		}
 		for id := range known {
@@ -123,9 +149,12 @@ func (r *Room) runSpeakers() {
 		}
 		for id, l := range loudest {
 			known[id] = true
-			if l.packets == 0 {
-				det.Observe(id, l.db, clock.Nanos()) // silent, muted or gone quiet: a whole tick of silence
-			} else {
+			switch {
+			case l.late:
+				det.Hold(id)
+			case l.packets == 0:
+				det.Observe(id, l.db, clock.Nanos()) // muted or gone quiet: a whole tick of silence
+			default:
 				det.ObserveAudio(id, l.db, l.packets, clock.Nanos())
 			}
 		}

@@ -17,7 +17,7 @@ func (s *Server) setupCluster() error {
 	}
 	n, err := cluster.Start(cluster.Options{
 		BusOptions: cluster.BusOptions{
-			NodeID: c.NodeID, Listen: c.Listen, Routes: c.Routes, Secret: c.Secret,
+			NodeID: c.NodeID, Listen: c.Listen, Advertise: c.Advertise, Routes: c.Routes, Secret: c.Secret,
 			NATSURL: c.NATSURL, StoreDir: c.StoreDir, Logger: s.log,
 			TLS: cluster.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA},
 		},

@@ -19,6 +19,7 @@ func (s *Server) clusterRecordings() error {
 		return err
 	}
 	s.recorder.SetCluster(recorderCluster{s.cluster})
+	s.cluster.OnNodeGone(s.recorder.NodeGone) // take a dead node's auto recordings over
 	return nil
 }
 
@@ -32,4 +33,16 @@ func (c recorderCluster) OtherNodes() []string           { return c.n.OtherNodes
 func (c recorderCluster) Forward(node string, req recorder.ForwardRequest) (recorder.ForwardReply, error) {
 	rep, err := c.n.ForwardRecording(node, cluster.RecordingRequest(req))
 	return recorder.ForwardReply(rep), err
+}
+
+func (c recorderCluster) ClaimRecording(room string, value []byte, rev uint64) ([]byte, uint64, bool, error) {
+	return c.n.ClaimRecording(room, value, rev)
+}
+
+func (c recorderCluster) RecordingClaim(room string) ([]byte, uint64, error) {
+	return c.n.RecordingClaim(room)
+}
+
+func (c recorderCluster) DropRecordingClaim(room string, rev uint64) error {
+	return c.n.DropRecordingClaim(room, rev)
 }

@@ -113,6 +113,15 @@ func (d *SpeakerDetector) observe(id string, db, alpha float64, now int64) {
 	}
 }
 
+// Hold counts a participant as observed in this tick without a level: its
+// packets are late, not missing (see the room's speakers loop), so the tick
+// is not taken for silence.
+func (d *SpeakerDetector) Hold(id string) {
+	if s := d.peers[id]; s != nil {
+		s.ticked = true
+	}
+}
+
 // Forget drops a participant (left, or no longer publishing audio).
 func (d *SpeakerDetector) Forget(id string) { delete(d.peers, id) }
 

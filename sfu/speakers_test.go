@@ -226,3 +226,27 @@ func TestSpeakerClickInBursts(t *testing.T) {
 		t.Fatal("200 ms of speech read in bursts did not make a speaker")
 	}
 }
+
+// A tick held (the speaker's packets are late) keeps its level: it is not
+// a tick of silence.
+func TestSpeakerHold(t *testing.T) {
+	d := NewSpeakerDetector()
+	now := int64(0)
+	for i := 0; i < 20; i++ {
+		now += int64(SpeakerTick)
+		d.ObserveAudio("a", 20, 5, now)
+		d.Tick(now)
+	}
+	before := d.Tick(now)
+	for i := 0; i < 3; i++ {
+		now += int64(SpeakerTick)
+		d.Hold("a")
+		if got := d.Tick(now); len(got) != 1 || got[0].Level != before[0].Level {
+			t.Fatalf("held tick %d: %v, want %v", i, got, before)
+		}
+	}
+	now += int64(SpeakerTick)
+	if got := d.Tick(now); len(got) != 1 || got[0].Level >= before[0].Level {
+		t.Fatalf("a tick neither observed nor held is silence: %v after %v", got, before)
+	}
+}

@@ -192,10 +192,20 @@ class Participant:
             t = self.pub.emit("get-transceiver", i)
             if t is not None:
                 t.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
-        reply = promise(lambda p: self.pub.emit("create-offer", None, p))
-        offer = reply.get_value("offer")
-        if offer is None:
-            raise RuntimeError("webrtcbin cannot offer: %s" % reply.to_string())
+        # webrtcbin writes a section's a=ssrc (msid) lines only once its
+        # source has caps: on a busy machine the video's come late, and an
+        # offer made before announced the audio alone. Offer when both are in.
+        deadline = time.time() + 20
+        while True:
+            reply = promise(lambda p: self.pub.emit("create-offer", None, p))
+            offer = reply.get_value("offer")
+            if offer is None:
+                raise RuntimeError("webrtcbin cannot offer: %s" % reply.to_string())
+            text = offer.sdp.as_text()
+            sections = text.split("\nm=")[1:]
+            if all(re.search(r"^a=ssrc:\d+ msid:", m, re.M) for m in sections) or time.time() > deadline:
+                break
+            time.sleep(0.05)
         promise(lambda p: self.pub.emit("set-local-description", offer, p))
         if self.args.no_trickle:
             deadline = time.time() + 10
