@@ -51,6 +51,7 @@ type DownTrack struct {
 	tsIn       uint32         // input and output timestamps of the last forwarded packet:
 	tsOut      uint32         // their difference is the current rewriting offset
 	haveTS     bool
+	tsLayer    int8    // the layer tsIn belongs to
 	sr         srState // the publisher's sender reports (rtcp.go)
 	red        redMode // RED audio: forwarded as is, with its block type rewritten, or unwrapped (red.go)
 	redPT      uint8
@@ -220,6 +221,11 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		}
 		d.current = layer
 		d.munger.Switch()
+		if d.haveTS {
+			if ts, ok := d.sr.alignTS(d.tsLayer, layer, in.Timestamp, d.tsIn, d.tsOut, d.codec.ClockRate); ok {
+				d.munger.HintNextTS(ts)
+			}
+		}
 		d.vp8.Switch()
 		d.vp9.Switch()
 	}
@@ -228,7 +234,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		d.mu.Unlock()
 		return nil
 	}
-	d.tsIn, d.tsOut, d.haveTS = in.Timestamp, ts, true // the current ts rewriting, for sender reports
+	d.tsIn, d.tsOut, d.haveTS, d.tsLayer = in.Timestamp, ts, true, layer // the current ts rewriting, for sender reports
 	if d.red != redNone {
 		var ok bool
 		if payload, ok = d.redPayload(payload); !ok {

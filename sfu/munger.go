@@ -70,6 +70,12 @@ type Munger struct {
 	lastTS  uint64 // highest extended output ts
 	lastNow int64  // now of the last forwarded packet
 
+	// hintTS, when hinted, is the output timestamp the next mapping's
+	// first packet should get: its capture time on the output timeline,
+	// from the publisher's sender reports (HintNextTS).
+	hintTS uint32
+	hinted bool
+
 	// Current mapping.
 	startIn  uint64 // extended input seq of the mapping's first packet
 	startOut uint64
@@ -96,7 +102,21 @@ func NewMunger(clockRate uint32, firstSeq uint16, firstTS uint32) *Munger {
 // Until that packet arrives the previous mapping stays current for Translate and Lookup.
 func (m *Munger) Switch() {
 	m.pending = true
+	m.hinted = false
 	m.undo.valid = false
+}
+
+// HintNextTS gives the output timestamp that puts the next mapping's first
+// packet at its capture time on the output timeline (after Switch). Without
+// it a new mapping continues from the previous one by the time that passed
+// between the two packets' *arrivals*, so any difference in the two
+// layers' delays to the SFU (a stalled reader, a queue) shifts the stream
+// against its sender reports and against the other tracks: lip sync drifts
+// by that much until the next report. The hint is taken only if it lies
+// within half a second of the arrival-based value, and never before the
+// last output timestamp.
+func (m *Munger) HintNextTS(ts uint32) {
+	m.hintTS, m.hinted = ts, true
 }
 
 // Last returns the highest output seq and ts and whether anything was forwarded yet.
@@ -213,9 +233,17 @@ func (m *Munger) startMapping(seq uint16, ts uint32, now int64) {
 	} else {
 		out = m.lastOut + 1
 		oTS = m.lastTS + tsAdvance(now-m.lastNow, m.clockRate)
+		if m.hinted {
+			// Never back to or behind the last output (the old layer may
+			// have sent this very capture instant already).
+			h := max(m.lastTS+uint64(int64(int32(m.hintTS-uint32(m.lastTS)))), m.lastTS+1)
+			if d := int64(h - oTS); d < int64(m.clockRate/2) && d > -int64(m.clockRate/2) {
+				oTS = h
+			}
+		}
 		m.clearSent(m.lastOut, out)
 	}
-	m.started, m.pending = true, false
+	m.started, m.pending, m.hinted = true, false, false
 	m.startIn, m.startOut = in, out
 	m.floorIn, m.hiIn, m.hiFwdIn = in, in, in
 	m.off, m.baseOff = in-out, in-out

@@ -102,6 +102,29 @@ func (s *srState) inputRTPAt(layer int8, now int64, clockRate uint32, offset int
 	return l.rtp + uint32(ticks), true
 }
 
+// alignTS is the output timestamp for a packet of layer to (input
+// timestamp ts) that keeps the output timeline on capture time across a
+// switch from layer from, whose last packet (input lastIn) went out as
+// lastOut: ts's capture time from to's report, as from's input timestamp
+// through from's report, plus from's rewriting offset. ok=false without a
+// report for both layers.
+func (s *srState) alignTS(from, to int8, ts, lastIn, lastOut uint32, clockRate uint32) (uint32, bool) {
+	if from < 0 || from >= MaxLayers || to < 0 || to >= MaxLayers || clockRate == 0 {
+		return 0, false
+	}
+	s.mu.Lock()
+	a, b := s.layers[from], s.layers[to]
+	s.mu.Unlock()
+	if !a.valid || !b.valid {
+		return 0, false
+	}
+	// capture time of ts (publisher NTP nanos), then as from's RTP time
+	capture := b.ntp + int64(int32(ts-b.rtp))*1e9/int64(clockRate)
+	elapsed := capture - a.ntp
+	ticks := elapsed/1e9*int64(clockRate) + elapsed%1e9*int64(clockRate)/1e9
+	return a.rtp + uint32(ticks) + (lastOut - lastIn), true
+}
+
 // senderReportRTP is the output RTP timestamp that corresponds to now
 // (unix nanos) for this down track, from its publisher's reports; ok=false
 // until it has forwarded something of a layer that has a report.

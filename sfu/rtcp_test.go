@@ -36,6 +36,7 @@ type srSim struct {
 	lastSR  int64
 	written map[uint16]int64 // output seq -> capture time (SFU clock) of the frame
 	wroteAt map[uint16]int64 // output seq -> when it was written (its arrival)
+	lateOne int              // layer+1 whose first frame alone gets run's extra delay; 0 = every layer
 
 	// The same publisher's audio: its own receiver and down track, the
 	// same clock.
@@ -101,7 +102,7 @@ func (s *srSim) run(d time.Duration, key bool, jitter, firstExtra int64) {
 		capture := s.now
 		for layer := 0; layer < 2; layer++ {
 			delay := srMinDelay + s.rng.Int64N(jitter+1)
-			if first {
+			if first && (s.lateOne == 0 || s.lateOne == layer+1) {
 				delay += firstExtra
 			}
 			s.r.now.Store(capture + delay)
@@ -275,5 +276,44 @@ func TestSenderReportInterceptor(t *testing.T) {
 	}
 	if err := sr.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLayerSwitchKeepsCaptureTimeline: the keyframe of the layer switched
+// to arrives 150 ms later than the old layer's frames (a stalled reader, a
+// queue). The new layer's packets still sit on the output timeline at
+// their capture time, so the sender report a receiver holds from before
+// the switch maps them right: the switch takes its timestamp offset from
+// the publisher's reports of both layers, not from arrival times (which
+// put the whole new layer 150 ms late against audio until the next report).
+func TestLayerSwitchKeepsCaptureTimeline(t *testing.T) {
+	s := newSRSim(t)
+	const jitter = int64(5 * time.Millisecond)
+	s.run(2500*time.Millisecond, true, jitter, 0)
+	srAt := s.now // the last report before the switch
+	srRTP, ok := s.d.senderReportRTP(srAt)
+	if !ok {
+		t.Fatal("no sender report mapping")
+	}
+	before := len(s.w.hdrs)
+	s.lateOne = 2
+	s.d.SetTarget(1)
+	s.run(600*time.Millisecond, true, jitter, int64(150*time.Millisecond))
+	if s.d.Current() != 1 {
+		t.Fatal("did not switch to layer 1")
+	}
+	worst, n := 0.0, 0
+	for _, h := range s.w.hdrs[before:] {
+		capture, ok := s.written[h.SequenceNumber]
+		if !ok {
+			continue
+		}
+		at := srAt + int64(int32(h.Timestamp-srRTP))*1e9/90000 - srMinDelay
+		worst = max(worst, math.Abs(float64(at-capture))/1e6)
+		n++
+	}
+	t.Logf("%d packets after the switch: up to %.2f ms off their capture time through the report from before it", n, worst)
+	if n < 10 || worst > float64(jitter)/1e6+1 {
+		t.Errorf("%d packets, up to %.2f ms off their capture time, want within the %v jitter", n, worst, time.Duration(jitter))
 	}
 }
