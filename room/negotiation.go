@@ -25,23 +25,26 @@ type subscriberLoop struct {
 	once  sync.Once
 
 	// Owned by the loop goroutine.
-	started  bool
-	dirty    bool // a change awaits an offer
-	dirtyAt  time.Time
-	delayed  bool // a wake-up for a delayed offer is armed
-	inFlight bool // an offer awaits its answer
-	gen      int  // counts offers, to match timeouts to them
-	timer    *time.Timer
-	down     map[string]*sfu.DownTrack
-	prefs    map[string]protocol.SetSubscriptionParams     // per track, kept across resubscribes
-	sent     map[string]protocol.SubscriptionUpdatedParams // last subscriptionUpdated per track
-	tracks   map[string]*Track                             // subscribed tracks, by id
-	alloc    allocState
-	rs       loopResume // see resume.go
-	mix      loopMix    // see mix.go
-	subsMu   sync.Mutex
-	subsSeen map[string]bool         // track ids subscribed, readable from other goroutines
-	subsDown map[string]subscription // their down tracks, for stats; under subsMu
+	started bool
+	dirty   bool // a change awaits an offer
+	dirtyAt time.Time
+	delayed bool // a wake-up for a delayed offer is armed
+	// First answer applied, and a wake-up for holdUntilConnected armed.
+	answeredAt time.Time
+	connWait   bool
+	inFlight   bool // an offer awaits its answer
+	gen        int  // counts offers, to match timeouts to them
+	timer      *time.Timer
+	down       map[string]*sfu.DownTrack
+	prefs      map[string]protocol.SetSubscriptionParams     // per track, kept across resubscribes
+	sent       map[string]protocol.SubscriptionUpdatedParams // last subscriptionUpdated per track
+	tracks     map[string]*Track                             // subscribed tracks, by id
+	alloc      allocState
+	rs         loopResume // see resume.go
+	mix        loopMix    // see mix.go
+	subsMu     sync.Mutex
+	subsSeen   map[string]bool         // track ids subscribed, readable from other goroutines
+	subsDown   map[string]subscription // their down tracks, for stats; under subsMu
 }
 
 func (l *subscriberLoop) init(p *Participant) {
@@ -57,6 +60,7 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.subsDown = map[string]subscription{}
 	go l.run()
 	l.p.sub.OnEstimateChanged(func() { l.post(l.allocate) })
+	l.p.sub.OnConnected(func() { l.post(func() {}) }) // a held offer goes out (offerDue)
 	go l.tickAllocations()
 }
 
@@ -104,10 +108,38 @@ func (l *subscriberLoop) run() {
 				f()
 			}
 		}
-		if l.offerDue() {
+		if l.offerDue() && !l.holdUntilConnected() {
 			l.offerSoon()
 		}
 	}
+}
+
+// connectGrace is how long a change waits for the subscriber connection's
+// first DTLS handshake after its first answer (holdUntilConnected).
+const connectGrace = 3 * time.Second
+
+// holdUntilConnected: the first offer was answered but the connection has
+// never come up yet; further offers wait for it (at most connectGrace from
+// that answer). A client may not cope with a re-offer that adds media
+// while it is still connecting: aiortc 1.4 then registers the new
+// receivers on a transport its BUNDLE handling discards, and decodes
+// nothing from those tracks for the whole call, though the server sends
+// them (issue 14: in a cluster the relayed tracks of a fresh room are
+// ready within that window). Browsers do not need it, and lose nothing:
+// media written before DTLS is up goes nowhere anyway.
+func (l *subscriberLoop) holdUntilConnected() bool {
+	if l.rs.restart || l.answeredAt.IsZero() || l.p.sub.EverConnected() {
+		return false
+	}
+	wait := time.Until(l.answeredAt.Add(connectGrace))
+	if wait <= 0 {
+		return false
+	}
+	if !l.connWait {
+		l.connWait = true
+		time.AfterFunc(wait, func() { l.post(func() { l.connWait = false }) })
+	}
+	return true
 }
 
 // offerDelay lets changes that come a few ms apart, such as a publisher's
@@ -173,6 +205,9 @@ func (l *subscriberLoop) answer(sdp string) error {
 	}
 	l.inFlight = false
 	l.timer.Stop()
+	if l.answeredAt.IsZero() {
+		l.answeredAt = time.Now()
+	}
 	return nil
 }
 

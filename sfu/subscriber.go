@@ -30,7 +30,9 @@ type Subscriber struct {
 	stopped   bool
 	stopProbe chan struct{}
 	probeWG   sync.WaitGroup
-	downSince int64 // watchdog.go: since when connected with the flag down (ns); the loop's goroutine only
+	downSince int64                  // watchdog.go: since when connected with the flag down (ns); the loop's goroutine only
+	everUp    atomic.Bool            // DTLS came up at least once
+	upHook    atomic.Pointer[func()] // OnConnected
 }
 
 // NewSubscriber makes a subscriber connection with its `data` channel.
@@ -48,12 +50,26 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 		peer: peer{pc: pc}, dc: dc, tracks: map[string]*webrtc.RTPSender{}, down: map[string]*DownTrack{},
 		bw: bw, stopProbe: make(chan struct{}), fallback: newFallbackEstimator(e.initialBitrate),
 	}
-	s.onConnect = s.resumeAll
+	s.onConnect = func() {
+		s.everUp.Store(true)
+		s.resumeAll()
+		if f := s.upHook.Load(); f != nil {
+			(*f)()
+		}
+	}
 	dc.OnOpen(s.data.opened(dc))
 	dc.OnClose(s.data.closed)
 	s.watchState()
 	return s, nil
 }
+
+// EverConnected reports whether the connection has been up (DTLS) at least
+// once.
+func (s *Subscriber) EverConnected() bool { return s.everUp.Load() }
+
+// OnConnected sets f to run on each transition to connected (after the
+// down tracks are told). f must not block.
+func (s *Subscriber) OnConnected(f func()) { s.upHook.Store(&f) }
 
 // resumeAll restarts every down track at a keyframe once DTLS is up: what
 // was written before went nowhere.

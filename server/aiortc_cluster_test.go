@@ -1,0 +1,132 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+)
+
+// Issue 14: two aiortc participants on the two nodes of a fresh cluster,
+// in its first room, each get the other's audio and video. The tracks of
+// the participant on the other node are imported within a few ms, so the
+// subscriber offer that adds them used to reach aiortc while its first
+// DTLS handshake was still going on; aiortc 1.4 then attached the new
+// receivers to a transport its BUNDLE handling discards and decoded none
+// of their packets for the whole call (the server sent them all). The
+// subscriber loop now holds such a re-offer until the connection is up.
+// A fresh cluster each round: the failure showed in the first room.
+func TestAiortcClusterFirstRoom(t *testing.T) {
+	requireAiortc(t)
+	for round := 1; round <= 2; round++ {
+		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
+			n1, n2 := startPair(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			args := []string{"--seconds", "45", "--want-video", "30", "--want-audio", "50"}
+			b, err := startAiortc(ctx, append([]string{n2.SignalingURL(), "first", "--name", "B"}, args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.release()
+			select {
+			case <-b.joined:
+			case <-b.done:
+				t.Fatalf("B never joined (%v):\n%s", b.err, b.out)
+			}
+			a, err := startAiortc(ctx, append([]string{n1.SignalingURL(), "first", "--name", "A"}, args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.release()
+			// Both stay (--until-eof) until both have decoded the other's
+			// media: neither leaves and ends the other's wait early.
+			for _, p := range []struct {
+				name string
+				peer *aiortcPeer
+			}{{"A (node 1)", a}, {"B (node 2)", b}} {
+				select {
+				case <-p.peer.met:
+				case <-p.peer.done:
+					t.Fatalf("%s ended before it decoded 30 video and 50 audio frames from the other node (%v):\n%s",
+						p.name, p.peer.err, p.peer.out)
+				}
+			}
+		})
+	}
+}
+
+// startPair starts two routed nodes on loopback (in parallel: the bus
+// needs both before either is ready).
+func startPair(t *testing.T) (*server.Server, *server.Server) {
+	t.Helper()
+	routes := make([]int, 2)
+	for i := range routes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+	}
+	var w io.Writer = io.Discard
+	if os.Getenv("STARLING_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	type result struct {
+		i   int
+		srv *server.Server
+		err error
+	}
+	res := make(chan result, 2)
+	for i := 0; i < 2; i++ {
+		cfg := config.Default()
+		cfg.HTTP.Address = "127.0.0.1:0"
+		cfg.RTC.BindIP = "127.0.0.1"
+		cfg.RTC.UDPPort = 0
+		cfg.RTC.TCPPort = 0
+		cfg.Room.ResumeWindow = config.Duration(time.Second)
+		cfg.Cluster.NodeID = fmt.Sprintf("n%d", i+1)
+		cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", routes[i])
+		cfg.Cluster.Routes = []string{fmt.Sprintf("nats://127.0.0.1:%d", routes[1-i])}
+		cfg.Cluster.Secret = "aiortc-cluster-secret-0123456789"
+		log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", i+1)
+		go func(i int) {
+			srv, err := server.New(cfg, log)
+			res <- result{i, srv, err}
+		}(i)
+	}
+	srvs := make([]*server.Server, 2)
+	var firstErr error
+	for range srvs {
+		r := <-res
+		srvs[r.i] = r.srv
+		if r.err != nil && firstErr == nil {
+			firstErr = r.err
+		}
+	}
+	for _, srv := range srvs {
+		if srv == nil {
+			continue
+		}
+		if firstErr == nil {
+			srv.Serve()
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		})
+	}
+	if firstErr != nil {
+		t.Fatalf("starting two nodes: %v", firstErr)
+	}
+	return srvs[0], srvs[1]
+}
