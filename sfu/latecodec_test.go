@@ -1,8 +1,10 @@
 package sfu
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/pion/rtcp"
@@ -15,8 +17,9 @@ var h264Codec = webrtc.RTPCodecParameters{
 	PayloadType: 102,
 }
 
-// lateCodecPeers is a subscriber connection and a pion client answering it.
-func lateCodecPeers(t *testing.T) (*Subscriber, *webrtc.PeerConnection) {
+// lateCodecPeers is a subscriber connection and a pion client answering
+// it; vp8Only makes a client that decodes VP8 (and Opus) alone.
+func lateCodecPeers(t *testing.T, vp8Only bool) (*Subscriber, *webrtc.PeerConnection) {
 	t.Helper()
 	e, err := NewEngine(EngineConfig{BindIP: "127.0.0.1", TCPPort: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -29,7 +32,16 @@ func lateCodecPeers(t *testing.T) (*Subscriber, *webrtc.PeerConnection) {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	if vp8Only {
+		for _, c := range []struct {
+			p webrtc.RTPCodecParameters
+			k webrtc.RTPCodecType
+		}{{vp8Codec, webrtc.RTPCodecTypeVideo}, {opusCodec, webrtc.RTPCodecTypeAudio}} {
+			if err := m.RegisterCodec(c.p, c.k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	} else if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
 	client, err := webrtc.NewAPI(webrtc.WithMediaEngine(m)).NewPeerConnection(webrtc.Configuration{})
@@ -69,13 +81,45 @@ func answerOffer(t *testing.T, s *Subscriber, client *webrtc.PeerConnection, sdp
 }
 
 // A subscriber that negotiated VP8 first, then is offered an H.264 track
-// (an H.264 camera joins VP8 ones): pion offers the connection only its
-// first negotiated video codecs, so the H.264 m-section is answered in VP8.
-// The answer must still apply (it failed: the subscriber's offer stayed
-// unanswered and the server ended it at the negotiation timeout, taking its
-// other tracks along); the H.264 subscription forwards nothing.
+// (an H.264 camera, or OBS over WHIP, joins VP8 browsers): pion fixes a
+// connection's video codecs from its first answer's first video section,
+// so that section offers every codec and a client that decodes H.264 gets
+// the H.264 track.
+func TestLateCodecNegotiated(t *testing.T) {
+	s, client := lateCodecPeers(t, false)
+	vp8 := lateCodecTrack(t, s, "TR_vp8", vp8Codec)
+	sdp, err := s.CreateOffer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := answerOffer(t, s, client, sdp); err != nil {
+		t.Fatalf("first answer: %v", err)
+	}
+	h264 := lateCodecTrack(t, s, "TR_h264", h264Codec)
+	if sdp, err = s.CreateOffer(); err != nil {
+		t.Fatalf("offer with the H.264 track: %v", err)
+	}
+	if err := answerOffer(t, s, client, sdp); err != nil {
+		t.Fatalf("the answer with the H.264 track was refused: %v", err)
+	}
+	if h264.Unsupported() || vp8.Unsupported() {
+		t.Fatalf("unsupported: H.264 %v, VP8 %v; want both sent", h264.Unsupported(), vp8.Unsupported())
+	}
+	h264.mu.Lock()
+	pt := h264.pt
+	h264.mu.Unlock()
+	if !strings.Contains(sdp, fmt.Sprintf("a=rtpmap:%d H264/90000", pt)) {
+		t.Fatalf("the H.264 track is sent with payload type %d, not an H.264 one of the offer", pt)
+	}
+}
+
+// The same with a client that decodes VP8 alone: the H.264 m-section can
+// only be answered in VP8. The answer must still apply (it failed: the
+// subscriber's offer stayed unanswered and the server ended it at the
+// negotiation timeout, taking its other tracks along); the H.264
+// subscription forwards nothing.
 func TestLateCodecAnswerApplies(t *testing.T) {
-	s, client := lateCodecPeers(t)
+	s, client := lateCodecPeers(t, true)
 	vp8 := lateCodecTrack(t, s, "TR_vp8", vp8Codec)
 	sdp, err := s.CreateOffer()
 	if err != nil {
@@ -111,7 +155,7 @@ func TestLateCodecAnswerApplies(t *testing.T) {
 // (pion refused it, "RTPSender created with no codecs", and so every later
 // offer: the subscriber never got another change).
 func TestLateCodecOfferInFlight(t *testing.T) {
-	s, client := lateCodecPeers(t)
+	s, client := lateCodecPeers(t, true)
 	lateCodecTrack(t, s, "TR_vp8", vp8Codec)
 	first, err := s.CreateOffer()
 	if err != nil {

@@ -17,6 +17,9 @@ type Subscriber struct {
 	dc     *webrtc.DataChannel
 	data   dataOut                      // messages held until dc opens (dataqueue.go)
 	tracks map[string]*webrtc.RTPSender // by track id; guarded by the owner's goroutine
+	// videoAll: the first video transceiver offers every video codec (see
+	// AddDownTrack); guarded like tracks.
+	videoAll bool
 	dmu    sync.Mutex
 	down   map[string]*DownTrack // by track id, for transport events
 	slots  []*slot               // answering connections only (answer.go)
@@ -95,7 +98,18 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	if err != nil {
 		return err
 	}
-	if prefs := offerCodecs(t.Sender().GetParameters().Codecs, d.codec); len(prefs) > 0 {
+	all := t.Sender().GetParameters().Codecs
+	if prefs := offerCodecs(all, d.codec); len(prefs) > 0 {
+		// pion fixes a connection's video codecs for good from the first
+		// video section of the first answer. If that section offered only
+		// its track's codec, a later track in another codec (an H.264
+		// camera or OBS beside VP8 browsers) could never be sent to this
+		// subscriber. So the first video section offers every codec, its
+		// own first; the others offer only theirs (small offers).
+		if d.video && !s.videoAll {
+			s.videoAll = true
+			prefs = withOtherCodecs(prefs, all)
+		}
 		_ = t.SetCodecPreferences(prefs) // best effort: pion offers everything otherwise
 	}
 	s.tracks[d.ID()] = t.Sender()
@@ -190,6 +204,21 @@ func (s *Subscriber) SendData(msg []byte) error { return s.data.send(s.dc, msg) 
 // picks), for audio Opus and RED too (RED is unwrapped or rewritten, see
 // red.go), and their RTX. pion would offer every registered codec in each
 // section; SDP is most of the signaling bytes of a call.
+// withOtherCodecs appends to prefs every codec of all it lacks, in all's
+// order.
+func withOtherCodecs(prefs, all []webrtc.RTPCodecParameters) []webrtc.RTPCodecParameters {
+	have := make(map[webrtc.PayloadType]bool, len(prefs))
+	for _, c := range prefs {
+		have[c.PayloadType] = true
+	}
+	for _, c := range all {
+		if !have[c.PayloadType] {
+			prefs = append(prefs, c)
+		}
+	}
+	return prefs
+}
+
 func offerCodecs(all []webrtc.RTPCodecParameters, source webrtc.RTPCodecParameters) []webrtc.RTPCodecParameters {
 	audio := strings.HasPrefix(strings.ToLower(source.MimeType), "audio/")
 	kept := map[webrtc.PayloadType]bool{}
