@@ -98,6 +98,18 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	if err != nil {
 		return err
 	}
+	// A Close racing this call may have stopped the connection's
+	// transceivers just before ours was added: nothing would ever stop it,
+	// and the RTCP reader below would wait on it forever (a leak goleak
+	// found). Close marks the peer closed before closing pion's
+	// connection, so checking after the add catches every such order.
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		_ = t.Stop()
+		return webrtc.ErrConnectionClosed
+	}
 	all := t.Sender().GetParameters().Codecs
 	if prefs := offerCodecs(all, d.codec); len(prefs) > 0 {
 		// pion fixes a connection's video codecs for good from the first
