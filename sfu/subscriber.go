@@ -20,9 +20,9 @@ type Subscriber struct {
 	// videoAll: the first video transceiver offers every video codec (see
 	// AddDownTrack); guarded like tracks.
 	videoAll bool
-	dmu    sync.Mutex
-	down   map[string]*DownTrack // by track id, for transport events
-	slots  []*slot               // answering connections only (answer.go)
+	dmu      sync.Mutex
+	down     map[string]*DownTrack // by track id, for transport events
+	slots    []*slot               // answering connections only (answer.go)
 
 	bw        *bweInterceptor    // congestion control (bwe.go); nil when it is off
 	fallback  *fallbackEstimator // REMB / receiver-report loss, when TWCC is not negotiated
