@@ -45,20 +45,7 @@ func (l *subscriptionLog) record(method string, params any) {
 		if !ok {
 			l.order = append(l.order, s.TrackID)
 		}
-		// nil fields keep their previous values, as on the server
-		if s.Paused == nil {
-			s.Paused = old.Paused
-		}
-		if s.MaxWidth == nil {
-			s.MaxWidth = old.MaxWidth
-		}
-		if s.MaxHeight == nil {
-			s.MaxHeight = old.MaxHeight
-		}
-		if s.Quality == nil {
-			s.Quality = old.Quality
-		}
-		l.settings[s.TrackID] = s
+		l.settings[s.TrackID] = s.Over(old) // nil fields keep their values, as on the server
 		return
 	}
 	var p protocol.TrackIDsParams

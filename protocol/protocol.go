@@ -254,6 +254,24 @@ type SetSubscriptionParams struct {
 	Quality   *string `json:"quality,omitempty"`
 }
 
+// Over returns s with every field s leaves out (nil) taken from old: a
+// `setSubscription` changes only what it names.
+func (s SetSubscriptionParams) Over(old SetSubscriptionParams) SetSubscriptionParams {
+	if s.Paused == nil {
+		s.Paused = old.Paused
+	}
+	if s.MaxWidth == nil {
+		s.MaxWidth = old.MaxWidth
+	}
+	if s.MaxHeight == nil {
+		s.MaxHeight = old.MaxHeight
+	}
+	if s.Quality == nil {
+		s.Quality = old.Quality
+	}
+	return s
+}
+
 // MuteParams are the params of `mute`.
 type MuteParams struct {
 	TrackID string `json:"trackId"`

@@ -272,19 +272,7 @@ func (l *subscriberLoop) forget(id string) bool {
 
 // setSubscription merges the new preferences and applies them.
 func (l *subscriberLoop) setSubscription(t *Track, s protocol.SetSubscriptionParams) {
-	old := l.prefs[t.id]
-	if s.Paused == nil {
-		s.Paused = old.Paused
-	}
-	if s.MaxWidth == nil {
-		s.MaxWidth = old.MaxWidth
-	}
-	if s.MaxHeight == nil {
-		s.MaxHeight = old.MaxHeight
-	}
-	if s.Quality == nil {
-		s.Quality = old.Quality
-	}
+	s = s.Over(l.prefs[t.id])
 	l.prefs[t.id] = s
 	if d, ok := l.down[t.id]; ok {
 		l.apply(t, d)
