@@ -54,12 +54,14 @@ type BusOptions struct {
 
 // bus is the node's connection to NATS (and the embedded server, if any).
 type bus struct {
-	ns     *server.Server // nil with an external NATS
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	tmpDir string
-	log    *slog.Logger
+	ns *server.Server // nil with an external NATS
+	nc *nats.Conn
+	js jetstream.JetStream
+	kv jetstream.KeyValue
+	// markerTTL: the bucket lets deletion markers expire (keys.go).
+	markerTTL bool
+	tmpDir    string
+	log       *slog.Logger
 }
 
 // openBus starts the embedded NATS server (or dials the external one),
@@ -237,7 +239,8 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 			for r := replicas; r >= 1; r-- {
 				kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 					Bucket: roomsBucket, Storage: jetstream.MemoryStorage, Replicas: r, History: 1,
-					Description: "Starling rooms: sid, members, identities (cluster-wide facts, compare-and-set)",
+					LimitMarkerTTL: markerTTL,
+					Description:    "Starling rooms: sid, members, identities, slots (cluster-wide facts, compare-and-set)",
 				})
 				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
 				if !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
@@ -251,6 +254,13 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 		cancel()
 		if err == nil {
 			b.kv = kv
+			sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if st, err := kv.Status(sctx); err == nil {
+				if ks, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+					b.markerTTL = ks.LimitMarkerTTL() > 0
+				}
+			}
+			scancel()
 			return nil
 		}
 		last = err

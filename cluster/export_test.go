@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -44,14 +45,24 @@ func (n *Node) StoreLeader() string {
 // its write landed: member id on n, holding tokenHash (the takeover's new
 // token). The tests use it for a write whose confirmation was lost.
 func (n *Node) LandMove(name, id, tokenHash string) error {
-	_, err := n.update(name, func(st *roomState, _ bool) error {
-		for i := range st.Members {
-			if st.Members[i].ID == id {
-				st.Members[i].Node, st.Members[i].Token = n.id, tokenHash
-				return nil
-			}
+	v, err := n.readView(name)
+	if err != nil {
+		return err
+	}
+	p := roomKey(name)
+	for key, m := range v.members {
+		if m.ID != id {
+			continue
 		}
-		return errors.New("no such member")
-	})
-	return err
+		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		defer cancel()
+		if _, err := n.kvDelete(ctx, key, 0); err != nil {
+			return err
+		}
+		m.Node, m.Token = n.id, tokenHash
+		data, _ := json.Marshal(m)
+		_, err := n.bus.kv.Put(ctx, memberKey(p, n.id, id), data)
+		return err
+	}
+	return errors.New("no such member")
 }

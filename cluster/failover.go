@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
@@ -146,34 +147,39 @@ func (n *Node) nodeBack(id string) {
 	}()
 }
 
-// reassert adds back this node's participants missing from a room's state
-// for confirmAfter: the others purged them while this node was cut off
-// from the bus for longer than the resume window. Called by reconcile.
+// reassert writes back this node's participants missing from a room's
+// state for confirmAfter: the others purged them while this node was cut
+// off from the bus for longer than the resume window. (Their slots are not
+// claimed again: a room may exceed its limit by the members added back.)
+// Called by reconcileState (watch.go).
 func (n *Node) reassert(r *room.Room, missing []room.Member) {
 	if len(missing) == 0 {
 		return
 	}
-	_, err := n.update(r.Name(), func(st *roomState, exists bool) error {
-		have := map[string]bool{}
-		for _, m := range st.Members {
-			have[m.ID] = true
-		}
-		added := false
-		for _, m := range missing {
-			if !have[m.ID] {
-				st.Members = append(st.Members, m)
-				added = true
+	p := roomKey(r.Name())
+	for _, m := range missing {
+		m.Node = n.id
+		data, _ := json.Marshal(memberEntry{Member: m, Slot: -1})
+		err := n.retry(func(ctx context.Context) error {
+			_, err := n.bus.kv.Create(ctx, memberKey(p, n.id, m.ID), data)
+			if isConflict(err) {
+				return nil // there already
 			}
+			return err
+		})
+		if err != nil {
+			n.log.Warn("room state: member not added back", "room", r.Name(), "member", m.ID, "err", err)
+			return
 		}
-		if !added {
-			return errNoChange
-		}
-		st.EmptySince = 0
-		return nil
-	})
-	if err != nil {
-		n.log.Warn("room state: members not added back", "room", r.Name(), "err", err)
+	}
+	var sid string
+	var created bool
+	if err := n.retry(func(ctx context.Context) (err error) { sid, created, err = n.openRoom(ctx, p); return err }); err != nil {
+		n.log.Warn("room state: room not reopened", "room", r.Name(), "err", err)
 		return
+	}
+	if created && n.opts.OnRoomStarted != nil {
+		n.opts.OnRoomStarted(r.Name(), sid)
 	}
 	n.log.Info("room state: added back members lost while this node was cut off", "room", r.Name(), "members", len(missing))
 }

@@ -51,7 +51,6 @@ type Node struct {
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs    roomSubs // see rooms.go
-	batch batcher  // see batch.go
 	media media    // see media.go
 
 	unobserve func()

@@ -1,33 +1,37 @@
 package cluster
 
 import (
+	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/room"
 )
 
 // SetToken implements room.Bus: a participant's resume token changed (it
-// works once), so the member entry keeps the new one's hash.
+// works once), so the member's key keeps the new one's hash.
 func (n *Node) SetToken(name, participantID, tokenHash string) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		_, err := n.update(name, func(st *roomState, exists bool) error {
-			for i := range st.Members {
-				if st.Members[i].ID == participantID {
-					if st.Members[i].Token == tokenHash {
-						return errNoChange
-					}
-					st.Members[i].Token = tokenHash
-					return nil
-				}
+		key := memberKey(roomKey(name), n.id, participantID)
+		err := n.retry(func(ctx context.Context) error {
+			var e memberEntry
+			rev, err := n.getJSON(ctx, key, &e)
+			if err != nil || rev == 0 || e.Token == tokenHash {
+				return err
 			}
-			return errNoChange
+			e.Token = tokenHash
+			data, _ := json.Marshal(e)
+			if _, err := n.bus.kv.Update(ctx, key, data, rev); isConflict(err) {
+				return errRetry
+			} else {
+				return err
+			}
 		})
 		if err != nil {
 			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
@@ -43,22 +47,21 @@ const takeoverWait = 8 * time.Second
 
 // Takeover implements room.Bus: the member holding the token hash moves to
 // this node, if its node is gone (it does not answer a ping over the bus)
-// or releases it (handoff). The move writes the new token's hash in the
-// same compare-and-set, so a retried write that had landed is recognised
-// as this node's own, and the member never goes without a valid token.
-// Store errors are returned as they are: the caller answers 503, since
-// the store comes back (a new stream leader) and the client tries again.
+// or releases it (handoff). The move deletes the member's key at the
+// revision read (so only one node can take it over) and writes it again
+// under this node with the new token's hash, so a retried move that had
+// landed is recognised as this node's own, and the member never goes
+// without a valid token. Store errors are returned as they are: the caller
+// answers 503, since the store comes back (a new stream leader) and the
+// client tries again.
 func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, string, error) {
 	// The dead node may have led the state store's stream: while the others
 	// elect a new leader (a few seconds) reads fail, so keep trying.
-	var st roomState
+	var v *roomView
 	deadline := time.Now().Add(takeoverWait)
 	for {
 		var err error
-		st, err = n.read(name)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return room.Member{}, "", errNotHere
-		}
+		v, err = n.readView(name)
 		if err == nil {
 			break
 		}
@@ -67,9 +70,12 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var m room.Member
+	if v.meta == nil {
+		return room.Member{}, "", errNotHere
+	}
+	var m memberEntry
 	landed := false
-	for _, o := range st.Members {
+	for _, o := range v.members {
 		switch {
 		case o.Token == "":
 		case subtle.ConstantTimeCompare([]byte(o.Token), []byte(tokenHash)) == 1:
@@ -84,7 +90,7 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 	}
 	if landed {
 		n.rs.follow(n, name) // idempotent: that attempt subscribed already
-		return m, st.SID, nil
+		return m.Member, v.meta.SID, nil
 	}
 	if m.ID == "" || m.Node == n.id {
 		return room.Member{}, "", errNotHere
@@ -99,40 +105,76 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 		}
 	}
 	n.rs.follow(n, name)
-	moved := false
+	p := roomKey(name)
+	from, to := memberKey(p, m.Node, m.ID), memberKey(p, n.id, m.ID)
+	moved := m
+	moved.Node, moved.Token = n.id, newTokenHash
+	data, _ := json.Marshal(moved)
+	var lost bool
 	var err error
 	for {
-		st, err = n.update(name, func(st *roomState, exists bool) error {
-			moved = false
-			for i := range st.Members {
-				o := &st.Members[i]
-				if o.ID != m.ID {
-					continue
-				}
-				if o.Node == n.id && o.Token == newTokenHash {
-					moved = true // a write that timed out had landed
-					return errNoChange
-				}
-				if o.Token == tokenHash {
-					o.Node, o.Token = n.id, newTokenHash
-					moved = true
+		err = n.retry(func(ctx context.Context) error {
+			var cur memberEntry
+			rev, err := n.getJSON(ctx, from, &cur)
+			if err != nil {
+				return err
+			}
+			if rev != 0 {
+				if cur.Token != tokenHash {
+					lost = true // taken over meanwhile, through another node
 					return nil
 				}
+				if _, err := n.kvDelete(ctx, from, rev); isConflict(err) {
+					return errRetry
+				} else if err != nil {
+					return err
+				}
+			} else {
+				// Gone: moved by an earlier try of this takeover (its key
+				// here tells), or by another node's.
+				var mine memberEntry
+				if r, err := n.getJSON(ctx, to, &mine); err != nil {
+					return err
+				} else if r != 0 && mine.Token == newTokenHash {
+					return nil
+				}
+				lost = true
+				return nil
 			}
-			return errNoChange
+			_, err = n.bus.kv.Put(ctx, to, data)
+			return err
 		})
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	if err != nil {
 		return room.Member{}, "", err
 	}
-	if !moved {
-		return room.Member{}, "", errNotHere // taken over meanwhile, through another node
+	if lost {
+		return room.Member{}, "", errNotHere
 	}
-	return m, st.SID, nil
+	if m.Identity != "" { // the identity's holder names the member's node (duplicates are ended there)
+		key := identityKey(p, m.Identity)
+		_ = n.retry(func(ctx context.Context) error {
+			var h holder
+			rev, err := n.getJSON(ctx, key, &h)
+			if err != nil || rev == 0 || h.ID != m.ID {
+				return err
+			}
+			val, _ := json.Marshal(holder{ID: m.ID, Node: n.id})
+			if _, err := n.bus.kv.Update(ctx, key, val, rev); isConflict(err) {
+				return errRetry
+			} else {
+				return err
+			}
+		})
+	}
+	sid, _ := n.RoomSID(name)
+	if sid == "" {
+		sid = v.meta.SID
+	}
+	return m.Member, sid, nil
 }
 
 // nodeAnswers pings a node over the bus. A node whose bus connection is

@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/room"
+)
+
+// A room's cluster-wide facts are several keys of the room state bucket,
+// all under the room's key P = "r" + base64url(room name):
+//
+//	P                  the room itself: its sid, and since when it is empty (roomMeta)
+//	P.m.<node>.<id>    one member: identity, node, resume token, ... (memberEntry)
+//	P.i.<identity>     which member holds an identity (holder)
+//	P.s.<n>            which member holds participant slot n < max participants (holder)
+//
+// (node, id and identity base64url-encoded). A member's key is created
+// with Create, so members joining at once on several nodes never conflict
+// with each other; only two joins with the same identity meet on one key,
+// and only joins of a room with a participant limit compete for its slots
+// (docs/cluster.md "Room state"). Deleted keys leave a marker that expires
+// (markerTTL) so the bucket does not grow with every member that left.
+
+func roomKey(name string) string { return "r" + enc(name) }
+
+func enc(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func memberKey(p, node, id string) string   { return p + ".m." + enc(node) + "." + enc(id) }
+func identityKey(p, identity string) string { return p + ".i." + enc(identity) }
+func slotKey(p string, n int) string        { return p + ".s." + strconv.Itoa(n) }
+
+// roomMeta is the value of a room's own key.
+type roomMeta struct {
+	SID string `json:"sid"`
+	// EmptySince is when the room was seen empty (unix ms); 0 while
+	// occupied. A room empty for longer than the empty timeout counts as
+	// closed even if the node that was to delete it died.
+	EmptySince int64 `json:"emptySince,omitempty"`
+}
+
+// memberEntry is the value of a member's key.
+type memberEntry struct {
+	room.Member
+	Slot int `json:"slot"` // the slot it holds, -1 for none
+}
+
+// holder is the value of an identity or slot key.
+type holder struct {
+	ID   string `json:"id"`
+	Node string `json:"node"`
+}
+
+// markerTTL is how long the marker of a deleted key stays in the bucket.
+const markerTTL = 5 * time.Minute
+
+// kvDelete deletes a key (only at revision rev when rev is not 0) and
+// returns the stream sequence of the deletion, so a caller can wait for
+// its watch to have seen it. Written as kv.Delete writes it (a purge: the
+// key's history goes with it), with a TTL on the marker when the bucket
+// allows one.
+func (n *Node) kvDelete(ctx context.Context, key string, rev uint64) (uint64, error) {
+	m := nats.NewMsg("$KV." + roomsBucket + "." + key)
+	m.Header.Set("KV-Operation", "PURGE")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	if rev != 0 {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	}
+	var opts []jetstream.PublishOpt
+	if n.bus.markerTTL {
+		opts = append(opts, jetstream.WithMsgTTL(markerTTL))
+	}
+	ack, err := n.bus.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, jetstream.ErrKeyExists
+		}
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// isConflict: a compare-and-set write lost to another write.
+func isConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// isAbsent: the key does not exist (never written, or deleted).
+func isAbsent(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
+}
+
+// getJSON reads a key into v; its revision, 0 when absent.
+func (n *Node) getJSON(ctx context.Context, key string, v any) (uint64, error) {
+	e, err := n.bus.kv.Get(ctx, key)
+	if isAbsent(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if json.Unmarshal(e.Value(), v) != nil {
+		return e.Revision(), errors.New("room state: unreadable value of " + key)
+	}
+	return e.Revision(), nil
+}
+
+// roomView is a room's state as a watch (or a one-shot read) sees it.
+type roomView struct {
+	meta    *roomMeta // nil: no room
+	metaRev uint64
+	members map[string]memberEntry // by key
+	slots   map[int]string         // slot -> holder's member id
+	lastRev uint64                 // the newest revision applied
+}
+
+func newRoomView() *roomView {
+	return &roomView{members: map[string]memberEntry{}, slots: map[int]string{}}
+}
+
+// apply applies one watched entry of the room with key prefix p.
+func (v *roomView) apply(p string, e jetstream.KeyValueEntry) {
+	v.lastRev = max(v.lastRev, e.Revision())
+	put := e.Operation() == jetstream.KeyValuePut
+	key := e.Key()
+	switch {
+	case key == p:
+		v.meta, v.metaRev = nil, 0
+		var m roomMeta
+		if put && json.Unmarshal(e.Value(), &m) == nil {
+			v.meta, v.metaRev = &m, e.Revision()
+		}
+	case strings.HasPrefix(key, p+".m."):
+		delete(v.members, key)
+		var m memberEntry
+		if put && json.Unmarshal(e.Value(), &m) == nil {
+			v.members[key] = m
+		}
+	case strings.HasPrefix(key, p+".s."):
+		s, err := strconv.Atoi(key[len(p)+3:])
+		if err != nil {
+			return
+		}
+		delete(v.slots, s)
+		var h holder
+		if put && json.Unmarshal(e.Value(), &h) == nil {
+			v.slots[s] = h.ID
+		}
+	}
+}
+
+// state is the view as a roomState; ok false without a room.
+func (v *roomView) state() (roomState, bool) {
+	if v.meta == nil {
+		return roomState{}, false
+	}
+	st := roomState{SID: v.meta.SID, EmptySince: v.meta.EmptySince, Members: make([]room.Member, 0, len(v.members))}
+	for _, m := range v.members {
+		st.Members = append(st.Members, m.Member)
+	}
+	return st, true
+}
+
+// readView reads a room's whole state once: a watch of its keys, stopped
+// when their current values are in.
+func (n *Node) readView(name string) (*roomView, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	p := roomKey(name)
+	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p, p + ".m.>"})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = kw.Stop() }()
+	v := newRoomView()
+	for {
+		select {
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return nil, errors.New("room state: the read ended early")
+			}
+			if e == nil {
+				return v, nil
+			}
+			v.apply(p, e)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,353 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+)
+
+// Joining and leaving, one member at a time, on the keys of keys.go. A
+// join claims, in this order: the identity (replacing a member that holds
+// it), a slot when the room has a participant limit, the member's own key,
+// and last the room (created, or reopened if it was being closed). The
+// member's key is written before the room is looked at, so a node closing
+// the room (closeLater: it lists the members after the room's key said
+// "empty") either sees the member or loses its compare-and-set on the
+// room's key to the join. Each step is idempotent, so a step whose write
+// timed out is simply tried again.
+
+// errFull: every slot of the room is held.
+var errFull = errors.New("room full")
+
+// staleSlot is how old a slot held by no member key must be before a
+// join takes it back (a node that died between claiming it and writing
+// its member's key).
+const staleSlot = 10 * time.Second
+
+// retry runs step until it succeeds, fails for good (errFull, a protocol
+// error) or the store has been unavailable for unavailableWait.
+func (n *Node) retry(step func(ctx context.Context) error) error {
+	deadline := time.Now().Add(unavailableWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		err := step(ctx)
+		cancel()
+		var perr *protocol.Error
+		if err == nil || errors.Is(err, errFull) || errors.As(err, &perr) ||
+			time.Now().After(deadline) || n.bus.nc.IsClosed() {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// Join implements room.Bus: it adds m to the room's members, creating the
+// room (a new sid) if it does not exist or has been empty past the empty
+// timeout, refusing it when the room is full, and replacing a member with
+// the same identity (that one's node ends it with "duplicate").
+func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, error) {
+	n.rs.follow(n, name) // before the write: no event after it can be missed
+	sid, err := n.join(name, m, maxParticipants)
+	switch {
+	case errors.Is(err, errFull):
+		return "", protocol.Errorf(protocol.CodeTooLarge, "room %q is full: %d participants", name, maxParticipants)
+	case err != nil:
+		n.log.Error("cluster room state", "room", name, "err", err)
+		return "", protocol.Errorf(protocol.CodeInternal, "cluster room state is unavailable")
+	}
+	return sid, nil
+}
+
+func (n *Node) join(name string, m room.Member, maxParticipants int) (string, error) {
+	p := roomKey(name)
+	m.Node = n.id
+	var old holder
+	if m.Identity != "" {
+		if err := n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err }); err != nil {
+			return "", err
+		}
+	}
+	var oldEntry memberEntry
+	var oldRev uint64
+	if old.ID != "" {
+		_ = n.retry(func(ctx context.Context) (err error) {
+			oldRev, err = n.getJSON(ctx, memberKey(p, old.Node, old.ID), &oldEntry)
+			return err
+		})
+	}
+	slot := -1
+	if maxParticipants > 0 {
+		err := n.retry(func(ctx context.Context) (err error) {
+			slot, err = n.claimSlot(ctx, name, m, maxParticipants, oldEntry, oldRev != 0)
+			return err
+		})
+		if err != nil {
+			if m.Identity != "" {
+				n.releaseHeld(identityKey(p, m.Identity), m.ID)
+			}
+			return "", err
+		}
+	}
+	undo := func() { // the store failed us: free what this join holds
+		if slot >= 0 {
+			n.releaseHeld(slotKey(p, slot), m.ID)
+		}
+		if m.Identity != "" {
+			n.releaseHeld(identityKey(p, m.Identity), m.ID)
+		}
+	}
+	data, _ := json.Marshal(memberEntry{Member: m, Slot: slot})
+	if err := n.retry(func(ctx context.Context) error {
+		_, err := n.bus.kv.Put(ctx, memberKey(p, n.id, m.ID), data)
+		return err
+	}); err != nil {
+		undo()
+		return "", err
+	}
+	var sid string
+	var created bool
+	if err := n.retry(func(ctx context.Context) (err error) { sid, created, err = n.openRoom(ctx, p); return err }); err != nil {
+		n.removeMember(name, memberKey(p, n.id, m.ID), m.ID)
+		return "", err
+	}
+	if created && n.opts.OnRoomStarted != nil {
+		n.log.Info("room opened in the cluster", "room", name, "sid", sid)
+		n.opts.OnRoomStarted(name, sid)
+	}
+	if oldRev != 0 && oldEntry.ID != m.ID {
+		_ = n.retry(func(ctx context.Context) error {
+			_, err := n.kvDelete(ctx, memberKey(p, oldEntry.Node, oldEntry.ID), oldRev)
+			if isConflict(err) {
+				return nil // it left, or moved, meanwhile
+			}
+			return err
+		})
+		if oldEntry.Node != n.id { // a replaced member here is ended by the room itself
+			n.Control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate})
+		}
+	}
+	return sid, nil
+}
+
+// claimIdentity makes m the holder of its identity; it returns the member
+// that held it before (zero if none, or m itself from an earlier try).
+func (n *Node) claimIdentity(ctx context.Context, p string, m room.Member) (holder, error) {
+	key := identityKey(p, m.Identity)
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	for i := 0; i < casRetries; i++ {
+		_, err := n.bus.kv.Create(ctx, key, val)
+		if err == nil {
+			return holder{}, nil
+		}
+		if !isConflict(err) {
+			return holder{}, err
+		}
+		var h holder
+		rev, err := n.getJSON(ctx, key, &h)
+		if err != nil {
+			return holder{}, err
+		}
+		if rev == 0 {
+			continue // released meanwhile
+		}
+		if h.ID == m.ID {
+			return holder{}, nil
+		}
+		if _, err := n.bus.kv.Update(ctx, key, val, rev); err == nil {
+			return h, nil
+		} else if !isConflict(err) {
+			return holder{}, err
+		}
+	}
+	return holder{}, errors.New("room state: too much contention on an identity")
+}
+
+// claimSlot gives m one of the room's max slots: the slot of the member it
+// replaces when it had one, else a free one, tried in random order (joins
+// on several nodes at once rarely pick the same); errFull when every slot
+// is held.
+func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int, old memberEntry, hasOld bool) (int, error) {
+	p := roomKey(name)
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	if hasOld && old.Slot >= 0 && old.Slot < maxP {
+		var h holder
+		rev, err := n.getJSON(ctx, slotKey(p, old.Slot), &h)
+		if err != nil {
+			return -1, err
+		}
+		if rev != 0 && (h.ID == old.ID || h.ID == m.ID) {
+			if _, err := n.bus.kv.Update(ctx, slotKey(p, old.Slot), val, rev); err == nil {
+				return old.Slot, nil
+			}
+		}
+	}
+	taken := map[int]string{}
+	if w := n.rs.watch(name); w != nil {
+		taken = w.slotsTaken()
+	}
+	for s, id := range taken {
+		if id == m.ID {
+			return s, nil // an earlier try of this join got it
+		}
+	}
+	authoritative := false
+	for round := 0; round < casRetries; round++ {
+		free := make([]int, 0, maxP)
+		for s := 0; s < maxP; s++ {
+			if _, held := taken[s]; !held {
+				free = append(free, s)
+			}
+		}
+		rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+		for _, s := range free {
+			_, err := n.bus.kv.Create(ctx, slotKey(p, s), val)
+			if err == nil {
+				return s, nil
+			}
+			if !isConflict(err) {
+				return -1, err
+			}
+			taken[s] = "?"
+		}
+		if authoritative && len(free) == 0 {
+			return -1, errFull
+		}
+		// What this node knew is used up: read the slots as they are, and
+		// take back those held by no member for a while.
+		slots, err := n.readSlots(ctx, name)
+		if err != nil {
+			return -1, err
+		}
+		taken = map[int]string{}
+		for s, e := range slots {
+			if e.id == m.ID {
+				return s, nil
+			}
+			if !e.member && time.Since(e.created) > staleSlot {
+				if _, err := n.kvDelete(ctx, slotKey(p, s), e.rev); err == nil {
+					n.log.Info("room state: took back a slot held by no member", "room", name, "slot", s)
+					continue
+				}
+			}
+			taken[s] = e.id
+		}
+		authoritative = true
+	}
+	return -1, errors.New("room state: too much contention on the room's slots")
+}
+
+// slotState is one held slot as readSlots finds it.
+type slotState struct {
+	id      string
+	rev     uint64
+	created time.Time
+	member  bool // the holder has a member key
+}
+
+// readSlots reads a room's slots and members as they are now.
+func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, error) {
+	p := roomKey(name)
+	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p + ".s.*", p + ".m.>"})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = kw.Stop() }()
+	slots := map[int]slotState{}
+	ids := map[string]bool{}
+	for done := false; !done; {
+		select {
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return nil, errors.New("room state: the read ended early")
+			}
+			if e == nil {
+				done = true
+				break
+			}
+			if e.Operation() != jetstream.KeyValuePut { // a deletion marker
+				continue
+			}
+			if rest, ok := strings.CutPrefix(e.Key(), p+".s."); ok {
+				var h holder
+				s, err := strconv.Atoi(rest)
+				if err == nil && json.Unmarshal(e.Value(), &h) == nil {
+					slots[s] = slotState{id: h.ID, rev: e.Revision(), created: e.Created()}
+				}
+				continue
+			}
+			var me memberEntry
+			if json.Unmarshal(e.Value(), &me) == nil {
+				ids[me.ID] = true
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	for s, e := range slots {
+		e.member = ids[e.id]
+		slots[s] = e
+	}
+	return slots, nil
+}
+
+// releaseHeld deletes an identity or slot key if id still holds it.
+func (n *Node) releaseHeld(key, id string) {
+	_ = n.retry(func(ctx context.Context) error {
+		var h holder
+		rev, err := n.getJSON(ctx, key, &h)
+		if err != nil || rev == 0 || h.ID != id {
+			return err
+		}
+		_, err = n.kvDelete(ctx, key, rev)
+		if isConflict(err) {
+			return nil // taken by another member meanwhile
+		}
+		return err
+	})
+}
+
+// openRoom returns the room's sid, creating the room when there is none
+// (or it has been empty past the empty timeout: its closer died), and
+// clearing its "empty since" when it is being closed.
+func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool, err error) {
+	for i := 0; i < casRetries; i++ {
+		var meta roomMeta
+		rev, err := n.getJSON(ctx, p, &meta)
+		if err != nil {
+			return "", false, err
+		}
+		if rev != 0 && meta.EmptySince == 0 && meta.SID != "" {
+			return meta.SID, false, nil // the common case: no write
+		}
+		next := roomMeta{SID: meta.SID}
+		expired := meta.EmptySince != 0 && time.Since(time.UnixMilli(meta.EmptySince)) > n.opts.EmptyTimeout+closeGrace
+		if rev == 0 || next.SID == "" || expired {
+			next.SID = newSID()
+		}
+		data, _ := json.Marshal(next)
+		if rev == 0 {
+			_, err = n.bus.kv.Create(ctx, p, data)
+		} else {
+			_, err = n.bus.kv.Update(ctx, p, data, rev)
+		}
+		if err == nil {
+			return next.SID, next.SID != meta.SID, nil
+		}
+		if !isConflict(err) {
+			return "", false, err
+		}
+	}
+	return "", false, errors.New("room state: too much contention on the room")
+}
+
+// closeGrace is how long past the empty timeout a room marked empty is
+// still left to the node that is to close it.
+const closeGrace = 5 * time.Second
