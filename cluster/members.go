@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,9 +16,10 @@ import (
 )
 
 // Joining and leaving, one member at a time, on the keys of keys.go. A
-// join claims, in this order: the identity (replacing a member that holds
-// it), a slot when the room has a participant limit, the member's own key,
-// and last the room (created, or reopened if it was being closed). The
+// join claims the identity (replacing a member that holds it), a slot when
+// the room has a participant limit (at once: they do not depend on each
+// other), then writes the member's own key, and last looks at the room
+// (created, or reopened if it was being closed). The
 // member's key is written before the room is looked at, so a node closing
 // the room (closeLater: it lists the members after the room's key said
 // "empty") either sees the member or loses its compare-and-set on the
@@ -69,11 +71,51 @@ func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, er
 func (n *Node) join(name string, m room.Member, maxParticipants int) (string, error) {
 	p := roomKey(name)
 	m.Node = n.id
-	var old holder
+	mkey := memberKey(p, n.id, m.ID)
+	putMember := func(slot int) error {
+		data, _ := json.Marshal(memberEntry{Member: m, Slot: slot})
+		return n.retry(func(ctx context.Context) error {
+			_, err := n.bus.kv.Put(ctx, mkey, data)
+			return err
+		})
+	}
+	// The identity, a slot and (in a room without a limit) the member's
+	// key do not depend on each other: one round trip for the three.
+	var (
+		old                   holder
+		slot                  = -1
+		idErr, slotErr, mkErr error
+		wg                    sync.WaitGroup
+	)
+	if maxParticipants > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slotErr = n.retry(func(ctx context.Context) (err error) {
+				slot, err = n.claimSlot(ctx, name, m, maxParticipants)
+				return err
+			})
+		}()
+	} else {
+		wg.Add(1)
+		go func() { defer wg.Done(); mkErr = putMember(-1) }()
+	}
 	if m.Identity != "" {
-		if err := n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err }); err != nil {
-			return "", err
+		idErr = n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err })
+	}
+	wg.Wait()
+	undo := func() { // free what this join holds
+		if slot >= 0 {
+			n.releaseHeld(slotKey(p, slot), m.ID)
 		}
+		if m.Identity != "" && idErr == nil {
+			n.releaseHeld(identityKey(p, m.Identity), m.ID)
+		}
+		n.removeMember(name, mkey, m.ID)
+	}
+	if idErr != nil || mkErr != nil || (slotErr != nil && !errors.Is(slotErr, errFull)) {
+		undo()
+		return "", errors.Join(idErr, mkErr, slotErr)
 	}
 	var oldEntry memberEntry
 	var oldRev uint64
@@ -83,39 +125,27 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 			return err
 		})
 	}
-	slot := -1
+	tookOld := false
+	if errors.Is(slotErr, errFull) {
+		// A full room still takes a member replacing one with its identity:
+		// in the replaced member's slot.
+		if oldRev != 0 && oldEntry.Slot >= 0 && n.takeSlot(p, oldEntry.Slot, oldEntry.ID, m) {
+			slot, slotErr, tookOld = oldEntry.Slot, nil, true
+		} else {
+			undo()
+			return "", errFull
+		}
+	}
 	if maxParticipants > 0 {
-		err := n.retry(func(ctx context.Context) (err error) {
-			slot, err = n.claimSlot(ctx, name, m, maxParticipants, oldEntry, oldRev != 0)
-			return err
-		})
-		if err != nil {
-			if m.Identity != "" {
-				n.releaseHeld(identityKey(p, m.Identity), m.ID)
-			}
+		if err := putMember(slot); err != nil {
+			undo()
 			return "", err
 		}
-	}
-	undo := func() { // the store failed us: free what this join holds
-		if slot >= 0 {
-			n.releaseHeld(slotKey(p, slot), m.ID)
-		}
-		if m.Identity != "" {
-			n.releaseHeld(identityKey(p, m.Identity), m.ID)
-		}
-	}
-	data, _ := json.Marshal(memberEntry{Member: m, Slot: slot})
-	if err := n.retry(func(ctx context.Context) error {
-		_, err := n.bus.kv.Put(ctx, memberKey(p, n.id, m.ID), data)
-		return err
-	}); err != nil {
-		undo()
-		return "", err
 	}
 	var sid string
 	var created bool
 	if err := n.retry(func(ctx context.Context) (err error) { sid, created, err = n.openRoom(ctx, p); return err }); err != nil {
-		n.removeMember(name, memberKey(p, n.id, m.ID), m.ID)
+		undo()
 		return "", err
 	}
 	if created && n.opts.OnRoomStarted != nil {
@@ -130,11 +160,36 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 			}
 			return err
 		})
+		if oldEntry.Slot >= 0 && !tookOld {
+			n.releaseHeld(slotKey(p, oldEntry.Slot), oldEntry.ID)
+		}
 		if oldEntry.Node != n.id { // a replaced member here is ended by the room itself
 			n.Control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate})
 		}
 	}
 	return sid, nil
+}
+
+// takeSlot moves slot s from member oldID to m.
+func (n *Node) takeSlot(p string, s int, oldID string, m room.Member) bool {
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	return n.retry(func(ctx context.Context) error {
+		var h holder
+		rev, err := n.getJSON(ctx, slotKey(p, s), &h)
+		switch {
+		case err != nil:
+			return err
+		case rev == 0 || (h.ID != oldID && h.ID != m.ID):
+			return errFull // released and taken meanwhile
+		case h.ID == m.ID:
+			return nil
+		}
+		if _, err := n.bus.kv.Update(ctx, slotKey(p, s), val, rev); isConflict(err) {
+			return errRetry
+		} else {
+			return err
+		}
+	}) == nil
 }
 
 // claimIdentity makes m the holder of its identity; it returns the member
@@ -170,25 +225,12 @@ func (n *Node) claimIdentity(ctx context.Context, p string, m room.Member) (hold
 	return holder{}, errors.New("room state: too much contention on an identity")
 }
 
-// claimSlot gives m one of the room's max slots: the slot of the member it
-// replaces when it had one, else a free one, tried in random order (joins
-// on several nodes at once rarely pick the same); errFull when every slot
-// is held.
-func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int, old memberEntry, hasOld bool) (int, error) {
+// claimSlot gives m one of the room's max slots, a free one, tried in
+// random order (joins on several nodes at once rarely pick the same);
+// errFull when every slot is held.
+func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int) (int, error) {
 	p := roomKey(name)
 	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
-	if hasOld && old.Slot >= 0 && old.Slot < maxP {
-		var h holder
-		rev, err := n.getJSON(ctx, slotKey(p, old.Slot), &h)
-		if err != nil {
-			return -1, err
-		}
-		if rev != 0 && (h.ID == old.ID || h.ID == m.ID) {
-			if _, err := n.bus.kv.Update(ctx, slotKey(p, old.Slot), val, rev); err == nil {
-				return old.Slot, nil
-			}
-		}
-	}
 	taken := map[int]string{}
 	if w := n.rs.watch(name); w != nil {
 		taken = w.slotsTaken()
