@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Crash stops the node as a SIGKILL would, as far as the others can tell:
@@ -65,4 +68,30 @@ func (n *Node) LandMove(name, id, tokenHash string) error {
 		return err
 	}
 	return errors.New("no such member")
+}
+
+// RoomKeys lists a room's keys in the room state bucket by kind ("room",
+// "member", "identity", "slot") with their revisions.
+func (n *Node) RoomKeys(name string) (map[string][]uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	p := roomKey(name)
+	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p, p + ".>"}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = kw.Stop() }()
+	out := map[string][]uint64{}
+	kinds := map[string]string{"m": "member", "i": "identity", "s": "slot"}
+	for e := range kw.Updates() {
+		if e == nil {
+			return out, nil
+		}
+		kind := "room"
+		if rest, ok := strings.CutPrefix(e.Key(), p+"."); ok {
+			kind = kinds[rest[:1]]
+		}
+		out[kind] = append(out[kind], e.Revision())
+	}
+	return out, errors.New("watch ended")
 }
