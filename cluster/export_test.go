@@ -95,3 +95,7 @@ func (n *Node) RoomKeys(name string) (map[string][]uint64, error) {
 	}
 	return out, errors.New("watch ended")
 }
+
+// LastChange is the newest stream sequence among a room's keys, as a
+// watch's safety check reads it.
+func (n *Node) LastChange(name string) uint64 { return n.lastChange(roomKey(name)) }

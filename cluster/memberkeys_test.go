@@ -67,4 +67,16 @@ func TestRoomStatePerMemberKeys(t *testing.T) {
 	}
 	second.Close()
 	eventually(t, 10*time.Second, "the leaver's keys are gone", want(1, 1, 1))
+
+	// A watch's safety check reads the newest change of the room's keys:
+	// here the deletion of the leaver's keys, newer than every key left.
+	var newest uint64
+	for _, revs := range keysOf() {
+		for _, r := range revs {
+			newest = max(newest, r)
+		}
+	}
+	if got := srvs[1].Cluster().LastChange(room); got <= newest {
+		t.Fatalf("newest change of the room's keys: %d, want a deletion after revision %d", got, newest)
+	}
 }

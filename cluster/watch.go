@@ -28,16 +28,19 @@ import (
 // different paths (core NATS and the stream), so one is often seen a few
 // milliseconds before the other. A slow read of every room (safetyEvery)
 // stays as a net for what the watch itself cannot report (a consumer that
-// stalls without the client noticing until its heartbeats are missed): each
-// watch starts again every safetyEvery, with a random offset, so a room's
-// whole state is read at that pace instead of every second.
+// stalls without the client noticing until its heartbeats are missed, or
+// whose recreation failed quietly): every safetyEvery (with a random
+// offset) a watch asks the store for the newest change of the room's keys
+// (one small direct read of the stream's last message on the room's
+// subjects) and starts again if that change has not reached it a second
+// later. A full read of the room's keys happens only then.
 
 // confirmAfter is how long a difference between the room state and the
 // local room must last before it is repaired.
 const confirmAfter = time.Second
 
-// safetyEvery is the period of the full read of every local room's state.
-const safetyEvery = 5 * time.Minute
+// safetyEvery is the period of a watch's check that it has missed nothing.
+const safetyEvery = time.Minute
 
 // roomWatch is one room's watch and its reconcile bookkeeping.
 type roomWatch struct {
@@ -215,7 +218,9 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 	w.vmu.Lock()
 	w.ready = false
 	w.vmu.Unlock()
-	resync := time.After(safetyEvery/2 + rand.N(safetyEvery))
+	check := time.NewTimer(safetyEvery/2 + rand.N(safetyEvery))
+	defer check.Stop()
+	var behind uint64 // a change the last check found the view lacked
 	for {
 		select {
 		case <-w.stop:
@@ -224,8 +229,22 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 			return
 		case <-w.restart:
 			return
-		case <-resync:
-			return
+		case <-check.C:
+			w.vmu.Lock()
+			last := w.view.lastRev
+			w.vmu.Unlock()
+			if behind != 0 && last < behind {
+				n.log.Info("room state watch missed changes: reading the room again", "room", name)
+				return
+			}
+			behind = 0
+			if seq := n.lastChange(p); seq > last {
+				behind = seq // in flight, or missed: look again in a second
+				check.Reset(confirmAfter)
+			} else {
+				check.Reset(safetyEvery/2 + rand.N(safetyEvery))
+			}
+			continue
 		case e, ok := <-kw.Updates():
 			if !ok {
 				return // the watch ended (its consumer could not be recreated)
@@ -251,6 +270,24 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 			n.reconcileState(r, w, st, false)
 		}
 	}
+}
+
+// lastChange is the stream sequence of the newest change to the room's
+// keys (p and p.>), 0 when unknown.
+func (n *Node) lastChange(p string) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	s, err := n.bus.stream(ctx)
+	if err != nil {
+		return 0
+	}
+	var last uint64
+	for _, subj := range []string{p, p + ".>"} {
+		if m, err := s.GetLastMsgForSubject(ctx, "$KV."+roomsBucket+"."+subj); err == nil {
+			last = max(last, m.Sequence)
+		}
+	}
+	return last
 }
 
 // applyEntry applies one watched entry; nil marks the initial values' end.
