@@ -43,8 +43,8 @@ func (s *roomSubs) follow(n *Node, name string) {
 	}
 	_ = sub.SetPendingLimits(-1, 64<<20)
 	s.subs[name] = sub
+	s.holdLocked(n, name) // the room's watch (watch.go)
 	s.mu.Unlock()
-	s.hold(n, name) // the room's watch (watch.go)
 	_ = n.bus.nc.Flush()
 }
 

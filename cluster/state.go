@@ -111,7 +111,7 @@ var errRetry = errors.New("changed meanwhile")
 func (n *Node) maybeEmpty(name string, w *roomWatch, seq uint64) {
 	empty, known := false, false
 	if w != nil {
-		empty, known = w.emptyAfter(seq, kvTimeout)
+		empty, known = w.emptyAfter(seq, kvTimeout, n.stop)
 	}
 	if !known {
 		v, err := n.readView(name)

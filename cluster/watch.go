@@ -93,6 +93,10 @@ func (s *roomSubs) watch(name string) *roomWatch {
 func (s *roomSubs) hold(n *Node, name string) *roomWatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.holdLocked(n, name)
+}
+
+func (s *roomSubs) holdLocked(n *Node, name string) *roomWatch {
 	w := s.watches[name]
 	if w == nil {
 		w = newRoomWatch()
@@ -148,7 +152,7 @@ func (w *roomWatch) slotsTaken() map[int]string {
 // emptyAfter waits (up to timeout) for the view to include the write at
 // stream sequence seq and reports whether the room then has no member;
 // known is false when the view did not catch up in time.
-func (w *roomWatch) emptyAfter(seq uint64, timeout time.Duration) (empty, known bool) {
+func (w *roomWatch) emptyAfter(seq uint64, timeout time.Duration, stop <-chan struct{}) (empty, known bool) {
 	deadline := time.After(timeout)
 	for {
 		w.vmu.Lock()
@@ -162,6 +166,8 @@ func (w *roomWatch) emptyAfter(seq uint64, timeout time.Duration) (empty, known 
 		select {
 		case <-ch:
 		case <-w.stop:
+			return false, false
+		case <-stop:
 			return false, false
 		case <-deadline:
 			return false, false
