@@ -238,12 +238,17 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			// As many replicas as nodes are up now, up to 3 (the
 			// heartbeat raises it as more nodes join: upgradeReplicas).
+			ttl := markerTTL
 			for r := replicas; r >= 1; r-- {
 				kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 					Bucket: roomsBucket, Storage: jetstream.MemoryStorage, Replicas: r, History: 1,
-					LimitMarkerTTL: markerTTL,
+					LimitMarkerTTL: ttl,
 					Description:    "Starling rooms: sid, members, identities, slots (cluster-wide facts, compare-and-set)",
 				})
+				if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) { // an external NATS before 2.11
+					ttl, r = 0, r+1
+					continue
+				}
 				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
 				if !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
 					break
