@@ -86,6 +86,7 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		slot                  = -1
 		idErr, slotErr, mkErr error
 		wg                    sync.WaitGroup
+		look                  func() (string, bool) // the room's key read beside the member's write
 	)
 	if maxParticipants > 0 {
 		wg.Add(1)
@@ -99,6 +100,7 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 	} else {
 		wg.Add(1)
 		go func() { defer wg.Done(); mkErr = putMember(-1) }()
+		look = n.peekRoom(p)
 	}
 	if m.Identity != "" {
 		idErr = n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err })
@@ -137,16 +139,20 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		}
 	}
 	if maxParticipants > 0 {
+		look = n.peekRoom(p)
 		if err := putMember(slot); err != nil {
+			look()
 			undo()
 			return "", err
 		}
 	}
-	var sid string
+	sid, ok := look()
 	var created bool
-	if err := n.retry(func(ctx context.Context) (err error) { sid, created, err = n.openRoom(ctx, p); return err }); err != nil {
-		undo()
-		return "", err
+	if !ok {
+		if err := n.retry(func(ctx context.Context) (err error) { sid, created, err = n.openRoom(ctx, p); return err }); err != nil {
+			undo()
+			return "", err
+		}
 	}
 	if created && n.opts.OnRoomStarted != nil {
 		n.log.Info("room opened in the cluster", "room", name, "sid", sid)
@@ -168,6 +174,36 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		}
 	}
 	return sid, nil
+}
+
+// peekRoom reads the room's key while the join writes its member key, and
+// returns a function that gives the room's sid if that read alone is
+// enough: the room was open and not being closed, and the member's key
+// was written within half the empty timeout of the read. A room is
+// closed only an empty timeout after it was marked empty, and the mark
+// came after this read (it did not show one), so the closing node lists
+// the members after this member's key was written, and sees it. Else
+// (called after the write) openRoom looks again.
+func (n *Node) peekRoom(p string) func() (string, bool) {
+	start := time.Now()
+	done := make(chan struct{})
+	var meta roomMeta
+	var rev uint64
+	var err error
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		defer cancel()
+		rev, err = n.getJSON(ctx, p, &meta)
+	}()
+	return func() (string, bool) {
+		written := time.Since(start)
+		<-done
+		if err != nil || rev == 0 || meta.EmptySince != 0 || meta.SID == "" || written >= n.opts.EmptyTimeout/2 {
+			return "", false
+		}
+		return meta.SID, true
+	}
 }
 
 // takeSlot moves slot s from member oldID to m.

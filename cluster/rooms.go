@@ -186,7 +186,12 @@ func (n *Node) reconcile(r *room.Room, now bool) {
 	if w == nil {
 		return // not followed (any more)
 	}
-	st, ok := n.get(r.Name())
+	// The watch started when this node joined, before its write: its
+	// first values are usually in already.
+	st, ok, ready := w.readyState(time.Second, n.stop)
+	if !ready {
+		st, ok = n.get(r.Name())
+	}
 	if !ok {
 		return
 	}

@@ -138,6 +138,31 @@ func (w *roomWatch) state() (st roomState, ok, ready bool) {
 	return st, ok, true
 }
 
+// readyState waits (up to timeout) for the watch's first values and
+// returns the state; ready is false if they did not come in time.
+func (w *roomWatch) readyState(timeout time.Duration, stop <-chan struct{}) (st roomState, ok, ready bool) {
+	deadline := time.After(timeout)
+	for {
+		w.vmu.Lock()
+		if w.ready {
+			st, ok = w.view.state()
+			w.vmu.Unlock()
+			return st, ok, true
+		}
+		ch := w.changed
+		w.vmu.Unlock()
+		select {
+		case <-ch:
+		case <-w.stop:
+			return roomState{}, false, false
+		case <-stop:
+			return roomState{}, false, false
+		case <-deadline:
+			return roomState{}, false, false
+		}
+	}
+}
+
 // slotsTaken is a copy of the slots held, as watched.
 func (w *roomWatch) slotsTaken() map[int]string {
 	w.vmu.Lock()
