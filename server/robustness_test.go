@@ -191,12 +191,15 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 	if loss.dropped.Load() < int64(len(sentVideo))/60 { // a third of the 5% injected
 		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
 	}
-	if loss.nacksSeen.Load() < loss.dropped.Load() {
-		t.Fatalf("the SFU NACKed %d seqs for %d lost packets", loss.nacksSeen.Load(), loss.dropped.Load())
+	if missed := loss.unasked(); len(missed) > 0 {
+		t.Fatalf("the SFU never asked for %d of the %d lost packets (seqs %v)", len(missed), loss.dropped.Load(), missed)
 	}
 	for i, r := range recs {
 		recv, want := waitCoverage(sentVideo, func() [][]byte { return r.payloads(video.ID) }, 10, 0.995)
 		t.Logf("subscriber %d: video %d/%d (%.2f%%)", i, recv, want, 100*float64(recv)/float64(want))
+		for _, p := range missingPayloads(sentVideo, r.payloads(video.ID), 10) {
+			t.Logf("subscriber %d never got %s", i, loss.story(p))
+		}
 		if float64(recv) < 0.995*float64(want) {
 			if pausedForBandwidth(subs[i]) {
 				knownIssue("the allocator paused a subscriber's 150 kbit/s video for bandwidth on loopback while the publisher's uplink lost 5%")
