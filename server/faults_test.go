@@ -59,16 +59,28 @@ type lossInjector struct {
 	order   []uint16          // media sequence numbers as sent
 	lost    map[uint16]bool   // media sequence numbers dropped on their first sending
 	nacked  map[uint16]bool
+	markAt  int // see mark
+}
+
+// mark notes the packets sent so far: unasked looks at later ones only
+// (a receiver cannot know of a loss before its own first packet, and a
+// connection drops what is sent before its SRTP is up).
+func (l *lossInjector) mark() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.markAt = len(l.order)
 }
 
 // unasked lists the media packets dropped on their first sending that no
 // NACK asked for, among those a receiver could know were missing: sent
-// after the first and before the last packet that got through.
+// after the mark and the first packet after it that got through, and
+// before the last packet that got through.
 func (l *lossInjector) unasked() []uint16 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	first, last := -1, -1
-	for i, seq := range l.order {
+	for i := l.markAt; i < len(l.order); i++ {
+		seq := l.order[i]
 		if !l.lost[seq] {
 			if first < 0 {
 				first = i
