@@ -111,6 +111,11 @@ type Summary struct {
 	JoinMs       Percentiles `json:"joinMs"`       // Dial: WebSocket, join, publisher negotiation
 	MediaStartMs Percentiles `json:"mediaStartMs"` // publishing began → first packet, per stream
 
+	// Padding is the padding-only packets each receiver got;
+	// ServerMetrics what the servers' /metrics counted (servermetrics.go).
+	Padding       PaddingStats   `json:"padding"`
+	ServerMetrics *ServerMetrics `json:"serverMetrics,omitempty"`
+
 	Server    *ProcStats    `json:"server,omitempty"`
 	Generator *ProcStats    `json:"generator,omitempty"`
 	Machine   *MachineStats `json:"machine,omitempty"`
@@ -397,6 +402,10 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	}
 	s.DelayMs = histPercentiles(&delay)
 	s.MediaStartMs = durationPercentiles(starts)
+	s.Padding = r.paddingStats(a, b, win)
+	if a.metricsOK && b.metricsOK {
+		s.ServerMetrics = serverMetrics(a.metrics, b.metrics, s.Received.Packets)
+	}
 
 	if a.procs.serverOK && b.procs.serverOK {
 		ps := &ProcStats{PID: cfg.ServerPID, CPUPercent: CPUPercent(a.procs.server, b.procs.server),
@@ -579,6 +588,7 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	} else {
 		row("server", "not measured (use --server-pid or --start-server)")
 	}
+	s.writeServerRows(row)
 	if p := s.Generator; p != nil {
 		row("load generator", "CPU %.1f%% of one core, RSS %.1f MB", p.CPUPercent, p.RSSMB)
 	}
