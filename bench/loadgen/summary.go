@@ -46,6 +46,9 @@ type Summary struct {
 
 	StreamsExpected int `json:"streamsExpected"` // (subscriber, track) pairs
 	StreamsStarted  int `json:"streamsStarted"`  // of those, received at least one packet
+	// NotStarted names the first of the streams that never started, with
+	// the receiver's state (notstarted.go).
+	NotStarted []string `json:"notStarted,omitempty"`
 	// MutedTracks are audio tracks muted by publishers beyond --speakers:
 	// they send, the server does not forward, no stream is expected.
 	MutedTracks int `json:"mutedTracks"`
@@ -403,6 +406,7 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	s.DelayMs = histPercentiles(&delay)
 	s.MediaStartMs = durationPercentiles(starts)
 	s.Padding = r.paddingStats(a, b, win)
+	s.NotStarted, _ = r.notStarted(b)
 	if a.metricsOK && b.metricsOK {
 		s.ServerMetrics = serverMetrics(a.metrics, b.metrics, s.Received.Packets)
 	}
@@ -528,6 +532,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	row("subscribers", "%d%s", s.Subscribers, fails)
 	row("streams", "%d of %d started", s.StreamsStarted, s.StreamsExpected)
+	for _, n := range s.NotStarted {
+		row("", "not started: %s", n)
+	}
 	for _, n := range s.Nodes {
 		row("node", "%s: %d publishers, %d subscribers", n.URL, n.Publishers, n.Subscribers)
 	}
