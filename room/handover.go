@@ -181,7 +181,9 @@ func (l *subscriberLoop) spliceDownTrack(prev, t *Track, d *sfu.DownTrack) {
 // letGo ends old's media once no subscriber forwards it any more (each
 // down track leaves it when the new source delivers), or after handoverWait.
 func (r *Room) letGo(old *Track) {
-	deadline := time.Now().Add(handoverWait)
+	start := time.Now()
+	defer func() { old.owner.log.Info("moved track's old source let go", "track", old.id, "after", time.Since(start)) }()
+	deadline := start.Add(handoverWait)
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		src := old.source()
@@ -220,10 +222,12 @@ func (r *Room) detachLingering(t *Track) {
 // other node imports its tracks (they switched to its new node), or
 // lingerMax; then its tracks end and its connections close.
 func (p *Participant) linger(tracks []*Track) {
-	deadline := time.Now().Add(lingerMax)
+	start := time.Now()
+	deadline := start.Add(lingerMax)
 	for time.Now().Before(deadline) && p.exported(tracks) {
 		time.Sleep(50 * time.Millisecond)
 	}
+	p.log.Info("released participant's tracks no longer relayed", "after", time.Since(start))
 	for _, t := range tracks {
 		p.room.m.notifyUnpublished(p.room, t) // its exports end
 		t.mu.Lock()
@@ -233,7 +237,6 @@ func (p *Participant) linger(tracks []*Track) {
 			rc.Close()
 		}
 	}
-	p.log.Info("released participant's media let go", "tracks", len(tracks))
 }
 
 // exported reports whether a relay export still takes one of tracks.
