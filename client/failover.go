@@ -31,7 +31,8 @@ import (
 //
 // A resume through another node of a cluster brings new peer connections
 // (JoinResult.NewConnections): the client replaces both and publishes its
-// tracks again on the new publisher connection. A node that does not know
+// tracks again on the new publisher connection. After a drain (`reconnect`)
+// it keeps the old ones open until their node closes them (drain.go). A node that does not know
 // the session refuses the resume (404): with Options.Rejoin the client
 // then joins afresh, as a new participant, publishes its tracks again and
 // records EventRejoined.
