@@ -98,8 +98,8 @@ func (r *Room) expireMoved(t *Track) {
 	}
 }
 
-// successor reports whether t takes the place of a moved track; if so the
-// moved one is returned and forgotten. r.mu held.
+// successorLocked returns the moved track t takes the place of, forgotten
+// as moved, or nil. r.mu held.
 func (r *Room) successorLocked(t *Track) *Track {
 	old := r.moved[t.id]
 	if old == nil || old == t || old.owner.id != t.owner.id || old.kind != t.kind || r.tracks[t.id] != old {
@@ -109,7 +109,7 @@ func (r *Room) successorLocked(t *Track) *Track {
 	return old
 }
 
-// spliceTrack publishes t in the place of old (the same track of a
+// spliceTrackLocked publishes t in the place of old (the same track of a
 // participant that moved): the room is not told of a new track, only of
 // what changed, and each subscriber's down track goes over to t's media.
 // r.mu held; it is released.
@@ -182,7 +182,9 @@ func (l *subscriberLoop) spliceDownTrack(prev, t *Track, d *sfu.DownTrack) {
 // down track leaves it when the new source delivers), or after handoverWait.
 func (r *Room) letGo(old *Track) {
 	start := time.Now()
-	defer func() { old.owner.log.Info("moved track's old source let go", "track", old.id, "after", time.Since(start)) }()
+	defer func() {
+		old.owner.log.Info("moved track's old source let go", "track", old.id, "after", time.Since(start))
+	}()
 	deadline := start.Add(handoverWait)
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
@@ -219,12 +221,12 @@ func (r *Room) detachLingering(t *Track) {
 }
 
 // linger waits, for a participant released by a draining node, until no
-// other node imports its tracks (they switched to its new node), or
-// lingerMax; then its tracks end and its connections close.
+// other node imports its tracks (they switched to its new node), lingerMax,
+// or Shutdown; then its tracks end and its connections close.
 func (p *Participant) linger(tracks []*Track) {
 	start := time.Now()
 	deadline := start.Add(lingerMax)
-	for time.Now().Before(deadline) && p.exported(tracks) {
+	for time.Now().Before(deadline) && p.exported(tracks) && !p.m.shuttingDown.Load() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.log.Info("released participant's tracks no longer relayed", "after", time.Since(start))

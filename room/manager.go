@@ -48,10 +48,11 @@ type Manager struct {
 	wg       sync.WaitGroup // participants not yet fully closed
 	// handingOver counts participants released by this draining node whose
 	// media still goes to other nodes (handover.go).
-	handingOver atomic.Int32
-	obs         observers // see observer.go
-	bus         Bus       // nil on a single node (cluster.go)
-	tk          takeovers // resumes through this node under way (takeover.go)
+	handingOver  atomic.Int32
+	shuttingDown atomic.Bool // Shutdown began: released participants' media stops at once
+	obs          observers   // see observer.go
+	bus          Bus         // nil on a single node (cluster.go)
+	tk           takeovers   // resumes through this node under way (takeover.go)
 
 	iceFunc func(identity string) []webrtc.ICEServer // see events.go
 
@@ -243,6 +244,7 @@ func (m *Manager) Draining() bool {
 // Shutdown refuses new joins, sends `leave` to every participant, closes
 // every room and waits (bounded by ctx) until all are gone.
 func (m *Manager) Shutdown(ctx context.Context) error {
+	m.shuttingDown.Store(true)
 	m.mu.Lock()
 	m.draining = true
 	rooms := make([]*Room, 0, len(m.rooms))
