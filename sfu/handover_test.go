@@ -37,7 +37,7 @@ func TestDownTrackHandover(t *testing.T) {
 	send(next, nh, delta) // not a keyframe: the old source goes on
 	send(old, oh, delta)
 	send(old, oh, delta)
-	send(next, nh, key) // the switch
+	send(next, nh, key)  // the switch
 	send(old, oh, delta) // late: dropped
 	send(next, nh, delta)
 	d.flush(time.Second)
