@@ -105,7 +105,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live,
 			// queued: written by the forwarder, not yet by the writer
 			// goroutine (a starved process); failed: writes that erred.
-			"queued", d.queued(), "failed", d.dropped.Load())
+			"queued", d.queued(), "failed", d.dropped.Load(), "unsupported", d.unsupported, "sink", d.sinkState())
 	}
 	if !d.video {
 		// Audio needs no keyframe to start: nothing to restart, but a
@@ -135,15 +135,8 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	d.mu.Unlock()
 	counters.stallRestarts.Add(1)
 	if warn && log != nil {
-		sink := "unknown"
-		if r, ok := d.source.(*Receiver); ok {
-			sink = "no"
-			if slices.Contains(r.Sinks(), Sink(d)) {
-				sink = "yes"
-			}
-		}
 		log.Warn("video down track silent while its source flows: restarting it at a keyframe",
-			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", sink)
+			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", d.sinkState())
 	}
 	d.source.RequestKeyframe(target)
 }
@@ -153,4 +146,17 @@ func kindName(video bool) string {
 		return "video"
 	}
 	return "audio"
+}
+
+// sinkState says whether d is among its receiver's sinks (it is fed
+// packets): "yes", "no", or "unknown" for another kind of source.
+func (d *DownTrack) sinkState() string {
+	r, ok := d.source.(*Receiver)
+	if !ok {
+		return "unknown"
+	}
+	if slices.Contains(r.Sinks(), Sink(d)) {
+		return "yes"
+	}
+	return "no"
 }
