@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -168,10 +169,10 @@ func TestTakeoverLandedUnconfirmed(t *testing.T) {
 	if err := n1.LandMove(name, alice.ParticipantID(), next); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := n1.Takeover(name, old, hash("RS_some-other-token")); !errors.Is(err, room.ErrNoMember) {
+	if _, _, err := n1.Takeover(context.Background(), name, old, hash("RS_some-other-token")); !errors.Is(err, room.ErrNoMember) {
 		t.Fatalf("takeover with a token the move did not choose: %v, want no member", err)
 	}
-	m, sid, err := n1.Takeover(name, old, next)
+	m, sid, err := n1.Takeover(context.Background(), name, old, next)
 	if err != nil || m.ID != alice.ParticipantID() || sid == "" {
 		t.Fatalf("takeover again after its write landed: member %q sid %q err %v, want %s", m.ID, sid, err, alice.ParticipantID())
 	}

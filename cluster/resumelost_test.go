@@ -26,9 +26,20 @@ func TestResumeStoreUnavailableIsRetryable(t *testing.T) {
 	token := alice.ResumeToken()
 	srvs[0].Cluster().Crash()
 	srvs[2].Cluster().Crash()
+	start := time.Now()
 	if e := rawResume(t, srvs[1], room, token); e == nil || e.Code != protocol.CodeUnavailable {
 		t.Fatalf("resume through the node left without a store majority: %v, want 503", e)
 	}
+	// The answer must come while the client still waits for it: a client
+	// gives up on a node after 15 s (client.nodeJoinTimeout), and a node
+	// that kept retrying its compare-and-set (the store without a leader
+	// answers "wrong last sequence") held the socket silent for longer, so
+	// the client's next attempt queued behind the first until its resume
+	// window was over. The node's budget is 10 s.
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("the 503 came %v after the resume: the client had given up on the node", d)
+	}
+	t.Logf("503 after %v", time.Since(start).Round(time.Millisecond))
 }
 
 // TestResumeTakeoverResultLost: a takeover through n1 consumed the token,
