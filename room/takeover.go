@@ -186,7 +186,8 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 	}
 	defer unlock()
 	next := m.tk.pendingFor(hash)
-	mem, sid, again := m.lostTakeover(roomName, hash)
+	mem, sid, lost := m.lostTakeover(roomName, hash)
+	again := lost != nil
 	tLost := time.Since(start) - tLock
 	var tBus time.Duration
 	defer func() {
@@ -225,6 +226,9 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 	}
 	p, res, err := m.joinLocal(req, peer, sid, bus)
 	if err != nil {
+		if lost != nil {
+			lost.close(protocol.ReasonDisconnected, false) // moving: silently
+		}
 		return nil, nil, err // the pending token stays: a retry here recognises its own move
 	}
 	m.tk.settled(hash)
@@ -244,10 +248,16 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 // lostResultWait for the drop), it is released silently and its member
 // returned, to be made again with a new token, so the session survives;
 // otherwise the token stays used (404).
-func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
+//
+// The participant returned stays in the room, moving (it ends silently),
+// until the one made again replaces it (Room.add, same id and identity):
+// closing it first left a moment when this node's part of the room did
+// not list it, and another node's snapshot taken then (or the room
+// closing, empty) told everyone it had left.
+func (m *Manager) lostTakeover(roomName, hash string) (Member, string, *Participant) {
 	r := m.Room(roomName)
 	if r == nil {
-		return Member{}, "", false
+		return Member{}, "", nil
 	}
 	r.mu.Lock()
 	var p *Participant
@@ -259,7 +269,7 @@ func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
 	sid := r.sid
 	r.mu.Unlock()
 	if p == nil {
-		return Member{}, "", false
+		return Member{}, "", nil
 	}
 	deadline := time.Now().Add(lostResultWait)
 	for {
@@ -267,7 +277,7 @@ func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
 		gone := p.closed || p.moving || p.rs.expired || p.rs.token != p.resumeToken
 		if gone || p.heard.Load() {
 			p.mu.Unlock()
-			return Member{}, "", false
+			return Member{}, "", nil
 		}
 		if p.rs.away {
 			p.moving = true
@@ -277,12 +287,11 @@ func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
 			mem := p.memberLocked()
 			p.mu.Unlock()
 			p.log.Info("a takeover's join result was lost: taken over again")
-			p.close(protocol.ReasonDisconnected, false)
-			return mem, sid, true
+			return mem, sid, p
 		}
 		p.mu.Unlock()
 		if time.Now().After(deadline) {
-			return Member{}, "", false
+			return Member{}, "", nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
