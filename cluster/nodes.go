@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"sort"
 	"sync"
@@ -159,6 +160,24 @@ func (n *Node) measureRTT() {
 		}
 		return
 	}
+}
+
+// Alone reports whether no other node is alive, for a node about to stop
+// (a drain would have nowhere to send its clients). A node that started
+// less than hbExpiry ago may not have heard the others' heartbeats yet: it
+// listens until then (bounded by ctx) before it believes it is alone, as
+// the others wait as long before they believe a node gone.
+func (n *Node) Alone(ctx context.Context) bool {
+	if len(n.OtherNodes()) > 0 {
+		return false
+	}
+	if wait := time.Until(n.started.Add(hbExpiry)); wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+	return len(n.OtherNodes()) == 0
 }
 
 func (n *Node) subscribeNodes() error {

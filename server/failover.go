@@ -31,7 +31,7 @@ func (s *Server) Drain(ctx context.Context) int {
 	if s.cluster == nil {
 		return s.rooms.Snapshot().Participants
 	}
-	if len(s.cluster.OtherNodes()) == 0 {
+	if s.cluster.Alone(ctx) {
 		s.log.Info("not draining: no other live node to resume through")
 		return s.rooms.Snapshot().Participants
 	}
