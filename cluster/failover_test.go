@@ -152,7 +152,7 @@ func rawResume(t *testing.T, s *server.Server, room, token string) *protocol.Err
 	if err := ws.WriteJSON(map[string]any{"jsonrpc": "2.0", "id": 1, "method": protocol.MethodJoin, "params": json.RawMessage(params)}); err != nil {
 		t.Fatal(err)
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second)) // a takeover waits up to ~25 s for the store
+	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second)) // a node answers a takeover within 10 s; margin for a loaded machine
 	for {
 		var msg struct {
 			ID     json.RawMessage `json:"id"`
@@ -164,72 +164,6 @@ func rawResume(t *testing.T, s *server.Server, room, token string) *protocol.Err
 		}
 		if string(msg.ID) == "1" {
 			return msg.Error
-		}
-	}
-}
-
-// SIGTERM drain: the node refuses new joins, asks its clients to resume
-// through another node, hands its participants over (they publish again
-// there; subscribers elsewhere follow) and ends with nobody left, nobody
-// seen leaving.
-func TestDrainHandsOver(t *testing.T) {
-	t.Parallel()
-	srvs := failoverCluster(t)
-	alice := join(t, srvs[0], "drain", "alice", withNodes(srvs[1]))
-	bob := join(t, srvs[1], "drain", "bob")
-	carol := join(t, srvs[2], "drain", "carol")
-	rb, rc, ra := countMedia(bob), countMedia(carol), countMedia(alice)
-	seeEachOther(t, alice, bob, carol)
-	publishMedia(t, alice, true)
-	publishMedia(t, carol, false)
-	aID, cID := alice.ParticipantID(), carol.ParticipantID()
-	eventually(t, 30*time.Second, "alice's video reaches bob and carol, carol's audio reaches alice", func() bool {
-		return rb.count(aID, "video") >= 30 && rc.count(aID, "video") >= 30 && ra.count(cID, "audio") >= 50
-	})
-
-	rc.resetGaps() // what carol (n2) misses of alice's audio while alice moves from n0 to n1
-	start := time.Now()
-	left := srvs[0].Drain(ctxT(t, 20*time.Second))
-	if left != 0 {
-		t.Fatalf("%d participants still on the drained node", left)
-	}
-	t.Logf("n0 drained in %s", time.Since(start).Round(time.Millisecond))
-	if _, err := client.Dial(ctxT(t, 10*time.Second), srvs[0].SignalingURL(), "drain", client.Options{Name: "late"}); err == nil {
-		t.Fatal("the draining node took a new join")
-	}
-	eventually(t, 10*time.Second, "alice resumed through n1", func() bool {
-		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL()
-	})
-	if res := alice.LastJoin(); res.Participant.ID != aID || !res.NewConnections {
-		t.Fatalf("alice's resume: id %s (want %s), newConnections %v", res.Participant.ID, aID, res.NewConnections)
-	}
-	gotReconnect := false
-	for _, e := range alice.Events() {
-		var p protocol.ReconnectParams
-		if e.Method == protocol.NotifyReconnect && json.Unmarshal(e.Params, &p) == nil && p.Reason == protocol.ReasonDrain {
-			gotReconnect = true
-		}
-	}
-	if !gotReconnect {
-		t.Error("alice was not sent reconnect {reason: drain}")
-	}
-	// The drained node stops; the call goes on.
-	if err := srvs[0].Shutdown(ctxT(t, 15*time.Second)); err != nil {
-		t.Logf("n0 shutdown: %v", err)
-	}
-	vb, vc, ab := rb.count(aID, "video"), rc.count(aID, "video"), ra.count(cID, "audio")
-	eventually(t, 30*time.Second, "alice's video reaches bob and carol again, carol's audio reaches alice", func() bool {
-		return rb.count(aID, "video") >= vb+30 && rc.count(aID, "video") >= vc+30 && ra.count(cID, "audio") >= ab+50
-	})
-	// A figure, not an assertion: the drain is a handover through the
-	// client, so alice's audio stops from her reconnect until her new
-	// publication flows through n1 (docs/cluster-failover.md "Drain").
-	gap := rc.worstGap(aID, "audio")
-	t.Logf("carol (n2) missed %d audio frames of alice (%s without any) while alice moved from n0 to n1",
-		gap.missed, gap.silence.Round(time.Millisecond))
-	for _, c := range []*client.Client{bob, carol} {
-		if sawLeave(c, aID) {
-			t.Errorf("%s saw alice leave", c.LastJoin().Participant.Name)
 		}
 	}
 }

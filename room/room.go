@@ -22,6 +22,7 @@ type Room struct {
 	participants map[string]*Participant // by participant id
 	identities   map[string]*Participant // by identity
 	tracks       map[string]*Track       // published tracks, by track id
+	moved        map[string]*Track       // tracks of a participant that moved, until they come back (handover.go)
 	emptyTimer   *time.Timer
 	closed       bool
 	speakers     speakers // active speaker detection (speakers.go)
@@ -88,7 +89,13 @@ func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
 	}
 	r.emit(Event{Type: EvJoined, Participant: ptr(p.Info()), Identity: p.identity})
 	r.mu.Unlock()
-	if old != nil {
+	switch {
+	case old == nil:
+	case old.id == p.id:
+		// The same participant made again by a takeover whose join result
+		// was lost (takeover.go, lostTakeover): the old one goes silently.
+		old.close(protocol.ReasonDisconnected, false)
+	default:
 		old.close(protocol.ReasonDuplicate, true)
 	}
 	sort.Slice(others, func(i, j int) bool { return others[i].JoinedAt < others[j].JoinedAt })
@@ -189,6 +196,10 @@ func (r *Room) publish(t *Track) {
 		r.mu.Unlock()
 		return
 	}
+	if old := r.successorLocked(t); old != nil {
+		r.spliceTrackLocked(old, t) // handover.go
+		return
+	}
 	r.tracks[t.id] = t
 	if t.kind == webrtc.RTPCodecTypeAudio && t.owner.node == "" {
 		r.startSpeakers()
@@ -223,11 +234,14 @@ func (r *Room) unpublish(t *Track) {
 		return
 	}
 	delete(r.tracks, t.id)
+	if r.moved[t.id] == t {
+		delete(r.moved, t.id)
+	}
 	if r.mix.mx != nil {
 		r.mix.mx.RemoveInput(t.id) // the voice leaves the mix at the next frame
 	}
 	for _, o := range r.participants {
-		if o == t.owner {
+		if o.id == t.owner.id {
 			continue
 		}
 		o.unsubscribeTrack(t.id)
@@ -290,7 +304,7 @@ func (r *Room) publishedTracks(p *Participant) []*Track {
 	defer r.mu.Unlock()
 	out := make([]*Track, 0, len(r.tracks))
 	for _, t := range r.tracks {
-		if t.owner != p {
+		if t.owner != p && t.owner.id != p.id { // nor its own, moved here (handover.go)
 			out = append(out, t)
 		}
 	}

@@ -84,7 +84,7 @@ func (s *Subscriber) CheckStalled(log *slog.Logger) {
 // stallAfter although it should have: video, negotiated, connected, not
 // paused by anyone, and its wanted layer live at the publisher.
 func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
-	live := d.source.LiveLayers()
+	live := d.src().LiveLayers()
 	d.mu.Lock()
 	w := &d.stall
 	sent := d.packets.Load()
@@ -138,7 +138,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 		log.Warn("video down track silent while its source flows: restarting it at a keyframe",
 			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", d.sinkState())
 	}
-	d.source.RequestKeyframe(target)
+	d.src().RequestKeyframe(target)
 }
 
 func kindName(video bool) string {
@@ -151,7 +151,7 @@ func kindName(video bool) string {
 // sinkState says whether d is among its receiver's sinks (it is fed
 // packets): "yes", "no", or "unknown" for another kind of source.
 func (d *DownTrack) sinkState() string {
-	r, ok := d.source.(*Receiver)
+	r, ok := d.src().(*Receiver)
 	if !ok {
 		return "unknown"
 	}
