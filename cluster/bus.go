@@ -229,6 +229,23 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 			return err
 		default:
 		}
+		if b.ns != nil && !b.ns.JetStreamIsCurrent() {
+			// No JetStream meta leader known yet (the nodes are still
+			// routing or electing): an API request now goes unanswered and
+			// would hold this loop for its whole 2 s timeout, so every node
+			// started ~2 s after its cluster was ready. Wait for the
+			// election instead.
+			if time.Now().After(deadline) {
+				return fmt.Errorf("cluster bus: the room state store (JetStream) has no leader after %s: "+
+					"start the other nodes listed in --cluster-routes (a majority must be up)", wait)
+			}
+			select {
+			case err := <-authErr:
+				return err
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		kv, err := b.js.KeyValue(ctx, roomsBucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
