@@ -207,6 +207,10 @@ func routeURLs(in []string, secret string) ([]*url.URL, error) {
 	return out, nil
 }
 
+// replicaGrace is how long openBucket keeps asking for a bucket on every
+// node it routes to before it settles for fewer replicas.
+const replicaGrace = 2 * time.Second
+
 // openBucket opens (or creates) the room-state bucket, retrying while
 // JetStream elects its leader, and fails early if a peer refuses the secret
 // or diagnose (if not nil) finds the routes cannot come up.
@@ -214,7 +218,8 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
-	deadline := time.Now().Add(wait)
+	began := time.Now()
+	deadline := began.Add(wait)
 	nextDiagnosis := time.Now().Add(2 * time.Second) // a healthy cluster is usually ready by then
 	var last error
 	for {
@@ -251,13 +256,19 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			// As many replicas as nodes are up now, up to 3 (the
 			// heartbeat raises it as more nodes join: upgradeReplicas).
+			// Fewer only after a grace period: the meta leader is elected
+			// as soon as a majority routes, and a peer still joining is
+			// not yet counted for placement; a bucket made smaller in that
+			// moment could lose its quorum with one node before the
+			// heartbeat raised it.
+			fewer := time.Since(began) > replicaGrace
 			for r := replicas; r >= 1; r-- {
 				kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 					Bucket: roomsBucket, Storage: jetstream.MemoryStorage, Replicas: r, History: 1,
 					Description: "Starling rooms: sid, members, identities (cluster-wide facts, compare-and-set)",
 				})
 				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
-				if !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
+				if !fewer || !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
 					break
 				}
 			}

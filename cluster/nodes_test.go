@@ -35,6 +35,7 @@ func TestNodesListAndDeadNode(t *testing.T) {
 
 // A node whose secret differs from its peers' refuses to start, saying why.
 func TestWrongSecretRefused(t *testing.T) {
+	t.Parallel()
 	ports := freePorts(t, 3)
 	startNodes(t, ports, 2, nil) // two of three: a majority, ready
 	cfg := nodeConfig(ports, 2, func(c *config.Config) { c.Cluster.Secret = "another-secret-9876543210" })
