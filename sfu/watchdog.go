@@ -87,7 +87,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	if !d.video {
 		return
 	}
-	live := d.source.LiveLayers()
+	live := d.src().LiveLayers()
 	d.mu.Lock()
 	w := &d.stall
 	sent := d.packets.Load()
@@ -101,7 +101,10 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 		w.told = true
 		log.Warn("video down track has sent nothing since it was subscribed", "track", d.id,
 			"seconds", (now-w.first)/1e9, "bound", d.bound, "connected", connected, "paused", d.paused,
-			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live)
+			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live,
+			// queued: written by the forwarder, not yet by the writer
+			// goroutine (a starved process); failed: writes that erred.
+			"queued", d.queued(), "failed", d.dropped.Load())
 	}
 	if moved := sent != w.packets; !should || moved || w.since == 0 {
 		if moved {
@@ -125,7 +128,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	counters.stallRestarts.Add(1)
 	if warn && log != nil {
 		sink := "unknown"
-		if r, ok := d.source.(*Receiver); ok {
+		if r, ok := d.src().(*Receiver); ok {
 			sink = "no"
 			if slices.Contains(r.Sinks(), Sink(d)) {
 				sink = "yes"
@@ -134,5 +137,5 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 		log.Warn("video down track silent while its source flows: restarting it at a keyframe",
 			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", sink)
 	}
-	d.source.RequestKeyframe(target)
+	d.src().RequestKeyframe(target)
 }
