@@ -172,7 +172,12 @@ func (v *roomView) state() (roomState, bool) {
 // readView reads a room's whole state once: a watch of its keys, stopped
 // when their current values are in.
 func (n *Node) readView(name string) (*roomView, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	return n.readViewCtx(context.Background(), name)
+}
+
+// readViewCtx is readView within parent.
+func (n *Node) readViewCtx(parent context.Context, name string) (*roomView, error) {
+	ctx, cancel := context.WithTimeout(parent, kvTimeout)
 	defer cancel()
 	p := roomKey(name)
 	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p, p + ".m.>"})

@@ -37,17 +37,26 @@ const staleSlot = 10 * time.Second
 // retry runs step until it succeeds, fails for good (errFull, a protocol
 // error) or the store has been unavailable for unavailableWait.
 func (n *Node) retry(step func(ctx context.Context) error) error {
-	deadline := time.Now().Add(unavailableWait)
+	ctx, cancel := context.WithTimeout(context.Background(), unavailableWait)
+	defer cancel()
+	return n.retryCtx(ctx, step)
+}
+
+// retryCtx is retry until parent ends (its last error then).
+func (n *Node) retryCtx(parent context.Context, step func(ctx context.Context) error) error {
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		ctx, cancel := context.WithTimeout(parent, kvTimeout)
 		err := step(ctx)
 		cancel()
 		var perr *protocol.Error
-		if err == nil || errors.Is(err, errFull) || errors.As(err, &perr) ||
-			time.Now().After(deadline) || n.bus.nc.IsClosed() {
+		if err == nil || errors.Is(err, errFull) || errors.As(err, &perr) || n.bus.nc.IsClosed() {
 			return err
 		}
-		time.Sleep(250 * time.Millisecond)
+		select {
+		case <-parent.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }
 

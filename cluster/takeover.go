@@ -54,22 +54,35 @@ const takeoverWait = 8 * time.Second
 // without a valid token. Store errors are returned as they are: the caller
 // answers 503, since the store comes back (a new stream leader) and the
 // client tries again.
-func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, string, error) {
+// The whole takeover is over within ctx and takeoverWait: its steps share
+// one deadline, since a client waits for its answer only so long.
+func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash string) (room.Member, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, takeoverWait)
+	defer cancel()
+	start := time.Now()
+	var tRead, tPing, tHandoff, tMove time.Duration
+	defer func() {
+		n.log.Debug("takeover attempt", "room", name, "read", tRead, "ping", tPing, "handoff", tHandoff,
+			"move", tMove, "total", time.Since(start))
+	}()
 	// The dead node may have led the state store's stream: while the others
 	// elect a new leader (a few seconds) reads fail, so keep trying.
 	var v *roomView
-	deadline := time.Now().Add(takeoverWait)
 	for {
 		var err error
-		v, err = n.readView(name)
+		v, err = n.readViewCtx(ctx, name)
 		if err == nil {
 			break
 		}
-		if time.Now().After(deadline) {
-			return room.Member{}, "", err
+		select {
+		case <-time.After(200 * time.Millisecond):
+			continue
+		case <-ctx.Done():
 		}
-		time.Sleep(200 * time.Millisecond)
+		tRead = time.Since(start)
+		return room.Member{}, "", fmt.Errorf("room state: %w", err)
 	}
+	tRead = time.Since(start)
 	if v.meta == nil {
 		return room.Member{}, "", errNotHere
 	}
@@ -95,15 +108,23 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 	if m.ID == "" || m.Node == n.id {
 		return room.Member{}, "", errNotHere
 	}
-	if n.nodeAnswers(m.Node) {
+	t0 := time.Now()
+	answers := n.nodeAnswers(m.Node)
+	tPing = time.Since(t0)
+	if answers {
 		// Alive, or dying and not yet noticed: it must let go first.
-		switch n.handoff(m.Node, name, m.ID, tokenHash) { // failover.go
+		t0 = time.Now()
+		h := n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		tHandoff = time.Since(t0)
+		switch h {
 		case room.NotReleased:
 			return room.Member{}, "", errNotHere
 		case room.StillHeld:
 			return room.Member{}, "", fmt.Errorf("node %s: %w", m.Node, room.ErrStillHeld)
 		}
 	}
+	t0 = time.Now()
+	defer func() { tMove = time.Since(t0) }()
 	n.rs.follow(n, name)
 	p := roomKey(name)
 	from, to := memberKey(p, m.Node, m.ID), memberKey(p, n.id, m.ID)
@@ -111,43 +132,37 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 	moved.Node, moved.Token = n.id, newTokenHash
 	data, _ := json.Marshal(moved)
 	var lost bool
-	var err error
-	for {
-		err = n.retry(func(ctx context.Context) error {
-			var cur memberEntry
-			rev, err := n.getJSON(ctx, from, &cur)
-			if err != nil {
-				return err
-			}
-			if rev != 0 {
-				if cur.Token != tokenHash {
-					lost = true // taken over meanwhile, through another node
-					return nil
-				}
-				if _, err := n.kvDelete(ctx, from, rev); isConflict(err) {
-					return errRetry
-				} else if err != nil {
-					return err
-				}
-			} else {
-				// Gone: moved by an earlier try of this takeover (its key
-				// here tells), or by another node's.
-				var mine memberEntry
-				if r, err := n.getJSON(ctx, to, &mine); err != nil {
-					return err
-				} else if r != 0 && mine.Token == newTokenHash {
-					return nil
-				}
-				lost = true
+	err := n.retryCtx(ctx, func(ctx context.Context) error {
+		var cur memberEntry
+		rev, err := n.getJSON(ctx, from, &cur)
+		if err != nil {
+			return err
+		}
+		if rev != 0 {
+			if cur.Token != tokenHash {
+				lost = true // taken over meanwhile, through another node
 				return nil
 			}
-			_, err = n.bus.kv.Put(ctx, to, data)
-			return err
-		})
-		if err == nil || time.Now().After(deadline) {
-			break
+			if _, err := n.kvDelete(ctx, from, rev); isConflict(err) {
+				return errRetry
+			} else if err != nil {
+				return err
+			}
+		} else {
+			// Gone: moved by an earlier try of this takeover (its key
+			// here tells), or by another node's.
+			var mine memberEntry
+			if r, err := n.getJSON(ctx, to, &mine); err != nil {
+				return err
+			} else if r != 0 && mine.Token == newTokenHash {
+				return nil
+			}
+			lost = true
+			return nil
 		}
-	}
+		_, err = n.bus.kv.Put(ctx, to, data)
+		return err
+	})
 	if err != nil {
 		return room.Member{}, "", err
 	}
