@@ -54,16 +54,16 @@ type BusOptions struct {
 
 // bus is the node's connection to NATS (and the embedded server, if any).
 type bus struct {
-	ns     *server.Server // nil with an external NATS
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
+	ns *server.Server // nil with an external NATS
+	nc *nats.Conn
+	js jetstream.JetStream
+	kv jetstream.KeyValue
 	// markerTTL: the bucket lets deletion markers expire (keys.go).
 	markerTTL bool
 	smu       sync.Mutex
 	kvStream  jetstream.Stream // the bucket's stream, once looked up
 	tmpDir    string
-	log    *slog.Logger
+	log       *slog.Logger
 }
 
 // openBus starts the embedded NATS server (or dials the external one),
