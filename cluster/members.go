@@ -309,7 +309,7 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 		}
 		// What this node knew is used up: read the slots as they are, and
 		// take back those held by no member for a while.
-		slots, err := n.readSlots(ctx, name)
+		slots, err := n.sharedReadSlots(ctx, name)
 		if err != nil {
 			return -1, err
 		}
@@ -329,6 +329,46 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 		authoritative = true
 	}
 	return -1, errors.New("room state: too much contention on the room's slots")
+}
+
+// slotReads shares one read of a room's slots among the joins of this node
+// that find the room full at the same time (the end of a join storm).
+type slotReads struct {
+	mu    sync.Mutex
+	reads map[string]*slotRead
+}
+
+type slotRead struct {
+	done  chan struct{}
+	slots map[int]slotState
+	err   error
+}
+
+// sharedReadSlots is readSlots, joined with one in flight for the room.
+func (n *Node) sharedReadSlots(ctx context.Context, name string) (map[int]slotState, error) {
+	sr := &n.slotReads
+	sr.mu.Lock()
+	if r := sr.reads[name]; r != nil {
+		sr.mu.Unlock()
+		select {
+		case <-r.done:
+			return r.slots, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if sr.reads == nil {
+		sr.reads = map[string]*slotRead{}
+	}
+	r := &slotRead{done: make(chan struct{})}
+	sr.reads[name] = r
+	sr.mu.Unlock()
+	r.slots, r.err = n.readSlots(ctx, name)
+	sr.mu.Lock()
+	delete(sr.reads, name)
+	sr.mu.Unlock()
+	close(r.done)
+	return r.slots, r.err
 }
 
 // slotState is one held slot as readSlots finds it.
