@@ -43,6 +43,10 @@ type Bus interface {
 	// other error: the room state is unavailable (try again too). It
 	// returns by ctx's end.
 	Takeover(ctx context.Context, room, tokenHash, newTokenHash string) (Member, string, error)
+	// Settled tells node, which released a participant to this node while
+	// draining, that the participant's new connections are up here: it
+	// may stop serving the old ones (handover.go). Asynchronous.
+	Settled(node, room, participantID string)
 }
 
 // Member is one participant as the cluster-wide room state records it.

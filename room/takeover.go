@@ -225,7 +225,7 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		// The old node's view of it. Its tracks died with a dead node; a
 		// draining one still forwards them until the client publishes them
 		// again here, under the same ids (handover.go).
-		req.carry = r.retireStub(mem.ID)
+		req.carry, req.movedFrom = r.retireStub(mem.ID)
 	}
 	p, res, err := m.joinLocal(req, peer, sid, bus)
 	if err != nil {
