@@ -39,13 +39,14 @@ const staleSlot = 10 * time.Second
 func (n *Node) retry(step func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), unavailableWait)
 	defer cancel()
-	return n.retryCtx(ctx, step)
+	return n.retryCtx(ctx, kvTimeout, step)
 }
 
-// retryCtx is retry until parent ends (its last error then).
-func (n *Node) retryCtx(parent context.Context, step func(ctx context.Context) error) error {
+// retryCtx is retry until parent ends (its last error then), each try
+// bounded by op.
+func (n *Node) retryCtx(parent context.Context, op time.Duration, step func(ctx context.Context) error) error {
 	for {
-		ctx, cancel := context.WithTimeout(parent, kvTimeout)
+		ctx, cancel := context.WithTimeout(parent, op)
 		err := step(ctx)
 		cancel()
 		var perr *protocol.Error

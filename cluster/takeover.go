@@ -45,6 +45,11 @@ var errNotHere = room.ErrNoMember
 // takeoverWait bounds how long a takeover waits for the state store.
 const takeoverWait = 8 * time.Second
 
+// takeoverOp bounds one store operation of a takeover. A request lost on
+// its way (to a replica that just died) would otherwise take kvTimeout
+// (5 s) of the takeover's 8 s before the next try.
+const takeoverOp = 2 * time.Second
+
 // Takeover implements room.Bus: the member holding the token hash moves to
 // this node, if its node is gone (it does not answer a ping over the bus)
 // or releases it (handoff). The move deletes the member's key at the
@@ -70,7 +75,9 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	var v *roomView
 	for {
 		var err error
-		v, err = n.readViewCtx(ctx, name)
+		rctx, rcancel := context.WithTimeout(ctx, takeoverOp)
+		v, err = n.readViewCtx(rctx, name)
+		rcancel()
 		if err == nil {
 			break
 		}
@@ -132,7 +139,7 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	moved.Node, moved.Token = n.id, newTokenHash
 	data, _ := json.Marshal(moved)
 	var lost bool
-	err := n.retryCtx(ctx, func(ctx context.Context) error {
+	err := n.retryCtx(ctx, takeoverOp, func(ctx context.Context) error {
 		var cur memberEntry
 		rev, err := n.getJSON(ctx, from, &cur)
 		if err != nil {
