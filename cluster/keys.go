@@ -170,7 +170,10 @@ func (v *roomView) state() (roomState, bool) {
 }
 
 // readView reads a room's whole state once: a watch of its keys, stopped
-// when their current values are in.
+// when their current values are in. The watch's own "all in" mark is not
+// trusted alone (nats.go sets it after the first value when it could not
+// learn the consumer's pending count): the view must also have reached
+// the newest change of the room's keys as read before the watch began.
 func (n *Node) readView(name string) (*roomView, error) {
 	return n.readViewCtx(context.Background(), name)
 }
@@ -180,22 +183,30 @@ func (n *Node) readViewCtx(parent context.Context, name string) (*roomView, erro
 	ctx, cancel := context.WithTimeout(parent, kvTimeout)
 	defer cancel()
 	p := roomKey(name)
-	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p, p + ".m.>"})
+	newest := n.lastChangeCtx(ctx, p)
+	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p, p + ".>"})
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = kw.Stop() }()
 	v := newRoomView()
+	var grace <-chan time.Time // after the mark: a newest change that expired meanwhile never comes
 	for {
+		if grace != nil && v.lastRev >= newest {
+			return v, nil
+		}
 		select {
 		case e, ok := <-kw.Updates():
 			if !ok {
 				return nil, errors.New("room state: the read ended early")
 			}
 			if e == nil {
-				return v, nil
+				grace = time.After(time.Second)
+				continue
 			}
 			v.apply(p, e)
+		case <-grace:
+			return v, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

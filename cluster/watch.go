@@ -308,6 +308,10 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 func (n *Node) lastChange(p string) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
+	return n.lastChangeCtx(ctx, p)
+}
+
+func (n *Node) lastChangeCtx(ctx context.Context, p string) uint64 {
 	s, err := n.bus.stream(ctx)
 	if err != nil {
 		return 0
