@@ -58,6 +58,7 @@ func TestRoomStatePerMemberKeys(t *testing.T) {
 	want := func(members, identities, slots int) func() bool {
 		return func() bool {
 			k := keysOf()
+			t.Logf("keys: %v", k)
 			return len(k["member"]) == members && len(k["identity"]) == identities && len(k["slot"]) == slots
 		}
 	}
