@@ -268,6 +268,7 @@ func (m *Manager) Settled(roomName, id string) {
 	defer m.mu.Unlock()
 	if p := m.released[roomName+"\x00"+id]; p != nil {
 		p.settled.Store(true)
+		p.log.Info("released participant settled on its new node")
 	}
 }
 
@@ -295,6 +296,7 @@ func (p *Participant) subscriberUp() {
 		return
 	}
 	if bus := p.room.bus; bus != nil && p.movedFrom != bus.NodeID() {
+		p.log.Debug("subscriber connection up: telling the node it moved from", "node", p.movedFrom)
 		bus.Settled(p.movedFrom, p.room.name, p.id)
 	}
 }
