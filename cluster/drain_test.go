@@ -15,6 +15,7 @@ import (
 // resumes through another node (new connections, same participant), its
 // subscriber on a third node hears it again and is never told it left.
 func TestShutdownHandsParticipantsOver(t *testing.T) {
+	t.Parallel()
 	// The nodes' resume window must outlast the state store's leader
 	// election after n2 goes (a few seconds on a loaded machine): with the
 	// harness's 1 s window, a's member entry was dropped before n0 could

@@ -25,7 +25,8 @@ func TestGStreamerWebSocket(t *testing.T) {
 	// libnice gathers on loopback only when told (--local-ip): on its own
 	// it leaves loopback out and ties each socket to its interface, and its
 	// UDP checks to the server's 127.0.0.1 leave through eth0 (assertGstUDP).
-	srv := startServer(t, nil)
+	// No ICE-TCP (gstServer): UDP or nothing.
+	srv := gstServer(t)
 	goPeer := join(t, srv, "gst-ws", "go")
 	files := newTrackFiles(t.TempDir())
 	goPeer.OnTrack(func(rt *client.RemoteTrack) { files.record(t, rt.Track) })
