@@ -1,6 +1,8 @@
 package main
 
 import (
+	"flag"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -8,7 +10,28 @@ import (
 
 // TestMain fails the package's tests if goroutines outlive them: every
 // long-lived component here (its loops, timers, writers) must end when it
-// is closed.
+// is closed. A developer's STARLING_RECORD_TOKEN must not change what the
+// tests' runs do (they run in parallel, where t.Setenv is not allowed).
 func TestMain(m *testing.M) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given && !raceEnabled {
+		_ = flag.Set("test.parallel", "8")
+	}
+	_ = os.Unsetenv("STARLING_RECORD_TOKEN")
+	_ = os.Unsetenv("STARLING_KEYS")
 	goleak.VerifyTestMain(m)
+}
+
+// parallelUnlessRace runs t in parallel with the package's other load
+// runs (8 at once unless -test.parallel says otherwise): they mostly wait
+// on media paced in real time, and one after another they were most of
+// the package's time. Under -race the CPU is the detector's, and they run
+// one after another as before. TestSoak is never parallel: it compares the
+// whole process's goroutines and open files before and after.
+func parallelUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		t.Parallel()
+	}
 }
