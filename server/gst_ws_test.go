@@ -27,7 +27,11 @@ func TestGStreamerWebSocket(t *testing.T) {
 	// checks from its host addresses (never loopback), and UDP checks from
 	// such an address to a server bound to 127.0.0.1 go unanswered here
 	// (WHIP with GStreamer gets through over ICE-TCP instead).
-	srv := startServer(t, func(c *config.Config) { c.RTC.BindIP = "" })
+	srv := startServer(t, func(c *config.Config) {
+		c.RTC.BindIP = ""
+		// a Python peer on a busy machine may take seconds to answer
+		c.Room.NegotiationTimeout = config.Duration(30 * time.Second)
+	})
 	goPeer := join(t, srv, "gst-ws", "go")
 	files := newTrackFiles(t.TempDir())
 	goPeer.OnTrack(func(rt *client.RemoteTrack) { files.record(t, rt.Track) })

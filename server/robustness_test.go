@@ -35,16 +35,23 @@ func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio []
 // with the reason instead of failing it (so the suite stays usable until the
 // fix lands, and the test asserts again by itself once it has).
 //
-// With congestion control on, f runs before the package's parallel tests
-// start (GCC reads a CPU starved by other tests as a congested network);
-// then the test turns parallel and runs f with it off.
+// With congestion control on, f runs as a timing-judging test (GCC reads
+// a CPU starved by other tests as a congested network; under -race that
+// is before the package's parallel tests start); then the test turns light
+// and runs f with it off.
 func withCongestionControl(t *testing.T, f func(t *testing.T, tune func(*config.Config), knownIssue func(string))) {
+	release := timingTest(t, weightCongestion, groupCongestion)
 	for _, on := range []bool{true, false} {
 		name := "cc=off"
 		if on {
 			name = "cc=on"
 		} else {
-			t.Parallel()
+			release()
+			if raceEnabled {
+				parallel(t)
+			} else {
+				t.Cleanup(traced(t, weightLight, sched.acquire(weightLight, false)))
+			}
 		}
 		t.Run(name, func(t *testing.T) {
 			known := func(string) {}
