@@ -55,6 +55,10 @@ type Options struct {
 	// by name; nil (or a nil list and no error) on a single node, which
 	// lists its own rooms.
 	ClusterRooms func() ([]RoomSummary, error)
+	// SetMix sets a participant's voice in a room's mix for the whole
+	// cluster: gain and muted when not nil; it answers the setting now.
+	// clustered is false on a single node, where the room does it.
+	SetMix func(room, participant string, gain *float64, muted *bool) (st MixState, clustered bool, err error)
 }
 
 // API serves the admin routes.

@@ -23,8 +23,8 @@ type MixState struct {
 }
 
 func (a *API) mix(w http.ResponseWriter, r *http.Request) {
-	p, ok := a.participant(w, r)
-	if !ok {
+	name, id := r.PathValue("room"), r.PathValue("id")
+	if _, ok := a.authorize(w, r, name, false); !ok {
 		return
 	}
 	var req MixRequest
@@ -35,7 +35,29 @@ func (a *API) mix(w http.ResponseWriter, r *http.Request) {
 		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "gain" or "muted" is required`))
 		return
 	}
-	rm := p.Room()
+	if a.opts.SetMix != nil {
+		// In a cluster, any node, with or without a part of the room: the
+		// setting is stored for the room and applied by every node that
+		// has or gets a part of it.
+		if st, clustered, err := a.opts.SetMix(name, id, req.Gain, req.Muted); clustered {
+			if err != nil {
+				writeError(w, asProtocol(err))
+				return
+			}
+			writeJSON(w, http.StatusOK, st)
+			return
+		}
+	}
+	rm := a.opts.Rooms.Room(name)
+	if rm == nil {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		return
+	}
+	p := rm.Participant(id)
+	if p == nil {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, name))
+		return
+	}
 	if req.Gain != nil {
 		if err := rm.SetMixGain(p.ID(), *req.Gain); err != nil {
 			writeError(w, asProtocol(err))

@@ -117,6 +117,10 @@ func Start(o Options) (*Node, error) {
 		n.closeBus()
 		return nil, err
 	}
+	if err := n.subscribeMix(); err != nil { // see mixprefs.go
+		n.closeBus()
+		return nil, err
+	}
 	if err := b.nc.Flush(); err != nil {
 		n.closeBus()
 		return nil, err
@@ -193,6 +197,7 @@ func (n *Node) nodeGone(id string) {
 }
 
 func (n *Node) roomFinished(name, sid string) {
+	n.dropMixPrefs(name, sid) // mixprefs.go
 	if n.opts.OnRoomFinished != nil {
 		n.opts.OnRoomFinished(name, sid)
 	}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -108,8 +109,9 @@ func recKey(name string) string {
 }
 
 // ClaimRecording writes a room's recording claim: it creates it when rev
-// is 0, else replaces the claim at revision rev. When another write got
-// there first, won is false and cur, curRev are the claim held now.
+// is 0, else replaces the claim at revision rev; won, curRev is the new
+// revision. When another write got there first, won is false and cur,
+// curRev are the claim held now.
 func (n *Node) ClaimRecording(room string, value []byte, rev uint64) (cur []byte, curRev uint64, won bool, err error) {
 	// The store is briefly unavailable while its stream elects a new
 	// leader (the node that died, whose recording is being taken over,
@@ -128,13 +130,14 @@ func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
 	key := recKey(room)
+	var newRev uint64
 	if rev == 0 {
-		_, err = n.bus.kv.Create(ctx, key, value)
+		newRev, err = n.bus.kv.Create(ctx, key, value)
 	} else {
-		_, err = n.bus.kv.Update(ctx, key, value, rev)
+		newRev, err = n.bus.kv.Update(ctx, key, value, rev)
 	}
 	if err == nil {
-		return nil, 0, true, nil
+		return nil, newRev, true, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil, 0, false, fmt.Errorf("recording claim: %w", err)
@@ -147,6 +150,33 @@ func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte
 		return nil, 0, false, fmt.Errorf("recording claim: %w", gerr)
 	}
 	return e.Value(), e.Revision(), false, nil
+}
+
+// RenewRecordingClaim writes a room's recording claim again, the same
+// value at revision rev, once within ctx (the claim's lease, see
+// recorder/lease.go): held is false when the claim is another's or gone.
+// A renewal that timed out but landed is recognised by its value.
+func (n *Node) RenewRecordingClaim(ctx context.Context, room string, value []byte, rev uint64) (newRev uint64, held bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	key := recKey(room)
+	newRev, err = n.bus.kv.Update(ctx, key, value, rev)
+	if err == nil {
+		return newRev, true, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, false, fmt.Errorf("recording claim: %w", err)
+	}
+	e, gerr := n.bus.kv.Get(ctx, key)
+	switch {
+	case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
+		return 0, false, nil
+	case gerr != nil:
+		return 0, false, fmt.Errorf("recording claim: %w", gerr)
+	case bytes.Equal(e.Value(), value):
+		return e.Revision(), true, nil
+	}
+	return 0, false, nil
 }
 
 // RecordingClaim reads a room's recording claim; rev 0 when there is none.

@@ -104,6 +104,7 @@ func (n *Node) Opened(r *room.Room) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		n.loadMixPrefs(r) // the admin's mix settings made before (mixprefs.go)
 		n.reconcile(r)
 	}()
 }

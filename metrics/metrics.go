@@ -116,6 +116,7 @@ type nodeCollector struct {
 	directStreams, pionStreams                 *prometheus.Desc
 	bweDelay, bweLoss, bweProbes, bweRaises    *prometheus.Desc
 	bweTapped, bwePion, stallRestarts          *prometheus.Desc
+	bwePadding                                 *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
 	unsupported                                *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
@@ -157,6 +158,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		bweLoss:       d("bwe_loss_decreases_total", "Decreases of a subscriber's bandwidth estimate on loss above 10%."),
 		bweProbes:     d("bwe_probes_total", "Bandwidth probes sent to subscribers (padding on top of media, before raising a layer)."),
 		bweRaises:     d("bwe_probe_raises_total", "Probes whose measured rate raised the subscriber's estimate."),
+		bwePadding:    d("bwe_padding_packets_total", "Padding-only RTP packets written to subscribers (what the bandwidth probes send)."),
 		bweTapped:     d("bwe_feedback_socket_total", "Congestion control feedback packets from subscribers read straight off the batched media socket, not through pion."),
 		bwePion:       d("bwe_feedback_pion_total", "Congestion control feedback packets from subscribers read through pion's receive path (no socket tap: pion's write path, ICE-TCP)."),
 		stallRestarts: d("video_stall_restarts_total", "Subscribers' video restarted at a keyframe by the watchdog (silent for 3 s while its publisher sent), and subscriber connections it found connected but marked down."),
@@ -177,7 +179,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
 		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported,
-		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bweTapped, c.bwePion, c.stallRestarts, c.rtt, c.jitter, c.loss} {
+		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bwePadding, c.bweTapped, c.bwePion, c.stallRestarts, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
 }
@@ -249,6 +251,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bweLoss, ev.BWELossDecreases)
 	counter(c.bweProbes, ev.BWEProbes)
 	counter(c.bweRaises, ev.BWEProbeRaises)
+	counter(c.bwePadding, ev.BWEPaddingSent)
 	counter(c.bweTapped, ev.BWEFeedbackTapped)
 	counter(c.bwePion, ev.BWEFeedbackPion)
 	counter(c.stallRestarts, ev.StallRestarts)

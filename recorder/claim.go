@@ -26,8 +26,16 @@ type claim struct {
 	Node    string `json:"node"`
 	SID     string `json:"sid"`
 	Auto    bool   `json:"auto,omitempty"`
+	Mix     bool   `json:"mix,omitempty"`
 	Stopped bool   `json:"stopped,omitempty"`
 }
+
+// A claim is a lease (lease.go): its node renews it while recording and
+// stops recording when it could not for claimLease; another node replaces
+// a claim whose node does not answer only after it saw the claim unchanged
+// for takeoverWait, longer than the lease. So a node cut off from the bus
+// (alive, not answering) has stopped before the room is recorded
+// elsewhere: one recording of the room at any time.
 
 // methodHeld asks a node (a forwarded request, Path = the recording id)
 // whether it runs, or is starting, that recording: 200 with its Info, or
@@ -41,60 +49,105 @@ const claimAttempts = 20
 // room instance; auto-record leaves it.
 var errAutoStopped = errors.New("recording stopped through the API")
 
+// claimWon is a won claim: its revision, when its write was sent (the
+// lease runs from then) and the recording it continues, if any.
+type claimWon struct {
+	value     []byte
+	rev       uint64
+	at        time.Time
+	continues string
+}
+
 // claimRoom makes this node the room's recorder for recording id, or
 // fails with ErrAlreadyRecording and the recording that holds the room.
-func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto bool) (Info, error) {
-	mine, _ := json.Marshal(claim{ID: id, Node: c.NodeID(), SID: sid, Auto: auto})
+func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool) (claimWon, Info, error) {
+	mine, _ := json.Marshal(claim{ID: id, Node: c.NodeID(), SID: sid, Auto: auto, Mix: mix})
 	var rev uint64
+	var continues string
+	var prevAt time.Time
 	for i := 0; i < claimAttempts; i++ {
+		at := time.Now()
 		cur, curRev, won, err := c.ClaimRecording(roomName, mine, rev)
 		if err != nil {
-			return Info{}, err
+			return claimWon{}, Info{}, err
 		}
 		if won {
-			return Info{}, nil
+			return claimWon{value: mine, rev: curRev, at: at, continues: continues}, Info{}, nil
 		}
 		if curRev == 0 { // released meanwhile
-			rev = 0
+			rev, continues = 0, ""
 			continue
 		}
 		var other claim
 		_ = json.Unmarshal(cur, &other)
 		if other.ID == id && other.Node == c.NodeID() {
-			return Info{}, nil // a write that timed out had landed
-		}
-		if other.SID == sid && other.Stopped {
-			if auto {
-				return Info{}, errAutoStopped
+			// A write that timed out had landed: its lease runs from the
+			// attempt before (or this one's, retried inside it).
+			if prevAt.IsZero() {
+				prevAt = at
 			}
-		} else if in, ok := m.held(c, other); ok {
-			return in, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node)
+			return claimWon{value: mine, rev: curRev, at: prevAt, continues: continues}, Info{}, nil
+		}
+		prevAt = at
+		switch {
+		case other.Stopped: // no recording runs
+			if auto && other.SID == sid {
+				return claimWon{}, Info{}, errAutoStopped
+			}
+		case other.Node == c.NodeID():
+			// This node's own claim: held or stale, this node knows.
+			if in, ok := m.heldHere(other.ID); ok {
+				return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node)
+			}
+		default:
+			in, answered := m.held(c, other)
+			if answered && in.ID != "" {
+				return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node)
+			}
+			if !answered {
+				// Its node does not answer: dead, or cut off and still
+				// recording until its lease ends. Wait that out.
+				changed, err := m.waitLease(c, roomName, curRev)
+				if err != nil {
+					return claimWon{}, Info{}, err
+				}
+				if changed {
+					rev, continues = 0, "" // read it again (a create fails with the claim now)
+					continue
+				}
+			}
+		}
+		if other.SID == sid && !other.Stopped {
+			continues = other.ID // its recording ended unfinished: this one goes on
+		} else {
+			continues = ""
 		}
 		rev = curRev // stale or stopped: replace it at the revision seen
 		time.Sleep(time.Duration(i) * time.Millisecond)
 	}
-	return Info{}, fmt.Errorf("%w: the room's recording claim keeps changing", ErrAlreadyRecording)
+	return claimWon{}, Info{}, fmt.Errorf("%w: the room's recording claim keeps changing", ErrAlreadyRecording)
 }
 
-// held is the recording of a claim when its node runs (or starts) it.
-func (m *Manager) held(c Cluster, cl claim) (Info, bool) {
+// held asks a claim's node whether it runs (or starts) the claim's
+// recording: answered is false when the node did not answer at all.
+func (m *Manager) held(c Cluster, cl claim) (in Info, answered bool) {
 	if cl.ID == "" || cl.Node == "" {
-		return Info{}, false
-	}
-	if cl.Node == c.NodeID() {
-		return m.heldHere(cl.ID)
+		return Info{}, true
 	}
 	rep, err := c.Forward(cl.Node, ForwardRequest{Method: methodHeld, Path: cl.ID})
-	if err != nil || rep.Status != http.StatusOK {
-		// No answer: the node is gone (or cut off; the claim is then taken
-		// over, and its recording, if it runs, is a second one).
+	if err != nil {
 		return Info{}, false
 	}
-	var in Info
-	if json.Unmarshal(rep.Body, &in) != nil {
-		return Info{}, false
+	switch rep.Status {
+	case http.StatusOK:
+		if json.Unmarshal(rep.Body, &in) != nil {
+			return Info{}, false
+		}
+		return in, true
+	case http.StatusNotFound:
+		return Info{}, true // the node says it does not record it
 	}
-	return in, true
+	return Info{}, false
 }
 
 // heldHere is this node's recording id while it holds its claim: from
@@ -151,31 +204,6 @@ func (m *Manager) releaseClaim(c Cluster, roomName, id string, stopped bool) {
 		}
 	}
 }
-
-// autoRecordAll starts the auto recording of every local room that needs
-// one (another node died: it may have held one).
-func (m *Manager) autoRecordAll() {
-	if m.rooms == nil || len(m.cfg.AutoRecord) == 0 {
-		return
-	}
-	for _, name := range m.rooms.RoomNames() {
-		rm := m.rooms.Room(name)
-		if rm == nil || !m.autoMatch(name) || len(rm.ObservedTracks()) == 0 {
-			continue
-		}
-		m.mu.Lock()
-		skip := m.closed || m.noAuto[rm.SID()]
-		m.mu.Unlock()
-		if !skip {
-			m.autoStart(name)
-		}
-	}
-}
-
-// NodeGone is called when another node of the cluster died or left: this
-// node takes over the auto recordings it held, where this node has a part
-// of the room (one node wins each room).
-func (m *Manager) NodeGone(string) { m.autoRecordAll() }
 
 // autoStart starts a room's auto recording (off the caller's goroutine);
 // in a cluster only the node that claims the room records it.

@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -41,6 +42,10 @@ type Cluster interface {
 	RecordingClaim(room string) (value []byte, rev uint64, err error)
 	// DropRecordingClaim deletes the room's claim if still at rev.
 	DropRecordingClaim(room string, rev uint64) error
+	// RenewRecordingClaim writes the same claim value again at revision
+	// rev (lease.go), once, within ctx: held is true with the new
+	// revision, false when the claim is another's or gone now.
+	RenewRecordingClaim(ctx context.Context, room string, value []byte, rev uint64) (newRev uint64, held bool, err error)
 }
 
 // ForwardRequest is a recording API request sent to another node.

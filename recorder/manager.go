@@ -56,6 +56,9 @@ type Info struct {
 	// Node is the cluster node that runs the recording: its disk holds
 	// the files (cluster.go); empty on a single node.
 	Node string `json:"node,omitempty"`
+	// Continues is the recording of the room this one took over in a
+	// cluster: its node lost the room's claim (died or cut off; claim.go).
+	Continues string `json:"continues,omitempty"`
 }
 
 // Errors of the control API.
@@ -75,7 +78,10 @@ type recording struct {
 	// claimed: the room's cluster-wide recording claim is this
 	// recording's (claim.go); stopped: stopped through the API.
 	claimed, stopped bool
+	lost             bool          // its claim's lease ran out (lease.go)
+	mix              bool          // records the room's mix too (kept in the claim)
 	released         chan struct{} // closed once reaped and the claim released
+	holding          chan struct{} // closed when the claim's renewals ended (claim.go)
 }
 
 // Manager runs the recordings of one node: started by the control API or
@@ -205,12 +211,15 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 	}
 	id := recordingID(roomName, node, trackID, time.Now())
 	claimed := c != nil && trackID == ""
+	var won claimWon
 	if claimed {
 		// One room recording in the cluster (claim.go): claim the room
 		// first, counted as running here meanwhile.
 		m.pending[id] = Info{ID: id, Kind: "room", Room: roomName, Status: "recording", StartedAt: time.Now(), Auto: auto, Node: node, Files: []string{}}
 		m.mu.Unlock()
-		in, err := m.claimRoom(c, roomName, rm.SID(), id, auto)
+		var in Info
+		var err error
+		won, in, err = m.claimRoom(c, roomName, rm.SID(), id, auto, mix)
 		m.mu.Lock()
 		delete(m.pending, id)
 		if err != nil {
@@ -225,7 +234,7 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 	}
 	rr, err := NewRoomRecorder(RoomOptions{
 		Dir: filepath.Join(m.cfg.Dir, id), ID: id, Room: roomName, RoomSID: rm.SID(), TrackID: trackID,
-		Logger: m.cfg.Logger, OnEvent: m.onEvent,
+		Continues: won.continues, Logger: m.cfg.Logger, OnEvent: m.onEvent,
 	})
 	if err != nil {
 		m.mu.Unlock()
@@ -235,9 +244,14 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 		m.log.Error("cannot start recording", "room", roomName, "err", err)
 		return Info{}, err
 	}
-	rec := &recording{rr: rr, auto: auto, claimed: claimed, released: make(chan struct{})}
+	rec := &recording{rr: rr, auto: auto, claimed: claimed, mix: mix && trackID == "", released: make(chan struct{}), holding: make(chan struct{})}
 	m.active[id] = rec
 	m.mu.Unlock()
+	if claimed {
+		go m.holdClaim(c, rec, won) // renews the claim's lease while recording
+	} else {
+		close(rec.holding)
+	}
 	go m.reap(rec)
 	if rec.whole() {
 		// In a cluster the room's tracks on other nodes are imported here
@@ -283,12 +297,15 @@ func (m *Manager) reap(r *recording) {
 		<-r.released // reaped by another caller: wait for it
 		return
 	}
-	release, stopped := r.claimed && c != nil, r.stopped
+	// A claim whose lease ran out stays for the recording that continues
+	// it (lease.go).
+	release, stopped := r.claimed && c != nil && !r.lost, r.stopped
 	if release {
 		m.releasing[r.rr.ID()] = r
 	}
 	m.reapLocked(r)
 	m.mu.Unlock()
+	<-r.holding // no renewal of the claim races its release
 	if release {
 		// Before Stop returns: a start elsewhere must not see the claim
 		// free (and an API stop not marked) once the stop answered.
@@ -441,6 +458,7 @@ func (m *Manager) info(r *recording) Info {
 		ID: man.ID, Kind: man.Kind, Room: man.Room, TrackID: r.rr.opts.TrackID, Status: man.Status, Error: man.Error,
 		Dir: r.rr.Dir(), Manifest: filepath.Join(r.rr.Dir(), ManifestFile), StartedAt: man.StartedAt,
 		EndedAt: man.EndedAt, Files: []string{}, Auto: r.auto, Tracks: len(man.Tracks), Node: m.nodeID(),
+		Continues: man.Continues,
 	}
 	m.mu.Lock()
 	in.Composed = r.composed

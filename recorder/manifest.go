@@ -21,13 +21,16 @@ const ManifestFile = "manifest.json"
 // video line up) shifted to this server's clock by the smallest observed
 // sender-report transit; without a sender report, the arrival time here.
 type Manifest struct {
-	Version      int                   `json:"version"`
-	ID           string                `json:"id"`
-	Kind         string                `json:"kind"` // "room" or "track"
-	Room         string                `json:"room"`
-	RoomSID      string                `json:"room_sid,omitempty"`
-	Status       string                `json:"status"` // recording, finished, failed
-	Error        string                `json:"error,omitempty"`
+	Version int    `json:"version"`
+	ID      string `json:"id"`
+	Kind    string `json:"kind"` // "room" or "track"
+	Room    string `json:"room"`
+	RoomSID string `json:"room_sid,omitempty"`
+	Status  string `json:"status"` // recording, finished, failed
+	Error   string `json:"error,omitempty"`
+	// Continues is the recording this one continues in a cluster (its
+	// node lost the room's recording claim; docs/recording.md).
+	Continues    string                `json:"continues,omitempty"`
 	StartedAt    time.Time             `json:"started_at"`
 	EndedAt      *time.Time            `json:"ended_at,omitempty"`
 	DurationMS   int64                 `json:"duration_ms"`

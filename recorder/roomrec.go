@@ -25,7 +25,10 @@ type RoomOptions struct {
 	RoomSID string
 	// TrackID, if set, records only that track (a track recording).
 	TrackID string
-	Logger  *slog.Logger
+	// Continues is the id of the recording this one takes over in a
+	// cluster (that recording's node lost the room's claim; claim.go).
+	Continues string
+	Logger    *slog.Logger
 	// OnEvent receives started/finished/failed events; it must not block.
 	OnEvent func(Event)
 }
@@ -351,6 +354,20 @@ func (r *RoomRecorder) Stop() *Manifest {
 	return m
 }
 
+// StopWithError stops the recording as Stop does, as failed with err,
+// and reports whether it did so: false when it was stopping already (a
+// cluster node that lost the room's claim).
+func (r *RoomRecorder) StopWithError(err error) bool {
+	r.mu.Lock()
+	ok := !r.stopping && r.err == nil
+	if ok {
+		r.err = err
+	}
+	r.mu.Unlock()
+	r.Stop()
+	return ok
+}
+
 // Err is the error that stopped the recording, if any.
 func (r *RoomRecorder) Err() error {
 	r.mu.Lock()
@@ -381,6 +398,7 @@ func (r *RoomRecorder) Manifest() *Manifest {
 	m := &Manifest{
 		Version: 1, ID: r.opts.ID, Kind: "room", Room: r.opts.Room, RoomSID: r.opts.RoomSID,
 		Status: r.status, StartedAt: r.started, Participants: []ManifestParticipant{}, Tracks: []ManifestTrack{},
+		Continues: r.opts.Continues,
 	}
 	if r.opts.TrackID != "" {
 		m.Kind = "track"

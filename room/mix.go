@@ -159,6 +159,22 @@ func (r *Room) setMixPref(participantID string, f func(*mixPref)) error {
 	return nil
 }
 
+// ApplyMixPref sets a participant's voice in the room's mix as the
+// cluster stores it (cluster/mixprefs.go), without telling other nodes;
+// also for a participant not known here yet (another node's, whose stub
+// comes later): the setting waits for it. An invalid gain is ignored.
+func (r *Room) ApplyMixPref(participantID string, gain float64, muted bool) {
+	if gain < 0 || gain > 4 || gain != gain {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.applyMixPrefLocked(participantID, mixPref{gain: gain, muted: muted})
+}
+
 // applyMixPrefLocked stores a participant's mix setting and gives it to
 // the mixer; r.mu held.
 func (r *Room) applyMixPrefLocked(participantID string, pr mixPref) {

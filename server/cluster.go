@@ -117,6 +117,16 @@ func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool) {
 	return sid, ps, true
 }
 
+// setMix stores an admin mix setting for the whole cluster
+// (cluster/mixprefs.go); clustered is false on a single node.
+func (s *Server) setMix(name, participant string, gain *float64, muted *bool) (admin.MixState, bool, error) {
+	if s.cluster == nil {
+		return admin.MixState{}, false, nil
+	}
+	set, err := s.cluster.SetMixPref(name, participant, gain, muted)
+	return admin.MixState{Gain: set.Gain, Muted: set.Muted}, true, err
+}
+
 func (s *Server) closeRemote(name string) bool {
 	if s.cluster == nil {
 		return false

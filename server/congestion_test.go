@@ -251,7 +251,8 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	vSlow.waitHeight(t, 10*time.Second, 720)
 	vFast.waitHeight(t, 10*time.Second, 720)
 	_, fastBefore := vFast.snapshot()
-	tapped := sfu.ReadCounters().BWEFeedbackTapped
+	before := sfu.ReadCounters()
+	tapped := before.BWEFeedbackTapped
 
 	b.set(700_000)
 	start := time.Now()
@@ -279,6 +280,13 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	start = time.Now()
 	vSlow.waitHeight(t, 60*time.Second, 720)
 	t.Logf("recovered to high %v after the bottleneck was lifted", time.Since(start))
+	// Probes send padding, and /metrics counts it
+	// (starling_bwe_padding_packets_total).
+	after := sfu.ReadCounters()
+	t.Logf("%d probes, %d padding packets", after.BWEProbes-before.BWEProbes, after.BWEPaddingSent-before.BWEPaddingSent)
+	if after.BWEProbes > before.BWEProbes && after.BWEPaddingSent == before.BWEPaddingSent {
+		t.Fatalf("%d probes ran but no padding packet was counted", after.BWEProbes-before.BWEProbes)
+	}
 
 	// The other subscriber was untouched: never moved for bandwidth,
 	// every keyframe it got was high's, and its video kept coming.

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+
 	"github.com/starling-rtc/starling/cluster"
 	"github.com/starling-rtc/starling/recorder"
 )
@@ -19,7 +21,7 @@ func (s *Server) clusterRecordings() error {
 		return err
 	}
 	s.recorder.SetCluster(recorderCluster{s.cluster})
-	s.cluster.OnNodeGone(s.recorder.NodeGone) // take a dead node's auto recordings over
+	s.cluster.OnNodeGone(s.recorder.NodeGone) // take a dead node's room recordings over (recorder/lease.go)
 	return nil
 }
 
@@ -45,4 +47,8 @@ func (c recorderCluster) RecordingClaim(room string) ([]byte, uint64, error) {
 
 func (c recorderCluster) DropRecordingClaim(room string, rev uint64) error {
 	return c.n.DropRecordingClaim(room, rev)
+}
+
+func (c recorderCluster) RenewRecordingClaim(ctx context.Context, room string, value []byte, rev uint64) (uint64, bool, error) {
+	return c.n.RenewRecordingClaim(ctx, room, value, rev)
 }

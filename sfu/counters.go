@@ -37,6 +37,8 @@ type Counters struct {
 	BWELossDecreases  uint64
 	BWEProbes         uint64
 	BWEProbeRaises    uint64
+	// Padding-only packets written to subscribers: the probes' payload.
+	BWEPaddingSent uint64
 	// Feedback packets read straight off the batched socket (rtcptap.go)
 	// rather than through pion.
 	BWEFeedbackTapped uint64
@@ -59,7 +61,7 @@ var counters struct {
 	nacksReceived, nacksSent, plisReceived, plisSent, layerSwitches, queueDrops, retransmits atomic.Uint64
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
-	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises                           atomic.Uint64
+	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, paddingSent              atomic.Uint64
 	bweFeedbackTapped, bweFeedbackPion                                                       atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
 	stallRestarts, unsupportedDownTracks                                                     atomic.Uint64
@@ -85,6 +87,7 @@ func ReadCounters() Counters {
 		BWELossDecreases:      counters.bweLossDecreases.Load(),
 		BWEProbes:             counters.bweProbes.Load(),
 		BWEProbeRaises:        counters.bweProbeRaises.Load(),
+		BWEPaddingSent:        counters.paddingSent.Load(),
 		BWEFeedbackTapped:     counters.bweFeedbackTapped.Load(),
 		BWEFeedbackPion:       counters.bweFeedbackPion.Load(),
 		DataHeld:              counters.dataHeld.Load(),

@@ -262,7 +262,9 @@ func (d *DownTrack) drain(ch chan queuedPacket, free chan *packetBuf, h *rtp.Hea
 		switch {
 		case err != nil:
 			d.dropped.Add(1)
-		case !p.padding && !p.repair:
+		case p.padding:
+			counters.paddingSent.Add(1)
+		case !p.repair:
 			d.packets.Add(1)
 			d.bytes.Add(uint64(len(payload) + 12))
 		}

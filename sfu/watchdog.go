@@ -101,7 +101,10 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 		w.told = true
 		log.Warn("video down track has sent nothing since it was subscribed", "track", d.id,
 			"seconds", (now-w.first)/1e9, "bound", d.bound, "connected", connected, "paused", d.paused,
-			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live)
+			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live,
+			// queued: written by the forwarder, not yet by the writer
+			// goroutine (a starved process); failed: writes that erred.
+			"queued", d.queued(), "failed", d.dropped.Load())
 	}
 	if moved := sent != w.packets; !should || moved || w.since == 0 {
 		if moved {

@@ -1,8 +1,12 @@
 package loadgen
 
 import (
+	"fmt"
 	"math"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -418,5 +422,38 @@ func TestSpread(t *testing.T) {
 	spread([]string{"ws://a"}, one)
 	if one[0].url != "ws://a" || one[1].url != "ws://a" {
 		t.Fatalf("one node: %q %q", one[0].url, one[1].url)
+	}
+}
+
+// TestScrapeMetrics reads the counters the summary uses from a server's
+// text exposition, and finds /metrics from the signaling URL.
+func TestScrapeMetrics(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, "# HELP go_memstats_mallocs_total x\n# TYPE go_memstats_mallocs_total counter\n"+
+			"go_memstats_mallocs_total 1.234567e+06\ngo_gc_duration_seconds_count 12\n"+
+			"starling_bwe_probes_total 3\nstarling_bwe_padding_packets_total 450\nstarling_rooms 1\n")
+	}))
+	defer srv.Close()
+	base, err := metricsBase("ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/rtc")
+	if err != nil || base != srv.URL {
+		t.Fatalf("metricsBase: %q, %v; want %q", base, err, srv.URL)
+	}
+	m, err := scrapeOne(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m != (metricsSample{mallocs: 1234567, gcs: 12, probes: 3, padding: 450}) {
+		t.Fatalf("scraped %+v", m)
+	}
+	d := serverMetrics(metricsSample{mallocs: 1000, padding: 50}, m, 1000)
+	if d.Mallocs != 1233567 || d.PaddingPackets != 400 || d.MallocsPerForwardedPacket != 1233.567 {
+		t.Fatalf("window %+v", d)
+	}
+	if _, err := scrapeOne(base + "/nothing"); err == nil {
+		t.Fatal("a 404 was read as metrics")
 	}
 }

@@ -457,6 +457,9 @@ type snapshot struct {
 	serverUDP, selfUDP     UDPSample
 	serverUDPOK, selfUDPOK bool
 
+	metrics   metricsSample // the servers' /metrics (servermetrics.go)
+	metricsOK bool
+
 	layerChanges map[*participant]layerCount
 }
 
@@ -511,6 +514,7 @@ func (r *runner) snapshot() snapshot {
 		}
 	}
 	s.procs = r.sample()
+	s.metrics, s.metricsOK = r.scrapeMetrics()
 	var err error
 	if pids := r.cfg.serverPIDs(); len(pids) > 0 {
 		s.serverUDPOK = true

@@ -46,6 +46,9 @@ type Summary struct {
 
 	StreamsExpected int `json:"streamsExpected"` // (subscriber, track) pairs
 	StreamsStarted  int `json:"streamsStarted"`  // of those, received at least one packet
+	// NotStarted names the first of the streams that never started, with
+	// the receiver's state (notstarted.go).
+	NotStarted []string `json:"notStarted,omitempty"`
 	// MutedTracks are audio tracks muted by publishers beyond --speakers:
 	// they send, the server does not forward, no stream is expected.
 	MutedTracks int `json:"mutedTracks"`
@@ -110,6 +113,11 @@ type Summary struct {
 	DelayMs      Percentiles `json:"delayMs"`      // publisher send → subscriber read
 	JoinMs       Percentiles `json:"joinMs"`       // Dial: WebSocket, join, publisher negotiation
 	MediaStartMs Percentiles `json:"mediaStartMs"` // publishing began → first packet, per stream
+
+	// Padding is the padding-only packets each receiver got;
+	// ServerMetrics what the servers' /metrics counted (servermetrics.go).
+	Padding       PaddingStats   `json:"padding"`
+	ServerMetrics *ServerMetrics `json:"serverMetrics,omitempty"`
 
 	Server    *ProcStats    `json:"server,omitempty"`
 	Generator *ProcStats    `json:"generator,omitempty"`
@@ -397,6 +405,11 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 	}
 	s.DelayMs = histPercentiles(&delay)
 	s.MediaStartMs = durationPercentiles(starts)
+	s.Padding = r.paddingStats(a, b, win)
+	s.NotStarted, _ = r.notStarted(b)
+	if a.metricsOK && b.metricsOK {
+		s.ServerMetrics = serverMetrics(a.metrics, b.metrics, s.Received.Packets)
+	}
 
 	if a.procs.serverOK && b.procs.serverOK {
 		ps := &ProcStats{PID: cfg.ServerPID, CPUPercent: CPUPercent(a.procs.server, b.procs.server),
@@ -519,6 +532,9 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	row("subscribers", "%d%s", s.Subscribers, fails)
 	row("streams", "%d of %d started", s.StreamsStarted, s.StreamsExpected)
+	for _, n := range s.NotStarted {
+		row("", "not started: %s", n)
+	}
 	for _, n := range s.Nodes {
 		row("node", "%s: %d publishers, %d subscribers", n.URL, n.Publishers, n.Subscribers)
 	}
@@ -579,6 +595,7 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	} else {
 		row("server", "not measured (use --server-pid or --start-server)")
 	}
+	s.writeServerRows(row)
 	if p := s.Generator; p != nil {
 		row("load generator", "CPU %.1f%% of one core, RSS %.1f MB", p.CPUPercent, p.RSSMB)
 	}

@@ -73,7 +73,7 @@ func TestLoadSmoke(t *testing.T) {
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 	t.Logf("\n%s", stdout.String())
-	for _, want := range []string{"subscribers", "packet loss", "forwarding delay", "join time", "server (pid"} {
+	for _, want := range []string{"subscribers", "packet loss", "forwarding delay", "join time", "server (pid", "padding", "mallocs per forwarded packet"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("summary table lacks %q", want)
 		}
@@ -110,6 +110,14 @@ func TestLoadSmoke(t *testing.T) {
 	}
 	if mean := s.SubscriberBitrate.Mean; mean < 0.8e6 || mean > 1.4e6 {
 		t.Fatalf("per-subscriber bit rate %.0f, want about 1M video + 48k audio", mean)
+	}
+	// The server's /metrics was read at both ends of the window (here the
+	// process is the generator too, so it allocated something).
+	if m := s.ServerMetrics; m == nil || m.Mallocs == 0 || m.MallocsPerForwardedPacket <= 0 {
+		t.Fatalf("server metrics %+v", s.ServerMetrics)
+	}
+	if s.Padding.Packets != s.Received.PaddingPackets || s.Padding.MaxPercent < s.Padding.Percent {
+		t.Fatalf("padding %+v, %d padding packets received", s.Padding, s.Received.PaddingPackets)
 	}
 }
 

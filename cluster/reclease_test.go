@@ -1,0 +1,206 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/recorder"
+	"github.com/starling-rtc/starling/server"
+	"github.com/starling-rtc/starling/webhook"
+)
+
+// hookEvents collects the recording webhooks a cluster sends.
+type hookEvents struct {
+	mu  sync.Mutex
+	evs []webhook.Event
+}
+
+func (h *hookEvents) find(typ, id string) (webhook.Event, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range h.evs {
+		if e.Event == typ && e.Recording != nil && e.Recording.ID == id {
+			return e, true
+		}
+	}
+	return webhook.Event{}, false
+}
+
+// startCutNodes starts three nodes on one external NATS server (as in
+// TestBusCutAndRestored); node 2 reaches it through the returned proxy.
+func startCutNodes(t *testing.T, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
+	t.Helper()
+	addr := startNATS(t)
+	proxy := newCutProxy(t, addr)
+	srvs := make([]*server.Server, 3)
+	for i := range srvs {
+		cfg := nodeConfig([]int{0, 0, 0}, i, func(c *config.Config) {
+			c.Room.ResumeWindow = config.Duration(20 * time.Second)
+			c.Cluster.Listen, c.Cluster.Routes = "", nil
+			target := addr
+			if i == 2 {
+				target = fmt.Sprintf("127.0.0.1:%d", proxy.port())
+			}
+			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + target
+			tune(c)
+		})
+		srv, err := server.New(cfg, testLogger().With("test-node", i))
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		srvs[i] = srv
+		srv.Serve()
+		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
+	}
+	for _, s := range srvs {
+		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })
+	}
+	return srvs, proxy
+}
+
+// A room recording's node cut off from the bus (alive, its NATS link cut)
+// stops recording when its claim's lease runs out (recording_failed, the
+// reason given), and only then does a node with a part of the room take
+// the room over: a new recording that names the one it continues. Never
+// do two nodes record the room at once; when the link is back, every node
+// lists both recordings, the new one records the cut-off node's tracks
+// again, and ffmpeg decodes every file of both.
+func TestRecordingNodeCutOff(t *testing.T) {
+	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	const roomName = "rec-cut"
+	hooks := &hookEvents{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e webhook.Event
+		if json.NewDecoder(r.Body).Decode(&e) == nil && e.Room.Name == roomName {
+			hooks.mu.Lock()
+			hooks.evs = append(hooks.evs, e)
+			hooks.mu.Unlock()
+		}
+	}))
+	t.Cleanup(hook.Close)
+	srvs, proxy := startCutNodes(t, func(c *config.Config) {
+		withKeys(c)
+		c.Webhook.URLs = []string{hook.URL}
+		c.Recordings.Dir = t.TempDir()
+	})
+	tok, err := auth.Issue(testAPIKey, testAPISecret, auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "ops"}, Grants: auth.Grants{Admin: true}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func(s *server.Server) []recorder.Info {
+		var body struct {
+			Recordings []recorder.Info `json:"recordings"`
+		}
+		if code := httpJSONAuth(t, "GET", s.BaseURL()+"/v1/rooms/"+roomName+"/recordings", tok, nil, &body); code != http.StatusOK {
+			t.Fatalf("list through %s: %d", s.Cluster().ID(), code)
+		}
+		return body.Recordings
+	}
+
+	alice := join(t, srvs[2], roomName, "alice", token(t, "alice", roomName)) // on the node to be cut off
+	bob := join(t, srvs[0], roomName, "bob", token(t, "bob", roomName))
+	seeEachOther(t, alice, bob)
+	publishFiles(t, alice)
+	publishFiles(t, bob)
+	var first recorder.Info
+	if code := httpJSONAuth(t, "POST", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings", tok, map[string]any{}, &first); code != http.StatusCreated || first.Node != "n2" {
+		t.Fatalf("start on n2: %d %+v", code, first)
+	}
+	eventually(t, 60*time.Second, "n2 records the four tracks, 30 frames each", func() bool {
+		man := recordingManifest(t, srvs[2].Recorder(), first.ID)
+		n := 0
+		for _, tr := range man.Tracks {
+			if tr.Frames >= 30 {
+				n++
+			}
+		}
+		return n == 4
+	})
+
+	proxy.setCut(true)
+	cutAt := time.Now()
+	eventually(t, 60*time.Second, "n2 stops its recording, its claim's lease run out", func() bool {
+		in, ok := srvs[2].Recorder().Get(first.ID)
+		return ok && in.Status != "recording"
+	})
+	lost, _ := srvs[2].Recorder().Get(first.ID)
+	if lost.Status != "failed" || !strings.Contains(lost.Error, "claim") || lost.EndedAt == nil {
+		t.Fatalf("n2's recording after the cut: %+v, want failed for its lost claim", lost)
+	}
+	t.Logf("n2 stopped recording %s after the cut: %s", lost.EndedAt.Sub(cutAt).Round(100*time.Millisecond), lost.Error)
+	var second recorder.Info
+	eventually(t, 90*time.Second, "n0 records the room, continuing n2's recording", func() bool {
+		for _, in := range srvs[0].Recorder().List(roomName) {
+			if in.Status == "recording" {
+				second = in
+				return true
+			}
+		}
+		return false
+	})
+	if second.Continues != first.ID || second.Node != "n0" {
+		t.Fatalf("n0's recording %+v, want one on n0 that continues %s", second, first.ID)
+	}
+	if !lost.EndedAt.Before(second.StartedAt) {
+		t.Fatalf("two nodes recorded the room at once: n2's ended %s, n0's started %s", lost.EndedAt.Format(time.StampMilli), second.StartedAt.Format(time.StampMilli))
+	}
+	t.Logf("n0 took over %s after the cut (%s after n2 stopped)", second.StartedAt.Sub(cutAt).Round(100*time.Millisecond), second.StartedAt.Sub(*lost.EndedAt).Round(100*time.Millisecond))
+	if running := srvs[1].Recorder().List(roomName); len(running) != 0 {
+		t.Fatalf("n1 (no part of the room) has recordings: %+v", running)
+	}
+
+	proxy.setCut(false)
+	eventually(t, 60*time.Second, "every node lists both recordings, n2's failed and n0's running", func() bool {
+		for _, s := range srvs {
+			l := list(s)
+			if len(l) != 2 || l[0].ID != first.ID || l[0].Status != "failed" || l[1].ID != second.ID || l[1].Status != "recording" || l[1].Continues != first.ID {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, 60*time.Second, "n0's recording holds alice's tracks again, 30 frames each", func() bool {
+		n := 0
+		for _, tr := range recordingManifest(t, srvs[0].Recorder(), second.ID).Tracks {
+			if tr.ParticipantID == alice.ParticipantID() && tr.Frames >= 30 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	var stopped recorder.Info
+	if code := httpJSONAuth(t, "DELETE", srvs[1].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+second.ID, tok, nil, &stopped); code != http.StatusOK {
+		t.Fatalf("stop n0's recording through n1: %d", code)
+	}
+	n := 0
+	for _, s := range srvs {
+		n += len(s.Recorder().List(roomName))
+	}
+	if n != 2 {
+		t.Fatalf("the nodes hold %d recordings of the room, want 2 (n2 must not record it again)", n)
+	}
+	eventually(t, 30*time.Second, "the webhooks say n2's recording failed, with the reason", func() bool {
+		e, ok := hooks.find(recorder.EventFailed, first.ID)
+		return ok && strings.Contains(e.Recording.Error, "claim")
+	})
+	if _, ok := hooks.find(recorder.EventStarted, second.ID); !ok {
+		t.Error("no recording_started webhook for n0's recording")
+	}
+	if len(lost.Files) != 4 || len(stopped.Files) != 4 {
+		t.Fatalf("files: n2's %v, n0's %v; want alice's and bob's video and audio in each", lost.Files, stopped.Files)
+	}
+	for _, f := range append(lost.Files, stopped.Files...) {
+		if got := decodedFrames(t, f); got < 30 {
+			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
+		}
+	}
+}
