@@ -17,7 +17,7 @@ func TestMain(m *testing.M) {
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
 	if !given && !raceEnabled {
-		_ = flag.Set("test.parallel", "8")
+		_ = flag.Set("test.parallel", "2")
 	}
 	_ = os.Unsetenv("STARLING_RECORD_TOKEN")
 	_ = os.Unsetenv("STARLING_KEYS")
@@ -25,11 +25,15 @@ func TestMain(m *testing.M) {
 }
 
 // parallelUnlessRace runs t in parallel with the package's other load
-// runs (8 at once unless -test.parallel says otherwise): they mostly wait
-// on media paced in real time, and one after another they were most of
-// the package's time. Under -race the CPU is the detector's, and they run
-// one after another as before. TestSoak is never parallel: it compares the
-// whole process's goroutines and open files before and after.
+// runs, two at once unless -test.parallel says otherwise: they mostly
+// wait on media paced in real time, and one after another they were most
+// of the package's time. Not more: their figures (delivery ratio over the
+// window, frames recorded, bit rates) follow the forwarding delay, which
+// grew to hundreds of ms with eight runs at once on a busy machine (a
+// ratio of 1.07, 110 recorded frames for 120). Under -race the CPU is the
+// detector's, and they run one after another as before. TestSoak is never
+// parallel: it compares the whole process's goroutines and open files
+// before and after.
 func parallelUnlessRace(t *testing.T) {
 	if !raceEnabled {
 		t.Parallel()
