@@ -73,6 +73,7 @@ type Client struct {
 	closed atomic.Bool
 	wg     sync.WaitGroup
 	rs     resumeState // see resume.go
+	old    oldPeers    // a drained node's connections, kept for a while (drain.go)
 	gate   candidateGate
 	subs   subscriptionLog // see subscriptions.go
 }
@@ -500,6 +501,7 @@ func (c *Client) Close() {
 	if sub != nil {
 		_ = sub.Close()
 	}
+	c.dropOld(nil)
 	c.wg.Wait()
 }
 

@@ -31,7 +31,8 @@ import (
 //
 // A resume through another node of a cluster brings new peer connections
 // (JoinResult.NewConnections): the client replaces both and publishes its
-// tracks again on the new publisher connection. A node that does not know
+// tracks again on the new publisher connection. After a drain (`reconnect`)
+// it keeps the old ones open until their node closes them (drain.go). A node that does not know
 // the session refuses the resume (404): with Options.Rejoin the client
 // then joins afresh, as a new participant, publishes its tracks again and
 // records EventRejoined.
@@ -190,6 +191,7 @@ func (c *Client) nodeLeaving() {
 	c.rs.mu.Lock()
 	defer c.rs.mu.Unlock()
 	c.urlAt = (c.urlAt + 1) % len(c.urls)
+	c.rs.drained = true
 }
 
 // newPeersLocked makes the two peer connections. Call with peerMu held,
@@ -234,8 +236,19 @@ func (c *Client) newPeersLocked(ice []webrtc.ICEServer) error {
 // opened. Call with peerMu and pubMu held.
 func (c *Client) renewLocked(ice []webrtc.ICEServer) (bool, error) {
 	opened := c.pubDC != nil
-	_ = c.pub.Close()
-	_ = c.sub.Close()
+	c.rs.mu.Lock()
+	drained := c.rs.drained
+	c.rs.drained = false
+	c.rs.mu.Unlock()
+	if drained {
+		// The draining node still forwards what the old publisher
+		// connection sends until the other nodes take the tracks from the
+		// new one: keep sending on both meanwhile (drain.go).
+		c.keepOld(c.pub, c.sub)
+	} else {
+		_ = c.pub.Close()
+		_ = c.sub.Close()
+	}
 	c.pubDC = nil
 	return opened, c.newPeersLocked(ice)
 }

@@ -54,6 +54,10 @@ type resumeState struct {
 	last     protocol.JoinResult
 	ended    bool // the server sent `leave`: nothing to resume
 	resuming bool // a resume is under way: it handles the sockets it replaces
+	// drained: the node asked the client to move (`reconnect`): the next
+	// failover keeps the old connections until that node lets go of them
+	// (make-before-break, drain.go).
+	drained bool
 
 	ctx    context.Context // cancelled by Close, to stop a resume under way
 	cancel context.CancelFunc

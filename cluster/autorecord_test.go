@@ -212,8 +212,9 @@ func TestRecordingSimultaneousStarts(t *testing.T) {
 }
 
 // When the node that auto-records a room dies, another node of the room
-// takes the recording over: a new recording (its own folder on its own
-// disk) of the whole room, once.
+// takes the recording over once the dead node's claim lease is out: a new
+// recording (its own folder on its own disk) of the whole room, once,
+// naming the one it continues.
 func TestAutoRecordTakeover(t *testing.T) {
 	t.Parallel()
 	srvs := startCluster(t, 3, func(c *config.Config) {
@@ -258,7 +259,7 @@ func TestAutoRecordTakeover(t *testing.T) {
 		}
 	}
 	var second recorder.Info
-	eventually(t, 60*time.Second, "a live node records the room again, with the live nodes' four tracks", func() bool {
+	eventually(t, 90*time.Second, "a live node records the room again, with the live nodes' four tracks", func() bool {
 		for _, in := range listRecordings(t, srvs[live[0]].BaseURL(), roomName) {
 			if in.Status == "recording" && in.ID != first.ID {
 				second = in
@@ -267,8 +268,8 @@ func TestAutoRecordTakeover(t *testing.T) {
 		}
 		return false
 	})
-	if second.Node == first.Node || !second.Auto {
-		t.Fatalf("the new recording %+v, want an auto recording on a live node", second)
+	if second.Node == first.Node || !second.Auto || second.Continues != first.ID {
+		t.Fatalf("the new recording %+v, want an auto recording on a live node that continues %s", second, first.ID)
 	}
 	running := 0
 	for _, i := range live {

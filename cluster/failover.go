@@ -85,10 +85,27 @@ func (n *Node) purgeLater(node string) {
 		case <-n.stop:
 			return
 		}
+		// Only while this node's own bus has been up long enough to hear
+		// the other's heartbeats: a node that was cut off itself, its link
+		// just back, would purge live nodes' members.
+		for !n.busSteady() {
+			select {
+			case <-time.After(hbInterval):
+			case <-n.stop:
+				return
+			}
+		}
 		if !n.reg.alive(node) {
 			n.purgeNode(node)
 		}
 	}()
+}
+
+// busSteady reports whether this node's bus connection has been up for
+// longer than the heartbeat expiry.
+func (n *Node) busSteady() bool {
+	up := n.busUp.Load()
+	return up != 0 && time.Since(time.Unix(0, up)) > hbExpiry
 }
 
 // Abort leaves the cluster as a killed process does: no goodbye, the
@@ -115,6 +132,9 @@ func (n *Node) nodeBack(id string) {
 	if n.rooms == nil {
 		return
 	}
+	if _, was := n.lost.LoadAndDelete(id); was {
+		n.rs.resyncAll() // this node's watches may have missed changes while the link was down
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -127,28 +147,9 @@ func (n *Node) nodeBack(id string) {
 }
 
 // reassert adds back this node's participants missing from a room's state
-// twice in a row: the others purged them while this node was cut off from
-// the bus for longer than the resume window. Called by reconcile.
-func (n *Node) reassert(r *room.Room, st roomState) {
-	in := map[string]bool{}
-	for _, m := range st.Members {
-		in[m.ID] = true
-	}
-	var missing []room.Member
-	n.rs.mu.Lock()
-	for _, m := range r.LocalMembers() {
-		key := r.Name() + "\x01" + m.ID
-		if in[m.ID] {
-			delete(n.rs.absent, key)
-			continue
-		}
-		n.rs.absent[key]++
-		if n.rs.absent[key] >= 2 {
-			delete(n.rs.absent, key)
-			missing = append(missing, m)
-		}
-	}
-	n.rs.mu.Unlock()
+// for confirmAfter: the others purged them while this node was cut off
+// from the bus for longer than the resume window. Called by reconcile.
+func (n *Node) reassert(r *room.Room, missing []room.Member) {
 	if len(missing) == 0 {
 		return
 	}

@@ -16,11 +16,20 @@ type gaps struct {
 	last  map[string]uint32    // last frame number, by key
 	at    map[string]time.Time // when it came
 	worst map[string]gap       // since reset
+	seq   map[string]rtpPos    // last RTP packet, by key
 }
 
 type gap struct {
 	missed  int           // frames never received
 	silence time.Duration // between the last frame before and the first after
+	// seqJump: the largest step of the RTP sequence number within one
+	// SSRC (1 = continuous); a new track (SSRC) starts afresh.
+	seqJump int
+}
+
+type rtpPos struct {
+	ssrc uint32
+	seq  uint16
 }
 
 // saw records a packet; call with the received's mutex held.
@@ -29,7 +38,15 @@ func (g *gaps) saw(key string, pkt *rtp.Packet, now time.Time) {
 		return // not the test sender's audio
 	}
 	if g.last == nil {
-		g.last, g.at, g.worst = map[string]uint32{}, map[string]time.Time{}, map[string]gap{}
+		g.last, g.at, g.worst, g.seq = map[string]uint32{}, map[string]time.Time{}, map[string]gap{}, map[string]rtpPos{}
+	}
+	if p, ok := g.seq[key]; !ok || p.ssrc != pkt.SSRC {
+		g.seq[key] = rtpPos{pkt.SSRC, pkt.SequenceNumber}
+	} else if step := int(pkt.SequenceNumber - p.seq); step > 0 && step < 1<<15 { // a late packet is not a step
+		w := g.worst[key]
+		w.seqJump = max(w.seqJump, step)
+		g.worst[key] = w
+		g.seq[key] = rtpPos{pkt.SSRC, pkt.SequenceNumber}
 	}
 	n := binary.BigEndian.Uint32(pkt.Payload[1:])
 	if prev, ok := g.last[key]; ok && n > prev {

@@ -52,7 +52,10 @@ type media struct {
 	mu      sync.Mutex
 	t       *relay.Transport
 	exports map[exportKey]*relay.Export
-	imports map[string]*relay.Import // by track id
+	// imports by origin and track id: a track whose publisher moved from
+	// a draining node is imported from both while subscribers go over
+	// (room/handover.go).
+	imports map[exportKey]*relay.Import
 }
 
 func (n *Node) startRelay() error {
@@ -60,7 +63,7 @@ func (n *Node) startRelay() error {
 	if err != nil {
 		return fmt.Errorf("cluster relay %s: %w", n.opts.RelayAddr, err)
 	}
-	n.media = media{t: t, exports: map[exportKey]*relay.Export{}, imports: map[string]*relay.Import{}}
+	n.media = media{t: t, exports: map[exportKey]*relay.Export{}, imports: map[exportKey]*relay.Import{}}
 	return nil
 }
 
@@ -166,10 +169,11 @@ func (n *Node) Import(r *room.Room, node string, t protocol.Track) (sfu.Source, 
 		return nil, err
 	}
 	n.media.mu.Lock()
-	if old := n.media.imports[t.ID]; old != nil && old != imp {
+	key := exportKey{track: t.ID, edge: node}
+	if old := n.media.imports[key]; old != nil && old != imp {
 		old.Close()
 	}
-	n.media.imports[t.ID] = imp
+	n.media.imports[key] = imp
 	n.media.mu.Unlock()
 	n.log.Debug("track imported", "track", t.ID, "origin", node, "ssrcBase", rep.SSRCBase, "took", time.Since(start))
 	return withLevels(imp, rep), nil
@@ -179,7 +183,7 @@ func (n *Node) Import(r *room.Room, node string, t protocol.Track) (sfu.Source, 
 // origin stops exporting it here.
 func (n *Node) Unimport(node, trackID string) {
 	n.media.mu.Lock()
-	delete(n.media.imports, trackID)
+	delete(n.media.imports, exportKey{track: trackID, edge: node})
 	n.media.mu.Unlock()
 	data, _ := json.Marshal(exportReq{TrackID: trackID, Edge: n.id})
 	_ = n.bus.nc.Publish(nodeSubject(node, "unexport"), data)

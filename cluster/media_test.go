@@ -98,15 +98,19 @@ func (s *sender) run() {
 
 // received counts the RTP packets a client receives, by participant and kind.
 type received struct {
-	mu   sync.Mutex
-	n    map[string]int // participant id + "/" + kind
-	gaps gaps           // under mu
+	mu     sync.Mutex
+	n      map[string]int // participant id + "/" + kind
+	tracks map[string]int // remote tracks received, by the same key
+	gaps   gaps           // under mu
 }
 
 func countMedia(c *client.Client) *received {
-	r := &received{n: map[string]int{}}
+	r := &received{n: map[string]int{}, tracks: map[string]int{}}
 	c.OnTrack(func(rt *client.RemoteTrack) {
 		key := rt.ParticipantID + "/" + rt.Track.Kind().String()
+		r.mu.Lock()
+		r.tracks[key]++
+		r.mu.Unlock()
 		go func() {
 			for {
 				pkt, _, err := rt.Track.ReadRTP()
@@ -121,6 +125,13 @@ func countMedia(c *client.Client) *received {
 		}()
 	})
 	return r
+}
+
+// trackCount is how many tracks of a participant's kind arrived.
+func (r *received) trackCount(participant, kind string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tracks[participant+"/"+kind]
 }
 
 func (r *received) count(participant, kind string) int {

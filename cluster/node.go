@@ -48,6 +48,7 @@ type Node struct {
 	started time.Time
 
 	rttMicros atomic.Int64
+	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs    roomSubs // see rooms.go
 	batch batcher  // see batch.go
@@ -59,6 +60,8 @@ type Node struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	lost sync.Map // ids of the nodes gone silent: heard again, they resync the watches
 
 	goneMu    sync.Mutex
 	goneHooks []func(node string) // recording.go
@@ -97,6 +100,12 @@ func Start(o Options) (*Node, error) {
 		return nil, err
 	}
 	n.bus = b
+	n.busUp.Store(time.Now().UnixNano())
+	b.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { n.busUp.Store(0) })
+	b.nc.SetReconnectHandler(func(*nats.Conn) {
+		n.busUp.Store(time.Now().UnixNano())
+		n.rs.resyncAll() // a watch may have missed changes while the connection was down
+	})
 	if err := n.startRelay(); err != nil {
 		b.close()
 		return nil, err
@@ -194,6 +203,8 @@ func (n *Node) nodeGone(id string) {
 	}
 	n.relayGone(id)
 	n.notifyNodeGone(id)
+	n.lost.Store(id, true)
+	n.rs.resyncAll() // a watch whose consumer lived on that node is stalled
 }
 
 func (n *Node) roomFinished(name, sid string) {

@@ -139,7 +139,9 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 			n.nodeGone(id)
 			n.purgeLater(id) // after the resume window (failover.go)
 		}
-		n.reconcileAll()
+		if i%safetyEvery == safetyEvery-1 {
+			n.reconcileAll() // the net under the watches (watch.go)
+		}
 		if i%5 == 4 {
 			n.bus.upgradeReplicas(len(n.reg.list()))
 		}

@@ -204,3 +204,72 @@ func TestRecordingNodeCutOff(t *testing.T) {
 		}
 	}
 }
+
+// The same cut when no other node has a part of the room: nobody takes
+// the room over, so the cut-off node, its recording stopped by the lost
+// lease, records the room again once the link is back, as a recording
+// that continues the first.
+func TestRecordingNodeCutOffAlone(t *testing.T) {
+	testMediaFiles(t)
+	const roomName = "rec-cut-alone"
+	srvs, proxy := startCutNodes(t, func(c *config.Config) { c.Recordings.Dir = t.TempDir() })
+	alice := join(t, srvs[2], roomName, "alice")
+	publishFiles(t, alice)
+	var first recorder.Info
+	if code := httpJSON(t, "POST", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{}, &first); code != http.StatusCreated || first.Node != "n2" {
+		t.Fatalf("start on n2: %d %+v", code, first)
+	}
+	eventually(t, 60*time.Second, "n2 records alice's two tracks, 30 frames each", func() bool {
+		n := 0
+		for _, tr := range recordingManifest(t, srvs[2].Recorder(), first.ID).Tracks {
+			if tr.Frames >= 30 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	proxy.setCut(true)
+	eventually(t, 60*time.Second, "n2 stops its recording, its claim's lease run out", func() bool {
+		in, ok := srvs[2].Recorder().Get(first.ID)
+		return ok && in.Status == "failed" && strings.Contains(in.Error, "claim")
+	})
+	proxy.setCut(false)
+	var second recorder.Info
+	eventually(t, 60*time.Second, "n2 records the room again, continuing its first recording", func() bool {
+		for _, in := range listRecordings(t, srvs[0].BaseURL(), roomName) {
+			if in.Status == "recording" {
+				second = in
+				return true
+			}
+		}
+		return false
+	})
+	if second.Node != "n2" || second.Continues != first.ID {
+		t.Fatalf("the new recording %+v, want one on n2 that continues %s", second, first.ID)
+	}
+	eventually(t, 60*time.Second, "the new recording holds alice's tracks, 30 frames each", func() bool {
+		n := 0
+		for _, tr := range recordingManifest(t, srvs[2].Recorder(), second.ID).Tracks {
+			if tr.Frames >= 30 {
+				n++
+			}
+		}
+		return n == 2
+	})
+	var stopped recorder.Info
+	if code := httpJSON(t, "DELETE", srvs[1].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+second.ID, nil, &stopped); code != http.StatusOK {
+		t.Fatalf("stop through n1: %d", code)
+	}
+	if l := listRecordings(t, srvs[0].BaseURL(), roomName); len(l) != 2 {
+		t.Fatalf("n0 lists %d recordings, want the two", len(l))
+	}
+	lost, _ := srvs[2].Recorder().Get(first.ID)
+	if len(lost.Files) != 2 || len(stopped.Files) != 2 {
+		t.Fatalf("files: %v and %v, want alice's video and audio in each", lost.Files, stopped.Files)
+	}
+	for _, f := range append(lost.Files, stopped.Files...) {
+		if got := decodedFrames(t, f); got < 30 {
+			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
+		}
+	}
+}

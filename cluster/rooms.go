@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -18,16 +17,14 @@ func roomSubject(name string) string { return "starling.room." + roomKey(name) +
 
 // roomSubs are the room subscriptions of this node, by room name.
 type roomSubs struct {
-	mu   sync.Mutex
-	subs map[string]*nats.Subscription
-	// absent counts reconcile rounds a known remote participant was missing
-	// from the room state (removed after two, so a stale read removes no one).
-	absent map[string]int
+	mu      sync.Mutex
+	subs    map[string]*nats.Subscription
+	watches map[string]*roomWatch // the watch of each followed room's state (watch.go)
 }
 
 func (s *roomSubs) init() {
 	s.subs = map[string]*nats.Subscription{}
-	s.absent = map[string]int{}
+	s.watches = map[string]*roomWatch{}
 }
 
 // follow subscribes to a room's events (idempotent) and flushes, so the
@@ -46,6 +43,10 @@ func (s *roomSubs) follow(n *Node, name string) {
 	}
 	_ = sub.SetPendingLimits(-1, 64<<20)
 	s.subs[name] = sub
+	w := newRoomWatch()
+	s.watches[name] = w
+	n.wg.Add(1)
+	go n.watchRoom(name, w)
 	s.mu.Unlock()
 	_ = n.bus.nc.Flush()
 }
@@ -57,6 +58,10 @@ func (s *roomSubs) unfollow(name string) {
 		_ = sub.Unsubscribe()
 		delete(s.subs, name)
 	}
+	if w := s.watches[name]; w != nil {
+		close(w.stop)
+		delete(s.watches, name)
+	}
 }
 
 func (s *roomSubs) closeAll() {
@@ -65,6 +70,10 @@ func (s *roomSubs) closeAll() {
 	for name, sub := range s.subs {
 		_ = sub.Unsubscribe()
 		delete(s.subs, name)
+	}
+	for name, w := range s.watches {
+		close(w.stop)
+		delete(s.watches, name)
 	}
 }
 
@@ -105,7 +114,7 @@ func (n *Node) Opened(r *room.Room) {
 	go func() {
 		defer n.wg.Done()
 		n.loadMixPrefs(r) // the admin's mix settings made before (mixprefs.go)
-		n.reconcile(r)
+		n.reconcile(r, true)
 	}()
 }
 
@@ -175,57 +184,30 @@ func (n *Node) requestSnapshot(r *room.Room, node string) {
 	r.ApplySnapshot(s)
 }
 
-// reconcile compares a room's members in the cluster state with the remote
-// participants known here: a node with members not known here is asked for
-// a snapshot; a known one missing from the state twice in a row is removed.
-// It runs when the room opens here and on every heartbeat, so a lost event
-// is repaired within about a second.
-func (n *Node) reconcile(r *room.Room) {
+// reconcile reads a room's state and compares it with the local room
+// (reconcileState, watch.go); now asks at once for the parts of the room
+// not known here (the room just opened on this node).
+func (n *Node) reconcile(r *room.Room, now bool) {
+	w := n.rs.watch(r.Name())
+	if w == nil {
+		return // not followed (any more)
+	}
 	st, _, ok := n.get(r.Name())
 	if !ok {
 		return
 	}
-	n.reassert(r, st) // failover.go
-	known := r.RemoteMembers()
-	inState := map[string]bool{}
-	ask := map[string]bool{}
-	for _, m := range st.Members {
-		inState[m.ID] = true
-		if m.Node != n.id && known[m.ID] == "" {
-			ask[m.Node] = true
-		}
-	}
-	n.rs.mu.Lock()
-	var gone []string
-	for id := range known {
-		key := r.Name() + "\x00" + id
-		if inState[id] {
-			delete(n.rs.absent, key)
-			continue
-		}
-		n.rs.absent[key]++
-		if n.rs.absent[key] >= 2 {
-			delete(n.rs.absent, key)
-			gone = append(gone, id)
-		}
-	}
-	n.rs.mu.Unlock()
-	for node := range ask {
-		n.requestSnapshot(r, node)
-	}
-	for _, id := range gone {
-		r.RemoveRemote(id, protocol.ReasonDisconnected)
-	}
+	n.reconcileState(r, w, st, now)
 }
 
-// reconcileAll runs reconcile on every local room.
+// reconcileAll reads the state of every local room: the safety net under
+// the watches (watch.go).
 func (n *Node) reconcileAll() {
 	if n.rooms == nil {
 		return
 	}
 	for _, name := range n.rooms.RoomNames() {
 		if r := n.rooms.Room(name); r != nil {
-			n.reconcile(r)
+			n.reconcile(r, false)
 		}
 	}
 }

@@ -64,7 +64,7 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 	mine, _ := json.Marshal(claim{ID: id, Node: c.NodeID(), SID: sid, Auto: auto, Mix: mix})
 	var rev uint64
 	var continues string
-	var prevAt time.Time
+	giveUp := time.Now().Add(2 * takeoverWait) // a start waits at most this long for leases
 	for i := 0; i < claimAttempts; i++ {
 		at := time.Now()
 		cur, curRev, won, err := c.ClaimRecording(roomName, mine, rev)
@@ -81,14 +81,10 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 		var other claim
 		_ = json.Unmarshal(cur, &other)
 		if other.ID == id && other.Node == c.NodeID() {
-			// A write that timed out had landed: its lease runs from the
-			// attempt before (or this one's, retried inside it).
-			if prevAt.IsZero() {
-				prevAt = at
-			}
-			return claimWon{value: mine, rev: curRev, at: prevAt, continues: continues}, Info{}, nil
+			// A write of this call that timed out had landed (it retries
+			// inside): its lease runs from before the call.
+			return claimWon{value: mine, rev: curRev, at: at, continues: continues}, Info{}, nil
 		}
-		prevAt = at
 		switch {
 		case other.Stopped: // no recording runs
 			if auto && other.SID == sid {
@@ -107,6 +103,10 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 			if !answered {
 				// Its node does not answer: dead, or cut off and still
 				// recording until its lease ends. Wait that out.
+				if time.Now().After(giveUp) {
+					in := Info{ID: other.ID, Kind: "room", Room: roomName, Status: "recording", Node: other.Node, Files: []string{}}
+					return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s, which does not answer but renews its claim", ErrAlreadyRecording, other.ID, other.Node)
+				}
 				changed, err := m.waitLease(c, roomName, curRev)
 				if err != nil {
 					return claimWon{}, Info{}, err

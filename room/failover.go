@@ -109,6 +109,7 @@ func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
 		return StillHeld
 	}
 	p.moving = true
+	p.lingering = draining // make-before-break: its media goes on until the others took it over (handover.go)
 	if p.rs.timer != nil {
 		p.rs.timer.Stop()
 	}
@@ -157,7 +158,9 @@ func (m *Manager) Drain(ctx context.Context) (left int) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if left = m.Snapshot().Participants; left == 0 {
+		// Released participants' media still relayed counts as not done:
+		// the node must not shut down under it (handover.go).
+		if left = m.Snapshot().Participants; left == 0 && m.handingOver.Load() == 0 {
 			return 0
 		}
 		select {

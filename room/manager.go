@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -45,9 +46,13 @@ type Manager struct {
 	rooms    map[string]*Room
 	draining bool
 	wg       sync.WaitGroup // participants not yet fully closed
-	obs      observers      // see observer.go
-	bus      Bus            // nil on a single node (cluster.go)
-	tk       takeovers      // resumes through this node under way (takeover.go)
+	// handingOver counts participants released by this draining node whose
+	// media still goes to other nodes (handover.go).
+	handingOver  atomic.Int32
+	shuttingDown atomic.Bool // Shutdown began: released participants' media stops at once
+	obs          observers   // see observer.go
+	bus          Bus         // nil on a single node (cluster.go)
+	tk           takeovers   // resumes through this node under way (takeover.go)
 
 	iceFunc func(identity string) []webrtc.ICEServer // see events.go
 
@@ -85,7 +90,11 @@ type JoinRequest struct {
 	// takeoverHash is the hash of the token that takeover consumed.
 	takeoverHash string
 	// restore: the subscriptions a takeover restores (restore.go).
-	restore  *protocol.ResumeSubscriptions
+	restore *protocol.ResumeSubscriptions
+	// carry: the ids of the tracks the participant published on its old
+	// node, by the client's track id: published again here, they keep them
+	// (handover.go).
+	carry    map[string]carried
 	AudioMix bool // receive the room's audio mix (mix.go)
 	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
 	// It offers on both connections; the server only answers, with every
@@ -235,6 +244,7 @@ func (m *Manager) Draining() bool {
 // Shutdown refuses new joins, sends `leave` to every participant, closes
 // every room and waits (bounded by ctx) until all are gone.
 func (m *Manager) Shutdown(ctx context.Context) error {
+	m.shuttingDown.Store(true)
 	m.mu.Lock()
 	m.draining = true
 	rooms := make([]*Room, 0, len(m.rooms))

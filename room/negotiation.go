@@ -212,7 +212,15 @@ func (l *subscriberLoop) answer(sdp string) error {
 }
 
 func (l *subscriberLoop) addDownTrack(t *Track) {
-	if _, ok := l.down[t.id]; ok || l.holdForMix(t) || l.subscriptionsFull(t) {
+	if d, ok := l.down[t.id]; ok {
+		// The same track published again by a participant that moved
+		// (handover.go): the down track goes over to it.
+		if prev := l.tracks[t.id]; prev != nil && prev != t && t.owner.room.track(t.id) == t {
+			l.spliceDownTrack(prev, t, d)
+		}
+		return
+	}
+	if l.holdForMix(t) || l.subscriptionsFull(t) {
 		return
 	}
 	r := t.source()

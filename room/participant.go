@@ -28,6 +28,7 @@ type Participant struct {
 	tookOverWith  string                        // hash of the token that takeover consumed (takeover.go)
 	heard         atomic.Bool                   // the client sent offer, answer or candidate: it has its join result
 	restore       *protocol.ResumeSubscriptions // subscriptions a takeover restores at Start (restore.go)
+	carry         map[string]carried            // track ids kept from its old node, by client track id (handover.go); under mu
 	// restorePending: what restore asks of tracks not known here yet;
 	// owned by the subscriber loop.
 	restorePending map[string]*restoreEntry
@@ -38,6 +39,7 @@ type Participant struct {
 	joinedAt       time.Time
 	resumeToken    string
 	moving         bool // under mu: released to another node, leaves silently (failover.go)
+	lingering      bool // under mu: released by a draining node, its media goes on for a while (handover.go)
 	autoSubscribe  bool
 	answering      bool       // see JoinRequest.Answering and answer.go
 	wantMix        bool       // join asked for the audio mix
@@ -73,7 +75,7 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	if p.resumeToken == "" {
 		p.resumeToken = newResumeToken()
 	}
-	p.takenOver, p.tookOverWith, p.restore = req.takeover, req.takeoverHash, req.restore
+	p.takenOver, p.tookOverWith, p.restore, p.carry = req.takeover, req.takeoverHash, req.restore, req.carry
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}
@@ -202,6 +204,10 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 		t := p.byCID[o.TrackID]
 		if t == nil {
 			t = newTrack(p, o, anns[o.TrackID])
+			if c, ok := p.carry[o.TrackID]; ok && c.kind == t.info.Kind {
+				delete(p.carry, o.TrackID)
+				t.id, t.info.ID = c.id, c.id // the same track, moved here (handover.go)
+			}
 			if c, ok := p.pub.NegotiatedCodec(o.MID); ok {
 				t.info.Codec = sfu.CanonicalMimeType(c.MimeType)
 			}
@@ -458,18 +464,32 @@ func (p *Participant) close(reason string, notify bool) {
 	for _, t := range p.tracks {
 		tracks = append(tracks, t)
 	}
+	linger := p.lingering
 	p.mu.Unlock()
 	p.log.Info("participant left", "reason", reason)
 	for _, t := range tracks {
-		p.dropTrack(t)
+		if linger {
+			p.room.detachLingering(t) // handover.go
+		} else {
+			p.dropTrack(t)
+		}
 	}
 	p.leaveMix()
 	p.room.remove(p, reason)
 	if notify {
 		p.peer.End(reason)
 	}
+	if linger {
+		p.m.handingOver.Add(1)
+	}
 	go func() {
 		defer p.m.wg.Done()
+		if linger {
+			// Released by a draining node: its media goes on to the other
+			// nodes until they take it from its new node (handover.go).
+			p.linger(tracks)
+			p.m.handingOver.Add(-1)
+		}
 		p.loop.stop()
 		p.closeConns()
 		for _, t := range tracks {

@@ -80,7 +80,9 @@ func (r *Room) applyEvent(ev Event) {
 			r.remoteTrack(*ev.Track)
 		}
 	case EvUnpublished:
-		r.remoteUnpublished(ev.TrackID)
+		if t := r.track(ev.TrackID); t != nil && t.owner.node == ev.Node {
+			r.remoteUnpublished(ev.TrackID) // not one that moved on since (handover.go)
+		}
 	case EvData:
 		r.remoteData(ev)
 	case EvSpeakers:
@@ -98,7 +100,7 @@ func (r *Room) remoteJoined(node string, rp RemoteParticipant) {
 		// Resumed through another node after its own died (takeover.go):
 		// the same participant, so nobody is told it left or joined.
 		r.mu.Unlock()
-		r.dropStub(old.id)
+		r.retireStub(old.id) // its tracks stay until they come back (handover.go)
 		r.mu.Lock()
 		if r.remotes[rp.Info.ID] == nil && r.participants[rp.Info.ID] == nil {
 			p := r.newRemoteParticipant(node, rp)

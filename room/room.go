@@ -22,6 +22,7 @@ type Room struct {
 	participants map[string]*Participant // by participant id
 	identities   map[string]*Participant // by identity
 	tracks       map[string]*Track       // published tracks, by track id
+	moved        map[string]*Track       // tracks of a participant that moved, until they come back (handover.go)
 	emptyTimer   *time.Timer
 	closed       bool
 	speakers     speakers // active speaker detection (speakers.go)
@@ -189,6 +190,10 @@ func (r *Room) publish(t *Track) {
 		r.mu.Unlock()
 		return
 	}
+	if old := r.successorLocked(t); old != nil {
+		r.spliceTrackLocked(old, t) // handover.go
+		return
+	}
 	r.tracks[t.id] = t
 	if t.kind == webrtc.RTPCodecTypeAudio && t.owner.node == "" {
 		r.startSpeakers()
@@ -223,11 +228,14 @@ func (r *Room) unpublish(t *Track) {
 		return
 	}
 	delete(r.tracks, t.id)
+	if r.moved[t.id] == t {
+		delete(r.moved, t.id)
+	}
 	if r.mix.mx != nil {
 		r.mix.mx.RemoveInput(t.id) // the voice leaves the mix at the next frame
 	}
 	for _, o := range r.participants {
-		if o == t.owner {
+		if o.id == t.owner.id {
 			continue
 		}
 		o.unsubscribeTrack(t.id)
@@ -290,7 +298,7 @@ func (r *Room) publishedTracks(p *Participant) []*Track {
 	defer r.mu.Unlock()
 	out := make([]*Track, 0, len(r.tracks))
 	for _, t := range r.tracks {
-		if t.owner != p {
+		if t.owner != p && t.owner.id != p.id { // nor its own, moved here (handover.go)
 			out = append(out, t)
 		}
 	}

@@ -184,7 +184,10 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		id: mem.ID, token: next, takeover: true, takeoverHash: hash, restore: subs,
 	}
 	if r := m.Room(roomName); r != nil {
-		r.dropStub(mem.ID) // the old node's view of it: its tracks died with that node
+		// The old node's view of it. Its tracks died with a dead node; a
+		// draining one still forwards them until the client publishes them
+		// again here, under the same ids (handover.go).
+		req.carry = r.retireStub(mem.ID)
 	}
 	p, res, err := m.joinLocal(req, peer, sid, bus)
 	if err != nil {
@@ -258,31 +261,4 @@ func (p *Participant) memberLocked() Member {
 	perms := p.perms
 	m.Token, m.Name, m.Metadata, m.Auto, m.Perms = hashToken(p.rs.token), p.name, p.metadata, p.autoSubscribe, &perms
 	return m
-}
-
-// dropStub removes a remote participant's stub without telling anyone it
-// left (it is about to be here, or on another node): only its tracks end.
-func (r *Room) dropStub(id string) {
-	r.mu.Lock()
-	p := r.remotes[id]
-	r.mu.Unlock()
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	tracks := make([]*Track, 0, len(p.tracks))
-	for _, t := range p.tracks {
-		tracks = append(tracks, t)
-	}
-	p.closed = true
-	p.mu.Unlock()
-	for _, t := range tracks {
-		r.unpublish(t)
-		t.closeImport()
-	}
-	r.mu.Lock()
-	if r.remotes[id] == p {
-		delete(r.remotes, id)
-	}
-	r.mu.Unlock()
 }

@@ -60,6 +60,7 @@ type aiortcCounts struct {
 	Data        []json.RawMessage `json:"data"`
 	DataCount   int               `json:"data_count"`
 	SentData    int               `json:"sent_data"`
+	ICE         map[string]string `json:"ice"` // gst_ws.py: each connection's ICE transport
 }
 
 // aiortcPeer is one running aiortc_client.py --until-eof.

@@ -4,12 +4,15 @@ package server_test
 // packets at one client's own end, and pion APIs built around it.
 
 import (
+	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -34,6 +37,10 @@ type lossInjector struct {
 	rate  float64
 	dir   lossDir
 	match func(mime string) bool
+	// pick, when set, chooses the packets to drop instead of the random
+	// draw: seq is the media sequence number (of the repaired packet, for
+	// a retransmission).
+	pick func(seq uint16, rtx bool) bool
 
 	mu  sync.Mutex
 	rng *rand.Rand
@@ -43,13 +50,78 @@ type lossInjector struct {
 	rtxDropped    atomic.Int64
 	nacksSent     atomic.Int64 // NACK sequence numbers this client asked for
 	nacksSeen     atomic.Int64 // NACK sequence numbers this client was asked for
+
+	// What happened to each media sequence number, and when (sent, dropped,
+	// NACKed, resent), for the failure message of a test that lost packets.
+	start   time.Time
+	history map[uint16][]string
+	seqOf   map[string]uint16 // media payload -> its sequence number
+	order   []uint16          // media sequence numbers as sent
+	lost    map[uint16]bool   // media sequence numbers dropped on their first sending
+	nacked  map[uint16]bool
+	markAt  int // see mark
+}
+
+// mark notes the packets sent so far: unasked looks at later ones only
+// (a receiver cannot know of a loss before its own first packet, and a
+// connection drops what is sent before its SRTP is up).
+func (l *lossInjector) mark() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.markAt = len(l.order)
+}
+
+// unasked lists the media packets dropped on their first sending that no
+// NACK asked for, among those a receiver could know were missing: sent
+// after the mark and the first packet after it that got through, and
+// before the last packet that got through.
+func (l *lossInjector) unasked() []uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	first, last := -1, -1
+	for i := l.markAt; i < len(l.order); i++ {
+		seq := l.order[i]
+		if !l.lost[seq] {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	var out []uint16
+	for i := first + 1; i < last; i++ {
+		if seq := l.order[i]; l.lost[seq] && !l.nacked[seq] {
+			out = append(out, seq)
+		}
+	}
+	return out
+}
+
+// note records an event of a media sequence number.
+func (l *lossInjector) note(seq uint16, what string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.history[seq] = append(l.history[seq], fmt.Sprintf("%s@%dms", what, time.Since(l.start).Milliseconds()))
+}
+
+// story tells what happened to the media packet that carried payload.
+func (l *lossInjector) story(payload []byte) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seq, ok := l.seqOf[string(payload)]
+	if !ok {
+		return "never seen by the loss injector"
+	}
+	return fmt.Sprintf("seq %d: %s", seq, strings.Join(l.history[seq], ", "))
 }
 
 func newLossInjector(rate float64, dir lossDir, seed uint64, match func(mime string) bool) *lossInjector {
 	if match == nil {
 		match = func(string) bool { return true }
 	}
-	return &lossInjector{rate: rate, dir: dir, match: match, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	return &lossInjector{rate: rate, dir: dir, match: match, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		start: time.Now(), history: map[uint16][]string{}, seqOf: map[string]uint16{},
+		lost: map[uint16]bool{}, nacked: map[uint16]bool{}}
 }
 
 func (l *lossInjector) drop() bool {
@@ -107,19 +179,33 @@ func (c *lossConn) BindLocalStream(info *interceptor.StreamInfo, writer intercep
 	}
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		rtx := h.SSRC != info.SSRC // the NACK responder resends on the RTX SSRC through this writer
+		seq, what := h.SequenceNumber, "sent"
 		if rtx {
 			l.rtxSeen.Add(1)
-		} else {
-			l.seen.Add(1)
+			if len(payload) >= 2 {
+				seq, what = binary.BigEndian.Uint16(payload), "resent"
+			}
 		}
-		if l.drop() {
+		drop := l.pick
+		dropped := (drop != nil && drop(seq, rtx)) || (drop == nil && l.drop())
+		if !rtx {
+			l.seen.Add(1)
+			l.mu.Lock()
+			l.seqOf[string(payload)] = seq
+			l.order = append(l.order, seq)
+			l.lost[seq] = dropped
+			l.mu.Unlock()
+		}
+		if dropped {
 			if rtx {
 				l.rtxDropped.Add(1)
 			} else {
 				l.dropped.Add(1)
 			}
+			l.note(seq, what+"+dropped")
 			return h.MarshalSize() + len(payload), nil
 		}
+		l.note(seq, what)
 		return writer.Write(h, payload, a)
 	})
 }
@@ -149,7 +235,14 @@ func (c *lossConn) BindRTCPReader(reader interceptor.RTCPReader) interceptor.RTC
 			for _, p := range pkts {
 				if nk, ok := p.(*rtcp.TransportLayerNack); ok {
 					for _, pair := range nk.Nacks {
-						c.l.nacksSeen.Add(int64(len(pair.PacketList())))
+						seqs := pair.PacketList()
+						c.l.nacksSeen.Add(int64(len(seqs)))
+						for _, seq := range seqs {
+							c.l.note(seq, "NACKed")
+							c.l.mu.Lock()
+							c.l.nacked[seq] = true
+							c.l.mu.Unlock()
+						}
 					}
 				}
 			}
@@ -230,4 +323,30 @@ func packetCoverage(sent, got [][]byte, tail int) (received, expected int) {
 		}
 	}
 	return received, end - start
+}
+
+// missingPayloads lists the sent payloads packetCoverage counts as expected
+// but not received.
+func missingPayloads(sent, got [][]byte, tail int) [][]byte {
+	have := make(map[string]bool, len(got))
+	for _, p := range got {
+		have[string(p)] = true
+	}
+	start := -1
+	for i, p := range sent {
+		if have[string(p)] {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		return nil
+	}
+	var miss [][]byte
+	for _, p := range sent[start:max(len(sent)-tail, start)] {
+		if !have[string(p)] {
+			miss = append(miss, p)
+		}
+	}
+	return miss
 }

@@ -23,12 +23,10 @@ func TestGStreamerWebSocket(t *testing.T) {
 	requireGStreamer(t)
 	requireAiortc(t) // python3-websockets comes with it
 	m := makeTestMedia(t)
-	// Media on every local address, not only 127.0.0.1: libnice sends its
-	// checks from its host addresses (never loopback), and UDP checks from
-	// such an address to a server bound to 127.0.0.1 go unanswered here
-	// (WHIP with GStreamer gets through over ICE-TCP instead).
+	// libnice gathers on loopback only when told (--local-ip): on its own
+	// it leaves loopback out and ties each socket to its interface, and its
+	// UDP checks to the server's 127.0.0.1 leave through eth0 (assertGstUDP).
 	srv := startServer(t, func(c *config.Config) {
-		c.RTC.BindIP = ""
 		// a Python peer on a busy machine may take seconds to answer
 		c.Room.NegotiationTimeout = config.Duration(30 * time.Second)
 	})
@@ -48,7 +46,7 @@ func TestGStreamerWebSocket(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	gst, err := startPyPeer(ctx, "testdata/gst_ws.py", srv.SignalingURL(), "gst-ws", "--name", "gstreamer",
-		"--seconds", "60", "--want-video", "30", "--want-audio", "50")
+		"--seconds", "60", "--want-video", "30", "--want-audio", "50", "--local-ip", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +92,9 @@ func TestGStreamerWebSocket(t *testing.T) {
 	t.Logf("gst_ws.py:\n%s", gst.out)
 	if gst.err != nil || !gst.summary.Met {
 		t.Fatalf("gst_ws.py: %v", gst.err)
+	}
+	if ice := gst.summary.ICE; ice["publisher"] != "udp" || ice["subscriber"] != "udp" {
+		t.Errorf("GStreamer's ICE pairs are %v, want UDP for both connections", ice)
 	}
 	goPeer.Close()
 	files.wg.Wait()

@@ -105,6 +105,7 @@ type fakeMedia struct {
 	mu           sync.Mutex
 	sentVideo    [][]byte
 	sentAudio    [][]byte
+	videoLimit   int // under mu: stop the video after this many packets (0: never)
 	plis         atomic.Int32
 	lastPLI      atomic.Int64
 	wantKey      atomic.Bool
@@ -196,6 +197,10 @@ func (f *fakeMedia) sendVideo() {
 			payload := vp8Payload(pid, part == 0, key, frame, part)
 			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: part == 2, SequenceNumber: seq, Timestamp: ts}, Payload: payload}
 			f.mu.Lock()
+			if f.videoLimit > 0 && len(f.sentVideo) >= f.videoLimit {
+				f.mu.Unlock()
+				return
+			}
 			f.sentVideo = append(f.sentVideo, payload)
 			f.mu.Unlock()
 			if err := f.video.WriteRTP(pkt); err != nil && !f.tolerant {

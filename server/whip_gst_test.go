@@ -26,7 +26,7 @@ func requireGStreamer(t *testing.T) {
 		return
 	}
 	msg := "GStreamer webrtcbin from Python is not usable (" + string(bytes.TrimSpace(out)) + "; " + err.Error() +
-		"): install gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice python3-gst-1.0 gir1.2-gst-plugins-bad-1.0"
+		"): install gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
@@ -71,7 +71,7 @@ func TestGStreamerWHIP(t *testing.T) {
 	var out string
 	go func() {
 		var err error
-		out, err = gst("whip", "http://"+srv.Addr()+"/v1/rooms/gst/whip?name=gstreamer", "--seconds", "8")
+		out, err = gst("whip", "http://"+srv.Addr()+"/v1/rooms/gst/whip?name=gstreamer", "--seconds", "8", "--local-ip", "127.0.0.1")
 		done <- err
 	}()
 	if _, err := watcher.WaitEvent(ctxT(t, 20*time.Second), protocol.NotifyParticipantJoined, participantJoinedNamed("gstreamer")); err != nil {
@@ -89,6 +89,7 @@ func TestGStreamerWHIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("gst_whip.py: %s", out)
+	assertGstUDP(t, out)
 	watcher.Close()
 	for _, f := range sink.filesOf("video") {
 		n := decodedFrames(t, f)
@@ -106,6 +107,20 @@ func TestGStreamerWHIP(t *testing.T) {
 
 var gstDecoded = regexp.MustCompile(`video_frames=(\d+) audio_buffers=(\d+) width=(\d+) deleted=(\d+)`)
 
+// assertGstUDP checks that GStreamer's ICE pair was UDP. The server binds
+// its media to 127.0.0.1 in tests; libnice leaves loopback out of the
+// addresses it gathers on and ties each host socket to its interface
+// (IP_UNICAST_IF), so its packets to 127.0.0.1 leave through eth0 and are
+// lost, and GStreamer got through over ICE-TCP only. gst_whip.py
+// --local-ip 127.0.0.1 makes libnice gather on loopback, as a client on
+// the server's own network gathers on that network (docs/whip.md).
+func assertGstUDP(t *testing.T, out string) {
+	t.Helper()
+	if !regexp.MustCompile(`\bice=udp\b`).MatchString(out) {
+		t.Errorf("GStreamer's ICE pair is not UDP (gst_whip.py: %s)", out)
+	}
+}
+
 // GStreamer watches a room over WHEP and decodes what a WHIP publisher sends.
 func TestGStreamerWHEP(t *testing.T) {
 	// GStreamer watches until it decoded 2 s of video and 1 s of audio
@@ -119,8 +134,10 @@ func TestGStreamerWHEP(t *testing.T) {
 	if _, err := observer.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil); err != nil {
 		t.Fatal(err)
 	}
-	out := runGst(t, "whep", "http://"+srv.Addr()+"/v1/rooms/gstwatch/whep?name=gst-viewer", "--seconds", "30", "--until", "60,50")
+	out := runGst(t, "whep", "http://"+srv.Addr()+"/v1/rooms/gstwatch/whep?name=gst-viewer", "--seconds", "30", "--until", "60,50",
+		"--local-ip", "127.0.0.1")
 	t.Logf("gst_whip.py: %s", out)
+	assertGstUDP(t, out)
 	mm := gstDecoded.FindStringSubmatch(out)
 	if mm == nil {
 		t.Fatalf("no decode summary in the output")

@@ -19,7 +19,7 @@ import (
 // it only starts or switches layers on a keyframe.
 type DownTrack struct {
 	id, streamID string
-	source       Source
+	srcp         atomic.Pointer[sourceRef] // the source forwarded; changed by Handover (handover.go)
 	codec        webrtc.RTPCodecParameters
 	kind         CodecKind
 	video        bool
@@ -74,6 +74,7 @@ type DownTrack struct {
 	// connected is the subscriber transport's state; nil (tests) = always up.
 	connected *atomic.Bool
 	stall     stallWatch // watchdog.go
+	ho        *handover  // a change of source under way (handover.go); under mu
 }
 
 // setTransport links the down track to its connection's DTLS state: before
@@ -90,7 +91,7 @@ var errUnsupportedCodec = errors.New("subscriber does not support the track's co
 func NewDownTrack(source Source, streamID string) *DownTrack {
 	codec := source.Codec()
 	d := &DownTrack{
-		id: source.ID(), streamID: streamID, source: source, codec: codec,
+		id: source.ID(), streamID: streamID, codec: codec,
 		kind: CodecKindFromMime(codec.MimeType), video: source.Kind() == webrtc.RTPCodecTypeVideo,
 		current: -1, target: MaxLayers - 1,
 		capLayer: MaxLayers - 1, bwLayer: MaxLayers - 1,
@@ -98,6 +99,7 @@ func NewDownTrack(source Source, streamID string) *DownTrack {
 	if !d.video {
 		d.target, d.current = 0, 0
 	}
+	d.srcp.Store(&sourceRef{source})
 	return d
 }
 
@@ -112,10 +114,11 @@ func (d *DownTrack) RID() string { return "" }
 func (d *DownTrack) StreamID() string { return d.streamID }
 
 // Kind is audio or video.
-func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.source.Kind() }
+func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.src().Kind() }
 
-// Source is the published track this down track forwards.
-func (d *DownTrack) Source() Source { return d.source }
+// Source is the published track this down track forwards (during a
+// Handover, the one it goes over to).
+func (d *DownTrack) Source() Source { return d.src() }
 
 // OnBind sets a callback run when negotiation completes and media can flow.
 func (d *DownTrack) OnBind(f func()) { d.onBind = f }
@@ -199,10 +202,27 @@ func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
 // WriteRTP forwards one packet of the given layer if it is the one this
 // subscriber gets. Runs on the receiver's goroutine for that layer.
 func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
+	return d.write(in, payload, layer, nil)
+}
+
+// write forwards a packet of the current source, or, with from set, of the
+// source a Handover leaves (handover.go).
+func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *handoverSink) error {
 	d.mu.Lock()
 	if !d.bound || d.paused || d.bwPaused || d.closed || d.unsupported || (d.connected != nil && !d.connected.Load()) {
 		d.mu.Unlock()
 		return nil
+	}
+	src := d.src()
+	if d.ho != nil || from != nil {
+		var ok, ask bool
+		if src, ok, ask = d.handoverLocked(layer, payload, from); !ok {
+			d.mu.Unlock()
+			if ask {
+				src.RequestKeyframe(layer)
+			}
+			return nil
+		}
 	}
 	if layer != d.current {
 		// Only a keyframe on the wanted layer starts or switches the stream.
@@ -212,7 +232,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 			if ask {
 				// Still waiting: the last request or its answer may have
 				// been lost, and browsers send keyframes only when asked.
-				d.source.RequestKeyframe(layer)
+				src.RequestKeyframe(layer)
 			}
 			return nil
 		}
@@ -229,7 +249,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		d.vp8.Switch()
 		d.vp9.Switch()
 	}
-	seq, ts, ok := d.munger.Forward(in.SequenceNumber, in.Timestamp, d.source.PacketTime())
+	seq, ts, ok := d.munger.Forward(in.SequenceNumber, in.Timestamp, src.PacketTime())
 	if !ok {
 		d.mu.Unlock()
 		return nil
@@ -277,7 +297,7 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 		// Before the packet is queued: from then on the buffer is the
 		// writer's. A packet the queue drops stays in the history, so a NACK
 		// can still bring it.
-		d.remember(seq, in.SequenceNumber, ts, in.Marker, layer, payload, buf[:n], d.source.PacketTime())
+		d.remember(seq, in.SequenceNumber, ts, in.Marker, layer, payload, buf[:n], src.PacketTime())
 	}
 	p := queuedPacket{w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: in.Marker}
 	if d.video && !in.Marker {
@@ -292,7 +312,12 @@ func (d *DownTrack) WriteRTP(in *rtp.Header, payload []byte, layer int8) error {
 // OnSenderReport keeps the publisher's sender report of a layer: this down
 // track's own reports map through it (rtcp.go).
 func (d *DownTrack) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
-	d.sr.onSenderReport(layer, ntp, rtpTime, clock.Nanos())
+	d.mu.Lock()
+	next := d.ho != nil // from the source a Handover goes over to: not the stream forwarded yet
+	d.mu.Unlock()
+	if !next {
+		d.sr.onSenderReport(layer, ntp, rtpTime, clock.Nanos())
+	}
 }
 
 // SetPaused stops or resumes forwarding. Resuming waits for a keyframe so the
@@ -415,7 +440,7 @@ func (d *DownTrack) handleRTCP(pkts []rtcp.Packet) {
 		switch p := p.(type) {
 		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 			counters.plisReceived.Add(1)
-			d.source.RequestKeyframe(d.keyframeLayer())
+			d.src().RequestKeyframe(d.keyframeLayer())
 		case *rtcp.ReceiverEstimatedMaximumBitrate:
 			if fb := d.fallbackBWE(); fb != nil {
 				fb.onREMB(p.Bitrate, time.Now())
@@ -480,8 +505,13 @@ func (d *DownTrack) Close() {
 		d.closeQueue()
 	}
 	ssrc := d.ssrc
+	ho := d.ho
+	d.ho = nil
 	d.mu.Unlock()
 	unregisterDownTrack(d, ssrc)
+	if ho != nil {
+		ho.old.RemoveSink(ho.wrap)
+	}
 }
 
 // placeholderCodec is the codec a down track whose own codec was not

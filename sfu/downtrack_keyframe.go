@@ -29,7 +29,7 @@ func (d *DownTrack) askKeyframe(layer int8) {
 	ready := !d.unsupported && (d.connected == nil || d.connected.Load())
 	d.mu.Unlock()
 	if ready {
-		d.source.RequestKeyframe(layer)
+		d.src().RequestKeyframe(layer)
 	}
 }
 
@@ -43,6 +43,6 @@ func (d *DownTrack) transportReady() {
 	target, unsupported := d.target, d.unsupported
 	d.mu.Unlock()
 	if !unsupported {
-		d.source.RequestKeyframe(target)
+		d.src().RequestKeyframe(target)
 	}
 }

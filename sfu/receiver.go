@@ -115,11 +115,23 @@ func (r *Receiver) monitor() {
 	defer r.wg.Done()
 	t := time.NewTicker(monitorInterval)
 	defer t.Stop()
+	var nackTick <-chan time.Time
+	if r.kind == webrtc.RTPCodecTypeVideo {
+		nt := time.NewTicker(nackInterval)
+		defer nt.Stop()
+		nackTick = nt.C
+	}
 	var lastBytes [MaxLayers]uint64
 	for {
 		select {
 		case <-r.done:
 			return
+		case <-nackTick:
+			r.mu.Lock()
+			layers := r.layer
+			r.mu.Unlock()
+			r.sendNACKs(layers) // nack.go
+			continue
 		case <-t.C:
 		}
 		now := clock.Nanos()
@@ -157,6 +169,10 @@ type layer struct {
 	bytes    atomic.Uint64
 	levelID  uint8        // negotiated id of the RFC 6464 audio level extension; 0 = none
 	cache    *packetCache // video: recent payloads, for subscribers' NACKs
+	nack     *nackState   // video: packets to ask the publisher for (nack.go)
+	// wakePending: a repair interrupted Read and the loop has not yet
+	// cleared the deadline (repairwake.go).
+	wakePending atomic.Bool
 }
 
 // NewReceiver makes a receiver for a track; writeRTCP sends RTCP to its publisher.
@@ -208,6 +224,7 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 	l := &layer{idx: idx, track: track, recv: recv, ssrc: uint32(track.SSRC())}
 	if r.kind == webrtc.RTPCodecTypeVideo {
 		l.cache = newPacketCache()
+		l.nack = newNackState()
 	}
 	if r.kind == webrtc.RTPCodecTypeAudio && recv != nil {
 		l.levelID = audioLevelID(recv.GetParameters().HeaderExtensions)
@@ -233,6 +250,9 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 		go r.monitor()
 	}
 	r.mu.Unlock()
+	if l.cache != nil {
+		registerReader(l) // retransmissions wake its Read (repairwake.go)
+	}
 	go r.readRTP(l)
 	go r.readRTCP(l)
 }
@@ -304,16 +324,25 @@ func (r *Receiver) RequestKeyframe(idx int8) {
 // allocation per packet; sinks copy what they keep.
 func (r *Receiver) readRTP(l *layer) {
 	defer r.wg.Done()
+	if l.cache != nil {
+		defer unregisterReader(l)
+	}
 	buf := make([]byte, maxPacket)
 	hdr := &rtp.Header{}
 	for {
 		n, _, err := l.track.Read(buf)
 		if err != nil {
+			if l.woken(err) {
+				continue // a retransmission is queued: Read returns it first
+			}
 			return
 		}
 		hl, err := hdr.Unmarshal(buf[:n])
 		if err != nil {
 			continue // garbage from the network never reaches a sink
+		}
+		if l.nack != nil {
+			l.nack.received(hdr.SequenceNumber) // media or repair alike
 		}
 		end := n
 		if hdr.Padding {

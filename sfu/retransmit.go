@@ -94,7 +94,7 @@ func (d *DownTrack) remember(outSeq, inSeq uint16, ts uint32, marker bool, layer
 // retransmit queues the packets a NACK names that are still worth sending.
 // It runs on the subscriber's RTCP goroutine.
 func (d *DownTrack) retransmit(nack *rtcp.TransportLayerNack) {
-	cache, ok := d.source.(PayloadCache)
+	cache, ok := d.src().(PayloadCache)
 	if !ok {
 		return
 	}

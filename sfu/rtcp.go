@@ -137,7 +137,7 @@ func (d *DownTrack) senderReportRTP(now int64) (uint32, bool) {
 	}
 	var offset int64
 	var haveOffset bool
-	if c, ok := d.source.(ClockSource); ok {
+	if c, ok := d.src().(ClockSource); ok {
 		offset, haveOffset = c.PublisherClockOffset()
 	}
 	in, ok := d.sr.inputRTPAt(layer, now, d.codec.ClockRate, offset, haveOffset)

@@ -111,8 +111,8 @@ func (d *DownTrack) Reselect() (layer int8, reason string, changed bool) {
 	if !d.video {
 		return 0, ReasonNone, false
 	}
-	present := d.source.Layers()
-	live := d.source.LiveLayers()
+	present := d.src().Layers()
+	live := d.src().LiveLayers()
 	d.mu.Lock()
 	layer, reason = selectLayer(d.capLayer, d.bwLayer, present, live)
 	changed = layer != d.lastSel || reason != d.lastReason || !d.selected

@@ -87,7 +87,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	if !d.video {
 		return
 	}
-	live := d.source.LiveLayers()
+	live := d.src().LiveLayers()
 	d.mu.Lock()
 	w := &d.stall
 	sent := d.packets.Load()
@@ -128,7 +128,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	counters.stallRestarts.Add(1)
 	if warn && log != nil {
 		sink := "unknown"
-		if r, ok := d.source.(*Receiver); ok {
+		if r, ok := d.src().(*Receiver); ok {
 			sink = "no"
 			if slices.Contains(r.Sinks(), Sink(d)) {
 				sink = "yes"
@@ -137,5 +137,5 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 		log.Warn("video down track silent while its source flows: restarting it at a keyframe",
 			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", sink)
 	}
-	d.source.RequestKeyframe(target)
+	d.src().RequestKeyframe(target)
 }

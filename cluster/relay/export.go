@@ -119,6 +119,11 @@ func (t *Transport) Export(peerNode string, src sfu.Source, layers uint8) (*Expo
 // SSRCBase names the export's streams: layer i is SSRC base+i.
 func (e *Export) SSRCBase() uint32 { return e.base }
 
+// RelayExport marks the export among a track's sinks: a draining node
+// keeps a released participant's track while another node imports it
+// (room/handover.go).
+func (e *Export) RelayExport() {}
+
 // Stats returns the datagrams and bytes sent (first transmissions, all
 // layers): what this track costs the relay.
 func (e *Export) Stats() (packets, bytes uint64) { return e.packets.Load(), e.bytes.Load() }

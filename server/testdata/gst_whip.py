@@ -8,11 +8,16 @@ the end. Nothing in it comes from Starling: it is a client Starling did not
 write, for server/whip_gst_test.go and for trying a server by hand.
 
   gst_whip.py check
-  gst_whip.py whip URL [--seconds N] [--token T]   publish test video (VP8) and audio (Opus)
-  gst_whip.py whep URL [--seconds N] [--token T] [--until V,A]
+  gst_whip.py whip URL [--seconds N] [--token T] [--local-ip IP]
+                                                  publish test video (VP8) and audio (Opus)
+  gst_whip.py whep URL [--seconds N] [--token T] [--until V,A] [--local-ip IP]
                                                   watch, decode, print what was decoded
                                                   (--until: stop once V video frames and
                                                   A audio buffers are decoded; N is then a limit)
+
+--local-ip IP gathers host candidates on IP only (libnice's own list leaves loopback out: a
+server on 127.0.0.1 is then reachable over ICE-TCP only; see docs/whip.md). Both print
+the transport of the ICE pair in use at the end ("ice=udp", or "ice=other": TCP).
 
 Exit status: 0 done, 2 usage or HTTP error, 3 GStreamer pieces missing.
 """
@@ -29,7 +34,8 @@ try:
     gi.require_version("Gst", "1.0")
     gi.require_version("GstWebRTC", "1.0")
     gi.require_version("GstSdp", "1.0")
-    from gi.repository import GLib, Gst, GstSdp, GstWebRTC
+    gi.require_version("Nice", "0.1")
+    from gi.repository import Gio, GLib, Gst, GstSdp, GstWebRTC, Nice
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings: %s" % e, file=sys.stderr)
     sys.exit(3)
@@ -53,6 +59,41 @@ def check():
     if missing:
         print("missing GStreamer elements: %s" % ", ".join(missing), file=sys.stderr)
         sys.exit(3)
+
+
+# webrtcbin's ice-agent reaches Python with a floating reference, which
+# PyGObject takes over and drops with its wrapper, freeing the agent under
+# webrtcbin: the wrappers are kept here for the life of the process.
+_ice_agents = {}
+
+
+def nice_agent(w):
+    if w not in _ice_agents:
+        ice = w.get_property("ice-agent")
+        _ice_agents[w] = (ice, ice.get_property("agent"))
+    return _ice_agents[w][1]
+
+
+def use_local_ip(w, ip):
+    """Makes webrtcbin's libnice gather host candidates on ip only."""
+    if not ip:
+        return
+    addr = Nice.Address.new()
+    if not addr.set_from_string(ip):
+        print("bad --local-ip %s" % ip, file=sys.stderr)
+        sys.exit(2)
+    nice_agent(w).add_local_address(addr)
+
+
+def ice_transport(w):
+    """udp if libnice selected a UDP pair; other for TCP (libnice exposes
+    no socket for those) or no pair."""
+    agent = nice_agent(w)
+    for stream in range(1, 5):  # webrtcbin's bundled stream is the first one
+        sock = agent.get_selected_socket(stream, 1)
+        if sock is not None:
+            return "udp" if sock.get_protocol() == Gio.SocketProtocol.UDP else "other"
+    return "other"
 
 
 def wait(promise):
@@ -132,9 +173,10 @@ def run(pipe, seconds, done=None):
     loop.run()
 
 
-def whip(url, seconds, token):
+def whip(url, seconds, token, local_ip=None):
     pipe = Gst.parse_launch(PUBLISH)
     w = pipe.get_by_name("w")
+    use_local_ip(w, local_ip)
     pipe.set_state(Gst.State.PLAYING)
     for i in range(2):
         t = w.emit("get-transceiver", i)
@@ -143,15 +185,17 @@ def whip(url, seconds, token):
     session = post_offer(w, url, token)
     print("publishing, session %s" % session, flush=True)
     run(pipe, seconds)
+    ice = ice_transport(w)
     status, _, _ = request("DELETE", session, token)
     pipe.set_state(Gst.State.NULL)
-    print("deleted: %d" % status, flush=True)
+    print("ice=%s deleted: %d" % (ice, status), flush=True)
 
 
-def whep(url, seconds, token, until=None):
+def whep(url, seconds, token, until=None, local_ip=None):
     pipe = Gst.Pipeline.new("whep")
     w = Gst.ElementFactory.make("webrtcbin", "w")
     w.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+    use_local_ip(w, local_ip)
     pipe.add(w)
     counts = {"video": 0, "audio": 0, "width": 0}
 
@@ -197,10 +241,11 @@ def whep(url, seconds, token, until=None):
         # an event, not a time: a busy machine decodes slower
         done = lambda: counts["video"] >= until[0] and counts["audio"] >= until[1]
     run(pipe, seconds, done)
+    ice = ice_transport(w)
     status, _, _ = request("DELETE", session, token)
     pipe.set_state(Gst.State.NULL)
-    print("decoded video_frames=%d audio_buffers=%d width=%d deleted=%d"
-          % (counts["video"], counts["audio"], counts["width"], status), flush=True)
+    print("decoded video_frames=%d audio_buffers=%d width=%d deleted=%d ice=%s"
+          % (counts["video"], counts["audio"], counts["width"], status, ice), flush=True)
 
 
 def main(argv):
@@ -211,7 +256,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     mode, url = argv[1], argv[2]
-    seconds, token, until = 8.0, "", None
+    seconds, token, until, local_ip = 8.0, "", None, None
     rest = argv[3:]
     while rest:
         flag = rest.pop(0)
@@ -221,14 +266,16 @@ def main(argv):
             token = rest.pop(0)
         elif flag == "--until" and rest and mode == "whep":
             until = [int(n) for n in rest.pop(0).split(",")]
+        elif flag == "--local-ip" and rest:
+            local_ip = rest.pop(0)
         else:
             print("unknown argument %s" % flag, file=sys.stderr)
             sys.exit(2)
     check()
     if mode == "whip":
-        whip(url, seconds, token)
+        whip(url, seconds, token, local_ip)
     else:
-        whep(url, seconds, token, until)
+        whep(url, seconds, token, until, local_ip)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ try:
     gi.require_version("Gst", "1.0")
     gi.require_version("GstWebRTC", "1.0")
     gi.require_version("GstSdp", "1.0")
-    from gi.repository import Gst, GstSdp, GstWebRTC
+    gi.require_version("Nice", "0.1")
+    from gi.repository import Gio, Gst, GstSdp, GstWebRTC, Nice
     import websockets
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings or websockets: %s" % e, file=sys.stderr)
@@ -52,6 +53,38 @@ videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framer
 audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
   ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! pub.
 """
+
+
+# webrtcbin's ice-agent reaches Python with a floating reference, which
+# PyGObject takes over and drops with its wrapper, freeing the agent under
+# webrtcbin: the wrappers are kept here for the life of the process.
+_ice_agents = {}
+
+
+def nice_agent(w):
+    if w not in _ice_agents:
+        ice = w.get_property("ice-agent")
+        _ice_agents[w] = (ice, ice.get_property("agent"))
+    return _ice_agents[w][1]
+
+
+def use_local_ip(w, ip):
+    """Makes webrtcbin's libnice gather host candidates on ip only (libnice
+    leaves loopback out of its own list: see gst_whip.py)."""
+    if ip:
+        addr = Nice.Address.new()
+        if not addr.set_from_string(ip):
+            raise ValueError("bad --local-ip %s" % ip)
+        nice_agent(w).add_local_address(addr)
+
+
+def ice_transport(w):
+    """udp if libnice selected a UDP pair, else other (TCP, or none)."""
+    for stream in range(1, 5):
+        sock = nice_agent(w).get_selected_socket(stream, 1)
+        if sock is not None:
+            return "udp" if sock.get_protocol() == Gio.SocketProtocol.UDP else "other"
+    return "other"
 
 
 def emit(**kw):
@@ -84,6 +117,8 @@ class Participant:
         self.pub.connect("on-ice-candidate", self.on_candidate, "publisher")
         self.sub.connect("on-ice-candidate", self.on_candidate, "subscriber")
         self.sub.connect("pad-added", self.on_pad)
+        use_local_ip(self.pub, args.local_ip)
+        use_local_ip(self.sub, args.local_ip)
         self.errors = []
 
     def send(self, obj):
@@ -257,9 +292,10 @@ class Participant:
                     emit(event="met", video_frames=self.counts["video"], audio_buffers=self.counts["audio"])
                 if met and (not a.until_eof or stdin_closed.is_set()):
                     break
+            ice = {"publisher": ice_transport(self.pub), "subscriber": ice_transport(self.sub)}  # before leave closes them
             await self.call("leave", {})
             emit(event="summary", met=met, video_frames=self.counts["video"], audio_buffers=self.counts["audio"],
-                 errors=self.errors)
+                 errors=self.errors, ice=ice)
             reader.cancel()
         self.pipe.set_state(Gst.State.NULL)
         self.subpipe.set_state(Gst.State.NULL)
@@ -285,6 +321,7 @@ def main():
     ap.add_argument("--until-eof", action="store_true")
     ap.add_argument("--no-trickle", action="store_true", help="publisher candidates in the offer only")
     ap.add_argument("--dump", action="store_true", help="print the subscriber SDP on stderr")
+    ap.add_argument("--local-ip", help="gather host candidates on this address only (e.g. 127.0.0.1)")
     args = ap.parse_args()
     try:
         met = asyncio.run(Participant(args).run())

@@ -71,7 +71,8 @@ func clusterFailoverInChromium(t *testing.T, drain bool) {
 	if drain {
 		w = newWatcher(t, b, nodes, room, servers, vicID)
 	}
-	viewer.mustEval(`window.__left = []; window.starling.client.on('participantLeft', (d) => window.__left.push(d.participantId)); true`, nil)
+	viewer.mustEval(`window.__left = []; window.starling.client.on('participantLeft', (d) => window.__left.push(d.participantId));
+	  window.__ended = []; window.starling.client.on('trackUnpublished', (d) => window.__ended.push(d.participantId)); true`, nil)
 	killed := time.Now()
 	if drain {
 		_ = nodes[0].cmd.Process.Signal(syscall.SIGTERM)
@@ -114,6 +115,15 @@ func clusterFailoverInChromium(t *testing.T, drain bool) {
 		}
 	}
 	if drain {
+		// Make-before-break: the presenter's tracks went on under the same
+		// ids through n1 (docs/cluster-failover.md "Drain (SIGTERM)").
+		var ended []string
+		viewer.mustEval(`window.__ended`, &ended)
+		for _, id := range ended {
+			if id == first.ID {
+				t.Errorf("the viewer was told a track of the presenter ended")
+			}
+		}
 		select {
 		case <-nodes[0].exited:
 		case <-time.After(40 * time.Second):

@@ -155,6 +155,8 @@ export class StarlingClient extends EventTarget {
     this.mixTrack = null; // the audio mix's Track while receiving it (setAudioMix)
     this.reconnectAttempt = 0; // attempts in the current reconnection, 0 when connected
     this._reconnectGen = 0;
+    this._drained = false; // the node sent `reconnect`: move without a break (_keepOld)
+    this._oldPeers = new Set(); // a drained node's connections, kept until it lets go
     this._rpc = null;
     this._buffering = false; // notifications wait in _early until the join result is processed
     this._early = [];
@@ -533,8 +535,11 @@ export class StarlingClient extends EventTarget {
       case 'activeSpeakers': break;
       case 'reconnect':
         // A draining cluster node asks us to resume elsewhere and closes
-        // the socket next: start the reconnection with the next node.
+        // the socket next: start the reconnection with the next node, at
+        // once, and keep the old connections sending until the node lets
+        // go of them (make-before-break, docs/cluster-failover.md).
         this._urlAt = (this._urlAt + 1) % this.urls.length;
+        this._drained = true;
         return;
       case 'leave':
         // A node that shuts down: with other nodes to go to, carry on there
@@ -631,7 +636,8 @@ export class StarlingClient extends EventTarget {
     for (let attempt = 1; ; attempt++) {
       this.reconnectAttempt = attempt;
       this._emit('reconnecting', {attempt, reason});
-      await new Promise((r) => setTimeout(r, delays[Math.min(attempt - 1, delays.length - 1)]));
+      const delay = attempt === 1 && this._drained ? 0 : delays[Math.min(attempt - 1, delays.length - 1)];
+      await new Promise((r) => setTimeout(r, delay));
       if (!current()) return; // left meanwhile
       try {
         const {resumed, newConnections} = await this._rejoin(current);
@@ -671,6 +677,7 @@ export class StarlingClient extends EventTarget {
     }
     if (result && !result.newConnections) {
       if (!current()) throw new StarlingError(0, 'left while reconnecting');
+      this._drained = false;
       this.resumeToken = result.resumeToken ?? this.resumeToken;
       this.localParticipant = result.participant ?? this.localParticipant;
       this._buffering = false;
@@ -685,7 +692,9 @@ export class StarlingClient extends EventTarget {
       // the local tracks are announced again (docs/PROTOCOL.md).
       if (!current()) throw new StarlingError(0, 'left while reconnecting');
       const others = new Map(this.participants);
-      this._dropSession('reconnect', {keepParticipants: true});
+      const keepPeers = this._drained;
+      this._drained = false;
+      this._dropSession('reconnect', {keepParticipants: true, keepPeers});
       this._setupAgain(result);
       for (const [id, participant] of others) {
         if (!this.participants.has(id)) this._emit('participantLeft', {participantId: id, reason: 'reconnect', participant});
@@ -701,6 +710,7 @@ export class StarlingClient extends EventTarget {
     result = await this._rpc.request('join', this._joinParams);
     if (!current()) throw new StarlingError(0, 'left while reconnecting');
     this._subLog = {want: new Map(), settings: new Map()}; // a new participant: nothing asked yet
+    this._drained = false; // a new participant: its tracks get new ids, nothing to overlap
     this._dropSession('reconnect');
     this._setupAgain(result);
     for (const p of this.participants.values()) this._emit('participantJoined', {participant: p});
@@ -726,7 +736,7 @@ export class StarlingClient extends EventTarget {
   }
 
   /** Forgets the old session's connections (and, unless keepParticipants, its peers) before new ones. */
-  _dropSession(reason, {keepParticipants = false} = {}) {
+  _dropSession(reason, {keepParticipants = false, keepPeers = false} = {}) {
     for (const rt of this.remoteTracks.values()) this._emit('trackUnsubscribed', rt);
     this.remoteTracks.clear();
     this.mixTrack = null;
@@ -734,13 +744,47 @@ export class StarlingClient extends EventTarget {
       for (const [id, participant] of this.participants) this._emit('participantLeft', {participantId: id, reason, participant});
       this.participants.clear();
     }
-    for (const x of [this._dataOut, this._dataIn, this.publisher, this.subscriber]) {
+    const peers = [this.publisher, this.subscriber];
+    for (const x of [this._dataOut, this._dataIn, ...(keepPeers ? [] : peers)]) {
       try { x?.close(); } catch { /* already closed */ }
     }
+    if (keepPeers) this._keepOld(peers);
     this._dataIn = null;
     this._videoPrefs.clear();
     this._qualityPrev.clear();
     this._resetNegotiation();
+  }
+
+  /**
+   * Keeps a drained node's connections open while the new ones take over:
+   * the node goes on relaying what the old publisher sends until the other
+   * nodes take our tracks (same ids) from the new node, then closes them;
+   * we close them then, or after 15 s. Their handlers ignore them already
+   * (they check this.publisher / this.subscriber).
+   */
+  _keepOld(pcs) {
+    for (const pc of pcs) {
+      if (!pc) continue;
+      this._oldPeers.add(pc);
+      const drop = () => {
+        if (!this._oldPeers.delete(pc)) return;
+        clearTimeout(timer);
+        try { pc.close(); } catch { /* already closed */ }
+      };
+      const timer = setTimeout(drop, 15000);
+      const prev = pc.onconnectionstatechange;
+      pc.onconnectionstatechange = (ev) => {
+        prev?.(ev);
+        if (['disconnected', 'failed', 'closed'].includes(pc.connectionState)) drop();
+      };
+    }
+  }
+
+  _dropOldPeers() {
+    for (const pc of this._oldPeers) {
+      try { pc.close(); } catch { /* already closed */ }
+    }
+    this._oldPeers.clear();
   }
 
   _resetNegotiation() {
@@ -762,6 +806,7 @@ export class StarlingClient extends EventTarget {
     for (const x of [this._dataOut, this._dataIn, this.publisher, this.subscriber]) {
       try { x?.close(); } catch { /* already closed */ }
     }
+    this._dropOldPeers();
     for (const pref of this._videoPrefs.values()) clearTimeout(pref.timer);
     this._videoPrefs.clear();
     this.remoteTracks.clear();

@@ -208,6 +208,7 @@ test('reconnect {reason: drain}: the session resumes through the next node, the 
   client.on('leave', (d) => left.push(d));
   client.on('notification', (d) => unknown.push(d));
   const before = FakeWebSocket.count;
+  const oldPeers = [client.publisher, client.subscriber];
   ws.push({jsonrpc: '2.0', method: 'reconnect', params: {reason: 'drain'}});
   ws.close(1000);
   const wsB = await socketTo(B, ws);
@@ -218,5 +219,13 @@ test('reconnect {reason: drain}: the session resumes through the next node, the 
   assert.equal(client.participantId, 'PA');
   assert.deepEqual(left, []);
   assert.deepEqual(unknown, []);
+  // Make-before-break: the drained node's connections stay open (it relays
+  // what they send until the others take it from B) until it closes them.
+  assert.ok(oldPeers.every((pc) => !pc.closed), 'the old connections are kept while the new ones take over');
+  assert.notEqual(client.publisher, oldPeers[0]);
+  oldPeers[0].connectionState = 'closed';
+  oldPeers[0].onconnectionstatechange?.({});
+  assert.ok(oldPeers[0].closed && !oldPeers[1].closed, 'the one its node closed is let go');
   client.leave();
+  await until(() => oldPeers[1].closed, 'the other old connection closed at leave');
 });

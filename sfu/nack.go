@@ -1,0 +1,127 @@
+package sfu
+
+import (
+	"sync"
+
+	"github.com/pion/rtcp"
+)
+
+// Asking publishers for lost packets (NACK, RFC 4585).
+//
+// Each video layer keeps the sequence numbers it found missing and asks
+// the publisher for them every nackInterval until they arrive or have been
+// asked for maxNACKsPerPacket times. pion's NACK generator did this before,
+// but it only sees the media stream: a packet repaired over the RTX stream
+// still looked missing, so every lost packet was asked for (and resent)
+// its full count of times whether or not the first resend arrived. With
+// that count at 3, every ~100 ms, a publisher whose RTT estimate exceeds
+// ~200 ms (a long path, or a starved machine: TestLossRecoveryUpstream
+// under load) answered only the first NACK, since publishers (pion,
+// libwebrtc) resend one packet at most once per RTT; when that resend was
+// lost too, the packet was gone. The layer's read loop (readRTP) sees
+// media and repairs alike (pion hands both to TrackRemote.Read, repairs
+// rewritten to the media stream's numbers), so a repaired packet is no
+// longer asked for, and the asking can go on for longer: maxNACKsPerPacket
+// × nackInterval covers about three round trips of 250 ms. The publisher's
+// once-per-RTT rule absorbs the NACKs sent while a resend is on its way.
+
+const (
+	// nackInterval is how often missing packets are asked for.
+	nackInterval = 100e6 // ns
+	// maxNACKsPerPacket bounds how often one packet is asked for.
+	maxNACKsPerPacket = 8
+	// maxMissing bounds the missing packets a layer tracks; a gap wider
+	// than that (a publisher restarting its numbering) is not asked for.
+	maxMissing = 256
+)
+
+// nackState is a video layer's missing packets. received runs on the
+// layer's read goroutine, due on the receiver's monitor goroutine.
+type nackState struct {
+	mu      sync.Mutex
+	started bool
+	highest uint16
+	missing []missingSeq // ascending in arrival order of the gaps (oldest first)
+	due     []uint16     // scratch for collect
+}
+
+type missingSeq struct {
+	seq   uint16
+	nacks uint8
+}
+
+func newNackState() *nackState {
+	return &nackState{missing: make([]missingSeq, 0, maxMissing), due: make([]uint16, 0, maxMissing)}
+}
+
+// received records a packet's arrival, media or repair. No allocation:
+// missing never grows past its capacity.
+func (n *nackState) received(seq uint16) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.started {
+		n.started, n.highest = true, seq
+		return
+	}
+	d := int16(seq - n.highest)
+	switch {
+	case d == 1:
+		n.highest = seq
+	case d > 1:
+		if int(d) > maxMissing {
+			n.missing = n.missing[:0] // a jump, not a loss
+		} else {
+			for s := n.highest + 1; s != seq; s++ {
+				if len(n.missing) == cap(n.missing) {
+					copy(n.missing, n.missing[1:])
+					n.missing = n.missing[:len(n.missing)-1]
+				}
+				n.missing = append(n.missing, missingSeq{seq: s})
+			}
+		}
+		n.highest = seq
+	case d < 0:
+		for i, m := range n.missing {
+			if m.seq == seq {
+				n.missing = append(n.missing[:i], n.missing[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// collect returns the sequence numbers to ask for now (valid until the
+// next call) and forgets those asked for maxNACKsPerPacket times.
+func (n *nackState) collect() []uint16 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.due = n.due[:0]
+	kept := n.missing[:0]
+	for _, m := range n.missing {
+		n.due = append(n.due, m.seq)
+		if m.nacks++; m.nacks < maxNACKsPerPacket {
+			kept = append(kept, m)
+		}
+	}
+	n.missing = kept
+	return n.due
+}
+
+// sendNACKs asks the publisher for each layer's missing packets.
+func (r *Receiver) sendNACKs(layers [MaxLayers]*layer) {
+	var pkts []rtcp.Packet
+	for _, l := range layers {
+		if l == nil || l.nack == nil {
+			continue
+		}
+		if seqs := l.nack.collect(); len(seqs) > 0 {
+			pkts = append(pkts, &rtcp.TransportLayerNack{MediaSSRC: l.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)})
+		}
+	}
+	if len(pkts) == 0 {
+		return
+	}
+	if err := r.writeRTCP(pkts); err != nil {
+		r.log.Debug("NACK failed", "track", r.id, "err", err)
+	}
+}
