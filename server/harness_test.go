@@ -466,10 +466,8 @@ func waitCoverage(sent [][]byte, got func() [][]byte, tail int, ratio float64) (
 // same tests need several times the CPU, and congestion control reads a
 // starved CPU as a congested network: fewer at once.
 //
-// Without -race, this is the scheduler's capacity in weight units
-// (sched_test.go), shared by light tests (1 each) and at most two
-// timing-judging ones (2 or 3 each): 12 leaves light tests at least six
-// places while the timing-judging ones run.
+// Light tests only: timing-judging ones run apart from them
+// (sched_test.go).
 func defaultParallel() int {
 	if raceEnabled {
 		return 4

@@ -272,7 +272,7 @@ func TestKeyframeRequestsCoalesced(t *testing.T) {
 // pliWindow window, never a storm.
 func TestKeyframeRequestsBoundedWhenUnanswered(t *testing.T) {
 	// 21 clients' worth of CPU, and a bound per window judged on time.
-	timingTest(t, weightTimingCPU)
+	timingTest(t)
 	srv := startServer(t, nil)
 	const roomName = "pli-storm"
 	pub := kfPublish(t, join(t, srv, roomName, "pub"), false)

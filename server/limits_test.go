@@ -107,7 +107,7 @@ func rawWS(t testing.TB, srv *server.Server) *websocket.Conn {
 // 429s (or, if it floods faster than it reads, is dropped), and another
 // connection's round trips stay fast and error-free meanwhile.
 func TestSignalingFlood(t *testing.T) {
-	timingTest(t, weightTiming) // the calm connection's round trips are judged
+	timingTest(t) // the calm connection's round trips are judged
 	srv := startServer(t, func(c *config.Config) {
 		c.Limits.SignalingRate = 30
 		c.Limits.SignalingBurst = 60

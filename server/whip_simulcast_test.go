@@ -125,7 +125,7 @@ func TestWHIPSimulcast(t *testing.T) {
 // A WHEP viewer is a subscriber like any other for bandwidth: on a narrow
 // downlink it is moved to a lower simulcast layer, without renegotiating.
 func TestWHEPLayerFitsBandwidth(t *testing.T) {
-	timingTest(t, weightCongestion, groupCongestion)
+	timingTest(t, groupCongestion)
 	srv := startServer(t, withBWE)
 	pub := join(t, srv, "whepbwe", "camera")
 	publishSimulcast(t, pub, 1, 2, 6) // ~0.25, 0.5, 1.6 Mbit/s
