@@ -207,6 +207,10 @@ func routeURLs(in []string, secret string) ([]*url.URL, error) {
 	return out, nil
 }
 
+// replicaGrace is how long openBucket keeps asking for a bucket on every
+// node it routes to before it settles for fewer replicas.
+const replicaGrace = 2 * time.Second
+
 // openBucket opens (or creates) the room-state bucket, retrying while
 // JetStream elects its leader, and fails early if a peer refuses the secret
 // or diagnose (if not nil) finds the routes cannot come up.
@@ -214,7 +218,8 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
-	deadline := time.Now().Add(wait)
+	began := time.Now()
+	deadline := began.Add(wait)
 	nextDiagnosis := time.Now().Add(2 * time.Second) // a healthy cluster is usually ready by then
 	var last error
 	for {
@@ -229,18 +234,41 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 			return err
 		default:
 		}
+		if b.ns != nil && !b.ns.JetStreamIsCurrent() {
+			// No JetStream meta leader known yet (the nodes are still
+			// routing or electing): an API request now goes unanswered and
+			// would hold this loop for its whole 2 s timeout, so every node
+			// started ~2 s after its cluster was ready. Wait for the
+			// election instead.
+			if time.Now().After(deadline) {
+				return fmt.Errorf("cluster bus: the room state store (JetStream) has no leader after %s: "+
+					"start the other nodes listed in --cluster-routes (a majority must be up)", wait)
+			}
+			select {
+			case err := <-authErr:
+				return err
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		kv, err := b.js.KeyValue(ctx, roomsBucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			// As many replicas as nodes are up now, up to 3 (the
 			// heartbeat raises it as more nodes join: upgradeReplicas).
+			// Fewer only after a grace period: the meta leader is elected
+			// as soon as a majority routes, and a peer still joining is
+			// not yet counted for placement; a bucket made smaller in that
+			// moment could lose its quorum with one node before the
+			// heartbeat raised it.
+			fewer := time.Since(began) > replicaGrace
 			for r := replicas; r >= 1; r-- {
 				kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 					Bucket: roomsBucket, Storage: jetstream.MemoryStorage, Replicas: r, History: 1,
 					Description: "Starling rooms: sid, members, identities (cluster-wide facts, compare-and-set)",
 				})
 				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
-				if !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
+				if !fewer || !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
 					break
 				}
 			}

@@ -15,6 +15,7 @@ import (
 // resumes through another node (new connections, same participant), its
 // subscriber on a third node hears it again and is never told it left.
 func TestShutdownHandsParticipantsOver(t *testing.T) {
+	t.Parallel()
 	// The nodes' resume window must outlast the state store's leader
 	// election after n2 goes (a few seconds on a loaded machine): with the
 	// harness's 1 s window, a's member entry was dropped before n0 could
@@ -64,25 +65,29 @@ func TestShutdownHandsParticipantsOver(t *testing.T) {
 // (make-before-break, docs/cluster-failover.md "Drain (SIGTERM)"): their
 // tracks keep their ids, the subscribers on the other nodes keep their
 // tracks (same SSRC, continuous sequence numbers) and miss no more than a
-// frame or two, and nobody sees anyone leave.
+// frame or two, the movers keep hearing the others (their old connections
+// serve them until the new ones are up), and nobody sees anyone leave.
 func TestDrainHandsOver(t *testing.T) {
 	t.Parallel()
 	srvs := failoverCluster(t)
 	alice := join(t, srvs[0], "drain", "alice", withNodes(srvs[1]))
 	bob := join(t, srvs[1], "drain", "bob")
 	carol := join(t, srvs[2], "drain", "carol")
-	rb, rc, ra := countMedia(bob), countMedia(carol), countMedia(alice)
-	seeEachOther(t, alice, bob, carol)
+	dave := join(t, srvs[0], "drain", "dave", withNodes(srvs[2])) // only listens; moves to n2
+	rb, rc, ra, rd := countMedia(bob), countMedia(carol), countMedia(alice), countMedia(dave)
+	seeEachOther(t, alice, bob, carol, dave)
 	publishMedia(t, alice, true)
 	publishMedia(t, carol, false)
 	aID, cID := alice.ParticipantID(), carol.ParticipantID()
-	eventually(t, 30*time.Second, "alice's video reaches bob and carol, carol's audio reaches alice", func() bool {
-		return rb.count(aID, "video") >= 30 && rc.count(aID, "video") >= 30 && ra.count(cID, "audio") >= 50
+	eventually(t, 30*time.Second, "alice's video reaches bob and carol, carol's audio reaches alice and dave", func() bool {
+		return rb.count(aID, "video") >= 30 && rc.count(aID, "video") >= 30 && ra.count(cID, "audio") >= 50 && rd.count(cID, "audio") >= 50
 	})
 	tracksBefore := publishedIDs(alice)
 
 	rb.resetGaps() // what bob (n1, where alice goes) and carol (n2) miss of alice's audio while she moves
 	rc.resetGaps()
+	ra.resetGaps() // and what alice and dave miss of carol's while they move
+	rd.resetGaps()
 	start := time.Now()
 	left := srvs[0].Drain(ctxT(t, 20*time.Second))
 	if left != 0 {
@@ -92,8 +97,9 @@ func TestDrainHandsOver(t *testing.T) {
 	if _, err := client.Dial(ctxT(t, 10*time.Second), srvs[0].SignalingURL(), "drain", client.Options{Name: "late"}); err == nil {
 		t.Fatal("the draining node took a new join")
 	}
-	eventually(t, 10*time.Second, "alice resumed through n1", func() bool {
-		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL()
+	eventually(t, 10*time.Second, "alice resumed through n1, dave through n2", func() bool {
+		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL() &&
+			resumedCount(dave) == 1 && dave.URL() == srvs[2].SignalingURL()
 	})
 	if res := alice.LastJoin(); res.Participant.ID != aID || !res.NewConnections {
 		t.Fatalf("alice's resume: id %s (want %s), newConnections %v", res.Participant.ID, aID, res.NewConnections)
@@ -115,10 +121,24 @@ func TestDrainHandsOver(t *testing.T) {
 	if err := srvs[0].Shutdown(ctxT(t, 15*time.Second)); err != nil {
 		t.Logf("n0 shutdown: %v", err)
 	}
-	vb, vc, ab := rb.count(aID, "video"), rc.count(aID, "video"), ra.count(cID, "audio")
-	eventually(t, 30*time.Second, "alice's video reaches bob and carol again, carol's audio reaches alice", func() bool {
-		return rb.count(aID, "video") >= vb+30 && rc.count(aID, "video") >= vc+30 && ra.count(cID, "audio") >= ab+50
+	vb, vc, ab, db := rb.count(aID, "video"), rc.count(aID, "video"), ra.count(cID, "audio"), rd.count(cID, "audio")
+	eventually(t, 30*time.Second, "alice's video reaches bob and carol again, carol's audio reaches alice and dave", func() bool {
+		return rb.count(aID, "video") >= vb+30 && rc.count(aID, "video") >= vc+30 && ra.count(cID, "audio") >= ab+50 &&
+			rd.count(cID, "audio") >= db+50
 	})
+	// The movers' own subscriber connections are new, so they get carol's
+	// audio as a new track there; their old ones, kept open, play until
+	// the new node says the new ones are up (Settled).
+	for _, w := range []struct {
+		name string
+		r    *received
+	}{{"alice", ra}, {"dave", rd}} {
+		g := w.r.worstGap(cID, "audio")
+		t.Logf("%s missed %d audio frames of carol (%s without any) while moving off n0", w.name, g.missed, g.silence.Round(time.Millisecond))
+		if g.missed > maxDrainMissed {
+			t.Errorf("%s missed %d audio frames of carol in a row while moving off n0, want at most %d", w.name, g.missed, maxDrainMissed)
+		}
+	}
 	for _, w := range []struct {
 		name string
 		c    *client.Client

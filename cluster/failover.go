@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
@@ -29,9 +30,11 @@ const handoffTimeout = 3 * time.Second
 // room.Released, room.NotReleased (no such participant or token there),
 // or room.StillHeld: the node still holds it (its client's socket drop
 // is not seen there yet), or did not answer (it may be dying).
-func (n *Node) handoff(node, name, id, tokenHash string) room.ReleaseResult {
+func (n *Node) handoff(ctx context.Context, node, name, id, tokenHash string) room.ReleaseResult {
 	data, _ := json.Marshal(handoffMsg{Room: name, ID: id, Token: tokenHash})
-	msg, err := n.bus.nc.Request(nodeSubject(node, "handoff"), data, handoffTimeout)
+	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
+	defer cancel()
+	msg, err := n.bus.nc.RequestWithContext(ctx, nodeSubject(node, "handoff"), data)
 	switch {
 	case err != nil:
 		return room.StillHeld

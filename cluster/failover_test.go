@@ -152,7 +152,7 @@ func rawResume(t *testing.T, s *server.Server, room, token string) *protocol.Err
 	if err := ws.WriteJSON(map[string]any{"jsonrpc": "2.0", "id": 1, "method": protocol.MethodJoin, "params": json.RawMessage(params)}); err != nil {
 		t.Fatal(err)
 	}
-	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second)) // a takeover waits up to ~25 s for the store
+	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second)) // a node answers a takeover within 10 s; margin for a loaded machine
 	for {
 		var msg struct {
 			ID     json.RawMessage `json:"id"`

@@ -17,20 +17,23 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// setDefaultParallel runs four of the package's parallel tests at once
-// unless -test.parallel is given: a test cluster mostly waits (heartbeats,
+// setDefaultParallel runs defaultParallel of the package's parallel tests
+// at once (parallel_*_test.go: 8, 4 under the race detector) unless
+// -test.parallel is given: a test cluster mostly waits (heartbeats,
 // JetStream elections, media paced in real time), so GOMAXPROCS (go test's
 // default, 2 on the CI machine) left the CPU idle. Tests that crash nodes
-// and assert how fast the others notice, or cut the bus, stay serial: Go
-// runs them before any parallel one starts. (nats-server gossips route
-// addresses even with NoAdvertise, so a node behind a test's proxies once
-// learnt a peer's direct address and routed around its proxy: the tests
-// with proxies now set cluster.advertise to the node's proxy.)
+// and assert how fast the others notice (TestNodesListAndDeadNode,
+// TestFailoverNodeKilled), and the join storm, which loads the CPU, stay
+// serial: Go runs them before any parallel one starts. (nats-server
+// gossips route addresses even with NoAdvertise, so a node behind a test's
+// proxies once learnt a peer's direct address and routed around its
+// proxy: the tests with proxies now set cluster.advertise to the node's
+// proxy.)
 func setDefaultParallel() {
 	flag.Parse()
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
 	if !given {
-		_ = flag.Set("test.parallel", strconv.Itoa(max(4, runtime.GOMAXPROCS(0))))
+		_ = flag.Set("test.parallel", strconv.Itoa(max(defaultParallel, runtime.GOMAXPROCS(0))))
 	}
 }

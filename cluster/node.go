@@ -122,6 +122,10 @@ func Start(o Options) (*Node, error) {
 		n.closeBus()
 		return nil, err
 	}
+	if err := n.subscribeSettled(); err != nil { // see settled.go
+		n.closeBus()
+		return nil, err
+	}
 	if err := n.subscribeView(); err != nil { // see admin.go
 		n.closeBus()
 		return nil, err

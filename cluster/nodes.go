@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"sort"
 	"sync"
@@ -38,6 +39,7 @@ type registry struct {
 	mu    sync.Mutex
 	nodes map[string]NodeInfo
 	seen  map[string]time.Time
+	since time.Time // when this node began to hear heartbeats (Alone)
 }
 
 func newRegistry(self string) *registry {
@@ -163,6 +165,30 @@ func (n *Node) measureRTT() {
 	}
 }
 
+// Alone reports whether no other node is alive, for a node about to stop
+// (a drain would have nowhere to send its clients). A node that began to
+// listen to heartbeats less than hbExpiry ago may not have heard the
+// others yet: it listens until then (bounded by ctx) before it believes it
+// is alone, as the others wait as long before they believe a node gone.
+func (n *Node) Alone(ctx context.Context) bool {
+	if len(n.OtherNodes()) > 0 {
+		return false
+	}
+	n.reg.mu.Lock()
+	since := n.reg.since
+	n.reg.mu.Unlock()
+	for time.Now().Before(since.Add(hbExpiry)) && ctx.Err() == nil {
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		if len(n.OtherNodes()) > 0 {
+			return false
+		}
+	}
+	return len(n.OtherNodes()) == 0
+}
+
 func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
 		var info NodeInfo
@@ -176,6 +202,9 @@ func (n *Node) subscribeNodes() error {
 	}); err != nil {
 		return err
 	}
+	n.reg.mu.Lock()
+	n.reg.since = time.Now()
+	n.reg.mu.Unlock()
 	if _, err := n.bus.nc.Subscribe(subjBye, func(m *nats.Msg) {
 		if id := string(m.Data); id != n.id {
 			n.reg.forget(id)

@@ -35,8 +35,18 @@ func TestNodesListAndDeadNode(t *testing.T) {
 
 // A node whose secret differs from its peers' refuses to start, saying why.
 func TestWrongSecretRefused(t *testing.T) {
-	ports := freePorts(t, 3)
-	startNodes(t, ports, 2, nil) // two of three: a majority, ready
+	t.Parallel()
+	var ports []int
+	for attempt := 1; ; attempt++ { // a port picked may be taken by another process before its node binds it
+		ports = freePorts(t, 3)
+		_, err := tryStartNodes(t, ports, 2, nil) // two of three: a majority, ready
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "did not start") {
+			t.Fatalf("starting the cluster: %v", err)
+		}
+	}
 	cfg := nodeConfig(ports, 2, func(c *config.Config) { c.Cluster.Secret = "another-secret-9876543210" })
 	start := time.Now()
 	bad, err := server.New(cfg, testLogger())

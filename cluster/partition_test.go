@@ -104,7 +104,16 @@ func startNATS(t *testing.T) string {
 	return ns.Addr().String()
 }
 
+// busCuts lets one bus-cut test run at a time. They run beside the other
+// parallel tests, but not beside each other: with both at once the longer
+// cut's media never came back across nodes after the link did, about one
+// run in three (not seen with one at a time; under investigation).
+var busCuts sync.Mutex
+
 func busCut(t *testing.T, window time.Duration, outlast bool) {
+	t.Parallel()
+	busCuts.Lock()
+	defer busCuts.Unlock()
 	addr := startNATS(t)
 	proxy := newCutProxy(t, addr) // node 2's way to the bus
 	srvs := make([]*server.Server, 3)

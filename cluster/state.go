@@ -53,6 +53,15 @@ var errNoChange = errors.New("no change")
 // update applies f to a room's state with compare-and-set, retrying on
 // conflicts; f sees a zero state for a room that does not exist.
 func (n *Node) update(name string, f func(st *roomState, exists bool) error) (roomState, error) {
+	return n.updateCtx(context.Background(), name, f)
+}
+
+// updateCtx is update within ctx: it gives up (ctx's error) when ctx ends,
+// on a store that does not answer and on a compare-and-set that keeps
+// failing alike. A store without a leader (or a replica behind it) answers
+// "wrong last sequence", which looks like contention: without ctx, those
+// retries alone could outlast a resuming client's patience (a takeover).
+func (n *Node) updateCtx(parent context.Context, name string, f func(st *roomState, exists bool) error) (roomState, error) {
 	key := roomKey(name)
 	// The store is briefly unavailable while its stream elects a new
 	// leader (a node died or was cut off): wait for it rather than fail.
@@ -61,11 +70,18 @@ func (n *Node) update(name string, f func(st *roomState, exists bool) error) (ro
 		if time.Now().After(deadline) || n.bus.nc.IsClosed() { // a crashed node's bus never comes back
 			return false
 		}
-		time.Sleep(250 * time.Millisecond)
-		return true
+		select {
+		case <-time.After(250 * time.Millisecond):
+			return true
+		case <-parent.Done():
+			return false
+		}
 	}
 	for i := 0; i < casRetries; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		if err := parent.Err(); err != nil {
+			return roomState{}, fmt.Errorf("room state: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(parent, kvTimeout)
 		var st roomState
 		var rev uint64
 		e, err := n.bus.kv.Get(ctx, key)
@@ -111,9 +127,9 @@ func (n *Node) update(name string, f func(st *roomState, exists bool) error) (ro
 	return roomState{}, errors.New("room state: too much contention")
 }
 
-// read reads a room's state; jetstream.ErrKeyNotFound when absent.
-func (n *Node) read(name string) (roomState, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+// read reads a room's state within ctx; jetstream.ErrKeyNotFound when absent.
+func (n *Node) read(parent context.Context, name string) (roomState, error) {
+	ctx, cancel := context.WithTimeout(parent, kvTimeout)
 	defer cancel()
 	e, err := n.bus.kv.Get(ctx, roomKey(name))
 	if err != nil {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -38,7 +39,8 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 // errNotHere: no member to take over (the session is unknown: 404).
 var errNotHere = room.ErrNoMember
 
-// takeoverWait bounds how long a takeover waits for the state store.
+// takeoverWait bounds how long a takeover waits for the state store, all
+// steps together (the caller's context may end it sooner).
 const takeoverWait = 8 * time.Second
 
 // Takeover implements room.Bus: the member holding the token hash moves to
@@ -48,25 +50,38 @@ const takeoverWait = 8 * time.Second
 // as this node's own, and the member never goes without a valid token.
 // Store errors are returned as they are: the caller answers 503, since
 // the store comes back (a new stream leader) and the client tries again.
-func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, string, error) {
+// The whole takeover is over within ctx and takeoverWait: its steps share
+// one deadline, since a client waits for its answer only so long.
+func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash string) (room.Member, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, takeoverWait)
+	defer cancel()
+	start := time.Now()
+	var tRead, tPing, tHandoff, tMove time.Duration
+	defer func() {
+		n.log.Debug("takeover attempt", "room", name, "read", tRead, "ping", tPing, "handoff", tHandoff,
+			"move", tMove, "total", time.Since(start))
+	}()
 	// The dead node may have led the state store's stream: while the others
 	// elect a new leader (a few seconds) reads fail, so keep trying.
 	var st roomState
-	deadline := time.Now().Add(takeoverWait)
 	for {
 		var err error
-		st, err = n.read(name)
+		st, err = n.read(ctx, name)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return room.Member{}, "", errNotHere
 		}
 		if err == nil {
 			break
 		}
-		if time.Now().After(deadline) {
-			return room.Member{}, "", err
+		select {
+		case <-time.After(200 * time.Millisecond):
+			continue
+		case <-ctx.Done():
 		}
-		time.Sleep(200 * time.Millisecond)
+		tRead = time.Since(start)
+		return room.Member{}, "", fmt.Errorf("room state: %w", err)
 	}
+	tRead = time.Since(start)
 	var m room.Member
 	landed := false
 	for _, o := range st.Members {
@@ -89,9 +104,15 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 	if m.ID == "" || m.Node == n.id {
 		return room.Member{}, "", errNotHere
 	}
-	if n.nodeAnswers(m.Node) {
+	t0 := time.Now()
+	answers := n.nodeAnswers(m.Node)
+	tPing = time.Since(t0)
+	if answers {
 		// Alive, or dying and not yet noticed: it must let go first.
-		switch n.handoff(m.Node, name, m.ID, tokenHash) { // failover.go
+		t0 = time.Now()
+		h := n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		tHandoff = time.Since(t0)
+		switch h {
 		case room.NotReleased:
 			return room.Member{}, "", errNotHere
 		case room.StillHeld:
@@ -99,33 +120,28 @@ func (n *Node) Takeover(name, tokenHash, newTokenHash string) (room.Member, stri
 		}
 	}
 	n.rs.follow(n, name)
+	t0 = time.Now()
 	moved := false
-	var err error
-	for {
-		st, err = n.update(name, func(st *roomState, exists bool) error {
-			moved = false
-			for i := range st.Members {
-				o := &st.Members[i]
-				if o.ID != m.ID {
-					continue
-				}
-				if o.Node == n.id && o.Token == newTokenHash {
-					moved = true // a write that timed out had landed
-					return errNoChange
-				}
-				if o.Token == tokenHash {
-					o.Node, o.Token = n.id, newTokenHash
-					moved = true
-					return nil
-				}
+	st, err := n.updateCtx(ctx, name, func(st *roomState, exists bool) error {
+		moved = false
+		for i := range st.Members {
+			o := &st.Members[i]
+			if o.ID != m.ID {
+				continue
 			}
-			return errNoChange
-		})
-		if err == nil || time.Now().After(deadline) {
-			break
+			if o.Node == n.id && o.Token == newTokenHash {
+				moved = true // a write that timed out had landed
+				return errNoChange
+			}
+			if o.Token == tokenHash {
+				o.Node, o.Token = n.id, newTokenHash
+				moved = true
+				return nil
+			}
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return errNoChange
+	})
+	tMove = time.Since(t0)
 	if err != nil {
 		return room.Member{}, "", err
 	}

@@ -109,8 +109,11 @@ func TestTrackRecorderLayerHoles(t *testing.T) {
 		// the top layer pauses for a second and comes back
 		{"top gap", func(l int8, i int) bool { return l < 2 || i < 30 || i >= 60 }},
 	}
+	// The cases run side by side (3 s of real time each, little CPU), but
+	// not beside the package's other tests: this test judges holes in time.
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			src := newFakeSource("TR_holes", webrtc.MimeTypeVP8, 90000, 0)
 			rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: t.TempDir(), Name: "holes"})
 			if err != nil {

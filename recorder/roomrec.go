@@ -245,7 +245,14 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 	if !rt.done { // a recorder that failed at once is already forgotten
 		rt.rec = rec
 	}
+	// Stop may have run since the track was counted above: it closed the
+	// recorders it found, not this one, and waits for this track to end.
+	late := r.stopping
 	r.mu.Unlock()
+	if late {
+		rec.src.RemoveSink(rec)
+		rec.Close()
+	}
 	return nil
 }
 

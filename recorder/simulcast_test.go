@@ -15,6 +15,7 @@ import (
 // stops it switches to the next one at a keyframe (asking for one), and the
 // file stays continuous and decodes cleanly.
 func TestTrackRecorderSimulcast(t *testing.T) {
+	t.Parallel() // judges the file (duration by RTP time, frames, decoding), not the wall clock
 	requireTool(t, "ffprobe")
 	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_sim", webrtc.MimeTypeVP8, 90000, 0)

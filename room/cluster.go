@@ -1,6 +1,8 @@
 package room
 
 import (
+	"context"
+
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
 )
@@ -38,8 +40,13 @@ type Bus interface {
 	// with newTokenHash, the hash of the token the resume hands out; it
 	// returns the member and the room's sid. ErrNoMember (wrapped): no
 	// such member, or not movable; ErrStillHeld: try again later; any
-	// other error: the room state is unavailable (try again too).
-	Takeover(room, tokenHash, newTokenHash string) (Member, string, error)
+	// other error: the room state is unavailable (try again too). It
+	// returns by ctx's end.
+	Takeover(ctx context.Context, room, tokenHash, newTokenHash string) (Member, string, error)
+	// Settled tells node, which released a participant to this node while
+	// draining, that the participant's new connections are up here: it
+	// may stop serving the old ones (handover.go). Asynchronous.
+	Settled(node, room, participantID string)
 }
 
 // Member is one participant as the cluster-wide room state records it.

@@ -41,13 +41,13 @@ type carried struct {
 // retireStub removes the stub of a participant that moved to another node
 // (or to this one), keeping its tracks published, fed by their old node,
 // until they come back under the same ids. It returns them by the client's
-// track id.
-func (r *Room) retireStub(id string) map[string]carried {
+// track id, and the node the participant was on.
+func (r *Room) retireStub(id string) (carry map[string]carried, node string) {
 	r.mu.Lock()
 	p := r.remotes[id]
 	if p == nil {
 		r.mu.Unlock()
-		return nil
+		return nil, ""
 	}
 	delete(r.remotes, id)
 	r.mu.Unlock()
@@ -81,7 +81,7 @@ func (r *Room) retireStub(id string) map[string]carried {
 		t := t
 		time.AfterFunc(handoverWait, func() { r.expireMoved(t) })
 	}
-	return out
+	return out, p.node
 }
 
 // expireMoved ends a moved track that did not come back.
@@ -221,12 +221,14 @@ func (r *Room) detachLingering(t *Track) {
 }
 
 // linger waits, for a participant released by a draining node, until no
-// other node imports its tracks (they switched to its new node), lingerMax,
-// or Shutdown; then its tracks end and its connections close.
+// other node imports its tracks (they switched to its new node) and its new
+// node says its new connections are up (Settled: until then its old
+// subscriber connection goes on serving it here), or lingerMax, or
+// Shutdown; then its tracks end and its connections close.
 func (p *Participant) linger(tracks []*Track) {
 	start := time.Now()
 	deadline := start.Add(lingerMax)
-	for time.Now().Before(deadline) && p.exported(tracks) && !p.m.shuttingDown.Load() {
+	for time.Now().Before(deadline) && (p.exported(tracks) || !p.settled.Load()) && !p.m.shuttingDown.Load() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.log.Info("released participant's tracks no longer relayed", "after", time.Since(start))
@@ -257,4 +259,42 @@ func (p *Participant) exported(tracks []*Track) bool {
 		}
 	}
 	return false
+}
+
+// Settled marks a participant this draining node released as served by
+// its new node (Bus.Settled): its lingering connections may close.
+func (m *Manager) Settled(roomName, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.released[roomName+"\x00"+id]; p != nil {
+		p.settled.Store(true)
+	}
+}
+
+// trackReleased keeps p findable by Settled while it lingers.
+func (m *Manager) trackReleased(p *Participant, on bool) {
+	key := p.room.name + "\x00" + p.id
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !on {
+		if m.released[key] == p {
+			delete(m.released, key)
+		}
+		return
+	}
+	if m.released == nil {
+		m.released = map[string]*Participant{}
+	}
+	m.released[key] = p
+}
+
+// subscriberUp runs once the participant's subscriber connection is up: a
+// participant taken over from another node tells that node (handover.go).
+func (p *Participant) subscriberUp() {
+	if p.movedFrom == "" || !p.settledSent.CompareAndSwap(false, true) {
+		return
+	}
+	if bus := p.room.bus; bus != nil && p.movedFrom != bus.NodeID() {
+		bus.Settled(p.movedFrom, p.room.name, p.id)
+	}
 }

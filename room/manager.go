@@ -49,10 +49,11 @@ type Manager struct {
 	// handingOver counts participants released by this draining node whose
 	// media still goes to other nodes (handover.go).
 	handingOver  atomic.Int32
-	shuttingDown atomic.Bool // Shutdown began: released participants' media stops at once
-	obs          observers   // see observer.go
-	bus          Bus         // nil on a single node (cluster.go)
-	tk           takeovers   // resumes through this node under way (takeover.go)
+	shuttingDown atomic.Bool             // Shutdown began: released participants' media stops at once
+	released     map[string]*Participant // lingering released participants, by room and id; under mu (handover.go)
+	obs          observers               // see observer.go
+	bus          Bus                     // nil on a single node (cluster.go)
+	tk           takeovers               // resumes through this node under way (takeover.go)
 
 	iceFunc func(identity string) []webrtc.ICEServer // see events.go
 
@@ -94,8 +95,9 @@ type JoinRequest struct {
 	// carry: the ids of the tracks the participant published on its old
 	// node, by the client's track id: published again here, they keep them
 	// (handover.go).
-	carry    map[string]carried
-	AudioMix bool // receive the room's audio mix (mix.go)
+	carry     map[string]carried
+	movedFrom string // the node it was taken over from (handover.go)
+	AudioMix  bool   // receive the room's audio mix (mix.go)
 	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
 	// It offers on both connections; the server only answers, with every
 	// candidate in the answer, and changes subscriptions without offers.

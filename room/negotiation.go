@@ -60,7 +60,10 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.subsDown = map[string]subscription{}
 	go l.run()
 	l.p.sub.OnEstimateChanged(func() { l.post(l.allocate) })
-	l.p.sub.OnConnected(func() { l.post(func() {}) }) // a held offer goes out (offerDue)
+	l.p.sub.OnConnected(func() {
+		l.post(func() {})  // a held offer goes out (offerDue)
+		l.p.subscriberUp() // handover.go
+	})
 	go l.tickAllocations()
 }
 

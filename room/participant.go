@@ -29,6 +29,9 @@ type Participant struct {
 	heard         atomic.Bool                   // the client sent offer, answer or candidate: it has its join result
 	restore       *protocol.ResumeSubscriptions // subscriptions a takeover restores at Start (restore.go)
 	carry         map[string]carried            // track ids kept from its old node, by client track id (handover.go); under mu
+	movedFrom     string                        // the node it was taken over from (handover.go)
+	settledSent   atomic.Bool                   // that node was told its connections here are up
+	settled       atomic.Bool                   // released while draining: its new node's connections are up
 	// restorePending: what restore asks of tracks not known here yet;
 	// owned by the subscriber loop.
 	restorePending map[string]*restoreEntry
@@ -76,6 +79,7 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 		p.resumeToken = newResumeToken()
 	}
 	p.takenOver, p.tookOverWith, p.restore, p.carry = req.takeover, req.takeoverHash, req.restore, req.carry
+	p.movedFrom = req.movedFrom
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}
@@ -481,6 +485,7 @@ func (p *Participant) close(reason string, notify bool) {
 	}
 	if linger {
 		p.m.handingOver.Add(1)
+		p.m.trackReleased(p, true)
 	}
 	go func() {
 		defer p.m.wg.Done()
@@ -488,6 +493,7 @@ func (p *Participant) close(reason string, notify bool) {
 			// Released by a draining node: its media goes on to the other
 			// nodes until they take it from its new node (handover.go).
 			p.linger(tracks)
+			p.m.trackReleased(p, false)
 			p.m.handingOver.Add(-1)
 		}
 		p.loop.stop()

@@ -100,7 +100,7 @@ func (r *Room) remoteJoined(node string, rp RemoteParticipant) {
 		// Resumed through another node after its own died (takeover.go):
 		// the same participant, so nobody is told it left or joined.
 		r.mu.Unlock()
-		r.retireStub(old.id) // its tracks stay until they come back (handover.go)
+		_, _ = r.retireStub(old.id) // its tracks stay until they come back (handover.go)
 		r.mu.Lock()
 		if r.remotes[rp.Info.ID] == nil && r.participants[rp.Info.ID] == nil {
 			p := r.newRemoteParticipant(node, rp)

@@ -89,7 +89,13 @@ func (r *Room) add(p *Participant) (*protocol.JoinResult, bool) {
 	}
 	r.emit(Event{Type: EvJoined, Participant: ptr(p.Info()), Identity: p.identity})
 	r.mu.Unlock()
-	if old != nil {
+	switch {
+	case old == nil:
+	case old.id == p.id:
+		// The same participant made again by a takeover whose join result
+		// was lost (takeover.go, lostTakeover): the old one goes silently.
+		old.close(protocol.ReasonDisconnected, false)
+	default:
 		old.close(protocol.ReasonDuplicate, true)
 	}
 	sort.Slice(others, func(i, j int) bool { return others[i].JoinedAt < others[j].JoinedAt })

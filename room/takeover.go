@@ -1,6 +1,7 @@
 package room
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -41,6 +42,16 @@ func hashToken(token string) string {
 // lostResultWait bounds how long a takeover presented again waits for the
 // session that took it over to drop (lostTakeover).
 const lostResultWait = 2 * time.Second
+
+// takeoverBudget bounds a resume through this node from its arrival to its
+// answer (success, or 503 "try again"): waiting for an earlier attempt
+// with the same token and the room state store's steps share it. A client
+// waits 15 s for a node's answer before it gives up on that node (the Go
+// client's nodeJoinTimeout, the JS library's request timeout); a node that
+// held the socket silent past that while the store elected a new leader
+// made the client's next attempt queue behind the first, and the client
+// spent its whole resume window without an answer.
+const takeoverBudget = 10 * time.Second
 
 // takeovers serialises the resumes through this node that present the same
 // token: a client whose join timed out may try again while the first
@@ -117,30 +128,37 @@ func (t *takeovers) wasReleased(roomName, id, hash string) bool {
 }
 
 type tokenLock struct {
-	mu    sync.Mutex
-	users int // under takeovers.mu
+	held  chan struct{} // holds a value while an attempt runs
+	users int           // under takeovers.mu
 }
 
-func (t *takeovers) lock(hash string) (unlock func()) {
+// lock waits for the attempts with the same token hash before this one, at
+// most until ctx ends (then ok is false and there is nothing to unlock).
+func (t *takeovers) lock(ctx context.Context, hash string) (unlock func(), ok bool) {
 	t.mu.Lock()
 	if t.locks == nil {
 		t.locks = map[string]*tokenLock{}
 	}
 	l := t.locks[hash]
 	if l == nil {
-		l = &tokenLock{}
+		l = &tokenLock{held: make(chan struct{}, 1)}
 		t.locks[hash] = l
 	}
 	l.users++
 	t.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
+	done := func() {
 		t.mu.Lock()
 		if l.users--; l.users == 0 {
 			delete(t.locks, hash)
 		}
 		t.mu.Unlock()
+	}
+	select {
+	case l.held <- struct{}{}:
+		return func() { <-l.held; done() }, true
+	case <-ctx.Done():
+		done()
+		return nil, false
 	}
 }
 
@@ -155,12 +173,32 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		return nil, nil, errResume()
 	}
 	hash := hashToken(token)
-	defer m.tk.lock(hash)()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), takeoverBudget)
+	defer cancel()
+	unlock, ok := m.tk.lock(ctx, hash)
+	tLock := time.Since(start)
+	if !ok {
+		// An earlier attempt with this token is still waiting for the
+		// store; its client gave up on it. This one answers in time.
+		m.log.Info("resume through this node deferred: an earlier attempt is under way", "room", roomName, "waited", tLock)
+		return nil, nil, protocol.Errorf(protocol.CodeUnavailable, "resume: an earlier attempt is under way; try again")
+	}
+	defer unlock()
 	next := m.tk.pendingFor(hash)
-	mem, sid, again := m.lostTakeover(roomName, hash)
+	mem, sid, lost := m.lostTakeover(roomName, hash)
+	again := lost != nil
+	tLost := time.Since(start) - tLock
+	var tBus time.Duration
+	defer func() {
+		m.log.Debug("takeover through this node", "room", roomName, "lock", tLock, "lost", tLost, "bus", tBus,
+			"total", time.Since(start))
+	}()
 	if !again {
 		var err error
-		mem, sid, err = bus.Takeover(roomName, hash, hashToken(next))
+		t0 := time.Now()
+		mem, sid, err = bus.Takeover(ctx, roomName, hash, hashToken(next))
+		tBus = time.Since(t0)
 		switch {
 		case errors.Is(err, ErrNoMember):
 			m.tk.settled(hash) // nothing pending: unknown tokens must not pile up
@@ -187,10 +225,13 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		// The old node's view of it. Its tracks died with a dead node; a
 		// draining one still forwards them until the client publishes them
 		// again here, under the same ids (handover.go).
-		req.carry = r.retireStub(mem.ID)
+		req.carry, req.movedFrom = r.retireStub(mem.ID)
 	}
 	p, res, err := m.joinLocal(req, peer, sid, bus)
 	if err != nil {
+		if lost != nil {
+			lost.close(protocol.ReasonDisconnected, false) // moving: silently
+		}
 		return nil, nil, err // the pending token stays: a retry here recognises its own move
 	}
 	m.tk.settled(hash)
@@ -210,10 +251,16 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 // lostResultWait for the drop), it is released silently and its member
 // returned, to be made again with a new token, so the session survives;
 // otherwise the token stays used (404).
-func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
+//
+// The participant returned stays in the room, moving (it ends silently),
+// until the one made again replaces it (Room.add, same id and identity):
+// closing it first left a moment when this node's part of the room did
+// not list it, and another node's snapshot taken then (or the room
+// closing, empty) told everyone it had left.
+func (m *Manager) lostTakeover(roomName, hash string) (Member, string, *Participant) {
 	r := m.Room(roomName)
 	if r == nil {
-		return Member{}, "", false
+		return Member{}, "", nil
 	}
 	r.mu.Lock()
 	var p *Participant
@@ -225,7 +272,7 @@ func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
 	sid := r.sid
 	r.mu.Unlock()
 	if p == nil {
-		return Member{}, "", false
+		return Member{}, "", nil
 	}
 	deadline := time.Now().Add(lostResultWait)
 	for {
@@ -233,7 +280,7 @@ func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
 		gone := p.closed || p.moving || p.rs.expired || p.rs.token != p.resumeToken
 		if gone || p.heard.Load() {
 			p.mu.Unlock()
-			return Member{}, "", false
+			return Member{}, "", nil
 		}
 		if p.rs.away {
 			p.moving = true
@@ -243,12 +290,11 @@ func (m *Manager) lostTakeover(roomName, hash string) (Member, string, bool) {
 			mem := p.memberLocked()
 			p.mu.Unlock()
 			p.log.Info("a takeover's join result was lost: taken over again")
-			p.close(protocol.ReasonDisconnected, false)
-			return mem, sid, true
+			return mem, sid, p
 		}
 		p.mu.Unlock()
 		if time.Now().After(deadline) {
-			return Member{}, "", false
+			return Member{}, "", nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -24,9 +24,15 @@ func (s *Server) Abort() {
 // (`reconnect`), and each participant is released to the node it resumes
 // through. It returns when none is left or ctx ends, with the number still
 // here; Shutdown follows. A single node has nowhere to send its clients:
-// Drain does nothing there.
+// Drain does nothing there, nor on the last live node of a cluster (the
+// others gone): its clients could resume nowhere, and waiting out the
+// window would only delay their `leave` and the process's exit.
 func (s *Server) Drain(ctx context.Context) int {
 	if s.cluster == nil {
+		return s.rooms.Snapshot().Participants
+	}
+	if s.cluster.Alone(ctx) {
+		s.log.Info("not draining: no other live node to resume through")
 		return s.rooms.Snapshot().Participants
 	}
 	s.log.Info("draining: asking every client to resume through another node")

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
 )
 
 const gstScript = "testdata/gst_whip.py"
@@ -62,7 +64,7 @@ func TestGStreamerWHIP(t *testing.T) {
 	parallelUnlessRace(t)
 	requireGStreamer(t)
 	requireFFmpeg(t, "ffprobe")
-	srv := startServer(t, nil)
+	srv := gstServer(t)
 	watcher := join(t, srv, "gst", "watcher")
 	sink := &mediaSink{dir: t.TempDir()}
 	watcher.OnTrack(func(rt *client.RemoteTrack) { sink.start(t, rt.Track) })
@@ -107,6 +109,15 @@ func TestGStreamerWHIP(t *testing.T) {
 
 var gstDecoded = regexp.MustCompile(`video_frames=(\d+) audio_buffers=(\d+) width=(\d+) deleted=(\d+)`)
 
+// gstServer starts a server without ICE-TCP: GStreamer then gets through
+// over UDP or not at all. With both, libnice (controlling, regular
+// nomination) nominates the first pair that succeeds, and on loopback a TCP
+// pair (the server's active TCP to libnice's passive candidate) sometimes
+// wins by a few milliseconds over the UDP pair of higher priority.
+func gstServer(t *testing.T) *server.Server {
+	return startServer(t, func(c *config.Config) { c.RTC.TCPPort = -1 })
+}
+
 // assertGstUDP checks that GStreamer's ICE pair was UDP. The server binds
 // its media to 127.0.0.1 in tests; libnice leaves loopback out of the
 // addresses it gathers on and ties each host socket to its interface
@@ -128,7 +139,7 @@ func TestGStreamerWHEP(t *testing.T) {
 	parallelUnlessRace(t)
 	requireGStreamer(t)
 	m := makeTestMedia(t)
-	srv := startServer(t, nil)
+	srv := gstServer(t)
 	publishWHIP(t, srv, "gstwatch", "?name=pub", "", m, nil)
 	observer := join(t, srv, "gstwatch", "observer")
 	if _, err := observer.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil); err != nil {

@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,4 +82,92 @@ func TestClusterSIGTERMDrains(t *testing.T) {
 			}
 		}
 	}
+}
+
+// SIGTERM on the last live node of a cluster (the other one stopped
+// before) does not drain: there is no node to resume through, so waiting
+// out the resume window would only hold its clients and its exit. Its
+// client gets the usual `leave {reason: serverShutdown}`, never
+// `reconnect`, and the process exits 0.
+func TestClusterSIGTERMLastNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs two nodes")
+	}
+	bin := buildStarling(t)
+	cmds, addrs := startCluster(t, bin, freePorts(t, 2), "l", 0)
+	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var a *client.Client
+	deadline := time.Now().Add(30 * time.Second)
+	for { // the nodes may still be forming the state store
+		a, err = client.Dial(ctx, ws(0), "last", client.Options{Name: "a", API: api, URLs: []string{ws(1)}, AutoResume: true, ResumeWindow: 20 * time.Second})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("a joins l0: %v", err)
+	}
+	t.Cleanup(a.Close)
+
+	// l1 stops first (it drains, with nobody to hand over) and l0 sees it go.
+	if err := cmds[1].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cmds[1].exited:
+	case <-ctx.Done():
+		t.Fatal("l1 did not exit")
+	}
+	waitFor(t, 20*time.Second, "l0 lists itself alone", func() bool { return nodeCount(addrs[0]) == 1 })
+
+	termAt := time.Now()
+	if err := cmds[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cmds[0].exited:
+		if code := cmds[0].cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("the last node exited %d, want 0", code)
+		}
+	case <-ctx.Done():
+		t.Fatal("the last node did not exit")
+	}
+	t.Logf("the last node exited %s after SIGTERM", time.Since(termAt).Round(time.Millisecond))
+	waitFor(t, 20*time.Second, "a is told the server shut down", func() bool {
+		for _, e := range a.Events() {
+			if e.Method == protocol.MethodLeave && strings.Contains(string(e.Params), protocol.ReasonServerShutdown) {
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range a.Events() {
+		if e.Method == protocol.NotifyReconnect {
+			t.Fatalf("a was asked to resume elsewhere though no other node was left: %s", e.Params)
+		}
+	}
+}
+
+// nodeCount is the number of nodes GET /v1/nodes lists at addr (-1 when it
+// does not answer).
+func nodeCount(addr string) int {
+	resp, err := http.Get("http://" + addr + "/v1/nodes")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Nodes []json.RawMessage `json:"nodes"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return -1
+	}
+	return len(body.Nodes)
 }

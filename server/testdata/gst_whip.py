@@ -35,7 +35,7 @@ try:
     gi.require_version("GstWebRTC", "1.0")
     gi.require_version("GstSdp", "1.0")
     gi.require_version("Nice", "0.1")
-    from gi.repository import Gio, GLib, Gst, GstSdp, GstWebRTC, Nice
+    from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings: %s" % e, file=sys.stderr)
     sys.exit(3)
@@ -67,33 +67,38 @@ def check():
 _ice_agents = {}
 
 
+_selected = {}  # webrtcbin -> transport of libnice's latest selected pair
+
+
 def nice_agent(w):
     if w not in _ice_agents:
         ice = w.get_property("ice-agent")
-        _ice_agents[w] = (ice, ice.get_property("agent"))
+        agent = ice.get_property("agent")
+
+        def on_selected(_agent, _stream, _component, local, _remote):
+            _selected[w] = "udp" if local.transport == Nice.CandidateTransport.UDP else "other"
+
+        agent.connect("new-selected-pair-full", on_selected)
+        _ice_agents[w] = (ice, agent)
     return _ice_agents[w][1]
 
 
 def use_local_ip(w, ip):
-    """Makes webrtcbin's libnice gather host candidates on ip only."""
+    """Makes webrtcbin's libnice gather host candidates on ip only, and
+    watches the pair it selects (ice_transport)."""
+    agent = nice_agent(w)
     if not ip:
         return
     addr = Nice.Address.new()
     if not addr.set_from_string(ip):
         print("bad --local-ip %s" % ip, file=sys.stderr)
         sys.exit(2)
-    nice_agent(w).add_local_address(addr)
+    agent.add_local_address(addr)
 
 
 def ice_transport(w):
-    """udp if libnice selected a UDP pair; other for TCP (libnice exposes
-    no socket for those) or no pair."""
-    agent = nice_agent(w)
-    for stream in range(1, 5):  # webrtcbin's bundled stream is the first one
-        sock = agent.get_selected_socket(stream, 1)
-        if sock is not None:
-            return "udp" if sock.get_protocol() == Gio.SocketProtocol.UDP else "other"
-    return "other"
+    """udp if libnice's selected ICE pair is UDP, else other (TCP, or none)."""
+    return _selected.get(w, "other")
 
 
 def wait(promise):

@@ -1,0 +1,36 @@
+package cluster
+
+import (
+	"encoding/json"
+
+	"github.com/nats-io/nats.go"
+)
+
+// A drain's last step (room/handover.go): the node a participant moved to
+// tells the draining node it released it from once the participant's new
+// connections are up, so the draining node stops serving its old ones
+// (until then its old subscriber connection keeps it hearing the room).
+
+// settledMsg names a participant whose new connections are up.
+type settledMsg struct {
+	Room string `json:"room"`
+	ID   string `json:"id"`
+}
+
+// Settled implements room.Bus.
+func (n *Node) Settled(node, name, participantID string) {
+	data, _ := json.Marshal(settledMsg{Room: name, ID: participantID})
+	_ = n.bus.nc.Publish(nodeSubject(node, "settled"), data)
+}
+
+// subscribeSettled hears that participants this node released are served
+// elsewhere now.
+func (n *Node) subscribeSettled() error {
+	_, err := n.bus.nc.Subscribe(nodeSubject(n.id, "settled"), func(m *nats.Msg) {
+		var s settledMsg
+		if json.Unmarshal(m.Data, &s) == nil && n.rooms != nil {
+			n.rooms.Settled(s.Room, s.ID)
+		}
+	})
+	return err
+}
