@@ -70,6 +70,9 @@ func newScheduler(capacity int) *scheduler {
 // timing test runs, fewer than capacity light tests run, and no long one
 // waits if it is not one. It returns its release, which is idempotent.
 func (s *scheduler) acquire(early bool) func() {
+	// Under -race the long ones (the CPU-hungry ones among them) do not go
+	// first: they come in go test's order, as before.
+	early = early && !raceEnabled
 	s.mu.Lock()
 	s.waitLite++
 	if early {
