@@ -53,15 +53,16 @@ var errNoChange = errors.New("no change")
 // update applies f to a room's state with compare-and-set, retrying on
 // conflicts; f sees a zero state for a room that does not exist.
 func (n *Node) update(name string, f func(st *roomState, exists bool) error) (roomState, error) {
-	return n.updateCtx(context.Background(), name, f)
+	return n.updateCtx(context.Background(), kvTimeout, name, f)
 }
 
-// updateCtx is update within ctx: it gives up (ctx's error) when ctx ends,
+// updateCtx is update within ctx, each store operation bounded by op: it
+// gives up (ctx's error) when ctx ends,
 // on a store that does not answer and on a compare-and-set that keeps
 // failing alike. A store without a leader (or a replica behind it) answers
 // "wrong last sequence", which looks like contention: without ctx, those
 // retries alone could outlast a resuming client's patience (a takeover).
-func (n *Node) updateCtx(parent context.Context, name string, f func(st *roomState, exists bool) error) (roomState, error) {
+func (n *Node) updateCtx(parent context.Context, op time.Duration, name string, f func(st *roomState, exists bool) error) (roomState, error) {
 	key := roomKey(name)
 	// The store is briefly unavailable while its stream elects a new
 	// leader (a node died or was cut off): wait for it rather than fail.
@@ -81,7 +82,7 @@ func (n *Node) updateCtx(parent context.Context, name string, f func(st *roomSta
 		if err := parent.Err(); err != nil {
 			return roomState{}, fmt.Errorf("room state: %w", err)
 		}
-		ctx, cancel := context.WithTimeout(parent, kvTimeout)
+		ctx, cancel := context.WithTimeout(parent, op)
 		var st roomState
 		var rev uint64
 		e, err := n.bus.kv.Get(ctx, key)

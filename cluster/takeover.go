@@ -43,6 +43,11 @@ var errNotHere = room.ErrNoMember
 // steps together (the caller's context may end it sooner).
 const takeoverWait = 8 * time.Second
 
+// takeoverOp bounds one store operation of a takeover. A request lost on
+// its way (to a replica that just died) would otherwise take kvTimeout
+// (5 s) of the takeover's 8 s before the next try.
+const takeoverOp = 2 * time.Second
+
 // Takeover implements room.Bus: the member holding the token hash moves to
 // this node, if its node is gone (it does not answer a ping over the bus)
 // or releases it (handoff). The move writes the new token's hash in the
@@ -66,7 +71,9 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	var st roomState
 	for {
 		var err error
-		st, err = n.read(ctx, name)
+		rctx, rcancel := context.WithTimeout(ctx, takeoverOp)
+		st, err = n.read(rctx, name)
+		rcancel()
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return room.Member{}, "", errNotHere
 		}
@@ -110,7 +117,8 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	if answers {
 		// Alive, or dying and not yet noticed: it must let go first.
 		t0 = time.Now()
-		h := n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		var h room.ReleaseResult
+		h, m.Released = n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
 		tHandoff = time.Since(t0)
 		switch h {
 		case room.NotReleased:
@@ -122,7 +130,7 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	n.rs.follow(n, name)
 	t0 = time.Now()
 	moved := false
-	st, err := n.updateCtx(ctx, name, func(st *roomState, exists bool) error {
+	st, err := n.updateCtx(ctx, takeoverOp, name, func(st *roomState, exists bool) error {
 		moved = false
 		for i := range st.Members {
 			o := &st.Members[i]

@@ -332,3 +332,34 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// compose renders a finished room recording into composed.mp4 beside its
+// manifest, with events; a server stop cancels it (rerun it with
+// `starling compose`).
+func (m *Manager) compose(r *recording) {
+	defer m.composeWG.Done()
+	man := r.rr.Manifest()
+	hasFile := false
+	for _, t := range man.Tracks {
+		hasFile = hasFile || (t.File != "" && t.Frames > 0)
+	}
+	if !hasFile {
+		return
+	}
+	o := m.cfg.ComposeOptions
+	o.Manifest = filepath.Join(r.rr.Dir(), ManifestFile)
+	o.Output = filepath.Join(r.rr.Dir(), "composed.mp4")
+	r.rr.emit(Event{Type: EventComposeStarted})
+	start := time.Now()
+	if _, err := Compose(m.composeCtx, o); err != nil {
+		_ = os.Remove(o.Output)
+		m.log.Error("composing recording", "recording", r.rr.ID(), "err", err)
+		r.rr.emit(Event{Type: EventComposeFailed, Error: err.Error()})
+		return
+	}
+	m.mu.Lock()
+	r.composed = o.Output
+	m.mu.Unlock()
+	m.log.Info("recording composed", "recording", r.rr.ID(), "file", o.Output, "took", time.Since(start).Round(time.Millisecond))
+	r.rr.emit(Event{Type: EventComposed, Files: []string{o.Output}})
+}

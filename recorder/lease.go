@@ -21,9 +21,10 @@ import (
 
 const (
 	// claimLease is how long a recording goes on without its claim
-	// confirmed. Longer than the store's leader election after a node
-	// died (a few seconds), during which nobody can write the claim.
-	claimLease = 10 * time.Second
+	// confirmed. Longer than the store's leader election after its
+	// leader died (NATS's raft waits 4-9 s before a new vote), during
+	// which nobody can write the claim: a recording must not stop then.
+	claimLease = 15 * time.Second
 	// claimRenewEvery is how often the claim is renewed.
 	claimRenewEvery = 2 * time.Second
 	// takeoverWait is how long a claim of a node that does not answer

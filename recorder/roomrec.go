@@ -63,6 +63,7 @@ type roomTrack struct {
 	res     TrackResult
 	done    bool
 	removed bool
+	part    int // 1, or 2... for a track recorded again (RoomRecorder.tracks)
 }
 
 // RoomRecorder records every track of a room (or one track) into one
@@ -73,9 +74,13 @@ type RoomRecorder struct {
 	log     *slog.Logger
 	started time.Time
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// tracks are the tracks by id, each its latest recorded part; order
+	// lists every part in the order they started (a track that ended and
+	// came back with the same id, a cluster node's returning after a cut,
+	// is recorded again into a new file: a second part).
 	tracks   map[string]*roomTrack
-	order    []string
+	order    []*roomTrack
 	people   map[string]*ManifestParticipant
 	pOrder   []string
 	status   string
@@ -198,8 +203,10 @@ func fileName(pt room.PublishedTrack) string {
 	return name + "_" + pt.Track.ID
 }
 
-// AddTrack starts recording a published track; a track already added, or
-// one not selected by TrackID, is ignored. It never blocks on I/O.
+// AddTrack starts recording a published track; a track being recorded, or
+// one not selected by TrackID, is ignored. A track whose recording ended
+// (its media gone) is recorded again into a new file. It never blocks on
+// I/O.
 func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 	if r.opts.TrackID != "" && pt.Track.ID != r.opts.TrackID {
 		return nil
@@ -209,13 +216,19 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 		r.mu.Unlock()
 		return errors.New("recording stopped")
 	}
-	if _, ok := r.tracks[pt.Track.ID]; ok {
-		r.mu.Unlock()
-		return nil
+	name := fileName(pt)
+	part := 1
+	if prev, ok := r.tracks[pt.Track.ID]; ok {
+		if !prev.done {
+			r.mu.Unlock()
+			return nil
+		}
+		part = prev.part + 1
+		name = fmt.Sprintf("%s-%d", name, part)
 	}
-	rt := &roomTrack{pt: pt}
+	rt := &roomTrack{pt: pt, part: part}
 	r.tracks[pt.Track.ID] = rt
-	r.order = append(r.order, pt.Track.ID)
+	r.order = append(r.order, rt)
 	if pt.ParticipantID != "" { // the mix belongs to nobody
 		p := r.people[pt.ParticipantID]
 		if p == nil {
@@ -223,22 +236,24 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 			r.people[pt.ParticipantID] = p
 			r.pOrder = append(r.pOrder, pt.ParticipantID)
 		}
-		p.Tracks = append(p.Tracks, pt.Track.ID)
+		if part == 1 {
+			p.Tracks = append(p.Tracks, pt.Track.ID)
+		}
 	}
 	r.wg.Add(1)
 	r.mu.Unlock()
 
 	rec, err := NewTrackRecorder(pt.Source, TrackOptions{
-		Dir: r.opts.Dir, Name: fileName(pt), Title: pt.ParticipantName + " " + pt.Track.Kind,
+		Dir: r.opts.Dir, Name: name, Title: pt.ParticipantName + " " + pt.Track.Kind,
 		Logger: r.log,
-		OnDone: func(res TrackResult) { r.trackDone(pt.Track.ID, res) },
+		OnDone: func(res TrackResult) { r.trackDone(rt, res) },
 		OnFileCreated: func(string) {
 			r.saveManifestLater()
 		},
 	})
 	if err != nil {
 		r.log.Warn("track not recorded", "track", pt.Track.ID, "err", err)
-		r.trackDone(pt.Track.ID, TrackResult{TrackID: pt.Track.ID, Kind: pt.Track.Kind, Codec: pt.Track.Codec, Err: err})
+		r.trackDone(rt, TrackResult{TrackID: pt.Track.ID, Kind: pt.Track.Kind, Codec: pt.Track.Codec, Err: err})
 		return err
 	}
 	r.mu.Lock()
@@ -272,10 +287,9 @@ func (r *RoomRecorder) RemoveTrack(trackID string) {
 	}
 }
 
-func (r *RoomRecorder) trackDone(id string, res TrackResult) {
+func (r *RoomRecorder) trackDone(rt *roomTrack, res TrackResult) {
 	r.mu.Lock()
-	rt := r.tracks[id]
-	if rt == nil || rt.done {
+	if rt.done {
 		r.mu.Unlock()
 		return
 	}
@@ -431,8 +445,7 @@ func (r *RoomRecorder) Manifest() *Manifest {
 		rec bool
 	}
 	items := make([]item, 0, len(r.order))
-	for _, id := range r.order {
-		rt := r.tracks[id]
+	for _, rt := range r.order {
 		it := item{pt: rt.pt, res: rt.res}
 		if !rt.done && rt.rec != nil {
 			it.res, it.rec = rt.rec.Result(), true

@@ -31,6 +31,17 @@ type allocState struct {
 	probing   bool
 	probeEst  uint64 // estimate when the probe started
 	raises    uint64 // the subscriber's probe raises seen (sfu.Subscriber.ProbeRaises)
+	// Scratch reused by every round (two a second per subscriber, plus
+	// one per estimate change): fewer allocations for the GC.
+	ids     []string
+	items   []allocItem
+	demands []sfu.Demand
+}
+
+// allocItem is one video track in an allocation round.
+type allocItem struct {
+	t *Track
+	d *sfu.DownTrack
 }
 
 // tickAllocations posts an allocation round every allocateEvery until the loop quits.
@@ -86,13 +97,11 @@ func (l *subscriberLoop) allocate() {
 		l.alloc.short = map[string]int{}
 		l.alloc.backoff = probeBackoffLo
 	}
-	type item struct {
-		t *Track
-		d *sfu.DownTrack
-	}
-	var items []item
-	var demands []sfu.Demand
-	ids := make([]string, 0, len(l.down))
+	items, demands, ids := l.alloc.items[:0], l.alloc.demands[:0], l.alloc.ids[:0]
+	defer func() {
+		clear(items) // no track kept alive by the scratch
+		l.alloc.items, l.alloc.demands, l.alloc.ids = items[:0], demands[:0], ids[:0]
+	}()
 	for id := range l.down {
 		ids = append(ids, id)
 	}
@@ -113,7 +122,7 @@ func (l *subscriberLoop) allocate() {
 		capL, cur := d.Limits()
 		prio := t.priority(capL, l.p.room.IsActiveSpeaker(t.owner.id))
 		demands = append(demands, sfu.Demand{Priority: prio, Cap: capL, Costs: t.layerCosts(), Current: cur})
-		items = append(items, item{t, d})
+		items = append(items, allocItem{t, d})
 	}
 	if len(items) == 0 {
 		return

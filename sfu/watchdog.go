@@ -43,7 +43,7 @@ type stallWatch struct {
 const neverSentAfter = 10_000_000_000 // ns
 
 // CheckStalled restarts the subscriber's silent video down tracks at a
-// keyframe, and repairs a connected flag a missed state change left down.
+// keyframe, logs any down track (audio too) that never sent, and repairs a connected flag a missed state change left down.
 // Call it from one goroutine (the subscriber's loop).
 func (s *Subscriber) CheckStalled(log *slog.Logger) {
 	now := clock.Nanos()
@@ -84,27 +84,35 @@ func (s *Subscriber) CheckStalled(log *slog.Logger) {
 // stallAfter although it should have: video, negotiated, connected, not
 // paused by anyone, and its wanted layer live at the publisher.
 func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
-	if !d.video {
-		return
-	}
 	live := d.src().LiveLayers()
 	d.mu.Lock()
 	w := &d.stall
 	sent := d.packets.Load()
 	connected := d.connected == nil || d.connected.Load()
-	should := d.bound && !d.closed && !d.paused && !d.bwPaused && connected && live&(1<<d.target) != 0
+	want := d.target
+	if !d.video {
+		want = 0 // audio has one layer; its target stays at the top
+	}
+	should := d.bound && !d.closed && !d.paused && !d.bwPaused && connected && live&(1<<want) != 0
 	if w.first == 0 {
 		w.first = now
 	}
-	expected := !d.paused && !d.bwPaused && !d.closed && live&(1<<d.target) != 0 // the viewer expects video
+	expected := !d.paused && !d.bwPaused && !d.closed && live&(1<<want) != 0 // the viewer expects media
 	if sent == 0 && expected && !w.told && now-w.first >= neverSentAfter && log != nil {
 		w.told = true
-		log.Warn("video down track has sent nothing since it was subscribed", "track", d.id,
+		log.Warn(kindName(d.video)+" down track has sent nothing since it was subscribed", "track", d.id,
 			"seconds", (now-w.first)/1e9, "bound", d.bound, "connected", connected, "paused", d.paused,
 			"bandwidthPaused", d.bwPaused, "closed", d.closed, "current", d.current, "target", d.target, "live", live,
 			// queued: written by the forwarder, not yet by the writer
 			// goroutine (a starved process); failed: writes that erred.
-			"queued", d.queued(), "failed", d.dropped.Load())
+			"queued", d.queued(), "failed", d.dropped.Load(), "unsupported", d.unsupported, "sink", d.sinkState())
+	}
+	if !d.video {
+		// Audio needs no keyframe to start: nothing to restart, but a
+		// listener without sound is logged all the same (a load run
+		// once saw one audio stream of 400 never start).
+		d.mu.Unlock()
+		return
 	}
 	if moved := sent != w.packets; !should || moved || w.since == 0 {
 		if moved {
@@ -119,7 +127,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 		return
 	}
 	current, target := d.current, d.target
-	d.current = -1 // restart at the next keyframe of the wanted layer
+	d.current, d.waitLayer = -1, -1 // restart at the next keyframe of the wanted layer
 	d.lastAsk = now
 	w.since = now
 	warn := !w.warned
@@ -127,15 +135,28 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 	d.mu.Unlock()
 	counters.stallRestarts.Add(1)
 	if warn && log != nil {
-		sink := "unknown"
-		if r, ok := d.src().(*Receiver); ok {
-			sink = "no"
-			if slices.Contains(r.Sinks(), Sink(d)) {
-				sink = "yes"
-			}
-		}
 		log.Warn("video down track silent while its source flows: restarting it at a keyframe",
-			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", sink)
+			"track", d.id, "packets", sent, "current", current, "target", target, "live", live, "sink", d.sinkState())
 	}
 	d.src().RequestKeyframe(target)
+}
+
+func kindName(video bool) string {
+	if video {
+		return "video"
+	}
+	return "audio"
+}
+
+// sinkState says whether d is among its receiver's sinks (it is fed
+// packets): "yes", "no", or "unknown" for another kind of source.
+func (d *DownTrack) sinkState() string {
+	r, ok := d.src().(*Receiver)
+	if !ok {
+		return "unknown"
+	}
+	if slices.Contains(r.Sinks(), Sink(d)) {
+		return "yes"
+	}
+	return "no"
 }

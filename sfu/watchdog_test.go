@@ -1,6 +1,9 @@
 package sfu
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,5 +92,57 @@ func TestWatchdogRestartsSilentVideo(t *testing.T) {
 	}
 	if n := src.asks.Load(); n != asks {
 		t.Fatalf("%d keyframe requests for a track whose publisher sends nothing", n-asks)
+	}
+}
+
+// TestWatchdogLogsSilentAudio: an audio down track that has sent nothing
+// 10 s after it was subscribed, while its publisher sends, is logged with
+// its state (once), and no keyframe is asked for; one that forwards is not
+// logged.
+func TestWatchdogLogsSilentAudio(t *testing.T) {
+	src := &liveSource{idleSource: idleSource{kind: webrtc.RTPCodecTypeAudio, codec: opusCodec, id: "TR_a"}}
+	src.live.Store(1)
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	silent := NewDownTrack(src, "PA_silent")
+	defer silent.Close()
+	if _, err := silent.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{opusCodec}, ssrc: 8, w: &recordingWriter{}}); err != nil {
+		t.Fatal(err)
+	}
+	asks := src.asks.Load()
+	t0 := time.Now().UnixNano()
+	for _, at := range []int64{0, 5, 9} {
+		silent.checkStalled(t0+at*time.Second.Nanoseconds(), log)
+	}
+	if logged.Len() != 0 {
+		t.Fatalf("logged before 10 s: %s", logged.String())
+	}
+	for _, at := range []int64{10, 11, 12} {
+		silent.checkStalled(t0+at*time.Second.Nanoseconds(), log)
+	}
+	if n := strings.Count(logged.String(), "audio down track has sent nothing"); n != 1 || !strings.Contains(logged.String(), "bound=true") {
+		t.Fatalf("want one line with the state, got %d:\n%s", n, logged.String())
+	}
+	if n := src.asks.Load(); n != asks {
+		t.Fatalf("%d keyframe requests for audio", n-asks)
+	}
+
+	logged.Reset()
+	w := &recordingWriter{}
+	playing := NewDownTrack(src, "PA_playing")
+	defer playing.Close()
+	if _, err := playing.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{opusCodec}, ssrc: 9, w: w}); err != nil {
+		t.Fatal(err)
+	}
+	_ = playing.WriteRTP(&rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 960}, []byte{0xfc, 1, 2}, 0)
+	playing.flush(time.Second)
+	if len(w.pays) != 1 {
+		t.Fatalf("%d audio packets forwarded, want 1", len(w.pays))
+	}
+	for _, at := range []int64{0, 11} {
+		playing.checkStalled(t0+at*time.Second.Nanoseconds(), log)
+	}
+	if logged.Len() != 0 {
+		t.Fatalf("a playing audio track was logged: %s", logged.String())
 	}
 }
