@@ -122,6 +122,10 @@ type NodeSnapshot struct {
 	Node         string              `json:"node"`
 	Seq          uint64              `json:"seq"`
 	Participants []RemoteParticipant `json:"participants"`
+	// Speakers is the node's active speakers as last sent: they are sent
+	// on change only, so a node that gets a part of the room later learns
+	// them here (its mix ranks remote voices by them).
+	Speakers []protocol.Speaker `json:"speakers,omitempty"`
 }
 
 // SetBus makes the Manager a cluster node; call it before the first Join.
