@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -41,7 +42,7 @@ const settleGrace = 500 * time.Millisecond
 // ago, that its new connections are up.
 func (p *Participant) settledFor(d time.Duration) bool {
 	at := p.settled.Load()
-	return at != 0 && time.Since(time.Unix(0, at)) >= d
+	return at != 0 && clock.Nanos()-at >= int64(d)
 }
 
 // carried is a moved participant's track, as the node it resumes through
@@ -280,7 +281,7 @@ func (m *Manager) Settled(roomName, id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p := m.released[roomName+"\x00"+id]; p != nil {
-		p.settled.CompareAndSwap(0, time.Now().UnixNano())
+		p.settled.CompareAndSwap(0, clock.Nanos())
 		p.log.Info("released participant settled on its new node")
 	}
 }
