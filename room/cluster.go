@@ -62,6 +62,10 @@ type Member struct {
 	Metadata string       `json:"metadata,omitempty"`
 	Auto     bool         `json:"auto,omitempty"`
 	Perms    *Permissions `json:"perms,omitempty"`
+	// Released: the tracks its draining node released it with (set by
+	// Bus.Takeover, not stored): published again, they keep their ids
+	// (handover.go).
+	Released []protocol.Track `json:"-"`
 }
 
 // Event types: what happened to a node's own participants (Emit), and the
@@ -118,6 +122,10 @@ type NodeSnapshot struct {
 	Node         string              `json:"node"`
 	Seq          uint64              `json:"seq"`
 	Participants []RemoteParticipant `json:"participants"`
+	// Speakers is the node's active speakers as last sent: they are sent
+	// on change only, so a node that gets a part of the room later learns
+	// them here (its mix ranks remote voices by them).
+	Speakers []protocol.Speaker `json:"speakers,omitempty"`
 }
 
 // SetBus makes the Manager a cluster node; call it before the first Join.

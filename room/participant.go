@@ -31,7 +31,7 @@ type Participant struct {
 	carry         map[string]carried            // track ids kept from its old node, by client track id (handover.go); under mu
 	movedFrom     string                        // the node it was taken over from (handover.go)
 	settledSent   atomic.Bool                   // that node was told its connections here are up
-	settled       atomic.Bool                   // released while draining: its new node's connections are up
+	settled       atomic.Int64                  // released while draining: when its new node said its connections are up (clock.Nanos)
 	// restorePending: what restore asks of tracks not known here yet;
 	// owned by the subscriber loop.
 	restorePending map[string]*restoreEntry

@@ -271,6 +271,7 @@ func (r *Room) Snapshot() NodeSnapshot {
 	for _, p := range r.participants {
 		s.Participants = append(s.Participants, RemoteParticipant{Info: p.Info(), Identity: p.identity})
 	}
+	s.Speakers = append([]protocol.Speaker(nil), r.localSpk...)
 	return s
 }
 
@@ -300,6 +301,12 @@ func (r *Room) ApplySnapshot(s NodeSnapshot) {
 	for _, rp := range s.Participants {
 		r.remoteJoined(s.Node, rp)
 		r.pruneRemoteTracks(rp)
+	}
+	r.mu.Lock()
+	_, had := r.remoteSpk[s.Node]
+	r.mu.Unlock()
+	if len(s.Speakers) > 0 || had {
+		r.remoteSpeakers(s.Node, s.Speakers)
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 // TestLossRecoveryUpstream lost packets near the end of its stream, about
 // one run in three on a loaded machine.
 func TestRepairAfterLastPacket(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	const roomName = "repair-last"
 	sub := join(t, srv, roomName, "sub")

@@ -55,7 +55,7 @@ func countingWire(w *wireCount) func(*client.Options) {
 // before offers were narrowed to each track's codec, 36 kB without
 // deflate).
 func TestSignalingCost(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, compressed := range []bool{true, false} {
 		name := "deflate"
 		if !compressed {
