@@ -26,13 +26,19 @@ import (
 // killed with SIGKILL: the page resumes through n1 as the same participant
 // on new connections (join result newConnections) and publishes again; the
 // viewer never sees it leave and decodes its video again.
-func TestClusterFailoverInChromium(t *testing.T) { t.Parallel(); clusterFailoverInChromium(t, false) }
+func TestClusterFailoverInChromium(t *testing.T) {
+	parallelUnlessRace(t)
+	clusterFailoverInChromium(t, false)
+}
 
 // TestClusterDrainInChromium: the same with n0 sent SIGTERM: it drains,
 // the JS library gets `reconnect {reason: "drain"}` and resumes through
 // n1 on new connections, the viewer decodes the presenter again and never
 // sees it leave, and n0 exits 0 once nobody is left on it.
-func TestClusterDrainInChromium(t *testing.T) { t.Parallel(); clusterFailoverInChromium(t, true) }
+func TestClusterDrainInChromium(t *testing.T) {
+	parallelUnlessRace(t)
+	clusterFailoverInChromium(t, true)
+}
 
 // clusterFailoverInChromium runs beside the package's other parallel tests:
 // it mostly waits on its own three processes and judges no timing.

@@ -420,3 +420,13 @@ func (p *page) screenshot(file string) string {
 	p.t.Logf("screenshot of page %s: %s", p.name, path)
 	return path
 }
+
+// parallelUnlessRace runs t beside the package's other parallel tests,
+// except under -race: there a Firefox and two three-node clusters sharing
+// two cores with the race detector starved each other (CI: a WHEP page
+// decoded no video in 20 s, a server took over 10 s to shut down).
+func parallelUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		t.Parallel()
+	}
+}
