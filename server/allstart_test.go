@@ -120,16 +120,9 @@ func TestEveryStreamStarts(t *testing.T) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		m := missing()
-		if len(m) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d streams never started:\n%s", len(m), 2*n, strings.Join(m, "\n"))
-		}
-		time.Sleep(100 * time.Millisecond)
+	var m []string
+	if !waitUntil(45*time.Second, func() bool { m = missing(); return len(m) == 0 }) {
+		t.Fatalf("%d of %d streams never started:\n%s", len(m), 2*n, strings.Join(m, "\n"))
 	}
 }
 

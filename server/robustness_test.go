@@ -196,10 +196,8 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
 	}
 	// The last losses are asked for when they are asked for (10 s at most).
-	missed := loss.unasked()
-	for deadline := time.Now().Add(10 * time.Second); len(missed) > 0 && time.Now().Before(deadline); missed = loss.unasked() {
-		time.Sleep(20 * time.Millisecond)
-	}
+	var missed []uint16
+	waitUntil(10*time.Second, func() bool { missed = loss.unasked(); return len(missed) == 0 })
 	if len(missed) > 0 {
 		t.Fatalf("the SFU never asked for %d of the %d lost packets (seqs %v)", len(missed), loss.dropped.Load(), missed)
 	}
