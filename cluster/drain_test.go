@@ -187,3 +187,53 @@ func publishedIDs(c *client.Client) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// A drain to a node that has no part of the room yet (nobody of the room
+// on it, so no stub of the moving publisher to learn its track ids from):
+// the draining node hands them over with the release, and the subscriber
+// elsewhere keeps the same track without a break.
+func TestDrainToNodeWithoutTheRoom(t *testing.T) {
+	t.Parallel()
+	srvs := failoverCluster(t)
+	alice := join(t, srvs[0], "drain-empty", "alice", withNodes(srvs[1]))
+	carol := join(t, srvs[2], "drain-empty", "carol")
+	rc := countMedia(carol)
+	seeEachOther(t, alice, carol)
+	publishMedia(t, alice, false)
+	aID := alice.ParticipantID()
+	eventually(t, 30*time.Second, "alice's audio reaches carol", func() bool { return rc.count(aID, "audio") >= 50 })
+	if r := srvs[1].Rooms().Room("drain-empty"); r != nil {
+		t.Fatal("n1 has a part of the room before the drain")
+	}
+	tracksBefore := publishedIDs(alice)
+	rc.resetGaps()
+	if left := srvs[0].Drain(ctxT(t, 20*time.Second)); left != 0 {
+		t.Fatalf("%d participants still on the drained node", left)
+	}
+	eventually(t, 10*time.Second, "alice resumed through n1", func() bool {
+		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL()
+	})
+	if after := publishedIDs(alice); !slices.Equal(after, tracksBefore) {
+		t.Errorf("alice's tracks came back as %v, want the same ids %v", after, tracksBefore)
+	}
+	if err := srvs[0].Shutdown(ctxT(t, 15*time.Second)); err != nil {
+		t.Logf("n0 shutdown: %v", err)
+	}
+	n := rc.count(aID, "audio")
+	eventually(t, 30*time.Second, "alice's audio reaches carol through n1", func() bool { return rc.count(aID, "audio") >= n+50 })
+	gap := rc.worstGap(aID, "audio")
+	t.Logf("carol (n2) missed %d audio frames of alice (%s without any, largest RTP sequence step %d) while alice moved to n1",
+		gap.missed, gap.silence.Round(time.Millisecond), gap.seqJump)
+	for _, e := range carol.Events() {
+		var p protocol.TrackUnpublishedParams
+		if e.Method == protocol.NotifyTrackUnpublished && json.Unmarshal(e.Params, &p) == nil && p.ParticipantID == aID {
+			t.Errorf("carol was told alice's track %s ended", p.TrackID)
+		}
+	}
+	if k := rc.trackCount(aID, "audio"); k != 1 {
+		t.Errorf("carol received %d audio tracks of alice, want the same one throughout", k)
+	}
+	if gap.missed > maxDrainMissed || gap.seqJump > maxDrainMissed+1 {
+		t.Errorf("carol missed %d frames of alice in a row (sequence step %d), want at most %d", gap.missed, gap.seqJump, maxDrainMissed)
+	}
+}

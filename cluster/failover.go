@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -30,20 +31,20 @@ const handoffTimeout = 3 * time.Second
 // room.Released, room.NotReleased (no such participant or token there),
 // or room.StillHeld: the node still holds it (its client's socket drop
 // is not seen there yet), or did not answer (it may be dying).
-func (n *Node) handoff(ctx context.Context, node, name, id, tokenHash string) room.ReleaseResult {
+func (n *Node) handoff(ctx context.Context, node, name, id, tokenHash string) (room.ReleaseResult, []protocol.Track) {
 	data, _ := json.Marshal(handoffMsg{Room: name, ID: id, Token: tokenHash})
 	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 	defer cancel()
 	msg, err := n.bus.nc.RequestWithContext(ctx, nodeSubject(node, "handoff"), data)
 	switch {
 	case err != nil:
-		return room.StillHeld
+		return room.StillHeld, nil
 	case string(msg.Data) == "ok":
-		return room.Released
+		return room.Released, releasedTracks(msg)
 	case string(msg.Data) == "held":
-		return room.StillHeld
+		return room.StillHeld, nil
 	}
-	return room.NotReleased
+	return room.NotReleased, nil
 }
 
 // subscribeHandoff answers other nodes' requests to release a participant.
@@ -55,9 +56,10 @@ func (n *Node) subscribeHandoff() error {
 			return
 		}
 		go func() { // closing a participant publishes events: not on the bus goroutine
-			switch n.rooms.Release(h.Room, h.ID, h.Token) {
+			res, tracks := n.rooms.ReleaseTracks(h.Room, h.ID, h.Token)
+			switch res {
 			case room.Released:
-				_ = m.Respond([]byte("ok"))
+				_ = m.RespondMsg(releasedMsg(tracks)) // "ok", its tracks in a header (settled.go)
 			case room.StillHeld:
 				_ = m.Respond([]byte("held"))
 			default:

@@ -47,9 +47,23 @@ func TestWrongSecretRefused(t *testing.T) {
 			t.Fatalf("starting the cluster: %v", err)
 		}
 	}
-	cfg := nodeConfig(ports, 2, func(c *config.Config) { c.Cluster.Secret = "another-secret-9876543210" })
-	start := time.Now()
-	bad, err := server.New(cfg, testLogger())
+	// The wrong node listens on a port picked now, not on ports[2]: the two
+	// running nodes keep dialling ports[2] (their route to the third node),
+	// and a dial to a closed local port in the ephemeral range can connect
+	// to itself and hold that port (CI: the wrong node "did not start" on
+	// it instead of being refused for its secret).
+	var bad *server.Server
+	var err error
+	var start time.Time
+	for attempt := 1; ; attempt++ {
+		own := []int{ports[0], ports[1], freePorts(t, 1)[0]}
+		cfg := nodeConfig(own, 2, func(c *config.Config) { c.Cluster.Secret = "another-secret-9876543210" })
+		start = time.Now()
+		bad, err = server.New(cfg, testLogger())
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "did not start") {
+			break
+		}
+	}
 	t.Logf("refused after %s", time.Since(start))
 	if err == nil {
 		_ = bad.Shutdown(ctxT(t, 10*time.Second))

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // A drain's last step (room/handover.go): the node a participant moved to
@@ -33,4 +34,29 @@ func (n *Node) subscribeSettled() error {
 		}
 	})
 	return err
+}
+
+// releasedHeader carries, in a handoff's "ok", the tracks a draining node
+// released the participant with, so that the node it moves to keeps
+// their ids even without a part of the room of its own yet (no stub to
+// learn them from). A header: an older node reads only the "ok".
+const releasedHeader = "Starling-Released-Tracks"
+
+func releasedMsg(tracks []protocol.Track) *nats.Msg {
+	msg := &nats.Msg{Data: []byte("ok")}
+	if len(tracks) > 0 {
+		if data, err := json.Marshal(tracks); err == nil {
+			msg.Header = nats.Header{}
+			msg.Header.Set(releasedHeader, string(data))
+		}
+	}
+	return msg
+}
+
+func releasedTracks(msg *nats.Msg) []protocol.Track {
+	var tracks []protocol.Track
+	if v := msg.Header.Get(releasedHeader); v != "" {
+		_ = json.Unmarshal([]byte(v), &tracks)
+	}
+	return tracks
 }

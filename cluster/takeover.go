@@ -121,7 +121,8 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	if answers {
 		// Alive, or dying and not yet noticed: it must let go first.
 		t0 = time.Now()
-		h := n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		var h room.ReleaseResult
+		h, m.Released = n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
 		tHandoff = time.Since(t0)
 		switch h {
 		case room.NotReleased:

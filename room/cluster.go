@@ -62,6 +62,10 @@ type Member struct {
 	Metadata string       `json:"metadata,omitempty"`
 	Auto     bool         `json:"auto,omitempty"`
 	Perms    *Permissions `json:"perms,omitempty"`
+	// Released: the tracks its draining node released it with (set by
+	// Bus.Takeover, not stored): published again, they keep their ids
+	// (handover.go).
+	Released []protocol.Track `json:"-"`
 }
 
 // Event types: what happened to a node's own participants (Emit), and the

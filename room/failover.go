@@ -83,30 +83,44 @@ const (
 // its connections close, and its socket, if still open, closes without
 // `leave`.
 func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
+	res, _ := m.ReleaseTracks(roomName, id, tokenHash)
+	return res
+}
+
+// ReleaseTracks is Release, and when this node drains, the tracks the
+// participant published here: the node it moves to gives them the same
+// ids when it publishes them again (handover.go).
+func (m *Manager) ReleaseTracks(roomName, id, tokenHash string) (ReleaseResult, []protocol.Track) {
 	if m.tk.wasReleased(roomName, id, tokenHash) {
 		// Asked again: the node it resumes through could not move its
 		// member the first time (the room state store was unavailable).
-		return Released
+		return Released, nil
 	}
 	r := m.Room(roomName)
 	if r == nil {
-		return NotReleased
+		return NotReleased, nil
 	}
 	r.mu.Lock()
 	p := r.participants[id]
 	r.mu.Unlock()
 	if p == nil {
-		return NotReleased
+		return NotReleased, nil
 	}
 	draining := m.Draining()
 	p.mu.Lock()
 	if p.closed || p.moving || p.rs.expired || hashToken(p.rs.token) != tokenHash {
 		p.mu.Unlock()
-		return NotReleased
+		return NotReleased, nil
 	}
 	if !(draining || p.rs.away) {
 		p.mu.Unlock()
-		return StillHeld
+		return StillHeld, nil
+	}
+	var mine []*Track
+	if draining {
+		for _, t := range p.tracks {
+			mine = append(mine, t)
+		}
 	}
 	p.moving = true
 	p.lingering = draining // make-before-break: its media goes on until the others took it over (handover.go)
@@ -121,8 +135,12 @@ func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
 	}
 	m.tk.released(roomName, id, tokenHash, m.cfg.ResumeWindow)
 	p.log.Info("released: it resumed through another node")
+	infos := make([]protocol.Track, 0, len(mine))
+	for _, t := range mine {
+		infos = append(infos, t.Info())
+	}
 	p.close(protocol.ReasonDisconnected, false)
-	return Released
+	return Released, infos
 }
 
 func (p *Participant) isMoving() bool {

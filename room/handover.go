@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -30,6 +31,19 @@ const handoverWait = 10 * time.Second
 // lingerMax bounds how long a draining node keeps forwarding a released
 // participant's tracks.
 const lingerMax = 10 * time.Second
+
+// settleGrace: how long a released participant's old connections still
+// serve it after its new node said the new ones are up: their first
+// packets are on their way then (a new track's first packets, a busy
+// machine).
+const settleGrace = 500 * time.Millisecond
+
+// settledFor reports whether the participant's new node said, at least d
+// ago, that its new connections are up.
+func (p *Participant) settledFor(d time.Duration) bool {
+	at := p.settled.Load()
+	return at != 0 && clock.Nanos()-at >= int64(d)
+}
 
 // carried is a moved participant's track, as the node it resumes through
 // reuses its id.
@@ -228,7 +242,7 @@ func (r *Room) detachLingering(t *Track) {
 func (p *Participant) linger(tracks []*Track) {
 	start := time.Now()
 	deadline := start.Add(lingerMax)
-	for time.Now().Before(deadline) && (p.exported(tracks) || !p.settled.Load()) && !p.m.shuttingDown.Load() {
+	for time.Now().Before(deadline) && (p.exported(tracks) || !p.settledFor(settleGrace)) && !p.m.shuttingDown.Load() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.log.Info("released participant's tracks no longer relayed", "after", time.Since(start))
@@ -267,7 +281,8 @@ func (m *Manager) Settled(roomName, id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if p := m.released[roomName+"\x00"+id]; p != nil {
-		p.settled.Store(true)
+		p.settled.CompareAndSwap(0, clock.Nanos())
+		p.log.Info("released participant settled on its new node")
 	}
 }
 
@@ -295,6 +310,7 @@ func (p *Participant) subscriberUp() {
 		return
 	}
 	if bus := p.room.bus; bus != nil && p.movedFrom != bus.NodeID() {
+		p.log.Debug("subscriber connection up: telling the node it moved from", "node", p.movedFrom)
 		bus.Settled(p.movedFrom, p.room.name, p.id)
 	}
 }

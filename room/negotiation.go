@@ -29,6 +29,9 @@ type subscriberLoop struct {
 	dirty   bool // a change awaits an offer
 	dirtyAt time.Time
 	delayed bool // a wake-up for a delayed offer is armed
+	// Publishers of tracks added since the last offer, whose other new
+	// tracks that offer may wait for (Participant.siblingsStarting).
+	starting map[*Participant]bool
 	// First answer applied, and a wake-up for holdUntilConnected armed.
 	answeredAt time.Time
 	connWait   bool
@@ -160,9 +163,16 @@ func (l *subscriberLoop) markDirty() {
 }
 
 // offerSoon makes the offer now, or wakes the loop for it when the
-// coalescing delay has passed.
+// coalescing delay has passed and no publisher of an added track has
+// another track about to start.
 func (l *subscriberLoop) offerSoon() {
-	wait := time.Until(l.dirtyAt.Add(offerDelay))
+	due := l.dirtyAt.Add(offerDelay)
+	for o := range l.starting {
+		if until := o.siblingsStarting(); until.After(due) {
+			due = until
+		}
+	}
+	wait := time.Until(due)
 	if wait <= 0 || l.rs.restart {
 		l.offer()
 		return
@@ -183,6 +193,7 @@ func (l *subscriberLoop) offer() {
 		return
 	}
 	l.dirty = false
+	clear(l.starting)
 	l.inFlight = true
 	l.gen++
 	gen := l.gen
@@ -245,6 +256,12 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 	l.apply(t, d)
 	r.AddSink(d)
 	l.markDirty()
+	if t.owner != nil && t.owner.node == "" {
+		if l.starting == nil {
+			l.starting = map[*Participant]bool{}
+		}
+		l.starting[t.owner] = true
+	}
 }
 
 func (l *subscriberLoop) removeDownTrack(id string) {

@@ -227,6 +227,17 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		// again here, under the same ids (handover.go).
 		req.carry, req.movedFrom = r.retireStub(mem.ID)
 	}
+	if req.movedFrom == "" && mem.Node != bus.NodeID() {
+		req.movedFrom = mem.Node // no part of the room here yet: no stub
+	}
+	for _, t := range mem.Released { // what the draining node said it published
+		if req.carry == nil {
+			req.carry = map[string]carried{}
+		}
+		if _, ok := req.carry[t.CID]; !ok && t.CID != "" {
+			req.carry[t.CID] = carried{id: t.ID, kind: t.Kind}
+		}
+	}
 	p, res, err := m.joinLocal(req, peer, sid, bus)
 	if err != nil {
 		if lost != nil {

@@ -83,7 +83,7 @@ func videoCount(r *recorder, id string) int { return len(r.payloads(id)) }
 // TestAdminAPI: an admin token lists, inspects, mutes, updates, messages,
 // kicks and closes, with real peers watching the effects.
 func TestAdminAPI(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withKeys)
 	const roomA, roomB = "alpha", "beta"
 	member := func(id, room string) func(*client.Options) {
@@ -281,7 +281,7 @@ func TestAdminAPI(t *testing.T) {
 
 // TestAdminOpenLoopback: without keys the admin API needs no token from loopback.
 func TestAdminOpenLoopback(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	join(t, srv, "open", "a")
 	var list admin.RoomList

@@ -24,6 +24,7 @@ import (
 // subscriber loop now holds such a re-offer until the connection is up.
 // A fresh cluster each round: the failure showed in the first room.
 func TestAiortcClusterFirstRoom(t *testing.T) {
+	parallelUnlessRace(t) // every step awaited; nothing judged on time
 	requireAiortc(t)
 	for round := 1; round <= 2; round++ {
 		t.Run(fmt.Sprint("round", round), func(t *testing.T) {

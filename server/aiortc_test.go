@@ -22,6 +22,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/ivfwriter"
 	"github.com/pion/webrtc/v4/pkg/media/oggwriter"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -229,7 +230,10 @@ func aiortcCall(t *testing.T, codec string) {
 	if codec == "h264" {
 		h264File = h264Media(t)
 	}
-	srv := startServer(t, nil)
+	srv := startServer(t, func(c *config.Config) {
+		// a Python peer on a busy machine may take seconds to answer
+		c.Room.NegotiationTimeout = config.Duration(30 * time.Second)
+	})
 	roomName := "aiortc-" + codec
 	goPeer := join(t, srv, roomName, "go")
 	files := newTrackFiles(t.TempDir())

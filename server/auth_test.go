@@ -67,7 +67,7 @@ func joinErr(t testing.TB, srv *server.Server, room, tok string, code int) *prot
 
 // TestTokenJoin: with keys configured, join needs a valid token for the room.
 func TestTokenJoin(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withKeys)
 	const room = "secure"
 	// Issue always sets exp in the future: sign an expired token by hand.
@@ -116,7 +116,7 @@ func TestTokenJoin(t *testing.T) {
 
 // TestTokenGrants: canPublish, canSubscribe and canPublishData are enforced.
 func TestTokenGrants(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withKeys)
 	const room = "grants"
 	tok := func(id string, pub, sub, data bool) func(*client.Options) {
@@ -184,7 +184,7 @@ func TestTokenGrants(t *testing.T) {
 // TestDuplicateIdentity: a second join with the same identity replaces the
 // first, which gets leave "duplicate"; the room keeps one participant.
 func TestDuplicateIdentity(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withKeys)
 	const room = "dup"
 	watcher := join(t, srv, room, "watcher", withToken(token(t, "watcher", auth.Grants{Room: room}, time.Hour)))
@@ -221,7 +221,7 @@ func TestDuplicateIdentity(t *testing.T) {
 
 // TestOpenServerRefusesPublicBind: no keys on a non-loopback address needs --insecure-open.
 func TestOpenServerRefusesPublicBind(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	cfg := config.Default()
 	cfg.HTTP.Address = "0.0.0.0:0"
 	cfg.RTC.UDPPort, cfg.RTC.TCPPort = 0, -1

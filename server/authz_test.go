@@ -37,7 +37,7 @@ func callCode(t *testing.T, c *client.Client, method string, params any) (int, s
 // nothing is changed by a refused request (issue 17, chaos "Authorization
 // by id").
 func TestAuthorizationByID(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	dir := t.TempDir()
 	srv := startServer(t, func(c *config.Config) {
 		withKeys(c)

@@ -453,7 +453,7 @@ type badOutcome struct {
 // checks each gets its error code with a message saying what was wrong, while
 // the rest of the node carries on undisturbed.
 func TestBadInput(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	const negotiationTimeout = 2 * time.Second
 	srv := startServer(t, func(c *config.Config) {
 		c.Room.NegotiationTimeout = config.Duration(negotiationTimeout)

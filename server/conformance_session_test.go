@@ -19,7 +19,7 @@ import (
 // trackPublished and msid, setSubscription, mute, unsubscribe, subscribe,
 // unpublish, leave and participantLeft.
 func TestConformanceSession(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 
 	// A joins with unknown extra fields (a newer client) and metadata.

@@ -113,7 +113,7 @@ func dialPlain(t *testing.T, url string, compress bool) *websocket.Conn {
 // TestConformanceTransport: JSON-RPC envelopes, ids, error objects and the
 // WebSocket rules of "Transport".
 func TestConformanceTransport(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 
 	t.Run("ids are echoed exactly and responses carry jsonrpc 2.0", func(t *testing.T) {

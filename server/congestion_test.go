@@ -218,7 +218,9 @@ func (s *shaper) set(v int64)   { s.limit.Store(v) }
 // high.
 func TestCongestionSwitchesDown(t *testing.T) {
 	// Not parallel: congestion control reads a CPU starved by other tests
-	// as a congested network.
+	// as a congested network (with light tests around it, the unthrottled
+	// subscriber was moved for bandwidth on a busy machine), and the test
+	// reads process-wide counters of the estimator.
 	testBottleneck(t, "bwe", &throttle{})
 }
 
@@ -227,7 +229,9 @@ func TestCongestionSwitchesDown(t *testing.T) {
 // drops: the delay-based estimator sees the queue grow.
 func TestCongestionShapedQueue(t *testing.T) {
 	// Not parallel: congestion control reads a CPU starved by other tests
-	// as a congested network.
+	// as a congested network (with light tests around it, the unthrottled
+	// subscriber was moved for bandwidth on a busy machine), and the test
+	// reads process-wide counters of the estimator.
 	testBottleneck(t, "bwe-shaped", &shaper{})
 }
 
@@ -347,6 +351,7 @@ func TestCongestionWithoutTWCC(t *testing.T) {
 // layer instead of being paused (a growing delay is often just a busy
 // receiver), while the allocator has had more rounds than a pause needs.
 func TestCongestionDelayAloneHoldsLowest(t *testing.T) {
+	// Not parallel: see TestCongestionSwitchesDown.
 	srv := startServer(t, withBWE)
 	sh := &shaper{buffer: 5 * time.Second}
 	api, err := client.LoopbackAPIWith([]interceptor.Factory{sh})

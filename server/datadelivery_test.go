@@ -88,7 +88,7 @@ func sendN(t *testing.T, c *client.Client, prefix string, n int) []string {
 // before its subscriber `data` channel is open, still reach it, all of
 // them and in order (issue 17, defect 1).
 func TestDataReachesNewcomer(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	a := join(t, srv, "data-new", "a")
 	for round := 0; round < 2; round++ {
@@ -144,7 +144,7 @@ func joinCut(t *testing.T, srv *server.Server, room, name string) *client.Client
 // message sent meanwhile; one whose channel was open gets those sent while
 // it was away (issue 17, defect 1, "the same for resume").
 func TestDataReachesResumedParticipant(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	a := join(t, srv, "data-resume", "a")
 
@@ -179,7 +179,7 @@ func TestDataReachesResumedParticipant(t *testing.T) {
 // are dropped and counted in /metrics, and what it gets once its channel
 // opens is the earliest messages, in order.
 func TestDataHoldingBounded(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	a := join(t, srv, "data-bound", "a")
 	// c's channel is open (it got a first message): c shows when the

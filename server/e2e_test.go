@@ -45,7 +45,7 @@ func hasParam(key, value string) func(json.RawMessage) bool {
 // TestCallEndToEnd: one publisher with audio and video, three subscribers,
 // a late joiner, the publisher leaving, and the room closing.
 func TestCallEndToEnd(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// This test checks forwarding byte for byte; bandwidth allocation has its
 	// own tests, and on a loaded CI machine it may legitimately pause video.
 	srv := startServer(t, func(c *config.Config) { c.RTC.CongestionControl = false })
@@ -142,7 +142,7 @@ func TestCallEndToEnd(t *testing.T) {
 
 // TestRoomsAreIsolated: two rooms at once never see each other.
 func TestRoomsAreIsolated(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	type side struct {
 		pub, sub *client.Client
@@ -188,7 +188,7 @@ func TestRoomsAreIsolated(t *testing.T) {
 // TestDataMessages: text on the publisher channel reaches the others wrapped
 // with the sender's id, and not the sender.
 func TestDataMessages(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	a := join(t, srv, "chat", "a")
 	b := join(t, srv, "chat", "b")
@@ -224,7 +224,7 @@ func TestDataMessages(t *testing.T) {
 // side instead of two); its first data message opens it, and the message
 // arrives.
 func TestLazyPublisher(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	viewer := join(t, srv, "lazy", "viewer", func(o *client.Options) { o.LazyPublisher = true })
 	rec := record(viewer)

@@ -129,7 +129,7 @@ func sentCount(f *fakeMedia, kind string) int {
 // tracks in the same room reach the subscriber complete and in order
 // throughout.
 func TestGarbageOnLiveTrack(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	srv := startServer(t, nil)
 	const room = "garbage"
 	g := &garbler{rng: rand.New(rand.NewPCG(17, 6)), only: -1}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -25,8 +26,13 @@ func TestGStreamerWebSocket(t *testing.T) {
 	// libnice gathers on loopback only when told (--local-ip): on its own
 	// it leaves loopback out and ties each socket to its interface, and its
 	// UDP checks to the server's 127.0.0.1 leave through eth0 (assertGstUDP).
-	// No ICE-TCP (gstServer): UDP or nothing.
-	srv := gstServer(t)
+	// No ICE-TCP (as gstServer): UDP or nothing. A Python peer on a busy
+	// machine may take seconds to answer an offer (seen timing out at the
+	// tests' 5 s with the machine loaded 30 deep).
+	srv := startServer(t, func(c *config.Config) {
+		c.RTC.TCPPort = -1
+		c.Room.NegotiationTimeout = config.Duration(30 * time.Second)
+	})
 	goPeer := join(t, srv, "gst-ws", "go")
 	files := newTrackFiles(t.TempDir())
 	goPeer.OnTrack(func(rt *client.RemoteTrack) { files.record(t, rt.Track) })

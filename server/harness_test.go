@@ -303,13 +303,22 @@ func (r *recorder) payloads(trackID string) [][]byte {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !waitUntil(d, cond) {
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// waitUntil polls cond until it holds (true) or d has passed (false), for
+// callers that say themselves what was missing.
+func waitUntil(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }
 
 // assertRun checks got is, packet for packet, a contiguous run of sent.
@@ -465,30 +474,36 @@ func waitCoverage(sent [][]byte, got func() [][]byte, tail int, ratio float64) (
 // about four minutes of mostly idle waiting. Under the race detector the
 // same tests need several times the CPU, and congestion control reads a
 // starved CPU as a congested network: fewer at once.
+//
+// Light tests only: timing-judging ones run apart from them
+// (sched_test.go).
 func defaultParallel() int {
 	if raceEnabled {
 		return 4
 	}
-	return 8
+	return 12
 }
 
-// parallelUnlessRace runs t in parallel with the package's other tests,
-// except under -race: there the CPU is the race detector's, and a test added
-// to the parallel phase starves the timing-judging tests already in it. It
-// is for tests that judge nothing on time but still cost CPU (external
-// encoders, child processes): serial, they cost the suite their length.
-func parallelUnlessRace(t *testing.T) {
-	if !raceEnabled {
-		t.Parallel()
-	}
-}
-
-// setDefaultParallel applies defaultParallel; call it from TestMain.
+// setDefaultParallel applies defaultParallel; call it from TestMain. The
+// number of tests running at once is the scheduler's (sched_test.go):
+// -test.parallel, or defaultParallel when not given, is its capacity.
+// Without -race go test's own limit is raised out of its way: every test
+// waits in the scheduler, which starts the long and the timing-judging
+// ones first (a test waiting there would otherwise hold one of go test's
+// places). Under -race, where the scheduler only counts, go test's limit
+// stays, which also bounds parallel subtests as before.
 func setDefaultParallel() {
 	flag.Parse()
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given {
-		_ = flag.Set("test.parallel", strconv.Itoa(max(defaultParallel(), runtime.GOMAXPROCS(0))))
+	capacity := max(defaultParallel(), runtime.GOMAXPROCS(0))
+	if given {
+		capacity, _ = strconv.Atoi(flag.Lookup("test.parallel").Value.String())
+	}
+	sched = newScheduler(max(capacity, 1))
+	if raceEnabled {
+		_ = flag.Set("test.parallel", strconv.Itoa(capacity))
+	} else {
+		_ = flag.Set("test.parallel", "1000")
 	}
 }

@@ -207,7 +207,8 @@ func kfJoinViewers(t *testing.T, srv *server.Server, n int, roomName string) ([]
 // moment; the publisher is asked once for that pliWindow window, answers,
 // and every subscriber gets the keyframe.
 func TestKeyframeRequestsCoalesced(t *testing.T) {
-	// Not parallel: 21 clients' worth of CPU, before the parallel tests start.
+	// Not parallel: it reads the process's count of keyframe requests
+	// (kfWatchArrivals), and 21 clients' worth of CPU.
 	// Every subscriber must see every keyframe: with 20 subscribers on a
 	// loaded CI machine bandwidth allocation may pause one, which is its
 	// own tested behaviour, not this test's.
@@ -270,7 +271,8 @@ func TestKeyframeRequestsCoalesced(t *testing.T) {
 // 20 ms for 3 s. The publisher sees a steady re-ask at most once per
 // pliWindow window, never a storm.
 func TestKeyframeRequestsBoundedWhenUnanswered(t *testing.T) {
-	// Not parallel: 21 clients' worth of CPU, before the parallel tests start.
+	// 21 clients' worth of CPU, and a bound per window judged on time.
+	timingTest(t)
 	srv := startServer(t, nil)
 	const roomName = "pli-storm"
 	pub := kfPublish(t, join(t, srv, roomName, "pub"), false)

@@ -18,6 +18,7 @@ import (
 // first frame came ~0.33 s after connecting (issue 17, defect 4). The time
 // from connected to first frame is logged, not asserted.
 func TestLateJoinerFirstKeyframe(t *testing.T) {
+	timingTest(t)
 	srv := startServer(t, nil)
 	const roomName = "late-joiner"
 	early := join(t, srv, roomName, "early")

@@ -28,7 +28,7 @@ func wantCode(t testing.TB, what string, err error, code int) {
 }
 
 func TestLimitRoomsAndParticipants(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) {
 		withKeys(c)
 		c.Limits.MaxRooms = 1
@@ -50,7 +50,7 @@ func TestLimitRoomsAndParticipants(t *testing.T) {
 }
 
 func TestLimitTracksAndSubscriptions(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) {
 		c.Limits.MaxTracks = 2
 		c.Limits.MaxSubscriptions = 1
@@ -107,7 +107,7 @@ func rawWS(t testing.TB, srv *server.Server) *websocket.Conn {
 // 429s (or, if it floods faster than it reads, is dropped), and another
 // connection's round trips stay fast and error-free meanwhile.
 func TestSignalingFlood(t *testing.T) {
-	t.Parallel()
+	timingTest(t) // the calm connection's round trips are judged
 	srv := startServer(t, func(c *config.Config) {
 		c.Limits.SignalingRate = 30
 		c.Limits.SignalingBurst = 60
@@ -175,7 +175,7 @@ func TestSignalingFlood(t *testing.T) {
 }
 
 func TestFrameAndDataLimits(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) {
 		c.Limits.MaxFrame = 4096
 		c.Limits.MaxDataMessage = 100
@@ -230,7 +230,7 @@ func TestFrameAndDataLimits(t *testing.T) {
 
 // TestIdleTimeout: a peer that neither sends nor answers pings is dropped.
 func TestIdleTimeout(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) { c.Limits.IdleTimeout = config.Duration(time.Second) })
 	ws := rawWS(t, srv)
 	// Read (to see the server close the socket) but never answer its pings:

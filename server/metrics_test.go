@@ -59,7 +59,7 @@ func getStatus(t testing.TB, url string) int {
 // TestMetrics: gauges follow rooms and participants, media counters move
 // when media flows and never go down, errors are counted by code.
 func TestMetrics(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	m := scrape(t, srv)
 	for _, name := range []string{"starling_rooms", "starling_participants", "starling_tracks", "starling_forwarded_packets_total", "starling_dropped_packets_total",
@@ -154,7 +154,7 @@ func TestMetrics(t *testing.T) {
 
 // TestReadyz: ready while serving, 503 once draining; healthz stays up.
 func TestReadyz(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	base := "http://" + srv.Addr()
 	if c := getStatus(t, base+"/readyz"); c != http.StatusOK {

@@ -259,6 +259,7 @@ func waitTones(t *testing.T, l *mixListener, who string, want, absent []float64)
 // The admin mutes one voice in the mix and turns another down; loud inputs
 // are limited, never wrapped; setAudioMix off brings the tracks back.
 func TestAudioMix(t *testing.T) {
+	timingTest(t, groupMix)
 	skipUnderRace(t)
 	srv := startServer(t, nil)
 	const roomName = "mix"
@@ -321,7 +322,7 @@ func TestAudioMix(t *testing.T) {
 	if c := adminCall(t, srv, "POST", pPath(p3), "", admin.MixRequest{Gain: &half}, &st); c != 200 || st.Gain != half {
 		t.Fatalf("gain: %d %+v", c, st)
 	}
-	waitFor(t, 10*time.Second, "p3 turned down in the mix", func() bool {
+	waitFor(t, 30*time.Second, "p3 turned down in the mix", func() bool {
 		x := lmix.last(48000)
 		return x != nil && toneAmp(x, f3) < 0.4*toneAmp(x, f1) && toneAmp(x, f3) > 0.01
 	})
@@ -338,7 +339,7 @@ func TestAudioMix(t *testing.T) {
 	for _, p := range []*tonePublisher{p1, p2, p3} {
 		p.setAmp(0.9)
 	}
-	waitFor(t, 10*time.Second, "the loud mix", func() bool {
+	waitFor(t, 30*time.Second, "the loud mix", func() bool {
 		x := lmix.last(48000)
 		return x != nil && toneAmp(x, f1) > 0.2 && toneAmp(x, f2) > 0.2 && toneAmp(x, f3) > 0.2
 	})
@@ -371,6 +372,7 @@ func TestAudioMix(t *testing.T) {
 // TestAudioMixLoudestN: with two speakers mixed, the quietest of three is
 // left out; when it gets loudest it enters (and the now quietest leaves).
 func TestAudioMixLoudestN(t *testing.T) {
+	timingTest(t, groupMix)
 	skipUnderRace(t)
 	srv := startServer(t, func(c *config.Config) { c.Mix.Speakers = 2 })
 	const roomName = "mix-n"
@@ -391,6 +393,7 @@ func TestAudioMixLoudestN(t *testing.T) {
 // mix.webm, which ffprobe reads as Opus and ffmpeg decodes to both tones;
 // the room mixes for the recording alone (nobody listens to the mix).
 func TestAudioMixRecording(t *testing.T) {
+	timingTest(t, groupMix)
 	skipUnderRace(t)
 	for _, tool := range []string{"ffmpeg", "ffprobe"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -420,7 +423,7 @@ func TestAudioMixRecording(t *testing.T) {
 	id, _ := started["id"].(string)
 	mixFile := filepath.Join(dir, id, "mix.webm")
 	// Both voices become active speakers, then three seconds of mix.
-	waitFor(t, 15*time.Second, "the mix recorded", func() bool {
+	waitFor(t, 60*time.Second, "the mix recorded", func() bool {
 		st, err := os.Stat(mixFile)
 		return err == nil && st.Size() > 20000
 	})
@@ -462,6 +465,7 @@ func TestAudioMixRecording(t *testing.T) {
 // stream (contiguous sequence numbers and timestamps); mute, unpublish and
 // leave take a voice out of the mix.
 func TestAudioMixChanges(t *testing.T) {
+	timingTest(t, groupMix)
 	skipUnderRace(t)
 	srv := startServer(t, nil)
 	const roomName = "mix-changes"
@@ -565,6 +569,7 @@ func skipUnderRace(t *testing.T) {
 // come back, and the room stops mixing when its last mix listener leaves.
 // It checks packets, not audio, so it also runs under -race.
 func TestAudioMixWiring(t *testing.T) {
+	timingTest(t, groupMix)
 	srv := startServer(t, nil)
 	const roomName = "mix-wiring"
 	listener := join(t, srv, roomName, "listener", withAudioMix)
@@ -600,6 +605,7 @@ func TestAudioMixWiring(t *testing.T) {
 // audio level (the room never ranks it as a speaker) is still mixed: the
 // mixer measures its decoded level.
 func TestAudioMixWithoutLevels(t *testing.T) {
+	timingTest(t, groupMix)
 	skipUnderRace(t)
 	srv := startServer(t, nil)
 	const roomName = "mix-nolevels"
@@ -617,6 +623,7 @@ func TestAudioMixWithoutLevels(t *testing.T) {
 // TestAudioMixAutoRecord: with recordings.mix an auto-recorded room's
 // recording holds mix.webm.
 func TestAudioMixAutoRecord(t *testing.T) {
+	timingTest(t, groupMix)
 	skipUnderRace(t)
 	dir := t.TempDir()
 	srv := startServer(t, func(c *config.Config) {

@@ -17,7 +17,7 @@ import (
 // the server's, publishes video and exchanges data messages like any other
 // (docs/PROTOCOL.md, "Candidates in the SDP").
 func TestClientWithoutTrickle(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	viewer := join(t, srv, "no-trickle", "viewer")
 	rec := record(viewer)

@@ -122,7 +122,7 @@ func sendOpusDTX(t *testing.T, track *webrtc.TrackLocalStaticRTP, st *opusStream
 // (960 while talking, 19200 in DTX), contiguous sequence numbers and the
 // talkspurt marker bits.
 func TestOpusDTXForwarded(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	srv := startServer(t, nil)
 	const roomName = "dtx"
 	sub := join(t, srv, roomName, "sub")
@@ -206,7 +206,7 @@ func opusFmtp(sdp string) []string {
 // subscriber's track has it: FEC data inside the Opus frames is forwarded
 // untouched, and both ends know to use it.
 func TestOpusInbandFECNegotiated(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	const roomName = "fec"
 	sub := join(t, srv, roomName, "sub")
@@ -260,7 +260,7 @@ func redWrap(prev []byte) func(int, []byte) []byte {
 // negotiated RED gets the RED packets as sent; one without RED gets the
 // primary Opus frames, nothing lost, DTX gaps kept.
 func TestOpusREDForwarded(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	srv := startServer(t, nil)
 	const roomName = "red"
 	redSub := join(t, srv, roomName, "red-sub", withClientAPI(redAPI(t)))

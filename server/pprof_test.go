@@ -12,7 +12,7 @@ import (
 // TestPprof: off by default; with http.pprof on, loopback clients get
 // profiles.
 func TestPprof(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	get := func(url string) (int, string) {
 		t.Helper()
 		resp, err := http.Get(url)

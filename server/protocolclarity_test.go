@@ -15,7 +15,7 @@ import (
 // trackPublished; no trackUpdated follows that says the same thing again
 // (issue 17, defect 7: one came ~200 ms after each trackPublished).
 func TestNoRedundantTrackUpdated(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	viewer := join(t, srv, "updates", "viewer")
 	rec := record(viewer)
@@ -48,7 +48,7 @@ func TestNoRedundantTrackUpdated(t *testing.T) {
 // (its answers to publisher offers and its subscriber offers) carries
 // candidates for component 1 (RTP) only, never component 2 (RTCP).
 func TestNoRTCPCandidates(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	viewer := join(t, srv, "rtcp-mux", "viewer")
 	rec := record(viewer)

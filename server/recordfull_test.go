@@ -21,7 +21,7 @@ import (
 // before and after the failure. (recorder/fault_test.go checks that the
 // cut files decode; this is the server around it.)
 func TestRecordingDiskFullCallGoesOn(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a small tmpfs needs root (recorder's TestTrackRecorderDiskFull injects the fault without it)")
 	}

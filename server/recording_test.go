@@ -17,7 +17,7 @@ import (
 // guarded by the record grant, and a room recording started and stopped
 // through them leaves a manifest and non-empty media files.
 func TestRecordingControl(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	dir := t.TempDir()
 	srv := startServer(t, func(c *config.Config) {
 		withKeys(c)

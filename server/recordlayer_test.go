@@ -20,7 +20,7 @@ import (
 // moves up to the top one; when the recording stops, the top layers go off
 // again (issue 17, defect 5: recordings stayed at 320x180).
 func TestRecordingWantsBestLayer(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	dir := t.TempDir()
 	srv := startServer(t, func(c *config.Config) { c.Recordings.Dir = dir })
 	viewer := join(t, srv, "rec-layer", "viewer")

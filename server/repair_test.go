@@ -19,7 +19,7 @@ import (
 // TestLossRecoveryUpstream lost packets near the end of its stream, about
 // one run in three on a loaded machine.
 func TestRepairAfterLastPacket(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	const roomName = "repair-last"
 	sub := join(t, srv, roomName, "sub")
@@ -60,12 +60,8 @@ func TestRepairAfterLastPacket(t *testing.T) {
 		return false
 	}
 	waitFor(t, 15*time.Second, "the last video packet at the subscriber", func() bool { return has(last) })
-	deadline := time.Now().Add(15 * time.Second)
-	for !has(lost) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the packet lost before the publisher's last one never reached the subscriber (%s)", loss.story(lost))
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitUntil(15*time.Second, func() bool { return has(lost) }) {
+		t.Fatalf("the packet lost before the publisher's last one never reached the subscriber (%s)", loss.story(lost))
 	}
 	t.Logf("repaired after the last packet: %s", loss.story(lost))
 }

@@ -33,7 +33,7 @@ func autoResume(o *client.Options) { o.AutoResume = true }
 // its transceivers and its media, both of its connections restart ICE, and
 // the publisher never sees it leave or join again.
 func TestResumeKeepsSubscriber(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	const roomName = "resume"
 	pub := join(t, srv, roomName, "pub")
@@ -121,7 +121,7 @@ func TestResumeKeepsSubscriber(t *testing.T) {
 // good: others get participantLeft "disconnected" and lose its tracks, and
 // a late resume gets 404.
 func TestResumeWindowExpires(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// Long enough that "still present while away" can be checked on a busy
 	// machine before the window ends: the check waits for the server to mark
 	// the participant away, then has the rest of the window.
@@ -188,7 +188,7 @@ func TestResumeWindowExpires(t *testing.T) {
 // local ports, and the subscriber keeps receiving its tracks on the same
 // transceivers without ever seeing it leave.
 func TestResumeAfterNetworkChange(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	const roomName = "resume-path"
 	sub := join(t, srv, roomName, "sub")
@@ -238,7 +238,7 @@ func TestResumeAfterNetworkChange(t *testing.T) {
 // noticed its old socket is dead; the old socket is closed without `leave`
 // and the participant continues on the new one.
 func TestResumeReplacesLiveSocket(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withResumeWindow(20*time.Second))
 	const roomName = "resume-live"
 	watcher := join(t, srv, roomName, "watcher")

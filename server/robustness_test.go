@@ -35,16 +35,18 @@ func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio []
 // with the reason instead of failing it (so the suite stays usable until the
 // fix lands, and the test asserts again by itself once it has).
 //
-// With congestion control on, f runs before the package's parallel tests
-// start (GCC reads a CPU starved by other tests as a congested network);
-// then the test turns parallel and runs f with it off.
+// With congestion control on, f is timing-judging (GCC reads a CPU starved
+// by other tests as a congested network): under -race it runs before the
+// package's parallel tests start, and the test turns parallel for f with
+// it off; otherwise the whole test is a timing test (sched_test.go).
 func withCongestionControl(t *testing.T, f func(t *testing.T, tune func(*config.Config), knownIssue func(string))) {
+	timingTest(t, groupCongestion)
 	for _, on := range []bool{true, false} {
 		name := "cc=off"
 		if on {
 			name = "cc=on"
-		} else {
-			t.Parallel()
+		} else if raceEnabled {
+			parallel(t)
 		}
 		t.Run(name, func(t *testing.T) {
 			known := func(string) {}
@@ -194,10 +196,8 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 		t.Fatalf("only %d packets were dropped: the fault was not injected", loss.dropped.Load())
 	}
 	// The last losses are asked for when they are asked for (10 s at most).
-	missed := loss.unasked()
-	for deadline := time.Now().Add(10 * time.Second); len(missed) > 0 && time.Now().Before(deadline); missed = loss.unasked() {
-		time.Sleep(20 * time.Millisecond)
-	}
+	var missed []uint16
+	waitUntil(10*time.Second, func() bool { missed = loss.unasked(); return len(missed) == 0 })
 	if len(missed) > 0 {
 		t.Fatalf("the SFU never asked for %d of the %d lost packets (seqs %v)", len(missed), loss.dropped.Load(), missed)
 	}

@@ -18,7 +18,7 @@ import (
 // {reason: "serverShutdown"} before their sockets close, refuses new joins,
 // and returns once everyone is gone.
 func TestShutdownSendsLeave(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	a := join(t, srv, "closing", "a")
 	b := join(t, srv, "closing", "b")
@@ -104,7 +104,7 @@ func TestShutdownSendsLeave(t *testing.T) {
 
 // TestHealthz: GET /healthz answers 200 with a JSON body.
 func TestHealthz(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	req, err := http.NewRequestWithContext(ctxT(t, 5*time.Second), http.MethodGet, "http://"+srv.Addr()+"/healthz", nil)
 	if err != nil {

@@ -132,7 +132,7 @@ func simBody(big bool) int {
 // to 720p, and sequence numbers, timestamps and (VP9) picture ids stay
 // continuous.
 func TestSimulcastCodecs(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, codec := range []simCodec{vp9Sim, h264Sim, av1Sim} {
 		t.Run(codec.mime, func(t *testing.T) {
 			t.Parallel()

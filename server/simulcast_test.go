@@ -300,7 +300,7 @@ func boolp(v bool) *bool { return &v }
 // TestSimulcastLayerSelection: caps pick the layer, switches happen at
 // keyframes, pause stops video, and the stream stays continuous throughout.
 func TestSimulcastLayerSelection(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	sub := join(t, srv, "sim", "viewer")
 	v := watchVideo(sub)
@@ -339,7 +339,7 @@ func TestSimulcastLayerSelection(t *testing.T) {
 // TestSimulcastPublisherDropsLayer: when the top layer stops, subscribers on
 // it fall back to medium within about a second, and return when it resumes.
 func TestSimulcastPublisherDropsLayer(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	sub := join(t, srv, "sim", "viewer")
 	v := watchVideo(sub)
@@ -363,7 +363,7 @@ func TestSimulcastPublisherDropsLayer(t *testing.T) {
 // TestDynacast: with every subscriber capped at low, the publisher is told
 // to send only low, and its other encodings switch off.
 func TestDynacast(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	subs := []*client.Client{join(t, srv, "dyn", "a"), join(t, srv, "dyn", "b")}
 	pub := join(t, srv, "dyn", "camera")

@@ -11,7 +11,7 @@ import (
 // TestShutdownClosesIdleSockets: a socket that connected but never joined
 // has no participant to send `leave` to; shutdown still closes it (1001).
 func TestShutdownClosesIdleSockets(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	ws, _, err := websocket.DefaultDialer.Dial(srv.SignalingURL(), nil)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 // lists the speakers by the levels it carries, loudest first (issue 17,
 // defect 2: a notification listed [P1 0.51, P2 0.54]).
 func TestActiveSpeakersOrderedByLevel(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	const roomName = "speaker-order"
 	listener := join(t, srv, roomName, "listener")

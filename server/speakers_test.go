@@ -197,6 +197,7 @@ func contains(ids []string, id string) bool {
 // level hovering at the threshold and short peaks do not flicker; the
 // notifications come at most 5 a second; the room exposes the ranking.
 func TestActiveSpeakers(t *testing.T) {
+	timingTest(t)
 	// Not parallel: levels are judged over time windows, and with eight
 	// tests sharing the CPU a publisher's 100 ms clicks were once taken
 	// for speech.

@@ -14,7 +14,7 @@ import (
 // TestManualSubscription: with autoSubscribe false nothing arrives until
 // `subscribe`; `unsubscribe` removes the transceiver by renegotiation.
 func TestManualSubscription(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	no := false
 	sub := join(t, srv, "manual", "viewer", func(o *client.Options) { o.AutoSubscribe = &no })
@@ -49,7 +49,7 @@ func TestManualSubscription(t *testing.T) {
 // TestCodecs: every codec browsers offer is forwarded, starting at a
 // keyframe recognised for that codec, with the codec negotiated end to end.
 func TestCodecs(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	codecs := []struct {
 		name       string
 		capability webrtc.RTPCodecCapability

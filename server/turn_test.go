@@ -28,7 +28,7 @@ func selectedLocalType(pc *webrtc.PeerConnection) string {
 // candidates) still publishes and receives media through the embedded
 // TURN server.
 func TestTURNRelayOnly(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) {
 		c.TURN.Enabled = true
 		c.TURN.Port = 0

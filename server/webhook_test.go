@@ -70,7 +70,7 @@ func (h *hookReceiver) names() []string {
 // TestWebhooks: a room's life reaches a local receiver as signed events, in
 // order, the first one after a retry.
 func TestWebhooks(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	recv := &hookReceiver{}
 	hs := httptest.NewServer(recv)
 	defer hs.Close()
@@ -118,7 +118,7 @@ func TestWebhooks(t *testing.T) {
 // TestOriginCheck: browsers from other origins cannot open the signaling
 // socket unless allowed; the server's own page and native clients can.
 func TestOriginCheck(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) { c.HTTP.AllowedOrigins = []string{"https://app.example.com"} })
 	dial := func(origin string) int {
 		h := http.Header{}
@@ -185,7 +185,7 @@ func writeSelfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPoo
 
 // TestTLS: with a certificate the port speaks HTTPS and WSS.
 func TestTLS(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	certFile, keyFile, pool := writeSelfSigned(t)
 	srv := startServer(t, func(c *config.Config) { c.HTTP.TLSCert, c.HTTP.TLSKey = certFile, keyFile })
 	if !strings.HasPrefix(srv.SignalingURL(), "wss://") || !strings.HasPrefix(srv.BaseURL(), "https://") {

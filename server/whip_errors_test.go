@@ -49,7 +49,7 @@ func runCases(t *testing.T, srv *server.Server, cases []httpCase) {
 // Every malformed or refused request gets its status and a message; the
 // server keeps serving.
 func TestWHIPErrors(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) { c.Limits.MaxParticipants = 2 })
 	join(t, srv, "full", "one")
 	offer := sendOffer(t)
@@ -120,7 +120,7 @@ func mustPC(t testing.TB) *webrtc.PeerConnection {
 // With API keys, WHIP and WHEP want a bearer token naming the room with the
 // right grant; session requests want the same identity's token.
 func TestWHIPTokens(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, withKeys)
 	yes, no := true, false
 	pubTok := token(t, "encoder", auth.Grants{Room: "tv"}, time.Minute)

@@ -16,7 +16,7 @@ import (
 // The recorder sees a WHIP publisher's tracks as any other: a room
 // recording holds its audio and video, and ffprobe decodes the video.
 func TestWHIPRecorded(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	m := makeTestMedia(t)
 	dir := t.TempDir()
 	srv := startServer(t, func(c *config.Config) { c.Recordings.Dir = dir })

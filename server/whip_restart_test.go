@@ -36,7 +36,7 @@ func restartFrag(local string) string {
 // credentials and candidates and a new ETag, the client applies them to its
 // previous answer, and media keeps flowing on the new ICE session.
 func TestWHIPICERestart(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	m := makeTestMedia(t)
 	srv := startServer(t, nil)
 	watcher := join(t, srv, "restart", "watcher")

@@ -18,7 +18,7 @@ import (
 // the room sees one track with low, medium and high layers, and a
 // subscriber's quality choice picks among them.
 func TestWHIPSimulcast(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, nil)
 	watcher := join(t, srv, "simwhip", "watcher")
 	v := watchVideo(watcher)
@@ -125,6 +125,7 @@ func TestWHIPSimulcast(t *testing.T) {
 // A WHEP viewer is a subscriber like any other for bandwidth: on a narrow
 // downlink it is moved to a lower simulcast layer, without renegotiating.
 func TestWHEPLayerFitsBandwidth(t *testing.T) {
+	timingTest(t, groupCongestion)
 	srv := startServer(t, withBWE)
 	pub := join(t, srv, "whepbwe", "camera")
 	publishSimulcast(t, pub, 1, 2, 6) // ~0.25, 0.5, 1.6 Mbit/s

@@ -58,7 +58,7 @@ func participantJoinedNamed(name string) func(json.RawMessage) bool {
 // A WHIP publisher is a participant like any other: a Starling client sees
 // it join and publish camera and microphone, and decodes its media.
 func TestWHIPPublishWatchedByClient(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	m := makeTestMedia(t)
 	srv := startServer(t, nil)
 	watcher := join(t, srv, "whip", "watcher")
@@ -134,7 +134,7 @@ func TestWHIPPublishWatchedByClient(t *testing.T) {
 // when it publishes again (here: a new WHIP session) without any
 // renegotiation: the same media sections carry the new tracks.
 func TestWHEPWatchesAndFollowsPublisher(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	m := makeTestMedia(t)
 	srv := startServer(t, nil)
 	observer := join(t, srv, "live", "observer")
@@ -187,7 +187,7 @@ func TestWHEPWatchesAndFollowsPublisher(t *testing.T) {
 // A WHIP client that vanishes (no DELETE, no DTLS close) is removed once
 // ICE consent fails, and its session resource is gone.
 func TestWHIPVanishedSessionCleanedUp(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	m := makeTestMedia(t)
 	srv := startServer(t, func(c *config.Config) { c.RTC.ICEFailedTimeout = config.Duration(6 * time.Second) })
 	watcher := join(t, srv, "gone", "watcher")
@@ -248,7 +248,7 @@ func parseLinks(values []string) []webrtc.ICEServer {
 // The Link headers carry the embedded TURN server with credentials that
 // work: a WHIP client allowed only relayed candidates publishes through it.
 func TestWHIPLinkHeadersTURN(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	m := makeTestMedia(t)
 	srv := startServer(t, func(c *config.Config) {
 		c.TURN.Enabled = true
@@ -290,7 +290,7 @@ func TestWHIPLinkHeadersTURN(t *testing.T) {
 // answer applied) does not leave a participant behind: ICE fails and it
 // leaves.
 func TestWHIPNeverConnectedCleanedUp(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srv := startServer(t, func(c *config.Config) { c.RTC.ICEFailedTimeout = config.Duration(6 * time.Second) })
 	watcher := join(t, srv, "never", "watcher")
 	pc := mustPC(t)

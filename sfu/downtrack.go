@@ -37,14 +37,10 @@ type DownTrack struct {
 	paused      bool
 	current     int8 // layer forwarded now; -1 = waiting for a keyframe
 	target      int8 // layer wanted
-	// While waiting for a keyframe: the newest packet refused on waitLayer
-	// (see write). A keyframe whose first packet comes after it is fine.
-	waitHi    uint16
-	waitLayer int8 // -1: none refused yet
-	munger    *Munger
-	vp8       VP8Munger
-	vp9       VP9Munger
-	queue     sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
+	munger      *Munger
+	vp8         VP8Munger
+	vp9         VP9Munger
+	queue       sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
 	// NACK answers (retransmit.go): what was sent, and the RTX stream.
 	history    *[historyLen]sentPacket
 	rtxScratch []byte
@@ -97,7 +93,7 @@ func NewDownTrack(source Source, streamID string) *DownTrack {
 	d := &DownTrack{
 		id: source.ID(), streamID: streamID, codec: codec,
 		kind: CodecKindFromMime(codec.MimeType), video: source.Kind() == webrtc.RTPCodecTypeVideo,
-		current: -1, target: MaxLayers - 1, waitLayer: -1,
+		current: -1, target: MaxLayers - 1,
 		capLayer: MaxLayers - 1, bwLayer: MaxLayers - 1,
 	}
 	if !d.video {
@@ -229,16 +225,8 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 		}
 	}
 	if layer != d.current {
-		// Only a keyframe on the wanted layer starts or switches the stream,
-		// and not one whose first packet comes after later packets it
-		// refused already (a lost first packet, repaired): the keyframe's
-		// refused packets would be holes no NACK can fill (they were never
-		// sent), and the subscriber could not decode until the next one.
-		late := d.waitLayer == layer && int16(in.SequenceNumber-d.waitHi) < 0
-		if layer != d.target || late || !IsKeyframeStart(d.kind, payload) {
-			if layer == d.target && !late {
-				d.waitHi, d.waitLayer = in.SequenceNumber, layer
-			}
+		// Only a keyframe on the wanted layer starts or switches the stream.
+		if layer != d.target || !IsKeyframeStart(d.kind, payload) {
 			ask := layer == d.target && d.keyframeDue()
 			d.mu.Unlock()
 			if ask {
@@ -252,7 +240,6 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 			counters.layerSwitches.Add(1)
 		}
 		d.current = layer
-		d.waitLayer = -1
 		d.munger.Switch()
 		if d.haveTS {
 			if ts, ok := d.sr.alignTS(d.tsLayer, layer, in.Timestamp, d.tsIn, d.tsOut, d.codec.ClockRate); ok {
@@ -340,7 +327,7 @@ func (d *DownTrack) SetPaused(paused bool) {
 	changed := d.paused != paused
 	d.paused = paused
 	if changed && !paused && d.video {
-		d.current, d.waitLayer = -1, -1
+		d.current = -1
 	}
 	target := d.target
 	d.mu.Unlock()

@@ -39,7 +39,7 @@ func (d *DownTrack) transportReady() {
 		return
 	}
 	d.mu.Lock()
-	d.current, d.waitLayer = -1, -1
+	d.current = -1
 	target, unsupported := d.target, d.unsupported
 	d.mu.Unlock()
 	if !unsupported {

@@ -153,31 +153,3 @@ func TestStalledSubscriberQueue(t *testing.T) {
 	dGood.Close()
 	dStalled.Close()
 }
-
-// A keyframe whose first packet was lost and arrives repaired after the
-// keyframe's later packets does not start the stream: those later packets
-// were refused while waiting, and the output would have holes no NACK can
-// fill (they were never sent). The next keyframe starts it, gap-free.
-// (TestLossRecoveryUpstream lost the 2-3 packets after such a repaired
-// keyframe start about one run in eight.)
-func TestDownTrackIgnoresLateKeyframeStart(t *testing.T) {
-	d, w := boundVP8DownTrack(t)
-	key, delta := benchPackets()
-	write := func(seq uint16, p []byte) {
-		_ = d.WriteRTP(&rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: 1000}, p, 0)
-	}
-	write(21, delta) // the keyframe's second and third packets; its first (20) was lost
-	write(22, delta)
-	write(20, key) // the repair
-	write(23, delta)
-	d.flush(time.Second)
-	if len(w.pays) != 0 {
-		t.Fatalf("started on a late keyframe start: forwarded %d packets", len(w.pays))
-	}
-	write(24, key) // the next keyframe
-	write(25, delta)
-	d.flush(time.Second)
-	if len(w.pays) != 2 || !IsKeyframeStart(CodecVP8, w.pays[0]) || w.hdrs[1].SequenceNumber != w.hdrs[0].SequenceNumber+1 {
-		t.Fatalf("forwarded %d packets (want the next keyframe and its delta, in sequence)", len(w.pays))
-	}
-}

@@ -70,7 +70,7 @@ func (d *DownTrack) SetLimits(capLayer, bwLayer int8) {
 	d.bwPaused = bwLayer < 0
 	resume := wasPaused && !d.bwPaused && d.video
 	if resume {
-		d.current, d.waitLayer = -1, -1
+		d.current = -1
 	}
 	target := d.target
 	d.mu.Unlock()

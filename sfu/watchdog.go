@@ -127,7 +127,7 @@ func (d *DownTrack) checkStalled(now int64, log *slog.Logger) {
 		return
 	}
 	current, target := d.current, d.target
-	d.current, d.waitLayer = -1, -1 // restart at the next keyframe of the wanted layer
+	d.current = -1 // restart at the next keyframe of the wanted layer
 	d.lastAsk = now
 	w.since = now
 	warn := !w.warned

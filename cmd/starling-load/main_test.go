@@ -59,6 +59,7 @@ func TestLoadSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
+	parallelUnlessRace(t)
 	srv := startServer(t)
 	jsonPath := filepath.Join(t.TempDir(), "summary.json")
 	var stdout, stderr bytes.Buffer
@@ -143,6 +144,7 @@ func TestLoadAudioSpeakers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
+	parallelUnlessRace(t)
 	s, table := runLoad(t, startServer(t), "--preset", "audio", "--publishers", "3", "--subscribers", "2",
 		"--speakers", "1", "--duration", "3s", "--warmup", "1s")
 	if !strings.Contains(table, "2 audio tracks (publishers beyond --speakers)") {
@@ -170,6 +172,7 @@ func TestLoadMeetingSimulcast(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
+	parallelUnlessRace(t)
 	srv := startServer(t)
 	s, table := runLoad(t, srv, "--preset", "meeting", "--publishers", "3", "--duration", "5s", "--warmup", "2s",
 		"--video-bitrate", "1M")
@@ -220,9 +223,11 @@ func TestLoadH264(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
+	parallelUnlessRace(t)
 	srv := startServer(t)
 	for _, sim := range []string{"false", "true"} {
 		t.Run("simulcast="+sim, func(t *testing.T) {
+			parallelUnlessRace(t)
 			s, table := runLoad(t, srv, "--preset", "webinar", "--subscribers", "2", "--codec", "h264", "--simulcast="+sim,
 				"--duration", "3s", "--warmup", "1s", "--video-bitrate", "1M")
 			if s.Codec != "h264" || s.Simulcast != (sim == "true") || !strings.Contains(table, "H.264") {
@@ -278,13 +283,13 @@ func TestLoadRecord(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends and records real media for a few seconds")
 	}
-	t.Run("keys", func(t *testing.T) { testLoadRecord(t, true) })
-	t.Run("open", func(t *testing.T) { testLoadRecord(t, false) })
+	parallelUnlessRace(t)
+	t.Run("keys", func(t *testing.T) { parallelUnlessRace(t); testLoadRecord(t, true) })
+	t.Run("open", func(t *testing.T) { parallelUnlessRace(t); testLoadRecord(t, false) })
 }
 
 func testLoadRecord(t *testing.T, keys bool) {
-	t.Setenv("STARLING_KEYS", "")
-	t.Setenv("STARLING_RECORD_TOKEN", "")
+	// (TestMain cleared STARLING_KEYS and STARLING_RECORD_TOKEN)
 	recDir := t.TempDir()
 	srv := startServerWith(t, func(c *config.Config) {
 		if keys {
@@ -377,6 +382,7 @@ func TestLoadRecordRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("joins real participants")
 	}
+	parallelUnlessRace(t)
 	srv := startServerWith(t, func(c *config.Config) {
 		c.Keys = map[string]string{testKey: testSecret}
 		c.Recordings.Dir = t.TempDir()
@@ -458,6 +464,7 @@ func TestLoadSpreadsOverNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
+	parallelUnlessRace(t)
 	idle := exec.Command("sleep", "60")
 	if err := idle.Start(); err != nil {
 		t.Skipf("no sleep command: %v", err)
@@ -507,6 +514,7 @@ func TestLoadAudioMix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends real media for a few seconds")
 	}
+	parallelUnlessRace(t)
 	s, table := runLoad(t, startServer(t), "--preset", "audio", "--publishers", "3", "--subscribers", "2",
 		"--speakers", "2", "--mix", "--duration", "4s", "--warmup", "2s")
 	if !strings.Contains(table, "received as the server's mix") {

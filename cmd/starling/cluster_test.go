@@ -21,6 +21,7 @@ func TestClusterProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
 	}
+	parallelUnlessRace(t)
 	bin := buildStarling(t)
 	ports := freePorts(t, 3)
 	out, code := runStarling(t, bin, clusterArgs(ports, 0, "p")...)

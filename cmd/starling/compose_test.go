@@ -29,6 +29,9 @@ func needFFmpeg(t *testing.T) {
 // audio only) composes into a 2x2-capable grid with audio.
 func TestComposeCommand(t *testing.T) {
 	needFFmpeg(t)
+	// With the tests that run the binary (under -race those run serially
+	// before it: then it runs alone).
+	t.Parallel()
 	dir := t.TempDir()
 	mk := func(name string, args ...string) {
 		t.Helper()

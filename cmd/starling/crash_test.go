@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -90,10 +91,37 @@ type probed struct {
 
 func probeFile(t *testing.T, path string) probed {
 	t.Helper()
+	return probeFiles(t, path)[0]
+}
+
+// probeFiles probes the files at once (each ffprobe and ffmpeg decode is
+// a process of its own: one after another they were seconds of waiting).
+func probeFiles(t *testing.T, paths ...string) []probed {
+	t.Helper()
+	res := make([]probed, len(paths))
+	errs := make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, path := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = probe(path)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return res
+}
+
+func probe(path string) (probed, error) {
 	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-show_entries",
 		"stream=nb_read_frames:format=duration", "-of", "json", path).Output()
 	if err != nil {
-		t.Fatalf("ffprobe %s: %v", path, err)
+		return probed{}, fmt.Errorf("ffprobe %s: %v", path, err)
 	}
 	var r struct {
 		Streams []struct {
@@ -104,14 +132,14 @@ func probeFile(t *testing.T, path string) probed {
 		} `json:"format"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil || len(r.Streams) == 0 {
-		t.Fatalf("ffprobe %s: %s", path, out)
+		return probed{}, fmt.Errorf("ffprobe %s: %s", path, out)
 	}
 	var p probed
 	p.frames, _ = strconv.Atoi(r.Streams[0].N)
 	p.duration, _ = strconv.ParseFloat(r.Format.Duration, 64)
 	e, _ := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
 	p.errors = strings.TrimSpace(string(e))
-	return p
+	return p, nil
 }
 
 // Chaos (issue 17): the real server, recording a room, is killed with
@@ -124,6 +152,7 @@ func TestKill9DuringRecording(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
+	parallelUnlessRace(t)
 	requireFFmpeg(t)
 	bin := buildStarling(t)
 	recDir := t.TempDir()
@@ -233,22 +262,29 @@ func TestKill9DuringRecording(t *testing.T) {
 	if m.Status != "recording" {
 		t.Errorf("manifest status %q after a crash, want \"recording\"", m.Status)
 	}
-	// every file plays as the crash left it
-	crashed := map[string]probed{}
+	// every file plays as the crash left it, and compose reads the
+	// unfinished recording (both only read it: at once)
+	out := filepath.Join(t.TempDir(), "crash.mp4")
+	var so, se bytes.Buffer
+	ccmd := exec.Command(bin, "compose", "-o", out, "-no-names", filepath.Join(folder, recorder.ManifestFile))
+	ccmd.Stdout, ccmd.Stderr = &so, &se
+	composed := make(chan error, 1)
+	go func() { composed <- ccmd.Run() }()
+	var paths []string
 	for _, tr := range m.Tracks {
-		p := probeFile(t, filepath.Join(folder, tr.File))
+		paths = append(paths, filepath.Join(folder, tr.File))
+	}
+	probes := probeFiles(t, paths...)
+	crashed := map[string]probed{}
+	for i, tr := range m.Tracks {
+		p := probes[i]
 		crashed[tr.File] = p
 		if p.errors != "" || p.frames == 0 || p.duration < 2 {
 			t.Errorf("%s (%s) as the crash left it: %d frames, %.3f s, errors %q", tr.File, tr.Kind, p.frames, p.duration, p.errors)
 		}
 		t.Logf("%s (%s) as left: %d frames, duration %.3f s, manifest %d frames", tr.File, tr.Kind, p.frames, p.duration, tr.Frames)
 	}
-	// compose reads the unfinished recording
-	out := filepath.Join(t.TempDir(), "crash.mp4")
-	var so, se bytes.Buffer
-	ccmd := exec.Command(bin, "compose", "-o", out, "-no-names", filepath.Join(folder, recorder.ManifestFile))
-	ccmd.Stdout, ccmd.Stderr = &so, &se
-	if err := ccmd.Run(); err != nil {
+	if err := <-composed; err != nil {
 		t.Fatalf("compose of the crashed recording: %v\n%s%s", err, so.String(), se.String())
 	}
 	if p := probeFile(t, out); p.errors != "" || p.duration < 2.5 {
@@ -273,8 +309,13 @@ func TestKill9DuringRecording(t *testing.T) {
 	if m.Status != "failed" || !strings.Contains(m.Error, "interrupted") || m.EndedAt == nil {
 		t.Errorf("manifest after recover: status %q error %q", m.Status, m.Error)
 	}
+	paths = paths[:0]
 	for _, tr := range m.Tracks {
-		p := probeFile(t, filepath.Join(folder, tr.File))
+		paths = append(paths, filepath.Join(folder, tr.File))
+	}
+	probes = probeFiles(t, paths...)
+	for i, tr := range m.Tracks {
+		p := probes[i]
 		if p.errors != "" || p.frames != tr.Frames || p.frames < crashed[tr.File].frames-1 || tr.Recording {
 			t.Errorf("%s after recover: %d frames (manifest %d, before %d), errors %q", tr.File, p.frames, tr.Frames, crashed[tr.File].frames, p.errors)
 		}

@@ -21,6 +21,7 @@ func TestClusterSIGTERMDrains(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs two nodes")
 	}
+	parallelUnlessRace(t)
 	bin := buildStarling(t)
 	cmds, addrs := startCluster(t, bin, freePorts(t, 2), "d", 0)
 	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"flag"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -10,6 +11,12 @@ import (
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed. The binary the tests built once is removed after them.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given && !raceEnabled {
+		_ = flag.Set("test.parallel", "4")
+	}
 	goleak.VerifyTestMain(removingBinary{m})
 }
 
@@ -20,4 +27,16 @@ func (r removingBinary) Run() int {
 	code := r.m.Run()
 	removeStarlingBinary()
 	return code
+}
+
+// parallelUnlessRace runs t in parallel with the package's other tests
+// that run the binary or ffmpeg (4 at once unless -test.parallel says
+// otherwise): they mostly wait on child processes, media paced in real
+// time and cluster timers, and one after another they were most of the
+// package's time. Under -race the CPU is the detector's, and they run one
+// after another as before.
+func parallelUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		t.Parallel()
+	}
 }

@@ -27,6 +27,7 @@ func TestBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
+	parallelUnlessRace(t)
 	bin := buildStarling(t)
 
 	t.Run("help exits 0 and lists --config", func(t *testing.T) {

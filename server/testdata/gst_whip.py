@@ -35,7 +35,8 @@ try:
     gi.require_version("GstWebRTC", "1.0")
     gi.require_version("GstSdp", "1.0")
     gi.require_version("Nice", "0.1")
-    from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice
+    from gi.repository import GLib, Gst, GstSdp, GstWebRTC
+    from gst_nice import ice_transport, use_local_ip
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings: %s" % e, file=sys.stderr)
     sys.exit(3)
@@ -59,46 +60,6 @@ def check():
     if missing:
         print("missing GStreamer elements: %s" % ", ".join(missing), file=sys.stderr)
         sys.exit(3)
-
-
-# webrtcbin's ice-agent reaches Python with a floating reference, which
-# PyGObject takes over and drops with its wrapper, freeing the agent under
-# webrtcbin: the wrappers are kept here for the life of the process.
-_ice_agents = {}
-
-
-_selected = {}  # webrtcbin -> transport of libnice's latest selected pair
-
-
-def nice_agent(w):
-    if w not in _ice_agents:
-        ice = w.get_property("ice-agent")
-        agent = ice.get_property("agent")
-
-        def on_selected(_agent, _stream, _component, local, _remote):
-            _selected[w] = "udp" if local.transport == Nice.CandidateTransport.UDP else "other"
-
-        agent.connect("new-selected-pair-full", on_selected)
-        _ice_agents[w] = (ice, agent)
-    return _ice_agents[w][1]
-
-
-def use_local_ip(w, ip):
-    """Makes webrtcbin's libnice gather host candidates on ip only, and
-    watches the pair it selects (ice_transport)."""
-    agent = nice_agent(w)
-    if not ip:
-        return
-    addr = Nice.Address.new()
-    if not addr.set_from_string(ip):
-        print("bad --local-ip %s" % ip, file=sys.stderr)
-        sys.exit(2)
-    agent.add_local_address(addr)
-
-
-def ice_transport(w):
-    """udp if libnice's selected ICE pair is UDP, else other (TCP, or none)."""
-    return _selected.get(w, "other")
 
 
 def wait(promise):
@@ -277,10 +238,14 @@ def main(argv):
             print("unknown argument %s" % flag, file=sys.stderr)
             sys.exit(2)
     check()
-    if mode == "whip":
-        whip(url, seconds, token, local_ip)
-    else:
-        whep(url, seconds, token, until, local_ip)
+    try:
+        if mode == "whip":
+            whip(url, seconds, token, local_ip)
+        else:
+            whep(url, seconds, token, until, local_ip)
+    except ValueError as e:  # a --local-ip libnice cannot parse
+        print(e, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ try:
     gi.require_version("GstWebRTC", "1.0")
     gi.require_version("GstSdp", "1.0")
     gi.require_version("Nice", "0.1")
-    from gi.repository import Gst, GstSdp, GstWebRTC, Nice
+    from gi.repository import Gst, GstSdp, GstWebRTC
+    from gst_nice import ice_transport, use_local_ip
     import websockets
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings or websockets: %s" % e, file=sys.stderr)
@@ -53,45 +54,6 @@ videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framer
 audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
   ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! pub.
 """
-
-
-# webrtcbin's ice-agent reaches Python with a floating reference, which
-# PyGObject takes over and drops with its wrapper, freeing the agent under
-# webrtcbin: the wrappers are kept here for the life of the process.
-_ice_agents = {}
-
-
-_selected = {}  # webrtcbin -> transport of libnice's latest selected pair
-
-
-def nice_agent(w):
-    if w not in _ice_agents:
-        ice = w.get_property("ice-agent")
-        agent = ice.get_property("agent")
-
-        def on_selected(_agent, _stream, _component, local, _remote):
-            _selected[w] = "udp" if local.transport == Nice.CandidateTransport.UDP else "other"
-
-        agent.connect("new-selected-pair-full", on_selected)
-        _ice_agents[w] = (ice, agent)
-    return _ice_agents[w][1]
-
-
-def use_local_ip(w, ip):
-    """Makes webrtcbin's libnice gather host candidates on ip only (libnice
-    leaves loopback out of its own list: see gst_whip.py), and watches the
-    pair it selects (ice_transport)."""
-    agent = nice_agent(w)
-    if ip:
-        addr = Nice.Address.new()
-        if not addr.set_from_string(ip):
-            raise ValueError("bad --local-ip %s" % ip)
-        agent.add_local_address(addr)
-
-
-def ice_transport(w):
-    """udp if libnice's selected ICE pair is UDP, else other (TCP, or none)."""
-    return _selected.get(w, "other")
 
 
 def emit(**kw):

@@ -26,14 +26,22 @@ import (
 // killed with SIGKILL: the page resumes through n1 as the same participant
 // on new connections (join result newConnections) and publishes again; the
 // viewer never sees it leave and decodes its video again.
-func TestClusterFailoverInChromium(t *testing.T) { clusterFailoverInChromium(t, false) }
+func TestClusterFailoverInChromium(t *testing.T) {
+	parallelUnlessRace(t)
+	clusterFailoverInChromium(t, false)
+}
 
 // TestClusterDrainInChromium: the same with n0 sent SIGTERM: it drains,
 // the JS library gets `reconnect {reason: "drain"}` and resumes through
 // n1 on new connections, the viewer decodes the presenter again and never
 // sees it leave, and n0 exits 0 once nobody is left on it.
-func TestClusterDrainInChromium(t *testing.T) { clusterFailoverInChromium(t, true) }
+func TestClusterDrainInChromium(t *testing.T) {
+	parallelUnlessRace(t)
+	clusterFailoverInChromium(t, true)
+}
 
+// clusterFailoverInChromium runs beside the package's other parallel tests:
+// it mostly waits on its own three processes and judges no timing.
 func clusterFailoverInChromium(t *testing.T, drain bool) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
@@ -210,12 +218,34 @@ func buildStarlingBinary(t *testing.T) string {
 	if err != nil {
 		t.Skipf("no go tool to build the binary: %v", err)
 	}
-	bin := filepath.Join(t.TempDir(), "starling")
-	cmd := exec.Command(goTool, "build", "-o", bin, "../../cmd/starling")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "starling-browsertest-"); built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "starling")
+		cmd := exec.Command(goTool, "build", "-o", built.bin, "../../cmd/starling")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return bin
+	return built.bin
+}
+
+// built is the starling binary, built once for the package's tests
+// (removed by TestMain).
+var built struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}
+
+func removeBuiltBinary() {
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
 }
 
 // processNode is one Starling process of a test cluster.

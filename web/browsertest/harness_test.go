@@ -157,18 +157,89 @@ func chromiumFlags(path string, out io.Writer) []chromedp.ExecAllocatorOption {
 	}
 }
 
-// browser is one headless Chromium process; its pages are tabs.
+// browser is one test's view of a headless Chromium: ctx is a blank tab
+// in the test's own browser context, and its pages are tabs beside it.
 type browser struct {
 	t   *testing.T
-	ctx context.Context // the browser's first tab, which is kept blank
+	ctx context.Context // the test's first tab, which is kept blank
 	out *syncBuffer
 }
 
-// launchChromium starts a headless Chromium that lives until the test ends;
-// extra options go after the usual flags (chromedp.Flag(name, false) drops one).
+// sharedChromium is the package's one Chromium with the usual flags,
+// started by the first test that needs it and closed by TestMain: a
+// launch cost one to three seconds per test. Each test gets its own
+// browser context in it (an incognito-like profile: no storage, cookies or
+// permissions shared with another test), disposed of when the test ends.
+var sharedChromium struct {
+	once   sync.Once
+	ctx    context.Context // the browser's first tab
+	cancel func()
+	out    *syncBuffer
+	path   string
+	err    error
+}
+
+// closeSharedChromium ends the shared browser, if it was started.
+func closeSharedChromium() {
+	if sharedChromium.cancel != nil {
+		sharedChromium.cancel()
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	closeSharedChromium()
+	removeBuiltBinary()
+	os.Exit(code)
+}
+
+// launchChromium gives the test a fresh browser context in the package's
+// shared headless Chromium, closed when the test ends. With extra options
+// (after the usual flags; chromedp.Flag(name, false) drops one) the test
+// gets a Chromium process of its own instead.
 func launchChromium(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	path := findBrowser(t, "STARLING_CHROMIUM", "chromium", "chromium", "chromium-browser", "google-chrome")
+	if len(extra) > 0 {
+		return launchOwnChromium(t, path, extra...)
+	}
+	sc := &sharedChromium
+	sc.once.Do(func() {
+		sc.out, sc.path = &syncBuffer{}, path
+		allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromiumFlags(path, sc.out)...)
+		ctx, cancel := chromedp.NewContext(allocCtx)
+		sc.ctx, sc.cancel = ctx, func() { cancel(); cancelAlloc() }
+		start := time.Now()
+		if sc.err = chromedp.Do(ctx); sc.err != nil { // starts the browser, no timeout
+			return
+		}
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](`navigator.userAgent`))
+		if err != nil {
+			sc.err = err
+			return
+		}
+		t.Logf("shared chromium started in %v: %s", time.Since(start).Round(time.Millisecond), v)
+	})
+	if sc.err != nil {
+		t.Fatalf("start %s: %v\n%s", sc.path, sc.err, sc.out.String())
+	}
+	ctx, cancel := chromedp.NewContext(sc.ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(func() {
+		cancel()
+		if t.Failed() {
+			t.Logf("shared chromium's output (ALSA lines left out):\n%s", tail(withoutLines(sc.out.String(), "ALSA", "alsa_util"), 4000))
+		}
+	})
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("a new browser context in chromium: %v", err)
+	}
+	return &browser{t: t, ctx: ctx, out: sc.out}
+}
+
+// launchOwnChromium starts a headless Chromium for this test alone, with
+// extra options, that lives until the test ends.
+func launchOwnChromium(t *testing.T, path string, extra ...chromedp.ExecAllocatorOption) *browser {
+	t.Helper()
 	out := &syncBuffer{}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromiumFlags(path, out), extra...)...)
 	ctx, cancel := chromedp.NewContext(allocCtx)
@@ -348,4 +419,14 @@ func (p *page) screenshot(file string) string {
 	}
 	p.t.Logf("screenshot of page %s: %s", p.name, path)
 	return path
+}
+
+// parallelUnlessRace runs t beside the package's other parallel tests,
+// except under -race: there a Firefox and two three-node clusters sharing
+// two cores with the race detector starved each other (CI: a WHEP page
+// decoded no video in 20 s, a server took over 10 s to shut down).
+func parallelUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		t.Parallel()
+	}
 }

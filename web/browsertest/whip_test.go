@@ -179,6 +179,7 @@ type firefoxWHIP struct {
 // it publishes over WHIP, the server's room shows the publisher, a second
 // window watches over WHEP and decodes, and DELETE ends the session.
 func TestWHIPAndWHEPInFirefox(t *testing.T) {
+	parallelUnlessRace(t) // judges no timing; mostly waits for Firefox to start
 	firefox := findBrowser(t, "STARLING_FIREFOX", "firefox-esr", "firefox-esr", "firefox")
 	node := findBrowser(t, "STARLING_NODE", "nodejs", "node")
 	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "puppeteer-core", "package.json")); err != nil {

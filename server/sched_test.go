@@ -1,0 +1,211 @@
+package server_test
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The package's tests are scheduled instead of go test's plain "serial
+// first, then N at once". Tests that judge something on time (a real-time
+// mixer, congestion control reading delay, keyframe request windows,
+// round trips) used to run one after another, before the parallel phase:
+// about 110 s of a package whose tests mostly wait on media paced in real
+// time. Here they run two at a time (one of each group at most), but
+// never beside light tests: on a machine loaded 20 deep by other work,
+// they failed with light tests around them (the mixer's loud mix never
+// came, 98.8% of packets recovered for 99.5%, a 1 s round trip) and passed
+// without, even three at once. Light tests run first, capacity at once,
+// long ones (external peers, production timeouts) before the others, then
+// the timing-judging ones. A test that must be alone in the process (it
+// reads process-wide counters), or that is sensitive to the least
+// scheduling delay (sender report stamps), stays serial.
+//
+// Under -race the timing-judging tests stay serial, before the parallel
+// phase, as go test runs them (light tests run defaultParallel at once).
+
+// Groups of timing tests that never run at the same time.
+const (
+	// groupCongestion: congestion control on, which reads a CPU starved by
+	// the others as a congested network: one at a time. (The tests of
+	// congestion_test.go, which also read the estimator's process-wide
+	// counters, stay serial.)
+	groupCongestion = "congestion"
+	// groupMix: the real-time mixer (Opus in Go), the CPU-hungriest
+	// timing-judging work; one at a time.
+	groupMix = "mix"
+)
+
+// maxTiming is how many timing-judging tests run at once.
+const maxTiming = 2
+
+// sched is the package's scheduler; setDefaultParallel sets its capacity
+// (defaultParallel, or -test.parallel when given).
+var sched = newScheduler(8)
+
+type scheduler struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	capacity int             // light tests at once
+	lights   int             // light tests running
+	waitLite int             // light tests waiting
+	early    int             // of which long ones, which start first
+	timing   int             // timing tests running
+	groups   map[string]bool // groups of the timing tests running
+	waiting  []*waiter       // timing tests waiting, in the order they start
+}
+
+type waiter struct{ group string }
+
+func newScheduler(capacity int) *scheduler {
+	s := &scheduler{capacity: capacity, groups: map[string]bool{}}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// acquire blocks until a light test (early: a long one) may run: no
+// timing test runs, fewer than capacity light tests run, and no long one
+// waits if it is not one. It returns its release, which is idempotent.
+func (s *scheduler) acquire(early bool) func() {
+	// Under -race the long ones (the CPU-hungry ones among them) do not go
+	// first: they come in go test's order, as before.
+	early = early && !raceEnabled
+	s.mu.Lock()
+	s.waitLite++
+	if early {
+		s.early++
+	}
+	for s.timing > 0 || s.lights >= s.capacity || (!early && s.early > 0) {
+		s.cond.Wait()
+	}
+	s.waitLite--
+	if early {
+		s.early--
+	}
+	s.lights++
+	s.mu.Unlock()
+	return s.releaser(func() { s.lights-- })
+}
+
+// acquireTiming blocks until a timing test of group (or "") may run: no
+// light test runs or waits, a timing lane is free, nothing of its group
+// runs, and it is the first waiting timing test for which all that holds
+// (grouped tests first: a group is a chain, the mixer's the package's
+// longest).
+func (s *scheduler) acquireTiming(group string) func() {
+	s.mu.Lock()
+	me := &waiter{group: group}
+	i := len(s.waiting)
+	if group != "" {
+		i = slices.IndexFunc(s.waiting, func(x *waiter) bool { return x.group == "" })
+		if i < 0 {
+			i = len(s.waiting)
+		}
+	}
+	s.waiting = slices.Insert(s.waiting, i, me)
+	for s.lights > 0 || s.waitLite > 0 || s.next() != me {
+		s.cond.Wait()
+	}
+	s.waiting = slices.DeleteFunc(s.waiting, func(x *waiter) bool { return x == me })
+	s.timing++
+	if group != "" {
+		s.groups[group] = true
+	}
+	s.cond.Broadcast() // the next timing test may start too
+	s.mu.Unlock()
+	return s.releaser(func() {
+		s.timing--
+		delete(s.groups, group)
+	})
+}
+
+func (s *scheduler) releaser(undo func()) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			undo()
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+	}
+}
+
+// next is the timing test to start next: the first waiting one that has a
+// free lane and whose group is not running; nil if none.
+func (s *scheduler) next() *waiter {
+	if s.timing >= maxTiming {
+		return nil
+	}
+	for _, x := range s.waiting {
+		if x.group == "" || !s.groups[x.group] {
+			return x
+		}
+	}
+	return nil
+}
+
+// parallel runs t in parallel with the package's other light tests.
+func parallel(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(traced(t, "light", sched.acquire(false)))
+}
+
+// parallelLong is parallel for a test known to take long (10 s and more
+// of waiting: a production-length timeout, an external peer): it starts
+// before the other light tests, instead of being the package's tail.
+func parallelLong(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(traced(t, "long", sched.acquire(true)))
+}
+
+// parallelUnlessRace is parallelLong, except under -race, where t runs
+// serially before the parallel phase: there the CPU is the race
+// detector's, and a test added to the parallel phase starves the
+// timing-judging tests already in it. It is for tests that judge nothing
+// on time but still cost CPU (external encoders, child processes):
+// serial, they cost the suite their length. They are long (external
+// peers on a busy machine).
+func parallelUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		parallelLong(t)
+	}
+}
+
+// timingTest runs t, which judges something on time, beside at most
+// maxTiming-1 other timing tests and never beside light tests nor another
+// test of its group (if given); under -race serially, before the parallel
+// phase.
+func timingTest(t *testing.T, group ...string) {
+	if raceEnabled {
+		return
+	}
+	t.Parallel()
+	g := ""
+	if len(group) > 0 {
+		g = group[0] // one group per test
+	}
+	t.Cleanup(traced(t, "timing", sched.acquireTiming(g)))
+}
+
+// schedStart is when the package's tests started, for traced.
+var schedStart = time.Now()
+
+// traced returns release, which with STARLING_TEST_SCHED set also writes
+// when t held its claim (to see where the package's time goes).
+func traced(t *testing.T, kind string, release func()) func() {
+	if os.Getenv("STARLING_TEST_SCHED") == "" {
+		return release
+	}
+	from := time.Since(schedStart)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			fmt.Fprintf(os.Stderr, "sched: %6.1f %6.1f %s %s\n", from.Seconds(), time.Since(schedStart).Seconds(), kind, t.Name())
+			release()
+		})
+	}
+}

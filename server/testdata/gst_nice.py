@@ -1,0 +1,48 @@
+"""libnice helpers shared by gst_whip.py and gst_ws.py.
+
+libnice leaves loopback out of the host candidates it gathers (see
+docs/whip.md), so a server on 127.0.0.1 is reachable over UDP only when the
+address is given to the agent; and the tests assert which transport the
+selected ICE pair uses. The caller has already required GStreamer's and
+libnice's typelibs (gi.require_version).
+"""
+
+from gi.repository import Nice
+
+# webrtcbin's ice-agent reaches Python with a floating reference, which
+# PyGObject takes over and drops with its wrapper, freeing the agent under
+# webrtcbin: the wrappers are kept here for the life of the process.
+_ice_agents = {}
+
+_selected = {}  # webrtcbin -> transport of libnice's latest selected pair
+
+
+def nice_agent(w):
+    if w not in _ice_agents:
+        ice = w.get_property("ice-agent")
+        agent = ice.get_property("agent")
+
+        def on_selected(_agent, _stream, _component, local, _remote):
+            _selected[w] = "udp" if local.transport == Nice.CandidateTransport.UDP else "other"
+
+        agent.connect("new-selected-pair-full", on_selected)
+        _ice_agents[w] = (ice, agent)
+    return _ice_agents[w][1]
+
+
+def use_local_ip(w, ip):
+    """Makes webrtcbin's libnice gather host candidates on ip as well (none
+    when ip is empty), and watches the pair it selects (ice_transport).
+    Raises ValueError for an address libnice cannot parse."""
+    agent = nice_agent(w)
+    if not ip:
+        return
+    addr = Nice.Address.new()
+    if not addr.set_from_string(ip):
+        raise ValueError("bad --local-ip %s" % ip)
+    agent.add_local_address(addr)
+
+
+def ice_transport(w):
+    """udp if libnice's selected ICE pair is UDP, else other (TCP, or none)."""
+    return _selected.get(w, "other")
