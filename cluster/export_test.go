@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,24 +77,30 @@ func (n *Node) RoomKeys(name string) (map[string][]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
 	p := roomKey(name)
-	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p, p + ".>"}, jetstream.IgnoreDeletes())
+	revs := map[string]uint64{} // key -> revision, present keys only
+	err := n.readKeys(ctx, []string{p, p + ".>"}, func(e jetstream.KeyValueEntry) {
+		if e.Operation() == jetstream.KeyValuePut {
+			revs[e.Key()] = e.Revision()
+		} else {
+			delete(revs, e.Key())
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = kw.Stop() }()
 	out := map[string][]uint64{}
 	kinds := map[string]string{"m": "member", "i": "identity", "s": "slot"}
-	for e := range kw.Updates() {
-		if e == nil {
-			return out, nil
-		}
+	for key, rev := range revs {
 		kind := "room"
-		if rest, ok := strings.CutPrefix(e.Key(), p+"."); ok {
+		if rest, ok := strings.CutPrefix(key, p+"."); ok {
 			kind = kinds[rest[:1]]
 		}
-		out[kind] = append(out[kind], e.Revision())
+		out[kind] = append(out[kind], rev)
 	}
-	return out, errors.New("watch ended")
+	for _, r := range out {
+		slices.Sort(r)
+	}
+	return out, nil
 }
 
 // LastChange is the newest stream sequence among a room's keys, as a

@@ -169,11 +169,7 @@ func (v *roomView) state() (roomState, bool) {
 	return st, true
 }
 
-// readView reads a room's whole state once: a watch of its keys, stopped
-// when their current values are in. The watch's own "all in" mark is not
-// trusted alone (nats.go sets it after the first value when it could not
-// learn the consumer's pending count): the view must also have reached
-// the newest change of the room's keys as read before the watch began.
+// readView reads a room's whole state once (readKeys).
 func (n *Node) readView(name string) (*roomView, error) {
 	return n.readViewCtx(context.Background(), name)
 }
@@ -183,32 +179,47 @@ func (n *Node) readViewCtx(parent context.Context, name string) (*roomView, erro
 	ctx, cancel := context.WithTimeout(parent, kvTimeout)
 	defer cancel()
 	p := roomKey(name)
-	newest := n.lastChangeCtx(ctx, p)
-	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p, p + ".>"})
-	if err != nil {
+	v := newRoomView()
+	if err := n.readKeys(ctx, []string{p, p + ".>"}, func(e jetstream.KeyValueEntry) { v.apply(p, e) }); err != nil {
 		return nil, err
 	}
+	return v, nil
+}
+
+// readKeys gives apply the current value (or deletion marker) of every key
+// matching filters, once: a watch, stopped when they are all in. The
+// watch's own "all in" mark is not trusted alone (nats.go sets it as soon
+// as the server says nothing more is pending, which it may say after the
+// first of the values): the watch must also have delivered the newest
+// change of those keys as read before it began.
+func (n *Node) readKeys(ctx context.Context, filters []string, apply func(jetstream.KeyValueEntry)) error {
+	newest := n.lastChangeOf(ctx, filters)
+	kw, err := n.bus.kv.WatchFiltered(ctx, filters)
+	if err != nil {
+		return err
+	}
 	defer func() { _ = kw.Stop() }()
-	v := newRoomView()
+	var last uint64
 	var grace <-chan time.Time // after the mark: a newest change that expired meanwhile never comes
 	for {
-		if grace != nil && v.lastRev >= newest {
-			return v, nil
+		if grace != nil && last >= newest {
+			return nil
 		}
 		select {
 		case e, ok := <-kw.Updates():
 			if !ok {
-				return nil, errors.New("room state: the read ended early")
+				return errors.New("room state: the read ended early")
 			}
 			if e == nil {
 				grace = time.After(time.Second)
 				continue
 			}
-			v.apply(p, e)
+			last = max(last, e.Revision())
+			apply(e)
 		case <-grace:
-			return v, nil
+			return nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }

@@ -383,41 +383,28 @@ type slotState struct {
 // readSlots reads a room's slots and members as they are now.
 func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, error) {
 	p := roomKey(name)
-	kw, err := n.bus.kv.WatchFiltered(ctx, []string{p + ".s.*", p + ".m.>"})
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = kw.Stop() }()
 	slots := map[int]slotState{}
 	ids := map[string]bool{}
-	for done := false; !done; {
-		select {
-		case e, ok := <-kw.Updates():
-			if !ok {
-				return nil, errors.New("room state: the read ended early")
+	err := n.readKeys(ctx, []string{p + ".s.*", p + ".m.>"}, func(e jetstream.KeyValueEntry) {
+		if rest, ok := strings.CutPrefix(e.Key(), p+".s."); ok {
+			s, err := strconv.Atoi(rest)
+			if err != nil {
+				return
 			}
-			if e == nil {
-				done = true
-				break
+			delete(slots, s)
+			var h holder
+			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
+				slots[s] = slotState{id: h.ID, rev: e.Revision(), created: e.Created()}
 			}
-			if e.Operation() != jetstream.KeyValuePut { // a deletion marker
-				continue
-			}
-			if rest, ok := strings.CutPrefix(e.Key(), p+".s."); ok {
-				var h holder
-				s, err := strconv.Atoi(rest)
-				if err == nil && json.Unmarshal(e.Value(), &h) == nil {
-					slots[s] = slotState{id: h.ID, rev: e.Revision(), created: e.Created()}
-				}
-				continue
-			}
-			var me memberEntry
-			if json.Unmarshal(e.Value(), &me) == nil {
-				ids[me.ID] = true
-			}
-		case <-ctx.Done():
-			return nil, ctx.Err()
+			return
 		}
+		var me memberEntry
+		if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &me) == nil {
+			ids[me.ID] = true
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	for s, e := range slots {
 		e.member = ids[e.id]

@@ -33,7 +33,8 @@ import (
 // offset) a watch asks the store for the newest change of the room's keys
 // (one small direct read of the stream's last message on the room's
 // subjects) and starts again if that change has not reached it a second
-// later. A full read of the room's keys happens only then.
+// later. A full read of the room's keys happens only then. Each check also
+// compares the local room with the view once more, which needs no read.
 
 // confirmAfter is how long a difference between the room state and the
 // local room must last before it is repaired.
@@ -249,6 +250,8 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 	w.vmu.Lock()
 	w.ready = false
 	w.vmu.Unlock()
+	n.log.Debug("room state watch started", "room", name)
+	defer n.log.Debug("room state watch ended", "room", name)
 	check := time.NewTimer(safetyEvery/2 + rand.N(safetyEvery))
 	defer check.Stop()
 	var behind uint64 // a change the last check found the view lacked
@@ -275,7 +278,9 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 			} else {
 				check.Reset(safetyEvery/2 + rand.N(safetyEvery))
 			}
-			continue
+			// And compare the room with the view again (no read): the
+			// local room may have changed on its own (a stub whose resume
+			// window ended) with no change of the state to show it.
 		case e, ok := <-kw.Updates():
 			if !ok {
 				return // the watch ended (its consumer could not be recreated)
@@ -297,6 +302,7 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 			}
 		}
 		st, exists, ready := w.state()
+		n.log.Debug("room state watched", "room", name, "exists", exists, "ready", ready, "members", len(st.Members))
 		if r := n.rooms.Room(name); r != nil && exists && ready {
 			n.reconcileState(r, w, st, false)
 		}
@@ -312,13 +318,19 @@ func (n *Node) lastChange(p string) uint64 {
 }
 
 func (n *Node) lastChangeCtx(ctx context.Context, p string) uint64 {
+	return n.lastChangeOf(ctx, []string{p, p + ".>"})
+}
+
+// lastChangeOf is the stream sequence of the newest change to the keys
+// matching filters, 0 when unknown.
+func (n *Node) lastChangeOf(ctx context.Context, filters []string) uint64 {
 	s, err := n.bus.stream(ctx)
 	if err != nil {
 		return 0
 	}
 	var last uint64
-	for _, subj := range []string{p, p + ".>"} {
-		if m, err := s.GetLastMsgForSubject(ctx, "$KV."+roomsBucket+"."+subj); err == nil {
+	for _, f := range filters {
+		if m, err := s.GetLastMsgForSubject(ctx, "$KV."+roomsBucket+"."+f); err == nil {
 			last = max(last, m.Sequence)
 		}
 	}
@@ -383,6 +395,7 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 		}
 	}
 	w.unknown, w.absent, w.ownMissing = unknown, absent, ownMissing
+	n.log.Debug("room state reconciled", "room", r.Name(), "unknown", len(unknown), "absent", len(absent), "ownMissing", len(ownMissing), "missing", len(missing), "gone", len(gone))
 	if len(unknown)+len(absent)+len(ownMissing) > 0 && !w.recheck {
 		w.recheck = true
 		n.wg.Add(1)
