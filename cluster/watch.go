@@ -302,7 +302,6 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 			}
 		}
 		st, exists, ready := w.state()
-		n.log.Debug("room state watched", "room", name, "exists", exists, "ready", ready, "members", len(st.Members))
 		if r := n.rooms.Room(name); r != nil && exists && ready {
 			n.reconcileState(r, w, st, false)
 		}
@@ -395,7 +394,9 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 		}
 	}
 	w.unknown, w.absent, w.ownMissing = unknown, absent, ownMissing
-	n.log.Debug("room state reconciled", "room", r.Name(), "unknown", len(unknown), "absent", len(absent), "ownMissing", len(ownMissing), "missing", len(missing), "gone", len(gone))
+	if len(unknown)+len(absent)+len(ownMissing)+len(missing)+len(gone)+len(ask) > 0 {
+		n.log.Debug("room state differs from the room here", "room", r.Name(), "unknown", len(unknown)+len(ask), "absent", len(absent)+len(gone), "ownMissing", len(ownMissing)+len(missing))
+	}
 	if len(unknown)+len(absent)+len(ownMissing) > 0 && !w.recheck {
 		w.recheck = true
 		n.wg.Add(1)
