@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -93,24 +94,70 @@ func isConflict(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
 
-// isAbsent: the key does not exist (never written, or deleted).
-func isAbsent(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
-}
-
-// getJSON reads a key into v; its revision, 0 when absent.
+// getJSON reads a key into v; its revision, 0 when absent. The read is the
+// stream leader's (leaderGet), never a replica's: each step of a join or a
+// leave decides on it (release a slot, remove a member, reuse the room's
+// sid), and a replica may not have applied a write made a moment ago.
 func (n *Node) getJSON(ctx context.Context, key string, v any) (uint64, error) {
-	e, err := n.bus.kv.Get(ctx, key)
-	if isAbsent(err) {
-		return 0, nil
-	}
-	if err != nil {
+	m, err := n.leaderGet(ctx, "$KV."+roomsBucket+"."+key)
+	if err != nil || m == nil {
 		return 0, err
 	}
-	if json.Unmarshal(e.Value(), v) != nil {
-		return e.Revision(), errors.New("room state: unreadable value of " + key)
+	if m.deleted() {
+		return 0, nil
 	}
-	return e.Revision(), nil
+	if json.Unmarshal(m.Data, v) != nil {
+		return m.Seq, errors.New("room state: unreadable value of " + key)
+	}
+	return m.Seq, nil
+}
+
+// storedMsg is a stream message as the stream's get API returns it.
+type storedMsg struct {
+	Seq  uint64 `json:"seq"`
+	Hdrs []byte `json:"hdrs"`
+	Data []byte `json:"data"`
+}
+
+// deleted: a key-value deletion marker (written by a client, or by the
+// server when a key's message expired).
+func (m *storedMsg) deleted() bool {
+	if len(m.Hdrs) == 0 {
+		return false
+	}
+	h, err := nats.DecodeHeadersMsg(m.Hdrs)
+	return err == nil && (h.Get("KV-Operation") != "" || h.Get(jetstream.MarkerReasonHeader) != "")
+}
+
+// leaderGet returns the newest message on subject (wildcards allowed) from
+// the room state stream's leader; nil when there is none. kv.Get and the
+// stream's GetLastMsgForSubject use a direct get when the bucket allows it
+// (key-value buckets do), which any replica answers — the local one first —
+// and a replica may lag the leader by a few writes.
+func (n *Node) leaderGet(ctx context.Context, subject string) (*storedMsg, error) {
+	req, _ := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	msg, err := n.bus.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+roomsBucket, req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Message *storedMsg          `json:"message"`
+		Error   *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("room state: unreadable get answer: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, nil
+	case resp.Error != nil:
+		return nil, resp.Error
+	case resp.Message == nil:
+		return nil, errors.New("room state: empty get answer")
+	}
+	return resp.Message, nil
 }
 
 // roomView is a room's state as a watch (or a one-shot read) sees it.
