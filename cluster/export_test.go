@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/room"
 )
 
 // Crash stops the node as a SIGKILL would, as far as the others can tell:
@@ -106,3 +107,12 @@ func (n *Node) RoomKeys(name string) (map[string][]uint64, error) {
 // LastChange is the newest stream sequence among a room's keys, as a
 // watch's safety check reads it.
 func (n *Node) LastChange(name string) uint64 { return n.lastChange(roomKey(name)) }
+
+// ClaimIdentity claims identity for member id (on n) in room as a join's
+// retry does; it returns the id of the member the claim replaced.
+func (n *Node) ClaimIdentity(name, id, identity string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	h, err := n.claimIdentity(ctx, roomKey(name), room.Member{ID: id, Identity: identity, Node: n.id})
+	return h.ID, err
+}

@@ -57,6 +57,10 @@ type memberEntry struct {
 type holder struct {
 	ID   string `json:"id"`
 	Node string `json:"node"`
+	// Replaced is the member this one took the identity from (identity
+	// keys only): a join whose write landed but timed out finds itself
+	// the holder on its next try, and still learns whom to end.
+	Replaced *holder `json:"replaced,omitempty"`
 }
 
 // markerTTL is how long the marker of a deleted key stays in the bucket.

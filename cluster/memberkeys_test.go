@@ -15,8 +15,9 @@ import (
 // One key per member: joins on three nodes into a room limited to two
 // write their own member, identity and slot keys and never the room's
 // key; a join with the identity of a member on another node replaces it
-// even in the full room (in its slot), another identity is refused; a
-// leave removes the leaver's keys.
+// even in the full room (in its slot), and a retry of that claim still
+// knows whom it replaced; another identity is refused; a leave removes
+// the leaver's keys.
 func TestRoomStatePerMemberKeys(t *testing.T) {
 	t.Parallel()
 	srvs := startCluster(t, 3, func(c *config.Config) { withKeys(c); c.Limits.MaxParticipants = 2 })
@@ -45,6 +46,11 @@ func TestRoomStatePerMemberKeys(t *testing.T) {
 		t.Fatalf("leave reason %q, want %q", leave.Reason, protocol.ReasonDuplicate)
 	}
 	seeEachOther(t, watcher, second)
+	// A retry of second's identity claim (its first write landed, its
+	// answer lost) still names the member it replaced.
+	if replaced, err := srvs[1].Cluster().ClaimIdentity(room, second.ParticipantID(), "carol"); err != nil || replaced != first.ParticipantID() {
+		t.Fatalf("a retried identity claim replaced %q (%v), want the first session %q", replaced, err, first.ParticipantID())
+	}
 
 	api, _ := client.LoopbackAPI()
 	o := client.Options{Name: "dave", API: api}

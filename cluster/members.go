@@ -239,7 +239,8 @@ func (n *Node) takeSlot(p string, s int, oldID string, m room.Member) bool {
 }
 
 // claimIdentity makes m the holder of its identity; it returns the member
-// that held it before (zero if none, or m itself from an earlier try).
+// that held it before (zero if none). An earlier try of the same join that
+// landed is recognised, and still gives the member it replaced.
 func (n *Node) claimIdentity(ctx context.Context, p string, m room.Member) (holder, error) {
 	key := identityKey(p, m.Identity)
 	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
@@ -259,11 +260,16 @@ func (n *Node) claimIdentity(ctx context.Context, p string, m room.Member) (hold
 		if rev == 0 {
 			continue // released meanwhile
 		}
-		if h.ID == m.ID {
+		if h.ID == m.ID { // an earlier try of this join landed
+			if h.Replaced != nil {
+				return *h.Replaced, nil
+			}
 			return holder{}, nil
 		}
-		if _, err := n.bus.kv.Update(ctx, key, val, rev); err == nil {
-			return h, nil
+		prev := holder{ID: h.ID, Node: h.Node}
+		took, _ := json.Marshal(holder{ID: m.ID, Node: m.Node, Replaced: &prev})
+		if _, err := n.bus.kv.Update(ctx, key, took, rev); err == nil {
+			return prev, nil
 		} else if !isConflict(err) {
 			return holder{}, err
 		}
