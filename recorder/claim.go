@@ -31,9 +31,12 @@ type claim struct {
 }
 
 // A claim is a lease (lease.go): its node renews it while recording and
-// stops recording when it could not for claimLease; another node replaces
-// a claim whose node does not answer only after it saw the claim unchanged
-// for takeoverWait, longer than the lease. So a node cut off from the bus
+// stops recording when it could not for claimLease, or as soon as it
+// hears fewer than a majority of the cluster's nodes; another node
+// replaces a claim whose node does not answer only after it saw the claim
+// unchanged for takeoverWait, longer than the lease, or once that node is
+// known dead (a majority has not heard it for longer than a cut-off node
+// takes to stop: cluster/presence.go). So a node cut off from the bus
 // (alive, not answering) has stopped before the room is recorded
 // elsewhere: one recording of the room at any time.
 
@@ -107,13 +110,16 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 					in := Info{ID: other.ID, Kind: "room", Room: roomName, Status: "recording", Node: other.Node, Files: []string{}}
 					return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s, which does not answer but renews its claim", ErrAlreadyRecording, other.ID, other.Node)
 				}
-				changed, err := m.waitLease(c, roomName, curRev)
+				changed, dead, err := m.waitLease(c, roomName, curRev, other.Node)
 				if err != nil {
 					return claimWon{}, Info{}, err
 				}
 				if changed {
 					rev, continues = 0, "" // read it again (a create fails with the claim now)
 					continue
+				}
+				if dead {
+					m.log.Info("the room's recording node is known dead: taking its claim at once", "room", roomName, "node", other.Node, "recording", other.ID)
 				}
 			}
 		}

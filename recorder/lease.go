@@ -31,8 +31,12 @@ const (
 	// must stay unchanged before another node replaces it: the lease,
 	// plus a margin for a stalled process.
 	takeoverWait = claimLease + 4*time.Second
-	// leasePoll is how often a waiting node reads the claim again.
-	leasePoll = time.Second
+	// leasePoll is how often a waiting node reads the claim again and
+	// asks whether the claim's node is known dead.
+	leasePoll = 500 * time.Millisecond
+	// fenceEvery is how often a recording's node checks that it still
+	// hears a majority of the cluster (Cluster.HearsMajority).
+	fenceEvery = 250 * time.Millisecond
 )
 
 // ErrClaimLost stops a recording whose node lost the room's claim.
@@ -48,11 +52,17 @@ func (m *Manager) holdClaim(c Cluster, r *recording, won claimWon) {
 	defer tick.Stop()
 	expire := time.NewTimer(time.Until(since.Add(claimLease)))
 	defer expire.Stop()
+	fence := time.NewTicker(fenceEvery)
+	defer fence.Stop()
 	var lost error
 	for lost == nil {
 		select {
 		case <-r.rr.Done():
 			return
+		case <-fence.C:
+			if !c.HearsMajority() {
+				lost = fmt.Errorf("%w: this node hears fewer than a majority of the cluster's nodes (cut off from the bus?), so the others may take the room over", ErrClaimLost)
+			}
 		case <-expire.C:
 			lost = fmt.Errorf("%w: the cluster's store did not confirm it for %s (this node cut off from the bus?)", ErrClaimLost, claimLease)
 		case <-tick.C:
@@ -85,21 +95,27 @@ func (m *Manager) holdClaim(c Cluster, r *recording, won claimWon) {
 }
 
 // waitLease waits while a claim at revision rev, of a node that does not
-// answer, may still be held: until it changed (true) or takeoverWait
-// passed with it unchanged (false).
-func (m *Manager) waitLease(c Cluster, roomName string, rev uint64) (changed bool, err error) {
+// answer, may still be held: until it changed (changed), its node is
+// known dead (dead: a dead node records nothing, and a node that is only
+// cut off stopped recording before the others could declare it dead,
+// docs/cluster.md "Recording after a node crash") or takeoverWait passed
+// with it unchanged (neither: the lease ran out).
+func (m *Manager) waitLease(c Cluster, roomName string, rev uint64, node string) (changed, dead bool, err error) {
 	end := time.Now().Add(takeoverWait)
 	for time.Now().Before(end) {
+		if c.NodeDead(m.composeCtx, node) {
+			return false, true, nil
+		}
 		select {
 		case <-m.composeCtx.Done():
-			return false, ErrClosed
+			return false, false, ErrClosed
 		case <-time.After(min(leasePoll, time.Until(end))):
 		}
 		if _, cur, err := c.RecordingClaim(roomName); err == nil && cur != rev {
-			return true, nil
+			return true, false, nil
 		}
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // recordAgain: after this node lost a room's claim, it records the room
