@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -99,7 +100,14 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 				return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node)
 			}
 		default:
-			in, answered := m.held(c, other)
+			// A node not heard lately is not asked: a request to a node
+			// that lost its host waits out its timeout (20 s), and its
+			// answer could only let this node take the room sooner.
+			var in Info
+			answered := false
+			if slices.Contains(c.OtherNodes(), other.Node) {
+				in, answered = m.held(c, other)
+			}
 			if answered && in.ID != "" {
 				return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node)
 			}

@@ -52,22 +52,40 @@ func (m *Manager) holdClaim(c Cluster, r *recording, won claimWon) {
 	defer tick.Stop()
 	expire := time.NewTimer(time.Until(since.Add(claimLease)))
 	defer expire.Stop()
-	fence := time.NewTicker(fenceEvery)
-	defer fence.Stop()
+	// The fence runs beside the renewals, which may wait seconds for the
+	// store: a node cut off must stop before the others may declare it
+	// dead (cluster/presence.go), whatever a renewal is doing.
+	fenced, unfence := context.WithCancel(context.Background())
+	defer unfence()
+	go func() {
+		t := time.NewTicker(fenceEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-fenced.Done():
+				return
+			case <-r.rr.Done():
+				return
+			case <-t.C:
+				if !c.HearsMajority() {
+					unfence()
+					return
+				}
+			}
+		}
+	}()
 	var lost error
 	for lost == nil {
 		select {
 		case <-r.rr.Done():
 			return
-		case <-fence.C:
-			if !c.HearsMajority() {
-				lost = fmt.Errorf("%w: this node hears fewer than a majority of the cluster's nodes (cut off from the bus?), so the others may take the room over", ErrClaimLost)
-			}
+		case <-fenced.Done():
+			lost = fmt.Errorf("%w: this node hears fewer than a majority of the cluster's nodes (cut off from the bus?), so the others may take the room over", ErrClaimLost)
 		case <-expire.C:
 			lost = fmt.Errorf("%w: the cluster's store did not confirm it for %s (this node cut off from the bus?)", ErrClaimLost, claimLease)
 		case <-tick.C:
 			// Bounded by the lease: the expiry is checked on time.
-			ctx, cancel := context.WithDeadline(context.Background(), since.Add(claimLease))
+			ctx, cancel := context.WithDeadline(fenced, since.Add(claimLease))
 			sent := time.Now()
 			newRev, held, err := c.RenewRecordingClaim(ctx, roomName, won.value, rev)
 			cancel()
