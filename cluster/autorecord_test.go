@@ -220,6 +220,7 @@ func TestAutoRecordTakeover(t *testing.T) {
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		c.Recordings.Dir = t.TempDir()
 		c.Recordings.AutoRecord = []string{"auto-*"}
+		c.Cluster.RecordingLease = config.Duration(testRecordingLease)
 	})
 	for _, s := range srvs {
 		eventually(t, 20*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })

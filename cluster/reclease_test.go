@@ -36,6 +36,13 @@ func (h *hookEvents) find(typ, id string) (webhook.Event, bool) {
 	return webhook.Event{}, false
 }
 
+// testRecordingLease is the recording claims' lease in the tests that wait
+// for one to run out: the order (the cut-off node stops before another
+// takes over) does not depend on its length, and the store there has no
+// leader election (one external NATS server, or the new claim is written
+// after the election).
+const testRecordingLease = 6 * time.Second
+
 // startCutNodes starts three nodes on one external NATS server (as in
 // TestBusCutAndRestored); node 2 reaches it through the returned proxy.
 func startCutNodes(t *testing.T, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
@@ -77,8 +84,11 @@ func startCutNodes(t *testing.T, tune func(*config.Config)) ([]*server.Server, *
 // the room over: a new recording that names the one it continues. Never
 // do two nodes record the room at once; when the link is back, every node
 // lists both recordings, the new one records the cut-off node's tracks
-// again, and ffmpeg decodes every file of both.
+// again, and ffmpeg decodes every file of both. With a 6 s lease
+// (cluster.recording_lease; the default 15 s is the product's, the order
+// of stop and takeover is what is checked here).
 func TestRecordingNodeCutOff(t *testing.T) {
+	t.Parallel()
 	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
 	const roomName = "rec-cut"
 	hooks := &hookEvents{}
@@ -93,6 +103,7 @@ func TestRecordingNodeCutOff(t *testing.T) {
 	t.Cleanup(hook.Close)
 	srvs, proxy := startCutNodes(t, func(c *config.Config) {
 		withKeys(c)
+		c.Cluster.RecordingLease = config.Duration(testRecordingLease)
 		c.Webhook.URLs = []string{hook.URL}
 		c.Recordings.Dir = t.TempDir()
 	})

@@ -64,7 +64,7 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 	mine, _ := json.Marshal(claim{ID: id, Node: c.NodeID(), SID: sid, Auto: auto, Mix: mix})
 	var rev uint64
 	var continues string
-	giveUp := time.Now().Add(2 * takeoverWait) // a start waits at most this long for leases
+	giveUp := time.Now().Add(2 * m.takeoverWait()) // a start waits at most this long for leases
 	for i := 0; i < claimAttempts; i++ {
 		at := time.Now()
 		cur, curRev, won, err := c.ClaimRecording(roomName, mine, rev)

@@ -20,20 +20,42 @@ import (
 // continues (Info.Continues).
 
 const (
-	// claimLease is how long a recording goes on without its claim
-	// confirmed. Longer than the store's leader election after its
-	// leader died (NATS's raft waits 4-9 s before a new vote), during
-	// which nobody can write the claim: a recording must not stop then.
-	claimLease = 15 * time.Second
-	// claimRenewEvery is how often the claim is renewed.
-	claimRenewEvery = 2 * time.Second
-	// takeoverWait is how long a claim of a node that does not answer
-	// must stay unchanged before another node replaces it: the lease,
-	// plus a margin for a stalled process.
-	takeoverWait = claimLease + 4*time.Second
+	// DefaultClaimLease is how long a recording goes on without its claim
+	// confirmed (Config.ClaimLease, cluster.recording_lease). Longer than
+	// the store's leader election after its leader died (NATS's raft
+	// waits 4-9 s before a new vote), during which nobody can write the
+	// claim: a recording must not stop then.
+	DefaultClaimLease = 15 * time.Second
+	// maxRenewEvery bounds how often the claim is renewed: every 2 s, or
+	// five times per lease when the lease is shorter than 10 s.
+	maxRenewEvery = 2 * time.Second
+	// takeoverMargin: a claim of a node that does not answer must stay
+	// unchanged for the lease plus this margin (for a stalled process)
+	// before another node replaces it.
+	takeoverMargin = 4 * time.Second
 	// leasePoll is how often a waiting node reads the claim again.
 	leasePoll = time.Second
 )
+
+// claimLease is the lease of this node's claims.
+func (m *Manager) claimLease() time.Duration {
+	if m.cfg.ClaimLease > 0 {
+		return m.cfg.ClaimLease
+	}
+	return DefaultClaimLease
+}
+
+// claimRenewEvery is how often a held claim is renewed.
+func (m *Manager) claimRenewEvery() time.Duration {
+	return min(maxRenewEvery, m.claimLease()/5)
+}
+
+// takeoverWait is how long a claim of a node that does not answer must
+// stay unchanged before this node replaces it: longer than the lease
+// (every node of a cluster is configured with the same one).
+func (m *Manager) takeoverWait() time.Duration {
+	return m.claimLease() + takeoverMargin
+}
 
 // ErrClaimLost stops a recording whose node lost the room's claim.
 var ErrClaimLost = errors.New("lost the room's recording claim")
@@ -44,7 +66,8 @@ func (m *Manager) holdClaim(c Cluster, r *recording, won claimWon) {
 	defer close(r.holding)
 	roomName := r.rr.Room()
 	rev, since := won.rev, won.at
-	tick := time.NewTicker(claimRenewEvery)
+	claimLease := m.claimLease()
+	tick := time.NewTicker(m.claimRenewEvery())
 	defer tick.Stop()
 	expire := time.NewTimer(time.Until(since.Add(claimLease)))
 	defer expire.Stop()
@@ -88,7 +111,7 @@ func (m *Manager) holdClaim(c Cluster, r *recording, won claimWon) {
 // answer, may still be held: until it changed (true) or takeoverWait
 // passed with it unchanged (false).
 func (m *Manager) waitLease(c Cluster, roomName string, rev uint64) (changed bool, err error) {
-	end := time.Now().Add(takeoverWait)
+	end := time.Now().Add(m.takeoverWait())
 	for time.Now().Before(end) {
 		select {
 		case <-m.composeCtx.Done():
@@ -115,7 +138,7 @@ func (m *Manager) recordAgain(c Cluster, lost *recording) {
 		select {
 		case <-m.composeCtx.Done():
 			return
-		case <-time.After(claimRenewEvery):
+		case <-time.After(m.claimRenewEvery()):
 		}
 		rm := m.rooms.Room(roomName)
 		m.mu.Lock()

@@ -33,6 +33,10 @@ type Config struct {
 	// ComposeOptions are used for automatic composition (Manifest and
 	// Output are set per recording).
 	ComposeOptions ComposeOptions
+	// ClaimLease is the lease of a room recording's claim in a cluster
+	// (lease.go); 0 = DefaultClaimLease. Every node of a cluster needs the
+	// same.
+	ClaimLease time.Duration
 }
 
 // Info is a recording as the control API shows it.
