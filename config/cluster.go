@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // EnvClusterSecret names the environment variable that sets cluster.secret
@@ -51,12 +50,6 @@ type Cluster struct {
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
 	TLSCA   string `yaml:"tls_ca"`
-	// RecordingLease is the lease of a room recording's claim: a node cut
-	// off from the bus stops recording after it, and another node takes
-	// the room over after it plus 4 s. Every node needs the same; longer
-	// than the store's leader election (4-9 s) or a recording stops when
-	// the store's leader dies.
-	RecordingLease Duration `yaml:"recording_lease"`
 }
 
 // Enabled reports whether the node joins a cluster.
@@ -64,7 +57,6 @@ func (c Cluster) Enabled() bool { return c.Listen != "" || c.NATSURL != "" }
 
 func (c *Config) defaultCluster() {
 	c.Cluster.RelayAddr = "127.0.0.1:0"
-	c.Cluster.RecordingLease = Duration(15 * time.Second)
 }
 
 // clusterFlags defines the cluster flags and returns the function that
@@ -81,7 +73,6 @@ func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 	store := fs.String("cluster-store-dir", def.Cluster.StoreDir, "`folder` for the embedded JetStream's files; empty = a temporary folder")
 	tlsCert := fs.String("cluster-tls-cert", def.Cluster.TLSCert, "PEM certificate `file` of this node for the cluster bus's TLS (routes, or a client certificate for --nats-url)")
 	tlsKey := fs.String("cluster-tls-key", def.Cluster.TLSKey, "PEM private key `file` of --cluster-tls-cert")
-	lease := fs.Duration("cluster-recording-lease", def.Cluster.RecordingLease.Std(), "lease of a room recording's claim: a node cut off from the bus stops recording after it, another takes over after it + 4 s (the same on every node)")
 	tlsCA := fs.String("cluster-tls-ca", def.Cluster.TLSCA, "PEM CA `file` the bus trusts: peers' route certificates must be signed by it (mutual TLS); checks --nats-url's server too")
 	return func(cfg *Config, name string) {
 		switch name {
@@ -107,8 +98,6 @@ func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 			cfg.Cluster.TLSKey = *tlsKey
 		case "cluster-tls-ca":
 			cfg.Cluster.TLSCA = *tlsCA
-		case "cluster-recording-lease":
-			cfg.Cluster.RecordingLease = Duration(*lease)
 		}
 	}
 }
@@ -180,9 +169,6 @@ func (c Config) validateCluster(bad func(format string, args ...any)) {
 	}
 	if cl.Listen != "" && cl.TLSCA != "" && cl.TLSCert == "" {
 		bad("cluster.tls_ca: the embedded bus needs this node's certificate too (cluster.tls_cert, cluster.tls_key) to serve its routes over TLS")
-	}
-	if cl.RecordingLease < Duration(2*time.Second) {
-		bad("cluster.recording_lease %s: at least 2s (default 15s, longer than the store's 4-9 s leader election)", cl.RecordingLease)
 	}
 	if _, port, err := net.SplitHostPort(cl.RelayAddr); err != nil {
 		bad("cluster.relay_addr %q: want HOST:PORT, e.g. 127.0.0.1:7953", cl.RelayAddr)

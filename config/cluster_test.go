@@ -6,28 +6,23 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestClusterFlags(t *testing.T) {
 	c, err := load([]string{"--node-id", "node-a", "--cluster-listen", "127.0.0.1:7952",
 		"--cluster-routes", "nats://127.0.0.1:7962,nats://127.0.0.1:7972", "--cluster-secret", "0123456789abcdef",
 		"--cluster-relay-addr", "127.0.0.1:7953", "--cluster-advertise", "10.0.0.1:7952",
-		"--cluster-tls-cert", "n.pem", "--cluster-tls-key", "n-key.pem", "--cluster-tls-ca", "ca.pem",
-		"--cluster-recording-lease", "5s"}, nil, noEnv)
+		"--cluster-tls-cert", "n.pem", "--cluster-tls-key", "n-key.pem", "--cluster-tls-ca", "ca.pem"}, nil, noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Cluster{NodeID: "node-a", Listen: "127.0.0.1:7952", Routes: []string{"nats://127.0.0.1:7962", "nats://127.0.0.1:7972"},
-		Secret: "0123456789abcdef", RelayAddr: "127.0.0.1:7953", Advertise: "10.0.0.1:7952", TLSCert: "n.pem", TLSKey: "n-key.pem", TLSCA: "ca.pem",
-		RecordingLease: Duration(5 * time.Second)}
+		Secret: "0123456789abcdef", RelayAddr: "127.0.0.1:7953", Advertise: "10.0.0.1:7952", TLSCert: "n.pem", TLSKey: "n-key.pem", TLSCA: "ca.pem"}
 	if !reflect.DeepEqual(c.Cluster, want) || !c.Cluster.Enabled() {
 		t.Errorf("cluster = %+v, want %+v", c.Cluster, want)
 	}
 	if d := Default(); d.Cluster.Enabled() {
 		t.Error("a default node must not be clustered")
-	} else if d.Cluster.RecordingLease.Std() != 15*time.Second {
-		t.Errorf("default cluster.recording_lease %s, want 15s", d.Cluster.RecordingLease)
 	}
 }
 
@@ -71,7 +66,6 @@ func TestClusterErrors(t *testing.T) {
 		{[]string{"--cluster-listen", ":1", "--cluster-routes", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-advertise", "nope"}, "cluster.advertise"},
 		{[]string{"--nats-url", "tls://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-tls-cert", "c.pem"}, "set both"},
 		{[]string{"--cluster-listen", ":1", "--cluster-routes", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-tls-ca", "ca.pem"}, "needs this node's certificate"},
-		{[]string{"--nats-url", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-recording-lease", "1s"}, "cluster.recording_lease 1s: at least 2s"},
 	} {
 		_, err := load(tc.args, nil, noEnv)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

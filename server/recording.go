@@ -20,7 +20,7 @@ func (s *Server) setupRecorder(mux *http.ServeMux) error {
 	rc := s.cfg.Recordings
 	rec, err := recorder.NewManager(s.rooms, recorder.Config{
 		Dir: rc.Dir, AutoRecord: rc.AutoRecord, AutoMix: rc.Mix, Compose: rc.Compose, Logger: s.log,
-		OnEvent: s.recordingEvent, ClaimLease: s.cfg.Cluster.RecordingLease.Std(),
+		OnEvent: s.recordingEvent,
 	})
 	if err != nil {
 		return err
