@@ -396,9 +396,9 @@ func (e *badEnv) assertUndisturbed(t *testing.T) {
 
 // mediaFlow watches one subscriber receive one publisher's audio and video.
 type mediaFlow struct {
-	who            string
-	c              *client.Client
-	rec            *recorder
+	who          string
+	c            *client.Client
+	rec          *recorder
 	audio, video string // track ids
 }
 
