@@ -58,6 +58,9 @@ type bus struct {
 	nc *nats.Conn
 	js jetstream.JetStream
 	kv jetstream.KeyValue
+	// The bucket's stream, once looked up (stream).
+	smu      sync.Mutex
+	kvStream jetstream.Stream
 	// markerTTL: the bucket lets deletion markers expire (keys.go).
 	markerTTL bool
 	tmpDir    string
@@ -307,6 +310,21 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// stream is the bucket's stream (for direct reads of its last messages).
+func (b *bus) stream(ctx context.Context) (jetstream.Stream, error) {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if b.kvStream != nil {
+		return b.kvStream, nil
+	}
+	s, err := b.js.Stream(ctx, "KV_"+roomsBucket)
+	if err != nil {
+		return nil, err
+	}
+	b.kvStream = s
+	return s, nil
 }
 
 func (b *bus) close() {

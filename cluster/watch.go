@@ -326,11 +326,18 @@ func (n *Node) lastChangeCtx(ctx context.Context, p string) uint64 {
 
 // lastChangeOf is the stream sequence of the newest change to the keys
 // matching filters, 0 when unknown.
+// A direct read (the nearest replica answers): it also answers while the
+// stream has no leader (a takeover reads the room then), and a replica a
+// few writes behind only makes a read's check of its watch less strict.
 func (n *Node) lastChangeOf(ctx context.Context, filters []string) uint64 {
+	s, err := n.bus.stream(ctx)
+	if err != nil {
+		return 0
+	}
 	var last uint64
 	for _, f := range filters {
-		if m, err := n.leaderGet(ctx, "$KV."+roomsBucket+"."+f); err == nil && m != nil {
-			last = max(last, m.Seq)
+		if m, err := s.GetLastMsgForSubject(ctx, "$KV."+roomsBucket+"."+f); err == nil {
+			last = max(last, m.Sequence)
 		}
 	}
 	return last
