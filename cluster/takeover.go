@@ -81,6 +81,16 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 		if err == nil {
 			break
 		}
+		// A fresh read is a watch, whose consumer only the cluster's meta
+		// leader creates: after a node died that may take a while. This
+		// node's own watch of the room, if it has one, is as good here:
+		// the move below checks the member's key again at the leader.
+		if w := n.rs.watch(name); w != nil {
+			if wv, ok := w.copyView(); ok {
+				v = wv
+				break
+			}
+		}
 		select {
 		case <-time.After(200 * time.Millisecond):
 			continue

@@ -164,6 +164,30 @@ func (w *roomWatch) readyState(timeout time.Duration, stop <-chan struct{}) (st 
 	}
 }
 
+// copyView is a copy of the view; false until the watch's first values
+// are in.
+func (w *roomWatch) copyView() (*roomView, bool) {
+	w.vmu.Lock()
+	defer w.vmu.Unlock()
+	if !w.ready {
+		return nil, false
+	}
+	v := *w.view
+	v.members = make(map[string]memberEntry, len(w.view.members))
+	for k, m := range w.view.members {
+		v.members[k] = m
+	}
+	v.slots = make(map[int]string, len(w.view.slots))
+	for k, s := range w.view.slots {
+		v.slots[k] = s
+	}
+	if w.view.meta != nil {
+		meta := *w.view.meta
+		v.meta = &meta
+	}
+	return &v, true
+}
+
 // slotsTaken is a copy of the slots held, as watched.
 func (w *roomWatch) slotsTaken() map[int]string {
 	w.vmu.Lock()
