@@ -357,7 +357,6 @@ func BenchmarkBWEPerPacket(b *testing.B) {
 	h := &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}
 	payload := make([]byte, 1100)
 	buf := make([]byte, 1500)
-	now := clock.Micros()
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0 := processCPU(b)
@@ -370,8 +369,8 @@ func BenchmarkBWEPerPacket(b *testing.B) {
 		if i%perFeedback == perFeedback-1 {
 			fb := fbs[(i/perFeedback)%len(fbs)]
 			n := copy(buf, fb)
-			now = clock.Micros() // the clock the send times were stamped with
-			bi.est.onRTCP(buf[:n], now)
+			// The clock the send times were stamped with.
+			bi.est.onRTCP(buf[:n], clock.Micros())
 		}
 	}
 	reportCPU(b, processCPU(b)-cpu0)

@@ -208,7 +208,6 @@ func BenchmarkBWEPerPacketTapped(b *testing.B) {
 	w := bi.BindLocalStream(&interceptor.StreamInfo{SSRC: 5, MimeType: "video/VP8", RTPHeaderExtensions: ext}, quiet)
 	h := &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}
 	payload := make([]byte, 1100)
-	now := clock.Micros()
 	fb := 0
 	b.ReportAllocs()
 	cpu0 := processCPU(b)
@@ -226,8 +225,8 @@ func BenchmarkBWEPerPacketTapped(b *testing.B) {
 				fb = 0
 				b.StartTimer()
 			}
-			now = clock.Micros() // the clock the send times were stamped with
-			if !tap.consume(pkts[fb], now) {
+			// The clock the send times were stamped with.
+			if !tap.consume(pkts[fb], clock.Micros()) {
 				b.Fatal("feedback not consumed")
 			}
 			fb++
