@@ -163,6 +163,7 @@ func TestLossRecoveryUpstream(t *testing.T) {
 
 func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssue func(string)) {
 	srv := startServer(t, tune)
+	replayedBefore := scrape(t, srv)["starling_late_keyframe_replayed_packets_total"]
 	const roomName = "loss-up"
 	subs := make([]*client.Client, 2)
 	recs := make([]*recorder, 2)
@@ -185,9 +186,12 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 
 	// The NACKs the publisher saw show in /metrics (a process total: other
 	// tests may add to it, never take away).
-	if got, seen := scrape(t, srv)["starling_nacks_sent_total"]-nacksBefore, loss.nacksSeen.Load()-seenBefore; got < float64(seen)/2 {
+	after := scrape(t, srv)
+	if got, seen := after["starling_nacks_sent_total"]-nacksBefore, loss.nacksSeen.Load()-seenBefore; got < float64(seen)/2 {
 		t.Errorf("starling_nacks_sent_total grew by %v while the publisher received NACKs for %d seqs", got, seen)
 	}
+	// A process total (other tests' subscribers add to it): informative.
+	t.Logf("late keyframe starts: %v refused packets replayed", after["starling_late_keyframe_replayed_packets_total"]-replayedBefore)
 	t.Logf("publisher: %d of %d video packets dropped on the way to the SFU; the SFU NACKed %d seqs "+
 		"(%.1f per lost packet) and the publisher resent %d packets (%d of them dropped)",
 		loss.dropped.Load(), loss.seen.Load(), loss.nacksSeen.Load(),
