@@ -125,12 +125,12 @@ func TestDownTrackReplaysLateKeyframe(t *testing.T) {
 	}
 }
 
-// TestDownTrackReplayStaysInItsStretch: refused packets are replayed only
+// TestLateKeyframeReplayStaysInItsStretch: refused packets are replayed only
 // when they lie after the late keyframe start and within a second of its
 // media time. Packets refused under the same numbers from another stretch
 // (a publisher whose sequence numbers and timestamps jumped back) are
 // not: they would show the subscriber frames from elsewhere.
-func TestDownTrackReplayStaysInItsStretch(t *testing.T) {
+func TestLateKeyframeReplayStaysInItsStretch(t *testing.T) {
 	r, l, d, w := replayDownTrack(t)
 	stream := replayStream()
 	far := stream[22]
