@@ -58,9 +58,7 @@ func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	}
 	srv.Serve()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := shutdownWithin(t, srv, 10*time.Second); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
