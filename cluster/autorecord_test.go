@@ -251,6 +251,7 @@ func TestAutoRecordTakeover(t *testing.T) {
 	if dead < 0 {
 		t.Fatalf("the recording's node %q is none of the cluster's", first.Node)
 	}
+	killed := time.Now()
 	srvs[dead].Abort()
 	var live []int
 	for i := range srvs {
@@ -270,6 +271,11 @@ func TestAutoRecordTakeover(t *testing.T) {
 	})
 	if second.Node == first.Node || !second.Auto || second.Continues != first.ID {
 		t.Fatalf("the new recording %+v, want an auto recording on a live node that continues %s", second, first.ID)
+	}
+	gap := second.StartedAt.Sub(killed)
+	t.Logf("%s records the room %s after %s was killed", second.Node, gap.Round(100*time.Millisecond), first.Node)
+	if gap >= takeoverBound {
+		t.Errorf("the room was recorded again %s after the kill, want less than %s (the dead node known dead, not its lease waited out)", gap.Round(100*time.Millisecond), takeoverBound)
 	}
 	running := 0
 	for _, i := range live {

@@ -3,9 +3,11 @@ package cluster_test
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/gorilla/websocket"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
@@ -41,6 +43,24 @@ func sawLeave(c *client.Client, id string) bool {
 	return false
 }
 
+// trail lists what a client went through: its own events (dropped,
+// resumed, resume failed, with their errors) and the server's leave and
+// reconnect notices, for a failure message.
+func trail(c *client.Client) string {
+	var b strings.Builder
+	for _, e := range c.Events() {
+		switch {
+		case strings.HasPrefix(e.Method, "client."), e.Method == protocol.NotifyReconnect, e.Method == protocol.MethodLeave:
+			p := string(e.Params)
+			if e.Method == client.EventResumed || len(p) > 300 {
+				p = p[:min(len(p), 120)] + "..."
+			}
+			fmt.Fprintf(&b, "\n  %s %s", e.Method, p)
+		}
+	}
+	return b.String()
+}
+
 func resumedCount(c *client.Client) int {
 	n := 0
 	for _, e := range c.Events() {
@@ -72,10 +92,21 @@ func TestFailoverNodeKilled(t *testing.T) {
 
 	killed := time.Now()
 	srvs[0].Abort()
-	eventually(t, 20*time.Second, "alice resumes through n1", func() bool {
-		return resumedCount(alice) == 1 && alice.URL() == srvs[1].SignalingURL()
-	})
+	// At least one resume, then exactly one: a second resume (the new
+	// socket dropped) used to look like no resume at all, and a failure
+	// names what alice's client went through (trail).
+	deadline := time.Now().Add(20 * time.Second)
+	for resumedCount(alice) == 0 || alice.URL() != srvs[1].SignalingURL() {
+		if time.Now().After(deadline) {
+			t.Fatalf("alice did not resume through n1 within 20 s of the kill (resumed %d times, now on %s); her client: %s",
+				resumedCount(alice), alice.URL(), trail(alice))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	t.Logf("alice resumed through n1 %s after the kill", time.Since(killed).Round(time.Millisecond))
+	if n := resumedCount(alice); n != 1 {
+		t.Errorf("alice resumed %d times after one kill; her client: %s", n, trail(alice))
+	}
 	res := alice.LastJoin()
 	if res.Participant.ID != aID {
 		t.Fatalf("alice came back as %s, want her id %s", res.Participant.ID, aID)

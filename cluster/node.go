@@ -65,6 +65,8 @@ type Node struct {
 
 	goneMu    sync.Mutex
 	goneHooks []func(node string) // recording.go
+
+	pres presence // when each node was last heard (presence.go)
 }
 
 // NewNodeID makes a random node id.
@@ -131,6 +133,10 @@ func Start(o Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.subscribeMix(); err != nil { // see mixprefs.go
+		n.closeBus()
+		return nil, err
+	}
+	if err := n.subscribeHeard(); err != nil { // see presence.go
 		n.closeBus()
 		return nil, err
 	}

@@ -195,6 +195,7 @@ func (n *Node) subscribeNodes() error {
 		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id {
 			back := !n.reg.alive(info.ID)
 			n.reg.heard(info)
+			n.pres.note(info.ID, time.Now())
 			if back {
 				n.nodeBack(info.ID) // failover.go
 			}
@@ -208,6 +209,7 @@ func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjBye, func(m *nats.Msg) {
 		if id := string(m.Data); id != n.id {
 			n.reg.forget(id)
+			n.pres.forget(id)
 			n.nodeGone(id)
 		}
 	}); err != nil {

@@ -72,6 +72,9 @@ type Config struct {
 		// ICEFailedTimeout is how long a media connection may hear nothing
 		// from its client before it fails (ice.go).
 		ICEFailedTimeout Duration `yaml:"ice_failed_timeout"`
+		// SenderReportInterval is how often each down track's RTCP sender
+		// report goes out (ice.go).
+		SenderReportInterval Duration `yaml:"sender_report_interval"`
 	} `yaml:"rtc"`
 	Room struct {
 		// EmptyTimeout is how long an empty room lives after its last participant leaves.
@@ -149,6 +152,7 @@ func Default() Config {
 	c.RTC.DirectSRTP = true
 	c.RTC.InitialBitrate = 3_000_000
 	c.RTC.ICEFailedTimeout = Duration(DefaultICEFailedTimeout)
+	c.RTC.SenderReportInterval = Duration(DefaultSenderReportInterval)
 	c.Room.EmptyTimeout = Duration(10 * time.Second)
 	c.Room.NegotiationTimeout = Duration(15 * time.Second)
 	c.Room.ResumeWindow = Duration(30 * time.Second)

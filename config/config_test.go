@@ -132,6 +132,7 @@ func TestFlagsOverrideYAML(t *testing.T) {
 		"--ice-server", "turn:b.example:3478?transport=tcp,turns:b.example:5349,username=alice,credential=pw",
 		"--empty-timeout", "2s",
 		"--negotiation-timeout", "3s",
+		"--sender-report-interval", "500ms",
 		"--loopback-candidates=true",
 		"--log-level", "WARN",
 		"--log-format", "text",
@@ -150,6 +151,7 @@ func TestFlagsOverrideYAML(t *testing.T) {
 	}
 	want.Room.EmptyTimeout = Duration(2 * time.Second)
 	want.Room.NegotiationTimeout = Duration(3 * time.Second)
+	want.RTC.SenderReportInterval = Duration(500 * time.Millisecond)
 	want.Log.Level = "warn"
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -266,6 +268,8 @@ func TestLoadErrors(t *testing.T) {
 		{"empty timeout negative", []string{"--empty-timeout=-1s"}, "", "room.empty_timeout -1s"},
 		{"empty timeout zero", []string{"--empty-timeout=0"}, "", "room.empty_timeout 0s: must be positive"},
 		{"negotiation timeout zero", []string{"--negotiation-timeout", "0s"}, "", "room.negotiation_timeout 0s: must be positive"},
+		{"sender reports too often", []string{"--sender-report-interval", "10ms"}, "", "rtc.sender_report_interval: 10ms: must be 100ms..10s"},
+		{"sender reports too rare", nil, "rtc:\n  sender_report_interval: 1m\n", "rtc.sender_report_interval: 1m0s: must be 100ms..10s"},
 		{"empty timeout no unit", []string{"--empty-timeout", "10"}, "", `invalid value "10" for flag -empty-timeout`},
 		{"log level", []string{"--log-level", "verbose"}, "", `log.level "verbose": want debug, info, warn or error`},
 		{"log format", []string{"--log-format", "xml"}, "", `log.format "xml": want text or json`},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -31,9 +32,12 @@ type claim struct {
 }
 
 // A claim is a lease (lease.go): its node renews it while recording and
-// stops recording when it could not for claimLease; another node replaces
-// a claim whose node does not answer only after it saw the claim unchanged
-// for takeoverWait, longer than the lease. So a node cut off from the bus
+// stops recording when it could not for claimLease, or as soon as it
+// hears fewer than a majority of the cluster's nodes; another node
+// replaces a claim whose node does not answer only after it saw the claim
+// unchanged for takeoverWait, longer than the lease, or once that node is
+// known dead (a majority has not heard it for longer than a cut-off node
+// takes to stop: cluster/presence.go). So a node cut off from the bus
 // (alive, not answering) has stopped before the room is recorded
 // elsewhere: one recording of the room at any time.
 
@@ -96,7 +100,14 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 				return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node)
 			}
 		default:
-			in, answered := m.held(c, other)
+			// A node not heard lately is not asked: a request to a node
+			// that lost its host waits out its timeout (20 s), and its
+			// answer could only let this node take the room sooner.
+			var in Info
+			answered := false
+			if slices.Contains(c.OtherNodes(), other.Node) {
+				in, answered = m.held(c, other)
+			}
 			if answered && in.ID != "" {
 				return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s", ErrAlreadyRecording, in.ID, in.Node)
 			}
@@ -107,13 +118,16 @@ func (m *Manager) claimRoom(c Cluster, roomName, sid, id string, auto, mix bool)
 					in := Info{ID: other.ID, Kind: "room", Room: roomName, Status: "recording", Node: other.Node, Files: []string{}}
 					return claimWon{}, in, fmt.Errorf("%w: recording %s on node %s, which does not answer but renews its claim", ErrAlreadyRecording, other.ID, other.Node)
 				}
-				changed, err := m.waitLease(c, roomName, curRev)
+				changed, dead, err := m.waitLease(c, roomName, curRev, other.Node)
 				if err != nil {
 					return claimWon{}, Info{}, err
 				}
 				if changed {
 					rev, continues = 0, "" // read it again (a create fails with the claim now)
 					continue
+				}
+				if dead {
+					m.log.Info("the room's recording node is known dead: taking its claim at once", "room", roomName, "node", other.Node, "recording", other.ID)
 				}
 			}
 		}

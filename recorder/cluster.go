@@ -46,6 +46,14 @@ type Cluster interface {
 	// rev (lease.go), once, within ctx: held is true with the new
 	// revision, false when the claim is another's or gone now.
 	RenewRecordingClaim(ctx context.Context, room string, value []byte, rev uint64) (newRev uint64, held bool, err error)
+	// HearsMajority reports whether this node hears a majority of the
+	// cluster's nodes: one that does not may be declared dead by the
+	// others, so it stops recording rooms (lease.go).
+	HearsMajority() bool
+	// NodeDead reports whether another node is known dead: it can no
+	// longer record (it would have stopped, not hearing a majority), so
+	// its claims may be taken at once.
+	NodeDead(ctx context.Context, node string) bool
 }
 
 // ForwardRequest is a recording API request sent to another node.
@@ -102,8 +110,11 @@ func (m *Manager) ServeForwarded(req ForwardRequest) ForwardReply {
 	if mux == nil {
 		return ForwardReply{Status: http.StatusServiceUnavailable}
 	}
-	if req.Method == methodHeld {
+	switch req.Method {
+	case methodHeld:
 		return m.serveHeld(req.Path)
+	case methodContinue:
+		return m.serveContinue(req.Path, req.Body) // handover.go
 	}
 	r, err := http.NewRequest(req.Method, req.Path, bytes.NewReader(req.Body))
 	if err != nil {

@@ -69,7 +69,7 @@ func httpError(w http.ResponseWriter, err error, existing *Info) {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrAlreadyRecording):
 		code = http.StatusConflict
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrCutOff):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrInvalidRecordName):
 		code = http.StatusBadRequest

@@ -59,13 +59,22 @@ func (t *TrackRecorder) switchLayer(p *pkt) {
 	t.log.Debug("recording switched layer", "from", old, "to", p.layer)
 }
 
+// srSettle: the sender report that places a track's first frame must come
+// this long after that frame. A report sent with the first frame can still
+// map its timestamp to an earlier instant: pion's sender takes a
+// timestamp's time from its first packet, and a publisher that sent padding
+// (bandwidth probes) before its media sends that padding with the first
+// frame's timestamp, so until the second frame its reports put the first
+// frame where the padding began (seen as 850 ms in a recording test).
+const srSettle = 100 * time.Millisecond
+
 // tick picks the layer to record and notes the first sender report.
 func (t *TrackRecorder) tick() {
 	now := monoNow()
 	if t.started {
 		t.srMu.Lock()
 		if t.srFirst == nil && t.res.StartLayer >= 0 {
-			if sr := t.srLatest[t.res.StartLayer]; sr != nil && sr.Arrived.After(t.res.FirstArrival) {
+			if sr := t.srLatest[t.res.StartLayer]; sr != nil && sr.Arrived.After(t.res.FirstArrival.Add(srSettle)) {
 				t.srFirst = sr
 			}
 		}

@@ -31,8 +31,12 @@ const (
 	// must stay unchanged before another node replaces it: the lease,
 	// plus a margin for a stalled process.
 	takeoverWait = claimLease + 4*time.Second
-	// leasePoll is how often a waiting node reads the claim again.
-	leasePoll = time.Second
+	// leasePoll is how often a waiting node reads the claim again and
+	// asks whether the claim's node is known dead.
+	leasePoll = 500 * time.Millisecond
+	// fenceEvery is how often a recording's node checks that it still
+	// hears a majority of the cluster (Cluster.HearsMajority).
+	fenceEvery = 250 * time.Millisecond
 )
 
 // ErrClaimLost stops a recording whose node lost the room's claim.
@@ -48,16 +52,40 @@ func (m *Manager) holdClaim(c Cluster, r *recording, won claimWon) {
 	defer tick.Stop()
 	expire := time.NewTimer(time.Until(since.Add(claimLease)))
 	defer expire.Stop()
+	// The fence runs beside the renewals, which may wait seconds for the
+	// store: a node cut off must stop before the others may declare it
+	// dead (cluster/presence.go), whatever a renewal is doing.
+	fenced, unfence := context.WithCancel(context.Background())
+	defer unfence()
+	go func() {
+		t := time.NewTicker(fenceEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-fenced.Done():
+				return
+			case <-r.rr.Done():
+				return
+			case <-t.C:
+				if !c.HearsMajority() {
+					unfence()
+					return
+				}
+			}
+		}
+	}()
 	var lost error
 	for lost == nil {
 		select {
 		case <-r.rr.Done():
 			return
+		case <-fenced.Done():
+			lost = fmt.Errorf("%w: this node hears fewer than a majority of the cluster's nodes (cut off from the bus?), so the others may take the room over", ErrClaimLost)
 		case <-expire.C:
 			lost = fmt.Errorf("%w: the cluster's store did not confirm it for %s (this node cut off from the bus?)", ErrClaimLost, claimLease)
 		case <-tick.C:
 			// Bounded by the lease: the expiry is checked on time.
-			ctx, cancel := context.WithDeadline(context.Background(), since.Add(claimLease))
+			ctx, cancel := context.WithDeadline(fenced, since.Add(claimLease))
 			sent := time.Now()
 			newRev, held, err := c.RenewRecordingClaim(ctx, roomName, won.value, rev)
 			cancel()
@@ -85,21 +113,27 @@ func (m *Manager) holdClaim(c Cluster, r *recording, won claimWon) {
 }
 
 // waitLease waits while a claim at revision rev, of a node that does not
-// answer, may still be held: until it changed (true) or takeoverWait
-// passed with it unchanged (false).
-func (m *Manager) waitLease(c Cluster, roomName string, rev uint64) (changed bool, err error) {
+// answer, may still be held: until it changed (changed), its node is
+// known dead (dead: a dead node records nothing, and a node that is only
+// cut off stopped recording before the others could declare it dead,
+// docs/cluster.md "Recording after a node crash") or takeoverWait passed
+// with it unchanged (neither: the lease ran out).
+func (m *Manager) waitLease(c Cluster, roomName string, rev uint64, node string) (changed, dead bool, err error) {
 	end := time.Now().Add(takeoverWait)
 	for time.Now().Before(end) {
+		if c.NodeDead(m.composeCtx, node) {
+			return false, true, nil
+		}
 		select {
 		case <-m.composeCtx.Done():
-			return false, ErrClosed
+			return false, false, ErrClosed
 		case <-time.After(min(leasePoll, time.Until(end))):
 		}
 		if _, cur, err := c.RecordingClaim(roomName); err == nil && cur != rev {
-			return true, nil
+			return true, false, nil
 		}
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // recordAgain: after this node lost a room's claim, it records the room

@@ -68,6 +68,9 @@ var (
 	ErrAlreadyRecording  = errors.New("already recording")
 	ErrClosed            = errors.New("recorder is shut down")
 	ErrInvalidRecordName = errors.New("invalid room name for a recording")
+	// ErrCutOff: this cluster node hears fewer than a majority of the
+	// cluster's nodes, so it may not record a room now (lease.go).
+	ErrCutOff = errors.New("this node is cut off from most of the cluster: it cannot record the room now")
 )
 
 type recording struct {
@@ -210,6 +213,12 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 	}
 	id := recordingID(roomName, node, trackID, time.Now())
 	claimed := c != nil && trackID == ""
+	if claimed && !c.HearsMajority() {
+		// The others may declare this node dead and take the room: it
+		// must not start recording it (lease.go).
+		m.mu.Unlock()
+		return Info{}, ErrCutOff
+	}
 	var won claimWon
 	if claimed {
 		// One room recording in the cluster (claim.go): claim the room

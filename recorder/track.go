@@ -68,7 +68,7 @@ type TrackResult struct {
 	ClockRate  uint32
 	StartLayer int8
 	// SR is the first sender report of StartLayer received after the
-	// first frame (nil if none came): maps FirstRTP to the sender's clock.
+	// first frame (srSettle after it; nil if none came): maps FirstRTP to the sender's clock.
 	SR *SenderReport
 	// SRs lists, per layer, the latest sender report (for clock offsets).
 	SRs []SenderReport

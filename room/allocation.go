@@ -36,6 +36,7 @@ type allocState struct {
 	ids     []string
 	items   []allocItem
 	demands []sfu.Demand
+	layers  sfu.AllocScratch
 }
 
 // allocItem is one video track in an allocation round.
@@ -48,13 +49,15 @@ type allocItem struct {
 func (l *subscriberLoop) tickAllocations() {
 	t := time.NewTicker(allocateEvery)
 	defer t.Stop()
+	// Bound once: a method value made at each tick is an allocation.
+	allocate, checkStalled := l.allocate, l.checkStalled
 	for {
 		select {
 		case <-l.quit:
 			return
 		case <-t.C:
-			l.post(l.allocate)
-			l.post(l.checkStalled)
+			l.post(allocate)
+			l.post(checkStalled)
 		}
 	}
 }
@@ -127,12 +130,12 @@ func (l *subscriberLoop) allocate() {
 	if len(items) == 0 {
 		return
 	}
-	alloc := sfu.AllocateWithHold(budget, holdMargin, demands)
+	alloc := l.alloc.layers.WithHold(budget, holdMargin, demands)
 	// Pausing is for a downlink that cannot carry even the lowest layer,
 	// not for an estimate a little short of it: a delay-based decrease
 	// lands at 85% of what was flowing, and a track whose only layer
 	// that is would otherwise pause although everything arrives.
-	keep := sfu.Allocate(budget+budget*pauseMargin/100, demands)
+	keep := l.alloc.layers.Allocate(budget+budget*pauseMargin/100, demands)
 	lossy := l.p.sub.LossLimited()
 	var wantMore, maxStep, sending uint64
 	for i, it := range items {
@@ -269,8 +272,15 @@ func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
 	// at all the allocator found no layer to give and paused every
 	// cross-node video for "bandwidth" whenever congestion control was on.
 	r, _ := t.source().(layerRates)
+	// The sizes of the layers the allocator can use, copied under the
+	// lock into an array: a copy of the whole slice was an allocation
+	// per video track per round.
+	var sizes [sfu.MaxLayers][2]int
 	t.mu.Lock()
-	layers := append([]protocol.Layer(nil), t.info.Layers...)
+	nLayers := len(t.info.Layers)
+	for i := range min(nLayers, sfu.MaxLayers) {
+		sizes[i] = [2]int{t.info.Layers[i].Width, t.info.Layers[i].Height}
+	}
 	t.mu.Unlock()
 	var c [sfu.MaxLayers]uint64
 	if r == nil {
@@ -278,17 +288,17 @@ func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
 	}
 	present, live := r.Layers(), r.LiveLayers()
 	for i := int8(0); i < sfu.MaxLayers; i++ {
-		if present&(1<<i) == 0 && !(len(layers) > int(i)) {
+		if present&(1<<i) == 0 && !(nLayers > int(i)) {
 			continue
 		}
 		w, h := 0, 0
-		if int(i) < len(layers) {
-			w, h = layers[i].Width, layers[i].Height
+		if int(i) < nLayers {
+			w, h = sizes[i][0], sizes[i][1]
 		} else if i > 0 {
 			continue
 		}
 		est := sfu.DefaultLayerCost(i, w, h)
-		if len(layers) == 0 {
+		if nLayers == 0 {
 			est = 500_000
 		}
 		if live&(1<<i) != 0 {

@@ -53,3 +53,19 @@ func TestRemoteTrackLayerCosts(t *testing.T) {
 		t.Fatalf("1 Mb/s allocates layer %d to a remote track, want 0", got[0])
 	}
 }
+
+// TestLayerCostsDoNotAllocate: pricing a track's layers, done for every
+// video track in every allocation round (two a second per subscriber),
+// allocates nothing.
+func TestLayerCostsDoNotAllocate(t *testing.T) {
+	tr := &Track{kind: webrtc.RTPCodecTypeVideo, info: protocol.Track{Layers: []protocol.Layer{
+		{Width: 320, Height: 180}, {Width: 640, Height: 360}, {Width: 1280, Height: 720}}}}
+	tr.imp.src = remoteSource{}
+	c := tr.layerCosts()
+	if c[0] != 440_000 || c[1] != sfu.DefaultLayerCost(1, 640, 360) || c[2] != sfu.DefaultLayerCost(2, 1280, 720) {
+		t.Fatalf("layer costs %v: want the measured 400 kb/s plus 10%% for the live layer, the size-based estimate for the others", c)
+	}
+	if n := testing.AllocsPerRun(100, func() { tr.layerCosts() }); n != 0 {
+		t.Fatalf("%.1f allocations per layerCosts", n)
+	}
+}

@@ -19,6 +19,7 @@ type subscriberLoop struct {
 
 	qmu   sync.Mutex
 	queue []func()
+	spare []func() // the last drained queue's array, reused by the next (run)
 	wake  chan struct{}
 	quit  chan struct{}
 	done  chan struct{}
@@ -62,7 +63,8 @@ func (l *subscriberLoop) init(p *Participant) {
 	l.subsSeen = map[string]bool{}
 	l.subsDown = map[string]subscription{}
 	go l.run()
-	l.p.sub.OnEstimateChanged(func() { l.post(l.allocate) })
+	allocate := l.allocate // bound once: a method value per change would be an allocation
+	l.p.sub.OnEstimateChanged(func() { l.post(allocate) })
 	l.p.sub.OnConnected(func() {
 		l.post(func() {})  // a held offer goes out (offerDue)
 		l.p.subscriberUp() // handover.go
@@ -105,14 +107,23 @@ func (l *subscriberLoop) run() {
 		for {
 			l.qmu.Lock()
 			q := l.queue
-			l.queue = nil
+			// The drained queue's array becomes the next one: a fresh
+			// slice per wake-up was an allocation per allocation round.
+			l.queue, l.spare = l.spare[:0], nil
 			l.qmu.Unlock()
 			if len(q) == 0 {
+				l.qmu.Lock()
+				l.spare = q
+				l.qmu.Unlock()
 				break
 			}
 			for _, f := range q {
 				f()
 			}
+			clear(q) // no closure kept alive by the spare
+			l.qmu.Lock()
+			l.spare = q[:0]
+			l.qmu.Unlock()
 		}
 		if l.offerDue() && !l.holdUntilConnected() {
 			l.offerSoon()

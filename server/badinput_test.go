@@ -365,7 +365,7 @@ func (e *badEnv) assertUndisturbed(t *testing.T) {
 	} {
 		select {
 		case <-c.Done():
-			t.Fatalf("the %s's socket closed", who)
+			t.Fatalf("the %s's socket closed; its last events: %s", who, lastEvents(c, 4))
 		default:
 		}
 		for _, ev := range c.Events() {

@@ -62,6 +62,9 @@ func (t *throttle) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTP
 }
 
 // withBWE turns bandwidth estimation on (the test harness turns it off).
+// A test that uses it is a timing test of groupCongestion (sched_test.go):
+// the estimator's counters are the process's, and the congestion tests
+// read them as their own.
 func withBWE(c *config.Config) { c.RTC.CongestionControl = true }
 
 func lastUpdate(c *client.Client, trackID string) protocol.SubscriptionUpdatedParams {
@@ -217,10 +220,13 @@ func (s *shaper) set(v int64)   { s.limit.Store(v) }
 // when the downlink widens again, a probe finds the room and it returns to
 // high.
 func TestCongestionSwitchesDown(t *testing.T) {
-	// Not parallel: congestion control reads a CPU starved by other tests
-	// as a congested network (with light tests around it, the unthrottled
-	// subscriber was moved for bandwidth on a busy machine), and the test
-	// reads process-wide counters of the estimator.
+	// A timing test of the congestion group (sched_test.go): congestion
+	// control reads a CPU starved by other tests as a congested network
+	// (with light tests around it, the unthrottled subscriber was moved
+	// for bandwidth on a busy machine), and the test reads process-wide
+	// counters of the estimator, which only servers with congestion
+	// control on move: the group's tests, one at a time.
+	timingTest(t, groupCongestion)
 	testBottleneck(t, "bwe", &throttle{})
 }
 
@@ -228,10 +234,7 @@ func TestCongestionSwitchesDown(t *testing.T) {
 // bottleneck that queues (a token bucket with a 100 ms buffer) before it
 // drops: the delay-based estimator sees the queue grow.
 func TestCongestionShapedQueue(t *testing.T) {
-	// Not parallel: congestion control reads a CPU starved by other tests
-	// as a congested network (with light tests around it, the unthrottled
-	// subscriber was moved for bandwidth on a busy machine), and the test
-	// reads process-wide counters of the estimator.
+	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
 	testBottleneck(t, "bwe-shaped", &shaper{})
 }
 
@@ -323,8 +326,7 @@ func noTWCCAPI(t *testing.T, th *throttle) *webrtc.API {
 // TestCongestionWithoutTWCC: a client that does not negotiate TWCC is still
 // moved down when its receiver reports show loss.
 func TestCongestionWithoutTWCC(t *testing.T) {
-	// Not parallel: congestion control reads a CPU starved by other tests
-	// as a congested network.
+	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
 	srv := startServer(t, withBWE)
 	th := &throttle{}
 	slow := join(t, srv, "bwe-rr", "slow", func(o *client.Options) { o.API = noTWCCAPI(t, th) })
@@ -351,7 +353,7 @@ func TestCongestionWithoutTWCC(t *testing.T) {
 // layer instead of being paused (a growing delay is often just a busy
 // receiver), while the allocator has had more rounds than a pause needs.
 func TestCongestionDelayAloneHoldsLowest(t *testing.T) {
-	// Not parallel: see TestCongestionSwitchesDown.
+	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
 	srv := startServer(t, withBWE)
 	sh := &shaper{buffer: 5 * time.Second}
 	api, err := client.LoopbackAPIWith([]interceptor.Factory{sh})

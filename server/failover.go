@@ -38,8 +38,23 @@ func (s *Server) Drain(ctx context.Context) int {
 	s.log.Info("draining: asking every client to resume through another node")
 	left := s.rooms.Drain(ctx)
 	s.log.Info("drained", "participants_left", left)
+	if s.recorder != nil {
+		// The room recordings go on on another node of their rooms
+		// (recorder/handover.go): after the participants, so that the
+		// new node has its part of each room. Bounded on its own, since
+		// the drain may have used up ctx.
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOverTimeout)
+		if moved := s.recorder.HandOver(hctx); moved > 0 {
+			s.log.Info("recordings handed over", "recordings", moved)
+		}
+		cancel()
+	}
 	return left
 }
+
+// handOverTimeout bounds the handover of a draining node's recordings:
+// each stops (its files made final) and another node starts.
+const handOverTimeout = 20 * time.Second
 
 // DrainTimeout bounds Drain: the resume window (clients that have not
 // resumed by then cannot any more), at most 30 s.

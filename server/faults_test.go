@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -262,6 +263,8 @@ type apiOptions struct {
 	// injector would count as a replay. Without the check, injected loss
 	// behaves like loss on the wire.
 	noReplayCheck bool
+	// srInterval: how often the client sends sender reports; 0 = pion's 1 s.
+	srInterval time.Duration
 }
 
 // faultAPI builds a loopback-only pion API like client.LoopbackAPI.
@@ -281,7 +284,11 @@ func faultAPI(t testing.TB, o apiOptions) *webrtc.API {
 	for _, f := range first {
 		ir.Add(f)
 	}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	var opts []webrtc.InterceptorOption
+	if o.srInterval > 0 {
+		opts = append(opts, webrtc.WithReportSenderOptions(report.SenderInterval(o.srInterval)))
+	}
+	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir, opts...); err != nil {
 		t.Fatal(err)
 	}
 	se := webrtc.SettingEngine{}

@@ -52,3 +52,9 @@ func (c recorderCluster) DropRecordingClaim(room string, rev uint64) error {
 func (c recorderCluster) RenewRecordingClaim(ctx context.Context, room string, value []byte, rev uint64) (uint64, bool, error) {
 	return c.n.RenewRecordingClaim(ctx, room, value, rev)
 }
+
+func (c recorderCluster) HearsMajority() bool { return c.n.HearsMajority() }
+
+func (c recorderCluster) NodeDead(ctx context.Context, node string) bool {
+	return c.n.KnownDead(ctx, node)
+}

@@ -30,9 +30,12 @@ import (
 // Groups of timing tests that never run at the same time.
 const (
 	// groupCongestion: congestion control on, which reads a CPU starved by
-	// the others as a congested network: one at a time. (The tests of
-	// congestion_test.go, which also read the estimator's process-wide
-	// counters, stay serial.)
+	// the others as a congested network: one at a time. Every test that
+	// turns congestion control on (withBWE) is in it, so the estimator's
+	// process-wide counters (sfu.ReadCounters: probes, padding, delay
+	// decreases, feedback) move only for the one running, and the tests
+	// of congestion_test.go read them as their own. (Light tests never run
+	// beside timing tests; under -race, timing tests run serially.)
 	groupCongestion = "congestion"
 	// groupMix: the real-time mixer (Opus in Go), the CPU-hungriest
 	// timing-judging work; one at a time.

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -351,8 +352,13 @@ func TestSenderReportsMapLikeThePublisher(t *testing.T) {
 	}
 }
 
+// srInterval is how often the SFU and the publisher send sender reports in
+// TestSenderReportsMapLikeThePublisher: a quarter of the default second,
+// so each phase below sees as many reports in a quarter of the time.
+const srInterval = 250 * time.Millisecond
+
 func testSenderReports(t *testing.T, videoDelay time.Duration) {
-	srv := startServer(t, nil)
+	srv := startServer(t, func(c *config.Config) { c.RTC.SenderReportInterval = config.Duration(srInterval) })
 	const roomName = "sr"
 	subTap := newSRTap()
 	sub := join(t, srv, roomName, "sub", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{subTap}})))
@@ -379,11 +385,12 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 		go pubTap.run()
 		t.Cleanup(func() { close(pubTap.queue) }) // runs after the publisher's media stopped
 	}
-	pub := publishSR(t, join(t, srv, roomName, "pub", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{pubTap}}))), pubTap.exact)
+	pub := publishSR(t, join(t, srv, roomName, "pub", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{pubTap}, srInterval: srInterval}))), pubTap.exact)
 	videoID := pub.track("video")
 
 	// Switch layers and pause while media flows; each phase lasts long
-	// enough for sender reports (one a second) on both sides.
+	// enough for sender reports on both sides: after a settling time of
+	// two report intervals (phaseSettle), three more reports.
 	phases := []protocol.SetSubscriptionParams{
 		{TrackID: videoID, Quality: strp(protocol.QualityHigh)},
 		{TrackID: videoID, Quality: strp(protocol.QualityLow)},
@@ -401,10 +408,13 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 		what string
 	}
 	var marks []mark
+	// A phase's first packets are judged once the switch settled: the new
+	// layer's keyframe came and both sides sent reports since.
+	const phaseSettle = 2 * srInterval
 	for _, ph := range phases {
 		setSub(t, sub, ph)
 		marks = append(marks, mark{time.Now(), describeSub(ph)})
-		time.Sleep(2500 * time.Millisecond)
+		time.Sleep(phaseSettle + 3*srInterval)
 	}
 
 	// For every packet the subscriber got: where the subscriber's reports
@@ -456,7 +466,7 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 		// busy machine, up to 19 ms off for a moment).
 		from, to, what := samples[0].at.Add(time.Second), time.Now().Add(time.Hour), "start"
 		if i >= 0 {
-			from, what = marks[i].at.Add(time.Second), marks[i].what // after the switch settled
+			from, what = marks[i].at.Add(phaseSettle), marks[i].what // after the switch settled
 		}
 		if i+1 < len(marks) {
 			to = marks[i+1].at

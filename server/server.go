@@ -59,6 +59,8 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		GSO:              cfg.RTC.GSO,
 		DirectSRTP:       cfg.RTC.DirectSRTP,
 		ICEFailedTimeout: cfg.RTC.ICEFailedTimeout.Std(),
+		// how often subscribers get each track's sender report
+		SenderReportInterval: cfg.RTC.SenderReportInterval.Std(),
 	})
 	if err != nil {
 		return nil, err

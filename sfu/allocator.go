@@ -1,6 +1,9 @@
 package sfu
 
-import "sort"
+import (
+	"cmp"
+	"slices"
+)
 
 // Demand is one video down track's claim on a subscriber's downlink.
 type Demand struct {
@@ -21,28 +24,36 @@ type Demand struct {
 // answer every round, so bandwidth does not hop between equal tracks (each
 // hop is a layer switch and a keyframe on two of them).
 func Allocate(budget uint64, demands []Demand) []int8 {
-	out := make([]int8, len(demands))
-	order := make([]int, len(demands))
+	return allocateInto(make([]int8, len(demands)), make([]int, len(demands)), budget, demands)
+}
+
+// allocateInto is Allocate writing into out and using order as scratch
+// (both len(demands) long). The order is sorted with a generic stable
+// sort: sort.SliceStable's reflection-based swapper allocated on every
+// call, three calls per allocation round, two rounds a second per
+// subscriber (issue 18: congestion control must allocate nothing that
+// grows with the traffic).
+func allocateInto(out []int8, order []int, budget uint64, demands []Demand) []int8 {
 	for i := range demands {
 		out[i] = -1
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool {
-		da, db := demands[order[a]], demands[order[b]]
+	slices.SortStableFunc(order, func(a, b int) int {
+		da, db := &demands[a], &demands[b]
 		if da.Priority != db.Priority {
-			return da.Priority > db.Priority
+			return cmp.Compare(db.Priority, da.Priority)
 		}
-		return da.Current > db.Current
+		return cmp.Compare(db.Current, da.Current)
 	})
 	left := budget
 	for _, i := range order {
-		if l := lowestLayer(demands[i]); l >= 0 && demands[i].Costs[l] <= left {
+		if l := lowestLayer(&demands[i]); l >= 0 && demands[i].Costs[l] <= left {
 			out[i] = l
 			left -= demands[i].Costs[l]
 		}
 	}
 	for _, i := range order {
-		d := demands[i]
+		d := &demands[i]
 		cur := out[i]
 		if cur < 0 {
 			continue
@@ -69,18 +80,49 @@ func Allocate(budget uint64, demands []Demand) []int8 {
 // up, a keyframe each time; a real drop is bigger than the margin and still
 // acts at once.
 func AllocateWithHold(budget, marginPct uint64, demands []Demand) []int8 {
-	out := Allocate(budget, demands)
-	hold := Allocate(budget+budget*marginPct/100, demands)
-	for i, d := range demands {
-		if out[i] < d.Current && hold[i] >= d.Current {
-			out[i] = d.Current
+	var s AllocScratch
+	return s.WithHold(budget, marginPct, demands)
+}
+
+// AllocScratch holds an allocation round's slices, reused from round to
+// round by one owner (a subscriber's loop): with it, a round allocates
+// nothing once the slices have grown to the number of tracks.
+type AllocScratch struct {
+	out, hold, plain []int8
+	order            []int
+}
+
+// WithHold is AllocateWithHold. The result is valid until the next
+// WithHold on s.
+func (s *AllocScratch) WithHold(budget, marginPct uint64, demands []Demand) []int8 {
+	s.grow(len(demands))
+	out := allocateInto(s.out, s.order, budget, demands)
+	hold := allocateInto(s.hold, s.order, budget+budget*marginPct/100, demands)
+	for i := range demands {
+		if out[i] < demands[i].Current && hold[i] >= demands[i].Current {
+			out[i] = demands[i].Current
 		}
 	}
 	return out
 }
 
+// Allocate is Allocate. The result is valid until the next Allocate on s
+// (WithHold's stays valid).
+func (s *AllocScratch) Allocate(budget uint64, demands []Demand) []int8 {
+	s.grow(len(demands))
+	return allocateInto(s.plain, s.order, budget, demands)
+}
+
+func (s *AllocScratch) grow(n int) {
+	if cap(s.order) < n {
+		s.out, s.hold, s.plain = make([]int8, n), make([]int8, n), make([]int8, n)
+		s.order = make([]int, n)
+	}
+	s.out, s.hold, s.plain, s.order = s.out[:n], s.hold[:n], s.plain[:n], s.order[:n]
+}
+
 // lowestLayer is the first layer the publisher has, or -1.
-func lowestLayer(d Demand) int8 {
+func lowestLayer(d *Demand) int8 {
 	for l := int8(0); l < MaxLayers; l++ {
 		if d.Costs[l] > 0 {
 			return l

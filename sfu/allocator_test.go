@@ -107,3 +107,37 @@ func TestSelectLayer(t *testing.T) {
 		}
 	}
 }
+
+// TestAllocScratch: a subscriber's reused scratch answers as Allocate and
+// AllocateWithHold do, round after round with the track count changing,
+// and allocates nothing once grown (an allocation round runs twice a
+// second per subscriber).
+func TestAllocScratch(t *testing.T) {
+	three := [MaxLayers]uint64{150_000, 500_000, 1_500_000}
+	var s AllocScratch
+	for round := range 200 {
+		n := 1 + round%7
+		demands := make([]Demand, n)
+		for i := range demands {
+			demands[i] = Demand{Priority: (round + i) % 3, Cap: int8((round * (i + 1)) % 3), Costs: three, Current: int8((round+i)%4) - 1}
+			if i%4 == 3 {
+				demands[i].Costs = [MaxLayers]uint64{0, 0, 900_000}
+			}
+		}
+		budget := uint64(100_000 + round*37_000)
+		hold, plain := s.WithHold(budget, 15, demands), s.Allocate(budget*2, demands)
+		if want := AllocateWithHold(budget, 15, demands); !reflect.DeepEqual(hold, want) {
+			t.Fatalf("round %d: WithHold %v, AllocateWithHold %v", round, hold, want)
+		}
+		if want := Allocate(budget*2, demands); !reflect.DeepEqual(plain, want) {
+			t.Fatalf("round %d: Allocate %v, want %v", round, plain, want)
+		}
+	}
+	demands := []Demand{{Priority: 1, Cap: 2, Costs: three}, {Cap: 2, Costs: three, Current: 1}, {Cap: 1, Costs: three}}
+	if n := testing.AllocsPerRun(100, func() {
+		s.WithHold(1_000_000, 15, demands)
+		s.Allocate(1_300_000, demands)
+	}); n != 0 {
+		t.Fatalf("%.1f allocations per allocation round", n)
+	}
+}

@@ -100,13 +100,20 @@ func growBuffers(c *net.UDPConn) {
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
 		n, from, err := b.UDPConn.ReadFromUDPAddrPort(p)
-		if err != nil || !isSRTCPFeedback(p[:n]) {
-			return n, from, err
-		}
-		if t := b.tap(from); t == nil || !t.consume(p[:n], clock.Micros()) {
+		if err != nil || !b.tapped(p[:n], from) {
 			return n, from, err
 		}
 	}
+}
+
+// tapped reports whether a datagram read from addr was feedback that its
+// subscriber's tap consumed.
+func (b *batchConn) tapped(d []byte, from netip.AddrPort) bool {
+	if !isSRTCPFeedback(d) {
+		return false
+	}
+	t := b.tap(from)
+	return t != nil && t.consume(d, clock.Micros())
 }
 
 // WriteToAddrPort queues one datagram for the next batch.

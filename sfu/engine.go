@@ -40,7 +40,10 @@ type EngineConfig struct {
 	// ICEFailedTimeout: a connection that hears nothing from its client
 	// this long fails (and its participant leaves); 0 = pion's 30 s.
 	ICEFailedTimeout time.Duration
-	Logger           *slog.Logger
+	// SenderReportInterval: how often each down track sends its RTCP
+	// sender report; 0 = 1 s.
+	SenderReportInterval time.Duration
+	Logger               *slog.Logger
 }
 
 // Engine owns the shared media sockets and builds peer connections on them.
@@ -169,7 +172,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			return nil, err
 		}
 	}
-	if err := registerSFUInterceptors(m, ir, e.logs); err != nil {
+	if err := registerSFUInterceptors(m, ir, e.logs, cfg.SenderReportInterval); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package sfu
 
 import (
+	"time"
+
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
@@ -28,7 +30,7 @@ import (
 //
 // Subscriber connections add their own congestion control interceptor
 // below these (bweio.go).
-func registerSFUInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry, logs logging.LoggerFactory) error {
+func registerSFUInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry, logs logging.LoggerFactory, srInterval time.Duration) error {
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	ir.Add(nackCounterFactory{}) // counts the NACKs receivers write (nack.go)
@@ -37,7 +39,7 @@ func registerSFUInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry, lo
 		return err
 	}
 	ir.Add(rr)
-	ir.Add(&SenderReportInterceptorFactory{})
+	ir.Add(&SenderReportInterceptorFactory{Interval: srInterval})
 	ir.Add(repairWakerFactory{}) // a retransmission reaches sinks at once (repairwake.go)
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
 		return err

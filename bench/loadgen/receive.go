@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,12 @@ type stream struct {
 	padding  atomic.Uint64 // padding only (the server's bandwidth probes)
 	firstAt  atomic.Int64  // monoNow of the first packet; 0 = none yet
 	delay    Histogram     // send → receive, from the payload stamps
+	// inWindow counts stamped packets sent inside the measurement window,
+	// whenever they arrive: delivery is judged by what was sent in the
+	// window, so a forwarding delay that grows during it (a busy machine)
+	// does not look like loss.
+	inWindow atomic.Uint64
+	win      *window
 
 	// Video layers, from the sizes keyframes carry: each media packet
 	// counts for the layer of the last keyframe before it (the SFU
@@ -33,6 +40,21 @@ type stream struct {
 	layerPkts [maxLayerSlots + 1]atomic.Uint64
 	curLayer  atomic.Int32  // slot of the last keyframe, -1 = none yet
 	switches  atomic.Uint64 // keyframes whose size differs from the previous one
+}
+
+// window is the measurement window in monoNow time; before it starts,
+// start is in the far future.
+type window struct{ start, end atomic.Int64 }
+
+func newWindow() *window {
+	w := &window{}
+	w.start.Store(math.MaxInt64)
+	w.end.Store(math.MaxInt64)
+	return w
+}
+
+func (w *window) holds(sent int64) bool {
+	return w != nil && sent >= w.start.Load() && sent < w.end.Load()
 }
 
 // maxLayerSlots bounds the distinct sizes a stream tracks; more land in the last.
@@ -185,6 +207,9 @@ func (s *stream) read(t *webrtc.TrackRemote) {
 		s.bytes.Add(uint64(n))
 		if sent, ok := readStamp(p.payload); ok {
 			s.delay.Record(time.Duration(now - sent))
+			if s.win.holds(sent) {
+				s.inWindow.Add(1)
+			}
 		} else if len(p.payload) == 0 {
 			s.padding.Add(1)
 			continue

@@ -58,6 +58,7 @@ type runner struct {
 	mediaStart     atomic.Int64 // monoNow when publishing began
 	startedAt      time.Time
 	rec            *recordings // nil without Config.Record
+	win            *window     // the measurement window, for delivery by send time
 }
 
 // Run joins the participants, sends media for cfg.Duration and returns what
@@ -74,7 +75,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, api: api, startedAt: time.Now()}
+	r := &runner{cfg: cfg, api: api, startedAt: time.Now(), win: newWindow()}
 	if cfg.Record {
 		if r.rec, err = newRecordings(&r.cfg); err != nil {
 			return nil, err
@@ -153,12 +154,19 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	r.phase.Store("warming up")
 	first := r.snapshot()
 	a := first
+	measured := false
 	if wait(ctx, time.Until(mediaStart.Add(cfg.Warmup))) {
+		r.win.start.Store(monoNow())
 		a = r.snapshot()
 		r.phase.Store("measuring")
-		wait(ctx, time.Until(mediaStart.Add(cfg.Duration)))
+		measured = wait(ctx, time.Until(mediaStart.Add(cfg.Duration)))
 	}
+	r.win.end.Store(monoNow())
 	b := r.snapshot()
+	if measured {
+		r.phase.Store("receiving the window's last packets")
+		r.awaitInFlight(ctx)
+	}
 	r.phase.Store("stopping")
 	sum := r.summarize(start, a, b)
 	if recStopped != nil {
@@ -167,6 +175,31 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		sum.Recordings = r.rec.stop()
 	}
 	return sum, nil
+}
+
+// awaitInFlight waits for the packets sent inside the window that are still
+// on their way: until no stream's count of them grew for 300 ms (3 s at
+// most), so a delivery ratio never counts a delayed packet as lost.
+func (r *runner) awaitInFlight(ctx context.Context) {
+	total := func() (n uint64) {
+		for _, p := range r.parts {
+			for _, st := range p.streamList() {
+				n += st.inWindow.Load()
+			}
+		}
+		return n
+	}
+	last, still := total(), 0
+	for end := time.Now().Add(3 * time.Second); still < 3 && time.Now().Before(end); {
+		if !wait(ctx, 100*time.Millisecond) {
+			return
+		}
+		if n := total(); n != last {
+			last, still = n, 0
+		} else {
+			still++
+		}
+	}
 }
 
 func orDiscard(w io.Writer) io.Writer {
@@ -246,6 +279,7 @@ func (r *runner) joinAll(ctx context.Context) {
 					codec = codecOf(rt.Track.Codec().MimeType)
 				}
 				s := newStream(rt.TrackID, video, codec)
+				s.win = r.win
 				s.mix = rt.ParticipantID == "mix" // the server's audio mix (Config.Mix)
 				p.addStream(s)
 				go s.read(rt.Track)

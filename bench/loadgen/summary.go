@@ -73,7 +73,9 @@ type Summary struct {
 		// instead (the SFU's output is contiguous across layer switches).
 		ExpectedFromSent uint64  `json:"expectedFromSent"`
 		DeliveryRatio    float64 `json:"deliveryRatio"` // MediaPackets / ExpectedFromSent
-		// MediaPackets carry a publisher's stamp; PaddingPackets are
+		// MediaPackets carry a publisher's stamp; for streams judged by
+		// sent × subscribers, only those sent inside the window, counted
+		// whenever they arrived (a grown delay is not loss). PaddingPackets are
 		// padding-only (bandwidth probes); the rest of Packets are other
 		// packets without a stamp (see Loss.StampsMissing).
 		MediaPackets   uint64 `json:"mediaPackets"`
@@ -364,7 +366,13 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 				// stamps (the mixer's own delay is in docs/mixing.md).
 				stamped = packets - min(packets, padding)
 			}
-			s.Received.MediaPackets += stamped
+			if st.mix || (st.video && simulcastTrack[st.trackID]) {
+				s.Received.MediaPackets += stamped
+			} else {
+				// Judged against what was sent in the window: the packets
+				// sent in it, whenever they arrived (runner.awaitInFlight).
+				s.Received.MediaPackets += st.inWindow.Load()
+			}
 			s.Received.PaddingPackets += padding
 			if packets > stamped+padding {
 				s.Loss.StampsMissing += packets - stamped - padding

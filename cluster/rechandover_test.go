@@ -1,0 +1,122 @@
+package cluster_test
+
+import (
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/recorder"
+)
+
+// A recording started through the API on a node that drains (SIGTERM)
+// goes on on another node of the room: the drained node's recording ends
+// as finished, then a node with a part of the room records the room as a
+// recording that continues it (never both at once); the new one records
+// alice (moved off the drained node) and bob, and ffprobe decodes every
+// file of both.
+func TestDrainHandsRecordingOver(t *testing.T) {
+	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	t.Parallel()
+	const roomName = "rec-drain"
+	srvs := startCluster(t, 3, func(c *config.Config) {
+		c.Room.ResumeWindow = config.Duration(20 * time.Second)
+		c.Recordings.Dir = t.TempDir()
+	})
+	alice := join(t, srvs[0], roomName, "alice", withNodes(srvs[1]))
+	bob := join(t, srvs[1], roomName, "bob")
+	seeEachOther(t, alice, bob)
+	publishFiles(t, alice)
+	publishFiles(t, bob)
+	var first recorder.Info
+	if code := httpJSON(t, "POST", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{}, &first); code != http.StatusCreated || first.Node != "n0" {
+		t.Fatalf("start on n0: %d %+v", code, first)
+	}
+	eventually(t, 60*time.Second, "n0 records the four tracks, 30 frames each", func() bool {
+		n := 0
+		for _, tr := range recordingManifest(t, srvs[0].Recorder(), first.ID).Tracks {
+			if tr.Frames >= 30 {
+				n++
+			}
+		}
+		return n == 4
+	})
+
+	if left := srvs[0].Drain(ctxT(t, 30*time.Second)); left != 0 {
+		t.Fatalf("%d participants still on the drained node", left)
+	}
+	ended, _ := srvs[0].Recorder().Get(first.ID)
+	if ended.Status != "finished" || ended.EndedAt == nil {
+		t.Fatalf("n0's recording after the drain: %+v, want finished", ended)
+	}
+	var second recorder.Info
+	eventually(t, 30*time.Second, "a node of the room records it on, continuing n0's recording", func() bool {
+		for _, s := range srvs[1:] {
+			for _, in := range s.Recorder().List(roomName) {
+				if in.Status == "recording" {
+					second = in
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if second.Continues != first.ID || (second.Node != "n1" && second.Node != "n2") || second.Auto {
+		t.Fatalf("the new recording %+v, want an API recording on n1 or n2 that continues %s", second, first.ID)
+	}
+	if !ended.EndedAt.Before(second.StartedAt) {
+		t.Fatalf("two nodes recorded the room at once: n0's ended %s, %s's started %s", ended.EndedAt.Format(time.StampMilli), second.Node, second.StartedAt.Format(time.StampMilli))
+	}
+	t.Logf("recording handed over from n0 to %s: %s between the end of one and the start of the other", second.Node, second.StartedAt.Sub(*ended.EndedAt).Round(time.Millisecond))
+	if err := srvs[0].Shutdown(ctxT(t, 15*time.Second)); err != nil {
+		t.Logf("n0 shutdown: %v", err)
+	}
+	holder := srvs[indexOfNode(srvs, second.Node)]
+	eventually(t, 60*time.Second, "the new recording holds alice's and bob's tracks, 30 frames of each", func() bool {
+		frames := map[string]int{}
+		for _, tr := range recordingManifest(t, holder.Recorder(), second.ID).Tracks {
+			frames[tr.ParticipantName+" "+tr.Kind] += tr.Frames
+		}
+		return frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30
+	})
+	running := 0
+	for _, s := range srvs[1:] {
+		for _, in := range s.Recorder().List(roomName) {
+			if in.Status == "recording" {
+				running++
+			}
+		}
+	}
+	if running != 1 {
+		t.Fatalf("%d recordings of the room run on n1 and n2, want 1", running)
+	}
+	var stopped recorder.Info
+	if code := httpJSON(t, "DELETE", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+second.ID, nil, &stopped); code != http.StatusOK {
+		t.Fatalf("stop the new recording through n2: %d", code)
+	}
+	if len(ended.Files) != 4 {
+		t.Fatalf("n0's files %v, want alice's and bob's video and audio", ended.Files)
+	}
+	for _, f := range ended.Files {
+		if got := decodedFrames(t, f); got < 30 {
+			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
+		}
+	}
+	decoded := map[string]int{}
+	for _, tr := range recordingManifest(t, holder.Recorder(), second.ID).Tracks {
+		if tr.File == "" || tr.Frames == 0 {
+			continue
+		}
+		got := decodedFrames(t, filepath.Join(stopped.Dir, tr.File))
+		if got == 0 {
+			t.Errorf("%s: ffmpeg decoded nothing", tr.File)
+		}
+		decoded[tr.ParticipantName+" "+tr.Kind] += got
+	}
+	for _, k := range []string{"alice audio", "alice video", "bob audio", "bob video"} {
+		if decoded[k] < 30 {
+			t.Errorf("the new recording: ffmpeg decoded %d frames of %s, want >= 30 (%v)", decoded[k], k, decoded)
+		}
+	}
+}
