@@ -445,10 +445,10 @@ func (i *Import) Close() {
 // Compile-time checks: an Import is everything a local receiver is to its
 // consumers; an Export is a sink that tells dynacast what it wants.
 var (
-	_ sfu.Source       = (*Import)(nil)
-	_ sfu.PayloadCache = (*Import)(nil)
+	_ sfu.Source         = (*Import)(nil)
+	_ sfu.PayloadCache   = (*Import)(nil)
 	_ sfu.PacketReplayer = (*Import)(nil)
-	_ sfu.ClockSource  = (*Import)(nil)
-	_ sfu.Sink         = (*Export)(nil)
-	_ sfu.LayerWanter  = (*Export)(nil)
+	_ sfu.ClockSource    = (*Import)(nil)
+	_ sfu.Sink           = (*Export)(nil)
+	_ sfu.LayerWanter    = (*Export)(nil)
 )
