@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -265,6 +267,10 @@ type recorder struct {
 	first  map[string]time.Time
 }
 
+// repairWake is how often a recorder's idle track read wakes up to take a
+// retransmission pion has queued.
+const repairWake = 100 * time.Millisecond
+
 func record(c *client.Client) *recorder {
 	r := &recorder{got: map[string][][]byte{}, owners: map[string]string{}, first: map[string]time.Time{}}
 	c.OnTrack(func(rt *client.RemoteTrack) {
@@ -273,7 +279,18 @@ func record(c *client.Client) *recorder {
 		r.mu.Unlock()
 		go func() {
 			for {
+				// pion returns a retransmission (RTX) from Read only when
+				// called, and Read blocks on the media stream: a repair that
+				// arrives after the last media packet would stay queued for
+				// ever. A read deadline wakes Read now and then so it does
+				// (the server's receivers do the same on a repair,
+				// sfu/repairwake.go).
+				_ = rt.Track.SetReadDeadline(time.Now().Add(repairWake))
 				pkt, _, err := rt.Track.ReadRTP()
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
 				if err != nil {
 					return
 				}
