@@ -84,6 +84,9 @@ func startCutNodes(t *testing.T, tune func(*config.Config)) ([]*server.Server, *
 // lists both recordings, the new one records the cut-off node's tracks
 // again, and ffmpeg decodes every file of both.
 func TestRecordingNodeCutOff(t *testing.T) {
+	// Parallel: its own NATS server and proxy, and its 19 s bound on the
+	// takeover leaves 9 s over the 10 s it takes.
+	t.Parallel()
 	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
 	const roomName = "rec-cut"
 	hooks := &hookEvents{}

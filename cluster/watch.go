@@ -90,7 +90,11 @@ func (n *Node) watchRoom(name string, w *roomWatch) {
 		if slow.Stop() && err == nil {
 			backoff = 250 * time.Millisecond
 			n.consumeWatch(name, w, kw)
-			_ = kw.Stop()
+			// Ending the context ends the subscription and deletes the
+			// watch's consumer in nats.go's own goroutine. Not kw.Stop(),
+			// which waits for the store's answer: up to 5 s when it has no
+			// quorum any more (the last nodes of a cluster stopping), and
+			// the node's Close waits for this loop.
 			cancel()
 		} else {
 			cancel()

@@ -39,43 +39,64 @@ const bweHistoryLen = 2048
 
 // sentRecord is one packet sent: meta packs the transport-wide sequence
 // number (bits 0-15), the size on the wire (16-31), the probe cluster
-// (32-47) and a valid bit (48); sent is when it left the socket, unix µs.
+// (32-47) and a valid bit (48); sent packs the sequence number again (bits
+// 0-15) with the low 48 bits of when it left the socket, unix µs (16-63).
+// Each word names its packet, so recording and stamping are one store each
+// and need no read: a send time is trusted only when both words name the
+// packet asked for (a slot is reused every bweHistoryLen packets).
 type sentRecord struct {
 	meta atomic.Uint64
-	sent atomic.Int64
+	sent atomic.Uint64
 }
 
 // sendHistory is written by the down tracks' writers (record) and the
 // socket's flusher (stamp), read by the feedback handler: every field is
-// atomic, and a record is trusted only when its sequence number matches.
+// atomic, and a record is trusted only when its sequence numbers match.
 type sendHistory struct {
 	recs [bweHistoryLen]sentRecord
 }
 
 func (h *sendHistory) record(seq uint16, size int, cluster uint16) {
-	r := &h.recs[seq%bweHistoryLen]
-	r.sent.Store(0)
-	r.meta.Store(uint64(seq) | uint64(min(size, 0xffff))<<16 | uint64(cluster)<<32 | 1<<48)
+	h.recs[seq%bweHistoryLen].meta.Store(uint64(seq) | uint64(min(size, 0xffff))<<16 | uint64(cluster)<<32 | 1<<48)
 }
 
 // stamp records when packet seq left the socket (unix µs).
 func (h *sendHistory) stamp(seq uint16, at int64) {
-	r := &h.recs[seq%bweHistoryLen]
-	if m := r.meta.Load(); m&(1<<48) != 0 && uint16(m) == seq {
-		r.sent.Store(at)
-	}
+	h.recs[seq%bweHistoryLen].sent.Store(uint64(at)<<16 | uint64(seq))
 }
 
+// sentMask keeps the 48 bits of a send time that a record holds.
+const sentMask = 1<<48 - 1
+
+// sentMaxAge is how old a send time may be for feedback to use it. The
+// slot of a packet recorded but not yet stamped (its feedback read before
+// the flusher stored the time) still holds the stamp of the packet with
+// the same sequence number 65,536 packets earlier: minutes ago at a video
+// rate, and refused as too old (the history itself covers 2,048 packets,
+// a few seconds at most).
+const sentMaxAge = 10_000_000
+
 // get returns a sent packet's size, cluster and send time; ok=false if it
-// was forgotten or never stamped.
-func (h *sendHistory) get(seq uint16) (size int, cluster uint16, sent int64, ok bool) {
+// was forgotten or not stamped. now (unix µs, the feedback's reception)
+// restores the send time's upper bits: it is the latest time with the
+// recorded low 48 bits up to a second after now (the flusher may read its
+// clock a little after the feedback's reader did).
+func (h *sendHistory) get(seq uint16, now int64) (size int, cluster uint16, sent int64, ok bool) {
 	r := &h.recs[seq%bweHistoryLen]
 	m := r.meta.Load()
 	if m&(1<<48) == 0 || uint16(m) != seq {
 		return 0, 0, 0, false
 	}
-	sent = r.sent.Load()
-	return int(m >> 16 & 0xffff), uint16(m >> 32), sent, sent != 0
+	st := r.sent.Load()
+	if uint16(st) != seq || st>>16 == 0 {
+		return 0, 0, 0, false
+	}
+	ref := now + 1_000_000
+	sent = ref - (ref-int64(st>>16))&sentMask
+	if ref-sent > sentMaxAge {
+		return 0, 0, 0, false
+	}
+	return int(m >> 16 & 0xffff), uint16(m >> 32), sent, true
 }
 
 // bwe is one connection's estimator. Feedback may come on several
@@ -160,7 +181,7 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	ref := b.unwrapRef(fb.refTime)
 	for i, st := range fb.status {
 		seq := fb.baseSeq + uint16(i)
-		size, cluster, sent, ok := b.hist.get(seq)
+		size, cluster, sent, ok := b.hist.get(seq, now)
 		if !ok {
 			continue
 		}

@@ -11,6 +11,8 @@ import (
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
+
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // linkSim runs one estimator against a simulated downlink in virtual time
@@ -398,7 +400,7 @@ func TestBWEDoesNotAllocate(t *testing.T) {
 		binary.BigEndian.Uint16(b) != binary.BigEndian.Uint16(a)+1 {
 		t.Fatalf("sequence numbers %x then %x: want consecutive across the connection's streams", a, b)
 	}
-	if _, _, _, ok := bi.est.hist.get(1); !ok {
+	if _, _, _, ok := bi.est.hist.get(1, clock.Micros()); !ok {
 		t.Fatal("the second video packet is not in the send history")
 	}
 
@@ -428,5 +430,43 @@ func TestBWEDoesNotAllocate(t *testing.T) {
 		bi.est.onRTCP(raw, at)
 	}); n != 0 {
 		t.Fatalf("%.1f allocations per packet", n)
+	}
+}
+
+// TestSendHistory: a record is trusted only with its own stamp. A packet
+// not yet stamped (its feedback read before the flusher stored the time)
+// is unknown, though its slot holds the stamp of the packet with the same
+// sequence number 65,536 packets earlier; a packet recorded over (2,048
+// later) is forgotten; the send time survives unix µs beyond 48 bits and a
+// flusher whose clock read came a little after the feedback's.
+func TestSendHistory(t *testing.T) {
+	var h sendHistory
+	now := clock.Micros()
+	h.record(7, 1200, 3)
+	if _, _, _, ok := h.get(7, now); ok {
+		t.Fatal("a packet never stamped has a send time")
+	}
+	h.stamp(7, now-5_000)
+	size, cluster, sent, ok := h.get(7, now)
+	if !ok || size != 1200 || cluster != 3 || sent != now-5_000 {
+		t.Fatalf("got size %d, cluster %d, sent %d (%v), want 1200, 3, %d", size, cluster, sent, ok, now-5_000)
+	}
+	if _, _, sent, ok := h.get(7, now-300); !ok || sent != now-5_000 {
+		t.Fatalf("stamped 4.7 ms after the feedback's clock read: sent %d (%v), want %d", sent, ok, now-5_000)
+	}
+	h.record(7+bweHistoryLen, 900, 0)
+	if _, _, _, ok := h.get(7, now); ok {
+		t.Fatal("a packet recorded over is still known")
+	}
+	// 65,536 packets later (30 s at ~2,000 packets/s): the same slot and
+	// sequence number, recorded but not stamped yet.
+	later := now + 30_000_000
+	h.record(7, 1100, 0)
+	if _, _, _, ok := h.get(7, later); ok {
+		t.Fatal("a packet not yet stamped took the stamp of the one 65,536 packets before")
+	}
+	h.stamp(7, later-1_000)
+	if _, _, sent, ok := h.get(7, later); !ok || sent != later-1_000 {
+		t.Fatalf("after its stamp: sent %d (%v), want %d", sent, ok, later-1_000)
 	}
 }

@@ -176,12 +176,12 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 	if pt, ok := rtxPayloadType(ctx.CodecParameters(), chosen.PayloadType); ok && ctx.SSRCRetransmission() != 0 {
 		d.rtxSSRC, d.rtxPT = uint32(ctx.SSRCRetransmission()), pt
 		if d.rtxSeq == 0 {
-			d.rtxSeq = uint16(randUint32())
+			d.rtxSeq = initialSeq() // below 2^15: see initialseq.go
 		}
 	}
 	d.bound = true
 	if d.munger == nil {
-		d.munger = NewMunger(d.codec.ClockRate, uint16(randUint32()), randUint32())
+		d.munger = NewMunger(d.codec.ClockRate, initialSeq(), randUint32()) // below 2^15: see initialseq.go
 	}
 	d.mu.Unlock()
 	if d.video && !unsupported {

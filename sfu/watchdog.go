@@ -10,10 +10,13 @@ import (
 
 // The start watchdog: a viewer must never sit without video. Issue 18
 // found one viewer in a 300-viewer webinar whose video never started while
-// every other stream was perfect. One cause was found and fixed (reordered
-// connection-state callbacks left the connected flag down, peer.go); this
+// every other stream was perfect. Two causes were found and fixed
+// (reordered connection-state callbacks left the connected flag down,
+// peer.go; a stream that started near sequence number 65535 could not be
+// decrypted by a viewer that lost its first packets, initialseq.go); this
 // watchdog covers whatever else may leave a down track silent while its
-// source flows, and says in the log which state it found it in.
+// source flows, and says in the log which state it found it in. It cannot
+// see a stream the server sends but the viewer cannot decrypt.
 //
 // The subscriber's loop calls Subscriber.CheckStalled every allocation
 // round (500 ms).
