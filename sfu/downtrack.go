@@ -52,6 +52,7 @@ type DownTrack struct {
 	rtxPT      uint8
 	rtxSeq     uint16
 	reception  ReceptionStats // the subscriber's latest receiver report (reception.go)
+	heard      bool           // a receiver report said a packet of this track arrived (watchdog.go)
 	tsIn       uint32         // input and output timestamps of the last forwarded packet:
 	tsOut      uint32         // their difference is the current rewriting offset
 	haveTS     bool
