@@ -153,24 +153,43 @@ func (n *Node) nodeBack(id string) {
 
 // reassert writes back this node's participants missing from a room's
 // state for confirmAfter: the others purged them while this node was cut
-// off from the bus for longer than the resume window. (Their slots are not
-// claimed again: a room may exceed its limit by the members added back.)
-// Called by reconcileState (watch.go).
+// off from the bus for longer than the resume window. In a room with a
+// participant limit each claims a slot again; one that finds none free
+// (others joined meanwhile) is written back without: the room exceeds its
+// limit by it until it leaves, rather than a call going on unseen by the
+// others. Called by reconcileState (watch.go).
 func (n *Node) reassert(r *room.Room, missing []room.Member) {
 	if len(missing) == 0 {
 		return
 	}
 	p := roomKey(r.Name())
+	maxP := n.rooms.MaxParticipants()
 	for _, m := range missing {
 		m.Node = n.id
-		data, _ := json.Marshal(memberEntry{Member: m, Slot: -1})
+		slot := -1
+		if maxP > 0 {
+			err := n.retry(func(ctx context.Context) (err error) {
+				slot, err = n.claimSlot(ctx, r.Name(), m, maxP)
+				return err
+			})
+			if err != nil {
+				slot = -1
+				n.log.Warn("room state: member added back over the room's limit", "room", r.Name(), "member", m.ID, "err", err)
+			}
+		}
+		data, _ := json.Marshal(memberEntry{Member: m, Slot: slot})
+		there := false
 		err := n.retry(func(ctx context.Context) error {
 			_, err := n.bus.kv.Create(ctx, memberKey(p, n.id, m.ID), data)
 			if isConflict(err) {
-				return nil // there already
+				there = true // written back already (an earlier pass)
+				return nil
 			}
 			return err
 		})
+		if slot >= 0 && (err != nil || there) {
+			n.freeSlotUnless(p, memberKey(p, n.id, m.ID), slot, m.ID)
+		}
 		if err != nil {
 			n.log.Warn("room state: member not added back", "room", r.Name(), "member", m.ID, "err", err)
 			return
@@ -186,4 +205,19 @@ func (n *Node) reassert(r *room.Room, missing []room.Member) {
 		n.opts.OnRoomStarted(r.Name(), sid)
 	}
 	n.log.Info("room state: added back members lost while this node was cut off", "room", r.Name(), "members", len(missing))
+}
+
+// freeSlotUnless releases slot s claimed for member id unless the member's
+// key (mkey) holds it: a second claim for a member written back already.
+func (n *Node) freeSlotUnless(p, mkey string, s int, id string) {
+	var e memberEntry
+	var rev uint64
+	_ = n.retry(func(ctx context.Context) (err error) {
+		rev, err = n.getJSON(ctx, mkey, &e)
+		return err
+	})
+	if rev != 0 && e.Slot == s {
+		return
+	}
+	n.releaseHeld(slotKey(p, s), id)
 }

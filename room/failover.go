@@ -81,6 +81,9 @@ func (r *Room) nodeDied(node string, window time.Duration) {
 // ResumeWindow is how long a participant whose connection is gone may resume.
 func (m *Manager) ResumeWindow() time.Duration { return m.cfg.ResumeWindow }
 
+// MaxParticipants is the participant limit of every room (0: none).
+func (m *Manager) MaxParticipants() int { return m.limits().MaxParticipants }
+
 // ReleaseResult is what Release did.
 type ReleaseResult int
 
