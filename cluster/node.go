@@ -191,6 +191,8 @@ func (n *Node) Close() {
 		}
 		if !n.draining.Load() { // a drained node's participants move: no goodbye that ends them
 			_ = n.bus.nc.Publish(subjBye, []byte(n.id))
+		} else {
+			_ = n.bus.nc.Publish(subjLeft, []byte(n.id)) // but it leaves the count of nodes (presence.go)
 		}
 		_ = n.bus.nc.Flush()
 		n.closeBus()

@@ -13,6 +13,7 @@ import (
 const (
 	subjHeartbeat = "starling.nodes.hb"     // every node's heartbeat
 	subjBye       = "starling.nodes.bye"    // a node leaving cleanly
+	subjLeft      = "starling.nodes.left"   // a drained node leaving: no longer one of the nodes (presence.go)
 	hbInterval    = time.Second             // heartbeat period
 	hbExpiry      = 3500 * time.Millisecond // a node silent this long is gone (< 5 s)
 )
@@ -211,6 +212,16 @@ func (n *Node) subscribeNodes() error {
 			n.reg.forget(id)
 			n.pres.forget(id)
 			n.nodeGone(id)
+		}
+	}); err != nil {
+		return err
+	}
+	if _, err := n.bus.nc.Subscribe(subjLeft, func(m *nats.Msg) {
+		// Its participants moved and its recordings were handed over; it
+		// says no goodbye (which would end them) but leaves the count of
+		// the cluster's nodes, so the nodes left still make a majority.
+		if id := string(m.Data); id != n.id {
+			n.pres.forget(id)
 		}
 	}); err != nil {
 		return err

@@ -107,7 +107,15 @@ func startNATS(t *testing.T) string {
 // busCuts lets one bus-cut test run at a time. They run beside the other
 // parallel tests, but not beside each other: with both at once the longer
 // cut's media never came back across nodes after the link did, about one
-// run in three (not seen with one at a time; under investigation).
+// run in three under the whole suite. Looked into (2026-12-07): together
+// they passed 4/4 on an idle machine and 6/6 beside two busy loops; under
+// -race beside two busy loops 3 rounds of 5 failed, each after heartbeats
+// stopped being heard between nodes that were never cut (n0 and n1 of a
+// cluster declared each other gone, in both clusters at once) and a
+// client starved past the 10 s negotiation timeout was removed; once
+// before any cut. So the load, not the cut handling: the two clusters
+// share nothing (own NATS server, proxy, relay sockets; the same node ids
+// and secret, but no address of one reaches the other).
 var busCuts sync.Mutex
 
 func busCut(t *testing.T, window time.Duration, outlast bool) {

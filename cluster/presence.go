@@ -41,8 +41,9 @@ const (
 )
 
 // presence keeps when each other node was last heard (its heartbeat), for
-// memberMemory after it fell silent; a node that said goodbye is
-// forgotten at once.
+// memberMemory after it fell silent; a node that shut down (its goodbye,
+// or after a drain its "left" notice) is forgotten at once, so that the
+// nodes left still make a majority of the count.
 type presence struct {
 	mu    sync.Mutex
 	heard map[string]time.Time

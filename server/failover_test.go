@@ -206,7 +206,7 @@ func TestFailoverWhenNodeUnreachable(t *testing.T) {
 func TestFailoverWhenNodeGoesSilent(t *testing.T) {
 	// Parallel: 15 s of waiting for the read timeout; a busy CPU only
 	// lengthens it, and the test bounds it from below.
-	parallelLong(t)
+	parallelLongest(t)
 	if testing.Short() {
 		t.Skip("waits for a read timeout of 15 s")
 	}

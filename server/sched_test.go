@@ -19,8 +19,8 @@ import (
 // they failed with light tests around them (the mixer's loud mix never
 // came, 98.8% of packets recovered for 99.5%, a 1 s round trip) and passed
 // without, even three at once. Light tests run first, capacity at once,
-// long ones (external peers, production timeouts) before the others, then
-// the timing-judging ones. A test that must be alone in the process (it
+// long ones (external peers, production timeouts) before the others, the
+// longest of them first (parallelLongest), then the timing-judging ones. A test that must be alone in the process (it
 // reads process-wide counters), or that is sensitive to the least
 // scheduling delay (sender report stamps), stays serial.
 //
@@ -55,7 +55,7 @@ type scheduler struct {
 	capacity int             // light tests at once
 	lights   int             // light tests running
 	waitLite int             // light tests waiting
-	early    int             // of which long ones, which start first
+	waitRank map[int]int     // of which how many of each rank (rankLong...) wait
 	timing   int             // timing tests running
 	groups   map[string]bool // groups of the timing tests running
 	waiting  []*waiter       // timing tests waiting, in the order they start
@@ -64,33 +64,48 @@ type scheduler struct {
 type waiter struct{ group string }
 
 func newScheduler(capacity int) *scheduler {
-	s := &scheduler{capacity: capacity, groups: map[string]bool{}}
+	s := &scheduler{capacity: capacity, groups: map[string]bool{}, waitRank: map[int]int{}}
 	s.cond = sync.NewCond(&s.mu)
 	return s
 }
 
-// acquire blocks until a light test (early: a long one) may run: no
-// timing test runs, fewer than capacity light tests run, and no long one
-// waits if it is not one. It returns its release, which is idempotent.
-func (s *scheduler) acquire(early bool) func() {
+// Ranks of light tests: those of a higher rank start first.
+const (
+	rankLight   = 0
+	rankLong    = 1 // parallelLong
+	rankLongest = 2 // parallelLongest
+)
+
+// acquire blocks until a light test of the given rank may run: no timing
+// test runs, fewer than capacity light tests run, and no test of a higher
+// rank waits. It returns its release, which is idempotent.
+func (s *scheduler) acquire(rank int) func() {
 	// Under -race the long ones (the CPU-hungry ones among them) do not go
 	// first: they come in go test's order, as before.
-	early = early && !raceEnabled
+	if raceEnabled {
+		rank = rankLight
+	}
 	s.mu.Lock()
 	s.waitLite++
-	if early {
-		s.early++
-	}
-	for s.timing > 0 || s.lights >= s.capacity || (!early && s.early > 0) {
+	s.waitRank[rank]++
+	for s.timing > 0 || s.lights >= s.capacity || s.higherWaits(rank) {
 		s.cond.Wait()
 	}
 	s.waitLite--
-	if early {
-		s.early--
-	}
+	s.waitRank[rank]--
 	s.lights++
 	s.mu.Unlock()
 	return s.releaser(func() { s.lights-- })
+}
+
+// higherWaits reports whether a light test of a rank above rank waits.
+func (s *scheduler) higherWaits(rank int) bool {
+	for r, n := range s.waitRank {
+		if r > rank && n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // acquireTiming blocks until a timing test of group (or "") may run: no
@@ -154,7 +169,7 @@ func (s *scheduler) next() *waiter {
 // parallel runs t in parallel with the package's other light tests.
 func parallel(t *testing.T) {
 	t.Parallel()
-	t.Cleanup(traced(t, "light", sched.acquire(false)))
+	t.Cleanup(traced(t, "light", sched.acquire(rankLight)))
 }
 
 // parallelLong is parallel for a test known to take long (10 s and more
@@ -162,7 +177,16 @@ func parallel(t *testing.T) {
 // before the other light tests, instead of being the package's tail.
 func parallelLong(t *testing.T) {
 	t.Parallel()
-	t.Cleanup(traced(t, "long", sched.acquire(true)))
+	t.Cleanup(traced(t, "long", sched.acquire(rankLong)))
+}
+
+// parallelLongest is parallelLong for the package's longest light tests
+// (20 s and more on a busy machine): they start before the other long
+// ones. With all long tests waiting for the first places at once, one of
+// them started 10 s late and ended the light phase 10 s after the rest.
+func parallelLongest(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(traced(t, "longest", sched.acquire(rankLongest)))
 }
 
 // parallelUnlessRace is parallelLong, except under -race, where t runs
@@ -175,6 +199,14 @@ func parallelLong(t *testing.T) {
 func parallelUnlessRace(t *testing.T) {
 	if !raceEnabled {
 		parallelLong(t)
+	}
+}
+
+// longestUnlessRace is parallelUnlessRace for one of the package's
+// longest tests (parallelLongest).
+func longestUnlessRace(t *testing.T) {
+	if !raceEnabled {
+		parallelLongest(t)
 	}
 }
 

@@ -44,6 +44,7 @@ type batchConn struct {
 	// last allocation per forwarded packet.
 	free chan *packetBuf
 	taps socketTaps // subscribers' feedback readers (rtcptap.go)
+	hold batchHold  // datagrams queued without waking the flusher (batchhold.go)
 }
 
 // freeBuffers is how many buffers a batched socket keeps: a few batches'
@@ -141,6 +142,11 @@ func (b *batchConn) getBuf() *packetBuf {
 // queue drops the datagram, like a full socket buffer would. hist, when
 // not nil, gets packet tseq's send time once it is sent.
 func (b *batchConn) queueOwned(buf *packetBuf, n int, to netip.AddrPort, hist *sendHistory, tseq uint16) error {
+	return b.queue(buf, n, to, hist, tseq, false)
+}
+
+// queue queues buf[:n]; held leaves the flusher asleep (see WriteHeld).
+func (b *batchConn) queue(buf *packetBuf, n int, to netip.AddrPort, hist *sendHistory, tseq uint16, held bool) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -155,6 +161,10 @@ func (b *batchConn) queueOwned(buf *packetBuf, n int, to netip.AddrPort, hist *s
 		return nil
 	}
 	b.pending = append(b.pending, outDatagram{buf: buf, n: n, to: to, hist: hist, tseq: tseq})
+	if held && b.holdLocked() {
+		b.mu.Unlock()
+		return nil
+	}
 	b.mu.Unlock()
 	select {
 	case b.wake <- struct{}{}:
@@ -199,6 +209,7 @@ func (b *batchConn) flushLoop(w *batchWriter) {
 		}
 		b.mu.Lock()
 		batch, b.pending = b.pending, batch[:0]
+		b.releasedLocked()
 		b.mu.Unlock()
 		w.write(batch)
 		// Send times for the congestion controller: now, when the packets

@@ -247,7 +247,12 @@ func (e *Export) WriteRTP(hdr *rtp.Header, payload []byte, layer int8) error {
 	l.packets++
 	l.octets += uint32(len(payload))
 	to := e.p.addr.Load()
-	_, _ = e.t.conn.WriteToAddrPort(s.buf[:s.n], *to)
+	if e.video {
+		// A frame's packets leave together, at its last (sfu/batchhold.go).
+		_, _ = e.t.conn.WriteHeld(s.buf[:s.n], *to, hdr.Marker)
+	} else {
+		_, _ = e.t.conn.WriteToAddrPort(s.buf[:s.n], *to)
+	}
 	l.mu.Unlock()
 	e.packets.Add(1)
 	e.bytes.Add(uint64(s.n))

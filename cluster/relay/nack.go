@@ -74,7 +74,9 @@ func (i *Import) addMiss(n *nackLayer, seq uint16, now int64) {
 		i.t.stats.lost.Add(1)
 	} else {
 		n.pending++
-		i.pending.Add(1)
+		if i.pending.Add(1) == 1 {
+			i.t.missed() // the timer retries from now on
+		}
 	}
 	*m = miss{first: now, last: now, seq: seq, tries: 1, valid: true}
 }
