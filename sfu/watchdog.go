@@ -40,11 +40,19 @@ type stallWatch struct {
 	first   int64 // unix ns of the first check
 	told    bool  // "never sent" logged
 	unheard bool  // "sent but never reported received" logged
+	sending int64 // unix ns of the first check that found packets sent
 }
 
-// unheardPackets is how many packets a down track must have sent before
-// the watchdog notes that its subscriber never reported receiving any.
-const unheardPackets = 100
+// unheardPackets and unheardAfter: a down track that has sent this many
+// packets, and has been sending this long, without its subscriber ever
+// reporting one received is logged. Long: a starved client reads its
+// first packets late (a 200-viewer run on a loaded machine started media
+// 18 s after publishing at the median, and 10 s logged 89 streams that all
+// started later).
+const (
+	unheardPackets = 100
+	unheardAfter   = 30_000_000_000 // ns
+)
 
 // neverSentAfter is when a video down track that has sent nothing at all,
 // though neither paused nor without a source, is logged with its state
@@ -103,7 +111,7 @@ func (d *DownTrack) heardFrom() bool {
 }
 
 // checkUnheard logs, once, a down track that has sent unheardPackets and
-// more for neverSentAfter while its subscriber, whose receiver reports
+// more, sending for unheardAfter, while its subscriber, whose receiver reports
 // say it receives other tracks (heardAny), never reported a packet of this
 // one: media that leaves the server and never plays (issue 18: a stream
 // the viewer cannot decrypt, or that its client never started reading).
@@ -112,7 +120,10 @@ func (d *DownTrack) checkUnheard(now int64, heardAny bool, log *slog.Logger) {
 	sent := d.packets.Load()
 	d.mu.Lock()
 	w := &d.stall
-	if !heardAny || d.heard || w.unheard || w.first == 0 || now-w.first < neverSentAfter || sent < unheardPackets || log == nil {
+	if sent > 0 && w.sending == 0 {
+		w.sending = now
+	}
+	if !heardAny || d.heard || w.unheard || w.sending == 0 || now-w.sending < unheardAfter || sent < unheardPackets || log == nil {
 		d.mu.Unlock()
 		return
 	}
@@ -120,7 +131,7 @@ func (d *DownTrack) checkUnheard(now int64, heardAny bool, log *slog.Logger) {
 	ssrc := d.ssrc
 	d.mu.Unlock()
 	log.Warn(kindName(d.video)+" down track sends, but its subscriber never reported receiving a packet of it",
-		"track", d.id, "ssrc", ssrc, "packets", sent, "seconds", (now-w.first)/1e9)
+		"track", d.id, "ssrc", ssrc, "packets", sent, "sendingSeconds", (now-w.sending)/1e9)
 }
 
 // checkStalled restarts d at a keyframe when it has sent nothing for

@@ -149,7 +149,7 @@ func TestWatchdogLogsSilentAudio(t *testing.T) {
 }
 
 // TestWatchdogLogsUnheardTrack: a down track that has sent 100 packets and
-// more for 10 s, whose subscriber reports receiving other tracks but never
+// more, sending for 30 s, whose subscriber reports receiving other tracks but never
 // a packet of it (a stream the viewer cannot decrypt: issue 18), is logged
 // once; one the subscriber reported receiving is not, nor is any while the
 // subscriber reported receiving nothing at all (a client without reports).
@@ -199,13 +199,13 @@ func TestWatchdogLogsUnheardTrack(t *testing.T) {
 		}
 	}
 	check(0, true)
-	check(9, true)
-	check(11, false) // nothing reported at all: no judgement
+	check(29, true)
+	check(31, false) // nothing reported at all: no judgement
 	if logged.Len() != 0 {
 		t.Fatalf("logged too early or without reports: %s", logged.String())
 	}
-	check(12, true)
-	check(13, true)
+	check(32, true)
+	check(33, true)
 	out := logged.String()
 	if n := strings.Count(out, "never reported receiving"); n != 1 || !strings.Contains(out, "ssrc=8") {
 		t.Fatalf("want one line for ssrc 8, got %d:\n%s", n, out)
