@@ -86,7 +86,9 @@ func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*cli
 	for _, f := range opts {
 		f(&o)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Generous: on a machine loaded 30 deep under -race, a join and its
+	// first publisher offer took over 10 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, srv.SignalingURL(), room, o)
 	if err != nil {
