@@ -118,7 +118,7 @@ type nodeCollector struct {
 	bweTapped, bwePion, stallRestarts          *prometheus.Desc
 	bwePadding                                 *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
-	unsupported                                *prometheus.Desc
+	unsupported, replayed                      *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
 	mu            sync.Mutex
@@ -165,6 +165,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
 		unsupported:   d("down_tracks_unsupported_total", "Subscriptions whose codec the subscriber's connection could not negotiate (a codec published after its first negotiation of that kind): they forward nothing, the subscriber's other tracks go on."),
+		replayed:      d("late_keyframe_replayed_packets_total", "Packets a subscriber's down track refused while waiting for a keyframe whose first packet came late (repaired), forwarded from the cache right after it."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
 		jitter:        q("subscription_jitter_seconds", "Interarrival jitter subscribers report: quantiles over subscriptions reported in the last 10 s."),
 		loss:          q("subscription_loss_ratio", "Fraction of packets subscribers report lost in their last interval: quantiles over subscriptions reported in the last 10 s."),
@@ -178,7 +179,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
-		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported,
+		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported, c.replayed,
 		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bwePadding, c.bweTapped, c.bwePion, c.stallRestarts, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
@@ -258,6 +259,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dataHeld, ev.DataHeld)
 	counter(c.dataDropped, ev.DataDropped)
 	counter(c.unsupported, ev.UnsupportedDownTracks)
+	counter(c.replayed, ev.KeyframeReplays)
 	quantiles(ch, c.rtt, rtts)
 	quantiles(ch, c.jitter, jitters)
 	quantiles(ch, c.loss, losses)

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -58,9 +60,7 @@ func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	}
 	srv.Serve()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := shutdownWithin(t, srv, 10*time.Second); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
@@ -267,6 +267,10 @@ type recorder struct {
 	first  map[string]time.Time
 }
 
+// repairWake is how often a recorder's idle track read wakes up to take a
+// retransmission pion has queued.
+const repairWake = 100 * time.Millisecond
+
 func record(c *client.Client) *recorder {
 	r := &recorder{got: map[string][][]byte{}, owners: map[string]string{}, first: map[string]time.Time{}}
 	c.OnTrack(func(rt *client.RemoteTrack) {
@@ -275,7 +279,18 @@ func record(c *client.Client) *recorder {
 		r.mu.Unlock()
 		go func() {
 			for {
+				// pion returns a retransmission (RTX) from Read only when
+				// called, and Read blocks on the media stream: a repair that
+				// arrives after the last media packet would stay queued for
+				// ever. A read deadline wakes Read now and then so it does
+				// (the server's receivers do the same on a repair,
+				// sfu/repairwake.go).
+				_ = rt.Track.SetReadDeadline(time.Now().Add(repairWake))
 				pkt, _, err := rt.Track.ReadRTP()
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
 				if err != nil {
 					return
 				}

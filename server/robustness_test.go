@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +85,8 @@ func TestLossRecoveryDownstream(t *testing.T) {
 func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIssue func(string)) {
 	srv := startServer(t, tune)
 	const roomName = "loss-down"
-	rtxBefore := scrape(t, srv)["starling_retransmitted_packets_total"]
+	before := scrape(t, srv)
+	rtxBefore, replayedBefore := before["starling_retransmitted_packets_total"], before["starling_late_keyframe_replayed_packets_total"]
 	loss := newLossInjector(0.05, lossIncoming, 4, nil)
 	lossy := join(t, srv, roomName, "lossy", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{loss}, noReplayCheck: true})))
 	lossyRec := record(lossy)
@@ -117,6 +120,9 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 	if rtxCounted < rtxSeen {
 		t.Errorf("starling_retransmitted_packets_total grew by %v, but %v RTX packets arrived", rtxCounted, rtxSeen)
 	}
+	// A process total (other tests' subscribers add to it): informative.
+	t.Logf("late keyframe starts: %v refused packets replayed",
+		scrape(t, srv)["starling_late_keyframe_replayed_packets_total"]-replayedBefore)
 	t.Logf("lossy subscriber: video %d/%d (%.2f%%); %d of %d media packets dropped (%.1f%%); "+
 		"it NACKed %d seqs and %d RTX packets arrived (%d of them dropped); audio %d/%d (%.1f%%, audio has no NACK)",
 		recv, want, 100*float64(recv)/float64(want), loss.dropped.Load(), loss.seen.Load(),
@@ -131,6 +137,10 @@ func testLossRecoveryDownstream(t *testing.T, tune func(*config.Config), knownIs
 			"(with congestion control on: does the congestion-control interceptor (sfu/bweio.go) pass RTX packets on?)")
 	}
 	if float64(recv) < 0.995*float64(want) {
+		// Which packets, and did the clean subscriber get them: lost on the
+		// way to the SFU (both miss them) or on the way down (only lossy).
+		t.Logf("lossy subscriber missed sent packets %v; the clean subscriber missed %v (indexes among %d sent)",
+			missingIndexes(sentVideo, lossyRec.payloads(video.ID), 10), missingIndexes(sentVideo, cleanRec.payloads(video.ID), 10), len(sentVideo))
 		if pausedForBandwidth(lossy) {
 			knownIssue("the allocator paused the lossy subscriber's video for bandwidth on loopback")
 			t.Errorf("the allocator paused the lossy subscriber's video for bandwidth")
@@ -163,6 +173,7 @@ func TestLossRecoveryUpstream(t *testing.T) {
 
 func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssue func(string)) {
 	srv := startServer(t, tune)
+	replayedBefore := scrape(t, srv)["starling_late_keyframe_replayed_packets_total"]
 	const roomName = "loss-up"
 	subs := make([]*client.Client, 2)
 	recs := make([]*recorder, 2)
@@ -185,9 +196,12 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 
 	// The NACKs the publisher saw show in /metrics (a process total: other
 	// tests may add to it, never take away).
-	if got, seen := scrape(t, srv)["starling_nacks_sent_total"]-nacksBefore, loss.nacksSeen.Load()-seenBefore; got < float64(seen)/2 {
+	after := scrape(t, srv)
+	if got, seen := after["starling_nacks_sent_total"]-nacksBefore, loss.nacksSeen.Load()-seenBefore; got < float64(seen)/2 {
 		t.Errorf("starling_nacks_sent_total grew by %v while the publisher received NACKs for %d seqs", got, seen)
 	}
+	// A process total (other tests' subscribers add to it): informative.
+	t.Logf("late keyframe starts: %v refused packets replayed", after["starling_late_keyframe_replayed_packets_total"]-replayedBefore)
 	t.Logf("publisher: %d of %d video packets dropped on the way to the SFU; the SFU NACKed %d seqs "+
 		"(%.1f per lost packet) and the publisher resent %d packets (%d of them dropped)",
 		loss.dropped.Load(), loss.seen.Load(), loss.nacksSeen.Load(),
@@ -216,4 +230,26 @@ func testLossRecoveryUpstream(t *testing.T, tune func(*config.Config), knownIssu
 				i, recv, want, 100*float64(recv)/float64(want))
 		}
 	}
+}
+
+// missingIndexes lists the indexes in sent of the payloads packetCoverage
+// counts as expected but not received, after the index of the first one
+// received (as "first=N").
+func missingIndexes(sent, got [][]byte, tail int) []string {
+	have := make(map[string]bool, len(got))
+	for _, p := range got {
+		have[string(p)] = true
+	}
+	var out []string
+	start := -1
+	for i, p := range sent[:max(len(sent)-tail, 0)] {
+		switch {
+		case start < 0 && have[string(p)]:
+			start = i
+			out = append(out, fmt.Sprintf("first=%d", i))
+		case start >= 0 && !have[string(p)]:
+			out = append(out, strconv.Itoa(i))
+		}
+	}
+	return out
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"math/rand"
 	"testing"
-	"time"
 
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/twcc"
@@ -358,9 +357,9 @@ func BenchmarkBWEPerPacket(b *testing.B) {
 	h := &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}
 	payload := make([]byte, 1100)
 	buf := make([]byte, 1500)
-	now := time.Now().UnixMicro()
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU(b)
 	for i := 0; i < b.N; i++ {
 		h.Extensions = h.Extensions[:0] // as the down track's writer reuses its header
 		h.SequenceNumber = uint16(i)
@@ -370,10 +369,11 @@ func BenchmarkBWEPerPacket(b *testing.B) {
 		if i%perFeedback == perFeedback-1 {
 			fb := fbs[(i/perFeedback)%len(fbs)]
 			n := copy(buf, fb)
-			now += 10_000
-			bi.est.onRTCP(buf[:n], now)
+			// The clock the send times were stamped with.
+			bi.est.onRTCP(buf[:n], clock.Micros())
 		}
 	}
+	reportCPU(b, processCPU(b)-cpu0)
 }
 
 // TestBWEDoesNotAllocate: numbering, recording and applying feedback

@@ -64,8 +64,11 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 
 	const chunk = 256 // feedback datagrams queued at a time (the socket buffer holds them)
 	next, queued := 0, 0
+	var clientCPU time.Duration // the client's sends: not the server's cost
 	refill := func() {
 		b.StopTimer()
+		c0 := processCPU(b)
+		defer func() { clientCPU += processCPU(b) - c0 }()
 		if next+chunk > len(pkts) {
 			tap.setKeys(nil) // a new context: the replay window starts again
 			tap.setKeys(keys)
@@ -83,6 +86,7 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 	reads := 0
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU(b)
 	for i := 0; i < b.N; i++ {
 		h.Extensions = h.Extensions[:0] // as the down track's writer reuses its header
 		h.SequenceNumber = uint16(i)
@@ -93,7 +97,7 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 			continue
 		}
 		if queued == 0 {
-			refill()
+			refill() // before the first feedback read, and after every chunk
 		}
 		n, addr, err := server.UDPConn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -107,7 +111,15 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 		reads++
 	}
 	b.StopTimer()
+	reportCPU(b, processCPU(b)-cpu0-clientCPU)
 	if got := ReadCounters().BWEFeedbackTapped - tapped; got != uint64(reads) {
 		b.Fatalf("%d feedback packets tapped, %d read", got, reads)
 	}
+}
+
+// reportCPU adds the benchmark's CPU time per op (the whole process's user
+// and system time): on a shared machine ns/op is wall time, and counts the
+// time other processes had the core.
+func reportCPU(b *testing.B, cpu time.Duration) {
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

@@ -55,6 +55,10 @@ type Counters struct {
 	// Down tracks whose codec the subscriber's connection could not
 	// negotiate (downtrack.go, Bind): they forward nothing.
 	UnsupportedDownTracks uint64
+	// Packets a down track refused while it waited for a keyframe whose
+	// first packet came late (lost upstream, repaired), forwarded from the
+	// cache right after it (replay.go).
+	KeyframeReplays uint64
 }
 
 var counters struct {
@@ -64,7 +68,7 @@ var counters struct {
 	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, paddingSent              atomic.Uint64
 	bweFeedbackTapped, bweFeedbackPion                                                       atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
-	stallRestarts, unsupportedDownTracks                                                     atomic.Uint64
+	stallRestarts, unsupportedDownTracks, replayed                                           atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -94,6 +98,7 @@ func ReadCounters() Counters {
 		DataDropped:           counters.dataDropped.Load(),
 		StallRestarts:         counters.stallRestarts.Load(),
 		UnsupportedDownTracks: counters.unsupportedDownTracks.Load(),
+		KeyframeReplays:       counters.replayed.Load(),
 	}
 }
 

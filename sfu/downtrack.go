@@ -37,10 +37,14 @@ type DownTrack struct {
 	paused      bool
 	current     int8 // layer forwarded now; -1 = waiting for a keyframe
 	target      int8 // layer wanted
-	munger      *Munger
-	vp8         VP8Munger
-	vp9         VP9Munger
-	queue       sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
+	// While waiting for a keyframe on waitLayer: the newest packet refused
+	// there, replayed if the keyframe's first packet comes late (replay.go).
+	waitHi    uint16
+	waitLayer int8 // -1: nothing refused since the last start
+	munger    *Munger
+	vp8       VP8Munger
+	vp9       VP9Munger
+	queue     sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
 	// NACK answers (retransmit.go): what was sent, and the RTX stream.
 	history    *[historyLen]sentPacket
 	rtxScratch []byte
@@ -48,6 +52,7 @@ type DownTrack struct {
 	rtxPT      uint8
 	rtxSeq     uint16
 	reception  ReceptionStats // the subscriber's latest receiver report (reception.go)
+	heard      bool           // a receiver report said a packet of this track arrived (watchdog.go)
 	tsIn       uint32         // input and output timestamps of the last forwarded packet:
 	tsOut      uint32         // their difference is the current rewriting offset
 	haveTS     bool
@@ -93,7 +98,7 @@ func NewDownTrack(source Source, streamID string) *DownTrack {
 	d := &DownTrack{
 		id: source.ID(), streamID: streamID, codec: codec,
 		kind: CodecKindFromMime(codec.MimeType), video: source.Kind() == webrtc.RTPCodecTypeVideo,
-		current: -1, target: MaxLayers - 1,
+		current: -1, target: MaxLayers - 1, waitLayer: -1,
 		capLayer: MaxLayers - 1, bwLayer: MaxLayers - 1,
 	}
 	if !d.video {
@@ -227,7 +232,11 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 	if layer != d.current {
 		// Only a keyframe on the wanted layer starts or switches the stream.
 		if layer != d.target || !IsKeyframeStart(d.kind, payload) {
-			ask := layer == d.target && d.keyframeDue()
+			ask := false
+			if layer == d.target {
+				d.noteRefused(in.SequenceNumber, layer)
+				ask = d.keyframeDue()
+			}
 			d.mu.Unlock()
 			if ask {
 				// Still waiting: the last request or its answer may have
@@ -248,25 +257,37 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 		}
 		d.vp8.Switch()
 		d.vp9.Switch()
-	}
-	seq, ts, ok := d.munger.Forward(in.SequenceNumber, in.Timestamp, src.PacketTime())
-	if !ok {
+		started := d.forwardLocked(in.SequenceNumber, in.Timestamp, in.Marker, payload, layer, src)
+		if started && d.ho == nil && from == nil {
+			d.replayRefused(src, in.SequenceNumber, in.Timestamp, layer)
+		}
 		d.mu.Unlock()
 		return nil
 	}
-	d.tsIn, d.tsOut, d.haveTS, d.tsLayer = in.Timestamp, ts, true, layer // the current ts rewriting, for sender reports
+	d.forwardLocked(in.SequenceNumber, in.Timestamp, in.Marker, payload, layer, src)
+	d.mu.Unlock()
+	return nil
+}
+
+// forwardLocked munges one packet of the layer forwarded and queues it; it
+// reports whether the packet took its output slot (a full queue may still
+// drop it: the subscriber NACKs it). Call with d.mu held.
+func (d *DownTrack) forwardLocked(inSeq uint16, inTS uint32, marker bool, payload []byte, layer int8, src Source) bool {
+	seq, ts, ok := d.munger.Forward(inSeq, inTS, src.PacketTime())
+	if !ok {
+		return false
+	}
+	d.tsIn, d.tsOut, d.haveTS, d.tsLayer = inTS, ts, true, layer // the current ts rewriting, for sender reports
 	if d.red != redNone {
 		var ok bool
 		if payload, ok = d.redPayload(payload); !ok {
-			d.munger.Drop(in.SequenceNumber)
-			d.mu.Unlock()
-			return nil
+			d.munger.Drop(inSeq)
+			return false
 		}
 	}
 	if len(payload) > maxPacket {
-		d.munger.Drop(in.SequenceNumber)
-		d.mu.Unlock()
-		return nil
+		d.munger.Drop(inSeq)
+		return false
 	}
 	buf := d.queue.getBuf()
 	n := len(payload)
@@ -287,9 +308,8 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 	}
 	if err != nil {
 		d.queue.putBuf(buf)
-		d.munger.Drop(in.SequenceNumber)
-		d.mu.Unlock()
-		return nil
+		d.munger.Drop(inSeq)
+		return false
 	}
 	// Queued under the lock: at a switch the old and new layers' goroutines
 	// would otherwise race and reorder packets on the wire.
@@ -297,16 +317,15 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 		// Before the packet is queued: from then on the buffer is the
 		// writer's. A packet the queue drops stays in the history, so a NACK
 		// can still bring it.
-		d.remember(seq, in.SequenceNumber, ts, in.Marker, layer, payload, buf[:n], src.PacketTime())
+		d.remember(seq, inSeq, ts, marker, layer, payload, buf[:n], src.PacketTime())
 	}
-	p := queuedPacket{w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: in.Marker}
-	if d.video && !in.Marker {
+	p := queuedPacket{w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: marker}
+	if d.video && !marker {
 		d.enqueueHeld(p) // the frame's last packet wakes the writer (sendqueue.go)
 	} else {
 		d.enqueue(p)
 	}
-	d.mu.Unlock()
-	return nil
+	return true
 }
 
 // OnSenderReport keeps the publisher's sender report of a layer: this down

@@ -29,11 +29,20 @@ func NewPacketCache() *PacketCache {
 	return &PacketCache{c: packetCache{ring: make([]byte, cacheBytes)}}
 }
 
-// Put stores a payload received with sequence number seq.
-func (p *PacketCache) Put(seq uint16, payload []byte) { p.c.put(seq, payload) }
+// Put stores a payload received with sequence number seq, timestamp ts
+// and the marker bit.
+func (p *PacketCache) Put(seq uint16, ts uint32, marker bool, payload []byte) {
+	p.c.put(seq, ts, marker, payload)
+}
 
 // Get copies the payload of seq into dst; false if it is gone or dst is too small.
 func (p *PacketCache) Get(seq uint16, dst []byte) (int, bool) { return p.c.get(seq, dst) }
+
+// GetPacket is Get that also returns the packet's timestamp and marker
+// (sfu.PacketReplayer).
+func (p *PacketCache) GetPacket(seq uint16, dst []byte) (n int, ts uint32, marker, ok bool) {
+	return p.c.getPacket(seq, dst)
+}
 
 // AudioLevels accumulates RFC 6464 audio levels between reads, as a
 // Receiver does for the speakers detector: Add on the packet path (no lock,

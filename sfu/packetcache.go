@@ -16,10 +16,12 @@ type packetCache struct {
 }
 
 type cacheEntry struct {
-	at    uint64 // absolute position of the payload
-	n     uint16
-	seq   uint16
-	valid bool
+	at     uint64 // absolute position of the payload
+	ts     uint32 // the packet's RTP timestamp and marker: a down track
+	marker bool   // starting late replays packets from here (replay.go)
+	n      uint16
+	seq    uint16
+	valid  bool
 }
 
 const (
@@ -34,8 +36,9 @@ func newPacketCache() *packetCache {
 	return &packetCache{ring: make([]byte, cacheBytes)}
 }
 
-// put stores a payload received with sequence number seq.
-func (c *packetCache) put(seq uint16, payload []byte) {
+// put stores a payload received with sequence number seq, timestamp ts and
+// the marker bit.
+func (c *packetCache) put(seq uint16, ts uint32, marker bool, payload []byte) {
 	n := len(payload)
 	if n == 0 || n > maxPacket {
 		return
@@ -47,7 +50,7 @@ func (c *packetCache) put(seq uint16, payload []byte) {
 		off = 0
 	}
 	copy(c.ring[off:], payload)
-	c.index[seq%cacheEntries] = cacheEntry{at: c.pos, n: uint16(n), seq: seq, valid: true}
+	c.index[seq%cacheEntries] = cacheEntry{at: c.pos, ts: ts, marker: marker, n: uint16(n), seq: seq, valid: true}
 	c.pos += uint64(n)
 	c.mu.Unlock()
 }
@@ -55,12 +58,18 @@ func (c *packetCache) put(seq uint16, payload []byte) {
 // get copies the payload of seq into dst and returns its length; false if it
 // is not (or no longer) cached or dst is too small.
 func (c *packetCache) get(seq uint16, dst []byte) (int, bool) {
+	n, _, _, ok := c.getPacket(seq, dst)
+	return n, ok
+}
+
+// getPacket is get that also returns the packet's timestamp and marker.
+func (c *packetCache) getPacket(seq uint16, dst []byte) (n int, ts uint32, marker, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.index[seq%cacheEntries]
 	if !e.valid || e.seq != seq || c.pos-e.at > cacheBytes-uint64(e.n) || int(e.n) > len(dst) {
-		return 0, false
+		return 0, 0, false, false
 	}
 	off := int(e.at % cacheBytes)
-	return copy(dst, c.ring[off:off+int(e.n)]), true
+	return copy(dst, c.ring[off:off+int(e.n)]), e.ts, e.marker, true
 }

@@ -375,7 +375,7 @@ func (r *Receiver) readRTP(l *layer) {
 // forward keeps a video payload for retransmissions and fans it out.
 func (r *Receiver) forward(l *layer, hdr *rtp.Header, payload []byte) {
 	if l.cache != nil {
-		l.cache.put(hdr.SequenceNumber, payload)
+		l.cache.put(hdr.SequenceNumber, hdr.Timestamp, hdr.Marker, payload)
 	}
 	r.fanOut(hdr, payload, l.idx)
 }

@@ -47,6 +47,12 @@ func (d *DownTrack) onReceptionReport(r rtcp.ReceptionReport, now time.Time) {
 		}
 	}
 	d.reception = st
+	// A receiver that got no packet of the SSRC reports none (browsers)
+	// or an extended highest sequence number of 0 (pion): every stream
+	// starts at 1 or above (initialseq.go).
+	if r.LastSequenceNumber != 0 {
+		d.heard = true
+	}
 }
 
 // signed24 reads RTCP's 24-bit signed cumulative loss.

@@ -18,7 +18,7 @@ func BenchmarkPacketCache(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		seq := uint16(i)
-		c.put(seq, p)
+		c.put(seq, 0, false, p)
 		if _, ok := c.get(seq-100, dst); !ok && i > 100 {
 			b.Fatal("miss")
 		}

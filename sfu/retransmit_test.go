@@ -184,12 +184,12 @@ func TestPacketCacheOverwrite(t *testing.T) {
 	c := newPacketCache()
 	p := bytes.Repeat([]byte{0xab}, 1200)
 	dst := make([]byte, maxPacket)
-	c.put(1, p)
+	c.put(1, 0, false, p)
 	if n, ok := c.get(1, dst); !ok || n != 1200 {
 		t.Fatalf("fresh packet: %d %v", n, ok)
 	}
 	for s := uint16(2); s < 2+cacheBytes/1200+2; s++ {
-		c.put(s, p)
+		c.put(s, 0, false, p)
 	}
 	if _, ok := c.get(1, dst); ok {
 		t.Fatal("overwritten packet still served")

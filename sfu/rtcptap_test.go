@@ -12,6 +12,8 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
+
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // tapKeys are a connection's keys in a test: the client encrypts its RTCP
@@ -206,9 +208,9 @@ func BenchmarkBWEPerPacketTapped(b *testing.B) {
 	w := bi.BindLocalStream(&interceptor.StreamInfo{SSRC: 5, MimeType: "video/VP8", RTPHeaderExtensions: ext}, quiet)
 	h := &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}
 	payload := make([]byte, 1100)
-	now := time.Now().UnixMicro()
 	fb := 0
 	b.ReportAllocs()
+	cpu0 := processCPU(b)
 	for i := 0; b.Loop(); i++ {
 		h.Extensions = h.Extensions[:0] // as the down track's writer reuses its header
 		h.SequenceNumber = uint16(i)
@@ -223,11 +225,12 @@ func BenchmarkBWEPerPacketTapped(b *testing.B) {
 				fb = 0
 				b.StartTimer()
 			}
-			now += 10_000
-			if !tap.consume(pkts[fb], now) {
+			// The clock the send times were stamped with.
+			if !tap.consume(pkts[fb], clock.Micros()) {
 				b.Fatal("feedback not consumed")
 			}
 			fb++
 		}
 	}
+	reportCPU(b, processCPU(b)-cpu0)
 }

@@ -15,8 +15,9 @@ import (
 // peer.go; a stream that started near sequence number 65535 could not be
 // decrypted by a viewer that lost its first packets, initialseq.go); this
 // watchdog covers whatever else may leave a down track silent while its
-// source flows, and says in the log which state it found it in. It cannot
-// see a stream the server sends but the viewer cannot decrypt.
+// source flows, and says in the log which state it found it in; a stream
+// the server sends but the viewer never reports receiving (it cannot
+// decrypt it, or never reads it) is logged too (checkUnheard).
 //
 // The subscriber's loop calls Subscriber.CheckStalled every allocation
 // round (500 ms).
@@ -38,7 +39,20 @@ type stallWatch struct {
 	warned  bool
 	first   int64 // unix ns of the first check
 	told    bool  // "never sent" logged
+	unheard bool  // "sent but never reported received" logged
+	sending int64 // unix ns of the first check that found packets sent
 }
+
+// unheardPackets and unheardAfter: a down track that has sent this many
+// packets, and has been sending this long, without its subscriber ever
+// reporting one received is logged. Long: a starved client reads its
+// first packets late (a 200-viewer run on a loaded machine started media
+// 18 s after publishing at the median, and 10 s logged 89 streams that all
+// started later).
+const (
+	unheardPackets = 100
+	unheardAfter   = 30_000_000_000 // ns
+)
 
 // neverSentAfter is when a video down track that has sent nothing at all,
 // though neither paused nor without a source, is logged with its state
@@ -78,9 +92,46 @@ func (s *Subscriber) CheckStalled(log *slog.Logger) {
 		down = append(down, d)
 	}
 	s.dmu.Unlock()
+	heardAny := false
 	for _, d := range down {
 		d.checkStalled(now, log)
+		heardAny = heardAny || d.heardFrom()
 	}
+	for _, d := range down {
+		d.checkUnheard(now, heardAny, log)
+	}
+}
+
+// heardFrom reports whether the subscriber's receiver reports said it
+// received a packet of d.
+func (d *DownTrack) heardFrom() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.heard
+}
+
+// checkUnheard logs, once, a down track that has sent unheardPackets and
+// more, sending for unheardAfter, while its subscriber, whose receiver reports
+// say it receives other tracks (heardAny), never reported a packet of this
+// one: media that leaves the server and never plays (issue 18: a stream
+// the viewer cannot decrypt, or that its client never started reading).
+// The other checks cannot see that: the down track is sending.
+func (d *DownTrack) checkUnheard(now int64, heardAny bool, log *slog.Logger) {
+	sent := d.packets.Load()
+	d.mu.Lock()
+	w := &d.stall
+	if sent > 0 && w.sending == 0 {
+		w.sending = now
+	}
+	if !heardAny || d.heard || w.unheard || w.sending == 0 || now-w.sending < unheardAfter || sent < unheardPackets || log == nil {
+		d.mu.Unlock()
+		return
+	}
+	w.unheard = true
+	ssrc := d.ssrc
+	d.mu.Unlock()
+	log.Warn(kindName(d.video)+" down track sends, but its subscriber never reported receiving a packet of it",
+		"track", d.id, "ssrc", ssrc, "packets", sent, "sendingSeconds", (now-w.sending)/1e9)
 }
 
 // checkStalled restarts d at a keyframe when it has sent nothing for

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -144,5 +145,69 @@ func TestWatchdogLogsSilentAudio(t *testing.T) {
 	}
 	if logged.Len() != 0 {
 		t.Fatalf("a playing audio track was logged: %s", logged.String())
+	}
+}
+
+// TestWatchdogLogsUnheardTrack: a down track that has sent 100 packets and
+// more, sending for 30 s, whose subscriber reports receiving other tracks but never
+// a packet of it (a stream the viewer cannot decrypt: issue 18), is logged
+// once; one the subscriber reported receiving is not, nor is any while the
+// subscriber reported receiving nothing at all (a client without reports).
+func TestWatchdogLogsUnheardTrack(t *testing.T) {
+	src := &liveSource{idleSource: idleSource{kind: webrtc.RTPCodecTypeAudio, codec: opusCodec, id: "TR_a"}}
+	src.live.Store(1)
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	sending := func(ssrc webrtc.SSRC) (*DownTrack, *recordingWriter) {
+		w := &recordingWriter{}
+		d := NewDownTrack(src, "PA_x")
+		if _, err := d.Bind(fakeContext{codecs: []webrtc.RTPCodecParameters{opusCodec}, ssrc: ssrc, w: w}); err != nil {
+			t.Fatal(err)
+		}
+		hdr := &rtp.Header{Version: 2, SequenceNumber: 1, Timestamp: 960}
+		for range unheardPackets + 20 {
+			_ = d.WriteRTP(hdr, []byte{0xfc, 1, 2}, 0)
+			d.flush(time.Second) // the audio queue is short
+			hdr.SequenceNumber++
+			hdr.Timestamp += 960
+		}
+		if sent, _ := d.Stats(); sent < unheardPackets {
+			t.Fatalf("sent %d packets, want %d or more", sent, unheardPackets)
+		}
+		return d, w
+	}
+	unheard, _ := sending(8)
+	defer unheard.Close()
+	heard, w := sending(9)
+	defer heard.Close()
+	w.mu.Lock()
+	last := w.hdrs[len(w.hdrs)-1].SequenceNumber
+	w.mu.Unlock()
+	heard.onReceiverReport(&rtcp.ReceiverReport{Reports: []rtcp.ReceptionReport{
+		{SSRC: 8, LastSequenceNumber: 0}, // pion's block for a stream it got nothing of
+		{SSRC: 9, LastSequenceNumber: uint32(last)},
+	}})
+	unheard.onReceiverReport(&rtcp.ReceiverReport{Reports: []rtcp.ReceptionReport{{SSRC: 8, LastSequenceNumber: 0}}})
+	if !heard.heardFrom() || unheard.heardFrom() {
+		t.Fatalf("heard: %v and %v, want true and false", heard.heardFrom(), unheard.heardFrom())
+	}
+	t0 := time.Now().UnixNano()
+	check := func(at int64, heardAny bool) {
+		for _, d := range []*DownTrack{unheard, heard} {
+			d.checkStalled(t0+at*time.Second.Nanoseconds(), log)
+			d.checkUnheard(t0+at*time.Second.Nanoseconds(), heardAny, log)
+		}
+	}
+	check(0, true)
+	check(29, true)
+	check(31, false) // nothing reported at all: no judgement
+	if logged.Len() != 0 {
+		t.Fatalf("logged too early or without reports: %s", logged.String())
+	}
+	check(32, true)
+	check(33, true)
+	out := logged.String()
+	if n := strings.Count(out, "never reported receiving"); n != 1 || !strings.Contains(out, "ssrc=8") {
+		t.Fatalf("want one line for ssrc 8, got %d:\n%s", n, out)
 	}
 }

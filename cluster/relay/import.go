@@ -244,6 +244,20 @@ func (i *Import) CachedPayload(layer int8, seq uint16, dst []byte) (int, bool) {
 	return c.Get(seq, dst)
 }
 
+// CachedPacket is CachedPayload with the packet's timestamp and marker
+// (sfu.PacketReplayer): a down track starting on a keyframe whose first
+// packet came late replays the keyframe's packets it refused before.
+func (i *Import) CachedPacket(layer int8, seq uint16, dst []byte) (n int, ts uint32, marker, ok bool) {
+	if layer < 0 || layer >= maxLayers {
+		return 0, 0, false, false
+	}
+	c := i.layer[layer].cache.Load()
+	if c == nil {
+		return 0, 0, false, false
+	}
+	return c.GetPacket(seq, dst)
+}
+
 // PublisherClockOffset is this node's clock minus the publisher's NTP
 // clock (sfu.ClockSource): the origin's offset for the publisher plus the
 // relay's (this node's clock minus the origin's, plus the shortest delay),
@@ -288,7 +302,7 @@ func (i *Import) receive(layer int8, hdr *rtp.Header, payload []byte) {
 			c = sfu.NewPacketCache()
 			l.cache.Store(c)
 		}
-		c.Put(hdr.SequenceNumber, payload)
+		c.Put(hdr.SequenceNumber, hdr.Timestamp, hdr.Marker, payload)
 	}
 	muted := i.muted.Load()
 	for _, s := range *i.sinks.Load() {
@@ -431,9 +445,10 @@ func (i *Import) Close() {
 // Compile-time checks: an Import is everything a local receiver is to its
 // consumers; an Export is a sink that tells dynacast what it wants.
 var (
-	_ sfu.Source       = (*Import)(nil)
-	_ sfu.PayloadCache = (*Import)(nil)
-	_ sfu.ClockSource  = (*Import)(nil)
-	_ sfu.Sink         = (*Export)(nil)
-	_ sfu.LayerWanter  = (*Export)(nil)
+	_ sfu.Source         = (*Import)(nil)
+	_ sfu.PayloadCache   = (*Import)(nil)
+	_ sfu.PacketReplayer = (*Import)(nil)
+	_ sfu.ClockSource    = (*Import)(nil)
+	_ sfu.Sink           = (*Export)(nil)
+	_ sfu.LayerWanter    = (*Export)(nil)
 )
