@@ -73,13 +73,20 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 		t.Logf("n0 shutdown: %v", err)
 	}
 	holder := srvs[indexOfNode(srvs, second.Node)]
-	eventually(t, 60*time.Second, "the new recording holds alice's and bob's tracks, 30 frames of each", func() bool {
-		frames := map[string]int{}
+	frames := map[string]int{}
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		clear(frames)
 		for _, tr := range recordingManifest(t, holder.Recorder(), second.ID).Tracks {
 			frames[tr.ParticipantName+" "+tr.Kind] += tr.Frames
 		}
-		return frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30
-	})
+		if frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("after 60 s the new recording holds %v frames (want 30 of each of alice's and bob's tracks); %s's tracks: %v",
+				frames, second.Node, holder.Rooms().Room(roomName).ObservedTracks())
+		}
+	}
 	running := 0
 	for _, s := range srvs[1:] {
 		for _, in := range s.Recorder().List(roomName) {

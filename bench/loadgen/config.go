@@ -49,6 +49,10 @@ type Config struct {
 
 	Duration time.Duration // media time, from the first publish to the end
 	Warmup   time.Duration // start of Duration not measured (joins settle, keyframes)
+	// StartWait, when set, extends the warm-up until every stream has
+	// started (at most this long), so a slow machine's late media start
+	// is not measured; the window stays Duration−Warmup long.
+	StartWait time.Duration
 
 	Video            bool
 	Codec            string // CodecVP8 or CodecH264

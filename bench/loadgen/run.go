@@ -156,10 +156,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	a := first
 	measured := false
 	if wait(ctx, time.Until(mediaStart.Add(cfg.Warmup))) {
+		if cfg.StartWait > 0 {
+			r.phase.Store("waiting for every stream to start")
+			r.awaitStreams(ctx, cfg.StartWait)
+		}
 		r.win.start.Store(monoNow())
 		a = r.snapshot()
 		r.phase.Store("measuring")
-		measured = wait(ctx, time.Until(mediaStart.Add(cfg.Duration)))
+		measured = wait(ctx, cfg.Duration-cfg.Warmup)
 	}
 	r.win.end.Store(monoNow())
 	b := r.snapshot()
@@ -175,6 +179,32 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		sum.Recordings = r.rec.stop()
 	}
 	return sum, nil
+}
+
+// awaitStreams waits (at most max) until every receiver has had a packet of
+// every track it should get: the figures then measure a running call, not
+// a slow machine's late start.
+func (r *runner) awaitStreams(ctx context.Context, max time.Duration) {
+	for end := time.Now().Add(max); time.Now().Before(end); {
+		if _, missing := r.notStarted(r.liveCounts()); missing == 0 {
+			return
+		}
+		if !wait(ctx, 50*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// liveCounts is the part of a snapshot notStarted reads: each stream's
+// packet count now.
+func (r *runner) liveCounts() snapshot {
+	s := snapshot{streams: map[*stream]streamSnap{}}
+	for _, p := range r.parts {
+		for _, st := range p.streamList() {
+			s.streams[st] = streamSnap{packets: st.packets.Load()}
+		}
+	}
+	return s
 }
 
 // awaitInFlight waits for the packets sent inside the window that are still

@@ -170,8 +170,15 @@ func Soak(ctx context.Context, cfg SoakConfig) (*SoakResult, error) {
 		go func(w int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			for i := 0; churnCtx.Err() == nil; i++ {
-				s.iteration(churnCtx, rng, w, i)
+			for i := 0; i == 0 || churnCtx.Err() == nil; i++ {
+				ictx := churnCtx
+				if i == 0 {
+					// Every worker finishes its first iteration however
+					// slow the machine (each step has its own timeout):
+					// together they cover every operation.
+					ictx = ctx
+				}
+				s.iteration(ictx, rng, w, i)
 			}
 		}(w)
 	}

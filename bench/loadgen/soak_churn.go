@@ -144,6 +144,9 @@ func (d *dataWatch) has(all []string) bool {
 // reach it.
 func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 	room := fmt.Sprintf("soak-%d", rng.IntN(s.cfg.Rooms))
+	// k staggers the optional steps over the workers, so that the first
+	// iteration of four workers covers every operation (see Soak).
+	k := i + w
 	n := s.serial.Add(1)
 	pause := func(d time.Duration) bool {
 		select {
@@ -234,7 +237,7 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 	pause(100 * time.Millisecond)
 	call(sub, "setSubscription", protocol.MethodSetSubscription, protocol.SetSubscriptionParams{TrackID: video.ID, Paused: &no})
 	send(5)
-	if i%2 == 0 && ctx.Err() == nil { // the publisher's socket drops; it resumes
+	if k%2 == 0 && ctx.Err() == nil { // the publisher's socket drops; it resumes
 		pub.CloseSignaling()
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		_, err := pub.WaitEvent(rctx, client.EventResumed, nil)
@@ -242,7 +245,7 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 		s.count("resume", err)
 	}
 	recording := false
-	if s.cfg.Record && i%4 == 1 && ctx.Err() == nil {
+	if s.cfg.Record && k%4 == 1 && ctx.Err() == nil {
 		err := s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/recordings", map[string]any{})
 		if err != nil && strings.Contains(err.Error(), "HTTP 409") { // another worker records this room
 			err = nil
@@ -260,7 +263,7 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 		s.count("unpublish", pub.Unpublish(uctx, video))
 		cancel()
 	}
-	if i%3 == 0 && ctx.Err() == nil {
+	if k%3 == 0 && ctx.Err() == nil {
 		// and publishes again
 		v2, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, fmt.Sprintf("v%d-2", n), "soak")
 		if err == nil {
@@ -294,7 +297,7 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 	media.Stop()
 	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if i%3 == 2 {
+	if k%3 == 2 {
 		err := s.adminCall(lctx, "DELETE", "/v1/rooms/"+room+"/participants/"+sub.ParticipantID(), nil)
 		if s.count("kick", err) {
 			select {

@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Subscribers, "subscribers", cfg.Subscribers, "receive-only participants per room (-1 = preset default: webinar 10, meeting 0, audio 20)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "media time, from the first publish until the run stops")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "first part of --duration left out of the measurements")
+	fs.DurationVar(&cfg.StartWait, "start-wait", cfg.StartWait, "after --warmup, wait up to this long for every stream to start before measuring (0 = do not wait)")
 	vbr := loadgen.Bitrate(cfg.VideoBitrate)
 	fs.Var(&vbr, "video-bitrate", "video bit rate per publisher (encoder output), e.g. 2.5M or 800k")
 	fs.IntVar(&cfg.FPS, "fps", cfg.FPS, "video frames per second")

@@ -65,7 +65,7 @@ func TestLoadSmoke(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{
 		"--url", srv.SignalingURL(), "--preset", "webinar", "--subscribers", "2",
-		"--duration", "3s", "--warmup", "1s", "--video-bitrate", "1M", "--fps", "30",
+		"--duration", "3s", "--warmup", "1s", "--start-wait", "30s", "--video-bitrate", "1M", "--fps", "30",
 		"--server-pid", strconv.Itoa(os.Getpid()), // the server runs in this process
 		"--json", jsonPath,
 	}, &stdout, &stderr)
@@ -126,7 +126,9 @@ func runLoad(t *testing.T, srv *server.Server, args ...string) (*loadgen.Summary
 	t.Helper()
 	jsonPath := filepath.Join(t.TempDir(), "summary.json")
 	var stdout, stderr bytes.Buffer
-	args = append([]string{"--url", srv.SignalingURL(), "--server-pid", strconv.Itoa(os.Getpid()), "--json", jsonPath, "--quiet"}, args...)
+	// --start-wait: a loaded machine starts the media late; the window
+	// measures the call once every stream runs.
+	args = append([]string{"--url", srv.SignalingURL(), "--server-pid", strconv.Itoa(os.Getpid()), "--json", jsonPath, "--quiet", "--start-wait", "30s"}, args...)
 	if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
@@ -304,7 +306,7 @@ func testLoadRecord(t *testing.T, keys bool) {
 	// would make this test slow.
 	args := []string{
 		"--url", srv.SignalingURL(), "--preset", "meeting", "--publishers", "2", "--subscribers", "1",
-		"--duration", "3s", "--warmup", "1s", "--video-bitrate", "200k", "--size", "320x180",
+		"--duration", "3s", "--warmup", "1s", "--start-wait", "30s", "--video-bitrate", "200k", "--size", "320x180",
 		"--record", "--json", jsonPath,
 	}
 	if keys {
