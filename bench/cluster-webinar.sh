@@ -8,7 +8,9 @@
 #
 # Environment: DURATION (20s), WARMUP (5s); PROFILE=SECONDS also takes a CPU
 # profile of every node (--pprof) for that long, starting PROFILE_AFTER (15s)
-# after the nodes are up: OUTDIR/{a,b,c,single}-N.pprof (go tool pprof -top).
+# after the nodes are up: OUTDIR/{a,b,c,single}-N.pprof (go tool pprof -top);
+# STARLING_BIN=PATH runs that server binary instead of building this tree's
+# (before/after comparisons in the same hour).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/starling-cluster-bench}
@@ -18,7 +20,7 @@ profile=${PROFILE:-} pafter=${PROFILE_AFTER:-15}
 pprof=()
 [ -z "$profile" ] || pprof=(--pprof)
 mkdir -p "$out"
-go build -o "$out/starling" ./cmd/starling
+if [ -n "${STARLING_BIN:-}" ]; then cp "$STARLING_BIN" "$out/starling"; else go build -o "$out/starling" ./cmd/starling; fi
 go build -o "$out/starling-load" ./cmd/starling-load
 cd "$out"
 export STARLING_CLUSTER_SECRET="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"

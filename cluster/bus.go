@@ -94,7 +94,12 @@ func openBus(o BusOptions) (*bus, error) {
 			copts = append(copts, nats.Secure(tc))
 		}
 	}
-	copts = append(copts, nats.Name("starling-"+o.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	// The connect timeout (nats.go's default 2 s) also bounds the TLS
+	// handshake with an external NATS: as long as the routes' (tlsTimeout),
+	// since a busy node is slow to answer (CI under -race: "tls error: i/o
+	// timeout" after 2 s).
+	copts = append(copts, nats.Name("starling-"+o.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+		nats.Timeout(time.Duration(tlsTimeout*float64(time.Second))))
 	nc, err := nats.Connect(urls, copts...)
 	if err != nil {
 		b.close()

@@ -55,3 +55,17 @@ func (n *Node) LandMove(name, id, tokenHash string) error {
 	})
 	return err
 }
+
+// StateMembers lists the ids of a room's members as this node reads them
+// from the room state (what a node without a part of the room goes by).
+func (n *Node) StateMembers(name string) []string {
+	st, _, ok := n.get(name)
+	if !ok {
+		return nil
+	}
+	ids := make([]string, 0, len(st.Members))
+	for _, m := range st.Members {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,6 +34,12 @@ func TestMixSettingsClusterWide(t *testing.T) {
 	path := func(id string) string {
 		return srvs[0].BaseURL() + "/v1/rooms/" + roomName + "/participants/" + id + "/mix"
 	}
+	// n0 goes by the room state, which n1 writes in batches: the speakers
+	// seeing each other on n1 says nothing about it.
+	eventually(t, 15*time.Second, "n0 reads both speakers in the room state", func() bool {
+		ids := srvs[0].Cluster().StateMembers(roomName)
+		return slices.Contains(ids, spkB.ParticipantID()) && slices.Contains(ids, spkC.ParticipantID())
+	})
 	var st state
 	if code := httpJSON(t, "POST", path(spkC.ParticipantID()), map[string]any{"muted": true}, &st); code != http.StatusOK || !st.Muted || st.Gain != 1 {
 		t.Fatalf("mute speaker-c in the mix through n0: %d %+v", code, st)

@@ -86,7 +86,21 @@ func (n *Node) watchRoom(name string, w *roomWatch) {
 		// it ends): bound only its creation.
 		ctx, cancel := context.WithCancel(context.Background())
 		slow := time.AfterFunc(kvTimeout, cancel)
+		// The node's Close or the room's unfollow ends a creation the
+		// store is slow to answer (it has no quorum once the other nodes
+		// stopped) instead of waiting out kvTimeout.
+		created := make(chan struct{})
+		go func() {
+			select {
+			case <-n.stop:
+			case <-w.stop:
+			case <-created:
+				return
+			}
+			cancel()
+		}()
 		kw, err := n.bus.kv.Watch(ctx, roomKey(name))
+		close(created)
 		if slow.Stop() && err == nil {
 			backoff = 250 * time.Millisecond
 			n.consumeWatch(name, w, kw)

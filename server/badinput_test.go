@@ -454,9 +454,9 @@ type badOutcome struct {
 // the rest of the node carries on undisturbed.
 func TestBadInput(t *testing.T) {
 	parallelLong(t)
-	// The harness's negotiation timeout: with cases side by side on a busy
-	// machine, 2 s was too short for the offenders that do answer their
-	// subscriber offer (one was sent away before its bad request).
+	// Short, for the case that waits it out, but not 2 s: with cases side
+	// by side on a busy machine, an offender that does answer its
+	// subscriber offer was once sent away at 2 s before its bad request.
 	const negotiationTimeout = 5 * time.Second
 	srv := startServer(t, func(c *config.Config) {
 		c.Room.NegotiationTimeout = config.Duration(negotiationTimeout)

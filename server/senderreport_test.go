@@ -411,10 +411,20 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 	// A phase's first packets are judged once the switch settled: the new
 	// layer's keyframe came and both sides sent reports since.
 	const phaseSettle = 2 * srInterval
+	received := func() int {
+		subTap.mu.Lock()
+		defer subTap.mu.Unlock()
+		return len(subTap.packets)
+	}
 	for _, ph := range phases {
 		setSub(t, sub, ph)
 		marks = append(marks, mark{time.Now(), describeSub(ph)})
+		before := received()
 		time.Sleep(phaseSettle + 3*srInterval)
+		// A starved machine delivers fewer packets in that time: each
+		// phase also lasts until the subscriber got 120 more packets, so
+		// there is enough to compare.
+		waitFor(t, 30*time.Second, "120 packets in phase "+describeSub(ph), func() bool { return received()-before >= 120 })
 	}
 
 	// For every packet the subscriber got: where the subscriber's reports

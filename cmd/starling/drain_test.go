@@ -93,6 +93,7 @@ func TestClusterSIGTERMLastNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs two nodes")
 	}
+	parallelUnlessRace(t) // its own two processes and ports; every step awaited
 	bin := buildStarling(t)
 	cmds, addrs := startCluster(t, bin, freePorts(t, 2), "l", 0)
 	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }
