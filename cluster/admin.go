@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
@@ -33,7 +31,7 @@ func nodesOf(st roomState) []string {
 // RoomParticipants gathers a room's participants from every node that has
 // a part of it (for the admin API of a node without one).
 func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemoteParticipant, ok bool) {
-	st, _, ok := n.get(name)
+	st, ok := n.get(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -88,7 +86,7 @@ func (n *Node) localView(name string) json.RawMessage {
 // permissions and subscriptions). ok is false when the room is not in the
 // cluster's state.
 func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bool) {
-	st, _, ok := n.get(name)
+	st, ok := n.get(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -121,7 +119,7 @@ func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bo
 // CloseRoom asks every node with a part of the room to close it (admin
 // DELETE /v1/rooms/{room}); it reports whether the room exists.
 func (n *Node) CloseRoom(name string) bool {
-	st, _, ok := n.get(name)
+	st, ok := n.get(name)
 	if !ok {
 		return false
 	}
@@ -152,12 +150,13 @@ const roomListWorkers = 8
 func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]RoomCount, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	keys, err := n.bus.kv.Keys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return []RoomCount{}, nil
-	}
+	lister, err := n.bus.kv.ListKeysFiltered(ctx, "*") // the rooms' own keys, not their members'
 	if err != nil {
 		return nil, err
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
 	}
 	out := make([]RoomCount, 0, len(keys))
 	var remote []int // indexes in out of rooms without a part here
@@ -167,7 +166,7 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 			continue
 		}
 		name := string(raw)
-		st, _, ok := n.get(name)
+		st, ok := n.get(name)
 		if !ok || len(st.Members) == 0 {
 			continue // deleted meanwhile, or empty and about to close
 		}

@@ -54,12 +54,17 @@ type BusOptions struct {
 
 // bus is the node's connection to NATS (and the embedded server, if any).
 type bus struct {
-	ns     *server.Server // nil with an external NATS
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	tmpDir string
-	log    *slog.Logger
+	ns *server.Server // nil with an external NATS
+	nc *nats.Conn
+	js jetstream.JetStream
+	kv jetstream.KeyValue
+	// The bucket's stream, once looked up (stream).
+	smu      sync.Mutex
+	kvStream jetstream.Stream
+	// markerTTL: the bucket lets deletion markers expire (keys.go).
+	markerTTL bool
+	tmpDir    string
+	log       *slog.Logger
 }
 
 // openBus starts the embedded NATS server (or dials the external one),
@@ -267,11 +272,17 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 			// moment could lose its quorum with one node before the
 			// heartbeat raised it.
 			fewer := time.Since(began) > replicaGrace
+			ttl := markerTTL
 			for r := replicas; r >= 1; r-- {
 				kv, err = b.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 					Bucket: roomsBucket, Storage: jetstream.MemoryStorage, Replicas: r, History: 1,
-					Description: "Starling rooms: sid, members, identities (cluster-wide facts, compare-and-set)",
+					LimitMarkerTTL: ttl,
+					Description:    "Starling rooms: sid, members, identities, slots (cluster-wide facts, compare-and-set)",
 				})
+				if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) { // an external NATS before 2.11
+					ttl, r = 0, r+1
+					continue
+				}
 				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
 				if !fewer || !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
 					break
@@ -284,6 +295,13 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 		cancel()
 		if err == nil {
 			b.kv = kv
+			sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if st, err := kv.Status(sctx); err == nil {
+				if ks, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+					b.markerTTL = ks.LimitMarkerTTL() > 0
+				}
+			}
+			scancel()
 			return nil
 		}
 		last = err
@@ -297,6 +315,21 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// stream is the bucket's stream (for direct reads of its last messages).
+func (b *bus) stream(ctx context.Context) (jetstream.Stream, error) {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if b.kvStream != nil {
+		return b.kvStream, nil
+	}
+	s, err := b.js.Stream(ctx, "KV_"+roomsBucket)
+	if err != nil {
+		return nil, err
+	}
+	b.kvStream = s
+	return s, nil
 }
 
 func (b *bus) close() {

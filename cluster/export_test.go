@@ -2,8 +2,14 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/room"
 )
 
 // Crash stops the node as a SIGKILL would, as far as the others can tell:
@@ -44,22 +50,77 @@ func (n *Node) StoreLeader() string {
 // its write landed: member id on n, holding tokenHash (the takeover's new
 // token). The tests use it for a write whose confirmation was lost.
 func (n *Node) LandMove(name, id, tokenHash string) error {
-	_, err := n.update(name, func(st *roomState, _ bool) error {
-		for i := range st.Members {
-			if st.Members[i].ID == id {
-				st.Members[i].Node, st.Members[i].Token = n.id, tokenHash
-				return nil
-			}
+	v, err := n.readView(name)
+	if err != nil {
+		return err
+	}
+	p := roomKey(name)
+	for key, m := range v.members {
+		if m.ID != id {
+			continue
 		}
-		return errors.New("no such member")
+		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		defer cancel()
+		if _, err := n.kvDelete(ctx, key, 0); err != nil {
+			return err
+		}
+		m.Node, m.Token = n.id, tokenHash
+		data, _ := json.Marshal(m)
+		_, err := n.bus.kv.Put(ctx, memberKey(p, n.id, id), data)
+		return err
+	}
+	return errors.New("no such member")
+}
+
+// RoomKeys lists a room's keys in the room state bucket by kind ("room",
+// "member", "identity", "slot") with their revisions.
+func (n *Node) RoomKeys(name string) (map[string][]uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	p := roomKey(name)
+	revs := map[string]uint64{} // key -> revision, present keys only
+	err := n.readKeys(ctx, []string{p, p + ".>"}, func(e jetstream.KeyValueEntry) {
+		if e.Operation() == jetstream.KeyValuePut {
+			revs[e.Key()] = e.Revision()
+		} else {
+			delete(revs, e.Key())
+		}
 	})
-	return err
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]uint64{}
+	kinds := map[string]string{"m": "member", "i": "identity", "s": "slot"}
+	for key, rev := range revs {
+		kind := "room"
+		if rest, ok := strings.CutPrefix(key, p+"."); ok {
+			kind = kinds[rest[:1]]
+		}
+		out[kind] = append(out[kind], rev)
+	}
+	for _, r := range out {
+		slices.Sort(r)
+	}
+	return out, nil
+}
+
+// LastChange is the newest stream sequence among a room's keys, as a
+// watch's safety check reads it.
+func (n *Node) LastChange(name string) uint64 { return n.lastChange(roomKey(name)) }
+
+// ClaimIdentity claims identity for member id (on n) in room as a join's
+// retry does; it returns the id of the member the claim replaced.
+func (n *Node) ClaimIdentity(name, id, identity string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	h, err := n.claimIdentity(ctx, roomKey(name), room.Member{ID: id, Identity: identity, Node: n.id})
+	return h.ID, err
 }
 
 // StateMembers lists the ids of a room's members as this node reads them
 // from the room state (what a node without a part of the room goes by).
 func (n *Node) StateMembers(name string) []string {
-	st, _, ok := n.get(name)
+	st, ok := n.get(name)
 	if !ok {
 		return nil
 	}

@@ -151,34 +151,73 @@ func (n *Node) nodeBack(id string) {
 	}()
 }
 
-// reassert adds back this node's participants missing from a room's state
-// for confirmAfter: the others purged them while this node was cut off
-// from the bus for longer than the resume window. Called by reconcile.
+// reassert writes back this node's participants missing from a room's
+// state for confirmAfter: the others purged them while this node was cut
+// off from the bus for longer than the resume window. In a room with a
+// participant limit each claims a slot again; one that finds none free
+// (others joined meanwhile) is written back without: the room exceeds its
+// limit by it until it leaves, rather than a call going on unseen by the
+// others. Called by reconcileState (watch.go).
 func (n *Node) reassert(r *room.Room, missing []room.Member) {
 	if len(missing) == 0 {
 		return
 	}
-	_, err := n.update(r.Name(), func(st *roomState, exists bool) error {
-		have := map[string]bool{}
-		for _, m := range st.Members {
-			have[m.ID] = true
-		}
-		added := false
-		for _, m := range missing {
-			if !have[m.ID] {
-				st.Members = append(st.Members, m)
-				added = true
+	p := roomKey(r.Name())
+	maxP := n.rooms.MaxParticipants()
+	for _, m := range missing {
+		m.Node = n.id
+		slot := -1
+		if maxP > 0 {
+			err := n.retry(func(ctx context.Context) (err error) {
+				slot, err = n.claimSlot(ctx, r.Name(), m, maxP)
+				return err
+			})
+			if err != nil {
+				slot = -1
+				n.log.Warn("room state: member added back over the room's limit", "room", r.Name(), "member", m.ID, "err", err)
 			}
 		}
-		if !added {
-			return errNoChange
+		data, _ := json.Marshal(memberEntry{Member: m, Slot: slot})
+		there := false
+		err := n.retry(func(ctx context.Context) error {
+			_, err := n.bus.kv.Create(ctx, memberKey(p, n.id, m.ID), data)
+			if isConflict(err) {
+				there = true // written back already (an earlier pass)
+				return nil
+			}
+			return err
+		})
+		if slot >= 0 && (err != nil || there) {
+			n.freeSlotUnless(p, memberKey(p, n.id, m.ID), slot, m.ID)
 		}
-		st.EmptySince = 0
-		return nil
-	})
-	if err != nil {
-		n.log.Warn("room state: members not added back", "room", r.Name(), "err", err)
+		if err != nil {
+			n.log.Warn("room state: member not added back", "room", r.Name(), "member", m.ID, "err", err)
+			return
+		}
+	}
+	var sid string
+	var created bool
+	if err := n.retry(func(ctx context.Context) (err error) { sid, created, err = n.openRoom(ctx, p); return err }); err != nil {
+		n.log.Warn("room state: room not reopened", "room", r.Name(), "err", err)
 		return
 	}
+	if created && n.opts.OnRoomStarted != nil {
+		n.opts.OnRoomStarted(r.Name(), sid)
+	}
 	n.log.Info("room state: added back members lost while this node was cut off", "room", r.Name(), "members", len(missing))
+}
+
+// freeSlotUnless releases slot s claimed for member id unless the member's
+// key (mkey) holds it: a second claim for a member written back already.
+func (n *Node) freeSlotUnless(p, mkey string, s int, id string) {
+	var e memberEntry
+	var rev uint64
+	_ = n.retry(func(ctx context.Context) (err error) {
+		rev, err = n.getJSON(ctx, mkey, &e)
+		return err
+	})
+	if rev != 0 && e.Slot == s {
+		return
+	}
+	n.releaseHeld(slotKey(p, s), id)
 }

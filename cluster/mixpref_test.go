@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -74,17 +75,25 @@ func TestMixSettingsClusterWide(t *testing.T) {
 		gb, mb := rm2.MixPref(spkB.ParticipantID())
 		return gc == 1 && mc && gb == 0.25 && !mb
 	})
-	eventually(t, 30*time.Second, "n2's mixer mixes by them, the listener receives mix packets", func() bool {
+	var mixState string
+	mixing := func() bool {
 		mx := rm2.Mixer()
 		if mx == nil {
+			mixState = "no mixer on n2"
 			return false
 		}
 		gb, _ := mx.Pref(spkB.ParticipantID())
 		_, mc := mx.Pref(spkC.ParticipantID())
 		lmix.mu.Lock()
 		defer lmix.mu.Unlock()
+		mixState = fmt.Sprintf("mixer's speaker-b gain %v, speaker-c muted %v, %d mix packets, n2 knows %d remote members", gb, mc, lmix.pkts, len(rm2.RemoteMembers()))
 		return gb == 0.25 && mc && lmix.pkts >= 50
-	})
+	}
+	for deadline := time.Now().Add(30 * time.Second); !mixing(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: n2's mixer mixes by them, the listener receives mix packets: %s", mixState)
+		}
+	}
 	if !mixUnderRace {
 		waitTones(t, lmix, "listener on n2, speaker-c muted in the mix", []float64{fB}, []float64{fC})
 		// speaker-b at gain 0.25 against speaker-c, back at gain 1.

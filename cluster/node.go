@@ -50,9 +50,9 @@ type Node struct {
 	rttMicros atomic.Int64
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
-	rs    roomSubs // see rooms.go
-	batch batcher  // see batch.go
-	media media    // see media.go
+	rs        roomSubs  // see rooms.go
+	media     media     // see media.go
+	slotReads slotReads // see members.go
 
 	unobserve func()
 	ping      *nats.Subscription // answers other nodes' pings: this node is alive

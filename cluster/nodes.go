@@ -125,8 +125,9 @@ func (n *Node) runHeartbeats(stop <-chan struct{}) {
 }
 
 // runMaintenance, every heartbeat period: the bus round trip, nodes gone
-// silent (their participants leave, their members are purged), the rooms'
-// anti-entropy (reconcile) and the state store's replicas.
+// silent (their participants leave, their members are purged) and the
+// state store's replicas. (The rooms' anti-entropy follows their watches:
+// watch.go.)
 func (n *Node) runMaintenance(stop <-chan struct{}) {
 	tick := time.NewTicker(hbInterval)
 	defer tick.Stop()
@@ -141,9 +142,6 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 			n.log.Warn("node gone: no heartbeat", "gone", id)
 			n.nodeGone(id)
 			n.purgeLater(id) // after the resume window (failover.go)
-		}
-		if i%safetyEvery == safetyEvery-1 {
-			n.reconcileAll() // the net under the watches (watch.go)
 		}
 		if i%5 == 4 {
 			n.bus.upgradeReplicas(len(n.reg.list()))

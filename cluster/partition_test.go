@@ -128,6 +128,7 @@ func busCut(t *testing.T, window time.Duration, outlast bool) {
 	for i := range srvs {
 		cfg := nodeConfig([]int{0, 0, 0}, i, func(c *config.Config) {
 			c.Room.ResumeWindow = config.Duration(window)
+			c.Limits.MaxParticipants = 6 // members hold slots: those written back claim theirs again
 			c.Cluster.Listen, c.Cluster.Routes = "", nil
 			target := addr
 			if i == 2 {
@@ -209,5 +210,11 @@ func busCut(t *testing.T, window time.Duration, outlast bool) {
 	eventually(t, 15*time.Second, "n1, with no participant, lists all four in the room", func() bool {
 		_, ps, ok := srvs[1].Cluster().RoomParticipants("cut")
 		return ok && len(ps) == 4
+	})
+	// Each member holds its key and one slot, no more, no less: those
+	// written back claimed theirs again.
+	eventually(t, 15*time.Second, "four member keys and four slots", func() bool {
+		keys, err := srvs[1].Cluster().RoomKeys("cut")
+		return err == nil && len(keys["member"]) == 4 && len(keys["slot"]) == 4
 	})
 }

@@ -43,10 +43,7 @@ func (s *roomSubs) follow(n *Node, name string) {
 	}
 	_ = sub.SetPendingLimits(-1, 64<<20)
 	s.subs[name] = sub
-	w := newRoomWatch()
-	s.watches[name] = w
-	n.wg.Add(1)
-	go n.watchRoom(name, w)
+	s.holdLocked(n, name) // the room's watch (watch.go)
 	s.mu.Unlock()
 	_ = n.bus.nc.Flush()
 }
@@ -57,10 +54,7 @@ func (s *roomSubs) unfollow(name string) {
 	if sub := s.subs[name]; sub != nil {
 		_ = sub.Unsubscribe()
 		delete(s.subs, name)
-	}
-	if w := s.watches[name]; w != nil {
-		close(w.stop)
-		delete(s.watches, name)
+		s.releaseLocked(name)
 	}
 }
 
@@ -184,30 +178,22 @@ func (n *Node) requestSnapshot(r *room.Room, node string) {
 	r.ApplySnapshot(s)
 }
 
-// reconcile reads a room's state and compares it with the local room
-// (reconcileState, watch.go); now asks at once for the parts of the room
-// not known here (the room just opened on this node).
+// reconcile compares a room's state with the local room (reconcileState,
+// watch.go); now asks at once for the parts of the room not known here
+// (the room just opened on this node).
 func (n *Node) reconcile(r *room.Room, now bool) {
 	w := n.rs.watch(r.Name())
 	if w == nil {
 		return // not followed (any more)
 	}
-	st, _, ok := n.get(r.Name())
+	// The watch started when this node joined, before its write: its
+	// first values are usually in already.
+	st, ok, ready := w.readyState(time.Second, n.stop)
+	if !ready {
+		st, ok = n.get(r.Name())
+	}
 	if !ok {
 		return
 	}
 	n.reconcileState(r, w, st, now)
-}
-
-// reconcileAll reads the state of every local room: the safety net under
-// the watches (watch.go).
-func (n *Node) reconcileAll() {
-	if n.rooms == nil {
-		return
-	}
-	for _, name := range n.rooms.RoomNames() {
-		if r := n.rooms.Room(name); r != nil {
-			n.reconcile(r, false)
-		}
-	}
 }

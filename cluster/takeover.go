@@ -3,32 +3,35 @@ package cluster
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/room"
 )
 
 // SetToken implements room.Bus: a participant's resume token changed (it
-// works once), so the member entry keeps the new one's hash.
+// works once), so the member's key keeps the new one's hash.
 func (n *Node) SetToken(name, participantID, tokenHash string) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		_, err := n.update(name, func(st *roomState, exists bool) error {
-			for i := range st.Members {
-				if st.Members[i].ID == participantID {
-					if st.Members[i].Token == tokenHash {
-						return errNoChange
-					}
-					st.Members[i].Token = tokenHash
-					return nil
-				}
+		key := memberKey(roomKey(name), n.id, participantID)
+		err := n.retry(func(ctx context.Context) error {
+			var e memberEntry
+			rev, err := n.getJSON(ctx, key, &e)
+			if err != nil || rev == 0 || e.Token == tokenHash {
+				return err
 			}
-			return errNoChange
+			e.Token = tokenHash
+			data, _ := json.Marshal(e)
+			if _, err := n.bus.kv.Update(ctx, key, data, rev); isConflict(err) {
+				return errRetry
+			} else {
+				return err
+			}
 		})
 		if err != nil {
 			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
@@ -39,8 +42,7 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 // errNotHere: no member to take over (the session is unknown: 404).
 var errNotHere = room.ErrNoMember
 
-// takeoverWait bounds how long a takeover waits for the state store, all
-// steps together (the caller's context may end it sooner).
+// takeoverWait bounds how long a takeover waits for the state store.
 const takeoverWait = 8 * time.Second
 
 // takeoverOp bounds one store operation of a takeover. A request lost on
@@ -50,11 +52,13 @@ const takeoverOp = 2 * time.Second
 
 // Takeover implements room.Bus: the member holding the token hash moves to
 // this node, if its node is gone (it does not answer a ping over the bus)
-// or releases it (handoff). The move writes the new token's hash in the
-// same compare-and-set, so a retried write that had landed is recognised
-// as this node's own, and the member never goes without a valid token.
-// Store errors are returned as they are: the caller answers 503, since
-// the store comes back (a new stream leader) and the client tries again.
+// or releases it (handoff). The move deletes the member's key at the
+// revision read (so only one node can take it over) and writes it again
+// under this node with the new token's hash, so a retried move that had
+// landed is recognised as this node's own, and the member never goes
+// without a valid token. Store errors are returned as they are: the caller
+// answers 503, since the store comes back (a new stream leader) and the
+// client tries again.
 // The whole takeover is over within ctx and takeoverWait: its steps share
 // one deadline, since a client waits for its answer only so long.
 func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash string) (room.Member, string, error) {
@@ -68,17 +72,24 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	}()
 	// The dead node may have led the state store's stream: while the others
 	// elect a new leader (a few seconds) reads fail, so keep trying.
-	var st roomState
+	var v *roomView
 	for {
 		var err error
 		rctx, rcancel := context.WithTimeout(ctx, takeoverOp)
-		st, err = n.read(rctx, name)
+		v, err = n.readViewCtx(rctx, name)
 		rcancel()
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return room.Member{}, "", errNotHere
-		}
 		if err == nil {
 			break
+		}
+		// A fresh read is a watch, whose consumer only the cluster's meta
+		// leader creates: after a node died that may take a while. This
+		// node's own watch of the room, if it has one, is as good here:
+		// the move below checks the member's key again at the leader.
+		if w := n.rs.watch(name); w != nil {
+			if wv, ok := w.copyView(); ok {
+				v = wv
+				break
+			}
 		}
 		select {
 		case <-time.After(200 * time.Millisecond):
@@ -89,9 +100,12 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 		return room.Member{}, "", fmt.Errorf("room state: %w", err)
 	}
 	tRead = time.Since(start)
-	var m room.Member
+	if v.meta == nil {
+		return room.Member{}, "", errNotHere
+	}
+	var m memberEntry
 	landed := false
-	for _, o := range st.Members {
+	for _, o := range v.members {
 		switch {
 		case o.Token == "":
 		case subtle.ConstantTimeCompare([]byte(o.Token), []byte(tokenHash)) == 1:
@@ -106,7 +120,7 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	}
 	if landed {
 		n.rs.follow(n, name) // idempotent: that attempt subscribed already
-		return m, st.SID, nil
+		return m.Member, v.meta.SID, nil
 	}
 	if m.ID == "" || m.Node == n.id {
 		return room.Member{}, "", errNotHere
@@ -127,36 +141,73 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 			return room.Member{}, "", fmt.Errorf("node %s: %w", m.Node, room.ErrStillHeld)
 		}
 	}
-	n.rs.follow(n, name)
 	t0 = time.Now()
-	moved := false
-	st, err := n.updateCtx(ctx, takeoverOp, name, func(st *roomState, exists bool) error {
-		moved = false
-		for i := range st.Members {
-			o := &st.Members[i]
-			if o.ID != m.ID {
-				continue
-			}
-			if o.Node == n.id && o.Token == newTokenHash {
-				moved = true // a write that timed out had landed
-				return errNoChange
-			}
-			if o.Token == tokenHash {
-				o.Node, o.Token = n.id, newTokenHash
-				moved = true
+	defer func() { tMove = time.Since(t0) }()
+	n.rs.follow(n, name)
+	p := roomKey(name)
+	from, to := memberKey(p, m.Node, m.ID), memberKey(p, n.id, m.ID)
+	moved := m
+	moved.Node, moved.Token = n.id, newTokenHash
+	data, _ := json.Marshal(moved)
+	var lost bool
+	err := n.retryCtx(ctx, takeoverOp, func(ctx context.Context) error {
+		var cur memberEntry
+		rev, err := n.getJSON(ctx, from, &cur)
+		if err != nil {
+			return err
+		}
+		if rev != 0 {
+			if cur.Token != tokenHash {
+				lost = true // taken over meanwhile, through another node
 				return nil
 			}
+			if _, err := n.kvDelete(ctx, from, rev); isConflict(err) {
+				return errRetry
+			} else if err != nil {
+				return err
+			}
+		} else {
+			// Gone: moved by an earlier try of this takeover (its key
+			// here tells), or by another node's.
+			var mine memberEntry
+			if r, err := n.getJSON(ctx, to, &mine); err != nil {
+				return err
+			} else if r != 0 && mine.Token == newTokenHash {
+				return nil
+			}
+			lost = true
+			return nil
 		}
-		return errNoChange
+		_, err = n.bus.kv.Put(ctx, to, data)
+		return err
 	})
-	tMove = time.Since(t0)
 	if err != nil {
 		return room.Member{}, "", err
 	}
-	if !moved {
-		return room.Member{}, "", errNotHere // taken over meanwhile, through another node
+	if lost {
+		return room.Member{}, "", errNotHere
 	}
-	return m, st.SID, nil
+	if m.Identity != "" { // the identity's holder names the member's node (duplicates are ended there)
+		key := identityKey(p, m.Identity)
+		_ = n.retry(func(ctx context.Context) error {
+			var h holder
+			rev, err := n.getJSON(ctx, key, &h)
+			if err != nil || rev == 0 || h.ID != m.ID {
+				return err
+			}
+			val, _ := json.Marshal(holder{ID: m.ID, Node: n.id})
+			if _, err := n.bus.kv.Update(ctx, key, val, rev); isConflict(err) {
+				return errRetry
+			} else {
+				return err
+			}
+		})
+	}
+	sid, _ := n.RoomSID(name)
+	if sid == "" {
+		sid = v.meta.SID
+	}
+	return m.Member, sid, nil
 }
 
 // nodeAnswers pings a node over the bus. A node whose bus connection is

@@ -18,7 +18,10 @@ import (
 //     silently: nobody sees it leave (docs/cluster-failover.md).
 
 // nodeDied handles a node that stopped (no heartbeat, or goodbye). With
-// no resume window its participants leave now.
+// no resume window its participants leave now. Else they leave when the
+// window ends, unless the node was heard from again meanwhile (an event
+// or a snapshot of it applied: it was cut off, not dead, and what it sent
+// says who it still has) or died again (the later window decides).
 func (r *Room) nodeDied(node string, window time.Duration) {
 	if window <= 0 {
 		r.ForgetNode(node)
@@ -32,6 +35,12 @@ func (r *Room) nodeDied(node string, window time.Duration) {
 		}
 	}
 	delete(r.remoteSeq, node)
+	r.deaths++
+	death := r.deaths
+	if r.nodeDeath == nil {
+		r.nodeDeath = map[string]uint64{}
+	}
+	r.nodeDeath[node] = death
 	r.mu.Unlock()
 	for _, p := range stubs {
 		p.mu.Lock()
@@ -48,6 +57,16 @@ func (r *Room) nodeDied(node string, window time.Duration) {
 		return
 	}
 	time.AfterFunc(window, func() {
+		r.mu.Lock()
+		_, heard := r.remoteSeq[node]
+		latest := r.nodeDeath[node] == death
+		if latest {
+			delete(r.nodeDeath, node)
+		}
+		r.mu.Unlock()
+		if heard || !latest {
+			return
+		}
 		for _, p := range stubs {
 			r.mu.Lock()
 			still := r.remotes[p.id] == p // not moved to another node meanwhile
@@ -61,6 +80,9 @@ func (r *Room) nodeDied(node string, window time.Duration) {
 
 // ResumeWindow is how long a participant whose connection is gone may resume.
 func (m *Manager) ResumeWindow() time.Duration { return m.cfg.ResumeWindow }
+
+// MaxParticipants is the participant limit of every room (0: none).
+func (m *Manager) MaxParticipants() int { return m.limits().MaxParticipants }
 
 // ReleaseResult is what Release did.
 type ReleaseResult int

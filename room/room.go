@@ -29,9 +29,11 @@ type Room struct {
 
 	// Cluster (cluster.go, remote.go); bus is nil on a single node.
 	bus       Bus
-	seq       uint64                        // this node's events of the room so far
-	remotes   map[string]*Participant       // other nodes' participants, by id
-	remoteSeq map[string]uint64             // last event applied, by node
+	seq       uint64                  // this node's events of the room so far
+	remotes   map[string]*Participant // other nodes' participants, by id
+	remoteSeq map[string]uint64       // last event applied, by node
+	nodeDeath map[string]uint64       // nodes gone silent: which death (deaths) their resume window follows (failover.go)
+	deaths    uint64
 	remoteSpk map[string][]protocol.Speaker // other nodes' active speakers
 	localSpk  []protocol.Speaker            // this node's, as last sent
 	mix       roomMix                       // the live audio mix (mix.go)

@@ -1,0 +1,474 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+)
+
+// Joining and leaving, one member at a time, on the keys of keys.go. A
+// join claims the identity (replacing a member that holds it), a slot when
+// the room has a participant limit (at once: they do not depend on each
+// other), then writes the member's own key, and last looks at the room
+// (created, or reopened if it was being closed). The
+// member's key is written before the room is looked at, so a node closing
+// the room (closeLater: it lists the members after the room's key said
+// "empty") either sees the member or loses its compare-and-set on the
+// room's key to the join. Each step is idempotent, so a step whose write
+// timed out is simply tried again.
+
+// errFull: every slot of the room is held.
+var errFull = errors.New("room full")
+
+// staleSlot is how old a slot held by no member key must be before a
+// join takes it back (a node that died between claiming it and writing
+// its member's key).
+const staleSlot = 10 * time.Second
+
+// retry runs step until it succeeds, fails for good (errFull, a protocol
+// error) or the store has been unavailable for unavailableWait.
+func (n *Node) retry(step func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), unavailableWait)
+	defer cancel()
+	return n.retryCtx(ctx, kvTimeout, step)
+}
+
+// retryCtx is retry until parent ends (its last error then), each try
+// bounded by op.
+func (n *Node) retryCtx(parent context.Context, op time.Duration, step func(ctx context.Context) error) error {
+	for {
+		ctx, cancel := context.WithTimeout(parent, op)
+		err := step(ctx)
+		cancel()
+		var perr *protocol.Error
+		if err == nil || errors.Is(err, errFull) || errors.As(err, &perr) || n.bus.nc.IsClosed() {
+			return err
+		}
+		select {
+		case <-parent.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Join implements room.Bus: it adds m to the room's members, creating the
+// room (a new sid) if it does not exist or has been empty past the empty
+// timeout, refusing it when the room is full, and replacing a member with
+// the same identity (that one's node ends it with "duplicate").
+func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, error) {
+	n.rs.follow(n, name) // before the write: no event after it can be missed
+	sid, err := n.join(name, m, maxParticipants)
+	switch {
+	case errors.Is(err, errFull):
+		return "", protocol.Errorf(protocol.CodeTooLarge, "room %q is full: %d participants", name, maxParticipants)
+	case err != nil:
+		n.log.Error("cluster room state", "room", name, "err", err)
+		return "", protocol.Errorf(protocol.CodeInternal, "cluster room state is unavailable")
+	}
+	return sid, nil
+}
+
+func (n *Node) join(name string, m room.Member, maxParticipants int) (string, error) {
+	p := roomKey(name)
+	m.Node = n.id
+	mkey := memberKey(p, n.id, m.ID)
+	putMember := func(slot int) error {
+		data, _ := json.Marshal(memberEntry{Member: m, Slot: slot})
+		return n.retry(func(ctx context.Context) error {
+			_, err := n.bus.kv.Put(ctx, mkey, data)
+			return err
+		})
+	}
+	// The identity, a slot and (in a room without a limit) the member's
+	// key do not depend on each other: one round trip for the three.
+	var (
+		old                   holder
+		slot                  = -1
+		idErr, slotErr, mkErr error
+		wg                    sync.WaitGroup
+		look                  func() (string, bool) // the room's key read beside the member's write
+	)
+	if maxParticipants > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slotErr = n.retry(func(ctx context.Context) (err error) {
+				slot, err = n.claimSlot(ctx, name, m, maxParticipants)
+				return err
+			})
+		}()
+	} else {
+		wg.Add(1)
+		go func() { defer wg.Done(); mkErr = putMember(-1) }()
+		look = n.peekRoom(p)
+	}
+	if m.Identity != "" {
+		idErr = n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err })
+	}
+	wg.Wait()
+	undo := func() { // free what this join holds
+		if slot >= 0 {
+			n.releaseHeld(slotKey(p, slot), m.ID)
+		}
+		if m.Identity != "" && idErr == nil {
+			n.releaseHeld(identityKey(p, m.Identity), m.ID)
+		}
+		n.removeMember(name, mkey, m.ID)
+	}
+	if idErr != nil || mkErr != nil || (slotErr != nil && !errors.Is(slotErr, errFull)) {
+		undo()
+		return "", errors.Join(idErr, mkErr, slotErr)
+	}
+	var oldEntry memberEntry
+	var oldRev uint64
+	if old.ID != "" {
+		_ = n.retry(func(ctx context.Context) (err error) {
+			oldRev, err = n.getJSON(ctx, memberKey(p, old.Node, old.ID), &oldEntry)
+			return err
+		})
+	}
+	tookOld := false
+	if errors.Is(slotErr, errFull) {
+		// A full room still takes a member replacing one with its identity:
+		// in the replaced member's slot.
+		if oldRev != 0 && oldEntry.Slot >= 0 && n.takeSlot(p, oldEntry.Slot, oldEntry.ID, m) {
+			slot, slotErr, tookOld = oldEntry.Slot, nil, true
+		} else {
+			undo()
+			return "", errFull
+		}
+	}
+	if maxParticipants > 0 {
+		look = n.peekRoom(p)
+		if err := putMember(slot); err != nil {
+			look()
+			undo()
+			return "", err
+		}
+	}
+	sid, ok := look()
+	var created bool
+	if !ok {
+		if err := n.retry(func(ctx context.Context) (err error) { sid, created, err = n.openRoom(ctx, p); return err }); err != nil {
+			undo()
+			return "", err
+		}
+	}
+	if created && n.opts.OnRoomStarted != nil {
+		n.log.Info("room opened in the cluster", "room", name, "sid", sid)
+		n.opts.OnRoomStarted(name, sid)
+	}
+	if oldRev != 0 && oldEntry.ID != m.ID {
+		_ = n.retry(func(ctx context.Context) error {
+			_, err := n.kvDelete(ctx, memberKey(p, oldEntry.Node, oldEntry.ID), oldRev)
+			if isConflict(err) {
+				return nil // it left, or moved, meanwhile
+			}
+			return err
+		})
+		if oldEntry.Slot >= 0 && !tookOld {
+			n.releaseHeld(slotKey(p, oldEntry.Slot), oldEntry.ID)
+		}
+		if oldEntry.Node != n.id { // a replaced member here is ended by the room itself
+			n.Control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate})
+		}
+	}
+	return sid, nil
+}
+
+// peekRoom reads the room's key while the join writes its member key, and
+// returns a function that gives the room's sid if that read alone is
+// enough: the room was open and not being closed, and the member's key
+// was written within half the empty timeout of the read. A room is
+// closed only an empty timeout after it was marked empty, and the mark
+// came after this read (it did not show one), so the closing node lists
+// the members after this member's key was written, and sees it. Else
+// (called after the write) openRoom looks again.
+func (n *Node) peekRoom(p string) func() (string, bool) {
+	start := time.Now()
+	done := make(chan struct{})
+	var meta roomMeta
+	var rev uint64
+	var err error
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		defer cancel()
+		rev, err = n.getJSON(ctx, p, &meta)
+	}()
+	return func() (string, bool) {
+		written := time.Since(start)
+		<-done
+		if err != nil || rev == 0 || meta.EmptySince != 0 || meta.SID == "" || written >= n.opts.EmptyTimeout/2 {
+			return "", false
+		}
+		return meta.SID, true
+	}
+}
+
+// takeSlot moves slot s from member oldID to m.
+func (n *Node) takeSlot(p string, s int, oldID string, m room.Member) bool {
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	return n.retry(func(ctx context.Context) error {
+		var h holder
+		rev, err := n.getJSON(ctx, slotKey(p, s), &h)
+		switch {
+		case err != nil:
+			return err
+		case rev == 0 || (h.ID != oldID && h.ID != m.ID):
+			return errFull // released and taken meanwhile
+		case h.ID == m.ID:
+			return nil
+		}
+		if _, err := n.bus.kv.Update(ctx, slotKey(p, s), val, rev); isConflict(err) {
+			return errRetry
+		} else {
+			return err
+		}
+	}) == nil
+}
+
+// claimIdentity makes m the holder of its identity; it returns the member
+// that held it before (zero if none). An earlier try of the same join that
+// landed is recognised, and still gives the member it replaced.
+func (n *Node) claimIdentity(ctx context.Context, p string, m room.Member) (holder, error) {
+	key := identityKey(p, m.Identity)
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	for i := 0; i < casRetries; i++ {
+		_, err := n.bus.kv.Create(ctx, key, val)
+		if err == nil {
+			return holder{}, nil
+		}
+		if !isConflict(err) {
+			return holder{}, err
+		}
+		var h holder
+		rev, err := n.getJSON(ctx, key, &h)
+		if err != nil {
+			return holder{}, err
+		}
+		if rev == 0 {
+			continue // released meanwhile
+		}
+		if h.ID == m.ID { // an earlier try of this join landed
+			if h.Replaced != nil {
+				return *h.Replaced, nil
+			}
+			return holder{}, nil
+		}
+		prev := holder{ID: h.ID, Node: h.Node}
+		took, _ := json.Marshal(holder{ID: m.ID, Node: m.Node, Replaced: &prev})
+		if _, err := n.bus.kv.Update(ctx, key, took, rev); err == nil {
+			return prev, nil
+		} else if !isConflict(err) {
+			return holder{}, err
+		}
+	}
+	return holder{}, errors.New("room state: too much contention on an identity")
+}
+
+// claimSlot gives m one of the room's max slots, a free one, tried in
+// random order (joins on several nodes at once rarely pick the same);
+// errFull when every slot is held.
+func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int) (int, error) {
+	p := roomKey(name)
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	taken := map[int]string{}
+	if w := n.rs.watch(name); w != nil {
+		taken = w.slotsTaken()
+	}
+	for s, id := range taken {
+		if id == m.ID {
+			return s, nil // an earlier try of this join got it
+		}
+	}
+	authoritative := false
+	for round := 0; round < casRetries; round++ {
+		free := make([]int, 0, maxP)
+		for s := 0; s < maxP; s++ {
+			if _, held := taken[s]; !held {
+				free = append(free, s)
+			}
+		}
+		rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+		for _, s := range free {
+			_, err := n.bus.kv.Create(ctx, slotKey(p, s), val)
+			if err == nil {
+				return s, nil
+			}
+			if !isConflict(err) {
+				return -1, err
+			}
+			taken[s] = "?"
+		}
+		if authoritative && len(free) == 0 {
+			return -1, errFull
+		}
+		// What this node knew is used up: read the slots as they are, and
+		// take back those held by no member for a while.
+		slots, err := n.sharedReadSlots(ctx, name)
+		if err != nil {
+			return -1, err
+		}
+		taken = map[int]string{}
+		for s, e := range slots {
+			if e.id == m.ID {
+				return s, nil
+			}
+			if !e.member && time.Since(e.created) > staleSlot {
+				if _, err := n.kvDelete(ctx, slotKey(p, s), e.rev); err == nil {
+					n.log.Info("room state: took back a slot held by no member", "room", name, "slot", s)
+					continue
+				}
+			}
+			taken[s] = e.id
+		}
+		authoritative = true
+	}
+	return -1, errors.New("room state: too much contention on the room's slots")
+}
+
+// slotReads shares one read of a room's slots among the joins of this node
+// that find the room full at the same time (the end of a join storm).
+type slotReads struct {
+	mu    sync.Mutex
+	reads map[string]*slotRead
+}
+
+type slotRead struct {
+	done  chan struct{}
+	slots map[int]slotState
+	err   error
+}
+
+// sharedReadSlots is readSlots, joined with one in flight for the room.
+func (n *Node) sharedReadSlots(ctx context.Context, name string) (map[int]slotState, error) {
+	sr := &n.slotReads
+	sr.mu.Lock()
+	if r := sr.reads[name]; r != nil {
+		sr.mu.Unlock()
+		select {
+		case <-r.done:
+			return r.slots, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if sr.reads == nil {
+		sr.reads = map[string]*slotRead{}
+	}
+	r := &slotRead{done: make(chan struct{})}
+	sr.reads[name] = r
+	sr.mu.Unlock()
+	r.slots, r.err = n.readSlots(ctx, name)
+	sr.mu.Lock()
+	delete(sr.reads, name)
+	sr.mu.Unlock()
+	close(r.done)
+	return r.slots, r.err
+}
+
+// slotState is one held slot as readSlots finds it.
+type slotState struct {
+	id      string
+	rev     uint64
+	created time.Time
+	member  bool // the holder has a member key
+}
+
+// readSlots reads a room's slots and members as they are now.
+func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, error) {
+	p := roomKey(name)
+	slots := map[int]slotState{}
+	ids := map[string]bool{}
+	err := n.readKeys(ctx, []string{p + ".s.*", p + ".m.>"}, func(e jetstream.KeyValueEntry) {
+		if rest, ok := strings.CutPrefix(e.Key(), p+".s."); ok {
+			s, err := strconv.Atoi(rest)
+			if err != nil {
+				return
+			}
+			delete(slots, s)
+			var h holder
+			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
+				slots[s] = slotState{id: h.ID, rev: e.Revision(), created: e.Created()}
+			}
+			return
+		}
+		var me memberEntry
+		if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &me) == nil {
+			ids[me.ID] = true
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	for s, e := range slots {
+		e.member = ids[e.id]
+		slots[s] = e
+	}
+	return slots, nil
+}
+
+// releaseHeld deletes an identity or slot key if id still holds it.
+func (n *Node) releaseHeld(key, id string) {
+	_ = n.retry(func(ctx context.Context) error {
+		var h holder
+		rev, err := n.getJSON(ctx, key, &h)
+		if err != nil || rev == 0 || h.ID != id {
+			return err
+		}
+		_, err = n.kvDelete(ctx, key, rev)
+		if isConflict(err) {
+			return nil // taken by another member meanwhile
+		}
+		return err
+	})
+}
+
+// openRoom returns the room's sid, creating the room when there is none
+// (or it has been empty past the empty timeout: its closer died), and
+// clearing its "empty since" when it is being closed.
+func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool, err error) {
+	for i := 0; i < casRetries; i++ {
+		var meta roomMeta
+		rev, err := n.getJSON(ctx, p, &meta)
+		if err != nil {
+			return "", false, err
+		}
+		if rev != 0 && meta.EmptySince == 0 && meta.SID != "" {
+			return meta.SID, false, nil // the common case: no write
+		}
+		next := roomMeta{SID: meta.SID}
+		expired := meta.EmptySince != 0 && time.Since(time.UnixMilli(meta.EmptySince)) > n.opts.EmptyTimeout+closeGrace
+		if rev == 0 || next.SID == "" || expired {
+			next.SID = newSID()
+		}
+		data, _ := json.Marshal(next)
+		if rev == 0 {
+			_, err = n.bus.kv.Create(ctx, p, data)
+		} else {
+			_, err = n.bus.kv.Update(ctx, p, data, rev)
+		}
+		if err == nil {
+			return next.SID, next.SID != meta.SID, nil
+		}
+		if !isConflict(err) {
+			return "", false, err
+		}
+	}
+	return "", false, errors.New("room state: too much contention on the room")
+}
+
+// closeGrace is how long past the empty timeout a room marked empty is
+// still left to the node that is to close it.
+const closeGrace = 5 * time.Second
