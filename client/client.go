@@ -478,6 +478,13 @@ func (c *Client) notifyCandidate(p protocol.CandidateParams) {
 
 // Leave sends `leave` and closes everything.
 func (c *Client) Leave(ctx context.Context) error {
+	// The server closes the socket right after its answer, and the reader
+	// may see that before Close below marks the client closed: with
+	// AutoResume it took the close for a drop and resumed a session that
+	// had just ended (a 404, or worse, a resume racing the leave).
+	c.rs.mu.Lock()
+	c.rs.ended = true
+	c.rs.mu.Unlock()
 	err := c.Call(ctx, protocol.MethodLeave, protocol.Empty{}, nil)
 	c.Close()
 	return err
