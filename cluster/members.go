@@ -284,7 +284,8 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 	p := roomKey(name)
 	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
 	taken := map[int]string{}
-	if w := n.rs.watch(name); w != nil {
+	w := n.rs.watch(name)
+	if w != nil {
 		taken = w.slotsTaken()
 	}
 	for s, id := range taken {
@@ -302,6 +303,9 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 		}
 		rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
 		for _, s := range free {
+			if _, held := taken[s]; held {
+				continue // seen taken meanwhile
+			}
 			_, err := n.bus.kv.Create(ctx, slotKey(p, s), val)
 			if err == nil {
 				return s, nil
@@ -310,6 +314,16 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 				return -1, err
 			}
 			taken[s] = "?"
+			// A conflict costs a round trip: skip what the watch has seen
+			// taken since (the other joins of a storm), not only this one.
+			if w != nil {
+				for s, id := range w.slotsTaken() {
+					if id == m.ID {
+						return s, nil
+					}
+					taken[s] = id
+				}
+			}
 		}
 		if authoritative && len(free) == 0 {
 			return -1, errFull
