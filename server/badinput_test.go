@@ -513,18 +513,7 @@ func TestBadInput(t *testing.T) {
 	const unknown = "TR_doesNotExist"
 	track := func(format string) string { return fmt.Sprintf(format, e.busyVideo) }
 
-	cases := []struct {
-		name string
-		do   func(t *testing.T, e *badEnv) badOutcome
-		// What the offender sees: an error response (code, message
-		// substring; its id echoes the request's, or is null when there
-		// was none to read), or the end of its session.
-		code      int
-		msg       string
-		closeCode int    // the socket closes with this code (the session ends)
-		leave     string // the server's `leave` reason before it closes
-		othersSee string // participantLeft reason the others get (the session ends)
-	}{
+	cases := []badCase{
 		{name: "malformed JSON", do: frame(false, text(`{"jsonrpc":"2.0","id":1,"method":"ping"`)),
 			code: protocol.CodeParseError, msg: "not valid JSON"},
 		{name: "malformed JSON after join", do: frame(true, text(`{"jsonrpc":"2.0","id":7,method:ping}`)),
@@ -668,83 +657,110 @@ func TestBadInput(t *testing.T) {
 	// and witness are its own; the rooms and their media are shared, and
 	// each case checks them undisturbed): one after the other, they were
 	// one of the package's longest tests.
+	// Not t.Parallel: a parallel subtest waits for one of go test's
+	// -parallel places, which the package's other tests hold while they
+	// wait in the scheduler (sched_test.go) for this test to end: under
+	// -race on two cores that deadlocked. t.Run from several goroutines
+	// needs no such place.
 	slots := make(chan struct{}, badCasesAtOnce)
+	var running sync.WaitGroup
+	defer running.Wait()
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			slots <- struct{}{}
+		slots <- struct{}{}
+		running.Add(1)
+		go func() {
+			defer running.Done()
 			defer func() { <-slots }()
-			o := c.do(t, e)
-			ends := c.othersSee != ""
-
-			if c.code != 0 {
-				if o.reply == nil || o.reply.Error == nil {
-					t.Fatalf("want error %d, got no error: %+v", c.code, o.reply)
-				}
-				if got := o.reply.Error; got.Code != c.code || !strings.Contains(got.Message, c.msg) {
-					t.Fatalf("got error %d %q, want %d with %q", got.Code, got.Message, c.code, c.msg)
-				}
-				wantID := "null"
-				if o.sentID != nil {
-					wantID = string(o.sentID)
-				}
-				if string(o.reply.ID) != wantID {
-					t.Fatalf("error response has id %s, want %s", o.reply.ID, wantID)
-				}
-				if len(o.reply.Result) != 0 {
-					t.Fatalf("error response also has a result: %s", o.reply.Result)
-				}
-			}
-			if c.leave != "" {
-				if _, ok := o.peer.notification(10*time.Second, protocol.MethodLeave, hasParam("reason", c.leave)); !ok {
-					t.Fatalf("no leave with reason %q", c.leave)
-				}
-			}
-			if c.closeCode != 0 {
-				code, ok := o.peer.closeCode(10 * time.Second)
-				if !ok {
-					t.Fatal("the socket stayed open")
-				}
-				if code != c.closeCode {
-					t.Fatalf("socket closed with %d, want %d (%v)", code, c.closeCode, o.peer.readErr())
-				}
-			}
-			if !ends {
-				// A bad request never ends the session.
-				if err := o.peer.ping(); err != nil {
-					t.Fatalf("the session did not continue: %v", err)
-				}
-				if o.peer.id != "" && !roomHas(e.srv, badBusyRoom, o.peer.id) {
-					t.Fatalf("the offender is no longer in room %s", badBusyRoom)
-				}
-			}
-			if ends {
-				if o.peer.id == "" {
-					t.Fatal("the test lost the offender's participant id")
-				}
-				if o.witness == nil {
-					if _, err := e.bystander.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyParticipantLeft, leftWith(o.peer.id, c.othersSee)); err != nil {
-						t.Fatalf("the bystander was not told the offender left (%s): %v", c.othersSee, err)
-					}
-					waitFor(t, 5*time.Second, "the offender gone from the room", func() bool { return !roomHas(e.srv, badBusyRoom, o.peer.id) })
-				} else {
-					if _, ok := o.witness.notification(10*time.Second, protocol.NotifyParticipantLeft, leftWith(o.peer.id, c.othersSee)); !ok {
-						t.Fatalf("the witness was not told the offender left (%s)", c.othersSee)
-					}
-					roomName := roomWith(e.srv, o.witness.id)
-					if ps := e.srv.Rooms().Room(roomName).Participants(); len(ps) != 1 || ps[0].ID != o.witness.id {
-						t.Fatalf("room %s should hold only the witness, has %+v", roomName, ps)
-					}
-					// The witness leaves: the room is empty and closes.
-					if _, resp := o.witness.request(protocol.MethodLeave, `{}`); resp.Error != nil {
-						t.Fatalf("witness leave: %s", msgString(resp))
-					}
-					waitFor(t, 5*time.Second, "room "+roomName+" to close once empty", func() bool { return e.srv.Rooms().Room(roomName) == nil })
-				}
-			}
-			e.assertUndisturbed(t)
-		})
+			t.Run(c.name, func(t *testing.T) { runBadCase(t, e, c) })
+		}()
 	}
+}
+
+// runBadCase runs one of TestBadInput's cases and checks its outcome.
+func runBadCase(t *testing.T, e *badEnv, c badCase) {
+	o := c.do(t, e)
+	ends := c.othersSee != ""
+
+	if c.code != 0 {
+		if o.reply == nil || o.reply.Error == nil {
+			t.Fatalf("want error %d, got no error: %+v", c.code, o.reply)
+		}
+		if got := o.reply.Error; got.Code != c.code || !strings.Contains(got.Message, c.msg) {
+			t.Fatalf("got error %d %q, want %d with %q", got.Code, got.Message, c.code, c.msg)
+		}
+		wantID := "null"
+		if o.sentID != nil {
+			wantID = string(o.sentID)
+		}
+		if string(o.reply.ID) != wantID {
+			t.Fatalf("error response has id %s, want %s", o.reply.ID, wantID)
+		}
+		if len(o.reply.Result) != 0 {
+			t.Fatalf("error response also has a result: %s", o.reply.Result)
+		}
+	}
+	if c.leave != "" {
+		if _, ok := o.peer.notification(10*time.Second, protocol.MethodLeave, hasParam("reason", c.leave)); !ok {
+			t.Fatalf("no leave with reason %q", c.leave)
+		}
+	}
+	if c.closeCode != 0 {
+		code, ok := o.peer.closeCode(10 * time.Second)
+		if !ok {
+			t.Fatal("the socket stayed open")
+		}
+		if code != c.closeCode {
+			t.Fatalf("socket closed with %d, want %d (%v)", code, c.closeCode, o.peer.readErr())
+		}
+	}
+	if !ends {
+		// A bad request never ends the session.
+		if err := o.peer.ping(); err != nil {
+			t.Fatalf("the session did not continue: %v", err)
+		}
+		if o.peer.id != "" && !roomHas(e.srv, badBusyRoom, o.peer.id) {
+			t.Fatalf("the offender is no longer in room %s", badBusyRoom)
+		}
+	}
+	if ends {
+		if o.peer.id == "" {
+			t.Fatal("the test lost the offender's participant id")
+		}
+		if o.witness == nil {
+			if _, err := e.bystander.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyParticipantLeft, leftWith(o.peer.id, c.othersSee)); err != nil {
+				t.Fatalf("the bystander was not told the offender left (%s): %v", c.othersSee, err)
+			}
+			waitFor(t, 5*time.Second, "the offender gone from the room", func() bool { return !roomHas(e.srv, badBusyRoom, o.peer.id) })
+		} else {
+			if _, ok := o.witness.notification(10*time.Second, protocol.NotifyParticipantLeft, leftWith(o.peer.id, c.othersSee)); !ok {
+				t.Fatalf("the witness was not told the offender left (%s)", c.othersSee)
+			}
+			roomName := roomWith(e.srv, o.witness.id)
+			if ps := e.srv.Rooms().Room(roomName).Participants(); len(ps) != 1 || ps[0].ID != o.witness.id {
+				t.Fatalf("room %s should hold only the witness, has %+v", roomName, ps)
+			}
+			// The witness leaves: the room is empty and closes.
+			if _, resp := o.witness.request(protocol.MethodLeave, `{}`); resp.Error != nil {
+				t.Fatalf("witness leave: %s", msgString(resp))
+			}
+			waitFor(t, 5*time.Second, "room "+roomName+" to close once empty", func() bool { return e.srv.Rooms().Room(roomName) == nil })
+		}
+	}
+	e.assertUndisturbed(t)
+}
+
+// badCase is one of TestBadInput's offences and what must follow it.
+type badCase struct {
+	name string
+	do   func(t *testing.T, e *badEnv) badOutcome
+	// What the offender sees: an error response (code, message
+	// substring; its id echoes the request's, or is null when there
+	// was none to read), or the end of its session.
+	code      int
+	msg       string
+	closeCode int    // the socket closes with this code (the session ends)
+	leave     string // the server's `leave` reason before it closes
+	othersSee string // participantLeft reason the others get (the session ends)
 }
 
 // badCasesAtOnce is how many of TestBadInput's cases run at once.

@@ -244,3 +244,21 @@ func traced(t *testing.T, kind string, release func()) func() {
 		})
 	}
 }
+
+// sideBySide runs f as subtests named names, all at once, and returns when
+// they are done. Not t.Parallel: a parallel subtest waits for one of go
+// test's -parallel places, which other tests hold while they wait in the
+// scheduler for this test to end (under -race on two cores, TestBadInput's
+// cases deadlocked the package that way). t.Run from several goroutines
+// needs no place.
+func sideBySide(t *testing.T, names []string, f func(t *testing.T, i int)) {
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.Run(name, func(t *testing.T) { f(t, i) })
+		}()
+	}
+	wg.Wait()
+}

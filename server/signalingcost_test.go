@@ -56,40 +56,38 @@ func countingWire(w *wireCount) func(*client.Options) {
 // track's codec, 36 kB without deflate).
 func TestSignalingCost(t *testing.T) {
 	parallel(t)
-	for _, compressed := range []bool{true, false} {
+	sideBySide(t, []string{"deflate", "plain"}, func(t *testing.T, i int) {
+		compressed := i == 0
 		name := "deflate"
 		if !compressed {
 			name = "plain"
 		}
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			srv := startServer(t, nil)
-			var wires [2]wireCount
-			var clients [2]*client.Client
-			var recs [2]*recorder
-			for i := range clients {
-				clients[i] = join(t, srv, "cost", []string{"alice", "bob"}[i], countingWire(&wires[i]),
-					func(o *client.Options) { o.NoCompression = !compressed })
-				recs[i] = record(clients[i])
-			}
-			var media [2]*fakeMedia
-			for i, c := range clients {
-				media[i] = publishFake(t, c)
-			}
-			waitFor(t, 15*time.Second, "video both ways", func() bool {
-				return len(recs[0].payloads(media[1].track("video").ID)) > 20 &&
-					len(recs[1].payloads(media[0].track("video").ID)) > 20
-			})
-			time.Sleep(500 * time.Millisecond) // late candidates and notifications
-			for i, c := range clients {
-				sent, recv := c.MessageCounts()
-				bytes := wires[i].in.Load() + wires[i].out.Load()
-				t.Logf("%s, participant %d: %d messages (%d sent, %d received), %d bytes on the wire (%d up, %d down)",
-					name, i, sent+recv, sent, recv, bytes, wires[i].out.Load(), wires[i].in.Load())
-				if compressed && bytes > 11_000 {
-					t.Errorf("participant %d: %d signaling bytes for a 1:1 call, want at most 11 kB", i, bytes)
-				}
-			}
+		srv := startServer(t, nil)
+		var wires [2]wireCount
+		var clients [2]*client.Client
+		var recs [2]*recorder
+		for i := range clients {
+			clients[i] = join(t, srv, "cost", []string{"alice", "bob"}[i], countingWire(&wires[i]),
+				func(o *client.Options) { o.NoCompression = !compressed })
+			recs[i] = record(clients[i])
+		}
+		var media [2]*fakeMedia
+		for i, c := range clients {
+			media[i] = publishFake(t, c)
+		}
+		waitFor(t, 15*time.Second, "video both ways", func() bool {
+			return len(recs[0].payloads(media[1].track("video").ID)) > 20 &&
+				len(recs[1].payloads(media[0].track("video").ID)) > 20
 		})
-	}
+		time.Sleep(500 * time.Millisecond) // late candidates and notifications
+		for i, c := range clients {
+			sent, recv := c.MessageCounts()
+			bytes := wires[i].in.Load() + wires[i].out.Load()
+			t.Logf("%s, participant %d: %d messages (%d sent, %d received), %d bytes on the wire (%d up, %d down)",
+				name, i, sent+recv, sent, recv, bytes, wires[i].out.Load(), wires[i].in.Load())
+			if compressed && bytes > 11_000 {
+				t.Errorf("participant %d: %d signaling bytes for a 1:1 call, want at most 11 kB", i, bytes)
+			}
+		}
+	})
 }

@@ -133,27 +133,30 @@ func simBody(big bool) int {
 // continuous.
 func TestSimulcastCodecs(t *testing.T) {
 	parallel(t)
-	for _, codec := range []simCodec{vp9Sim, h264Sim, av1Sim} {
-		t.Run(codec.mime, func(t *testing.T) {
-			t.Parallel()
-			srv := startServer(t, nil)
-			sub := join(t, srv, "sim", "viewer")
-			v := watchVideoCodec(sub, codec)
-			pub := join(t, srv, "sim", "camera")
-			f := publishSimulcastCodec(t, pub, codec)
-			if f.published.Codec != codec.mime {
-				t.Fatalf("published codec %q, want %q", f.published.Codec, codec.mime)
-			}
-
-			v.waitHeight(t, 10*time.Second, 720)
-			capAndRaise(t, sub, v, f.published.ID, nil)
-
-			v.mu.Lock()
-			defer v.mu.Unlock()
-			if v.seqBreaks != 0 || v.tsBack != 0 || v.pidBreaks != 0 {
-				t.Fatalf("stream not continuous across switches: %d seq breaks, %d timestamps backwards, %d picture id breaks (in %d packets)",
-					v.seqBreaks, v.tsBack, v.pidBreaks, v.packets)
-			}
-		})
+	codecs := []simCodec{vp9Sim, h264Sim, av1Sim}
+	names := make([]string, len(codecs))
+	for i, c := range codecs {
+		names[i] = c.mime
 	}
+	sideBySide(t, names, func(t *testing.T, i int) {
+		codec := codecs[i]
+		srv := startServer(t, nil)
+		sub := join(t, srv, "sim", "viewer")
+		v := watchVideoCodec(sub, codec)
+		pub := join(t, srv, "sim", "camera")
+		f := publishSimulcastCodec(t, pub, codec)
+		if f.published.Codec != codec.mime {
+			t.Fatalf("published codec %q, want %q", f.published.Codec, codec.mime)
+		}
+
+		v.waitHeight(t, 10*time.Second, 720)
+		capAndRaise(t, sub, v, f.published.ID, nil)
+
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if v.seqBreaks != 0 || v.tsBack != 0 || v.pidBreaks != 0 {
+			t.Fatalf("stream not continuous across switches: %d seq breaks, %d timestamps backwards, %d picture id breaks (in %d packets)",
+				v.seqBreaks, v.tsBack, v.pidBreaks, v.packets)
+		}
+	})
 }

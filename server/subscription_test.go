@@ -63,83 +63,85 @@ func TestCodecs(t *testing.T) {
 		{"AV1", webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeAV1, ClockRate: 90000},
 			[]byte{0x18, 0x0a, 0x0b, 0x00, 0x00}, []byte{0x10, 0x32, 0x00}},
 	}
-	for _, cc := range codecs {
-		t.Run(cc.name, func(t *testing.T) {
-			t.Parallel()
-			srv := startServer(t, nil)
-			sub := join(t, srv, "codec", "viewer")
-			got := make(chan *client.RemoteTrack, 1)
-			first := make(chan []byte, 1)
-			sub.OnTrack(func(rt *client.RemoteTrack) {
-				got <- rt
-				for {
-					pkt, _, err := rt.Track.ReadRTP()
-					if err != nil {
-						return
-					}
-					select {
-					case first <- append([]byte(nil), pkt.Payload...):
-					default:
-					}
+	names := make([]string, len(codecs))
+	for i, c := range codecs {
+		names[i] = c.name
+	}
+	sideBySide(t, names, func(t *testing.T, i int) {
+		cc := codecs[i]
+		srv := startServer(t, nil)
+		sub := join(t, srv, "codec", "viewer")
+		got := make(chan *client.RemoteTrack, 1)
+		first := make(chan []byte, 1)
+		sub.OnTrack(func(rt *client.RemoteTrack) {
+			got <- rt
+			for {
+				pkt, _, err := rt.Track.ReadRTP()
+				if err != nil {
+					return
 				}
-			})
-			pub := join(t, srv, "codec", "camera")
-			track, err := webrtc.NewTrackLocalStaticRTP(cc.capability, "v", "s")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wantKey = make(chan struct{}, 1)
-			pubs, err := pub.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: track, Source: protocol.SourceCamera,
-				OnKeyframeRequest: func() {
-					select {
-					case wantKey <- struct{}{}:
-					default:
-					}
-				}})
-			if err != nil || len(pubs) != 1 {
-				t.Fatalf("publish %s: %v", cc.name, err)
-			}
-			if !strings.EqualFold(pubs[0].Codec, cc.capability.MimeType) {
-				t.Fatalf("server says codec %q, want %q", pubs[0].Codec, cc.capability.MimeType)
-			}
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() {
-				seq, ts := uint16(1), uint32(0)
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					case <-time.After(33 * time.Millisecond):
-					}
-					payload := cc.delta
-					select {
-					case <-wantKey:
-						payload = cc.key
-					default:
-					}
-					_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: seq, Timestamp: ts}, Payload: payload})
-					seq++
-					ts += 3000
+				select {
+				case first <- append([]byte(nil), pkt.Payload...):
+				default:
 				}
-			}()
-			var rt *client.RemoteTrack
-			select {
-			case rt = <-got:
-			case <-time.After(10 * time.Second):
-				t.Fatalf("%s track never reached the subscriber", cc.name)
-			}
-			if !strings.EqualFold(rt.Track.Codec().MimeType, cc.capability.MimeType) {
-				t.Fatalf("subscriber negotiated %s, want %s", rt.Track.Codec().MimeType, cc.capability.MimeType)
-			}
-			select {
-			case p := <-first:
-				if string(p) != string(cc.key) {
-					t.Fatalf("first %s packet forwarded is not the keyframe: % x", cc.name, p)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("no %s media arrived", cc.name)
 			}
 		})
-	}
+		pub := join(t, srv, "codec", "camera")
+		track, err := webrtc.NewTrackLocalStaticRTP(cc.capability, "v", "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantKey = make(chan struct{}, 1)
+		pubs, err := pub.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: track, Source: protocol.SourceCamera,
+			OnKeyframeRequest: func() {
+				select {
+				case wantKey <- struct{}{}:
+				default:
+				}
+			}})
+		if err != nil || len(pubs) != 1 {
+			t.Fatalf("publish %s: %v", cc.name, err)
+		}
+		if !strings.EqualFold(pubs[0].Codec, cc.capability.MimeType) {
+			t.Fatalf("server says codec %q, want %q", pubs[0].Codec, cc.capability.MimeType)
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			seq, ts := uint16(1), uint32(0)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(33 * time.Millisecond):
+				}
+				payload := cc.delta
+				select {
+				case <-wantKey:
+					payload = cc.key
+				default:
+				}
+				_ = track.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: seq, Timestamp: ts}, Payload: payload})
+				seq++
+				ts += 3000
+			}
+		}()
+		var rt *client.RemoteTrack
+		select {
+		case rt = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s track never reached the subscriber", cc.name)
+		}
+		if !strings.EqualFold(rt.Track.Codec().MimeType, cc.capability.MimeType) {
+			t.Fatalf("subscriber negotiated %s, want %s", rt.Track.Codec().MimeType, cc.capability.MimeType)
+		}
+		select {
+		case p := <-first:
+			if string(p) != string(cc.key) {
+				t.Fatalf("first %s packet forwarded is not the keyframe: % x", cc.name, p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s media arrived", cc.name)
+		}
+	})
 }
