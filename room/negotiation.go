@@ -132,8 +132,11 @@ func (l *subscriberLoop) run() {
 }
 
 // connectGrace is how long a change waits for the subscriber connection's
-// first DTLS handshake after its first answer (holdUntilConnected).
-const connectGrace = 3 * time.Second
+// first DTLS handshake after its first answer (holdUntilConnected). 10 s:
+// a client that connects loses nothing by the wait, and aiortc's handshake
+// took over 3 s on a loaded CI machine, where the video of a relayed
+// publisher, offered while it was still connecting, was never decoded.
+const connectGrace = 10 * time.Second
 
 // holdUntilConnected: the first offer was answered but the connection has
 // never come up yet; further offers wait for it (at most connectGrace from
