@@ -3,6 +3,8 @@ package room
 import (
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -259,10 +261,7 @@ func (p *Participant) siblingsStarting() time.Time {
 		p.mu.Unlock()
 		return time.Time{}
 	}
-	tracks := make([]*Track, 0, len(p.tracks))
-	for _, t := range p.tracks {
-		tracks = append(tracks, t)
-	}
+	tracks := slices.Collect(maps.Values(p.tracks))
 	p.mu.Unlock()
 	for _, t := range tracks {
 		t.mu.Lock()
