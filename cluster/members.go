@@ -73,7 +73,7 @@ func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, er
 		return "", protocol.Errorf(protocol.CodeTooLarge, "room %q is full: %d participants", name, maxParticipants)
 	case err != nil:
 		n.log.Error("cluster room state", "room", name, "err", err)
-		return "", protocol.Errorf(protocol.CodeInternal, "cluster room state is unavailable")
+		return "", protocol.Errorf(protocol.CodeUnavailable, "cluster room state is unavailable; try again")
 	}
 	return sid, nil
 }
