@@ -2,6 +2,10 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +136,197 @@ func TestOutsiderResumeKeepsTURNServer(t *testing.T) {
 	_, rid, _ := strings.Cut(resumed["username"].(string), ":")
 	if jid != rid {
 		t.Errorf("TURN username for %q after the resume, %q at the join", rid, jid)
+	}
+}
+
+// shellWords splits one shell command line as sh would for the documents'
+// examples: single quotes, double quotes (with \" and \\, and $VAR
+// expanded from vars), $VAR unquoted.
+func shellWords(line string, vars map[string]string) []string {
+	var out []string
+	var cur strings.Builder
+	in := false
+	expand := func(s string, i int) (string, int) { // s[i] == '$'
+		j := i + 1
+		for j < len(s) && (s[j] == '_' || s[j] >= 'A' && s[j] <= 'Z' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= '0' && s[j] <= '9') {
+			j++
+		}
+		return vars[s[i+1:j]], j
+	}
+	for i := 0; i < len(line); {
+		c := line[i]
+		switch {
+		case c == ' ' || c == '\t':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+			i++
+		case c == '\'':
+			end := strings.IndexByte(line[i+1:], '\'')
+			cur.WriteString(line[i+1 : i+1+end])
+			i += end + 2
+			in = true
+		case c == '"':
+			i++
+			for i < len(line) && line[i] != '"' {
+				switch {
+				case line[i] == '\\' && i+1 < len(line) && strings.IndexByte(`"\$`, line[i+1]) >= 0:
+					cur.WriteByte(line[i+1])
+					i += 2
+				case line[i] == '$':
+					v, j := expand(line, i)
+					cur.WriteString(v)
+					i = j
+				default:
+					cur.WriteByte(line[i])
+					i++
+				}
+			}
+			i++
+			in = true
+		case c == '$':
+			v, j := expand(line, i)
+			cur.WriteString(v)
+			i = j
+			in = true
+		default:
+			cur.WriteByte(c)
+			i++
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// docCommands returns the indented shell commands of a section of a
+// document (lines joined at a trailing backslash, comments left out).
+func docCommands(t *testing.T, doc, section, prefix string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	if section != "" {
+		i := strings.Index(text, section)
+		if i < 0 {
+			t.Fatalf("%s has no section %q", doc, section)
+		}
+		text = text[i+len(section):]
+		if j := strings.Index(text, "\n#"); j >= 0 {
+			text = text[:j]
+		}
+	}
+	var cmds []string
+	pending := ""
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if pending == "" && !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		if strings.HasSuffix(l, `\`) {
+			pending += strings.TrimSuffix(l, `\`) + " "
+			continue
+		}
+		cmds = append(cmds, pending+l)
+		pending = ""
+	}
+	return cmds
+}
+
+// curlRequest makes the HTTP request the curl command line args would
+// send: -X, -H and -d as curl reads them (-d without a Content-Type
+// header sends application/x-www-form-urlencoded, and makes a POST).
+func curlRequest(t *testing.T, args []string) *http.Request {
+	t.Helper()
+	method, url, body := "", "", ""
+	hasBody := false
+	header := http.Header{}
+	for i := 1; i < len(args); i++ {
+		switch a := args[i]; a {
+		case "-s", "-i", "-si":
+		case "-X":
+			i++
+			method = args[i]
+		case "-H":
+			i++
+			k, v, _ := strings.Cut(args[i], ":")
+			header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		case "-d", "--data":
+			i++
+			body, hasBody = args[i], true
+		default:
+			if strings.HasPrefix(a, "-") {
+				t.Fatalf("curl option %q is not understood by this test: %v", a, args)
+			}
+			url = a
+		}
+	}
+	if method == "" {
+		method = http.MethodGet
+		if hasBody {
+			method = http.MethodPost
+		}
+	}
+	if hasBody && header.Get("Content-Type") == "" {
+		header.Set("Content-Type", "application/x-www-form-urlencoded") // what curl sends
+	}
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	req.Header = header
+	return req
+}
+
+// TestOutsiderAdminExamples runs the curl examples of docs/admin-api.md
+// as written, against an open server (loopback, so $TOKEN may be empty)
+// with a room "standup" whose participant PA_3kq... publishes TR_9x...:
+// every one must succeed.
+func TestOutsiderAdminExamples(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	pub := join(t, srv, "standup", "Alice")
+	media := publishFake(t, pub)
+	join(t, srv, "standup", "Bob") // the room outlives Alice's removal
+	video := media.track("video").ID
+	waitFor(t, 15*time.Second, "the video track announced", func() bool {
+		var p map[string]any
+		return adminCall(t, srv, http.MethodGet, "/v1/rooms/standup/participants/"+pub.ParticipantID(), "", nil, &p) == 200 &&
+			strings.Contains(fmt.Sprint(p["tracks"]), video)
+	})
+	// The variables the document sets (S, AUTH, ...), S pointing at this
+	// server; TOKEN is empty (an open server, loopback).
+	vars := map[string]string{"TOKEN": ""}
+	for _, a := range docCommands(t, "../docs/admin-api.md", "The examples below use", "") {
+		if name, value, ok := strings.Cut(a, "="); ok && !strings.ContainsAny(name, " $") && name != "" {
+			vars[name] = strings.Join(shellWords(value, vars), " ")
+		}
+	}
+	vars["S"] = "http://" + srv.Addr()
+	if vars["AUTH"] == "" {
+		t.Fatalf("docs/admin-api.md no longer sets AUTH for its examples: %v", vars)
+	}
+	cmds := docCommands(t, "../docs/admin-api.md", "## Examples", "curl ")
+	if len(cmds) < 10 {
+		t.Fatalf("found %d curl examples in docs/admin-api.md, want the dozen it shows", len(cmds))
+	}
+	for _, cmd := range cmds {
+		cmd = strings.NewReplacer("PA_3kq...", pub.ParticipantID(), "TR_9x...", video, "http://127.0.0.1:7900", vars["S"]).Replace(cmd)
+		req := curlRequest(t, shellWords(cmd, vars))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("the documented %s\nanswered %d %s", cmd, resp.StatusCode, body)
+		}
 	}
 }
