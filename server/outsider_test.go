@@ -330,3 +330,51 @@ func TestOutsiderAdminExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestOutsiderRequestsWithoutID: docs/PROTOCOL.md "Errors for
+// notifications": a request sent without an id gets -32600 with id null,
+// an unknown method -32601, and ping without an id is a keepalive that
+// gets no answer (the next response is the next request's).
+func TestOutsiderRequestsWithoutID(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	o := outsiderDial(t, srv.SignalingURL())
+	next := func() map[string]any {
+		t.Helper()
+		select {
+		case m := <-o.in:
+			return m
+		case <-time.After(20 * time.Second):
+			t.Fatal("no answer")
+		}
+		return nil
+	}
+	send := func(frame string) {
+		t.Helper()
+		if err := o.ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		frame string
+		code  float64
+	}{
+		{`{"jsonrpc":"2.0","method":"join","params":{"room":"r"}}`, -32600},
+		{`{"jsonrpc":"2.0","method":"mute","params":{"trackId":"TR_x","muted":true}}`, -32600},
+		{`{"jsonrpc":"2.0","method":"leave","params":{}}`, -32600},
+		{`{"jsonrpc":"2.0","method":"frobnicate","params":{}}`, -32601},
+		{`{"jsonrpc":"2.0","method":"answer","params":{"sdp":"v=0"}}`, 409}, // before join
+	} {
+		send(c.frame)
+		m := next()
+		e, _ := m["error"].(map[string]any)
+		if id, has := m["id"]; !has || id != nil || e == nil || e["code"] != c.code {
+			t.Errorf("%s answered %v, want an error %v with id null", c.frame, m, c.code)
+		}
+	}
+	send(`{"jsonrpc":"2.0","method":"ping"}`)
+	send(`{"jsonrpc":"2.0","id":"after","method":"ping"}`)
+	if m := next(); m["id"] != "after" || m["result"] == nil {
+		t.Errorf("after a ping without an id, the next frame is %v, want the answer to the ping with id \"after\"", m)
+	}
+}
