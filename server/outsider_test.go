@@ -378,3 +378,39 @@ func TestOutsiderRequestsWithoutID(t *testing.T) {
 		t.Errorf("after a ping without an id, the next frame is %v, want the answer to the ping with id \"after\"", m)
 	}
 }
+
+// TestGStreamerWHIPAsDocumented runs the gst_whip.py command docs/whip.md
+// shows, as shown (the URL pointed at the test server; --local-ip and a
+// short --seconds added, see docs/whip.md on libnice and loopback): the
+// WHIP publisher must join the room.
+func TestGStreamerWHIPAsDocumented(t *testing.T) {
+	parallelUnlessRace(t)
+	requireGStreamer(t)
+	srv := gstServer(t)
+	var doc []string
+	for _, cmd := range docCommands(t, "../docs/whip.md", "", "/usr/bin/python3 ") {
+		if strings.Contains(cmd, "gst_whip.py") {
+			doc = shellWords(cmd, map[string]string{"TOKEN": ""})
+		}
+	}
+	if len(doc) < 3 || !strings.HasSuffix(doc[1], gstScript) {
+		t.Fatalf("docs/whip.md shows no gst_whip.py command: %q", doc)
+	}
+	var args []string
+	optional := false // inside [...], as usage texts write what may be left out
+	for _, a := range doc[2:] {
+		if strings.HasPrefix(a, "[") || optional {
+			optional = !strings.HasSuffix(a, "]")
+			continue
+		}
+		args = append(args, strings.Replace(a, "http://localhost:7900", "http://"+srv.Addr(), 1))
+	}
+	viewer := join(t, srv, "webinar", "viewer")
+	out, err := gst(append(args, "--seconds", "3", "--local-ip", "127.0.0.1")...)
+	if err != nil {
+		t.Fatalf("the documented command %q fails: %v", doc, err)
+	}
+	if _, err := viewer.WaitEvent(ctxT(t, 20*time.Second), "participantJoined", nil); err != nil {
+		t.Fatalf("the WHIP publisher never joined: %v\n%s", err, out)
+	}
+}
