@@ -13,7 +13,7 @@ import "runtime"
 // retaking processors from threads in system calls), which cost more than
 // the sends. That cost is per node and per published packet: a cluster
 // edge with a third of the viewers paid it as often as one node with all
-// of them (docs/cluster-relay.md "Edge fan-out").
+// of them (docs/cluster-relay.md "Edge wake-ups").
 //
 // So the flusher yields first: runtime.Gosched puts it behind the writers
 // already runnable, which queue their datagrams in the meantime, and it
