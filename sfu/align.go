@@ -63,7 +63,18 @@ type heldPacket struct {
 	payload []byte
 }
 
-func payloadHash(p []byte) uint64 { return maphash.Bytes(alignSeed, p) }
+// alignMinPayload: shorter payloads place nothing. Silence (Opus DTX and
+// comfort noise are a few bytes) repeats, and two encoders may happen to
+// send the same few bytes at different places.
+const alignMinPayload = 16
+
+// payloadHash is 0 for a payload too short to tell a frame by.
+func payloadHash(p []byte) uint64 {
+	if len(p) < alignMinPayload {
+		return 0
+	}
+	return maphash.Bytes(alignSeed, p)
+}
 
 // alignOldLocked handles a packet of the old source during an audio
 // handover: forward reports whether it goes out. d.mu held.
@@ -73,7 +84,7 @@ func (d *DownTrack) alignOldLocked(ho *handover, in *rtp.Header, payload []byte)
 		return false // the new source takes over after what was forwarded
 	}
 	h := payloadHash(payload)
-	if len(a.held) > 0 {
+	if len(a.held) > 0 && h != 0 {
 		if i, ok := matchHeld(a.held, h); ok {
 			// The old source reached what the new one sent: go over there,
 			// sending the held packets from that one on.
@@ -93,7 +104,7 @@ func (d *DownTrack) alignOldLocked(ho *handover, in *rtp.Header, payload []byte)
 func (d *DownTrack) alignNewLocked(ho *handover, in *rtp.Header, payload []byte) (now bool) {
 	a := &ho.align
 	h := payloadHash(payload)
-	if !a.found {
+	if !a.found && h != 0 {
 		if ts, ok := a.matchRing(h); ok {
 			// Delivered by the old source already, and so was anything held.
 			a.found, a.off, a.held = true, in.Timestamp-ts, nil
