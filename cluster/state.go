@@ -87,9 +87,11 @@ func (n *Node) removeMember(name, key, id string) (uint64, bool) {
 		return err
 	})
 	if err != nil {
-		n.log.Warn("room state: member not removed", "room", name, "member", id, "err", err)
+		n.log.Warn("room state: member not removed (trying again later)", "room", name, "member", id, "err", err)
+		n.unremoved.add(key, name, id) // removals.go
 		return 0, false
 	}
+	n.unremoved.done(key)
 	if seq == 0 {
 		return 0, false // gone already (replaced, moved, purged)
 	}
