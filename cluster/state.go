@@ -87,8 +87,12 @@ func (n *Node) removeMember(name, key, id string) (uint64, bool) {
 		return err
 	})
 	if err != nil {
-		n.log.Warn("room state: member not removed (trying again later)", "room", name, "member", id, "err", err)
-		n.unremoved.add(key, name, id) // removals.go
+		if key == memberKey(p, n.id, id) { // this node's own: a purge of another node's is done again by its own rules
+			n.log.Warn("room state: member not removed (trying again later)", "room", name, "member", id, "err", err)
+			n.unremoved.add(key, name, id) // removals.go
+		} else {
+			n.log.Warn("room state: member not removed", "room", name, "member", id, "err", err)
+		}
 		return 0, false
 	}
 	n.unremoved.done(key)
