@@ -20,6 +20,8 @@ type roomState struct {
 	Members []room.Member
 	// EmptySince is when the room was seen empty (unix ms); 0 while occupied.
 	EmptySince int64
+	// holders: which member holds each identity, by identity key.
+	holders map[string]string
 }
 
 func newSID() string {
