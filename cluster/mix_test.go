@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 	"github.com/thesyncim/gopus"
@@ -166,18 +166,6 @@ func (l *mixListener) last(n int) []float32 {
 	return append([]float32(nil), l.pcm[len(l.pcm)-n:]...)
 }
 
-// toneAmp is the amplitude of frequency f in x (Goertzel).
-func toneAmp(x []float32, f float64) float64 {
-	coeff := 2 * math.Cos(2*math.Pi*f/48000)
-	var s1, s2 float64
-	for _, v := range x {
-		s0 := float64(v) + coeff*s1 - s2
-		s2, s1 = s1, s0
-	}
-	power := s1*s1 + s2*s2 - coeff*s1*s2
-	return 2 * math.Sqrt(math.Max(0, power)) / float64(len(x))
-}
-
 // The audio mix across nodes: a speaker on node B (n1) and one on node C
 // (n2) are mixed by node A (n0) for a listener there, with the mix on: its
 // one mixed stream carries both tones (decoded with the mixer's Opus
@@ -254,32 +242,9 @@ func TestAudioMixAcrossNodes(t *testing.T) {
 }
 
 // waitTones waits until the last second of a listener's mix has every
-// tone of want (amplitude >= 0.04 of the 0.2 sent) and none of absent
-// (<= 0.008).
+// tone of want (amplitude >= testutil.ToneOn of the 0.2 sent) and none of
+// absent (<= testutil.ToneOff).
 func waitTones(t *testing.T, l *mixListener, who string, want, absent []float64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		if x := l.last(48000); x != nil {
-			ok := true
-			last = ""
-			for _, f := range want {
-				a := toneAmp(x, f)
-				last += fmt.Sprintf(" %.0f Hz: %.4f", f, a)
-				ok = ok && a >= 0.04
-			}
-			for _, f := range absent {
-				a := toneAmp(x, f)
-				last += fmt.Sprintf(" (absent) %.0f Hz: %.4f", f, a)
-				ok = ok && a <= 0.008
-			}
-			if ok {
-				t.Logf("%s:%s", who, last)
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: the mix never had tones %v without %v; last second:%s", who, want, absent, last)
+	testutil.WaitTones(t, 30*time.Second, l.last, who, want, absent)
 }

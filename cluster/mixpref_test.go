@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // The admin's mix settings hold cluster-wide: set through n0, which has no
@@ -106,7 +107,7 @@ func TestMixSettingsClusterWide(t *testing.T) {
 			if x == nil {
 				return false
 			}
-			b, c = toneAmp(x, fB), toneAmp(x, fC)
+			b, c = testutil.ToneAmp(x, fB), testutil.ToneAmp(x, fC)
 			return c > 0.15 && b > 0.025 && b < 0.4*c // 0.2 and 0.2 x 0.25 sent
 		})
 		t.Logf("listener on n2: speaker-b %.4f, speaker-c %.4f", b, c)

@@ -21,6 +21,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -64,7 +65,7 @@ func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	}
 	srv.Serve()
 	t.Cleanup(func() {
-		if err := shutdownWithin(t, srv, 10*time.Second); err != nil {
+		if err := testutil.ShutdownWithin(t, srv.Shutdown, 10*time.Second); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
