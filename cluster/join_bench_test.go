@@ -8,6 +8,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // BenchmarkJoinOtherNode measures a join on a node that is not the room's
@@ -24,7 +25,7 @@ func BenchmarkJoinOtherNode(b *testing.B) {
 			if delay > 0 {
 				proxies := make([]int, 3)
 				for i, p := range ports {
-					proxies[i] = newDelayProxy(b, "127.0.0.1:"+itoa(p), delay).port()
+					proxies[i] = testutil.NewDelayProxy(b, "127.0.0.1:"+itoa(p), delay).Port()
 				}
 				tune = func(c *config.Config) {
 					c.Cluster.Routes = nil

@@ -14,6 +14,7 @@ import (
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -59,16 +60,8 @@ func seeEachOther(t *testing.T, cs ...*client.Client) {
 	})
 }
 
-func hasParam(key, value string) func(json.RawMessage) bool {
-	return func(raw json.RawMessage) bool {
-		var m map[string]any
-		if json.Unmarshal(raw, &m) != nil {
-			return false
-		}
-		v, _ := m[key].(string)
-		return v == value
-	}
-}
+// hasParam matches an event whose params hold value at key.
+var hasParam = testutil.HasParam
 
 // Participants on three nodes see each other, exchange data messages, and
 // the admin API of any node lists and kicks them.

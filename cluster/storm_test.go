@@ -9,6 +9,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -40,7 +41,7 @@ func BenchmarkJoinStorm(b *testing.B) {
 			if delay > 0 {
 				proxies := make([]int, 3)
 				for i, p := range ports {
-					proxies[i] = newDelayProxy(b, "127.0.0.1:"+itoa(p), delay).port()
+					proxies[i] = testutil.NewDelayProxy(b, "127.0.0.1:"+itoa(p), delay).Port()
 				}
 				tune = func(c *config.Config) {
 					c.Limits.MaxParticipants = stormLimit
