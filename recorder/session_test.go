@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -89,23 +87,10 @@ func (d *dropper) BindLocalStream(_ *interceptor.StreamInfo, w interceptor.RTPWr
 // closest to the network.
 func loopbackAPI(t testing.TB, d *dropper) *webrtc.API {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
+	if d == nil {
+		return testutil.PlainAPI(t, nil, nil)
 	}
-	ir := &interceptor.Registry{}
-	if d != nil {
-		ir.Add(d)
-	}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return testutil.PlainAPI(t, []interceptor.Factory{d}, nil)
 }
 
 func join(t testing.TB, srv *server.Server, room, name string, api *webrtc.API) *client.Client {

@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,15 +184,6 @@ func sameIDs(a []string, b ...string) bool {
 	return true
 }
 
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
-}
-
 // TestActiveSpeakers: three publishers with synthetic RFC 6464 levels and a
 // listener. The loud one is named; when two swap, the ranking follows; a
 // level hovering at the threshold and short peaks do not flicker; the
@@ -242,15 +234,15 @@ func TestActiveSpeakers(t *testing.T) {
 		}
 		return 127
 	})
-	hover, prev := time.Now(), contains(log.latest(), C)
+	hover, prev := time.Now(), slices.Contains(log.latest(), C)
 	time.Sleep(6 * time.Second)
 	cChanges, aSeen := 0, false
 	for _, e := range log.since(hover) {
-		if in := contains(e.ids, C); in != prev {
+		if in := slices.Contains(e.ids, C); in != prev {
 			cChanges++
 			prev = in
 		}
-		aSeen = aSeen || contains(e.ids, A)
+		aSeen = aSeen || slices.Contains(e.ids, A)
 	}
 	t.Logf("hovering: c entered/left the speakers %d time(s) in 6 s; a's clicks named it: %v", cChanges, aSeen)
 	if cChanges > 1 {

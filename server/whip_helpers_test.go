@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -30,31 +29,17 @@ import (
 // first are interceptors nearest the network (a test's throttle).
 func plainAPI(t testing.TB, vanish *atomic.Bool, first ...interceptor.Factory) *webrtc.API {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	if vanish == nil {
+		return testutil.PlainAPI(t, first, nil)
+	}
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	ir := &interceptor.Registry{}
-	for _, f := range first {
-		ir.Add(f)
-	}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	if vanish != nil {
-		udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = udp.Close() })
+	t.Cleanup(func() { _ = udp.Close() })
+	return testutil.PlainAPI(t, first, func(se *webrtc.SettingEngine) {
 		se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, &silentConn{PacketConn: udp, off: vanish}))
-	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	})
 }
 
 // silentConn drops every datagram both ways once off is true: a client
