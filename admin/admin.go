@@ -447,7 +447,7 @@ func isLoopback(remote string) bool {
 // decode reads a JSON object body, refusing unknown fields and big bodies.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: Content-Type must be application/json"))
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: Content-Type must be application/json (curl: -H 'Content-Type: application/json')"))
 		return false
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))

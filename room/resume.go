@@ -268,8 +268,10 @@ func (r *Room) resumeResult(p *Participant, token string) *protocol.JoinResult {
 		Participant:  p.Info(),
 		Room:         protocol.Room{Name: r.name, SID: r.sid},
 		Participants: infos,
-		ICEServers:   r.m.cfg.ICEServers,
-		ResumeToken:  token,
+		// The same servers as a join (TURN credentials made for the
+		// identity): a resumed client restarts ICE through them.
+		ICEServers:  r.m.clientICEServers(p.identity),
+		ResumeToken: token,
 	}
 	if res.ICEServers == nil {
 		res.ICEServers = []webrtc.ICEServer{}

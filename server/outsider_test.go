@@ -1,0 +1,380 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/starling-rtc/starling/config"
+)
+
+// Checks written as an outsider reads the documents: raw frames and raw
+// JSON maps only (no protocol/ types, no client/ code), so a mistake in
+// the shared types cannot hide on both sides.
+
+// outsiderWS is a bare socket that keeps every frame it reads.
+type outsiderWS struct {
+	t  *testing.T
+	ws *websocket.Conn
+	in chan map[string]any
+}
+
+func outsiderDial(t *testing.T, url string) *outsiderWS {
+	t.Helper()
+	ws, _, err := (&websocket.Dialer{HandshakeTimeout: 10 * time.Second}).Dial(url, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	o := &outsiderWS{t: t, ws: ws, in: make(chan map[string]any, 1024)}
+	go func() {
+		defer close(o.in)
+		for {
+			_, data, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(data, &m) != nil {
+				m = map[string]any{"undecodable": string(data)}
+			}
+			o.in <- m
+		}
+	}()
+	t.Cleanup(func() { _ = ws.Close() })
+	return o
+}
+
+// call sends a request with id 1 (the tests make one call per socket
+// unless told) and returns the response's result or error object.
+func (o *outsiderWS) call(id int, method string, params map[string]any) (result, errObj map[string]any) {
+	o.t.Helper()
+	frame, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+	if err := o.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+		o.t.Fatalf("%s: %v", method, err)
+	}
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m, ok := <-o.in:
+			if !ok {
+				o.t.Fatalf("%s: the socket closed before the response", method)
+			}
+			if _, isNote := m["method"]; isNote {
+				continue
+			}
+			if got, _ := m["id"].(float64); int(got) != id {
+				o.t.Fatalf("%s: response with id %v, want %d: %v", method, m["id"], id, m)
+			}
+			r, _ := m["result"].(map[string]any)
+			e, _ := m["error"].(map[string]any)
+			return r, e
+		case <-deadline:
+			o.t.Fatalf("%s: no response", method)
+		}
+	}
+}
+
+// turnEntry is the first iceServers entry with a turn: URL and credentials.
+func turnEntry(res map[string]any) map[string]any {
+	list, _ := res["iceServers"].([]any)
+	for _, e := range list {
+		s, _ := e.(map[string]any)
+		urls, _ := s["urls"].([]any)
+		for _, u := range urls {
+			if us, _ := u.(string); strings.HasPrefix(us, "turn:") && s["username"] != "" && s["credential"] != "" {
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// TestOutsiderResumeKeepsTURNServer: docs/turn.md says every join
+// result's iceServers carries a TURN entry made for the participant. A
+// resume is a join too, and a client behind a firewall that resumes
+// (and restarts ICE, or builds new connections) needs the relay as much
+// as at its first join.
+func TestOutsiderResumeKeepsTURNServer(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, func(c *config.Config) {
+		c.TURN.Enabled = true
+		c.TURN.Port = 0
+	})
+	first := outsiderDial(t, srv.SignalingURL())
+	res, e := first.call(1, "join", map[string]any{"room": "turn-resume", "name": "behind-a-firewall"})
+	if e != nil {
+		t.Fatalf("join: %v", e)
+	}
+	joined := turnEntry(res)
+	if joined == nil {
+		t.Fatalf("the join result has no TURN entry: %v", res["iceServers"])
+	}
+	token, _ := res["resumeToken"].(string)
+	me, _ := res["participant"].(map[string]any)
+	_ = first.ws.Close() // the socket drops
+
+	again := outsiderDial(t, srv.SignalingURL())
+	res, e = again.call(1, "join", map[string]any{"room": "turn-resume", "resume": token})
+	if e != nil {
+		t.Fatalf("resume: %v", e)
+	}
+	if p, _ := res["participant"].(map[string]any); p["id"] != me["id"] {
+		t.Fatalf("the resume made participant %v, want %v", p["id"], me["id"])
+	}
+	resumed := turnEntry(res)
+	if resumed == nil {
+		t.Fatalf("the resume result's iceServers have no TURN entry (the join's had %v): %v", joined, res["iceServers"])
+	}
+	// The credentials are made for the same identity: <expiry>:<identity>.
+	_, jid, _ := strings.Cut(joined["username"].(string), ":")
+	_, rid, _ := strings.Cut(resumed["username"].(string), ":")
+	if jid != rid {
+		t.Errorf("TURN username for %q after the resume, %q at the join", rid, jid)
+	}
+}
+
+// shellWords splits one shell command line as sh would for the documents'
+// examples: single quotes, double quotes (with \" and \\, and $VAR
+// expanded from vars), $VAR unquoted.
+func shellWords(line string, vars map[string]string) []string {
+	var out []string
+	var cur strings.Builder
+	in := false
+	expand := func(s string, i int) (string, int) { // s[i] == '$'
+		j := i + 1
+		for j < len(s) && (s[j] == '_' || s[j] >= 'A' && s[j] <= 'Z' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= '0' && s[j] <= '9') {
+			j++
+		}
+		return vars[s[i+1:j]], j
+	}
+	for i := 0; i < len(line); {
+		c := line[i]
+		switch {
+		case c == ' ' || c == '\t':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+			i++
+		case c == '\'':
+			end := strings.IndexByte(line[i+1:], '\'')
+			cur.WriteString(line[i+1 : i+1+end])
+			i += end + 2
+			in = true
+		case c == '"':
+			i++
+			for i < len(line) && line[i] != '"' {
+				switch {
+				case line[i] == '\\' && i+1 < len(line) && strings.IndexByte(`"\$`, line[i+1]) >= 0:
+					cur.WriteByte(line[i+1])
+					i += 2
+				case line[i] == '$':
+					v, j := expand(line, i)
+					cur.WriteString(v)
+					i = j
+				default:
+					cur.WriteByte(line[i])
+					i++
+				}
+			}
+			i++
+			in = true
+		case c == '$':
+			v, j := expand(line, i)
+			cur.WriteString(v)
+			i = j
+			in = true
+		default:
+			cur.WriteByte(c)
+			i++
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// docCommands returns the indented shell commands of a section of a
+// document (lines joined at a trailing backslash, comments left out).
+func docCommands(t *testing.T, doc, section, prefix string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	if section != "" {
+		i := strings.Index(text, section)
+		if i < 0 {
+			t.Fatalf("%s has no section %q", doc, section)
+		}
+		text = text[i+len(section):]
+		if j := strings.Index(text, "\n#"); j >= 0 {
+			text = text[:j]
+		}
+	}
+	var cmds []string
+	pending := ""
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if pending == "" && !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		if strings.HasSuffix(l, `\`) {
+			pending += strings.TrimSuffix(l, `\`) + " "
+			continue
+		}
+		cmds = append(cmds, pending+l)
+		pending = ""
+	}
+	return cmds
+}
+
+// curlRequest makes the HTTP request the curl command line args would
+// send: -X, -H and -d as curl reads them (-d without a Content-Type
+// header sends application/x-www-form-urlencoded, and makes a POST).
+func curlRequest(t *testing.T, args []string) *http.Request {
+	t.Helper()
+	method, url, body := "", "", ""
+	hasBody := false
+	header := http.Header{}
+	for i := 1; i < len(args); i++ {
+		switch a := args[i]; a {
+		case "-s", "-i", "-si":
+		case "-X":
+			i++
+			method = args[i]
+		case "-H":
+			i++
+			k, v, _ := strings.Cut(args[i], ":")
+			header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		case "-d", "--data":
+			i++
+			body, hasBody = args[i], true
+		default:
+			if strings.HasPrefix(a, "-") {
+				t.Fatalf("curl option %q is not understood by this test: %v", a, args)
+			}
+			url = a
+		}
+	}
+	if method == "" {
+		method = http.MethodGet
+		if hasBody {
+			method = http.MethodPost
+		}
+	}
+	if hasBody && header.Get("Content-Type") == "" {
+		header.Set("Content-Type", "application/x-www-form-urlencoded") // what curl sends
+	}
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	req.Header = header
+	return req
+}
+
+// TestOutsiderAdminExamples runs the curl examples of docs/admin-api.md
+// as written, against an open server (loopback, so $TOKEN may be empty)
+// with a room "standup" whose participant PA_3kq... publishes TR_9x...:
+// every one must succeed.
+func TestOutsiderAdminExamples(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	pub := join(t, srv, "standup", "Alice")
+	media := publishFake(t, pub)
+	join(t, srv, "standup", "Bob") // the room outlives Alice's removal
+	video := media.track("video").ID
+	waitFor(t, 15*time.Second, "the video track announced", func() bool {
+		var p map[string]any
+		return adminCall(t, srv, http.MethodGet, "/v1/rooms/standup/participants/"+pub.ParticipantID(), "", nil, &p) == 200 &&
+			strings.Contains(fmt.Sprint(p["tracks"]), video)
+	})
+	// The variables the document sets (S, AUTH, ...), S pointing at this
+	// server; TOKEN is empty (an open server, loopback).
+	vars := map[string]string{"TOKEN": ""}
+	for _, a := range docCommands(t, "../docs/admin-api.md", "The examples below use", "") {
+		if name, value, ok := strings.Cut(a, "="); ok && !strings.ContainsAny(name, " $") && name != "" {
+			vars[name] = strings.Join(shellWords(value, vars), " ")
+		}
+	}
+	vars["S"] = "http://" + srv.Addr()
+	if vars["AUTH"] == "" {
+		t.Fatalf("docs/admin-api.md no longer sets AUTH for its examples: %v", vars)
+	}
+	cmds := docCommands(t, "../docs/admin-api.md", "## Examples", "curl ")
+	if len(cmds) < 10 {
+		t.Fatalf("found %d curl examples in docs/admin-api.md, want the dozen it shows", len(cmds))
+	}
+	for _, cmd := range cmds {
+		cmd = strings.NewReplacer("PA_3kq...", pub.ParticipantID(), "TR_9x...", video, "http://127.0.0.1:7900", vars["S"]).Replace(cmd)
+		req := curlRequest(t, shellWords(cmd, vars))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("the documented %s\nanswered %d %s", cmd, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestOutsiderRequestsWithoutID: docs/PROTOCOL.md "Errors for
+// notifications": a request sent without an id gets -32600 with id null,
+// an unknown method -32601, and ping without an id is a keepalive that
+// gets no answer (the next response is the next request's).
+func TestOutsiderRequestsWithoutID(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	o := outsiderDial(t, srv.SignalingURL())
+	next := func() map[string]any {
+		t.Helper()
+		select {
+		case m := <-o.in:
+			return m
+		case <-time.After(20 * time.Second):
+			t.Fatal("no answer")
+		}
+		return nil
+	}
+	send := func(frame string) {
+		t.Helper()
+		if err := o.ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		frame string
+		code  float64
+	}{
+		{`{"jsonrpc":"2.0","method":"join","params":{"room":"r"}}`, -32600},
+		{`{"jsonrpc":"2.0","method":"mute","params":{"trackId":"TR_x","muted":true}}`, -32600},
+		{`{"jsonrpc":"2.0","method":"leave","params":{}}`, -32600},
+		{`{"jsonrpc":"2.0","method":"frobnicate","params":{}}`, -32601},
+		{`{"jsonrpc":"2.0","method":"answer","params":{"sdp":"v=0"}}`, 409}, // before join
+	} {
+		send(c.frame)
+		m := next()
+		e, _ := m["error"].(map[string]any)
+		if id, has := m["id"]; !has || id != nil || e == nil || e["code"] != c.code {
+			t.Errorf("%s answered %v, want an error %v with id null", c.frame, m, c.code)
+		}
+	}
+	send(`{"jsonrpc":"2.0","method":"ping"}`)
+	send(`{"jsonrpc":"2.0","id":"after","method":"ping"}`)
+	if m := next(); m["id"] != "after" || m["result"] == nil {
+		t.Errorf("after a ping without an id, the next frame is %v, want the answer to the ping with id \"after\"", m)
+	}
+}
