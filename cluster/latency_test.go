@@ -10,6 +10,30 @@ import (
 	"github.com/starling-rtc/starling/internal/testutil"
 )
 
+// slowBus returns tune (nil: none) extended so that the nodes whose route
+// ports are ports reach each other through proxies that delay every byte
+// by delay each way (and advertise the proxies: no direct route beside
+// them).
+func slowBus(t testing.TB, ports []int, delay time.Duration, tune func(*config.Config)) func(*config.Config) {
+	proxies := make([]int, len(ports))
+	for i, p := range ports {
+		proxies[i] = testutil.NewDelayProxy(t, "127.0.0.1:"+itoa(p), delay).Port()
+	}
+	return func(c *config.Config) {
+		if tune != nil {
+			tune(c)
+		}
+		c.Cluster.Routes = nil
+		for i, p := range ports {
+			if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
+				c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i]))
+			} else {
+				c.Cluster.Advertise = "127.0.0.1:" + itoa(proxies[i])
+			}
+		}
+	}
+}
+
 // Simultaneous joins of one new room on three nodes whose bus links have
 // 200 ms of latency each way still make one room in which everyone sees
 // everyone: no split room, no duplicate, no lost participantJoined.
@@ -20,20 +44,7 @@ func TestSimultaneousJoinsSlowBus(t *testing.T) {
 	}
 	const delay = 200 * time.Millisecond
 	srvs := startClusterOn(t, 3, func(ports []int) func(*config.Config) {
-		proxies := make([]*testutil.Proxy, 3)
-		for i, p := range ports {
-			proxies[i] = testutil.NewDelayProxy(t, "127.0.0.1:"+itoa(p), delay)
-		}
-		return func(c *config.Config) {
-			c.Cluster.Routes = nil
-			for i, p := range ports {
-				if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
-					c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i].Port()))
-				} else {
-					c.Cluster.Advertise = "127.0.0.1:" + itoa(proxies[i].Port()) // no direct route beside the proxies
-				}
-			}
-		}
+		return slowBus(t, ports, delay, nil)
 	})
 	if rtt := waitRTT(t, srvs[0].Cluster()); rtt < 2*delay {
 		t.Fatalf("bus round trip %s: the routes bypass the proxies", rtt)

@@ -124,34 +124,30 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 		if rt.Track.Kind() != webrtc.RTPCodecTypeAudio {
 			return
 		}
-		mix := rt.ParticipantID == "mix"
-		go func() {
-			dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(48000, 1))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			pcm := make([]float32, 5760)
-			for {
-				p, _, err := rt.Track.ReadRTP()
-				if err != nil {
-					return
-				}
-				l.mu.Lock()
-				if !mix {
+		if rt.ParticipantID != "mix" {
+			go func() {
+				for {
+					if _, _, err := rt.Track.ReadRTP(); err != nil {
+						return
+					}
+					l.mu.Lock()
 					l.others++
 					l.mu.Unlock()
-					continue
 				}
-				l.pkts++
-				if n, err := dec.Decode(p.Payload, pcm); err != nil {
-					l.decErrs++
-				} else if len(l.pcm) < 48000*60 {
-					l.pcm = append(l.pcm, pcm[:n]...)
-				}
-				l.mu.Unlock()
+			}()
+			return
+		}
+		go testutil.ReadOpus(t, rt.Track, func(_ *rtp.Packet, pcm []float32, err error) bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.pkts++
+			if err != nil {
+				l.decErrs++
+			} else if len(l.pcm) < 48000*60 {
+				l.pcm = append(l.pcm, pcm...)
 			}
-		}()
+			return true
+		})
 	})
 	return l
 }
@@ -160,10 +156,7 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 func (l *mixListener) last(n int) []float32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.pcm) < n {
-		return nil
-	}
-	return append([]float32(nil), l.pcm[len(l.pcm)-n:]...)
+	return testutil.LastSamples(l.pcm, n)
 }
 
 // The audio mix across nodes: a speaker on node B (n1) and one on node C

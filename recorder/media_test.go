@@ -87,12 +87,7 @@ func (f *fakeSource) AddSink(s sfu.Sink) {
 func (f *fakeSource) RemoveSink(s sfu.Sink) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, x := range f.sinks {
-		if x == s {
-			f.sinks = append(f.sinks[:i], f.sinks[i+1:]...)
-			return
-		}
-	}
+	f.sinks = sfu.WithoutSink(f.sinks, s)
 }
 
 func (f *fakeSource) RequestKeyframe(layer int8) {

@@ -157,30 +157,18 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 			}()
 			return
 		}
-		go func() {
-			dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(48000, 1))
+		go testutil.ReadOpus(t, rt.Track, func(p *rtp.Packet, pcm []float32, err error) bool {
 			if err != nil {
-				t.Error(err)
-				return
+				t.Errorf("the mix does not decode: %v", err)
+				return false
 			}
-			pcm := make([]float32, 5760)
-			for {
-				p, _, err := rt.Track.ReadRTP()
-				if err != nil {
-					return
-				}
-				n, err := dec.Decode(p.Payload, pcm)
-				if err != nil {
-					t.Errorf("the mix does not decode: %v", err)
-					return
-				}
-				l.mu.Lock()
-				l.pcm = append(l.pcm, pcm[:n]...)
-				l.hdrs = append(l.hdrs, p.Header)
-				l.mixPkts++
-				l.mu.Unlock()
-			}
-		}()
+			l.mu.Lock()
+			l.pcm = append(l.pcm, pcm...)
+			l.hdrs = append(l.hdrs, p.Header)
+			l.mixPkts++
+			l.mu.Unlock()
+			return true
+		})
 	})
 	return l
 }
@@ -189,10 +177,7 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 func (l *mixListener) last(n int) []float32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.pcm) < n {
-		return nil
-	}
-	return append([]float32(nil), l.pcm[len(l.pcm)-n:]...)
+	return testutil.LastSamples(l.pcm, n)
 }
 
 func (l *mixListener) otherTracks() map[string]bool {

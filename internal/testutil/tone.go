@@ -5,6 +5,10 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/thesyncim/gopus"
 )
 
 // ToneOn and ToneOff bound a tone's amplitude in a mix of tones sent at
@@ -58,4 +62,38 @@ func WaitTones(t testing.TB, d time.Duration, last func(n int) []float32, who st
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s: the mix never had tones %v without %v; last second:%s", who, want, absent, measured)
+}
+
+// ReadOpus reads the Opus track tr until it ends, decoding every packet as
+// the mixer does (48 kHz, mono) and handing got the packet and its samples
+// or the decode error; it stops early when got returns false.
+func ReadOpus(t testing.TB, tr *webrtc.TrackRemote, got func(p *rtp.Packet, pcm []float32, err error) bool) {
+	dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(48000, 1))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	pcm := make([]float32, 5760)
+	for {
+		p, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		n, err := dec.Decode(p.Payload, pcm)
+		samples := pcm[:0]
+		if err == nil {
+			samples = pcm[:n]
+		}
+		if !got(p, samples, err) {
+			return
+		}
+	}
+}
+
+// LastSamples is a copy of the last n samples of pcm (nil if fewer).
+func LastSamples(pcm []float32, n int) []float32 {
+	if len(pcm) < n {
+		return nil
+	}
+	return append([]float32(nil), pcm[len(pcm)-n:]...)
 }
