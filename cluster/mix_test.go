@@ -33,10 +33,7 @@ func publishTone(t *testing.T, srv *server.Server, roomName, name string, freq, 
 		t.Fatal(err)
 	}
 	c := join(t, srv, roomName, name, func(o *client.Options) { o.API = api })
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	pubs, err := c.Publish(ctxT(t, 15*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("publish: %v", err)

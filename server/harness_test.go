@@ -111,14 +111,8 @@ func publishTolerant(t testing.TB, c *client.Client) *fakeMedia {
 
 func publishFakeMedia(t testing.TB, c *client.Client, tolerant bool) *fakeMedia {
 	t.Helper()
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	video := testutil.VP8RTPTrack(t)
+	audio := testutil.OpusRTPTrack(t)
 	f := &fakeMedia{video: video, audio: audio, stop: make(chan struct{}), tolerant: tolerant}
 	f.wantKey.Store(true)
 	onPLI := func() {

@@ -46,10 +46,7 @@ func (p *tonePublisher) setAmp(a float64) { p.amp.Store(math.Float64bits(a)) }
 func publishTone(t *testing.T, srv *server.Server, roomName, name string, freq, amp float64, dropEach int, opts ...func(*client.Options)) *tonePublisher {
 	t.Helper()
 	c := join(t, srv, roomName, name, append([]func(*client.Options){withClientAPI(audioLevelAPI(t))}, opts...)...)
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	pubs, err := c.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("publish: %v", err)

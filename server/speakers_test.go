@@ -12,6 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -43,10 +44,7 @@ func audioLevelAPI(t *testing.T) *webrtc.API {
 func publishLevels(t *testing.T, srv *server.Server, roomName, name string, db int) *levelPublisher {
 	t.Helper()
 	c := join(t, srv, roomName, name, withClientAPI(audioLevelAPI(t)))
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	pubs, err := c.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("publish: %v", err)

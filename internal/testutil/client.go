@@ -13,6 +13,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Join connects a Go client over loopback to the signaling URL url, in
@@ -95,4 +96,17 @@ func PlainAPI(t testing.TB, first []interceptor.Factory, tune func(*webrtc.Setti
 		tune(&se)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// LeaveReason waits up to 10 s for c to be sent `leave` and returns its
+// reason; when none comes it fails the test (who names c).
+func LeaveReason(t testing.TB, c *client.Client, who string) string {
+	t.Helper()
+	ev, err := c.WaitEvent(Ctx(t, 10*time.Second), protocol.MethodLeave, nil)
+	if err != nil {
+		t.Fatalf("%s got no leave: %v", who, err)
+	}
+	var leave protocol.LeaveParams
+	_ = json.Unmarshal(ev.Params, &leave)
+	return leave.Reason
 }

@@ -194,3 +194,24 @@ func SendMedia(ivf, ogg string, video, audio *webrtc.TrackLocalStaticSample, sto
 	}()
 	return &wg
 }
+
+// VP8RTPTrack is a VP8 RTP track "cam" of stream "stream", for a test that
+// writes its own packets.
+func VP8RTPTrack(t testing.TB) *webrtc.TrackLocalStaticRTP {
+	t.Helper()
+	tr, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// OpusRTPTrack is a stereo Opus RTP track "mic" of stream "stream".
+func OpusRTPTrack(t testing.TB) *webrtc.TrackLocalStaticRTP {
+	t.Helper()
+	tr, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
