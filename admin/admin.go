@@ -59,6 +59,10 @@ type Options struct {
 	// cluster: gain and muted when not nil; it answers the setting now.
 	// clustered is false on a single node, where the room does it.
 	SetMix func(room, participant string, gain *float64, muted *bool) (st MixState, clustered bool, err error)
+	// ControlRemote sends a command to the node of a participant of a room
+	// that has no part on this node (false: no such participant in the
+	// cluster); nil on a single node. See cluster.go.
+	ControlRemote func(room, participant string, ev room.Event) bool
 }
 
 // API serves the admin routes.
@@ -284,6 +288,10 @@ func (a *API) getParticipant(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) removeParticipant(w http.ResponseWriter, r *http.Request) {
+	if a.farRoom(r) {
+		a.kickFar(w, r)
+		return
+	}
 	p, ok := a.participant(w, r)
 	if !ok {
 		return
@@ -294,40 +302,52 @@ func (a *API) removeParticipant(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) updateParticipant(w http.ResponseWriter, r *http.Request) {
+	if a.farRoom(r) {
+		a.updateFar(w, r)
+		return
+	}
 	p, ok := a.participant(w, r)
 	if !ok {
 		return
 	}
 	var req UpdateRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	switch {
-	case req.Name == nil && req.Metadata == nil:
-		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: give "name" and/or "metadata"`))
-		return
-	case req.Name != nil && utf8.RuneCountInString(*req.Name) > maxName:
-		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "name" is longer than %d characters`, maxName))
-		return
-	case req.Metadata != nil && len(*req.Metadata) > maxMetadata:
-		writeError(w, protocol.Errorf(protocol.CodeTooLarge, `"metadata" is larger than %d bytes`, maxMetadata))
+	if !decodeUpdate(w, r, &req) {
 		return
 	}
 	p.Update(req.Name, req.Metadata)
 	writeJSON(w, http.StatusOK, view(p, p.Info()))
 }
 
+// decodeUpdate reads and checks a PATCH .../participants/{id} body.
+func decodeUpdate(w http.ResponseWriter, r *http.Request, req *UpdateRequest) bool {
+	if !decode(w, r, req) {
+		return false
+	}
+	switch {
+	case req.Name == nil && req.Metadata == nil:
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: give "name" and/or "metadata"`))
+		return false
+	case req.Name != nil && utf8.RuneCountInString(*req.Name) > maxName:
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "name" is longer than %d characters`, maxName))
+		return false
+	case req.Metadata != nil && len(*req.Metadata) > maxMetadata:
+		writeError(w, protocol.Errorf(protocol.CodeTooLarge, `"metadata" is larger than %d bytes`, maxMetadata))
+		return false
+	}
+	return true
+}
+
 func (a *API) mute(w http.ResponseWriter, r *http.Request) {
+	if a.farRoom(r) {
+		a.muteFar(w, r)
+		return
+	}
 	p, ok := a.participant(w, r)
 	if !ok {
 		return
 	}
 	var req MuteRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	if req.TrackID == "" || req.Muted == nil {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" and "muted" are required`))
+	if !decodeMute(w, r, &req) {
 		return
 	}
 	if err := p.ServerMute(req.TrackID, *req.Muted); err != nil {
@@ -335,6 +355,18 @@ func (a *API) mute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.Empty{})
+}
+
+// decodeMute reads and checks a POST .../mute body.
+func decodeMute(w http.ResponseWriter, r *http.Request, req *MuteRequest) bool {
+	if !decode(w, r, req) {
+		return false
+	}
+	if req.TrackID == "" || req.Muted == nil {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" and "muted" are required`))
+		return false
+	}
+	return true
 }
 
 func (a *API) sendData(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"net/http"
+	"slices"
 	"sort"
 
 	"github.com/starling-rtc/starling/protocol"
@@ -84,4 +85,86 @@ func (a *API) getClusterParticipant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, name))
+}
+
+// farRoom reports whether the request's {room} has no part on this node
+// of a cluster: its participants are all on other nodes, and no stub here
+// can carry a command to them (kickFar, muteFar, updateFar do).
+func (a *API) farRoom(r *http.Request) bool {
+	return a.opts.ControlRemote != nil && a.opts.RemoteRoom != nil && a.opts.Rooms.Room(r.PathValue("room")) == nil
+}
+
+// farParticipant authorizes the request and finds {id} among the other
+// nodes' participants of {room}, as GET shows it.
+func (a *API) farParticipant(w http.ResponseWriter, r *http.Request) (Participant, bool) {
+	name, id := r.PathValue("room"), r.PathValue("id")
+	if _, ok := a.authorize(w, r, name, false); !ok {
+		return Participant{}, false
+	}
+	_, ps, ok := a.opts.RemoteRoom(name)
+	if !ok {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		return Participant{}, false
+	}
+	for _, p := range ps {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, name))
+	return Participant{}, false
+}
+
+// control sends ev to p's node, or answers 404 when p has just gone.
+func (a *API) control(w http.ResponseWriter, r *http.Request, p Participant, ev room.Event) bool {
+	if !a.opts.ControlRemote(r.PathValue("room"), p.ID, ev) {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", p.ID, r.PathValue("room")))
+		return false
+	}
+	a.log.Info("admin: command sent to the participant's node", "type", ev.Type, "room", r.PathValue("room"), "participant", p.ID, "remote", r.RemoteAddr)
+	return true
+}
+
+func (a *API) kickFar(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.farParticipant(w, r)
+	if ok && a.control(w, r, p, room.Event{Type: room.CtlKick, Reason: protocol.ReasonKicked}) {
+		writeJSON(w, http.StatusOK, protocol.Empty{})
+	}
+}
+
+func (a *API) muteFar(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.farParticipant(w, r)
+	if !ok {
+		return
+	}
+	var req MuteRequest
+	if !decodeMute(w, r, &req) {
+		return
+	}
+	if !slices.ContainsFunc(p.Tracks, func(t protocol.Track) bool { return t.ID == req.TrackID }) {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "participant %s publishes no track %q", p.ID, req.TrackID))
+		return
+	}
+	if a.control(w, r, p, room.Event{Type: room.CtlMute, TrackID: req.TrackID, Muted: *req.Muted}) {
+		writeJSON(w, http.StatusOK, protocol.Empty{})
+	}
+}
+
+func (a *API) updateFar(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.farParticipant(w, r)
+	if !ok {
+		return
+	}
+	var req UpdateRequest
+	if !decodeUpdate(w, r, &req) || !a.control(w, r, p, room.Event{Type: room.CtlUpdate, Name: req.Name, Metadata: req.Metadata}) {
+		return
+	}
+	// The participant's node applies the same change (remote.go).
+	if req.Name != nil {
+		p.Name = *req.Name
+	}
+	if req.Metadata != nil {
+		p.Metadata = *req.Metadata
+	}
+	writeJSON(w, http.StatusOK, p)
 }

@@ -73,7 +73,8 @@ type Client struct {
 	closed atomic.Bool
 	wg     sync.WaitGroup
 	rs     resumeState // see resume.go
-	old    oldPeers    // a drained node's connections, kept for a while (drain.go)
+	hooks  atomic.Pointer[testHooks]
+	old    oldPeers // a drained node's connections, kept for a while (drain.go)
 	gate   candidateGate
 	subs   subscriptionLog // see subscriptions.go
 }
@@ -328,6 +329,10 @@ func (c *Client) readLoop(s *socket) {
 		if err := s.ws.ReadJSON(&m); err != nil {
 			s.err = err
 			close(s.done)
+			if h := c.hooks.Load(); h != nil && h.socketLost != nil {
+				h.socketLost(s, func() { c.socketLost(s) })
+				return
+			}
 			c.socketLost(s) // see resume.go
 			return
 		}

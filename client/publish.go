@@ -282,6 +282,16 @@ func (q *candidateQueues) flush(target string) {
 	}
 }
 
+// ICECheckRetries is how many connectivity checks the client sends on a
+// candidate pair before giving it up, 200 ms apart: 10 s. pion's default,
+// 7 (1.6 s), lost connections on a busy machine: when the first checks
+// went unanswered (the server's ICE agent started late and discarded
+// them), the client, which as the offerer is the only side that may
+// nominate a pair, gave its only pair up and never checked it again, and
+// the connection stayed "checking" until ICE failed 30 s later. Browsers
+// check a pair for seconds too. Use it on any API the client is given.
+const ICECheckRetries = 50
+
 // LoopbackAPI is NewAPI restricted to 127.0.0.1: tests and local load
 // generation never touch another network.
 func LoopbackAPI() (*webrtc.API, error) {
@@ -328,6 +338,7 @@ func buildAPI(tune func(*webrtc.SettingEngine), first []interceptor.Factory,
 	}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMaxBindingRequests(ICECheckRetries)
 	if tune != nil {
 		tune(&se)
 	}

@@ -32,6 +32,14 @@ const (
 // server's default window (docs/PROTOCOL.md "Resume").
 const DefaultResumeWindow = 30 * time.Second
 
+// testHooks let the package's tests order the steps of a resume against
+// the socket readers (export_test.go); nil outside tests.
+type testHooks struct {
+	beforeResumed func()                       // an attempt succeeded, before it is settled
+	attemptFailed func(error)                  // autoResume: an attempt failed, before the backoff
+	socketLost    func(s *socket, lost func()) // a reader ended: the hook calls lost
+}
+
 // socket is one signaling WebSocket and the outcome of its reader.
 type socket struct {
 	ws      *websocket.Conn
@@ -171,12 +179,18 @@ func (c *Client) autoResume(lost *socket) {
 			c.endSession()
 			return
 		}
+		// The socket the failed attempt left, taken now: read after the
+		// backoff, it was whatever another resume had put in its place
+		// meanwhile, and this loop resumed a healthy session again.
+		lost = c.socket()
+		if h := c.hooks.Load(); h != nil && h.attemptFailed != nil {
+			h.attemptFailed(err)
+		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
 		}
 		backoff = min(2*backoff, time.Second)
-		lost = c.socket() // what the failed attempt left; another resume may replace it
 	}
 }
 
@@ -203,7 +217,7 @@ func (c *Client) Resume(ctx context.Context) error {
 // answers (if another resume replaced it meanwhile, errStale). It goes
 // through the nodes in turn (failover.go) and, with Options.Rejoin, joins
 // afresh when the session is unknown.
-func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
+func (c *Client) resume(ctx context.Context, lost *socket) error {
 	c.rs.run.Lock()
 	defer c.rs.run.Unlock()
 	if c.closed.Load() {
@@ -217,22 +231,59 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 	}
 	if c.rs.ended {
 		c.rs.mu.Unlock()
-		return protocol.Errorf(protocol.CodeConflict, "resume: the server ended the session")
+		return errEnded
 	}
 	token := c.rs.token
 	c.rs.resuming = true
 	c.rs.mu.Unlock()
 
-	defer func() {
-		c.rs.mu.Lock()
-		c.rs.resuming = false
-		if s := c.socket(); err == nil && isClosed(s.done) && !s.handled {
-			s.handled = true // it dropped already: nobody else will act on it
-			err = errors.New("resume: the new socket dropped at once")
+	ev, err := c.resumeOn(ctx, token)
+	if err == nil {
+		if h := c.hooks.Load(); h != nil && h.beforeResumed != nil {
+			h.beforeResumed()
 		}
-		c.rs.mu.Unlock()
-	}()
+	}
+	// Settle under rs.mu, where the reader decides whether a lost socket is
+	// its business (socketLost): while resuming, each loss is this
+	// attempt's. So the outcome is checked and reported in one step: a
+	// session the server ended (`leave`) or a socket that dropped during
+	// the attempt fails it, and only an attempt that holds a live socket of
+	// a live session reports EventResumed (or EventRejoined). The event
+	// used to be recorded first and the socket checked after: an attempt
+	// whose socket had dropped, or whose session the server had just
+	// ended, reported a resume; the session was gone.
+	c.rs.mu.Lock()
+	defer c.rs.mu.Unlock()
+	c.rs.resuming = false
+	s := c.socket()
+	if err == nil {
+		switch {
+		case c.rs.ended:
+			err = errEnded
+		case isClosed(s.done):
+			err = errors.New("resume: the new socket dropped")
+		default:
+			c.record(ev)
+			return nil
+		}
+	}
+	if s != old {
+		// This attempt's own socket, closed or refused: the caller retries
+		// or gives up. Its reader, ending now or later, must not take it
+		// for a new loss (it started a second resume loop, which resumed
+		// again from the socket the first had just brought up).
+		s.handled = true
+	}
+	return err
+}
 
+// errEnded: the server ended the session (`leave`): nothing to resume.
+var errEnded = protocol.Errorf(protocol.CodeConflict, "resume: the server ended the session")
+
+// resumeOn sends the resume (or, with Options.Rejoin, a fresh join) and
+// restarts or renews the connections; it returns the event that reports
+// it, recorded by resume once the outcome is settled.
+func (c *Client) resumeOn(ctx context.Context, token string) (Event, error) {
 	// Until it is known whether the connections stay, the server's next
 	// subscriber offer waits (answer takes peerMu).
 	c.peerMu.Lock()
@@ -255,7 +306,7 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 		}
 	}
 	if err != nil {
-		return err
+		return Event{}, err
 	}
 	c.rs.joined(res)
 	c.rs.mu.Lock()
@@ -274,22 +325,20 @@ func (c *Client) resume(ctx context.Context, lost *socket) (err error) {
 		tracks, err := c.failoverLocked(ctx, res)
 		if err != nil {
 			_ = c.socket().ws.Close()
-			return fmt.Errorf("failover: new connections: %w", err)
+			return Event{}, fmt.Errorf("failover: new connections: %w", err)
 		}
 		if rejoined {
-			c.record(Event{Method: EventRejoined, Params: mustJSON(Rejoined{Join: res, Tracks: tracks, Reason: why})})
-			return nil
+			return Event{Method: EventRejoined, Params: mustJSON(Rejoined{Join: res, Tracks: tracks, Reason: why})}, nil
 		}
 	} else {
 		locked = false
 		c.peerMu.Unlock()
 		if err := c.restartPublisher(ctx); err != nil {
 			_ = c.socket().ws.Close()
-			return fmt.Errorf("resume: publisher ICE restart: %w", err)
+			return Event{}, fmt.Errorf("resume: publisher ICE restart: %w", err)
 		}
 	}
-	c.record(Event{Method: EventResumed, Params: mustJSON(res)})
-	return nil
+	return Event{Method: EventResumed, Params: mustJSON(res)}, nil
 }
 
 // restartPublisher restarts ICE on the publisher connection: a new offer

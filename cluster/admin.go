@@ -196,3 +196,22 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
+
+// ControlMember sends a command (kick, mute, update) to the node of a
+// member of a room, for the admin API of a node with no part of the room
+// (where no stub of the participant exists to send it); false when the
+// room or the member is unknown in the cluster.
+func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
+	st, ok := n.get(name)
+	if !ok {
+		return false
+	}
+	for _, m := range st.Members {
+		if m.ID == participantID {
+			ev.ParticipantID = participantID
+			n.Control(m.Node, name, ev)
+			return true
+		}
+	}
+	return false
+}

@@ -118,9 +118,10 @@ func (n *Node) getJSON(ctx context.Context, key string, v any) (uint64, error) {
 
 // storedMsg is a stream message as the stream's get API returns it.
 type storedMsg struct {
-	Seq  uint64 `json:"seq"`
-	Hdrs []byte `json:"hdrs"`
-	Data []byte `json:"data"`
+	Seq  uint64    `json:"seq"`
+	Hdrs []byte    `json:"hdrs"`
+	Data []byte    `json:"data"`
+	Time time.Time `json:"time"` // when it was stored
 }
 
 // deleted: a key-value deletion marker (written by a client, or by the

@@ -107,6 +107,7 @@ func (n *Node) Opened(r *room.Room) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer r.Synced()  // the joins waiting for the other nodes' parts go on
 		n.loadMixPrefs(r) // the admin's mix settings made before (mixprefs.go)
 		n.reconcile(r, true)
 	}()

@@ -396,7 +396,7 @@ func (w *roomWatch) applyEntry(p string, e jetstream.KeyValueEntry) {
 // member not known here makes this node ask its node for a snapshot (at
 // once when now is set: the room just opened here); a known remote
 // participant missing from the state is removed, and a local one missing
-// is written back (reassert, failover.go), once the difference has lasted
+// is written back or ended (reassert, writeback.go), once the difference has lasted
 // confirmAfter. A difference not yet confirmed schedules a read of the
 // state that confirms or clears it.
 func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool) {
@@ -438,10 +438,15 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 			missing = append(missing, m)
 		}
 	}
-	w.unknown, w.absent, w.ownMissing = unknown, absent, ownMissing
 	if len(unknown)+len(absent)+len(ownMissing)+len(missing)+len(gone)+len(ask) > 0 {
 		n.log.Debug("room state differs from the room here", "room", r.Name(), "unknown", len(unknown)+len(ask), "absent", len(absent)+len(gone), "ownMissing", len(ownMissing)+len(missing))
 	}
+	// Written back, or ended when the room no longer admits them
+	// (writeback.go); one the store failed is due again at the next pass.
+	for _, m := range n.reassert(r, missing) {
+		ownMissing[m.ID] = t.Add(-confirmAfter)
+	}
+	w.unknown, w.absent, w.ownMissing = unknown, absent, ownMissing
 	if len(unknown)+len(absent)+len(ownMissing) > 0 && !w.recheck {
 		w.recheck = true
 		n.wg.Add(1)
@@ -461,7 +466,6 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 			}
 		}()
 	}
-	n.reassert(r, missing) // failover.go
 	for node := range ask {
 		n.requestSnapshot(r, node)
 	}

@@ -70,6 +70,10 @@ const (
 	ReasonKicked         = "kicked"
 	ReasonDisconnected   = "disconnected"
 	ReasonNegotiation    = "negotiationTimeout"
+	// ReasonRoomFull: in a cluster, a participant whose node was cut off
+	// from the others came back to a room that others had filled meanwhile
+	// (docs/cluster.md "Write-back after a cut").
+	ReasonRoomFull = "roomFull"
 )
 
 // Peer connection targets in `candidate`.

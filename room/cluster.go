@@ -2,6 +2,7 @@ package room
 
 import (
 	"context"
+	"time"
 
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/sfu"
@@ -161,4 +162,36 @@ func (p *Participant) member() Member {
 		node = p.room.bus.NodeID()
 	}
 	return Member{ID: p.id, Identity: p.identity, Node: node}
+}
+
+// syncWait bounds how long a join into a room just opened on this node
+// waits for the other nodes' parts of it. Their snapshots take a bus round
+// trip or two; a node that does not answer (dead, its members kept for
+// the resume window) costs its request's timeout, and the join does not
+// wait for that: what arrives later reaches the joiner as
+// participantJoined.
+const syncWait = 2 * time.Second
+
+// Synced tells the room that the bus has fetched the other nodes' parts
+// of it (or given up): joins waiting in waitSynced go on. Idempotent.
+func (r *Room) Synced() {
+	if r.synced != nil {
+		r.syncedOnce.Do(func() { close(r.synced) })
+	}
+}
+
+// waitSynced holds a join into a room this node has just opened until the
+// other nodes' participants are known here (at most syncWait), so that
+// the join result lists "the others already in the room" (PROTOCOL.md)
+// on every node, and the joiner is not told by participantJoined that
+// they just came.
+func (r *Room) waitSynced() {
+	if r.synced == nil {
+		return
+	}
+	select {
+	case <-r.synced:
+	case <-time.After(syncWait):
+		r.m.log.Warn("joining before the other nodes' parts of the room are known", "room", r.name, "waited", syncWait)
+	}
 }

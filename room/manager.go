@@ -151,6 +151,9 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 			if sid != "" {
 				r.sid = sid
 			}
+			if bus != nil {
+				r.synced = make(chan struct{}) // before anyone joins it: see waitSynced
+			}
 			m.rooms[req.Room] = r
 			m.log.Info("room created", "room", r.name, "sid", r.sid)
 			m.notifyRoomStarted(r) // see events.go
@@ -171,6 +174,7 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 			m.leaveBus(bus, req)
 			return nil, nil, protocol.Errorf(protocol.CodeInternal, "cannot create peer connections")
 		}
+		r.waitSynced() // the join result lists the other nodes' participants
 		res, ok := r.add(p)
 		if !ok { // the room closed meanwhile: make a new one
 			p.loop.stop()

@@ -38,6 +38,10 @@ type Room struct {
 	localSpk  []protocol.Speaker            // this node's, as last sent
 	mix       roomMix                       // the live audio mix (mix.go)
 	want      remoteWant                    // remote media wanted without a subscriber (remotemedia.go)
+	// synced is closed once the bus has fetched the other nodes' parts of
+	// a room just opened here (cluster.go, Synced); nil on a single node.
+	synced     chan struct{}
+	syncedOnce sync.Once
 }
 
 func newRoom(m *Manager, name string) *Room {

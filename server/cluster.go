@@ -5,6 +5,7 @@ import (
 
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/cluster"
+	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/webhook"
 )
 
@@ -125,6 +126,15 @@ func (s *Server) setMix(name, participant string, gain *float64, muted *bool) (a
 	}
 	set, err := s.cluster.SetMixPref(name, participant, gain, muted)
 	return admin.MixState{Gain: set.Gain, Muted: set.Muted}, true, err
+}
+
+// controlRemote sends an admin command to the node of a participant of a
+// room without a part on this node; false on a single node.
+func (s *Server) controlRemote(name, participant string, ev room.Event) bool {
+	if s.cluster == nil {
+		return false
+	}
+	return s.cluster.ControlMember(name, participant, ev)
 }
 
 func (s *Server) closeRemote(name string) bool {

@@ -297,6 +297,7 @@ func faultAPI(t testing.TB, o apiOptions) *webrtc.API {
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.DisableSRTPReplayProtection(o.noReplayCheck)
+	se.SetICEMaxBindingRequests(client.ICECheckRetries) // as the client's own APIs
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
 

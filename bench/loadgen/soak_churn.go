@@ -251,10 +251,7 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 	send(5)
 	if k%2 == 0 && ctx.Err() == nil { // the publisher's socket drops; it resumes
 		pub.CloseSignaling()
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		_, err := pub.WaitEvent(rctx, client.EventResumed, nil)
-		cancel()
-		s.count("resume", err)
+		s.count("resume", waitResumed(ctx, pub))
 	}
 	recording := false
 	if s.cfg.Record && k%4 == 1 && ctx.Err() == nil {
@@ -322,4 +319,39 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 		s.count("leave", sub.Leave(lctx))
 	}
 	s.count("leave", pub.Leave(lctx))
+}
+
+// waitResumed waits for c to resume after its socket dropped. A resume that
+// failed (the session ended) or took longer than 15 s is an error; only the
+// churn's end is not.
+func waitResumed(ctx context.Context, c *client.Client) error {
+	done := c.Done() // closed if the resume fails: the session is over
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	_, err := c.WaitEvent(rctx, client.EventResumed, nil)
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		why := "the session ended"
+		for _, e := range c.Events() {
+			if e.Method == client.EventResumeFailed {
+				why = string(e.Params)
+			}
+		}
+		return fmt.Errorf("resume failed: %s", why)
+	default:
+	}
+	if churnOver(ctx) {
+		return err
+	}
+	return fmt.Errorf("no resume within 15 s")
 }

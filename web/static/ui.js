@@ -97,7 +97,8 @@ export function leaveMessage(reason) {
   if (reason === 'reconnectFailed') return 'The connection was lost and could not be restored.';
   if (reason === 'kicked') return 'You were removed from the call.';
   if (reason === 'roomClosed' || reason === 'room closed') return 'The call was ended for everyone.';
-  if (reason === 'duplicateIdentity') return 'You joined this call from another tab or device.';
+  if (reason === 'duplicate') return 'You joined this call from another tab or device.';
+  if (reason === 'roomFull') return 'The call filled up while your server was cut off from the others, and you could not keep your place.';
   if (reason === 'disconnected') return 'The connection to the server was lost.';
   if (String(reason).startsWith('rejected: ')) return `The server did not let you back in: ${String(reason).slice(10)}.`;
   return `The call ended (${reason}).`;

@@ -154,6 +154,8 @@ test('ui messages for join errors, leave reasons and media errors', () => {
   assert.match(ui.joinErrorMessage({code: 500, message: 'internal error'}, 'r').detail, /internal error/);
   assert.match(ui.leaveMessage('clientLeave'), /You left/);
   assert.match(ui.leaveMessage('reconnectFailed'), /could not be restored/);
+  assert.match(ui.leaveMessage('duplicate'), /another tab or device/); // the server's reason (PROTOCOL.md)
+  assert.match(ui.leaveMessage('roomFull'), /filled up/);
   assert.match(ui.leaveMessage('rejected: token expired'), /token expired/);
   assert.match(ui.mediaErrorMessage('NotAllowedError'), /can’t see or hear you.*blocked.*site settings/);
   assert.match(ui.mediaErrorMessage('NotFoundError', {hasAudio: true}), /^Your camera is off: no camera/);

@@ -1,0 +1,253 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
+)
+
+// Write-back after a bus cut (cluster/writeback.go): the members of a node
+// cut off from the bus are held to the room's rules when it comes back.
+
+// cutCluster starts three nodes on an external NATS server; node 2 reaches
+// it through the returned proxy (cut it to cut n2 off the bus), as busCut
+// does. The caller holds busCuts.
+func cutCluster(t *testing.T, window time.Duration, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
+	t.Helper()
+	addr := startNATS(t)
+	proxy := newCutProxy(t, addr)
+	srvs := make([]*server.Server, 3)
+	for i := range srvs {
+		cfg := nodeConfig([]int{0, 0, 0}, i, func(c *config.Config) {
+			c.Room.ResumeWindow = config.Duration(window)
+			c.Cluster.Listen, c.Cluster.Routes = "", nil
+			target := addr
+			if i == 2 {
+				target = fmt.Sprintf("127.0.0.1:%d", proxy.port())
+			}
+			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + target
+			if tune != nil {
+				tune(c)
+			}
+		})
+		srv, err := server.New(cfg, testLogger().With("test-node", i))
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		srvs[i] = srv
+		srv.Serve()
+		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
+	}
+	for _, s := range srvs {
+		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })
+	}
+	return srvs, proxy
+}
+
+// cutOff cuts n2 off the bus and waits until both sides see it; with
+// purged, also until n0 has purged n2's members from the room state
+// (the cut then outlasts the resume window).
+func cutOff(t *testing.T, srvs []*server.Server, proxy *cutProxy, rm string, purged bool, stay []*client.Client) {
+	t.Helper()
+	proxy.setCut(true)
+	eventually(t, 15*time.Second, "n0 and n2 each see the other gone", func() bool {
+		return len(srvs[0].Cluster().Nodes()) == 2 && len(srvs[2].Cluster().Nodes()) == 1
+	})
+	if !purged {
+		return
+	}
+	want := ids(stay...)
+	eventually(t, 30*time.Second, "n0 purges n2's members from the room state", func() bool {
+		got := srvs[0].Cluster().StateMembers(rm)
+		slices.Sort(got)
+		keys, err := srvs[0].Cluster().RoomKeys(rm)
+		return slices.Equal(got, want) && err == nil && len(keys["member"]) == len(want) && len(keys["identity"]) == len(want)
+	})
+}
+
+// heal restores n2's link and waits until every node lists three nodes.
+func heal(t *testing.T, srvs []*server.Server, proxy *cutProxy) {
+	t.Helper()
+	proxy.setCut(false)
+	eventually(t, 30*time.Second, "every node lists three nodes again", func() bool {
+		for _, s := range srvs {
+			if len(s.Cluster().Nodes()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func ids(cs ...*client.Client) []string {
+	out := make([]string, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.ParticipantID())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// leaveReason is the reason of the `leave` a client was sent, "" if none.
+func leaveReason(c *client.Client) string {
+	for _, e := range c.Events() {
+		if e.Method == protocol.MethodLeave {
+			var l protocol.LeaveParams
+			_ = json.Unmarshal(e.Params, &l)
+			return l.Reason
+		}
+	}
+	return "-" // no leave yet
+}
+
+// converged waits until the room holds exactly the members of in on every
+// node — in the node's own room (its participants and the other nodes'),
+// in the room state as each node reads it, and as every one of them sees
+// the others — and none of out is seen anywhere.
+func converged(t *testing.T, srvs []*server.Server, rm string, in, out []*client.Client) {
+	t.Helper()
+	want := ids(in...)
+	var last string
+	eventually(t, 30*time.Second, "every node and every participant see the same members", func() bool {
+		for i, s := range srvs {
+			r := s.Rooms().Room(rm)
+			if r == nil {
+				last = fmt.Sprintf("n%d has no part of the room", i)
+				return false
+			}
+			var local []string
+			for _, p := range r.Participants() {
+				local = append(local, p.ID)
+			}
+			slices.Sort(local)
+			state := s.Cluster().StateMembers(rm)
+			slices.Sort(state)
+			if !slices.Equal(local, want) || !slices.Equal(state, want) {
+				last = fmt.Sprintf("n%d: room %v, state %v, want %v", i, local, state, want)
+				return false
+			}
+		}
+		for _, c := range in {
+			for _, o := range in {
+				if c != o && !knows(c, o.ParticipantID()) {
+					last = fmt.Sprintf("%s does not see %s", c.ParticipantID(), o.ParticipantID())
+					return false
+				}
+			}
+			for _, o := range out {
+				if knows(c, o.ParticipantID()) {
+					last = fmt.Sprintf("%s still sees %s", c.ParticipantID(), o.ParticipantID())
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("converged: %s", last)
+	keys, err := srvs[1].Cluster().RoomKeys(rm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys["member"]) != len(want) || len(keys["identity"]) != len(want) {
+		t.Fatalf("room keys %v: want %d members and identities", keys, len(want))
+	}
+}
+
+// A room limited to four: alice and dave on n2, bob on n0. n2 is cut off
+// for longer than the resume window, so n0 purges alice and dave from the
+// room state; carol (n1) and erin (n0) join meanwhile, leaving one place.
+// When the link is back, one of alice and dave takes that place and the
+// other is ended with leave "roomFull": every node holds the same four,
+// each with its slot (before, both were written back: five).
+func TestBusCutWriteBackRespectsLimit(t *testing.T) {
+	t.Parallel()
+	busCuts.Lock()
+	defer busCuts.Unlock()
+	const rm = "wbfull"
+	srvs, proxy := cutCluster(t, 1500*time.Millisecond, func(c *config.Config) { c.Limits.MaxParticipants = 4 })
+	alice := join(t, srvs[2], rm, "alice")
+	dave := join(t, srvs[2], rm, "dave")
+	bob := join(t, srvs[0], rm, "bob")
+	seeEachOther(t, alice, dave, bob)
+
+	cutOff(t, srvs, proxy, rm, true, []*client.Client{bob})
+	carol := join(t, srvs[1], rm, "carol")
+	erin := join(t, srvs[0], rm, "erin")
+	seeEachOther(t, bob, carol, erin)
+	heal(t, srvs, proxy)
+
+	var out, kept *client.Client
+	eventually(t, 30*time.Second, "alice or dave is told to leave", func() bool {
+		switch {
+		case leaveReason(alice) != "-":
+			out, kept = alice, dave
+		case leaveReason(dave) != "-":
+			out, kept = dave, alice
+		}
+		return out != nil
+	})
+	if r := leaveReason(out); r != protocol.ReasonRoomFull {
+		t.Fatalf("leave reason %q, want %q", r, protocol.ReasonRoomFull)
+	}
+	in := []*client.Client{kept, bob, carol, erin}
+	converged(t, srvs, rm, in, []*client.Client{out})
+	if keys, err := srvs[0].Cluster().RoomKeys(rm); err != nil || len(keys["slot"]) != 4 {
+		t.Fatalf("room keys %v (%v): want 4 slots", keys, err)
+	}
+	if r := leaveReason(kept); r != "-" {
+		t.Fatalf("the member written back in the free place was told to leave (%q)", r)
+	}
+}
+
+// The identity of a member on n2 joins n1 while n2 is cut off: after a
+// cut shorter than the resume window the join replaces it in the room
+// state (the command that ends it on n2 is lost with the link); after a
+// longer one n2's members were purged and the join simply takes the
+// identity. Either way, when the link is back the older session is ended
+// with leave "duplicate" and every node holds the same members (before,
+// n2 wrote it back: two members with one identity).
+func TestBusCutWriteBackDuplicate(t *testing.T) { writeBackDuplicate(t, 20*time.Second, false) }
+
+func TestBusCutLongWriteBackDuplicate(t *testing.T) {
+	writeBackDuplicate(t, 1500*time.Millisecond, true)
+}
+
+func writeBackDuplicate(t *testing.T, window time.Duration, outlast bool) {
+	t.Parallel()
+	busCuts.Lock()
+	defer busCuts.Unlock()
+	const rm = "wbdup"
+	srvs, proxy := cutCluster(t, window, withKeys)
+	alice := join(t, srvs[2], rm, "alice", token(t, "alice", rm))
+	dave := join(t, srvs[2], rm, "dave", token(t, "dave", rm))
+	bob := join(t, srvs[0], rm, "bob", token(t, "bob", rm))
+	seeEachOther(t, alice, dave, bob)
+
+	cutOff(t, srvs, proxy, rm, outlast, []*client.Client{bob})
+	alice2 := join(t, srvs[1], rm, "alice again", token(t, "alice", rm))
+	seeEachOther(t, bob, alice2)
+	heal(t, srvs, proxy)
+
+	ev, err := alice.WaitEvent(ctxT(t, 30*time.Second), protocol.MethodLeave, nil)
+	if err != nil {
+		t.Fatalf("alice's older session (n2) got no leave: %v", err)
+	}
+	var leave protocol.LeaveParams
+	_ = json.Unmarshal(ev.Params, &leave)
+	if leave.Reason != protocol.ReasonDuplicate {
+		t.Fatalf("leave reason %q, want %q", leave.Reason, protocol.ReasonDuplicate)
+	}
+	converged(t, srvs, rm, []*client.Client{alice2, dave, bob}, []*client.Client{alice})
+	for _, c := range []*client.Client{alice2, dave, bob} {
+		if r := leaveReason(c); r != "-" {
+			t.Fatalf("%s was told to leave (%q)", c.ParticipantID(), r)
+		}
+	}
+}
