@@ -215,3 +215,9 @@ func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
 	}
 	return false
 }
+
+// RoomExists reports whether the cluster's room state has the room.
+func (n *Node) RoomExists(name string) bool {
+	_, ok := n.get(name)
+	return ok
+}

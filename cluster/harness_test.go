@@ -134,7 +134,9 @@ func tryStartNodes(t testing.TB, ports []int, n int, tune func(*config.Config)) 
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
 		go func(i int) {
-			srv, err := server.New(nodeConfig(ports, i, tune), testLogger().With("test-node", i))
+			// The test's name: the package's tests run side by side, each
+			// with its own n0..n2, and their logs interleave.
+			srv, err := server.New(nodeConfig(ports, i, tune), testLogger().With("test-node", i, "test", t.Name()))
 			srvs[i] = srv
 			errs <- err
 		}(i)

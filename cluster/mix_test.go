@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -200,8 +201,8 @@ func TestAudioMixAcrossNodes(t *testing.T) {
 		t.Log("built with -race: the mixer is not real time, the tones are not checked")
 		return
 	}
-	waitTones(t, lmix, "listener on n0", []float64{fB, fC}, nil)
-	waitTones(t, bmix, "speaker on n1 (mix-minus)", []float64{fC}, []float64{fB})
+	waitTones(t, lmix, "listener on n0", []tone{{fB, 0.2}, {fC, 0.2}}, nil)
+	waitTones(t, bmix, "speaker on n1 (mix-minus)", []tone{{fC, 0.2}}, []float64{fB})
 
 	// The admin leaves speaker-c (on n2) out of the mix through n1's API:
 	// n0's mixer leaves it out too.
@@ -213,7 +214,7 @@ func TestAudioMixAcrossNodes(t *testing.T) {
 	if code := httpJSON(t, "POST", srvs[1].BaseURL()+path, map[string]any{"muted": true}, &st); code != 200 || !st.Muted {
 		t.Fatalf("mute speaker-c in the mix through n1: %d %+v", code, st)
 	}
-	waitTones(t, lmix, "listener on n0, speaker-c muted in the mix", []float64{fB}, []float64{fC})
+	waitTones(t, lmix, "listener on n0, speaker-c muted in the mix", []tone{{fB, 0.2}}, []float64{fC})
 	// speaker-b's mix-minus is empty now (n1 sends it nothing); back
 	// through n0's API, n1's mixer sends it speaker-c again.
 	bmix.mu.Lock()
@@ -227,14 +228,66 @@ func TestAudioMixAcrossNodes(t *testing.T) {
 		defer bmix.mu.Unlock()
 		return bmix.pkts >= before+60
 	})
-	waitTones(t, bmix, "speaker on n1, speaker-c back", []float64{fC}, []float64{fB})
-	waitTones(t, lmix, "listener on n0, speaker-c back", []float64{fB, fC}, nil)
+	waitTones(t, bmix, "speaker on n1, speaker-c back", []tone{{fC, 0.1}}, []float64{fB})
+	waitTones(t, lmix, "listener on n0, speaker-c back", []tone{{fB, 0.2}, {fC, 0.1}}, nil)
 }
 
-// waitTones waits until the last second of a listener's mix has every
-// tone of want (amplitude >= testutil.ToneOn of the 0.2 sent) and none of
-// absent (<= testutil.ToneOff).
-func waitTones(t *testing.T, l *mixListener, who string, want, absent []float64) {
+// tone is a frequency a mix should carry at about amp: the amplitude sent
+// times the gain the mix gives it.
+type tone struct{ f, amp float64 }
+
+// toneWindow is the span (200 ms, ten Opus frames) over which a tone is
+// measured. The mixer runs on the wall clock: on a starved machine an
+// input frame that comes after its turn is concealed (loss concealment
+// fading to silence), and over a whole second the tones of a correct mix
+// measured a fraction of what was sent (0.044 of 0.2 under load; a tone
+// at a quarter gain, 0.0411 of 0.05, under the 0.04 asked then). A tone is
+// present when one window of the last second carries every wanted tone
+// at half its level or more, absent when no window carries it.
+const toneWindow = 9600
+
+// windows splits x into toneWindow spans.
+func windows(x []float32) [][]float32 {
+	var out [][]float32
+	for len(x) >= toneWindow {
+		out = append(out, x[:toneWindow])
+		x = x[toneWindow:]
+	}
+	return out
+}
+
+// waitTones waits until the last second of a listener's mix has a window
+// with every tone of want (at least half its amp) and no window with any
+// of absent (above 0.008).
+func waitTones(t *testing.T, l *mixListener, who string, want []tone, absent []float64) {
 	t.Helper()
-	testutil.WaitTones(t, 30*time.Second, l.last, who, want, absent)
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		if x := l.last(48000); x != nil {
+			present, clean := false, true
+			last = ""
+			for i, w := range windows(x) {
+				ok := true
+				last += fmt.Sprintf(" [%d]", i)
+				for _, tn := range want {
+					a := testutil.ToneAmp(w, tn.f)
+					last += fmt.Sprintf(" %.0f Hz: %.4f", tn.f, a)
+					ok = ok && a >= tn.amp/2
+				}
+				present = present || ok
+				for _, f := range absent {
+					a := testutil.ToneAmp(w, f)
+					last += fmt.Sprintf(" (absent) %.0f Hz: %.4f", f, a)
+					clean = clean && a <= 0.008
+				}
+			}
+			if present && clean {
+				t.Logf("%s:%s", who, last)
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: the mix never had tones %v without %v; last second:%s", who, want, absent, last)
 }

@@ -137,6 +137,12 @@ func (s *Server) controlRemote(name, participant string, ev room.Event) bool {
 	return s.cluster.ControlMember(name, participant, ev)
 }
 
+// roomInCluster reports whether a room exists on another node of the
+// cluster (WHEP from a node without a part of it); false on a single node.
+func (s *Server) roomInCluster(name string) bool {
+	return s.cluster != nil && s.cluster.RoomExists(name)
+}
+
 func (s *Server) closeRemote(name string) bool {
 	if s.cluster == nil {
 		return false
