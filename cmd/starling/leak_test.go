@@ -1,9 +1,9 @@
 package main_test
 
 import (
-	"flag"
 	"testing"
 
+	"github.com/starling-rtc/starling/internal/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -11,11 +11,8 @@ import (
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed. The binary the tests built once is removed after them.
 func TestMain(m *testing.M) {
-	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given && !raceEnabled {
-		_ = flag.Set("test.parallel", "4")
+	if !raceEnabled {
+		testutil.SetDefaultParallel(4)
 	}
 	goleak.VerifyTestMain(removingBinary{m})
 }
