@@ -18,6 +18,7 @@ import (
 	"github.com/starling-rtc/starling/cluster"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -59,11 +60,7 @@ func freePorts(t testing.TB, n int) []int {
 // nodeConfig is a loopback node of a test cluster whose route ports are
 // ports; node i listens on ports[i] and routes to the others.
 func nodeConfig(ports []int, i int, tune func(*config.Config)) config.Config {
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.CongestionControl = false
 	cfg.Room.EmptyTimeout = config.Duration(300 * time.Millisecond)
 	cfg.Room.NegotiationTimeout = config.Duration(10 * time.Second)

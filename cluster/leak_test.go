@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/starling-rtc/starling/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // TestMain fails the package's tests if goroutines outlive them: every
@@ -25,6 +24,5 @@ import (
 // proxy: the tests with proxies now set cluster.advertise to the node's
 // proxy.)
 func TestMain(m *testing.M) {
-	testutil.SetDefaultParallel(max(defaultParallel, runtime.GOMAXPROCS(0)))
-	goleak.VerifyTestMain(m)
+	testutil.VerifyTestMain(m, max(defaultParallel, runtime.GOMAXPROCS(0)))
 }

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,37 +42,12 @@ const takeoverBound = 19 * time.Second
 
 // startCutNodes starts three nodes on one external NATS server (as in
 // TestBusCutAndRestored); node 2 reaches it through the returned proxy.
+// The resume window (20 s) is shorter than the cut: the others purge n2's
+// members, and n2 adds them back when its link returns (their tracks come
+// back with the same ids: the recording records them again).
 func startCutNodes(t *testing.T, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
 	t.Helper()
-	addr := startNATS(t)
-	proxy := newCutProxy(t, addr)
-	srvs := make([]*server.Server, 3)
-	for i := range srvs {
-		cfg := nodeConfig([]int{0, 0, 0}, i, func(c *config.Config) {
-			// Shorter than the cut: the others purge n2's members, and n2
-			// adds them back when its link returns (their tracks come back
-			// with the same ids: the recording records them again).
-			c.Room.ResumeWindow = config.Duration(20 * time.Second)
-			c.Cluster.Listen, c.Cluster.Routes = "", nil
-			target := addr
-			if i == 2 {
-				target = fmt.Sprintf("127.0.0.1:%d", proxy.port())
-			}
-			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + target
-			tune(c)
-		})
-		srv, err := server.New(cfg, testLogger().With("test-node", i))
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		srvs[i] = srv
-		srv.Serve()
-		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
-	}
-	for _, s := range srvs {
-		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })
-	}
-	return srvs, proxy
+	return cutCluster(t, 20*time.Second, tune)
 }
 
 // A room recording's node cut off from the bus (alive, its NATS link cut)

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/starling-rtc/starling/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // TestMain fails the package's tests if goroutines outlive them: every
@@ -18,6 +17,5 @@ import (
 // wait (the package used ~16 s of CPU in a run of over a minute), so
 // GOMAXPROCS (go test's default, 2 on the CI machine) left the CPU idle.
 func TestMain(m *testing.M) {
-	testutil.SetDefaultParallel(max(defaultParallel, runtime.GOMAXPROCS(0)))
-	goleak.VerifyTestMain(m)
+	testutil.VerifyTestMain(m, max(defaultParallel, runtime.GOMAXPROCS(0)))
 }

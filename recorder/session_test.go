@@ -21,6 +21,7 @@ import (
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/recorder"
 	"github.com/starling-rtc/starling/server"
@@ -37,11 +38,7 @@ func testLogger() *slog.Logger {
 // startServer runs a node on loopback with free ports.
 func startServer(t testing.TB) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.Room.EmptyTimeout = config.Duration(200 * time.Millisecond)
 	srv, err := server.New(cfg, testLogger())
 	if err != nil {

@@ -5,10 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"flag"
-	"io"
-	"log/slog"
 	"net"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -21,6 +18,7 @@ import (
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -28,11 +26,7 @@ import (
 // startServer runs a node on loopback with free ports.
 func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	// A starved machine (CI under -race, load 30) can take seconds to
 	// answer a subscriber offer; a client closed for that fails a test
@@ -50,25 +44,7 @@ func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	if tune != nil {
 		tune(&cfg)
 	}
-	// Info unless asked: formatting pion's debug logs reads fields pion
-	// writes concurrently (a race inside pion, not in Starling).
-	var w io.Writer = io.Discard
-	level := slog.LevelInfo
-	if os.Getenv("STARLING_TEST_LOG") != "" {
-		w, level = os.Stderr, slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	srv, err := server.New(cfg, log)
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	srv.Serve()
-	t.Cleanup(func() {
-		if err := testutil.ShutdownWithin(t, srv.Shutdown, 10*time.Second); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv
+	return testnode.Start(t, cfg)
 }
 
 // join connects a Go client over loopback; generous: on a machine loaded

@@ -20,6 +20,7 @@ import (
 	"github.com/starling-rtc/starling/bench/loadgen"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -32,10 +33,7 @@ func startServer(t *testing.T) *server.Server {
 // startServerWith is startServer with the configuration changed by edit.
 func startServerWith(t *testing.T, edit func(*config.Config)) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	edit(&cfg)

@@ -4,17 +4,17 @@ import (
 	"testing"
 
 	"github.com/starling-rtc/starling/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // TestMain fails the package's tests if goroutines outlive them: every
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed. The binary the tests built once is removed after them.
 func TestMain(m *testing.M) {
-	if !raceEnabled {
-		testutil.SetDefaultParallel(4)
+	parallel := 4
+	if raceEnabled {
+		parallel = 0 // go test's own
 	}
-	goleak.VerifyTestMain(removingBinary{m})
+	testutil.VerifyTestMain(removingBinary{m}, parallel)
 }
 
 // removingBinary runs the tests, then removes the binary they built.

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // InCI reports whether the tests run in CI (CI=true), where a missing tool
@@ -63,6 +65,18 @@ func Ctx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// VerifyTestMain runs a package's tests (call it from TestMain) with
+// -test.parallel defaulting to parallel when that is above 0 (see
+// SetDefaultParallel), and fails them if goroutines outlive them: every
+// long-lived component (its loops, timers, writers) must end when it is
+// closed.
+func VerifyTestMain(m goleak.TestingM, parallel int) {
+	if parallel > 0 {
+		SetDefaultParallel(parallel)
+	}
+	goleak.VerifyTestMain(m)
 }
 
 // SetDefaultParallel sets -test.parallel to n unless the command line gives

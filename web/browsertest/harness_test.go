@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/starling-rtc/starling/config"
-	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -61,37 +60,13 @@ func findBrowser(t *testing.T, env, pkg string, names ...string) string {
 // given, changes the configuration first.
 func startServer(t *testing.T, tune ...func(*config.Config)) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.LoopbackCandidates = true
 	cfg.Room.EmptyTimeout = config.Duration(time.Second)
 	for _, f := range tune {
 		f(&cfg)
 	}
-	// Debug logs only when asked for: at debug level pion formats a
-	// TrackRemote with %v in onTrack while its RTX SSRC is being set, which
-	// the race detector reports (see the sfu pion logger).
-	var w io.Writer = io.Discard
-	level := slog.LevelInfo
-	if os.Getenv("STARLING_TEST_LOG") != "" {
-		w, level = os.Stderr, slog.LevelDebug
-	}
-	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})))
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	srv.Serve()
-	t.Cleanup(func() {
-		// A shutdown that outlasted its 10 s now and then under load could
-		// not be explained after the fact: a slow one leaves the stacks.
-		if err := testutil.ShutdownWithin(t, srv.Shutdown, 10*time.Second); err != nil {
-			t.Errorf("server shutdown: %v", err)
-		}
-	})
-	return srv
+	return testnode.Start(t, cfg)
 }
 
 // artifactDir is where screenshots go: $STARLING_ARTIFACTS, or
