@@ -300,8 +300,9 @@ func LoopbackAPI() (*webrtc.API, error) {
 
 // LoopbackAPIWith is LoopbackAPI with extra interceptors placed first in
 // the chain, nearest the network (a test's loss or throttle sees packets
-// before NACK and congestion-control feedback do). register replaces
-// pion's default interceptors when not nil (e.g. to leave out TWCC).
+// before NACK and congestion-control feedback do). register replaces the
+// default interceptors (pion's, with the client's TWCC feedback: twcc.go)
+// when not nil (e.g. to leave out TWCC).
 func LoopbackAPIWith(first []interceptor.Factory, register ...func(*webrtc.MediaEngine, *interceptor.Registry) error) (*webrtc.API, error) {
 	return buildAPI(func(se *webrtc.SettingEngine) {
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
@@ -323,7 +324,7 @@ func buildAPI(tune func(*webrtc.SettingEngine), first []interceptor.Factory,
 		ir.Add(f)
 	}
 	if len(register) == 0 {
-		register = append(register, webrtc.RegisterDefaultInterceptors)
+		register = append(register, registerDefaults)
 	}
 	for _, r := range register {
 		if err := r(m, ir); err != nil {

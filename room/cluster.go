@@ -85,6 +85,9 @@ const (
 	CtlKick   = "kick"   // ParticipantID, Reason
 	CtlMute   = "mute"   // ParticipantID, TrackID, Muted
 	CtlUpdate = "update" // ParticipantID, Name, Metadata (nil = unchanged)
+	// CtlData sends a server data message (Payload) to the receiving
+	// node's participants of the room, those in To (all when empty).
+	CtlData = "data"
 	// CtlCloseRoom closes the receiving node's part of the room (Reason).
 	CtlCloseRoom = "closeRoom"
 )

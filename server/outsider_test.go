@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -610,6 +611,35 @@ func TestOutsiderDocumentedMethodsAreKnown(t *testing.T) {
 			}
 		case <-time.After(20 * time.Second):
 			t.Fatalf("notification %s before join: no answer", m)
+		}
+	}
+}
+
+// TestOutsiderDocLinks: the README and docs/ point a reader only at files
+// the repository has: every relative Markdown link, and every mention of
+// the protocol document, resolves (shared/PROTOCOL.md is the team's
+// notes, outside the repository; docs/PROTOCOL.md is what readers get).
+func TestOutsiderDocLinks(t *testing.T) {
+	parallel(t)
+	files, _ := filepath.Glob("../docs/*.md")
+	files = append(files, "../README.md")
+	link := regexp.MustCompile(`\]\(([^)#\s]+)`)
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(raw), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(f), target)); err != nil {
+				t.Errorf("%s links to %s, which does not exist", f, target)
+			}
+		}
+		if strings.Contains(string(raw), "`shared/PROTOCOL.md`") {
+			t.Errorf("%s sends the reader to shared/PROTOCOL.md, which is not in the repository (docs/PROTOCOL.md is)", f)
 		}
 	}
 }
