@@ -79,7 +79,8 @@ type Client struct {
 	subs   subscriptionLog // see subscriptions.go
 }
 
-// NewAPI returns a pion API with default codecs and interceptors, allowing
+// NewAPI returns a pion API with default codecs and interceptors (pion's,
+// with the client's own TWCC feedback: twcc.go), allowing
 // loopback candidates (tests and local bots).
 func NewAPI() (*webrtc.API, error) {
 	return buildAPI(nil, nil)

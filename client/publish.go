@@ -282,6 +282,16 @@ func (q *candidateQueues) flush(target string) {
 	}
 }
 
+// ICECheckRetries is how many connectivity checks the client sends on a
+// candidate pair before giving it up, 200 ms apart: 10 s. pion's default,
+// 7 (1.6 s), lost connections on a busy machine: when the first checks
+// went unanswered (the server's ICE agent started late and discarded
+// them), the client, which as the offerer is the only side that may
+// nominate a pair, gave its only pair up and never checked it again, and
+// the connection stayed "checking" until ICE failed 30 s later. Browsers
+// check a pair for seconds too. Use it on any API the client is given.
+const ICECheckRetries = 50
+
 // LoopbackAPI is NewAPI restricted to 127.0.0.1: tests and local load
 // generation never touch another network.
 func LoopbackAPI() (*webrtc.API, error) {
@@ -290,8 +300,9 @@ func LoopbackAPI() (*webrtc.API, error) {
 
 // LoopbackAPIWith is LoopbackAPI with extra interceptors placed first in
 // the chain, nearest the network (a test's loss or throttle sees packets
-// before NACK and congestion-control feedback do). register replaces
-// pion's default interceptors when not nil (e.g. to leave out TWCC).
+// before NACK and congestion-control feedback do). register replaces the
+// default interceptors (pion's, with the client's TWCC feedback: twcc.go)
+// when not nil (e.g. to leave out TWCC).
 func LoopbackAPIWith(first []interceptor.Factory, register ...func(*webrtc.MediaEngine, *interceptor.Registry) error) (*webrtc.API, error) {
 	return buildAPI(func(se *webrtc.SettingEngine) {
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
@@ -313,7 +324,7 @@ func buildAPI(tune func(*webrtc.SettingEngine), first []interceptor.Factory,
 		ir.Add(f)
 	}
 	if len(register) == 0 {
-		register = append(register, webrtc.RegisterDefaultInterceptors)
+		register = append(register, registerDefaults)
 	}
 	for _, r := range register {
 		if err := r(m, ir); err != nil {
@@ -328,6 +339,7 @@ func buildAPI(tune func(*webrtc.SettingEngine), first []interceptor.Factory,
 	}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMaxBindingRequests(ICECheckRetries)
 	if tune != nil {
 		tune(&se)
 	}

@@ -142,14 +142,27 @@ func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte
 	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil, 0, false, fmt.Errorf("recording claim: %w", err)
 	}
-	e, gerr := n.bus.kv.Get(ctx, key)
-	switch {
-	case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
-		return nil, 0, false, nil // released meanwhile: the caller tries again
-	case gerr != nil:
+	// The leader's value: a replica's (kv.Get) may not have the write
+	// that beat this one yet, and "none" made the caller try to create
+	// the claim again at once, twenty times, and answer 409 without the
+	// recording that holds the room (TestRecordingSimultaneousStarts).
+	v, vrev, gerr := n.leaderValue(ctx, key)
+	if gerr != nil {
 		return nil, 0, false, fmt.Errorf("recording claim: %w", gerr)
 	}
-	return e.Value(), e.Revision(), false, nil
+	return v, vrev, false, nil // vrev 0: released meanwhile, the caller tries again
+}
+
+// leaderValue reads a key of the room state bucket as its stream's leader
+// has it (leaderGet, keys.go): a compare-and-set that lost decides on what
+// it reads next, which must include the write it lost to. rev is 0 when
+// the key is absent or deleted.
+func (n *Node) leaderValue(ctx context.Context, key string) (value []byte, rev uint64, err error) {
+	m, err := n.leaderGet(ctx, "$KV."+roomsBucket+"."+key)
+	if err != nil || m == nil || m.deleted() {
+		return nil, 0, err
+	}
+	return m.Data, m.Seq, nil
 }
 
 // RenewRecordingClaim writes a room's recording claim again, the same
@@ -167,14 +180,12 @@ func (n *Node) RenewRecordingClaim(ctx context.Context, room string, value []byt
 	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return 0, false, fmt.Errorf("recording claim: %w", err)
 	}
-	e, gerr := n.bus.kv.Get(ctx, key)
+	cur, curRev, gerr := n.leaderValue(ctx, key)
 	switch {
-	case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
-		return 0, false, nil
 	case gerr != nil:
 		return 0, false, fmt.Errorf("recording claim: %w", gerr)
-	case bytes.Equal(e.Value(), value):
-		return e.Revision(), true, nil
+	case curRev != 0 && bytes.Equal(cur, value):
+		return curRev, true, nil
 	}
 	return 0, false, nil
 }
@@ -183,6 +194,8 @@ func (n *Node) RenewRecordingClaim(ctx context.Context, room string, value []byt
 func (n *Node) RecordingClaim(room string) (value []byte, rev uint64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
+	// A replica's read (the nearest answers, even while the stream elects
+	// a leader): the callers look, and a compare-and-set decides.
 	e, err := n.bus.kv.Get(ctx, recKey(room))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, 0, nil

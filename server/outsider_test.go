@@ -6,11 +6,16 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
 )
 
@@ -80,6 +85,26 @@ func (o *outsiderWS) call(id int, method string, params map[string]any) (result,
 	}
 }
 
+// waitNote waits for a notification method whose params mention text;
+// what comes before it is dropped.
+func (o *outsiderWS) waitNote(t *testing.T, method, text string) map[string]any {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m, ok := <-o.in:
+			if !ok {
+				t.Fatalf("the socket closed before %s", method)
+			}
+			if m["method"] == method && strings.Contains(fmt.Sprint(m["params"]), text) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s mentioning %q", method, text)
+		}
+	}
+}
+
 // turnEntry is the first iceServers entry with a turn: URL and credentials.
 func turnEntry(res map[string]any) map[string]any {
 	list, _ := res["iceServers"].([]any)
@@ -105,6 +130,7 @@ func TestOutsiderResumeKeepsTURNServer(t *testing.T) {
 	srv := startServer(t, func(c *config.Config) {
 		c.TURN.Enabled = true
 		c.TURN.Port = 0
+		c.Room.ResumeWindow = config.Duration(30 * time.Second) // a busy machine may be slow to resume
 	})
 	first := outsiderDial(t, srv.SignalingURL())
 	res, e := first.call(1, "join", map[string]any{"room": "turn-resume", "name": "behind-a-firewall"})
@@ -377,4 +403,327 @@ func TestOutsiderRequestsWithoutID(t *testing.T) {
 	if m := next(); m["id"] != "after" || m["result"] == nil {
 		t.Errorf("after a ping without an id, the next frame is %v, want the answer to the ping with id \"after\"", m)
 	}
+}
+
+// TestGStreamerWHIPAsDocumented runs the gst_whip.py command docs/whip.md
+// shows, as shown (the URL pointed at the test server; --local-ip and a
+// short --seconds added, see docs/whip.md on libnice and loopback): the
+// WHIP publisher must join the room.
+func TestGStreamerWHIPAsDocumented(t *testing.T) {
+	parallelUnlessRace(t)
+	requireGStreamer(t)
+	srv := gstServer(t)
+	var doc []string
+	for _, cmd := range docCommands(t, "../docs/whip.md", "", "/usr/bin/python3 ") {
+		if strings.Contains(cmd, "gst_whip.py") {
+			doc = shellWords(cmd, map[string]string{"TOKEN": ""})
+		}
+	}
+	if len(doc) < 3 || !strings.HasSuffix(doc[1], gstScript) {
+		t.Fatalf("docs/whip.md shows no gst_whip.py command: %q", doc)
+	}
+	var args []string
+	optional := false // inside [...], as usage texts write what may be left out
+	for _, a := range doc[2:] {
+		if strings.HasPrefix(a, "[") || optional {
+			optional = !strings.HasSuffix(a, "]")
+			continue
+		}
+		args = append(args, strings.Replace(a, "http://localhost:7900", "http://"+srv.Addr(), 1))
+	}
+	viewer := join(t, srv, "webinar", "viewer")
+	out, err := gst(append(args, "--seconds", "3", "--local-ip", "127.0.0.1")...)
+	if err != nil {
+		t.Fatalf("the documented command %q fails: %v", doc, err)
+	}
+	if _, err := viewer.WaitEvent(ctxT(t, 20*time.Second), "participantJoined", nil); err != nil {
+		t.Fatalf("the WHIP publisher never joined: %v\n%s", err, out)
+	}
+}
+
+// docJSON returns the ```json blocks of a document, each decoded.
+func docJSON(t *testing.T, doc string) []map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	parts := strings.Split(string(raw), "```json\n")
+	for _, p := range parts[1:] {
+		block, _, _ := strings.Cut(p, "```")
+		var m map[string]any
+		if err := json.Unmarshal([]byte(block), &m); err != nil {
+			t.Errorf("%s: a JSON example does not parse (%v):\n%s", doc, err, block)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// jsonPaths lists the field paths of v ("a.b", arrays as "a[]").
+func jsonPaths(prefix string, v any, into map[string]bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			into[prefix+k] = true
+			jsonPaths(prefix+k+".", e, into)
+		}
+	case []any:
+		for _, e := range x {
+			jsonPaths(strings.TrimSuffix(prefix, ".")+"[].", e, into)
+		}
+	}
+}
+
+// assertSameFields: every field the document's example shows is one the
+// server sends, at the same place.
+func assertSameFields(t *testing.T, what string, doc, real any) {
+	t.Helper()
+	d, r := map[string]bool{}, map[string]bool{}
+	jsonPaths("", doc, d)
+	jsonPaths("", real, r)
+	for p := range d {
+		if !r[p] {
+			t.Errorf("%s: the document shows field %q, which the server does not send (it sends %v)", what, p, keys(r))
+		}
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestOutsiderDocJSONExamples: every JSON example of docs/ parses, and the
+// objects the server sends look as the documents show them: the admin
+// API's participant, a recording, the TURN iceServers entry; the token
+// payload of docs/auth.md, signed as it is shown, joins.
+func TestOutsiderDocJSONExamples(t *testing.T) {
+	parallel(t)
+	docs, _ := filepath.Glob("../docs/*.md")
+	for _, d := range docs {
+		docJSON(t, d)
+	}
+	srv := startServer(t, func(c *config.Config) {
+		c.TURN.Enabled = true
+		c.TURN.Port = 0
+		c.Keys = map[string]string{testAPIKey: testAPISecret}
+		c.Recordings.Dir = t.TempDir()
+	})
+	adminTok := token(t, "ops", auth.Grants{Admin: true}, time.Hour)
+
+	// docs/auth.md's payload, signed as any JWT library would, with a
+	// future exp and this server's key.
+	payload := docJSON(t, "../docs/auth.md")[0]
+	payload["exp"] = time.Now().Add(time.Hour).Unix()
+	payload["iss"] = testAPIKey
+	grants, _ := payload["grants"].(map[string]any)
+	roomName, _ := grants["room"].(string)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(payload)).SignedString([]byte(testAPISecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := outsiderDial(t, srv.SignalingURL())
+	res, e := o.call(1, "join", map[string]any{"room": roomName, "token": tok})
+	if e != nil {
+		t.Fatalf("docs/auth.md's token payload, signed, does not join %q: %v", roomName, e)
+	}
+	assertSameFields(t, "docs/turn.md's iceServers entry", docJSON(t, "../docs/turn.md")[0], turnEntry(res))
+
+	// A participant who publishes and one who receives, with a receiver
+	// report, as in docs/admin-api.md's example.
+	pub := join(t, srv, roomName, "Alice", withToken(token(t, "alice", auth.Grants{Room: roomName}, time.Hour)))
+	publishFake(t, pub)
+	viewer := join(t, srv, roomName, "Bob", withToken(token(t, "bob", auth.Grants{Room: roomName}, time.Hour)))
+	var view map[string]any
+	waitFor(t, 20*time.Second, "a subscription with a receiver report in the admin API", func() bool {
+		view = nil
+		adminCall(t, srv, http.MethodGet, "/v1/rooms/"+roomName+"/participants/"+viewer.ParticipantID(), adminTok, nil, &view)
+		return strings.Contains(fmt.Sprint(view["subscriptions"]), "reception")
+	})
+	var pview map[string]any
+	adminCall(t, srv, http.MethodGet, "/v1/rooms/"+roomName+"/participants/"+pub.ParticipantID(), adminTok, nil, &pview)
+	view["tracks"] = pview["tracks"] // the example's participant both publishes and receives
+	assertSameFields(t, "docs/admin-api.md's participant", docJSON(t, "../docs/admin-api.md")[0], view)
+
+	var rec map[string]any
+	if code := adminCall(t, srv, http.MethodPost, "/v1/rooms/"+roomName+"/recordings", adminTok, map[string]any{}, &rec); code != http.StatusCreated {
+		t.Fatalf("starting a recording: %d %v", code, rec)
+	}
+	assertSameFields(t, "docs/recording.md's recording", docJSON(t, "../docs/recording.md")[0], rec)
+}
+
+// docMethods lists the methods of the table under heading in
+// docs/PROTOCOL.md (first column, each `name`; "a / b" rows give both).
+func docMethods(t *testing.T, heading string) []string {
+	t.Helper()
+	raw, err := os.ReadFile("../docs/PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(raw), heading)
+	if !ok {
+		t.Fatalf("docs/PROTOCOL.md has no %q", heading)
+	}
+	var out []string
+	for _, l := range strings.Split(rest, "\n")[1:] {
+		if strings.HasPrefix(l, "## ") {
+			break
+		}
+		if !strings.HasPrefix(l, "| `") {
+			continue
+		}
+		cell := strings.Split(l, "|")[1]
+		for _, f := range strings.Split(cell, "`") {
+			if f = strings.TrimSpace(f); f != "" && f != "/" {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// TestOutsiderDocumentedMethodsAreKnown: every request and client
+// notification in docs/PROTOCOL.md's tables is a method the server knows:
+// before join, a request gets 409 "join first" (join and ping succeed), a
+// notification 409 with id null; never -32601.
+func TestOutsiderDocumentedMethodsAreKnown(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	reqs := docMethods(t, "## Client → server requests")
+	notes := docMethods(t, "## Client → server notifications")
+	if len(reqs) < 10 || len(notes) < 2 {
+		t.Fatalf("docs/PROTOCOL.md's tables list requests %v and notifications %v: fewer than the contract's", reqs, notes)
+	}
+	for i, m := range reqs {
+		o := outsiderDial(t, srv.SignalingURL()) // a fresh socket: a join would change what follows
+		params := map[string]any{}
+		if m == "join" {
+			params["room"] = "methods"
+		}
+		res, e := o.call(i+1, m, params)
+		switch {
+		case m == "join" || m == "ping":
+			if e != nil || res == nil {
+				t.Errorf("%s before join: %v, want a result", m, e)
+			}
+		case e == nil || e["code"] != float64(409):
+			t.Errorf("%s before join: result %v error %v, want 409 (join first)", m, res, e)
+		}
+	}
+	o := outsiderDial(t, srv.SignalingURL())
+	for _, m := range notes {
+		frame, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": m, "params": map[string]any{}})
+		if err := o.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-o.in:
+			e, _ := r["error"].(map[string]any)
+			if id, has := r["id"]; !has || id != nil || e == nil || e["code"] != float64(409) {
+				t.Errorf("notification %s before join: %v, want error 409 with id null", m, r)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("notification %s before join: no answer", m)
+		}
+	}
+}
+
+// TestOutsiderDocLinks: the README and docs/ point a reader only at files
+// the repository has: every relative Markdown link, and every mention of
+// the protocol document, resolves (shared/PROTOCOL.md is the team's
+// notes, outside the repository; docs/PROTOCOL.md is what readers get).
+func TestOutsiderDocLinks(t *testing.T) {
+	parallel(t)
+	files, _ := filepath.Glob("../docs/*.md")
+	files = append(files, "../README.md")
+	link := regexp.MustCompile(`\]\(([^)#\s]+)`)
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(raw), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(f), target)); err != nil {
+				t.Errorf("%s links to %s, which does not exist", f, target)
+			}
+		}
+		if strings.Contains(string(raw), "`shared/PROTOCOL.md`") {
+			t.Errorf("%s sends the reader to shared/PROTOCOL.md, which is not in the repository (docs/PROTOCOL.md is)", f)
+		}
+	}
+}
+
+// TestOutsiderErrorCodes: the error codes PROTOCOL.md promises for tokens,
+// grants and ids, read as raw numbers: 401 without or with a bad token, 403
+// for a token of another room and for subscribing without canSubscribe,
+// 404 for a track of another room (ids of other rooms reveal nothing) and
+// for an unknown resume token, 409 for a request before join; each with a
+// message in words.
+func TestOutsiderErrorCodes(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, withKeys)
+	no := false
+	pub := join(t, srv, "codes-a", "pub", withToken(token(t, "pub", auth.Grants{Room: "codes-a"}, time.Hour)))
+	media := publishFake(t, pub)
+	other := media.track("video").ID
+
+	check := func(what string, e map[string]any, code float64) {
+		t.Helper()
+		if e == nil || e["code"] != code {
+			t.Errorf("%s: error %v, want code %v", what, e, code)
+			return
+		}
+		if msg, _ := e["message"].(string); len(msg) < 8 {
+			t.Errorf("%s: the message %q does not say what was wrong", what, msg)
+		}
+	}
+	o := outsiderDial(t, srv.SignalingURL())
+	_, e := o.call(1, "subscribe", map[string]any{"trackIds": []string{other}})
+	check("subscribe before join", e, 409)
+	_, e = o.call(2, "join", map[string]any{"room": "codes-b"})
+	check("join without a token", e, 401)
+	_, e = o.call(3, "join", map[string]any{"room": "codes-b", "token": "not.a.jwt"})
+	check("join with a malformed token", e, 401)
+	_, e = o.call(4, "join", map[string]any{"room": "codes-b", "token": token(t, "x", auth.Grants{Room: "codes-a"}, time.Hour)})
+	check("join with a token for another room", e, 403)
+	_, e = o.call(5, "join", map[string]any{"room": "codes-b", "resume": "RS_unknown"})
+	check("resume with an unknown token", e, 404)
+	if _, e = o.call(6, "join", map[string]any{"room": "codes-b", "token": token(t, "b", auth.Grants{Room: "codes-b"}, time.Hour)}); e != nil {
+		t.Fatalf("join with a good token: %v", e)
+	}
+	_, e = o.call(7, "subscribe", map[string]any{"trackIds": []string{other}})
+	check("subscribe to a track of another room", e, 404)
+	_, e = o.call(8, "setSubscription", map[string]any{"trackId": other, "paused": true})
+	check("setSubscription of a track of another room", e, 404)
+	_, e = o.call(9, "mute", map[string]any{"trackId": other, "muted": true})
+	check("mute of a track of another room", e, 404)
+
+	viewer := outsiderDial(t, srv.SignalingURL())
+	tok := token(t, "viewer", auth.Grants{Room: "codes-a", CanSubscribe: &no}, time.Hour)
+	res, e := viewer.call(1, "join", map[string]any{"room": "codes-a", "token": tok})
+	if e != nil {
+		t.Fatalf("join without canSubscribe: %v", e)
+	}
+	// The track is known to the viewer once announced: in the join result
+	// or by trackPublished (after its first packet).
+	if !strings.Contains(fmt.Sprint(res["participants"]), other) {
+		viewer.waitNote(t, "trackPublished", other)
+	}
+	_, e = viewer.call(2, "subscribe", map[string]any{"trackIds": []string{other}})
+	check("subscribe without canSubscribe", e, 403)
+	_, e = viewer.call(3, "setSubscription", map[string]any{"trackId": other, "quality": "low"})
+	check("setSubscription without canSubscribe", e, 403)
+	_, e = viewer.call(4, "mute", map[string]any{"trackId": other, "muted": true})
+	check("mute of another participant's track", e, 403)
 }

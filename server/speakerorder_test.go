@@ -46,6 +46,15 @@ func TestActiveSpeakersOrderedByLevel(t *testing.T) {
 		for _, l := range lists() {
 			t.Logf("activeSpeakers %+v", l)
 		}
+		if t.Failed() {
+			// A publisher that never started (issue 17: its ICE stayed
+			// "checking") shows here, not as a detector fault.
+			for _, p := range []*levelPublisher{a, b, c} {
+				pc := p.c.Publisher()
+				t.Logf("publisher %s: connection %s, ICE %s", p.c.ParticipantID(), pc.ConnectionState(), pc.ICEConnectionState())
+			}
+			t.Logf("Room.ActiveSpeakers() = %+v", srv.Rooms().Room(roomName).ActiveSpeakers())
+		}
 	}()
 	waitFor(t, 10*time.Second, "a named alone", func() bool { l := latest(); return len(l) == 1 && l[0].ParticipantID == A })
 	// b speaks a little louder than a (0.79 against 0.75: within the 0.05

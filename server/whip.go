@@ -20,6 +20,7 @@ func (s *Server) setupWHIP(mux *http.ServeMux) {
 	h := whip.New(whip.Options{
 		Rooms: s.rooms, Auth: s.auth, Limiter: s.joinLimiter(),
 		CheckOrigin: signaling.OriginChecker(s.cfg.HTTP.AllowedOrigins), Logger: s.log,
+		InCluster: s.roomInCluster, // see cluster.go
 		Observe: func(kind, method string, status int) {
 			requests.WithLabelValues(kind, method, strconv.Itoa(status)).Inc()
 		},

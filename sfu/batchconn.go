@@ -10,8 +10,7 @@ import (
 	"github.com/pion/transport/v5"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/starling-rtc/starling/internal/clock"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
+	"github.com/starling-rtc/starling/internal/rawudp"
 )
 
 // batchConn is the shared media UDP socket with sends batched: one
@@ -26,9 +25,9 @@ import (
 // through it without allocating addresses.
 type batchConn struct {
 	*net.UDPConn
-	batcher interface {
-		WriteBatch(ms []ipv4.Message, flags int) (int, error)
-	}
+	// raw reads and sends without waking the runtime's monitor thread
+	// (internal/rawudp).
+	raw *rawudp.Conn
 
 	mu      sync.Mutex
 	pending []outDatagram
@@ -73,11 +72,13 @@ func newBatchConn(c *net.UDPConn, gso bool, log *slog.Logger) *batchConn {
 	growBuffers(c)
 	b := &batchConn{UDPConn: c, wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
 		logger: log, free: make(chan *packetBuf, freeBuffers)}
-	if a, ok := c.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
-		b.batcher = ipv6.NewPacketConn(c)
-	} else {
-		b.batcher = ipv4.NewPacketConn(c)
+	raw, err := rawudp.New(c)
+	if err != nil {
+		// Only a socket without a file descriptor fails here, which
+		// net.ListenUDP does not return.
+		panic("sfu: batched socket: " + err.Error())
 	}
+	b.raw = raw
 	// The writer owns the segmentation switch: it may turn it off later.
 	go b.flushLoop(newBatchWriter(b, gso && gsoSupported(c)))
 	return b
@@ -100,7 +101,7 @@ func growBuffers(c *net.UDPConn) {
 // (rtcptap.go).
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	for {
-		n, from, err := b.UDPConn.ReadFromUDPAddrPort(p)
+		n, _, from, err := b.raw.ReadMsg(p, nil)
 		if err != nil || !b.tapped(p[:n], from) {
 			return n, from, err
 		}
@@ -206,6 +207,9 @@ func (b *batchConn) flushLoop(w *batchWriter) {
 		case <-b.wake:
 		case <-b.done:
 			stop = true
+		}
+		if !stop {
+			b.gather() // let the other woken writers queue first (batchgather.go)
 		}
 		b.mu.Lock()
 		batch, b.pending = b.pending, batch[:0]

@@ -3,11 +3,10 @@ package sfu
 import (
 	"cmp"
 	"encoding/binary"
-	"net"
 	"net/netip"
 	"slices"
 
-	"golang.org/x/net/ipv4"
+	"github.com/starling-rtc/starling/internal/rawudp"
 )
 
 // Segmentation offload (UDP GSO): a run of datagrams to one peer that share
@@ -28,35 +27,22 @@ const (
 // belongs to one flusher goroutine and reuses its slices, so a flush does
 // not allocate once warm.
 type batchWriter struct {
-	conn  *batchConn
-	gso   bool
-	msgs  []ipv4.Message
-	segs  []int    // datagrams in each message
-	iov   [][]byte // every message's buffers, back to back
-	oob   []byte   // every message's control message, back to back
-	addrs map[netip.AddrPort]*net.UDPAddr
+	conn *batchConn
+	gso  bool
+	msgs []rawudp.Message
+	segs []int    // datagrams in each message
+	iov  [][]byte // every message's buffers, back to back
+	oob  []byte   // every message's control message, back to back
 }
 
 func newBatchWriter(c *batchConn, gso bool) *batchWriter {
-	w := &batchWriter{conn: c, gso: gso, addrs: map[netip.AddrPort]*net.UDPAddr{}}
-	w.msgs = make([]ipv4.Message, maxBatch)
+	w := &batchWriter{conn: c, gso: gso}
+	w.msgs = make([]rawudp.Message, maxBatch)
 	w.segs = make([]int, maxBatch)
 	if gso {
 		w.oob = make([]byte, maxBatch*gsoControlLen)
 	}
 	return w
-}
-
-func (w *batchWriter) addr(to netip.AddrPort) *net.UDPAddr {
-	a := w.addrs[to]
-	if a == nil {
-		if len(w.addrs) > 4096 {
-			clear(w.addrs) // peers come and go
-		}
-		a = net.UDPAddrFromAddrPort(to)
-		w.addrs[to] = a
-	}
-	return a
 }
 
 // write sends every datagram of batch. With segmentation on, datagrams are
@@ -87,7 +73,7 @@ func (w *batchWriter) write(batch []outDatagram) {
 		}
 		m := &w.msgs[nm]
 		m.Buffers = iov[i:j:j]
-		m.Addr = w.addr(batch[i].to)
+		m.To = batch[i].to
 		m.OOB = nil
 		if j-i > 1 {
 			oob := w.oob[nm*gsoControlLen : (nm+1)*gsoControlLen]
@@ -103,9 +89,7 @@ func (w *batchWriter) write(batch []outDatagram) {
 		}
 	}
 	clear(iov)
-	for i := range w.msgs {
-		w.msgs[i] = ipv4.Message{}
-	}
+	clear(w.msgs)
 }
 
 // peerKey is 48 bits identifying a peer: its IPv4 address and port, or a
@@ -143,9 +127,9 @@ func runEnd(batch []outDatagram, i int) int {
 // away, for instance) so that the rest of the batch still leaves. If the
 // route refuses segmentation, it is turned off for good and the refused
 // message goes out datagram by datagram.
-func (w *batchWriter) send(msgs []ipv4.Message, segs []int) {
+func (w *batchWriter) send(msgs []rawudp.Message, segs []int) {
 	for len(msgs) > 0 {
-		n, err := w.conn.batcher.WriteBatch(msgs, 0)
+		n, err := w.conn.raw.WriteBatch(msgs)
 		counters.sendCalls.Add(1)
 		for k := range max(n, 0) {
 			counters.datagramsSent.Add(uint64(segs[k]))
@@ -169,11 +153,11 @@ func (w *batchWriter) send(msgs []ipv4.Message, segs []int) {
 }
 
 // sendEach sends a segmented message's datagrams one by one.
-func (w *batchWriter) sendEach(m ipv4.Message) {
-	var one [1]ipv4.Message
+func (w *batchWriter) sendEach(m rawudp.Message) {
+	var one [1]rawudp.Message
 	for _, b := range m.Buffers {
-		one[0] = ipv4.Message{Buffers: [][]byte{b}, Addr: m.Addr}
-		n, err := w.conn.batcher.WriteBatch(one[:], 0)
+		one[0] = rawudp.Message{Buffers: [][]byte{b}, To: m.To}
+		n, err := w.conn.raw.WriteBatch(one[:])
 		counters.sendCalls.Add(1)
 		if err != nil || n != 1 {
 			w.conn.dropped.Add(1)

@@ -142,6 +142,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		disconnected, failed := iceTimeouts(cfg.ICEFailedTimeout)
 		se.SetICETimeouts(disconnected, failed, iceKeepalive)
 	}
+	se.SetICEMaxBindingRequests(iceCheckRetries)
 	se.SetIncludeLoopbackCandidate(cfg.LoopbackCandidates)
 	if ip := net.ParseIP(cfg.BindIP); ip != nil && !ip.IsUnspecified() {
 		// Media sockets listen on one address: advertise only that one.
@@ -310,6 +311,17 @@ func (e *Engine) Close() {
 		e.log.Debug("closing media sockets", "err", err)
 	}
 }
+
+// iceCheckRetries is how many connectivity checks a connection sends on a
+// candidate pair before giving it up, 200 ms apart: 10 s. On a subscriber
+// connection the server offers, so it is the controlling agent, the only
+// side that nominates a pair. With pion's default, 7 (1.6 s), a client
+// whose ICE agent started late (a busy machine: checks that arrive before
+// it has the server's credentials are discarded) lost the connection: the
+// server gave its only pair up for good, the client's own checks changed
+// nothing, and the connection stayed "checking" until ICE failed. Browsers
+// check a pair for seconds too.
+const iceCheckRetries = 50
 
 // iceKeepalive is how often an idle connection sends an ICE check (pion's default).
 const iceKeepalive = 2 * time.Second

@@ -75,7 +75,7 @@ func (b *batchConn) waitSent() {
 // packet is numbered, recorded, and stamped after sendmmsg (feedback is
 // BenchmarkBWEPerPacketTapped's).
 func BenchmarkForwardEncryptSend(b *testing.B) {
-	for _, n := range []int{1, 10, 50, 200} {
+	for _, n := range []int{1, 10, 50, 200, 300} {
 		for _, cc := range []bool{false, true} {
 			b.Run(fmt.Sprintf("subscribers=%d/cc=%s", n, onOff(cc)), func(b *testing.B) {
 				benchForwardEncryptSend(b, n, cc)

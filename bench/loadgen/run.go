@@ -668,7 +668,11 @@ func lightInterceptors(m *webrtc.MediaEngine, ir *interceptor.Registry) error {
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
 		return err
 	}
-	return webrtc.ConfigureTWCCSender(m, ir)
+	// Starling's client's feedback, not pion's twcc.SenderInterceptor: a
+	// goroutine hand-off and four allocations per packet received, which at
+	// 300 viewers took the two cores from the server being measured
+	// (client/twcc.go, docs/congestion.md).
+	return client.ConfigureTWCCFeedback(m, ir)
 }
 
 const audioLevelURI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"

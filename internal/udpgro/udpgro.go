@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/starling-rtc/starling/internal/rawudp"
 )
 
 // maxRead is one coalesced read: the kernel never builds more than one
@@ -24,6 +26,7 @@ const maxRead = 65536
 type Conn struct {
 	*net.UDPConn
 	gro bool
+	raw *rawudp.Conn // reads without waking the runtime's monitor (internal/rawudp)
 
 	mu       sync.Mutex // one reader at a time; pion has one anyway
 	buf, oob []byte
@@ -36,6 +39,9 @@ type Conn struct {
 // Wrap turns on GRO for c, if the kernel has it.
 func Wrap(c *net.UDPConn) *Conn {
 	w := &Conn{UDPConn: c, gro: enable(c)}
+	if raw, err := rawudp.New(c); err == nil {
+		w.raw = raw
+	}
 	if w.gro {
 		w.buf = make([]byte, maxRead)
 		w.oob = make([]byte, oobSize)
@@ -49,12 +55,23 @@ func (c *Conn) GRO() bool { return c.gro }
 // ReadFromAddrPort returns the next datagram.
 func (c *Conn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
 	if !c.gro {
+		if c.raw != nil {
+			n, _, from, err := c.raw.ReadMsg(p, nil)
+			return n, from, err
+		}
 		return c.UDPConn.ReadFromUDPAddrPort(p)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.off >= c.end {
-		n, oobn, _, from, err := c.ReadMsgUDPAddrPort(c.buf, c.oob)
+		var n, oobn int
+		var from netip.AddrPort
+		var err error
+		if c.raw != nil {
+			n, oobn, from, err = c.raw.ReadMsg(c.buf, c.oob)
+		} else {
+			n, oobn, _, from, err = c.ReadMsgUDPAddrPort(c.buf, c.oob)
+		}
 		if err != nil {
 			return 0, from, err
 		}

@@ -138,6 +138,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 	}
 	s := &session{h: h, id: newSessionID(), kind: k, room: name, identity: identity, target: protocol.TargetPublisher}
 	var anns []protocol.TrackAnnouncement
+	lateCheck := false // the WHEP viewer's ?participant= and ?track= are checked after the join
 	switch k {
 	case kindWHIP:
 		if offer, anns, e = prepareWHIPOffer(offer); e != nil {
@@ -151,13 +152,20 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 		if !receivesMedia(offer) {
 			return nil, "", nil, fail(http.StatusBadRequest, "the offer receives no audio or video (WHEP watches: use recvonly media sections)")
 		}
-		rm := h.opts.Rooms.Room(name)
-		if rm == nil {
-			return nil, "", nil, fail(http.StatusNotFound, "room "+name+" does not exist: nothing to watch")
-		}
-		v, e := newViewer(s, rm, r.URL.Query())
+		v, e := newViewer(s, r.URL.Query())
 		if e != nil {
 			return nil, "", nil, e
+		}
+		// A room with no part on this node of a cluster is checked once
+		// joined: the join brings the other nodes' participants here.
+		if rm := h.opts.Rooms.Room(name); rm != nil {
+			if e := v.check(name, rm.Participants()); e != nil {
+				return nil, "", nil, e
+			}
+		} else if h.opts.InCluster == nil || !h.opts.InCluster(name) {
+			return nil, "", nil, fail(http.StatusNotFound, "room "+name+" does not exist: nothing to watch")
+		} else {
+			lateCheck = true
 		}
 		s.viewer = v
 	}
@@ -174,6 +182,12 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 	s.mu.Lock()
 	s.p = p
 	s.mu.Unlock()
+	if lateCheck {
+		if e := s.viewer.check(name, p.Room().Participants()); e != nil {
+			p.Leave()
+			return nil, "", nil, e
+		}
+	}
 	answer, err := s.answer(offer, anns)
 	if err != nil {
 		p.Leave()

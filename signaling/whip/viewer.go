@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/protocol"
-	"github.com/starling-rtc/starling/room"
 )
 
 // viewer decides what a WHEP session watches, and keeps deciding as the
@@ -42,7 +41,7 @@ type viewer struct {
 const speakerHold = 2 * time.Second
 
 // newViewer reads the query; a participant or track it names must exist.
-func newViewer(s *session, rm *room.Room, q url.Values) (*viewer, *httpError) {
+func newViewer(s *session, q url.Values) (*viewer, *httpError) {
 	v := &viewer{s: s, participant: strings.TrimSpace(q.Get("participant")),
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	for _, t := range strings.Split(q.Get("track"), ",") {
@@ -53,16 +52,21 @@ func newViewer(s *session, rm *room.Room, q url.Values) (*viewer, *httpError) {
 	if len(v.tracks) > 16 {
 		return nil, fail(http.StatusBadRequest, "at most 16 tracks in ?track=")
 	}
-	infos := rm.Participants()
+	return v, nil
+}
+
+// check answers 404 when ?participant= or ?track= names nothing among
+// infos, the participants of room rm.
+func (v *viewer) check(rm string, infos []protocol.Participant) *httpError {
 	if v.participant != "" && findParticipant(infos, v.participant, "") == nil {
-		return nil, fail(http.StatusNotFound, "no participant "+v.participant+" in room "+rm.Name())
+		return fail(http.StatusNotFound, "no participant "+v.participant+" in room "+rm)
 	}
 	for _, id := range v.tracks {
 		if findTrack(infos, id) == nil {
-			return nil, fail(http.StatusNotFound, "no track "+id+" in room "+rm.Name())
+			return fail(http.StatusNotFound, "no track "+id+" in room "+rm)
 		}
 	}
-	return v, nil
+	return nil
 }
 
 // notify hears the room's notifications; never blocks.

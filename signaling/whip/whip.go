@@ -62,7 +62,11 @@ type Options struct {
 	// Observe, if set, hears every request's endpoint kind ("whip",
 	// "whep"), method and response status (for metrics).
 	Observe func(kind, method string, status int)
-	Logger  *slog.Logger
+	// InCluster, in a cluster, reports whether a room without a part on
+	// this node exists on another node (WHEP may watch it from here); nil
+	// on a single node.
+	InCluster func(room string) bool
+	Logger    *slog.Logger
 }
 
 // Handler serves the WHIP and WHEP endpoints and their sessions.
