@@ -42,7 +42,7 @@ import (
 // packet, the viewers' sockets and their feedback included; on − on-unread
 // is the server's cost of reading the feedback.
 func BenchmarkWebinarFeedback(b *testing.B) {
-	for _, n := range []int{100, 300} {
+	for _, n := range []int{100, 200, 300} {
 		for _, mode := range []string{"off", "on", "on-unread"} {
 			b.Run(fmt.Sprintf("viewers=%d/cc=%s", n, mode), func(b *testing.B) {
 				benchWebinarFeedback(b, n, mode)
