@@ -12,14 +12,12 @@ package admin
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/protocol"
@@ -63,6 +61,11 @@ type Options struct {
 	// that has no part on this node (false: no such participant in the
 	// cluster); nil on a single node. See cluster.go.
 	ControlRemote func(room, participant string, ev room.Event) bool
+	// DataRemote sends a server data message to the participants (those
+	// in to, all when empty) of a room with no part on this node; ok is
+	// false when the room is unknown, unknown the first id of to that is
+	// not in it. Nil on a single node.
+	DataRemote func(room, payload string, to []string) (ok bool, unknown string)
 }
 
 // API serves the admin routes.
@@ -318,25 +321,6 @@ func (a *API) updateParticipant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, view(p, p.Info()))
 }
 
-// decodeUpdate reads and checks a PATCH .../participants/{id} body.
-func decodeUpdate(w http.ResponseWriter, r *http.Request, req *UpdateRequest) bool {
-	if !decode(w, r, req) {
-		return false
-	}
-	switch {
-	case req.Name == nil && req.Metadata == nil:
-		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: give "name" and/or "metadata"`))
-		return false
-	case req.Name != nil && utf8.RuneCountInString(*req.Name) > maxName:
-		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "name" is longer than %d characters`, maxName))
-		return false
-	case req.Metadata != nil && len(*req.Metadata) > maxMetadata:
-		writeError(w, protocol.Errorf(protocol.CodeTooLarge, `"metadata" is larger than %d bytes`, maxMetadata))
-		return false
-	}
-	return true
-}
-
 func (a *API) mute(w http.ResponseWriter, r *http.Request) {
 	if a.farRoom(r) {
 		a.muteFar(w, r)
@@ -357,33 +341,17 @@ func (a *API) mute(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, protocol.Empty{})
 }
 
-// decodeMute reads and checks a POST .../mute body.
-func decodeMute(w http.ResponseWriter, r *http.Request, req *MuteRequest) bool {
-	if !decode(w, r, req) {
-		return false
-	}
-	if req.TrackID == "" || req.Muted == nil {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "trackId" and "muted" are required`))
-		return false
-	}
-	return true
-}
-
 func (a *API) sendData(w http.ResponseWriter, r *http.Request) {
+	if a.farRoom(r) && a.opts.DataRemote != nil {
+		a.sendDataFar(w, r)
+		return
+	}
 	rm, ok := a.room(w, r)
 	if !ok {
 		return
 	}
 	var req DataRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	switch {
-	case req.Payload == nil:
-		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "payload" is required`))
-		return
-	case len(*req.Payload) > a.opts.MaxDataMessage:
-		writeError(w, protocol.Errorf(protocol.CodeTooLarge, `"payload" is %d bytes, the limit is %d`, len(*req.Payload), a.opts.MaxDataMessage))
+	if !a.decodeData(w, r, &req) {
 		return
 	}
 	if err := rm.SendData(*req.Payload, req.To); err != nil {
@@ -474,38 +442,6 @@ func isLoopback(remote string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
-}
-
-// decode reads a JSON object body, refusing unknown fields and big bodies.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: Content-Type must be application/json (curl: -H 'Content-Type: application/json')"))
-		return false
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooBig):
-			writeError(w, protocol.Errorf(protocol.CodeTooLarge, "request body is larger than %d bytes", maxBody))
-		case errors.Is(err, io.EOF):
-			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: a JSON object body is required"))
-		default:
-			var syn *json.SyntaxError
-			if errors.As(err, &syn) {
-				writeError(w, protocol.Errorf(protocol.CodeParseError, "parse error: the body is not valid JSON"))
-			} else {
-				writeError(w, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err))
-			}
-		}
-		return false
-	}
-	if dec.More() {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: one JSON object per request"))
-		return false
-	}
-	return true
 }
 
 func asProtocol(err error) *protocol.Error {

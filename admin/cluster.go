@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"unicode/utf8"
 
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
@@ -167,4 +168,30 @@ func (a *API) updateFar(w http.ResponseWriter, r *http.Request) {
 		p.Metadata = *req.Metadata
 	}
 	writeJSON(w, http.StatusOK, p)
+}
+
+// sendDataFar is POST .../data for a room with no part on this node: the
+// nodes with a part deliver it (cluster: CtlData).
+func (a *API) sendDataFar(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("room")
+	if _, ok := a.authorize(w, r, name, false); !ok {
+		return
+	}
+	var req DataRequest
+	if !a.decodeData(w, r, &req) {
+		return
+	}
+	if !utf8.ValidString(*req.Payload) {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: payload must be UTF-8 text"))
+		return
+	}
+	ok, unknown := a.opts.DataRemote(name, *req.Payload, req.To)
+	switch {
+	case !ok:
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+	case unknown != "":
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", unknown, name))
+	default:
+		writeJSON(w, http.StatusOK, protocol.Empty{})
+	}
 }

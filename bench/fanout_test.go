@@ -27,6 +27,7 @@ import (
 
 	"github.com/starling-rtc/starling/bench/loadgen"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -46,10 +47,7 @@ var (
 // goroutine it starts carries side=server.
 func startLabeledServer(tb testing.TB) *server.Server {
 	tb.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	cfg.RTC.CongestionControl = *fanoutCC

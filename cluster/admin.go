@@ -221,3 +221,27 @@ func (n *Node) RoomExists(name string) bool {
 	_, ok := n.get(name)
 	return ok
 }
+
+// SendData sends a server data message to a room's participants (those in
+// to, all when empty) on every node with a part of it, for the admin API
+// of a node without one. It returns false when the room is unknown, and
+// the first id of to that is no member of it.
+func (n *Node) SendData(name, payload string, to []string) (ok bool, unknown string) {
+	st, ok := n.get(name)
+	if !ok {
+		return false, ""
+	}
+	members := map[string]bool{}
+	for _, m := range st.Members {
+		members[m.ID] = true
+	}
+	for _, id := range to {
+		if !members[id] {
+			return true, id
+		}
+	}
+	for _, node := range nodesOf(st) {
+		n.Control(node, name, room.Event{Type: room.CtlData, Payload: payload, To: to})
+	}
+	return true, ""
+}

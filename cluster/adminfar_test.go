@@ -24,6 +24,12 @@ func TestAdminCommandsFromNodeWithoutParticipants(t *testing.T) {
 	alice := join(t, srvs[0], "far-admin", "alice")
 	bob := join(t, srvs[1], "far-admin", "bob")
 	seeEachOther(t, alice, bob)
+	got := map[*client.Client]chan protocol.DataMessage{}
+	for _, c := range []*client.Client{alice, bob} {
+		ch := make(chan protocol.DataMessage, 8)
+		c.OnData(func(m protocol.DataMessage) { ch <- m })
+		got[c] = ch
+	}
 	media := publishMedia(t, alice, false)
 	mic := media.published[0].ID
 	eventually(t, 15*time.Second, "bob hears of alice's microphone", func() bool {
@@ -68,6 +74,31 @@ func TestAdminCommandsFromNodeWithoutParticipants(t *testing.T) {
 	eventually(t, 15*time.Second, "bob sees the microphone muted", func() bool {
 		return strings.Contains(string(eventsOf(bob, protocol.NotifyTrackUpdated)), `"muted":true`)
 	})
+
+	// POST .../data through the third node: to everyone, then to bob only.
+	room := srvs[2].BaseURL() + "/v1/rooms/far-admin/data"
+	if code, body := call(http.MethodPost, room, `{"payload":"all"}`); code != 200 {
+		t.Fatalf("data through the third node: %d %s", code, body)
+	}
+	if code, body := call(http.MethodPost, room, `{"payload":"bob only","to":["`+bob.ParticipantID()+`"]}`); code != 200 {
+		t.Fatalf("data to bob through the third node: %d %s", code, body)
+	}
+	if code, body := call(http.MethodPost, room, `{"payload":"x","to":["PA_nobody"]}`); code != 404 {
+		t.Errorf("data to nobody: %d %s, want 404", code, body)
+	}
+	for c, want := range map[*client.Client][]string{alice: {"all"}, bob: {"all", "bob only"}} {
+		who := map[*client.Client]string{alice: "alice", bob: "bob"}[c]
+		for _, w := range want {
+			select {
+			case m := <-got[c]:
+				if m.Payload != w || m.From != "" {
+					t.Errorf("%s got data %+v, want %q from the server", who, m, w)
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatalf("%s never got %q", who, w)
+			}
+		}
+	}
 
 	if code, body := call(http.MethodDelete, base, ""); code != 200 {
 		t.Fatalf("DELETE through the third node: %d %s", code, body)

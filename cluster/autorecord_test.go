@@ -9,6 +9,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/recorder"
 	"github.com/starling-rtc/starling/server"
 )
@@ -31,7 +32,7 @@ func listRecordings(t testing.TB, base, room string) []recorder.Info {
 // that one recording, and it holds all six tracks, which ffmpeg decodes.
 func TestAutoRecordOnceInCluster(t *testing.T) {
 	t.Parallel()
-	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		c.Recordings.Dir = t.TempDir()
 		c.Recordings.AutoRecord = []string{"auto-*"}
@@ -130,7 +131,7 @@ func TestAutoRecordOnceInCluster(t *testing.T) {
 		}
 	}
 	for _, f := range stopped.Files {
-		if got := decodedFrames(t, f); got < 30 {
+		if got := testutil.DecodedFrames(t, f); got < 30 {
 			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
 		}
 	}

@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -102,12 +102,12 @@ func TestClientResumesThroughAnotherNode(t *testing.T) {
 	const room = "client-resume-elsewhere"
 	viewer := join(t, srvs[2], room, "viewer")
 	rv := countMedia(viewer)
-	px := newTCPProxy(t, srvs[0].Addr())
+	px := testutil.NewProxy(t, srvs[0].Addr())
 	api, err := client.LoopbackAPI()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := client.Dial(ctxT(t, 15*time.Second), "ws://"+px.addr()+"/v1/rtc", room,
+	pub, err := client.Dial(ctxT(t, 15*time.Second), "ws://"+px.Addr()+"/v1/rtc", room,
 		client.Options{Name: "pub", API: api, URLs: []string{srvs[1].SignalingURL()}, AutoResume: true})
 	if err != nil {
 		t.Fatalf("pub joins: %v", err)
@@ -121,7 +121,7 @@ func TestClientResumesThroughAnotherNode(t *testing.T) {
 	})
 
 	srvs[0].Cluster().Crash()
-	px.cut()
+	px.Cut()
 	crashed := time.Now()
 	ev, err := pub.WaitEvent(ctxT(t, 30*time.Second), client.EventResumed, nil)
 	if err != nil {
@@ -156,59 +156,6 @@ func eventMethods(evs []client.Event) []string {
 		out = append(out, e.Method)
 	}
 	return out
-}
-
-// tcpProxy forwards TCP to a node until cut, then refuses everything, as
-// a node that died would.
-type tcpProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(out, in); _ = out.Close() }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(in, out); _ = in.Close() }()
-		}
-	}()
-	t.Cleanup(func() { p.cut(); p.wg.Wait() })
-	return p
-}
-
-func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *tcpProxy) cut() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
 }
 
 // TestClientLeavesDrainingNode: a draining node sends `reconnect` and

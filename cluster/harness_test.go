@@ -17,6 +17,8 @@ import (
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/cluster"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -58,11 +60,7 @@ func freePorts(t testing.TB, n int) []int {
 // nodeConfig is a loopback node of a test cluster whose route ports are
 // ports; node i listens on ports[i] and routes to the others.
 func nodeConfig(ports []int, i int, tune func(*config.Config)) config.Config {
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.CongestionControl = false
 	cfg.Room.EmptyTimeout = config.Duration(300 * time.Millisecond)
 	cfg.Room.NegotiationTimeout = config.Duration(10 * time.Second)
@@ -190,43 +188,15 @@ func nodesOf(t testing.TB, srv *server.Server) []cluster.NodeInfo {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+var eventually = testutil.Eventually
 
 // join connects a Go client to a node over loopback.
 func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*client.Options)) *client.Client {
 	t.Helper()
-	api, err := client.LoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := client.Options{Name: name, API: api}
-	for _, f := range opts {
-		f(&o)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, srv.SignalingURL(), room, o)
-	if err != nil {
-		t.Fatalf("%s joins %s: %v", name, room, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return testutil.Join(t, srv.SignalingURL(), room, name, 15*time.Second, opts...)
 }
 
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+var ctxT = testutil.Ctx
 
 func itoa(i int) string { return fmt.Sprint(i) }
 

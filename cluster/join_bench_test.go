@@ -22,20 +22,7 @@ func BenchmarkJoinOtherNode(b *testing.B) {
 			ports := freePorts(b, 3)
 			tune := func(*config.Config) {}
 			if delay > 0 {
-				proxies := make([]int, 3)
-				for i, p := range ports {
-					proxies[i] = newDelayProxy(b, "127.0.0.1:"+itoa(p), delay).port()
-				}
-				tune = func(c *config.Config) {
-					c.Cluster.Routes = nil
-					for i, p := range ports {
-						if "127.0.0.1:"+itoa(p) != c.Cluster.Listen {
-							c.Cluster.Routes = append(c.Cluster.Routes, "nats://127.0.0.1:"+itoa(proxies[i]))
-						} else {
-							c.Cluster.Advertise = "127.0.0.1:" + itoa(proxies[i]) // no direct route beside the proxies
-						}
-					}
-				}
+				tune = slowBus(b, ports, delay, tune)
 			}
 			srvs := startNodes(b, ports, 3, tune)
 			join(b, srvs[0], "bench", "first")

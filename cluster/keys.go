@@ -171,11 +171,12 @@ type roomView struct {
 	metaRev uint64
 	members map[string]memberEntry // by key
 	slots   map[int]string         // slot -> holder's member id
+	holders map[string]string      // identity key -> holder's member id
 	lastRev uint64                 // the newest revision applied
 }
 
 func newRoomView() *roomView {
-	return &roomView{members: map[string]memberEntry{}, slots: map[int]string{}}
+	return &roomView{members: map[string]memberEntry{}, slots: map[int]string{}, holders: map[string]string{}}
 }
 
 // apply applies one watched entry of the room with key prefix p.
@@ -196,6 +197,12 @@ func (v *roomView) apply(p string, e jetstream.KeyValueEntry) {
 		if put && json.Unmarshal(e.Value(), &m) == nil {
 			v.members[key] = m
 		}
+	case strings.HasPrefix(key, p+".i."):
+		delete(v.holders, key)
+		var h holder
+		if put && json.Unmarshal(e.Value(), &h) == nil {
+			v.holders[key] = h.ID
+		}
 	case strings.HasPrefix(key, p+".s."):
 		s, err := strconv.Atoi(key[len(p)+3:])
 		if err != nil {
@@ -214,9 +221,13 @@ func (v *roomView) state() (roomState, bool) {
 	if v.meta == nil {
 		return roomState{}, false
 	}
-	st := roomState{SID: v.meta.SID, EmptySince: v.meta.EmptySince, Members: make([]room.Member, 0, len(v.members))}
+	st := roomState{SID: v.meta.SID, EmptySince: v.meta.EmptySince, Members: make([]room.Member, 0, len(v.members)),
+		holders: make(map[string]string, len(v.holders))}
 	for _, m := range v.members {
 		st.Members = append(st.Members, m.Member)
+	}
+	for k, id := range v.holders {
+		st.holders[k] = id
 	}
 	return st, true
 }

@@ -1,23 +1,17 @@
 package cluster
 
 import (
-	"flag"
 	"runtime"
-	"strconv"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // TestMain fails the package's tests if goroutines outlive them: every
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed.
-func TestMain(m *testing.M) {
-	setDefaultParallel()
-	goleak.VerifyTestMain(m)
-}
-
-// setDefaultParallel runs defaultParallel of the package's parallel tests
+//
+// It runs defaultParallel (or GOMAXPROCS, if more) of the package's parallel tests
 // at once (parallel_*_test.go: 8, 4 under the race detector) unless
 // -test.parallel is given: a test cluster mostly waits (heartbeats,
 // JetStream elections, media paced in real time), so GOMAXPROCS (go test's
@@ -29,11 +23,6 @@ func TestMain(m *testing.M) {
 // proxies once learnt a peer's direct address and routed around its
 // proxy: the tests with proxies now set cluster.advertise to the node's
 // proxy.)
-func setDefaultParallel() {
-	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given {
-		_ = flag.Set("test.parallel", strconv.Itoa(max(defaultParallel, runtime.GOMAXPROCS(0))))
-	}
+func TestMain(m *testing.M) {
+	testutil.VerifyTestMain(m, max(defaultParallel, runtime.GOMAXPROCS(0)))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -31,23 +32,16 @@ func publishMedia(t *testing.T, c *client.Client, withVideo bool) *sender {
 	t.Helper()
 	s := &sender{stop: make(chan struct{})}
 	s.wantKey.Store(true)
-	var err error
-	s.audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s.audio = testutil.OpusRTPTrack(t)
 	tracks := []client.LocalTrack{{Track: s.audio, Source: protocol.SourceMicrophone, Name: "mic"}}
 	if withVideo {
-		s.video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
-		if err != nil {
-			t.Fatal(err)
-		}
+		s.video = testutil.VP8RTPTrack(t)
 		tracks = append(tracks, client.LocalTrack{Track: s.video, Source: protocol.SourceCamera, Name: "cam",
 			OnKeyframeRequest: func() { s.wantKey.Store(true) }})
 	}
-	var err2 error
-	if s.published, err2 = c.Publish(ctxT(t, 15*time.Second), tracks...); err2 != nil {
-		t.Fatalf("publish: %v", err2)
+	var err error
+	if s.published, err = c.Publish(ctxT(t, 15*time.Second), tracks...); err != nil {
+		t.Fatalf("publish: %v", err)
 	}
 	s.wg.Add(1)
 	go s.run()

@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -36,14 +36,8 @@ func TestRoomStatePerMemberKeys(t *testing.T) {
 	seeEachOther(t, watcher, first)
 
 	second := join(t, srvs[1], room, "second", token(t, "carol", room)) // the room is full: carol's place
-	ev, err := first.WaitEvent(ctxT(t, 10*time.Second), protocol.MethodLeave, nil)
-	if err != nil {
-		t.Fatalf("first session (n0) got no leave: %v", err)
-	}
-	var leave protocol.LeaveParams
-	_ = json.Unmarshal(ev.Params, &leave)
-	if leave.Reason != protocol.ReasonDuplicate {
-		t.Fatalf("leave reason %q, want %q", leave.Reason, protocol.ReasonDuplicate)
+	if reason := testutil.LeaveReason(t, first, "first session (n0)"); reason != protocol.ReasonDuplicate {
+		t.Fatalf("leave reason %q, want %q", reason, protocol.ReasonDuplicate)
 	}
 	seeEachOther(t, watcher, second)
 	// A retry of second's identity claim (its first write landed, its
@@ -55,7 +49,7 @@ func TestRoomStatePerMemberKeys(t *testing.T) {
 	api, _ := client.LoopbackAPI()
 	o := client.Options{Name: "dave", API: api}
 	token(t, "dave", room)(&o)
-	_, err = client.Dial(ctxT(t, 15*time.Second), srvs[0].SignalingURL(), room, o)
+	_, err := client.Dial(ctxT(t, 15*time.Second), srvs[0].SignalingURL(), room, o)
 	var perr *protocol.Error
 	if !errors.As(err, &perr) || perr.Code != protocol.CodeTooLarge {
 		t.Fatalf("a third identity on n0: %v, want error %d (room full)", err, protocol.CodeTooLarge)

@@ -11,6 +11,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 	"github.com/thesyncim/gopus"
@@ -33,10 +34,7 @@ func publishTone(t *testing.T, srv *server.Server, roomName, name string, freq, 
 		t.Fatal(err)
 	}
 	c := join(t, srv, roomName, name, func(o *client.Options) { o.API = api })
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	pubs, err := c.Publish(ctxT(t, 15*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("publish: %v", err)
@@ -124,34 +122,30 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 		if rt.Track.Kind() != webrtc.RTPCodecTypeAudio {
 			return
 		}
-		mix := rt.ParticipantID == "mix"
-		go func() {
-			dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(48000, 1))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			pcm := make([]float32, 5760)
-			for {
-				p, _, err := rt.Track.ReadRTP()
-				if err != nil {
-					return
-				}
-				l.mu.Lock()
-				if !mix {
+		if rt.ParticipantID != "mix" {
+			go func() {
+				for {
+					if _, _, err := rt.Track.ReadRTP(); err != nil {
+						return
+					}
+					l.mu.Lock()
 					l.others++
 					l.mu.Unlock()
-					continue
 				}
-				l.pkts++
-				if n, err := dec.Decode(p.Payload, pcm); err != nil {
-					l.decErrs++
-				} else if len(l.pcm) < 48000*60 {
-					l.pcm = append(l.pcm, pcm[:n]...)
-				}
-				l.mu.Unlock()
+			}()
+			return
+		}
+		go testutil.ReadOpus(t, rt.Track, func(_ *rtp.Packet, pcm []float32, err error) bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.pkts++
+			if err != nil {
+				l.decErrs++
+			} else if len(l.pcm) < 48000*60 {
+				l.pcm = append(l.pcm, pcm...)
 			}
-		}()
+			return true
+		})
 	})
 	return l
 }
@@ -160,22 +154,7 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 func (l *mixListener) last(n int) []float32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.pcm) < n {
-		return nil
-	}
-	return append([]float32(nil), l.pcm[len(l.pcm)-n:]...)
-}
-
-// toneAmp is the amplitude of frequency f in x (Goertzel).
-func toneAmp(x []float32, f float64) float64 {
-	coeff := 2 * math.Cos(2*math.Pi*f/48000)
-	var s1, s2 float64
-	for _, v := range x {
-		s0 := float64(v) + coeff*s1 - s2
-		s2, s1 = s1, s0
-	}
-	power := s1*s1 + s2*s2 - coeff*s1*s2
-	return 2 * math.Sqrt(math.Max(0, power)) / float64(len(x))
+	return testutil.LastSamples(l.pcm, n)
 }
 
 // The audio mix across nodes: a speaker on node B (n1) and one on node C
@@ -292,13 +271,13 @@ func waitTones(t *testing.T, l *mixListener, who string, want []tone, absent []f
 				ok := true
 				last += fmt.Sprintf(" [%d]", i)
 				for _, tn := range want {
-					a := toneAmp(w, tn.f)
+					a := testutil.ToneAmp(w, tn.f)
 					last += fmt.Sprintf(" %.0f Hz: %.4f", tn.f, a)
 					ok = ok && a >= tn.amp/2
 				}
 				present = present || ok
 				for _, f := range absent {
-					a := toneAmp(w, f)
+					a := testutil.ToneAmp(w, f)
 					last += fmt.Sprintf(" (absent) %.0f Hz: %.4f", f, a)
 					clean = clean && a <= 0.008
 				}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // The admin's mix settings hold cluster-wide: set through n0, which has no
@@ -104,7 +105,7 @@ func TestMixSettingsClusterWide(t *testing.T) {
 		var b, c float64
 		eventually(t, 30*time.Second, "the listener on n2 hears speaker-b at a quarter of speaker-c", func() bool {
 			for _, w := range windows(lmix.last(48000)) {
-				b, c = toneAmp(w, fB), toneAmp(w, fC)
+				b, c = testutil.ToneAmp(w, fB), testutil.ToneAmp(w, fC)
 				if c > 0.15 && b > 0.025 && b < 0.4*c { // 0.2 and 0.2 x 0.25 sent
 					return true
 				}

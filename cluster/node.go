@@ -53,6 +53,7 @@ type Node struct {
 	rs        roomSubs  // see rooms.go
 	media     media     // see media.go
 	slotReads slotReads // see members.go
+	unremoved removals  // see removals.go
 
 	unobserve func()
 	ping      *nats.Subscription // answers other nodes' pings: this node is alive

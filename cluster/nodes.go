@@ -146,6 +146,7 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		if i%5 == 4 {
 			n.bus.upgradeReplicas(len(n.reg.list()))
 		}
+		n.retryRemovals() // removals.go
 	}
 }
 

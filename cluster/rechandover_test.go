@@ -2,11 +2,10 @@ package cluster_test
 
 import (
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/recorder"
 )
 
@@ -17,31 +16,18 @@ import (
 // alice (moved off the drained node) and bob, and ffprobe decodes every
 // file of both.
 func TestDrainHandsRecordingOver(t *testing.T) {
-	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	t.Parallel()
 	const roomName = "rec-drain"
-	srvs := startCluster(t, 3, func(c *config.Config) {
-		c.Room.ResumeWindow = config.Duration(20 * time.Second)
-		c.Recordings.Dir = t.TempDir()
-	})
+	srvs := startRecordingCluster(t)
 	alice := join(t, srvs[0], roomName, "alice", withNodes(srvs[1]))
 	bob := join(t, srvs[1], roomName, "bob")
-	seeEachOther(t, alice, bob)
-	publishFiles(t, alice)
-	publishFiles(t, bob)
+	publishPair(t, alice, bob)
 	var first recorder.Info
 	if code := httpJSON(t, "POST", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{}, &first); code != http.StatusCreated || first.Node != "n0" {
 		t.Fatalf("start on n0: %d %+v", code, first)
 	}
-	eventually(t, 60*time.Second, "n0 records the four tracks, 30 frames each", func() bool {
-		n := 0
-		for _, tr := range recordingManifest(t, srvs[0].Recorder(), first.ID).Tracks {
-			if tr.Frames >= 30 {
-				n++
-			}
-		}
-		return n == 4
-	})
+	waitFourTracks(t, srvs[0], first.ID)
 
 	if left := srvs[0].Drain(ctxT(t, 30*time.Second)); left != 0 {
 		t.Fatalf("%d participants still on the drained node", left)
@@ -53,11 +39,9 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 	var second recorder.Info
 	eventually(t, 30*time.Second, "a node of the room records it on, continuing n0's recording", func() bool {
 		for _, s := range srvs[1:] {
-			for _, in := range s.Recorder().List(roomName) {
-				if in.Status == "recording" {
-					second = in
-					return true
-				}
+			if in, ok := runningRecording(s, roomName); ok {
+				second = in
+				return true
 			}
 		}
 		return false
@@ -102,28 +86,5 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 	if code := httpJSON(t, "DELETE", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+second.ID, nil, &stopped); code != http.StatusOK {
 		t.Fatalf("stop the new recording through n2: %d", code)
 	}
-	if len(ended.Files) != 4 {
-		t.Fatalf("n0's files %v, want alice's and bob's video and audio", ended.Files)
-	}
-	for _, f := range ended.Files {
-		if got := decodedFrames(t, f); got < 30 {
-			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
-		}
-	}
-	decoded := map[string]int{}
-	for _, tr := range recordingManifest(t, holder.Recorder(), second.ID).Tracks {
-		if tr.File == "" || tr.Frames == 0 {
-			continue
-		}
-		got := decodedFrames(t, filepath.Join(stopped.Dir, tr.File))
-		if got == 0 {
-			t.Errorf("%s: ffmpeg decoded nothing", tr.File)
-		}
-		decoded[tr.ParticipantName+" "+tr.Kind] += got
-	}
-	for _, k := range []string{"alice audio", "alice video", "bob audio", "bob video"} {
-		if decoded[k] < 30 {
-			t.Errorf("the new recording: ffmpeg decoded %d frames of %s, want >= 30 (%v)", decoded[k], k, decoded)
-		}
-	}
+	checkBothDecode(t, ended.Files, "n0's", holder, second.ID, stopped.Dir, "the new recording")
 }

@@ -2,11 +2,10 @@ package cluster_test
 
 import (
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/recorder"
 )
 
@@ -18,46 +17,29 @@ import (
 // starts. Alice, who was on n2, resumes through n0 and is recorded there
 // again; ffprobe decodes every file of both recordings.
 func TestRecordingNodeKilled(t *testing.T) {
-	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	t.Parallel()
 	const roomName = "rec-kill"
-	srvs := startCluster(t, 3, func(c *config.Config) {
-		c.Room.ResumeWindow = config.Duration(20 * time.Second)
-		c.Recordings.Dir = t.TempDir()
-	})
+	srvs := startRecordingCluster(t)
 	for _, s := range srvs {
 		eventually(t, 20*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })
 	}
 	alice := join(t, srvs[2], roomName, "alice", withNodes(srvs[0]))
 	bob := join(t, srvs[0], roomName, "bob")
-	seeEachOther(t, alice, bob)
-	publishFiles(t, alice)
-	publishFiles(t, bob)
+	publishPair(t, alice, bob)
 	var first recorder.Info
 	if code := httpJSON(t, "POST", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings", map[string]any{}, &first); code != http.StatusCreated || first.Node != "n2" {
 		t.Fatalf("start on n2: %d %+v", code, first)
 	}
-	eventually(t, 60*time.Second, "n2 records the four tracks, 30 frames each", func() bool {
-		n := 0
-		for _, tr := range recordingManifest(t, srvs[2].Recorder(), first.ID).Tracks {
-			if tr.Frames >= 30 {
-				n++
-			}
-		}
-		return n == 4
-	})
+	waitFourTracks(t, srvs[2], first.ID)
 
 	killed := time.Now()
 	srvs[2].Abort()
 	var second recorder.Info
 	eventually(t, 60*time.Second, "n0 records the room, continuing n2's recording", func() bool {
-		for _, in := range srvs[0].Recorder().List(roomName) {
-			if in.Status == "recording" {
-				second = in
-				return true
-			}
-		}
-		return false
+		in, ok := runningRecording(srvs[0], roomName)
+		second = in
+		return ok
 	})
 	if second.Continues != first.ID {
 		t.Fatalf("n0's recording %+v, want one that continues %s", second, first.ID)
@@ -86,28 +68,5 @@ func TestRecordingNodeKilled(t *testing.T) {
 	if code := httpJSON(t, "DELETE", srvs[1].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+second.ID, nil, &stopped); code != http.StatusOK {
 		t.Fatalf("stop n0's recording through n1: %d", code)
 	}
-	if len(lost.Files) != 4 {
-		t.Fatalf("n2's files %v, want alice's and bob's video and audio", lost.Files)
-	}
-	for _, f := range lost.Files {
-		if got := decodedFrames(t, f); got < 30 {
-			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
-		}
-	}
-	decoded := map[string]int{}
-	for _, tr := range recordingManifest(t, srvs[0].Recorder(), second.ID).Tracks {
-		if tr.File == "" || tr.Frames == 0 {
-			continue
-		}
-		got := decodedFrames(t, filepath.Join(stopped.Dir, tr.File))
-		if got == 0 {
-			t.Errorf("%s: ffmpeg decoded nothing", tr.File)
-		}
-		decoded[tr.ParticipantName+" "+tr.Kind] += got
-	}
-	for _, k := range []string{"alice audio", "alice video", "bob audio", "bob video"} {
-		if decoded[k] < 30 {
-			t.Errorf("n0's recording: ffmpeg decoded %d frames of %s, want >= 30 (%v)", decoded[k], k, decoded)
-		}
-	}
+	checkBothDecode(t, lost.Files, "n2's", srvs[0], second.ID, stopped.Dir, "n0's recording")
 }

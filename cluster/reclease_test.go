@@ -2,10 +2,8 @@ package cluster_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/recorder"
 	"github.com/starling-rtc/starling/server"
 	"github.com/starling-rtc/starling/webhook"
@@ -43,37 +42,12 @@ const takeoverBound = 19 * time.Second
 
 // startCutNodes starts three nodes on one external NATS server (as in
 // TestBusCutAndRestored); node 2 reaches it through the returned proxy.
+// The resume window (20 s) is shorter than the cut: the others purge n2's
+// members, and n2 adds them back when its link returns (their tracks come
+// back with the same ids: the recording records them again).
 func startCutNodes(t *testing.T, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
 	t.Helper()
-	addr := startNATS(t)
-	proxy := newCutProxy(t, addr)
-	srvs := make([]*server.Server, 3)
-	for i := range srvs {
-		cfg := nodeConfig([]int{0, 0, 0}, i, func(c *config.Config) {
-			// Shorter than the cut: the others purge n2's members, and n2
-			// adds them back when its link returns (their tracks come back
-			// with the same ids: the recording records them again).
-			c.Room.ResumeWindow = config.Duration(20 * time.Second)
-			c.Cluster.Listen, c.Cluster.Routes = "", nil
-			target := addr
-			if i == 2 {
-				target = fmt.Sprintf("127.0.0.1:%d", proxy.port())
-			}
-			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + target
-			tune(c)
-		})
-		srv, err := server.New(cfg, testLogger().With("test-node", i))
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		srvs[i] = srv
-		srv.Serve()
-		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
-	}
-	for _, s := range srvs {
-		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })
-	}
-	return srvs, proxy
+	return cutCluster(t, 20*time.Second, tune)
 }
 
 // A room recording's node cut off from the bus (alive, its NATS link cut)
@@ -87,7 +61,7 @@ func TestRecordingNodeCutOff(t *testing.T) {
 	// Parallel: its own NATS server and proxy, and its 19 s bound on the
 	// takeover leaves 9 s over the 10 s it takes.
 	t.Parallel()
-	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	const roomName = "rec-cut"
 	hooks := &hookEvents{}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -120,23 +94,12 @@ func TestRecordingNodeCutOff(t *testing.T) {
 
 	alice := join(t, srvs[2], roomName, "alice", token(t, "alice", roomName)) // on the node to be cut off
 	bob := join(t, srvs[0], roomName, "bob", token(t, "bob", roomName))
-	seeEachOther(t, alice, bob)
-	publishFiles(t, alice)
-	publishFiles(t, bob)
+	publishPair(t, alice, bob)
 	var first recorder.Info
 	if code := httpJSONAuth(t, "POST", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings", tok, map[string]any{}, &first); code != http.StatusCreated || first.Node != "n2" {
 		t.Fatalf("start on n2: %d %+v", code, first)
 	}
-	eventually(t, 60*time.Second, "n2 records the four tracks, 30 frames each", func() bool {
-		man := recordingManifest(t, srvs[2].Recorder(), first.ID)
-		n := 0
-		for _, tr := range man.Tracks {
-			if tr.Frames >= 30 {
-				n++
-			}
-		}
-		return n == 4
-	})
+	waitFourTracks(t, srvs[2], first.ID)
 
 	proxy.setCut(true)
 	cutAt := time.Now()
@@ -151,13 +114,9 @@ func TestRecordingNodeCutOff(t *testing.T) {
 	t.Logf("n2 stopped recording %s after the cut: %s", lost.EndedAt.Sub(cutAt).Round(100*time.Millisecond), lost.Error)
 	var second recorder.Info
 	eventually(t, 90*time.Second, "n0 records the room, continuing n2's recording", func() bool {
-		for _, in := range srvs[0].Recorder().List(roomName) {
-			if in.Status == "recording" {
-				second = in
-				return true
-			}
-		}
-		return false
+		in, ok := runningRecording(srvs[0], roomName)
+		second = in
+		return ok
 	})
 	if second.Continues != first.ID || second.Node != "n0" {
 		t.Fatalf("n0's recording %+v, want one on n0 that continues %s", second, first.ID)
@@ -216,30 +175,7 @@ func TestRecordingNodeCutOff(t *testing.T) {
 	if _, ok := hooks.find(recorder.EventStarted, second.ID); !ok {
 		t.Error("no recording_started webhook for n0's recording")
 	}
-	if len(lost.Files) != 4 {
-		t.Fatalf("n2's files %v, want alice's and bob's video and audio", lost.Files)
-	}
-	for _, f := range lost.Files {
-		if got := decodedFrames(t, f); got < 30 {
-			t.Errorf("%s: ffmpeg decoded %d frames, want >= 30", f, got)
-		}
-	}
 	// n0's: every file decodes; alice's and bob's audio and video, 30
 	// frames of each over their parts.
-	decoded := map[string]int{}
-	for _, tr := range recordingManifest(t, srvs[0].Recorder(), second.ID).Tracks {
-		if tr.File == "" || tr.Frames == 0 {
-			continue
-		}
-		got := decodedFrames(t, filepath.Join(stopped.Dir, tr.File))
-		if got == 0 {
-			t.Errorf("%s: ffmpeg decoded nothing", tr.File)
-		}
-		decoded[tr.ParticipantName+" "+tr.Kind] += got
-	}
-	for _, k := range []string{"alice audio", "alice video", "bob audio", "bob video"} {
-		if decoded[k] < 30 {
-			t.Errorf("n0's recording: ffmpeg decoded %d frames of %s, want >= 30 (%v)", decoded[k], k, decoded)
-		}
-	}
+	checkBothDecode(t, lost.Files, "n2's", srvs[0], second.ID, stopped.Dir, "n0's recording")
 }

@@ -3,85 +3,26 @@ package cluster_test
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
-	"github.com/pion/webrtc/v4/pkg/media"
-	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
-	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/recorder"
 )
-
-// requireTool skips a test when an external tool is missing, except in CI
-// (CI=true), where a missing tool fails it: CI installs ffmpeg.
-func requireTool(t testing.TB, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found: CI must install ffmpeg (.ci/run installs it)", name)
-		}
-		t.Skipf("%s not installed: skipping (apt-get install ffmpeg to run this test)", name)
-	}
-}
-
-var (
-	mediaOnce sync.Once
-	mediaDir  string
-	mediaErr  error
-)
-
-// testMediaFiles encodes 4 s of real VP8 (IVF) and Opus (Ogg) once per
-// test binary.
-func testMediaFiles(t testing.TB) (ivf, ogg string) {
-	t.Helper()
-	requireTool(t, "ffmpeg")
-	requireTool(t, "ffprobe")
-	mediaOnce.Do(func() {
-		if mediaDir, mediaErr = os.MkdirTemp("", "starling-cluster-media"); mediaErr != nil {
-			return
-		}
-		out, err := exec.Command("ffmpeg", "-v", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
-			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
-			"-map", "0:v", "-c:v", "libvpx", "-b:v", "400k", "-deadline", "realtime", "-cpu-used", "8", "-g", "15", "-auto-alt-ref", "0",
-			filepath.Join(mediaDir, "v.ivf"),
-			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20", "-page_duration", "20000",
-			filepath.Join(mediaDir, "a.ogg")).CombinedOutput()
-		if err != nil {
-			mediaErr = errors.New("ffmpeg: " + err.Error() + ": " + string(out))
-		}
-	})
-	if mediaErr != nil {
-		t.Fatal(mediaErr)
-	}
-	return filepath.Join(mediaDir, "v.ivf"), filepath.Join(mediaDir, "a.ogg")
-}
 
 // publishFiles publishes the test media in a loop, in real time, until the
 // test ends.
 func publishFiles(t *testing.T, c *client.Client) []client.Published {
 	t.Helper()
-	ivf, ogg := testMediaFiles(t)
-	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ivf, ogg := testutil.TestMedia(t)
+	video, audio := testutil.MediaTracks(t, "cam", "mic", "stream")
 	pubs, err := c.Publish(ctxT(t, 15*time.Second),
 		client.LocalTrack{Track: video, Source: protocol.SourceCamera, Name: "cam"},
 		client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone, Name: "mic"})
@@ -89,87 +30,9 @@ func publishFiles(t *testing.T, c *client.Client) []client.Published {
 		t.Fatalf("publish: %v", err)
 	}
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // video, 30 fps; the file starts with a keyframe, one every 15 frames
-		defer wg.Done()
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		for {
-			f, err := os.Open(ivf)
-			if err != nil {
-				return
-			}
-			r, _, err := ivfreader.NewWith(f)
-			for err == nil {
-				var frame []byte
-				if frame, _, err = r.ParseNextFrame(); err != nil {
-					break
-				}
-				select {
-				case <-stop:
-					f.Close()
-					return
-				case <-tick.C:
-				}
-				_ = video.WriteSample(media.Sample{Data: frame, Duration: time.Second / 30})
-			}
-			f.Close()
-		}
-	}()
-	go func() { // audio, one 20 ms Opus packet per Ogg page
-		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			f, err := os.Open(ogg)
-			if err != nil {
-				return
-			}
-			r, _, err := oggreader.NewWith(f)
-			var last uint64
-			for err == nil {
-				var page []byte
-				var hdr *oggreader.OggPageHeader
-				if page, hdr, err = r.ParseNextPage(); err != nil {
-					break
-				}
-				if hdr.GranulePosition == 0 || len(page) == 0 {
-					continue // OpusHead, OpusTags
-				}
-				d := time.Duration(hdr.GranulePosition-last) * time.Second / 48000
-				last = hdr.GranulePosition
-				select {
-				case <-stop:
-					f.Close()
-					return
-				case <-tick.C:
-				}
-				_ = audio.WriteSample(media.Sample{Data: page, Duration: d})
-			}
-			f.Close()
-		}
-	}()
+	wg := testutil.SendMedia(ivf, ogg, video, audio, stop)
 	t.Cleanup(func() { close(stop); wg.Wait() })
 	return pubs
-}
-
-// decodedFrames runs ffmpeg's decoders over a file's first stream and
-// counts the frames they decoded.
-func decodedFrames(t testing.TB, path string) int {
-	t.Helper()
-	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "0",
-		"-show_entries", "stream=nb_read_frames,codec_name", "-of", "csv=p=0", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v: %s", path, err, out)
-	}
-	fields := strings.Split(strings.TrimSpace(strings.Split(string(out), "\n")[0]), ",")
-	n, err := strconv.Atoi(fields[len(fields)-1])
-	if err != nil {
-		t.Fatalf("ffprobe %s said %q", path, out)
-	}
-	t.Logf("%s: %s", filepath.Base(path), strings.TrimSpace(string(out)))
-	return n
 }
 
 func httpJSON(t testing.TB, method, url string, body, out any) int {
@@ -212,7 +75,7 @@ func httpJSONAuth(t testing.TB, method, url, bearer string, body, out any) int {
 // and ffmpeg decodes the three files on A's disk.
 func TestRecordingRemoteTracks(t *testing.T) {
 	t.Parallel()
-	testMediaFiles(t) // skips before the cluster starts when ffmpeg is missing
+	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	dirs := map[string]string{"n0": t.TempDir(), "n1": t.TempDir(), "n2": t.TempDir()}
 	srvs := startCluster(t, 3, func(c *config.Config) { c.Recordings.Dir = dirs[c.Cluster.NodeID] })
 	const roomName = "rec-remote"
@@ -267,7 +130,7 @@ func TestRecordingRemoteTracks(t *testing.T) {
 		if filepath.Base(f) == "mix.webm" && mixUnderRace {
 			want = 1 // the mixer is not real time under -race
 		}
-		if n := decodedFrames(t, f); n < want {
+		if n := testutil.DecodedFrames(t, f); n < want {
 			t.Errorf("%s: ffmpeg decoded %d frames, want >= %d", f, n, want)
 		}
 	}

@@ -6,14 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
@@ -56,12 +54,12 @@ func resumeBeforeNodeKnownDead(t *testing.T, leaderDies bool) {
 	}
 	via, other := srvs[(dies+1)%3], srvs[(dies+2)%3]
 	bob := join(t, other, room, "bob")
-	px := newHalfProxy(t, srvs[dies].Addr())
+	px := testutil.NewHalfProxy(t, srvs[dies].Addr())
 	api, err := client.LoopbackAPI()
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice, err := client.Dial(ctxT(t, 15*time.Second), "ws://"+px.addr()+"/v1/rtc", room, client.Options{Name: "alice",
+	alice, err := client.Dial(ctxT(t, 15*time.Second), "ws://"+px.Addr()+"/v1/rtc", room, client.Options{Name: "alice",
 		API: api, URLs: []string{via.SignalingURL()}, AutoResume: true, Logger: testLogger().With("client", "alice")})
 	if err != nil {
 		t.Fatalf("alice joins: %v", err)
@@ -70,7 +68,7 @@ func resumeBeforeNodeKnownDead(t *testing.T, leaderDies bool) {
 	seeEachOther(t, alice, bob)
 	id := alice.ParticipantID()
 
-	px.cut()
+	px.Cut()
 	// The window the clients reproduced the failure in: the client resumes
 	// elsewhere at once, the node dies just after (not an assertion: the
 	// resume must succeed whatever the order).
@@ -176,69 +174,4 @@ func TestTakeoverLandedUnconfirmed(t *testing.T) {
 	if err != nil || m.ID != alice.ParticipantID() || sid == "" {
 		t.Fatalf("takeover again after its write landed: member %q sid %q err %v, want %s", m.ID, sid, err, alice.ParticipantID())
 	}
-}
-
-// halfProxy forwards TCP to a node; cut closes the client's side only and
-// stops forwarding, leaving the node's side open: the node does not see
-// the client go (until its keepalive gives up), as on a dead network.
-type halfProxy struct {
-	ln       net.Listener
-	mu       sync.Mutex
-	clients  []net.Conn
-	upstream []net.Conn
-}
-
-func newHalfProxy(t *testing.T, target string) *halfProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &halfProxy{ln: ln}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.clients, p.upstream = append(p.clients, in), append(p.upstream, out)
-			p.mu.Unlock()
-			wg.Add(2)
-			// Neither direction closes the other side: only cut and the
-			// test's end do.
-			go func() { defer wg.Done(); _, _ = io.Copy(out, in) }()
-			go func() { defer wg.Done(); _, _ = io.Copy(in, out) }()
-		}
-	}()
-	t.Cleanup(func() {
-		p.cut()
-		p.mu.Lock()
-		for _, c := range p.upstream {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		wg.Wait()
-	})
-	return p
-}
-
-func (p *halfProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *halfProxy) cut() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.clients {
-		_ = c.Close()
-	}
-	p.clients = nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -59,16 +60,8 @@ func seeEachOther(t *testing.T, cs ...*client.Client) {
 	})
 }
 
-func hasParam(key, value string) func(json.RawMessage) bool {
-	return func(raw json.RawMessage) bool {
-		var m map[string]any
-		if json.Unmarshal(raw, &m) != nil {
-			return false
-		}
-		v, _ := m[key].(string)
-		return v == value
-	}
-}
+// hasParam matches an event whose params hold value at key.
+var hasParam = testutil.HasParam
 
 // Participants on three nodes see each other, exchange data messages, and
 // the admin API of any node lists and kicks them.
@@ -118,14 +111,8 @@ func TestRoomSpansNodes(t *testing.T) {
 		t.Fatalf("kick through n1: %v %v", err, resp)
 	}
 	resp.Body.Close()
-	ev, err := c.WaitEvent(ctxT(t, 10*time.Second), protocol.MethodLeave, nil)
-	if err != nil {
-		t.Fatalf("c (on n2) kicked through n1 got no leave: %v", err)
-	}
-	var leave protocol.LeaveParams
-	_ = json.Unmarshal(ev.Params, &leave)
-	if leave.Reason != protocol.ReasonKicked {
-		t.Errorf("leave reason %q, want kicked", leave.Reason)
+	if reason := testutil.LeaveReason(t, c, "c (on n2) kicked through n1"); reason != protocol.ReasonKicked {
+		t.Errorf("leave reason %q, want kicked", reason)
 	}
 	for _, x := range []*client.Client{a, b} {
 		if _, err := x.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyParticipantLeft, hasParam("participantId", c.ParticipantID())); err != nil {
@@ -240,14 +227,8 @@ func TestDuplicateIdentityAcrossNodes(t *testing.T) {
 	first := join(t, srvs[0], "dup", "first", token(t, "carol", "dup"))
 	seeEachOther(t, watcher, first)
 	second := join(t, srvs[1], "dup", "second", token(t, "carol", "dup"))
-	ev, err := first.WaitEvent(ctxT(t, 10*time.Second), protocol.MethodLeave, nil)
-	if err != nil {
-		t.Fatalf("first session (n0) got no leave: %v", err)
-	}
-	var leave protocol.LeaveParams
-	_ = json.Unmarshal(ev.Params, &leave)
-	if leave.Reason != protocol.ReasonDuplicate {
-		t.Fatalf("leave reason %q, want %q", leave.Reason, protocol.ReasonDuplicate)
+	if reason := testutil.LeaveReason(t, first, "first session (n0)"); reason != protocol.ReasonDuplicate {
+		t.Fatalf("leave reason %q, want %q", reason, protocol.ReasonDuplicate)
 	}
 	eventually(t, 10*time.Second, "the watcher sees the second session and not the first", func() bool {
 		return knows(watcher, second.ParticipantID()) && !knows(watcher, first.ParticipantID())
@@ -293,14 +274,8 @@ func TestAdminFromNodeWithoutParticipants(t *testing.T) {
 	}
 	resp.Body.Close()
 	for _, c := range []*client.Client{a, b} {
-		ev, err := c.WaitEvent(ctxT(t, 10*time.Second), protocol.MethodLeave, nil)
-		if err != nil {
-			t.Fatalf("not told the room closed: %v", err)
-		}
-		var leave protocol.LeaveParams
-		_ = json.Unmarshal(ev.Params, &leave)
-		if leave.Reason != protocol.ReasonRoomClosed {
-			t.Errorf("leave reason %q, want %q", leave.Reason, protocol.ReasonRoomClosed)
+		if reason := testutil.LeaveReason(t, c, "a client of the closed room"); reason != protocol.ReasonRoomClosed {
+			t.Errorf("leave reason %q, want %q", reason, protocol.ReasonRoomClosed)
 		}
 	}
 }

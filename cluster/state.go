@@ -20,6 +20,8 @@ type roomState struct {
 	Members []room.Member
 	// EmptySince is when the room was seen empty (unix ms); 0 while occupied.
 	EmptySince int64
+	// holders: which member holds each identity, by identity key.
+	holders map[string]string
 }
 
 func newSID() string {
@@ -87,9 +89,15 @@ func (n *Node) removeMember(name, key, id string) (uint64, bool) {
 		return err
 	})
 	if err != nil {
-		n.log.Warn("room state: member not removed", "room", name, "member", id, "err", err)
+		if key == memberKey(p, n.id, id) { // this node's own: a purge of another node's is done again by its own rules
+			n.log.Warn("room state: member not removed (trying again later)", "room", name, "member", id, "err", err)
+			n.unremoved.add(key, name, id) // removals.go
+		} else {
+			n.log.Warn("room state: member not removed", "room", name, "member", id, "err", err)
+		}
 		return 0, false
 	}
+	n.unremoved.done(key)
 	if seq == 0 {
 		return 0, false // gone already (replaced, moved, purged)
 	}

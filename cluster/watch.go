@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/starling-rtc/starling/protocol"
-	"github.com/starling-rtc/starling/room"
 )
 
 // Anti-entropy by watching: each node follows the room state of the rooms
@@ -59,7 +57,13 @@ type roomWatch struct {
 	// in the state but not known here, a known remote participant not in
 	// the state, a local participant not in the state.
 	unknown, absent, ownMissing map[string]time.Time
-	recheck                     bool // a confirming read is scheduled
+	// A local participant whose identity another member of the state
+	// holds (replaced by a join that did not find its key to delete).
+	replaced map[string]time.Time
+	// A local participant whose resume token hash in the state is not its
+	// current one (recorded while the bus was away).
+	staleToken map[string]time.Time
+	recheck    bool // a confirming read is scheduled
 }
 
 func newRoomWatch() *roomWatch {
@@ -67,6 +71,7 @@ func newRoomWatch() *roomWatch {
 		stop: make(chan struct{}), restart: make(chan struct{}, 1),
 		view: newRoomView(), changed: make(chan struct{}),
 		unknown: map[string]time.Time{}, absent: map[string]time.Time{}, ownMissing: map[string]time.Time{},
+		replaced: map[string]time.Time{}, staleToken: map[string]time.Time{},
 	}
 }
 
@@ -180,6 +185,10 @@ func (w *roomWatch) copyView() (*roomView, bool) {
 	v.slots = make(map[int]string, len(w.view.slots))
 	for k, s := range w.view.slots {
 		v.slots[k] = s
+	}
+	v.holders = make(map[string]string, len(w.view.holders))
+	for k, id := range w.view.holders {
+		v.holders[k] = id
 	}
 	if w.view.meta != nil {
 		meta := *w.view.meta
@@ -390,86 +399,4 @@ func (w *roomWatch) applyEntry(p string, e jetstream.KeyValueEntry) {
 		}
 		v.apply(p, e)
 	})
-}
-
-// reconcileState compares a room's state with the local room: a remote
-// member not known here makes this node ask its node for a snapshot (at
-// once when now is set: the room just opened here); a known remote
-// participant missing from the state is removed, and a local one missing
-// is written back or ended (reassert, writeback.go), once the difference has lasted
-// confirmAfter. A difference not yet confirmed schedules a read of the
-// state that confirms or clears it.
-func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	t := time.Now()
-	due := func(old map[string]time.Time, next map[string]time.Time, id string) bool {
-		since, seen := old[id]
-		if !seen {
-			since = t
-		}
-		if t.Sub(since) >= confirmAfter {
-			return true
-		}
-		next[id] = since
-		return false
-	}
-	inState := make(map[string]bool, len(st.Members))
-	for _, m := range st.Members {
-		inState[m.ID] = true
-	}
-	known := r.RemoteMembers()
-	unknown, absent, ownMissing := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
-	ask := map[string]bool{}
-	for _, m := range st.Members {
-		if m.Node != n.id && known[m.ID] == "" && (now || due(w.unknown, unknown, m.ID)) {
-			ask[m.Node] = true
-		}
-	}
-	var gone []string
-	for id := range known {
-		if !inState[id] && due(w.absent, absent, id) {
-			gone = append(gone, id)
-		}
-	}
-	var missing []room.Member
-	for _, m := range r.LocalMembers() {
-		if !inState[m.ID] && due(w.ownMissing, ownMissing, m.ID) {
-			missing = append(missing, m)
-		}
-	}
-	if len(unknown)+len(absent)+len(ownMissing)+len(missing)+len(gone)+len(ask) > 0 {
-		n.log.Debug("room state differs from the room here", "room", r.Name(), "unknown", len(unknown)+len(ask), "absent", len(absent)+len(gone), "ownMissing", len(ownMissing)+len(missing))
-	}
-	// Written back, or ended when the room no longer admits them
-	// (writeback.go); one the store failed is due again at the next pass.
-	for _, m := range n.reassert(r, missing) {
-		ownMissing[m.ID] = t.Add(-confirmAfter)
-	}
-	w.unknown, w.absent, w.ownMissing = unknown, absent, ownMissing
-	if len(unknown)+len(absent)+len(ownMissing) > 0 && !w.recheck {
-		w.recheck = true
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			select {
-			case <-time.After(confirmAfter + 100*time.Millisecond):
-			case <-n.stop:
-				return
-			}
-			w.mu.Lock()
-			w.recheck = false
-			w.mu.Unlock()
-			st, ok, ready := w.state()
-			if cur := n.rooms.Room(r.Name()); cur == r && ok && ready {
-				n.reconcileState(r, w, st, false)
-			}
-		}()
-	}
-	for node := range ask {
-		n.requestSnapshot(r, node)
-	}
-	for _, id := range gone {
-		r.RemoveRemote(id, protocol.ReasonDisconnected)
-	}
 }

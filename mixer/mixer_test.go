@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/pion/rtp"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/sfu"
 	"github.com/thesyncim/gopus"
 )
@@ -39,14 +40,8 @@ func (d *decodeSink) WriteRTP(h *rtp.Header, p []byte, _ int8) error {
 func (d *decodeSink) OnSenderReport(int8, uint64, uint32) {}
 func (d *decodeSink) Close()                              {}
 
-func amp(x []float32, f float64) float64 {
-	coeff := 2 * math.Cos(2*math.Pi*f/sampleRate)
-	var s1, s2 float64
-	for _, v := range x {
-		s1, s2 = float64(v)+coeff*s1-s2, s1
-	}
-	return 2 * math.Sqrt(math.Max(0, s1*s1+s2*s2-coeff*s1*s2)) / float64(len(x))
-}
+// amp is the amplitude of frequency f in x (the mixer's 48 kHz).
+var amp = testutil.ToneAmp
 
 // rig is a mixer driven frame by frame with one publisher.
 type rig struct {

@@ -60,8 +60,7 @@ func (o *Output) Codec() webrtc.RTPCodecParameters { return OpusCodec }
 func (o *Output) AddSink(s sfu.Sink) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	old := *o.sinks.Load()
-	next := append(append(make([]sfu.Sink, 0, len(old)+1), old...), s)
+	next := sfu.WithSink(*o.sinks.Load(), s)
 	o.sinks.Store(&next)
 }
 
@@ -69,13 +68,7 @@ func (o *Output) AddSink(s sfu.Sink) {
 func (o *Output) RemoveSink(s sfu.Sink) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	old := *o.sinks.Load()
-	next := make([]sfu.Sink, 0, len(old))
-	for _, x := range old {
-		if x != s {
-			next = append(next, x)
-		}
-	}
+	next := sfu.WithoutSink(*o.sinks.Load(), s)
 	o.sinks.Store(&next)
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // BenchmarkSinkWriteRTP is the cost a recorder adds to the receiver's
@@ -36,7 +37,7 @@ func BenchmarkSinkWriteRTP(b *testing.B) {
 // the file write, measured end to end (the loop waits for the writer).
 // CPU per recorded track = ns/op x frames per second.
 func BenchmarkRecordVP8Frame(b *testing.B) {
-	frames := loadIVF(b, filepath.Join("testdata", "video.ivf"))
+	frames := testutil.ReadIVF(b, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_b", webrtc.MimeTypeVP8, 90000, 0)
 	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: b.TempDir(), Name: "b"})
 	if err != nil {

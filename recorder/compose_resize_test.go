@@ -17,6 +17,7 @@ import (
 
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // makeIVF encodes a testsrc2 clip of the given size with libvpx (VP8).
@@ -28,7 +29,7 @@ func makeIVF(t testing.TB, dir, size string, seconds int) [][]byte {
 		"-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-g", "60", "-auto-alt-ref", "0", p).CombinedOutput(); err != nil {
 		t.Fatalf("making the %s clip: %v: %s", size, err, out)
 	}
-	return loadIVF(t, p)
+	return testutil.ReadIVF(t, p)
 }
 
 // regionLuma returns the average luma (YAVG) of a region of every frame of
@@ -60,8 +61,8 @@ func regionLuma(t testing.TB, path string, x, y, w, h int) (ts, ys []float64) {
 // show a picture to the end.
 func TestComposeResolutionChangeInFile(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffmpeg")
-	requireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffprobe")
 	dir := t.TempDir()
 	big := makeIVF(t, dir, "320x180", 1)
 	small := makeIVF(t, dir, "160x90", 1)
@@ -143,7 +144,7 @@ func TestComposeResolutionChangeInFile(t *testing.T) {
 			}
 		}
 	}
-	if e := decodeErrors(t, out); e != "" {
+	if e := testutil.DecodeErrors(t, out); e != "" {
 		t.Errorf("composed file: %s", e)
 	}
 }

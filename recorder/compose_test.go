@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/recorder"
 )
 
@@ -69,8 +70,8 @@ func firstLoud(t testing.TB, path string, level float64) float64 {
 // 40 ms of each other after recording and composition.
 func TestComposeLateJoinAndSync(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
-	requireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffmpeg")
 	const late = time.Second
 	m, dir, _ := recordSession(t, "rec-compose", 0, late)
 	var progress bytes.Buffer
@@ -86,7 +87,7 @@ func TestComposeLateJoinAndSync(t *testing.T) {
 	if !strings.Contains(progress.String(), "100%") {
 		t.Errorf("no progress shown:\n%s", progress.String())
 	}
-	pr := ffprobe(t, out)
+	pr := testutil.FFprobe(t, out)
 	var haveAudio bool
 	for _, s := range pr.Streams {
 		switch s.CodecName {
@@ -104,7 +105,7 @@ func TestComposeLateJoinAndSync(t *testing.T) {
 	if plan.Cols != 2 || plan.Rows != 1 || len(plan.Tiles) != 2 {
 		t.Fatalf("grid %dx%d with %d tiles, want 2x1 with 2", plan.Cols, plan.Rows, len(plan.Tiles))
 	}
-	if e := decodeErrors(out); e != "" {
+	if e := testutil.DecodeErrors(t, out); e != "" {
 		t.Errorf("composed file decode errors: %s", e)
 	}
 	var alice, bob recorder.ComposeTile
@@ -153,8 +154,8 @@ func TestComposeLateJoinAndSync(t *testing.T) {
 // background, with events, and the result is listed.
 func TestAutoCompose(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
-	requireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffmpeg")
 	srv := startServer(t)
 	var ev events
 	composed := make(chan recorder.Event, 1)
@@ -192,7 +193,7 @@ func TestAutoCompose(t *testing.T) {
 	if len(ev.of(recorder.EventComposeStarted)) != 1 {
 		t.Errorf("events: %+v", ev.all)
 	}
-	pr := ffprobe(t, e.Files[0])
+	pr := testutil.FFprobe(t, e.Files[0])
 	if len(pr.Streams) != 2 || math.Abs(atof(pr.Format.Duration)-3.0) > 0.2 {
 		t.Errorf("composed file: %+v", pr)
 	}

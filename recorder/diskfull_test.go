@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // fullFile is a recording file on a disk with room for limit bytes: the
@@ -42,7 +43,7 @@ func (f *fullFile) Truncate(size int64) error {
 // A disk that fills up mid-track stops the recording with the error and
 // leaves a file that decodes cleanly up to the cut.
 func TestTrackRecorderDiskFull(t *testing.T) {
-	requireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffmpeg")
 	old := openRecFile
 	t.Cleanup(func() { openRecFile = old })
 	openRecFile = func(path string) (recFile, error) {
@@ -52,7 +53,7 @@ func TestTrackRecorderDiskFull(t *testing.T) {
 		}
 		return &fullFile{File: f.(*os.File), limit: 60 << 10}, nil
 	}
-	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	frames := testutil.ReadIVF(t, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_full", webrtc.MimeTypeVP8, 90000, 0)
 	var done TrackResult
 	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: t.TempDir(), Name: "full", OnDone: func(r TrackResult) { done = r }})
@@ -78,14 +79,14 @@ func TestTrackRecorderDiskFull(t *testing.T) {
 	if res.Frames == 0 || res.Frames >= len(frames) || st.Size() > 60<<10 {
 		t.Fatalf("%d frames, %d bytes: want a cut file", res.Frames, st.Size())
 	}
-	if e := decodeErrors(t, res.File); e != "" {
+	if e := testutil.DecodeErrors(t, res.File); e != "" {
 		t.Fatalf("cut file does not decode cleanly: %s", e)
 	}
-	pr := ffprobe(t, res.File)
-	if got := pr.Streams[0].frames(); got != res.Frames {
+	pr := testutil.FFprobe(t, res.File)
+	if got := pr.Streams[0].Frames(); got != res.Frames {
 		t.Errorf("ffprobe decodes %d frames, the recorder wrote %d", got, res.Frames)
 	}
-	if pr.duration() <= 0 {
+	if pr.Duration() <= 0 {
 		t.Error("cut file has no duration")
 	}
 	t.Logf("disk full after 60 KB: %d of %d frames kept, %s s, error: %v", res.Frames, len(frames), pr.Format.Duration, res.Err)

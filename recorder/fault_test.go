@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/recorder"
 )
 
@@ -57,8 +58,8 @@ func mountTmpfs(t *testing.T, size string) string {
 // clear error event, and every file written so far plays.
 func TestRecordDiskFull(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
-	requireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffmpeg")
 	dir := mountTmpfs(t, "200k")
 	var ev events
 	m, rdir, _, final := recordSessionOpts(t, sessionOpts{room: "rec-full", dir: dir, onEvent: ev.add})
@@ -78,10 +79,10 @@ func TestRecordDiskFull(t *testing.T) {
 			continue
 		}
 		path := filepath.Join(rdir, tr.File)
-		if e := decodeErrors(path); e != "" {
+		if e := testutil.DecodeErrors(t, path); e != "" {
 			t.Errorf("%s: partial file does not decode cleanly: %s", tr.File, e)
 		}
-		pr := ffprobe(t, path)
+		pr := testutil.FFprobe(t, path)
 		if len(pr.Streams) != 1 || atof(pr.Format.Duration) <= 0 {
 			t.Fatalf("%s: ffprobe %+v", tr.File, pr)
 		}
@@ -123,7 +124,7 @@ func TestStartUnwritableDir(t *testing.T) {
 // Close (server stop) finalises open recordings: files and manifest final.
 func TestManagerCloseFinalises(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffprobe")
 	srv := startServer(t)
 	dir := t.TempDir()
 	rec, err := recorder.NewManager(srv.Rooms(), recorder.Config{Dir: dir, Logger: testLogger(), AutoRecord: []string{"auto-*"}})
@@ -165,7 +166,7 @@ func TestManagerCloseFinalises(t *testing.T) {
 		t.Fatalf("manifest after Close: %+v %v", m, err)
 	}
 	for _, f := range l[0].Files {
-		pr := ffprobe(t, f)
+		pr := testutil.FFprobe(t, f)
 		if d := atof(pr.Format.Duration); d < 0.5 || d > 2.9 {
 			t.Errorf("%s: duration %.3f s for a recording stopped 1.5 s into a 3 s clip", f, d)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // simulcastPublisher plays a clip on three simulcast layers in real time
@@ -93,8 +94,8 @@ func maxGap(pts []float64) (gap, at float64) {
 // top layer's first frames, and ~1 s at the start when the top layer was
 // silent), and the file must start with the first frame sent.
 func TestTrackRecorderLayerHoles(t *testing.T) {
-	requireTool(t, "ffprobe")
-	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	testutil.RequireTool(t, "ffprobe")
+	frames := testutil.ReadIVF(t, filepath.Join("testdata", "video.ivf"))
 	const total = 90
 	cases := []struct {
 		name  string
@@ -124,7 +125,7 @@ func TestTrackRecorderLayerHoles(t *testing.T) {
 			if res.Err != nil || res.File == "" {
 				t.Fatalf("no file: %v", res.Err)
 			}
-			if e := decodeErrors(t, res.File); e != "" {
+			if e := testutil.DecodeErrors(t, res.File); e != "" {
 				t.Fatalf("decode errors: %s", e)
 			}
 			pts := framePTS(t, res.File)

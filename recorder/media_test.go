@@ -1,14 +1,10 @@
 package recorder
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,135 +14,11 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
-	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
-	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 	"github.com/starling-rtc/starling/sfu"
 )
 
 // quiet discards the recorder's logs in tests.
 var quiet = slog.New(slog.DiscardHandler)
-
-// requireTool skips a test when an external tool is missing, except in CI
-// (CI=true), where a missing tool is a failure: CI must install ffmpeg.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found: CI must install ffmpeg (apt-get install ffmpeg)", name)
-		}
-		t.Skipf("%s not installed: skipping (apt-get install ffmpeg to run this test)", name)
-	}
-	return p
-}
-
-type probeStream struct {
-	CodecName    string `json:"codec_name"`
-	CodecType    string `json:"codec_type"`
-	Width        int    `json:"width"`
-	Height       int    `json:"height"`
-	NbReadFrames string `json:"nb_read_frames"`
-}
-
-type probeResult struct {
-	Streams []probeStream `json:"streams"`
-	Format  struct {
-		Duration string `json:"duration"`
-	} `json:"format"`
-}
-
-func (p probeResult) duration() float64 {
-	d, _ := strconv.ParseFloat(p.Format.Duration, 64)
-	return d
-}
-
-func (s probeStream) frames() int {
-	n, _ := strconv.Atoi(s.NbReadFrames)
-	return n
-}
-
-// ffprobe reads a file with ffprobe, counting frames by decoding.
-func ffprobe(t testing.TB, path string) probeResult {
-	t.Helper()
-	requireTool(t, "ffprobe")
-	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-show_entries",
-		"stream=codec_name,codec_type,width,height,nb_read_frames:format=duration", "-of", "json", path).Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			t.Fatalf("ffprobe %s: %v: %s", path, err, ee.Stderr)
-		}
-		t.Fatalf("ffprobe %s: %v", path, err)
-	}
-	var r probeResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("ffprobe output: %v", err)
-	}
-	return r
-}
-
-// decodeErrors decodes a whole file and returns what ffmpeg printed at
-// level error (nothing for a clean file).
-func decodeErrors(t testing.TB, path string) string {
-	t.Helper()
-	requireTool(t, "ffmpeg")
-	out, _ := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
-	return strings.TrimSpace(string(out))
-}
-
-// loadIVF reads the frames of an IVF file (VP8, VP9, AV1).
-func loadIVF(t testing.TB, path string) [][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, _, err := ivfreader.NewWith(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var frames [][]byte
-	for {
-		fr, _, err := r.ParseNextFrame()
-		if errors.Is(err, io.EOF) {
-			return frames
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, fr)
-	}
-}
-
-// loadOgg reads the Opus packets of an Ogg file written one packet per
-// page (ffmpeg -page_duration 20000).
-func loadOgg(t testing.TB, path string) [][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, _, err := oggreader.NewWith(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkts [][]byte
-	for {
-		p, _, err := r.ParseNextPage()
-		if errors.Is(err, io.EOF) {
-			return pkts
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bytes.HasPrefix(p, []byte("OpusTags")) {
-			continue
-		}
-		pkts = append(pkts, p)
-	}
-}
 
 // loadH264 reads an Annex B stream into access units (NALs up to a slice).
 func loadH264(t testing.TB, path string) [][]byte {
@@ -215,12 +87,7 @@ func (f *fakeSource) AddSink(s sfu.Sink) {
 func (f *fakeSource) RemoveSink(s sfu.Sink) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, x := range f.sinks {
-		if x == s {
-			f.sinks = append(f.sinks[:i], f.sinks[i+1:]...)
-			return
-		}
-	}
+	f.sinks = sfu.WithoutSink(f.sinks, s)
 }
 
 func (f *fakeSource) RequestKeyframe(layer int8) {

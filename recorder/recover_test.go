@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // copyFile copies src to dst, keeping only its first n bytes (n < 0: all).
@@ -32,8 +33,8 @@ func copyFile(t *testing.T, src, dst string, cut int64) {
 // sizes written, the duration matches the frames.
 func TestRecoverCrashedFile(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
-	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	testutil.RequireTool(t, "ffprobe")
+	frames := testutil.ReadIVF(t, filepath.Join("testdata", "video.ivf"))
 	dir := t.TempDir()
 	src := newFakeSource("TR_crash", webrtc.MimeTypeVP8, 90000, 0)
 	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir, Name: "crash"})
@@ -69,10 +70,10 @@ func TestRecoverCrashedFile(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			crashed := filepath.Join(t.TempDir(), "crashed.webm")
 			copyFile(t, path, crashed, c.cut)
-			before := ffprobe(t, crashed)
-			n0 := before.Streams[0].frames()
-			if n0 < len(frames)/2 || before.duration() < 1 {
-				t.Fatalf("ffprobe reads %d frames, %.3f s of the crashed file", n0, before.duration())
+			before := testutil.FFprobe(t, crashed)
+			n0 := before.Streams[0].Frames()
+			if n0 < len(frames)/2 || before.Duration() < 1 {
+				t.Fatalf("ffprobe reads %d frames, %.3f s of the crashed file", n0, before.Duration())
 			}
 			rf, err := recoverFile(crashed)
 			if err != nil {
@@ -85,16 +86,16 @@ func TestRecoverCrashedFile(t *testing.T) {
 			if err != nil || !s.final() {
 				t.Fatalf("not final after recovery: %+v %v", s, err)
 			}
-			after := ffprobe(t, crashed)
-			if e := decodeErrors(t, crashed); e != "" {
+			after := testutil.FFprobe(t, crashed)
+			if e := testutil.DecodeErrors(t, crashed); e != "" {
 				t.Errorf("decode errors after recovery: %s", e)
 			}
-			n := after.Streams[0].frames()
+			n := after.Streams[0].Frames()
 			want := float64(n) / 30
-			if n != rf.Frames || n < n0-1 || math.Abs(after.duration()-want) > 0.05 {
-				t.Errorf("after recovery: %d frames (scan %d, before %d), %.3f s (want %.3f)", n, rf.Frames, n0, after.duration(), want)
+			if n != rf.Frames || n < n0-1 || math.Abs(after.Duration()-want) > 0.05 {
+				t.Errorf("after recovery: %d frames (scan %d, before %d), %.3f s (want %.3f)", n, rf.Frames, n0, after.Duration(), want)
 			}
-			t.Logf("crashed file: %d frames %.3f s; recovered: cut %d bytes, %d frames, %.3f s", n0, before.duration(), rf.CutBytes, n, after.duration())
+			t.Logf("crashed file: %d frames %.3f s; recovered: cut %d bytes, %d frames, %.3f s", n0, before.Duration(), rf.CutBytes, n, after.Duration())
 			again, err := recoverFile(crashed)
 			if err != nil || again.Repaired {
 				t.Errorf("second recovery changed the file: %+v %v", again, err)

@@ -1,48 +1,31 @@
 package recorder_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"math"
 	"math/rand"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
-	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
-	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/recorder"
 	"github.com/starling-rtc/starling/server"
 )
-
-func requireTool(t testing.TB, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found: CI must install ffmpeg (apt-get install ffmpeg)", name)
-		}
-		t.Skipf("%s not installed: skipping (apt-get install ffmpeg to run this test)", name)
-	}
-}
 
 func testLogger() *slog.Logger {
 	var w io.Writer = io.Discard
@@ -55,11 +38,7 @@ func testLogger() *slog.Logger {
 // startServer runs a node on loopback with free ports.
 func startServer(t testing.TB) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.Room.EmptyTimeout = config.Duration(200 * time.Millisecond)
 	srv, err := server.New(cfg, testLogger())
 	if err != nil {
@@ -105,23 +84,10 @@ func (d *dropper) BindLocalStream(_ *interceptor.StreamInfo, w interceptor.RTPWr
 // closest to the network.
 func loopbackAPI(t testing.TB, d *dropper) *webrtc.API {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
+	if d == nil {
+		return testutil.PlainAPI(t, nil, nil)
 	}
-	ir := &interceptor.Registry{}
-	if d != nil {
-		ir.Add(d)
-	}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return testutil.PlainAPI(t, []interceptor.Factory{d}, nil)
 }
 
 func join(t testing.TB, srv *server.Server, room, name string, api *webrtc.API) *client.Client {
@@ -152,54 +118,6 @@ type filePublisher struct {
 	plis         atomic.Int32
 }
 
-func readIVF(t testing.TB, path string) [][]byte {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, _, err := ivfreader.NewWith(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for {
-		fr, _, err := r.ParseNextFrame()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, fr)
-	}
-}
-
-func readOgg(t testing.TB, path string) [][]byte {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, _, err := oggreader.NewWith(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for {
-		p, _, err := r.ParseNextPage()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.HasPrefix(p, []byte("OpusTags")) {
-			out = append(out, p)
-		}
-	}
-}
-
 func publishFiles(t testing.TB, c *client.Client, name string) *filePublisher {
 	t.Helper()
 	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, name+"-cam", name)
@@ -211,7 +129,7 @@ func publishFiles(t testing.TB, c *client.Client, name string) *filePublisher {
 		t.Fatal(err)
 	}
 	p := &filePublisher{name: name, video: video, audio: audio,
-		vFrames: readIVF(t, filepath.Join("testdata", "video.ivf")), aPackets: readOgg(t, filepath.Join("testdata", "audio.ogg"))}
+		vFrames: testutil.ReadIVF(t, filepath.Join("testdata", "video.ivf")), aPackets: testutil.ReadOgg(t, filepath.Join("testdata", "audio.ogg"))}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	p.pubs, err = c.Publish(ctx,
@@ -269,37 +187,6 @@ func sleepUntil(t time.Time) {
 	if d := time.Until(t); d > 0 {
 		time.Sleep(d)
 	}
-}
-
-type probe struct {
-	Streams []struct {
-		CodecName    string `json:"codec_name"`
-		Width        int    `json:"width"`
-		Height       int    `json:"height"`
-		NbReadFrames string `json:"nb_read_frames"`
-	} `json:"streams"`
-	Format struct {
-		Duration string `json:"duration"`
-	} `json:"format"`
-}
-
-func ffprobe(t testing.TB, path string) probe {
-	t.Helper()
-	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-show_entries",
-		"stream=codec_name,width,height,nb_read_frames:format=duration", "-of", "json", path).Output()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v", path, err)
-	}
-	var p probe
-	if err := json.Unmarshal(out, &p); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func decodeErrors(path string) string {
-	out, _ := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
-	return strings.TrimSpace(string(out))
 }
 
 func atof(s string) float64 { f, _ := strconv.ParseFloat(s, 64); return f }
@@ -415,8 +302,8 @@ func recordSessionOpts(t *testing.T, o sessionOpts) (*recorder.Manifest, string,
 // the right codec, the sent frame count and the session's duration.
 func TestRecordTwoParticipants(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
-	requireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffmpeg")
 	m, dir, pubs := recordSession(t, "rec-two", 0, 0)
 	if len(m.Participants) != 2 || len(m.Tracks) != 4 {
 		t.Fatalf("manifest: %d participants, %d tracks", len(m.Participants), len(m.Tracks))
@@ -430,7 +317,7 @@ func TestRecordTwoParticipants(t *testing.T) {
 			t.Fatalf("track %s: file %q error %q", tr.ID, tr.File, tr.Error)
 		}
 		path := filepath.Join(dir, tr.File)
-		pr := ffprobe(t, path)
+		pr := testutil.FFprobe(t, path)
 		if len(pr.Streams) != 1 {
 			t.Fatalf("%s: %d streams", tr.File, len(pr.Streams))
 		}
@@ -460,7 +347,7 @@ func TestRecordTwoParticipants(t *testing.T) {
 		if math.Abs(d-wantDur) > 0.2 {
 			t.Errorf("%s: duration %.3f s, session sent %.3f s", tr.File, d, wantDur)
 		}
-		if e := decodeErrors(path); e != "" {
+		if e := testutil.DecodeErrors(t, path); e != "" {
 			t.Errorf("%s: decode errors: %s", tr.File, e)
 		}
 		if tr.ClockSource != "rtcp-sr" {
@@ -485,18 +372,18 @@ func TestRecordTwoParticipants(t *testing.T) {
 // without a single error.
 func TestRecordWithLoss(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
-	requireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffmpeg")
 	m, dir, _ := recordSession(t, "rec-loss", 0.03, 0)
 	for _, tr := range m.Tracks {
 		if tr.File == "" {
 			t.Fatalf("track %s has no file (%s)", tr.ID, tr.Error)
 		}
 		path := filepath.Join(dir, tr.File)
-		if e := decodeErrors(path); e != "" {
+		if e := testutil.DecodeErrors(t, path); e != "" {
 			t.Errorf("%s: decode errors with 3%% loss: %s", tr.File, e)
 		}
-		pr := ffprobe(t, path)
+		pr := testutil.FFprobe(t, path)
 		t.Logf("%s %s: %s frames, %s s, %d frames dropped by the recorder", tr.ParticipantName, tr.Kind,
 			pr.Streams[0].NbReadFrames, pr.Format.Duration, tr.DroppedFrames)
 	}

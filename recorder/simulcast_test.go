@@ -9,6 +9,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // A simulcast track: the recorder takes the highest layer; when that layer
@@ -16,8 +17,8 @@ import (
 // file stays continuous and decodes cleanly.
 func TestTrackRecorderSimulcast(t *testing.T) {
 	t.Parallel() // judges the file (duration by RTP time, frames, decoding), not the wall clock
-	requireTool(t, "ffprobe")
-	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	testutil.RequireTool(t, "ffprobe")
+	frames := testutil.ReadIVF(t, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_sim", webrtc.MimeTypeVP8, 90000, 0)
 	src.layers = 0b111
 	var mu sync.Mutex
@@ -70,19 +71,19 @@ func TestTrackRecorderSimulcast(t *testing.T) {
 	if res.LayerSwitches < 1 {
 		t.Fatalf("start layer %d, %d switches: want a switch to layer 1 when the top stopped", res.StartLayer, res.LayerSwitches)
 	}
-	if e := decodeErrors(t, res.File); e != "" {
+	if e := testutil.DecodeErrors(t, res.File); e != "" {
 		t.Fatalf("decode errors after the switch: %s", e)
 	}
-	pr := ffprobe(t, res.File)
-	d := pr.duration()
+	pr := testutil.FFprobe(t, res.File)
+	d := pr.Duration()
 	// Across a layer switch the recorder bridges the two layers' unrelated
 	// timestamps by arrival time, so a stall of this writer at the switch
 	// (a loaded machine: 4.23 s seen) is in the file as a real gap would be.
 	if d < 3.5 || d > 4.5 {
 		t.Errorf("duration %.3f s for a 4 s track", d)
 	}
-	if n := pr.Streams[0].frames(); n < 80 {
+	if n := pr.Streams[0].Frames(); n < 80 {
 		t.Errorf("%d frames: the switch took more than a second", n)
 	}
-	t.Logf("simulcast: %d frames, %.3f s, %d dropped waiting for the switch keyframe", pr.Streams[0].frames(), d, res.DroppedFrames)
+	t.Logf("simulcast: %d frames, %.3f s, %d dropped waiting for the switch keyframe", pr.Streams[0].Frames(), d, res.DroppedFrames)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -30,11 +31,11 @@ type codecCase struct {
 }
 
 var codecCases = []codecCase{
-	{"vp8", webrtc.MimeTypeVP8, "video.ivf", 90000, 0, func() rtp.Payloader { return &codecs.VP8Payloader{EnablePictureID: true} }, loadIVF, 3000, ".webm", "vp8", 320, 180},
-	{"vp9", webrtc.MimeTypeVP9, "vp9.ivf", 90000, 0, func() rtp.Payloader { return &codecs.VP9Payloader{} }, loadIVF, 3000, ".webm", "vp9", 320, 180},
-	{"av1", webrtc.MimeTypeAV1, "av1.ivf", 90000, 0, func() rtp.Payloader { return &codecs.AV1Payloader{} }, loadIVF, 3000, ".webm", "av1", 320, 180},
+	{"vp8", webrtc.MimeTypeVP8, "video.ivf", 90000, 0, func() rtp.Payloader { return &codecs.VP8Payloader{EnablePictureID: true} }, testutil.ReadIVF, 3000, ".webm", "vp8", 320, 180},
+	{"vp9", webrtc.MimeTypeVP9, "vp9.ivf", 90000, 0, func() rtp.Payloader { return &codecs.VP9Payloader{} }, testutil.ReadIVF, 3000, ".webm", "vp9", 320, 180},
+	{"av1", webrtc.MimeTypeAV1, "av1.ivf", 90000, 0, func() rtp.Payloader { return &codecs.AV1Payloader{} }, testutil.ReadIVF, 3000, ".webm", "av1", 320, 180},
 	{"h264", webrtc.MimeTypeH264, "h264.h264", 90000, 0, func() rtp.Payloader { return &codecs.H264Payloader{} }, loadH264, 3000, ".mkv", "h264", 320, 180},
-	{"opus", webrtc.MimeTypeOpus, "audio.ogg", 48000, 2, func() rtp.Payloader { return &codecs.OpusPayloader{} }, loadOgg, 960, ".webm", "opus", 0, 0},
+	{"opus", webrtc.MimeTypeOpus, "audio.ogg", 48000, 2, func() rtp.Payloader { return &codecs.OpusPayloader{} }, testutil.ReadOgg, 960, ".webm", "opus", 0, 0},
 }
 
 // feedFrames packetizes frames and writes them to src; drop decides per
@@ -67,7 +68,7 @@ func feedFrames(src *fakeSource, pay rtp.Payloader, clock, samples uint32, frame
 
 func TestTrackRecorderCodecs(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffprobe")
+	testutil.RequireTool(t, "ffprobe")
 	for _, c := range codecCases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -88,7 +89,7 @@ func TestTrackRecorderCodecs(t *testing.T) {
 			if res.Frames != len(frames) {
 				t.Errorf("recorder wrote %d frames, sent %d (dropped %d, queue drops %d)", res.Frames, len(frames), res.DroppedFrames, res.Drops)
 			}
-			pr := ffprobe(t, res.File)
+			pr := testutil.FFprobe(t, res.File)
 			if len(pr.Streams) != 1 {
 				t.Fatalf("ffprobe: %d streams", len(pr.Streams))
 			}
@@ -96,28 +97,28 @@ func TestTrackRecorderCodecs(t *testing.T) {
 			if s.CodecName != c.probe {
 				t.Errorf("codec %s, want %s", s.CodecName, c.probe)
 			}
-			if s.frames() != len(frames) {
-				t.Errorf("ffprobe decoded %d frames, sent %d", s.frames(), len(frames))
+			if s.Frames() != len(frames) {
+				t.Errorf("ffprobe decoded %d frames, sent %d", s.Frames(), len(frames))
 			}
 			if c.w > 0 && (s.Width != c.w || s.Height != c.h) {
 				t.Errorf("size %dx%d, want %dx%d", s.Width, s.Height, c.w, c.h)
 			}
 			want := float64(len(frames)) * float64(c.samples) / float64(c.clock)
-			if d := pr.duration(); math.Abs(d-want) > 0.2 {
+			if d := pr.Duration(); math.Abs(d-want) > 0.2 {
 				t.Errorf("duration %.3f s, want %.3f s ± 0.2", d, want)
 			}
-			if e := decodeErrors(t, res.File); e != "" {
+			if e := testutil.DecodeErrors(t, res.File); e != "" {
 				t.Errorf("decoding %s: %s", res.File, e)
 			}
 			if c.name == "h264" { // Matroska H.264 remuxes to MP4 as is
 				mp4 := filepath.Join(dir, "remux.mp4")
 				if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", res.File, "-c", "copy", mp4).CombinedOutput(); err != nil {
 					t.Errorf("remux to MP4: %v: %s", err, out)
-				} else if n := ffprobe(t, mp4).Streams[0].frames(); n != len(frames) {
+				} else if n := testutil.FFprobe(t, mp4).Streams[0].Frames(); n != len(frames) {
 					t.Errorf("remuxed MP4 has %d frames, want %d", n, len(frames))
 				}
 			}
-			t.Logf("%s: %d frames, ffprobe duration %s s (sent %.3f s)", c.name, s.frames(), pr.Format.Duration, want)
+			t.Logf("%s: %d frames, ffprobe duration %s s (sent %.3f s)", c.name, s.Frames(), pr.Format.Duration, want)
 		})
 	}
 }
@@ -127,8 +128,8 @@ func TestTrackRecorderCodecs(t *testing.T) {
 // and asks for keyframes.
 func TestTrackRecorderLoss(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffmpeg")
-	frames := loadIVF(t, filepath.Join("testdata", "video.ivf"))
+	testutil.RequireTool(t, "ffmpeg")
+	frames := testutil.ReadIVF(t, filepath.Join("testdata", "video.ivf"))
 	src := newFakeSource("TR_loss", webrtc.MimeTypeVP8, 90000, 0)
 	dir := t.TempDir()
 	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir, Name: "loss"})
@@ -147,7 +148,7 @@ func TestTrackRecorderLoss(t *testing.T) {
 	if res.Frames == 0 {
 		t.Fatal("nothing written")
 	}
-	if e := decodeErrors(t, res.File); e != "" {
+	if e := testutil.DecodeErrors(t, res.File); e != "" {
 		t.Fatalf("decoding with 3%% loss: %s", e)
 	}
 	if res.DroppedFrames == 0 || src.plis.Load() < 1 {
@@ -179,14 +180,14 @@ func TestTrackRecorderEmpty(t *testing.T) {
 // switch) stays in one file that decodes cleanly.
 func TestTrackRecorderResolutionChange(t *testing.T) {
 	t.Parallel()
-	requireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffmpeg")
 	dir := t.TempDir()
 	big := filepath.Join(dir, "big.ivf")
 	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=1",
 		"-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-g", "60", "-auto-alt-ref", "0", big).CombinedOutput(); err != nil {
 		t.Fatalf("making the 640x360 clip: %v: %s", err, out)
 	}
-	frames := append(loadIVF(t, filepath.Join("testdata", "video.ivf")), loadIVF(t, big)...)
+	frames := append(testutil.ReadIVF(t, filepath.Join("testdata", "video.ivf")), testutil.ReadIVF(t, big)...)
 	src := newFakeSource("TR_res", webrtc.MimeTypeVP8, 90000, 0)
 	rec, err := NewTrackRecorder(src, TrackOptions{Logger: quiet, Dir: dir, Name: "res"})
 	if err != nil {
@@ -197,10 +198,10 @@ func TestTrackRecorderResolutionChange(t *testing.T) {
 	if res.Err != nil || res.Frames != len(frames) {
 		t.Fatalf("%d of %d frames, err %v", res.Frames, len(frames), res.Err)
 	}
-	if e := decodeErrors(t, res.File); e != "" {
+	if e := testutil.DecodeErrors(t, res.File); e != "" {
 		t.Fatalf("decode errors across the resolution change: %s", e)
 	}
-	if n := ffprobe(t, res.File).Streams[0].frames(); n != len(frames) {
+	if n := testutil.FFprobe(t, res.File).Streams[0].Frames(); n != len(frames) {
 		t.Fatalf("ffprobe decodes %d frames, want %d", n, len(frames))
 	}
 }

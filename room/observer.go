@@ -96,23 +96,17 @@ func (r *Room) describe(t *Track) (PublishedTrack, bool) {
 
 // notifyPublished tells observers t is published; call without r.mu held.
 func (m *Manager) notifyPublished(r *Room, t *Track) {
-	obs := m.obs.snapshot()
-	if len(obs) == 0 {
-		return
-	}
-	pt, ok := r.describe(t)
-	if !ok {
-		return
-	}
-	for _, o := range obs {
-		if _, remote := o.(RemoteObserver); pt.Node == "" || remote {
-			o.TrackPublished(pt)
-		}
-	}
+	m.notify(r, t, Observer.TrackPublished)
 }
 
 // notifyUnpublished tells observers t is gone; call without r.mu held.
 func (m *Manager) notifyUnpublished(r *Room, t *Track) {
+	m.notify(r, t, Observer.TrackUnpublished)
+}
+
+// notify calls tell for every observer of t: a remote track (Node set)
+// only for RemoteObservers.
+func (m *Manager) notify(r *Room, t *Track, tell func(Observer, PublishedTrack)) {
 	obs := m.obs.snapshot()
 	if len(obs) == 0 {
 		return
@@ -123,7 +117,7 @@ func (m *Manager) notifyUnpublished(r *Room, t *Track) {
 	}
 	for _, o := range obs {
 		if _, remote := o.(RemoteObserver); pt.Node == "" || remote {
-			o.TrackUnpublished(pt)
+			tell(o, pt)
 		}
 	}
 }

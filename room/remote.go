@@ -378,8 +378,13 @@ func (m *Manager) RemoteNodeGone(node string) {
 
 // ApplyControl runs another node's command on a local participant.
 func (r *Room) ApplyControl(ev Event) {
-	if ev.Type == CtlCloseRoom {
+	switch ev.Type {
+	case CtlCloseRoom:
 		r.Close(ev.Reason)
+		return
+	case CtlData:
+		ev.ParticipantID = "" // from the server (the admin API)
+		r.remoteData(ev)
 		return
 	}
 	p := r.Participant(ev.ParticipantID)

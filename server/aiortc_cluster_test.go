@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -92,11 +93,7 @@ func startPair(t *testing.T) (*server.Server, *server.Server) {
 	}
 	res := make(chan result, 2)
 	for i := 0; i < 2; i++ {
-		cfg := config.Default()
-		cfg.HTTP.Address = "127.0.0.1:0"
-		cfg.RTC.BindIP = "127.0.0.1"
-		cfg.RTC.UDPPort = 0
-		cfg.RTC.TCPPort = 0
+		cfg := testnode.Config()
 		cfg.Room.ResumeWindow = config.Duration(time.Second)
 		cfg.Cluster.NodeID = fmt.Sprintf("n%d", i+1)
 		cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", routes[i])

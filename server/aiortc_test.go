@@ -23,6 +23,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/oggwriter"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -352,12 +353,12 @@ func aiortcCall(t *testing.T, codec string) {
 	if want := map[string]string{"vp8": webrtc.MimeTypeVP8, "h264": webrtc.MimeTypeH264}[codec]; !strings.EqualFold(files.mimes["video"], want) {
 		t.Errorf("the Go client got aiortc's video as %s, want %s", files.mimes["video"], want)
 	}
-	if n := decodedFrames(t, files.files["video"]); n < 20 {
+	if n := testutil.DecodedFrames(t, files.files["video"]); n < 20 {
 		t.Errorf("ffprobe decoded %d frames of aiortc's video, want >= 20", n)
 	} else {
 		t.Logf("ffprobe decoded %d frames of aiortc's %s video", n, files.mimes["video"])
 	}
-	if n := decodedFrames(t, files.files["audio"]); n < 40 {
+	if n := testutil.DecodedFrames(t, files.files["audio"]); n < 40 {
 		t.Errorf("ffprobe decoded %d frames of aiortc's audio, want >= 40", n)
 	}
 }

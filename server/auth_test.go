@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -191,14 +191,8 @@ func TestDuplicateIdentity(t *testing.T) {
 	first := join(t, srv, room, "first", withToken(token(t, "carol", auth.Grants{Room: room}, time.Hour)))
 	second := join(t, srv, room, "second", withToken(token(t, "carol", auth.Grants{Room: room}, time.Hour)))
 
-	ev, err := first.WaitEvent(ctxT(t, 10*time.Second), protocol.MethodLeave, nil)
-	if err != nil {
-		t.Fatalf("first session got no leave: %v", err)
-	}
-	var leave protocol.LeaveParams
-	_ = json.Unmarshal(ev.Params, &leave)
-	if leave.Reason != protocol.ReasonDuplicate {
-		t.Fatalf("leave reason %q, want %q", leave.Reason, protocol.ReasonDuplicate)
+	if reason := testutil.LeaveReason(t, first, "first session"); reason != protocol.ReasonDuplicate {
+		t.Fatalf("leave reason %q, want %q", reason, protocol.ReasonDuplicate)
 	}
 	select {
 	case <-first.Done():

@@ -143,6 +143,15 @@ func (s *Server) roomInCluster(name string) bool {
 	return s.cluster != nil && s.cluster.RoomExists(name)
 }
 
+// dataRemote sends an admin data message through the cluster to a room
+// with no part on this node; not ok on a single node.
+func (s *Server) dataRemote(name, payload string, to []string) (ok bool, unknown string) {
+	if s.cluster == nil {
+		return false, ""
+	}
+	return s.cluster.SendData(name, payload, to)
+}
+
 func (s *Server) closeRemote(name string) bool {
 	if s.cluster == nil {
 		return false

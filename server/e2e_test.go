@@ -10,6 +10,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"go.uber.org/goleak"
 )
@@ -31,16 +32,8 @@ func (c closingIdle) Run() int {
 	return code
 }
 
-func hasParam(key, value string) func(json.RawMessage) bool {
-	return func(raw json.RawMessage) bool {
-		var m map[string]any
-		if json.Unmarshal(raw, &m) != nil {
-			return false
-		}
-		v, _ := m[key].(string)
-		return v == value
-	}
-}
+// hasParam matches an event whose params hold value at key.
+var hasParam = testutil.HasParam
 
 // TestCallEndToEnd: one publisher with audio and video, three subscribers,
 // a late joiner, the publisher leaving, and the room closing.

@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -169,14 +168,14 @@ func TestFailoverWhenNodeUnreachable(t *testing.T) {
 	const roomName = "failover-crash"
 	viewer := join(t, b, roomName, "viewer")
 	rec := record(viewer)
-	px := newCutProxy(t, a.Addr())
-	pub, err := dialURLs(t, []string{"ws://" + px.addr() + "/v1/rtc", b.SignalingURL()}, roomName, "pub",
+	px := testutil.NewProxy(t, a.Addr())
+	pub, err := dialURLs(t, []string{"ws://" + px.Addr() + "/v1/rtc", b.SignalingURL()}, roomName, "pub",
 		func(o *client.Options) { o.Rejoin = true })
 	if err != nil {
 		t.Fatal(err)
 	}
 	publishTolerant(t, pub)
-	px.cut()
+	px.Cut()
 	ev, err := pub.WaitEvent(ctxT(t, 30*time.Second), client.EventRejoined, nil)
 	if err != nil {
 		t.Fatalf("no rejoin: %v (events %v)", err, methods(pub.Events()))
@@ -215,15 +214,15 @@ func TestFailoverWhenNodeGoesSilent(t *testing.T) {
 	const roomName = "failover-silent"
 	viewer := join(t, b, roomName, "viewer")
 	rec := record(viewer)
-	px := newCutProxy(t, a.Addr())
+	px := testutil.NewProxy(t, a.Addr())
 	const timeout = 15 * time.Second
-	pub, err := dialURLs(t, []string{"ws://" + px.addr() + "/v1/rtc", b.SignalingURL()}, roomName, "pub",
+	pub, err := dialURLs(t, []string{"ws://" + px.Addr() + "/v1/rtc", b.SignalingURL()}, roomName, "pub",
 		func(o *client.Options) { o.Rejoin, o.ReadTimeout = true, timeout })
 	if err != nil {
 		t.Fatal(err)
 	}
 	publishTolerant(t, pub)
-	px.freeze()
+	px.Freeze()
 	frozen := time.Now()
 	ev, err := pub.WaitEvent(ctxT(t, timeout+30*time.Second), client.EventRejoined, nil)
 	if err != nil {
@@ -256,88 +255,4 @@ func shutdown(t *testing.T, srv *server.Server) {
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
-}
-
-// cutProxy forwards TCP to a node until cut, then refuses everything, as
-// a node that died would; or until frozen: then the open connections stay
-// open but carry nothing more, as when a host loses power or its network.
-type cutProxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-	frozen atomic.Bool
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); p.pipe(out, in) }()
-			go func() { defer p.wg.Done(); p.pipe(in, out) }()
-		}
-	}()
-	t.Cleanup(func() { p.cut(); p.wg.Wait() })
-	return p
-}
-
-// pipe copies src to dst until either fails; frozen, it drops what it reads.
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	defer func() {
-		if !p.frozen.Load() { // a silent host sends no FIN either
-			_ = dst.Close()
-		}
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		if p.frozen.Load() {
-			continue
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-// freeze stops all traffic and new connections, and leaves the open
-// connections open.
-func (p *cutProxy) freeze() {
-	p.frozen.Store(true)
-	_ = p.ln.Close()
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) cut() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
 }

@@ -310,51 +310,42 @@ func withClientAPI(api *webrtc.API) func(*client.Options) {
 // keyframe) to len(sent)-tail (the newest packets may still be in repair),
 // how many distinct sent payloads arrived. Duplicates count once.
 func packetCoverage(sent, got [][]byte, tail int) (received, expected int) {
-	have := make(map[string]bool, len(got))
-	for _, p := range got {
-		have[string(p)] = true
-	}
-	start := -1
-	for i, p := range sent {
-		if have[string(p)] {
-			start = i
-			break
-		}
-	}
-	if start < 0 {
+	window, have := coverageWindow(sent, got, tail)
+	if window == nil {
 		return 0, len(sent)
 	}
-	end := max(len(sent)-tail, start)
-	for _, p := range sent[start:end] {
+	for _, p := range window {
 		if have[string(p)] {
 			received++
 		}
 	}
-	return received, end - start
+	return received, len(window)
 }
 
 // missingPayloads lists the sent payloads packetCoverage counts as expected
 // but not received.
 func missingPayloads(sent, got [][]byte, tail int) [][]byte {
-	have := make(map[string]bool, len(got))
-	for _, p := range got {
-		have[string(p)] = true
-	}
-	start := -1
-	for i, p := range sent {
-		if have[string(p)] {
-			start = i
-			break
-		}
-	}
-	if start < 0 {
-		return nil
-	}
+	window, have := coverageWindow(sent, got, tail)
 	var miss [][]byte
-	for _, p := range sent[start:max(len(sent)-tail, start)] {
+	for _, p := range window {
 		if !have[string(p)] {
 			miss = append(miss, p)
 		}
 	}
 	return miss
+}
+
+// coverageWindow is the part of sent packetCoverage judges (nil when the
+// subscriber got none of it) and the set of payloads got.
+func coverageWindow(sent, got [][]byte, tail int) (window [][]byte, have map[string]bool) {
+	have = make(map[string]bool, len(got))
+	for _, p := range got {
+		have[string(p)] = true
+	}
+	for i, p := range sent {
+		if have[string(p)] {
+			return sent[i:max(len(sent)-tail, i)], have
+		}
+	}
+	return nil, have
 }

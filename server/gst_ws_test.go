@@ -8,6 +8,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -101,7 +102,7 @@ func TestGStreamerWebSocket(t *testing.T) {
 	}
 	goPeer.Close()
 	files.wg.Wait()
-	if n := decodedFrames(t, files.files["video"]); n < 30 {
+	if n := testutil.DecodedFrames(t, files.files["video"]); n < 30 {
 		t.Errorf("ffprobe decoded %d frames of GStreamer's video, want >= 30", n)
 	}
 }

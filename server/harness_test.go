@@ -2,14 +2,10 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
-	"io"
-	"log/slog"
 	"net"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -21,6 +17,8 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -28,11 +26,7 @@ import (
 // startServer runs a node on loopback with free ports.
 func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	// A starved machine (CI under -race, load 30) can take seconds to
 	// answer a subscriber offer; a client closed for that fails a test
@@ -50,59 +44,17 @@ func startServer(t testing.TB, tune func(*config.Config)) *server.Server {
 	if tune != nil {
 		tune(&cfg)
 	}
-	// Info unless asked: formatting pion's debug logs reads fields pion
-	// writes concurrently (a race inside pion, not in Starling).
-	var w io.Writer = io.Discard
-	level := slog.LevelInfo
-	if os.Getenv("STARLING_TEST_LOG") != "" {
-		w, level = os.Stderr, slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	srv, err := server.New(cfg, log)
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	srv.Serve()
-	t.Cleanup(func() {
-		if err := shutdownWithin(t, srv, 10*time.Second); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv
+	return testnode.Start(t, cfg)
 }
 
-// join connects a Go client over loopback.
+// join connects a Go client over loopback; generous: on a machine loaded
+// 30 deep under -race, a join and its first publisher offer took over 10 s.
 func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*client.Options)) *client.Client {
 	t.Helper()
-	api, err := client.LoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := client.Options{Name: name, API: api}
-	if os.Getenv("STARLING_TEST_LOG") != "" {
-		// the client's own warnings (an offer it could not answer, ...)
-		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("client", name)
-	}
-	for _, f := range opts {
-		f(&o)
-	}
-	// Generous: on a machine loaded 30 deep under -race, a join and its
-	// first publisher offer took over 10 s.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, srv.SignalingURL(), room, o)
-	if err != nil {
-		t.Fatalf("%s joins %s: %v", name, room, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return testutil.Join(t, srv.SignalingURL(), room, name, 30*time.Second, opts...)
 }
 
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+var ctxT = testutil.Ctx
 
 // fakeMedia publishes synthetic VP8 video (30 fps, 3 packets per frame,
 // keyframes on PLI) and Opus audio (50 packets/s), recording every payload.
@@ -135,14 +87,8 @@ func publishTolerant(t testing.TB, c *client.Client) *fakeMedia {
 
 func publishFakeMedia(t testing.TB, c *client.Client, tolerant bool) *fakeMedia {
 	t.Helper()
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	video := testutil.VP8RTPTrack(t)
+	audio := testutil.OpusRTPTrack(t)
 	f := &fakeMedia{video: video, audio: audio, stop: make(chan struct{}), tolerant: tolerant}
 	f.wantKey.Store(true)
 	onPLI := func() {

@@ -9,6 +9,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 	"github.com/starling-rtc/starling/sfu"
@@ -43,14 +44,8 @@ func (p *kfPublisher) since(t0 time.Time) []time.Time {
 // at the start and never another.
 func kfPublish(t *testing.T, c *client.Client, answer bool) *kfPublisher {
 	t.Helper()
-	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	video := testutil.VP8RTPTrack(t)
+	audio := testutil.OpusRTPTrack(t)
 	p := &kfPublisher{fakeMedia: &fakeMedia{video: video, audio: audio, stop: make(chan struct{})}}
 	p.wantKey.Store(true)
 	onPLI := func() {

@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"github.com/pion/rtcp"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pion/rtcp"
 
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"

@@ -20,6 +20,7 @@ import (
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/mixer"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
@@ -45,10 +46,7 @@ func (p *tonePublisher) setAmp(a float64) { p.amp.Store(math.Float64bits(a)) }
 func publishTone(t *testing.T, srv *server.Server, roomName, name string, freq, amp float64, dropEach int, opts ...func(*client.Options)) *tonePublisher {
 	t.Helper()
 	c := join(t, srv, roomName, name, append([]func(*client.Options){withClientAPI(audioLevelAPI(t))}, opts...)...)
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	pubs, err := c.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("publish: %v", err)
@@ -156,30 +154,18 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 			}()
 			return
 		}
-		go func() {
-			dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(48000, 1))
+		go testutil.ReadOpus(t, rt.Track, func(p *rtp.Packet, pcm []float32, err error) bool {
 			if err != nil {
-				t.Error(err)
-				return
+				t.Errorf("the mix does not decode: %v", err)
+				return false
 			}
-			pcm := make([]float32, 5760)
-			for {
-				p, _, err := rt.Track.ReadRTP()
-				if err != nil {
-					return
-				}
-				n, err := dec.Decode(p.Payload, pcm)
-				if err != nil {
-					t.Errorf("the mix does not decode: %v", err)
-					return
-				}
-				l.mu.Lock()
-				l.pcm = append(l.pcm, pcm[:n]...)
-				l.hdrs = append(l.hdrs, p.Header)
-				l.mixPkts++
-				l.mu.Unlock()
-			}
-		}()
+			l.mu.Lock()
+			l.pcm = append(l.pcm, pcm...)
+			l.hdrs = append(l.hdrs, p.Header)
+			l.mixPkts++
+			l.mu.Unlock()
+			return true
+		})
 	})
 	return l
 }
@@ -188,10 +174,7 @@ func listenMix(t *testing.T, c *client.Client) *mixListener {
 func (l *mixListener) last(n int) []float32 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.pcm) < n {
-		return nil
-	}
-	return append([]float32(nil), l.pcm[len(l.pcm)-n:]...)
+	return testutil.LastSamples(l.pcm, n)
 }
 
 func (l *mixListener) otherTracks() map[string]bool {
@@ -204,52 +187,12 @@ func (l *mixListener) otherTracks() map[string]bool {
 	return out
 }
 
-// toneAmp is the amplitude of frequency f in x (Goertzel).
-func toneAmp(x []float32, f float64) float64 {
-	coeff := 2 * math.Cos(2*math.Pi*f/48000)
-	var s1, s2 float64
-	for _, v := range x {
-		s0 := float64(v) + coeff*s1 - s2
-		s2, s1 = s1, s0
-	}
-	power := s1*s1 + s2*s2 - coeff*s1*s2
-	return 2 * math.Sqrt(math.Max(0, power)) / float64(len(x))
-}
-
-const (
-	toneOn  = 0.04  // a tone in the mix is at least this loud
-	toneOff = 0.008 // a tone left out is at most this
-)
-
 // waitTones waits until the last second of a listener's mix has every
-// tone of want and none of absent.
+// tone of want (amplitude >= testutil.ToneOn of the 0.2 sent) and none of
+// absent (<= testutil.ToneOff).
 func waitTones(t *testing.T, l *mixListener, who string, want, absent []float64) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		x := l.last(48000)
-		if x != nil {
-			ok := true
-			last = ""
-			for _, f := range want {
-				a := toneAmp(x, f)
-				last += fmt.Sprintf(" %.0f Hz: %.4f", f, a)
-				ok = ok && a >= toneOn
-			}
-			for _, f := range absent {
-				a := toneAmp(x, f)
-				last += fmt.Sprintf(" (absent) %.0f Hz: %.4f", f, a)
-				ok = ok && a <= toneOff
-			}
-			if ok {
-				t.Logf("%s:%s", who, last)
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: the mix never had tones %v without %v; last second:%s", who, want, absent, last)
+	testutil.WaitTones(t, 20*time.Second, l.last, who, want, absent)
 }
 
 // TestAudioMix: three publishers send tones at 440, 700 and 1,100 Hz. A
@@ -324,7 +267,7 @@ func TestAudioMix(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "p3 turned down in the mix", func() bool {
 		x := lmix.last(48000)
-		return x != nil && toneAmp(x, f3) < 0.4*toneAmp(x, f1) && toneAmp(x, f3) > 0.01
+		return x != nil && testutil.ToneAmp(x, f3) < 0.4*testutil.ToneAmp(x, f1) && testutil.ToneAmp(x, f3) > 0.01
 	})
 	bad := 5.0
 	if c := adminCall(t, srv, "POST", pPath(p3), "", admin.MixRequest{Gain: &bad}, nil); c != 400 {
@@ -341,7 +284,7 @@ func TestAudioMix(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "the loud mix", func() bool {
 		x := lmix.last(48000)
-		return x != nil && toneAmp(x, f1) > 0.2 && toneAmp(x, f2) > 0.2 && toneAmp(x, f3) > 0.2
+		return x != nil && testutil.ToneAmp(x, f1) > 0.2 && testutil.ToneAmp(x, f2) > 0.2 && testutil.ToneAmp(x, f3) > 0.2
 	})
 	x := lmix.last(48000)
 	var peak, jump float64
@@ -351,7 +294,7 @@ func TestAudioMix(t *testing.T) {
 			jump = math.Max(jump, math.Abs(float64(v-x[i-1])))
 		}
 	}
-	t.Logf("loud mix: peak %.3f, largest step %.3f, tones %.3f %.3f %.3f", peak, jump, toneAmp(x, f1), toneAmp(x, f2), toneAmp(x, f3))
+	t.Logf("loud mix: peak %.3f, largest step %.3f, tones %.3f %.3f %.3f", peak, jump, testutil.ToneAmp(x, f1), testutil.ToneAmp(x, f2), testutil.ToneAmp(x, f3))
 	if peak > 1.05 || jump > 0.8 {
 		t.Fatalf("loud inputs clipped or wrapped: peak %.3f, largest sample step %.3f", peak, jump)
 	}
@@ -395,14 +338,7 @@ func TestAudioMixLoudestN(t *testing.T) {
 func TestAudioMixRecording(t *testing.T) {
 	timingTest(t, groupMix)
 	skipUnderRace(t)
-	for _, tool := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found: CI must install ffmpeg", tool)
-			}
-			t.Skipf("%s not installed: skipping (apt-get install ffmpeg to run this test)", tool)
-		}
-	}
+	testutil.RequireFFmpeg(t)
 	dir := t.TempDir()
 	srv := startServer(t, func(c *config.Config) { c.Recordings.Dir = dir })
 	const roomName = "mixrec"
@@ -454,9 +390,9 @@ func TestAudioMixRecording(t *testing.T) {
 		t.Fatalf("mix.webm decodes to %d samples, want at least a second", len(pcm))
 	}
 	last := pcm[len(pcm)-48000:]
-	a1, a2 := toneAmp(last, f1), toneAmp(last, f2)
+	a1, a2 := testutil.ToneAmp(last, f1), testutil.ToneAmp(last, f2)
 	t.Logf("mix.webm: %d samples, last second %.0f Hz %.3f, %.0f Hz %.3f", len(pcm), f1, a1, f2, a2)
-	if a1 < toneOn || a2 < toneOn {
+	if a1 < testutil.ToneOn || a2 < testutil.ToneOn {
 		t.Fatalf("mix.webm does not hold both voices: %.0f Hz %.4f, %.0f Hz %.4f", f1, a1, f2, a2)
 	}
 }

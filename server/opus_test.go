@@ -10,6 +10,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -128,10 +129,7 @@ func TestOpusDTXForwarded(t *testing.T) {
 	sub := join(t, srv, roomName, "sub")
 	log := logHeaders(sub)
 	pub := join(t, srv, roomName, "pub")
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	pubs, err := pub.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -235,10 +236,7 @@ func publishSR(t *testing.T, c *client.Client, t0 time.Time) *srPublisher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	p := &srPublisher{t0: t0, sim: sim, audio: audio, stop: make(chan struct{})}
 	p.wantKey.Store(true)
 	hints := []protocol.LayerHint{{RID: "q", Width: 320, Height: 180}, {RID: "h", Width: 640, Height: 360}, {RID: "f", Width: 1280, Height: 720}}

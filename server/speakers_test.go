@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -42,10 +44,7 @@ func audioLevelAPI(t *testing.T) *webrtc.API {
 func publishLevels(t *testing.T, srv *server.Server, roomName, name string, db int) *levelPublisher {
 	t.Helper()
 	c := join(t, srv, roomName, name, withClientAPI(audioLevelAPI(t)))
-	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
-	if err != nil {
-		t.Fatal(err)
-	}
+	audio := testutil.OpusRTPTrack(t)
 	pubs, err := c.Publish(ctxT(t, 10*time.Second), client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("publish: %v", err)
@@ -183,15 +182,6 @@ func sameIDs(a []string, b ...string) bool {
 	return true
 }
 
-func contains(ids []string, id string) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
-}
-
 // TestActiveSpeakers: three publishers with synthetic RFC 6464 levels and a
 // listener. The loud one is named; when two swap, the ranking follows; a
 // level hovering at the threshold and short peaks do not flicker; the
@@ -242,15 +232,15 @@ func TestActiveSpeakers(t *testing.T) {
 		}
 		return 127
 	})
-	hover, prev := time.Now(), contains(log.latest(), C)
+	hover, prev := time.Now(), slices.Contains(log.latest(), C)
 	time.Sleep(6 * time.Second)
 	cChanges, aSeen := 0, false
 	for _, e := range log.since(hover) {
-		if in := contains(e.ids, C); in != prev {
+		if in := slices.Contains(e.ids, C); in != prev {
 			cChanges++
 			prev = in
 		}
-		aSeen = aSeen || contains(e.ids, A)
+		aSeen = aSeen || slices.Contains(e.ids, A)
 	}
 	t.Logf("hovering: c entered/left the speakers %d time(s) in 6 s; a's clicks named it: %v", cChanges, aSeen)
 	if cChanges > 1 {

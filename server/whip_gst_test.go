@@ -13,6 +13,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -63,7 +64,7 @@ func TestGStreamerWHIP(t *testing.T) {
 	// judged on time.
 	parallelUnlessRace(t)
 	requireGStreamer(t)
-	requireFFmpeg(t, "ffprobe")
+	testutil.RequireTool(t, "ffprobe")
 	srv := gstServer(t)
 	watcher := join(t, srv, "gst", "watcher")
 	sink := &mediaSink{dir: t.TempDir()}
@@ -94,14 +95,14 @@ func TestGStreamerWHIP(t *testing.T) {
 	assertGstUDP(t, out)
 	watcher.Close()
 	for _, f := range sink.filesOf("video") {
-		n := decodedFrames(t, f)
+		n := testutil.DecodedFrames(t, f)
 		t.Logf("%s: ffprobe decoded %d frames", f, n)
 		if n < 60 {
 			t.Errorf("%s: decoded %d video frames from GStreamer, want >= 60", f, n)
 		}
 	}
 	for _, f := range sink.filesOf("audio") {
-		if n := decodedFrames(t, f); n < 50 {
+		if n := testutil.DecodedFrames(t, f); n < 50 {
 			t.Errorf("%s: decoded %d audio frames from GStreamer, want >= 50", f, n)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/h264writer"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 var (
@@ -25,8 +26,8 @@ var (
 // and ffmpeg send over WHIP) once per test binary.
 func h264Media(t *testing.T) string {
 	t.Helper()
-	requireFFmpeg(t, "ffmpeg")
-	requireFFmpeg(t, "ffprobe")
+	testutil.RequireTool(t, "ffmpeg")
+	testutil.RequireTool(t, "ffprobe")
 	h264Once.Do(func() {
 		dir, err := os.MkdirTemp("", "starling-whip-h264")
 		if err != nil {
@@ -151,7 +152,7 @@ func TestWHEPWatchesH264(t *testing.T) {
 	if r.mime != webrtc.MimeTypeH264 || r.packets < 150 {
 		t.Fatalf("WHEP viewer got %d packets of %s, want 150 of H.264", r.packets, r.mime)
 	}
-	n := decodedFrames(t, out)
+	n := testutil.DecodedFrames(t, out)
 	t.Logf("WHEP viewer: %d H.264 packets, ffprobe decoded %d frames", r.packets, n)
 	if n < 30 {
 		t.Errorf("ffprobe decoded %d H.264 frames, want >= 30", n)

@@ -1,12 +1,9 @@
 package server_test
 
 import (
-	"errors"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,15 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
-	"github.com/pion/webrtc/v4/pkg/media"
-	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
 	"github.com/pion/webrtc/v4/pkg/media/ivfwriter"
-	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 	"github.com/pion/webrtc/v4/pkg/media/oggwriter"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -35,31 +29,17 @@ import (
 // first are interceptors nearest the network (a test's throttle).
 func plainAPI(t testing.TB, vanish *atomic.Bool, first ...interceptor.Factory) *webrtc.API {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	if vanish == nil {
+		return testutil.PlainAPI(t, first, nil)
+	}
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	ir := &interceptor.Registry{}
-	for _, f := range first {
-		ir.Add(f)
-	}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	if vanish != nil {
-		udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = udp.Close() })
+	t.Cleanup(func() { _ = udp.Close() })
+	return testutil.PlainAPI(t, first, func(se *webrtc.SettingEngine) {
 		se.SetICEUDPMux(webrtc.NewICEUDPMux(nil, &silentConn{PacketConn: udp, off: vanish}))
-	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	})
 }
 
 // silentConn drops every datagram both ways once off is true: a client
@@ -171,139 +151,24 @@ func postOffer(t testing.TB, srv *server.Server, path, token string, pc *webrtc.
 // testMedia is a few seconds of real VP8 video and Opus audio made by ffmpeg.
 type testMedia struct{ ivf, ogg string }
 
-var (
-	mediaOnce sync.Once
-	mediaDir  string
-	mediaErr  error
-)
-
 // makeTestMedia encodes the test media once per test binary; without
 // ffmpeg the test is skipped outside CI and fails inside it.
 func makeTestMedia(t testing.TB) testMedia {
 	t.Helper()
-	requireFFmpeg(t, "ffmpeg")
-	requireFFmpeg(t, "ffprobe")
-	mediaOnce.Do(func() {
-		mediaDir, mediaErr = os.MkdirTemp("", "starling-whip-media")
-		if mediaErr != nil {
-			return
-		}
-		out, err := exec.Command("ffmpeg", "-v", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=4",
-			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=4",
-			"-map", "0:v", "-c:v", "libvpx", "-b:v", "400k", "-deadline", "realtime", "-cpu-used", "8", "-g", "15", "-auto-alt-ref", "0",
-			filepath.Join(mediaDir, "v.ivf"),
-			"-map", "1:a", "-ac", "2", "-c:a", "libopus", "-b:a", "48k", "-frame_duration", "20", "-page_duration", "20000",
-			filepath.Join(mediaDir, "a.ogg")).CombinedOutput()
-		if err != nil {
-			mediaErr = errors.New("ffmpeg: " + err.Error() + ": " + string(out))
-		}
-	})
-	if mediaErr != nil {
-		t.Fatal(mediaErr)
-	}
-	return testMedia{ivf: filepath.Join(mediaDir, "v.ivf"), ogg: filepath.Join(mediaDir, "a.ogg")}
-}
-
-func requireFFmpeg(t testing.TB, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI (.ci/run installs ffmpeg)", name)
-		}
-		t.Skipf("%s not installed: skipping (CI installs it)", name)
-	}
+	ivf, ogg := testutil.TestMedia(t)
+	return testMedia{ivf: ivf, ogg: ogg}
 }
 
 // sendMedia loops the test media into the tracks in real time until stop
 // is closed.
-func sendMedia(t testing.TB, m testMedia, video, audio *webrtc.TrackLocalStaticSample, stop <-chan struct{}) *sync.WaitGroup {
-	t.Helper()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			f, err := os.Open(m.ivf)
-			if err != nil {
-				return
-			}
-			r, _, err := ivfreader.NewWith(f)
-			if err != nil {
-				f.Close()
-				return
-			}
-			tick := time.NewTicker(time.Second / 30)
-			for {
-				frame, _, err := r.ParseNextFrame()
-				if err != nil {
-					break
-				}
-				select {
-				case <-stop:
-					tick.Stop()
-					f.Close()
-					return
-				case <-tick.C:
-				}
-				_ = video.WriteSample(media.Sample{Data: frame, Duration: time.Second / 30})
-			}
-			tick.Stop()
-			f.Close()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			f, err := os.Open(m.ogg)
-			if err != nil {
-				return
-			}
-			r, _, err := oggreader.NewWith(f)
-			if err != nil {
-				f.Close()
-				return
-			}
-			tick := time.NewTicker(20 * time.Millisecond)
-			var last uint64
-			for {
-				page, hdr, err := r.ParseNextPage()
-				if err != nil {
-					break
-				}
-				if hdr.GranulePosition == 0 || len(page) == 0 {
-					continue // OpusHead, OpusTags
-				}
-				d := time.Duration(hdr.GranulePosition-last) * time.Second / 48000
-				last = hdr.GranulePosition
-				select {
-				case <-stop:
-					tick.Stop()
-					f.Close()
-					return
-				case <-tick.C:
-				}
-				_ = audio.WriteSample(media.Sample{Data: page, Duration: d})
-			}
-			tick.Stop()
-			f.Close()
-		}
-	}()
-	return &wg
+func sendMedia(_ testing.TB, m testMedia, video, audio *webrtc.TrackLocalStaticSample, stop <-chan struct{}) *sync.WaitGroup {
+	return testutil.SendMedia(m.ivf, m.ogg, video, audio, stop)
 }
 
 // mediaTracks makes a VP8 and an Opus sample track.
 func mediaTracks(t testing.TB, stream string) (video, audio *webrtc.TrackLocalStaticSample) {
 	t.Helper()
-	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "video", stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return video, audio
+	return testutil.MediaTracks(t, "video", "audio", stream)
 }
 
 // mediaSink writes what a receiver gets to IVF and Ogg files for ffprobe.
@@ -382,22 +247,6 @@ func (s *mediaSink) receive(t testing.TB, tr *webrtc.TrackRemote) {
 			return
 		}
 	}
-}
-
-// decodedFrames runs ffmpeg's decoder over a file and counts the frames it
-// decoded (video) or audio frames (Opus packets).
-func decodedFrames(t testing.TB, path string) int {
-	t.Helper()
-	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "0",
-		"-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v: %s", path, err, out)
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(out), "\n")[0]))
-	if err != nil {
-		t.Fatalf("ffprobe %s said %q", path, out)
-	}
-	return n
 }
 
 // plainPC is a peer of api (see plainAPI), closed when the test ends.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // The recorder sees a WHIP publisher's tracks as any other: a room
@@ -66,7 +67,7 @@ func TestWHIPRecorded(t *testing.T) {
 	}
 	decoded := 0
 	for _, f := range files {
-		decoded += decodedFrames(t, f.(string))
+		decoded += testutil.DecodedFrames(t, f.(string))
 	}
 	if decoded < 60 {
 		t.Errorf("ffprobe decoded %d frames from the recording of the WHIP publisher, want >= 60", decoded)

@@ -11,6 +11,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -116,12 +117,12 @@ func TestWHIPPublishWatchedByClient(t *testing.T) {
 	}
 	watcher.Close()
 	for _, f := range sink.filesOf("video") {
-		if n := decodedFrames(t, f); n < 30 {
+		if n := testutil.DecodedFrames(t, f); n < 30 {
 			t.Errorf("%s: ffprobe decoded %d video frames, want >= 30", f, n)
 		}
 	}
 	for _, f := range sink.filesOf("audio") {
-		if n := decodedFrames(t, f); n < 50 {
+		if n := testutil.DecodedFrames(t, f); n < 50 {
 			t.Errorf("%s: ffprobe decoded %d audio frames, want >= 50", f, n)
 		}
 	}
@@ -172,13 +173,13 @@ func TestWHEPWatchesAndFollowsPublisher(t *testing.T) {
 	if len(videos) != 1 {
 		t.Fatalf("viewer got %d video tracks, want 1 (the section is reused)", len(videos))
 	}
-	n := decodedFrames(t, videos[0])
+	n := testutil.DecodedFrames(t, videos[0])
 	t.Logf("WHEP viewer: %d video packets, ffprobe decoded %d frames across the publisher switch", sink.videoPackets.Load(), n)
 	if n < 60 {
 		t.Errorf("ffprobe decoded %d frames of the WHEP video, want >= 60", n)
 	}
 	for _, f := range sink.filesOf("audio") {
-		if n := decodedFrames(t, f); n < 50 {
+		if n := testutil.DecodedFrames(t, f); n < 50 {
 			t.Errorf("%s: ffprobe decoded %d audio frames, want >= 50", f, n)
 		}
 	}

@@ -80,6 +80,17 @@ func (s *linkSim) send(size int, cluster uint16) {
 	s.pending = append(s.pending, simArrival{seq, at})
 }
 
+// runProbe sends a probe of 1.5 Mbit/s on top of the media for 300 ms,
+// then runs after µs more.
+func (s *linkSim) runProbe(after int64) {
+	s.b.startProbe(1, s.now)
+	s.probe = 1_500_000
+	s.run(300_000, nil)
+	s.probe = 0
+	s.b.endProbe(s.now)
+	s.run(after, nil)
+}
+
 // run advances d µs, sending and feeding back, and calls each (if not
 // nil) after every feedback.
 func (s *linkSim) run(d int64, each func()) {
@@ -250,12 +261,7 @@ func TestBWEBottleneckAndProbe(t *testing.T) {
 	s.capacity = 0
 	s.run(1_000_000, nil)
 	before := s.b.estimate()
-	s.b.startProbe(1, s.now)
-	s.probe = 1_500_000
-	s.run(300_000, nil)
-	s.probe = 0
-	s.b.endProbe(s.now)
-	s.run(400_000, nil)
+	s.runProbe(400_000)
 	t.Logf("estimate %d bit/s before the probe, %d after", before, s.b.estimate())
 	if s.b.estimate() < 1_800_000 {
 		t.Fatalf("estimate %d bit/s after a probe of 2 Mbit/s on a free link", s.b.estimate())
@@ -271,12 +277,7 @@ func TestBWEProbeRaiseHolds(t *testing.T) {
 	s.media = 550_000
 	s.run(3_000_000, nil)
 	raises := s.b.raises.Load()
-	s.b.startProbe(1, s.now)
-	s.probe = 1_500_000
-	s.run(300_000, nil)
-	s.probe = 0
-	s.b.endProbe(s.now)
-	s.run(300_000, nil)
+	s.runProbe(300_000)
 	if s.b.raises.Load() != raises+1 || s.b.estimate() < 1_800_000 {
 		t.Fatalf("estimate %d bit/s, %d raises after a probe of 2 Mbit/s on a free link", s.b.estimate(), s.b.raises.Load()-raises)
 	}
@@ -302,12 +303,7 @@ func TestBWEProbeIntoBottleneck(t *testing.T) {
 	s.capacity, s.buffer = 700_000, 100_000
 	s.run(3_000_000, nil)
 	before := s.b.estimate()
-	s.b.startProbe(1, s.now)
-	s.probe = 1_500_000
-	s.run(300_000, nil)
-	s.probe = 0
-	s.b.endProbe(s.now)
-	s.run(400_000, nil)
+	s.runProbe(400_000)
 	t.Logf("estimate %d bit/s before the probe, %d after", before, s.b.estimate())
 	if s.b.estimate() > 800_000 {
 		t.Fatalf("a probe into a 700 kbit/s link raised the estimate to %d", s.b.estimate())

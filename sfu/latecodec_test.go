@@ -64,6 +64,20 @@ func lateCodecTrack(t *testing.T, s *Subscriber, id string, codec webrtc.RTPCode
 	return d
 }
 
+// negotiate has s offer and client answer, failing the test on an error
+// (what names the offer), and returns the offer.
+func negotiate(t *testing.T, s *Subscriber, client *webrtc.PeerConnection, what string) string {
+	t.Helper()
+	sdp, err := s.CreateOffer()
+	if err != nil {
+		t.Fatalf("offer %s: %v", what, err)
+	}
+	if err := answerOffer(t, s, client, sdp); err != nil {
+		t.Fatalf("answer to the offer %s: %v", what, err)
+	}
+	return sdp
+}
+
 // answerOffer has the client answer sdp and applies the answer.
 func answerOffer(t *testing.T, s *Subscriber, client *webrtc.PeerConnection, sdp string) error {
 	t.Helper()
@@ -88,20 +102,9 @@ func answerOffer(t *testing.T, s *Subscriber, client *webrtc.PeerConnection, sdp
 func TestLateCodecNegotiated(t *testing.T) {
 	s, client := lateCodecPeers(t, false)
 	vp8 := lateCodecTrack(t, s, "TR_vp8", vp8Codec)
-	sdp, err := s.CreateOffer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := answerOffer(t, s, client, sdp); err != nil {
-		t.Fatalf("first answer: %v", err)
-	}
+	negotiate(t, s, client, "the first, VP8")
 	h264 := lateCodecTrack(t, s, "TR_h264", h264Codec)
-	if sdp, err = s.CreateOffer(); err != nil {
-		t.Fatalf("offer with the H.264 track: %v", err)
-	}
-	if err := answerOffer(t, s, client, sdp); err != nil {
-		t.Fatalf("the answer with the H.264 track was refused: %v", err)
-	}
+	sdp := negotiate(t, s, client, "with the H.264 track")
 	if h264.Unsupported() || vp8.Unsupported() {
 		t.Fatalf("unsupported: H.264 %v, VP8 %v; want both sent", h264.Unsupported(), vp8.Unsupported())
 	}
@@ -121,32 +124,15 @@ func TestLateCodecNegotiated(t *testing.T) {
 func TestLateCodecAnswerApplies(t *testing.T) {
 	s, client := lateCodecPeers(t, true)
 	vp8 := lateCodecTrack(t, s, "TR_vp8", vp8Codec)
-	sdp, err := s.CreateOffer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := answerOffer(t, s, client, sdp); err != nil {
-		t.Fatalf("first answer: %v", err)
-	}
+	negotiate(t, s, client, "the first, VP8")
 	h264 := lateCodecTrack(t, s, "TR_h264", h264Codec)
-	sdp, err = s.CreateOffer()
-	if err != nil {
-		t.Fatalf("offer with the H.264 track: %v", err)
-	}
-	if err := answerOffer(t, s, client, sdp); err != nil {
-		t.Fatalf("the answer with the H.264 track was refused: %v", err)
-	}
+	negotiate(t, s, client, "with the H.264 track")
 	if !h264.Unsupported() || vp8.Unsupported() {
 		t.Fatalf("unsupported: H.264 %v (want true), VP8 %v (want false)", h264.Unsupported(), vp8.Unsupported())
 	}
 	// and the connection still negotiates: a third track
 	lateCodecTrack(t, s, "TR_vp8b", vp8Codec)
-	if sdp, err = s.CreateOffer(); err != nil {
-		t.Fatalf("offer after: %v", err)
-	}
-	if err := answerOffer(t, s, client, sdp); err != nil {
-		t.Fatalf("answer after: %v", err)
-	}
+	negotiate(t, s, client, "after")
 }
 
 // An H.264 track added while the subscriber's first offer (VP8 only) is in

@@ -21,6 +21,26 @@ type Sink interface {
 	Close()
 }
 
+// WithSink returns a new sink list: sinks and s. Sink lists are
+// copy-on-write (the read goroutine walks a snapshot without locking), so
+// a change makes a new slice and never touches the old one.
+func WithSink(sinks []Sink, s Sink) []Sink {
+	next := make([]Sink, len(sinks), len(sinks)+1)
+	copy(next, sinks)
+	return append(next, s)
+}
+
+// WithoutSink returns a new sink list: sinks without s (see WithSink).
+func WithoutSink(sinks []Sink, s Sink) []Sink {
+	next := make([]Sink, 0, len(sinks))
+	for _, x := range sinks {
+		if x != s {
+			next = append(next, x)
+		}
+	}
+	return next
+}
+
 // Source is a published track as its sinks see it.
 type Source interface {
 	ID() string
@@ -260,10 +280,7 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 // AddSink starts forwarding to s.
 func (r *Receiver) AddSink(s Sink) {
 	r.mu.Lock()
-	old := *r.sinks.Load()
-	next := make([]Sink, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, s)
+	next := WithSink(*r.sinks.Load(), s)
 	r.sinks.Store(&next)
 	r.mu.Unlock()
 	if r.onSinks != nil {
@@ -280,13 +297,7 @@ func (r *Receiver) Sinks() []Sink { return *r.sinks.Load() }
 // RemoveSink stops forwarding to s; it does not close s.
 func (r *Receiver) RemoveSink(s Sink) {
 	r.mu.Lock()
-	old := *r.sinks.Load()
-	next := make([]Sink, 0, len(old))
-	for _, x := range old {
-		if x != s {
-			next = append(next, x)
-		}
-	}
+	next := WithoutSink(*r.sinks.Load(), s)
 	r.sinks.Store(&next)
 	r.mu.Unlock()
 	if r.onSinks != nil {

@@ -132,9 +132,10 @@ type directStream struct {
 	hdr    rtp.Header // EncryptRTP's scratch header, reused
 }
 
-// Write encrypts and queues the packet, or hands it to pion.
-func (st *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-	r := st.sender.route.Load()
+// direct reports whether a packet goes out directly by route r (nil: none
+// now). A stream's path is settled by its first packet, for good: direct
+// if a route was known then, else through pion.
+func (st *directStream) direct(r *directRoute) bool {
 	if st.path == pathUnset {
 		if r != nil {
 			st.path = pathDirect
@@ -144,7 +145,13 @@ func (st *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attri
 			counters.pionStreams.Add(1)
 		}
 	}
-	if st.path == pathPion || r == nil {
+	return st.path != pathPion && r != nil
+}
+
+// Write encrypts and queues the packet, or hands it to pion.
+func (st *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+	r := st.sender.route.Load()
+	if !st.direct(r) {
 		return st.next.Write(h, payload, a)
 	}
 	return st.writeDirect(r, h, payload, nil, 0)
@@ -154,16 +161,7 @@ func (st *directStream) Write(h *rtp.Header, payload []byte, a interceptor.Attri
 // time in hist is stamped when the batched socket has sent it (bweio.go).
 func (st *directStream) writeStamped(h *rtp.Header, payload []byte, a interceptor.Attributes, hist *sendHistory, seq uint16) (int, error) {
 	r := st.sender.route.Load()
-	if st.path == pathUnset {
-		if r != nil {
-			st.path = pathDirect
-			counters.directStreams.Add(1)
-		} else {
-			st.path = pathPion
-			counters.pionStreams.Add(1)
-		}
-	}
-	if st.path == pathPion || r == nil {
+	if !st.direct(r) {
 		n, err := st.next.Write(h, payload, a)
 		hist.stamp(seq, clock.Micros())
 		return n, err

@@ -43,12 +43,7 @@ func (f *fakeSource) AddSink(s sfu.Sink) { f.mu.Lock(); f.sinks = append(f.sinks
 func (f *fakeSource) RemoveSink(s sfu.Sink) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, x := range f.sinks {
-		if x == s {
-			f.sinks = append(f.sinks[:i], f.sinks[i+1:]...)
-			return
-		}
-	}
+	f.sinks = sfu.WithoutSink(f.sinks, s)
 }
 func (f *fakeSource) RequestKeyframe(layer int8) {
 	select {

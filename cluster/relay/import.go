@@ -178,8 +178,7 @@ func (i *Import) SetMuted(m bool) { i.muted.Store(m) }
 // layers that do not cross yet.
 func (i *Import) AddSink(s sfu.Sink) {
 	i.mu.Lock()
-	old := *i.sinks.Load()
-	next := append(append(make([]sfu.Sink, 0, len(old)+1), old...), s)
+	next := sfu.WithSink(*i.sinks.Load(), s)
 	i.sinks.Store(&next)
 	i.mu.Unlock()
 	i.sendWish(clock.Nanos())
@@ -189,13 +188,7 @@ func (i *Import) AddSink(s sfu.Sink) {
 func (i *Import) RemoveSink(s sfu.Sink) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	old := *i.sinks.Load()
-	next := make([]sfu.Sink, 0, len(old))
-	for _, x := range old {
-		if x != s {
-			next = append(next, x)
-		}
-	}
+	next := sfu.WithoutSink(*i.sinks.Load(), s)
 	i.sinks.Store(&next)
 }
 

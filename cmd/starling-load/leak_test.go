@@ -1,10 +1,10 @@
 package main
 
 import (
-	"flag"
 	"os"
 	"testing"
 
+	"github.com/starling-rtc/starling/internal/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -13,11 +13,8 @@ import (
 // is closed. A developer's STARLING_RECORD_TOKEN must not change what the
 // tests' runs do (they run in parallel, where t.Setenv is not allowed).
 func TestMain(m *testing.M) {
-	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given && !raceEnabled {
-		_ = flag.Set("test.parallel", "2")
+	if !raceEnabled {
+		testutil.SetDefaultParallel(2)
 	}
 	_ = os.Unsetenv("STARLING_RECORD_TOKEN")
 	_ = os.Unsetenv("STARLING_KEYS")

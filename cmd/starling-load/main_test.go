@@ -19,6 +19,8 @@ import (
 
 	"github.com/starling-rtc/starling/bench/loadgen"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -31,10 +33,7 @@ func startServer(t *testing.T) *server.Server {
 // startServerWith is startServer with the configuration changed by edit.
 func startServerWith(t *testing.T, edit func(*config.Config)) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	edit(&cfg)
@@ -257,20 +256,6 @@ func TestLoadH264(t *testing.T) {
 	}
 }
 
-// requireTool returns the path of an external tool, or skips the test
-// when it is missing, except in CI (CI=true), where that is a failure.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found, and CI=true: CI must install it (Debian: apt-get install ffmpeg)", name)
-		}
-		t.Skipf("%s not found: skipping the check of the recorded files (install ffmpeg; with CI=true this fails)", name)
-	}
-	return p
-}
-
 const (
 	testKey    = "loadtest"
 	testSecret = "0123456789abcdef0123456789abcdef0123"
@@ -342,7 +327,7 @@ func testLoadRecord(t *testing.T, keys bool) {
 		t.Fatalf("recording folder %q is not under the server's %q", r.LocalDir, recDir)
 	}
 
-	ffprobe := requireTool(t, "ffprobe")
+	ffprobe := testutil.RequireTool(t, "ffprobe")
 	files, err := filepath.Glob(filepath.Join(r.LocalDir, "*.webm"))
 	if err != nil || len(files) != 4 {
 		t.Fatalf("webm files %v (%v), want 4", files, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/starling-rtc/starling/bench/loadgen"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -50,10 +51,7 @@ func TestSoak(t *testing.T) {
 	}
 	var errs atomic.Int64
 	var msgs sync.Map
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(500 * time.Millisecond)
 	cfg.Room.ResumeWindow = config.Duration(5 * time.Second)

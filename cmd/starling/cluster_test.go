@@ -3,7 +3,6 @@ package main_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,11 +17,7 @@ import (
 // each other in GET /v1/nodes, and a node killed with SIGKILL is gone
 // from the others' lists within 5 s.
 func TestClusterProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs three nodes")
-	}
-	parallelUnlessRace(t)
-	bin := buildStarling(t)
+	bin := clusterBinary(t, "builds the binary and runs three nodes")
 	ports := freePorts(t, 3)
 	out, code := runStarling(t, bin, clusterArgs(ports, 0, "p")...)
 	if code != 2 || !strings.Contains(out, "cluster.secret: required when clustered") {
@@ -30,20 +25,7 @@ func TestClusterProcesses(t *testing.T) {
 	}
 
 	cmds, addrs := startCluster(t, bin, ports, "p", 15*time.Second)
-	nodes := func(i int) int {
-		resp, err := http.Get("http://" + addrs[i] + "/v1/nodes")
-		if err != nil {
-			return -1
-		}
-		defer resp.Body.Close()
-		var body struct {
-			Nodes []json.RawMessage `json:"nodes"`
-		}
-		if json.NewDecoder(resp.Body).Decode(&body) != nil {
-			return -1
-		}
-		return len(body.Nodes)
-	}
+	nodes := func(i int) int { return nodeCount(addrs[i]) }
 	waitFor(t, 20*time.Second, "every node lists three nodes", func() bool { return nodes(0) == 3 && nodes(1) == 3 && nodes(2) == 3 })
 
 	// a joins p2 (knowing p0 too) and publishes; b on p0 receives it.

@@ -10,25 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/recorder"
 )
-
-func needFFmpeg(t *testing.T) {
-	t.Helper()
-	for _, tool := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found: CI must install ffmpeg", tool)
-			}
-			t.Skipf("%s not installed: skipping", tool)
-		}
-	}
-}
 
 // A hand-made manifest with three participants (one joining late, one
 // audio only) composes into a 2x2-capable grid with audio.
 func TestComposeCommand(t *testing.T) {
-	needFFmpeg(t)
+	testutil.RequireFFmpeg(t)
 	// With the tests that run the binary (under -race those run serially
 	// before it: then it runs alone).
 	t.Parallel()

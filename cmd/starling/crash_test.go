@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,68 +17,17 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
-	"github.com/pion/webrtc/v4/pkg/media/ivfreader"
-	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/recorder"
 )
 
-func requireFFmpeg(t *testing.T) {
-	t.Helper()
-	for _, tool := range []string{"ffmpeg", "ffprobe"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found: CI must install ffmpeg", tool)
-			}
-			t.Skipf("%s not installed: skipping", tool)
-		}
-	}
-}
-
+// clipFrames reads the recorder's test clip: VP8 frames and Opus packets.
 func clipFrames(t *testing.T) (video, audio [][]byte) {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "recorder", "testdata", "video.ivf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, _, err := ivfreader.NewWith(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		fr, _, err := r.ParseNextFrame()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		video = append(video, fr)
-	}
-	g, err := os.Open(filepath.Join("..", "..", "recorder", "testdata", "audio.ogg"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	o, _, err := oggreader.NewWith(g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p, _, err := o.ParseNextPage()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.HasPrefix(p, []byte("OpusTags")) && !bytes.HasPrefix(p, []byte("OpusHead")) {
-			audio = append(audio, p)
-		}
-	}
-	return video, audio
+	dir := filepath.Join("..", "..", "recorder", "testdata")
+	return testutil.ReadIVF(t, filepath.Join(dir, "video.ivf")), testutil.ReadOgg(t, filepath.Join(dir, "audio.ogg"))
 }
 
 type probed struct {
@@ -153,7 +100,7 @@ func TestKill9DuringRecording(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	parallelUnlessRace(t)
-	requireFFmpeg(t)
+	testutil.RequireFFmpeg(t)
 	bin := buildStarling(t)
 	recDir := t.TempDir()
 	n := startNode(t, bin, "starling", cleanEnv(), 0,

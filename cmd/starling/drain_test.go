@@ -18,35 +18,11 @@ import (
 // connections, hear each other again there, nobody is told anyone left,
 // and the process exits 0.
 func TestClusterSIGTERMDrains(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs two nodes")
-	}
-	parallelUnlessRace(t)
-	bin := buildStarling(t)
+	bin := clusterBinary(t, "builds the binary and runs two nodes")
 	cmds, addrs := startCluster(t, bin, freePorts(t, 2), "d", 0)
-	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }
-	api, err := client.LoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dial := func(name string) *client.Client {
-		var c *client.Client
-		deadline := time.Now().Add(30 * time.Second)
-		for { // the second node may still be waiting for the first (the state store)
-			c, err = client.Dial(ctx, ws(0), "drain", client.Options{Name: name, API: api, URLs: []string{ws(1)}, AutoResume: true, ResumeWindow: 20 * time.Second})
-			if err == nil || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("%s joins d0: %v", name, err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
+	dial := func(name string) *client.Client { return dialRetrying(t, ctx, addrs, "drain", name) }
 	a, b := dial("a"), dial("b")
 	received := countPackets(b, "")
 	publishAudio(t, ctx, a)
@@ -60,7 +36,7 @@ func TestClusterSIGTERMDrains(t *testing.T) {
 		if _, err := c.WaitEvent(ctx, client.EventResumed, nil); err != nil {
 			t.Fatalf("%s did not resume through d1: %v", c.LastJoin().Participant.Name, err)
 		}
-		if res := c.LastJoin(); !res.NewConnections || c.URL() != ws(1) {
+		if res := c.LastJoin(); !res.NewConnections || c.URL() != "ws://"+addrs[1]+"/v1/rtc" {
 			t.Fatalf("%s's resume: newConnections %v through %s, want true through d1", res.Participant.Name, res.NewConnections, c.URL())
 		}
 	}
@@ -90,32 +66,11 @@ func TestClusterSIGTERMDrains(t *testing.T) {
 // client gets the usual `leave {reason: serverShutdown}`, never
 // `reconnect`, and the process exits 0.
 func TestClusterSIGTERMLastNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs two nodes")
-	}
-	parallelUnlessRace(t) // its own two processes and ports; every step awaited
-	bin := buildStarling(t)
+	bin := clusterBinary(t, "builds the binary and runs two nodes") // its own two processes and ports; every step awaited
 	cmds, addrs := startCluster(t, bin, freePorts(t, 2), "l", 0)
-	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }
-	api, err := client.LoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var a *client.Client
-	deadline := time.Now().Add(30 * time.Second)
-	for { // the nodes may still be forming the state store
-		a, err = client.Dial(ctx, ws(0), "last", client.Options{Name: "a", API: api, URLs: []string{ws(1)}, AutoResume: true, ResumeWindow: 20 * time.Second})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("a joins l0: %v", err)
-	}
-	t.Cleanup(a.Close)
+	a := dialRetrying(t, ctx, addrs, "last", "a")
 
 	// l1 stops first (it drains, with nobody to hand over) and l0 sees it go.
 	if err := cmds[1].cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -154,6 +109,43 @@ func TestClusterSIGTERMLastNode(t *testing.T) {
 			t.Fatalf("a was asked to resume elsewhere though no other node was left: %s", e.Params)
 		}
 	}
+}
+
+// clusterBinary skips a test that runs nodes as processes under -short,
+// runs it in parallel unless under -race, and returns the binary.
+func clusterBinary(t *testing.T, why string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why)
+	}
+	parallelUnlessRace(t)
+	return buildStarling(t)
+}
+
+// dialRetrying joins room through the node at addrs[0], to resume through
+// addrs[1], retrying for 30 s: the second node may still be waiting for
+// the first (the state store). The client closes when the test ends.
+func dialRetrying(t *testing.T, ctx context.Context, addrs []string, room, name string) *client.Client {
+	t.Helper()
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := func(i int) string { return "ws://" + addrs[i] + "/v1/rtc" }
+	var c *client.Client
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err = client.Dial(ctx, ws(0), room, client.Options{Name: name, API: api, URLs: []string{ws(1)}, AutoResume: true, ResumeWindow: 20 * time.Second})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("%s joins %s through %s: %v", name, room, addrs[0], err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 // nodeCount is the number of nodes GET /v1/nodes lists at addr (-1 when it

@@ -1,23 +1,20 @@
 package main_test
 
 import (
-	"flag"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // TestMain fails the package's tests if goroutines outlive them: every
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed. The binary the tests built once is removed after them.
 func TestMain(m *testing.M) {
-	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given && !raceEnabled {
-		_ = flag.Set("test.parallel", "4")
+	parallel := 4
+	if raceEnabled {
+		parallel = 0 // go test's own
 	}
-	goleak.VerifyTestMain(removingBinary{m})
+	testutil.VerifyTestMain(removingBinary{m}, parallel)
 }
 
 // removingBinary runs the tests, then removes the binary they built.

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -110,16 +111,7 @@ func startCluster(t *testing.T, bin string, ports []int, idPrefix string, grace 
 }
 
 // waitFor polls cond until it holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+var waitFor = testutil.Eventually
 
 // countPackets counts the RTP packets c receives from the participant
 // from ("" for anyone) and returns a reader of the count.

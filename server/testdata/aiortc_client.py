@@ -25,7 +25,6 @@ Exit status: 0 done (wants met), 1 wants not met in time, 2 usage or
 protocol error, 3 aiortc or websockets missing.
 """
 
-import argparse
 import asyncio
 import fractions
 import json
@@ -33,6 +32,8 @@ import math
 import sys
 import threading
 import time
+
+from wsclient import arg_parser, emit, run
 
 try:
     import numpy
@@ -65,27 +66,34 @@ def honour_h264_keyframe_requests():
     h264.H264Encoder._encode_frame = patched
 
 
-def emit(**kw):
-    print(json.dumps(kw), flush=True)
+class Paced(MediaStreamTrack):
+    """A track whose recv is paced in real time, one frame a period."""
 
-
-class Bars(MediaStreamTrack):
-    """320x240 video at 15 fps whose bars move, so every frame differs."""
-
-    kind = "video"
+    period = 0.02
 
     def __init__(self):
         super().__init__()
         self.n = 0
         self.start = None
 
-    async def recv(self):
+    async def next_frame(self):
+        """Counts the next frame (self.n) and waits until it is due."""
         if self.start is None:
             self.start = time.time()
         self.n += 1
-        wait = self.start + self.n / 15 - time.time()
+        wait = self.start + self.n * self.period - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
+
+
+class Bars(Paced):
+    """320x240 video at 15 fps whose bars move, so every frame differs."""
+
+    kind = "video"
+    period = 1 / 15
+
+    async def recv(self):
+        await self.next_frame()
         img = numpy.zeros((240, 320, 3), numpy.uint8)
         x = (self.n * 8) % 320
         img[:, x:x + 40] = (255, 200, 0)
@@ -95,23 +103,13 @@ class Bars(MediaStreamTrack):
         return f
 
 
-class Tone(MediaStreamTrack):
+class Tone(Paced):
     """A 440 Hz tone, 20 ms frames at 48 kHz."""
 
     kind = "audio"
 
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-        self.start = None
-
     async def recv(self):
-        if self.start is None:
-            self.start = time.time()
-        self.n += 1
-        wait = self.start + self.n * 0.02 - time.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        await self.next_frame()
         t = (numpy.arange(960) + self.n * 960) / 48000
         samples = (numpy.sin(2 * math.pi * 440 * t) * 8000).astype(numpy.int16)
         f = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
@@ -287,15 +285,8 @@ class Participant:
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "check":
         return 0
-    ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["run"])
-    ap.add_argument("url")
-    ap.add_argument("room")
-    ap.add_argument("--name", default="aiortc")
-    ap.add_argument("--seconds", type=float, default=30)
+    ap = arg_parser("aiortc")
     ap.add_argument("--video-codec", choices=["vp8", "h264"], default="vp8")
-    ap.add_argument("--want-video", type=int, default=30)
-    ap.add_argument("--want-audio", type=int, default=50)
     ap.add_argument("--want-data", type=int, default=1)
     ap.add_argument("--no-publish", action="store_true")
     ap.add_argument("--until-eof", action="store_true",
@@ -306,12 +297,7 @@ def main():
     if args.debug:
         import logging
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
-    try:
-        met = asyncio.run(Participant(args).run())
-    except Exception as e:
-        emit(event="failed", error="%s: %s" % (type(e).__name__, e))
-        return 2
-    return 0 if met else 1
+    return run(lambda: Participant(args))
 
 
 if __name__ == "__main__":

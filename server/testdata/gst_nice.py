@@ -1,4 +1,5 @@
-"""libnice helpers shared by gst_whip.py and gst_ws.py.
+"""What gst_whip.py and gst_ws.py share: libnice helpers, the test-media
+pipeline and the check for GStreamer's elements.
 
 libnice leaves loopback out of the host candidates it gathers (see
 docs/whip.md), so a server on 127.0.0.1 is reachable over UDP only when the
@@ -7,7 +8,35 @@ selected ICE pair uses. The caller has already required GStreamer's and
 libnice's typelibs (gi.require_version).
 """
 
-from gi.repository import Nice
+import sys
+
+from gi.repository import Gst, Nice
+
+_PUBLISH = """
+webrtcbin name={w} bundle-policy=max-bundle
+videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1
+  ! videoconvert ! vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000
+  ! rtpvp8pay pt=96 mtu=1200 ! application/x-rtp,media=video,encoding-name=VP8,payload=96 ! {w}.
+audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
+  ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! {w}.
+"""
+
+
+def publish_pipeline(name):
+    """A pipeline description: a webrtcbin called name fed moving test
+    video (VP8, 320x240 at 30 fps) and a 440 Hz tone (Opus)."""
+    return _PUBLISH.format(w=name)
+
+
+def missing_elements(needed):
+    """Initialises GStreamer and returns 3 (printing what is missing) when
+    any of the elements needed is not installed, else 0."""
+    Gst.init(None)
+    missing = [n for n in needed if Gst.ElementFactory.find(n) is None]
+    if missing:
+        print("missing GStreamer elements: %s" % ", ".join(missing), file=sys.stderr)
+        return 3
+    return 0
 
 # webrtcbin's ice-agent reaches Python with a floating reference, which
 # PyGObject takes over and drops with its wrapper, freeing the agent under

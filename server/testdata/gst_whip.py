@@ -36,7 +36,7 @@ try:
     gi.require_version("GstSdp", "1.0")
     gi.require_version("Nice", "0.1")
     from gi.repository import GLib, Gst, GstSdp, GstWebRTC
-    from gst_nice import ice_transport, use_local_ip
+    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings: %s" % e, file=sys.stderr)
     sys.exit(3)
@@ -44,21 +44,9 @@ except (ImportError, ValueError) as e:
 NEEDED = ["webrtcbin", "nicesrc", "dtlssrtpenc", "vp8enc", "vp8dec", "opusenc", "opusdec",
           "rtpvp8pay", "rtpvp8depay", "rtpopuspay", "rtpopusdepay", "videotestsrc", "audiotestsrc"]
 
-PUBLISH = """
-webrtcbin name=w bundle-policy=max-bundle
-videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1
-  ! videoconvert ! vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000
-  ! rtpvp8pay pt=96 mtu=1200 ! application/x-rtp,media=video,encoding-name=VP8,payload=96 ! w.
-audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
-  ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w.
-"""
-
 
 def check():
-    Gst.init(None)
-    missing = [n for n in NEEDED if Gst.ElementFactory.find(n) is None]
-    if missing:
-        print("missing GStreamer elements: %s" % ", ".join(missing), file=sys.stderr)
+    if missing_elements(NEEDED):
         sys.exit(3)
 
 
@@ -140,7 +128,7 @@ def run(pipe, seconds, done=None):
 
 
 def whip(url, seconds, token, local_ip=None):
-    pipe = Gst.parse_launch(PUBLISH)
+    pipe = Gst.parse_launch(publish_pipeline("w"))
     w = pipe.get_by_name("w")
     use_local_ip(w, local_ip)
     pipe.set_state(Gst.State.PLAYING)

@@ -21,13 +21,14 @@ input closes) it sends `leave` and prints {"event":"summary",...}.
 Exit status: 0 done, 1 wants not met in time, 2 protocol error, 3 pieces missing.
 """
 
-import argparse
 import asyncio
 import json
 import re
 import sys
 import threading
 import time
+
+from wsclient import arg_parser, emit, run
 
 try:
     import gi
@@ -37,7 +38,7 @@ try:
     gi.require_version("GstSdp", "1.0")
     gi.require_version("Nice", "0.1")
     from gi.repository import Gst, GstSdp, GstWebRTC
-    from gst_nice import ice_transport, use_local_ip
+    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip
     import websockets
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings or websockets: %s" % e, file=sys.stderr)
@@ -45,19 +46,6 @@ except (ImportError, ValueError) as e:
 
 NEEDED = ["webrtcbin", "nicesrc", "dtlssrtpenc", "vp8enc", "vp8dec", "opusenc", "opusdec",
           "rtpvp8pay", "rtpopuspay", "decodebin", "videotestsrc", "audiotestsrc"]
-
-PUBLISH = """
-webrtcbin name=pub bundle-policy=max-bundle
-videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1
-  ! videoconvert ! vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000
-  ! rtpvp8pay pt=96 mtu=1200 ! application/x-rtp,media=video,encoding-name=VP8,payload=96 ! pub.
-audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! opusenc
-  ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! pub.
-"""
-
-
-def emit(**kw):
-    print(json.dumps(kw), flush=True)
 
 
 def promise(emit_with):
@@ -75,7 +63,7 @@ class Participant:
         self.next_id = 0
         self.pending = {}
         self.counts = {"video": 0, "audio": 0}
-        self.pipe = Gst.parse_launch(PUBLISH)
+        self.pipe = Gst.parse_launch(publish_pipeline("pub"))
         self.pub = self.pipe.get_by_name("pub")
         # The subscriber in a pipeline of its own: its state does not hold
         # the publisher's back.
@@ -272,32 +260,17 @@ class Participant:
 
 
 def main():
-    Gst.init(None)
-    missing = [n for n in NEEDED if Gst.ElementFactory.find(n) is None]
-    if missing:
-        print("missing GStreamer elements: %s" % ", ".join(missing), file=sys.stderr)
+    if missing_elements(NEEDED):
         return 3
     if len(sys.argv) > 1 and sys.argv[1] == "check":
         return 0
-    ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["run"])
-    ap.add_argument("url")
-    ap.add_argument("room")
-    ap.add_argument("--name", default="gstreamer")
-    ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--want-video", type=int, default=30)
-    ap.add_argument("--want-audio", type=int, default=50)
+    ap = arg_parser("gstreamer")
     ap.add_argument("--until-eof", action="store_true")
     ap.add_argument("--no-trickle", action="store_true", help="publisher candidates in the offer only")
     ap.add_argument("--dump", action="store_true", help="print the subscriber SDP on stderr")
     ap.add_argument("--local-ip", help="gather host candidates on this address only (e.g. 127.0.0.1)")
     args = ap.parse_args()
-    try:
-        met = asyncio.run(Participant(args).run())
-    except Exception as e:
-        emit(event="failed", error="%s: %s" % (type(e).__name__, e))
-        return 2
-    return 0 if met else 1
+    return run(lambda: Participant(args))
 
 
 if __name__ == "__main__":

@@ -38,15 +38,13 @@ type firefoxResult struct {
 	DiagB    json.RawMessage `json:"diagB"`
 }
 
-// TestFirefoxTwoPageCall is TestTwoPageCall in Debian's firefox-esr, driven
-// over WebDriver BiDi by puppeteer-core (node ../testdata/node/firefox_call.mjs):
-// each page shows the other's named tile, decodes video and receives audio,
-// a screenshot is saved, and B drops A's tile within 2 s of A leaving.
-// Needs firefox-esr, node and `npm ci` in web/testdata/node; skips without
-// them outside CI, fails without them in CI.
-func TestFirefoxTwoPageCall(t *testing.T) {
-	firefox := findBrowser(t, "STARLING_FIREFOX", "firefox-esr", "firefox-esr", "firefox")
-	node := findBrowser(t, "STARLING_NODE", "nodejs", "node")
+// findFirefox returns the paths of Firefox and node, once puppeteer-core
+// is installed in web/testdata/node; without any of them the test is
+// skipped outside CI and fails in it.
+func findFirefox(t *testing.T) (firefox, node string) {
+	t.Helper()
+	firefox = findBrowser(t, "STARLING_FIREFOX", "firefox-esr", "firefox-esr", "firefox")
+	node = findBrowser(t, "STARLING_NODE", "nodejs", "node")
 	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "puppeteer-core", "package.json")); err != nil {
 		msg := "puppeteer-core is not installed: run `npm ci` in web/testdata/node"
 		if inCI() {
@@ -54,6 +52,17 @@ func TestFirefoxTwoPageCall(t *testing.T) {
 		}
 		t.Skip(msg + "; skipping the Firefox test (with CI=true this fails)")
 	}
+	return firefox, node
+}
+
+// TestFirefoxTwoPageCall is TestTwoPageCall in Debian's firefox-esr, driven
+// over WebDriver BiDi by puppeteer-core (node ../testdata/node/firefox_call.mjs):
+// each page shows the other's named tile, decodes video and receives audio,
+// a screenshot is saved, and B drops A's tile within 2 s of A leaving.
+// Needs firefox-esr, node and `npm ci` in web/testdata/node; skips without
+// them outside CI, fails without them in CI.
+func TestFirefoxTwoPageCall(t *testing.T) {
+	firefox, node := findFirefox(t)
 	srv := startServer(t)
 	shot := filepath.Join(artifactDir(t), "two-party-call-firefox.png")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

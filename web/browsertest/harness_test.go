@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
 
@@ -61,71 +60,13 @@ func findBrowser(t *testing.T, env, pkg string, names ...string) string {
 // given, changes the configuration first.
 func startServer(t *testing.T, tune ...func(*config.Config)) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.LoopbackCandidates = true
 	cfg.Room.EmptyTimeout = config.Duration(time.Second)
 	for _, f := range tune {
 		f(&cfg)
 	}
-	// Debug logs only when asked for: at debug level pion formats a
-	// TrackRemote with %v in onTrack while its RTX SSRC is being set, which
-	// the race detector reports (see the sfu pion logger).
-	var w io.Writer = io.Discard
-	level := slog.LevelInfo
-	if os.Getenv("STARLING_TEST_LOG") != "" {
-		w, level = os.Stderr, slog.LevelDebug
-	}
-	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})))
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	srv.Serve()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		// A shutdown that outlasted its 10 s now and then under load could
-		// not be explained after the fact: a slow one leaves the stacks.
-		dumped := make(chan struct{})
-		slow := time.AfterFunc(shutdownSlow(), func() {
-			defer close(dumped)
-			t.Logf("server shutdown slow: goroutines in %s", dumpGoroutines(t))
-		})
-		err := srv.Shutdown(ctx)
-		if !slow.Stop() {
-			<-dumped // no log after the test has ended
-		}
-		if err != nil {
-			t.Errorf("server shutdown: %v", err)
-		}
-	})
-	return srv
-}
-
-// shutdownSlow is how long a server's shutdown may take before every
-// goroutine's stack is written to a file; STARLING_SHUTDOWN_DUMP (a
-// duration) overrides the 5 s.
-func shutdownSlow() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("STARLING_SHUTDOWN_DUMP")); err == nil && d > 0 {
-		return d
-	}
-	return 5 * time.Second
-}
-
-// dumpGoroutines writes every goroutine's stack to a file in the temporary
-// directory (it outlives the test) and returns its name.
-func dumpGoroutines(t *testing.T) string {
-	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
-	f, err := os.CreateTemp("", "starling-shutdown-"+name+"-*.txt")
-	if err != nil {
-		return "(not written: " + err.Error() + ")"
-	}
-	defer f.Close()
-	_ = pprof.Lookup("goroutine").WriteTo(f, 2)
-	return f.Name()
+	return testnode.Start(t, cfg)
 }
 
 // artifactDir is where screenshots go: $STARLING_ARTIFACTS, or

@@ -7,13 +7,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
 )
 
 // whipPage is a WHIP/WHEP client as any web developer would write it: only
@@ -83,17 +83,24 @@ type whepInbound struct {
 	AudioPackets  int `json:"audioPackets"`
 }
 
-// TestWHIPAndWHEPInChromium: a plain page publishes its camera over WHIP
-// and a web-app page shows and decodes it; a second plain page watches the
-// room over WHEP and decodes it; DELETE removes the publisher's tile.
-func TestWHIPAndWHEPInChromium(t *testing.T) {
-	b := launchChromium(t)
+// whipPageServer serves the plain WHIP/WHEP page from an origin of its
+// own and runs a server that allows that origin.
+func whipPageServer(t *testing.T) (*httptest.Server, *server.Server) {
+	t.Helper()
 	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte(whipPage))
 	}))
 	t.Cleanup(plain.Close)
-	srv := startServer(t, func(c *config.Config) { c.HTTP.AllowedOrigins = []string{plain.URL} })
+	return plain, startServer(t, func(c *config.Config) { c.HTTP.AllowedOrigins = []string{plain.URL} })
+}
+
+// TestWHIPAndWHEPInChromium: a plain page publishes its camera over WHIP
+// and a web-app page shows and decodes it; a second plain page watches the
+// room over WHEP and decodes it; DELETE removes the publisher's tile.
+func TestWHIPAndWHEPInChromium(t *testing.T) {
+	b := launchChromium(t)
+	plain, srv := whipPageServer(t)
 	base := "http://" + srv.Addr()
 	const room = "whip-browser"
 
@@ -180,21 +187,8 @@ type firefoxWHIP struct {
 // window watches over WHEP and decodes, and DELETE ends the session.
 func TestWHIPAndWHEPInFirefox(t *testing.T) {
 	parallelUnlessRace(t) // judges no timing; mostly waits for Firefox to start
-	firefox := findBrowser(t, "STARLING_FIREFOX", "firefox-esr", "firefox-esr", "firefox")
-	node := findBrowser(t, "STARLING_NODE", "nodejs", "node")
-	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "puppeteer-core", "package.json")); err != nil {
-		msg := "puppeteer-core is not installed: run `npm ci` in web/testdata/node"
-		if inCI() {
-			t.Fatalf("%s (CI=%s)", msg, os.Getenv("CI"))
-		}
-		t.Skip(msg + "; skipping the Firefox test (with CI=true this fails)")
-	}
-	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write([]byte(whipPage))
-	}))
-	t.Cleanup(plain.Close)
-	srv := startServer(t, func(c *config.Config) { c.HTTP.AllowedOrigins = []string{plain.URL} })
+	firefox, node := findFirefox(t)
+	plain, srv := whipPageServer(t)
 	base := "http://" + srv.Addr()
 	const room = "whip-firefox"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -26,6 +26,16 @@ async function socketTo(url, old, n = 1) {
   return FakeWebSocket.last;
 }
 
+/** A client of A and B joined through A (options: the client's). */
+async function joinedOnA(options = {}) {
+  const client = newClient([A, B], options);
+  const joining = client.join('room1', {name: 'Ann'});
+  const ws = await socketTo(A, null);
+  ws.reply(ws.requests('join')[0], joinResult('PA', 'rt'));
+  await joining;
+  return {client, ws};
+}
+
 /** A client joined through B (A is down), publishing a microphone. */
 async function joinedOnB() {
   FakeWebSocket.refuseURLs = new Set([A]);
@@ -104,11 +114,7 @@ test('the node dies: resume through the next node, refused there, rejoin and pub
 });
 
 test('a node that shuts down: no leave for the app, the session goes on at the next node', async () => {
-  const client = newClient([A, B]);
-  const joining = client.join('room1', {name: 'Ann'});
-  const ws = await socketTo(A, null);
-  ws.reply(ws.requests('join')[0], joinResult('PA', 'rt'));
-  await joining;
+  const {client, ws} = await joinedOnA();
   const left = [];
   client.on('leave', (d) => left.push(d));
   ws.push({jsonrpc: '2.0', method: 'leave', params: {reason: 'serverShutdown'}});
@@ -176,11 +182,7 @@ test('a node that never answers is given up after connectTimeout', async () => {
 });
 
 test('a node that goes silent is noticed by the heartbeat and left for the next one', async () => {
-  const client = newClient([A, B], {heartbeat: 30});
-  const joining = client.join('room1', {name: 'Ann'});
-  const ws = await socketTo(A, null);
-  ws.reply(ws.requests('join')[0], joinResult('PA', 'rt'));
-  await joining;
+  const {client, ws} = await joinedOnA({heartbeat: 30});
   // A live node answers the pings: the session stays.
   for (let i = 0; i < 3; i++) {
     await until(() => ws.requests('ping').length > i, `ping ${i + 1}`);
@@ -198,11 +200,7 @@ test('a node that goes silent is noticed by the heartbeat and left for the next 
 });
 
 test('reconnect {reason: drain}: the session resumes through the next node, the draining one is not tried', async () => {
-  const client = newClient([A, B]);
-  const joining = client.join('room1', {name: 'Ann'});
-  const ws = await socketTo(A, null);
-  ws.reply(ws.requests('join')[0], joinResult('PA', 'rt'));
-  await joining;
+  const {client, ws} = await joinedOnA();
   const left = [];
   const unknown = [];
   client.on('leave', (d) => left.push(d));

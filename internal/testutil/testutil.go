@@ -1,0 +1,93 @@
+// Package testutil holds what the tests of several packages share: the
+// check that an external tool (ffmpeg, ffprobe) is installed, test media
+// made and read, ffprobe's view of a file, the tone detector of the audio
+// mix tests, a TCP proxy that can be cut, the goroutine dump of a slow
+// shutdown and the TestMain set-up. Only tests import it; it imports no
+// Starling package but client, so any package's tests may use it.
+package testutil
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// InCI reports whether the tests run in CI (CI=true), where a missing tool
+// is a failure, not a reason to skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// RequireTool returns the path of an external tool in PATH. When it is
+// missing the test is skipped, except in CI, where it fails: .ci/run
+// installs it (ffmpeg and ffprobe come with the Debian package ffmpeg).
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		pkg := name
+		if name == "ffprobe" {
+			pkg = "ffmpeg"
+		}
+		if InCI() {
+			t.Fatalf("%s not found, and CI=true: CI must install it (.ci/run: apt-get install %s)", name, pkg)
+		}
+		t.Skipf("%s not installed: skipping (apt-get install %s to run this test; with CI=true this fails)", name, pkg)
+	}
+	return p
+}
+
+// RequireFFmpeg is RequireTool for both ffmpeg and ffprobe.
+func RequireFFmpeg(t testing.TB) {
+	t.Helper()
+	RequireTool(t, "ffmpeg")
+	RequireTool(t, "ffprobe")
+}
+
+// Logger is the logger of a test's server: silent unless STARLING_TEST_LOG
+// is set, then to stderr at level.
+func Logger(level slog.Level) *slog.Logger {
+	var w io.Writer = io.Discard
+	if os.Getenv("STARLING_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Ctx is a context that ends after d or with the test.
+func Ctx(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// VerifyTestMain runs a package's tests (call it from TestMain) with
+// -test.parallel defaulting to parallel when that is above 0 (see
+// SetDefaultParallel), and fails them if goroutines outlive them: every
+// long-lived component (its loops, timers, writers) must end when it is
+// closed.
+func VerifyTestMain(m goleak.TestingM, parallel int) {
+	if parallel > 0 {
+		SetDefaultParallel(parallel)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// SetDefaultParallel sets -test.parallel to n unless the command line gives
+// it (call it from TestMain, before m.Run): packages whose tests mostly
+// wait (media paced in real time, cluster timers, child processes) run
+// more than GOMAXPROCS of them at once.
+func SetDefaultParallel(n int) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		_ = flag.Set("test.parallel", strconv.Itoa(n))
+	}
+}
