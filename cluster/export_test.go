@@ -130,3 +130,15 @@ func (n *Node) StateMembers(name string) []string {
 	}
 	return ids
 }
+
+// MemberToken is the resume token hash the room state records for member
+// id, as this node reads the state ("" when it has no such member).
+func (n *Node) MemberToken(name, id string) string {
+	st, _ := n.get(name)
+	for _, m := range st.Members {
+		if m.ID == id {
+			return m.Token
+		}
+	}
+	return ""
+}

@@ -33,8 +33,12 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 		return false
 	}
 	inState := make(map[string]bool, len(st.Members))
+	tokens := map[string]string{} // this node's members' resume token hashes, as the state has them
 	for _, m := range st.Members {
 		inState[m.ID] = true
+		if m.Node == n.id {
+			tokens[m.ID] = m.Token
+		}
 	}
 	known := r.RemoteMembers()
 	unknown, absent, ownMissing := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
@@ -51,8 +55,9 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 		}
 	}
 	var missing []room.Member
-	var dups []string
-	replaced := map[string]time.Time{}
+	var dups, retoken []string
+	replaced, staleToken := map[string]time.Time{}, map[string]time.Time{}
+	localTokens := map[string]string{}
 	p := roomKey(r.Name())
 	for _, m := range r.LocalMembers() {
 		if !inState[m.ID] {
@@ -68,9 +73,21 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 		if h := st.holders[identityKey(p, m.Identity)]; m.Identity != "" && h != "" && h != m.ID && inState[h] && due(w.replaced, replaced, m.ID) {
 			dups = append(dups, m.ID)
 		}
+		// A resume changes the token; its hash is recorded in the
+		// background (SetToken), which gives up while the store is out of
+		// reach. A token the state does not know cannot resume through
+		// another node: record it again.
+		if tok, ours := tokens[m.ID]; ours && m.Token != "" && tok != m.Token && due(w.staleToken, staleToken, m.ID) {
+			retoken = append(retoken, m.ID)
+			localTokens[m.ID] = m.Token
+		}
 	}
 	if len(unknown)+len(absent)+len(ownMissing)+len(missing)+len(gone)+len(ask)+len(replaced)+len(dups) > 0 {
 		n.log.Debug("room state differs from the room here", "room", r.Name(), "unknown", len(unknown)+len(ask), "absent", len(absent)+len(gone), "ownMissing", len(ownMissing)+len(missing), "replaced", len(replaced)+len(dups))
+	}
+	for _, id := range retoken {
+		n.log.Info("room state: recording a participant's resume token again", "room", r.Name(), "member", id)
+		n.SetToken(r.Name(), id, localTokens[id]) // takeover.go
 	}
 	for _, id := range dups {
 		n.log.Info("room state: a participant here was replaced by a join of its identity elsewhere", "room", r.Name(), "member", id)
@@ -81,8 +98,8 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 	for _, m := range n.reassert(r, missing) {
 		ownMissing[m.ID] = t.Add(-confirmAfter)
 	}
-	w.unknown, w.absent, w.ownMissing, w.replaced = unknown, absent, ownMissing, replaced
-	if len(unknown)+len(absent)+len(ownMissing)+len(replaced) > 0 && !w.recheck {
+	w.unknown, w.absent, w.ownMissing, w.replaced, w.staleToken = unknown, absent, ownMissing, replaced, staleToken
+	if len(unknown)+len(absent)+len(ownMissing)+len(replaced)+len(staleToken) > 0 && !w.recheck {
 		w.recheck = true
 		n.wg.Add(1)
 		go func() {

@@ -60,7 +60,10 @@ type roomWatch struct {
 	// A local participant whose identity another member of the state
 	// holds (replaced by a join that did not find its key to delete).
 	replaced map[string]time.Time
-	recheck  bool // a confirming read is scheduled
+	// A local participant whose resume token hash in the state is not its
+	// current one (recorded while the bus was away).
+	staleToken map[string]time.Time
+	recheck    bool // a confirming read is scheduled
 }
 
 func newRoomWatch() *roomWatch {
@@ -68,7 +71,7 @@ func newRoomWatch() *roomWatch {
 		stop: make(chan struct{}), restart: make(chan struct{}, 1),
 		view: newRoomView(), changed: make(chan struct{}),
 		unknown: map[string]time.Time{}, absent: map[string]time.Time{}, ownMissing: map[string]time.Time{},
-		replaced: map[string]time.Time{},
+		replaced: map[string]time.Time{}, staleToken: map[string]time.Time{},
 	}
 }
 

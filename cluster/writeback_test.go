@@ -303,3 +303,58 @@ func TestBusCutLeaveDuringCut(t *testing.T) {
 		return !open
 	})
 }
+
+// A participant resumes on its own node while that node is cut off from
+// the bus for longer than a change waits for the store: its new resume
+// token's hash could not be recorded in the room state. When the link is
+// back the node records it, so when that node then dies the participant
+// resumes through another node (before, the state kept the old token's
+// hash: the resume got 404 and the call ended).
+func TestBusCutResumeTokenRecorded(t *testing.T) {
+	t.Parallel()
+	busCuts.Lock()
+	defer busCuts.Unlock()
+	const rm = "wbtoken"
+	srvs, proxy := cutCluster(t, 30*time.Second, nil)
+	alice := join(t, srvs[2], rm, "alice", withNodes(srvs[0])) // n2 first, then n0
+	bob := join(t, srvs[0], rm, "bob")
+	seeEachOther(t, alice, bob)
+	aID := alice.ParticipantID()
+	before := srvs[0].Cluster().MemberToken(rm, aID)
+	if before == "" {
+		t.Fatal("the room state has no token for alice")
+	}
+
+	cutOff(t, srvs, proxy, rm, false, nil)
+	alice.CloseSignaling()
+	eventually(t, 15*time.Second, "alice resumes on n2", func() bool {
+		return resumedCount(alice) == 1 && alice.URL() == srvs[2].SignalingURL()
+	})
+	// The cut outlasts the 8 s a change waits for the store (the wait
+	// makes the scenario; nothing is timed): n2's record of the new token
+	// gave up.
+	time.Sleep(10 * time.Second)
+	if got := srvs[0].Cluster().MemberToken(rm, aID); got != before {
+		t.Fatalf("the state's token for alice changed during the cut")
+	}
+	heal(t, srvs, proxy)
+	eventually(t, 30*time.Second, "the state records alice's new token", func() bool {
+		tok := srvs[0].Cluster().MemberToken(rm, aID)
+		return tok != "" && tok != before
+	})
+
+	srvs[2].Abort()
+	deadline := time.Now().Add(30 * time.Second)
+	for resumedCount(alice) < 2 || alice.URL() != srvs[0].SignalingURL() {
+		if time.Now().After(deadline) {
+			t.Fatalf("alice did not resume through n0 after n2 died; her client: %s", trail(alice))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if id := alice.LastJoin().Participant.ID; id != aID {
+		t.Fatalf("alice came back as %s, want %s", id, aID)
+	}
+	if sawLeave(bob, aID) {
+		t.Errorf("bob was told alice left")
+	}
+}

@@ -176,7 +176,9 @@ func TestAdminAPI(t *testing.T) {
 		if s.Layer != wantLayer || s.PacketsSent < 30 || s.BytesSent < s.PacketsSent*12 {
 			t.Fatalf("subscription %+v: want layer %q and packets sent", s, wantLayer)
 		}
-		if s.TrackID == video.ID && (s.Reception.FractionLost != 0 || s.Reception.RTTMs > 1000 || s.Reception.ReportedAt == 0) {
+		// The round trip is only checked for sanity (computed, not absurd):
+		// under -race on a loaded machine one took 1.1 s on loopback.
+		if s.TrackID == video.ID && (s.Reception.FractionLost != 0 || s.Reception.RTTMs > 10000 || s.Reception.ReportedAt == 0) {
 			t.Fatalf("video reception on loopback: %+v", *s.Reception)
 		}
 	}

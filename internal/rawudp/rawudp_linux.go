@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -17,6 +18,12 @@ const (
 	MaxMessages = 64
 	MaxBuffers  = MaxMessages * 64 // 64 segments each, the kernel's UDP_MAX_SEGMENTS
 )
+
+// ioSync orders memory around the socket for the race detector, as the
+// syscall package's Read and Write do: what a goroutine wrote before a send
+// happens before what a reader does after its read (tests share memory
+// with a peer that way). One atomic operation per system call.
+var ioSync atomic.Uint64
 
 // Conn reads and writes one UDP socket. Reads are serialised among
 // themselves, writes among themselves.
@@ -82,7 +89,9 @@ func (r *Conn) ReadMsg(p, oob []byte) (n, oobn int, from netip.AddrPort, err err
 		r.rmsg.SetControllen(len(oob))
 	}
 	r.rerrno = 0
-	if err := r.rc.Read(r.readFn); err != nil {
+	err = r.rc.Read(r.readFn)
+	ioSync.Load()
+	if err != nil {
 		r.riov.Base, r.rmsg.Control = nil, nil
 		return 0, 0, netip.AddrPort{}, err
 	}
@@ -194,6 +203,7 @@ func (r *Conn) WriteBatch(msgs []Message) (int, error) {
 		}
 	}
 	r.wcount, r.wn, r.werrno = len(msgs), 0, 0
+	ioSync.Add(1)
 	err := r.rc.Write(r.writeFn)
 	r.clear(len(msgs))
 	clear(r.iovs[:nb])
