@@ -5,10 +5,6 @@ import (
 	"net"
 	"testing"
 	"time"
-
-	"github.com/pion/interceptor"
-	"github.com/pion/rtp"
-	"github.com/pion/sdp/v3"
 )
 
 // BenchmarkBWEPerPacketSocket is congestion control's whole per-packet cost
@@ -54,11 +50,7 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 	bi := newBWEInterceptor(3_000_000)
 	tap := &rtcpTap{est: bi.est}
 	server.tapFrom(from, tap, keys)
-	ext := []interceptor.RTPHeaderExtension{{URI: sdp.TransportCCURI, ID: 5}}
-	quiet := interceptor.RTPWriterFunc(func(*rtp.Header, []byte, interceptor.Attributes) (int, error) { return 0, nil })
-	w := bi.BindLocalStream(&interceptor.StreamInfo{SSRC: 5, MimeType: "video/VP8", RTPHeaderExtensions: ext}, quiet)
-	h := &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}
-	payload := make([]byte, 1100)
+	w, h, payload := benchVideoWriter(bi)
 	buf := make([]byte, 1500)
 	_ = server.SetReadDeadline(time.Now().Add(time.Hour)) // a lost datagram fails the read, not the run
 
