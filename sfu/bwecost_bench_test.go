@@ -115,3 +115,70 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 func reportCPU(b *testing.B, cpu time.Duration) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
+
+// BenchmarkFeedbackWake is what one feedback datagram costs the server
+// when it arrives at an idle process, as most do between a webinar's
+// frames: the socket's reader is woken from the poller, reads it, the tap
+// decrypts and applies it, and the reader goes back to sleep. The client
+// sends one datagram every 300 µs (a sleep, so the reader is parked each
+// time). Mode unread sends the same datagrams to a socket nobody reads:
+// tapped − unread (cpu-ns/op, the whole process) is the server's cost per
+// feedback datagram, wake-up included, which BenchmarkBWEPerPacketSocket
+// leaves out (docs/congestion.md, "300 viewers").
+func BenchmarkFeedbackWake(b *testing.B) {
+	for _, mode := range []string{"unread", "tapped"} {
+		b.Run(mode, func(b *testing.B) {
+			server := newBatchConn(listenLoopback(b), false, nil)
+			defer server.Close()
+			client := listenLoopback(b)
+			defer client.Close()
+			to := server.LocalAddr().(*net.UDPAddr)
+			from := client.LocalAddr().(*net.UDPAddr).AddrPort()
+			keys := tapKeys()
+			raw := feedbacks(b, 8192, 18)
+			enc := clientSRTCP(b, keys)
+			pkts := make([][]byte, len(raw))
+			for i, p := range raw {
+				var err error
+				if pkts[i], err = enc.EncryptRTCP(nil, p, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tap := &rtcpTap{est: newBWE(3_000_000)}
+			server.tapFrom(from, tap, keys)
+			before := ReadCounters().BWEFeedbackTapped
+			if mode == "tapped" {
+				go func() { // the server's socket reader (pion's UDP mux)
+					buf := make([]byte, 1500)
+					for {
+						if _, _, err := server.ReadFromAddrPort(buf); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			b.ResetTimer()
+			cpu0 := processCPU(b)
+			for i := 0; i < b.N; i++ {
+				if i%len(pkts) == 0 && i > 0 {
+					tap.setKeys(nil) // a new context: the replay window starts again
+					tap.setKeys(keys)
+				}
+				if _, err := client.WriteToUDP(pkts[i%len(pkts)], to); err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(300 * time.Microsecond)
+			}
+			reportCPU(b, processCPU(b)-cpu0)
+			b.StopTimer()
+			if mode == "tapped" {
+				for deadline := time.Now().Add(5 * time.Second); ReadCounters().BWEFeedbackTapped-before < uint64(b.N) && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+				if got := ReadCounters().BWEFeedbackTapped - before; got < uint64(b.N) {
+					b.Fatalf("%d of %d feedback datagrams tapped", got, b.N)
+				}
+			}
+		})
+	}
+}
