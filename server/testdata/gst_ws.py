@@ -31,14 +31,8 @@ import time
 from wsclient import Calls, arg_parser, emit, run
 
 try:
-    import gi
-
-    gi.require_version("Gst", "1.0")
-    gi.require_version("GstWebRTC", "1.0")
-    gi.require_version("GstSdp", "1.0")
-    gi.require_version("Nice", "0.1")
+    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip  # requires the typelibs
     from gi.repository import Gst, GstSdp, GstWebRTC
-    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip
     import websockets
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings or websockets: %s" % e, file=sys.stderr)
