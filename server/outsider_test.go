@@ -727,3 +727,49 @@ func TestOutsiderErrorCodes(t *testing.T) {
 	_, e = viewer.call(4, "mute", map[string]any{"trackId": other, "muted": true})
 	check("mute of another participant's track", e, 403)
 }
+
+// TestOutsiderAPIRefusesOtherSites: on an open server the admin and
+// recording APIs trust loopback clients, and a browser on the server's
+// machine is one. A web page of another site may make it post to them
+// without a CORS preflight (a POST without Content-Type, or text/plain):
+// it sent data messages into a room and started a recording. Such
+// requests carry the page's Origin; like the signaling WebSocket and
+// WHIP/WHEP (docs/security.md), the APIs refuse origins not allowed (403);
+// the server's own pages and clients sending no Origin (curl, backends)
+// are served.
+func TestOutsiderAPIRefusesOtherSites(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, func(c *config.Config) { c.Recordings.Dir = t.TempDir() })
+	join(t, srv, "csrf", "someone")
+	post := func(path, origin, ctype, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+path, strings.NewReader(body))
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct{ path, ctype, body string }{
+		{"/v1/rooms/csrf/data", "", `{"payload":"from another site"}`},
+		{"/v1/rooms/csrf/recordings", "text/plain", `{}`},
+	} {
+		if code, body := post(c.path, "http://evil.example", c.ctype, c.body); code != http.StatusForbidden {
+			t.Errorf("POST %s from a page of http://evil.example: %d %s, want 403", c.path, code, body)
+		}
+	}
+	if code, body := post("/v1/rooms/csrf/data", "http://"+srv.Addr(), "", `{"payload":"own page"}`); code != http.StatusOK {
+		t.Errorf("POST .../data from the server's own page: %d %s", code, body)
+	}
+	if code, body := post("/v1/rooms/csrf/data", "", "application/json", `{"payload":"curl"}`); code != http.StatusOK {
+		t.Errorf("POST .../data without Origin: %d %s", code, body)
+	}
+}
