@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -25,16 +24,8 @@ const gstScript = "testdata/gst_whip.py"
 // pieces are missing (.ci/run installs them) and fails it inside CI.
 func requireGStreamer(t *testing.T) {
 	t.Helper()
-	out, err := exec.Command("/usr/bin/python3", gstScript, "check").CombinedOutput()
-	if err == nil {
-		return
-	}
-	msg := "GStreamer webrtcbin from Python is not usable (" + string(bytes.TrimSpace(out)) + "; " + err.Error() +
-		"): install gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg + "; skipping (CI installs them)")
+	testutil.RequirePython(t, gstScript, "GStreamer webrtcbin",
+		"gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1")
 }
 
 // gst runs the GStreamer client and returns its output; safe on any goroutine.

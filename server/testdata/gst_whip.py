@@ -32,14 +32,8 @@ import urllib.parse
 import urllib.request
 
 try:
-    import gi
-
-    gi.require_version("Gst", "1.0")
-    gi.require_version("GstWebRTC", "1.0")
-    gi.require_version("GstSdp", "1.0")
-    gi.require_version("Nice", "0.1")
+    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip  # requires the typelibs
     from gi.repository import GLib, Gst, GstSdp, GstWebRTC
-    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings: %s" % e, file=sys.stderr)
     sys.exit(3)
