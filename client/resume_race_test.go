@@ -3,8 +3,6 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
@@ -24,28 +23,12 @@ import (
 
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.HTTP.Address = "127.0.0.1:0"
-	cfg.RTC.BindIP = "127.0.0.1"
-	cfg.RTC.UDPPort = 0
-	cfg.RTC.TCPPort = 0
+	cfg := testnode.Config()
 	cfg.RTC.CongestionControl = false
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	cfg.Room.NegotiationTimeout = config.Duration(30 * time.Second) // a starved machine answers late
 	cfg.Room.ResumeWindow = config.Duration(20 * time.Second)
-	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Serve()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv
+	return testnode.Start(t, cfg)
 }
 
 func dial(t *testing.T, srv *server.Server, room, name string, autoResume bool) *client.Client {

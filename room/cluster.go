@@ -177,10 +177,11 @@ func (p *Participant) member() Member {
 // syncWait bounds how long a join into a room just opened on this node
 // waits for the other nodes' parts of it. Their snapshots take a bus round
 // trip or two; a node that does not answer (dead, its members kept for
-// the resume window) costs its request's timeout, and the join does not
-// wait for that: what arrives later reaches the joiner as
-// participantJoined.
-const syncWait = 2 * time.Second
+// the resume window) costs its request's timeout (3 s); past syncWait the
+// join goes on, and what arrives later reaches the joiner as
+// participantJoined. 5 s: a loaded machine (CI under -race) may take
+// seconds to read the room's state, and a join that waits is still a join.
+const syncWait = 5 * time.Second
 
 // Synced tells the room that the bus has fetched the other nodes' parts
 // of it (or given up): joins waiting in waitSynced go on. Idempotent.

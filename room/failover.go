@@ -153,7 +153,7 @@ func (m *Manager) ReleaseTracks(roomName, id, tokenHash string) (ReleaseResult, 
 	p.rs.slot.set(nil)
 	p.mu.Unlock()
 	if rp, ok := old.(Replaceable); ok {
-		rp.Replaced()
+		rp.Replaced("resumed through another node")
 	}
 	m.tk.released(roomName, id, tokenHash, m.cfg.ResumeWindow)
 	p.log.Info("released: it resumed through another node")
@@ -220,7 +220,7 @@ func (p *Participant) askReconnect() {
 	}
 	cur.Notify(protocol.NotifyReconnect, protocol.ReconnectParams{Reason: protocol.ReasonDrain})
 	if rp, ok := cur.(Replaceable); ok {
-		rp.Replaced() // closes the socket after what is queued, without leave
+		rp.Replaced("node draining: resume through another node") // closes the socket after what is queued, without leave
 	}
 	p.Detach(cur)
 }

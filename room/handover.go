@@ -316,14 +316,53 @@ func (m *Manager) trackReleased(p *Participant, on bool) {
 	m.released[key] = p
 }
 
+// settleWait bounds how long a participant taken over from a draining node
+// waits for its new subscriber connection to deliver before telling that
+// node anyway (which lets go after lingerMax whatever it hears).
+const settleWait = 8 * time.Second
+
 // subscriberUp runs once the participant's subscriber connection is up: a
-// participant taken over from another node tells that node (handover.go).
+// participant taken over from another node tells that node once the new
+// connection delivers (every down track not paused has sent a packet).
+// "Up" alone said nothing of the media: the tracks are offered after the
+// connection is up, and on a loaded machine their first packets came later
+// than the draining node's grace, which then closed the old connection
+// while the new one was still silent (a listener moving off a draining node
+// missed 4 frames under -race, 253 with the machine saturated).
 func (p *Participant) subscriberUp() {
 	if p.movedFrom == "" || !p.settledSent.CompareAndSwap(false, true) {
 		return
 	}
-	if bus := p.room.bus; bus != nil && p.movedFrom != bus.NodeID() {
-		p.log.Debug("subscriber connection up: telling the node it moved from", "node", p.movedFrom)
-		bus.Settled(p.movedFrom, p.room.name, p.id)
+	bus := p.room.bus
+	if bus == nil || p.movedFrom == bus.NodeID() {
+		return
 	}
+	go func() {
+		start := time.Now()
+		for !p.delivering() && time.Since(start) < settleWait && !p.isClosed() {
+			time.Sleep(20 * time.Millisecond)
+		}
+		p.log.Debug("new connections deliver: telling the node it moved from", "node", p.movedFrom, "after", time.Since(start))
+		bus.Settled(p.movedFrom, p.room.name, p.id)
+	}()
+}
+
+// delivering reports whether every down track of the participant that is
+// not paused has sent a packet.
+func (p *Participant) delivering() bool {
+	for _, s := range p.Subscriptions() {
+		if s.Down == nil || s.Down.Paused() {
+			continue
+		}
+		if n, _ := s.Down.Stats(); n == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Participant) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }

@@ -62,7 +62,8 @@ type Participant struct {
 	closed bool
 	perms  Permissions // see permissions.go
 	// startBy: tracks of its latest offer may still be starting until then
-	// (siblingsStarting).
+	// (siblingsStarting): startWindow after the offer, and again after
+	// each of its tracks starts.
 	startBy time.Time
 
 	loop subscriberLoop // owns the subscriber connection
@@ -245,7 +246,8 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 }
 
 // startWindow bounds how long a subscriber offer waits for the other new
-// tracks of the same publisher offer to start (siblingsStarting).
+// tracks of the same publisher offer to start (siblingsStarting), from the
+// offer or from the latest of them to start.
 const startWindow = 500 * time.Millisecond
 
 // siblingsStarting returns until when a subscriber offer that adds one of
@@ -305,6 +307,15 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 	t.mu.Unlock()
 	r.AddLayer(idx, remote, recv)
 	if first {
+		// The offer's other tracks start on the same connection, so
+		// shortly after this one: the window for them counts from here
+		// too. Counted from the offer alone, it had often passed before
+		// the first packet on a busy machine (the connection took longer
+		// to come up), and a camera's audio and video reached each
+		// subscriber in two offers.
+		p.mu.Lock()
+		p.startBy = time.Now().Add(startWindow)
+		p.mu.Unlock()
 		p.room.publish(t)
 	} else {
 		p.room.trackUpdated(t)

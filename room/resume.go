@@ -22,9 +22,9 @@ import (
 // Replaceable is an optional Peer extension. A client may resume on a new
 // socket before its old one is seen to drop; Replaced then tells the old
 // session that it no longer speaks for the participant and should close
-// without `leave`.
+// without `leave`, saying why (the WebSocket close reason).
 type Replaceable interface {
-	Replaced()
+	Replaced(why string)
 }
 
 // errResume is the one answer to every resume that cannot be honoured, so a
@@ -226,7 +226,7 @@ func (m *Manager) ResumeWith(roomName, token string, subs *protocol.ResumeSubscr
 	}
 	if old != nil {
 		if rp, ok := old.(Replaceable); ok {
-			rp.Replaced()
+			rp.Replaced("resumed on another connection")
 		}
 	}
 	p.log.Info("resumed", "wasAway", old == nil)

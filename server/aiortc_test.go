@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -40,16 +39,7 @@ const aiortcScript = "testdata/aiortc_client.py"
 // it) and fails inside CI.
 func requireAiortc(t *testing.T) {
 	t.Helper()
-	out, err := exec.Command("/usr/bin/python3", aiortcScript, "check").CombinedOutput()
-	if err == nil {
-		return
-	}
-	msg := "aiortc from Python is not usable (" + string(bytes.TrimSpace(out)) + "; " + err.Error() +
-		"): install python3-aiortc python3-websockets"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg + "; skipping (CI installs them)")
+	testutil.RequirePython(t, aiortcScript, "aiortc", "python3-aiortc python3-websockets")
 }
 
 // aiortcCounts is what aiortc_client.py reports in its met and summary events.

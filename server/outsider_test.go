@@ -85,6 +85,26 @@ func (o *outsiderWS) call(id int, method string, params map[string]any) (result,
 	}
 }
 
+// waitNote waits for a notification method whose params mention text;
+// what comes before it is dropped.
+func (o *outsiderWS) waitNote(t *testing.T, method, text string) map[string]any {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m, ok := <-o.in:
+			if !ok {
+				t.Fatalf("the socket closed before %s", method)
+			}
+			if m["method"] == method && strings.Contains(fmt.Sprint(m["params"]), text) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s mentioning %q", method, text)
+		}
+	}
+}
+
 // turnEntry is the first iceServers entry with a turn: URL and credentials.
 func turnEntry(res map[string]any) map[string]any {
 	list, _ := res["iceServers"].([]any)
@@ -642,4 +662,68 @@ func TestOutsiderDocLinks(t *testing.T) {
 			t.Errorf("%s sends the reader to shared/PROTOCOL.md, which is not in the repository (docs/PROTOCOL.md is)", f)
 		}
 	}
+}
+
+// TestOutsiderErrorCodes: the error codes PROTOCOL.md promises for tokens,
+// grants and ids, read as raw numbers: 401 without or with a bad token, 403
+// for a token of another room and for subscribing without canSubscribe,
+// 404 for a track of another room (ids of other rooms reveal nothing) and
+// for an unknown resume token, 409 for a request before join; each with a
+// message in words.
+func TestOutsiderErrorCodes(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, withKeys)
+	no := false
+	pub := join(t, srv, "codes-a", "pub", withToken(token(t, "pub", auth.Grants{Room: "codes-a"}, time.Hour)))
+	media := publishFake(t, pub)
+	other := media.track("video").ID
+
+	check := func(what string, e map[string]any, code float64) {
+		t.Helper()
+		if e == nil || e["code"] != code {
+			t.Errorf("%s: error %v, want code %v", what, e, code)
+			return
+		}
+		if msg, _ := e["message"].(string); len(msg) < 8 {
+			t.Errorf("%s: the message %q does not say what was wrong", what, msg)
+		}
+	}
+	o := outsiderDial(t, srv.SignalingURL())
+	_, e := o.call(1, "subscribe", map[string]any{"trackIds": []string{other}})
+	check("subscribe before join", e, 409)
+	_, e = o.call(2, "join", map[string]any{"room": "codes-b"})
+	check("join without a token", e, 401)
+	_, e = o.call(3, "join", map[string]any{"room": "codes-b", "token": "not.a.jwt"})
+	check("join with a malformed token", e, 401)
+	_, e = o.call(4, "join", map[string]any{"room": "codes-b", "token": token(t, "x", auth.Grants{Room: "codes-a"}, time.Hour)})
+	check("join with a token for another room", e, 403)
+	_, e = o.call(5, "join", map[string]any{"room": "codes-b", "resume": "RS_unknown"})
+	check("resume with an unknown token", e, 404)
+	if _, e = o.call(6, "join", map[string]any{"room": "codes-b", "token": token(t, "b", auth.Grants{Room: "codes-b"}, time.Hour)}); e != nil {
+		t.Fatalf("join with a good token: %v", e)
+	}
+	_, e = o.call(7, "subscribe", map[string]any{"trackIds": []string{other}})
+	check("subscribe to a track of another room", e, 404)
+	_, e = o.call(8, "setSubscription", map[string]any{"trackId": other, "paused": true})
+	check("setSubscription of a track of another room", e, 404)
+	_, e = o.call(9, "mute", map[string]any{"trackId": other, "muted": true})
+	check("mute of a track of another room", e, 404)
+
+	viewer := outsiderDial(t, srv.SignalingURL())
+	tok := token(t, "viewer", auth.Grants{Room: "codes-a", CanSubscribe: &no}, time.Hour)
+	res, e := viewer.call(1, "join", map[string]any{"room": "codes-a", "token": tok})
+	if e != nil {
+		t.Fatalf("join without canSubscribe: %v", e)
+	}
+	// The track is known to the viewer once announced: in the join result
+	// or by trackPublished (after its first packet).
+	if !strings.Contains(fmt.Sprint(res["participants"]), other) {
+		viewer.waitNote(t, "trackPublished", other)
+	}
+	_, e = viewer.call(2, "subscribe", map[string]any{"trackIds": []string{other}})
+	check("subscribe without canSubscribe", e, 403)
+	_, e = viewer.call(3, "setSubscription", map[string]any{"trackId": other, "quality": "low"})
+	check("setSubscription without canSubscribe", e, 403)
+	_, e = viewer.call(4, "mute", map[string]any{"trackId": other, "muted": true})
+	check("mute of another participant's track", e, 403)
 }

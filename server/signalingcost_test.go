@@ -3,11 +3,15 @@ package server_test
 import (
 	"context"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // wireCounter counts the bytes of one TCP connection in both directions.
@@ -83,11 +87,98 @@ func TestSignalingCost(t *testing.T) {
 		for i, c := range clients {
 			sent, recv := c.MessageCounts()
 			bytes := wires[i].in.Load() + wires[i].out.Load()
-			t.Logf("%s, participant %d: %d messages (%d sent, %d received), %d bytes on the wire (%d up, %d down)",
-				name, i, sent+recv, sent, recv, bytes, wires[i].out.Load(), wires[i].in.Load())
+			methods := map[string]int{}
+			for _, e := range c.Events() {
+				methods[e.Method]++
+			}
+			t.Logf("%s, participant %d: %d messages (%d sent, %d received: %v), %d bytes on the wire (%d up, %d down)",
+				name, i, sent+recv, sent, recv, methods, bytes, wires[i].out.Load(), wires[i].in.Load())
 			if compressed && bytes > 11_000 {
 				t.Errorf("participant %d: %d signaling bytes for a 1:1 call, want at most 11 kB", i, bytes)
 			}
 		}
 	})
+}
+
+// TestLateTracksShareOneOffer: a publisher's camera audio and video start
+// 150 ms apart, but only well after the publisher's offer (here 600 ms
+// after; on a busy machine the connection alone can take that long to come
+// up). A subscriber still gets both in one offer: the wait for the other
+// tracks of an offer counts from the first of them to start, not only
+// from the offer (TestSignalingCost under load: 11.5 kB, two more
+// messages each way).
+func TestLateTracksShareOneOffer(t *testing.T) {
+	// The tracks must start within the 500 ms the server waits for the
+	// second: no light tests beside it.
+	timingTest(t)
+	srv := startServer(t, nil)
+	const roomName = "late-start"
+	viewer := join(t, srv, roomName, "viewer")
+	rec := record(viewer)
+	waitFor(t, 30*time.Second, "the viewer's subscriber connection", func() bool {
+		return viewer.Subscriber().ConnectionState() == webrtc.PeerConnectionStateConnected
+	})
+	pub := join(t, srv, roomName, "pub")
+	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic", "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs, err := pub.Publish(ctxT(t, 30*time.Second),
+		client.LocalTrack{Track: video, Source: protocol.SourceCamera},
+		client.LocalTrack{Track: audio, Source: protocol.SourceMicrophone})
+	if err != nil || len(pubs) != 2 {
+		t.Fatalf("publish: %v", err)
+	}
+	published := time.Now()
+	waitFor(t, 30*time.Second, "the publisher's connection", func() bool {
+		return pub.Publisher().ConnectionState() == webrtc.PeerConnectionStateConnected
+	})
+	if d := 600*time.Millisecond - time.Since(published); d > 0 {
+		time.Sleep(d) // past the 500 ms counted from the offer
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	send := func(track *webrtc.TrackLocalStaticRTP, every time.Duration, payload func(n int) []byte, tsStep uint32) {
+		defer wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: uint16(n), Timestamp: uint32(n) * tsStep}, Payload: payload(n)}
+			if track.WriteRTP(pkt) != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}
+	wg.Add(1)
+	go send(audio, 20*time.Millisecond, func(int) []byte { return []byte{0x78, 1, 2, 3} }, 960)
+	time.Sleep(150 * time.Millisecond) // more than the 40 ms a subscriber offer waits for more changes
+	wg.Add(1)
+	go send(video, 33*time.Millisecond, func(n int) []byte { return vp8Payload(uint16(n), true, true, n, 0) }, 3000)
+	audioID, videoID := pubs[0].ID, pubs[1].ID
+	if pubs[0].Kind == "video" {
+		audioID, videoID = videoID, audioID
+	}
+	waitFor(t, 30*time.Second, "both tracks at the viewer", func() bool {
+		return len(rec.payloads(audioID)) > 0 && len(rec.payloads(videoID)) > 0
+	})
+	offers := 0
+	for _, e := range viewer.Events() {
+		if e.Method == protocol.MethodOffer {
+			offers++
+		}
+	}
+	// The first offer, at join, brought the data channel.
+	if offers != 2 {
+		t.Errorf("the viewer got %d subscriber offers, want 2: one at join, one for both tracks", offers)
+	}
 }

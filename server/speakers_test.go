@@ -170,17 +170,8 @@ func (l *speakerLog) since(t0 time.Time) []speakerEvent {
 	return out
 }
 
-func sameIDs(a []string, b ...string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+// sameIDs reports whether a is b, in order.
+func sameIDs(a []string, b ...string) bool { return slices.Equal(a, b) }
 
 // TestActiveSpeakers: three publishers with synthetic RFC 6464 levels and a
 // listener. The loud one is named; when two swap, the ranking follows; a

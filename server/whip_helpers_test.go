@@ -175,6 +175,7 @@ func mediaTracks(t testing.TB, stream string) (video, audio *webrtc.TrackLocalSt
 type mediaSink struct {
 	dir          string
 	videoPackets atomic.Int64
+	videoFrames  atomic.Int64 // video packets that end a frame (marker bit)
 	audioPackets atomic.Int64
 	mu           sync.Mutex
 	files        []string
@@ -240,6 +241,9 @@ func (s *mediaSink) receive(t testing.TB, tr *webrtc.TrackRemote) {
 		}
 		if tr.Kind() == webrtc.RTPCodecTypeVideo {
 			s.videoPackets.Add(1)
+			if pkt.Marker {
+				s.videoFrames.Add(1)
+			}
 		} else {
 			s.audioPackets.Add(1)
 		}

@@ -54,7 +54,6 @@ type outDatagram struct {
 	buf *packetBuf
 	n   int
 	to  netip.AddrPort
-	key uint64 // groups datagrams by peer (batchwrite.go); set by the flusher
 	// The congestion controller's record of this packet, stamped with the
 	// time it left (bwe.go); nil for datagrams it does not follow.
 	hist *sendHistory

@@ -330,28 +330,9 @@ func TestBWELossCaps(t *testing.T) {
 // Mbit/s with feedback every 100 ms) decoded and applied to the estimator.
 func BenchmarkBWEPerPacket(b *testing.B) {
 	const perFeedback = 16
-	rec := twcc.NewRecorder(1)
-	var fbs [][]byte
-	at := int64(1_000_000)
-	for i := 0; i < 1<<16; i++ {
-		at += 600 + int64(i%7)*50
-		rec.Record(5, uint16(i), at)
-		if i%perFeedback == perFeedback-1 {
-			for _, p := range rec.BuildFeedbackPacket() {
-				raw, err := p.Marshal()
-				if err != nil {
-					b.Fatal(err)
-				}
-				fbs = append(fbs, raw)
-			}
-		}
-	}
+	fbs := feedbacks(b, 1<<16/perFeedback, perFeedback)
 	bi := newBWEInterceptor(3_000_000)
-	ext := []interceptor.RTPHeaderExtension{{URI: sdp.TransportCCURI, ID: 5}}
-	quiet := interceptor.RTPWriterFunc(func(*rtp.Header, []byte, interceptor.Attributes) (int, error) { return 0, nil })
-	w := bi.BindLocalStream(&interceptor.StreamInfo{SSRC: 5, MimeType: "video/VP8", RTPHeaderExtensions: ext}, quiet)
-	h := &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}
-	payload := make([]byte, 1100)
+	w, h, payload := benchVideoWriter(bi)
 	buf := make([]byte, 1500)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -370,6 +351,16 @@ func BenchmarkBWEPerPacket(b *testing.B) {
 		}
 	}
 	reportCPU(b, processCPU(b)-cpu0)
+}
+
+// benchVideoWriter is bi's writer of a VP8 stream (SSRC 5, the TWCC
+// extension as ID 5) whose packets go nowhere, with the header and the
+// 1100-byte payload a benchmark writes.
+func benchVideoWriter(bi *bweInterceptor) (interceptor.RTPWriter, *rtp.Header, []byte) {
+	ext := []interceptor.RTPHeaderExtension{{URI: sdp.TransportCCURI, ID: 5}}
+	quiet := interceptor.RTPWriterFunc(func(*rtp.Header, []byte, interceptor.Attributes) (int, error) { return 0, nil })
+	w := bi.BindLocalStream(&interceptor.StreamInfo{SSRC: 5, MimeType: "video/VP8", RTPHeaderExtensions: ext}, quiet)
+	return w, &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}, make([]byte, 1100)
 }
 
 // TestBWEDoesNotAllocate: numbering, recording and applying feedback

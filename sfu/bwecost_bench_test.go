@@ -5,10 +5,6 @@ import (
 	"net"
 	"testing"
 	"time"
-
-	"github.com/pion/interceptor"
-	"github.com/pion/rtp"
-	"github.com/pion/sdp/v3"
 )
 
 // BenchmarkBWEPerPacketSocket is congestion control's whole per-packet cost
@@ -54,11 +50,7 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 	bi := newBWEInterceptor(3_000_000)
 	tap := &rtcpTap{est: bi.est}
 	server.tapFrom(from, tap, keys)
-	ext := []interceptor.RTPHeaderExtension{{URI: sdp.TransportCCURI, ID: 5}}
-	quiet := interceptor.RTPWriterFunc(func(*rtp.Header, []byte, interceptor.Attributes) (int, error) { return 0, nil })
-	w := bi.BindLocalStream(&interceptor.StreamInfo{SSRC: 5, MimeType: "video/VP8", RTPHeaderExtensions: ext}, quiet)
-	h := &rtp.Header{Version: 2, SSRC: 5, PayloadType: 96}
-	payload := make([]byte, 1100)
+	w, h, payload := benchVideoWriter(bi)
 	buf := make([]byte, 1500)
 	_ = server.SetReadDeadline(time.Now().Add(time.Hour)) // a lost datagram fails the read, not the run
 
@@ -122,4 +114,71 @@ func benchBWESocket(b *testing.B, perFeedback int) {
 // time other processes had the core.
 func reportCPU(b *testing.B, cpu time.Duration) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkFeedbackWake is what one feedback datagram costs the server
+// when it arrives at an idle process, as most do between a webinar's
+// frames: the socket's reader is woken from the poller, reads it, the tap
+// decrypts and applies it, and the reader goes back to sleep. The client
+// sends one datagram every 300 µs (a sleep, so the reader is parked each
+// time). Mode unread sends the same datagrams to a socket nobody reads:
+// tapped − unread (cpu-ns/op, the whole process) is the server's cost per
+// feedback datagram, wake-up included, which BenchmarkBWEPerPacketSocket
+// leaves out (docs/congestion.md, "300 viewers").
+func BenchmarkFeedbackWake(b *testing.B) {
+	for _, mode := range []string{"unread", "tapped"} {
+		b.Run(mode, func(b *testing.B) {
+			server := newBatchConn(listenLoopback(b), false, nil)
+			defer server.Close()
+			client := listenLoopback(b)
+			defer client.Close()
+			to := server.LocalAddr().(*net.UDPAddr)
+			from := client.LocalAddr().(*net.UDPAddr).AddrPort()
+			keys := tapKeys()
+			raw := feedbacks(b, 8192, 18)
+			enc := clientSRTCP(b, keys)
+			pkts := make([][]byte, len(raw))
+			for i, p := range raw {
+				var err error
+				if pkts[i], err = enc.EncryptRTCP(nil, p, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tap := &rtcpTap{est: newBWE(3_000_000)}
+			server.tapFrom(from, tap, keys)
+			before := ReadCounters().BWEFeedbackTapped
+			if mode == "tapped" {
+				go func() { // the server's socket reader (pion's UDP mux)
+					buf := make([]byte, 1500)
+					for {
+						if _, _, err := server.ReadFromAddrPort(buf); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			b.ResetTimer()
+			cpu0 := processCPU(b)
+			for i := 0; i < b.N; i++ {
+				if i%len(pkts) == 0 && i > 0 {
+					tap.setKeys(nil) // a new context: the replay window starts again
+					tap.setKeys(keys)
+				}
+				if _, err := client.WriteToUDP(pkts[i%len(pkts)], to); err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(300 * time.Microsecond)
+			}
+			reportCPU(b, processCPU(b)-cpu0)
+			b.StopTimer()
+			if mode == "tapped" {
+				for deadline := time.Now().Add(5 * time.Second); ReadCounters().BWEFeedbackTapped-before < uint64(b.N) && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+				if got := ReadCounters().BWEFeedbackTapped - before; got < uint64(b.N) {
+					b.Fatalf("%d of %d feedback datagrams tapped", got, b.N)
+				}
+			}
+		})
+	}
 }

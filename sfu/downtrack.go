@@ -221,7 +221,7 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 	src := d.src()
 	if d.ho != nil || from != nil {
 		var ok, ask bool
-		if src, ok, ask = d.handoverLocked(layer, payload, from); !ok {
+		if src, ok, ask = d.handoverLocked(in, layer, payload, from); !ok {
 			d.mu.Unlock()
 			if ask {
 				src.RequestKeyframe(layer)

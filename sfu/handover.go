@@ -31,6 +31,8 @@ type handover struct {
 	// armed: d is off old's sinks and on the new source's, so a packet
 	// that reaches d.WriteRTP comes from the new source.
 	armed bool
+	// Audio goes over at the same place in the stream (align.go).
+	align alignment
 }
 
 // handoverSink feeds d the old source's packets until the new source takes
@@ -51,8 +53,16 @@ func (w *handoverSink) OnSenderReport(layer int8, ntp uint64, rtpTime uint32) {
 	}
 }
 
-// Close: the old source ended; the new one goes on.
-func (w *handoverSink) Close() {}
+// Close: the old source ended; the new one goes on (an audio handover
+// waiting for it to catch up goes over with what it held).
+func (w *handoverSink) Close() {
+	d := w.d
+	d.mu.Lock()
+	if ho := d.ho; ho != nil && ho.wrap == w && ho.armed && len(ho.align.held) > 0 {
+		d.switchLocked(ho, 0, ho.align.held, ho.align.held[0].ts) // what the new source sent while waiting
+	}
+	d.mu.Unlock()
+}
 
 // DesiredLayer keeps the old source sending what d wants meanwhile (a relay
 // import asks its origin only for the layers its sinks want).
@@ -104,13 +114,17 @@ func (d *DownTrack) HandingOver() bool {
 // handoverLocked decides, during a Handover, what to do with a packet from
 // the old source (from set) or the new one: ok=false drops it (ask: request
 // a keyframe of the new source). A packet of the new source that can start
-// the stream ends the handover: the munger starts a new mapping at it. src
-// is the source the packet comes from. d.mu held.
-func (d *DownTrack) handoverLocked(layer int8, payload []byte, from *handoverSink) (src Source, ok, ask bool) {
+// the stream ends the handover: the munger starts a new mapping at it (for
+// audio, at the packet that follows the last one forwarded from the old
+// source: align.go). src is the source the packet comes from. d.mu held.
+func (d *DownTrack) handoverLocked(in *rtp.Header, layer int8, payload []byte, from *handoverSink) (src Source, ok, ask bool) {
 	ho := d.ho
 	if from != nil {
 		if ho == nil || ho.wrap != from {
 			return d.src(), false, false // the new source took over: a late packet of the old one
+		}
+		if !d.video && d.haveTS {
+			return ho.old, d.alignOldLocked(ho, in, payload), false
 		}
 		return ho.old, true, false
 	}
@@ -121,6 +135,18 @@ func (d *DownTrack) handoverLocked(layer int8, payload []byte, from *handoverSin
 	if d.video && (layer > d.target || !IsKeyframeStart(d.kind, payload)) {
 		return src, false, d.keyframeDue()
 	}
+	if !d.video && d.haveTS && !d.alignNewLocked(ho, in, payload) {
+		return src, false, false // forwarded already, or held until the old source catches up
+	}
+	d.switchLocked(ho, layer, nil, in.Timestamp)
+	return src, true, false
+}
+
+// switchLocked ends the handover: the new source's packets are forwarded
+// from now on, through a new munger mapping; held, the new source's packets
+// kept while the old one caught up, go out first. d.mu held.
+// firstTS is the input timestamp of the first packet forwarded.
+func (d *DownTrack) switchLocked(ho *handover, layer int8, held []heldPacket, firstTS uint32) {
 	d.ho = nil
 	if d.video {
 		d.current = layer
@@ -128,10 +154,18 @@ func (d *DownTrack) handoverLocked(layer int8, payload []byte, from *handoverSin
 	d.munger.Switch()
 	d.vp8.Switch()
 	d.vp9.Switch()
+	if ho.align.found {
+		// Where the first packet lies after the last one forwarded, on the
+		// old source's timeline: the output timestamps go on as one stream.
+		d.munger.HintNextTS(d.tsOut + (firstTS - ho.align.off - d.tsIn))
+	}
 	d.haveTS = false // the new source's timestamps have their own sender reports
 	d.sr.reset()
 	go ho.old.RemoveSink(ho.wrap) // not under d.mu: a source may call its sinks under its own lock
-	return src, true, false
+	src := d.src()
+	for _, h := range held {
+		d.forwardLocked(h.seq, h.ts, h.marker, h.payload, layer, src)
+	}
 }
 
 // sameCodec reports whether two sources carry the same codec, so one down

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -62,8 +63,22 @@ func (p *peer) watchState() {
 // ErrClosed is returned by operations on a closed connection.
 var ErrClosed = errors.New("connection closed")
 
+// maxPendingCandidates bounds the candidates kept for a description not
+// applied yet.
+const maxPendingCandidates = 64
+
 // AddCandidate adds a remote ICE candidate; nil means end of candidates.
-// Candidates that arrive before the remote description are kept until it is set.
+// Candidates that arrive before the remote description are kept until it
+// is set. So is a candidate of another ICE session than the remote
+// description's (its ufrag is not the description's): one of an ICE
+// restart whose description has not been applied, or never will be (the
+// soak saw a client's answer to a subscriber restart offer refused because
+// the connection had closed meanwhile, and the client's candidates of that
+// answer follow it). pion drops those with an error-level log ("dropping
+// candidate with ufrag ..."), which the soak counted as a server error
+// after resumes: the client did nothing wrong.
+// A later description with that ufrag takes them; the oldest go first when
+// too many wait.
 func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 	if c == nil {
 		return nil // pion ends gathering checks on its own
@@ -73,9 +88,17 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 	if p.closed {
 		return ErrClosed
 	}
-	if p.pc.RemoteDescription() == nil {
-		if len(p.pending) >= 64 {
+	rd := p.pc.RemoteDescription()
+	if rd == nil {
+		if len(p.pending) >= maxPendingCandidates {
 			return errors.New("too many candidates before the remote description")
+		}
+		p.pending = append(p.pending, *c)
+		return nil
+	}
+	if !fitsDescription(rd.SDP, *c) {
+		if len(p.pending) >= maxPendingCandidates {
+			p.pending = p.pending[1:]
 		}
 		p.pending = append(p.pending, *c)
 		return nil
@@ -86,15 +109,42 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 	return nil
 }
 
-// flushCandidates adds the candidates kept while no remote description was set.
+// flushCandidates adds the candidates kept that fit the remote description
+// now set; those of another ICE session keep waiting.
 func (p *peer) flushCandidates() {
 	p.mu.Lock()
 	pending := p.pending
 	p.pending = nil
+	var fit []webrtc.ICECandidateInit
+	if rd := p.pc.RemoteDescription(); rd == nil {
+		p.pending = pending
+	} else {
+		for _, c := range pending {
+			if fitsDescription(rd.SDP, c) {
+				fit = append(fit, c)
+			} else {
+				p.pending = append(p.pending, c)
+			}
+		}
+	}
 	p.mu.Unlock()
-	for _, c := range pending {
+	for _, c := range fit {
 		_ = p.pc.AddICECandidate(c)
 	}
+}
+
+// fitsDescription reports whether candidate c may be added with sdp as the
+// remote description: it names no ufrag, or one of sdp's (pion's own test,
+// which drops the candidate otherwise).
+func fitsDescription(sdp string, c webrtc.ICECandidateInit) bool {
+	f := strings.Fields(c.Candidate)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "ufrag" {
+			u := f[i+1]
+			return strings.Contains(sdp, "a=ice-ufrag:"+u+"\r\n") || strings.Contains(sdp, "a=ice-ufrag:"+u+"\n")
+		}
+	}
+	return true
 }
 
 // OnCandidate calls f with each local candidate, then nil at the end of gathering.

@@ -25,11 +25,12 @@ func (s *Session) resume(params *protocol.JoinParams) (any, *protocol.Error) {
 }
 
 // Replaced implements room.Replaceable: the client resumed on another
-// socket, so this one no longer speaks for the participant. It is closed
-// without `leave`, which would tell the client its session is over.
-func (s *Session) Replaced() {
+// socket (or is asked to resume through another node), so this one no
+// longer speaks for the participant. It is closed without `leave`, which
+// would tell the client its session is over; why is the close reason.
+func (s *Session) Replaced(why string) {
 	s.mu.Lock()
 	s.p = nil
 	s.mu.Unlock()
-	go s.conn.Close(1000, "resumed on another connection")
+	go s.conn.Close(1000, why)
 }

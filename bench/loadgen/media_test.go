@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pion/rtp/codecs"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -133,13 +134,7 @@ func TestH264Packets(t *testing.T) {
 // TestH264FFprobe: ffprobe reads the size and profile from the synthetic
 // stream (the slice data is filler, so decoding it is not attempted).
 func TestH264FFprobe(t *testing.T) {
-	ffprobe, err := exec.LookPath("ffprobe")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ffprobe not installed")
-		}
-		t.Skip("ffprobe not installed")
-	}
+	ffprobe := testutil.RequireTool(t, "ffprobe")
 	var d codecs.H264Packet
 	var annexB []byte
 	for _, p := range h264Frames(640, 360, []int{3000, 900, 900}) {

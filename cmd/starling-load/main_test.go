@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"os"
 	"os/exec"
@@ -37,19 +36,7 @@ func startServerWith(t *testing.T, edit func(*config.Config)) *server.Server {
 	cfg.RTC.TCPPort = -1
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	edit(&cfg)
-	srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Serve()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return srv
+	return testnode.Start(t, cfg)
 }
 
 // TestLoadSmoke runs the command against an in-process server: 1 publisher,

@@ -41,13 +41,18 @@ type Conn struct {
 	readFn func(fd uintptr) bool // bound once: no allocation per read
 
 	wmu     sync.Mutex
-	hdrs    [MaxMessages]unix.Mmsghdr
-	names   [MaxMessages]unix.RawSockaddrInet6
-	iovs    [MaxBuffers]unix.Iovec
+	w       *sendState // at the first WriteBatch: a socket only read (udpgro) does not carry 70 KB
 	wcount  int
 	wn      int
 	werrno  syscall.Errno
 	writeFn func(fd uintptr) bool
+}
+
+// sendState is sendmmsg's arguments, reused.
+type sendState struct {
+	hdrs  [MaxMessages]unix.Mmsghdr
+	names [MaxMessages]unix.RawSockaddrInet6
+	iovs  [MaxBuffers]unix.Iovec
 }
 
 // New wraps c.
@@ -156,8 +161,10 @@ func (r *Conn) putSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort) uint32 
 }
 
 // WriteBatch sends msgs with sendmmsg; it returns how many messages were
-// sent and, if not all, the error of the first one that was not. At most
-// MaxMessages messages and MaxBuffers buffers in all.
+// sent (at most MaxMessages), and an error only when none was, for the
+// first message: as sendmmsg does, the caller sends the rest again. A
+// message to an address this socket's family cannot reach is refused
+// (EAFNOSUPPORT) when its turn comes, so the messages before it leave.
 func (r *Conn) WriteBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
@@ -167,18 +174,33 @@ func (r *Conn) WriteBatch(msgs []Message) (int, error) {
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	if r.w == nil {
+		r.w = &sendState{}
+	}
+	w := r.w
 	nb := 0
+	count := len(msgs)
+	var refused error // the first message that cannot be sent: the ones before it are
 	for i := range msgs {
 		m := &msgs[i]
-		h := &r.hdrs[i]
-		*h = unix.Mmsghdr{}
-		if nb+len(m.Buffers) > MaxBuffers {
-			r.clear(i)
-			return 0, ErrTooLarge
+		l := r.putSockaddr(&w.names[i], m.To)
+		switch {
+		case l == 0:
+			refused = opError("write", "sendmmsg", syscall.EAFNOSUPPORT)
+		case nb+len(m.Buffers) > MaxBuffers:
+			refused = ErrTooLarge
 		}
+		if refused != nil {
+			count = i
+			break
+		}
+		h := &w.hdrs[i]
+		*h = unix.Mmsghdr{}
+		h.Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
+		h.Hdr.Namelen = l
 		first := nb
 		for _, b := range m.Buffers {
-			v := &r.iovs[nb]
+			v := &w.iovs[nb]
 			*v = unix.Iovec{}
 			if len(b) > 0 {
 				v.Base = &b[0]
@@ -187,26 +209,22 @@ func (r *Conn) WriteBatch(msgs []Message) (int, error) {
 			nb++
 		}
 		if nb > first {
-			h.Hdr.Iov = &r.iovs[first]
+			h.Hdr.Iov = &w.iovs[first]
 			h.Hdr.SetIovlen(nb - first)
-		}
-		if l := r.putSockaddr(&r.names[i], m.To); l != 0 {
-			h.Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-			h.Hdr.Namelen = l
-		} else {
-			r.clear(i + 1)
-			return 0, opError("write", "sendmmsg", syscall.EAFNOSUPPORT)
 		}
 		if len(m.OOB) > 0 {
 			h.Hdr.Control = &m.OOB[0]
 			h.Hdr.SetControllen(len(m.OOB))
 		}
 	}
-	r.wcount, r.wn, r.werrno = len(msgs), 0, 0
+	if count == 0 {
+		return 0, refused
+	}
+	r.wcount, r.wn, r.werrno = count, 0, 0
 	ioSync.Add(1)
 	err := r.rc.Write(r.writeFn)
-	r.clear(len(msgs))
-	clear(r.iovs[:nb])
+	r.clear(count)
+	clear(w.iovs[:nb])
 	if err != nil {
 		return 0, err
 	}
@@ -219,13 +237,13 @@ func (r *Conn) WriteBatch(msgs []Message) (int, error) {
 // clear drops the first n headers' pointers into the callers' buffers.
 func (r *Conn) clear(n int) {
 	for i := range n {
-		r.hdrs[i] = unix.Mmsghdr{}
+		r.w.hdrs[i] = unix.Mmsghdr{}
 	}
 }
 
 func (r *Conn) write(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.wcount), 0, 0, 0)
+		n, _, e := syscall.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&r.w.hdrs[0])), uintptr(r.wcount), 0, 0, 0)
 		switch e {
 		case 0:
 			r.wn = int(n)

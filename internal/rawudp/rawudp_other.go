@@ -29,7 +29,8 @@ func (r *Conn) ReadMsg(p, oob []byte) (n, oobn int, from netip.AddrPort, err err
 	return n, oobn, from, err
 }
 
-// WriteBatch sends msgs one by one (their buffers joined).
+// WriteBatch sends msgs one by one (their buffers joined), with the
+// Linux version's results.
 func (r *Conn) WriteBatch(msgs []Message) (int, error) {
 	for i := range min(len(msgs), MaxMessages) {
 		m := &msgs[i]
@@ -39,7 +40,10 @@ func (r *Conn) WriteBatch(msgs []Message) (int, error) {
 		}
 		r.buf = b
 		if _, _, err := r.c.WriteMsgUDPAddrPort(b, m.OOB, m.To); err != nil {
-			return i, err
+			if i > 0 {
+				return i, nil // as sendmmsg: the caller resends from the failed one
+			}
+			return 0, err
 		}
 	}
 	return min(len(msgs), MaxMessages), nil

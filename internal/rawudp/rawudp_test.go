@@ -110,16 +110,37 @@ func TestReadErrors(t *testing.T) {
 }
 
 // TestWrongFamily: an IPv6 destination from an IPv4 socket is refused,
-// not sent somewhere else.
+// not sent somewhere else; the messages before it leave, and the caller
+// resends from it as after a partial sendmmsg.
 func TestWrongFamily(t *testing.T) {
 	c := listen(t, "udp4", "127.0.0.1")
+	peer := listen(t, "udp4", "127.0.0.1")
 	r, err := New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := r.WriteBatch([]Message{{Buffers: [][]byte{[]byte("x")}, To: netip.MustParseAddrPort("[::1]:9")}})
-	if n != 0 || err == nil {
-		t.Fatalf("WriteBatch to IPv6 from an IPv4 socket = %d, %v; want an error", n, err)
+	to := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	msgs := []Message{
+		{Buffers: [][]byte{[]byte("before")}, To: to},
+		{Buffers: [][]byte{[]byte("x")}, To: netip.MustParseAddrPort("[::1]:9")},
+		{Buffers: [][]byte{[]byte("after")}, To: to},
+	}
+	if n, err := r.WriteBatch(msgs); n != 1 || err != nil {
+		t.Fatalf("WriteBatch = %d, %v; want the one message before the IPv6 one", n, err)
+	}
+	if n, err := r.WriteBatch(msgs[1:]); n != 0 || err == nil {
+		t.Fatalf("WriteBatch from the IPv6 message = %d, %v; want 0 and an error", n, err)
+	}
+	if n, err := r.WriteBatch(msgs[2:]); n != 1 || err != nil {
+		t.Fatalf("WriteBatch after it = %d, %v", n, err)
+	}
+	buf := make([]byte, 100)
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, want := range []string{"before", "after"} {
+		k, _, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil || string(buf[:k]) != want {
+			t.Fatalf("read %q, %v; want %q", buf[:k], err, want)
+		}
 	}
 }
 

@@ -92,6 +92,10 @@ func PlainAPI(t testing.TB, first []interceptor.Factory, tune func(*webrtc.Setti
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	// Checks a candidate pair for seconds, as browsers do: with pion's
+	// 1.6 s, an offering peer whose first checks went unanswered on a busy
+	// machine gave its only pair up and never connected (client.ICECheckRetries).
+	se.SetICEMaxBindingRequests(client.ICECheckRetries)
 	if tune != nil {
 		tune(&se)
 	}

@@ -7,6 +7,7 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"io"
@@ -90,4 +91,21 @@ func SetDefaultParallel(n int) {
 	if !given {
 		_ = flag.Set("test.parallel", strconv.Itoa(n))
 	}
+}
+
+// RequirePython runs `/usr/bin/python3 script check` (a test peer that
+// checks the Python pieces it needs); when that fails the test is skipped
+// outside CI and fails in CI, saying that what is not usable and which
+// Debian packages to install (.ci/run installs them).
+func RequirePython(t testing.TB, script, what, install string) {
+	t.Helper()
+	out, err := exec.Command("/usr/bin/python3", script, "check").CombinedOutput()
+	if err == nil {
+		return
+	}
+	msg := what + " from Python is not usable (" + string(bytes.TrimSpace(out)) + "; " + err.Error() + "): install " + install
+	if InCI() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + "; skipping (CI installs them)")
 }

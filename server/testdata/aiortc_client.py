@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 
-from wsclient import arg_parser, emit, run
+from wsclient import Calls, arg_parser, emit, run
 
 try:
     import numpy
@@ -121,8 +121,7 @@ class Participant:
     def __init__(self, args):
         self.args = args
         self.ws = None
-        self.next_id = 0
-        self.pending = {}
+        self.calls = Calls()
         self.me = None
         self.sub = RTCPeerConnection()
         self.pub = None
@@ -137,15 +136,7 @@ class Participant:
         self.sub.on("datachannel", self.on_datachannel)
 
     async def call(self, method, params):
-        self.next_id += 1
-        rid = self.next_id
-        fut = asyncio.get_running_loop().create_future()
-        self.pending[rid] = fut
-        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
-        msg = await asyncio.wait_for(fut, 20)
-        if "error" in msg:
-            raise RuntimeError("%s failed: %s" % (method, msg["error"]))
-        return msg["result"]
+        return await self.calls.call(self.ws, method, params)
 
     async def notify(self, method, params):
         await self.ws.send(json.dumps({"jsonrpc": "2.0", "method": method, "params": params}))
@@ -154,10 +145,7 @@ class Participant:
         async for raw in self.ws:
             msg = json.loads(raw)
             if "method" not in msg:
-                fut = self.pending.pop(msg.get("id"), None)
-                if fut is not None:
-                    fut.set_result(msg)
-                else:
+                if not self.calls.answered(msg):
                     emit(event="error-response", msg=msg)
                 continue
             await self.events.put(msg)

@@ -4,13 +4,20 @@ pipeline and the check for GStreamer's elements.
 libnice leaves loopback out of the host candidates it gathers (see
 docs/whip.md), so a server on 127.0.0.1 is reachable over UDP only when the
 address is given to the agent; and the tests assert which transport the
-selected ICE pair uses. The caller has already required GStreamer's and
-libnice's typelibs (gi.require_version).
+selected ICE pair uses. Importing it requires the typelibs both scripts
+use (GStreamer, its WebRTC and SDP libraries, libnice): it raises
+ImportError or ValueError when one is missing.
 """
 
 import sys
 
-from gi.repository import Gst, Nice
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+gi.require_version("GstSdp", "1.0")
+gi.require_version("Nice", "0.1")
+from gi.repository import Gst, Nice  # noqa: E402 (after require_version)
 
 _PUBLISH = """
 webrtcbin name={w} bundle-policy=max-bundle

@@ -8,8 +8,10 @@ the end. Nothing in it comes from Starling: it is a client Starling did not
 write, for server/whip_gst_test.go and for trying a server by hand.
 
   gst_whip.py check
-  gst_whip.py whip URL [--seconds N] [--token T] [--local-ip IP]
+  gst_whip.py whip URL [--seconds N] [--token T] [--until-eof] [--local-ip IP]
                                                   publish test video (VP8) and audio (Opus)
+                                                  (--until-eof: stop once standard input
+                                                  ends; N is then a limit)
   gst_whip.py whep URL [--seconds N] [--token T] [--until V,A] [--local-ip IP]
                                                   watch, decode, print what was decoded
                                                   (--until: stop once V video frames and
@@ -22,6 +24,7 @@ the transport of the ICE pair in use at the end ("ice=udp", or "ice=other": TCP)
 Exit status: 0 done, 2 usage or HTTP error, 3 GStreamer pieces missing.
 """
 
+import os
 import sys
 import time
 import urllib.error
@@ -29,14 +32,8 @@ import urllib.parse
 import urllib.request
 
 try:
-    import gi
-
-    gi.require_version("Gst", "1.0")
-    gi.require_version("GstWebRTC", "1.0")
-    gi.require_version("GstSdp", "1.0")
-    gi.require_version("Nice", "0.1")
+    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip  # requires the typelibs
     from gi.repository import GLib, Gst, GstSdp, GstWebRTC
-    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings: %s" % e, file=sys.stderr)
     sys.exit(3)
@@ -103,8 +100,9 @@ def post_offer(w, url, token):
     return urllib.parse.urljoin(url, headers.get("Location"))
 
 
-def run(pipe, seconds, done=None):
-    """Runs the pipeline for at most seconds; with done, until done() is true."""
+def run(pipe, seconds, done=None, eof=False):
+    """Runs the pipeline for at most seconds; with done, until done() is true;
+    with eof, until standard input ends."""
     loop = GLib.MainLoop()
     bus = pipe.get_bus()
     bus.add_signal_watch()
@@ -124,10 +122,18 @@ def run(pipe, seconds, done=None):
                 return False
             return True
         GLib.timeout_add(50, poll)
+    if eof:
+        def on_stdin(fd, cond):
+            if cond & GLib.IOCondition.IN and os.read(fd, 4096):
+                return True
+            loop.quit()
+            return False
+        GLib.io_add_watch(sys.stdin.fileno(), GLib.PRIORITY_DEFAULT,
+                          GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR, on_stdin)
     loop.run()
 
 
-def whip(url, seconds, token, local_ip=None):
+def whip(url, seconds, token, local_ip=None, eof=False):
     pipe = Gst.parse_launch(publish_pipeline("w"))
     w = pipe.get_by_name("w")
     use_local_ip(w, local_ip)
@@ -138,7 +144,7 @@ def whip(url, seconds, token, local_ip=None):
             t.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
     session = post_offer(w, url, token)
     print("publishing, session %s" % session, flush=True)
-    run(pipe, seconds)
+    run(pipe, seconds, eof=eof)
     ice = ice_transport(w)
     status, _, _ = request("DELETE", session, token)
     pipe.set_state(Gst.State.NULL)
@@ -210,7 +216,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     mode, url = argv[1], argv[2]
-    seconds, token, until, local_ip = 8.0, "", None, None
+    seconds, token, until, local_ip, eof = 8.0, "", None, None, False
     rest = argv[3:]
     while rest:
         flag = rest.pop(0)
@@ -220,6 +226,8 @@ def main(argv):
             token = rest.pop(0)
         elif flag == "--until" and rest and mode == "whep":
             until = [int(n) for n in rest.pop(0).split(",")]
+        elif flag == "--until-eof" and mode == "whip":
+            eof = True
         elif flag == "--local-ip" and rest:
             local_ip = rest.pop(0)
         else:
@@ -228,7 +236,7 @@ def main(argv):
     check()
     try:
         if mode == "whip":
-            whip(url, seconds, token, local_ip)
+            whip(url, seconds, token, local_ip, eof)
         else:
             whep(url, seconds, token, until, local_ip)
     except ValueError as e:  # a --local-ip libnice cannot parse

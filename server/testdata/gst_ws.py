@@ -28,17 +28,11 @@ import sys
 import threading
 import time
 
-from wsclient import arg_parser, emit, run
+from wsclient import Calls, arg_parser, emit, run
 
 try:
-    import gi
-
-    gi.require_version("Gst", "1.0")
-    gi.require_version("GstWebRTC", "1.0")
-    gi.require_version("GstSdp", "1.0")
-    gi.require_version("Nice", "0.1")
+    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip  # requires the typelibs
     from gi.repository import Gst, GstSdp, GstWebRTC
-    from gst_nice import ice_transport, missing_elements, publish_pipeline, use_local_ip
     import websockets
 except (ImportError, ValueError) as e:
     print("missing GStreamer Python bindings or websockets: %s" % e, file=sys.stderr)
@@ -60,8 +54,7 @@ class Participant:
         self.args = args
         self.loop = None
         self.ws = None
-        self.next_id = 0
-        self.pending = {}
+        self.calls = Calls()
         self.counts = {"video": 0, "audio": 0}
         self.pipe = Gst.parse_launch(publish_pipeline("pub"))
         self.pub = self.pipe.get_by_name("pub")
@@ -115,24 +108,13 @@ class Participant:
         emit(event="decoding", kind=kind, caps=caps.to_string()[:60])
 
     async def call(self, method, params):
-        self.next_id += 1
-        rid = self.next_id
-        fut = self.loop.create_future()
-        self.pending[rid] = fut
-        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
-        msg = await asyncio.wait_for(fut, 20)
-        if "error" in msg:
-            raise RuntimeError("%s failed: %s" % (method, msg["error"]))
-        return msg["result"]
+        return await self.calls.call(self.ws, method, params)
 
     async def reader(self):
         async for raw in self.ws:
             msg = json.loads(raw)
             if "method" not in msg:
-                fut = self.pending.pop(msg.get("id"), None)
-                if fut is not None:
-                    fut.set_result(msg)
-                else:
+                if not self.calls.answered(msg):
                     self.errors.append(msg)
                     emit(event="error-response", msg=msg)
                 continue

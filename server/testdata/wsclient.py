@@ -37,3 +37,33 @@ def run(make_participant):
         emit(event="failed", error="%s: %s" % (type(e).__name__, e))
         return 2
     return 0 if met else 1
+
+
+class Calls:
+    """A peer's JSON-RPC calls in flight on its WebSocket."""
+
+    def __init__(self):
+        self.next_id = 0
+        self.pending = {}
+
+    async def call(self, ws, method, params):
+        """Sends a request and returns its result (raises on an error
+        response, or when none comes within 20 s)."""
+        self.next_id += 1
+        rid = self.next_id
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        msg = await asyncio.wait_for(fut, 20)
+        if "error" in msg:
+            raise RuntimeError("%s failed: %s" % (method, msg["error"]))
+        return msg["result"]
+
+    def answered(self, msg):
+        """Hands a response to the call waiting for it; False when none
+        waits (the peer reports it as an error response)."""
+        fut = self.pending.pop(msg.get("id"), None)
+        if fut is None:
+            return False
+        fut.set_result(msg)
+        return True
