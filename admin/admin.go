@@ -39,6 +39,10 @@ type Options struct {
 	// MaxDataMessage bounds POST .../data payloads (default protocol.MaxDataMessage).
 	MaxDataMessage int
 	Logger         *slog.Logger
+	// CheckOrigin refuses browser requests from other sites (nil: any):
+	// without it, a web page could make a browser on the server's machine
+	// post to the open server's API, which trusts loopback clients.
+	CheckOrigin func(*http.Request) bool
 	// Nodes lists the cluster's nodes for GET /v1/nodes (a JSON array);
 	// nil on a single node, which lists itself alone.
 	Nodes func() any
@@ -394,6 +398,10 @@ func (a *API) participant(w http.ResponseWriter, r *http.Request) (*room.Partici
 // (without). list is true for GET /v1/rooms, which a room-scoped admin token
 // may call (it then sees its room only). claims is nil on an open server.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request, roomName string, list bool) (*auth.Claims, bool) {
+	if a.opts.CheckOrigin != nil && !a.opts.CheckOrigin(r) {
+		writeError(w, protocol.Errorf(protocol.CodeForbidden, "requests from the web page of %s are not allowed (http.allowed_origins)", r.Header.Get("Origin")))
+		return nil, false
+	}
 	if !a.opts.Auth.Enabled() {
 		if !isLoopback(r.RemoteAddr) {
 			writeError(w, protocol.Errorf(protocol.CodeForbidden,

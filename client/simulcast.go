@@ -27,6 +27,7 @@ type SimulcastTrack struct {
 	ridOf        map[string]string // quality -> rid, from the server's Track
 	active       map[string]bool   // rid -> the server wants it (publishLayers)
 	stamped      map[string]int    // rid -> packets sent with mid/rid extensions
+	sender       *webrtc.RTPSender
 }
 
 // ridPackets is how many packets of each encoding carry mid and rid.
@@ -80,9 +81,21 @@ func (s *SimulcastTrack) WriteRTP(rid string, p *rtp.Packet) error {
 	// responder copies a packet's extensions into its RTX retransmission,
 	// and an RTX packet with rid (instead of repaired-rid) makes the receiver
 	// take the RTX SSRC for a new stream of that encoding.
+	//
+	// Only packets written once the connection is up count: pion drops
+	// what is written before (no SRTP keys yet), and on a busy machine
+	// the first 100 packets of an encoding all went that way, the server
+	// saw none with a rid, gave up on the encoding ("incoming SSRC failed
+	// Simulcast probing") and the track was never published.
+	s.mu.Lock()
+	sender := s.sender
+	s.mu.Unlock()
+	up := sender != nil && sender.Transport() != nil && sender.Transport().State() == webrtc.DTLSTransportStateConnected
 	s.mu.Lock()
 	stamp := s.stamped[rid] < ridPackets
-	s.stamped[rid]++
+	if up {
+		s.stamped[rid]++
+	}
 	s.mu.Unlock()
 	if stamp {
 		if err := p.Header.SetExtension(midID, []byte(mid)); err != nil {
@@ -115,6 +128,7 @@ func (s *SimulcastTrack) negotiated(tr *webrtc.RTPTransceiver, published protoco
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.mid = tr.Mid()
+	s.sender = tr.Sender()
 	for _, e := range tr.Sender().GetParameters().HeaderExtensions {
 		switch e.URI {
 		case sdp.SDESMidURI:

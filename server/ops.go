@@ -83,6 +83,7 @@ func (s *Server) setupOperations(mux *http.ServeMux) (err error) {
 		Rooms: s.rooms, Auth: s.auth, MaxDataMessage: s.cfg.Limits.MaxDataMessage, Logger: s.log,
 		Nodes: s.clusterNodes, RemoteRoom: s.remoteRoom, CloseRemote: s.closeRemote, // see cluster.go
 		ClusterRooms: s.clusterRooms, SetMix: s.setMix, ControlRemote: s.controlRemote, DataRemote: s.dataRemote,
+		CheckOrigin: signaling.OriginChecker(s.cfg.HTTP.AllowedOrigins),
 	}).Register(mux)
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	if s.cfg.HTTP.Pprof {

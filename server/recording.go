@@ -10,6 +10,7 @@ import (
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/recorder"
+	"github.com/starling-rtc/starling/signaling"
 	"github.com/starling-rtc/starling/webhook"
 )
 
@@ -54,7 +55,13 @@ func (s *Server) recordingEvent(e recorder.Event) {
 // token with the record or admin grant (for this room, if it names one);
 // without keys, loopback clients only, like the rest of the admin API.
 func (s *Server) requireRecordGrant(next http.Handler) http.Handler {
+	sameSite := signaling.OriginChecker(s.cfg.HTTP.AllowedOrigins) // as the admin API (admin.Options.CheckOrigin)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !sameSite(r) {
+			writeAPIError(w, protocol.Errorf(protocol.CodeForbidden,
+				"requests from the web page of %s are not allowed (http.allowed_origins)", r.Header.Get("Origin")))
+			return
+		}
 		if !s.auth.Enabled() {
 			if !loopbackClient(r.RemoteAddr) {
 				writeAPIError(w, protocol.Errorf(protocol.CodeForbidden,

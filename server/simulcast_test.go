@@ -383,3 +383,57 @@ func TestDynacast(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestSimulcastWrittenBeforeConnected: a simulcast publisher writes its
+// first 101 packets of each encoding before its connection is up (pion
+// drops them: no SRTP keys yet), as a camera does on a busy machine where
+// the connection takes a second or more. The Go client stamps only an
+// encoding's first 100 packets with mid and rid; when all of those were
+// dropped, the server saw no rid, gave up on every encoding ("incoming
+// SSRC failed Simulcast probing") and the track was never published
+// (TestDynacast and TestSimulcastCodecs under load). Packets written
+// before the connection is up do not count now.
+func TestSimulcastWrittenBeforeConnected(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	sub := join(t, srv, "sim-early", "viewer")
+	v := watchVideoCodec(sub, vp8Sim)
+	pub := join(t, srv, "sim-early", "camera")
+	sim, err := client.NewSimulcastTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, "cam", "stream", "q", "h", "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hints := make([]protocol.LayerHint, 0, 3)
+	for _, l := range simLayers {
+		hints = append(hints, protocol.LayerHint{RID: l.rid, Width: l.w, Height: l.h})
+	}
+	f := &fakeSimulcast{codec: vp8Sim, sim: sim, stop: make(chan struct{})}
+	pubs, err := pub.Publish(ctxT(t, 30*time.Second), client.LocalTrack{
+		Simulcast: sim, Source: protocol.SourceCamera, Layers: hints,
+		OnKeyframeRequest: func() { f.wantKey.Store(true) },
+	})
+	if err != nil || len(pubs) != 1 {
+		t.Fatalf("publish simulcast: %v (%d tracks)", err, len(pubs))
+	}
+	f.published = pubs[0]
+	// The answer is applied; ICE and DTLS take round trips more.
+	for i, l := range simLayers {
+		for n := 0; n <= 100; n++ {
+			pkt := &rtp.Packet{Header: rtp.Header{Version: 2, Marker: true, SequenceNumber: uint16(n), Timestamp: uint32(n) * 3000},
+				Payload: vp8Sim.payload(uint16(n), 0, n == 0, l.w, l.h, false)}
+			if err := sim.WriteRTP(l.rid, pkt); err != nil {
+				t.Fatalf("layer %d: %v", i, err)
+			}
+		}
+	}
+	if s := pub.Publisher().ConnectionState(); s == webrtc.PeerConnectionStateConnected {
+		t.Logf("the connection was up before the first packets were all written: this run does not show the case")
+	}
+	f.wg.Add(1)
+	go f.run()
+	t.Cleanup(func() { close(f.stop); f.wg.Wait() })
+	if _, err := sub.WaitEvent(ctxT(t, 30*time.Second), protocol.NotifyTrackPublished, nil); err != nil {
+		t.Fatal(err)
+	}
+	v.waitHeight(t, 30*time.Second, 720)
+}
