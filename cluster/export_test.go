@@ -142,3 +142,11 @@ func (n *Node) MemberToken(name, id string) string {
 	}
 	return ""
 }
+
+// RequestSnapshot asks node for its part of the room name and applies it
+// here, as a resync after a gap in its events does.
+func (n *Node) RequestSnapshot(name, node string) {
+	if r := n.rooms.Room(name); r != nil {
+		n.requestSnapshot(r, node)
+	}
+}

@@ -130,6 +130,13 @@ type NodeSnapshot struct {
 	// on change only, so a node that gets a part of the room later learns
 	// them here (its mix ranks remote voices by them).
 	Speakers []protocol.Speaker `json:"speakers,omitempty"`
+	// Moved lists the participants the node released to another node
+	// they resume through (Release) within the resume window: their
+	// absence from Participants is no leave. The node taking one over
+	// writes its member and announces it (its stubs move there); a
+	// snapshot that comes between the release and that must not tell
+	// anyone it left (issue 14: a drain is invisible to the others).
+	Moved []string `json:"moved,omitempty"`
 }
 
 // SetBus makes the Manager a cluster node; call it before the first Join.

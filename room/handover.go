@@ -150,6 +150,15 @@ func (r *Room) spliceTrackLocked(old, t *Track) {
 			subs = append(subs, o)
 		}
 	}
+	// Subscribers that had old but no down track yet: its import from the
+	// draining node was still under way, or failed (that node no longer
+	// exports a track it released: "no such track published here"). They
+	// take t. Left waiting for old, they never got the track again (a
+	// participant resumed through a new node heard nobody who moved with it).
+	old.mu.Lock()
+	waiting := old.imp.waiting
+	old.imp.waiting = nil
+	old.mu.Unlock()
 	r.mu.Unlock()
 	t.owner.log.Info("track handed over without a break", "track", t.id)
 	r.m.notifyUnpublished(r, old)
@@ -158,6 +167,10 @@ func (r *Room) spliceTrackLocked(old, t *Track) {
 	for _, o := range subs {
 		o := o
 		o.loop.post(func() { o.loop.spliceOrAdd(old, t) })
+	}
+	for _, l := range waiting {
+		l := l
+		l.post(func() { l.addDownTrack(t) })
 	}
 	go r.letGo(old)
 }

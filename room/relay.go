@@ -78,6 +78,11 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 		if err == nil && src != nil && !closed {
 			t.imp.src = src
 		}
+		if (err != nil || src == nil) && !closed {
+			// They still want it: a moved track's successor takes them
+			// (spliceTrackLocked), as would the next import.
+			t.imp.waiting = append(waiting, t.imp.waiting...)
+		}
 		t.mu.Unlock()
 		if err != nil || src == nil {
 			t.owner.log.Warn("cannot relay remote track", "track", t.id, "err", err)

@@ -272,6 +272,11 @@ func (r *Room) Snapshot() NodeSnapshot {
 		s.Participants = append(s.Participants, RemoteParticipant{Info: p.Info(), Identity: p.identity})
 	}
 	s.Speakers = append([]protocol.Speaker(nil), r.localSpk...)
+	for _, id := range r.m.tk.releasedIn(r.name) {
+		if r.participants[id] == nil { // not resumed back here since
+			s.Moved = append(s.Moved, id)
+		}
+	}
 	return s
 }
 
@@ -288,15 +293,28 @@ func (r *Room) ApplySnapshot(s NodeSnapshot) {
 	for _, rp := range s.Participants {
 		keep[rp.Info.ID] = true
 	}
+	moved := map[string]bool{}
+	for _, id := range s.Moved {
+		moved[id] = true
+	}
 	var gone []string
+	var moving []*Participant
 	for id, p := range r.remotes {
-		if p.node == s.Node && !keep[id] {
+		switch {
+		case p.node != s.Node || keep[id]:
+		case moved[id]:
+			moving = append(moving, p)
+		default:
 			gone = append(gone, id)
 		}
 	}
 	r.mu.Unlock()
 	for _, id := range gone {
+		r.m.log.Debug("remote participant gone from its node's snapshot", "room", r.name, "participant", id, "node", s.Node)
 		r.remoteLeft(id, protocol.ReasonDisconnected)
+	}
+	for _, p := range moving {
+		r.awaitMove(p)
 	}
 	for _, rp := range s.Participants {
 		r.remoteJoined(s.Node, rp)
@@ -308,6 +326,26 @@ func (r *Room) ApplySnapshot(s NodeSnapshot) {
 	if len(s.Speakers) > 0 || had {
 		r.remoteSpeakers(s.Node, s.Speakers)
 	}
+}
+
+// awaitMove keeps the stub of a participant its node released to another
+// node it resumes through: that node's takeover here, or its join event,
+// retires the stub without a word (retireStub). One still here with its
+// old node when the resume window is over never arrived anywhere: it left.
+func (r *Room) awaitMove(p *Participant) {
+	p.log.Debug("remote participant released by its node: kept until its new node has it")
+	window := r.m.cfg.ResumeWindow
+	if window <= 0 {
+		window = 30 * time.Second
+	}
+	time.AfterFunc(window, func() {
+		r.mu.Lock()
+		still := r.remotes[p.id] == p
+		r.mu.Unlock()
+		if still {
+			r.remoteLeft(p.id, protocol.ReasonDisconnected)
+		}
+	})
 }
 
 // pruneRemoteTracks unpublishes a remote participant's tracks missing

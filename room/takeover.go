@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,6 +119,21 @@ func (t *takeovers) released(roomName, id, hash string, window time.Duration) {
 		t.gone = map[string]time.Time{}
 	}
 	t.gone[roomName+"\x00"+id+"\x00"+hash] = now.Add(window)
+}
+
+// releasedIn lists the participants of roomName released within their
+// window.
+func (t *takeovers) releasedIn(roomName string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	var out []string
+	for k, until := range t.gone {
+		if parts := strings.SplitN(k, "\x00", 3); len(parts) == 3 && parts[0] == roomName && now.Before(until) {
+			out = append(out, parts[1])
+		}
+	}
+	return out
 }
 
 func (t *takeovers) wasReleased(roomName, id, hash string) bool {

@@ -55,22 +55,26 @@ type sendState struct {
 	iovs  [MaxBuffers]unix.Iovec
 }
 
-// New wraps c.
+// New wraps c; it fails only for a socket without a descriptor (closed or
+// not opened by the net package).
 func New(c *net.UDPConn) (*Conn, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
 	r := &Conn{c: c, rc: rc}
-	var domain int
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
-	}); err != nil {
-		return nil, err
-	}
-	if serr != nil {
-		return nil, serr
+	domain := -1
+	_ = rc.Control(func(fd uintptr) {
+		if d, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil {
+			domain = d
+		}
+	})
+	if domain < 0 { // no SO_DOMAIN (very old kernels): the bound address says
+		a, _ := c.LocalAddr().(*net.UDPAddr)
+		domain = unix.AF_INET6
+		if a != nil && a.IP.To4() != nil {
+			domain = unix.AF_INET
+		}
 	}
 	r.inet6 = domain == unix.AF_INET6
 	r.readFn = r.read
