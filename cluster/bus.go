@@ -285,6 +285,11 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 				}
 				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
 				if !fewer || !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
+					if err == nil && r < replicas {
+						// Until the heartbeat raises them (upgradeReplicas), the
+						// loss of one node may cost the store its quorum.
+						b.log.Warn("room state store made with fewer replicas than asked", "replicas", r, "asked", replicas)
+					}
 					break
 				}
 			}
