@@ -37,6 +37,7 @@ type subscriberLoop struct {
 	answeredAt time.Time
 	connWait   bool
 	inFlight   bool // an offer awaits its answer
+	offeredTo  Peer // the session the offer in flight went to (resume)
 	gen        int  // counts offers, to match timeouts to them
 	timer      *time.Timer
 	down       map[string]*sfu.DownTrack
@@ -219,7 +220,12 @@ func (l *subscriberLoop) offer() {
 			}
 		})
 	})
-	l.p.peer.Notify(protocol.MethodOffer, protocol.SDPParams{SDP: sdp})
+	// Sent to the session taken once and remembered, so resume knows
+	// whether the socket it resumed on already carries this offer.
+	l.offeredTo = l.p.rs.slot.get()
+	if l.offeredTo != nil {
+		l.offeredTo.Notify(protocol.MethodOffer, protocol.SDPParams{SDP: sdp})
+	}
 }
 
 // answer applies the client's answer; a queued change makes the next offer.

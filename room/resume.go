@@ -297,10 +297,22 @@ func (l *subscriberLoop) hold() {
 
 // resume lets offers go again, the next one with an ICE restart. An offer
 // still in flight is made again first (createOffer), since its answer may
-// have been lost with the old socket.
+// have been lost with the old socket; but not one that already went out on
+// the session now current (an offer made between the resume's reattach and
+// this call, or a restart of an earlier resume that came late): the client
+// answers it on this socket, and sending it again made it answer twice, the
+// second answer then being taken for the restart's and the real one
+// refused, leaving mismatched ICE credentials (issue 17). The protocol's
+// answer carries no offer id, so one offer in flight per socket is what
+// keeps answers matched to offers.
 func (l *subscriberLoop) resume() {
 	l.rs.held = false
 	l.rs.restart = true
+	if l.inFlight && l.offeredTo != nil && l.offeredTo == l.p.rs.slot.get() {
+		// Its timeout runs on: hold stops it only when this session
+		// detaches, and a session never comes back.
+		return
+	}
 	if l.inFlight {
 		l.inFlight = false
 		if l.timer != nil {
