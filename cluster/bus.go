@@ -285,6 +285,11 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 				}
 				var apiErr *jetstream.APIError // 10005: no peers for placement, 10023: insufficient resources
 				if !fewer || !errors.As(err, &apiErr) || (apiErr.ErrorCode != 10005 && apiErr.ErrorCode != 10023) {
+					if err == nil && r < replicas {
+						// Until the heartbeat raises them (upgradeReplicas), the
+						// loss of one node may cost the store its quorum.
+						b.log.Warn("room state store made with fewer replicas than asked", "replicas", r, "asked", replicas)
+					}
 					break
 				}
 			}
@@ -334,6 +339,12 @@ func (b *bus) waitReplicas(deadline time.Time) {
 	}
 	start := time.Now()
 	for waited := false; ; waited = true {
+		// A bucket made with fewer replicas than nodes (peers that joined
+		// the meta group late, on a loaded machine) gets them now rather
+		// than at the heartbeat's next upgrade: a leader lost before that
+		// left the bucket without a quorum (TestResumeBeforeNodeKnownDead
+		// under -race: upgraded to 3 replicas a second before the kill).
+		b.upgradeReplicas(1 + b.routedPeers())
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		current, why := b.replicasCurrent(ctx)
 		cancel()
@@ -349,6 +360,21 @@ func (b *bus) waitReplicas(deadline time.Time) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// routedPeers counts the other NATS servers this one has a route to now.
+func (b *bus) routedPeers() int {
+	rz, err := b.ns.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return 0
+	}
+	peers := map[string]bool{}
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" {
+			peers[r.RemoteName] = true
+		}
+	}
+	return len(peers)
 }
 
 // replicasCurrent reports whether the room-state stream has a leader and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -149,4 +150,27 @@ func (n *Node) RequestSnapshot(name, node string) {
 	if r := n.rooms.Room(name); r != nil {
 		n.requestSnapshot(r, node)
 	}
+}
+
+// StoreReplicated reports whether the room-state stream is configured
+// with want replicas and has a leader and every follower current: the
+// store then survives the loss of any one node (a stream made with fewer
+// replicas, as a node does when its peers' JetStream is late, is raised
+// by the heartbeat only every few seconds, and one of two lost leaves no
+// quorum at all).
+func (n *Node) StoreReplicated(want int) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := n.bus.js.Stream(ctx, "KV_"+roomsBucket)
+	if err != nil {
+		return false, err.Error()
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	if info.Config.Replicas < want {
+		return false, fmt.Sprintf("%d replicas", info.Config.Replicas)
+	}
+	return n.bus.replicasCurrent(ctx)
 }

@@ -18,8 +18,23 @@ import (
 
 // failoverCluster starts three nodes with a resume window long enough for
 // a failover on a busy machine.
+//
+// The tests kill or stop a node of it: the room state store must survive
+// that, so the cluster is ready once the store's stream has its three
+// replicas, each current. A node that starts while its peers' JetStream
+// is late makes the stream with fewer (the heartbeat raises them every
+// few seconds), and a leader lost before its followers caught up leaves
+// the others without a new one for 20-30 s on a loaded machine: every
+// resume through them answered 503 until the test gave up
+// (TestFailoverTokenOnce, CI 03:41: "after 20s: alice resumes through n1").
 func failoverCluster(t *testing.T) []*server.Server {
-	return startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(20 * time.Second) })
+	t.Helper()
+	srvs := startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(20 * time.Second) })
+	eventually(t, 30*time.Second, "the room state store is on 3 current replicas", func() bool {
+		ok, _ := srvs[0].Cluster().StoreReplicated(3)
+		return ok
+	})
+	return srvs
 }
 
 // withNodes makes a client that knows more nodes and resumes by itself.
