@@ -168,7 +168,10 @@ func TestGStreamerWHEP(t *testing.T) {
 	srv := gstServer(t)
 	publishWHIP(t, srv, "gstwatch", "?name=pub", "", m, nil)
 	observer := join(t, srv, "gstwatch", "observer")
-	if _, err := observer.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil); err != nil {
+	// The track is announced on its first packet, once the WHIP
+	// publisher's connection is up: like a join, that took over 10 s on a
+	// busy machine (DTLS retransmits back off from 1 s).
+	if _, err := observer.WaitEvent(ctxT(t, 30*time.Second), protocol.NotifyTrackPublished, nil); err != nil {
 		t.Fatal(err)
 	}
 	out := runGst(t, "whep", "http://"+srv.Addr()+"/v1/rooms/gstwatch/whep?name=gst-viewer", "--seconds", "30", "--until", "60,50",
