@@ -508,12 +508,8 @@ func (c *Client) Close() {
 	c.peerMu.Lock()
 	pub, sub := c.pub, c.sub
 	c.peerMu.Unlock()
-	if pub != nil {
-		_ = pub.Close()
-	}
-	if sub != nil {
-		_ = sub.Close()
-	}
+	closePeer(pub, c.log)
+	closePeer(sub, c.log)
 	c.dropOld(nil)
 	c.wg.Wait()
 }

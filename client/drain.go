@@ -36,7 +36,7 @@ func (c *Client) keepOld(pcs ...*webrtc.PeerConnection) {
 		c.old.mu.Lock()
 		if c.closed.Load() {
 			c.old.mu.Unlock()
-			_ = pc.Close()
+			closePeer(pc, c.log)
 			continue
 		}
 		c.old.pcs = append(c.old.pcs, pc)
@@ -66,6 +66,6 @@ func (c *Client) dropOld(pc *webrtc.PeerConnection) {
 	c.old.pcs = kept
 	c.old.mu.Unlock()
 	for _, o := range gone {
-		_ = o.Close()
+		closePeer(o, c.log)
 	}
 }

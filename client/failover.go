@@ -246,8 +246,8 @@ func (c *Client) renewLocked(ice []webrtc.ICEServer) (bool, error) {
 		// new one: keep sending on both meanwhile (drain.go).
 		c.keepOld(c.pub, c.sub)
 	} else {
-		_ = c.pub.Close()
-		_ = c.sub.Close()
+		closePeer(c.pub, c.log)
+		closePeer(c.sub, c.log)
 	}
 	c.pubDC = nil
 	return opened, c.newPeersLocked(ice)
