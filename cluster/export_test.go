@@ -174,3 +174,14 @@ func (n *Node) StoreReplicated(want int) (bool, string) {
 	}
 	return n.bus.replicasCurrent(ctx)
 }
+
+// PendingRemovals is how many member keys this node failed to delete and
+// will try again (removals.go).
+func (n *Node) PendingRemovals() int {
+	n.unremoved.mu.Lock()
+	defer n.unremoved.mu.Unlock()
+	return len(n.unremoved.keys)
+}
+
+// TokenFailures is how many resume token hashes SetToken gave up on.
+func (n *Node) TokenFailures() int64 { return n.tokenFailures.Load() }

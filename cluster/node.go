@@ -54,6 +54,9 @@ type Node struct {
 	media     media     // see media.go
 	slotReads slotReads // see members.go
 	unremoved removals  // see removals.go
+	// tokenFailures counts resume token hashes SetToken gave up on (the
+	// watch records them again once the bus is back; reconcile.go).
+	tokenFailures atomic.Int64
 
 	unobserve func()
 	ping      *nats.Subscription // answers other nodes' pings: this node is alive

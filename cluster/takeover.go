@@ -34,6 +34,7 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 			}
 		})
 		if err != nil {
+			n.tokenFailures.Add(1)
 			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
 		}
 	}()

@@ -286,10 +286,9 @@ func TestBusCutLeaveDuringCut(t *testing.T) {
 		t.Fatalf("dave leaves n2 during the cut: %v", err)
 	}
 	eventually(t, 10*time.Second, "alice sees dave leave", func() bool { return !knows(alice, dave.ParticipantID()) })
-	// The cut outlasts the 8 s a change waits for the store (the wait
-	// makes the scenario; nothing is timed): n2's deletion of dave's key
-	// gave up.
-	time.Sleep(10 * time.Second)
+	// The cut outlasts the 8 s a change waits for the store: n2's
+	// deletion of dave's key gives up and is remembered.
+	eventually(t, 30*time.Second, "n2 gives up deleting dave's key", func() bool { return srvs[2].Cluster().PendingRemovals() > 0 })
 	heal(t, srvs, proxy)
 	converged(t, srvs, rm, []*client.Client{alice, bob}, []*client.Client{dave})
 	wantKeys(t, srvs[0], rm, 2, 2, 2)
@@ -330,10 +329,9 @@ func TestBusCutResumeTokenRecorded(t *testing.T) {
 	eventually(t, 15*time.Second, "alice resumes on n2", func() bool {
 		return resumedCount(alice) == 1 && alice.URL() == srvs[2].SignalingURL()
 	})
-	// The cut outlasts the 8 s a change waits for the store (the wait
-	// makes the scenario; nothing is timed): n2's record of the new token
-	// gave up.
-	time.Sleep(10 * time.Second)
+	// The cut outlasts the 8 s a change waits for the store: n2's record
+	// of the new token gives up.
+	eventually(t, 30*time.Second, "n2 gives up recording alice's new token", func() bool { return srvs[2].Cluster().TokenFailures() > 0 })
 	if got := srvs[0].Cluster().MemberToken(rm, aID); got != before {
 		t.Fatalf("the state's token for alice changed during the cut")
 	}
