@@ -187,7 +187,10 @@ func TestClientLeavesDrainingNode(t *testing.T) {
 	publishMedia(t, pub, false)
 	id := pub.ParticipantID()
 
-	if left := srvs[0].Drain(ctxT(t, 20*time.Second)); left != 0 {
+	// Generous: the drain ends when n1 says the resumed participant
+	// settled (its new connection delivering), which under -race beside
+	// the package's other clusters took more than 20 s once.
+	if left := srvs[0].Drain(ctxT(t, 45*time.Second)); left != 0 {
 		t.Fatalf("%d participants still on the drained node", left)
 	}
 	if _, err := pub.WaitEvent(ctxT(t, 20*time.Second), client.EventResumed, nil); err != nil {
