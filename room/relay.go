@@ -70,11 +70,13 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 		}
 		// Unpublished meanwhile: closeImport found nothing to close.
 		gone := t.owner.room.track(t.id) != t
+		// The owner's closed flag is under its own lock, not t.mu.
+		ownerClosed := t.owner.isClosed()
 		t.mu.Lock()
 		t.imp.importing = false
 		waiting := t.imp.waiting
 		t.imp.waiting = nil
-		closed := t.owner.closed || gone
+		closed := ownerClosed || gone
 		if err == nil && src != nil && !closed {
 			t.imp.src = src
 		}
@@ -91,6 +93,12 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 		if closed {
 			closeSource(src)
 			bus.Unimport(t.owner.node, t.id) // the origin's export and the node's books
+			return
+		}
+		if t.owner.isClosed() || t.owner.room.track(t.id) != t {
+			// Closed between the check and the store: closeImport may
+			// have found nothing yet, so end the import here.
+			t.closeImport()
 			return
 		}
 		if lc, ok := src.(interface{ OnLayersChanged(func(uint8)) }); ok {
