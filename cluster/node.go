@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/internal/redact"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -157,7 +158,7 @@ func Start(o Options) (*Node, error) {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
 	}
-	n.log.Info("cluster node started", "listen", o.Listen, "routes", o.Routes, "nats", o.NATSURL)
+	n.log.Info("cluster node started", "listen", o.Listen, "routes", o.Routes, "nats", redact.URLs(o.NATSURL)) // its credentials are in the URL
 	return n, nil
 }
 
