@@ -32,6 +32,12 @@ type Options struct {
 	// OnRoomFinished is called on the one node that closes a room for the
 	// whole cluster (webhooks send room_finished from there).
 	OnRoomFinished func(room, sid string)
+	// OnMemberGone is called on the one node that removes from the room
+	// state a member whose own node is dead, so never sent its
+	// participant_left webhook: purged after the resume window (reason
+	// "disconnected"), or replaced by a join of its identity ("duplicate").
+	// See deadmembers.go.
+	OnMemberGone func(room, sid string, m room.Member, reason string)
 	// LocalView is this node's part of a room as the admin API shows it
 	// (a JSON array, admin.LocalParticipants), nil without one; other
 	// nodes ask for it to answer GET /v1/rooms/{room} (admin.go).
