@@ -1,0 +1,99 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/starling-rtc/starling/auth"
+)
+
+// More outsider checks (see outsider_test.go): raw frames and raw JSON,
+// against docs/PROTOCOL.md and docs/admin-api.md as written.
+
+// next returns the next frame the socket read.
+func (o *outsiderWS) next(t *testing.T) map[string]any {
+	t.Helper()
+	select {
+	case m, ok := <-o.in:
+		if !ok {
+			t.Fatal("the socket closed")
+		}
+		return m
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing came")
+	}
+	return nil
+}
+
+// until returns the frames read up to and including the response with id.
+func (o *outsiderWS) until(t *testing.T, id float64) []map[string]any {
+	t.Helper()
+	var got []map[string]any
+	for {
+		m := o.next(t)
+		got = append(got, m)
+		if m["id"] == id {
+			return got
+		}
+	}
+}
+
+func (o *outsiderWS) send(t *testing.T, v any) {
+	t.Helper()
+	frame, _ := json.Marshal(v)
+	if err := o.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOutsiderDuplicateJoinResultFirst: docs/auth.md says a second join
+// with the same identity replaces the first session; docs/PROTOCOL.md
+// ("Order after join") that the join result comes before any
+// notification the join causes. The joiner got the trackUnpublished of
+// its predecessor's tracks and its participantLeft ("duplicate") before
+// its own join result, about a participant its result does not list.
+// The others see the predecessor leave; the successor is told nothing of
+// it.
+func TestOutsiderDuplicateJoinResultFirst(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, withKeys)
+	const room = "dup-order"
+	tok := token(t, "same-person", auth.Grants{Room: room}, time.Hour)
+
+	watcher := outsiderDial(t, srv.SignalingURL())
+	if _, e := watcher.call(1, "join", map[string]any{"room": room, "name": "watcher", "autoSubscribe": false,
+		"token": token(t, "watcher", auth.Grants{Room: room}, time.Hour)}); e != nil {
+		t.Fatalf("watcher join: %v", e)
+	}
+	first := join(t, srv, room, "first", withToken(tok))
+	media := publishFake(t, first)
+	video := media.track("video").ID
+	watcher.waitNote(t, "trackPublished", video) // announced: in the room's tracks
+
+	second := outsiderDial(t, srv.SignalingURL())
+	second.send(t, map[string]any{"jsonrpc": "2.0", "id": 1, "method": "join", "params": map[string]any{"room": room, "name": "second", "token": tok}})
+	m := second.next(t)
+	res, _ := m["result"].(map[string]any)
+	if m["id"] != float64(1) || res == nil {
+		t.Fatalf("the first frame after join is %v, want the join result", m)
+	}
+	if others := fmt.Sprint(res["participants"]); strings.Contains(others, first.ParticipantID()) {
+		t.Errorf("the join result lists the participant it replaced: %s", others)
+	}
+	// Whatever the join made the server send to the joiner is queued before
+	// the answer to a ping sent now.
+	second.send(t, map[string]any{"jsonrpc": "2.0", "id": 2, "method": "ping"})
+	for _, f := range second.until(t, 2) {
+		if s := fmt.Sprint(f); strings.Contains(s, first.ParticipantID()) || strings.Contains(s, video) {
+			t.Errorf("the successor was told about the participant it replaced: %v", f)
+		}
+	}
+	left := watcher.waitNote(t, "participantLeft", first.ParticipantID())
+	if p, _ := left["params"].(map[string]any); p["reason"] != "duplicate" {
+		t.Errorf("the others saw the replaced participant leave with %v, want reason duplicate", p)
+	}
+}
