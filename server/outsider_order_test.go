@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +96,75 @@ func TestOutsiderDuplicateJoinResultFirst(t *testing.T) {
 	left := watcher.waitNote(t, "participantLeft", first.ParticipantID())
 	if p, _ := left["params"].(map[string]any); p["reason"] != "duplicate" {
 		t.Errorf("the others saw the replaced participant leave with %v, want reason duplicate", p)
+	}
+}
+
+// TestOutsiderMutedTrackReason: docs/PROTOCOL.md gives
+// subscriptionUpdated's reasons: "subscriber" (the subscriber's own cap or
+// pause), "publisher" (the publisher is not sending). docs/admin-api.md:
+// a subscriber sees "paused" for a muted video track. A track muted by
+// its publisher or the admin API was reported paused with reason
+// "subscriber", as if the subscriber had paused it itself.
+func TestOutsiderMutedTrackReason(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	const room = "mute-reason"
+	pub := join(t, srv, room, "speaker")
+	media := publishFake(t, pub)
+	video := media.track("video").ID
+
+	sub := outsiderDial(t, srv.SignalingURL())
+	res, e := sub.call(1, "join", map[string]any{"room": room, "name": "viewer"})
+	if e != nil {
+		t.Fatalf("join: %v", e)
+	}
+	if !strings.Contains(fmt.Sprint(res["participants"]), video) {
+		sub.waitNote(t, "trackPublished", video)
+	}
+	// Auto-subscribed: told what is forwarded (a raw client that does not
+	// answer its offers still gets these).
+	update := func() map[string]any {
+		t.Helper()
+		m := sub.waitNote(t, "subscriptionUpdated", video)
+		p, _ := m["params"].(map[string]any)
+		return p
+	}
+	if p := update(); p["layer"] == "paused" {
+		t.Fatalf("paused before any mute: %v", p)
+	}
+	mute := func(muted bool) {
+		t.Helper()
+		body := fmt.Sprintf(`{"trackId":%q,"muted":%v}`, video, muted)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/v1/rooms/"+room+"/participants/"+pub.ParticipantID()+"/mute", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("admin mute %v: %s", muted, resp.Status)
+		}
+	}
+	mute(true)
+	if p := update(); p["layer"] != "paused" || p["reason"] != "publisher" {
+		t.Errorf("muted by the admin API: subscriptionUpdated %v, want layer paused, reason publisher", p)
+	}
+	// The subscriber's own pause on top of it is its own.
+	if _, e := sub.call(2, "setSubscription", map[string]any{"trackId": video, "paused": true}); e != nil {
+		t.Fatalf("setSubscription: %v", e)
+	}
+	if p := update(); p["layer"] != "paused" || p["reason"] != "subscriber" {
+		t.Errorf("paused by the subscriber too: subscriptionUpdated %v, want reason subscriber", p)
+	}
+	if _, e := sub.call(3, "setSubscription", map[string]any{"trackId": video, "paused": false}); e != nil {
+		t.Fatalf("setSubscription: %v", e)
+	}
+	if p := update(); p["layer"] != "paused" || p["reason"] != "publisher" {
+		t.Errorf("unpaused by the subscriber, still muted: subscriptionUpdated %v, want reason publisher", p)
+	}
+	mute(false)
+	if p := update(); p["layer"] == "paused" {
+		t.Errorf("unmuted: subscriptionUpdated %v, want a layer", p)
 	}
 }
