@@ -168,3 +168,36 @@ func TestOutsiderMutedTrackReason(t *testing.T) {
 		t.Errorf("unmuted: subscriptionUpdated %v, want a layer", p)
 	}
 }
+
+// TestOutsiderSingleNodeListing: docs/admin-api.md, GET /v1/nodes lists
+// each node with startedAt and lastSeen (unix ms); a single node lists
+// itself as "local". It said it started, and was last seen, in 1970.
+func TestOutsiderSingleNodeListing(t *testing.T) {
+	parallel(t)
+	before := time.Now().Add(-time.Second).UnixMilli()
+	srv := startServer(t, nil)
+	resp, err := http.Get("http://" + srv.Addr() + "/v1/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Nodes []map[string]any `json:"nodes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || len(body.Nodes) != 1 {
+		t.Fatalf("GET /v1/nodes: %v %v", body, err)
+	}
+	n := body.Nodes[0]
+	now := float64(time.Now().Add(time.Second).UnixMilli())
+	started, _ := n["startedAt"].(float64)
+	seen, _ := n["lastSeen"].(float64)
+	if n["id"] != "local" || n["self"] != true {
+		t.Errorf("the node is %v, want id local, self true", n)
+	}
+	if started < float64(before) || started > now {
+		t.Errorf("startedAt %v, want when the server started (unix ms)", n["startedAt"])
+	}
+	if seen < started || seen > now {
+		t.Errorf("lastSeen %v, want now (unix ms)", n["lastSeen"])
+	}
+}
