@@ -209,7 +209,7 @@ func (n *Node) peekRoom(p string) func() (string, bool) {
 	return func() (string, bool) {
 		written := time.Since(start)
 		<-done
-		if err != nil || rev == 0 || meta.EmptySince != 0 || meta.SID == "" || written >= n.opts.EmptyTimeout/2 {
+		if err != nil || rev == 0 || meta.EmptySince != 0 || meta.Closed || meta.SID == "" || written >= n.opts.EmptyTimeout/2 {
 			return "", false
 		}
 		return meta.SID, true
@@ -450,7 +450,8 @@ func (n *Node) releaseHeld(key, id string) {
 }
 
 // openRoom returns the room's sid, creating the room when there is none
-// (or it has been empty past the empty timeout: its closer died), and
+// (or it has been empty past the empty timeout: its closer died; or the
+// admin API deleted it), and
 // clearing its "empty since" when it is being closed.
 func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool, err error) {
 	for i := 0; i < casRetries; i++ {
@@ -459,12 +460,12 @@ func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool
 		if err != nil {
 			return "", false, err
 		}
-		if rev != 0 && meta.EmptySince == 0 && meta.SID != "" {
+		if rev != 0 && meta.EmptySince == 0 && !meta.Closed && meta.SID != "" {
 			return meta.SID, false, nil // the common case: no write
 		}
 		next := roomMeta{SID: meta.SID}
 		expired := meta.EmptySince != 0 && time.Since(time.UnixMilli(meta.EmptySince)) > n.opts.EmptyTimeout+closeGrace
-		if rev == 0 || next.SID == "" || expired {
+		if rev == 0 || next.SID == "" || expired || meta.Closed { // a deleted room is not reopened: a new one takes its place
 			next.SID = newSID()
 		}
 		data, _ := json.Marshal(next)

@@ -20,6 +20,8 @@ type roomState struct {
 	Members []room.Member
 	// EmptySince is when the room was seen empty (unix ms); 0 while occupied.
 	EmptySince int64
+	// Closed: deleted through the admin API (roomMeta.Closed).
+	Closed bool
 	// holders: which member holds each identity, by identity key.
 	holders map[string]string
 }
@@ -139,6 +141,9 @@ func (n *Node) maybeEmpty(name string, w *roomWatch, seq uint64) {
 		if err != nil || rev == 0 {
 			return err
 		}
+		if meta.Closed {
+			return nil // deleted by the admin: its closer deletes the key (finishClosed)
+		}
 		if meta.EmptySince != 0 {
 			marked = true
 			return nil
@@ -176,7 +181,7 @@ func (n *Node) closeLater(name string) {
 	defer cancel()
 	var meta roomMeta
 	rev, err := n.getJSON(ctx, p, &meta)
-	if err != nil || rev == 0 || meta.EmptySince == 0 {
+	if err != nil || rev == 0 || meta.EmptySince == 0 || meta.Closed {
 		return
 	}
 	v, err := n.readView(name)
