@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
@@ -31,10 +32,15 @@ func nodesOf(st roomState) []string {
 // RoomParticipants gathers a room's participants from every node that has
 // a part of it (for the admin API of a node without one).
 func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemoteParticipant, ok bool) {
-	st, ok := n.get(name)
+	st, ok := n.getCurrent(name)
 	if !ok {
 		return "", nil, false
 	}
+	return st.SID, n.participantsOf(name, st), true
+}
+
+// participantsOf asks each node of a room's state for its participants.
+func (n *Node) participantsOf(name string, st roomState) (ps []room.RemoteParticipant) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, node := range nodesOf(st) {
@@ -59,7 +65,7 @@ func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemotePartic
 	}
 	wg.Wait()
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Info.JoinedAt < ps[j].Info.JoinedAt })
-	return st.SID, ps, true
+	return ps
 }
 
 // subscribeView answers other nodes' requests for this node's part of a
@@ -86,7 +92,7 @@ func (n *Node) localView(name string) json.RawMessage {
 // permissions and subscriptions). ok is false when the room is not in the
 // cluster's state.
 func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bool) {
-	st, ok := n.get(name)
+	st, ok := n.getCurrent(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -119,7 +125,7 @@ func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bo
 // CloseRoom asks every node with a part of the room to close it (admin
 // DELETE /v1/rooms/{room}); it reports whether the room exists.
 func (n *Node) CloseRoom(name string) bool {
-	st, ok := n.get(name)
+	st, ok := n.getCurrent(name)
 	if !ok {
 		return false
 	}
@@ -148,53 +154,72 @@ const roomListWorkers = 8
 // (it sees every node's tracks; ok false without a part); the tracks of
 // the other rooms are counted from their nodes' snapshots.
 func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]RoomCount, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
-	lister, err := n.bus.kv.ListKeysFiltered(ctx, "*") // the rooms' own keys, not their members'
+	names, err := n.roomNames()
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	out := make([]RoomCount, 0, len(keys))
-	var remote []int // indexes in out of rooms without a part here
-	for _, key := range keys {
-		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "r"))
-		if !strings.HasPrefix(key, "r") || err != nil {
-			continue
-		}
-		name := string(raw)
-		st, ok := n.get(name)
-		if !ok || len(st.Members) == 0 {
-			continue // deleted meanwhile, or empty and about to close
-		}
-		rc := RoomCount{Name: name, SID: st.SID, Participants: len(st.Members)}
-		if tracks, ok := localTracks(name); ok {
-			rc.Tracks = tracks
-		} else {
-			remote = append(remote, len(out))
-		}
-		out = append(out, rc)
-	}
+	counts := make([]RoomCount, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, roomListWorkers)
-	for _, i := range remote {
+	for i, name := range names {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(rc *RoomCount) {
 			defer func() { <-sem; wg.Done() }()
-			if _, ps, ok := n.RoomParticipants(rc.Name); ok {
-				for _, p := range ps {
-					rc.Tracks += len(p.Info.Tracks)
-				}
+			st, ok := n.getCurrent(name)
+			if !ok || len(st.Members) == 0 {
+				return // deleted meanwhile, or empty and about to close
 			}
-		}(&out[i])
+			*rc = RoomCount{Name: name, SID: st.SID, Participants: len(st.Members)}
+			if tracks, ok := localTracks(name); ok {
+				rc.Tracks = tracks
+				return
+			}
+			for _, p := range n.participantsOf(name, st) {
+				rc.Tracks += len(p.Info.Tracks)
+			}
+		}(&counts[i])
 	}
 	wg.Wait()
+	out := counts[:0]
+	for _, rc := range counts {
+		if rc.Name != "" {
+			out = append(out, rc)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// roomNames lists the rooms in the room state store (their own keys, not
+// their members'), with every room the store's leader had when asked: the
+// key listing reads a replica (readKeysThrough).
+func (n *Node) roomNames() ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	filters := []string{"*"}
+	lctx, lcancel := context.WithTimeout(ctx, leaderWait)
+	newest, err := n.leaderLastChange(lctx, filters)
+	lcancel()
+	grace := catchUpWait
+	if err != nil {
+		newest, grace = n.lastChangeOf(ctx, filters), time.Second // no leader now: a replica's read
+	}
+	present := map[string]bool{}
+	err = n.readKeysThrough(ctx, filters, newest, grace, func(e jetstream.KeyValueEntry) {
+		present[e.Key()] = e.Operation() == jetstream.KeyValuePut
+	})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for key, put := range present {
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "r"))
+		if put && strings.HasPrefix(key, "r") && err == nil {
+			names = append(names, string(raw))
+		}
+	}
+	return names, nil
 }
 
 // ControlMember sends a command (kick, mute, update) to the node of a
@@ -202,7 +227,7 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 // (where no stub of the participant exists to send it); false when the
 // room or the member is unknown in the cluster.
 func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
-	st, ok := n.get(name)
+	st, ok := n.getCurrent(name)
 	if !ok {
 		return false
 	}
@@ -218,7 +243,7 @@ func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
 
 // RoomExists reports whether the cluster's room state has the room.
 func (n *Node) RoomExists(name string) bool {
-	_, ok := n.get(name)
+	_, ok := n.getCurrent(name)
 	return ok
 }
 
@@ -227,7 +252,7 @@ func (n *Node) RoomExists(name string) bool {
 // of a node without one. It returns false when the room is unknown, and
 // the first id of to that is no member of it.
 func (n *Node) SendData(name, payload string, to []string) (ok bool, unknown string) {
-	st, ok := n.get(name)
+	st, ok := n.getCurrent(name)
 	if !ok {
 		return false, ""
 	}
