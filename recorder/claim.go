@@ -226,21 +226,23 @@ func (m *Manager) releaseClaim(c Cluster, roomName, id string, stopped bool) {
 // whose node died is otherwise taken over by no node when the store
 // elected its new leader later than a claim waits (ClaimRecording's 8 s,
 // seen under load in TestAutoRecordTakeover), and the room goes
-// unrecorded for good. One such loop per room instance.
+// unrecorded for good. One such loop per room instance: a call while it
+// runs has it start once more when it ends (a node gone just after the
+// loop heard it recording the room).
 func (m *Manager) autoStart(roomName, sid string) {
 	m.mu.Lock()
-	if m.closed || m.autoTrying[sid] {
+	if m.closed {
 		m.mu.Unlock()
 		return
 	}
-	m.autoTrying[sid] = true
+	if _, running := m.autoTrying[sid]; running {
+		m.autoTrying[sid] = true // again
+		m.mu.Unlock()
+		return
+	}
+	m.autoTrying[sid] = false
 	m.mu.Unlock()
 	go func() {
-		defer func() {
-			m.mu.Lock()
-			delete(m.autoTrying, sid)
-			m.mu.Unlock()
-		}()
 		wants := func() bool {
 			if rm := m.rooms.Room(roomName); rm == nil || rm.SID() != sid || len(rm.ObservedTracks()) == 0 {
 				return false
@@ -249,7 +251,18 @@ func (m *Manager) autoStart(roomName, sid string) {
 			defer m.mu.Unlock()
 			return !m.noAuto[sid]
 		}
-		m.startRetrying(roomName, sid, wants, func() (Info, error) { return m.start(roomName, "", true, m.cfg.AutoMix) })
+		for {
+			m.startRetrying(roomName, sid, wants, func() (Info, error) { return m.start(roomName, "", true, m.cfg.AutoMix) })
+			m.mu.Lock()
+			again := m.autoTrying[sid] && !m.closed
+			if !again {
+				delete(m.autoTrying, sid)
+				m.mu.Unlock()
+				return
+			}
+			m.autoTrying[sid] = false
+			m.mu.Unlock()
+		}
 	}()
 }
 

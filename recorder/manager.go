@@ -106,7 +106,8 @@ type Manager struct {
 	// claim still counts as theirs until then.
 	releasing map[string]*recording
 	// autoTrying are the room instances (SIDs) whose auto recording is
-	// being started, or tried again (claim.go autoStart).
+	// being started, or tried again (claim.go autoStart); true when
+	// asked again meanwhile.
 	autoTrying map[string]bool
 	closed     bool
 
