@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -32,7 +31,7 @@ func nodesOf(st roomState) []string {
 // RoomParticipants gathers a room's participants from every node that has
 // a part of it (for the admin API of a node without one).
 func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemoteParticipant, ok bool) {
-	st, ok := n.getCurrent(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -92,7 +91,7 @@ func (n *Node) localView(name string) json.RawMessage {
 // permissions and subscriptions). ok is false when the room is not in the
 // cluster's state.
 func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bool) {
-	st, ok := n.getCurrent(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -122,19 +121,11 @@ func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bo
 	return st.SID, out, true
 }
 
-// CloseRoom asks every node with a part of the room to close it (admin
-// DELETE /v1/rooms/{room}); it reports whether the room exists.
-func (n *Node) CloseRoom(name string) bool {
+// getOpen is the room's state for the admin API: exact (getCurrent,
+// current.go), and a room the admin deleted is gone.
+func (n *Node) getOpen(name string) (roomState, bool) {
 	st, ok := n.getCurrent(name)
-	if !ok {
-		return false
-	}
-	for _, node := range nodesOf(st) {
-		if node != n.id {
-			n.Control(node, name, room.Event{Type: room.CtlCloseRoom, Reason: protocol.ReasonRoomClosed})
-		}
-	}
-	return true
+	return st, ok && !st.Closed
 }
 
 // RoomCount is one room of the cluster as GET /v1/rooms shows it.
@@ -166,7 +157,7 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 		sem <- struct{}{}
 		go func(rc *RoomCount) {
 			defer func() { <-sem; wg.Done() }()
-			st, ok := n.getCurrent(name)
+			st, ok := n.getOpen(name)
 			if !ok || len(st.Members) == 0 {
 				return // deleted meanwhile, or empty and about to close
 			}
@@ -227,7 +218,7 @@ func (n *Node) roomNames() ([]string, error) {
 // (where no stub of the participant exists to send it); false when the
 // room or the member is unknown in the cluster.
 func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
-	st, ok := n.getCurrent(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return false
 	}
@@ -243,7 +234,7 @@ func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
 
 // RoomExists reports whether the cluster's room state has the room.
 func (n *Node) RoomExists(name string) bool {
-	_, ok := n.getCurrent(name)
+	_, ok := n.getOpen(name)
 	return ok
 }
 
@@ -252,7 +243,7 @@ func (n *Node) RoomExists(name string) bool {
 // of a node without one. It returns false when the room is unknown, and
 // the first id of to that is no member of it.
 func (n *Node) SendData(name, payload string, to []string) (ok bool, unknown string) {
-	st, ok := n.getCurrent(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return false, ""
 	}
