@@ -135,6 +135,9 @@ func (r *Room) remove(p *Participant, reason string) {
 	moving := p.isMoving() // it goes on through another node (failover.go): nobody sees it leave
 	if !moving {
 		for _, o := range r.participants {
+			if o.identity == p.identity { // its successor (duplicate) never knew it
+				continue
+			}
 			o.peer.Notify(protocol.NotifyParticipantLeft, protocol.ParticipantLeftParams{ParticipantID: p.id, Reason: reason})
 		}
 	}
@@ -250,6 +253,11 @@ func (r *Room) unpublish(t *Track) {
 			continue
 		}
 		o.unsubscribeTrack(t.id)
+		if o.identity == t.owner.identity {
+			// The owner's successor, which replaced it (duplicate): it was
+			// never told of the owner nor of its tracks.
+			continue
+		}
 		o.peer.Notify(protocol.NotifyTrackUnpublished, protocol.TrackUnpublishedParams{TrackID: t.id, ParticipantID: t.owner.id})
 	}
 	if t.owner.node == "" {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/cluster"
@@ -66,7 +67,10 @@ func (s *Server) Cluster() *cluster.Node { return s.cluster }
 func (s *Server) clusterNodes() any {
 	if s.cluster == nil {
 		snap := s.rooms.Snapshot()
-		return []cluster.NodeInfo{{ID: "local", URL: s.BaseURL(), Rooms: snap.Rooms, Participants: snap.Participants, Tracks: snap.Tracks, Self: true}}
+		// startedAt and lastSeen as a cluster node reports them: when it
+		// started, and now (it answers, so it is alive).
+		return []cluster.NodeInfo{{ID: "local", URL: s.BaseURL(), StartedAt: s.started.UnixMilli(), LastSeen: time.Now().UnixMilli(),
+			Rooms: snap.Rooms, Participants: snap.Participants, Tracks: snap.Tracks, Self: true}}
 	}
 	return s.cluster.Nodes()
 }
