@@ -169,11 +169,13 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		n.opts.OnRoomStarted(name, sid)
 	}
 	if oldRev != 0 && oldEntry.ID != m.ID {
+		deleted := false
 		_ = n.retry(func(ctx context.Context) error {
 			_, err := n.kvDelete(ctx, memberKey(p, oldEntry.Node, oldEntry.ID), oldRev)
 			if isConflict(err) {
 				return nil // it left, or moved, meanwhile
 			}
+			deleted = err == nil
 			return err
 		})
 		if oldEntry.Slot >= 0 && !tookOld {
@@ -181,6 +183,9 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		}
 		if oldEntry.Node != n.id { // a replaced member here is ended by the room itself
 			n.Control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate})
+			if deleted {
+				n.replacedOnDeadNode(name, sid, oldEntry.Member) // deadmembers.go
+			}
 		}
 	}
 	return sid, nil

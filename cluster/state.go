@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -75,6 +76,12 @@ func (n *Node) Leave(name string, m room.Member) {
 // removeMember deletes a member's key (if it still holds id) and releases
 // its slot and identity; it returns the stream sequence of the deletion.
 func (n *Node) removeMember(name, key, id string) (uint64, bool) {
+	_, seq, ok := n.removeMemberEntry(name, key, id)
+	return seq, ok
+}
+
+// removeMemberEntry is removeMember that also returns the member removed.
+func (n *Node) removeMemberEntry(name, key, id string) (memberEntry, uint64, bool) {
 	p := roomKey(name)
 	var e memberEntry
 	var seq uint64
@@ -97,11 +104,11 @@ func (n *Node) removeMember(name, key, id string) (uint64, bool) {
 		} else {
 			n.log.Warn("room state: member not removed", "room", name, "member", id, "err", err)
 		}
-		return 0, false
+		return memberEntry{}, 0, false
 	}
 	n.unremoved.done(key)
 	if seq == 0 {
-		return 0, false // gone already (replaced, moved, purged)
+		return memberEntry{}, 0, false // gone already (replaced, moved, purged)
 	}
 	if e.Slot >= 0 {
 		n.releaseHeld(slotKey(p, e.Slot), id)
@@ -109,7 +116,7 @@ func (n *Node) removeMember(name, key, id string) (uint64, bool) {
 	if e.Identity != "" {
 		n.releaseHeld(identityKey(p, e.Identity), id)
 	}
-	return seq, true
+	return e, seq, true
 }
 
 // errRetry makes retry try a step again.
@@ -226,8 +233,9 @@ func (n *Node) purgeNode(node string) {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		if _, ok := n.removeMember(string(raw), k, string(id)); ok {
+		if e, _, ok := n.removeMemberEntry(string(raw), k, string(id)); ok {
 			emptied[string(raw)] = true
+			n.memberGone(string(raw), e.Member, protocol.ReasonDisconnected) // deadmembers.go
 		}
 	}
 	for name := range emptied {

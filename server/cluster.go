@@ -37,6 +37,14 @@ func (s *Server) setupCluster() error {
 				s.ext.webhooks.RoomClosed(room, sid)
 			}
 		},
+		// A dead node's participants leave without it: one live node sends
+		// their participant_left (cluster/deadmembers.go).
+		OnMemberGone: func(name, sid string, m room.Member, reason string) {
+			if s.ext.webhooks != nil {
+				s.ext.webhooks.ParticipantLeft(room.ParticipantEvent{Room: name, RoomSID: sid, ParticipantID: m.ID,
+					Identity: m.Identity, Name: m.Name}, reason)
+			}
+		},
 		LocalView: func(name string) json.RawMessage {
 			rm := s.rooms.Room(name)
 			if rm == nil {
