@@ -97,9 +97,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/rooms/{room}", a.closeRoom)
 	mux.HandleFunc("POST /v1/rooms/{room}/data", a.sendData)
 	mux.HandleFunc("GET /v1/rooms/{room}/participants/{id}", a.getParticipant)
-	mux.HandleFunc("DELETE /v1/rooms/{room}/participants/{id}", a.removeParticipant)
-	mux.HandleFunc("PATCH /v1/rooms/{room}/participants/{id}", a.updateParticipant)
-	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mute", a.mute)
+	mux.HandleFunc("DELETE /v1/rooms/{room}/participants/{id}", onParticipant(a, nil, a.removeParticipant, a.kickFar))
+	mux.HandleFunc("PATCH /v1/rooms/{room}/participants/{id}", onParticipant(a, decodeUpdate, a.updateParticipant, a.updateFar))
+	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mute", onParticipant(a, decodeMute, a.mute, a.muteFar))
 	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mix", a.mix) // mix.go
 }
 
@@ -294,50 +294,45 @@ func (a *API) getParticipant(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, view(p, p.Info()))
 }
 
-func (a *API) removeParticipant(w http.ResponseWriter, r *http.Request) {
-	if a.farRoom(r) {
-		a.kickFar(w, r)
-		return
+// onParticipant serves a route on {room}/participants/{id} with a body of
+// type B (nil decode: no body). The request is authorized and the
+// participant found first, then the body is read and checked: local acts
+// on a participant of this node's part of the room, far on one of a room
+// with no part here, through its own node (cluster.go).
+func onParticipant[B any](a *API, decode func(http.ResponseWriter, *http.Request, *B) bool,
+	local func(http.ResponseWriter, *http.Request, *room.Participant, *B),
+	far func(http.ResponseWriter, *http.Request, Participant, *B)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req B
+		if a.farRoom(r) {
+			p, ok := a.farParticipant(w, r)
+			if ok && (decode == nil || decode(w, r, &req)) {
+				far(w, r, p, &req)
+			}
+			return
+		}
+		p, ok := a.participant(w, r)
+		if ok && (decode == nil || decode(w, r, &req)) {
+			local(w, r, p, &req)
+		}
 	}
-	p, ok := a.participant(w, r)
-	if !ok {
-		return
-	}
+}
+
+// noBody is the body of a route that reads none.
+type noBody struct{}
+
+func (a *API) removeParticipant(w http.ResponseWriter, r *http.Request, p *room.Participant, _ *noBody) {
 	p.Kick()
 	a.log.Info("admin: participant removed", "room", p.Room().Name(), "participant", p.ID(), "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, protocol.Empty{})
 }
 
-func (a *API) updateParticipant(w http.ResponseWriter, r *http.Request) {
-	if a.farRoom(r) {
-		a.updateFar(w, r)
-		return
-	}
-	p, ok := a.participant(w, r)
-	if !ok {
-		return
-	}
-	var req UpdateRequest
-	if !decodeUpdate(w, r, &req) {
-		return
-	}
+func (a *API) updateParticipant(w http.ResponseWriter, _ *http.Request, p *room.Participant, req *UpdateRequest) {
 	p.Update(req.Name, req.Metadata)
 	writeJSON(w, http.StatusOK, view(p, p.Info()))
 }
 
-func (a *API) mute(w http.ResponseWriter, r *http.Request) {
-	if a.farRoom(r) {
-		a.muteFar(w, r)
-		return
-	}
-	p, ok := a.participant(w, r)
-	if !ok {
-		return
-	}
-	var req MuteRequest
-	if !decodeMute(w, r, &req) {
-		return
-	}
+func (a *API) mute(w http.ResponseWriter, _ *http.Request, p *room.Participant, req *MuteRequest) {
 	if err := p.ServerMute(req.TrackID, *req.Muted); err != nil {
 		writeError(w, asProtocol(err))
 		return

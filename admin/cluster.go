@@ -90,7 +90,8 @@ func (a *API) getClusterParticipant(w http.ResponseWriter, r *http.Request) {
 
 // farRoom reports whether the request's {room} has no part on this node
 // of a cluster: its participants are all on other nodes, and no stub here
-// can carry a command to them (kickFar, muteFar, updateFar do).
+// can carry a command to them (kickFar, muteFar, updateFar do, through
+// onParticipant).
 func (a *API) farRoom(r *http.Request) bool {
 	return a.opts.ControlRemote != nil && a.opts.RemoteRoom != nil && a.opts.Rooms.Room(r.PathValue("room")) == nil
 }
@@ -126,22 +127,13 @@ func (a *API) control(w http.ResponseWriter, r *http.Request, p Participant, ev 
 	return true
 }
 
-func (a *API) kickFar(w http.ResponseWriter, r *http.Request) {
-	p, ok := a.farParticipant(w, r)
-	if ok && a.control(w, r, p, room.Event{Type: room.CtlKick, Reason: protocol.ReasonKicked}) {
+func (a *API) kickFar(w http.ResponseWriter, r *http.Request, p Participant, _ *noBody) {
+	if a.control(w, r, p, room.Event{Type: room.CtlKick, Reason: protocol.ReasonKicked}) {
 		writeJSON(w, http.StatusOK, protocol.Empty{})
 	}
 }
 
-func (a *API) muteFar(w http.ResponseWriter, r *http.Request) {
-	p, ok := a.farParticipant(w, r)
-	if !ok {
-		return
-	}
-	var req MuteRequest
-	if !decodeMute(w, r, &req) {
-		return
-	}
+func (a *API) muteFar(w http.ResponseWriter, r *http.Request, p Participant, req *MuteRequest) {
 	if !slices.ContainsFunc(p.Tracks, func(t protocol.Track) bool { return t.ID == req.TrackID }) {
 		writeError(w, protocol.Errorf(protocol.CodeNotFound, "participant %s publishes no track %q", p.ID, req.TrackID))
 		return
@@ -151,13 +143,8 @@ func (a *API) muteFar(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *API) updateFar(w http.ResponseWriter, r *http.Request) {
-	p, ok := a.farParticipant(w, r)
-	if !ok {
-		return
-	}
-	var req UpdateRequest
-	if !decodeUpdate(w, r, &req) || !a.control(w, r, p, room.Event{Type: room.CtlUpdate, Name: req.Name, Metadata: req.Metadata}) {
+func (a *API) updateFar(w http.ResponseWriter, r *http.Request, p Participant, req *UpdateRequest) {
+	if !a.control(w, r, p, room.Event{Type: room.CtlUpdate, Name: req.Name, Metadata: req.Metadata}) {
 		return
 	}
 	// The participant's node applies the same change (remote.go).

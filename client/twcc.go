@@ -1,7 +1,6 @@
 package client
 
 import (
-	"encoding/binary"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+	twccext "github.com/starling-rtc/starling/internal/twcc"
 )
 
 // The client's transport-wide congestion control feedback (what a browser
@@ -74,13 +74,7 @@ func (t *twccFeedback) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCP
 // BindRemoteStream records the arrival of the stream's packets when it
 // negotiated transport-wide sequence numbers.
 func (t *twccFeedback) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.RTPReader) interceptor.RTPReader {
-	var id uint8
-	for _, e := range info.RTPHeaderExtensions {
-		if e.URI == sdp.TransportCCURI && e.ID > 0 && e.ID < 256 {
-			id = uint8(e.ID)
-			break
-		}
-	}
+	id := twccext.ExtensionID(info)
 	if id == 0 {
 		return r
 	}
@@ -90,7 +84,7 @@ func (t *twccFeedback) BindRemoteStream(info *interceptor.StreamInfo, r intercep
 		if err != nil {
 			return n, attr, err
 		}
-		if seq, ok := transportSeq(b[:n], id); ok {
+		if seq, ok := twccext.SequenceNumber(b[:n], id); ok {
 			at := time.Since(t.start).Microseconds()
 			t.mu.Lock()
 			if t.rec != nil {
@@ -131,71 +125,6 @@ func (t *twccFeedback) loop(w interceptor.RTCPWriter) {
 			_, _ = w.Write(pkts, nil) // a closed connection ends with Close
 		}
 	}
-}
-
-// transportSeq reads the transport-wide sequence number (extension id) of
-// an RTP packet, without allocating: RFC 8285's one-byte and two-byte
-// header extensions.
-func transportSeq(b []byte, id uint8) (uint16, bool) {
-	if len(b) < 12 || b[0]>>6 != 2 || b[0]&0x10 == 0 {
-		return 0, false
-	}
-	off := 12 + 4*int(b[0]&0x0f)
-	if len(b) < off+4 {
-		return 0, false
-	}
-	profile := binary.BigEndian.Uint16(b[off:])
-	end := off + 4 + 4*int(binary.BigEndian.Uint16(b[off+2:]))
-	if len(b) < end {
-		return 0, false
-	}
-	ext := b[off+4 : end]
-	switch {
-	case profile == 0xBEDE: // one-byte headers
-		for i := 0; i < len(ext); {
-			if ext[i] == 0 { // padding
-				i++
-				continue
-			}
-			eid, l := ext[i]>>4, int(ext[i]&0x0f)+1
-			if eid == 15 {
-				return 0, false // reserved: stop here
-			}
-			if i+1+l > len(ext) {
-				return 0, false
-			}
-			if eid == id {
-				return seqOf(ext[i+1 : i+1+l])
-			}
-			i += 1 + l
-		}
-	case profile&0xfff0 == 0x1000: // two-byte headers
-		for i := 0; i < len(ext); {
-			if ext[i] == 0 {
-				i++
-				continue
-			}
-			if i+2 > len(ext) {
-				return 0, false
-			}
-			eid, l := ext[i], int(ext[i+1])
-			if i+2+l > len(ext) {
-				return 0, false
-			}
-			if eid == id {
-				return seqOf(ext[i+2 : i+2+l])
-			}
-			i += 2 + l
-		}
-	}
-	return 0, false
-}
-
-func seqOf(v []byte) (uint16, bool) {
-	if len(v) < 2 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint16(v), true
 }
 
 // ConfigureTWCCFeedback negotiates transport-wide congestion control (the

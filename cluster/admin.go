@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -31,7 +30,7 @@ func nodesOf(st roomState) []string {
 // RoomParticipants gathers a room's participants from every node that has
 // a part of it (for the admin API of a node without one).
 func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemoteParticipant, ok bool) {
-	st, ok := n.get(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -86,7 +85,7 @@ func (n *Node) localView(name string) json.RawMessage {
 // permissions and subscriptions). ok is false when the room is not in the
 // cluster's state.
 func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bool) {
-	st, ok := n.get(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -116,19 +115,10 @@ func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bo
 	return st.SID, out, true
 }
 
-// CloseRoom asks every node with a part of the room to close it (admin
-// DELETE /v1/rooms/{room}); it reports whether the room exists.
-func (n *Node) CloseRoom(name string) bool {
+// getOpen is get for the admin API: a room the admin deleted is gone.
+func (n *Node) getOpen(name string) (roomState, bool) {
 	st, ok := n.get(name)
-	if !ok {
-		return false
-	}
-	for _, node := range nodesOf(st) {
-		if node != n.id {
-			n.Control(node, name, room.Event{Type: room.CtlCloseRoom, Reason: protocol.ReasonRoomClosed})
-		}
-	}
-	return true
+	return st, ok && !st.Closed
 }
 
 // RoomCount is one room of the cluster as GET /v1/rooms shows it.
@@ -166,7 +156,7 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 			continue
 		}
 		name := string(raw)
-		st, ok := n.get(name)
+		st, ok := n.getOpen(name)
 		if !ok || len(st.Members) == 0 {
 			continue // deleted meanwhile, or empty and about to close
 		}
@@ -202,7 +192,7 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 // (where no stub of the participant exists to send it); false when the
 // room or the member is unknown in the cluster.
 func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
-	st, ok := n.get(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return false
 	}
@@ -218,7 +208,7 @@ func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
 
 // RoomExists reports whether the cluster's room state has the room.
 func (n *Node) RoomExists(name string) bool {
-	_, ok := n.get(name)
+	_, ok := n.getOpen(name)
 	return ok
 }
 
@@ -227,7 +217,7 @@ func (n *Node) RoomExists(name string) bool {
 // of a node without one. It returns false when the room is unknown, and
 // the first id of to that is no member of it.
 func (n *Node) SendData(name, payload string, to []string) (ok bool, unknown string) {
-	st, ok := n.get(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return false, ""
 	}

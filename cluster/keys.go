@@ -45,6 +45,10 @@ type roomMeta struct {
 	// occupied. A room empty for longer than the empty timeout counts as
 	// closed even if the node that was to delete it died.
 	EmptySince int64 `json:"emptySince,omitempty"`
+	// Closed: the admin API deleted this room (CloseRoom). It no longer
+	// exists for the admin API, its nodes close their parts, and a join
+	// opens a new room (a new sid) in its place.
+	Closed bool `json:"closed,omitempty"`
 }
 
 // memberEntry is the value of a member's key.
@@ -221,7 +225,7 @@ func (v *roomView) state() (roomState, bool) {
 	if v.meta == nil {
 		return roomState{}, false
 	}
-	st := roomState{SID: v.meta.SID, EmptySince: v.meta.EmptySince, Members: make([]room.Member, 0, len(v.members)),
+	st := roomState{SID: v.meta.SID, EmptySince: v.meta.EmptySince, Closed: v.meta.Closed, Members: make([]room.Member, 0, len(v.members)),
 		holders: make(map[string]string, len(v.holders))}
 	for _, m := range v.members {
 		st.Members = append(st.Members, m.Member)

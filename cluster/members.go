@@ -169,11 +169,13 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		n.opts.OnRoomStarted(name, sid)
 	}
 	if oldRev != 0 && oldEntry.ID != m.ID {
+		deleted := false
 		_ = n.retry(func(ctx context.Context) error {
 			_, err := n.kvDelete(ctx, memberKey(p, oldEntry.Node, oldEntry.ID), oldRev)
 			if isConflict(err) {
 				return nil // it left, or moved, meanwhile
 			}
+			deleted = err == nil
 			return err
 		})
 		if oldEntry.Slot >= 0 && !tookOld {
@@ -181,6 +183,9 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		}
 		if oldEntry.Node != n.id { // a replaced member here is ended by the room itself
 			n.Control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate})
+			if deleted {
+				n.replacedOnDeadNode(name, sid, oldEntry.Member) // deadmembers.go
+			}
 		}
 	}
 	return sid, nil
@@ -209,7 +214,7 @@ func (n *Node) peekRoom(p string) func() (string, bool) {
 	return func() (string, bool) {
 		written := time.Since(start)
 		<-done
-		if err != nil || rev == 0 || meta.EmptySince != 0 || meta.SID == "" || written >= n.opts.EmptyTimeout/2 {
+		if err != nil || rev == 0 || meta.EmptySince != 0 || meta.Closed || meta.SID == "" || written >= n.opts.EmptyTimeout/2 {
 			return "", false
 		}
 		return meta.SID, true
@@ -450,7 +455,8 @@ func (n *Node) releaseHeld(key, id string) {
 }
 
 // openRoom returns the room's sid, creating the room when there is none
-// (or it has been empty past the empty timeout: its closer died), and
+// (or it has been empty past the empty timeout: its closer died; or the
+// admin API deleted it), and
 // clearing its "empty since" when it is being closed.
 func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool, err error) {
 	for i := 0; i < casRetries; i++ {
@@ -459,12 +465,12 @@ func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool
 		if err != nil {
 			return "", false, err
 		}
-		if rev != 0 && meta.EmptySince == 0 && meta.SID != "" {
+		if rev != 0 && meta.EmptySince == 0 && !meta.Closed && meta.SID != "" {
 			return meta.SID, false, nil // the common case: no write
 		}
 		next := roomMeta{SID: meta.SID}
 		expired := meta.EmptySince != 0 && time.Since(time.UnixMilli(meta.EmptySince)) > n.opts.EmptyTimeout+closeGrace
-		if rev == 0 || next.SID == "" || expired {
+		if rev == 0 || next.SID == "" || expired || meta.Closed { // a deleted room is not reopened: a new one takes its place
 			next.SID = newSID()
 		}
 		data, _ := json.Marshal(next)

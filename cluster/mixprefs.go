@@ -59,7 +59,7 @@ func (n *Node) SetMixPref(name, participant string, gain *float64, muted *bool) 
 	if gain != nil && (*gain < 0 || *gain > 4 || *gain != *gain) {
 		return MixSetting{}, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: gain must be between 0 and 4")
 	}
-	st, ok := n.get(name)
+	st, ok := n.getOpen(name)
 	member := false
 	for _, m := range st.Members {
 		member = member || m.ID == participant

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/internal/redact"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -36,6 +37,12 @@ type Options struct {
 	// OnRoomFinished is called on the one node that closes a room for the
 	// whole cluster (webhooks send room_finished from there).
 	OnRoomFinished func(room, sid string)
+	// OnMemberGone is called on the one node that removes from the room
+	// state a member whose own node is dead, so never sent its
+	// participant_left webhook: purged after the resume window (reason
+	// "disconnected"), or replaced by a join of its identity ("duplicate").
+	// See deadmembers.go.
+	OnMemberGone func(room, sid string, m room.Member, reason string)
 	// LocalView is this node's part of a room as the admin API shows it
 	// (a JSON array, admin.LocalParticipants), nil without one; other
 	// nodes ask for it to answer GET /v1/rooms/{room} (admin.go).
@@ -165,7 +172,7 @@ func Start(o Options) (*Node, error) {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
 	}
-	n.log.Info("cluster node started", "listen", o.Listen, "routes", o.Routes, "nats", o.NATSURL)
+	n.log.Info("cluster node started", "listen", o.Listen, "routes", o.Routes, "nats", redact.URLs(o.NATSURL)) // its credentials are in the URL
 	return n, nil
 }
 

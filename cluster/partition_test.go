@@ -116,12 +116,12 @@ func startNATS(t *testing.T) string {
 // idle, 6/6 beside two busy loops).
 var busCutSlots = make(chan struct{}, busCutsAtOnce)
 
-// busCutTurn makes t parallel and waits for a bus-cut slot; the caller
-// defers the returned release.
-func busCutTurn(t *testing.T) (release func()) {
+// busCutTurn makes t parallel and waits for a bus-cut slot, released
+// after t's nodes are shut down (its first cleanup, so the last to run).
+func busCutTurn(t *testing.T) {
 	t.Parallel()
 	busCutSlots <- struct{}{}
-	return func() { <-busCutSlots }
+	t.Cleanup(func() { <-busCutSlots })
 }
 
 // busCutStoreWait is the cut-off node's (and the others') cluster.store_wait
@@ -131,7 +131,7 @@ func busCutTurn(t *testing.T) (release func()) {
 const busCutStoreWait = 3 * time.Second
 
 func busCut(t *testing.T, window time.Duration, outlast bool) {
-	defer busCutTurn(t)()
+	busCutTurn(t)
 	addr := startNATS(t)
 	proxy := newCutProxy(t, addr) // node 2's way to the bus
 	srvs := make([]*server.Server, 3)

@@ -72,7 +72,7 @@ func (n *Node) ForwardRecording(node string, req RecordingRequest) (RecordingRep
 
 // RoomNodes lists the other nodes that have a part of the room now.
 func (n *Node) RoomNodes(name string) []string {
-	st, ok := n.get(name)
+	st, ok := n.getOpen(name)
 	if !ok {
 		return nil
 	}

@@ -87,7 +87,10 @@ func (n *Node) Emit(name string, ev room.Event) {
 
 // ctlMsg is a command for one node about one of its participants.
 type ctlMsg struct {
-	Room  string     `json:"room"`
+	Room string `json:"room"`
+	// SID, when set, is the room instance the command is for: a part of a
+	// newer instance of the room ignores it (closeroom.go).
+	SID   string     `json:"sid,omitempty"`
 	Event room.Event `json:"event"`
 }
 
@@ -153,7 +156,7 @@ func (n *Node) subscribeNodeRequests() error {
 		if json.Unmarshal(m.Data, &c) != nil {
 			return
 		}
-		if r := n.rooms.Room(c.Room); r != nil {
+		if r := n.rooms.Room(c.Room); r != nil && (c.SID == "" || c.SID == r.SID()) {
 			go r.ApplyControl(c.Event) // may close a participant: not on the bus goroutine
 		}
 	}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -20,6 +21,8 @@ type roomState struct {
 	Members []room.Member
 	// EmptySince is when the room was seen empty (unix ms); 0 while occupied.
 	EmptySince int64
+	// Closed: deleted through the admin API (roomMeta.Closed).
+	Closed bool
 	// holders: which member holds each identity, by identity key.
 	holders map[string]string
 }
@@ -75,6 +78,12 @@ func (n *Node) Leave(name string, m room.Member) {
 // removeMember deletes a member's key (if it still holds id) and releases
 // its slot and identity; it returns the stream sequence of the deletion.
 func (n *Node) removeMember(name, key, id string) (uint64, bool) {
+	_, seq, ok := n.removeMemberEntry(name, key, id)
+	return seq, ok
+}
+
+// removeMemberEntry is removeMember that also returns the member removed.
+func (n *Node) removeMemberEntry(name, key, id string) (memberEntry, uint64, bool) {
 	p := roomKey(name)
 	var e memberEntry
 	var seq uint64
@@ -97,11 +106,11 @@ func (n *Node) removeMember(name, key, id string) (uint64, bool) {
 		} else {
 			n.log.Warn("room state: member not removed", "room", name, "member", id, "err", err)
 		}
-		return 0, false
+		return memberEntry{}, 0, false
 	}
 	n.unremoved.done(key)
 	if seq == 0 {
-		return 0, false // gone already (replaced, moved, purged)
+		return memberEntry{}, 0, false // gone already (replaced, moved, purged)
 	}
 	if e.Slot >= 0 {
 		n.releaseHeld(slotKey(p, e.Slot), id)
@@ -109,7 +118,7 @@ func (n *Node) removeMember(name, key, id string) (uint64, bool) {
 	if e.Identity != "" {
 		n.releaseHeld(identityKey(p, e.Identity), id)
 	}
-	return seq, true
+	return e, seq, true
 }
 
 // errRetry makes retry try a step again.
@@ -140,6 +149,9 @@ func (n *Node) maybeEmpty(name string, w *roomWatch, seq uint64) {
 		rev, err := n.getJSON(ctx, p, &meta)
 		if err != nil || rev == 0 {
 			return err
+		}
+		if meta.Closed {
+			return nil // deleted by the admin: its closer deletes the key (finishClosed)
 		}
 		if meta.EmptySince != 0 {
 			marked = true
@@ -178,7 +190,7 @@ func (n *Node) closeLater(name string) {
 	defer cancel()
 	var meta roomMeta
 	rev, err := n.getJSON(ctx, p, &meta)
-	if err != nil || rev == 0 || meta.EmptySince == 0 {
+	if err != nil || rev == 0 || meta.EmptySince == 0 || meta.Closed {
 		return
 	}
 	v, err := n.readView(name)
@@ -223,8 +235,9 @@ func (n *Node) purgeNode(node string) {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		if _, ok := n.removeMember(string(raw), k, string(id)); ok {
+		if e, _, ok := n.removeMemberEntry(string(raw), k, string(id)); ok {
 			emptied[string(raw)] = true
+			n.memberGone(string(raw), e.Member, protocol.ReasonDisconnected) // deadmembers.go
 		}
 	}
 	for name := range emptied {

@@ -101,7 +101,7 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 		return room.Member{}, "", fmt.Errorf("room state: %w", err)
 	}
 	tRead = time.Since(start)
-	if v.meta == nil {
+	if v.meta == nil || v.meta.Closed { // no room, or deleted by the admin: nothing to resume
 		return room.Member{}, "", errNotHere
 	}
 	var m memberEntry

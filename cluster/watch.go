@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Anti-entropy by watching: each node follows the room state of the rooms
@@ -354,6 +355,13 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 		}
 		st, exists, ready := w.state()
 		if r := n.rooms.Room(name); r != nil && exists && ready {
+			if st.Closed && st.SID == r.SID() {
+				// Deleted by the admin, and this part missed the command
+				// to close (closeroom.go).
+				n.wg.Add(1)
+				go func() { defer n.wg.Done(); r.Close(protocol.ReasonRoomClosed) }()
+				continue
+			}
 			n.reconcileState(r, w, st, false)
 		}
 	}

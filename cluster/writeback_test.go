@@ -52,6 +52,32 @@ func cutCluster(t *testing.T, window time.Duration, tune func(*config.Config)) (
 	return srvs, proxy
 }
 
+// cutTest starts a write-back test: in parallel with the package's other
+// tests, holding a bus-cut turn (busCutTurn: until its nodes are shut
+// down), on cutCluster's three nodes.
+func cutTest(t *testing.T, window time.Duration, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
+	t.Helper()
+	busCutTurn(t)
+	return cutCluster(t, window, tune)
+}
+
+// cutRoom is cutTest with room rm joined: alice and dave on n2 (the node
+// to be cut off), bob on n0, all seeing each other. opts gives a name's
+// join options.
+func cutRoom(t *testing.T, rm string, window time.Duration, tune func(*config.Config),
+	opts func(name string) []func(*client.Options)) (srvs []*server.Server, proxy *cutProxy, alice, dave, bob *client.Client) {
+	t.Helper()
+	srvs, proxy = cutTest(t, window, tune)
+	if opts == nil {
+		opts = func(string) []func(*client.Options) { return nil }
+	}
+	alice = join(t, srvs[2], rm, "alice", opts("alice")...)
+	dave = join(t, srvs[2], rm, "dave", opts("dave")...)
+	bob = join(t, srvs[0], rm, "bob", opts("bob")...)
+	seeEachOther(t, alice, dave, bob)
+	return srvs, proxy, alice, dave, bob
+}
+
 // cutOff cuts n2 off the bus and waits until both sides see it; with
 // purged, also until n0 has purged n2's members from the room state
 // (the cut then outlasts the resume window).
@@ -180,13 +206,8 @@ func wantKeys(t *testing.T, srv *server.Server, rm string, members, identities, 
 // other is ended with leave "roomFull": every node holds the same four,
 // each with its slot (before, both were written back: five).
 func TestBusCutWriteBackRespectsLimit(t *testing.T) {
-	defer busCutTurn(t)()
 	const rm = "wbfull"
-	srvs, proxy := cutCluster(t, 1500*time.Millisecond, func(c *config.Config) { c.Limits.MaxParticipants = 4 })
-	alice := join(t, srvs[2], rm, "alice")
-	dave := join(t, srvs[2], rm, "dave")
-	bob := join(t, srvs[0], rm, "bob")
-	seeEachOther(t, alice, dave, bob)
+	srvs, proxy, alice, dave, bob := cutRoom(t, rm, 1500*time.Millisecond, func(c *config.Config) { c.Limits.MaxParticipants = 4 }, nil)
 
 	cutOff(t, srvs, proxy, rm, true, []*client.Client{bob})
 	carol := join(t, srvs[1], rm, "carol")
@@ -229,13 +250,10 @@ func TestBusCutLongWriteBackDuplicate(t *testing.T) {
 }
 
 func writeBackDuplicate(t *testing.T, window time.Duration, outlast bool) {
-	defer busCutTurn(t)()
 	const rm = "wbdup"
-	srvs, proxy := cutCluster(t, window, withKeys)
-	alice := join(t, srvs[2], rm, "alice", token(t, "alice", rm))
-	dave := join(t, srvs[2], rm, "dave", token(t, "dave", rm))
-	bob := join(t, srvs[0], rm, "bob", token(t, "bob", rm))
-	seeEachOther(t, alice, dave, bob)
+	srvs, proxy, alice, dave, bob := cutRoom(t, rm, window, withKeys, func(name string) []func(*client.Options) {
+		return []func(*client.Options){token(t, name, rm)}
+	})
 
 	cutOff(t, srvs, proxy, rm, outlast, []*client.Client{bob})
 	alice2 := join(t, srvs[1], rm, "alice again", token(t, "alice", rm))
@@ -268,13 +286,8 @@ func writeBackDuplicate(t *testing.T, window time.Duration, outlast bool) {
 // once the others leave (before, the key stayed: the room kept a member
 // nobody had and never closed).
 func TestBusCutLeaveDuringCut(t *testing.T) {
-	defer busCutTurn(t)()
 	const rm = "wbleave"
-	srvs, proxy := cutCluster(t, 30*time.Second, func(c *config.Config) { c.Limits.MaxParticipants = 4 })
-	alice := join(t, srvs[2], rm, "alice")
-	dave := join(t, srvs[2], rm, "dave")
-	bob := join(t, srvs[0], rm, "bob")
-	seeEachOther(t, alice, dave, bob)
+	srvs, proxy, alice, dave, bob := cutRoom(t, rm, 30*time.Second, func(c *config.Config) { c.Limits.MaxParticipants = 4 }, nil)
 
 	cutOff(t, srvs, proxy, rm, false, nil)
 	if err := dave.Leave(ctxT(t, 10*time.Second)); err != nil {
@@ -306,9 +319,8 @@ func TestBusCutLeaveDuringCut(t *testing.T) {
 // resumes through another node (before, the state kept the old token's
 // hash: the resume got 404 and the call ended).
 func TestBusCutResumeTokenRecorded(t *testing.T) {
-	defer busCutTurn(t)()
 	const rm = "wbtoken"
-	srvs, proxy := cutCluster(t, 30*time.Second, nil)
+	srvs, proxy := cutTest(t, 30*time.Second, nil)
 	alice := join(t, srvs[2], rm, "alice", withNodes(srvs[0])) // n2 first, then n0
 	bob := join(t, srvs[0], rm, "bob")
 	seeEachOther(t, alice, bob)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/starling-rtc/starling/internal/redact"
 )
 
 // EnvClusterSecret names the environment variable that sets cluster.secret
@@ -178,7 +180,7 @@ func (c Config) validateCluster(bad func(format string, args ...any)) {
 			continue
 		}
 		if u, err := url.Parse(r); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
-			bad("cluster.nats_url %q: want nats://HOST:PORT[,nats://HOST:PORT...]", r)
+			bad("cluster.nats_url %q: want nats://HOST:PORT[,nats://HOST:PORT...]", redact.URLs(r)) // not its password
 		}
 	}
 	if (cl.TLSCert == "") != (cl.TLSKey == "") {

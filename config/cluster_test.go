@@ -79,3 +79,15 @@ func TestClusterErrors(t *testing.T) {
 		}
 	}
 }
+
+// An invalid --nats-url is named in the error without its password: the
+// URL carries the credentials of the external NATS.
+func TestClusterErrorHidesNATSPassword(t *testing.T) {
+	_, err := load([]string{"--nats-url", "nats://starling:hunter2-secret@[bad", "--cluster-secret", "0123456789abcdef"}, nil, noEnv)
+	if err == nil || !strings.Contains(err.Error(), "cluster.nats_url") {
+		t.Fatalf("err = %v, want a cluster.nats_url error", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the error shows the NATS password: %v", err)
+	}
+}

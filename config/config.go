@@ -6,7 +6,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -321,128 +319,6 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
-// iceServerFlag collects repeated --ice-server values.
-type iceServerFlag []ICEServer
-
-func (f *iceServerFlag) String() string {
-	var parts []string
-	for _, s := range *f {
-		parts = append(parts, strings.Join(s.URLs, ","))
-	}
-	return strings.Join(parts, " ")
-}
-
-func (f *iceServerFlag) Set(s string) error {
-	srv, err := ParseICEServer(s)
-	if err != nil {
-		return err
-	}
-	*f = append(*f, srv)
-	return nil
-}
-
-// ParseICEServer parses the --ice-server syntax: comma-separated items, each
-// either a URL or one of username=VALUE (alias user=VALUE) and
-// credential=VALUE (alias password=VALUE). For example
-//
-//	stun:stun.example.org:3478
-//	turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349,username=alice,credential=s3cret
-//
-// Values cannot contain commas; put such servers in the YAML file instead.
-// The URLs themselves are checked by Validate.
-func ParseICEServer(s string) (ICEServer, error) {
-	var srv ICEServer
-	for _, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		key, val, hasEq := strings.Cut(item, "=")
-		switch {
-		case item == "":
-			continue
-		case hasEq && (key == "username" || key == "user"):
-			srv.Username = val
-		case hasEq && (key == "credential" || key == "password"):
-			srv.Credential = val
-		default:
-			srv.URLs = append(srv.URLs, item)
-		}
-	}
-	if len(srv.URLs) == 0 {
-		return srv, fmt.Errorf("ice server %q has no URL (want e.g. stun:host:3478 or turn:host:3478,username=U,credential=C)", s)
-	}
-	return srv, nil
-}
-
-var unknownFieldRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type `)
-
-// loadFile overlays the YAML file at path onto c. Keys missing from the file
-// keep their current value; unknown keys are an error naming the key.
-func (c *Config) loadFile(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config file: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err = dec.Decode(c)
-	if errors.Is(err, io.EOF) { // empty file
-		return nil
-	}
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		var root yaml.Node
-		_ = yaml.Unmarshal(data, &root)
-		msgs := make([]string, len(te.Errors))
-		for i, m := range te.Errors {
-			msgs[i] = m
-			if sm := unknownFieldRE.FindStringSubmatch(m); sm != nil {
-				line, _ := strconv.Atoi(sm[1])
-				key := sm[2]
-				if p := keyPath(&root, line, key, ""); p != "" {
-					key = p
-				}
-				msgs[i] = fmt.Sprintf("line %d: unknown key %q", line, key)
-			}
-		}
-		return fmt.Errorf("config file %s:\n  %s", path, strings.Join(msgs, "\n  "))
-	}
-	if err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
-	}
-	return nil
-}
-
-// keyPath finds the mapping key named key on line and returns its dotted
-// path ("rtc.udp_prot"), or "" if not found.
-func keyPath(n *yaml.Node, line int, key, prefix string) string {
-	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
-		for i, c := range n.Content {
-			p := prefix
-			if n.Kind == yaml.SequenceNode {
-				p = fmt.Sprintf("%s[%d]", prefix, i)
-			}
-			if r := keyPath(c, line, key, p); r != "" {
-				return r
-			}
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			p := k.Value
-			if prefix != "" {
-				p = prefix + "." + k.Value
-			}
-			if k.Line == line && k.Value == key {
-				return p
-			}
-			if r := keyPath(n.Content[i+1], line, key, p); r != "" {
-				return r
-			}
-		}
-	}
-	return ""
-}
-
 // Validate reports every invalid setting, one per line, each naming its YAML key.
 func (c Config) Validate() error {
 	var errs []string
@@ -529,47 +405,6 @@ func overlaps(a, b string) bool {
 		return h == "" || (err == nil && ip.IsUnspecified())
 	}
 	return unspecified(a) || unspecified(b) || a == b
-}
-
-// checkICEURL validates a STUN/TURN URL (RFC 7064, RFC 7065) and reports whether it is TURN.
-func checkICEURL(u string) (turn bool, err error) {
-	scheme, rest, ok := strings.Cut(u, ":")
-	scheme = strings.ToLower(scheme)
-	switch {
-	case ok && (scheme == "stun" || scheme == "stuns"):
-	case ok && (scheme == "turn" || scheme == "turns"):
-		turn = true
-	default:
-		return false, errors.New(`must start with stun:, stuns:, turn: or turns: (e.g. "stun:host:3478")`)
-	}
-	hostport, query, hasQuery := strings.Cut(rest, "?")
-	if hasQuery {
-		if !turn {
-			return false, errors.New("STUN URLs take no ?query")
-		}
-		t, ok := strings.CutPrefix(query, "transport=")
-		if !ok || (t != "udp" && t != "tcp") {
-			return false, errors.New("the only query allowed is ?transport=udp or ?transport=tcp")
-		}
-	}
-	if strings.HasPrefix(hostport, "//") {
-		return false, fmt.Errorf("write %s:host:port, without //", scheme)
-	}
-	host, port := hostport, ""
-	if h, p, err := net.SplitHostPort(hostport); err == nil {
-		host, port = h, p
-	} else if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
-		host = hostport[1 : len(hostport)-1]
-	}
-	if host == "" || strings.ContainsAny(host, "/@ ") {
-		return false, errors.New("missing or malformed host")
-	}
-	if port != "" {
-		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return false, fmt.Errorf("bad port %q", port)
-		}
-	}
-	return turn, nil
 }
 
 func parseLevel(s string) (slog.Level, bool) {

@@ -356,7 +356,13 @@ func (l *subscriberLoop) reselect(t *Track, d *sfu.DownTrack) {
 	if t.kind == webrtc.RTPCodecTypeVideo {
 		update := protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: t.qualityOf(layer), Reason: reason}
 		if d.Paused() {
-			update = protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: protocol.QualityPaused, Reason: sfu.ReasonSubscriber}
+			// Paused by the subscriber's own setSubscription, else because
+			// the track is muted: its publisher (or the admin API) stopped it.
+			reason := sfu.ReasonSubscriber
+			if s := l.prefs[t.id]; (s.Paused == nil || !*s.Paused) && t.muted() {
+				reason = sfu.ReasonPublisher
+			}
+			update = protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: protocol.QualityPaused, Reason: reason}
 		} else if d.BandwidthPaused() {
 			update = protocol.SubscriptionUpdatedParams{TrackID: t.id, Layer: protocol.QualityPaused, Reason: sfu.ReasonBandwidth}
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/cluster"
@@ -36,6 +37,14 @@ func (s *Server) setupCluster() error {
 				s.ext.webhooks.RoomClosed(room, sid)
 			}
 		},
+		// A dead node's participants leave without it: one live node sends
+		// their participant_left (cluster/deadmembers.go).
+		OnMemberGone: func(name, sid string, m room.Member, reason string) {
+			if s.ext.webhooks != nil {
+				s.ext.webhooks.ParticipantLeft(room.ParticipantEvent{Room: name, RoomSID: sid, ParticipantID: m.ID,
+					Identity: m.Identity, Name: m.Name}, reason)
+			}
+		},
 		LocalView: func(name string) json.RawMessage {
 			rm := s.rooms.Room(name)
 			if rm == nil {
@@ -66,7 +75,10 @@ func (s *Server) Cluster() *cluster.Node { return s.cluster }
 func (s *Server) clusterNodes() any {
 	if s.cluster == nil {
 		snap := s.rooms.Snapshot()
-		return []cluster.NodeInfo{{ID: "local", URL: s.BaseURL(), Rooms: snap.Rooms, Participants: snap.Participants, Tracks: snap.Tracks, Self: true}}
+		// startedAt and lastSeen as a cluster node reports them: when it
+		// started, and now (it answers, so it is alive).
+		return []cluster.NodeInfo{{ID: "local", URL: s.BaseURL(), StartedAt: s.started.UnixMilli(), LastSeen: time.Now().UnixMilli(),
+			Rooms: snap.Rooms, Participants: snap.Participants, Tracks: snap.Tracks, Self: true}}
 	}
 	return s.cluster.Nodes()
 }

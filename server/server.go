@@ -41,6 +41,7 @@ type Server struct {
 	recorder *recorder.Manager // see recording.go
 	cluster  *cluster.Node     // nil on a single node (cluster.go)
 	whip     *whip.Handler     // see whip.go
+	started  time.Time         // GET /v1/nodes of a single node (cluster.go)
 }
 
 // New opens the media and HTTP sockets; Serve starts answering.
@@ -70,7 +71,7 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 		engine.Close()
 		return nil, fmt.Errorf("HTTP address %s: %w", cfg.HTTP.Address, err)
 	}
-	s := &Server{cfg: cfg, log: log, engine: engine, ln: ln, serveCh: make(chan error, 1), auth: auth.NewVerifier(cfg.Keys)}
+	s := &Server{cfg: cfg, log: log, engine: engine, ln: ln, serveCh: make(chan error, 1), auth: auth.NewVerifier(cfg.Keys), started: time.Now()}
 	s.rooms = room.NewManager(room.Config{
 		Engine: engine, ICEServers: iceServers(cfg.RTC.ICEServers),
 		EmptyTimeout: cfg.Room.EmptyTimeout.Std(), NegotiationTimeout: cfg.Room.NegotiationTimeout.Std(), ResumeWindow: cfg.Room.ResumeWindow.Std(),

@@ -7,8 +7,8 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
-	"github.com/pion/sdp/v3"
 	"github.com/starling-rtc/starling/internal/clock"
+	"github.com/starling-rtc/starling/internal/twcc"
 )
 
 // bweInterceptor is a subscriber connection's congestion-control
@@ -44,13 +44,7 @@ func (i *bweInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interce
 	if isAudio(info) {
 		return w
 	}
-	var id uint8
-	for _, e := range info.RTPHeaderExtensions {
-		if e.URI == sdp.TransportCCURI && e.ID > 0 && e.ID < 256 {
-			id = uint8(e.ID)
-			break
-		}
-	}
+	id := twcc.ExtensionID(info)
 	if id == 0 {
 		return w
 	}

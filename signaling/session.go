@@ -31,7 +31,25 @@ type Session struct {
 	mu    sync.Mutex
 	p     *room.Participant
 	after func() // runs once the current response is queued
+
+	// While a join or resume is answered, notifications for the client
+	// wait until its result is queued (docs/PROTOCOL.md "Order after
+	// join"): the room tells the new participant things (another's track,
+	// a speaker list) from the moment it is in, before the result is out.
+	nmu     sync.Mutex
+	holding bool
+	held    []heldNote
 }
+
+// heldNote is a notification kept back until the join result is out.
+type heldNote struct {
+	method string
+	params json.RawMessage
+}
+
+// maxHeld bounds the notifications kept back: the window is the time
+// between the participant's admission and its result being queued.
+const maxHeld = 1024
 
 // NewSession makes the session of one socket.
 func NewSession(c *Conn, mgr *room.Manager, log *slog.Logger) *Session {
@@ -86,6 +104,7 @@ func (s *Session) Notification(method string, params json.RawMessage) *protocol.
 // AfterResponse runs work that must follow the response on the wire: the
 // first subscriber offer after `join`, closing the socket after `leave`.
 func (s *Session) AfterResponse() {
+	s.release() // the join result is queued: what was held follows it
 	s.mu.Lock()
 	f := s.after
 	s.after = nil
@@ -105,13 +124,55 @@ func (s *Session) Closed() {
 
 // Notify implements room.Peer.
 func (s *Session) Notify(method string, params any) {
+	s.nmu.Lock()
+	defer s.nmu.Unlock()
+	if s.holding && len(s.held) < maxHeld {
+		raw, err := encodeObject(params) // now: params may change once we return
+		if err != nil {
+			s.log.Debug("notification not sent", "method", method, "err", err)
+			return
+		}
+		s.held = append(s.held, heldNote{method, raw})
+		return
+	}
+	s.releaseLocked() // held notes first, should there be too many
+	s.send(method, params)
+}
+
+func (s *Session) send(method string, params any) {
 	if err := s.conn.Notify(method, params); err != nil {
 		s.log.Debug("notification not sent", "method", method, "err", err)
 	}
 }
 
+// hold keeps notifications back until release.
+func (s *Session) hold() {
+	s.nmu.Lock()
+	s.holding = true
+	s.nmu.Unlock()
+}
+
+// release sends the notifications held back, in order, and stops holding.
+func (s *Session) release() {
+	s.nmu.Lock()
+	s.releaseLocked()
+	s.nmu.Unlock()
+}
+
+func (s *Session) releaseLocked() {
+	s.holding = false
+	for i, n := range s.held {
+		s.send(n.method, n.params)
+		s.held[i] = heldNote{}
+	}
+	s.held = nil
+}
+
 // End implements room.Peer: tell the client why, then close the socket.
 func (s *Session) End(reason string) {
+	// A session ended while its join is answered (kicked, room closed in
+	// that instant) still gets its notes and the leave before the close.
+	s.release()
 	s.Notify(protocol.MethodLeave, protocol.LeaveParams{Reason: reason})
 	// The socket closes asynchronously; the manager's Shutdown waits for it
 	// so a stopping server does not exit before `leave` is sent.
@@ -130,6 +191,7 @@ func (s *Session) join(raw json.RawMessage) (any, *protocol.Error) {
 	if err := validateJoin(&params); err != nil {
 		return nil, err
 	}
+	s.hold() // until the result is queued (AfterResponse)
 	if params.Resume != "" {
 		return s.resume(&params) // see session_resume.go
 	}

@@ -1,0 +1,120 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+)
+
+// Deleting a room through the admin API (DELETE /v1/rooms/{room}) from any
+// node. On one node the room closes at once: everyone leaves, room_finished
+// is sent, and a join after it makes a new room. In the cluster each node
+// closes its own part, and the room's key would stay in the state until the
+// empty timeout: the room still answered GET, room_finished waited for the
+// timeout, and a join meanwhile went back into the deleted room (same sid).
+// So the delete marks the room's key closed first (compare-and-set: of two
+// deletes at once one does it), which ends the room for the whole cluster
+// at that moment: the admin API answers it no longer exists, a join opens
+// a new room with a new sid in its place (openRoom), and no takeover
+// resumes into it. Then every live node is told to close its part — also a
+// node whose part only records the room and so holds no member — and each
+// node's watch of the room closes a part the command missed. The node that
+// marked it sends room_finished once the members are gone (at most
+// closeWait), and deletes the key.
+
+// closeWait bounds how long a deleted room's closer waits for its members
+// to leave before it sends room_finished and deletes the room's key.
+const closeWait = 5 * time.Second
+
+// CloseRoom closes a room for the whole cluster (admin DELETE); it reports
+// whether the room existed (an open room of the cluster's state).
+func (n *Node) CloseRoom(name string) bool {
+	p := roomKey(name)
+	var sid string
+	err := n.retry(func(ctx context.Context) error {
+		sid = ""
+		var meta roomMeta
+		rev, err := n.getJSON(ctx, p, &meta)
+		if err != nil || rev == 0 || meta.Closed || meta.SID == "" {
+			return err
+		}
+		meta.Closed = true
+		data, _ := json.Marshal(meta)
+		if _, err := n.bus.kv.Update(ctx, p, data, rev); err != nil {
+			if isConflict(err) {
+				return errRetry
+			}
+			return err
+		}
+		sid = meta.SID
+		return nil
+	})
+	if err != nil {
+		// The store is out of reach: close the parts of the nodes this
+		// node knows of, as the members' own leaves would.
+		n.log.Warn("room state: room not marked closed", "room", name, "err", err)
+		st, ok := n.getOpen(name)
+		if !ok {
+			return false
+		}
+		for _, node := range nodesOf(st) {
+			if node != n.id {
+				n.closePart(node, name, st.SID)
+			}
+		}
+		return true
+	}
+	if sid == "" {
+		return false // no such room, or deleted already
+	}
+	n.log.Info("room deleted in the cluster", "room", name, "sid", sid)
+	for _, node := range n.OtherNodes() {
+		n.closePart(node, name, sid)
+	}
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.finishClosed(name, sid) }()
+	return true
+}
+
+// closePart tells a node to close its part of the room instance sid.
+func (n *Node) closePart(node, name, sid string) {
+	data, _ := json.Marshal(ctlMsg{Room: name, SID: sid, Event: room.Event{Node: n.id, Type: room.CtlCloseRoom, Reason: protocol.ReasonRoomClosed}})
+	if err := n.bus.nc.Publish(nodeSubject(node, "ctl"), data); err != nil {
+		n.log.Warn("command not sent", "node", node, "type", room.CtlCloseRoom, "err", err)
+	}
+}
+
+// finishClosed sends room_finished for the deleted room instance sid once
+// its members have left (or after closeWait), then deletes its key unless
+// a join has opened a new room in its place meanwhile.
+func (n *Node) finishClosed(name, sid string) {
+	deadline := time.Now().Add(closeWait)
+	for {
+		st, ok := n.get(name)
+		if !ok || st.SID != sid || len(st.Members) == 0 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	n.roomFinished(name, sid)
+	p := roomKey(name)
+	_ = n.retry(func(ctx context.Context) error {
+		var meta roomMeta
+		rev, err := n.getJSON(ctx, p, &meta)
+		if err != nil || rev == 0 || !meta.Closed || meta.SID != sid {
+			return err
+		}
+		_, err = n.kvDelete(ctx, p, rev)
+		if isConflict(err) {
+			return errRetry
+		}
+		return err
+	})
+}
