@@ -15,20 +15,14 @@ import (
 
 // Crash stops the node as a SIGKILL would, as far as the others can tell:
 // no goodbye, heartbeats stop, the embedded NATS server drops its routes,
-// the relay socket closes.
+// the relay socket closes. It is Abort, then waits until the embedded
+// NATS server and the node's goroutines are done.
 func (n *Node) Crash() {
-	n.closeOnce.Do(func() {
-		close(n.stop)
-		n.bus.nc.Close()
-		if n.media.t != nil {
-			_ = n.media.t.Close()
-		}
-		if n.bus.ns != nil {
-			n.bus.ns.Shutdown()
-			n.bus.ns.WaitForShutdown()
-		}
-		n.wg.Wait()
-	})
+	n.Abort()
+	if n.bus.ns != nil {
+		n.bus.ns.WaitForShutdown()
+	}
+	n.wg.Wait()
 }
 
 // StoreLeader is the node that leads the room-state bucket's stream (its

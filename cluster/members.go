@@ -35,9 +35,9 @@ var errFull = errors.New("room full")
 const staleSlot = 10 * time.Second
 
 // retry runs step until it succeeds, fails for good (errFull, a protocol
-// error) or the store has been unavailable for unavailableWait.
+// error) or the store has been unavailable for Options.StoreWait.
 func (n *Node) retry(step func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), unavailableWait)
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
 	defer cancel()
 	return n.retryCtx(ctx, kvTimeout, step)
 }

@@ -36,8 +36,10 @@ func newSID() string {
 // kvTimeout bounds one key-value operation.
 const kvTimeout = 5 * time.Second
 
-// unavailableWait bounds how long a change waits for the store to answer.
-const unavailableWait = 8 * time.Second
+// DefaultStoreWait bounds how long a change waits for the store to answer
+// (Options.StoreWait, cluster.store_wait): long enough for a new stream
+// leader to be elected after a node died.
+const DefaultStoreWait = 8 * time.Second
 
 // casRetries bounds compare-and-set retries under contention.
 const casRetries = 100

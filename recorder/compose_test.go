@@ -194,8 +194,11 @@ func TestAutoCompose(t *testing.T) {
 		t.Errorf("events: %+v", ev.all)
 	}
 	pr := testutil.FFprobe(t, e.Files[0])
-	if len(pr.Streams) != 2 || math.Abs(atof(pr.Format.Duration)-3.0) > 0.2 {
-		t.Errorf("composed file: %+v", pr)
+	// The clip is 3 s; late writes of the publisher on a busy machine skew
+	// its tracks' starts (sender reports) and so the composition's length.
+	late := time.Duration(p.lateV.Load() + p.lateA.Load())
+	if len(pr.Streams) != 2 || math.Abs(atof(pr.Format.Duration)-3.0) > 0.2+late.Seconds() {
+		t.Errorf("composed file: %+v (publisher's writes up to %s late)", pr, late)
 	}
 	if in, _ := rec.Get(info.ID); in.Composed != e.Files[0] {
 		t.Errorf("listed composed file %q, want %q", in.Composed, e.Files[0])

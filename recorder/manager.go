@@ -105,7 +105,11 @@ type Manager struct {
 	// releasing are ended recordings whose claim is being released: the
 	// claim still counts as theirs until then.
 	releasing map[string]*recording
-	closed    bool
+	// autoTrying are the room instances (SIDs) whose auto recording is
+	// being started, or tried again (claim.go autoStart); true when
+	// asked again meanwhile.
+	autoTrying map[string]bool
+	closed     bool
 
 	cl clusterState // cluster.go
 
@@ -129,7 +133,7 @@ func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("recordings.auto_record pattern %q: %w", p, err)
 		}
 	}
-	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, releasing: map[string]*recording{}}
+	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, releasing: map[string]*recording{}, autoTrying: map[string]bool{}}
 	m.composeCtx, m.composeCancel = context.WithCancel(context.Background())
 	if rooms != nil {
 		m.stop = rooms.AddObserver(observer{m})
@@ -347,14 +351,7 @@ func (m *Manager) onEvent(e Event) {
 // Stop stops a recording by id and waits for its files to be final.
 func (m *Manager) Stop(id string) (Info, error) {
 	m.mu.Lock()
-	r := m.active[id]
-	if r == nil {
-		for _, e := range m.ended {
-			if e.rr.ID() == id {
-				r = e
-			}
-		}
-	}
+	r := m.findLocked(id)
 	if r != nil && r.rr.opts.TrackID == "" && r.rr.RoomSID() != "" {
 		// stopped on purpose: do not auto-record this room instance again
 		m.noAuto[r.rr.RoomSID()] = true
@@ -367,6 +364,20 @@ func (m *Manager) Stop(id string) (Info, error) {
 	r.rr.Stop()
 	m.reap(r)
 	return m.info(r), nil
+}
+
+// findLocked finds a recording by id, running or among the last ended
+// (the latest of those); nil if none. The caller holds m.mu.
+func (m *Manager) findLocked(id string) *recording {
+	if r := m.active[id]; r != nil {
+		return r
+	}
+	for i := len(m.ended) - 1; i >= 0; i-- {
+		if m.ended[i].rr.ID() == id {
+			return m.ended[i]
+		}
+	}
+	return nil
 }
 
 // Active is the number of recordings running (the starling_recordings
@@ -393,14 +404,7 @@ func (m *Manager) StopRoom(roomName string) []Info {
 // Get returns one recording.
 func (m *Manager) Get(id string) (Info, bool) {
 	m.mu.Lock()
-	r := m.active[id]
-	if r == nil {
-		for _, e := range m.ended {
-			if e.rr.ID() == id {
-				r = e
-			}
-		}
-	}
+	r := m.findLocked(id)
 	m.mu.Unlock()
 	if r == nil {
 		return Info{}, false

@@ -2,6 +2,8 @@ package room
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/starling-rtc/starling/protocol"
@@ -179,17 +181,11 @@ func (p *Participant) isMoving() bool {
 func (m *Manager) Drain(ctx context.Context) (left int) {
 	m.mu.Lock()
 	m.draining = true
-	rooms := make([]*Room, 0, len(m.rooms))
-	for _, r := range m.rooms {
-		rooms = append(rooms, r)
-	}
+	rooms := slices.Collect(maps.Values(m.rooms))
 	m.mu.Unlock()
 	for _, r := range rooms {
 		r.mu.Lock()
-		ps := make([]*Participant, 0, len(r.participants))
-		for _, p := range r.participants {
-			ps = append(ps, p)
-		}
+		ps := slices.Collect(maps.Values(r.participants))
 		r.mu.Unlock()
 		for _, p := range ps {
 			p.askReconnect()
@@ -231,10 +227,7 @@ func (p *Participant) askReconnect() {
 // purged them) and adds them back.
 func (r *Room) LocalMembers() []Member {
 	r.mu.Lock()
-	ps := make([]*Participant, 0, len(r.participants))
-	for _, p := range r.participants {
-		ps = append(ps, p)
-	}
+	ps := slices.Collect(maps.Values(r.participants))
 	r.mu.Unlock()
 	out := make([]Member, 0, len(ps))
 	for _, p := range ps {

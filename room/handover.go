@@ -1,6 +1,8 @@
 package room
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -66,10 +68,7 @@ func (r *Room) retireStub(id string) (carry map[string]carried, node string) {
 	delete(r.remotes, id)
 	r.mu.Unlock()
 	p.mu.Lock()
-	tracks := make([]*Track, 0, len(p.tracks))
-	for _, t := range p.tracks {
-		tracks = append(tracks, t)
-	}
+	tracks := slices.Collect(maps.Values(p.tracks))
 	p.closed = true
 	p.mu.Unlock()
 	out := map[string]carried{}

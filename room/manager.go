@@ -7,6 +7,8 @@ package room
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -253,10 +255,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.shuttingDown.Store(true)
 	m.mu.Lock()
 	m.draining = true
-	rooms := make([]*Room, 0, len(m.rooms))
-	for _, r := range m.rooms {
-		rooms = append(rooms, r)
-	}
+	rooms := slices.Collect(maps.Values(m.rooms))
 	m.mu.Unlock()
 	for _, r := range rooms {
 		r.Close(protocol.ReasonServerShutdown)

@@ -1,6 +1,8 @@
 package room
 
 import (
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/starling-rtc/starling/protocol"
@@ -67,10 +69,7 @@ func (m *Manager) AddObserver(o Observer) (remove func()) {
 // those published here and the remote ones imported here (Node set).
 func (r *Room) ObservedTracks() []PublishedTrack {
 	r.mu.Lock()
-	tracks := make([]*Track, 0, len(r.tracks))
-	for _, t := range r.tracks {
-		tracks = append(tracks, t)
-	}
+	tracks := slices.Collect(maps.Values(r.tracks))
 	r.mu.Unlock()
 	out := make([]PublishedTrack, 0, len(tracks))
 	for _, t := range tracks {

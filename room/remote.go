@@ -2,6 +2,8 @@ package room
 
 import (
 	"encoding/json"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -146,10 +148,7 @@ func (r *Room) remoteLeft(id, reason string) {
 		return
 	}
 	p.mu.Lock()
-	tracks := make([]*Track, 0, len(p.tracks))
-	for _, t := range p.tracks {
-		tracks = append(tracks, t)
-	}
+	tracks := slices.Collect(maps.Values(p.tracks))
 	p.closed = true
 	p.mu.Unlock()
 	r.mu.Unlock()
@@ -404,10 +403,7 @@ func (r *Room) ForgetNode(node string) {
 // RemoteNodeGone removes a dead or departed node's participants from every room.
 func (m *Manager) RemoteNodeGone(node string) {
 	m.mu.Lock()
-	rooms := make([]*Room, 0, len(m.rooms))
-	for _, r := range m.rooms {
-		rooms = append(rooms, r)
-	}
+	rooms := slices.Collect(maps.Values(m.rooms))
 	m.mu.Unlock()
 	for _, r := range rooms {
 		r.nodeDied(node, m.cfg.ResumeWindow) // failover.go

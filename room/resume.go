@@ -2,7 +2,6 @@ package room
 
 import (
 	"crypto/subtle"
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -248,22 +247,7 @@ func (r *Room) resumable(token string) *Participant {
 // resumeResult is the join result of a resume: the room as it is now, so
 // the client can resync what it missed while away.
 func (r *Room) resumeResult(p *Participant, token string) *protocol.JoinResult {
-	r.mu.Lock()
-	others := make([]*Participant, 0, len(r.participants))
-	for _, o := range r.participants {
-		if o != p {
-			others = append(others, o)
-		}
-	}
-	for _, o := range r.remotes {
-		others = append(others, o)
-	}
-	r.mu.Unlock()
-	infos := make([]protocol.Participant, 0, len(others))
-	for _, o := range others {
-		infos = append(infos, o.Info())
-	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].JoinedAt < infos[j].JoinedAt })
+	infos := r.infosExcept(p)
 	res := &protocol.JoinResult{
 		Participant:  p.Info(),
 		Room:         protocol.Room{Name: r.name, SID: r.sid},

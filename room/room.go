@@ -2,7 +2,9 @@ package room
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -187,10 +189,7 @@ func (r *Room) Close(reason string) {
 	if r.emptyTimer != nil {
 		r.emptyTimer.Stop()
 	}
-	ps := make([]*Participant, 0, len(r.participants))
-	for _, p := range r.participants {
-		ps = append(ps, p)
-	}
+	ps := slices.Collect(maps.Values(r.participants))
 	r.mu.Unlock()
 	for _, p := range ps {
 		p.close(reason, true)
@@ -346,11 +345,18 @@ func (r *Room) relayData(from *Participant, text []byte) {
 }
 
 // Participants lists the participants' public views.
-func (r *Room) Participants() []protocol.Participant {
+func (r *Room) Participants() []protocol.Participant { return r.infosExcept(nil) }
+
+// infosExcept lists the public views of the participants, local and
+// remote, but skip, in the order they joined. The views are taken after
+// r.mu is released: Info takes each participant's own lock.
+func (r *Room) infosExcept(skip *Participant) []protocol.Participant {
 	r.mu.Lock()
 	ps := make([]*Participant, 0, len(r.participants)+len(r.remotes))
 	for _, p := range r.participants {
-		ps = append(ps, p)
+		if p != skip {
+			ps = append(ps, p)
+		}
 	}
 	for _, p := range r.remotes {
 		ps = append(ps, p)

@@ -1,6 +1,11 @@
 package room
 
-import "github.com/starling-rtc/starling/sfu"
+import (
+	"maps"
+	"slices"
+
+	"github.com/starling-rtc/starling/sfu"
+)
 
 // Snapshot is a point-in-time count of a Manager's rooms, for metrics.
 type Snapshot struct {
@@ -14,10 +19,7 @@ type Snapshot struct {
 // room's lock briefly and never blocks on a participant.
 func (m *Manager) Snapshot() Snapshot {
 	m.mu.Lock()
-	rooms := make([]*Room, 0, len(m.rooms))
-	for _, r := range m.rooms {
-		rooms = append(rooms, r)
-	}
+	rooms := slices.Collect(maps.Values(m.rooms))
 	m.mu.Unlock()
 	s := Snapshot{Rooms: len(rooms)}
 	var tracks []*Track

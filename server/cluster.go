@@ -25,7 +25,7 @@ func (s *Server) setupCluster() error {
 			TLS: cluster.TLSFiles{Cert: c.TLSCert, Key: c.TLSKey, CA: c.TLSCA},
 		},
 		URL: s.BaseURL(), RelayAddr: c.RelayAddr, Rooms: s.rooms,
-		EmptyTimeout: s.cfg.Room.EmptyTimeout.Std(),
+		EmptyTimeout: s.cfg.Room.EmptyTimeout.Std(), StoreWait: c.StoreWait.Std(),
 		// Clustered, room_started and room_finished are sent by the node
 		// that opens or closes the room for the whole cluster.
 		OnRoomStarted: func(room, sid string) {

@@ -325,13 +325,9 @@ func (i *idleSource) PacketTime() int64                { return 0 }
 // HandleOfferGathered is HandleOffer for a client that gets no trickled
 // candidates (WHIP): the answer carries them, once gathered or after wait.
 func (p *Publisher) HandleOfferGathered(sdp string, wait time.Duration) (string, error) {
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
-		return "", fmt.Errorf("cannot apply offer: %w", err)
-	}
-	p.flushCandidates()
-	answer, err := p.pc.CreateAnswer(nil)
+	answer, err := p.answerOffer(sdp)
 	if err != nil {
-		return "", fmt.Errorf("cannot answer offer: %w", err)
+		return "", err
 	}
 	return p.setLocalGathered(answer, wait)
 }

@@ -42,18 +42,28 @@ func NewPublisher(e *Engine, iceServers []webrtc.ICEServer,
 // HandleOffer applies the client's offer and returns the answer. The answer
 // is returned before gathering ends: candidates trickle.
 func (p *Publisher) HandleOffer(sdp string) (string, error) {
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
-		return "", fmt.Errorf("cannot apply offer: %w", err)
-	}
-	p.flushCandidates()
-	answer, err := p.pc.CreateAnswer(nil)
+	answer, err := p.answerOffer(sdp)
 	if err != nil {
-		return "", fmt.Errorf("cannot answer offer: %w", err)
+		return "", err
 	}
 	if err := p.pc.SetLocalDescription(answer); err != nil {
 		return "", fmt.Errorf("cannot apply answer: %w", err)
 	}
 	return withoutRTCPCandidates(p.pc.LocalDescription().SDP), nil
+}
+
+// answerOffer applies the client's offer (then the candidates that came
+// before it) and creates the answer, not yet applied.
+func (p *Publisher) answerOffer(sdp string) (webrtc.SessionDescription, error) {
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		return webrtc.SessionDescription{}, fmt.Errorf("cannot apply offer: %w", err)
+	}
+	p.flushCandidates()
+	answer, err := p.pc.CreateAnswer(nil)
+	if err != nil {
+		return webrtc.SessionDescription{}, fmt.Errorf("cannot answer offer: %w", err)
+	}
+	return answer, nil
 }
 
 // WriteRTCP sends RTCP (keyframe requests) to the publisher.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -101,14 +102,8 @@ func scrapeOne(addr string) (metricsSample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return m, fmt.Errorf("%s: HTTP %d", addr, resp.StatusCode)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	found := false
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || name == "" || name[0] == '#' {
-			continue
-		}
+	err = readMetrics(resp.Body, func(name string, v float64) {
 		var dst *uint64
 		switch name {
 		case "go_memstats_mallocs_total":
@@ -120,19 +115,37 @@ func scrapeOne(addr string) (metricsSample, error) {
 		case "starling_bwe_padding_packets_total":
 			dst = &m.padding
 		default:
-			continue
+			return
 		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil && v >= 0 {
+		if v >= 0 {
 			*dst = uint64(v)
 		}
-	}
-	if err := sc.Err(); err != nil {
+	})
+	if err != nil {
 		return m, err
 	}
 	if !found {
 		return m, fmt.Errorf("%s: no go_memstats_mallocs_total", addr)
 	}
 	return m, nil
+}
+
+// readMetrics reads a Prometheus text exposition (GET /metrics) and calls
+// f with each sample's name, labels included, and value. Comments, blank
+// lines and samples whose value does not parse are skipped.
+func readMetrics(r io.Reader, f func(name string, v float64)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok || name == "" || name[0] == '#' {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			f(name, v)
+		}
+	}
+	return sc.Err()
 }
 
 // serverMetrics is the difference between two scrapes, per forwarded packet.

@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,8 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -313,21 +310,7 @@ func (s *soak) scrape() (SoakSample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return smp, fmt.Errorf("/metrics: HTTP %d", resp.StatusCode)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil {
-			continue
-		}
+	err = readMetrics(resp.Body, func(name string, v float64) {
 		switch name {
 		case "starling_rooms":
 			smp.Rooms = v
@@ -350,8 +333,8 @@ func (s *soak) scrape() (SoakSample, error) {
 		case `starling_signaling_errors_total{code="500"}`:
 			smp.Errors500 = v
 		}
-	}
-	return smp, sc.Err()
+	})
+	return smp, err
 }
 
 func (s *soak) token(identity string, g auth.Grants) (string, error) {
