@@ -101,6 +101,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PATCH /v1/rooms/{room}/participants/{id}", onParticipant(a, decodeUpdate, a.updateParticipant, a.updateFar))
 	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mute", onParticipant(a, decodeMute, a.mute, a.muteFar))
 	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mix", a.mix) // mix.go
+	registerMethods(mux)                                                 // methods.go
 }
 
 // RoomSummary is one entry of GET /v1/rooms.

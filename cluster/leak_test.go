@@ -12,7 +12,7 @@ import (
 // is closed.
 //
 // It runs defaultParallel (or GOMAXPROCS, if more) of the package's parallel tests
-// at once (parallel_*_test.go: 8, 4 under the race detector) unless
+// at once (parallel_*_test.go: 12, 4 under the race detector) unless
 // -test.parallel is given: a test cluster mostly waits (heartbeats,
 // JetStream elections, media paced in real time), so GOMAXPROCS (go test's
 // default, 2 on the CI machine) left the CPU idle. Tests that crash nodes

@@ -35,9 +35,9 @@ var errFull = errors.New("room full")
 const staleSlot = 10 * time.Second
 
 // retry runs step until it succeeds, fails for good (errFull, a protocol
-// error) or the store has been unavailable for unavailableWait.
+// error) or the store has been unavailable for Options.StoreWait.
 func (n *Node) retry(step func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), unavailableWait)
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
 	defer cancel()
 	return n.retryCtx(ctx, kvTimeout, step)
 }
@@ -182,10 +182,11 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 			n.releaseHeld(slotKey(p, oldEntry.Slot), oldEntry.ID)
 		}
 		if oldEntry.Node != n.id { // a replaced member here is ended by the room itself
-			n.Control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate})
+			var replaced *room.Member // its participant_left, if its node is dead (deadmembers.go)
 			if deleted {
-				n.replacedOnDeadNode(name, sid, oldEntry.Member) // deadmembers.go
+				replaced = &oldEntry.Member
 			}
+			n.control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate}, replaced)
 		}
 	}
 	return sid, nil

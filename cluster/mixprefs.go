@@ -109,7 +109,7 @@ func (n *Node) SetMixPref(name, participant string, gain *float64, muted *bool) 
 // waiting for a store that elects a leader as the room state does.
 func (n *Node) updateMixPrefs(name string, f func(*mixPrefs) error) error {
 	key := mixKey(name)
-	deadline := time.Now().Add(unavailableWait)
+	deadline := time.Now().Add(n.opts.StoreWait)
 	for i := 0; i < casRetries; i++ {
 		err := func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)

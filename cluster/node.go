@@ -26,6 +26,11 @@ type Options struct {
 	Rooms *room.Manager
 	// EmptyTimeout is how long a room empty everywhere lives on.
 	EmptyTimeout time.Duration
+	// StoreWait bounds how long a change to the room state waits for the
+	// store to answer (a new stream leader, a lost bus link); 0 means
+	// DefaultStoreWait. Tests of a node cut off from the bus shorten it,
+	// since they wait for this node to give up.
+	StoreWait time.Duration
 	// OnRoomStarted is called on the one node whose join opened a room
 	// for the whole cluster.
 	OnRoomStarted func(room, sid string)
@@ -98,6 +103,9 @@ func Start(o Options) (*Node, error) {
 	}
 	if o.EmptyTimeout <= 0 {
 		o.EmptyTimeout = 10 * time.Second
+	}
+	if o.StoreWait <= 0 {
+		o.StoreWait = DefaultStoreWait
 	}
 	if o.Secret == "" {
 		return nil, errors.New("cluster: a secret is required (--cluster-secret or STARLING_CLUSTER_SECRET)")

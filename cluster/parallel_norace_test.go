@@ -3,7 +3,8 @@
 package cluster
 
 // defaultParallel without the race detector: the package's tests used
-// about 12 s of CPU in a 2-minute run at four at once (they wait on
-// heartbeats, JetStream elections, media paced in real time), so eight at
-// once still leaves the CPU mostly idle.
-const defaultParallel = 8
+// about 20 s of CPU in a 100-second run at eight at once (they wait on
+// heartbeats, JetStream elections, media paced in real time), and at eight
+// the long ones that happened to start last were its tail (a slow bus,
+// the cross-node mix: 30 s each from the 55th second), so twelve.
+const defaultParallel = 12

@@ -104,24 +104,34 @@ func startNATS(t *testing.T) string {
 	return ns.Addr().String()
 }
 
-// busCuts lets one bus-cut test run at a time. They run beside the other
-// parallel tests, but not beside each other: with both at once the longer
-// cut's media never came back across nodes after the link did, about one
-// run in three under the whole suite. Looked into (2026-12-07): together
-// they passed 4/4 on an idle machine and 6/6 beside two busy loops; under
-// -race beside two busy loops 3 rounds of 5 failed, each after heartbeats
-// stopped being heard between nodes that were never cut (n0 and n1 of a
-// cluster declared each other gone, in both clusters at once) and a
-// client starved past the 10 s negotiation timeout was removed; once
-// before any cut. So the load, not the cut handling: the two clusters
-// share nothing (own NATS server, proxy, relay sockets; the same node ids
-// and secret, but no address of one reaches the other).
-var busCuts sync.Mutex
+// busCutSlots bounds how many bus-cut tests run at once (busCutsAtOnce:
+// one under the race detector, all of them without). Their clusters share
+// nothing (own NATS server, proxy, relay sockets; the same node ids and
+// secret, but no address of one reaches the other). Under -race, side by
+// side beside two busy loops, 3 rounds of 5 failed (2026-12-07), each after
+// heartbeats stopped being heard between nodes that were never cut (n0 and
+// n1 of a cluster declared each other gone, in both clusters at once) and
+// a client starved past the 10 s negotiation timeout was removed: the
+// load, not the cut handling. Without it they passed side by side (4/4
+// idle, 6/6 beside two busy loops).
+var busCutSlots = make(chan struct{}, busCutsAtOnce)
+
+// busCutTurn makes t parallel and waits for a bus-cut slot, released
+// after t's nodes are shut down (its first cleanup, so the last to run).
+func busCutTurn(t *testing.T) {
+	t.Parallel()
+	busCutSlots <- struct{}{}
+	t.Cleanup(func() { <-busCutSlots })
+}
+
+// busCutStoreWait is the cut-off node's (and the others') cluster.store_wait
+// in the bus-cut tests: several wait for n2 to give up a change during the
+// cut (a leave, a resume token), so 3 s instead of the 8 s default; still
+// ample for a store on loopback that is not cut.
+const busCutStoreWait = 3 * time.Second
 
 func busCut(t *testing.T, window time.Duration, outlast bool) {
-	t.Parallel()
-	busCuts.Lock()
-	defer busCuts.Unlock()
+	busCutTurn(t)
 	addr := startNATS(t)
 	proxy := newCutProxy(t, addr) // node 2's way to the bus
 	srvs := make([]*server.Server, 3)
@@ -129,6 +139,7 @@ func busCut(t *testing.T, window time.Duration, outlast bool) {
 		cfg := nodeConfig([]int{0, 0, 0}, i, func(c *config.Config) {
 			c.Room.ResumeWindow = config.Duration(window)
 			c.Limits.MaxParticipants = 6 // members hold slots: those written back claim theirs again
+			c.Cluster.StoreWait = config.Duration(busCutStoreWait)
 			c.Cluster.Listen, c.Cluster.Routes = "", nil
 			target := addr
 			if i == 2 {

@@ -116,7 +116,7 @@ func (n *Node) ClaimRecording(room string, value []byte, rev uint64) (cur []byte
 	// The store is briefly unavailable while its stream elects a new
 	// leader (the node that died, whose recording is being taken over,
 	// may have led it): wait for it as the room state does.
-	deadline := time.Now().Add(unavailableWait)
+	deadline := time.Now().Add(n.opts.StoreWait)
 	for {
 		cur, curRev, won, err = n.claimRecording(room, value, rev)
 		if err == nil || time.Now().After(deadline) || n.bus.nc.IsClosed() {

@@ -4,7 +4,7 @@ import "sync"
 
 // Removals that failed. A member's key is deleted by its leave (or by the
 // undo of a failed join, or a purge); when the store cannot be reached for
-// longer than a change waits for it (unavailableWait: this node cut off
+// longer than a change waits for it (Options.StoreWait: this node cut off
 // from the bus), the deletion gives up. The key would then stay for good —
 // unless the cut outlasted the resume window, when the others purge this
 // node's members — holding a place in a limited room, listed by every node's

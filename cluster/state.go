@@ -36,21 +36,31 @@ func newSID() string {
 // kvTimeout bounds one key-value operation.
 const kvTimeout = 5 * time.Second
 
-// unavailableWait bounds how long a change waits for the store to answer.
-const unavailableWait = 8 * time.Second
+// DefaultStoreWait bounds how long a change waits for the store to answer
+// (Options.StoreWait, cluster.store_wait): long enough for a new stream
+// leader to be elected after a node died.
+const DefaultStoreWait = 8 * time.Second
 
 // casRetries bounds compare-and-set retries under contention.
 const casRetries = 100
 
 // get reads a room's state (false when there is no such room): from the
-// room's watch when this node follows it, else once from the store.
+// room's watch when this node follows it, else from the store, waiting
+// (up to unavailableWait) for a store that cannot answer: right after a
+// node died, a read may fail until the stream has a new leader, and the
+// admin API of a node without a part of the room answered 404 for a room
+// that exists (TestKickOfKilledNodesParticipant).
 func (n *Node) get(name string) (roomState, bool) {
 	if w := n.rs.watch(name); w != nil {
 		if st, ok, ready := w.state(); ready {
 			return st, ok
 		}
 	}
-	v, err := n.readView(name)
+	var v *roomView
+	err := n.retry(func(ctx context.Context) (err error) {
+		v, err = n.readViewCtx(ctx, name)
+		return err
+	})
 	if err != nil {
 		return roomState{}, false
 	}

@@ -18,7 +18,7 @@ import (
 
 // cutCluster starts three nodes on an external NATS server; node 2 reaches
 // it through the returned proxy (cut it to cut n2 off the bus), as busCut
-// does. The caller holds busCuts.
+// does, with busCutStoreWait. The caller holds a bus-cut turn (busCutTurn).
 func cutCluster(t *testing.T, window time.Duration, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
 	t.Helper()
 	addr := startNATS(t)
@@ -33,6 +33,7 @@ func cutCluster(t *testing.T, window time.Duration, tune func(*config.Config)) (
 				target = fmt.Sprintf("127.0.0.1:%d", proxy.port())
 			}
 			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + target
+			c.Cluster.StoreWait = config.Duration(busCutStoreWait)
 			if tune != nil {
 				tune(c)
 			}
@@ -52,13 +53,11 @@ func cutCluster(t *testing.T, window time.Duration, tune func(*config.Config)) (
 }
 
 // cutTest starts a write-back test: in parallel with the package's other
-// tests but holding busCuts (until its nodes are shut down: the unlock is
-// its first cleanup), on cutCluster's three nodes.
+// tests, holding a bus-cut turn (busCutTurn: until its nodes are shut
+// down), on cutCluster's three nodes.
 func cutTest(t *testing.T, window time.Duration, tune func(*config.Config)) ([]*server.Server, *cutProxy) {
 	t.Helper()
-	t.Parallel()
-	busCuts.Lock()
-	t.Cleanup(busCuts.Unlock)
+	busCutTurn(t)
 	return cutCluster(t, window, tune)
 }
 
@@ -280,7 +279,7 @@ func writeBackDuplicate(t *testing.T, window time.Duration, outlast bool) {
 }
 
 // A participant leaves a node while that node is cut off from the bus for
-// longer than a change waits for the store (8 s), but not for longer than
+// longer than a change waits for the store (cluster.store_wait), but not for longer than
 // the resume window (its members stay in the room state meanwhile): its
 // member key could not be deleted then. When the link is back the node
 // deletes it, so every node holds the same members, and the room closes
@@ -295,8 +294,9 @@ func TestBusCutLeaveDuringCut(t *testing.T) {
 		t.Fatalf("dave leaves n2 during the cut: %v", err)
 	}
 	eventually(t, 10*time.Second, "alice sees dave leave", func() bool { return !knows(alice, dave.ParticipantID()) })
-	// The cut outlasts the 8 s a change waits for the store: n2's
-	// deletion of dave's key gives up and is remembered.
+	// The cut outlasts the time a change waits for the store
+	// (busCutStoreWait): n2's deletion of dave's key gives up and is
+	// remembered.
 	eventually(t, 30*time.Second, "n2 gives up deleting dave's key", func() bool { return srvs[2].Cluster().PendingRemovals() > 0 })
 	heal(t, srvs, proxy)
 	converged(t, srvs, rm, []*client.Client{alice, bob}, []*client.Client{dave})
@@ -335,8 +335,8 @@ func TestBusCutResumeTokenRecorded(t *testing.T) {
 	eventually(t, 15*time.Second, "alice resumes on n2", func() bool {
 		return resumedCount(alice) == 1 && alice.URL() == srvs[2].SignalingURL()
 	})
-	// The cut outlasts the 8 s a change waits for the store: n2's record
-	// of the new token gives up.
+	// The cut outlasts the time a change waits for the store
+	// (busCutStoreWait): n2's record of the new token gives up.
 	eventually(t, 30*time.Second, "n2 gives up recording alice's new token", func() bool { return srvs[2].Cluster().TokenFailures() > 0 })
 	if got := srvs[0].Cluster().MemberToken(rm, aID); got != before {
 		t.Fatalf("the state's token for alice changed during the cut")

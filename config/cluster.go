@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/starling-rtc/starling/internal/redact"
 )
@@ -52,13 +53,23 @@ type Cluster struct {
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
 	TLSCA   string `yaml:"tls_ca"`
+	// StoreWait is how long a change to the room state (a join, a leave, a
+	// resume token, a recording claim) waits for the state store to answer
+	// before it gives up: a new stream leader after a node died takes a few
+	// seconds, longer on a slow external NATS. A join then fails with
+	// "unavailable"; a leave or a token is recorded once the bus is back.
+	StoreWait Duration `yaml:"store_wait"`
 }
+
+// DefaultStoreWait is cluster.store_wait's default.
+const DefaultStoreWait = 8 * time.Second
 
 // Enabled reports whether the node joins a cluster.
 func (c Cluster) Enabled() bool { return c.Listen != "" || c.NATSURL != "" }
 
 func (c *Config) defaultCluster() {
 	c.Cluster.RelayAddr = "127.0.0.1:0"
+	c.Cluster.StoreWait = Duration(DefaultStoreWait)
 }
 
 // clusterFlags defines the cluster flags and returns the function that
@@ -75,6 +86,7 @@ func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 	store := fs.String("cluster-store-dir", def.Cluster.StoreDir, "`folder` for the embedded JetStream's files; empty = a temporary folder")
 	tlsCert := fs.String("cluster-tls-cert", def.Cluster.TLSCert, "PEM certificate `file` of this node for the cluster bus's TLS (routes, or a client certificate for --nats-url)")
 	tlsKey := fs.String("cluster-tls-key", def.Cluster.TLSKey, "PEM private key `file` of --cluster-tls-cert")
+	storeWait := fs.Duration("cluster-store-wait", def.Cluster.StoreWait.Std(), "how long a change to the room state (join, leave, resume) waits for the cluster's state store before it fails")
 	tlsCA := fs.String("cluster-tls-ca", def.Cluster.TLSCA, "PEM CA `file` the bus trusts: peers' route certificates must be signed by it (mutual TLS); checks --nats-url's server too")
 	return func(cfg *Config, name string) {
 		switch name {
@@ -100,6 +112,8 @@ func clusterFlags(fs *flag.FlagSet, def Config) func(cfg *Config, name string) {
 			cfg.Cluster.TLSKey = *tlsKey
 		case "cluster-tls-ca":
 			cfg.Cluster.TLSCA = *tlsCA
+		case "cluster-store-wait":
+			cfg.Cluster.StoreWait = Duration(*storeWait)
 		}
 	}
 }
@@ -126,6 +140,9 @@ func (c Config) validateCluster(bad func(format string, args ...any)) {
 			bad("cluster.tls_cert/tls_key/tls_ca: set cluster.listen or cluster.nats_url too, TLS alone does not turn clustering on")
 		}
 		return
+	}
+	if cl.StoreWait <= 0 {
+		bad("cluster.store_wait %s: must be positive", cl.StoreWait)
 	}
 	if cl.Secret == "" {
 		bad("cluster.secret: required when clustered: set --cluster-secret or $%s to the same secret on every node", EnvClusterSecret)

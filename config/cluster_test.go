@@ -6,23 +6,28 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestClusterFlags(t *testing.T) {
 	c, err := load([]string{"--node-id", "node-a", "--cluster-listen", "127.0.0.1:7952",
 		"--cluster-routes", "nats://127.0.0.1:7962,nats://127.0.0.1:7972", "--cluster-secret", "0123456789abcdef",
 		"--cluster-relay-addr", "127.0.0.1:7953", "--cluster-advertise", "10.0.0.1:7952",
-		"--cluster-tls-cert", "n.pem", "--cluster-tls-key", "n-key.pem", "--cluster-tls-ca", "ca.pem"}, nil, noEnv)
+		"--cluster-tls-cert", "n.pem", "--cluster-tls-key", "n-key.pem", "--cluster-tls-ca", "ca.pem",
+		"--cluster-store-wait", "3s"}, nil, noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Cluster{NodeID: "node-a", Listen: "127.0.0.1:7952", Routes: []string{"nats://127.0.0.1:7962", "nats://127.0.0.1:7972"},
-		Secret: "0123456789abcdef", RelayAddr: "127.0.0.1:7953", Advertise: "10.0.0.1:7952", TLSCert: "n.pem", TLSKey: "n-key.pem", TLSCA: "ca.pem"}
+		Secret: "0123456789abcdef", RelayAddr: "127.0.0.1:7953", Advertise: "10.0.0.1:7952", TLSCert: "n.pem", TLSKey: "n-key.pem", TLSCA: "ca.pem",
+		StoreWait: Duration(3 * time.Second)}
 	if !reflect.DeepEqual(c.Cluster, want) || !c.Cluster.Enabled() {
 		t.Errorf("cluster = %+v, want %+v", c.Cluster, want)
 	}
 	if d := Default(); d.Cluster.Enabled() {
 		t.Error("a default node must not be clustered")
+	} else if d.Cluster.StoreWait.Std() != DefaultStoreWait {
+		t.Errorf("default cluster.store_wait %s, want %s", d.Cluster.StoreWait, DefaultStoreWait)
 	}
 }
 
@@ -66,6 +71,7 @@ func TestClusterErrors(t *testing.T) {
 		{[]string{"--cluster-listen", ":1", "--cluster-routes", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-advertise", "nope"}, "cluster.advertise"},
 		{[]string{"--nats-url", "tls://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-tls-cert", "c.pem"}, "set both"},
 		{[]string{"--cluster-listen", ":1", "--cluster-routes", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-tls-ca", "ca.pem"}, "needs this node's certificate"},
+		{[]string{"--nats-url", "nats://a:1", "--cluster-secret", "0123456789abcdef", "--cluster-store-wait", "0s"}, "cluster.store_wait 0s: must be positive"},
 	} {
 		_, err := load(tc.args, nil, noEnv)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -34,6 +34,14 @@ func (m *Manager) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 	mux.Handle("DELETE "+RoutePrefix, wrap(http.HandlerFunc(m.httpStopRoom)))
 	mux.Handle("GET "+RouteOne, wrap(http.HandlerFunc(m.httpGet)))
 	mux.Handle("DELETE "+RouteOne, wrap(http.HandlerFunc(m.httpStop)))
+	// Another method gets 405 with Allow, in JSON like the routes' other
+	// errors (the mux's own answer is plain text).
+	for path, allow := range map[string]string{RoutePrefix: "GET, HEAD, POST, DELETE", RouteOne: "GET, HEAD, DELETE"} {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method " + r.Method + " is not allowed: use " + allow})
+		})
+	}
 }
 
 // Handler serves the recording routes without authentication of its own.

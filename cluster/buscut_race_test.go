@@ -1,0 +1,7 @@
+//go:build race
+
+package cluster_test
+
+// busCutsAtOnce under the race detector: one bus-cut test at a time
+// (busCutSlots, partition_test.go).
+const busCutsAtOnce = 1
