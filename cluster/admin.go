@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -34,6 +35,11 @@ func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemotePartic
 	if !ok {
 		return "", nil, false
 	}
+	return st.SID, n.participantsOf(name, st), true
+}
+
+// participantsOf asks each node of a room's state for its participants.
+func (n *Node) participantsOf(name string, st roomState) (ps []room.RemoteParticipant) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, node := range nodesOf(st) {
@@ -58,7 +64,7 @@ func (n *Node) RoomParticipants(name string) (sid string, ps []room.RemotePartic
 	}
 	wg.Wait()
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Info.JoinedAt < ps[j].Info.JoinedAt })
-	return st.SID, ps, true
+	return ps
 }
 
 // subscribeView answers other nodes' requests for this node's part of a
@@ -82,12 +88,15 @@ func (n *Node) localView(name string) json.RawMessage {
 // RoomView gathers the admin view of a room's participants from every node
 // with a part of it, this one included: one JSON array per node that
 // answered within 3 s (each node shows its own participants, with their
-// permissions and subscriptions). ok is false when the room is not in the
+// permissions and subscriptions), and the members, as the room state has
+// them, of the nodes that did not (a killed node's participants stay in
+// the room for the resume window: they are still listed, and can be
+// kicked, from every node). ok is false when the room is not in the
 // cluster's state.
-func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bool) {
+func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, unanswered []room.Member, ok bool) {
 	st, ok := n.getOpen(name)
 	if !ok {
-		return "", nil, false
+		return "", nil, nil, false
 	}
 	nodes := nodesOf(st)
 	views = make([]json.RawMessage, len(nodes))
@@ -107,17 +116,24 @@ func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bo
 	}
 	wg.Wait()
 	out := views[:0]
-	for _, v := range views {
+	for i, v := range views {
 		if v != nil {
 			out = append(out, v)
+			continue
+		}
+		for _, m := range st.Members {
+			if m.Node == nodes[i] {
+				unanswered = append(unanswered, m)
+			}
 		}
 	}
-	return st.SID, out, true
+	return st.SID, out, unanswered, true
 }
 
-// getOpen is get for the admin API: a room the admin deleted is gone.
+// getOpen is the room's state for the admin API: exact (getCurrent,
+// current.go), and a room the admin deleted is gone.
 func (n *Node) getOpen(name string) (roomState, bool) {
-	st, ok := n.get(name)
+	st, ok := n.getCurrent(name)
 	return st, ok && !st.Closed
 }
 
@@ -138,53 +154,72 @@ const roomListWorkers = 8
 // (it sees every node's tracks; ok false without a part); the tracks of
 // the other rooms are counted from their nodes' snapshots.
 func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]RoomCount, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
-	lister, err := n.bus.kv.ListKeysFiltered(ctx, "*") // the rooms' own keys, not their members'
+	names, err := n.roomNames()
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	out := make([]RoomCount, 0, len(keys))
-	var remote []int // indexes in out of rooms without a part here
-	for _, key := range keys {
-		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "r"))
-		if !strings.HasPrefix(key, "r") || err != nil {
-			continue
-		}
-		name := string(raw)
-		st, ok := n.getOpen(name)
-		if !ok || len(st.Members) == 0 {
-			continue // deleted meanwhile, or empty and about to close
-		}
-		rc := RoomCount{Name: name, SID: st.SID, Participants: len(st.Members)}
-		if tracks, ok := localTracks(name); ok {
-			rc.Tracks = tracks
-		} else {
-			remote = append(remote, len(out))
-		}
-		out = append(out, rc)
-	}
+	counts := make([]RoomCount, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, roomListWorkers)
-	for _, i := range remote {
+	for i, name := range names {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(rc *RoomCount) {
 			defer func() { <-sem; wg.Done() }()
-			if _, ps, ok := n.RoomParticipants(rc.Name); ok {
-				for _, p := range ps {
-					rc.Tracks += len(p.Info.Tracks)
-				}
+			st, ok := n.getOpen(name)
+			if !ok || len(st.Members) == 0 {
+				return // deleted meanwhile, or empty and about to close
 			}
-		}(&out[i])
+			*rc = RoomCount{Name: name, SID: st.SID, Participants: len(st.Members)}
+			if tracks, ok := localTracks(name); ok {
+				rc.Tracks = tracks
+				return
+			}
+			for _, p := range n.participantsOf(name, st) {
+				rc.Tracks += len(p.Info.Tracks)
+			}
+		}(&counts[i])
 	}
 	wg.Wait()
+	out := counts[:0]
+	for _, rc := range counts {
+		if rc.Name != "" {
+			out = append(out, rc)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// roomNames lists the rooms in the room state store (their own keys, not
+// their members'), with every room the store's leader had when asked: the
+// key listing reads a replica (readKeysThrough).
+func (n *Node) roomNames() ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	filters := []string{"*"}
+	lctx, lcancel := context.WithTimeout(ctx, leaderWait)
+	newest, err := n.leaderLastChange(lctx, filters)
+	lcancel()
+	grace := catchUpWait
+	if err != nil {
+		newest, grace = n.lastChangeOf(ctx, filters), time.Second // no leader now: a replica's read
+	}
+	present := map[string]bool{}
+	err = n.readKeysThrough(ctx, filters, newest, grace, func(e jetstream.KeyValueEntry) {
+		present[e.Key()] = e.Operation() == jetstream.KeyValuePut
+	})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for key, put := range present {
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "r"))
+		if put && strings.HasPrefix(key, "r") && err == nil {
+			names = append(names, string(raw))
+		}
+	}
+	return names, nil
 }
 
 // ControlMember sends a command (kick, mute, update) to the node of a

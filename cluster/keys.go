@@ -260,7 +260,14 @@ func (n *Node) readViewCtx(parent context.Context, name string) (*roomView, erro
 // first of the values): the watch must also have delivered the newest
 // change of those keys as read before it began.
 func (n *Node) readKeys(ctx context.Context, filters []string, apply func(jetstream.KeyValueEntry)) error {
-	newest := n.lastChangeOf(ctx, filters)
+	return n.readKeysThrough(ctx, filters, n.lastChangeOf(ctx, filters), time.Second, apply)
+}
+
+// readKeysThrough is readKeys once the watch delivered stream sequence
+// newest (0: nothing to wait for), waiting up to grace after the watch's
+// own mark for it: the watch's consumer reads one replica of the stream,
+// which may be a few writes behind.
+func (n *Node) readKeysThrough(ctx context.Context, filters []string, newest uint64, graceFor time.Duration, apply func(jetstream.KeyValueEntry)) error {
 	kw, err := n.bus.kv.WatchFiltered(ctx, filters)
 	if err != nil {
 		return err
@@ -278,7 +285,7 @@ func (n *Node) readKeys(ctx context.Context, filters []string, apply func(jetstr
 				return errors.New("room state: the read ended early")
 			}
 			if e == nil {
-				grace = time.After(time.Second)
+				grace = time.After(graceFor)
 				continue
 			}
 			last = max(last, e.Revision())

@@ -220,12 +220,90 @@ func (m *Manager) releaseClaim(c Cluster, roomName, id string, stopped bool) {
 }
 
 // autoStart starts a room's auto recording (off the caller's goroutine);
-// in a cluster only the node that claims the room records it.
-func (m *Manager) autoStart(roomName string) {
+// in a cluster only the node that claims the room records it. A start
+// that failed for a reason that passes is tried again (startRetrying)
+// while the room instance still wants its auto recording: a recording
+// whose node died is otherwise taken over by no node when the store
+// elected its new leader later than a claim waits (ClaimRecording's 8 s,
+// seen under load in TestAutoRecordTakeover), and the room goes
+// unrecorded for good. One such loop per room instance: a call while it
+// runs has it start once more when it ends (a node gone just after the
+// loop heard it recording the room).
+func (m *Manager) autoStart(roomName, sid string) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	if _, running := m.autoTrying[sid]; running {
+		m.autoTrying[sid] = true // again
+		m.mu.Unlock()
+		return
+	}
+	m.autoTrying[sid] = false
+	m.mu.Unlock()
 	go func() {
-		_, err := m.start(roomName, "", true, m.cfg.AutoMix)
-		if err != nil && !errors.Is(err, ErrAlreadyRecording) && !errors.Is(err, errAutoStopped) && !errors.Is(err, ErrClosed) {
-			m.log.Error("auto-record", "room", roomName, "err", err)
+		wants := func() bool {
+			if rm := m.rooms.Room(roomName); rm == nil || rm.SID() != sid || len(rm.ObservedTracks()) == 0 {
+				return false
+			}
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			return !m.noAuto[sid]
+		}
+		for {
+			m.startRetrying(roomName, sid, wants, func() (Info, error) { return m.start(roomName, "", true, m.cfg.AutoMix) })
+			m.mu.Lock()
+			again := m.autoTrying[sid] && !m.closed
+			if !again {
+				delete(m.autoTrying, sid)
+				m.mu.Unlock()
+				return
+			}
+			m.autoTrying[sid] = false
+			m.mu.Unlock()
 		}
 	}()
+}
+
+// retryFirst and retryMax bound the backoff of startRetrying.
+const (
+	retryFirst = 500 * time.Millisecond
+	retryMax   = 8 * time.Second
+)
+
+// startRetrying runs start until it succeeds or fails for good: someone
+// records the room (ErrAlreadyRecording), the room's recording was
+// stopped through the API, the room is gone, or the recorder closed.
+// Other failures (the cluster's store out of reach or electing a leader,
+// this node hearing too few nodes for a moment) are tried again with
+// backoff while wants() holds, in a cluster; a single node has none of
+// them, and its errors (the disk) are logged once.
+func (m *Manager) startRetrying(roomName, sid string, wants func() bool, start func() (Info, error)) {
+	wait := retryFirst
+	for {
+		in, err := start()
+		switch {
+		case err == nil:
+			if in.Continues != "" {
+				m.log.Info("recording taken over", "room", roomName, "recording", in.ID, "continues", in.Continues)
+			}
+			return
+		case errors.Is(err, ErrAlreadyRecording), errors.Is(err, errAutoStopped), errors.Is(err, ErrClosed), errors.Is(err, ErrRoomNotFound):
+			return
+		case m.cluster() == nil:
+			m.log.Error("auto-record", "room", roomName, "err", err)
+			return
+		}
+		m.log.Warn("room recording not started: trying again", "room", roomName, "sid", sid, "in", wait, "err", err)
+		select {
+		case <-m.composeCtx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryMax)
+		if !wants() {
+			return
+		}
+	}
 }

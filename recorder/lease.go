@@ -193,25 +193,32 @@ func (m *Manager) NodeGone(node string) {
 			return
 		}
 		if m.autoMatch(name) && !noAuto && len(rm.ObservedTracks()) > 0 {
-			m.autoStart(name)
+			m.autoStart(name, rm.SID())
 			continue
 		}
+		go m.takeOverClaim(c, name, rm.SID(), node)
+	}
+}
+
+// takeOverClaim records a room whose claim names a gone node (a recording
+// started through the API there), trying again with backoff while the
+// store does not answer (its leader may have been that node) and the
+// claim still names the gone node's unstopped recording of this room
+// instance (startRetrying).
+func (m *Manager) takeOverClaim(c Cluster, name, sid, node string) {
+	wants := func() bool {
+		rm := m.rooms.Room(name)
+		return rm != nil && rm.SID() == sid
+	}
+	m.startRetrying(name, sid, wants, func() (Info, error) {
 		cur, rev, err := c.RecordingClaim(name)
-		if err != nil || rev == 0 {
-			continue
+		if err != nil {
+			return Info{}, err
 		}
 		var cl claim
-		if json.Unmarshal(cur, &cl) != nil || cl.Node != node || cl.Stopped || cl.SID != rm.SID() {
-			continue
+		if rev == 0 || json.Unmarshal(cur, &cl) != nil || cl.Node != node || cl.Stopped || cl.SID != sid {
+			return Info{}, ErrAlreadyRecording // nothing of the gone node's to take over
 		}
-		go func() {
-			in, err := m.start(name, "", cl.Auto, cl.Mix)
-			switch {
-			case err == nil:
-				m.log.Info("recording taken over", "room", name, "recording", in.ID, "continues", in.Continues)
-			case !errors.Is(err, ErrAlreadyRecording) && !errors.Is(err, errAutoStopped) && !errors.Is(err, ErrClosed):
-				m.log.Error("recording takeover", "room", name, "err", err)
-			}
-		}()
-	}
+		return m.start(name, "", cl.Auto, cl.Mix)
+	})
 }

@@ -105,7 +105,11 @@ type Manager struct {
 	// releasing are ended recordings whose claim is being released: the
 	// claim still counts as theirs until then.
 	releasing map[string]*recording
-	closed    bool
+	// autoTrying are the room instances (SIDs) whose auto recording is
+	// being started, or tried again (claim.go autoStart); true when
+	// asked again meanwhile.
+	autoTrying map[string]bool
+	closed     bool
 
 	cl clusterState // cluster.go
 
@@ -129,7 +133,7 @@ func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("recordings.auto_record pattern %q: %w", p, err)
 		}
 	}
-	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, releasing: map[string]*recording{}}
+	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, releasing: map[string]*recording{}, autoTrying: map[string]bool{}}
 	m.composeCtx, m.composeCancel = context.WithCancel(context.Background())
 	if rooms != nil {
 		m.stop = rooms.AddObserver(observer{m})

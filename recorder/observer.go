@@ -36,7 +36,7 @@ func (o observer) TrackPublished(t room.PublishedTrack) {
 		// Off the room's goroutine (start does file I/O and, in a
 		// cluster, claims the room); start() adds every track published
 		// so far, this one included.
-		m.autoStart(t.Room)
+		m.autoStart(t.Room, t.RoomSID)
 	}
 }
 

@@ -133,11 +133,16 @@ func (l *subscriberLoop) run() {
 }
 
 // connectGrace is how long a change waits for the subscriber connection's
-// first DTLS handshake after its first answer (holdUntilConnected). 10 s:
-// a client that connects loses nothing by the wait, and aiortc's handshake
-// took over 3 s on a loaded CI machine, where the video of a relayed
-// publisher, offered while it was still connecting, was never decoded.
-const connectGrace = 10 * time.Second
+// first DTLS handshake after its first answer (holdUntilConnected). A
+// client that connects loses nothing by the wait, and a slow one must not
+// be offered a change while it connects: aiortc's handshake took over 3 s
+// on a loaded CI machine, then over 10 s (TestAiortcClusterFirstRoom: the
+// video of a relayed publisher, offered while it was still connecting, was
+// never decoded). 30 s: by then the connection is up or has failed with
+// the default --ice-failed-timeout (the server's ICE agent gives up after
+// 30 s of checks, pion's DTLS handshake after 30 s), and a restart of a
+// failed one is offered without a wait.
+const connectGrace = 30 * time.Second
 
 // holdUntilConnected: the first offer was answered but the connection has
 // never come up yet; further offers wait for it (at most connectGrace from

@@ -10,14 +10,14 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/leakcheck"
 	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	setDefaultParallel()
-	goleak.VerifyTestMain(closingIdle{m})
+	leakcheck.Main(closingIdle{m})
 }
 
 // closingIdle runs the tests, then closes the keep-alive connections the

@@ -3,12 +3,12 @@ package loadgen
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/starling-rtc/starling/internal/leakcheck"
 )
 
 // TestMain fails the package's tests if goroutines outlive them: every
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m)
 }

@@ -3,8 +3,8 @@ package relay
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/starling-rtc/starling/internal/leakcheck"
 )
 
 // Every test closes what it opens: no goroutine may outlive a Transport.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.Main(m) }

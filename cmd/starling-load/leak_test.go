@@ -4,8 +4,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/starling-rtc/starling/internal/leakcheck"
 	"github.com/starling-rtc/starling/internal/testutil"
-	"go.uber.org/goleak"
 )
 
 // TestMain fails the package's tests if goroutines outlive them: every
@@ -18,7 +18,7 @@ func TestMain(m *testing.M) {
 	}
 	_ = os.Unsetenv("STARLING_RECORD_TOKEN")
 	_ = os.Unsetenv("STARLING_KEYS")
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m)
 }
 
 // parallelUnlessRace runs t in parallel with the package's other load

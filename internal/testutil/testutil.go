@@ -3,7 +3,8 @@
 // made and read, ffprobe's view of a file, the tone detector of the audio
 // mix tests, a TCP proxy that can be cut, the goroutine dump of a slow
 // shutdown and the TestMain set-up. Only tests import it; it imports no
-// Starling package but client, so any package's tests may use it.
+// Starling package but client and internal/leakcheck, so any package's
+// tests but client's may use it (client's use leakcheck).
 package testutil
 
 import (
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/starling-rtc/starling/internal/leakcheck"
 	"go.uber.org/goleak"
 )
 
@@ -77,7 +79,7 @@ func VerifyTestMain(m goleak.TestingM, parallel int) {
 	if parallel > 0 {
 		SetDefaultParallel(parallel)
 	}
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m)
 }
 
 // SetDefaultParallel sets -test.parallel to n unless the command line gives
