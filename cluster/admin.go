@@ -88,12 +88,15 @@ func (n *Node) localView(name string) json.RawMessage {
 // RoomView gathers the admin view of a room's participants from every node
 // with a part of it, this one included: one JSON array per node that
 // answered within 3 s (each node shows its own participants, with their
-// permissions and subscriptions). ok is false when the room is not in the
+// permissions and subscriptions), and the members, as the room state has
+// them, of the nodes that did not (a killed node's participants stay in
+// the room for the resume window: they are still listed, and can be
+// kicked, from every node). ok is false when the room is not in the
 // cluster's state.
-func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bool) {
+func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, unanswered []room.Member, ok bool) {
 	st, ok := n.getOpen(name)
 	if !ok {
-		return "", nil, false
+		return "", nil, nil, false
 	}
 	nodes := nodesOf(st)
 	views = make([]json.RawMessage, len(nodes))
@@ -113,12 +116,18 @@ func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, ok bo
 	}
 	wg.Wait()
 	out := views[:0]
-	for _, v := range views {
+	for i, v := range views {
 		if v != nil {
 			out = append(out, v)
+			continue
+		}
+		for _, m := range st.Members {
+			if m.Node == nodes[i] {
+				unanswered = append(unanswered, m)
+			}
 		}
 	}
-	return st.SID, out, true
+	return st.SID, out, unanswered, true
 }
 
 // getOpen is the room's state for the admin API: exact (getCurrent,

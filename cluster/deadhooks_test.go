@@ -9,39 +9,75 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/starling-rtc/starling/auth"
+	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
 	"github.com/starling-rtc/starling/webhook"
 )
+
+// leftHooks collects the participant_left webhooks of one room: the
+// reasons given for each participant id.
+type leftHooks struct {
+	mu   sync.Mutex
+	left map[string][]string
+	url  string
+}
+
+func newLeftHooks(t *testing.T, roomName string) *leftHooks {
+	h := &leftHooks{left: map[string][]string{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e webhook.Event
+		if json.NewDecoder(r.Body).Decode(&e) == nil && e.Room.Name == roomName && e.Event == webhook.ParticipantLeave && e.Participant != nil {
+			h.mu.Lock()
+			h.left[e.Participant.ID] = append(h.left[e.Participant.ID], e.Reason)
+			h.mu.Unlock()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	return h
+}
+
+func (h *leftHooks) reasons(id string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.left[id]...)
+}
+
+// deadNodeCluster starts three nodes with keys and a resume window of
+// window; all but n2, the node the test kills, send webhooks to h (a dead
+// process sends none: in-process, n2's rooms would go on sending them).
+func deadNodeCluster(t *testing.T, h *leftHooks, window time.Duration) []*server.Server {
+	t.Helper()
+	srvs := startCluster(t, 3, func(c *config.Config) {
+		withKeys(c)
+		c.Room.ResumeWindow = config.Duration(window)
+		if c.Cluster.NodeID != "n2" {
+			c.Webhook.URLs = []string{h.url}
+		}
+	})
+	eventually(t, 30*time.Second, "the room state store is on 3 current replicas", func() bool {
+		ok, _ := srvs[0].Cluster().StoreReplicated(3)
+		return ok
+	})
+	return srvs
+}
 
 // A node killed with SIGKILL sends no more webhooks, yet its participants
 // leave: alice, who never resumes, is purged after the resume window, and
 // carol is replaced by a join of her identity on another node. Each gets
 // its participant_left once, from a live node (reason "disconnected" and
 // "duplicate"); before, neither was ever sent, and a backend counting who
-// is in the room by the webhooks kept them in it for good. (The killed
-// node, in-process here, sends its webhooks nowhere, as a dead process.)
+// is in the room by the webhooks kept them in it for good. bob is told
+// carol's first session left as a duplicate, as on one node.
 func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
 	t.Parallel()
 	const roomName = "dead-hooks"
-	var mu sync.Mutex
-	left := map[string][]string{} // participant id -> reasons
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var e webhook.Event
-		if json.NewDecoder(r.Body).Decode(&e) == nil && e.Room.Name == roomName && e.Event == webhook.ParticipantLeave && e.Participant != nil {
-			mu.Lock()
-			left[e.Participant.ID] = append(left[e.Participant.ID], e.Reason)
-			mu.Unlock()
-		}
-	}))
-	t.Cleanup(hook.Close)
-	reasons := func(id string) []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), left[id]...) }
-	srvs := startCluster(t, 3, func(c *config.Config) {
-		withKeys(c)
-		c.Room.ResumeWindow = config.Duration(2 * time.Second)
-		if c.Cluster.NodeID != "n2" { // the node to kill sends nothing: a dead process would not
-			c.Webhook.URLs = []string{hook.URL}
-		}
-	})
+	h := newLeftHooks(t, roomName)
+	srvs := deadNodeCluster(t, h, 2*time.Second)
 	bob := join(t, srvs[0], roomName, "bob", token(t, "bob", roomName))
 	alice := join(t, srvs[2], roomName, "alice", token(t, "alice", roomName))
 	carol := join(t, srvs[2], roomName, "carol", token(t, "carol", roomName))
@@ -51,16 +87,86 @@ func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
 	srvs[2].Abort()
 	carol2 := join(t, srvs[1], roomName, "carol", token(t, "carol", roomName))
 	eventually(t, 30*time.Second, "participant_left for alice (purged) and carol (replaced)", func() bool {
-		return len(reasons(aliceID)) > 0 && len(reasons(carolID)) > 0
+		return len(h.reasons(aliceID)) > 0 && len(h.reasons(carolID)) > 0
 	})
 	eventually(t, 20*time.Second, "bob sees alice and carol's first session leave", func() bool {
 		return !knows(bob, aliceID) && !knows(bob, carolID) && knows(bob, carol2.ParticipantID())
 	})
 	time.Sleep(2 * time.Second) // a duplicate from another node would come within this
-	if got := fmt.Sprint(reasons(aliceID)); got != "[disconnected]" {
+	if got := fmt.Sprint(h.reasons(aliceID)); got != "[disconnected]" {
 		t.Errorf("participant_left for alice: %s, want once, disconnected", got)
 	}
-	if got := fmt.Sprint(reasons(carolID)); got != "[duplicate]" {
+	if got := fmt.Sprint(h.reasons(carolID)); got != "[duplicate]" {
 		t.Errorf("participant_left for carol's first session: %s, want once, duplicate", got)
 	}
+	if got := leftReason(bob, carolID); got != protocol.ReasonDuplicate {
+		t.Errorf("bob was told carol's first session left with %q, want %q", got, protocol.ReasonDuplicate)
+	}
+}
+
+// A kick through the admin API of a participant whose node was killed
+// (so still in the room, waiting to resume) takes effect at once, as on
+// one node: the others are told it left ("kicked"), no node lists it, its
+// resume token is refused, and participant_left is sent once. Before, the
+// kick went to the dead node, answered 200 and did nothing: the
+// participant stayed for the resume window and could resume through
+// another node despite the kick.
+func TestKickOfKilledNodesParticipant(t *testing.T) {
+	t.Parallel()
+	const roomName = "dead-kick"
+	h := newLeftHooks(t, roomName)
+	srvs := deadNodeCluster(t, h, 30*time.Second)
+	bob := join(t, srvs[0], roomName, "bob", token(t, "bob", roomName))
+	alice := join(t, srvs[2], roomName, "alice", token(t, "alice", roomName))
+	seeEachOther(t, bob, alice)
+	aliceID, used := alice.ParticipantID(), alice.ResumeToken()
+
+	srvs[2].Abort()
+	// Through n1, which has no part of the room, as an operator would.
+	var answer map[string]any
+	if code := httpJSONAuth(t, "DELETE", srvs[1].BaseURL()+"/v1/rooms/"+roomName+"/participants/"+aliceID, adminToken(t), nil, &answer); code != http.StatusOK {
+		t.Fatalf("kick through n1: %d %v", code, answer)
+	}
+	eventually(t, 15*time.Second, "bob is told alice left", func() bool { return !knows(bob, aliceID) })
+	if got := leftReason(bob, aliceID); got != protocol.ReasonKicked {
+		t.Errorf("bob was told alice left with %q, want %q", got, protocol.ReasonKicked)
+	}
+	for _, s := range srvs[:2] {
+		var detail struct {
+			Participants []struct{ ID string } `json:"participants"`
+		}
+		eventually(t, 30*time.Second, s.Cluster().ID()+" lists bob alone", func() bool {
+			return adminGet(t, s.BaseURL()+"/v1/rooms/"+roomName, &detail) == http.StatusOK && len(detail.Participants) == 1
+		})
+	}
+	if err := rawResume(t, srvs[0], roomName, used); err == nil || err.Code != protocol.CodeNotFound {
+		t.Errorf("alice's resume after the kick: %v, want 404", err)
+	}
+	eventually(t, 15*time.Second, "participant_left is sent for alice", func() bool { return len(h.reasons(aliceID)) > 0 })
+	time.Sleep(2 * time.Second) // a duplicate from another node would come within this
+	if got := fmt.Sprint(h.reasons(aliceID)); got != "[kicked]" {
+		t.Errorf("participant_left for alice: %s, want once, kicked", got)
+	}
+}
+
+// leftReason is the reason c was last given for participant id's leave.
+func leftReason(c *client.Client, id string) string {
+	reason := ""
+	for _, e := range c.Events() {
+		var p protocol.ParticipantLeftParams
+		if e.Method == protocol.NotifyParticipantLeft && json.Unmarshal(e.Params, &p) == nil && p.ParticipantID == id {
+			reason = p.Reason
+		}
+	}
+	return reason
+}
+
+// adminToken is an admin token for every room (withKeys).
+func adminToken(t *testing.T) string {
+	t.Helper()
+	tok, err := auth.Issue(testAPIKey, testAPISecret, auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: "ops"}, Grants: auth.Grants{Admin: true}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

@@ -182,10 +182,11 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 			n.releaseHeld(slotKey(p, oldEntry.Slot), oldEntry.ID)
 		}
 		if oldEntry.Node != n.id { // a replaced member here is ended by the room itself
-			n.Control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate})
+			var replaced *room.Member // its participant_left, if its node is dead (deadmembers.go)
 			if deleted {
-				n.replacedOnDeadNode(name, sid, oldEntry.Member) // deadmembers.go
+				replaced = &oldEntry.Member
 			}
+			n.control(oldEntry.Node, name, room.Event{Type: room.CtlKick, ParticipantID: oldEntry.ID, Reason: protocol.ReasonDuplicate}, replaced)
 		}
 	}
 	return sid, nil

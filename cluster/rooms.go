@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
@@ -95,12 +96,34 @@ type ctlMsg struct {
 }
 
 // Control implements room.Bus.
-func (n *Node) Control(node, name string, ev room.Event) {
+func (n *Node) Control(node, name string, ev room.Event) { n.control(node, name, ev, nil) }
+
+// control sends a command to a node. A kick goes as a request: a node
+// that is dead does not answer, and the participant is evicted without it
+// (evictDead; replaced is the member a join replaced, whose key it
+// deleted already).
+func (n *Node) control(node, name string, ev room.Event, replaced *room.Member) {
 	ev.Node = n.id
 	data, _ := json.Marshal(ctlMsg{Room: name, Event: ev})
-	if err := n.bus.nc.Publish(nodeSubject(node, "ctl"), data); err != nil {
-		n.log.Warn("command not sent", "node", node, "type", ev.Type, "err", err)
+	if ev.Type != room.CtlKick || node == n.id {
+		if err := n.bus.nc.Publish(nodeSubject(node, "ctl"), data); err != nil {
+			n.log.Warn("command not sent", "node", node, "type", ev.Type, "err", err)
+		}
+		return
 	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		_, err := n.bus.nc.Request(nodeSubject(node, "ctl"), data, handoffTimeout)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout) && !n.reg.alive(node):
+			n.evictDead(node, name, ev, replaced) // deadmembers.go
+		default:
+			n.log.Warn("command not sent", "node", node, "type", ev.Type, "err", err)
+		}
+	}()
 }
 
 // Opened implements room.Bus: follow the room and fetch the other nodes'
@@ -152,6 +175,9 @@ func (n *Node) subscribeNodeRequests() error {
 		return err
 	}
 	if _, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ctl"), func(m *nats.Msg) {
+		if m.Reply != "" {
+			_ = m.Respond(nil) // a kick asks: this node is alive (control)
+		}
 		var c ctlMsg
 		if json.Unmarshal(m.Data, &c) != nil {
 			return

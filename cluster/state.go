@@ -45,14 +45,22 @@ const DefaultStoreWait = 8 * time.Second
 const casRetries = 100
 
 // get reads a room's state (false when there is no such room): from the
-// room's watch when this node follows it, else once from the store.
+// room's watch when this node follows it, else from the store, waiting
+// (up to unavailableWait) for a store that cannot answer: right after a
+// node died, a read may fail until the stream has a new leader, and the
+// admin API of a node without a part of the room answered 404 for a room
+// that exists (TestKickOfKilledNodesParticipant).
 func (n *Node) get(name string) (roomState, bool) {
 	if w := n.rs.watch(name); w != nil {
 		if st, ok, ready := w.state(); ready {
 			return st, ok
 		}
 	}
-	v, err := n.readView(name)
+	var v *roomView
+	err := n.retry(func(ctx context.Context) (err error) {
+		v, err = n.readViewCtx(ctx, name)
+		return err
+	})
 	if err != nil {
 		return roomState{}, false
 	}

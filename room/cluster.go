@@ -90,6 +90,10 @@ const (
 	CtlData = "data"
 	// CtlCloseRoom closes the receiving node's part of the room (Reason).
 	CtlCloseRoom = "closeRoom"
+	// CtlDropRemote removes the receiving node's stub of another node's
+	// participant now (ParticipantID, Reason): its node is dead, so the
+	// participant's leave (a kick) cannot come from there.
+	CtlDropRemote = "dropRemote"
 )
 
 // Event is a room change carried between nodes. Node and Seq are set by

@@ -420,6 +420,9 @@ func (r *Room) ApplyControl(ev Event) {
 		ev.ParticipantID = "" // from the server (the admin API)
 		r.remoteData(ev)
 		return
+	case CtlDropRemote:
+		r.remoteLeft(ev.ParticipantID, ev.Reason)
+		return
 	}
 	p := r.Participant(ev.ParticipantID)
 	if p == nil || p.node != "" {

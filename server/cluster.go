@@ -6,6 +6,7 @@ import (
 
 	"github.com/starling-rtc/starling/admin"
 	"github.com/starling-rtc/starling/cluster"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/webhook"
 )
@@ -116,7 +117,7 @@ func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool) {
 	if s.cluster == nil {
 		return "", nil, false
 	}
-	sid, views, ok := s.cluster.RoomView(name)
+	sid, views, unanswered, ok := s.cluster.RoomView(name)
 	if !ok {
 		return "", nil, false
 	}
@@ -126,6 +127,21 @@ func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool) {
 		if json.Unmarshal(v, &part) == nil {
 			ps = append(ps, part...)
 		}
+	}
+	// Members whose node did not answer (killed: they wait to resume) are
+	// shown as the room state has them, unless this node has a stub of
+	// them, which the admin API shows instead.
+	rm := s.rooms.Room(name)
+	for _, m := range unanswered {
+		if rm != nil && rm.Participant(m.ID) != nil {
+			continue
+		}
+		p := admin.Participant{Participant: protocol.Participant{ID: m.ID, Name: m.Name, Metadata: m.Metadata, Tracks: []protocol.Track{}},
+			Identity: m.Identity, Subscriptions: []admin.Subscription{}}
+		if m.Perms != nil {
+			p.Permissions = admin.Permissions{CanPublish: m.Perms.CanPublish, CanSubscribe: m.Perms.CanSubscribe, CanPublishData: m.Perms.CanPublishData}
+		}
+		ps = append(ps, p)
 	}
 	return sid, ps, true
 }
