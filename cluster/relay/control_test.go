@@ -301,7 +301,11 @@ func TestRelayEdgeLiveness(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, "all layers live on the edge", func() bool { emit(0b111); return imp.LiveLayers() == 0b111 })
+	// Live from the origin's status report or from packets: wait for both.
+	eventually(t, "all layers live on the edge", func() bool {
+		emit(0b111)
+		return imp.LiveLayers() == 0b111 && imp.PacketTime() != 0
+	})
 	if imp.Layers() != 0b111 || imp.PacketTime() == 0 {
 		t.Fatalf("layers %b, packet time %d", imp.Layers(), imp.PacketTime())
 	}
@@ -372,4 +376,30 @@ func (e *extSink) WriteRTP(h *rtp.Header, payload []byte, layer int8) error {
 		e.withExt.Add(1)
 	}
 	return e.recSink.WriteRTP(h, payload, layer)
+}
+
+// TestRelayTimerSleepsWhileIdle: with nothing exported or imported, the
+// transport's timer stops running (an idle node is not woken for it); the
+// first export and import start it again, and the edge's liveness, which
+// the timer computes, works as before.
+func TestRelayTimerSleepsWhileIdle(t *testing.T) {
+	origin, edge := pair(t)
+	eventually(t, "the timers' first runs", func() bool { return origin.rounds.Load() > 0 && edge.rounds.Load() > 0 })
+	o, e := origin.rounds.Load(), edge.rounds.Load()
+	time.Sleep(3 * monitorEvery) // the timer ran every monitorEvery before
+	if origin.rounds.Load() != o || edge.rounds.Load() != e {
+		t.Fatalf("the idle timers ran %d and %d more times", origin.rounds.Load()-o, edge.rounds.Load()-e)
+	}
+	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b1)
+	_, imp := exportImport(t, origin, edge, src, 0b1, "TR_idle")
+	recording(imp)
+	seq := uint16(0)
+	eventually(t, "layer 0 live on the edge", func() bool {
+		seq++
+		src.emit(0, seq, uint32(seq)*3000, true, []byte{1})
+		return imp.LiveLayers() == 0b1
+	})
+	if origin.rounds.Load() == o || edge.rounds.Load() == e {
+		t.Fatal("the timers did not run again once a track crossed")
+	}
 }

@@ -38,7 +38,8 @@ type Transport struct {
 	nextBase atomic.Uint32
 	stats    counters
 	done     chan struct{}
-	kick     chan struct{} // an import started missing packets (timer)
+	kick     chan struct{} // an import started missing packets, or the first export or import came (timer)
+	rounds   atomic.Uint64 // the timer's runs (tests)
 	wg       sync.WaitGroup
 	once     sync.Once
 }
@@ -258,7 +259,8 @@ const (
 // import's first miss kicks it, see addMiss), else at the next monitor or
 // status time: a 20 ms ticker woke every node 50 times a second for
 // nothing, half of an idle node's wake-ups and one more wake-up of an
-// otherwise idle process every 20 ms under load.
+// otherwise idle process every 20 ms under load. With no export and no
+// import it sleeps until one is added.
 func (t *Transport) timer() {
 	defer t.wg.Done()
 	tm := time.NewTimer(tick)
@@ -290,6 +292,13 @@ func (t *Transport) timer() {
 				e.sendStatus()
 			}
 		}
+		t.rounds.Add(1)
+		if len(imports) == 0 && len(*t.exports.Load()) == 0 {
+			// Nothing crosses: sleep until an export or import is added
+			// (it kicks), rather than wake an idle node 7 times a second.
+			tm.Stop()
+			continue
+		}
 		next := time.Duration(min(lastMonitor+int64(monitorEvery), lastStatus+int64(statusEvery)) - now)
 		if missing {
 			next = min(next, tick)
@@ -298,8 +307,9 @@ func (t *Transport) timer() {
 	}
 }
 
-// missed kicks the timer when an import starts missing packets: it may be
-// asleep until the next monitor time, and retries are due within a tick.
+// missed kicks the timer when an import starts missing packets (it may be
+// asleep until the next monitor time, and retries are due within a tick)
+// and when an export or import is added (it may be asleep for good).
 func (t *Transport) missed() {
 	select {
 	case t.kick <- struct{}{}:
@@ -313,6 +323,9 @@ func (t *Transport) addExport(e *Export) {
 	old := *t.exports.Load()
 	next := append(append(make([]*Export, 0, len(old)+1), old...), e)
 	t.exports.Store(&next)
+	if len(old) == 0 && len(*t.imports.Load()) == 0 {
+		t.missed() // the timer is asleep with nothing to do
+	}
 }
 
 func (t *Transport) removeExport(e *Export) {
@@ -334,6 +347,9 @@ func (t *Transport) addImport(i *Import) {
 	old := *t.imports.Load()
 	next := append(append(make([]*Import, 0, len(old)+1), old...), i)
 	t.imports.Store(&next)
+	if len(old) == 0 && len(*t.exports.Load()) == 0 {
+		t.missed() // the timer is asleep with nothing to do
+	}
 }
 
 func (t *Transport) removeImport(i *Import) {
