@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // TestOutsiderAPIWrongMethod: docs/admin-api.md says the API "speaks JSON
@@ -59,5 +61,99 @@ func TestOutsiderAPIWrongMethod(t *testing.T) {
 		if allow := resp.Header.Get("Allow"); !strings.Contains(allow, c.allow) {
 			t.Errorf("%s: Allow %q, want it to list %s", what, allow, c.allow)
 		}
+	}
+}
+
+// withoutICECredentials drops a description's a=ice-ufrag and a=ice-pwd.
+func withoutICECredentials(sdp string) string {
+	var keep []string
+	for _, l := range strings.Split(sdp, "\r\n") {
+		if !strings.HasPrefix(l, "a=ice-ufrag:") && !strings.HasPrefix(l, "a=ice-pwd:") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\r\n")
+}
+
+// TestOutsiderBadSDPThenGood: docs/PROTOCOL.md, "a bad request never ends
+// the session". An offer or answer whose SDP parses but lacks the ICE
+// credentials got -32602, and left the connection stuck: every later
+// publisher offer got "invalid proposed signaling state transition", and
+// the good subscriber answer after a bad one got 409 "no subscriber offer
+// is pending" (and the participant was dropped at the negotiation
+// timeout). After the error, the good offer and answer work. The SDP comes
+// from plain pion, standing in for any WebRTC stack.
+func TestOutsiderBadSDPThenGood(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	o := outsiderDial(t, srv.SignalingURL())
+	if _, e := o.call(1, "join", map[string]any{"room": "bad-sdp", "name": "clumsy"}); e != nil {
+		t.Fatalf("join: %v", e)
+	}
+	offer := o.waitNote(t, "offer", "v=0")
+	subOffer, _ := offer["params"].(map[string]any)["sdp"].(string)
+
+	// The subscriber connection: a bad answer, then the good one.
+	sub, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	if err := sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: subOffer}); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := sub.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetLocalDescription(answer); err != nil {
+		t.Fatal(err)
+	}
+	answerWith := func(sdp string, ping float64) map[string]any {
+		t.Helper()
+		o.send(t, map[string]any{"jsonrpc": "2.0", "method": "answer", "params": map[string]any{"sdp": sdp}})
+		o.send(t, map[string]any{"jsonrpc": "2.0", "id": ping, "method": "ping"})
+		for _, m := range o.until(t, ping) {
+			if e, _ := m["error"].(map[string]any); e != nil && m["id"] == nil {
+				return e
+			}
+		}
+		return nil
+	}
+	if e := answerWith(withoutICECredentials(answer.SDP), 2); e == nil || e["code"] != float64(-32602) {
+		t.Errorf("an answer without ICE credentials: %v, want -32602", e)
+	}
+	if e := answerWith(answer.SDP, 3); e != nil {
+		t.Errorf("the good answer after a bad one: %v", e)
+	}
+
+	// The publisher connection: a bad offer, then the good one.
+	pub, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	track := testutil.VP8RTPTrack(t)
+	if _, err := pub.AddTrack(track); err != nil {
+		t.Fatal(err)
+	}
+	local, err := pub.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.SetLocalDescription(local); err != nil {
+		t.Fatal(err)
+	}
+	tracks := []map[string]any{{"trackId": track.ID(), "source": "camera"}}
+	_, e := o.call(4, "offer", map[string]any{"sdp": withoutICECredentials(local.SDP), "tracks": tracks})
+	if e == nil || e["code"] != float64(-32602) {
+		t.Errorf("an offer without ICE credentials: %v, want -32602", e)
+	}
+	res, e := o.call(5, "offer", map[string]any{"sdp": local.SDP, "tracks": tracks})
+	if e != nil {
+		t.Fatalf("the good offer after a bad one: %v", e)
+	}
+	if got, _ := res["tracks"].([]any); len(got) != 1 {
+		t.Errorf("the good offer published %v, want the one track", res["tracks"])
 	}
 }

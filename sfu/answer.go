@@ -91,6 +91,9 @@ func (s *Subscriber) AnswerOffer(offer string, wait time.Duration) (string, erro
 	if s.pc.SignalingState() != webrtc.SignalingStateStable || s.pc.RemoteDescription() != nil {
 		return "", errors.New("the subscriber connection is already negotiated")
 	}
+	if err := checkRemote(offer, true); err != nil {
+		return "", fmt.Errorf("cannot apply offer: %w", err)
+	}
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("cannot apply offer: %w", err)
 	}

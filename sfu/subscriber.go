@@ -199,6 +199,9 @@ func (s *Subscriber) SetAnswer(sdp string) error {
 	if s.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
 		return errors.New("no subscriber offer is pending")
 	}
+	if err := checkRemote(sdp, false); err != nil {
+		return fmt.Errorf("cannot apply answer: %w", err)
+	}
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("cannot apply answer: %w", err)
 	}
