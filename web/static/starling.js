@@ -156,7 +156,7 @@ export class StarlingClient extends EventTarget {
     this.reconnectAttempt = 0; // attempts in the current reconnection, 0 when connected
     this._reconnectGen = 0;
     this._drained = false; // the node sent `reconnect`: move without a break (_keepOld)
-    this._oldPeers = new Set(); // a drained node's connections, kept until it lets go
+    this._oldPeers = new Map(); // a drained node's connections, kept until it lets go, with their 15 s timers
     this._rpc = null;
     this._buffering = false; // notifications wait in _early until the join result is processed
     this._early = [];
@@ -765,13 +765,13 @@ export class StarlingClient extends EventTarget {
   _keepOld(pcs) {
     for (const pc of pcs) {
       if (!pc) continue;
-      this._oldPeers.add(pc);
       const drop = () => {
         if (!this._oldPeers.delete(pc)) return;
         clearTimeout(timer);
         try { pc.close(); } catch { /* already closed */ }
       };
       const timer = setTimeout(drop, 15000);
+      this._oldPeers.set(pc, timer);
       const prev = pc.onconnectionstatechange;
       pc.onconnectionstatechange = (ev) => {
         prev?.(ev);
@@ -781,7 +781,8 @@ export class StarlingClient extends EventTarget {
   }
 
   _dropOldPeers() {
-    for (const pc of this._oldPeers) {
+    for (const [pc, timer] of this._oldPeers) {
+      clearTimeout(timer); // no timer left running after a leave
       try { pc.close(); } catch { /* already closed */ }
     }
     this._oldPeers.clear();
