@@ -38,7 +38,7 @@ func (n *Node) memberGone(name string, m room.Member, reason string) {
 	if st, ok := n.get(name); ok {
 		sid = st.SID
 	}
-	n.opts.OnMemberGone(name, sid, m, reason)
+	n.Once(OnceParticipantLeft, m.ID, func() { n.opts.OnMemberGone(name, sid, m, reason) }) // hookonce.go
 }
 
 // evictDead carries out a kick (ev) sent to a node that is dead: it

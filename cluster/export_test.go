@@ -179,3 +179,10 @@ func (n *Node) PendingRemovals() int {
 
 // TokenFailures is how many resume token hashes SetToken gave up on.
 func (n *Node) TokenFailures() int64 { return n.tokenFailures.Load() }
+
+// HooksIdle: no webhook claim is queued or in progress (hookonce.go).
+func (n *Node) HooksIdle() bool {
+	n.hooks.mu.Lock()
+	defer n.hooks.mu.Unlock()
+	return !n.hooks.running
+}

@@ -43,6 +43,10 @@ type Options struct {
 	// "disconnected"), or replaced by a join of its identity ("duplicate").
 	// See deadmembers.go.
 	OnMemberGone func(room, sid string, m room.Member, reason string)
+	// OnTrackGone is called, on one node of the cluster, for each track of
+	// a dead node this node knew of (its stubs' tracks): the dead node
+	// never sends their track_unpublished webhook (hookonce.go).
+	OnTrackGone func(t room.PublishedTrack)
 	// LocalView is this node's part of a room as the admin API shows it
 	// (a JSON array, admin.LocalParticipants), nil without one; other
 	// nodes ask for it to answer GET /v1/rooms/{room} (admin.go).
@@ -76,6 +80,7 @@ type Node struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	hooks     hookQueue // webhook claims (hookonce.go)
 
 	lost sync.Map // ids of the nodes gone silent: heard again, they resync the watches
 
@@ -202,6 +207,7 @@ func (n *Node) selfInfo() NodeInfo {
 // have shut down, so their leaving is published first.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
+		n.flushHooks() // the rooms' last leaves are claimed while the bus is up
 		close(n.stop)
 		n.wg.Wait()
 		n.rs.closeAll()

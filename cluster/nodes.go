@@ -140,6 +140,7 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		n.measureRTT()
 		for _, id := range n.reg.expire() {
 			n.log.Warn("node gone: no heartbeat", "gone", id)
+			n.deadTracks(id) // before the rooms end them (hookonce.go)
 			n.nodeGone(id)
 			n.purgeLater(id) // after the resume window (failover.go)
 		}

@@ -441,3 +441,31 @@ func (r *Room) ApplyControl(ev Event) {
 		p.Update(ev.Name, ev.Metadata)
 	}
 }
+
+// NodeTracks lists, in every room, the tracks this node knows of that
+// node's participants (their stubs' tracks), as observers get them but
+// without a source: the cluster reports a dead node's tracks as
+// unpublished in its place (cluster/hookonce.go). Call it before
+// RemoteNodeGone, which ends them.
+func (m *Manager) NodeTracks(node string) []PublishedTrack {
+	m.mu.Lock()
+	rooms := slices.Collect(maps.Values(m.rooms))
+	m.mu.Unlock()
+	var out []PublishedTrack
+	for _, r := range rooms {
+		r.mu.Lock()
+		for _, p := range r.remotes {
+			if p.node != node {
+				continue
+			}
+			p.mu.Lock()
+			for _, t := range p.tracks {
+				out = append(out, PublishedTrack{Room: r.name, RoomSID: r.sid, ParticipantID: p.id, ParticipantName: p.name,
+					Identity: p.identity, Track: t.Info(), Node: node})
+			}
+			p.mu.Unlock()
+		}
+		r.mu.Unlock()
+	}
+	return out
+}

@@ -46,6 +46,12 @@ func (s *Server) setupCluster() error {
 					Identity: m.Identity, Name: m.Name}, reason)
 			}
 		},
+		// And their tracks' track_unpublished (cluster/hookonce.go).
+		OnTrackGone: func(t room.PublishedTrack) {
+			if s.ext.webhooks != nil {
+				s.ext.webhooks.TrackUnpublished(t)
+			}
+		},
 		LocalView: func(name string) json.RawMessage {
 			rm := s.rooms.Room(name)
 			if rm == nil {
@@ -109,6 +115,26 @@ func (o webhookObserver) RoomClosed(name, sid string) {
 	if o.s.cluster == nil {
 		o.Notifier.RoomClosed(name, sid)
 	}
+}
+
+// ParticipantLeft and TrackUnpublished, clustered, are sent by the node
+// that claims them first: another node may have sent them already for a
+// participant or track of this node it thought dead (a bus cut longer
+// than the resume window: cluster/hookonce.go).
+func (o webhookObserver) ParticipantLeft(p room.ParticipantEvent, reason string) {
+	if c := o.s.cluster; c != nil {
+		c.Once(cluster.OnceParticipantLeft, p.ParticipantID, func() { o.Notifier.ParticipantLeft(p, reason) })
+		return
+	}
+	o.Notifier.ParticipantLeft(p, reason)
+}
+
+func (o webhookObserver) TrackUnpublished(t room.PublishedTrack) {
+	if c := o.s.cluster; c != nil {
+		c.Once(cluster.OnceTrackUnpublished, t.Track.ID, func() { o.Notifier.TrackUnpublished(t) })
+		return
+	}
+	o.Notifier.TrackUnpublished(t)
 }
 
 // remoteRoom and closeRemote let the admin API reach the other nodes' parts
