@@ -24,8 +24,9 @@ import (
 // participant at once, with that reason, as the dead node's own leave
 // event would have (without it, each node's watch drops the stub a second
 // later as "disconnected"); and with its member key gone the participant
-// cannot resume through another node. (Their tracks' track_unpublished is
-// not sent: the room state does not list tracks.)
+// cannot resume through another node. Their tracks' track_unpublished is
+// sent when the node is found dead, by one node that knew them
+// (hookonce.go, deadTracks); each of these webhooks is claimed once.
 
 // memberGone reports a member removed from the room state without its
 // node, for the webhooks. The room may be closed already (its last
