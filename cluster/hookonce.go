@@ -90,7 +90,7 @@ func (n *Node) runHooks() {
 		j := q.jobs[0]
 		q.jobs = q.jobs[1:]
 		q.mu.Unlock()
-		if n.claim(j.event, j.id) {
+		if j.event == "" || n.claim(j.event, j.id) {
 			j.send()
 		}
 	}
@@ -122,6 +122,11 @@ func (n *Node) claim(event, id string) bool {
 		return true
 	}
 }
+
+// afterHooks calls send after the claims queued before it: room_finished
+// goes after the participant_left of the room's last members, as on one
+// node.
+func (n *Node) afterHooks(send func()) { n.Once("", "", send) }
 
 // flushHooks waits (at most claimFlush) for the queued claims, before the
 // bus closes.

@@ -247,7 +247,7 @@ func (n *Node) nodeGone(id string) {
 func (n *Node) roomFinished(name, sid string) {
 	n.dropMixPrefs(name, sid) // mixprefs.go
 	if n.opts.OnRoomFinished != nil {
-		n.opts.OnRoomFinished(name, sid)
+		n.afterHooks(func() { n.opts.OnRoomFinished(name, sid) }) // hookonce.go
 	}
 }
 
