@@ -115,10 +115,23 @@ func (n *Node) control(node, name string, ev room.Event, replaced *room.Member) 
 	go func() {
 		defer n.wg.Done()
 		_, err := n.bus.nc.Request(nodeSubject(node, "ctl"), data, handoffTimeout)
+		if errors.Is(err, nats.ErrTimeout) {
+			// Dying, or slow: dead once no longer heard (hbExpiry).
+			for deadline := time.Now().Add(hbExpiry + hbInterval); n.reg.alive(node) && time.Now().Before(deadline); {
+				select {
+				case <-n.stop:
+					return
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+			if !n.reg.alive(node) {
+				err = nats.ErrNoResponders
+			}
+		}
 		switch {
 		case err == nil:
 			return
-		case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout) && !n.reg.alive(node):
+		case errors.Is(err, nats.ErrNoResponders):
 			n.evictDead(node, name, ev, replaced) // deadmembers.go
 		default:
 			n.log.Warn("command not sent", "node", node, "type", ev.Type, "err", err)

@@ -58,7 +58,16 @@ func (n *Node) get(name string) (roomState, bool) {
 	}
 	var v *roomView
 	err := n.retry(func(ctx context.Context) (err error) {
-		v, err = n.readViewCtx(ctx, name)
+		if v, err = n.readViewCtx(ctx, name); err != nil || v.meta != nil {
+			return err
+		}
+		// No room in the view: make sure with the stream leader's read,
+		// since a view read while the stream changes leader may miss keys.
+		var meta roomMeta
+		rev, err := n.getJSON(ctx, roomKey(name), &meta)
+		if err == nil && rev != 0 {
+			err = errRetry
+		}
 		return err
 	})
 	if err != nil {
@@ -220,17 +229,22 @@ func (n *Node) closeLater(name string) {
 // purgeNode removes a node's members from every room (a dead node, or
 // this node's own leftovers from before a restart).
 func (n *Node) purgeNode(node string) {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	lister, err := n.bus.kv.ListKeysFiltered(ctx, "*.m."+enc(node)+".*")
+	var keys []string
+	err := n.retry(func(ctx context.Context) error { // the dead node may have led the stream: wait for a new leader
+		lister, err := n.bus.kv.ListKeysFiltered(ctx, "*.m."+enc(node)+".*")
+		if err != nil {
+			return err
+		}
+		keys = keys[:0]
+		for k := range lister.Keys() {
+			keys = append(keys, k)
+		}
+		return nil
+	})
 	if err != nil {
-		cancel()
+		n.log.Warn("room state: a gone node's members not listed for removal", "node", node, "err", err)
 		return
 	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	cancel()
 	emptied := map[string]bool{}
 	for _, k := range keys {
 		p, rest, ok := strings.Cut(k, ".m.")

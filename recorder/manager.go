@@ -102,6 +102,8 @@ type Manager struct {
 	// pending are the room recordings claiming their room in the cluster
 	// (claim.go), by id: they count as running.
 	pending map[string]Info
+	// pendingDone closes when the pending start of that id has its answer.
+	pendingDone map[string]chan struct{}
 	// releasing are ended recordings whose claim is being released: the
 	// claim still counts as theirs until then.
 	releasing map[string]*recording
@@ -133,7 +135,7 @@ func NewManager(rooms *room.Manager, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("recordings.auto_record pattern %q: %w", p, err)
 		}
 	}
-	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, releasing: map[string]*recording{}, autoTrying: map[string]bool{}}
+	m := &Manager{cfg: cfg, rooms: rooms, log: cfg.Logger.With("component", "recorder"), active: map[string]*recording{}, noAuto: map[string]bool{}, pending: map[string]Info{}, pendingDone: map[string]chan struct{}{}, releasing: map[string]*recording{}, autoTrying: map[string]bool{}}
 	m.composeCtx, m.composeCancel = context.WithCancel(context.Background())
 	if rooms != nil {
 		m.stop = rooms.AddObserver(observer{m})
@@ -205,9 +207,17 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 			return m.info(r), fmt.Errorf("%w: recording %s", ErrAlreadyRecording, r.rr.ID())
 		}
 	}
-	for _, in := range m.pending {
+	for id, in := range m.pending {
 		if in.Room == roomName && trackID == "" {
+			done := m.pendingDone[id]
 			m.mu.Unlock()
+			if in.Auto && !auto && done != nil {
+				// An auto start still claiming the room may be refused
+				// (stopped through the API, or someone records it): its
+				// answer decides this start's, not its attempt.
+				<-done
+				return m.start(roomName, trackID, auto, mix)
+			}
 			return in, fmt.Errorf("%w: recording %s", ErrAlreadyRecording, in.ID)
 		}
 	}
@@ -228,12 +238,16 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 		// One room recording in the cluster (claim.go): claim the room
 		// first, counted as running here meanwhile.
 		m.pending[id] = Info{ID: id, Kind: "room", Room: roomName, Status: "recording", StartedAt: time.Now(), Auto: auto, Node: node, Files: []string{}}
+		done := make(chan struct{})
+		m.pendingDone[id] = done
 		m.mu.Unlock()
 		var in Info
 		var err error
 		won, in, err = m.claimRoom(c, roomName, rm.SID(), id, auto, mix)
 		m.mu.Lock()
 		delete(m.pending, id)
+		delete(m.pendingDone, id)
+		close(done)
 		if err != nil {
 			m.mu.Unlock()
 			return in, err

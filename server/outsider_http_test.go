@@ -64,20 +64,36 @@ func TestOutsiderAPIWrongMethod(t *testing.T) {
 	}
 }
 
-// withoutICECredentials drops a description's a=ice-ufrag and a=ice-pwd.
-func withoutICECredentials(sdp string) string {
+// withoutLines drops a description's lines that start with one of prefixes.
+func withoutLines(sdp string, prefixes ...string) string {
 	var keep []string
 	for _, l := range strings.Split(sdp, "\r\n") {
-		if !strings.HasPrefix(l, "a=ice-ufrag:") && !strings.HasPrefix(l, "a=ice-pwd:") {
+		drop := false
+		for _, p := range prefixes {
+			drop = drop || strings.HasPrefix(l, p)
+		}
+		if !drop {
 			keep = append(keep, l)
 		}
 	}
 	return strings.Join(keep, "\r\n")
 }
 
+// Broken descriptions pion used to take in part: no ICE credentials, no
+// DTLS fingerprint, (an answer) no media sections.
+var brokenSDP = []struct {
+	what   string
+	mangle func(string) string
+}{
+	{"without ICE credentials", func(s string) string { return withoutLines(s, "a=ice-ufrag:", "a=ice-pwd:") }},
+	{"without a fingerprint", func(s string) string { return withoutLines(s, "a=fingerprint:") }},
+	{"without media sections", func(s string) string { return withoutLines(s, "m=", "a=mid:", "c=") }},
+}
+
 // TestOutsiderBadSDPThenGood: docs/PROTOCOL.md, "a bad request never ends
 // the session". An offer or answer whose SDP parses but lacks the ICE
-// credentials got -32602, and left the connection stuck: every later
+// credentials or the fingerprint got -32602, and left the connection stuck
+// (an answer without media sections was even taken): every later
 // publisher offer got "invalid proposed signaling state transition", and
 // the good subscriber answer after a bad one got 409 "no subscriber offer
 // is pending" (and the participant was dropped at the negotiation
@@ -120,8 +136,10 @@ func TestOutsiderBadSDPThenGood(t *testing.T) {
 		}
 		return nil
 	}
-	if e := answerWith(withoutICECredentials(answer.SDP), 2); e == nil || e["code"] != float64(-32602) {
-		t.Errorf("an answer without ICE credentials: %v, want -32602", e)
+	for i, b := range brokenSDP {
+		if e := answerWith(b.mangle(answer.SDP), float64(10+i)); e == nil || e["code"] != float64(-32602) {
+			t.Errorf("an answer %s: %v, want -32602", b.what, e)
+		}
 	}
 	if e := answerWith(answer.SDP, 3); e != nil {
 		t.Errorf("the good answer after a bad one: %v", e)
@@ -145,9 +163,11 @@ func TestOutsiderBadSDPThenGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	tracks := []map[string]any{{"trackId": track.ID(), "source": "camera"}}
-	_, e := o.call(4, "offer", map[string]any{"sdp": withoutICECredentials(local.SDP), "tracks": tracks})
-	if e == nil || e["code"] != float64(-32602) {
-		t.Errorf("an offer without ICE credentials: %v, want -32602", e)
+	for i, b := range brokenSDP[:2] { // an offer without sections publishes nothing: fine
+		_, e := o.call(20+i, "offer", map[string]any{"sdp": b.mangle(local.SDP), "tracks": []any{}})
+		if e == nil || e["code"] != float64(-32602) {
+			t.Errorf("an offer %s: %v, want -32602", b.what, e)
+		}
 	}
 	res, e := o.call(5, "offer", map[string]any{"sdp": local.SDP, "tracks": tracks})
 	if e != nil {

@@ -91,7 +91,7 @@ func (s *Subscriber) AnswerOffer(offer string, wait time.Duration) (string, erro
 	if s.pc.SignalingState() != webrtc.SignalingStateStable || s.pc.RemoteDescription() != nil {
 		return "", errors.New("the subscriber connection is already negotiated")
 	}
-	if err := checkRemote(offer, true); err != nil {
+	if err := checkRemote(offer, true, -1); err != nil {
 		return "", fmt.Errorf("cannot apply offer: %w", err)
 	}
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {

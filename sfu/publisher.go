@@ -55,7 +55,7 @@ func (p *Publisher) HandleOffer(sdp string) (string, error) {
 // answerOffer applies the client's offer (then the candidates that came
 // before it) and creates the answer, not yet applied.
 func (p *Publisher) answerOffer(sdp string) (webrtc.SessionDescription, error) {
-	if err := checkRemote(sdp, true); err != nil {
+	if err := checkRemote(sdp, true, -1); err != nil {
 		return webrtc.SessionDescription{}, fmt.Errorf("cannot apply offer: %w", err)
 	}
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {

@@ -199,7 +199,13 @@ func (s *Subscriber) SetAnswer(sdp string) error {
 	if s.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
 		return errors.New("no subscriber offer is pending")
 	}
-	if err := checkRemote(sdp, false); err != nil {
+	sections := -1
+	if local := s.pc.PendingLocalDescription(); local != nil {
+		if parsed, err := local.Unmarshal(); err == nil {
+			sections = len(parsed.MediaDescriptions)
+		}
+	}
+	if err := checkRemote(sdp, false, sections); err != nil {
 		return fmt.Errorf("cannot apply answer: %w", err)
 	}
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {

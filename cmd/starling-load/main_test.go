@@ -340,8 +340,10 @@ func testLoadRecord(t *testing.T, keys bool) {
 		// 3 s of media; the recording starts before the first publish. On a
 		// loaded CI machine media reaches the server late (a run with 160%
 		// of other load recorded 2.3 s of audio): the bounds catch a file
-		// that is empty or runs away, not the load.
-		if dur < 1.5 || dur > 5 {
+		// that is empty or runs away, not the load. The file also holds the
+		// 1 s warm-up and what came while the streams started (5.06 s once,
+		// at load 10 with media starting 1.8–2.3 s after publishing).
+		if dur < 1.5 || dur > 8 {
 			t.Errorf("%s: %s, %.3f s, want about 3 s", filepath.Base(f), codec, dur)
 		}
 	}
