@@ -131,6 +131,7 @@ func (n *Node) runHeartbeats(stop <-chan struct{}) {
 func (n *Node) runMaintenance(stop <-chan struct{}) {
 	tick := time.NewTicker(hbInterval)
 	defer tick.Stop()
+	unheard := unheardNodes{since: map[string]time.Time{}, done: map[string]bool{}}
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
@@ -140,9 +141,16 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		n.measureRTT()
 		for _, id := range n.reg.expire() {
 			n.log.Warn("node gone: no heartbeat", "gone", id)
+			unheard.done[id] = true
 			n.deadTracks(id) // before the rooms end them (hookonce.go)
 			n.nodeGone(id)
 			n.purgeLater(id) // after the resume window (failover.go)
+		}
+		for _, id := range n.neverHeard(&unheard) {
+			n.log.Warn("node gone: its members are in the room state, its heartbeat never came", "gone", id)
+			n.deadTracks(id)
+			n.nodeGone(id)
+			n.purgeLater(id)
 		}
 		if i%5 == 4 {
 			n.bus.upgradeReplicas(len(n.reg.list()))
@@ -233,3 +241,63 @@ func (n *Node) subscribeNodes() error {
 
 // nodeSubject is a subject addressed to one node.
 func nodeSubject(node, what string) string { return "starling.node." + node + "." + what }
+
+// unheardNodes are the nodes of members in a followed room's state that
+// this node has not heard: since when, and those already declared gone.
+type unheardNodes struct {
+	since map[string]time.Time
+	done  map[string]bool
+}
+
+// neverHeard returns the nodes to declare gone that expire cannot see: a
+// node killed before this one heard its first heartbeat (just after the
+// cluster started) left members in the room state, and no heartbeat ever
+// expires for it, so its participants would stay, unpurged and without
+// their participant_left, for good. A node is declared gone once its
+// members were seen for hbExpiry on a steady bus without a heartbeat (a
+// node heartbeats from its start, before it takes joins).
+func (n *Node) neverHeard(u *unheardNodes) []string {
+	if !n.busSteady() {
+		return nil
+	}
+	n.rs.mu.Lock()
+	watches := make([]*roomWatch, 0, len(n.rs.watches))
+	for _, w := range n.rs.watches {
+		watches = append(watches, w)
+	}
+	n.rs.mu.Unlock()
+	seen := map[string]bool{}
+	for _, w := range watches {
+		w.vmu.Lock()
+		if w.view != nil {
+			for _, e := range w.view.members {
+				if e.Node != "" && e.Node != n.id {
+					seen[e.Node] = true
+				}
+			}
+		}
+		w.vmu.Unlock()
+	}
+	now := time.Now()
+	var gone []string
+	for id := range seen {
+		switch {
+		case n.reg.alive(id):
+			delete(u.since, id)
+			delete(u.done, id) // heard: expire sees it from now on
+		case u.done[id]:
+		case u.since[id].IsZero():
+			u.since[id] = now
+		case now.Sub(u.since[id]) > hbExpiry:
+			delete(u.since, id)
+			u.done[id] = true
+			gone = append(gone, id)
+		}
+	}
+	for id := range u.since {
+		if !seen[id] {
+			delete(u.since, id)
+		}
+	}
+	return gone
+}

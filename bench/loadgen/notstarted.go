@@ -29,17 +29,26 @@ func (r *runner) notStarted(b snapshot) (list []string, total int) {
 		}
 	}
 	for _, p := range r.parts {
-		if p.c == nil || !p.receive || r.cfg.Mix {
+		if p.c == nil || !p.receive {
 			continue
 		}
 		got := map[string]bool{}
+		mixing := false
 		for _, st := range p.streamList() {
 			if b.streams[st].packets > 0 {
 				got[st.trackID] = true
+				mixing = mixing || st.mix
+			}
+		}
+		if r.cfg.Mix && !mixing {
+			// With the mix, the receiver's audio is one stream: the mix.
+			total++
+			if len(list) < maxNotStarted {
+				list = append(list, p.name+": the audio mix")
 			}
 		}
 		for _, sd := range sent[p.room] {
-			if owner[sd] == p || got[sd.serverID] {
+			if owner[sd] == p || got[sd.serverID] || (r.cfg.Mix && !sd.video) {
 				continue
 			}
 			total++

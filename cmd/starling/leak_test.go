@@ -10,7 +10,7 @@ import (
 // long-lived component here (its loops, timers, writers) must end when it
 // is closed. The binary the tests built once is removed after them.
 func TestMain(m *testing.M) {
-	parallel := 6
+	parallel := 4
 	if raceEnabled {
 		parallel = 0 // go test's own
 	}
@@ -27,7 +27,7 @@ func (r removingBinary) Run() int {
 }
 
 // parallelUnlessRace runs t in parallel with the package's other tests
-// that run the binary or ffmpeg (6 at once, all of them, unless -test.parallel says
+// that run the binary or ffmpeg (4 at once unless -test.parallel says
 // otherwise): they mostly wait on child processes, media paced in real
 // time and cluster timers, and one after another they were most of the
 // package's time. Under -race the CPU is the detector's, and they run one

@@ -17,7 +17,6 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/starling-rtc/starling/config"
-	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
@@ -164,9 +163,6 @@ func closeSharedChromium() {
 }
 
 func TestMain(m *testing.M) {
-	if !raceEnabled {
-		testutil.SetDefaultParallel(laneTests)
-	}
 	code := m.Run()
 	closeSharedChromium()
 	removeBuiltBinary()
@@ -410,29 +406,3 @@ func parallelUnlessRace(t *testing.T) {
 		t.Parallel()
 	}
 }
-
-// pageLane is held by the tests that used to run serially (one server,
-// a few pages of the shared Chromium): they still run one at a time,
-// but without the race detector beside the parallel ones (the two
-// three-node cluster tests and Firefox's WHIP/WHEP, which mostly wait on
-// their processes), instead of those starting only after all of them
-// (the package took 107 s at load 16-40: 68 s of these, then 38 s of the
-// cluster tests). Under -race they stay serial, as before.
-var pageLane sync.Mutex
-
-// inPageLane makes t one of the page lane's tests; the lane is released
-// after t's cleanups (its pages, browser context and server are gone).
-func inPageLane(t *testing.T) {
-	if raceEnabled {
-		return
-	}
-	t.Parallel()
-	pageLane.Lock()
-	t.Cleanup(pageLane.Unlock)
-}
-
-// laneTests is the number of tests that call inPageLane plus those that
-// call parallelUnlessRace: TestMain lets that many run at once, so that
-// lane tests waiting for the lane do not hold go test's places (2 on two
-// cores) and keep the parallel tests from starting.
-const laneTests = 16
