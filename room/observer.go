@@ -87,8 +87,12 @@ func (r *Room) describe(t *Track) (PublishedTrack, bool) {
 	if src == nil {
 		return PublishedTrack{}, false
 	}
+	o := t.owner
+	o.mu.Lock() // a rename (Update, remoteUpdated) writes it under o.mu
+	name := o.name
+	o.mu.Unlock()
 	return PublishedTrack{
-		Room: r.name, RoomSID: r.sid, ParticipantID: t.owner.id, ParticipantName: t.owner.name,
+		Room: r.name, RoomSID: r.sid, ParticipantID: o.id, ParticipantName: name,
 		Identity: t.owner.identity, Track: t.Info(), Source: src, Node: t.owner.node,
 	}, true
 }
