@@ -137,35 +137,35 @@ func Start(o Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.subscribeNodes(); err != nil {
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	if err := n.subscribeNodeRequests(); err != nil { // see rooms.go
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	if err := n.subscribeHandoff(); err != nil { // see failover.go
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	if err := n.subscribeSettled(); err != nil { // see settled.go
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	if err := n.subscribeView(); err != nil { // see admin.go
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	if err := n.subscribeMix(); err != nil { // see mixprefs.go
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	if err := n.subscribeHeard(); err != nil { // see presence.go
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	if err := b.nc.Flush(); err != nil {
-		n.closeBus()
+		n.failStart()
 		return nil, err
 	}
 	n.purgeNode(n.id) // members left behind by an earlier run with this id
@@ -222,6 +222,14 @@ func (n *Node) Close() {
 		_ = n.bus.nc.Flush()
 		n.closeBus()
 	})
+}
+
+// failStart undoes a start that failed part way: the command worker
+// (rooms.go), if started, then the relay and the bus.
+func (n *Node) failStart() {
+	close(n.stop)
+	n.wg.Wait()
+	n.closeBus()
 }
 
 // closeBus closes the relay and the bus.

@@ -187,6 +187,24 @@ func (n *Node) subscribeNodeRequests() error {
 	}); err != nil {
 		return err
 	}
+	// Commands are applied in the order they were sent (two admin data
+	// messages arrive in order), on one goroutine of their own: applying
+	// one may close a participant, which must not hold up the bus.
+	ctl := make(chan ctlMsg, 1024)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for {
+			select {
+			case c := <-ctl:
+				if r := n.rooms.Room(c.Room); r != nil && (c.SID == "" || c.SID == r.SID()) {
+					r.ApplyControl(c.Event)
+				}
+			case <-n.stop:
+				return
+			}
+		}
+	}()
 	if _, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ctl"), func(m *nats.Msg) {
 		if m.Reply != "" {
 			_ = m.Respond(nil) // a kick asks: this node is alive (control)
@@ -195,8 +213,9 @@ func (n *Node) subscribeNodeRequests() error {
 		if json.Unmarshal(m.Data, &c) != nil {
 			return
 		}
-		if r := n.rooms.Room(c.Room); r != nil && (c.SID == "" || c.SID == r.SID()) {
-			go r.ApplyControl(c.Event) // may close a participant: not on the bus goroutine
+		select {
+		case ctl <- c:
+		case <-n.stop:
 		}
 	}); err != nil {
 		return err
