@@ -148,26 +148,7 @@ func (w *roomWatch) state() (st roomState, ok, ready bool) {
 // readyState waits (up to timeout) for the watch's first values and
 // returns the state; ready is false if they did not come in time.
 func (w *roomWatch) readyState(timeout time.Duration, stop <-chan struct{}) (st roomState, ok, ready bool) {
-	deadline := time.After(timeout)
-	for {
-		w.vmu.Lock()
-		if w.ready {
-			st, ok = w.view.state()
-			w.vmu.Unlock()
-			return st, ok, true
-		}
-		ch := w.changed
-		w.vmu.Unlock()
-		select {
-		case <-ch:
-		case <-w.stop:
-			return roomState{}, false, false
-		case <-stop:
-			return roomState{}, false, false
-		case <-deadline:
-			return roomState{}, false, false
-		}
-	}
+	return w.stateThrough(0, timeout, stop) // every view is through revision 0
 }
 
 // copyView is a copy of the view; false until the watch's first values
