@@ -94,9 +94,11 @@ func (n *Node) currentState(name string, metaRev *uint64) (st roomState, found b
 	if metaRev != nil {
 		asked = filters[1:]
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
+	// Each try: the leader's answer, then a read of kvTimeout; all of them
+	// within the store wait (and the leader's wait of the last one).
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait+leaderWait)
 	defer cancel()
-	err = n.retryCtx(ctx, kvTimeout, func(ctx context.Context) error {
+	err = n.retryCtx(ctx, leaderWait+kvTimeout, func(ctx context.Context) error {
 		lctx, lcancel := context.WithTimeout(ctx, leaderWait)
 		newest, err := n.leaderLastChange(lctx, asked)
 		lcancel()
@@ -123,6 +125,9 @@ func (n *Node) currentState(name string, metaRev *uint64) (st roomState, found b
 		}
 		if v.lastRev < newest {
 			n.log.Warn("room state: replica still behind the leader after the wait", "room", name, "have", v.lastRev, "leader", newest)
+			if v.meta == nil {
+				return errRetry // "no room" from a replica that lags is no answer: read again
+			}
 		}
 		st, found = v.state()
 		return nil
