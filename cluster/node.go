@@ -75,13 +75,14 @@ type Node struct {
 	// watch records them again once the bus is back; reconcile.go).
 	tokenFailures atomic.Int64
 
-	unobserve func()
-	ping      *nats.Subscription // answers other nodes' pings: this node is alive
-	draining  atomic.Bool
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	hooks     hookQueue // webhook claims (hookonce.go)
+	unobserve  func()
+	ping       *nats.Subscription // answers other nodes' pings: this node is alive
+	draining   atomic.Bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	hooks      hookQueue  // webhook claims (hookonce.go)
+	claimSweep claimSweep // their expiry without per-key TTLs (hooksweep.go)
 
 	lost sync.Map // ids of the nodes gone silent: heard again, they resync the watches
 
@@ -121,6 +122,7 @@ func Start(o Options) (*Node, error) {
 		rooms: o.Rooms, started: time.Now(), stop: make(chan struct{}),
 	}
 	n.rs.init()
+	n.hooks.giveUp = make(chan struct{})
 	o.Logger = n.log
 	b, err := openBus(o.BusOptions)
 	if err != nil {
@@ -174,6 +176,8 @@ func Start(o Options) (*Node, error) {
 	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runMaintenance(n.stop) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.runClaimSweep() }() // hooksweep.go
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
