@@ -154,8 +154,14 @@ const connectGrace = 30 * time.Second
 // them (issue 14: in a cluster the relayed tracks of a fresh room are
 // ready within that window). Browsers do not need it, and lose nothing:
 // media written before DTLS is up goes nowhere anyway.
+//
+// "Up" is the client's end (sfu.Subscriber.PeerUp: the `data` channel
+// opened), not the server's DTLS: aiortc's handshake ends one flight after
+// the server's, and a starved aiortc read the re-offer before that flight
+// (TestAiortcClusterFirstRoom under load: 0 frames decoded, the data
+// channel opening after the second answer; TestReofferWaitsForClientDTLS).
 func (l *subscriberLoop) holdUntilConnected() bool {
-	if l.rs.restart || l.answeredAt.IsZero() || l.p.sub.EverConnected() {
+	if l.rs.restart || l.answeredAt.IsZero() || l.p.sub.PeerUp() {
 		return false
 	}
 	wait := time.Until(l.answeredAt.Add(connectGrace))
