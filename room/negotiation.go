@@ -36,9 +36,10 @@ type subscriberLoop struct {
 	// First answer applied, and a wake-up for holdUntilConnected armed.
 	answeredAt time.Time
 	connWait   bool
-	inFlight   bool // an offer awaits its answer
-	offeredTo  Peer // the session the offer in flight went to (resume)
-	gen        int  // counts offers, to match timeouts to them
+	connTimer  *time.Timer // its wake-up; stopped by release (armed up to connectGrace, it held a participant that long after its leave)
+	inFlight   bool        // an offer awaits its answer
+	offeredTo  Peer        // the session the offer in flight went to (resume)
+	gen        int         // counts offers, to match timeouts to them
 	timer      *time.Timer
 	down       map[string]*sfu.DownTrack
 	prefs      map[string]protocol.SetSubscriptionParams     // per track, kept across resubscribes
@@ -169,7 +170,7 @@ func (l *subscriberLoop) holdUntilConnected() bool {
 	}
 	if !l.connWait {
 		l.connWait = true
-		time.AfterFunc(wait, func() { l.post(func() { l.connWait = false }) })
+		l.connTimer = time.AfterFunc(wait, func() { l.post(func() { l.connWait = false }) })
 	}
 	return true
 }
@@ -450,6 +451,9 @@ func (l *subscriberLoop) subscribed(id string) bool {
 func (l *subscriberLoop) release() {
 	if l.timer != nil {
 		l.timer.Stop()
+	}
+	if l.connTimer != nil {
+		l.connTimer.Stop()
 	}
 	for id, d := range l.down {
 		d.Source().RemoveSink(d)
