@@ -288,6 +288,15 @@ func (r *Receiver) AddSink(s Sink) {
 	}
 }
 
+// WantsChanged tells the receiver that what a sink wants (LayerWanter)
+// changed while it stayed (a relay export whose edge wants other layers):
+// the OnSinksChanged callback runs, as when a sink comes or goes.
+func (r *Receiver) WantsChanged() {
+	if r.onSinks != nil {
+		r.onSinks()
+	}
+}
+
 // PacketTime is when the latest packet was read (unix nanos).
 func (r *Receiver) PacketTime() int64 { return r.now.Load() }
 
