@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,42 +13,12 @@ import (
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/webhook"
 )
-
-// leftHooks collects the participant_left webhooks of one room: the
-// reasons given for each participant id.
-type leftHooks struct {
-	mu   sync.Mutex
-	left map[string][]string
-	url  string
-}
-
-func newLeftHooks(t *testing.T, roomName string) *leftHooks {
-	h := &leftHooks{left: map[string][]string{}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var e webhook.Event
-		if json.NewDecoder(r.Body).Decode(&e) == nil && e.Room.Name == roomName && e.Event == webhook.ParticipantLeave && e.Participant != nil {
-			h.mu.Lock()
-			h.left[e.Participant.ID] = append(h.left[e.Participant.ID], e.Reason)
-			h.mu.Unlock()
-		}
-	}))
-	t.Cleanup(srv.Close)
-	h.url = srv.URL
-	return h
-}
-
-func (h *leftHooks) reasons(id string) []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]string(nil), h.left[id]...)
-}
 
 // deadNodeCluster starts three nodes with keys and a resume window of
 // window; all but n2, the node the test kills, send webhooks to h (a dead
 // process sends none: in-process, n2's rooms would go on sending them).
-func deadNodeCluster(t *testing.T, h *leftHooks, window time.Duration) []*server.Server {
+func deadNodeCluster(t *testing.T, h *hookLog, window time.Duration) []*server.Server {
 	t.Helper()
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		withKeys(c)
@@ -75,7 +43,7 @@ func deadNodeCluster(t *testing.T, h *leftHooks, window time.Duration) []*server
 func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
 	t.Parallel()
 	const roomName = "dead-hooks"
-	h := newLeftHooks(t, roomName)
+	h := newHookLog(t, roomName)
 	srvs := deadNodeCluster(t, h, 2*time.Second)
 	bob := join(t, srvs[0], roomName, "bob", token(t, "bob", roomName))
 	alice := join(t, srvs[2], roomName, "alice", token(t, "alice", roomName))
@@ -96,7 +64,7 @@ func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
 	eventually(t, 20*time.Second, "bob sees alice and carol's first session leave", func() bool {
 		return !knows(bob, aliceID) && !knows(bob, carolID) && knows(bob, carol2.ParticipantID())
 	})
-	time.Sleep(2 * time.Second) // a duplicate from another node would come within this
+	settled(t, h, srvs[:2], roomName) // a duplicate from n0 or n1 would be before its marker
 	if got := fmt.Sprint(h.reasons(aliceID)); got != "[disconnected]" {
 		t.Errorf("participant_left for alice: %s, want once, disconnected", got)
 	}
@@ -118,7 +86,7 @@ func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
 func TestKickOfKilledNodesParticipant(t *testing.T) {
 	t.Parallel()
 	const roomName = "dead-kick"
-	h := newLeftHooks(t, roomName)
+	h := newHookLog(t, roomName)
 	srvs := deadNodeCluster(t, h, 30*time.Second)
 	bob := join(t, srvs[0], roomName, "bob", token(t, "bob", roomName))
 	alice := join(t, srvs[2], roomName, "alice", token(t, "alice", roomName))
@@ -147,9 +115,19 @@ func TestKickOfKilledNodesParticipant(t *testing.T) {
 		t.Errorf("alice's resume after the kick: %v, want 404", err)
 	}
 	eventually(t, 15*time.Second, "participant_left is sent for alice", func() bool { return len(h.reasons(aliceID)) > 0 })
-	time.Sleep(2 * time.Second) // a duplicate from another node would come within this
+	settled(t, h, srvs[:2], roomName)
 	if got := fmt.Sprint(h.reasons(aliceID)); got != "[kicked]" {
 		t.Errorf("participant_left for alice: %s, want once, kicked", got)
+	}
+}
+
+// settled waits until every webhook the live nodes srvs sent so far has
+// arrived (hookLog.delivered, a marker participant per node): a duplicate
+// would be in the log then.
+func settled(t *testing.T, h *hookLog, srvs []*server.Server, roomName string) {
+	t.Helper()
+	for i, s := range srvs {
+		h.delivered(t, s, roomName, fmt.Sprintf("marker-%d", i))
 	}
 }
 

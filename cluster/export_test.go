@@ -186,3 +186,25 @@ func (n *Node) HooksIdle() bool {
 	defer n.hooks.mu.Unlock()
 	return !n.hooks.running
 }
+
+// SweepClaimsAt sweeps the webhook claim keys as if it were now
+// (hooksweep.go), whatever the bucket allows.
+func (n *Node) SweepClaimsAt(now time.Time) { n.sweepClaims(now) }
+
+// ClaimTTL is how long a webhook claim key lives.
+const ClaimTTL = claimTTL
+
+// ClaimStored says what the stream holds for the claim key of event and
+// id: "claim", "marker" (a deletion marker) or "" (nothing).
+func (n *Node) ClaimStored(event, id string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	m, err := n.leaderGet(ctx, "$KV."+roomsBucket+"."+claimKey(event, id))
+	switch {
+	case err != nil || m == nil:
+		return "", err
+	case m.deleted():
+		return "marker", nil
+	}
+	return "claim", nil
+}

@@ -48,3 +48,44 @@ func TestBusCutLongParticipantLeftOnce(t *testing.T) {
 		t.Errorf("participant_left for alice sent %d times (%v), want once", len(got), reasons)
 	}
 }
+
+// alice leaves n2 while n2 is cut off from the bus, after n0 has purged
+// her (its participant_left, "disconnected", claimed for the cluster).
+// n2 cannot reach the store to claim hers: it holds the claim until the
+// bus is back, then finds n0's and sends nothing. Before, n2 sent its own
+// ("clientLeave") after 5 s without the store: twice.
+func TestBusCutLeaveDuringCutParticipantLeftOnce(t *testing.T) {
+	const rm = "cut-hooks-leave"
+	h := newHookLog(t, rm)
+	srvs, proxy, alice, _, bob := cutRoom(t, rm, 1500*time.Millisecond, func(c *config.Config) {
+		withKeys(c)
+		c.Webhook.URLs = []string{h.url}
+	}, func(name string) []func(*client.Options) {
+		return []func(*client.Options){token(t, name, rm)}
+	})
+	aliceID := alice.ParticipantID()
+
+	cutOff(t, srvs, proxy, rm, true, []*client.Client{bob})
+	eventually(t, 30*time.Second, "participant_left is sent for alice, purged", func() bool {
+		return len(h.of(webhook.ParticipantLeave, aliceID, "")) > 0
+	})
+	_ = alice.Leave(ctxT(t, 10*time.Second))
+	eventually(t, 30*time.Second, "n2 has queued alice's participant_left claim", func() bool {
+		return !srvs[2].Cluster().HooksIdle()
+	})
+	// Past the 5 s after which n2 used to send it without the store: a
+	// duplicate it sends during the cut is in the log before the heal.
+	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline) && len(h.of(webhook.ParticipantLeave, aliceID, "")) < 2; {
+		time.Sleep(100 * time.Millisecond)
+	}
+	heal(t, srvs, proxy)
+	h.delivered(t, srvs[2], rm, "erin") // n2's claim is done once its queue is idle
+	h.delivered(t, srvs[0], rm, "fred")
+	if got := h.of(webhook.ParticipantLeave, aliceID, ""); len(got) != 1 {
+		reasons := []string{}
+		for _, e := range got {
+			reasons = append(reasons, e.Reason)
+		}
+		t.Errorf("participant_left for alice sent %d times (%v), want once", len(got), reasons)
+	}
+}

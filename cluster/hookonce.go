@@ -26,10 +26,17 @@ import (
 // in the room state bucket, h.<event>.<id> (the participant or track id,
 // unique in the cluster): Create succeeds on one node only. Claims are
 // made in order on one goroutine, so a participant's track_unpublished
-// still goes before its participant_left, as on one node. A claim that
-// the store does not take within claimWait (a bus cut) is sent anyway:
-// twice is better than never. Claims expire after claimTTL when the
-// bucket allows per-key TTLs.
+// still goes before its participant_left, as on one node. A claim the
+// store does not take (the node is cut off from the bus, or the store
+// elects a new leader) is held, and tried again until the store answers:
+// a participant who leaves a node cut off from the bus gets its
+// participant_left once the link is back, from that node or, if another
+// node purged it meanwhile and sent it, from none. Before, a claim not
+// made within 5 s was sent anyway, and such a leave was reported twice.
+// Only a node shutting down with claims still held after claimFlush sends
+// them unclaimed (twice is better than never). Claims expire after
+// claimTTL: with a per-key TTL when the bucket allows one, else swept
+// (hooksweep.go).
 
 // Claimed webhook events (the <event> of a claim key).
 const (
@@ -38,10 +45,13 @@ const (
 )
 
 const (
+	// claimWait: a claim held longer than this is logged.
 	claimWait = 5 * time.Second
 	claimTTL  = 24 * time.Hour
 	// claimFlush bounds how long Close waits for the queued claims.
 	claimFlush = 5 * time.Second
+	// claimRetryMax bounds the pause between two tries of a held claim.
+	claimRetryMax = 2 * time.Second
 )
 
 func claimKey(event, id string) string { return "h." + event + "." + enc(id) }
@@ -57,6 +67,10 @@ type hookQueue struct {
 	jobs    []hookJob
 	running bool
 	idle    chan struct{} // closed when the queue empties (nil while idle)
+	// giveUp is closed by Close when claims are still held after
+	// claimFlush: the rest are sent unclaimed.
+	giveUp     chan struct{}
+	giveUpOnce sync.Once
 }
 
 // Once calls send if this node is the first of the cluster to claim the
@@ -90,36 +104,74 @@ func (n *Node) runHooks() {
 		j := q.jobs[0]
 		q.jobs = q.jobs[1:]
 		q.mu.Unlock()
-		if j.event == "" || n.claim(j.event, j.id) {
+		send, ok := true, true
+		if j.event != "" {
+			send, ok = n.claim(j.event, j.id)
+		}
+		if !ok {
+			return // killed (Abort): a dead process sends nothing more
+		}
+		if send {
 			j.send()
 		}
 	}
 }
 
-// claim creates the event's claim key: false when another node has it.
-func (n *Node) claim(event, id string) bool {
+// claim creates the event's claim key: send is false when another node
+// has it. It holds the claim while the store does not answer, trying
+// again until it does; ok is false when the node was killed meanwhile.
+// A node closing sends what it still holds (giveUp).
+func (n *Node) claim(event, id string) (send, ok bool) {
 	var opts []jetstream.KVCreateOpt
 	if n.bus.markerTTL {
 		opts = append(opts, jetstream.KeyTTL(claimTTL))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), claimWait)
-	defer cancel()
-	taken := false
-	err := n.retryCtx(ctx, kvTimeout, func(ctx context.Context) error {
-		_, err := n.bus.kv.Create(ctx, claimKey(event, id), []byte(n.id), opts...)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			taken = true
-			return nil
+	began := time.Now()
+	warned := false
+	pause := 100 * time.Millisecond
+	// Each try ends at once when the node stops or gives up.
+	parent, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	go func() {
+		select {
+		case <-n.stop:
+		case <-n.hooks.giveUp:
+		case <-parent.Done():
 		}
-		return err
-	})
-	switch {
-	case taken:
-		n.log.Debug("webhook already sent by another node", "event", event, "id", id)
-		return false
-	default:
-		n.log.Warn("webhook claim not made: sent anyway", "event", event, "id", id, "err", err)
-		return true
+		cancelAll()
+	}()
+	for {
+		ctx, cancel := context.WithTimeout(parent, kvTimeout)
+		_, err := n.bus.kv.Create(ctx, claimKey(event, id), []byte(n.id), opts...)
+		cancel()
+		switch {
+		case err == nil:
+			if warned {
+				n.log.Info("webhook claim made after waiting for the room state store", "event", event, "id", id, "waited", time.Since(began).Round(time.Millisecond))
+			}
+			return true, true
+		case errors.Is(err, jetstream.ErrKeyExists):
+			n.log.Debug("webhook already sent by another node", "event", event, "id", id)
+			return false, true
+		}
+		if !warned && time.Since(began) > claimWait {
+			warned = true
+			n.log.Warn("webhook claim held: the room state store does not answer; sent once it does", "event", event, "id", id, "err", err)
+		}
+		select {
+		case <-n.hooks.giveUp: // before stop: Close gives up, then stops
+			n.log.Warn("webhook claim not made before close: sent anyway", "event", event, "id", id, "err", err)
+			return true, true
+		case <-n.stop:
+			select {
+			case <-n.hooks.giveUp:
+				return true, true
+			default:
+				return false, false
+			}
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, claimRetryMax)
 	}
 }
 
@@ -129,14 +181,22 @@ func (n *Node) claim(event, id string) bool {
 func (n *Node) afterHooks(send func()) { n.Once("", "", send) }
 
 // flushHooks waits (at most claimFlush) for the queued claims, before the
-// bus closes.
+// bus closes; claims still held then (the store does not answer), and any
+// queued later, are sent unclaimed.
 func (n *Node) flushHooks() {
+	defer n.hooks.giveUpOnce.Do(func() { close(n.hooks.giveUp) }) // from now on, nothing is held
 	n.hooks.mu.Lock()
 	idle := n.hooks.idle
 	n.hooks.mu.Unlock()
 	if idle == nil {
 		return
 	}
+	select {
+	case <-idle:
+		return
+	case <-time.After(claimFlush):
+	}
+	n.hooks.giveUpOnce.Do(func() { close(n.hooks.giveUp) })
 	select {
 	case <-idle:
 	case <-time.After(claimFlush):

@@ -50,6 +50,15 @@ func (h *hookLog) of(kind, id, track string) []webhook.Event {
 	return out
 }
 
+// reasons lists the reasons of the participant_left events about id.
+func (h *hookLog) reasons(id string) []string {
+	var out []string
+	for _, e := range h.of(webhook.ParticipantLeave, id, "") {
+		out = append(out, e.Reason)
+	}
+	return out
+}
+
 // index is the position of the first event of kind about id, -1 if none.
 func (h *hookLog) index(kind, id string) int {
 	h.mu.Lock()

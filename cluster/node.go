@@ -66,21 +66,23 @@ type Node struct {
 	rttMicros atomic.Int64
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
-	rs        roomSubs  // see rooms.go
-	media     media     // see media.go
-	slotReads slotReads // see members.go
-	unremoved removals  // see removals.go
+	rs        roomSubs     // see rooms.go
+	media     media        // see media.go
+	slotReads slotReads    // see members.go
+	unremoved removals     // see removals.go
+	prior     priorMembers // members of this node's previous run (prior.go)
 	// tokenFailures counts resume token hashes SetToken gave up on (the
 	// watch records them again once the bus is back; reconcile.go).
 	tokenFailures atomic.Int64
 
-	unobserve func()
-	ping      *nats.Subscription // answers other nodes' pings: this node is alive
-	draining  atomic.Bool
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	hooks     hookQueue // webhook claims (hookonce.go)
+	unobserve  func()
+	ping       *nats.Subscription // answers other nodes' pings: this node is alive
+	draining   atomic.Bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	hooks      hookQueue  // webhook claims (hookonce.go)
+	claimSweep claimSweep // their expiry without per-key TTLs (hooksweep.go)
 
 	lost sync.Map // ids of the nodes gone silent: heard again, they resync the watches
 
@@ -120,6 +122,7 @@ func Start(o Options) (*Node, error) {
 		rooms: o.Rooms, started: time.Now(), stop: make(chan struct{}),
 	}
 	n.rs.init()
+	n.hooks.giveUp = make(chan struct{})
 	o.Logger = n.log
 	b, err := openBus(o.BusOptions)
 	if err != nil {
@@ -168,11 +171,13 @@ func Start(o Options) (*Node, error) {
 		n.failStart()
 		return nil, err
 	}
-	n.purgeNode(n.id) // members left behind by an earlier run with this id
+	n.loadPrior() // members left behind by an earlier run with this id (prior.go)
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runMaintenance(n.stop) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.runClaimSweep() }() // hooksweep.go
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports

@@ -291,14 +291,22 @@ func (r *Room) trackUpdated(t *Track) {
 	}
 }
 
-// layersChanged reacts to a simulcast layer starting or stopping: the room
-// sees the new layer set and every subscriber reselects.
+// layersChanged reacts to a simulcast layer starting or stopping, or its
+// size changing: the room sees the new layer set and every subscriber
+// reselects; a new size also re-applies the subscribers' maxWidth and
+// maxHeight caps.
 func (r *Room) layersChanged(t *Track) {
+	resized := t.learnSizes()
 	r.trackUpdated(t)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, o := range r.participants {
-		if o != t.owner {
+		if o == t.owner {
+			continue
+		}
+		if resized {
+			o.loop.post(func() { o.loop.applyTrack(t) })
+		} else {
 			o.loop.post(func() { o.loop.reselectTrack(t) })
 		}
 	}
