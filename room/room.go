@@ -231,6 +231,10 @@ func (r *Room) publish(t *Track) {
 		}
 	}
 	r.mu.Unlock()
+	if t.carried { // announced by its old node; the node had no part of the room to splice it into
+		r.m.notifyHandedOver(r, t)
+		return
+	}
 	r.m.notifyPublished(r, t)
 }
 

@@ -16,6 +16,10 @@ type Track struct {
 	owner *Participant
 	mid   string
 	kind  webrtc.RTPCodecType
+	// carried: the track of a participant that moved here kept its id
+	// from its old node, where it was announced (handover.go); set before
+	// the track is published.
+	carried bool
 
 	mu       sync.Mutex
 	info     protocol.Track
