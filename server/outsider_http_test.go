@@ -193,7 +193,7 @@ func TestOutsiderBadSDPThenGood(t *testing.T) {
 // folder names safe on any disk).
 func TestOutsiderRecordingRoutesAsDocumented(t *testing.T) {
 	parallel(t)
-	srv := startServer(t, withKeys)
+	srv := startServer(t, func(c *config.Config) { withKeys(c); c.Recordings.Dir = t.TempDir() })
 	const roomName = "Team room é"
 	join(t, srv, roomName, "alice", withToken(token(t, "alice", auth.Grants{Room: roomName}, time.Hour)))
 	path := "/v1/rooms/" + url.PathEscape(roomName) + "/recordings"
