@@ -217,6 +217,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 			if c, ok := p.carry[o.TrackID]; ok && c.kind == t.info.Kind {
 				delete(p.carry, o.TrackID)
 				t.id, t.info.ID = c.id, c.id // the same track, moved here (handover.go)
+				t.carried = true
 			}
 			if c, ok := p.pub.NegotiatedCodec(o.MID); ok {
 				t.info.Codec = sfu.CanonicalMimeType(c.MimeType)
