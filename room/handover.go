@@ -190,7 +190,7 @@ func (r *Room) spliceTrackLocked(old, t *Track) {
 	r.mu.Unlock()
 	t.owner.log.Info("track handed over without a break", "track", t.id)
 	r.m.notifyUnpublished(r, old)
-	r.m.notifyPublished(r, t)
+	r.m.notifyHandedOver(r, t)
 	r.trackUpdated(t)
 	for _, o := range subs {
 		o := o

@@ -393,6 +393,14 @@ func (l *subscriberLoop) reselectTrack(t *Track) {
 	}
 }
 
+// applyTrack re-applies the preferences of t's down track, if subscribed
+// (its layers' sizes changed, so its maxWidth/maxHeight cap may too).
+func (l *subscriberLoop) applyTrack(t *Track) {
+	if d, ok := l.down[t.id]; ok {
+		l.apply(t, d)
+	}
+}
+
 func (l *subscriberLoop) setSubscribed(id string, on bool) {
 	l.subsMu.Lock()
 	defer l.subsMu.Unlock()

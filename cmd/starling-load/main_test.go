@@ -483,6 +483,35 @@ func TestLoadSpreadsOverNodes(t *testing.T) {
 	}
 }
 
+// TestLoadPinRooms: with --pin-rooms each room joins one node whole, so two
+// rooms over two plain servers (no cluster) get all their media, where the
+// round-robin spread above leaves B's viewers without any.
+func TestLoadPinRooms(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends real media for a few seconds")
+	}
+	parallelUnlessRace(t)
+	a, b := startServer(t), startServer(t)
+	jsonPath := filepath.Join(t.TempDir(), "summary.json")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{
+		"--url", a.SignalingURL() + "," + b.SignalingURL(), "--preset", "webinar", "--rooms", "2", "--pin-rooms",
+		"--subscribers", "2", "--duration", "2s", "--warmup", "1s", "--video-bitrate", "300k", "--json", jsonPath,
+		"--start-wait", "30s",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0 (every room on one node)\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	s := readSummary(t, jsonPath)
+	want := []loadgen.NodeShare{{URL: a.SignalingURL(), Publishers: 1, Subscribers: 2}, {URL: b.SignalingURL(), Publishers: 1, Subscribers: 2}}
+	if !reflect.DeepEqual(s.Nodes, want) {
+		t.Fatalf("nodes %+v, want %+v", s.Nodes, want)
+	}
+	if s.StreamsExpected != 8 || s.StreamsStarted != 8 {
+		t.Fatalf("streams %d of %d started, want 8 of 8", s.StreamsStarted, s.StreamsExpected)
+	}
+}
+
 // TestLoadAudioMix: with --mix every receiver (the 3 publishers and 2
 // listeners) gets one stream, the server's mix, at 50 packets a second;
 // the 2 talkers' mixes leave their own voice out and still carry the other.
