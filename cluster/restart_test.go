@@ -50,7 +50,7 @@ func TestNodeRestartedWithSameID(t *testing.T) {
 		_ = restarted.Shutdown(ctx)
 	})
 
-	if e := rawResume(t, srvs[1], roomName, carolToken); e != nil {
+	if e := storeResume(t, srvs[1], roomName, carolToken); e != nil {
 		t.Fatalf("carol's resume through n1 after n0 restarted: %v, want it taken over", e)
 	}
 	if p := srvs[1].Rooms().Room(roomName).Participant(carolID); p == nil || p.Remote() != "" {
