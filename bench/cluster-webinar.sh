@@ -15,6 +15,11 @@
 # threads), datagrams and sendmmsg calls, starting STATS_AFTER (8s) after the
 # nodes are up: OUTDIR/{cluster,single}-N-stats.txt, each also per datagram
 # sent (media to viewers, plus RTCP and, on a, the relay's).
+# PINNED=1 adds, between the two, three plain nodes (no cluster) each with
+# a room of its own, its publisher and a third of the viewers (starling-load
+# --rooms 3 --pin-rooms): the same load per node without the relay
+# (OUTDIR/pinned-N*). CLUSTER_ENV, PINNED_ENV and SINGLE_ENV ("VAR=value
+# ...") are set for those servers only (GOMAXPROCS=1, say).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/starling-cluster-bench}
@@ -32,7 +37,7 @@ pids=()
 cleanup() { [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
 node() { # id, port base, routes
-	./starling --node-id "$1" --bind "127.0.0.1:${2}0" --udp-port "${2}1" --tcp-port "${2}2" --media-bind-ip 127.0.0.1 \
+	env ${CLUSTER_ENV:-} ./starling --node-id "$1" --bind "127.0.0.1:${2}0" --udp-port "${2}1" --tcp-port "${2}2" --media-bind-ip 127.0.0.1 \
 		--cluster-listen "127.0.0.1:${2}5" --cluster-relay-addr "127.0.0.1:${2}6" --cluster-routes "$3" \
 		--log-level error "${pprof[@]}" >/dev/null 2>"$1.log" &
 	pids+=($!)
@@ -82,7 +87,21 @@ stats "cluster-$n-stats.txt" "a:${pids[0]}:17900" "b:${pids[1]}:17910" "c:${pids
 	--server-pid "$(IFS=,; echo "${pids[*]}")" --json "cluster-$n.json" | tee "cluster-$n.txt" || true
 curl -s http://127.0.0.1:17900/metrics | grep '^starling_cluster' > "cluster-$n-metrics.txt" || true
 cleanup; wait || true; pids=()
-./starling --bind 127.0.0.1:17900 --udp-port 17901 --tcp-port 17902 --media-bind-ip 127.0.0.1 --log-level error "${pprof[@]}" >/dev/null 2>single.log &
+if [ -n "${PINNED:-}" ]; then
+	for i in 0 1 2; do
+		env ${PINNED_ENV:-} ./starling --bind "127.0.0.1:179${i}0" --udp-port "179${i}1" --tcp-port "179${i}2" --media-bind-ip 127.0.0.1 \
+			--log-level error "${pprof[@]}" >/dev/null 2>"pinned-$i.log" &
+		pids+=($!)
+	done
+	healthy 17900; healthy 17910; healthy 17920
+	profiles pa:17900 pb:17910 pc:17920 &
+	stats "pinned-$n-stats.txt" "pa:${pids[0]}:17900" "pb:${pids[1]}:17910" "pc:${pids[2]}:17920" &
+	./starling-load --preset webinar --rooms 3 --pin-rooms --subscribers "$((n / 3))" --duration "$duration" --warmup "$warmup" --quiet \
+		--url ws://127.0.0.1:17900/v1/rtc,ws://127.0.0.1:17910/v1/rtc,ws://127.0.0.1:17920/v1/rtc \
+		--server-pid "$(IFS=,; echo "${pids[*]}")" --json "pinned-$n.json" | tee "pinned-$n.txt" || true
+	cleanup; wait || true; pids=()
+fi
+env ${SINGLE_ENV:-} ./starling --bind 127.0.0.1:17900 --udp-port 17901 --tcp-port 17902 --media-bind-ip 127.0.0.1 --log-level error "${pprof[@]}" >/dev/null 2>single.log &
 pids+=($!)
 healthy 17900
 profiles single:17900 &
@@ -91,4 +110,4 @@ statspid=$!
 ./starling-load --preset webinar --subscribers "$n" --duration "$duration" --warmup "$warmup" --quiet \
 	--url ws://127.0.0.1:17900/v1/rtc --server-pid "${pids[0]}" --json "single-$n.json" | tee "single-$n.txt" || true
 wait "$statspid" || true
-[ -z "$stats" ] || cat "cluster-$n-stats.txt" "single-$n-stats.txt"
+[ -z "$stats" ] || cat "cluster-$n-stats.txt" ${PINNED:+"pinned-$n-stats.txt"} "single-$n-stats.txt"

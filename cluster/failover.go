@@ -55,6 +55,10 @@ func (n *Node) subscribeHandoff() error {
 			_ = m.Respond([]byte("no"))
 			return
 		}
+		if n.releasePrior(h.Room, h.ID, h.Token) { // a member of this node's previous run (prior.go)
+			_ = m.RespondMsg(releasedMsg(nil))
+			return
+		}
 		go func() { // closing a participant publishes events: not on the bus goroutine
 			res, tracks := n.rooms.ReleaseTracks(h.Room, h.ID, h.Token)
 			switch res {

@@ -67,10 +67,11 @@ type Node struct {
 	rttMicros atomic.Int64
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
-	rs        roomSubs  // see rooms.go
-	media     media     // see media.go
-	slotReads slotReads // see members.go
-	unremoved removals  // see removals.go
+	rs        roomSubs     // see rooms.go
+	media     media        // see media.go
+	slotReads slotReads    // see members.go
+	unremoved removals     // see removals.go
+	prior     priorMembers // members of this node's previous run (prior.go)
 	// tokenFailures counts resume token hashes SetToken gave up on (the
 	// watch records them again once the bus is back; reconcile.go).
 	tokenFailures atomic.Int64
@@ -168,11 +169,21 @@ func Start(o Options) (*Node, error) {
 		n.failStart()
 		return nil, err
 	}
+	if err := n.answerProofs(); err != nil { // see secretcheck.go
+		n.failStart()
+		return nil, err
+	}
 	if err := b.nc.Flush(); err != nil {
 		n.failStart()
 		return nil, err
 	}
-	n.purgeNode(n.id) // members left behind by an earlier run with this id
+	if o.NATSURL != "" { // the embedded routes check the secret themselves
+		if err := n.checkSecret(); err != nil {
+			n.failStart()
+			return nil, err
+		}
+	}
+	n.loadPrior() // members left behind by an earlier run with this id (prior.go)
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.storedTracksGone(n.id) }() // and their tracks (trackkeys.go)
 	n.wg.Add(1)

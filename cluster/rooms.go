@@ -182,6 +182,9 @@ func (n *Node) subscribeNodeRequests() error {
 		if r := n.rooms.Room(string(m.Data)); r != nil {
 			snap = r.Snapshot()
 		}
+		// The previous run's members wait to resume elsewhere: the other
+		// nodes keep their stubs (prior.go).
+		snap.Moved = append(snap.Moved, n.priorIn(string(m.Data))...)
 		data, _ := json.Marshal(snap)
 		_ = m.Respond(data)
 	}); err != nil {
@@ -197,6 +200,9 @@ func (n *Node) subscribeNodeRequests() error {
 		for {
 			select {
 			case c := <-ctl:
+				if n.kickPrior(c.Room, c.Event) { // prior.go
+					continue
+				}
 				if r := n.rooms.Room(c.Room); r != nil && (c.SID == "" || c.SID == r.SID()) {
 					r.ApplyControl(c.Event)
 				}

@@ -18,8 +18,11 @@ import (
 // simulcastPublisher plays a clip on three simulcast layers in real time
 // (30 fps) into src; sends says whether a layer sends frame i. A keyframe
 // request for a layer restarts its clip (the clip's frame 0 is its
-// keyframe), as an encoder answering a PLI does.
-func simulcastPublisher(t *testing.T, src *fakeSource, frames [][]byte, total int, sends func(layer int8, i int) bool) {
+// keyframe), as an encoder answering a PLI does. It returns how long this
+// process was kept from running it on time: the sum of each rise of its
+// lateness behind the 30 fps schedule (a stall of 400 ms, then a catch-up,
+// adds 400 ms; on an idle machine it is a few ms).
+func simulcastPublisher(t *testing.T, src *fakeSource, frames [][]byte, total int, sends func(layer int8, i int) bool) (stalled time.Duration) {
 	t.Helper()
 	var mu sync.Mutex
 	wantKey := [3]bool{}
@@ -37,8 +40,16 @@ func simulcastPublisher(t *testing.T, src *fakeSource, frames [][]byte, total in
 		pk[l] = rtp.NewPacketizer(1200, 96, uint32(0x100+l), &codecs.VP8Payloader{EnablePictureID: true}, rtp.NewRandomSequencer(), 90000)
 	}
 	start := time.Now()
+	var late time.Duration
 	for i := 0; i < total; i++ {
-		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / 30)))
+		due := start.Add(time.Duration(i) * time.Second / 30)
+		time.Sleep(time.Until(due))
+		if l := time.Since(due); l > late {
+			stalled += l - late
+			late = l
+		} else {
+			late = l
+		}
 		for l := int8(0); l < 3; l++ {
 			if !sends(l, i) {
 				pk[l].SkipSamples(3000) // a paused layer's clock runs on
@@ -59,6 +70,7 @@ func simulcastPublisher(t *testing.T, src *fakeSource, frames [][]byte, total in
 			}
 		}
 	}
+	return stalled
 }
 
 // framePTS lists the presentation times of a file's video frames.
@@ -120,7 +132,7 @@ func TestTrackRecorderLayerHoles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			simulcastPublisher(t, src, frames, total, c.sends)
+			stalled := simulcastPublisher(t, src, frames, total, c.sends)
 			res := rec.Stop()
 			if res.Err != nil || res.File == "" {
 				t.Fatalf("no file: %v", res.Err)
@@ -130,10 +142,17 @@ func TestTrackRecorderLayerHoles(t *testing.T) {
 			}
 			pts := framePTS(t, res.File)
 			gap, at := maxGap(pts)
-			t.Logf("%d frames, start layer %d, %d switches, longest hole %.0f ms at %.3f s, %d dropped",
-				len(pts), res.StartLayer, res.LayerSwitches, gap*1000, at, res.DroppedFrames)
-			if gap > 0.5 {
-				t.Errorf("the recording froze %.0f ms at %.3f s (want < 500 ms)", gap*1000, at)
+			t.Logf("%d frames, start layer %d, %d switches, longest hole %.0f ms at %.3f s, %d dropped; the process stalled %s",
+				len(pts), res.StartLayer, res.LayerSwitches, gap*1000, at, res.DroppedFrames, stalled.Round(time.Millisecond))
+			// The recorder finds a silent layer on the wall clock (250 ms,
+			// checked every 50 ms), and without sender reports the file's
+			// time across a switch is the packets' arrival: time the
+			// process could not run (the recorder's check, or the
+			// publisher's next frame) is a longer hole, legitimately
+			// (1034 ms seen at load 47). Idle, the bound is 500 ms.
+			if limit := 500*time.Millisecond + stalled; gap > limit.Seconds() {
+				t.Errorf("the recording froze %.0f ms at %.3f s (want < %s: 500 ms, and the %s the process stalled)",
+					gap*1000, at, limit.Round(time.Millisecond), stalled.Round(time.Millisecond))
 			}
 			if d := pts[len(pts)-1] - pts[0]; d < 2.7 {
 				t.Errorf("the file spans %.3f s of the 3 s sent: the start was lost", d)

@@ -16,7 +16,7 @@ func TestProtocolDocSaysConnectGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := strings.Join(strings.Fields(string(doc)), " ")
-	lead := "the next subscriber `offer` waits until the connection is up (DTLS), at most "
+	lead := "the next subscriber `offer` waits until the connection is up at both ends, at most "
 	i := strings.Index(text, lead)
 	if i < 0 {
 		t.Fatalf("docs/PROTOCOL.md no longer says how long a subscriber offer waits (%q)", lead)

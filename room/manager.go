@@ -177,6 +177,9 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 			return nil, nil, protocol.Errorf(protocol.CodeInternal, "cannot create peer connections")
 		}
 		r.waitSynced() // the join result lists the other nodes' participants
+		if bus != nil && !req.takeover && req.Identity != "" {
+			r.dropReplaced(req.Identity, req.id) // remote.go
+		}
 		res, ok := r.add(p)
 		if !ok { // the room closed meanwhile: make a new one
 			p.loop.stop()

@@ -36,9 +36,10 @@ type subscriberLoop struct {
 	// First answer applied, and a wake-up for holdUntilConnected armed.
 	answeredAt time.Time
 	connWait   bool
-	inFlight   bool // an offer awaits its answer
-	offeredTo  Peer // the session the offer in flight went to (resume)
-	gen        int  // counts offers, to match timeouts to them
+	connTimer  *time.Timer // its wake-up; stopped by release (armed up to connectGrace, it held a participant that long after its leave)
+	inFlight   bool        // an offer awaits its answer
+	offeredTo  Peer        // the session the offer in flight went to (resume)
+	gen        int         // counts offers, to match timeouts to them
 	timer      *time.Timer
 	down       map[string]*sfu.DownTrack
 	prefs      map[string]protocol.SetSubscriptionParams     // per track, kept across resubscribes
@@ -153,8 +154,14 @@ const connectGrace = 30 * time.Second
 // them (issue 14: in a cluster the relayed tracks of a fresh room are
 // ready within that window). Browsers do not need it, and lose nothing:
 // media written before DTLS is up goes nowhere anyway.
+//
+// "Up" is the client's end (sfu.Subscriber.PeerUp: the `data` channel
+// opened), not the server's DTLS: aiortc's handshake ends one flight after
+// the server's, and a starved aiortc read the re-offer before that flight
+// (TestAiortcClusterFirstRoom under load: 0 frames decoded, the data
+// channel opening after the second answer; TestReofferWaitsForClientDTLS).
 func (l *subscriberLoop) holdUntilConnected() bool {
-	if l.rs.restart || l.answeredAt.IsZero() || l.p.sub.EverConnected() {
+	if l.rs.restart || l.answeredAt.IsZero() || l.p.sub.PeerUp() {
 		return false
 	}
 	wait := time.Until(l.answeredAt.Add(connectGrace))
@@ -163,7 +170,7 @@ func (l *subscriberLoop) holdUntilConnected() bool {
 	}
 	if !l.connWait {
 		l.connWait = true
-		time.AfterFunc(wait, func() { l.post(func() { l.connWait = false }) })
+		l.connTimer = time.AfterFunc(wait, func() { l.post(func() { l.connWait = false }) })
 	}
 	return true
 }
@@ -386,6 +393,14 @@ func (l *subscriberLoop) reselectTrack(t *Track) {
 	}
 }
 
+// applyTrack re-applies the preferences of t's down track, if subscribed
+// (its layers' sizes changed, so its maxWidth/maxHeight cap may too).
+func (l *subscriberLoop) applyTrack(t *Track) {
+	if d, ok := l.down[t.id]; ok {
+		l.apply(t, d)
+	}
+}
+
 func (l *subscriberLoop) setSubscribed(id string, on bool) {
 	l.subsMu.Lock()
 	defer l.subsMu.Unlock()
@@ -444,6 +459,9 @@ func (l *subscriberLoop) subscribed(id string) bool {
 func (l *subscriberLoop) release() {
 	if l.timer != nil {
 		l.timer.Stop()
+	}
+	if l.connTimer != nil {
+		l.connTimer.Stop()
 	}
 	for id, d := range l.down {
 		d.Source().RemoveSink(d)

@@ -22,6 +22,11 @@ type PublishedTrack struct {
 	// Node is the node a remote track is published on ("" = this node);
 	// only a RemoteObserver gets remote tracks (remotemedia.go).
 	Node string
+	// HandedOver: the track came back under its id on the node its
+	// participant moved to (handover.go). The room saw no new track:
+	// observers that follow media (recorders, the mix) take its new
+	// source, a webhook sends no second track_published.
+	HandedOver bool
 }
 
 // Observer learns about tracks appearing and disappearing in every room of a
@@ -102,6 +107,13 @@ func (m *Manager) notifyPublished(r *Room, t *Track) {
 	m.notify(r, t, Observer.TrackPublished)
 }
 
+// notifyHandedOver tells observers t is published in the place of the
+// same track of a participant that moved (HandedOver); call without r.mu
+// held.
+func (m *Manager) notifyHandedOver(r *Room, t *Track) {
+	m.notifyMod(r, t, Observer.TrackPublished, func(pt *PublishedTrack) { pt.HandedOver = true })
+}
+
 // notifyUnpublished tells observers t is gone; call without r.mu held.
 func (m *Manager) notifyUnpublished(r *Room, t *Track) {
 	m.notify(r, t, Observer.TrackUnpublished)
@@ -110,6 +122,11 @@ func (m *Manager) notifyUnpublished(r *Room, t *Track) {
 // notify calls tell for every observer of t: a remote track (Node set)
 // only for RemoteObservers.
 func (m *Manager) notify(r *Room, t *Track, tell func(Observer, PublishedTrack)) {
+	m.notifyMod(r, t, tell, nil)
+}
+
+// notifyMod is notify with mod applied to the description (if not nil).
+func (m *Manager) notifyMod(r *Room, t *Track, tell func(Observer, PublishedTrack), mod func(*PublishedTrack)) {
 	obs := m.obs.snapshot()
 	if len(obs) == 0 {
 		return
@@ -117,6 +134,9 @@ func (m *Manager) notify(r *Room, t *Track, tell func(Observer, PublishedTrack))
 	pt, ok := r.describe(t)
 	if !ok {
 		return
+	}
+	if mod != nil {
+		mod(&pt)
 	}
 	for _, o := range obs {
 		if _, remote := o.(RemoteObserver); pt.Node == "" || remote {

@@ -136,6 +136,27 @@ func (r *Room) remoteJoined(node string, rp RemoteParticipant) {
 	}
 }
 
+// dropReplaced removes the stubs of identity's session on another node that
+// a join here (id) replaced: the cluster gave the identity to the join,
+// and that session's node ends it ("duplicate"). Before the joiner is
+// added, so that, as on one node, its join result does not list the
+// session it replaced and it is not told that session left; the local
+// participants are told now (the leave event from its node then finds no
+// stub).
+func (r *Room) dropReplaced(identity, id string) {
+	r.mu.Lock()
+	var gone []string
+	for sid, p := range r.remotes {
+		if p.identity == identity && sid != id {
+			gone = append(gone, sid)
+		}
+	}
+	r.mu.Unlock()
+	for _, sid := range gone {
+		r.remoteLeft(sid, protocol.ReasonDuplicate)
+	}
+}
+
 // RemoveRemote removes a remote participant the cluster state no longer lists.
 func (r *Room) RemoveRemote(id, reason string) { r.remoteLeft(id, reason) }
 
@@ -156,6 +177,7 @@ func (r *Room) remoteLeft(id, reason string) {
 		r.unpublish(t)
 		t.closeImport()
 	}
+	r.endMovedOf(id) // it moved and left before its tracks came back: they never will
 	r.mu.Lock()
 	delete(r.remotes, id)
 	for node, l := range r.remoteSpk { // a speaker who left stops being one at once

@@ -156,6 +156,7 @@ func (r *Room) remove(p *Participant, reason string) {
 	}
 	r.mu.Unlock()
 	if !handoff {
+		r.endMovedOf(p.id)        // it moved here and left before its tracks came back: they never will
 		r.m.notifyLeft(p, reason) // see events.go
 	}
 }
@@ -231,6 +232,10 @@ func (r *Room) publish(t *Track) {
 		}
 	}
 	r.mu.Unlock()
+	if t.carried { // announced by its old node; the node had no part of the room to splice it into
+		r.m.notifyHandedOver(r, t)
+		return
+	}
 	r.m.notifyPublished(r, t)
 }
 
@@ -291,14 +296,22 @@ func (r *Room) trackUpdated(t *Track) {
 	}
 }
 
-// layersChanged reacts to a simulcast layer starting or stopping: the room
-// sees the new layer set and every subscriber reselects.
+// layersChanged reacts to a simulcast layer starting or stopping, or its
+// size changing: the room sees the new layer set and every subscriber
+// reselects; a new size also re-applies the subscribers' maxWidth and
+// maxHeight caps.
 func (r *Room) layersChanged(t *Track) {
+	resized := t.learnSizes()
 	r.trackUpdated(t)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, o := range r.participants {
-		if o != t.owner {
+		if o == t.owner {
+			continue
+		}
+		if resized {
+			o.loop.post(func() { o.loop.applyTrack(t) })
+		} else {
 			o.loop.post(func() { o.loop.reselectTrack(t) })
 		}
 	}

@@ -16,6 +16,10 @@ type Track struct {
 	owner *Participant
 	mid   string
 	kind  webrtc.RTPCodecType
+	// carried: the track of a participant that moved here kept its id
+	// from its old node, where it was announced (handover.go); set before
+	// the track is published.
+	carried bool
 
 	mu       sync.Mutex
 	info     protocol.Track
@@ -26,6 +30,7 @@ type Track struct {
 	announced protocol.Track // what the room was last told; guarded by the room's mu
 
 	dynActive uint8 // layers the publisher was last told to send
+	learned   uint8 // layers whose size comes from their keyframes, not from the offer (learnSizes)
 	dynSent   bool
 
 	imp trackImport // a remote track's media (relay.go)
@@ -132,6 +137,32 @@ func orderLayers(rids []string, hints []protocol.LayerHint) ([]string, []protoco
 func qualityNames(n int) []string {
 	all := []string{protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh}
 	return all[len(all)-n:]
+}
+
+// learnSizes fills in the size of each simulcast layer the offer gave no
+// size for, from the layer's keyframes (VP8, H.264), and follows it when it
+// changes; sizes the offer gave stay. Without sizes a subscriber's
+// maxWidth/maxHeight capped nothing (layerFor). It reports whether a size
+// changed.
+func (t *Track) learnSizes() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.receiver == nil || len(t.info.Layers) < 2 {
+		return false
+	}
+	changed := false
+	for i := range t.info.Layers {
+		l := &t.info.Layers[i]
+		if (l.Width != 0 || l.Height != 0) && t.learned&(1<<i) == 0 {
+			continue
+		}
+		if w, h := t.receiver.LayerSize(int8(i)); w > 0 && (w != l.Width || h != l.Height) {
+			l.Width, l.Height = w, h
+			t.learned |= 1 << i
+			changed = true
+		}
+	}
+	return changed
 }
 
 // layerOf returns the layer index of a rid ("" = the only layer).

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
 )
 
 // A WHIP client that sends simulcast (three rids, as OBS and browsers can):
@@ -22,7 +23,29 @@ func TestWHIPSimulcast(t *testing.T) {
 	srv := startServer(t, nil)
 	watcher := join(t, srv, "simwhip", "watcher")
 	v := watchVideo(watcher)
+	whipSimulcast(t, srv, "/v1/rooms/simwhip/whip?name=sim")
 
+	ev, err := watcher.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tp protocol.TrackParams
+	_ = json.Unmarshal(ev.Params, &tp)
+	if !tp.Track.Simulcast || len(tp.Track.Layers) != 3 || tp.Track.Layers[0].RID != "q" || tp.Track.Layers[2].RID != "f" {
+		t.Fatalf("WHIP simulcast track as the room sees it: %+v", tp.Track)
+	}
+	v.waitHeight(t, 15*time.Second, 720)
+	setSub(t, watcher, protocol.SetSubscriptionParams{TrackID: tp.Track.ID, Quality: ptr(protocol.QualityLow)})
+	v.waitHeight(t, 15*time.Second, 180)
+	setSub(t, watcher, protocol.SetSubscriptionParams{TrackID: tp.Track.ID, Quality: ptr(protocol.QualityMedium)})
+	v.waitHeight(t, 15*time.Second, 360)
+}
+
+// whipSimulcast publishes simLayers over WHIP (path) as a browser or OBS
+// would: three rids, no sizes (WHIP has no way to give them), keyframes
+// carrying their size, every second and on request.
+func whipSimulcast(t *testing.T, srv *server.Server, path string) {
+	t.Helper()
 	pc, err := plainAPI(t, nil).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +67,7 @@ func TestWHIPSimulcast(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	postOffer(t, srv, "/v1/rooms/simwhip/whip?name=sim", "", pc)
+	postOffer(t, srv, path, "", pc)
 	var midID, ridID uint8
 	for _, e := range tr.Sender().GetParameters().HeaderExtensions {
 		switch e.URI {
@@ -105,21 +128,47 @@ func TestWHIPSimulcast(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { close(stop); wg.Wait() })
+}
 
+// TestOutsiderSimulcastCapWithoutSizes: docs/PROTOCOL.md says a subscriber
+// gets the highest layer that fits its maxWidth/maxHeight, and that an
+// offer's `layers` (the encodings' sizes) is optional; WHIP cannot give
+// them at all. A viewer of such a simulcast publisher capped at 640x360
+// went on getting 1280x720: with no sizes known every layer "fitted". The
+// server now reads each layer's size from its keyframes, and tells the
+// room (trackUpdated with the sizes).
+func TestOutsiderSimulcastCapWithoutSizes(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	watcher := join(t, srv, "simsizes", "watcher")
+	v := watchVideo(watcher)
+	whipSimulcast(t, srv, "/v1/rooms/simsizes/whip?name=sim")
 	ev, err := watcher.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var tp protocol.TrackParams
 	_ = json.Unmarshal(ev.Params, &tp)
-	if !tp.Track.Simulcast || len(tp.Track.Layers) != 3 || tp.Track.Layers[0].RID != "q" || tp.Track.Layers[2].RID != "f" {
-		t.Fatalf("WHIP simulcast track as the room sees it: %+v", tp.Track)
-	}
-	v.waitHeight(t, 15*time.Second, 720)
-	setSub(t, watcher, protocol.SetSubscriptionParams{TrackID: tp.Track.ID, Quality: ptr(protocol.QualityLow)})
-	v.waitHeight(t, 15*time.Second, 180)
-	setSub(t, watcher, protocol.SetSubscriptionParams{TrackID: tp.Track.ID, Quality: ptr(protocol.QualityMedium)})
+	setSub(t, watcher, protocol.SetSubscriptionParams{TrackID: tp.Track.ID, MaxWidth: ptr(640), MaxHeight: ptr(400)})
 	v.waitHeight(t, 15*time.Second, 360)
+	setSub(t, watcher, protocol.SetSubscriptionParams{TrackID: tp.Track.ID, MaxWidth: ptr(0), MaxHeight: ptr(200)})
+	v.waitHeight(t, 15*time.Second, 180)
+	sized := func(raw json.RawMessage) bool {
+		var p protocol.TrackParams
+		_ = json.Unmarshal(raw, &p)
+		if len(p.Track.Layers) != 3 {
+			return false
+		}
+		for i, l := range simLayers {
+			if got := p.Track.Layers[i]; got.Width != l.w || got.Height != l.h {
+				return false
+			}
+		}
+		return true
+	}
+	if _, err := watcher.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackUpdated, sized); err != nil {
+		t.Fatalf("no trackUpdated with the layers' sizes: %v", err)
+	}
 }
 
 // A WHEP viewer is a subscriber like any other for bandwidth: on a narrow

@@ -3,7 +3,6 @@ package sfu
 import (
 	"encoding/binary"
 	"testing"
-	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -90,7 +89,7 @@ func audioHandover(t *testing.T, lead int, distinct bool) (frames []uint32, last
 			last = uint32(m)
 		}
 	}
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if d.HandingOver() {
 		t.Fatal("still handing over")
 	}

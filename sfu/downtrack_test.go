@@ -48,7 +48,7 @@ func TestDownTrackStartsOnKeyframe(t *testing.T) {
 		hdr.SequenceNumber++
 		_ = d.WriteRTP(hdr, delta, 0)
 	}
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if len(w.pays) != 0 {
 		t.Fatalf("forwarded %d packets before a keyframe", len(w.pays))
 	}
@@ -56,7 +56,7 @@ func TestDownTrackStartsOnKeyframe(t *testing.T) {
 	_ = d.WriteRTP(hdr, key, 0)
 	hdr.SequenceNumber++
 	_ = d.WriteRTP(hdr, delta, 0)
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if len(w.pays) != 2 {
 		t.Fatalf("forwarded %d packets, want 2", len(w.pays))
 	}
@@ -112,7 +112,7 @@ func TestStalledSubscriberQueue(t *testing.T) {
 			setPictureID(delta, uint16(i))
 			r.fanOut(hdr, delta, 0)
 			if i%32 == 0 {
-				dGood.flush(time.Second) // paced like a network, for the good one
+				dGood.flush(flushWait) // paced like a network, for the good one
 			}
 		}
 	}()

@@ -56,7 +56,7 @@ type Engine struct {
 	sockMu  sync.Mutex
 	sockets []*batchConn // the batched media sockets, for the direct path
 	udp     net.PacketConn
-	tcp     net.Listener
+	tcp     *trackedListener
 	udpMux  ice.UDPMux
 	tcpMux  ice.TCPMux
 	log     *slog.Logger
@@ -131,9 +131,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			e.Close()
 			return nil, fmt.Errorf("media TCP port %d: %w", cfg.TCPPort, err)
 		}
-		e.tcp = tcp
+		e.tcp = newTrackedListener(tcp)
 		e.tcpPort = tcp.Addr().(*net.TCPAddr).Port
-		e.tcpMux = webrtc.NewICETCPMux(e.logs.NewLogger("tcpmux"), tcp, 64)
+		e.tcpMux = newTCPMux(e.logs.NewLogger("tcpmux"), e.tcp)
 		se.SetICETCPMux(e.tcpMux)
 		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
 	}
@@ -298,14 +298,14 @@ func (e *Engine) Close() {
 	if e.udpMux != nil {
 		errs = append(errs, e.udpMux.Close())
 	}
+	if e.tcp != nil {
+		e.tcp.closeAll() // before the mux's Close, which waits for them (tcpmux.go)
+	}
 	if e.tcpMux != nil {
 		errs = append(errs, e.tcpMux.Close())
 	}
 	if e.udp != nil {
 		_ = e.udp.Close()
-	}
-	if e.tcp != nil {
-		_ = e.tcp.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
 		e.log.Debug("closing media sockets", "err", err)

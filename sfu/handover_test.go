@@ -40,7 +40,7 @@ func TestDownTrackHandover(t *testing.T) {
 	send(next, nh, key)  // the switch
 	send(old, oh, delta) // late: dropped
 	send(next, nh, delta)
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if d.HandingOver() {
 		t.Fatal("still handing over after the new source's keyframe")
 	}

@@ -30,10 +30,20 @@ func TestStreamsStartInLowerHalfOfSequenceSpace(t *testing.T) {
 		}
 	}()
 	key, _ := benchPackets()
-	r.now.Store(time.Now().UnixNano())
+	// The packet's time is an hour ahead: the NACKs come one down track
+	// after the other, the last ones more than a second after the packet
+	// on a starved machine under -race, and a resend older than
+	// maxResendAge is refused (TestRetransmitFromCache's subject, not this
+	// test's).
+	r.now.Store(time.Now().Add(time.Hour).UnixNano())
 	r.forward(l, &rtp.Header{Version: 2, SequenceNumber: 1000, Timestamp: 1000, SSRC: 42}, key)
+	flush := func(i int, d *DownTrack) {
+		if !d.flush(flushWait) {
+			t.Fatalf("down track %d: its send queue not handled in %s", i, flushWait)
+		}
+	}
 	for i, d := range ds {
-		d.flush(time.Second)
+		flush(i, d)
 		w := ws[i]
 		w.mu.Lock()
 		if len(w.hdrs) != 1 {
@@ -46,7 +56,7 @@ func TestStreamsStartInLowerHalfOfSequenceSpace(t *testing.T) {
 			t.Fatalf("down track %d started at sequence number %d, want 1..%d", i, first, maxInitialSeq-1)
 		}
 		d.handleRTCP([]rtcp.Packet{nackFor(500, first)})
-		d.flush(time.Second)
+		flush(i, d)
 		w.mu.Lock()
 		if len(w.hdrs) != 2 || w.hdrs[1].SSRC != 501 {
 			w.mu.Unlock()

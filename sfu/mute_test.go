@@ -2,7 +2,6 @@ package sfu
 
 import (
 	"testing"
-	"time"
 
 	"github.com/pion/rtp"
 )
@@ -27,7 +26,7 @@ func TestMutedReceiverSkipsDownTracks(t *testing.T) {
 	r.SetMuted(true)
 	r.fanOut(hdr, key, 0)
 	for _, d := range dts {
-		d.flush(time.Second)
+		d.flush(flushWait)
 	}
 	if len(w.pays) != 0 || other.n != 1 {
 		t.Fatalf("muted: %d packets to down tracks, %d to the other sink; want 0 and 1", len(w.pays), other.n)
@@ -36,7 +35,7 @@ func TestMutedReceiverSkipsDownTracks(t *testing.T) {
 	hdr.SequenceNumber++
 	r.fanOut(hdr, key, 0)
 	for _, d := range dts {
-		d.flush(time.Second)
+		d.flush(flushWait)
 	}
 	if len(w.pays) != 2 || other.n != 2 {
 		t.Fatalf("unmuted: %d packets to down tracks, %d to the other sink; want 2 and 2", len(w.pays), other.n)

@@ -98,7 +98,8 @@ type Receiver struct {
 	now       atomic.Int64  // read time of the latest packet, unix nanos
 	live      atomic.Uint32 // bit i: layer i received a packet within layerTimeout
 	bitrate   [MaxLayers]atomic.Uint64
-	onLayers  func(live uint8) // liveness changed; runs on the monitor goroutine
+	onLayers  func(live uint8) // liveness or a layer's size changed; runs on the monitor goroutine
+	resized   atomic.Bool      // a layer's keyframes changed size since the monitor last looked (layersize.go)
 	onSinks   func()           // a sink came or went
 	monitorOn bool
 }
@@ -110,7 +111,8 @@ const layerTimeout = time.Second
 // monitorInterval is how often layer liveness and bitrates are refreshed.
 const monitorInterval = 200 * time.Millisecond
 
-// OnLayersChanged sets a callback run when the set of live layers changes.
+// OnLayersChanged sets a callback run when the set of live layers changes,
+// or the picture size of a layer (LayerSize).
 // Set it before the first AddLayer.
 func (r *Receiver) OnLayersChanged(f func(live uint8)) { r.onLayers = f }
 
@@ -173,7 +175,8 @@ func (r *Receiver) monitor() {
 			old := r.bitrate[i].Load()
 			r.bitrate[i].Store((old*4 + rate) / 5)
 		}
-		if prev := uint8(r.live.Swap(uint32(live))); prev != live && r.onLayers != nil {
+		resized := r.resized.Swap(false)
+		if prev := uint8(r.live.Swap(uint32(live))); (prev != live || resized) && r.onLayers != nil {
 			r.onLayers(live)
 		}
 	}
@@ -188,6 +191,7 @@ type layer struct {
 	lastSeen atomic.Int64 // unix nanos of the last packet read
 	bytes    atomic.Uint64
 	levelID  uint8        // negotiated id of the RFC 6464 audio level extension; 0 = none
+	size     layerSize    // video: the size its keyframes carry
 	cache    *packetCache // video: recent payloads, for subscribers' NACKs
 	nack     *nackState   // video: packets to ask the publisher for (nack.go)
 	// wakePending: a repair interrupted Read and the loop has not yet
@@ -288,6 +292,15 @@ func (r *Receiver) AddSink(s Sink) {
 	}
 }
 
+// WantsChanged tells the receiver that what a sink wants (LayerWanter)
+// changed while it stayed (a relay export whose edge wants other layers):
+// the OnSinksChanged callback runs, as when a sink comes or goes.
+func (r *Receiver) WantsChanged() {
+	if r.onSinks != nil {
+		r.onSinks()
+	}
+}
+
 // PacketTime is when the latest packet was read (unix nanos).
 func (r *Receiver) PacketTime() int64 { return r.now.Load() }
 
@@ -378,6 +391,9 @@ func (r *Receiver) readRTP(l *layer) {
 		}
 		if l.levelID != 0 {
 			r.level.add(hdr.GetExtension(l.levelID))
+		}
+		if l.cache != nil && l.size.observe(r.codecKind, buf[hl:end]) {
+			r.resized.Store(true)
 		}
 		r.forward(l, hdr, buf[hl:end])
 	}

@@ -3,7 +3,6 @@ package sfu
 import (
 	"bytes"
 	"testing"
-	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -108,7 +107,7 @@ func bindRED(t *testing.T, source webrtc.RTPCodecParameters, negotiated []webrtc
 		hdr.SequenceNumber++
 		hdr.Timestamp += 960
 	}
-	d.flush(time.Second)
+	d.flush(flushWait)
 	return chosen, w
 }
 

@@ -3,7 +3,6 @@ package sfu
 import (
 	"bytes"
 	"testing"
-	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -89,7 +88,7 @@ func TestDownTrackReplaysLateKeyframe(t *testing.T) {
 	r, l, d, w := replayDownTrack(t)
 	stream := replayStream()
 	feed(r, l, stream, 19, 22, 23, 24, 20, 25, 21, 26)
-	if !d.flush(30 * time.Second) {
+	if !d.flush(flushWait) {
 		t.Fatal("the down track's writer did not drain its queue")
 	}
 	w.mu.Lock()
@@ -137,7 +136,7 @@ func TestLateKeyframeReplayStaysInItsStretch(t *testing.T) {
 	far.ts += 10 * 90000 // ten seconds away
 	stream[22] = far
 	feed(r, l, stream, 22, 20, 21, 23)
-	if !d.flush(30 * time.Second) {
+	if !d.flush(flushWait) {
 		t.Fatal("the down track's writer did not drain its queue")
 	}
 	w.mu.Lock()

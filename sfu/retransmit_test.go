@@ -71,7 +71,7 @@ func TestRetransmitFromCache(t *testing.T) {
 		setPictureID(delta, uint16(7000+i)) // rewritten on the way out
 		r.forward(l, hdr, delta)
 	}
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if len(w.hdrs) != 21 {
 		t.Fatalf("forwarded %d packets, want 21", len(w.hdrs))
 	}
@@ -85,7 +85,7 @@ func TestRetransmitFromCache(t *testing.T) {
 	}
 	check := func(round int, want int) {
 		t.Helper()
-		d.flush(time.Second)
+		d.flush(flushWait)
 		got := w.hdrs[len(sent):]
 		if len(got) != want {
 			t.Fatalf("round %d: %d retransmissions, want %d", round, len(got), want)
@@ -125,11 +125,11 @@ func TestRetransmitFromCache(t *testing.T) {
 	r.now.Store(time.Now().Add(-2 * maxResendAge).UnixNano())
 	hdr.SequenceNumber++
 	r.forward(l, hdr, delta)
-	d.flush(time.Second)
+	d.flush(flushWait)
 	old := w.hdrs[len(w.hdrs)-1].SequenceNumber
 	before := len(w.hdrs)
 	d.handleRTCP([]rtcp.Packet{nackFor(500, old)})
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if len(w.hdrs) != before {
 		t.Fatalf("resent a packet older than %v", maxResendAge)
 	}
@@ -162,7 +162,7 @@ func TestRetransmitWithoutRTX(t *testing.T) {
 		setPictureID(delta, uint16(900+i))
 		r.forward(l1, h1, delta)
 	}
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if len(w.hdrs) != 12 || d.Current() != 1 {
 		t.Fatalf("forwarded %d packets on layer %d, want 12 on layer 1", len(w.hdrs), d.Current())
 	}
@@ -170,7 +170,7 @@ func TestRetransmitWithoutRTX(t *testing.T) {
 		want := w.hdrs[i]
 		wantPay := append([]byte(nil), w.pays[i]...)
 		d.handleRTCP([]rtcp.Packet{nackFor(600, want.SequenceNumber)})
-		d.flush(time.Second)
+		d.flush(flushWait)
 		got, pay := w.hdrs[len(w.hdrs)-1], w.pays[len(w.pays)-1]
 		if got.SSRC != 600 || got.SequenceNumber != want.SequenceNumber || got.Timestamp != want.Timestamp || !bytes.Equal(pay, wantPay) {
 			t.Fatalf("packet %d resent as %+v (payload equal %v), want %+v", i, got, bytes.Equal(pay, wantPay), want)
@@ -227,7 +227,7 @@ func TestRetransmitVP9(t *testing.T) {
 	r.forward(l1, h1, key(20000)) // another layer's picture ids: rewritten to 52...
 	h1.SequenceNumber++
 	r.forward(l1, h1, delta(20001))
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if len(w.hdrs) != 4 {
 		t.Fatalf("forwarded %d packets, want 4", len(w.hdrs))
 	}
@@ -238,7 +238,7 @@ func TestRetransmitVP9(t *testing.T) {
 	}
 	orig := append([]byte(nil), w.pays[3]...)
 	d.handleRTCP([]rtcp.Packet{nackFor(700, w.hdrs[3].SequenceNumber)})
-	d.flush(time.Second)
+	d.flush(flushWait)
 	if len(w.pays) != 5 || !bytes.Equal(w.pays[4], orig) {
 		t.Fatalf("VP9 retransmission differs from the original: % x vs % x", w.pays[len(w.pays)-1], orig)
 	}

@@ -114,7 +114,7 @@ func (s *srSim) run(d time.Duration, key bool, jitter, firstExtra int64) {
 			s.seqs[layer]++
 			before := len(s.w.hdrs)
 			_ = s.d.WriteRTP(hdr, payload, int8(layer))
-			s.d.flush(time.Second)
+			s.d.flush(flushWait)
 			if len(s.w.hdrs) > before {
 				out := s.w.hdrs[len(s.w.hdrs)-1].SequenceNumber
 				s.written[out], s.wroteAt[out] = capture, capture+delay
@@ -124,7 +124,7 @@ func (s *srSim) run(d time.Duration, key bool, jitter, firstExtra int64) {
 		s.ra.now.Store(capture + adelay)
 		before := len(s.wa.hdrs)
 		_ = s.da.WriteRTP(&rtp.Header{Version: 2, SequenceNumber: s.aseq, Timestamp: audioTS(capture), SSRC: 9}, []byte{0x78, 1}, 0)
-		s.da.flush(time.Second)
+		s.da.flush(flushWait)
 		s.aseq++
 		if len(s.wa.hdrs) > before {
 			out := s.wa.hdrs[len(s.wa.hdrs)-1].SequenceNumber
@@ -153,7 +153,7 @@ func (s *srSim) run(d time.Duration, key bool, jitter, firstExtra int64) {
 func (s *srSim) check(what string) (video, audio, pionVideo, pionAudio float64) {
 	s.t.Helper()
 	one := func(d *DownTrack, w *recordingWriter, capt, wrote map[uint16]int64, clock int64) (float64, float64) {
-		d.flush(time.Second)
+		d.flush(flushWait)
 		got, ok := d.senderReportRTP(s.now)
 		if !ok {
 			s.t.Fatalf("%s: no sender report mapping", what)

@@ -47,7 +47,7 @@ func TestFrameWakesWriterOnce(t *testing.T) {
 	if h := held(); h != 0 {
 		t.Fatalf("%d packets still held after the marker", h)
 	}
-	if !d.flush(time.Second) || written() != 4 {
+	if !d.flush(flushWait) || written() != 4 {
 		t.Fatalf("%d of 4 packets written after the marker", written())
 	}
 	for i := 1; i < 4; i++ {
@@ -75,3 +75,9 @@ func TestFrameWakesWriterOnce(t *testing.T) {
 		t.Fatalf("%d packets held after holdMax without a marker, want 0", h)
 	}
 }
+
+// flushWait bounds the tests' waits for a down track's send queue
+// (DownTrack.flush returns as soon as it is handled): the writer goroutine
+// can be a second late on a starved machine under -race, and a test that
+// went on after a short timeout judged packets not sent yet.
+const flushWait = 30 * time.Second

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -36,6 +37,10 @@ type Subscriber struct {
 	downSince int64                  // watchdog.go: since when connected with the flag down (ns); the loop's goroutine only
 	everUp    atomic.Bool            // DTLS came up at least once
 	upHook    atomic.Pointer[func()] // OnConnected
+	// The client's side of the connection (PeerUp): its answer kept the
+	// data section (SCTP is to start), and the `data` channel opened.
+	dataAnswered atomic.Bool
+	dataOpen     atomic.Bool
 }
 
 // NewSubscriber makes a subscriber connection with its `data` channel.
@@ -60,7 +65,14 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 			(*f)()
 		}
 	}
-	dc.OnOpen(s.data.opened(dc))
+	flush := s.data.opened(dc)
+	dc.OnOpen(func() {
+		flush()
+		s.dataOpen.Store(true)
+		if f := s.upHook.Load(); f != nil {
+			(*f)() // PeerUp changed
+		}
+	})
 	dc.OnClose(s.data.closed)
 	s.watchState()
 	return s, nil
@@ -70,8 +82,20 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 // once.
 func (s *Subscriber) EverConnected() bool { return s.everUp.Load() }
 
+// PeerUp reports whether the client's end of the connection is up too.
+// DTLS up here says less: the server is the DTLS server for clients that
+// answer "active" (browsers, aiortc, pion), and its handshake ends when it
+// sends its last flight; the client's ends when that flight arrives, and a
+// starved client may read a signaling message first. An SCTP association
+// needs both ends' DTLS, so the `data` channel's opening says the client
+// is up; a client whose answer refused the data section is taken as up
+// with DTLS.
+func (s *Subscriber) PeerUp() bool {
+	return s.everUp.Load() && (s.dataOpen.Load() || !s.dataAnswered.Load())
+}
+
 // OnConnected sets f to run on each transition to connected (after the
-// down tracks are told). f must not block.
+// down tracks are told), and when PeerUp becomes true. f must not block.
 func (s *Subscriber) OnConnected(f func()) { s.upHook.Store(&f) }
 
 // resumeAll restarts every down track at a keyframe once DTLS is up: what
@@ -213,7 +237,24 @@ func (s *Subscriber) SetAnswer(sdp string) error {
 	}
 	s.flushCandidates()
 	s.twcc.Store(twccNegotiated(sdp))
+	s.dataAnswered.Store(dataAccepted(sdp))
 	return nil
+}
+
+// dataAccepted reports whether an answer keeps its data (application)
+// section: SCTP starts, and the `data` channel will open.
+func dataAccepted(answer string) bool {
+	var d sdp.SessionDescription
+	if d.UnmarshalString(answer) != nil {
+		return false
+	}
+	for _, m := range d.MediaDescriptions {
+		if m.MediaName.Media == "application" {
+			_, bundleOnly := m.Attribute("bundle-only")
+			return m.MediaName.Port.Value != 0 || bundleOnly
+		}
+	}
+	return false
 }
 
 // SendData sends a text message on the `data` channel, or holds it until

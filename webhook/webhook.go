@@ -334,7 +334,14 @@ func (n *Notifier) ParticipantLeft(p room.ParticipantEvent, reason string) {
 }
 
 // TrackPublished implements room.Observer.
-func (n *Notifier) TrackPublished(t room.PublishedTrack) { n.emitTrack(TrackPublished, t) }
+// A track handed over to the node its participant moved to keeps its id
+// and was announced already (by its old node): not again.
+func (n *Notifier) TrackPublished(t room.PublishedTrack) {
+	if t.HandedOver {
+		return
+	}
+	n.emitTrack(TrackPublished, t)
+}
 
 // TrackUnpublished implements room.Observer.
 func (n *Notifier) TrackUnpublished(t room.PublishedTrack) { n.emitTrack(TrackUnpublished, t) }

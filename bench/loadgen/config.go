@@ -41,9 +41,12 @@ type Config struct {
 	// URL is the signaling WebSocket, ws://127.0.0.1:7900/v1/rtc, or
 	// several nodes' comma-separated: publishers join the first, the
 	// others are spread over all of them in turn (see spread).
-	URL         string
-	Preset      string
-	Rooms       int
+	URL    string
+	Preset string
+	Rooms  int
+	// PinRooms joins each room's participants all through one of URL's
+	// nodes, the rooms in turn (see spread).
+	PinRooms    bool
 	Publishers  int // per room; -1 = the preset's default
 	Subscribers int // receive-only participants per room; -1 = the preset's default
 
@@ -243,8 +246,24 @@ func (c *Config) urls() []string { return client.ServerURLs(c.URL) }
 // over all the URLs, the first included, in the order listed, so viewers
 // split evenly and the same run always puts the same viewer on the same
 // node.
-func spread(urls []string, parts []*participant) {
+//
+// With pinRooms, each room instead joins one node, whole: the rooms in
+// turn over the URLs (rooms pinned to nodes, as without a cluster; the
+// baseline of the relay's cost at the same load per node).
+func spread(urls []string, parts []*participant, pinRooms bool) {
 	if len(urls) == 0 {
+		return
+	}
+	if pinRooms {
+		node := map[string]string{}
+		for _, p := range parts {
+			u, ok := node[p.room]
+			if !ok {
+				u = urls[len(node)%len(urls)]
+				node[p.room] = u
+			}
+			p.url = u
+		}
 		return
 	}
 	viewer := 0

@@ -398,7 +398,7 @@ func TestSpread(t *testing.T) {
 			parts = append(parts, &participant{receive: true})
 		}
 	}
-	spread(urls, parts)
+	spread(urls, parts, false)
 	perNode := map[string]int{}
 	viewers := 0
 	for i, p := range parts {
@@ -418,8 +418,21 @@ func TestSpread(t *testing.T) {
 		t.Fatalf("viewers per node %v, want 3/3/2", perNode)
 	}
 
+	// Pinned: each room whole on one node, the rooms in turn.
+	var pinned []*participant
+	for room := range 4 {
+		name := fmt.Sprintf("r%d", room)
+		pinned = append(pinned, &participant{room: name, publish: true}, &participant{room: name, receive: true}, &participant{room: name, receive: true})
+	}
+	spread(urls, pinned, true)
+	for i, p := range pinned {
+		if want := urls[(i/3)%3]; p.url != want {
+			t.Fatalf("pinned: participant %d of room %s on %s, want %s", i, p.room, p.url, want)
+		}
+	}
+
 	one := []*participant{{publish: true}, {receive: true}}
-	spread([]string{"ws://a"}, one)
+	spread([]string{"ws://a"}, one, false)
 	if one[0].url != "ws://a" || one[1].url != "ws://a" {
 		t.Fatalf("one node: %q %q", one[0].url, one[1].url)
 	}

@@ -90,7 +90,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			r.parts = append(r.parts, &participant{room: name, name: fmt.Sprintf("sub-%d-%d", room, i), receive: true})
 		}
 	}
-	spread(cfg.urls(), r.parts)
+	spread(cfg.urls(), r.parts, cfg.PinRooms)
 
 	start := r.sample()
 	progressDone := make(chan struct{})

@@ -138,8 +138,11 @@ func (e *Export) Layers() uint8 { return uint8(e.mask.Load()) }
 func (e *Export) SetLayers(mask uint8) {
 	e.setMu.Lock()
 	e.allow = mask
-	e.applyLocked()
+	changed := e.applyLocked()
 	e.setMu.Unlock()
+	if changed {
+		e.wantsChanged()
+	}
 }
 
 // onWish applies the edge's in-band layer wish.
@@ -149,11 +152,28 @@ func (e *Export) onWish(mask uint8) {
 	}
 	e.setMu.Lock()
 	e.wished = mask
-	e.applyLocked()
+	changed := e.applyLocked()
 	e.setMu.Unlock()
+	if changed {
+		e.wantsChanged()
+	}
 }
 
-func (e *Export) applyLocked() {
+// wantsNotifier is a source told that what a sink wants changed (the
+// origin's sfu.Receiver): it recomputes the layers its publisher is asked
+// to send (publishLayers). Without it, an edge's wish changed what crossed
+// the relay but never what the publisher sent.
+type wantsNotifier interface{ WantsChanged() }
+
+// wantsChanged tells the source that DesiredLayer changed.
+func (e *Export) wantsChanged() {
+	if n, ok := e.src.(wantsNotifier); ok {
+		n.WantsChanged()
+	}
+}
+
+// applyLocked sets the mask sent and reports whether it changed.
+func (e *Export) applyLocked() bool {
 	mask := e.allow & e.wished & (1<<maxLayers - 1)
 	if !e.video {
 		mask &= 1
@@ -169,6 +189,7 @@ func (e *Export) applyLocked() {
 	if old != mask {
 		e.sendStatus()
 	}
+	return old != mask
 }
 
 // DesiredLayer makes the export an sfu.LayerWanter: the origin's dynacast

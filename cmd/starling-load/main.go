@@ -46,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "signaling `URL` of the server (loopback only); several nodes comma-separated: publishers join the first, viewers go round-robin over all")
 	fs.StringVar(&cfg.Preset, "preset", cfg.Preset, "scenario: meeting (publishers watch each other), webinar (publishers → viewers) or audio")
 	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "number of rooms, each running the scenario")
+	fs.BoolVar(&cfg.PinRooms, "pin-rooms", false, "with several --url nodes: each room joins one node whole, the rooms in turn\n"+
+		"(no media crosses nodes; the baseline of the cluster relay's cost at the same load per node)")
 	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "publishers per room (-1 = preset default: webinar 1, meeting 4, audio 4)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", cfg.Subscribers, "receive-only participants per room (-1 = preset default: webinar 10, meeting 0, audio 20)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "media time, from the first publish until the run stops")

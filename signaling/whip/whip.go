@@ -307,12 +307,27 @@ func roomName(r *http.Request) (string, *httpError) {
 	return name, nil
 }
 
+// queryName is the ?name= a POST gives, "" for none: at most 256
+// characters, as join's name, and no control characters (a URL can carry
+// them, %0A and the like). A name that broke these was silently replaced by
+// the identity or "WHIP publisher" before: the client never learned why its
+// name did not show.
+func queryName(r *http.Request) (string, *httpError) {
+	n := strings.TrimSpace(r.URL.Query().Get("name"))
+	switch {
+	case utf8.RuneCountInString(n) > maxName:
+		return "", fail(http.StatusBadRequest, "?name= is longer than 256 characters")
+	case strings.IndexFunc(n, unicode.IsControl) >= 0:
+		return "", fail(http.StatusBadRequest, "?name= must not contain control characters")
+	}
+	return n, nil
+}
+
 // displayName is the participant's name: ?name=, else the identity, else
 // what it is.
-func displayName(r *http.Request, identity string, k kind) string {
-	if n := strings.TrimSpace(r.URL.Query().Get("name")); n != "" && utf8.RuneCountInString(n) <= maxName &&
-		strings.IndexFunc(n, unicode.IsControl) < 0 {
-		return n
+func displayName(name, identity string, k kind) string {
+	if name != "" {
+		return name
 	}
 	if identity != "" {
 		return identity

@@ -1,0 +1,93 @@
+package cluster_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+)
+
+// A node killed with SIGKILL and restarted at once with the same --node-id
+// (a supervisor's restart) is a dead node for its earlier participants:
+// carol resumes through another node (new connections, same id), and
+// alice, who never comes back, leaves after the resume window: bob is
+// told, and no node lists her any more. Before, the restarted node purged
+// its earlier members at its start from its own replica of the store,
+// still catching up, and found none: alice stayed in the room for good
+// (checked from outside with three processes), and carol's resume through
+// n1 got 404, since n0, alive again, did not know her when asked to hand
+// her over.
+func TestNodeRestartedWithSameID(t *testing.T) {
+	t.Parallel()
+	const roomName = "restarted"
+	var ports []int
+	tune := func(c *config.Config) { c.Room.ResumeWindow = config.Duration(6 * time.Second) }
+	srvs := startClusterOn(t, 3, func(p []int) func(*config.Config) { ports = p; return tune })
+	eventually(t, 30*time.Second, "the room state store is on 3 current replicas", func() bool {
+		ok, _ := srvs[0].Cluster().StoreReplicated(3)
+		return ok
+	})
+	alice := join(t, srvs[0], roomName, "alice")
+	carol := join(t, srvs[0], roomName, "carol")
+	bob := join(t, srvs[1], roomName, "bob")
+	dave := join(t, srvs[2], roomName, "dave")
+	seeEachOther(t, alice, carol, bob, dave)
+	aliceID, carolID, carolToken := alice.ParticipantID(), carol.ParticipantID(), carol.ResumeToken()
+
+	srvs[0].Abort()
+	restarted, err := server.New(nodeConfig(ports, 0, tune), testLogger().With("test-node", "0-restarted", "test", t.Name()))
+	if err != nil {
+		t.Fatalf("restarting n0 with the same id: %v", err)
+	}
+	restarted.Serve()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = restarted.Shutdown(ctx)
+	})
+
+	if e := storeResume(t, srvs[1], roomName, carolToken); e != nil {
+		t.Fatalf("carol's resume through n1 after n0 restarted: %v, want it taken over", e)
+	}
+	if p := srvs[1].Rooms().Room(roomName).Participant(carolID); p == nil || p.Remote() != "" {
+		t.Fatalf("carol is not n1's participant after her resume there")
+	}
+	if knows(bob, carolID) == false || knows(dave, carolID) == false {
+		t.Errorf("bob or dave was told carol left")
+	}
+
+	eventually(t, 30*time.Second, "bob and dave are told alice left", func() bool {
+		return !knows(bob, aliceID) && !knows(dave, aliceID)
+	})
+	for _, s := range []*server.Server{restarted, srvs[1], srvs[2]} {
+		var detail struct {
+			Participants []struct{ ID string } `json:"participants"`
+		}
+		var list struct {
+			Rooms []struct {
+				Name            string `json:"name"`
+				NumParticipants int    `json:"numParticipants"`
+			} `json:"rooms"`
+		}
+		eventually(t, 20*time.Second, s.Cluster().ID()+" no longer lists alice", func() bool {
+			if adminGet(t, s.BaseURL()+"/v1/rooms/"+roomName, &detail) != http.StatusOK || adminGet(t, s.BaseURL()+"/v1/rooms", &list) != http.StatusOK {
+				return false
+			}
+			var ids []string
+			for _, p := range detail.Participants {
+				ids = append(ids, p.ID)
+			}
+			counted := -1
+			for _, r := range list.Rooms {
+				if r.Name == roomName {
+					counted = r.NumParticipants
+				}
+			}
+			return !slices.Contains(ids, aliceID) && counted == len(ids)
+		})
+	}
+}
