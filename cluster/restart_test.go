@@ -83,7 +83,7 @@ func TestNodeRestartedWithSameID(t *testing.T) {
 		t.Errorf("bob was told alice left %v after n0 restarted (window 10 s), before or with her track's end", time.Since(restartedAt).Round(time.Millisecond))
 	}
 
-	if e := rawResume(t, srvs[1], roomName, carolToken); e != nil {
+	if e := storeResume(t, srvs[1], roomName, carolToken); e != nil {
 		t.Fatalf("carol's resume through n1 after n0 restarted: %v, want it taken over", e)
 	}
 	if p := srvs[1].Rooms().Room(roomName).Participant(carolID); p == nil || p.Remote() != "" {

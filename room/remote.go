@@ -177,6 +177,7 @@ func (r *Room) remoteLeft(id, reason string) {
 		r.unpublish(t)
 		t.closeImport()
 	}
+	r.endMovedOf(id) // it moved and left before its tracks came back: they never will
 	r.mu.Lock()
 	delete(r.remotes, id)
 	for node, l := range r.remoteSpk { // a speaker who left stops being one at once

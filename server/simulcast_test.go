@@ -301,7 +301,7 @@ func boolp(v bool) *bool { return &v }
 // TestSimulcastLayerSelection: caps pick the layer, switches happen at
 // keyframes, pause stops video, and the stream stays continuous throughout.
 func TestSimulcastLayerSelection(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 5-6 s: started late, it ended the light phase alone
 	srv := startServer(t, nil)
 	sub := join(t, srv, "sim", "viewer")
 	v := watchVideo(sub)

@@ -307,9 +307,10 @@ func roomName(r *http.Request) (string, *httpError) {
 	return name, nil
 }
 
-// queryName is the ?name= a POST gives, "" for none; checked as join's
-// name is. A name that breaks those limits was silently replaced by the
-// identity or "WHIP publisher" before: the client never learned why its
+// queryName is the ?name= a POST gives, "" for none: at most 256
+// characters, as join's name, and no control characters (a URL can carry
+// them, %0A and the like). A name that broke these was silently replaced by
+// the identity or "WHIP publisher" before: the client never learned why its
 // name did not show.
 func queryName(r *http.Request) (string, *httpError) {
 	n := strings.TrimSpace(r.URL.Query().Get("name"))
