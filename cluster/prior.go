@@ -170,3 +170,21 @@ func (n *Node) kickPrior(name string, ev room.Event) bool {
 	n.evictDead(n.id, name, ev, nil)
 	return true
 }
+
+// earlierRunGone: a node was killed and started again with the same id
+// before its heartbeats expired here, so the expiry never saw its earlier
+// run die. That run's tracks end now (their media came from its
+// connections; their track_unpublished is sent), its relay streams close
+// (the new run numbers its streams afresh), and its participants wait
+// for the resume window, as for any dead node; the restarted node removes
+// those that do not resume (loadPrior). Before, they kept their tracks,
+// published without media, until then, and no track_unpublished was sent.
+func (n *Node) earlierRunGone(id string) {
+	n.log.Warn("node restarted: its earlier run is gone", "node", id)
+	n.wg.Add(1)
+	go func() { // off the heartbeat goroutine
+		defer n.wg.Done()
+		n.deadTracks(id) // hookonce.go
+		n.nodeGone(id)
+	}()
+}

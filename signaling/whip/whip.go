@@ -243,6 +243,12 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
+// unauthorized is a token's 401 in HTTP's words: the token checker's
+// message tells a WebSocket client to "join with a token".
+func unauthorized(err *protocol.Error) *httpError {
+	return fail(http.StatusUnauthorized, strings.Replace(err.Message, `join with a "token"`, "send Authorization: Bearer <token>", 1))
+}
+
 // authorize checks the bearer token for a new session in roomName: the
 // identity and permissions it grants (zero values on an open server).
 func (h *Handler) authorize(r *http.Request, roomName string, k kind) (identity string, perms *room.Permissions, e *httpError) {
@@ -251,7 +257,7 @@ func (h *Handler) authorize(r *http.Request, roomName string, k kind) (identity 
 	}
 	claims, err := h.opts.Auth.Verify(bearer(r))
 	if err != nil {
-		return "", nil, fail(http.StatusUnauthorized, strings.Replace(err.Message, `join with a "token"`, "send Authorization: Bearer <token>", 1))
+		return "", nil, unauthorized(err)
 	}
 	if err := claims.CanJoin(roomName); err != nil {
 		return "", nil, fail(http.StatusForbidden, err.Message)
@@ -307,9 +313,10 @@ func roomName(r *http.Request) (string, *httpError) {
 	return name, nil
 }
 
-// queryName is the ?name= a POST gives, "" for none; checked as join's
-// name is. A name that breaks those limits was silently replaced by the
-// identity or "WHIP publisher" before: the client never learned why its
+// queryName is the ?name= a POST gives, "" for none: at most 256
+// characters, as join's name, and no control characters (a URL can carry
+// them, %0A and the like). A name that broke these was silently replaced by
+// the identity or "WHIP publisher" before: the client never learned why its
 // name did not show.
 func queryName(r *http.Request) (string, *httpError) {
 	n := strings.TrimSpace(r.URL.Query().Get("name"))
