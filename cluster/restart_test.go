@@ -45,12 +45,14 @@ func TestNodeRestartedWithSameID(t *testing.T) {
 	})
 	alice := join(t, srvs[0], roomName, "alice")
 	carol := join(t, srvs[0], roomName, "carol")
+	erin := join(t, srvs[0], roomName, "erin") // kicked through n2 once n0 is back
 	bob := join(t, srvs[1], roomName, "bob")
 	dave := join(t, srvs[2], roomName, "dave")
 	rb := countMedia(bob)
-	seeEachOther(t, alice, carol, bob, dave)
+	seeEachOther(t, alice, carol, erin, bob, dave)
 	publishMedia(t, alice, false)
 	aliceID, carolID, carolToken := alice.ParticipantID(), carol.ParticipantID(), carol.ResumeToken()
+	erinID, erinToken := erin.ParticipantID(), erin.ResumeToken()
 	eventually(t, 20*time.Second, "bob hears alice", func() bool { return rb.count(aliceID, "audio") > 10 })
 	aliceTracks := publishedIDs(alice)
 
@@ -65,6 +67,30 @@ func TestNodeRestartedWithSameID(t *testing.T) {
 		defer cancel()
 		_ = restarted.Shutdown(ctx)
 	})
+
+	// A kick through n2 of erin, n0's earlier participant, right after the
+	// restart: n0 speaks for her, every node drops her as "kicked", and her
+	// token is refused (before, n0 did not know her and nothing happened
+	// until the window's end; then, a node just started told no other).
+	req, _ := http.NewRequest(http.MethodDelete, srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/participants/"+erinID, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("kick of erin through n2: %s", resp.Status)
+	}
+	eventually(t, 15*time.Second, "bob is told erin left", func() bool { return !knows(bob, erinID) })
+	for _, e := range bob.Events() {
+		var p protocol.ParticipantLeftParams
+		if e.Method == protocol.NotifyParticipantLeft && json.Unmarshal(e.Params, &p) == nil && p.ParticipantID == erinID && p.Reason != protocol.ReasonKicked {
+			t.Errorf("bob was told erin left with %q, want %q", p.Reason, protocol.ReasonKicked)
+		}
+	}
+	if e := storeResume(t, srvs[1], roomName, erinToken); e == nil || e.Code != protocol.CodeNotFound {
+		t.Errorf("erin's resume after the kick: %v, want 404", e)
+	}
 
 	// Alice's track ends at once (its media came from n0's earlier run),
 	// while she stays for the window: before, a restart quicker than the
