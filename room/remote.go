@@ -235,12 +235,20 @@ func (r *Room) remoteTrack(info protocol.Track) {
 	r.mu.Unlock()
 	t.mu.Lock()
 	changedMute := t.info.Muted != info.Muted
+	resized := sizesDiffer(t.info.Layers, info.Layers)
 	t.info = info
 	t.info.Layers = append([]protocol.Layer{}, info.Layers...)
 	t.mu.Unlock()
 	r.trackUpdated(t)
 	if changedMute {
 		r.muteChanged(t)
+	}
+	if resized { // sizes learned from keyframes at the publisher's node: caps computed again
+		r.mu.Lock()
+		for _, o := range r.participants {
+			o.loop.post(func() { o.loop.applyTrack(t) })
+		}
+		r.mu.Unlock()
 	}
 }
 

@@ -150,7 +150,9 @@ func TestWHIPTokens(t *testing.T) {
 		t.Fatal("no Location for WHEP")
 	}
 	runCases(t, srv, []httpCase{
-		{"DELETE without token", http.MethodDelete, path, "", "", "", nil, 401, ""},
+		// Its message told an HTTP client to `join with a "token"`.
+		{"DELETE without token", http.MethodDelete, path, "", "", "", nil, 401, "Authorization: Bearer"},
+		{"PATCH without token", http.MethodPatch, path, "application/trickle-ice-sdpfrag", "", "a=end-of-candidates\r\n", nil, 401, "Authorization: Bearer"},
 		{"DELETE by someone else", http.MethodDelete, path, "", viewerTok, "", nil, 403, "session"},
 		{"DELETE by its publisher", http.MethodDelete, path, "", pubTok, "", nil, 200, ""},
 	})

@@ -289,7 +289,7 @@ func (h *Handler) sameClient(r *http.Request, s *session) *httpError {
 	}
 	claims, err := h.opts.Auth.Verify(bearer(r))
 	if err != nil {
-		return fail(http.StatusUnauthorized, err.Message)
+		return unauthorized(err)
 	}
 	if claims.Identity() != s.identity || claims.CanJoin(s.room) != nil {
 		return fail(http.StatusForbidden, "token is not the one of this session's participant")

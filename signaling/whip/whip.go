@@ -243,6 +243,12 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
+// unauthorized is a token's 401 in HTTP's words: the token checker's
+// message tells a WebSocket client to "join with a token".
+func unauthorized(err *protocol.Error) *httpError {
+	return fail(http.StatusUnauthorized, strings.Replace(err.Message, `join with a "token"`, "send Authorization: Bearer <token>", 1))
+}
+
 // authorize checks the bearer token for a new session in roomName: the
 // identity and permissions it grants (zero values on an open server).
 func (h *Handler) authorize(r *http.Request, roomName string, k kind) (identity string, perms *room.Permissions, e *httpError) {
@@ -251,7 +257,7 @@ func (h *Handler) authorize(r *http.Request, roomName string, k kind) (identity 
 	}
 	claims, err := h.opts.Auth.Verify(bearer(r))
 	if err != nil {
-		return "", nil, fail(http.StatusUnauthorized, strings.Replace(err.Message, `join with a "token"`, "send Authorization: Bearer <token>", 1))
+		return "", nil, unauthorized(err)
 	}
 	if err := claims.CanJoin(roomName); err != nil {
 		return "", nil, fail(http.StatusForbidden, err.Message)
