@@ -115,6 +115,15 @@ func Dial(ctx context.Context, url, room string, opts Options) (*Client, error) 
 	c.peerMu.Lock()      // the first subscriber offer waits for the connections
 	c.rs.resuming = true // sockets of nodes that fail are not a lost session
 	res, err := c.joinAny(ctx, 0, c.joinParams())
+	for err != nil && unavailable(err) && ctx.Err() == nil {
+		// 503 is "try again shortly" (a clustered node whose room state
+		// store is electing a leader, or slow on a loaded machine).
+		select {
+		case <-ctx.Done():
+		case <-time.After(joinRetryGap):
+			res, err = c.joinAny(ctx, 0, c.joinParams())
+		}
+	}
 	c.rs.mu.Lock()
 	c.rs.resuming = false
 	if s := c.socket(); err == nil && isClosed(s.done) && !s.handled {

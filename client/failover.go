@@ -105,6 +105,16 @@ func (c *Client) joinParams() protocol.JoinParams {
 	}
 }
 
+// joinRetryGap: Dial's wait between two rounds of joins answered 503.
+const joinRetryGap = 500 * time.Millisecond
+
+// unavailable reports whether a round of joins met a 503 (try again), and
+// no refusal.
+func unavailable(err error) bool {
+	var e *protocol.Error
+	return errors.As(err, &e) && e.Code == protocol.CodeUnavailable
+}
+
 // joinAny sends join (a first one, or a resume) through the nodes, from
 // urls[from] on in turn, until one answers. A node that cannot be reached,
 // drops the socket or fails (5xx, e.g. shutting down) passes the turn; a

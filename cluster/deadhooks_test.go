@@ -111,7 +111,7 @@ func TestKickOfKilledNodesParticipant(t *testing.T) {
 			return adminGet(t, s.BaseURL()+"/v1/rooms/"+roomName, &detail) == http.StatusOK && len(detail.Participants) == 1
 		})
 	}
-	if err := rawResume(t, srvs[0], roomName, used); err == nil || err.Code != protocol.CodeNotFound {
+	if err := storeResume(t, srvs[0], roomName, used); err == nil || err.Code != protocol.CodeNotFound {
 		t.Errorf("alice's resume after the kick: %v, want 404", err)
 	}
 	eventually(t, 15*time.Second, "participant_left is sent for alice", func() bool { return len(h.reasons(aliceID)) > 0 })

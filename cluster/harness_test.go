@@ -193,7 +193,9 @@ var eventually = testutil.Eventually
 // join connects a Go client to a node over loopback.
 func join(t testing.TB, srv *server.Server, room, name string, opts ...func(*client.Options)) *client.Client {
 	t.Helper()
-	return testutil.Join(t, srv.SignalingURL(), room, name, 15*time.Second, opts...)
+	// 30 s, as the server tests': three-node clusters side by side under
+	// -race on a loaded machine answered a join after more than 15 s.
+	return testutil.Join(t, srv.SignalingURL(), room, name, 30*time.Second, opts...)
 }
 
 var ctxT = testutil.Ctx

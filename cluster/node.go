@@ -167,9 +167,19 @@ func Start(o Options) (*Node, error) {
 		n.failStart()
 		return nil, err
 	}
+	if err := n.answerProofs(); err != nil { // see secretcheck.go
+		n.failStart()
+		return nil, err
+	}
 	if err := b.nc.Flush(); err != nil {
 		n.failStart()
 		return nil, err
+	}
+	if o.NATSURL != "" { // the embedded routes check the secret themselves
+		if err := n.checkSecret(); err != nil {
+			n.failStart()
+			return nil, err
+		}
 	}
 	n.loadPrior() // members left behind by an earlier run with this id (prior.go)
 	n.wg.Add(1)

@@ -41,6 +41,31 @@ type registry struct {
 	nodes map[string]NodeInfo
 	seen  map[string]time.Time
 	since time.Time // when this node began to hear heartbeats (Alone)
+	// started is each node's latest start time heard (StartedAt), kept
+	// after it expires: a later one is a restart (restarted).
+	started map[string]int64
+}
+
+// restarted notes n's start time and reports whether it is a new run of a
+// node whose earlier run expire has not declared gone (killed and started
+// again with the same id before that): the caller does, and expire will
+// not (the earlier run is forgotten here at once).
+func (g *registry) restarted(n NodeInfo) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.started == nil {
+		g.started = map[string]int64{}
+	}
+	prev := g.started[n.ID]
+	if n.StartedAt > prev {
+		g.started[n.ID] = n.StartedAt
+	}
+	if _, listed := g.nodes[n.ID]; !listed || prev == 0 || n.StartedAt <= prev {
+		return false
+	}
+	delete(g.nodes, n.ID)
+	delete(g.seen, n.ID)
+	return true
 }
 
 func newRegistry(self string) *registry {
@@ -202,6 +227,9 @@ func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
 		var info NodeInfo
 		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id {
+			if n.reg.restarted(info) {
+				n.earlierRunGone(info.ID) // prior.go
+			}
 			back := !n.reg.alive(info.ID)
 			n.reg.heard(info)
 			n.pres.note(info.ID, time.Now())

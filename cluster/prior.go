@@ -160,13 +160,47 @@ func (n *Node) kickPrior(name string, ev room.Event) bool {
 	}
 	n.prior.mu.Lock()
 	pm, ok := n.prior.m[ev.ParticipantID]
-	if ok && pm.room == name {
-		delete(n.prior.m, ev.ParticipantID)
-	}
 	n.prior.mu.Unlock()
 	if !ok || pm.room != name {
 		return false
 	}
+	// The other nodes are told to drop their stubs (evictDead): a node
+	// that has just started may not have heard them yet (their heartbeats
+	// come every second), and would tell nobody.
+	n.reg.mu.Lock()
+	heardFrom := n.reg.since
+	n.reg.mu.Unlock()
+	for wait := time.Until(heardFrom.Add(hbInterval + hbInterval/2)); wait > 0; wait = 0 {
+		select {
+		case <-time.After(wait):
+		case <-n.stop:
+			return true
+		}
+	}
+	// Forgotten only once evicted: a snapshot answered meanwhile still
+	// names it as moved, so no node drops its stub as "disconnected" just
+	// before the "kicked" of the eviction reaches it.
 	n.evictDead(n.id, name, ev, nil)
+	n.prior.mu.Lock()
+	delete(n.prior.m, ev.ParticipantID)
+	n.prior.mu.Unlock()
 	return true
+}
+
+// earlierRunGone: a node was killed and started again with the same id
+// before its heartbeats expired here, so the expiry never saw its earlier
+// run die. That run's tracks end now (their media came from its
+// connections; their track_unpublished is sent), its relay streams close
+// (the new run numbers its streams afresh), and its participants wait
+// for the resume window, as for any dead node; the restarted node removes
+// those that do not resume (loadPrior). Before, they kept their tracks,
+// published without media, until then, and no track_unpublished was sent.
+func (n *Node) earlierRunGone(id string) {
+	n.log.Warn("node restarted: its earlier run is gone", "node", id)
+	n.wg.Add(1)
+	go func() { // off the heartbeat goroutine
+		defer n.wg.Done()
+		n.deadTracks(id) // hookonce.go
+		n.nodeGone(id)
+	}()
 }

@@ -50,7 +50,7 @@ func TestReleasedParticipantNotLeftBySnapshot(t *testing.T) {
 	}
 
 	// Her resume through n1 finds the release and moves her there.
-	if err := rawResume(t, srvs[1], "relsnap", alice.ResumeToken()); err != nil {
+	if err := storeResume(t, srvs[1], "relsnap", alice.ResumeToken()); err != nil {
 		t.Fatalf("alice's resume through n1: %v", err)
 	}
 	eventually(t, 10*time.Second, "alice is n1's own participant", func() bool {

@@ -122,7 +122,7 @@ func TestResumeHeldIsRetryable(t *testing.T) {
 	if e == nil || e.Code != protocol.CodeUnavailable {
 		t.Fatalf("resume of a participant its live node holds: %v, want 503", e)
 	}
-	if e := rawResume(t, srvs[1], room, "RS_"+strings.Repeat("x", 40)); e == nil || e.Code != protocol.CodeNotFound {
+	if e := storeResume(t, srvs[1], room, "RS_"+strings.Repeat("x", 40)); e == nil || e.Code != protocol.CodeNotFound {
 		t.Fatalf("resume with an unknown token: %v, want 404", e)
 	}
 	r := srvs[0].Rooms().Room(room)

@@ -122,7 +122,7 @@ func TestResumeTakeoverResultLost(t *testing.T) {
 			alice.LastJoin().NewConnections, id)
 	}
 	// The token is used now: a third try is refused.
-	if e := rawResume(t, srvs[1], room, token); e == nil || e.Code != protocol.CodeNotFound {
+	if e := storeResume(t, srvs[1], room, token); e == nil || e.Code != protocol.CodeNotFound {
 		t.Fatalf("the token once more: %v, want 404", e)
 	}
 	if sawLeave(bob, id) {

@@ -24,15 +24,28 @@ import (
 //     over to the new source without a break (spliceTrack, then
 //     sfu.DownTrack.Handover): nobody sees the track end, and the old source
 //     is let go once no subscriber uses it.
-// A track that does not come back within handoverWait ends as before.
+// A track that does not come back within the handover window ends as
+// before.
 
-// handoverWait bounds how long a moved participant's track stays published
-// without its successor.
+// handoverWait is the least handover window: how long a moved
+// participant's track stays published without its successor, and how long
+// a draining node keeps forwarding a released participant's tracks. The
+// window is the resume window when that is longer (handoverWindow).
 const handoverWait = 10 * time.Second
 
-// lingerMax bounds how long a draining node keeps forwarding a released
-// participant's tracks.
-const lingerMax = 10 * time.Second
+// handoverWindow bounds each step of a move (the new connections, the
+// tracks published again, their first packets) by the time the server gives
+// a participant to come back anyway: the resume window, at least
+// handoverWait. A fixed 10 s was less than a client may take within the
+// server's other limits (a negotiation answered in 15 s, a connection up in
+// 30 s): on a machine saturated under -race a drain's movers took 8-12 s,
+// the draining node stopped relaying at 10 s, the other nodes ended the
+// moved tracks, and the subscribers saw them end and start again
+// (TestDrainHandsOver). A track whose participant leaves meanwhile ends at
+// once (endMovedOf).
+func (m *Manager) handoverWindow() time.Duration {
+	return max(handoverWait, m.cfg.ResumeWindow)
+}
 
 // settleGrace: how long a released participant's old connections still
 // serve it after its new node said the new ones are up: their first
@@ -92,9 +105,25 @@ func (r *Room) retireStub(id string) (carry map[string]carried, node string) {
 		}
 		out[cid] = carried{id: t.id, kind: kind}
 		t := t
-		time.AfterFunc(handoverWait, func() { r.expireMoved(t) })
+		time.AfterFunc(r.m.handoverWindow(), func() { r.expireMoved(t) })
 	}
 	return out, p.node
+}
+
+// endMovedOf ends the moved tracks of a participant that left: they will
+// not come back.
+func (r *Room) endMovedOf(id string) {
+	r.mu.Lock()
+	var ts []*Track
+	for _, t := range r.moved {
+		if t.owner.id == id {
+			ts = append(ts, t)
+		}
+	}
+	r.mu.Unlock()
+	for _, t := range ts {
+		r.expireMoved(t)
+	}
 }
 
 // expireMoved ends a moved track that did not come back.
@@ -205,13 +234,14 @@ func (l *subscriberLoop) spliceDownTrack(prev, t *Track, d *sfu.DownTrack) {
 }
 
 // letGo ends old's media once no subscriber forwards it any more (each
-// down track leaves it when the new source delivers), or after handoverWait.
+// down track leaves it when the new source delivers), or after the handover
+// window.
 func (r *Room) letGo(old *Track) {
 	start := time.Now()
 	defer func() {
 		old.owner.log.Info("moved track's old source let go", "track", old.id, "after", time.Since(start))
 	}()
-	deadline := start.Add(handoverWait)
+	deadline := start.Add(r.m.handoverWindow())
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		src := old.source()
@@ -249,11 +279,11 @@ func (r *Room) detachLingering(t *Track) {
 // linger waits, for a participant released by a draining node, until no
 // other node imports its tracks (they switched to its new node) and its new
 // node says its new connections are up (Settled: until then its old
-// subscriber connection goes on serving it here), or lingerMax, or
-// Shutdown; then its tracks end and its connections close.
+// subscriber connection goes on serving it here), or the handover window,
+// or Shutdown; then its tracks end and its connections close.
 func (p *Participant) linger(tracks []*Track) {
 	start := time.Now()
-	deadline := start.Add(lingerMax)
+	deadline := start.Add(p.m.handoverWindow())
 	for time.Now().Before(deadline) && (p.exported(tracks) || !p.settledFor(settleGrace)) && !p.m.shuttingDown.Load() {
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -315,10 +345,9 @@ func (m *Manager) trackReleased(p *Participant, on bool) {
 	m.released[key] = p
 }
 
-// settleWait bounds how long a participant taken over from a draining node
-// waits for its new subscriber connection to deliver before telling that
-// node anyway (which lets go after lingerMax whatever it hears).
-const settleWait = 8 * time.Second
+// A participant taken over from a draining node waits for its new
+// subscriber connection to deliver before telling that node, at most the
+// handover window (the draining node lets go after that whatever it hears).
 
 // subscriberUp runs once the participant's subscriber connection is up: a
 // participant taken over from another node tells that node once the new
@@ -338,7 +367,8 @@ func (p *Participant) subscriberUp() {
 	}
 	go func() {
 		start := time.Now()
-		for !p.delivering() && time.Since(start) < settleWait && !p.isClosed() {
+		wait := p.m.handoverWindow()
+		for !p.delivering() && time.Since(start) < wait && !p.isClosed() {
 			time.Sleep(20 * time.Millisecond)
 		}
 		p.log.Debug("new connections deliver: telling the node it moved from", "node", p.movedFrom, "after", time.Since(start))

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,6 +152,10 @@ func (p *Participant) Info() protocol.Participant {
 	for _, t := range p.tracks {
 		tracks = append(tracks, t)
 	}
+	// One order, whichever node describes the participant and however
+	// often (a map's order changed from one answer to the next, and the
+	// admin API of two nodes disagreed): by track id.
+	slices.SortFunc(tracks, func(a, b *Track) int { return strings.Compare(a.id, b.id) })
 	info := protocol.Participant{
 		ID: p.id, Name: p.name, Metadata: p.metadata, JoinedAt: p.joinedAt.UnixMilli(), Tracks: []protocol.Track{},
 	}

@@ -177,6 +177,7 @@ func (r *Room) remoteLeft(id, reason string) {
 		r.unpublish(t)
 		t.closeImport()
 	}
+	r.endMovedOf(id) // it moved and left before its tracks came back: they never will
 	r.mu.Lock()
 	delete(r.remotes, id)
 	for node, l := range r.remoteSpk { // a speaker who left stops being one at once
@@ -234,12 +235,20 @@ func (r *Room) remoteTrack(info protocol.Track) {
 	r.mu.Unlock()
 	t.mu.Lock()
 	changedMute := t.info.Muted != info.Muted
+	resized := sizesDiffer(t.info.Layers, info.Layers)
 	t.info = info
 	t.info.Layers = append([]protocol.Layer{}, info.Layers...)
 	t.mu.Unlock()
 	r.trackUpdated(t)
 	if changedMute {
 		r.muteChanged(t)
+	}
+	if resized { // sizes learned from keyframes at the publisher's node: caps computed again
+		r.mu.Lock()
+		for _, o := range r.participants {
+			o.loop.post(func() { o.loop.applyTrack(t) })
+		}
+		r.mu.Unlock()
 	}
 }
 

@@ -156,6 +156,7 @@ func (r *Room) remove(p *Participant, reason string) {
 	}
 	r.mu.Unlock()
 	if !handoff {
+		r.endMovedOf(p.id)        // it moved here and left before its tracks came back: they never will
 		r.m.notifyLeft(p, reason) // see events.go
 	}
 }

@@ -165,6 +165,19 @@ func (t *Track) learnSizes() bool {
 	return changed
 }
 
+// sizesDiffer reports whether two layer lists give some layer another size.
+func sizesDiffer(a, b []protocol.Layer) bool {
+	if len(a) != len(b) {
+		return true
+	}
+	for i := range a {
+		if a[i].Width != b[i].Width || a[i].Height != b[i].Height {
+			return true
+		}
+	}
+	return false
+}
+
 // layerOf returns the layer index of a rid ("" = the only layer).
 func (t *Track) layerOf(rid string) int8 {
 	t.mu.Lock()

@@ -153,7 +153,7 @@ func TestConformanceSession(t *testing.T) {
 	if got := jsonShape(t, "trackPublished track", tp["track"], trackShape); string(got["id"]) != `"`+trackID+`"` || string(got["participantId"]) != `"`+bID+`"` {
 		t.Errorf("trackPublished: %s, want track %s of %s", tp["track"], trackID, bID)
 	}
-	waitFor(t, 15*time.Second, "B's video at A", func() bool { return a.received(trackID) >= 30 })
+	waitFor(t, 30*time.Second, "B's video at A", func() bool { return a.received(trackID) >= 30 }) // 15 s was short under -race at load 34
 	if s, _ := a.streams.Load(trackID); s != bID {
 		t.Errorf("A got track %s in stream %v, want msid %q", trackID, s, bID+" "+trackID)
 	}

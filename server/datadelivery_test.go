@@ -76,7 +76,9 @@ func sendN(t *testing.T, c *client.Client, prefix string, n int) []string {
 	var sent []string
 	for i := 0; i < n; i++ {
 		text := fmt.Sprintf("%s %d", prefix, i)
-		if err := c.SendData(ctxT(t, 10*time.Second), text); err != nil {
+		// 30 s: the first send waits for the publisher's data channel,
+		// which took more than 10 s under -race at load 34.
+		if err := c.SendData(ctxT(t, 30*time.Second), text); err != nil {
 			t.Fatalf("send %q: %v", text, err)
 		}
 		sent = append(sent, text)

@@ -233,6 +233,10 @@ func TestKeyframeRequestsCoalesced(t *testing.T) {
 		arrival := kfWatchArrivals(len(subs))
 		kfSendPLIs(t, subs)
 		burst := time.Since(t0)
+		// The request it makes: the publisher's RTCP reader may see it
+		// late on a loaded machine (counted 0 after the window once under
+		// -race, the keyframes the wait below saw being round 0's second).
+		waitFor(t, 20*time.Second, "the publisher asked for a keyframe after the burst", func() bool { return len(pub.since(t0)) >= 1 })
 		// The answer: a new keyframe at every subscriber.
 		waitFor(t, 10*time.Second, "the keyframe answering the burst at every subscriber", func() bool {
 			for i, w := range watchers {

@@ -4,12 +4,17 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/internal/testutil"
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestOutsiderAPIWrongMethod: docs/admin-api.md says the API "speaks JSON
@@ -175,5 +180,49 @@ func TestOutsiderBadSDPThenGood(t *testing.T) {
 	}
 	if got, _ := res["tracks"].([]any); len(got) != 1 {
 		t.Errorf("the good offer published %v, want the one track", res["tracks"])
+	}
+}
+
+// TestOutsiderRecordingRoutesAsDocumented: docs/recording.md said the
+// recording routes' errors are {"error": ...}, yet a request the admin
+// check refuses (no token, a token without the record or admin grant) gets
+// the admin API's {"code", "message"}; and that a recording's folder is
+// named <room>-<UTC start time>, yet the room's name is reduced to
+// file-system-safe characters there. The document says both now; the
+// server was right (one error form for every refused request under /v1/,
+// folder names safe on any disk).
+func TestOutsiderRecordingRoutesAsDocumented(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, func(c *config.Config) { withKeys(c); c.Recordings.Dir = t.TempDir() })
+	const roomName = "Team room é"
+	join(t, srv, roomName, "alice", withToken(token(t, "alice", auth.Grants{Room: roomName}, time.Hour)))
+	path := "/v1/rooms/" + url.PathEscape(roomName) + "/recordings"
+	for _, c := range []struct {
+		tok  string
+		code int
+	}{
+		{"", http.StatusUnauthorized},
+		{token(t, "bob", auth.Grants{Room: roomName}, time.Hour), http.StatusForbidden},
+	} {
+		var e protocol.Error // adminCall checks the {code, message} form
+		if code := adminCall(t, srv, http.MethodPost, path, c.tok, map[string]any{}, &e); code != c.code || int(e.Code) != c.code {
+			t.Errorf("POST %s refused by the admin check: %d %+v, want %d with {code, message}", path, code, e, c.code)
+		}
+	}
+	rec := token(t, "rec", auth.Grants{Room: roomName, Record: true}, time.Hour)
+	var missing map[string]any
+	res := httpDo(t, http.MethodGet, "http://"+srv.Addr()+path+"/nope", "", rec, "")
+	if err := json.Unmarshal([]byte(res.body), &missing); err != nil || res.status != http.StatusNotFound || missing["error"] == nil {
+		t.Errorf("GET of an unknown recording: %d %s, want 404 with {error}", res.status, res.body)
+	}
+	var started struct{ ID, Dir string }
+	if code := adminCall(t, srv, http.MethodPost, path, rec, map[string]any{}, &started); code != http.StatusCreated {
+		t.Fatalf("start: %d %+v", code, started)
+	}
+	if !strings.HasPrefix(started.ID, "Team_room__-") || filepath.Base(started.Dir) != started.ID {
+		t.Errorf("recording id %q in %q: want the room reduced to Team_room__ as docs/recording.md says", started.ID, started.Dir)
+	}
+	if code := adminCall(t, srv, http.MethodDelete, path+"/"+started.ID, rec, nil, nil); code != http.StatusOK {
+		t.Errorf("stop: %d", code)
 	}
 }

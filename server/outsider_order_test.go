@@ -201,3 +201,62 @@ func TestOutsiderSingleNodeListing(t *testing.T) {
 		t.Errorf("lastSeen %v, want now (unix ms)", n["lastSeen"])
 	}
 }
+
+// TestOutsiderFixedLimitCodes: docs/limits.md said going over a limit gets
+// 413 or 429, then listed the fixed protocol limits; over several of those
+// the server answers -32602 (a name too long, too many media sections: the
+// request is malformed) or 401 (a token too long), which is right for what
+// they are. The document now gives each fixed limit's answer.
+func TestOutsiderFixedLimitCodes(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, withKeys)
+	tok := token(t, "lim", auth.Grants{Room: "lim"}, time.Hour)
+	o := outsiderDial(t, srv.SignalingURL())
+	code := func(id int, method string, params map[string]any) float64 {
+		t.Helper()
+		_, e := o.call(id, method, params)
+		if e == nil {
+			return 0
+		}
+		c, _ := e["code"].(float64)
+		return c
+	}
+	for i, c := range []struct {
+		what   string
+		params map[string]any
+		want   float64
+	}{
+		{"room of 129 characters", map[string]any{"room": strings.Repeat("é", 129), "token": tok}, -32602},
+		{"name of 257 characters", map[string]any{"room": "lim", "name": strings.Repeat("é", 257), "token": tok}, -32602},
+		{"metadata over 16 KiB", map[string]any{"room": "lim", "metadata": strings.Repeat("m", 16385), "token": tok}, 413},
+		{"token over 8 KiB", map[string]any{"room": "lim", "token": strings.Repeat("t", 8193)}, 401},
+	} {
+		if got := code(i+1, "join", c.params); got != c.want {
+			t.Errorf("join with a %s: code %v, want %v", c.what, got, c.want)
+		}
+	}
+	// docs/PROTOCOL.md: white space around a room name is dropped; the
+	// result names the room joined (the server did so, the document said
+	// nothing).
+	res, e := o.call(10, "join", map[string]any{"room": " \u00a0lim\t", "name": strings.Repeat("é", 256), "metadata": strings.Repeat("é", 8192), "token": tok})
+	if e != nil {
+		t.Fatalf("join at the limits: %v", e)
+	}
+	if room, _ := res["room"].(map[string]any); room["name"] != "lim" {
+		t.Errorf("join of \" \u00a0lim\\t\": the result's room %v, want lim", res["room"])
+	}
+	ids := make([]string, 257)
+	for i := range ids {
+		ids[i] = fmt.Sprint("TR_", i)
+	}
+	if got := code(11, "subscribe", map[string]any{"trackIds": ids}); got != 413 {
+		t.Errorf("subscribe with 257 track ids: code %v, want 413", got)
+	}
+	sdp := "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+	for i := range 65 {
+		sdp += fmt.Sprintf("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:%d\r\n", i)
+	}
+	if got := code(12, "offer", map[string]any{"sdp": sdp, "tracks": []any{}}); got != -32602 {
+		t.Errorf("offer with 65 media sections: code %v, want -32602", got)
+	}
+}

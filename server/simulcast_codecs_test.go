@@ -132,7 +132,7 @@ func simBody(big bool) int {
 // to 720p, and sequence numbers, timestamps and (VP9) picture ids stay
 // continuous.
 func TestSimulcastCodecs(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 5-6 s: started late, it ended the light phase alone
 	codecs := []simCodec{vp9Sim, h264Sim, av1Sim}
 	names := make([]string, len(codecs))
 	for i, c := range codecs {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -300,7 +301,7 @@ func boolp(v bool) *bool { return &v }
 // TestSimulcastLayerSelection: caps pick the layer, switches happen at
 // keyframes, pause stops video, and the stream stays continuous throughout.
 func TestSimulcastLayerSelection(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 5-6 s: started late, it ended the light phase alone
 	srv := startServer(t, nil)
 	sub := join(t, srv, "sim", "viewer")
 	v := watchVideo(sub)
@@ -355,6 +356,14 @@ func TestSimulcastPublisherDropsLayer(t *testing.T) {
 		return json.Unmarshal(raw, &u) == nil && u.Layer == protocol.QualityMedium && u.Reason == sfu.ReasonPublisher
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// docs/PROTOCOL.md: a layer's `active` says the server has received
+	// it; a layer that stopped stays active (subscriptionUpdated says what
+	// each subscriber gets).
+	res := httpDo(t, http.MethodGet, "http://"+srv.Addr()+"/v1/rooms/sim/participants/"+pub.ParticipantID(), "", "", "")
+	var p struct{ Tracks []protocol.Track }
+	if err := json.Unmarshal([]byte(res.body), &p); err != nil || len(p.Tracks) != 1 || len(p.Tracks[0].Layers) != 3 || !p.Tracks[0].Layers[2].Active {
+		t.Errorf("the stopped top layer as the admin API shows it: %d %s", res.status, res.body)
 	}
 	f.stopped[2].Store(false)
 	v.waitHeight(t, 10*time.Second, 720)

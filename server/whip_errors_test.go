@@ -74,6 +74,11 @@ func TestWHIPErrors(t *testing.T) {
 		{"recvonly to whip", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", recvOffer(t), nil, 400, "sends no audio or video"},
 		{"too big", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", offer + strings.Repeat("a=x:y\r\n", 10000), nil, 413, "64 KiB"},
 		{"long room", http.MethodPost, "/v1/rooms/" + long + "/whip", "application/sdp", "", offer, nil, 400, "longer than"},
+		// docs/whip.md: the name is ?name=; one join would refuse was
+		// silently replaced by "WHIP publisher" (201).
+		{"long name", http.MethodPost, "/v1/rooms/errs/whip?name=" + strings.Repeat("n", 257), "application/sdp", "", offer, nil, 400, "?name= is longer than 256"},
+		{"name with control", http.MethodPost, "/v1/rooms/errs/whip?name=a%00b", "application/sdp", "", offer, nil, 400, "control"},
+		{"whep long name", http.MethodPost, "/v1/rooms/errs/whep?name=" + strings.Repeat("n", 257), "application/sdp", "", recvOffer(t), nil, 400, "?name="},
 		{"whep no room", http.MethodPost, "/v1/rooms/nowhere/whep", "application/sdp", "", recvOffer(t), nil, 404, "does not exist"},
 		{"whep no participant", http.MethodPost, "/v1/rooms/errs/whep?participant=nobody", "application/sdp", "", recvOffer(t), nil, 404, "nobody"},
 		{"whep no track", http.MethodPost, "/v1/rooms/errs/whep?track=TR_nope", "application/sdp", "", recvOffer(t), nil, 404, "TR_nope"},
@@ -145,7 +150,9 @@ func TestWHIPTokens(t *testing.T) {
 		t.Fatal("no Location for WHEP")
 	}
 	runCases(t, srv, []httpCase{
-		{"DELETE without token", http.MethodDelete, path, "", "", "", nil, 401, ""},
+		// Its message told an HTTP client to `join with a "token"`.
+		{"DELETE without token", http.MethodDelete, path, "", "", "", nil, 401, "Authorization: Bearer"},
+		{"PATCH without token", http.MethodPatch, path, "application/trickle-ice-sdpfrag", "", "a=end-of-candidates\r\n", nil, 401, "Authorization: Bearer"},
 		{"DELETE by someone else", http.MethodDelete, path, "", viewerTok, "", nil, 403, "session"},
 		{"DELETE by its publisher", http.MethodDelete, path, "", pubTok, "", nil, 200, ""},
 	})

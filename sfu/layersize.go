@@ -25,6 +25,8 @@ func (s *layerSize) observe(kind CodecKind, payload []byte) bool {
 	switch kind {
 	case CodecVP8:
 		w, h, ok = VP8FrameSize(payload)
+	case CodecVP9:
+		w, h, ok = vp9FrameSize(payload)
 	case CodecH264:
 		if nal := h264SPSOf(payload); nal != nil {
 			w, h, ok = bitstream.H264SPSSize(nal, &s.scratch)
@@ -41,6 +43,31 @@ func (s *layerSize) observe(kind CodecKind, payload []byte) bool {
 func (s *layerSize) size() (w, h int) {
 	v := s.wh.Load()
 	return int(v >> 16), int(v & 0xffff)
+}
+
+// vp9FrameSize reads the size a VP9 keyframe's first packet carries in the
+// payload descriptor's scalability structure (RFC 9628: V=1 with Y=1, as
+// libwebrtc and GStreamer send on keyframes), that of its top spatial
+// layer. A keyframe without one tells nothing.
+func vp9FrameSize(p []byte) (w, h int, ok bool) {
+	const bitV, bitY = 0x02, 0x10
+	if !vp9KeyframeStart(p) || p[0]&bitV == 0 {
+		return 0, 0, false
+	}
+	d, ok := parseVP9(p) // a keyframe (P=0) has no reference indices
+	if !ok || len(p) <= d.size {
+		return 0, 0, false
+	}
+	ss := p[d.size]
+	if ss&bitY == 0 {
+		return 0, 0, false
+	}
+	n := int(ss>>5) + 1 // spatial layers
+	top := d.size + 1 + 4*(n-1)
+	if len(p) < top+4 {
+		return 0, 0, false
+	}
+	return int(p[top])<<8 | int(p[top+1]), int(p[top+2])<<8 | int(p[top+3]), true
 }
 
 // h264SPSOf returns the SPS NAL unit a payload carries whole (a single NAL
@@ -69,7 +96,7 @@ func h264SPSOf(p []byte) []byte {
 }
 
 // LayerSize is the picture size of a layer from its latest keyframe
-// (VP8, H.264), 0, 0 when unknown (no keyframe yet, another codec).
+// (VP8, VP9, H.264), 0, 0 when unknown (no keyframe yet, another codec).
 func (r *Receiver) LayerSize(idx int8) (w, h int) {
 	if idx < 0 || idx >= MaxLayers {
 		return 0, 0

@@ -56,7 +56,34 @@ func TestLayerSizeFromKeyframes(t *testing.T) {
 	if allocs := testing.AllocsPerRun(100, func() { h264.observe(CodecH264, stap) }); allocs != 0 {
 		t.Fatalf("reading an SPS allocates %.0f times per packet", allocs)
 	}
-	if s.observe(CodecVP9, vp8(true, 1, 1)) {
-		t.Fatal("VP9 is not read")
+	// VP9: I, B, V set (P clear: a keyframe), a 15-bit picture id, then
+	// the scalability structure: N_S=1 (two spatial layers), Y=1, and
+	// their sizes; the top one counts.
+	vp9 := []byte{0x8a, 0x80, 0x01, 0x30, 0x01, 0x40, 0x00, 0xb4, 0x02, 0x80, 0x01, 0x68, 0, 0}
+	var v9 layerSize
+	if !v9.observe(CodecVP9, vp9) {
+		t.Fatal("the VP9 scalability structure told no size")
+	}
+	if w, h := v9.size(); w != 640 || h != 360 {
+		t.Fatalf("VP9 size %dx%d, want 640x360", w, h)
+	}
+	noY := append([]byte{}, vp9...)
+	noY[3] = 0x20 // N_S=1, Y=0
+	delta := append([]byte{}, vp9...)
+	delta[0] |= 0x40 // P: inter-picture predicted
+	for _, p := range [][]byte{noY, delta, vp9[:8], {0x88, 0x80}} {
+		if (&layerSize{}).observe(CodecVP9, p) {
+			t.Fatalf("%x told a size", p)
+		}
+	}
+	for _, whole := range [][]byte{vp9, stap, vp8(true, 640, 360)} { // no prefix reads past its end
+		for i := range whole {
+			for _, k := range []CodecKind{CodecVP8, CodecVP9, CodecH264} {
+				(&layerSize{}).observe(k, whole[:i])
+			}
+		}
+	}
+	if s.observe(CodecAV1, vp8(true, 1, 1)) {
+		t.Fatal("AV1 is not read")
 	}
 }

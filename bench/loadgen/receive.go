@@ -23,8 +23,12 @@ type stream struct {
 	expected atomic.Uint64 // highest extended sequence number - first + 1
 	bad      atomic.Uint64 // unparsable packets
 	padding  atomic.Uint64 // padding only (the server's bandwidth probes)
-	firstAt  atomic.Int64  // monoNow of the first packet; 0 = none yet
-	delay    Histogram     // send → receive, from the payload stamps
+	// unstamped: media packets without a send stamp, counted as such: a
+	// difference of the counters above, read while a packet was between
+	// them, found 1-2 under -race that were stamped.
+	unstamped atomic.Uint64
+	firstAt   atomic.Int64 // monoNow of the first packet; 0 = none yet
+	delay     Histogram    // send → receive, from the payload stamps
 	// inWindow counts stamped packets sent inside the measurement window,
 	// whenever they arrive: delivery is judged by what was sent in the
 	// window, so a forwarding delay that grows during it (a busy machine)
@@ -213,6 +217,8 @@ func (s *stream) read(t *webrtc.TrackRemote) {
 		} else if len(p.payload) == 0 {
 			s.padding.Add(1)
 			continue
+		} else {
+			s.unstamped.Add(1)
 		}
 		if s.codec != "" {
 			cur := s.curLayer.Load()
@@ -244,8 +250,8 @@ func drainRTCP(r *webrtc.RTPReceiver) {
 
 // streamSnap is a stream's counters at one instant.
 type streamSnap struct {
-	packets, bytes, expected, padding uint64
-	delay                             HistSnapshot
+	packets, bytes, expected, padding, unstamped uint64
+	delay                                        HistSnapshot
 
 	layerSize [maxLayerSlots]uint32
 	layerPkts [maxLayerSlots + 1]uint64
@@ -256,7 +262,7 @@ type streamSnap struct {
 func (s *stream) snapshot() streamSnap {
 	ss := streamSnap{
 		packets: s.packets.Load(), bytes: s.bytes.Load(), expected: s.expected.Load(),
-		padding: s.padding.Load(), delay: s.delay.Snapshot(),
+		padding: s.padding.Load(), unstamped: s.unstamped.Load(), delay: s.delay.Snapshot(),
 		curLayer: s.curLayer.Load(), switches: s.switches.Load(),
 	}
 	for i := range ss.layerSize {

@@ -223,8 +223,9 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 	defer media.Stop()
 	video, audio := media.track("video"), media.track("audio")
 	send(5)
-	// media reaches the subscriber
-	deadline := time.Now().Add(15 * time.Second)
+	// media reaches the subscriber (30 s: a machine saturated under -race
+	// started streams up to 15 s after publishing, as the load runs saw)
+	deadline := time.Now().Add(30 * time.Second)
 	for !videoSeen.Load() && time.Now().Before(deadline) && pause(50*time.Millisecond) {
 	}
 	if ctx.Err() == nil {

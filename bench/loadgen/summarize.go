@@ -188,8 +188,8 @@ func (r *runner) summarize(start procPair, a, b snapshot) *Summary {
 				s.Received.MediaPackets += st.inWindow.Load()
 			}
 			s.Received.PaddingPackets += padding
-			if packets > stamped+padding {
-				s.Loss.StampsMissing += packets - stamped - padding
+			if !st.mix {
+				s.Loss.StampsMissing += sb.unstamped - sa.unstamped
 			}
 			delay.Add(&h)
 		}

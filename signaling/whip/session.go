@@ -125,6 +125,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 	if e != nil {
 		return nil, "", nil, e
 	}
+	shown, e := queryName(r)
+	if e != nil {
+		return nil, "", nil, e
+	}
 	offer, e := readBody(w, r, typeSDP)
 	if e != nil {
 		return nil, "", nil, e
@@ -173,7 +177,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 		return nil, "", nil, fail(http.StatusTooManyRequests, "too many sessions from your address; retry in a few seconds")
 	}
 	p, res, err := h.opts.Rooms.Join(room.JoinRequest{
-		Room: name, Name: displayName(r, identity, k), Identity: identity,
+		Room: name, Name: displayName(shown, identity, k), Identity: identity,
 		Permissions: perms, Answering: true,
 	}, s)
 	if err != nil {
@@ -285,7 +289,7 @@ func (h *Handler) sameClient(r *http.Request, s *session) *httpError {
 	}
 	claims, err := h.opts.Auth.Verify(bearer(r))
 	if err != nil {
-		return fail(http.StatusUnauthorized, err.Message)
+		return unauthorized(err)
 	}
 	if claims.Identity() != s.identity || claims.CanJoin(s.room) != nil {
 		return fail(http.StatusForbidden, "token is not the one of this session's participant")

@@ -243,6 +243,12 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
+// unauthorized is a token's 401 in HTTP's words: the token checker's
+// message tells a WebSocket client to "join with a token".
+func unauthorized(err *protocol.Error) *httpError {
+	return fail(http.StatusUnauthorized, strings.Replace(err.Message, `join with a "token"`, "send Authorization: Bearer <token>", 1))
+}
+
 // authorize checks the bearer token for a new session in roomName: the
 // identity and permissions it grants (zero values on an open server).
 func (h *Handler) authorize(r *http.Request, roomName string, k kind) (identity string, perms *room.Permissions, e *httpError) {
@@ -251,7 +257,7 @@ func (h *Handler) authorize(r *http.Request, roomName string, k kind) (identity 
 	}
 	claims, err := h.opts.Auth.Verify(bearer(r))
 	if err != nil {
-		return "", nil, fail(http.StatusUnauthorized, strings.Replace(err.Message, `join with a "token"`, "send Authorization: Bearer <token>", 1))
+		return "", nil, unauthorized(err)
 	}
 	if err := claims.CanJoin(roomName); err != nil {
 		return "", nil, fail(http.StatusForbidden, err.Message)
@@ -307,12 +313,27 @@ func roomName(r *http.Request) (string, *httpError) {
 	return name, nil
 }
 
+// queryName is the ?name= a POST gives, "" for none: at most 256
+// characters, as join's name, and no control characters (a URL can carry
+// them, %0A and the like). A name that broke these was silently replaced by
+// the identity or "WHIP publisher" before: the client never learned why its
+// name did not show.
+func queryName(r *http.Request) (string, *httpError) {
+	n := strings.TrimSpace(r.URL.Query().Get("name"))
+	switch {
+	case utf8.RuneCountInString(n) > maxName:
+		return "", fail(http.StatusBadRequest, "?name= is longer than 256 characters")
+	case strings.IndexFunc(n, unicode.IsControl) >= 0:
+		return "", fail(http.StatusBadRequest, "?name= must not contain control characters")
+	}
+	return n, nil
+}
+
 // displayName is the participant's name: ?name=, else the identity, else
 // what it is.
-func displayName(r *http.Request, identity string, k kind) string {
-	if n := strings.TrimSpace(r.URL.Query().Get("name")); n != "" && utf8.RuneCountInString(n) <= maxName &&
-		strings.IndexFunc(n, unicode.IsControl) < 0 {
-		return n
+func displayName(name, identity string, k kind) string {
+	if name != "" {
+		return name
 	}
 	if identity != "" {
 		return identity

@@ -106,6 +106,7 @@ func waitForMedia(p *page, timeout time.Duration) inbound {
 // video and receives its audio; a screenshot of the call is saved; when A
 // clicks Leave, B's tile of A disappears within 2 s.
 func TestTwoPageCall(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	b := launchChromium(t)
 	srv := startServer(t)
@@ -173,6 +174,7 @@ func callOfTwo(t *testing.T, room string, tune ...func(*config.Config)) (pa, pb 
 // opens the panel, Enter sends) appears in B's chat with A's name; A's mic and
 // camera buttons show on B's tile of A as a mute indicator and an avatar.
 func TestChatAndMute(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	pa, pb, idA, _ := callOfTwo(t, "browser-chat")
 
@@ -249,6 +251,7 @@ func TestChatAndMute(t *testing.T) {
 // tests in parallel) the downlink estimate alone can hold the layer at low.
 // Chromium's own uplink estimate still decides what B encodes.
 func TestShrinkTileLowersLayer(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	pa, pb, _, idB := callOfTwo(t, "browser-shrink", func(c *config.Config) { c.RTC.CongestionControl = false })
 	// Until A's first size request is applied the server forwards B's top
@@ -387,6 +390,7 @@ func pressKey(key, code string, keyCode int64) chromedp.Action[chromedp.Void] {
 // view with the screen on the stage, and decodes it. B's screenshot (chat
 // open, with a message from A) is saved.
 func TestScreenShareSpeakerView(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	pa, pb, idA, _ := callOfTwo(t, "browser-screen")
 	pa.do(10*time.Second, chromedp.Click(chromedp.CSS("#toggle-screen")))

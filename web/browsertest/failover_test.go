@@ -16,6 +16,7 @@ import (
 // there: two single nodes share no session), publishes its camera again,
 // and a viewer page on B shows its tile and decodes its video.
 func TestFailoverToAnotherNode(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	b := launchChromium(t)
 	nodeA := startServer(t)

@@ -62,6 +62,7 @@ func findFirefox(t *testing.T) (firefox, node string) {
 // Needs firefox-esr, node and `npm ci` in web/testdata/node; skips without
 // them outside CI, fails without them in CI.
 func TestFirefoxTwoPageCall(t *testing.T) {
+	inPageLane(t)
 	firefox, node := findFirefox(t)
 	srv := startServer(t)
 	shot := filepath.Join(artifactDir(t), "two-party-call-firefox.png")

@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/internal/testutil/testnode"
 	"github.com/starling-rtc/starling/server"
 )
@@ -163,6 +164,9 @@ func closeSharedChromium() {
 }
 
 func TestMain(m *testing.M) {
+	if !raceEnabled {
+		testutil.SetDefaultParallel(laneTests)
+	}
 	code := m.Run()
 	closeSharedChromium()
 	removeBuiltBinary()
@@ -406,3 +410,32 @@ func parallelUnlessRace(t *testing.T) {
 		t.Parallel()
 	}
 }
+
+// pageLanes is how many of the tests that once ran serially (one server,
+// a few pages of the shared Chromium) run at once. Without the race
+// detector they run two at a time beside the parallel ones (the two
+// three-node cluster tests and Firefox's WHIP/WHEP, which mostly wait on
+// their processes), instead of one after another and those starting only
+// after all of them (the package took 107 s at load 16-40: 68 s of these,
+// then 38 s of the cluster tests; the pages' tests use about a fifth of
+// the CPU they wait on). Under -race they stay serial, as before.
+const pageLanes = 2
+
+var pageLane = make(chan struct{}, pageLanes)
+
+// inPageLane makes t one of the page lanes' tests; its lane is released
+// after t's cleanups (its pages, browser context and server are gone).
+func inPageLane(t *testing.T) {
+	if raceEnabled {
+		return
+	}
+	t.Parallel()
+	pageLane <- struct{}{}
+	t.Cleanup(func() { <-pageLane })
+}
+
+// laneTests is the number of tests that call inPageLane plus those that
+// call parallelUnlessRace: TestMain lets that many run at once, so that
+// lane tests waiting for the lane do not hold go test's places (2 on two
+// cores) and keep the parallel tests from starting.
+const laneTests = 16

@@ -88,6 +88,7 @@ func goParticipant(t *testing.T, srv *server.Server, room, name, id string, fram
 // shown ones are not. Pinning a hidden participant puts it on the stage and
 // resumes its video.
 func TestLargeRoomSpeakerView(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	b := launchChromium(t)
 	srv := startServer(t)

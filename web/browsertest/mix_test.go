@@ -125,6 +125,7 @@ type mixState struct {
 // plays it, while two Go participants speak; unticking the checkbox brings
 // their two tracks back.
 func TestAudioMixPage(t *testing.T) {
+	inPageLane(t)
 	b := launchChromium(t)
 	srv := startServer(t)
 	const room = "browser-mix"

@@ -15,6 +15,7 @@ import (
 // name, Continue opens /r/{room} with a camera preview and device pickers,
 // Join enters the call. Screenshots of each page are saved.
 func TestLandingLobbyAndJoin(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	b := launchChromium(t)
 	srv := startServer(t)
@@ -77,6 +78,7 @@ func TestLandingLobbyAndJoin(t *testing.T) {
 // TestJoinErrors: a full room (413) and a bad token (401) end on a page that
 // says so in words; a valid token joins.
 func TestJoinErrors(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	b := launchChromium(t)
 	const key, secret = "APItest", "a-test-secret-that-is-long-enough-0123456789"
@@ -127,6 +129,7 @@ func TestJoinErrors(t *testing.T) {
 // joins (to watch), says why the others can't see or hear you, and offers to
 // try again.
 func TestDeniedCamera(t *testing.T) {
+	inPageLane(t)
 	// No fake permission UI: headless Chromium then refuses camera and
 	// microphone as a person clicking "Block" would.
 	b := launchChromium(t, chromedp.Flag("use-fake-ui-for-media-stream", false), chromedp.Flag("deny-permission-prompts", true))
@@ -154,6 +157,7 @@ func TestDeniedCamera(t *testing.T) {
 // reconnecting, resumes (same participant) and A keeps seeing and decoding
 // B's video.
 func TestReconnect(t *testing.T) {
+	inPageLane(t)
 	start := time.Now()
 	pa, pb, _, idB := callOfTwo(t, "browser-reconnect")
 	waitForMedia(pa, 15*time.Second)

@@ -99,6 +99,7 @@ func whipPageServer(t *testing.T) (*httptest.Server, *server.Server) {
 // and a web-app page shows and decodes it; a second plain page watches the
 // room over WHEP and decodes it; DELETE removes the publisher's tile.
 func TestWHIPAndWHEPInChromium(t *testing.T) {
+	inPageLane(t)
 	b := launchChromium(t)
 	plain, srv := whipPageServer(t)
 	base := "http://" + srv.Addr()
