@@ -71,7 +71,7 @@ type Options struct {
 	// in to, all when empty) of a room with no part on this node; ok is
 	// false when the room is unknown, unknown the first id of to that is
 	// not in it. Nil on a single node.
-	DataRemote func(room, payload string, to []string) (ok bool, unknown string)
+	DataRemote func(room, payload string, to []string) (ok bool, unknown string, err error)
 }
 
 // API serves the admin routes.

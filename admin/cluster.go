@@ -182,10 +182,10 @@ func (a *API) sendDataFar(w http.ResponseWriter, r *http.Request) {
 		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: payload must be UTF-8 text"))
 		return
 	}
-	ok, unknown := a.opts.DataRemote(name, *req.Payload, req.To)
+	ok, unknown, err := a.opts.DataRemote(name, *req.Payload, req.To)
 	switch {
 	case !ok:
-		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		writeError(w, notFoundOr(err, "no room %q", name))
 	case unknown != "":
 		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", unknown, name))
 	default:

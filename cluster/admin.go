@@ -257,20 +257,22 @@ func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
 	return false
 }
 
-// RoomExists reports whether the cluster's room state has the room.
-func (n *Node) RoomExists(name string) bool {
-	_, ok := n.getOpen(name)
-	return ok
+// RoomExists reports whether the cluster's room state has the room; err
+// is ErrStoreUnavailable when the store did not answer (the room may exist).
+func (n *Node) RoomExists(name string) (bool, error) {
+	_, ok, err := n.getOpenErr(name)
+	return ok, err
 }
 
 // SendData sends a server data message to a room's participants (those in
 // to, all when empty) on every node with a part of it, for the admin API
 // of a node without one. It returns false when the room is unknown, and
-// the first id of to that is no member of it.
-func (n *Node) SendData(name, payload string, to []string) (ok bool, unknown string) {
-	st, ok := n.getOpen(name)
+// the first id of to that is no member of it; err is ErrStoreUnavailable
+// when the store did not answer (then ok is false and nobody knows).
+func (n *Node) SendData(name, payload string, to []string) (ok bool, unknown string, err error) {
+	st, ok, err := n.getOpenErr(name)
 	if !ok {
-		return false, ""
+		return false, "", err
 	}
 	members := map[string]bool{}
 	for _, m := range st.Members {
@@ -278,11 +280,11 @@ func (n *Node) SendData(name, payload string, to []string) (ok bool, unknown str
 	}
 	for _, id := range to {
 		if !members[id] {
-			return true, id
+			return true, id, nil
 		}
 	}
 	for _, node := range nodesOf(st) {
 		n.Control(node, name, room.Event{Type: room.CtlData, Payload: payload, To: to})
 	}
-	return true, ""
+	return true, "", nil
 }

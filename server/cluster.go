@@ -193,15 +193,19 @@ func (s *Server) controlRemote(name, participant string, ev room.Event) bool {
 
 // roomInCluster reports whether a room exists on another node of the
 // cluster (WHEP from a node without a part of it); false on a single node.
-func (s *Server) roomInCluster(name string) bool {
-	return s.cluster != nil && s.cluster.RoomExists(name)
+// err says the cluster's room state did not answer.
+func (s *Server) roomInCluster(name string) (bool, error) {
+	if s.cluster == nil {
+		return false, nil
+	}
+	return s.cluster.RoomExists(name)
 }
 
 // dataRemote sends an admin data message through the cluster to a room
 // with no part on this node; not ok on a single node.
-func (s *Server) dataRemote(name, payload string, to []string) (ok bool, unknown string) {
+func (s *Server) dataRemote(name, payload string, to []string) (ok bool, unknown string, err error) {
 	if s.cluster == nil {
-		return false, ""
+		return false, "", nil
 	}
 	return s.cluster.SendData(name, payload, to)
 }

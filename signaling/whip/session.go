@@ -166,7 +166,9 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request, k kind) (*sessi
 			if e := v.check(name, rm.Participants()); e != nil {
 				return nil, "", nil, e
 			}
-		} else if h.opts.InCluster == nil || !h.opts.InCluster(name) {
+		} else if exists, err := inCluster(h.opts.InCluster, name); err != nil {
+			return nil, "", nil, fail(http.StatusServiceUnavailable, err.Error())
+		} else if !exists {
 			return nil, "", nil, fail(http.StatusNotFound, "room "+name+" does not exist: nothing to watch")
 		} else {
 			lateCheck = true
@@ -368,4 +370,13 @@ func addCandidates(p *room.Participant, target string, frag *sdpFrag) *httpError
 		}
 	}
 	return nil
+}
+
+// inCluster asks f (Options.InCluster) whether the room lives on another
+// node; false on a single node (f nil).
+func inCluster(f func(string) (bool, error), name string) (bool, error) {
+	if f == nil {
+		return false, nil
+	}
+	return f(name)
 }

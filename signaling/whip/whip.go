@@ -64,8 +64,9 @@ type Options struct {
 	Observe func(kind, method string, status int)
 	// InCluster, in a cluster, reports whether a room without a part on
 	// this node exists on another node (WHEP may watch it from here); nil
-	// on a single node.
-	InCluster func(room string) bool
+	// on a single node. A non-nil error says the cluster's room state did
+	// not answer (503: try again; the room may exist).
+	InCluster func(room string) (bool, error)
 	Logger    *slog.Logger
 }
 
