@@ -50,8 +50,10 @@ type Options struct {
 	// cluster's nodes; CloseRemote closes the other nodes' parts of a room
 	// (true if the room exists in the cluster). Both nil on a single node.
 	// RemoteRoom's participants come from their own nodes, with their
-	// permissions and subscriptions (LocalParticipants there).
-	RemoteRoom  func(name string) (sid string, ps []Participant, ok bool)
+	// permissions and subscriptions (LocalParticipants there); err (with
+	// ok false) when the cluster's room state could not be read, so
+	// nobody knows whether the room exists: 503, never 404.
+	RemoteRoom  func(name string) (sid string, ps []Participant, ok bool, err error)
 	CloseRemote func(name string) bool
 	// ClusterRooms lists every room of the cluster for GET /v1/rooms, sorted
 	// by name; nil (or a nil list and no error) on a single node, which

@@ -33,9 +33,9 @@ func (a *API) getClusterRoom(w http.ResponseWriter, r *http.Request, name string
 		return
 	}
 	rm := a.opts.Rooms.Room(name)
-	sid, ps, ok := a.opts.RemoteRoom(name)
+	sid, ps, ok, err := a.opts.RemoteRoom(name)
 	if !ok && rm == nil {
-		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		writeError(w, notFoundOr(err, "no room %q", name))
 		return
 	}
 	if !ok {
@@ -73,7 +73,8 @@ func (a *API) getClusterParticipant(w http.ResponseWriter, r *http.Request) {
 		}
 		stub = p
 	}
-	if _, ps, ok := a.opts.RemoteRoom(name); ok {
+	_, ps, ok, err := a.opts.RemoteRoom(name)
+	if ok {
 		for _, p := range ps {
 			if p.ID == id {
 				writeJSON(w, http.StatusOK, p)
@@ -85,7 +86,16 @@ func (a *API) getClusterParticipant(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, view(stub, stub.Info()))
 		return
 	}
-	writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", id, name))
+	writeError(w, notFoundOr(err, "no participant %q in room %q", id, name))
+}
+
+// notFoundOr is a 404 with the message, or a 503 when err says the
+// cluster's room state could not be read (the room may exist).
+func notFoundOr(err error, format string, args ...any) *protocol.Error {
+	if err != nil {
+		return protocol.Errorf(protocol.CodeUnavailable, "%v", err)
+	}
+	return protocol.Errorf(protocol.CodeNotFound, format, args...)
 }
 
 // farRoom reports whether the request's {room} has no part on this node
@@ -103,9 +113,9 @@ func (a *API) farParticipant(w http.ResponseWriter, r *http.Request) (Participan
 	if _, ok := a.authorize(w, r, name, false); !ok {
 		return Participant{}, false
 	}
-	_, ps, ok := a.opts.RemoteRoom(name)
+	_, ps, ok, err := a.opts.RemoteRoom(name)
 	if !ok {
-		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))
+		writeError(w, notFoundOr(err, "no room %q", name))
 		return Participant{}, false
 	}
 	for _, p := range ps {

@@ -92,11 +92,12 @@ func (n *Node) localView(name string) json.RawMessage {
 // them, of the nodes that did not (a killed node's participants stay in
 // the room for the resume window: they are still listed, and can be
 // kicked, from every node). ok is false when the room is not in the
-// cluster's state.
-func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, unanswered []room.Member, ok bool) {
-	st, ok := n.getOpen(name)
+// cluster's state, err ErrStoreUnavailable when the state store did not
+// answer (then nobody knows).
+func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, unanswered []room.Member, ok bool, err error) {
+	st, ok, err := n.getOpenErr(name)
 	if !ok {
-		return "", nil, nil, false
+		return "", nil, nil, false, err
 	}
 	nodes := nodesOf(st)
 	views = make([]json.RawMessage, len(nodes))
@@ -127,14 +128,21 @@ func (n *Node) RoomView(name string) (sid string, views []json.RawMessage, unans
 			}
 		}
 	}
-	return st.SID, out, unanswered, true
+	return st.SID, out, unanswered, true, nil
 }
 
 // getOpen is the room's state for the admin API: exact (getCurrent,
 // current.go), and a room the admin deleted is gone.
 func (n *Node) getOpen(name string) (roomState, bool) {
-	st, ok := n.getCurrent(name)
-	return st, ok && !st.Closed
+	st, ok, _ := n.getOpenErr(name)
+	return st, ok
+}
+
+// getOpenErr is getOpen that tells a store that did not answer
+// (ErrStoreUnavailable) from a room that does not exist.
+func (n *Node) getOpenErr(name string) (roomState, bool, error) {
+	st, ok, err := n.getCurrent(name)
+	return st, ok && !st.Closed, err
 }
 
 // RoomCount is one room of the cluster as GET /v1/rooms shows it.
@@ -161,13 +169,16 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 	counts := make([]RoomCount, len(names))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, roomListWorkers)
-	for i, name := range names {
+	i := 0
+	for name, rev := range names {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(rc *RoomCount) {
 			defer func() { <-sem; wg.Done() }()
-			st, ok := n.getOpen(name)
-			if !ok || len(st.Members) == 0 {
+			// The room's own key is known through the leader's newest
+			// change already (roomNames): one leader request per room.
+			st, ok, _ := n.currentState(name, &rev)
+			if !ok || st.Closed || len(st.Members) == 0 {
 				return // deleted meanwhile, or empty and about to close
 			}
 			*rc = RoomCount{Name: name, SID: st.SID, Participants: len(st.Members)}
@@ -179,6 +190,7 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 				rc.Tracks += len(p.Info.Tracks)
 			}
 		}(&counts[i])
+		i++
 	}
 	wg.Wait()
 	out := counts[:0]
@@ -193,8 +205,9 @@ func (n *Node) Rooms(localTracks func(name string) (tracks int, ok bool)) ([]Roo
 
 // roomNames lists the rooms in the room state store (their own keys, not
 // their members'), with every room the store's leader had when asked: the
-// key listing reads a replica (readKeysThrough).
-func (n *Node) roomNames() ([]string, error) {
+// key listing reads a replica (readKeysThrough). Each room's name maps to
+// the revision of its key read then.
+func (n *Node) roomNames() (map[string]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
 	filters := []string{"*"}
@@ -205,18 +218,21 @@ func (n *Node) roomNames() ([]string, error) {
 	if err != nil {
 		newest, grace = n.lastChangeOf(ctx, filters), time.Second // no leader now: a replica's read
 	}
-	present := map[string]bool{}
+	present := map[string]uint64{} // key -> revision, 0 when deleted
 	err = n.readKeysThrough(ctx, filters, newest, grace, func(e jetstream.KeyValueEntry) {
-		present[e.Key()] = e.Operation() == jetstream.KeyValuePut
+		present[e.Key()] = 0
+		if e.Operation() == jetstream.KeyValuePut {
+			present[e.Key()] = e.Revision()
+		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for key, put := range present {
+	names := map[string]uint64{}
+	for key, rev := range present {
 		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "r"))
-		if put && strings.HasPrefix(key, "r") && err == nil {
-			names = append(names, string(raw))
+		if rev != 0 && strings.HasPrefix(key, "r") && err == nil {
+			names[string(raw)] = rev
 		}
 	}
 	return names, nil

@@ -208,3 +208,22 @@ func (n *Node) ClaimStored(event, id string) (string, error) {
 	}
 	return "claim", nil
 }
+
+// StoredTracks lists the ids of the tracks the room state keeps for node
+// (trackkeys.go).
+func (n *Node) StoredTracks(node string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	lister, err := n.bus.kv.ListKeysFiltered(ctx, "t."+enc(node)+".*")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for k := range lister.Keys() {
+		var st storedTrack
+		if rev, err := n.getJSON(ctx, k, &st); err == nil && rev != 0 {
+			out = append(out, st.Track.ID)
+		}
+	}
+	return out
+}

@@ -206,13 +206,16 @@ func (n *Node) flushHooks() {
 
 // deadTracks reports a dead node's tracks unpublished (before its stubs'
 // tracks end here): every live node with a part of the room knows them,
-// the claim makes one of them send each. A node without a part of the
-// room knows none; when no live node has one, nobody sends them.
+// the claim makes one of them send each. The tracks of a room no live
+// node had a part of are known from their keys in the room state
+// (trackkeys.go), read in the background: every live node reads them
+// (and deletes the keys), and the claim makes one send each.
 func (n *Node) deadTracks(node string) {
-	if n.rooms == nil || n.opts.OnTrackGone == nil {
-		return
+	if n.rooms != nil && n.opts.OnTrackGone != nil {
+		for _, t := range n.rooms.NodeTracks(node) {
+			n.Once(OnceTrackUnpublished, t.Track.ID, func() { n.opts.OnTrackGone(t) })
+		}
 	}
-	for _, t := range n.rooms.NodeTracks(node) {
-		n.Once(OnceTrackUnpublished, t.Track.ID, func() { n.opts.OnTrackGone(t) })
-	}
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.storedTracksGone(node) }()
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +157,40 @@ func seesTrack(c *client.Client, id string) bool {
 		}
 	}
 	return false
+}
+
+// A killed node that held a room alone: no live node had a stub of its
+// publisher, yet the track's track_unpublished is sent once, by a live
+// node, from the track's key in the room state (cluster/trackkeys.go),
+// with the fields its own node would have sent. Before, no node knew the
+// track and none was sent.
+func TestWebhookTrackUnpublishedForKilledNodesLoneRoom(t *testing.T) {
+	t.Parallel()
+	const roomName = "dead-lone-tracks"
+	h := newHookLog(t, roomName)
+	srvs := deadNodeCluster(t, h, 30*time.Second)
+	alice := join(t, srvs[2], roomName, "alice", token(t, "alice", roomName))
+	aliceID := alice.ParticipantID()
+	pub := publishMedia(t, alice, false)
+	trackID := pub.published[0].Track.ID
+	eventually(t, 20*time.Second, "the room state keeps alice's track", func() bool {
+		return slices.Contains(srvs[0].Cluster().StoredTracks("n2"), trackID)
+	})
+
+	srvs[2].Abort()
+	eventually(t, 40*time.Second, "track_unpublished is sent for alice's track", func() bool {
+		return len(h.of(webhook.TrackUnpublished, aliceID, trackID)) > 0
+	})
+	settled(t, h, srvs[:2], roomName)
+	got := h.of(webhook.TrackUnpublished, aliceID, trackID)
+	if len(got) != 1 {
+		t.Fatalf("track_unpublished for alice's track %s sent %d times, want once", trackID, len(got))
+	}
+	e := got[0]
+	if e.Participant.Identity != "alice" || e.Track.Kind != "audio" || e.Room.SID != alice.LastJoin().Room.SID {
+		t.Errorf("track_unpublished: participant %+v, track %+v, room %+v; want alice's audio track in room %s", *e.Participant, *e.Track, e.Room, alice.LastJoin().Room.SID)
+	}
+	eventually(t, 20*time.Second, "the dead node's track keys are gone", func() bool {
+		return len(srvs[0].Cluster().StoredTracks("n2")) == 0
+	})
 }

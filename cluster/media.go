@@ -189,12 +189,14 @@ func (n *Node) Unimport(node, trackID string) {
 	_ = n.bus.nc.Publish(nodeSubject(node, "unexport"), data)
 }
 
-// TrackPublished implements room.Observer (nothing to do: exports start
-// on request).
-func (n *Node) TrackPublished(room.PublishedTrack) {}
+// TrackPublished implements room.Observer: a local track's key is written
+// (trackkeys.go; exports start on request).
+func (n *Node) TrackPublished(t room.PublishedTrack) { n.storeTrack(t, true) }
 
-// TrackUnpublished implements room.Observer: a local track's exports end.
+// TrackUnpublished implements room.Observer: a local track's exports end,
+// and its key goes.
 func (n *Node) TrackUnpublished(t room.PublishedTrack) {
+	n.storeTrack(t, false)
 	n.media.mu.Lock()
 	var gone []*relay.Export
 	for k, e := range n.media.exports {

@@ -44,8 +44,9 @@ type Options struct {
 	// See deadmembers.go.
 	OnMemberGone func(room, sid string, m room.Member, reason string)
 	// OnTrackGone is called, on one node of the cluster, for each track of
-	// a dead node this node knew of (its stubs' tracks): the dead node
-	// never sends their track_unpublished webhook (hookonce.go).
+	// a dead node (known from this node's stubs, or from the track's key
+	// in the room state): the dead node never sends their
+	// track_unpublished webhook (hookonce.go, trackkeys.go).
 	OnTrackGone func(t room.PublishedTrack)
 	// LocalView is this node's part of a room as the admin API shows it
 	// (a JSON array, admin.LocalParticipants), nil without one; other
@@ -83,6 +84,7 @@ type Node struct {
 	closeOnce  sync.Once
 	hooks      hookQueue  // webhook claims (hookonce.go)
 	claimSweep claimSweep // their expiry without per-key TTLs (hooksweep.go)
+	tracks     trackStore // this node's track keys (trackkeys.go)
 
 	lost sync.Map // ids of the nodes gone silent: heard again, they resync the watches
 
@@ -182,6 +184,8 @@ func Start(o Options) (*Node, error) {
 		}
 	}
 	n.loadPrior() // members left behind by an earlier run with this id (prior.go)
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.storedTracksGone(n.id) }() // and their tracks (trackkeys.go)
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
 	n.wg.Add(1)

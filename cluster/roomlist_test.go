@@ -1,13 +1,18 @@
 package cluster_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/starling-rtc/starling/admin"
+	"github.com/starling-rtc/starling/server"
 )
 
 // listRooms reads GET /v1/rooms from a node.
@@ -76,5 +81,55 @@ func TestAdminListsRoomsClusterWide(t *testing.T) {
 				t.Fatalf("room %s: sid %s on n%d, %s on n0", r.Name, sids[r.Name], i, r.SID)
 			}
 		}
+	}
+
+	// The list is exact (what the store's leader had) at one leader
+	// request per room: the rooms' own keys are read through the one
+	// request for all of them. Before, two per room (its key, its other
+	// keys) and that one.
+	asked := leaderGets(t, srvs[0])
+	if _, err := listRooms(t, srvs[2].BaseURL()); err != nil {
+		t.Fatal(err)
+	}
+	got := asked()
+	for _, r := range want {
+		p := "$KV.starling-rooms.r" + base64.RawURLEncoding.EncodeToString([]byte(r.Name))
+		if got[p] != 0 || got[p+".>"] != 1 {
+			t.Errorf("room %s: the leader was asked %d times for its key and %d times for its other keys, want 0 and 1", r.Name, got[p], got[p+".>"])
+		}
+	}
+	if got["$KV.starling-rooms.*"] != 1 {
+		t.Errorf("the leader was asked %d times for every room's key, want once", got["$KV.starling-rooms.*"])
+	}
+}
+
+// leaderGets counts the requests for the newest message of a subject that
+// the room state stream's leader gets from then on (from any node), by
+// subject; the returned function gives the counts so far.
+func leaderGets(t *testing.T, srv *server.Server) func() map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	counts := map[string]int{}
+	sub, err := srv.Cluster().Conn().Subscribe("$JS.API.STREAM.MSG.GET.KV_starling-rooms", func(m *nats.Msg) {
+		var req struct {
+			LastFor string `json:"last_by_subj"`
+		}
+		if json.Unmarshal(m.Data, &req) == nil && req.LastFor != "" {
+			mu.Lock()
+			counts[req.LastFor]++
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := srv.Cluster().Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(counts)
 	}
 }

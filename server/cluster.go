@@ -139,13 +139,13 @@ func (o webhookObserver) TrackUnpublished(t room.PublishedTrack) {
 
 // remoteRoom and closeRemote let the admin API reach the other nodes' parts
 // of a room; the cluster is started after the admin API is set up.
-func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool) {
+func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool, error) {
 	if s.cluster == nil {
-		return "", nil, false
+		return "", nil, false, nil
 	}
-	sid, views, unanswered, ok := s.cluster.RoomView(name)
+	sid, views, unanswered, ok, err := s.cluster.RoomView(name)
 	if !ok {
-		return "", nil, false
+		return "", nil, false, err
 	}
 	var ps []admin.Participant
 	for _, v := range views {
@@ -169,7 +169,7 @@ func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool) {
 		}
 		ps = append(ps, p)
 	}
-	return sid, ps, true
+	return sid, ps, true, nil
 }
 
 // setMix stores an admin mix setting for the whole cluster

@@ -1,0 +1,83 @@
+package cluster_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/config"
+)
+
+// Right after a node that led the room state store's stream is killed,
+// the admin API of a node with no part of the room answers the room (or
+// a clear 503 while the store elects a new leader), never 404: the room
+// exists. Before, its read of the room's keys could miss them during the
+// election and it answered 404 for a few seconds (docs/cluster.md).
+func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
+	t.Parallel()
+	const roomName = "admin-kill"
+	srvs := startCluster(t, 3, func(c *config.Config) {
+		withKeys(c)
+		c.Room.ResumeWindow = config.Duration(30 * time.Second)
+	})
+	eventually(t, 30*time.Second, "the room state store is on 3 current replicas", func() bool {
+		ok, _ := srvs[0].Cluster().StoreReplicated(3)
+		return ok
+	})
+	lead := -1
+	for i, s := range srvs {
+		if s.Cluster().StoreLeader() == fmt.Sprintf("n%d", i) {
+			lead = i
+		}
+	}
+	if lead < 0 {
+		t.Fatal("no node leads the room state store")
+	}
+	other, asked := (lead+1)%3, (lead+2)%3 // bob's node, and the node without a part of the room
+	bob := join(t, srvs[other], roomName, "bob", token(t, "bob", roomName))
+	alice := join(t, srvs[lead], roomName, "alice", token(t, "alice", roomName))
+	seeEachOther(t, bob, alice)
+	url := srvs[asked].BaseURL() + "/v1/rooms/" + roomName
+	var detail struct {
+		Participants []struct{ ID string } `json:"participants"`
+	}
+	if code := adminGet(t, url, &detail); code != http.StatusOK || len(detail.Participants) != 2 {
+		t.Fatalf("before the kill, n%d answers %d with %d participants", asked, code, len(detail.Participants))
+	}
+
+	srvs[lead].Abort()
+	killed := time.Now()
+	answers := map[int]int{}
+	for ok := 0; ok < 3; {
+		if time.Since(killed) > 60*time.Second {
+			t.Fatalf("no answer listing the room within 60 s of the kill: %v", answers)
+		}
+		detail.Participants = nil
+		code := adminGet(t, url, &detail)
+		answers[code]++
+		switch code {
+		case http.StatusOK:
+			if len(detail.Participants) != 2 { // alice waits to resume: still listed
+				t.Fatalf("%.1f s after the kill: %d participants, want bob and alice", time.Since(killed).Seconds(), len(detail.Participants))
+			}
+			ok++
+		case http.StatusServiceUnavailable:
+			time.Sleep(100 * time.Millisecond)
+		default:
+			t.Fatalf("%.1f s after the kill, n%d answered %d for a room that exists (answers so far: %v)", time.Since(killed).Seconds(), asked, code, answers)
+		}
+	}
+	t.Logf("answers after the kill: %v", answers)
+
+	// With bob's node killed too, the store has no majority left: the
+	// answer is 503 (try again), within the store wait, never 404.
+	srvs[other].Abort()
+	killed = time.Now()
+	code := adminGet(t, url, &detail)
+	took := time.Since(killed)
+	if code != http.StatusServiceUnavailable && code != http.StatusOK {
+		t.Fatalf("with no store majority, n%d answered %d after %.1f s, want 503", asked, code, took.Seconds())
+	}
+	t.Logf("with no store majority: %d after %.1f s", code, took.Seconds())
+}

@@ -1,0 +1,169 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
+)
+
+// A killed node never sends the track_unpublished webhook of its tracks.
+// A live node with a part of the room knows them (its stubs' tracks:
+// deadTracks, hookonce.go), but when the dead node held the room alone no
+// live node does. So each node keeps its published tracks in the room
+// state bucket, one key per track, t.<node>.<track id> (put when the
+// track is published, deleted when it ends), and every live node that
+// finds a node gone reads that node's track keys, claims each track's
+// webhook (one node of the cluster sends it) and deletes the keys
+// (storedTracksGone). A track key costs one write when the track is
+// published and one when it ends, and no room watch sees it (it is not
+// under the room's key).
+
+func trackKey(node, id string) string { return "t." + enc(node) + "." + enc(id) }
+
+// storedTrack is the value of a track key: what its webhook reports.
+type storedTrack struct {
+	Room            string         `json:"room"`
+	RoomSID         string         `json:"roomSid"`
+	ParticipantID   string         `json:"participantId"`
+	ParticipantName string         `json:"participantName,omitempty"`
+	Identity        string         `json:"identity"`
+	Track           protocol.Track `json:"track"`
+}
+
+type trackOp struct {
+	key  string
+	data []byte // nil: delete
+}
+
+// trackStore is the queue of track key writes, worked in order by one
+// goroutine (a track's delete must not overtake its put).
+type trackStore struct {
+	mu      sync.Mutex
+	ops     []trackOp
+	running bool
+}
+
+// storeTrack queues the write of a local track's key (data nil: its
+// deletion).
+func (n *Node) storeTrack(t room.PublishedTrack, published bool) {
+	if t.Node != "" {
+		return // another node's track: that node keeps its key
+	}
+	op := trackOp{key: trackKey(n.id, t.Track.ID)}
+	if published {
+		op.data, _ = json.Marshal(storedTrack{Room: t.Room, RoomSID: t.RoomSID, ParticipantID: t.ParticipantID,
+			ParticipantName: t.ParticipantName, Identity: t.Identity, Track: t.Track})
+	}
+	q := &n.tracks
+	q.mu.Lock()
+	q.ops = append(q.ops, op)
+	if q.running {
+		q.mu.Unlock()
+		return
+	}
+	q.running = true
+	q.mu.Unlock()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.runTrackOps() }()
+}
+
+// runTrackOps writes the queued track keys, each held until the store
+// takes it (a cut, an election) or the node stops.
+func (n *Node) runTrackOps() {
+	q := &n.tracks
+	pause := 100 * time.Millisecond
+	for {
+		q.mu.Lock()
+		if len(q.ops) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		op := q.ops[0]
+		q.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		var err error
+		if op.data != nil {
+			_, err = n.bus.kv.Put(ctx, op.key, op.data)
+		} else {
+			_, err = n.kvDelete(ctx, op.key, 0)
+		}
+		cancel()
+		if err == nil {
+			q.mu.Lock()
+			q.ops = q.ops[1:]
+			q.mu.Unlock()
+			pause = 100 * time.Millisecond
+			continue
+		}
+		n.log.Debug("track key not written yet", "key", op.key, "err", err)
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, claimRetryMax)
+	}
+}
+
+// storedTracksGone reports the tracks a gone node left in the room state
+// unpublished (claimed: one node of the cluster sends each, hookonce.go)
+// and deletes their keys. It waits for the store (the gone node may have
+// led its stream) within the store wait, all keys together.
+func (n *Node) storedTracksGone(node string) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
+	defer cancel()
+	go func() { // a node closing does not wait for the store
+		select {
+		case <-n.stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	retry := func(step func(ctx context.Context) error) error { return n.retryCtx(ctx, kvTimeout, step) }
+	var keys []string
+	err := retry(func(ctx context.Context) error {
+		lister, err := n.bus.kv.ListKeysFiltered(ctx, "t."+enc(node)+".*")
+		if err != nil {
+			return err
+		}
+		keys = keys[:0]
+		for k := range lister.Keys() {
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	if err != nil {
+		n.log.Warn("room state: a gone node's tracks not listed", "node", node, "err", err)
+		return
+	}
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			return
+		}
+		var st storedTrack
+		var rev uint64
+		if err := retry(func(ctx context.Context) (err error) { rev, err = n.getJSON(ctx, k, &st); return err }); err != nil || rev == 0 {
+			continue
+		}
+		if st.Track.ID == "" {
+			continue // unreadable
+		}
+		pt := room.PublishedTrack{Room: st.Room, RoomSID: st.RoomSID, ParticipantID: st.ParticipantID,
+			ParticipantName: st.ParticipantName, Identity: st.Identity, Track: st.Track, Node: node}
+		if n.opts.OnTrackGone != nil {
+			n.Once(OnceTrackUnpublished, pt.Track.ID, func() { n.opts.OnTrackGone(pt) })
+		}
+		_ = retry(func(ctx context.Context) error {
+			_, err := n.kvDelete(ctx, k, rev)
+			if isConflict(err) {
+				return nil // deleted (or rewritten) meanwhile
+			}
+			return err
+		})
+	}
+}
