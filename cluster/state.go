@@ -229,18 +229,8 @@ func (n *Node) closeLater(name string) {
 // purgeNode removes a node's members from every room (a dead node, or
 // this node's own leftovers from before a restart).
 func (n *Node) purgeNode(node string) {
-	var keys []string
-	err := n.retry(func(ctx context.Context) error { // the dead node may have led the stream: wait for a new leader
-		lister, err := n.bus.kv.ListKeysFiltered(ctx, "*.m."+enc(node)+".*")
-		if err != nil {
-			return err
-		}
-		keys = keys[:0]
-		for k := range lister.Keys() {
-			keys = append(keys, k)
-		}
-		return nil
-	})
+	// The dead node may have led the stream: retry waits for a new leader.
+	keys, err := n.listKeys(n.retry, "*.m."+enc(node)+".*")
 	if err != nil {
 		n.log.Warn("room state: a gone node's members not listed for removal", "node", node, "err", err)
 		return
@@ -271,4 +261,22 @@ func (n *Node) purgeNode(node string) {
 func (n *Node) RoomSID(name string) (string, bool) {
 	st, ok := n.get(name)
 	return st.SID, ok
+}
+
+// listKeys lists the room state's keys matching filter, each try through
+// retry (n.retry, or one bounded by a context of the caller's).
+func (n *Node) listKeys(retry func(func(context.Context) error) error, filter string) ([]string, error) {
+	var keys []string
+	err := retry(func(ctx context.Context) error {
+		lister, err := n.bus.kv.ListKeysFiltered(ctx, filter)
+		if err != nil {
+			return err
+		}
+		keys = keys[:0]
+		for k := range lister.Keys() {
+			keys = append(keys, k)
+		}
+		return nil
+	})
+	return keys, err
 }

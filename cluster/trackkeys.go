@@ -125,18 +125,7 @@ func (n *Node) storedTracksGone(node string) {
 		cancel()
 	}()
 	retry := func(step func(ctx context.Context) error) error { return n.retryCtx(ctx, kvTimeout, step) }
-	var keys []string
-	err := retry(func(ctx context.Context) error {
-		lister, err := n.bus.kv.ListKeysFiltered(ctx, "t."+enc(node)+".*")
-		if err != nil {
-			return err
-		}
-		keys = keys[:0]
-		for k := range lister.Keys() {
-			keys = append(keys, k)
-		}
-		return nil
-	})
+	keys, err := n.listKeys(retry, "t."+enc(node)+".*")
 	if err != nil {
 		n.log.Warn("room state: a gone node's tracks not listed", "node", node, "err", err)
 		return
