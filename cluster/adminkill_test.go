@@ -84,8 +84,8 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 	srvs[other].Abort()
 	killed = time.Now()
 	var wg sync.WaitGroup
-	codes := make([]int, 3)
-	wg.Add(3)
+	codes := make([]int, 4)
+	wg.Add(4)
 	go func() { defer wg.Done(); codes[0] = adminGet(t, url, &detail) }()
 	go func() {
 		defer wg.Done()
@@ -95,9 +95,13 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 		defer wg.Done()
 		codes[2] = adminSend(t, url+"/whep", "application/sdp", recvOffer(t), auth.Grants{Room: roomName})
 	}()
+	go func() {
+		defer wg.Done()
+		codes[3] = adminSend(t, url+"/participants/"+bob.ParticipantID()+"/mix", "application/json", `{"gain":0.5}`, auth.Grants{Admin: true})
+	}()
 	wg.Wait()
 	took := time.Since(killed)
-	for i, what := range []string{"GET of the room", "POST of a data message", "a WHEP player's POST"} {
+	for i, what := range []string{"GET of the room", "POST of a data message", "a WHEP player's POST", "POST of a mix setting"} {
 		ok := http.StatusOK
 		if i == 2 {
 			ok = http.StatusCreated

@@ -59,7 +59,10 @@ func (n *Node) SetMixPref(name, participant string, gain *float64, muted *bool) 
 	if gain != nil && (*gain < 0 || *gain > 4 || *gain != *gain) {
 		return MixSetting{}, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: gain must be between 0 and 4")
 	}
-	st, ok := n.getOpen(name)
+	st, ok, err := n.getOpenErr(name)
+	if err != nil { // the store did not answer: the participant may exist
+		return MixSetting{}, protocol.Errorf(protocol.CodeUnavailable, "%v", err)
+	}
 	member := false
 	for _, m := range st.Members {
 		member = member || m.ID == participant
@@ -68,7 +71,7 @@ func (n *Node) SetMixPref(name, participant string, gain *float64, muted *bool) 
 		return MixSetting{}, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", participant, name)
 	}
 	var set MixSetting
-	err := n.updateMixPrefs(name, func(p *mixPrefs) error {
+	err = n.updateMixPrefs(name, func(p *mixPrefs) error {
 		if p.SID != st.SID {
 			*p = mixPrefs{SID: st.SID}
 		}
