@@ -17,10 +17,22 @@ import (
 // still reported, 10 s later.
 const settleWait = 10 * time.Second
 
+// pionSRTPAccept is a goroutine pion leaks, not Starling: srtp v3.1.3's
+// session reader, given a packet of an SSRC it has not seen, sends the
+// new stream to AcceptStream's channel (session_srtp.go, decrypt) and
+// blocks there for good when the peer connection closed meanwhile and
+// nobody accepts any more; the channel is closed only after that same
+// goroutine returns. A packet of a new stream arriving as a connection
+// closes is a race of a busy machine (seen once in a loaded suite run,
+// "chan send" in decrypt). It is ignored by its top function alone: any
+// other goroutine of ours that leaks is still reported.
+var pionSRTPAccept = goleak.IgnoreTopFunction("github.com/pion/srtp/v3.(*SessionSRTP).decrypt")
+
 // Main is goleak.VerifyTestMain(m, opts...) that waits, once m's tests
 // have run, until no goroutine other than those opts ignore is left, at
 // most settleWait, before the check. Call it from TestMain.
 func Main(m goleak.TestingM, opts ...goleak.Option) {
+	opts = append(opts, pionSRTPAccept)
 	goleak.VerifyTestMain(settled{m, opts}, opts...)
 }
 
