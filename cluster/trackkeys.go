@@ -110,12 +110,19 @@ func (n *Node) runTrackOps() {
 	}
 }
 
+// goneTracksWait bounds how long a live node keeps trying to read a gone
+// node's track keys while the room state store does not answer.
+const goneTracksWait = 5 * time.Minute
+
 // storedTracksGone reports the tracks a gone node left in the room state
 // unpublished (claimed: one node of the cluster sends each, hookonce.go)
 // and deletes their keys. It waits for the store (the gone node may have
-// led its stream) within the store wait, all keys together.
+// led its stream) up to goneTracksWait, all keys together: the store wait
+// alone (8 s) was shorter than an election on a loaded machine, and the
+// webhooks were then never sent (TestWebhookTrackUnpublishedForKilledNodesLoneRoom
+// under two busy loops).
 func (n *Node) storedTracksGone(node string) {
-	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
+	ctx, cancel := context.WithTimeout(context.Background(), goneTracksWait)
 	defer cancel()
 	go func() { // a node closing does not wait for the store
 		select {
