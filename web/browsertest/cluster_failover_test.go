@@ -281,7 +281,24 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // waits until each lists all n in GET /v1/nodes.
 func startProcessCluster(t *testing.T, bin string, n int) []*processNode {
 	t.Helper()
-	ports := freeTCPPorts(t, 2*n) // HTTP, then cluster routes
+	// Free ports are picked and then released: another test process (the
+	// cluster package's nodes run beside this one) may take one before a
+	// node binds it. A node that exits before the cluster forms is such a
+	// start: all of them stop and start again on fresh ports.
+	for attempt := 1; ; attempt++ {
+		nodes, ok := startProcessClusterOn(t, bin, n, freeTCPPorts(t, 2*n), attempt == 3)
+		if ok {
+			return nodes
+		}
+		t.Logf("a node exited before the cluster formed (a port taken meanwhile?): starting again on fresh ports")
+	}
+}
+
+// startProcessClusterOn starts n nodes on ports (HTTP, then cluster
+// routes) and waits until each lists all n. ok is false when a node exited
+// first (the others are killed), unless last: then the test fails.
+func startProcessClusterOn(t *testing.T, bin string, n int, ports []int, last bool) (_ []*processNode, ok bool) {
+	t.Helper()
 	var nodes []*processNode
 	for i := 0; i < n; i++ {
 		var routes []string
@@ -328,13 +345,31 @@ func startProcessCluster(t *testing.T, bin string, n int) []*processNode {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, node := range nodes {
 		for listed(node) != n {
+			if !last && anyExited(nodes) {
+				for _, nd := range nodes {
+					nd.kill()
+				}
+				return nil, false
+			}
 			if time.Now().After(deadline) {
 				t.Fatalf("the cluster did not form: %s lists %d nodes", node.addr, listed(node))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	return nodes
+	return nodes, true
+}
+
+// anyExited reports whether one of nodes has exited.
+func anyExited(nodes []*processNode) bool {
+	for _, nd := range nodes {
+		select {
+		case <-nd.exited:
+			return true
+		default:
+		}
+	}
+	return false
 }
 
 // listed is how many nodes GET /v1/nodes lists (0 when it does not answer).
