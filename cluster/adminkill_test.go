@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/auth"
-	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
 )
 
@@ -81,6 +79,7 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 	// The same for an admin data message and a WHEP player through that
 	// node (they answered 404 before), asked side by side: each may wait
 	// out the store wait.
+	offer := whepPlayer(t).LocalDescription().SDP
 	srvs[other].Abort()
 	killed = time.Now()
 	var wg sync.WaitGroup
@@ -93,7 +92,7 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 	}()
 	go func() {
 		defer wg.Done()
-		codes[2] = adminSend(t, url+"/whep", "application/sdp", recvOffer(t), auth.Grants{Room: roomName})
+		codes[2] = adminSend(t, url+"/whep", "application/sdp", offer, auth.Grants{Room: roomName})
 	}()
 	go func() {
 		defer wg.Done()
@@ -131,32 +130,4 @@ func adminSend(t *testing.T, url, contentType, body string, grants auth.Grants) 
 	}
 	defer resp.Body.Close()
 	return resp.StatusCode
-}
-
-// recvOffer is a WHEP player's offer (pion, receiving audio and video).
-func recvOffer(t *testing.T) string {
-	api, err := client.LoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	return pc.LocalDescription().SDP
 }

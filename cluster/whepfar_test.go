@@ -24,20 +24,7 @@ func TestWHEPFromNodeWithoutTheRoom(t *testing.T) {
 	pub := join(t, srvs[0], "far-whep", "camera")
 	publishMedia(t, pub, true)
 
-	api, err := client.LoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pc := whepPlayer(t)
 	var video atomic.Int64
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		for {
@@ -49,15 +36,6 @@ func TestWHEPFromNodeWithoutTheRoom(t *testing.T) {
 			}
 		}
 	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
 	resp, err := http.Post(srvs[1].BaseURL()+"/v1/rooms/far-whep/whep", "application/sdp", strings.NewReader(pc.LocalDescription().SDP))
 	if err != nil {
 		t.Fatal(err)
@@ -97,4 +75,33 @@ func TestWHEPFromNodeWithoutTheRoom(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("WHEP of a room nowhere in the cluster: %s, want 404", resp.Status)
 	}
+}
+
+// whepPlayer is a plain pion WHEP player (no Starling code): receiving
+// audio and video, its offer set and its candidates gathered.
+func whepPlayer(t *testing.T) *webrtc.PeerConnection {
+	api, err := client.LoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	return pc
 }
