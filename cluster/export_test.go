@@ -67,6 +67,10 @@ func (n *Node) LandMove(name, id, tokenHash string) error {
 	return errors.New("no such member")
 }
 
+// LoseCloseAnswer makes the next room delete through n (CloseRoom) land
+// its write in the store but see it time out, as when the answer is lost.
+func (n *Node) LoseCloseAnswer() { n.loseCloseAnswer.Store(true) }
+
 // RoomKeys lists a room's keys in the room state bucket by kind ("room",
 // "member", "identity", "slot") with their revisions.
 func (n *Node) RoomKeys(name string) (map[string][]uint64, error) {

@@ -92,6 +92,10 @@ type Node struct {
 	goneHooks []func(node string) // recording.go
 
 	pres presence // when each node was last heard (presence.go)
+
+	// loseCloseAnswer: tests only (export_test.go), the next delete's
+	// landed write reports a timeout, as when its answer is lost.
+	loseCloseAnswer atomic.Bool
 }
 
 // NewNodeID makes a random node id.
