@@ -142,7 +142,8 @@ func (n *Node) nodeBack(id string) {
 		return
 	}
 	if _, was := n.lost.LoadAndDelete(id); was {
-		n.rs.resyncAll() // this node's watches may have missed changes while the link was down
+		n.rs.resyncAll()  // this node's watches may have missed changes while the link was down
+		n.rewriteTracks() // the others may have found this node gone too, and deleted its track keys (trackkeys.go)
 	}
 	n.wg.Add(1)
 	go func() {
