@@ -82,8 +82,10 @@ func (n *Node) purgeLater(node string) {
 	if n.rooms != nil {
 		window = n.rooms.ResumeWindow()
 	}
+	run := n.nodeRunOf(node) // the run declared gone: its key goes once it is purged (nodekeys.go)
 	if window <= 0 {
 		n.purgeNode(node)
+		n.dropNodeKey(node, run)
 		return
 	}
 	n.wg.Add(1)
@@ -106,6 +108,7 @@ func (n *Node) purgeLater(node string) {
 		}
 		if !n.reg.alive(node) {
 			n.purgeNode(node)
+			n.dropNodeKey(node, run)
 		}
 	}()
 }
