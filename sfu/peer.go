@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -83,6 +84,9 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 	if c == nil {
 		return nil // pion ends gathering checks on its own
 	}
+	if err := checkCandidate(c.Candidate); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -107,6 +111,24 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 		return fmt.Errorf("bad ICE candidate: %w", err)
 	}
 	return nil
+}
+
+// checkCandidate refuses a candidate line pion would refuse once the remote
+// description is set. It runs before a candidate is kept for later, so a
+// client that trickles garbage before its description is applied learns it
+// at once (docs/PROTOCOL.md: a failed notification gets an error) instead of
+// the candidate vanishing at the flush. "" (end of candidates) and the kinds
+// pion skips (unknown type, unknown network) pass, as pion lets them.
+func checkCandidate(line string) error {
+	v := strings.TrimPrefix(line, "candidate:")
+	if v == "" {
+		return nil
+	}
+	_, err := ice.UnmarshalCandidate(v)
+	if err == nil || errors.Is(err, ice.ErrUnknownCandidateTyp) || errors.Is(err, ice.ErrDetermineNetworkType) {
+		return nil
+	}
+	return fmt.Errorf("bad ICE candidate: %w", err)
 }
 
 // flushCandidates adds the candidates kept that fit the remote description
@@ -176,6 +198,16 @@ func (p *peer) State() webrtc.PeerConnectionState { return p.pc.ConnectionState(
 // applied before are overwritten by the first answer's.
 func (p *peer) ICEStarted() bool {
 	return p.pc.ICEConnectionState() != webrtc.ICEConnectionStateNew
+}
+
+// isClosed reports whether the connection is closed or closing: by Close,
+// or by pion on its own when the client's DTLS close_notify arrives (pion
+// sets the signaling state to closed before it stops the transceivers).
+func (p *peer) isClosed() bool {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	return closed || p.pc.SignalingState() == webrtc.SignalingStateClosed
 }
 
 // Close closes the connection; idempotent.
