@@ -1,0 +1,85 @@
+package cluster_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/starling-rtc/starling/cluster"
+)
+
+// The package's parallel tests take their places here instead of from go
+// test (TestMain raises go test's own limit out of the way): go test
+// starts waiting tests roughly in source order, so the longest ones (the
+// recording takeovers, the slow bus: 25-50 s each) started last, up to a
+// minute into the package, and ended it alone with the CPU idle. Here a
+// test marked parallelLongest gets a place before any other test takes
+// one; the capacity is the one go test had (cluster.TestParallel: 12, 4
+// under -race, or -test.parallel).
+var sched = &scheduler{}
+
+type scheduler struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running int
+	// pending counts the tests marked longest that have not got a place
+	// yet. They are counted before they pause (go test runs every test up
+	// to its t.Parallel one after another, before any parallel test goes
+	// on), so when the parallel phase starts it holds all of them.
+	pending int
+}
+
+func (s *scheduler) init() {
+	if s.cond == nil {
+		s.cond = sync.NewCond(&s.mu)
+	}
+}
+
+// register counts a longest test that will ask for a place.
+func (s *scheduler) register() {
+	s.mu.Lock()
+	s.init()
+	s.pending++
+	s.mu.Unlock()
+}
+
+// acquire blocks until t may run: a place is free and, unless t is one of
+// the longest, no longest test still waits for one. It returns the release.
+func (s *scheduler) acquire(longest bool) func() {
+	s.mu.Lock()
+	s.init()
+	for s.running >= max(cluster.TestParallel, 1) || (!longest && s.pending > 0) {
+		s.cond.Wait()
+	}
+	s.running++
+	if longest {
+		s.pending--
+	}
+	s.cond.Broadcast() // an ordinary test may go once the last longest one has its place
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.running--
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+	}
+}
+
+// parallel runs t in parallel with the package's other tests, within the
+// scheduler's capacity.
+func parallel(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(sched.acquire(false))
+}
+
+// parallelLongest is parallel for the package's longest tests (25 s and
+// more idle: recording takeovers after a node's death, a 200 ms bus): they
+// take their places before every other test, so they run beside the
+// shorter ones instead of after them.
+func parallelLongest(t *testing.T) {
+	sched.register()
+	t.Parallel()
+	t.Cleanup(sched.acquire(true))
+}
