@@ -1,8 +1,11 @@
 package cluster_test
 
 import (
+	"fmt"
+	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/starling-rtc/starling/cluster"
 )
@@ -71,7 +74,7 @@ func (s *scheduler) acquire(longest bool) func() {
 // scheduler's capacity.
 func parallel(t *testing.T) {
 	t.Parallel()
-	t.Cleanup(sched.acquire(false))
+	t.Cleanup(traced(t, sched.acquire(false)))
 }
 
 // parallelLongest is parallel for the package's longest tests (25 s and
@@ -81,5 +84,25 @@ func parallel(t *testing.T) {
 func parallelLongest(t *testing.T) {
 	sched.register()
 	t.Parallel()
-	t.Cleanup(sched.acquire(true))
+	t.Cleanup(traced(t, sched.acquire(true)))
+}
+
+// schedStart is when the package's tests started, for traced.
+var schedStart = time.Now()
+
+// traced returns release, which with STARLING_TEST_SCHED set also writes
+// when t held its place: with go test's own limit raised, a test's elapsed
+// time includes its wait here.
+func traced(t *testing.T, release func()) func() {
+	if os.Getenv("STARLING_TEST_SCHED") == "" {
+		return release
+	}
+	from := time.Since(schedStart)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			fmt.Fprintf(os.Stderr, "sched: %6.1f %6.1f %s\n", from.Seconds(), time.Since(schedStart).Seconds(), t.Name())
+			release()
+		})
+	}
 }
