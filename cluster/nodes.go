@@ -18,12 +18,15 @@ const (
 	hbExpiry      = 3500 * time.Millisecond // a node silent this long is gone (< 5 s)
 )
 
-// NodeInfo is one node as GET /v1/nodes lists it.
+// NodeInfo is one node as GET /v1/nodes lists it. Every field is always
+// sent (no omitempty): docs/admin-api.md lists them, and a client that
+// reads n["self"] or n["relayAddr"] of another node (or of a single node,
+// which has no relay) must find them, false or empty.
 type NodeInfo struct {
 	ID           string `json:"id"`
-	URL          string `json:"url,omitempty"`       // the node's signaling/HTTP base URL
-	RelayAddr    string `json:"relayAddr,omitempty"` // its media relay UDP address
-	StartedAt    int64  `json:"startedAt"`           // unix ms
+	URL          string `json:"url"`       // the node's signaling/HTTP base URL
+	RelayAddr    string `json:"relayAddr"` // its media relay UDP address; "" without a cluster
+	StartedAt    int64  `json:"startedAt"` // unix ms
 	Rooms        int    `json:"rooms"`
 	Participants int    `json:"participants"`     // connected to this node
 	Tracks       int    `json:"tracks"`           // published on this node
@@ -31,7 +34,7 @@ type NodeInfo struct {
 	RelayedIn    int    `json:"relayedTracksIn"`  // tracks this node receives by relay
 	BusRTTMicros int64  `json:"busRttMicros"`     // round trip to a peer over the bus
 	LastSeen     int64  `json:"lastSeen"`         // unix ms of its last heartbeat
-	Self         bool   `json:"self,omitempty"`
+	Self         bool   `json:"self"`
 }
 
 // registry keeps the nodes heard on the bus.

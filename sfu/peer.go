@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -83,6 +84,9 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 	if c == nil {
 		return nil // pion ends gathering checks on its own
 	}
+	if err := checkCandidate(c.Candidate); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -107,6 +111,24 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 		return fmt.Errorf("bad ICE candidate: %w", err)
 	}
 	return nil
+}
+
+// checkCandidate refuses a candidate line pion would refuse once the remote
+// description is set. It runs before a candidate is kept for later, so a
+// client that trickles garbage before its description is applied learns it
+// at once (docs/PROTOCOL.md: a failed notification gets an error) instead of
+// the candidate vanishing at the flush. "" (end of candidates) and the kinds
+// pion skips (unknown type, unknown network) pass, as pion lets them.
+func checkCandidate(line string) error {
+	v := strings.TrimPrefix(line, "candidate:")
+	if v == "" {
+		return nil
+	}
+	_, err := ice.UnmarshalCandidate(v)
+	if err == nil || errors.Is(err, ice.ErrUnknownCandidateTyp) || errors.Is(err, ice.ErrDetermineNetworkType) {
+		return nil
+	}
+	return fmt.Errorf("bad ICE candidate: %w", err)
 }
 
 // flushCandidates adds the candidates kept that fit the remote description
