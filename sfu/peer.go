@@ -200,6 +200,16 @@ func (p *peer) ICEStarted() bool {
 	return p.pc.ICEConnectionState() != webrtc.ICEConnectionStateNew
 }
 
+// isClosed reports whether the connection is closed or closing: by Close,
+// or by pion on its own when the client's DTLS close_notify arrives (pion
+// sets the signaling state to closed before it stops the transceivers).
+func (p *peer) isClosed() bool {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	return closed || p.pc.SignalingState() == webrtc.SignalingStateClosed
+}
+
 // Close closes the connection; idempotent.
 func (p *peer) Close() error {
 	p.mu.Lock()

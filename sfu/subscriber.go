@@ -122,15 +122,18 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	if err != nil {
 		return err
 	}
-	// A Close racing this call may have stopped the connection's
+	// A close racing this call may have stopped the connection's
 	// transceivers just before ours was added: nothing would ever stop it,
-	// and the RTCP reader below would wait on it forever (a leak goleak
-	// found). Close marks the peer closed before closing pion's
-	// connection, so checking after the add catches every such order.
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	// and the RTCP reader below would wait on it forever, holding the
+	// connection, this down track and its publisher's receiver in memory.
+	// pion checks that the connection is open before it builds the
+	// transceiver, not when it adds it. Two closers: Close, and pion
+	// itself when the client's DTLS close_notify arrives (a client that
+	// closed its connection; Close is not called then: issue 17, the
+	// soak's leaked RTCP reader after its churn). Both mark the connection
+	// closed before stopping its transceivers, so checking after the add
+	// catches every order.
+	if s.isClosed() {
 		_ = t.Stop()
 		return webrtc.ErrConnectionClosed
 	}

@@ -39,6 +39,13 @@ type Session struct {
 	nmu     sync.Mutex
 	holding bool
 	held    []heldNote
+	// endAfter is the reason of an End that came while a join or resume
+	// was answered: its leave waits in held, and AfterResponse closes the
+	// socket once the result is out ("" when none).
+	endAfter string
+	// over: End sent (or queued) the leave; the client hears nothing
+	// after it (the subscriber loop may still have an offer to send).
+	over bool
 }
 
 // heldNote is a notification kept back until the join result is out.
@@ -104,11 +111,21 @@ func (s *Session) Notification(method string, params json.RawMessage) *protocol.
 // AfterResponse runs work that must follow the response on the wire: the
 // first subscriber offer after `join`, closing the socket after `leave`.
 func (s *Session) AfterResponse() {
-	s.release() // the join result is queued: what was held follows it
+	s.nmu.Lock()
+	s.releaseLocked() // the join result is queued: what was held follows it
+	ended := s.endAfter
+	s.endAfter = ""
+	s.nmu.Unlock()
 	s.mu.Lock()
 	f := s.after
 	s.after = nil
 	s.mu.Unlock()
+	if ended != "" {
+		// Ended while its join was answered: the result, the held notes
+		// and the leave are out; nothing starts for a participant gone.
+		go s.conn.Close(1000, ended)
+		return
+	}
 	if f != nil {
 		f()
 	}
@@ -126,6 +143,9 @@ func (s *Session) Closed() {
 func (s *Session) Notify(method string, params any) {
 	s.nmu.Lock()
 	defer s.nmu.Unlock()
+	if s.over {
+		return
+	}
 	if s.holding && len(s.held) < maxHeld {
 		raw, err := encodeObject(params) // now: params may change once we return
 		if err != nil {
@@ -152,13 +172,8 @@ func (s *Session) hold() {
 	s.nmu.Unlock()
 }
 
-// release sends the notifications held back, in order, and stops holding.
-func (s *Session) release() {
-	s.nmu.Lock()
-	s.releaseLocked()
-	s.nmu.Unlock()
-}
-
+// releaseLocked sends the notifications held back, in order, and stops
+// holding; the caller holds nmu.
 func (s *Session) releaseLocked() {
 	s.holding = false
 	for i, n := range s.held {
@@ -170,13 +185,32 @@ func (s *Session) releaseLocked() {
 
 // End implements room.Peer: tell the client why, then close the socket.
 func (s *Session) End(reason string) {
-	// A session ended while its join is answered (kicked, room closed in
-	// that instant) still gets its notes and the leave before the close.
-	s.release()
-	s.Notify(protocol.MethodLeave, protocol.LeaveParams{Reason: reason})
 	// The socket closes asynchronously; the manager's Shutdown waits for it
 	// so a stopping server does not exit before `leave` is sent.
 	s.mgr.Linger(s.conn.Done())
+	s.nmu.Lock()
+	if s.over {
+		s.nmu.Unlock()
+		return
+	}
+	s.over = true
+	if s.holding {
+		// Ended while its join (or resume) is answered: kicked, the room
+		// closed, or a join of the same identity on another socket in that
+		// instant. The result still goes first (docs/PROTOCOL.md "Order
+		// after join"; the leave came before it, to a client not joined
+		// yet), then its notes and the leave; AfterResponse closes.
+		raw, err := encodeObject(protocol.LeaveParams{Reason: reason})
+		if err == nil {
+			s.held = append(s.held, heldNote{protocol.MethodLeave, raw})
+		}
+		s.endAfter = reason
+		s.nmu.Unlock()
+		return
+	}
+	s.releaseLocked()
+	s.send(protocol.MethodLeave, protocol.LeaveParams{Reason: reason})
+	s.nmu.Unlock()
 	go s.conn.Close(1000, reason)
 }
 

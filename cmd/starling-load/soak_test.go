@@ -92,6 +92,13 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	if !res.OK() {
+		// What is left, grouped by stack: a leaked goroutine shows here
+		// with what it waits on, and holds what stays in the heap (the
+		// package's leak check reports it only after the server's
+		// shutdown, when the server's part of the picture is gone).
+		var stacks strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Logf("goroutines after the idle wait:\n%s", stacks.String())
 		t.Fatalf("the soak found problems: %s", strings.Join(res.Problems, "; "))
 	}
 	for _, op := range []string{"join", "publish", "unpublish", "resume", "setSubscription", "data", "mute", "adminMute", "kick", "record", "leave"} {
