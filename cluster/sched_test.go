@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,3 +118,29 @@ func traced(t *testing.T, release func()) func() {
 		})
 	}
 }
+
+// The package's tests take their places from the scheduler: a test that
+// calls t.Parallel itself runs beside all the others at once (go test's
+// own limit is raised out of the way), beyond the package's capacity.
+func TestTestsTakePlaces(t *testing.T) {
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(line) == "t.Parallel()" && !allowedParallel[f] {
+				t.Errorf("%s:%d: t.Parallel(): call parallel(t) or parallelLongest(t) (sched_test.go) instead", f, i+1)
+			}
+		}
+	}
+}
+
+// allowedParallel are the files whose t.Parallel calls take a place
+// otherwise: the scheduler's own, busCutTurn's (a place once it has its
+// turn), and a test whose subtests take one each.
+var allowedParallel = map[string]bool{"sched_test.go": true, "partition_test.go": true, "subrestore_test.go": true}
