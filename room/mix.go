@@ -199,7 +199,7 @@ func (p *Participant) AudioMix() bool {
 // source "mix") or back to the other participants' audio tracks.
 func (p *Participant) SetAudioMix(on bool) error {
 	if on && !p.Permissions().CanSubscribe {
-		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe")
+		return protocol.Errorf(protocol.CodeForbidden, "not allowed to subscribe: the token lacks canSubscribe")
 	}
 	// Held through the mixer's acquire or release: a participant closing
 	// meanwhile (leaveMix) waits, so a mixer is never acquired for a
