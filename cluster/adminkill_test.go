@@ -19,11 +19,12 @@ import (
 // exists. Before, its read of the room's keys could miss them during the
 // election and it answered 404 for a few seconds (docs/cluster.md).
 func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "admin-kill"
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		withKeys(c)
 		c.Room.ResumeWindow = config.Duration(30 * time.Second)
+		c.Recordings.Dir = t.TempDir()
 	})
 	eventually(t, 30*time.Second, "the room state store is on 3 current replicas", func() bool {
 		ok, _ := srvs[0].Cluster().StoreReplicated(3)
@@ -77,14 +78,15 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 	// With bob's node killed too, the store has no majority left: the
 	// answer is 503 (try again), within the store wait, never 404.
 	// The same for an admin data message and a WHEP player through that
-	// node (they answered 404 before), asked side by side: each may wait
-	// out the store wait.
+	// node (they answered 404 before), and a recording's start there
+	// (404 before: its lookup of the room's nodes took the store's silence
+	// for no room), asked side by side: each may wait out the store wait.
 	offer := whepPlayer(t).LocalDescription().SDP
 	srvs[other].Abort()
 	killed = time.Now()
 	var wg sync.WaitGroup
-	codes := make([]int, 4)
-	wg.Add(4)
+	codes := make([]int, 5)
+	wg.Add(5)
 	go func() { defer wg.Done(); codes[0] = adminGet(t, url, &detail) }()
 	go func() {
 		defer wg.Done()
@@ -98,11 +100,15 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 		defer wg.Done()
 		codes[3] = adminSend(t, url+"/participants/"+bob.ParticipantID()+"/mix", "application/json", `{"gain":0.5}`, auth.Grants{Admin: true})
 	}()
+	go func() {
+		defer wg.Done()
+		codes[4] = adminSend(t, url+"/recordings", "application/json", `{}`, auth.Grants{Admin: true})
+	}()
 	wg.Wait()
 	took := time.Since(killed)
-	for i, what := range []string{"GET of the room", "POST of a data message", "a WHEP player's POST", "POST of a mix setting"} {
+	for i, what := range []string{"GET of the room", "POST of a data message", "a WHEP player's POST", "POST of a mix setting", "a recording's start"} {
 		ok := http.StatusOK
-		if i == 2 {
+		if i == 2 || i == 4 {
 			ok = http.StatusCreated
 		}
 		if codes[i] != http.StatusServiceUnavailable && codes[i] != ok {

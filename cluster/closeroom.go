@@ -25,6 +25,16 @@ import (
 // marked it sends room_finished once the members are gone (at most
 // closeWait), and deletes the key.
 
+// A delete's compare-and-set may land while its answer is lost (a timeout:
+// the store's leader changed, the bus was slow). Its retry then found the
+// room closed and answered 404, and nobody sent room_finished or deleted
+// the key. So each delete marks the key with its own random mark
+// (roomMeta.ClosedBy): a retry that finds its own mark carries on as if
+// the write had answered, and one that finds the room it tried to close
+// gone, closed by another delete or replaced by a new room, answers that
+// the room was deleted (the delete is idempotent) without closing a new
+// room in its place.
+
 // closeWait bounds how long a deleted room's closer waits for its members
 // to leave before it sends room_finished and deletes the room's key.
 const closeWait = 5 * time.Second
@@ -33,20 +43,39 @@ const closeWait = 5 * time.Second
 // whether the room existed (an open room of the cluster's state).
 func (n *Node) CloseRoom(name string) bool {
 	p := roomKey(name)
-	var sid string
+	mark := newSID()
+	// sid: the room instance this delete closed; tried: the instance a
+	// write whose answer never came was for (it may have landed); gone:
+	// that instance is closed or replaced now, by this delete or another.
+	var sid, tried string
+	gone := false
 	err := n.retry(func(ctx context.Context) error {
 		sid = ""
 		var meta roomMeta
 		rev, err := n.getJSON(ctx, p, &meta)
-		if err != nil || rev == 0 || meta.Closed || meta.SID == "" {
+		switch {
+		case err != nil:
 			return err
+		case rev != 0 && meta.Closed && meta.ClosedBy == mark:
+			sid = meta.SID // an earlier try landed
+			return nil
+		case tried != "" && (rev == 0 || meta.Closed || meta.SID != tried):
+			gone = true
+			return nil
+		case rev == 0 || meta.Closed || meta.SID == "":
+			return nil
 		}
-		meta.Closed = true
+		meta.Closed, meta.ClosedBy = true, mark
 		data, _ := json.Marshal(meta)
-		if _, err := n.bus.kv.Update(ctx, p, data, rev); err != nil {
+		_, err = n.bus.kv.Update(ctx, p, data, rev)
+		if err == nil && n.loseCloseAnswer.Swap(false) {
+			err = context.DeadlineExceeded // tests: the write landed, its answer is lost
+		}
+		if err != nil {
 			if isConflict(err) {
 				return errRetry
 			}
+			tried = meta.SID
 			return err
 		}
 		sid = meta.SID
@@ -65,6 +94,13 @@ func (n *Node) CloseRoom(name string) bool {
 				n.closePart(node, name, st.SID)
 			}
 		}
+		return true
+	}
+	if gone {
+		// Closed by another delete (which finishes it), or this delete's
+		// write landed and a join opened a new room in its place at once:
+		// the new room is left alone.
+		n.log.Info("room deleted in the cluster (closed or replaced since this delete's unanswered write)", "room", name, "sid", tried)
 		return true
 	}
 	if sid == "" {

@@ -67,6 +67,17 @@ func (n *Node) LandMove(name, id, tokenHash string) error {
 	return errors.New("no such member")
 }
 
+// LoseCloseAnswer makes the next room delete through n (CloseRoom) land
+// its write in the store but see it time out, as when the answer is lost.
+func (n *Node) LoseCloseAnswer() { n.loseCloseAnswer.Store(true) }
+
+// NeverHear makes every node of this process drop the heartbeats of node
+// id, as when a node is killed before its first heartbeat reached anyone.
+func NeverHear(id string) { ignoredHeartbeats.Store(id, true) }
+
+// NodeKnown reports whether n knows node id from its key (nodekeys.go).
+func (n *Node) NodeKnown(id string) bool { return n.nodeRunOf(id).StartedAt != 0 }
+
 // RoomKeys lists a room's keys in the room state bucket by kind ("room",
 // "member", "identity", "slot") with their revisions.
 func (n *Node) RoomKeys(name string) (map[string][]uint64, error) {
@@ -227,3 +238,8 @@ func (n *Node) StoredTracks(node string) []string {
 	}
 	return out
 }
+
+// TestParallel is how many of the package's parallel tests run at once
+// (sched_test.go), set by TestMain: defaultParallel, GOMAXPROCS if more,
+// or -test.parallel when given.
+var TestParallel int

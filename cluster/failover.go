@@ -82,8 +82,10 @@ func (n *Node) purgeLater(node string) {
 	if n.rooms != nil {
 		window = n.rooms.ResumeWindow()
 	}
+	run := n.nodeRunOf(node) // the run declared gone: its key goes once it is purged (nodekeys.go)
 	if window <= 0 {
 		n.purgeNode(node)
+		n.dropNodeKey(node, run)
 		return
 	}
 	n.wg.Add(1)
@@ -106,6 +108,7 @@ func (n *Node) purgeLater(node string) {
 		}
 		if !n.reg.alive(node) {
 			n.purgeNode(node)
+			n.dropNodeKey(node, run)
 		}
 	}()
 }
@@ -142,7 +145,8 @@ func (n *Node) nodeBack(id string) {
 		return
 	}
 	if _, was := n.lost.LoadAndDelete(id); was {
-		n.rs.resyncAll() // this node's watches may have missed changes while the link was down
+		n.rs.resyncAll()  // this node's watches may have missed changes while the link was down
+		n.rewriteTracks() // the others may have found this node gone too, and deleted its track keys (trackkeys.go)
 	}
 	n.wg.Add(1)
 	go func() {

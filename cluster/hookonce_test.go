@@ -91,7 +91,7 @@ func (h *hookLog) delivered(t *testing.T, srv *server.Server, roomName, name str
 // and with the fields its own node would have sent. Before, it was never
 // sent (docs/cluster.md).
 func TestWebhookTrackUnpublishedForKilledNodesTracks(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "dead-tracks"
 	h := newHookLog(t, roomName)
 	srvs := startCluster(t, 3, func(c *config.Config) {
@@ -165,14 +165,13 @@ func seesTrack(c *client.Client, id string) bool {
 // with the fields its own node would have sent. Before, no node knew the
 // track and none was sent.
 func TestWebhookTrackUnpublishedForKilledNodesLoneRoom(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "dead-lone-tracks"
 	h := newHookLog(t, roomName)
 	srvs := deadNodeCluster(t, h, 30*time.Second)
-	// n0 and n1 have heard n2 (its heartbeat): a node killed before any
-	// other heard it, holding a room alone, is not found dead (a known gap,
-	// docs/cluster.md); neverHeard (nodes.go) covers only the nodes whose
-	// members are in a room a live node follows.
+	// n0 and n1 have heard n2 (its heartbeat): this test is about the
+	// tracks of a node found dead by its heartbeats' expiry; one killed
+	// before anyone heard it is TestNodeKilledBeforeItWasHeard's.
 	eventually(t, 20*time.Second, "n0 and n1 list n2", func() bool {
 		for _, s := range srvs[:2] {
 			if len(s.Cluster().Nodes()) != 3 {

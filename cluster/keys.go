@@ -49,6 +49,10 @@ type roomMeta struct {
 	// exists for the admin API, its nodes close their parts, and a join
 	// opens a new room (a new sid) in its place.
 	Closed bool `json:"closed,omitempty"`
+	// ClosedBy is the mark of the delete that closed it (CloseRoom): a
+	// delete whose write landed but whose answer was lost knows its own
+	// write when it tries again.
+	ClosedBy string `json:"closedBy,omitempty"`
 }
 
 // memberEntry is the value of a member's key.

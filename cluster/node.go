@@ -92,6 +92,12 @@ type Node struct {
 	goneHooks []func(node string) // recording.go
 
 	pres presence // when each node was last heard (presence.go)
+
+	nkeys nodeKeys // every node's key (nodekeys.go)
+
+	// loseCloseAnswer: tests only (export_test.go), the next delete's
+	// landed write reports a timeout, as when its answer is lost.
+	loseCloseAnswer atomic.Bool
 }
 
 // NewNodeID makes a random node id.
@@ -125,6 +131,7 @@ func Start(o Options) (*Node, error) {
 	}
 	n.rs.init()
 	n.hooks.giveUp = make(chan struct{})
+	n.nkeys.restart = make(chan struct{}, 1)
 	o.Logger = n.log
 	b, err := openBus(o.BusOptions)
 	if err != nil {
@@ -136,6 +143,7 @@ func Start(o Options) (*Node, error) {
 	b.nc.SetReconnectHandler(func(*nats.Conn) {
 		n.busUp.Store(time.Now().UnixNano())
 		n.rs.resyncAll() // a watch may have missed changes while the connection was down
+		n.restartNodeKeys()
 	})
 	if err := n.startRelay(); err != nil {
 		b.close()
@@ -183,7 +191,10 @@ func Start(o Options) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.loadPrior() // members left behind by an earlier run with this id (prior.go)
+	n.loadPrior()    // members left behind by an earlier run with this id (prior.go)
+	n.writeNodeKey() // before this node takes joins: the others know it exists (nodekeys.go)
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.watchNodeKeys() }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.storedTracksGone(n.id) }() // and their tracks (trackkeys.go)
 	n.wg.Add(1)
@@ -233,6 +244,7 @@ func (n *Node) Close() {
 		if n.unobserve != nil {
 			n.unobserve()
 		}
+		n.deleteNodeKey()       // nodekeys.go
 		if !n.draining.Load() { // a drained node's participants move: no goodbye that ends them
 			_ = n.bus.nc.Publish(subjBye, []byte(n.id))
 		} else {
@@ -269,6 +281,7 @@ func (n *Node) nodeGone(id string) {
 	n.notifyNodeGone(id)
 	n.lost.Store(id, true)
 	n.rs.resyncAll() // a watch whose consumer lived on that node is stalled
+	n.restartNodeKeys()
 }
 
 func (n *Node) roomFinished(name, sid string) {

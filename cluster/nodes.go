@@ -229,7 +229,7 @@ func (n *Node) Alone(ctx context.Context) bool {
 func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
 		var info NodeInfo
-		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id {
+		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id && !unheard(info.ID) {
 			if n.reg.restarted(info) {
 				n.earlierRunGone(info.ID) // prior.go
 			}
@@ -270,6 +270,12 @@ func (n *Node) subscribeNodes() error {
 	return err
 }
 
+// ignoredHeartbeats holds the ids of nodes whose heartbeats are dropped
+// on receipt: tests only (export_test.go), for a node that is never heard.
+var ignoredHeartbeats sync.Map
+
+func unheard(id string) bool { _, ok := ignoredHeartbeats.Load(id); return ok }
+
 // nodeSubject is a subject addressed to one node.
 func nodeSubject(node, what string) string { return "starling.node." + node + "." + what }
 
@@ -286,7 +292,9 @@ type unheardNodes struct {
 // expires for it, so its participants would stay, unpurged and without
 // their participant_left, for good. A node is declared gone once its
 // members were seen for hbExpiry on a steady bus without a heartbeat (a
-// node heartbeats from its start, before it takes joins).
+// node heartbeats from its start, before it takes joins), and it does
+// not answer a ping. The nodes seen are those of the members of the rooms
+// followed here, and those with a node key (nodekeys.go).
 func (n *Node) neverHeard(u *unheardNodes) []string {
 	if !n.busSteady() {
 		return nil
@@ -309,6 +317,11 @@ func (n *Node) neverHeard(u *unheardNodes) []string {
 		}
 		w.vmu.Unlock()
 	}
+	// And the nodes known from their keys alone (nodekeys.go): a node
+	// killed before anyone heard it, holding rooms no live node follows.
+	for _, id := range n.knownNodes() {
+		seen[id] = true
+	}
 	now := time.Now()
 	var gone []string
 	for id := range seen {
@@ -319,6 +332,8 @@ func (n *Node) neverHeard(u *unheardNodes) []string {
 		case u.done[id]:
 		case u.since[id].IsZero():
 			u.since[id] = now
+		case now.Sub(u.since[id]) > hbExpiry && n.answersPing(id):
+			u.since[id] = now // alive, its heartbeats not heard here yet: look again later
 		case now.Sub(u.since[id]) > hbExpiry:
 			delete(u.since, id)
 			u.done[id] = true

@@ -70,11 +70,14 @@ func (n *Node) ForwardRecording(node string, req RecordingRequest) (RecordingRep
 	return rep, nil
 }
 
-// RoomNodes lists the other nodes that have a part of the room now.
-func (n *Node) RoomNodes(name string) []string {
-	st, ok := n.getOpen(name)
-	if !ok {
-		return nil
+// RoomNodes lists the other nodes that have a part of the room now; err is
+// ErrStoreUnavailable when the room state store did not answer, so that a
+// recording request through a node without a part of the room answers 503
+// (try again), not 404 for a room that may exist.
+func (n *Node) RoomNodes(name string) ([]string, error) {
+	st, ok, err := n.getOpenErr(name)
+	if err != nil || !ok {
+		return nil, err
 	}
 	var out []string
 	for _, node := range nodesOf(st) {
@@ -82,7 +85,7 @@ func (n *Node) RoomNodes(name string) []string {
 			out = append(out, node)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // OtherNodes lists the other live nodes.

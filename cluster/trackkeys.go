@@ -21,6 +21,15 @@ import (
 // (storedTracksGone). A track key costs one write when the track is
 // published and one when it ends, and no room watch sees it (it is not
 // under the room's key).
+//
+// A node cut off from the bus for longer than the heartbeat expiry is
+// found gone by the others, which delete its track keys (and send the
+// tracks' track_unpublished) while its calls go on. So when it hears a
+// node it had lost again (its link is back), it writes the keys of its
+// tracks published now back (rewriteTracks), once at once and once more
+// after another node's deletion that was under way may have landed.
+// Before, they stayed deleted: killed later, the node's tracks of a room
+// no live node had a part of never got their track_unpublished.
 
 func trackKey(node, id string) string { return "t." + enc(node) + "." + enc(id) }
 
@@ -45,6 +54,11 @@ type trackStore struct {
 	mu      sync.Mutex
 	ops     []trackOp
 	running bool
+	// live is every local track's key and value as last queued: what a
+	// write-back puts again.
+	live map[string][]byte
+	// rewriting: a write-back is under way (its second pass pending).
+	rewriting bool
 }
 
 // storeTrack queues the write of a local track's key (data nil: its
@@ -60,16 +74,77 @@ func (n *Node) storeTrack(t room.PublishedTrack, published bool) {
 	}
 	q := &n.tracks
 	q.mu.Lock()
+	if q.live == nil {
+		q.live = map[string][]byte{}
+	}
+	if published {
+		q.live[op.key] = op.data
+	} else {
+		delete(q.live, op.key)
+	}
 	q.ops = append(q.ops, op)
-	if q.running {
-		q.mu.Unlock()
+	n.startTrackOpsLocked()
+	q.mu.Unlock()
+}
+
+// startTrackOpsLocked starts the queue's worker unless it runs; the caller
+// holds n.tracks.mu.
+func (n *Node) startTrackOpsLocked() {
+	q := &n.tracks
+	if q.running || len(q.ops) == 0 {
 		return
 	}
 	q.running = true
-	q.mu.Unlock()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runTrackOps() }()
 }
+
+// rewriteTracks queues the keys of the local tracks published now again
+// (the others may have deleted them while this node was cut off), and
+// once more after trackRewriteAgain: a gone node's keys are read and
+// deleted by every live node, and one whose read came after the first
+// write-back deletes it. Puts of a track's current value are harmless when
+// the key is there; the queue keeps them in order with the tracks' own
+// puts and deletes.
+func (n *Node) rewriteTracks() {
+	q := &n.tracks
+	q.mu.Lock()
+	if q.rewriting {
+		q.mu.Unlock()
+		return
+	}
+	q.rewriting = true
+	q.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() { q.mu.Lock(); q.rewriting = false; q.mu.Unlock() }()
+		for pass := 0; pass < 2; pass++ {
+			if pass > 0 {
+				select {
+				case <-n.stop:
+					return
+				case <-time.After(trackRewriteAgain):
+				}
+			}
+			q.mu.Lock()
+			for key, data := range q.live {
+				q.ops = append(q.ops, trackOp{key: key, data: data})
+			}
+			if len(q.live) > 0 {
+				n.log.Info("room state: writing this node's track keys back", "tracks", len(q.live))
+			}
+			n.startTrackOpsLocked()
+			q.mu.Unlock()
+		}
+	}()
+}
+
+// trackRewriteAgain is when a write-back of the track keys is done again:
+// past the heartbeat expiry twice, when every node has heard this one
+// again and the deletions started before are done or fail on the
+// revision.
+const trackRewriteAgain = 2 * hbExpiry
 
 // runTrackOps writes the queued track keys, each held until the store
 // takes it (a cut, an election) or the node stops.

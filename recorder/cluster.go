@@ -25,8 +25,10 @@ import (
 type Cluster interface {
 	// NodeID is this node's id.
 	NodeID() string
-	// RoomNodes lists the other nodes with a part of the room now.
-	RoomNodes(room string) []string
+	// RoomNodes lists the other nodes with a part of the room now; err
+	// when the cluster's room state does not answer (the room may exist:
+	// a start answers 503, try again, not 404).
+	RoomNodes(room string) ([]string, error)
 	// OtherNodes lists every other live node.
 	OtherNodes() []string
 	// Forward runs a recording API request on another node's recorder
@@ -171,10 +173,13 @@ func forwardAll(c Cluster, nodes []string, req ForwardRequest) []ForwardReply {
 
 // nodesFor lists the nodes to ask about a room's recordings: every other
 // live node (heartbeats) and those with a part of the room (the room
-// state), in case a heartbeat was not heard yet.
+// state), in case a heartbeat was not heard yet. Without the room state
+// (the store does not answer) the live nodes are asked: a recording runs
+// on a live node.
 func nodesFor(c Cluster, room string) []string {
 	out := c.OtherNodes()
-	for _, n := range c.RoomNodes(room) {
+	nodes, _ := c.RoomNodes(room)
+	for _, n := range nodes {
 		if !slices.Contains(out, n) {
 			out = append(out, n)
 		}

@@ -60,7 +60,13 @@ func (m *Manager) HandOver(ctx context.Context) int {
 // turn to record the room on.
 func (m *Manager) handOver(ctx context.Context, c Cluster, r *recording) bool {
 	roomName := r.rr.Room()
-	nodes := c.RoomNodes(roomName)
+	nodes, err := c.RoomNodes(roomName)
+	if err != nil {
+		// The room state does not answer: offer the room to every live
+		// node; one without a part of it refuses (404) and the next is
+		// asked. Before, the recording ended with this node.
+		nodes = c.OtherNodes()
+	}
 	if len(nodes) == 0 {
 		return false // nobody else in the room: it ends with this node
 	}

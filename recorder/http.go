@@ -110,11 +110,19 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 	}
 	if c != nil && (errors.Is(err, ErrRoomNotFound) || errors.Is(err, ErrTrackNotFound)) {
 		// No part of the room (or not that track) here: a node that has one records.
-		for _, node := range c.RoomNodes(room) {
+		nodes, lerr := c.RoomNodes(room)
+		for _, node := range nodes {
 			if rep, ferr := c.Forward(node, forwardOf(r, body)); ferr == nil && rep.Status != http.StatusNotFound {
 				writeRaw(w, rep)
 				return
 			}
+		}
+		if lerr != nil {
+			// The room state does not answer: the room may exist on
+			// another node (it answered 404 before).
+			w.Header().Set("Retry-After", "2")
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: lerr.Error()})
+			return
 		}
 	}
 	if err != nil {

@@ -115,7 +115,7 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 		// The cluster admits first: room sid, max participants and
 		// identities are cluster-wide facts (cluster.go).
 		if m.Draining() {
-			return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
+			return nil, nil, errShuttingDown()
 		}
 		req.id = newID("PA_")
 		identity := req.Identity
@@ -140,7 +140,7 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 		m.mu.Lock()
 		if m.draining {
 			m.mu.Unlock()
-			return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
+			return nil, nil, errShuttingDown()
 		}
 		r := m.rooms[req.Room]
 		if err := m.roomsFull(); r == nil && err != nil {
@@ -243,6 +243,13 @@ func (m *Manager) RoomNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// errShuttingDown refuses a join or resume on a node that drains or shuts
+// down: 503, so that a client (or a load balancer) tries another node or
+// again shortly; it answered 500 before, which reads as a server fault.
+func errShuttingDown() error {
+	return protocol.Errorf(protocol.CodeUnavailable, "server is shutting down (draining): join through another node")
 }
 
 // Draining reports whether Shutdown has begun.

@@ -203,7 +203,7 @@ func (m *Manager) Resume(roomName, token string, peer Peer) (*Participant, *prot
 // node that kept the participant ignores them.
 func (m *Manager) ResumeWith(roomName, token string, subs *protocol.ResumeSubscriptions, peer Peer) (*Participant, *protocol.JoinResult, error) {
 	if m.Draining() {
-		return nil, nil, protocol.Errorf(protocol.CodeInternal, "server is shutting down")
+		return nil, nil, errShuttingDown()
 	}
 	if token == "" || len(token) > maxResumeToken || m.cfg.ResumeWindow <= 0 {
 		return nil, nil, errResume()

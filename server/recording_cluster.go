@@ -28,9 +28,9 @@ func (s *Server) clusterRecordings() error {
 // recorderCluster adapts the cluster node to recorder.Cluster.
 type recorderCluster struct{ n *cluster.Node }
 
-func (c recorderCluster) NodeID() string                 { return c.n.ID() }
-func (c recorderCluster) RoomNodes(room string) []string { return c.n.RoomNodes(room) }
-func (c recorderCluster) OtherNodes() []string           { return c.n.OtherNodes() }
+func (c recorderCluster) NodeID() string                          { return c.n.ID() }
+func (c recorderCluster) RoomNodes(room string) ([]string, error) { return c.n.RoomNodes(room) }
+func (c recorderCluster) OtherNodes() []string                    { return c.n.OtherNodes() }
 
 func (c recorderCluster) Forward(node string, req recorder.ForwardRequest) (recorder.ForwardReply, error) {
 	rep, err := c.n.ForwardRecording(node, cluster.RecordingRequest(req))

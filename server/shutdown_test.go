@@ -62,7 +62,7 @@ func TestShutdownSendsLeave(t *testing.T) {
 		}
 	}
 
-	// A join while the server drains is refused with 500 and a reason, or
+	// A join while the server drains is refused with 503 (try another node) and a reason, or
 	// the socket is closed under it; it never succeeds.
 	// The server may close the not-yet-joined socket before the join is
 	// written (it closes idle sockets when it drains): gorilla then says
@@ -76,8 +76,8 @@ func TestShutdownSendsLeave(t *testing.T) {
 			t.Fatalf("writing the late join: %v", werr)
 		}
 	} else if resp, ok := late.tryResponse(10 * time.Second); ok {
-		if resp.Error == nil || resp.Error.Code != protocol.CodeInternal || !strings.Contains(resp.Error.Message, "shutting down") {
-			t.Fatalf("join during shutdown answered %s, want error 500 saying the server is shutting down", msgString(resp))
+		if resp.Error == nil || resp.Error.Code != protocol.CodeUnavailable || !strings.Contains(resp.Error.Message, "shutting down") {
+			t.Fatalf("join during shutdown answered %s, want error 503 saying the server is shutting down", msgString(resp))
 		}
 	} else if late.readErr() == nil {
 		t.Fatal("join during shutdown got no answer and the socket stayed open")

@@ -196,8 +196,8 @@ func (h *Handler) fromProtocol(err error, joining bool) *httpError {
 	}
 	switch pe.Code {
 	case protocol.CodeUnauthorized, protocol.CodeForbidden, protocol.CodeNotFound,
-		protocol.CodeConflict, protocol.CodeRateLimited:
-		return fail(pe.Code, pe.Message)
+		protocol.CodeConflict, protocol.CodeRateLimited, protocol.CodeUnavailable:
+		return fail(pe.Code, pe.Message) // 503 (draining, a store electing a leader) with Retry-After
 	case protocol.CodeTooLarge:
 		if joining {
 			return fail(http.StatusServiceUnavailable, pe.Message)

@@ -124,7 +124,8 @@ export class StarlingClient extends EventTarget {
    *   before a ping, and to wait for its answer, 10000; 0 = off), requestTimeout (ms, 15000), leaveTimeout (ms,
    *   2000), reconnect (true: on a lost socket, resume or rejoin),
    *   reconnectDelays (ms between attempts; the last repeats),
-   *   reconnectTimeout (ms before giving up, 60000), subscriptionDelay (ms
+   *   reconnectTimeout (ms before giving up, 60000), joinRetryTimeout (ms a
+   *   join answered 503 by every node, e.g. draining, is tried again, 15000), subscriptionDelay (ms
    *   that setVideoSize waits for more changes, 150), publisherBundlePolicy
    *   ('max-bundle'), and for tests or other
    *   runtimes: WebSocket, RTCPeerConnection.
@@ -135,7 +136,7 @@ export class StarlingClient extends EventTarget {
     this._urlAt = 0; // index in urls of the node joined (or being tried)
     this.options = {
       requestTimeout: 15000, leaveTimeout: 2000, reconnect: true,
-      reconnectDelays: [300, 1000, 2000, 4000, 8000], reconnectTimeout: 60000, subscriptionDelay: 150,
+      reconnectDelays: [300, 1000, 2000, 4000, 8000], reconnectTimeout: 60000, joinRetryTimeout: 15000, subscriptionDelay: 150,
       // With max-bundle Firefox offers every m-section but the first as
       // bundle-only (port 0); the server reads those as live sections.
       publisherBundlePolicy: 'max-bundle',
@@ -201,12 +202,33 @@ export class StarlingClient extends EventTarget {
     this._joinParams = params;
     this._setState('connecting');
     try {
-      const result = await this._joinAny(resume ? {...params, resume} : params);
+      const result = await this._joinRetrying(resume ? {...params, resume} : params);
       this._onJoined(result);
       return result;
     } catch (err) {
       this._close('joinFailed', false);
       throw err;
+    }
+  }
+
+  /** _joinAny, in rounds while every node answers 503 (try again: a node
+   * draining before it stops, or a cluster's room state store electing a
+   * leader), with options.reconnectDelays between rounds, for up to
+   * options.joinRetryTimeout ms; as the Go client's Dial does. */
+  async _joinRetrying(params) {
+    const started = Date.now();
+    const delays = this.options.reconnectDelays;
+    for (let round = 0; ; round++) {
+      try {
+        return await this._joinAny(params);
+      } catch (err) {
+        if (err.code !== 503 || this.state !== 'connecting' || Date.now() - started >= this.options.joinRetryTimeout) throw err;
+        this._rpc?.close();
+        this._rpc = null;
+        this._buffering = false;
+        await new Promise((r) => setTimeout(r, delays[Math.min(round, delays.length - 1)]));
+        if (this.state !== 'connecting') throw err; // left meanwhile
+      }
     }
   }
 

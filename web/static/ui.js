@@ -86,6 +86,7 @@ export function joinErrorMessage(err, room) {
     case 413: return {title: 'This room is full', detail: `“${room}” has as many participants as it allows. Try again when someone leaves.`, retry: true};
     case 429: return {title: 'Too many attempts', detail: 'The server asks to slow down. Wait a moment and try again.', retry: true};
     case -32602: return {title: 'That room name does not work', detail: err.message, retry: false};
+    case 503: return {title: 'The server is busy', detail: 'It is restarting or moving its calls to another server. Try again in a moment.', retry: true};
     case 0: case undefined: return {title: 'Cannot reach the server', detail: 'Check your connection and try again.', retry: true};
     default: return {title: 'Could not join', detail: err?.message ?? String(err), retry: true};
   }

@@ -91,6 +91,37 @@ test('a refusal (4xx) is not retried on the next node', async () => {
   assert.equal(FakeWebSocket.last, ws, 'no socket to B');
 });
 
+test('a draining node (503) passes the join to the next node', async () => {
+  const client = newClient([A, B]);
+  const joining = client.join('room1', {name: 'Ann'});
+  const ws = await socketTo(A, null);
+  ws.push({jsonrpc: '2.0', id: ws.requests('join')[0].id, error: {code: 503, message: 'server is shutting down (draining): join through another node'}});
+  const wsB = await socketTo(B, ws);
+  wsB.reply(wsB.requests('join')[0], joinResult('PA', 'rt'));
+  await joining;
+  assert.equal(client.url, B);
+  client.leave();
+});
+
+test('a 503 from every node: the join is tried again, then succeeds', async () => {
+  const client = newClient(A);
+  const joining = client.join('room1', {name: 'Ann'});
+  const ws = await socketTo(A, null);
+  ws.push({jsonrpc: '2.0', id: ws.requests('join')[0].id, error: {code: 503, message: 'server is shutting down (draining): join through another node'}});
+  const again = await socketTo(A, ws);
+  again.reply(again.requests('join')[0], joinResult('PA', 'rt'));
+  await joining;
+  assert.equal(client.state, 'joined');
+  client.leave();
+
+  // Not beyond joinRetryTimeout.
+  const late = newClient(A, {joinRetryTimeout: 0});
+  const j2 = late.join('room1', {name: 'Ann'});
+  const ws2 = await socketTo(A, again);
+  ws2.push({jsonrpc: '2.0', id: ws2.requests('join')[0].id, error: {code: 503, message: 'busy'}});
+  await assert.rejects(j2, {code: 503});
+});
+
 test('the node dies: resume through the next node, refused there, rejoin and publish again', async () => {
   const {client, ws, mic} = await joinedOnB();
   const seen = [];

@@ -152,6 +152,7 @@ test('ui messages for join errors, leave reasons and media errors', () => {
   assert.equal(ui.joinErrorMessage({code: 401}, 'r').retry, false);
   assert.match(ui.joinErrorMessage({code: 0, message: 'connection closed'}, 'r').title, /reach the server/);
   assert.match(ui.joinErrorMessage({code: 500, message: 'internal error'}, 'r').detail, /internal error/);
+  assert.equal(ui.joinErrorMessage({code: 503, message: 'server is shutting down (draining): join through another node'}, 'r').retry, true);
   assert.match(ui.leaveMessage('clientLeave'), /You left/);
   assert.match(ui.leaveMessage('reconnectFailed'), /could not be restored/);
   assert.match(ui.leaveMessage('duplicate'), /another tab or device/); // the server's reason (PROTOCOL.md)

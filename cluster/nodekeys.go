@@ -1,0 +1,217 @@
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Node keys: a node that is killed before any other node heard its first
+// heartbeat (about a second after its start) never expires anywhere, since
+// no node knows it. When a live node followed one of its rooms, the
+// members in the room's state named it (neverHeard); but the rooms only it
+// had kept its members and track keys for good, without their webhooks.
+// So each node writes a key of its own, n.<node>, at its start, before it
+// takes joins, and deletes it when it shuts down; every node watches these
+// keys (one watch of n.*), so the others know of a node from its key alone
+// and declare it gone like one whose heartbeats stopped: its key seen for
+// the heartbeat expiry, never heard, and no answer to a ping (a live node
+// whose heartbeats are slow to arrive answers it). The node that purges a
+// gone node's members deletes its key afterwards (the run declared gone
+// only: a new run of the same id writes its own).
+
+// nodeKey is a node's key in the room state bucket.
+func nodeKey(id string) string { return "n." + enc(id) }
+
+// nodeRun is the value of a node key.
+type nodeRun struct {
+	ID        string `json:"id"`
+	StartedAt int64  `json:"startedAt"` // unix ms, the run's NodeInfo.StartedAt
+}
+
+// nodeKeys is the watch's view of the node keys: each node's run.
+type nodeKeys struct {
+	mu   sync.Mutex
+	runs map[string]nodeRun
+	// restart ends the watch so that it starts again (a whole read): the
+	// bus came back, or a node gone may have held its consumer.
+	restart chan struct{}
+}
+
+// writeNodeKey writes this run's key, waiting for the store up to the
+// store wait; on failure it keeps trying in the background.
+func (n *Node) writeNodeKey() {
+	data, _ := json.Marshal(nodeRun{ID: n.id, StartedAt: n.started.UnixMilli()})
+	put := func(ctx context.Context) error {
+		_, err := n.bus.kv.Put(ctx, nodeKey(n.id), data)
+		return err
+	}
+	if err := n.retry(put); err == nil {
+		return
+	}
+	n.log.Warn("room state: this node's key not written yet (trying again)")
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(time.Second):
+			}
+			if n.retry(put) == nil {
+				return
+			}
+		}
+	}()
+}
+
+// deleteNodeKey deletes this run's key at shutdown, briefly: the last
+// nodes of a cluster stopping have no store majority left, and a key left
+// behind only makes the others declare this node gone once more.
+func (n *Node) deleteNodeKey() {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var run nodeRun
+	if rev, err := n.getJSON(ctx, nodeKey(n.id), &run); err == nil && rev != 0 && run.StartedAt == n.started.UnixMilli() {
+		_, _ = n.kvDelete(ctx, nodeKey(n.id), rev)
+	}
+}
+
+// knownNodes lists the other nodes that have a key.
+func (n *Node) knownNodes() []string {
+	n.nkeys.mu.Lock()
+	defer n.nkeys.mu.Unlock()
+	out := make([]string, 0, len(n.nkeys.runs))
+	for id := range n.nkeys.runs {
+		if id != n.id {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// nodeRunOf is the run of node id as its key says (StartedAt 0: no key).
+func (n *Node) nodeRunOf(id string) nodeRun {
+	n.nkeys.mu.Lock()
+	defer n.nkeys.mu.Unlock()
+	return n.nkeys.runs[id]
+}
+
+// restartNodeKeys makes the node keys' watch start again.
+func (n *Node) restartNodeKeys() {
+	select {
+	case n.nkeys.restart <- struct{}{}:
+	default:
+	}
+}
+
+// watchNodeKeys keeps n.nkeys up to date until the node stops.
+func (n *Node) watchNodeKeys() {
+	backoff := 250 * time.Millisecond
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		slow := time.AfterFunc(kvTimeout, cancel)
+		created := make(chan struct{})
+		go func() { // the node's Close ends a creation the store is slow to answer
+			select {
+			case <-n.stop:
+				cancel()
+			case <-created:
+			}
+		}()
+		kw, err := n.bus.kv.WatchFiltered(ctx, []string{"n.*"})
+		close(created)
+		if slow.Stop() && err == nil {
+			backoff = 250 * time.Millisecond
+			n.consumeNodeKeys(kw)
+		} else {
+			backoff = min(2*backoff, 4*time.Second)
+		}
+		cancel() // ends the watch's subscription (not kw.Stop: see watchRoom)
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// consumeNodeKeys applies a watch's values until it ends or must restart;
+// its first values replace what was known.
+func (n *Node) consumeNodeKeys(kw jetstream.KeyWatcher) {
+	runs := map[string]nodeRun{}
+	initial := true
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.nkeys.restart:
+			return
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return
+			}
+			if e == nil { // the current values are in
+				initial = false
+				n.nkeys.mu.Lock()
+				n.nkeys.runs = runs
+				n.nkeys.mu.Unlock()
+				continue
+			}
+			raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(e.Key(), "n."))
+			if err != nil {
+				continue
+			}
+			id := string(raw)
+			var run nodeRun
+			put := e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &run) == nil && run.ID == id
+			if initial {
+				if put {
+					runs[id] = run
+				} else {
+					delete(runs, id)
+				}
+				continue
+			}
+			n.nkeys.mu.Lock()
+			if put {
+				n.nkeys.runs[id] = run
+			} else {
+				delete(n.nkeys.runs, id)
+			}
+			n.nkeys.mu.Unlock()
+		}
+	}
+}
+
+// dropNodeKey deletes the key of a gone node once its members are purged,
+// if it is still the key of run (a new run of the id writes its own).
+func (n *Node) dropNodeKey(node string, run nodeRun) {
+	if run.StartedAt == 0 {
+		return
+	}
+	_ = n.retry(func(ctx context.Context) error {
+		var cur nodeRun
+		rev, err := n.getJSON(ctx, nodeKey(node), &cur)
+		if err != nil || rev == 0 || cur.StartedAt != run.StartedAt {
+			return err
+		}
+		_, err = n.kvDelete(ctx, nodeKey(node), rev)
+		if isConflict(err) {
+			return nil // rewritten meanwhile: a new run
+		}
+		return err
+	})
+}
+
+// answersPing reports whether node answers a ping over the bus.
+func (n *Node) answersPing(node string) bool {
+	_, err := n.bus.nc.Request(nodeSubject(node, "ping"), nil, time.Second)
+	return err == nil
+}
