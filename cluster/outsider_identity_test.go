@@ -24,7 +24,7 @@ import (
 // about one room of five, for good: neither socket heard `leave`. Read as
 // an outsider: raw sockets, and the admin API's listing.
 func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 2, func(c *config.Config) {
 		withKeys(c)
 		// The sockets never answer the subscriber offer; they must not be
