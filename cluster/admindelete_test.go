@@ -29,7 +29,7 @@ import (
 // came only after the timeout, and a join within it went back into the
 // deleted room, same sid, no room_started.
 func TestAdminDeleteClosesRoomAtOnce(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "deleted"
 	var mu sync.Mutex
 	hooks := map[string]int{} // event + " " + sid

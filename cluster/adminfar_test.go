@@ -19,7 +19,7 @@ import (
 // a node with no part of the room, as docs/admin-api.md shows them, not
 // answer 404 "no room" to what GET just showed.
 func TestAdminCommandsFromNodeWithoutParticipants(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	alice := join(t, srvs[0], "far-admin", "alice")
 	bob := join(t, srvs[1], "far-admin", "bob")

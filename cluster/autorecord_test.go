@@ -31,7 +31,7 @@ func listRecordings(t testing.TB, base, room string) []recorder.Info {
 // publishes video and audio; exactly one node records, every node lists
 // that one recording, and it holds all six tracks, which ffmpeg decodes.
 func TestAutoRecordOnceInCluster(t *testing.T) {
-	t.Parallel()
+	parallelLongest(t)
 	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		c.Recordings.Dir = t.TempDir()
@@ -149,7 +149,7 @@ func TestAutoRecordOnceInCluster(t *testing.T) {
 // Two room recording starts at the same instant on two nodes: one runs
 // (201), the other answers 409 naming it; three rounds.
 func TestRecordingSimultaneousStarts(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, func(c *config.Config) { c.Recordings.Dir = t.TempDir() })
 	for _, s := range srvs {
 		eventually(t, 20*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })
@@ -217,7 +217,7 @@ func TestRecordingSimultaneousStarts(t *testing.T) {
 // recording (its own folder on its own disk) of the whole room, once,
 // naming the one it continues.
 func TestAutoRecordTakeover(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		c.Recordings.Dir = t.TempDir()
 		c.Recordings.AutoRecord = []string{"auto-*"}

@@ -38,7 +38,7 @@ func cuttableBus(t testing.TB, ports []int, tune func(*config.Config)) ([]*cutPr
 // used to try once, when it noticed n0 gone, and leave the room
 // unrecorded for good.
 func TestAutoRecordTakeoverRetriesStore(t *testing.T) {
-	t.Parallel()
+	parallelLongest(t)
 	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	const storeWait = 3 * time.Second
 	var proxies []*cutProxy

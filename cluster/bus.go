@@ -193,14 +193,37 @@ func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, er
 		_ = os.RemoveAll(tmp)
 		return nil, "", fmt.Errorf("cluster bus: %w", err)
 	}
-	ns.SetLoggerV2(&natsLogger{log: o.Logger.With("component", "nats"), authErr: authErr}, false, false, false)
+	nl := &natsLogger{log: o.Logger.With("component", "nats"), authErr: authErr, fatal: make(chan struct{})}
+	ns.SetLoggerV2(nl, false, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
+	if !readyOrFatal(ns, nl.fatal, 30*time.Second) {
 		ns.Shutdown()
 		_ = os.RemoveAll(tmp)
 		return nil, "", fmt.Errorf("cluster bus: the embedded NATS server did not start (is %s free?)", o.Listen)
 	}
 	return ns, tmp, nil
+}
+
+// readyOrFatal waits up to d for ns to accept connections, and gives up at
+// once when it reported a fatal error. nats-server's ReadyForConnections
+// alone waits out its whole duration when a listener could not bind (a
+// port taken meanwhile): a node on a taken port, and each test cluster
+// started again on fresh ports, waited 30 s for nothing.
+func readyOrFatal(ns *server.Server, fatal <-chan struct{}, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if ns.ReadyForConnections(100 * time.Millisecond) {
+			return true
+		}
+		select {
+		case <-fatal:
+			return false
+		default:
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // routeURLs adds the bus credentials to the peers' route URLs.
@@ -441,13 +464,20 @@ type natsLogger struct {
 	log     *slog.Logger
 	authErr chan error
 	once    sync.Once
+	// fatal is closed at the server's first fatal error (a listener that
+	// could not bind, among others): startEmbedded stops waiting then.
+	fatal     chan struct{}
+	fatalOnce sync.Once
 }
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(format string, v ...any)  {}
-func (l *natsLogger) Tracef(format string, v ...any)  {}
+func (l *natsLogger) Fatalf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...))
+	l.fatalOnce.Do(func() { close(l.fatal) })
+}
+func (l *natsLogger) Debugf(format string, v ...any) {}
+func (l *natsLogger) Tracef(format string, v ...any) {}
 func (l *natsLogger) Errorf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	switch {

@@ -24,7 +24,7 @@ import (
 // participant stays the same (join result newConnections); otherwise the
 // client joins afresh (Options.Rejoin) as a new participant.
 func TestClientFailsOverToAnotherNode(t *testing.T) {
-	t.Parallel()
+	parallelLongest(t)
 	srvs := startCluster(t, 3, nil)
 	const room = "client-failover"
 	viewer := join(t, srvs[2], room, "viewer")
@@ -97,7 +97,7 @@ func TestClientFailsOverToAnotherNode(t *testing.T) {
 // video published again, and the viewer on a third node never sees it
 // leave and gets its media again.
 func TestClientResumesThroughAnotherNode(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(20 * time.Second) })
 	const room = "client-resume-elsewhere"
 	viewer := join(t, srvs[2], room, "viewer")
@@ -162,7 +162,7 @@ func eventMethods(evs []client.Event) []string {
 // closes the socket; the Go client resumes through the next node without
 // trying the draining one again (it would refuse with 500).
 func TestClientLeavesDrainingNode(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, func(c *config.Config) { c.Room.ResumeWindow = config.Duration(20 * time.Second) })
 	api, err := client.LoopbackAPI()
 	if err != nil {

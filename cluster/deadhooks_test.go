@@ -41,7 +41,7 @@ func deadNodeCluster(t *testing.T, h *hookLog, window time.Duration) []*server.S
 // "duplicate"); before, neither was ever sent, and a backend counting who
 // is in the room by the webhooks kept them in it for good.
 func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "dead-hooks"
 	h := newHookLog(t, roomName)
 	srvs := deadNodeCluster(t, h, 2*time.Second)
@@ -84,7 +84,7 @@ func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
 // participant stayed for the resume window and could resume through
 // another node despite the kick.
 func TestKickOfKilledNodesParticipant(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "dead-kick"
 	h := newHookLog(t, roomName)
 	srvs := deadNodeCluster(t, h, 30*time.Second)

@@ -22,7 +22,7 @@ import (
 // once. Before, the retry found the room closed and answered 404, and no
 // node sent room_finished or deleted the closed key.
 func TestAdminDeleteAnswerLost(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "delete-lost"
 	h := newHookLog(t, roomName)
 	srvs := startCluster(t, 3, func(c *config.Config) {

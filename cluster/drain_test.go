@@ -15,7 +15,7 @@ import (
 // resumes through another node (new connections, same participant), its
 // subscriber on a third node hears it again and is never told it left.
 func TestShutdownHandsParticipantsOver(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// The nodes' resume window must outlast the state store's leader
 	// election after n2 goes (a few seconds on a loaded machine): with the
 	// harness's 1 s window, a's member entry was dropped before n0 could
@@ -68,7 +68,7 @@ func TestShutdownHandsParticipantsOver(t *testing.T) {
 // frame or two, the movers keep hearing the others (their old connections
 // serve them until the new ones are up), and nobody sees anyone leave.
 func TestDrainHandsOver(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	alice := join(t, srvs[0], "drain", "alice", withNodes(srvs[1]))
 	bob := join(t, srvs[1], "drain", "bob")
@@ -196,7 +196,7 @@ func publishedIDs(c *client.Client) []string {
 // the draining node hands them over with the release, and the subscriber
 // elsewhere keeps the same track without a break.
 func TestDrainToNodeWithoutTheRoom(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	alice := join(t, srvs[0], "drain-empty", "alice", withNodes(srvs[1]))
 	carol := join(t, srvs[2], "drain-empty", "carol")

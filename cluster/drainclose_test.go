@@ -15,7 +15,7 @@ import (
 // draining, not that the client "resumed on another connection", which it
 // has not done.
 func TestDrainCloseSaysWhy(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	ws, _, err := (&websocket.Dialer{HandshakeTimeout: 10 * time.Second}).Dial(srvs[0].SignalingURL(), nil)
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 // client given the draining node first and another one after it joins the
 // other. Before, the socket's join answered 500 "server is shutting down".
 func TestDrainingNodeRefusesJoinsWith503(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "drain-refuse"
 	srvs := startCluster(t, 3, nil)
 	// A participant whose raw client never resumes elsewhere keeps n0

@@ -16,7 +16,7 @@ import (
 // outside with three processes, the join result on n1 listed the first
 // session (still a stub there) and then told the joiner it left.
 func TestDuplicateJoinResultOmitsReplaced(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, withKeys)
 	watcher := join(t, srvs[1], "dupres", "watcher", token(t, "watcher", "dupres"))
 	first := join(t, srvs[0], "dupres", "first", token(t, "carol", "dupres"))

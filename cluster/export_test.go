@@ -239,3 +239,8 @@ func (n *Node) StoredTracks(node string) []string {
 	}
 	return out
 }
+
+// TestParallel is how many of the package's parallel tests run at once
+// (sched_test.go), set by TestMain: defaultParallel, GOMAXPROCS if more,
+// or -test.parallel when given.
+var TestParallel int

@@ -179,7 +179,7 @@ func TestFailoverNodeKilled(t *testing.T) {
 // A resume token works once across the cluster: after a takeover, the
 // token the client used is refused by every node.
 func TestFailoverTokenOnce(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	alice := join(t, srvs[0], "once", "alice", withNodes(srvs[1]))
 	bob := join(t, srvs[2], "once", "bob")
@@ -245,7 +245,7 @@ func rawResume(t *testing.T, s *server.Server, room, token string) *protocol.Err
 // through another node: the node, asked to hand it over, releases it (its
 // client is away); the others see it stay.
 func TestFailoverFromLiveNode(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	path := newCutProxy(t, srvs[0].Addr()) // alice's only way to n0
 	viaProxy := fmt.Sprintf("ws://127.0.0.1:%d/v1/rtc", path.port())

@@ -26,7 +26,8 @@ const testSecret = "test-cluster-secret-0123456789"
 
 // handedOut holds every port freePorts returned in this process: tests run
 // in parallel, and a port one released for its node to bind must not be
-// handed to another (a node that finds its port taken costs a 30 s retry).
+// handed to another (a node that finds its port taken fails and is started
+// again on fresh ports).
 var handedOut = struct {
 	sync.Mutex
 	ports map[int]bool

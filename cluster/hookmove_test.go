@@ -17,7 +17,7 @@ import (
 // it before its old node was known dead) sent track_published again for
 // each of its tracks when their media came back there.
 func TestWebhookTrackPublishedOnceAcrossMove(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "hook-move"
 	h := newHookLog(t, roomName)
 	srvs := startCluster(t, 3, func(c *config.Config) {

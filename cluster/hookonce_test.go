@@ -91,7 +91,7 @@ func (h *hookLog) delivered(t *testing.T, srv *server.Server, roomName, name str
 // and with the fields its own node would have sent. Before, it was never
 // sent (docs/cluster.md).
 func TestWebhookTrackUnpublishedForKilledNodesTracks(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "dead-tracks"
 	h := newHookLog(t, roomName)
 	srvs := startCluster(t, 3, func(c *config.Config) {
@@ -165,7 +165,7 @@ func seesTrack(c *client.Client, id string) bool {
 // with the fields its own node would have sent. Before, no node knew the
 // track and none was sent.
 func TestWebhookTrackUnpublishedForKilledNodesLoneRoom(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "dead-lone-tracks"
 	h := newHookLog(t, roomName)
 	srvs := deadNodeCluster(t, h, 30*time.Second)

@@ -17,7 +17,7 @@ import (
 // purged, leaving no deletion marker; a newer one stays. Before, nothing
 // removed them.
 func TestClaimKeysSweptWithoutKeyTTL(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	addr := startNATS(t)
 	url := "nats://starling:" + testSecret + "@" + addr
 	nc, err := nats.Connect(url)

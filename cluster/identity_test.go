@@ -17,7 +17,7 @@ import (
 // its watch and ends first with leave "duplicate": the identity's holder
 // wins, as a second join replaces the first (before, both stayed).
 func TestIdentityHolderWinsInState(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, withKeys)
 	const rm = "holder"
 	watcher := join(t, srvs[2], rm, "watcher", token(t, "watcher", rm))

@@ -15,7 +15,7 @@ import (
 // not be told afterwards, by participantJoined, that they joined. Raw
 // frames: the joiner is what any outside client sees on the wire.
 func TestJoinResultListsOtherNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	first := join(t, srvs[1], "roster", "first")
 	second := join(t, srvs[0], "roster", "second")

@@ -38,7 +38,7 @@ func slowBus(t testing.TB, ports []int, delay time.Duration, tune func(*config.C
 // 200 ms of latency each way still make one room in which everyone sees
 // everyone: no split room, no duplicate, no lost participantJoined.
 func TestSimultaneousJoinsSlowBus(t *testing.T) {
-	t.Parallel()
+	parallelLongest(t)
 	if testing.Short() {
 		t.Skip("slow bus: -short")
 	}

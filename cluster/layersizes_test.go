@@ -17,7 +17,7 @@ import (
 // on getting high there: the sizes reached that node with trackUpdated,
 // but its subscribers' caps were not computed again.
 func TestRemoteViewerCapFollowsLearnedSizes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 2, nil)
 	const room = "learned-sizes"
 	alice := join(t, srvs[0], room, "alice")

@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"flag"
 	"runtime"
+	"strconv"
 	"testing"
 
 	"github.com/starling-rtc/starling/internal/testutil"
@@ -23,6 +25,26 @@ import (
 // proxies once learnt a peer's direct address and routed around its
 // proxy: the tests with proxies now set cluster.advertise to the node's
 // proxy.)
+//
+// The places are the package's scheduler's (sched_test.go, TestParallel),
+// which starts the longest tests first; go test's own limit is raised out
+// of its way (a test waiting there would hold one of go test's places).
 func TestMain(m *testing.M) {
-	testutil.VerifyTestMain(m, max(defaultParallel, runtime.GOMAXPROCS(0)))
+	flag.Parse()
+	TestParallel = max(defaultParallel, runtime.GOMAXPROCS(0))
+	if f := flag.Lookup("test.parallel"); parallelGiven() {
+		TestParallel, _ = strconv.Atoi(f.Value.String())
+	}
+	// Always, even when given: a longest test waiting for one of go test's
+	// places while ordinary ones hold them all and wait for it here would
+	// never start.
+	_ = flag.Set("test.parallel", "1000")
+	testutil.VerifyTestMain(m, 0)
+}
+
+// parallelGiven reports whether the command line gave -test.parallel.
+func parallelGiven() bool {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	return given
 }

@@ -137,7 +137,7 @@ func (r *received) count(participant, kind string) int {
 // Media crosses nodes both ways, and each track crosses to an edge node
 // once however many subscribers it has there.
 func TestMediaAcrossNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	a := join(t, srvs[0], "media", "a")
 	b1 := join(t, srvs[1], "media", "b1")

@@ -19,7 +19,7 @@ import (
 // knows whom it replaced; another identity is refused; a leave removes
 // the leaver's keys.
 func TestRoomStatePerMemberKeys(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, func(c *config.Config) { withKeys(c); c.Limits.MaxParticipants = 2 })
 	const room = "keys"
 	keysOf := func() map[string][]uint64 {

@@ -166,7 +166,7 @@ func (l *mixListener) last(n int) []float32 {
 // none (measured by the mixers from its decoded audio). The admin's
 // mute-in-mix through one node holds in every node's mixer.
 func TestAudioMixAcrossNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	const roomName = "mix-remote"
 	const fB, fC = 440.0, 1100.0

@@ -16,7 +16,7 @@ import (
 // joins n2 later: n2's mixer leaves speaker-c out and turns speaker-b down
 // as set. A change made afterwards through n0 reaches n2's mixer too.
 func TestMixSettingsClusterWide(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	for _, s := range srvs {
 		eventually(t, 20*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })

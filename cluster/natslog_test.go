@@ -35,7 +35,7 @@ func (b *lockedBuffer) String() string {
 // logged the URL as given at start ("cluster node started ...
 // nats=nats://starling:<password>@...").
 func TestExternalNATSCredentialsNotLogged(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	addr := startNATS(t) // user starling, password testSecret
 	var logs lockedBuffer
 	cfg := nodeConfig([]int{0}, 0, func(c *config.Config) {

@@ -35,7 +35,7 @@ func TestNodesListAndDeadNode(t *testing.T) {
 
 // A node whose secret differs from its peers' refuses to start, saying why.
 func TestWrongSecretRefused(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	var ports []int
 	for attempt := 1; ; attempt++ { // a port picked may be taken by another process before its node binds it
 		ports = freePorts(t, 3)

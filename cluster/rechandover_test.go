@@ -16,7 +16,7 @@ import (
 // alice (moved off the drained node) and bob, and ffprobe decodes every
 // file of both.
 func TestDrainHandsRecordingOver(t *testing.T) {
-	t.Parallel()          // first: the test media's encoding (TestMedia) then runs beside the other tests
+	parallelLongest(t)    // first: the test media's encoding (TestMedia) then runs beside the other tests
 	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	const roomName = "rec-drain"
 	srvs := startRecordingCluster(t)

@@ -17,7 +17,7 @@ import (
 // starts. Alice, who was on n2, resumes through n0 and is recorded there
 // again; ffprobe decodes every file of both recordings.
 func TestRecordingNodeKilled(t *testing.T) {
-	t.Parallel()          // first: the test media's encoding (TestMedia) then runs beside the other tests
+	parallelLongest(t)    // first: the test media's encoding (TestMedia) then runs beside the other tests
 	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	const roomName = "rec-kill"
 	srvs := startRecordingCluster(t)

@@ -64,7 +64,7 @@ func startCutNodes(t *testing.T, tune func(*config.Config)) ([]*server.Server, *
 func TestRecordingNodeCutOff(t *testing.T) {
 	// Parallel: its own NATS server and proxy, and its 19 s bound on the
 	// takeover leaves 9 s over the 10 s it takes.
-	t.Parallel()
+	parallelLongest(t)
 	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	const roomName = "rec-cut"
 	hooks := &hookEvents{}

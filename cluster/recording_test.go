@@ -74,7 +74,7 @@ func httpJSONAuth(t testing.TB, method, url, bearer string, body, out any) int {
 // tracks once for the recording and its mixer (nobody on A subscribes),
 // and ffmpeg decodes the three files on A's disk.
 func TestRecordingRemoteTracks(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	testutil.TestMedia(t) // skips before the cluster starts when ffmpeg is missing
 	dirs := map[string]string{"n0": t.TempDir(), "n1": t.TempDir(), "n2": t.TempDir()}
 	srvs := startCluster(t, 3, func(c *config.Config) { c.Recordings.Dir = dirs[c.Cluster.NodeID] })

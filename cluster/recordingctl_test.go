@@ -35,7 +35,7 @@ func recordToken(t testing.TB, roomName string) string {
 // that has a part of the room and says which. Each recording's webhooks
 // are sent once.
 func TestRecordingControlFromAnyNode(t *testing.T) {
-	t.Parallel()
+	parallelLongest(t)
 	var mu sync.Mutex
 	counts := map[string]int{}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -143,7 +143,7 @@ func TestRecordingControlFromAnyNode(t *testing.T) {
 // receiving pub's media from n1 for the recording, and the recording ends
 // when the room ends (pub leaves).
 func TestRecordingOutlivesLocalParticipants(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 2, func(c *config.Config) { c.Recordings.Dir = t.TempDir() })
 	const roomName = "rec-outlives"
 	no := false

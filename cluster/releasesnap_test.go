@@ -17,7 +17,7 @@ import (
 // before a, was told `participantLeft a`). The stub stays until the new
 // node has it; the resume then goes on unseen.
 func TestReleasedParticipantNotLeftBySnapshot(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	alice := join(t, srvs[0], "relsnap", "alice")
 	bob := join(t, srvs[1], "relsnap", "bob")

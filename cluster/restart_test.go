@@ -24,7 +24,7 @@ import (
 // n1 got 404, since n0, alive again, did not know her when asked to hand
 // her over.
 func TestNodeRestartedWithSameID(t *testing.T) {
-	t.Parallel()
+	parallelLongest(t)
 	const roomName = "restarted"
 	var ports []int
 	tune := func(c *config.Config) { c.Room.ResumeWindow = config.Duration(10 * time.Second) }

@@ -29,7 +29,7 @@ import (
 // 404 and the client ended with resumeFailed, about one run in five), and
 // with it following.
 func TestResumeBeforeNodeKnownDead(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, leader := range []bool{true, false} {
 		name := map[bool]string{true: "store-leader-dies", false: "follower-dies"}[leader]
 		t.Run(name, func(t *testing.T) { resumeBeforeNodeKnownDead(t, leader) })
@@ -112,7 +112,7 @@ func resumeFailures(c *client.Client) []string {
 // participant's node is alive and its client still connected there is
 // answered 503 (try again), and nothing moves; an unknown token stays 404.
 func TestResumeHeldIsRetryable(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	const room = "resume-held"
 	alice := join(t, srvs[0], room, "alice")
@@ -142,7 +142,7 @@ func TestResumeHeldIsRetryable(t *testing.T) {
 // client's session on a loaded machine. A member moved under another token
 // is still not taken.
 func TestTakeoverLandedUnconfirmed(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	const name = "takeover-landed"
 	alice := join(t, srvs[0], name, "alice")

@@ -17,7 +17,7 @@ import (
 // was answered 404 and the client gave up (the early resume test's
 // resumeFailed, when the dead node led the store's stream).
 func TestResumeStoreUnavailableIsRetryable(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := failoverCluster(t)
 	const room = "resume-nostore"
 	alice := join(t, srvs[0], room, "alice")
@@ -50,7 +50,7 @@ func TestResumeStoreUnavailableIsRetryable(t *testing.T) {
 // participant again instead of ending the session with 404; bob never
 // sees it leave.
 func TestResumeTakeoverResultLost(t *testing.T) {
-	t.Parallel()
+	parallelLongest(t)
 	// A long resume window: on a loaded machine the store may take a while
 	// to elect a new leader after n0 dies, and alice's member entry must
 	// outlast it.

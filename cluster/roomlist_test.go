@@ -38,7 +38,7 @@ func listRooms(t *testing.T, base string) ([]admin.RoomSummary, error) {
 // tracks: rooms with participants only on n1 and n2 appear on n0, and a
 // room spanning n0 and n1 appears once with both participants.
 func TestAdminListsRoomsClusterWide(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	e1 := join(t, srvs[1], "east", "e1")
 	join(t, srvs[1], "east", "e2")

@@ -66,7 +66,7 @@ var hasParam = testutil.HasParam
 // Participants on three nodes see each other, exchange data messages, and
 // the admin API of any node lists and kicks them.
 func TestRoomSpansNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	a := join(t, srvs[0], "span", "a")
 	b := join(t, srvs[1], "span", "b")
@@ -124,7 +124,7 @@ func TestRoomSpansNodes(t *testing.T) {
 // Three participants joining a new room at the same moment on three nodes
 // make one room (one sid) in which everyone sees everyone.
 func TestSimultaneousJoinsMakeOneRoom(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	cs := make([]*client.Client, 3)
 	var wg sync.WaitGroup
@@ -172,7 +172,7 @@ func joinNoFatal(t testing.TB, srv *server.Server, room, name string) *client.Cl
 // A node whose own participants all left does not close the room for the
 // others; the room closes once the last participant anywhere has left.
 func TestRoomClosesOnlyWhenLastLeaves(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 2, nil)
 	a := join(t, srvs[0], "last", "a")
 	b := join(t, srvs[1], "last", "b")
@@ -221,7 +221,7 @@ func token(t testing.TB, identity, room string) func(*client.Options) {
 // A second join with an identity connected on another node replaces the
 // first there (leave "duplicate").
 func TestDuplicateIdentityAcrossNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, withKeys)
 	watcher := join(t, srvs[2], "dup", "watcher", token(t, "watcher", "dup"))
 	first := join(t, srvs[0], "dup", "first", token(t, "carol", "dup"))
@@ -237,7 +237,7 @@ func TestDuplicateIdentityAcrossNodes(t *testing.T) {
 
 // Max participants holds for the room across nodes.
 func TestMaxParticipantsAcrossNodes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, func(c *config.Config) { c.Limits.MaxParticipants = 2 })
 	join(t, srvs[0], "full", "a")
 	join(t, srvs[1], "full", "b")
@@ -252,7 +252,7 @@ func TestMaxParticipantsAcrossNodes(t *testing.T) {
 // The admin API of a node without a part of the room lists the room's
 // participants on the other nodes and closes it everywhere.
 func TestAdminFromNodeWithoutParticipants(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	a := join(t, srvs[0], "far", "a")
 	b := join(t, srvs[1], "far", "b")

@@ -39,7 +39,7 @@ func adminGet(t *testing.T, url string, out any) int {
 // part of the room: each participant with its permissions and the
 // subscriptions its own node serves. GET .../participants/{id} too.
 func TestAdminRoomViewClusterWide(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, withKeys)
 	pub := join(t, srvs[0], "view", "pub", token(t, "pub", "view"))
 	viewer := join(t, srvs[1], "view", "viewer", func(o *client.Options) {

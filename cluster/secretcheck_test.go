@@ -17,7 +17,7 @@ import (
 // joins, and no media crossed between it and them (checked from outside
 // with separate processes on one nats-server).
 func TestExternalBusSecretMismatch(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	addr := startNATS(t)
 	natsCfg := func(i int, secret string) config.Config {
 		return nodeConfig([]int{0, 0}, i, func(c *config.Config) {

@@ -22,10 +22,10 @@ import (
 // and that cap (her client re-sends them with the resume), and its media
 // reaches her again.
 func TestTakeoverKeepsSubscriptions(t *testing.T) {
-	t.Parallel()
+	t.Parallel() // no place of its own: each subtest takes one
 	for _, how := range []string{"killed", "drained"} {
 		t.Run(how, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			takeoverKeepsSubscriptions(t, how)
 		})
 	}

@@ -98,7 +98,7 @@ func withTLS(t *testing.T, ca *testCA) func(*config.Config) {
 // certificate another CA signed, cannot join: each fails to start with an
 // error naming TLS, and the three never list it.
 func TestClusterTLS(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ca := newTestCA(t, "starling-test")
 	ports := freePorts(t, 3)
 	srvs := startNodes(t, ports, 3, withTLS(t, ca))
@@ -150,7 +150,7 @@ func TestClusterTLS(t *testing.T) {
 // Wrong TLS files stop a node before it touches the bus, saying which file
 // is wrong and why.
 func TestClusterTLSBadFiles(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ca, other := newTestCA(t, "starling-test"), newTestCA(t, "other")
 	cert, key := ca.issue(t, "n0")
 	otherCert, otherKey := other.issue(t, "n0")
@@ -182,7 +182,7 @@ func TestClusterTLSBadFiles(t *testing.T) {
 // (--nats-url tls://...) connects with its certificate and serves a room;
 // one without a certificate is refused with an error naming TLS.
 func TestExternalNATSTLS(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ca := newTestCA(t, "starling-test")
 	srvCert, srvKey := ca.issue(t, "nats")
 	tc, err := natsserver.GenTLSConfig(&natsserver.TLSConfigOpts{CertFile: srvCert, KeyFile: srvKey, CaFile: ca.caFile, Verify: true})

@@ -14,7 +14,7 @@ import (
 // time (checked from outside: three nodes listed alice's audio and video
 // in two orders).
 func TestParticipantTrackOrderStable(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil) // n2 has no part of the room
 	alice := join(t, srvs[0], "order", "alice")
 	bob := join(t, srvs[1], "order", "bob")

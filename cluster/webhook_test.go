@@ -15,7 +15,7 @@ import (
 // Each webhook event is sent once for the cluster: the room's start and
 // end once, each participant's join and leave once, whichever node it used.
 func TestWebhooksOncePerCluster(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	var mu sync.Mutex
 	counts := map[string]int{}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

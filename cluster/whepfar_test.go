@@ -19,7 +19,7 @@ import (
 // another node. Here a plain pion player (no Starling code) watches a
 // publisher of node 0 through node 1, and decodes its packets.
 func TestWHEPFromNodeWithoutTheRoom(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	pub := join(t, srvs[0], "far-whep", "camera")
 	publishMedia(t, pub, true)

@@ -63,6 +63,10 @@ type Member struct {
 	Metadata string       `json:"metadata,omitempty"`
 	Auto     bool         `json:"auto,omitempty"`
 	Perms    *Permissions `json:"perms,omitempty"`
+	// JoinedAt (Unix ms) is when it first joined: a takeover keeps it, so
+	// the participant's joinedAt (and its place in the room's lists, which
+	// are sorted by it) does not change when its node dies.
+	JoinedAt int64 `json:"joinedAt,omitempty"`
 	// Released: the tracks its draining node released it with (set by
 	// Bus.Takeover, not stored): published again, they keep their ids
 	// (handover.go).

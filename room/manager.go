@@ -99,7 +99,9 @@ type JoinRequest struct {
 	// (handover.go).
 	carry     map[string]carried
 	movedFrom string // the node it was taken over from (handover.go)
-	AudioMix  bool   // receive the room's audio mix (mix.go)
+	// joinedAt: when it first joined (a takeover keeps it); zero = now.
+	joinedAt time.Time
+	AudioMix bool // receive the room's audio mix (mix.go)
 	// Answering: the client signals over HTTP (WHIP, WHEP, see answer.go).
 	// It offers on both connections; the server only answers, with every
 	// candidate in the answer, and changes subscriptions without offers.
@@ -123,9 +125,11 @@ func (m *Manager) Join(req JoinRequest, peer Peer) (*Participant, *protocol.Join
 			identity = req.id
 		}
 		req.token = newResumeToken()
+		req.joinedAt = time.Now()
 		var err error
 		sid, err = bus.Join(req.Room, Member{ID: req.id, Identity: identity, Node: bus.NodeID(), Token: hashToken(req.token),
-			Name: req.Name, Metadata: req.Metadata, Auto: req.AutoSubscribe, Perms: req.Permissions}, m.limits().MaxParticipants)
+			Name: req.Name, Metadata: req.Metadata, Auto: req.AutoSubscribe, Perms: req.Permissions,
+			JoinedAt: req.joinedAt.UnixMilli()}, m.limits().MaxParticipants)
 		if err != nil {
 			return nil, nil, err
 		}

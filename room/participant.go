@@ -79,6 +79,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 		answering: req.Answering,
 		tracks:    map[string]*Track{}, byCID: map[string]*Track{}, perms: AllPermissions,
 	}
+	if !req.joinedAt.IsZero() {
+		p.joinedAt = req.joinedAt
+	}
 	if p.id == "" {
 		p.id = newID("PA_")
 	}

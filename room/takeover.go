@@ -237,6 +237,9 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		AutoSubscribe: mem.Auto, Permissions: mem.Perms,
 		id: mem.ID, token: next, takeover: true, takeoverHash: hash, restore: subs,
 	}
+	if mem.JoinedAt != 0 { // a member written before the field: now, as before
+		req.joinedAt = time.UnixMilli(mem.JoinedAt)
+	}
 	if r := m.Room(roomName); r != nil {
 		// The old node's view of it. Its tracks died with a dead node; a
 		// draining one still forwards them until the client publishes them
@@ -333,5 +336,6 @@ func (p *Participant) memberLocked() Member {
 	m := p.member()
 	perms := p.perms
 	m.Token, m.Name, m.Metadata, m.Auto, m.Perms = hashToken(p.rs.token), p.name, p.metadata, p.autoSubscribe, &perms
+	m.JoinedAt = p.joinedAt.UnixMilli()
 	return m
 }

@@ -223,9 +223,9 @@ func TestCongestionSwitchesDown(t *testing.T) {
 	// A timing test of the congestion group (sched_test.go): congestion
 	// control reads a CPU starved by other tests as a congested network
 	// (with light tests around it, the unthrottled subscriber was moved
-	// for bandwidth on a busy machine), and the test reads process-wide
-	// counters of the estimator, which only servers with congestion
-	// control on move: the group's tests, one at a time.
+	// for bandwidth on a busy machine), so few at once. The estimator
+	// counters it reads are its server's (sfu.Engine.BWECounters), not
+	// the process's: the group's tests need not run one at a time.
 	timingTest(t, groupCongestion)
 	testBottleneck(t, "bwe", &throttle{})
 }
@@ -254,8 +254,10 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	vSlow.waitHeight(t, 10*time.Second, 720)
 	vFast.waitHeight(t, 10*time.Second, 720)
 	_, fastBefore := vFast.snapshot()
-	before := sfu.ReadCounters()
-	tapped := before.BWEFeedbackTapped
+	// The server's own estimator counters: other servers' congestion
+	// tests run beside this one.
+	before := srv.Engine().BWECounters()
+	tapped := before.FeedbackTapped
 
 	b.set(700_000)
 	start := time.Now()
@@ -275,7 +277,7 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 		told, time.Since(start), lastUpdate(slow, id))
 	// The feedback that showed it came off the batched socket
 	// (sfu/rtcptap.go), not through pion's receive path.
-	if n := sfu.ReadCounters().BWEFeedbackTapped; n <= tapped {
+	if n := srv.Engine().BWECounters().FeedbackTapped; n <= tapped {
 		t.Fatalf("no feedback read off the socket during the bottleneck (%d before, %d after)", tapped, n)
 	}
 
@@ -285,10 +287,10 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	t.Logf("recovered to high %v after the bottleneck was lifted", time.Since(start))
 	// Probes send padding, and /metrics counts it
 	// (starling_bwe_padding_packets_total).
-	after := sfu.ReadCounters()
-	t.Logf("%d probes, %d padding packets", after.BWEProbes-before.BWEProbes, after.BWEPaddingSent-before.BWEPaddingSent)
-	if after.BWEProbes > before.BWEProbes && after.BWEPaddingSent == before.BWEPaddingSent {
-		t.Fatalf("%d probes ran but no padding packet was counted", after.BWEProbes-before.BWEProbes)
+	after := srv.Engine().BWECounters()
+	t.Logf("%d probes, %d padding packets", after.Probes-before.Probes, after.PaddingSent-before.PaddingSent)
+	if after.Probes > before.Probes && after.PaddingSent == before.PaddingSent {
+		t.Fatalf("%d probes ran but no padding packet was counted", after.Probes-before.Probes)
 	}
 
 	// The other subscriber was untouched: never moved for bandwidth,
@@ -372,10 +374,10 @@ func TestCongestionDelayAloneHoldsLowest(t *testing.T) {
 	}
 	v.waitHeight(t, 10*time.Second, 180) // the low layer alone: ~270 kbit/s
 
-	before := sfu.ReadCounters().BWEDelayDecreases
+	before := srv.Engine().BWECounters().DelayDecreases
 	sh.set(150_000)
 	waitFor(t, 20*time.Second, "the estimate to fall on a growing delay", func() bool {
-		return sfu.ReadCounters().BWEDelayDecreases > before
+		return srv.Engine().BWECounters().DelayDecreases > before
 	})
 	// More allocation rounds than a pause takes (4 × 500 ms), with the
 	// estimate below the layer throughout: the queue only grows.

@@ -41,9 +41,9 @@ func runMediaFor(t *testing.T, media *fakeMedia, n int) (sentVideo, sentAudio []
 // by other tests as a congested network): under -race it runs before the
 // package's parallel tests start, and the test turns parallel for f with
 // it off; otherwise the whole test is a timing test (sched_test.go) and
-// both run at once (with it off, f moves none of the estimator's counters
-// the congestion group keeps to one test; one after the other, the loss
-// tests were a third of that group's chain, the timing phase's longest).
+// both run at once (with it off, f runs no estimator; one after the
+// other, the loss tests were a third of the congestion group's chain, the
+// timing phase's longest).
 func withCongestionControl(t *testing.T, f func(t *testing.T, tune func(*config.Config), knownIssue func(string))) {
 	timingTest(t, groupCongestion)
 	run := func(t *testing.T, on bool) {

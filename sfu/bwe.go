@@ -111,6 +111,7 @@ type bwe struct {
 	changed  atomic.Pointer[func()]
 	reported uint64
 	raises   atomic.Uint64 // probes that raised the target (Subscriber.ProbeRaises)
+	counts   *bweCounts    // the engine's (BWECounters), beside the process's counters
 
 	mu      sync.Mutex
 	fb      twccFeedback
@@ -136,7 +137,7 @@ func newBWE(initial int) *bwe {
 	if initial <= 0 {
 		initial = 3_000_000
 	}
-	b := &bwe{}
+	b := &bwe{counts: &bweCounts{}}
 	b.aimd.rate = float64(initial)
 	b.aimd.avgMax = -1
 	b.delay.threshold = 12.5
@@ -221,6 +222,7 @@ func (b *bwe) update(now int64) {
 		raised = true
 		b.raises.Add(1)
 		counters.bweProbeRaises.Add(1)
+		b.counts.probeRaises.Add(1)
 	}
 	usage := b.delay.state
 	if usage == usageOver && now < b.graceUntil {
@@ -238,9 +240,11 @@ func (b *bwe) update(now int64) {
 	b.loss.update(now, b.aimd.rate, acked)
 	if b.aimd.rate < before {
 		counters.bweDelayDecreases.Add(1)
+		b.counts.delayDecreases.Add(1)
 	}
 	if b.loss.cap > 0 && (lc == 0 || b.loss.cap < lc) {
 		counters.bweLossDecreases.Add(1)
+		b.counts.lossDecreases.Add(1)
 	}
 	t := b.aimd.rate
 	if b.loss.cap > 0 {
@@ -264,6 +268,7 @@ func (b *bwe) update(now int64) {
 // sequence number sent in it.
 func (b *bwe) startProbe(id uint16, now int64) {
 	counters.bweProbes.Add(1)
+	b.counts.probes.Add(1)
 	b.mu.Lock()
 	b.probes.start(id, now)
 	b.mu.Unlock()

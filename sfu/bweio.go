@@ -60,11 +60,18 @@ func (i *bweInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interce
 		}
 		// Size on the wire, less IP and UDP: header, payload, SRTP tag.
 		i.est.hist.record(seq, h.MarshalSize()+len(payload)+10, uint16(i.cluster.Load()))
+		pad := h.Padding // only the probes' padding-only packets set it (sendqueue.go)
+		var n int
+		var err error
 		if ds != nil {
-			return ds.writeStamped(h, payload, a, &i.est.hist, seq)
+			n, err = ds.writeStamped(h, payload, a, &i.est.hist, seq)
+		} else {
+			n, err = w.Write(h, payload, a)
+			i.est.hist.stamp(seq, clock.Micros())
 		}
-		n, err := w.Write(h, payload, a)
-		i.est.hist.stamp(seq, clock.Micros())
+		if err == nil && pad {
+			i.est.counts.paddingSent.Add(1)
+		}
 		return n, err
 	})
 }
@@ -80,6 +87,7 @@ func (i *bweInterceptor) BindRTCPReader(r interceptor.RTCPReader) interceptor.RT
 				return n, attr, err
 			}
 			counters.bweFeedbackPion.Add(1)
+			i.est.counts.feedbackPion.Add(1)
 		}
 	})
 }

@@ -66,6 +66,7 @@ type Engine struct {
 
 	bwe            bool // subscriber connections run congestion control (bwe.go)
 	initialBitrate int
+	bweCounts      bweCounts // their estimators' events (BWECounters)
 }
 
 // audioLevelURI is RFC 6464's header extension; speakers detection reads it.
@@ -259,6 +260,7 @@ func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerCon
 	var bw *bweInterceptor
 	if e.bwe {
 		bw = newBWEInterceptor(e.initialBitrate)
+		bw.est.counts = &e.bweCounts
 		ir.Add(bw)
 	}
 	if ds != nil && bw != nil {

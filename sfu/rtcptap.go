@@ -62,6 +62,7 @@ func (t *rtcpTap) consume(b []byte, now int64) bool {
 	}
 	t.est.onRTCP(plain, now)
 	counters.bweFeedbackTapped.Add(1)
+	t.est.counts.feedbackTapped.Add(1)
 	return true
 }
 

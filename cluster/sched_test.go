@@ -1,0 +1,146 @@
+package cluster_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/cluster"
+)
+
+// The package's parallel tests take their places here instead of from go
+// test (TestMain raises go test's own limit out of the way): go test
+// starts waiting tests roughly in source order, so the longest ones (the
+// recording takeovers, the slow bus: 25-50 s each) started last, up to a
+// minute into the package, and ended it alone with the CPU idle. Here a
+// test marked parallelLongest gets a place before any other test takes
+// one; the capacity is the one go test had (cluster.TestParallel: 12, 4
+// under -race, or -test.parallel).
+var sched = &scheduler{}
+
+type scheduler struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running int
+	// pending counts the tests marked longest that have not got a place
+	// yet. They are counted before they pause (go test runs every test up
+	// to its t.Parallel one after another, before any parallel test goes
+	// on), so when the parallel phase starts it holds all of them.
+	pending int
+}
+
+func (s *scheduler) init() {
+	if s.cond == nil {
+		s.cond = sync.NewCond(&s.mu)
+	}
+}
+
+// register counts a longest test that will ask for a place.
+func (s *scheduler) register() {
+	s.mu.Lock()
+	s.init()
+	s.pending++
+	s.mu.Unlock()
+}
+
+// acquire blocks until t may run: a place is free and, unless t is one of
+// the longest, no longest test still waits for one. It returns the release.
+func (s *scheduler) acquire(longest bool) func() {
+	s.mu.Lock()
+	s.init()
+	for s.running >= max(cluster.TestParallel, 1) || (!longest && s.pending > 0) {
+		s.cond.Wait()
+	}
+	s.running++
+	if longest {
+		s.pending--
+	}
+	s.cond.Broadcast() // an ordinary test may go once the last longest one has its place
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.running--
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+	}
+}
+
+// parallel runs t in parallel with the package's other tests, within the
+// scheduler's capacity.
+func parallel(t *testing.T) {
+	t.Parallel()
+	t.Cleanup(traced(t, sched.acquire(false)))
+}
+
+// parallelLongest is parallel for the package's longest tests (25 s and
+// more idle: recording takeovers after a node's death, a 200 ms bus): they
+// take their places before every other test, so they run beside the
+// shorter ones instead of after them.
+//
+// Under -race they do not: there the CPU is the race detector's, and the
+// longest ones (recorders, ffmpeg, pion's handshakes) starting together
+// starved each other (in the one run tried, at load 22, two of the four
+// that started together failed: a resume through a restarted node, a
+// recording's status read); they come in go test's order, as before.
+func parallelLongest(t *testing.T) {
+	if raceEnabled {
+		parallel(t)
+		return
+	}
+	sched.register()
+	t.Parallel()
+	t.Cleanup(traced(t, sched.acquire(true)))
+}
+
+// schedStart is when the package's tests started, for traced.
+var schedStart = time.Now()
+
+// traced returns release, which with STARLING_TEST_SCHED set also writes
+// when t held its place: with go test's own limit raised, a test's elapsed
+// time includes its wait here.
+func traced(t *testing.T, release func()) func() {
+	if os.Getenv("STARLING_TEST_SCHED") == "" {
+		return release
+	}
+	from := time.Since(schedStart)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			fmt.Fprintf(os.Stderr, "sched: %6.1f %6.1f %s\n", from.Seconds(), time.Since(schedStart).Seconds(), t.Name())
+			release()
+		})
+	}
+}
+
+// The package's tests take their places from the scheduler: a test that
+// calls t.Parallel itself runs beside all the others at once (go test's
+// own limit is raised out of the way), beyond the package's capacity.
+func TestTestsTakePlaces(t *testing.T) {
+	files, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(line) == "t.Parallel()" && !allowedParallel[f] {
+				t.Errorf("%s:%d: t.Parallel(): call parallel(t) or parallelLongest(t) (sched_test.go) instead", f, i+1)
+			}
+		}
+	}
+}
+
+// allowedParallel are the files whose t.Parallel calls take a place
+// otherwise: the scheduler's own, busCutTurn's (a place once it has its
+// turn), and a test whose subtests take one each.
+var allowedParallel = map[string]bool{"sched_test.go": true, "partition_test.go": true, "subrestore_test.go": true}

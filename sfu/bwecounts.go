@@ -1,0 +1,40 @@
+package sfu
+
+import "sync/atomic"
+
+// BWECounters are one engine's congestion control events: those of its
+// subscriber connections' estimators. Counters has the same events for
+// the whole process; these let a test (or an operator with several engines
+// in one process) tell one server's from another's, so that tests of
+// congestion control need not run one at a time.
+type BWECounters struct {
+	DelayDecreases uint64 // estimates lowered on a growing delay
+	LossDecreases  uint64 // estimates capped on loss
+	Probes         uint64 // probes run
+	ProbeRaises    uint64 // probes that raised an estimate
+	PaddingSent    uint64 // padding-only packets written (the probes' payload)
+	FeedbackTapped uint64 // feedback packets read off the batched socket
+	FeedbackPion   uint64 // feedback packets read through pion
+}
+
+// bweCounts is BWECounters as it is counted: an estimator adds to its
+// engine's (newBWE gives one of its own to an estimator without engine).
+type bweCounts struct {
+	delayDecreases, lossDecreases, probes, probeRaises atomic.Uint64
+	paddingSent, feedbackTapped, feedbackPion          atomic.Uint64
+}
+
+func (c *bweCounts) read() BWECounters {
+	return BWECounters{
+		DelayDecreases: c.delayDecreases.Load(),
+		LossDecreases:  c.lossDecreases.Load(),
+		Probes:         c.probes.Load(),
+		ProbeRaises:    c.probeRaises.Load(),
+		PaddingSent:    c.paddingSent.Load(),
+		FeedbackTapped: c.feedbackTapped.Load(),
+		FeedbackPion:   c.feedbackPion.Load(),
+	}
+}
+
+// BWECounters returns the engine's congestion control totals.
+func (e *Engine) BWECounters() BWECounters { return e.bweCounts.read() }
