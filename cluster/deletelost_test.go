@@ -86,7 +86,7 @@ func TestAdminDeleteAnswerLost(t *testing.T) {
 // its participant stay. Before, the retry answered 404 and no room_finished
 // was sent for the deleted room.
 func TestAdminDeleteAnswerLostRoomReplaced(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const roomName = "delete-lost-new"
 	h := newHookLog(t, roomName)
 	srvs := startCluster(t, 3, func(c *config.Config) {
