@@ -102,9 +102,15 @@ func openBus(o BusOptions) (*bus, error) {
 	// The connect timeout (nats.go's default 2 s) also bounds the TLS
 	// handshake with an external NATS: as long as the routes' (tlsTimeout),
 	// since a busy node is slow to answer (CI under -race: "tls error: i/o
-	// timeout" after 2 s).
+	// timeout" after 2 s). The in-process connection crosses no network,
+	// only waits for the embedded server's goroutines: more than 5 s on a
+	// starved machine ("read pipe: i/o timeout", -race beside busy loops).
+	connectWait := time.Duration(tlsTimeout * float64(time.Second))
+	if o.NATSURL == "" {
+		connectWait = embeddedStartWait
+	}
 	copts = append(copts, nats.Name("starling-"+o.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(time.Duration(tlsTimeout*float64(time.Second))))
+		nats.Timeout(connectWait))
 	nc, err := nats.Connect(urls, copts...)
 	if err != nil {
 		b.close()
@@ -196,13 +202,17 @@ func startEmbedded(o BusOptions, authErr chan error) (*server.Server, string, er
 	nl := &natsLogger{log: o.Logger.With("component", "nats"), authErr: authErr, fatal: make(chan struct{})}
 	ns.SetLoggerV2(nl, false, false, false)
 	ns.Start()
-	if !readyOrFatal(ns, nl.fatal, 30*time.Second) {
+	if !readyOrFatal(ns, nl.fatal, embeddedStartWait) {
 		ns.Shutdown()
 		_ = os.RemoveAll(tmp)
 		return nil, "", fmt.Errorf("cluster bus: the embedded NATS server did not start (is %s free?)", o.Listen)
 	}
 	return ns, tmp, nil
 }
+
+// embeddedStartWait bounds the embedded NATS server's start and the node's
+// in-process connection to it: only CPU starvation makes either slow.
+const embeddedStartWait = 30 * time.Second
 
 // readyOrFatal waits up to d for ns to accept connections, and gives up at
 // once when it reported a fatal error. nats-server's ReadyForConnections

@@ -75,6 +75,9 @@ func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, er
 		n.log.Error("cluster room state", "room", name, "err", err)
 		return "", protocol.Errorf(protocol.CodeUnavailable, "cluster room state is unavailable; try again")
 	}
+	if m.Identity != "" {
+		n.checkIdentityLater(name) // identitycheck.go
+	}
 	return sid, nil
 }
 

@@ -149,11 +149,34 @@ func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte
 	// that beat this one yet, and "none" made the caller try to create
 	// the claim again at once, twenty times, and answer 409 without the
 	// recording that holds the room (TestRecordingSimultaneousStarts).
-	v, vrev, gerr := n.leaderValue(ctx, key)
+	v, vrev, gerr := n.leaderValueAfterConflict(ctx, key, rev)
 	if gerr != nil {
 		return nil, 0, false, fmt.Errorf("recording claim: %w", gerr)
 	}
 	return v, vrev, false, nil // vrev 0: released meanwhile, the caller tries again
+}
+
+// leaderValueAfterConflict is leaderValue after a compare-and-set at
+// revision rev was refused: it waits (within ctx) until the leader holds
+// another revision than rev. nats-server refuses a write whose subject has
+// a write still in flight (error 10164, "wrong last sequence") before it
+// stores that write, so the leader still has the value the refused write
+// was based on: "none" for a claim being created at once by another node
+// (1 in 40 simultaneous creates on an idle machine, every one of a start's
+// twenty tries on a loaded one). What the leader has when ctx ends is
+// returned as it is.
+func (n *Node) leaderValueAfterConflict(ctx context.Context, key string, rev uint64) (value []byte, vrev uint64, err error) {
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		value, vrev, err = n.leaderValue(ctx, key)
+		if err != nil || vrev != rev {
+			return value, vrev, err
+		}
+		select {
+		case <-ctx.Done():
+			return value, vrev, nil
+		case <-time.After(wait):
+		}
+	}
 }
 
 // leaderValue reads a key of the room state bucket as its stream's leader
@@ -183,7 +206,7 @@ func (n *Node) RenewRecordingClaim(ctx context.Context, room string, value []byt
 	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return 0, false, fmt.Errorf("recording claim: %w", err)
 	}
-	cur, curRev, gerr := n.leaderValue(ctx, key)
+	cur, curRev, gerr := n.leaderValueAfterConflict(ctx, key, rev)
 	switch {
 	case gerr != nil:
 		return 0, false, fmt.Errorf("recording claim: %w", gerr)

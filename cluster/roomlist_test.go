@@ -87,7 +87,7 @@ func TestAdminListsRoomsClusterWide(t *testing.T) {
 	// request per room: the rooms' own keys are read through the one
 	// request for all of them. Before, two per room (its key, its other
 	// keys) and that one.
-	asked := leaderGets(t, srvs[0])
+	asked := leaderGets(t, srvs[0], srvs[1:]...)
 	if _, err := listRooms(t, srvs[2].BaseURL()); err != nil {
 		t.Fatal(err)
 	}
@@ -104,30 +104,62 @@ func TestAdminListsRoomsClusterWide(t *testing.T) {
 }
 
 // leaderGets counts the requests for the newest message of a subject that
-// the room state stream's leader gets from then on (from any node), by
-// subject; the returned function gives the counts so far.
-func leaderGets(t *testing.T, srv *server.Server) func() map[string]int {
+// the room state stream's leader gets from then on (from srv and the
+// others), by subject; the returned function gives the counts so far.
+// Both wait for a probe from each of the others to reach the counter: a
+// new subscription's interest reaches the other servers over the routes
+// some time after srv has it (-race beside busy loops: the list's first
+// request, for every room's key, was never counted), and a request's copy
+// may come after its answer; a node's messages keep their order.
+func leaderGets(t *testing.T, srv *server.Server, others ...*server.Server) func() map[string]int {
 	t.Helper()
+	const subject = "$JS.API.STREAM.MSG.GET.KV_starling-rooms"
 	var mu sync.Mutex
 	counts := map[string]int{}
-	sub, err := srv.Cluster().Conn().Subscribe("$JS.API.STREAM.MSG.GET.KV_starling-rooms", func(m *nats.Msg) {
+	probed := map[string]bool{}
+	sub, err := srv.Cluster().Conn().Subscribe(subject, func(m *nats.Msg) {
 		var req struct {
 			LastFor string `json:"last_by_subj"`
+			Probe   string `json:"starling_test_probe"`
 		}
-		if json.Unmarshal(m.Data, &req) == nil && req.LastFor != "" {
-			mu.Lock()
+		if json.Unmarshal(m.Data, &req) != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if req.Probe != "" {
+			probed[req.Probe] = true
+		} else if req.LastFor != "" {
 			counts[req.LastFor]++
-			mu.Unlock()
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := srv.Cluster().Conn().Flush(); err != nil {
-		t.Fatal(err)
+	rounds := 0
+	barrier := func() {
+		rounds++
+		tag := itoa(rounds) + "-"
+		// Without a reply subject: the stream's leader ignores a probe.
+		eventually(t, 30*time.Second, "the other nodes' probes reach the counter", func() bool {
+			mu.Lock()
+			var missing []*server.Server
+			for _, o := range others {
+				if !probed[tag+o.Cluster().ID()] {
+					missing = append(missing, o)
+				}
+			}
+			mu.Unlock()
+			for _, o := range missing {
+				_ = o.Cluster().Conn().Publish(subject, []byte(`{"starling_test_probe":"`+tag+o.Cluster().ID()+`"}`))
+			}
+			return len(missing) == 0
+		})
 	}
+	barrier()
 	return func() map[string]int {
+		barrier()
 		mu.Lock()
 		defer mu.Unlock()
 		return maps.Clone(counts)

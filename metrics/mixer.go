@@ -17,5 +17,6 @@ func mixerCollectors() []prometheus.Collector {
 		counter("concealed_frames_total", "Input frames concealed (lost or late packets), with FEC or PLC.", func(t mixer.Totals) uint64 { return t.Concealed }),
 		counter("fec_frames_total", "Concealed input frames recovered from in-band FEC.", func(t mixer.Totals) uint64 { return t.FEC }),
 		counter("codec_errors_total", "Opus decode and encode errors in the mixers.", func(t mixer.Totals) uint64 { return t.DecodeErrors + t.EncodeErrors }),
+		counter("skipped_frames_total", "20 ms frames never mixed because the mixer was stalled (starved of CPU) for more than 160 ms: a hole in every listener's stream.", func(t mixer.Totals) uint64 { return t.Skipped }),
 	}
 }

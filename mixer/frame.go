@@ -11,7 +11,7 @@ import (
 
 // counters are process-wide totals, for metrics.
 var counters struct {
-	frames, encodes, concealed, fec, decodeErrors, encodeErrors, shrinks atomic.Uint64
+	frames, encodes, concealed, fec, decodeErrors, encodeErrors, shrinks, skipped atomic.Uint64
 }
 
 // Totals are the mixers' process-wide counters.
@@ -22,6 +22,10 @@ type Totals struct {
 	FEC          uint64 // of which recovered from in-band FEC
 	DecodeErrors uint64
 	EncodeErrors uint64
+	// Skipped counts the frames a stall of the mixer's process left
+	// unmixed (Stats.Skipped, over all mixers): each listener's stream
+	// has a hole of that many packets there.
+	Skipped uint64
 }
 
 // ReadTotals returns the counters.
@@ -29,6 +33,7 @@ func ReadTotals() Totals {
 	return Totals{
 		Frames: counters.frames.Load(), Encodes: counters.encodes.Load(), Concealed: counters.concealed.Load(),
 		FEC: counters.fec.Load(), DecodeErrors: counters.decodeErrors.Load(), EncodeErrors: counters.encodeErrors.Load(),
+		Skipped: counters.skipped.Load(),
 	}
 }
 

@@ -267,6 +267,7 @@ func (m *Mixer) run() {
 		}
 		if due-frame > maxCatchUp {
 			m.stat.skipped.Add(uint64(due - frame - maxCatchUp))
+			counters.skipped.Add(uint64(due - frame - maxCatchUp))
 			frame = due - maxCatchUp
 		}
 		for ; frame < due; frame++ {

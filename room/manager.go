@@ -206,6 +206,7 @@ func (m *Manager) removeRoom(r *Room) {
 	}
 	m.mu.Unlock()
 	m.log.Info("room closed", "room", r.name, "sid", r.sid)
+	r.closeImports()
 	m.notifyRoomClosed(r)
 	if r.bus != nil {
 		r.bus.Closed(r)

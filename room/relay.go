@@ -68,8 +68,9 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 				break
 			}
 		}
-		// Unpublished meanwhile: closeImport found nothing to close.
-		gone := t.owner.room.track(t.id) != t
+		// Unpublished meanwhile, or the room closed here: closeImport(s)
+		// found nothing to close.
+		gone := t.owner.room.track(t.id) != t || t.owner.room.isClosed()
 		// The owner's closed flag is under its own lock, not t.mu.
 		ownerClosed := t.owner.isClosed()
 		t.mu.Lock()
@@ -95,7 +96,7 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 			bus.Unimport(t.owner.node, t.id) // the origin's export and the node's books
 			return
 		}
-		if t.owner.isClosed() || t.owner.room.track(t.id) != t {
+		if t.owner.isClosed() || t.owner.room.track(t.id) != t || t.owner.room.isClosed() {
 			// Closed between the check and the store: closeImport may
 			// have found nothing yet, so end the import here.
 			t.closeImport()
@@ -109,6 +110,29 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 		}
 		t.owner.room.importReady(t) // the mixer and recordings (remotemedia.go)
 	}()
+}
+
+// closeImports ends the imports of the other nodes' tracks when the room's
+// part here closes (its last participant left, or it was closed): nothing
+// here needs them any more. Left open, the origin node went on sending the
+// track to this node until its publisher left, and the import stayed in
+// the relay's books for good (starling_cluster_relayed_tracks{direction=
+// "in"} counted it after the room was gone).
+func (r *Room) closeImports() {
+	r.mu.Lock()
+	var ts []*Track
+	for _, t := range r.tracks {
+		if t.owner.node != "" {
+			ts = append(ts, t)
+		}
+	}
+	for _, t := range r.moved {
+		ts = append(ts, t)
+	}
+	r.mu.Unlock()
+	for _, t := range ts {
+		t.closeImport()
+	}
 }
 
 // closeImport ends a remote track's import, if any.
@@ -146,4 +170,11 @@ func closeSource(src sfu.Source) {
 	} else if c, ok := src.(interface{ Close() error }); ok {
 		_ = c.Close()
 	}
+}
+
+// isClosed reports whether this instance of the room is over.
+func (r *Room) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
 }
