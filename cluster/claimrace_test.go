@@ -15,7 +15,7 @@ import (
 // times in a row and answered 409 without the recording that holds the
 // room (TestRecordingSimultaneousStarts, "the claim keeps changing").
 func TestClaimLoserReadsTheWinner(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	srvs := startCluster(t, 3, nil)
 	const rounds = 100
 	inFlight := 0
