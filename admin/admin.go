@@ -48,13 +48,14 @@ type Options struct {
 	Nodes func() any
 	// RemoteRoom finds a room with no participant on this node among the
 	// cluster's nodes; CloseRemote closes the other nodes' parts of a room
-	// (true if the room exists in the cluster). Both nil on a single node.
+	// (true if the room exists in the cluster; sid the instance closed).
+	// Both nil on a single node.
 	// RemoteRoom's participants come from their own nodes, with their
 	// permissions and subscriptions (LocalParticipants there); err (with
 	// ok false) when the cluster's room state could not be read, so
 	// nobody knows whether the room exists: 503, never 404.
 	RemoteRoom  func(name string) (sid string, ps []Participant, ok bool, err error)
-	CloseRemote func(name string) bool
+	CloseRemote func(name string) (sid string, ok bool)
 	// ClusterRooms lists every room of the cluster for GET /v1/rooms, sorted
 	// by name; nil (or a nil list and no error) on a single node, which
 	// lists its own rooms.
@@ -265,8 +266,10 @@ func (a *API) closeRoom(w http.ResponseWriter, r *http.Request) {
 		if _, ok := a.authorize(w, r, name, false); !ok {
 			return
 		}
-		remote := a.opts.CloseRemote(name)
-		if rm := a.opts.Rooms.Room(name); rm != nil {
+		sid, remote := a.opts.CloseRemote(name)
+		// This node's part, of the instance closed: a join may have
+		// opened a new room in its place meanwhile, which stays.
+		if rm := a.opts.Rooms.Room(name); rm != nil && (!remote || rm.SID() == sid) {
 			rm.Close(protocol.ReasonRoomClosed)
 		} else if !remote {
 			writeError(w, protocol.Errorf(protocol.CodeNotFound, "no room %q", name))

@@ -33,15 +33,19 @@ import (
 // the write had answered, and one that finds the room it tried to close
 // gone, closed by another delete or replaced by a new room, answers that
 // the room was deleted (the delete is idempotent) without closing a new
-// room in its place.
+// room in its place. A new room names the mark of the delete that closed
+// the one it replaced (PrevClosedBy), so a delete whose write landed
+// still finishes the instance it closed (room_finished).
 
 // closeWait bounds how long a deleted room's closer waits for its members
 // to leave before it sends room_finished and deletes the room's key.
 const closeWait = 5 * time.Second
 
 // CloseRoom closes a room for the whole cluster (admin DELETE); it reports
-// whether the room existed (an open room of the cluster's state).
-func (n *Node) CloseRoom(name string) bool {
+// whether the room existed (an open room of the cluster's state), and the
+// sid of the instance closed (a join may have opened a new one since,
+// which the caller must not close).
+func (n *Node) CloseRoom(name string) (string, bool) {
 	p := roomKey(name)
 	mark := newSID()
 	// sid: the room instance this delete closed; tried: the instance a
@@ -59,6 +63,9 @@ func (n *Node) CloseRoom(name string) bool {
 		case rev != 0 && meta.Closed && meta.ClosedBy == mark:
 			sid = meta.SID // an earlier try landed
 			return nil
+		case tried != "" && rev != 0 && meta.SID != tried && meta.PrevClosedBy == mark:
+			sid = tried // an earlier try landed, and a join opened a new room since
+			return nil
 		case tried != "" && (rev == 0 || meta.Closed || meta.SID != tried):
 			gone = true
 			return nil
@@ -68,7 +75,10 @@ func (n *Node) CloseRoom(name string) bool {
 		meta.Closed, meta.ClosedBy = true, mark
 		data, _ := json.Marshal(meta)
 		_, err = n.bus.kv.Update(ctx, p, data, rev)
-		if err == nil && n.loseCloseAnswer.Swap(false) {
+		if f := n.loseCloseAnswer.Swap(nil); err == nil && f != nil {
+			if *f != nil {
+				(*f)()
+			}
 			err = context.DeadlineExceeded // tests: the write landed, its answer is lost
 		}
 		if err != nil {
@@ -87,24 +97,23 @@ func (n *Node) CloseRoom(name string) bool {
 		n.log.Warn("room state: room not marked closed", "room", name, "err", err)
 		st, ok := n.getOpen(name)
 		if !ok {
-			return false
+			return "", false
 		}
 		for _, node := range nodesOf(st) {
 			if node != n.id {
 				n.closePart(node, name, st.SID)
 			}
 		}
-		return true
+		return st.SID, true
 	}
 	if gone {
-		// Closed by another delete (which finishes it), or this delete's
-		// write landed and a join opened a new room in its place at once:
-		// the new room is left alone.
+		// Closed by another delete (which finishes it), or emptied and
+		// closed (its closer finishes it).
 		n.log.Info("room deleted in the cluster (closed or replaced since this delete's unanswered write)", "room", name, "sid", tried)
-		return true
+		return tried, true
 	}
 	if sid == "" {
-		return false // no such room, or deleted already
+		return "", false // no such room, or deleted already
 	}
 	n.log.Info("room deleted in the cluster", "room", name, "sid", sid)
 	for _, node := range n.OtherNodes() {
@@ -112,7 +121,7 @@ func (n *Node) CloseRoom(name string) bool {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.finishClosed(name, sid) }()
-	return true
+	return sid, true
 }
 
 // closePart tells a node to close its part of the room instance sid.

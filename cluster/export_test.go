@@ -68,8 +68,9 @@ func (n *Node) LandMove(name, id, tokenHash string) error {
 }
 
 // LoseCloseAnswer makes the next room delete through n (CloseRoom) land
-// its write in the store but see it time out, as when the answer is lost.
-func (n *Node) LoseCloseAnswer() { n.loseCloseAnswer.Store(true) }
+// its write in the store but see it time out, as when the answer is lost;
+// meanwhile runs before the timeout is reported (nil: nothing).
+func (n *Node) LoseCloseAnswer(meanwhile func()) { n.loseCloseAnswer.Store(&meanwhile) }
 
 // NeverHear makes every node of this process drop the heartbeats of node
 // id, as when a node is killed before its first heartbeat reached anyone.

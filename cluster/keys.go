@@ -53,6 +53,11 @@ type roomMeta struct {
 	// delete whose write landed but whose answer was lost knows its own
 	// write when it tries again.
 	ClosedBy string `json:"closedBy,omitempty"`
+	// PrevClosedBy is the mark of the delete that closed the room
+	// instance this one replaced (openRoom): that delete, its answer lost,
+	// learns on its retry that its write landed, and finishes the old
+	// instance (room_finished).
+	PrevClosedBy string `json:"prevClosedBy,omitempty"`
 }
 
 // memberEntry is the value of a member's key.

@@ -477,6 +477,9 @@ func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool
 		if rev == 0 || next.SID == "" || expired || meta.Closed { // a deleted room is not reopened: a new one takes its place
 			next.SID = newSID()
 		}
+		if meta.Closed {
+			next.PrevClosedBy = meta.ClosedBy // closeroom.go
+		}
 		data, _ := json.Marshal(next)
 		if rev == 0 {
 			_, err = n.bus.kv.Create(ctx, p, data)

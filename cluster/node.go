@@ -97,7 +97,7 @@ type Node struct {
 
 	// loseCloseAnswer: tests only (export_test.go), the next delete's
 	// landed write reports a timeout, as when its answer is lost.
-	loseCloseAnswer atomic.Bool
+	loseCloseAnswer atomic.Pointer[func()] // and what happens before the timeout
 }
 
 // NewNodeID makes a random node id.

@@ -20,8 +20,8 @@ import (
 // takes joins, and deletes it when it shuts down; every node watches these
 // keys (one watch of n.*), so the others know of a node from its key alone
 // and declare it gone like one whose heartbeats stopped: its key seen for
-// the heartbeat expiry, never heard, and no answer to a ping (a live node
-// whose heartbeats are slow to arrive answers it). The node that purges a
+// twice the heartbeat expiry, never heard, and no answer to a ping (a live
+// node whose heartbeats are slow to arrive answers it). The node that purges a
 // gone node's members deletes its key afterwards (the run declared gone
 // only: a new run of the same id writes its own).
 
@@ -210,8 +210,9 @@ func (n *Node) dropNodeKey(node string, run nodeRun) {
 	})
 }
 
-// answersPing reports whether node answers a ping over the bus.
+// answersPing reports whether node answers a ping over the bus, within
+// 2 s: a live node on a loaded machine may be slow to.
 func (n *Node) answersPing(node string) bool {
-	_, err := n.bus.nc.Request(nodeSubject(node, "ping"), nil, time.Second)
-	return err == nil
+	_, err := n.bus.nc.Request(nodeSubject(node, "ping"), nil, 2*time.Second)
+	return err == nil || n.reg.alive(node)
 }

@@ -305,13 +305,13 @@ func (n *Node) neverHeard(u *unheardNodes) []string {
 		watches = append(watches, w)
 	}
 	n.rs.mu.Unlock()
-	seen := map[string]bool{}
+	seen := map[string]time.Duration{} // node -> how long unheard before it is gone
 	for _, w := range watches {
 		w.vmu.Lock()
 		if w.view != nil {
 			for _, e := range w.view.members {
 				if e.Node != "" && e.Node != n.id {
-					seen[e.Node] = true
+					seen[e.Node] = hbExpiry
 				}
 			}
 		}
@@ -319,12 +319,16 @@ func (n *Node) neverHeard(u *unheardNodes) []string {
 	}
 	// And the nodes known from their keys alone (nodekeys.go): a node
 	// killed before anyone heard it, holding rooms no live node follows.
+	// Twice as long: every node is in this set from its start, when a
+	// loaded machine may be slow to carry its first heartbeats.
 	for _, id := range n.knownNodes() {
-		seen[id] = true
+		if seen[id] == 0 {
+			seen[id] = 2 * hbExpiry
+		}
 	}
 	now := time.Now()
 	var gone []string
-	for id := range seen {
+	for id, wait := range seen {
 		switch {
 		case n.reg.alive(id):
 			delete(u.since, id)
@@ -332,16 +336,16 @@ func (n *Node) neverHeard(u *unheardNodes) []string {
 		case u.done[id]:
 		case u.since[id].IsZero():
 			u.since[id] = now
-		case now.Sub(u.since[id]) > hbExpiry && n.answersPing(id):
+		case now.Sub(u.since[id]) > wait && n.answersPing(id):
 			u.since[id] = now // alive, its heartbeats not heard here yet: look again later
-		case now.Sub(u.since[id]) > hbExpiry:
+		case now.Sub(u.since[id]) > wait:
 			delete(u.since, id)
 			u.done[id] = true
 			gone = append(gone, id)
 		}
 	}
 	for id := range u.since {
-		if !seen[id] {
+		if seen[id] == 0 {
 			delete(u.since, id)
 		}
 	}

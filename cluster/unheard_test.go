@@ -57,12 +57,15 @@ func TestNodeKilledBeforeItWasHeard(t *testing.T) {
 	}
 
 	srvs[2].Abort()
+	killed := time.Now()
 	eventually(t, 40*time.Second, "track_unpublished is sent for alice's track", func() bool {
 		return len(h.of(webhook.TrackUnpublished, aliceID, trackID)) > 0
 	})
+	t.Logf("track_unpublished %.1f s after the kill", time.Since(killed).Seconds())
 	eventually(t, 40*time.Second, "participant_left is sent for alice", func() bool {
 		return len(h.of(webhook.ParticipantLeave, aliceID, "")) > 0
 	})
+	t.Logf("participant_left %.1f s after the kill (resume window 2 s)", time.Since(killed).Seconds())
 	finished := func() (n int) {
 		h.mu.Lock()
 		defer h.mu.Unlock()

@@ -210,9 +210,9 @@ func (s *Server) dataRemote(name, payload string, to []string) (ok bool, unknown
 	return s.cluster.SendData(name, payload, to)
 }
 
-func (s *Server) closeRemote(name string) bool {
+func (s *Server) closeRemote(name string) (string, bool) {
 	if s.cluster == nil {
-		return false
+		return "", false
 	}
 	return s.cluster.CloseRoom(name)
 }
