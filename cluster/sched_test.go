@@ -18,7 +18,7 @@ import (
 // recording takeovers, the slow bus: 25-50 s each) started last, up to a
 // minute into the package, and ended it alone with the CPU idle. Here a
 // test marked parallelLongest gets a place before any other test takes
-// one; the capacity is the one go test had (cluster.TestParallel: 12, 4
+// one (half the places at most: longestAtOnce); the capacity is the one go test had (cluster.TestParallel: 12, 4
 // under -race, or -test.parallel).
 var sched = &scheduler{}
 
@@ -31,7 +31,15 @@ type scheduler struct {
 	// to its t.Parallel one after another, before any parallel test goes
 	// on), so when the parallel phase starts it holds all of them.
 	pending int
+	longest int // longest tests running
 }
+
+// longestAtOnce returns how many of the places the longest tests may hold
+// at once: half. All ten at once (recorders, ffmpeg, a slow bus starting
+// its cluster) failed four of them in a run beside the server package's
+// tests and another cluster test process (load 12-19); the rest start as
+// places free up, still before any other test.
+func longestAtOnce() int { return max(max(cluster.TestParallel, 1)/2, 1) }
 
 func (s *scheduler) init() {
 	if s.cond == nil {
@@ -47,25 +55,32 @@ func (s *scheduler) register() {
 	s.mu.Unlock()
 }
 
-// acquire blocks until t may run: a place is free and, unless t is one of
-// the longest, no longest test still waits for one. It returns the release.
+// acquire blocks until t may run: a place is free and, if t is one of the
+// longest, fewer than longestAtOnce of them run; if it is not, no longest
+// test waits for a place it may take. It returns the release.
 func (s *scheduler) acquire(longest bool) func() {
 	s.mu.Lock()
 	s.init()
-	for s.running >= max(cluster.TestParallel, 1) || (!longest && s.pending > 0) {
+	for s.running >= max(cluster.TestParallel, 1) ||
+		(longest && s.longest >= longestAtOnce()) ||
+		(!longest && s.pending > 0 && s.longest < longestAtOnce()) {
 		s.cond.Wait()
 	}
 	s.running++
 	if longest {
 		s.pending--
+		s.longest++
 	}
-	s.cond.Broadcast() // an ordinary test may go once the last longest one has its place
+	s.cond.Broadcast() // an ordinary test may go once the longest have what they may take
 	s.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
 			s.running--
+			if longest {
+				s.longest--
+			}
 			s.cond.Broadcast()
 			s.mu.Unlock()
 		})

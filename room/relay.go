@@ -118,7 +118,15 @@ func (t *Track) awaitImport(l *subscriberLoop) {
 // track to this node until its publisher left, and the import stayed in
 // the relay's books for good (starling_cluster_relayed_tracks{direction=
 // "in"} counted it after the room was gone).
+//
+// Not on a draining node: the participants it released linger there,
+// their old connections still fed by these imports until their new node
+// has them (make-before-break, handover.go); the node's shutdown ends the
+// imports soon after.
 func (r *Room) closeImports() {
+	if r.m.Draining() {
+		return
+	}
 	r.mu.Lock()
 	var ts []*Track
 	for _, t := range r.tracks {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,14 +71,32 @@ func TestAiortcClusterFirstRoom(t *testing.T) {
 }
 
 // startPair starts two routed nodes on loopback (in parallel: the bus
-// needs both before either is ready).
+// needs both before either is ready). The route ports are picked free and
+// released, so another test process (the cluster package's, side by side
+// in go test ./...) may take one before its node binds it: a node that
+// "did not start" is started again on fresh ports, as the cluster
+// package's harness does.
 func startPair(t *testing.T) (*server.Server, *server.Server) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		a, b, err := tryStartPair(t)
+		if err == nil {
+			return a, b
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "did not start") {
+			t.Fatalf("starting two nodes: %v", err)
+		}
+		t.Logf("starting two nodes (attempt %d): %v; again on other ports", attempt, err)
+	}
+}
+
+func tryStartPair(t *testing.T) (*server.Server, *server.Server, error) {
 	t.Helper()
 	routes := make([]int, 2)
 	for i := range routes {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		routes[i] = l.Addr().(*net.TCPAddr).Port
 		_ = l.Close()
@@ -118,17 +137,20 @@ func startPair(t *testing.T) (*server.Server, *server.Server) {
 		if srv == nil {
 			continue
 		}
-		if firstErr == nil {
-			srv.Serve()
-		}
-		t.Cleanup(func() {
+		stop := func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			_ = srv.Shutdown(ctx)
-		})
+		}
+		if firstErr != nil {
+			stop() // now: a retry starts two others
+			continue
+		}
+		srv.Serve()
+		t.Cleanup(stop)
 	}
 	if firstErr != nil {
-		t.Fatalf("starting two nodes: %v", firstErr)
+		return nil, nil, firstErr
 	}
-	return srvs[0], srvs[1]
+	return srvs[0], srvs[1], nil
 }
