@@ -22,14 +22,19 @@ import (
 // media and repairs alike (pion hands both to TrackRemote.Read, repairs
 // rewritten to the media stream's numbers), so a repaired packet is no
 // longer asked for, and the asking can go on for longer: maxNACKsPerPacket
-// × nackInterval covers about three round trips of 250 ms. The publisher's
+// × nackInterval covers about three round trips of 500 ms. The publisher's
 // once-per-RTT rule absorbs the NACKs sent while a resend is on its way.
+// It was 8 (800 ms): a publisher that reads its socket late (a starved
+// process; TestLossRecoveryUpstream beside two busy loops) got the NACKs
+// of one packet in two bursts, resent once per burst under its RTT rule,
+// and when both resends were lost the SFU had stopped asking. Asking
+// longer costs a few RTCP bytes per packet truly lost.
 
 const (
 	// nackInterval is how often missing packets are asked for.
 	nackInterval = 100e6 // ns
 	// maxNACKsPerPacket bounds how often one packet is asked for.
-	maxNACKsPerPacket = 8
+	maxNACKsPerPacket = 15
 	// maxMissing bounds the missing packets a layer tracks; a gap wider
 	// than that (a publisher restarting its numbering) is not asked for.
 	maxMissing = 256
