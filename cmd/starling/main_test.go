@@ -229,6 +229,26 @@ func (l *lineLog) String() string {
 	return l.buf.String()
 }
 
+// addr is the HTTP address logged so far, or "".
+func (l *lineLog) addr() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.addrLocked()
+}
+
+func (l *lineLog) addrLocked() string {
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if u, ok := rec["http"].(string); ok && strings.HasPrefix(u, "http://") {
+			return strings.TrimPrefix(u, "http://")
+		}
+	}
+	return ""
+}
+
 // listenAddr waits for the log record that reports the HTTP address
 // ("http": "http://host:port"), which is how a --bind with port 0 tells
 // where it listens.
@@ -240,14 +260,8 @@ func (l *lineLog) listenAddr(t *testing.T, d time.Duration) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for {
-		for _, line := range strings.Split(l.buf.String(), "\n") {
-			var rec map[string]any
-			if json.Unmarshal([]byte(line), &rec) != nil {
-				continue
-			}
-			if u, ok := rec["http"].(string); ok && strings.HasPrefix(u, "http://") {
-				return strings.TrimPrefix(u, "http://")
-			}
+		if a := l.addrLocked(); a != "" {
+			return a
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("starling never logged its HTTP address within %v:\n%s", d, l.buf.String())

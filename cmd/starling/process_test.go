@@ -95,19 +95,65 @@ func clusterArgs(ports []int, i int, idPrefix string) []string {
 }
 
 // startCluster starts one node per port with a shared secret and returns
-// them with their HTTP addresses once every one has logged it.
+// them with their HTTP addresses once every one has logged it. A node that
+// exits before that (a port taken meanwhile by another test process: its
+// cluster port, or a route to a port that a foreign cluster now holds,
+// which refuses the secret) makes the cluster start again on fresh ports,
+// as the cluster package's harness does.
 func startCluster(t *testing.T, bin string, ports []int, idPrefix string, grace time.Duration) ([]*node, []string) {
 	t.Helper()
-	nodes := make([]*node, len(ports))
-	addrs := make([]string, len(ports))
-	for i := range nodes {
-		nodes[i] = startNode(t, bin, fmt.Sprintf("node %d", i), append(cleanEnv(), "STARLING_CLUSTER_SECRET=process-test-secret-0123456789"),
-			grace, clusterArgs(ports, i, idPrefix)...)
+	for attempt := 1; ; attempt++ {
+		nodes := make([]*node, len(ports))
+		addrs := make([]string, len(ports))
+		for i := range nodes {
+			nodes[i] = startNode(t, bin, fmt.Sprintf("node %d", i), append(cleanEnv(), "STARLING_CLUSTER_SECRET=process-test-secret-0123456789"),
+				grace, clusterArgs(ports, i, idPrefix)...)
+		}
+		failed := -1
+		for i, n := range nodes {
+			if addrs[i] = n.waitAddr(60 * time.Second); addrs[i] == "" {
+				failed = i
+				break
+			}
+		}
+		if failed < 0 {
+			return nodes, addrs
+		}
+		for _, n := range nodes {
+			n.kill()
+		}
+		if attempt == 3 {
+			t.Fatalf("node %d did not start (attempt %d):\n%s", failed, attempt, nodes[failed].log.String())
+		}
+		t.Logf("node %d did not start (a port taken meanwhile?), starting again on fresh ports:\n%s", failed, nodes[failed].log.String())
+		ports = freePorts(t, len(ports))
 	}
-	for i, n := range nodes {
-		addrs[i] = n.log.listenAddr(t, 60*time.Second)
+}
+
+// waitAddr waits for the node's HTTP address: "" if the process exited
+// first or d passed.
+func (n *node) waitAddr(d time.Duration) string {
+	deadline := time.After(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if a := n.log.addr(); a != "" {
+			return a
+		}
+		select {
+		case <-n.exited:
+			return n.log.addr()
+		case <-deadline:
+			return ""
+		case <-tick.C:
+		}
 	}
-	return nodes, addrs
+}
+
+// kill ends the process at once and waits for it.
+func (n *node) kill() {
+	_ = n.cmd.Process.Kill()
+	<-n.exited
 }
 
 // waitFor polls cond until it holds, failing the test after d.
