@@ -80,6 +80,14 @@ func TestWHEPFromNodeWithoutTheRoom(t *testing.T) {
 // whepPlayer is a plain pion WHEP player (no Starling code): receiving
 // audio and video, its offer set and its candidates gathered.
 func whepPlayer(t *testing.T) *webrtc.PeerConnection {
+	t.Helper()
+	return offeringPeer(t, webrtc.RTPTransceiverDirectionRecvonly)
+}
+
+// offeringPeer is a loopback peer with its complete offer (every candidate
+// gathered) set as local description: an audio and a video transceiver in
+// direction dir.
+func offeringPeer(t *testing.T, dir webrtc.RTPTransceiverDirection) *webrtc.PeerConnection {
 	api, err := client.LoopbackAPI()
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +98,7 @@ func whepPlayer(t *testing.T) *webrtc.PeerConnection {
 	}
 	t.Cleanup(func() { _ = pc.Close() })
 	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: dir}); err != nil {
 			t.Fatal(err)
 		}
 	}
