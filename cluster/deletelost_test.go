@@ -57,16 +57,7 @@ func TestAdminDeleteAnswerLost(t *testing.T) {
 		}
 		return true
 	})
-	finished := func() (n int) {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for _, e := range h.events {
-			if e.Event == webhook.RoomFinished && e.Room.SID == sid {
-				n++
-			}
-		}
-		return n
-	}
+	finished := func() int { return h.roomFinished(sid) }
 	eventually(t, 15*time.Second, "room_finished is sent for the deleted room", func() bool { return finished() > 0 })
 	eventually(t, 15*time.Second, "the deleted room's key is gone", func() bool {
 		keys, err := srvs[0].Cluster().RoomKeys(roomName)

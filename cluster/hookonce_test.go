@@ -51,6 +51,18 @@ func (h *hookLog) of(kind, id, track string) []webhook.Event {
 	return out
 }
 
+// roomFinished counts the room_finished events of the room instance sid.
+func (h *hookLog) roomFinished(sid string) (n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range h.events {
+		if e.Event == webhook.RoomFinished && e.Room.SID == sid {
+			n++
+		}
+	}
+	return n
+}
+
 // reasons lists the reasons of the participant_left events about id.
 func (h *hookLog) reasons(id string) []string {
 	var out []string

@@ -66,16 +66,7 @@ func TestNodeKilledBeforeItWasHeard(t *testing.T) {
 		return len(h.of(webhook.ParticipantLeave, aliceID, "")) > 0
 	})
 	t.Logf("participant_left %.1f s after the kill (resume window 2 s)", time.Since(killed).Seconds())
-	finished := func() (n int) {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for _, e := range h.events {
-			if e.Event == webhook.RoomFinished && e.Room.SID == sid {
-				n++
-			}
-		}
-		return n
-	}
+	finished := func() int { return h.roomFinished(sid) }
 	eventually(t, 40*time.Second, "room_finished is sent for alice's room", func() bool { return finished() > 0 })
 	eventually(t, 20*time.Second, "the dead node's member, track and node keys are gone", func() bool {
 		keys, err := srvs[0].Cluster().RoomKeys(roomName)
