@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -66,7 +67,8 @@ type Engine struct {
 
 	bwe            bool // subscriber connections run congestion control (bwe.go)
 	initialBitrate int
-	bweCounts      bweCounts // their estimators' events (BWECounters)
+	bweCounts      bweCounts     // their estimators' events (BWECounters)
+	plisReceived   atomic.Uint64 // keyframe requests read from its subscribers (PLIsReceived)
 }
 
 // audioLevelURI is RFC 6464's header extension; speakers detection reads it.
