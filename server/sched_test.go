@@ -14,15 +14,16 @@ import (
 // mixer, congestion control reading delay, keyframe request windows,
 // round trips) used to run one after another, before the parallel phase:
 // about 110 s of a package whose tests mostly wait on media paced in real
-// time. Here they run two at a time (one of each group at most), but
-// never beside light tests: on a machine loaded 20 deep by other work,
+// time. Here they run maxTiming at a time (groupLimit of each group at
+// most), but never beside light tests: on a machine loaded 20 deep by other work,
 // they failed with light tests around them (the mixer's loud mix never
 // came, 98.8% of packets recovered for 99.5%, a 1 s round trip) and passed
 // without, even three at once. Light tests run first, capacity at once,
 // long ones (external peers, production timeouts) before the others, the
-// longest of them first (parallelLongest), then the timing-judging ones. A test that must be alone in the process (it
-// reads process-wide counters), or that is sensitive to the least
-// scheduling delay (sender report stamps), stays serial.
+// longest of them first (parallelLongest), then the timing-judging ones.
+// A test that must be alone in the process (it reads process-wide
+// counters) would stay serial; none does now: the counters the tests read
+// are their own server's (sfu.Engine.BWECounters, PLIsReceived).
 //
 // Under -race the timing-judging tests stay serial, before the parallel
 // phase, as go test runs them (light tests run defaultParallel at once).
