@@ -251,6 +251,16 @@ func (v *Verifier) Verify(token string) (*Claims, *protocol.Error) {
 	if len(claims.Subject) > MaxIdentity {
 		return nil, unauthorized(`token "sub" is longer than %d bytes`, MaxIdentity)
 	}
+	// The room grant names a room as join and the HTTP paths do (white
+	// space around it dropped), or a token for "standup " could not join
+	// "standup". A grant of white space only is refused rather than read as
+	// no room: for an admin token that would mean every room.
+	if room := protocol.RoomName(claims.Grants.Room); room != claims.Grants.Room {
+		if room == "" {
+			return nil, unauthorized(`token "grants.room" is blank`)
+		}
+		claims.Grants.Room = room
+	}
 	return &claims, nil
 }
 
