@@ -196,4 +196,3 @@ func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, e
 	}
 	return slots, nil
 }
-
