@@ -115,6 +115,10 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		idErr = n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err })
 	}
 	wg.Wait()
+	slotAt := time.Now()
+	if f := n.slotClaimed.Load(); f != nil && slot >= 0 {
+		(*f)() // tests: the node dies here (export_test.go)
+	}
 	undo := func() { // free what this join holds
 		if slot >= 0 {
 			n.releaseHeld(slotKey(p, slot), m.ID)
@@ -153,6 +157,13 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 			look()
 			undo()
 			return "", err
+		}
+		if time.Since(slotAt) > slotRecheckAfter && !n.stillHolds(p, slot, m.ID) {
+			// The write took so long (a bus cut) that the others may
+			// have found this node gone and freed the slot (slots.go).
+			look()
+			undo()
+			return "", errors.New("room state: the slot was taken back while the member was written")
 		}
 	}
 	sid, ok := look()

@@ -103,7 +103,7 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 			if e.id == m.ID {
 				return s, nil
 			}
-			if !e.member && time.Since(e.created) > staleSlot {
+			if n.slotAbandoned(e) {
 				if _, err := n.kvDelete(ctx, slotKey(p, s), e.rev); err == nil {
 					n.log.Info("room state: took back a slot held by no member", "room", name, "slot", s)
 					continue
@@ -159,9 +159,97 @@ func (n *Node) sharedReadSlots(ctx context.Context, name string) (map[int]slotSt
 // slotState is one held slot as readSlots finds it.
 type slotState struct {
 	id      string
+	node    string // the holder's node
 	rev     uint64
 	created time.Time
 	member  bool // the holder has a member key
+}
+
+// slotRecheckAfter: a join whose member write comes this long after its
+// slot claim checks that it still holds the slot (slotAbandoned).
+const slotRecheckAfter = time.Second
+
+// stillHolds reports whether member id holds slot s of room key p, as the
+// stream leader has it; a read that fails counts as held (the join goes
+// on as before the check).
+func (n *Node) stillHolds(p string, s int, id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	var h holder
+	rev, err := n.getJSON(ctx, slotKey(p, s), &h)
+	return err != nil || (rev != 0 && h.ID == id)
+}
+
+// slotAbandoned reports whether a slot is held by no member and left so:
+// claimed more than staleSlot ago, or by a node this node has found gone
+// (silent past the heartbeat expiry, 3.5 s, and not heard since) while
+// its own bus link was steady. A join writes its member right after its
+// slot, so a slot without a member that old, or of a node that went
+// silent, was left by a node that died (or was cut off) in the middle of
+// a join. A dead node's slots used to wait for staleSlot and for a join
+// that found the room full: within those 10 s the room refused joins with
+// a place free, and without such a join the key stayed for good
+// (TestDeadJoinSlotFreed).
+func (n *Node) slotAbandoned(e slotState) bool {
+	if e.member {
+		return false
+	}
+	if time.Since(e.created) > staleSlot {
+		return true
+	}
+	_, gone := n.lost.Load(e.node)
+	return gone && e.node != n.id && n.busSteady()
+}
+
+// reclaimSlotsLater runs reclaimSlotsOf once this node's own bus link has
+// been up long enough to hear the others (a node whose link just came
+// back takes live nodes for gone).
+func (n *Node) reclaimSlotsLater(node string) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for !n.busSteady() {
+			select {
+			case <-time.After(hbInterval):
+			case <-n.stop:
+				return
+			}
+		}
+		n.reclaimSlotsOf(node)
+	}()
+}
+
+// reclaimSlotsOf frees the slots a node found gone holds without a member
+// key, in every room this node watches whose view shows one: the node
+// died between claiming a slot and writing its member. Its members' own
+// slots go with them, when they are purged after the resume window.
+// Every live node does this; the deletions are at the revision read, so
+// one of them lands.
+func (n *Node) reclaimSlotsOf(node string) {
+	n.rs.mu.Lock()
+	watches := make(map[string]*roomWatch, len(n.rs.watches))
+	for name, w := range n.rs.watches {
+		watches[name] = w
+	}
+	n.rs.mu.Unlock()
+	for name, w := range watches {
+		// The watches start again when a node is gone (nodeGone): look
+		// at the view once it is whole.
+		if _, _, ready := w.readyState(kvTimeout, n.stop); !ready || !w.memberlessSlots() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
+		slots, err := n.readSlots(ctx, name)
+		for s, e := range slots {
+			if err != nil || e.node != node || !n.slotAbandoned(e) {
+				continue
+			}
+			if _, err := n.kvDelete(ctx, slotKey(roomKey(name), s), e.rev); err == nil {
+				n.log.Info("room state: freed a slot a gone node held without a member", "room", name, "slot", s, "node", node)
+			}
+		}
+		cancel()
+	}
 }
 
 // readSlots reads a room's slots and members as they are now.
@@ -178,7 +266,7 @@ func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, e
 			delete(slots, s)
 			var h holder
 			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
-				slots[s] = slotState{id: h.ID, rev: e.Revision(), created: e.Created()}
+				slots[s] = slotState{id: h.ID, node: h.Node, rev: e.Revision(), created: e.Created()}
 			}
 			return
 		}
