@@ -226,3 +226,23 @@ func TestOutsiderRecordingRoutesAsDocumented(t *testing.T) {
 		t.Errorf("stop: %d", code)
 	}
 }
+
+// TestOutsiderSignalingUpgradeErrors: `GET /v1/rtc` is the signaling
+// WebSocket (docs/PROTOCOL.md "Transport"); docs/security.md: a page of a
+// site not allowed gets 403. A request the upgrade refused got only the
+// status text ("Bad Request", "Forbidden"): the body now says what was
+// wrong, as the API's errors do.
+func TestOutsiderSignalingUpgradeErrors(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	url := "http://" + srv.Addr() + "/v1/rtc"
+	plain := httpDo(t, http.MethodGet, url, "", "", "")
+	if plain.status != http.StatusBadRequest || !strings.Contains(plain.body, "WebSocket") {
+		t.Errorf("a plain GET of /v1/rtc: %d %q, want 400 saying it is a WebSocket endpoint", plain.status, plain.body)
+	}
+	foreign := httpDo(t, http.MethodGet, url, "", "", "", "Connection", "Upgrade", "Upgrade", "websocket",
+		"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Origin", "https://elsewhere.example")
+	if foreign.status != http.StatusForbidden || !strings.Contains(foreign.body, "elsewhere.example") || !strings.Contains(foreign.body, "allowed_origins") {
+		t.Errorf("an upgrade from another site's page: %d %q, want 403 naming the origin and http.allowed_origins", foreign.status, foreign.body)
+	}
+}
