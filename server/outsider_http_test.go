@@ -246,3 +246,27 @@ func TestOutsiderSignalingUpgradeErrors(t *testing.T) {
 		t.Errorf("an upgrade from another site's page: %d %q, want 403 naming the origin and http.allowed_origins", foreign.status, foreign.body)
 	}
 }
+
+// TestOutsiderUnknownPathIs404: a request to a path nothing serves is
+// 404 whatever its method. The web page's handler, which gets every path
+// the API does not serve, answered a POST to a mistyped API path
+// (/v1/rooms/x/whipx) 405 "method not allowed", as if the path existed
+// for other methods. A page's path still answers POST with 405 and Allow.
+func TestOutsiderUnknownPathIs404(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	base := "http://" + srv.Addr()
+	for _, c := range []struct{ method, path string }{
+		{http.MethodPost, "/v1/rooms/standup/whipx"},
+		{http.MethodDelete, "/v1/roomz"},
+		{http.MethodPut, "/nothing-here"},
+		{http.MethodGet, "/v1/nothing"},
+	} {
+		if r := httpDo(t, c.method, base+c.path, "", "", ""); r.status != http.StatusNotFound {
+			t.Errorf("%s %s: %d %q, want 404", c.method, c.path, r.status, r.body)
+		}
+	}
+	if r := httpDo(t, http.MethodPost, base+"/", "", "", ""); r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /: %d, Allow %q, want 405 with Allow: GET, HEAD", r.status, r.header.Get("Allow"))
+	}
+}
