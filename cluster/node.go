@@ -98,6 +98,9 @@ type Node struct {
 	// loseCloseAnswer: tests only (export_test.go), the next delete's
 	// landed write reports a timeout, as when its answer is lost.
 	loseCloseAnswer atomic.Pointer[func()] // and what happens before the timeout
+	// slotClaimed: tests only, runs in a join once its slot is claimed,
+	// before its member is written.
+	slotClaimed atomic.Pointer[func()]
 }
 
 // NewNodeID makes a random node id.

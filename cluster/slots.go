@@ -1,0 +1,286 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/room"
+)
+
+// Participant slots of a room with a limit (keys.go: P.s.<n>, n < max):
+// a join claims a free one, a leave releases its own, and a slot held by
+// no member key (its node died, or was cut off, between claiming it and
+// writing its member) is taken back.
+
+// takeSlot moves slot s from member oldID to m.
+func (n *Node) takeSlot(p string, s int, oldID string, m room.Member) bool {
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	return n.retry(func(ctx context.Context) error {
+		var h holder
+		rev, err := n.getJSON(ctx, slotKey(p, s), &h)
+		switch {
+		case err != nil:
+			return err
+		case rev == 0 || (h.ID != oldID && h.ID != m.ID):
+			return errFull // released and taken meanwhile
+		case h.ID == m.ID:
+			return nil
+		}
+		if _, err := n.bus.kv.Update(ctx, slotKey(p, s), val, rev); isConflict(err) {
+			return errRetry
+		} else {
+			return err
+		}
+	}) == nil
+}
+
+// claimSlot gives m one of the room's max slots, a free one, tried in
+// random order (joins on several nodes at once rarely pick the same);
+// errFull when every slot is held.
+func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int) (int, error) {
+	p := roomKey(name)
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	taken := map[int]string{}
+	w := n.rs.watch(name)
+	if w != nil {
+		taken = w.slotsTaken()
+	}
+	for s, id := range taken {
+		if id == m.ID {
+			return s, nil // an earlier try of this join got it
+		}
+	}
+	authoritative := false
+	for round := 0; round < casRetries; round++ {
+		free := make([]int, 0, maxP)
+		for s := 0; s < maxP; s++ {
+			if _, held := taken[s]; !held {
+				free = append(free, s)
+			}
+		}
+		rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+		for _, s := range free {
+			if _, held := taken[s]; held {
+				continue // seen taken meanwhile
+			}
+			_, err := n.bus.kv.Create(ctx, slotKey(p, s), val)
+			if err == nil {
+				return s, nil
+			}
+			if !isConflict(err) {
+				return -1, err
+			}
+			taken[s] = "?"
+			// A conflict costs a round trip: skip what the watch has seen
+			// taken since (the other joins of a storm), not only this one.
+			if w != nil {
+				for s, id := range w.slotsTaken() {
+					if id == m.ID {
+						return s, nil
+					}
+					taken[s] = id
+				}
+			}
+		}
+		if authoritative && len(free) == 0 {
+			return -1, errFull
+		}
+		// What this node knew is used up: read the slots as they are, and
+		// take back those held by no member for a while.
+		slots, err := n.sharedReadSlots(ctx, name)
+		if err != nil {
+			return -1, err
+		}
+		taken = map[int]string{}
+		for s, e := range slots {
+			if e.id == m.ID {
+				return s, nil
+			}
+			if n.slotAbandoned(e) {
+				if _, err := n.kvDelete(ctx, slotKey(p, s), e.rev); err == nil {
+					n.log.Info("room state: took back a slot held by no member", "room", name, "slot", s)
+					continue
+				}
+			}
+			taken[s] = e.id
+		}
+		authoritative = true
+	}
+	return -1, errors.New("room state: too much contention on the room's slots")
+}
+
+// slotReads shares one read of a room's slots among the joins of this node
+// that find the room full at the same time (the end of a join storm).
+type slotReads struct {
+	mu    sync.Mutex
+	reads map[string]*slotRead
+}
+
+type slotRead struct {
+	done  chan struct{}
+	slots map[int]slotState
+	err   error
+}
+
+// sharedReadSlots is readSlots, joined with one in flight for the room.
+func (n *Node) sharedReadSlots(ctx context.Context, name string) (map[int]slotState, error) {
+	sr := &n.slotReads
+	sr.mu.Lock()
+	if r := sr.reads[name]; r != nil {
+		sr.mu.Unlock()
+		select {
+		case <-r.done:
+			return r.slots, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if sr.reads == nil {
+		sr.reads = map[string]*slotRead{}
+	}
+	r := &slotRead{done: make(chan struct{})}
+	sr.reads[name] = r
+	sr.mu.Unlock()
+	r.slots, r.err = n.readSlots(ctx, name)
+	sr.mu.Lock()
+	delete(sr.reads, name)
+	sr.mu.Unlock()
+	close(r.done)
+	return r.slots, r.err
+}
+
+// slotState is one held slot as readSlots finds it.
+type slotState struct {
+	id      string
+	node    string // the holder's node
+	rev     uint64
+	created time.Time
+	member  bool // the holder has a member key
+}
+
+// slotRecheckAfter: a join whose member write comes this long after its
+// slot claim checks that it still holds the slot (slotAbandoned).
+const slotRecheckAfter = time.Second
+
+// stillHolds reports whether member id holds slot s of room key p, as the
+// stream leader has it; a read that fails counts as held (the join goes
+// on as before the check).
+func (n *Node) stillHolds(p string, s int, id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	var h holder
+	rev, err := n.getJSON(ctx, slotKey(p, s), &h)
+	return err != nil || (rev != 0 && h.ID == id)
+}
+
+// slotAbandoned reports whether a slot is held by no member and left so:
+// claimed more than staleSlot ago, or by a node this node has found gone
+// (silent past the heartbeat expiry, 3.5 s, and not heard since) while
+// its own bus link was steady. A join writes its member right after its
+// slot, so a slot without a member that old, or of a node that went
+// silent, was left by a node that died (or was cut off) in the middle of
+// a join. A dead node's slots used to wait for staleSlot and for a join
+// that found the room full: within those 10 s the room refused joins with
+// a place free, and without such a join the key stayed for good
+// (TestDeadJoinSlotFreed).
+func (n *Node) slotAbandoned(e slotState) bool {
+	if e.member {
+		return false
+	}
+	if time.Since(e.created) > staleSlot {
+		return true
+	}
+	_, gone := n.lost.Load(e.node)
+	return gone && e.node != n.id && n.busSteady()
+}
+
+// reclaimSlotsLater runs reclaimSlotsOf once this node's own bus link has
+// been up long enough to hear the others (a node whose link just came
+// back takes live nodes for gone).
+func (n *Node) reclaimSlotsLater(node string) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for !n.busSteady() {
+			select {
+			case <-time.After(hbInterval):
+			case <-n.stop:
+				return
+			}
+		}
+		n.reclaimSlotsOf(node)
+	}()
+}
+
+// reclaimSlotsOf frees the slots a node found gone holds without a member
+// key, in every room this node watches whose view shows one: the node
+// died between claiming a slot and writing its member. Its members' own
+// slots go with them, when they are purged after the resume window.
+// Every live node does this; the deletions are at the revision read, so
+// one of them lands.
+func (n *Node) reclaimSlotsOf(node string) {
+	n.rs.mu.Lock()
+	watches := make(map[string]*roomWatch, len(n.rs.watches))
+	for name, w := range n.rs.watches {
+		watches[name] = w
+	}
+	n.rs.mu.Unlock()
+	for name, w := range watches {
+		// The watches start again when a node is gone (nodeGone): look
+		// at the view once it is whole.
+		if _, _, ready := w.readyState(kvTimeout, n.stop); !ready || !w.memberlessSlots() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
+		slots, err := n.readSlots(ctx, name)
+		for s, e := range slots {
+			if err != nil || e.node != node || !n.slotAbandoned(e) {
+				continue
+			}
+			if _, err := n.kvDelete(ctx, slotKey(roomKey(name), s), e.rev); err == nil {
+				n.log.Info("room state: freed a slot a gone node held without a member", "room", name, "slot", s, "node", node)
+			}
+		}
+		cancel()
+	}
+}
+
+// readSlots reads a room's slots and members as they are now.
+func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, error) {
+	p := roomKey(name)
+	slots := map[int]slotState{}
+	ids := map[string]bool{}
+	err := n.readKeys(ctx, []string{p + ".s.*", p + ".m.>"}, func(e jetstream.KeyValueEntry) {
+		if rest, ok := strings.CutPrefix(e.Key(), p+".s."); ok {
+			s, err := strconv.Atoi(rest)
+			if err != nil {
+				return
+			}
+			delete(slots, s)
+			var h holder
+			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
+				slots[s] = slotState{id: h.ID, node: h.Node, rev: e.Revision(), created: e.Created()}
+			}
+			return
+		}
+		var me memberEntry
+		if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &me) == nil {
+			ids[me.ID] = true
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	for s, e := range slots {
+		e.member = ids[e.id]
+		slots[s] = e
+	}
+	return slots, nil
+}
