@@ -258,3 +258,16 @@ func (n *Node) SlotsHeld(name string) map[int]string {
 	}
 	return w.slotsTaken()
 }
+
+// ClaimIdentityWrites is ClaimIdentity, and how many writes the claim
+// made.
+func (n *Node) ClaimIdentityWrites(name, id, identity string) (prev string, writes int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	h, writes, err := n.claimIdentityTries(ctx, roomKey(name), room.Member{ID: id, Identity: identity, Node: n.id})
+	return h.ID, writes, err
+}
+
+// LoseClaimAnswer makes n's next webhook claim (Once) land its write in
+// the store but see it time out, as when the answer is lost.
+func (n *Node) LoseClaimAnswer() { n.loseClaimAnswer.Store(true) }

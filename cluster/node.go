@@ -101,6 +101,9 @@ type Node struct {
 	// slotClaimed: tests only, runs in a join once its slot is claimed,
 	// before its member is written.
 	slotClaimed atomic.Pointer[func()]
+	// loseClaimAnswer: tests only, the next webhook claim's landed write
+	// reports a timeout.
+	loseClaimAnswer atomic.Bool
 }
 
 // NewNodeID makes a random node id.
