@@ -114,7 +114,12 @@ func (n *Node) updateMixPrefs(name string, f func(*mixPrefs) error) error {
 	key := mixKey(name)
 	deadline := time.Now().Add(n.opts.StoreWait)
 	refused, based := false, uint64(0) // the last write was refused; the revision it expected
-	for i := 0; i < casRetries; i++ {
+	// Bounded by time, not by a count of tries: every refusal is another
+	// setting stored, and a hundred settings made at once through several
+	// nodes (the admin's, each a compare-and-set of this one key) outlast
+	// a hundred tries of the last of them. Losing for four times the store
+	// wait in a row is too much contention.
+	for {
 		err := func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 			defer cancel()
@@ -153,6 +158,8 @@ func (n *Node) updateMixPrefs(name string, f func(*mixPrefs) error) error {
 			return nil
 		case errors.As(err, &perr):
 			return err
+		case isConflict(err) && time.Since(deadline) > 3*n.opts.StoreWait:
+			return protocol.Errorf(protocol.CodeUnavailable, "cluster mix settings keep changing")
 		case isConflict(err):
 			refused = true
 			continue // another setting got there first
@@ -161,7 +168,6 @@ func (n *Node) updateMixPrefs(name string, f func(*mixPrefs) error) error {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return protocol.Errorf(protocol.CodeUnavailable, "cluster mix settings keep changing")
 }
 
 // subscribeMix applies the settings made through other nodes.
