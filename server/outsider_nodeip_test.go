@@ -10,14 +10,14 @@ import (
 	"github.com/starling-rtc/starling/config"
 )
 
-// candidateAddr is the protocol and address of an a=candidate value
-// ("candidate:F 1 tcp P ADDR PORT typ host ...").
-func candidateAddr(line string) (proto, addr string) {
+// candidateAddr is the component, protocol and address of an a=candidate
+// value ("candidate:F 1 tcp P ADDR PORT typ host ...").
+func candidateAddr(line string) (component, proto, addr string) {
 	f := strings.Fields(strings.TrimPrefix(strings.TrimPrefix(line, "a="), "candidate:"))
 	if len(f) < 5 {
-		return "", line
+		return "", "", line
 	}
-	return strings.ToLower(f[2]), f[4]
+	return f[1], strings.ToLower(f[2]), f[4]
 }
 
 // TestOutsiderNodeIPCandidatesOneFamily: README says `--node-ip` is the
@@ -27,7 +27,7 @@ func candidateAddr(line string) (proto, addr string) {
 // local IPv6 addresses (pion rewrites the family of the node IP and keeps
 // the others): private addresses advertised next to the public one. Every
 // candidate the server gives, in the publisher answer, the subscriber
-// offer and trickled, UDP and TCP, is the node IP. (A host without an
+// offer and trickled, UDP and TCP, is the node IP, for component 1. (A host without an
 // IPv6 address other than ::1 cannot show the fault: the test then
 // passes either way.)
 func TestOutsiderNodeIPCandidatesOneFamily(t *testing.T) {
@@ -92,8 +92,12 @@ func TestOutsiderNodeIPCandidatesOneFamily(t *testing.T) {
 	protos := map[string]bool{}
 	for _, l := range lines {
 		_, cand, _ := strings.Cut(l, ": ")
-		proto, addr := candidateAddr(cand)
+		component, proto, addr := candidateAddr(cand)
 		protos[proto] = true
+		if component != "1" {
+			// docs/PROTOCOL.md "Candidates in the SDP": rtcp-mux is required.
+			t.Errorf("a component-%s candidate: %s", component, l)
+		}
 		if addr != nodeIP {
 			kind := "an IPv4"
 			if ip := net.ParseIP(addr); ip != nil && ip.To4() == nil {

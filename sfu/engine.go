@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -290,6 +291,21 @@ func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerCon
 
 // UDPPort is the media UDP port actually bound.
 func (e *Engine) UDPPort() int { return e.udpPort }
+
+// UDPPorts are the media UDP ports bound: one, or on every interface with
+// a free port asked for (0), one per interface address. The embedded TURN
+// server relays to these only.
+func (e *Engine) UDPPorts() []int {
+	ports := []int{e.udpPort}
+	if mux, ok := e.udpMux.(*ice.MultiUDPMuxDefault); ok {
+		for _, a := range mux.GetListenAddresses() {
+			if u, ok := a.(*net.UDPAddr); ok && !slices.Contains(ports, u.Port) {
+				ports = append(ports, u.Port)
+			}
+		}
+	}
+	return ports
+}
 
 // TCPPort is the ICE-TCP port actually bound, or 0 when ICE-TCP is off.
 func (e *Engine) TCPPort() int { return e.tcpPort }
