@@ -4,13 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
@@ -97,6 +93,7 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 	var (
 		old                   holder
 		slot                  = -1
+		slotRev               uint64
 		idErr, slotErr, mkErr error
 		wg                    sync.WaitGroup
 		look                  func() (string, bool) // the room's key read beside the member's write
@@ -106,7 +103,7 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		go func() {
 			defer wg.Done()
 			slotErr = n.retry(func(ctx context.Context) (err error) {
-				slot, err = n.claimSlot(ctx, name, m, maxParticipants)
+				slot, slotRev, err = n.claimSlot(ctx, name, m, maxParticipants)
 				return err
 			})
 		}()
@@ -152,8 +149,13 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		}
 	}
 	if maxParticipants > 0 {
+		n.stallBeforeMember() // tests only (slots.go)
 		look = n.peekRoom(p)
-		if err := putMember(slot); err != nil {
+		err := putMember(slot)
+		if err == nil && !tookOld {
+			err = n.confirmSlot(p, slot, slotRev, m) // slots.go
+		}
+		if err != nil {
 			look()
 			undo()
 			return "", err
@@ -284,162 +286,6 @@ func (n *Node) claimIdentity(ctx context.Context, p string, m room.Member) (hold
 		}
 	}
 	return holder{}, errors.New("room state: too much contention on an identity")
-}
-
-// claimSlot gives m one of the room's max slots, a free one, tried in
-// random order (joins on several nodes at once rarely pick the same);
-// errFull when every slot is held.
-func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int) (int, error) {
-	p := roomKey(name)
-	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
-	taken := map[int]string{}
-	w := n.rs.watch(name)
-	if w != nil {
-		taken = w.slotsTaken()
-	}
-	for s, id := range taken {
-		if id == m.ID {
-			return s, nil // an earlier try of this join got it
-		}
-	}
-	authoritative := false
-	for round := 0; round < casRetries; round++ {
-		free := make([]int, 0, maxP)
-		for s := 0; s < maxP; s++ {
-			if _, held := taken[s]; !held {
-				free = append(free, s)
-			}
-		}
-		rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
-		for _, s := range free {
-			if _, held := taken[s]; held {
-				continue // seen taken meanwhile
-			}
-			_, err := n.bus.kv.Create(ctx, slotKey(p, s), val)
-			if err == nil {
-				return s, nil
-			}
-			if !isConflict(err) {
-				return -1, err
-			}
-			taken[s] = "?"
-			// A conflict costs a round trip: skip what the watch has seen
-			// taken since (the other joins of a storm), not only this one.
-			if w != nil {
-				for s, id := range w.slotsTaken() {
-					if id == m.ID {
-						return s, nil
-					}
-					taken[s] = id
-				}
-			}
-		}
-		if authoritative && len(free) == 0 {
-			return -1, errFull
-		}
-		// What this node knew is used up: read the slots as they are, and
-		// take back those held by no member for a while.
-		slots, err := n.sharedReadSlots(ctx, name)
-		if err != nil {
-			return -1, err
-		}
-		taken = map[int]string{}
-		for s, e := range slots {
-			if e.id == m.ID {
-				return s, nil
-			}
-			if !e.member && time.Since(e.created) > staleSlot {
-				if _, err := n.kvDelete(ctx, slotKey(p, s), e.rev); err == nil {
-					n.log.Info("room state: took back a slot held by no member", "room", name, "slot", s)
-					continue
-				}
-			}
-			taken[s] = e.id
-		}
-		authoritative = true
-	}
-	return -1, errors.New("room state: too much contention on the room's slots")
-}
-
-// slotReads shares one read of a room's slots among the joins of this node
-// that find the room full at the same time (the end of a join storm).
-type slotReads struct {
-	mu    sync.Mutex
-	reads map[string]*slotRead
-}
-
-type slotRead struct {
-	done  chan struct{}
-	slots map[int]slotState
-	err   error
-}
-
-// sharedReadSlots is readSlots, joined with one in flight for the room.
-func (n *Node) sharedReadSlots(ctx context.Context, name string) (map[int]slotState, error) {
-	sr := &n.slotReads
-	sr.mu.Lock()
-	if r := sr.reads[name]; r != nil {
-		sr.mu.Unlock()
-		select {
-		case <-r.done:
-			return r.slots, r.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if sr.reads == nil {
-		sr.reads = map[string]*slotRead{}
-	}
-	r := &slotRead{done: make(chan struct{})}
-	sr.reads[name] = r
-	sr.mu.Unlock()
-	r.slots, r.err = n.readSlots(ctx, name)
-	sr.mu.Lock()
-	delete(sr.reads, name)
-	sr.mu.Unlock()
-	close(r.done)
-	return r.slots, r.err
-}
-
-// slotState is one held slot as readSlots finds it.
-type slotState struct {
-	id      string
-	rev     uint64
-	created time.Time
-	member  bool // the holder has a member key
-}
-
-// readSlots reads a room's slots and members as they are now.
-func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, error) {
-	p := roomKey(name)
-	slots := map[int]slotState{}
-	ids := map[string]bool{}
-	err := n.readKeys(ctx, []string{p + ".s.*", p + ".m.>"}, func(e jetstream.KeyValueEntry) {
-		if rest, ok := strings.CutPrefix(e.Key(), p+".s."); ok {
-			s, err := strconv.Atoi(rest)
-			if err != nil {
-				return
-			}
-			delete(slots, s)
-			var h holder
-			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
-				slots[s] = slotState{id: h.ID, rev: e.Revision(), created: e.Created()}
-			}
-			return
-		}
-		var me memberEntry
-		if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &me) == nil {
-			ids[me.ID] = true
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	for s, e := range slots {
-		e.member = ids[e.id]
-		slots[s] = e
-	}
-	return slots, nil
 }
 
 // releaseHeld deletes an identity or slot key if id still holds it.

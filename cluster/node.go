@@ -65,6 +65,13 @@ type Node struct {
 	started time.Time
 
 	rttMicros atomic.Int64
+	// silentAlive counts the times a node whose heartbeats stopped arriving
+	// answered a ping, and was not found gone (nodes.go, expire).
+	silentAlive atomic.Int64
+	// deaf holds the ids of nodes whose heartbeats this node drops on
+	// receipt: tests only (export_test.go), for a node stalled as seen from here.
+	deaf      sync.Map
+	slotHooks slotHooks    // tests only (slots.go)
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
