@@ -157,17 +157,24 @@ func (g *registry) touch(id string) {
 // their slots free: TestJoinStorm under -race once let 29 into a room of
 // 22. A node that is gone does not answer: its process is dead (no
 // responders, at once), or its bus link is cut (no answer in 2 s).
-// The pings go out at once: this node cut off finds all the others
-// silent, and waits 2 s, not 2 s for each.
+// Only while this node's own bus link has been up all along (busSteady):
+// when it was cut off itself, the others found it gone and purged what
+// it holds in the room state, and it must find them gone too (its watches
+// resync and its track keys are written back when they are heard again,
+// nodeBack), even though a ping sent during the cut, buffered until the
+// link returned, may be answered. The pings go out at once: a node finds
+// all the others silent at the same time, and waits 2 s, not 2 s for each.
 func (n *Node) expire() []string {
 	silent := n.reg.silent()
 	answers := make([]bool, len(silent))
-	var wg sync.WaitGroup
-	for i, id := range silent {
-		wg.Add(1)
-		go func() { defer wg.Done(); answers[i] = n.answersPing(id) }()
+	if n.busSteady() {
+		var wg sync.WaitGroup
+		for i, id := range silent {
+			wg.Add(1)
+			go func() { defer wg.Done(); answers[i] = n.answersPing(id) }()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	var gone []string
 	for i, id := range silent {
 		if answers[i] {
