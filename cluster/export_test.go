@@ -101,6 +101,25 @@ func (n *Node) StallJoins(f func()) {
 // older than d, instead of staleSlot.
 func (n *Node) SetStaleSlot(d time.Duration) { n.slotHooks.stale.Store(int64(d)) }
 
+// OnRoomEvent makes n run f on each room event from another node before
+// applying it, on the room's subscription goroutine: f may hold the
+// events back (nil: no more).
+func (n *Node) OnRoomEvent(f func(room string, ev room.Event)) {
+	if f == nil {
+		n.eventHook.Store(nil)
+		return
+	}
+	n.eventHook.Store(&f)
+}
+
+// AskSnapshot makes n ask node for its part of room and apply it now, as
+// on a resync.
+func (n *Node) AskSnapshot(name, node string) {
+	if r := n.rooms.Room(name); r != nil {
+		n.requestSnapshot(r, node)
+	}
+}
+
 // SilentAlive counts the times n found a node whose heartbeats stopped
 // arriving alive all the same (it answered a ping).
 func (n *Node) SilentAlive() int64 { return n.silentAlive.Load() }

@@ -105,6 +105,9 @@ type Node struct {
 	// loseCloseAnswer: tests only (export_test.go), the next delete's
 	// landed write reports a timeout, as when its answer is lost.
 	loseCloseAnswer atomic.Pointer[func()] // and what happens before the timeout
+	// eventHook: tests only (export_test.go), run on each room event
+	// received from another node before it is applied.
+	eventHook atomic.Pointer[func(room string, ev room.Event)]
 }
 
 // NewNodeID makes a random node id.
