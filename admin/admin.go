@@ -96,15 +96,26 @@ func New(opts Options) *API {
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/rooms", a.listRooms)
 	mux.HandleFunc("GET /v1/nodes", a.listNodes)
-	mux.HandleFunc("GET /v1/rooms/{room}", a.getRoom)
-	mux.HandleFunc("DELETE /v1/rooms/{room}", a.closeRoom)
-	mux.HandleFunc("POST /v1/rooms/{room}/data", a.sendData)
-	mux.HandleFunc("GET /v1/rooms/{room}/participants/{id}", a.getParticipant)
-	mux.HandleFunc("DELETE /v1/rooms/{room}/participants/{id}", onParticipant(a, nil, a.removeParticipant, a.kickFar))
-	mux.HandleFunc("PATCH /v1/rooms/{room}/participants/{id}", onParticipant(a, decodeUpdate, a.updateParticipant, a.updateFar))
-	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mute", onParticipant(a, decodeMute, a.mute, a.muteFar))
-	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mix", a.mix) // mix.go
-	registerMethods(mux)                                                 // methods.go
+	mux.HandleFunc("GET /v1/rooms/{room}", roomPath(a.getRoom))
+	mux.HandleFunc("DELETE /v1/rooms/{room}", roomPath(a.closeRoom))
+	mux.HandleFunc("POST /v1/rooms/{room}/data", roomPath(a.sendData))
+	mux.HandleFunc("GET /v1/rooms/{room}/participants/{id}", roomPath(a.getParticipant))
+	mux.HandleFunc("DELETE /v1/rooms/{room}/participants/{id}", roomPath(onParticipant(a, nil, a.removeParticipant, a.kickFar)))
+	mux.HandleFunc("PATCH /v1/rooms/{room}/participants/{id}", roomPath(onParticipant(a, decodeUpdate, a.updateParticipant, a.updateFar)))
+	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mute", roomPath(onParticipant(a, decodeMute, a.mute, a.muteFar)))
+	mux.HandleFunc("POST /v1/rooms/{room}/participants/{id}/mix", roomPath(a.mix)) // mix.go
+	registerMethods(mux)                                                           // methods.go
+}
+
+// roomPath hands h the {room} path value as join names the room
+// (protocol.RoomName): `/v1/rooms/%20standup` is the room a join of
+// " standup" made, and the token check compares that name with the
+// token's (equally normalised) grant.
+func roomPath(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.SetPathValue("room", protocol.RoomName(r.PathValue("room")))
+		h(w, r)
+	}
 }
 
 // RoomSummary is one entry of GET /v1/rooms.

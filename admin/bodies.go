@@ -1,10 +1,12 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -60,34 +62,87 @@ func decodeMute(w http.ResponseWriter, r *http.Request, req *MuteRequest) bool {
 	return true
 }
 
-// decode reads a JSON object body, refusing unknown fields and big bodies.
+// decode reads a JSON object body, refusing unknown fields and big
+// bodies, with the codes of docs/admin-api.md "Errors": -32700 for what
+// is not JSON (a body cut short included), -32600 for no body, one that
+// is not an object or several objects, -32602 for a field of the wrong
+// type, named as the client wrote it (encoding/json's messages name Go's
+// struct fields and types).
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	fail := func(code int, format string, args ...any) bool {
+		writeError(w, protocol.Errorf(code, format, args...))
+		return false
+	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: Content-Type must be application/json (curl: -H 'Content-Type: application/json')"))
-		return false
+		return fail(protocol.CodeInvalidRequest, "invalid request: Content-Type must be application/json (curl: -H 'Content-Type: application/json')")
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return fail(protocol.CodeTooLarge, "request body is larger than %d bytes", maxBody)
+	case err != nil:
+		return fail(protocol.CodeInvalidRequest, "invalid request: the body could not be read")
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return fail(protocol.CodeInvalidRequest, "invalid request: a JSON object body is required")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooBig):
-			writeError(w, protocol.Errorf(protocol.CodeTooLarge, "request body is larger than %d bytes", maxBody))
-		case errors.Is(err, io.EOF):
-			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: a JSON object body is required"))
-		default:
-			var syn *json.SyntaxError
-			if errors.As(err, &syn) {
-				writeError(w, protocol.Errorf(protocol.CodeParseError, "parse error: the body is not valid JSON"))
-			} else {
-				writeError(w, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err))
-			}
-		}
-		return false
-	}
-	if dec.More() {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "invalid request: one JSON object per request"))
-		return false
+	err = dec.Decode(v)
+	var syntax *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax) || errors.Is(err, io.ErrUnexpectedEOF):
+		return fail(protocol.CodeParseError, "parse error: the body is not valid JSON")
+	case body[0] != '{':
+		return fail(protocol.CodeInvalidRequest, "invalid request: the body must be one JSON object")
+	case errors.As(err, &typeErr):
+		return fail(protocol.CodeInvalidParams, "invalid params: field %q has %s where %s belongs", typeErr.Field, jsonKind(typeErr.Value), goKind(typeErr.Type))
+	case err != nil: // an unknown field: "json: unknown field \"x\""
+		return fail(protocol.CodeInvalidParams, "invalid params: %s", strings.TrimPrefix(err.Error(), "json: "))
+	case dec.More():
+		return fail(protocol.CodeInvalidRequest, "invalid request: one JSON object per request")
 	}
 	return true
+}
+
+// jsonKind names the JSON value encoding/json's UnmarshalTypeError.Value
+// describes ("number", "string", "bool", "array", "object", "number 1e999").
+func jsonKind(value string) string {
+	kind, _, _ := strings.Cut(value, " ")
+	switch kind {
+	case "bool":
+		return "a boolean"
+	case "array", "object":
+		return "an " + kind
+	case "":
+		return "a value"
+	}
+	return "a " + kind
+}
+
+// goKind names the JSON value a Go type is read from.
+func goKind(t reflect.Type) string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "another value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
 }

@@ -13,6 +13,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -69,6 +70,43 @@ func (g Grants) PublishData() bool { return orTrue(g.CanPublishData) }
 type Claims struct {
 	jwt.RegisteredClaims
 	Grants Grants `json:"grants"`
+}
+
+// UnmarshalJSON reads the claims as the JWT library does, but refuses an
+// exp, nbf or iat that is not a JSON number: RFC 7519 makes them
+// NumericDates, and the library read a quoted number ("exp":"1767225600")
+// as one, so this server took tokens other verifiers refuse, and a token
+// minted wrongly worked here until it met one of them. null reads as
+// absent, as the library reads it.
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	var dates struct {
+		Exp json.RawMessage `json:"exp"`
+		Nbf json.RawMessage `json:"nbf"`
+		Iat json.RawMessage `json:"iat"`
+	}
+	if err := json.Unmarshal(b, &dates); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		claim string
+		raw   json.RawMessage
+	}{{"exp", dates.Exp}, {"nbf", dates.Nbf}, {"iat", dates.Iat}} {
+		if len(d.raw) == 0 || string(d.raw) == "null" {
+			continue
+		}
+		if ch := d.raw[0]; ch != '-' && (ch < '0' || ch > '9') {
+			return &dateTypeError{claim: d.claim}
+		}
+	}
+	type plain Claims // without this method
+	return json.Unmarshal(b, (*plain)(c))
+}
+
+// dateTypeError: a NumericDate claim that is not a JSON number.
+type dateTypeError struct{ claim string }
+
+func (e *dateTypeError) Error() string {
+	return fmt.Sprintf("%q must be a NumericDate: a JSON number of seconds since 1970, not quoted", e.claim)
 }
 
 // Identity is the participant identity (sub).
@@ -223,8 +261,11 @@ func (v *Verifier) Verify(token string) (*Claims, *protocol.Error) {
 		jwt.WithLeeway(v.leeway),
 		jwt.WithTimeFunc(v.now),
 	)
+	var badDate *dateTypeError
 	switch {
 	case err == nil:
+	case errors.As(err, &badDate):
+		return nil, unauthorized("token claim %s", badDate.Error())
 	case errors.Is(err, errUnknownKey):
 		if unknownKey == "" {
 			return nil, unauthorized(`token has no "iss" (API key)`)
@@ -250,6 +291,16 @@ func (v *Verifier) Verify(token string) (*Claims, *protocol.Error) {
 	}
 	if len(claims.Subject) > MaxIdentity {
 		return nil, unauthorized(`token "sub" is longer than %d bytes`, MaxIdentity)
+	}
+	// The room grant names a room as join and the HTTP paths do (white
+	// space around it dropped), or a token for "standup " could not join
+	// "standup". A grant of white space only is refused rather than read as
+	// no room: for an admin token that would mean every room.
+	if room := protocol.RoomName(claims.Grants.Room); room != claims.Grants.Room {
+		if room == "" {
+			return nil, unauthorized(`token "grants.room" is blank`)
+		}
+		claims.Grants.Room = room
 	}
 	return &claims, nil
 }

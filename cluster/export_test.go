@@ -87,16 +87,6 @@ func (n *Node) MissHeartbeats(id string, miss bool) {
 	}
 }
 
-// StallJoins makes n's joins in rooms with a participant limit run f
-// between claiming their slot and writing their member key (nil: no more).
-func (n *Node) StallJoins(f func()) {
-	if f == nil {
-		n.slotHooks.stall.Store(nil)
-		return
-	}
-	n.slotHooks.stall.Store(&f)
-}
-
 // SetStaleSlot makes n take back a slot held by no member once it is
 // older than d, instead of staleSlot.
 func (n *Node) SetStaleSlot(d time.Duration) { n.slotHooks.stale.Store(int64(d)) }
@@ -292,3 +282,17 @@ func (n *Node) StoredTracks(node string) []string {
 // (sched_test.go), set by TestMain: defaultParallel, GOMAXPROCS if more,
 // or -test.parallel when given.
 var TestParallel int
+
+// OnSlotClaimed runs f in n's next joins, once each has claimed its slot
+// and before it writes its member (a node that dies there: f aborts it).
+func (n *Node) OnSlotClaimed(f func()) { n.slotClaimed.Store(&f) }
+
+// SlotsHeld is the slots of a room as n's watch of it shows them (nil
+// without a watch), by slot, the holder's member id.
+func (n *Node) SlotsHeld(name string) map[int]string {
+	w := n.rs.watch(name)
+	if w == nil {
+		return nil
+	}
+	return w.slotsTaken()
+}

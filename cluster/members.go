@@ -116,6 +116,9 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		idErr = n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err })
 	}
 	wg.Wait()
+	if f := n.slotClaimed.Load(); f != nil && slot >= 0 {
+		(*f)() // tests: the node dies here (export_test.go)
+	}
 	undo := func() { // free what this join holds
 		if slot >= 0 {
 			n.releaseHeld(slotKey(p, slot), m.ID)
@@ -149,11 +152,15 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		}
 	}
 	if maxParticipants > 0 {
-		n.stallBeforeMember() // tests only (slots.go)
 		look = n.peekRoom(p)
 		err := putMember(slot)
-		if err == nil && !tookOld {
-			err = n.confirmSlot(p, slot, slotRev, m) // slots.go
+		if err == nil {
+			// Taken back meanwhile (a stall, a cut: slotAbandoned)? Then
+			// this join undoes itself (slotconfirm.go).
+			if tookOld {
+				slotRev = 0 // moved by takeSlot: read it first
+			}
+			err = n.confirmSlot(p, slot, slotRev, m)
 		}
 		if err != nil {
 			look()
@@ -225,28 +232,6 @@ func (n *Node) peekRoom(p string) func() (string, bool) {
 		}
 		return meta.SID, true
 	}
-}
-
-// takeSlot moves slot s from member oldID to m.
-func (n *Node) takeSlot(p string, s int, oldID string, m room.Member) bool {
-	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
-	return n.retry(func(ctx context.Context) error {
-		var h holder
-		rev, err := n.getJSON(ctx, slotKey(p, s), &h)
-		switch {
-		case err != nil:
-			return err
-		case rev == 0 || (h.ID != oldID && h.ID != m.ID):
-			return errFull // released and taken meanwhile
-		case h.ID == m.ID:
-			return nil
-		}
-		if _, err := n.bus.kv.Update(ctx, slotKey(p, s), val, rev); isConflict(err) {
-			return errRetry
-		} else {
-			return err
-		}
-	}) == nil
 }
 
 // claimIdentity makes m the holder of its identity; it returns the member

@@ -108,6 +108,9 @@ type Node struct {
 	// eventHook: tests only (export_test.go), run on each room event
 	// received from another node before it is applied.
 	eventHook atomic.Pointer[func(room string, ev room.Event)]
+	// slotClaimed: tests only, runs in a join once its slot is claimed,
+	// before its member is written.
+	slotClaimed atomic.Pointer[func()]
 }
 
 // NewNodeID makes a random node id.

@@ -240,12 +240,14 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 			n.deadTracks(id) // before the rooms end them (hookonce.go)
 			n.nodeGone(id)
 			n.purgeLater(id) // after the resume window (failover.go)
+			n.reclaimSlotsLater(id)
 		}
 		for _, id := range n.neverHeard(&unheard) {
 			n.log.Warn("node gone: its members are in the room state, its heartbeat never came", "gone", id)
 			n.deadTracks(id)
 			n.nodeGone(id)
 			n.purgeLater(id)
+			n.reclaimSlotsLater(id)
 		}
 		if i%5 == 4 {
 			n.bus.upgradeReplicas(len(n.reg.list()))

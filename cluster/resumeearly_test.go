@@ -108,28 +108,47 @@ func resumeFailures(c *client.Client) []string {
 	return out
 }
 
-// TestResumeHeldIsRetryable: a resume through another node while the
-// participant's node is alive and its client still connected there is
-// answered 503 (try again), and nothing moves; an unknown token stays 404.
-func TestResumeHeldIsRetryable(t *testing.T) {
+// TestResumeWhileConnectedTakesOver: a resume through another node while
+// the participant's node is alive and its socket still open there (as far
+// as that node knows: a half-open socket) takes the participant over at
+// once, as a resume on one node replaces a socket not yet seen dead: the
+// old socket is closed without `leave`, nobody sees it leave. It was
+// answered 503 until the old node saw the socket drop. An unknown token
+// stays 404.
+func TestResumeWhileConnectedTakesOver(t *testing.T) {
 	parallel(t)
 	srvs := failoverCluster(t)
 	const room = "resume-held"
 	alice := join(t, srvs[0], room, "alice")
 	bob := join(t, srvs[1], room, "bob")
 	seeEachOther(t, alice, bob)
-	e := rawResume(t, srvs[1], room, alice.ResumeToken())
-	if e == nil || e.Code != protocol.CodeUnavailable {
-		t.Fatalf("resume of a participant its live node holds: %v, want 503", e)
-	}
 	if e := storeResume(t, srvs[1], room, "RS_"+strings.Repeat("x", 40)); e == nil || e.Code != protocol.CodeNotFound {
 		t.Fatalf("resume with an unknown token: %v, want 404", e)
 	}
-	r := srvs[0].Rooms().Room(room)
-	if r == nil || r.Participant(alice.ParticipantID()) == nil || r.Participant(alice.ParticipantID()).Remote() != "" {
-		t.Fatal("alice no longer on n0 after the refused resume")
+	if e := storeResume(t, srvs[1], room, alice.ResumeToken()); e != nil {
+		t.Fatalf("resume through n1 of a participant whose socket n0 still holds: %v, want it taken over", e)
 	}
-	if sawLeave(bob, alice.ParticipantID()) {
+	select {
+	case <-alice.Done():
+	case <-ctxT(t, 10*time.Second).Done():
+		t.Fatal("n0 did not close alice's old socket")
+	}
+	for _, e := range alice.Events() {
+		if e.Method == protocol.MethodLeave {
+			t.Fatalf("alice's old socket got leave %s, want it closed without", e.Params)
+		}
+	}
+	id := alice.ParticipantID()
+	eventually(t, 10*time.Second, "alice is n1's participant", func() bool {
+		r := srvs[1].Rooms().Room(room)
+		return r != nil && r.Participant(id) != nil && r.Participant(id).Remote() == ""
+	})
+	if r := srvs[0].Rooms().Room(room); r != nil {
+		if p := r.Participant(id); p != nil && p.Remote() == "" {
+			t.Fatal("alice still n0's own participant after her resume through n1")
+		}
+	}
+	if sawLeave(bob, id) {
 		t.Fatal("bob saw alice leave")
 	}
 }

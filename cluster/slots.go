@@ -8,34 +8,38 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
-// A room's slots (rooms with a participant limit): claiming one, reading
-// them all, and confirming one once the member key is written.
-//
-// A join claims a slot, then writes its member key. A slot held by no
-// member key for staleSlot is taken back by the next join that finds the
-// room full (claimSlot): its node died between the two writes. A live
-// join that took that long (a stalled process, a store electing a leader
-// under load) lost its slot without knowing, wrote its member key all the
-// same, and the room held one more than its limit.
-//
-// So once its member key is written, a join confirms its slot: it writes
-// the slot again at the revision it claimed. A take-back deletes a slot at
-// the revision it read, when that slot had no member key: either the
-// take-back lands first, and the confirmation finds the slot gone or
-// someone else's (the join undoes itself and its client is told to try
-// again), or the confirmation lands first, and the take-back's delete
-// fails. A take-back that read the slots after the member key was written
-// sees the member and leaves the slot. One write more per join, in rooms
-// with a participant limit only.
+// Participant slots of a room with a limit (keys.go: P.s.<n>, n < max):
+// a join claims a free one, a leave releases its own, and a slot held by
+// no member key (its node died, or was cut off, between claiming it and
+// writing its member) is taken back.
+
+// takeSlot moves slot s from member oldID to m.
+func (n *Node) takeSlot(p string, s int, oldID string, m room.Member) bool {
+	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	return n.retry(func(ctx context.Context) error {
+		var h holder
+		rev, err := n.getJSON(ctx, slotKey(p, s), &h)
+		switch {
+		case err != nil:
+			return err
+		case rev == 0 || (h.ID != oldID && h.ID != m.ID):
+			return errFull // released and taken meanwhile
+		case h.ID == m.ID:
+			return nil
+		}
+		if _, err := n.bus.kv.Update(ctx, slotKey(p, s), val, rev); isConflict(err) {
+			return errRetry
+		} else {
+			return err
+		}
+	}) == nil
+}
 
 // claimSlot gives m one of the room's max slots, a free one, tried in
 // random order (joins on several nodes at once rarely pick the same), and
@@ -100,7 +104,7 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 			if e.id == m.ID {
 				return s, e.rev, nil
 			}
-			if !e.member && time.Since(e.created) > n.staleSlotAge() {
+			if n.slotAbandoned(e) {
 				if _, err := n.kvDelete(ctx, slotKey(p, s), e.rev); err == nil {
 					n.log.Info("room state: took back a slot held by no member", "room", name, "slot", s)
 					continue
@@ -156,9 +160,82 @@ func (n *Node) sharedReadSlots(ctx context.Context, name string) (map[int]slotSt
 // slotState is one held slot as readSlots finds it.
 type slotState struct {
 	id      string
+	node    string // the holder's node
 	rev     uint64
 	created time.Time
 	member  bool // the holder has a member key
+}
+
+// slotAbandoned reports whether a slot is held by no member and left so:
+// claimed more than staleSlot ago, or by a node this node has found gone
+// (silent past the heartbeat expiry, 3.5 s, and not heard since) while
+// its own bus link was steady. A join writes its member right after its
+// slot, so a slot without a member that old, or of a node that went
+// silent, was left by a node that died (or was cut off) in the middle of
+// a join. A dead node's slots used to wait for staleSlot and for a join
+// that found the room full: within those 10 s the room refused joins with
+// a place free, and without such a join the key stayed for good
+// (TestDeadJoinSlotFreed).
+func (n *Node) slotAbandoned(e slotState) bool {
+	if e.member {
+		return false
+	}
+	if time.Since(e.created) > n.staleSlotAge() {
+		return true
+	}
+	_, gone := n.lost.Load(e.node)
+	return gone && e.node != n.id && n.busSteady()
+}
+
+// reclaimSlotsLater runs reclaimSlotsOf once this node's own bus link has
+// been up long enough to hear the others (a node whose link just came
+// back takes live nodes for gone).
+func (n *Node) reclaimSlotsLater(node string) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for !n.busSteady() {
+			select {
+			case <-time.After(hbInterval):
+			case <-n.stop:
+				return
+			}
+		}
+		n.reclaimSlotsOf(node)
+	}()
+}
+
+// reclaimSlotsOf frees the slots a node found gone holds without a member
+// key, in every room this node watches whose view shows one: the node
+// died between claiming a slot and writing its member. Its members' own
+// slots go with them, when they are purged after the resume window.
+// Every live node does this; the deletions are at the revision read, so
+// one of them lands.
+func (n *Node) reclaimSlotsOf(node string) {
+	n.rs.mu.Lock()
+	watches := make(map[string]*roomWatch, len(n.rs.watches))
+	for name, w := range n.rs.watches {
+		watches[name] = w
+	}
+	n.rs.mu.Unlock()
+	for name, w := range watches {
+		// The watches start again when a node is gone (nodeGone): look
+		// at the view once it is whole.
+		if _, _, ready := w.readyState(kvTimeout, n.stop); !ready || !w.memberlessSlots() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
+		slots, err := n.readSlots(ctx, name)
+		for s, e := range slots {
+			if err != nil || e.node != node || !n.slotAbandoned(e) {
+				continue
+			}
+			if _, err := n.kvDelete(ctx, slotKey(roomKey(name), s), e.rev); err == nil {
+				n.log.Info("room state: freed a slot a gone node held without a member", "room", name, "slot", s, "node", node)
+			}
+		}
+		cancel()
+	}
 }
 
 // readSlots reads a room's slots and members as they are now.
@@ -175,7 +252,7 @@ func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, e
 			delete(slots, s)
 			var h holder
 			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &h) == nil {
-				slots[s] = slotState{id: h.ID, rev: e.Revision(), created: e.Created()}
+				slots[s] = slotState{id: h.ID, node: h.Node, rev: e.Revision(), created: e.Created()}
 			}
 			return
 		}
@@ -192,61 +269,4 @@ func (n *Node) readSlots(ctx context.Context, name string) (map[int]slotState, e
 		slots[s] = e
 	}
 	return slots, nil
-}
-
-// errSlotLost: the join's slot was taken back before its member key was
-// written. The client tries again (503) and claims afresh.
-var errSlotLost = protocol.Errorf(protocol.CodeUnavailable, "cluster room state: this join was too slow and lost its place; try again")
-
-// confirmSlot writes slot s of room key p again, as m's, at revision rev
-// (0: read it first); errSlotLost if it is no longer m's.
-func (n *Node) confirmSlot(p string, s int, rev uint64, m room.Member) error {
-	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
-	key := slotKey(p, s)
-	return n.retry(func(ctx context.Context) error {
-		if rev == 0 {
-			var h holder
-			r, err := n.getJSON(ctx, key, &h)
-			if err != nil {
-				return err
-			}
-			if r == 0 || h.ID != m.ID {
-				return errSlotLost
-			}
-			rev = r
-		}
-		next, err := n.bus.kv.Update(ctx, key, val, rev)
-		if isConflict(err) {
-			// Taken back or taken, or this write landed on an earlier
-			// try whose answer was lost: read it again.
-			rev = 0
-			return errRetry
-		}
-		if err == nil {
-			rev = next
-		}
-		return err
-	})
-}
-
-// slotHooks are test hooks (export_test.go): a stall of a join between its
-// slot and its member key, and a shorter staleSlot.
-type slotHooks struct {
-	stall atomic.Pointer[func()]
-	stale atomic.Int64 // ns; 0: staleSlot
-}
-
-// stallBeforeMember runs the stall hook, if any.
-func (n *Node) stallBeforeMember() {
-	if f := n.slotHooks.stall.Load(); f != nil {
-		(*f)()
-	}
-}
-
-// staleSlotAge is how old a slot held by no member must be to be taken back.
-func (n *Node) staleSlotAge() time.Duration {
-	if d := n.slotHooks.stale.Load(); d > 0 {
-		return time.Duration(d)
-	}
-	return staleSlot
 }

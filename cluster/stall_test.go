@@ -71,7 +71,7 @@ func TestStalledJoinLosesItsSlot(t *testing.T) {
 	srvs := startCluster(t, 2, func(c *config.Config) { c.Limits.MaxParticipants = 1 })
 	stalled, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	srvs[0].Cluster().StallJoins(func() {
+	srvs[0].Cluster().OnSlotClaimed(func() {
 		once.Do(func() { close(stalled); <-release }) // the first try only
 	})
 	srvs[1].Cluster().SetStaleSlot(time.Nanosecond)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // Routes of the recording control API. The server mounts them behind the
@@ -29,11 +31,15 @@ func (m *Manager) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 	if wrap == nil {
 		wrap = func(h http.Handler) http.Handler { return h }
 	}
-	mux.Handle("POST "+RoutePrefix, wrap(http.HandlerFunc(m.httpStart)))
-	mux.Handle("GET "+RoutePrefix, wrap(http.HandlerFunc(m.httpList)))
-	mux.Handle("DELETE "+RoutePrefix, wrap(http.HandlerFunc(m.httpStopRoom)))
-	mux.Handle("GET "+RouteOne, wrap(http.HandlerFunc(m.httpGet)))
-	mux.Handle("DELETE "+RouteOne, wrap(http.HandlerFunc(m.httpStop)))
+	// The {room} path value is normalised before wrap sees it, so the
+	// authentication compares the name join would have made of it
+	// (protocol.RoomName) with the token's room grant.
+	route := func(h http.HandlerFunc) http.Handler { return roomPath(wrap(h)) }
+	mux.Handle("POST "+RoutePrefix, route(m.httpStart))
+	mux.Handle("GET "+RoutePrefix, route(m.httpList))
+	mux.Handle("DELETE "+RoutePrefix, route(m.httpStopRoom))
+	mux.Handle("GET "+RouteOne, route(m.httpGet))
+	mux.Handle("DELETE "+RouteOne, route(m.httpStop))
 	// Another method gets 405 with Allow, in JSON like the routes' other
 	// errors (the mux's own answer is plain text).
 	for path, allow := range map[string]string{RoutePrefix: "GET, HEAD, POST, DELETE", RouteOne: "GET, HEAD, DELETE"} {
@@ -42,6 +48,14 @@ func (m *Manager) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 			writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method " + r.Method + " is not allowed: use " + allow})
 		})
 	}
+}
+
+// roomPath hands h the {room} path value as join names the room.
+func roomPath(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.SetPathValue("room", protocol.RoomName(r.PathValue("room")))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Handler serves the recording routes without authentication of its own.

@@ -94,18 +94,24 @@ const (
 	NotReleased ReleaseResult = iota
 	// Released: the participant is gone from this node.
 	Released
-	// StillHeld: the token is the participant's, but its client still
-	// looks connected here (its socket has not been seen to drop yet):
-	// the resume elsewhere may be tried again shortly.
+	// StillHeld: the participant's node did not answer whether it let go
+	// (cluster: its handoff request timed out; it may be dying): the
+	// resume elsewhere may be tried again shortly. Release itself never
+	// answers it.
 	StillHeld
 )
 
 // Release ends a local participant that resumes through another node,
-// if tokenHash is its valid token's and this node is draining or its
-// client is away (a client that still speaks to this node stays here):
-// nobody sees it leave, its tracks end (it publishes them again there),
-// its connections close, and its socket, if still open, closes without
-// `leave`.
+// if tokenHash is its valid token's: nobody sees it leave, its tracks end
+// (it publishes them again there), its connections close, and its socket,
+// if still open, closes without `leave`. A socket that still looks open
+// here does not keep it: the resume token is the credential, and a client
+// resumes only when it lost its socket, so one that still looks open is
+// half-open (the network between died and this node's keepalive has not
+// noticed yet, up to limits.idle_timeout) — as a resume on one node
+// replaces a socket not yet seen dead. It used to answer StillHeld until
+// the socket was seen to drop, and the client's resume through another
+// node got 503 for up to 30 s (TestResumeTakesOverHalfOpenSocket).
 func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
 	res, _ := m.ReleaseTracks(roomName, id, tokenHash)
 	return res
@@ -135,10 +141,6 @@ func (m *Manager) ReleaseTracks(roomName, id, tokenHash string) (ReleaseResult, 
 	if p.closed || p.moving || p.rs.expired || hashToken(p.rs.token) != tokenHash {
 		p.mu.Unlock()
 		return NotReleased, nil
-	}
-	if !(draining || p.rs.away) {
-		p.mu.Unlock()
-		return StillHeld, nil
 	}
 	var mine []*Track
 	if draining {

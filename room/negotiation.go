@@ -266,6 +266,11 @@ func (l *subscriberLoop) addDownTrack(t *Track) {
 		}
 		return
 	}
+	if !t.inRoom() {
+		// Unpublished since the subscription was queued: its
+		// trackUnpublished is out, and the room's removal ran before this.
+		return
+	}
 	if l.holdForMix(t) || l.subscriptionsFull(t) {
 		return
 	}
@@ -380,7 +385,7 @@ func (l *subscriberLoop) reselect(t *Track, d *sfu.DownTrack) {
 		}
 		if l.sent[t.id] != update {
 			l.sent[t.id] = update
-			l.p.peer.Notify(protocol.NotifySubscriptionUpdated, update)
+			t.notifyIfInRoom(l.p.peer, protocol.NotifySubscriptionUpdated, update)
 		}
 	}
 	t.dynacast()

@@ -251,3 +251,28 @@ func (t *Track) Info() protocol.Track {
 
 // ID is the server's track id.
 func (t *Track) ID() string { return t.id }
+
+// inRoom reports whether t is still published in its owner's room (the
+// mix, which has no owner, always is).
+func (t *Track) inRoom() bool {
+	return t.owner == nil || t.owner.room.track(t.id) == t
+}
+
+// notifyIfInRoom sends peer a notification about t unless t has been
+// unpublished: under the room's lock, which Room.unpublish holds while it
+// sends trackUnpublished, so nothing about the track can follow that.
+// A subscriber loop's work queued before the unpublish (a subscription
+// set up, a layer reselected) ran after it and told the client of a
+// track it had been told was gone.
+func (t *Track) notifyIfInRoom(peer Peer, method string, params any) {
+	if t.owner == nil {
+		peer.Notify(method, params)
+		return
+	}
+	r := t.owner.room
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tracks[t.id] == t {
+		peer.Notify(method, params)
+	}
+}

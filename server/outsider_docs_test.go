@@ -22,6 +22,10 @@ import (
 // The documents as an outsider runs them: their commands, examples and
 // tables checked against the server (raw frames and JSON maps, as in
 // outsider_test.go).
+
+// shellWords splits one shell command line as sh would for the documents'
+// examples: single quotes, double quotes (with \" and \\, and $VAR
+// expanded from vars), $VAR unquoted.
 func shellWords(line string, vars map[string]string) []string {
 	var out []string
 	var cur strings.Builder
@@ -83,6 +87,8 @@ func shellWords(line string, vars map[string]string) []string {
 	return out
 }
 
+// docCommands returns the indented shell commands of a section of a
+// document (lines joined at a trailing backslash, comments left out).
 func docCommands(t *testing.T, doc, section, prefix string) []string {
 	t.Helper()
 	raw, err := os.ReadFile(doc)
@@ -117,6 +123,9 @@ func docCommands(t *testing.T, doc, section, prefix string) []string {
 	return cmds
 }
 
+// curlRequest makes the HTTP request the curl command line args would
+// send: -X, -H and -d as curl reads them (-d without a Content-Type
+// header sends application/x-www-form-urlencoded, and makes a POST).
 func curlRequest(t *testing.T, args []string) *http.Request {
 	t.Helper()
 	method, url, body := "", "", ""
@@ -159,6 +168,10 @@ func curlRequest(t *testing.T, args []string) *http.Request {
 	return req
 }
 
+// TestOutsiderAdminExamples runs the curl examples of docs/admin-api.md
+// as written, against an open server (loopback, so $TOKEN may be empty)
+// with a room "standup" whose participant PA_3kq... publishes TR_9x...:
+// every one must succeed.
 func TestOutsiderAdminExamples(t *testing.T) {
 	parallel(t)
 	srv := startServer(t, nil)

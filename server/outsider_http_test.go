@@ -226,3 +226,47 @@ func TestOutsiderRecordingRoutesAsDocumented(t *testing.T) {
 		t.Errorf("stop: %d", code)
 	}
 }
+
+// TestOutsiderSignalingUpgradeErrors: `GET /v1/rtc` is the signaling
+// WebSocket (docs/PROTOCOL.md "Transport"); docs/security.md: a page of a
+// site not allowed gets 403. A request the upgrade refused got only the
+// status text ("Bad Request", "Forbidden"): the body now says what was
+// wrong, as the API's errors do.
+func TestOutsiderSignalingUpgradeErrors(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	url := "http://" + srv.Addr() + "/v1/rtc"
+	plain := httpDo(t, http.MethodGet, url, "", "", "")
+	if plain.status != http.StatusBadRequest || !strings.Contains(plain.body, "WebSocket") {
+		t.Errorf("a plain GET of /v1/rtc: %d %q, want 400 saying it is a WebSocket endpoint", plain.status, plain.body)
+	}
+	foreign := httpDo(t, http.MethodGet, url, "", "", "", "Connection", "Upgrade", "Upgrade", "websocket",
+		"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Origin", "https://elsewhere.example")
+	if foreign.status != http.StatusForbidden || !strings.Contains(foreign.body, "elsewhere.example") || !strings.Contains(foreign.body, "allowed_origins") {
+		t.Errorf("an upgrade from another site's page: %d %q, want 403 naming the origin and http.allowed_origins", foreign.status, foreign.body)
+	}
+}
+
+// TestOutsiderUnknownPathIs404: a request to a path nothing serves is
+// 404 whatever its method. The web page's handler, which gets every path
+// the API does not serve, answered a POST to a mistyped API path
+// (/v1/rooms/x/whipx) 405 "method not allowed", as if the path existed
+// for other methods. A page's path still answers POST with 405 and Allow.
+func TestOutsiderUnknownPathIs404(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	base := "http://" + srv.Addr()
+	for _, c := range []struct{ method, path string }{
+		{http.MethodPost, "/v1/rooms/standup/whipx"},
+		{http.MethodDelete, "/v1/roomz"},
+		{http.MethodPut, "/nothing-here"},
+		{http.MethodGet, "/v1/nothing"},
+	} {
+		if r := httpDo(t, c.method, base+c.path, "", "", ""); r.status != http.StatusNotFound {
+			t.Errorf("%s %s: %d %q, want 404", c.method, c.path, r.status, r.body)
+		}
+	}
+	if r := httpDo(t, http.MethodPost, base+"/", "", "", ""); r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /: %d, Allow %q, want 405 with Allow: GET, HEAD", r.status, r.header.Get("Allow"))
+	}
+}

@@ -162,18 +162,6 @@ func TestOutsiderResumeKeepsTURNServer(t *testing.T) {
 	}
 }
 
-// shellWords splits one shell command line as sh would for the documents'
-// examples: single quotes, double quotes (with \" and \\, and $VAR
-// expanded from vars), $VAR unquoted.
-// docCommands returns the indented shell commands of a section of a
-// document (lines joined at a trailing backslash, comments left out).
-// curlRequest makes the HTTP request the curl command line args would
-// send: -X, -H and -d as curl reads them (-d without a Content-Type
-// header sends application/x-www-form-urlencoded, and makes a POST).
-// TestOutsiderAdminExamples runs the curl examples of docs/admin-api.md
-// as written, against an open server (loopback, so $TOKEN may be empty)
-// with a room "standup" whose participant PA_3kq... publishes TR_9x...:
-// every one must succeed.
 // TestOutsiderRequestsWithoutID: docs/PROTOCOL.md "Errors for
 // notifications": a request sent without an id gets -32600 with id null,
 // an unknown method -32601, and ping without an id is a keepalive that

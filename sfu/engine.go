@@ -125,7 +125,11 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 
 	se := webrtc.SettingEngine{LoggerFactory: e.logs}
 	se.SetICEUDPMux(e.udpMux)
-	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	networks, err := mediaNetworks(cfg.BindIP, cfg.NodeIPs, cfg.TCPPort >= 0, log)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
 	if cfg.TCPPort >= 0 {
 		tcp, err := net.Listen("tcp", net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.TCPPort)))
 		if err != nil {
@@ -136,7 +140,6 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		e.tcpPort = tcp.Addr().(*net.TCPAddr).Port
 		e.tcpMux = newTCPMux(e.logs.NewLogger("tcpmux"), e.tcp)
 		se.SetICETCPMux(e.tcpMux)
-		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
 	}
 	se.SetNetworkTypes(networks)
 	if cfg.ICEFailedTimeout > 0 {

@@ -3,7 +3,9 @@ package signaling
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/gorilla/websocket"
 
@@ -32,8 +34,25 @@ func NewHandler(opts Options, newDispatcher func(c *Conn, r *http.Request) Dispa
 			// permessage-deflate when the client offers it (browsers do):
 			// SDP, most of the signaling bytes, shrinks ~3x.
 			EnableCompression: true,
+			Error:             upgradeError,
 		},
 	}
+}
+
+// upgradeError answers a request the upgrader refused with a body saying
+// what was wrong: gorilla's own answer is only the status text ("Bad
+// Request", "Forbidden"), which left a client that forgot the upgrade
+// headers, or a page of a site not allowed, to guess.
+func upgradeError(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	msg := "signaling: " + strings.TrimPrefix(reason.Error(), "websocket: ")
+	switch status {
+	case http.StatusForbidden:
+		msg = fmt.Sprintf("signaling: pages of %q may not connect (the server's own origin and http.allowed_origins may)", r.Header.Get("Origin"))
+	case http.StatusBadRequest:
+		msg += ": GET /v1/rtc is the signaling WebSocket (docs/PROTOCOL.md); connect with a WebSocket client"
+	}
+	w.Header().Set("Sec-Websocket-Version", "13") // as gorilla's own answer: the version spoken
+	http.Error(w, msg, status)
 }
 
 type handler struct {

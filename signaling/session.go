@@ -250,7 +250,7 @@ func (s *Session) join(raw json.RawMessage) (any, *protocol.Error) {
 }
 
 func validateJoin(p *protocol.JoinParams) *protocol.Error {
-	p.Room = strings.TrimSpace(p.Room)
+	p.Room = protocol.RoomName(p.Room)
 	switch {
 	case p.Room == "":
 		return protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "room" is required`)

@@ -86,14 +86,17 @@ func contentType(name string) string {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
+	// A path that is no page is 404 whatever the method: this handler
+	// gets every path the API does not serve, and a POST to a mistyped
+	// API path (/v1/rooms/x/whipx) was told 405, as if it existed.
 	a := h.lookup(r.URL.EscapedPath())
 	if a == nil {
 		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
 	hdr := w.Header()

@@ -302,7 +302,7 @@ func readBody(w http.ResponseWriter, r *http.Request, want string) (string, *htt
 
 // roomName validates the {room} path value as `join` does.
 func roomName(r *http.Request) (string, *httpError) {
-	name := strings.TrimSpace(r.PathValue("room"))
+	name := protocol.RoomName(r.PathValue("room"))
 	switch {
 	case name == "":
 		return "", fail(http.StatusBadRequest, "room name is empty")
