@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -295,4 +296,26 @@ func (n *Node) SlotsHeld(name string) map[int]string {
 		return nil
 	}
 	return w.slotsTaken()
+}
+
+// ClaimIdentityWrites is ClaimIdentity, and how many writes the claim
+// made.
+func (n *Node) ClaimIdentityWrites(name, id, identity string) (prev string, writes int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	h, writes, err := n.claimIdentityTries(ctx, roomKey(name), room.Member{ID: id, Identity: identity, Node: n.id})
+	return h.ID, writes, err
+}
+
+// LoseClaimAnswer makes n's next webhook claim (Once) land its write in
+// the store but see it time out, as when the answer is lost.
+func (n *Node) LoseClaimAnswer() { n.loseClaimAnswer.Store(true) }
+
+// HoldCloses makes n keep its parts of rooms the admin deleted open (the
+// close command and the watch's close wait) until release is called.
+func (n *Node) HoldCloses() (release func()) {
+	ch := make(chan struct{})
+	n.holdCloses.Store(&ch)
+	var once sync.Once
+	return func() { once.Do(func() { n.holdCloses.Store(nil); close(ch) }) }
 }

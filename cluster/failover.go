@@ -27,10 +27,11 @@ type handoffMsg struct {
 const handoffTimeout = 3 * time.Second
 
 // handoff asks the live node holding a participant to release it to this
-// node (it does if it is draining or its client is away). The answer is
-// room.Released, room.NotReleased (no such participant or token there),
-// or room.StillHeld: the node still holds it (its client's socket drop
-// is not seen there yet), or did not answer (it may be dying).
+// node (it does, even while its client's socket still looks open there:
+// room.Manager.Release). The answer is room.Released, room.NotReleased
+// (no such participant or token there), or room.StillHeld: the node did
+// not answer (it may be dying), or answered "held" (a node of an earlier
+// version, which kept a participant whose socket it still saw open).
 func (n *Node) handoff(ctx context.Context, node, name, id, tokenHash string) (room.ReleaseResult, []protocol.Track) {
 	data, _ := json.Marshal(handoffMsg{Room: name, ID: id, Token: tokenHash})
 	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -126,6 +127,11 @@ func (n *Node) claim(event, id string) (send, ok bool) {
 	if n.bus.markerTTL {
 		opts = append(opts, jetstream.KeyTTL(claimTTL))
 	}
+	// The claim's value names this node and this claim: a try whose write
+	// landed while its answer was lost (a timeout) is recognised on the
+	// next try, refused as the key exists, as this claim's own. It was
+	// taken for another node's, and nobody sent the webhook.
+	mine := []byte(n.id + " " + newSID()[3:])
 	began := time.Now()
 	warned := false
 	pause := 100 * time.Millisecond
@@ -142,7 +148,23 @@ func (n *Node) claim(event, id string) (send, ok bool) {
 	}()
 	for {
 		ctx, cancel := context.WithTimeout(parent, kvTimeout)
-		_, err := n.bus.kv.Create(ctx, claimKey(event, id), []byte(n.id), opts...)
+		_, err := n.bus.kv.Create(ctx, claimKey(event, id), mine, opts...)
+		if err == nil && n.loseClaimAnswer.Swap(false) {
+			err = context.DeadlineExceeded // tests: the write landed, its answer is lost
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// The holder, once the leader has the write this one lost to
+			// (conflict.go): it may be an earlier try of this claim.
+			m, gerr := n.leaderAfterConflict(ctx, claimKey(event, id), 0)
+			switch {
+			case gerr != nil:
+				err = gerr // not known: try again
+			case m == nil:
+				err = errRetry // released meanwhile (its marker expired): try again
+			case bytes.Equal(m.Data, mine):
+				err = nil
+			}
+		}
 		cancel()
 		switch {
 		case err == nil:

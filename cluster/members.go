@@ -238,39 +238,50 @@ func (n *Node) peekRoom(p string) func() (string, bool) {
 // that held it before (zero if none). An earlier try of the same join that
 // landed is recognised, and still gives the member it replaced.
 func (n *Node) claimIdentity(ctx context.Context, p string, m room.Member) (holder, error) {
+	prev, _, err := n.claimIdentityTries(ctx, p, m)
+	return prev, err
+}
+
+// claimIdentityTries is claimIdentity, and how many writes it made. After
+// a refused write it reads the identity once the leader holds the write
+// it lost to (conflict.go): it read "none" for an identity another node
+// was claiming at that moment and created it again at once, refused as
+// long as that write was in flight.
+func (n *Node) claimIdentityTries(ctx context.Context, p string, m room.Member) (prev holder, tries int, err error) {
 	key := identityKey(p, m.Identity)
 	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
-	for i := 0; i < casRetries; i++ {
-		_, err := n.bus.kv.Create(ctx, key, val)
+	based := uint64(0) // the revision the last write expected: 0 for a create
+	_, err = n.bus.kv.Create(ctx, key, val)
+	for tries = 1; ; tries++ {
 		if err == nil {
-			return holder{}, nil
+			return prev, tries, nil
 		}
 		if !isConflict(err) {
-			return holder{}, err
+			return holder{}, tries, err
+		}
+		if tries == casRetries {
+			return holder{}, tries, errors.New("room state: too much contention on an identity")
 		}
 		var h holder
-		rev, err := n.getJSON(ctx, key, &h)
-		if err != nil {
-			return holder{}, err
+		rev, gerr := n.getJSONAfterConflict(ctx, key, based, &h)
+		if gerr != nil {
+			return holder{}, tries, gerr
 		}
-		if rev == 0 {
-			continue // released meanwhile
+		if rev == 0 { // released meanwhile
+			prev, based = holder{}, 0
+			_, err = n.bus.kv.Create(ctx, key, val)
+			continue
 		}
 		if h.ID == m.ID { // an earlier try of this join landed
 			if h.Replaced != nil {
-				return *h.Replaced, nil
+				return *h.Replaced, tries, nil
 			}
-			return holder{}, nil
+			return holder{}, tries, nil
 		}
-		prev := holder{ID: h.ID, Node: h.Node}
+		prev, based = holder{ID: h.ID, Node: h.Node}, rev
 		took, _ := json.Marshal(holder{ID: m.ID, Node: m.Node, Replaced: &prev})
-		if _, err := n.bus.kv.Update(ctx, key, took, rev); err == nil {
-			return prev, nil
-		} else if !isConflict(err) {
-			return holder{}, err
-		}
+		_, err = n.bus.kv.Update(ctx, key, took, rev)
 	}
-	return holder{}, errors.New("room state: too much contention on an identity")
 }
 
 // releaseHeld deletes an identity or slot key if id still holds it.
@@ -294,14 +305,17 @@ func (n *Node) releaseHeld(key, id string) {
 // admin API deleted it), and
 // clearing its "empty since" when it is being closed.
 func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool, err error) {
-	for i := 0; i < casRetries; i++ {
-		var meta roomMeta
-		rev, err := n.getJSON(ctx, p, &meta)
+	var meta roomMeta
+	rev, err := n.getJSON(ctx, p, &meta)
+	for i := 0; ; i++ {
 		if err != nil {
 			return "", false, err
 		}
 		if rev != 0 && meta.EmptySince == 0 && !meta.Closed && meta.SID != "" {
 			return meta.SID, false, nil // the common case: no write
+		}
+		if i == casRetries {
+			return "", false, errors.New("room state: too much contention on the room")
 		}
 		next := roomMeta{SID: meta.SID}
 		expired := meta.EmptySince != 0 && time.Since(time.UnixMilli(meta.EmptySince)) > n.opts.EmptyTimeout+closeGrace
@@ -323,8 +337,11 @@ func (n *Node) openRoom(ctx context.Context, p string) (sid string, created bool
 		if !isConflict(err) {
 			return "", false, err
 		}
+		// Read what beat this write, once the leader has it (conflict.go):
+		// read at once, it could still be what this write was based on.
+		meta = roomMeta{}
+		rev, err = n.getJSONAfterConflict(ctx, p, rev, &meta)
 	}
-	return "", false, errors.New("room state: too much contention on the room")
 }
 
 // closeGrace is how long past the empty timeout a room marked empty is

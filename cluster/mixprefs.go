@@ -113,25 +113,37 @@ func (n *Node) SetMixPref(name, participant string, gain *float64, muted *bool) 
 func (n *Node) updateMixPrefs(name string, f func(*mixPrefs) error) error {
 	key := mixKey(name)
 	deadline := time.Now().Add(n.opts.StoreWait)
-	for i := 0; i < casRetries; i++ {
+	refused, based := false, uint64(0) // the last write was refused; the revision it expected
+	// Bounded by time, not by a count of tries: every refusal is another
+	// setting stored, and a hundred settings made at once through several
+	// nodes (the admin's, each a compare-and-set of this one key) outlast
+	// a hundred tries of the last of them. Losing for four times the store
+	// wait in a row is too much contention.
+	for {
 		err := func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 			defer cancel()
+			// The leader's value, and after a refused write the one that
+			// beat it (conflict.go): a replica's read (kv.Get), or the
+			// leader's read at once, could still show what the refused
+			// write was based on, and the next write was refused again,
+			// up to casRetries times ("keep changing", 503).
 			var p mixPrefs
 			var rev uint64
-			e, err := n.bus.kv.Get(ctx, key)
-			switch {
-			case err == nil:
-				rev = e.Revision()
-				_ = json.Unmarshal(e.Value(), &p)
-			case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-			default:
+			var err error
+			if refused {
+				rev, err = n.getJSONAfterConflict(ctx, key, based, &p)
+			} else {
+				rev, err = n.getJSON(ctx, key, &p)
+			}
+			if err != nil {
 				return err
 			}
 			if err := f(&p); err != nil {
 				return err
 			}
 			data, _ := json.Marshal(p)
+			based = rev
 			if rev == 0 {
 				_, err = n.bus.kv.Create(ctx, key, data)
 			} else {
@@ -139,20 +151,23 @@ func (n *Node) updateMixPrefs(name string, f func(*mixPrefs) error) error {
 			}
 			return err
 		}()
+		refused = false
 		var perr *protocol.Error
 		switch {
 		case err == nil:
 			return nil
 		case errors.As(err, &perr):
 			return err
-		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		case isConflict(err) && time.Since(deadline) > 3*n.opts.StoreWait:
+			return protocol.Errorf(protocol.CodeUnavailable, "cluster mix settings keep changing")
+		case isConflict(err):
+			refused = true
 			continue // another setting got there first
 		case time.Now().After(deadline) || n.bus.nc.IsClosed():
 			return protocol.Errorf(protocol.CodeUnavailable, "cluster mix settings unavailable: %v", err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return protocol.Errorf(protocol.CodeUnavailable, "cluster mix settings keep changing")
 }
 
 // subscribeMix applies the settings made through other nodes.

@@ -111,6 +111,23 @@ type Node struct {
 	// slotClaimed: tests only, runs in a join once its slot is claimed,
 	// before its member is written.
 	slotClaimed atomic.Pointer[func()]
+	// loseClaimAnswer: tests only, the next webhook claim's landed write
+	// reports a timeout.
+	loseClaimAnswer atomic.Bool
+	// holdCloses: tests only, closing a part of a deleted room (its
+	// command, or the watch) waits until the channel is closed.
+	holdCloses atomic.Pointer[chan struct{}]
+}
+
+// closeHeld waits while a test holds this node's closes of deleted rooms'
+// parts (holdCloses).
+func (n *Node) closeHeld() {
+	if ch := n.holdCloses.Load(); ch != nil {
+		select {
+		case <-*ch:
+		case <-n.stop:
+		}
+	}
 }
 
 // NewNodeID makes a random node id.

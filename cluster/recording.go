@@ -157,35 +157,14 @@ func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte
 }
 
 // leaderValueAfterConflict is leaderValue after a compare-and-set at
-// revision rev was refused: it waits (within ctx) until the leader holds
-// another revision than rev. nats-server refuses a write whose subject has
-// a write still in flight (error 10164, "wrong last sequence") before it
-// stores that write, so the leader still has the value the refused write
-// was based on: "none" for a claim being created at once by another node
-// (1 in 40 simultaneous creates on an idle machine, every one of a start's
-// twenty tries on a loaded one). What the leader has when ctx ends is
-// returned as it is.
+// revision rev was refused: the leader's value once it holds another
+// revision than rev (leaderAfterConflict, conflict.go). Read at once, it
+// was still "none" for a claim being created by another node at that
+// moment (1 in 40 simultaneous creates on an idle machine, every one of
+// a start's twenty tries on a loaded one).
 func (n *Node) leaderValueAfterConflict(ctx context.Context, key string, rev uint64) (value []byte, vrev uint64, err error) {
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		value, vrev, err = n.leaderValue(ctx, key)
-		if err != nil || vrev != rev {
-			return value, vrev, err
-		}
-		select {
-		case <-ctx.Done():
-			return value, vrev, nil
-		case <-time.After(wait):
-		}
-	}
-}
-
-// leaderValue reads a key of the room state bucket as its stream's leader
-// has it (leaderGet, keys.go): a compare-and-set that lost decides on what
-// it reads next, which must include the write it lost to. rev is 0 when
-// the key is absent or deleted.
-func (n *Node) leaderValue(ctx context.Context, key string) (value []byte, rev uint64, err error) {
-	m, err := n.leaderGet(ctx, "$KV."+roomsBucket+"."+key)
-	if err != nil || m == nil || m.deleted() {
+	m, err := n.leaderAfterConflict(ctx, key, rev)
+	if err != nil || m == nil {
 		return nil, 0, err
 	}
 	return m.Data, m.Seq, nil

@@ -206,6 +206,9 @@ func (n *Node) subscribeNodeRequests() error {
 				if n.kickPrior(c.Room, c.Event) { // prior.go
 					continue
 				}
+				if c.Event.Type == room.CtlCloseRoom {
+					n.closeHeld() // tests: held until released (export_test.go)
+				}
 				if r := n.rooms.Room(c.Room); r != nil && (c.SID == "" || c.SID == r.SID()) {
 					r.ApplyControl(c.Event)
 				}

@@ -210,32 +210,70 @@ func (n *Node) reclaimSlotsLater(node string) {
 // died between claiming a slot and writing its member. Its members' own
 // slots go with them, when they are purged after the resume window.
 // Every live node does this; the deletions are at the revision read, so
-// one of them lands.
+// one of them lands. The gone node may have led the store's stream, or
+// hosted the watches' consumers (they start again, nodeGone): a room
+// whose view is not whole yet, or whose slots could not be read or
+// freed, is tried again every second for up to reclaimFor.
 func (n *Node) reclaimSlotsOf(node string) {
 	n.rs.mu.Lock()
-	watches := make(map[string]*roomWatch, len(n.rs.watches))
+	pending := make(map[string]*roomWatch, len(n.rs.watches))
 	for name, w := range n.rs.watches {
-		watches[name] = w
+		pending[name] = w
 	}
 	n.rs.mu.Unlock()
-	for name, w := range watches {
-		// The watches start again when a node is gone (nodeGone): look
-		// at the view once it is whole.
-		if _, _, ready := w.readyState(kvTimeout, n.stop); !ready || !w.memberlessSlots() {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
-		slots, err := n.readSlots(ctx, name)
-		for s, e := range slots {
-			if err != nil || e.node != node || !n.slotAbandoned(e) {
+	deadline := time.Now().Add(reclaimFor)
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		for name, w := range pending {
+			select {
+			case <-w.stop: // unfollowed: the room closed here
+				delete(pending, name)
+				continue
+			default:
+			}
+			if _, _, ready := w.readyState(0, n.stop); !ready {
 				continue
 			}
-			if _, err := n.kvDelete(ctx, slotKey(roomKey(name), s), e.rev); err == nil {
-				n.log.Info("room state: freed a slot a gone node held without a member", "room", name, "slot", s, "node", node)
+			if !w.memberlessSlots() || n.reclaimRoomSlots(name, node) {
+				delete(pending, name)
 			}
 		}
-		cancel()
+		if len(pending) == 0 {
+			return
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-n.stop:
+			return
+		}
 	}
+}
+
+// reclaimFor bounds how long reclaimSlotsOf tries a room again.
+const reclaimFor = time.Minute
+
+// reclaimRoomSlots frees the slots node holds without a member in a room;
+// done is false when the store did not answer (try again).
+func (n *Node) reclaimRoomSlots(name, node string) (done bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	slots, err := n.readSlots(ctx, name)
+	if err != nil {
+		return false
+	}
+	done = true
+	for s, e := range slots {
+		if e.node != node || !n.slotAbandoned(e) {
+			continue
+		}
+		_, err := n.kvDelete(ctx, slotKey(roomKey(name), s), e.rev)
+		switch {
+		case err == nil:
+			n.log.Info("room state: freed a slot a gone node held without a member", "room", name, "slot", s, "node", node)
+		case !isConflict(err): // a conflict: taken or freed meanwhile
+			done = false
+		}
+	}
+	return done
 }
 
 // readSlots reads a room's slots and members as they are now.

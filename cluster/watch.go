@@ -357,7 +357,7 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 				// Deleted by the admin, and this part missed the command
 				// to close (closeroom.go).
 				n.wg.Add(1)
-				go func() { defer n.wg.Done(); r.Close(protocol.ReasonRoomClosed) }()
+				go func() { defer n.wg.Done(); n.closeHeld(); r.Close(protocol.ReasonRoomClosed) }()
 				continue
 			}
 			n.reconcileState(r, w, st, false)

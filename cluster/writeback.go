@@ -175,20 +175,24 @@ func (n *Node) writeBack(name string, m room.Member, maxP int) (string, error) {
 func (n *Node) reclaimIdentity(ctx context.Context, p string, m room.Member) (dup bool, err error) {
 	key := identityKey(p, m.Identity)
 	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
+	based := uint64(0) // the revision the last write expected: 0 for a create
+	_, err = n.bus.kv.Create(ctx, key, val)
 	for i := 0; i < casRetries; i++ {
-		_, err := n.bus.kv.Create(ctx, key, val)
 		if err == nil {
 			return false, nil
 		}
 		if !isConflict(err) {
 			return false, err
 		}
-		msg, err := n.leaderGet(ctx, "$KV."+roomsBucket+"."+key)
-		if err != nil {
-			return false, err
+		// What beat this write, once the leader has it (conflict.go).
+		msg, gerr := n.leaderAfterConflict(ctx, key, based)
+		if gerr != nil {
+			return false, gerr
 		}
-		if msg == nil || msg.deleted() {
-			continue // released meanwhile
+		if msg == nil {
+			based = 0
+			_, err = n.bus.kv.Create(ctx, key, val) // released meanwhile
+			continue
 		}
 		var h holder
 		if json.Unmarshal(msg.Data, &h) != nil {
@@ -198,18 +202,17 @@ func (n *Node) reclaimIdentity(ctx context.Context, p string, m room.Member) (du
 			return false, nil // never released, or an earlier try landed
 		}
 		var other memberEntry
-		orev, err := n.getJSON(ctx, memberKey(p, h.Node, h.ID), &other)
-		if err != nil {
-			return false, err
+		orev, gerr := n.getJSON(ctx, memberKey(p, h.Node, h.ID), &other)
+		if gerr != nil {
+			return false, gerr
 		}
 		if orev != 0 || time.Since(msg.Time) < staleSlot {
 			return true, nil
 		}
-		if _, err := n.bus.kv.Update(ctx, key, val, msg.Seq); err == nil {
+		based = msg.Seq
+		if _, err = n.bus.kv.Update(ctx, key, val, msg.Seq); err == nil {
 			n.log.Info("room state: took back an identity held by no member", "identity", m.Identity, "from", h.ID)
 			return false, nil
-		} else if !isConflict(err) {
-			return false, err
 		}
 	}
 	return false, errors.New("room state: too much contention on an identity")

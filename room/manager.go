@@ -147,6 +147,21 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 			return nil, nil, errShuttingDown()
 		}
 		r := m.rooms[req.Room]
+		if r != nil && sid != "" && !req.takeover && r.sid != sid {
+			// This node's part is of an instance the cluster closed: the
+			// admin deleted the room (its close command, or the watch
+			// that would close the part, not here yet) and this join
+			// opened a new one in its place. Added to the old part, the
+			// participant was in a room nobody else saw, with the
+			// deleted room's sid, until that part closed and ended it
+			// (TestJoinIntoDeletedRoomsPart). Close it now, as the
+			// command would, and open the new instance's part.
+			m.mu.Unlock()
+			m.log.Info("closing this node's part of a room instance the cluster closed", "room", req.Room, "sid", r.sid, "new_sid", sid)
+			r.Close(protocol.ReasonRoomClosed)
+			m.waitRemoved(r)
+			continue
+		}
 		if err := m.roomsFull(); r == nil && err != nil {
 			m.mu.Unlock()
 			return nil, nil, err
@@ -195,6 +210,21 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 			m.notifyJoined(p)
 		}
 		return p, res, nil
+	}
+}
+
+// waitRemoved waits until r, closed, is no longer this manager's room of
+// its name: a Close running on another goroutine removes it right after
+// marking it closed.
+func (m *Manager) waitRemoved(r *Room) {
+	for i := 0; ; i++ {
+		m.mu.Lock()
+		gone := m.rooms[r.name] != r
+		m.mu.Unlock()
+		if gone || i == 1000 {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -221,10 +221,11 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 			m.log.Info("resume through this node refused", "room", roomName, "err", err)
 			return nil, nil, errResume()
 		case errors.Is(err, ErrStillHeld):
-			// The participant's node is alive, or not yet known dead, and
-			// has not let go of it: the client's socket drop is not seen
-			// there yet, or the node is dying. A moment later the node has
-			// either released it or is known dead.
+			// The participant's node, not yet known dead, did not answer
+			// the request to let it go (it is dying). A moment later it
+			// has either answered or is known dead. (A live node lets go
+			// at once, even of a client whose socket still looks open
+			// there: Release.)
 			m.log.Info("resume through this node deferred", "room", roomName, "err", err)
 			return nil, nil, protocol.Errorf(protocol.CodeUnavailable, "resume: the participant's node has not released it yet; try again")
 		case err != nil:

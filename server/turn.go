@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/pion/webrtc/v4"
 
@@ -50,12 +51,14 @@ func (s *Server) setupTURN() error {
 	for _, ip := range s.cfg.RTC.NodeIP {
 		nodeIPs[net.ParseIP(ip).String()] = true
 	}
+	mediaPorts := s.engine.UDPPorts()
 	srv, err := turnsrv.Start(turnsrv.Config{
 		ListenIP: s.cfg.RTC.BindIP, Port: t.Port, TCP: t.TCP, RelayIP: relayIP, Host: t.Host,
 		Secret: secret, CredentialTTL: t.CredentialTTL.Std(), Logger: s.log,
 		AllowedPeer: func(ip net.IP) bool { // this node's media addresses only: never an open relay
 			return nodeIPs[ip.String()] || turnsrv.LocalAddress(ip)
 		},
+		AllowedPort: func(port int) bool { return slices.Contains(mediaPorts, port) }, // and its media ports
 	})
 	if err != nil {
 		return err

@@ -57,6 +57,9 @@ type DownTrack struct {
 	redbuf     []byte
 	sender     *webrtc.RTPSender
 	rtcpDone   chan struct{}
+	// plis is the engine's count of keyframe requests read, set by the
+	// subscriber before the RTCP reader starts (nil: none, as in tests).
+	plis *atomic.Uint64
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -66,7 +68,8 @@ type Engine struct {
 
 	bwe            bool // subscriber connections run congestion control (bwe.go)
 	initialBitrate int
-	bweCounts      bweCounts // their estimators' events (BWECounters)
+	bweCounts      bweCounts     // their estimators' events (BWECounters)
+	plisReceived   atomic.Uint64 // keyframe requests read from its subscribers (PLIsReceived)
 }
 
 // audioLevelURI is RFC 6464's header extension; speakers detection reads it.
@@ -290,6 +293,21 @@ func (e *Engine) newSubscriberPC(iceServers []webrtc.ICEServer) (*webrtc.PeerCon
 
 // UDPPort is the media UDP port actually bound.
 func (e *Engine) UDPPort() int { return e.udpPort }
+
+// UDPPorts are the media UDP ports bound: one, or on every interface with
+// a free port asked for (0), one per interface address. The embedded TURN
+// server relays to these only.
+func (e *Engine) UDPPorts() []int {
+	ports := []int{e.udpPort}
+	if mux, ok := e.udpMux.(*ice.MultiUDPMuxDefault); ok {
+		for _, a := range mux.GetListenAddresses() {
+			if u, ok := a.(*net.UDPAddr); ok && !slices.Contains(ports, u.Port) {
+				ports = append(ports, u.Port)
+			}
+		}
+	}
+	return ports
+}
 
 // TCPPort is the ICE-TCP port actually bound, or 0 when ICE-TCP is off.
 func (e *Engine) TCPPort() int { return e.tcpPort }

@@ -39,6 +39,11 @@ type Config struct {
 	// AllowedPeer says which addresses the relay may talk to; nil = this
 	// host's interface addresses.
 	AllowedPeer func(ip net.IP) bool
+	// AllowedPort says which UDP ports of those addresses the relay may
+	// talk to (the SFU's media ports); nil = any. Datagrams to or from
+	// another port are dropped: the relay is for reaching the SFU, not a
+	// local service (a DNS stub resolver on 127.0.0.53:53, statsd, ...).
+	AllowedPort func(port int) bool
 	Logger      *slog.Logger
 }
 
@@ -83,7 +88,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, udpPort: udp.LocalAddr().(*net.UDPAddr).Port}
 	gen := func() turn.RelayAddressGenerator {
-		return &turn.RelayAddressGeneratorStatic{RelayAddress: cfg.RelayIP, Address: listenIP}
+		return udpOnly{&turn.RelayAddressGeneratorStatic{RelayAddress: cfg.RelayIP, Address: listenIP}, cfg.AllowedPort}
 	}
 	permit := func(_ net.Addr, peer net.IP) bool {
 		ok := cfg.AllowedPeer(peer)
@@ -148,6 +153,62 @@ func (s *Server) ICEServer(identity string) (webrtc.ICEServer, error) {
 
 // Close stops the server and its sockets.
 func (s *Server) Close() error { return s.srv.Close() }
+
+// udpOnly allocates UDP relays only. WebRTC clients ask for UDP relays
+// (whether they reach the server over UDP, TCP or TLS); a TCP allocation
+// (RFC 6062, which pion's server grants) let a participant open TCP
+// connections from this host to its own addresses, loopback included:
+// the HTTP port (whose admin API trusts loopback clients on a server
+// without keys, and /debug/pprof), the cluster bus, any local service.
+type udpOnly struct {
+	turn.RelayAddressGenerator
+	port func(int) bool // Config.AllowedPort
+}
+
+func (g udpOnly) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	conn, addr, err := g.RelayAddressGenerator.AllocatePacketConn(c)
+	if err != nil || g.port == nil {
+		return conn, addr, err
+	}
+	return portFilter{conn, g.port}, addr, nil
+}
+
+// portFilter drops a relay's datagrams to and from ports not allowed.
+type portFilter struct {
+	net.PacketConn
+	allowed func(int) bool
+}
+
+func (c portFilter) ok(a net.Addr) bool {
+	u, isUDP := a.(*net.UDPAddr)
+	return isUDP && c.allowed(u.Port)
+}
+
+func (c portFilter) WriteTo(p []byte, to net.Addr) (int, error) {
+	if !c.ok(to) {
+		return len(p), nil // dropped, as a firewall would
+	}
+	return c.PacketConn.WriteTo(p, to)
+}
+
+func (c portFilter) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.PacketConn.ReadFrom(p)
+		if err != nil || c.ok(from) {
+			return n, from, err
+		}
+	}
+}
+
+var errNoTCPRelay = errors.New("turn: TCP relays (RFC 6062) are not offered: allocate a UDP relay")
+
+func (udpOnly) AllocateListener(turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	return nil, nil, errNoTCPRelay
+}
+
+func (udpOnly) AllocateConn(turn.AllocateConnConfig) (net.Conn, error) {
+	return nil, errNoTCPRelay
+}
 
 // LocalAddress reports whether ip belongs to one of this host's interfaces.
 func LocalAddress(ip net.IP) bool {
