@@ -319,3 +319,8 @@ func (n *Node) HoldCloses() (release func()) {
 	var once sync.Once
 	return func() { once.Do(func() { n.holdCloses.Store(nil); close(ch) }) }
 }
+
+// LoseMoveWrite makes n's next takeover fail to write the moved member
+// after its delete of the old key landed, as when the store's leader dies
+// between the two.
+func (n *Node) LoseMoveWrite() { n.loseMoveWrite.Store(true) }
