@@ -281,3 +281,17 @@ func (n *Node) HoldCloses() (release func()) {
 	var once sync.Once
 	return func() { once.Do(func() { n.holdCloses.Store(nil); close(ch) }) }
 }
+
+// IdentitiesHeld is how many identity keys of a room n's watch shows (-1
+// without a watch).
+func (n *Node) IdentitiesHeld(name string) int {
+	w := n.rs.watch(name)
+	if w == nil {
+		return -1
+	}
+	v, ok := w.copyView()
+	if !ok {
+		return -1
+	}
+	return len(v.holders)
+}
