@@ -107,17 +107,6 @@ func (a *API) Register(mux *http.ServeMux) {
 	registerMethods(mux)                                                           // methods.go
 }
 
-// roomPath hands h the {room} path value as join names the room
-// (protocol.RoomName): `/v1/rooms/%20standup` is the room a join of
-// " standup" made, and the token check compares that name with the
-// token's (equally normalised) grant.
-func roomPath(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		r.SetPathValue("room", protocol.RoomName(r.PathValue("room")))
-		h(w, r)
-	}
-}
-
 // RoomSummary is one entry of GET /v1/rooms.
 type RoomSummary struct {
 	Name            string `json:"name"`

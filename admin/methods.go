@@ -33,3 +33,14 @@ func registerMethods(mux *http.ServeMux) {
 		})
 	}
 }
+
+// roomPath hands h the {room} path value as join names the room
+// (protocol.RoomName): `/v1/rooms/%20standup` is the room a join of
+// " standup" made, and the token check compares that name with the
+// token's (equally normalised) grant.
+func roomPath(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.SetPathValue("room", protocol.RoomName(r.PathValue("room")))
+		h(w, r)
+	}
+}

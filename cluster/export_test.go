@@ -77,6 +77,44 @@ func (n *Node) LoseCloseAnswer(meanwhile func()) { n.loseCloseAnswer.Store(&mean
 // id, as when a node is killed before its first heartbeat reached anyone.
 func NeverHear(id string) { ignoredHeartbeats.Store(id, true) }
 
+// MissHeartbeats makes n drop node id's heartbeats (miss) or hear them
+// again, as when id's heartbeats stop arriving here while it lives: a
+// stall of its process, or of this one.
+func (n *Node) MissHeartbeats(id string, miss bool) {
+	if miss {
+		n.deaf.Store(id, true)
+	} else {
+		n.deaf.Delete(id)
+	}
+}
+
+// SetStaleSlot makes n take back a slot held by no member once it is
+// older than d, instead of staleSlot.
+func (n *Node) SetStaleSlot(d time.Duration) { n.slotHooks.stale.Store(int64(d)) }
+
+// OnRoomEvent makes n run f on each room event from another node before
+// applying it, on the room's subscription goroutine: f may hold the
+// events back (nil: no more).
+func (n *Node) OnRoomEvent(f func(room string, ev room.Event)) {
+	if f == nil {
+		n.eventHook.Store(nil)
+		return
+	}
+	n.eventHook.Store(&f)
+}
+
+// AskSnapshot makes n ask node for its part of room and apply it now, as
+// on a resync.
+func (n *Node) AskSnapshot(name, node string) {
+	if r := n.rooms.Room(name); r != nil {
+		n.requestSnapshot(r, node)
+	}
+}
+
+// SilentAlive counts the times n found a node whose heartbeats stopped
+// arriving alive all the same (it answered a ping).
+func (n *Node) SilentAlive() int64 { return n.silentAlive.Load() }
+
 // NodeKnown reports whether n knows node id from its key (nodekeys.go).
 func (n *Node) NodeKnown(id string) bool { return n.nodeRunOf(id).StartedAt != 0 }
 

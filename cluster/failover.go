@@ -107,7 +107,9 @@ func (n *Node) purgeLater(node string) {
 				return
 			}
 		}
-		if !n.reg.alive(node) {
+		// Nor while it answers: found gone during a stall it was not
+		// (expire), heard again only now.
+		if !n.reg.alive(node) && !n.answersPing(node) {
 			n.purgeNode(node)
 			n.dropNodeKey(node, run)
 		}

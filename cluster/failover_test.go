@@ -92,6 +92,7 @@ func resumedCount(c *client.Client) int {
 // others never see it leave, its media and theirs go on, and the dead
 // node leaves GET /v1/nodes within 5 s.
 func TestFailoverNodeKilled(t *testing.T) {
+	parallelDeadNode(t)
 	srvs := failoverCluster(t)
 	alice := join(t, srvs[0], "fo", "alice", withNodes(srvs[1]))
 	bob := join(t, srvs[1], "fo", "bob")

@@ -93,6 +93,7 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 	var (
 		old                   holder
 		slot                  = -1
+		slotRev               uint64
 		idErr, slotErr, mkErr error
 		wg                    sync.WaitGroup
 		look                  func() (string, bool) // the room's key read beside the member's write
@@ -102,7 +103,7 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		go func() {
 			defer wg.Done()
 			slotErr = n.retry(func(ctx context.Context) (err error) {
-				slot, err = n.claimSlot(ctx, name, m, maxParticipants)
+				slot, slotRev, err = n.claimSlot(ctx, name, m, maxParticipants)
 				return err
 			})
 		}()
@@ -115,7 +116,6 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		idErr = n.retry(func(ctx context.Context) (err error) { old, err = n.claimIdentity(ctx, p, m); return err })
 	}
 	wg.Wait()
-	slotAt := time.Now()
 	if f := n.slotClaimed.Load(); f != nil && slot >= 0 {
 		(*f)() // tests: the node dies here (export_test.go)
 	}
@@ -153,17 +153,19 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 	}
 	if maxParticipants > 0 {
 		look = n.peekRoom(p)
-		if err := putMember(slot); err != nil {
+		err := putMember(slot)
+		if err == nil {
+			// Taken back meanwhile (a stall, a cut: slotAbandoned)? Then
+			// this join undoes itself (slotconfirm.go).
+			if tookOld {
+				slotRev = 0 // moved by takeSlot: read it first
+			}
+			err = n.confirmSlot(p, slot, slotRev, m)
+		}
+		if err != nil {
 			look()
 			undo()
 			return "", err
-		}
-		if time.Since(slotAt) > slotRecheckAfter && !n.stillHolds(p, slot, m.ID) {
-			// The write took so long (a bus cut) that the others may
-			// have found this node gone and freed the slot (slots.go).
-			look()
-			undo()
-			return "", errors.New("room state: the slot was taken back while the member was written")
 		}
 	}
 	sid, ok := look()

@@ -65,6 +65,13 @@ type Node struct {
 	started time.Time
 
 	rttMicros atomic.Int64
+	// silentAlive counts the times a node whose heartbeats stopped arriving
+	// answered a ping, and was not found gone (nodes.go, expire).
+	silentAlive atomic.Int64
+	// deaf holds the ids of nodes whose heartbeats this node drops on
+	// receipt: tests only (export_test.go), for a node stalled as seen from here.
+	deaf      sync.Map
+	slotHooks slotHooks    // tests only (slots.go)
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
@@ -98,6 +105,9 @@ type Node struct {
 	// loseCloseAnswer: tests only (export_test.go), the next delete's
 	// landed write reports a timeout, as when its answer is lost.
 	loseCloseAnswer atomic.Pointer[func()] // and what happens before the timeout
+	// eventHook: tests only (export_test.go), run on each room event
+	// received from another node before it is applied.
+	eventHook atomic.Pointer[func(room string, ev room.Event)]
 	// slotClaimed: tests only, runs in a join once its slot is claimed,
 	// before its member is written.
 	slotClaimed atomic.Pointer[func()]

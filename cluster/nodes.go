@@ -108,16 +108,83 @@ func (g *registry) list() []NodeInfo {
 	return out
 }
 
-// expire drops the nodes silent for longer than hbExpiry and returns them.
-func (g *registry) expire() []string {
+// silent returns the other nodes not heard for longer than hbExpiry: gone,
+// or alive but their heartbeats late (confirmGone tells them apart).
+func (g *registry) silent() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var gone []string
+	var out []string
 	for id, t := range g.seen {
 		if id != g.self && time.Since(t) > hbExpiry {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// drop forgets node id if it is still silent, and reports whether it did
+// (false: heard meanwhile).
+func (g *registry) drop(id string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t, ok := g.seen[id]
+	if !ok || time.Since(t) <= hbExpiry {
+		return false
+	}
+	delete(g.nodes, id)
+	delete(g.seen, id)
+	return true
+}
+
+// touch counts a sign of life of a listed node other than its heartbeat
+// (it answered a ping) as one: alive for another hbExpiry.
+func (g *registry) touch(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t, ok := g.seen[id]; ok && time.Since(t) > hbExpiry {
+		g.seen[id] = time.Now()
+	}
+}
+
+// expire returns the silent nodes that are gone: those that do not answer
+// a ping either, now forgotten. A node whose heartbeats are late but which
+// answers is alive: its process or the machine stalled (the nodes of a
+// test cluster share one process, and a starved machine holds them all
+// for seconds at a time; the others' maintenance runs first when it
+// resumes), or its heartbeats queue behind other bus traffic. Found gone,
+// its participants would leave every room, and a second later (the
+// resume window of the tests) its members be purged from the room state,
+// their slots free: TestJoinStorm under -race once let 29 into a room of
+// 22. A node that is gone does not answer: its process is dead (no
+// responders, at once), or its bus link is cut (no answer in 2 s).
+// Only while this node's own bus link has been up all along (busSteady):
+// when it was cut off itself, the others found it gone and purged what
+// it holds in the room state, and it must find them gone too (its watches
+// resync and its track keys are written back when they are heard again,
+// nodeBack), even though a ping sent during the cut, buffered until the
+// link returned, may be answered. The pings go out at once: a node finds
+// all the others silent at the same time, and waits 2 s, not 2 s for each.
+func (n *Node) expire() []string {
+	silent := n.reg.silent()
+	answers := make([]bool, len(silent))
+	if n.busSteady() {
+		var wg sync.WaitGroup
+		for i, id := range silent {
+			wg.Add(1)
+			go func() { defer wg.Done(); answers[i] = n.answersPing(id) }()
+		}
+		wg.Wait()
+	}
+	var gone []string
+	for i, id := range silent {
+		if answers[i] {
+			n.reg.touch(id)
+			n.silentAlive.Add(1)
+			n.log.Info("node heard late: its heartbeats stopped arriving, but it answers", "silent", id)
+			continue
+		}
+		if n.reg.drop(id) {
 			gone = append(gone, id)
-			delete(g.nodes, id)
-			delete(g.seen, id)
 		}
 	}
 	return gone
@@ -167,7 +234,7 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		case <-tick.C:
 		}
 		n.measureRTT()
-		for _, id := range n.reg.expire() {
+		for _, id := range n.expire() {
 			n.log.Warn("node gone: no heartbeat", "gone", id)
 			unheard.done[id] = true
 			n.deadTracks(id) // before the rooms end them (hookonce.go)
@@ -231,7 +298,7 @@ func (n *Node) Alone(ctx context.Context) bool {
 func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
 		var info NodeInfo
-		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id && !unheard(info.ID) {
+		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id && !unheard(info.ID) && !n.deafTo(info.ID) {
 			if n.reg.restarted(info) {
 				n.earlierRunGone(info.ID) // prior.go
 			}
@@ -277,6 +344,9 @@ func (n *Node) subscribeNodes() error {
 var ignoredHeartbeats sync.Map
 
 func unheard(id string) bool { _, ok := ignoredHeartbeats.Load(id); return ok }
+
+// deafTo reports whether this node drops id's heartbeats (tests only).
+func (n *Node) deafTo(id string) bool { _, ok := n.deaf.Load(id); return ok }
 
 // nodeSubject is a subject addressed to one node.
 func nodeSubject(node, what string) string { return "starling.node." + node + "." + what }

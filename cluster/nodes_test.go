@@ -12,6 +12,7 @@ import (
 // Three routed nodes list each other in GET /v1/nodes; a crashed node is
 // gone from the list within 5 s.
 func TestNodesListAndDeadNode(t *testing.T) {
+	parallelDeadNode(t)
 	srvs := startCluster(t, 3, nil)
 	for _, s := range srvs {
 		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(nodesOf(t, s)) == 3 })

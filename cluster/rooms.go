@@ -165,6 +165,9 @@ func (n *Node) onRoomEvent(name string, m *nats.Msg) {
 	if json.Unmarshal(m.Data, &ev) != nil || ev.Node == n.id || ev.Node == "" {
 		return
 	}
+	if f := n.eventHook.Load(); f != nil {
+		(*f)(name, ev)
+	}
 	r := n.rooms.Room(name)
 	if r == nil {
 		return // no local part (yet): Opened fetches snapshots

@@ -42,9 +42,10 @@ func (n *Node) takeSlot(p string, s int, oldID string, m room.Member) bool {
 }
 
 // claimSlot gives m one of the room's max slots, a free one, tried in
-// random order (joins on several nodes at once rarely pick the same);
+// random order (joins on several nodes at once rarely pick the same), and
+// returns the slot key's revision (0: not known, an earlier try's claim);
 // errFull when every slot is held.
-func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int) (int, error) {
+func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP int) (int, uint64, error) {
 	p := roomKey(name)
 	val, _ := json.Marshal(holder{ID: m.ID, Node: m.Node})
 	taken := map[int]string{}
@@ -54,7 +55,7 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 	}
 	for s, id := range taken {
 		if id == m.ID {
-			return s, nil // an earlier try of this join got it
+			return s, 0, nil // an earlier try of this join got it
 		}
 	}
 	authoritative := false
@@ -70,12 +71,12 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 			if _, held := taken[s]; held {
 				continue // seen taken meanwhile
 			}
-			_, err := n.bus.kv.Create(ctx, slotKey(p, s), val)
+			rev, err := n.bus.kv.Create(ctx, slotKey(p, s), val)
 			if err == nil {
-				return s, nil
+				return s, rev, nil
 			}
 			if !isConflict(err) {
-				return -1, err
+				return -1, 0, err
 			}
 			taken[s] = "?"
 			// A conflict costs a round trip: skip what the watch has seen
@@ -83,25 +84,25 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 			if w != nil {
 				for s, id := range w.slotsTaken() {
 					if id == m.ID {
-						return s, nil
+						return s, 0, nil
 					}
 					taken[s] = id
 				}
 			}
 		}
 		if authoritative && len(free) == 0 {
-			return -1, errFull
+			return -1, 0, errFull
 		}
 		// What this node knew is used up: read the slots as they are, and
 		// take back those held by no member for a while.
 		slots, err := n.sharedReadSlots(ctx, name)
 		if err != nil {
-			return -1, err
+			return -1, 0, err
 		}
 		taken = map[int]string{}
 		for s, e := range slots {
 			if e.id == m.ID {
-				return s, nil
+				return s, e.rev, nil
 			}
 			if n.slotAbandoned(e) {
 				if _, err := n.kvDelete(ctx, slotKey(p, s), e.rev); err == nil {
@@ -113,7 +114,7 @@ func (n *Node) claimSlot(ctx context.Context, name string, m room.Member, maxP i
 		}
 		authoritative = true
 	}
-	return -1, errors.New("room state: too much contention on the room's slots")
+	return -1, 0, errors.New("room state: too much contention on the room's slots")
 }
 
 // slotReads shares one read of a room's slots among the joins of this node
@@ -165,21 +166,6 @@ type slotState struct {
 	member  bool // the holder has a member key
 }
 
-// slotRecheckAfter: a join whose member write comes this long after its
-// slot claim checks that it still holds the slot (slotAbandoned).
-const slotRecheckAfter = time.Second
-
-// stillHolds reports whether member id holds slot s of room key p, as the
-// stream leader has it; a read that fails counts as held (the join goes
-// on as before the check).
-func (n *Node) stillHolds(p string, s int, id string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
-	var h holder
-	rev, err := n.getJSON(ctx, slotKey(p, s), &h)
-	return err != nil || (rev != 0 && h.ID == id)
-}
-
 // slotAbandoned reports whether a slot is held by no member and left so:
 // claimed more than staleSlot ago, or by a node this node has found gone
 // (silent past the heartbeat expiry, 3.5 s, and not heard since) while
@@ -194,7 +180,7 @@ func (n *Node) slotAbandoned(e slotState) bool {
 	if e.member {
 		return false
 	}
-	if time.Since(e.created) > staleSlot {
+	if time.Since(e.created) > n.staleSlotAge() {
 		return true
 	}
 	_, gone := n.lost.Load(e.node)

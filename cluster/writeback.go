@@ -107,8 +107,12 @@ func (n *Node) writeBack(name string, m room.Member, maxP int) (string, error) {
 		}
 	}
 	slot := -1
+	var slotRev uint64
 	if maxP > 0 {
-		err := n.retry(func(ctx context.Context) (err error) { slot, err = n.claimSlot(ctx, name, m, maxP); return err })
+		err := n.retry(func(ctx context.Context) (err error) {
+			slot, slotRev, err = n.claimSlot(ctx, name, m, maxP)
+			return err
+		})
 		if errors.Is(err, errFull) {
 			unclaim()
 			return protocol.ReasonRoomFull, nil
@@ -132,6 +136,16 @@ func (n *Node) writeBack(name string, m room.Member, maxP int) (string, error) {
 		}
 		unclaim()
 		return "", err
+	}
+	if slot >= 0 {
+		if err := n.confirmSlot(p, slot, slotRev, m); err != nil { // slots.go
+			// Taken back while this pass was stalled: the next pass
+			// claims afresh.
+			n.removeMember(name, mkey, m.ID)
+			n.releaseHeld(slotKey(p, slot), m.ID)
+			unclaim()
+			return "", err
+		}
 	}
 	if m.Identity != "" {
 		// A join of the same identity that replaced this member after its

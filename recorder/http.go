@@ -3,6 +3,7 @@ package recorder
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -49,6 +50,9 @@ func (m *Manager) Register(mux *http.ServeMux, wrap func(http.Handler) http.Hand
 		})
 	}
 }
+
+// maxStartBody bounds a start request's body: {"track_id": ...} is tiny.
+const maxStartBody = 4096
 
 // roomPath hands h the {room} path value as join names the room.
 func roomPath(h http.Handler) http.Handler {
@@ -101,15 +105,26 @@ func httpError(w http.ResponseWriter, err error, existing *Info) {
 
 func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 	var req StartRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, 4096))
+	// One small JSON object. A longer body was cut at 4 KiB and refused
+	// as "unexpected EOF", and what followed the object was ignored
+	// (`{} {"track_id": ...}` recorded the whole room).
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxStartBody+1))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "reading body: " + err.Error()})
+		return
+	}
+	if len(body) > maxStartBody {
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: fmt.Sprintf("the body is larger than %d bytes", maxStartBody)})
 		return
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		err := dec.Decode(&req)
+		if err == nil && dec.More() {
+			err = errors.New("one JSON object per request")
+		}
+		if err != nil {
 			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {}, {"mix": true} or {"track_id": "..."}: ` + err.Error()})
 			return
 		}

@@ -56,7 +56,15 @@ func (r *Room) ApplyRemote(ev Event) (resync bool) {
 	last, known := r.remoteSeq[ev.Node]
 	if known && ev.Seq <= last {
 		r.mu.Unlock()
-		return false // already applied (or covered by a snapshot)
+		// Covered by a snapshot applied first (each bus subscription has
+		// its own goroutine: a snapshot's reply taken after the event can
+		// overtake it). A snapshot says who is in the room, not what they
+		// said: a data message is delivered all the same. Each event
+		// arrives once, so nothing is delivered twice.
+		if ev.Type == EvData {
+			r.remoteData(ev)
+		}
+		return false
 	}
 	resync = (known && ev.Seq != last+1) || (!known && ev.Seq != 1)
 	r.remoteSeq[ev.Node] = ev.Seq

@@ -12,7 +12,6 @@ import (
 	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
-	"github.com/starling-rtc/starling/sfu"
 )
 
 // pliWindow is receiver.go's keyframeInterval: at most one keyframe request
@@ -144,21 +143,22 @@ func kfSendPLIs(t *testing.T, subs []*client.Client) {
 	wg.Wait()
 }
 
-// kfWatchArrivals watches the process's count of keyframe requests read
-// from subscribers until n more have been read; the returned func waits for
+// kfWatchArrivals watches srv's count of keyframe requests read from
+// subscribers until n more have been read; the returned func waits for
 // that and gives an upper bound of the time between the server reading the
 // first and the last (from the last sample before the first was counted).
-// The test must run alone in its process (not parallel) for the count to
-// be its own.
-func kfWatchArrivals(n int) func() time.Duration {
-	base := sfu.ReadCounters().PLIsReceived
+// The count is the server's own (sfu.Engine.PLIsReceived), not the
+// process's: the test runs beside others.
+func kfWatchArrivals(srv *server.Server, n int) func() time.Duration {
+	e := srv.Engine()
+	base := e.PLIsReceived()
 	done := make(chan time.Duration, 1)
 	go func() {
 		before := time.Now() // last sample with none of the burst read yet
 		deadline := before.Add(15 * time.Second)
 		for time.Now().Before(deadline) {
 			now := time.Now()
-			got := sfu.ReadCounters().PLIsReceived - base
+			got := e.PLIsReceived() - base
 			if got == 0 {
 				before = now
 			} else if got >= uint64(n) {
@@ -202,8 +202,10 @@ func kfJoinViewers(t *testing.T, srv *server.Server, n int, roomName string) ([]
 // moment; the publisher is asked once for that pliWindow window, answers,
 // and every subscriber gets the keyframe.
 func TestKeyframeRequestsCoalesced(t *testing.T) {
-	// Not parallel: it reads the process's count of keyframe requests
-	// (kfWatchArrivals), and 21 clients' worth of CPU.
+	// 21 clients' worth of CPU, and a window judged on time: a timing
+	// test (sched_test.go). It was serial while the count of keyframe
+	// requests it reads (kfWatchArrivals) was the process's.
+	timingTest(t)
 	// Every subscriber must see every keyframe: with 20 subscribers on a
 	// loaded CI machine bandwidth allocation may pause one, which is its
 	// own tested behaviour, not this test's.
@@ -230,7 +232,7 @@ func TestKeyframeRequestsCoalesced(t *testing.T) {
 
 	for round := 0; round < 3; round++ {
 		t0 := time.Now()
-		arrival := kfWatchArrivals(len(subs))
+		arrival := kfWatchArrivals(srv, len(subs))
 		kfSendPLIs(t, subs)
 		burst := time.Since(t0)
 		// The request it makes: the publisher's RTCP reader may see it

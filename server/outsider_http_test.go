@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -268,5 +269,34 @@ func TestOutsiderUnknownPathIs404(t *testing.T) {
 	}
 	if r := httpDo(t, http.MethodPost, base+"/", "", "", ""); r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("POST /: %d, Allow %q, want 405 with Allow: GET, HEAD", r.status, r.header.Get("Allow"))
+	}
+}
+
+// TestOutsiderRecordingStartBody: docs/recording.md: a start's body is
+// `{}` (or empty), `{"mix": true}` or `{"track_id": ...}`, anything else
+// `400`. What followed the object was ignored (`{} {"track_id": "TR_x"}`
+// started a recording of the whole room), and a body over 4 KiB was cut
+// and refused as "unexpected EOF"; they are 400 and 413 in words.
+func TestOutsiderRecordingStartBody(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, func(c *config.Config) { c.Recordings.Dir = t.TempDir() })
+	join(t, srv, "rec-body", "alice")
+	url := "http://" + srv.Addr() + "/v1/rooms/rec-body/recordings"
+	for _, c := range []struct {
+		body    string
+		status  int
+		mention string
+	}{
+		{`{} {"track_id":"TR_x"}`, http.StatusBadRequest, "one JSON object"},
+		{`{"track_id":"` + strings.Repeat("x", 5000) + `"}`, http.StatusRequestEntityTooLarge, "larger than"},
+	} {
+		r := httpDo(t, http.MethodPost, url, "application/json", "", c.body)
+		var e map[string]any
+		if json.Unmarshal([]byte(r.body), &e) != nil || r.status != c.status || !strings.Contains(fmt.Sprint(e["error"]), c.mention) {
+			t.Errorf("POST %.40s...: %d %s, want %d with an error saying %q", c.body, r.status, r.body, c.status, c.mention)
+		}
+	}
+	if r := httpDo(t, http.MethodGet, url, "", "", ""); !strings.Contains(r.body, `"recordings":[]`) {
+		t.Errorf("after the refused starts: %s, want no recording", r.body)
 	}
 }

@@ -71,6 +71,10 @@ func TestOutsiderNodeIPCandidatesOneFamily(t *testing.T) {
 			subOffer, _ = params["sdp"].(string)
 		case m["method"] == "candidate":
 			target, _ := params["target"].(string)
+			// "Candidates follow their description" (docs/PROTOCOL.md).
+			if (target == "publisher" && answer == "") || (target == "subscriber" && subOffer == "") {
+				t.Errorf("a %s candidate before its description: %v", target, params)
+			}
 			c, _ := params["candidate"].(map[string]any)
 			if c == nil {
 				ended[target] = true

@@ -2,8 +2,11 @@ package server_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/pion/webrtc/v4"
 )
 
 // TestOutsiderNothingAfterTrackUnpublished: `trackUnpublished` ends a
@@ -63,5 +66,46 @@ func TestOutsiderNothingAfterTrackUnpublished(t *testing.T) {
 				t.Errorf("round %d: subscriptionUpdated %v after the track's trackUnpublished", round, params)
 			}
 		}
+	}
+}
+
+// TestOutsiderOfferTrackListedTwice: docs/PROTOCOL.md "What an offer
+// publishes": `tracks` describes the offer's new tracks, each by the
+// msid track id of the SDP. One trackId described twice (microphone, then
+// camera) was published with the last description, silently; it is
+// -32602 naming the id, and nothing of that offer is applied (the same
+// offer with one description then publishes the track as described).
+func TestOutsiderOfferTrackListedTwice(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, nil)
+	o := outsiderDial(t, srv.SignalingURL())
+	if _, e := o.call(1, "join", map[string]any{"room": "twice"}); e != nil {
+		t.Fatalf("join: %v", e)
+	}
+	pc := plainPC(t, plainAPI(t, nil), webrtc.Configuration{})
+	mic, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "mic-1", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.AddTransceiverFromTrack(mic, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, e := o.call(2, "offer", map[string]any{"sdp": offer.SDP, "tracks": []any{
+		map[string]any{"trackId": "mic-1", "source": "microphone"},
+		map[string]any{"trackId": "mic-1", "source": "camera"},
+	}})
+	if e == nil || e["code"] != float64(-32602) || !strings.Contains(fmt.Sprint(e["message"]), "mic-1") {
+		t.Fatalf("an offer describing trackId mic-1 twice: error %v, want -32602 naming it", e)
+	}
+	res, e := o.call(3, "offer", map[string]any{"sdp": offer.SDP, "tracks": []any{map[string]any{"trackId": "mic-1", "source": "microphone"}}})
+	if e != nil {
+		t.Fatalf("the same offer with one description: %v", e)
+	}
+	if tracks, _ := res["tracks"].([]any); len(tracks) != 1 || tracks[0].(map[string]any)["source"] != "microphone" {
+		t.Errorf("published %v, want mic-1 as a microphone", res["tracks"])
 	}
 }

@@ -14,15 +14,16 @@ import (
 // mixer, congestion control reading delay, keyframe request windows,
 // round trips) used to run one after another, before the parallel phase:
 // about 110 s of a package whose tests mostly wait on media paced in real
-// time. Here they run two at a time (one of each group at most), but
-// never beside light tests: on a machine loaded 20 deep by other work,
+// time. Here they run maxTiming at a time (groupLimit of each group at
+// most), but never beside light tests: on a machine loaded 20 deep by other work,
 // they failed with light tests around them (the mixer's loud mix never
 // came, 98.8% of packets recovered for 99.5%, a 1 s round trip) and passed
 // without, even three at once. Light tests run first, capacity at once,
 // long ones (external peers, production timeouts) before the others, the
-// longest of them first (parallelLongest), then the timing-judging ones. A test that must be alone in the process (it
-// reads process-wide counters), or that is sensitive to the least
-// scheduling delay (sender report stamps), stays serial.
+// longest of them first (parallelLongest), then the timing-judging ones.
+// A test that must be alone in the process (it reads process-wide
+// counters) would stay serial; none does now: the counters the tests read
+// are their own server's (sfu.Engine.BWECounters, PLIsReceived).
 //
 // Under -race the timing-judging tests stay serial, before the parallel
 // phase, as go test runs them (light tests run defaultParallel at once).
@@ -40,13 +41,15 @@ const (
 	// tests; under -race, timing tests run serially.)
 	groupCongestion = "congestion"
 	// groupMix: the real-time mixer (Opus in Go), the CPU-hungriest
-	// timing-judging work; one at a time.
+	// timing-judging work: two at a time. (One at a time, its chain of
+	// seven tests was the timing phase: 24 s of it at load 6-13.)
 	groupMix = "mix"
 )
 
 // groupLimit is how many tests of group run at once.
 func groupLimit(group string) int {
-	if group == groupCongestion {
+	switch group {
+	case groupCongestion, groupMix:
 		return 2
 	}
 	return 1
@@ -55,8 +58,9 @@ func groupLimit(group string) int {
 // maxTiming is how many timing-judging tests run at once: with two, the
 // phase was the package's longest. (Three passed side by side under two
 // busy loops; four, with the congestion group two at a time, at load
-// 20-25: the phase's 20 tests use 4 s of CPU in 28 s.)
-const maxTiming = 4
+// 20-25: the phase's 20 tests use 4 s of CPU in 28 s. Six since the
+// sender-report and keyframe-coalescing tests joined the phase.)
+const maxTiming = 6
 
 // sched is the package's scheduler; setDefaultParallel sets its capacity
 // (defaultParallel, or -test.parallel when given).
@@ -126,11 +130,14 @@ func (s *scheduler) higherWaits(rank int) bool {
 // limit of its group run, and it is the first waiting timing test for which all that holds
 // (grouped tests first: a group is a chain, the mixer's the package's
 // longest).
-func (s *scheduler) acquireTiming(group string) func() {
+//
+// A test marked first (ungrouped; timingTestFirst) waits at the head of
+// the ungrouped ones.
+func (s *scheduler) acquireTiming(group string, first bool) func() {
 	s.mu.Lock()
 	me := &waiter{group: group}
 	i := len(s.waiting)
-	if group != "" {
+	if group != "" || first {
 		i = slices.IndexFunc(s.waiting, func(x *waiter) bool { return x.group == "" })
 		if i < 0 {
 			i = len(s.waiting)
@@ -256,7 +263,18 @@ func timingTest(t *testing.T, group ...string) {
 	if len(group) > 0 {
 		g = group[0] // one group per test
 	}
-	t.Cleanup(traced(t, "timing", sched.acquireTiming(g)))
+	t.Cleanup(traced(t, "timing", sched.acquireTiming(g, false)))
+}
+
+// timingTestFirst is timingTest (ungrouped) for the phase's longest test:
+// it starts before the other ungrouped ones, instead of 5 s into the phase
+// and ending it alone.
+func timingTestFirst(t *testing.T) {
+	if raceEnabled {
+		return
+	}
+	t.Parallel()
+	t.Cleanup(traced(t, "timing", sched.acquireTiming("", true)))
 }
 
 // schedStart is when the package's tests started, for traced.

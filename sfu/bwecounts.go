@@ -38,3 +38,9 @@ func (c *bweCounts) read() BWECounters {
 
 // BWECounters returns the engine's congestion control totals.
 func (e *Engine) BWECounters() BWECounters { return e.bweCounts.read() }
+
+// PLIsReceived is how many keyframe requests (PLI, FIR) the engine's
+// subscriber connections have read: Counters.PLIsReceived for this engine
+// alone, so that a test that counts them (a burst of requests, coalesced)
+// need not be the only one running in its process.
+func (e *Engine) PLIsReceived() uint64 { return e.plisReceived.Load() }

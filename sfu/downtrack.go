@@ -35,14 +35,10 @@ type DownTrack struct {
 	paused      bool
 	current     int8 // layer forwarded now; -1 = waiting for a keyframe
 	target      int8 // layer wanted
-	// While waiting for a keyframe on waitLayer: the newest packet refused
-	// there, replayed if the keyframe's first packet comes late (replay.go).
-	waitHi    uint16
-	waitLayer int8 // -1: nothing refused since the last start
-	munger    *Munger
-	vp8       VP8Munger
-	vp9       VP9Munger
-	queue     sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
+	munger      *Munger
+	vp8         VP8Munger
+	vp9         VP9Munger
+	queue       sendQueue // munged packets waiting for the writer goroutine (sendqueue.go)
 	// NACK answers (retransmit.go): what was sent, and the RTX stream.
 	history    *[historyLen]sentPacket
 	rtxScratch []byte
@@ -61,6 +57,9 @@ type DownTrack struct {
 	redbuf     []byte
 	sender     *webrtc.RTPSender
 	rtcpDone   chan struct{}
+	// plis is the engine's count of keyframe requests read, set by the
+	// subscriber before the RTCP reader starts (nil: none, as in tests).
+	plis *atomic.Uint64
 
 	packets atomic.Uint64
 	bytes   atomic.Uint64
@@ -96,7 +95,7 @@ func NewDownTrack(source Source, streamID string) *DownTrack {
 	d := &DownTrack{
 		id: source.ID(), streamID: streamID, codec: codec,
 		kind: CodecKindFromMime(codec.MimeType), video: source.Kind() == webrtc.RTPCodecTypeVideo,
-		current: -1, target: MaxLayers - 1, waitLayer: -1,
+		current: -1, target: MaxLayers - 1,
 		capLayer: MaxLayers - 1, bwLayer: MaxLayers - 1,
 	}
 	if !d.video {
@@ -232,7 +231,6 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 		if layer != d.target || !IsKeyframeStart(d.kind, payload) {
 			ask := false
 			if layer == d.target {
-				d.noteRefused(in.SequenceNumber, layer)
 				ask = d.keyframeDue()
 			}
 			d.mu.Unlock()
@@ -257,7 +255,7 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 		d.vp9.Switch()
 		started := d.forwardLocked(in.SequenceNumber, in.Timestamp, in.Marker, payload, layer, src)
 		if started && d.ho == nil && from == nil {
-			d.replayRefused(src, in.SequenceNumber, in.Timestamp, layer)
+			d.replayLate(src, in.SequenceNumber, in.Timestamp, layer)
 		}
 		d.mu.Unlock()
 		return nil

@@ -38,6 +38,9 @@ func (d *DownTrack) handleRTCP(pkts []rtcp.Packet) {
 		switch p := p.(type) {
 		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 			counters.plisReceived.Add(1)
+			if d.plis != nil {
+				d.plis.Add(1)
+			}
 			d.src().RequestKeyframe(d.keyframeLayer())
 		case *rtcp.ReceiverEstimatedMaximumBitrate:
 			if fb := d.fallbackBWE(); fb != nil {

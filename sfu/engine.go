@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -67,7 +68,8 @@ type Engine struct {
 
 	bwe            bool // subscriber connections run congestion control (bwe.go)
 	initialBitrate int
-	bweCounts      bweCounts // their estimators' events (BWECounters)
+	bweCounts      bweCounts     // their estimators' events (BWECounters)
+	plisReceived   atomic.Uint64 // keyframe requests read from its subscribers (PLIsReceived)
 }
 
 // audioLevelURI is RFC 6464's header extension; speakers detection reads it.

@@ -44,6 +44,10 @@ func (p *PacketCache) GetPacket(seq uint16, dst []byte) (n int, ts uint32, marke
 	return p.c.getPacket(seq, dst)
 }
 
+// Newest returns the newest sequence number put, by RTP order (a late
+// repair does not lower it); false before the first (sfu.PacketReplayer).
+func (p *PacketCache) Newest() (uint16, bool) { return p.c.newest() }
+
 // AudioLevels accumulates RFC 6464 audio levels between reads, as a
 // Receiver does for the speakers detector: Add on the packet path (no lock,
 // no allocation), Take like Receiver.TakeAudioLevel.

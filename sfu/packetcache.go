@@ -13,6 +13,11 @@ type packetCache struct {
 	ring  []byte
 	pos   uint64 // absolute write position: ring offset = pos % len(ring)
 	index [cacheEntries]cacheEntry
+	// hi is the newest sequence number put (by RTP order, not arrival: a
+	// late repair does not lower it), for a down track starting on a late
+	// keyframe (replay.go); haveHi until the first put.
+	hi     uint16
+	haveHi bool
 }
 
 type cacheEntry struct {
@@ -52,7 +57,20 @@ func (c *packetCache) put(seq uint16, ts uint32, marker bool, payload []byte) {
 	copy(c.ring[off:], payload)
 	c.index[seq%cacheEntries] = cacheEntry{at: c.pos, ts: ts, marker: marker, n: uint16(n), seq: seq, valid: true}
 	c.pos += uint64(n)
+	// Ahead of hi, or so far behind that the publisher's numbering jumped
+	// back (a repair is never older than the index).
+	if d := int16(seq - c.hi); !c.haveHi || d > 0 || d < -cacheEntries {
+		c.hi, c.haveHi = seq, true
+	}
 	c.mu.Unlock()
+}
+
+// newest returns the newest sequence number put (see hi); false before
+// the first.
+func (c *packetCache) newest() (uint16, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hi, c.haveHi
 }
 
 // get copies the payload of seq into dst and returns its length; false if it

@@ -4,16 +4,24 @@ package sfu
 // keyframe's first packet. When that first packet is lost upstream, the
 // keyframe's later packets (and often the next frames') arrive first and
 // are refused; the repaired first packet then starts the stream. Without
-// more, the refused packets were never sent: holes in the subscriber's
-// numbering that no NACK can fill (a down track resends only what it sent),
-// so the subscriber could not decode that keyframe and lost 2-3 packets
+// more, those packets were never sent: holes in the subscriber's numbering
+// that no NACK can fill (a down track resends only what it sent), so the
+// subscriber could not decode that keyframe and lost 2-3 packets
 // (TestLossRecoveryUpstream, about one run in eight under load). So a down
-// track remembers the newest packet it refused on the layer it waits for,
-// and when it starts on a keyframe older than that, it forwards the
-// refused packets from the source's cache right after the keyframe's first,
-// in order and mapped as if they had come in order. Packets of that range
-// still missing leave holes in the numbering: the subscriber NACKs them,
-// and if they arrive (repaired) they are forwarded into their slots.
+// track starting on a keyframe older than the newest packet its source has
+// on that layer forwards the packets after it from the source's cache right
+// after the keyframe's first, in order and mapped as if they had come in
+// order. Packets of that range still missing leave holes in the numbering:
+// the subscriber NACKs them, and if they arrive (repaired) they are
+// forwarded into their slots.
+//
+// The range is the source's, not what the down track itself refused: the
+// packets may have come before the down track could take any (not yet
+// bound, its subscriber's answer on its way, or its connection not up).
+// It once remembered only the packets it refused: a second subscriber
+// bound a few frames after the first lost the 14 packets after such a
+// start (TestLossRecoveryUpstream, seq 65016-65029;
+// TestLateKeyframeReplaysWhatCameBeforeBind).
 
 // maxReplay bounds how many packets after a late keyframe start are
 // replayed: well inside the cache's index (cacheEntries), and more than an
@@ -24,6 +32,9 @@ const maxReplay = cacheEntries / 4
 // their timestamp and marker (*Receiver, the cluster relay's imports).
 type PacketReplayer interface {
 	CachedPacket(layer int8, seq uint16, dst []byte) (n int, ts uint32, marker, ok bool)
+	// NewestCached is the newest sequence number received on a layer, by
+	// RTP order (a late repair does not lower it); false before the first.
+	NewestCached(layer int8) (seq uint16, ok bool)
 }
 
 // CachedPacket copies a recently received payload of a layer into dst and
@@ -41,25 +52,32 @@ func (r *Receiver) CachedPacket(idx int8, seq uint16, dst []byte) (n int, ts uin
 	return l.cache.getPacket(seq, dst)
 }
 
-// noteRefused remembers the newest packet refused on the layer waited
-// for. Call with d.mu held.
-func (d *DownTrack) noteRefused(seq uint16, layer int8) {
-	if d.waitLayer != layer || int16(seq-d.waitHi) > 0 {
-		d.waitHi, d.waitLayer = seq, layer
+// NewestCached returns the newest sequence number received on a video
+// layer (PacketReplayer).
+func (r *Receiver) NewestCached(idx int8) (uint16, bool) {
+	if idx < 0 || idx >= MaxLayers {
+		return 0, false
 	}
+	r.mu.Lock()
+	l := r.layer[idx]
+	r.mu.Unlock()
+	if l == nil || l.cache == nil {
+		return 0, false
+	}
+	return l.cache.newest()
 }
 
-// replayRefused forwards, after the keyframe start first (just forwarded),
-// the packets of layer refused while waiting that came after it. Call with
-// d.mu held, the stream just started on layer.
-func (d *DownTrack) replayRefused(src Source, first uint16, firstTS uint32, layer int8) {
-	hi, refused := d.waitHi, d.waitLayer == layer
-	d.waitLayer = -1
-	if ahead := int16(hi - first); !refused || ahead <= 0 || ahead > maxReplay {
-		return
-	}
+// replayLate forwards, after the keyframe start first (just forwarded),
+// the packets of layer its source received after it. Call with d.mu held,
+// the stream just started on layer: none of them was forwarded (the down
+// track was on another layer or waiting).
+func (d *DownTrack) replayLate(src Source, first uint16, firstTS uint32, layer int8) {
 	cache, ok := src.(PacketReplayer)
 	if !ok {
+		return
+	}
+	hi, ok := cache.NewestCached(layer)
+	if ahead := int16(hi - first); !ok || ahead <= 0 || ahead > maxReplay {
 		return
 	}
 	if d.rtxScratch == nil {

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"bytes"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pion/rtp"
@@ -150,5 +151,100 @@ func TestLateKeyframeReplayStaysInItsStretch(t *testing.T) {
 	}
 	if w.hdrs[2].SequenceNumber-w.hdrs[0].SequenceNumber != 3 {
 		t.Fatalf("23 went out %d after 20, want 3 (a hole for 22)", w.hdrs[2].SequenceNumber-w.hdrs[0].SequenceNumber)
+	}
+}
+
+// TestLateKeyframeReplaysWhatCameBeforeBind: the keyframe's later packets
+// and the next frames reached the receiver before this subscriber's down
+// track was bound (its answer still on its way), so the down track never
+// refused them; the keyframe's first packet, lost upstream, is repaired
+// once it is bound and starts the stream. The packets after it come from
+// the receiver's cache all the same. The stream crosses the sequence
+// number wrap, as the server tests' fake publisher's does. Before, only
+// packets the down track itself had refused were replayed:
+// TestLossRecoveryUpstream's second subscriber, bound a few frames after
+// the first, lost the 14 packets after such a start (seq 65016-65029).
+func TestLateKeyframeReplaysWhatCameBeforeBind(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		unset func(d *DownTrack) func() // makes d refuse everything; returns the undo
+	}{
+		{"unbound", func(d *DownTrack) func() {
+			d.mu.Lock()
+			d.bound = false
+			d.mu.Unlock()
+			return func() {
+				d.mu.Lock()
+				d.bound = true
+				d.mu.Unlock()
+			}
+		}},
+		{"not connected", func(d *DownTrack) func() {
+			var up atomic.Bool
+			d.setTransport(&up)
+			return func() { up.Store(true) }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, l, d, w := replayDownTrack(t)
+			stream := map[uint16]testPacket{}
+			pk := func(seq uint16, ts uint32, marker bool, pid uint16, start, key bool) {
+				stream[seq] = testPacket{seq, ts, marker, vp8Test(pid, start, key, byte(seq))}
+			}
+			// A keyframe 65533-65535, delta frames 0-2 and 3-5 (ts wraps too).
+			pk(65533, 4294964296, false, 7, true, true)
+			pk(65534, 4294964296, false, 7, false, false)
+			pk(65535, 4294964296, true, 7, false, false)
+			pk(0, 0, false, 8, true, false)
+			pk(1, 0, false, 8, false, false)
+			pk(2, 0, true, 8, false, false)
+			pk(3, 3000, false, 9, true, false)
+			pk(4, 3000, false, 9, false, false)
+			pk(5, 3000, true, 9, false, false)
+			undo := tc.unset(d)
+			feed(r, l, stream, 65534, 65535, 0, 1, 2)
+			undo()
+			feed(r, l, stream, 65533, 3, 4, 5)
+			if !d.flush(flushWait) {
+				t.Fatal("the down track's writer did not drain its queue")
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			want := []uint16{65533, 65534, 65535, 0, 1, 2, 3, 4, 5}
+			if len(w.pays) != len(want) {
+				t.Fatalf("sent %d packets, want %d (every packet from the keyframe on)", len(w.pays), len(want))
+			}
+			for i, pay := range w.pays {
+				in := stream[want[i]]
+				if pay[len(pay)-1] != byte(want[i]) {
+					t.Fatalf("packet %d sent is input %d, want %d", i, pay[len(pay)-1], byte(want[i]))
+				}
+				if h := w.hdrs[i]; h.SequenceNumber-w.hdrs[0].SequenceNumber != uint16(i) ||
+					h.Timestamp-w.hdrs[0].Timestamp != in.ts-4294964296 || h.Marker != in.marker {
+					t.Errorf("input %d went out as seq +%d ts +%d marker %v", want[i],
+						h.SequenceNumber-w.hdrs[0].SequenceNumber, h.Timestamp-w.hdrs[0].Timestamp, h.Marker)
+				}
+			}
+		})
+	}
+}
+
+// TestPacketCacheNewest: a late repair does not lower the newest sequence
+// number, the wrap does not confuse it, and a publisher whose numbering
+// jumped far back starts it over.
+func TestPacketCacheNewest(t *testing.T) {
+	c := newPacketCache()
+	if _, ok := c.newest(); ok {
+		t.Fatal("an empty cache has a newest packet")
+	}
+	for _, step := range []struct{ put, want uint16 }{
+		{65534, 65534}, {65535, 65535}, {0, 0}, {65533, 0}, {2, 2},
+		{40000, 40000}, // 27072 back: a jump, not a repair
+		{39990, 40000},
+	} {
+		c.put(step.put, 0, false, []byte{1})
+		if got, _ := c.newest(); got != step.want {
+			t.Fatalf("after %d, newest is %d, want %d", step.put, got, step.want)
+		}
 	}
 }

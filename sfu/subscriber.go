@@ -26,6 +26,7 @@ type Subscriber struct {
 	slots    []*slot               // answering connections only (answer.go)
 
 	bw        *bweInterceptor    // congestion control (bwe.go); nil when it is off
+	plis      *atomic.Uint64     // the engine's count of keyframe requests read (Engine.PLIsReceived)
 	fallback  *fallbackEstimator // REMB / receiver-report loss, when TWCC is not negotiated
 	probeID   uint16             // the last probe cluster's id
 	twcc      atomic.Bool        // the client's answer enabled TWCC feedback
@@ -56,7 +57,7 @@ func NewSubscriber(e *Engine, iceServers []webrtc.ICEServer) (*Subscriber, error
 	}
 	s := &Subscriber{
 		peer: peer{pc: pc}, dc: dc, tracks: map[string]*webrtc.RTPSender{}, down: map[string]*DownTrack{},
-		bw: bw, stopProbe: make(chan struct{}), fallback: newFallbackEstimator(e.initialBitrate),
+		bw: bw, plis: &e.plisReceived, stopProbe: make(chan struct{}), fallback: newFallbackEstimator(e.initialBitrate),
 	}
 	s.onConnect = func() {
 		s.everUp.Store(true)
@@ -153,11 +154,12 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	}
 	s.tracks[d.ID()] = t.Sender()
 	d.setTransport(&s.connected)
+	d.mu.Lock()
+	d.plis = s.plis // before StartRTCP starts the reader that counts
 	if s.bw != nil {
-		d.mu.Lock()
 		d.fallback = s.fallback
-		d.mu.Unlock()
 	}
+	d.mu.Unlock()
 	s.dmu.Lock()
 	s.down[d.ID()] = d
 	s.dmu.Unlock()

@@ -294,10 +294,17 @@ var joinedMethods = map[string]methodHandler{
 		if params.SDP == "" {
 			return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "sdp" is required`)
 		}
+		listed := make(map[string]bool, len(params.Tracks))
 		for _, t := range params.Tracks {
 			if t.TrackID == "" {
 				return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: every track needs a "trackId"`)
 			}
+			// Listed twice (say microphone, then camera), the last entry
+			// silently won: refused, as the client meant one of them.
+			if listed[t.TrackID] {
+				return nil, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "tracks" lists trackId %q twice`, t.TrackID)
+			}
+			listed[t.TrackID] = true
 		}
 		res, err := p.HandleOffer(params)
 		if err != nil {

@@ -239,7 +239,7 @@ func (i *Import) CachedPayload(layer int8, seq uint16, dst []byte) (int, bool) {
 
 // CachedPacket is CachedPayload with the packet's timestamp and marker
 // (sfu.PacketReplayer): a down track starting on a keyframe whose first
-// packet came late replays the keyframe's packets it refused before.
+// packet came late replays the packets received after it.
 func (i *Import) CachedPacket(layer int8, seq uint16, dst []byte) (n int, ts uint32, marker, ok bool) {
 	if layer < 0 || layer >= maxLayers {
 		return 0, 0, false, false
@@ -249,6 +249,20 @@ func (i *Import) CachedPacket(layer int8, seq uint16, dst []byte) (n int, ts uin
 		return 0, 0, false, false
 	}
 	return c.GetPacket(seq, dst)
+}
+
+// NewestCached returns the newest sequence number received on a layer
+// (sfu.PacketReplayer): how far a down track starting on a late keyframe
+// replays.
+func (i *Import) NewestCached(layer int8) (uint16, bool) {
+	if layer < 0 || layer >= maxLayers {
+		return 0, false
+	}
+	c := i.layer[layer].cache.Load()
+	if c == nil {
+		return 0, false
+	}
+	return c.Newest()
 }
 
 // PublisherClockOffset is this node's clock minus the publisher's NTP
