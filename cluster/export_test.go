@@ -333,3 +333,8 @@ func (n *Node) IdentitiesHeld(name string) int {
 	}
 	return len(v.holders)
 }
+
+// LoseMoveWrite makes n's next takeover fail to write the moved member
+// after its delete of the old key landed, as when the store's leader dies
+// between the two.
+func (n *Node) LoseMoveWrite() { n.loseMoveWrite.Store(true) }

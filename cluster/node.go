@@ -71,8 +71,11 @@ type Node struct {
 	// deaf holds the ids of nodes whose heartbeats this node drops on
 	// receipt: tests only (export_test.go), for a node stalled as seen from here.
 	deaf      sync.Map
-	slotHooks slotHooks    // tests only (slots.go)
-	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
+	slotHooks slotHooks // tests only (slots.go)
+	// loseMoveWrite: tests only (export_test.go): the next takeover's
+	// write of the moved member fails after its delete landed.
+	loseMoveWrite atomic.Bool
+	busUp         atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
 	media     media        // see media.go

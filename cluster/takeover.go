@@ -151,6 +151,9 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	moved.Node, moved.Token = n.id, newTokenHash
 	data, _ := json.Marshal(moved)
 	var lost bool
+	// deleteSent: a delete of from went out and was not refused, so it may
+	// have landed though its answer was lost.
+	var deleteSent bool
 	err := n.retryCtx(ctx, takeoverOp, func(ctx context.Context) error {
 		var cur memberEntry
 		rev, err := n.getJSON(ctx, from, &cur)
@@ -162,9 +165,12 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 				lost = true // taken over meanwhile, through another node
 				return nil
 			}
-			if _, err := n.kvDelete(ctx, from, rev); isConflict(err) {
+			_, err := n.kvDelete(ctx, from, rev)
+			if isConflict(err) {
 				return errRetry
-			} else if err != nil {
+			}
+			deleteSent = true
+			if err != nil {
 				return err
 			}
 		} else {
@@ -176,8 +182,27 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 			} else if r != 0 && mine.Token == newTokenHash {
 				return nil
 			}
-			lost = true
-			return nil
+			if !deleteSent {
+				lost = true
+				return nil
+			}
+			// This takeover's delete landed but its write did not (the
+			// store's leader died between the two, as when the node the
+			// participant leaves led it): unless another node's
+			// takeover holds the member now, the write is still ours to
+			// make. Answering 404 here lost the member for good.
+			elsewhere, err := n.listKeys(func(f func(context.Context) error) error { return f(ctx) },
+				p+".m.*."+enc(m.ID))
+			if err != nil {
+				return err
+			}
+			if len(elsewhere) > 0 {
+				lost = true
+				return nil
+			}
+		}
+		if n.loseMoveWrite.CompareAndSwap(true, false) {
+			return errors.New("test: the move's write is lost") // as when the store's leader dies here
 		}
 		_, err = n.bus.kv.Put(ctx, to, data)
 		return err

@@ -1,0 +1,36 @@
+package cluster_test
+
+import (
+	"testing"
+	"time"
+)
+
+// TestTakeoverWriteLostAfterDelete: a takeover moves a member by deleting
+// its key under the old node, then writing it under its own. When the
+// store's leader died between the two (the node the participant left led
+// it: TestResumeBeforeNodeKnownDead, store-leader-dies, failed so in CI),
+// the delete had landed and the write had not; the next try found the old
+// key gone and no key of its own, took that for another node's takeover
+// and answered 404, and the participant was lost for good. The takeover
+// now writes the member again unless another node holds it.
+func TestTakeoverWriteLostAfterDelete(t *testing.T) {
+	parallel(t)
+	srvs := failoverCluster(t)
+	const room = "takeover-write-lost"
+	alice := join(t, srvs[0], room, "alice")
+	bob := join(t, srvs[1], room, "bob")
+	seeEachOther(t, alice, bob)
+	id := alice.ParticipantID()
+	srvs[2].Cluster().LoseMoveWrite()
+	if e := storeResume(t, srvs[2], room, alice.ResumeToken()); e != nil {
+		t.Fatalf("resume through n2 whose first write of the moved member was lost: %v, want it taken over", e)
+	}
+	eventually(t, 10*time.Second, "alice is n2's participant, seen on n2 by bob's node", func() bool {
+		r2, r1 := srvs[2].Rooms().Room(room), srvs[1].Rooms().Room(room)
+		return r2 != nil && r2.Participant(id) != nil && r2.Participant(id).Remote() == "" &&
+			r1 != nil && r1.Participant(id) != nil && r1.Participant(id).Remote() == "n2"
+	})
+	if sawLeave(bob, id) {
+		t.Fatal("bob saw alice leave")
+	}
+}
