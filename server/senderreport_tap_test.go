@@ -245,3 +245,17 @@ func (s *srTap) packetsAfter(after time.Time) int {
 	}
 	return n
 }
+
+// layerCounts counts the packets since after by kind<<8 | layer, for a
+// failure's message.
+func (s *srTap) layerCounts(after time.Time) map[uint64]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[uint64]int{}
+	for k, p := range s.packets {
+		if p.at.After(after) {
+			out[k>>48]++
+		}
+	}
+	return out
+}

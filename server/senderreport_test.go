@@ -268,11 +268,14 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 				return ok
 			})
 		default:
-			waitFor(t, 30*time.Second, "the "+*ph.Quality+" layer after "+m.what, func() bool {
+			if !waitUntil(30*time.Second, func() bool {
 				var ok bool
 				switched, _, ok = subTap.firstPacket(srVideoKey, layerOf[*ph.Quality], m.at)
 				return ok
-			})
+			}) {
+				t.Fatalf("no packet of the %s layer 30 s after %s; since, by kind<<8|layer, the publisher sent %v, the subscriber got %v",
+					*ph.Quality, m.what, pubTap.layerCounts(m.at), subTap.layerCounts(m.at))
+			}
 		}
 		// Then three more reports, and (a starved machine delivers fewer
 		// packets meanwhile) 120 packets, so there is enough to compare.
