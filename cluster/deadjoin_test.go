@@ -35,6 +35,16 @@ func TestDeadJoinSlotFreed(t *testing.T) {
 		t.Fatal("no node leads the room state store")
 	}
 	a, b := srvs[(d+1)%3], srvs[(d+2)%3]
+	// Every node has heard the others: a node that died before a node
+	// that had just started heard it is found gone by its key, later.
+	eventually(t, 20*time.Second, "every node hears the two others", func() bool {
+		for _, s := range srvs {
+			if len(s.Cluster().OtherNodes()) != 2 {
+				return false
+			}
+		}
+		return true
+	})
 	alice := join(t, a, room, "alice")
 	dead := make(chan struct{})
 	srvs[d].Cluster().OnSlotClaimed(func() {
@@ -50,11 +60,16 @@ func TestDeadJoinSlotFreed(t *testing.T) {
 		t.Fatal("carol's join succeeded; its node was to die within it")
 	}
 	<-dead
-	eventually(t, 10*time.Second, "the others see alice's slot and carol's", func() bool {
-		return len(a.Cluster().SlotsHeld(room)) == 2
+	eventually(t, 10*time.Second, "the others see alice's slot and identity, and carol's", func() bool {
+		return len(a.Cluster().SlotsHeld(room)) == 2 && a.Cluster().IdentitiesHeld(room) == 2
 	})
 	eventually(t, 30*time.Second, "the slot of the dead node's join is freed", func() bool {
 		return len(a.Cluster().SlotsHeld(room)) == 1
+	})
+	// Its identity too (a join without one claims its member id as one):
+	// it blocked nobody, but its key stayed for good.
+	eventually(t, 30*time.Second, "the identity of the dead node's join is freed", func() bool {
+		return a.Cluster().IdentitiesHeld(room) == 1
 	})
 	bob := join(t, b, room, "bob")
 	seeEachOther(t, alice, bob)

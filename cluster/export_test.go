@@ -320,6 +320,20 @@ func (n *Node) HoldCloses() (release func()) {
 	return func() { once.Do(func() { n.holdCloses.Store(nil); close(ch) }) }
 }
 
+// IdentitiesHeld is how many identity keys of a room n's watch shows (-1
+// without a watch).
+func (n *Node) IdentitiesHeld(name string) int {
+	w := n.rs.watch(name)
+	if w == nil {
+		return -1
+	}
+	v, ok := w.copyView()
+	if !ok {
+		return -1
+	}
+	return len(v.holders)
+}
+
 // LoseMoveWrite makes n's next takeover fail to write the moved member
 // after its delete of the old key landed, as when the store's leader dies
 // between the two.

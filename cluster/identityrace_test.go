@@ -56,12 +56,18 @@ func TestIdentityLoserReadsTheWinner(t *testing.T) {
 			t.Fatalf("round %d: n%d replaced %q, n%d replaced %q; want one to create it and the other to replace it",
 				i, first, res[first].prev, second, res[second].prev)
 		}
-		if res[second].writes > 2 {
+		switch w := res[second].writes; {
+		case w > 3:
+			t.Errorf("round %d: the second claim made %d writes, want 2 (a refused create, then the replacement)", i, w)
+		case w == 3:
 			again++
-			t.Errorf("round %d: the second claim made %d writes, want 2 (a refused create, then the replacement)", i, res[second].writes)
 		}
 	}
-	if again > 0 {
-		t.Logf("%d of %d second claims wrote again after reading no holder", again, rounds)
+	// One third write in the rounds is let pass: under -race on a loaded
+	// machine one round in 200 took it once (a write in flight applied
+	// after conflictSettle, or one refused at its application). Before
+	// the fix 4 rounds of 200 did, one of them with 18 writes.
+	if again > 1 {
+		t.Errorf("%d of %d second claims wrote a third time, want at most one", again, rounds)
 	}
 }

@@ -33,7 +33,7 @@ func TestResumeTakesOverHalfOpenSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice, err := client.Dial(ctxT(t, 15*time.Second), "ws://"+px.Addr()+"/v1/rtc", room, client.Options{Name: "alice",
-		API: api, URLs: []string{srvs[1].SignalingURL()}, AutoResume: true, ResumeWindow: 20 * time.Second,
+		API: api, URLs: []string{srvs[1].SignalingURL()}, AutoResume: true,
 		Logger: testLogger().With("client", "alice")})
 	if err != nil {
 		t.Fatalf("alice joins: %v", err)

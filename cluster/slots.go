@@ -205,8 +205,9 @@ func (n *Node) reclaimSlotsLater(node string) {
 	}()
 }
 
-// reclaimSlotsOf frees the slots a node found gone holds without a member
-// key, in every room this node watches whose view shows one: the node
+// reclaimSlotsOf frees the slots (and identities) a node found gone holds
+// without a member key, in every room this node watches whose view shows
+// one: the node
 // died between claiming a slot and writing its member. Its members' own
 // slots go with them, when they are purged after the resume window.
 // Every live node does this; the deletions are at the revision read, so
@@ -233,7 +234,7 @@ func (n *Node) reclaimSlotsOf(node string) {
 			if _, _, ready := w.readyState(0, n.stop); !ready {
 				continue
 			}
-			if !w.memberlessSlots() || n.reclaimRoomSlots(name, node) {
+			if !w.memberlessHolds() || n.reclaimRoomHolds(name, node) {
 				delete(pending, name)
 			}
 		}
@@ -251,24 +252,44 @@ func (n *Node) reclaimSlotsOf(node string) {
 // reclaimFor bounds how long reclaimSlotsOf tries a room again.
 const reclaimFor = time.Minute
 
-// reclaimRoomSlots frees the slots node holds without a member in a room;
-// done is false when the store did not answer (try again).
-func (n *Node) reclaimRoomSlots(name, node string) (done bool) {
+// reclaimRoomHolds frees the slots and identities node holds without a
+// member in a room; done is false when the store did not answer (try
+// again). An identity held so blocks nobody (a join of it replaces the
+// holder) but its key stayed for good.
+func (n *Node) reclaimRoomHolds(name, node string) (done bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	slots, err := n.readSlots(ctx, name)
+	p := roomKey(name)
+	held := map[string]slotState{} // by key: slots and identities
+	ids := map[string]bool{}
+	err := n.readKeys(ctx, []string{p + ".s.*", p + ".i.*", p + ".m.>"}, func(e jetstream.KeyValueEntry) {
+		put := e.Operation() == jetstream.KeyValuePut
+		if strings.HasPrefix(e.Key(), p+".m.") {
+			var me memberEntry
+			if put && json.Unmarshal(e.Value(), &me) == nil {
+				ids[me.ID] = true
+			}
+			return
+		}
+		delete(held, e.Key())
+		var h holder
+		if put && json.Unmarshal(e.Value(), &h) == nil {
+			held[e.Key()] = slotState{id: h.ID, node: h.Node, rev: e.Revision(), created: e.Created()}
+		}
+	})
 	if err != nil {
 		return false
 	}
 	done = true
-	for s, e := range slots {
+	for key, e := range held {
+		e.member = ids[e.id]
 		if e.node != node || !n.slotAbandoned(e) {
 			continue
 		}
-		_, err := n.kvDelete(ctx, slotKey(roomKey(name), s), e.rev)
+		_, err := n.kvDelete(ctx, key, e.rev)
 		switch {
 		case err == nil:
-			n.log.Info("room state: freed a slot a gone node held without a member", "room", name, "slot", s, "node", node)
+			n.log.Info("room state: freed what a gone node held without a member", "room", name, "key", key, "node", node)
 		case !isConflict(err): // a conflict: taken or freed meanwhile
 			done = false
 		}

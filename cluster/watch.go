@@ -190,9 +190,10 @@ func (w *roomWatch) slotsTaken() map[int]string {
 	return out
 }
 
-// memberlessSlots reports whether the view has a slot whose holder has no
-// member key (a join under way, or one whose node died within it).
-func (w *roomWatch) memberlessSlots() bool {
+// memberlessHolds reports whether the view has a slot or an identity
+// whose holder has no member key (a join under way, or one whose node
+// died within it).
+func (w *roomWatch) memberlessHolds() bool {
 	w.vmu.Lock()
 	defer w.vmu.Unlock()
 	ids := make(map[string]bool, len(w.view.members))
@@ -200,6 +201,11 @@ func (w *roomWatch) memberlessSlots() bool {
 		ids[m.ID] = true
 	}
 	for _, id := range w.view.slots {
+		if !ids[id] {
+			return true
+		}
+	}
+	for _, id := range w.view.holders {
 		if !ids[id] {
 			return true
 		}
