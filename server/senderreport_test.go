@@ -172,10 +172,12 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 	const roomName = "sr"
 	subTap := newSRTap()
 	sub := join(t, srv, roomName, "sub", withClientAPI(faultAPI(t, apiOptions{first: []interceptor.Factory{subTap}})))
+	var readEnds sync.Map // track kind -> the error its reader stopped on, for a failure's message
 	sub.OnTrack(func(rt *client.RemoteTrack) {
 		go func() {
 			for {
 				if _, _, err := rt.Track.ReadRTP(); err != nil {
+					readEnds.Store(rt.Track.Kind().String(), err.Error())
 					return
 				}
 			}
@@ -269,8 +271,10 @@ func testSenderReports(t *testing.T, videoDelay time.Duration) {
 				switched, _, ok = subTap.firstPacket(srVideoKey, layerOf[*ph.Quality], m.at)
 				return ok
 			}) {
-				t.Fatalf("no packet of the %s layer 30 s after %s; since, by kind<<8|layer, the publisher sent %v, the subscriber got %v",
-					*ph.Quality, m.what, pubTap.layerCounts(m.at), subTap.layerCounts(m.at))
+				ends := map[any]any{}
+				readEnds.Range(func(k, v any) bool { ends[k] = v; return true })
+				t.Fatalf("no packet of the %s layer 30 s after %s; since, by kind<<8|layer, the publisher sent %v, the subscriber got %v (readers stopped: %v)",
+					*ph.Quality, m.what, pubTap.layerCounts(m.at), subTap.layerCounts(m.at), ends)
 			}
 		}
 		// Then three more reports, and (a starved machine delivers fewer
