@@ -19,7 +19,7 @@ import (
 // exists. Before, its read of the room's keys could miss them during the
 // election and it answered 404 for a few seconds (docs/cluster.md).
 func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	const roomName = "admin-kill"
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		withKeys(c)

@@ -217,7 +217,7 @@ func TestRecordingSimultaneousStarts(t *testing.T) {
 // recording (its own folder on its own disk) of the whole room, once,
 // naming the one it continues.
 func TestAutoRecordTakeover(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	srvs := startCluster(t, 3, func(c *config.Config) {
 		c.Recordings.Dir = t.TempDir()
 		c.Recordings.AutoRecord = []string{"auto-*"}

@@ -41,7 +41,7 @@ func deadNodeCluster(t *testing.T, h *hookLog, window time.Duration) []*server.S
 // "duplicate"); before, neither was ever sent, and a backend counting who
 // is in the room by the webhooks kept them in it for good.
 func TestWebhookLeftForKilledNodesParticipants(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	const roomName = "dead-hooks"
 	h := newHookLog(t, roomName)
 	srvs := deadNodeCluster(t, h, 2*time.Second)

@@ -68,7 +68,7 @@ func TestShutdownHandsParticipantsOver(t *testing.T) {
 // frame or two, the movers keep hearing the others (their old connections
 // serve them until the new ones are up), and nobody sees anyone leave.
 func TestDrainHandsOver(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	srvs := failoverCluster(t)
 	alice := join(t, srvs[0], "drain", "alice", withNodes(srvs[1]))
 	bob := join(t, srvs[1], "drain", "bob")

@@ -12,7 +12,7 @@ import (
 // other and publishes too, and each gets the other's audio and video
 // (issue 14; the aiortc version of this is server/aiortc_cluster_test.go).
 func TestFirstRoomMediaFreshCluster(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	for round := 0; round < 2; round++ {
 		srvs := startCluster(t, 2, func(c *config.Config) { c.RTC.CongestionControl = true })
 		b := join(t, srvs[1], "first", "b")

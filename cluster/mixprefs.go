@@ -70,34 +70,12 @@ func (n *Node) SetMixPref(name, participant string, gain *float64, muted *bool) 
 	if !ok || !member {
 		return MixSetting{}, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", participant, name)
 	}
-	var set MixSetting
-	err = n.updateMixPrefs(name, func(p *mixPrefs) error {
-		if p.SID != st.SID {
-			*p = mixPrefs{SID: st.SID}
-		}
-		if p.Prefs == nil {
-			p.Prefs = map[string]MixSetting{}
-		}
-		cur, ok := p.Prefs[participant]
-		if !ok {
-			if len(p.Prefs) >= maxMixPrefs {
-				return protocol.Errorf(protocol.CodeInvalidParams, "the room has %d mix settings, the most it keeps", maxMixPrefs)
-			}
-			cur.Gain = 1
-		}
-		if gain != nil {
-			cur.Gain = *gain
-		}
-		if muted != nil {
-			cur.Muted = *muted
-		}
-		p.Prefs[participant] = cur
-		set = cur
-		return nil
-	})
-	if err != nil {
-		return MixSetting{}, err
+	req := &mixReq{sid: st.SID, participant: participant, gain: gain, muted: muted}
+	n.storeMix(name, req) // with the settings made here at once (mixbatch.go)
+	if req.err != nil {
+		return MixSetting{}, req.err
 	}
+	set := req.set
 	msg := mixMsg{Room: name, SID: st.SID, Participant: participant, Setting: set}
 	n.applyMix(msg) // here at once: the answer's node mixes by it already
 	data, _ := json.Marshal(msg)

@@ -78,6 +78,7 @@ type Node struct {
 	// loseMoveWrite: tests only (export_test.go): the next takeover's
 	// write of the moved member fails after its delete landed.
 	loseMoveWrite atomic.Bool
+	mixQ          mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
 	busUp         atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go

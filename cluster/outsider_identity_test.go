@@ -13,7 +13,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
-	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // TestOutsiderSimultaneousIdentityAcrossNodes: docs/auth.md, a second join
@@ -98,12 +97,26 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 		}
 		return left == 1 && listed(fmt.Sprintf("simultaneous-%d", r)) == 1
 	}
-	testutil.Eventually(t, 30*time.Second, "every room with one participant of the identity, the other told to leave", func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var unsettled []string
 		for r := range rooms {
 			if !settled(r) {
-				return false
+				left := []int{}
+				for _, s := range socks[r] {
+					s.mu.Lock()
+					left = append(left, s.left)
+					s.mu.Unlock()
+				}
+				unsettled = append(unsettled, fmt.Sprintf("simultaneous-%d: leave heard %v, %d listed", r, left, listed(fmt.Sprintf("simultaneous-%d", r))))
 			}
 		}
-		return true
-	})
+		if len(unsettled) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s, rooms without one participant of the identity and the other told to leave: %s", strings.Join(unsettled, "; "))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -124,7 +124,7 @@ func busCutTurn(t *testing.T) {
 	t.Parallel()
 	busCutSlots <- struct{}{}
 	t.Cleanup(func() { <-busCutSlots })
-	t.Cleanup(traced(t, sched.acquire(false)))
+	t.Cleanup(traced(t, sched.acquire(rankOrdinary)))
 }
 
 // busCutStoreWait is the cut-off node's (and the others') cluster.store_wait

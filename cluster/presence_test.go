@@ -10,7 +10,7 @@ import (
 // recording, where counting the two gone nodes for a minute would make it
 // stop its recordings as cut off 5 s after they left (recorder/lease.go).
 func TestNodesThatLeftAreNotCounted(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	srvs := startCluster(t, 3, nil)
 	for _, s := range srvs {
 		eventually(t, 20*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })

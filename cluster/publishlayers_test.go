@@ -21,7 +21,7 @@ import (
 // a change on her own node, never sent high again for the viewer on
 // another node who asked for it).
 func TestPublishLayersFollowRemoteViewers(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	srvs := startCluster(t, 2, nil)
 	const room = "pub-layers"
 	alice := join(t, srvs[0], room, "alice")

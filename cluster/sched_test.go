@@ -32,6 +32,9 @@ type scheduler struct {
 	// on), so when the parallel phase starts it holds all of them.
 	pending int
 	longest int // longest tests running
+	// pendingLong counts, the same way, the long tests (parallelLong)
+	// without a place yet: they start after the longest, before the others.
+	pendingLong int
 	// Dead-node tests (parallelDeadNode): counted like pending before the
 	// parallel phase; while any waits or runs, no other test starts.
 	pendingDead, deadRunning int
@@ -50,30 +53,48 @@ func (s *scheduler) init() {
 	}
 }
 
-// register counts a longest test that will ask for a place.
-func (s *scheduler) register() {
+// Ranks of tests: a higher one takes its place first.
+const (
+	rankOrdinary = 0
+	rankLong     = 1 // parallelLong
+	rankLongest  = 2 // parallelLongest
+)
+
+// register counts a test of rank (long or longest) that will ask for a
+// place.
+func (s *scheduler) register(rank int) {
 	s.mu.Lock()
 	s.init()
-	s.pending++
+	if rank == rankLongest {
+		s.pending++
+	} else {
+		s.pendingLong++
+	}
 	s.mu.Unlock()
 }
 
-// acquire blocks until t may run: a place is free and, if t is one of the
-// longest, fewer than longestAtOnce of them run; if it is not, no longest
-// test waits for a place it may take. It returns the release.
-func (s *scheduler) acquire(longest bool) func() {
+// acquire blocks until t, of rank, may run: a place is free and, if t is
+// one of the longest, fewer than longestAtOnce of them run; if it is not,
+// no longest test waits for a place it may take, nor, for an ordinary
+// test, a long one. It returns the release.
+func (s *scheduler) acquire(rank int) func() {
+	longest := rank == rankLongest
 	s.mu.Lock()
 	s.init()
 	for s.running >= max(cluster.TestParallel, 1) ||
 		s.pendingDead > 0 || s.deadRunning > 0 ||
 		(longest && s.longest >= longestAtOnce()) ||
-		(!longest && s.pending > 0 && s.longest < longestAtOnce()) {
+		(!longest && s.pending > 0 && s.longest < longestAtOnce()) ||
+		(rank == rankOrdinary && s.pendingLong > 0) {
 		s.cond.Wait()
 	}
 	s.running++
-	if longest {
+	switch rank {
+	case rankLongest:
 		s.pending--
 		s.longest++
+	case rankLong:
+		s.pendingLong--
 	}
 	s.cond.Broadcast() // an ordinary test may go once the longest have what they may take
 	s.mu.Unlock()
@@ -141,7 +162,7 @@ func parallelDeadNode(t *testing.T) {
 // scheduler's capacity.
 func parallel(t *testing.T) {
 	t.Parallel()
-	t.Cleanup(traced(t, sched.acquire(false)))
+	t.Cleanup(traced(t, sched.acquire(rankOrdinary)))
 }
 
 // parallelLongest is parallel for the package's longest tests (25 s and
@@ -159,9 +180,24 @@ func parallelLongest(t *testing.T) {
 		parallel(t)
 		return
 	}
-	sched.register()
+	sched.register(rankLongest)
 	t.Parallel()
-	t.Cleanup(traced(t, sched.acquire(true)))
+	t.Cleanup(traced(t, sched.acquire(rankLongest)))
+}
+
+// parallelLong is parallel for the package's long tests (13-23 s idle: a
+// drain's handover, a TLS cluster, a node killed before it was heard):
+// they take their places after the longest and before the others. Started
+// when a place happened to free, they began up to 60 s into the package
+// and ended it 15-20 s after the rest. Under -race as parallel.
+func parallelLong(t *testing.T) {
+	if raceEnabled {
+		parallel(t)
+		return
+	}
+	sched.register(rankLong)
+	t.Parallel()
+	t.Cleanup(traced(t, sched.acquire(rankLong)))
 }
 
 // schedStart is when the package's tests started, for traced.

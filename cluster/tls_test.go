@@ -98,7 +98,7 @@ func withTLS(t *testing.T, ca *testCA) func(*config.Config) {
 // certificate another CA signed, cannot join: each fails to start with an
 // error naming TLS, and the three never list it.
 func TestClusterTLS(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	ca := newTestCA(t, "starling-test")
 	ports := freePorts(t, 3)
 	srvs := startNodes(t, ports, 3, withTLS(t, ca))

@@ -26,7 +26,7 @@ const unheardID = "unheard-n2"
 // nobody declares it gone. Before, no node knew it: its keys stayed for
 // good and no webhook was sent (docs/cluster.md, a known gap).
 func TestNodeKilledBeforeItWasHeard(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 13-23 s (sched_test.go)
 	const roomName = "unheard-lone"
 	cluster.NeverHear(unheardID)
 	h := newHookLog(t, roomName)

@@ -190,29 +190,6 @@ func (w *roomWatch) slotsTaken() map[int]string {
 	return out
 }
 
-// memberlessHolds reports whether the view has a slot or an identity
-// whose holder has no member key (a join under way, or one whose node
-// died within it).
-func (w *roomWatch) memberlessHolds() bool {
-	w.vmu.Lock()
-	defer w.vmu.Unlock()
-	ids := make(map[string]bool, len(w.view.members))
-	for _, m := range w.view.members {
-		ids[m.ID] = true
-	}
-	for _, id := range w.view.slots {
-		if !ids[id] {
-			return true
-		}
-	}
-	for _, id := range w.view.holders {
-		if !ids[id] {
-			return true
-		}
-	}
-	return false
-}
-
 // emptyAfter waits (up to timeout) for the view to include the write at
 // stream sequence seq and reports whether the room then has no member;
 // known is false when the view did not catch up in time.

@@ -262,6 +262,7 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	before := srv.Engine().BWECounters()
 	tapped := before.FeedbackTapped
 
+	stalled := meterStalls(t) // this process's longest stall, for the unthrottled subscriber's check
 	b.set(700_000)
 	start := time.Now()
 	var told time.Duration
@@ -297,24 +298,45 @@ func testBottleneck(t *testing.T, room string, b bottleneck) {
 	}
 
 	// The other subscriber was untouched: never moved for bandwidth,
-	// every keyframe it got was high's, and its video kept coming.
+	// every keyframe it got was high's, and its video kept coming. Unless
+	// this whole process was stopped long enough for its own estimator to
+	// read a queue (CPU starved by two busy loops and other tests: stalls
+	// of 0.2-1.3 s where an idle machine has a few ms; the unthrottled
+	// subscriber was moved for bandwidth, or its high layer was silent
+	// for a second and it got medium's keyframe): then a move is logged.
+	stall := stalled()
+	t.Logf("this process's longest stall since the bottleneck: %v", stall.Round(time.Millisecond))
+	excuse := func(format string, args ...any) {
+		t.Helper()
+		if stall >= stallExcuses {
+			t.Logf(format+" (this process stalled %v: not judged)", append(args, stall.Round(time.Millisecond))...)
+			return
+		}
+		t.Fatalf(format+" (this process's longest stall %v)", append(args, stall.Round(time.Millisecond))...)
+	}
 	for _, e := range fast.Events() {
 		var u protocol.SubscriptionUpdatedParams
 		if e.Method == protocol.NotifySubscriptionUpdated && json.Unmarshal(e.Params, &u) == nil &&
 			u.TrackID == id && u.Reason == sfu.ReasonBandwidth {
-			t.Fatalf("the unthrottled subscriber was moved for bandwidth: %+v", u)
+			excuse("the unthrottled subscriber was moved for bandwidth: %+v", u)
 		}
 	}
 	sizes, fastAfter := vFast.snapshot()
 	for _, h := range sizes[len(fastSizesBefore):] {
 		if h != 720 {
-			t.Fatalf("the unthrottled subscriber got a %dp keyframe: %v", h, sizes)
+			excuse("the unthrottled subscriber got a %dp keyframe: %v", h, sizes)
+			break
 		}
 	}
 	if fastAfter <= fastBefore {
 		t.Fatal("the unthrottled subscriber's video stopped")
 	}
 }
+
+// stallExcuses is how long a stop of the whole test process excuses the
+// unthrottled subscriber's moves in testBottleneck: a delay-based
+// estimator reads a 100 ms jump in its packets' delay as a queue.
+const stallExcuses = 100 * time.Millisecond
 
 // noTWCCAPI is a client API that negotiates NACK and RTCP reports but not
 // transport-wide congestion control, with the throttle first in the chain.

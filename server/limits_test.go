@@ -114,6 +114,23 @@ func TestSignalingFlood(t *testing.T) {
 	})
 	calm := join(t, srv, "flood", "calm")
 	flood := rawWS(t, srv)
+	// The calm connection's round trips before the flood: what the
+	// machine gives it now (beside the other timing tests, other
+	// processes), which the flood must not make much worse.
+	pings := func(n int) []time.Duration {
+		var lat []time.Duration
+		for i := 0; i < n; i++ {
+			t0 := time.Now()
+			if err := calm.Call(ctxT(t, 5*time.Second), protocol.MethodPing, protocol.Empty{}, nil); err != nil {
+				t.Fatalf("calm ping %d: %v", i, err)
+			}
+			lat = append(lat, time.Since(t0))
+			time.Sleep(50 * time.Millisecond) // ~20/s: within the calm client's budget
+		}
+		slices.Sort(lat)
+		return lat
+	}
+	calmBefore := pings(10)[5]
 
 	const n = 2000
 	var limited, ok int
@@ -147,16 +164,7 @@ func TestSignalingFlood(t *testing.T) {
 		}
 	}()
 	// Meanwhile the calm connection's pings are answered quickly.
-	var lat []time.Duration
-	for i := 0; i < 30; i++ {
-		t0 := time.Now()
-		if err := calm.Call(ctxT(t, 5*time.Second), protocol.MethodPing, protocol.Empty{}, nil); err != nil {
-			t.Fatalf("calm ping %d: %v", i, err)
-		}
-		lat = append(lat, time.Since(t0))
-		time.Sleep(50 * time.Millisecond) // ~20/s: within the calm client's budget
-	}
-	slices.Sort(lat)
+	lat := pings(30)
 	median, worst := lat[len(lat)/2], lat[len(lat)-1]
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -167,11 +175,14 @@ func TestSignalingFlood(t *testing.T) {
 		t.Fatalf("flooder was neither told 429 nor dropped (%d accepted)", ok)
 	}
 	// Medians, not maxima: on a loaded CI machine (and under -race) any
-	// single round trip can stall for scheduling reasons.
-	if median > 100*time.Millisecond || worst > time.Second {
-		t.Fatalf("calm connection's pings during the flood: median %v, worst %v", median, worst)
+	// single round trip can stall for scheduling reasons. The median is
+	// judged against the one before the flood: at load 20 the flood's
+	// median was 110 ms once, against a bound of 100 ms that did not
+	// count what the machine gave the calm connection anyway.
+	if median > calmBefore+100*time.Millisecond || worst > time.Second+calmBefore {
+		t.Fatalf("calm connection's pings during the flood: median %v, worst %v (median %v before the flood)", median, worst, calmBefore)
 	}
-	t.Logf("flooder: %d accepted, %d limited, dropped %v; calm pings median %v worst %v", ok, limited, dropped, median, worst)
+	t.Logf("flooder: %d accepted, %d limited, dropped %v; calm pings median %v worst %v (median %v before the flood)", ok, limited, dropped, median, worst, calmBefore)
 }
 
 func TestFrameAndDataLimits(t *testing.T) {
