@@ -30,7 +30,7 @@ var lostKeyRuns atomic.Int32
 // newest node key change every 2 s and starts again when it lacks it.
 // Before, it was never found gone.
 func TestNodeKeyMissedByTheWatch(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 12-20 s (sched_test.go)
 	prefix := fmt.Sprintf("lostkey%d-", lostKeyRuns.Add(1))
 	for i := range 3 {
 		cluster.LoseNodeKey(prefix + "n" + itoa(i))
@@ -83,7 +83,7 @@ func TestNodeKeyMissedByTheWatch(t *testing.T) {
 // and deleted its key: a must then find it gone too, at once (the
 // deletion says another node found it gone, and it answers no ping).
 func TestNodeKeyDeletedBeforeItWasSeen(t *testing.T) {
-	parallel(t)
+	parallelLong(t) // 12-20 s (sched_test.go)
 	srvs := startCluster(t, 3, nil)
 	d := -1
 	eventually(t, 20*time.Second, "a node leads the JetStream meta layer", func() bool {
