@@ -22,8 +22,10 @@ import (
 // long ones (external peers, production timeouts) before the others, the
 // longest of them first (parallelLongest), then the timing-judging ones.
 // A test that must be alone in the process (it reads process-wide
-// counters) would stay serial; none does now: the counters the tests read
-// are their own server's (sfu.Engine.BWECounters, PLIsReceived).
+// counters) stays serial; none does now: the counters the tests read are
+// their own server's (sfu.Engine.BWECounters, PLIsReceived). The
+// sender-report test is serial: it is sensitive to the least scheduling
+// delay (report stamps).
 //
 // Under -race the timing-judging tests stay serial, before the parallel
 // phase, as go test runs them (light tests run defaultParallel at once).
@@ -59,7 +61,7 @@ func groupLimit(group string) int {
 // phase was the package's longest. (Three passed side by side under two
 // busy loops; four, with the congestion group two at a time, at load
 // 20-25: the phase's 20 tests use 4 s of CPU in 28 s. Six since the
-// sender-report and keyframe-coalescing tests joined the phase.)
+// keyframe-coalescing test joined the phase.)
 const maxTiming = 6
 
 // sched is the package's scheduler; setDefaultParallel sets its capacity
@@ -130,14 +132,11 @@ func (s *scheduler) higherWaits(rank int) bool {
 // limit of its group run, and it is the first waiting timing test for which all that holds
 // (grouped tests first: a group is a chain, the mixer's the package's
 // longest).
-//
-// A test marked first (ungrouped; timingTestFirst) waits at the head of
-// the ungrouped ones.
-func (s *scheduler) acquireTiming(group string, first bool) func() {
+func (s *scheduler) acquireTiming(group string) func() {
 	s.mu.Lock()
 	me := &waiter{group: group}
 	i := len(s.waiting)
-	if group != "" || first {
+	if group != "" {
 		i = slices.IndexFunc(s.waiting, func(x *waiter) bool { return x.group == "" })
 		if i < 0 {
 			i = len(s.waiting)
@@ -263,18 +262,7 @@ func timingTest(t *testing.T, group ...string) {
 	if len(group) > 0 {
 		g = group[0] // one group per test
 	}
-	t.Cleanup(traced(t, "timing", sched.acquireTiming(g, false)))
-}
-
-// timingTestFirst is timingTest (ungrouped) for the phase's longest test:
-// it starts before the other ungrouped ones, instead of 5 s into the phase
-// and ending it alone.
-func timingTestFirst(t *testing.T) {
-	if raceEnabled {
-		return
-	}
-	t.Parallel()
-	t.Cleanup(traced(t, "timing", sched.acquireTiming("", true)))
+	t.Cleanup(traced(t, "timing", sched.acquireTiming(g)))
 }
 
 // schedStart is when the package's tests started, for traced.

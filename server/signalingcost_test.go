@@ -56,7 +56,7 @@ func countingWire(w *wireCount) func(*client.Options) {
 // of the same publisher offer to start, Participant.siblingsStarting;
 // without that, 10.6 kB and more on a loaded machine, where the two tracks'
 // first packets can come more than the 40 ms offer delay apart). The bound
-// of 11 kB catches a regression (14 kB before offers were narrowed to each
+// of 11 kB (1.5 kB more per subscriber offer past two) catches a regression (14 kB before offers were narrowed to each
 // track's codec, 36 kB without deflate).
 func TestSignalingCost(t *testing.T) {
 	parallel(t)
@@ -93,8 +93,16 @@ func TestSignalingCost(t *testing.T) {
 			}
 			t.Logf("%s, participant %d: %d messages (%d sent, %d received: %v), %d bytes on the wire (%d up, %d down)",
 				name, i, sent+recv, sent, recv, methods, bytes, wires[i].out.Load(), wires[i].in.Load())
-			if compressed && bytes > 11_000 {
-				t.Errorf("participant %d: %d signaling bytes for a 1:1 call, want at most 11 kB", i, bytes)
+			// A subscriber offer beyond the two a 1:1 call needs (its
+			// tracks' first packets came further apart than the offer
+			// wait on a machine at load 20-30: TestLateTracksShareOneOffer
+			// covers the grouping) adds its offer, answer and candidates,
+			// ~1.4 kB: the bound is per offer, so it still catches a
+			// regression in what each message carries.
+			limit := int64(11_000 + 1_500*max(0, methods["offer"]-2))
+			if compressed && bytes > limit {
+				t.Errorf("participant %d: %d signaling bytes for a 1:1 call with %d subscriber offers, want at most %d",
+					i, bytes, methods["offer"], limit)
 			}
 		}
 	})
