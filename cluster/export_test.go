@@ -340,3 +340,36 @@ func (n *Node) IdentitiesHeld(name string) int {
 // after its delete of the old key landed, as when the store's leader dies
 // between the two.
 func (n *Node) LoseMoveWrite() { n.loseMoveWrite.Store(true) }
+
+// LeadsMeta reports whether n's embedded NATS server leads the JetStream
+// meta layer (stream and consumer placement, their creation).
+func (n *Node) LeadsMeta() bool { return n.bus.ns != nil && n.bus.ns.JetStreamIsLeader() }
+
+// FoundGone reports whether n found node id gone (and has not heard it
+// since).
+func (n *Node) FoundGone(id string) bool { _, ok := n.lost.Load(id); return ok }
+
+// Unhear makes n forget it heard node id and drop its heartbeats from
+// now on, as if they had never reached it.
+func (n *Node) Unhear(id string) {
+	n.MissHeartbeats(id, true)
+	n.reg.forget(id)
+}
+
+// LoseNodeKey makes each node of this process drop the first delivery of
+// node id's key by its watch of the node keys, as when the watch's
+// consumer lived on a node that died before it delivered the key.
+func LoseNodeKey(id string) { lostNodeKeys.LoadOrStore(nodeKey(id), &sync.Map{}) }
+
+// HideNodeKey makes n's watch of the node keys drop every delivery of
+// node id's key (hide), starting again so that n no longer knows it, or
+// deliver them again, as a watch whose consumer lived on a node that died
+// delivers nothing until it is recreated.
+func (n *Node) HideNodeKey(id string, hide bool) {
+	if hide {
+		n.hiddenKeys.Store(nodeKey(id), true)
+		n.restartNodeKeys()
+	} else {
+		n.hiddenKeys.Delete(nodeKey(id))
+	}
+}

@@ -70,8 +70,11 @@ type Node struct {
 	silentAlive atomic.Int64
 	// deaf holds the ids of nodes whose heartbeats this node drops on
 	// receipt: tests only (export_test.go), for a node stalled as seen from here.
-	deaf      sync.Map
-	slotHooks slotHooks // tests only (slots.go)
+	deaf sync.Map
+	// hiddenKeys holds the node keys whose deliveries this node's watch
+	// of the node keys drops (tests only: export_test.go).
+	hiddenKeys sync.Map
+	slotHooks  slotHooks // tests only (slots.go)
 	// loseMoveWrite: tests only (export_test.go): the next takeover's
 	// write of the moved member fails after its delete landed.
 	loseMoveWrite atomic.Bool

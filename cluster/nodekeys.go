@@ -38,6 +38,9 @@ type nodeRun struct {
 type nodeKeys struct {
 	mu   sync.Mutex
 	runs map[string]nodeRun
+	// vanished holds when each node's key was deleted, as the watch saw
+	// it (vanishedFor): neverHeard declares such a node gone at once.
+	vanished map[string]time.Time
 	// restart ends the watch so that it starts again (a whole read): the
 	// bus came back, or a node gone may have held its consumer.
 	restart chan struct{}
@@ -142,20 +145,61 @@ func (n *Node) watchNodeKeys() {
 	}
 }
 
+// nodeKeysCheck is the period of the node keys' watch's check that it
+// has missed nothing (see consumeNodeKeys).
+const nodeKeysCheck = 2 * time.Second
+
 // consumeNodeKeys applies a watch's values until it ends or must restart;
 // its first values replace what was known.
+//
+// The watch is the only way this node learns of a node it never heard,
+// and it can stall without a word: its consumer (an ordered one, on one
+// server of the bucket's stream, picked at random) may live on the very
+// node that died, and the client recreates it only after missing its
+// heartbeats for 10 s, and then quietly not at all while the JetStream
+// meta layer has no leader (that node led it), trying again 10 s later.
+// A node killed about a second after another node's start, its key not
+// yet delivered there, was then not found gone there within 30 s. So
+// every nodeKeysCheck the watch asks the store for the newest change of
+// the node keys (one direct read of the stream's last message on n.*,
+// which any replica answers, leader or not) and starts again if that
+// change has not reached it a second later (confirmAfter).
 func (n *Node) consumeNodeKeys(kw jetstream.KeyWatcher) {
 	runs := map[string]nodeRun{}
 	initial := true
+	check := time.NewTimer(nodeKeysCheck)
+	defer check.Stop()
+	var delivered, behind uint64 // the newest change applied; one the last check found missing
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-n.nkeys.restart:
 			return
+		case <-check.C:
+			if behind != 0 && delivered < behind {
+				n.log.Info("node keys' watch missed changes: reading them again")
+				return
+			}
+			behind = 0
+			ctx, cancel := context.WithTimeout(context.Background(), nodeKeysCheck)
+			seq := n.lastChangeOf(ctx, []string{"n.*"})
+			cancel()
+			if seq > delivered {
+				behind = seq // in flight, or missed: look again in a second
+				check.Reset(confirmAfter)
+			} else {
+				check.Reset(nodeKeysCheck)
+			}
 		case e, ok := <-kw.Updates():
 			if !ok {
 				return
+			}
+			if e != nil && n.hiddenKey(e.Key()) {
+				continue // tests only: as if the watch's consumer died before it delivered the key
+			}
+			if e != nil {
+				delivered = max(delivered, e.Revision())
 			}
 			if e == nil { // the current values are in
 				initial = false
@@ -171,6 +215,7 @@ func (n *Node) consumeNodeKeys(kw jetstream.KeyWatcher) {
 			id := string(raw)
 			var run nodeRun
 			put := e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &run) == nil && run.ID == id
+			n.noteVanished(id, put, e.Created())
 			if initial {
 				if put {
 					runs[id] = run
@@ -188,6 +233,53 @@ func (n *Node) consumeNodeKeys(kw jetstream.KeyWatcher) {
 			n.nkeys.mu.Unlock()
 		}
 	}
+}
+
+// vanishedFor is how long a node whose key was deleted stays a candidate
+// for neverHeard.
+const vanishedFor = 30 * time.Second
+
+// noteVanished notes a delivery of node id's key: a deletion made within
+// vanishedFor (a watch that starts again delivers older ones too), or a
+// put, which ends an earlier one (a new run).
+//
+// A node known here only from its key is declared gone 7 s after the key
+// reached this node (neverHeard); another node whose watch delivered it
+// sooner declares it gone sooner, purges its members, and deletes its
+// key. A node that had not reached its 7 s by then lost its only sign of
+// the dead node, and never found it gone: its stubs stayed, and its rooms'
+// slots held by the dead node's joins were never freed
+// (TestDeadJoinSlotFreed, once: not within 30 s). Seen here, the deletion
+// says another node found the node gone; a node that shut down cleanly
+// said goodbye first, and is known gone already.
+func (n *Node) noteVanished(id string, put bool, at time.Time) {
+	n.nkeys.mu.Lock()
+	defer n.nkeys.mu.Unlock()
+	if n.nkeys.vanished == nil {
+		n.nkeys.vanished = map[string]time.Time{}
+	}
+	switch {
+	case put:
+		delete(n.nkeys.vanished, id)
+	case id != n.id && time.Since(at) < vanishedFor:
+		n.nkeys.vanished[id] = at
+	}
+}
+
+// vanishedNodes lists the other nodes whose key was deleted within
+// vanishedFor, forgetting older deletions.
+func (n *Node) vanishedNodes() []string {
+	n.nkeys.mu.Lock()
+	defer n.nkeys.mu.Unlock()
+	var out []string
+	for id, at := range n.nkeys.vanished {
+		if time.Since(at) >= vanishedFor {
+			delete(n.nkeys.vanished, id)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
 }
 
 // dropNodeKey deletes the key of a gone node once its members are purged,
@@ -215,4 +307,30 @@ func (n *Node) dropNodeKey(node string, run nodeRun) {
 func (n *Node) answersPing(node string) bool {
 	_, err := n.bus.nc.Request(nodeSubject(node, "ping"), nil, 2*time.Second)
 	return err == nil || n.reg.alive(node)
+}
+
+// lostNodeKeys holds the node keys whose first watch delivery each node
+// of this process drops (and which nodes did): tests only
+// (export_test.go), for a watch whose consumer died before it delivered
+// the key.
+var lostNodeKeys sync.Map // key -> *sync.Map of the node ids that dropped it
+
+// hiddenKey reports whether this node's watch drops this delivery of
+// key (tests only).
+func (n *Node) hiddenKey(key string) bool {
+	if _, ok := n.hiddenKeys.Load(key); ok {
+		return true
+	}
+	return lostNodeKey(n.id, key)
+}
+
+// lostNodeKey reports whether node self's watch drops this delivery of
+// key: the first one only.
+func lostNodeKey(self, key string) bool {
+	v, ok := lostNodeKeys.Load(key)
+	if !ok {
+		return false
+	}
+	_, dropped := v.(*sync.Map).LoadOrStore(self, true)
+	return !dropped
 }

@@ -398,9 +398,26 @@ func (n *Node) neverHeard(u *unheardNodes) []string {
 			seen[id] = 2 * hbExpiry
 		}
 	}
+	// And the nodes whose key another node deleted once it found them
+	// gone (noteVanished): at once, without the wait, unless heard, known
+	// gone here already (a goodbye, or declared), or answering a ping.
+	for _, id := range n.vanishedNodes() {
+		if _, lost := n.lost.Load(id); !lost && !u.done[id] && !n.reg.alive(id) && seen[id] == 0 {
+			seen[id] = -1
+		}
+	}
 	now := time.Now()
 	var gone []string
 	for id, wait := range seen {
+		if wait < 0 {
+			if n.answersPing(id) {
+				continue
+			}
+			delete(u.since, id)
+			u.done[id] = true
+			gone = append(gone, id)
+			continue
+		}
 		switch {
 		case n.reg.alive(id):
 			delete(u.since, id)
