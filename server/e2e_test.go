@@ -231,7 +231,10 @@ func TestLazyPublisher(t *testing.T) {
 	if st := viewer.Publisher().ConnectionState(); st != webrtc.PeerConnectionStateNew {
 		t.Fatalf("viewer's publisher connection is %s before it sent anything, want new (never opened)", st)
 	}
-	if err := viewer.SendData(ctxT(t, 10*time.Second), "from a viewer"); err != nil {
+	// The first message opens the connection (offer, answer, ICE, DTLS,
+	// SCTP): a loaded run (two busy loops beside the suite) took more
+	// than 10 s for it; these bound a hang, they time nothing.
+	if err := viewer.SendData(ctxT(t, 30*time.Second), "from a viewer"); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -239,7 +242,7 @@ func TestLazyPublisher(t *testing.T) {
 		if m.From != viewer.ParticipantID() || m.Payload != "from a viewer" {
 			t.Fatalf("got %+v", m)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("the lazy publisher's first data message never arrived")
 	}
 	if st := viewer.Publisher().ConnectionState(); st != webrtc.PeerConnectionStateConnected {
