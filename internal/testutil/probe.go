@@ -82,6 +82,12 @@ func DecodedFrames(t testing.TB, path string) int {
 func DecodeErrors(t testing.TB, path string) string {
 	t.Helper()
 	RequireTool(t, "ffmpeg")
-	out, _ := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
+	// -enc_time_base -1: the null output keeps the file's own time base
+	// (WebM's milliseconds). By default it took the frame rate's (1/30 s),
+	// and a file whose frames sit half a frame off that grid (a recording
+	// after a layer switch, timed by arrival) rounded two frames onto one
+	// tick: "non monotonically increasing dts to muxer" for every third
+	// frame of a valid file (CI: TestTrackRecorderLayerHoles/top_gap).
+	out, _ := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", path, "-enc_time_base", "-1", "-f", "null", "-").CombinedOutput()
 	return strings.TrimSpace(string(out))
 }
