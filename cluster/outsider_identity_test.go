@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/starling-rtc/starling/auth"
 	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // TestOutsiderSimultaneousIdentityAcrossNodes: docs/auth.md, a second join
@@ -97,9 +98,14 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 		}
 		return left == 1 && listed(fmt.Sprintf("simultaneous-%d", r)) == 1
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var unsettled []string
+	var unsettled []string // the last look's, said if the wait fails
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("rooms not settled: %s", strings.Join(unsettled, "; "))
+		}
+	})
+	testutil.Eventually(t, 30*time.Second, "every room with one participant of the identity, the other told to leave", func() bool {
+		unsettled = unsettled[:0]
 		for r := range rooms {
 			if !settled(r) {
 				left := []int{}
@@ -111,12 +117,6 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 				unsettled = append(unsettled, fmt.Sprintf("simultaneous-%d: leave heard %v, %d listed", r, left, listed(fmt.Sprintf("simultaneous-%d", r))))
 			}
 		}
-		if len(unsettled) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s, rooms without one participant of the identity and the other told to leave: %s", strings.Join(unsettled, "; "))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(unsettled) == 0
+	})
 }
