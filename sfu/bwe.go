@@ -182,6 +182,7 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	ref := b.unwrapRef(fb.refTime)
 	for i, st := range fb.status {
 		seq := fb.baseSeq + uint16(i)
+		b.probes.onReport(seq)
 		size, cluster, sent, ok := b.hist.get(seq, now)
 		if !ok {
 			continue
@@ -206,24 +207,42 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	b.update(now)
 }
 
+// takeProbe applies a finished probe's result, if it is in: it reports
+// whether the result raised the target's rate. Call with b.mu held.
+func (b *bwe) takeProbe(now int64) bool {
+	r, ok := b.probes.result(now)
+	if !ok || r <= float64(b.target.Load()) {
+		return false
+	}
+	// The link carried the probe without loss: that is the estimate
+	// now, and the loss that capped it is over. (The delay-based rate
+	// may have been higher, but unproven: while loss capped the
+	// estimate, nothing tested it.)
+	b.aimd.rate = r
+	b.aimd.state = aimdHold
+	b.loss.cap = 0
+	b.graceUntil = now + probeGrace
+	b.raises.Add(1)
+	counters.bweProbeRaises.Add(1)
+	b.counts.probeRaises.Add(1)
+	return true
+}
+
+// settleProbe takes probe id's result at now if no feedback has yet (its
+// last packets unreported, and nothing sent since to bring another
+// report): the prober calls it probeSettleMax after the probe's end.
+func (b *bwe) settleProbe(id uint16, now int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.probes.id == id && b.takeProbe(now) {
+		b.publish(true)
+	}
+}
+
 // update turns the parts' state into the target.
 func (b *bwe) update(now int64) {
 	acked := b.acked.rate
-	raised := false
-	if r, ok := b.probes.result(now); ok && r > float64(b.target.Load()) {
-		// The link carried the probe without loss: that is the estimate
-		// now, and the loss that capped it is over. (The delay-based rate
-		// may have been higher, but unproven: while loss capped the
-		// estimate, nothing tested it.)
-		b.aimd.rate = r
-		b.aimd.state = aimdHold
-		b.loss.cap = 0
-		b.graceUntil = now + probeGrace
-		raised = true
-		b.raises.Add(1)
-		counters.bweProbeRaises.Add(1)
-		b.counts.probeRaises.Add(1)
-	}
+	raised := b.takeProbe(now)
 	usage := b.delay.state
 	if usage == usageOver && now < b.graceUntil {
 		// The probe just carried this rate without loss, while what is
@@ -246,6 +265,12 @@ func (b *bwe) update(now int64) {
 		counters.bweLossDecreases.Add(1)
 		b.counts.lossDecreases.Add(1)
 	}
+	b.publish(raised)
+}
+
+// publish stores the target the parts give, and tells the allocator when
+// it fell by more than 15% or a probe raised it. Call with b.mu held.
+func (b *bwe) publish(raised bool) {
 	t := b.aimd.rate
 	if b.loss.cap > 0 {
 		t = min(t, b.loss.cap)
@@ -265,7 +290,7 @@ func (b *bwe) update(now int64) {
 }
 
 // startProbe opens probe cluster id; endProbe closes it at the last
-// sequence number sent in it.
+// sequence number sent in it (lastSeq).
 func (b *bwe) startProbe(id uint16, now int64) {
 	counters.bweProbes.Add(1)
 	b.counts.probes.Add(1)
@@ -274,9 +299,9 @@ func (b *bwe) startProbe(id uint16, now int64) {
 	b.mu.Unlock()
 }
 
-func (b *bwe) endProbe(now int64) {
+func (b *bwe) endProbe(now int64, lastSeq uint16) {
 	b.mu.Lock()
-	b.probes.end(now)
+	b.probes.end(now, lastSeq)
 	b.mu.Unlock()
 }
 
