@@ -182,6 +182,7 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	ref := b.unwrapRef(fb.refTime)
 	for i, st := range fb.status {
 		seq := fb.baseSeq + uint16(i)
+		b.probes.onReport(seq)
 		size, cluster, sent, ok := b.hist.get(seq, now)
 		if !ok {
 			continue
@@ -206,24 +207,42 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	b.update(now)
 }
 
+// takeProbe applies a finished probe's result, if it is in: it reports
+// whether the result raised the target's rate. Call with b.mu held.
+func (b *bwe) takeProbe(now int64) bool {
+	r, ok := b.probes.result(now)
+	if !ok || r <= float64(b.target.Load()) {
+		return false
+	}
+	// The link carried the probe without loss: that is the estimate
+	// now, and the loss that capped it is over. (The delay-based rate
+	// may have been higher, but unproven: while loss capped the
+	// estimate, nothing tested it.)
+	b.aimd.rate = r
+	b.aimd.state = aimdHold
+	b.loss.cap = 0
+	b.graceUntil = now + probeGrace
+	b.raises.Add(1)
+	counters.bweProbeRaises.Add(1)
+	b.counts.probeRaises.Add(1)
+	return true
+}
+
+// settleProbe takes probe id's result at now if no feedback has yet (its
+// last packets unreported, and nothing sent since to bring another
+// report): the prober calls it probeSettleMax after the probe's end.
+func (b *bwe) settleProbe(id uint16, now int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.probes.id == id && b.takeProbe(now) {
+		b.publish(true)
+	}
+}
+
 // update turns the parts' state into the target.
 func (b *bwe) update(now int64) {
 	acked := b.acked.rate
-	raised := false
-	if r, ok := b.probes.result(now); ok && r > float64(b.target.Load()) {
-		// The link carried the probe without loss: that is the estimate
-		// now, and the loss that capped it is over. (The delay-based rate
-		// may have been higher, but unproven: while loss capped the
-		// estimate, nothing tested it.)
-		b.aimd.rate = r
-		b.aimd.state = aimdHold
-		b.loss.cap = 0
-		b.graceUntil = now + probeGrace
-		raised = true
-		b.raises.Add(1)
-		counters.bweProbeRaises.Add(1)
-		b.counts.probeRaises.Add(1)
-	}
+	raised := b.takeProbe(now)
 	usage := b.delay.state
 	if usage == usageOver && now < b.graceUntil {
 		// The probe just carried this rate without loss, while what is
@@ -246,6 +265,12 @@ func (b *bwe) update(now int64) {
 		counters.bweLossDecreases.Add(1)
 		b.counts.lossDecreases.Add(1)
 	}
+	b.publish(raised)
+}
+
+// publish stores the target the parts give, and tells the allocator when
+// it fell by more than 15% or a probe raised it. Call with b.mu held.
+func (b *bwe) publish(raised bool) {
 	t := b.aimd.rate
 	if b.loss.cap > 0 {
 		t = min(t, b.loss.cap)
@@ -265,7 +290,7 @@ func (b *bwe) update(now int64) {
 }
 
 // startProbe opens probe cluster id; endProbe closes it at the last
-// sequence number sent in it.
+// sequence number sent in it (lastSeq).
 func (b *bwe) startProbe(id uint16, now int64) {
 	counters.bweProbes.Add(1)
 	b.counts.probes.Add(1)
@@ -274,9 +299,9 @@ func (b *bwe) startProbe(id uint16, now int64) {
 	b.mu.Unlock()
 }
 
-func (b *bwe) endProbe(now int64) {
+func (b *bwe) endProbe(now int64, lastSeq uint16) {
 	b.mu.Lock()
-	b.probes.end(now)
+	b.probes.end(now, lastSeq)
 	b.mu.Unlock()
 }
 
@@ -358,6 +383,7 @@ const (
 type trendline struct {
 	// The group being filled and the last complete one (µs).
 	curFirstSend, curSend, curArrival int64
+	curFirstArrival                   int64
 	prevSend, prevArrival             int64
 	haveCur, havePrev                 bool
 
@@ -376,8 +402,9 @@ type trendline struct {
 
 const (
 	trendWindow   = 20
-	groupSpan     = 5_000 // µs of send time per group
-	burstArrival  = 5_000 // µs: a packet arriving this soon after its group joins it
+	groupSpan     = 5_000   // µs of send time per group
+	burstArrival  = 5_000   // µs: a packet arriving this soon after its group joins it
+	burstMaxSpan  = 100_000 // µs: a group grows by bursts for at most this long (in arrival time)
 	trendGain     = 4.0
 	overuseTimeMs = 10.0
 )
@@ -385,6 +412,7 @@ const (
 func (t *trendline) add(sent, arrival int64, _ int) {
 	if !t.haveCur {
 		t.curFirstSend, t.curSend, t.curArrival, t.haveCur = sent, sent, arrival, true
+		t.curFirstArrival = arrival
 		return
 	}
 	if sent < t.curFirstSend {
@@ -402,13 +430,28 @@ func (t *trendline) add(sent, arrival int64, _ int) {
 	}
 	t.prevSend, t.prevArrival, t.havePrev = t.curSend, t.curArrival, true
 	t.curFirstSend, t.curSend, t.curArrival = sent, sent, arrival
+	t.curFirstArrival = arrival
 }
 
 // inBurst: packets that arrive back to back, sooner than they were sent
-// apart, were queued together somewhere: one group.
+// apart, were queued together somewhere: one group. So is a packet sent
+// with the group's latest (a frame's packets leave in one sendmmsg, with
+// one stamp), as in libwebrtc's InterArrival. Without that, a receiver
+// that stalled and then read 200 ms of frames at once had the burst
+// joined one frame at a time: each frame's second packet (the same send
+// time as the first, so not "sooner than sent apart") started a new group,
+// six groups arrived at one instant, and their delay variations (+165 ms,
+// then -33 ms five times) read as a queue: overuse, and the estimate cut
+// to 85% of what was flowing, below the layer that was flowing (a busy
+// client machine, or a test process beside busy loops, moved viewers down
+// for bandwidth on a free link).
 func (t *trendline) inBurst(sent, arrival int64) bool {
+	if sent <= t.curSend {
+		return true
+	}
 	arr := arrival - t.curArrival
-	return arr >= 0 && arr < burstArrival && arr-(sent-t.curSend) < 0
+	return arr >= 0 && arr < burstArrival && arr-(sent-t.curSend) < 0 &&
+		arrival-t.curFirstArrival < burstMaxSpan
 }
 
 // sample takes one group's delay variation (ms), the send time between
