@@ -61,6 +61,13 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	}
 	th.set(0)
 	start = time.Now()
-	v.waitHeight(t, 30*time.Second, 720)
+	// A 720p keyframe received after the lift: the last one before it
+	// may be 720p too (the throttle drops at the client, lower layers'
+	// keyframes included), and waitHeight alone then returned at once.
+	lifted, _ := v.snapshot()
+	waitFor(t, 30*time.Second, "a 720p keyframe after the bottleneck was lifted", func() bool {
+		s, _ := v.snapshot()
+		return len(s) > len(lifted) && s[len(s)-1] == 720
+	})
 	t.Logf("recovered to high %v after the bottleneck was lifted", time.Since(start))
 }
