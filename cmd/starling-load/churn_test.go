@@ -24,13 +24,20 @@ import (
 // errorCounter is a slog handler that counts error records and keeps
 // their messages; it passes every record at info level and above to log
 // (the server's story, printed for the participants of a soak incident).
+//
+// pion's DTLS and peer connection loggers (scope dtls, pc) log at every
+// level down to pion's trace, kept when they tell of an alert or a close:
+// what ends a connection that was up (docs/robustness.md, KNOWN ISSUE).
 type errorCounter struct {
-	n    *atomic.Int64
-	msgs *sync.Map
-	log  slog.Handler
+	n     *atomic.Int64
+	msgs  *sync.Map
+	log   slog.Handler
+	trace bool // a pion DTLS or pc logger
 }
 
-func (e errorCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (e errorCounter) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || e.trace
+}
 func (e errorCounter) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level >= slog.LevelError {
 		e.n.Add(1)
@@ -38,9 +45,28 @@ func (e errorCounter) Handle(ctx context.Context, r slog.Record) error {
 		r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
 		e.msgs.Store(msg, true)
 	}
+	if r.Level < slog.LevelInfo && !pionNote(r.Message) {
+		return nil
+	}
 	return e.log.Handle(ctx, r)
 }
+
+// pionNote: a pion debug or trace message worth keeping.
+func pionNote(msg string) bool {
+	for _, w := range []string{"Alert", "alert", "Closing", "close", "Close", "fail", "Fail"} {
+		if strings.Contains(msg, w) {
+			return true
+		}
+	}
+	return false
+}
+
 func (e errorCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	for _, a := range as {
+		if a.Key == "scope" && (a.Value.String() == "dtls" || a.Value.String() == "pc") {
+			e.trace = true
+		}
+	}
 	e.log = e.log.WithAttrs(as)
 	return e
 }
@@ -134,7 +160,8 @@ func TestSoak(t *testing.T) {
 	cfg.Room.ResumeWindow = config.Duration(5 * time.Second)
 	cfg.Recordings.Dir = t.TempDir()
 	var serverLog logLines
-	srv, err := server.New(cfg, slog.New(errorCounter{&errs, &msgs, slog.NewTextHandler(&serverLog, nil)}))
+	srv, err := server.New(cfg, slog.New(errorCounter{n: &errs, msgs: &msgs,
+		log: slog.NewTextHandler(&serverLog, &slog.HandlerOptions{Level: slog.LevelDebug - 4})}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +199,9 @@ func TestSoak(t *testing.T) {
 	if !res.OK() {
 		for i, inc := range res.Incidents {
 			t.Logf("the server's log about incident %d (%s, %s):\n%s", i+1, inc.Pub, inc.Sub, strings.Join(serverLog.about(inc.Pub, inc.Sub), "\n"))
+		}
+		if len(res.Incidents) > 0 {
+			t.Logf("pion's DTLS and connection notes (alerts, closes, failures):\n%s", strings.Join(serverLog.about("scope=dtls", "scope=pc"), "\n"))
 		}
 		// What is left, grouped by stack: a leaked goroutine shows here
 		// with what it waits on, and holds what stays in the heap (the
