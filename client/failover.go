@@ -301,7 +301,7 @@ func (c *Client) republishLocked(ctx context.Context, opened bool) ([]protocol.T
 			return nil, err
 		}
 		r.tr = tr
-		go readRTCP(tr.Sender(), r.local.OnKeyframeRequest)
+		r.local.readRTCP(tr.Sender())
 		anns = append(anns, r.local.announcement())
 	}
 	res, err := c.negotiateLocked(ctx, anns)

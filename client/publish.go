@@ -28,7 +28,13 @@ type LocalTrack struct {
 	// OnKeyframeRequest runs when the server asks for a keyframe (PLI/FIR);
 	// an encoder should answer with one. The client reads the sender's RTCP
 	// itself (the interceptors need it read), so this is the only way to see it.
+	// For a Simulcast track it runs for a request on any encoding, unless
+	// OnLayerKeyframeRequest is set.
 	OnKeyframeRequest func()
+	// OnLayerKeyframeRequest, for a Simulcast track, runs instead of
+	// OnKeyframeRequest with the rid of the encoding the server asks a
+	// keyframe of (an encoder can then answer on that encoding only).
+	OnLayerKeyframeRequest func(rid string)
 }
 
 // Published is a track the server accepted, with the sender carrying it.
@@ -52,7 +58,7 @@ func (c *Client) Publish(ctx context.Context, tracks ...LocalTrack) ([]Published
 			return nil, err
 		}
 		byID[t.id()] = pubRecord{local: t, tr: tr}
-		go readRTCP(tr.Sender(), t.OnKeyframeRequest)
+		t.readRTCP(tr.Sender())
 		anns = append(anns, t.announcement())
 	}
 	res, err := c.negotiateLocked(ctx, anns)
@@ -191,12 +197,38 @@ func (c *Client) negotiateLocked(ctx context.Context, anns []protocol.TrackAnnou
 	return &res, nil
 }
 
-// readRTCP reads a sender's RTCP until it stops, reporting keyframe requests.
-func readRTCP(s *webrtc.RTPSender, onKeyframe func()) {
+// readRTCP starts reading the RTCP of each of the track's encodings on s
+// until s stops, reporting keyframe requests. pion's RTPSender.ReadRTCP
+// reads the first encoding's only: a simulcast publisher never heard the
+// server's keyframe requests for its other layers (a subscriber switched
+// up waited for the encoder's next periodic keyframe, or for ever) and
+// never answered their NACKs (pion's responder sees only RTCP that is read).
+func (t LocalTrack) readRTCP(s *webrtc.RTPSender) {
+	if t.Simulcast == nil {
+		go readRTCPFrom(s.Read, t.OnKeyframeRequest)
+		return
+	}
+	for _, rid := range t.Simulcast.RIDs() {
+		onKey := t.OnKeyframeRequest
+		if t.OnLayerKeyframeRequest != nil {
+			onKey = func() { t.OnLayerKeyframeRequest(rid) }
+		}
+		go readRTCPFrom(func(b []byte) (int, interceptor.Attributes, error) { return s.ReadSimulcast(b, rid) }, onKey)
+	}
+}
+
+// readRTCPFrom reads with read until it fails, reporting keyframe
+// requests; a packet that does not parse is skipped, not the end.
+func readRTCPFrom(read func([]byte) (int, interceptor.Attributes, error), onKeyframe func()) {
+	b := make([]byte, 1500)
 	for {
-		pkts, _, err := s.ReadRTCP()
+		n, _, err := read(b)
 		if err != nil {
 			return
+		}
+		pkts, err := rtcp.Unmarshal(b[:n])
+		if err != nil {
+			continue
 		}
 		for _, p := range pkts {
 			switch p.(type) {

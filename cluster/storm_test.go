@@ -101,7 +101,15 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 		}
 	}()
 	if len(others) > 0 {
-		t.Fatalf("%d joins failed otherwise than room full, first: %v", len(others), others[0])
+		// Each distinct error with its count: a node that never answered
+		// (the client's silence timeout) reads differently from one that
+		// refused.
+		byErr := map[string]int{}
+		for _, err := range others {
+			byErr[err.Error()]++
+		}
+		t.Fatalf("%d joins failed otherwise than room full (%d joined, %d told full, all answered after %s): %v",
+			len(others), len(in), full, answered.Round(time.Millisecond), byErr)
 	}
 	if len(in) != stormLimit || full != stormJoins-stormLimit {
 		t.Fatalf("%d joined and %d were told the room is full, want exactly %d and %d", len(in), full, stormLimit, stormJoins-stormLimit)

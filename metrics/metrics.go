@@ -118,7 +118,7 @@ type nodeCollector struct {
 	bweTapped, bwePion, stallRestarts          *prometheus.Desc
 	bwePadding                                 *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
-	unsupported, replayed                      *prometheus.Desc
+	unsupported, replayed, lateRepairs         *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
 	mu            sync.Mutex
@@ -148,7 +148,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		plisIn:        d("keyframe_requests_received_total", "Keyframe requests (PLI, FIR) from subscribers."),
 		plisOut:       d("keyframe_requests_sent_total", "Keyframe requests (PLI) sent to publishers, after coalescing."),
 		layerSwitches: d("layer_switches_total", "Simulcast layer switches on down tracks."),
-		retransmits:   d("retransmitted_packets_total", "Packets resent to subscribers in answer to their NACKs."),
+		retransmits:   d("retransmitted_packets_total", "Packets resent to subscribers in answer to their NACKs, and late repairs sent on their RTX streams."),
 		udpDatagrams:  d("udp_datagrams_sent_total", "Datagrams sent through the batched media sockets (RTP, RTCP, DTLS, STUN)."),
 		udpSendCalls:  d("udp_send_calls_total", "System calls (sendmmsg) that sent them."),
 		udpSegmented:  d("udp_segmented_datagrams_total", "Of those datagrams, the ones the kernel cut from one segmented message (UDP GSO)."),
@@ -165,6 +165,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
 		unsupported:   d("down_tracks_unsupported_total", "Subscriptions whose codec the subscriber's connection could not negotiate (a codec published after its first negotiation of that kind): they forward nothing, the subscriber's other tracks go on."),
+		lateRepairs:   d("late_repairs_total", "Packets a publisher's resend brought so late (32 or more packets behind the newest sent to a subscriber) that they went to the subscriber on its RTX stream, past its SRTP replay window."),
 		replayed:      d("late_keyframe_replayed_packets_total", "Packets a subscriber's down track refused while waiting for a keyframe whose first packet came late (repaired), forwarded from the cache right after it."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
 		jitter:        q("subscription_jitter_seconds", "Interarrival jitter subscribers report: quantiles over subscriptions reported in the last 10 s."),
@@ -179,7 +180,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
-		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported, c.replayed,
+		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported, c.replayed, c.lateRepairs,
 		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bwePadding, c.bweTapped, c.bwePion, c.stallRestarts, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
@@ -260,6 +261,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dataDropped, ev.DataDropped)
 	counter(c.unsupported, ev.UnsupportedDownTracks)
 	counter(c.replayed, ev.KeyframeReplays)
+	counter(c.lateRepairs, ev.LateRepairs)
 	quantiles(ch, c.rtt, rtts)
 	quantiles(ch, c.jitter, jitters)
 	quantiles(ch, c.loss, losses)

@@ -33,8 +33,17 @@ func (t *TrackRecorder) switchLayer(p *pkt) {
 	}
 	t.needKey = true
 	// Map the new layer's RTP time onto the timeline through both layers'
-	// sender reports (one NTP clock), else through the arrival time.
+	// sender reports (one NTP clock), else through both layers' clocks on
+	// this process's (layerclock.go), else through the arrival time.
 	outMs := t.lastOutMs + (p.arrival-t.lastArr)/int64(time.Millisecond)
+	if old >= 0 {
+		now := monoNow()
+		atOld, ok1 := t.clocks[old].capture(t.tsLast, now, t.ci.clock)
+		atNew, ok2 := t.clocks[p.layer].capture(p.Timestamp, now, t.ci.clock)
+		if ok1 && ok2 {
+			outMs = t.lastOutMs + (atNew-atOld)/int64(time.Millisecond)
+		}
+	}
 	t.srMu.Lock()
 	var so, sn *SenderReport
 	if old >= 0 {

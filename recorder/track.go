@@ -138,6 +138,7 @@ type TrackRecorder struct {
 	target   atomic.Int32 // layer to switch to at its next keyframe
 	begun    atomic.Bool  // a keyframe was queued: until then any layer's keyframe starts the file
 	lastSeen [sfu.MaxLayers]atomic.Int64
+	clocks   [sfu.MaxLayers]layerClock // video: each layer's RTP clock on ours (layerclock.go)
 
 	srMu     sync.Mutex
 	srLatest [sfu.MaxLayers]*SenderReport
@@ -241,13 +242,20 @@ func (t *TrackRecorder) WriteRTP(h *rtp.Header, payload []byte, layer int8) erro
 	}
 	now := monoNow()
 	t.lastSeen[layer].Store(now)
+	if t.ci.video {
+		t.clocks[layer].observe(h.Timestamp, now, t.ci.clock)
+	}
 	sw := false
 	if cur := int8(t.cur.Load()); layer != cur {
 		// Switch at a keyframe of: any layer before the file has begun
 		// (start on the first layer that can start it, never wait for one
 		// that may be silent), the target the writer chose, or a higher
-		// layer (one resuming sends a keyframe: take it at once).
-		if !(t.ci.video && (!t.begun.Load() || layer == int8(t.target.Load()) || layer > cur)) ||
+		// layer (one resuming sends a keyframe: take it at once). Once the
+		// file has begun, not on a layer's first packets (layerSettle):
+		// they can be a burst of old ones.
+		begun := t.begun.Load()
+		if !(t.ci.video && (!begun || layer == int8(t.target.Load()) || layer > cur)) ||
+			(begun && !t.clocks[layer].settled(now)) ||
 			!sfu.IsKeyframeStart(t.ci.kind, payload) || !t.cur.CompareAndSwap(int32(cur), int32(layer)) {
 			return nil
 		}

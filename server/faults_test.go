@@ -16,6 +16,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -265,6 +266,11 @@ type apiOptions struct {
 	noReplayCheck bool
 	// srInterval: how often the client sends sender reports; 0 = pion's 1 s.
 	srInterval time.Duration
+	// maxNACKs: the client asks for a missing packet at most this many
+	// times, like a browser, whose NACK list gives a packet up after a few
+	// retries; 0 = pion's default, which asks while the packet is among
+	// the last 512 and so still asks for a repair seconds late.
+	maxNACKs uint16
 }
 
 // faultAPI builds a loopback-only pion API like client.LoopbackAPI.
@@ -287,6 +293,9 @@ func faultAPI(t testing.TB, o apiOptions) *webrtc.API {
 	var opts []webrtc.InterceptorOption
 	if o.srInterval > 0 {
 		opts = append(opts, webrtc.WithReportSenderOptions(report.SenderInterval(o.srInterval)))
+	}
+	if o.maxNACKs > 0 {
+		opts = append(opts, webrtc.WithNackGeneratorOptions(nack.GeneratorMaxNacksPerPacket(o.maxNACKs)))
 	}
 	if err := webrtc.RegisterDefaultInterceptorsWithOptions(m, ir, opts...); err != nil {
 		t.Fatal(err)

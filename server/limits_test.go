@@ -113,24 +113,36 @@ func TestSignalingFlood(t *testing.T) {
 		c.Limits.SignalingBurst = 60
 	})
 	calm := join(t, srv, "flood", "calm")
+	// A server nobody floods, pinged in turn with the calm connection: it
+	// gets what this process gets from the machine at the same moment
+	// (the flooder's own goroutines, the other timing tests, other
+	// processes), so that what the flood does to the flooded server's
+	// other connections is judged apart from a starved process. Judged
+	// against the calm pings before the flood, two busy loops beside the
+	// suite made a median of 300 ms during the flood against 99 before.
+	control := join(t, startServer(t, nil), "flood-control", "calm")
 	flood := rawWS(t, srv)
-	// The calm connection's round trips before the flood: what the
-	// machine gives it now (beside the other timing tests, other
-	// processes), which the flood must not make much worse.
-	pings := func(n int) []time.Duration {
-		var lat []time.Duration
-		for i := 0; i < n; i++ {
+	// Both connections' round trips, sorted: a ping of the calm
+	// connection, then one of the control, about 20 pairs a second
+	// (within the calm client's budget).
+	pings := func(n int) (calmLat, controlLat []time.Duration) {
+		ping := func(c *client.Client, what string, i int) time.Duration {
 			t0 := time.Now()
-			if err := calm.Call(ctxT(t, 5*time.Second), protocol.MethodPing, protocol.Empty{}, nil); err != nil {
-				t.Fatalf("calm ping %d: %v", i, err)
+			if err := c.Call(ctxT(t, 5*time.Second), protocol.MethodPing, protocol.Empty{}, nil); err != nil {
+				t.Fatalf("%s ping %d: %v", what, i, err)
 			}
-			lat = append(lat, time.Since(t0))
-			time.Sleep(50 * time.Millisecond) // ~20/s: within the calm client's budget
+			return time.Since(t0)
 		}
-		slices.Sort(lat)
-		return lat
+		for i := 0; i < n; i++ {
+			calmLat = append(calmLat, ping(calm, "calm", i))
+			controlLat = append(controlLat, ping(control, "control", i))
+			time.Sleep(50 * time.Millisecond)
+		}
+		slices.Sort(calmLat)
+		slices.Sort(controlLat)
+		return calmLat, controlLat
 	}
-	calmBefore := pings(10)[5]
+	calmBefore, controlBefore := pings(10)
 
 	const n = 2000
 	var limited, ok int
@@ -164,8 +176,11 @@ func TestSignalingFlood(t *testing.T) {
 		}
 	}()
 	// Meanwhile the calm connection's pings are answered quickly.
-	lat := pings(30)
+	stalled := meterStalls(t)
+	lat, ctl := pings(30)
+	stall := stalled()
 	median, worst := lat[len(lat)/2], lat[len(lat)-1]
+	ctlMedian, ctlWorst := ctl[len(ctl)/2], ctl[len(ctl)-1]
 	wg.Wait()
 	elapsed := time.Since(start)
 	if limit := 60 + int(30*elapsed.Seconds()) + 5; ok > limit {
@@ -176,13 +191,21 @@ func TestSignalingFlood(t *testing.T) {
 	}
 	// Medians, not maxima: on a loaded CI machine (and under -race) any
 	// single round trip can stall for scheduling reasons. The median is
-	// judged against the one before the flood: at load 20 the flood's
-	// median was 110 ms once, against a bound of 100 ms that did not
-	// count what the machine gave the calm connection anyway.
-	if median > calmBefore+100*time.Millisecond || worst > time.Second+calmBefore {
-		t.Fatalf("calm connection's pings during the flood: median %v, worst %v (median %v before the flood)", median, worst, calmBefore)
+	// judged against the control server's in the same window: what the
+	// machine gave this process then. (Against the calm connection's own
+	// median before the flood, at load 8 the flood's was 300 ms against
+	// 99 before: the flooder's goroutines and the other tests slowed the
+	// whole process, the control's pings as much.) A flood that held up
+	// the flooded server's other connections (a lock or a queue they
+	// share with the flooder) shows as the calm median above the
+	// control's.
+	t.Logf("flooder: %d accepted, %d limited, dropped %v", ok, limited, dropped)
+	t.Logf("pings during the flood: calm median %v worst %v, control median %v worst %v; before: calm %v, control %v; this process's longest stall %v",
+		median, worst, ctlMedian, ctlWorst, calmBefore[len(calmBefore)/2], controlBefore[len(controlBefore)/2], stall.Round(time.Millisecond))
+	if median > ctlMedian+100*time.Millisecond || worst > time.Second+ctlWorst {
+		t.Fatalf("calm connection's pings during the flood: median %v, worst %v; the control server's: median %v, worst %v",
+			median, worst, ctlMedian, ctlWorst)
 	}
-	t.Logf("flooder: %d accepted, %d limited, dropped %v; calm pings median %v worst %v (median %v before the flood)", ok, limited, dropped, median, worst, calmBefore)
 }
 
 func TestFrameAndDataLimits(t *testing.T) {

@@ -30,6 +30,10 @@ type fakeSimulcast struct {
 	stopped   [3]atomic.Bool // simulate the publisher dropping a layer
 	sizes     [3]int         // packets per frame per layer; fixed before sending starts
 	wantKey   atomic.Bool
+	// onRequest: keyframes only when asked, on the layer asked for
+	// (OnLayerKeyframeRequest), none periodic; fixed before sending starts.
+	onRequest bool
+	layerKey  [3]atomic.Bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -44,21 +48,38 @@ func publishSimulcast(t *testing.T, c *client.Client, sizes ...int) *fakeSimulca
 // publishSimulcastCodec is publishSimulcast in another codec.
 func publishSimulcastCodec(t *testing.T, c *client.Client, codec simCodec, sizes ...int) *fakeSimulcast {
 	t.Helper()
+	return startSimulcast(t, c, codec, false, sizes...)
+}
+
+// startSimulcast is publishSimulcastCodec; with onRequest the fake sends
+// keyframes only on request, per layer.
+func startSimulcast(t *testing.T, c *client.Client, codec simCodec, onRequest bool, sizes ...int) *fakeSimulcast {
+	t.Helper()
 	rids := []string{"q", "h", "f"}
 	sim, err := client.NewSimulcastTrack(webrtc.RTPCodecCapability{MimeType: codec.mime, ClockRate: 90000}, "cam", "stream", rids...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeSimulcast{codec: codec, sim: sim, stop: make(chan struct{})}
+	f := &fakeSimulcast{codec: codec, sim: sim, stop: make(chan struct{}), onRequest: onRequest}
 	copy(f.sizes[:], sizes)
 	hints := make([]protocol.LayerHint, 0, 3)
 	for _, l := range simLayers {
 		hints = append(hints, protocol.LayerHint{RID: l.rid, Width: l.w, Height: l.h})
 	}
-	pubs, err := c.Publish(ctxT(t, 10*time.Second), client.LocalTrack{
+	lt := client.LocalTrack{
 		Simulcast: sim, Source: protocol.SourceCamera, Layers: hints,
 		OnKeyframeRequest: func() { f.wantKey.Store(true) },
-	})
+	}
+	if onRequest {
+		lt.OnLayerKeyframeRequest = func(rid string) {
+			for i, l := range simLayers {
+				if l.rid == rid {
+					f.layerKey[i].Store(true)
+				}
+			}
+		}
+	}
+	pubs, err := c.Publish(ctxT(t, 10*time.Second), lt)
 	if err != nil || len(pubs) != 1 {
 		t.Fatalf("publish simulcast: %v (%d tracks)", err, len(pubs))
 	}
@@ -94,6 +115,9 @@ func (f *fakeSimulcast) run() {
 			if f.stopped[i].Load() || !f.sim.Active(l.rid) {
 				s.ts += 3000
 				continue
+			}
+			if f.onRequest {
+				key = f.layerKey[i].Swap(false)
 			}
 			parts := 2
 			if n := f.sizes[i]; n > 0 {

@@ -1,7 +1,6 @@
 package sfu
 
 import (
-	"math"
 	"sync"
 	"sync/atomic"
 
@@ -182,6 +181,7 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	ref := b.unwrapRef(fb.refTime)
 	for i, st := range fb.status {
 		seq := fb.baseSeq + uint16(i)
+		b.probes.onReport(seq)
 		size, cluster, sent, ok := b.hist.get(seq, now)
 		if !ok {
 			continue
@@ -206,24 +206,42 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	b.update(now)
 }
 
+// takeProbe applies a finished probe's result, if it is in: it reports
+// whether the result raised the target's rate. Call with b.mu held.
+func (b *bwe) takeProbe(now int64) bool {
+	r, ok := b.probes.result(now)
+	if !ok || r <= float64(b.target.Load()) {
+		return false
+	}
+	// The link carried the probe without loss: that is the estimate
+	// now, and the loss that capped it is over. (The delay-based rate
+	// may have been higher, but unproven: while loss capped the
+	// estimate, nothing tested it.)
+	b.aimd.rate = r
+	b.aimd.state = aimdHold
+	b.loss.cap = 0
+	b.graceUntil = now + probeGrace
+	b.raises.Add(1)
+	counters.bweProbeRaises.Add(1)
+	b.counts.probeRaises.Add(1)
+	return true
+}
+
+// settleProbe takes probe id's result at now if no feedback has yet (its
+// last packets unreported, and nothing sent since to bring another
+// report): the prober calls it probeSettleMax after the probe's end.
+func (b *bwe) settleProbe(id uint16, now int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.probes.id == id && b.takeProbe(now) {
+		b.publish(true)
+	}
+}
+
 // update turns the parts' state into the target.
 func (b *bwe) update(now int64) {
 	acked := b.acked.rate
-	raised := false
-	if r, ok := b.probes.result(now); ok && r > float64(b.target.Load()) {
-		// The link carried the probe without loss: that is the estimate
-		// now, and the loss that capped it is over. (The delay-based rate
-		// may have been higher, but unproven: while loss capped the
-		// estimate, nothing tested it.)
-		b.aimd.rate = r
-		b.aimd.state = aimdHold
-		b.loss.cap = 0
-		b.graceUntil = now + probeGrace
-		raised = true
-		b.raises.Add(1)
-		counters.bweProbeRaises.Add(1)
-		b.counts.probeRaises.Add(1)
-	}
+	raised := b.takeProbe(now)
 	usage := b.delay.state
 	if usage == usageOver && now < b.graceUntil {
 		// The probe just carried this rate without loss, while what is
@@ -246,6 +264,12 @@ func (b *bwe) update(now int64) {
 		counters.bweLossDecreases.Add(1)
 		b.counts.lossDecreases.Add(1)
 	}
+	b.publish(raised)
+}
+
+// publish stores the target the parts give, and tells the allocator when
+// it fell by more than 15% or a probe raised it. Call with b.mu held.
+func (b *bwe) publish(raised bool) {
 	t := b.aimd.rate
 	if b.loss.cap > 0 {
 		t = min(t, b.loss.cap)
@@ -265,7 +289,7 @@ func (b *bwe) update(now int64) {
 }
 
 // startProbe opens probe cluster id; endProbe closes it at the last
-// sequence number sent in it.
+// sequence number sent in it (lastSeq).
 func (b *bwe) startProbe(id uint16, now int64) {
 	counters.bweProbes.Add(1)
 	b.counts.probes.Add(1)
@@ -274,9 +298,9 @@ func (b *bwe) startProbe(id uint16, now int64) {
 	b.mu.Unlock()
 }
 
-func (b *bwe) endProbe(now int64) {
+func (b *bwe) endProbe(now int64, lastSeq uint16) {
 	b.mu.Lock()
-	b.probes.end(now)
+	b.probes.end(now, lastSeq)
 	b.mu.Unlock()
 }
 
@@ -342,153 +366,4 @@ func (l *lossCap) update(now int64, rate, acked float64) {
 			l.cap = 0
 		}
 	}
-}
-
-// Bandwidth usage, as the overuse detector sees it.
-const (
-	usageNormal = iota
-	usageOver
-	usageUnder
-)
-
-// trendline is the delay-based detector: packets are grouped by send time
-// (5 ms bursts), each group's delay variation against the previous one
-// accumulates, and the slope of its smoothed value over the last 20 groups,
-// compared with an adaptive threshold, says whether a queue is growing.
-type trendline struct {
-	// The group being filled and the last complete one (µs).
-	curFirstSend, curSend, curArrival int64
-	prevSend, prevArrival             int64
-	haveCur, havePrev                 bool
-
-	firstArrival  int64
-	acc, smoothed float64 // ms
-	window        [trendWindow][2]float64
-	n             int // samples in window (ring)
-	deltas        int
-	prevTrend     float64
-	threshold     float64
-	lastThreshold int64
-	overuseTime   float64 // ms; < 0 = not overusing
-	overuseCount  int
-	state         int
-}
-
-const (
-	trendWindow   = 20
-	groupSpan     = 5_000 // µs of send time per group
-	burstArrival  = 5_000 // µs: a packet arriving this soon after its group joins it
-	trendGain     = 4.0
-	overuseTimeMs = 10.0
-)
-
-func (t *trendline) add(sent, arrival int64, _ int) {
-	if !t.haveCur {
-		t.curFirstSend, t.curSend, t.curArrival, t.haveCur = sent, sent, arrival, true
-		return
-	}
-	if sent < t.curFirstSend {
-		return // reordered: older than the group being filled
-	}
-	if sent-t.curFirstSend <= groupSpan || t.inBurst(sent, arrival) {
-		t.curSend = max(t.curSend, sent)
-		t.curArrival = max(t.curArrival, arrival)
-		return
-	}
-	if t.havePrev {
-		sendDelta := float64(t.curSend-t.prevSend) / 1000
-		arrDelta := float64(t.curArrival-t.prevArrival) / 1000
-		t.sample(arrDelta-sendDelta, sendDelta, t.curArrival)
-	}
-	t.prevSend, t.prevArrival, t.havePrev = t.curSend, t.curArrival, true
-	t.curFirstSend, t.curSend, t.curArrival = sent, sent, arrival
-}
-
-// inBurst: packets that arrive back to back, sooner than they were sent
-// apart, were queued together somewhere: one group.
-func (t *trendline) inBurst(sent, arrival int64) bool {
-	arr := arrival - t.curArrival
-	return arr >= 0 && arr < burstArrival && arr-(sent-t.curSend) < 0
-}
-
-// sample takes one group's delay variation (ms), the send time between
-// the groups (ms) and the group's arrival (µs).
-func (t *trendline) sample(delta, sendDelta float64, arrival int64) {
-	if t.deltas == 0 {
-		t.firstArrival = arrival
-	}
-	t.deltas = min(t.deltas+1, 1000)
-	t.acc += delta
-	t.smoothed = 0.9*t.smoothed + 0.1*t.acc
-	t.window[t.n%trendWindow] = [2]float64{float64(arrival-t.firstArrival) / 1000, t.smoothed}
-	t.n++
-	trend := t.prevTrend
-	if t.n >= trendWindow {
-		trend = slope(&t.window)
-	}
-	t.detect(trend, sendDelta, arrival)
-}
-
-// slope is the least-squares slope of the window's (x, y) points.
-func slope(w *[trendWindow][2]float64) float64 {
-	var sx, sy float64
-	for _, p := range w {
-		sx += p[0]
-		sy += p[1]
-	}
-	mx, my := sx/trendWindow, sy/trendWindow
-	var num, den float64
-	for _, p := range w {
-		num += (p[0] - mx) * (p[1] - my)
-		den += (p[0] - mx) * (p[0] - mx)
-	}
-	if den == 0 {
-		return 0
-	}
-	return num / den
-}
-
-func (t *trendline) detect(trend, sendDelta float64, now int64) {
-	m := float64(min(t.deltas, 60)) * trend * trendGain
-	switch {
-	case m > t.threshold:
-		if t.overuseTime < 0 {
-			t.overuseTime = sendDelta / 2
-		} else {
-			t.overuseTime += sendDelta
-		}
-		t.overuseCount++
-		if t.overuseTime > overuseTimeMs && t.overuseCount > 1 && trend >= t.prevTrend {
-			t.overuseTime, t.overuseCount = 0, 0
-			t.state = usageOver
-		}
-	case m < -t.threshold:
-		t.overuseTime, t.overuseCount = -1, 0
-		t.state = usageUnder
-	default:
-		t.overuseTime, t.overuseCount = -1, 0
-		t.state = usageNormal
-	}
-	t.prevTrend = trend
-	t.adapt(m, now)
-}
-
-// adapt moves the threshold towards |m|: quickly down, slowly up, so
-// jitter raises it and a real queue still crosses it.
-func (t *trendline) adapt(m float64, now int64) {
-	if t.lastThreshold == 0 {
-		t.lastThreshold = now
-	}
-	am := math.Abs(m)
-	if am > t.threshold+15 {
-		t.lastThreshold = now // a spike: not a reason to move
-		return
-	}
-	k := 0.0087
-	if am < t.threshold {
-		k = 0.039
-	}
-	dt := min(float64(now-t.lastThreshold)/1000, 100)
-	t.threshold = max(6, min(t.threshold+k*(am-t.threshold)*dt, 600))
-	t.lastThreshold = now
 }

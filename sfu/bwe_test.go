@@ -87,7 +87,7 @@ func (s *linkSim) runProbe(after int64) {
 	s.probe = 1_500_000
 	s.run(300_000, nil)
 	s.probe = 0
-	s.b.endProbe(s.now)
+	s.b.endProbe(s.now, s.seq-1)
 	s.run(after, nil)
 }
 

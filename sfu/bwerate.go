@@ -99,9 +99,21 @@ func (a *aimd) observeMax(kbps float64) {
 // feedback is in, its rate is the lower of the rates it was sent and
 // received at; a receive rate well below the send rate means the probe
 // filled the link, whose rate is then a little under that.
+//
+// Its feedback is in once a report reaches the probe's last packet
+// (lastSeq, received or lost). It used to be "150 ms after the probe
+// ended", judged at the next feedback: a track paused for bandwidth sends
+// nothing but the probe, so its client's last report came within its
+// 100 ms interval of the probe's end, no later feedback came at all, and
+// the result was never taken. Probe after probe found the room and none
+// counted; recovery waited for the loss cap's slow climb (40-60 s, or
+// never within a test's minute). A probe whose last packets go unreported
+// (lost, or the report lost) is settled probeSettleMax after its end.
 type probeClusters struct {
 	id                 uint16
 	active, ended      bool
+	covered            bool   // a report reached lastSeq
+	lastSeq            uint16 // the last transport-wide sequence number sent in the probe
 	endAt              int64
 	minSend, maxSend   int64
 	minArr, maxArr     int64
@@ -110,16 +122,28 @@ type probeClusters struct {
 
 const (
 	probeMinPackets = 10
-	probeSettle     = 150_000 // µs after a probe ends before its feedback counts as in (a feedback interval and then some)
+	// probeSettleMax is how long after a probe's end its result waits for
+	// a report of its last packet (µs): several feedback intervals, and
+	// time for a client on a busy machine to send them.
+	probeSettleMax = 1_000_000
 )
 
 func (p *probeClusters) start(id uint16, _ int64) {
 	*p = probeClusters{id: id, active: true}
 }
 
-func (p *probeClusters) end(now int64) {
+// end closes the probe at now; lastSeq is the last sequence number sent
+// in it.
+func (p *probeClusters) end(now int64, lastSeq uint16) {
 	if p.active {
-		p.active, p.ended, p.endAt = false, true, now
+		p.active, p.ended, p.endAt, p.lastSeq = false, true, now, lastSeq
+	}
+}
+
+// onReport notes that feedback reported packet seq (received or lost).
+func (p *probeClusters) onReport(seq uint16) {
+	if p.ended && !p.covered && int16(seq-p.lastSeq) >= 0 {
+		p.covered = true
 	}
 }
 
@@ -144,7 +168,7 @@ func (p *probeClusters) onLost(cluster uint16) {
 
 // result is the finished probe's rate, once.
 func (p *probeClusters) result(now int64) (float64, bool) {
-	if !p.ended || now-p.endAt < probeSettle {
+	if !p.ended || (!p.covered && now-p.endAt < probeSettleMax) {
 		return 0, false
 	}
 	p.ended = false

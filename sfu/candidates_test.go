@@ -131,3 +131,43 @@ func TestCandidateOfAnotherICESessionWaits(t *testing.T) {
 		t.Fatalf("%d candidates wait, bound %d", len(p.pending), maxPendingCandidates)
 	}
 }
+
+// TestCandidateAsSDPLine: a client that trickles the SDP attribute line
+// ("a=candidate:...", with its line ending) instead of
+// RTCIceCandidate.candidate had it refused as "bad ICE candidate"; the same
+// candidate is accepted in every form, before and after the description.
+func TestCandidateAsSDPLine(t *testing.T) {
+	api := webrtc.NewAPI()
+	client, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &peer{pc: server}
+	defer p.Close()
+	early := "a=candidate:2 1 UDP 2122252543 127.0.0.1 40002 typ host\r\n"
+	if err := p.AddCandidate(&webrtc.ICECandidateInit{Candidate: early}); err != nil {
+		t.Fatalf("before the description: %v", err)
+	}
+	if _, err := client.CreateDataChannel("data", nil); err != nil {
+		t.Fatal(err)
+	}
+	negotiateGathered(t, client, server)
+	ufrag := sdpUfrag(t, server.RemoteDescription().SDP)
+	for _, line := range []string{
+		"a=candidate:1 1 UDP 2122252543 127.0.0.1 40000 typ host ufrag " + ufrag + "\r\n",
+		"candidate:1 1 UDP 2122252543 127.0.0.1 40001 typ host ufrag " + ufrag,
+		"1 1 UDP 2122252543 127.0.0.1 40003 typ host ufrag " + ufrag,
+	} {
+		if err := p.AddCandidate(&webrtc.ICECandidateInit{Candidate: line}); err != nil {
+			t.Errorf("%q: %v", line, err)
+		}
+	}
+	if err := p.AddCandidate(&webrtc.ICECandidateInit{Candidate: "a=candidate:garbage"}); err == nil {
+		t.Error("a garbage a=candidate: line was accepted")
+	}
+}

@@ -18,7 +18,7 @@ type Counters struct {
 	PLIsSent      uint64 // keyframe requests sent to publishers, after coalescing
 	LayerSwitches uint64 // simulcast layer changes on down tracks
 	QueueDrops    uint64 // packets dropped because a send queue (a down track's, or the batched socket's) was full
-	Retransmits   uint64 // packets resent to subscribers (NACK answers)
+	Retransmits   uint64 // packets sent to subscribers on RTX (NACK answers, late repairs)
 	// Batched media sockets (batchconn.go): datagrams sent, the system
 	// calls that sent them, and how many of them the kernel segmented from
 	// one message (UDP GSO).
@@ -59,6 +59,10 @@ type Counters struct {
 	// first packet came late (lost upstream, repaired), forwarded from the
 	// cache right after it (replay.go).
 	KeyframeReplays uint64
+	// Packets repaired so late (lateOnRTX slots or more behind the newest
+	// sent) that a down track sent them on its RTX stream (laterepair.go);
+	// also counted in Retransmits.
+	LateRepairs uint64
 }
 
 var counters struct {
@@ -68,7 +72,7 @@ var counters struct {
 	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, paddingSent              atomic.Uint64
 	bweFeedbackTapped, bweFeedbackPion                                                       atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
-	stallRestarts, unsupportedDownTracks, replayed                                           atomic.Uint64
+	stallRestarts, unsupportedDownTracks, replayed, lateRepairs                              atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -99,6 +103,7 @@ func ReadCounters() Counters {
 		StallRestarts:         counters.stallRestarts.Load(),
 		UnsupportedDownTracks: counters.unsupportedDownTracks.Load(),
 		KeyframeReplays:       counters.replayed.Load(),
+		LateRepairs:           counters.lateRepairs.Load(),
 	}
 }
 

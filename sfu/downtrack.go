@@ -269,6 +269,7 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 // reports whether the packet took its output slot (a full queue may still
 // drop it: the subscriber NACKs it). Call with d.mu held.
 func (d *DownTrack) forwardLocked(inSeq uint16, inTS uint32, marker bool, payload []byte, layer int8, src Source) bool {
+	newest, _, _ := d.munger.Last()
 	seq, ts, ok := d.munger.Forward(inSeq, inTS, src.PacketTime())
 	if !ok {
 		return false
@@ -316,6 +317,10 @@ func (d *DownTrack) forwardLocked(inSeq uint16, inTS uint32, marker bool, payloa
 		d.remember(seq, inSeq, ts, marker, layer, payload, buf[:n], src.PacketTime())
 	}
 	p := queuedPacket{w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: marker}
+	if d.video && d.rtxSSRC != 0 && int16(newest-seq) >= lateOnRTX && d.sendLateOnRTX(&p, src.PacketTime()) {
+		d.enqueue(p) // a late repair (laterepair.go): nothing to hold it for
+		return true
+	}
 	if d.video && !marker {
 		d.enqueueHeld(p) // the frame's last packet wakes the writer (sendqueue.go)
 	} else {

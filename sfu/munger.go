@@ -23,14 +23,18 @@ const (
 )
 
 // dropRange is a run of consecutive input sequence numbers that were
-// deliberately not forwarded and take no output sequence numbers.
+// deliberately not forwarded and take no output sequence numbers, and/or
+// pads padding-only packets (Pad) sent in output slots of their own just
+// after the outputs of the inputs below lo. A run of padding alone is
+// empty: hi = lo-1.
 type dropRange struct {
 	lo, hi    uint64 // extended input seqs, inclusive
 	offBefore uint64 // in-out offset for inputs just below lo
+	pads      uint64 // padding slots before the inputs from lo on
 }
 
 // offAfter is the in-out offset for inputs just above the run.
-func (d *dropRange) offAfter() uint64 { return d.offBefore + d.hi - d.lo + 1 }
+func (d *dropRange) offAfter() uint64 { return d.offBefore + d.hi - d.lo + 1 - d.pads }
 
 // mungerUndo holds what the last successful Forward changed, so that a Drop
 // of that same packet (the caller failed to send it after all) can take its
@@ -198,29 +202,6 @@ func (m *Munger) Forward(seq uint16, ts uint32, now int64) (outSeq uint16, outTS
 	return uint16(out), uint32(oTS), true
 }
 
-// Pad takes the next output sequence number for a padding-only packet
-// (bandwidth probing) carrying the last output timestamp; inputs after it
-// map one slot later. ok=false while no mapping is established. The mapping
-// is re-based after the padding: inputs from before it that arrive late are
-// refused and outputs from before it no longer Translate (downstream NACKs
-// are answered from the sender's own cache of what it sent, by output seq).
-func (m *Munger) Pad() (outSeq uint16, outTS uint32, ok bool) {
-	if !m.started || m.pending {
-		return 0, 0, false
-	}
-	m.undo.valid = false
-	out := m.lastOut + 1
-	m.clearSent(m.lastOut, out)
-	m.lastOut = out
-	m.setSent(out)
-	m.off--
-	m.baseOff = m.off
-	m.drops.reset()
-	m.floorIn = m.hiIn + 1
-	m.startOut = out + 1
-	return uint16(out), uint32(m.lastTS), true
-}
-
 // startMapping forwards the first packet of a mapping and sets its offsets.
 func (m *Munger) startMapping(seq uint16, ts uint32, now int64) {
 	in := uint64(seq) + extBase
@@ -342,7 +323,9 @@ func (m *Munger) dropRetro(in uint64) {
 	if pos > 0 && r.at(pos-1).hi >= in {
 		return // already dropped
 	}
-	left, right := pos > 0 && r.at(pos-1).hi+1 == in, pos < r.n && r.at(pos).lo == in+1
+	// A run with padding keeps its lo: its padding follows the inputs below
+	// lo (never the case here: padding starts at hiFwdIn+1, below in).
+	left, right := pos > 0 && r.at(pos-1).hi+1 == in, pos < r.n && r.at(pos).lo == in+1 && r.at(pos).pads == 0
 	switch {
 	case left && right:
 		r.at(pos - 1).hi = r.at(pos).hi
@@ -394,7 +377,10 @@ func (m *Munger) slot(outSeq uint16) (in uint64, sent, ok bool) {
 	}
 	in = out + m.baseOff
 	if k := m.drops.countOutAtMost(out); k > 0 {
-		in = out + m.drops.at(k-1).offAfter()
+		d := m.drops.at(k - 1)
+		if in = out + d.offAfter(); in <= d.hi {
+			return 0, false, false // a padding slot: no input
+		}
 	}
 	if in < m.floorIn {
 		return 0, false, false
@@ -512,7 +498,8 @@ func (r *dropRing) countLoAtMost(in uint64) int {
 }
 
 // countOutAtMost returns how many runs are followed by an output seq at or
-// below out: the output of the first input after a run is lo-offBefore.
+// below out: the first output after a run's inputs below lo is lo-offBefore
+// (its first padding slot, or the first input after it).
 func (r *dropRing) countOutAtMost(out uint64) int {
 	lo, hi := 0, r.n
 	for lo < hi {

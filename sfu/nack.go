@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/pion/rtcp"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // Asking publishers for lost packets (NACK, RFC 4585).
@@ -29,28 +30,54 @@ import (
 // of one packet in two bursts, resent once per burst under its RTT rule,
 // and when both resends were lost the SFU had stopped asking. Asking
 // longer costs a few RTCP bytes per packet truly lost.
+//
+// Session 22 (TestLossRecoveryUpstream/cc=on in a loaded suite): the
+// publisher read the 15 NACKs of one packet in bursts of 4, 1 and 10 (a
+// starved process, sender or receiver side, delivers a second's NACKs at
+// one instant, and the publisher resends once per burst), so a budget
+// counted in NACKs alone was spent in three bursts; the third resend
+// came 3 s after the loss. Now:
+//   - a new gap is asked for at once: the read loop wakes the NACK loop
+//     (Receiver.monitor) instead of waiting for its next tick;
+//   - each missing packet has its own due time: it is asked for at most
+//     once per nackInterval/2 however often the loop runs, so a loop woken
+//     by a gap and by its tick together, or running late, sends one NACK
+//     per packet, never a burst of them;
+//   - a packet is given up only after maxNACKsPerPacket NACKs and
+//     minNACKSpan after its gap was seen: a starved loop that sends few
+//     NACKs still asks for 3 s, and a healthy one asks ~30 times.
 
 const (
-	// nackInterval is how often missing packets are asked for.
+	// nackInterval is how often a missing packet is asked for (the NACK
+	// loop's tick; a packet asked for is due again nackInterval later,
+	// with half of it as slack so that one asked for between ticks is
+	// not skipped a whole tick).
 	nackInterval = 100e6 // ns
-	// maxNACKsPerPacket bounds how often one packet is asked for.
+	// maxNACKsPerPacket and minNACKSpan bound how long a packet is asked
+	// for: both must be spent before it is given up.
 	maxNACKsPerPacket = 15
+	minNACKSpan       = 3e9 // ns
 	// maxMissing bounds the missing packets a layer tracks; a gap wider
 	// than that (a publisher restarting its numbering) is not asked for.
 	maxMissing = 256
 )
 
 // nackState is a video layer's missing packets. received runs on the
-// layer's read goroutine, due on the receiver's monitor goroutine.
+// layer's read goroutine, collect on the receiver's monitor goroutine.
 type nackState struct {
 	mu      sync.Mutex
 	started bool
 	highest uint16
 	missing []missingSeq // ascending in arrival order of the gaps (oldest first)
 	due     []uint16     // scratch for collect
+	// kick wakes the NACK loop when a gap opens (the receiver's; nil in
+	// tests). Buffered 1: a wake pending covers any number of gaps.
+	kick chan struct{}
 }
 
 type missingSeq struct {
+	seen  int64 // when its gap was seen (clock.Nanos)
+	next  int64 // when it is due again
 	seq   uint16
 	nacks uint8
 }
@@ -76,12 +103,17 @@ func (n *nackState) received(seq uint16) {
 		if int(d) > maxMissing {
 			n.missing = n.missing[:0] // a jump, not a loss
 		} else {
+			now := clock.Nanos()
 			for s := n.highest + 1; s != seq; s++ {
 				if len(n.missing) == cap(n.missing) {
 					copy(n.missing, n.missing[1:])
 					n.missing = n.missing[:len(n.missing)-1]
 				}
-				n.missing = append(n.missing, missingSeq{seq: s})
+				n.missing = append(n.missing, missingSeq{seq: s, seen: now, next: now})
+			}
+			select {
+			case n.kick <- struct{}{}:
+			default: // a wake is pending already (or no loop: tests)
 			}
 		}
 		n.highest = seq
@@ -95,16 +127,23 @@ func (n *nackState) received(seq uint16) {
 	}
 }
 
-// collect returns the sequence numbers to ask for now (valid until the
-// next call) and forgets those asked for maxNACKsPerPacket times.
-func (n *nackState) collect() []uint16 {
+// collect returns the sequence numbers to ask for at now (valid until the
+// next call) and forgets those asked for long enough (maxNACKsPerPacket
+// times, and minNACKSpan since their gap).
+func (n *nackState) collect(now int64) []uint16 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.due = n.due[:0]
 	kept := n.missing[:0]
 	for _, m := range n.missing {
-		n.due = append(n.due, m.seq)
-		if m.nacks++; m.nacks < maxNACKsPerPacket {
+		if now >= m.next-nackInterval/2 {
+			n.due = append(n.due, m.seq)
+			m.next = now + nackInterval
+			if m.nacks < 255 {
+				m.nacks++
+			}
+		}
+		if m.nacks < maxNACKsPerPacket || now-m.seen < minNACKSpan {
 			kept = append(kept, m)
 		}
 	}
@@ -115,11 +154,12 @@ func (n *nackState) collect() []uint16 {
 // sendNACKs asks the publisher for each layer's missing packets.
 func (r *Receiver) sendNACKs(layers [MaxLayers]*layer) {
 	var pkts []rtcp.Packet
+	now := clock.Nanos()
 	for _, l := range layers {
 		if l == nil || l.nack == nil {
 			continue
 		}
-		if seqs := l.nack.collect(); len(seqs) > 0 {
+		if seqs := l.nack.collect(now); len(seqs) > 0 {
 			pkts = append(pkts, &rtcp.TransportLayerNack{MediaSSRC: l.ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)})
 		}
 	}

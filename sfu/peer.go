@@ -89,6 +89,7 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 	if c == nil {
 		return nil // pion ends gathering checks on its own
 	}
+	c = normalizeCandidate(c)
 	if err := checkCandidate(c.Candidate); err != nil {
 		return err
 	}
@@ -116,6 +117,21 @@ func (p *peer) AddCandidate(c *webrtc.ICECandidateInit) error {
 		return fmt.Errorf("bad ICE candidate: %w", err)
 	}
 	return nil
+}
+
+// normalizeCandidate accepts a candidate copied from an SDP line as it is:
+// "a=candidate:..." with its line ending (some clients trickle the SDP
+// attribute rather than RTCIceCandidate.candidate). pion takes only
+// "candidate:..." or the bare value.
+func normalizeCandidate(c *webrtc.ICECandidateInit) *webrtc.ICECandidateInit {
+	line := strings.TrimSpace(c.Candidate)
+	line = strings.TrimPrefix(line, "a=")
+	if line == c.Candidate {
+		return c
+	}
+	n := *c
+	n.Candidate = line
+	return &n
 }
 
 // checkCandidate refuses a candidate line pion would refuse once the remote

@@ -86,14 +86,7 @@ func (s *Subscriber) Probing() bool {
 
 func (s *Subscriber) probe(rate uint64, d time.Duration) {
 	defer s.probeWG.Done()
-	defer func() {
-		s.probeMu.Lock()
-		s.probing = false
-		s.probeMu.Unlock()
-	}()
-	perTick := float64(rate) * probeTick.Seconds() / 8 / paddingWireSize
-	t := time.NewTicker(probeTick)
-	defer t.Stop()
+	var id uint16
 	if s.bw != nil {
 		// Every packet sent from now on belongs to this probe's cluster,
 		// whose measured rate the estimator takes once its feedback is in.
@@ -102,33 +95,80 @@ func (s *Subscriber) probe(rate uint64, d time.Duration) {
 		if s.probeID == 0 {
 			s.probeID = 1
 		}
-		id := s.probeID
+		id = s.probeID
 		s.probeMu.Unlock()
 		s.bw.est.startProbe(id, clock.Micros())
 		s.bw.cluster.Store(uint32(id))
-		defer func() {
-			s.bw.cluster.Store(0)
-			s.bw.est.endProbe(clock.Micros())
-		}()
 	}
-	end := time.Now().Add(d)
-	owed := 0.0
-	for time.Now().Before(end) {
+	stopped := !s.sendProbe(rate, d)
+	if s.bw != nil {
+		s.bw.cluster.Store(0)
+		// Read after the cluster is cleared: a packet numbered later
+		// read the cleared cluster, so none of the probe's is after this.
+		s.bw.est.endProbe(clock.Micros(), uint16(s.bw.next.Load()-1))
+	}
+	s.probeMu.Lock()
+	s.probing = false
+	s.probeMu.Unlock()
+	if s.bw == nil || stopped {
+		return
+	}
+	// Normally the report of the probe's last packet settles it. If that
+	// never comes (the packets or the report lost, and a track paused for
+	// bandwidth sends nothing after the probe to bring another report),
+	// the result is taken from what was reported.
+	t := time.NewTimer(time.Duration(probeSettleMax) * time.Microsecond)
+	defer t.Stop()
+	select {
+	case <-s.stopProbe:
+	case <-t.C:
+		s.bw.est.settleProbe(id, clock.Micros())
+	}
+}
+
+// probeCatchUp is the most padding one wake of the prober sends (as time
+// of the probe's rate), and probeOverrun how long past its duration a
+// probe may run to send what it owes.
+const (
+	probeCatchUp = 5 * probeTick
+	probeOverrun = 5 * probeTick
+)
+
+// sendProbe sends rate bits/s of padding for d; false if the subscriber
+// was closed. What is owed follows the clock, not the ticks: on a busy
+// machine the ticker's wake-ups come late and are dropped (a 300 ms probe
+// of 15 ticks got 5 to 12 of them at load 20 on two cores), and a probe
+// paced by ticks sent a third to four fifths of its rate, measured less
+// than the layer it was to open, and failed. A late wake-up sends what is owed, up to probeCatchUp
+// at once, and the probe runs up to probeOverrun longer to send the rest.
+func (s *Subscriber) sendProbe(rate uint64, d time.Duration) bool {
+	perSec := float64(rate) / 8 / paddingWireSize
+	total := int(perSec * d.Seconds())
+	burst := max(1, int(perSec*probeCatchUp.Seconds()))
+	t := time.NewTicker(probeTick)
+	defer t.Stop()
+	start := time.Now()
+	sent := 0
+	for sent < total {
 		select {
 		case <-s.stopProbe:
-			return
+			return false
 		case <-t.C:
 		}
-		owed += perTick
-		n := int(owed)
-		if n == 0 {
+		el := time.Since(start)
+		if el > d+probeOverrun {
+			break
+		}
+		n := min(int(perSec*min(el, d).Seconds())-sent, burst)
+		if n <= 0 {
 			continue
 		}
-		owed -= float64(n)
 		if !s.pad(n) {
-			return // nothing to pad on
+			break // nothing to pad on
 		}
+		sent += n
 	}
+	return true
 }
 
 // pad writes n padding packets on the first video track that can carry them.

@@ -102,6 +102,9 @@ type Receiver struct {
 	resized   atomic.Bool      // a layer's keyframes changed size since the monitor last looked (layersize.go)
 	onSinks   func()           // a sink came or went
 	monitorOn bool
+	// nackKick wakes the monitor to ask for packets a video layer found
+	// missing just now (nack.go); nil for audio.
+	nackKick chan struct{}
 }
 
 // layerTimeout is how long a layer may be silent before it counts as gone
@@ -132,7 +135,9 @@ func (r *Receiver) Bitrate(layer int8) uint64 {
 	return r.bitrate[layer].Load()
 }
 
-// monitor refreshes liveness and bitrates until the receiver closes.
+// monitor refreshes liveness and bitrates, and asks for missing video
+// packets (on its tick, and at once when a layer finds a new gap), until
+// the receiver closes.
 func (r *Receiver) monitor() {
 	defer r.wg.Done()
 	t := time.NewTicker(monitorInterval)
@@ -149,36 +154,42 @@ func (r *Receiver) monitor() {
 		case <-r.done:
 			return
 		case <-nackTick:
-			r.mu.Lock()
-			layers := r.layer
-			r.mu.Unlock()
-			r.sendNACKs(layers) // nack.go
-			continue
+		case <-r.nackKick:
 		case <-t.C:
+			r.refresh(&lastBytes)
+			continue
 		}
-		now := clock.Nanos()
 		r.mu.Lock()
 		layers := r.layer
 		r.mu.Unlock()
-		var live uint8
-		for i, l := range layers {
-			if l == nil {
-				continue
-			}
-			if seen := l.lastSeen.Load(); seen != 0 && now-seen < int64(layerTimeout) {
-				live |= 1 << i
-			}
-			b := l.bytes.Load()
-			rate := (b - lastBytes[i]) * 8 * uint64(time.Second/monitorInterval)
-			lastBytes[i] = b
-			// Smooth over ~1 s so one big keyframe does not look like a jump.
-			old := r.bitrate[i].Load()
-			r.bitrate[i].Store((old*4 + rate) / 5)
+		r.sendNACKs(layers) // nack.go
+	}
+}
+
+// refresh updates layer liveness and bitrates (every monitorInterval).
+func (r *Receiver) refresh(lastBytes *[MaxLayers]uint64) {
+	now := clock.Nanos()
+	r.mu.Lock()
+	layers := r.layer
+	r.mu.Unlock()
+	var live uint8
+	for i, l := range layers {
+		if l == nil {
+			continue
 		}
-		resized := r.resized.Swap(false)
-		if prev := uint8(r.live.Swap(uint32(live))); (prev != live || resized) && r.onLayers != nil {
-			r.onLayers(live)
+		if seen := l.lastSeen.Load(); seen != 0 && now-seen < int64(layerTimeout) {
+			live |= 1 << i
 		}
+		b := l.bytes.Load()
+		rate := (b - lastBytes[i]) * 8 * uint64(time.Second/monitorInterval)
+		lastBytes[i] = b
+		// Smooth over ~1 s so one big keyframe does not look like a jump.
+		old := r.bitrate[i].Load()
+		r.bitrate[i].Store((old*4 + rate) / 5)
+	}
+	resized := r.resized.Swap(false)
+	if prev := uint8(r.live.Swap(uint32(live))); (prev != live || resized) && r.onLayers != nil {
+		r.onLayers(live)
 	}
 }
 
@@ -206,6 +217,9 @@ func NewReceiver(id string, codec webrtc.RTPCodecParameters, kind webrtc.RTPCode
 	r := &Receiver{
 		id: id, kind: kind, codec: codec, codecKind: CodecKindFromMime(codec.MimeType),
 		writeRTCP: writeRTCP, log: log, done: make(chan struct{}),
+	}
+	if kind == webrtc.RTPCodecTypeVideo {
+		r.nackKick = make(chan struct{}, 1)
 	}
 	empty := []Sink{}
 	r.sinks.Store(&empty)
@@ -249,6 +263,7 @@ func (r *Receiver) AddLayer(idx int8, track *webrtc.TrackRemote, recv *webrtc.RT
 	if r.kind == webrtc.RTPCodecTypeVideo {
 		l.cache = newPacketCache()
 		l.nack = newNackState()
+		l.nack.kick = r.nackKick
 	}
 	if r.kind == webrtc.RTPCodecTypeAudio && recv != nil {
 		l.levelID = audioLevelID(recv.GetParameters().HeaderExtensions)

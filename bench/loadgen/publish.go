@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/protocol"
@@ -65,33 +64,16 @@ func (r *runner) newVideoSender(name string) (*sender, client.LocalTrack, error)
 		lt.Layers = append(lt.Layers, protocol.LayerHint{RID: SimulcastRIDs[i], Width: lp.Width, Height: lp.Height})
 	}
 	lt.Simulcast = sim
-	// The client reads the RTCP of the first encoding (pion's
-	// RTPSender.ReadRTCP); the others are read by readLayerRTCP.
-	lt.OnKeyframeRequest = s.layers[0].requestKeyframe
-	return s, lt, nil
-}
-
-// readLayerRTCP reads one simulcast encoding's RTCP until the sender stops:
-// keyframe requests for that layer (NACKs reach pion's responder only when
-// the RTCP is read).
-func readLayerRTCP(snd *webrtc.RTPSender, l *videoLayer) {
-	buf := make([]byte, 1500)
-	for {
-		n, _, err := snd.ReadSimulcast(buf, l.rid)
-		if err != nil {
-			return
-		}
-		pkts, err := rtcp.Unmarshal(buf[:n])
-		if err != nil {
-			continue
-		}
-		for _, p := range pkts {
-			switch p.(type) {
-			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+	// The client reads every encoding's RTCP and says which layer a
+	// keyframe request is for.
+	lt.OnLayerKeyframeRequest = func(rid string) {
+		for _, l := range s.layers {
+			if l.rid == rid {
 				l.requestKeyframe()
 			}
 		}
 	}
+	return s, lt, nil
 }
 
 func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup) {
@@ -146,11 +128,6 @@ func (r *runner) publishAll(ctx, mediaCtx context.Context, media *sync.WaitGroup
 				}
 			}
 			p.senders = append(p.senders, s)
-			if s.sim != nil {
-				for _, l := range s.layers[1:] {
-					go readLayerRTCP(pub.Sender, l)
-				}
-			}
 			if !s.video && !s.muted && r.cfg.Mix {
 				s.levelID = audioLevelID(pub.Sender) // the mixer mixes the loudest by this level
 			}

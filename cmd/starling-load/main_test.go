@@ -370,14 +370,17 @@ func testLoadRecord(t *testing.T, keys bool) {
 		// at load 10 with media starting 1.8–2.3 s after publishing).
 		// A file never outlasts its recording (its manifest's duration):
 		// under -race at load 37 the streams started up to 15 s late, and
-		// the files held that wait (15.5 s, 19.6 s).
+		// the files held that wait (15.5 s, 19.6 s). It held a 9.8 s file
+		// for a 5.7 s recording once (issue 17): the recorder placed a
+		// layer's late first keyframe at its arrival (TestTrackRecorderLayerBurst);
+		// with 0.5 s for the last frame and the clocks' mapping, not 8 s.
 		// And a file holds at least half the media the recorder wrote to
 		// its track (20 ms per audio frame, each publisher's audio and
 		// video spanning the same time), up to 1.5 s: a load generator
 		// starved by the machine (CI beside other work: "other processes
 		// 197%", 27 packets a second sent) publishes less than 3 s.
 		lower := min(1.5, 0.5*float64(r.AudioFrames)/2*0.020)
-		upper := max(8, float64(r.DurationMs)/1000+0.5)
+		upper := float64(r.DurationMs)/1000 + 0.5
 		if dur < lower || dur > upper {
 			t.Errorf("%s: %s, %.3f s, want about 3 s (at least %.2f s: %d audio frames written in 2 files; at most %.1f s: the recording lasted %d ms)",
 				filepath.Base(f), codec, dur, lower, r.AudioFrames, upper, r.DurationMs)
