@@ -305,7 +305,14 @@ type layerRates interface {
 	Bitrate(layer int8) uint64
 }
 
-// layerCosts is each layer's bitrate: measured while it flows, estimated
+// lastRates is a source that remembers a stopped layer's rate
+// (sfu.Receiver.LastBitrate).
+type lastRates interface {
+	LastBitrate(layer int8) uint64
+}
+
+// layerCosts is each layer's bitrate: measured while it flows (or when it
+// last flowed, within a minute: sfu.Receiver.LastBitrate), estimated
 // from its size otherwise; 0 for layers the track does not have.
 func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
 	// The source, not only a local receiver: a remote track's import
@@ -345,6 +352,14 @@ func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
 		if live&(1<<i) != 0 {
 			if m := r.Bitrate(i); m > 0 {
 				est = m + m/10 // headroom for keyframes
+			}
+		} else if lr, ok := r.(lastRates); ok {
+			// Stopped (the publisher is told to stop a layer nobody
+			// receives): what it measured when it last flowed, not the
+			// size-based guess (2.76 Mbit/s for 720p where 1.6 flowed),
+			// so a probe need not show more room than the layer needs.
+			if m := lr.LastBitrate(i); m > 0 {
+				est = m + m/10
 			}
 		}
 		c[i] = est

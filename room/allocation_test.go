@@ -94,3 +94,27 @@ func TestProbeRateNextStep(t *testing.T) {
 		t.Fatalf("nothing to step up to, yet a probe at %d bit/s", p)
 	}
 }
+
+// stoppedTopSource is a receiver whose top layer the publisher has
+// stopped (not live) after it flowed at 1.6 Mbit/s.
+type stoppedTopSource struct{ remoteSource }
+
+func (stoppedTopSource) LastBitrate(layer int8) uint64 {
+	if layer == 2 {
+		return 1_600_000
+	}
+	return 0
+}
+
+// TestStoppedLayerKeepsMeasuredCost: a stopped layer is priced at what it
+// measured when it last flowed, not from its size (2.76 Mbit/s for 720p):
+// a probe for it need not show more room than the layer needs.
+func TestStoppedLayerKeepsMeasuredCost(t *testing.T) {
+	tr := &Track{kind: webrtc.RTPCodecTypeVideo, info: protocol.Track{Layers: []protocol.Layer{
+		{Width: 320, Height: 180}, {Width: 640, Height: 360}, {Width: 1280, Height: 720}}}}
+	tr.imp.src = stoppedTopSource{}
+	if c := tr.layerCosts(); c[2] != 1_760_000 {
+		t.Fatalf("the stopped top layer costs %d, want its last measured 1.6 Mbit/s plus 10%% (the size-based guess is %d)",
+			c[2], sfu.DefaultLayerCost(2, 1280, 720))
+	}
+}
