@@ -151,13 +151,11 @@ func (n *Node) nodeBack(id string) {
 		n.rs.resyncAll()  // this node's watches may have missed changes while the link was down
 		n.rewriteTracks() // the others may have found this node gone too, and deleted its track keys (trackkeys.go)
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		for _, name := range n.rooms.RoomNames() {
 			if r := n.rooms.Room(name); r != nil {
 				n.requestSnapshot(r, id)
 			}
 		}
-	}()
+	})
 }

@@ -90,11 +90,15 @@ type Node struct {
 	// watch records them again once the bus is back; reconcile.go).
 	tokenFailures atomic.Int64
 
-	unobserve  func()
-	ping       *nats.Subscription // answers other nodes' pings: this node is alive
-	draining   atomic.Bool
-	stop       chan struct{}
-	wg         sync.WaitGroup
+	unobserve func()
+	ping      *nats.Subscription // answers other nodes' pings: this node is alive
+	draining  atomic.Bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	// spawnMu orders spawn's wg.Add before Close's wg.Wait; closing is
+	// set, under it, when Close starts waiting.
+	spawnMu    sync.Mutex
+	closing    bool
 	closeOnce  sync.Once
 	hooks      hookQueue  // webhook claims (hookonce.go)
 	claimSweep claimSweep // their expiry without per-key TTLs (hooksweep.go)
@@ -275,6 +279,9 @@ func (n *Node) selfInfo() NodeInfo {
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
 		n.flushHooks() // the rooms' last leaves are claimed while the bus is up
+		n.spawnMu.Lock()
+		n.closing = true
+		n.spawnMu.Unlock()
 		close(n.stop)
 		n.wg.Wait()
 		n.rs.closeAll()
@@ -290,6 +297,25 @@ func (n *Node) Close() {
 		_ = n.bus.nc.Flush()
 		n.closeBus()
 	})
+}
+
+// spawn runs f in a goroutine Close waits for, unless Close has started
+// waiting (false then): a bus message handled while the node closes (a
+// heartbeat of a node back) started work with wg.Add as Close waited on
+// wg, which the race detector reports and which ran that work on a
+// closed bus.
+func (n *Node) spawn(f func()) bool {
+	n.spawnMu.Lock()
+	defer n.spawnMu.Unlock()
+	if n.closing {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // failStart undoes a start that failed part way: the command worker

@@ -273,10 +273,27 @@ func (n *Node) listKeys(retry func(func(context.Context) error) error, filter st
 			return err
 		}
 		keys = keys[:0]
-		for k := range lister.Keys() {
-			keys = append(keys, k)
+		// The lister closes its channel only after stopping its watch,
+		// which asks the store to delete the watch's consumer and waits
+		// up to 5 s for an answer that does not come without a store
+		// majority (a cluster's last nodes stopping; a node's Close waited
+		// for it): the listing ends with ctx instead, and the lister
+		// finishes on its own.
+		for {
+			select {
+			case k, ok := <-lister.Keys():
+				if !ok {
+					return nil
+				}
+				keys = append(keys, k)
+			case <-ctx.Done():
+				go func() { // its sends must not block for good
+					for range lister.Keys() {
+					}
+				}()
+				return ctx.Err()
+			}
 		}
-		return nil
 	})
 	return keys, err
 }

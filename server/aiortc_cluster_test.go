@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,24 +134,31 @@ func tryStartPair(t *testing.T) (*server.Server, *server.Server, error) {
 			firstErr = r.err
 		}
 	}
-	for _, srv := range srvs {
-		if srv == nil {
-			continue
+	// Both stop at once: one after the other, the second had no store
+	// majority left for its closing writes and waited out their timeouts.
+	stopAll := func() {
+		var wg sync.WaitGroup
+		for _, srv := range srvs {
+			if srv == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				_ = srv.Shutdown(ctx)
+			}()
 		}
-		stop := func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(ctx)
-		}
-		if firstErr != nil {
-			stop() // now: a retry starts two others
-			continue
-		}
-		srv.Serve()
-		t.Cleanup(stop)
+		wg.Wait()
 	}
 	if firstErr != nil {
+		stopAll() // now: a retry starts two others
 		return nil, nil, firstErr
 	}
+	for _, srv := range srvs {
+		srv.Serve()
+	}
+	t.Cleanup(stopAll)
 	return srvs[0], srvs[1], nil
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"net/http/pprof"
+
+	"github.com/starling-rtc/starling/internal/loopback"
 )
 
 // registerPprof serves Go's profiler at /debug/pprof/ (http.pprof: off by
@@ -19,11 +21,5 @@ func registerPprof(mux *http.ServeMux) {
 
 // loopbackOnly answers 403 to clients that are not on this machine.
 func loopbackOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !loopbackClient(r.RemoteAddr) { // recording.go
-			http.Error(w, "profiling is served to loopback clients only", http.StatusForbidden)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
+	return loopback.Only("profiling is served to loopback clients only", h)
 }

@@ -3,11 +3,11 @@ package server
 import (
 	"encoding/json"
 	"github.com/prometheus/client_golang/prometheus"
-	"net"
 	"net/http"
 	"strings"
 
 	"github.com/starling-rtc/starling/admin"
+	"github.com/starling-rtc/starling/internal/loopback"
 	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/recorder"
 	"github.com/starling-rtc/starling/signaling"
@@ -63,7 +63,7 @@ func (s *Server) requireRecordGrant(next http.Handler) http.Handler {
 			return
 		}
 		if !s.auth.Enabled() {
-			if !loopbackClient(r.RemoteAddr) {
+			if !loopback.Client(r.RemoteAddr) {
 				writeAPIError(w, protocol.Errorf(protocol.CodeForbidden,
 					"recordings are only controlled from loopback clients while the server has no API keys"))
 				return
@@ -92,15 +92,6 @@ func (s *Server) requireRecordGrant(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-func loopbackClient(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // writeAPIError writes an error the way the admin API does: JSON with the

@@ -122,3 +122,41 @@ func TestLateRepairAfterProbe(t *testing.T) {
 		t.Fatalf("%d packets; the repair went out as %+v, want 9 with the repair at seq %d", len(w.hdrs), last, base+3)
 	}
 }
+
+// TestLateRepairAllocs: forwarding a late repair on the RTX stream
+// allocates nothing (the hot path's rule).
+func TestLateRepairAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under the race detector sync.Pool drops buffers at random")
+	}
+	r := newBenchReceiver(vp8Codec)
+	l := r.testLayer(0)
+	w := &countingWriter{}
+	d := attachDownTrack(t, r, rtxContext(w))
+	defer d.Close()
+	key, delta := benchPackets()
+	r.now.Store(time.Now().UnixNano())
+	hdr := &rtp.Header{Version: 2, SequenceNumber: 1000, Timestamp: 1000, SSRC: 42}
+	send := func(seq uint16) {
+		hdr.SequenceNumber, hdr.Timestamp = seq, 1000+uint32(seq-1000)*3000
+		setPictureID(delta, seq)
+		r.forward(l, hdr, delta)
+	}
+	r.forward(l, hdr, key)
+	for seq := uint16(1101); seq <= 1140; seq++ { // 1001-1100 lost
+		send(seq)
+	}
+	i := uint16(0)
+	allocs := testing.AllocsPerRun(50, func() {
+		send(1141 + i) // a new packet, then a repair over 100 slots behind it
+		send(1001 + i)
+		i++
+		d.flush(flushWait)
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per late repair", allocs)
+	}
+	if got := counters.lateRepairs.Load(); got < 51 {
+		t.Fatalf("%d late repairs counted, want at least 51", got)
+	}
+}

@@ -1,4 +1,4 @@
-package server
+package loopback
 
 import (
 	"net/http"
@@ -6,10 +6,10 @@ import (
 	"testing"
 )
 
-// TestLoopbackOnly: profiles go to clients on this machine and nobody else.
-func TestLoopbackOnly(t *testing.T) {
-	t.Parallel()
-	h := loopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+// TestOnly: the profiler goes to clients on this machine and nobody else
+// (moved from the server package, which serves it through Only).
+func TestOnly(t *testing.T) {
+	h := Only("loopback only", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
 	for addr, want := range map[string]int{
 		"127.0.0.1:5000":          http.StatusOK,
 		"[::1]:5000":              http.StatusOK,
