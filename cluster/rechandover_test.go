@@ -30,7 +30,11 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 	waitFourTracks(t, srvs[0], first.ID)
 
 	if left := srvs[0].Drain(ctxT(t, 30*time.Second)); left != 0 {
-		t.Fatalf("%d participants still on the drained node", left)
+		var evs []string
+		for _, e := range alice.Events() {
+			evs = append(evs, e.Method)
+		}
+		t.Fatalf("%d participants still on the drained node; alice's client events: %v", left, evs)
 	}
 	ended, _ := srvs[0].Recorder().Get(first.ID)
 	if ended.Status != "finished" || ended.EndedAt == nil {
@@ -57,20 +61,7 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 		t.Logf("n0 shutdown: %v", err)
 	}
 	holder := srvs[indexOfNode(srvs, second.Node)]
-	frames := map[string]int{}
-	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		clear(frames)
-		for _, tr := range recordingManifest(t, holder.Recorder(), second.ID).Tracks {
-			frames[tr.ParticipantName+" "+tr.Kind] += tr.Frames
-		}
-		if frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("after 60 s the new recording holds %v frames (want 30 of each of alice's and bob's tracks); %s's tracks: %v",
-				frames, second.Node, holder.Rooms().Room(roomName).ObservedTracks())
-		}
-	}
+	waitBothRecorded(t, holder, roomName, second.ID, 60*time.Second)
 	running := 0
 	for _, s := range srvs[1:] {
 		for _, in := range s.Recorder().List(roomName) {
