@@ -63,15 +63,17 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 	holder := srvs[indexOfNode(srvs, second.Node)]
 	waitBothRecorded(t, holder, roomName, second.ID, 60*time.Second)
 	running := 0
+	var all []string
 	for _, s := range srvs[1:] {
 		for _, in := range s.Recorder().List(roomName) {
 			if in.Status == "recording" {
 				running++
 			}
+			all = append(all, in.ID+" "+in.Status+" "+in.Error)
 		}
 	}
 	if running != 1 {
-		t.Fatalf("%d recordings of the room run on n1 and n2, want 1", running)
+		t.Fatalf("%d recordings of the room run on n1 and n2, want 1: %q", running, all)
 	}
 	var stopped recorder.Info
 	if code := httpJSON(t, "DELETE", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+second.ID, nil, &stopped); code != http.StatusOK {
