@@ -192,6 +192,7 @@ func (c *Client) serverLeft(raw json.RawMessage) {
 		return
 	}
 	c.rs.ended = true
+	c.rs.leftBecause = p.Reason
 }
 
 // nodeLeaving handles `reconnect` (a draining cluster node asks the
@@ -352,14 +353,21 @@ func (c *Client) failoverLocked(ctx context.Context, res protocol.JoinResult) ([
 // 10 s: a socket silent for longer leads to a node that is gone without a
 // word (a host that lost power or its network), which TCP alone would
 // notice only after minutes.
+//
+// The pong gets the same 10 s to be written as any message (writeTimeout).
+// It had 1 s (gorilla's default handler's too): on a CPU-starved machine
+// the pong's write came after its deadline, gorilla keeps a failed write's
+// error for the socket, and every later request, answer and candidate
+// failed at once with "write tcp ...: i/o timeout" while the socket still
+// read; the server never got the subscriber's answer (TestSoak under load:
+// a subscriber's video never started, its calls failed).
 func (c *Client) watchSilence(s *socket) time.Duration {
 	timeout := c.opts.readTimeout()
-	if timeout <= 0 {
-		return 0
-	}
 	s.ws.SetPingHandler(func(data string) error {
-		_ = s.ws.SetReadDeadline(time.Now().Add(timeout))
-		err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if timeout > 0 {
+			_ = s.ws.SetReadDeadline(time.Now().Add(timeout))
+		}
+		err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeTimeout))
 		var ne net.Error
 		if err == nil || errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &ne) && ne.Timeout()) {
 			return nil // a lost pong is not worth ending the session for

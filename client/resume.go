@@ -56,12 +56,15 @@ func newSocket(ws *websocket.Conn) *socket {
 type resumeState struct {
 	run sync.Mutex // one resume at a time
 
-	mu       sync.Mutex // guards the fields below and Client.done
-	smu      sync.Mutex // guards Client.sock (taken inside mu, never around it)
-	token    string
-	last     protocol.JoinResult
-	ended    bool // the server sent `leave`: nothing to resume
-	resuming bool // a resume is under way: it handles the sockets it replaces
+	mu    sync.Mutex // guards the fields below and Client.done
+	smu   sync.Mutex // guards Client.sock (taken inside mu, never around it)
+	token string
+	last  protocol.JoinResult
+	ended bool // the server sent `leave`: nothing to resume
+	// leftBecause: the reason of the server's `leave`, "" if none came;
+	// the errors of calls made after it name it (rpc.go).
+	leftBecause string
+	resuming    bool // a resume is under way: it handles the sockets it replaces
 	// drained: the node asked the client to move (`reconnect`): the next
 	// failover keeps the old connections until that node lets go of them
 	// (make-before-break, drain.go).

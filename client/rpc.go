@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/starling-rtc/starling/protocol"
 )
@@ -84,16 +87,31 @@ func (c *Client) notifyOn(s *socket, method string, params any) error {
 	return c.writeTo(s, protocol.Message{JSONRPC: "2.0", Method: method, Params: raw})
 }
 
+// writeTimeout bounds a write on the signaling socket, pongs included
+// (watchSilence).
+const writeTimeout = 10 * time.Second
+
 // writeTo writes m on socket s, or the current one if s is nil.
 func (c *Client) writeTo(s *socket, m protocol.Message) error {
 	if s == nil {
 		s = c.socket()
 	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = s.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_ = s.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 	c.msgsOut.Add(1)
-	return s.ws.WriteJSON(m)
+	err := s.ws.WriteJSON(m)
+	c.wmu.Unlock()
+	if errors.Is(err, websocket.ErrCloseSent) {
+		// The server closed the socket (gorilla answered its close frame,
+		// so nothing more can be written): say why if it said so.
+		c.rs.mu.Lock()
+		why := c.rs.leftBecause
+		c.rs.mu.Unlock()
+		if why != "" {
+			err = fmt.Errorf("the server ended the session (leave: %s): %w", why, err)
+		}
+	}
+	return err
 }
 
 // MessageCounts is how many signaling messages the client sent and received.

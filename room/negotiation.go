@@ -160,8 +160,18 @@ const connectGrace = 30 * time.Second
 // the server's, and a starved aiortc read the re-offer before that flight
 // (TestAiortcClusterFirstRoom under load: 0 frames decoded, the data
 // channel opening after the second answer; TestReofferWaitsForClientDTLS).
+//
+// A resume's ICE restart waits too while the connection is still coming up
+// for the first time (sfu.Subscriber.Handshaking): pion drops the selected
+// candidate pair when ICE restarts, so the DTLS handshake under way (the
+// server's next flight, or the client's on its side) had nowhere to go,
+// pion failed it and closed the connection, and the participant left right
+// after resuming (TestResumeDuringSubscriberHandshake; the soak under
+// load: a publisher resumed 2 s after joining, its subscriber connection
+// still handshaking). Once it is up the restart goes out; a restart of a
+// connection that failed, or whose ICE has not connected, does not wait.
 func (l *subscriberLoop) holdUntilConnected() bool {
-	if l.rs.restart || l.answeredAt.IsZero() || l.p.sub.PeerUp() {
+	if l.answeredAt.IsZero() || l.p.sub.PeerUp() || (l.rs.restart && !l.p.sub.Handshaking()) {
 		return false
 	}
 	wait := time.Until(l.answeredAt.Add(connectGrace))

@@ -111,9 +111,8 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	p.pubCandidates.target, p.subCandidates.target = protocol.TargetPublisher, protocol.TargetSubscriber
 	p.pub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.pubCandidates.candidate(p, c) })
 	p.sub.OnCandidate(func(c *webrtc.ICECandidateInit) { p.subCandidates.candidate(p, c) })
-	failed := func() { go p.mediaFailed() } // see resume.go
-	p.pub.OnFailed(failed)
-	p.sub.OnFailed(failed)
+	p.pub.OnFailed(func() { go p.mediaFailed("publisher", p.pub.Failure()) }) // see resume.go
+	p.sub.OnFailed(func() { go p.mediaFailed("subscriber", p.sub.Failure()) })
 	p.loop.init(p)
 	return p, nil
 }

@@ -141,11 +141,12 @@ func (p *Participant) Away() bool {
 // socket is alive that ends the participant, as before resume existed; while
 // the client is away the window decides, and the ICE restart that follows a
 // resume may still bring the connection back.
-func (p *Participant) mediaFailed() {
+func (p *Participant) mediaFailed(which, why string) {
 	if p.Away() {
-		p.log.Info("media connection failed while the client is away; the resume window decides")
+		p.log.Info("media connection failed while the client is away; the resume window decides", "connection", which, "state", why)
 		return
 	}
+	p.log.Info("media connection failed", "connection", which, "state", why)
 	p.close(protocol.ReasonDisconnected, true)
 }
 
@@ -330,6 +331,7 @@ func (l *subscriberLoop) createOffer() (string, error) {
 		return sdp, nil
 	}
 	if l.rs.restart {
+		l.p.log.Info("subscriber ICE restart", "peerUp", l.p.sub.PeerUp(), "state", l.p.sub.Describe())
 		sdp, err := l.p.sub.CreateRestartOffer()
 		if err == nil {
 			l.rs.restart = false

@@ -34,7 +34,7 @@ func TestReofferWaitsForClientDTLS(t *testing.T) {
 	gate := &dtlsGate{}
 	viewer := join(t, srv, "dtls-gap", "viewer", func(o *client.Options) {
 		o.LazyPublisher = true
-		o.API = gatedAPI(t, gate)
+		o.API = gatedAPI(t, gate.drop)
 	})
 	pub := join(t, srv, "dtls-gap", "pub")
 	media := publishFake(t, pub)
@@ -100,8 +100,9 @@ func (g *dtlsGate) drop(b []byte) bool {
 	return later
 }
 
-// gatedAPI is a loopback pion API whose UDP sockets read through g.
-func gatedAPI(t *testing.T, g *dtlsGate) *webrtc.API {
+// gatedAPI is a loopback pion API whose UDP sockets drop the datagrams
+// they read for which drop is true.
+func gatedAPI(t *testing.T, drop func([]byte) bool) *webrtc.API {
 	t.Helper()
 	n, err := stdnet.NewNet()
 	if err != nil {
@@ -112,7 +113,7 @@ func gatedAPI(t *testing.T, g *dtlsGate) *webrtc.API {
 		t.Fatal(err)
 	}
 	se := webrtc.SettingEngine{}
-	se.SetNet(&gatedNet{Net: n, g: g})
+	se.SetNet(&gatedNet{Net: n, drop: drop})
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
@@ -122,7 +123,7 @@ func gatedAPI(t *testing.T, g *dtlsGate) *webrtc.API {
 
 type gatedNet struct {
 	*stdnet.Net
-	g *dtlsGate
+	drop func([]byte) bool
 }
 
 func (n *gatedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
@@ -130,20 +131,20 @@ func (n *gatedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPC
 	if err != nil {
 		return nil, err
 	}
-	return &gatedConn{UDPConn: c, g: n.g}, nil
+	return &gatedConn{UDPConn: c, drop: n.drop}, nil
 }
 
 // gatedConn is read by pion's ICE through ReadFrom (it does not offer the
 // netip.AddrPort methods that ICE would prefer).
 type gatedConn struct {
 	transport.UDPConn
-	g *dtlsGate
+	drop func([]byte) bool
 }
 
 func (c *gatedConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.UDPConn.ReadFrom(b)
-		if err != nil || !c.g.drop(b[:n]) {
+		if err != nil || !c.drop(b[:n]) {
 			return n, addr, err
 		}
 	}

@@ -24,6 +24,7 @@ type peer struct {
 	connected atomic.Bool // DTLS is up: SRTP writes reach the client
 	onConnect func()      // runs on each transition to connected
 	stateMu   sync.Mutex  // one state change handled at a time
+	failure   string      // how it failed (Failure); guarded by mu
 }
 
 // watchState follows the connection state; call once after creating pc.
@@ -45,9 +46,13 @@ func (p *peer) watchState() {
 			}
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			p.connected.Store(false)
+			why := p.describe(s)
 			p.mu.Lock()
 			f := p.onFailed
 			ours := p.closed
+			if !ours && p.failure == "" {
+				p.failure = why
+			}
 			p.mu.Unlock()
 			// Closed without our Close: the client sent a DTLS close_notify
 			// (closed its connection) but kept its socket. The connection is
@@ -204,6 +209,28 @@ func (p *peer) OnFailed(f func()) {
 	p.onFailed = f
 	p.mu.Unlock()
 }
+
+// Failure says how the connection failed or why pion closed it (its ICE
+// and DTLS states then), once OnFailed's f was called; "" before.
+func (p *peer) Failure() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failure
+}
+
+// describe is the connection's state s with its ICE and DTLS transports':
+// "closed" with DTLS closed is the client's close_notify (or a fatal
+// alert), "failed" with DTLS failed a handshake that did not complete.
+func (p *peer) describe(s webrtc.PeerConnectionState) string {
+	dtls := "none"
+	if sctp := p.pc.SCTP(); sctp != nil && sctp.Transport() != nil {
+		dtls = sctp.Transport().State().String()
+	}
+	return fmt.Sprintf("%s (ICE %s, DTLS %s)", s, p.pc.ICEConnectionState(), dtls)
+}
+
+// Describe is the connection's state with its ICE and DTLS transports'.
+func (p *peer) Describe() string { return p.describe(p.pc.ConnectionState()) }
 
 // State is the connection state.
 func (p *peer) State() webrtc.PeerConnectionState { return p.pc.ConnectionState() }

@@ -95,6 +95,26 @@ func (s *Subscriber) PeerUp() bool {
 	return s.everUp.Load() && (s.dataOpen.Load() || !s.dataAnswered.Load())
 }
 
+// Handshaking reports whether the connection's first DTLS handshake is
+// under way: ICE has connected, the client's end is not up yet (PeerUp)
+// and the connection has not failed. An ICE restart then breaks the
+// handshake (see room's holdUntilConnected); while ICE is still checking
+// there is no handshake to break, and a restart may be what connects it.
+func (s *Subscriber) Handshaking() bool {
+	if s.PeerUp() {
+		return false
+	}
+	switch s.pc.ConnectionState() {
+	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+		return false
+	}
+	switch s.pc.ICEConnectionState() {
+	case webrtc.ICEConnectionStateConnected, webrtc.ICEConnectionStateCompleted:
+		return true
+	}
+	return false
+}
+
 // OnConnected sets f to run on each transition to connected (after the
 // down tracks are told), and when PeerUp becomes true. f must not block.
 func (s *Subscriber) OnConnected(f func()) { s.upHook.Store(&f) }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -75,25 +74,30 @@ type SoakResult struct {
 	ServerErrors int            `json:"server_errors"`
 	IdleAfter    time.Duration  `json:"idle_after_ms"`
 	Problems     []string       `json:"problems"`
+	// Incidents: the first iterations that lost a data message or had an
+	// operation fail, step by step (soak_trace.go).
+	Incidents []SoakIncident `json:"incidents,omitempty"`
 }
 
 // OK says whether the soak found nothing wrong.
 func (r *SoakResult) OK() bool { return len(r.Problems) == 0 }
 
 type soak struct {
-	cfg    SoakConfig
-	api    *webrtc.API
-	http   *http.Client
-	base   string // http://host:port
-	admin  string // admin token ("" on an open server)
-	mu     sync.Mutex
-	ops    map[string]int
-	errs   map[string]int
-	first  map[string]string // first error message per operation
-	sent   atomic.Int64
-	recv   atomic.Int64
-	lost   atomic.Int64
-	serial atomic.Int64
+	cfg   SoakConfig
+	api   *webrtc.API
+	http  *http.Client
+	base  string // http://host:port
+	admin string // admin token ("" on an open server)
+	mu    sync.Mutex
+	ops   map[string]int
+	errs  map[string]int
+	first map[string]string // first error message per operation
+	// incidents: see SoakResult.Incidents; guarded by mu
+	incidents []SoakIncident
+	sent      atomic.Int64
+	recv      atomic.Int64
+	lost      atomic.Int64
+	serial    atomic.Int64
 }
 
 // Soak runs the churn, samples the server every cfg.Sample, then waits for
@@ -227,7 +231,7 @@ loop:
 	}
 
 	s.mu.Lock()
-	res.Ops, res.OpErrors = s.ops, s.errs
+	res.Ops, res.OpErrors, res.Incidents = s.ops, s.errs, s.incidents
 	s.mu.Unlock()
 	res.DataSent, res.DataReceived, res.DataLost = int(s.sent.Load()), int(s.recv.Load()), int(s.lost.Load())
 	if cfg.ServerErrors != nil {
@@ -245,6 +249,11 @@ loop:
 	}
 	if d := res.Final.Errors500 - res.Baseline.Errors500; d > 0 {
 		res.Problems = append(res.Problems, fmt.Sprintf("%.0f internal errors (500) answered on signaling", d))
+	}
+	for i, inc := range res.Incidents {
+		if inc.Cause != "" {
+			res.Problems = append(res.Problems, fmt.Sprintf("incident %d: %s; what failed in that iteration after it follows from it", i+1, inc.Cause))
+		}
 	}
 	s.mu.Lock()
 	for op, n := range res.OpErrors {
@@ -350,7 +359,7 @@ func (s *soak) count(op string, err error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ops[op]++
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if counts(err) {
 		s.errs[op]++
 		if _, ok := s.first[op]; !ok {
 			s.first[op] = err.Error()

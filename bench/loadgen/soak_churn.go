@@ -160,6 +160,10 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 	// iteration of four workers covers every operation (see Soak).
 	k := i + w
 	n := s.serial.Add(1)
+	tr := newIterTrace()
+	var pub, sub *client.Client
+	var lost []string
+	defer func() { s.incident(tr, room, pub, sub, lost) }()
 	pause := func(d time.Duration) bool {
 		select {
 		case <-ctx.Done():
@@ -169,12 +173,12 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 		}
 	}
 	pub, err := s.join(ctx, room, fmt.Sprintf("pub-%d", n), true)
-	if !s.count("join", err) {
+	if !tr.op(s, "join", err) {
 		return
 	}
 	defer pub.Close()
-	sub, err := s.join(ctx, room, fmt.Sprintf("sub-%d", n), false)
-	if !s.count("join", err) {
+	sub, err = s.join(ctx, room, fmt.Sprintf("sub-%d", n), false)
+	if !tr.op(s, "join", err) {
 		return
 	}
 	defer sub.Close()
@@ -210,14 +214,17 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := pub.SendData(dctx, msg)
 			cancel()
-			if s.count("data", err) {
+			if err != nil {
+				tr.op(s, "data", err)
+			} else if s.count("data", nil) {
 				sent = append(sent, msg)
 				s.sent.Add(1)
 			}
 		}
+		tr.note("data: %d sent so far", len(sent))
 	}
 	media, err := s.publish(ctx, pub, n)
-	if !s.count("publish", err) {
+	if !tr.op(s, "publish", err) {
 		return
 	}
 	defer media.Stop()
@@ -233,12 +240,12 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 		if !videoSeen.Load() {
 			err = fmt.Errorf("no video from %s at %s", pubID, sub.ParticipantID())
 		}
-		s.count("media", err)
+		tr.op(s, "media", err)
 	}
 	call := func(c *client.Client, op, method string, params any) {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		s.count(op, c.Call(cctx, method, params, nil))
+		tr.op(s, op, c.Call(cctx, method, params, nil))
 	}
 	yes, no := true, false
 	low := protocol.QualityLow
@@ -251,8 +258,9 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 	call(sub, "setSubscription", protocol.MethodSetSubscription, protocol.SetSubscriptionParams{TrackID: video.ID, Paused: &no})
 	send(5)
 	if k%2 == 0 && ctx.Err() == nil { // the publisher's socket drops; it resumes
+		tr.note("the publisher's socket drops")
 		pub.CloseSignaling()
-		s.count("resume", waitResumed(ctx, pub))
+		tr.op(s, "resume", waitResumed(ctx, pub))
 	}
 	recording := false
 	if s.cfg.Record && k%4 == 1 && ctx.Err() == nil {
@@ -260,17 +268,17 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 		if err != nil && strings.Contains(err.Error(), "HTTP 409") { // another worker records this room
 			err = nil
 		}
-		recording = s.count("record", err)
+		recording = tr.op(s, "record", err)
 	}
 	if ctx.Err() == nil {
-		s.count("adminMute", s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/participants/"+pubID+"/mute", map[string]any{"trackId": audio.ID, "muted": true}))
+		tr.op(s, "adminMute", s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/participants/"+pubID+"/mute", map[string]any{"trackId": audio.ID, "muted": true}))
 		pause(100 * time.Millisecond)
-		s.count("adminMute", s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/participants/"+pubID+"/mute", map[string]any{"trackId": audio.ID, "muted": false}))
+		tr.op(s, "adminMute", s.adminCall(ctx, "POST", "/v1/rooms/"+room+"/participants/"+pubID+"/mute", map[string]any{"trackId": audio.ID, "muted": false}))
 	}
 	send(5)
 	if ctx.Err() == nil {
 		uctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		s.count("unpublish", pub.Unpublish(uctx, video))
+		tr.op(s, "unpublish", pub.Unpublish(uctx, video))
 		cancel()
 	}
 	if k%3 == 0 && ctx.Err() == nil {
@@ -281,7 +289,7 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 			_, err = pub.Publish(pctx, client.LocalTrack{Track: v2, Source: protocol.SourceScreen, Name: "screen"})
 			cancel()
 		}
-		s.count("publish", err)
+		tr.op(s, "publish", err)
 	}
 	send(5)
 	// every message reaches the subscriber
@@ -294,32 +302,36 @@ func (s *soak) iteration(ctx context.Context, rng *rand.Rand, w, i int) {
 			s.recv.Add(1)
 		} else {
 			s.lost.Add(1)
+			lost = append(lost, m)
 		}
 	}
 	watch.mu.Unlock()
+	if len(lost) > 0 {
+		tr.note("waited for the data: %d of %d not received; publisher %s; subscriber %s", len(lost), len(sent), clientState(pub), clientState(sub))
+	}
 	if recording {
 		err := s.adminCall(context.Background(), "DELETE", "/v1/rooms/"+room+"/recordings", nil)
 		if err != nil && strings.Contains(err.Error(), "HTTP 404") { // another worker stopped it
 			err = nil
 		}
-		s.count("recordStop", err)
+		tr.op(s, "recordStop", err)
 	}
 	media.Stop()
 	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if k%3 == 2 {
 		err := s.adminCall(lctx, "DELETE", "/v1/rooms/"+room+"/participants/"+sub.ParticipantID(), nil)
-		if s.count("kick", err) {
+		if tr.op(s, "kick", err) {
 			select {
 			case <-sub.Done():
 			case <-lctx.Done():
-				s.count("kick", fmt.Errorf("%s still connected after the kick", sub.ParticipantID()))
+				tr.op(s, "kick", fmt.Errorf("%s still connected after the kick", sub.ParticipantID()))
 			}
 		}
 	} else {
-		s.count("leave", sub.Leave(lctx))
+		tr.op(s, "leave", sub.Leave(lctx))
 	}
-	s.count("leave", pub.Leave(lctx))
+	tr.op(s, "leave", pub.Leave(lctx))
 }
 
 // waitResumed waits for c to resume after its socket dropped. A resume that

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -20,23 +21,102 @@ import (
 	"github.com/starling-rtc/starling/server"
 )
 
-// errorCounter is a slog handler that counts error records (and drops
-// everything).
+// errorCounter is a slog handler that counts error records and keeps
+// their messages; it passes every record at info level and above to log
+// (the server's story, printed for the participants of a soak incident).
+//
+// pion's DTLS and peer connection loggers (scope dtls, pc) log at every
+// level down to pion's trace, kept when they tell of an alert or a close:
+// what ends a connection that was up (docs/robustness.md, KNOWN ISSUE).
 type errorCounter struct {
-	n    *atomic.Int64
-	msgs *sync.Map
+	n     *atomic.Int64
+	msgs  *sync.Map
+	log   slog.Handler
+	trace bool // a pion DTLS or pc logger
 }
 
-func (e errorCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
-func (e errorCounter) Handle(_ context.Context, r slog.Record) error {
-	e.n.Add(1)
-	msg := r.Message
-	r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
-	e.msgs.Store(msg, true)
-	return nil
+func (e errorCounter) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || e.trace
 }
-func (e errorCounter) WithAttrs([]slog.Attr) slog.Handler { return e }
-func (e errorCounter) WithGroup(string) slog.Handler      { return e }
+func (e errorCounter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		e.n.Add(1)
+		msg := r.Message
+		r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+		e.msgs.Store(msg, true)
+	}
+	if r.Level < slog.LevelInfo && !pionNote(r.Message) {
+		return nil
+	}
+	return e.log.Handle(ctx, r)
+}
+
+// pionNote: a pion debug or trace message worth keeping.
+func pionNote(msg string) bool {
+	for _, w := range []string{"Alert", "alert", "Closing", "close", "Close", "fail", "Fail"} {
+		if strings.Contains(msg, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e errorCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	for _, a := range as {
+		if a.Key == "scope" && (a.Value.String() == "dtls" || a.Value.String() == "pc") {
+			e.trace = true
+		}
+	}
+	e.log = e.log.WithAttrs(as)
+	return e
+}
+func (e errorCounter) WithGroup(g string) slog.Handler {
+	e.log = e.log.WithGroup(g)
+	return e
+}
+
+// logLines is a bounded in-memory log, safe for concurrent writers.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+	part  []byte
+}
+
+// maxLogLines bounds the server log kept: a 20 s soak logs a few thousand.
+const maxLogLines = 200000
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.part = append(l.part, p...)
+	for {
+		i := bytes.IndexByte(l.part, '\n')
+		if i < 0 {
+			break
+		}
+		if len(l.lines) < maxLogLines {
+			l.lines = append(l.lines, string(l.part[:i]))
+		}
+		l.part = l.part[i+1:]
+	}
+	return len(p), nil
+}
+
+// about returns the lines that mention any of ids.
+func (l *logLines) about(ids ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range l.lines {
+		for _, id := range ids {
+			if id != "" && strings.Contains(line, id) {
+				out = append(out, line)
+				break
+			}
+		}
+	}
+	return out
+}
 
 // soakChild is set in the environment of TestSoak's child process.
 const soakChild = "STARLING_SOAK_CHILD"
@@ -79,7 +159,9 @@ func TestSoak(t *testing.T) {
 	cfg.Room.EmptyTimeout = config.Duration(500 * time.Millisecond)
 	cfg.Room.ResumeWindow = config.Duration(5 * time.Second)
 	cfg.Recordings.Dir = t.TempDir()
-	srv, err := server.New(cfg, slog.New(errorCounter{&errs, &msgs}))
+	var serverLog logLines
+	srv, err := server.New(cfg, slog.New(errorCounter{n: &errs, msgs: &msgs,
+		log: slog.NewTextHandler(&serverLog, &slog.HandlerOptions{Level: slog.LevelDebug - 4})}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +197,12 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	if !res.OK() {
+		for i, inc := range res.Incidents {
+			t.Logf("the server's log about incident %d (%s, %s):\n%s", i+1, inc.Pub, inc.Sub, strings.Join(serverLog.about(inc.Pub, inc.Sub), "\n"))
+		}
+		if len(res.Incidents) > 0 {
+			t.Logf("pion's DTLS and connection notes (alerts, closes, failures):\n%s", strings.Join(serverLog.about("scope=dtls", "scope=pc"), "\n"))
+		}
 		// What is left, grouped by stack: a leaked goroutine shows here
 		// with what it waits on, and holds what stays in the heap (the
 		// package's leak check reports it only after the server's

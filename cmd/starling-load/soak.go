@@ -92,6 +92,15 @@ func writeSoak(w io.Writer, r *loadgen.SoakResult) {
 	if r.IdleAfter >= 0 {
 		fmt.Fprintf(w, "idle %.1f s after the churn: every gauge at its idle value\n", r.IdleAfter.Seconds())
 	}
+	for i, inc := range r.Incidents {
+		fmt.Fprintf(w, "incident %d: room %s, publisher %s, subscriber %s\n", i+1, inc.Room, inc.Pub, inc.Sub)
+		if inc.Cause != "" {
+			fmt.Fprintf(w, "  cause: %s\n", inc.Cause)
+		}
+		for _, l := range inc.Timeline {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
 	if r.OK() {
 		fmt.Fprintln(w, "soak: OK")
 	} else {
