@@ -17,6 +17,8 @@ const (
 	probeFor       = 300 * time.Millisecond // one probe: the estimator measures it as a cluster (sfu/bwe.go)
 	probeBackoffLo = time.Second            // wait after a probe that did not help...
 	probeBackoffHi = 2 * time.Second        // ...doubling up to this: recovery after congestion takes at most one of these
+	probeStepWait  = 500 * time.Millisecond // after a probe opened a layer: the next step's probe, once the layer flows
+	switchWaitMax  = 2 * time.Second        // how long a pending layer switch holds the next probe back
 	audioReserve   = 64_000                 // bits/s kept for each audio track
 	holdMargin     = 15                     // % of the estimate a track may overrun before it is switched down
 	pauseMargin    = 33                     // % of the estimate a track's lowest layer may overrun before it is paused
@@ -29,8 +31,9 @@ type allocState struct {
 	nextProbe time.Time
 	backoff   time.Duration
 	probing   bool
-	probeEst  uint64 // estimate when the probe started
-	raises    uint64 // the subscriber's probe raises seen (sfu.Subscriber.ProbeRaises)
+	probeEst  uint64    // estimate when the probe started
+	raises    uint64    // the subscriber's probe raises seen (sfu.Subscriber.ProbeRaises)
+	steppedAt time.Time // when a track was last raised
 	// Scratch reused by every round (two a second per subscriber, plus
 	// one per estimate change): fewer allocations for the GC.
 	ids     []string
@@ -94,6 +97,9 @@ func (l *subscriberLoop) allocate() {
 		l.alloc.probing = false
 		probed = probed || est > l.alloc.probeEst
 	}
+	if probed {
+		l.alloc.backoff = probeBackoffLo // a raise, even one no layer fits yet
+	}
 	budget := est
 	if l.alloc.up == nil {
 		l.alloc.up = map[string]int{}
@@ -137,7 +143,8 @@ func (l *subscriberLoop) allocate() {
 	// that is would otherwise pause although everything arrives.
 	keep := l.alloc.layers.Allocate(budget+budget*pauseMargin/100, demands)
 	lossy := l.p.sub.LossLimited()
-	var wantMore, maxStep, sending uint64
+	var wantMore, minStep, sending uint64
+	switching, stepped := false, false
 	for i, it := range items {
 		capL, cur := it.d.Limits()
 		costs := demands[i].Costs
@@ -170,6 +177,7 @@ func (l *subscriberLoop) allocate() {
 			} else {
 				l.alloc.up[it.t.id] = 0
 				l.alloc.backoff = probeBackoffLo // the probe (or the estimate) paid off
+				stepped = stepped || probed
 			}
 		case next < cur:
 			l.alloc.up[it.t.id] = 0
@@ -183,31 +191,75 @@ func (l *subscriberLoop) allocate() {
 			it.d.SetLimits(capL, next)
 			l.reselect(it.t, it.d)
 		}
-		// What the best layer the cap allows would cost on top of what
-		// flows now, summed over the tracks: one probe can then open room
-		// for all of them, and a track recovering from congestion goes
-		// back up in one step, not one layer per probe.
+		// The next step up: one layer above what this round gives (the
+		// lowest layer for a paused track), what it adds to what flows.
 		have := uint64(0)
-		if next >= 0 {
-			have = costs[next]
+		if got := layerAtMost(costs, min(next, capL)); got >= 0 {
+			have = costs[got]
 			sending += have
 		}
-		if up := topLayer(costs, next, capL); up >= 0 && costs[up] > have {
-			wantMore += costs[up] - have
-			maxStep = max(maxStep, costs[up]-have)
+		if up := nextLayer(costs, next, capL); up >= 0 && costs[up] > have {
+			step := costs[up] - have
+			wantMore += step
+			if minStep == 0 || step < minStep {
+				minStep = step
+			}
 		}
+		switching = switching || it.d.Current() != it.d.Target()
 	}
-	// A probe at most doubles what is sent (enough to find room, not
-	// enough to flood a link that has none), but always covers the largest
-	// single step: a track recovering from congestion must be able to show
-	// its next layer fits even while the estimate is still low.
-	probe := min(wantMore, max(est, sending, maxStep)) * 12 / 10
 	now := time.Now()
+	if stepped {
+		// A probe just opened a layer: probe for the next one as soon as
+		// the new layer flows (its media is then part of the probe), not
+		// after a backoff, so a paused track climbs back a layer a probe.
+		l.alloc.steppedAt = now
+		l.alloc.nextProbe = now.Add(probeStepWait)
+	}
+	if switching && now.Sub(l.alloc.steppedAt) < switchWaitMax {
+		return // what flows is not yet what was allocated
+	}
+	probe := probeRate(est, est-budget, sending, wantMore, minStep)
 	if probe > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(probe, probeFor) {
 		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)
 		l.alloc.backoff = min(2*l.alloc.backoff, probeBackoffHi)
 		l.alloc.probing, l.alloc.probeEst = true, est
 	}
+}
+
+// probeRate is the padding (bits/s, on top of the media) of a probe for the
+// next step up: each track that wants more one layer up (want, the steps
+// summed; minStep, the smallest), with the audio reserve, all 20% over,
+// plus 10% of the video flowing (its costs carry 10% of keyframe headroom
+// that the media does not send, and the probe's measured rate is media and
+// padding). That is the estimate the allocator needs to take the step.
+//
+// It is capped at the estimate itself, so that with the media a probe
+// carries about twice what the link was last shown to carry (enough to
+// find room, not enough to flood a link that has none), but it always
+// covers one track's next step: layer costs grow about threefold a step
+// (0.28, 0.55, 1.76 Mbit/s here), and a track whose step is above the
+// estimate could otherwise never show it.
+//
+// Until 2026-12-07 the probe aimed at every track's top layer: a track
+// paused for bandwidth was probed at 1.2 times its top layer's cost (3.3
+// Mbit/s for a 720p layer costed at 2.76) whatever the estimate, on a link
+// that might still carry 150 kbit/s, audio included.
+func probeRate(est, reserve, sending, want, minStep uint64) uint64 {
+	if want == 0 {
+		return 0
+	}
+	pad := func(step uint64) uint64 { return (step+reserve)*12/10 + sending/10 }
+	return min(pad(want), max(est, pad(minStep)))
+}
+
+// layerAtMost is the highest layer up to l that the track has; -1 if none.
+func layerAtMost(costs [sfu.MaxLayers]uint64, l int8) int8 {
+	for ; l >= 0; l-- {
+		if l < sfu.MaxLayers && costs[l] > 0 {
+			return l
+		}
+	}
+	return -1
 }
 
 // lowestOf is the lowest layer the track has.
@@ -223,17 +275,6 @@ func lowestOf(costs [sfu.MaxLayers]uint64) int8 {
 // nextLayer is the next layer above cur, up to capL, that the publisher has; -1 if none.
 func nextLayer(costs [sfu.MaxLayers]uint64, cur, capL int8) int8 {
 	for l := cur + 1; l <= capL && l < sfu.MaxLayers; l++ {
-		if costs[l] > 0 {
-			return l
-		}
-	}
-	return -1
-}
-
-// topLayer is the highest layer above cur, up to capL, that the publisher
-// has; -1 if none.
-func topLayer(costs [sfu.MaxLayers]uint64, cur, capL int8) int8 {
-	for l := min(capL, sfu.MaxLayers-1); l > cur; l-- {
 		if costs[l] > 0 {
 			return l
 		}
@@ -264,7 +305,14 @@ type layerRates interface {
 	Bitrate(layer int8) uint64
 }
 
-// layerCosts is each layer's bitrate: measured while it flows, estimated
+// lastRates is a source that remembers a stopped layer's rate
+// (sfu.Receiver.LastBitrate).
+type lastRates interface {
+	LastBitrate(layer int8) uint64
+}
+
+// layerCosts is each layer's bitrate: measured while it flows (or when it
+// last flowed, within a minute: sfu.Receiver.LastBitrate), estimated
 // from its size otherwise; 0 for layers the track does not have.
 func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
 	// The source, not only a local receiver: a remote track's import
@@ -304,6 +352,14 @@ func (t *Track) layerCosts() [sfu.MaxLayers]uint64 {
 		if live&(1<<i) != 0 {
 			if m := r.Bitrate(i); m > 0 {
 				est = m + m/10 // headroom for keyframes
+			}
+		} else if lr, ok := r.(lastRates); ok {
+			// Stopped (the publisher is told to stop a layer nobody
+			// receives): what it measured when it last flowed, not the
+			// size-based guess (2.76 Mbit/s for 720p where 1.6 flowed),
+			// so a probe need not show more room than the layer needs.
+			if m := lr.LastBitrate(i); m > 0 {
+				est = m + m/10
 			}
 		}
 		c[i] = est

@@ -69,3 +69,52 @@ func TestLayerCostsDoNotAllocate(t *testing.T) {
 		t.Fatalf("%.1f allocations per layerCosts", n)
 	}
 }
+
+// TestProbeRateNextStep: a probe aims at the next layer up, not the top
+// one. A track paused for bandwidth (costs 0.28 / 0.55 / 2.76 Mbit/s, the
+// top layer priced from its size while the publisher has stopped it, one
+// audio track) on a 150 kbit/s estimate was probed at 3.3 Mbit/s, 1.2 times
+// the top layer; the next step is the lowest layer and the audio, 20% over.
+func TestProbeRateNextStep(t *testing.T) {
+	const audio = audioReserve
+	if p := probeRate(150_000, audio, 0, 275_000, 275_000); p != (275_000+audio)*12/10 {
+		t.Fatalf("a paused track is probed at %d bit/s, want %d (its lowest layer and the audio, 20%% over)", p, (275_000+audio)*12/10)
+	}
+	// On the middle layer, the step to the top one is above the estimate:
+	// still covered (else the track could never show it fits).
+	if p := probeRate(700_000, audio, 550_000, 1_210_000, 1_210_000); p < 1_210_000+audio {
+		t.Fatalf("the step from 0.55 to 1.76 Mbit/s is probed at %d bit/s on a 0.7 Mbit/s estimate", p)
+	}
+	// Several tracks stepping at once: capped at the estimate (about twice
+	// what flows with the media), but never under the smallest step.
+	if p := probeRate(1_000_000, audio, 900_000, 3_000_000, 300_000); p != 1_000_000 {
+		t.Fatalf("three tracks' steps of 3 Mbit/s on a 1 Mbit/s estimate probed at %d bit/s, want the estimate", p)
+	}
+	if p := probeRate(1_000_000, audio, 900_000, 0, 0); p != 0 {
+		t.Fatalf("nothing to step up to, yet a probe at %d bit/s", p)
+	}
+}
+
+// stoppedTopSource is a receiver whose top layer the publisher has
+// stopped (not live) after it flowed at 1.6 Mbit/s.
+type stoppedTopSource struct{ remoteSource }
+
+func (stoppedTopSource) LastBitrate(layer int8) uint64 {
+	if layer == 2 {
+		return 1_600_000
+	}
+	return 0
+}
+
+// TestStoppedLayerKeepsMeasuredCost: a stopped layer is priced at what it
+// measured when it last flowed, not from its size (2.76 Mbit/s for 720p):
+// a probe for it need not show more room than the layer needs.
+func TestStoppedLayerKeepsMeasuredCost(t *testing.T) {
+	tr := &Track{kind: webrtc.RTPCodecTypeVideo, info: protocol.Track{Layers: []protocol.Layer{
+		{Width: 320, Height: 180}, {Width: 640, Height: 360}, {Width: 1280, Height: 720}}}}
+	tr.imp.src = stoppedTopSource{}
+	if c := tr.layerCosts(); c[2] != 1_760_000 {
+		t.Fatalf("the stopped top layer costs %d, want its last measured 1.6 Mbit/s plus 10%% (the size-based guess is %d)",
+			c[2], sfu.DefaultLayerCost(2, 1280, 720))
+	}
+}

@@ -20,7 +20,8 @@ import (
 // came back after 41-54 s, or not within 60 s (three runs, load 16-20,
 // before the fix; 1.7-2.6 s after). The deadline, 30 s, says whether the
 // probes count at all, not how fast they work (docs/congestion.md has the
-// figures).
+// figures). The probes while paused aim at the next step up, the lowest
+// layer, not at the top one.
 func TestCongestionPausedRecovers(t *testing.T) {
 	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
 	srv := startServer(t, withBWE)
@@ -42,8 +43,31 @@ func TestCongestionPausedRecovers(t *testing.T) {
 		return u.Reason == sfu.ReasonBandwidth && u.Layer == protocol.QualityPaused
 	})
 	t.Logf("paused %v after the downlink narrowed to 150 kbit/s", time.Since(start))
+	// The probes from the paused track aim at its next step (the lowest
+	// layer, 0.28 Mbit/s, and the audio: about 0.4 Mbit/s, 55 padding
+	// packets in 300 ms), not at its top layer (3.3 Mbit/s, 434 packets,
+	// 276 counted on average before 2026-12-07) on a link that carries 150
+	// kbit/s.
+	eng := srv.Engine()
+	before := eng.BWECounters()
+	waitFor(t, 30*time.Second, "two probes while paused", func() bool {
+		return eng.BWECounters().Probes >= before.Probes+2
+	})
+	after := eng.BWECounters()
+	probes, padding := after.Probes-before.Probes, after.PaddingSent-before.PaddingSent
+	t.Logf("%d probes while paused, %d padding packets (%.0f a probe)", probes, padding, float64(padding)/float64(probes))
+	if padding > probes*150 {
+		t.Errorf("%d padding packets in %d probes from a paused track on a 150 kbit/s link: over 1.1 Mbit/s a probe", padding, probes)
+	}
 	th.set(0)
 	start = time.Now()
-	v.waitHeight(t, 30*time.Second, 720)
+	// A 720p keyframe received after the lift: the last one before it
+	// may be 720p too (the throttle drops at the client, lower layers'
+	// keyframes included), and waitHeight alone then returned at once.
+	lifted, _ := v.snapshot()
+	waitFor(t, 30*time.Second, "a 720p keyframe after the bottleneck was lifted", func() bool {
+		s, _ := v.snapshot()
+		return len(s) > len(lifted) && s[len(s)-1] == 720
+	})
 	t.Logf("recovered to high %v after the bottleneck was lifted", time.Since(start))
 }

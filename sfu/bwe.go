@@ -125,6 +125,18 @@ type bwe struct {
 	// Until then (µs), a delay-based overuse verdict does not lower the
 	// target that a probe just raised (see update).
 	graceUntil int64
+	// Feedback timeout (bwetimeout.go): when the last feedback came (µs)
+	// and the sequence number after the highest it reported; when the
+	// estimate was last cut for silence; and, while a silence lasts, what
+	// the first cut took away.
+	haveFb   bool
+	lastFb   int64
+	fbNext   uint16
+	lastCut  int64
+	cutFrom  uint64
+	cutCap   float64
+	cutAt    int64
+	cutLossy [2]int64
 }
 
 // probeGrace is how long a probe's result stands against the delay-based
@@ -179,12 +191,20 @@ func (b *bwe) unwrapRef(ref int64) int64 {
 // Call with b.mu held.
 func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	ref := b.unwrapRef(fb.refTime)
+	gapRecv, gapLost := 0, 0 // packets sent before a timeout cut (bwetimeout.go)
 	for i, st := range fb.status {
 		seq := fb.baseSeq + uint16(i)
 		b.probes.onReport(seq)
 		size, cluster, sent, ok := b.hist.get(seq, now)
 		if !ok {
 			continue
+		}
+		if b.cutFrom != 0 && sent <= b.cutAt {
+			if st == twccNotReceived {
+				gapLost++
+			} else {
+				gapRecv++
+			}
 		}
 		// A probe's packets (its media too) do not count towards the
 		// loss-based cap: the probe's own verdict says whether it fitted.
@@ -203,6 +223,8 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 		b.delay.add(sent, arrival, size)
 		b.probes.onAck(cluster, sent, arrival, size)
 	}
+	b.feedbackSeen(fb.baseSeq+uint16(len(fb.status)), now)
+	b.afterSilence(gapRecv, gapLost)
 	b.update(now)
 }
 

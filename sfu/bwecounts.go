@@ -15,6 +15,9 @@ type BWECounters struct {
 	PaddingSent    uint64 // padding-only packets written (the probes' payload)
 	FeedbackTapped uint64 // feedback packets read off the batched socket
 	FeedbackPion   uint64 // feedback packets read through pion
+	// FeedbackTimeouts counts estimates cut because feedback stopped while
+	// packets were outstanding (bwetimeout.go).
+	FeedbackTimeouts uint64
 }
 
 // bweCounts is BWECounters as it is counted: an estimator adds to its
@@ -22,17 +25,19 @@ type BWECounters struct {
 type bweCounts struct {
 	delayDecreases, lossDecreases, probes, probeRaises atomic.Uint64
 	paddingSent, feedbackTapped, feedbackPion          atomic.Uint64
+	feedbackTimeouts                                   atomic.Uint64
 }
 
 func (c *bweCounts) read() BWECounters {
 	return BWECounters{
-		DelayDecreases: c.delayDecreases.Load(),
-		LossDecreases:  c.lossDecreases.Load(),
-		Probes:         c.probes.Load(),
-		ProbeRaises:    c.probeRaises.Load(),
-		PaddingSent:    c.paddingSent.Load(),
-		FeedbackTapped: c.feedbackTapped.Load(),
-		FeedbackPion:   c.feedbackPion.Load(),
+		DelayDecreases:   c.delayDecreases.Load(),
+		LossDecreases:    c.lossDecreases.Load(),
+		Probes:           c.probes.Load(),
+		ProbeRaises:      c.probeRaises.Load(),
+		PaddingSent:      c.paddingSent.Load(),
+		FeedbackTapped:   c.feedbackTapped.Load(),
+		FeedbackPion:     c.feedbackPion.Load(),
+		FeedbackTimeouts: c.feedbackTimeouts.Load(),
 	}
 }
 

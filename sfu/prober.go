@@ -24,6 +24,9 @@ func (s *Subscriber) EstimatedBitrate() uint64 {
 	if !s.twcc.Load() {
 		return s.fallback.estimate(time.Now())
 	}
+	// Feedback that stopped while packets were sent lowers the estimate
+	// (bwetimeout.go): checked here, once per allocation round.
+	s.bw.est.checkFeedback(clock.Micros(), uint16(s.bw.next.Load()-1))
 	return s.bw.est.estimate()
 }
 

@@ -98,6 +98,7 @@ type Receiver struct {
 	now       atomic.Int64  // read time of the latest packet, unix nanos
 	live      atomic.Uint32 // bit i: layer i received a packet within layerTimeout
 	bitrate   [MaxLayers]atomic.Uint64
+	rates     rateMemory       // each layer's last steady rate (layerrate.go)
 	onLayers  func(live uint8) // liveness or a layer's size changed; runs on the monitor goroutine
 	resized   atomic.Bool      // a layer's keyframes changed size since the monitor last looked (layersize.go)
 	onSinks   func()           // a sink came or went
@@ -186,6 +187,7 @@ func (r *Receiver) refresh(lastBytes *[MaxLayers]uint64) {
 		// Smooth over ~1 s so one big keyframe does not look like a jump.
 		old := r.bitrate[i].Load()
 		r.bitrate[i].Store((old*4 + rate) / 5)
+		r.rates.note(i, rate > 0, (old*4+rate)/5, now)
 	}
 	resized := r.resized.Swap(false)
 	if prev := uint8(r.live.Swap(uint32(live))); (prev != live || resized) && r.onLayers != nil {

@@ -1,0 +1,96 @@
+package sfu
+
+// Feedback timeout. A link that drops every packet (a dead Wi-Fi, a
+// throttle narrower than one packet) sends no transport-wide feedback at
+// all, and an estimator that moves only on feedback keeps its estimate:
+// the allocator goes on sending the top layer into a link that passes
+// nothing, and floods it when it comes back. So when feedback stops while
+// packets are outstanding, the estimate halves, once per fbTimeout, down to
+// bweMin, and each cut counts as a lossy measurement (lossLimited), so the
+// allocator may pause the track as it would on loss.
+//
+// A client on a starved machine also goes silent: it stops reading, then
+// reads everything at once (stalls of 0.2-1.3 s were seen on this machine
+// beside busy loops). Its feedback, when it comes, reports the packets
+// sent during the silence as received; then the cut was wrong, and is
+// undone at once (the estimate and the loss cap back to what they were,
+// counted as a raise so the allocator restores the layers without waiting).
+// A link that was dead reports those packets lost, or not at all: the cut
+// stands, and the link comes back to a lower estimate and a probe.
+
+// fbTimeout is how long feedback may be missing, with packets sent more
+// than that long ago still unreported, before the estimate is cut; and the
+// interval of further cuts. Clients report every 50-100 ms whatever the
+// round trip (a long round trip delays the reports, it does not space them
+// out), so 1 s is ten missed reports; shorter, and the routine stalls of a
+// busy client (above) would cut and restore layers every few seconds.
+const fbTimeout = 1_000_000
+
+// fbTimeoutMinOutstanding is how many packets must be outstanding for a
+// silence to count when the oldest of them is no longer in the history.
+const fbTimeoutMinOutstanding = 64
+
+// feedbackSeen notes a feedback reporting up to end (the sequence number
+// after its last), applied at now. Call with b.mu held.
+func (b *bwe) feedbackSeen(end uint16, now int64) {
+	if !b.haveFb || int16(end-b.fbNext) > 0 {
+		b.fbNext = end
+	}
+	b.haveFb, b.lastFb = true, now
+}
+
+// checkFeedback cuts the estimate if no feedback came for fbTimeout while
+// packets were outstanding: the oldest unreported one (the one after the
+// last report) sent over fbTimeout ago, up to newest, the last numbered.
+// The allocator calls it every round (EstimatedBitrate).
+func (b *bwe) checkFeedback(now int64, newest uint16) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.haveFb || now-b.lastFb < fbTimeout || now-b.lastCut < fbTimeout {
+		return
+	}
+	out := newest - b.fbNext + 1 // packets outstanding
+	if out == 0 || out >= 0x8000 {
+		return // nothing sent since the last report (a paused track): silence is normal
+	}
+	if _, _, sent, ok := b.hist.get(b.fbNext, now); ok {
+		if now-sent < fbTimeout {
+			return
+		}
+	} else if out < fbTimeoutMinOutstanding {
+		return // not stamped yet, or cannot tell
+	}
+	if b.cutFrom == 0 {
+		b.cutFrom, b.cutCap, b.cutAt = b.target.Load(), b.loss.cap, now
+		b.cutLossy = [2]int64{b.loss.lossyAt, b.loss.lossyPrev}
+	}
+	t := max(bweMin, float64(b.target.Load())/2)
+	b.aimd.rate = t
+	b.aimd.state = aimdHold
+	if b.loss.cap > 0 {
+		b.loss.cap = min(b.loss.cap, t)
+	}
+	b.loss.lossyPrev, b.loss.lossyAt = b.loss.lossyAt, now
+	b.lastCut = now
+	b.graceUntil = 0
+	b.counts.feedbackTimeouts.Add(1)
+	b.publish(false)
+}
+
+// afterSilence decides, on the first feedback after a timeout cut that
+// reports packets sent before the cut, whether the silence was a stalled
+// reader (they arrived: recv of them received, lost lost) and the cut is
+// undone. Call with b.mu held.
+func (b *bwe) afterSilence(recv, lost int) {
+	if b.cutFrom == 0 {
+		return
+	}
+	if recv >= 10 && lost*10 < recv {
+		b.aimd.rate = max(b.aimd.rate, float64(b.cutFrom))
+		b.loss.cap = b.cutCap
+		b.loss.lossyAt, b.loss.lossyPrev = b.cutLossy[0], b.cutLossy[1]
+		b.raises.Add(1)
+		b.publish(true)
+	}
+	b.cutFrom = 0
+}
