@@ -32,6 +32,12 @@ const clockMaxAge int64 = 60e9
 // not yet settled; the recorder asks for another keyframe meanwhile.
 const layerSettle int64 = 300e6
 
+// clockJump: a packet this much later than the reference predicts is not
+// late: its stream's timestamps jumped (a new RTP base), and it becomes
+// the reference. A packet really held that long only makes the reference
+// worse until an earlier-arriving one replaces it.
+const clockJump int64 = 5e9
+
 type clockRef struct {
 	ok bool
 	ts uint32
@@ -59,10 +65,10 @@ func (c *layerClock) observe(ts uint32, at int64, clock uint32) {
 	if c.first == 0 {
 		c.first, c.since = at, at
 	}
-	if !c.ref.ok || at-c.ref.at > clockMaxAge || c.ref.lateness(ts, at, clock) < 0 {
+	if l := c.ref.lateness(ts, at, clock); !c.ref.ok || at-c.ref.at > clockMaxAge || l < 0 || l > clockJump {
 		c.ref = clockRef{ok: true, ts: ts, at: at}
 	}
-	if !c.next.ok || c.next.lateness(ts, at, clock) < 0 {
+	if l := c.next.lateness(ts, at, clock); !c.next.ok || l < 0 || l > clockJump {
 		c.next = clockRef{ok: true, ts: ts, at: at}
 	}
 	if at-c.since >= clockWindow {

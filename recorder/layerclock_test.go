@@ -92,3 +92,42 @@ func TestTrackRecorderLayerBurst(t *testing.T) {
 		t.Errorf("the file spans %.3f s for %.3f s of media", span, sent)
 	}
 }
+
+// layerClock alone: a delayed packet does not move the reference, an
+// earlier-arriving one does, and a jump of the RTP base is followed (a
+// stale reference would map a switch hours off).
+func TestLayerClock(t *testing.T) {
+	const clock = 90000
+	var c layerClock
+	at := int64(1_000_000_000)
+	ts := func(i int64) uint32 { return uint32(1000 + 3000*i) }    // 30 fps
+	capt := func(i int64) int64 { return at + i*1_000_000_000/30 } // frame i's capture
+	for i := int64(0); i < 30; i++ {
+		c.observe(ts(i), capt(i)+20_000_000, clock) // arriving 20 ms after capture
+	}
+	if got, ok := c.capture(ts(30), at+2e9, clock); !ok || got != capt(30)+20_000_000 {
+		t.Fatalf("frame 30 maps to %d (%v), want %d", got, ok, capt(30)+20_000_000)
+	}
+	// A burst of frames 30-39, all arriving 800 ms after frame 39's capture: the reference holds.
+	for i := int64(30); i < 40; i++ {
+		c.observe(ts(i), capt(39)+800_000_000, clock)
+	}
+	if got, _ := c.capture(ts(35), at+3e9, clock); got != capt(35)+20_000_000 {
+		t.Fatalf("after a late burst frame 35 maps to %d, want %d", got, capt(35)+20_000_000)
+	}
+	// One packet 15 ms sooner than any: it is the reference now.
+	c.observe(ts(40), capt(40)+5_000_000, clock)
+	if got, _ := c.capture(ts(40), at+3e9, clock); got != capt(40)+5_000_000 {
+		t.Fatalf("frame 40 maps to %d, want %d", got, capt(40)+5_000_000)
+	}
+	// The RTP base jumps back by an hour's ticks: followed at once.
+	jumped := ts(41) - clock*3600
+	now := capt(41) + 20_000_000
+	c.observe(jumped, now, clock)
+	if got, _ := c.capture(jumped, now, clock); got != now {
+		t.Fatalf("after a jump of the RTP base: %d, want %d", got, now)
+	}
+	if !c.settled(capt(0)+20_000_000+layerSettle) || c.settled(capt(0)+20_000_000+layerSettle-1) {
+		t.Fatalf("settled: the first packet came at %d", c.first)
+	}
+}
