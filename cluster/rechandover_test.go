@@ -30,7 +30,11 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 	waitFourTracks(t, srvs[0], first.ID)
 
 	if left := srvs[0].Drain(ctxT(t, 30*time.Second)); left != 0 {
-		t.Fatalf("%d participants still on the drained node", left)
+		var evs []string
+		for _, e := range alice.Events() {
+			evs = append(evs, e.Method)
+		}
+		t.Fatalf("%d participants still on the drained node; alice's client events: %v", left, evs)
 	}
 	ended, _ := srvs[0].Recorder().Get(first.ID)
 	if ended.Status != "finished" || ended.EndedAt == nil {
@@ -57,30 +61,19 @@ func TestDrainHandsRecordingOver(t *testing.T) {
 		t.Logf("n0 shutdown: %v", err)
 	}
 	holder := srvs[indexOfNode(srvs, second.Node)]
-	frames := map[string]int{}
-	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		clear(frames)
-		for _, tr := range recordingManifest(t, holder.Recorder(), second.ID).Tracks {
-			frames[tr.ParticipantName+" "+tr.Kind] += tr.Frames
-		}
-		if frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("after 60 s the new recording holds %v frames (want 30 of each of alice's and bob's tracks); %s's tracks: %v",
-				frames, second.Node, holder.Rooms().Room(roomName).ObservedTracks())
-		}
-	}
+	waitBothRecorded(t, holder, roomName, second.ID, 60*time.Second)
 	running := 0
+	var all []string
 	for _, s := range srvs[1:] {
 		for _, in := range s.Recorder().List(roomName) {
 			if in.Status == "recording" {
 				running++
 			}
+			all = append(all, in.ID+" "+in.Status+" "+in.Error)
 		}
 	}
 	if running != 1 {
-		t.Fatalf("%d recordings of the room run on n1 and n2, want 1", running)
+		t.Fatalf("%d recordings of the room run on n1 and n2, want 1: %q", running, all)
 	}
 	var stopped recorder.Info
 	if code := httpJSON(t, "DELETE", srvs[2].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+second.ID, nil, &stopped); code != http.StatusOK {

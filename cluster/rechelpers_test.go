@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -91,4 +92,35 @@ func runningRecording(srv *server.Server, room string) (recorder.Info, bool) {
 		}
 	}
 	return recorder.Info{}, false
+}
+
+// waitBothRecorded waits until holder's recording id holds 30 frames of
+// each of alice's and bob's audio and video, over their parts; it fails
+// with the frames it holds and the tracks holder sees, so that a
+// participant missing from the recording shows (one that did not resume,
+// or whose tracks the recording did not take).
+func waitBothRecorded(t *testing.T, holder *server.Server, room, id string, d time.Duration) {
+	t.Helper()
+	frames := map[string]int{}
+	deadline := time.Now().Add(d)
+	for {
+		clear(frames)
+		for _, tr := range recordingManifest(t, holder.Recorder(), id).Tracks {
+			frames[tr.ParticipantName+" "+tr.Kind] += tr.Frames
+		}
+		if frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30 {
+			return
+		}
+		if time.Now().After(deadline) {
+			var seen []string
+			if rm := holder.Rooms().Room(room); rm != nil {
+				for _, o := range rm.ObservedTracks() {
+					seen = append(seen, fmt.Sprintf("%s %s %s node=%q", o.ParticipantName, o.Track.Kind, o.Track.ID, o.Node))
+				}
+			}
+			t.Fatalf("after %s %s's recording %s holds %v frames (want 30 of each of alice's and bob's tracks); its tracks: %v",
+				d, holder.Cluster().ID(), id, frames, seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -141,14 +142,27 @@ func TestRecordingNodeCutOff(t *testing.T) {
 	}
 
 	proxy.setCut(false)
+	var lists [][]string // each node's list
+	logged := ""
 	eventually(t, 60*time.Second, "every node lists both recordings, n2's failed and n0's running", func() bool {
+		lists = lists[:0]
+		ok := true
 		for _, s := range srvs {
 			l := list(s)
+			var got []string
+			for _, in := range l {
+				got = append(got, in.ID+" "+in.Node+" "+in.Status)
+			}
+			lists = append(lists, got)
 			if len(l) != 2 || l[0].ID != first.ID || l[0].Status != "failed" || l[1].ID != second.ID || l[1].Status != "recording" || l[1].Continues != first.ID {
-				return false
+				ok = false
 			}
 		}
-		return true
+		if now := fmt.Sprint(lists); !ok && now != logged {
+			t.Logf("the nodes list %s", now) // each change: the last says what never converged
+			logged = now
+		}
+		return ok
 	})
 	// Alice's tracks may come back more than once (n0 purged her, n2 adds
 	// her back): each return is recorded into a new file, a part.

@@ -219,7 +219,12 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 	name := fileName(pt)
 	part := 1
 	if prev, ok := r.tracks[pt.Track.ID]; ok {
-		if !prev.done {
+		// A removed part counts as ended though its stop, on its own
+		// goroutine, may not have finished: a track handed over (its
+		// participant moved here, room/handover.go) is removed and added
+		// again at once with its new source, which was ignored as a
+		// repeat and never recorded.
+		if !prev.done && !prev.removed {
 			r.mu.Unlock()
 			return nil
 		}
@@ -262,7 +267,8 @@ func (r *RoomRecorder) AddTrack(pt room.PublishedTrack) error {
 	}
 	// Stop may have run since the track was counted above: it closed the
 	// recorders it found, not this one, and waits for this track to end.
-	late := r.stopping
+	// RemoveTrack too found no recorder to stop.
+	late := r.stopping || rt.removed
 	r.mu.Unlock()
 	if late {
 		rec.src.RemoveSink(rec)

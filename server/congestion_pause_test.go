@@ -71,3 +71,47 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	})
 	t.Logf("recovered to high %v after the bottleneck was lifted", time.Since(start))
 }
+
+// TestCongestionDeadLinkFallsBack: a downlink that passes no video packet
+// at all (an 80 kbit/s throttle whose 100 ms burst, 1,000 bytes, is
+// smaller than one video packet) sends no transport-wide feedback. The
+// estimate must fall anyway (the feedback timeout, sfu/bwetimeout.go) and
+// the track come down for bandwidth; before, with no feedback to react to,
+// the estimate never moved and the top layer went on into the dead link.
+// Once the link is back, the top layer returns.
+func TestCongestionDeadLinkFallsBack(t *testing.T) {
+	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
+	srv := startServer(t, withBWE)
+	th := &throttle{}
+	api, err := client.LoopbackAPIWith([]interceptor.Factory{th})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := join(t, srv, "bwe-dead", "slow", func(o *client.Options) { o.API = api })
+	v := watchVideo(slow)
+	pub := join(t, srv, "bwe-dead", "camera")
+	f := publishSimulcast(t, pub, 1, 2, 6)
+	id := f.published.ID
+	v.waitHeight(t, 10*time.Second, 720)
+	eng := srv.Engine()
+	before := eng.BWECounters().FeedbackTimeouts
+	th.set(80_000)
+	start := time.Now()
+	waitFor(t, 30*time.Second, "the track moved down for bandwidth on a dead link", func() bool {
+		u := lastUpdate(slow, id)
+		return u.Reason == sfu.ReasonBandwidth && u.Layer != protocol.QualityHigh
+	})
+	t.Logf("moved down %v after the link went dead: %+v, %d feedback timeouts",
+		time.Since(start), lastUpdate(slow, id), eng.BWECounters().FeedbackTimeouts-before)
+	if eng.BWECounters().FeedbackTimeouts == before {
+		t.Fatal("moved down without a feedback timeout: did the dead link pass packets?")
+	}
+	th.set(0)
+	start = time.Now()
+	lifted, _ := v.snapshot()
+	waitFor(t, 60*time.Second, "a 720p keyframe after the link came back", func() bool {
+		s, _ := v.snapshot()
+		return len(s) > len(lifted) && s[len(s)-1] == 720
+	})
+	t.Logf("back on high %v after the link came back", time.Since(start))
+}

@@ -93,10 +93,13 @@ func (p *slogPionLogger) Warnf(format string, args ...any) {
 
 // Error is logged at slog Error, except what pion reports while a
 // connection is being torn down (a read or write on a transport already
-// closed, a probe of a new stream cut by EOF): that is Warn, because a
-// participant leaving, being kicked or renegotiating is no server fault,
-// and an operator alerting on errors must not be woken by every leave
-// (the soak, docs/benchmarks.md, counts the server's errors).
+// closed, a probe of a new stream cut by EOF) and packets of a stream no
+// negotiated track claims (pion's "Simulcast probing" of an SSRC that is
+// not in the description and carries no MID/RID: a client still sending a
+// track it has just unpublished): that is Warn, because a participant
+// leaving, being kicked, renegotiating or sending what it did not declare
+// is no server fault, and an operator alerting on errors must not be woken
+// by it (the soak, docs/benchmarks.md, counts the server's errors).
 func (p *slogPionLogger) Error(msg string) { p.log(errorLevel(msg), msg) }
 
 func (p *slogPionLogger) Errorf(format string, args ...any) {
@@ -110,7 +113,8 @@ func (p *slogPionLogger) Errorf(format string, args ...any) {
 func errorLevel(msg string) slog.Level {
 	m := strings.TrimRight(msg, "\n")
 	if strings.HasSuffix(m, " EOF") || strings.HasSuffix(m, ": EOF") ||
-		strings.Contains(m, "io: read/write on closed pipe") || strings.Contains(m, "use of closed network connection") {
+		strings.Contains(m, "io: read/write on closed pipe") || strings.Contains(m, "use of closed network connection") ||
+		strings.Contains(m, "incoming SSRC failed Simulcast probing") {
 		return slog.LevelWarn
 	}
 	return slog.LevelError

@@ -165,9 +165,10 @@ func TestPionLoggerTeardownIsWarn(t *testing.T) {
 	l := NewLoggerFactory(slog.New(h)).NewLogger("pc")
 	l.Errorf("Incoming unhandled RTP ssrc(%d), OnTrack will not be fired. %v", 42, "EOF")
 	l.Error("Failed to write packet: io: read/write on closed pipe")
+	l.Errorf("Incoming unhandled RTP ssrc(%d), OnTrack will not be fired. %v", 43, "incoming SSRC failed Simulcast probing")
 	l.Error("Failed to start SCTP: DTLS not established")
 	got := h.records()
-	if len(got) != 3 || got[0].level != slog.LevelWarn || got[1].level != slog.LevelWarn || got[2].level != slog.LevelError {
+	if len(got) != 4 || got[0].level != slog.LevelWarn || got[1].level != slog.LevelWarn || got[2].level != slog.LevelWarn || got[3].level != slog.LevelError {
 		t.Fatalf("levels: %+v", got)
 	}
 }
