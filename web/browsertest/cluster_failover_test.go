@@ -46,13 +46,9 @@ func clusterFailoverInChromium(t *testing.T, drain bool) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
 	}
+	b := launchChromium(t)
 	bin := buildStarlingBinary(t)
 	nodes := startProcessCluster(t, bin, 3)
-	// After the nodes, so that its pages close before the nodes stop: a
-	// node sent SIGTERM drains, and waited with a page still on it (the
-	// viewer, which has no other node to resume through) until the
-	// cleanup killed it 15 s later.
-	b := launchChromium(t)
 	const room = "browser-cluster-failover"
 
 	viewer := b.newPage("viewer")
@@ -328,7 +324,16 @@ func startProcessClusterOn(t *testing.T, bin string, n int, ports []int, last bo
 		}
 		go func() { _ = node.cmd.Wait(); close(node.exited) }()
 		t.Cleanup(func() {
-			node.kill() // stopAll's cleanup ran first: this one only if the cluster never formed
+			select {
+			case <-node.exited:
+			default:
+				_ = node.cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-node.exited:
+				case <-time.After(15 * time.Second):
+					node.kill()
+				}
+			}
 			if t.Failed() {
 				node.mu.Lock()
 				t.Logf("node %d's log:\n%s", i, tail(node.log.String(), 40))
@@ -352,30 +357,7 @@ func startProcessClusterOn(t *testing.T, bin string, n int, ports []int, last bo
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	t.Cleanup(func() { stopAll(nodes) })
 	return nodes, true
-}
-
-// stopAll sends SIGTERM to every node still running at once and kills
-// those that have not exited 15 s later. One after the other, the last
-// node had no other left: its closing writes to the room state found no
-// store majority and waited out their timeouts (6 s of a 56 s test).
-func stopAll(nodes []*processNode) {
-	for _, nd := range nodes {
-		select {
-		case <-nd.exited:
-		default:
-			_ = nd.cmd.Process.Signal(syscall.SIGTERM)
-		}
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for _, nd := range nodes {
-		select {
-		case <-nd.exited:
-		case <-time.After(time.Until(deadline)):
-			nd.kill()
-		}
-	}
 }
 
 // anyExited reports whether one of nodes has exited.
