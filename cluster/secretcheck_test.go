@@ -18,20 +18,7 @@ import (
 // with separate processes on one nats-server).
 func TestExternalBusSecretMismatch(t *testing.T) {
 	parallel(t)
-	addr := startNATS(t)
-	natsCfg := func(i int, secret string) config.Config {
-		return nodeConfig([]int{0, 0}, i, func(c *config.Config) {
-			c.Cluster.Listen, c.Cluster.Routes = "", nil
-			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + addr
-			c.Cluster.Secret = secret
-		})
-	}
-	good, err := server.New(natsCfg(0, testSecret), testLogger().With("test-node", 0))
-	if err != nil {
-		t.Fatalf("first node: %v", err)
-	}
-	good.Serve()
-	t.Cleanup(func() { _ = good.Shutdown(ctxT(t, 15*time.Second)) })
+	natsCfg, good := startExternalBusNode(t)
 
 	bad, err := server.New(natsCfg(1, "another-secret-0123456789"), testLogger().With("test-node", 1))
 	if err == nil {
@@ -60,8 +47,25 @@ func TestExternalBusSecretMismatch(t *testing.T) {
 // asking while the store lists other nodes.
 func TestExternalBusSecretMismatchSlowAnswer(t *testing.T) {
 	parallel(t)
+	natsCfg, good := startExternalBusNode(t)
+	good.Cluster().SkipProofRequests(3)
+	bad, err := server.New(natsCfg(1, "another-secret-0123456789"), testLogger().With("test-node", 1))
+	if err == nil {
+		t.Cleanup(func() { _ = bad.Shutdown(ctxT(t, 15*time.Second)) })
+		t.Fatal("a node with another secret started on the external bus while the other node was slow to answer")
+	}
+	if !errors.Is(err, cluster.ErrSecretMismatch) {
+		t.Fatalf("the node with another secret failed with %v, want %v", err, cluster.ErrSecretMismatch)
+	}
+}
+
+// startExternalBusNode starts a nats-server and a first node on it with
+// the test secret; natsCfg configures node i on the same server with the
+// given secret.
+func startExternalBusNode(t *testing.T) (natsCfg func(i int, secret string) config.Config, good *server.Server) {
+	t.Helper()
 	addr := startNATS(t)
-	natsCfg := func(i int, secret string) config.Config {
+	natsCfg = func(i int, secret string) config.Config {
 		return nodeConfig([]int{0, 0}, i, func(c *config.Config) {
 			c.Cluster.Listen, c.Cluster.Routes = "", nil
 			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + addr
@@ -74,13 +78,5 @@ func TestExternalBusSecretMismatchSlowAnswer(t *testing.T) {
 	}
 	good.Serve()
 	t.Cleanup(func() { _ = good.Shutdown(ctxT(t, 15*time.Second)) })
-	good.Cluster().SkipProofRequests(3)
-	bad, err := server.New(natsCfg(1, "another-secret-0123456789"), testLogger().With("test-node", 1))
-	if err == nil {
-		t.Cleanup(func() { _ = bad.Shutdown(ctxT(t, 15*time.Second)) })
-		t.Fatal("a node with another secret started on the external bus while the other node was slow to answer")
-	}
-	if !errors.Is(err, cluster.ErrSecretMismatch) {
-		t.Fatalf("the node with another secret failed with %v, want %v", err, cluster.ErrSecretMismatch)
-	}
+	return natsCfg, good
 }
