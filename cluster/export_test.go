@@ -288,6 +288,10 @@ var TestParallel int
 // and before it writes its member (a node that dies there: f aborts it).
 func (n *Node) OnSlotClaimed(f func()) { n.slotClaimed.Store(&f) }
 
+// SkipProofRequests makes the node leave the next k secret proof requests
+// unanswered, as a starved node answers them late.
+func (n *Node) SkipProofRequests(k int) { n.skipProofs.Store(int32(k)) }
+
 // SlotsHeld is the slots of a room as n's watch of it shows them (nil
 // without a watch), by slot, the holder's member id.
 func (n *Node) SlotsHeld(name string) map[int]string {

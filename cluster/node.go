@@ -122,6 +122,9 @@ type Node struct {
 	// slotClaimed: tests only, runs in a join once its slot is claimed,
 	// before its member is written.
 	slotClaimed atomic.Pointer[func()]
+	// skipProofs: tests only, how many secret proof requests this node
+	// leaves unanswered (a starved node; secretcheck.go).
+	skipProofs atomic.Int32
 	// loseClaimAnswer: tests only, the next webhook claim's landed write
 	// reports a timeout.
 	loseClaimAnswer atomic.Bool

@@ -115,6 +115,13 @@ func TestRecordingRemoteTracks(t *testing.T) {
 	eventually(t, 60*time.Second, "500 relayed packets reach n0", func() bool {
 		return srvs[0].Cluster().RelayStats().PacketsIn >= base+500
 	})
+	// A file is created on its first frame; the mixer's first frame can
+	// come late under -race on a loaded machine (once: two track files and
+	// no mix.webm at the stop).
+	eventually(t, 60*time.Second, "the recording's three files (pub's two tracks and the mix) have frames", func() bool {
+		in, ok := srvs[0].Recorder().Get(info.ID)
+		return ok && len(in.Files) == 3
+	})
 	var stopped recorder.Info
 	if code := httpJSON(t, "DELETE", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+info.ID, nil, &stopped); code != http.StatusOK {
 		t.Fatalf("stop: %d", code)

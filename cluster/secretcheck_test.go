@@ -52,3 +52,35 @@ func TestExternalBusSecretMismatch(t *testing.T) {
 		return len(nodesOf(t, good)) == 2 && len(nodesOf(t, second)) == 2
 	})
 }
+
+// TestExternalBusSecretMismatchSlowAnswer: the node with another secret
+// must not start because the other nodes are slow to answer its proof
+// requests (a loaded run: the good node's answers came after the 2 x 500 ms
+// the check waited, and the node with another secret started). It keeps
+// asking while the store lists other nodes.
+func TestExternalBusSecretMismatchSlowAnswer(t *testing.T) {
+	parallel(t)
+	addr := startNATS(t)
+	natsCfg := func(i int, secret string) config.Config {
+		return nodeConfig([]int{0, 0}, i, func(c *config.Config) {
+			c.Cluster.Listen, c.Cluster.Routes = "", nil
+			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + addr
+			c.Cluster.Secret = secret
+		})
+	}
+	good, err := server.New(natsCfg(0, testSecret), testLogger().With("test-node", 0))
+	if err != nil {
+		t.Fatalf("first node: %v", err)
+	}
+	good.Serve()
+	t.Cleanup(func() { _ = good.Shutdown(ctxT(t, 15*time.Second)) })
+	good.Cluster().SkipProofRequests(3)
+	bad, err := server.New(natsCfg(1, "another-secret-0123456789"), testLogger().With("test-node", 1))
+	if err == nil {
+		t.Cleanup(func() { _ = bad.Shutdown(ctxT(t, 15*time.Second)) })
+		t.Fatal("a node with another secret started on the external bus while the other node was slow to answer")
+	}
+	if !errors.Is(err, cluster.ErrSecretMismatch) {
+		t.Fatalf("the node with another secret failed with %v, want %v", err, cluster.ErrSecretMismatch)
+	}
+}

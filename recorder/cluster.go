@@ -188,15 +188,21 @@ func nodesFor(c Cluster, room string) []string {
 }
 
 // forwardFirst writes the first answer of another node that knows the
-// recording (not 404), and reports whether there was one.
-func forwardFirst(w http.ResponseWriter, c Cluster, room string, req ForwardRequest) bool {
-	for _, rep := range forwardAll(c, nodesFor(c, room), req) {
-		if rep.Status != http.StatusNotFound && rep.Status != http.StatusBadGateway && rep.Status != 0 {
+// recording (not 404), and reports whether there was one, and which nodes
+// did not answer at all.
+func forwardFirst(w http.ResponseWriter, c Cluster, room string, req ForwardRequest) (answered bool, silent []string) {
+	nodes := nodesFor(c, room)
+	for i, rep := range forwardAll(c, nodes, req) {
+		switch rep.Status {
+		case http.StatusNotFound:
+		case http.StatusBadGateway, 0:
+			silent = append(silent, nodes[i])
+		default:
 			writeRaw(w, rep)
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, silent
 }
 
 func writeRaw(w http.ResponseWriter, rep ForwardReply) {

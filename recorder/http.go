@@ -200,9 +200,21 @@ func (m *Manager) lookup(w http.ResponseWriter, r *http.Request) (Info, bool) {
 	info, ok := m.Get(r.PathValue("id"))
 	if !ok || info.Room != r.PathValue("room") {
 		// Another node's recording answers from there (cluster.go).
-		if c := m.peers(r); c == nil || !forwardFirst(w, c, r.PathValue("room"), forwardOf(r, nil)) {
-			httpError(w, ErrNotFound, nil)
+		if c := m.peers(r); c != nil {
+			answered, silent := forwardFirst(w, c, r.PathValue("room"), forwardOf(r, nil))
+			if answered {
+				return Info{}, false
+			}
+			// The recording may be on a node that did not answer (a
+			// busy node, a node just cut off): not 404, which says it
+			// does not exist, but 503, try again.
+			if len(silent) > 0 {
+				w.Header().Set("Retry-After", "1")
+				writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("recording not found on this node, and node(s) %s did not answer: try again", strings.Join(silent, ", "))})
+				return Info{}, false
+			}
 		}
+		httpError(w, ErrNotFound, nil)
 		return Info{}, false
 	}
 	return info, true
