@@ -116,6 +116,7 @@ type nodeCollector struct {
 	directStreams, pionStreams                 *prometheus.Desc
 	bweDelay, bweLoss, bweProbes, bweRaises    *prometheus.Desc
 	bweTapped, bwePion, stallRestarts          *prometheus.Desc
+	bweTimeouts                                *prometheus.Desc
 	bwePadding                                 *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
 	unsupported, replayed, lateRepairs         *prometheus.Desc
@@ -161,6 +162,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		bwePadding:    d("bwe_padding_packets_total", "Padding-only RTP packets written to subscribers (what the bandwidth probes send)."),
 		bweTapped:     d("bwe_feedback_socket_total", "Congestion control feedback packets from subscribers read straight off the batched media socket, not through pion."),
 		bwePion:       d("bwe_feedback_pion_total", "Congestion control feedback packets from subscribers read through pion's receive path (no socket tap: pion's write path, ICE-TCP)."),
+		bweTimeouts:   d("bwe_feedback_timeouts_total", "Cuts of a subscriber's bandwidth estimate because its feedback stopped for 1 s while packets were outstanding (a dead or blacked-out link; halved each second, to 100 kbit/s)."),
 		stallRestarts: d("video_stall_restarts_total", "Subscribers' video restarted at a keyframe by the watchdog (silent for 3 s while its publisher sent), and subscriber connections it found connected but marked down."),
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
@@ -181,7 +183,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
 		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported, c.replayed, c.lateRepairs,
-		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bwePadding, c.bweTapped, c.bwePion, c.stallRestarts, c.rtt, c.jitter, c.loss} {
+		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bwePadding, c.bweTapped, c.bwePion, c.bweTimeouts, c.stallRestarts, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
 }
@@ -256,6 +258,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bwePadding, ev.BWEPaddingSent)
 	counter(c.bweTapped, ev.BWEFeedbackTapped)
 	counter(c.bwePion, ev.BWEFeedbackPion)
+	counter(c.bweTimeouts, ev.BWEFeedbackTimeouts)
 	counter(c.stallRestarts, ev.StallRestarts)
 	counter(c.dataHeld, ev.DataHeld)
 	counter(c.dataDropped, ev.DataDropped)

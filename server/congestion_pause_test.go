@@ -106,6 +106,9 @@ func TestCongestionDeadLinkFallsBack(t *testing.T) {
 	if eng.BWECounters().FeedbackTimeouts == before {
 		t.Fatal("moved down without a feedback timeout: did the dead link pass packets?")
 	}
+	if n := scrape(t, srv)["starling_bwe_feedback_timeouts_total"]; n < 1 {
+		t.Errorf("/metrics: starling_bwe_feedback_timeouts_total %v after a feedback timeout", n)
+	}
 	th.set(0)
 	start = time.Now()
 	lifted, _ := v.snapshot()

@@ -73,6 +73,7 @@ func (b *bwe) checkFeedback(now int64, newest uint16) {
 	b.loss.lossyPrev, b.loss.lossyAt = b.loss.lossyAt, now
 	b.lastCut = now
 	b.graceUntil = 0
+	counters.bweFeedbackTimeouts.Add(1)
 	b.counts.feedbackTimeouts.Add(1)
 	b.publish(false)
 }

@@ -43,6 +43,9 @@ type Counters struct {
 	// rather than through pion.
 	BWEFeedbackTapped uint64
 	BWEFeedbackPion   uint64 // and feedback packets read through pion (no tap: pion's write path, ICE-TCP)
+	// Estimates cut because a subscriber's feedback stopped while packets
+	// were outstanding (bwetimeout.go): a dead or blacked-out link.
+	BWEFeedbackTimeouts uint64
 	// Data messages to subscribers (dataqueue.go): held until the
 	// subscriber's data channel opened, and dropped (the holding queue was
 	// full, or the channel closed first).
@@ -70,7 +73,7 @@ var counters struct {
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
 	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, paddingSent              atomic.Uint64
-	bweFeedbackTapped, bweFeedbackPion                                                       atomic.Uint64
+	bweFeedbackTapped, bweFeedbackPion, bweFeedbackTimeouts                                  atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
 	stallRestarts, unsupportedDownTracks, replayed, lateRepairs                              atomic.Uint64
 }
@@ -98,6 +101,7 @@ func ReadCounters() Counters {
 		BWEPaddingSent:        counters.paddingSent.Load(),
 		BWEFeedbackTapped:     counters.bweFeedbackTapped.Load(),
 		BWEFeedbackPion:       counters.bweFeedbackPion.Load(),
+		BWEFeedbackTimeouts:   counters.bweFeedbackTimeouts.Load(),
 		DataHeld:              counters.dataHeld.Load(),
 		DataDropped:           counters.dataDropped.Load(),
 		StallRestarts:         counters.stallRestarts.Load(),
