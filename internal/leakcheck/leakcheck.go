@@ -42,7 +42,9 @@ type settled struct {
 }
 
 func (s settled) Run() int {
+	fds := startFDWatch()
 	code := s.m.Run()
+	fds.Stop()
 	for deadline := time.Now().Add(settleWait); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if goleak.Find(s.opts...) == nil {
 			break
