@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -42,11 +43,7 @@ func TestShutdownHandsParticipantsOver(t *testing.T) {
 	phase := time.Now()
 	hears := func(what string, more int) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for rb.count(a.ParticipantID(), "audio") <= more && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if rb.count(a.ParticipantID(), "audio") <= more {
+		if !testutil.Poll(30*time.Second, func() bool { return rb.count(a.ParticipantID(), "audio") > more }) {
 			t.Fatalf("after 30s: %s: b got %d audio tracks of a and %d packets (wanted more than %d)",
 				what, rb.trackCount(a.ParticipantID(), "audio"), rb.count(a.ParticipantID(), "audio"), more)
 		}

@@ -102,25 +102,21 @@ func runningRecording(srv *server.Server, room string) (recorder.Info, bool) {
 func waitBothRecorded(t *testing.T, holder *server.Server, room, id string, d time.Duration) {
 	t.Helper()
 	frames := map[string]int{}
-	deadline := time.Now().Add(d)
-	for {
+	if testutil.Poll(d, func() bool {
 		clear(frames)
 		for _, tr := range recordingManifest(t, holder.Recorder(), id).Tracks {
 			frames[tr.ParticipantName+" "+tr.Kind] += tr.Frames
 		}
-		if frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30 {
-			return
-		}
-		if time.Now().After(deadline) {
-			var seen []string
-			if rm := holder.Rooms().Room(room); rm != nil {
-				for _, o := range rm.ObservedTracks() {
-					seen = append(seen, fmt.Sprintf("%s %s %s node=%q", o.ParticipantName, o.Track.Kind, o.Track.ID, o.Node))
-				}
-			}
-			t.Fatalf("after %s %s's recording %s holds %v frames (want 30 of each of alice's and bob's tracks); its tracks: %v",
-				d, holder.Cluster().ID(), id, frames, seen)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return frames["alice audio"] >= 30 && frames["alice video"] >= 30 && frames["bob audio"] >= 30 && frames["bob video"] >= 30
+	}) {
+		return
 	}
+	var seen []string
+	if rm := holder.Rooms().Room(room); rm != nil {
+		for _, o := range rm.ObservedTracks() {
+			seen = append(seen, fmt.Sprintf("%s %s %s node=%q", o.ParticipantName, o.Track.Kind, o.Track.ID, o.Node))
+		}
+	}
+	t.Fatalf("after %s %s's recording %s holds %v frames (want 30 of each of alice's and bob's tracks); its tracks: %v",
+		d, holder.Cluster().ID(), id, frames, seen)
 }

@@ -60,13 +60,22 @@ func HasParam(key, value string) func(json.RawMessage) bool {
 // after d with what was awaited.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !Poll(d, cond) {
+		t.Fatalf("after %s: %s", d, what)
+	}
+}
+
+// Poll checks cond every 50 ms until it holds (true) or d has passed
+// (false): Eventually for a test that says on its own what was missing.
+func Poll(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", d, what)
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return true
 }
 
 // PlainAPI is a stock pion API (default codecs and interceptors, no
