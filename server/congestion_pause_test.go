@@ -7,6 +7,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
 	"github.com/starling-rtc/starling/sfu"
 )
 
@@ -24,18 +25,7 @@ import (
 // layer, not at the top one.
 func TestCongestionPausedRecovers(t *testing.T) {
 	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
-	srv := startServer(t, withBWE)
-	th := &throttle{}
-	api, err := client.LoopbackAPIWith([]interceptor.Factory{th})
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := join(t, srv, "bwe-pause", "slow", func(o *client.Options) { o.API = api })
-	v := watchVideo(slow)
-	pub := join(t, srv, "bwe-pause", "camera")
-	f := publishSimulcast(t, pub, 1, 2, 6)
-	id := f.published.ID
-	v.waitHeight(t, 10*time.Second, 720)
+	srv, th, slow, v, id := throttledViewer(t, "bwe-pause")
 	th.set(150_000)
 	start := time.Now()
 	waitFor(t, 30*time.Second, "the track paused for bandwidth", func() bool {
@@ -81,18 +71,7 @@ func TestCongestionPausedRecovers(t *testing.T) {
 // Once the link is back, the top layer returns.
 func TestCongestionDeadLinkFallsBack(t *testing.T) {
 	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
-	srv := startServer(t, withBWE)
-	th := &throttle{}
-	api, err := client.LoopbackAPIWith([]interceptor.Factory{th})
-	if err != nil {
-		t.Fatal(err)
-	}
-	slow := join(t, srv, "bwe-dead", "slow", func(o *client.Options) { o.API = api })
-	v := watchVideo(slow)
-	pub := join(t, srv, "bwe-dead", "camera")
-	f := publishSimulcast(t, pub, 1, 2, 6)
-	id := f.published.ID
-	v.waitHeight(t, 10*time.Second, 720)
+	srv, th, slow, v, id := throttledViewer(t, "bwe-dead")
 	eng := srv.Engine()
 	before := eng.BWECounters().FeedbackTimeouts
 	th.set(80_000)
@@ -117,4 +96,23 @@ func TestCongestionDeadLinkFallsBack(t *testing.T) {
 		return len(s) > len(lifted) && s[len(s)-1] == 720
 	})
 	t.Logf("back on high %v after the link came back", time.Since(start))
+}
+
+// throttledViewer starts a server with congestion control, a viewer whose
+// incoming packets go through a throttle (off for now) and a simulcast
+// camera in room, and waits until the viewer gets 720p.
+func throttledViewer(t *testing.T, room string) (*server.Server, *throttle, *client.Client, *videoWatcher, string) {
+	t.Helper()
+	srv := startServer(t, withBWE)
+	th := &throttle{}
+	api, err := client.LoopbackAPIWith([]interceptor.Factory{th})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := join(t, srv, room, "slow", func(o *client.Options) { o.API = api })
+	v := watchVideo(slow)
+	pub := join(t, srv, room, "camera")
+	f := publishSimulcast(t, pub, 1, 2, 6)
+	v.waitHeight(t, 10*time.Second, 720)
+	return srv, th, slow, v, f.published.ID
 }
