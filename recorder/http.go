@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/starling-rtc/starling/protocol"
@@ -140,11 +141,33 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 	if c != nil && (errors.Is(err, ErrRoomNotFound) || errors.Is(err, ErrTrackNotFound)) {
 		// No part of the room (or not that track) here: a node that has one records.
 		nodes, lerr := c.RoomNodes(room)
+		var te *trackElsewhere
+		if errors.As(err, &te) {
+			// The track's own node first: only it records the track.
+			nodes = append([]string{te.node}, slices.DeleteFunc(nodes, func(n string) bool { return n == te.node })...)
+		}
+		var notFound *ForwardReply
 		for _, node := range nodes {
-			if rep, ferr := c.Forward(node, forwardOf(r, body)); ferr == nil && rep.Status != http.StatusNotFound {
+			rep, ferr := c.Forward(node, forwardOf(r, body))
+			if ferr == nil && rep.Status != http.StatusNotFound {
 				writeRaw(w, rep)
 				return
 			}
+			if ferr == nil {
+				notFound = &rep
+			}
+		}
+		if notFound != nil && (errors.Is(err, ErrRoomNotFound) || te != nil) {
+			// The room is on another node, which says what it lacks
+			// (the track): not "room not found" from this node.
+			writeRaw(w, *notFound)
+			return
+		}
+		if te != nil {
+			// The track's node did not answer: it may be busy or cut off.
+			w.Header().Set("Retry-After", "2")
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: te.Error() + ", which did not answer: try again"})
+			return
 		}
 		if lerr != nil {
 			// The room state does not answer: the room may exist on
