@@ -112,8 +112,10 @@ func openBus(o BusOptions) (*bus, error) {
 	if o.NATSURL == "" {
 		connectWait = embeddedStartWait
 	}
+	// busDialer (busdial.go): nats.go leaves each failed reconnect's
+	// socket open otherwise.
 	copts = append(copts, nats.Name("starling-"+o.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(connectWait))
+		nats.Timeout(connectWait), nats.SetCustomDialer(newBusDialer(connectWait)))
 	nc, err := nats.Connect(urls, copts...)
 	if err != nil {
 		b.close()

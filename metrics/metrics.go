@@ -163,7 +163,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		bwePlanned:    d("bwe_padding_planned_total", "Padding-only RTP packets the bandwidth probes set out to send: a probe that fell short shows as the gap to bwe_padding_packets_total."),
 		bweTapped:     d("bwe_feedback_socket_total", "Congestion control feedback packets from subscribers read straight off the batched media socket, not through pion."),
 		bwePion:       d("bwe_feedback_pion_total", "Congestion control feedback packets from subscribers read through pion's receive path (no socket tap: pion's write path, ICE-TCP)."),
-		bweTimeouts:   d("bwe_feedback_timeouts_total", "Cuts of a subscriber's bandwidth estimate because its feedback stopped for 1 s while packets were outstanding (a dead or blacked-out link; halved each second, to 100 kbit/s)."),
+		bweTimeouts:   d("bwe_feedback_timeouts_total", "Cuts of a subscriber's bandwidth estimate because its feedback stopped for 1 s while packets sent over 1 s plus the link's report delay ago were outstanding (a dead or blacked-out link; halved each second, to 100 kbit/s)."),
 		stallRestarts: d("video_stall_restarts_total", "Subscribers' video restarted at a keyframe by the watchdog (silent for 3 s while its publisher sent), and subscriber connections it found connected but marked down."),
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -125,8 +126,13 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 		if err == nil && dec.More() {
 			err = errors.New("one JSON object per request")
 		}
+		if err == nil && req.TrackID != "" && req.Mix {
+			// The mix goes with a room recording; with track_id it was
+			// dropped without a word (a track recording started).
+			err = errors.New(`"mix" is for a room recording, not with "track_id"`)
+		}
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {}, {"mix": true} or {"track_id": "..."}: ` + err.Error()})
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {}, {"mix": true} or {"track_id": "..."}: ` + bodyError(err)})
 			return
 		}
 	}
@@ -259,4 +265,19 @@ func (m *Manager) httpStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, info)
+}
+
+// bodyError says what is wrong with a start body in the API's terms:
+// encoding/json names Go's struct fields and types ("cannot unmarshal
+// string into Go struct field StartRequest.mix of type bool").
+func bodyError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		want := "a string"
+		if typeErr.Type.Kind() == reflect.Bool {
+			want = "a boolean"
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", typeErr.Field, want, typeErr.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
 }

@@ -26,9 +26,9 @@ type throttle struct {
 	interceptor.NoOp
 	limit   atomic.Int64 // bits/s; 0 = no limit
 	padding atomic.Int64 // padding-only packets received
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
 }
 
 func (t *throttle) NewInterceptor(string) (interceptor.Interceptor, error) { return t, nil }
