@@ -144,7 +144,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 		e.tcp = newTrackedListener(tcp)
 		e.tcpPort = tcp.Addr().(*net.TCPAddr).Port
-		e.tcpMux = newTCPMux(e.logs.NewLogger("tcpmux"), e.tcp)
+		e.tcpMux = newRestartTCPMux(newTCPMux(e.logs.NewLogger("tcpmux"), e.tcp))
 		se.SetICETCPMux(e.tcpMux)
 	}
 	se.SetNetworkTypes(networks)

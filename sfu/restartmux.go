@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/pion/ice/v4"
@@ -28,6 +29,11 @@ import (
 // one, so DTLS and SCTP retransmit over the new pair.
 type restartMux struct {
 	ice.UDPMux
+	restartCounts
+}
+
+// restartCounts is what a restart-safe mux's connections share.
+type restartCounts struct {
 	// dropped counts writes restartConn turned into lost datagrams.
 	dropped atomic.Uint64
 	// writeHook, when set (by tests, before the first connection), runs
@@ -46,7 +52,7 @@ func (m *restartMux) GetConn(ufrag string, addr net.Addr) (net.PacketConn, error
 	if err != nil {
 		return nil, err
 	}
-	rc := &restartConn{PacketConn: c, mux: m}
+	rc := &restartConn{PacketConn: c, mux: &m.restartCounts}
 	if ap, ok := c.(ice.AddrPortReaderWriter); ok {
 		return &restartAddrPortConn{restartConn: rc, ap: ap}, nil
 	}
@@ -65,7 +71,7 @@ func (m *restartMux) GetConn(ufrag string, addr net.Addr) (net.PacketConn, error
 // connection's pending reads, which is what pion waits for.
 type restartConn struct {
 	net.PacketConn
-	mux    *restartMux
+	mux    *restartCounts
 	closed atomic.Bool // pion closed it: its candidate is gone (ICE restart or close)
 }
 
@@ -112,4 +118,55 @@ func (c *restartAddrPortConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (in
 	}
 	n, err := c.ap.WriteToAddrPort(b, addr)
 	return c.result(b, n, err)
+}
+
+// restartTCPMux is restartMux for ICE-TCP. There pion's Agent.Restart
+// closes the old session's connections in the mux (RemoveConnByUfrag),
+// before it unsets the selected pair, so the wrapper marks them closed
+// there.
+type restartTCPMux struct {
+	ice.TCPMux
+	restartCounts
+	mu    sync.Mutex
+	conns map[string][]*restartConn // by ufrag, until pion removes the ufrag
+}
+
+func newRestartTCPMux(m ice.TCPMux) *restartTCPMux {
+	return &restartTCPMux{TCPMux: m, conns: map[string][]*restartConn{}}
+}
+
+func (m *restartTCPMux) GetConnByUfrag(ufrag string, isIPv6 bool, local net.IP) (net.PacketConn, error) {
+	c, err := m.TCPMux.GetConnByUfrag(ufrag, isIPv6, local)
+	if err != nil {
+		return nil, err
+	}
+	rc := &restartConn{PacketConn: c, mux: &m.restartCounts}
+	m.mu.Lock()
+	m.conns[ufrag] = append(m.conns[ufrag], rc)
+	m.mu.Unlock()
+	return rc, nil
+}
+
+// LocalAddr is the listener's address. pion asks a TCP mux for it (an
+// optional method, not in ice.TCPMux) to advertise only the address the
+// listener is bound to: without it a server bound to one IP would offer
+// passive candidates on every interface.
+func (m *restartTCPMux) LocalAddr() net.Addr {
+	if a, ok := m.TCPMux.(interface{ LocalAddr() net.Addr }); ok {
+		return a.LocalAddr()
+	}
+	return nil
+}
+
+// RemoveConnByUfrag is called by pion as a session restarts or closes
+// (every agent's Close calls it, so the map does not grow).
+func (m *restartTCPMux) RemoveConnByUfrag(ufrag string) {
+	m.mu.Lock()
+	conns := m.conns[ufrag]
+	delete(m.conns, ufrag)
+	m.mu.Unlock()
+	for _, c := range conns {
+		c.closed.Store(true)
+	}
+	m.TCPMux.RemoveConnByUfrag(ufrag)
 }
