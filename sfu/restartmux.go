@@ -96,6 +96,7 @@ func (c *restartConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 func (c *restartConn) result(b []byte, n int, err error) (int, error) {
 	if err != nil && c.closed.Load() && errors.Is(err, io.ErrClosedPipe) {
 		c.mux.dropped.Add(1)
+		counters.restartWritesDropped.Add(1)
 		return len(b), nil
 	}
 	return n, err
