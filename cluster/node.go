@@ -64,6 +64,10 @@ type Node struct {
 	rooms   *room.Manager
 	started time.Time
 
+	// bucketCheck asks keepBucket to check the room state bucket is there
+	// (a reconnection: bucketlost.go).
+	bucketCheck chan struct{}
+
 	rttMicros atomic.Int64
 	// silentAlive counts the times a node whose heartbeats stopped arriving
 	// answered a ping, and was not found gone (nodes.go, expire).
@@ -176,6 +180,7 @@ func Start(o Options) (*Node, error) {
 	n.rs.init()
 	n.hooks.giveUp = make(chan struct{})
 	n.nkeys.restart = make(chan struct{}, 1)
+	n.bucketCheck = make(chan struct{}, 1)
 	o.Logger = n.log
 	b, err := openBus(o.BusOptions)
 	if err != nil {
@@ -188,6 +193,10 @@ func Start(o Options) (*Node, error) {
 		n.busUp.Store(time.Now().UnixNano())
 		n.rs.resyncAll() // a watch may have missed changes while the connection was down
 		n.restartNodeKeys()
+		select {
+		case n.bucketCheck <- struct{}{}: // a NATS server that restarted lost the bucket (bucketlost.go)
+		default:
+		}
 	})
 	if err := n.startRelay(); err != nil {
 		b.close()
@@ -247,6 +256,8 @@ func Start(o Options) (*Node, error) {
 	go func() { defer n.wg.Done(); n.runMaintenance(n.stop) }()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.runClaimSweep() }() // hooksweep.go
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.keepBucket() }() // bucketlost.go
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
