@@ -377,3 +377,10 @@ func (n *Node) HideNodeKey(id string, hide bool) {
 		n.hiddenKeys.Delete(nodeKey(id))
 	}
 }
+
+// CheckIdentityLater schedules the identity check a join with an identity
+// schedules (identitycheck.go): work started through spawn.
+func (n *Node) CheckIdentityLater(name string) { n.checkIdentityLater(name) }
+
+// Stopping is closed once the node's Close or Abort has begun.
+func (n *Node) Stopping() <-chan struct{} { return n.stop }

@@ -12,9 +12,7 @@ import "time"
 // and both participants of the identity stayed. The first pass after
 // confirmAfter records the difference; its recheck ends the participant.
 func (n *Node) checkIdentityLater(name string) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		select {
 		case <-time.After(confirmAfter + 100*time.Millisecond):
 		case <-n.stop:
@@ -26,5 +24,5 @@ func (n *Node) checkIdentityLater(name string) {
 		if r := n.rooms.Room(name); r != nil {
 			n.reconcile(r, false)
 		}
-	}()
+	})
 }

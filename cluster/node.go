@@ -237,16 +237,11 @@ func Start(o Options) (*Node, error) {
 	}
 	n.loadPrior()    // members left behind by an earlier run with this id (prior.go)
 	n.writeNodeKey() // before this node takes joins: the others know it exists (nodekeys.go)
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.watchNodeKeys() }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.storedTracksGone(n.id) }() // and their tracks (trackkeys.go)
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.runMaintenance(n.stop) }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.runClaimSweep() }() // hooksweep.go
+	n.spawn(n.watchNodeKeys)
+	n.spawn(func() { n.storedTracksGone(n.id) }) // and their tracks (trackkeys.go)
+	n.spawn(func() { n.runHeartbeats(n.stop) })
+	n.spawn(func() { n.runMaintenance(n.stop) })
+	n.spawn(n.runClaimSweep) // hooksweep.go
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
@@ -282,10 +277,7 @@ func (n *Node) selfInfo() NodeInfo {
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
 		n.flushHooks() // the rooms' last leaves are claimed while the bus is up
-		n.spawnMu.Lock()
-		n.closing = true
-		n.spawnMu.Unlock()
-		close(n.stop)
+		n.stopSpawning()
 		n.wg.Wait()
 		n.rs.closeAll()
 		if n.unobserve != nil {
@@ -303,10 +295,12 @@ func (n *Node) Close() {
 }
 
 // spawn runs f in a goroutine Close waits for, unless Close has started
-// waiting (false then): a bus message handled while the node closes (a
-// heartbeat of a node back) started work with wg.Add as Close waited on
-// wg, which the race detector reports and which ran that work on a
-// closed bus.
+// waiting (false then). Every goroutine of n.wg starts here: most start
+// from a bus handler, a room's callback or a timer, none of which Close
+// stops before it waits, and a wg.Add from zero while Wait ran is what the
+// race detector reports (and that work then ran on a closed bus). A caller
+// that holds something the goroutine would release releases it itself
+// when spawn refuses.
 func (n *Node) spawn(f func()) bool {
 	n.spawnMu.Lock()
 	defer n.spawnMu.Unlock()
@@ -324,9 +318,18 @@ func (n *Node) spawn(f func()) bool {
 // failStart undoes a start that failed part way: the command worker
 // (rooms.go), if started, then the relay and the bus.
 func (n *Node) failStart() {
-	close(n.stop)
+	n.stopSpawning()
 	n.wg.Wait()
 	n.closeBus()
+}
+
+// stopSpawning makes spawn refuse from now on, then closes n.stop: every
+// goroutine spawn started before it is counted in n.wg, and none after.
+func (n *Node) stopSpawning() {
+	n.spawnMu.Lock()
+	n.closing = true
+	n.spawnMu.Unlock()
+	close(n.stop)
 }
 
 // closeBus closes the relay and the bus.

@@ -101,9 +101,7 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 	w.unknown, w.absent, w.ownMissing, w.replaced, w.staleToken = unknown, absent, ownMissing, replaced, staleToken
 	if len(unknown)+len(absent)+len(ownMissing)+len(replaced)+len(staleToken) > 0 && !w.recheck {
 		w.recheck = true
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
+		n.spawn(func() {
 			select {
 			case <-time.After(confirmAfter + 100*time.Millisecond):
 			case <-n.stop:
@@ -116,7 +114,7 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 			if cur := n.rooms.Room(r.Name()); cur == r && ok && ready {
 				n.reconcileState(r, w, st, false)
 			}
-		}()
+		})
 	}
 	for node := range ask {
 		n.requestSnapshot(r, node)

@@ -15,9 +15,7 @@ import (
 // SetToken implements room.Bus: a participant's resume token changed (it
 // works once), so the member's key keeps the new one's hash.
 func (n *Node) SetToken(name, participantID, tokenHash string) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		key := memberKey(roomKey(name), n.id, participantID)
 		err := n.retry(func(ctx context.Context) error {
 			var e memberEntry
@@ -37,7 +35,7 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 			n.tokenFailures.Add(1)
 			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
 		}
-	}()
+	})
 }
 
 // errNotHere: no member to take over (the session is unknown: 404).
