@@ -345,6 +345,11 @@ func (n *Node) IdentitiesHeld(name string) int {
 // between the two.
 func (n *Node) LoseMoveWrite() { n.loseMoveWrite.Store(true) }
 
+// EndMoveAtDelete: the next takeover through n answers 503 right after its
+// delete of the member's old key landed, before its write (its time ran
+// out there).
+func (n *Node) EndMoveAtDelete() { n.endMoveAtDelete.Store(true) }
+
 // LeadsMeta reports whether n's embedded NATS server leads the JetStream
 // meta layer (stream and consumer placement, their creation).
 func (n *Node) LeadsMeta() bool { return n.bus.ns != nil && n.bus.ns.JetStreamIsLeader() }

@@ -78,8 +78,12 @@ type Node struct {
 	// loseMoveWrite: tests only (export_test.go): the next takeover's
 	// write of the moved member fails after its delete landed.
 	loseMoveWrite atomic.Bool
-	mixQ          mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
-	busUp         atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
+	// endMoveAtDelete: tests only, the next takeover ends (503) right
+	// after its delete of the member's old key landed.
+	endMoveAtDelete atomic.Bool
+	moves           pendingMoves // takeovers whose delete went out, write not confirmed (takeover.go)
+	mixQ            mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
+	busUp           atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
 	media     media        // see media.go
