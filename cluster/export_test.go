@@ -385,7 +385,15 @@ func (n *Node) HideNodeKey(id string, hide bool) {
 
 // CheckIdentityLater schedules the identity check a join with an identity
 // schedules (identitycheck.go): work started through spawn.
-func (n *Node) CheckIdentityLater(name string) { n.checkIdentityLater(name) }
+func (n *Node) CheckIdentityLater(name string) { n.checkIdentityLater(name, "") }
+
+// OnIdentityChecked runs f after each pass of n's identity checks
+// (identitycheck.go), with whether the joined participant was local.
+func (n *Node) OnIdentityChecked(f func(local bool)) { n.identityChecked.Store(&f) }
+
+// OnJoinReturns runs f in n's joins before Join returns: the participant
+// is admitted to the local room only after f.
+func (n *Node) OnJoinReturns(f func()) { n.joinReturns.Store(&f) }
 
 // Stopping is closed once the node's Close or Abort has begun.
 func (n *Node) Stopping() <-chan struct{} { return n.stop }

@@ -78,6 +78,12 @@ type Node struct {
 	// loseMoveWrite: tests only (export_test.go): the next takeover's
 	// write of the moved member fails after its delete landed.
 	loseMoveWrite atomic.Bool
+	// identityChecked: tests only, run after each pass of an identity
+	// check with whether the joined participant was local.
+	identityChecked atomic.Pointer[func(local bool)]
+	// joinReturns: tests only, run before Join returns (the participant
+	// is admitted to the local room after).
+	joinReturns atomic.Pointer[func()]
 	// endMoveAtDelete: tests only, the next takeover ends (503) right
 	// after its delete of the member's old key landed.
 	endMoveAtDelete atomic.Bool
