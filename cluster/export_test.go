@@ -397,3 +397,8 @@ func (n *Node) OnJoinReturns(f func()) { n.joinReturns.Store(&f) }
 
 // Stopping is closed once the node's Close or Abort has begun.
 func (n *Node) Stopping() <-chan struct{} { return n.stop }
+
+// MovesHeld counts the remote participants n kept, absent from the room
+// state past confirmAfter, because another node said it moves them
+// (moving.go).
+func (n *Node) MovesHeld() int64 { return n.movesHeld.Load() }

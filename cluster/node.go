@@ -87,9 +87,13 @@ type Node struct {
 	// endMoveAtDelete: tests only, the next takeover ends (503) right
 	// after its delete of the member's old key landed.
 	endMoveAtDelete atomic.Bool
-	moves           pendingMoves // takeovers whose delete went out, write not confirmed (takeover.go)
-	mixQ            mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
-	busUp           atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
+	movingIn        movingMembers // members other nodes said they move (moving.go)
+	// movesHeld counts the removals of absent remote participants held
+	// back because another node said it moves them (tests read it).
+	movesHeld atomic.Int64
+	moves     pendingMoves // takeovers whose delete went out, write not confirmed (takeover.go)
+	mixQ      mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
+	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
 	media     media        // see media.go

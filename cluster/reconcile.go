@@ -50,7 +50,20 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 	}
 	var gone []string
 	for id := range known {
-		if !inState[id] && due(w.absent, absent, id) {
+		switch {
+		case inState[id]:
+		case n.isMoving(r.Name(), id):
+			// A takeover between its delete and its write (moving.go):
+			// kept absent, so the recheck comes back.
+			since, seen := w.absent[id]
+			if !seen {
+				since = t
+			}
+			absent[id] = since
+			if t.Sub(since) >= confirmAfter {
+				n.movesHeld.Add(1) // tests
+			}
+		case due(w.absent, absent, id):
 			gone = append(gone, id)
 		}
 	}

@@ -163,6 +163,10 @@ func (n *Node) onRoomEvent(name string, m *nats.Msg) {
 	if json.Unmarshal(m.Data, &ev) != nil || ev.Node == n.id || ev.Node == "" {
 		return
 	}
+	if ev.Type == evMoving {
+		n.noteMoving(name, ev.ParticipantID) // moving.go
+		return
+	}
 	if f := n.eventHook.Load(); f != nil {
 		(*f)(name, ev)
 	}

@@ -155,6 +155,7 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	t0 = time.Now()
 	defer func() { tMove = time.Since(t0) }()
 	n.rs.follow(n, name)
+	n.announceMove(name, m.ID) // the others keep its stub while it is under no key (moving.go)
 	p := roomKey(name)
 	from, to := memberKey(p, m.Node, m.ID), memberKey(p, n.id, m.ID)
 	moved := m

@@ -44,7 +44,7 @@ func TestTakeoverWriteLostAfterDelete(t *testing.T) {
 // (TestTakeoverWriteLostAfterDelete failed so once at load 27: its retry
 // of the lost write came after the takeover's deadline). The node now
 // remembers the moves whose delete went out, and the next attempt makes
-// the write.
+// the write; and the other nodes keep her stub meanwhile (moving.go).
 func TestTakeoverEndsAfterDelete(t *testing.T) {
 	parallel(t)
 	srvs := failoverCluster(t)
@@ -57,6 +57,15 @@ func TestTakeoverEndsAfterDelete(t *testing.T) {
 	e := rawResume(t, srvs[2], room, alice.ResumeToken())
 	if e == nil || e.Code != protocol.CodeUnavailable {
 		t.Fatalf("resume through n2 whose takeover ended after its delete: %v, want 503", e)
+	}
+	// Alice is under no key of the room state now. bob's node compares
+	// the state with its room: it used to end her stub once absent for
+	// confirmAfter, and bob was told she left though she was moving.
+	eventually(t, 20*time.Second, "n1 keeps alice's stub past its recheck (n2 said it moves her), or bob sees her leave", func() bool {
+		return srvs[1].Cluster().MovesHeld() > 0 || sawLeave(bob, id)
+	})
+	if sawLeave(bob, id) {
+		t.Fatal("bob saw alice leave while n2 moved her")
 	}
 	if e := storeResume(t, srvs[2], room, alice.ResumeToken()); e != nil {
 		t.Fatalf("the resume tried again after the 503: %v, want it taken over", e)
