@@ -179,7 +179,8 @@ type UpdateRequest struct {
 // DataRequest is the body of POST .../data.
 type DataRequest struct {
 	Payload *string `json:"payload"`
-	// To lists participant ids; empty sends to everyone in the room.
+	// To lists participant ids; absent (or null) sends to everyone in the
+	// room, an empty list is refused (bodies.go).
 	To []string `json:"to,omitempty"`
 }
 

@@ -43,6 +43,11 @@ func (a *API) decodeData(w http.ResponseWriter, r *http.Request, req *DataReques
 	case req.Payload == nil:
 		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "payload" is required`))
 		return false
+	case req.To != nil && len(req.To) == 0:
+		// "to": [] read as "everyone" (as a missing "to" is) sent a message
+		// meant for a list that came out empty to the whole room.
+		writeError(w, protocol.Errorf(protocol.CodeInvalidParams, `invalid params: "to" lists no participant: leave it out to reach everyone`))
+		return false
 	case len(*req.Payload) > a.opts.MaxDataMessage:
 		writeError(w, protocol.Errorf(protocol.CodeTooLarge, `"payload" is %d bytes, the limit is %d`, len(*req.Payload), a.opts.MaxDataMessage))
 		return false

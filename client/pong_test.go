@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -22,7 +23,10 @@ import (
 // out); the test then waits for that pong, not for a time.
 func TestLatePongKeepsSocketWritable(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t) // pings every 10 s (signaling.DefaultPingInterval)
+	// The server pings every 500 ms, not every 10 s (the default, which the
+	// test used to wait out); the first pong after arming still goes out
+	// 1.5 s late, past the 1 s deadline of the bug.
+	srv := startServer(t, func(c *config.Config) { c.Limits.PingInterval = config.Duration(500 * time.Millisecond) })
 	api, err := client.LoopbackAPI()
 	if err != nil {
 		t.Fatal(err)

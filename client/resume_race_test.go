@@ -21,13 +21,16 @@ import (
 // loopback and order the client's steps with test hooks (export_test.go),
 // so each race happens every time; every wait is for an event.
 
-func startServer(t *testing.T) *server.Server {
+func startServer(t *testing.T, opts ...func(*config.Config)) *server.Server {
 	t.Helper()
 	cfg := testnode.Config()
 	cfg.RTC.CongestionControl = false
 	cfg.Room.EmptyTimeout = config.Duration(100 * time.Millisecond)
 	cfg.Room.NegotiationTimeout = config.Duration(30 * time.Second) // a starved machine answers late
 	cfg.Room.ResumeWindow = config.Duration(20 * time.Second)
+	for _, o := range opts {
+		o(&cfg)
+	}
 	return testnode.Start(t, cfg)
 }
 

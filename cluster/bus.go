@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/internal/redact"
 )
 
 // busUser is the NATS user of every node; the cluster secret is its password.
@@ -111,11 +112,7 @@ func openBus(o BusOptions) (*bus, error) {
 	nc, err := nats.Connect(urls, copts...)
 	if err != nil {
 		b.close()
-		if strings.Contains(err.Error(), "tls") || strings.Contains(err.Error(), "secure") {
-			return nil, fmt.Errorf("cluster bus: connecting to NATS over TLS: %w (the server's certificate must be signed by --cluster-tls-ca, "+
-				"or trusted by the system; a server that asks for a client certificate needs --cluster-tls-cert and --cluster-tls-key)", err)
-		}
-		return nil, fmt.Errorf("cluster bus: connecting to NATS: %w", err)
+		return nil, connectError(o.NATSURL, err)
 	}
 	b.nc = nc
 	b.js, err = jetstream.New(nc)
@@ -410,4 +407,38 @@ func (b *bus) upgradeReplicas(live int) {
 		return
 	}
 	b.log.Info("room state now replicated on more nodes", "replicas", want)
+}
+
+// connectError says what failed when the node could not connect to its
+// bus, naming an external NATS by its URL (credentials masked): nats.go
+// says only "no servers available for connection" or "Authorization
+// Violation", which does not tell an operator which URL or setting is
+// wrong.
+func connectError(natsURL string, err error) error {
+	msg := strings.ToLower(err.Error())
+	if strings.Contains(msg, "tls") || strings.Contains(msg, "secure") {
+		return fmt.Errorf("cluster bus: connecting to NATS %sover TLS: %w (the server's certificate must be signed by --cluster-tls-ca, "+
+			"or trusted by the system; a server that asks for a client certificate needs --cluster-tls-cert and --cluster-tls-key)", at(natsURL), err)
+	}
+	if natsURL == "" {
+		return fmt.Errorf("cluster bus: connecting to NATS: %w", err)
+	}
+	where := redact.URLs(natsURL)
+	switch {
+	case errors.Is(err, nats.ErrAuthorization) || strings.Contains(msg, "authorization violation") || strings.Contains(msg, "authentication"):
+		return fmt.Errorf("cluster bus: the NATS server at %s refused this node's credentials (the user and password, or token, "+
+			"in --nats-url / cluster.nats_url): %w", where, err)
+	case errors.Is(err, nats.ErrNoServers):
+		return fmt.Errorf("cluster bus: no NATS server answers at %s (--nats-url / cluster.nats_url): is it running and reachable "+
+			"from this node? %w", where, err)
+	}
+	return fmt.Errorf("cluster bus: connecting to NATS at %s: %w", where, err)
+}
+
+// at is "at URL " for an external NATS's URL (masked), "" for the embedded bus.
+func at(natsURL string) string {
+	if natsURL == "" {
+		return ""
+	}
+	return "at " + redact.URLs(natsURL) + " "
 }

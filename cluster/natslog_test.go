@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"bytes"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -55,5 +56,39 @@ func TestExternalNATSCredentialsNotLogged(t *testing.T) {
 	}
 	if strings.Contains(out, testSecret) {
 		t.Errorf("the log shows the NATS password:\n%s", out)
+	}
+	checkNATSConnectErrors(t, addr)
+}
+
+// checkNATSConnectErrors: a node that cannot connect to its external NATS
+// says which URL (password masked) and what to check. nats.go's own words
+// were all it said: "cluster bus: connecting to NATS: nats: no servers
+// available for connection" for a server down or a wrong address, and "...:
+// nats: Authorization Violation" for wrong credentials, naming neither the
+// URL nor the setting (seen from outside with starling --nats-url).
+func checkNATSConnectErrors(t *testing.T, addr string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	_ = l.Close() // nothing listens there now
+	for _, c := range []struct{ url, want, words string }{
+		{"nats://starling:wrong-password-17@" + addr, "nats://starling:xxxxx@" + addr, "refused this node's credentials"},
+		{"nats://starling:wrong-password-17@" + closed, "nats://starling:xxxxx@" + closed, "no NATS server answers"},
+	} {
+		cfg := nodeConfig([]int{0}, 0, func(cf *config.Config) {
+			cf.Cluster.Listen, cf.Cluster.Routes = "", nil
+			cf.Cluster.NATSURL = c.url
+		})
+		srv, err := server.New(cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			_ = srv.Shutdown(ctxT(t, 15*time.Second))
+			t.Fatalf("a node on %s started", c.want)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, c.want) || !strings.Contains(msg, c.words) || strings.Contains(msg, "wrong-password-17") {
+			t.Errorf("connecting to %s: %q, want the URL as %s (password masked) and %q", c.url, msg, c.want, c.words)
+		}
 	}
 }

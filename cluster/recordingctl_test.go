@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,7 +34,8 @@ func recordToken(t testing.TB, roomName string) string {
 // answers 409 to a second start; n2, without a part of the room, lists it,
 // reads it and stops it (forwarded to n0); a start on n2 runs on a node
 // that has a part of the room and says which. Each recording's webhooks
-// are sent once.
+// are sent once. A track recording runs on the track's node, whichever
+// node is asked (checkTrackRecordingFromAnyNode).
 func TestRecordingControlFromAnyNode(t *testing.T) {
 	parallelLongest(t)
 	var mu sync.Mutex
@@ -60,7 +62,7 @@ func TestRecordingControlFromAnyNode(t *testing.T) {
 	watcher := join(t, srvs[0], roomName, "watcher", token(t, "watcher", roomName), func(o *client.Options) { o.AutoSubscribe = &no })
 	pub := join(t, srvs[1], roomName, "pub", token(t, "pub", roomName))
 	seeEachOther(t, watcher, pub)
-	publishMedia(t, pub, true)
+	media := publishMedia(t, pub, true)
 	tok := recordToken(t, roomName)
 	url := func(i int, rest string) string {
 		return srvs[i].BaseURL() + "/v1/rooms/" + roomName + "/recordings" + rest
@@ -120,6 +122,8 @@ func TestRecordingControlFromAnyNode(t *testing.T) {
 	if code := httpJSONAuth(t, "DELETE", url(1, ""), tok, nil, &list); code != http.StatusOK || len(list.Recordings) != 1 || list.Recordings[0].ID != second.ID {
 		t.Fatalf("stop the room's recordings through n1: %d %+v", code, list)
 	}
+
+	checkTrackRecordingFromAnyNode(t, url, tok, media.published[1].ID)
 
 	eventually(t, 20*time.Second, "recording_finished of both recordings is sent", func() bool {
 		mu.Lock()
@@ -188,4 +192,43 @@ func TestRecordingOutlivesLocalParticipants(t *testing.T) {
 		in, _ := srvs[0].Recorder().Get(info.ID)
 		return in.Status == "finished" && srvs[0].Rooms().Room(roomName) == nil
 	})
+}
+
+// checkTrackRecordingFromAnyNode: a recording of one track (pub's video,
+// published on n1) started through n0, which has a part of the room but
+// not the track, runs on n1 and writes the track's file; a second start of
+// it through n2 answers 409 naming the first, as on one node; an unknown
+// track through n2 (no part of the room) is 404 about the track, not the
+// room. Before, n0 answered 201 and recorded nothing (a node records only
+// its own tracks for a track recording: no file, "tracks": 0), a start
+// through another node recorded the track a second time, and the unknown
+// track was "room not found".
+func checkTrackRecordingFromAnyNode(t *testing.T, url func(int, string) string, tok, video string) {
+	t.Helper()
+	var rec recorder.Info
+	if code := httpJSONAuth(t, "POST", url(0, ""), tok, map[string]any{"track_id": video}, &rec); code != http.StatusCreated || rec.Node != "n1" {
+		t.Fatalf("a track recording of n1's video through n0: %d, node %q, want 201 on n1", code, rec.Node)
+	}
+	var conflict struct {
+		Recording *recorder.Info `json:"recording"`
+	}
+	if code := httpJSONAuth(t, "POST", url(2, ""), tok, map[string]any{"track_id": video}, &conflict); code != http.StatusConflict ||
+		conflict.Recording == nil || conflict.Recording.ID != rec.ID {
+		t.Fatalf("a second recording of the track through n2: %d %+v, want 409 naming %s", code, conflict.Recording, rec.ID)
+	}
+	var missing struct {
+		Error string `json:"error"`
+	}
+	if code := httpJSONAuth(t, "POST", url(2, ""), tok, map[string]any{"track_id": "TR_nope"}, &missing); code != http.StatusNotFound ||
+		!strings.Contains(missing.Error, "track") || strings.Contains(missing.Error, "room not found") {
+		t.Fatalf("an unknown track through n2: %d %q, want 404 about the track", code, missing.Error)
+	}
+	eventually(t, 20*time.Second, "the track recording on n1 has the track's file", func() bool {
+		var in recorder.Info
+		return httpJSONAuth(t, "GET", url(0, "/"+rec.ID), tok, nil, &in) == http.StatusOK && in.Tracks == 1 && len(in.Files) == 1
+	})
+	var stopped recorder.Info
+	if code := httpJSONAuth(t, "DELETE", url(0, "/"+rec.ID), tok, nil, &stopped); code != http.StatusOK || stopped.Status != "finished" || len(stopped.Files) != 1 {
+		t.Fatalf("stop the track recording through n0: %d %+v", code, stopped)
+	}
 }

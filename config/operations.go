@@ -44,6 +44,10 @@ type Limits struct {
 	// IdleTimeout drops a signaling connection silent this long (no frame,
 	// no pong).
 	IdleTimeout Duration `yaml:"idle_timeout"`
+	// PingInterval is how often the server pings a signaling connection
+	// (a WebSocket ping the client's library answers with a pong): what
+	// keeps a quiet connection from reaching IdleTimeout. Below it.
+	PingInterval Duration `yaml:"ping_interval"`
 }
 
 // Webhook configures event delivery to HTTP endpoints.
@@ -97,6 +101,7 @@ func (c *Config) defaultOperations() {
 		MaxDataMessage:   16 << 10,
 		MaxFrame:         1 << 20,
 		IdleTimeout:      Duration(30 * time.Second),
+		PingInterval:     Duration(10 * time.Second),
 	}
 	c.Webhook = Webhook{Timeout: Duration(5 * time.Second), QueueSize: 1024, MaxAttempts: 5}
 	c.TURN = TURN{Port: 3478, TCP: true, CredentialTTL: Duration(24 * time.Hour)}
@@ -218,6 +223,13 @@ func (c Config) validateOperations(bad func(format string, args ...any)) {
 	if l.IdleTimeout < 0 || (l.IdleTimeout > 0 && l.IdleTimeout.Std() < time.Second) {
 		bad("limits.idle_timeout %s: must be at least 1s (0 = default 30s)", l.IdleTimeout)
 	}
+	if l.PingInterval < 0 || (l.PingInterval > 0 && l.PingInterval.Std() < 100*time.Millisecond) {
+		bad("limits.ping_interval %s: must be at least 100ms (0 = default 10s)", l.PingInterval)
+	} else if ping, idle := orDefault(l.PingInterval, 10*time.Second), orDefault(l.IdleTimeout, 30*time.Second); ping >= idle {
+		// Pings no more often than the idle timeout would drop every quiet
+		// connection between two pongs.
+		bad("limits.ping_interval %s: must be below limits.idle_timeout (%s)", ping, idle)
+	}
 
 	w := c.Webhook
 	for _, u := range w.URLs {
@@ -291,4 +303,12 @@ func (c Config) OpenServerError() error {
 	return fmt.Errorf("refusing to listen on %s without API keys: anyone could join any room. "+
 		"Configure keys: in the config file or $%s (and hand out tokens, see `starling token`), "+
 		"bind a loopback address, or pass --insecure-open", c.HTTP.Address, EnvKeys)
+}
+
+// orDefault is d, or def when d is 0 (a key left to its default).
+func orDefault(d Duration, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d.Std()
 }

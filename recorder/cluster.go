@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"sort"
@@ -227,3 +228,13 @@ func gather(c Cluster, room string, req ForwardRequest, local []Info) []Info {
 	sort.SliceStable(local, func(i, j int) bool { return local[i].StartedAt.Before(local[j].StartedAt) })
 	return local
 }
+
+// trackElsewhere: a track recording was asked of a node where the track
+// is another node's (a cluster); the HTTP API forwards it there.
+type trackElsewhere struct{ track, node string }
+
+func (e *trackElsewhere) Error() string {
+	return fmt.Sprintf("track %q is published on node %s: its recording runs there", e.track, e.node)
+}
+
+func (e *trackElsewhere) Unwrap() error { return ErrTrackNotFound }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/starling-rtc/starling/protocol"
@@ -124,8 +126,13 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 		if err == nil && dec.More() {
 			err = errors.New("one JSON object per request")
 		}
+		if err == nil && req.TrackID != "" && req.Mix {
+			// The mix goes with a room recording; with track_id it was
+			// dropped without a word (a track recording started).
+			err = errors.New(`"mix" is for a room recording, not with "track_id"`)
+		}
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {}, {"mix": true} or {"track_id": "..."}: ` + err.Error()})
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: `invalid body: want {}, {"mix": true} or {"track_id": "..."}: ` + bodyError(err)})
 			return
 		}
 	}
@@ -140,11 +147,33 @@ func (m *Manager) httpStart(w http.ResponseWriter, r *http.Request) {
 	if c != nil && (errors.Is(err, ErrRoomNotFound) || errors.Is(err, ErrTrackNotFound)) {
 		// No part of the room (or not that track) here: a node that has one records.
 		nodes, lerr := c.RoomNodes(room)
+		var te *trackElsewhere
+		if errors.As(err, &te) {
+			// The track's own node first: only it records the track.
+			nodes = append([]string{te.node}, slices.DeleteFunc(nodes, func(n string) bool { return n == te.node })...)
+		}
+		var notFound *ForwardReply
 		for _, node := range nodes {
-			if rep, ferr := c.Forward(node, forwardOf(r, body)); ferr == nil && rep.Status != http.StatusNotFound {
+			rep, ferr := c.Forward(node, forwardOf(r, body))
+			if ferr == nil && rep.Status != http.StatusNotFound {
 				writeRaw(w, rep)
 				return
 			}
+			if ferr == nil {
+				notFound = &rep
+			}
+		}
+		if notFound != nil && (errors.Is(err, ErrRoomNotFound) || te != nil) {
+			// The room is on another node, which says what it lacks
+			// (the track): not "room not found" from this node.
+			writeRaw(w, *notFound)
+			return
+		}
+		if te != nil {
+			// The track's node did not answer: it may be busy or cut off.
+			w.Header().Set("Retry-After", "2")
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: te.Error() + ", which did not answer: try again"})
+			return
 		}
 		if lerr != nil {
 			// The room state does not answer: the room may exist on
@@ -236,4 +265,19 @@ func (m *Manager) httpStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, info)
+}
+
+// bodyError says what is wrong with a start body in the API's terms:
+// encoding/json names Go's struct fields and types ("cannot unmarshal
+// string into Go struct field StartRequest.mix of type bool").
+func bodyError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		want := "a string"
+		if typeErr.Type.Kind() == reflect.Bool {
+			want = "a boolean"
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", typeErr.Field, want, typeErr.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
 }

@@ -167,7 +167,9 @@ func (m *Manager) StartRoomMix(roomName string) (Info, error) {
 	return m.start(roomName, "", false, true)
 }
 
-// StartTrack starts recording one published track of a room.
+// StartTrack starts recording one published track of a room. In a cluster
+// the track must be published on this node (else an error wrapping
+// ErrTrackNotFound names its node).
 func (m *Manager) StartTrack(roomName, trackID string) (Info, error) {
 	if trackID == "" {
 		return Info{}, ErrTrackNotFound
@@ -187,12 +189,21 @@ func (m *Manager) start(roomName, trackID string, auto, mix bool) (Info, error) 
 		return Info{}, fmt.Errorf("%w: %q", ErrRoomNotFound, roomName)
 	}
 	if trackID != "" {
-		found := false
+		found, node := false, ""
 		for _, t := range rm.ObservedTracks() {
-			found = found || t.Track.ID == trackID
+			if t.Track.ID == trackID {
+				found, node = true, t.Node
+			}
 		}
 		if !found {
 			return Info{}, fmt.Errorf("%w: %q in room %q", ErrTrackNotFound, trackID, roomName)
+		}
+		if node != "" {
+			// A track recording records the track where it is published
+			// (a node records only its own tracks for it): that node
+			// holds the media, and its check below refuses a second
+			// recording of the track, from whichever node it is asked.
+			return Info{}, &trackElsewhere{track: trackID, node: node}
 		}
 	}
 	c := m.cluster()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
@@ -19,13 +20,15 @@ import (
 
 // throttle drops incoming RTP beyond a rate, at the subscriber's own end,
 // before its congestion-control feedback sees the packets: to the SFU it
-// looks like a narrow downlink.
+// looks like a narrow downlink. It counts the padding-only packets (the
+// probes) that reach it, before it drops any.
 type throttle struct {
 	interceptor.NoOp
-	limit  atomic.Int64 // bits/s; 0 = no limit
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
+	limit   atomic.Int64 // bits/s; 0 = no limit
+	padding atomic.Int64 // padding-only packets received
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
 }
 
 func (t *throttle) NewInterceptor(string) (interceptor.Interceptor, error) { return t, nil }
@@ -54,11 +57,22 @@ func (t *throttle) BindRemoteStream(_ *interceptor.StreamInfo, r interceptor.RTP
 	return interceptor.RTPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
 		for {
 			n, attr, err := r.Read(b, a)
+			if err == nil && paddingOnly(b[:n]) {
+				t.padding.Add(1)
+			}
 			if err != nil || t.allow(n) {
 				return n, attr, err
 			}
 		}
 	})
+}
+
+// paddingOnly reports whether an RTP packet carries padding and nothing
+// else (a bandwidth probe's packet).
+func paddingOnly(b []byte) bool {
+	var h rtp.Header
+	hl, err := h.Unmarshal(b)
+	return err == nil && h.Padding && len(b) > hl && hl+int(b[len(b)-1]) == len(b)
 }
 
 // withBWE turns bandwidth estimation on (the test harness turns it off).

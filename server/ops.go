@@ -36,7 +36,7 @@ func (s *Server) signalingOptions() signaling.Options {
 	l := s.cfg.Limits
 	return signaling.Options{
 		Logger: s.log, Observe: s.metrics.ObserveSignaling,
-		MaxFrame: l.MaxFrame, ReadTimeout: l.IdleTimeout.Std(),
+		MaxFrame: l.MaxFrame, ReadTimeout: l.IdleTimeout.Std(), PingInterval: l.PingInterval.Std(),
 		RateLimit: l.SignalingRate, RateBurst: l.SignalingBurst,
 		CheckOrigin: signaling.OriginChecker(s.cfg.HTTP.AllowedOrigins),
 	}

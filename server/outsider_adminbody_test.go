@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/starling-rtc/starling/protocol"
 )
 
 // TestOutsiderAdminBodyErrors: docs/admin-api.md "Errors": 400 with
@@ -19,6 +22,8 @@ func TestOutsiderAdminBodyErrors(t *testing.T) {
 	parallel(t)
 	srv := startServer(t, nil)
 	c := join(t, srv, "bodies", "alice")
+	got := make(chan string, 16)
+	c.OnData(func(m protocol.DataMessage) { got <- m.Payload })
 	base := "http://" + srv.Addr() + "/v1/rooms/bodies"
 	for _, tc := range []struct {
 		method, path, body string
@@ -35,6 +40,8 @@ func TestOutsiderAdminBodyErrors(t *testing.T) {
 		{http.MethodPost, "/data", ``, -32600, "body"},
 		{http.MethodPost, "/data", `{"payload":5}`, -32602, `"payload"`},
 		{http.MethodPost, "/data", `{"payload":"hi","to":[1]}`, -32602, `"to"`},
+		// An empty list reached the whole room, as a missing "to" does.
+		{http.MethodPost, "/data", `{"payload":"to nobody","to":[]}`, -32602, `"to"`},
 		{http.MethodPatch, "/participants/" + c.ParticipantID(), `{"name":true}`, -32602, `"name"`},
 		{http.MethodPost, "/participants/" + c.ParticipantID() + "/mute", `{"trackId":"TR_x","muted":"yes"}`, -32602, `"muted"`},
 		{http.MethodPost, "/participants/" + c.ParticipantID() + "/mix", `{"gain":"loud"}`, -32602, `"gain"`},
@@ -60,5 +67,18 @@ func TestOutsiderAdminBodyErrors(t *testing.T) {
 				t.Errorf("%s: message %q speaks Go (%q), not the API", what, e.Message, goism)
 			}
 		}
+	}
+	// None of the refused bodies sent anything: the first message alice
+	// gets is the good one sent after them.
+	if r := httpDo(t, http.MethodPost, base+"/data", "application/json", "", `{"payload":"marker"}`); r.status != http.StatusOK {
+		t.Fatalf("POST /data: %d %s", r.status, r.body)
+	}
+	select {
+	case p := <-got:
+		if p != "marker" {
+			t.Errorf("alice got %q before the marker", p)
+		}
+	case <-ctxT(t, 20*time.Second).Done():
+		t.Fatal("alice got no data message")
 	}
 }

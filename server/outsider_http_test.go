@@ -289,11 +289,21 @@ func TestOutsiderRecordingStartBody(t *testing.T) {
 	}{
 		{`{} {"track_id":"TR_x"}`, http.StatusBadRequest, "one JSON object"},
 		{`{"track_id":"` + strings.Repeat("x", 5000) + `"}`, http.StatusRequestEntityTooLarge, "larger than"},
+		// mix with track_id was dropped silently (a track recording
+		// started); the field errors spoke Go ("Go struct field
+		// StartRequest.mix of type bool").
+		{`{"track_id":"TR_x","mix":true}`, http.StatusBadRequest, `"mix" is for a room recording`},
+		{`{"mix":"yes"}`, http.StatusBadRequest, `field "mix" must be a boolean, not string`},
+		{`{"track_id":5}`, http.StatusBadRequest, `field "track_id" must be a string, not number`},
+		{`{"trackId":"TR_x"}`, http.StatusBadRequest, `unknown field "trackId"`},
 	} {
 		r := httpDo(t, http.MethodPost, url, "application/json", "", c.body)
 		var e map[string]any
 		if json.Unmarshal([]byte(r.body), &e) != nil || r.status != c.status || !strings.Contains(fmt.Sprint(e["error"]), c.mention) {
 			t.Errorf("POST %.40s...: %d %s, want %d with an error saying %q", c.body, r.status, r.body, c.status, c.mention)
+		}
+		if strings.Contains(r.body, "Go struct") {
+			t.Errorf("POST %.40s...: %s speaks Go, not the API", c.body, r.body)
 		}
 	}
 	if r := httpDo(t, http.MethodGet, url, "", "", ""); !strings.Contains(r.body, `"recordings":[]`) {

@@ -137,6 +137,9 @@ type bwe struct {
 	cutCap   float64
 	cutAt    int64
 	cutLossy [2]int64
+	// reportDelay is the smoothed time from a packet's send to its
+	// report (µs): the round trip and the report interval (bwetimeout.go).
+	reportDelay int64
 }
 
 // probeGrace is how long a probe's result stands against the delay-based
@@ -192,6 +195,7 @@ func (b *bwe) unwrapRef(ref int64) int64 {
 func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 	ref := b.unwrapRef(fb.refTime)
 	gapRecv, gapLost := 0, 0 // packets sent before a timeout cut (bwetimeout.go)
+	newest := int64(0)       // send time of the newest packet reported received
 	for i, st := range fb.status {
 		seq := fb.baseSeq + uint16(i)
 		b.probes.onReport(seq)
@@ -218,10 +222,14 @@ func (b *bwe) applyLocked(fb *twccFeedback, now int64) {
 		if cluster == 0 {
 			b.loss.received++
 		}
+		newest = max(newest, sent)
 		arrival := ref + fb.arrival[i]
 		b.acked.add(arrival, size)
 		b.delay.add(sent, arrival, size)
 		b.probes.onAck(cluster, sent, arrival, size)
+	}
+	if newest > 0 {
+		b.noteReportDelay(now - newest)
 	}
 	b.feedbackSeen(fb.baseSeq+uint16(len(fb.status)), now)
 	b.afterSilence(gapRecv, gapLost)

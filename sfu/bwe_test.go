@@ -31,6 +31,7 @@ type linkSim struct {
 	capacity   float64 // link bits/s; 0 = unlimited
 	buffer     int64   // µs of queue the link holds before dropping
 	jitter     int64   // µs of random extra delay at the receiver
+	delay      int64   // µs of extra propagation delay (a long round trip)
 	loss       float64 // random loss on the link
 	stallEvery int64   // µs between receiver stalls (0 = none)
 	stallFor   int64
@@ -58,7 +59,7 @@ func (s *linkSim) send(size int, cluster uint16) {
 		s.lost++
 		return
 	}
-	at := s.now + 1000 // 1 ms propagation
+	at := s.now + 1000 + s.delay // 1 ms propagation, and any extra
 	if s.capacity > 0 {
 		start := max(s.now, s.busyUntil)
 		if start-s.now > s.buffer {
@@ -66,7 +67,7 @@ func (s *linkSim) send(size int, cluster uint16) {
 			return // the queue is full: dropped
 		}
 		s.busyUntil = start + int64(float64(size*8)*1e6/s.capacity)
-		at = s.busyUntil + 1000
+		at = s.busyUntil + 1000 + s.delay
 	}
 	if s.jitter > 0 {
 		at += s.rng.Int63n(s.jitter)

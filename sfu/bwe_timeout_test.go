@@ -66,3 +66,60 @@ func (s *linkSim) lossLimitedAt() bool {
 	l := &s.b.loss
 	return l.lossyPrev != 0 && s.now-l.lossyPrev < 3_000_000
 }
+
+// TestBWEFeedbackTimeoutLongRTT: on a link whose reports take 1.2 s (a
+// long round trip), a track that stops sending and resumes (a pause, a
+// probe from a paused track) has its first packets reported 1.2 s after
+// they were sent, while the last feedback is older still. That is not a
+// dead link and must not be cut (with the fixed 1 s it was: the first
+// report was late by the timeout's measure). The same link going dead is
+// still cut, as soon as on a short link after its last feedback.
+func TestBWEFeedbackTimeoutLongRTT(t *testing.T) {
+	s := newLinkSim(t, 3_000_000)
+	s.delay = 1_200_000
+	s.media = 1_600_000
+	check := func() { s.b.checkFeedback(s.now, s.seq-1) }
+	s.run(4_000_000, check)
+	s.media = 0 // paused
+	s.run(2_000_000, check)
+	s.media = 1_600_000 // resumed
+	s.run(4_000_000, check)
+	s.media = 0 // paused again, then a probe alone
+	s.run(2_000_000, check)
+	s.b.startProbe(1, s.now)
+	s.probe = 1_500_000
+	s.run(300_000, check)
+	s.probe = 0
+	s.b.endProbe(s.now, s.seq-1)
+	s.media = 1_600_000
+	s.run(3_000_000, check)
+	s.b.mu.Lock()
+	rd := s.b.reportDelay
+	s.b.mu.Unlock()
+	if n := s.b.counts.feedbackTimeouts.Load(); n != 0 {
+		t.Fatalf("%d feedback timeouts on a live link whose reports take %d ms", n, rd/1000)
+	}
+	if rd < 1_200_000 || rd > 1_400_000 {
+		t.Fatalf("report delay %d ms on a link with 1.2 s of propagation and reports every 100 ms", rd/1000)
+	}
+
+	// The link dies: its last feedback comes a round trip later, then
+	// one fbTimeout of silence cuts.
+	before := s.b.estimate()
+	s.loss = 1
+	died, cutAt := s.now, int64(0)
+	s.run(5_000_000, func() {
+		check()
+		if cutAt == 0 && s.b.counts.feedbackTimeouts.Load() > 0 {
+			cutAt = s.now
+		}
+	})
+	t.Logf("report delay %d ms; the dead link cut %d ms after it died, estimate %d -> %d bit/s",
+		rd/1000, (cutAt-died)/1000, before, s.b.estimate())
+	if cutAt == 0 || cutAt-died > rd+fbTimeout+200_000 {
+		t.Fatalf("a dead link with a %d ms report delay cut %d ms after it died (0: never)", rd/1000, (cutAt-died)/1000)
+	}
+	if s.b.estimate() > before/2 || !s.lossLimitedAt() {
+		t.Fatalf("estimate %d bit/s (lossy %v) after a dead link's silence, %d before", s.b.estimate(), s.lossLimitedAt(), before)
+	}
+}

@@ -12,6 +12,11 @@ type BWECounters struct {
 	LossDecreases  uint64 // estimates capped on loss
 	Probes         uint64 // probes run
 	ProbeRaises    uint64 // probes that raised an estimate
+	// PaddingPlanned is the padding-only packets the probes set out to
+	// send (their rate times their length, in padding packets), and
+	// PaddingSent those written: a probe that sent less than it planned
+	// shows as a gap between the two.
+	PaddingPlanned uint64
 	PaddingSent    uint64 // padding-only packets written (the probes' payload)
 	FeedbackTapped uint64 // feedback packets read off the batched socket
 	FeedbackPion   uint64 // feedback packets read through pion
@@ -25,15 +30,18 @@ type BWECounters struct {
 type bweCounts struct {
 	delayDecreases, lossDecreases, probes, probeRaises atomic.Uint64
 	paddingSent, feedbackTapped, feedbackPion          atomic.Uint64
-	feedbackTimeouts                                   atomic.Uint64
+	feedbackTimeouts, paddingPlanned                   atomic.Uint64
 }
 
 func (c *bweCounts) read() BWECounters {
 	return BWECounters{
-		DelayDecreases:   c.delayDecreases.Load(),
-		LossDecreases:    c.lossDecreases.Load(),
-		Probes:           c.probes.Load(),
-		ProbeRaises:      c.probeRaises.Load(),
+		DelayDecreases: c.delayDecreases.Load(),
+		LossDecreases:  c.lossDecreases.Load(),
+		Probes:         c.probes.Load(),
+		ProbeRaises:    c.probeRaises.Load(),
+		// Planned before sent: a reader that sees sent >= planned knows
+		// that every probe planned by then has been written.
+		PaddingPlanned:   c.paddingPlanned.Load(),
 		PaddingSent:      c.paddingSent.Load(),
 		FeedbackTapped:   c.feedbackTapped.Load(),
 		FeedbackPion:     c.feedbackPion.Load(),

@@ -18,13 +18,50 @@ package sfu
 // A link that was dead reports those packets lost, or not at all: the cut
 // stands, and the link comes back to a lower estimate and a probe.
 
-// fbTimeout is how long feedback may be missing, with packets sent more
-// than that long ago still unreported, before the estimate is cut; and the
-// interval of further cuts. Clients report every 50-100 ms whatever the
-// round trip (a long round trip delays the reports, it does not space them
-// out), so 1 s is ten missed reports; shorter, and the routine stalls of a
-// busy client (above) would cut and restore layers every few seconds.
+// fbTimeout is how long feedback may be missing before the estimate is
+// cut, and the interval of further cuts. Clients report every 50-100 ms
+// whatever the round trip (a long round trip delays the reports, it does
+// not space them out), so 1 s is ten missed reports; shorter, and the
+// routine stalls of a busy client (above) would cut and restore layers
+// every few seconds.
+//
+// The packets outstanding must also be old enough: sent more than
+// fbTimeout plus the link's report delay ago (reportWait). The report of a
+// packet comes a round trip (and up to a report interval) after it is
+// sent, so after a silence on our side (a paused track, then a probe or a
+// resume) the first report is a round trip away, while the last feedback
+// is long past. With a fixed 1 s, a link whose round trip neared 1 s (a
+// satellite hop, a bloated mobile queue) was cut at every probe from a
+// paused track. A dead link is caught as soon as before: its last feedback
+// comes a round trip after it died, and then 1 s of silence cuts.
+//
+// libwebrtc's GoogCC backs off when the round trip plus the time since the
+// last feedback passes 3 s (RttBasedBackoff); here the round trip instead
+// widens what counts as silence, because the cut is for dead links, not
+// for slow ones.
 const fbTimeout = 1_000_000
+
+// reportDelayMax bounds the report delay a timeout waits for: a link whose
+// reports take longer still gets cut within fbTimeout + 3 s of sending.
+const reportDelayMax = 3_000_000
+
+// noteReportDelay smooths the delay d (µs) from the send of the newest
+// packet a feedback reports received to the feedback's reception: the
+// round trip plus the receiver's report interval. Call with b.mu held.
+func (b *bwe) noteReportDelay(d int64) {
+	d = max(d, 0)
+	if b.reportDelay == 0 {
+		b.reportDelay = d
+		return
+	}
+	b.reportDelay += (d - b.reportDelay) / 8
+}
+
+// reportWait is how long a packet may go unreported, with no feedback
+// either, before the silence cuts the estimate. Call with b.mu held.
+func (b *bwe) reportWait() int64 {
+	return fbTimeout + min(b.reportDelay, reportDelayMax)
+}
 
 // fbTimeoutMinOutstanding is how many packets must be outstanding for a
 // silence to count when the oldest of them is no longer in the history.
@@ -41,7 +78,7 @@ func (b *bwe) feedbackSeen(end uint16, now int64) {
 
 // checkFeedback cuts the estimate if no feedback came for fbTimeout while
 // packets were outstanding: the oldest unreported one (the one after the
-// last report) sent over fbTimeout ago, up to newest, the last numbered.
+// last report) sent over reportWait ago, up to newest, the last numbered.
 // The allocator calls it every round (EstimatedBitrate).
 func (b *bwe) checkFeedback(now int64, newest uint16) {
 	b.mu.Lock()
@@ -54,7 +91,7 @@ func (b *bwe) checkFeedback(now int64, newest uint16) {
 		return // nothing sent since the last report (a paused track): silence is normal
 	}
 	if _, _, sent, ok := b.hist.get(b.fbNext, now); ok {
-		if now-sent < fbTimeout {
+		if now-sent < b.reportWait() {
 			return
 		}
 	} else if out < fbTimeoutMinOutstanding {

@@ -37,8 +37,11 @@ type Counters struct {
 	BWELossDecreases  uint64
 	BWEProbes         uint64
 	BWEProbeRaises    uint64
-	// Padding-only packets written to subscribers: the probes' payload.
-	BWEPaddingSent uint64
+	// Padding-only packets written to subscribers: the probes' payload;
+	// and those the probes planned (a probe that fell short shows as the
+	// difference).
+	BWEPaddingSent    uint64
+	BWEPaddingPlanned uint64
 	// Feedback packets read straight off the batched socket (rtcptap.go)
 	// rather than through pion.
 	BWEFeedbackTapped uint64
@@ -73,7 +76,7 @@ var counters struct {
 	datagramsSent, sendCalls, segmentedDatagrams                                             atomic.Uint64
 	directStreams, pionStreams                                                               atomic.Uint64
 	bweDelayDecreases, bweLossDecreases, bweProbes, bweProbeRaises, paddingSent              atomic.Uint64
-	bweFeedbackTapped, bweFeedbackPion, bweFeedbackTimeouts                                  atomic.Uint64
+	bweFeedbackTapped, bweFeedbackPion, bweFeedbackTimeouts, paddingPlanned                  atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
 	stallRestarts, unsupportedDownTracks, replayed, lateRepairs                              atomic.Uint64
 }
@@ -99,6 +102,7 @@ func ReadCounters() Counters {
 		BWEProbes:             counters.bweProbes.Load(),
 		BWEProbeRaises:        counters.bweProbeRaises.Load(),
 		BWEPaddingSent:        counters.paddingSent.Load(),
+		BWEPaddingPlanned:     counters.paddingPlanned.Load(),
 		BWEFeedbackTapped:     counters.bweFeedbackTapped.Load(),
 		BWEFeedbackPion:       counters.bweFeedbackPion.Load(),
 		BWEFeedbackTimeouts:   counters.bweFeedbackTimeouts.Load(),

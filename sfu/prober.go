@@ -147,6 +147,10 @@ const (
 func (s *Subscriber) sendProbe(rate uint64, d time.Duration) bool {
 	perSec := float64(rate) / 8 / paddingWireSize
 	total := int(perSec * d.Seconds())
+	counters.paddingPlanned.Add(uint64(total))
+	if s.bw != nil {
+		s.bw.est.counts.paddingPlanned.Add(uint64(total))
+	}
 	burst := max(1, int(perSec*probeCatchUp.Seconds()))
 	t := time.NewTicker(probeTick)
 	defer t.Stop()

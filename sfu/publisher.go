@@ -58,6 +58,7 @@ func (p *Publisher) answerOffer(sdp string) (webrtc.SessionDescription, error) {
 	if err := checkRemote(sdp, true, -1); err != nil {
 		return webrtc.SessionDescription{}, fmt.Errorf("cannot apply offer: %w", err)
 	}
+	sdp = msidForPion(sdp)
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 		return webrtc.SessionDescription{}, fmt.Errorf("cannot apply offer: %w", err)
 	}
