@@ -61,8 +61,13 @@ type bus struct {
 	kvStream jetstream.Stream
 	// markerTTL: the bucket lets deletion markers expire (keys.go).
 	markerTTL bool
-	tmpDir    string
-	log       *slog.Logger
+	// replicas the bucket was asked with (made again with them), and when
+	// the bucket's stream was made (another time: it was lost and made
+	// again; bucketlost.go). made is guarded by smu.
+	replicas int
+	made     time.Time
+	tmpDir   string
+	log      *slog.Logger
 }
 
 // openBus starts the embedded NATS server (or dials the external one),
@@ -107,8 +112,10 @@ func openBus(o BusOptions) (*bus, error) {
 	if o.NATSURL == "" {
 		connectWait = embeddedStartWait
 	}
+	// busDialer (busdial.go): nats.go leaves each failed reconnect's
+	// socket open otherwise.
 	copts = append(copts, nats.Name("starling-"+o.NodeID), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(connectWait))
+		nats.Timeout(connectWait), nats.SetCustomDialer(newBusDialer(connectWait)))
 	nc, err := nats.Connect(urls, copts...)
 	if err != nil {
 		b.close()
@@ -125,6 +132,7 @@ func openBus(o BusOptions) (*bus, error) {
 		tc, _ := loadTLS(o.TLS, true) // loaded without error by startEmbedded
 		diagnose = func() error { return routeTLSCheck(o.Routes, tc) }
 	}
+	b.replicas = replicas
 	if err := b.openBucket(o.Ready, replicas, authErr, diagnose); err != nil {
 		b.close()
 		return nil, err
@@ -219,6 +227,9 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 				if ks, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 					b.markerTTL = ks.LimitMarkerTTL() > 0
 				}
+			}
+			if s, err := b.js.Stream(sctx, "KV_"+roomsBucket); err == nil {
+				b.made = s.CachedInfo().Created
 			}
 			scancel()
 			b.waitReplicas(deadline)

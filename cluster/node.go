@@ -64,6 +64,10 @@ type Node struct {
 	rooms   *room.Manager
 	started time.Time
 
+	// bucketCheck asks keepBucket to check the room state bucket is there
+	// (a reconnection: bucketlost.go).
+	bucketCheck chan struct{}
+
 	rttMicros atomic.Int64
 	// silentAlive counts the times a node whose heartbeats stopped arriving
 	// answered a ping, and was not found gone (nodes.go, expire).
@@ -190,6 +194,7 @@ func Start(o Options) (*Node, error) {
 	n.rs.init()
 	n.hooks.giveUp = make(chan struct{})
 	n.nkeys.restart = make(chan struct{}, 1)
+	n.bucketCheck = make(chan struct{}, 1)
 	o.Logger = n.log
 	b, err := openBus(o.BusOptions)
 	if err != nil {
@@ -202,6 +207,10 @@ func Start(o Options) (*Node, error) {
 		n.busUp.Store(time.Now().UnixNano())
 		n.rs.resyncAll() // a watch may have missed changes while the connection was down
 		n.restartNodeKeys()
+		select {
+		case n.bucketCheck <- struct{}{}: // a NATS server that restarted lost the bucket (bucketlost.go)
+		default:
+		}
 	})
 	if err := n.startRelay(); err != nil {
 		b.close()
@@ -256,6 +265,7 @@ func Start(o Options) (*Node, error) {
 	n.spawn(func() { n.runHeartbeats(n.stop) })
 	n.spawn(func() { n.runMaintenance(n.stop) })
 	n.spawn(n.runClaimSweep) // hooksweep.go
+	n.spawn(n.keepBucket)    // bucketlost.go
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports

@@ -180,7 +180,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	offered, err := sfu.ParseOffer(params.SDP)
-	if errors.Is(err, sfu.ErrNoRTCPMux) {
+	if errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
 	}
 	if err != nil {

@@ -367,9 +367,12 @@ var paddingPayload = func() []byte {
 
 // WritePadding sends n padding-only packets in this track's sequence space,
 // to probe the subscriber's downlink; it returns how many were sent. The
-// track must have forwarded media (the receiver knows the stream), but it
-// may be paused for bandwidth right now: that is exactly when a probe is
-// the only way to learn the downlink has recovered.
+// track may be paused for bandwidth right now: that is exactly when a probe
+// is the only way to learn the downlink has recovered. It need not have
+// forwarded media yet (Munger.Pad): its SSRC was negotiated, so the
+// receiver knows the stream, and a subscriber whose every video track was
+// paused before its first keyframe could otherwise never probe, nor get
+// video once its link frees.
 func (d *DownTrack) WritePadding(n int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -379,7 +382,7 @@ func (d *DownTrack) WritePadding(n int) int {
 	}
 	sent := 0
 	for ; sent < n; sent++ {
-		seq, ts, ok := d.munger.Pad()
+		seq, ts, ok := d.munger.Pad(clock.Nanos())
 		if !ok {
 			break
 		}

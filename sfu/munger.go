@@ -44,6 +44,7 @@ type mungerUndo struct {
 	seq       uint16
 	started   bool
 	pending   bool
+	padOnly   bool
 	out       uint64
 	lastOut   uint64
 	lastTS    uint64
@@ -67,8 +68,9 @@ type Munger struct {
 	firstSeq  uint16
 	firstTS   uint32
 
-	started bool // something was forwarded
+	started bool // something was forwarded, or padding sent (padOnly)
 	pending bool // the next Forward starts a new mapping
+	padOnly bool // padding sent, no media yet (munger_pad.go)
 
 	lastOut uint64 // highest extended output seq
 	lastTS  uint64 // highest extended output ts
@@ -144,7 +146,7 @@ func (m *Munger) extendTS(ts uint32) uint64 {
 // output slot was already sent (a duplicate).
 func (m *Munger) Forward(seq uint16, ts uint32, now int64) (outSeq uint16, outTS uint32, ok bool) {
 	u := mungerUndo{
-		valid: true, seq: seq, started: m.started, pending: m.pending,
+		valid: true, seq: seq, started: m.started, pending: m.pending, padOnly: m.padOnly,
 		lastOut: m.lastOut, lastTS: m.lastTS, lastNow: m.lastNow,
 		hiIn: m.hiIn, hiFwdIn: m.hiFwdIn, tsRef: m.tsRef, wasMapped: m.started && !m.pending,
 	}
@@ -224,7 +226,7 @@ func (m *Munger) startMapping(seq uint16, ts uint32, now int64) {
 		}
 		m.clearSent(m.lastOut, out)
 	}
-	m.started, m.pending, m.hinted = true, false, false
+	m.started, m.pending, m.hinted, m.padOnly = true, false, false, false
 	m.startIn, m.startOut = in, out
 	m.floorIn, m.hiIn, m.hiFwdIn = in, in, in
 	m.off, m.baseOff = in-out, in-out
@@ -305,7 +307,7 @@ func (m *Munger) Drop(seq uint16) {
 func (m *Munger) rollback() {
 	u := &m.undo
 	m.unsetSent(u.out)
-	m.started, m.pending = u.started, u.pending
+	m.started, m.pending, m.padOnly = u.started, u.pending, u.padOnly
 	m.lastOut, m.lastTS, m.lastNow = u.lastOut, u.lastTS, u.lastNow
 	// If it started a mapping, the restored pending flag makes the next
 	// Forward start it again; otherwise restore the mapping's frontier.

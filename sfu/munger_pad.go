@@ -4,13 +4,24 @@ package sfu
 
 // Pad takes the next output sequence number for a padding-only packet
 // (bandwidth probing) carrying the last output timestamp; inputs after the
-// highest forwarded map one slot later. ok=false while no mapping is
-// established. Inputs from before the padding that arrive late (a
-// publisher's repair) still map to their own slots: the padding is kept in
-// the history of dropped runs (as a run that drops no input), so a probe
-// does not make a late repair unplaceable (laterepair.go).
-func (m *Munger) Pad() (outSeq uint16, outTS uint32, ok bool) {
-	if !m.started || m.pending {
+// highest forwarded map one slot later. Inputs from before the padding
+// that arrive late (a publisher's repair) still map to their own slots:
+// the padding is kept in the history of dropped runs (as a run that drops
+// no input), so a probe does not make a late repair unplaceable
+// (laterepair.go).
+//
+// A munger that has forwarded nothing yet pads too (padBeforeStart): a
+// subscriber whose every video track was paused for bandwidth before its
+// first keyframe has nothing else to probe with, and without a probe its
+// estimate never learns that the link freed. ok=false between a Switch and
+// the next mapping (the old mapping's slots are still looked up by NACKs).
+// now (as Forward's) dates the padding, so that the first media after it
+// advances the timestamp by the time that passed.
+func (m *Munger) Pad(now int64) (outSeq uint16, outTS uint32, ok bool) {
+	switch {
+	case !m.started || m.padOnly:
+		return m.padBeforeStart(now)
+	case m.pending:
 		return 0, 0, false
 	}
 	m.undo.valid = false
@@ -62,4 +73,26 @@ func (m *Munger) insertPad() bool {
 		r.at(i).offBefore--
 	}
 	return true
+}
+
+// padBeforeStart pads a stream that has no mapping yet: the first padding
+// takes the stream's first sequence number and timestamp, later ones the
+// next sequence numbers; the first forwarded packet then starts a mapping
+// right after the padding, as after a pause. No output slot of padding
+// maps to an input: startOut stays above them.
+func (m *Munger) padBeforeStart(now int64) (uint16, uint32, bool) {
+	m.undo.valid = false
+	if !m.started {
+		m.sent = [mungerWindow / 64]uint64{}
+		m.lastOut = uint64(m.firstSeq) + extBase
+		m.lastTS = uint64(m.firstTS) + extBase
+		m.started, m.pending, m.padOnly = true, true, true
+	} else {
+		m.clearSent(m.lastOut, m.lastOut+1)
+		m.lastOut++
+	}
+	m.lastNow = now
+	m.startOut = m.lastOut + 1
+	m.setSent(m.lastOut)
+	return uint16(m.lastOut), uint32(m.lastTS), true
 }

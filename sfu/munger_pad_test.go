@@ -26,8 +26,8 @@ func TestMungerPadKeepsLateInputs(t *testing.T) {
 	for _, in := range []uint16{14, 16, 17} { // 15 lost
 		fwd(in)
 	}
-	p1, _, _ := m.Pad()
-	p2, _, _ := m.Pad()
+	p1, _, _ := m.Pad(0)
+	p2, _, _ := m.Pad(0)
 	fwd(18)
 	if p1 != out[17]+1 || p2 != p1+1 || out[18] != p2+1 {
 		t.Fatalf("padding slots %d %d between %d and %d", p1, p2, out[17], out[18])
@@ -57,7 +57,7 @@ func TestMungerPadKeepsLateInputs(t *testing.T) {
 	// comes: 20's slot was right after 19's; it moves up past the padding.
 	fwd(19)
 	m.Drop(21)
-	p3, _, _ := m.Pad()
+	p3, _, _ := m.Pad(0)
 	fwd(22)
 	if p3 != out[19]+1 || out[22] != p3+2 {
 		t.Fatalf("padding at %d, input 22 at %d, after 19 at %d: want %d and %d", p3, out[22], out[19], out[19]+1, out[19]+3)

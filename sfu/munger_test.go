@@ -541,8 +541,8 @@ func TestMungerPad(t *testing.T) {
 		}
 		outs = append(outs, o)
 	}
-	p1, pts, ok := m.Pad()
-	p2, _, _ := m.Pad()
+	p1, pts, ok := m.Pad(0)
+	p2, _, _ := m.Pad(0)
 	if !ok || pts != 100 {
 		t.Fatalf("pad: ok=%v ts=%d, want the last output ts 100", ok, pts)
 	}
@@ -560,7 +560,7 @@ func TestMungerPad(t *testing.T) {
 		t.Fatalf("Translate(%d) = %d, %v; want 12", o, in, ok)
 	}
 	m.Switch()
-	if _, _, ok := m.Pad(); ok {
+	if _, _, ok := m.Pad(0); ok {
 		t.Fatal("padding allowed between Switch and the next mapping")
 	}
 }
