@@ -46,8 +46,17 @@ func (s *roomSubs) follow(n *Node, name string) {
 	s.subs[name] = sub
 	s.holdLocked(n, name) // the room's watch (watch.go)
 	s.mu.Unlock()
-	_ = n.bus.nc.Flush()
+	// Bounded: a connection whose link is cut without a word (its TCP
+	// silent) takes nats.go's 10 s to give up on a flush, and the join
+	// behind it then waited that before its own store wait (13 s with a 3
+	// s store wait). A subscription still on its way when the state
+	// changes is what the watch's anti-entropy repairs (watch.go).
+	_ = n.bus.nc.FlushTimeout(followFlushWait)
 }
+
+// followFlushWait bounds follow's wait for the server to have the room's
+// subscription.
+const followFlushWait = 2 * time.Second
 
 func (s *roomSubs) unfollow(name string) {
 	s.mu.Lock()
