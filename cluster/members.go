@@ -72,7 +72,10 @@ func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, er
 		return "", protocol.Errorf(protocol.CodeUnavailable, "cluster room state is unavailable; try again")
 	}
 	if m.Identity != "" {
-		n.checkIdentityLater(name) // identitycheck.go
+		n.checkIdentityLater(name, m.ID) // identitycheck.go
+	}
+	if f := n.joinReturns.Load(); f != nil {
+		(*f)() // tests: the participant is admitted late (export_test.go)
 	}
 	return sid, nil
 }
@@ -136,8 +139,9 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		// node). What it frees is its own member's (releaseHeld and
 		// removeMember act on m.ID only), so a join tried again meanwhile
 		// is not touched.
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); undo() }()
+		// Refused once the node closes: the others purge a gone node's
+		// members and take back their slots.
+		n.spawn(undo)
 		return "", errors.Join(idErr, mkErr, slotErr)
 	}
 	var oldEntry memberEntry
