@@ -61,8 +61,13 @@ type bus struct {
 	kvStream jetstream.Stream
 	// markerTTL: the bucket lets deletion markers expire (keys.go).
 	markerTTL bool
-	tmpDir    string
-	log       *slog.Logger
+	// replicas the bucket was asked with (made again with them), and when
+	// the bucket's stream was made (another time: it was lost and made
+	// again; bucketlost.go). made is guarded by smu.
+	replicas int
+	made     time.Time
+	tmpDir   string
+	log      *slog.Logger
 }
 
 // openBus starts the embedded NATS server (or dials the external one),
@@ -127,6 +132,7 @@ func openBus(o BusOptions) (*bus, error) {
 		tc, _ := loadTLS(o.TLS, true) // loaded without error by startEmbedded
 		diagnose = func() error { return routeTLSCheck(o.Routes, tc) }
 	}
+	b.replicas = replicas
 	if err := b.openBucket(o.Ready, replicas, authErr, diagnose); err != nil {
 		b.close()
 		return nil, err
@@ -221,6 +227,9 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 				if ks, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 					b.markerTTL = ks.LimitMarkerTTL() > 0
 				}
+			}
+			if s, err := b.js.Stream(sctx, "KV_"+roomsBucket); err == nil {
+				b.made = s.CachedInfo().Created
 			}
 			scancel()
 			b.waitReplicas(deadline)
@@ -364,7 +373,18 @@ type natsLogger struct {
 }
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "Plaintext passwords detected") {
+		// The embedded server's password is the cluster secret, given to
+		// it in memory, never in a file: its advice (nkeys, bcrypt in the
+		// configuration file) does not apply, and every clustered node's
+		// start warned of it (seen from outside).
+		l.log.Debug(msg)
+		return
+	}
+	l.log.Warn(msg)
+}
 func (l *natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error(fmt.Sprintf(format, v...))
 	l.fatalOnce.Do(func() { close(l.fatal) })

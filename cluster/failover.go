@@ -89,9 +89,7 @@ func (n *Node) purgeLater(node string) {
 		n.dropNodeKey(node, run)
 		return
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		select {
 		case <-time.After(window):
 		case <-n.stop:
@@ -113,7 +111,7 @@ func (n *Node) purgeLater(node string) {
 			n.purgeNode(node)
 			n.dropNodeKey(node, run)
 		}
-	}()
+	})
 }
 
 // busSteady reports whether this node's bus connection has been up for
@@ -128,7 +126,7 @@ func (n *Node) busSteady() bool {
 // to kill a node in-process in tests.
 func (n *Node) Abort() {
 	n.closeOnce.Do(func() {
-		close(n.stop)
+		n.stopSpawning() // Crash (tests) waits for n.wg
 		n.bus.nc.Close()
 		if n.media.t != nil {
 			_ = n.media.t.Close()

@@ -120,6 +120,7 @@ type nodeCollector struct {
 	bwePadding, bwePlanned                     *prometheus.Desc
 	dataHeld, dataDropped                      *prometheus.Desc
 	unsupported, replayed, lateRepairs         *prometheus.Desc
+	iceDropped                                 *prometheus.Desc
 	rtt, jitter, loss                          *prometheus.Desc // across subscriptions, by quantile
 
 	mu            sync.Mutex
@@ -168,6 +169,7 @@ func newNodeCollector(src Source) *nodeCollector {
 		dataHeld:      d("data_messages_held_total", "Data messages held for a subscriber until its data channel opened."),
 		dataDropped:   d("data_messages_dropped_total", "Data messages not delivered: the subscriber's holding queue was full, or its data channel closed first."),
 		unsupported:   d("down_tracks_unsupported_total", "Subscriptions whose codec the subscriber's connection could not negotiate (a codec published after its first negotiation of that kind): they forward nothing, the subscriber's other tracks go on."),
+		iceDropped:    d("ice_restart_writes_dropped_total", "Writes on a media connection an ICE restart had just closed, counted as lost datagrams (DTLS and SCTP resend them on the new path) rather than errors that closed the peer connection."),
 		lateRepairs:   d("late_repairs_total", "Packets a publisher's resend brought so late (32 or more packets behind the newest sent to a subscriber) that they went to the subscriber on its RTX stream, past its SRTP replay window."),
 		replayed:      d("late_keyframe_replayed_packets_total", "Packets a subscriber's down track refused while waiting for a keyframe whose first packet came late (repaired), forwarded from the cache right after it."),
 		rtt:           q("subscription_rtt_seconds", "Round-trip time to subscribers, from their receiver reports: quantiles over subscriptions reported in the last 10 s."),
@@ -183,7 +185,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.rooms, c.participants, c.tracks, c.subscriptions,
 		c.packetsIn, c.bytesIn, c.packetsOut, c.bytesOut, c.dropped,
 		c.nacksIn, c.nacksOut, c.plisIn, c.plisOut, c.layerSwitches, c.retransmits,
-		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported, c.replayed, c.lateRepairs,
+		c.udpDatagrams, c.udpSendCalls, c.udpSegmented, c.directStreams, c.pionStreams, c.dataHeld, c.dataDropped, c.unsupported, c.replayed, c.lateRepairs, c.iceDropped,
 		c.bweDelay, c.bweLoss, c.bweProbes, c.bweRaises, c.bwePadding, c.bwePlanned, c.bweTapped, c.bwePion, c.bweTimeouts, c.stallRestarts, c.rtt, c.jitter, c.loss} {
 		ch <- d
 	}
@@ -267,6 +269,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.unsupported, ev.UnsupportedDownTracks)
 	counter(c.replayed, ev.KeyframeReplays)
 	counter(c.lateRepairs, ev.LateRepairs)
+	counter(c.iceDropped, ev.RestartWritesDropped)
 	quantiles(ch, c.rtt, rtts)
 	quantiles(ch, c.jitter, jitters)
 	quantiles(ch, c.loss, losses)

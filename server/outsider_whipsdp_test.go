@@ -131,4 +131,24 @@ func TestOutsiderWHIPOfferShapes(t *testing.T) {
 			kinds[tp.Track.Kind] = true
 		}
 	}
+
+	// Bundle is always on (docs/PROTOCOL.md): an offer whose sections are
+	// not bundled is refused in words, over WHIP and over the WebSocket.
+	// It was answered as if bundled: aiortc's transport for the video
+	// never connected, its audio alone published, the connection stayed
+	// "connecting".
+	pc, _, _ := sendingPC(t, plainAPI(t, nil), webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle}, "stream-unbundled")
+	unbundled := regexp.MustCompile(`a=group:BUNDLE[^\r]*\r\n`).ReplaceAllString(offerGathered(t, pc), "")
+	res := httpDo(t, http.MethodPost, "http://"+srv.Addr()+"/v1/rooms/shapes/whip?name=unbundled", "application/sdp", "", unbundled)
+	if res.status != http.StatusBadRequest || !strings.Contains(res.body, "bundle is required") {
+		t.Errorf("WHIP offer without a=group:BUNDLE: %d %.200s, want 400 saying bundle is required", res.status, res.body)
+	}
+	raw := dialRaw(t, srv)
+	if _, resp := raw.request(protocol.MethodJoin, `{"room":"shapes","name":"raw"}`); resp.Error != nil {
+		t.Fatalf("join: %s", resp.Error.Message)
+	}
+	params, _ := json.Marshal(map[string]any{"sdp": unbundled, "tracks": []any{}})
+	if _, resp := raw.request(protocol.MethodOffer, string(params)); resp.Error == nil || resp.Error.Code != protocol.CodeInvalidParams || !strings.Contains(resp.Error.Message, "bundle is required") {
+		t.Errorf("offer without a=group:BUNDLE: %.200s, want -32602 saying bundle is required", msgString(resp))
+	}
 }

@@ -29,7 +29,11 @@ import (
 // no offer with media may come before the viewer's DTLS is up, and once
 // it is, the viewer gets the media.
 func TestReofferWaitsForClientDTLS(t *testing.T) {
-	parallel(t)
+	// Long: it waits out the DTLS retransmission timer (two resends, a
+	// second and more apart) whatever the load, 8-9 s in all; started
+	// when a place happened to free, it began 50 s into the light phase
+	// and ended that phase alone, 5 s after every other light test.
+	parallelLong(t)
 	srv := startServer(t, nil)
 	gate := &dtlsGate{}
 	viewer := join(t, srv, "dtls-gap", "viewer", func(o *client.Options) {

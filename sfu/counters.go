@@ -69,6 +69,10 @@ type Counters struct {
 	// sent) that a down track sent them on its RTX stream (laterepair.go);
 	// also counted in Retransmits.
 	LateRepairs uint64
+	// Writes on a connection an ICE restart had just closed, reported sent
+	// (a lost datagram) instead of failing and closing the peer
+	// connection (restartmux.go).
+	RestartWritesDropped uint64
 }
 
 var counters struct {
@@ -79,6 +83,7 @@ var counters struct {
 	bweFeedbackTapped, bweFeedbackPion, bweFeedbackTimeouts, paddingPlanned                  atomic.Uint64
 	dataHeld, dataDropped                                                                    atomic.Uint64
 	stallRestarts, unsupportedDownTracks, replayed, lateRepairs                              atomic.Uint64
+	restartWritesDropped                                                                     atomic.Uint64
 }
 
 // ReadCounters returns the current totals.
@@ -112,6 +117,7 @@ func ReadCounters() Counters {
 		UnsupportedDownTracks: counters.unsupportedDownTracks.Load(),
 		KeyframeReplays:       counters.replayed.Load(),
 		LateRepairs:           counters.lateRepairs.Load(),
+		RestartWritesDropped:  counters.restartWritesDropped.Load(),
 	}
 }
 

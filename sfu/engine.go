@@ -126,6 +126,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 	}
 
+	// pion's connections on the mux are wrapped so that an ICE restart
+	// cannot close a peer connection (restartmux.go).
+	e.udpMux = newRestartMux(e.udpMux)
 	se := webrtc.SettingEngine{LoggerFactory: e.logs}
 	se.SetICEUDPMux(e.udpMux)
 	networks, err := mediaNetworks(cfg.BindIP, cfg.NodeIPs, cfg.TCPPort >= 0, log)
@@ -141,7 +144,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 		e.tcp = newTrackedListener(tcp)
 		e.tcpPort = tcp.Addr().(*net.TCPAddr).Port
-		e.tcpMux = newTCPMux(e.logs.NewLogger("tcpmux"), e.tcp)
+		e.tcpMux = newRestartTCPMux(newTCPMux(e.logs.NewLogger("tcpmux"), e.tcp))
 		se.SetICETCPMux(e.tcpMux)
 	}
 	se.SetNetworkTypes(networks)
@@ -299,11 +302,9 @@ func (e *Engine) UDPPort() int { return e.udpPort }
 // server relays to these only.
 func (e *Engine) UDPPorts() []int {
 	ports := []int{e.udpPort}
-	if mux, ok := e.udpMux.(*ice.MultiUDPMuxDefault); ok {
-		for _, a := range mux.GetListenAddresses() {
-			if u, ok := a.(*net.UDPAddr); ok && !slices.Contains(ports, u.Port) {
-				ports = append(ports, u.Port)
-			}
+	for _, a := range e.udpMux.GetListenAddresses() {
+		if u, ok := a.(*net.UDPAddr); ok && !slices.Contains(ports, u.Port) {
+			ports = append(ports, u.Port)
 		}
 	}
 	return ports

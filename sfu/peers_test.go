@@ -10,7 +10,15 @@ import (
 // each description sent once its candidates are all gathered (no trickle).
 func negotiateGathered(t *testing.T, offerer, answerer *webrtc.PeerConnection) {
 	t.Helper()
-	offer, err := offerer.CreateOffer(nil)
+	negotiateGatheredWith(t, offerer, answerer, nil)
+}
+
+// negotiateGatheredWith is negotiateGathered with the offer's options; with
+// ICERestart pion runs the ICE restart (the old session's connections
+// closed) inside CreateOffer.
+func negotiateGatheredWith(t *testing.T, offerer, answerer *webrtc.PeerConnection, opts *webrtc.OfferOptions) {
+	t.Helper()
+	offer, err := offerer.CreateOffer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

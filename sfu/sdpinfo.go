@@ -3,6 +3,7 @@ package sfu
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pion/sdp/v3"
@@ -22,6 +23,14 @@ type OfferedTrack struct {
 // RTCP (receiver reports, NACK, PLI) to a second transport that never exists.
 var ErrNoRTCPMux = errors.New("rtcp-mux is required")
 
+// ErrNoBundle: an offer has several media sections in use that are not
+// all in one a=group:BUNDLE. Starling runs one ICE and DTLS transport per
+// connection (docs/PROTOCOL.md: "Bundle is always on"); it answered such an
+// offer as if bundled, and the client's transports for the other sections
+// never connected (aiortc: the audio of a WHIP offer published, the video
+// never did, the connection stuck "connecting").
+var ErrNoBundle = errors.New("bundle is required")
+
 // ParseOffer lists the media sections of an offer that send a track. It
 // rejects SDP that does not parse, so the client gets a clear error before
 // pion sees it.
@@ -32,6 +41,9 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 	}
 	if len(s.MediaDescriptions) > 64 {
 		return nil, errors.New("too many media sections (max 64)")
+	}
+	if err := checkBundle(&s); err != nil {
+		return nil, err
 	}
 	var out []OfferedTrack
 	for _, md := range s.MediaDescriptions {
@@ -122,4 +134,49 @@ func withoutRTCPCandidates(sdp string) string {
 		b.WriteString(line)
 	}
 	return b.String()
+}
+
+// checkBundle returns ErrNoBundle unless every media section in use (not
+// port 0, or bundle-only) is in the same a=group:BUNDLE; an offer with one
+// such section needs no group.
+func checkBundle(s *sdp.SessionDescription) error {
+	var inUse []*sdp.MediaDescription
+	for _, md := range s.MediaDescriptions {
+		_, bundleOnly := md.Attribute("bundle-only")
+		if md.MediaName.Port.Value != 0 || bundleOnly {
+			inUse = append(inUse, md)
+		}
+	}
+	if len(inUse) < 2 {
+		return nil
+	}
+	var groups [][]string
+	for _, a := range s.Attributes {
+		if f := strings.Fields(a.Value); a.Key == "group" && len(f) > 0 && f[0] == "BUNDLE" {
+			groups = append(groups, f[1:])
+		}
+	}
+	var group []string // the group of the first section in use
+	for _, md := range inUse {
+		mid, _ := md.Attribute("mid")
+		if mid == "" {
+			continue // refused elsewhere: an offer needs a=mid (remotecheck.go)
+		}
+		if group == nil {
+			for _, g := range groups {
+				if slices.Contains(g, mid) {
+					group = g
+				}
+			}
+		}
+		if group == nil || !slices.Contains(group, mid) {
+			what := "is in no a=group:BUNDLE"
+			if group != nil {
+				what = "is not in the a=group:BUNDLE of the others"
+			}
+			return fmt.Errorf("%w: the %s section (mid %q) %s: offer every section in one bundle group (RTCPeerConnection's bundlePolicy \"max-bundle\" or \"balanced\")",
+				ErrNoBundle, md.MediaName.Media, mid, what)
+		}
+	}
+	return nil
 }

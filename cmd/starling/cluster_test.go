@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +25,9 @@ func TestClusterProcesses(t *testing.T) {
 		t.Fatalf("a clustered node without a secret exited %d, want 2 and a clear message:\n%s", code, out)
 	}
 
-	cmds, addrs := startCluster(t, bin, ports, "p", 15*time.Second)
+	// An empty room closes at once (the default keeps it 10 s): the room
+	// state is settled before the nodes stop (below).
+	cmds, addrs := startCluster(t, bin, ports, "p", 15*time.Second, "--empty-timeout", "100ms")
 	nodes := func(i int) int { return nodeCount(addrs[i]) }
 	waitFor(t, 20*time.Second, "every node lists three nodes", func() bool { return nodes(0) == 3 && nodes(1) == 3 && nodes(2) == 3 })
 
@@ -90,6 +93,12 @@ func TestClusterProcesses(t *testing.T) {
 			t.Fatalf("leave: %v", err)
 		}
 	}
+	// The leaves, the room's empty mark and its close reach the cluster's
+	// room state after the leaves' answers. p1 stopped while they were
+	// being written left p0 without a store majority (p2 is dead), and
+	// p0's exit waited out a store wait (8 s) for each write: 8-16 s. p1
+	// lists the room no more once all are written.
+	waitFor(t, 20*time.Second, "the room closed in the cluster's room state", func() bool { return roomListed(addrs[1], "failover") == 0 })
 	for _, i := range []int{1, 0} {
 		termAt := time.Now()
 		if err := cmds[i].cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -105,4 +114,29 @@ func TestClusterProcesses(t *testing.T) {
 			t.Errorf("p%d exited %d after SIGTERM, want 0", i, code)
 		}
 	}
+}
+
+// roomListed is 1 when GET /v1/rooms of the node at addr (the cluster's
+// rooms, from its room state) lists room, 0 when not, -1 when the list
+// could not be read.
+func roomListed(addr, room string) int {
+	resp, err := http.Get("http://" + addr + "/v1/rooms")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Rooms []struct {
+			Name string `json:"name"`
+		} `json:"rooms"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return -1
+	}
+	for _, r := range body.Rooms {
+		if r.Name == room {
+			return 1
+		}
+	}
+	return 0
 }

@@ -100,14 +100,14 @@ func clusterArgs(ports []int, i int, idPrefix string) []string {
 // cluster port, or a route to a port that a foreign cluster now holds,
 // which refuses the secret) makes the cluster start again on fresh ports,
 // as the cluster package's harness does.
-func startCluster(t *testing.T, bin string, ports []int, idPrefix string, grace time.Duration) ([]*node, []string) {
+func startCluster(t *testing.T, bin string, ports []int, idPrefix string, grace time.Duration, extra ...string) ([]*node, []string) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		nodes := make([]*node, len(ports))
 		addrs := make([]string, len(ports))
 		for i := range nodes {
 			nodes[i] = startNode(t, bin, fmt.Sprintf("node %d", i), append(cleanEnv(), "STARLING_CLUSTER_SECRET=process-test-secret-0123456789"),
-				grace, clusterArgs(ports, i, idPrefix)...)
+				grace, append(clusterArgs(ports, i, idPrefix), extra...)...)
 		}
 		failed := -1
 		for i, n := range nodes {

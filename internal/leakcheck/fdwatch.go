@@ -11,7 +11,8 @@ import (
 )
 
 // fdWatch reports, once, a test process whose open files pass half its
-// limit: what they are (sockets, pipes, files...) and every goroutine, so
+// limit: what they are (sockets by protocol, and TCP ones by state and far
+// address: sockets.go; pipes, files...) and every goroutine, so
 // the tests failing next with "too many open files" (seen once: a loaded
 // run of the cluster package, 20,000 files within 23 s, against ~640 at
 // its peak idle) can be traced to what opened them. It reads /proc
@@ -44,6 +45,7 @@ func (w *fdWatch) run(threshold int) {
 			continue
 		}
 		kinds := map[string]int{}
+		sockets := socketKinds()
 		for _, e := range ents {
 			target, err := os.Readlink("/proc/self/fd/" + e.Name())
 			if err != nil {
@@ -52,6 +54,8 @@ func (w *fdWatch) run(threshold int) {
 			kind, _, _ := strings.Cut(target, ":")
 			if strings.HasPrefix(target, "/") {
 				kind = "file " + target
+			} else if k := sockets[socketInode(target)]; k != "" {
+				kind = k
 			}
 			kinds[kind]++
 		}
@@ -60,8 +64,8 @@ func (w *fdWatch) run(threshold int) {
 			lines = append(lines, fmt.Sprintf("%6d %s", n, k))
 		}
 		sort.Sort(sort.Reverse(sort.StringSlice(lines)))
-		if len(lines) > 20 {
-			lines = lines[:20]
+		if len(lines) > 30 {
+			lines = lines[:30]
 		}
 		fmt.Fprintf(os.Stderr, "leakcheck: %d open files (half the limit): by kind\n%s\nleakcheck: goroutines:\n", len(ents), strings.Join(lines, "\n"))
 		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)

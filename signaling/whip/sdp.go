@@ -60,7 +60,7 @@ func prepareWHIPOffer(offer string) (string, []protocol.TrackAnnouncement, *http
 	}
 	offered, err := sfu.ParseOffer(offer)
 	if err != nil {
-		return "", nil, fail(http.StatusBadRequest, "the SDP offer does not parse: "+err.Error())
+		return "", nil, offerError(err)
 	}
 	anns := make([]protocol.TrackAnnouncement, 0, len(offered))
 	seen := map[string]bool{}

@@ -360,7 +360,17 @@ func location(roomName string, k kind, id string) string {
 func parseOffer(offer string) ([]sfu.OfferedTrack, *httpError) {
 	tracks, err := sfu.ParseOffer(offer)
 	if err != nil {
-		return nil, fail(http.StatusBadRequest, "the SDP offer does not parse: "+err.Error())
+		return nil, offerError(err)
 	}
 	return tracks, nil
+}
+
+// offerError is the 400 for an offer ParseOffer refused: one it could not
+// read, or one that parses but that Starling cannot answer (no rtcp-mux,
+// sections not bundled), said as such.
+func offerError(err error) *httpError {
+	if errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
+		return fail(http.StatusBadRequest, "the SDP offer: "+err.Error())
+	}
+	return fail(http.StatusBadRequest, "the SDP offer does not parse: "+err.Error())
 }

@@ -1,0 +1,101 @@
+package cluster_test
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/starling-rtc/starling/config"
+	"github.com/starling-rtc/starling/server"
+)
+
+// The external NATS server restarts (its operator upgrades it): the room
+// state bucket, kept in memory, is gone with it. The nodes make it again
+// and write their rooms back, so the cluster takes joins again and a new
+// participant sees those who were there. Before, seen from outside with
+// starling --nats-url and a restarted nats-server, every change of the
+// room state failed from then on ("stream not found"): joins and GET
+// /v1/rooms answered 503 until every node was restarted.
+func TestNATSRestartRebuildsRoomState(t *testing.T) {
+	busCutTurn(t)
+	port := freeTCPPort(t)
+	stop := startNATSAt(t, port)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	srvs := make([]*server.Server, 2)
+	for i := range srvs {
+		cfg := nodeConfig([]int{0, 0}, i, func(c *config.Config) {
+			c.Room.ResumeWindow = config.Duration(5 * time.Second) // the outage is shorter: nobody leaves
+			c.Cluster.Listen, c.Cluster.Routes = "", nil
+			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + addr
+		})
+		srv, err := server.New(cfg, testLogger().With("test-node", i))
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		srvs[i] = srv
+		srv.Serve()
+		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
+	}
+	const rm = "nats-restart"
+	alice := join(t, srvs[0], rm, "alice")
+	bob := join(t, srvs[1], rm, "bob")
+	seeEachOther(t, alice, bob)
+
+	stop()
+	for i, s := range srvs {
+		eventually(t, 10*time.Second, "n"+itoa(i)+" notices NATS is gone", func() bool { return !s.Cluster().Conn().IsConnected() })
+	}
+	startNATSAt(t, port)                   // a new server: an empty JetStream
+	carol := join(t, srvs[1], rm, "carol") // the client tries again on 503
+	seeEachOther(t, alice, bob, carol)
+	for i, s := range srvs {
+		eventually(t, 15*time.Second, "n"+itoa(i)+"'s admin API lists the room with the three", func() bool {
+			var list struct {
+				Rooms []struct {
+					Name            string `json:"name"`
+					NumParticipants int    `json:"numParticipants"`
+				} `json:"rooms"`
+			}
+			var one struct {
+				Participants []any `json:"participants"`
+			}
+			return httpJSONAuth(t, "GET", s.BaseURL()+"/v1/rooms", "", nil, &list) == http.StatusOK &&
+				len(list.Rooms) == 1 && list.Rooms[0].NumParticipants == 3 &&
+				httpJSONAuth(t, "GET", s.BaseURL()+"/v1/rooms/"+rm, "", nil, &one) == http.StatusOK && len(one.Participants) == 3
+		})
+	}
+}
+
+// freeTCPPort is a loopback TCP port free now.
+func freeTCPPort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startNATSAt starts a NATS server with JetStream on a given loopback port
+// (user starling, password testSecret, as startNATS) and returns its stop.
+func startNATSAt(t *testing.T, port int) (stop func()) {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true,
+		Username: "starling", Password: testSecret,
+		JetStream: true, StoreDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the test NATS server did not start")
+	}
+	stop = func() { ns.Shutdown(); ns.WaitForShutdown() }
+	t.Cleanup(stop)
+	return stop
+}
