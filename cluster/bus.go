@@ -32,6 +32,12 @@ const roomsBucket = "starling-rooms"
 // ErrSecretRejected is returned when a peer refuses this node's secret.
 var ErrSecretRejected = errors.New("a peer refused this node's cluster secret (NATS authorization violation): every node needs the same --cluster-secret / STARLING_CLUSTER_SECRET")
 
+// ErrDuplicateNodeID is returned when another node of the embedded bus has
+// this node's id: NATS refuses a route between servers of one name, and
+// such nodes waited 30 s and stopped with "no leader: start the other
+// nodes", after warning of a wrong secret.
+var ErrDuplicateNodeID = errors.New("another node on the bus has this node's --node-id: every node needs its own (or none: one is generated)")
+
 // BusOptions locate the bus.
 type BusOptions struct {
 	NodeID string
@@ -397,6 +403,9 @@ func (l *natsLogger) Errorf(format string, v ...any) {
 	case strings.Contains(msg, "Route Error") && strings.Contains(msg, "Authorization Violation"):
 		l.log.Error("a peer refused this node's cluster secret", "nats", msg)
 		l.once.Do(func() { l.authErr <- ErrSecretRejected })
+	case strings.Contains(msg, "Remote server has a duplicate name"):
+		l.log.Error("another node has this node's id", "nats", msg)
+		l.once.Do(func() { l.authErr <- ErrDuplicateNodeID })
 	case strings.Contains(msg, "authentication error"):
 		l.log.Warn("refused a connection with a wrong cluster secret", "nats", msg)
 	default:
