@@ -55,3 +55,7 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// The server's own command, as a tool: the tests that run the binary take
+// it from the build cache (internal/testutil.StarlingBinary).
+tool github.com/starling-rtc/starling/cmd/starling

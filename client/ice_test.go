@@ -17,6 +17,7 @@ import (
 // and the connection stayed "checking" until ICE failed 30 s later
 // (server/speakerorder_test.go, a publisher that never started).
 func TestICESurvivesUnansweredFirstChecks(t *testing.T) {
+	t.Parallel() // 2.5 s of waiting on unanswered checks; was the package's serial head
 	api, err := LoopbackAPI()
 	if err != nil {
 		t.Fatal(err)

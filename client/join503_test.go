@@ -20,6 +20,7 @@ import (
 // client joins once the node answers. Before, Dial failed at the first
 // 503 when it knew one node (cluster tests failed so at load 47).
 func TestDialRetriesUnavailableJoin(t *testing.T) {
+	t.Parallel()
 	var joins atomic.Int32
 	up := websocket.Upgrader{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -44,11 +44,22 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 	alice := join(t, srvs[lead], roomName, "alice", token(t, "alice", roomName))
 	seeEachOther(t, bob, alice)
 	url := srvs[asked].BaseURL() + "/v1/rooms/" + roomName
+	type entry struct {
+		ID          string          `json:"id"`
+		JoinedAt    int64           `json:"joinedAt"`
+		Permissions map[string]bool `json:"permissions"`
+	}
 	var detail struct {
-		Participants []struct{ ID string } `json:"participants"`
+		Participants []entry `json:"participants"`
 	}
 	if code := adminGet(t, url, &detail); code != http.StatusOK || len(detail.Participants) != 2 {
 		t.Fatalf("before the kill, n%d answers %d with %d participants", asked, code, len(detail.Participants))
+	}
+	var aliceBefore entry // as her live node showed her
+	for _, p := range detail.Participants {
+		if p.ID == alice.ParticipantID() {
+			aliceBefore = p
+		}
 	}
 
 	srvs[lead].Abort()
@@ -65,6 +76,13 @@ func TestAdminRoomAfterStoreLeaderKilled(t *testing.T) {
 		case http.StatusOK:
 			if len(detail.Participants) != 2 { // alice waits to resume: still listed
 				t.Fatalf("%.1f s after the kill: %d participants, want bob and alice", time.Since(killed).Seconds(), len(detail.Participants))
+			}
+			// As the room state has her: her joinedAt and grants as
+			// before (they were 0 and every permission false).
+			for _, p := range detail.Participants {
+				if p.ID == aliceBefore.ID && (p.JoinedAt != aliceBefore.JoinedAt || fmt.Sprint(p.Permissions) != fmt.Sprint(aliceBefore.Permissions)) {
+					t.Fatalf("alice after the kill: %+v, before: %+v", p, aliceBefore)
+				}
 			}
 			ok++
 		case http.StatusServiceUnavailable:

@@ -23,6 +23,15 @@ func TestNATSRestartRebuildsRoomState(t *testing.T) {
 	busCutTurn(t)
 	port := freeTCPPort(t)
 	stop := startNATSAt(t, port)
+	t.Cleanup(stop)
+	// The server started again stops after the nodes (cleanups run last
+	// first): stopped before them, each node's shutdown waited for it.
+	var stopAgain func()
+	t.Cleanup(func() {
+		if stopAgain != nil {
+			stopAgain()
+		}
+	})
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	srvs := make([]*server.Server, 2)
 	for i := range srvs {
@@ -48,7 +57,7 @@ func TestNATSRestartRebuildsRoomState(t *testing.T) {
 	for i, s := range srvs {
 		eventually(t, 10*time.Second, "n"+itoa(i)+" notices NATS is gone", func() bool { return !s.Cluster().Conn().IsConnected() })
 	}
-	startNATSAt(t, port)                   // a new server: an empty JetStream
+	stopAgain = startNATSAt(t, port)       // a new server: an empty JetStream
 	carol := join(t, srvs[1], rm, "carol") // the client tries again on 503
 	seeEachOther(t, alice, bob, carol)
 	for i, s := range srvs {
@@ -80,7 +89,8 @@ func freeTCPPort(t *testing.T) int {
 }
 
 // startNATSAt starts a NATS server with JetStream on a given loopback port
-// (user starling, password testSecret, as startNATS) and returns its stop.
+// (user starling, password testSecret, as startNATS) and returns its stop,
+// which the caller makes a cleanup of (stopping it twice is fine).
 func startNATSAt(t *testing.T, port int) (stop func()) {
 	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{
@@ -95,7 +105,5 @@ func startNATSAt(t *testing.T, port int) (stop func()) {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("the test NATS server did not start")
 	}
-	stop = func() { ns.Shutdown(); ns.WaitForShutdown() }
-	t.Cleanup(stop)
-	return stop
+	return func() { ns.Shutdown(); ns.WaitForShutdown() }
 }

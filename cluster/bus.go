@@ -32,6 +32,12 @@ const roomsBucket = "starling-rooms"
 // ErrSecretRejected is returned when a peer refuses this node's secret.
 var ErrSecretRejected = errors.New("a peer refused this node's cluster secret (NATS authorization violation): every node needs the same --cluster-secret / STARLING_CLUSTER_SECRET")
 
+// ErrDuplicateNodeID is returned when another node of the embedded bus has
+// this node's id: NATS refuses a route between servers of one name, and
+// such nodes waited 30 s and stopped with "no leader: start the other
+// nodes", after warning of a wrong secret.
+var ErrDuplicateNodeID = errors.New("another node on the bus has this node's --node-id: every node needs its own (or none: one is generated)")
+
 // BusOptions locate the bus.
 type BusOptions struct {
 	NodeID string
@@ -373,7 +379,18 @@ type natsLogger struct {
 }
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.HasPrefix(msg, "Plaintext passwords detected") {
+		// The embedded server's password is the cluster secret, given to
+		// it in memory, never in a file: its advice (nkeys, bcrypt in the
+		// configuration file) does not apply, and every clustered node's
+		// start warned of it (seen from outside).
+		l.log.Debug(msg)
+		return
+	}
+	l.log.Warn(msg)
+}
 func (l *natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error(fmt.Sprintf(format, v...))
 	l.fatalOnce.Do(func() { close(l.fatal) })
@@ -386,6 +403,9 @@ func (l *natsLogger) Errorf(format string, v ...any) {
 	case strings.Contains(msg, "Route Error") && strings.Contains(msg, "Authorization Violation"):
 		l.log.Error("a peer refused this node's cluster secret", "nats", msg)
 		l.once.Do(func() { l.authErr <- ErrSecretRejected })
+	case strings.Contains(msg, "Remote server has a duplicate name"):
+		l.log.Error("another node has this node's id", "nats", msg)
+		l.once.Do(func() { l.authErr <- ErrDuplicateNodeID })
 	case strings.Contains(msg, "authentication error"):
 		l.log.Warn("refused a connection with a wrong cluster secret", "nats", msg)
 	default:

@@ -119,8 +119,7 @@ func (n *Node) CloseRoom(name string) (string, bool) {
 	for _, node := range n.OtherNodes() {
 		n.closePart(node, name, sid)
 	}
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.finishClosed(name, sid) }()
+	n.spawn(func() { n.finishClosed(name, sid) })
 	return sid, true
 }
 

@@ -345,6 +345,11 @@ func (n *Node) IdentitiesHeld(name string) int {
 // between the two.
 func (n *Node) LoseMoveWrite() { n.loseMoveWrite.Store(true) }
 
+// EndMoveAtDelete: the next takeover through n answers 503 right after its
+// delete of the member's old key landed, before its write (its time ran
+// out there).
+func (n *Node) EndMoveAtDelete() { n.endMoveAtDelete.Store(true) }
+
 // LeadsMeta reports whether n's embedded NATS server leads the JetStream
 // meta layer (stream and consumer placement, their creation).
 func (n *Node) LeadsMeta() bool { return n.bus.ns != nil && n.bus.ns.JetStreamIsLeader() }
@@ -352,6 +357,10 @@ func (n *Node) LeadsMeta() bool { return n.bus.ns != nil && n.bus.ns.JetStreamIs
 // FoundGone reports whether n found node id gone (and has not heard it
 // since).
 func (n *Node) FoundGone(id string) bool { _, ok := n.lost.Load(id); return ok }
+
+// TimesFoundGone counts the times n found another node gone, whether or
+// not it heard it again since.
+func (n *Node) TimesFoundGone() int64 { return n.foundGone.Load() }
 
 // Unhear makes n forget it heard node id and drop its heartbeats from
 // now on, as if they had never reached it.
@@ -377,3 +386,23 @@ func (n *Node) HideNodeKey(id string, hide bool) {
 		n.hiddenKeys.Delete(nodeKey(id))
 	}
 }
+
+// CheckIdentityLater schedules the identity check a join with an identity
+// schedules (identitycheck.go): work started through spawn.
+func (n *Node) CheckIdentityLater(name string) { n.checkIdentityLater(name, "") }
+
+// OnIdentityChecked runs f after each pass of n's identity checks
+// (identitycheck.go), with whether the joined participant was local.
+func (n *Node) OnIdentityChecked(f func(local bool)) { n.identityChecked.Store(&f) }
+
+// OnJoinReturns runs f in n's joins before Join returns: the participant
+// is admitted to the local room only after f.
+func (n *Node) OnJoinReturns(f func()) { n.joinReturns.Store(&f) }
+
+// Stopping is closed once the node's Close or Abort has begun.
+func (n *Node) Stopping() <-chan struct{} { return n.stop }
+
+// MovesHeld counts the remote participants n kept, absent from the room
+// state past confirmAfter, because another node said it moves them
+// (moving.go).
+func (n *Node) MovesHeld() int64 { return n.movesHeld.Load() }

@@ -238,6 +238,5 @@ func (n *Node) deadTracks(node string) {
 			n.Once(OnceTrackUnpublished, t.Track.ID, func() { n.opts.OnTrackGone(t) })
 		}
 	}
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.storedTracksGone(node) }()
+	n.spawn(func() { n.storedTracksGone(node) })
 }

@@ -72,7 +72,10 @@ func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, er
 		return "", protocol.Errorf(protocol.CodeUnavailable, "cluster room state is unavailable; try again")
 	}
 	if m.Identity != "" {
-		n.checkIdentityLater(name) // identitycheck.go
+		n.checkIdentityLater(name, m.ID) // identitycheck.go
+	}
+	if f := n.joinReturns.Load(); f != nil {
+		(*f)() // tests: the participant is admitted late (export_test.go)
 	}
 	return sid, nil
 }
@@ -129,7 +132,16 @@ func (n *Node) join(name string, m room.Member, maxParticipants int) (string, er
 		n.removeMember(name, mkey, m.ID)
 	}
 	if idErr != nil || mkErr != nil || (slotErr != nil && !errors.Is(slotErr, errFull)) {
-		undo()
+		// Answer now and free what the join may hold meanwhile: with the
+		// store out of reach each deletion waits for it as long again
+		// (store_wait), and the join was answered after three times that
+		// (26 s with the bus down, past the 15 s a client waits for a
+		// node). What it frees is its own member's (releaseHeld and
+		// removeMember act on m.ID only), so a join tried again meanwhile
+		// is not touched.
+		// Refused once the node closes: the others purge a gone node's
+		// members and take back their slots.
+		n.spawn(undo)
 		return "", errors.Join(idErr, mkErr, slotErr)
 	}
 	var oldEntry memberEntry

@@ -72,6 +72,9 @@ type Node struct {
 	// silentAlive counts the times a node whose heartbeats stopped arriving
 	// answered a ping, and was not found gone (nodes.go, expire).
 	silentAlive atomic.Int64
+	// foundGone counts the times this node found another gone (no
+	// heartbeat, no answer to a ping), tests read it.
+	foundGone atomic.Int64
 	// deaf holds the ids of nodes whose heartbeats this node drops on
 	// receipt: tests only (export_test.go), for a node stalled as seen from here.
 	deaf sync.Map
@@ -82,8 +85,22 @@ type Node struct {
 	// loseMoveWrite: tests only (export_test.go): the next takeover's
 	// write of the moved member fails after its delete landed.
 	loseMoveWrite atomic.Bool
-	mixQ          mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
-	busUp         atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
+	// identityChecked: tests only, run after each pass of an identity
+	// check with whether the joined participant was local.
+	identityChecked atomic.Pointer[func(local bool)]
+	// joinReturns: tests only, run before Join returns (the participant
+	// is admitted to the local room after).
+	joinReturns atomic.Pointer[func()]
+	// endMoveAtDelete: tests only, the next takeover ends (503) right
+	// after its delete of the member's old key landed.
+	endMoveAtDelete atomic.Bool
+	movingIn        movingMembers // members other nodes said they move (moving.go)
+	// movesHeld counts the removals of absent remote participants held
+	// back because another node said it moves them (tests read it).
+	movesHeld atomic.Int64
+	moves     pendingMoves // takeovers whose delete went out, write not confirmed (takeover.go)
+	mixQ      mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
+	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
 	media     media        // see media.go
@@ -246,18 +263,12 @@ func Start(o Options) (*Node, error) {
 	}
 	n.loadPrior()    // members left behind by an earlier run with this id (prior.go)
 	n.writeNodeKey() // before this node takes joins: the others know it exists (nodekeys.go)
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.watchNodeKeys() }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.storedTracksGone(n.id) }() // and their tracks (trackkeys.go)
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.runHeartbeats(n.stop) }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.runMaintenance(n.stop) }()
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.runClaimSweep() }() // hooksweep.go
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.keepBucket() }() // bucketlost.go
+	n.spawn(n.watchNodeKeys)
+	n.spawn(func() { n.storedTracksGone(n.id) }) // and their tracks (trackkeys.go)
+	n.spawn(func() { n.runHeartbeats(n.stop) })
+	n.spawn(func() { n.runMaintenance(n.stop) })
+	n.spawn(n.runClaimSweep) // hooksweep.go
+	n.spawn(n.keepBucket)    // bucketlost.go
 	if n.rooms != nil {
 		n.rooms.SetBus(n)
 		n.unobserve = n.rooms.AddObserver(n) // local tracks unpublished end their exports
@@ -293,10 +304,7 @@ func (n *Node) selfInfo() NodeInfo {
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
 		n.flushHooks() // the rooms' last leaves are claimed while the bus is up
-		n.spawnMu.Lock()
-		n.closing = true
-		n.spawnMu.Unlock()
-		close(n.stop)
+		n.stopSpawning()
 		n.wg.Wait()
 		n.rs.closeAll()
 		if n.unobserve != nil {
@@ -314,10 +322,12 @@ func (n *Node) Close() {
 }
 
 // spawn runs f in a goroutine Close waits for, unless Close has started
-// waiting (false then): a bus message handled while the node closes (a
-// heartbeat of a node back) started work with wg.Add as Close waited on
-// wg, which the race detector reports and which ran that work on a
-// closed bus.
+// waiting (false then). Every goroutine of n.wg starts here: most start
+// from a bus handler, a room's callback or a timer, none of which Close
+// stops before it waits, and a wg.Add from zero while Wait ran is what the
+// race detector reports (and that work then ran on a closed bus). A caller
+// that holds something the goroutine would release releases it itself
+// when spawn refuses.
 func (n *Node) spawn(f func()) bool {
 	n.spawnMu.Lock()
 	defer n.spawnMu.Unlock()
@@ -335,9 +345,18 @@ func (n *Node) spawn(f func()) bool {
 // failStart undoes a start that failed part way: the command worker
 // (rooms.go), if started, then the relay and the bus.
 func (n *Node) failStart() {
-	close(n.stop)
+	n.stopSpawning()
 	n.wg.Wait()
 	n.closeBus()
+}
+
+// stopSpawning makes spawn refuse from now on, then closes n.stop: every
+// goroutine spawn started before it is counted in n.wg, and none after.
+func (n *Node) stopSpawning() {
+	n.spawnMu.Lock()
+	n.closing = true
+	n.spawnMu.Unlock()
+	close(n.stop)
 }
 
 // closeBus closes the relay and the bus.

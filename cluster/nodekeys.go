@@ -58,9 +58,7 @@ func (n *Node) writeNodeKey() {
 		return
 	}
 	n.log.Warn("room state: this node's key not written yet (trying again)")
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		for {
 			select {
 			case <-n.stop:
@@ -71,7 +69,7 @@ func (n *Node) writeNodeKey() {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // deleteNodeKey deletes this run's key at shutdown, briefly: the last

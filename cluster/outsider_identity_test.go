@@ -36,8 +36,9 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	type sock struct {
-		mu   sync.Mutex
-		left int
+		mu      sync.Mutex
+		left    int
+		refused int // the join answered with an error (503 on a loaded machine): not a participant
 	}
 	const rooms = 20
 	socks := make([][]*sock, rooms)
@@ -58,6 +59,11 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 			s := &sock{}
 			socks[r] = append(socks[r], s)
 			go func() {
+				// Closed as soon as the node has closed it (the socket told to
+				// leave): left to the cleanup, the 20 of them stayed open,
+				// half-closed, for the rest of the test (issue 17's open
+				// files: docs/suite-load.md).
+				defer ws.Close()
 				for {
 					_, b, err := ws.ReadMessage()
 					if err != nil {
@@ -66,6 +72,11 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 					if strings.Contains(string(b), `"method":"leave"`) {
 						s.mu.Lock()
 						s.left++
+						s.mu.Unlock()
+					}
+					if strings.Contains(string(b), `"id":1`) && strings.Contains(string(b), `"error"`) {
+						s.mu.Lock()
+						s.refused++
 						s.mu.Unlock()
 					}
 				}
@@ -90,13 +101,15 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 		return len(body.Participants)
 	}
 	settled := func(r int) bool {
-		left := 0
+		left, refused := 0, 0
 		for _, s := range socks[r] {
 			s.mu.Lock()
-			left += s.left
+			left, refused = left+s.left, refused+s.refused
 			s.mu.Unlock()
 		}
-		return left == 1 && listed(fmt.Sprintf("simultaneous-%d", r)) == 1
+		// One told to leave, or (a loaded machine) one join refused with
+		// an error and the other in: either way one participant.
+		return left+refused == 1 && listed(fmt.Sprintf("simultaneous-%d", r)) == 1
 	}
 	var unsettled []string // the last look's, said if the wait fails
 	t.Cleanup(func() {
@@ -108,13 +121,13 @@ func TestOutsiderSimultaneousIdentityAcrossNodes(t *testing.T) {
 		unsettled = unsettled[:0]
 		for r := range rooms {
 			if !settled(r) {
-				left := []int{}
+				left, refused := []int{}, []int{}
 				for _, s := range socks[r] {
 					s.mu.Lock()
-					left = append(left, s.left)
+					left, refused = append(left, s.left), append(refused, s.refused)
 					s.mu.Unlock()
 				}
-				unsettled = append(unsettled, fmt.Sprintf("simultaneous-%d: leave heard %v, %d listed", r, left, listed(fmt.Sprintf("simultaneous-%d", r))))
+				unsettled = append(unsettled, fmt.Sprintf("simultaneous-%d: leave heard %v, join refused %v, %d listed", r, left, refused, listed(fmt.Sprintf("simultaneous-%d", r))))
 			}
 		}
 		return len(unsettled) == 0

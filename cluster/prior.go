@@ -96,9 +96,7 @@ func (n *Node) loadPrior() {
 	if n.rooms != nil {
 		window = n.rooms.ResumeWindow()
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		select {
 		case <-time.After(window):
 		case <-n.stop:
@@ -109,7 +107,7 @@ func (n *Node) loadPrior() {
 		n.prior.m = nil
 		n.prior.mu.Unlock()
 		n.removePrior(left, protocol.ReasonDisconnected)
-	}()
+	})
 }
 
 // removePrior removes members of the previous run (those still under this
@@ -197,10 +195,8 @@ func (n *Node) kickPrior(name string, ev room.Event) bool {
 // published without media, until then, and no track_unpublished was sent.
 func (n *Node) earlierRunGone(id string) {
 	n.log.Warn("node restarted: its earlier run is gone", "node", id)
-	n.wg.Add(1)
-	go func() { // off the heartbeat goroutine
-		defer n.wg.Done()
+	n.spawn(func() { // off the heartbeat goroutine
 		n.deadTracks(id) // hookonce.go
 		n.nodeGone(id)
-	}()
+	})
 }

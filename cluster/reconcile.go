@@ -50,7 +50,20 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 	}
 	var gone []string
 	for id := range known {
-		if !inState[id] && due(w.absent, absent, id) {
+		switch {
+		case inState[id]:
+		case n.isMoving(r.Name(), id):
+			// A takeover between its delete and its write (moving.go):
+			// kept absent, so the recheck comes back.
+			since, seen := w.absent[id]
+			if !seen {
+				since = t
+			}
+			absent[id] = since
+			if t.Sub(since) >= confirmAfter {
+				n.movesHeld.Add(1) // tests
+			}
+		case due(w.absent, absent, id):
 			gone = append(gone, id)
 		}
 	}
@@ -101,9 +114,7 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 	w.unknown, w.absent, w.ownMissing, w.replaced, w.staleToken = unknown, absent, ownMissing, replaced, staleToken
 	if len(unknown)+len(absent)+len(ownMissing)+len(replaced)+len(staleToken) > 0 && !w.recheck {
 		w.recheck = true
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
+		n.spawn(func() {
 			select {
 			case <-time.After(confirmAfter + 100*time.Millisecond):
 			case <-n.stop:
@@ -116,7 +127,7 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 			if cur := n.rooms.Room(r.Name()); cur == r && ok && ready {
 				n.reconcileState(r, w, st, false)
 			}
-		}()
+		})
 	}
 	for node := range ask {
 		n.requestSnapshot(r, node)

@@ -46,12 +46,13 @@ func (n *Node) ServeRecordings(serve func(RecordingRequest) RecordingReply) erro
 			_ = m.Respond(data)
 			return
 		}
-		n.wg.Add(1)
-		go func() { // a stop waits for files: not on the bus's goroutine
-			defer n.wg.Done()
+		if !n.spawn(func() { // a stop waits for files: not on the bus's goroutine
 			data, _ := json.Marshal(serve(req))
 			_ = m.Respond(data)
-		}()
+		}) {
+			data, _ := json.Marshal(RecordingReply{Status: 503}) // this node is closing: ask again
+			_ = m.Respond(data)
+		}
 	})
 	return err
 }
@@ -233,7 +234,6 @@ func (n *Node) notifyNodeGone(id string) {
 	hooks := append([]func(string){}, n.goneHooks...)
 	n.goneMu.Unlock()
 	for _, f := range hooks {
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); f(id) }()
+		n.spawn(func() { f(id) })
 	}
 }

@@ -70,9 +70,7 @@ func (n *Node) retryRemovals() {
 	if pending == nil {
 		return
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	if !n.spawn(func() {
 		defer n.unremoved.finish()
 		for key, rm := range pending {
 			select {
@@ -85,5 +83,7 @@ func (n *Node) retryRemovals() {
 				n.maybeEmpty(rm.room, nil, 0)
 			}
 		}
-	}()
+	}) {
+		n.unremoved.finish()
+	}
 }

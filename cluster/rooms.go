@@ -46,8 +46,17 @@ func (s *roomSubs) follow(n *Node, name string) {
 	s.subs[name] = sub
 	s.holdLocked(n, name) // the room's watch (watch.go)
 	s.mu.Unlock()
-	_ = n.bus.nc.Flush()
+	// Bounded: a connection whose link is cut without a word (its TCP
+	// silent) takes nats.go's 10 s to give up on a flush, and the join
+	// behind it then waited that before its own store wait (13 s with a 3
+	// s store wait). A subscription still on its way when the state
+	// changes is what the watch's anti-entropy repairs (watch.go).
+	_ = n.bus.nc.FlushTimeout(followFlushWait)
 }
+
+// followFlushWait bounds follow's wait for the server to have the room's
+// subscription.
+const followFlushWait = 2 * time.Second
 
 func (s *roomSubs) unfollow(name string) {
 	s.mu.Lock()
@@ -111,9 +120,7 @@ func (n *Node) control(node, name string, ev room.Event, replaced *room.Member) 
 		}
 		return
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		_, err := n.bus.nc.Request(nodeSubject(node, "ctl"), data, handoffTimeout)
 		if errors.Is(err, nats.ErrTimeout) {
 			// Dying, or slow: dead once no longer heard (hbExpiry).
@@ -136,20 +143,20 @@ func (n *Node) control(node, name string, ev room.Event, replaced *room.Member) 
 		default:
 			n.log.Warn("command not sent", "node", node, "type", ev.Type, "err", err)
 		}
-	}()
+	})
 }
 
 // Opened implements room.Bus: follow the room and fetch the other nodes'
 // parts of it.
 func (n *Node) Opened(r *room.Room) {
 	n.rs.follow(n, r.Name())
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	if !n.spawn(func() {
 		defer r.Synced()  // the joins waiting for the other nodes' parts go on
 		n.loadMixPrefs(r) // the admin's mix settings made before (mixprefs.go)
 		n.reconcile(r, true)
-	}()
+	}) {
+		r.Synced() // this node is closing: its joins are not held
+	}
 }
 
 // Closed implements room.Bus: the local instance is gone.
@@ -165,6 +172,10 @@ func (n *Node) onRoomEvent(name string, m *nats.Msg) {
 	if json.Unmarshal(m.Data, &ev) != nil || ev.Node == n.id || ev.Node == "" {
 		return
 	}
+	if ev.Type == evMoving {
+		n.noteMoving(name, ev.ParticipantID) // moving.go
+		return
+	}
 	if f := n.eventHook.Load(); f != nil {
 		(*f)(name, ev)
 	}
@@ -173,8 +184,7 @@ func (n *Node) onRoomEvent(name string, m *nats.Msg) {
 		return // no local part (yet): Opened fetches snapshots
 	}
 	if r.ApplyRemote(ev) {
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.requestSnapshot(r, ev.Node) }()
+		n.spawn(func() { n.requestSnapshot(r, ev.Node) })
 	}
 }
 
@@ -197,9 +207,7 @@ func (n *Node) subscribeNodeRequests() error {
 	// messages arrive in order), on one goroutine of their own: applying
 	// one may close a participant, which must not hold up the bus.
 	ctl := make(chan ctlMsg, 1024)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		for {
 			select {
 			case c := <-ctl:
@@ -216,7 +224,7 @@ func (n *Node) subscribeNodeRequests() error {
 				return
 			}
 		}
-	}()
+	})
 	if _, err := n.bus.nc.Subscribe(nodeSubject(n.id, "ctl"), func(m *nats.Msg) {
 		if m.Reply != "" {
 			_ = m.Respond(nil) // a kick asks: this node is alive (control)

@@ -191,9 +191,7 @@ func (n *Node) slotAbandoned(e slotState) bool {
 // been up long enough to hear the others (a node whose link just came
 // back takes live nodes for gone).
 func (n *Node) reclaimSlotsLater(node string) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		for !n.busSteady() {
 			select {
 			case <-time.After(hbInterval):
@@ -202,7 +200,7 @@ func (n *Node) reclaimSlotsLater(node string) {
 			}
 		}
 		n.reclaimSlotsOf(node)
-	}()
+	})
 }
 
 // reclaimSlotsOf frees the slots (and identities) a node found gone holds

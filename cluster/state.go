@@ -81,15 +81,17 @@ func (n *Node) get(name string) (roomState, bool) {
 // timeout unless someone joined meanwhile.
 func (n *Node) Leave(name string, m room.Member) {
 	w := n.rs.hold(n, name) // its view tells whether the room is empty after this leave
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	if !n.spawn(func() {
 		defer n.rs.release(name)
 		seq, ok := n.removeMember(name, memberKey(roomKey(name), m.Node, m.ID), m.ID)
 		if ok {
 			n.maybeEmpty(name, w, seq)
 		}
-	}()
+	}) {
+		// This node is closing (the rooms are shut down before Close):
+		// the others purge its members once it is gone.
+		n.rs.release(name)
+	}
 }
 
 // removeMember deletes a member's key (if it still holds id) and releases
@@ -186,8 +188,7 @@ func (n *Node) maybeEmpty(name string, w *roomWatch, seq uint64) {
 		return nil
 	})
 	if marked {
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.closeLater(name) }()
+		n.spawn(func() { n.closeLater(name) })
 	}
 }
 

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -112,6 +113,32 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 			len(others), len(in), full, answered.Round(time.Millisecond), byErr)
 	}
 	if len(in) != stormLimit || full != stormJoins-stormLimit {
+		// What the nodes hold: whose slot each participant has, and whether
+		// a node took another for gone meanwhile (a stalled node's
+		// members and slots are what a purge or take-back would free).
+		ids := make([]string, 0, len(in))
+		for _, c := range in {
+			ids = append(ids, c.ParticipantID())
+		}
+		slices.Sort(ids)
+		t.Logf("participants in: %v", ids)
+		for _, s := range srvs {
+			n := s.Cluster()
+			var gone []string
+			for _, o := range srvs {
+				if id := o.Cluster().ID(); id != n.ID() && n.FoundGone(id) {
+					gone = append(gone, id)
+				}
+			}
+			local := 0
+			if r := s.Rooms().Room(room); r != nil {
+				local = len(r.LocalMembers())
+			}
+			members := n.StateMembers(room)
+			slices.Sort(members)
+			t.Logf("%s: %d local participants; %d state members %v; slots %v; found gone now %v, %d times in all; silent but alive %d",
+				n.ID(), local, len(members), members, n.SlotsHeld(room), gone, n.TimesFoundGone(), n.SilentAlive())
+		}
 		t.Fatalf("%d joined and %d were told the room is full, want exactly %d and %d", len(in), full, stormLimit, stormJoins-stormLimit)
 	}
 	eventually(t, 60*time.Second, "each participant sees every other one", func() bool {

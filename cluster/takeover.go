@@ -6,18 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
 // SetToken implements room.Bus: a participant's resume token changed (it
 // works once), so the member's key keeps the new one's hash.
 func (n *Node) SetToken(name, participantID, tokenHash string) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		key := memberKey(roomKey(name), n.id, participantID)
 		err := n.retry(func(ctx context.Context) error {
 			var e memberEntry
@@ -37,7 +37,7 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 			n.tokenFailures.Add(1)
 			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
 		}
-	}()
+	})
 }
 
 // errNotHere: no member to take over (the session is unknown: 404).
@@ -121,19 +121,31 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	}
 	if landed {
 		n.rs.follow(n, name) // idempotent: that attempt subscribed already
+		n.moves.done(tokenHash)
 		return m.Member, v.meta.SID, nil
+	}
+	// deleteSent: a delete of the member's old key went out and was not
+	// refused, so it may have landed though its answer was lost.
+	var deleteSent bool
+	if m.ID == "" {
+		// An earlier attempt through this node deleted the old key and
+		// ran out of time before its write (503): the member is in the
+		// state under no key, and this attempt makes the write.
+		m, deleteSent = n.moves.sent(tokenHash)
 	}
 	if m.ID == "" || m.Node == n.id {
 		return room.Member{}, "", errNotHere
 	}
 	t0 := time.Now()
-	answers := n.nodeAnswers(m.Node)
+	answers := !deleteSent && n.nodeAnswers(m.Node) // a member deleted already was released already
 	tPing = time.Since(t0)
 	if answers {
 		// Alive, or dying and not yet noticed: it must let go first.
 		t0 = time.Now()
 		var h room.ReleaseResult
-		h, m.Released = n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		var handed room.HandedOver
+		h, handed = n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		m.Released, m.Withdrawn = handed.Tracks, handed.Withdrawn
 		tHandoff = time.Since(t0)
 		switch h {
 		case room.NotReleased:
@@ -145,15 +157,13 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 	t0 = time.Now()
 	defer func() { tMove = time.Since(t0) }()
 	n.rs.follow(n, name)
+	n.announceMove(name, m.ID) // the others keep its stub while it is under no key (moving.go)
 	p := roomKey(name)
 	from, to := memberKey(p, m.Node, m.ID), memberKey(p, n.id, m.ID)
 	moved := m
 	moved.Node, moved.Token = n.id, newTokenHash
 	data, _ := json.Marshal(moved)
 	var lost bool
-	// deleteSent: a delete of from went out and was not refused, so it may
-	// have landed though its answer was lost.
-	var deleteSent bool
 	err := n.retryCtx(ctx, takeoverOp, func(ctx context.Context) error {
 		var cur memberEntry
 		rev, err := n.getJSON(ctx, from, &cur)
@@ -170,6 +180,7 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 				return errRetry
 			}
 			deleteSent = true
+			n.moves.add(tokenHash, m)
 			if err != nil {
 				return err
 			}
@@ -204,12 +215,19 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 		if n.loseMoveWrite.CompareAndSwap(true, false) {
 			return errors.New("test: the move's write is lost") // as when the store's leader dies here
 		}
+		if n.endMoveAtDelete.CompareAndSwap(true, false) {
+			// As when the store's leader dies here and the takeover's
+			// deadline passes before a new one is elected (a protocol
+			// error ends retryCtx at once).
+			return protocol.Errorf(protocol.CodeUnavailable, "test: the takeover ran out of time after its delete")
+		}
 		_, err = n.bus.kv.Put(ctx, to, data)
 		return err
 	})
 	if err != nil {
-		return room.Member{}, "", err
+		return room.Member{}, "", err // the move is remembered if its delete went out
 	}
+	n.moves.done(tokenHash)
 	if lost {
 		return room.Member{}, "", errNotHere
 	}
@@ -253,4 +271,57 @@ func (n *Node) nodeAnswers(node string) bool {
 		return n.reg.alive(node)
 	}
 	return true
+}
+
+// pendingMoves remembers, by the hash of the token presented, the takeovers
+// through this node whose delete of the member's old key went out but whose
+// write under this node was not confirmed: the takeover ran out of time
+// between the two (the store's leader died there; a loaded machine) and
+// answered 503. The client tries again, and that attempt found the member
+// under no key and answered 404: the participant was lost for good
+// (TestTakeoverWriteLostAfterDelete, once at load 27).
+type pendingMoves struct {
+	mu sync.Mutex
+	m  map[string]pendingMove
+}
+
+type pendingMove struct {
+	m  memberEntry
+	at time.Time
+}
+
+// pendingMoveTTL: a client resumes within its resume window (a minute by
+// default); an entry older than that is of no use.
+const pendingMoveTTL = 10 * time.Minute
+
+func (p *pendingMoves) add(tokenHash string, m memberEntry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for k, e := range p.m {
+		if now.Sub(e.at) > pendingMoveTTL {
+			delete(p.m, k)
+		}
+	}
+	if p.m == nil {
+		p.m = map[string]pendingMove{}
+	}
+	p.m[tokenHash] = pendingMove{m: m, at: now}
+}
+
+// sent returns the member of a move whose delete went out, if any.
+func (p *pendingMoves) sent(tokenHash string) (memberEntry, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.m[tokenHash]
+	if !ok || time.Since(e.at) > pendingMoveTTL {
+		return memberEntry{}, false
+	}
+	return e.m, true
+}
+
+func (p *pendingMoves) done(tokenHash string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, tokenHash)
 }

@@ -95,8 +95,9 @@ func (n *Node) startTrackOpsLocked() {
 		return
 	}
 	q.running = true
-	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.runTrackOps() }()
+	if !n.spawn(func() { n.runTrackOps() }) {
+		q.running = false // closing: the queue is left as it is
+	}
 }
 
 // rewriteTracks queues the keys of the local tracks published now again
@@ -115,9 +116,7 @@ func (n *Node) rewriteTracks() {
 	}
 	q.rewriting = true
 	q.mu.Unlock()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	if !n.spawn(func() {
 		defer func() { q.mu.Lock(); q.rewriting = false; q.mu.Unlock() }()
 		for pass := 0; pass < 2; pass++ {
 			if pass > 0 {
@@ -137,7 +136,11 @@ func (n *Node) rewriteTracks() {
 			n.startTrackOpsLocked()
 			q.mu.Unlock()
 		}
-	}()
+	}) {
+		q.mu.Lock()
+		q.rewriting = false // closing
+		q.mu.Unlock()
+	}
 }
 
 // trackRewriteAgain is when a write-back of the track keys is done again:

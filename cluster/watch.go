@@ -108,8 +108,9 @@ func (s *roomSubs) holdLocked(n *Node, name string) *roomWatch {
 	if w == nil {
 		w = newRoomWatch()
 		s.watches[name] = w
-		n.wg.Add(1)
-		go n.watchRoom(name, w)
+		// Refused once the node closes: whoever waits on the watch
+		// waits on n.stop too, and closeAll ends its hold.
+		n.spawn(func() { n.watchRoom(name, w) })
 	}
 	w.refs++
 	return w
@@ -228,7 +229,6 @@ func (w *roomWatch) update(f func(v *roomView)) {
 // watchRoom runs a room's watch until the room is unfollowed or the node
 // stops, opening it again whenever it ends or must resync.
 func (n *Node) watchRoom(name string, w *roomWatch) {
-	defer n.wg.Done()
 	backoff := 250 * time.Millisecond
 	for {
 		// The watch lives as long as its context (nats.go unsubscribes when
@@ -339,8 +339,7 @@ func (n *Node) consumeWatch(name string, w *roomWatch, kw jetstream.KeyWatcher) 
 			if st.Closed && st.SID == r.SID() {
 				// Deleted by the admin, and this part missed the command
 				// to close (closeroom.go).
-				n.wg.Add(1)
-				go func() { defer n.wg.Done(); n.closeHeld(); r.Close(protocol.ReasonRoomClosed) }()
+				n.spawn(func() { n.closeHeld(); r.Close(protocol.ReasonRoomClosed) })
 				continue
 			}
 			n.reconcileState(r, w, st, false)

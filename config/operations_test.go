@@ -44,7 +44,6 @@ func TestOperationsValidation(t *testing.T) {
 		{name: "huge data", yaml: "limits:\n  max_data_message: 100000\n", wantErr: "limits.max_data_message"},
 		{name: "tiny frame", yaml: "limits:\n  max_frame: 10\n", wantErr: "limits.max_frame"},
 		{name: "tiny ping interval", yaml: "limits:\n  ping_interval: 10ms\n", wantErr: "limits.ping_interval"},
-		{name: "ping past idle", yaml: "limits:\n  ping_interval: 30s\n", wantErr: "below limits.idle_timeout"},
 		{name: "webhook needs keys", args: []string{"--webhook-url", "http://127.0.0.1:9/hook"}, wantErr: "configure keys"},
 		{name: "webhook url", yaml: "keys:\n  k: " + secret32 + "\nwebhook:\n  urls: [ftp://x]\n", wantErr: "webhook.urls"},
 		{name: "webhook key", yaml: "keys:\n  k: " + secret32 + "\nwebhook:\n  urls: [http://x/]\n  api_key: nope\n", wantErr: "webhook.api_key"},

@@ -60,8 +60,11 @@ type Participant struct {
 	mu     sync.Mutex
 	tracks map[string]*Track // published, by server id
 	byCID  map[string]*Track // published, by the client's msid track id
-	closed bool
-	perms  Permissions // see permissions.go
+	// withdrawn: client track ids unpublished by request that its SDP
+	// still sends (withdrawn.go).
+	withdrawn map[string]bool
+	closed    bool
+	perms     Permissions // see permissions.go
 	// startBy: tracks of its latest offer may still be starting until then
 	// (siblingsStarting): startWindow after the offer, and again after
 	// each of its tracks starts.
@@ -90,6 +93,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	}
 	p.takenOver, p.tookOverWith, p.restore, p.carry = req.takeover, req.takeoverHash, req.restore, req.carry
 	p.movedFrom = req.movedFrom
+	for _, cid := range req.withdrawn {
+		p.withdraw(cid)
+	}
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}
@@ -203,6 +209,9 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 				"invalid params: track %q is not sent by any media section of the sdp", a.TrackID)
 		}
 	}
+	if err := p.checkWithdrawn(params.Tracks); err != nil {
+		return nil, err
+	}
 	answer, err := p.answerPublisher(params.SDP)
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: %v", err)
@@ -216,7 +225,11 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	result := &protocol.OfferResult{SDP: answer, Tracks: []protocol.Track{}}
 	current := map[string]bool{}
 	var added []*Track
+	p.forgetWithdrawn(inSDP)
 	for _, o := range offered {
+		if p.withdrawn[o.TrackID] {
+			continue
+		}
 		current[o.TrackID] = true
 		t := p.byCID[o.TrackID]
 		if t == nil {
@@ -474,6 +487,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	if t != nil {
 		delete(p.tracks, trackID)
 		delete(p.byCID, t.info.CID)
+		p.withdraw(t.info.CID)
 	}
 	p.mu.Unlock()
 	if t == nil {

@@ -162,11 +162,17 @@ func (s *Server) remoteRoom(name string) (string, []admin.Participant, bool, err
 		if rm != nil && rm.Participant(m.ID) != nil {
 			continue
 		}
-		p := admin.Participant{Participant: protocol.Participant{ID: m.ID, Name: m.Name, Metadata: m.Metadata, Tracks: []protocol.Track{}},
+		// Its joinedAt and grants are in the state too (a member without
+		// grants joined without a token: every permission). They were
+		// left out: 0 and every permission false, unlike the same
+		// participant listed by a node with a stub of it.
+		p := admin.Participant{Participant: protocol.Participant{ID: m.ID, Name: m.Name, Metadata: m.Metadata, JoinedAt: m.JoinedAt, Tracks: []protocol.Track{}},
 			Identity: m.Identity, Subscriptions: []admin.Subscription{}}
+		perms := room.AllPermissions
 		if m.Perms != nil {
-			p.Permissions = admin.Permissions{CanPublish: m.Perms.CanPublish, CanSubscribe: m.Perms.CanSubscribe, CanPublishData: m.Perms.CanPublishData}
+			perms = *m.Perms
 		}
+		p.Permissions = admin.Permissions{CanPublish: perms.CanPublish, CanSubscribe: perms.CanSubscribe, CanPublishData: perms.CanPublishData}
 		ps = append(ps, p)
 	}
 	return sid, ps, true, nil

@@ -161,6 +161,7 @@ func TestRelaySetLayers(t *testing.T) {
 // TestRelayLayerWishes: the edge's sinks' wishes reach the origin in-band
 // (dynacast across the relay), and the edge's liveness follows the origin.
 func TestRelayLayerWishes(t *testing.T) {
+	t.Parallel() // see main_test.go
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
 	exp, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
@@ -282,6 +283,7 @@ func TestRelayPeerRestart(t *testing.T) {
 // follow the origin: a layer the publisher stops is no longer live on the
 // edge, one it resumes is again.
 func TestRelayEdgeLiveness(t *testing.T) {
+	t.Parallel() // see main_test.go
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
 	_, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")
@@ -383,6 +385,7 @@ func (e *extSink) WriteRTP(h *rtp.Header, payload []byte, layer int8) error {
 // first export and import start it again, and the edge's liveness, which
 // the timer computes, works as before.
 func TestRelayTimerSleepsWhileIdle(t *testing.T) {
+	t.Parallel() // see main_test.go
 	origin, edge := pair(t)
 	eventually(t, "the timers' first runs", func() bool { return origin.rounds.Load() > 0 && edge.rounds.Load() > 0 })
 	o, e := origin.rounds.Load(), edge.rounds.Load()

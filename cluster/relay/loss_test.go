@@ -15,6 +15,7 @@ import (
 // datagrams (first transmissions and retransmissions alike); the edge's
 // NACKs and the origin's ring repair every one, byte for byte.
 func TestRelayRepairsLoss(t *testing.T) {
+	t.Parallel() // see main_test.go
 	const n = 300
 	var mu sync.Mutex
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -120,6 +121,7 @@ func firstKey(m map[[2]int][]byte) [2]int {
 // a recorded datagram of its previous life replayed from its address is
 // refused: the old keys are never adopted again.
 func TestRelayRefusesOldEpoch(t *testing.T) {
+	t.Parallel() // see main_test.go
 	var mu sync.Mutex
 	var recorded []byte
 	origin, edge, px := newProxy(t, func(pkt []byte) bool {

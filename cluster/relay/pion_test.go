@@ -67,6 +67,7 @@ func vp8Packet(pictureID uint16, key bool, body []byte) []byte {
 // publisher across the relay, and the publisher's sender reports give the
 // edge the publisher's clock.
 func TestRelayRealPeers(t *testing.T) {
+	t.Parallel() // see main_test.go
 	api := loopbackAPI(t)
 	origin, edge := pair(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

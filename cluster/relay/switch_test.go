@@ -60,6 +60,7 @@ func (w *subscriberWire) snapshot() []outPacket {
 // switches there with continuous sequence numbers and no frame of another
 // layer after the switch.
 func TestRelayLayerSwitch(t *testing.T) {
+	t.Parallel() // see main_test.go
 	origin, edge := pair(t)
 	src := newFakeSource(webrtc.RTPCodecTypeVideo, 0b111)
 	_, imp := exportImport(t, origin, edge, src, 0b111, "TR_x")

@@ -5,11 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -114,17 +113,17 @@ func TestBinary(t *testing.T) {
 	})
 }
 
-// starlingBinary is the binary buildStarling builds once for the whole
-// test process: linking it takes seconds on a busy machine, and four tests
-// run it. TestMain removes its folder after the tests.
+// starlingBinary is the binary buildStarling finds once for the whole
+// test process: the build cache's (testutil.StarlingBinary), linked again
+// only when the source changed. dir stays empty: TestMain removes nothing.
 var starlingBinary struct {
 	once      sync.Once
 	dir, path string
 	err       error
 }
 
-// buildStarling builds the starling binary from this folder (once per test
-// process) and returns its path.
+// buildStarling builds the starling binary (if the build cache does not
+// hold it yet; once per test process) and returns its path.
 func buildStarling(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
@@ -132,17 +131,7 @@ func buildStarling(t *testing.T) string {
 		t.Skipf("no go tool to build the binary: %v", err)
 	}
 	b := &starlingBinary
-	b.once.Do(func() {
-		if b.dir, b.err = os.MkdirTemp("", "starling-test-bin-"); b.err != nil {
-			return
-		}
-		path := filepath.Join(b.dir, "starling")
-		if out, err := exec.Command(goTool, "build", "-o", path, ".").CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build: %v\n%s", err, out)
-			return
-		}
-		b.path = path
-	})
+	b.once.Do(func() { b.path, b.err = testutil.StarlingBinary(goTool, ".") })
 	if b.err != nil {
 		t.Fatal(b.err)
 	}

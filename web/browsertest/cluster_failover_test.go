@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/starling-rtc/starling/internal/testutil"
 	"github.com/starling-rtc/starling/protocol"
 )
 
@@ -211,31 +211,23 @@ func (w *watcher) keptItsChoice(t *testing.T, n1 string) {
 	}
 }
 
-// buildStarlingBinary builds cmd/starling into the test's temporary directory.
+// buildStarlingBinary returns the starling binary of the build cache
+// (testutil.StarlingBinary), built first if the source changed.
 func buildStarlingBinary(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("no go tool to build the binary: %v", err)
 	}
-	built.once.Do(func() {
-		if built.dir, built.err = os.MkdirTemp("", "starling-browsertest-"); built.err != nil {
-			return
-		}
-		built.bin = filepath.Join(built.dir, "starling")
-		cmd := exec.Command(goTool, "build", "-o", built.bin, "../../cmd/starling")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
+	built.once.Do(func() { built.bin, built.err = testutil.StarlingBinary(goTool, ".") })
 	if built.err != nil {
 		t.Fatal(built.err)
 	}
 	return built.bin
 }
 
-// built is the starling binary, built once for the package's tests
-// (removed by TestMain).
+// built is the starling binary, found once for the package's tests (the
+// build cache's: dir stays empty, TestMain removes nothing).
 var built struct {
 	once     sync.Once
 	dir, bin string

@@ -264,8 +264,18 @@ export class StarlingClient extends EventTarget {
   /** Stops publishing a track (a MediaStreamTrack, its id or the server track id). The app still owns the track. */
   async unpublish(track) {
     const local = this._local(track, 'unpublish');
-    this._dropLocal(local);
-    if (local.info) await this.request('unpublish', {trackId: local.info.id});
+    // `unpublish` first, and the offer that stops sending the track only
+    // once its result is in: an offer the server saw first would unpublish
+    // the track itself and the request would get 404. A 404 means the
+    // server no longer has the track (what was asked); other errors throw,
+    // and the sender is removed either way (docs/client-js.md).
+    try {
+      if (local.info) await this.request('unpublish', {trackId: local.info.id});
+    } catch (err) {
+      if (err.code !== 404) throw err;
+    } finally {
+      this._dropLocal(local);
+    }
   }
 
   /** Sends `newTrack` in place of a published track (another camera or microphone), with no renegotiation. */

@@ -81,6 +81,11 @@ test('publish announces the msid track id and serialises offers', async () => {
   const unpublishing = client.unpublish('TR_v');
   await until(() => ws.requests('unpublish').length, 'unpublish');
   assert.deepEqual(ws.requests('unpublish')[0].params, {trackId: 'TR_v'});
+  // Until the server answered, the sender stays and no offer stops sending
+  // the track (the server must learn of the unpublish first).
+  await tick();
+  assert.deepEqual(pub.transceivers.map((t) => t.direction), ['sendonly', 'sendonly']);
+  assert.equal(ws.requests('offer').length, 2, 'no offer before the unpublish result');
   ws.reply(ws.requests('unpublish')[0], {});
   await unpublishing;
   assert.deepEqual(pub.transceivers.map((t) => t.direction), ['inactive', 'sendonly']);
