@@ -358,6 +358,10 @@ func (n *Node) LeadsMeta() bool { return n.bus.ns != nil && n.bus.ns.JetStreamIs
 // since).
 func (n *Node) FoundGone(id string) bool { _, ok := n.lost.Load(id); return ok }
 
+// TimesFoundGone counts the times n found another node gone, whether or
+// not it heard it again since.
+func (n *Node) TimesFoundGone() int64 { return n.foundGone.Load() }
+
 // Unhear makes n forget it heard node id and drop its heartbeats from
 // now on, as if they had never reached it.
 func (n *Node) Unhear(id string) {

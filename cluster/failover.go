@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -32,20 +31,20 @@ const handoffTimeout = 3 * time.Second
 // (no such participant or token there), or room.StillHeld: the node did
 // not answer (it may be dying), or answered "held" (a node of an earlier
 // version, which kept a participant whose socket it still saw open).
-func (n *Node) handoff(ctx context.Context, node, name, id, tokenHash string) (room.ReleaseResult, []protocol.Track) {
+func (n *Node) handoff(ctx context.Context, node, name, id, tokenHash string) (room.ReleaseResult, room.HandedOver) {
 	data, _ := json.Marshal(handoffMsg{Room: name, ID: id, Token: tokenHash})
 	ctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 	defer cancel()
 	msg, err := n.bus.nc.RequestWithContext(ctx, nodeSubject(node, "handoff"), data)
 	switch {
 	case err != nil:
-		return room.StillHeld, nil
+		return room.StillHeld, room.HandedOver{}
 	case string(msg.Data) == "ok":
-		return room.Released, releasedTracks(msg)
+		return room.Released, handedOver(msg)
 	case string(msg.Data) == "held":
-		return room.StillHeld, nil
+		return room.StillHeld, room.HandedOver{}
 	}
-	return room.NotReleased, nil
+	return room.NotReleased, room.HandedOver{}
 }
 
 // subscribeHandoff answers other nodes' requests to release a participant.
@@ -57,14 +56,14 @@ func (n *Node) subscribeHandoff() error {
 			return
 		}
 		if n.releasePrior(h.Room, h.ID, h.Token) { // a member of this node's previous run (prior.go)
-			_ = m.RespondMsg(releasedMsg(nil))
+			_ = m.RespondMsg(releasedMsg(room.HandedOver{}))
 			return
 		}
 		go func() { // closing a participant publishes events: not on the bus goroutine
-			res, tracks := n.rooms.ReleaseTracks(h.Room, h.ID, h.Token)
+			res, handed := n.rooms.ReleaseTracks(h.Room, h.ID, h.Token)
 			switch res {
 			case room.Released:
-				_ = m.RespondMsg(releasedMsg(tracks)) // "ok", its tracks in a header (settled.go)
+				_ = m.RespondMsg(releasedMsg(handed)) // "ok", its state in headers (settled.go)
 			case room.StillHeld:
 				_ = m.Respond([]byte("held"))
 			default:

@@ -72,6 +72,9 @@ type Node struct {
 	// silentAlive counts the times a node whose heartbeats stopped arriving
 	// answered a ping, and was not found gone (nodes.go, expire).
 	silentAlive atomic.Int64
+	// foundGone counts the times this node found another gone (no
+	// heartbeat, no answer to a ping), tests read it.
+	foundGone atomic.Int64
 	// deaf holds the ids of nodes whose heartbeats this node drops on
 	// receipt: tests only (export_test.go), for a node stalled as seen from here.
 	deaf sync.Map

@@ -236,6 +236,7 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		n.measureRTT()
 		for _, id := range n.expire() {
 			n.log.Warn("node gone: no heartbeat", "gone", id)
+			n.foundGone.Add(1)
 			unheard.done[id] = true
 			n.deadTracks(id) // before the rooms end them (hookonce.go)
 			n.nodeGone(id)
@@ -244,6 +245,7 @@ func (n *Node) runMaintenance(stop <-chan struct{}) {
 		}
 		for _, id := range n.neverHeard(&unheard) {
 			n.log.Warn("node gone: its members are in the room state, its heartbeat never came", "gone", id)
+			n.foundGone.Add(1)
 			n.deadTracks(id)
 			n.nodeGone(id)
 			n.purgeLater(id)

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 
 	"github.com/nats-io/nats.go"
-	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
 )
 
 // A drain's last step (room/handover.go): the node a participant moved to
@@ -42,21 +42,40 @@ func (n *Node) subscribeSettled() error {
 // learn them from). A header: an older node reads only the "ok".
 const releasedHeader = "Starling-Released-Tracks"
 
-func releasedMsg(tracks []protocol.Track) *nats.Msg {
+// withdrawnHeader carries, in a handoff's "ok", the client track ids the
+// participant unpublished by request while its SDP still sends them: the
+// node it moves to keeps them unpublished when its client's offer there
+// sends them again (room/withdrawn.go). Without it they came back there.
+const withdrawnHeader = "Starling-Withdrawn-Tracks"
+
+func releasedMsg(h room.HandedOver) *nats.Msg {
 	msg := &nats.Msg{Data: []byte("ok")}
-	if len(tracks) > 0 {
-		if data, err := json.Marshal(tracks); err == nil {
-			msg.Header = nats.Header{}
-			msg.Header.Set(releasedHeader, string(data))
+	set := func(key string, v any) {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return
 		}
+		if msg.Header == nil {
+			msg.Header = nats.Header{}
+		}
+		msg.Header.Set(key, string(data))
+	}
+	if len(h.Tracks) > 0 {
+		set(releasedHeader, h.Tracks)
+	}
+	if len(h.Withdrawn) > 0 {
+		set(withdrawnHeader, h.Withdrawn)
 	}
 	return msg
 }
 
-func releasedTracks(msg *nats.Msg) []protocol.Track {
-	var tracks []protocol.Track
+func handedOver(msg *nats.Msg) room.HandedOver {
+	var h room.HandedOver
 	if v := msg.Header.Get(releasedHeader); v != "" {
-		_ = json.Unmarshal([]byte(v), &tracks)
+		_ = json.Unmarshal([]byte(v), &h.Tracks)
 	}
-	return tracks
+	if v := msg.Header.Get(withdrawnHeader); v != "" {
+		_ = json.Unmarshal([]byte(v), &h.Withdrawn)
+	}
+	return h
 }

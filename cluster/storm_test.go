@@ -136,8 +136,8 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 			}
 			members := n.StateMembers(room)
 			slices.Sort(members)
-			t.Logf("%s: %d local participants; %d state members %v; slots %v; found gone %v; silent but alive %d",
-				n.ID(), local, len(members), members, n.SlotsHeld(room), gone, n.SilentAlive())
+			t.Logf("%s: %d local participants; %d state members %v; slots %v; found gone now %v, %d times in all; silent but alive %d",
+				n.ID(), local, len(members), members, n.SlotsHeld(room), gone, n.TimesFoundGone(), n.SilentAlive())
 		}
 		t.Fatalf("%d joined and %d were told the room is full, want exactly %d and %d", len(in), full, stormLimit, stormJoins-stormLimit)
 	}

@@ -143,7 +143,9 @@ func (n *Node) Takeover(ctx context.Context, name, tokenHash, newTokenHash strin
 		// Alive, or dying and not yet noticed: it must let go first.
 		t0 = time.Now()
 		var h room.ReleaseResult
-		h, m.Released = n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		var handed room.HandedOver
+		h, handed = n.handoff(ctx, m.Node, name, m.ID, tokenHash) // failover.go
+		m.Released, m.Withdrawn = handed.Tracks, handed.Withdrawn
 		tHandoff = time.Since(t0)
 		switch h {
 		case room.NotReleased:

@@ -71,6 +71,10 @@ type Member struct {
 	// Bus.Takeover, not stored): published again, they keep their ids
 	// (handover.go).
 	Released []protocol.Track `json:"-"`
+	// Withdrawn: the client track ids its old node had marked unpublished
+	// by request while its SDP still sends them (set by Bus.Takeover from
+	// a handoff, not stored): they stay unpublished here (withdrawn.go).
+	Withdrawn []string `json:"-"`
 }
 
 // Event types: what happened to a node's own participants (Emit), and the

@@ -117,30 +117,42 @@ func (m *Manager) Release(roomName, id, tokenHash string) ReleaseResult {
 	return res
 }
 
-// ReleaseTracks is Release, and when this node drains, the tracks the
-// participant published here: the node it moves to gives them the same
-// ids when it publishes them again (handover.go).
-func (m *Manager) ReleaseTracks(roomName, id, tokenHash string) (ReleaseResult, []protocol.Track) {
+// HandedOver is what a node that releases a participant tells the node it
+// resumes through.
+type HandedOver struct {
+	// Tracks: when this node drains, the tracks the participant published
+	// here: the node it moves to gives them the same ids when it publishes
+	// them again (handover.go).
+	Tracks []protocol.Track
+	// Withdrawn: the client track ids it unpublished by request while its
+	// SDP still sends them: they stay unpublished there (withdrawn.go).
+	Withdrawn []string
+}
+
+// ReleaseTracks is Release, and what the node the participant moves to
+// needs of its state here (HandedOver).
+func (m *Manager) ReleaseTracks(roomName, id, tokenHash string) (ReleaseResult, HandedOver) {
+	var h HandedOver
 	if m.tk.wasReleased(roomName, id, tokenHash) {
 		// Asked again: the node it resumes through could not move its
 		// member the first time (the room state store was unavailable).
-		return Released, nil
+		return Released, h
 	}
 	r := m.Room(roomName)
 	if r == nil {
-		return NotReleased, nil
+		return NotReleased, h
 	}
 	r.mu.Lock()
 	p := r.participants[id]
 	r.mu.Unlock()
 	if p == nil {
-		return NotReleased, nil
+		return NotReleased, h
 	}
 	draining := m.Draining()
 	p.mu.Lock()
 	if p.closed || p.moving || p.rs.expired || hashToken(p.rs.token) != tokenHash {
 		p.mu.Unlock()
-		return NotReleased, nil
+		return NotReleased, h
 	}
 	var mine []*Track
 	if draining {
@@ -148,6 +160,7 @@ func (m *Manager) ReleaseTracks(roomName, id, tokenHash string) (ReleaseResult, 
 			mine = append(mine, t)
 		}
 	}
+	h.Withdrawn = slices.Sorted(maps.Keys(p.withdrawn))
 	p.moving = true
 	p.lingering = draining // make-before-break: its media goes on until the others took it over (handover.go)
 	if p.rs.timer != nil {
@@ -161,12 +174,12 @@ func (m *Manager) ReleaseTracks(roomName, id, tokenHash string) (ReleaseResult, 
 	}
 	m.tk.released(roomName, id, tokenHash, m.cfg.ResumeWindow)
 	p.log.Info("released: it resumed through another node")
-	infos := make([]protocol.Track, 0, len(mine))
+	h.Tracks = make([]protocol.Track, 0, len(mine))
 	for _, t := range mine {
-		infos = append(infos, t.Info())
+		h.Tracks = append(h.Tracks, t.Info())
 	}
 	p.close(protocol.ReasonDisconnected, false)
-	return Released, infos
+	return Released, h
 }
 
 func (p *Participant) isMoving() bool {

@@ -99,6 +99,9 @@ type JoinRequest struct {
 	// (handover.go).
 	carry     map[string]carried
 	movedFrom string // the node it was taken over from (handover.go)
+	// withdrawn: client track ids unpublished by request on its old node
+	// that its SDP still sends: they stay unpublished here (withdrawn.go).
+	withdrawn []string
 	// joinedAt: when it first joined (a takeover keeps it); zero = now.
 	joinedAt time.Time
 	AudioMix bool // receive the room's audio mix (mix.go)

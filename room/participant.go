@@ -93,6 +93,9 @@ func newParticipant(m *Manager, r *Room, req JoinRequest, peer Peer) (*Participa
 	}
 	p.takenOver, p.tookOverWith, p.restore, p.carry = req.takeover, req.takeoverHash, req.restore, req.carry
 	p.movedFrom = req.movedFrom
+	for _, cid := range req.withdrawn {
+		p.withdraw(cid)
+	}
 	if req.Permissions != nil {
 		p.perms = *req.Permissions
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -237,6 +239,7 @@ func (m *Manager) takeover(roomName, token string, subs *protocol.ResumeSubscrip
 		Room: roomName, Name: mem.Name, Metadata: mem.Metadata, Identity: mem.Identity,
 		AutoSubscribe: mem.Auto, Permissions: mem.Perms,
 		id: mem.ID, token: next, takeover: true, takeoverHash: hash, restore: subs,
+		withdrawn: mem.Withdrawn,
 	}
 	if mem.JoinedAt != 0 { // a member written before the field: now, as before
 		req.joinedAt = time.UnixMilli(mem.JoinedAt)
@@ -319,6 +322,7 @@ func (m *Manager) lostTakeover(roomName, hash string) (Member, string, *Particip
 				p.rs.timer.Stop()
 			}
 			mem := p.memberLocked()
+			mem.Withdrawn = slices.Sorted(maps.Keys(p.withdrawn)) // what the first takeover carried
 			p.mu.Unlock()
 			p.log.Info("a takeover's join result was lost: taken over again")
 			return mem, sid, p

@@ -49,8 +49,8 @@ func TestCongestionPausedRecovers(t *testing.T) {
 		return after.Probes >= before.Probes+2 && after.PaddingSent >= after.PaddingPlanned
 	})
 	probes, planned := after.Probes-before.Probes, after.PaddingPlanned-before.PaddingPlanned
-	t.Logf("%d probes while paused, %d padding packets planned (%.0f a probe), %d written",
-		probes, planned, float64(planned)/float64(probes), after.PaddingSent-before.PaddingSent)
+	t.Logf("%d probes while paused, %d padding packets planned (%.0f a probe), %d written; %d feedback timeouts",
+		probes, planned, float64(planned)/float64(probes), after.PaddingSent-before.PaddingSent, after.FeedbackTimeouts-before.FeedbackTimeouts)
 	if planned > probes*150 {
 		t.Errorf("%d padding packets in %d probes from a paused track on a 150 kbit/s link: over 1.1 Mbit/s a probe", planned, probes)
 	}

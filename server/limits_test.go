@@ -1,8 +1,12 @@
 package server_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -279,6 +283,37 @@ func TestIdleTimeout(t *testing.T) {
 			}
 			t.Fatalf("idle connection not dropped: %v", err)
 		}
+	}
+}
+
+// TestHTTPKeepAliveIdleClosed: an HTTP keep-alive connection with no request
+// for limits.idle_timeout is closed by the server, not held open for good.
+func TestHTTPKeepAliveIdleClosed(t *testing.T) {
+	parallel(t)
+	srv := startServer(t, func(c *config.Config) { c.Limits.IdleTimeout = config.Duration(time.Second) })
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("healthz: %d, close=%v: want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+	}
+	// The server closes the connection (EOF) once it idles past 1 s; the
+	// deadline only bounds a server that never does.
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := br.ReadByte(); err == nil || isTimeoutErr(err) {
+		t.Fatalf("idle keep-alive connection not closed by the server: %v", err)
 	}
 }
 

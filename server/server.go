@@ -100,7 +100,16 @@ func New(cfg config.Config, log *slog.Logger) (*Server, error) {
 	}
 	s.setupWHIP(mux)
 	mux.Handle("/", web.Handler())
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	// An idle keep-alive connection is closed after limits.idle_timeout, as
+	// a silent signaling connection is: without it, clients that never close
+	// theirs (or vanish) hold one socket each for good. A hijacked WebSocket
+	// is not the HTTP server's any more and keeps its own timeout.
+	idle := cfg.Limits.IdleTimeout.Std()
+	if idle <= 0 {
+		idle = 30 * time.Second
+	}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
 }
 

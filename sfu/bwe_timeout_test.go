@@ -123,3 +123,31 @@ func TestBWEFeedbackTimeoutLongRTT(t *testing.T) {
 		t.Fatalf("estimate %d bit/s (lossy %v) after a dead link's silence, %d before", s.b.estimate(), s.lossLimitedAt(), before)
 	}
 }
+
+// TestBWEFeedbackTimeoutLostTail: a probe from a paused track whose last
+// packets a narrow link drops leaves them unreported for good (nothing
+// sent after them reveals their loss), while the link is alive: its
+// feedback came after they were sent. That is not a dead link, and the
+// silence that follows (the track still paused) must not cut. Sending
+// into a link that went dead still does.
+func TestBWEFeedbackTimeoutLostTail(t *testing.T) {
+	s := pausedSim(t)
+	check := func() { s.b.checkFeedback(s.now, s.seq-1) }
+	s.b.startProbe(3, s.now)
+	s.probe = 600_000
+	s.run(280_000, check)
+	s.loss = 1 // the last 20 ms
+	s.run(20_000, check)
+	s.probe, s.loss = 0, 0
+	s.b.endProbe(s.now, s.seq-1)
+	s.run(3_000_000, check)
+	if n := s.b.counts.feedbackTimeouts.Load(); n != 0 {
+		t.Fatalf("%d feedback timeouts after a probe whose tail was lost, on a live link", n)
+	}
+	s.loss = 1
+	s.media = 300_000
+	s.run(3_000_000, check)
+	if s.b.counts.feedbackTimeouts.Load() == 0 {
+		t.Fatal("no feedback timeout with media sent into a dead link")
+	}
+}

@@ -97,6 +97,16 @@ func (b *bwe) checkFeedback(now int64, newest uint16) {
 	} else if out < fbTimeoutMinOutstanding {
 		return // not stamped yet, or cannot tell
 	}
+	if _, _, sent, ok := b.hist.get(newest, now); ok && sent < b.lastFb {
+		// Nothing sent since the last feedback came: the receiver was
+		// alive after the outstanding packets left, and nothing after
+		// them could reveal their loss. That is a lost tail (a probe's
+		// last packets dropped by a narrow link, the track paused since),
+		// not a dead link: while paused on a live 150 kbit/s link, one
+		// probe in two was cut here (TestCongestionPausedRecovers). A
+		// dead link is cut once something is sent into it.
+		return
+	}
 	if b.cutFrom == 0 {
 		b.cutFrom, b.cutCap, b.cutAt = b.target.Load(), b.loss.cap, now
 		b.cutLossy = [2]int64{b.loss.lossyAt, b.loss.lossyPrev}

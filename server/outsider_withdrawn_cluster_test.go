@@ -1,0 +1,121 @@
+package server_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/protocol"
+)
+
+// TestOutsiderUnpublishedStaysUnpublishedAcrossNodes: a raw client on node 1
+// `unpublish`es its video while its SDP goes on sending it (withdrawn,
+// TestOutsiderUnpublishedStaysUnpublished), then resumes through node 2
+// (node 1, alive, hands it over) and offers there, on its new connection,
+// the same two tracks. The mark stayed on node 1: the offer on node 2
+// published the video again, against the client's `unpublish`. It is handed
+// over with the participant now: node 2 leaves the video out, and an offer
+// describing it is 409 there too (docs/cluster-failover.md "Unpublished
+// tracks across a handover").
+func TestOutsiderUnpublishedStaysUnpublishedAcrossNodes(t *testing.T) {
+	parallel(t)
+	m := makeTestMedia(t)
+	n1, n2 := startPair(t)
+	const roomName = "withdrawn-moves"
+
+	// offer sends pc's offer on raw with tracks and returns the
+	// result's tracks by cid, or the error.
+	offer := func(raw *rawPeer, pc *webrtc.PeerConnection, tracks string) (map[string]string, *protocol.Error) {
+		t.Helper()
+		sdp := offerGathered(t, pc)
+		params, _ := json.Marshal(map[string]any{"sdp": sdp, "tracks": json.RawMessage(tracks)})
+		_, resp := raw.request(protocol.MethodOffer, string(params))
+		if resp.Error != nil {
+			return nil, resp.Error
+		}
+		var res protocol.OfferResult
+		if err := json.Unmarshal(resp.Result, &res); err != nil {
+			t.Fatal(err)
+		}
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.SDP}); err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]string{}
+		for _, tr := range res.Tracks {
+			ids[tr.CID] = tr.ID
+		}
+		return ids, nil
+	}
+	both := `[{"trackId":"video","source":"camera"},{"trackId":"audio","source":"microphone"}]`
+
+	raw := dialRaw(t, n1)
+	_, resp := raw.request(protocol.MethodJoin, `{"room":"`+roomName+`","name":"A"}`)
+	if resp.Error != nil {
+		t.Fatalf("join: %s", resp.Error.Message)
+	}
+	var joined protocol.JoinResult
+	if err := json.Unmarshal(resp.Result, &joined); err != nil || joined.ResumeToken == "" {
+		t.Fatalf("join result: %v, resume token %q", err, joined.ResumeToken)
+	}
+	if o, ok := raw.notification(20*time.Second, protocol.MethodOffer, nil); ok {
+		raw.answer(o)
+	} else {
+		t.Fatal("no subscriber offer after join")
+	}
+	pc, video, audio := sendingPC(t, plainAPI(t, nil), webrtc.Configuration{}, "stream-a")
+	stop := make(chan struct{})
+	wg := sendMedia(t, m, video, audio, stop)
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	first, perr := offer(raw, pc, both)
+	if perr != nil || first["video"] == "" {
+		t.Fatalf("first offer: %v %v", first, perr)
+	}
+	if _, resp := raw.request(protocol.MethodUnpublish, `{"trackId":"`+first["video"]+`"}`); resp.Error != nil {
+		t.Fatalf("unpublish: %s", resp.Error.Message)
+	}
+	if ids, perr := offer(raw, pc, `[]`); perr != nil || ids["video"] != "" {
+		t.Fatalf("offer on node 1 after unpublish: %v %v, want the video left out", ids, perr)
+	}
+
+	// Resume through node 2: new connections there, the same tracks sent.
+	raw2 := dialRaw(t, n2)
+	_, resp = raw2.request(protocol.MethodJoin, `{"room":"`+roomName+`","resume":"`+joined.ResumeToken+`"}`)
+	for i := 0; resp.Error != nil && resp.Error.Code == protocol.CodeUnavailable && i < 20; i++ {
+		// 503: node 1 has not let go yet or the store elects a leader;
+		// the answer itself is the wait.
+		t.Logf("resume through node 2: %s; again", resp.Error.Message)
+		_, resp = raw2.request(protocol.MethodJoin, `{"room":"`+roomName+`","resume":"`+joined.ResumeToken+`"}`)
+	}
+	if resp.Error != nil {
+		t.Fatalf("resume through node 2: %s", resp.Error.Message)
+	}
+	var resumed protocol.JoinResult
+	if err := json.Unmarshal(resp.Result, &resumed); err != nil || !resumed.NewConnections {
+		t.Fatalf("resume result: %v, newConnections %v (want new connections on node 2)", err, resumed.NewConnections)
+	}
+	if o, ok := raw2.notification(20*time.Second, protocol.MethodOffer, nil); ok {
+		raw2.answer(o)
+	}
+	pc2, video2, audio2 := sendingPC(t, plainAPI(t, nil), webrtc.Configuration{}, "stream-a")
+	stop2 := make(chan struct{})
+	wg2 := sendMedia(t, m, video2, audio2, stop2)
+	t.Cleanup(func() { close(stop2); wg2.Wait() })
+
+	ids, perr := offer(raw2, pc2, `[{"trackId":"audio","source":"microphone"}]`)
+	if perr != nil {
+		t.Fatalf("offer on node 2: %v", perr)
+	}
+	if id, ok := ids["video"]; ok {
+		t.Errorf("node 2 published the unpublished video again (%s): the mark did not move with the participant", id)
+	}
+	if ids["audio"] == "" {
+		t.Errorf("node 2's offer result %v has no audio", ids)
+	}
+	// Describing the video is refused on node 2 too (pion's last offer
+	// again: it cannot make one it would not apply).
+	params, _ := json.Marshal(map[string]any{"sdp": pc2.LocalDescription().SDP, "tracks": json.RawMessage(both)})
+	if _, resp := raw2.request(protocol.MethodOffer, string(params)); resp.Error == nil || resp.Error.Code != protocol.CodeConflict {
+		t.Errorf("an offer on node 2 describing the unpublished video: %.300s, want 409", msgString(resp))
+	}
+}
