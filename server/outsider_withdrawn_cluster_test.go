@@ -24,29 +24,6 @@ func TestOutsiderUnpublishedStaysUnpublishedAcrossNodes(t *testing.T) {
 	n1, n2 := startPair(t)
 	const roomName = "withdrawn-moves"
 
-	// offer sends pc's offer on raw with tracks and returns the
-	// result's tracks by cid, or the error.
-	offer := func(raw *rawPeer, pc *webrtc.PeerConnection, tracks string) (map[string]string, *protocol.Error) {
-		t.Helper()
-		sdp := offerGathered(t, pc)
-		params, _ := json.Marshal(map[string]any{"sdp": sdp, "tracks": json.RawMessage(tracks)})
-		_, resp := raw.request(protocol.MethodOffer, string(params))
-		if resp.Error != nil {
-			return nil, resp.Error
-		}
-		var res protocol.OfferResult
-		if err := json.Unmarshal(resp.Result, &res); err != nil {
-			t.Fatal(err)
-		}
-		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.SDP}); err != nil {
-			t.Fatal(err)
-		}
-		ids := map[string]string{}
-		for _, tr := range res.Tracks {
-			ids[tr.CID] = tr.ID
-		}
-		return ids, nil
-	}
 	both := `[{"trackId":"video","source":"camera"},{"trackId":"audio","source":"microphone"}]`
 
 	raw := dialRaw(t, n1)
@@ -67,14 +44,14 @@ func TestOutsiderUnpublishedStaysUnpublishedAcrossNodes(t *testing.T) {
 	stop := make(chan struct{})
 	wg := sendMedia(t, m, video, audio, stop)
 	t.Cleanup(func() { close(stop); wg.Wait() })
-	first, perr := offer(raw, pc, both)
+	first, perr := rawOffer(t, raw, pc, both)
 	if perr != nil || first["video"] == "" {
 		t.Fatalf("first offer: %v %v", first, perr)
 	}
 	if _, resp := raw.request(protocol.MethodUnpublish, `{"trackId":"`+first["video"]+`"}`); resp.Error != nil {
 		t.Fatalf("unpublish: %s", resp.Error.Message)
 	}
-	if ids, perr := offer(raw, pc, `[]`); perr != nil || ids["video"] != "" {
+	if ids, perr := rawOffer(t, raw, pc, `[]`); perr != nil || ids["video"] != "" {
 		t.Fatalf("offer on node 1 after unpublish: %v %v, want the video left out", ids, perr)
 	}
 
@@ -102,7 +79,7 @@ func TestOutsiderUnpublishedStaysUnpublishedAcrossNodes(t *testing.T) {
 	wg2 := sendMedia(t, m, video2, audio2, stop2)
 	t.Cleanup(func() { close(stop2); wg2.Wait() })
 
-	ids, perr := offer(raw2, pc2, `[{"trackId":"audio","source":"microphone"}]`)
+	ids, perr := rawOffer(t, raw2, pc2, `[{"trackId":"audio","source":"microphone"}]`)
 	if perr != nil {
 		t.Fatalf("offer on node 2: %v", perr)
 	}

@@ -35,29 +35,7 @@ func TestOutsiderUnpublishedStaysUnpublished(t *testing.T) {
 	wg := sendMedia(t, m, video, audio, stop)
 	t.Cleanup(func() { close(stop); wg.Wait() })
 
-	// offer sends pc's offer with tracks and returns the result's tracks by
-	// cid, or the error.
-	offer := func(tracks string) (map[string]string, *protocol.Error) {
-		t.Helper()
-		sdp := offerGathered(t, pc)
-		params, _ := json.Marshal(map[string]any{"sdp": sdp, "tracks": json.RawMessage(tracks)})
-		_, resp := raw.request(protocol.MethodOffer, string(params))
-		if resp.Error != nil {
-			return nil, resp.Error
-		}
-		var res protocol.OfferResult
-		if err := json.Unmarshal(resp.Result, &res); err != nil {
-			t.Fatal(err)
-		}
-		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.SDP}); err != nil {
-			t.Fatal(err)
-		}
-		ids := map[string]string{}
-		for _, tr := range res.Tracks {
-			ids[tr.CID] = tr.ID
-		}
-		return ids, nil
-	}
+	offer := func(tracks string) (map[string]string, *protocol.Error) { return rawOffer(t, raw, pc, tracks) }
 	first, perr := offer(`[{"trackId":"video","source":"camera"},{"trackId":"audio","source":"microphone"}]`)
 	if perr != nil || first["video"] == "" {
 		t.Fatalf("first offer: %v %v", first, perr)
@@ -118,4 +96,28 @@ func TestOutsiderUnpublishedStaysUnpublished(t *testing.T) {
 		t.Fatalf("offer sending the video again: %v %v, want a new track", back, perr)
 	}
 	published(back["video"])
+}
+
+// rawOffer sends pc's offer on raw with tracks and returns the result's
+// tracks by cid, or the error.
+func rawOffer(t *testing.T, raw *rawPeer, pc *webrtc.PeerConnection, tracks string) (map[string]string, *protocol.Error) {
+	t.Helper()
+	sdp := offerGathered(t, pc)
+	params, _ := json.Marshal(map[string]any{"sdp": sdp, "tracks": json.RawMessage(tracks)})
+	_, resp := raw.request(protocol.MethodOffer, string(params))
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	var res protocol.OfferResult
+	if err := json.Unmarshal(resp.Result, &res); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.SDP}); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, tr := range res.Tracks {
+		ids[tr.CID] = tr.ID
+	}
+	return ids, nil
 }

@@ -106,6 +106,7 @@ type Receiver struct {
 	// nackKick wakes the monitor to ask for packets a video layer found
 	// missing just now (nack.go); nil for audio.
 	nackKick chan struct{}
+	keySent  atomic.Pointer[func(layer int8, at int64)] // OnKeyframeRequestSent
 }
 
 // layerTimeout is how long a layer may be silent before it counts as gone
@@ -354,6 +355,9 @@ func (r *Receiver) RequestKeyframe(idx int8) {
 			continue
 		}
 		counters.plisSent.Add(1)
+		if f := r.keySent.Load(); f != nil {
+			(*f)(int8(i), now)
+		}
 		err := r.writeRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
 		if err != nil {
 			r.log.Debug("keyframe request failed", "track", r.id, "err", err)
