@@ -44,9 +44,13 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	eng := srv.Engine()
 	before := eng.BWECounters()
 	var after sfu.BWECounters
-	waitFor(t, 30*time.Second, "two probes while paused, each written to its end", func() bool {
+	// The totals are since the server started: one probe ever cut short
+	// (its last wake-up too late on a starved process: at most 100 ms of
+	// what it owes is sent then, sfu/prober.go) keeps written below
+	// planned for good, so a third probe's start also ends the wait.
+	waitFor(t, 45*time.Second, "two probes while paused, the second written to its end", func() bool {
 		after = eng.BWECounters()
-		return after.Probes >= before.Probes+2 && after.PaddingSent >= after.PaddingPlanned
+		return after.Probes >= before.Probes+2 && (after.PaddingSent >= after.PaddingPlanned || after.Probes >= before.Probes+3)
 	})
 	probes, planned := after.Probes-before.Probes, after.PaddingPlanned-before.PaddingPlanned
 	t.Logf("%d probes while paused, %d padding packets planned (%.0f a probe), %d written; %d feedback timeouts",
@@ -54,10 +58,11 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	if planned > probes*150 {
 		t.Errorf("%d padding packets in %d probes from a paused track on a 150 kbit/s link: over 1.1 Mbit/s a probe", planned, probes)
 	}
-	// Every padding packet planned since the server started, received
+	// Every padding packet written since the server started, received
 	// (loopback may lose one in a while on a loaded machine: 2% slack).
+	// That probes write what they plan is sfu's TestProbeWithoutMedia.
 	waitFor(t, 10*time.Second, "the probes' padding at the subscriber", func() bool {
-		return th.padding.Load()*50 >= int64(after.PaddingPlanned)*49
+		return th.padding.Load()*50 >= int64(after.PaddingSent)*49
 	})
 	t.Logf("padding packets: %d planned, %d written, %d received by the subscriber (all probes so far)",
 		after.PaddingPlanned, after.PaddingSent, th.padding.Load())
