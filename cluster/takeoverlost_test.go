@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
 )
 
 // TestTakeoverWriteLostAfterDelete: a takeover moves a member by deleting
@@ -27,11 +28,7 @@ func TestTakeoverWriteLostAfterDelete(t *testing.T) {
 	if e := storeResume(t, srvs[2], room, alice.ResumeToken()); e != nil {
 		t.Fatalf("resume through n2 whose first write of the moved member was lost: %v, want it taken over", e)
 	}
-	eventually(t, 10*time.Second, "alice is n2's participant, seen on n2 by bob's node", func() bool {
-		r2, r1 := srvs[2].Rooms().Room(room), srvs[1].Rooms().Room(room)
-		return r2 != nil && r2.Participant(id) != nil && r2.Participant(id).Remote() == "" &&
-			r1 != nil && r1.Participant(id) != nil && r1.Participant(id).Remote() == "n2"
-	})
+	waitMovedToN2(t, srvs, room, id)
 	if sawLeave(bob, id) {
 		t.Fatal("bob saw alice leave")
 	}
@@ -70,12 +67,19 @@ func TestTakeoverEndsAfterDelete(t *testing.T) {
 	if e := storeResume(t, srvs[2], room, alice.ResumeToken()); e != nil {
 		t.Fatalf("the resume tried again after the 503: %v, want it taken over", e)
 	}
+	waitMovedToN2(t, srvs, room, id)
+	if sawLeave(bob, id) {
+		t.Fatal("bob saw alice leave")
+	}
+}
+
+// waitMovedToN2 waits until alice (id) is n2's own participant and bob's
+// node n1 holds her as n2's.
+func waitMovedToN2(t *testing.T, srvs []*server.Server, room, id string) {
+	t.Helper()
 	eventually(t, 10*time.Second, "alice is n2's participant, seen on n2 by bob's node", func() bool {
 		r2, r1 := srvs[2].Rooms().Room(room), srvs[1].Rooms().Room(room)
 		return r2 != nil && r2.Participant(id) != nil && r2.Participant(id).Remote() == "" &&
 			r1 != nil && r1.Participant(id) != nil && r1.Participant(id).Remote() == "n2"
 	})
-	if sawLeave(bob, id) {
-		t.Fatal("bob saw alice leave")
-	}
 }
