@@ -13,6 +13,8 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
+
+	"github.com/starling-rtc/starling/internal/testutil"
 )
 
 // TestMungerPadBeforeStart: padding before any media takes the stream's
@@ -140,12 +142,8 @@ func TestProbeWithoutMedia(t *testing.T) {
 	negotiateGathered(t, s.pc, client)
 	s.flushCandidates()
 	s.twcc.Store(true) // as the subscriber's own answer path notes (SetAnswer): the client enabled TWCC
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.connected.Load() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not connected: %s", s.State())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Poll(10*time.Second, s.connected.Load) {
+		t.Fatalf("not connected: %s", s.State())
 	}
 	if p, _ := d.Stats(); p != 0 {
 		t.Fatalf("%d media packets sent", p)
@@ -155,14 +153,12 @@ func TestProbeWithoutMedia(t *testing.T) {
 	if !s.Probe(rate, 300*time.Millisecond) {
 		t.Fatal("probe refused")
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for s.ProbeRaises() == 0 || pads.n.Load() < int64(e.BWECounters().PaddingPlanned-planned0) {
-		if time.Now().After(deadline) {
-			c := e.BWECounters()
-			t.Fatalf("probe without media: %d padding packets planned, %d written, %d received; %d raises, estimate %d bit/s",
-				c.PaddingPlanned-planned0, c.PaddingSent, pads.n.Load(), s.ProbeRaises(), s.EstimatedBitrate())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Poll(10*time.Second, func() bool {
+		return s.ProbeRaises() > 0 && pads.n.Load() >= int64(e.BWECounters().PaddingPlanned-planned0)
+	}) {
+		c := e.BWECounters()
+		t.Fatalf("probe without media: %d padding packets planned, %d written, %d received; %d raises, estimate %d bit/s",
+			c.PaddingPlanned-planned0, c.PaddingSent, pads.n.Load(), s.ProbeRaises(), s.EstimatedBitrate())
 	}
 	c := e.BWECounters()
 	t.Logf("probe without media: %d padding packets planned, %d written, %d received; estimate %d bit/s",
