@@ -40,13 +40,7 @@ func TestNATSRestartRebuildsRoomState(t *testing.T) {
 			c.Cluster.Listen, c.Cluster.Routes = "", nil
 			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + addr
 		})
-		srv, err := server.New(cfg, testLogger().With("test-node", i))
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		srvs[i] = srv
-		srv.Serve()
-		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
+		srvs[i] = serveNode(t, cfg, i)
 	}
 	const rm = "nats-restart"
 	alice := join(t, srvs[0], rm, "alice")

@@ -247,3 +247,16 @@ func shutdownAll(srvs []*server.Server) {
 	}
 	wg.Wait()
 }
+
+// serveNode starts node i of a test whose nodes share an external NATS
+// (the config made by the test), and shuts it down at the test's end.
+func serveNode(t testing.TB, cfg config.Config, i int) *server.Server {
+	t.Helper()
+	srv, err := server.New(cfg, testLogger().With("test-node", i))
+	if err != nil {
+		t.Fatalf("node %d: %v", i, err)
+	}
+	srv.Serve()
+	t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
+	return srv
+}

@@ -38,13 +38,7 @@ func cutCluster(t *testing.T, window time.Duration, tune func(*config.Config)) (
 				tune(c)
 			}
 		})
-		srv, err := server.New(cfg, testLogger().With("test-node", i))
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		srvs[i] = srv
-		srv.Serve()
-		t.Cleanup(func() { _ = srv.Shutdown(ctxT(t, 15*time.Second)) })
+		srvs[i] = serveNode(t, cfg, i)
 	}
 	for _, s := range srvs {
 		eventually(t, 10*time.Second, "every node lists 3 nodes", func() bool { return len(s.Cluster().Nodes()) == 3 })
