@@ -15,6 +15,10 @@ const probeTick = 20 * time.Millisecond
 // the RTP header with the TWCC extension, and the SRTP tag.
 const paddingWireSize = 255 + 12 + 8 + 10
 
+// PaddingWireSize is the bytes of one probe packet on the wire, for the
+// allocator's sizing of probes (room/allocation.go).
+const PaddingWireSize = paddingWireSize
+
 // EstimatedBitrate is the estimate of this subscriber's downlink in bits/s:
 // Starling's estimator over TWCC feedback (bwe.go) when the client
 // negotiated it, else REMB or receiver-report loss; 0 when bandwidth
@@ -103,6 +107,7 @@ func (s *Subscriber) probe(rate uint64, d time.Duration) {
 		id = s.probeID
 		s.probeMu.Unlock()
 		s.bw.est.startProbe(id, clock.Micros())
+		s.bw.lastCluster.Store(uint32(id))
 		s.bw.cluster.Store(uint32(id))
 	}
 	stopped := !s.sendProbe(rate, d)

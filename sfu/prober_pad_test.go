@@ -5,9 +5,12 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/clock"
 )
 
 // padTrack is a bound VP8 down track of a receiver with its own track id,
@@ -166,6 +169,42 @@ func BenchmarkProberPad(b *testing.B) {
 			for _, d := range tracks {
 				d.flush(flushWait)
 			}
+		}
+	}
+}
+
+// TestPaddingAfterProbeEndKeepsCluster: padding the prober queued before
+// its probe ended, but numbered after (the track's writer is a goroutine
+// behind the prober), still belongs to the probe: its loss is the probe's
+// verdict, not the link's loss record. Before, the last padding of a probe
+// into a narrow link, dropped there, counted as the link's loss after the
+// probe (on a 400 kbit/s policer, loss verdicts followed each probe for the
+// middle layer, and paused a low layer that fitted). Media numbered after
+// the end is not the probe's.
+func TestPaddingAfterProbeEndKeepsCluster(t *testing.T) {
+	i := newBWEInterceptor(1_000_000)
+	info := &interceptor.StreamInfo{MimeType: webrtc.MimeTypeVP8,
+		RTPHeaderExtensions: []interceptor.RTPHeaderExtension{{URI: sdp.TransportCCURI, ID: 3}}}
+	w := i.BindLocalStream(info, interceptor.RTPWriterFunc(func(*rtp.Header, []byte, interceptor.Attributes) (int, error) { return 0, nil }))
+	i.lastCluster.Store(9)
+	i.cluster.Store(9)
+	write := func(pad bool) uint16 {
+		seq := uint16(i.next.Load())
+		if _, err := w.Write(&rtp.Header{Version: 2, Padding: pad}, paddingPayload, nil); err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	during := write(true)
+	i.cluster.Store(0) // the probe ended
+	late, media := write(true), write(false)
+	for _, c := range []struct {
+		seq  uint16
+		want uint16
+		what string
+	}{{during, 9, "padding during the probe"}, {late, 9, "padding numbered after its end"}, {media, 0, "media after its end"}} {
+		if _, cluster, _, ok := i.est.hist.get(c.seq, clock.Micros()); !ok || cluster != c.want {
+			t.Errorf("%s: cluster %d (%v), want %d", c.what, cluster, ok, c.want)
 		}
 	}
 }
