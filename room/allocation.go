@@ -22,10 +22,10 @@ const (
 	// measure), a probe every other round, shorter: see pausedProbe.
 	probePausedEvery  = time.Second
 	probePausedMin    = 150 * time.Millisecond
-	probePausedPacket = 20 // padding packets a probe from the paused state carries at least (the estimator measures 10)
-	audioReserve   = 64_000                 // bits/s kept for each audio track
-	holdMargin     = 15                     // % of the estimate a track may overrun before it is switched down
-	pauseMargin    = 33                     // % of the estimate a track's lowest layer may overrun before it is paused
+	probePausedPacket = 20     // padding packets a probe from the paused state carries at least (the estimator measures 10)
+	audioReserve      = 64_000 // bits/s kept for each audio track
+	holdMargin        = 15     // % of the estimate a track may overrun before it is switched down
+	pauseMargin       = 33     // % of the estimate a track's lowest layer may overrun before it is paused
 )
 
 // allocState is a subscriber's allocation memory, owned by its loop.
