@@ -116,7 +116,7 @@ func (p *Publisher) answerOffer(sdp string) (webrtc.SessionDescription, error) {
 		}
 	}
 	p.watch.armed.Store(len(open) > 0)
-	sdp = msidForPion(declareSSRCs(sdp, p.learned))
+	sdp = ridsForPion(msidForPion(declareSSRCs(sdp, p.learned)))
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 		return webrtc.SessionDescription{}, fmt.Errorf("cannot apply offer: %w", err)
 	}
