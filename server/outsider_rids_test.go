@@ -138,7 +138,7 @@ func TestOutsiderSimulcastRIDs(t *testing.T) {
 		if got := answerRID.FindAllStringSubmatch(res.body, -1); len(got) != 3 || got[0][1] != c.rids[0] || got[2][1] != c.rids[2] {
 			t.Errorf("%s: the answer's rids %v, want the first three offered", c.name, got)
 		}
-		ev, err := watcher.WaitEvent(ctxT(t, 10*time.Second), protocol.NotifyTrackPublished, nil)
+		ev, err := watcher.WaitEvent(ctxT(t, 20*time.Second), protocol.NotifyTrackPublished, nil)
 		if err != nil {
 			t.Fatalf("%s: no trackPublished: %v", c.name, err)
 		}
