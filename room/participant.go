@@ -258,7 +258,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	}
 	p.mu.Unlock()
 	if forgot {
-		p.storeWithdrawn()
+		p.storeMember()
 	}
 	for _, t := range added {
 		result.Tracks = append(result.Tracks, t.Info())
@@ -496,7 +496,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	if t == nil {
 		return p.notYours(trackID)
 	}
-	p.storeWithdrawn()
+	p.storeMember()
 	p.dropTrack(t)
 	return nil
 }
