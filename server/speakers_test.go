@@ -240,8 +240,13 @@ func TestActiveSpeakers(t *testing.T) {
 	if aSeen {
 		t.Errorf("100 ms clicks made a an active speaker")
 	}
-	if l := log.latest(); len(l) == 0 || l[0] != B {
-		t.Errorf("b, speaking at -25 dBov, should lead; got %v", l)
+	// b leads: the latest ranking, or the next. One sample at the end of
+	// the 6 s was once [c b] (load 40): a publisher stalled longer than the
+	// detector's hold (300 ms) reads as silence for that while, and b's
+	// level fell below c's for a moment. A detector that ranked c above b
+	// on their levels never puts b first.
+	if !testutil.Poll(5*time.Second, func() bool { l := log.latest(); return len(l) > 0 && l[0] == B }) {
+		t.Errorf("b, speaking at -25 dBov, should lead; got %v (b %s, c %s)", log.latest(), B, C)
 	}
 
 	// Rate: at most 5 notifications in any second.
