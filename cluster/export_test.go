@@ -245,6 +245,17 @@ func (n *Node) SweepClaimsAt(now time.Time) { n.sweepClaims(now) }
 // ClaimTTL is how long a webhook claim key lives.
 const ClaimTTL = claimTTL
 
+// StoredMix is a room's mix settings as the store has them (nil: none).
+func (n *Node) StoredMix(name string) (map[string]MixSetting, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	var p mixPrefs
+	if _, err := n.getJSON(ctx, mixKey(name), &p); err != nil {
+		return nil, err
+	}
+	return p.Prefs, nil
+}
+
 // ClaimStored says what the stream holds for the claim key of event and
 // id: "claim", "marker" (a deletion marker) or "" (nothing).
 func (n *Node) ClaimStored(event, id string) (string, error) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +37,36 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 		if err != nil {
 			n.tokenFailures.Add(1)
 			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
+		}
+	})
+}
+
+// SetWithdrawn implements room.Bus: the participant's withdrawn client
+// track ids (room/withdrawn.go) go into its member key, read from current
+// at each try, so that writes made at once converge on the latest.
+func (n *Node) SetWithdrawn(name, participantID string, current func() []string) {
+	n.spawn(func() {
+		key := memberKey(roomKey(name), n.id, participantID)
+		err := n.retry(func(ctx context.Context) error {
+			var e memberEntry
+			rev, err := n.getJSON(ctx, key, &e)
+			if err != nil || rev == 0 {
+				return err // none: left, or moved (the move wrote the marks)
+			}
+			now := current()
+			if slices.Equal(e.Withdrawn, now) {
+				return nil
+			}
+			e.Withdrawn = now
+			data, _ := json.Marshal(e)
+			if _, err := n.bus.kv.Update(ctx, key, data, rev); isConflict(err) {
+				return errRetry
+			} else {
+				return err
+			}
+		})
+		if err != nil {
+			n.log.Warn("unpublished tracks not recorded in the cluster", "room", name, "participant", participantID, "err", err)
 		}
 	})
 }

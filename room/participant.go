@@ -225,7 +225,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	result := &protocol.OfferResult{SDP: answer, Tracks: []protocol.Track{}}
 	current := map[string]bool{}
 	var added []*Track
-	p.forgetWithdrawn(inSDP)
+	forgot := p.forgetWithdrawn(inSDP)
 	for _, o := range offered {
 		if p.withdrawn[o.TrackID] {
 			continue
@@ -257,6 +257,9 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 		}
 	}
 	p.mu.Unlock()
+	if forgot {
+		p.storeWithdrawn()
+	}
 	for _, t := range added {
 		result.Tracks = append(result.Tracks, t.Info())
 	}
@@ -493,6 +496,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	if t == nil {
 		return p.notYours(trackID)
 	}
+	p.storeWithdrawn()
 	p.dropTrack(t)
 	return nil
 }

@@ -1,6 +1,11 @@
 package room
 
-import "github.com/starling-rtc/starling/protocol"
+import (
+	"maps"
+	"slices"
+
+	"github.com/starling-rtc/starling/protocol"
+)
 
 // A track unpublished with `unpublish` while the client's SDP goes on
 // sending it is "withdrawn": the next publisher offer, which still sends
@@ -11,6 +16,31 @@ import "github.com/starling-rtc/starling/protocol"
 // stops sending it; sent again after that (pion then delivers it anew), it
 // is published as any new track. docs/PROTOCOL.md "What an offer
 // publishes".
+
+// withdrawnLocked lists the withdrawn client track ids, sorted (nil for
+// none); under p.mu.
+func (p *Participant) withdrawnLocked() []string {
+	if len(p.withdrawn) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(p.withdrawn))
+}
+
+// withdrawnNow is withdrawnLocked taking p.mu.
+func (p *Participant) withdrawnNow() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.withdrawnLocked()
+}
+
+// storeWithdrawn tells the cluster the marks changed: they go with the
+// member's key in the room state, so a node that takes the participant
+// over after its node died keeps them too. Not under p.mu.
+func (p *Participant) storeWithdrawn() {
+	if b := p.room.bus; b != nil {
+		b.SetWithdrawn(p.room.name, p.id, p.withdrawnNow)
+	}
+}
 
 // withdraw marks cid as unpublished by request; under p.mu.
 func (p *Participant) withdraw(cid string) {
@@ -34,12 +64,14 @@ func (p *Participant) checkWithdrawn(anns []protocol.TrackAnnouncement) error {
 	return nil
 }
 
-// forgetWithdrawn drops the marks of tracks the offer no longer sends;
-// under p.mu.
-func (p *Participant) forgetWithdrawn(inSDP map[string]bool) {
+// forgetWithdrawn drops the marks of tracks the offer no longer sends,
+// and reports whether it dropped any; under p.mu.
+func (p *Participant) forgetWithdrawn(inSDP map[string]bool) (changed bool) {
 	for cid := range p.withdrawn {
 		if !inSDP[cid] {
 			delete(p.withdrawn, cid)
+			changed = true
 		}
 	}
+	return changed
 }
