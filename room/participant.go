@@ -224,7 +224,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	result := &protocol.OfferResult{SDP: answer, Tracks: []protocol.Track{}}
 	current := map[string]bool{}
 	var added []*Track
-	p.forgetWithdrawn(inSDP)
+	forgot := p.forgetWithdrawn(inSDP)
 	for _, o := range offered {
 		if p.withdrawn[o.TrackID] {
 			continue
@@ -256,6 +256,9 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 		}
 	}
 	p.mu.Unlock()
+	if forgot {
+		p.storeMember()
+	}
 	for _, t := range added {
 		result.Tracks = append(result.Tracks, t.Info())
 	}
@@ -492,6 +495,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	if t == nil {
 		return p.notYours(trackID)
 	}
+	p.storeMember()
 	p.dropTrack(t)
 	return nil
 }
