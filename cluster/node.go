@@ -377,8 +377,8 @@ func (n *Node) nodeGone(id string) {
 	}
 	n.relayGone(id)
 	n.notifyNodeGone(id)
-	n.lost.Store(id, true)
-	n.rs.resyncAll() // a watch whose consumer lived on that node is stalled
+	n.lost.Store(id, time.Now()) // when: a command to its participants says how long they stay (command.go)
+	n.rs.resyncAll()             // a watch whose consumer lived on that node is stalled
 	n.restartNodeKeys()
 }
 

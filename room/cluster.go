@@ -36,10 +36,16 @@ type Bus interface {
 	Unimport(node, trackID string)
 	// SetToken records a participant's new resume token hash (asynchronously).
 	SetToken(room, participantID, tokenHash string)
-	// SetWithdrawn records, asynchronously, that a participant's set of
-	// withdrawn client track ids changed; current returns it as it is
+	// StoreMember records, asynchronously, that what a participant's
+	// member key keeps of it changed (name, metadata, withdrawn tracks:
+	// what a takeover starts it with); current returns the member as it is
 	// when the write is made (later changes are written by later calls).
-	SetWithdrawn(room, participantID string, current func() []string)
+	StoreMember(room, participantID string, current func() Member)
+	// Command sends an admin command (mute, update) to the node of a remote
+	// participant and waits for that node to take it: a *protocol.Error
+	// when it cannot (409: the node is gone, the participant waits to
+	// resume elsewhere; 503: no answer).
+	Command(node, room string, ev Event) error
 	// Takeover finds the member of room holding the resume token hash on
 	// a node that is gone (or that releases it), and moves it to this node
 	// with newTokenHash, the hash of the token the resume hands out; it

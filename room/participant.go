@@ -1,7 +1,6 @@
 package room
 
 import (
-	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -186,7 +185,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	offered, err := sfu.ParseOffer(params.SDP)
-	if errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
+	if sfu.Refused(err) {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
 	}
 	if err != nil {
@@ -258,7 +257,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	}
 	p.mu.Unlock()
 	if forgot {
-		p.storeWithdrawn()
+		p.storeMember()
 	}
 	for _, t := range added {
 		result.Tracks = append(result.Tracks, t.Info())
@@ -496,7 +495,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	if t == nil {
 		return p.notYours(trackID)
 	}
-	p.storeWithdrawn()
+	p.storeMember()
 	p.dropTrack(t)
 	return nil
 }

@@ -26,19 +26,20 @@ func (p *Participant) withdrawnLocked() []string {
 	return slices.Sorted(maps.Keys(p.withdrawn))
 }
 
-// withdrawnNow is withdrawnLocked taking p.mu.
-func (p *Participant) withdrawnNow() []string {
+// memberNow is memberLocked taking p.mu.
+func (p *Participant) memberNow() Member {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.withdrawnLocked()
+	return p.memberLocked()
 }
 
-// storeWithdrawn tells the cluster the marks changed: they go with the
-// member's key in the room state, so a node that takes the participant
-// over after its node died keeps them too. Not under p.mu.
-func (p *Participant) storeWithdrawn() {
-	if b := p.room.bus; b != nil {
-		b.SetWithdrawn(p.room.name, p.id, p.withdrawnNow)
+// storeMember tells the cluster that what its member key keeps changed
+// (the withdrawn marks, the name or metadata), so a node that takes the
+// participant over, also after its node died, starts it with them. Not
+// under p.mu.
+func (p *Participant) storeMember() {
+	if b := p.room.bus; b != nil && p.node == "" {
+		b.StoreMember(p.room.name, p.id, p.memberNow)
 	}
 }
 

@@ -232,7 +232,7 @@ func (p *Publisher) adopt(ssrc uint32, mid string) {
 	if p.pc.SignalingState() != webrtc.SignalingStateStable {
 		return // the next offer carries it
 	}
-	offer := msidForPion(declareSSRCs(p.offer, p.learned))
+	offer := ridsForPion(msidForPion(declareSSRCs(p.offer, p.learned)))
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return
 	}
