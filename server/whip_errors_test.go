@@ -80,7 +80,7 @@ func TestWHIPErrors(t *testing.T) {
 		{"empty offer", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", "", nil, 400, "empty"},
 		{"not sdp", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", "hello, server", nil, 400, "does not parse"},
 		{"recvonly to whip", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", recvOffer(t), nil, 400, "sends no audio or video"},
-		{"too big", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", offer + strings.Repeat("a=x:y\r\n", 10000), nil, 413, "64 KiB"},
+		{"too big", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", offer + strings.Repeat("a=x:y\r\n", 160000), nil, 413, "1 MiB"},
 		{"long room", http.MethodPost, "/v1/rooms/" + long + "/whip", "application/sdp", "", offer, nil, 400, "longer than"},
 		// docs/whip.md: the name is ?name=; one join would refuse was
 		// silently replaced by "WHIP publisher" (201).
