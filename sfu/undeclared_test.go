@@ -50,3 +50,18 @@ func TestDeclareSSRCs(t *testing.T) {
 		t.Fatalf("declared:\n%s", out)
 	}
 }
+
+// A retransmission stream of an undeclared section is not taken for its
+// media.
+func TestRepairCodec(t *testing.T) {
+	offer := "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n" +
+		"m=video 9 UDP/TLS/RTP/SAVPF 96 97 98\r\nc=IN IP4 0.0.0.0\r\na=mid:v\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\na=rtpmap:98 ulpfec/90000\r\n"
+	for pt, want := range map[uint8]bool{96: false, 97: true, 98: true, 99: false} {
+		if got := repairCodec(offer, "v", pt); got != want {
+			t.Errorf("payload type %d: repair %v, want %v", pt, got, want)
+		}
+	}
+	if repairCodec(offer, "a", 97) {
+		t.Error("a payload type of another section")
+	}
+}
