@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -8,8 +9,21 @@ import (
 	"time"
 
 	"github.com/starling-rtc/starling/client"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/server"
 )
+
+// updatesFor lists the subscriptionUpdated notifications c got for trackID.
+func updatesFor(c *client.Client, trackID string) []protocol.SubscriptionUpdatedParams {
+	var out []protocol.SubscriptionUpdatedParams
+	for _, e := range c.Events() {
+		var u protocol.SubscriptionUpdatedParams
+		if e.Method == protocol.NotifySubscriptionUpdated && json.Unmarshal(e.Params, &u) == nil && u.TrackID == trackID {
+			out = append(out, u)
+		}
+	}
+	return out
+}
 
 // timeline records, from its start, when a congestion test's server and
 // subscriber changed: probes started, probe raises, feedback timeouts,
