@@ -136,3 +136,83 @@ func joinedTimes(c *client.Client, id string) int {
 	}
 	return k
 }
+
+// The external NATS server is down for longer than the heartbeat expiry
+// (3.5 s): every node hears nobody meanwhile. Before, each found the
+// others gone: their participants' tracks ended (bob was told
+// trackUnpublished of alice's track, then trackPublished of it again),
+// and past the resume window they left. Every node lived through the same
+// outage, so nobody is taken for gone now: a node judges the others only
+// once its own connection is steady, and one heard again says how long its
+// own connection has been up (cluster/outage.go).
+func TestNATSOutageLongerThanExpiry(t *testing.T) {
+	busCutTurn(t)
+	port := freeTCPPort(t)
+	stop := startNATSAt(t, port)
+	t.Cleanup(stop)
+	var stopAgain func()
+	t.Cleanup(func() {
+		if stopAgain != nil {
+			stopAgain()
+		}
+	})
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	srvs := make([]*server.Server, 2)
+	for i := range srvs {
+		cfg := nodeConfig([]int{0, 0}, i, func(c *config.Config) {
+			c.Room.ResumeWindow = config.Duration(20 * time.Second)
+			c.Cluster.Listen, c.Cluster.Routes = "", nil
+			c.Cluster.NATSURL = "nats://starling:" + testSecret + "@" + addr
+		})
+		srvs[i] = serveNode(t, cfg, i)
+	}
+	const rm = "nats-long-outage"
+	alice := join(t, srvs[0], rm, "alice")
+	bob := join(t, srvs[1], rm, "bob")
+	seeEachOther(t, alice, bob)
+	trackID := publishMedia(t, alice, false).published[0].Track.ID
+	if _, err := bob.WaitEvent(ctxT(t, 15*time.Second), protocol.NotifyTrackPublished, hasTrack(trackID)); err != nil {
+		t.Fatalf("bob was not told of alice's track: %v", err)
+	}
+
+	stop()
+	// Down past the expiry: each node's registry has the other silent.
+	for i, s := range srvs {
+		other := "n" + itoa(1-i)
+		eventually(t, 20*time.Second, "n"+itoa(i)+" has not heard "+other+" for the expiry", func() bool {
+			return !s.Cluster().Conn().IsConnected() && s.Cluster().Silent(other)
+		})
+	}
+	stopAgain = startNATSAt(t, port)
+	carol := join(t, srvs[1], rm, "carol")
+	seeEachOther(t, alice, bob, carol)
+	eventually(t, 20*time.Second, "both nodes hear each other again", func() bool {
+		return !srvs[0].Cluster().Silent("n1") && !srvs[1].Cluster().Silent("n0")
+	})
+	for i, s := range srvs {
+		if s.Cluster().FoundGone("n" + itoa(1-i)) {
+			t.Errorf("n%d found n%d gone", i, 1-i)
+		}
+	}
+	for _, e := range bob.Events() {
+		if e.Method == protocol.NotifyTrackUnpublished && hasTrack(trackID)(e.Params) {
+			t.Errorf("bob was told alice's track ended: %s", e.Params)
+		}
+	}
+	if sawLeave(bob, alice.ParticipantID()) || sawLeave(alice, bob.ParticipantID()) {
+		t.Error("a participant was told the other left")
+	}
+}
+
+// hasTrack matches a trackPublished or trackUnpublished notice of track id.
+func hasTrack(id string) func(json.RawMessage) bool {
+	return func(raw json.RawMessage) bool {
+		var p struct {
+			TrackID string `json:"trackId"`
+			Track   struct {
+				ID string `json:"id"`
+			} `json:"track"`
+		}
+		return json.Unmarshal(raw, &p) == nil && (p.TrackID == id || p.Track.ID == id)
+	}
+}
