@@ -245,10 +245,6 @@ func (n *Node) SweepClaimsAt(now time.Time) { n.sweepClaims(now) }
 // ClaimTTL is how long a webhook claim key lives.
 const ClaimTTL = claimTTL
 
-// SilentPasses counts this node's maintenance passes that found another
-// node silent past the expiry (whether it judged it or held).
-func (n *Node) SilentPasses() int64 { return n.silentPasses.Load() }
-
 // Silent reports whether node id has not been heard for the heartbeat
 // expiry (or is not known).
 func (n *Node) Silent(id string) bool { return !n.reg.alive(id) }

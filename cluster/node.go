@@ -104,9 +104,6 @@ type Node struct {
 	remadeAt  atomic.Int64 // unix ns when this node found the bucket made again (bucketlost.go)
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 	busDownAt atomic.Int64 // unix ns of the bus connection's last loss, 0 before any (outage.go)
-	// silentPasses counts the maintenance passes that found a node silent
-	// past the expiry (judged or held: tests read it).
-	silentPasses atomic.Int64
 
 	rs        roomSubs     // see rooms.go
 	media     media        // see media.go
