@@ -245,10 +245,6 @@ func (n *Node) SweepClaimsAt(now time.Time) { n.sweepClaims(now) }
 // ClaimTTL is how long a webhook claim key lives.
 const ClaimTTL = claimTTL
 
-// Silent reports whether node id has not been heard for the heartbeat
-// expiry (or is not known).
-func (n *Node) Silent(id string) bool { return !n.reg.alive(id) }
-
 // MemberEntry is the JSON of participant id's member key in a room, as
 // the store's leader has it ("" for none).
 func (n *Node) MemberEntry(name, id string) string {

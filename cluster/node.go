@@ -103,7 +103,6 @@ type Node struct {
 	owned     ownedKeys    // recording and webhook claims to write back (owned.go)
 	remadeAt  atomic.Int64 // unix ns when this node found the bucket made again (bucketlost.go)
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
-	busDownAt atomic.Int64 // unix ns of the bus connection's last loss, 0 before any (outage.go)
 
 	rs        roomSubs     // see rooms.go
 	media     media        // see media.go
@@ -208,10 +207,7 @@ func Start(o Options) (*Node, error) {
 	}
 	n.bus = b
 	n.busUp.Store(time.Now().UnixNano())
-	b.nc.SetDisconnectErrHandler(func(*nats.Conn, error) {
-		n.busUp.Store(0)
-		n.busDownAt.Store(time.Now().UnixNano())
-	})
+	b.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { n.busUp.Store(0) })
 	b.nc.SetReconnectHandler(func(*nats.Conn) {
 		n.busUp.Store(time.Now().UnixNano())
 		n.rs.resyncAll() // a watch may have missed changes while the connection was down

@@ -122,13 +122,6 @@ func (g *registry) silent() []string {
 	return out
 }
 
-// lastHeard is when node id was last heard (zero: never, or forgotten).
-func (g *registry) lastHeard(id string) time.Time {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.seen[id]
-}
-
 // drop forgets node id if it is still silent, and reports whether it did
 // (false: heard meanwhile).
 func (g *registry) drop(id string) bool {
@@ -165,17 +158,13 @@ func (g *registry) touch(id string) {
 // 22. A node that is gone does not answer: its process is dead (no
 // responders, at once), or its bus link is cut (no answer in 2 s).
 // Only while this node's own bus link has been up all along (busSteady):
-// while it is down, and for hbExpiry after it came back, nobody is judged
-// (a ping sent during the cut, buffered until the link returned, may be
-// answered): a node heard again by then is judged by what its heartbeat
-// says of its own outage (outage.go: the NATS server restarted, nobody
-// left; or this node alone was cut off, and it finds the other gone and
-// back at once), one still silent after is pinged. The pings go out at once: a node finds
+// when it was cut off itself, the others found it gone and purged what
+// it holds in the room state, and it must find them gone too (its watches
+// resync and its track keys are written back when they are heard again,
+// nodeBack), even though a ping sent during the cut, buffered until the
+// link returned, may be answered. The pings go out at once: a node finds
 // all the others silent at the same time, and waits 2 s, not 2 s for each.
 func (n *Node) expire() []string {
-	if n.busDownAt.Load() != 0 && !n.busSteady() {
-		return nil // this node's own outage explains the silence: judged when heard again (outage.go)
-	}
 	silent := n.reg.silent()
 	answers := make([]bool, len(silent))
 	if n.busSteady() {
@@ -219,7 +208,7 @@ func (n *Node) runHeartbeats(stop <-chan struct{}) {
 	for {
 		info := n.selfInfo()
 		n.reg.heard(info)
-		if data, err := json.Marshal(heartbeat{NodeInfo: info, BusUpMs: n.busUpFor().Milliseconds()}); err == nil {
+		if data, err := json.Marshal(info); err == nil {
 			_ = n.bus.nc.Publish(subjHeartbeat, data)
 		}
 		select {
@@ -310,18 +299,16 @@ func (n *Node) Alone(ctx context.Context) bool {
 
 func (n *Node) subscribeNodes() error {
 	if _, err := n.bus.nc.Subscribe(subjHeartbeat, func(m *nats.Msg) {
-		var hb heartbeat
-		info := &hb.NodeInfo
-		if json.Unmarshal(m.Data, &hb) == nil && info.ID != "" && info.ID != n.id && !unheard(info.ID) && !n.deafTo(info.ID) {
-			if n.reg.restarted(*info) {
+		var info NodeInfo
+		if json.Unmarshal(m.Data, &info) == nil && info.ID != "" && info.ID != n.id && !unheard(info.ID) && !n.deafTo(info.ID) {
+			if n.reg.restarted(info) {
 				n.earlierRunGone(info.ID) // prior.go
 			}
 			back := !n.reg.alive(info.ID)
-			last := n.reg.lastHeard(info.ID)
-			n.reg.heard(*info)
+			n.reg.heard(info)
 			n.pres.note(info.ID, time.Now())
 			if back {
-				n.heardAgain(info.ID, last, hb.BusUpMs) // outage.go
+				n.nodeBack(info.ID) // failover.go
 			}
 		}
 	}); err != nil {
