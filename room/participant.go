@@ -1,7 +1,6 @@
 package room
 
 import (
-	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -186,7 +185,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	offered, err := sfu.ParseOffer(params.SDP)
-	if errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
+	if sfu.Refused(err) {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
 	}
 	if err != nil {

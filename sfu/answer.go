@@ -334,7 +334,8 @@ func (p *Publisher) HandleOfferGathered(sdp string, wait time.Duration) (string,
 	if err != nil {
 		return "", err
 	}
-	return p.setLocalGathered(answer, wait)
+	local, err := p.setLocalGathered(answer, wait)
+	return receiveOnly(local), err
 }
 
 // RestartICE applies an ICE restart asked by the client of a connection it

@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,7 +69,36 @@ func (p *Publisher) HandleOffer(sdp string) (string, error) {
 	if err := p.pc.SetLocalDescription(answer); err != nil {
 		return "", fmt.Errorf("cannot apply answer: %w", err)
 	}
-	return withoutRTCPCandidates(p.pc.LocalDescription().SDP), nil
+	return receiveOnly(withoutRTCPCandidates(p.pc.LocalDescription().SDP)), nil
+}
+
+// receiveOnly rewrites the directions of a publisher answer as the server
+// keeps them: it never sends on this connection. pion answers a section the
+// client offered recvonly (a transceiver that only receives, on the wrong
+// connection) with sendonly, and one offered sendrecv whose transceiver
+// began so with sendrecv, and the client then waited for media that never
+// came (a browser fires ontrack for it). So sendonly reads inactive and
+// sendrecv recvonly; pion's own view stays as it was (it refuses a changed
+// local description), which changes nothing: the server adds no sender.
+func receiveOnly(answer string) string {
+	if !strings.Contains(answer, "a=sendonly") && !strings.Contains(answer, "a=sendrecv") {
+		return answer
+	}
+	lines := strings.SplitAfter(answer, "\n")
+	media := false
+	for i, l := range lines {
+		t := strings.TrimRight(l, "\r\n")
+		eol := l[len(t):]
+		switch {
+		case strings.HasPrefix(t, "m="):
+			media = strings.HasPrefix(t, "m=audio ") || strings.HasPrefix(t, "m=video ")
+		case media && t == "a=sendonly":
+			lines[i] = "a=inactive" + eol
+		case media && t == "a=sendrecv":
+			lines[i] = "a=recvonly" + eol
+		}
+	}
+	return strings.Join(lines, "")
 }
 
 // answerOffer applies the client's offer (then the candidates that came
@@ -86,7 +116,7 @@ func (p *Publisher) answerOffer(sdp string) (webrtc.SessionDescription, error) {
 		}
 	}
 	p.watch.armed.Store(len(open) > 0)
-	sdp = msidForPion(declareSSRCs(sdp, p.learned))
+	sdp = ridsForPion(msidForPion(declareSSRCs(sdp, p.learned)))
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 		return webrtc.SessionDescription{}, fmt.Errorf("cannot apply offer: %w", err)
 	}
