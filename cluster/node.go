@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -100,6 +101,8 @@ type Node struct {
 	movesHeld atomic.Int64
 	moves     pendingMoves // takeovers whose delete went out, write not confirmed (takeover.go)
 	mixQ      mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
+	owned     ownedKeys    // recording and webhook claims to write back (owned.go)
+	remadeAt  atomic.Int64 // unix ns when this node found the bucket made again (bucketlost.go)
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
@@ -115,7 +118,15 @@ type Node struct {
 	ping      *nats.Subscription // answers other nodes' pings: this node is alive
 	draining  atomic.Bool
 	stop      chan struct{}
-	wg        sync.WaitGroup
+	// lastOut ends once the node, closing, is alone on its embedded bus
+	// (lastout.go): its store writes end then. endLastOut ends it.
+	lastOut    context.Context
+	endLastOut context.CancelFunc
+	// stopped ends with stop (stopSpawning): requests a closing node no
+	// longer needs the answer of end with it.
+	stopped    context.Context
+	endStopped context.CancelFunc
+	wg         sync.WaitGroup
 	// spawnMu orders spawn's wg.Add before Close's wg.Wait; closing is
 	// set, under it, when Close starts waiting.
 	spawnMu    sync.Mutex
@@ -194,6 +205,8 @@ func Start(o Options) (*Node, error) {
 		id: o.NodeID, opts: o, log: o.Logger.With("node", o.NodeID), reg: newRegistry(o.NodeID),
 		rooms: o.Rooms, started: time.Now(), stop: make(chan struct{}),
 	}
+	n.lastOut, n.endLastOut = newLastOut()
+	n.stopped, n.endStopped = context.WithCancel(context.Background())
 	n.rs.init()
 	n.hooks.giveUp = make(chan struct{})
 	n.nkeys.restart = make(chan struct{}, 1)
@@ -303,6 +316,8 @@ func (n *Node) selfInfo() NodeInfo {
 // have shut down, so their leaving is published first.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
+		defer n.endLastOut()
+		n.watchLastOut()
 		n.flushHooks() // the rooms' last leaves are claimed while the bus is up
 		n.stopSpawning()
 		n.wg.Wait()
@@ -357,6 +372,7 @@ func (n *Node) stopSpawning() {
 	n.closing = true
 	n.spawnMu.Unlock()
 	close(n.stop)
+	n.endStopped()
 }
 
 // closeBus closes the relay and the bus.
@@ -375,8 +391,8 @@ func (n *Node) nodeGone(id string) {
 	}
 	n.relayGone(id)
 	n.notifyNodeGone(id)
-	n.lost.Store(id, true)
-	n.rs.resyncAll() // a watch whose consumer lived on that node is stalled
+	n.lost.Store(id, time.Now()) // when: a command to its participants says how long they stay (command.go)
+	n.rs.resyncAll()             // a watch whose consumer lived on that node is stalled
 	n.restartNodeKeys()
 }
 

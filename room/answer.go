@@ -1,7 +1,6 @@
 package room
 
 import (
-	"errors"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -39,7 +38,7 @@ func (p *Participant) AnswerSubscriber(sdp string) (string, error) {
 	if !p.answering {
 		return "", protocol.Errorf(protocol.CodeConflict, "the server offers this participant's subscriber connection")
 	}
-	if _, err := sfu.ParseOffer(sdp); errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
+	if _, err := sfu.ParseOffer(sdp); sfu.Refused(err) {
 		return "", protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
 	} else if err != nil {
 		return "", protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp does not parse: %v", err)
@@ -60,6 +59,11 @@ func (p *Participant) AnswerSubscriber(sdp string) (string, error) {
 // SubscriberSlots reports how many audio and video tracks an answering
 // participant's offer can receive at once.
 func (p *Participant) SubscriberSlots() (audio, video int) { return p.sub.Slots() }
+
+// Subscriber is the connection the participant receives on, for tools and
+// tests that drive it below the room's decisions (a bandwidth probe, a down
+// track's limits: web/browsertest's padding test).
+func (p *Participant) Subscriber() *sfu.Subscriber { return p.sub }
 
 // RestartICE restarts ICE on one of an answering participant's connections
 // with the client's new credentials and returns the new local description.
