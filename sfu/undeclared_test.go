@@ -65,3 +65,29 @@ func TestRepairCodec(t *testing.T) {
 		t.Error("a payload type of another section")
 	}
 }
+
+// FuzzRTPExtension: rtpExtension reads a client's packets; on any input it
+// never panics, and on a packet pion parses it finds what pion finds.
+func FuzzRTPExtension(f *testing.F) {
+	for _, profile := range []uint16{0xBEDE, 0x1000} {
+		h := rtp.Header{Version: 2, SSRC: 7}
+		h.Extension, h.ExtensionProfile = true, profile
+		_ = h.SetExtension(3, []byte("0"))
+		b, _ := (&rtp.Packet{Header: h, Payload: []byte{1}}).Marshal()
+		f.Add(b, uint8(3))
+	}
+	f.Add([]byte{0x90, 0, 0, 0}, uint8(1))
+	f.Fuzz(func(t *testing.T, b []byte, id uint8) {
+		got := rtpExtension(b, id)
+		var h rtp.Header
+		if _, err := h.Unmarshal(b); err != nil || id == 0 || id > 14 && h.ExtensionProfile == 0xBEDE {
+			return
+		}
+		if h.ExtensionProfile != 0xBEDE && h.ExtensionProfile != 0x1000 {
+			return // pion reads 0x1001-0x100f (two-byte, RFC 8285 appbits) as unknown profiles
+		}
+		if want := h.GetExtension(id); got != nil && string(got) != string(want) {
+			t.Fatalf("extension %d: %x, pion reads %x", id, got, want)
+		}
+	})
+}
