@@ -29,6 +29,11 @@ import (
 // request).
 const bucketCheckEvery = 30 * time.Second
 
+// bucketClockSkew is how far the store's clock (it stamps a stream's
+// creation) may be ahead of this node's when checkBucket compares a
+// stream's creation with the time the node opened the bucket.
+const bucketClockSkew = 5 * time.Second
+
 // keepBucket runs until the node stops.
 func (n *Node) keepBucket() {
 	tick := time.NewTicker(bucketCheckEvery)
@@ -74,10 +79,18 @@ func (n *Node) checkBucket() bool {
 	made := s.CachedInfo().Created
 	n.bus.smu.Lock()
 	same := made.Equal(n.bus.made)
+	if n.bus.made.IsZero() && !made.After(n.bus.opened.Add(bucketClockSkew)) {
+		// Not learnt at start (the store did not answer in time): a
+		// stream made before this node opened the bucket is the one it
+		// opened. Taken for one made again, the node wrote its rooms,
+		// members, node key and tracks back in the middle of a storm.
+		n.bus.made, same = made, true
+	}
 	n.bus.smu.Unlock()
 	if same {
 		return true
 	}
+	n.bucketRewrites.Add(1)
 	n.log.Warn("the room state store's bucket was made again (its NATS server restarted?): writing this node's rooms back")
 	n.bus.smu.Lock()
 	n.bus.made, n.bus.kvStream = made, nil // the stream is another one now

@@ -95,6 +95,9 @@ type Node struct {
 	// Join that succeeded) and give up (a Leave), before either reaches
 	// the room state's slots (export_test.go, OnPlaces).
 	places atomic.Pointer[func(room, id string, held bool)]
+	// bucketRewrites counts the times this node found the room state
+	// bucket made again and wrote its part back (bucketlost.go).
+	bucketRewrites atomic.Int64
 	// endMoveAtDelete: tests only, the next takeover ends (503) right
 	// after its delete of the member's old key landed.
 	endMoveAtDelete atomic.Bool
