@@ -75,8 +75,8 @@ type bus struct {
 	// opened is when the bucket was opened: a bucket whose stream was
 	// made before it is the one opened, when made is not known.
 	opened time.Time
-	tmpDir   string
-	log      *slog.Logger
+	tmpDir string
+	log    *slog.Logger
 }
 
 // openBus starts the embedded NATS server (or dials the external one),
