@@ -159,6 +159,7 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 		}
 		return true
 	})
+	t.Logf("at most %d participants in the room at once, %d ended by their node during the storm", most, len(ended))
 	return answered, time.Since(began)
 }
 
