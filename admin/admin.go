@@ -65,9 +65,11 @@ type Options struct {
 	// clustered is false on a single node, where the room does it.
 	SetMix func(room, participant string, gain *float64, muted *bool) (st MixState, clustered bool, err error)
 	// ControlRemote sends a command to the node of a participant of a room
-	// that has no part on this node (false: no such participant in the
-	// cluster); nil on a single node. See cluster.go.
-	ControlRemote func(room, participant string, ev room.Event) bool
+	// that has no part on this node: a *protocol.Error when it cannot (404:
+	// no such participant in the cluster; 409: its node is gone, it waits
+	// to resume elsewhere; 503: not known now); nil on a single node. See
+	// cluster.go.
+	ControlRemote func(room, participant string, ev room.Event) error
 	// DataRemote sends a server data message to the participants (those
 	// in to, all when empty) of a room with no part on this node; ok is
 	// false when the room is unknown, unknown the first id of to that is
@@ -335,8 +337,22 @@ func (a *API) removeParticipant(w http.ResponseWriter, r *http.Request, p *room.
 }
 
 func (a *API) updateParticipant(w http.ResponseWriter, _ *http.Request, p *room.Participant, req *UpdateRequest) {
-	p.Update(req.Name, req.Metadata)
-	writeJSON(w, http.StatusOK, view(p, p.Info()))
+	if err := p.Update(req.Name, req.Metadata); err != nil {
+		writeError(w, asProtocol(err))
+		return
+	}
+	info := p.Info()
+	if p.Remote() != "" {
+		// Its node took the change and applies it (room/remote.go); this
+		// node's stub of it learns it from that node's event, later.
+		if req.Name != nil {
+			info.Name = *req.Name
+		}
+		if req.Metadata != nil {
+			info.Metadata = *req.Metadata
+		}
+	}
+	writeJSON(w, http.StatusOK, view(p, info))
 }
 
 func (a *API) mute(w http.ResponseWriter, _ *http.Request, p *room.Participant, req *MuteRequest) {

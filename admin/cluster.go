@@ -127,10 +127,11 @@ func (a *API) farParticipant(w http.ResponseWriter, r *http.Request) (Participan
 	return Participant{}, false
 }
 
-// control sends ev to p's node, or answers 404 when p has just gone.
+// control sends ev to p's node, or answers the error: 404 when p has
+// just gone, 409 when its node is gone (mute, update: ControlRemote).
 func (a *API) control(w http.ResponseWriter, r *http.Request, p Participant, ev room.Event) bool {
-	if !a.opts.ControlRemote(r.PathValue("room"), p.ID, ev) {
-		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", p.ID, r.PathValue("room")))
+	if err := a.opts.ControlRemote(r.PathValue("room"), p.ID, ev); err != nil {
+		writeError(w, asProtocol(err))
 		return false
 	}
 	a.log.Info("admin: command sent to the participant's node", "type", ev.Type, "room", r.PathValue("room"), "participant", p.ID, "remote", r.RemoteAddr)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/starling-rtc/starling/protocol"
 	"github.com/starling-rtc/starling/room"
 )
 
@@ -240,21 +241,29 @@ func (n *Node) roomNames() (map[string]uint64, error) {
 
 // ControlMember sends a command (kick, mute, update) to the node of a
 // member of a room, for the admin API of a node with no part of the room
-// (where no stub of the participant exists to send it); false when the
-// room or the member is unknown in the cluster.
-func (n *Node) ControlMember(name, participantID string, ev room.Event) bool {
-	st, ok := n.getOpen(name)
-	if !ok {
-		return false
+// (where no stub of the participant exists to send it): 404 when the room
+// or the member is unknown in the cluster, and for a mute or an update the
+// errors of Command (409: its node is gone). A kick of a dead node's
+// participant evicts it (control).
+func (n *Node) ControlMember(name, participantID string, ev room.Event) error {
+	st, ok, err := n.getOpenErr(name)
+	if err != nil {
+		return protocol.Errorf(protocol.CodeUnavailable, "%v", err)
 	}
-	for _, m := range st.Members {
-		if m.ID == participantID {
+	if ok {
+		for _, m := range st.Members {
+			if m.ID != participantID {
+				continue
+			}
 			ev.ParticipantID = participantID
-			n.Control(m.Node, name, ev)
-			return true
+			if ev.Type == room.CtlKick {
+				n.Control(m.Node, name, ev)
+				return nil
+			}
+			return n.Command(m.Node, name, ev)
 		}
 	}
-	return false
+	return protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", participantID, name)
 }
 
 // RoomExists reports whether the cluster's room state has the room; err

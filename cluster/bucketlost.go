@@ -34,6 +34,40 @@ const bucketCheckEvery = 30 * time.Second
 // stream's creation with the time the node opened the bucket.
 const bucketClockSkew = 5 * time.Second
 
+// rebuildGrace is how long after this node found the bucket made again
+// a remote member missing from it is not taken for gone: every node writes
+// its own members back when it finds the new bucket, within a few seconds
+// of its bus connection coming back. A member that really left meanwhile
+// is removed by its leave event, which does not go through the bucket.
+const rebuildGrace = 10 * time.Second
+
+// bucketJustRemade reports whether the room state bucket was made again
+// lately (within rebuildGrace of this node finding it), or is not the one
+// this node knows (made again, and this node has not looked yet: it is
+// told to).
+func (n *Node) bucketJustRemade() bool {
+	if t := n.remadeAt.Load(); t != 0 && time.Since(time.Unix(0, t)) < rebuildGrace {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s, err := n.bus.js.Stream(ctx, "KV_"+roomsBucket)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	case err != nil:
+		return false
+	default:
+		if n.bus.sameBucket(s.CachedInfo().Created) {
+			return false
+		}
+	}
+	select {
+	case n.bucketCheck <- struct{}{}:
+	default:
+	}
+	return true
+}
+
 // keepBucket runs until the node stops.
 func (n *Node) keepBucket() {
 	tick := time.NewTicker(bucketCheckEvery)
@@ -77,17 +111,7 @@ func (n *Node) checkBucket() bool {
 		return false
 	}
 	made := s.CachedInfo().Created
-	n.bus.smu.Lock()
-	same := made.Equal(n.bus.made)
-	if n.bus.made.IsZero() && !made.After(n.bus.opened.Add(bucketClockSkew)) {
-		// Not learnt at start (the store did not answer in time): a
-		// stream made before this node opened the bucket is the one it
-		// opened. Taken for one made again, the node wrote its rooms,
-		// members, node key and tracks back in the middle of a storm.
-		n.bus.made, same = made, true
-	}
-	n.bus.smu.Unlock()
-	if same {
+	if n.bus.sameBucket(made) {
 		return true
 	}
 	n.bucketRewrites.Add(1)
@@ -95,8 +119,24 @@ func (n *Node) checkBucket() bool {
 	n.bus.smu.Lock()
 	n.bus.made, n.bus.kvStream = made, nil // the stream is another one now
 	n.bus.smu.Unlock()
+	n.remadeAt.Store(time.Now().UnixNano())
 	n.writeOwnStateBack()
 	return true
+}
+
+// sameBucket reports whether a bucket whose stream was made at made is
+// the one this node opened. When that time was not learnt at start (the
+// store did not answer in time), a stream made before the node opened the
+// bucket is the one it opened, and its time is kept: taken for one made
+// again, the node wrote its rooms, members, node key and tracks back in
+// the middle of a join storm.
+func (b *bus) sameBucket(made time.Time) bool {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if b.made.IsZero() && !made.After(b.opened.Add(bucketClockSkew)) {
+		b.made = made
+	}
+	return made.Equal(b.made)
 }
 
 // remakeBucket creates the bucket as openBucket did; another node making
@@ -128,6 +168,7 @@ func (b *bus) remakeBucket(ctx context.Context) error {
 // keys into a bucket made again.
 func (n *Node) writeOwnStateBack() {
 	n.writeNodeKey()
+	n.writeOwnedBack() // recording claims first: their leases are running (owned.go)
 	n.rs.mu.Lock()
 	names := make([]string, 0, len(n.rs.subs))
 	for name := range n.rs.subs {
@@ -163,6 +204,11 @@ func (n *Node) writeOwnStateBack() {
 		} else {
 			n.reassert(r, r.LocalMembers())
 		}
+		prefs := map[string]MixSetting{}
+		for id, s := range r.MixPrefs() {
+			prefs[id] = MixSetting{Gain: s.Gain, Muted: s.Muted}
+		}
+		n.writeMixBack(name, r.SID(), prefs)
 	}
 	n.rewriteTracks()
 	n.rs.resyncAll() // the watches' consumers went with the stream

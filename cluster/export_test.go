@@ -245,6 +245,33 @@ func (n *Node) SweepClaimsAt(now time.Time) { n.sweepClaims(now) }
 // ClaimTTL is how long a webhook claim key lives.
 const ClaimTTL = claimTTL
 
+// MemberEntry is the JSON of participant id's member key in a room, as
+// the store's leader has it ("" for none).
+func (n *Node) MemberEntry(name, id string) string {
+	v, err := n.readView(name)
+	if err != nil {
+		return ""
+	}
+	for _, m := range v.members {
+		if m.ID == id {
+			data, _ := json.Marshal(m)
+			return string(data)
+		}
+	}
+	return ""
+}
+
+// StoredMix is a room's mix settings as the store has them (nil: none).
+func (n *Node) StoredMix(name string) (map[string]MixSetting, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	var p mixPrefs
+	if _, err := n.getJSON(ctx, mixKey(name), &p); err != nil {
+		return nil, err
+	}
+	return p.Prefs, nil
+}
+
 // ClaimStored says what the stream holds for the claim key of event and
 // id: "claim", "marker" (a deletion marker) or "" (nothing).
 func (n *Node) ClaimStored(event, id string) (string, error) {

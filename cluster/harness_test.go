@@ -2,6 +2,8 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,7 +24,24 @@ import (
 	"github.com/starling-rtc/starling/server"
 )
 
-const testSecret = "test-cluster-secret-0123456789"
+// testSecret is the test clusters' secret, this process's own. Several
+// test processes run test clusters at once (the packages of one go test,
+// other checkouts' suites on the same machine), each node routing to ports
+// picked free and released. A node of another process whose peer had a
+// port that one of this process's nodes now holds keeps dialling it; with
+// one secret for every process its route was accepted: two clusters merged,
+// or, when the two nodes had one name (every test cluster names its nodes
+// n0, n1, ...), the start failed with "another node on the bus has this
+// node's --node-id" (TestFirstRoomMediaFreshCluster under load). With a
+// secret of its own each process refuses the other's routes. Hex: it also
+// goes into nats:// URLs.
+var testSecret = func() string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return "test-cluster-secret-" + hex.EncodeToString(b)
+}()
 
 // handedOut holds every port freePorts returned in this process: tests run
 // in parallel, and a port one released for its node to bind must not be
@@ -115,9 +134,12 @@ func startClusterOn(t testing.TB, n int, setup func(ports []int) func(*config.Co
 }
 
 // startAgain tells a test cluster's start that failed for the test's own
-// sake, and is started again, from a real failure. Two causes:
+// sake, and is started again, from a real failure. Three causes:
 //   - a node "did not start": its port, free when picked, was taken
 //     meanwhile by another test process;
+//   - a peer "refused this node's cluster secret": the same, seen from a
+//     node that dialled that port first and met the other process's node
+//     (testSecret is this process's own);
 //   - the state store "has no leader" within the nodes' start wait (30 s):
 //     the nodes run in one process, so when it is starved every node's
 //     election timer that expired during a stall fires at the same wake-up,
@@ -126,7 +148,8 @@ func startClusterOn(t testing.TB, n int, setup func(ports []int) func(*config.Co
 //     rounds (TestWrongSecretRefused alone, load 13-22): four in a row use
 //     up the start wait. Nodes on separate machines do not share stalls.
 func startAgain(err error) bool {
-	return strings.Contains(err.Error(), "did not start") || strings.Contains(err.Error(), "has no leader")
+	return strings.Contains(err.Error(), "did not start") || strings.Contains(err.Error(), "has no leader") ||
+		strings.Contains(err.Error(), cluster.ErrSecretRejected.Error())
 }
 
 // startNodes starts the first n nodes of a cluster whose route ports are ports.

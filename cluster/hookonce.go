@@ -168,6 +168,7 @@ func (n *Node) claim(event, id string) (send, ok bool) {
 		cancel()
 		switch {
 		case err == nil:
+			n.owned.hookClaimed(claimKey(event, id), mine) // written back if the bucket is lost (owned.go)
 			if warned {
 				n.log.Info("webhook claim made after waiting for the room state store", "event", event, "id", id, "waited", time.Since(began).Round(time.Millisecond))
 			}

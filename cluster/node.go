@@ -107,6 +107,8 @@ type Node struct {
 	movesHeld atomic.Int64
 	moves     pendingMoves // takeovers whose delete went out, write not confirmed (takeover.go)
 	mixQ      mixQueue     // settings of rooms' mixes waiting for their write (mixbatch.go)
+	owned     ownedKeys    // recording and webhook claims to write back (owned.go)
+	remadeAt  atomic.Int64 // unix ns when this node found the bucket made again (bucketlost.go)
 	busUp     atomic.Int64 // unix ns of the bus connection's last (re)connection, 0 while down
 
 	rs        roomSubs     // see rooms.go
@@ -382,8 +384,8 @@ func (n *Node) nodeGone(id string) {
 	}
 	n.relayGone(id)
 	n.notifyNodeGone(id)
-	n.lost.Store(id, true)
-	n.rs.resyncAll() // a watch whose consumer lived on that node is stalled
+	n.lost.Store(id, time.Now()) // when: a command to its participants says how long they stay (command.go)
+	n.rs.resyncAll()             // a watch whose consumer lived on that node is stalled
 	n.restartNodeKeys()
 }
 

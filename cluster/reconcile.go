@@ -67,6 +67,15 @@ func (n *Node) reconcileState(r *room.Room, w *roomWatch, st roomState, now bool
 			gone = append(gone, id)
 		}
 	}
+	if len(gone) > 0 && n.bucketJustRemade() {
+		// The bucket was made again (its NATS server restarted) and the
+		// other nodes may not have written their members back yet: they
+		// did not leave. Kept absent, so the recheck comes back.
+		for _, id := range gone {
+			absent[id] = t.Add(-confirmAfter)
+		}
+		gone = nil
+	}
 	var missing []room.Member
 	var dups, retoken []string
 	replaced, staleToken := map[string]time.Time{}, map[string]time.Time{}

@@ -141,6 +141,7 @@ func (n *Node) claimRecording(room string, value []byte, rev uint64) (cur []byte
 		newRev, err = n.bus.kv.Update(ctx, key, value, rev)
 	}
 	if err == nil {
+		n.owned.recClaimed(room, value) // written back if the bucket is lost (owned.go)
 		return nil, newRev, true, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -191,8 +192,25 @@ func (n *Node) RenewRecordingClaim(ctx context.Context, room string, value []byt
 	case gerr != nil:
 		return 0, false, fmt.Errorf("recording claim: %w", gerr)
 	case curRev != 0 && bytes.Equal(cur, value):
-		return curRev, true, nil
+		return curRev, true, nil // written back into a new bucket (owned.go), or a renewal that landed
+	case curRev == 0 && n.owned.recOwned(room, value):
+		// Gone while this node holds it: only its holder deletes a claim
+		// (recorder/claim.go), so the bucket was made again (its NATS
+		// server restarted) and this renewal came before the write-back.
+		if newRev, err := n.bus.kv.Create(ctx, key, value); err == nil {
+			return newRev, true, nil
+		} else if !isConflict(err) {
+			return 0, false, fmt.Errorf("recording claim: %w", err)
+		}
+		cur, curRev, gerr = n.leaderValueAfterConflict(ctx, key, 0)
+		if gerr == nil && curRev != 0 && bytes.Equal(cur, value) {
+			return curRev, true, nil
+		}
+		if gerr != nil {
+			return 0, false, fmt.Errorf("recording claim: %w", gerr)
+		}
 	}
+	n.owned.recLost(room, value)
 	return 0, false, nil
 }
 
@@ -217,7 +235,11 @@ func (n *Node) RecordingClaim(room string) (value []byte, rev uint64, err error)
 func (n *Node) DropRecordingClaim(room string, rev uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	return n.bus.kv.Delete(ctx, recKey(room), jetstream.LastRevision(rev))
+	err := n.bus.kv.Delete(ctx, recKey(room), jetstream.LastRevision(rev))
+	if err == nil {
+		n.owned.recClaimed(room, nil)
+	}
+	return err
 }
 
 // OnNodeGone registers f, called (on its own goroutine) when another node

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +37,37 @@ func (n *Node) SetToken(name, participantID, tokenHash string) {
 		if err != nil {
 			n.tokenFailures.Add(1)
 			n.log.Warn("resume token not recorded in the cluster", "room", name, "participant", participantID, "err", err)
+		}
+	})
+}
+
+// StoreMember implements room.Bus: what the participant's member key
+// keeps of it for a takeover (name, metadata, withdrawn client track ids:
+// room/withdrawn.go) is written, read from current at each try, so that
+// writes made at once converge on the latest.
+func (n *Node) StoreMember(name, participantID string, current func() room.Member) {
+	n.spawn(func() {
+		key := memberKey(roomKey(name), n.id, participantID)
+		err := n.retry(func(ctx context.Context) error {
+			var e memberEntry
+			rev, err := n.getJSON(ctx, key, &e)
+			if err != nil || rev == 0 {
+				return err // none: left, or moved (the move wrote it)
+			}
+			now := current()
+			if e.Name == now.Name && e.Metadata == now.Metadata && slices.Equal(e.Withdrawn, now.Withdrawn) {
+				return nil
+			}
+			e.Name, e.Metadata, e.Withdrawn = now.Name, now.Metadata, now.Withdrawn
+			data, _ := json.Marshal(e)
+			if _, err := n.bus.kv.Update(ctx, key, data, rev); isConflict(err) {
+				return errRetry
+			} else {
+				return err
+			}
+		})
+		if err != nil {
+			n.log.Warn("participant's name, metadata or unpublished tracks not recorded in the cluster", "room", name, "participant", participantID, "err", err)
 		}
 	})
 }

@@ -47,8 +47,10 @@ func (p *Participant) ServerMute(trackID string, muted bool) error {
 		return protocol.Errorf(protocol.CodeNotFound, "participant %s publishes no track %q", p.id, trackID)
 	}
 	if p.node != "" {
-		p.room.bus.Control(p.node, p.room.name, Event{Type: CtlMute, ParticipantID: p.id, TrackID: trackID, Muted: muted})
-		return nil
+		// Its node must take it: a dead node's participant waits to resume
+		// elsewhere, with new tracks (409 says so; it answered 200 and
+		// changed nothing).
+		return p.room.bus.Command(p.node, p.room.name, Event{Type: CtlMute, ParticipantID: p.id, TrackID: trackID, Muted: muted})
 	}
 	if err := p.Mute(trackID, muted); err != nil {
 		return err
@@ -87,10 +89,11 @@ func (r *Room) muteChanged(t *Track) {
 
 // Update changes the participant's name and/or metadata (nil = unchanged)
 // and sends `participantUpdated` to everyone in the room, itself included.
-func (p *Participant) Update(name, metadata *string) {
+// Another node's participant is changed by its node, which must take the
+// command (an error otherwise: Bus.Command).
+func (p *Participant) Update(name, metadata *string) error {
 	if p.node != "" {
-		p.room.bus.Control(p.node, p.room.name, Event{Type: CtlUpdate, ParticipantID: p.id, Name: name, Metadata: metadata})
-		return
+		return p.room.bus.Command(p.node, p.room.name, Event{Type: CtlUpdate, ParticipantID: p.id, Name: name, Metadata: metadata})
 	}
 	p.mu.Lock()
 	if name != nil {
@@ -100,17 +103,19 @@ func (p *Participant) Update(name, metadata *string) {
 		p.metadata = *metadata
 	}
 	p.mu.Unlock()
+	p.storeMember() // a takeover elsewhere (a drain, its node's death) keeps them
 	info := p.Info()
 	r := p.room
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.participants[p.id] != p {
-		return
+		return nil
 	}
 	for _, o := range r.participants {
 		o.peer.Notify(protocol.NotifyParticipantUpdated, protocol.ParticipantParams{Participant: info})
 	}
 	r.emit(Event{Type: EvUpdated, Participant: &info})
+	return nil
 }
 
 // SendData sends a text message to the participants listed in to (all when

@@ -1,7 +1,6 @@
 package room
 
 import (
-	"errors"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -39,7 +38,7 @@ func (p *Participant) AnswerSubscriber(sdp string) (string, error) {
 	if !p.answering {
 		return "", protocol.Errorf(protocol.CodeConflict, "the server offers this participant's subscriber connection")
 	}
-	if _, err := sfu.ParseOffer(sdp); errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
+	if _, err := sfu.ParseOffer(sdp); sfu.Refused(err) {
 		return "", protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
 	} else if err != nil {
 		return "", protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp does not parse: %v", err)

@@ -36,6 +36,16 @@ type Bus interface {
 	Unimport(node, trackID string)
 	// SetToken records a participant's new resume token hash (asynchronously).
 	SetToken(room, participantID, tokenHash string)
+	// StoreMember records, asynchronously, that what a participant's
+	// member key keeps of it changed (name, metadata, withdrawn tracks:
+	// what a takeover starts it with); current returns the member as it is
+	// when the write is made (later changes are written by later calls).
+	StoreMember(room, participantID string, current func() Member)
+	// Command sends an admin command (mute, update) to the node of a remote
+	// participant and waits for that node to take it: a *protocol.Error
+	// when it cannot (409: the node is gone, the participant waits to
+	// resume elsewhere; 503: no answer).
+	Command(node, room string, ev Event) error
 	// Takeover finds the member of room holding the resume token hash on
 	// a node that is gone (or that releases it), and moves it to this node
 	// with newTokenHash, the hash of the token the resume hands out; it
@@ -71,10 +81,11 @@ type Member struct {
 	// Bus.Takeover, not stored): published again, they keep their ids
 	// (handover.go).
 	Released []protocol.Track `json:"-"`
-	// Withdrawn: the client track ids its old node had marked unpublished
-	// by request while its SDP still sends them (set by Bus.Takeover from
-	// a handoff, not stored): they stay unpublished here (withdrawn.go).
-	Withdrawn []string `json:"-"`
+	// Withdrawn: the client track ids marked unpublished by request while
+	// its SDP still sends them (withdrawn.go): stored with the member
+	// (Bus.SetWithdrawn), so a takeover after its node died keeps them
+	// unpublished too; a live node's handoff sends the current ones.
+	Withdrawn []string `json:"withdrawn,omitempty"`
 }
 
 // Event types: what happened to a node's own participants (Emit), and the

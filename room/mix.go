@@ -131,6 +131,24 @@ func (r *Room) SetMixMuted(participantID string, muted bool) error {
 	return r.setMixPref(participantID, func(p *mixPref) { p.muted = muted })
 }
 
+// MixSetting is a participant's voice in the room's mix.
+type MixSetting struct {
+	Gain  float64
+	Muted bool
+}
+
+// MixPrefs is a copy of the room's mix settings, by participant (the
+// cluster writes them back into a room state store that lost them).
+func (r *Room) MixPrefs() map[string]MixSetting {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]MixSetting, len(r.mix.prefs))
+	for id, p := range r.mix.prefs {
+		out[id] = MixSetting{Gain: p.gain, Muted: p.muted}
+	}
+	return out
+}
+
 // MixPref reports a participant's gain and mute-in-mix.
 func (r *Room) MixPref(participantID string) (gain float64, muted bool) {
 	r.mu.Lock()

@@ -1,7 +1,6 @@
 package room
 
 import (
-	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -186,7 +185,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
 	offered, err := sfu.ParseOffer(params.SDP)
-	if errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
+	if sfu.Refused(err) {
 		return nil, protocol.Errorf(protocol.CodeInvalidParams, "invalid params: sdp: %v", err)
 	}
 	if err != nil {
@@ -225,7 +224,7 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 	result := &protocol.OfferResult{SDP: answer, Tracks: []protocol.Track{}}
 	current := map[string]bool{}
 	var added []*Track
-	p.forgetWithdrawn(inSDP)
+	forgot := p.forgetWithdrawn(inSDP)
 	for _, o := range offered {
 		if p.withdrawn[o.TrackID] {
 			continue
@@ -257,6 +256,9 @@ func (p *Participant) HandleOffer(params protocol.OfferParams) (*protocol.OfferR
 		}
 	}
 	p.mu.Unlock()
+	if forgot {
+		p.storeMember()
+	}
 	for _, t := range added {
 		result.Tracks = append(result.Tracks, t.Info())
 	}
@@ -493,6 +495,7 @@ func (p *Participant) Unpublish(trackID string) error {
 	if t == nil {
 		return p.notYours(trackID)
 	}
+	p.storeMember()
 	p.dropTrack(t)
 	return nil
 }

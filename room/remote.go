@@ -476,7 +476,7 @@ func (r *Room) ApplyControl(ev Event) {
 	case CtlMute:
 		_ = p.ServerMute(ev.TrackID, ev.Muted)
 	case CtlUpdate:
-		p.Update(ev.Name, ev.Metadata)
+		_ = p.Update(ev.Name, ev.Metadata) // a local participant: nothing to refuse
 	}
 }
 

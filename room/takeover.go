@@ -342,5 +342,6 @@ func (p *Participant) memberLocked() Member {
 	perms := p.perms
 	m.Token, m.Name, m.Metadata, m.Auto, m.Perms = hashToken(p.rs.token), p.name, p.metadata, p.autoSubscribe, &perms
 	m.JoinedAt = p.joinedAt.UnixMilli()
+	m.Withdrawn = p.withdrawnLocked()
 	return m
 }

@@ -1,6 +1,11 @@
 package room
 
-import "github.com/starling-rtc/starling/protocol"
+import (
+	"maps"
+	"slices"
+
+	"github.com/starling-rtc/starling/protocol"
+)
 
 // A track unpublished with `unpublish` while the client's SDP goes on
 // sending it is "withdrawn": the next publisher offer, which still sends
@@ -11,6 +16,32 @@ import "github.com/starling-rtc/starling/protocol"
 // stops sending it; sent again after that (pion then delivers it anew), it
 // is published as any new track. docs/PROTOCOL.md "What an offer
 // publishes".
+
+// withdrawnLocked lists the withdrawn client track ids, sorted (nil for
+// none); under p.mu.
+func (p *Participant) withdrawnLocked() []string {
+	if len(p.withdrawn) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(p.withdrawn))
+}
+
+// memberNow is memberLocked taking p.mu.
+func (p *Participant) memberNow() Member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.memberLocked()
+}
+
+// storeMember tells the cluster that what its member key keeps changed
+// (the withdrawn marks, the name or metadata), so a node that takes the
+// participant over, also after its node died, starts it with them. Not
+// under p.mu.
+func (p *Participant) storeMember() {
+	if b := p.room.bus; b != nil && p.node == "" {
+		b.StoreMember(p.room.name, p.id, p.memberNow)
+	}
+}
 
 // withdraw marks cid as unpublished by request; under p.mu.
 func (p *Participant) withdraw(cid string) {
@@ -34,12 +65,14 @@ func (p *Participant) checkWithdrawn(anns []protocol.TrackAnnouncement) error {
 	return nil
 }
 
-// forgetWithdrawn drops the marks of tracks the offer no longer sends;
-// under p.mu.
-func (p *Participant) forgetWithdrawn(inSDP map[string]bool) {
+// forgetWithdrawn drops the marks of tracks the offer no longer sends,
+// and reports whether it dropped any; under p.mu.
+func (p *Participant) forgetWithdrawn(inSDP map[string]bool) (changed bool) {
 	for cid := range p.withdrawn {
 		if !inSDP[cid] {
 			delete(p.withdrawn, cid)
+			changed = true
 		}
 	}
+	return changed
 }

@@ -78,9 +78,19 @@ func TestAiortcClusterFirstRoom(t *testing.T) {
 // "did not start" is started again on fresh ports, as the cluster
 // package's harness does.
 func startPair(t *testing.T) (*server.Server, *server.Server) {
+	return startPairOn(t, "")
+}
+
+// startExternalPair is startPair on an external NATS server (natsURL):
+// the room state store survives either node.
+func startExternalPair(t *testing.T, natsURL string) (*server.Server, *server.Server) {
+	return startPairOn(t, natsURL)
+}
+
+func startPairOn(t *testing.T, natsURL string) (*server.Server, *server.Server) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a, b, err := tryStartPair(t)
+		a, b, err := tryStartPair(t, natsURL)
 		if err == nil {
 			return a, b
 		}
@@ -91,7 +101,7 @@ func startPair(t *testing.T) (*server.Server, *server.Server) {
 	}
 }
 
-func tryStartPair(t *testing.T) (*server.Server, *server.Server, error) {
+func tryStartPair(t *testing.T, natsURL string) (*server.Server, *server.Server, error) {
 	t.Helper()
 	routes := make([]int, 2)
 	for i := range routes {
@@ -119,6 +129,10 @@ func tryStartPair(t *testing.T) (*server.Server, *server.Server, error) {
 		cfg.Cluster.Listen = fmt.Sprintf("127.0.0.1:%d", routes[i])
 		cfg.Cluster.Routes = []string{fmt.Sprintf("nats://127.0.0.1:%d", routes[1-i])}
 		cfg.Cluster.Secret = "aiortc-cluster-secret-0123456789"
+		if natsURL != "" {
+			cfg.Cluster.Listen, cfg.Cluster.Routes, cfg.Cluster.NATSURL = "", nil, natsURL
+			cfg.Room.ResumeWindow = config.Duration(20 * time.Second) // a killed node's participants wait to resume
+		}
 		log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", i+1)
 		go func(i int) {
 			srv, err := server.New(cfg, log)

@@ -189,10 +189,10 @@ func (s *Server) setMix(name, participant string, gain *float64, muted *bool) (a
 }
 
 // controlRemote sends an admin command to the node of a participant of a
-// room without a part on this node; false on a single node.
-func (s *Server) controlRemote(name, participant string, ev room.Event) bool {
+// room without a part on this node (cluster.Node.ControlMember).
+func (s *Server) controlRemote(name, participant string, ev room.Event) error {
 	if s.cluster == nil {
-		return false
+		return protocol.Errorf(protocol.CodeNotFound, "no participant %q in room %q", participant, name)
 	}
 	return s.cluster.ControlMember(name, participant, ev)
 }

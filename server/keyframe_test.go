@@ -264,7 +264,11 @@ func TestKeyframeRequestsCoalesced(t *testing.T) {
 		// asserted: on a loaded machine the publisher's RTCP reader may see
 		// it late.
 		if want := 1 + int(max(burst, spread)/pliWindow); total < 1 || total > want {
-			t.Fatalf("round %d: %d keyframe requests for one burst, want %d", round, total, want)
+			var at []time.Duration
+			for _, ts := range pub.since(t0) {
+				at = append(at, ts.Sub(t0).Round(time.Millisecond))
+			}
+			t.Fatalf("round %d: %d keyframe requests for one burst, want %d (read by the publisher at %v after the burst began)", round, total, want, at)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/server"
 )
 
 // TestOutsiderUnpublishedStaysUnpublishedAcrossNodes: a raw client on node 1
@@ -20,10 +21,31 @@ import (
 // tracks across a handover").
 func TestOutsiderUnpublishedStaysUnpublishedAcrossNodes(t *testing.T) {
 	parallel(t)
-	m := makeTestMedia(t)
 	n1, n2 := startPair(t)
-	const roomName = "withdrawn-moves"
+	unpublishedAcrossNodes(t, n1, n2, "withdrawn-moves", nil)
+}
 
+// TestOutsiderUnpublishedStaysUnpublishedAfterNodeDied: the same, but node
+// 1 is killed (kill -9) once the mark is in the room state store, and the
+// client resumes through node 2 (two nodes on an external NATS server,
+// which survives node 1). The mark was node 1's alone, gone with it: node
+// 2 published the video again. It is stored with the member now.
+func TestOutsiderUnpublishedStaysUnpublishedAfterNodeDied(t *testing.T) {
+	parallel(t)
+	url, nc := startTestNATS(t)
+	n1, n2 := startExternalPair(t, url)
+	const roomName = "withdrawn-dies"
+	unpublishedAcrossNodes(t, n1, n2, roomName, func() {
+		// Read as an outsider: the member's key in the bucket.
+		waitStoredWithdrawn(t, nc, roomName, "video")
+		n1.Abort()
+	})
+}
+
+// unpublishedAcrossNodes runs the steps of the two tests above; beforeResume
+// (nil: none) runs between the unpublish and the resume through n2.
+func unpublishedAcrossNodes(t *testing.T, n1, n2 *server.Server, roomName string, beforeResume func()) {
+	m := makeTestMedia(t)
 	both := `[{"trackId":"video","source":"camera"},{"trackId":"audio","source":"microphone"}]`
 
 	raw := dialRaw(t, n1)
@@ -53,6 +75,9 @@ func TestOutsiderUnpublishedStaysUnpublishedAcrossNodes(t *testing.T) {
 	}
 	if ids, perr := rawOffer(t, raw, pc, `[]`); perr != nil || ids["video"] != "" {
 		t.Fatalf("offer on node 1 after unpublish: %v %v, want the video left out", ids, perr)
+	}
+	if beforeResume != nil {
+		beforeResume()
 	}
 
 	// Resume through node 2: new connections there, the same tracks sent.

@@ -57,13 +57,21 @@ func TestWHIPErrors(t *testing.T) {
 	sessionPath := strings.TrimPrefix(ok.location, "http://"+srv.Addr())
 	long := strings.Repeat("r", 129)
 	frag := "a=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
-	realUfrag := ""
+	realUfrag, realPwd := "", ""
 	for _, l := range strings.Split(ok.pc.LocalDescription().SDP, "\n") {
-		if v, found := strings.CutPrefix(strings.TrimSpace(l), "a=ice-ufrag:"); found {
+		if v, found := strings.CutPrefix(strings.TrimSpace(l), "a=ice-ufrag:"); found && realUfrag == "" {
 			realUfrag = v
-			break
+		}
+		if v, found := strings.CutPrefix(strings.TrimSpace(l), "a=ice-pwd:"); found && realPwd == "" {
+			realPwd = v
 		}
 	}
+	// If-Match: * with the session's own credentials is no ICE restart
+	// (RFC 8839 restarts with a new ice-ufrag and ice-pwd): a trickle
+	// whose precondition holds (RFC 9110 13.1.1), 204. It was answered
+	// 200 with an sdpfrag, as if the server had restarted.
+	starSame := "a=ice-ufrag:" + realUfrag + "\r\na=ice-pwd:" + realPwd + "\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:2 1 udp 2130706431 127.0.0.1 10 typ host\r\n"
+	starHalf := "a=ice-ufrag:" + realUfrag + "\r\na=ice-pwd:" + strings.Repeat("p", 24) + "\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
 	trickle := "a=ice-ufrag:" + realUfrag + "\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n"
 	runCases(t, srv, []httpCase{
 		{"wrong method", http.MethodGet, "/v1/rooms/errs/whip", "", "", "", nil, 405, "POST"},
@@ -95,6 +103,8 @@ func TestWHIPErrors(t *testing.T) {
 		{"PATCH garbage", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", "hello", nil, 400, "sdpfrag"},
 		{"PATCH bad candidate", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", "a=candidate:nonsense\r\n", nil, 400, "candidate"},
 		{"PATCH restart without credentials", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n", []string{"If-Match", "*"}, 400, "ice-ufrag"},
+		{"PATCH star same credentials", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", starSame, []string{"If-Match", "*"}, 204, ""},
+		{"PATCH star same ufrag new pwd", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", starHalf, []string{"If-Match", "*"}, 422, "new a=ice-ufrag"},
 		{"PATCH trickle", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", trickle, []string{"If-Match", ok.etag}, 204, ""},
 		{"OPTIONS endpoint", http.MethodOptions, "/v1/rooms/errs/whip", "", "", "", []string{"Origin", "http://" + srv.Addr()}, 204, ""},
 		{"foreign origin", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", offer, []string{"Origin", "https://evil.example"}, 403, "allowed_origins"},

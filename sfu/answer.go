@@ -328,11 +328,14 @@ func (i *idleSource) PacketTime() int64                { return 0 }
 // HandleOfferGathered is HandleOffer for a client that gets no trickled
 // candidates (WHIP): the answer carries them, once gathered or after wait.
 func (p *Publisher) HandleOfferGathered(sdp string, wait time.Duration) (string, error) {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
 	answer, err := p.answerOffer(sdp)
 	if err != nil {
 		return "", err
 	}
-	return p.setLocalGathered(answer, wait)
+	local, err := p.setLocalGathered(answer, wait)
+	return receiveOnly(local), err
 }
 
 // RestartICE applies an ICE restart asked by the client of a connection it

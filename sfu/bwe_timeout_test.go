@@ -151,3 +151,52 @@ func TestBWEFeedbackTimeoutLostTail(t *testing.T) {
 		t.Fatal("no feedback timeout with media sent into a dead link")
 	}
 }
+
+// TestBWEFeedbackTimeoutLongLostTail: a probe from a paused track whose
+// last 150 ms a narrow link drops, longer than the client's report
+// interval, so that the report of its last delivered packet comes before
+// its tail was sent: the tail is outstanding, sent after the last feedback,
+// with nothing after it. That is still a lost tail on a live link, not a
+// dead one, and must not cut (before: one cut, the estimate halved and the
+// link marked lossy between probes). A second probe sent into a dead link
+// still cuts: the packets outstanding then span two probes.
+func TestBWEFeedbackTimeoutLongLostTail(t *testing.T) {
+	s := pausedSim(t)
+	check := func() { s.b.checkFeedback(s.now, s.seq-1) }
+	before := s.b.estimate()
+	s.b.startProbe(3, s.now)
+	s.probe = 600_000
+	s.run(150_000, check)
+	s.loss = 1 // the last 150 ms: over a report interval
+	s.run(150_000, check)
+	s.probe = 0
+	s.b.endProbe(s.now, s.seq-1)
+	// The case this test is about: the last feedback came before the
+	// newest packet (the tail's last) was sent.
+	s.b.mu.Lock()
+	lastFb, fbNext := s.b.lastFb, s.b.fbNext
+	s.b.mu.Unlock()
+	_, _, newestSent, ok := s.b.hist.get(s.seq-1, s.now)
+	if !ok || newestSent < lastFb || int16(s.seq-1-fbNext) < 0 {
+		t.Fatalf("the premise does not hold: last feedback at %d µs, the tail's last packet sent at %d (%v), %d outstanding",
+			lastFb, newestSent, ok, int16(s.seq-fbNext))
+	}
+	s.run(3_000_000, check)
+	if n := s.b.counts.feedbackTimeouts.Load(); n != 0 {
+		t.Fatalf("%d feedback timeouts after a probe whose last 150 ms were lost, on a live link (estimate %d, %d before)",
+			n, s.b.estimate(), before)
+	}
+	if s.lossLimitedAt() {
+		t.Fatal("a probe's lost tail marked the link lossy")
+	}
+	// The link is dead: a second probe goes into it, and nothing comes back.
+	s.b.startProbe(4, s.now)
+	s.probe = 600_000
+	s.run(300_000, check)
+	s.probe = 0
+	s.b.endProbe(s.now, s.seq-1)
+	s.run(3_000_000, check)
+	if s.b.counts.feedbackTimeouts.Load() == 0 {
+		t.Fatal("no feedback timeout after a second probe into a dead link")
+	}
+}

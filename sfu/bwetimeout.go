@@ -90,14 +90,31 @@ func (b *bwe) checkFeedback(now int64, newest uint16) {
 	if out == 0 || out >= 0x8000 {
 		return // nothing sent since the last report (a paused track): silence is normal
 	}
-	if _, _, sent, ok := b.hist.get(b.fbNext, now); ok {
+	_, oldestCluster, sent, ok := b.hist.get(b.fbNext, now)
+	if ok {
 		if now-sent < b.reportWait() {
 			return
 		}
 	} else if out < fbTimeoutMinOutstanding {
 		return // not stamped yet, or cannot tell
 	}
-	if _, _, sent, ok := b.hist.get(newest, now); ok && sent < b.lastFb {
+	_, newestCluster, sent, newestOK := b.hist.get(newest, now)
+	if ok && newestOK && oldestCluster != 0 && newestCluster == oldestCluster {
+		// Every packet outstanding is one probe's, and nothing was sent
+		// after it: its tail was lost, on a link that delivered its
+		// head. The check below misses this when the tail is longer
+		// than the client's report interval: the report of the last
+		// packet delivered then comes before the tail is sent (a 300 ms
+		// probe into a 150 kbit/s link delivers its first burst and
+		// drops the rest). The probe's own verdict already refuses a
+		// lossy probe; a cut here halved the estimate of a paused
+		// track, and marked its link lossy, between two probes
+		// (TestBWEFeedbackTimeoutLongLostTail). A dead link is still
+		// cut once anything else is sent into it: media, or the next
+		// probe (the packets outstanding then span two clusters).
+		return
+	}
+	if newestOK && sent < b.lastFb {
 		// Nothing sent since the last feedback came: the receiver was
 		// alive after the outstanding packets left, and nothing after
 		// them could reveal their loss. That is a lost tail (a probe's

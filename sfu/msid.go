@@ -78,3 +78,33 @@ func msidForPion(raw string) string {
 	}
 	return string(b)
 }
+
+// ridsForPion keeps the first MaxLayers "a=rid:<id> send" lines of each
+// media section of a publisher offer and drops the others: Starling uses
+// up to three encodings of a track (the room keeps the first three in SDP
+// order), and pion answers every rid it is given, so a client offering
+// four was told the fourth was received, and encoded and sent it for
+// nothing. The a=simulcast line may still name it: pion answers from the
+// rid lines.
+func ridsForPion(raw string) string {
+	if strings.Count(raw, "a=rid:") <= MaxLayers {
+		return raw
+	}
+	var b strings.Builder
+	b.Grow(len(raw))
+	n := 0
+	for _, l := range strings.SplitAfter(raw, "\n") {
+		if strings.HasPrefix(l, "m=") {
+			n = 0
+		}
+		if v, ok := strings.CutPrefix(l, "a=rid:"); ok {
+			if f := strings.Fields(v); len(f) >= 2 && f[1] == "send" {
+				if n++; n > MaxLayers {
+					continue
+				}
+			}
+		}
+		b.WriteString(l)
+	}
+	return b.String()
+}

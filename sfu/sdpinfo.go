@@ -31,6 +31,17 @@ var ErrNoRTCPMux = errors.New("rtcp-mux is required")
 // never did, the connection stuck "connecting").
 var ErrNoBundle = errors.New("bundle is required")
 
+// ErrDuplicateRID: a media section declares the same rid twice (RFC 8851
+// makes them unique in a section). Such an offer was answered with the rid
+// twice, and the track had two layers of one encoding.
+var ErrDuplicateRID = errors.New("a rid is declared twice")
+
+// Refused reports whether err is ParseOffer's refusal of an offer that
+// parses but that Starling cannot answer (as opposed to one it cannot read).
+func Refused(err error) bool {
+	return errors.Is(err, ErrNoRTCPMux) || errors.Is(err, ErrNoBundle) || errors.Is(err, ErrDuplicateRID)
+}
+
 // ParseOffer lists the media sections of an offer that send a track. It
 // rejects SDP that does not parse, so the client gets a clear error before
 // pion sees it.
@@ -88,6 +99,9 @@ func ParseOffer(raw string) ([]OfferedTrack, error) {
 				}
 			case "rid":
 				if f := strings.Fields(a.Value); len(f) >= 2 && f[1] == "send" {
+					if slices.Contains(t.RIDs, f[0]) {
+						return nil, fmt.Errorf("%w: rid %q in the %s section (mid %q)", ErrDuplicateRID, f[0], kind, midOf(md))
+					}
 					t.RIDs = append(t.RIDs, f[0])
 				}
 			case "recvonly", "inactive":
@@ -179,4 +193,10 @@ func checkBundle(s *sdp.SessionDescription) error {
 		}
 	}
 	return nil
+}
+
+// midOf is a media section's mid ("" without one).
+func midOf(md *sdp.MediaDescription) string {
+	mid, _ := md.Attribute("mid")
+	return mid
 }

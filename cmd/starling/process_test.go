@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os/exec"
@@ -80,6 +82,20 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
+// processSecret is the secret of the clusters this process starts, its
+// own: several test processes start clusters at once on ports picked free
+// and released, and a node of another process that still dials a port one
+// of these nodes now holds must be refused, not routed (with one secret for
+// every process, two clusters merged, or a start failed on a duplicate
+// node id; the cluster package's testSecret).
+var processSecret = func() string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return "process-test-secret-" + hex.EncodeToString(b)
+}()
+
 // clusterArgs are the flags of cluster node i (id idPrefix+i) listening
 // on ports[i] for the cluster and routed to every other port.
 func clusterArgs(ports []int, i int, idPrefix string) []string {
@@ -106,7 +122,7 @@ func startCluster(t *testing.T, bin string, ports []int, idPrefix string, grace 
 		nodes := make([]*node, len(ports))
 		addrs := make([]string, len(ports))
 		for i := range nodes {
-			nodes[i] = startNode(t, bin, fmt.Sprintf("node %d", i), append(cleanEnv(), "STARLING_CLUSTER_SECRET=process-test-secret-0123456789"),
+			nodes[i] = startNode(t, bin, fmt.Sprintf("node %d", i), append(cleanEnv(), "STARLING_CLUSTER_SECRET="+processSecret),
 				grace, append(clusterArgs(ports, i, idPrefix), extra...)...)
 		}
 		failed := -1

@@ -300,8 +300,8 @@ func (h *Handler) sameClient(r *http.Request, s *session) *httpError {
 }
 
 // patch is trickle ICE (RFC 8840 fragments; If-Match names the ICE session)
-// or, with If-Match: *, an ICE restart answered with the server's new
-// credentials and candidates.
+// or, with If-Match: * and new credentials, an ICE restart answered with
+// the server's new credentials and candidates.
 func (h *Handler) patch(w http.ResponseWriter, r *http.Request, s *session) {
 	body, e := readBody(w, r, typeSDPFrag)
 	if e != nil {
@@ -316,8 +316,21 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, s *session) {
 	p := s.participant()
 	match := strings.TrimSpace(r.Header.Get("If-Match"))
 	if match == "*" {
-		h.restart(w, s, p, frag)
-		return
+		// An ICE restart is new credentials (RFC 8839 4.4.1.1.1, RFC 9725
+		// 4.3.3), not the asterisk: with the session's own ice-ufrag the
+		// fragment is a trickle whose precondition holds (RFC 9110
+		// 13.1.1: "*" matches any current ICE session), answered 204. It
+		// was answered 200 with an sdpfrag as if the server had restarted.
+		ufrag, pwd := p.RemoteICE(s.target)
+		if frag.ufrag == "" || frag.ufrag != ufrag {
+			h.restart(w, s, p, frag)
+			return
+		}
+		if frag.pwd != "" && frag.pwd != pwd {
+			writeError(w, fail(http.StatusUnprocessableEntity, "the session's ice-ufrag with another ice-pwd: an ICE restart needs a new a=ice-ufrag and a=ice-pwd, a trickle the current ones"))
+			return
+		}
+		match = ""
 	}
 	if match != "" && match != s.currentETag() {
 		writeError(w, fail(http.StatusPreconditionFailed, "If-Match does not name the current ICE session ("+s.currentETag()+")"))

@@ -369,7 +369,7 @@ func parseOffer(offer string) ([]sfu.OfferedTrack, *httpError) {
 // read, or one that parses but that Starling cannot answer (no rtcp-mux,
 // sections not bundled), said as such.
 func offerError(err error) *httpError {
-	if errors.Is(err, sfu.ErrNoRTCPMux) || errors.Is(err, sfu.ErrNoBundle) {
+	if sfu.Refused(err) {
 		return fail(http.StatusBadRequest, "the SDP offer: "+err.Error())
 	}
 	return fail(http.StatusBadRequest, "the SDP offer does not parse: "+err.Error())
