@@ -29,11 +29,6 @@ import (
 // request).
 const bucketCheckEvery = 30 * time.Second
 
-// bucketClockSkew is how far the store's clock (it stamps a stream's
-// creation) may be ahead of this node's when checkBucket compares a
-// stream's creation with the time the node opened the bucket.
-const bucketClockSkew = 5 * time.Second
-
 // rebuildGrace is how long after this node found the bucket made again
 // a remote member missing from it is not taken for gone: every node writes
 // its own members back when it finds the new bucket, within a few seconds
@@ -129,11 +124,13 @@ func (n *Node) checkBucket() bool {
 // store did not answer in time), a stream made before the node opened the
 // bucket is the one it opened, and its time is kept: taken for one made
 // again, the node wrote its rooms, members, node key and tracks back in
-// the middle of a join storm.
+// the middle of a join storm. No allowance for the clocks: the store's
+// clock ahead of this node's costs a write-back that was not needed (what
+// every check did before), behind it could miss a bucket made again.
 func (b *bus) sameBucket(made time.Time) bool {
 	b.smu.Lock()
 	defer b.smu.Unlock()
-	if b.made.IsZero() && !made.After(b.opened.Add(bucketClockSkew)) {
+	if b.made.IsZero() && !made.After(b.opened) {
 		b.made = made
 	}
 	return made.Equal(b.made)
