@@ -28,6 +28,11 @@ func TestBusReconnectClosesFailedAttempts(t *testing.T) {
 	if _, err := os.Stat("/proc/net/tcp"); err != nil {
 		t.Skip("counts sockets in /proc/net/tcp (Linux)")
 	}
+	// Beside the package's parallel tests, without a place of the
+	// scheduler (sched_test.go is the external test package's): it is one
+	// bus and a proxy, and counts only the sockets to its own proxy's port.
+	// Serial, it was 2.5-3.5 s of the package's serial phase.
+	t.Parallel()
 	const secret = "test-bus-dial-secret-0123456789"
 	ns, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,

@@ -245,9 +245,10 @@ func (v *roomView) state() (roomState, bool) {
 	return st, true
 }
 
-// readView reads a room's whole state once (readKeys).
+// readView reads a room's whole state once (readKeys); a node closing
+// alone (lastout.go) stops waiting for it.
 func (n *Node) readView(name string) (*roomView, error) {
-	return n.readViewCtx(context.Background(), name)
+	return n.readViewCtx(n.lastOut, name)
 }
 
 // readViewCtx is readView within parent.

@@ -33,7 +33,7 @@ const staleSlot = 10 * time.Second
 // retry runs step until it succeeds, fails for good (errFull, a protocol
 // error) or the store has been unavailable for Options.StoreWait.
 func (n *Node) retry(step func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), n.opts.StoreWait)
+	ctx, cancel := context.WithTimeout(n.lastOut, n.opts.StoreWait) // lastout.go
 	defer cancel()
 	return n.retryCtx(ctx, kvTimeout, step)
 }

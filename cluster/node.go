@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -124,7 +125,15 @@ type Node struct {
 	ping      *nats.Subscription // answers other nodes' pings: this node is alive
 	draining  atomic.Bool
 	stop      chan struct{}
-	wg        sync.WaitGroup
+	// lastOut ends once the node, closing, is alone on its embedded bus
+	// (lastout.go): its store writes end then. endLastOut ends it.
+	lastOut    context.Context
+	endLastOut context.CancelFunc
+	// stopped ends with stop (stopSpawning): requests a closing node no
+	// longer needs the answer of end with it.
+	stopped    context.Context
+	endStopped context.CancelFunc
+	wg         sync.WaitGroup
 	// spawnMu orders spawn's wg.Add before Close's wg.Wait; closing is
 	// set, under it, when Close starts waiting.
 	spawnMu    sync.Mutex
@@ -203,6 +212,8 @@ func Start(o Options) (*Node, error) {
 		id: o.NodeID, opts: o, log: o.Logger.With("node", o.NodeID), reg: newRegistry(o.NodeID),
 		rooms: o.Rooms, started: time.Now(), stop: make(chan struct{}),
 	}
+	n.lastOut, n.endLastOut = newLastOut()
+	n.stopped, n.endStopped = context.WithCancel(context.Background())
 	n.rs.init()
 	n.hooks.giveUp = make(chan struct{})
 	n.nkeys.restart = make(chan struct{}, 1)
@@ -312,6 +323,8 @@ func (n *Node) selfInfo() NodeInfo {
 // have shut down, so their leaving is published first.
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
+		defer n.endLastOut()
+		n.watchLastOut()
 		n.flushHooks() // the rooms' last leaves are claimed while the bus is up
 		n.stopSpawning()
 		n.wg.Wait()
@@ -366,6 +379,7 @@ func (n *Node) stopSpawning() {
 	n.closing = true
 	n.spawnMu.Unlock()
 	close(n.stop)
+	n.endStopped()
 }
 
 // closeBus closes the relay and the bus.

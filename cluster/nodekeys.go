@@ -74,9 +74,10 @@ func (n *Node) writeNodeKey() {
 
 // deleteNodeKey deletes this run's key at shutdown, briefly: the last
 // nodes of a cluster stopping have no store majority left, and a key left
-// behind only makes the others declare this node gone once more.
+// behind only makes the others declare this node gone once more. Alone
+// (the others stopped meanwhile: lastout.go), it ends at once.
 func (n *Node) deleteNodeKey() {
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(n.lastOut, 500*time.Millisecond)
 	defer cancel()
 	var run nodeRun
 	if rev, err := n.getJSON(ctx, nodeKey(n.id), &run); err == nil && rev != 0 && run.StartedAt == n.started.UnixMilli() {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"sync"
@@ -244,9 +245,16 @@ func (n *Node) subscribeNodeRequests() error {
 }
 
 // requestSnapshot asks a node for its part of a room and applies it; a
-// node that does not answer and no longer heartbeats is forgotten.
+// node that does not answer and no longer heartbeats is forgotten. A
+// closing node stops waiting (its Close waits for this: up to 3 s at a
+// test cluster's end, the other node already gone).
 func (n *Node) requestSnapshot(r *room.Room, node string) {
-	msg, err := n.bus.nc.Request(nodeSubject(node, "sync"), []byte(r.Name()), 3*time.Second)
+	ctx, cancel := context.WithTimeout(n.stopped, 3*time.Second)
+	defer cancel()
+	msg, err := n.bus.nc.RequestWithContext(ctx, nodeSubject(node, "sync"), []byte(r.Name()))
+	if n.stopped.Err() != nil {
+		return
+	}
 	if err != nil {
 		if !n.reg.alive(node) {
 			r.ForgetNode(node)

@@ -243,5 +243,8 @@ func TestTestsTakePlaces(t *testing.T) {
 
 // allowedParallel are the files whose t.Parallel calls take a place
 // otherwise: the scheduler's own, busCutTurn's (a place once it has its
-// turn), and a test whose subtests take one each.
-var allowedParallel = map[string]bool{"sched_test.go": true, "partition_test.go": true, "subrestore_test.go": true}
+// turn), a test whose subtests take one each, and busdial_test.go's
+// internal test (package cluster cannot reach this scheduler: it runs
+// beside the others, one light test beyond the capacity).
+var allowedParallel = map[string]bool{"sched_test.go": true, "partition_test.go": true, "subrestore_test.go": true,
+	"busdial_test.go": true}

@@ -17,11 +17,15 @@ const (
 	probeFor       = 300 * time.Millisecond // one probe: the estimator measures it as a cluster (sfu/bwe.go)
 	probeBackoffLo = time.Second            // wait after a probe that did not help...
 	probeBackoffHi = 2 * time.Second        // ...doubling up to this: recovery after congestion takes at most one of these
-	probeStepWait  = 500 * time.Millisecond // after a probe opened a layer: the next step's probe, once the layer flows
 	switchWaitMax  = 2 * time.Second        // how long a pending layer switch holds the next probe back
-	audioReserve   = 64_000                 // bits/s kept for each audio track
-	holdMargin     = 15                     // % of the estimate a track may overrun before it is switched down
-	pauseMargin    = 33                     // % of the estimate a track's lowest layer may overrun before it is paused
+	// While every video track is paused for bandwidth (nothing flows to
+	// measure), a probe every other round, shorter: see pausedProbe.
+	probePausedEvery  = time.Second
+	probePausedMin    = 150 * time.Millisecond
+	probePausedPacket = 20     // padding packets a probe from the paused state carries at least (the estimator measures 10)
+	audioReserve      = 64_000 // bits/s kept for each audio track
+	holdMargin        = 15     // % of the estimate a track may overrun before it is switched down
+	pauseMargin       = 33     // % of the estimate a track's lowest layer may overrun before it is paused
 )
 
 // allocState is a subscriber's allocation memory, owned by its loop.
@@ -143,7 +147,7 @@ func (l *subscriberLoop) allocate() {
 	// that is would otherwise pause although everything arrives.
 	keep := l.alloc.layers.Allocate(budget+budget*pauseMargin/100, demands)
 	lossy := l.p.sub.LossLimited()
-	var wantMore, minStep, sending uint64
+	var wantMore, minStep, sending, flowing uint64
 	switching, stepped := false, false
 	for i, it := range items {
 		capL, cur := it.d.Limits()
@@ -198,6 +202,11 @@ func (l *subscriberLoop) allocate() {
 			have = costs[got]
 			sending += have
 		}
+		// What flows now: the layer forwarded, until the one just
+		// allocated has its keyframe (nothing while waiting for it).
+		if c := it.d.Current(); next >= 0 && c >= 0 && c < sfu.MaxLayers {
+			flowing += costs[c]
+		}
 		if up := nextLayer(costs, next, capL); up >= 0 && costs[up] > have {
 			step := costs[up] - have
 			wantMore += step
@@ -209,21 +218,51 @@ func (l *subscriberLoop) allocate() {
 	}
 	now := time.Now()
 	if stepped {
-		// A probe just opened a layer: probe for the next one as soon as
-		// the new layer flows (its media is then part of the probe), not
-		// after a backoff, so a paused track climbs back a layer a probe.
+		// A probe just opened a layer: probe for the next one now, not
+		// after a backoff, so a paused track climbs back a layer a probe,
+		// one probe after the other. The padding covers the layer just
+		// opened until its media flows (probeRate's gap).
 		l.alloc.steppedAt = now
-		l.alloc.nextProbe = now.Add(probeStepWait)
-	}
-	if switching && now.Sub(l.alloc.steppedAt) < switchWaitMax {
+		l.alloc.nextProbe = now
+	} else if switching && now.Sub(l.alloc.steppedAt) < switchWaitMax {
 		return // what flows is not yet what was allocated
 	}
-	probe := probeRate(est, est-budget, sending, wantMore, minStep)
-	if probe > 0 && now.After(l.alloc.nextProbe) && l.p.sub.Probe(probe, probeFor) {
-		l.alloc.nextProbe = now.Add(probeFor + l.alloc.backoff)
+	probe := probeRate(est, est-budget, sending, flowing, wantMore, minStep)
+	if probe == 0 || now.Before(l.alloc.nextProbe) {
+		return
+	}
+	d, every := probeFor, probeFor+l.alloc.backoff
+	if sending == 0 && flowing == 0 {
+		d, every = pausedProbe(probe), probePausedEvery-allocateEvery/2
+	}
+	if l.p.sub.Probe(probe, d) {
+		l.alloc.nextProbe = now.Add(every)
 		l.alloc.backoff = min(2*l.alloc.backoff, probeBackoffHi)
 		l.alloc.probing, l.alloc.probeEst = true, est
 	}
+}
+
+// pausedProbe is how long a probe at rate lasts when every video track of
+// the subscriber is paused for bandwidth: probePausedMin, or what carries
+// probePausedPacket padding packets at rate, up to probeFor.
+//
+// Such probes come every probePausedEvery (every other round; the half
+// round off the schedule is slack, so that the round due does not miss it
+// by a millisecond and wait a round more), where a track with video
+// flowing backs off to 1.3-2.3 s: once the link frees, the first probe
+// that can show it is what a paused viewer waits for, and the 1-2 s
+// backoff made that wait 2-2.5 s on its own (session 24: back on 720p 4.6
+// s after the link freed, 2.2 s of it before the first probe). Half as long
+// (150 ms at the usual rates), they pad a still narrow link with about as
+// many bytes a second as the 300 ms probes every 2.5 s did. Not shorter: a
+// policer that passes 100 ms of burst lets a probe of duration T through
+// at up to (1 + 0.1 s/T) times its rate, so a shorter probe would find
+// room that a layer then does not have, and the track would resume and
+// pause again.
+func pausedProbe(rate uint64) time.Duration {
+	bits := uint64(probePausedPacket * 8 * sfu.PaddingWireSize)
+	d := time.Duration(bits * uint64(time.Second) / max(rate, 1))
+	return min(max(d, probePausedMin), probeFor)
 }
 
 // probeRate is the padding (bits/s, on top of the media) of a probe for the
@@ -232,6 +271,12 @@ func (l *subscriberLoop) allocate() {
 // plus 10% of the video flowing (its costs carry 10% of keyframe headroom
 // that the media does not send, and the probe's measured rate is media and
 // padding). That is the estimate the allocator needs to take the step.
+//
+// sending is the video allocated, flowing what is forwarded now: a layer
+// just opened sends nothing until its keyframe, so the padding also covers
+// the gap between the two. Until session 24 the next step's probe waited
+// for the layer's keyframe instead (500 ms at least, a round more in
+// practice: about 0.9 s per layer of a paused track's climb).
 //
 // It is capped at the estimate itself, so that with the media a probe
 // carries about twice what the link was last shown to carry (enough to
@@ -244,11 +289,12 @@ func (l *subscriberLoop) allocate() {
 // paused for bandwidth was probed at 1.2 times its top layer's cost (3.3
 // Mbit/s for a 720p layer costed at 2.76) whatever the estimate, on a link
 // that might still carry 150 kbit/s, audio included.
-func probeRate(est, reserve, sending, want, minStep uint64) uint64 {
+func probeRate(est, reserve, sending, flowing, want, minStep uint64) uint64 {
 	if want == 0 {
 		return 0
 	}
-	pad := func(step uint64) uint64 { return (step+reserve)*12/10 + sending/10 }
+	gap := sending - min(sending, flowing)
+	pad := func(step uint64) uint64 { return (step+reserve+gap)*12/10 + flowing/10 }
 	return min(pad(want), max(est, pad(minStep)))
 }
 

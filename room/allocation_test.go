@@ -2,6 +2,7 @@ package room
 
 import (
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 
@@ -77,21 +78,42 @@ func TestLayerCostsDoNotAllocate(t *testing.T) {
 // the top layer; the next step is the lowest layer and the audio, 20% over.
 func TestProbeRateNextStep(t *testing.T) {
 	const audio = audioReserve
-	if p := probeRate(150_000, audio, 0, 275_000, 275_000); p != (275_000+audio)*12/10 {
+	if p := probeRate(150_000, audio, 0, 0, 275_000, 275_000); p != (275_000+audio)*12/10 {
 		t.Fatalf("a paused track is probed at %d bit/s, want %d (its lowest layer and the audio, 20%% over)", p, (275_000+audio)*12/10)
 	}
 	// On the middle layer, the step to the top one is above the estimate:
 	// still covered (else the track could never show it fits).
-	if p := probeRate(700_000, audio, 550_000, 1_210_000, 1_210_000); p < 1_210_000+audio {
+	if p := probeRate(700_000, audio, 550_000, 550_000, 1_210_000, 1_210_000); p < 1_210_000+audio {
 		t.Fatalf("the step from 0.55 to 1.76 Mbit/s is probed at %d bit/s on a 0.7 Mbit/s estimate", p)
 	}
 	// Several tracks stepping at once: capped at the estimate (about twice
 	// what flows with the media), but never under the smallest step.
-	if p := probeRate(1_000_000, audio, 900_000, 3_000_000, 300_000); p != 1_000_000 {
+	if p := probeRate(1_000_000, audio, 900_000, 900_000, 3_000_000, 300_000); p != 1_000_000 {
 		t.Fatalf("three tracks' steps of 3 Mbit/s on a 1 Mbit/s estimate probed at %d bit/s, want the estimate", p)
 	}
-	if p := probeRate(1_000_000, audio, 900_000, 0, 0); p != 0 {
+	if p := probeRate(1_000_000, audio, 900_000, 900_000, 0, 0); p != 0 {
 		t.Fatalf("nothing to step up to, yet a probe at %d bit/s", p)
+	}
+	// A probe just opened the lowest layer of a paused track (allocated,
+	// its keyframe not yet there: nothing flows); the next step's probe
+	// comes at once, and its padding covers the layer that does not flow
+	// yet as well as the step to the middle one.
+	if p, want := probeRate(420_000, audio, 275_000, 0, 275_000, 275_000), uint64(275_000+275_000+audio)*12/10; p != want {
+		t.Fatalf("the step to the middle layer, the lowest allocated but not flowing, probed at %d bit/s, want %d", p, want)
+	}
+}
+
+// TestPausedProbeLength: a probe from a subscriber whose video is all
+// paused lasts 150 ms, longer when that would carry under 20 padding
+// packets (a cheap lowest layer), never over the usual 300 ms.
+func TestPausedProbeLength(t *testing.T) {
+	for _, c := range []struct {
+		rate uint64
+		want time.Duration
+	}{{406_000, probePausedMin}, {200_000, 20 * 8 * sfu.PaddingWireSize * time.Second / 200_000}, {50_000, probeFor}} {
+		if d := pausedProbe(c.rate); d != c.want {
+			t.Errorf("a paused subscriber's probe at %d bit/s lasts %v, want %v", c.rate, d, c.want)
+		}
 	}
 }
 

@@ -21,8 +21,10 @@ import (
 // came back after 41-54 s, or not within 60 s (three runs, load 16-20,
 // before the fix; 1.7-2.6 s after). The deadline, 30 s, says whether the
 // probes count at all, not how fast they work (docs/congestion.md has the
-// figures). The probes while paused aim at the next step up, the lowest
-// layer, not at the top one.
+// figures; the timeline since the lift is logged). The probes while paused
+// aim at the next step up, the lowest layer, not at the top one; they come
+// every second (session 24), and while the link is still narrow they must
+// not bring the track back (it would pause again: a flap).
 func TestCongestionPausedRecovers(t *testing.T) {
 	timingTest(t, groupCongestion) // see TestCongestionSwitchesDown
 	srv, th, slow, v, id := throttledViewer(t, "bwe-pause")
@@ -33,11 +35,13 @@ func TestCongestionPausedRecovers(t *testing.T) {
 		return u.Reason == sfu.ReasonBandwidth && u.Layer == protocol.QualityPaused
 	})
 	t.Logf("paused %v after the downlink narrowed to 150 kbit/s", time.Since(start))
+	pausedAt := len(updatesFor(slow, id))
+	pausedSizes, _ := v.snapshot()
 	// The probes from the paused track aim at its next step (the lowest
-	// layer, 0.28 Mbit/s, and the audio: about 0.4 Mbit/s, 47-55 padding
-	// packets in 300 ms), not at its top layer (3.3 Mbit/s, 434 packets,
-	// 276 counted on average before 2026-12-07) on a link that carries 150
-	// kbit/s. And each sends what it planned, counted where it arrives
+	// layer, 0.28 Mbit/s, and the audio: about 0.4 Mbit/s; 47-55 padding
+	// packets in 300 ms until session 24, 22-23 in 150 ms since), not at
+	// its top layer (3.3 Mbit/s, 434 packets, 276 counted on average
+	// before 2026-12-07) on a link that carries 150 kbit/s. And each sends what it planned, counted where it arrives
 	// (before the throttle drops any): session 22 counted 18-23 a probe,
 	// half of it, because it read the counters as the second probe
 	// started, before that probe had sent anything.
@@ -47,12 +51,21 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	// The totals are since the server started: one probe ever cut short
 	// (its last wake-up too late on a starved process: at most 100 ms of
 	// what it owes is sent then, sfu/prober.go) keeps written below
-	// planned for good, so a third probe's start also ends the wait.
-	waitFor(t, 45*time.Second, "two probes while paused, the second written to its end", func() bool {
+	// planned for good, so a fourth probe's start also ends the wait.
+	waitFor(t, 45*time.Second, "three probes while paused, the third written to its end", func() bool {
 		after = eng.BWECounters()
-		return after.Probes >= before.Probes+2 && (after.PaddingSent >= after.PaddingPlanned || after.Probes >= before.Probes+3)
+		return after.Probes >= before.Probes+3 && (after.PaddingSent >= after.PaddingPlanned || after.Probes >= before.Probes+4)
 	})
 	probes, planned := after.Probes-before.Probes, after.PaddingPlanned-before.PaddingPlanned
+	// The link is still narrow: the probes must not bring the track back
+	// (one every second while paused since session 24, where a resumed
+	// layer would pause again: the track would flap).
+	if changes := updatesFor(slow, id)[pausedAt:]; len(changes) > 0 {
+		t.Errorf("the track changed layers %d times during %d probes on a link still at 150 kbit/s: %+v", len(changes), probes, changes)
+	}
+	if s, _ := v.snapshot(); len(s) > len(pausedSizes) {
+		t.Errorf("keyframes %v while paused on a link still at 150 kbit/s", s[len(pausedSizes):])
+	}
 	t.Logf("%d probes while paused, %d padding packets planned (%.0f a probe), %d written; %d feedback timeouts",
 		probes, planned, float64(planned)/float64(probes), after.PaddingSent-before.PaddingSent, after.FeedbackTimeouts-before.FeedbackTimeouts)
 	if planned > probes*150 {
@@ -66,6 +79,7 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	})
 	t.Logf("padding packets: %d planned, %d written, %d received by the subscriber (all probes so far)",
 		after.PaddingPlanned, after.PaddingSent, th.padding.Load())
+	tl := recordTimeline(t, srv, slow, v, id)
 	th.set(0)
 	start = time.Now()
 	// A 720p keyframe received after the lift: the last one before it
@@ -77,6 +91,7 @@ func TestCongestionPausedRecovers(t *testing.T) {
 		return len(s) > len(lifted) && s[len(s)-1] == 720
 	})
 	t.Logf("recovered to high %v after the bottleneck was lifted", time.Since(start))
+	t.Logf("since the lift:\n%s", tl.end())
 }
 
 // TestCongestionDeadLinkFallsBack: a downlink that passes no video packet

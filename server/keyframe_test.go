@@ -235,6 +235,7 @@ func TestKeyframeRequestsCoalesced(t *testing.T) {
 
 	for round := 0; round < 3; round++ {
 		t0 := time.Now()
+		stalls := sfu.ReadCounters().StallRestarts
 		arrival := kfWatchArrivals(srv, len(subs))
 		kfSendPLIs(t, subs)
 		burst := time.Since(t0)
@@ -263,12 +264,18 @@ func TestKeyframeRequestsCoalesced(t *testing.T) {
 		// again, once per window. When the request arrives is not
 		// asserted: on a loaded machine the publisher's RTCP reader may see
 		// it late.
-		if want := 1 + int(max(burst, spread)/pliWindow); total < 1 || total > want {
+		// A down track that sent nothing for 3 s while its source flowed
+		// restarts at a keyframe, and asks for one (sfu/watchdog.go): on a
+		// machine starved enough (load 40) that is no request of the
+		// burst's. The count is the process's, so it can only loosen the
+		// bound, by the restarts there were.
+		restarts := int(sfu.ReadCounters().StallRestarts - stalls)
+		if want := 1 + int(max(burst, spread)/pliWindow) + restarts; total < 1 || total > want {
 			var at []time.Duration
 			for _, ts := range pub.since(t0) {
 				at = append(at, ts.Sub(t0).Round(time.Millisecond))
 			}
-			t.Fatalf("round %d: %d keyframe requests for one burst, want %d (read by the publisher at %v after the burst began)", round, total, want, at)
+			t.Fatalf("round %d: %d keyframe requests for one burst, want %d (read by the publisher at %v after the burst began; %d stall restarts)", round, total, want, at, restarts)
 		}
 	}
 }

@@ -162,3 +162,64 @@ func TestOutsiderOfferWithoutSSRC(t *testing.T) {
 		}
 	}
 }
+
+// The same over the WebSocket, then a second offer (the client adds a
+// data channel): the SSRCs placed by MID stay placed (the server declares
+// them again in each offer whose section still declares none), the tracks
+// keep their ids and their media keeps flowing.
+func TestOutsiderOfferWithoutSSRCRenegotiates(t *testing.T) {
+	parallel(t)
+	m := makeTestMedia(t)
+	srv := startServer(t, nil)
+	watcher := join(t, srv, "nossrc-ws", "watcher")
+	rec := record(watcher)
+	raw := dialRaw(t, srv)
+	if _, resp := raw.request(protocol.MethodJoin, `{"room":"nossrc-ws","name":"raw"}`); resp.Error != nil {
+		t.Fatal(resp.Error)
+	}
+	mw := &midWriter{}
+	pc, video, audio := sendingPC(t, midAPI(t, mw), webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle}, "stream-ws")
+	offer := func(what string) map[string]string {
+		t.Helper()
+		sdp := withoutSSRCLines(offerGathered(t, pc), false)
+		params, _ := json.Marshal(map[string]any{"sdp": sdp, "tracks": []any{}})
+		_, resp := raw.request(protocol.MethodOffer, string(params))
+		if resp.Error != nil {
+			t.Fatalf("%s: %v", what, resp.Error)
+		}
+		var res protocol.OfferResult
+		_ = json.Unmarshal(resp.Result, &res)
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.SDP}); err != nil {
+			t.Fatalf("%s: applying the answer: %v", what, err)
+		}
+		ids := map[string]string{}
+		for _, tr := range res.Tracks {
+			ids[tr.CID] = tr.ID
+		}
+		return ids
+	}
+	first := offer("first offer")
+	for _, tr := range pc.GetTransceivers() {
+		if s := tr.Sender(); s != nil && len(s.GetParameters().Encodings) > 0 {
+			mw.set(uint32(s.GetParameters().Encodings[0].SSRC), tr.Mid())
+		}
+	}
+	stop := make(chan struct{})
+	wg := sendMedia(t, m, video, audio, stop)
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	waitFor(t, 20*time.Second, "both tracks at the watcher", func() bool {
+		return len(rec.payloads(first["video"])) > 10 && len(rec.payloads(first["audio"])) > 10
+	})
+
+	if _, err := pc.CreateDataChannel("data", nil); err != nil {
+		t.Fatal(err)
+	}
+	second := offer("second offer")
+	if second["video"] != first["video"] || second["audio"] != first["audio"] {
+		t.Fatalf("track ids changed: %v, then %v", first, second)
+	}
+	v, a := len(rec.payloads(first["video"])), len(rec.payloads(first["audio"]))
+	waitFor(t, 20*time.Second, "media after the second offer", func() bool {
+		return len(rec.payloads(first["video"])) > v+30 && len(rec.payloads(first["audio"])) > a+30
+	})
+}

@@ -80,7 +80,7 @@ func TestWHIPErrors(t *testing.T) {
 		{"empty offer", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", "", nil, 400, "empty"},
 		{"not sdp", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", "hello, server", nil, 400, "does not parse"},
 		{"recvonly to whip", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", recvOffer(t), nil, 400, "sends no audio or video"},
-		{"too big", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", offer + strings.Repeat("a=x:y\r\n", 10000), nil, 413, "64 KiB"},
+		{"too big", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", offer + strings.Repeat("a=x:y\r\n", 160000), nil, 413, "1 MiB"},
 		{"long room", http.MethodPost, "/v1/rooms/" + long + "/whip", "application/sdp", "", offer, nil, 400, "longer than"},
 		// docs/whip.md: the name is ?name=; one join would refuse was
 		// silently replaced by "WHIP publisher" (201).
@@ -105,6 +105,8 @@ func TestWHIPErrors(t *testing.T) {
 		{"PATCH restart without credentials", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n", []string{"If-Match", "*"}, 400, "ice-ufrag"},
 		{"PATCH star same credentials", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", starSame, []string{"If-Match", "*"}, 204, ""},
 		{"PATCH star same ufrag new pwd", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", starHalf, []string{"If-Match", "*"}, 422, "new a=ice-ufrag"},
+		{"PATCH etag list", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", trickle, []string{"If-Match", `"stale", ` + ok.etag}, 204, ""},
+		{"PATCH weak etag", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", trickle, []string{"If-Match", "W/" + ok.etag}, 412, "If-Match"},
 		{"PATCH trickle", http.MethodPatch, sessionPath, "application/trickle-ice-sdpfrag", "", trickle, []string{"If-Match", ok.etag}, 204, ""},
 		{"OPTIONS endpoint", http.MethodOptions, "/v1/rooms/errs/whip", "", "", "", []string{"Origin", "http://" + srv.Addr()}, 204, ""},
 		{"foreign origin", http.MethodPost, "/v1/rooms/errs/whip", "application/sdp", "", offer, []string{"Origin", "https://evil.example"}, 403, "allowed_origins"},

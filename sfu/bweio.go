@@ -29,6 +29,11 @@ type bweInterceptor struct {
 	est     *bwe
 	next    atomic.Uint32
 	cluster atomic.Uint32 // the probe running, stamped on each packet; 0 = none
+	// lastCluster is the last probe's id, kept after it ends: padding is
+	// only ever a probe's, and padding queued before the probe's end but
+	// numbered after it (its track's writer is a goroutine behind the
+	// prober) is still that probe's.
+	lastCluster atomic.Uint32
 }
 
 func newBWEInterceptor(initial int) *bweInterceptor {
@@ -59,8 +64,12 @@ func (i *bweInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interce
 			return 0, err
 		}
 		// Size on the wire, less IP and UDP: header, payload, SRTP tag.
-		i.est.hist.record(seq, h.MarshalSize()+len(payload)+10, uint16(i.cluster.Load()))
 		pad := h.Padding // only the probes' padding-only packets set it (sendqueue.go)
+		cluster := i.cluster.Load()
+		if cluster == 0 && pad {
+			cluster = i.lastCluster.Load()
+		}
+		i.est.hist.record(seq, h.MarshalSize()+len(payload)+10, uint16(cluster))
 		var n int
 		var err error
 		if ds != nil {

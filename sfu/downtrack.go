@@ -75,8 +75,12 @@ type DownTrack struct {
 	fallback          *fallbackEstimator // the subscriber's estimator without TWCC; nil = none
 	// connected is the subscriber transport's state; nil (tests) = always up.
 	connected *atomic.Bool
-	stall     stallWatch // watchdog.go
-	ho        *handover  // a change of source under way (handover.go); under mu
+	// frameOpen: the newest packet forwarded began or continued a frame
+	// without ending it (no marker bit), at frameOpenAt (clock.Nanos). Padding waits for the frame's end (downtrack_pad.go).
+	frameOpen   bool
+	frameOpenAt int64
+	stall       stallWatch // watchdog.go
+	ho          *handover  // a change of source under way (handover.go); under mu
 }
 
 // setTransport links the down track to its connection's DTLS state: before
@@ -269,7 +273,7 @@ func (d *DownTrack) write(in *rtp.Header, payload []byte, layer int8, from *hand
 // reports whether the packet took its output slot (a full queue may still
 // drop it: the subscriber NACKs it). Call with d.mu held.
 func (d *DownTrack) forwardLocked(inSeq uint16, inTS uint32, marker bool, payload []byte, layer int8, src Source) bool {
-	newest, _, _ := d.munger.Last()
+	newest, _, wasStarted := d.munger.Last()
 	seq, ts, ok := d.munger.Forward(inSeq, inTS, src.PacketTime())
 	if !ok {
 		return false
@@ -316,6 +320,14 @@ func (d *DownTrack) forwardLocked(inSeq uint16, inTS uint32, marker bool, payloa
 		// can still bring it.
 		d.remember(seq, inSeq, ts, marker, layer, payload, buf[:n], src.PacketTime())
 	}
+	if d.video && (!wasStarted || int16(seq-newest) > 0) {
+		// The newest output (a late repair is not): a frame is open
+		// until its marker bit, and padding waits for it.
+		if !marker && !d.frameOpen {
+			d.frameOpenAt = clock.Nanos() // once a frame, not a packet
+		}
+		d.frameOpen = !marker
+	}
 	p := queuedPacket{w: d.writer, buf: buf, n: uint16(n), seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, marker: marker}
 	if d.video && d.rtxSSRC != 0 && int16(newest-seq) >= lateOnRTX && d.sendLateOnRTX(&p, src.PacketTime()) {
 		d.enqueue(p) // a late repair (laterepair.go): nothing to hold it for
@@ -354,44 +366,6 @@ func (d *DownTrack) SetPaused(paused bool) {
 	if changed && !paused && d.video {
 		d.askKeyframe(target)
 	}
-}
-
-// paddingPayload is a padding-only RTP payload: 255 bytes whose last byte
-// says all 255 are padding (RFC 3550 5.1). Receivers discard it; congestion
-// control counts it.
-var paddingPayload = func() []byte {
-	b := make([]byte, 255)
-	b[254] = 255
-	return b
-}()
-
-// WritePadding sends n padding-only packets in this track's sequence space,
-// to probe the subscriber's downlink; it returns how many were sent. The
-// track may be paused for bandwidth right now: that is exactly when a probe
-// is the only way to learn the downlink has recovered. It need not have
-// forwarded media yet (Munger.Pad): its SSRC was negotiated, so the
-// receiver knows the stream, and a subscriber whose every video track was
-// paused before its first keyframe could otherwise never probe, nor get
-// video once its link frees.
-func (d *DownTrack) WritePadding(n int) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.video || !d.bound || d.paused || d.closed || d.unsupported || d.munger == nil ||
-		(d.connected != nil && !d.connected.Load()) {
-		return 0
-	}
-	sent := 0
-	for ; sent < n; sent++ {
-		seq, ts, ok := d.munger.Pad(clock.Nanos())
-		if !ok {
-			break
-		}
-		// In the media's queue, so that probes never overtake media.
-		if !d.enqueue(queuedPacket{w: d.writer, seq: seq, ts: ts, ssrc: d.ssrc, pt: d.pt, padding: true}) {
-			break
-		}
-	}
-	return sent
 }
 
 // Paused reports whether the subscriber paused this track.

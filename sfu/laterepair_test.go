@@ -98,7 +98,8 @@ func TestLateRepairAfterProbe(t *testing.T) {
 	defer d.Close()
 	key, delta := benchPackets()
 	r.now.Store(time.Now().UnixNano())
-	hdr := &rtp.Header{Version: 2, SequenceNumber: 1000, Timestamp: 1000, SSRC: 42}
+	// One-packet frames (marker bits): padding waits for a frame's end.
+	hdr := &rtp.Header{Version: 2, SequenceNumber: 1000, Timestamp: 1000, SSRC: 42, Marker: true}
 	send := func(seq uint16) {
 		hdr.SequenceNumber, hdr.Timestamp = seq, 1000+uint32(seq-1000)*3000
 		setPictureID(delta, seq)

@@ -1,6 +1,8 @@
 package sfu
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/starling-rtc/starling/internal/clock"
@@ -12,6 +14,10 @@ const probeTick = 20 * time.Millisecond
 // paddingWireSize is one padding packet on the wire: 255 bytes of padding,
 // the RTP header with the TWCC extension, and the SRTP tag.
 const paddingWireSize = 255 + 12 + 8 + 10
+
+// PaddingWireSize is the bytes of one probe packet on the wire, for the
+// allocator's sizing of probes (room/allocation.go).
+const PaddingWireSize = paddingWireSize
 
 // EstimatedBitrate is the estimate of this subscriber's downlink in bits/s:
 // Starling's estimator over TWCC feedback (bwe.go) when the client
@@ -101,6 +107,7 @@ func (s *Subscriber) probe(rate uint64, d time.Duration) {
 		id = s.probeID
 		s.probeMu.Unlock()
 		s.bw.est.startProbe(id, clock.Micros())
+		s.bw.lastCluster.Store(uint32(id))
 		s.bw.cluster.Store(uint32(id))
 	}
 	stopped := !s.sendProbe(rate, d)
@@ -169,8 +176,8 @@ func (s *Subscriber) sendProbe(rate uint64, d time.Duration) bool {
 		// drop the probe's tail (42 of 45 sent, the last wake at 404 ms,
 		// beside two busy loops on two cores).
 		if n := min(int(perSec*min(el, d).Seconds())-sent, burst); n > 0 {
-			w := s.pad(n)
-			if w == 0 {
+			w, busy := s.pad(n)
+			if w == 0 && !busy {
 				break // nothing to pad on
 			}
 			// What was written, not what was asked: a track that took
@@ -184,21 +191,59 @@ func (s *Subscriber) sendProbe(rate uint64, d time.Duration) bool {
 	return true
 }
 
-// pad writes up to n padding packets on the first video track that can
-// carry them, and returns how many it wrote.
-func (s *Subscriber) pad(n int) int {
+// pad writes up to n padding packets on one of the subscriber's video
+// tracks and returns how many it wrote; busy reports that a track that
+// could take them is in the middle of a frame (writePadding), so the next
+// wake may succeed.
+//
+// Which track (until session 24, the first in Go's map order: random):
+//   - tracks that have forwarded media before those that have not: a
+//     stream that flows is where every receiver expects padding (libwebrtc
+//     pads a media SSRC only after it has sent a frame); padding before a
+//     stream's first media is for a subscriber with nothing else to pad on
+//     (Munger.Pad);
+//   - in turn, from the track after the one that took the last burst: each
+//     burst goes into one track's send queue, behind its media, so taking
+//     turns spreads a probe over the tracks' queues instead of loading the
+//     same one every time, and a track in the middle of a frame leaves the
+//     burst to the next;
+//   - in track id order, so that the same state pads the same track, run
+//     after run.
+//
+// Not "the track whose layer is next to upgrade": the link carries the
+// bytes whatever stream they are on, and the allocator's choice is the
+// room's, not known here.
+func (s *Subscriber) pad(n int) (written int, busy bool) {
 	s.dmu.Lock()
-	down := make([]*DownTrack, 0, len(s.down))
+	order := s.padOrder[:0]
 	for _, d := range s.down {
-		down = append(down, d)
+		order = append(order, d)
 	}
 	s.dmu.Unlock()
-	for _, d := range down {
-		if w := d.WritePadding(n); w > 0 {
-			return w
+	defer func() {
+		clear(order) // no track kept alive by the scratch
+		s.padOrder = order[:0]
+	}()
+	slices.SortFunc(order, func(a, b *DownTrack) int { return strings.Compare(a.id, b.id) })
+	first := 0
+	for first < len(order) && order[first].id <= s.padLast {
+		first++
+	}
+	for _, media := range [2]bool{true, false} {
+		for k := range order {
+			d := order[(first+k)%len(order)]
+			if d.hasForwarded() != media {
+				continue
+			}
+			w, mid := d.writePadding(n)
+			busy = busy || mid
+			if w > 0 {
+				s.padLast = d.id
+				return w, false
+			}
 		}
 	}
-	return 0
+	return 0, busy
 }
 
 // Close stops probing and closes the connection.

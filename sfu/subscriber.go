@@ -35,6 +35,11 @@ type Subscriber struct {
 	stopped   bool
 	stopProbe chan struct{}
 	probeWG   sync.WaitGroup
+	// The prober's choice of track (pad): a scratch list of the down
+	// tracks, and the id of the last one padded. Only the running probe
+	// touches them (one at a time).
+	padOrder  []*DownTrack
+	padLast   string
 	downSince int64                  // watchdog.go: since when connected with the flag down (ns); the loop's goroutine only
 	everUp    atomic.Bool            // DTLS came up at least once
 	upHook    atomic.Pointer[func()] // OnConnected

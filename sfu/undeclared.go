@@ -35,8 +35,14 @@ type midWatch struct {
 	interceptor.NoOp
 	armed    atomic.Bool // the current offer has a sending section without a=ssrc or rid
 	mu       sync.Mutex
-	mids     map[uint32]string // SSRC → the MID its packets carry
-	onGiveUp func(ssrc uint32, mid string)
+	mids     map[uint32]seenStream // SSRC → the MID its packets carry
+	onGiveUp func(ssrc uint32, mid string, pt uint8)
+}
+
+// seenStream is what midWatch read of a stream: its MID and payload type.
+type seenStream struct {
+	mid string
+	pt  uint8
 }
 
 // NewInterceptor returns w itself: each publisher connection has its own
@@ -68,9 +74,9 @@ func (w *midWatch) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.
 				found.Store(true)
 				w.mu.Lock()
 				if w.mids == nil {
-					w.mids = map[uint32]string{}
+					w.mids = map[uint32]seenStream{}
 				}
-				w.mids[ssrc] = string(mid)
+				w.mids[ssrc] = seenStream{mid: string(mid), pt: b[1] & 0x7f}
 				w.mu.Unlock()
 			}
 		}
@@ -82,14 +88,14 @@ func (w *midWatch) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.
 // which acts only if that section declares no SSRC (pion gave up on it).
 func (w *midWatch) UnbindRemoteStream(info *interceptor.StreamInfo) {
 	w.mu.Lock()
-	mid, ok := w.mids[info.SSRC]
+	seen, ok := w.mids[info.SSRC]
 	delete(w.mids, info.SSRC)
 	w.mu.Unlock()
 	if ok && w.onGiveUp != nil {
 		// pion calls this on the goroutine that probed the stream; the
 		// publisher takes its negotiation lock, which an offer being
 		// applied holds.
-		go w.onGiveUp(info.SSRC, mid)
+		go w.onGiveUp(info.SSRC, seen.mid, seen.pt)
 	}
 }
 
@@ -215,11 +221,16 @@ func declareSSRCs(raw string, learned map[string]uint32) string {
 
 // adopt declares a stream that pion gave up on in the section of its MID
 // and applies the client's last offer again with it (see the top of this
-// file).
-func (p *Publisher) adopt(ssrc uint32, mid string) {
+// file). A retransmission (RTX) or FEC stream is left alone: without a=ssrc
+// lines it has no group naming its media stream, and taken for the media it
+// would replace it.
+func (p *Publisher) adopt(ssrc uint32, mid string, pt uint8) {
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
 	if p.pc.ConnectionState() == webrtc.PeerConnectionStateClosed || p.offer == "" || !undeclaredMIDs(p.offer)[mid] {
+		return
+	}
+	if repairCodec(p.offer, mid, pt) {
 		return
 	}
 	if p.learned[mid] == ssrc {
@@ -241,4 +252,26 @@ func (p *Publisher) adopt(ssrc uint32, mid string) {
 		return
 	}
 	_ = p.pc.SetLocalDescription(answer)
+}
+
+// repairCodec reports whether payload type pt of the section of mid is a
+// repair format (rtx, ulpfec, flexfec), not media.
+func repairCodec(raw, mid string, pt uint8) bool {
+	var s sdp.SessionDescription
+	if err := s.UnmarshalString(raw); err != nil {
+		return false
+	}
+	prefix := strconv.Itoa(int(pt)) + " "
+	for _, md := range s.MediaDescriptions {
+		if m, _ := md.Attribute("mid"); m != mid {
+			continue
+		}
+		for _, a := range md.Attributes {
+			if v, ok := strings.CutPrefix(a.Value, prefix); ok && a.Key == "rtpmap" {
+				name, _, _ := strings.Cut(strings.ToLower(v), "/")
+				return name == "rtx" || name == "ulpfec" || strings.HasPrefix(name, "flexfec")
+			}
+		}
+	}
+	return false
 }

@@ -332,7 +332,7 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 		match = ""
 	}
-	if match != "" && match != s.currentETag() {
+	if match != "" && !etagListed(match, s.currentETag()) {
 		writeError(w, fail(http.StatusPreconditionFailed, "If-Match does not name the current ICE session ("+s.currentETag()+")"))
 		return
 	}
@@ -345,6 +345,19 @@ func (h *Handler) patch(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// etagListed reports whether an If-Match list (RFC 9110 13.1.1: one or
+// more entity tags, comma-separated) names etag; the comparison is strong,
+// so a weak tag (W/"...") never matches. A list with the current ETag was
+// refused 412 as a whole.
+func etagListed(list, etag string) bool {
+	for _, t := range strings.Split(list, ",") {
+		if strings.TrimSpace(t) == etag {
+			return true
+		}
+	}
+	return false
 }
 
 // restart restarts ICE with the client's new credentials, then adds its

@@ -36,7 +36,7 @@ const (
 
 // Limits on what one request may carry.
 const (
-	maxSDP      = 64 << 10 // bytes of an offer or an sdpfrag
+	maxSDP      = 1 << 20 // bytes of an offer or an sdpfrag: the WebSocket signaling's message limit (a Chromium WHEP offer of 64 video sections is 320 KB)
 	maxRoomName = 128
 	maxName     = 256
 )
@@ -287,7 +287,7 @@ func readBody(w http.ResponseWriter, r *http.Request, want string) (string, *htt
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return "", fail(http.StatusRequestEntityTooLarge, "body is larger than 64 KiB")
+			return "", fail(http.StatusRequestEntityTooLarge, "body is larger than 1 MiB")
 		}
 		return "", fail(http.StatusBadRequest, "cannot read the body")
 	}

@@ -70,8 +70,12 @@ func findTile(tiles []tile, id string) (tile, bool) {
 func joinRoom(p *page, base, room, name string) string {
 	p.t.Helper()
 	u := fmt.Sprintf("%s/r/%s?name=%s&autojoin=1", base, url.PathEscape(room), url.QueryEscape(name))
-	p.do(10*time.Second, chromedp.Navigate(u))
-	waitFor(p, "body[data-status=joined]", 10*time.Second,
+	// 30 s: a new tab's first action creates it, and the navigation waits
+	// for the page's load; in a loaded suite run (two busy loops beside
+	// the other packages, one Chromium shared by the package's tests) page
+	// B of TestUnpublishRepublish did not load within 10 s.
+	p.do(30*time.Second, chromedp.Navigate(u))
+	waitFor(p, "body[data-status=joined]", 30*time.Second,
 		`document.body.dataset.status`, func(s string) bool { return s == "joined" })
 	var id string
 	p.mustEval(`window.starling.state.participantId`, &id)
