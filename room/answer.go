@@ -60,6 +60,11 @@ func (p *Participant) AnswerSubscriber(sdp string) (string, error) {
 // participant's offer can receive at once.
 func (p *Participant) SubscriberSlots() (audio, video int) { return p.sub.Slots() }
 
+// Subscriber is the connection the participant receives on, for tools and
+// tests that drive it below the room's decisions (a bandwidth probe, a down
+// track's limits: web/browsertest's padding test).
+func (p *Participant) Subscriber() *sfu.Subscriber { return p.sub }
+
 // RestartICE restarts ICE on one of an answering participant's connections
 // with the client's new credentials and returns the new local description.
 func (p *Participant) RestartICE(target, ufrag, pwd string) (string, error) {

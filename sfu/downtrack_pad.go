@@ -14,10 +14,14 @@ var paddingPayload = func() []byte {
 }()
 
 // frameOpenMax is how long a frame whose end has not been forwarded holds
-// padding back: a frame's packets come within milliseconds of each other,
-// so a frame open longer lost its end upstream (or its source stopped),
-// and waiting for it would keep the track from padding for good.
-const frameOpenMax = 100_000_000 // ns
+// padding back: a frame open longer lost its end upstream, or its source
+// stopped, and waiting for it would keep the track from padding for good.
+// Not less: a publisher's pacer spreads a keyframe (a 720p keyframe of
+// 100 KB at 2.5 times a 2.5 Mbit/s target takes over 100 ms), and with
+// 100 ms here, padding went into the middle of keyframes that took 140 ms
+// (the browser test's camera): Chromium then dropped the whole second of
+// video that depended on them (14-22 frames of 46).
+const frameOpenMax = 1_000_000_000 // ns
 
 // WritePadding sends n padding-only packets in this track's sequence space,
 // to probe the subscriber's downlink; it returns how many were sent. The

@@ -192,6 +192,13 @@ func (s *Subscriber) AddDownTrack(d *DownTrack) error {
 	return nil
 }
 
+// DownTrack returns the subscriber's down track of trackID, or nil.
+func (s *Subscriber) DownTrack(trackID string) *DownTrack {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	return s.down[trackID]
+}
+
 // RemoveDownTrack removes a track's transceiver; the change takes effect at
 // the next offer.
 func (s *Subscriber) RemoveDownTrack(trackID string) error {

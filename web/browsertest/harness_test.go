@@ -438,4 +438,4 @@ func inPageLane(t *testing.T) {
 // call parallelUnlessRace: TestMain lets that many run at once, so that
 // lane tests waiting for the lane do not hold go test's places (2 on two
 // cores) and keep the parallel tests from starting.
-const laneTests = 17
+const laneTests = 18
