@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
+	"github.com/starling-rtc/starling/internal/pcclose"
 )
 
 // peer holds what both of a participant's connections share: the pion
@@ -253,7 +255,10 @@ func (p *peer) isClosed() bool {
 	return closed || p.pc.SignalingState() == webrtc.SignalingStateClosed
 }
 
-// Close closes the connection; idempotent.
+// Close closes the connection; idempotent. pion's Close can deadlock; then
+// this returns pcclose.ErrStuck after 10 s with the connection's ICE
+// transport stopped, instead of never (internal/pcclose), so that a
+// participant's end and the server's shutdown, which waits for it, go on.
 func (p *peer) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -262,7 +267,7 @@ func (p *peer) Close() error {
 	}
 	p.closed = true
 	p.mu.Unlock()
-	return p.pc.Close()
+	return pcclose.Close(p.pc, slog.Default())
 }
 
 func randUint32() uint32 {

@@ -1,8 +1,9 @@
-package client
+package pcclose
 
 import (
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -10,12 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
 
-// TestClosePeerDeadlockFreesICE makes pion's close deadlock on purpose
-// (closepc.go) and checks what closePeer leaves once it gives up: the
+// TestDeadlockFreesICE makes pion's close deadlock on purpose
+// (Close says how) and checks what Close leaves once it gives up: the
 // ICE transport stopped (its sockets and goroutines gone), only the three
 // goroutines of the deadlock itself left.
 //
@@ -30,33 +33,27 @@ import (
 // for the lock.
 //
 // The deadlock's goroutines never end, so it happens in a child process
-// (TestClosePeerDeadlockChild), not beside the package's leak check.
-func TestClosePeerDeadlockFreesICE(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestClosePeerDeadlockChild$", "-test.v", "-test.count=1", "-test.timeout=90s")
-	cmd.Env = append(os.Environ(), closeDeadlockChild+"=1")
+// (TestDeadlockChild), not beside the package's leak check.
+func TestDeadlockFreesICE(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestDeadlockChild$", "-test.v", "-test.count=1", "-test.timeout=90s")
+	cmd.Env = append(os.Environ(), deadlockChild+"=1")
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestClosePeerDeadlockChild") {
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestDeadlockChild") {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 	t.Logf("child:\n%s", out)
 }
 
-// closeDeadlockChild is set in the environment of the child process.
-const closeDeadlockChild = "STARLING_CLOSEPC_CHILD"
+// deadlockChild is set in the environment of the child process.
+const deadlockChild = "STARLING_PCCLOSE_CHILD"
 
-// TestClosePeerDeadlockChild is TestClosePeerDeadlockFreesICE's child.
-func TestClosePeerDeadlockChild(t *testing.T) {
-	if os.Getenv(closeDeadlockChild) == "" {
-		t.Skip("run by TestClosePeerDeadlockFreesICE in a process of its own")
+// TestDeadlockChild is TestDeadlockFreesICE's child.
+func TestDeadlockChild(t *testing.T) {
+	if os.Getenv(deadlockChild) == "" {
+		t.Skip("run by TestDeadlockFreesICE in a process of its own")
 	}
-	before := closeWait
-	closeWait = 500 * time.Millisecond
-	t.Cleanup(func() { closeWait = before })
-
-	api, err := LoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
+	wait = 500 * time.Millisecond
+	api := loopbackAPI(t)
 	a, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +102,12 @@ func TestClosePeerDeadlockChild(t *testing.T) {
 
 	ice := a.SCTP().Transport().ICETransport() // before Close holds the DTLS transport's lock
 	closed := make(chan struct{})
-	go func() { closePeer(a, slog.New(slog.NewTextHandler(io.Discard, nil))); close(closed) }()
+	go func() {
+		if err := Close(a, slog.New(slog.NewTextHandler(io.Discard, nil))); err != ErrStuck {
+			t.Errorf("Close: %v, want ErrStuck", err)
+		}
+		close(closed)
+	}()
 	eventually(t, 10*time.Second, "Close waiting in DTLSTransport.Stop", func() bool {
 		return stacksHave("(*DTLSTransport).Stop", "")
 	})
@@ -114,7 +116,7 @@ func TestClosePeerDeadlockChild(t *testing.T) {
 	select {
 	case <-closed:
 	case <-time.After(30 * time.Second):
-		t.Fatal("closePeer did not return")
+		t.Fatal("Close did not return")
 	}
 	if !stacksHave("(*DTLSTransport).Stop", "") {
 		t.Fatal("no deadlock: pion's close finished (the workaround may no longer be needed)")
@@ -219,4 +221,23 @@ func pollFor(d time.Duration, cond func() bool) bool {
 		}
 	}
 	return true
+}
+
+// loopbackAPI is a pion API with the default codecs and interceptors that
+// gathers loopback candidates only.
+func loopbackAPI(t *testing.T) *webrtc.API {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }
