@@ -223,3 +223,68 @@ func TestOutsiderOfferWithoutSSRCRenegotiates(t *testing.T) {
 		return len(rec.payloads(first["video"])) > v+30 && len(rec.payloads(first["audio"])) > a+30
 	})
 }
+
+// A WHIP ICE restart keeps the media of an offer without a=ssrc lines
+// flowing, its streams placed by MID or by payload type (GStreamer 1.22's
+// video: no a=ssrc, no header extensions). pion stopped a receiver placed
+// by payload type at the restart (the restarted description did not name
+// its SSRC): no packet after it.
+func TestOutsiderOfferWithoutSSRCRestart(t *testing.T) {
+	parallel(t)
+	m := makeTestMedia(t)
+	srv := startServer(t, nil)
+	for _, c := range []struct {
+		name    string
+		dropMid bool
+	}{{"mid", false}, {"pt", true}} {
+		room := "rs-" + c.name
+		watcher := join(t, srv, room, "watcher")
+		sink := &mediaSink{dir: t.TempDir()}
+		watcher.OnTrack(func(rt *client.RemoteTrack) { sink.start(t, rt.Track) })
+		mw := &midWriter{}
+		pc, video, audio := sendingPC(t, midAPI(t, mw), webrtc.Configuration{BundlePolicy: webrtc.BundlePolicyMaxBundle}, "s-"+c.name)
+		offer := withoutSSRCLines(offerGathered(t, pc), c.dropMid)
+		res := httpDo(t, http.MethodPost, "http://"+srv.Addr()+"/v1/rooms/"+room+"/whip", "application/sdp", "", offer)
+		if res.status != http.StatusCreated {
+			t.Fatalf("%s: POST %d %s", c.name, res.status, res.body)
+		}
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.body}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range pc.GetTransceivers() {
+			if s := tr.Sender(); s != nil && len(s.GetParameters().Encodings) > 0 {
+				mw.set(uint32(s.GetParameters().Encodings[0].SSRC), tr.Mid())
+			}
+		}
+		stop := make(chan struct{})
+		wg := sendMedia(t, m, video, audio, stop)
+		t.Cleanup(func() { close(stop); wg.Wait() })
+		waitFor(t, 20*time.Second, c.name+" media before", func() bool { return sink.videoPackets.Load() >= 30 && sink.audioPackets.Load() >= 30 })
+
+		ro, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := webrtc.GatheringCompletePromise(pc)
+		_ = pc.SetLocalDescription(ro)
+		<-g
+		pr := httpDo(t, http.MethodPatch, "http://"+srv.Addr()+res.header.Get("Location"), "application/trickle-ice-sdpfrag", "", restartFrag(pc.LocalDescription().SDP), "If-Match", "*")
+		if pr.status != http.StatusOK {
+			t.Fatalf("%s: restart PATCH %d %s", c.name, pr.status, pr.body)
+		}
+		ufrag := ufragLine.FindStringSubmatch(pr.body)
+		pwd := pwdLine.FindStringSubmatch(pr.body)
+		cands := candidateLine.FindAllString(pr.body, -1)
+		answer := ufragLine.ReplaceAllString(res.body, "a=ice-ufrag:"+ufrag[1])
+		answer = pwdLine.ReplaceAllString(answer, "a=ice-pwd:"+pwd[1])
+		answer = candidateLine.ReplaceAllString(answer, "")
+		answer = strings.Replace(answer, "a=mid:0\r\n", "a=mid:0\r\n"+strings.Join(trimAll(cands), "\r\n")+"\r\n", 1)
+		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+			t.Fatal(err)
+		}
+		v, a := sink.videoPackets.Load(), sink.audioPackets.Load()
+		waitFor(t, 20*time.Second, c.name+": video and audio after the ICE restart", func() bool {
+			return sink.videoPackets.Load() >= v+60 && sink.audioPackets.Load() >= a+60
+		})
+	}
+}

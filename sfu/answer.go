@@ -347,7 +347,13 @@ func (p *peer) RestartICE(ufrag, pwd string, wait time.Duration) (string, error)
 	if remote == nil || p.pc.SignalingState() != webrtc.SignalingStateStable {
 		return "", errors.New("the connection is not negotiated")
 	}
-	offer, err := withICECredentials(remote.SDP, ufrag, pwd)
+	return p.restartWith(remote.SDP, ufrag, pwd, wait)
+}
+
+// restartWith is RestartICE from the offer given (without its new
+// credentials).
+func (p *peer) restartWith(last, ufrag, pwd string, wait time.Duration) (string, error) {
+	offer, err := withICECredentials(last, ufrag, pwd)
 	if err != nil {
 		return "", err
 	}

@@ -43,7 +43,12 @@ func NewPublisher(e *Engine, iceServers []webrtc.ICEServer,
 	p := &Publisher{peer: peer{pc: pc}, onData: onData, watch: watch}
 	watch.onGiveUp = p.adopt
 	p.watchState()
-	pc.OnTrack(onTrack)
+	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
+		if t.RID() == "" {
+			go p.placed(uint32(t.SSRC()), t.Kind(), uint8(t.PayloadType()), r)
+		}
+		onTrack(t, r)
+	})
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		if dc.Label() != "data" {
 			return
@@ -134,8 +139,14 @@ func (p *Publisher) answerOffer(sdp string) (webrtc.SessionDescription, error) {
 func (p *Publisher) RestartICE(ufrag, pwd string, wait time.Duration) (string, error) {
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
-	local, err := p.peer.RestartICE(ufrag, pwd, wait)
-	if err == nil && p.offer != "" {
+	if p.offer == "" || p.pc.RemoteDescription() == nil || p.pc.SignalingState() != webrtc.SignalingStateStable {
+		return p.peer.RestartICE(ufrag, pwd, wait)
+	}
+	// The client's offer with the SSRCs placed since (undeclared.go): the
+	// remote description lacks those pion placed by itself, and pion stops
+	// a receiver whose SSRC a new description does not name.
+	local, err := p.restartWith(ridsForPion(msidForPion(declareSSRCs(p.offer, p.learned))), ufrag, pwd, wait)
+	if err == nil {
 		if o, err := withICECredentials(p.offer, ufrag, pwd); err == nil {
 			p.offer = o
 		}

@@ -275,3 +275,60 @@ func repairCodec(raw, mid string, pt uint8) bool {
 	}
 	return false
 }
+
+// placed notes the SSRC of a stream pion placed by itself in a section that
+// declares none: the offer's only section, or (without the MID extension)
+// the first section of its payload type. pion gives such a stream a
+// transceiver of its own and stops its receiver at the next description
+// that does not name its SSRC (an ICE restart, a new offer): GStreamer
+// 1.22's video stopped at a WHIP ICE restart. Declared from then on (a
+// second receiver pion starts for it in the section is ignored, a
+// duplicate layer), it goes on.
+func (p *Publisher) placed(ssrc uint32, kind webrtc.RTPCodecType, pt uint8, r *webrtc.RTPReceiver) {
+	p.negMu.Lock()
+	defer p.negMu.Unlock()
+	if p.offer == "" {
+		return
+	}
+	open := undeclaredMIDs(p.offer)
+	if len(open) == 0 {
+		return
+	}
+	mid := ""
+	for _, t := range p.pc.GetTransceivers() {
+		if t.Receiver() == r {
+			mid = t.Mid()
+		}
+	}
+	if mid == "" {
+		mid = sectionOf(p.offer, kind.String(), pt)
+	}
+	if !open[mid] || p.learned[mid] != 0 || repairCodec(p.offer, mid, pt) {
+		return
+	}
+	if p.learned == nil {
+		p.learned = map[string]uint32{}
+	}
+	p.learned[mid] = ssrc
+}
+
+// sectionOf is the mid of the first section of kind whose formats list pt,
+// as pion places a stream by payload type.
+func sectionOf(raw, kind string, pt uint8) string {
+	var s sdp.SessionDescription
+	if err := s.UnmarshalString(raw); err != nil {
+		return ""
+	}
+	want := strconv.Itoa(int(pt))
+	for _, md := range s.MediaDescriptions {
+		if md.MediaName.Media != kind {
+			continue
+		}
+		for _, f := range md.MediaName.Formats {
+			if f == want {
+				return midOf(md)
+			}
+		}
+	}
+	return ""
+}
