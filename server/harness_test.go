@@ -109,7 +109,7 @@ func publishFakeMedia(t testing.TB, c *client.Client, tolerant bool) *fakeMedia 
 	f.wg.Add(2)
 	go f.sendVideo()
 	go f.sendAudio()
-	t.Cleanup(f.Stop)
+	testutil.Cleanup(t, f.Stop)
 	return f
 }
 

@@ -39,7 +39,7 @@ func Join(t testing.TB, url, room, name string, timeout time.Duration, opts ...f
 	if err != nil {
 		t.Fatalf("%s joins %s: %v", name, room, err)
 	}
-	t.Cleanup(c.Close)
+	Cleanup(t, c.Close)
 	return c
 }
 

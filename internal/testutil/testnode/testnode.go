@@ -51,7 +51,7 @@ func Start(t testing.TB, cfg config.Config) *server.Server {
 		t.Fatalf("server.New: %v", err)
 	}
 	srv.Serve()
-	t.Cleanup(func() {
+	testutil.Cleanup(t, func() {
 		if err := testutil.ShutdownWithin(t, srv.Shutdown, 10*time.Second); err != nil {
 			t.Errorf("server shutdown: %v", err)
 		}
