@@ -52,10 +52,7 @@ func (n *Node) bucketJustRemade() bool {
 	case err != nil:
 		return false
 	default:
-		n.bus.smu.Lock()
-		same := s.CachedInfo().Created.Equal(n.bus.made)
-		n.bus.smu.Unlock()
-		if same {
+		if n.bus.sameBucket(s.CachedInfo().Created) {
 			return false
 		}
 	}
@@ -109,12 +106,10 @@ func (n *Node) checkBucket() bool {
 		return false
 	}
 	made := s.CachedInfo().Created
-	n.bus.smu.Lock()
-	same := made.Equal(n.bus.made)
-	n.bus.smu.Unlock()
-	if same {
+	if n.bus.sameBucket(made) {
 		return true
 	}
+	n.bucketRewrites.Add(1)
 	n.log.Warn("the room state store's bucket was made again (its NATS server restarted?): writing this node's rooms back")
 	n.bus.smu.Lock()
 	n.bus.made, n.bus.kvStream = made, nil // the stream is another one now
@@ -122,6 +117,23 @@ func (n *Node) checkBucket() bool {
 	n.remadeAt.Store(time.Now().UnixNano())
 	n.writeOwnStateBack()
 	return true
+}
+
+// sameBucket reports whether a bucket whose stream was made at made is
+// the one this node opened. When that time was not learnt at start (the
+// store did not answer in time), a stream made before the node opened the
+// bucket is the one it opened, and its time is kept: taken for one made
+// again, the node wrote its rooms, members, node key and tracks back in
+// the middle of a join storm. No allowance for the clocks: the store's
+// clock ahead of this node's costs a write-back that was not needed (what
+// every check did before), behind it could miss a bucket made again.
+func (b *bus) sameBucket(made time.Time) bool {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if b.made.IsZero() && !made.After(b.opened) {
+		b.made = made
+	}
+	return made.Equal(b.made)
 }
 
 // remakeBucket creates the bucket as openBucket did; another node making

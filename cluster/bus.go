@@ -72,8 +72,11 @@ type bus struct {
 	// again; bucketlost.go). made is guarded by smu.
 	replicas int
 	made     time.Time
-	tmpDir   string
-	log      *slog.Logger
+	// opened is when the bucket was opened: a bucket whose stream was
+	// made before it is the one opened, when made is not known.
+	opened time.Time
+	tmpDir string
+	log    *slog.Logger
 }
 
 // openBus starts the embedded NATS server (or dials the external one),
@@ -240,14 +243,21 @@ func (b *bus) openBucket(wait time.Duration, replicas int, authErr chan error, d
 		}
 		if err == nil {
 			b.kv = kv
+			b.opened = time.Now()
+			// The bucket's status holds its stream's info: when it was
+			// made comes with it (bucketlost.go). A second request for the
+			// stream, within the same 2 s, timed out on a starved machine
+			// and left it unknown: the first check then took the bucket for
+			// one made again and wrote the node's rooms back (TestJoinStorm
+			// under -race, load 40, 30 s into the storm).
 			sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 			if st, err := kv.Status(sctx); err == nil {
 				if ks, ok := st.(*jetstream.KeyValueBucketStatus); ok {
 					b.markerTTL = ks.LimitMarkerTTL() > 0
+					if si := ks.StreamInfo(); si != nil {
+						b.made = si.Created
+					}
 				}
-			}
-			if s, err := b.js.Stream(sctx, "KV_"+roomsBucket); err == nil {
-				b.made = s.CachedInfo().Created
 			}
 			scancel()
 			b.waitReplicas(deadline)

@@ -426,6 +426,29 @@ func (n *Node) OnIdentityChecked(f func(local bool)) { n.identityChecked.Store(&
 // is admitted to the local room only after f.
 func (n *Node) OnJoinReturns(f func()) { n.joinReturns.Store(&f) }
 
+// OnPlaces runs f for each place n's joins take in a room (a Join that
+// succeeded: held) and give up (a Leave: not held). A Leave's call comes
+// before its slot is released, a Join's after its slot was claimed, so
+// the places held across the nodes at any moment are at least the room's
+// members then: a room whose count goes past its limit was over-admitted.
+func (n *Node) OnPlaces(f func(room, id string, held bool)) { n.places.Store(&f) }
+
+// ForgetBucketMade makes n forget when the room state bucket's stream was
+// made, as when the store did not answer in time at n's start.
+func (n *Node) ForgetBucketMade() {
+	n.bus.smu.Lock()
+	n.bus.made = time.Time{}
+	n.bus.smu.Unlock()
+}
+
+// CheckBucket runs n's check that the room state bucket is the one it
+// opened (bucketlost.go), now; false when JetStream did not say.
+func (n *Node) CheckBucket() bool { return n.checkBucket() }
+
+// BucketRewrites counts the times n found the bucket made again and wrote
+// its part of the room state back.
+func (n *Node) BucketRewrites() int64 { return n.bucketRewrites.Load() }
+
 // Stopping is closed once the node's Close or Abort has begun.
 func (n *Node) Stopping() <-chan struct{} { return n.stop }
 

@@ -74,6 +74,9 @@ func (n *Node) Join(name string, m room.Member, maxParticipants int) (string, er
 	if m.Identity != "" {
 		n.checkIdentityLater(name, m.ID) // identitycheck.go
 	}
+	if f := n.places.Load(); f != nil {
+		(*f)(name, m.ID, true) // tests: the room's places held at once (export_test.go)
+	}
 	if f := n.joinReturns.Load(); f != nil {
 		(*f)() // tests: the participant is admitted late (export_test.go)
 	}

@@ -92,6 +92,13 @@ type Node struct {
 	// joinReturns: tests only, run before Join returns (the participant
 	// is admitted to the local room after).
 	joinReturns atomic.Pointer[func()]
+	// places: tests only, told of each place this node's joins take (a
+	// Join that succeeded) and give up (a Leave), before either reaches
+	// the room state's slots (export_test.go, OnPlaces).
+	places atomic.Pointer[func(room, id string, held bool)]
+	// bucketRewrites counts the times this node found the room state
+	// bucket made again and wrote its part back (bucketlost.go).
+	bucketRewrites atomic.Int64
 	// endMoveAtDelete: tests only, the next takeover ends (503) right
 	// after its delete of the member's old key landed.
 	endMoveAtDelete atomic.Bool

@@ -80,6 +80,9 @@ func (n *Node) get(name string) (roomState, bool) {
 // when the room is then empty everywhere, closes it after the empty
 // timeout unless someone joined meanwhile.
 func (n *Node) Leave(name string, m room.Member) {
+	if f := n.places.Load(); f != nil {
+		(*f)(name, m.ID, false) // tests: before its slot is released (export_test.go)
+	}
 	w := n.rs.hold(n, name) // its view tells whether the room is empty after this leave
 	if !n.spawn(func() {
 		defer n.rs.release(name)

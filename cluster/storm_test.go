@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -11,12 +12,25 @@ import (
 	"github.com/starling-rtc/starling/client"
 	"github.com/starling-rtc/starling/config"
 	"github.com/starling-rtc/starling/protocol"
+	"github.com/starling-rtc/starling/room"
 	"github.com/starling-rtc/starling/server"
 )
 
 // A join storm: 60 clients (30 under -race) join one room at the same instant through three
-// nodes. Exactly max_participants get in (the others are told the room is
-// full), and every one of them sees every other one.
+// nodes. The room never holds more than max_participants (counted from the
+// nodes' own admissions and leaves, placeCount); exactly max_participants
+// get in (the others are told the room is full), and every one of them
+// sees every other one.
+//
+// On a starved machine (-race beside busy loops, load 25-50) a node may end
+// a participant it admitted during the storm (its subscriber offer
+// unanswered for the negotiation timeout, its socket's writes timing out),
+// and a join answered 503 that tries again takes its place: more than the
+// limit then got in over the storm, one after the other, without the room
+// ever holding more. Twice such a run read as an over-admission ("24 joined
+// and 6 were told the room is full", sessions 20 and 23). Those ended
+// participants are listed and left out of the counts and of the "sees
+// every other" check; the limit itself is checked at every moment.
 //
 // Not parallel: the clients load the machine enough to slow the state store
 // of the other tests' clusters (a join there waits at most 8 s for it), so
@@ -70,6 +84,7 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 		others []error
 		wg     sync.WaitGroup
 	)
+	places := watchPlaces(t, srvs, room)
 	start := make(chan struct{})
 	for i := 0; i < stormJoins; i++ {
 		wg.Add(1)
@@ -96,11 +111,16 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 	close(start)
 	wg.Wait()
 	answered = time.Since(began)
-	defer func() {
-		for _, c := range in {
+	defer func(all []*client.Client) {
+		for _, c := range all {
 			c.Close()
 		}
-	}()
+	}(in)
+	most, ended := places.result()
+	if most > stormLimit {
+		listStorm(t, srvs, room, in, ended)
+		t.Fatalf("the room held %d participants at once, its limit is %d (%d joined over the storm, %d told full)", most, stormLimit, len(in), full)
+	}
 	if len(others) > 0 {
 		// Each distinct error with its count: a node that never answered
 		// (the client's silence timeout) reads differently from one that
@@ -109,37 +129,25 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 		for _, err := range others {
 			byErr[err.Error()]++
 		}
-		t.Fatalf("%d joins failed otherwise than room full (%d joined, %d told full, all answered after %s): %v",
-			len(others), len(in), full, answered.Round(time.Millisecond), byErr)
+		t.Fatalf("%d joins failed otherwise than room full (%d joined, %d told full, at most %d in the room at once, %d ended by their node meanwhile, all answered after %s): %v",
+			len(others), len(in), full, most, len(ended), answered.Round(time.Millisecond), byErr)
 	}
-	if len(in) != stormLimit || full != stormJoins-stormLimit {
-		// What the nodes hold: whose slot each participant has, and whether
-		// a node took another for gone meanwhile (a stalled node's
-		// members and slots are what a purge or take-back would free).
-		ids := make([]string, 0, len(in))
+	if len(ended) > 0 {
+		// Not an over-admission (most is within the limit): the
+		// starved machine ended them, and others took their places.
+		t.Logf("%d participants were ended by their node during the storm, %d joined in all, at most %d at once: %v", len(ended), len(in), most, ended)
+		still := in[:0:0]
 		for _, c := range in {
-			ids = append(ids, c.ParticipantID())
-		}
-		slices.Sort(ids)
-		t.Logf("participants in: %v", ids)
-		for _, s := range srvs {
-			n := s.Cluster()
-			var gone []string
-			for _, o := range srvs {
-				if id := o.Cluster().ID(); id != n.ID() && n.FoundGone(id) {
-					gone = append(gone, id)
-				}
+			if _, gone := ended[c.ParticipantID()]; !gone {
+				still = append(still, c)
 			}
-			local := 0
-			if r := s.Rooms().Room(room); r != nil {
-				local = len(r.LocalMembers())
-			}
-			members := n.StateMembers(room)
-			slices.Sort(members)
-			t.Logf("%s: %d local participants; %d state members %v; slots %v; found gone now %v, %d times in all; silent but alive %d",
-				n.ID(), local, len(members), members, n.SlotsHeld(room), gone, n.TimesFoundGone(), n.SilentAlive())
 		}
-		t.Fatalf("%d joined and %d were told the room is full, want exactly %d and %d", len(in), full, stormLimit, stormJoins-stormLimit)
+		in = still
+	}
+	if len(in) > stormLimit || (len(ended) == 0 && (len(in) != stormLimit || full != stormJoins-stormLimit)) {
+		listStorm(t, srvs, room, in, ended)
+		t.Fatalf("%d joined and %d were told the room is full, want exactly %d and %d (%d ended by their node during the storm, at most %d in the room at once)",
+			len(in), full, stormLimit, stormJoins-stormLimit, len(ended), most)
 	}
 	eventually(t, 60*time.Second, "each participant sees every other one", func() bool {
 		for _, a := range in {
@@ -151,5 +159,102 @@ func joinStorm(t testing.TB, srvs []*server.Server, room string) (answered, seen
 		}
 		return true
 	})
+	t.Logf("at most %d participants in the room at once, %d ended by their node during the storm", most, len(ended))
 	return answered, time.Since(began)
+}
+
+// placeCount counts the places a room's participants hold across the
+// nodes of a storm, from each node's own word (cluster.Node.OnPlaces): a
+// join's place counts from when the cluster admitted it until its node
+// lets it go, so the count never falls below the room's members at that
+// moment. A purge of a live node's members, or a slot freed under a member
+// still in the room, leaves the count up while a join takes the freed
+// slot: the room then holds more than its limit, and most says so.
+type placeCount struct {
+	room  string
+	mu    sync.Mutex
+	held  map[string]bool
+	most  int
+	ended map[string]string // participant id -> why its node ended it
+}
+
+// watchPlaces starts counting room's places on every node of srvs, until
+// t ends.
+func watchPlaces(t testing.TB, srvs []*server.Server, room string) *placeCount {
+	pc := &placeCount{room: room, held: map[string]bool{}, ended: map[string]string{}}
+	for _, s := range srvs {
+		s.Cluster().OnPlaces(pc.place)
+		t.Cleanup(s.Rooms().AddObserver(pc))
+	}
+	return pc
+}
+
+func (pc *placeCount) place(name, id string, held bool) {
+	if name != pc.room {
+		return
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if !held {
+		delete(pc.held, id)
+		return
+	}
+	pc.held[id] = true
+	pc.most = max(pc.most, len(pc.held))
+}
+
+// result is the most places held at once, and the participants their
+// nodes ended so far, with the reason.
+func (pc *placeCount) result() (int, map[string]string) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.most, maps.Clone(pc.ended)
+}
+
+// ParticipantLeft (room.LifecycleObserver) notes a participant its node
+// ended: the test's clients do not leave during the storm.
+func (pc *placeCount) ParticipantLeft(p room.ParticipantEvent, reason string) {
+	if p.Room != pc.room {
+		return
+	}
+	pc.mu.Lock()
+	pc.ended[p.ParticipantID] = reason
+	pc.mu.Unlock()
+}
+
+func (pc *placeCount) RoomStarted(string, string)              {}
+func (pc *placeCount) ParticipantJoined(room.ParticipantEvent) {}
+func (pc *placeCount) TrackPublished(room.PublishedTrack)      {}
+func (pc *placeCount) TrackUnpublished(room.PublishedTrack)    {}
+func (pc *placeCount) RoomClosed(string, string)               {}
+
+// listStorm logs who got in and what each node holds: whose slot each
+// participant has, and whether a node took another for gone meanwhile (a
+// stalled node's members and slots are what a purge or take-back would
+// free).
+func listStorm(t testing.TB, srvs []*server.Server, room string, in []*client.Client, ended map[string]string) {
+	t.Helper()
+	ids := make([]string, 0, len(in))
+	for _, c := range in {
+		ids = append(ids, c.ParticipantID())
+	}
+	slices.Sort(ids)
+	t.Logf("participants in: %v; ended by their node during the storm: %v", ids, ended)
+	for _, s := range srvs {
+		n := s.Cluster()
+		var gone []string
+		for _, o := range srvs {
+			if id := o.Cluster().ID(); id != n.ID() && n.FoundGone(id) {
+				gone = append(gone, id)
+			}
+		}
+		local := 0
+		if r := s.Rooms().Room(room); r != nil {
+			local = len(r.LocalMembers())
+		}
+		members := n.StateMembers(room)
+		slices.Sort(members)
+		t.Logf("%s: %d local participants; %d state members %v; slots %v; found gone now %v, %d times in all; silent but alive %d",
+			n.ID(), local, len(members), members, n.SlotsHeld(room), gone, n.TimesFoundGone(), n.SilentAlive())
+	}
 }

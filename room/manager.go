@@ -147,6 +147,9 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 		m.mu.Lock()
 		if m.draining {
 			m.mu.Unlock()
+			if !req.takeover { // a takeover's member is left for its client's next try (takeover.go)
+				m.leaveBus(bus, req)
+			}
 			return nil, nil, errShuttingDown()
 		}
 		r := m.rooms[req.Room]
@@ -167,6 +170,12 @@ func (m *Manager) joinLocal(req JoinRequest, peer Peer, sid string, bus Bus) (*P
 		}
 		if err := m.roomsFull(); r == nil && err != nil {
 			m.mu.Unlock()
+			// The cluster admitted it first (Join): its place there goes
+			// back, or its member and slot stayed for as long as this
+			// node lived (TestJoinRefusedByNodeFreesItsPlace).
+			if !req.takeover {
+				m.leaveBus(bus, req)
+			}
 			return nil, nil, err
 		}
 		opened := false
