@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	t.Logf("paused %v after the downlink narrowed to 150 kbit/s", time.Since(start))
 	pausedAt := len(updatesFor(slow, id))
 	pausedSizes, _ := v.snapshot()
+	stalled := meterStalls(t) // this process's longest stall while paused
 	// The probes from the paused track aim at its next step (the lowest
 	// layer, 0.28 Mbit/s, and the audio: about 0.4 Mbit/s; 47-55 padding
 	// packets in 300 ms until session 24, 22-23 in 150 ms since), not at
@@ -59,12 +61,21 @@ func TestCongestionPausedRecovers(t *testing.T) {
 	probes, planned := after.Probes-before.Probes, after.PaddingPlanned-before.PaddingPlanned
 	// The link is still narrow: the probes must not bring the track back
 	// (one every second while paused since session 24, where a resumed
-	// layer would pause again: the track would flap).
-	if changes := updatesFor(slow, id)[pausedAt:]; len(changes) > 0 {
-		t.Errorf("the track changed layers %d times during %d probes on a link still at 150 kbit/s: %+v", len(changes), probes, changes)
-	}
-	if s, _ := v.snapshot(); len(s) > len(pausedSizes) {
-		t.Errorf("keyframes %v while paused on a link still at 150 kbit/s", s[len(pausedSizes):])
+	// layer would pause again: the track would flap). Unless this process
+	// was stopped (a starved machine): late wakes bunch a probe's padding
+	// into bursts that the throttle's 100 ms of burst lets through, and
+	// such a probe passes (2 of 8 runs at load 30-50, session 24): logged.
+	stall := stalled()
+	changes := updatesFor(slow, id)[pausedAt:]
+	s, _ := v.snapshot()
+	if len(changes) > 0 || len(s) > len(pausedSizes) {
+		msg := fmt.Sprintf("the track changed layers %d times during %d probes on a link still at 150 kbit/s: %+v; keyframes %v",
+			len(changes), probes, changes, s[len(pausedSizes):])
+		if stall >= stallExcuses {
+			t.Logf("%s (this process stalled %v: not judged)", msg, stall.Round(time.Millisecond))
+		} else {
+			t.Errorf("%s (this process's longest stall %v)", msg, stall.Round(time.Millisecond))
+		}
 	}
 	t.Logf("%d probes while paused, %d padding packets planned (%.0f a probe), %d written; %d feedback timeouts",
 		probes, planned, float64(planned)/float64(probes), after.PaddingSent-before.PaddingSent, after.FeedbackTimeouts-before.FeedbackTimeouts)
