@@ -122,6 +122,14 @@ func TestRecordingRemoteTracks(t *testing.T) {
 		in, ok := srvs[0].Recorder().Get(info.ID)
 		return ok && len(in.Files) == 3
 	})
+	// Then 3 s more of relayed media (about 330 packets) before the stop:
+	// stopped as soon as mix.webm appeared, the mix had 5 and 12 frames of
+	// the 50 wanted in two loaded suite runs (session 24), its first frame
+	// having come seconds after the tracks' files.
+	base = srvs[0].Cluster().RelayStats().PacketsIn
+	eventually(t, 60*time.Second, "330 more relayed packets reach n0 once the mix has a file", func() bool {
+		return srvs[0].Cluster().RelayStats().PacketsIn >= base+330
+	})
 	var stopped recorder.Info
 	if code := httpJSON(t, "DELETE", srvs[0].BaseURL()+"/v1/rooms/"+roomName+"/recordings/"+info.ID, nil, &stopped); code != http.StatusOK {
 		t.Fatalf("stop: %d", code)
