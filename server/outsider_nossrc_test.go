@@ -39,6 +39,20 @@ func (m *midWriter) set(ssrc uint32, mid string) {
 	m.mids[ssrc] = mid
 }
 
+// sendWithMIDs tells mw the mid of each of pc's sending SSRCs (known once
+// the answer is applied) and sends media on video and audio until the test
+// ends.
+func sendWithMIDs(t *testing.T, pc *webrtc.PeerConnection, mw *midWriter, m testMedia, video, audio *webrtc.TrackLocalStaticSample) {
+	for _, tr := range pc.GetTransceivers() {
+		if s := tr.Sender(); s != nil && len(s.GetParameters().Encodings) > 0 {
+			mw.set(uint32(s.GetParameters().Encodings[0].SSRC), tr.Mid())
+		}
+	}
+	stop := make(chan struct{})
+	wg := sendMedia(t, m, video, audio, stop)
+	t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
 func (m *midWriter) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
 	id := 0
 	for _, e := range info.RTPHeaderExtensions {
@@ -132,14 +146,7 @@ func TestOutsiderOfferWithoutSSRC(t *testing.T) {
 		if !c.dropMidExt && !strings.Contains(res.body, sdp.SDESMidURI) {
 			t.Fatalf("%s: the answer does not negotiate the MID extension:\n%s", c.name, res.body)
 		}
-		for _, tr := range pc.GetTransceivers() {
-			if s := tr.Sender(); s != nil && len(s.GetParameters().Encodings) > 0 {
-				mw.set(uint32(s.GetParameters().Encodings[0].SSRC), tr.Mid())
-			}
-		}
-		stop := make(chan struct{})
-		wg := sendMedia(t, m, video, audio, stop)
-		t.Cleanup(func() { close(stop); wg.Wait() })
+		sendWithMIDs(t, pc, mw, m, video, audio)
 
 		joined, err := watcher.WaitEvent(ctxT(t, 20*time.Second), protocol.NotifyParticipantJoined, participantJoinedNamed(c.name))
 		if err != nil {
@@ -199,14 +206,7 @@ func TestOutsiderOfferWithoutSSRCRenegotiates(t *testing.T) {
 		return ids
 	}
 	first := offer("first offer")
-	for _, tr := range pc.GetTransceivers() {
-		if s := tr.Sender(); s != nil && len(s.GetParameters().Encodings) > 0 {
-			mw.set(uint32(s.GetParameters().Encodings[0].SSRC), tr.Mid())
-		}
-	}
-	stop := make(chan struct{})
-	wg := sendMedia(t, m, video, audio, stop)
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	sendWithMIDs(t, pc, mw, m, video, audio)
 	waitFor(t, 20*time.Second, "both tracks at the watcher", func() bool {
 		return len(rec.payloads(first["video"])) > 10 && len(rec.payloads(first["audio"])) > 10
 	})
@@ -251,14 +251,7 @@ func TestOutsiderOfferWithoutSSRCRestart(t *testing.T) {
 		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: res.body}); err != nil {
 			t.Fatal(err)
 		}
-		for _, tr := range pc.GetTransceivers() {
-			if s := tr.Sender(); s != nil && len(s.GetParameters().Encodings) > 0 {
-				mw.set(uint32(s.GetParameters().Encodings[0].SSRC), tr.Mid())
-			}
-		}
-		stop := make(chan struct{})
-		wg := sendMedia(t, m, video, audio, stop)
-		t.Cleanup(func() { close(stop); wg.Wait() })
+		sendWithMIDs(t, pc, mw, m, video, audio)
 		waitFor(t, 20*time.Second, c.name+" media before", func() bool { return sink.videoPackets.Load() >= 30 && sink.audioPackets.Load() >= 30 })
 
 		ro, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})

@@ -206,10 +206,8 @@ func stacksHave(fn, state string) bool {
 // eventually polls cond every 20 ms until it holds, failing t after d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, what)
-		}
+	if !pollFor(d, cond) {
+		t.Fatalf("after %v: %s", d, what)
 	}
 }
 
