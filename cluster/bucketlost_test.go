@@ -21,18 +21,7 @@ import (
 // /v1/rooms answered 503 until every node was restarted.
 func TestNATSRestartRebuildsRoomState(t *testing.T) {
 	busCutTurn(t)
-	port := freeTCPPort(t)
-	stop := startNATSAt(t, port)
-	t.Cleanup(stop)
-	// The server started again stops after the nodes (cleanups run last
-	// first): stopped before them, each node's shutdown waited for it.
-	var stopAgain func()
-	t.Cleanup(func() {
-		if stopAgain != nil {
-			stopAgain()
-		}
-	})
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr, restartNATS := restartableNATS(t)
 	srvs := make([]*server.Server, 2)
 	for i := range srvs {
 		cfg := nodeConfig([]int{0, 0}, i, func(c *config.Config) {
@@ -47,11 +36,7 @@ func TestNATSRestartRebuildsRoomState(t *testing.T) {
 	bob := join(t, srvs[1], rm, "bob")
 	seeEachOther(t, alice, bob)
 
-	stop()
-	for i, s := range srvs {
-		eventually(t, 10*time.Second, "n"+itoa(i)+" notices NATS is gone", func() bool { return !s.Cluster().Conn().IsConnected() })
-	}
-	stopAgain = startNATSAt(t, port)       // a new server: an empty JetStream
+	restartNATS(srvs)
 	carol := join(t, srvs[1], rm, "carol") // the client tries again on 503
 	seeEachOther(t, alice, bob, carol)
 	for i, s := range srvs {
@@ -80,6 +65,33 @@ func freeTCPPort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// restartableNATS starts a NATS server on a free loopback port for the
+// nodes of a NATS-restart test and returns its address and restart, which
+// stops it, waits until every node saw it go, and starts a new one (an
+// empty JetStream) on the same port. Call it before starting the nodes:
+// the servers stop after them (cleanups run last first; stopped before
+// them, each node's shutdown waited for NATS).
+func restartableNATS(t *testing.T) (addr string, restart func(srvs []*server.Server)) {
+	t.Helper()
+	port := freeTCPPort(t)
+	stop := startNATSAt(t, port)
+	t.Cleanup(stop)
+	var stopAgain func()
+	t.Cleanup(func() {
+		if stopAgain != nil {
+			stopAgain()
+		}
+	})
+	return "127.0.0.1:" + strconv.Itoa(port), func(srvs []*server.Server) {
+		t.Helper()
+		stop()
+		for i, s := range srvs {
+			eventually(t, 10*time.Second, "n"+itoa(i)+" notices NATS is gone", func() bool { return !s.Cluster().Conn().IsConnected() })
+		}
+		stopAgain = startNATSAt(t, port)
+	}
 }
 
 // startNATSAt starts a NATS server with JetStream on a given loopback port

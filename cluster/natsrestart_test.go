@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"testing"
 	"time"
 
@@ -30,16 +29,7 @@ func TestNATSRestartWritesOwnedKeysBack(t *testing.T) {
 	busCutTurn(t)
 	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	t.Cleanup(hook.Close)
-	port := freeTCPPort(t)
-	stop := startNATSAt(t, port)
-	t.Cleanup(stop)
-	var stopAgain func()
-	t.Cleanup(func() {
-		if stopAgain != nil {
-			stopAgain()
-		}
-	})
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr, restartNATS := restartableNATS(t)
 	srvs := make([]*server.Server, 2)
 	for i := range srvs {
 		cfg := nodeConfig([]int{0, 0}, i, func(c *config.Config) {
@@ -80,11 +70,7 @@ func TestNATSRestartWritesOwnedKeysBack(t *testing.T) {
 		t.Fatalf("no recording claim after the start: %v", err)
 	}
 
-	stop()
-	for i, s := range srvs {
-		eventually(t, 10*time.Second, "n"+itoa(i)+" notices NATS is gone", func() bool { return !s.Cluster().Conn().IsConnected() })
-	}
-	stopAgain = startNATSAt(t, port) // a new server: an empty JetStream
+	restartNATS(srvs)
 	carol := join(t, srvs[1], rm, "carol", token(t, "carol", rm))
 	seeEachOther(t, alice, bob, carol)
 
